@@ -1,0 +1,80 @@
+// APNs gateway: delivers iOS sends through the real @parse/node-apn SDK over HTTP/2, one bulkhead per app.
+import { readFileSync } from "node:fs";
+import apn from "@parse/node-apn";
+import type { Config } from "../lib/config.js";
+import { ConfigInvalid, ProviderError } from "../lib/errors.js";
+import { runGateway, type GatewayDeps, type ProviderClient, type SendResult } from "../lib/gateway-runner.js";
+import { Semaphore } from "../lib/semaphore.js";
+import type { NotificationBrief, Send } from "../lib/types.js";
+
+/** APNs reasons that mean the token will never work again: remove it, never retry. */
+const DEAD_TOKEN = new Set(["Unregistered", "BadDeviceToken", "DeviceTokenNotForTopic", "ExpiredToken"]);
+
+/**
+ * Maps an SDK failure to a {@link ProviderError}: 429, 5xx and transport
+ * errors are retryable; every 4xx is not; 410 and bad tokens mark the token dead.
+ */
+export function apnsError(f: apn.ResponseFailure): ProviderError {
+  const reason = f.response?.reason ?? (f.error ? `transport:${f.error.message}` : `status:${f.status ?? "none"}`);
+  const status = f.status ?? 0;
+  const retryable = status === 0 || status === 429 || status >= 500;
+  return new ProviderError(`APNs rejected the send: ${reason}`, { reason, retryable, tokenInvalid: DEAD_TOKEN.has(reason), cause: f.error });
+}
+
+/** Builds the APNs notification for one nfx notification: alert, badge, sound, data, collapse id, priority, expiry. */
+export function apnsNotification(n: NotificationBrief, topic: string): apn.Notification {
+  const note = new apn.Notification();
+  note.topic = topic;
+  note.pushType = "alert";
+  note.alert = { title: n.push.title, body: n.push.body };
+  if (n.push.badge !== undefined) note.badge = n.push.badge;
+  if (n.push.sound) note.sound = n.push.sound;
+  note.payload = { ...(n.push.data ?? {}), nfx: { id: n.id } };
+  if (n.collapseKey) note.collapseId = n.collapseKey;
+  note.priority = n.priority === "critical" || n.priority === "high" ? 10 : 5;
+  note.expiry = Math.floor(n.expiresAt / 1000);
+  return note;
+}
+
+/** Creates the APNs provider client for the configured app. Throws {@link ConfigInvalid} if no signing key is configured. */
+export function createApnsClient(cfg: Config): ProviderClient {
+  const a = cfg.gateways.apns;
+  if (!a.keyFile) throw new ConfigInvalid("gateways.apns.keyFile: required to run the APNs gateway", { field: "gateways.apns.keyFile" });
+  const opts: apn.MultiProviderOptions & { peerMaxConcurrentStreams?: number } = {
+    token: { key: readFileSync(a.keyFile), keyId: a.keyId, teamId: a.teamId },
+    production: a.production,
+    ...(a.address ? { address: a.address } : {}),
+    ...(a.port ? { port: a.port } : {}),
+    ...(a.caFile ? { ca: [readFileSync(a.caFile)] } : {}),
+    // Retries are the gateway's (it honours Retry-After); the SDK's own ignore it.
+    connectionRetryLimit: 1,
+    requestTimeout: 10_000,
+    clientCount: a.clientCount,
+    peerMaxConcurrentStreams: 500,
+  };
+  const provider = a.clientCount > 1 ? new apn.MultiProvider(opts) : new apn.Provider(opts);
+  const limit = new Semaphore(a.concurrency);
+  return {
+    channel: "apns",
+    async sendGroup(n: NotificationBrief, sends: readonly Send[]): Promise<SendResult[]> {
+      const note = apnsNotification(n, a.topic);
+      return Promise.all(
+        sends.map((s) =>
+          limit.run(async (): Promise<SendResult> => {
+            const r = await provider.send(note, s.token);
+            const failed = r.failed[0];
+            return failed ? { ok: false, error: apnsError(failed) } : { ok: true };
+          }),
+        ),
+      );
+    },
+    async close() {
+      provider.shutdown();
+    },
+  };
+}
+
+/** Starts the APNs gateway role. */
+export async function startGatewayApns(d: GatewayDeps): Promise<{ stop(): Promise<void> }> {
+  return runGateway(d, createApnsClient(d.cfg));
+}

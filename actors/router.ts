@@ -1,0 +1,74 @@
+// Router actor: splits an accepted notification's explicit recipients by shard into fan chunks on NFX_FAN.
+import type { JsMsg } from "@nats-io/jetstream";
+import type { Config } from "../lib/config.js";
+import { decode, encode } from "../lib/codec.js";
+import { PoisonMessage, runLanes } from "../lib/lanes.js";
+import type { Logger } from "../lib/log.js";
+import type { Nats } from "../lib/nats.js";
+import { shardOf } from "../lib/shard.js";
+import { CONSUMER, MSGID, STREAM, fanSubject } from "../lib/subjects.js";
+import type { FanChunk, Notification, NotificationBrief } from "../lib/types.js";
+
+export interface RouterDeps {
+  cfg: Config;
+  nats: Nats;
+  log: Logger;
+}
+
+/**
+ * Groups `recipients` by shard and cuts each shard's list into chunks of at
+ * most `chunkSize`, preserving input order within a shard. Pure; the chunk
+ * numbering is deterministic so replays produce the same message ids.
+ */
+export function planChunks(recipients: readonly string[], shards: number, chunkSize: number): { shard: number; chunk: number; users: string[] }[] {
+  const byShard = new Map<number, string[]>();
+  for (const u of recipients) {
+    const s = shardOf(u, shards);
+    let l = byShard.get(s);
+    if (!l) byShard.set(s, (l = []));
+    l.push(u);
+  }
+  const out: { shard: number; chunk: number; users: string[] }[] = [];
+  for (const s of [...byShard.keys()].sort((a, b) => a - b)) {
+    const users = byShard.get(s)!;
+    for (let i = 0, c = 0; i < users.length; i += chunkSize, c++) out.push({ shard: s, chunk: c, users: users.slice(i, i + chunkSize) });
+  }
+  return out;
+}
+
+/**
+ * Starts the router on every priority lane of NFX_INTAKE. For each
+ * notification it publishes all fan chunks (deterministic message ids) and
+ * acks the intake message only after every chunk is acknowledged by JetStream.
+ */
+export async function startRouter(d: RouterDeps): Promise<{ stop(): Promise<void> }> {
+  const log = d.log.child({ actor: "router" });
+  const handle = async (m: JsMsg): Promise<void> => {
+    let n: Notification;
+    try {
+      n = decode<Notification>(m.data);
+    } catch (err) {
+      throw new PoisonMessage(`undecodable intake message: ${(err as Error).message}`);
+    }
+    if (n.type !== "notification") throw new PoisonMessage(`unexpected message type ${String(n.type)}`);
+    const brief: NotificationBrief = {
+      id: n.id, createdAt: n.createdAt, expiresAt: n.expiresAt, priority: n.priority,
+      category: n.category, push: n.push, ...(n.collapseKey ? { collapseKey: n.collapseKey } : {}),
+    };
+    const plan = planChunks(n.recipients, d.cfg.cluster.shards, d.cfg.router.chunkSize);
+    await Promise.all(
+      plan.map((p) => {
+        const chunk: FanChunk = { type: "fan_chunk", shard: p.shard, chunk: p.chunk, notification: brief, users: p.users };
+        return d.nats.js.publish(fanSubject(n.priority, p.shard), encode(chunk), { msgID: MSGID.fan(n.id, p.shard, p.chunk) });
+      }),
+    );
+    log.debug({ nid: n.id, chunks: plan.length }, "routed");
+  };
+  const lanes = runLanes({
+    js: d.nats.js, stream: STREAM.intake, consumer: CONSUMER.router, concurrency: 8, prefetch: 32,
+    ackWaitSec: d.cfg.streams.ackWaitSec, log, handle,
+  });
+  await lanes.ready;
+  log.info("router ready");
+  return lanes;
+}

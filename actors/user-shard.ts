@@ -1,0 +1,115 @@
+// Shard actor: per-recipient policy for a fan chunk: directory lookup, opt-out, channel choice per device; emits send batches and receipts.
+import type { JsMsg } from "@nats-io/jetstream";
+import type { Config } from "../lib/config.js";
+import { decode, encode } from "../lib/codec.js";
+import { readUsers } from "../lib/directory.js";
+import { PoisonMessage, runLanes } from "../lib/lanes.js";
+import type { Logger } from "../lib/log.js";
+import type { Nats } from "../lib/nats.js";
+import type { Redis } from "../lib/redis.js";
+import { CHANNELS, CONSUMER, MSGID, STREAM, receiptSubject, sendSubject, type Channel } from "../lib/subjects.js";
+import type { DeviceRecord, FanChunk, ReceiptEntry, Send, SendBatch, UserRecord } from "../lib/types.js";
+
+export interface ShardDeps {
+  cfg: Config;
+  nats: Nats;
+  redis: Redis;
+  log: Logger;
+  now?: () => number;
+}
+
+/** The channel a device is reached on. */
+export function channelFor(d: DeviceRecord): Channel | null {
+  switch (d.platform) {
+    case "ios":
+      return "apns";
+    case "android":
+      return "fcm";
+    default:
+      return null;
+  }
+}
+
+/** The decision for one chunk: sends per channel and one receipt entry per suppressed user or queued device. */
+export interface ChunkDecision {
+  sends: Record<Channel, Send[]>;
+  receipts: ReceiptEntry[];
+}
+
+/**
+ * Decides a chunk, given the users' directory records in the same order as
+ * `chunk.users`. Pure. Rules in order: unknown user, expired notification,
+ * global opt-out, no reachable device; then one send per device on its channel.
+ */
+export function decideChunk(chunk: FanChunk, users: readonly (UserRecord | null)[], now: number): ChunkDecision {
+  const sends = Object.fromEntries(CHANNELS.map((c) => [c, [] as Send[]])) as Record<Channel, Send[]>;
+  const receipts: ReceiptEntry[] = [];
+  const nid = chunk.notification.id;
+  const expired = chunk.notification.expiresAt <= now;
+  chunk.users.forEach((userId, i) => {
+    const u = users[i];
+    const suppress = (reason: string): void => void receipts.push({ user: userId, outcome: "suppressed", reason, at: now });
+    if (!u) return suppress("unknown_user");
+    if (expired) return suppress("expired");
+    if (u.optedOut) return suppress("opted_out");
+    let reachable = 0;
+    for (const dev of u.devices ?? []) {
+      const ch = channelFor(dev);
+      if (!ch || !dev.token) continue;
+      reachable++;
+      sends[ch].push({ nid, user: userId, device: dev.id, token: dev.token });
+      receipts.push({ user: userId, outcome: "queued", channel: ch, device: dev.id, at: now });
+    }
+    if (reachable === 0) suppress("no_devices");
+  });
+  return { sends, receipts };
+}
+
+/**
+ * Starts the shard actor on every priority lane of NFX_FAN. A chunk is acked
+ * only after all its send batches and its receipt batch are acknowledged by
+ * JetStream; all carry deterministic message ids derived from the chunk's own.
+ */
+export async function startUserShard(d: ShardDeps): Promise<{ stop(): Promise<void> }> {
+  const log = d.log.child({ actor: "user-shard" });
+  const now = d.now ?? Date.now;
+  const batchSize = d.cfg.shard.sendBatchSize;
+
+  const handle = async (m: JsMsg): Promise<void> => {
+    let chunk: FanChunk;
+    try {
+      chunk = decode<FanChunk>(m.data);
+    } catch (err) {
+      throw new PoisonMessage(`undecodable fan chunk: ${(err as Error).message}`);
+    }
+    if (chunk.type !== "fan_chunk") throw new PoisonMessage(`unexpected message type ${String(chunk.type)}`);
+    const n = chunk.notification;
+    const fanId = MSGID.fan(n.id, chunk.shard, chunk.chunk);
+    const users = await readUsers(d.redis, chunk.shard, chunk.users);
+    const decision = decideChunk(chunk, users, now());
+    const pubs: Promise<unknown>[] = [];
+    for (const ch of CHANNELS) {
+      const all = decision.sends[ch];
+      for (let i = 0, part = 0; i < all.length; i += batchSize, part++) {
+        const batch: SendBatch = { type: "send_batch", channel: ch, shard: chunk.shard, notifications: { [n.id]: n }, sends: all.slice(i, i + batchSize) };
+        pubs.push(d.nats.js.publish(sendSubject(ch, n.priority), encode(batch), { msgID: MSGID.send(fanId, ch, part) }));
+      }
+    }
+    if (decision.receipts.length > 0) {
+      pubs.push(
+        d.nats.js.publish(receiptSubject(n.id), encode({ type: "receipts", nid: n.id, stage: "shard", entries: decision.receipts }), {
+          msgID: MSGID.decided(fanId),
+        }),
+      );
+    }
+    await Promise.all(pubs);
+  };
+
+  const lanes = runLanes({
+    js: d.nats.js, stream: STREAM.fan, consumer: CONSUMER.shard, concurrency: d.cfg.shard.concurrency, prefetch: 16,
+    ackWaitSec: d.cfg.streams.ackWaitSec, log, handle,
+  });
+  await lanes.ready;
+  log.info("user-shard ready");
+  return lanes;
+}

@@ -1,0 +1,99 @@
+// `npm run demo`: boots a throw-away local cluster, seeds users, sends one notification through the API and prints the delivery report.
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { pino } from "pino";
+import { notify, status } from "../lib/api-client.js";
+import { writeUsers } from "../lib/directory.js";
+import { createLogger } from "../lib/log.js";
+import { connectNats } from "../lib/nats.js";
+import { connectRedis } from "../lib/redis.js";
+import type { NotificationStatus } from "../lib/status.js";
+import type { UserRecord } from "../lib/types.js";
+import { formatStatus } from "./format.js";
+import { startLocalCluster } from "./local-cluster.js";
+import { ROLES } from "./roles.js";
+
+/**
+ * Deterministic demo users: 1-3 devices, iOS and Android mixed; every 37th
+ * user opted out, every 53rd with no device, and a few tokens the sandboxes
+ * answer as unregistered (`gone-`) or malformed (`bad-`).
+ */
+export function demoUsers(count: number): UserRecord[] {
+  const out: UserRecord[] = [];
+  for (let i = 0; i < count; i++) {
+    const id = `demo-${String(i).padStart(6, "0")}`;
+    const n = i % 53 === 0 ? 0 : 1 + (i % 3);
+    const devices = Array.from({ length: n }, (_, d) => {
+      const ios = (i + d) % 2 === 0;
+      const prefix = i % 97 === 5 && d === 0 ? "gone-" : i % 89 === 7 && d === 0 ? "bad-" : "";
+      return { id: `${ios ? "iphone" : "pixel"}-${d}`, platform: (ios ? "ios" : "android") as "ios" | "android", token: `${prefix}${ios ? "a" : "f"}${i.toString(16).padStart(8, "0")}${d}` };
+    });
+    out.push({ id, locale: ["en-US", "de-DE", "ja-JP", "pt-BR"][i % 4]!, timezone: ["America/New_York", "Europe/Berlin", "Asia/Tokyo", "America/Sao_Paulo"][i % 4]!, optedOut: i % 37 === 3, devices });
+  }
+  return out;
+}
+
+const tally = (s: NotificationStatus, outcome: string, by: "reason" | "channel"): string =>
+  Object.entries(
+    s.lines.filter((l) => l.outcome === outcome).reduce<Record<string, number>>((a, l) => ((a[l[by] ?? "-"] = (a[l[by] ?? "-"] ?? 0) + 1), a), {}),
+  )
+    .map(([k, v]) => `${k} ${v}`)
+    .join(", ");
+
+/** Runs the demo; resolves with the process exit code (0 when every send nfx reports arrived exactly once). */
+export async function runDemo(o: { users: number }): Promise<number> {
+  const dir = mkdtempSync(join(tmpdir(), "nfx-demo-"));
+  const t0 = Date.now();
+  console.log("nfx demo: starting a local cluster (nats-server, redis-server, sandbox APNs + FCM, one process per role)...");
+  const cluster = await startLocalCluster({
+    dataDir: dir, natsPort: 0, redisPort: 0, persist: false,
+    sandbox: { apns: 0, fcm: 0, control: 0 }, roles: ROLES,
+    overrides: { log: { level: "warn" } },
+    onLine: (role, line) => {
+      if (/"level":(50|60)/.test(line)) console.error(`[${role}] ${line}`);
+    },
+  });
+  try {
+    const cfg = cluster.cfg;
+    console.log(`  up in ${((Date.now() - t0) / 1000).toFixed(1)} s: nats ${cluster.nats.url}, redis ${cluster.redis.url}, sandbox apns :${cluster.sandbox!.ports.apns} fcm :${cluster.sandbox!.ports.fcm}, roles ${ROLES.join(", ")}`);
+    const log = createLogger({ level: "warn", redact: true }, pino.destination(2));
+    const redis = await connectRedis(cfg, log);
+    const nats = await connectNats(cfg, log, "nfx-demo");
+    const users = demoUsers(o.users);
+    await writeUsers(redis, cfg.cluster.shards, users);
+    console.log(`  seeded ${users.length} users with ${users.reduce((a, u) => a + u.devices.length, 0)} devices`);
+
+    const t1 = Date.now();
+    const { id } = await notify(nats.nc, {
+      recipients: users.map((u) => u.id), priority: "high", category: "transactional",
+      push: { title: "Your order shipped", body: "Package 1Z999 is on its way.", data: { order: "1Z999" } },
+      collapseKey: "order-1Z999",
+    });
+    console.log(`  notification ${id} accepted in ${Date.now() - t1} ms`);
+    let s = await status(nats.nc, id);
+    while (!s.complete && Date.now() - t1 < 60_000) {
+      await new Promise((r) => setTimeout(r, 200));
+      s = await status(nats.nc, id);
+    }
+    const secs = (Date.now() - t1) / 1000;
+    const sb = cluster.sandbox!.recorder.stats();
+    console.log("\nDelivery report");
+    console.log(`  ${s.recipients} recipients, finished ${s.complete ? "in" : "NOT within"} ${secs.toFixed(2)} s`);
+    console.log(`  sent        ${s.counts.sent}  (${tally(s, "sent", "channel")})`);
+    console.log(`  failed      ${s.counts.failed}  (${tally(s, "failed", "reason")})`);
+    console.log(`  suppressed  ${s.counts.suppressed} users  (${tally(s, "suppressed", "reason")})`);
+    console.log(`  sandbox APNs accepted ${sb.apns.accepted} (duplicates ${sb.apns.duplicates}), rejected ${sb.apns.rejected}`);
+    console.log(`  sandbox FCM  accepted ${sb.fcm.accepted} (duplicates ${sb.fcm.duplicates}), rejected ${sb.fcm.rejected}`);
+    const ok = s.complete && sb.apns.accepted + sb.fcm.accepted === s.counts.sent && sb.apns.duplicates + sb.fcm.duplicates === 0;
+    console.log(`  check: every send nfx reports as sent arrived at a sandbox exactly once: ${ok ? "OK" : "MISMATCH"}`);
+    console.log(`\nFirst lines of \`nfx status ${id}\`:\n`);
+    console.log(formatStatus(s, 12));
+    await nats.nc.close();
+    redis.disconnect();
+    return ok ? 0 : 1;
+  } finally {
+    await cluster.stop();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}

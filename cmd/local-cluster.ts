@@ -1,0 +1,132 @@
+// A whole nfx cluster on this machine: nats-server, redis-server, the sandbox providers and every role as its own process.
+import { spawn, type ChildProcess } from "node:child_process";
+import { mkdirSync, writeFileSync } from "node:fs";
+import { join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { createInterface } from "node:readline";
+import { loadConfig, type Config } from "../lib/config.js";
+import { startNatsServer, startRedisServer, type ServerProcess } from "../lib/launch.js";
+import { ensureApnsKey, sandboxOverrides, startSandbox, type Sandbox } from "../sandbox/index.js";
+import { ROLES, type Role } from "./roles.js";
+
+const NFX_BIN = fileURLToPath(new URL("./nfx.js", import.meta.url));
+
+export interface LocalClusterOptions {
+  /** Holds nats-server's store, redis-server's files and the generated config and APNs key. */
+  dataDir: string;
+  /** 0 = any free port. */
+  natsPort: number;
+  redisPort: number;
+  /** Keep Redis data on disk (append-only file). */
+  persist: boolean;
+  /** Sandbox ports (0 = any free), or null to use real providers from the user's config. */
+  sandbox: { apns: number; fcm: number; control: number } | null;
+  roles: readonly Role[];
+  /** Extra configuration layered over the user's file. */
+  overrides?: Record<string, unknown>;
+  /** The user's config file, if any. */
+  configFile?: string;
+  /** Receives every line a role process prints. */
+  onLine?: (role: Role, line: string) => void;
+}
+
+export interface LocalCluster {
+  nats: ServerProcess;
+  redis: ServerProcess;
+  sandbox: Sandbox | null;
+  /** The config file every role process was started with. */
+  configFile: string;
+  cfg: Config;
+  procs: Map<Role, ChildProcess>;
+  /** Starts (or restarts) a role process and resolves when it reports ready. */
+  startRole(role: Role): Promise<ChildProcess>;
+  /** Stops roles, then the sandbox, redis-server and nats-server. Safe to call twice. */
+  stop(): Promise<void>;
+}
+
+function mergeDeep(a: Record<string, unknown>, b: Record<string, unknown>): Record<string, unknown> {
+  const out = { ...a };
+  for (const [k, v] of Object.entries(b)) {
+    const cur = out[k];
+    out[k] = v && typeof v === "object" && !Array.isArray(v) && cur && typeof cur === "object" ? mergeDeep(cur as Record<string, unknown>, v as Record<string, unknown>) : v;
+  }
+  return out;
+}
+
+/**
+ * Boots the cluster. Every role runs as `nfx run <role>` in its own process
+ * with a generated config file; this resolves when each has reported over IPC
+ * that it is ready. On failure everything already started is stopped before the throw.
+ */
+export async function startLocalCluster(o: LocalClusterOptions): Promise<LocalCluster> {
+  const dataDir = resolve(o.dataDir);
+  mkdirSync(dataDir, { recursive: true });
+  const stops: (() => Promise<void>)[] = [];
+  const procs = new Map<Role, ChildProcess>();
+  let stopped = false;
+  const stop = async (): Promise<void> => {
+    if (stopped) return;
+    stopped = true;
+    await Promise.all(
+      [...procs.values()].map(
+        (p) =>
+          new Promise<void>((r) => {
+            if (p.exitCode !== null || p.signalCode !== null) return r();
+            p.once("exit", () => r());
+            p.kill("SIGTERM");
+            setTimeout(() => p.kill("SIGKILL"), 8000).unref();
+          }),
+      ),
+    );
+    for (const s of stops.reverse()) await s().catch(() => undefined);
+  };
+  try {
+    const nats = await startNatsServer({ storeDir: join(dataDir, "nats"), port: o.natsPort });
+    stops.push(nats.stop);
+    const redis = await startRedisServer({ dir: join(dataDir, "redis"), port: o.redisPort, persist: o.persist });
+    stops.push(redis.stop);
+    let sandbox: Sandbox | null = null;
+    let overrides: Record<string, unknown> = { nats: { servers: [nats.url] }, redis: { url: redis.url } };
+    if (o.sandbox) {
+      sandbox = await startSandbox(o.sandbox);
+      stops.push(sandbox.close);
+      overrides = mergeDeep(overrides, sandboxOverrides(sandbox.ports, ensureApnsKey(join(dataDir, "apns-sandbox-key.p8"))));
+    }
+    overrides = mergeDeep(overrides, o.overrides ?? {});
+    const base = loadConfig({ file: o.configFile, overrides, env: {} });
+    const cfg = loadConfig({ file: o.configFile, overrides });
+    const configFile = join(dataDir, "cluster-config.json");
+    writeFileSync(configFile, JSON.stringify(base, null, 2));
+
+    const startRole = (role: Role): Promise<ChildProcess> =>
+      new Promise((res, rej) => {
+        const p = spawn(process.execPath, [NFX_BIN, "run", role], {
+          env: { ...process.env, NFX_CONFIG: configFile },
+          stdio: ["ignore", "pipe", "pipe", "ipc"],
+        });
+        procs.set(role, p);
+        let ready = false;
+        const onLine = (line: string): void => o.onLine?.(role, line);
+        p.on("message", (m: { type?: string }) => {
+          if (m?.type === "ready" && !ready) {
+            ready = true;
+            p.channel?.unref();
+            res(p);
+          }
+        });
+        createInterface({ input: p.stdout! }).on("line", onLine);
+        createInterface({ input: p.stderr! }).on("line", onLine);
+        p.once("exit", (code, sig) => {
+          if (!ready) rej(new Error(`role ${role} exited (${code ?? sig}) before it was ready`));
+        });
+      });
+
+    await Promise.all(o.roles.map(startRole));
+    return { nats, redis, sandbox, configFile, cfg, procs, startRole, stop };
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+}
+
+export { ROLES };

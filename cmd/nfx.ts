@@ -1,0 +1,209 @@
+#!/usr/bin/env node
+// The `nfx` command line: init, run, up, send, status, sandbox, users, demo.
+import { Command, InvalidArgumentError, Option } from "commander";
+import { readFileSync } from "node:fs";
+import { pino } from "pino";
+import { loadConfig, type Config } from "../lib/config.js";
+import { NfxError } from "../lib/errors.js";
+import { createLogger } from "../lib/log.js";
+import { connectNats } from "../lib/nats.js";
+import { connectRedis } from "../lib/redis.js";
+import { ensureTopology } from "../lib/topology.js";
+import { ApiError, notify, status } from "../lib/api-client.js";
+import { getUser, writeUsers } from "../lib/directory.js";
+import { PRIORITIES } from "../lib/subjects.js";
+import type { UserRecord } from "../lib/types.js";
+import { startSandbox } from "../sandbox/index.js";
+import { formatStatus } from "./format.js";
+import { ROLES, startRoles, type Role } from "./roles.js";
+
+const program = new Command("nfx")
+  .description("nfx: notification fan-out engine on NATS JetStream")
+  .option("-c, --config <file>", "JSON config file (else $NFX_CONFIG); NFX_* variables override it");
+
+const config = (): Config => loadConfig({ file: program.opts().config });
+/** A logger for one-shot commands: warnings and errors only, on stderr. */
+const cliLog = (cfg: Config) => createLogger({ level: "warn", redact: cfg.log.redact }, pino.destination(2));
+
+const waitForSignal = (): Promise<string> =>
+  new Promise((r) => {
+    process.once("SIGINT", () => r("SIGINT"));
+    process.once("SIGTERM", () => r("SIGTERM"));
+  });
+
+program
+  .command("init")
+  .description("create or update every stream, consumer and KV bucket (idempotent)")
+  .action(async () => {
+    const cfg = config();
+    const log = cliLog(cfg);
+    const n = await connectNats(cfg, log, "nfx-init");
+    const t = await ensureTopology(n, cfg);
+    console.log(`streams: ${t.streams.join(", ")}\nconsumers: ${t.consumers.length}\nkv buckets: ${t.buckets.join(", ")}`);
+    await n.nc.close();
+  });
+
+program
+  .command("run")
+  .description(`run one or more roles in this process: ${ROLES.join(", ")}`)
+  .argument("<roles...>", "roles to run")
+  .action(async (roles: string[]) => {
+    for (const r of roles) if (!(ROLES as readonly string[]).includes(r)) throw new InvalidArgumentError(`role: unknown role "${r}" (one of ${ROLES.join(", ")})`);
+    const cfg = config();
+    const log = createLogger({ level: cfg.log.level, redact: cfg.log.redact, name: roles.join("+") });
+    const running = await startRoles(roles as Role[], cfg, log);
+    // Started by `nfx up` or a test harness: tell the parent over IPC that every role is ready.
+    process.send?.({ type: "ready", roles });
+    const sig = await waitForSignal();
+    log.info({ signal: sig }, "stopping");
+    await running.stop();
+    process.exit(0);
+  });
+
+program
+  .command("up")
+  .description("run a local cluster: nats-server, redis-server, sandbox providers and every role; Ctrl-C stops all")
+  .option("--no-sandbox", "use the providers from the config file instead of the sandboxes")
+  .action(async (o: { sandbox: boolean }) => {
+    const { startLocalCluster } = await import("./local-cluster.js");
+    const cfg = config();
+    const cluster = await startLocalCluster({
+      dataDir: cfg.up.dataDir, natsPort: cfg.up.natsPort, redisPort: cfg.up.redisPort, persist: true,
+      sandbox: o.sandbox ? { apns: cfg.sandbox.apnsPort, fcm: cfg.sandbox.fcmPort, control: cfg.sandbox.controlPort } : null,
+      roles: ROLES, configFile: program.opts().config,
+      onLine: (role, line) => process.stdout.write(`[${role}] ${line}\n`),
+    });
+    console.log(`nfx is up: nats ${cluster.nats.url}, redis ${cluster.redis.url}` +
+      (cluster.sandbox ? `, sandbox apns :${cluster.sandbox.ports.apns} fcm :${cluster.sandbox.ports.fcm} control http://127.0.0.1:${cluster.sandbox.ports.control}` : ""));
+    console.log(`roles: ${[...cluster.procs.keys()].join(", ")}. Config for other commands: NFX_CONFIG=${cluster.configFile}. Ctrl-C to stop.`);
+    await waitForSignal();
+    console.log("stopping...");
+    await cluster.stop();
+    console.log("stopped");
+    process.exit(0);
+  });
+
+const list = (v: string): string[] => v.split(",").map((s) => s.trim()).filter(Boolean);
+const kv = (v: string, prev: Record<string, string> = {}): Record<string, string> => {
+  const i = v.indexOf("=");
+  if (i < 1) throw new InvalidArgumentError("data: must be key=value");
+  return { ...prev, [v.slice(0, i)]: v.slice(i + 1) };
+};
+
+program
+  .command("send")
+  .description("send a notification to explicit recipients; prints its id")
+  .requiredOption("--to <users>", "comma-separated user ids", list)
+  .requiredOption("--title <text>", "push title")
+  .requiredOption("--body <text>", "push body")
+  .addOption(new Option("--priority <p>", "priority lane").choices([...PRIORITIES]).default("normal"))
+  .option("--category <name>", "category", "transactional")
+  .option("--data <key=value>", "custom data (repeatable)", kv)
+  .option("--collapse-key <key>", "collapse key")
+  .option("--ttl <seconds>", "time to live", (v) => Number(v))
+  .action(async (o: { to: string[]; title: string; body: string; priority: string; category: string; data?: Record<string, string>; collapseKey?: string; ttl?: number }) => {
+    const cfg = config();
+    const n = await connectNats(cfg, cliLog(cfg), "nfx-cli");
+    const r = await notify(n.nc, {
+      recipients: o.to, priority: o.priority, category: o.category,
+      push: { title: o.title, body: o.body, ...(o.data ? { data: o.data } : {}) },
+      ...(o.collapseKey ? { collapseKey: o.collapseKey } : {}), ...(o.ttl ? { ttlSec: o.ttl } : {}),
+    });
+    console.log(r.id);
+    await n.nc.close();
+  });
+
+program
+  .command("status")
+  .description("print a notification's per-recipient, per-device outcome")
+  .argument("<id>", "notification id")
+  .option("--json", "print JSON")
+  .option("--wait <seconds>", "wait up to this long for every send to finish", (v) => Number(v), 0)
+  .action(async (id: string, o: { json?: boolean; wait: number }) => {
+    const cfg = config();
+    const n = await connectNats(cfg, cliLog(cfg), "nfx-cli");
+    const until = Date.now() + o.wait * 1000;
+    let s = await status(n.nc, id);
+    while (!s.complete && Date.now() < until) {
+      await new Promise((r) => setTimeout(r, 250));
+      s = await status(n.nc, id);
+    }
+    console.log(o.json ? JSON.stringify(s, null, 2) : formatStatus(s));
+    await n.nc.close();
+  });
+
+program
+  .command("sandbox")
+  .description("run the sandbox APNs and FCM servers and their control API")
+  .option("--apns-port <n>", "APNs sandbox port", Number)
+  .option("--fcm-port <n>", "FCM sandbox port", Number)
+  .option("--control-port <n>", "control API port", Number)
+  .action(async (o: { apnsPort?: number; fcmPort?: number; controlPort?: number }) => {
+    const cfg = config();
+    const sb = await startSandbox({ apns: o.apnsPort ?? cfg.sandbox.apnsPort, fcm: o.fcmPort ?? cfg.sandbox.fcmPort, control: o.controlPort ?? cfg.sandbox.controlPort });
+    console.log(`sandbox: apns https://127.0.0.1:${sb.ports.apns} (HTTP/2), fcm https://127.0.0.1:${sb.ports.fcm}, control http://127.0.0.1:${sb.ports.control} (GET /stats, /devices?provider=, /deliveries, POST /reset)`);
+    await waitForSignal();
+    await sb.close();
+    process.exit(0);
+  });
+
+program
+  .command("sandbox-report")
+  .description("print what a running sandbox received: totals, duplicates, and counts per device")
+  .option("--url <url>", "control API URL")
+  .action(async (o: { url?: string }) => {
+    const cfg = config();
+    const base = o.url ?? `http://127.0.0.1:${cfg.sandbox.controlPort}`;
+    const stats = (await (await fetch(`${base}/stats`)).json()) as Record<string, unknown>;
+    console.log(JSON.stringify(stats, null, 2));
+    for (const p of ["apns", "fcm"]) {
+      const devices = (await (await fetch(`${base}/devices?provider=${p}`)).json()) as Record<string, number>;
+      for (const [token, count] of Object.entries(devices)) console.log(`${p} ${token} ${count}${count > 1 ? " DUPLICATE" : ""}`);
+    }
+  });
+
+const users = program.command("users").description("the user directory");
+users
+  .command("put")
+  .description("create or replace users from JSON objects (one per line in a file, or one inline)")
+  .argument("<json-or-file>", "a JSON user record, or @file.ndjson")
+  .action(async (arg: string) => {
+    const cfg = config();
+    const text = arg.startsWith("@") ? readFileSync(arg.slice(1), "utf8") : arg;
+    const records = text.split("\n").filter((l) => l.trim()).map((l) => JSON.parse(l) as UserRecord);
+    const r = await connectRedis(cfg, cliLog(cfg));
+    await writeUsers(r, cfg.cluster.shards, records);
+    console.log(`wrote ${records.length} user(s)`);
+    r.disconnect();
+  });
+users
+  .command("get")
+  .description("print one user's record")
+  .argument("<id>")
+  .action(async (id: string) => {
+    const cfg = config();
+    const r = await connectRedis(cfg, cliLog(cfg));
+    const u = await getUser(r, cfg.cluster.shards, id);
+    r.disconnect();
+    if (!u) {
+      console.error(`user ${id} not found`);
+      process.exitCode = 1;
+      return;
+    }
+    console.log(JSON.stringify(u, null, 2));
+  });
+
+program
+  .command("demo")
+  .description("boot a throw-away local cluster, run a demo notification against the sandboxes and print the delivery report")
+  .option("--users <n>", "demo users", Number, 2000)
+  .action(async (o: { users: number }) => {
+    const { runDemo } = await import("./demo.js");
+    process.exitCode = await runDemo({ users: o.users });
+  });
+
+program.parseAsync().catch((err: unknown) => {
+  if (err instanceof NfxError || err instanceof ApiError) console.error(`nfx: ${(err as NfxError).code}: ${err.message}`);
+  else console.error(`nfx: ${(err as Error)?.stack ?? String(err)}`);
+  process.exit(1);
+});

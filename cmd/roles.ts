@@ -1,0 +1,51 @@
+// The process roles `nfx run <role>` can start, and the code that wires each to its connections.
+import { startGatewayApns } from "../actors/gateway-apns.js";
+import { startGatewayFcm } from "../actors/gateway-fcm.js";
+import { startIngest } from "../actors/ingest.js";
+import { startRouter } from "../actors/router.js";
+import { startUserShard } from "../actors/user-shard.js";
+import type { Config } from "../lib/config.js";
+import type { Logger } from "../lib/log.js";
+import { connectNats, type Nats } from "../lib/nats.js";
+import { connectRedis, type Redis } from "../lib/redis.js";
+import { ensureTopology } from "../lib/topology.js";
+import { requireNativeUws } from "../lib/uws.js";
+
+export const ROLES = ["ingest", "router", "shard", "gateway-apns", "gateway-fcm"] as const;
+export type Role = (typeof ROLES)[number];
+
+type Started = { stop(): Promise<void> };
+
+const starters: Record<Role, (d: { cfg: Config; nats: Nats; redis: Redis; log: Logger }) => Promise<Started>> = {
+  ingest: startIngest,
+  router: startRouter,
+  shard: startUserShard,
+  "gateway-apns": startGatewayApns,
+  "gateway-fcm": startGatewayFcm,
+};
+
+/**
+ * Starts `roles` in this process: checks the native runtime, connects NATS
+ * and Redis, ensures the topology, then starts each role's actor. `stop()`
+ * stops the actors, then closes the connections. Throws if any step fails
+ * (nothing is left running then).
+ */
+export async function startRoles(roles: readonly Role[], cfg: Config, log: Logger): Promise<Started> {
+  requireNativeUws();
+  const nats = await connectNats(cfg, log, `nfx-${roles.join("+")}`);
+  const redis = await connectRedis(cfg, log);
+  const started: Started[] = [];
+  const close = async (): Promise<void> => {
+    for (const s of started.reverse()) await s.stop().catch((err) => log.error({ err }, "stop failed"));
+    await nats.nc.drain().catch(() => undefined);
+    redis.disconnect();
+  };
+  try {
+    await ensureTopology(nats, cfg);
+    for (const r of roles) started.push(await starters[r]({ cfg, nats, redis, log: log.child({ role: r }) }));
+  } catch (err) {
+    await close();
+    throw err;
+  }
+  return { stop: close };
+}

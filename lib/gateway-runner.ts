@@ -1,0 +1,145 @@
+// The loop every channel gateway shares: consume send batches by priority, skip keys already delivered, call the provider, record, emit receipts.
+import type { JsMsg } from "@nats-io/jetstream";
+import type { Config } from "./config.js";
+import { decode, encode } from "./codec.js";
+import type { ProviderError } from "./errors.js";
+import { deliveryKey } from "./ids.js";
+import { deliveredKey } from "./keys.js";
+import { PoisonMessage, runLanes } from "./lanes.js";
+import type { Logger } from "./log.js";
+import type { Nats } from "./nats.js";
+import type { Redis } from "./redis.js";
+import { CONSUMER, MSGID, STREAM, receiptSubject, type Channel } from "./subjects.js";
+import type { NotificationBrief, ReceiptBatch, ReceiptEntry, Send, SendBatch } from "./types.js";
+
+/** The result of one send: accepted by the provider, or its error. */
+export type SendResult = { ok: true; providerId?: string } | { ok: false; error: ProviderError };
+
+/** What a gateway file implements for its provider: the SDK call, nothing else. */
+export interface ProviderClient {
+  readonly channel: Channel;
+  /**
+   * Sends the sends of one notification. Resolves one result per send, in
+   * order; per-send provider errors are results, never throws.
+   */
+  sendGroup(n: NotificationBrief, sends: readonly Send[]): Promise<SendResult[]>;
+  close(): Promise<void>;
+}
+
+export interface GatewayDeps {
+  cfg: Config;
+  nats: Nats;
+  redis: Redis;
+  log: Logger;
+  now?: () => number;
+}
+
+/** Attempts for a send whose error is retryable, with doubling backoff from 200 ms. Full retry policy: issue 6. */
+const ATTEMPTS = 3;
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** What is kept per delivered key: enough to re-emit the same receipt on a replay. */
+type Recorded = Pick<ReceiptEntry, "outcome" | "reason" | "providerId" | "at">;
+
+/**
+ * Runs a gateway for `client` on every priority lane of its channel's send
+ * stream. Per batch: keys already recorded as delivered are not sent again
+ * (their recorded outcome is re-emitted); the rest go to the provider, their
+ * outcomes are recorded in Redis, then receipts are published, then the batch
+ * is acked. A process dying after a provider accepted a send but before the
+ * record is written is the one window for a duplicate (DESIGN.md).
+ */
+export async function runGateway(d: GatewayDeps, client: ProviderClient): Promise<{ stop(): Promise<void> }> {
+  const log = d.log.child({ actor: `gateway-${client.channel}` });
+  const now = d.now ?? Date.now;
+  const ttl = d.cfg.gateways.deliveredTtlSec;
+
+  const sendWithRetry = async (n: NotificationBrief, sends: readonly Send[]): Promise<SendResult[]> => {
+    const results: (SendResult | undefined)[] = new Array(sends.length);
+    let todo = sends.map((_, i) => i);
+    for (let attempt = 1; todo.length > 0; attempt++) {
+      const got = await client.sendGroup(n, todo.map((i) => sends[i]!));
+      const again: number[] = [];
+      got.forEach((r, j) => {
+        const i = todo[j]!;
+        results[i] = r;
+        if (!r.ok && r.error.retryable && attempt < ATTEMPTS && n.expiresAt > now()) again.push(i);
+      });
+      todo = again;
+      if (todo.length > 0) await sleep(200 * 2 ** (attempt - 1));
+    }
+    return results as SendResult[];
+  };
+
+  const handle = async (m: JsMsg): Promise<void> => {
+    let batch: SendBatch;
+    try {
+      batch = decode<SendBatch>(m.data);
+    } catch (err) {
+      throw new PoisonMessage(`undecodable send batch: ${(err as Error).message}`);
+    }
+    if (batch.type !== "send_batch" || batch.channel !== client.channel) throw new PoisonMessage(`unexpected batch ${String(batch.type)}/${String(batch.channel)}`);
+    const batchId = m.headers?.get("Nats-Msg-Id") || `seq:${m.seq}`;
+    const keys = batch.sends.map((s) => deliveredKey(batch.shard, deliveryKey(s.nid, s.user, client.channel, s.device)));
+    const prior = keys.length ? await d.redis.mget(keys) : [];
+
+    const entries = new Map<string, ReceiptEntry[]>();
+    const add = (s: Send, r: Recorded): void => {
+      let l = entries.get(s.nid);
+      if (!l) entries.set(s.nid, (l = []));
+      l.push({ user: s.user, channel: client.channel, device: s.device, ...r });
+    };
+
+    const groups = new Map<string, number[]>();
+    batch.sends.forEach((s, i) => {
+      const p = prior[i];
+      if (p) return add(s, JSON.parse(p) as Recorded);
+      let g = groups.get(s.nid);
+      if (!g) groups.set(s.nid, (g = []));
+      g.push(i);
+    });
+
+    const record = d.redis.pipeline();
+    let recorded = 0;
+    await Promise.all(
+      [...groups].map(async ([nid, idx]) => {
+        const n = batch.notifications[nid]!;
+        const sends = idx.map((i) => batch.sends[i]!);
+        if (n.expiresAt <= now()) {
+          for (const s of sends) add(s, { outcome: "failed", reason: "expired", at: now() });
+          return;
+        }
+        const results = await sendWithRetry(n, sends);
+        results.forEach((r, j) => {
+          const rec: Recorded = r.ok
+            ? { outcome: "sent", providerId: r.providerId, at: now() }
+            : { outcome: "failed", reason: r.error.reason, at: now() };
+          add(sends[j]!, rec);
+          record.set(keys[idx[j]!]!, JSON.stringify(rec), "EX", ttl);
+          recorded++;
+        });
+      }),
+    );
+    if (recorded > 0) await record.exec();
+
+    await Promise.all(
+      [...entries].map(([nid, list]) => {
+        const rb: ReceiptBatch = { type: "receipts", nid, stage: "gateway", entries: list };
+        return d.nats.js.publish(receiptSubject(nid), encode(rb), { msgID: MSGID.delivered(batchId, nid) });
+      }),
+    );
+  };
+
+  const lanes = runLanes({
+    js: d.nats.js, stream: STREAM.send(client.channel), consumer: (p) => CONSUMER.gateway(client.channel, p),
+    concurrency: d.cfg.gateways.batchConcurrency, prefetch: 4, ackWaitSec: d.cfg.streams.ackWaitSec, log, handle,
+  });
+  await lanes.ready;
+  log.info("gateway ready");
+  return {
+    async stop() {
+      await lanes.stop();
+      await client.close();
+    },
+  };
+}

@@ -1,0 +1,12 @@
+// Every Redis key nfx uses. Keys of one user shard share the hash tag {s<shard>}, so they stay together on Redis Cluster.
+
+const tag = (shard: number): string => `{s${shard}}`;
+
+/** A user's directory record (JSON string): profile, opt-out, devices. */
+export const userKey = (shard: number, userId: string): string => `nfx:${tag(shard)}:u:${userId}`;
+
+/** Marker that a delivery key was handed to its provider, kept for the delivered TTL. */
+export const deliveredKey = (shard: number, deliveryKey: string): string => `nfx:${tag(shard)}:dlv:${deliveryKey}`;
+
+/** Pattern matching every user record of a shard (admin scans only, never on the hot path). */
+export const userPattern = (shard: number): string => `nfx:${tag(shard)}:u:*`;

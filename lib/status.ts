@@ -1,0 +1,113 @@
+// Status of one notification, folded from its stored request and its receipts: per-recipient, per-device outcome.
+import { AckPolicy, DeliverPolicy } from "@nats-io/jetstream";
+import { nanos } from "@nats-io/transport-node";
+import type { Nats } from "./nats.js";
+import { decode } from "./codec.js";
+import { NotFound, RequestInvalid } from "./errors.js";
+import { ID_PATTERN, PRIORITIES, STREAM, intakeSubject, receiptSubject } from "./subjects.js";
+import type { Notification, Outcome, ReceiptBatch, ReceiptEntry } from "./types.js";
+
+/** One line of the status report: a recipient (no device) or one of its devices. */
+export interface DeliveryLine {
+  user: string;
+  outcome: Outcome | "pending";
+  channel?: string;
+  device?: string;
+  reason?: string;
+  providerId?: string;
+  at?: number;
+}
+
+export interface NotificationStatus {
+  id: string;
+  priority: string;
+  category: string;
+  createdAt: number;
+  recipients: number;
+  /** Counts of device sends by outcome, plus users suppressed and users not yet decided. */
+  counts: { sent: number; failed: number; queued: number; suppressed: number; pending: number };
+  /** True when every recipient is decided and every device send has a final outcome. */
+  complete: boolean;
+  lines: DeliveryLine[];
+}
+
+const FINAL: ReadonlySet<string> = new Set(["sent", "failed", "suppressed"]);
+
+/** Reads the stored request of `id` from NFX_INTAKE, or null. */
+export async function readNotification(n: Nats, id: string): Promise<Notification | null> {
+  for (const p of PRIORITIES) {
+    const m = await n.jsm.streams.getMessage(STREAM.intake, { last_by_subj: intakeSubject(p, id) }).catch(() => null);
+    if (m) return decode<Notification>(m.data);
+  }
+  return null;
+}
+
+/**
+ * Reads every receipt entry of `id` from NFX_RECEIPTS, in stream order,
+ * through a short-lived ephemeral consumer filtered on the notification's
+ * subject (nats-server 2.9 has no multi-filter ordered consumers).
+ */
+export async function readReceipts(n: Nats, id: string): Promise<ReceiptEntry[]> {
+  const ci = await n.jsm.consumers.add(STREAM.receipts, {
+    filter_subject: receiptSubject(id),
+    ack_policy: AckPolicy.None,
+    deliver_policy: DeliverPolicy.All,
+    inactive_threshold: nanos(30_000),
+    mem_storage: true,
+  });
+  const out: ReceiptEntry[] = [];
+  try {
+    let pending = ci.num_pending;
+    const c = await n.js.consumers.get(STREAM.receipts, ci.name);
+    while (pending > 0) {
+      const batch = await c.fetch({ max_messages: Math.min(pending, 512), expires: 2000 });
+      let got = 0;
+      for await (const m of batch) {
+        out.push(...decode<ReceiptBatch>(m.data).entries);
+        pending = m.info.pending;
+        got++;
+      }
+      if (got === 0) break;
+    }
+  } finally {
+    await n.jsm.consumers.delete(STREAM.receipts, ci.name).catch(() => undefined);
+  }
+  return out;
+}
+
+/**
+ * Folds a notification's receipts into its status. A device's latest final
+ * outcome wins over "queued"; receipts replayed by a recovering stage fold to
+ * the same line. Throws {@link RequestInvalid} for a malformed id and
+ * {@link NotFound} when no such notification was accepted.
+ */
+export async function readStatus(n: Nats, id: string): Promise<NotificationStatus> {
+  if (!ID_PATTERN.test(id)) throw new RequestInvalid("id: must be a notification id", { field: "id" });
+  const note = await readNotification(n, id);
+  if (!note) throw new NotFound(`notification ${id} not found`, { field: "id" });
+  const entries = await readReceipts(n, id);
+  const byKey = new Map<string, DeliveryLine>();
+  for (const e of entries) {
+    const key = e.device ? `${e.user}|${e.channel}|${e.device}` : e.user;
+    const prev = byKey.get(key);
+    if (prev && FINAL.has(prev.outcome) && !FINAL.has(e.outcome)) continue;
+    byKey.set(key, { user: e.user, outcome: e.outcome, channel: e.channel, device: e.device, reason: e.reason, providerId: e.providerId, at: e.at });
+  }
+  const decided = new Set<string>();
+  for (const l of byKey.values()) decided.add(l.user);
+  const lines = [...byKey.values()];
+  for (const u of note.recipients) if (!decided.has(u)) lines.push({ user: u, outcome: "pending" });
+  lines.sort((a, b) => (a.user === b.user ? (a.device ?? "").localeCompare(b.device ?? "") : a.user.localeCompare(b.user)));
+  const counts = { sent: 0, failed: 0, queued: 0, suppressed: 0, pending: 0 };
+  for (const l of lines) counts[l.outcome]++;
+  return {
+    id,
+    priority: note.priority,
+    category: note.category,
+    createdAt: note.createdAt,
+    recipients: note.recipients.length,
+    counts,
+    complete: counts.pending === 0 && counts.queued === 0,
+    lines,
+  };
+}

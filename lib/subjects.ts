@@ -1,0 +1,76 @@
+// Every NATS subject, stream, consumer and KV bucket name nfx uses, each family as a wildcard beside its builder.
+
+/** Priority lanes, most urgent first. Every stage drains them in this order. */
+export const PRIORITIES = ["critical", "high", "normal", "bulk"] as const;
+export type Priority = (typeof PRIORITIES)[number];
+
+/** Delivery channels. Only apns and fcm have gateways so far. */
+export const CHANNELS = ["apns", "fcm"] as const;
+export type Channel = (typeof CHANNELS)[number];
+
+/** Request/reply API subjects (queue group {@link QUEUE_INGEST}). */
+export const API = {
+  notify: "nfx.api.notify",
+  status: "nfx.api.status",
+  all: "nfx.api.>",
+} as const;
+export const QUEUE_INGEST = "nfx-ingest";
+
+/** Accepted requests: `nfx.intake.<prio>.<notificationId>`. The id in the subject lets status fetch a request directly. */
+export const intakeSubject = (prio: Priority, nid: string): string => `nfx.intake.${prio}.${nid}`;
+export const intakeLane = (prio: Priority): string => `nfx.intake.${prio}.*`;
+export const intakeAll = "nfx.intake.>";
+
+/** Per-shard fan chunks: `nfx.fan.<prio>.<shard>`. */
+export const fanSubject = (prio: Priority, shard: number): string => `nfx.fan.${prio}.${shard}`;
+export const fanLane = (prio: Priority): string => `nfx.fan.${prio}.*`;
+export const fanAll = "nfx.fan.>";
+
+/** Per-channel send batches: `nfx.send.<channel>.<prio>`. */
+export const sendSubject = (channel: Channel, prio: Priority): string => `nfx.send.${channel}.${prio}`;
+export const sendAll = (channel: Channel): string => `nfx.send.${channel}.*`;
+
+/** Receipts of one notification: `nfx.rcpt.<notificationId>`. */
+export const receiptSubject = (nid: string): string => `nfx.rcpt.${nid}`;
+export const receiptAll = "nfx.rcpt.>";
+
+/** Dead letters: `nfx.dlq.<channel>`. */
+export const dlqSubject = (channel: Channel): string => `nfx.dlq.${channel}`;
+export const dlqAll = "nfx.dlq.>";
+
+/** Stream names. */
+export const STREAM = {
+  intake: "NFX_INTAKE",
+  fan: "NFX_FAN",
+  receipts: "NFX_RECEIPTS",
+  dlq: "NFX_DLQ",
+  send: (channel: Channel): string => `NFX_SEND_${channel.toUpperCase()}`,
+} as const;
+
+/** Durable consumer names, one per stage and priority lane. */
+export const CONSUMER = {
+  router: (prio: Priority): string => `router-${prio}`,
+  shard: (prio: Priority): string => `shard-${prio}`,
+  gateway: (channel: Channel, prio: Priority): string => `gw-${channel}-${prio}`,
+} as const;
+
+/** KV bucket names. */
+export const BUCKET = {
+  idempotency: "nfx-idempotency",
+  templates: "nfx-templates",
+  leases: "nfx-leases",
+  checkpoints: "nfx-checkpoints",
+  campaigns: "nfx-campaigns",
+} as const;
+
+/** Message-id builders: deterministic, so JetStream's duplicate window drops a replayed publish. */
+export const MSGID = {
+  intake: (nid: string): string => `in:${nid}`,
+  fan: (nid: string, shard: number, chunk: number): string => `fan:${nid}:${shard}:${chunk}`,
+  send: (fanMsgId: string, channel: Channel, part: number): string => `snd:${fanMsgId}:${channel}:${part}`,
+  decided: (fanMsgId: string): string => `dec:${fanMsgId}`,
+  delivered: (sendMsgId: string, nid: string): string => `dlv:${sendMsgId}:${nid}`,
+} as const;
+
+/** Characters allowed in ids that end up inside subjects and keys. */
+export const ID_PATTERN = /^[A-Za-z0-9_\-:@+=]{1,128}$/;

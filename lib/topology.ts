@@ -1,0 +1,90 @@
+// `nfx init`: creates or updates every stream, consumer and KV bucket. Idempotent; every role runs it at start.
+import { AckPolicy, DeliverPolicy, RetentionPolicy, StorageType, type ConsumerConfig, type StreamConfig } from "@nats-io/jetstream";
+import { nanos } from "@nats-io/transport-node";
+import type { Config } from "./config.js";
+import type { Nats } from "./nats.js";
+import {
+  BUCKET, CHANNELS, CONSUMER, PRIORITIES, STREAM,
+  dlqAll, fanAll, fanLane, intakeAll, intakeLane, receiptAll, sendAll, sendSubject,
+} from "./subjects.js";
+
+/** The stream configurations derived from config. Exported for `nfx init --print` and tests. */
+export function streamConfigs(cfg: Config): (Partial<StreamConfig> & { name: string })[] {
+  const storage = cfg.streams.storage === "memory" ? StorageType.Memory : StorageType.File;
+  const base = { storage, num_replicas: cfg.streams.replicas, duplicate_window: nanos(cfg.streams.duplicateWindowSec * 1000) };
+  const keep = { retention: RetentionPolicy.Limits, max_age: nanos(cfg.streams.retentionHours * 3600_000) };
+  return [
+    { ...base, ...keep, name: STREAM.intake, subjects: [intakeAll] },
+    { ...base, name: STREAM.fan, subjects: [fanAll], retention: RetentionPolicy.Workqueue },
+    ...CHANNELS.map((c) => ({ ...base, name: STREAM.send(c), subjects: [sendAll(c)], retention: RetentionPolicy.Workqueue })),
+    { ...base, ...keep, name: STREAM.receipts, subjects: [receiptAll] },
+    { ...base, ...keep, name: STREAM.dlq, subjects: [dlqAll] },
+  ];
+}
+
+/** The durable consumers: one per stage and priority lane, so urgent lanes never queue behind bulk. */
+export function consumerConfigs(cfg: Config): { stream: string; config: Partial<ConsumerConfig> }[] {
+  const common = {
+    ack_policy: AckPolicy.Explicit,
+    deliver_policy: DeliverPolicy.All,
+    ack_wait: nanos(cfg.streams.ackWaitSec * 1000),
+    max_ack_pending: 1000,
+  };
+  const out: { stream: string; config: Partial<ConsumerConfig> }[] = [];
+  for (const p of PRIORITIES) {
+    out.push({ stream: STREAM.intake, config: { ...common, durable_name: CONSUMER.router(p), filter_subject: intakeLane(p) } });
+    out.push({ stream: STREAM.fan, config: { ...common, durable_name: CONSUMER.shard(p), filter_subject: fanLane(p) } });
+    for (const c of CHANNELS) {
+      out.push({ stream: STREAM.send(c), config: { ...common, durable_name: CONSUMER.gateway(c, p), filter_subject: sendSubject(c, p) } });
+    }
+  }
+  return out;
+}
+
+const isNotFound = (err: unknown): boolean => /not found/i.test(String((err as Error)?.message ?? err));
+
+/**
+ * Creates every stream, consumer and KV bucket, or updates it to the current
+ * configuration. Safe to run any number of times and concurrently from
+ * several processes. Throws if JetStream is unavailable or a change is one
+ * JetStream refuses (e.g. changing a stream's retention).
+ */
+export async function ensureTopology(n: Nats, cfg: Config): Promise<{ streams: string[]; consumers: string[]; buckets: string[] }> {
+  const streams: string[] = [];
+  for (const sc of streamConfigs(cfg)) {
+    try {
+      await n.jsm.streams.info(sc.name);
+      await n.jsm.streams.update(sc.name, sc);
+    } catch (err) {
+      if (!isNotFound(err)) throw err;
+      await n.jsm.streams.add(sc).catch(async (e) => {
+        // Another process created it in between: fine.
+        if (!/already in use/i.test(String(e))) throw e;
+      });
+    }
+    streams.push(sc.name);
+  }
+  const consumers: string[] = [];
+  for (const { stream, config } of consumerConfigs(cfg)) {
+    try {
+      await n.jsm.consumers.info(stream, config.durable_name!);
+      await n.jsm.consumers.update(stream, config.durable_name!, { ack_wait: config.ack_wait, max_ack_pending: config.max_ack_pending });
+    } catch (err) {
+      if (!isNotFound(err)) throw err;
+      await n.jsm.consumers.add(stream, config);
+    }
+    consumers.push(`${stream}/${config.durable_name}`);
+  }
+  const buckets: string[] = [];
+  const storage = cfg.streams.storage === "memory" ? StorageType.Memory : StorageType.File;
+  for (const name of Object.values(BUCKET)) {
+    const ttl = name === BUCKET.idempotency ? 24 * 3600_000 : 0;
+    try {
+      await n.kvm.create(name, { history: 1, replicas: cfg.streams.replicas, storage, ttl });
+    } catch (err) {
+      if (!/already in use|exists/i.test(String(err))) throw err;
+    }
+    buckets.push(name);
+  }
+  return { streams, consumers, buckets };
+}

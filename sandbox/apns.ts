@@ -1,0 +1,79 @@
+// Sandbox APNs: an HTTP/2 + TLS server on 127.0.0.1 that speaks APNs' provider API and answers as Apple does.
+import http2 from "node:http2";
+import { randomUUID } from "node:crypto";
+import type { AddressInfo } from "node:net";
+import { tokenFault, type Recorder } from "./recorder.js";
+
+/** Apple's payload limit for regular pushes. */
+const MAX_PAYLOAD = 4096;
+
+function jwtParts(auth: string | undefined): { kid?: string; iss?: string; alg?: string } | null {
+  const m = /^bearer ([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)$/i.exec(auth ?? "");
+  if (!m) return null;
+  try {
+    const h = JSON.parse(Buffer.from(m[1]!, "base64url").toString()) as { kid?: string; alg?: string };
+    const c = JSON.parse(Buffer.from(m[2]!, "base64url").toString()) as { iss?: string };
+    return { kid: h.kid, alg: h.alg, iss: c.iss };
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Starts the APNs sandbox on `port` (0 = any free port). Answers
+ * `POST /3/device/<token>`: 200 with `apns-id`, or Apple's JSON `{reason}`
+ * errors (403 MissingProviderToken/InvalidProviderToken, 400 MissingTopic,
+ * 413 PayloadTooLarge, 400 BadDeviceToken, 410 Unregistered).
+ */
+export async function startApnsSandbox(o: { port: number; key: Buffer; cert: Buffer; recorder: Recorder }): Promise<{ port: number; close(): Promise<void> }> {
+  const server = http2.createSecureServer({ key: o.key, cert: o.cert, allowHTTP1: false, settings: { maxConcurrentStreams: 1000 } });
+  server.on("stream", (stream, h) => {
+    const chunks: Buffer[] = [];
+    stream.on("data", (c: Buffer) => chunks.push(c));
+    stream.on("end", () => {
+      const path = String(h[":path"] ?? "");
+      const headers: Record<string, string> = {};
+      for (const [k, v] of Object.entries(h)) if (!k.startsWith(":") && typeof v === "string") headers[k] = v;
+      const token = /^\/3\/device\/([^/?]+)$/.exec(path)?.[1] ?? "";
+      const raw = Buffer.concat(chunks);
+      const answer = (status: number, reason?: string, extra: Record<string, string | number> = {}): void => {
+        let payload: Record<string, any> | undefined;
+        try {
+          payload = JSON.parse(raw.toString()) as Record<string, any>;
+        } catch {
+          payload = undefined;
+        }
+        o.recorder.record({
+          provider: "apns", token, nid: payload?.nfx?.id, title: payload?.aps?.alert?.title, body: payload?.aps?.alert?.body,
+          data: payload, headers, status, reason, at: Date.now(),
+        });
+        if (stream.destroyed) return;
+        const apnsId = headers["apns-id"] ?? randomUUID();
+        if (status === 200) {
+          stream.respond({ ":status": 200, "apns-id": apnsId });
+          stream.end();
+          return;
+        }
+        stream.respond({ ":status": status, "apns-id": apnsId, "content-type": "application/json" });
+        stream.end(JSON.stringify({ reason, ...extra }));
+      };
+      if (h[":method"] !== "POST") return answer(405, "MethodNotAllowed");
+      if (!token) return answer(404, "BadPath");
+      if (!headers.authorization) return answer(403, "MissingProviderToken");
+      const jwt = jwtParts(headers.authorization);
+      if (!jwt || jwt.alg !== "ES256" || !jwt.kid || !jwt.iss) return answer(403, "InvalidProviderToken");
+      if (!headers["apns-topic"]) return answer(400, "MissingTopic");
+      if (raw.length > MAX_PAYLOAD) return answer(413, "PayloadTooLarge");
+      if (raw.length === 0) return answer(400, "PayloadEmpty");
+      const fault = tokenFault(token);
+      if (fault === "bad") return answer(400, "BadDeviceToken");
+      if (fault === "gone") return answer(410, "Unregistered", { timestamp: Date.now() });
+      answer(200);
+    });
+  });
+  await new Promise<void>((r) => server.listen(o.port, "127.0.0.1", r));
+  return {
+    port: (server.address() as AddressInfo).port,
+    close: () => new Promise<void>((r) => server.close(() => r())),
+  };
+}

@@ -1,0 +1,61 @@
+// Sandbox FCM: an HTTPS server on 127.0.0.1 that speaks the FCM HTTP v1 API and answers as Google does.
+import https from "node:https";
+import { randomUUID } from "node:crypto";
+import type { AddressInfo } from "node:net";
+import { tokenFault, type Recorder } from "./recorder.js";
+
+/** FCM's error body: `{error:{code,message,status,details:[FcmError]}}`. */
+function fcmErrorBody(code: number, status: string, message: string, errorCode?: string): string {
+  const details = errorCode ? [{ "@type": "type.googleapis.com/google.firebase.fcm.v1.FcmError", errorCode }] : [];
+  return JSON.stringify({ error: { code, message, status, details } });
+}
+
+/**
+ * Starts the FCM sandbox on `port` (0 = any free port). Answers
+ * `POST /v1/projects/<p>/messages:send`: 200 `{name}`, or FCM's errors
+ * (401 UNAUTHENTICATED, 400 INVALID_ARGUMENT, 404 UNREGISTERED).
+ */
+export async function startFcmSandbox(o: { port: number; key: Buffer; cert: Buffer; recorder: Recorder }): Promise<{ port: number; close(): Promise<void> }> {
+  const server = https.createServer({ key: o.key, cert: o.cert, keepAlive: true }, (req, res) => {
+    const chunks: Buffer[] = [];
+    req.on("data", (c: Buffer) => chunks.push(c));
+    req.on("end", () => {
+      const project = /^\/v1\/projects\/([^/]+)\/messages:send$/.exec(req.url ?? "")?.[1];
+      const headers: Record<string, string> = {};
+      for (const [k, v] of Object.entries(req.headers)) if (typeof v === "string") headers[k] = v;
+      let msg: Record<string, any> | undefined;
+      try {
+        msg = (JSON.parse(Buffer.concat(chunks).toString()) as { message?: Record<string, any> }).message;
+      } catch {
+        msg = undefined;
+      }
+      const token = typeof msg?.token === "string" ? msg.token : "";
+      const answer = (status: number, body: string, reason?: string): void => {
+        o.recorder.record({
+          provider: "fcm", token, nid: msg?.data?.nfx_id, title: msg?.notification?.title, body: msg?.notification?.body,
+          data: msg, headers, status, reason, at: Date.now(),
+        });
+        res.writeHead(status, { "content-type": "application/json; charset=UTF-8" });
+        res.end(body);
+      };
+      if (req.method !== "POST" || !project) return answer(404, fcmErrorBody(404, "NOT_FOUND", "Not found"), "NOT_FOUND");
+      if (!/^Bearer \S+$/.test(headers.authorization ?? "")) {
+        return answer(401, fcmErrorBody(401, "UNAUTHENTICATED", "Request is missing required authentication credential."), "UNAUTHENTICATED");
+      }
+      if (!msg || !token) return answer(400, fcmErrorBody(400, "INVALID_ARGUMENT", "Request contains an invalid argument.", "INVALID_ARGUMENT"), "INVALID_ARGUMENT");
+      const fault = tokenFault(token);
+      if (fault === "bad") return answer(400, fcmErrorBody(400, "INVALID_ARGUMENT", "The registration token is not a valid FCM registration token", "INVALID_ARGUMENT"), "INVALID_ARGUMENT");
+      if (fault === "gone") return answer(404, fcmErrorBody(404, "NOT_FOUND", "Requested entity was not found.", "UNREGISTERED"), "UNREGISTERED");
+      answer(200, JSON.stringify({ name: `projects/${project}/messages/${randomUUID()}` }));
+    });
+  });
+  await new Promise<void>((r) => server.listen(o.port, "127.0.0.1", r));
+  return {
+    port: (server.address() as AddressInfo).port,
+    close: () =>
+      new Promise<void>((r) => {
+        server.closeAllConnections();
+        server.close(() => r());
+      }),
+  };
+}
