@@ -63,7 +63,9 @@ export function createApnsClient(cfg: Config): ProviderClient {
           limit.run(async (): Promise<SendResult> => {
             const r = await provider.send(note, s.token);
             const failed = r.failed[0];
-            return failed ? { ok: false, error: apnsError(failed) } : { ok: true };
+            if (failed) return { ok: false, error: apnsError(failed) };
+            const apnsId = (r.sent[0] as { "apns-id"?: string } | undefined)?.["apns-id"];
+            return apnsId ? { ok: true, providerId: apnsId } : { ok: true };
           }),
         ),
       );

@@ -29,7 +29,7 @@ export async function connectNats(cfg: Config, log: Logger, name: string): Promi
   void (async () => {
     for await (const s of nc.status()) {
       if (s.type === "ping") continue;
-      const lvl = s.type === "reconnect" || s.type === "update" ? "info" : "warn";
+      const lvl = s.type === "disconnect" || s.type === "error" || s.type === "staleConnection" ? "warn" : "info";
       log[lvl]({ nats: s.type, server: "server" in s ? s.server : undefined }, `nats ${s.type}`);
     }
   })();

@@ -1,0 +1,19 @@
+#!/bin/sh
+# Installs whatever nfx needs and is missing: nats-server and redis-server (Debian packages), npm dependencies; then builds.
+set -e
+cd "$(dirname "$0")/.."
+need=""
+command -v nats-server >/dev/null 2>&1 || need="$need nats-server"
+command -v redis-server >/dev/null 2>&1 || need="$need redis-server"
+if [ -n "$need" ]; then
+  SUDO=""
+  [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  echo "bootstrap: installing$need with apt-get"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $need >/dev/null
+fi
+if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  echo "bootstrap: installing npm dependencies"
+  npm ci --no-audit --no-fund --loglevel=error
+fi
+node_modules/.bin/tsc -p tsconfig.json

@@ -1,0 +1,17 @@
+#!/bin/sh
+# `npm test`: installs what is missing, builds, runs the unit and integration suites, and ends with a "N passed, N failed" line.
+set -e
+cd "$(dirname "$0")/.."
+sh scripts/bootstrap.sh
+out=$(mktemp)
+rc=$(mktemp)
+trap 'rm -f "$out" "$rc"' EXIT
+{ node_modules/.bin/tap dist/test/unit dist/test/integration 2>&1; echo $? > "$rc"; } | tee "$out"
+code=$(cat "$rc")
+summary=$(grep -E '^# \{ total: [0-9]+' "$out" | tail -1)
+total=$(echo "$summary" | sed -E 's/.*total: ([0-9]+).*/\1/')
+pass=$(echo "$summary" | sed -E 's/.*pass: ([0-9]+).*/\1/')
+if [ -n "$total" ]; then
+  echo "$pass passed, $((total - pass)) failed"
+fi
+exit $code

@@ -1,0 +1,35 @@
+// Test harness: a whole local cluster (servers, sandboxes, one process per role) for one test file, stopped when the test ends.
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import type { Test } from "tap";
+import { startLocalCluster, type LocalCluster } from "../../cmd/local-cluster.js";
+import { ROLES, type Role } from "../../cmd/roles.js";
+
+/** Starts the cluster with the sandboxes on free ports; role output is kept and printed only if the test fails. */
+export async function startTestCluster(t: Test, o: { roles?: readonly Role[]; overrides?: Record<string, unknown> } = {}): Promise<LocalCluster> {
+  const dir = mkdtempSync(join(tmpdir(), "nfx-cluster-"));
+  const lines: string[] = [];
+  const cluster = await startLocalCluster({
+    dataDir: dir, natsPort: 0, redisPort: 0, persist: false,
+    sandbox: { apns: 0, fcm: 0, control: 0 }, roles: o.roles ?? ROLES,
+    overrides: { log: { level: "warn" }, ...o.overrides },
+    onLine: (role, line) => void lines.push(`[${role}] ${line}`),
+  });
+  t.teardown(async () => {
+    await cluster.stop();
+    if (!t.passing()) console.error(lines.slice(-200).join("\n"));
+    rmSync(dir, { recursive: true, force: true });
+  });
+  return cluster;
+}
+
+/** Polls `fn` every 100 ms until it returns true or `ms` pass; resolves with the last result. */
+export async function eventually(fn: () => Promise<boolean> | boolean, ms = 20_000): Promise<boolean> {
+  const until = Date.now() + ms;
+  for (;;) {
+    if (await fn()) return true;
+    if (Date.now() > until) return false;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}

@@ -1,0 +1,33 @@
+// Test harness: a real nats-server (JetStream, temp store) and redis-server (no persistence) on free loopback ports for one test file.
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import type { Test } from "tap";
+import { startNatsServer, startRedisServer } from "../../lib/launch.js";
+import { loadConfig, type Config } from "../../lib/config.js";
+
+export interface TestServers {
+  natsUrl: string;
+  redisUrl: string;
+  /** A config pointing at these servers, with `overrides` applied. */
+  config(overrides?: Record<string, unknown>): Config;
+}
+
+/**
+ * Starts nats-server and redis-server for the test `t`; both are stopped and
+ * their directories removed when `t` ends, whatever the outcome.
+ */
+export async function startServers(t: Test): Promise<TestServers> {
+  const dir = mkdtempSync(join(tmpdir(), "nfx-test-"));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const nats = await startNatsServer({ storeDir: join(dir, "nats") });
+  t.teardown(nats.stop);
+  const redis = await startRedisServer({ dir: join(dir, "redis") });
+  t.teardown(redis.stop);
+  return {
+    natsUrl: nats.url,
+    redisUrl: redis.url,
+    config: (overrides = {}) =>
+      loadConfig({ env: {}, overrides: { ...overrides, nats: { servers: [nats.url] }, redis: { url: redis.url }, log: { level: "warn" } } }),
+  };
+}

@@ -1,0 +1,76 @@
+// Gateways on real NATS and Redis against the sandboxes: a replayed batch never calls a provider twice; provider errors become failed receipts.
+import t from "tap";
+import { pino } from "pino";
+import { createApnsClient } from "../../actors/gateway-apns.js";
+import { createFcmClient } from "../../actors/gateway-fcm.js";
+import { encode } from "../../lib/codec.js";
+import { runGateway } from "../../lib/gateway-runner.js";
+import { createLogger } from "../../lib/log.js";
+import { connectNats } from "../../lib/nats.js";
+import { connectRedis } from "../../lib/redis.js";
+import { readReceipts } from "../../lib/status.js";
+import { sendSubject } from "../../lib/subjects.js";
+import { ensureTopology } from "../../lib/topology.js";
+import type { SendBatch } from "../../lib/types.js";
+import { ensureApnsKey, sandboxOverrides, startSandbox } from "../../sandbox/index.js";
+import { eventually } from "../helpers/cluster.js";
+import { startServers } from "../helpers/servers.js";
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+
+t.test("replayed send batches reuse the recorded outcome; dead and malformed tokens fail without retry", async (t) => {
+  const servers = await startServers(t);
+  const sandbox = await startSandbox({ apns: 0, fcm: 0, control: 0 });
+  t.teardown(sandbox.close);
+  const key = ensureApnsKey(join(mkdtempSync(join(tmpdir(), "nfx-key-")), "k.p8"));
+  const cfg = servers.config(sandboxOverrides(sandbox.ports, key));
+  const log = createLogger({ level: "warn", redact: true }, pino.destination(2));
+  const nats = await connectNats(cfg, log, "test");
+  const redis = await connectRedis(cfg, log);
+  await ensureTopology(nats, cfg);
+  const gws = [await runGateway({ cfg, nats, redis, log }, createApnsClient(cfg)), await runGateway({ cfg, nats, redis, log }, createFcmClient(cfg))];
+  t.teardown(async () => {
+    for (const g of gws) await g.stop();
+    await nats.nc.drain();
+    redis.disconnect();
+  });
+
+  const nid = "n_replaytest0000000000000000";
+  const brief = { id: nid, createdAt: Date.now(), expiresAt: Date.now() + 60_000, priority: "normal" as const, category: "c", push: { title: "T", body: "B" } };
+  const apnsBatch: SendBatch = {
+    type: "send_batch", channel: "apns", shard: 3, notifications: { [nid]: brief },
+    sends: [
+      { nid, user: "u1", device: "d1", token: "aaaa01" },
+      { nid, user: "u2", device: "d2", token: "gone-aaaa02" },
+      { nid, user: "u3", device: "d3", token: "bad-aaaa03" },
+    ],
+  };
+  const fcmBatch: SendBatch = { ...apnsBatch, channel: "fcm", sends: [{ nid, user: "u4", device: "d4", token: "ffff04" }, { nid, user: "u5", device: "d5", token: "gone-ffff05" }] };
+
+  await nats.js.publish(sendSubject("apns", "normal"), encode(apnsBatch), { msgID: "first-apns" });
+  await nats.js.publish(sendSubject("fcm", "normal"), encode(fcmBatch), { msgID: "first-fcm" });
+  t.ok(await eventually(async () => (await readReceipts(nats, nid)).length === 5), "five receipts after the first delivery");
+
+  // The same batches again under new message ids: what a redelivery after a crash looks like to the gateway.
+  await nats.js.publish(sendSubject("apns", "normal"), encode(apnsBatch), { msgID: "again-apns" });
+  await nats.js.publish(sendSubject("fcm", "normal"), encode(fcmBatch), { msgID: "again-fcm" });
+  t.ok(await eventually(async () => (await readReceipts(nats, nid)).length === 10), "the replay re-emits all five receipts");
+
+  const rec = sandbox.recorder;
+  const requests = (p: "apns" | "fcm", token: string): number => rec.deliveries.filter((d) => d.provider === p && d.token === token).length;
+  t.equal(requests("apns", "aaaa01"), 1, "APNs called once for the good token despite the replay");
+  t.equal(requests("apns", "gone-aaaa02"), 1, "APNs 410 Unregistered: called once, never retried");
+  t.equal(requests("apns", "bad-aaaa03"), 1, "APNs 400 BadDeviceToken: called once, never retried");
+  t.equal(requests("fcm", "ffff04"), 1, "FCM called once for the good token despite the replay");
+  t.equal(requests("fcm", "gone-ffff05"), 1, "FCM UNREGISTERED: called once, never retried");
+
+  const receipts = await readReceipts(nats, nid);
+  const outcome = (user: string): string[] => receipts.filter((r) => r.user === user).map((r) => `${r.outcome}:${r.reason ?? ""}`);
+  t.same(outcome("u1"), ["sent:", "sent:"], "u1 sent, and the replay reports the same");
+  t.same(outcome("u2"), ["failed:Unregistered", "failed:Unregistered"], "u2 failed with APNs' reason");
+  t.same(outcome("u3"), ["failed:BadDeviceToken", "failed:BadDeviceToken"], "u3 failed with APNs' reason");
+  t.same(outcome("u4"), ["sent:", "sent:"], "u4 sent");
+  t.same(outcome("u5"), ["failed:messaging/registration-token-not-registered", "failed:messaging/registration-token-not-registered"], "u5 failed with FCM's reason");
+  t.match(receipts.find((r) => r.user === "u4")?.providerId, /^projects\/nfx-sandbox\/messages\//, "FCM's message name is kept as the provider id");
+});

@@ -1,0 +1,79 @@
+// Shard hash, error registry, codec, ids, subjects and log redaction.
+import t from "tap";
+import { Writable } from "node:stream";
+import { shardOf } from "../../lib/shard.js";
+import { ERROR_CLASSES, NfxError, ProviderError, RequestInvalid, toErrorReply } from "../../lib/errors.js";
+import { decode, encode } from "../../lib/codec.js";
+import { deliveryKey, newNotificationId } from "../../lib/ids.js";
+import { CHANNELS, ID_PATTERN, PRIORITIES, fanLane, fanSubject, intakeLane, intakeSubject, sendAll, sendSubject } from "../../lib/subjects.js";
+import { createLogger } from "../../lib/log.js";
+
+/** Reference FNV-1a over the UTF-8 bytes, written the obvious way. */
+const fnv = (s: string): number => {
+  let h = 0x811c9dc5;
+  for (const b of Buffer.from(s, "utf8")) h = Math.imul(h ^ b, 0x01000193);
+  return h >>> 0;
+};
+
+t.test("shard hash: FNV-1a of the UTF-8 bytes mod P, stable and even", async (t) => {
+  t.equal(fnv("a"), 0xe40c292c, "reference implementation matches the published FNV-1a vector");
+  for (const id of ["a", "user-1", "ünïcødé", "日本語ユーザー", "emoji-😀-x", ""]) t.equal(shardOf(id, 1 << 30), fnv(id) % (1 << 30), `matches reference for ${JSON.stringify(id)}`);
+  const counts = new Array(64).fill(0);
+  for (let i = 0; i < 64_000; i++) counts[shardOf(`user-${i}`, 64)]++;
+  t.ok(Math.min(...counts) > 800 && Math.max(...counts) < 1200, `64 shards within ±20% of 1000 (min ${Math.min(...counts)}, max ${Math.max(...counts)})`);
+});
+
+t.test("error registry: unique stable codes, replies never leak internals", async (t) => {
+  const codes = ERROR_CLASSES.map((C) => new (C as unknown as new (m: string, o: unknown) => NfxError)("m", { reason: "r", retryable: false }).code);
+  t.equal(new Set(codes).size, codes.length, "no code is used twice");
+  for (const c of codes) t.match(c, /^NFX_ERR_[A-Z_]+$/);
+  t.same(toErrorReply(new RequestInvalid("push.title: must not be empty", { field: "push.title" })), { code: "NFX_ERR_REQUEST_INVALID", message: "push.title: must not be empty", field: "push.title" });
+  t.same(toErrorReply(new Error("secret detail")), { code: "NFX_ERR_INTERNAL", message: "internal error" });
+  const p = new ProviderError("x", { reason: "Unregistered", retryable: false, tokenInvalid: true });
+  t.equal(p.tokenInvalid, true);
+  t.equal(p.retryable, false);
+});
+
+t.test("codec round-trips batches", async (t) => {
+  const v = { type: "send_batch", sends: [{ nid: "n_1", user: "ü", token: "abc", n: 2 ** 40 }], data: { k: "v" } };
+  t.same(decode(encode(v)), v);
+});
+
+t.test("ids: time-ordered, subject-safe; delivery key is deterministic", async (t) => {
+  const a = newNotificationId(1_000_000);
+  const b = newNotificationId(2_000_000);
+  t.ok(a < b, "later ids sort after earlier ones");
+  t.match(a, ID_PATTERN);
+  t.equal(deliveryKey("n", "u", "apns", "d"), deliveryKey("n", "u", "apns", "d"));
+  t.not(deliveryKey("n", "u", "apns", "d1"), deliveryKey("n", "u", "apns", "d2"));
+});
+
+t.test("every subject a builder makes is matched by its family's wildcard", async (t) => {
+  const matches = (wild: string, subj: string): boolean => {
+    const w = wild.split(".");
+    const s = subj.split(".");
+    for (let i = 0; i < w.length; i++) {
+      if (w[i] === ">") return s.length > i;
+      if (w[i] !== "*" && w[i] !== s[i]) return false;
+    }
+    return w.length === s.length;
+  };
+  for (const p of PRIORITIES) {
+    t.ok(matches(intakeLane(p), intakeSubject(p, "n_abc")));
+    t.ok(matches(fanLane(p), fanSubject(p, 63)));
+    for (const other of PRIORITIES) if (other !== p) t.notOk(matches(fanLane(p), fanSubject(other, 1)), `lane ${p} never takes ${other}`);
+    for (const c of CHANNELS) t.ok(matches(sendAll(c), sendSubject(c, p)));
+  }
+});
+
+t.test("logs redact tokens, emails, phones and bodies by default", async (t) => {
+  let out = "";
+  const sink = new Writable({ write: (c, _e, cb) => ((out += c.toString()), cb()) });
+  const log = createLogger({ level: "info", redact: true }, sink);
+  log.info({ token: "tok-secret", user: { email: "a@b.c", phone: "+15551234" }, req: { push: { title: "T", body: "secret body" } }, sends: [{ token: "tok2" }] }, "x");
+  for (const secret of ["tok-secret", "a@b.c", "+15551234", "secret body", "tok2"]) t.notMatch(out, secret, `${secret} is not in the log`);
+  t.match(out, "[redacted]");
+  let plain = "";
+  createLogger({ level: "info", redact: false }, new Writable({ write: (c, _e, cb) => ((plain += c.toString()), cb()) })).info({ token: "visible" }, "x");
+  t.match(plain, "visible", "redaction can be turned off");
+});

@@ -1,0 +1,76 @@
+// Config loading: defaults, file, NFX_* environment, unknown keys and bad values named by path, frozen result.
+import t from "tap";
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { loadConfig } from "../../lib/config.js";
+import { ConfigInvalid } from "../../lib/errors.js";
+
+const dir = mkdtempSync(join(tmpdir(), "nfx-cfg-"));
+const file = (name: string, body: unknown): string => {
+  const p = join(dir, name);
+  writeFileSync(p, typeof body === "string" ? body : JSON.stringify(body));
+  return p;
+};
+const problems = (fn: () => unknown): string => {
+  try {
+    fn();
+  } catch (err) {
+    t.type(err, ConfigInvalid);
+    t.equal((err as ConfigInvalid).code, "NFX_ERR_CONFIG_INVALID");
+    return (err as Error).message;
+  }
+  t.fail("expected ConfigInvalid");
+  return "";
+};
+
+t.test("defaults alone are valid", async (t) => {
+  const c = loadConfig({ env: {} });
+  t.equal(c.cluster.shards, 64);
+  t.same(c.nats.servers, ["nats://127.0.0.1:4222"]);
+  t.equal(c.log.redact, true, "redaction is on by default");
+});
+
+t.test("file, then overrides, then environment", async (t) => {
+  const f = file("a.json", { cluster: { shards: 16 }, router: { chunkSize: 100 }, gateways: { apns: { topic: "com.file" } } });
+  const c = loadConfig({
+    file: f,
+    overrides: { router: { chunkSize: 200 } },
+    env: { NFX_ROUTER__CHUNK_SIZE: "300", NFX_GATEWAYS__APNS__CLIENT_COUNT: "4", NFX_NATS__SERVERS: '["nats://h:1"]', NFX_LOG__LEVEL: "debug", HOME: "/x" },
+  });
+  t.equal(c.cluster.shards, 16, "from the file");
+  t.equal(c.router.chunkSize, 300, "environment wins over overrides and file");
+  t.equal(c.gateways.apns.clientCount, 4, "nested, snake-case env name maps to the camelCase key");
+  t.equal(c.gateways.apns.topic, "com.file", "sibling keys of an env override stay");
+  t.same(c.nats.servers, ["nats://h:1"], "JSON values parse");
+  t.equal(c.log.level, "debug", "plain strings stay strings");
+  t.equal(loadConfig({ env: { NFX_CONFIG: f } }).cluster.shards, 16, "NFX_CONFIG names the file");
+});
+
+t.test("unknown keys are rejected with their full path", async (t) => {
+  const msg = problems(() => loadConfig({ file: file("b.json", { gateways: { apns: { keyfile: "x" } }, colour: 1 }), env: {} }));
+  t.match(msg, "gateways.apns.keyfile: unknown key");
+  t.match(msg, "colour: unknown key");
+  t.match(problems(() => loadConfig({ env: { NFX_ROUTER__CHUNKS: "1" } })), "NFX_ROUTER__CHUNKS: unknown key router.chunks");
+});
+
+t.test("every bad value is reported with its path and rule", async (t) => {
+  const msg = problems(() =>
+    loadConfig({ env: {}, overrides: { cluster: { shards: 0 }, nats: { servers: ["http://x"] }, gateways: { apns: { keyFile: "/no/such/key.p8" } } } }),
+  );
+  t.match(msg, /cluster\.shards: .*>=1/);
+  t.match(msg, "nats.servers.0: must be a nats:// or tls:// URL");
+  t.match(msg, "gateways.apns.keyFile: file not found");
+  t.match(problems(() => loadConfig({ file: file("c.json", "{nope"), env: {} })), "c.json");
+  t.match(problems(() => loadConfig({ file: file("d.json", [1]), env: {} })), "must hold a JSON object");
+});
+
+t.test("the result is frozen", async (t) => {
+  const c = loadConfig({ env: {} });
+  t.throws(() => {
+    (c.cluster as { shards: number }).shards = 2;
+  }, TypeError);
+  t.throws(() => {
+    (c.nats.servers as string[]).push("nats://x:1");
+  }, TypeError);
+});
