@@ -50,7 +50,7 @@ program
   .action(async (roles: string[]) => {
     for (const r of roles) if (!(ROLES as readonly string[]).includes(r)) throw new InvalidArgumentError(`role: unknown role "${r}" (one of ${ROLES.join(", ")})`);
     const cfg = config();
-    const log = createLogger({ level: cfg.log.level, redact: cfg.log.redact, name: roles.join("+") });
+    const log = createLogger({ level: cfg.log.level, redact: cfg.log.redact });
     const running = await startRoles(roles as Role[], cfg, log);
     // Started by `nfx up` or a test harness: tell the parent over IPC that every role is ready.
     process.send?.({ type: "ready", roles });

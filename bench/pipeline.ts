@@ -1,0 +1,80 @@
+// bench:pipeline — end to end through every role process to the sandbox APNs and FCM servers: sends/s, latency, lost and duplicated sends.
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { parseArgs } from "node:util";
+import { pino } from "pino";
+import { notify } from "../lib/api-client.js";
+import { writeUsers } from "../lib/directory.js";
+import { createLogger } from "../lib/log.js";
+import { connectNats } from "../lib/nats.js";
+import { connectRedis } from "../lib/redis.js";
+import { MAX_RECIPIENTS } from "../lib/notify-schema.js";
+import { startLocalCluster } from "../cmd/local-cluster.js";
+import { ROLES } from "../cmd/roles.js";
+import { demoUsers } from "../cmd/demo.js";
+import { tokenFault } from "../sandbox/recorder.js";
+
+const { values } = parseArgs({ options: { users: { type: "string", default: "20000" }, timeout: { type: "string", default: "300" } } });
+const userCount = Number(values.users);
+
+const dir = mkdtempSync(join(tmpdir(), "nfx-bench-"));
+const cluster = await startLocalCluster({
+  dataDir: dir, natsPort: 0, redisPort: 0, persist: false, sandbox: { apns: 0, fcm: 0, control: 0 }, roles: ROLES,
+  overrides: { log: { level: "warn" } },
+});
+let result: Record<string, unknown> = {};
+try {
+  const cfg = cluster.cfg;
+  const log = createLogger({ level: "warn", redact: true }, pino.destination(2));
+  const redis = await connectRedis(cfg, log);
+  const nats = await connectNats(cfg, log, "bench");
+  const users = demoUsers(userCount);
+  await writeUsers(redis, cfg.cluster.shards, users);
+  const expected = new Map<string, number>();
+  for (const u of users) if (!u.optedOut) for (const d of u.devices) if (!tokenFault(d.token)) expected.set(d.token, 0);
+
+  const rec = cluster.sandbox!.recorder;
+  const t0 = performance.now();
+  const ids: string[] = [];
+  for (let i = 0; i < users.length; i += MAX_RECIPIENTS) {
+    const { id } = await notify(nats.nc, { recipients: users.slice(i, i + MAX_RECIPIENTS).map((u) => u.id), push: { title: "Bench", body: "Throughput run" } });
+    ids.push(id);
+  }
+  const tAccepted = performance.now();
+  let firstAt = 0;
+  const deadline = Date.now() + Number(values.timeout) * 1000;
+  while (rec.accepted().length < expected.size && Date.now() < deadline) {
+    if (!firstAt && rec.deliveries.length > 0) firstAt = performance.now();
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  const tDone = performance.now();
+  await new Promise((r) => setTimeout(r, 1000)); // let stragglers and duplicates land
+  for (const d of rec.accepted()) if (expected.has(d.token)) expected.set(d.token, expected.get(d.token)! + 1);
+  const lost = [...expected.values()].filter((c) => c === 0).length;
+  const dup = [...expected.values()].reduce((a, c) => a + Math.max(0, c - 1), 0);
+  const seconds = (tDone - t0) / 1000;
+  const mem = process.memoryUsage().rss;
+  result = {
+    bench: "pipeline",
+    users: users.length,
+    notifications: ids.length,
+    sends: expected.size,
+    seconds: Number(seconds.toFixed(3)),
+    sends_per_s: Math.round(expected.size / seconds),
+    accept_ms: Number((tAccepted - t0).toFixed(1)),
+    first_send_ms: Number((firstAt - t0).toFixed(1)),
+    lost,
+    dup,
+    bench_rss_mb: Math.round(mem / 1048576),
+    note: "every role its own process plus nats-server, redis-server and the sandboxes (in this process) on 2 cores",
+  };
+  await nats.nc.close();
+  redis.disconnect();
+} finally {
+  await cluster.stop();
+  rmSync(dir, { recursive: true, force: true });
+}
+mkdirSync(new URL("./results/", import.meta.url).pathname.replace("/dist/", "/"), { recursive: true });
+writeFileSync(new URL("./results/pipeline.json", import.meta.url).pathname.replace("/dist/", "/"), JSON.stringify(result) + "\n");
+console.log(JSON.stringify(result));
