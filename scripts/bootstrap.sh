@@ -14,6 +14,8 @@ if [ -n "$need" ]; then
 fi
 if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   echo "bootstrap: installing npm dependencies"
-  npm ci --no-audit --no-fund --loglevel=error
+  # `npm install` from the committed lock, not `npm ci`: npm 11 leaves other platforms'
+  # optional packages (msgpackr-extract-*) out of the lock and then `npm ci` refuses it.
+  npm install --no-audit --no-fund --loglevel=error
 fi
 node_modules/.bin/tsc -p tsconfig.json
