@@ -77,3 +77,8 @@ t.test("logs redact tokens, emails, phones and bodies by default", async (t) => 
   createLogger({ level: "info", redact: false }, new Writable({ write: (c, _e, cb) => ((plain += c.toString()), cb()) })).info({ token: "visible" }, "x");
   t.match(plain, "visible", "redaction can be turned off");
 });
+
+t.test("uWebSockets.js loads its native binary here (start-up refuses the JavaScript fallback)", async (t) => {
+  const { requireNativeUws } = await import("../../lib/uws.js");
+  t.ok(String(requireNativeUws().App).includes("[native code]"));
+});

@@ -1,0 +1,47 @@
+// Connection handling: restarting nats-server and redis-server under running role processes is logged, not fatal, and loses nothing.
+import t from "tap";
+import { join } from "node:path";
+import { pino } from "pino";
+import { notify, status } from "../../lib/api-client.js";
+import { writeUsers } from "../../lib/directory.js";
+import { startNatsServer, startRedisServer } from "../../lib/launch.js";
+import { createLogger } from "../../lib/log.js";
+import { connectNats } from "../../lib/nats.js";
+import { connectRedis } from "../../lib/redis.js";
+import { eventually, startTestCluster } from "../helpers/cluster.js";
+
+t.test("roles survive a nats-server and a redis-server restart", async (t) => {
+  const cluster = await startTestCluster(t);
+  const cfg = cluster.cfg;
+  const log = createLogger({ level: "silent", redact: true }, pino.destination(2));
+  const nats = await connectNats(cfg, log, "test");
+  const redis = await connectRedis(cfg, log);
+  t.teardown(async () => {
+    await nats.nc.close();
+    redis.disconnect();
+  });
+  const users = [{ id: "ron", devices: [{ id: "ron-phone", platform: "android" as const, token: "fr0n" }] }];
+  await writeUsers(redis, cfg.cluster.shards, users);
+
+  // Restart nats-server on the same port and store: JetStream state survives, clients reconnect.
+  const storeDir = join(cluster.configFile, "..", "nats");
+  await cluster.nats.stop();
+  const nats2 = await startNatsServer({ storeDir, port: cluster.nats.port });
+  t.teardown(nats2.stop);
+  // Restart redis-server (no persistence in tests): the directory is empty until rewritten.
+  await cluster.redis.stop();
+  const redis2 = await startRedisServer({ dir: join(cluster.configFile, "..", "redis"), port: cluster.redis.port });
+  t.teardown(redis2.stop);
+  await writeUsers(redis, cfg.cluster.shards, users);
+
+  for (const [role, p] of cluster.procs) t.equal(p.exitCode, null, `${role} is still running`);
+  let id = "";
+  t.ok(
+    await eventually(async () => {
+      id ||= await notify(nats.nc, { recipients: ["ron"], push: { title: "Back", body: "Online again" } }).then((r) => r.id, () => "");
+      return id !== "" && (await status(nats.nc, id).then((s) => s.complete, () => false));
+    }, 30_000),
+    "a notification sent after both restarts completes",
+  );
+  t.same(cluster.sandbox!.recorder.countsByDevice("fcm"), { fr0n: 1 }, "and arrives once");
+});
