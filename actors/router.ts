@@ -1,8 +1,8 @@
 // Router actor: splits an accepted notification's explicit recipients by shard into fan chunks on NFX_FAN.
 import type { JsMsg } from "@nats-io/jetstream";
 import type { Config } from "../lib/config.js";
-import { decode, encode } from "../lib/codec.js";
-import { PoisonMessage, runLanes } from "../lib/lanes.js";
+import { encode } from "../lib/codec.js";
+import { decodeAs, runLanes } from "../lib/lanes.js";
 import type { Logger } from "../lib/log.js";
 import type { Nats } from "../lib/nats.js";
 import { shardOf } from "../lib/shard.js";
@@ -44,13 +44,7 @@ export function planChunks(recipients: readonly string[], shards: number, chunkS
 export async function startRouter(d: RouterDeps): Promise<{ stop(): Promise<void> }> {
   const log = d.log.child({ actor: "router" });
   const handle = async (m: JsMsg): Promise<void> => {
-    let n: Notification;
-    try {
-      n = decode<Notification>(m.data);
-    } catch (err) {
-      throw new PoisonMessage(`undecodable intake message: ${(err as Error).message}`);
-    }
-    if (n.type !== "notification") throw new PoisonMessage(`unexpected message type ${String(n.type)}`);
+    const n = decodeAs<Notification>(m.data, "notification");
     const brief: NotificationBrief = {
       id: n.id, createdAt: n.createdAt, expiresAt: n.expiresAt, priority: n.priority,
       category: n.category, push: n.push, ...(n.collapseKey ? { collapseKey: n.collapseKey } : {}),

@@ -1,9 +1,9 @@
 // Shard actor: per-recipient policy for a fan chunk: directory lookup, opt-out, channel choice per device; emits send batches and receipts.
 import type { JsMsg } from "@nats-io/jetstream";
 import type { Config } from "../lib/config.js";
-import { decode, encode } from "../lib/codec.js";
+import { encode } from "../lib/codec.js";
 import { readUsers } from "../lib/directory.js";
-import { PoisonMessage, runLanes } from "../lib/lanes.js";
+import { decodeAs, runLanes } from "../lib/lanes.js";
 import type { Logger } from "../lib/log.js";
 import type { Nats } from "../lib/nats.js";
 import type { Redis } from "../lib/redis.js";
@@ -76,13 +76,7 @@ export async function startUserShard(d: ShardDeps): Promise<{ stop(): Promise<vo
   const batchSize = d.cfg.shard.sendBatchSize;
 
   const handle = async (m: JsMsg): Promise<void> => {
-    let chunk: FanChunk;
-    try {
-      chunk = decode<FanChunk>(m.data);
-    } catch (err) {
-      throw new PoisonMessage(`undecodable fan chunk: ${(err as Error).message}`);
-    }
-    if (chunk.type !== "fan_chunk") throw new PoisonMessage(`unexpected message type ${String(chunk.type)}`);
+    const chunk = decodeAs<FanChunk>(m.data, "fan_chunk");
     const n = chunk.notification;
     const fanId = MSGID.fan(n.id, chunk.shard, chunk.chunk);
     const users = await readUsers(d.redis, chunk.shard, chunk.users);

@@ -1,11 +1,11 @@
 // The loop every channel gateway shares: consume send batches by priority, skip keys already delivered, call the provider, record, emit receipts.
 import type { JsMsg } from "@nats-io/jetstream";
 import type { Config } from "./config.js";
-import { decode, encode } from "./codec.js";
+import { encode } from "./codec.js";
 import type { ProviderError } from "./errors.js";
 import { deliveryKey } from "./ids.js";
 import { deliveredKey } from "./keys.js";
-import { PoisonMessage, runLanes } from "./lanes.js";
+import { PoisonMessage, decodeAs, runLanes } from "./lanes.js";
 import type { Logger } from "./log.js";
 import type { Nats } from "./nats.js";
 import type { Redis } from "./redis.js";
@@ -72,13 +72,8 @@ export async function runGateway(d: GatewayDeps, client: ProviderClient): Promis
   };
 
   const handle = async (m: JsMsg): Promise<void> => {
-    let batch: SendBatch;
-    try {
-      batch = decode<SendBatch>(m.data);
-    } catch (err) {
-      throw new PoisonMessage(`undecodable send batch: ${(err as Error).message}`);
-    }
-    if (batch.type !== "send_batch" || batch.channel !== client.channel) throw new PoisonMessage(`unexpected batch ${String(batch.type)}/${String(batch.channel)}`);
+    const batch = decodeAs<SendBatch>(m.data, "send_batch");
+    if (batch.channel !== client.channel) throw new PoisonMessage(`a ${batch.channel} batch on the ${client.channel} stream`);
     const batchId = m.headers?.get("Nats-Msg-Id") || `seq:${m.seq}`;
     const keys = batch.sends.map((s) => deliveredKey(batch.shard, deliveryKey(s.nid, s.user, client.channel, s.device)));
     const prior = keys.length ? await d.redis.mget(keys) : [];

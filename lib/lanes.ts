@@ -1,10 +1,23 @@
 // Priority-lane consumption: one pull consumer per priority, handled by a shared worker pool that always takes the most urgent lane first.
 import type { JetStreamClient, JsMsg, ConsumerMessages } from "@nats-io/jetstream";
+import { decode } from "./codec.js";
 import type { Logger } from "./log.js";
 import { PRIORITIES, type Priority } from "./subjects.js";
 
 /** Thrown by a handler for a message that can never be processed (undecodable, wrong type): it is terminated, not redelivered. */
 export class PoisonMessage extends Error {}
+
+/** Decodes a msgpack message body that must be of `type`. Throws {@link PoisonMessage} otherwise. */
+export function decodeAs<T extends { type: string }>(data: Uint8Array, type: T["type"]): T {
+  let v: T;
+  try {
+    v = decode<T>(data);
+  } catch (err) {
+    throw new PoisonMessage(`undecodable ${type} message: ${(err as Error).message}`);
+  }
+  if (v?.type !== type) throw new PoisonMessage(`expected a ${type} message, got ${String(v?.type)}`);
+  return v;
+}
 
 export interface LaneOptions {
   js: JetStreamClient;

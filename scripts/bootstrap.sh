@@ -18,4 +18,5 @@ if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modu
   # optional packages (msgpackr-extract-*) out of the lock and then `npm ci` refuses it.
   npm install --no-audit --no-fund --loglevel=error
 fi
+rm -rf dist
 node_modules/.bin/tsc -p tsconfig.json

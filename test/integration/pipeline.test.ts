@@ -3,15 +3,11 @@ import t from "tap";
 import { execFile } from "node:child_process";
 import { promisify } from "node:util";
 import { fileURLToPath } from "node:url";
-import { pino } from "pino";
 import { ApiError, notify, status } from "../../lib/api-client.js";
 import { writeUsers } from "../../lib/directory.js";
-import { createLogger } from "../../lib/log.js";
-import { connectNats } from "../../lib/nats.js";
-import { connectRedis } from "../../lib/redis.js";
 import { STREAM } from "../../lib/subjects.js";
 import type { NotificationStatus } from "../../lib/status.js";
-import { eventually, startTestCluster } from "../helpers/cluster.js";
+import { clientsFor, eventually, startTestCluster } from "../helpers/cluster.js";
 
 const run = promisify(execFile);
 const NFX = fileURLToPath(new URL("../../cmd/nfx.js", import.meta.url));
@@ -19,13 +15,7 @@ const NFX = fileURLToPath(new URL("../../cmd/nfx.js", import.meta.url));
 t.test("3 users, 5 devices, one opted out: exactly the 4 expected sends arrive, once each", async (t) => {
   const cluster = await startTestCluster(t);
   const cfg = cluster.cfg;
-  const log = createLogger({ level: "warn", redact: true }, pino.destination(2));
-  const redis = await connectRedis(cfg, log);
-  const nats = await connectNats(cfg, log, "test");
-  t.teardown(async () => {
-    await nats.nc.close();
-    redis.disconnect();
-  });
+  const { nats, redis } = await clientsFor(t, cfg);
   await writeUsers(redis, cfg.cluster.shards, [
     { id: "alice", devices: [{ id: "alice-iphone", platform: "ios", token: "a11ce0" }, { id: "alice-pixel", platform: "android", token: "fa11ce" }] },
     { id: "bob", devices: [{ id: "bob-ipad", platform: "ios", token: "b0b0" }, { id: "bob-galaxy", platform: "android", token: "fb0b" }] },
@@ -79,13 +69,7 @@ t.test("3 users, 5 devices, one opted out: exactly the 4 expected sends arrive, 
 t.test("bad requests get a coded error naming the field and store nothing; `nfx send` works", async (t) => {
   const cluster = await startTestCluster(t);
   const cfg = cluster.cfg;
-  const log = createLogger({ level: "warn", redact: true }, pino.destination(2));
-  const nats = await connectNats(cfg, log, "test");
-  const redis = await connectRedis(cfg, log);
-  t.teardown(async () => {
-    await nats.nc.close();
-    redis.disconnect();
-  });
+  const { nats, redis } = await clientsFor(t, cfg);
   const stored = async (): Promise<number> => (await nats.jsm.streams.info(STREAM.intake)).state.messages;
   const before = await stored();
   const cases: [unknown, string, string][] = [

@@ -1,25 +1,15 @@
 // Connection handling: restarting nats-server and redis-server under running role processes is logged, not fatal, and loses nothing.
 import t from "tap";
 import { join } from "node:path";
-import { pino } from "pino";
 import { notify, status } from "../../lib/api-client.js";
 import { writeUsers } from "../../lib/directory.js";
 import { startNatsServer, startRedisServer } from "../../lib/launch.js";
-import { createLogger } from "../../lib/log.js";
-import { connectNats } from "../../lib/nats.js";
-import { connectRedis } from "../../lib/redis.js";
-import { eventually, startTestCluster } from "../helpers/cluster.js";
+import { clientsFor, eventually, startTestCluster } from "../helpers/cluster.js";
 
 t.test("roles survive a nats-server and a redis-server restart", async (t) => {
   const cluster = await startTestCluster(t);
   const cfg = cluster.cfg;
-  const log = createLogger({ level: "silent", redact: true }, pino.destination(2));
-  const nats = await connectNats(cfg, log, "test");
-  const redis = await connectRedis(cfg, log);
-  t.teardown(async () => {
-    await nats.nc.close();
-    redis.disconnect();
-  });
+  const { nats, redis } = await clientsFor(t, cfg);
   const users = [{ id: "ron", devices: [{ id: "ron-phone", platform: "android" as const, token: "fr0n" }] }];
   await writeUsers(redis, cfg.cluster.shards, users);
 
