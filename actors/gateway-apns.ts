@@ -3,9 +3,12 @@ import { readFileSync } from "node:fs";
 import apn from "@parse/node-apn";
 import type { Config } from "../lib/config.js";
 import { ConfigInvalid, ProviderError } from "../lib/errors.js";
+import { apnsNotification } from "../lib/apns-payload.js";
 import { runGateway, type GatewayDeps, type ProviderClient, type SendResult } from "../lib/gateway-runner.js";
 import { Semaphore } from "../lib/semaphore.js";
 import type { NotificationBrief, Send } from "../lib/types.js";
+
+export { apnsNotification };
 
 /** APNs reasons that mean the token will never work again: remove it, never retry. */
 const DEAD_TOKEN = new Set(["Unregistered", "BadDeviceToken", "DeviceTokenNotForTopic", "ExpiredToken"]);
@@ -19,21 +22,6 @@ export function apnsError(f: apn.ResponseFailure): ProviderError {
   const status = f.status ?? 0;
   const retryable = status === 0 || status === 429 || status >= 500;
   return new ProviderError(`APNs rejected the send: ${reason}`, { reason, retryable, tokenInvalid: DEAD_TOKEN.has(reason), cause: f.error });
-}
-
-/** Builds the APNs notification for one nfx notification: alert, badge, sound, data, collapse id, priority, expiry. */
-export function apnsNotification(n: NotificationBrief, topic: string): apn.Notification {
-  const note = new apn.Notification();
-  note.topic = topic;
-  note.pushType = "alert";
-  note.alert = { title: n.push.title, body: n.push.body };
-  if (n.push.badge !== undefined) note.badge = n.push.badge;
-  if (n.push.sound) note.sound = n.push.sound;
-  note.payload = { ...(n.push.data ?? {}), nfx: { id: n.id } };
-  if (n.collapseKey) note.collapseId = n.collapseKey;
-  note.priority = n.priority === "critical" || n.priority === "high" ? 10 : 5;
-  note.expiry = Math.floor(n.expiresAt / 1000);
-  return note;
 }
 
 /** Creates the APNs provider client for the configured app. Throws {@link ConfigInvalid} if no signing key is configured. */
@@ -57,10 +45,13 @@ export function createApnsClient(cfg: Config): ProviderClient {
   return {
     channel: "apns",
     async sendGroup(n: NotificationBrief, sends: readonly Send[]): Promise<SendResult[]> {
-      const note = apnsNotification(n, a.topic);
+      // One notification object for the inline content; one per recipient when a template rendered it.
+      const shared = n.content?.push ? apnsNotification(n, n.content.push, a.topic) : null;
       return Promise.all(
         sends.map((s) =>
           limit.run(async (): Promise<SendResult> => {
+            const note = s.push ? apnsNotification(n, s.push, a.topic) : shared;
+            if (!note) return { ok: false, error: new ProviderError("no push content", { reason: "no_content", retryable: false }) };
             const r = await provider.send(note, s.token);
             const failed = r.failed[0];
             if (failed) return { ok: false, error: apnsError(failed) };

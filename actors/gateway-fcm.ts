@@ -8,7 +8,7 @@ import { getMessaging, type Message, type SendResponse } from "firebase-admin/me
 import type { Config } from "../lib/config.js";
 import { ProviderError } from "../lib/errors.js";
 import { runGateway, type GatewayDeps, type ProviderClient, type SendResult } from "../lib/gateway-runner.js";
-import type { NotificationBrief, Send } from "../lib/types.js";
+import type { NotificationBrief, PushContent, Send } from "../lib/types.js";
 
 /** firebase-admin codes that are worth retrying later. */
 const RETRYABLE = new Set([
@@ -25,18 +25,18 @@ export function fcmError(err: unknown): ProviderError {
 }
 
 /** Builds the FCM v1 message for one device: notification, data, android TTL/collapse key/priority, APNs-via-FCM headers. */
-export function fcmMessage(n: NotificationBrief, token: string, now: number): Message {
+export function fcmMessage(n: NotificationBrief, push: PushContent, token: string, now: number): Message {
   const ttlMs = Math.max(0, n.expiresAt - now);
   const urgent = n.priority === "critical" || n.priority === "high";
   return {
     token,
-    notification: { title: n.push.title, body: n.push.body },
-    data: { ...(n.push.data ?? {}), nfx_id: n.id },
+    notification: { title: push.title, body: push.body },
+    data: { ...(push.data ?? {}), nfx_id: n.id },
     android: {
       ttl: ttlMs,
       priority: urgent ? "high" : "normal",
       ...(n.collapseKey ? { collapseKey: n.collapseKey } : {}),
-      ...(n.push.sound ? { notification: { sound: n.push.sound } } : {}),
+      ...(push.sound ? { notification: { sound: push.sound } } : {}),
     },
   };
 }
@@ -81,7 +81,7 @@ export function createFcmClient(cfg: Config, now: () => number = Date.now): Prov
         const t = now();
         let responses: SendResponse[];
         try {
-          responses = (await messaging.sendEach(slice.map((s) => fcmMessage(n, s.token, t)))).responses;
+          responses = (await messaging.sendEach(slice.map((s) => fcmMessage(n, s.push ?? n.content!.push!, s.token, t)))).responses;
         } catch (err) {
           const error = fcmError(err);
           for (let j = 0; j < slice.length; j++) out.push({ ok: false, error });

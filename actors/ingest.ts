@@ -1,36 +1,47 @@
-// Ingest actor: validates notify requests on NATS, stores them durably on NFX_INTAKE, answers with the id.
+// Ingest actor, NATS surface: notify and status requests on nfx.api.* (queue group), answered after the request is durable.
 import { headers, type Msg, type Subscription } from "@nats-io/transport-node";
 import { ERROR_HEADER } from "../lib/api-client.js";
 import type { Config } from "../lib/config.js";
-import { encode, decodeJson, encodeJson } from "../lib/codec.js";
-import { RequestUndecodable, StoreUnavailable, toErrorReply } from "../lib/errors.js";
-import { newNotificationId } from "../lib/ids.js";
+import { decodeJson, encodeJson } from "../lib/codec.js";
+import { BodyTooLarge, RequestUndecodable, toErrorReply } from "../lib/errors.js";
+import { NATS_PRODUCER, type Intake } from "../lib/intake.js";
 import type { Logger } from "../lib/log.js";
 import type { Nats } from "../lib/nats.js";
-import { parseNotifyRequest } from "../lib/notify-schema.js";
 import { readStatus } from "../lib/status.js";
-import { API, MSGID, QUEUE_INGEST, intakeSubject } from "../lib/subjects.js";
-import type { Notification } from "../lib/types.js";
-
+import { API, QUEUE_INGEST } from "../lib/subjects.js";
 
 export interface IngestDeps {
   cfg: Config;
   nats: Nats;
+  intake: Intake;
   log: Logger;
-  now?: () => number;
 }
 
 /** Messages the ingest actor handles, by the subject they came on. */
 type IngestMsg = { type: "notify"; msg: Msg } | { type: "status"; msg: Msg };
 
 /**
- * Starts the ingest actor: queue-group subscribers on the API subjects.
- * A notify reply `{id}` means the notification is in JetStream; an error reply
- * (header `Nfx-Error`) means nothing was stored.
+ * Decodes a JSON request body of at most `max` bytes. Throws
+ * {@link BodyTooLarge} or {@link RequestUndecodable}; shared with the HTTP surface.
+ */
+export function decodeBody(data: Uint8Array, max: number): unknown {
+  if (data.length > max) throw new BodyTooLarge(`(body): ${data.length} bytes is over the ${max}-byte limit`, { field: "(body)" });
+  try {
+    return decodeJson(data);
+  } catch (cause) {
+    throw new RequestUndecodable("(body): must be valid JSON", { field: "(body)", cause });
+  }
+}
+
+/**
+ * Starts the NATS surface: queue-group subscribers on `nfx.api.notify` and
+ * `nfx.api.status`. A notify reply `{id}` means the notification is in
+ * JetStream; an error reply (header `Nfx-Error`, body `{error:{code,message,field}}`)
+ * means nothing was stored.
  */
 export async function startIngest(d: IngestDeps): Promise<{ stop(): Promise<void> }> {
   const log = d.log.child({ actor: "ingest" });
-  const now = d.now ?? Date.now;
+  const max = d.cfg.ingest.maxBodyBytes;
 
   const reply = (m: Msg, body: unknown, err?: unknown): void => {
     if (!m.reply) return;
@@ -39,47 +50,20 @@ export async function startIngest(d: IngestDeps): Promise<{ stop(): Promise<void
       return;
     }
     const e = toErrorReply(err);
+    if (e.code === "NFX_ERR_INTERNAL") log.error({ err }, "request failed");
     const h = headers();
     h.set(ERROR_HEADER, e.code);
     m.respond(encodeJson({ error: e }), { headers: h });
-  };
-
-  const notify = async (m: Msg): Promise<{ id: string }> => {
-    let body: unknown;
-    try {
-      body = decodeJson(m.data);
-    } catch (cause) {
-      throw new RequestUndecodable("body: must be a JSON object", { field: "(body)", cause });
-    }
-    const req = parseNotifyRequest(body);
-    const t = now();
-    const n: Notification = {
-      type: "notification",
-      id: newNotificationId(t),
-      createdAt: t,
-      expiresAt: t + req.ttlSec * 1000,
-      priority: req.priority,
-      category: req.category,
-      recipients: [...new Set(req.recipients)],
-      push: req.push,
-      ...(req.collapseKey ? { collapseKey: req.collapseKey } : {}),
-    };
-    try {
-      await d.nats.js.publish(intakeSubject(n.priority, n.id), encode(n), { msgID: MSGID.intake(n.id) });
-    } catch (cause) {
-      throw new StoreUnavailable("intake stream unavailable; nothing was stored, retry", { cause });
-    }
-    return { id: n.id };
   };
 
   const handle = async (im: IngestMsg): Promise<void> => {
     try {
       switch (im.type) {
         case "notify":
-          reply(im.msg, await notify(im.msg));
+          reply(im.msg, { id: (await d.intake.accept(decodeBody(im.msg.data, max), NATS_PRODUCER)).id });
           return;
         case "status": {
-          const { id } = decodeJson<{ id?: unknown }>(im.msg.data);
+          const { id } = (decodeBody(im.msg.data, max) ?? {}) as { id?: unknown };
           reply(im.msg, await readStatus(d.nats, String(id ?? "")));
           return;
         }
@@ -89,7 +73,6 @@ export async function startIngest(d: IngestDeps): Promise<{ stop(): Promise<void
         }
       }
     } catch (err) {
-      if (!(err as { code?: string }).code) log.error({ err }, "ingest failed");
       reply(im.msg, undefined, err);
     }
   };

@@ -36,6 +36,15 @@ export function planChunks(recipients: readonly string[], shards: number, chunkS
   return out;
 }
 
+/** The part of a notification every per-recipient stage needs (no recipient list). */
+export function briefOf(n: Notification): NotificationBrief {
+  const { id, createdAt, expiresAt, priority, category, channels, content, template, collapseKey } = n;
+  return {
+    id, createdAt, expiresAt, priority, category, channels,
+    ...(content ? { content } : {}), ...(template ? { template } : {}), ...(collapseKey ? { collapseKey } : {}),
+  };
+}
+
 /**
  * Starts the router on every priority lane of NFX_INTAKE. For each
  * notification it publishes all fan chunks (deterministic message ids) and
@@ -45,10 +54,7 @@ export async function startRouter(d: RouterDeps): Promise<{ stop(): Promise<void
   const log = d.log.child({ actor: "router" });
   const handle = async (m: JsMsg): Promise<void> => {
     const n = decodeAs<Notification>(m.data, "notification");
-    const brief: NotificationBrief = {
-      id: n.id, createdAt: n.createdAt, expiresAt: n.expiresAt, priority: n.priority,
-      category: n.category, push: n.push, ...(n.collapseKey ? { collapseKey: n.collapseKey } : {}),
-    };
+    const brief = briefOf(n);
     const plan = planChunks(n.recipients, d.cfg.cluster.shards, d.cfg.router.chunkSize);
     await Promise.all(
       plan.map((p) => {

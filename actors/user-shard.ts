@@ -8,7 +8,8 @@ import type { Logger } from "../lib/log.js";
 import type { Nats } from "../lib/nats.js";
 import type { Redis } from "../lib/redis.js";
 import { CHANNELS, CONSUMER, MSGID, STREAM, receiptSubject, sendSubject, type Channel } from "../lib/subjects.js";
-import type { DeviceRecord, FanChunk, ReceiptEntry, Send, SendBatch, UserRecord } from "../lib/types.js";
+import { renderPush } from "../lib/templates.js";
+import type { DeviceRecord, FanChunk, NotificationBrief, PushContent, ReceiptEntry, Send, SendBatch, UserRecord } from "../lib/types.js";
 
 export interface ShardDeps {
   cfg: Config;
@@ -30,6 +31,25 @@ export function channelFor(d: DeviceRecord): Channel | null {
   }
 }
 
+/**
+ * Returns the per-recipient push renderer of a notification: null content
+ * for inline content (the gateway uses the notification's), the template
+ * rendered with the recipient's locale and attributes otherwise. Templates
+ * that never mention `user.` render once per locale.
+ */
+export function pushRenderer(n: NotificationBrief): (u: UserRecord) => PushContent | undefined {
+  const use = n.template;
+  if (!use) return () => undefined;
+  const perUser = JSON.stringify(use.template.channels.push ?? {}).includes("user.");
+  const byLocale = new Map<string, PushContent | undefined>();
+  return (u) => {
+    if (perUser) return renderPush(use, u) ?? undefined;
+    const k = use.locale ?? u.locale ?? "";
+    if (!byLocale.has(k)) byLocale.set(k, renderPush(use, { id: "", locale: u.locale }) ?? undefined);
+    return byLocale.get(k);
+  };
+}
+
 /** The decision for one chunk: sends per channel and one receipt entry per suppressed user or queued device. */
 export interface ChunkDecision {
   sends: Record<Channel, Send[]>;
@@ -39,25 +59,32 @@ export interface ChunkDecision {
 /**
  * Decides a chunk, given the users' directory records in the same order as
  * `chunk.users`. Pure. Rules in order: unknown user, expired notification,
- * global opt-out, no reachable device; then one send per device on its channel.
+ * global opt-out, push not wanted, no reachable device; then one send per
+ * device on its channel, with content rendered for the recipient when the
+ * notification uses a template.
  */
 export function decideChunk(chunk: FanChunk, users: readonly (UserRecord | null)[], now: number): ChunkDecision {
   const sends = Object.fromEntries(CHANNELS.map((c) => [c, [] as Send[]])) as Record<Channel, Send[]>;
   const receipts: ReceiptEntry[] = [];
-  const nid = chunk.notification.id;
-  const expired = chunk.notification.expiresAt <= now;
+  const n = chunk.notification;
+  const nid = n.id;
+  const expired = n.expiresAt <= now;
+  const wantsPush = n.channels.includes("push");
+  const render = pushRenderer(n);
   chunk.users.forEach((userId, i) => {
     const u = users[i];
     const suppress = (reason: string): void => void receipts.push({ user: userId, outcome: "suppressed", reason, at: now });
     if (!u) return suppress("unknown_user");
     if (expired) return suppress("expired");
     if (u.optedOut) return suppress("opted_out");
+    if (!wantsPush) return suppress("no_wanted_channel");
     let reachable = 0;
+    const push = render(u);
     for (const dev of u.devices ?? []) {
       const ch = channelFor(dev);
       if (!ch || !dev.token) continue;
       reachable++;
-      sends[ch].push({ nid, user: userId, device: dev.id, token: dev.token });
+      sends[ch].push({ nid, user: userId, device: dev.id, token: dev.token, ...(push ? { push } : {}) });
       receipts.push({ user: userId, outcome: "queued", channel: ch, device: dev.id, at: now });
     }
     if (reachable === 0) suppress("no_devices");

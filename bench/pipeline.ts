@@ -9,7 +9,7 @@ import { writeUsers } from "../lib/directory.js";
 import { createLogger } from "../lib/log.js";
 import { connectNats } from "../lib/nats.js";
 import { connectRedis } from "../lib/redis.js";
-import { MAX_RECIPIENTS } from "../lib/notify-schema.js";
+import { MAX_RECIPIENTS } from "../lib/request-schema.js";
 import { startLocalCluster } from "../cmd/local-cluster.js";
 import { ROLES } from "../cmd/roles.js";
 import { demoUsers } from "../cmd/demo.js";
@@ -38,7 +38,7 @@ try {
   const t0 = performance.now();
   const ids: string[] = [];
   for (let i = 0; i < users.length; i += MAX_RECIPIENTS) {
-    const { id } = await notify(nats.nc, { recipients: users.slice(i, i + MAX_RECIPIENTS).map((u) => u.id), push: { title: "Bench", body: "Throughput run" } });
+    const { id } = await notify(nats.nc, { recipients: users.slice(i, i + MAX_RECIPIENTS).map((u) => u.id), category: "transactional", content: { push: { title: "Bench", body: "Throughput run" } } });
     ids.push(id);
   }
   const tAccepted = performance.now();

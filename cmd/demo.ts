@@ -67,7 +67,7 @@ export async function runDemo(o: { users: number }): Promise<number> {
     const t1 = Date.now();
     const { id } = await notify(nats.nc, {
       recipients: users.map((u) => u.id), priority: "high", category: "transactional",
-      push: { title: "Your order shipped", body: "Package 1Z999 is on its way.", data: { order: "1Z999" } },
+      content: { push: { title: "Your order shipped", body: "Package 1Z999 is on its way.", data: { order: "1Z999" } } },
       collapseKey: "order-1Z999",
     });
     console.log(`  notification ${id} accepted in ${Date.now() - t1} ms`);

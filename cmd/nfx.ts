@@ -106,7 +106,7 @@ program
     const n = await connectNats(cfg, cliLog(cfg), "nfx-cli");
     const r = await notify(n.nc, {
       recipients: o.to, priority: o.priority, category: o.category,
-      push: { title: o.title, body: o.body, ...(o.data ? { data: o.data } : {}) },
+      content: { push: { title: o.title, body: o.body, ...(o.data ? { data: o.data } : {}) } },
       ...(o.collapseKey ? { collapseKey: o.collapseKey } : {}), ...(o.ttl ? { ttlSec: o.ttl } : {}),
     });
     console.log(r.id);

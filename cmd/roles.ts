@@ -1,7 +1,12 @@
 // The process roles `nfx run <role>` can start, and the code that wires each to its connections.
 import { startGatewayApns } from "../actors/gateway-apns.js";
 import { startGatewayFcm } from "../actors/gateway-fcm.js";
+import { startHttpApi } from "../actors/http-api.js";
 import { startIngest } from "../actors/ingest.js";
+import { startScheduler } from "../actors/scheduler.js";
+import { Intake } from "../lib/intake.js";
+import { BUCKET } from "../lib/subjects.js";
+import { TemplateStore } from "../lib/templates.js";
 import { startRouter } from "../actors/router.js";
 import { startUserShard } from "../actors/user-shard.js";
 import type { Config } from "../lib/config.js";
@@ -11,13 +16,25 @@ import { connectRedis, type Redis } from "../lib/redis.js";
 import { ensureTopology } from "../lib/topology.js";
 import { requireNativeUws } from "../lib/uws.js";
 
-export const ROLES = ["ingest", "router", "shard", "gateway-apns", "gateway-fcm"] as const;
+export const ROLES = ["ingest", "scheduler", "router", "shard", "gateway-apns", "gateway-fcm"] as const;
 export type Role = (typeof ROLES)[number];
 
 type Started = { stop(): Promise<void> };
 
-const starters: Record<Role, (d: { cfg: Config; nats: Nats; redis: Redis; log: Logger }) => Promise<Started>> = {
-  ingest: startIngest,
+type Deps = { cfg: Config; nats: Nats; redis: Redis; log: Logger };
+
+/** The ingest role: the NATS surface and, when enabled, the HTTP API, sharing one intake. */
+async function startIngestRole(d: Deps): Promise<Started> {
+  const templates = new TemplateStore(await d.nats.kvm.open(BUCKET.templates));
+  const intake = new Intake({ cfg: d.cfg, nats: d.nats, templates, idempotency: await d.nats.kvm.open(BUCKET.idempotency) });
+  const parts: Started[] = [await startIngest({ ...d, intake })];
+  if (d.cfg.http.enabled) parts.push(await startHttpApi({ ...d, intake, templates }));
+  return { stop: async () => void (await Promise.all(parts.map((p) => p.stop()))) };
+}
+
+const starters: Record<Role, (d: Deps) => Promise<Started>> = {
+  ingest: startIngestRole,
+  scheduler: startScheduler,
   router: startRouter,
   shard: startUserShard,
   "gateway-apns": startGatewayApns,

@@ -50,8 +50,9 @@ export const configSchema = z.strictObject({
   nats: z
     .strictObject({
       servers: z.array(z.string().regex(/^(nats|tls):\/\/[^\s]+$/, "must be a nats:// or tls:// URL")).min(1).default(["nats://127.0.0.1:4222"]),
-      user: z.string().optional(),
-      pass: z.string().optional(),
+      /** Credentials of nfx's own roles (nats-server.conf's `nfx` user by default). */
+      user: z.string().default("nfx"),
+      pass: z.string().default("nfx-local"),
     })
     .prefault({}),
   redis: z
@@ -76,6 +77,53 @@ export const configSchema = z.strictObject({
       duplicateWindowSec: z.number().int().min(10).max(86400).default(1200),
       /** Seconds a consumer waits for an ack before redelivering. */
       ackWaitSec: z.number().int().min(5).max(3600).default(60),
+    })
+    .prefault({}),
+  /** Categories producers may use; a request naming any other is refused. */
+  categories: z
+    .record(
+      z.string().regex(/^[a-z][a-z0-9_-]{0,63}$/, "category names are 1-64 characters of a-z 0-9 _ -"),
+      z.strictObject({
+        description: z.string().optional(),
+        /** Priority used when a request names none. */
+        defaultPriority: z.enum(["critical", "high", "normal", "bulk"]).default("normal"),
+      }),
+    )
+    .default({
+      transactional: { defaultPriority: "high" },
+      security: { defaultPriority: "critical" },
+      social: { defaultPriority: "normal" },
+      marketing: { defaultPriority: "bulk" },
+    }),
+  ingest: z
+    .strictObject({
+      /** Largest request body accepted on either surface. */
+      maxBodyBytes: z.number().int().min(1024).max(16 * 1048576).default(1048576),
+      /** How far ahead `sendAt` may be. */
+      maxSendAheadDays: z.number().min(0).max(365).default(30),
+      /** Content channels that have gateways in this cluster; requests wanting others are refused. */
+      channels: z.array(z.enum(["push", "email", "sms", "inapp"])).min(1).default(["push"]),
+    })
+    .prefault({}),
+  http: z
+    .strictObject({
+      enabled: z.boolean().default(true),
+      host: z.string().min(1).default("127.0.0.1"),
+      port: z.number().int().min(0).max(65535).default(8080),
+      /** API keys for the HTTP surface; none means every HTTP request is refused with 401. */
+      apiKeys: z
+        .array(
+          z.strictObject({
+            name: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/, "must be 1-64 characters of A-Z a-z 0-9 _ . -"),
+            key: z.string().min(16, "must be at least 16 characters"),
+            /** Categories this key may send; ["*"] for all. */
+            categories: z.array(z.string().min(1)).min(1).default(["*"]),
+            priorities: z.array(z.enum(["critical", "high", "normal", "bulk"])).min(1).default(["critical", "high", "normal", "bulk"]),
+            /** May manage templates. */
+            admin: z.boolean().default(false),
+          }),
+        )
+        .default([]),
     })
     .prefault({}),
   router: z

@@ -2,7 +2,7 @@
 import type { NatsConnection } from "@nats-io/transport-node";
 import { decodeJson, encodeJson } from "./codec.js";
 import { API } from "./subjects.js";
-import type { NotifyRequest } from "./types.js";
+import type { NotifyRequest } from "./request-schema.js";
 import type { NotificationStatus } from "./status.js";
 
 /** Header carrying the error code on a failed API reply; the body then holds `{error:{code,message,field}}`. */
@@ -27,7 +27,7 @@ export async function callApi<T>(nc: NatsConnection, subject: string, body: unkn
 }
 
 /** Submits a notification; resolves with its id once it is durable. */
-export const notify = (nc: NatsConnection, req: NotifyRequest | Record<string, unknown>): Promise<{ id: string }> => callApi(nc, API.notify, req);
+export const notify = (nc: NatsConnection, req: Partial<NotifyRequest> | Record<string, unknown>): Promise<{ id: string }> => callApi(nc, API.notify, req);
 
 /** Reads a notification's status. */
 export const status = (nc: NatsConnection, id: string): Promise<NotificationStatus> => callApi(nc, API.status, { id }, 15_000);

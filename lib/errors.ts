@@ -34,48 +34,57 @@ export abstract class NfxError extends Error {
   }
 }
 
+/** Makes an error class with a fixed code and HTTP status; each registry entry below is one line. */
+function errorClass(code: string, status: number, retryable = false) {
+  return class extends NfxError {
+    readonly code = code;
+    readonly status = status;
+    override readonly retryable = retryable;
+  };
+}
+
 /** Configuration failed validation at start-up; `message` lists every problem with its path. */
-export class ConfigInvalid extends NfxError {
-  readonly code = "NFX_ERR_CONFIG_INVALID";
-  readonly status = 500;
-}
-
-/** A request failed validation; `field` names the path and `message` the rule. */
-export class RequestInvalid extends NfxError {
-  readonly code = "NFX_ERR_REQUEST_INVALID";
-  readonly status = 400;
-}
-
-/** A request body could not be decoded (not JSON / msgpack). */
-export class RequestUndecodable extends NfxError {
-  readonly code = "NFX_ERR_REQUEST_UNDECODABLE";
-  readonly status = 400;
-}
-
-/** A notification, user or other resource does not exist. */
-export class NotFound extends NfxError {
-  readonly code = "NFX_ERR_NOT_FOUND";
-  readonly status = 404;
-}
-
+export class ConfigInvalid extends errorClass("NFX_ERR_CONFIG_INVALID", 500) {}
+/** A request is malformed: wrong type, unknown field, length or pattern broken. `field` names the path, `message` the rule. */
+export class RequestInvalid extends errorClass("NFX_ERR_REQUEST_INVALID", 400) {}
+/** A request body could not be decoded as JSON. */
+export class RequestUndecodable extends errorClass("NFX_ERR_REQUEST_UNDECODABLE", 400) {}
+/** A request body is larger than `ingest.maxBodyBytes`. */
+export class BodyTooLarge extends errorClass("NFX_ERR_BODY_TOO_LARGE", 413) {}
+/** A request body is not `application/json`. */
+export class UnsupportedMediaType extends errorClass("NFX_ERR_UNSUPPORTED_MEDIA_TYPE", 415) {}
+/** No valid API key was presented. */
+export class Unauthenticated extends errorClass("NFX_ERR_UNAUTHENTICATED", 401) {}
+/** The API key may not use this category or priority. */
+export class Forbidden extends errorClass("NFX_ERR_FORBIDDEN", 403) {}
+/** The idempotency key was used before with a different body. */
+export class IdempotencyConflict extends errorClass("NFX_ERR_IDEMPOTENCY_CONFLICT", 409) {}
+/** The category is not one of the configured categories. */
+export class CategoryUnknown extends errorClass("NFX_ERR_CATEGORY_UNKNOWN", 422) {}
+/** The template does not exist. */
+export class TemplateNotFound extends errorClass("NFX_ERR_TEMPLATE_NOT_FOUND", 422) {}
+/** The template needs variables the request did not give, or lacks a channel the request wants. */
+export class TemplateMismatch extends errorClass("NFX_ERR_TEMPLATE_MISMATCH", 422) {}
+/** A template to be stored is malformed (syntax, missing default locale). */
+export class TemplateInvalid extends errorClass("NFX_ERR_TEMPLATE_INVALID", 400) {}
+/** Content would exceed a provider's limit (APNs payload 4096 bytes). */
+export class PayloadTooLarge extends errorClass("NFX_ERR_PAYLOAD_TOO_LARGE", 422) {}
+/** Expiry or send-at time is impossible: in the past, too far ahead, or send-at after expiry. */
+export class ScheduleInvalid extends errorClass("NFX_ERR_SCHEDULE_INVALID", 422) {}
+/** A wanted channel or target kind is not available in this cluster. */
+export class ChannelUnavailable extends errorClass("NFX_ERR_CHANNEL_UNAVAILABLE", 422) {}
+/** A notification, template or other resource does not exist. */
+export class NotFound extends errorClass("NFX_ERR_NOT_FOUND", 404) {}
 /** Storing a request in JetStream failed; nothing was accepted. The caller may retry. */
-export class StoreUnavailable extends NfxError {
-  readonly code = "NFX_ERR_STORE_UNAVAILABLE";
-  readonly status = 503;
-  override readonly retryable = true;
-}
-
+export class StoreUnavailable extends errorClass("NFX_ERR_STORE_UNAVAILABLE", 503, true) {}
 /** A required local binary (nats-server, redis-server) or native module is missing or unusable. */
-export class RuntimeMissing extends NfxError {
-  readonly code = "NFX_ERR_RUNTIME_MISSING";
-  readonly status = 500;
-}
+export class RuntimeMissing extends errorClass("NFX_ERR_RUNTIME_MISSING", 500) {}
 
 /** A provider call failed. `retryable` tells whether the gateway may try again; `reason` is the provider's own. */
 export class ProviderError extends NfxError {
   readonly code = "NFX_ERR_PROVIDER";
   readonly status = 502;
-  override readonly retryable: boolean;
+  declare readonly retryable: boolean;
   /** The provider's reason string, e.g. "Unregistered", "messaging/invalid-argument". */
   readonly reason: string;
   /** True when the device token is dead and must be removed from the directory. */
@@ -84,20 +93,16 @@ export class ProviderError extends NfxError {
   constructor(message: string, o: { reason: string; retryable: boolean; tokenInvalid?: boolean; cause?: unknown }) {
     super(message, { cause: o.cause });
     this.reason = o.reason;
-    this.retryable = o.retryable;
+    Object.defineProperty(this, "retryable", { value: o.retryable, enumerable: true });
     this.tokenInvalid = o.tokenInvalid ?? false;
   }
 }
 
 /** Every error class, so tests can check codes are unique and callers can map codes back. */
 export const ERROR_CLASSES = [
-  ConfigInvalid,
-  RequestInvalid,
-  RequestUndecodable,
-  NotFound,
-  StoreUnavailable,
-  RuntimeMissing,
-  ProviderError,
+  ConfigInvalid, RequestInvalid, RequestUndecodable, BodyTooLarge, UnsupportedMediaType, Unauthenticated, Forbidden,
+  IdempotencyConflict, CategoryUnknown, TemplateNotFound, TemplateMismatch, TemplateInvalid, PayloadTooLarge,
+  ScheduleInvalid, ChannelUnavailable, NotFound, StoreUnavailable, RuntimeMissing, ProviderError,
 ] as const;
 
 /** Turns anything thrown into the `{code, message}` shape answered to a caller. Unknown errors become NFX_ERR_INTERNAL. */

@@ -4,7 +4,7 @@ import { nanos } from "@nats-io/transport-node";
 import type { Nats } from "./nats.js";
 import { decode } from "./codec.js";
 import { NotFound, RequestInvalid } from "./errors.js";
-import { ID_PATTERN, PRIORITIES, STREAM, intakeSubject, receiptSubject } from "./subjects.js";
+import { ID_PATTERN, PRIORITIES, STREAM, intakeSubject, receiptSubject, scheduledSubject } from "./subjects.js";
 import type { Notification, Outcome, ReceiptBatch, ReceiptEntry } from "./types.js";
 
 /** One line of the status report: a recipient (no device) or one of its devices. */
@@ -23,6 +23,9 @@ export interface NotificationStatus {
   priority: string;
   category: string;
   createdAt: number;
+  /** Set when the notification waits for its send-at time. */
+  sendAt?: number;
+  expiresAt: number;
   recipients: number;
   /** Counts of device sends by outcome, plus users suppressed and users not yet decided. */
   counts: { sent: number; failed: number; queued: number; suppressed: number; pending: number };
@@ -33,10 +36,10 @@ export interface NotificationStatus {
 
 const FINAL: ReadonlySet<string> = new Set(["sent", "failed", "suppressed"]);
 
-/** Reads the stored request of `id` from NFX_INTAKE, or null. */
+/** Reads the stored request of `id` from NFX_INTAKE (its priority lane, else the scheduler's subject), or null. */
 export async function readNotification(n: Nats, id: string): Promise<Notification | null> {
-  for (const p of PRIORITIES) {
-    const m = await n.jsm.streams.getMessage(STREAM.intake, { last_by_subj: intakeSubject(p, id) }).catch(() => null);
+  for (const subj of [...PRIORITIES.map((p) => intakeSubject(p, id)), scheduledSubject(id)]) {
+    const m = await n.jsm.streams.getMessage(STREAM.intake, { last_by_subj: subj }).catch(() => null);
     if (m) return decode<Notification>(m.data);
   }
   return null;
@@ -105,6 +108,8 @@ export async function readStatus(n: Nats, id: string): Promise<NotificationStatu
     priority: note.priority,
     category: note.category,
     createdAt: note.createdAt,
+    ...(note.sendAt !== undefined ? { sendAt: note.sendAt } : {}),
+    expiresAt: note.expiresAt,
     recipients: note.recipients.length,
     counts,
     complete: counts.pending === 0 && counts.queued === 0,

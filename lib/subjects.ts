@@ -20,6 +20,9 @@ export const QUEUE_INGEST = "nfx-ingest";
 export const intakeSubject = (prio: Priority, nid: string): string => `nfx.intake.${prio}.${nid}`;
 export const intakeLane = (prio: Priority): string => `nfx.intake.${prio}.*`;
 export const intakeAll = "nfx.intake.>";
+/** Accepted requests with a future send-at time, held by the scheduler: `nfx.intake.scheduled.<notificationId>`. */
+export const scheduledSubject = (nid: string): string => `nfx.intake.scheduled.${nid}`;
+export const scheduledAll = "nfx.intake.scheduled.*";
 
 /** Per-shard fan chunks: `nfx.fan.<prio>.<shard>`. */
 export const fanSubject = (prio: Priority, shard: number): string => `nfx.fan.${prio}.${shard}`;
@@ -50,6 +53,7 @@ export const STREAM = {
 /** Durable consumer names, one per stage and priority lane. */
 export const CONSUMER = {
   router: (prio: Priority): string => `router-${prio}`,
+  scheduler: "scheduler",
   shard: (prio: Priority): string => `shard-${prio}`,
   gateway: (channel: Channel, prio: Priority): string => `gw-${channel}-${prio}`,
 } as const;
@@ -66,6 +70,7 @@ export const BUCKET = {
 /** Message-id builders: deterministic, so JetStream's duplicate window drops a replayed publish. */
 export const MSGID = {
   intake: (nid: string): string => `in:${nid}`,
+  due: (nid: string): string => `due:${nid}`,
   fan: (nid: string, shard: number, chunk: number): string => `fan:${nid}:${shard}:${chunk}`,
   send: (fanMsgId: string, channel: Channel, part: number): string => `snd:${fanMsgId}:${channel}:${part}`,
   decided: (fanMsgId: string): string => `dec:${fanMsgId}`,

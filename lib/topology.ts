@@ -5,7 +5,7 @@ import type { Config } from "./config.js";
 import type { Nats } from "./nats.js";
 import {
   BUCKET, CHANNELS, CONSUMER, PRIORITIES, STREAM,
-  dlqAll, fanAll, fanLane, intakeAll, intakeLane, receiptAll, sendAll, sendSubject,
+  dlqAll, fanAll, scheduledAll, fanLane, intakeAll, intakeLane, receiptAll, sendAll, sendSubject,
 } from "./subjects.js";
 
 /** The stream configurations derived from config. Exported for `nfx init --print` and tests. */
@@ -31,6 +31,8 @@ export function consumerConfigs(cfg: Config): { stream: string; config: Partial<
     max_ack_pending: 1000,
   };
   const out: { stream: string; config: Partial<ConsumerConfig> }[] = [];
+  // Held messages stay unacked until due, so the scheduler's ack window is large.
+  out.push({ stream: STREAM.intake, config: { ...common, durable_name: CONSUMER.scheduler, filter_subject: scheduledAll, max_ack_pending: 1_000_000 } });
   for (const p of PRIORITIES) {
     out.push({ stream: STREAM.intake, config: { ...common, durable_name: CONSUMER.router(p), filter_subject: intakeLane(p) } });
     out.push({ stream: STREAM.fan, config: { ...common, durable_name: CONSUMER.shard(p), filter_subject: fanLane(p) } });

@@ -1,7 +1,7 @@
 // The messages that travel between actors, as tagged unions on `type`.
 import type { Channel, Priority } from "./subjects.js";
 
-/** Push content of a notification. */
+/** Push content of a notification (APNs and FCM). */
 export interface PushContent {
   title: string;
   body: string;
@@ -10,14 +10,61 @@ export interface PushContent {
   sound?: string;
 }
 
-/** What a producer sends on `nfx.api.notify`. Validated by actors/ingest.ts. */
-export interface NotifyRequest {
-  recipients: string[];
-  category?: string;
-  priority?: Priority;
-  push: PushContent;
-  collapseKey?: string;
-  ttlSec?: number;
+export interface EmailContent {
+  subject: string;
+  html?: string;
+  text?: string;
+}
+
+export interface SmsContent {
+  text: string;
+}
+
+export interface InAppContent {
+  payload: Record<string, unknown>;
+}
+
+/** Content channels a request can carry content for. Device channels map onto them (apns, fcm → push). */
+export const CONTENT_CHANNELS = ["push", "email", "sms", "inapp"] as const;
+export type ContentChannel = (typeof CONTENT_CHANNELS)[number];
+
+/** Inline content, per content channel. */
+export interface Content {
+  push?: PushContent;
+  email?: EmailContent;
+  sms?: SmsContent;
+  inapp?: InAppContent;
+}
+
+export type TemplateVariables = Record<string, string | number | boolean>;
+
+/**
+ * A stored template: content per channel and locale, Handlebars syntax.
+ * `{{name}}` takes a request variable, `{{user.x}}` the recipient's id,
+ * locale or attribute x. Email HTML escapes variables; other fields do not.
+ */
+export interface Template {
+  id: string;
+  description?: string;
+  /** Locale used when neither the recipient's locale nor its language has an entry. */
+  defaultLocale: string;
+  channels: {
+    push?: Record<string, Omit<PushContent, "badge" | "sound"> & Pick<PushContent, "badge" | "sound">>;
+    email?: Record<string, EmailContent>;
+    sms?: Record<string, SmsContent>;
+    inapp?: Record<string, InAppContent>;
+  };
+  /** Request variables every rendering needs (derived from the template text when stored). */
+  variables: string[];
+  updatedAt: number;
+}
+
+/** The template a notification uses, snapshotted at acceptance so later edits do not change it. */
+export interface TemplateUse {
+  template: Template;
+  variables: TemplateVariables;
+  /** Locale forced by the request; else the recipient's. */
+  locale?: string;
 }
 
 /** An accepted notification as stored on NFX_INTAKE. */
@@ -26,15 +73,25 @@ export interface Notification {
   id: string;
   createdAt: number;
   expiresAt: number;
+  /** When set and in the future, the notification waits in the scheduler until then. */
+  sendAt?: number;
   priority: Priority;
   category: string;
+  /** Explicit recipients; empty when `segment` is set. */
   recipients: string[];
-  push: PushContent;
+  segment?: string;
+  /** Channels the producer wants, in order of preference. */
+  channels: ContentChannel[];
+  content?: Content;
+  template?: TemplateUse;
   collapseKey?: string;
+  idempotencyKey?: string;
+  /** Who submitted it: an API key's name, or "nats". */
+  producer: string;
 }
 
 /** What every per-recipient stage needs of the notification, carried once per batch. */
-export type NotificationBrief = Pick<Notification, "id" | "createdAt" | "expiresAt" | "priority" | "category" | "push" | "collapseKey">;
+export type NotificationBrief = Pick<Notification, "id" | "createdAt" | "expiresAt" | "priority" | "category" | "channels" | "content" | "template" | "collapseKey">;
 
 /** One shard's slice of one notification, on NFX_FAN. */
 export interface FanChunk {
@@ -51,6 +108,8 @@ export interface Send {
   user: string;
   device: string;
   token: string;
+  /** Push content rendered for this recipient from a template; absent means the notification's inline content. */
+  push?: PushContent;
 }
 
 /** A batch of sends for one channel, on NFX_SEND_<CHANNEL>. All sends are of one shard. */
@@ -91,6 +150,8 @@ export interface UserRecord {
   timezone?: string;
   email?: string;
   phone?: string;
+  /** Free-form attributes templates can use as `{{user.<name>}}`. */
+  attributes?: Record<string, string | number | boolean>;
   devices: DeviceRecord[];
 }
 

@@ -37,7 +37,7 @@ t.test("replayed send batches reuse the recorded outcome; dead and malformed tok
   });
 
   const nid = "n_replaytest0000000000000000";
-  const brief = { id: nid, createdAt: Date.now(), expiresAt: Date.now() + 60_000, priority: "normal" as const, category: "c", push: { title: "T", body: "B" } };
+  const brief = { id: nid, createdAt: Date.now(), expiresAt: Date.now() + 60_000, priority: "normal" as const, category: "c", channels: ["push" as const], content: { push: { title: "T", body: "B" } } };
   const apnsBatch: SendBatch = {
     type: "send_batch", channel: "apns", shard: 3, notifications: { [nid]: brief },
     sends: [

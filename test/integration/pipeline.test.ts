@@ -25,7 +25,7 @@ t.test("3 users, 5 devices, one opted out: exactly the 4 expected sends arrive, 
   const { id } = await notify(nats.nc, {
     recipients: ["alice", "bob", "carol"],
     priority: "high",
-    push: { title: "Sale starts", body: "Everything 20% off until midnight", data: { sale: "s1" } },
+    category: "transactional", content: { push: { title: "Sale starts", body: "Everything 20% off until midnight", data: { sale: "s1" } } },
   });
   t.match(id, /^n_[0-9a-z]{26}$/, "the caller gets an id back");
 
@@ -73,11 +73,11 @@ t.test("bad requests get a coded error naming the field and store nothing; `nfx 
   const stored = async (): Promise<number> => (await nats.jsm.streams.info(STREAM.intake)).state.messages;
   const before = await stored();
   const cases: [unknown, string, string][] = [
-    [{ recipients: [], push: { title: "t", body: "b" } }, "NFX_ERR_REQUEST_INVALID", "recipients"],
-    [{ recipients: ["u 1"], push: { title: "t", body: "b" } }, "NFX_ERR_REQUEST_INVALID", "recipients.0"],
-    [{ recipients: ["u1"], push: { title: "", body: "b" } }, "NFX_ERR_REQUEST_INVALID", "push.title"],
-    [{ recipients: ["u1"], push: { title: "t", body: "b" }, priority: "urgent" }, "NFX_ERR_REQUEST_INVALID", "priority"],
-    [{ recipients: ["u1"], push: { title: "t", body: "b" }, colour: "red" }, "NFX_ERR_REQUEST_INVALID", "colour"],
+    [{ recipients: [], category: "transactional", content: { push: { title: "t", body: "b" } } }, "NFX_ERR_REQUEST_INVALID", "recipients"],
+    [{ recipients: ["u 1"], category: "transactional", content: { push: { title: "t", body: "b" } } }, "NFX_ERR_REQUEST_INVALID", "recipients.0"],
+    [{ recipients: ["u1"], category: "transactional", content: { push: { title: "", body: "b" } } }, "NFX_ERR_REQUEST_INVALID", "content.push.title"],
+    [{ recipients: ["u1"], category: "transactional", content: { push: { title: "t", body: "b" } }, priority: "urgent" }, "NFX_ERR_REQUEST_INVALID", "priority"],
+    [{ recipients: ["u1"], category: "transactional", content: { push: { title: "t", body: "b" } }, colour: "red" }, "NFX_ERR_REQUEST_INVALID", "colour"],
   ];
   for (const [body, code, field] of cases) {
     const err = await notify(nats.nc, body as Record<string, unknown>).then(() => null, (e: unknown) => e);

@@ -28,7 +28,7 @@ t.test("roles survive a nats-server and a redis-server restart", async (t) => {
   let id = "";
   t.ok(
     await eventually(async () => {
-      id ||= await notify(nats.nc, { recipients: ["ron"], push: { title: "Back", body: "Online again" } }).then((r) => r.id, () => "");
+      id ||= await notify(nats.nc, { recipients: ["ron"], category: "transactional", content: { push: { title: "Back", body: "Online again" } } }).then((r) => r.id, () => "");
       return id !== "" && (await status(nats.nc, id).then((s) => s.complete, () => false));
     }, 30_000),
     "a notification sent after both restarts completes",

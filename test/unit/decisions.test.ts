@@ -1,6 +1,6 @@
 // Pure decisions of the pipeline: request validation, chunk planning, per-recipient decisions, provider payloads and error mapping.
 import t from "tap";
-import { parseNotifyRequest, MAX_RECIPIENTS } from "../../lib/notify-schema.js";
+import { parseNotifyRequest, MAX_RECIPIENTS } from "../../lib/request-schema.js";
 import { RequestInvalid } from "../../lib/errors.js";
 import { planChunks } from "../../actors/router.js";
 import { decideChunk } from "../../actors/user-shard.js";
@@ -9,32 +9,59 @@ import { fcmError, fcmMessage } from "../../actors/gateway-fcm.js";
 import { shardOf } from "../../lib/shard.js";
 import type { FanChunk, NotificationBrief } from "../../lib/types.js";
 
-const ok = { recipients: ["u1"], push: { title: "T", body: "B" } };
+const ok = { recipients: ["u1"], category: "transactional", content: { push: { title: "T", body: "B" } } };
 
-t.test("notify request: defaults and every rule names its field", async (t) => {
+t.test("notify request: structural rules name their field", async (t) => {
   const r = parseNotifyRequest(ok);
-  t.equal(r.priority, "normal");
-  t.equal(r.category, "transactional");
-  t.equal(r.ttlSec, 86400);
-  const bad: [unknown, string][] = [
-    [null, "(body)"],
-    [{ ...ok, recipients: [] }, "recipients"],
-    [{ ...ok, recipients: Array.from({ length: MAX_RECIPIENTS + 1 }, (_, i) => `u${i}`) }, "recipients"],
-    [{ ...ok, recipients: ["a.b"] }, "recipients.0"],
-    [{ ...ok, recipients: ["x".repeat(129)] }, "recipients.0"],
-    [{ ...ok, push: { title: "T" } }, "push.body"],
-    [{ ...ok, push: { title: "T", body: "B", data: { n: 1 } } }, "push.data.n"],
-    [{ ...ok, push: { title: "T", body: "B", extra: 1 } }, "push.extra"],
-    [{ ...ok, collapseKey: "é".repeat(33) }, "collapseKey"],
-    [{ ...ok, ttlSec: 0 }, "ttlSec"],
-    [{ ...ok, priority: "URGENT" }, "priority"],
+  t.equal(r.priority, undefined, "priority defaults later, from the category");
+  const push = (p: object) => ({ ...ok, content: { push: { title: "T", body: "B", ...p } } });
+  const bad: [unknown, string, RegExp][] = [
+    [null, "(body)", /must be a JSON object/],
+    [[1], "(body)", /must be a JSON object/],
+    [{ ...ok, recipients: [] }, "recipients", /at least one/],
+    [{ ...ok, recipients: Array.from({ length: MAX_RECIPIENTS + 1 }, (_, i) => `u${i}`) }, "recipients", /at most 10000/],
+    [{ ...ok, recipients: ["a.b"] }, "recipients.0", /1-128 characters/],
+    [{ ...ok, recipients: ["a*"] }, "recipients.0", /1-128 characters/],
+    [{ ...ok, recipients: ["x".repeat(129)] }, "recipients.0", /1-128 characters/],
+    [{ ...ok, recipients: "u1" }, "recipients", /must be an array/],
+    [{ ...ok, recipients: undefined }, "recipients", /exactly one of recipients or segment/],
+    [{ ...ok, segment: "active_30d" }, "recipients", /exactly one of recipients or segment/],
+    [{ ...ok, category: undefined }, "category", /is required/],
+    [{ ...ok, category: "Bad Cat" }, "category", /category name/],
+    [{ ...ok, content: undefined }, "content", /exactly one of content or template/],
+    [{ ...ok, template: { id: "t" } }, "content", /exactly one of content or template/],
+    [{ ...ok, content: {} }, "content", /at least one channel/],
+    [push({ body: undefined }), "content.push.body", /is required/],
+    [push({ title: 7 }), "content.push.title", /must be a string/],
+    [push({ data: { n: 1 } }), "content.push.data.n", /FCM data values are strings/],
+    [push({ data: { from: "x" } }), "content.push.data.from", /reserved FCM data key/],
+    [push({ data: { "google.x": "y" } }), "content.push.data.google.x", /reserved FCM data key/],
+    [push({ extra: 1 }), "content.push.extra", /unknown field/],
+    [{ ...ok, content: { email: { html: "<p>x</p>" } } }, "content.email.subject", /is required for email/],
+    [{ ...ok, content: { email: { subject: "s" } } }, "content.email.html", /needs html or text/],
+    [{ ...ok, content: { sms: { text: "x".repeat(1601) } } }, "content.sms.text", /at most 1600/],
+    [{ ...ok, content: { inapp: { payload: { big: "x".repeat(5000) } } } }, "content.inapp.payload", /4096 bytes/],
+    [{ ...ok, collapseKey: "é".repeat(33) }, "collapseKey", /64 bytes/],
+    [{ ...ok, ttlSec: 0 }, "ttlSec", /at least 1 second/],
+    [{ ...ok, ttlSec: 60, expiresAt: Date.now() + 1000 }, "expiresAt", /not both/],
+    [{ ...ok, sendAt: "next tuesday" }, "sendAt", /ISO 8601/],
+    [{ ...ok, priority: "URGENT" }, "priority", /.+/],
+    [{ ...ok, channels: ["push", "push"] }, "channels", /must not repeat/],
+    [{ ...ok, channels: ["pigeon"] }, "channels.0", /.+/],
+    [{ ...ok, template: { id: "t", variables: { "bad-name": 1 } }, content: undefined }, "template.variables.bad-name", /variable name/],
+    [{ ...ok, template: { id: "t", variables: { v: { nested: 1 } } }, content: undefined }, "template.variables.v", /string, number or boolean/],
+    [{ ...ok, template: { id: "t", locale: "english" }, content: undefined }, "template.locale", /locale tag/],
+    [{ ...ok, idempotencyKey: "k".repeat(257) }, "idempotencyKey", /at most 256/],
+    [{ ...ok, colour: "red" }, "colour", /unknown field/],
   ];
-  for (const [body, field] of bad) {
+  for (const [body, field, rule] of bad) {
     const err = t.throws(() => parseNotifyRequest(body)) as unknown as RequestInvalid;
     t.type(err, RequestInvalid);
     t.equal(err.field, field, `rejects with field ${field}`);
     t.match(err.message, `${field}: `, `message starts with ${field}`);
+    t.match(err.message, rule, `${field}: states the rule (${err.message})`);
   }
+  t.equal(parseNotifyRequest({ ...ok, sendAt: "2030-01-01T00:00:00Z" }).sendAt, Date.parse("2030-01-01T00:00:00Z"), "ISO times parse to epoch ms");
 });
 
 t.test("planChunks: every recipient once, grouped by shard, at most chunkSize each, deterministic", async (t) => {
@@ -48,7 +75,8 @@ t.test("planChunks: every recipient once, grouped by shard, at most chunkSize ea
   t.same(planChunks(users, 8, 100), plan, "same input, same plan (replays publish the same message ids)");
 });
 
-const brief: NotificationBrief = { id: "n_1", createdAt: 0, expiresAt: 10_000, priority: "high", category: "c", push: { title: "T", body: "B", badge: 3, sound: "ding", data: { k: "v" } }, collapseKey: "ck" };
+const pushContent = { title: "T", body: "B", badge: 3, sound: "ding", data: { k: "v" } };
+const brief: NotificationBrief = { id: "n_1", createdAt: 0, expiresAt: 10_000, priority: "high", category: "c", channels: ["push"], content: { push: pushContent }, collapseKey: "ck" };
 
 t.test("decideChunk: unknown, expired, opted out, no devices, then one send per device", async (t) => {
   const chunk: FanChunk = { type: "fan_chunk", shard: 0, chunk: 0, notification: brief, users: ["gone", "out", "empty", "ok"] };
@@ -68,7 +96,7 @@ t.test("decideChunk: unknown, expired, opted out, no devices, then one send per 
 });
 
 t.test("APNs payload and error mapping", async (t) => {
-  const n = apnsNotification(brief, "com.example");
+  const n = apnsNotification(brief, pushContent, "com.example");
   t.equal(n.topic, "com.example");
   t.equal(n.priority, 10);
   t.equal(n.collapseId, "ck");
@@ -79,7 +107,7 @@ t.test("APNs payload and error mapping", async (t) => {
   t.equal(body.aps.sound, "ding");
   t.equal(body.k, "v");
   t.equal(body.nfx.id, "n_1");
-  t.equal(apnsNotification({ ...brief, priority: "bulk" }, "x").priority, 5, "bulk and normal are power-conserving");
+  t.equal(apnsNotification({ ...brief, priority: "bulk" }, pushContent, "x").priority, 5, "bulk and normal are power-conserving");
   const gone = apnsError({ device: "x", status: 410, response: { reason: "Unregistered" } });
   t.same([gone.retryable, gone.tokenInvalid, gone.reason], [false, true, "Unregistered"]);
   const busy = apnsError({ device: "x", status: 429, response: { reason: "TooManyRequests" } });
@@ -90,7 +118,7 @@ t.test("APNs payload and error mapping", async (t) => {
 });
 
 t.test("FCM message and error mapping", async (t) => {
-  const m = fcmMessage(brief, "tok", 4_000) as { token: string; notification: object; data: Record<string, string>; android: { ttl: number; priority: string; collapseKey: string } };
+  const m = fcmMessage(brief, pushContent, "tok", 4_000) as { token: string; notification: object; data: Record<string, string>; android: { ttl: number; priority: string; collapseKey: string } };
   t.equal(m.token, "tok");
   t.same(m.notification, { title: "T", body: "B" });
   t.same(m.data, { k: "v", nfx_id: "n_1" });

@@ -1,0 +1,171 @@
+// HTTP gateway of the ingest role, on uWebSockets.js: notifications, status and templates over HTTP with API-key auth.
+import { createHash } from "node:crypto";
+import { STATUS_CODES } from "node:http";
+import type { HttpRequest, HttpResponse, TemplatedApp, us_listen_socket } from "uWebSockets.js";
+import type { Config } from "../lib/config.js";
+import { encodeJson } from "../lib/codec.js";
+import { BodyTooLarge, Forbidden, NfxError, NotFound, RequestInvalid, Unauthenticated, UnsupportedMediaType, toErrorReply } from "../lib/errors.js";
+import type { Intake, Producer } from "../lib/intake.js";
+import type { Logger } from "../lib/log.js";
+import type { Nats } from "../lib/nats.js";
+import { readStatus } from "../lib/status.js";
+import type { TemplateStore } from "../lib/templates.js";
+import { requireNativeUws } from "../lib/uws.js";
+import { decodeBody } from "./ingest.js";
+
+export interface HttpApiDeps {
+  cfg: Config;
+  nats: Nats;
+  intake: Intake;
+  templates: TemplateStore;
+  log: Logger;
+}
+
+/** An authenticated caller: the producer view plus whether it may manage templates. */
+type Caller = Producer & { admin: boolean };
+
+/** What a route handler gets: headers read up front (uWS forbids touching `req` after the first await) and the body. */
+interface Call {
+  caller: Caller;
+  params: string[];
+  headers: { idempotencyKey: string };
+  body: Uint8Array;
+}
+
+type Handler = (c: Call) => Promise<{ status: number; body: unknown; headers?: Record<string, string> }>;
+
+const sha = (s: string): string => createHash("sha256").update(s).digest("hex");
+const statusLine = (code: number): string => `${code} ${STATUS_CODES[code] ?? ""}`;
+
+/**
+ * Starts the HTTP API on `http.host:http.port` (port 0 picks one). Routes:
+ * `POST /v1/notifications` (202 `{id}`), `GET /v1/notifications/{id}`,
+ * `PUT|GET|DELETE /v1/templates/{id}`, `GET /v1/templates`, `GET /healthz`.
+ * Every request but /healthz needs `Authorization: Bearer <api key>`;
+ * templates need an admin key. Errors answer with the error's HTTP status and
+ * `{error:{code,message,field}}`. The OpenAPI description is openapi.yaml.
+ */
+export async function startHttpApi(d: HttpApiDeps): Promise<{ port: number; stop(): Promise<void> }> {
+  const uws = requireNativeUws();
+  const log = d.log.child({ actor: "http-api" });
+  const max = d.cfg.ingest.maxBodyBytes;
+  const keys = new Map<string, Caller>(
+    d.cfg.http.apiKeys.map((k) => [sha(k.key), { name: k.name, categories: k.categories, priorities: k.priorities, admin: k.admin }]),
+  );
+
+  const send = (res: HttpResponse, state: { done: boolean }, status: number, body: unknown, extra: Record<string, string> = {}): void => {
+    if (state.done) return;
+    state.done = true;
+    res.cork(() => {
+      res.writeStatus(statusLine(status)).writeHeader("content-type", "application/json");
+      for (const [k, v] of Object.entries(extra)) res.writeHeader(k, v);
+      res.end(body === undefined ? "" : encodeJson(body));
+    });
+  };
+  const fail = (res: HttpResponse, state: { done: boolean }, err: unknown): void => {
+    const e = toErrorReply(err);
+    if (e.code === "NFX_ERR_INTERNAL") log.error({ err }, "request failed");
+    send(res, state, err instanceof NfxError ? err.status : 500, { error: e });
+  };
+
+  /** Wraps a handler: auth, content type, body size and reading, error mapping. */
+  const route = (o: { params: number; body: boolean; admin?: boolean }, h: Handler) => (res: HttpResponse, req: HttpRequest) => {
+    const state = { done: false };
+    res.onAborted(() => {
+      state.done = true;
+    });
+    const params = Array.from({ length: o.params }, (_, i) => decodeURIComponent(req.getParameter(i) ?? ""));
+    const auth = req.getHeader("authorization");
+    const ctype = req.getHeader("content-type");
+    const length = Number(req.getHeader("content-length") || 0);
+    const idempotencyKey = req.getHeader("idempotency-key");
+    const m = /^Bearer (.+)$/i.exec(auth);
+    const caller = m ? keys.get(sha(m[1]!)) : undefined;
+    try {
+      if (!caller) throw new Unauthenticated("authorization: a valid `Bearer <api key>` header is required", { field: "authorization" });
+      if (o.admin && !caller.admin) throw new Forbidden(`authorization: key ${caller.name} may not manage templates`, { field: "authorization" });
+      if (o.body && !/^application\/json\b/i.test(ctype)) throw new UnsupportedMediaType("content-type: must be application/json", { field: "content-type" });
+      if (length > max) throw new BodyTooLarge(`(body): ${length} bytes is over the ${max}-byte limit`, { field: "(body)" });
+    } catch (err) {
+      fail(res, state, err);
+      return;
+    }
+    const run = (body: Uint8Array): void => {
+      h({ caller, params, headers: { idempotencyKey }, body })
+        .then((r) => send(res, state, r.status, r.body, r.headers))
+        .catch((err) => fail(res, state, err));
+    };
+    if (!o.body) return run(new Uint8Array(0));
+    const chunks: Buffer[] = [];
+    let size = 0;
+    res.onData((ab, last) => {
+      if (state.done) return;
+      size += ab.byteLength;
+      if (size > max) return fail(res, state, new BodyTooLarge(`(body): over the ${max}-byte limit`, { field: "(body)" }));
+      chunks.push(Buffer.from(ab.slice(0)));
+      if (last) run(Buffer.concat(chunks));
+    });
+  };
+
+  const app: TemplatedApp = uws.App();
+  app.post(
+    "/v1/notifications",
+    route({ params: 0, body: true }, async (c) => {
+      const body = decodeBody(c.body, max);
+      if (c.headers.idempotencyKey && body && typeof body === "object" && !Array.isArray(body)) {
+        const b = body as Record<string, unknown>;
+        if (b.idempotencyKey !== undefined && b.idempotencyKey !== c.headers.idempotencyKey) {
+          throw new RequestInvalid("idempotencyKey: differs from the Idempotency-Key header", { field: "idempotencyKey" });
+        }
+        b.idempotencyKey = c.headers.idempotencyKey;
+      }
+      const r = await d.intake.accept(body, c.caller);
+      return { status: 202, body: { id: r.id }, headers: r.replayed ? { "idempotent-replayed": "true" } : undefined };
+    }),
+  );
+  app.get("/v1/notifications/:id", route({ params: 1, body: false }, async (c) => ({ status: 200, body: await readStatus(d.nats, c.params[0]!) })));
+  app.put(
+    "/v1/templates/:id",
+    route({ params: 1, body: true, admin: true }, async (c) => {
+      const body = decodeBody(c.body, max) as Record<string, unknown> | null;
+      if (!body || typeof body !== "object" || Array.isArray(body)) throw new RequestInvalid("(body): must be a JSON object", { field: "(body)" });
+      if (body.id !== undefined && body.id !== c.params[0]) throw new RequestInvalid("id: differs from the id in the path", { field: "id" });
+      return { status: 200, body: await d.templates.put({ ...body, id: c.params[0] }) };
+    }),
+  );
+  app.get(
+    "/v1/templates/:id",
+    route({ params: 1, body: false, admin: true }, async (c) => {
+      const t = await d.templates.get(c.params[0]!);
+      if (!t) throw new NotFound(`template ${c.params[0]} not found`, { field: "id" });
+      return { status: 200, body: t };
+    }),
+  );
+  app.get("/v1/templates", route({ params: 0, body: false, admin: true }, async () => ({ status: 200, body: { templates: await d.templates.list() } })));
+  app.del(
+    "/v1/templates/:id",
+    route({ params: 1, body: false, admin: true }, async (c) => {
+      await d.templates.delete(c.params[0]!);
+      return { status: 204, body: undefined };
+    }),
+  );
+  app.get("/healthz", (res) => {
+    res.cork(() => res.writeHeader("content-type", "application/json").end('{"ok":true}'));
+  });
+  app.any("/*", (res, req) => {
+    const state = { done: false };
+    send(res, state, 404, { error: { code: "NFX_ERR_NOT_FOUND", message: `no route ${req.getMethod().toUpperCase()} ${req.getUrl()}` } });
+  });
+
+  const socket = await new Promise<us_listen_socket>((resolve, reject) =>
+    app.listen(d.cfg.http.host, d.cfg.http.port, (s) => (s ? resolve(s) : reject(new Error(`http: cannot listen on ${d.cfg.http.host}:${d.cfg.http.port}`)))),
+  );
+  const port = uws.us_socket_local_port(socket as never);
+  log.info({ port, keys: keys.size }, "http api ready");
+  return {
+    port,
+    async stop() {
+      uws.us_listen_socket_close(socket);
+    },
+  };
+}

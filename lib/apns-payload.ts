@@ -1,0 +1,27 @@
+// The APNs notification built from nfx content: shared by the APNs gateway and ingest's payload-size rule.
+import apn from "@parse/node-apn";
+import type { NotificationBrief, PushContent } from "./types.js";
+
+/** Apple's limit for a regular remote notification's JSON payload, in bytes. */
+export const APNS_MAX_PAYLOAD = 4096;
+
+/** Builds the APNs notification: alert, badge, sound, data, collapse id, priority (10 for critical/high, else 5), expiry. */
+export function apnsNotification(n: Pick<NotificationBrief, "id" | "priority" | "expiresAt" | "collapseKey">, push: PushContent, topic: string): apn.Notification {
+  const note = new apn.Notification();
+  note.topic = topic;
+  note.pushType = "alert";
+  note.alert = { title: push.title, body: push.body };
+  if (push.badge !== undefined) note.badge = push.badge;
+  if (push.sound) note.sound = push.sound;
+  note.payload = { ...(push.data ?? {}), nfx: { id: n.id } };
+  if (n.collapseKey) note.collapseId = n.collapseKey;
+  note.priority = n.priority === "critical" || n.priority === "high" ? 10 : 5;
+  note.expiry = Math.floor(n.expiresAt / 1000);
+  return note;
+}
+
+/** Size in bytes of the JSON body APNs would receive for `push`. */
+export function apnsPayloadBytes(push: PushContent): number {
+  const note = apnsNotification({ id: "n_00000000000000000000000000", priority: "normal", expiresAt: 0 }, push, "x");
+  return Buffer.byteLength((note as unknown as { compile(): string }).compile());
+}
