@@ -20,7 +20,7 @@ const userCount = Number(values.users);
 
 const dir = mkdtempSync(join(tmpdir(), "nfx-bench-"));
 const cluster = await startLocalCluster({
-  dataDir: dir, natsPort: 0, redisPort: 0, persist: false, sandbox: { apns: 0, fcm: 0, control: 0 }, roles: ROLES,
+  dataDir: dir, natsPort: 0, redisPort: 0, httpPort: 0, persist: false, sandbox: { apns: 0, fcm: 0, control: 0 }, roles: ROLES,
   overrides: { log: { level: "warn" } },
 });
 let result: Record<string, unknown> = {};

@@ -5,11 +5,14 @@ import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { createInterface } from "node:readline";
 import { loadConfig, type Config } from "../lib/config.js";
-import { startNatsServer, startRedisServer, type ServerProcess } from "../lib/launch.js";
+import { freePort, startNatsServer, startRedisServer, type ServerProcess } from "../lib/launch.js";
 import { ensureApnsKey, sandboxOverrides, startSandbox, type Sandbox } from "../sandbox/index.js";
 import { ROLES, type Role } from "./roles.js";
 
 const NFX_BIN = fileURLToPath(new URL("./nfx.js", import.meta.url));
+
+/** The API key a local cluster gets when its config names none. Development only. */
+export const DEV_API_KEY = "nfx-dev-key-not-for-production";
 
 export interface LocalClusterOptions {
   /** Holds nats-server's store, redis-server's files and the generated config and APNs key. */
@@ -17,6 +20,8 @@ export interface LocalClusterOptions {
   /** 0 = any free port. */
   natsPort: number;
   redisPort: number;
+  /** HTTP API port of the ingest role; 0 = a free port. */
+  httpPort: number;
   /** Keep Redis data on disk (append-only file). */
   persist: boolean;
   /** Sandbox ports (0 = any free), or null to use real providers from the user's config. */
@@ -34,6 +39,10 @@ export interface LocalCluster {
   nats: ServerProcess;
   redis: ServerProcess;
   sandbox: Sandbox | null;
+  /** Base URL of the ingest role's HTTP API. */
+  httpUrl: string;
+  /** The API key local tools use when the config has none: the development key below. */
+  apiKey: string;
   /** The config file every role process was started with. */
   configFile: string;
   cfg: Config;
@@ -86,13 +95,18 @@ export async function startLocalCluster(o: LocalClusterOptions): Promise<LocalCl
     const redis = await startRedisServer({ dir: join(dataDir, "redis"), port: o.redisPort, persist: o.persist });
     stops.push(redis.stop);
     let sandbox: Sandbox | null = null;
-    let overrides: Record<string, unknown> = { nats: { servers: [nats.url] }, redis: { url: redis.url } };
+    const httpPort = o.httpPort || (await freePort());
+    let overrides: Record<string, unknown> = { nats: { servers: [nats.url] }, redis: { url: redis.url }, http: { port: httpPort } };
     if (o.sandbox) {
       sandbox = await startSandbox(o.sandbox);
       stops.push(sandbox.close);
       overrides = mergeDeep(overrides, sandboxOverrides(sandbox.ports, ensureApnsKey(join(dataDir, "apns-sandbox-key.p8"))));
     }
     overrides = mergeDeep(overrides, o.overrides ?? {});
+    // A local cluster without API keys gets a development key, so the HTTP API can be tried at once.
+    if (loadConfig({ file: o.configFile, overrides }).http.apiKeys.length === 0) {
+      overrides = mergeDeep(overrides, { http: { apiKeys: [{ name: "dev", key: DEV_API_KEY, admin: true }] } });
+    }
     const base = loadConfig({ file: o.configFile, overrides, env: {} });
     const cfg = loadConfig({ file: o.configFile, overrides });
     const configFile = join(dataDir, "cluster-config.json");
@@ -122,7 +136,8 @@ export async function startLocalCluster(o: LocalClusterOptions): Promise<LocalCl
       });
 
     await Promise.all(o.roles.map(startRole));
-    return { nats, redis, sandbox, configFile, cfg, procs, startRole, stop };
+    const apiKey = cfg.http.apiKeys.find((k) => k.admin)?.key ?? cfg.http.apiKeys[0]!.key;
+    return { nats, redis, sandbox, httpUrl: `http://${cfg.http.host}:${cfg.http.port}`, apiKey, configFile, cfg, procs, startRole, stop };
   } catch (err) {
     await stop();
     throw err;

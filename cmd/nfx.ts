@@ -4,14 +4,15 @@ import { Command, InvalidArgumentError, Option } from "commander";
 import { readFileSync } from "node:fs";
 import { pino } from "pino";
 import { loadConfig, type Config } from "../lib/config.js";
-import { NfxError } from "../lib/errors.js";
+import { NfxError, NotFound } from "../lib/errors.js";
+import { TemplateStore } from "../lib/templates.js";
 import { createLogger } from "../lib/log.js";
 import { connectNats } from "../lib/nats.js";
 import { connectRedis } from "../lib/redis.js";
 import { ensureTopology } from "../lib/topology.js";
 import { ApiError, notify, status } from "../lib/api-client.js";
 import { getUser, writeUsers } from "../lib/directory.js";
-import { PRIORITIES } from "../lib/subjects.js";
+import { BUCKET, PRIORITIES } from "../lib/subjects.js";
 import type { UserRecord } from "../lib/types.js";
 import { startSandbox } from "../sandbox/index.js";
 import { formatStatus } from "./format.js";
@@ -68,13 +69,14 @@ program
     const { startLocalCluster } = await import("./local-cluster.js");
     const cfg = config();
     const cluster = await startLocalCluster({
-      dataDir: cfg.up.dataDir, natsPort: cfg.up.natsPort, redisPort: cfg.up.redisPort, persist: true,
+      dataDir: cfg.up.dataDir, natsPort: cfg.up.natsPort, redisPort: cfg.up.redisPort, httpPort: cfg.http.port, persist: true,
       sandbox: o.sandbox ? { apns: cfg.sandbox.apnsPort, fcm: cfg.sandbox.fcmPort, control: cfg.sandbox.controlPort } : null,
       roles: ROLES, configFile: program.opts().config,
       onLine: (role, line) => process.stdout.write(`[${role}] ${line}\n`),
     });
     console.log(`nfx is up: nats ${cluster.nats.url}, redis ${cluster.redis.url}` +
       (cluster.sandbox ? `, sandbox apns :${cluster.sandbox.ports.apns} fcm :${cluster.sandbox.ports.fcm} control http://127.0.0.1:${cluster.sandbox.ports.control}` : ""));
+    console.log(`HTTP API ${cluster.httpUrl} (Authorization: Bearer ${cluster.apiKey})`);
     console.log(`roles: ${[...cluster.procs.keys()].join(", ")}. Config for other commands: NFX_CONFIG=${cluster.configFile}. Ctrl-C to stop.`);
     await waitForSignal();
     console.log("stopping...");
@@ -96,18 +98,21 @@ program
   .requiredOption("--to <users>", "comma-separated user ids", list)
   .requiredOption("--title <text>", "push title")
   .requiredOption("--body <text>", "push body")
-  .addOption(new Option("--priority <p>", "priority lane").choices([...PRIORITIES]).default("normal"))
-  .option("--category <name>", "category", "transactional")
+  .addOption(new Option("--priority <p>", "priority lane (default: the category's)").choices([...PRIORITIES]))
+  .option("--category <name>", "category (one of the configured categories)", "transactional")
+  .option("--send-at <time>", "ISO 8601 time to send at")
+  .option("--idempotency-key <key>", "idempotency key")
   .option("--data <key=value>", "custom data (repeatable)", kv)
   .option("--collapse-key <key>", "collapse key")
   .option("--ttl <seconds>", "time to live", (v) => Number(v))
-  .action(async (o: { to: string[]; title: string; body: string; priority: string; category: string; data?: Record<string, string>; collapseKey?: string; ttl?: number }) => {
+  .action(async (o: { to: string[]; title: string; body: string; priority?: string; category: string; data?: Record<string, string>; collapseKey?: string; ttl?: number; sendAt?: string; idempotencyKey?: string }) => {
     const cfg = config();
     const n = await connectNats(cfg, cliLog(cfg), "nfx-cli");
     const r = await notify(n.nc, {
-      recipients: o.to, priority: o.priority, category: o.category,
+      recipients: o.to, category: o.category, ...(o.priority ? { priority: o.priority } : {}),
       content: { push: { title: o.title, body: o.body, ...(o.data ? { data: o.data } : {}) } },
       ...(o.collapseKey ? { collapseKey: o.collapseKey } : {}), ...(o.ttl ? { ttlSec: o.ttl } : {}),
+      ...(o.sendAt ? { sendAt: o.sendAt } : {}), ...(o.idempotencyKey ? { idempotencyKey: o.idempotencyKey } : {}),
     });
     console.log(r.id);
     await n.nc.close();
@@ -159,6 +164,55 @@ program
     for (const p of ["apns", "fcm"]) {
       const devices = (await (await fetch(`${base}/devices?provider=${p}`)).json()) as Record<string, number>;
       for (const [token, count] of Object.entries(devices)) console.log(`${p} ${token} ${count}${count > 1 ? " DUPLICATE" : ""}`);
+    }
+  });
+
+const templates = program.command("templates").description("notification templates (stored in JetStream KV)");
+const templateStore = async () => {
+  const cfg = config();
+  const n = await connectNats(cfg, cliLog(cfg), "nfx-cli");
+  return { n, store: new TemplateStore(await n.kvm.open(BUCKET.templates)) };
+};
+templates
+  .command("put")
+  .description("create or replace a template from a JSON file (- for stdin); prints the variables it needs")
+  .argument("<file>", "template JSON: {id, defaultLocale, channels: {push: {<locale>: {title, body}}, ...}}")
+  .action(async (file: string) => {
+    const { n, store } = await templateStore();
+    const t = await store.put(JSON.parse(readFileSync(file === "-" ? 0 : file, "utf8")));
+    console.log(`stored template ${t.id}: channels ${Object.keys(t.channels).join(", ")}; variables ${t.variables.join(", ") || "(none)"}`);
+    await n.nc.close();
+  });
+templates
+  .command("get")
+  .argument("<id>")
+  .description("print a template")
+  .action(async (id: string) => {
+    const { n, store } = await templateStore();
+    const t = await store.get(id);
+    await n.nc.close();
+    if (!t) throw new NotFound(`template ${id} not found`, { field: "id" });
+    console.log(JSON.stringify(t, null, 2));
+  });
+templates
+  .command("list")
+  .description("list template ids")
+  .action(async () => {
+    const { n, store } = await templateStore();
+    for (const id of await store.list()) console.log(id);
+    await n.nc.close();
+  });
+templates
+  .command("delete")
+  .argument("<id>")
+  .description("delete a template")
+  .action(async (id: string) => {
+    const { n, store } = await templateStore();
+    try {
+      await store.delete(id);
+      console.log(`deleted template ${id}`);
+    } finally {
+      await n.nc.close();
     }
   });
 

@@ -88,15 +88,21 @@ export class Intake {
     } else {
       offered = (Object.keys(req.content!) as ContentChannel[]).filter((c) => req.content![c]);
     }
-    const channels = req.channels ?? offered;
+    // Without an explicit list: every channel with content that this cluster can deliver.
+    const enabled: readonly ContentChannel[] = cfg.ingest.channels;
+    const channels = req.channels ?? offered.filter((c) => enabled.includes(c));
+    if (channels.length === 0) {
+      const field = req.template ? "template.id" : "content";
+      throw new ChannelUnavailable(`${field}: has content only for ${offered.join(", ")}, and this cluster delivers ${enabled.join(", ")}`, { field });
+    }
     channels.forEach((c, i) => {
       if (!offered.includes(c)) {
         const field = req.template ? "template.id" : `content.${c}`;
         const E = req.template ? TemplateMismatch : RequestInvalid;
         throw new E(`${field}: ${req.template ? `template ${req.template.id} has no ${c} content` : "is required"} because channels includes ${c}`, { field });
       }
-      if (!cfg.ingest.channels.includes(c)) {
-        throw new ChannelUnavailable(`channels.${i}: ${c} has no gateway in this cluster (available: ${cfg.ingest.channels.join(", ")})`, { field: `channels.${i}` });
+      if (!enabled.includes(c)) {
+        throw new ChannelUnavailable(`channels.${i}: ${c} has no gateway in this cluster (available: ${enabled.join(", ")})`, { field: `channels.${i}` });
       }
     });
 

@@ -16,7 +16,7 @@ export async function startTestCluster(t: Test, o: { roles?: readonly Role[]; ov
   const dir = mkdtempSync(join(tmpdir(), "nfx-cluster-"));
   const lines: string[] = [];
   const cluster = await startLocalCluster({
-    dataDir: dir, natsPort: 0, redisPort: 0, persist: false,
+    dataDir: dir, natsPort: 0, redisPort: 0, httpPort: 0, persist: false,
     sandbox: { apns: 0, fcm: 0, control: 0 }, roles: o.roles ?? ROLES,
     overrides: { log: { level: "warn" }, ...o.overrides },
     onLine: (role, line) => void lines.push(`[${role}] ${line}`),
