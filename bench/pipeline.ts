@@ -75,6 +75,7 @@ try {
   await cluster.stop();
   rmSync(dir, { recursive: true, force: true });
 }
-mkdirSync(new URL("./results/", import.meta.url).pathname.replace("/dist/", "/"), { recursive: true });
-writeFileSync(new URL("./results/pipeline.json", import.meta.url).pathname.replace("/dist/", "/"), JSON.stringify(result) + "\n");
+const out = new URL("../../bench/results/", import.meta.url);
+mkdirSync(out, { recursive: true });
+writeFileSync(new URL("pipeline.json", out), JSON.stringify(result) + "\n");
 console.log(JSON.stringify(result));

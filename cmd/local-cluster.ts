@@ -114,7 +114,9 @@ export async function startLocalCluster(o: LocalClusterOptions): Promise<LocalCl
 
     const startRole = (role: Role): Promise<ChildProcess> =>
       new Promise((res, rej) => {
-        const p = spawn(process.execPath, [NFX_BIN, "run", role], {
+        // ROLE_NODE_ARGS passes flags to every role's node (e.g. --cpu-prof for profiling).
+        const nodeArgs = (process.env.ROLE_NODE_ARGS ?? "").split(" ").filter(Boolean);
+        const p = spawn(process.execPath, [...nodeArgs, NFX_BIN, "run", role], {
           env: { ...process.env, NFX_CONFIG: configFile },
           stdio: ["ignore", "pipe", "pipe", "ipc"],
         });

@@ -29,7 +29,12 @@ async function startIngestRole(d: Deps): Promise<Started> {
   const intake = new Intake({ cfg: d.cfg, nats: d.nats, templates, idempotency: await d.nats.kvm.open(BUCKET.idempotency) });
   const parts: Started[] = [await startIngest({ ...d, intake })];
   if (d.cfg.http.enabled) parts.push(await startHttpApi({ ...d, intake, templates }));
-  return { stop: async () => void (await Promise.all(parts.map((p) => p.stop()))) };
+  return {
+    stop: async () => {
+      await Promise.all(parts.map((p) => p.stop()));
+      intake.close();
+    },
+  };
 }
 
 const starters: Record<Role, (d: Deps) => Promise<Started>> = {

@@ -20,8 +20,17 @@ export function apnsNotification(n: Pick<NotificationBrief, "id" | "priority" | 
   return note;
 }
 
-/** Size in bytes of the JSON body APNs would receive for `push`. */
-export function apnsPayloadBytes(push: PushContent): number {
+/**
+ * The size of the JSON body APNs would receive for `push` when it is over
+ * {@link APNS_MAX_PAYLOAD}, else null. Content whose characters could not reach
+ * the limit even if every one were escaped as \uXXXX (6 bytes) skips the exact
+ * computation.
+ */
+export function apnsPayloadOverLimit(push: PushContent): number | null {
+  let chars = push.title.length + push.body.length + (push.sound?.length ?? 0);
+  for (const [k, v] of Object.entries(push.data ?? {})) chars += k.length + v.length + 6;
+  if (chars * 6 + 200 < APNS_MAX_PAYLOAD) return null;
   const note = apnsNotification({ id: "n_00000000000000000000000000", priority: "normal", expiresAt: 0 }, push, "x");
-  return Buffer.byteLength((note as unknown as { compile(): string }).compile());
+  const bytes = Buffer.byteLength((note as unknown as { compile(): string }).compile());
+  return bytes > APNS_MAX_PAYLOAD ? bytes : null;
 }

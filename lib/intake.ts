@@ -7,8 +7,9 @@ import {
   CategoryUnknown, ChannelUnavailable, Forbidden, IdempotencyConflict, PayloadTooLarge, RequestInvalid,
   ScheduleInvalid, StoreUnavailable, TemplateMismatch, TemplateNotFound,
 } from "./errors.js";
-import { APNS_MAX_PAYLOAD, apnsPayloadBytes } from "./apns-payload.js";
+import { APNS_MAX_PAYLOAD, apnsPayloadOverLimit } from "./apns-payload.js";
 import { newNotificationId } from "./ids.js";
+import { JsPublisher } from "./js-publisher.js";
 import type { Nats } from "./nats.js";
 import { parseNotifyRequest, type NotifyRequest } from "./request-schema.js";
 import { readNotification } from "./status.js";
@@ -53,7 +54,16 @@ const sha256 = (s: string): string => createHash("sha256").update(s).digest("hex
 export class Intake {
   constructor(
     private readonly d: { cfg: Config; nats: Nats; templates: TemplateStore; idempotency: KV; now?: () => number },
-  ) {}
+  ) {
+    this.publisher = new JsPublisher(d.nats.nc);
+  }
+
+  private readonly publisher: JsPublisher;
+
+  /** Stops the publisher; pending stores are rejected. */
+  close(): void {
+    this.publisher.close();
+  }
 
   private now(): number {
     return (this.d.now ?? Date.now)();
@@ -117,8 +127,8 @@ export class Intake {
 
     if (channels.includes("push")) {
       const p = template ? renderPush(template, null) : req.content!.push!;
-      const bytes = p ? apnsPayloadBytes(p) : 0;
-      if (bytes > APNS_MAX_PAYLOAD) {
+      const bytes = p ? apnsPayloadOverLimit(p) : null;
+      if (bytes !== null) {
         const field = template ? "template.variables" : "content.push";
         throw new PayloadTooLarge(`${field}: the APNs payload would be ${bytes} bytes, over Apple's ${APNS_MAX_PAYLOAD}`, { field });
       }
@@ -147,7 +157,7 @@ export class Intake {
   private async store(n: Notification): Promise<void> {
     const subject = n.sendAt !== undefined ? scheduledSubject(n.id) : intakeSubject(n.priority, n.id);
     try {
-      await this.d.nats.js.publish(subject, encode(n), { msgID: MSGID.intake(n.id) });
+      await this.publisher.publish(subject, encode(n), MSGID.intake(n.id));
     } catch (cause) {
       throw new StoreUnavailable("intake stream unavailable; nothing was stored, retry", { cause });
     }
