@@ -1,5 +1,7 @@
 // HTTP gateway of the ingest role, on uWebSockets.js: notifications, status and templates over HTTP with API-key auth.
 import { createHash } from "node:crypto";
+import { readFileSync } from "node:fs";
+import { fileURLToPath } from "node:url";
 import { STATUS_CODES } from "node:http";
 import type { HttpRequest, HttpResponse, TemplatedApp, us_listen_socket } from "uWebSockets.js";
 import type { Config } from "../lib/config.js";
@@ -40,8 +42,9 @@ const statusLine = (code: number): string => `${code} ${STATUS_CODES[code] ?? ""
 /**
  * Starts the HTTP API on `http.host:http.port` (port 0 picks one). Routes:
  * `POST /v1/notifications` (202 `{id}`), `GET /v1/notifications/{id}`,
- * `PUT|GET|DELETE /v1/templates/{id}`, `GET /v1/templates`, `GET /healthz`.
- * Every request but /healthz needs `Authorization: Bearer <api key>`;
+ * `PUT|GET|DELETE /v1/templates/{id}`, `GET /v1/templates`, `GET /healthz`,
+ * `GET /v1/openapi.yaml`.
+ * Every request but /healthz and the OpenAPI file needs `Authorization: Bearer <api key>`;
  * templates need an admin key. Errors answer with the error's HTTP status and
  * `{error:{code,message,field}}`. The OpenAPI description is openapi.yaml.
  */
@@ -149,6 +152,10 @@ export async function startHttpApi(d: HttpApiDeps): Promise<{ port: number; stop
       return { status: 204, body: undefined };
     }),
   );
+  const openapi = readFileSync(fileURLToPath(new URL("../../openapi.yaml", import.meta.url)));
+  app.get("/v1/openapi.yaml", (res) => {
+    res.cork(() => res.writeHeader("content-type", "application/yaml").end(openapi));
+  });
   app.get("/healthz", (res) => {
     res.cork(() => res.writeHeader("content-type", "application/json").end('{"ok":true}'));
   });
