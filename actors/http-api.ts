@@ -77,14 +77,22 @@ export async function startHttpApi(d: HttpApiDeps): Promise<{ port: number; stop
     res.onAborted(() => {
       state.done = true;
     });
-    const params = Array.from({ length: o.params }, (_, i) => decodeURIComponent(req.getParameter(i) ?? ""));
+    const raw = Array.from({ length: o.params }, (_, i) => req.getParameter(i) ?? "");
     const auth = req.getHeader("authorization");
     const ctype = req.getHeader("content-type");
     const length = Number(req.getHeader("content-length") || 0);
     const idempotencyKey = req.getHeader("idempotency-key");
     const m = /^Bearer (.+)$/i.exec(auth);
     const caller = m ? keys.get(sha(m[1]!)) : undefined;
+    let params: string[];
     try {
+      params = raw.map((p) => {
+        try {
+          return decodeURIComponent(p);
+        } catch {
+          throw new RequestInvalid("path: malformed percent-encoding", { field: "path" });
+        }
+      });
       if (!caller) throw new Unauthenticated("authorization: a valid `Bearer <api key>` header is required", { field: "authorization" });
       if (o.admin && !caller.admin) throw new Forbidden(`authorization: key ${caller.name} may not manage templates`, { field: "authorization" });
       if (o.body && !/^application\/json\b/i.test(ctype)) throw new UnsupportedMediaType("content-type: must be application/json", { field: "content-type" });

@@ -139,6 +139,8 @@ t.test("ingest API", async (t) => {
     const s = await get(`/v1/notifications/${good.json.id}`);
     t.same([s.status, s.json.priority, s.json.category], [200, "bulk", "marketing"], "GET returns its status; priority came from the category");
     t.equal((await get("/v1/notifications/n_00000000000000000000000000")).status, 404);
+    t.equal((await get("/v1/notifications/%E0%A4%A")).status, 400, "malformed percent-encoding in the path is a 400, not a crash");
+    t.equal((await get("/v1/notifications/a.b")).json.error.field, "id", "a malformed id is refused naming the field");
   });
 
   await t.test("idempotency: same key and body -> one notification; different body -> 409", async (t) => {
