@@ -11,6 +11,9 @@ import type { Intake, Producer } from "../lib/intake.js";
 import type { Logger } from "../lib/log.js";
 import type { Nats } from "../lib/nats.js";
 import { readStatus } from "../lib/status.js";
+import type { Campaigns } from "../lib/campaigns.js";
+import { campaignOp, preferencesOp } from "../lib/operations.js";
+import type { Redis } from "../lib/redis.js";
 import type { TemplateStore } from "../lib/templates.js";
 import { requireNativeUws } from "../lib/uws.js";
 import { decodeBody } from "./ingest.js";
@@ -18,8 +21,10 @@ import { decodeBody } from "./ingest.js";
 export interface HttpApiDeps {
   cfg: Config;
   nats: Nats;
+  redis: Redis;
   intake: Intake;
   templates: TemplateStore;
+  campaigns: Campaigns;
   log: Logger;
 }
 
@@ -43,7 +48,8 @@ const statusLine = (code: number): string => `${code} ${STATUS_CODES[code] ?? ""
  * Starts the HTTP API on `http.host:http.port` (port 0 picks one). Routes:
  * `POST /v1/notifications` (202 `{id}`), `GET /v1/notifications/{id}`,
  * `PUT|GET|DELETE /v1/templates/{id}`, `GET /v1/templates`, `GET /healthz`,
- * `GET /v1/openapi.yaml`.
+ * `GET /v1/openapi.yaml`, `GET /v1/campaigns/{id}`, `POST /v1/campaigns/{id}/{pause|resume|cancel}`,
+ * `PATCH /v1/users/{id}/preferences`.
  * Every request but /healthz and the OpenAPI file needs `Authorization: Bearer <api key>`;
  * templates need an admin key. Errors answer with the error's HTTP status and
  * `{error:{code,message,field}}`. The OpenAPI description is openapi.yaml.
@@ -159,6 +165,12 @@ export async function startHttpApi(d: HttpApiDeps): Promise<{ port: number; stop
       await d.templates.delete(c.params[0]!);
       return { status: 204, body: undefined };
     }),
+  );
+  app.get("/v1/campaigns/:id", route({ params: 1, body: false }, async (c) => ({ status: 200, body: await campaignOp(d.campaigns, c.params[0]!, "status") })));
+  app.post("/v1/campaigns/:id/:action", route({ params: 2, body: false }, async (c) => ({ status: 200, body: await campaignOp(d.campaigns, c.params[0]!, c.params[1]!) })));
+  app.patch(
+    "/v1/users/:id/preferences",
+    route({ params: 1, body: true }, async (c) => ({ status: 200, body: { preferences: (await preferencesOp(d.cfg, d.redis, d.nats.nc, c.params[0]!, decodeBody(c.body, max))).preferences ?? {} } })),
   );
   const openapi = readFileSync(fileURLToPath(new URL("../../openapi.yaml", import.meta.url)));
   app.get("/v1/openapi.yaml", (res) => {

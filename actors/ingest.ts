@@ -8,17 +8,26 @@ import { NATS_PRODUCER, type Intake } from "../lib/intake.js";
 import type { Logger } from "../lib/log.js";
 import type { Nats } from "../lib/nats.js";
 import { readStatus } from "../lib/status.js";
+import type { Campaigns } from "../lib/campaigns.js";
+import { campaignOp, preferencesOp } from "../lib/operations.js";
+import type { Redis } from "../lib/redis.js";
 import { API, QUEUE_INGEST } from "../lib/subjects.js";
 
 export interface IngestDeps {
   cfg: Config;
   nats: Nats;
+  redis: Redis;
   intake: Intake;
+  campaigns: Campaigns;
   log: Logger;
 }
 
 /** Messages the ingest actor handles, by the subject they came on. */
-type IngestMsg = { type: "notify"; msg: Msg } | { type: "status"; msg: Msg };
+type IngestMsg =
+  | { type: "notify"; msg: Msg }
+  | { type: "status"; msg: Msg }
+  | { type: "campaign"; msg: Msg }
+  | { type: "preferences"; msg: Msg };
 
 /**
  * Decodes a JSON request body of at most `max` bytes. Throws
@@ -34,8 +43,9 @@ export function decodeBody(data: Uint8Array, max: number): unknown {
 }
 
 /**
- * Starts the NATS surface: queue-group subscribers on `nfx.api.notify` and
- * `nfx.api.status`. A notify reply `{id}` means the notification is in
+ * Starts the NATS surface: queue-group subscribers on `nfx.api.notify`,
+ * `nfx.api.status`, `nfx.api.campaign` (`{id, action}`) and
+ * `nfx.api.preferences` (`{user, optedOut?, categories?}`). A notify reply `{id}` means the notification is in
  * JetStream; an error reply (header `Nfx-Error`, body `{error:{code,message,field}}`)
  * means nothing was stored.
  */
@@ -67,6 +77,16 @@ export async function startIngest(d: IngestDeps): Promise<{ stop(): Promise<void
           reply(im.msg, await readStatus(d.nats, String(id ?? "")));
           return;
         }
+        case "campaign": {
+          const { id, action } = (decodeBody(im.msg.data, max) ?? {}) as { id?: unknown; action?: unknown };
+          reply(im.msg, await campaignOp(d.campaigns, String(id ?? ""), String(action ?? "")));
+          return;
+        }
+        case "preferences": {
+          const { user, ...patch } = (decodeBody(im.msg.data, max) ?? {}) as { user?: unknown };
+          reply(im.msg, await preferencesOp(d.cfg, d.redis, d.nats.nc, String(user ?? ""), patch));
+          return;
+        }
         default: {
           const never: never = im;
           throw new Error(`unhandled ${(never as IngestMsg).type}`);
@@ -80,9 +100,11 @@ export async function startIngest(d: IngestDeps): Promise<{ stop(): Promise<void
   const subs: Subscription[] = [
     d.nats.nc.subscribe(API.notify, { queue: QUEUE_INGEST, callback: (_e, msg) => void handle({ type: "notify", msg }) }),
     d.nats.nc.subscribe(API.status, { queue: QUEUE_INGEST, callback: (_e, msg) => void handle({ type: "status", msg }) }),
+    d.nats.nc.subscribe(API.campaign, { queue: QUEUE_INGEST, callback: (_e, msg) => void handle({ type: "campaign", msg }) }),
+    d.nats.nc.subscribe(API.preferences, { queue: QUEUE_INGEST, callback: (_e, msg) => void handle({ type: "preferences", msg }) }),
   ];
   await d.nats.nc.flush();
-  log.info({ subjects: [API.notify, API.status] }, "ingest ready");
+  log.info({ subjects: [API.notify, API.status, API.campaign, API.preferences] }, "ingest ready");
   return {
     async stop() {
       await Promise.all(subs.map((s) => s.drain()));

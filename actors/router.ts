@@ -54,6 +54,7 @@ export async function startRouter(d: RouterDeps): Promise<{ stop(): Promise<void
   const log = d.log.child({ actor: "router" });
   const handle = async (m: JsMsg): Promise<void> => {
     const n = decodeAs<Notification>(m.data, "notification");
+    if (n.segment) return; // segment targets are the campaign actor's
     const brief = briefOf(n);
     const plan = planChunks(n.recipients, d.cfg.cluster.shards, d.cfg.router.chunkSize);
     await Promise.all(

@@ -7,9 +7,10 @@ import { decodeAs, runLanes } from "../lib/lanes.js";
 import type { Logger } from "../lib/log.js";
 import type { Nats } from "../lib/nats.js";
 import type { Redis } from "../lib/redis.js";
-import { CHANNELS, CONSUMER, MSGID, STREAM, receiptSubject, sendSubject, type Channel } from "../lib/subjects.js";
+import { Cancellations } from "../lib/cancellations.js";
+import { BUCKET, CHANNELS, CONSUMER, MSGID, STREAM, receiptSubject, sendSubject, type Channel } from "../lib/subjects.js";
 import { renderPush } from "../lib/templates.js";
-import type { DeviceRecord, FanChunk, NotificationBrief, PushContent, ReceiptEntry, Send, SendBatch, UserRecord } from "../lib/types.js";
+import type { DeviceRecord, FanChunk, NotificationBrief, PushContent, ReceiptBatch, ReceiptEntry, Send, SendBatch, UserRecord } from "../lib/types.js";
 
 export interface ShardDeps {
   cfg: Config;
@@ -54,16 +55,20 @@ export function pushRenderer(n: NotificationBrief): (u: UserRecord) => PushConte
 export interface ChunkDecision {
   sends: Record<Channel, Send[]>;
   receipts: ReceiptEntry[];
+  /** Recipients decided (members of the target). */
+  decided: number;
 }
 
 /**
  * Decides a chunk, given the users' directory records in the same order as
- * `chunk.users`. Pure. Rules in order: unknown user, expired notification,
- * global opt-out, push not wanted, no reachable device; then one send per
+ * `chunk.users`. Pure. A user outside the chunk's segment rule is skipped
+ * (not a recipient). Then in order: cancelled campaign, unknown user, expired
+ * notification, global opt-out, push not wanted, push turned off for the
+ * category, no reachable device; then one send per
  * device on its channel, with content rendered for the recipient when the
  * notification uses a template.
  */
-export function decideChunk(chunk: FanChunk, users: readonly (UserRecord | null)[], now: number): ChunkDecision {
+export function decideChunk(chunk: FanChunk, users: readonly (UserRecord | null)[], now: number, cancelled = false): ChunkDecision {
   const sends = Object.fromEntries(CHANNELS.map((c) => [c, [] as Send[]])) as Record<Channel, Send[]>;
   const receipts: ReceiptEntry[] = [];
   const n = chunk.notification;
@@ -71,13 +76,20 @@ export function decideChunk(chunk: FanChunk, users: readonly (UserRecord | null)
   const expired = n.expiresAt <= now;
   const wantsPush = n.channels.includes("push");
   const render = pushRenderer(n);
+  const activeSince = chunk.filter?.activeSince;
+  let decided = 0;
   chunk.users.forEach((userId, i) => {
     const u = users[i];
+    // Segment rule: a user who is not a member is not a recipient (no receipt).
+    if (activeSince !== undefined && (!u || (u.lastActive ?? 0) < activeSince)) return;
+    decided++;
     const suppress = (reason: string): void => void receipts.push({ user: userId, outcome: "suppressed", reason, at: now });
+    if (cancelled) return void receipts.push({ user: userId, outcome: "cancelled", at: now });
     if (!u) return suppress("unknown_user");
     if (expired) return suppress("expired");
     if (u.optedOut) return suppress("opted_out");
     if (!wantsPush) return suppress("no_wanted_channel");
+    if (u.preferences?.categories?.[n.category]?.push === false) return suppress("preference_off");
     let reachable = 0;
     const push = render(u);
     for (const dev of u.devices ?? []) {
@@ -89,7 +101,7 @@ export function decideChunk(chunk: FanChunk, users: readonly (UserRecord | null)
     }
     if (reachable === 0) suppress("no_devices");
   });
-  return { sends, receipts };
+  return { sends, receipts, decided };
 }
 
 /**
@@ -101,13 +113,14 @@ export async function startUserShard(d: ShardDeps): Promise<{ stop(): Promise<vo
   const log = d.log.child({ actor: "user-shard" });
   const now = d.now ?? Date.now;
   const batchSize = d.cfg.shard.sendBatchSize;
+  const cancellations = await Cancellations.watch(await d.nats.kvm.open(BUCKET.campaigns));
 
   const handle = async (m: JsMsg): Promise<void> => {
     const chunk = decodeAs<FanChunk>(m.data, "fan_chunk");
     const n = chunk.notification;
     const fanId = MSGID.fan(n.id, chunk.shard, chunk.chunk);
     const users = await readUsers(d.redis, chunk.shard, chunk.users);
-    const decision = decideChunk(chunk, users, now());
+    const decision = decideChunk(chunk, users, now(), cancellations.has(n.id));
     const pubs: Promise<unknown>[] = [];
     for (const ch of CHANNELS) {
       const all = decision.sends[ch];
@@ -116,9 +129,9 @@ export async function startUserShard(d: ShardDeps): Promise<{ stop(): Promise<vo
         pubs.push(d.nats.js.publish(sendSubject(ch, n.priority), encode(batch), { msgID: MSGID.send(fanId, ch, part) }));
       }
     }
-    if (decision.receipts.length > 0) {
+    if (decision.receipts.length > 0 || decision.decided > 0) {
       pubs.push(
-        d.nats.js.publish(receiptSubject(n.id), encode({ type: "receipts", nid: n.id, stage: "shard", entries: decision.receipts }), {
+        d.nats.js.publish(receiptSubject(n.id), encode({ type: "receipts", nid: n.id, stage: "shard", entries: decision.receipts, decided: decision.decided } satisfies ReceiptBatch), {
           msgID: MSGID.decided(fanId),
         }),
       );
@@ -132,5 +145,10 @@ export async function startUserShard(d: ShardDeps): Promise<{ stop(): Promise<vo
   });
   await lanes.ready;
   log.info("user-shard ready");
-  return lanes;
+  return {
+    async stop() {
+      await lanes.stop();
+      cancellations.stop();
+    },
+  };
 }

@@ -1,4 +1,6 @@
 // Text renderings of status and sandbox reports for the CLI and the demo.
+import type { CampaignStatus } from "../lib/campaigns.js";
+import { outstanding, total } from "../lib/counters.js";
 import type { NotificationStatus } from "../lib/status.js";
 
 /** The `nfx status` report: a summary line, then one line per recipient or device. */
@@ -6,10 +8,11 @@ export function formatStatus(s: NotificationStatus, maxLines = Infinity): string
   const c = s.counts;
   const out = [
     `notification ${s.id}  priority=${s.priority} category=${s.category} recipients=${s.recipients} created=${new Date(s.createdAt).toISOString()}`,
-    `sent=${c.sent} failed=${c.failed} queued=${c.queued} suppressed=${c.suppressed} pending=${c.pending}  ${s.complete ? "complete" : "in progress"}`,
+    `sent=${c.sent} failed=${c.failed} queued=${c.queued} suppressed=${c.suppressed} cancelled=${c.cancelled} pending=${c.pending}  ${s.complete ? "complete" : "in progress"}`,
     "",
     "USER                 CHANNEL  DEVICE           OUTCOME     DETAIL",
   ];
+  if (s.campaign) out.splice(2, 0, "", formatCampaign(s.campaign));
   for (const l of s.lines.slice(0, maxLines)) {
     out.push(
       `${l.user.padEnd(20)} ${(l.channel ?? "-").padEnd(8)} ${(l.device ?? "-").padEnd(16)} ${l.outcome.padEnd(11)} ${l.reason ?? l.providerId ?? ""}`.trimEnd(),
@@ -18,3 +21,21 @@ export function formatStatus(s: NotificationStatus, maxLines = Infinity): string
   if (s.lines.length > maxLines) out.push(`... ${s.lines.length - maxLines} more lines (nfx status ${s.id})`);
   return out.join("\n");
 }
+
+/** `reason n, reason n` sorted by count. */
+export const reasons = (m: Record<string, number>): string =>
+  Object.entries(m).sort((a, b) => b[1] - a[1]).map(([k, v]) => `${k} ${v}`).join(", ") || "none";
+
+/** One-paragraph text of a campaign's status. */
+export function formatCampaign(s: CampaignStatus): string {
+  const c = s.counters;
+  return [
+    `campaign ${s.id}  segment=${s.segment}  state=${s.state}${s.complete ? " (complete)" : ""}  rate=${s.rate || "unlimited"}`,
+    `expansion  ${s.scanned}/${s.total} users listed, ${s.chunks} chunks, ${s.shardsDone}/${s.shards} shards done`,
+    `decided    ${c.decided} recipients`,
+    `sends      queued ${c.queued}, delivered ${c.sent}, failed ${total(c.failed)} (${reasons(c.failed)}), in flight ${outstanding(c)}`,
+    `suppressed ${total(c.suppressed)} (${reasons(c.suppressed)})`,
+    `cancelled  ${c.cancelled} recipients, ${c.cancelledSends} queued sends`,
+  ].join("\n");
+}
+

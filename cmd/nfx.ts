@@ -8,15 +8,14 @@ import { NfxError, NotFound } from "../lib/errors.js";
 import { TemplateStore } from "../lib/templates.js";
 import { createLogger } from "../lib/log.js";
 import { connectNats } from "../lib/nats.js";
-import { connectRedis } from "../lib/redis.js";
 import { ensureTopology } from "../lib/topology.js";
 import { ApiError, notify, status } from "../lib/api-client.js";
-import { getUser, writeUsers } from "../lib/directory.js";
 import { BUCKET, PRIORITIES } from "../lib/subjects.js";
-import type { UserRecord } from "../lib/types.js";
 import { startSandbox } from "../sandbox/index.js";
 import { formatStatus } from "./format.js";
 import { ROLES, startRoles, type Role } from "./roles.js";
+import { registerCampaignCommands } from "./campaign-cli.js";
+import { registerDirectoryCommands } from "./directory-cli.js";
 
 const program = new Command("nfx")
   .description("nfx: notification fan-out engine on NATS JetStream")
@@ -216,36 +215,8 @@ templates
     }
   });
 
-const users = program.command("users").description("the user directory");
-users
-  .command("put")
-  .description("create or replace users from JSON objects (one per line in a file, or one inline)")
-  .argument("<json-or-file>", "a JSON user record, or @file.ndjson")
-  .action(async (arg: string) => {
-    const cfg = config();
-    const text = arg.startsWith("@") ? readFileSync(arg.slice(1), "utf8") : arg;
-    const records = text.split("\n").filter((l) => l.trim()).map((l) => JSON.parse(l) as UserRecord);
-    const r = await connectRedis(cfg, cliLog(cfg));
-    await writeUsers(r, cfg.cluster.shards, records);
-    console.log(`wrote ${records.length} user(s)`);
-    r.disconnect();
-  });
-users
-  .command("get")
-  .description("print one user's record")
-  .argument("<id>")
-  .action(async (id: string) => {
-    const cfg = config();
-    const r = await connectRedis(cfg, cliLog(cfg));
-    const u = await getUser(r, cfg.cluster.shards, id);
-    r.disconnect();
-    if (!u) {
-      console.error(`user ${id} not found`);
-      process.exitCode = 1;
-      return;
-    }
-    console.log(JSON.stringify(u, null, 2));
-  });
+registerDirectoryCommands(program);
+registerCampaignCommands(program);
 
 program
   .command("demo")

@@ -4,7 +4,10 @@ import { startGatewayFcm } from "../actors/gateway-fcm.js";
 import { startHttpApi } from "../actors/http-api.js";
 import { startIngest } from "../actors/ingest.js";
 import { startScheduler } from "../actors/scheduler.js";
+import { startCampaign } from "../actors/campaign.js";
+import { startTracker } from "../actors/tracker.js";
 import { Intake } from "../lib/intake.js";
+import { Campaigns } from "../lib/campaigns.js";
 import { BUCKET } from "../lib/subjects.js";
 import { TemplateStore } from "../lib/templates.js";
 import { startRouter } from "../actors/router.js";
@@ -16,7 +19,7 @@ import { connectRedis, type Redis } from "../lib/redis.js";
 import { ensureTopology } from "../lib/topology.js";
 import { requireNativeUws } from "../lib/uws.js";
 
-export const ROLES = ["ingest", "scheduler", "router", "shard", "gateway-apns", "gateway-fcm"] as const;
+export const ROLES = ["ingest", "scheduler", "router", "campaign", "shard", "gateway-apns", "gateway-fcm", "tracker"] as const;
 export type Role = (typeof ROLES)[number];
 
 type Started = { stop(): Promise<void> };
@@ -26,9 +29,10 @@ type Deps = { cfg: Config; nats: Nats; redis: Redis; log: Logger };
 /** The ingest role: the NATS surface and, when enabled, the HTTP API, sharing one intake. */
 async function startIngestRole(d: Deps): Promise<Started> {
   const templates = new TemplateStore(await d.nats.kvm.open(BUCKET.templates));
-  const intake = new Intake({ cfg: d.cfg, nats: d.nats, templates, idempotency: await d.nats.kvm.open(BUCKET.idempotency) });
-  const parts: Started[] = [await startIngest({ ...d, intake })];
-  if (d.cfg.http.enabled) parts.push(await startHttpApi({ ...d, intake, templates }));
+  const intake = new Intake({ cfg: d.cfg, nats: d.nats, redis: d.redis, templates, idempotency: await d.nats.kvm.open(BUCKET.idempotency) });
+  const campaigns = new Campaigns(await d.nats.kvm.open(BUCKET.campaigns), await d.nats.kvm.open(BUCKET.counters));
+  const parts: Started[] = [await startIngest({ ...d, intake, campaigns })];
+  if (d.cfg.http.enabled) parts.push(await startHttpApi({ ...d, intake, templates, campaigns }));
   return {
     stop: async () => {
       await Promise.all(parts.map((p) => p.stop()));
@@ -40,6 +44,8 @@ async function startIngestRole(d: Deps): Promise<Started> {
 const starters: Record<Role, (d: Deps) => Promise<Started>> = {
   ingest: startIngestRole,
   scheduler: startScheduler,
+  campaign: startCampaign,
+  tracker: startTracker,
   router: startRouter,
   shard: startUserShard,
   "gateway-apns": startGatewayApns,

@@ -126,6 +126,18 @@ export const configSchema = z.strictObject({
         .default([]),
     })
     .prefault({}),
+  campaign: z
+    .strictObject({
+      /** Users per campaign chunk (one shard's slice); at most 10,000. */
+      chunkSize: z.number().int().min(1).max(10_000).default(10_000),
+      /** Shards a campaign expands at once. */
+      shardConcurrency: z.number().int().min(1).max(256).default(8),
+      /** Default expansion limit, users per second (0 = none); a request's campaign.rate overrides it. */
+      defaultRate: z.number().min(0).default(0),
+      /** Campaign ownership lease; an owner that dies is replaced within about this long. */
+      leaseMs: z.number().int().min(500).max(60_000).default(3000),
+    })
+    .prefault({}),
   router: z
     .strictObject({
       /** Recipients per fan chunk message (one shard's slice of one notification). */

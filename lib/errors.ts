@@ -61,6 +61,8 @@ export class Forbidden extends errorClass("NFX_ERR_FORBIDDEN", 403) {}
 export class IdempotencyConflict extends errorClass("NFX_ERR_IDEMPOTENCY_CONFLICT", 409) {}
 /** The category is not one of the configured categories. */
 export class CategoryUnknown extends errorClass("NFX_ERR_CATEGORY_UNKNOWN", 422) {}
+/** The segment is neither built in nor defined. */
+export class SegmentUnknown extends errorClass("NFX_ERR_SEGMENT_UNKNOWN", 422) {}
 /** The template does not exist. */
 export class TemplateNotFound extends errorClass("NFX_ERR_TEMPLATE_NOT_FOUND", 422) {}
 /** The template needs variables the request did not give, or lacks a channel the request wants. */
@@ -73,6 +75,8 @@ export class PayloadTooLarge extends errorClass("NFX_ERR_PAYLOAD_TOO_LARGE", 422
 export class ScheduleInvalid extends errorClass("NFX_ERR_SCHEDULE_INVALID", 422) {}
 /** A wanted channel or target kind is not available in this cluster. */
 export class ChannelUnavailable extends errorClass("NFX_ERR_CHANNEL_UNAVAILABLE", 422) {}
+/** A campaign control action that its current state does not allow (e.g. resume a running campaign). */
+export class CampaignStateConflict extends errorClass("NFX_ERR_CAMPAIGN_STATE", 409) {}
 /** A notification, template or other resource does not exist. */
 export class NotFound extends errorClass("NFX_ERR_NOT_FOUND", 404) {}
 /** Storing a request in JetStream failed; nothing was accepted. The caller may retry. */
@@ -101,8 +105,8 @@ export class ProviderError extends NfxError {
 /** Every error class, so tests can check codes are unique and callers can map codes back. */
 export const ERROR_CLASSES = [
   ConfigInvalid, RequestInvalid, RequestUndecodable, BodyTooLarge, UnsupportedMediaType, Unauthenticated, Forbidden,
-  IdempotencyConflict, CategoryUnknown, TemplateNotFound, TemplateMismatch, TemplateInvalid, PayloadTooLarge,
-  ScheduleInvalid, ChannelUnavailable, NotFound, StoreUnavailable, RuntimeMissing, ProviderError,
+  IdempotencyConflict, CategoryUnknown, SegmentUnknown, TemplateNotFound, TemplateMismatch, TemplateInvalid, PayloadTooLarge,
+  ScheduleInvalid, ChannelUnavailable, CampaignStateConflict, NotFound, StoreUnavailable, RuntimeMissing, ProviderError,
 ] as const;
 
 /** Turns anything thrown into the `{code, message}` shape answered to a caller. Unknown errors become NFX_ERR_INTERNAL. */

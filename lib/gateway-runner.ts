@@ -9,7 +9,8 @@ import { PoisonMessage, decodeAs, runLanes } from "./lanes.js";
 import type { Logger } from "./log.js";
 import type { Nats } from "./nats.js";
 import type { Redis } from "./redis.js";
-import { CONSUMER, MSGID, STREAM, receiptSubject, type Channel } from "./subjects.js";
+import { Cancellations } from "./cancellations.js";
+import { BUCKET, CONSUMER, MSGID, STREAM, receiptSubject, type Channel } from "./subjects.js";
 import type { NotificationBrief, ReceiptBatch, ReceiptEntry, Send, SendBatch } from "./types.js";
 
 /** The result of one send: accepted by the provider, or its error. */
@@ -53,6 +54,7 @@ export async function runGateway(d: GatewayDeps, client: ProviderClient): Promis
   const log = d.log.child({ actor: `gateway-${client.channel}` });
   const now = d.now ?? Date.now;
   const ttl = d.cfg.gateways.deliveredTtlSec;
+  const cancellations = await Cancellations.watch(await d.nats.kvm.open(BUCKET.campaigns));
 
   const sendWithRetry = async (n: NotificationBrief, sends: readonly Send[]): Promise<SendResult[]> => {
     const results: (SendResult | undefined)[] = new Array(sends.length);
@@ -100,6 +102,10 @@ export async function runGateway(d: GatewayDeps, client: ProviderClient): Promis
       [...groups].map(async ([nid, idx]) => {
         const n = batch.notifications[nid]!;
         const sends = idx.map((i) => batch.sends[i]!);
+        if (cancellations.has(nid)) {
+          for (const s of sends) add(s, { outcome: "cancelled", at: now() });
+          return;
+        }
         if (n.expiresAt <= now()) {
           for (const s of sends) add(s, { outcome: "failed", reason: "expired", at: now() });
           return;
@@ -134,6 +140,7 @@ export async function runGateway(d: GatewayDeps, client: ProviderClient): Promis
   return {
     async stop() {
       await lanes.stop();
+      cancellations.stop();
       await client.close();
     },
   };

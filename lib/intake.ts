@@ -11,6 +11,8 @@ import { APNS_MAX_PAYLOAD, apnsPayloadOverLimit } from "./apns-payload.js";
 import { newNotificationId } from "./ids.js";
 import { JsPublisher } from "./js-publisher.js";
 import type { Nats } from "./nats.js";
+import type { Redis } from "./redis.js";
+import { segmentSource } from "./segments.js";
 import { parseNotifyRequest, type NotifyRequest } from "./request-schema.js";
 import { readNotification } from "./status.js";
 import { MSGID, intakeSubject, scheduledSubject, type Priority } from "./subjects.js";
@@ -53,7 +55,7 @@ const sha256 = (s: string): string => createHash("sha256").update(s).digest("hex
  */
 export class Intake {
   constructor(
-    private readonly d: { cfg: Config; nats: Nats; templates: TemplateStore; idempotency: KV; now?: () => number },
+    private readonly d: { cfg: Config; nats: Nats; redis: Redis; templates: TemplateStore; idempotency: KV; now?: () => number },
   ) {
     this.publisher = new JsPublisher(d.nats.nc);
   }
@@ -80,9 +82,7 @@ export class Intake {
       throw new Forbidden(`category: key ${producer.name} may not send category ${req.category}`, { field: "category" });
     }
     if (!producer.priorities.includes(priority)) throw new Forbidden(`priority: key ${producer.name} may not send priority ${priority}`, { field: "priority" });
-    if (req.segment !== undefined) {
-      throw new ChannelUnavailable("segment: segment targets need the campaign actor, which this cluster does not run yet", { field: "segment" });
-    }
+    if (req.segment !== undefined) await segmentSource(this.d.redis, req.segment, this.now()); // throws naming `segment` if unknown
 
     let template: TemplateUse | undefined;
     let offered: ContentChannel[];
@@ -143,6 +143,7 @@ export class Intake {
       priority,
       category: req.category,
       recipients: [...new Set(req.recipients ?? [])],
+      ...(req.segment ? { segment: req.segment, campaign: { ...(req.campaign?.rate !== undefined ? { rate: req.campaign.rate } : {}) } } : {}),
       channels,
       ...(req.content ? { content: req.content } : {}),
       ...(template ? { template } : {}),

@@ -10,3 +10,12 @@ export const deliveredKey = (shard: number, deliveryKey: string): string => `nfx
 
 /** Pattern matching every user record of a shard (admin scans only, never on the hot path). */
 export const userPattern = (shard: number): string => `nfx:${tag(shard)}:u:*`;
+
+/** Every user id of a shard, as a sorted set with score 0 (iterated in id order with ZRANGEBYLEX). */
+export const userIndexKey = (shard: number): string => `nfx:${tag(shard)}:users`;
+
+/** Members of a named segment in one shard (sorted set, score 0). */
+export const segmentKey = (shard: number, name: string): string => `nfx:${tag(shard)}:seg:${name}`;
+
+/** Segment definitions: hash name -> JSON definition. */
+export const SEGMENTS_KEY = "nfx:segments";

@@ -80,6 +80,8 @@ export const notifySchema = z
     expiresAt: instant.optional(),
     sendAt: instant.optional(),
     idempotencyKey: z.string().min(1).max(256, "must be at most 256 characters").optional(),
+    /** Options of a segment notification's campaign. */
+    campaign: z.strictObject({ rate: z.number().min(0, "must be >= 0 (users per second; 0 = no limit)").max(10_000_000).optional() }).optional(),
   })
   .superRefine((r, ctx) => {
     if ((r.recipients === undefined) === (r.segment === undefined)) {
@@ -89,6 +91,7 @@ export const notifySchema = z
       ctx.addIssue({ code: "custom", path: ["content"], message: "exactly one of content or template is required" });
     }
     if (r.ttlSec !== undefined && r.expiresAt !== undefined) ctx.addIssue({ code: "custom", path: ["expiresAt"], message: "give ttlSec or expiresAt, not both" });
+    if (r.campaign !== undefined && r.segment === undefined) ctx.addIssue({ code: "custom", path: ["campaign"], message: "only applies to segment targets" });
   });
 
 export type NotifyRequest = z.infer<typeof notifySchema>;
@@ -115,6 +118,20 @@ export function formatIssue(issue: z.core.$ZodIssue): { field: string; message: 
 export function parseNotifyRequest(body: unknown): NotifyRequest {
   if (typeof body !== "object" || body === null || Array.isArray(body)) throw new RequestInvalid("(body): must be a JSON object", { field: "(body)" });
   const r = notifySchema.safeParse(body);
+  if (r.success) return r.data;
+  const { field, message } = formatIssue(r.error.issues[0]!);
+  throw new RequestInvalid(message, { field });
+}
+
+/** A preference update: global opt-out and/or per category, per channel switches. */
+export const preferencesSchema = z.strictObject({
+  optedOut: z.boolean().optional(),
+  categories: z.record(z.string().regex(/^[a-z][a-z0-9_-]{0,63}$/, "must be a category name"), z.partialRecord(z.enum(CONTENT_CHANNELS), z.boolean())).optional(),
+}).refine((p) => p.optedOut !== undefined || p.categories !== undefined, "must change optedOut or categories");
+
+/** Parses a body with `schema`, throwing {@link RequestInvalid} with the first issue's field and rule. */
+export function parseWith<T>(schema: z.ZodType<T>, body: unknown): T {
+  const r = schema.safeParse(body);
   if (r.success) return r.data;
   const { field, message } = formatIssue(r.error.issues[0]!);
   throw new RequestInvalid(message, { field });

@@ -2,9 +2,11 @@
 import { AckPolicy, DeliverPolicy } from "@nats-io/jetstream";
 import { nanos } from "@nats-io/transport-node";
 import type { Nats } from "./nats.js";
+import { Campaigns, type CampaignStatus } from "./campaigns.js";
+import { emptyCounters, outstanding, total } from "./counters.js";
 import { decode } from "./codec.js";
 import { NotFound, RequestInvalid } from "./errors.js";
-import { ID_PATTERN, PRIORITIES, STREAM, intakeSubject, receiptSubject, scheduledSubject } from "./subjects.js";
+import { BUCKET, ID_PATTERN, PRIORITIES, STREAM, intakeSubject, receiptSubject, scheduledSubject } from "./subjects.js";
 import type { Notification, Outcome, ReceiptBatch, ReceiptEntry } from "./types.js";
 
 /** One line of the status report: a recipient (no device) or one of its devices. */
@@ -28,13 +30,16 @@ export interface NotificationStatus {
   expiresAt: number;
   recipients: number;
   /** Counts of device sends by outcome, plus users suppressed and users not yet decided. */
-  counts: { sent: number; failed: number; queued: number; suppressed: number; pending: number };
+  counts: { sent: number; failed: number; queued: number; suppressed: number; cancelled: number; pending: number };
   /** True when every recipient is decided and every device send has a final outcome. */
   complete: boolean;
+  /** Per recipient or device (explicit recipients only; a campaign's are in its counters). */
   lines: DeliveryLine[];
+  /** For a segment notification: its campaign's progress and counters. */
+  campaign?: CampaignStatus;
 }
 
-const FINAL: ReadonlySet<string> = new Set(["sent", "failed", "suppressed"]);
+const FINAL: ReadonlySet<string> = new Set(["sent", "failed", "suppressed", "cancelled"]);
 
 /** Reads the stored request of `id` from NFX_INTAKE (its priority lane, else the scheduler's subject), or null. */
 export async function readNotification(n: Nats, id: string): Promise<Notification | null> {
@@ -88,6 +93,7 @@ export async function readStatus(n: Nats, id: string): Promise<NotificationStatu
   if (!ID_PATTERN.test(id)) throw new RequestInvalid("id: must be a notification id", { field: "id" });
   const note = await readNotification(n, id);
   if (!note) throw new NotFound(`notification ${id} not found`, { field: "id" });
+  if (note.segment) return campaignNotificationStatus(n, note);
   const entries = await readReceipts(n, id);
   const byKey = new Map<string, DeliveryLine>();
   for (const e of entries) {
@@ -101,7 +107,7 @@ export async function readStatus(n: Nats, id: string): Promise<NotificationStatu
   const lines = [...byKey.values()];
   for (const u of note.recipients) if (!decided.has(u)) lines.push({ user: u, outcome: "pending" });
   lines.sort((a, b) => (a.user === b.user ? (a.device ?? "").localeCompare(b.device ?? "") : a.user.localeCompare(b.user)));
-  const counts = { sent: 0, failed: 0, queued: 0, suppressed: 0, pending: 0 };
+  const counts = { sent: 0, failed: 0, queued: 0, suppressed: 0, cancelled: 0, pending: 0 };
   for (const l of lines) counts[l.outcome]++;
   return {
     id,
@@ -114,5 +120,25 @@ export async function readStatus(n: Nats, id: string): Promise<NotificationStatu
     counts,
     complete: counts.pending === 0 && counts.queued === 0,
     lines,
+  };
+}
+
+/** Status of a segment notification: counts from the tracker, progress from the campaign (a campaign has no per-recipient lines). */
+async function campaignNotificationStatus(n: Nats, note: Notification): Promise<NotificationStatus> {
+  const campaigns = new Campaigns(await n.kvm.open(BUCKET.campaigns), await n.kvm.open(BUCKET.counters));
+  const camp = await campaigns.status(note.id).catch(() => undefined);
+  const c = camp?.counters ?? emptyCounters();
+  return {
+    id: note.id,
+    priority: note.priority,
+    category: note.category,
+    createdAt: note.createdAt,
+    ...(note.sendAt !== undefined ? { sendAt: note.sendAt } : {}),
+    expiresAt: note.expiresAt,
+    recipients: c.decided,
+    counts: { sent: c.sent, failed: total(c.failed), queued: outstanding(c), suppressed: total(c.suppressed), cancelled: c.cancelled + c.cancelledSends, pending: 0 },
+    complete: camp?.complete ?? false,
+    lines: [],
+    ...(camp ? { campaign: camp } : {}),
   };
 }

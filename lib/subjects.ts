@@ -12,6 +12,8 @@ export type Channel = (typeof CHANNELS)[number];
 export const API = {
   notify: "nfx.api.notify",
   status: "nfx.api.status",
+  campaign: "nfx.api.campaign",
+  preferences: "nfx.api.preferences",
   all: "nfx.api.>",
 } as const;
 export const QUEUE_INGEST = "nfx-ingest";
@@ -37,6 +39,10 @@ export const sendAll = (channel: Channel): string => `nfx.send.${channel}.*`;
 export const receiptSubject = (nid: string): string => `nfx.rcpt.${nid}`;
 export const receiptAll = "nfx.rcpt.>";
 
+/** Directory changes of one shard (core NATS, not stored): `nfx.dir.changed.<shard>`, body `{user, fields}`. Caches drop the user. */
+export const dirChangedSubject = (shard: number): string => `nfx.dir.changed.${shard}`;
+export const dirChangedAll = "nfx.dir.changed.*";
+
 /** Dead letters: `nfx.dlq.<channel>`. */
 export const dlqSubject = (channel: Channel): string => `nfx.dlq.${channel}`;
 export const dlqAll = "nfx.dlq.>";
@@ -53,7 +59,9 @@ export const STREAM = {
 /** Durable consumer names, one per stage and priority lane. */
 export const CONSUMER = {
   router: (prio: Priority): string => `router-${prio}`,
+  campaign: (prio: Priority): string => `campaign-${prio}`,
   scheduler: "scheduler",
+  tracker: "tracker",
   shard: (prio: Priority): string => `shard-${prio}`,
   gateway: (channel: Channel, prio: Priority): string => `gw-${channel}-${prio}`,
 } as const;
@@ -65,6 +73,8 @@ export const BUCKET = {
   leases: "nfx-leases",
   checkpoints: "nfx-checkpoints",
   campaigns: "nfx-campaigns",
+  /** Per-notification counters folded by the tracker. */
+  counters: "nfx-counters",
 } as const;
 
 /** Message-id builders: deterministic, so JetStream's duplicate window drops a replayed publish. */

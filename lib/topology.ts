@@ -31,10 +31,13 @@ export function consumerConfigs(cfg: Config): { stream: string; config: Partial<
     max_ack_pending: 1000,
   };
   const out: { stream: string; config: Partial<ConsumerConfig> }[] = [];
+  // The tracker folds receipts in order and acks after each flush.
+  out.push({ stream: STREAM.receipts, config: { ...common, durable_name: CONSUMER.tracker, max_ack_pending: 20_000 } });
   // Held messages stay unacked until due, so the scheduler's ack window is large.
   out.push({ stream: STREAM.intake, config: { ...common, durable_name: CONSUMER.scheduler, filter_subject: scheduledAll, max_ack_pending: 1_000_000 } });
   for (const p of PRIORITIES) {
     out.push({ stream: STREAM.intake, config: { ...common, durable_name: CONSUMER.router(p), filter_subject: intakeLane(p) } });
+    out.push({ stream: STREAM.intake, config: { ...common, durable_name: CONSUMER.campaign(p), filter_subject: intakeLane(p) } });
     out.push({ stream: STREAM.fan, config: { ...common, durable_name: CONSUMER.shard(p), filter_subject: fanLane(p) } });
     for (const c of CHANNELS) {
       out.push({ stream: STREAM.send(c), config: { ...common, durable_name: CONSUMER.gateway(c, p), filter_subject: sendSubject(c, p) } });

@@ -80,6 +80,8 @@ export interface Notification {
   /** Explicit recipients; empty when `segment` is set. */
   recipients: string[];
   segment?: string;
+  /** Campaign options of a segment notification. */
+  campaign?: { rate?: number };
   /** Channels the producer wants, in order of preference. */
   channels: ContentChannel[];
   content?: Content;
@@ -100,6 +102,8 @@ export interface FanChunk {
   chunk: number;
   notification: NotificationBrief;
   users: string[];
+  /** Segment rule the shard actor applies to each user's record (campaign chunks of built-in segments). */
+  filter?: { activeSince?: number };
 }
 
 /** One device-level send inside a {@link SendBatch}. */
@@ -122,7 +126,7 @@ export interface SendBatch {
 }
 
 /** The outcome of one recipient or one device. */
-export type Outcome = "queued" | "suppressed" | "sent" | "failed";
+export type Outcome = "queued" | "suppressed" | "sent" | "failed" | "cancelled";
 
 export interface ReceiptEntry {
   user: string;
@@ -140,6 +144,8 @@ export interface ReceiptBatch {
   nid: string;
   stage: "shard" | "gateway";
   entries: ReceiptEntry[];
+  /** Shard stage: recipients decided in this chunk (members of the target; non-members of a segment are not recipients). */
+  decided?: number;
 }
 
 /** A user's directory record in Redis (lib/directory.ts). */
@@ -152,11 +158,21 @@ export interface UserRecord {
   phone?: string;
   /** Free-form attributes templates can use as `{{user.<name>}}`. */
   attributes?: Record<string, string | number | boolean>;
+  /** Last time the user was active (epoch ms); "active within N days" segments read it. */
+  lastActive?: number;
+  preferences?: Preferences;
   devices: DeviceRecord[];
+}
+
+/** A user's choices: per category, per content channel, false turns it off. Absent means allowed. */
+export interface Preferences {
+  categories?: Record<string, Partial<Record<ContentChannel, boolean>>>;
 }
 
 export interface DeviceRecord {
   id: string;
   platform: "ios" | "android";
   token: string;
+  /** The app (bundle id / package) the token belongs to. */
+  app?: string;
 }

@@ -29,11 +29,11 @@ export async function startTestCluster(t: Test, o: { roles?: readonly Role[]; ov
   return cluster;
 }
 
-/** Polls `fn` every 100 ms until it returns true or `ms` pass; resolves with the last result. */
+/** Polls `fn` every 100 ms until it returns true or `ms` pass (a throw counts as false); resolves with the last result. */
 export async function eventually(fn: () => Promise<boolean> | boolean, ms = 20_000): Promise<boolean> {
   const until = Date.now() + ms;
   for (;;) {
-    if (await fn()) return true;
+    if (await Promise.resolve().then(fn).catch(() => false)) return true;
     if (Date.now() > until) return false;
     await new Promise((r) => setTimeout(r, 100));
   }

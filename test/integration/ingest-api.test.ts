@@ -103,7 +103,8 @@ t.test("ingest API", async (t) => {
       ["channel without a gateway", { ...ok, channels: ["push", "email"], content: { push: { title: "t", body: "b" }, email: { subject: "s", text: "t" } } }, "NFX_ERR_CHANNEL_UNAVAILABLE", "channels.1", 422],
       ["content only for channels without a gateway", { ...ok, content: { email: { subject: "s", text: "t" } } }, "NFX_ERR_CHANNEL_UNAVAILABLE", "content", 422],
       ["wanted channel without content", { ...ok, channels: ["sms"] }, "NFX_ERR_REQUEST_INVALID", "content.sms", 400],
-      ["segment target (no campaign actor yet)", { ...ok, recipients: undefined, segment: "active_30d" }, "NFX_ERR_CHANNEL_UNAVAILABLE", "segment", 422],
+      ["unknown segment", { ...ok, recipients: undefined, segment: "no_such_segment" }, "NFX_ERR_SEGMENT_UNKNOWN", "segment", 422],
+      ["campaign options without a segment", { ...ok, campaign: { rate: 10 } }, "NFX_ERR_REQUEST_INVALID", "campaign", 400],
     ];
     for (const [name, body, code, field, httpStatus] of cases) {
       const e = await notify(nats.nc, body as Record<string, unknown>).then(() => null, (err: unknown) => err as ApiError);

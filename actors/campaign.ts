@@ -1,0 +1,192 @@
+// Campaign actor: turns a segment notification into a campaign and expands it shard by shard in checkpointed chunks; pause, resume, cancel.
+import { randomUUID } from "node:crypto";
+import type { JsMsg } from "@nats-io/jetstream";
+import type { KV } from "@nats-io/kv";
+import { Campaigns, type CampaignRecord, type Cursor } from "../lib/campaigns.js";
+import type { Config } from "../lib/config.js";
+import { decodeJson, encode } from "../lib/codec.js";
+import { decodeAs, runLanes } from "../lib/lanes.js";
+import { Lease } from "../lib/lease.js";
+import type { Logger } from "../lib/log.js";
+import type { Nats } from "../lib/nats.js";
+import type { Redis } from "../lib/redis.js";
+import { rangeIds, scanIds, segmentSource } from "../lib/segments.js";
+import { BUCKET, CONSUMER, MSGID, STREAM, fanSubject } from "../lib/subjects.js";
+import type { FanChunk, Notification } from "../lib/types.js";
+import { briefOf } from "./router.js";
+
+export interface CampaignDeps {
+  cfg: Config;
+  nats: Nats;
+  redis: Redis;
+  log: Logger;
+  now?: () => number;
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** Why an expansion stopped before the end. */
+class Stop extends Error {}
+
+/**
+ * Starts the campaign actor.
+ *
+ * Intake: on every priority lane of NFX_INTAKE it takes segment notifications
+ * (explicit ones are the router's), creates the campaign record in KV (once;
+ * a redelivery finds it) and acks.
+ *
+ * Expansion: every campaign record that is running has one owner, the holder
+ * of the lease `campaign.<id>` in nfx-leases. The owner walks each shard's
+ * segment set in id order. Per chunk it first writes the shard's cursor with
+ * the chunk's exact id range (compare-and-set on the cursor's revision, so a
+ * stale owner's write fails), then publishes the chunk with message id
+ * `fan:<id>:<shard>:<chunk>`. A restarted or new owner reads the cursor and
+ * republishes the planned range under the same id (JetStream drops it if the
+ * first got through), then goes on: no chunk lost, none doubled. Pause stops
+ * expansion within ~100 ms; cancel ends it (queued sends are dropped
+ * downstream).
+ */
+export async function startCampaign(d: CampaignDeps): Promise<{ stop(): Promise<void> }> {
+  const log = d.log.child({ actor: "campaign" });
+  const now = d.now ?? Date.now;
+  const owner = `${process.pid}-${randomUUID().slice(0, 8)}`;
+  const campaigns = new Campaigns(await d.nats.kvm.open(BUCKET.campaigns), await d.nats.kvm.open(BUCKET.counters), now);
+  const leases: KV = await d.nats.kvm.open(BUCKET.leases);
+  const states = new Map<string, CampaignRecord>();
+  const running = new Map<string, Promise<void>>();
+  let stopping = false;
+  const chunkSize = d.cfg.campaign.chunkSize;
+  const leaseMs = d.cfg.campaign.leaseMs;
+
+  // 1. Intake: segment notifications become campaign records.
+  const handle = async (m: JsMsg): Promise<void> => {
+    const n = decodeAs<Notification>(m.data, "notification");
+    if (!n.segment) return; // explicit recipients: the router's
+    const src = await segmentSource(d.redis, n.segment, n.createdAt);
+    let total = 0;
+    for (let s = 0; s < d.cfg.cluster.shards; s++) total += await d.redis.zcard(src.key(s));
+    const rec = await campaigns.create({
+      id: n.id, segment: n.segment, state: "running", createdAt: n.createdAt, asOf: n.createdAt,
+      rate: n.campaign?.rate ?? d.cfg.campaign.defaultRate, shards: d.cfg.cluster.shards, total,
+      brief: briefOf(n), ...(src.filter ? { filter: src.filter } : {}), updatedAt: now(),
+    });
+    log.info({ campaign: rec.id, segment: rec.segment, total: rec.total }, "campaign created");
+    states.set(rec.id, rec);
+    void claim(rec.id);
+  };
+
+  // 2. Expansion of one campaign by the lease holder.
+  const expand = async (id: string, lease: Lease): Promise<void> => {
+    const state = (): CampaignRecord | undefined => states.get(id);
+    const rec = state()!;
+    const src = await segmentSource(d.redis, rec.segment, rec.asOf);
+    // Token bucket over users/s: a chunk waits until the campaign has credit for it.
+    let credit = 0;
+    let last = now();
+    const gate = async (): Promise<void> => {
+      for (;;) {
+        if (stopping || !lease.valid) throw new Stop("lease lost or stopping");
+        const s = state()?.state;
+        if (s === "cancelled") throw new Stop("cancelled");
+        if (s === "paused") {
+          await sleep(100);
+          last = now();
+          continue;
+        }
+        if (rec.rate <= 0) return;
+        const t = now();
+        credit = Math.min(rec.rate, credit + ((t - last) / 1000) * rec.rate);
+        last = t;
+        if (credit > 0) return;
+        await sleep(Math.min(100, (-credit / rec.rate) * 1000 + 5));
+      }
+    };
+    const shardQueue = Array.from({ length: rec.shards }, (_, s) => s);
+    const worker = async (): Promise<void> => {
+      for (let s = shardQueue.shift(); s !== undefined; s = shardQueue.shift()) {
+        let { cur, rev } = await campaigns.cursor(id, s);
+        while (!cur.done) {
+          await gate();
+          let users: string[];
+          let planned: Cursor;
+          if (cur.to !== null) {
+            users = await rangeIds(d.redis, src.key(s), cur.after, cur.to); // replay the planned chunk exactly
+            planned = cur;
+          } else {
+            users = await scanIds(d.redis, src.key(s), cur.after, chunkSize);
+            if (users.length === 0) {
+              rev = await campaigns.writeCursor(id, s, { ...cur, done: true }, rev);
+              cur = { ...cur, done: true };
+              break;
+            }
+            planned = { ...cur, to: users[users.length - 1]!, scanned: cur.scanned + users.length };
+            rev = await campaigns.writeCursor(id, s, planned, rev);
+          }
+          credit -= users.length;
+          if (users.length > 0) {
+            const chunk: FanChunk = { type: "fan_chunk", shard: s, chunk: planned.chunk, notification: rec.brief, users, ...(rec.filter ? { filter: rec.filter } : {}) };
+            await d.nats.js.publish(fanSubject(rec.brief.priority, s), encode(chunk), { msgID: MSGID.fan(id, s, planned.chunk) });
+          }
+          cur = { chunk: planned.chunk + 1, after: planned.to, to: null, done: false, scanned: planned.scanned };
+          rev = await campaigns.writeCursor(id, s, cur, rev);
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(d.cfg.campaign.shardConcurrency, rec.shards) }, worker));
+    await campaigns.setState(id, "expanded", "running");
+    log.info({ campaign: id }, "campaign expanded");
+  };
+
+  // 3. Ownership: take the lease of a running campaign and expand it; give it back at the end.
+  const claim = async (id: string): Promise<void> => {
+    if (stopping || running.has(id)) return;
+    const rec = states.get(id);
+    if (!rec || (rec.state !== "running" && rec.state !== "paused")) return;
+    const lease = await Lease.acquire(leases, `campaign.${id}`, owner, leaseMs, now).catch(() => null);
+    if (!lease) return;
+    const task = expand(id, lease)
+      .catch((err) => {
+        if (err instanceof Stop) log.info({ campaign: id, why: err.message }, "expansion stopped");
+        else log.warn({ err, campaign: id }, "expansion failed; will retry");
+      })
+      .finally(async () => {
+        await lease.release();
+        running.delete(id);
+      });
+    running.set(id, task);
+  };
+
+  // Every campaign record (not cursors: keys with one token), live.
+  const watch = await campaigns.kv.watch({ key: "*" });
+  void (async () => {
+    for await (const e of watch) {
+      if (e.operation !== "PUT") {
+        states.delete(e.key);
+        continue;
+      }
+      const rec = decodeJson<CampaignRecord>(e.value);
+      states.set(rec.id, rec);
+      void claim(rec.id);
+    }
+  })();
+  // Campaigns whose owner died: their lease expires, somebody claims them.
+  const sweeper = setInterval(() => {
+    for (const id of states.keys()) void claim(id);
+  }, Math.max(250, leaseMs / 2));
+
+  const lanes = runLanes({
+    js: d.nats.js, stream: STREAM.intake, consumer: CONSUMER.campaign, concurrency: 4, prefetch: 16,
+    ackWaitSec: d.cfg.streams.ackWaitSec, log, handle,
+  });
+  await lanes.ready;
+  log.info({ owner }, "campaign ready");
+  return {
+    async stop() {
+      stopping = true;
+      clearInterval(sweeper);
+      await lanes.stop();
+      watch.stop();
+      await Promise.all(running.values());
+    },
+  };
+}

@@ -1,0 +1,26 @@
+// What every CLI command shares: the validated config, a quiet logger, and NATS/Redis connections closed on exit.
+import type { Command } from "commander";
+import { pino } from "pino";
+import { loadConfig, type Config } from "../lib/config.js";
+import { createLogger, type Logger } from "../lib/log.js";
+import { connectNats, type Nats } from "../lib/nats.js";
+import { connectRedis, type Redis } from "../lib/redis.js";
+
+/** Loads the config named by the root command's --config (else $NFX_CONFIG). Throws ConfigInvalid. */
+export const cliConfig = (program: Command): Config => loadConfig({ file: program.opts().config });
+
+/** A logger for one-shot commands: warnings and errors only, on stderr. */
+export const cliLog = (cfg: Config): Logger => createLogger({ level: "warn", redact: cfg.log.redact }, pino.destination(2));
+
+/** Runs `fn` with NATS and/or Redis connections and closes them afterwards, whatever happens. */
+export async function withConnections<T>(cfg: Config, want: { nats?: boolean; redis?: boolean }, fn: (c: { nats: Nats; redis: Redis }) => Promise<T>): Promise<T> {
+  const log = cliLog(cfg);
+  const nats = want.nats ? await connectNats(cfg, log, "nfx-cli") : undefined;
+  const redis = want.redis ? await connectRedis(cfg, log) : undefined;
+  try {
+    return await fn({ nats: nats!, redis: redis! });
+  } finally {
+    await nats?.nc.close();
+    redis?.disconnect();
+  }
+}

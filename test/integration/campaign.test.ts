@@ -1,0 +1,107 @@
+// Campaigns on real NATS and Redis with every role its own process: 50,000 users, the campaign actor SIGKILLed twice, every eligible device notified exactly once.
+import t from "tap";
+import { notify } from "../../lib/api-client.js";
+import { callApi } from "../../lib/api-client.js";
+import type { CampaignStatus } from "../../lib/campaigns.js";
+import { writeUsers } from "../../lib/directory.js";
+import { API } from "../../lib/subjects.js";
+import type { UserRecord } from "../../lib/types.js";
+import { syntheticUser } from "../../lib/users.js";
+import { clientsFor, eventually, startTestCluster } from "../helpers/cluster.js";
+
+const DAY = 86_400_000;
+
+t.test("50,000-user campaign survives two SIGKILLs of the campaign actor: exactly once", async (t) => {
+  const cluster = await startTestCluster(t, { overrides: { campaign: { chunkSize: 1000, leaseMs: 1000 } } });
+  const cfg = cluster.cfg;
+  const { nats, redis } = await clientsFor(t, cfg);
+  const now = Date.now();
+  const users: UserRecord[] = Array.from({ length: 50_000 }, (_, i) => syntheticUser(i, now));
+  for (let i = 0; i < users.length; i += 5000) await writeUsers(redis, cfg.cluster.shards, users.slice(i, i + 5000));
+
+  const { id } = await notify(nats.nc, { segment: "active_30d", category: "marketing", content: { push: { title: "Sale", body: "Starts now" } }, campaign: { rate: 12_000 } });
+  const status = () => callApi<CampaignStatus>(nats.nc, API.campaign, { id, action: "status" });
+  const pids: number[] = [cluster.procs.get("campaign")!.pid!];
+  for (const at of [0.25, 0.6]) {
+    t.ok(await eventually(async () => (await status()).scanned >= at * users.length, 30_000), `expansion reached ${at * 100}% of users`);
+    const victim = cluster.procs.get("campaign")!;
+    await new Promise<void>((r) => (victim.once("exit", () => r()), victim.kill("SIGKILL")));
+    pids.push((await cluster.startRole("campaign")).pid!);
+  }
+  t.equal(new Set(pids).size, 3, "three different campaign actor processes ran it");
+  t.ok(await eventually(async () => (await status()).complete, 120_000), "the campaign completes");
+  const s = await status();
+  const asOf = s.createdAt;
+
+  // What a user expects: active in the 30 days before the campaign, not opted out, marketing push not turned off.
+  const eligible = users.filter((u) => (u.lastActive ?? 0) >= asOf - 30 * DAY && !u.optedOut && u.preferences?.categories?.marketing?.push !== false);
+  const expected = new Set(eligible.flatMap((u) => u.devices.map((d) => d.token)));
+  await new Promise((r) => setTimeout(r, 1000)); // stragglers or duplicates would land now
+  const rec = cluster.sandbox!.recorder;
+  const got = new Map<string, number>();
+  for (const d of rec.accepted()) if (d.nid === id) got.set(d.token, (got.get(d.token) ?? 0) + 1);
+  const missing = [...expected].filter((tok) => !got.has(tok));
+  const dups = [...got.values()].filter((c) => c > 1).length;
+  const extra = [...got.keys()].filter((tok) => !expected.has(tok));
+  t.equal(missing.length, 0, `no eligible device missed (of ${expected.size})`);
+  t.equal(dups, 0, "no device notified twice");
+  t.equal(extra.length, 0, "no ineligible device notified");
+  t.equal(s.counters.sent, expected.size, "counters: sent equals what the sandboxes got");
+  t.equal(s.counters.decided, users.filter((u) => (u.lastActive ?? 0) >= asOf - 30 * DAY).length, "counters: every active user decided once");
+  t.equal(s.scanned, users.length, "every user listed once");
+  t.equal(s.shardsDone, cfg.cluster.shards, "every shard done");
+});
+
+t.test("pause, resume and cancel; a cancel drops sends already queued downstream", async (t) => {
+  const cluster = await startTestCluster(t, { overrides: { campaign: { chunkSize: 200 } } });
+  const cfg = cluster.cfg;
+  const { nats, redis } = await clientsFor(t, cfg);
+  const now = Date.now();
+  const users = Array.from({ length: 6000 }, (_, i) => ({ ...syntheticUser(i, now), lastActive: now, optedOut: false, preferences: {} }));
+  await writeUsers(redis, cfg.cluster.shards, users);
+  const control = (id: string, action: string) => callApi<CampaignStatus & { state: string }>(nats.nc, API.campaign, { id, action });
+
+  // Pause within a second, resume, finish.
+  const a = await notify(nats.nc, { segment: "all", category: "marketing", content: { push: { title: "A", body: "a" } }, campaign: { rate: 1500 } });
+  t.ok(await eventually(async () => (await control(a.id, "status")).scanned > 0));
+  t.equal((await control(a.id, "pause")).state, "paused");
+  await new Promise((r) => setTimeout(r, 1000));
+  const held = (await control(a.id, "status")).scanned;
+  await new Promise((r) => setTimeout(r, 1500));
+  t.equal((await control(a.id, "status")).scanned, held, "no expansion while paused (measured 1 s after the pause, then 1.5 s later)");
+  t.ok(held < users.length, "paused before the end");
+  const again = await nats.nc.request(API.campaign, new TextEncoder().encode(JSON.stringify({ id: a.id, action: "pause" })));
+  t.equal(again.headers?.get("Nfx-Error"), "NFX_ERR_CAMPAIGN_STATE", "pausing a paused campaign is a state conflict");
+  const viaHttp = await fetch(`${cluster.httpUrl}/v1/campaigns/${a.id}/resume`, { method: "POST", headers: { authorization: `Bearer ${cluster.apiKey}` } });
+  t.equal(((await viaHttp.json()) as { state: string }).state, "running", "resume over HTTP");
+  t.ok(await eventually(async () => (await control(a.id, "status")).complete, 60_000), "the resumed campaign completes");
+  t.equal(cluster.sandbox!.recorder.accepted().filter((d) => d.nid === a.id).length, users.reduce((n, u) => n + u.devices.length, 0), "and every device got it once");
+
+  // Cancel with sends queued at a stopped gateway: they are dropped, not sent.
+  const gw = cluster.procs.get("gateway-apns")!;
+  await new Promise<void>((r) => (gw.once("exit", () => r()), gw.kill("SIGTERM")));
+  const b = await notify(nats.nc, { segment: "all", category: "marketing", content: { push: { title: "B", body: "b" } } });
+  const fcmSends = users.reduce((n, u) => n + u.devices.filter((d) => d.platform === "android").length, 0);
+  const apnsSends = users.reduce((n, u) => n + u.devices.filter((d) => d.platform === "ios").length, 0);
+  t.ok(await eventually(async () => (await control(b.id, "status")).counters.queued === fcmSends + apnsSends, 60_000), "all sends queued");
+  t.equal((await control(b.id, "cancel")).state, "cancelled");
+  await cluster.startRole("gateway-apns");
+  t.ok(await eventually(async () => (await control(b.id, "status")).complete, 30_000), "every queued send is finished after the cancel");
+  const cb = (await control(b.id, "status")).counters;
+  const fcmGot = cluster.sandbox!.recorder.accepted("fcm").filter((d) => d.nid === b.id).length;
+  t.equal(cluster.sandbox!.recorder.accepted("apns").filter((d) => d.nid === b.id).length, 0, "no queued APNs send reached APNs");
+  t.equal(cb.sent, fcmGot, "the FCM sends made before the cancel are counted as sent");
+  t.equal(cb.cancelledSends, apnsSends + fcmSends - fcmGot, "every other queued send is counted as cancelled");
+
+  // Cancel with chunks queued at a stopped shard actor: no sends are built.
+  const sh = cluster.procs.get("shard")!;
+  await new Promise<void>((r) => (sh.once("exit", () => r()), sh.kill("SIGTERM")));
+  const c = await notify(nats.nc, { segment: "all", category: "marketing", content: { push: { title: "C", body: "c" } } });
+  t.ok(await eventually(async () => (await control(c.id, "status")).shardsDone === cfg.cluster.shards, 30_000), "expansion finished into the fan stream");
+  await control(c.id, "cancel");
+  await cluster.startRole("shard");
+  t.ok(await eventually(async () => (await control(c.id, "status")).counters.cancelled === users.length, 30_000), "every recipient counted as cancelled");
+  const sc = await control(c.id, "status");
+  t.equal(sc.counters.queued, 0, "no send was built");
+  t.equal(cluster.sandbox!.recorder.accepted().filter((d) => d.nid === c.id).length, 0, "nothing reached a provider");
+});
