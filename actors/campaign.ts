@@ -10,7 +10,7 @@ import { Lease } from "../lib/lease.js";
 import type { Logger } from "../lib/log.js";
 import type { Nats } from "../lib/nats.js";
 import type { Redis } from "../lib/redis.js";
-import { rangeIds, scanIds, segmentSource } from "../lib/segments.js";
+import { activeOnly, rangeIds, scanIds, segmentSource } from "../lib/segments.js";
 import { BUCKET, CONSUMER, MSGID, STREAM, fanSubject } from "../lib/subjects.js";
 import type { FanChunk, Notification } from "../lib/types.js";
 import { briefOf } from "./router.js";
@@ -123,6 +123,8 @@ export async function startCampaign(d: CampaignDeps): Promise<{ stop(): Promise<
             rev = await campaigns.writeCursor(id, s, planned, rev);
           }
           credit -= users.length;
+          // "Active within N days": drop inactive ids here (one HMGET) so shard actors read only members' records.
+          if (rec.filter?.activeSince !== undefined) users = await activeOnly(d.redis, s, users, rec.filter.activeSince);
           if (users.length > 0) {
             const chunk: FanChunk = { type: "fan_chunk", shard: s, chunk: planned.chunk, notification: rec.brief, users, ...(rec.filter ? { filter: rec.filter } : {}) };
             await d.nats.js.publish(fanSubject(rec.brief.priority, s), encode(chunk), { msgID: MSGID.fan(id, s, planned.chunk) });

@@ -38,10 +38,10 @@ export function planChunks(recipients: readonly string[], shards: number, chunkS
 
 /** The part of a notification every per-recipient stage needs (no recipient list). */
 export function briefOf(n: Notification): NotificationBrief {
-  const { id, createdAt, expiresAt, priority, category, channels, content, template, collapseKey } = n;
+  const { id, createdAt, expiresAt, priority, category, channels, content, template, collapseKey, segment } = n;
   return {
     id, createdAt, expiresAt, priority, category, channels,
-    ...(content ? { content } : {}), ...(template ? { template } : {}), ...(collapseKey ? { collapseKey } : {}),
+    ...(content ? { content } : {}), ...(template ? { template } : {}), ...(collapseKey ? { collapseKey } : {}), ...(segment ? { segment } : {}),
   };
 }
 

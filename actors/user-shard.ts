@@ -51,12 +51,17 @@ export function pushRenderer(n: NotificationBrief): (u: UserRecord) => PushConte
   };
 }
 
+/** Whether rendering this notification reads recipients' profile attributes. */
+export const usesUserFields = (n: NotificationBrief): boolean => n.template !== undefined && JSON.stringify(n.template.template.channels).includes("user.");
+
 /** The decision for one chunk: sends per channel and one receipt entry per suppressed user or queued device. */
 export interface ChunkDecision {
   sends: Record<Channel, Send[]>;
   receipts: ReceiptEntry[];
   /** Recipients decided (members of the target). */
   decided: number;
+  /** Sends queued but not listed in `receipts` (campaign chunks). */
+  queued: number;
 }
 
 /**
@@ -69,6 +74,9 @@ export interface ChunkDecision {
  * notification uses a template.
  */
 export function decideChunk(chunk: FanChunk, users: readonly (UserRecord | null)[], now: number, cancelled = false): ChunkDecision {
+  // A campaign's queued sends are counted, not listed: status shows counters for campaigns, lines only for explicit recipients.
+  const listQueued = chunk.filter === undefined && chunk.notification.segment === undefined;
+  let queued = 0;
   const sends = Object.fromEntries(CHANNELS.map((c) => [c, [] as Send[]])) as Record<Channel, Send[]>;
   const receipts: ReceiptEntry[] = [];
   const n = chunk.notification;
@@ -97,11 +105,12 @@ export function decideChunk(chunk: FanChunk, users: readonly (UserRecord | null)
       if (!ch || !dev.token) continue;
       reachable++;
       sends[ch].push({ nid, user: userId, device: dev.id, token: dev.token, ...(push ? { push } : {}) });
-      receipts.push({ user: userId, outcome: "queued", channel: ch, device: dev.id, at: now });
+      queued++;
+      if (listQueued) receipts.push({ user: userId, outcome: "queued", channel: ch, device: dev.id, at: now });
     }
     if (reachable === 0) suppress("no_devices");
   });
-  return { sends, receipts, decided };
+  return { sends, receipts, decided, queued: listQueued ? 0 : queued };
 }
 
 /**
@@ -119,7 +128,8 @@ export async function startUserShard(d: ShardDeps): Promise<{ stop(): Promise<vo
     const chunk = decodeAs<FanChunk>(m.data, "fan_chunk");
     const n = chunk.notification;
     const fanId = MSGID.fan(n.id, chunk.shard, chunk.chunk);
-    const users = await readUsers(d.redis, chunk.shard, chunk.users);
+    // Profiles (attributes) only when a template renders them per recipient.
+    const users = await readUsers(d.redis, chunk.shard, chunk.users, { profile: usesUserFields(n) });
     const decision = decideChunk(chunk, users, now(), cancellations.has(n.id));
     const pubs: Promise<unknown>[] = [];
     for (const ch of CHANNELS) {
@@ -131,7 +141,7 @@ export async function startUserShard(d: ShardDeps): Promise<{ stop(): Promise<vo
     }
     if (decision.receipts.length > 0 || decision.decided > 0) {
       pubs.push(
-        d.nats.js.publish(receiptSubject(n.id), encode({ type: "receipts", nid: n.id, stage: "shard", entries: decision.receipts, decided: decision.decided } satisfies ReceiptBatch), {
+        d.nats.js.publish(receiptSubject(n.id), encode({ type: "receipts", nid: n.id, stage: "shard", entries: decision.receipts, decided: decision.decided, ...(decision.queued ? { queued: decision.queued } : {}) } satisfies ReceiptBatch), {
           msgID: MSGID.decided(fanId),
         }),
       );

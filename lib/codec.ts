@@ -1,16 +1,24 @@
 // The wire codec for every message on the hot path: msgpackr, plain maps as objects.
 import { Packr } from "msgpackr";
 
-const packr = new Packr({ useRecords: false, mapsAsObjects: true, int64AsType: "number" });
+// Stream messages use msgpackr records: an object shape repeated in a batch (sends, receipt entries) has its keys written once.
+const packr = new Packr({ useRecords: true, mapsAsObjects: true, int64AsType: "number" });
+// Directory records in Redis are plain msgpack, so Redis's Lua (cmsgpack) can read and write them too.
+const plain = new Packr({ useRecords: false, mapsAsObjects: true, int64AsType: "number", variableMapSize: true });
 
-/** Encodes a value with msgpack. Throws on values msgpack cannot carry (functions, symbols). */
+/** Encodes a stream message with msgpack (records for repeated shapes). Throws on values msgpack cannot carry (functions, symbols). */
 export function encode(value: unknown): Uint8Array {
   return packr.pack(value);
 }
 
-/** Decodes a msgpack buffer produced by {@link encode}. Throws on malformed input. */
+/** Decodes a buffer produced by {@link encode} or {@link encodePlain}. Throws on malformed input. */
 export function decode<T>(bytes: Uint8Array): T {
   return packr.unpack(bytes) as T;
+}
+
+/** Encodes as standard msgpack (no extensions), readable by any msgpack implementation. */
+export function encodePlain(value: unknown): Buffer {
+  return plain.pack(value);
 }
 
 const te = new TextEncoder();

@@ -24,6 +24,7 @@ export const emptyCounters = (): Counters => ({ seq: 0, decided: 0, queued: 0, s
 /** Folds one receipt batch into `c`. Pure apart from mutating `c`. */
 export function fold(c: Counters, b: ReceiptBatch): void {
   c.decided += b.decided ?? 0;
+  c.queued += b.queued ?? 0;
   for (const e of b.entries) {
     switch (e.outcome) {
       case "queued":

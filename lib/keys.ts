@@ -2,8 +2,11 @@
 
 const tag = (shard: number): string => `{s${shard}}`;
 
-/** A user's directory record (JSON string): profile, opt-out, devices. */
+/** A user's routing record (msgpack): opt-out, preferences, locale, time zone, last activity, devices. */
 export const userKey = (shard: number, userId: string): string => `nfx:${tag(shard)}:u:${userId}`;
+
+/** A user's profile (msgpack): email, phone, attributes. */
+export const profileKey = (shard: number, userId: string): string => `nfx:${tag(shard)}:p:${userId}`;
 
 /** Marker that a delivery key was handed to its provider, kept for the delivered TTL. */
 export const deliveredKey = (shard: number, deliveryKey: string): string => `nfx:${tag(shard)}:dlv:${deliveryKey}`;
@@ -19,3 +22,6 @@ export const segmentKey = (shard: number, name: string): string => `nfx:${tag(sh
 
 /** Segment definitions: hash name -> JSON definition. */
 export const SEGMENTS_KEY = "nfx:segments";
+
+/** Last activity of every user of a shard: hash user id -> epoch ms. Lets a campaign filter "active within N days" without reading records. */
+export const lastActiveKey = (shard: number): string => `nfx:${tag(shard)}:la`;

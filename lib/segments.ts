@@ -3,7 +3,7 @@ import { z } from "zod";
 import type { Redis } from "./redis.js";
 import { readUsers } from "./directory.js";
 import { RequestInvalid, SegmentUnknown } from "./errors.js";
-import { SEGMENTS_KEY, segmentKey, userIndexKey } from "./keys.js";
+import { SEGMENTS_KEY, lastActiveKey, segmentKey, userIndexKey } from "./keys.js";
 import type { UserRecord } from "./types.js";
 
 const DAY = 86_400_000;
@@ -70,6 +70,13 @@ export async function scanIds(redis: Redis, key: string, after: string | null, l
   return redis.zrangebylex(key, after === null ? "-" : `(${after}`, "+", "LIMIT", 0, limit);
 }
 
+/** Keeps the ids whose last activity (from the shard's hash, one HMGET) is at or after `since`. Order is kept. */
+export async function activeOnly(redis: Redis, shard: number, ids: string[], since: number): Promise<string[]> {
+  if (ids.length === 0) return ids;
+  const la = await redis.hmget(lastActiveKey(shard), ...ids);
+  return ids.filter((_, i) => Number(la[i] ?? 0) >= since);
+}
+
 /** The ids of a shard in (after, to], for replaying a planned chunk exactly. */
 export async function rangeIds(redis: Redis, key: string, after: string | null, to: string): Promise<string[]> {
   return redis.zrangebylex(key, after === null ? "-" : `(${after}`, `[${to}`);
@@ -81,7 +88,7 @@ async function forEachUser(redis: Redis, shard: number, batch: number, visit: (u
   for (;;) {
     const ids = await scanIds(redis, userIndexKey(shard), after, batch);
     if (ids.length === 0) return;
-    await visit((await readUsers(redis, shard, ids)).filter((u): u is UserRecord => u !== null));
+    await visit((await readUsers(redis, shard, ids, { profile: true })).filter((u): u is UserRecord => u !== null));
     after = ids[ids.length - 1]!;
   }
 }

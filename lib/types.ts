@@ -93,7 +93,7 @@ export interface Notification {
 }
 
 /** What every per-recipient stage needs of the notification, carried once per batch. */
-export type NotificationBrief = Pick<Notification, "id" | "createdAt" | "expiresAt" | "priority" | "category" | "channels" | "content" | "template" | "collapseKey">;
+export type NotificationBrief = Pick<Notification, "id" | "createdAt" | "expiresAt" | "priority" | "category" | "channels" | "content" | "template" | "collapseKey" | "segment">;
 
 /** One shard's slice of one notification, on NFX_FAN. */
 export interface FanChunk {
@@ -146,6 +146,8 @@ export interface ReceiptBatch {
   entries: ReceiptEntry[];
   /** Shard stage: recipients decided in this chunk (members of the target; non-members of a segment are not recipients). */
   decided?: number;
+  /** Shard stage, campaigns: sends queued, counted instead of listed one entry per device. */
+  queued?: number;
 }
 
 /** A user's directory record in Redis (lib/directory.ts). */

@@ -1,0 +1,185 @@
+// bench:fan — seeds N users, runs one "active within 30 days" campaign with the gateways disconnected: API call -> every send batch durable in its channel stream.
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir, cpus } from "node:os";
+import { join } from "node:path";
+import { parseArgs } from "node:util";
+import { AckPolicy, DeliverPolicy } from "@nats-io/jetstream";
+import { nanos } from "@nats-io/transport-node";
+import { pino } from "pino";
+import { startLocalCluster } from "../cmd/local-cluster.js";
+import { ROLES, type Role } from "../cmd/roles.js";
+import { notify } from "../lib/api-client.js";
+import { decode, decodeJson } from "../lib/codec.js";
+import { writeUsers } from "../lib/directory.js";
+import { createLogger } from "../lib/log.js";
+import { connectNats, type Nats } from "../lib/nats.js";
+import { connectRedis } from "../lib/redis.js";
+import { BUCKET, CHANNELS, CONSUMER, PRIORITIES, STREAM } from "../lib/subjects.js";
+import type { SendBatch } from "../lib/types.js";
+import { syntheticUser } from "../lib/users.js";
+
+const { values } = parseArgs({ options: { users: { type: "string", default: "1000000" }, shards: { type: "string", default: "1" } } });
+const N = Number(values.users);
+const SHARD_PROCS = Number(values.shards);
+const DAY = 86_400_000;
+
+/** CPU seconds (user + system) a process has used so far. */
+const cpuSecs = (pid: number | undefined): number => {
+  try {
+    const f = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ");
+    return (Number(f[11]) + Number(f[12])) / 100;
+  } catch {
+    return 0;
+  }
+};
+
+const hwm = (pid: number | undefined): number => {
+  try {
+    return Math.round(Number(/VmHWM:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, "utf8"))?.[1] ?? 0) / 1024);
+  } catch {
+    return 0;
+  }
+};
+
+/** Reads every send batch of a channel stream once; returns delivery keys seen and duplicates. */
+async function readSends(n: Nats, channel: (typeof CHANNELS)[number], seen: Set<string>): Promise<{ sends: number; dup: number }> {
+  const stream = STREAM.send(channel);
+  // A work-queue stream allows no overlapping consumers: the (idle) gateway consumers go first; nothing is acked, so nothing is removed.
+  for (const p of PRIORITIES) await n.jsm.consumers.delete(stream, CONSUMER.gateway(channel, p)).catch(() => undefined);
+  const ci = await n.jsm.consumers.add(stream, { ack_policy: AckPolicy.Explicit, ack_wait: nanos(600_000), max_ack_pending: 1_000_000, deliver_policy: DeliverPolicy.All, inactive_threshold: nanos(60_000), mem_storage: true });
+  const c = await n.js.consumers.get(stream, ci.name);
+  let pending = ci.num_pending;
+  let sends = 0;
+  let dup = 0;
+  while (pending > 0) {
+    const it = await c.fetch({ max_messages: 256, expires: 5000 });
+    let got = 0;
+    for await (const m of it) {
+      got++;
+      pending = m.info.pending;
+      for (const s of decode<SendBatch>(m.data).sends) {
+        const k = `${s.nid}|${s.user}|${s.device}`;
+        sends++;
+        if (seen.has(k)) dup++;
+        else seen.add(k);
+      }
+    }
+    if (got === 0) throw new Error(`${stream}: no messages while ${pending} pending`);
+  }
+  return { sends, dup };
+}
+
+const roles: Role[] = ["ingest", "campaign", ...Array.from({ length: SHARD_PROCS }, () => "shard" as Role)];
+const dir = mkdtempSync(join(tmpdir(), "nfx-bench-fan-"));
+const cluster = await startLocalCluster({
+  dataDir: dir, natsPort: 0, redisPort: 0, httpPort: 0, persist: false, sandbox: null,
+  roles: ["ingest", "campaign", "shard"], // more shard processes are started below
+  overrides: { log: { level: "warn" } },
+});
+const extra = [];
+for (let i = 1; i < SHARD_PROCS; i++) extra.push(await startExtraShard());
+async function startExtraShard() {
+  // A second process of the same role: spawn it directly (the cluster map holds one per role).
+  const { spawn } = await import("node:child_process");
+  const { fileURLToPath } = await import("node:url");
+  const p = spawn(process.execPath, [fileURLToPath(new URL("../cmd/nfx.js", import.meta.url)), "run", "shard"], { env: { ...process.env, NFX_CONFIG: cluster.configFile }, stdio: ["ignore", "ignore", "inherit", "ipc"] });
+  await new Promise<void>((r) => p.on("message", () => r()));
+  p.channel?.unref();
+  return p;
+}
+let result: Record<string, unknown> = {};
+try {
+  const cfg = cluster.cfg;
+  const log = createLogger({ level: "warn", redact: true }, pino.destination(2));
+  const redis = await connectRedis(cfg, log);
+  const nats = await connectNats(cfg, log, "bench");
+  const now = Date.now();
+  const t0 = performance.now();
+  const expected = new Set<string>();
+  const pending: Promise<void>[] = [];
+  for (let i = 0; i < N; i += 2000) {
+    const us = Array.from({ length: Math.min(2000, N - i) }, (_, k) => syntheticUser(i + k, now));
+    for (const u of us) {
+      if ((u.lastActive ?? 0) < now - 30 * DAY + 60_000 || u.optedOut || u.preferences?.categories?.marketing?.push === false) continue;
+      for (const d of u.devices) expected.add(`${u.id}|${d.id}`);
+    }
+    pending.push(writeUsers(redis, cfg.cluster.shards, us));
+    if (pending.length >= 8) await pending.shift();
+  }
+  await Promise.all(pending);
+  const seedSecs = (performance.now() - t0) / 1000;
+  console.error(`seeded ${N} users in ${seedSecs.toFixed(1)} s; ${expected.size} eligible devices`);
+
+  // The campaign: from the API call until every chunk is decided and its send batches are acked by JetStream.
+  const procs: Record<string, number | undefined> = { "nats-server": cluster.nats.proc.pid, "redis-server": cluster.redis.proc.pid };
+  for (const [role, p] of cluster.procs) procs[role] = p.pid;
+  extra.forEach((p, i) => (procs[`shard#${i + 2}`] = p.pid));
+  const cpu0 = Object.fromEntries(Object.entries(procs).map(([k, pid]) => [k, cpuSecs(pid)]));
+  const start = performance.now();
+  const { id } = await notify(nats.nc, { segment: "active_30d", category: "marketing", content: { push: { title: "Sale starts", body: "Everything 20% off until midnight" } } });
+  for (;;) {
+    // Cheap check first (the campaign record), the consumers only once it says expanded.
+    const rec = await (await nats.kvm.open(BUCKET.campaigns)).get(id).catch(() => null);
+    const s = rec?.value?.length ? decodeJson<{ state: string }>(rec.value) : null;
+    if (s && s.state === "expanded") {
+      let idle = true;
+      for (const p of PRIORITIES) {
+        const ci = await nats.jsm.consumers.info(STREAM.fan, CONSUMER.shard(p));
+        if (ci.num_pending > 0 || ci.num_ack_pending > 0) idle = false;
+      }
+      if (idle) break;
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  const seconds = (performance.now() - start) / 1000;
+  const cpu = Object.fromEntries(Object.entries(procs).map(([k, pid]) => [k, Number((cpuSecs(pid) - cpu0[k]!).toFixed(2))]));
+
+  // Count what is in the send streams: every expected delivery key once?
+  const seen = new Set<string>();
+  let sends = 0;
+  let dup = 0;
+  for (const ch of CHANNELS) {
+    const r = await readSends(nats, ch, seen);
+    sends += r.sends;
+    dup += r.dup;
+  }
+  const keys = new Set([...seen].map((k) => k.slice(k.indexOf("|") + 1)));
+  let lost = 0;
+  for (const k of expected) if (!keys.has(k)) lost++;
+  const perCore = sends / seconds / Math.min(2, cpus().length);
+  const mem: Record<string, number> = { "nats-server": hwm(cluster.nats.proc.pid), "redis-server": hwm(cluster.redis.proc.pid), bench: Math.round(process.memoryUsage().rss / 1048576) };
+  for (const [role, p] of cluster.procs) mem[role] = hwm(p.pid);
+  extra.forEach((p, i) => (mem[`shard#${i + 2}`] = hwm(p.pid)));
+  result = {
+    bench: "fan",
+    users: N,
+    sends,
+    expected_sends: expected.size,
+    seconds: Number(seconds.toFixed(3)),
+    sends_per_s: Math.round(sends / seconds),
+    lost,
+    dup,
+    shard_processes: SHARD_PROCS,
+    peak_rss_mb: mem,
+    cpu_seconds_during_campaign: cpu,
+    seed_seconds: Number(seedSecs.toFixed(1)),
+    projection_100m: {
+      sends_per_s_per_core: Math.round(perCore),
+      cores_for_100m_users_in_60s: Math.ceil(((expected.size / N) * 1e8) / 60 / perCore),
+      seconds_for_100m_users_on_2_cores: Math.round(((expected.size / N) * 1e8) / (sends / seconds)),
+      note: "sends per user measured here x 100M users, at the measured rate per core (both cores of this machine ran every process)",
+    },
+  };
+  await nats.nc.close();
+  redis.disconnect();
+} finally {
+  for (const p of extra) p.kill("SIGTERM");
+  await cluster.stop();
+  rmSync(dir, { recursive: true, force: true });
+}
+const out = new URL("../../bench/results/", import.meta.url);
+mkdirSync(out, { recursive: true });
+writeFileSync(new URL("fan.json", out), JSON.stringify(result) + "\n");
+console.log(JSON.stringify(result));
+void ROLES;
+void roles;
