@@ -1,5 +1,5 @@
 // bench:fan — seeds N users, runs one "active within 30 days" campaign with the gateways disconnected: API call -> every send batch durable in its channel stream.
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir, cpus } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
@@ -7,7 +7,7 @@ import { AckPolicy, DeliverPolicy } from "@nats-io/jetstream";
 import { nanos } from "@nats-io/transport-node";
 import { pino } from "pino";
 import { startLocalCluster } from "../cmd/local-cluster.js";
-import { ROLES, type Role } from "../cmd/roles.js";
+import { report } from "./report.js";
 import { notify } from "../lib/api-client.js";
 import { decode, decodeJson } from "../lib/codec.js";
 import { writeUsers } from "../lib/directory.js";
@@ -69,7 +69,6 @@ async function readSends(n: Nats, channel: (typeof CHANNELS)[number], seen: Set<
   return { sends, dup };
 }
 
-const roles: Role[] = ["ingest", "campaign", ...Array.from({ length: SHARD_PROCS }, () => "shard" as Role)];
 const dir = mkdtempSync(join(tmpdir(), "nfx-bench-fan-"));
 const cluster = await startLocalCluster({
   dataDir: dir, natsPort: 0, redisPort: 0, httpPort: 0, persist: false, sandbox: null,
@@ -177,9 +176,4 @@ try {
   await cluster.stop();
   rmSync(dir, { recursive: true, force: true });
 }
-const out = new URL("../../bench/results/", import.meta.url);
-mkdirSync(out, { recursive: true });
-writeFileSync(new URL("fan.json", out), JSON.stringify(result) + "\n");
-console.log(JSON.stringify(result));
-void ROLES;
-void roles;
+report("fan", result);

@@ -1,12 +1,13 @@
 // bench:ingest — one ingest process: NATS request/reply rate (closed loop), HTTP rate, and HTTP latency at a fixed 5,000 requests/s.
 import http from "node:http";
 import { spawnSync } from "node:child_process";
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { connect } from "@nats-io/transport-node";
 import { startLocalCluster } from "../cmd/local-cluster.js";
+import { report } from "./report.js";
 import { STREAM } from "../lib/subjects.js";
 import { pino } from "pino";
 import { createLogger } from "../lib/log.js";
@@ -141,7 +142,4 @@ try {
   await cluster.stop();
   rmSync(dir, { recursive: true, force: true });
 }
-const out = new URL("../../bench/results/", import.meta.url);
-mkdirSync(out, { recursive: true });
-writeFileSync(new URL("ingest.json", out), JSON.stringify(result) + "\n");
-console.log(JSON.stringify(result));
+report("ingest", result);

@@ -1,5 +1,5 @@
 // bench:pipeline — end to end through every role process to the sandbox APNs and FCM servers: sends/s, latency, lost and duplicated sends.
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
@@ -11,6 +11,7 @@ import { connectNats } from "../lib/nats.js";
 import { connectRedis } from "../lib/redis.js";
 import { MAX_RECIPIENTS } from "../lib/request-schema.js";
 import { startLocalCluster } from "../cmd/local-cluster.js";
+import { report } from "./report.js";
 import { ROLES } from "../cmd/roles.js";
 import { demoUsers } from "../cmd/demo.js";
 import { tokenFault } from "../sandbox/recorder.js";
@@ -75,7 +76,4 @@ try {
   await cluster.stop();
   rmSync(dir, { recursive: true, force: true });
 }
-const out = new URL("../../bench/results/", import.meta.url);
-mkdirSync(out, { recursive: true });
-writeFileSync(new URL("pipeline.json", out), JSON.stringify(result) + "\n");
-console.log(JSON.stringify(result));
+report("pipeline", result);

@@ -1,18 +1,8 @@
 // Fuzz: 10,000 generated malformed or hostile requests over both surfaces; every one refused with a 4xx and a code, the ingest process stays up, only valid requests are stored.
 import t from "tap";
 import { STREAM } from "../../lib/subjects.js";
+import { prng } from "../../lib/users.js";
 import { clientsFor, startTestCluster } from "../helpers/cluster.js";
-
-/** Small deterministic PRNG (mulberry32) so a failure can be replayed. */
-function rng(seed: number): () => number {
-  return () => {
-    seed |= 0;
-    seed = (seed + 0x6d2b79f5) | 0;
-    let x = Math.imul(seed ^ (seed >>> 15), 1 | seed);
-    x = (x + Math.imul(x ^ (x >>> 7), 61 | x)) ^ x;
-    return ((x ^ (x >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const HOSTILE_IDS = ["", " ", "a b", "a.b", "*", ">", "nfx.>", "$JS.API.STREAM.DELETE.NFX_INTAKE", "a\u0000b", "ü", "x".repeat(129), "../../etc", "{s1}", "a\nb", "'; DROP", "%2e"];
 const WRONG = [null, 0, -1, 1.5, true, "", "x", [], {}, [1], { a: 1 }, "9".repeat(400)];
@@ -74,7 +64,7 @@ t.test("10,000 malformed and hostile requests over NATS and HTTP", async (t) => 
   const cluster = await startTestCluster(t, { overrides: { http: { apiKeys: [{ name: "fuzz", key }] } } });
   const { nats } = await clientsFor(t, cluster.cfg);
   const before = (await nats.jsm.streams.info(STREAM.intake)).state.messages;
-  const r = rng(20261121);
+  const r = prng(20261121);
   const te = new TextEncoder();
   const refused = { nats: 0, http: 0 };
   const problems: string[] = [];
