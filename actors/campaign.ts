@@ -129,7 +129,7 @@ export async function startCampaign(d: CampaignDeps): Promise<{ stop(): Promise<
             const chunk: FanChunk = { type: "fan_chunk", shard: s, chunk: planned.chunk, notification: rec.brief, users, ...(rec.filter ? { filter: rec.filter } : {}) };
             await d.nats.js.publish(fanSubject(rec.brief.priority, s), encode(chunk), { msgID: MSGID.fan(id, s, planned.chunk) });
           }
-          cur = { chunk: planned.chunk + 1, after: planned.to, to: null, done: false, scanned: planned.scanned };
+          cur = { chunk: planned.chunk + 1, after: planned.to, to: null, done: false, scanned: planned.scanned, members: (cur.members ?? 0) + users.length };
           rev = await campaigns.writeCursor(id, s, cur, rev);
         }
       }

@@ -67,7 +67,7 @@ export function registerCampaignCommands(program: Command): void {
           const s = await callApi<CampaignStatus>(nats.nc, API.campaign, { id, action: "status" });
           const c = s.counters;
           const v = { listed: s.scanned, decided: c.decided, queued: c.queued, delivered: c.sent + total(c.failed) + c.cancelledSends };
-          const totals = { listed: s.total, decided: s.scanned, queued: c.queued, delivered: c.queued };
+          const totals = { listed: s.total, decided: s.members, queued: c.queued, delivered: c.queued };
           const t = Date.now();
           for (const k of Object.keys(b) as (keyof typeof b)[]) {
             const rate = prev ? Math.max(0, Math.round(((v[k] - prev.v[k]!) * 1000) / Math.max(1, t - prev.t))) : 0;

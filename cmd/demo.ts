@@ -3,23 +3,25 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { pino } from "pino";
-import { notify, status } from "../lib/api-client.js";
+import { callApi, notify, status } from "../lib/api-client.js";
+import type { CampaignStatus } from "../lib/campaigns.js";
+import { API } from "../lib/subjects.js";
 import { writeUsers } from "../lib/directory.js";
 import { createLogger } from "../lib/log.js";
 import { connectNats } from "../lib/nats.js";
 import { connectRedis } from "../lib/redis.js";
 import type { NotificationStatus } from "../lib/status.js";
 import type { UserRecord } from "../lib/types.js";
-import { formatStatus } from "./format.js";
+import { formatCampaign, formatStatus } from "./format.js";
 import { startLocalCluster } from "./local-cluster.js";
 import { ROLES } from "./roles.js";
 
 /**
  * Deterministic demo users: 1-3 devices, iOS and Android mixed; every 37th
- * user opted out, every 53rd with no device, and a few tokens the sandboxes
- * answer as unregistered (`gone-`) or malformed (`bad-`).
+ * user opted out, every 53rd with no device, six in ten active within 30 days,
+ * and a few tokens the sandboxes answer as unregistered (`gone-`) or malformed (`bad-`).
  */
-export function demoUsers(count: number): UserRecord[] {
+export function demoUsers(count: number, now = Date.now()): UserRecord[] {
   const out: UserRecord[] = [];
   for (let i = 0; i < count; i++) {
     const id = `demo-${String(i).padStart(6, "0")}`;
@@ -29,7 +31,9 @@ export function demoUsers(count: number): UserRecord[] {
       const prefix = i % 97 === 5 && d === 0 ? "gone-" : i % 89 === 7 && d === 0 ? "bad-" : "";
       return { id: `${ios ? "iphone" : "pixel"}-${d}`, platform: (ios ? "ios" : "android") as "ios" | "android", token: `${prefix}${ios ? "a" : "f"}${i.toString(16).padStart(8, "0")}${d}` };
     });
-    out.push({ id, locale: ["en-US", "de-DE", "ja-JP", "pt-BR"][i % 4]!, timezone: ["America/New_York", "Europe/Berlin", "Asia/Tokyo", "America/Sao_Paulo"][i % 4]!, optedOut: i % 37 === 3, devices });
+    // Six in ten active within the last 30 days, the rest 40-100 days ago.
+    const lastActive = now - ((i % 10) < 6 ? (i % 30) * 86_400_000 : (40 + (i % 60)) * 86_400_000);
+    out.push({ id, locale: ["en-US", "de-DE", "ja-JP", "pt-BR"][i % 4]!, timezone: ["America/New_York", "Europe/Berlin", "Asia/Tokyo", "America/Sao_Paulo"][i % 4]!, optedOut: i % 37 === 3, lastActive, devices });
   }
   return out;
 }
@@ -63,10 +67,11 @@ export async function runDemo(o: { users: number }): Promise<number> {
     const users = demoUsers(o.users);
     await writeUsers(redis, cfg.cluster.shards, users);
     console.log(`  seeded ${users.length} users with ${users.reduce((a, u) => a + u.devices.length, 0)} devices`);
+    console.log(`\nTransactional: "Your order shipped" to 2,000 explicit recipients, priority high`);
 
     const t1 = Date.now();
     const { id } = await notify(nats.nc, {
-      recipients: users.map((u) => u.id), priority: "high", category: "transactional",
+      recipients: users.slice(0, 2000).map((u) => u.id), priority: "high", category: "transactional",
       content: { push: { title: "Your order shipped", body: "Package 1Z999 is on its way.", data: { order: "1Z999" } } },
       collapseKey: "order-1Z999",
     });
@@ -88,10 +93,31 @@ export async function runDemo(o: { users: number }): Promise<number> {
     const ok = s.complete && sb.apns.accepted + sb.fcm.accepted === s.counts.sent && sb.apns.duplicates + sb.fcm.duplicates === 0;
     console.log(`  check: every send nfx reports as sent arrived at a sandbox exactly once: ${ok ? "OK" : "MISMATCH"}`);
     console.log(`\nFirst lines of \`nfx status ${id}\`:\n`);
-    console.log(formatStatus(s, 12));
+    console.log(formatStatus(s, 8));
+
+    // Part two: a campaign to everyone active in the last 30 days, expanded at 4,000 users/s.
+    console.log(`\nCampaign: "active_30d" (marketing, bulk), expansion limited to 4,000 users/s`);
+    const before = { apns: sb.apns.accepted, fcm: sb.fcm.accepted };
+    const camp = await notify(nats.nc, {
+      segment: "active_30d", category: "marketing", content: { push: { title: "The sale starts now", body: "Everything 20% off until midnight." } }, campaign: { rate: 4000 },
+    });
+    let cs: CampaignStatus | null = null;
+    const t2 = Date.now();
+    while (Date.now() - t2 < 120_000) {
+      cs = await callApi<CampaignStatus>(nats.nc, API.campaign, { id: camp.id, action: "status" }).catch(() => null);
+      if (cs) console.log(`  ${((Date.now() - t2) / 1000).toFixed(1)}s  listed ${cs.scanned}/${cs.total}  decided ${cs.counters.decided}  queued ${cs.counters.queued}  delivered ${cs.counters.sent}  ${cs.state}`);
+      if (cs?.complete) break;
+      await new Promise((r) => setTimeout(r, 500));
+    }
+    const sb2 = cluster.sandbox!.recorder.stats();
+    const campAccepted = sb2.apns.accepted - before.apns + sb2.fcm.accepted - before.fcm;
+    console.log("");
+    console.log(formatCampaign(cs!));
+    const ok2 = Boolean(cs?.complete) && campAccepted === cs!.counters.sent && sb2.apns.duplicates + sb2.fcm.duplicates === 0;
+    console.log(`  check: the sandboxes accepted ${campAccepted} campaign sends, nfx counted ${cs?.counters.sent} delivered, duplicates ${sb2.apns.duplicates + sb2.fcm.duplicates}: ${ok2 ? "OK" : "MISMATCH"}`);
     await nats.nc.close();
     redis.disconnect();
-    return ok ? 0 : 1;
+    return ok && ok2 ? 0 : 1;
   } finally {
     await cluster.stop();
     rmSync(dir, { recursive: true, force: true });

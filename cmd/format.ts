@@ -9,9 +9,8 @@ export function formatStatus(s: NotificationStatus, maxLines = Infinity): string
   const out = [
     `notification ${s.id}  priority=${s.priority} category=${s.category} recipients=${s.recipients} created=${new Date(s.createdAt).toISOString()}`,
     `sent=${c.sent} failed=${c.failed} queued=${c.queued} suppressed=${c.suppressed} cancelled=${c.cancelled} pending=${c.pending}  ${s.complete ? "complete" : "in progress"}`,
-    "",
-    "USER                 CHANNEL  DEVICE           OUTCOME     DETAIL",
   ];
+  if (s.lines.length > 0) out.push("", "USER                 CHANNEL  DEVICE           OUTCOME     DETAIL");
   if (s.campaign) out.splice(2, 0, "", formatCampaign(s.campaign));
   for (const l of s.lines.slice(0, maxLines)) {
     out.push(
@@ -31,7 +30,7 @@ export function formatCampaign(s: CampaignStatus): string {
   const c = s.counters;
   return [
     `campaign ${s.id}  segment=${s.segment}  state=${s.state}${s.complete ? " (complete)" : ""}  rate=${s.rate || "unlimited"}`,
-    `expansion  ${s.scanned}/${s.total} users listed, ${s.chunks} chunks, ${s.shardsDone}/${s.shards} shards done`,
+    `expansion  ${s.scanned}/${s.total} users listed, ${s.members} in the segment, ${s.chunks} chunks, ${s.shardsDone}/${s.shards} shards done`,
     `decided    ${c.decided} recipients`,
     `sends      queued ${c.queued}, delivered ${c.sent}, failed ${total(c.failed)} (${reasons(c.failed)}), in flight ${outstanding(c)}`,
     `suppressed ${total(c.suppressed)} (${reasons(c.suppressed)})`,

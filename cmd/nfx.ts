@@ -221,7 +221,7 @@ registerCampaignCommands(program);
 program
   .command("demo")
   .description("boot a throw-away local cluster, run a demo notification against the sandboxes and print the delivery report")
-  .option("--users <n>", "demo users", Number, 2000)
+  .option("--users <n>", "demo users", Number, 5000)
   .action(async (o: { users: number }) => {
     const { runDemo } = await import("./demo.js");
     process.exitCode = await runDemo({ users: o.users });

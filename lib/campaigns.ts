@@ -39,6 +39,8 @@ export interface Cursor {
   done: boolean;
   /** Ids listed so far in this shard. */
   scanned: number;
+  /** Of those, ids that passed the segment's rule and went out in chunks. */
+  members?: number;
 }
 
 export const cursorKey = (id: string, shard: number): string => `${id}.c.${shard}`;
@@ -58,6 +60,8 @@ export interface CampaignStatus {
   rate: number;
   total: number;
   scanned: number;
+  /** Listed ids that passed the segment's rule (the recipients to decide). */
+  members: number;
   chunks: number;
   shardsDone: number;
   shards: number;
@@ -149,6 +153,7 @@ export class Campaigns {
     return {
       id, segment: rec.segment, state: rec.state, createdAt: rec.createdAt, rate: rec.rate, total: rec.total,
       scanned: cursors.reduce((a, c) => a + c.cur.scanned, 0),
+      members: cursors.reduce((a, c) => a + (c.cur.members ?? 0), 0),
       chunks: cursors.reduce((a, c) => a + c.cur.chunk + (c.cur.to !== null ? 1 : 0), 0),
       shardsDone: cursors.filter((c) => c.cur.done).length,
       shards: rec.shards,

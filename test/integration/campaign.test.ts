@@ -49,6 +49,7 @@ t.test("50,000-user campaign survives two SIGKILLs of the campaign actor: exactl
   t.equal(s.counters.sent, expected.size, "counters: sent equals what the sandboxes got");
   t.equal(s.counters.decided, users.filter((u) => (u.lastActive ?? 0) >= asOf - 30 * DAY).length, "counters: every active user decided once");
   t.equal(s.scanned, users.length, "every user listed once");
+  t.equal(s.members, s.counters.decided, "every active user went out in a chunk once");
   t.equal(s.shardsDone, cfg.cluster.shards, "every shard done");
 });
 
