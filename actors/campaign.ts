@@ -5,6 +5,7 @@ import type { KV } from "@nats-io/kv";
 import { Campaigns, type CampaignRecord, type Cursor } from "../lib/campaigns.js";
 import type { Config } from "../lib/config.js";
 import { decodeJson, encode } from "../lib/codec.js";
+import { SegmentUnknown } from "../lib/errors.js";
 import { decodeAs, runLanes } from "../lib/lanes.js";
 import { Lease } from "../lib/lease.js";
 import type { Logger } from "../lib/log.js";
@@ -62,13 +63,18 @@ export async function startCampaign(d: CampaignDeps): Promise<{ stop(): Promise<
   const handle = async (m: JsMsg): Promise<void> => {
     const n = decodeAs<Notification>(m.data, "notification");
     if (!n.segment) return; // explicit recipients: the router's
-    const src = await segmentSource(d.redis, n.segment, n.createdAt);
+    // A segment deleted between acceptance and now: the campaign is recorded as cancelled, not retried forever.
+    const src = await segmentSource(d.redis, n.segment, n.createdAt).catch((err: unknown) => {
+      if (err instanceof SegmentUnknown) return null;
+      throw err;
+    });
     let total = 0;
-    for (let s = 0; s < d.cfg.cluster.shards; s++) total += await d.redis.zcard(src.key(s));
+    if (src) for (let s = 0; s < d.cfg.cluster.shards; s++) total += await d.redis.zcard(src.key(s));
+    if (!src) log.error({ campaign: n.id, segment: n.segment }, "segment no longer exists; campaign cancelled");
     const rec = await campaigns.create({
-      id: n.id, segment: n.segment, state: "running", createdAt: n.createdAt, asOf: n.createdAt,
+      id: n.id, segment: n.segment, state: src ? "running" : "cancelled", createdAt: n.createdAt, asOf: n.createdAt,
       rate: n.campaign?.rate ?? d.cfg.campaign.defaultRate, shards: d.cfg.cluster.shards, total,
-      brief: briefOf(n), ...(src.filter ? { filter: src.filter } : {}), updatedAt: now(),
+      brief: briefOf(n), ...(src?.filter ? { filter: src.filter } : {}), updatedAt: now(),
     });
     log.info({ campaign: rec.id, segment: rec.segment, total: rec.total }, "campaign created");
     states.set(rec.id, rec);
