@@ -5,15 +5,13 @@ import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { AckPolicy, DeliverPolicy } from "@nats-io/jetstream";
 import { nanos } from "@nats-io/transport-node";
-import { pino } from "pino";
+import { openClients } from "../cmd/cli-context.js";
 import { startLocalCluster } from "../cmd/local-cluster.js";
 import { report } from "./report.js";
 import { notify } from "../lib/api-client.js";
 import { decode, decodeJson } from "../lib/codec.js";
 import { writeUsers } from "../lib/directory.js";
-import { createLogger } from "../lib/log.js";
-import { connectNats, type Nats } from "../lib/nats.js";
-import { connectRedis } from "../lib/redis.js";
+import type { Nats } from "../lib/nats.js";
 import { BUCKET, CHANNELS, CONSUMER, PRIORITIES, STREAM } from "../lib/subjects.js";
 import type { SendBatch } from "../lib/types.js";
 import { syntheticUser } from "../lib/users.js";
@@ -89,9 +87,8 @@ async function startExtraShard() {
 let result: Record<string, unknown> = {};
 try {
   const cfg = cluster.cfg;
-  const log = createLogger({ level: "warn", redact: true }, pino.destination(2));
-  const redis = await connectRedis(cfg, log);
-  const nats = await connectNats(cfg, log, "bench");
+  const clients = await openClients(cfg, "bench");
+  const { nats, redis } = clients;
   const now = Date.now();
   const t0 = performance.now();
   const expected = new Set<string>();
@@ -169,8 +166,7 @@ try {
       note: "sends per user measured here x 100M users, at the measured rate per core (both cores of this machine ran every process)",
     },
   };
-  await nats.nc.close();
-  redis.disconnect();
+  await clients.close();
 } finally {
   for (const p of extra) p.kill("SIGTERM");
   await cluster.stop();

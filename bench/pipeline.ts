@@ -3,13 +3,10 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
-import { pino } from "pino";
 import { notify } from "../lib/api-client.js";
 import { writeUsers } from "../lib/directory.js";
-import { createLogger } from "../lib/log.js";
-import { connectNats } from "../lib/nats.js";
-import { connectRedis } from "../lib/redis.js";
 import { MAX_RECIPIENTS } from "../lib/request-schema.js";
+import { openClients } from "../cmd/cli-context.js";
 import { startLocalCluster } from "../cmd/local-cluster.js";
 import { report } from "./report.js";
 import { ROLES } from "../cmd/roles.js";
@@ -27,9 +24,8 @@ const cluster = await startLocalCluster({
 let result: Record<string, unknown> = {};
 try {
   const cfg = cluster.cfg;
-  const log = createLogger({ level: "warn", redact: true }, pino.destination(2));
-  const redis = await connectRedis(cfg, log);
-  const nats = await connectNats(cfg, log, "bench");
+  const clients = await openClients(cfg, "bench");
+  const { nats, redis } = clients;
   const users = demoUsers(userCount);
   await writeUsers(redis, cfg.cluster.shards, users);
   const expected = new Map<string, number>();
@@ -70,8 +66,7 @@ try {
     bench_rss_mb: Math.round(mem / 1048576),
     note: "every role its own process plus nats-server, redis-server and the sandboxes (in this process) on 2 cores",
   };
-  await nats.nc.close();
-  redis.disconnect();
+  await clients.close();
 } finally {
   await cluster.stop();
   rmSync(dir, { recursive: true, force: true });

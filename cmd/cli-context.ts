@@ -12,6 +12,21 @@ export const cliConfig = (program: Command): Config => loadConfig({ file: progra
 /** A logger for one-shot commands: warnings and errors only, on stderr. */
 export const cliLog = (cfg: Config): Logger => createLogger({ level: "warn", redact: cfg.log.redact }, pino.destination(2));
 
+/** NATS and Redis clients for a tool (CLI command, demo, benchmark, test), logging warnings to stderr. */
+export async function openClients(cfg: Config, name: string): Promise<{ nats: Nats; redis: Redis; close(): Promise<void> }> {
+  const log = cliLog(cfg);
+  const nats = await connectNats(cfg, log, name);
+  const redis = await connectRedis(cfg, log);
+  return {
+    nats,
+    redis,
+    async close() {
+      await nats.nc.close();
+      redis.disconnect();
+    },
+  };
+}
+
 /** Runs `fn` with NATS and/or Redis connections and closes them afterwards, whatever happens. */
 export async function withConnections<T>(cfg: Config, want: { nats?: boolean; redis?: boolean }, fn: (c: { nats: Nats; redis: Redis }) => Promise<T>): Promise<T> {
   const log = cliLog(cfg);

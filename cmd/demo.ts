@@ -2,16 +2,13 @@
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { pino } from "pino";
 import { callApi, notify, status } from "../lib/api-client.js";
 import type { CampaignStatus } from "../lib/campaigns.js";
 import { API } from "../lib/subjects.js";
 import { writeUsers } from "../lib/directory.js";
-import { createLogger } from "../lib/log.js";
-import { connectNats } from "../lib/nats.js";
-import { connectRedis } from "../lib/redis.js";
 import type { NotificationStatus } from "../lib/status.js";
 import type { UserRecord } from "../lib/types.js";
+import { openClients } from "./cli-context.js";
 import { formatCampaign, formatStatus } from "./format.js";
 import { startLocalCluster } from "./local-cluster.js";
 import { ROLES } from "./roles.js";
@@ -61,9 +58,8 @@ export async function runDemo(o: { users: number }): Promise<number> {
   try {
     const cfg = cluster.cfg;
     console.log(`  up in ${((Date.now() - t0) / 1000).toFixed(1)} s: nats ${cluster.nats.url}, redis ${cluster.redis.url}, sandbox apns :${cluster.sandbox!.ports.apns} fcm :${cluster.sandbox!.ports.fcm}, roles ${ROLES.join(", ")}`);
-    const log = createLogger({ level: "warn", redact: true }, pino.destination(2));
-    const redis = await connectRedis(cfg, log);
-    const nats = await connectNats(cfg, log, "nfx-demo");
+    const clients = await openClients(cfg, "nfx-demo");
+    const { nats, redis } = clients;
     const users = demoUsers(o.users);
     await writeUsers(redis, cfg.cluster.shards, users);
     console.log(`  seeded ${users.length} users with ${users.reduce((a, u) => a + u.devices.length, 0)} devices`);
@@ -115,8 +111,7 @@ export async function runDemo(o: { users: number }): Promise<number> {
     console.log(formatCampaign(cs!));
     const ok2 = Boolean(cs?.complete) && campAccepted === cs!.counters.sent && sb2.apns.duplicates + sb2.fcm.duplicates === 0;
     console.log(`  check: the sandboxes accepted ${campAccepted} campaign sends, nfx counted ${cs?.counters.sent} delivered, duplicates ${sb2.apns.duplicates + sb2.fcm.duplicates}: ${ok2 ? "OK" : "MISMATCH"}`);
-    await nats.nc.close();
-    redis.disconnect();
+    await clients.close();
     return ok && ok2 ? 0 : 1;
   } finally {
     await cluster.stop();

@@ -2,8 +2,7 @@
 // The `nfx` command line: init, run, up, send, status, sandbox, users, demo.
 import { Command, InvalidArgumentError, Option } from "commander";
 import { readFileSync } from "node:fs";
-import { pino } from "pino";
-import { loadConfig, type Config } from "../lib/config.js";
+import type { Config } from "../lib/config.js";
 import { NfxError, NotFound } from "../lib/errors.js";
 import { TemplateStore } from "../lib/templates.js";
 import { createLogger } from "../lib/log.js";
@@ -14,6 +13,7 @@ import { BUCKET, PRIORITIES } from "../lib/subjects.js";
 import { startSandbox } from "../sandbox/index.js";
 import { formatStatus } from "./format.js";
 import { ROLES, startRoles, type Role } from "./roles.js";
+import { cliConfig, cliLog } from "./cli-context.js";
 import { registerCampaignCommands } from "./campaign-cli.js";
 import { registerDirectoryCommands } from "./directory-cli.js";
 
@@ -21,9 +21,7 @@ const program = new Command("nfx")
   .description("nfx: notification fan-out engine on NATS JetStream")
   .option("-c, --config <file>", "JSON config file (else $NFX_CONFIG); NFX_* variables override it");
 
-const config = (): Config => loadConfig({ file: program.opts().config });
-/** A logger for one-shot commands: warnings and errors only, on stderr. */
-const cliLog = (cfg: Config) => createLogger({ level: "warn", redact: cfg.log.redact }, pino.destination(2));
+const config = (): Config => cliConfig(program);
 
 const waitForSignal = (): Promise<string> =>
   new Promise((r) => {

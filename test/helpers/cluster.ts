@@ -3,11 +3,10 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Test } from "tap";
-import { pino } from "pino";
 import type { Config } from "../../lib/config.js";
-import { createLogger } from "../../lib/log.js";
-import { connectNats, type Nats } from "../../lib/nats.js";
-import { connectRedis, type Redis } from "../../lib/redis.js";
+import type { Nats } from "../../lib/nats.js";
+import type { Redis } from "../../lib/redis.js";
+import { openClients } from "../../cmd/cli-context.js";
 import { startLocalCluster, type LocalCluster } from "../../cmd/local-cluster.js";
 import { ROLES, type Role } from "../../cmd/roles.js";
 
@@ -41,12 +40,7 @@ export async function eventually(fn: () => Promise<boolean> | boolean, ms = 20_0
 
 /** NATS and Redis clients for a test, closed when it ends. Logs go to stderr at warn level. */
 export async function clientsFor(t: Test, cfg: Config): Promise<{ nats: Nats; redis: Redis }> {
-  const log = createLogger({ level: "warn", redact: true }, pino.destination(2));
-  const nats = await connectNats(cfg, log, "test");
-  const redis = await connectRedis(cfg, log);
-  t.teardown(async () => {
-    await nats.nc.close();
-    redis.disconnect();
-  });
-  return { nats, redis };
+  const c = await openClients(cfg, "test");
+  t.teardown(c.close);
+  return c;
 }
