@@ -13,7 +13,11 @@ import { pino } from "pino";
 import { createLogger } from "../lib/log.js";
 import { connectNats } from "../lib/nats.js";
 
-const { values } = parseArgs({ options: { seconds: { type: "string", default: "8" }, rate: { type: "string", default: "5000" }, inflight: { type: "string", default: "512" } } });
+const { values } = parseArgs({
+  options: { seconds: { type: "string", default: "8" }, rate: { type: "string", default: "5000" }, inflight: { type: "string", default: "512" }, pin: { type: "boolean", default: false } },
+});
+/** --pin: nats-server on CPU 1; ingest, redis-server and hey on CPU 0 (taskset), to see ingest's latency without nats-server competing for its core. */
+const PIN = values.pin;
 const SECONDS = Number(values.seconds);
 const RATE = Number(values.rate);
 const INFLIGHT = Number(values.inflight);
@@ -30,6 +34,11 @@ const cluster = await startLocalCluster({
   overrides: { log: { level: "warn" }, http: { apiKeys: [{ name: "bench", key: KEY }] } },
 });
 let result: Record<string, unknown> = {};
+if (PIN) {
+  spawnSync("taskset", ["-cp", "1", String(cluster.nats.proc.pid)]);
+  spawnSync("taskset", ["-cp", "0", String(cluster.redis.proc.pid)]);
+  for (const p of cluster.procs.values()) spawnSync("taskset", ["-cp", "0", String(p.pid)]);
+}
 try {
   const admin = await connectNats(cluster.cfg, createLogger({ level: "warn", redact: true }, pino.destination(2)), "bench-admin");
   const stored0 = (await admin.jsm.streams.info(STREAM.intake)).state.messages;
@@ -95,7 +104,7 @@ try {
   const heyRun = (secs: number): { lat: number[]; errors: number } | null => {
     if (spawnSync("sh", ["-c", "command -v hey"]).status !== 0) return null;
     const workers = 50;
-    const r = spawnSync("hey", ["-z", `${secs}s`, "-c", String(workers), "-q", String(RATE / workers), "-m", "POST", "-T", "application/json",
+    const r = spawnSync(PIN ? "taskset" : "hey", [...(PIN ? ["-c", "0", "hey"] : []),"-z", `${secs}s`, "-c", String(workers), "-q", String(RATE / workers), "-m", "POST", "-T", "application/json",
       "-H", `Authorization: Bearer ${KEY}`, "-d", body(1), "-o", "csv", url.href], { encoding: "utf8", maxBuffer: 256 * 1048576 });
     const rows = r.stdout.split("\n").slice(1).filter(Boolean).map((l) => l.split(","));
     return { lat: rows.filter((c) => c[6] === "202").map((c) => Number(c[0]) * 1000).sort((a, b) => a - b), errors: rows.filter((c) => c[6] !== "202").length };
@@ -136,7 +145,8 @@ try {
     stored_delta: stored,
     accepted: natsOk + warm.lat.length + lat.length + (heyWarm?.lat.length ?? 0) + (hey?.lat.length ?? 0) + httpMaxOk,
     lost: natsOk + warm.lat.length + lat.length + (heyWarm?.lat.length ?? 0) + (hey?.lat.length ?? 0) + httpMaxOk - stored,
-    note: `one ingest process; load generator, nats-server and redis-server on the same 2 cores; ${INFLIGHT} NATS requests in flight`,
+    pinned: PIN,
+    note: `one ingest process; load generator, nats-server and redis-server on the same 2 cores${PIN ? " (nats-server alone on CPU 1)" : ""}; ${INFLIGHT} NATS requests in flight`,
   };
 } finally {
   await cluster.stop();
