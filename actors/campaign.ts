@@ -11,7 +11,7 @@ import { Lease } from "../lib/lease.js";
 import type { Logger } from "../lib/log.js";
 import type { Nats } from "../lib/nats.js";
 import type { Redis } from "../lib/redis.js";
-import { activeOnly, rangeIds, scanIds, segmentSource } from "../lib/segments.js";
+import { rangeIds, scanActive, scanIds, segmentSource } from "../lib/segments.js";
 import { BUCKET, CONSUMER, MSGID, STREAM, fanSubject } from "../lib/subjects.js";
 import type { FanChunk, Notification } from "../lib/types.js";
 import { briefOf } from "./router.js";
@@ -115,22 +115,35 @@ export async function startCampaign(d: CampaignDeps): Promise<{ stop(): Promise<
           await gate();
           let users: string[];
           let planned: Cursor;
+          let listed: number;
+          const since = rec.filter?.activeSince;
           if (cur.to !== null) {
-            users = await rangeIds(d.redis, src.key(s), cur.after, cur.to); // replay the planned chunk exactly
+            // Replay the planned chunk exactly.
+            users = since === undefined ? await rangeIds(d.redis, src.key(s), cur.after, cur.to) : (await scanActive(d.redis, s, cur.after, cur.to, 1_000_000, since)).ids;
+            listed = users.length;
             planned = cur;
           } else {
-            users = await scanIds(d.redis, src.key(s), cur.after, chunkSize);
-            if (users.length === 0) {
+            // "Active within N days" is filtered in Redis (one call), so shard actors read only members' records.
+            let last: string | null;
+            if (since === undefined) {
+              users = await scanIds(d.redis, src.key(s), cur.after, chunkSize);
+              last = users[users.length - 1] ?? null;
+              listed = users.length;
+            } else {
+              const r = await scanActive(d.redis, s, cur.after, null, chunkSize, since);
+              users = r.ids;
+              last = r.last;
+              listed = r.listed;
+            }
+            if (last === null) {
               rev = await campaigns.writeCursor(id, s, { ...cur, done: true }, rev);
               cur = { ...cur, done: true };
               break;
             }
-            planned = { ...cur, to: users[users.length - 1]!, scanned: cur.scanned + users.length };
+            planned = { ...cur, to: last, scanned: cur.scanned + listed };
             rev = await campaigns.writeCursor(id, s, planned, rev);
           }
-          credit -= users.length;
-          // "Active within N days": drop inactive ids here (one HMGET) so shard actors read only members' records.
-          if (rec.filter?.activeSince !== undefined) users = await activeOnly(d.redis, s, users, rec.filter.activeSince);
+          credit -= listed;
           if (users.length > 0) {
             const chunk: FanChunk = { type: "fan_chunk", shard: s, chunk: planned.chunk, notification: rec.brief, users, ...(rec.filter ? { filter: rec.filter } : {}) };
             await d.nats.js.publish(fanSubject(rec.brief.priority, s), encode(chunk), { msgID: MSGID.fan(id, s, planned.chunk) });
