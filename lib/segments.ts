@@ -96,13 +96,6 @@ export async function scanActive(redis: Redis, shard: number, after: string | nu
   return r.length === 0 ? { last: null, listed: 0, ids: [] } : { last: String(r[0]), listed: Number(r[1]), ids: r.slice(2).map(String) };
 }
 
-/** Keeps the ids whose last activity (from the shard's hash, one HMGET) is at or after `since`. Order is kept. */
-export async function activeOnly(redis: Redis, shard: number, ids: string[], since: number): Promise<string[]> {
-  if (ids.length === 0) return ids;
-  const la = await redis.hmget(lastActiveKey(shard), ...ids);
-  return ids.filter((_, i) => Number(la[i] ?? 0) >= since);
-}
-
 /** The ids of a shard in (after, to], for replaying a planned chunk exactly. */
 export async function rangeIds(redis: Redis, key: string, after: string | null, to: string): Promise<string[]> {
   return redis.zrangebylex(key, after === null ? "-" : `(${after}`, `[${to}`);
