@@ -1,5 +1,5 @@
 // Tracker actor: folds receipts into per-notification counters in KV, exactly once across restarts.
-import type { JsMsg } from "@nats-io/jetstream";
+import { DeliverPolicy, type JsMsg } from "@nats-io/jetstream";
 import type { Config } from "../lib/config.js";
 import { decode, encodeJson } from "../lib/codec.js";
 import { emptyCounters, fold, readCounters, type Counters } from "../lib/counters.js";
@@ -20,12 +20,30 @@ const FLUSH_MS = 200;
 const FLUSH_MSGS = 2000;
 
 /**
+ * Recreates the tracker's consumer to start right after its ack floor, so
+ * receipts a dead tracker had received but not acked come back first and in
+ * order, before anything newer. Without this they would be redelivered only
+ * after the ack wait, behind newer receipts, and the "already folded" check
+ * (stream sequence ≤ the record's) would wrongly skip them.
+ */
+async function rewindToAckFloor(n: Nats, log: Logger): Promise<void> {
+  const ci = await n.jsm.consumers.info(STREAM.receipts, CONSUMER.tracker);
+  const floor = ci.ack_floor.stream_seq;
+  if (ci.num_ack_pending === 0) return;
+  const { deliver_policy: _p, opt_start_seq: _s, opt_start_time: _t, ...config } = ci.config;
+  await n.jsm.consumers.delete(STREAM.receipts, CONSUMER.tracker);
+  await n.jsm.consumers.add(STREAM.receipts, { ...config, deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: floor + 1 });
+  log.info({ from: floor + 1, unacked: ci.num_ack_pending }, "tracker consumer rewound to its ack floor");
+}
+
+/**
  * Starts the tracker: one ordered pass over NFX_RECEIPTS. Receipts are folded
  * in memory and written to nfx-counters at most every 200 ms; messages are
  * acked only after the write. Each counter record keeps the stream sequence
  * of the last receipt folded into it, so a receipt redelivered after a crash
- * (written but not acked) is recognised and skipped. Run one tracker per
- * cluster (the counters are its alone).
+ * (written but not acked) is recognised and skipped; at start the consumer
+ * is rewound to its ack floor so that check sees receipts in order. Run one
+ * tracker per cluster (the counters and the consumer are its alone).
  */
 export async function startTracker(d: TrackerDeps): Promise<{ stop(): Promise<void> }> {
   const log = d.log.child({ actor: "tracker" });
@@ -75,6 +93,7 @@ export async function startTracker(d: TrackerDeps): Promise<{ stop(): Promise<vo
   const enqueue = (f: () => Promise<void>): void => {
     chain = chain.then(f).catch((err) => log.warn({ err }, "tracker step failed; receipts will be redelivered"));
   };
+  await rewindToAckFloor(d.nats, log);
   const c = await d.nats.js.consumers.get(STREAM.receipts, CONSUMER.tracker);
   const it = await c.consume({ max_messages: 4000 });
   const loop = (async () => {

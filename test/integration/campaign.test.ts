@@ -11,7 +11,7 @@ import { clientsFor, eventually, startTestCluster } from "../helpers/cluster.js"
 
 const DAY = 86_400_000;
 
-t.test("50,000-user campaign survives two SIGKILLs of the campaign actor: exactly once", async (t) => {
+t.test("50,000-user campaign survives two SIGKILLs of the campaign actor (and one of the tracker): exactly once", async (t) => {
   const cluster = await startTestCluster(t, { overrides: { campaign: { chunkSize: 1000, leaseMs: 1000 } } });
   const cfg = cluster.cfg;
   const { nats, redis } = await clientsFor(t, cfg);
@@ -29,6 +29,11 @@ t.test("50,000-user campaign survives two SIGKILLs of the campaign actor: exactl
     pids.push((await cluster.startRole("campaign")).pid!);
   }
   t.equal(new Set(pids).size, 3, "three different campaign actor processes ran it");
+  // The tracker too: counters folded but not yet acked are redelivered, and must not be counted twice.
+  t.ok(await eventually(async () => (await status()).counters.sent > 5000, 60_000), "deliveries under way");
+  const tracker = cluster.procs.get("tracker")!;
+  await new Promise<void>((r) => (tracker.once("exit", () => r()), tracker.kill("SIGKILL")));
+  await cluster.startRole("tracker");
   t.ok(await eventually(async () => (await status()).complete, 120_000), "the campaign completes");
   const s = await status();
   const asOf = s.createdAt;
