@@ -69,7 +69,12 @@ t.test("pause, resume and cancel; a cancel drops sends already queued downstream
 
   // Pause within a second, resume, finish.
   const a = await notify(nats.nc, { segment: "all", category: "marketing", content: { push: { title: "A", body: "a" } }, campaign: { rate: 1500 } });
+  const created = Date.now();
   t.ok(await eventually(async () => (await control(a.id, "status")).scanned > 0));
+  await new Promise((r) => setTimeout(r, 800));
+  const early = (await control(a.id, "status")).scanned;
+  const allowed = 1500 * ((Date.now() - created) / 1000) + 8 * 200; // the rate, plus one chunk per expansion worker in flight
+  t.ok(early <= allowed, `the expansion rate limit holds: ${early} users listed in ${Date.now() - created} ms at 1,500/s (allowed ${Math.round(allowed)})`);
   t.equal((await control(a.id, "pause")).state, "paused");
   await new Promise((r) => setTimeout(r, 1000));
   const held = (await control(a.id, "status")).scanned;
