@@ -1,0 +1,68 @@
+// `nfx up` as a user runs it: one command brings the cluster up, the CLI works against it, Ctrl-C (SIGINT) stops every process.
+import t from "tap";
+import { execFile, spawn } from "node:child_process";
+import { mkdtempSync, readFileSync, readdirSync, rmSync } from "node:fs";
+import net from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { promisify } from "node:util";
+import { fileURLToPath } from "node:url";
+import { freePort } from "../../lib/launch.js";
+
+const run = promisify(execFile);
+const NFX = fileURLToPath(new URL("../../cmd/nfx.js", import.meta.url));
+const listening = (port: number): Promise<boolean> =>
+  new Promise((r) => {
+    const s = net.connect(port, "127.0.0.1");
+    s.once("connect", () => (s.destroy(), r(true)));
+    s.once("error", () => r(false));
+  });
+/** Pids of processes started with NFX_CONFIG=<file> (the role processes of one `nfx up`), read from /proc. */
+const rolePids = (configFile: string): number[] =>
+  readdirSync("/proc")
+    .filter((d) => /^\d+$/.test(d))
+    .filter((d) => {
+      try {
+        return readFileSync(`/proc/${d}/environ`, "utf8").split("\0").includes(`NFX_CONFIG=${configFile}`);
+      } catch {
+        return false;
+      }
+    })
+    .map(Number);
+
+t.test("nfx up: up, usable, and stopped cleanly by Ctrl-C", async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), "nfx-up-"));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const ports = { nats: await freePort(), redis: await freePort(), http: await freePort(), apns: await freePort(), fcm: await freePort(), control: await freePort() };
+  const env = {
+    ...process.env,
+    NFX_UP__DATA_DIR: dir, NFX_UP__NATS_PORT: String(ports.nats), NFX_UP__REDIS_PORT: String(ports.redis), NFX_HTTP__PORT: String(ports.http),
+    NFX_SANDBOX__APNS_PORT: String(ports.apns), NFX_SANDBOX__FCM_PORT: String(ports.fcm), NFX_SANDBOX__CONTROL_PORT: String(ports.control), NFX_LOG__LEVEL: "warn",
+  };
+  const up = spawn(process.execPath, [NFX, "up"], { env, stdio: ["ignore", "pipe", "pipe"] });
+  let out = "";
+  up.stdout.on("data", (b: Buffer) => (out += b.toString()));
+  up.stderr.on("data", (b: Buffer) => (out += b.toString()));
+  const exited = new Promise<number | null>((r) => up.once("exit", (code) => r(code)));
+  t.teardown(() => void up.kill("SIGKILL"));
+  const until = Date.now() + 30_000;
+  while (!out.includes("nfx is up") && Date.now() < until && up.exitCode === null) await new Promise((r) => setTimeout(r, 100));
+  t.match(out, "nfx is up", "it says so");
+  for (const [name, port] of Object.entries(ports)) t.ok(await listening(port), `${name} listens on ${port}`);
+  const configFile = join(dir, "cluster-config.json");
+  t.equal(rolePids(configFile).length, 8, "one process per role");
+
+  const cli = { ...env, NFX_CONFIG: join(dir, "cluster-config.json") };
+  await run(process.execPath, [NFX, "users", "put", '{"id":"zoe","devices":[{"id":"zoe-phone","platform":"ios","token":"a0e0a0e0a0e0"}]}'], { env: cli });
+  const id = (await run(process.execPath, [NFX, "send", "--to", "zoe", "--title", "Hello", "--body", "World"], { env: cli })).stdout.trim();
+  const st = await run(process.execPath, [NFX, "status", id, "--wait", "15"], { env: cli });
+  t.match(st.stdout, /sent=1 .* complete/, "a notification sent with the CLI is delivered");
+  const report = await run(process.execPath, [NFX, "sandbox-report", "--url", `http://127.0.0.1:${ports.control}`], { env: cli });
+  t.match(report.stdout, /apns a0e0a0e0a0e0 1\n/, "the sandbox counted one delivery to zoe's phone");
+
+  up.kill("SIGINT");
+  t.equal(await exited, 0, "Ctrl-C: exit code 0");
+  t.match(out, "stopped");
+  for (const [name, port] of Object.entries(ports)) t.notOk(await listening(port), `${name} no longer listens`);
+  t.same(rolePids(configFile), [], "every role process is gone");
+});
