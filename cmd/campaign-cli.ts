@@ -75,7 +75,7 @@ export function registerCampaignCommands(program: Command): void {
             b[k].setTotal(Math.max(1, totals[k]));
             b[k].update(v[k], { rate, eta: rate > 0 ? `${Math.ceil(left / rate)}s` : left === 0 ? "0s" : "-" });
           }
-          info.update(0, { stage: `state ${s.state} | suppressed ${reasons(c.suppressed)} | failed ${reasons(c.failed)} | cancelled ${c.cancelled + c.cancelledSends}` });
+          info.update(0, { stage: `state ${s.state} | chunks ${s.chunks}, shards done ${s.shardsDone}/${s.shards} | suppressed ${reasons(c.suppressed)} | failed ${reasons(c.failed)} | cancelled ${c.cancelled + c.cancelledSends}` });
           prev = { t, v };
           if (s.complete || s.state === "cancelled") break;
           await new Promise((r) => setTimeout(r, 500));
