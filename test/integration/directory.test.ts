@@ -60,6 +60,17 @@ t.test("directory and segments", async (t) => {
     t.equal(s.campaign?.counters.decided, members, "every member decided once");
   });
 
+  await t.test("campaign from the CLI, watched to the end", async (t) => {
+    const id = (await nfx("campaign", "create", "--segment", "active_30d", "--title", "Hi", "--body", "there", "--rate", "5000")).stdout.trim();
+    t.match(id, /^n_/, "`nfx campaign create` prints the id");
+    const watch = await nfx("campaign", "status", id, "--watch");
+    for (const stage of ["listed", "decided", "queued", "delivered"]) t.match(watch.stdout + watch.stderr, new RegExp(`${stage}\\s+.*\\d+/\\d+ \\| \\d+/s \\| ETA`), `a ${stage} bar with rate and ETA`);
+    t.match(watch.stdout + watch.stderr, /state expanded \| chunks \d+, shards done 64\/64/, "it ends when the campaign is complete");
+    const st = JSON.parse((await nfx("campaign", "status", id, "--json")).stdout);
+    t.equal(st.complete, true);
+    t.equal(st.counters.decided, st.members, "every member decided");
+  });
+
   await t.test("preferences over CLI, NATS and HTTP: stored, announced, enforced", async (t) => {
     const seen: { user: string; fields: string[]; subject: string }[] = [];
     const sub = nats.nc.subscribe(dirChangedAll, { callback: (_e, m) => void seen.push({ ...decodeJson<{ user: string; fields: string[] }>(m.data), subject: m.subject }) });
