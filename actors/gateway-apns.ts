@@ -10,12 +10,13 @@ import type { NotificationBrief, Send } from "../lib/types.js";
 
 export { apnsNotification };
 
-/** APNs reasons that mean the token will never work again: remove it, never retry. */
-const DEAD_TOKEN = new Set(["Unregistered", "BadDeviceToken", "DeviceTokenNotForTopic", "ExpiredToken"]);
+/** APNs reasons that mean the token is gone for good (410 Unregistered, ExpiredToken): it is removed from the directory. */
+const DEAD_TOKEN = new Set(["Unregistered", "ExpiredToken"]);
 
 /**
  * Maps an SDK failure to a {@link ProviderError}: 429, 5xx and transport
- * errors are retryable; every 4xx is not; 410 and bad tokens mark the token dead.
+ * errors are retryable; every 4xx is not; 410 Unregistered marks the token
+ * dead (BadDeviceToken is not retried but kept: it can be a sandbox/production mix-up).
  */
 export function apnsError(f: apn.ResponseFailure): ProviderError {
   const reason = f.response?.reason ?? (f.error ? `transport:${f.error.message}` : `status:${f.status ?? "none"}`);

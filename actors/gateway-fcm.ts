@@ -15,8 +15,8 @@ const RETRYABLE = new Set([
   "messaging/server-unavailable", "messaging/internal-error", "messaging/message-rate-exceeded",
   "messaging/quota-exceeded", "messaging/unknown-error", "app/network-error", "app/network-timeout",
 ]);
-/** Codes meaning the token is dead: remove it, never retry. */
-const DEAD_TOKEN = new Set(["messaging/registration-token-not-registered", "messaging/invalid-registration-token"]);
+/** Codes meaning the token is gone for good (404 UNREGISTERED): it is removed from the directory. */
+const DEAD_TOKEN = new Set(["messaging/registration-token-not-registered"]);
 
 /** Maps a firebase-admin error to a {@link ProviderError} keeping the SDK's code as the reason. */
 export function fcmError(err: unknown): ProviderError {

@@ -137,3 +137,31 @@ export async function updatePreferences(redis: Redis, nc: NatsConnection, shards
   nc.publish(dirChangedSubject(shard), encodeJson({ user: userId, fields: Object.keys(patch) }));
   return fromStored(userId, out, null);
 }
+
+// Removes a device from a routing record if it still holds the same token (a re-registered token is kept).
+const REMOVE_DEVICE = `
+local raw = redis.call('GET', KEYS[1])
+if not raw then return 0 end
+local u = cmsgpack.unpack(raw)
+if type(u.d) ~= 'table' then return 0 end
+local kept, removed = {}, 0
+for _, d in ipairs(u.d) do
+  if d[1] == ARGV[1] and d[3] == ARGV[2] then removed = removed + 1 else kept[#kept + 1] = d end
+end
+if removed == 0 then return 0 end
+u.d = kept
+redis.call('SET', KEYS[1], cmsgpack.pack(u))
+return removed`;
+
+/**
+ * Removes a device whose token the provider reported gone (APNs 410, FCM
+ * UNREGISTERED), atomically and only if the device still holds that token,
+ * then announces it on `nfx.dir.changed.<shard>`. Resolves true if a device
+ * was removed.
+ */
+export async function removeDeadToken(redis: Redis, nc: NatsConnection, shards: number, userId: string, deviceId: string, token: string): Promise<boolean> {
+  const shard = shardOf(userId, shards);
+  const n = Number(await redis.eval(REMOVE_DEVICE, 1, userKey(shard, userId), deviceId, token));
+  if (n > 0) nc.publish(dirChangedSubject(shard), encodeJson({ user: userId, fields: ["devices"] }));
+  return n > 0;
+}

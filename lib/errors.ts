@@ -91,7 +91,7 @@ export class ProviderError extends NfxError {
   declare readonly retryable: boolean;
   /** The provider's reason string, e.g. "Unregistered", "messaging/invalid-argument". */
   readonly reason: string;
-  /** True when the device token is dead and must be removed from the directory. */
+  /** True when the device token is gone for good (APNs 410 Unregistered, FCM UNREGISTERED): the gateway removes it from the directory. */
   readonly tokenInvalid: boolean;
 
   constructor(message: string, o: { reason: string; retryable: boolean; tokenInvalid?: boolean; cause?: unknown }) {

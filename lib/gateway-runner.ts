@@ -4,6 +4,7 @@ import type { Config } from "./config.js";
 import { encode } from "./codec.js";
 import type { ProviderError } from "./errors.js";
 import { deliveryKey } from "./ids.js";
+import { removeDeadToken } from "./directory.js";
 import { deliveredKey } from "./keys.js";
 import { PoisonMessage, decodeAs, runLanes } from "./lanes.js";
 import type { Logger } from "./log.js";
@@ -48,7 +49,9 @@ type Recorded = Pick<ReceiptEntry, "outcome" | "reason" | "providerId" | "at">;
  * (their recorded outcome is re-emitted); the rest go to the provider, their
  * outcomes are recorded in Redis, then receipts are published, then the batch
  * is acked. A process dying after a provider accepted a send but before the
- * record is written is the one window for a duplicate (DESIGN.md).
+ * record is written is the one window for a duplicate (DESIGN.md). A token
+ * the provider reports gone (APNs 410, FCM UNREGISTERED) is removed from the
+ * directory.
  */
 export async function runGateway(d: GatewayDeps, client: ProviderClient): Promise<{ stop(): Promise<void> }> {
   const log = d.log.child({ actor: `gateway-${client.channel}` });
@@ -111,6 +114,14 @@ export async function runGateway(d: GatewayDeps, client: ProviderClient): Promis
           return;
         }
         const results = await sendWithRetry(n, sends);
+        // Tokens the provider says are gone for good leave the directory (and are never retried).
+        await Promise.all(
+          results.map((r, j) =>
+            !r.ok && r.error.tokenInvalid
+              ? removeDeadToken(d.redis, d.nats.nc, d.cfg.cluster.shards, sends[j]!.user, sends[j]!.device, sends[j]!.token).catch((err) => log.warn({ err }, "token removal failed"))
+              : undefined,
+          ),
+        );
         results.forEach((r, j) => {
           const rec: Recorded = r.ok
             ? { outcome: "sent", providerId: r.providerId, at: now() }

@@ -3,13 +3,14 @@ import t from "tap";
 import { pino } from "pino";
 import { createApnsClient } from "../../actors/gateway-apns.js";
 import { createFcmClient } from "../../actors/gateway-fcm.js";
-import { encode } from "../../lib/codec.js";
+import { decodeJson, encode } from "../../lib/codec.js";
+import { getUser, writeUsers } from "../../lib/directory.js";
 import { runGateway } from "../../lib/gateway-runner.js";
 import { createLogger } from "../../lib/log.js";
 import { connectNats } from "../../lib/nats.js";
 import { connectRedis } from "../../lib/redis.js";
 import { readReceipts } from "../../lib/status.js";
-import { sendSubject } from "../../lib/subjects.js";
+import { dirChangedAll, sendSubject } from "../../lib/subjects.js";
 import { ensureTopology } from "../../lib/topology.js";
 import type { SendBatch } from "../../lib/types.js";
 import { ensureApnsKey, sandboxOverrides, startSandbox } from "../../sandbox/index.js";
@@ -48,6 +49,16 @@ t.test("replayed send batches reuse the recorded outcome; dead and malformed tok
   };
   const fcmBatch: SendBatch = { ...apnsBatch, channel: "fcm", sends: [{ nid, user: "u4", device: "d4", token: "ffff04" }, { nid, user: "u5", device: "d5", token: "gone-ffff05" }] };
 
+  // Directory entries for the recipients: gone tokens must leave it, a malformed one stays.
+  await writeUsers(redis, cfg.cluster.shards, [
+    { id: "u2", devices: [{ id: "d2", platform: "ios", token: "gone-aaaa02" }, { id: "d2b", platform: "ios", token: "keep-aaaa22" }] },
+    { id: "u3", devices: [{ id: "d3", platform: "ios", token: "bad-aaaa03" }] },
+    { id: "u5", devices: [{ id: "d5", platform: "android", token: "gone-ffff05" }] },
+  ]);
+  const changes: string[] = [];
+  const sub = nats.nc.subscribe(dirChangedAll, { callback: (_e, m) => void changes.push(decodeJson<{ user: string }>(m.data).user) });
+  t.teardown(() => sub.unsubscribe());
+
   await nats.js.publish(sendSubject("apns", "normal"), encode(apnsBatch), { msgID: "first-apns" });
   await nats.js.publish(sendSubject("fcm", "normal"), encode(fcmBatch), { msgID: "first-fcm" });
   t.ok(await eventually(async () => (await readReceipts(nats, nid)).length === 5), "five receipts after the first delivery");
@@ -73,4 +84,10 @@ t.test("replayed send batches reuse the recorded outcome; dead and malformed tok
   t.same(outcome("u4"), ["sent:", "sent:"], "u4 sent");
   t.same(outcome("u5"), ["failed:messaging/registration-token-not-registered", "failed:messaging/registration-token-not-registered"], "u5 failed with FCM's reason");
   t.match(receipts.find((r) => r.user === "u4")?.providerId, /^projects\/nfx-sandbox\/messages\//, "FCM's message name is kept as the provider id");
+
+  t.same((await getUser(redis, cfg.cluster.shards, "u2"))?.devices.map((x) => x.id), ["d2b"], "APNs 410 Unregistered: the dead token's device left the directory, the other stayed");
+  t.same((await getUser(redis, cfg.cluster.shards, "u5"))?.devices, [], "FCM UNREGISTERED: removed too");
+  t.same((await getUser(redis, cfg.cluster.shards, "u3"))?.devices.map((x) => x.id), ["d3"], "BadDeviceToken is not retried but not removed");
+  t.ok(await eventually(() => changes.length === 2), "each removal announced on the directory change subject");
+  t.same(changes.sort(), ["u2", "u5"]);
 });
