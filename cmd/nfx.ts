@@ -16,6 +16,7 @@ import { ROLES, startRoles, type Role } from "./roles.js";
 import { cliConfig, cliLog } from "./cli-context.js";
 import { registerCampaignCommands } from "./campaign-cli.js";
 import { registerDirectoryCommands } from "./directory-cli.js";
+import { registerDlqCommands } from "./dlq-cli.js";
 
 const program = new Command("nfx")
   .description("nfx: notification fan-out engine on NATS JetStream")
@@ -215,6 +216,7 @@ templates
 
 registerDirectoryCommands(program);
 registerCampaignCommands(program);
+registerDlqCommands(program);
 
 program
   .command("demo")

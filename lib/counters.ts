@@ -26,6 +26,7 @@ export function fold(c: Counters, b: ReceiptBatch): void {
   c.decided += b.decided ?? 0;
   c.queued += b.queued ?? 0;
   for (const e of b.entries) {
+    if (e.supersedes && c.failed[e.supersedes]) c.failed[e.supersedes]!--;
     switch (e.outcome) {
       case "queued":
         c.queued++;

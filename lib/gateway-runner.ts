@@ -11,8 +11,8 @@ import type { Logger } from "./log.js";
 import type { Nats } from "./nats.js";
 import type { Redis } from "./redis.js";
 import { Cancellations } from "./cancellations.js";
-import { BUCKET, CONSUMER, MSGID, STREAM, receiptSubject, type Channel } from "./subjects.js";
-import type { NotificationBrief, ReceiptBatch, ReceiptEntry, Send, SendBatch } from "./types.js";
+import { BUCKET, CONSUMER, MSGID, STREAM, dlqSubject, receiptSubject, type Channel } from "./subjects.js";
+import type { DeadLetter, NotificationBrief, ReceiptBatch, ReceiptEntry, Send, SendBatch } from "./types.js";
 
 /** The result of one send: accepted by the provider, or its error. */
 export type SendResult = { ok: true; providerId?: string } | { ok: false; error: ProviderError };
@@ -87,7 +87,7 @@ export async function runGateway(d: GatewayDeps, client: ProviderClient): Promis
     const add = (s: Send, r: Recorded): void => {
       let l = entries.get(s.nid);
       if (!l) entries.set(s.nid, (l = []));
-      l.push({ user: s.user, channel: client.channel, device: s.device, ...r });
+      l.push({ user: s.user, channel: client.channel, device: s.device, ...r, ...(batch.replayOf ? { supersedes: batch.replayOf } : {}) });
     };
 
     const groups = new Map<string, number[]>();
@@ -122,14 +122,24 @@ export async function runGateway(d: GatewayDeps, client: ProviderClient): Promis
               : undefined,
           ),
         );
+        const dead: Promise<unknown>[] = [];
         results.forEach((r, j) => {
+          const s = sends[j]!;
+          if (!r.ok && r.error.retryable) {
+            // Retries ran out: to the dead-letter stream with its context; not recorded as delivered, so a replay can send it.
+            const dl: DeadLetter = { type: "dead_letter", channel: client.channel, shard: batch.shard, notification: n, send: s, reason: r.error.reason, attempts: ATTEMPTS, at: now() };
+            dead.push(d.nats.js.publish(dlqSubject(client.channel), encode(dl), { msgID: MSGID.dead(`${batchId}|${deliveryKey(s.nid, s.user, client.channel, s.device)}`) }));
+            add(s, { outcome: "failed", reason: `dead_letter:${r.error.reason}`, at: now() });
+            return;
+          }
           const rec: Recorded = r.ok
             ? { outcome: "sent", providerId: r.providerId, at: now() }
             : { outcome: "failed", reason: r.error.reason, at: now() };
-          add(sends[j]!, rec);
+          add(s, rec);
           record.set(keys[idx[j]!]!, JSON.stringify(rec), "EX", ttl);
           recorded++;
         });
+        await Promise.all(dead);
       }),
     );
     if (recorded > 0) await record.exec();

@@ -1,7 +1,6 @@
 // Status of one notification, folded from its stored request and its receipts: per-recipient, per-device outcome.
-import { AckPolicy, DeliverPolicy } from "@nats-io/jetstream";
-import { nanos } from "@nats-io/transport-node";
 import type { Nats } from "./nats.js";
+import { readStored } from "./stream-read.js";
 import { Campaigns, type CampaignStatus } from "./campaigns.js";
 import { emptyCounters, outstanding, total } from "./counters.js";
 import { decode } from "./codec.js";
@@ -50,36 +49,10 @@ export async function readNotification(n: Nats, id: string): Promise<Notificatio
   return null;
 }
 
-/**
- * Reads every receipt entry of `id` from NFX_RECEIPTS, in stream order,
- * through a short-lived ephemeral consumer filtered on the notification's
- * subject (nats-server 2.9 has no multi-filter ordered consumers).
- */
+/** Reads every receipt entry of `id` from NFX_RECEIPTS, in stream order. */
 export async function readReceipts(n: Nats, id: string): Promise<ReceiptEntry[]> {
-  const ci = await n.jsm.consumers.add(STREAM.receipts, {
-    filter_subject: receiptSubject(id),
-    ack_policy: AckPolicy.None,
-    deliver_policy: DeliverPolicy.All,
-    inactive_threshold: nanos(30_000),
-    mem_storage: true,
-  });
   const out: ReceiptEntry[] = [];
-  try {
-    let pending = ci.num_pending;
-    const c = await n.js.consumers.get(STREAM.receipts, ci.name);
-    while (pending > 0) {
-      const batch = await c.fetch({ max_messages: Math.min(pending, 512), expires: 2000 });
-      let got = 0;
-      for await (const m of batch) {
-        out.push(...decode<ReceiptBatch>(m.data).entries);
-        pending = m.info.pending;
-        got++;
-      }
-      if (got === 0) break;
-    }
-  } finally {
-    await n.jsm.consumers.delete(STREAM.receipts, ci.name).catch(() => undefined);
-  }
+  await readStored(n, STREAM.receipts, (m) => void out.push(...decode<ReceiptBatch>(m.data).entries), receiptSubject(id));
   return out;
 }
 

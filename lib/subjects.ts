@@ -84,6 +84,8 @@ export const MSGID = {
   fan: (nid: string, shard: number, chunk: number): string => `fan:${nid}:${shard}:${chunk}`,
   send: (fanMsgId: string, channel: Channel, part: number): string => `snd:${fanMsgId}:${channel}:${part}`,
   decided: (fanMsgId: string): string => `dec:${fanMsgId}`,
+  dead: (deliveryKey: string): string => `dlq:${deliveryKey}`,
+  replay: (dlqSeq: number): string => `rpl:${dlqSeq}`,
   delivered: (sendMsgId: string, nid: string): string => `dlv:${sendMsgId}:${nid}`,
 } as const;
 

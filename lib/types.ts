@@ -123,6 +123,8 @@ export interface SendBatch {
   shard: number;
   notifications: Record<string, NotificationBrief>;
   sends: Send[];
+  /** Set when the batch replays a dead letter: the failure reason its receipt counted, which the new outcome replaces. */
+  replayOf?: string;
 }
 
 /** The outcome of one recipient or one device. */
@@ -136,6 +138,8 @@ export interface ReceiptEntry {
   reason?: string;
   providerId?: string;
   at: number;
+  /** A failure reason this entry replaces (a replayed dead letter): counters move it from failed. */
+  supersedes?: string;
 }
 
 /** Receipts of one notification from one batch, on `nfx.rcpt.<nid>`. */
@@ -177,4 +181,16 @@ export interface DeviceRecord {
   token: string;
   /** The app (bundle id / package) the token belongs to. */
   app?: string;
+}
+
+/** A send whose retries ran out, on `nfx.dlq.<channel>` with everything needed to replay it. */
+export interface DeadLetter {
+  type: "dead_letter";
+  channel: Channel;
+  shard: number;
+  notification: NotificationBrief;
+  send: Send;
+  reason: string;
+  attempts: number;
+  at: number;
 }

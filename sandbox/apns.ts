@@ -65,6 +65,7 @@ export async function startApnsSandbox(o: { port: number; key: Buffer; cert: Buf
       if (!headers["apns-topic"]) return answer(400, "MissingTopic");
       if (raw.length > MAX_PAYLOAD) return answer(413, "PayloadTooLarge");
       if (raw.length === 0) return answer(400, "PayloadEmpty");
+      if (o.recorder.down("apns", token)) return answer(503, "ServiceUnavailable");
       const fault = tokenFault(token);
       if (fault === "bad") return answer(400, "BadDeviceToken");
       if (fault === "gone") return answer(410, "Unregistered", { timestamp: Date.now() });

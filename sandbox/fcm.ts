@@ -43,6 +43,7 @@ export async function startFcmSandbox(o: { port: number; key: Buffer; cert: Buff
         return answer(401, fcmErrorBody(401, "UNAUTHENTICATED", "Request is missing required authentication credential."), "UNAUTHENTICATED");
       }
       if (!msg || !token) return answer(400, fcmErrorBody(400, "INVALID_ARGUMENT", "Request contains an invalid argument.", "INVALID_ARGUMENT"), "INVALID_ARGUMENT");
+      if (o.recorder.down("fcm", token)) return answer(503, fcmErrorBody(503, "UNAVAILABLE", "The service is currently unavailable."), "UNAVAILABLE");
       const fault = tokenFault(token);
       if (fault === "bad") return answer(400, fcmErrorBody(400, "INVALID_ARGUMENT", "The registration token is not a valid FCM registration token", "INVALID_ARGUMENT"), "INVALID_ARGUMENT");
       if (fault === "gone") return answer(404, fcmErrorBody(404, "NOT_FOUND", "Requested entity was not found.", "UNREGISTERED"), "UNREGISTERED");

@@ -22,7 +22,8 @@ export interface Sandbox {
  * Starts the APNs and FCM sandboxes and the control API (ports 0 = any free
  * port). Control API, plain HTTP on 127.0.0.1:
  * `GET /stats`, `GET /devices?provider=apns|fcm` (accepted count per token),
- * `GET /deliveries?provider=&token=`, `POST /reset`.
+ * `GET /deliveries?provider=&token=`, `POST /reset`, and outages at run time:
+ * `POST|DELETE /faults?provider=apns|fcm&prefix=<token prefix>` (503 for matching tokens).
  */
 export async function startSandbox(p: { apns: number; fcm: number; control: number }): Promise<Sandbox> {
   const key = readFileSync(SANDBOX_KEY);
@@ -46,6 +47,13 @@ export async function startSandbox(p: { apns: number; fcm: number; control: numb
     if (req.method === "GET" && url.pathname === "/deliveries") {
       const token = url.searchParams.get("token");
       return json(200, recorder.deliveries.filter((d) => (!provider || d.provider === provider) && (!token || d.token === token)));
+    }
+    if (url.pathname === "/faults" && (req.method === "POST" || req.method === "DELETE")) {
+      const prefix = url.searchParams.get("prefix") ?? "";
+      if (!provider || !prefix) return json(400, { error: "provider and prefix: required" });
+      if (req.method === "POST") recorder.faults.push({ provider, prefix });
+      else recorder.faults.splice(0, recorder.faults.length, ...recorder.faults.filter((f) => !(f.provider === provider && f.prefix === prefix)));
+      return json(200, { faults: recorder.faults });
     }
     if (req.method === "POST" && url.pathname === "/reset") {
       recorder.reset();

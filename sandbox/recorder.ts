@@ -27,9 +27,22 @@ export interface ProviderStats {
   duplicates: number;
 }
 
+/** A fault injected at run time: every request to a token starting with `prefix` is answered with the provider's outage error. */
+export interface Fault {
+  provider: SandboxProvider;
+  prefix: string;
+}
+
 /** Records deliveries in memory. One per sandbox process, shared by its providers. */
 export class Recorder {
   readonly deliveries: Delivery[] = [];
+  /** Outages switched on at run time (control API `POST /faults`, `DELETE /faults`). */
+  readonly faults: Fault[] = [];
+
+  /** Whether `token` of `provider` is in an injected outage. */
+  down(provider: SandboxProvider, token: string): boolean {
+    return this.faults.some((f) => f.provider === provider && token.startsWith(f.prefix));
+  }
 
   record(d: Delivery): void {
     this.deliveries.push(d);

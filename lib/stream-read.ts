@@ -1,0 +1,36 @@
+// Reading a stream's stored messages once, for status and operator tools (not the hot path).
+import { AckPolicy, DeliverPolicy } from "@nats-io/jetstream";
+import { nanos } from "@nats-io/transport-node";
+import type { Nats } from "./nats.js";
+
+/**
+ * Visits every message stored in `stream` (optionally only `subject`), in
+ * stream order, through a short-lived ephemeral consumer that acks nothing
+ * (a limits-retention stream only). Resolves when the messages present at the
+ * start have been visited; the consumer is deleted afterwards.
+ */
+export async function readStored(n: Nats, stream: string, visit: (m: { seq: number; subject: string; data: Uint8Array }) => void, subject?: string): Promise<void> {
+  const ci = await n.jsm.consumers.add(stream, {
+    ...(subject ? { filter_subject: subject } : {}),
+    ack_policy: AckPolicy.None,
+    deliver_policy: DeliverPolicy.All,
+    inactive_threshold: nanos(30_000),
+    mem_storage: true,
+  });
+  try {
+    let pending = ci.num_pending;
+    const c = await n.js.consumers.get(stream, ci.name);
+    while (pending > 0) {
+      const batch = await c.fetch({ max_messages: Math.min(pending, 512), expires: 2000 });
+      let got = 0;
+      for await (const m of batch) {
+        visit({ seq: m.seq, subject: m.subject, data: m.data });
+        pending = m.info.pending;
+        got++;
+      }
+      if (got === 0) break;
+    }
+  } finally {
+    await n.jsm.consumers.delete(stream, ci.name).catch(() => undefined);
+  }
+}
