@@ -1,27 +1,21 @@
 // The directory and segments from the CLI and both APIs: import with bad lines, seed, get, preferences (announced), segment define/count/list.
 import t from "tap";
-import { execFile } from "node:child_process";
 import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { promisify } from "node:util";
-import { fileURLToPath } from "node:url";
 import { callApi, notify, status } from "../../lib/api-client.js";
 import { decodeJson } from "../../lib/codec.js";
 import { getUser } from "../../lib/directory.js";
 import { shardOf } from "../../lib/shard.js";
 import { API, dirChangedAll } from "../../lib/subjects.js";
+import { nfxRunner } from "../helpers/cli.js";
 import { clientsFor, eventually, startTestCluster } from "../helpers/cluster.js";
-
-const run = promisify(execFile);
-const NFX = fileURLToPath(new URL("../../cmd/nfx.js", import.meta.url));
 
 t.test("directory and segments", async (t) => {
   const cluster = await startTestCluster(t);
   const cfg = cluster.cfg;
   const { nats, redis } = await clientsFor(t, cfg);
-  const env = { ...process.env, NFX_CONFIG: cluster.configFile };
-  const nfx = (...args: string[]) => run(process.execPath, [NFX, ...args], { env, maxBuffer: 16 * 1048576 });
+  const nfx = nfxRunner({ NFX_CONFIG: cluster.configFile });
 
   await t.test("import: good lines written, bad lines reported with their number and skipped", async (t) => {
     const dir = mkdtempSync(join(tmpdir(), "nfx-import-"));

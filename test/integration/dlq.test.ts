@@ -1,23 +1,17 @@
 // Dead letters: a send that fails through every retry lands in NFX_DLQ with its context; replay sends it once; purge drops it.
 import t from "tap";
-import { execFile } from "node:child_process";
-import { promisify } from "node:util";
-import { fileURLToPath } from "node:url";
 import { notify, status } from "../../lib/api-client.js";
 import { readCounters } from "../../lib/counters.js";
 import { writeUsers } from "../../lib/directory.js";
 import { BUCKET } from "../../lib/subjects.js";
+import { nfxRunner } from "../helpers/cli.js";
 import { clientsFor, eventually, startTestCluster } from "../helpers/cluster.js";
-
-const run = promisify(execFile);
-const NFX = fileURLToPath(new URL("../../cmd/nfx.js", import.meta.url));
 
 t.test("dead letters: list, show, replay once, purge", async (t) => {
   const cluster = await startTestCluster(t);
   const cfg = cluster.cfg;
   const { nats, redis } = await clientsFor(t, cfg);
-  const env = { ...process.env, NFX_CONFIG: cluster.configFile };
-  const nfx = (...a: string[]) => run(process.execPath, [NFX, ...a], { env });
+  const nfx = nfxRunner({ NFX_CONFIG: cluster.configFile });
   const rec = cluster.sandbox!.recorder;
   await writeUsers(redis, cfg.cluster.shards, [{ id: "dora", devices: [{ id: "dora-iphone", platform: "ios", token: "down-a1a1a1" }, { id: "dora-pixel", platform: "android", token: "fine-f1f1f1" }] }]);
   rec.faults.push({ provider: "apns", prefix: "down-" }); // APNs answers 503 ServiceUnavailable for this token

@@ -1,16 +1,12 @@
 // The ingest API on both surfaces (NATS request/reply and HTTP on uWS): every rule, auth, idempotency, templates, send-at, priority lanes.
 import t from "tap";
-import { execFile } from "node:child_process";
-import { promisify } from "node:util";
-import { fileURLToPath } from "node:url";
 import { connect } from "@nats-io/transport-node";
 import { ApiError, notify, status } from "../../lib/api-client.js";
 import { writeUsers } from "../../lib/directory.js";
 import { STREAM } from "../../lib/subjects.js";
+import { nfxRunner } from "../helpers/cli.js";
 import { clientsFor, eventually, startTestCluster } from "../helpers/cluster.js";
 
-const run = promisify(execFile);
-const NFX = fileURLToPath(new URL("../../cmd/nfx.js", import.meta.url));
 const ADMIN = "admin-key-0123456789";
 const MARKETING = "marketing-key-0123456789";
 
@@ -76,7 +72,7 @@ t.test("ingest API", async (t) => {
     t.equal(noDefault.json.error.field, "channels.push", "a channel without the default locale is refused");
     t.equal((await post("/v1/templates/x", tpl, { method: "PUT", key: MARKETING })).status, 403, "a non-admin key may not manage templates");
     t.same((await get("/v1/templates")).json, { templates: ["shipped"] }, "only the valid template was stored");
-    const cli = await run(process.execPath, [NFX, "templates", "list"], { env: { ...process.env, NFX_CONFIG: cluster.configFile } });
+    const cli = await nfxRunner({ NFX_CONFIG: cluster.configFile })("templates", "list");
     t.equal(cli.stdout.trim(), "shipped", "`nfx templates list` sees it");
   });
 

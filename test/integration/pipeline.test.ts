@@ -1,16 +1,12 @@
 // The whole path on real nats-server and redis-server, every role its own process: request -> ingest -> router -> shard -> gateways -> sandboxes -> status.
 import t from "tap";
-import { execFile } from "node:child_process";
-import { promisify } from "node:util";
-import { fileURLToPath } from "node:url";
 import { ApiError, notify, status } from "../../lib/api-client.js";
 import { writeUsers } from "../../lib/directory.js";
 import { STREAM } from "../../lib/subjects.js";
 import type { NotificationStatus } from "../../lib/status.js";
+import { nfxRunner } from "../helpers/cli.js";
 import { clientsFor, eventually, startTestCluster } from "../helpers/cluster.js";
 
-const run = promisify(execFile);
-const NFX = fileURLToPath(new URL("../../cmd/nfx.js", import.meta.url));
 
 t.test("3 users, 5 devices, one opted out: exactly the 4 expected sends arrive, once each", async (t) => {
   const cluster = await startTestCluster(t);
@@ -60,7 +56,7 @@ t.test("3 users, 5 devices, one opted out: exactly the 4 expected sends arrive, 
     "status has one line per device and the opted-out user",
   );
 
-  const cli = await run(process.execPath, [NFX, "status", id], { env: { ...process.env, NFX_CONFIG: cluster.configFile } });
+  const cli = await nfxRunner({ NFX_CONFIG: cluster.configFile })("status", id);
   t.match(cli.stdout, /sent=4 failed=0 queued=0 suppressed=1 cancelled=0 pending=0\s+complete/, "`nfx status` prints the same counts");
   for (const dev of ["alice-iphone", "alice-pixel", "bob-ipad", "bob-galaxy"]) t.match(cli.stdout, new RegExp(`${dev}\\s+sent`), `\`nfx status\` shows ${dev} sent`);
   t.match(cli.stdout, /carol\s+-\s+-\s+suppressed\s+opted_out/, "`nfx status` shows carol suppressed as opted out");
@@ -91,13 +87,13 @@ t.test("bad requests get a coded error naming the field and store nothing; `nfx 
   t.equal(await stored(), before, "nothing was stored for any rejected request");
 
   await writeUsers(redis, cfg.cluster.shards, [{ id: "dave", devices: [{ id: "dave-pixel", platform: "android", token: "fdave" }] }]);
-  const env = { ...process.env, NFX_CONFIG: cluster.configFile };
-  const sent = await run(process.execPath, [NFX, "send", "--to", "dave", "--title", "Hi", "--body", "From the CLI", "--priority", "critical"], { env });
+  const nfx = nfxRunner({ NFX_CONFIG: cluster.configFile });
+  const sent = await nfx("send", "--to", "dave", "--title", "Hi", "--body", "From the CLI", "--priority", "critical");
   const id = sent.stdout.trim();
   t.match(id, /^n_/, "`nfx send` prints the id");
   t.ok(await eventually(async () => (await status(nats.nc, id)).complete), "the CLI's notification completes");
   t.same(cluster.sandbox!.recorder.countsByDevice("fcm"), { fdave: 1 }, "and reached dave's device once");
-  const missing = await run(process.execPath, [NFX, "status", "n_00000000000000000000000000"], { env }).then(() => null, (e: { stderr: string; code: number }) => e);
+  const missing = await nfx("status", "n_00000000000000000000000000").then(() => null, (e: { stderr: string; code: number }) => e);
   t.equal(missing?.code, 1, "`nfx status` of an unknown id exits 1");
   t.match(missing?.stderr ?? "", /NFX_ERR_NOT_FOUND/, "and says it was not found");
 });

@@ -1,17 +1,13 @@
 // `nfx init` against a real nats-server: creates everything, is safe to run twice and concurrently, and the CLI reports it.
 import t from "tap";
-import { execFile } from "node:child_process";
-import { promisify } from "node:util";
-import { fileURLToPath } from "node:url";
 import { pino } from "pino";
 import { createLogger } from "../../lib/log.js";
 import { connectNats } from "../../lib/nats.js";
 import { consumerConfigs, ensureTopology, streamConfigs } from "../../lib/topology.js";
 import { BUCKET } from "../../lib/subjects.js";
+import { nfxRunner } from "../helpers/cli.js";
 import { startServers } from "../helpers/servers.js";
 
-const run = promisify(execFile);
-const NFX = fileURLToPath(new URL("../../cmd/nfx.js", import.meta.url));
 
 t.test("ensureTopology is idempotent", async (t) => {
   const servers = await startServers(t);
@@ -29,10 +25,10 @@ t.test("ensureTopology is idempotent", async (t) => {
     const ci = await n.jsm.consumers.info(stream, config.durable_name!);
     t.equal(ci.config.filter_subject, config.filter_subject, `${config.durable_name} filters its lane`);
   }
-  const env = { ...process.env, NFX_NATS__SERVERS: JSON.stringify([servers.natsUrl]), NFX_REDIS__URL: servers.redisUrl };
-  const cli = await run(process.execPath, [NFX, "init"], { env });
+  const env = { NFX_NATS__SERVERS: JSON.stringify([servers.natsUrl]), NFX_REDIS__URL: servers.redisUrl };
+  const cli = await nfxRunner(env)("init");
   t.match(cli.stdout, /streams: NFX_INTAKE, NFX_FAN, NFX_SEND_APNS, NFX_SEND_FCM, NFX_RECEIPTS, NFX_DLQ/, "`nfx init` on an existing cluster succeeds and lists the streams");
-  const bad = await run(process.execPath, [NFX, "init"], { env: { ...env, NFX_CLUSTER__SHARDS: "0" } }).then(() => null, (e: { code: number; stderr: string }) => e);
+  const bad = await nfxRunner({ ...env, NFX_CLUSTER__SHARDS: "0" })("init").then(() => null, (e: { code: number; stderr: string }) => e);
   t.equal(bad?.code, 1, "invalid config: exit 1 before connecting");
   t.match(bad?.stderr ?? "", /NFX_ERR_CONFIG_INVALID.*\n.*cluster\.shards/);
 });

@@ -1,16 +1,13 @@
 // `nfx up` as a user runs it: one command brings the cluster up, the CLI works against it, Ctrl-C (SIGINT) stops every process.
 import t from "tap";
-import { execFile, spawn } from "node:child_process";
+import { spawn } from "node:child_process";
 import { mkdtempSync, readFileSync, readdirSync, rmSync } from "node:fs";
 import net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { promisify } from "node:util";
-import { fileURLToPath } from "node:url";
 import { freePort } from "../../lib/launch.js";
+import { NFX, nfxRunner } from "../helpers/cli.js";
 
-const run = promisify(execFile);
-const NFX = fileURLToPath(new URL("../../cmd/nfx.js", import.meta.url));
 const listening = (port: number): Promise<boolean> =>
   new Promise((r) => {
     const s = net.connect(port, "127.0.0.1");
@@ -52,12 +49,12 @@ t.test("nfx up: up, usable, and stopped cleanly by Ctrl-C", async (t) => {
   const configFile = join(dir, "cluster-config.json");
   t.equal(rolePids(configFile).length, 8, "one process per role");
 
-  const cli = { ...env, NFX_CONFIG: join(dir, "cluster-config.json") };
-  await run(process.execPath, [NFX, "users", "put", '{"id":"zoe","devices":[{"id":"zoe-phone","platform":"ios","token":"a0e0a0e0a0e0"}]}'], { env: cli });
-  const id = (await run(process.execPath, [NFX, "send", "--to", "zoe", "--title", "Hello", "--body", "World"], { env: cli })).stdout.trim();
-  const st = await run(process.execPath, [NFX, "status", id, "--wait", "15"], { env: cli });
+  const nfx = nfxRunner({ ...(env as Record<string, string>), NFX_CONFIG: join(dir, "cluster-config.json") });
+  await nfx("users", "put", '{"id":"zoe","devices":[{"id":"zoe-phone","platform":"ios","token":"a0e0a0e0a0e0"}]}');
+  const id = (await nfx("send", "--to", "zoe", "--title", "Hello", "--body", "World")).stdout.trim();
+  const st = await nfx("status", id, "--wait", "15");
   t.match(st.stdout, /sent=1 .* complete/, "a notification sent with the CLI is delivered");
-  const report = await run(process.execPath, [NFX, "sandbox-report", "--url", `http://127.0.0.1:${ports.control}`], { env: cli });
+  const report = await nfx("sandbox-report", "--url", `http://127.0.0.1:${ports.control}`);
   t.match(report.stdout, /apns a0e0a0e0a0e0 1\n/, "the sandbox counted one delivery to zoe's phone");
 
   up.kill("SIGINT");
