@@ -140,7 +140,7 @@ export async function startHttpApi(d: HttpApiDeps): Promise<{ port: number; stop
       return { status: 202, body: { id: r.id }, headers: r.replayed ? { "idempotent-replayed": "true" } : undefined };
     }),
   );
-  app.get("/v1/notifications/:id", route({ params: 1, body: false }, async (c) => ({ status: 200, body: await readStatus(d.nats, c.params[0]!) })));
+  app.get("/v1/notifications/:id", route({ params: 1, body: false }, async (c) => ({ status: 200, body: await readStatus(d.nats, c.params[0]!, d.campaigns) })));
   app.put(
     "/v1/templates/:id",
     route({ params: 1, body: true, admin: true }, async (c) => {

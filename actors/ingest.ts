@@ -74,7 +74,7 @@ export async function startIngest(d: IngestDeps): Promise<{ stop(): Promise<void
           return;
         case "status": {
           const { id } = (decodeBody(im.msg.data, max) ?? {}) as { id?: unknown };
-          reply(im.msg, await readStatus(d.nats, String(id ?? "")));
+          reply(im.msg, await readStatus(d.nats, String(id ?? ""), d.campaigns));
           return;
         }
         case "campaign": {

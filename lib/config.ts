@@ -3,6 +3,7 @@ import { readFileSync } from "node:fs";
 import { z } from "zod";
 import { configSchema, type Config } from "../config/schema.js";
 import { ConfigInvalid } from "./errors.js";
+import { formatIssues } from "./zod-issues.js";
 
 export type { Config };
 
@@ -77,17 +78,6 @@ function deepFreeze<T>(o: T): T {
     for (const v of Object.values(o)) deepFreeze(v);
   }
   return o;
-}
-
-/** Formats zod issues as `path: rule` lines; unknown keys become one line each naming the full path. */
-export function formatIssues(issues: readonly z.core.$ZodIssue[]): string[] {
-  const out: string[] = [];
-  for (const i of issues) {
-    const at = i.path.map(String).join(".");
-    if (i.code === "unrecognized_keys") for (const k of i.keys) out.push(`${at ? at + "." : ""}${k}: unknown key`);
-    else out.push(`${at || "(root)"}: ${i.message}`);
-  }
-  return out;
 }
 
 /**

@@ -11,9 +11,6 @@ export const profileKey = (shard: number, userId: string): string => `nfx:${tag(
 /** Marker that a delivery key was handed to its provider, kept for the delivered TTL. */
 export const deliveredKey = (shard: number, deliveryKey: string): string => `nfx:${tag(shard)}:dlv:${deliveryKey}`;
 
-/** Pattern matching every user record of a shard (admin scans only, never on the hot path). */
-export const userPattern = (shard: number): string => `nfx:${tag(shard)}:u:*`;
-
 /** Every user id of a shard, as a sorted set with score 0 (iterated in id order with ZRANGEBYLEX). */
 export const userIndexKey = (shard: number): string => `nfx:${tag(shard)}:users`;
 

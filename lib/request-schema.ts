@@ -1,6 +1,9 @@
 // The schema of a notify request, shared by the NATS and HTTP surfaces: every structural rule, checked before anything is stored.
 import { z } from "zod";
 import { RequestInvalid } from "./errors.js";
+import { formatIssue } from "./zod-issues.js";
+
+export { formatIssue };
 import { ID_PATTERN, PRIORITIES } from "./subjects.js";
 import { CONTENT_CHANNELS } from "./types.js";
 
@@ -11,18 +14,6 @@ export const SMS_MAX = 1600;
 /** FCM data keys the service reserves, plus nfx's own. */
 export const FCM_RESERVED = new Set(["from", "notification", "message_type", "collapse_key", "nfx_id"]);
 const FCM_RESERVED_PREFIX = /^(google|gcm)\./;
-
-// Plain-language messages for type errors everywhere (requests and config).
-z.config({
-  customError: (iss) => {
-    if (iss.code === "invalid_type") {
-      if (iss.input === undefined) return "is required";
-      const a = iss.expected === "array" || iss.expected === "object" ? "an" : "a";
-      return `must be ${a} ${iss.expected}`;
-    }
-    return undefined;
-  },
-});
 
 const id = z.string().regex(ID_PATTERN, "must be 1-128 characters of A-Z a-z 0-9 _ - : @ + =");
 const bytesAtMost = (n: number) => (s: string) => Buffer.byteLength(s) <= n;
@@ -95,19 +86,6 @@ export const notifySchema = z
   });
 
 export type NotifyRequest = z.infer<typeof notifySchema>;
-
-/** `field: rule` of one zod issue; unknown keys name the full path of the key. */
-export function formatIssue(issue: z.core.$ZodIssue): { field: string; message: string } {
-  const at = issue.path.map(String).join(".");
-  if (issue.code === "unrecognized_keys") {
-    const f = `${at ? at + "." : ""}${issue.keys[0]}`;
-    return { field: f, message: `${f}: unknown field` };
-  }
-  const f = at || "(body)";
-  // A bad record key: the key's own rule is inside.
-  const inner = issue.code === "invalid_key" ? issue.issues[0]?.message : undefined;
-  return { field: f, message: `${f}: ${inner ?? issue.message}` };
-}
 
 /**
  * Validates a decoded request body structurally. Throws {@link RequestInvalid}

@@ -59,14 +59,15 @@ export async function readReceipts(n: Nats, id: string): Promise<ReceiptEntry[]>
 /**
  * Folds a notification's receipts into its status. A device's latest final
  * outcome wins over "queued"; receipts replayed by a recovering stage fold to
- * the same line. Throws {@link RequestInvalid} for a malformed id and
+ * the same line. A segment notification's counts come from `campaigns` (the
+ * caller's store; opened here if absent). Throws {@link RequestInvalid} for a malformed id and
  * {@link NotFound} when no such notification was accepted.
  */
-export async function readStatus(n: Nats, id: string): Promise<NotificationStatus> {
+export async function readStatus(n: Nats, id: string, campaigns?: Campaigns): Promise<NotificationStatus> {
   if (!ID_PATTERN.test(id)) throw new RequestInvalid("id: must be a notification id", { field: "id" });
   const note = await readNotification(n, id);
   if (!note) throw new NotFound(`notification ${id} not found`, { field: "id" });
-  if (note.segment) return campaignNotificationStatus(n, note);
+  if (note.segment) return campaignNotificationStatus(campaigns ?? new Campaigns(await n.kvm.open(BUCKET.campaigns), await n.kvm.open(BUCKET.counters)), note);
   const entries = await readReceipts(n, id);
   const byKey = new Map<string, DeliveryLine>();
   for (const e of entries) {
@@ -97,8 +98,7 @@ export async function readStatus(n: Nats, id: string): Promise<NotificationStatu
 }
 
 /** Status of a segment notification: counts from the tracker, progress from the campaign (a campaign has no per-recipient lines). */
-async function campaignNotificationStatus(n: Nats, note: Notification): Promise<NotificationStatus> {
-  const campaigns = new Campaigns(await n.kvm.open(BUCKET.campaigns), await n.kvm.open(BUCKET.counters));
+async function campaignNotificationStatus(campaigns: Campaigns, note: Notification): Promise<NotificationStatus> {
   const camp = await campaigns.status(note.id).catch(() => undefined);
   const c = camp?.counters ?? emptyCounters();
   return {
