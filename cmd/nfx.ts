@@ -228,7 +228,12 @@ program
   });
 
 program.parseAsync().catch((err: unknown) => {
+  const e = err as Error & { code?: string };
   if (err instanceof NfxError || err instanceof ApiError) console.error(`nfx: ${(err as NfxError).code}: ${err.message}`);
-  else console.error(`nfx: ${(err as Error)?.stack ?? String(err)}`);
+  else if (e?.name === "ConnectionError" || e?.code === "ECONNREFUSED") {
+    console.error(`nfx: cannot connect (${e.message}): is the cluster running (\`nfx up\`) and are nats.servers / redis.url right?`);
+  } else if (e?.name === "NoRespondersError" || (e?.name === "RequestError" && /no responders/i.test(e.message))) {
+    console.error("nfx: no ingest process answers on NATS: start the ingest role (`nfx up` or `nfx run ingest`)");
+  } else console.error(`nfx: ${e?.stack ?? String(err)}`);
   process.exit(1);
 });

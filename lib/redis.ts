@@ -2,12 +2,14 @@
 import { Redis } from "ioredis";
 import type { Config } from "./config.js";
 import type { Logger } from "./log.js";
+import { StoreUnavailable } from "./errors.js";
 
 export type { Redis };
 
 /**
  * Opens a Redis client with auto-pipelining (commands issued in the same
- * tick share one round trip). Waits until the first connection is ready;
+ * tick share one round trip). Waits until the first connection is ready and
+ * throws {@link StoreUnavailable} naming `redis.url` if it cannot be made;
  * later disconnects are logged and retried forever.
  */
 export async function connectRedis(cfg: Config, log: Logger): Promise<Redis> {
@@ -17,8 +19,18 @@ export async function connectRedis(cfg: Config, log: Logger): Promise<Redis> {
     lazyConnect: true,
     retryStrategy: (n) => Math.min(n * 100, 2000),
   });
+  let first: Error | undefined;
+  const early = (err: Error): void => void (first ??= err);
+  r.on("error", early);
+  try {
+    await r.connect();
+  } catch (cause) {
+    r.disconnect();
+    throw new StoreUnavailable(`redis.url: cannot connect to ${cfg.redis.url}: ${(first ?? (cause as Error)).message}`, { field: "redis.url", cause });
+  }
+  r.off("error", early);
+  // Only after the first connection: later disconnects are logged and retried, never fatal.
   r.on("error", (err) => log.warn({ err }, "redis error"));
   r.on("reconnecting", () => log.warn("redis reconnecting"));
-  await r.connect();
   return r;
 }
