@@ -1,16 +1,30 @@
-// Shard actor: per-recipient policy for a fan chunk: directory lookup, opt-out, channel choice per device; emits send batches and receipts.
-import type { JsMsg } from "@nats-io/jetstream";
-import type { Config } from "../lib/config.js";
+// Shard actor: owns user shards by lease; for each fan chunk of an owned shard runs the per-recipient policy, emits sends, deferrals, receipts and trails, and checkpoints its state.
+import { randomBytes } from "node:crypto";
+import { hostname } from "node:os";
+import { DeliverPolicy, type ConsumerMessages, type JsMsg } from "@nats-io/jetstream";
+import { Cancellations } from "../lib/cancellations.js";
+import { decideChunk, usesUserFields, type ChunkDecision } from "../lib/chunk-decision.js";
 import { encode } from "../lib/codec.js";
+import type { Config } from "../lib/config.js";
+import { DedupWindow } from "../lib/dedup-window.js";
 import { readUsers } from "../lib/directory.js";
-import { decodeAs, runLanes } from "../lib/lanes.js";
+import { Fenced } from "../lib/errors.js";
+import { presenceKey } from "../lib/keys.js";
+import { decodeAs, PoisonMessage } from "../lib/lanes.js";
+import type { Lease } from "../lib/lease.js";
 import type { Logger } from "../lib/log.js";
 import type { Nats } from "../lib/nats.js";
+import { policyFrom, type PolicyConfig } from "../lib/policy.js";
+import { RateBuckets } from "../lib/rate-buckets.js";
 import type { Redis } from "../lib/redis.js";
-import { Cancellations } from "../lib/cancellations.js";
-import { BUCKET, CHANNELS, CONSUMER, MSGID, STREAM, receiptSubject, sendSubject, type Channel } from "../lib/subjects.js";
-import { renderPush } from "../lib/templates.js";
-import type { DeviceRecord, FanChunk, NotificationBrief, PushContent, ReceiptBatch, ReceiptEntry, Send, SendBatch, UserRecord } from "../lib/types.js";
+import { Semaphore } from "../lib/semaphore.js";
+import { CheckpointStore, startPositions } from "../lib/shard-checkpoint.js";
+import { ShardOwnership } from "../lib/shard-ownership.js";
+import {
+  BUCKET, CHANNELS, MSGID, PRIORITIES, STREAM, deferSubject, fanSubject, receiptSubject, sendSubject, trailSubject, type Priority,
+} from "../lib/subjects.js";
+import type { ChunkTrails } from "../lib/trails.js";
+import type { DeferredChunk, FanChunk, ReceiptBatch, SendBatch, UserRecord } from "../lib/types.js";
 
 export interface ShardDeps {
   cfg: Config;
@@ -18,147 +32,339 @@ export interface ShardDeps {
   redis: Redis;
   log: Logger;
   now?: () => number;
+  /** Owner id of this process (default host-pid-random). */
+  owner?: string;
 }
 
-/** The channel a device is reached on. */
-export function channelFor(d: DeviceRecord): Channel | null {
-  switch (d.platform) {
-    case "ios":
-      return "apns";
-    case "android":
-      return "fcm";
-    default:
-      return null;
+/** Shared by every shard a process owns. */
+interface Shared {
+  d: ShardDeps;
+  owner: string;
+  now: () => number;
+  policy: PolicyConfig;
+  store: CheckpointStore;
+  cancellations: Cancellations;
+  gate: Semaphore;
+  log: Logger;
+  /** Called when an owner stopped itself (fenced or failed): its shard is dropped and taken afresh. */
+  dropped(shard: number): void;
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** The fan message id of a chunk: its own for a release after quiet hours. */
+const fanIdOf = (c: FanChunk): string =>
+  c.release !== undefined ? MSGID.released(c.notification.id, c.shard, c.chunk, c.release) : MSGID.fan(c.notification.id, c.shard, c.chunk);
+
+/**
+ * One owned shard. Reads each priority lane of `nfx.fan.<prio>.<shard>` from
+ * the checkpointed position (ordered consumers; no acks: the checkpoint is
+ * the position), decides chunks (up to `chunksInFlight` at once, the most
+ * urgent lane first), and every `checkpointMs` pauses, waits for chunks in
+ * flight, and writes positions + dedup window + buckets by compare-and-set.
+ * Every emit first checks the lease on the monotonic clock; a checkpoint
+ * write after a takeover fails. Either way the owner stops without writing.
+ */
+class ShardOwner {
+  private readonly state = { buckets: new RateBuckets(), dedup: new DedupWindow(0) };
+  private pos = startPositions();
+  private rev = 0;
+  private gen: string | undefined;
+  private readonly queues: Record<Priority, JsMsg[]> = { critical: [], high: [], normal: [], bulk: [] };
+  private readonly pending: Record<Priority, { seq: number; done: boolean }[]> = { critical: [], high: [], normal: [], bulk: [] };
+  private readonly iters: ConsumerMessages[] = [];
+  private readonly space: Partial<Record<Priority, () => void>> = {};
+  private inflight = 0;
+  private paused = false;
+  private stopping = false;
+  private dirty = false;
+  private waiters: (() => void)[] = [];
+  private loop: Promise<void> = Promise.resolve();
+  private timer: NodeJS.Timeout | null = null;
+  private checkpointing: Promise<void> | null = null;
+  private readonly log: Logger;
+
+  constructor(private readonly sh: Shared, readonly shard: number, private readonly lease: Lease) {
+    this.log = sh.log.child({ shard, epoch: lease.revision });
+  }
+
+  private notify(): void {
+    const w = this.waiters;
+    this.waiters = [];
+    for (const f of w) f();
+  }
+
+  private wait(): Promise<void> {
+    return new Promise((r) => this.waiters.push(r));
+  }
+
+  /** Restores the checkpoint, fences earlier owners by writing it back under this lease, then starts reading. */
+  async start(): Promise<void> {
+    const cfg = this.sh.d.cfg;
+    const loaded = await this.sh.store.load(this.shard);
+    this.state.dedup = new DedupWindow(cfg.shard.dedupWindowSec * 1000, this.sh.now);
+    if (loaded.cp) {
+      this.pos = loaded.cp.pos;
+      this.state.dedup.restore(loaded.cp.dedup);
+      this.state.buckets.restore(loaded.cp.buckets, Date.now() - loaded.cp.at);
+    }
+    this.rev = loaded.rev;
+    this.gen = loaded.gen;
+    await this.writeCheckpoint();
+    this.log.info({ pos: this.pos, dedup: this.state.dedup.size, buckets: this.state.buckets.size, from: loaded.cp?.owner }, "shard restored");
+    for (const p of PRIORITIES) await this.pump(p);
+    this.loop = this.run();
+    this.timer = setInterval(() => void this.checkpoint().catch((err) => this.fail(err)), cfg.shard.checkpointMs);
+  }
+
+  private async pump(p: Priority): Promise<void> {
+    const from = this.pos[p];
+    const c = await this.sh.d.nats.js.consumers.get(STREAM.fan, {
+      filter_subjects: fanSubject(p, this.shard),
+      ...(from > 0 ? { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: from + 1 } : { deliver_policy: DeliverPolicy.All }),
+    });
+    const it = await c.consume({ max_messages: 8 });
+    this.iters.push(it);
+    void (async () => {
+      for await (const m of it) {
+        if (this.stopping) break;
+        this.queues[p].push(m);
+        this.notify();
+        while (this.queues[p].length >= 8 && !this.stopping) await new Promise<void>((r) => (this.space[p] = r));
+      }
+    })().catch((err) => this.log.error({ err, lane: p }, "lane read failed"));
+  }
+
+  private take(): [JsMsg, Priority] | null {
+    for (const p of PRIORITIES) {
+      const m = this.queues[p].shift();
+      if (m) {
+        const w = this.space[p];
+        delete this.space[p];
+        w?.();
+        return [m, p];
+      }
+    }
+    return null;
+  }
+
+  private async run(): Promise<void> {
+    const limit = this.sh.d.cfg.shard.chunksInFlight;
+    while (!this.stopping) {
+      if (this.paused || this.inflight >= limit) {
+        await this.wait();
+        continue;
+      }
+      const next = this.take();
+      if (!next) {
+        await this.wait();
+        continue;
+      }
+      const [m, p] = next;
+      const entry = { seq: m.seq, done: false };
+      this.pending[p].push(entry);
+      this.inflight++;
+      void this.sh.gate
+        .run(() => this.handle(m))
+        .then(() => {
+          entry.done = true;
+          this.advance(p);
+        })
+        .catch((err) => this.fail(err))
+        .finally(() => {
+          this.inflight--;
+          this.notify();
+        });
+    }
+  }
+
+  /** Moves a lane's position past every leading chunk that is done. */
+  private advance(p: Priority): void {
+    const q = this.pending[p];
+    while (q.length > 0 && q[0]!.done) {
+      this.pos[p] = q.shift()!.seq;
+      this.dirty = true;
+    }
+  }
+
+  /** Retries `fn` until it succeeds or this owner stops; a lost lease ends it at once. */
+  private async retry<T>(what: string, fn: () => Promise<T>): Promise<T> {
+    for (let attempt = 1; ; attempt++) {
+      if (this.stopping) throw new Fenced(`shard ${this.shard} stopped`);
+      if (!this.lease.valid) throw new Fenced(`shard ${this.shard}: lease ${this.lease.revision} is gone`);
+      try {
+        return await fn();
+      } catch (err) {
+        if (err instanceof Fenced) throw err;
+        this.log.warn({ err, attempt }, `${what} failed; retrying`);
+        await sleep(Math.min(5000, 100 * 2 ** Math.min(attempt, 6)));
+      }
+    }
+  }
+
+  private async handle(m: JsMsg): Promise<void> {
+    let chunk: FanChunk;
+    try {
+      chunk = decodeAs<FanChunk>(m.data, "fan_chunk");
+    } catch (err) {
+      this.log.error({ err, seq: m.seq }, "poison fan chunk skipped");
+      if (err instanceof PoisonMessage) return;
+      throw err;
+    }
+    const { d, policy } = this.sh;
+    const n = chunk.notification;
+    const needsProfile = usesUserFields(n) || [...n.channels, ...policy.fallback[n.priority]].some((c) => (c === "email" || c === "sms") && policy.available.has(c));
+    const wantsPresence = (policy.categories[n.category]?.presenceRouting ?? false) && policy.available.has("inapp");
+    const [users, online] = await this.retry("directory read", () =>
+      Promise.all([
+        readUsers(d.redis, this.shard, chunk.users, { profile: needsProfile }) as Promise<(UserRecord | null)[]>,
+        wantsPresence ? d.redis.mget(chunk.users.map((u) => presenceKey(this.shard, u))).then((r) => r.map((x) => x !== null)) : Promise.resolve(null),
+      ]),
+    );
+    // Decided once: the decision changed the dedup window and buckets, so a failed publish is retried with the same decision.
+    const decidedAt = this.sh.now();
+    const decision = decideChunk(chunk, { users, online, now: decidedAt, cancelled: this.sh.cancellations.has(n.id), policy, state: this.state, trails: d.cfg.policy.trails });
+    await this.retry("publish", () => this.emit(chunk, decision, decidedAt));
+  }
+
+  /** Publishes a decided chunk's outputs, all with message ids derived from the chunk's. */
+  private emit(chunk: FanChunk, dec: ChunkDecision, decidedAt: number): Promise<unknown> {
+    const { d } = this.sh;
+    const n = chunk.notification;
+    const fanId = fanIdOf(chunk);
+    const js = d.nats.js;
+    const batchSize = d.cfg.shard.sendBatchSize;
+    // The fence: nothing is published once the lease is gone (checked on the monotonic clock, right before the publishes leave).
+    if (!this.lease.valid) throw new Fenced(`shard ${this.shard}: lease ${this.lease.revision} is gone`);
+    const pubs: Promise<unknown>[] = [];
+    for (const ch of CHANNELS) {
+      const all = dec.sends[ch];
+      for (let i = 0, part = 0; i < all.length; i += batchSize, part++) {
+        const batch: SendBatch = {
+          type: "send_batch", channel: ch, shard: chunk.shard, notifications: { [n.id]: n }, sends: all.slice(i, i + batchSize),
+          decidedAt, owner: this.sh.owner, epoch: this.lease.revision,
+        };
+        pubs.push(js.publish(sendSubject(ch, n.priority), encode(batch), { msgID: MSGID.send(fanId, ch, part) }));
+      }
+    }
+    for (const [until, users] of dec.deferred) {
+      const held: DeferredChunk = { type: "deferred_chunk", until, chunk: { type: "fan_chunk", shard: chunk.shard, chunk: chunk.chunk, notification: n, users } };
+      pubs.push(js.publish(deferSubject(n.priority, chunk.shard), encode(held), { msgID: MSGID.deferred(fanId, until) }));
+    }
+    const released = chunk.release !== undefined ? chunk.users.length : 0;
+    if (dec.receipts.length > 0 || dec.decided > 0 || released > 0) {
+      const rb: ReceiptBatch = {
+        type: "receipts", nid: n.id, stage: "shard", entries: dec.receipts, decided: dec.decided,
+        ...(dec.queued ? { queued: dec.queued } : {}), ...(dec.deferredCount ? { deferred: dec.deferredCount } : {}), ...(released ? { released } : {}),
+      };
+      pubs.push(js.publish(receiptSubject(n.id), encode(rb), { msgID: MSGID.decided(fanId) }));
+    }
+    if (dec.trails) {
+      const t: ChunkTrails = { type: "trails", nid: n.id, shard: chunk.shard, fan: fanId, at: decidedAt, users: chunk.users, idx: dec.trails.idx, trails: dec.trails.trails };
+      pubs.push(js.publish(trailSubject(n.id, chunk.shard), encode(t), { msgID: MSGID.trail(fanId) }));
+    }
+    return Promise.all(pubs);
+  }
+
+  /** Writes the state as of the current positions (call only with nothing in flight). */
+  private async writeCheckpoint(): Promise<void> {
+    if (!this.lease.valid) throw new Fenced(`shard ${this.shard}: lease ${this.lease.revision} is gone`);
+    const cp = { owner: this.sh.owner, epoch: this.lease.revision, at: Date.now(), pos: { ...this.pos }, dedup: this.state.dedup.snapshot(), buckets: this.state.buckets.snapshot() };
+    const r = await this.sh.store.write(this.shard, cp, this.rev, this.gen);
+    this.rev = r.rev;
+    this.gen = r.gen;
+    this.dirty = false;
+    // Chunks up to the checkpoint are never read again: drop them from the stream.
+    const jsm = this.sh.d.nats.jsm;
+    for (const p of PRIORITIES) {
+      if (cp.pos[p] > 0) void jsm.streams.purge(STREAM.fan, { filter: fanSubject(p, this.shard), seq: cp.pos[p] + 1 }).catch(() => undefined);
+    }
+  }
+
+  /** Pauses intake, waits for chunks in flight, and checkpoints if anything moved. */
+  checkpoint(): Promise<void> {
+    if (this.checkpointing) return this.checkpointing;
+    this.checkpointing = (async () => {
+      try {
+        if (!this.dirty) return;
+        this.paused = true;
+        while (this.inflight > 0) await this.wait();
+        await this.writeCheckpoint();
+      } finally {
+        this.paused = false;
+        this.checkpointing = null;
+        this.notify();
+      }
+    })();
+    return this.checkpointing;
+  }
+
+  private fail(err: unknown): void {
+    if (this.stopping) return;
+    if (err instanceof Fenced) this.log.warn({ err: err.message }, "fenced: stopping this shard without writing");
+    else this.log.error({ err }, "shard owner failed; stopping it");
+    void this.stop(false).finally(() => this.sh.dropped(this.shard));
+  }
+
+  /** Stops reading. `graceful`: finishes chunks in flight and writes a final checkpoint; otherwise writes nothing. */
+  async stop(graceful: boolean): Promise<void> {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = null;
+    if (graceful && !this.stopping) {
+      this.paused = true;
+      while (this.inflight > 0) await this.wait();
+      await this.checkpointing?.catch(() => undefined);
+      await this.writeCheckpoint().catch((err) => this.log.warn({ err }, "final checkpoint failed"));
+    }
+    this.stopping = true;
+    for (const p of PRIORITIES) this.space[p]?.();
+    this.notify();
+    await Promise.all(this.iters.map((it) => it.close().catch(() => undefined)));
+    await this.loop;
   }
 }
 
 /**
- * Returns the per-recipient push renderer of a notification: null content
- * for inline content (the gateway uses the notification's), the template
- * rendered with the recipient's locale and attributes otherwise. Templates
- * that never mention `user.` render once per locale.
+ * Starts the shard actor: joins shard ownership (lib/shard-ownership.ts) and
+ * runs a {@link ShardOwner} for every shard this process holds.
  */
-export function pushRenderer(n: NotificationBrief): (u: UserRecord) => PushContent | undefined {
-  const use = n.template;
-  if (!use) return () => undefined;
-  const perUser = JSON.stringify(use.template.channels.push ?? {}).includes("user.");
-  const byLocale = new Map<string, PushContent | undefined>();
-  return (u) => {
-    if (perUser) return renderPush(use, u) ?? undefined;
-    const k = use.locale ?? u.locale ?? "";
-    if (!byLocale.has(k)) byLocale.set(k, renderPush(use, { id: "", locale: u.locale }) ?? undefined);
-    return byLocale.get(k);
+export async function startUserShard(d: ShardDeps): Promise<{ stop(): Promise<void>; owned(): number[] }> {
+  const owner = d.owner ?? `${hostname()}-${process.pid}-${randomBytes(3).toString("hex")}`;
+  const log = d.log.child({ actor: "user-shard", owner });
+  const sh: Shared = {
+    d, owner, log,
+    now: d.now ?? Date.now,
+    policy: policyFrom(d.cfg),
+    store: new CheckpointStore(await d.nats.kvm.open(BUCKET.checkpoints)),
+    cancellations: await Cancellations.watch(await d.nats.kvm.open(BUCKET.campaigns)),
+    gate: new Semaphore(d.cfg.shard.concurrency),
+    dropped: (s) => void ownership.drop(s),
   };
-}
-
-/** Whether rendering this notification reads recipients' profile attributes. */
-export const usesUserFields = (n: NotificationBrief): boolean => n.template !== undefined && JSON.stringify(n.template.template.channels).includes("user.");
-
-/** The decision for one chunk: sends per channel and one receipt entry per suppressed user or queued device. */
-export interface ChunkDecision {
-  sends: Record<Channel, Send[]>;
-  receipts: ReceiptEntry[];
-  /** Recipients decided (members of the target). */
-  decided: number;
-  /** Sends queued but not listed in `receipts` (campaign chunks). */
-  queued: number;
-}
-
-/**
- * Decides a chunk, given the users' directory records in the same order as
- * `chunk.users`. Pure. A user outside the chunk's segment rule is skipped
- * (not a recipient). Then in order: cancelled campaign, unknown user, expired
- * notification, global opt-out, push not wanted, push turned off for the
- * category, no reachable device; then one send per
- * device on its channel, with content rendered for the recipient when the
- * notification uses a template.
- */
-export function decideChunk(chunk: FanChunk, users: readonly (UserRecord | null)[], now: number, cancelled = false): ChunkDecision {
-  // A campaign's queued sends are counted, not listed: status shows counters for campaigns, lines only for explicit recipients.
-  const listQueued = chunk.filter === undefined && chunk.notification.segment === undefined;
-  let queued = 0;
-  const sends = Object.fromEntries(CHANNELS.map((c) => [c, [] as Send[]])) as Record<Channel, Send[]>;
-  const receipts: ReceiptEntry[] = [];
-  const n = chunk.notification;
-  const nid = n.id;
-  const expired = n.expiresAt <= now;
-  const wantsPush = n.channels.includes("push");
-  const render = pushRenderer(n);
-  const activeSince = chunk.filter?.activeSince;
-  let decided = 0;
-  chunk.users.forEach((userId, i) => {
-    const u = users[i];
-    // Segment rule: a user who is not a member is not a recipient (no receipt).
-    if (activeSince !== undefined && (!u || (u.lastActive ?? 0) < activeSince)) return;
-    decided++;
-    const suppress = (reason: string): void => void receipts.push({ user: userId, outcome: "suppressed", reason, at: now });
-    if (cancelled) return void receipts.push({ user: userId, outcome: "cancelled", at: now });
-    if (!u) return suppress("unknown_user");
-    if (expired) return suppress("expired");
-    if (u.optedOut) return suppress("opted_out");
-    if (!wantsPush) return suppress("no_wanted_channel");
-    if (u.preferences?.categories?.[n.category]?.push === false) return suppress("preference_off");
-    let reachable = 0;
-    const push = render(u);
-    for (const dev of u.devices ?? []) {
-      const ch = channelFor(dev);
-      if (!ch || !dev.token) continue;
-      reachable++;
-      sends[ch].push({ nid, user: userId, device: dev.id, token: dev.token, ...(push ? { push } : {}) });
-      queued++;
-      if (listQueued) receipts.push({ user: userId, outcome: "queued", channel: ch, device: dev.id, at: now });
-    }
-    if (reachable === 0) suppress("no_devices");
+  const owners = new Map<number, ShardOwner>();
+  const ownership = new ShardOwnership({
+    kv: await d.nats.kvm.open(BUCKET.leases),
+    shards: d.cfg.cluster.shards,
+    owner,
+    leaseMs: d.cfg.shard.leaseMs,
+    log,
+    acquired: async (s, lease) => {
+      const o = new ShardOwner(sh, s, lease);
+      owners.set(s, o);
+      await o.start();
+    },
+    released: async (s, graceful) => {
+      const o = owners.get(s);
+      owners.delete(s);
+      await o?.stop(graceful);
+    },
   });
-  return { sends, receipts, decided, queued: listQueued ? 0 : queued };
-}
-
-/**
- * Starts the shard actor on every priority lane of NFX_FAN. A chunk is acked
- * only after all its send batches and its receipt batch are acknowledged by
- * JetStream; all carry deterministic message ids derived from the chunk's own.
- */
-export async function startUserShard(d: ShardDeps): Promise<{ stop(): Promise<void> }> {
-  const log = d.log.child({ actor: "user-shard" });
-  const now = d.now ?? Date.now;
-  const batchSize = d.cfg.shard.sendBatchSize;
-  const cancellations = await Cancellations.watch(await d.nats.kvm.open(BUCKET.campaigns));
-
-  const handle = async (m: JsMsg): Promise<void> => {
-    const chunk = decodeAs<FanChunk>(m.data, "fan_chunk");
-    const n = chunk.notification;
-    const fanId = MSGID.fan(n.id, chunk.shard, chunk.chunk);
-    // Profiles (attributes) only when a template renders them per recipient.
-    const users = await readUsers(d.redis, chunk.shard, chunk.users, { profile: usesUserFields(n) });
-    const decision = decideChunk(chunk, users, now(), cancellations.has(n.id));
-    const pubs: Promise<unknown>[] = [];
-    for (const ch of CHANNELS) {
-      const all = decision.sends[ch];
-      for (let i = 0, part = 0; i < all.length; i += batchSize, part++) {
-        const batch: SendBatch = { type: "send_batch", channel: ch, shard: chunk.shard, notifications: { [n.id]: n }, sends: all.slice(i, i + batchSize) };
-        pubs.push(d.nats.js.publish(sendSubject(ch, n.priority), encode(batch), { msgID: MSGID.send(fanId, ch, part) }));
-      }
-    }
-    if (decision.receipts.length > 0 || decision.decided > 0) {
-      pubs.push(
-        d.nats.js.publish(receiptSubject(n.id), encode({ type: "receipts", nid: n.id, stage: "shard", entries: decision.receipts, decided: decision.decided, ...(decision.queued ? { queued: decision.queued } : {}) } satisfies ReceiptBatch), {
-          msgID: MSGID.decided(fanId),
-        }),
-      );
-    }
-    await Promise.all(pubs);
-  };
-
-  const lanes = runLanes({
-    js: d.nats.js, stream: STREAM.fan, consumer: CONSUMER.shard, concurrency: d.cfg.shard.concurrency, prefetch: 16,
-    ackWaitSec: d.cfg.streams.ackWaitSec, log, handle,
-  });
-  await lanes.ready;
-  log.info("user-shard ready");
+  await ownership.start();
+  log.info({ shards: ownership.owned().length }, "user-shard ready");
   return {
+    owned: () => ownership.owned(),
     async stop() {
-      await lanes.stop();
-      cancellations.stop();
+      await ownership.stop();
+      sh.cancellations.stop();
     },
   };
 }

@@ -10,6 +10,7 @@ import { formatIssue } from "../lib/request-schema.js";
 import { countSegment, defineSegment, listSegments, type SegmentRule } from "../lib/segments.js";
 import type { UserRecord } from "../lib/types.js";
 import { syntheticUser, userRecordSchema } from "../lib/users.js";
+import { hhmm } from "../lib/quiet-hours.js";
 import { cliConfig, withConnections } from "./cli-context.js";
 
 const BATCH = 2000;
@@ -145,7 +146,8 @@ export function registerDirectoryCommands(program: Command): void {
     .option("--opt-out", "turn every notification off")
     .option("--opt-in", "turn the global opt-out off")
     .option("--set <category.channel=on|off>", "per category and channel (repeatable), e.g. marketing.push=off", many)
-    .action(async (id: string, o: { optOut?: boolean; optIn?: boolean; set?: string[] }) => {
+    .option("--quiet <HH:MM-HH:MM|off>", "quiet hours in the user's time zone, e.g. 22:00-07:00; off clears them")
+    .action(async (id: string, o: { optOut?: boolean; optIn?: boolean; set?: string[]; quiet?: string }) => {
       const cfg = cliConfig(program);
       const categories: Record<string, Record<string, boolean>> = {};
       for (const s of o.set ?? []) {
@@ -153,9 +155,21 @@ export function registerDirectoryCommands(program: Command): void {
         if (!m) throw new InvalidArgumentError(`--set ${s}: must be category.channel=on|off`);
         (categories[m[1]!] ??= {})[m[2]!] = m[3] === "on";
       }
-      const body = { ...(o.optOut ? { optedOut: true } : o.optIn ? { optedOut: false } : {}), ...(Object.keys(categories).length ? { categories } : {}) };
+      let quietHours: { start: string; end: string } | null | undefined;
+      if (o.quiet === "off") quietHours = null;
+      else if (o.quiet !== undefined) {
+        const m = /^([0-9]{2}:[0-9]{2})-([0-9]{2}:[0-9]{2})$/.exec(o.quiet);
+        if (!m) throw new InvalidArgumentError(`--quiet ${o.quiet}: must be HH:MM-HH:MM or off`);
+        quietHours = { start: m[1]!, end: m[2]! };
+      }
+      const body = {
+        ...(o.optOut ? { optedOut: true } : o.optIn ? { optedOut: false } : {}),
+        ...(Object.keys(categories).length ? { categories } : {}),
+        ...(quietHours !== undefined ? { quietHours } : {}),
+      };
       const u = await withConnections(cfg, { redis: true, nats: true }, ({ redis, nats }) => preferencesOp(cfg, redis, nats.nc, id, body));
-      console.log(JSON.stringify({ id: u.id, optedOut: u.optedOut ?? false, preferences: u.preferences ?? {} }, null, 2));
+      const q = u.quietHours ? { quietHours: { start: hhmm(u.quietHours.start), end: hhmm(u.quietHours.end) } } : {};
+      console.log(JSON.stringify({ id: u.id, optedOut: u.optedOut ?? false, ...q, preferences: u.preferences ?? {} }, null, 2));
     });
 
   const segments = program.command("segments").description("segments: built in (all, active_<N>d) and named");

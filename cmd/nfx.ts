@@ -1,5 +1,6 @@
 #!/usr/bin/env node
 // The `nfx` command line: init, run, up, send, status, sandbox, users, demo.
+import { explain } from "../lib/trails.js";
 import { Command, InvalidArgumentError, Option } from "commander";
 import { readFileSync } from "node:fs";
 import type { Config } from "../lib/config.js";
@@ -13,7 +14,7 @@ import { BUCKET, PRIORITIES } from "../lib/subjects.js";
 import { startSandbox } from "../sandbox/index.js";
 import { formatStatus } from "./format.js";
 import { ROLES, startRoles, type Role } from "./roles.js";
-import { cliConfig, cliLog } from "./cli-context.js";
+import { cliConfig, cliLog, withConnections } from "./cli-context.js";
 import { registerCampaignCommands } from "./campaign-cli.js";
 import { registerDirectoryCommands } from "./directory-cli.js";
 import { registerDlqCommands } from "./dlq-cli.js";
@@ -133,6 +134,28 @@ program
     }
     console.log(o.json ? JSON.stringify(s, null, 2) : formatStatus(s));
     await n.nc.close();
+  });
+
+program
+  .command("explain")
+  .description("print the decision trail of one user for one notification: which rule decided what, with the values it saw")
+  .argument("<notification-id>")
+  .argument("<user-id>")
+  .option("--json", "print JSON")
+  .action(async (nid: string, userId: string, o: { json?: boolean }) => {
+    const cfg = config();
+    const x = await withConnections(cfg, { nats: true }, ({ nats }) => explain(nats, cfg.cluster.shards, nid, userId));
+    if (!x) {
+      console.error(`no decision for user ${userId} in notification ${nid} (not a recipient, not decided yet, or its trail expired after ${cfg.policy.trailRetentionHours} h)`);
+      process.exitCode = 1;
+      return;
+    }
+    if (o.json) return void console.log(JSON.stringify(x, null, 2));
+    console.log(`notification ${x.notification}, user ${x.user} (shard ${x.shard})`);
+    for (const dcs of x.decisions) {
+      console.log(`\ndecided ${new Date(dcs.at).toISOString()}${dcs.chunk.startsWith("rel:") ? " (released after quiet hours)" : ""}`);
+      for (const s of dcs.steps) console.log(`  ${s.rule.padEnd(14)} ${s.verdict.padEnd(34)} ${s.saw}`);
+    }
   });
 
 program

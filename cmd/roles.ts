@@ -4,6 +4,7 @@ import { startGatewayFcm } from "../actors/gateway-fcm.js";
 import { startHttpApi } from "../actors/http-api.js";
 import { startIngest } from "../actors/ingest.js";
 import { startScheduler } from "../actors/scheduler.js";
+import { startDeferredRelease } from "../actors/deferred-release.js";
 import { startCampaign } from "../actors/campaign.js";
 import { startTracker } from "../actors/tracker.js";
 import { Intake } from "../lib/intake.js";
@@ -41,9 +42,15 @@ async function startIngestRole(d: Deps): Promise<Started> {
   };
 }
 
+/** The scheduler role: send-at times and quiet-hours releases, both "hold until due". */
+async function startSchedulerRole(d: Deps): Promise<Started> {
+  const parts = [await startScheduler(d), await startDeferredRelease(d)];
+  return { stop: async () => void (await Promise.all(parts.map((p) => p.stop()))) };
+}
+
 const starters: Record<Role, (d: Deps) => Promise<Started>> = {
   ingest: startIngestRole,
-  scheduler: startScheduler,
+  scheduler: startSchedulerRole,
   campaign: startCampaign,
   tracker: startTracker,
   router: startRouter,

@@ -5,6 +5,8 @@ import { z } from "zod";
 const file = z.string().min(1).refine((p) => existsSync(p), { message: "file not found" });
 const port = z.number().int().min(1).max(65535);
 const host = z.string().min(1);
+const hhmm = z.string().regex(/^([01][0-9]|2[0-3]):[0-5][0-9]$/, "must be a 24-hour HH:MM time");
+const contentChannel = z.enum(["push", "email", "sms", "inapp"]);
 
 const apnsApp = z.strictObject({
   /** APNs topic: the app's bundle id. */
@@ -87,13 +89,19 @@ export const configSchema = z.strictObject({
         description: z.string().optional(),
         /** Priority used when a request names none. */
         defaultPriority: z.enum(["critical", "high", "normal", "bulk"]).default("normal"),
+        /** Frequency cap per user: at most `count` sends per `periodSec` (token bucket). Absent: uncapped. */
+        cap: z.strictObject({ count: z.number().int().min(1).max(1_000_000), periodSec: z.number().int().min(1).max(30 * 86400) }).optional(),
+        /** While the user is online (in-app presence), deliver in-app instead of push. */
+        presenceRouting: z.boolean().default(false),
+        /** Respect users' quiet hours (critical notifications never do). */
+        quietHours: z.boolean().default(true),
       }),
     )
     .default({
-      transactional: { defaultPriority: "high" },
-      security: { defaultPriority: "critical" },
-      social: { defaultPriority: "normal" },
-      marketing: { defaultPriority: "bulk" },
+      transactional: { defaultPriority: "high", presenceRouting: false, quietHours: false },
+      security: { defaultPriority: "critical", presenceRouting: false, quietHours: false },
+      social: { defaultPriority: "normal", presenceRouting: true, quietHours: true },
+      marketing: { defaultPriority: "bulk", cap: { count: 3, periodSec: 86400 }, presenceRouting: false, quietHours: true },
     }),
   ingest: z
     .strictObject({
@@ -146,10 +154,37 @@ export const configSchema = z.strictObject({
     .prefault({}),
   shard: z
     .strictObject({
-      /** Fan chunks processed at once per process. */
+      /** Fan chunks processed at once per process (across its shards). */
       concurrency: z.number().int().min(1).max(256).default(8),
+      /** Fan chunks of one shard in flight at once (read, decide, publish). */
+      chunksInFlight: z.number().int().min(1).max(64).default(4),
       /** Sends per channel batch message. */
       sendBatchSize: z.number().int().min(1).max(1000).default(500),
+      /** Shard lease: an owner that dies is replaced within about this long plus one tick. */
+      leaseMs: z.number().int().min(500).max(60_000).default(3000),
+      /** How often an owner checkpoints each shard's position, dedup window and buckets. */
+      checkpointMs: z.number().int().min(100).max(600_000).default(2000),
+      /** Dedup window on (notification, user) and (collapse key, user). */
+      dedupWindowSec: z.number().int().min(0).max(30 * 86400).default(86400),
+    })
+    .prefault({}),
+  policy: z
+    .strictObject({
+      /** Quiet hours of users who set none, local time in their zone; absent: none. */
+      defaultQuietHours: z.strictObject({ start: hhmm, end: hhmm }).optional(),
+      /** Channels tried one at a time when a notification's own channels reach nobody, per priority. Only channels with gateways are used. */
+      fallback: z
+        .strictObject({
+          critical: z.array(contentChannel).default(["sms", "email"]),
+          high: z.array(contentChannel).default(["email"]),
+          normal: z.array(contentChannel).default([]),
+          bulk: z.array(contentChannel).default([]),
+        })
+        .prefault({}),
+      /** Keep every recipient's decision trail for `nfx explain`. */
+      trails: z.boolean().default(true),
+      trailRetentionHours: z.number().min(1).max(24 * 90).default(72),
+      trailMaxBytes: z.number().int().min(1_048_576).default(2 * 1024 ** 3),
     })
     .prefault({}),
   gateways: z

@@ -9,6 +9,8 @@ export interface Counters {
   /** Recipients decided by the shard actors (segment non-members are not recipients). */
   decided: number;
   queued: number;
+  /** Recipients waiting for their quiet hours to end (deferred, not yet released). */
+  deferred: number;
   sent: number;
   failed: Record<string, number>;
   suppressed: Record<string, number>;
@@ -19,17 +21,21 @@ export interface Counters {
   updatedAt: number;
 }
 
-export const emptyCounters = (): Counters => ({ seq: 0, decided: 0, queued: 0, sent: 0, failed: {}, suppressed: {}, cancelled: 0, cancelledSends: 0, updatedAt: 0 });
+export const emptyCounters = (): Counters => ({ seq: 0, decided: 0, queued: 0, deferred: 0, sent: 0, failed: {}, suppressed: {}, cancelled: 0, cancelledSends: 0, updatedAt: 0 });
 
 /** Folds one receipt batch into `c`. Pure apart from mutating `c`. */
 export function fold(c: Counters, b: ReceiptBatch): void {
   c.decided += b.decided ?? 0;
   c.queued += b.queued ?? 0;
+  c.deferred = (c.deferred ?? 0) + (b.deferred ?? 0) - (b.released ?? 0);
   for (const e of b.entries) {
     if (e.supersedes && c.failed[e.supersedes]) c.failed[e.supersedes]!--;
     switch (e.outcome) {
       case "queued":
         c.queued++;
+        break;
+      case "deferred":
+        c.deferred = (c.deferred ?? 0) + 1;
         break;
       case "sent":
         c.sent++;

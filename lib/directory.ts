@@ -2,7 +2,8 @@
 import type { NatsConnection } from "@nats-io/transport-node";
 import type { Redis } from "./redis.js";
 import { decode, encodeJson, encodePlain } from "./codec.js";
-import { lastActiveKey, profileKey, userIndexKey, userKey } from "./keys.js";
+import { changedKey, lastActiveKey, profileKey, userIndexKey, userKey } from "./keys.js";
+import { parseHhmm } from "./quiet-hours.js";
 import { shardOf } from "./shard.js";
 import { dirChangedSubject } from "./subjects.js";
 import type { DeviceRecord, Preferences, UserRecord } from "./types.js";
@@ -18,6 +19,8 @@ interface Routing {
   l?: string;
   tz?: string;
   o?: 1;
+  /** Quiet hours [start, end], local minutes. */
+  q?: [number, number];
   p?: Preferences["categories"];
   d: [string, 1 | 2, string, string?][];
 }
@@ -30,6 +33,7 @@ function toRouting(u: UserRecord): Routing {
     ...(u.locale ? { l: u.locale } : {}),
     ...(u.timezone ? { tz: u.timezone } : {}),
     ...(u.optedOut ? { o: 1 as const } : {}),
+    ...(u.quietHours ? { q: [u.quietHours.start, u.quietHours.end] as [number, number] } : {}),
     ...(u.preferences?.categories ? { p: u.preferences.categories } : {}),
     d: u.devices.map((d) => (d.app ? [d.id, d.platform === "ios" ? 1 : 2, d.token, d.app] : [d.id, d.platform === "ios" ? 1 : 2, d.token])),
   };
@@ -49,6 +53,7 @@ function fromStored(id: string, raw: Buffer, profile: Buffer | null): UserRecord
     ...(r.l ? { locale: r.l } : {}),
     ...(r.tz ? { timezone: r.tz } : {}),
     ...(r.o ? { optedOut: true } : {}),
+    ...(Array.isArray(r.q) && r.q.length === 2 ? { quietHours: { start: r.q[0], end: r.q[1] } } : {}),
     ...(cats ? { preferences: { categories: cats } } : {}),
   };
   if (profile) {
@@ -107,6 +112,7 @@ if not raw then return nil end
 local u = cmsgpack.unpack(raw)
 local patch = cjson.decode(ARGV[1])
 if patch.optedOut == true then u.o = 1 elseif patch.optedOut == false then u.o = nil end
+if patch.quietHours == cjson.null then u.q = nil elseif type(patch.quietHours) == 'table' then u.q = { patch.quietHours[1], patch.quietHours[2] } end
 if patch.categories then
   if type(u.p) ~= 'table' then u.p = {} end
   for cat, chans in pairs(patch.categories) do
@@ -116,11 +122,16 @@ if patch.categories then
 end
 local out = cmsgpack.pack(u)
 redis.call('SET', KEYS[1], out)
+-- Gateways re-check users changed after their sends were decided; entries older than two days are dropped.
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', tonumber(ARGV[2]) - 172800000)
 return out`;
 
 /** A change to a user's choices: global opt-out and/or per category, per channel switches. */
 export interface PreferencePatch {
   optedOut?: boolean;
+  /** The user's quiet hours ("HH:MM" local), or null to clear them. */
+  quietHours?: { start: string; end: string } | null;
   categories?: NonNullable<Preferences["categories"]>;
 }
 
@@ -132,7 +143,11 @@ export interface PreferencePatch {
 export async function updatePreferences(redis: Redis, nc: NatsConnection, shards: number, userId: string, patch: PreferencePatch): Promise<UserRecord | null> {
   const shard = shardOf(userId, shards);
   // evalBuffer (untyped in ioredis) returns the script's reply as a Buffer: the record is binary msgpack.
-  const out = (await (redis as unknown as { evalBuffer(s: string, n: number, ...a: string[]): Promise<Buffer | null> }).evalBuffer(UPDATE_PREFS, 1, userKey(shard, userId), JSON.stringify(patch)));
+  const q = patch.quietHours;
+  const lua = { ...patch, ...(q !== undefined ? { quietHours: q === null ? null : [parseHhmm(q.start), parseHhmm(q.end)] } : {}) };
+  const out = (await (redis as unknown as { evalBuffer(s: string, n: number, ...a: string[]): Promise<Buffer | null> }).evalBuffer(
+    UPDATE_PREFS, 2, userKey(shard, userId), changedKey(shard), JSON.stringify(lua), String(Date.now()), userId,
+  ));
   if (out === null) return null;
   nc.publish(dirChangedSubject(shard), encodeJson({ user: userId, fields: Object.keys(patch) }));
   return fromStored(userId, out, null);

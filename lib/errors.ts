@@ -102,11 +102,14 @@ export class ProviderError extends NfxError {
   }
 }
 
+/** A shard owner or campaign owner whose lease is gone tried to write: it must stop. */
+export class Fenced extends errorClass("NFX_ERR_FENCED", 409) {}
+
 /** Every error class, so tests can check codes are unique and callers can map codes back. */
 export const ERROR_CLASSES = [
   ConfigInvalid, RequestInvalid, RequestUndecodable, BodyTooLarge, UnsupportedMediaType, Unauthenticated, Forbidden,
   IdempotencyConflict, CategoryUnknown, SegmentUnknown, TemplateNotFound, TemplateMismatch, TemplateInvalid, PayloadTooLarge,
-  ScheduleInvalid, ChannelUnavailable, CampaignStateConflict, NotFound, StoreUnavailable, RuntimeMissing, ProviderError,
+  ScheduleInvalid, ChannelUnavailable, CampaignStateConflict, NotFound, StoreUnavailable, RuntimeMissing, ProviderError, Fenced,
 ] as const;
 
 /** Turns anything thrown into the `{code, message}` shape answered to a caller. Unknown errors become NFX_ERR_INTERNAL. */

@@ -4,15 +4,16 @@ import type { Config } from "./config.js";
 import { encode } from "./codec.js";
 import type { ProviderError } from "./errors.js";
 import { deliveryKey } from "./ids.js";
-import { removeDeadToken } from "./directory.js";
-import { deliveredKey } from "./keys.js";
+import { readUsers, removeDeadToken } from "./directory.js";
+import { changedKey, deliveredKey } from "./keys.js";
+import { contentOf } from "./policy.js";
 import { PoisonMessage, decodeAs, runLanes } from "./lanes.js";
 import type { Logger } from "./log.js";
 import type { Nats } from "./nats.js";
 import type { Redis } from "./redis.js";
 import { Cancellations } from "./cancellations.js";
 import { BUCKET, CONSUMER, MSGID, STREAM, dlqSubject, receiptSubject, type Channel } from "./subjects.js";
-import type { DeadLetter, NotificationBrief, ReceiptBatch, ReceiptEntry, Send, SendBatch } from "./types.js";
+import type { DeadLetter, NotificationBrief, ReceiptBatch, ReceiptEntry, Send, SendBatch, UserRecord } from "./types.js";
 
 /** The result of one send: accepted by the provider, or its error. */
 export type SendResult = { ok: true; providerId?: string } | { ok: false; error: ProviderError };
@@ -34,6 +35,31 @@ export interface GatewayDeps {
   redis: Redis;
   log: Logger;
   now?: () => number;
+}
+
+/**
+ * Users of `batch` (not yet delivered) whose opt-out or preferences changed
+ * after the batch was decided, with their current records: one ZMSCORE on the
+ * shard's change set, and a read of just those users.
+ */
+async function changedSince(redis: Redis, batch: SendBatch, prior: (string | null)[]): Promise<Map<string, UserRecord>> {
+  const out = new Map<string, UserRecord>();
+  if (batch.decidedAt === undefined) return out;
+  const users = [...new Set(batch.sends.filter((_, i) => !prior[i]).map((s) => s.user))];
+  if (users.length === 0) return out;
+  const scores = await redis.zmscore(changedKey(batch.shard), ...users);
+  const changed = users.filter((_, i) => scores[i] !== null && Number(scores[i]) >= batch.decidedAt!);
+  if (changed.length === 0) return out;
+  const recs = await readUsers(redis, batch.shard, changed);
+  changed.forEach((u, i) => out.set(u, recs[i] ?? { id: u, optedOut: true, devices: [] }));
+  return out;
+}
+
+/** Why a user's current record forbids this send now, or null. A deleted user counts as opted out. */
+function recheck(u: UserRecord, n: NotificationBrief, channel: Channel): string | null {
+  if (u.optedOut) return "opted_out";
+  if (u.preferences?.categories?.[n.category]?.[contentOf(channel)] === false) return "preference_off";
+  return null;
 }
 
 /** Attempts for a send whose error is retryable, with doubling backoff from 200 ms. Full retry policy: issue 6. */
@@ -90,17 +116,27 @@ export async function runGateway(d: GatewayDeps, client: ProviderClient): Promis
       l.push({ user: s.user, channel: client.channel, device: s.device, ...r, ...(batch.replayOf ? { supersedes: batch.replayOf } : {}) });
     };
 
+    const stale = await changedSince(d.redis, batch, prior);
+    const record = d.redis.pipeline();
+    let recorded = 0;
     const groups = new Map<string, number[]>();
     batch.sends.forEach((s, i) => {
       const p = prior[i];
       if (p) return add(s, JSON.parse(p) as Recorded);
+      const why = stale.get(s.user) && recheck(stale.get(s.user)!, batch.notifications[s.nid]!, client.channel);
+      if (why) {
+        // The user opted out or turned this channel off after the decision: not sent, and recorded so a replay agrees.
+        const rec: Recorded = { outcome: "suppressed", reason: why, at: now() };
+        add(s, rec);
+        record.set(keys[i]!, JSON.stringify(rec), "EX", ttl);
+        recorded++;
+        return;
+      }
       let g = groups.get(s.nid);
       if (!g) groups.set(s.nid, (g = []));
       g.push(i);
     });
 
-    const record = d.redis.pipeline();
-    let recorded = 0;
     await Promise.all(
       [...groups].map(async ([nid, idx]) => {
         const n = batch.notifications[nid]!;

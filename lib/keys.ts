@@ -17,6 +17,12 @@ export const userIndexKey = (shard: number): string => `nfx:${tag(shard)}:users`
 /** Members of a named segment in one shard (sorted set, score 0). */
 export const segmentKey = (shard: number, name: string): string => `nfx:${tag(shard)}:seg:${name}`;
 
+/** Presence of a user with a live in-app connection; a TTL key refreshed by the WebSocket gateway's heartbeats. */
+export const presenceKey = (shard: number, userId: string): string => `nfx:${tag(shard)}:pres:${userId}`;
+
+/** Users whose opt-out or preferences changed: sorted set user -> change time (ms). Gateways re-check them at send time. */
+export const changedKey = (shard: number): string => `nfx:${tag(shard)}:chg`;
+
 /** Segment definitions: hash name -> JSON definition. */
 export const SEGMENTS_KEY = "nfx:segments";
 

@@ -27,7 +27,14 @@ export class Lease {
     /** The KV revision this holder wrote last: the fence. */
     public revision: number,
     private expiresAt: number,
+    /** Monotonic deadline (performance.now) before which this holder may act; immune to wall-clock jumps and counts time spent stopped. */
+    private validUntil: number,
   ) {}
+
+  /** Fraction of the TTL a holder gives up at the end of its lease, so it stops before anyone else may start. */
+  private static margin(ttlMs: number): number {
+    return Math.min(500, ttlMs / 5);
+  }
 
   /**
    * Takes the lease if it is free or expired. Resolves null when another
@@ -35,6 +42,7 @@ export class Lease {
    * itself every third of `ttlMs` until released or lost.
    */
   static async acquire(kv: KV, key: string, owner: string, ttlMs: number, now: () => number = Date.now, onLost?: () => void): Promise<Lease | null> {
+    const m0 = performance.now();
     const e = await kv.get(key);
     const t = now();
     const val = encodeJson({ owner, expiresAt: t + ttlMs } satisfies LeaseRecord);
@@ -49,7 +57,7 @@ export class Lease {
     } catch {
       return null; // somebody else wrote it first
     }
-    const l = new Lease(kv, key, owner, ttlMs, now, rev, t + ttlMs);
+    const l = new Lease(kv, key, owner, ttlMs, now, rev, t + ttlMs, m0 + ttlMs - Lease.margin(ttlMs));
     l.timer = setInterval(() => void l.renew().then((ok) => !ok && onLost?.()), Math.max(100, ttlMs / 3));
     l.timer.unref();
     return l;
@@ -59,19 +67,25 @@ export class Lease {
   async renew(): Promise<boolean> {
     if (this.lost) return false;
     const t = this.now();
-    if (t >= this.expiresAt) return this.lose();
+    const m0 = performance.now();
+    if (t >= this.expiresAt || m0 >= this.validUntil) return this.lose();
     try {
       this.revision = await this.kv.update(this.key, encodeJson({ owner: this.owner, expiresAt: t + this.ttlMs } satisfies LeaseRecord), this.revision);
       this.expiresAt = t + this.ttlMs;
+      this.validUntil = m0 + this.ttlMs - Lease.margin(this.ttlMs);
       return true;
     } catch {
       return this.lose();
     }
   }
 
-  /** Whether the holder may still act: not lost and not past its expiry by its own clock. */
+  /**
+   * Whether the holder may still act: not lost and not past its deadline on
+   * the monotonic clock (a process stopped past its lease sees it expired the
+   * moment it runs again, before any renewal could fail).
+   */
   get valid(): boolean {
-    return !this.lost && this.now() < this.expiresAt;
+    return !this.lost && performance.now() < this.validUntil && this.now() < this.expiresAt;
   }
 
   private lose(): false {

@@ -102,10 +102,13 @@ export function parseNotifyRequest(body: unknown): NotifyRequest {
 }
 
 /** A preference update: global opt-out and/or per category, per channel switches. */
+const hhmm = z.string().regex(/^([01][0-9]|2[0-3]):[0-5][0-9]$/, "must be a 24-hour HH:MM time");
+
 export const preferencesSchema = z.strictObject({
   optedOut: z.boolean().optional(),
+  quietHours: z.strictObject({ start: hhmm, end: hhmm }).nullable().optional(),
   categories: z.record(z.string().regex(/^[a-z][a-z0-9_-]{0,63}$/, "must be a category name"), z.partialRecord(z.enum(CONTENT_CHANNELS), z.boolean())).optional(),
-}).refine((p) => p.optedOut !== undefined || p.categories !== undefined, "must change optedOut or categories");
+}).refine((p) => p.optedOut !== undefined || p.categories !== undefined || p.quietHours !== undefined, "must change optedOut, quietHours or categories");
 
 /** Parses a body with `schema`, throwing {@link RequestInvalid} with the first issue's field and rule. */
 export function parseWith<T>(schema: z.ZodType<T>, body: unknown): T {

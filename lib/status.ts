@@ -29,7 +29,7 @@ export interface NotificationStatus {
   expiresAt: number;
   recipients: number;
   /** Counts of device sends by outcome, plus users suppressed and users not yet decided. */
-  counts: { sent: number; failed: number; queued: number; suppressed: number; cancelled: number; pending: number };
+  counts: { sent: number; failed: number; queued: number; suppressed: number; deferred: number; cancelled: number; pending: number };
   /** True when every recipient is decided and every device send has a final outcome. */
   complete: boolean;
   /** Per recipient or device (explicit recipients only; a campaign's are in its counters). */
@@ -74,6 +74,8 @@ export async function readStatus(n: Nats, id: string, campaigns?: Campaigns): Pr
     const key = e.device ? `${e.user}|${e.channel}|${e.device}` : e.user;
     const prev = byKey.get(key);
     if (prev && FINAL.has(prev.outcome) && !FINAL.has(e.outcome)) continue;
+    // A user deferred by quiet hours and decided again later: the later outcome replaces the wait.
+    if (e.device && byKey.get(e.user)?.outcome === "deferred") byKey.delete(e.user);
     byKey.set(key, { user: e.user, outcome: e.outcome, channel: e.channel, device: e.device, reason: e.reason, providerId: e.providerId, at: e.at });
   }
   const decided = new Set<string>();
@@ -81,7 +83,7 @@ export async function readStatus(n: Nats, id: string, campaigns?: Campaigns): Pr
   const lines = [...byKey.values()];
   for (const u of note.recipients) if (!decided.has(u)) lines.push({ user: u, outcome: "pending" });
   lines.sort((a, b) => (a.user === b.user ? (a.device ?? "").localeCompare(b.device ?? "") : a.user.localeCompare(b.user)));
-  const counts = { sent: 0, failed: 0, queued: 0, suppressed: 0, cancelled: 0, pending: 0 };
+  const counts = { sent: 0, failed: 0, queued: 0, suppressed: 0, deferred: 0, cancelled: 0, pending: 0 };
   for (const l of lines) counts[l.outcome]++;
   return {
     id,
@@ -92,7 +94,7 @@ export async function readStatus(n: Nats, id: string, campaigns?: Campaigns): Pr
     expiresAt: note.expiresAt,
     recipients: note.recipients.length,
     counts,
-    complete: counts.pending === 0 && counts.queued === 0,
+    complete: counts.pending === 0 && counts.queued === 0 && counts.deferred === 0,
     lines,
   };
 }
@@ -109,7 +111,7 @@ async function campaignNotificationStatus(campaigns: Campaigns, note: Notificati
     ...(note.sendAt !== undefined ? { sendAt: note.sendAt } : {}),
     expiresAt: note.expiresAt,
     recipients: c.decided,
-    counts: { sent: c.sent, failed: total(c.failed), queued: outstanding(c), suppressed: total(c.suppressed), cancelled: c.cancelled + c.cancelledSends, pending: 0 },
+    counts: { sent: c.sent, failed: total(c.failed), queued: outstanding(c), suppressed: total(c.suppressed), deferred: c.deferred ?? 0, cancelled: c.cancelled + c.cancelledSends, pending: 0 },
     complete: camp?.complete ?? false,
     lines: [],
     ...(camp ? { campaign: camp } : {}),

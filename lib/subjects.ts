@@ -4,8 +4,8 @@
 export const PRIORITIES = ["critical", "high", "normal", "bulk"] as const;
 export type Priority = (typeof PRIORITIES)[number];
 
-/** Delivery channels. Only apns and fcm have gateways so far. */
-export const CHANNELS = ["apns", "fcm"] as const;
+/** Delivery channels, each with its own send stream. apns and fcm have gateways; email, sms and inapp sends wait in their streams for theirs. */
+export const CHANNELS = ["apns", "fcm", "email", "sms", "inapp"] as const;
 export type Channel = (typeof CHANNELS)[number];
 
 /** Request/reply API subjects (queue group {@link QUEUE_INGEST}). */
@@ -31,6 +31,14 @@ export const fanSubject = (prio: Priority, shard: number): string => `nfx.fan.${
 export const fanLane = (prio: Priority): string => `nfx.fan.${prio}.*`;
 export const fanAll = "nfx.fan.>";
 
+/** Fan chunks deferred by quiet hours, held until their release time: `nfx.defer.<prio>.<shard>`. */
+export const deferSubject = (prio: Priority, shard: number): string => `nfx.defer.${prio}.${shard}`;
+export const deferAll = "nfx.defer.>";
+
+/** Decision trails of one notification in one shard (kept for `nfx explain`): `nfx.trail.<notificationId>.<shard>`. */
+export const trailSubject = (nid: string, shard: number): string => `nfx.trail.${nid}.${shard}`;
+export const trailAll = "nfx.trail.>";
+
 /** Per-channel send batches: `nfx.send.<channel>.<prio>`. */
 export const sendSubject = (channel: Channel, prio: Priority): string => `nfx.send.${channel}.${prio}`;
 export const sendAll = (channel: Channel): string => `nfx.send.${channel}.*`;
@@ -53,6 +61,8 @@ export const STREAM = {
   fan: "NFX_FAN",
   receipts: "NFX_RECEIPTS",
   dlq: "NFX_DLQ",
+  defer: "NFX_DEFER",
+  trails: "NFX_TRAILS",
   send: (channel: Channel): string => `NFX_SEND_${channel.toUpperCase()}`,
 } as const;
 
@@ -62,7 +72,8 @@ export const CONSUMER = {
   campaign: (prio: Priority): string => `campaign-${prio}`,
   scheduler: "scheduler",
   tracker: "tracker",
-  shard: (prio: Priority): string => `shard-${prio}`,
+  /** Releases quiet-hours deferrals when due (scheduler role). */
+  deferred: "deferred-release",
   gateway: (channel: Channel, prio: Priority): string => `gw-${channel}-${prio}`,
 } as const;
 
@@ -71,6 +82,7 @@ export const BUCKET = {
   idempotency: "nfx-idempotency",
   templates: "nfx-templates",
   leases: "nfx-leases",
+  /** Shard-actor checkpoints (`shard.<n>`): consumer positions, dedup window, token buckets. */
   checkpoints: "nfx-checkpoints",
   campaigns: "nfx-campaigns",
   /** Per-notification counters folded by the tracker. */
@@ -84,10 +96,24 @@ export const MSGID = {
   fan: (nid: string, shard: number, chunk: number): string => `fan:${nid}:${shard}:${chunk}`,
   send: (fanMsgId: string, channel: Channel, part: number): string => `snd:${fanMsgId}:${channel}:${part}`,
   decided: (fanMsgId: string): string => `dec:${fanMsgId}`,
+  /** A re-emitted chunk after quiet hours: its own fan id, so its sends do not collide with the original chunk's. */
+  released: (nid: string, shard: number, chunk: number, until: number): string => `rel:${nid}:${shard}:${chunk}:${until}`,
+  deferred: (fanMsgId: string, until: number): string => `dfr:${fanMsgId}:${until}`,
+  trail: (fanMsgId: string): string => `trl:${fanMsgId}`,
   dead: (deliveryKey: string): string => `dlq:${deliveryKey}`,
   replay: (dlqSeq: number): string => `rpl:${dlqSeq}`,
   delivered: (sendMsgId: string, nid: string): string => `dlv:${sendMsgId}:${nid}`,
 } as const;
+
+/** Keys in the leases bucket: one lease per user shard, one liveness record per shard-actor process. */
+export const LEASE_KEY = {
+  shard: (shard: number): string => `shard.${shard}`,
+  member: (owner: string): string => `member.${owner}`,
+  members: "member.*",
+} as const;
+
+/** The checkpoint key of a user shard in nfx-checkpoints. */
+export const checkpointKey = (shard: number): string => `shard.${shard}`;
 
 /** Characters allowed in ids that end up inside subjects and keys. */
 export const ID_PATTERN = /^[A-Za-z0-9_\-:@+=]{1,128}$/;

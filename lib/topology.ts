@@ -1,11 +1,11 @@
 // `nfx init`: creates or updates every stream, consumer and KV bucket. Idempotent; every role runs it at start.
-import { AckPolicy, DeliverPolicy, RetentionPolicy, StorageType, type ConsumerConfig, type StreamConfig } from "@nats-io/jetstream";
+import { AckPolicy, DeliverPolicy, DiscardPolicy, RetentionPolicy, StorageType, type ConsumerConfig, type StreamConfig } from "@nats-io/jetstream";
 import { nanos } from "@nats-io/transport-node";
 import type { Config } from "./config.js";
 import type { Nats } from "./nats.js";
 import {
   BUCKET, CHANNELS, CONSUMER, PRIORITIES, STREAM,
-  dlqAll, fanAll, scheduledAll, fanLane, intakeAll, intakeLane, receiptAll, sendAll, sendSubject,
+  deferAll, dlqAll, fanAll, scheduledAll, intakeAll, trailAll, intakeLane, receiptAll, sendAll, sendSubject,
 } from "./subjects.js";
 
 /** The stream configurations derived from config. Exported for `nfx init --print` and tests. */
@@ -15,7 +15,10 @@ export function streamConfigs(cfg: Config): (Partial<StreamConfig> & { name: str
   const keep = { retention: RetentionPolicy.Limits, max_age: nanos(cfg.streams.retentionHours * 3600_000) };
   return [
     { ...base, ...keep, name: STREAM.intake, subjects: [intakeAll] },
-    { ...base, name: STREAM.fan, subjects: [fanAll], retention: RetentionPolicy.Workqueue },
+    // Fan chunks are read by each shard's owner from its checkpointed position (no acks): kept until the owner's checkpoint purges them.
+    { ...base, name: STREAM.fan, subjects: [fanAll], retention: RetentionPolicy.Limits, max_age: nanos(cfg.streams.retentionHours * 3600_000) },
+    { ...base, name: STREAM.defer, subjects: [deferAll], retention: RetentionPolicy.Workqueue },
+    { ...base, name: STREAM.trails, subjects: [trailAll], retention: RetentionPolicy.Limits, max_age: nanos(cfg.policy.trailRetentionHours * 3600_000), max_bytes: cfg.policy.trailMaxBytes, discard: DiscardPolicy.Old },
     ...CHANNELS.map((c) => ({ ...base, name: STREAM.send(c), subjects: [sendAll(c)], retention: RetentionPolicy.Workqueue })),
     { ...base, ...keep, name: STREAM.receipts, subjects: [receiptAll] },
     { ...base, ...keep, name: STREAM.dlq, subjects: [dlqAll] },
@@ -35,10 +38,10 @@ export function consumerConfigs(cfg: Config): { stream: string; config: Partial<
   out.push({ stream: STREAM.receipts, config: { ...common, durable_name: CONSUMER.tracker, max_ack_pending: 20_000 } });
   // Held messages stay unacked until due, so the scheduler's ack window is large.
   out.push({ stream: STREAM.intake, config: { ...common, durable_name: CONSUMER.scheduler, filter_subject: scheduledAll, max_ack_pending: 1_000_000 } });
+  out.push({ stream: STREAM.defer, config: { ...common, durable_name: CONSUMER.deferred, max_ack_pending: 1_000_000 } });
   for (const p of PRIORITIES) {
     out.push({ stream: STREAM.intake, config: { ...common, durable_name: CONSUMER.router(p), filter_subject: intakeLane(p) } });
     out.push({ stream: STREAM.intake, config: { ...common, durable_name: CONSUMER.campaign(p), filter_subject: intakeLane(p) } });
-    out.push({ stream: STREAM.fan, config: { ...common, durable_name: CONSUMER.shard(p), filter_subject: fanLane(p) } });
     for (const c of CHANNELS) {
       out.push({ stream: STREAM.send(c), config: { ...common, durable_name: CONSUMER.gateway(c, p), filter_subject: sendSubject(c, p) } });
     }

@@ -104,6 +104,15 @@ export interface FanChunk {
   users: string[];
   /** Segment rule the shard actor applies to each user's record (campaign chunks of built-in segments). */
   filter?: { activeSince?: number };
+  /** Set on a chunk the deferred-release actor re-emits: the end of the quiet hours its users waited for. */
+  release?: number;
+}
+
+/** Users of one fan chunk deferred by quiet hours until `until`, on NFX_DEFER. */
+export interface DeferredChunk {
+  type: "deferred_chunk";
+  until: number;
+  chunk: FanChunk;
 }
 
 /** One device-level send inside a {@link SendBatch}. */
@@ -123,12 +132,17 @@ export interface SendBatch {
   shard: number;
   notifications: Record<string, NotificationBrief>;
   sends: Send[];
+  /** When the shard actor decided these sends; the gateway re-checks users whose preferences changed after it. */
+  decidedAt?: number;
+  /** The shard owner and lease revision that emitted the batch (fencing, diagnostics). */
+  owner?: string;
+  epoch?: number;
   /** Set when the batch replays a dead letter: the failure reason its receipt counted, which the new outcome replaces. */
   replayOf?: string;
 }
 
 /** The outcome of one recipient or one device. */
-export type Outcome = "queued" | "suppressed" | "sent" | "failed" | "cancelled";
+export type Outcome = "queued" | "suppressed" | "deferred" | "sent" | "failed" | "cancelled";
 
 export interface ReceiptEntry {
   user: string;
@@ -137,6 +151,8 @@ export interface ReceiptEntry {
   device?: string;
   reason?: string;
   providerId?: string;
+  /** Deferred entries: when the quiet hours end and the user is decided again. */
+  until?: number;
   at: number;
   /** A failure reason this entry replaces (a replayed dead letter): counters move it from failed. */
   supersedes?: string;
@@ -152,6 +168,10 @@ export interface ReceiptBatch {
   decided?: number;
   /** Shard stage, campaigns: sends queued, counted instead of listed one entry per device. */
   queued?: number;
+  /** Shard stage, campaigns: recipients deferred by quiet hours, counted instead of listed. */
+  deferred?: number;
+  /** Shard stage: recipients of a released chunk (no longer waiting for quiet hours to end). */
+  released?: number;
 }
 
 /** A user's directory record in Redis (lib/directory.ts). */
@@ -166,6 +186,8 @@ export interface UserRecord {
   attributes?: Record<string, string | number | boolean>;
   /** Last time the user was active (epoch ms); "active within N days" segments read it. */
   lastActive?: number;
+  /** The user's own quiet hours, local minutes since midnight in `timezone`. */
+  quietHours?: { start: number; end: number };
   preferences?: Preferences;
   devices: DeviceRecord[];
 }

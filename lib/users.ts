@@ -1,6 +1,9 @@
 // User records from outside: the import schema, and the synthetic users `nfx users seed` and the benchmarks write.
 import { z } from "zod";
+import { parseHhmm } from "./quiet-hours.js";
 import { ID_PATTERN } from "./subjects.js";
+
+const HHMM = /^([01][0-9]|2[0-3]):[0-5][0-9]$/;
 import type { UserRecord } from "./types.js";
 
 const DAY = 86_400_000;
@@ -22,6 +25,11 @@ export const userRecordSchema = z.strictObject({
   phone: z.string().regex(/^\+[1-9][0-9]{6,14}$/, "must be an E.164 phone number such as +15551234567").optional(),
   attributes: z.record(z.string(), z.union([z.string(), z.number(), z.boolean()])).optional(),
   lastActive: z.number().int().min(0).optional(),
+  /** Local quiet hours, e.g. {"start":"22:00","end":"07:00"}. */
+  quietHours: z
+    .strictObject({ start: z.string().regex(HHMM, "must be a 24-hour HH:MM time"), end: z.string().regex(HHMM, "must be a 24-hour HH:MM time") })
+    .transform((q) => ({ start: parseHhmm(q.start), end: parseHhmm(q.end) }))
+    .optional(),
   preferences: z.strictObject({ categories: z.record(z.string(), z.partialRecord(z.enum(["push", "email", "sms", "inapp"]), z.boolean())).optional() }).optional(),
   devices: z
     .array(

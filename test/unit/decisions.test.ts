@@ -3,7 +3,10 @@ import t from "tap";
 import { parseNotifyRequest, MAX_RECIPIENTS } from "../../lib/request-schema.js";
 import { RequestInvalid } from "../../lib/errors.js";
 import { planChunks } from "../../actors/router.js";
-import { decideChunk } from "../../actors/user-shard.js";
+import { decideChunk } from "../../lib/chunk-decision.js";
+import { DedupWindow } from "../../lib/dedup-window.js";
+import { RateBuckets } from "../../lib/rate-buckets.js";
+import type { PolicyConfig } from "../../lib/policy.js";
 import { apnsError, apnsNotification } from "../../actors/gateway-apns.js";
 import { fcmError, fcmMessage } from "../../actors/gateway-fcm.js";
 import { shardOf } from "../../lib/shard.js";
@@ -86,11 +89,13 @@ t.test("decideChunk: unknown, expired, opted out, no devices, then one send per 
     { id: "empty", devices: [] },
     { id: "ok", devices: [{ id: "i", platform: "ios" as const, token: "ti" }, { id: "a", platform: "android" as const, token: "ta" }] },
   ];
-  const d = decideChunk(chunk, users, 5_000);
+  const policy: PolicyConfig = { categories: {}, defaultQuietHours: null, fallback: { critical: [], high: [], normal: [], bulk: [] }, available: new Set(["push"]) };
+  const inputs = (now: number) => ({ users, online: null, now, cancelled: false, policy, state: { buckets: new RateBuckets(), dedup: new DedupWindow(60_000, () => now) }, trails: true });
+  const d = decideChunk(chunk, inputs(5_000));
   t.same(d.sends.apns, [{ nid: "n_1", user: "ok", device: "i", token: "ti" }]);
   t.same(d.sends.fcm, [{ nid: "n_1", user: "ok", device: "a", token: "ta" }]);
   t.same(d.receipts.map((r) => `${r.user}:${r.outcome}:${r.reason ?? r.device}`), ["gone:suppressed:unknown_user", "out:suppressed:opted_out", "empty:suppressed:no_devices", "ok:queued:i", "ok:queued:a"]);
-  const late = decideChunk(chunk, users, 10_000);
+  const late = decideChunk(chunk, inputs(10_000));
   t.same(late.sends.apns.length + late.sends.fcm.length, 0, "nothing is sent once the notification expired");
   t.equal(late.receipts.filter((r) => r.reason === "expired").length, 3);
 });

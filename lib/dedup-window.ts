@@ -1,0 +1,44 @@
+// The shard actor's dedup window: keys seen in the last N hours, as 53-bit hashes with expiry, checkpointable.
+import { hash53 } from "./hash53.js";
+
+/**
+ * Remembers keys for `windowMs` of wall time. Keys are hashed (see
+ * {@link hash53}); expiry times are wall-clock ms so a snapshot restores
+ * exactly in another process. `now` is injectable for tests.
+ */
+export class DedupWindow {
+  private readonly until = new Map<number, number>();
+
+  constructor(private readonly windowMs: number, private readonly now: () => number = Date.now) {}
+
+  get size(): number {
+    return this.until.size;
+  }
+
+  /** Whether `key` was recorded and has not expired. */
+  has(key: string): boolean {
+    const u = this.until.get(hash53(key));
+    return u !== undefined && u > this.now();
+  }
+
+  /** Records `key` until now + window. */
+  add(key: string): void {
+    this.until.set(hash53(key), this.now() + this.windowMs);
+  }
+
+  /** Live entries as [hash, expiry ms] for a checkpoint; drops expired ones from memory. */
+  snapshot(): [number, number][] {
+    const t = this.now();
+    const out: [number, number][] = [];
+    for (const [k, u] of this.until) {
+      if (u <= t) this.until.delete(k);
+      else out.push([k, u]);
+    }
+    return out;
+  }
+
+  restore(entries: readonly [number, number][]): void {
+    const t = this.now();
+    for (const [k, u] of entries) if (u > t) this.until.set(k, u);
+  }
+}

@@ -1,0 +1,200 @@
+// Per-recipient policy with a fake clock: quiet hours across zones and DST, bucket refill, dedup expiry, fallback order, rule order and trails.
+import t from "tap";
+import { DedupWindow } from "../../lib/dedup-window.js";
+import { decideUser, policyFrom, type PolicyConfig, type PolicyState, type Trail } from "../../lib/policy.js";
+import { localMinute, parseHhmm, quietUntil, utcOffsetMin } from "../../lib/quiet-hours.js";
+import { RateBuckets } from "../../lib/rate-buckets.js";
+import { parseTrail } from "../../lib/trails.js";
+import { preferredOwner } from "../../lib/shard-ownership.js";
+import { loadConfig } from "../../lib/config.js";
+import type { NotificationBrief, UserRecord } from "../../lib/types.js";
+
+const H = 3_600_000;
+const at = (iso: string): number => Date.parse(iso);
+
+t.test("quiet hours: local time in the user's zone, window across midnight, end instant", async (t) => {
+  const w = { start: parseHhmm("22:00"), end: parseHhmm("07:00") };
+  // 21:30 UTC is 22:30 in Berlin (winter, UTC+1), 16:30 in New York (UTC-5), 06:30 next day in Tokyo (UTC+9).
+  const now = at("2026-01-15T21:30:00Z");
+  t.equal(localMinute("Europe/Berlin", now), 22 * 60 + 30);
+  const berlin = quietUntil("Europe/Berlin", w, now);
+  t.equal(berlin.until, at("2026-01-16T06:00:00Z"), "Berlin: quiet until 07:00 local = 06:00 UTC");
+  t.equal(quietUntil("America/New_York", w, now).until, null, "New York: 16:30, not quiet");
+  t.equal(quietUntil("Asia/Tokyo", w, now).until, at("2026-01-15T22:00:00Z"), "Tokyo: 06:30, quiet for 30 more minutes");
+  t.equal(quietUntil("Asia/Kolkata", w, now).until, at("2026-01-16T01:30:00Z"), "Kolkata (UTC+5:30): 03:00 local, quiet until 07:00 IST");
+});
+
+t.test("quiet hours: the window end moves with a DST change", async (t) => {
+  const w = { start: parseHhmm("22:00"), end: parseHhmm("07:00") };
+  // Berlin springs forward on 2026-03-29 02:00 → 03:00: the night is an hour shorter.
+  const spring = quietUntil("Europe/Berlin", w, at("2026-03-28T22:00:00Z")); // 23:00 CET
+  t.equal(spring.local, 23 * 60);
+  t.equal(spring.until, at("2026-03-29T05:00:00Z"), "07:00 CEST is 05:00 UTC (not 06:00)");
+  // New York falls back on 2026-11-01 02:00 → 01:00: the night is an hour longer.
+  const fall = quietUntil("America/New_York", w, at("2026-11-01T03:00:00Z")); // 23:00 EDT
+  t.equal(fall.until, at("2026-11-01T12:00:00Z"), "07:00 EST is 12:00 UTC (not 11:00)");
+  t.equal(utcOffsetMin("America/New_York", at("2026-11-01T03:00:00Z")), -240);
+  t.equal(utcOffsetMin("America/New_York", at("2026-11-01T12:00:00Z")), -300);
+  // A window ending inside the spring-forward gap (02:30 does not exist that night) ends when the gap does.
+  const gap = quietUntil("Europe/Berlin", { start: parseHhmm("22:00"), end: parseHhmm("02:30") }, at("2026-03-28T23:00:00Z"));
+  t.equal(gap.until, at("2026-03-29T01:30:00Z"));
+});
+
+t.test("token buckets: cap, refill on the monotonic clock, snapshot and restore", async (t) => {
+  let mono = 1000;
+  const b = new RateBuckets(() => mono);
+  const cap = { count: 3, periodSec: 86_400 };
+  t.same([b.take("u", "marketing", cap).left, b.take("u", "marketing", cap).left, b.take("u", "marketing", cap).left], [2, 1, 0], "three sends a day");
+  const no = b.take("u", "marketing", cap);
+  t.equal(no.ok, false, "the fourth is refused");
+  t.equal(no.retryInMs, 8 * H, "one token every 8 hours");
+  t.equal(b.take("u", "social", cap).ok, true, "another category has its own bucket");
+  t.equal(b.take("v", "marketing", cap).ok, true, "another user has their own bucket");
+  t.equal(b.take("u", "marketing", cap, false).ok, false, "a dry check refuses too");
+  mono += 8 * H;
+  t.equal(b.take("u", "marketing", cap, false).ok, true, "8 h later a token is back (dry check)");
+  t.equal(b.take("u", "marketing", cap).ok, true);
+  t.equal(b.take("u", "marketing", cap).ok, false, "and only one");
+  // A new owner restores the snapshot; wall time that passed meanwhile refills.
+  const snap = b.snapshot();
+  let mono2 = 50;
+  const b2 = new RateBuckets(() => mono2);
+  b2.restore(snap, 0);
+  t.equal(b2.take("u", "marketing", cap).ok, false, "restored: still empty");
+  const b3 = new RateBuckets(() => mono2);
+  b3.restore(snap, 8 * H);
+  t.equal(b3.take("u", "marketing", cap).ok, true, "restored 8 h later: a token is back");
+  mono += 30 * 86_400_000;
+  t.equal(b.snapshot().length, 0, "full buckets are not checkpointed");
+});
+
+t.test("dedup window: expiry on the clock, snapshot and restore", async (t) => {
+  let now = 0;
+  const w = new DedupWindow(24 * H, () => now);
+  w.add("n|n1|u1");
+  t.ok(w.has("n|n1|u1"));
+  t.notOk(w.has("n|n1|u2"));
+  now = 24 * H - 1;
+  t.ok(w.has("n|n1|u1"), "inside the window");
+  const snap = w.snapshot();
+  now = 24 * H;
+  t.notOk(w.has("n|n1|u1"), "expired at the window's end");
+  t.equal(w.snapshot().length, 0, "expired entries are dropped");
+  now = 0;
+  const w2 = new DedupWindow(24 * H, () => now);
+  w2.restore(snap);
+  t.ok(w2.has("n|n1|u1"), "a new owner restores the window");
+});
+
+const base = (o: Partial<NotificationBrief> = {}): NotificationBrief => ({
+  id: "n_1", createdAt: 0, expiresAt: at("2026-01-20T00:00:00Z"), priority: "normal", category: "social", channels: ["push"], content: { push: { title: "T", body: "B" } }, ...o,
+});
+const policy = (o: Partial<PolicyConfig> = {}): PolicyConfig => ({
+  categories: {
+    social: { presenceRouting: true, quietHours: true },
+    marketing: { cap: { count: 3, periodSec: 86_400 }, presenceRouting: false, quietHours: true },
+  },
+  defaultQuietHours: null,
+  fallback: { critical: ["sms", "email"], high: ["email"], normal: [], bulk: [] },
+  available: new Set(["push", "email", "sms", "inapp"]),
+  ...o,
+});
+const state = (now: () => number): PolicyState => ({ buckets: new RateBuckets(now), dedup: new DedupWindow(24 * H, now) });
+const ios = { id: "i1", platform: "ios" as const, token: "tok-i1" };
+const user = (o: Partial<UserRecord> = {}): UserRecord => ({ id: "u1", devices: [ios], ...o });
+
+t.test("rules in order: opt-out, preferences, quiet hours, cap, dedup, presence, route", async (t) => {
+  let now = at("2026-01-15T12:00:00Z");
+  const st = state(() => now);
+  const cfg = policy();
+  const decide = (n: NotificationBrief, u: UserRecord, online = false) => decideUser(cfg, st, { n, now, released: false }, { user: u, online });
+
+  t.same(decide(base({ expiresAt: now }), user()), { kind: "suppress", reason: "expired" });
+  t.same(decide(base(), user({ optedOut: true })), { kind: "suppress", reason: "opted_out" });
+  t.same(decide(base(), user({ preferences: { categories: { social: { push: false, inapp: false } } } })), { kind: "suppress", reason: "preference_off" });
+  t.same(decide(base({ priority: "critical" }), user({ preferences: { categories: { social: { push: false } } } })), { kind: "suppress", reason: "no_devices" }, "critical never uses a channel the user turned off (push off, offline, no sms/email)");
+  // Quiet hours: 12:00 UTC is 21:00 in Tokyo; quiet 20:00-08:00 → defer until 08:00 JST = 23:00 UTC.
+  const tokyo = user({ id: "u2", timezone: "Asia/Tokyo", quietHours: { start: parseHhmm("20:00"), end: parseHhmm("08:00") } });
+  t.same(decide(base(), tokyo), { kind: "defer", until: at("2026-01-15T23:00:00Z") });
+  t.same(decide(base({ expiresAt: at("2026-01-15T22:00:00Z") }), tokyo), { kind: "suppress", reason: "expires_in_quiet_hours" }, "expires before the window ends: dropped");
+  t.equal(decide(base({ priority: "critical" }), tokyo).kind, "send", "critical skips quiet hours");
+  t.equal(decideUser(cfg, st, { n: base({ id: "n_rel" }), now, released: true }, { user: tokyo, online: false }).kind, "send", "a released chunk is not deferred again");
+  const paris = policy({ defaultQuietHours: { start: parseHhmm("11:00"), end: parseHhmm("14:00") } });
+  t.equal(decideUser(paris, st, { n: base({ id: "n_d" }), now, released: false }, { user: user({ id: "u9" }), online: false }).kind, "defer", "the configured default applies to users without their own (UTC if no zone)");
+
+  // Caps: marketing 3/day, critical exempt.
+  const m = (i: number, o: Partial<NotificationBrief> = {}) => base({ id: `m${i}`, category: "marketing", ...o });
+  t.same([1, 2, 3].map((i) => decide(m(i), user({ id: "cap" })).kind), ["send", "send", "send"]);
+  t.same(decide(m(4), user({ id: "cap" })), { kind: "suppress", reason: "frequency_cap" });
+  t.equal(decide(m(5, { priority: "critical" }), user({ id: "cap" })).kind, "send", "critical skips caps");
+  now += 8 * H;
+  t.equal(decide(m(6), user({ id: "cap" })).kind, "send", "a token refills after 8 h");
+
+  // Dedup: the same notification again, and another one with the same collapse key.
+  t.equal(decide(base({ id: "d1", collapseKey: "order-7" }), user({ id: "dd" })).kind, "send");
+  t.same(decide(base({ id: "d1", collapseKey: "order-7" }), user({ id: "dd" })), { kind: "suppress", reason: "duplicate" });
+  t.same(decide(base({ id: "d2", collapseKey: "order-7" }), user({ id: "dd" })), { kind: "suppress", reason: "duplicate_collapse_key" });
+  now += 24 * H;
+  t.equal(decide(base({ id: "d1", collapseKey: "order-7" }), user({ id: "dd" })).kind, "send", "after the window it is no longer a duplicate");
+
+  // A refused send takes no token and records no dedup key.
+  const st2 = state(() => now);
+  const quietAll = policy({ defaultQuietHours: { start: 0, end: 1439 } });
+  decideUser(quietAll, st2, { n: m(7), now, released: false }, { user: user({ id: "z" }), online: false });
+  t.equal(st2.buckets.size + st2.dedup.size, 0, "a deferral changes no state");
+
+  // Presence routing: online → in-app instead of push (social), not for marketing.
+  t.same(decide(base({ id: "p1" }), user({ id: "on" }), true), { kind: "send", targets: [{ channel: "inapp", device: "inapp", token: "" }] });
+  t.same(decide(base({ id: "p2" }), user({ id: "off" }), false), { kind: "send", targets: [{ channel: "apns", device: "i1", token: "tok-i1" }] });
+  t.same(decide(m(8), user({ id: "on2" }), true), { kind: "send", targets: [{ channel: "apns", device: "i1", token: "tok-i1" }] }, "marketing ignores presence");
+});
+
+t.test("fallback: the notification's own channels first, then the priority's plan in order, skipping channels without a gateway or turned off", async (t) => {
+  const now = at("2026-01-15T12:00:00Z");
+  const noPush = user({ id: "f", devices: [], phone: "+15550000001", email: "f@example.com" });
+  const route = (cfg: PolicyConfig, n: NotificationBrief, u: UserRecord) => {
+    const v = decideUser(cfg, state(() => now), { n, now, released: false }, { user: u, online: false });
+    return v.kind === "send" ? v.targets.map((x) => x.channel) : v.kind === "suppress" ? v.reason : "defer";
+  };
+  t.same(route(policy(), base({ priority: "critical" }), noPush), ["sms"], "critical, no push token → SMS");
+  t.same(route(policy(), base({ priority: "critical" }), { ...noPush, phone: undefined }), ["email"], "then email");
+  t.same(route(policy(), base({ priority: "critical" }), { ...noPush, preferences: { categories: { social: { sms: false } } } }), ["email"], "SMS turned off → email");
+  t.same(route(policy({ available: new Set(["push", "email"]) }), base({ priority: "critical" }), noPush), ["email"], "no SMS gateway → email");
+  t.same(route(policy(), base({ priority: "high" }), noPush), ["email"], "high falls back to email only");
+  t.same(route(policy(), base({ priority: "normal" }), noPush), "no_devices", "normal has no fallback");
+  t.same(route(policy(), base({ priority: "critical" }), user({ id: "g" })), ["apns"], "with a push token no fallback is used");
+  t.same(route(policy(), base({ priority: "critical", channels: ["push", "email"] }), user({ id: "h", email: "h@example.com" })), ["apns", "email"], "the notification's own channels go together");
+});
+
+t.test("decision trail: every rule's step with what it saw", async (t) => {
+  const now = at("2026-01-15T12:00:00Z");
+  const trail: Trail = { s: "" };
+  const tokyo = user({ timezone: "Asia/Tokyo", quietHours: { start: parseHhmm("20:00"), end: parseHhmm("08:00") } });
+  decideUser(policy(), state(() => now), { n: base(), now, released: false }, { user: tokyo, online: false }, trail);
+  const steps = parseTrail(trail.s);
+  t.same(steps.map((s) => `${s.rule}:${s.verdict}`), ["expiry:pass", "opt_out:pass", "preferences:pass", "quiet_hours:defer"]);
+  t.match(steps[3]!.saw, /zone Asia\/Tokyo, local time 21:00, quiet 20:00-08:00, quiet until 2026-01-15T23:00:00.000Z/);
+  const sent: Trail = { s: "" };
+  decideUser(policy(), state(() => now), { n: base({ category: "marketing" }), now, released: false }, { user: user(), online: false }, sent);
+  t.same(parseTrail(sent.s).map((s) => `${s.rule}:${s.verdict}`), ["expiry:pass", "opt_out:pass", "preferences:pass", "quiet_hours:pass", "frequency_cap:pass", "dedup:pass", "presence:pass", "route:send"]);
+  t.match(parseTrail(sent.s)[4]!.saw, "cap 3 per 86400 s, 2 left after this send");
+});
+
+t.test("policy settings come from config: marketing capped 3/day by default", async (t) => {
+  const p = policyFrom(loadConfig({ env: {} }));
+  t.same(p.categories.marketing!.cap, { count: 3, periodSec: 86_400 });
+  t.equal(p.categories.security!.quietHours, false);
+  t.same(p.fallback.critical, ["sms", "email"]);
+  t.same([...p.available], ["push"], "only channels with gateways");
+});
+
+t.test("shard ownership: rendezvous hashing spreads shards fairly and moves few when a member joins", async (t) => {
+  const two = ["a", "b"];
+  const three = ["a", "b", "c"];
+  const own = (ms: string[]) => Array.from({ length: 64 }, (_, s) => preferredOwner(s, ms)!);
+  const o2 = own(two);
+  const o3 = own(three);
+  for (const m of three) t.ok(o3.filter((x) => x === m).length >= 10, `member ${m} gets a fair share of 64 (${o3.filter((x) => x === m).length})`);
+  const moved = o2.filter((x, s) => x !== o3[s]).length;
+  t.equal(moved, o3.filter((x) => x === "c").length, "only shards that go to the new member move");
+});
