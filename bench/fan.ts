@@ -74,16 +74,7 @@ const cluster = await startLocalCluster({
   overrides: { log: { level: "warn" } },
 });
 const extra = [];
-for (let i = 1; i < SHARD_PROCS; i++) extra.push(await startExtraShard());
-async function startExtraShard() {
-  // A second process of the same role: spawn it directly (the cluster map holds one per role).
-  const { spawn } = await import("node:child_process");
-  const { fileURLToPath } = await import("node:url");
-  const p = spawn(process.execPath, [fileURLToPath(new URL("../cmd/nfx.js", import.meta.url)), "run", "shard"], { env: { ...process.env, NFX_CONFIG: cluster.configFile }, stdio: ["ignore", "ignore", "inherit", "ipc"] });
-  await new Promise<void>((r) => p.on("message", () => r()));
-  p.channel?.unref();
-  return p;
-}
+for (let i = 1; i < SHARD_PROCS; i++) extra.push(await cluster.startExtra("shard"));
 let result: Record<string, unknown> = {};
 try {
   const cfg = cluster.cfg;
@@ -174,7 +165,6 @@ try {
   };
   await clients.close();
 } finally {
-  for (const p of extra) p.kill("SIGTERM");
   await cluster.stop();
   rmSync(dir, { recursive: true, force: true });
 }

@@ -49,6 +49,8 @@ export interface LocalCluster {
   procs: Map<Role, ChildProcess>;
   /** Starts (or restarts) a role process and resolves when it reports ready. */
   startRole(role: Role): Promise<ChildProcess>;
+  /** Starts one more process of `role` (e.g. a second shard actor), stopped with the cluster; resolves when it reports ready. */
+  startExtra(role: Role): Promise<ChildProcess>;
   /** Stops roles, then the sandbox, redis-server and nats-server. Safe to call twice. */
   stop(): Promise<void>;
 }
@@ -72,12 +74,13 @@ export async function startLocalCluster(o: LocalClusterOptions): Promise<LocalCl
   mkdirSync(dataDir, { recursive: true });
   const stops: (() => Promise<void>)[] = [];
   const procs = new Map<Role, ChildProcess>();
+  const extras: ChildProcess[] = [];
   let stopped = false;
   const stop = async (): Promise<void> => {
     if (stopped) return;
     stopped = true;
     await Promise.all(
-      [...procs.values()].map(
+      [...procs.values(), ...extras].map(
         (p) =>
           new Promise<void>((r) => {
             if (p.exitCode !== null || p.signalCode !== null) return r();
@@ -112,7 +115,7 @@ export async function startLocalCluster(o: LocalClusterOptions): Promise<LocalCl
     const configFile = join(dataDir, "cluster-config.json");
     writeFileSync(configFile, JSON.stringify(base, null, 2));
 
-    const startRole = (role: Role): Promise<ChildProcess> =>
+    const spawnRole = (role: Role, extra: boolean): Promise<ChildProcess> =>
       new Promise((res, rej) => {
         // ROLE_NODE_ARGS passes flags to every role's node (e.g. --cpu-prof for profiling).
         const nodeArgs = (process.env.ROLE_NODE_ARGS ?? "").split(" ").filter(Boolean);
@@ -120,7 +123,8 @@ export async function startLocalCluster(o: LocalClusterOptions): Promise<LocalCl
           env: { ...process.env, NFX_CONFIG: configFile },
           stdio: ["ignore", "pipe", "pipe", "ipc"],
         });
-        procs.set(role, p);
+        if (extra) extras.push(p);
+        else procs.set(role, p);
         let ready = false;
         const onLine = (line: string): void => o.onLine?.(role, line);
         p.on("message", (m: { type?: string }) => {
@@ -137,9 +141,11 @@ export async function startLocalCluster(o: LocalClusterOptions): Promise<LocalCl
         });
       });
 
+    const startRole = (role: Role): Promise<ChildProcess> => spawnRole(role, false);
+    const startExtra = (role: Role): Promise<ChildProcess> => spawnRole(role, true);
     await Promise.all(o.roles.map(startRole));
     const apiKey = cfg.http.apiKeys.find((k) => k.admin)?.key ?? cfg.http.apiKeys[0]!.key;
-    return { nats, redis, sandbox, httpUrl: `http://${cfg.http.host}:${cfg.http.port}`, apiKey, configFile, cfg, procs, startRole, stop };
+    return { nats, redis, sandbox, httpUrl: `http://${cfg.http.host}:${cfg.http.port}`, apiKey, configFile, cfg, procs, startRole, startExtra, stop };
   } catch (err) {
     await stop();
     throw err;

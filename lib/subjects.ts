@@ -7,6 +7,8 @@ export type Priority = (typeof PRIORITIES)[number];
 /** Delivery channels, each with its own send stream. apns and fcm have gateways; email, sms and inapp sends wait in their streams for theirs. */
 export const CHANNELS = ["apns", "fcm", "email", "sms", "inapp"] as const;
 export type Channel = (typeof CHANNELS)[number];
+/** Channels with a gateway in this version; only they get gateway consumers. */
+export const GATEWAY_CHANNELS = ["apns", "fcm"] as const satisfies readonly Channel[];
 
 /** Request/reply API subjects (queue group {@link QUEUE_INGEST}). */
 export const API = {

@@ -4,7 +4,7 @@ import { nanos } from "@nats-io/transport-node";
 import type { Config } from "./config.js";
 import type { Nats } from "./nats.js";
 import {
-  BUCKET, CHANNELS, CONSUMER, PRIORITIES, STREAM,
+  BUCKET, CHANNELS, CONSUMER, GATEWAY_CHANNELS, PRIORITIES, STREAM,
   deferAll, dlqAll, fanAll, scheduledAll, intakeAll, trailAll, intakeLane, receiptAll, sendAll, sendSubject,
 } from "./subjects.js";
 
@@ -42,7 +42,7 @@ export function consumerConfigs(cfg: Config): { stream: string; config: Partial<
   for (const p of PRIORITIES) {
     out.push({ stream: STREAM.intake, config: { ...common, durable_name: CONSUMER.router(p), filter_subject: intakeLane(p) } });
     out.push({ stream: STREAM.intake, config: { ...common, durable_name: CONSUMER.campaign(p), filter_subject: intakeLane(p) } });
-    for (const c of CHANNELS) {
+    for (const c of GATEWAY_CHANNELS) {
       out.push({ stream: STREAM.send(c), config: { ...common, durable_name: CONSUMER.gateway(c, p), filter_subject: sendSubject(c, p) } });
     }
   }

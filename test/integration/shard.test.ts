@@ -1,0 +1,164 @@
+// Shard actors on real NATS and Redis: policy end to end (caps, collapse keys, quiet hours released on time, presence routing, re-check at send time, explain), ownership hand-over, and fencing of a stopped owner.
+import t from "tap";
+import { notify, status } from "../../lib/api-client.js";
+import { writeUsers, updatePreferences } from "../../lib/directory.js";
+import { presenceKey } from "../../lib/keys.js";
+import { localMinute } from "../../lib/quiet-hours.js";
+import { shardOf } from "../../lib/shard.js";
+import { STREAM } from "../../lib/subjects.js";
+import type { UserRecord } from "../../lib/types.js";
+import { syntheticUser } from "../../lib/users.js";
+import { nfxRunner } from "../helpers/cli.js";
+import { clientsFor, eventually, startTestCluster } from "../helpers/cluster.js";
+import { ownedBy, shardHolders, watchSendBatches } from "../helpers/shards.js";
+
+const dev = (u: string, p: "ios" | "android" = "ios") => ({ id: `${u}-d`, platform: p, token: `tok-${u}-0123456789` });
+const user = (id: string, o: Partial<UserRecord> = {}): UserRecord => ({ id, lastActive: Date.now(), devices: [dev(id)], ...o });
+const push = (title: string) => ({ push: { title, body: "b" } });
+
+t.test("policy end to end", async (t) => {
+  const cluster = await startTestCluster(t, { overrides: { ingest: { channels: ["push", "inapp"] }, shard: { checkpointMs: 500 } } });
+  const cfg = cluster.cfg;
+  const { nats, redis } = await clientsFor(t, cfg);
+  const rec = cluster.sandbox!.recorder;
+  const nfx = nfxRunner({ NFX_CONFIG: cluster.configFile });
+  // Quiet hours for one user: from the current UTC minute until the next one (released within a minute).
+  const nowMin = localMinute("UTC", Date.now());
+  if (Date.now() % 60_000 > 50_000) await new Promise((r) => setTimeout(r, 60_000 - (Date.now() % 60_000) + 200));
+  const startMin = localMinute("UTC", Date.now());
+  const quiet = { start: startMin, end: (startMin + 1) % 1440 };
+  t.ok(nowMin >= 0);
+  await writeUsers(redis, cfg.cluster.shards, [
+    user("cap"), user("ck"), user("quiet", { timezone: "UTC", quietHours: quiet }), user("online"), user("late"), user("quiet-bulk", { timezone: "UTC", quietHours: quiet }),
+  ]);
+  await redis.set(presenceKey(shardOf("online", cfg.cluster.shards), "online"), "1", "EX", 120);
+
+  const watch = watchSendBatches(nats);
+  t.teardown(watch.stop);
+  const m: { id: string }[] = [];
+  for (let i = 0; i < 4; i++) m.push(await notify(nats.nc, { recipients: ["cap"], category: "marketing", priority: "normal", content: push(`m${i}`) }));
+  const c1 = await notify(nats.nc, { recipients: ["ck"], category: "transactional", collapseKey: "order-7", content: push("shipped") });
+  const c2 = await notify(nats.nc, { recipients: ["ck"], category: "transactional", collapseKey: "order-7", content: push("shipped again") });
+  const q = await notify(nats.nc, { recipients: ["quiet"], category: "social", content: push("good morning") });
+  const qb = await notify(nats.nc, { recipients: ["quiet-bulk"], category: "social", priority: "bulk", ttlSec: 5, content: push("expires first") });
+  const on = await notify(nats.nc, { recipients: ["online"], category: "social", content: push("you are online") });
+  const sentAt = Date.now();
+
+  const outcome = async (id: string, u: string) => {
+    const s = await status(nats.nc, id);
+    const l = s.lines.find((x) => x.user === u);
+    return l ? `${l.outcome}${l.reason ? `:${l.reason}` : ""}` : "none";
+  };
+  t.ok(await eventually(async () => (await outcome(m[3]!.id, "cap")) !== "pending" && (await outcome(m[3]!.id, "cap")) !== "none"));
+  const capOut = await Promise.all(m.map((x) => eventually(async () => (await status(nats.nc, x.id)).complete).then(() => outcome(x.id, "cap"))));
+  t.same(capOut.filter((o) => o === "sent").length, 3, "marketing is capped at 3 a day");
+  t.equal(capOut[3], "suppressed:frequency_cap", "the fourth is suppressed by the cap");
+  t.equal(rec.accepted().filter((d) => d.token === dev("cap").token).length, 3, "the device got exactly 3");
+
+  t.ok(await eventually(async () => (await status(nats.nc, c2.id)).complete));
+  t.equal(await outcome(c1.id, "ck"), "sent");
+  t.equal(await outcome(c2.id, "ck"), "suppressed:duplicate_collapse_key", "a second notification with the same collapse key is a duplicate");
+
+  t.ok(await eventually(async () => (await outcome(q.id, "quiet")) === "deferred"), "a user in quiet hours is deferred");
+  t.ok(await eventually(async () => (await outcome(qb.id, "quiet-bulk")) === "suppressed:expires_in_quiet_hours"), "bulk that would expire first is dropped and counted");
+
+  // Presence: online → in-app instead of push.
+  t.ok(await eventually(async () => (await outcome(on.id, "online")) === "queued"));
+  t.same(watch.seen.filter((b) => b.subject.startsWith("nfx.send.inapp.")).flatMap((b) => b.sends), [`${on.id}:online:inapp`], "the online user's send went to the in-app stream");
+  t.equal((await nats.jsm.streams.info(STREAM.send("inapp"))).state.messages, 1, "where it waits for the WebSocket gateway");
+  t.equal(rec.accepted().filter((d) => d.token === dev("online").token).length, 0, "and not to push");
+
+  // Re-check at send time: the gateway holds the send while the user opts out.
+  const gw = cluster.procs.get("gateway-apns")!;
+  gw.kill("SIGSTOP");
+  const late = await notify(nats.nc, { recipients: ["late"], category: "transactional", content: push("too late") });
+  t.ok(await eventually(async () => (await outcome(late.id, "late")) === "queued"), "decided and queued while the gateway is stopped");
+  await updatePreferences(redis, nats.nc, cfg.cluster.shards, "late", { optedOut: true });
+  gw.kill("SIGCONT");
+  t.ok(await eventually(async () => (await outcome(late.id, "late")) === "suppressed:opted_out", 30_000), "the gateway re-checked and suppressed it");
+  t.equal(rec.accepted().filter((d) => d.token === dev("late").token).length, 0, "the user who opted out got nothing");
+
+  // Explain.
+  const ex = (await nfx("explain", m[3]!.id, "cap")).stdout;
+  t.match(ex, /frequency_cap\s+suppress:frequency_cap\s+cap 3 per 86400 s reached/, "explain names the rule and the values it saw");
+  t.match(ex, /opt_out\s+pass/);
+  const exq = (await nfx("explain", q.id, "quiet")).stdout;
+  t.match(exq, /quiet_hours\s+defer\s+zone UTC, local time/, "explain shows the deferral");
+  const miss = await nfx("explain", q.id, "nobody").then(() => null, (e: { code: number; stderr: string }) => e);
+  t.equal(miss?.code, 1, "explain for a non-recipient exits 1");
+
+  // The deferred user is released when the quiet hours end, not before.
+  const until = (await status(nats.nc, q.id)).lines.find((l) => l.user === "quiet");
+  t.ok(until);
+  t.ok(await eventually(async () => (await outcome(q.id, "quiet")) === "sent", 90_000), "released and sent after the quiet hours");
+  const got = rec.accepted().filter((d) => d.token === dev("quiet").token);
+  t.equal(got.length, 1, "once");
+  const windowEnd = Math.ceil((sentAt + 1) / 60_000) * 60_000;
+  t.ok(got[0]!.at >= windowEnd, `not before the window ended (${new Date(got[0]!.at).toISOString()} >= ${new Date(windowEnd).toISOString()})`);
+  t.ok(got[0]!.at < windowEnd + 15_000, "and soon after it");
+  const exr = (await nfx("explain", q.id, "quiet")).stdout;
+  t.match(exr, /released after quiet hours/, "explain shows both decisions");
+});
+
+t.test("ownership: shards spread over two processes, a killed one is replaced within 5 s, nothing lost or doubled", async (t) => {
+  const cluster = await startTestCluster(t, { overrides: { shard: { checkpointMs: 300 } } });
+  const cfg = cluster.cfg;
+  const { nats, redis } = await clientsFor(t, cfg);
+  const a = cluster.procs.get("shard")!;
+  const b = await cluster.startExtra("shard");
+  t.ok(await eventually(async () => {
+    const h = [...(await shardHolders(nats)).values()];
+    const na = h.filter((x) => ownedBy(x.owner, a)).length;
+    const nb = h.filter((x) => ownedBy(x.owner, b)).length;
+    return na + nb === cfg.cluster.shards && na >= cfg.cluster.shards / 4 && nb >= cfg.cluster.shards / 4;
+  }, 15_000), "both processes hold a fair share of the shards");
+
+  const users = Array.from({ length: 400 }, (_, i) => ({ ...syntheticUser(i, Date.now()), optedOut: false, preferences: {} }));
+  await writeUsers(redis, cfg.cluster.shards, users);
+  const first = await notify(nats.nc, { recipients: users.slice(0, 200).map((u) => u.id), category: "transactional", content: push("one") });
+  t.ok(await eventually(async () => (await status(nats.nc, first.id)).complete, 30_000));
+
+  const killedAt = Date.now();
+  await new Promise<void>((r) => (a.once("exit", () => r()), a.kill("SIGKILL")));
+  const second = await notify(nats.nc, { recipients: users.map((u) => u.id), category: "transactional", content: push("two") });
+  t.ok(await eventually(async () => [...(await shardHolders(nats)).values()].filter((x) => ownedBy(x.owner, b)).length === cfg.cluster.shards, 10_000), "the survivor took every shard");
+  const took = Date.now() - killedAt;
+  t.ok(took <= 5000, `within 5 s of the kill (${took} ms)`);
+  t.ok(await eventually(async () => (await status(nats.nc, second.id)).complete, 30_000), "the notification sent during the takeover completes");
+  const perToken = new Map<string, number>();
+  for (const d of cluster.sandbox!.recorder.accepted()) if (d.nid === second.id) perToken.set(d.token, (perToken.get(d.token) ?? 0) + 1);
+  const expected = users.flatMap((u) => u.devices.map((d) => d.token));
+  t.equal(expected.filter((tok) => !perToken.has(tok)).length, 0, "no device missed");
+  t.equal([...perToken.values()].filter((c) => c > 1).length, 0, "no device notified twice");
+});
+
+t.test("a shard owner stopped past its lease sends nothing more under it when continued", async (t) => {
+  const cluster = await startTestCluster(t, { overrides: { shard: { leaseMs: 1500, checkpointMs: 300 }, campaign: { chunkSize: 200 } } });
+  const cfg = cluster.cfg;
+  const { nats, redis } = await clientsFor(t, cfg);
+  const a = cluster.procs.get("shard")!;
+  const b = await cluster.startExtra("shard");
+  t.ok(await eventually(async () => [...(await shardHolders(nats)).values()].filter((x) => ownedBy(x.owner, b)).length > 0, 15_000));
+  const now = Date.now();
+  const users = Array.from({ length: 20_000 }, (_, i) => ({ ...syntheticUser(i, now), lastActive: now, optedOut: false, preferences: {} }));
+  for (let i = 0; i < users.length; i += 5000) await writeUsers(redis, cfg.cluster.shards, users.slice(i, i + 5000));
+  const watch = watchSendBatches(nats);
+  t.teardown(watch.stop);
+  const { id } = await notify(nats.nc, { segment: "all", category: "social", content: push("campaign"), campaign: { rate: 4000 } });
+  t.ok(await eventually(() => watch.seen.some((s) => ownedBy(s.owner, a)), 20_000), "the owner to stop is sending");
+  const before = [...(await shardHolders(nats)).values()].filter((x) => ownedBy(x.owner, a));
+  const staleEpochs = new Set(before.map((x) => x.epoch));
+  a.kill("SIGSTOP");
+  t.ok(await eventually(async () => [...(await shardHolders(nats)).values()].filter((x) => ownedBy(x.owner, b)).length === cfg.cluster.shards, 10_000), "the other process took its shards");
+  const contAt = Date.now();
+  a.kill("SIGCONT");
+  await new Promise((r) => setTimeout(r, 3000));
+  const afterCont = watch.seen.filter((s) => s.at > contAt + 50 && ownedBy(s.owner, a) && staleEpochs.has(s.epoch));
+  t.equal(afterCont.length, 0, `no send batch under a lost lease after SIGCONT (stale epochs ${[...staleEpochs].join(",")})`);
+  t.ok(await eventually(async () => (await status(nats.nc, id)).complete, 90_000), "the campaign completes");
+  const perToken = new Map<string, number>();
+  for (const d of cluster.sandbox!.recorder.accepted()) if (d.nid === id) perToken.set(d.token, (perToken.get(d.token) ?? 0) + 1);
+  const expected = users.flatMap((u) => u.devices.map((d) => d.token));
+  t.equal(expected.filter((tok) => !perToken.has(tok)).length, 0, `no device missed (of ${expected.length})`);
+  t.equal([...perToken.values()].filter((c) => c > 1).length, 0, "no device notified twice");
+});
