@@ -1,5 +1,5 @@
 // bench:fan — seeds N users, runs one "active within 30 days" campaign with the gateways disconnected: API call -> every send batch durable in its channel stream.
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir, cpus } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
@@ -8,6 +8,7 @@ import { nanos } from "@nats-io/transport-node";
 import { openClients } from "../cmd/cli-context.js";
 import { startLocalCluster } from "../cmd/local-cluster.js";
 import { report } from "./report.js";
+import { cpuSecs, hwm } from "./proc-stats.js";
 import { notify } from "../lib/api-client.js";
 import { decode } from "../lib/codec.js";
 import { writeUsers } from "../lib/directory.js";
@@ -20,24 +21,6 @@ const { values } = parseArgs({ options: { users: { type: "string", default: "100
 const N = Number(values.users);
 const SHARD_PROCS = Number(values.shards);
 const DAY = 86_400_000;
-
-/** CPU seconds (user + system) a process has used so far. */
-const cpuSecs = (pid: number | undefined): number => {
-  try {
-    const f = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ");
-    return (Number(f[11]) + Number(f[12])) / 100;
-  } catch {
-    return 0;
-  }
-};
-
-const hwm = (pid: number | undefined): number => {
-  try {
-    return Math.round(Number(/VmHWM:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, "utf8"))?.[1] ?? 0) / 1024);
-  } catch {
-    return 0;
-  }
-};
 
 /** Reads every send batch of a channel stream once; returns delivery keys seen and duplicates. */
 async function readSends(n: Nats, channel: (typeof CHANNELS)[number], seen: Set<string>): Promise<{ sends: number; dup: number }> {

@@ -1,0 +1,123 @@
+// bench:shard — decisions per second of one shard-actor process (directory reads, policy, publishes, checkpoints) during a campaign, and the CPU cost of each policy step measured in-process.
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { parseArgs } from "node:util";
+import { openClients } from "../cmd/cli-context.js";
+import { startLocalCluster } from "../cmd/local-cluster.js";
+import { notify } from "../lib/api-client.js";
+import { decideChunk } from "../lib/chunk-decision.js";
+import { decode } from "../lib/codec.js";
+import { DedupWindow } from "../lib/dedup-window.js";
+import { writeUsers } from "../lib/directory.js";
+import type { PolicyConfig, PolicyState } from "../lib/policy.js";
+import { RateBuckets } from "../lib/rate-buckets.js";
+import { receiptAll } from "../lib/subjects.js";
+import type { FanChunk, ReceiptBatch, UserRecord } from "../lib/types.js";
+import { syntheticUser } from "../lib/users.js";
+import { cpuSecs, hwm } from "./proc-stats.js";
+import { report } from "./report.js";
+
+const { values } = parseArgs({ options: { users: { type: "string", default: "300000" } } });
+const N = Number(values.users);
+
+/** Part 2: ns per decision with policy steps switched on one at a time, over in-memory records (no I/O). */
+function stepCosts(): Record<string, number> {
+  const now = Date.now();
+  const users: UserRecord[] = Array.from({ length: 100_000 }, (_, i) => ({ ...syntheticUser(i, now), optedOut: false }));
+  const chunks: FanChunk[] = [];
+  for (let i = 0; i < users.length; i += 1000) chunks.push({ type: "fan_chunk", shard: 0, chunk: i / 1000, users: users.slice(i, i + 1000).map((u) => u.id), notification: { id: "n_bench", createdAt: now, expiresAt: now + 3_600_000, priority: "normal", category: "c", channels: ["push"], content: { push: { title: "T", body: "B" } } } });
+  const online = new Array(1000).fill(false);
+  // Quiet hours 00:00-00:01 local: evaluated for everyone (zone offset, local time), deferring almost nobody.
+  const noDedup = { has: () => false, add: () => undefined } as unknown as DedupWindow;
+  const variant = (o: { quiet?: boolean; cap?: boolean; dedup?: boolean; presence?: boolean; trails?: boolean }): number => {
+    const policy: PolicyConfig = {
+      categories: { c: { presenceRouting: !!o.presence, quietHours: !!o.quiet, ...(o.cap ? { cap: { count: 1_000_000, periodSec: 86_400 } } : {}) } },
+      defaultQuietHours: o.quiet ? { start: 0, end: 0 + 1 } : null,
+      fallback: { critical: [], high: [], normal: [], bulk: [] },
+      available: new Set(o.presence ? ["push", "inapp"] : ["push"]),
+    };
+    let best = Infinity;
+    for (let rep = 0; rep < 3; rep++) {
+      const state: PolicyState = { buckets: new RateBuckets(), dedup: o.dedup ? new DedupWindow(86_400_000) : noDedup };
+      const t0 = process.hrtime.bigint();
+      for (const c of chunks) decideChunk({ ...c, notification: { ...c.notification, id: `n_${rep}` } }, { users: users.slice(c.chunk * 1000, c.chunk * 1000 + 1000), online: o.presence ? online : null, now, cancelled: false, policy, state, trails: !!o.trails });
+      best = Math.min(best, Number(process.hrtime.bigint() - t0) / users.length);
+    }
+    return best;
+  };
+  const base = variant({});
+  const quiet = variant({ quiet: true });
+  const cap = variant({ quiet: true, cap: true });
+  const dedup = variant({ quiet: true, cap: true, dedup: true });
+  const presence = variant({ quiet: true, cap: true, dedup: true, presence: true });
+  const trails = variant({ quiet: true, cap: true, dedup: true, presence: true, trails: true });
+  const r = (x: number): number => Math.round(x);
+  return {
+    "base (expiry, opt-out, preferences, route, send records)": r(base),
+    quiet_hours: r(quiet - base),
+    frequency_cap: r(cap - quiet),
+    dedup_window: r(dedup - cap),
+    presence_routing: r(presence - dedup),
+    decision_trail: r(trails - presence),
+    all_steps_total: r(trails),
+  };
+}
+
+const dir = mkdtempSync(join(tmpdir(), "nfx-bench-shard-"));
+const cluster = await startLocalCluster({
+  dataDir: dir, natsPort: 0, redisPort: 0, httpPort: 0, persist: false, sandbox: null,
+  roles: ["ingest", "campaign", "shard"],
+  overrides: { log: { level: "warn" } },
+});
+let result: Record<string, unknown> = {};
+try {
+  const cfg = cluster.cfg;
+  const clients = await openClients(cfg, "bench");
+  const { nats, redis } = clients;
+  const now = Date.now();
+  let members = 0;
+  for (let i = 0; i < N; i += 5000) {
+    const us = Array.from({ length: Math.min(5000, N - i) }, (_, k) => syntheticUser(i + k, now));
+    members += us.filter((u) => (u.lastActive ?? 0) >= now - 30 * 86_400_000 + 60_000).length;
+    await writeUsers(redis, cfg.cluster.shards, us);
+  }
+  let decided = 0;
+  const seen = new Set<string>();
+  const sub = nats.nc.subscribe(receiptAll, {
+    callback: (_e, m) => {
+      const mid = m.headers?.get("Nats-Msg-Id");
+      if (!mid?.startsWith("dec:") || seen.has(mid)) return;
+      seen.add(mid);
+      decided += decode<ReceiptBatch>(m.data).decided ?? 0;
+    },
+  });
+  const shardPid = cluster.procs.get("shard")!.pid;
+  const cpu0 = cpuSecs(shardPid);
+  const t0 = performance.now();
+  // Marketing: capped 3/day, quiet hours respected (none set here), presence off, dedup and trails on.
+  await notify(nats.nc, { segment: "active_30d", category: "marketing", content: { push: { title: "Bench", body: "b" } } });
+  while (decided < members) await new Promise((r) => setTimeout(r, 20));
+  const seconds = (performance.now() - t0) / 1000;
+  const cpu = cpuSecs(shardPid) - cpu0;
+  sub.unsubscribe();
+  await clients.close();
+  const steps = stepCosts();
+  result = {
+    bench: "shard",
+    users: N,
+    decisions: decided,
+    seconds: Number(seconds.toFixed(3)),
+    shard_processes: 1,
+    decisions_per_s: Math.round(decided / seconds),
+    decisions_per_shard_cpu_s: Math.round(decided / cpu),
+    shard_cpu_seconds: Number(cpu.toFixed(2)),
+    shard_peak_rss_mb: hwm(shardPid),
+    policy_step_ns_per_decision: steps,
+    note: "decisions_per_s: one shard-actor process with campaign, ingest, nats-server and redis-server on the same 2 cores; step costs are in-process over in-memory records (no Redis, no NATS)",
+  };
+} finally {
+  await cluster.stop();
+  rmSync(dir, { recursive: true, force: true });
+}
+report("shard", result);
