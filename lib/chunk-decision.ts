@@ -1,5 +1,5 @@
 // Decides one fan chunk: runs the per-recipient policy over the chunk's users and shapes the results into send batches, receipts, deferrals and trails.
-import { decideUser, type PolicyConfig, type PolicyState, type Trail } from "./policy.js";
+import { decideUser, planFor, type PolicyConfig, type PolicyState, type Trail } from "./policy.js";
 import { CHANNELS, type Channel } from "./subjects.js";
 import { renderPush } from "./templates.js";
 import { TrailBook } from "./trails.js";
@@ -78,6 +78,7 @@ export function decideChunk(chunk: FanChunk, inp: ChunkInputs): ChunkDecision {
   const activeSince = chunk.filter?.activeSince;
   const book = inp.trails ? new TrailBook() : null;
   const ctx = { n, now, released: chunk.release !== undefined };
+  const plan = planFor(inp.policy, n);
   let decided = 0;
   let queued = 0;
   let deferredCount = 0;
@@ -98,7 +99,7 @@ export function decideChunk(chunk: FanChunk, inp: ChunkInputs): ChunkDecision {
       return void receipts.push({ user: userId, outcome: "suppressed", reason: "unknown_user", at: now });
     }
     const trail: Trail | undefined = book ? { s: "" } : undefined;
-    const v = decideUser(inp.policy, inp.state, ctx, { user: u, online: inp.online?.[i] ?? false }, trail);
+    const v = decideUser(inp.policy, inp.state, ctx, { user: u, online: inp.online?.[i] ?? false }, trail, plan);
     if (trail) book!.add(trail.s);
     if (v.kind === "suppress") return void receipts.push({ user: userId, outcome: "suppressed", reason: v.reason, at: now });
     if (v.kind === "defer") {

@@ -17,13 +17,22 @@ export class DedupWindow {
 
   /** Whether `key` was recorded and has not expired. */
   has(key: string): boolean {
-    const u = this.until.get(hash53(key));
-    return u !== undefined && u > this.now();
+    return this.hasHash(hash53(key));
   }
 
   /** Records `key` until now + window. */
   add(key: string): void {
-    this.until.set(hash53(key), this.now() + this.windowMs);
+    this.addHash(hash53(key));
+  }
+
+  /** {@link has} for a key already hashed with {@link hash53} (the hot path hashes once). */
+  hasHash(h: number): boolean {
+    const u = this.until.get(h);
+    return u !== undefined && u > this.now();
+  }
+
+  addHash(h: number): void {
+    this.until.set(h, this.now() + this.windowMs);
   }
 
   /** Live entries as [hash, expiry ms] for a checkpoint; drops expired ones from memory. */

@@ -2,7 +2,8 @@
 import type { Config } from "./config.js";
 import type { DedupWindow } from "./dedup-window.js";
 import { parseHhmm, quietUntil, type QuietWindow } from "./quiet-hours.js";
-import type { Cap, RateBuckets } from "./rate-buckets.js";
+import { hash53 } from "./hash53.js";
+import { RateBuckets, type Cap } from "./rate-buckets.js";
 import type { Channel, Priority } from "./subjects.js";
 import type { ContentChannel, NotificationBrief, UserRecord } from "./types.js";
 
@@ -100,6 +101,38 @@ export function targetsOn(ch: ContentChannel, r: Recipient): Target[] {
 /** Dedup keys of a delivered decision: the notification for this user, and its collapse key for this user. */
 export const dedupKeys = (n: NotificationBrief, user: string): string[] => (n.collapseKey ? [`n|${n.id}|${user}`, `c|${n.collapseKey}|${user}`] : [`n|${n.id}|${user}`]);
 
+/** What the rules need of a notification, computed once per chunk rather than per recipient. */
+export interface NotificationPlan {
+  cat: CategoryPolicy;
+  critical: boolean;
+  /** Channels in play: the notification's own, then fallback ones (and in-app for presence routing), with a gateway. */
+  candidates: ContentChannel[];
+  /** The notification's own channels among the candidates. */
+  own: ContentChannel[];
+  /** Trail lines that are the same for every recipient. */
+  lines: { expiry: string; prefs: string; quietSkip: string | null; capSkip: string | null; dedup: string };
+}
+
+/** Builds the per-notification part of the rules. */
+export function planFor(cfg: PolicyConfig, n: NotificationBrief): NotificationPlan {
+  const cat = cfg.categories[n.category] ?? NO_CATEGORY;
+  const critical = n.priority === "critical";
+  const extra = cat.presenceRouting ? [...cfg.fallback[n.priority], "inapp" as const] : cfg.fallback[n.priority];
+  const candidates: ContentChannel[] = [];
+  for (const ch of [...n.channels, ...extra]) if (cfg.available.has(ch) && !candidates.includes(ch)) candidates.push(ch);
+  return {
+    cat, critical, candidates,
+    own: candidates.filter((ch) => n.channels.includes(ch)),
+    lines: {
+      expiry: `expiry|pass|${n.expiresAt}\n`,
+      prefs: `preferences|pass|${candidates.join(",")}\n`,
+      quietSkip: critical ? "quiet_hours|skip|critical\n" : !cat.quietHours ? `quiet_hours|skip|category ${n.category} ignores quiet hours\n` : null,
+      capSkip: critical ? "frequency_cap|skip|critical\n" : !cat.cap ? "frequency_cap|skip|uncapped\n" : null,
+      dedup: `dedup|pass|${n.collapseKey ? 2 : 1}\n`,
+    },
+  };
+}
+
 /**
  * Decides one recipient. Rules in order, the first that says no decides:
  * expiry; global opt-out; preferences per category × channel; quiet hours in
@@ -110,91 +143,94 @@ export const dedupKeys = (n: NotificationBrief, user: string): string[] => (n.co
  * time, first that reaches the user. Critical skips quiet hours and caps but
  * never a channel the user turned off. A "send" takes a cap token and records
  * the dedup keys; nothing else changes state. Steps are appended to `trail`
- * when given.
+ * when given. `plan` may be passed when deciding many users of one notification.
  */
-export function decideUser(cfg: PolicyConfig, st: PolicyState, ctx: DecideContext, r: Recipient, trail?: Trail): Verdict {
+export function decideUser(cfg: PolicyConfig, st: PolicyState, ctx: DecideContext, r: Recipient, trail?: Trail, plan?: NotificationPlan): Verdict {
   const { n, now } = ctx;
+  const p = plan ?? planFor(cfg, n);
   const u = r.user;
-  const cat = cfg.categories[n.category] ?? NO_CATEGORY;
-  const critical = n.priority === "critical";
-  const step = (rule: string, verdict: string, ...seen: (string | number)[]): void => {
-    if (trail) trail.s += seen.length ? `${rule}|${verdict}|${seen.join("|")}\n` : `${rule}|${verdict}\n`;
-  };
+  const { cat, critical, lines } = p;
   const suppress = (rule: string, reason: string, ...seen: (string | number)[]): Verdict => {
-    step(rule, `suppress:${reason}`, ...seen);
+    if (trail) trail.s += `${rule}|suppress:${reason}${seen.length ? `|${seen.join("|")}` : ""}\n`;
     return { kind: "suppress", reason };
   };
 
   if (n.expiresAt <= now) return suppress("expiry", "expired", n.expiresAt);
-  step("expiry", "pass", n.expiresAt);
+  if (trail) trail.s += lines.expiry;
 
   if (u.optedOut) return suppress("opt_out", "opted_out", "opted out of everything");
-  step("opt_out", "pass", "not opted out");
+  if (trail) trail.s += "opt_out|pass|not opted out\n";
 
-  // Channels in play: the notification's own, then the fallback ones (and in-app for presence routing), those with a gateway.
+  if (p.candidates.length === 0) return suppress("preferences", "no_wanted_channel", n.channels.join(","));
   const prefs = u.preferences?.categories?.[n.category];
-  const candidates: ContentChannel[] = [];
-  const extra = cat.presenceRouting ? [...cfg.fallback[n.priority], "inapp" as const] : cfg.fallback[n.priority];
-  for (const ch of [...n.channels, ...extra]) if (cfg.available.has(ch) && !candidates.includes(ch)) candidates.push(ch);
-  if (candidates.length === 0) return suppress("preferences", "no_wanted_channel", n.channels.join(","));
-  const allowed = prefs ? candidates.filter((ch) => prefs[ch] !== false) : candidates;
-  if (allowed.length === 0) return suppress("preferences", "preference_off", `${n.category}: ${candidates.map((c) => `${c}=off`).join(",")}`);
-  step("preferences", "pass", allowed.join(","));
+  const allowed = prefs ? p.candidates.filter((ch) => prefs[ch] !== false) : p.candidates;
+  if (allowed.length === 0) return suppress("preferences", "preference_off", `${n.category}: ${p.candidates.map((c) => `${c}=off`).join(",")}`);
+  if (trail) trail.s += allowed === p.candidates ? lines.prefs : `preferences|pass|${allowed.join(",")}\n`;
 
-  if (critical) step("quiet_hours", "skip", "critical");
-  else if (ctx.released) step("quiet_hours", "skip", "released after quiet hours");
-  else if (!cat.quietHours) step("quiet_hours", "skip", `category ${n.category} ignores quiet hours`);
-  else {
+  if (lines.quietSkip !== null) {
+    if (trail) trail.s += lines.quietSkip;
+  } else if (ctx.released) {
+    if (trail) trail.s += "quiet_hours|skip|released after quiet hours\n";
+  } else {
     const w = u.quietHours ?? cfg.defaultQuietHours;
-    if (!w) step("quiet_hours", "pass", "none set");
-    else {
+    if (!w) {
+      if (trail) trail.s += "quiet_hours|pass|none set\n";
+    } else {
       const tz = u.timezone ?? "UTC";
       const q = quietUntil(tz, w, now);
       if (q.until !== null) {
         if (n.expiresAt <= q.until) return suppress("quiet_hours", "expires_in_quiet_hours", tz, q.local, w.start, w.end, q.until);
-        step("quiet_hours", "defer", tz, q.local, w.start, w.end, q.until);
+        if (trail) trail.s += `quiet_hours|defer|${tz}|${q.local}|${w.start}|${w.end}|${q.until}\n`;
         return { kind: "defer", until: q.until };
       }
-      step("quiet_hours", "pass", tz, q.local, w.start, w.end);
+      if (trail) trail.s += `quiet_hours|pass|${tz}|${q.local}|${w.start}|${w.end}\n`;
     }
   }
 
-  if (critical) step("frequency_cap", "skip", "critical");
-  else if (!cat.cap) step("frequency_cap", "skip", "uncapped");
-  else {
-    const b = st.buckets.take(u.id, n.category, cat.cap, false);
-    if (!b.ok) return suppress("frequency_cap", "frequency_cap", cat.cap.count, cat.cap.periodSec, b.retryInMs);
-    step("frequency_cap", "pass", cat.cap.count, cat.cap.periodSec, b.left);
+  let bucket = 0;
+  if (lines.capSkip !== null) {
+    if (trail) trail.s += lines.capSkip;
+  } else {
+    const cap = cat.cap!;
+    bucket = RateBuckets.key(u.id, n.category);
+    const b = st.buckets.takeHash(bucket, cap, false);
+    if (!b.ok) return suppress("frequency_cap", "frequency_cap", cap.count, cap.periodSec, b.retryInMs);
+    if (trail) trail.s += `frequency_cap|pass|${cap.count}|${cap.periodSec}|${b.left}\n`;
   }
 
-  const keys = dedupKeys(n, u.id);
-  if (st.dedup.has(keys[0]!)) return suppress("dedup", "duplicate", keys[0]!);
-  if (keys[1] && st.dedup.has(keys[1])) return suppress("dedup", "duplicate_collapse_key", n.collapseKey!);
-  step("dedup", "pass", keys.length);
+  const hn = hash53(`n|${n.id}|${u.id}`);
+  if (st.dedup.hasHash(hn)) return suppress("dedup", "duplicate", `n|${n.id}|${u.id}`);
+  const hc = n.collapseKey ? hash53(`c|${n.collapseKey}|${u.id}`) : 0;
+  if (n.collapseKey && st.dedup.hasHash(hc)) return suppress("dedup", "duplicate_collapse_key", n.collapseKey);
+  if (trail) trail.s += lines.dedup;
 
   let targets: Target[] = [];
   if (cat.presenceRouting && r.online && allowed.includes("inapp")) {
     targets = targetsOn("inapp", r);
-    step("presence", "inapp", "online: in-app instead of push");
-  } else step("presence", "pass", r.online ? "online" : "offline");
+    if (trail) trail.s += "presence|inapp|online: in-app instead of push\n";
+  } else if (trail) trail.s += r.online ? "presence|pass|online\n" : "presence|pass|offline\n";
 
   if (targets.length === 0) {
     // The notification's own channels together, then each fallback channel alone.
-    const own = allowed.filter((ch) => n.channels.includes(ch));
-    const plan: ContentChannel[][] = [own, ...allowed.filter((ch) => !own.includes(ch)).map((ch) => [ch])];
-    const tried: string[] = [];
-    for (const group of plan) {
-      if (group.length === 0) continue;
-      targets = group.flatMap((ch) => targetsOn(ch, r));
-      tried.push(group.join("+"));
-      if (targets.length > 0) break;
+    let tried = "";
+    const own = allowed === p.candidates ? p.own : p.own.filter((ch) => allowed.includes(ch));
+    if (own.length > 0) {
+      targets = own.length === 1 ? targetsOn(own[0]!, r) : own.flatMap((ch) => targetsOn(ch, r));
+      tried = own.join("+");
     }
-    if (targets.length === 0) return suppress("route", "no_devices", tried.join(" > "));
-    step("route", "send", tried.join(" > "), targets.length);
+    for (let i = 0; targets.length === 0 && i < allowed.length; i++) {
+      const ch = allowed[i]!;
+      if (own.includes(ch)) continue;
+      targets = targetsOn(ch, r);
+      tried = tried ? `${tried} > ${ch}` : ch;
+    }
+    if (targets.length === 0) return suppress("route", "no_devices", tried);
+    if (trail) trail.s += `route|send|${tried}|${targets.length}\n`;
   }
 
-  if (!critical && cat.cap) st.buckets.take(u.id, n.category, cat.cap, true);
-  for (const k of keys) st.dedup.add(k);
+  if (bucket !== 0) st.buckets.takeHash(bucket, cat.cap!, true);
+  st.dedup.addHash(hn);
+  if (n.collapseKey) st.dedup.addHash(hc);
   return { kind: "send", targets };
 }
 

@@ -39,7 +39,16 @@ export class RateBuckets {
    * token is taken; a refusal never changes state.
    */
   take(user: string, category: string, cap: Cap, commit = true): BucketCheck {
-    const k = hash53(`${user}\u0000${category}`);
+    return this.takeHash(RateBuckets.key(user, category), cap, commit);
+  }
+
+  /** The bucket key of (user, category). */
+  static key(user: string, category: string): number {
+    return hash53(`${user}\u0000${category}`);
+  }
+
+  /** {@link take} for a key from {@link RateBuckets.key} (the hot path hashes once). */
+  takeHash(k: number, cap: Cap, commit = true): BucketCheck {
     const now = this.mono();
     const interval = (cap.periodSec * 1000) / cap.count;
     const tat = Math.max(this.tat.get(k) ?? now, now);
