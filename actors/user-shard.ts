@@ -17,6 +17,7 @@ import type { Nats } from "../lib/nats.js";
 import { policyFrom, type PolicyConfig } from "../lib/policy.js";
 import { RateBuckets } from "../lib/rate-buckets.js";
 import type { Redis } from "../lib/redis.js";
+import { JsPublisher } from "../lib/js-publisher.js";
 import { Semaphore } from "../lib/semaphore.js";
 import { CheckpointStore, startPositions } from "../lib/shard-checkpoint.js";
 import { ShardOwnership } from "../lib/shard-ownership.js";
@@ -45,6 +46,8 @@ interface Shared {
   store: CheckpointStore;
   cancellations: Cancellations;
   gate: Semaphore;
+  /** Pipelined JetStream publishes (lib/js-publisher.ts): no per-call error objects on the hot path. */
+  pub: JsPublisher;
   log: Logger;
   /** Called when an owner stopped itself (fenced or failed): its shard is dropped and taken afresh. */
   dropped(shard: number): void;
@@ -232,7 +235,7 @@ class ShardOwner {
     const { d } = this.sh;
     const n = chunk.notification;
     const fanId = fanIdOf(chunk);
-    const js = d.nats.js;
+    const pub = this.sh.pub;
     const batchSize = d.cfg.shard.sendBatchSize;
     // The fence: nothing is published once the lease is gone (checked on the monotonic clock, right before the publishes leave).
     if (!this.lease.valid) throw new Fenced(`shard ${this.shard}: lease ${this.lease.revision} is gone`);
@@ -244,12 +247,12 @@ class ShardOwner {
           type: "send_batch", channel: ch, shard: chunk.shard, notifications: { [n.id]: n }, sends: all.slice(i, i + batchSize),
           decidedAt, owner: this.sh.owner, epoch: this.lease.revision,
         };
-        pubs.push(js.publish(sendSubject(ch, n.priority), encode(batch), { msgID: MSGID.send(fanId, ch, part) }));
+        pubs.push(pub.publish(sendSubject(ch, n.priority), encode(batch), MSGID.send(fanId, ch, part)));
       }
     }
     for (const [until, users] of dec.deferred) {
       const held: DeferredChunk = { type: "deferred_chunk", until, chunk: { type: "fan_chunk", shard: chunk.shard, chunk: chunk.chunk, notification: n, users } };
-      pubs.push(js.publish(deferSubject(n.priority, chunk.shard), encode(held), { msgID: MSGID.deferred(fanId, until) }));
+      pubs.push(pub.publish(deferSubject(n.priority, chunk.shard), encode(held), MSGID.deferred(fanId, until)));
     }
     const released = chunk.release !== undefined ? chunk.users.length : 0;
     if (dec.receipts.length > 0 || dec.decided > 0 || released > 0) {
@@ -257,11 +260,11 @@ class ShardOwner {
         type: "receipts", nid: n.id, stage: "shard", entries: dec.receipts, decided: dec.decided,
         ...(dec.queued ? { queued: dec.queued } : {}), ...(dec.deferredCount ? { deferred: dec.deferredCount } : {}), ...(released ? { released } : {}),
       };
-      pubs.push(js.publish(receiptSubject(n.id), encode(rb), { msgID: MSGID.decided(fanId) }));
+      pubs.push(pub.publish(receiptSubject(n.id), encode(rb), MSGID.decided(fanId)));
     }
     if (dec.trails) {
       const t: ChunkTrails = { type: "trails", nid: n.id, shard: chunk.shard, fan: fanId, at: decidedAt, users: chunk.users, idx: dec.trails.idx, trails: dec.trails.trails };
-      pubs.push(js.publish(trailSubject(n.id, chunk.shard), encode(t), { msgID: MSGID.trail(fanId) }));
+      pubs.push(pub.publish(trailSubject(n.id, chunk.shard), encode(t), MSGID.trail(fanId)));
     }
     return Promise.all(pubs);
   }
@@ -338,6 +341,7 @@ export async function startUserShard(d: ShardDeps): Promise<{ stop(): Promise<vo
     store: new CheckpointStore(await d.nats.kvm.open(BUCKET.checkpoints)),
     cancellations: await Cancellations.watch(await d.nats.kvm.open(BUCKET.campaigns)),
     gate: new Semaphore(d.cfg.shard.concurrency),
+    pub: new JsPublisher(d.nats.nc),
     dropped: (s) => void ownership.drop(s),
   };
   const owners = new Map<number, ShardOwner>();
@@ -365,6 +369,7 @@ export async function startUserShard(d: ShardDeps): Promise<{ stop(): Promise<vo
     async stop() {
       await ownership.stop();
       sh.cancellations.stop();
+      sh.pub.close();
     },
   };
 }

@@ -29,7 +29,7 @@ function stepCosts(): Record<string, number> {
   for (let i = 0; i < users.length; i += 1000) chunks.push({ type: "fan_chunk", shard: 0, chunk: i / 1000, users: users.slice(i, i + 1000).map((u) => u.id), notification: { id: "n_bench", createdAt: now, expiresAt: now + 3_600_000, priority: "normal", category: "c", channels: ["push"], content: { push: { title: "T", body: "B" } } } });
   const online = new Array(1000).fill(false);
   // Quiet hours 00:00-00:01 local: evaluated for everyone (zone offset, local time), deferring almost nobody.
-  const noDedup = { has: () => false, add: () => undefined } as unknown as DedupWindow;
+  const noDedup = { has: () => false, add: () => undefined, hasHash: () => false, addHash: () => undefined } as unknown as DedupWindow;
   const variant = (o: { quiet?: boolean; cap?: boolean; dedup?: boolean; presence?: boolean; trails?: boolean }): number => {
     const policy: PolicyConfig = {
       categories: { c: { presenceRouting: !!o.presence, quietHours: !!o.quiet, ...(o.cap ? { cap: { count: 1_000_000, periodSec: 86_400 } } : {}) } },
