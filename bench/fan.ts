@@ -1,20 +1,17 @@
 // bench:fan — seeds N users, runs one "active within 30 days" campaign with the gateways disconnected: API call -> every send batch durable in its channel stream.
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir, cpus } from "node:os";
-import { join } from "node:path";
+import { cpus } from "node:os";
 import { parseArgs } from "node:util";
 import { AckPolicy, DeliverPolicy } from "@nats-io/jetstream";
 import { nanos } from "@nats-io/transport-node";
-import { openClients } from "../cmd/cli-context.js";
-import { startLocalCluster } from "../cmd/local-cluster.js";
+import { startBenchCluster, countDecided } from "./harness.js";
 import { report } from "./report.js";
 import { cpuSecs, hwm } from "./proc-stats.js";
 import { notify } from "../lib/api-client.js";
 import { decode } from "../lib/codec.js";
 import { writeUsers } from "../lib/directory.js";
 import type { Nats } from "../lib/nats.js";
-import { CHANNELS, CONSUMER, PRIORITIES, STREAM, receiptAll } from "../lib/subjects.js";
-import type { ReceiptBatch, SendBatch } from "../lib/types.js";
+import { CHANNELS, CONSUMER, PRIORITIES, STREAM } from "../lib/subjects.js";
+import type { SendBatch } from "../lib/types.js";
 import { syntheticUser } from "../lib/users.js";
 
 const { values } = parseArgs({ options: { users: { type: "string", default: "1000000" }, shards: { type: "string", default: "1" } } });
@@ -50,19 +47,13 @@ async function readSends(n: Nats, channel: (typeof CHANNELS)[number], seen: Set<
   return { sends, dup };
 }
 
-const dir = mkdtempSync(join(tmpdir(), "nfx-bench-fan-"));
-const cluster = await startLocalCluster({
-  dataDir: dir, natsPort: 0, redisPort: 0, httpPort: 0, persist: false, sandbox: null,
-  roles: ["ingest", "campaign", "shard"], // more shard processes are started below
-  overrides: { log: { level: "warn" } },
-});
+const bench = await startBenchCluster("fan", ["ingest", "campaign", "shard"], false);
+const { cluster, nats, redis } = bench;
 const extra = [];
 for (let i = 1; i < SHARD_PROCS; i++) extra.push(await cluster.startExtra("shard"));
 let result: Record<string, unknown> = {};
 try {
   const cfg = cluster.cfg;
-  const clients = await openClients(cfg, "bench");
-  const { nats, redis } = clients;
   const now = Date.now();
   const t0 = performance.now();
   const expected = new Set<string>();
@@ -88,26 +79,16 @@ try {
   for (const [role, p] of cluster.procs) procs[role] = p.pid;
   extra.forEach((p, i) => (procs[`shard#${i + 2}`] = p.pid));
   const cpu0 = Object.fromEntries(Object.entries(procs).map(([k, pid]) => [k, cpuSecs(pid)]));
-  // Shard actors have no per-chunk acks (their checkpoint is the position): count decided recipients from the receipts as they are published.
-  let decided = 0;
-  const seenReceipts = new Set<string>();
-  const rsub = nats.nc.subscribe(receiptAll, {
-    callback: (_e, m) => {
-      const mid = m.headers?.get("Nats-Msg-Id");
-      if (!mid || !mid.startsWith("dec:") || seenReceipts.has(mid)) return;
-      seenReceipts.add(mid);
-      decided += decode<ReceiptBatch>(m.data).decided ?? 0;
-    },
-  });
+  const counted = countDecided(nats);
   const start = performance.now();
   const { id } = await notify(nats.nc, { segment: "active_30d", category: "marketing", content: { push: { title: "Sale starts", body: "Everything 20% off until midnight" } } });
   for (;;) {
     // Cheap check first (the campaign record), the consumers only once it says expanded.
-    if (decided >= members) break;
+    if (counted.decided >= members) break;
     await new Promise((r) => setTimeout(r, 20));
   }
   const seconds = (performance.now() - start) / 1000;
-  rsub.unsubscribe();
+  counted.stop();
   const cpu = Object.fromEntries(Object.entries(procs).map(([k, pid]) => [k, Number((cpuSecs(pid) - cpu0[k]!).toFixed(2))]));
 
   // Count what is in the send streams: every expected delivery key once?
@@ -146,9 +127,7 @@ try {
       note: "sends per user measured here x 100M users, at the measured rate per core (both cores of this machine ran every process)",
     },
   };
-  await clients.close();
 } finally {
-  await cluster.stop();
-  rmSync(dir, { recursive: true, force: true });
+  await bench.close();
 }
 report("fan", result);

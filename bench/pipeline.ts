@@ -1,13 +1,9 @@
 // bench:pipeline — end to end through every role process to the sandbox APNs and FCM servers: sends/s, latency, lost and duplicated sends.
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { notify } from "../lib/api-client.js";
 import { writeUsers } from "../lib/directory.js";
 import { MAX_RECIPIENTS } from "../lib/request-schema.js";
-import { openClients } from "../cmd/cli-context.js";
-import { startLocalCluster } from "../cmd/local-cluster.js";
+import { startBenchCluster } from "./harness.js";
 import { report } from "./report.js";
 import { ROLES } from "../cmd/roles.js";
 import { demoUsers } from "../cmd/demo.js";
@@ -16,16 +12,11 @@ import { tokenFault } from "../sandbox/recorder.js";
 const { values } = parseArgs({ options: { users: { type: "string", default: "20000" }, timeout: { type: "string", default: "300" } } });
 const userCount = Number(values.users);
 
-const dir = mkdtempSync(join(tmpdir(), "nfx-bench-"));
-const cluster = await startLocalCluster({
-  dataDir: dir, natsPort: 0, redisPort: 0, httpPort: 0, persist: false, sandbox: { apns: 0, fcm: 0, control: 0 }, roles: ROLES,
-  overrides: { log: { level: "warn" } },
-});
+const bench = await startBenchCluster("pipeline", ROLES, true);
+const { cluster, nats, redis } = bench;
 let result: Record<string, unknown> = {};
 try {
   const cfg = cluster.cfg;
-  const clients = await openClients(cfg, "bench");
-  const { nats, redis } = clients;
   const users = demoUsers(userCount);
   await writeUsers(redis, cfg.cluster.shards, users);
   const expected = new Map<string, number>();
@@ -66,9 +57,7 @@ try {
     bench_rss_mb: Math.round(mem / 1048576),
     note: "every role its own process plus nats-server, redis-server and the sandboxes (in this process) on 2 cores",
   };
-  await clients.close();
 } finally {
-  await cluster.stop();
-  rmSync(dir, { recursive: true, force: true });
+  await bench.close();
 }
 report("pipeline", result);

@@ -1,19 +1,13 @@
 // bench:shard — decisions per second of one shard-actor process (directory reads, policy, publishes, checkpoints) during a campaign, and the CPU cost of each policy step measured in-process.
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { parseArgs } from "node:util";
-import { openClients } from "../cmd/cli-context.js";
-import { startLocalCluster } from "../cmd/local-cluster.js";
+import { startBenchCluster, countDecided } from "./harness.js";
 import { notify } from "../lib/api-client.js";
 import { decideChunk } from "../lib/chunk-decision.js";
-import { decode } from "../lib/codec.js";
 import { DedupWindow } from "../lib/dedup-window.js";
 import { writeUsers } from "../lib/directory.js";
 import type { PolicyConfig, PolicyState } from "../lib/policy.js";
 import { RateBuckets } from "../lib/rate-buckets.js";
-import { receiptAll } from "../lib/subjects.js";
-import type { FanChunk, ReceiptBatch, UserRecord } from "../lib/types.js";
+import type { FanChunk, UserRecord } from "../lib/types.js";
 import { syntheticUser } from "../lib/users.js";
 import { cpuSecs, hwm } from "./proc-stats.js";
 import { report } from "./report.js";
@@ -64,17 +58,11 @@ function stepCosts(): Record<string, number> {
   };
 }
 
-const dir = mkdtempSync(join(tmpdir(), "nfx-bench-shard-"));
-const cluster = await startLocalCluster({
-  dataDir: dir, natsPort: 0, redisPort: 0, httpPort: 0, persist: false, sandbox: null,
-  roles: ["ingest", "campaign", "shard"],
-  overrides: { log: { level: "warn" } },
-});
+const bench = await startBenchCluster("shard", ["ingest", "campaign", "shard"], false);
+const { cluster, nats, redis } = bench;
 let result: Record<string, unknown> = {};
 try {
   const cfg = cluster.cfg;
-  const clients = await openClients(cfg, "bench");
-  const { nats, redis } = clients;
   const now = Date.now();
   let members = 0;
   for (let i = 0; i < N; i += 5000) {
@@ -82,42 +70,31 @@ try {
     members += us.filter((u) => (u.lastActive ?? 0) >= now - 30 * 86_400_000 + 60_000).length;
     await writeUsers(redis, cfg.cluster.shards, us);
   }
-  let decided = 0;
-  const seen = new Set<string>();
-  const sub = nats.nc.subscribe(receiptAll, {
-    callback: (_e, m) => {
-      const mid = m.headers?.get("Nats-Msg-Id");
-      if (!mid?.startsWith("dec:") || seen.has(mid)) return;
-      seen.add(mid);
-      decided += decode<ReceiptBatch>(m.data).decided ?? 0;
-    },
-  });
+  const counted = countDecided(nats);
   const shardPid = cluster.procs.get("shard")!.pid;
   const cpu0 = cpuSecs(shardPid);
   const t0 = performance.now();
   // Marketing: capped 3/day, quiet hours respected (none set here), presence off, dedup and trails on.
   await notify(nats.nc, { segment: "active_30d", category: "marketing", content: { push: { title: "Bench", body: "b" } } });
-  while (decided < members) await new Promise((r) => setTimeout(r, 20));
+  while (counted.decided < members) await new Promise((r) => setTimeout(r, 20));
   const seconds = (performance.now() - t0) / 1000;
   const cpu = cpuSecs(shardPid) - cpu0;
-  sub.unsubscribe();
-  await clients.close();
+  counted.stop();
   const steps = stepCosts();
   result = {
     bench: "shard",
     users: N,
-    decisions: decided,
+    decisions: counted.decided,
     seconds: Number(seconds.toFixed(3)),
     shard_processes: 1,
-    decisions_per_s: Math.round(decided / seconds),
-    decisions_per_shard_cpu_s: Math.round(decided / cpu),
+    decisions_per_s: Math.round(counted.decided / seconds),
+    decisions_per_shard_cpu_s: Math.round(counted.decided / cpu),
     shard_cpu_seconds: Number(cpu.toFixed(2)),
     shard_peak_rss_mb: hwm(shardPid),
     policy_step_ns_per_decision: steps,
     note: "decisions_per_s: one shard-actor process with campaign, ingest, nats-server and redis-server on the same 2 cores; step costs are in-process over in-memory records (no Redis, no NATS)",
   };
 } finally {
-  await cluster.stop();
-  rmSync(dir, { recursive: true, force: true });
+  await bench.close();
 }
 report("shard", result);

@@ -1,0 +1,63 @@
+// What the benchmarks share: a throw-away local cluster with clients, and a count of recipients decided as receipts are published.
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { openClients } from "../cmd/cli-context.js";
+import { startLocalCluster, type LocalCluster } from "../cmd/local-cluster.js";
+import type { Role } from "../cmd/roles.js";
+import { decode } from "../lib/codec.js";
+import type { Nats } from "../lib/nats.js";
+import type { Redis } from "../lib/redis.js";
+import { receiptAll } from "../lib/subjects.js";
+import type { ReceiptBatch } from "../lib/types.js";
+
+export interface BenchCluster {
+  cluster: LocalCluster;
+  nats: Nats;
+  redis: Redis;
+  /** Closes the clients, stops the cluster and removes its data. */
+  close(): Promise<void>;
+}
+
+/** Starts a local cluster of `roles` in a temporary directory (with the sandboxes when `sandbox`), logging at warn, and opens clients. */
+export async function startBenchCluster(name: string, roles: readonly Role[], sandbox: boolean): Promise<BenchCluster> {
+  const dir = mkdtempSync(join(tmpdir(), `nfx-bench-${name}-`));
+  const cluster = await startLocalCluster({
+    dataDir: dir, natsPort: 0, redisPort: 0, httpPort: 0, persist: false,
+    sandbox: sandbox ? { apns: 0, fcm: 0, control: 0 } : null, roles, overrides: { log: { level: "warn" } },
+  });
+  const clients = await openClients(cluster.cfg, "bench");
+  return {
+    cluster, nats: clients.nats, redis: clients.redis,
+    async close() {
+      await clients.close().catch(() => undefined);
+      await cluster.stop();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/**
+ * Counts recipients decided by shard actors from the receipts as they are
+ * published (core NATS sees every JetStream publish; a replayed batch is
+ * counted once by its message id). Shard actors do not ack chunks, so this is
+ * how a benchmark sees that the fan-out is done.
+ */
+export function countDecided(n: Nats): { readonly decided: number; stop(): void } {
+  let decided = 0;
+  const seen = new Set<string>();
+  const sub = n.nc.subscribe(receiptAll, {
+    callback: (_e, m) => {
+      const mid = m.headers?.get("Nats-Msg-Id");
+      if (!mid?.startsWith("dec:") || seen.has(mid)) return;
+      seen.add(mid);
+      decided += decode<ReceiptBatch>(m.data).decided ?? 0;
+    },
+  });
+  return {
+    get decided() {
+      return decided;
+    },
+    stop: () => sub.unsubscribe(),
+  };
+}
