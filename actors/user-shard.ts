@@ -272,7 +272,7 @@ class ShardOwner {
   /** Writes the state as of the current positions (call only with nothing in flight). */
   private async writeCheckpoint(): Promise<void> {
     if (!this.lease.valid) throw new Fenced(`shard ${this.shard}: lease ${this.lease.revision} is gone`);
-    const cp = { owner: this.sh.owner, epoch: this.lease.revision, at: Date.now(), pos: { ...this.pos }, dedup: this.state.dedup.snapshot(), buckets: this.state.buckets.snapshot() };
+    const cp = { owner: this.sh.owner, epoch: this.lease.revision, at: Date.now(), pos: { ...this.pos }, dedup: this.state.dedup.pack(), buckets: this.state.buckets.pack() };
     const r = await this.sh.store.write(this.shard, cp, this.rev, this.gen);
     this.rev = r.rev;
     this.gen = r.gen;

@@ -32,7 +32,8 @@ function stepCosts(): Record<string, number> {
       available: new Set(o.presence ? ["push", "inapp"] : ["push"]),
     };
     let best = Infinity;
-    for (let rep = 0; rep < 4; rep++) {
+    for (let rep = 0; rep < 3; rep++) {
+      (globalThis as { gc?: () => void }).gc?.();
       const state: PolicyState = { buckets: new RateBuckets(), dedup: o.dedup ? new DedupWindow(86_400_000) : noDedup };
       const t0 = process.hrtime.bigint();
       for (const c of chunks) decideChunk({ ...c, notification: { ...c.notification, id: `n_${rep}` } }, { users: users.slice(c.chunk * 1000, c.chunk * 1000 + 1000), online: o.presence ? online : null, now, cancelled: false, policy, state, trails: !!o.trails });
@@ -40,12 +41,11 @@ function stepCosts(): Record<string, number> {
     }
     return best;
   };
-  const base = variant({});
-  const quiet = variant({ quiet: true });
-  const cap = variant({ quiet: true, cap: true });
-  const dedup = variant({ quiet: true, cap: true, dedup: true });
-  const presence = variant({ quiet: true, cap: true, dedup: true, presence: true });
-  const trails = variant({ quiet: true, cap: true, dedup: true, presence: true, trails: true });
+  // Variants interleaved over three rounds, best of each: one variant's garbage or JIT state does not land on the next.
+  const specs = [{}, { quiet: true }, { quiet: true, cap: true }, { quiet: true, cap: true, dedup: true }, { quiet: true, cap: true, dedup: true, presence: true }, { quiet: true, cap: true, dedup: true, presence: true, trails: true }];
+  const best = specs.map(() => Infinity);
+  for (let round = 0; round < 3; round++) specs.forEach((s, i) => (best[i] = Math.min(best[i]!, variant(s))));
+  const [base, quiet, cap, dedup, presence, trails] = best as [number, number, number, number, number, number];
   const r = (x: number): number => Math.round(x);
   return {
     "base (expiry, opt-out, preferences, route, send records)": r(base),

@@ -1,5 +1,6 @@
 // The shard actor's dedup window: keys seen in the last N hours, as 53-bit hashes with expiry, checkpointable.
 import { hash53 } from "./hash53.js";
+import { forEachPacked, packEntries } from "./pair-pack.js";
 
 /**
  * Remembers keys for `windowMs` of wall time. Keys are hashed (see
@@ -35,19 +36,15 @@ export class DedupWindow {
     this.until.set(h, this.now() + this.windowMs);
   }
 
-  /** Live entries as [hash, expiry ms] for a checkpoint; drops expired ones from memory. */
-  snapshot(): [number, number][] {
+  /** Live entries packed as (hash, expiry ms) for a checkpoint (lib/pair-pack.ts); drops expired ones from memory. */
+  pack(): Buffer {
     const t = this.now();
-    const out: [number, number][] = [];
-    for (const [k, u] of this.until) {
-      if (u <= t) this.until.delete(k);
-      else out.push([k, u]);
-    }
-    return out;
+    return packEntries(this.until, (u) => (u > t ? u : null));
   }
 
-  restore(entries: readonly [number, number][]): void {
+  /** Restores entries packed by {@link pack} at offset `at` of `b`; returns the offset after them. */
+  restore(b: Buffer, at = 0): number {
     const t = this.now();
-    for (const [k, u] of entries) if (u > t) this.until.set(k, u);
+    return forEachPacked(b, at, (k, u) => void (u > t && this.until.set(k, u)));
   }
 }

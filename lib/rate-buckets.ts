@@ -1,5 +1,6 @@
 // Per-user frequency caps: token buckets kept as one number each (GCRA), on a monotonic clock, checkpointable.
 import { hash53 } from "./hash53.js";
+import { forEachPacked, packEntries } from "./pair-pack.js";
 
 /** A cap: at most `count` sends per `periodSec`, refilled continuously. */
 export interface Cap {
@@ -63,26 +64,21 @@ export class RateBuckets {
   }
 
   /**
-   * Buckets still holding less than full: [key, ms until full] pairs for a
-   * checkpoint (full buckets are dropped, they equal a new one). Prunes full
-   * buckets from memory as a side effect.
+   * Buckets still holding less than full, packed as (key, ms until full) for
+   * a checkpoint (lib/pair-pack.ts). Full buckets are dropped (they equal a
+   * new one) and pruned from memory.
    */
-  snapshot(): [number, number][] {
+  pack(): Buffer {
     const now = this.mono();
-    const out: [number, number][] = [];
-    for (const [k, tat] of this.tat) {
-      if (tat <= now) this.tat.delete(k);
-      else out.push([k, Math.ceil(tat - now)]);
-    }
-    return out;
+    return packEntries(this.tat, (tat) => (tat > now ? Math.ceil(tat - now) : null));
   }
 
-  /** Restores a snapshot taken `elapsedMs` of wall time ago (time passed meanwhile refills the buckets). */
-  restore(entries: readonly [number, number][], elapsedMs: number): void {
+  /** Restores buckets packed `elapsedMs` of wall time ago at offset `at` of `b` (time passed refills them); returns the offset after them. */
+  restore(b: Buffer, elapsedMs: number, at = 0): number {
     const now = this.mono();
-    for (const [k, ahead] of entries) {
+    return forEachPacked(b, at, (k, ahead) => {
       const left = ahead - Math.max(0, elapsedMs);
       if (left > 0) this.tat.set(k, now + left);
-    }
+    });
   }
 }

@@ -12,10 +12,10 @@ export interface Checkpoint {
   /** Wall time of the snapshot (buckets refill by the time passed since). */
   at: number;
   pos: Record<Priority, number>;
-  /** [key hash, expiry ms] of the dedup window. */
-  dedup: [number, number][];
-  /** [key hash, ms until full] of the token buckets. */
-  buckets: [number, number][];
+  /** The dedup window, packed by DedupWindow.pack (key hash, expiry ms). */
+  dedup: Buffer;
+  /** The token buckets, packed by RateBuckets.pack (key hash, ms until full). */
+  buckets: Buffer;
 }
 
 /** Values larger than this are stored in parts (a KV value is one NATS message). */
@@ -30,27 +30,6 @@ interface Manifest {
   body?: Uint8Array;
   gen?: string;
   parts?: number;
-}
-
-/** Packs [hash, number] pairs as two little-endian float64 columns (msgpack would spend 18 bytes a pair). */
-function packPairs(pairs: readonly [number, number][]): Buffer {
-  const b = Buffer.allocUnsafe(4 + pairs.length * 16);
-  b.writeUInt32LE(pairs.length, 0);
-  let o = 4;
-  for (const [k, v] of pairs) {
-    b.writeDoubleLE(k, o);
-    b.writeDoubleLE(v, o + 8);
-    o += 16;
-  }
-  return b;
-}
-
-function unpackPairs(b: Buffer, at: number): { pairs: [number, number][]; next: number } {
-  const n = b.readUInt32LE(at);
-  const pairs: [number, number][] = new Array(n);
-  let o = at + 4;
-  for (let i = 0; i < n; i++, o += 16) pairs[i] = [b.readDoubleLE(o), b.readDoubleLE(o + 8)];
-  return { pairs, next: o };
 }
 
 /** The positions of a shard no owner has checkpointed: from the start of every lane. */
@@ -82,14 +61,14 @@ export class CheckpointStore {
       }
       body = Buffer.concat(parts);
     }
-    const d = unpackPairs(body, 0);
-    const b = unpackPairs(body, d.next);
-    return { cp: { owner: m.owner, epoch: m.epoch, at: m.at, pos: { ...startPositions(), ...m.pos }, dedup: d.pairs, buckets: b.pairs }, rev: e.revision, ...(m.gen ? { gen: m.gen } : {}) };
+    // Two packed sections back to back: dedup window, then buckets.
+    const split = 4 + body.readUInt32LE(0) * 16;
+    return { cp: { owner: m.owner, epoch: m.epoch, at: m.at, pos: { ...startPositions(), ...m.pos }, dedup: body.subarray(0, split), buckets: body.subarray(split) }, rev: e.revision, ...(m.gen ? { gen: m.gen } : {}) };
   }
 
   /** Writes `cp` if the key is still at `rev`; resolves the new revision. Throws {@link Fenced} if someone else wrote since. */
   async write(shard: number, cp: Checkpoint, rev: number, prevGen?: string): Promise<{ rev: number; gen?: string }> {
-    const body = Buffer.concat([packPairs(cp.dedup), packPairs(cp.buckets)]);
+    const body = Buffer.concat([cp.dedup, cp.buckets]);
     const key = checkpointKey(shard);
     const m: Manifest = { owner: cp.owner, epoch: cp.epoch, at: cp.at, pos: cp.pos };
     let gen: string | undefined;
