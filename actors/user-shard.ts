@@ -69,7 +69,7 @@ const fanIdOf = (c: FanChunk): string =>
  * write after a takeover fails. Either way the owner stops without writing.
  */
 class ShardOwner {
-  private readonly state = { buckets: new RateBuckets(), dedup: new DedupWindow(0) };
+  private readonly state: { buckets: RateBuckets; dedup: DedupWindow };
   private pos = startPositions();
   private rev = 0;
   private gen: string | undefined;
@@ -89,6 +89,7 @@ class ShardOwner {
 
   constructor(private readonly sh: Shared, readonly shard: number, private readonly lease: Lease) {
     this.log = sh.log.child({ shard, epoch: lease.revision });
+    this.state = { buckets: new RateBuckets(), dedup: new DedupWindow(sh.d.cfg.shard.dedupWindowSec * 1000, sh.now) };
   }
 
   private notify(): void {
@@ -105,7 +106,6 @@ class ShardOwner {
   async start(): Promise<void> {
     const cfg = this.sh.d.cfg;
     const loaded = await this.sh.store.load(this.shard);
-    this.state.dedup = new DedupWindow(cfg.shard.dedupWindowSec * 1000, this.sh.now);
     if (loaded.cp) {
       this.pos = loaded.cp.pos;
       this.state.dedup.restore(loaded.cp.dedup);

@@ -72,7 +72,9 @@ type Recorded = Pick<ReceiptEntry, "outcome" | "reason" | "providerId" | "at">;
 /**
  * Runs a gateway for `client` on every priority lane of its channel's send
  * stream. Per batch: keys already recorded as delivered are not sent again
- * (their recorded outcome is re-emitted); the rest go to the provider, their
+ * (their recorded outcome is re-emitted); users whose opt-out or preferences
+ * changed after the batch was decided are re-checked and suppressed if the
+ * send is no longer allowed; the rest go to the provider, their
  * outcomes are recorded in Redis, then receipts are published, then the batch
  * is acked. A process dying after a provider accepted a send but before the
  * record is written is the one window for a duplicate (DESIGN.md). A token

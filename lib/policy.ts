@@ -98,9 +98,6 @@ export function targetsOn(ch: ContentChannel, r: Recipient): Target[] {
   }
 }
 
-/** Dedup keys of a delivered decision: the notification for this user, and its collapse key for this user. */
-export const dedupKeys = (n: NotificationBrief, user: string): string[] => (n.collapseKey ? [`n|${n.id}|${user}`, `c|${n.collapseKey}|${user}`] : [`n|${n.id}|${user}`]);
-
 /** What the rules need of a notification, computed once per chunk rather than per recipient. */
 export interface NotificationPlan {
   cat: CategoryPolicy;
