@@ -1,18 +1,10 @@
 // Deferred-release actor: holds chunks deferred by quiet hours and re-emits them to their shard when the quiet hours end.
 import { encode } from "../lib/codec.js";
-import type { Config } from "../lib/config.js";
-import { holdUntilDue } from "../lib/hold-until-due.js";
-import type { Logger } from "../lib/log.js";
-import type { Nats } from "../lib/nats.js";
+import { holdUntilDue, type HoldActorDeps } from "../lib/hold-until-due.js";
 import { CONSUMER, MSGID, STREAM, fanSubject } from "../lib/subjects.js";
 import type { DeferredChunk, FanChunk } from "../lib/types.js";
 
-export interface DeferredReleaseDeps {
-  cfg: Config;
-  nats: Nats;
-  log: Logger;
-  now?: () => number;
-}
+export type DeferredReleaseDeps = HoldActorDeps;
 
 /**
  * Consumes NFX_DEFER. A chunk waits until its release time

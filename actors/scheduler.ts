@@ -1,17 +1,9 @@
 // Scheduler actor: holds notifications with a future send-at time and releases them into their priority lane when due.
-import type { Config } from "../lib/config.js";
-import { holdUntilDue } from "../lib/hold-until-due.js";
-import type { Logger } from "../lib/log.js";
-import type { Nats } from "../lib/nats.js";
+import { holdUntilDue, type HoldActorDeps } from "../lib/hold-until-due.js";
 import { CONSUMER, MSGID, STREAM, intakeSubject } from "../lib/subjects.js";
 import type { Notification } from "../lib/types.js";
 
-export interface SchedulerDeps {
-  cfg: Config;
-  nats: Nats;
-  log: Logger;
-  now?: () => number;
-}
+export type SchedulerDeps = HoldActorDeps;
 
 /**
  * Starts the scheduler on `nfx.intake.scheduled.*`. A message not yet due

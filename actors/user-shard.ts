@@ -25,7 +25,7 @@ import {
   BUCKET, CHANNELS, MSGID, PRIORITIES, STREAM, deferSubject, fanSubject, receiptSubject, sendSubject, trailSubject, type Priority,
 } from "../lib/subjects.js";
 import type { ChunkTrails } from "../lib/trails.js";
-import type { DeferredChunk, FanChunk, ReceiptBatch, SendBatch, UserRecord } from "../lib/types.js";
+import type { DeferredChunk, FanChunk, ReceiptBatch, SendBatch } from "../lib/types.js";
 
 export interface ShardDeps {
   cfg: Config;
@@ -220,7 +220,7 @@ class ShardOwner {
     const wantsPresence = (policy.categories[n.category]?.presenceRouting ?? false) && policy.available.has("inapp");
     const [users, online] = await this.retry("directory read", () =>
       Promise.all([
-        readUsers(d.redis, this.shard, chunk.users, { profile: needsProfile }) as Promise<(UserRecord | null)[]>,
+        readUsers(d.redis, this.shard, chunk.users, { profile: needsProfile }),
         wantsPresence ? d.redis.mget(chunk.users.map((u) => presenceKey(this.shard, u))).then((r) => r.map((x) => x !== null)) : Promise.resolve(null),
       ]),
     );

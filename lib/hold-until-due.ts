@@ -1,11 +1,20 @@
 // "Hold until due": consume a stream of messages that each carry a due time, nak each until it is due, then release it and ack.
 import type { JsMsg } from "@nats-io/jetstream";
+import type { Config } from "./config.js";
 import { decodeAs, PoisonMessage } from "./lanes.js";
 import type { Logger } from "./log.js";
 import type { Nats } from "./nats.js";
 
 /** Longest single wait before a held message is looked at again (JetStream keeps the timer; a restart loses nothing). */
 const MAX_WAIT_MS = 3_600_000;
+
+/** What an actor built on this loop needs (the scheduler and the deferred-release actor). */
+export interface HoldActorDeps {
+  cfg: Config;
+  nats: Nats;
+  log: Logger;
+  now?: () => number;
+}
 
 export interface HoldOptions<T extends { type: string }> {
   nats: Nats;
