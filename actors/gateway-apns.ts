@@ -1,66 +1,111 @@
-// APNs gateway: delivers iOS sends through the real @parse/node-apn SDK over HTTP/2, one bulkhead per app.
+// APNs gateway: delivers iOS sends through the real @parse/node-apn SDK over HTTP/2, one bulkhead per app (bundle id and key).
 import { readFileSync } from "node:fs";
+import type { ClientHttp2Session, IncomingHttpHeaders, OutgoingHttpHeaders } from "node:http2";
 import apn from "@parse/node-apn";
 import type { Config } from "../lib/config.js";
+import type { ApnsAppConfig } from "../config/schema.js";
 import { ConfigInvalid, ProviderError } from "../lib/errors.js";
 import { apnsNotification } from "../lib/apns-payload.js";
-import { runGateway, type GatewayDeps, type ProviderClient, type SendResult } from "../lib/gateway-runner.js";
-import { Semaphore } from "../lib/semaphore.js";
+import { pushContent } from "../lib/channel-content.js";
+import { parseRetryAfter } from "../lib/retry-policy.js";
+import { runGateway, type ChannelClient, type GatewayDeps, type ProviderApp, type SendResult } from "../lib/gateway-runner.js";
 import type { NotificationBrief, Send } from "../lib/types.js";
 
 export { apnsNotification };
 
-/** APNs reasons that mean the token is gone for good (410 Unregistered, ExpiredToken): it is removed from the directory. */
-const DEAD_TOKEN = new Set(["Unregistered", "ExpiredToken"]);
+/** APNs reasons that mean the token is gone for good: it is removed from the directory and never retried. */
+const DEAD_TOKEN = new Set(["Unregistered", "BadDeviceToken", "ExpiredToken"]);
 
 /**
  * Maps an SDK failure to a {@link ProviderError}: 429, 5xx and transport
- * errors are retryable; every 4xx is not; 410 Unregistered marks the token
- * dead (BadDeviceToken is not retried but kept: it can be a sandbox/production mix-up).
+ * errors are retryable (after `retryAfterMs` when APNs sent Retry-After);
+ * every other 4xx is not; 410 Unregistered, BadDeviceToken and ExpiredToken
+ * mark the token dead.
  */
-export function apnsError(f: apn.ResponseFailure): ProviderError {
+export function apnsError(f: apn.ResponseFailure, retryAfterMs?: number): ProviderError {
   const reason = f.response?.reason ?? (f.error ? `transport:${f.error.message}` : `status:${f.status ?? "none"}`);
-  const status = f.status ?? 0;
+  const status = Number(f.status) || 0;
   const retryable = status === 0 || status === 429 || status >= 500;
-  return new ProviderError(`APNs rejected the send: ${reason}`, { reason, retryable, tokenInvalid: DEAD_TOKEN.has(reason), cause: f.error });
+  return new ProviderError(`APNs rejected the send: ${reason}`, {
+    reason, retryable, tokenInvalid: DEAD_TOKEN.has(reason), cause: f.error, ...(retryable && retryAfterMs !== undefined ? { retryAfterMs } : {}),
+  });
 }
 
-/** Creates the APNs provider client for the configured app. Throws {@link ConfigInvalid} if no signing key is configured. */
-export function createApnsClient(cfg: Config): ProviderClient {
-  const a = cfg.gateways.apns;
-  if (!a.keyFile) throw new ConfigInvalid("gateways.apns.keyFile: required to run the APNs gateway", { field: "gateways.apns.keyFile" });
+type SdkClient = { request(session: ClientHttp2Session, ...rest: unknown[]): Promise<unknown>; clients?: SdkClient[] };
+
+/**
+ * Keeps the Retry-After of APNs answers per device token. The SDK reads
+ * `Retry-After` with a capital letter (HTTP/2 lower-cases header names) and
+ * then deletes it before returning, so the gateway listens on each HTTP/2
+ * stream the SDK opens instead (PROVIDERS.md).
+ */
+function captureRetryAfter(provider: apn.Provider | apn.MultiProvider, hints: Map<string, number>): void {
+  const root = (provider as unknown as { client: SdkClient }).client;
+  for (const c of root.clients ?? [root]) {
+    const request = c.request;
+    c.request = function (this: SdkClient, session: ClientHttp2Session, ...rest: unknown[]) {
+      const s = session as ClientHttp2Session & { nfxHooked?: boolean };
+      if (!s.nfxHooked) {
+        const open = s.request.bind(s);
+        s.request = ((headers: OutgoingHttpHeaders, opts?: object) => {
+          const stream = open(headers, opts);
+          stream.on("response", (h: IncomingHttpHeaders) => {
+            const ms = parseRetryAfter(h["retry-after"]);
+            if (ms !== undefined) hints.set(String(headers[":path"] ?? "").slice("/3/device/".length), ms);
+          });
+          return stream;
+        }) as typeof s.request;
+        s.nfxHooked = true;
+      }
+      return request.call(this, session, ...rest);
+    };
+  }
+}
+
+/** The name an APNs app goes by: its `name`, else its topic. */
+export const apnsAppName = (a: ApnsAppConfig): string => a.name ?? a.topic;
+
+/** Creates one APNs app: an SDK provider with `clientCount` HTTP/2 sessions. Throws {@link ConfigInvalid} without a signing key. */
+export function createApnsApp(a: ApnsAppConfig, field: string): ProviderApp {
+  if (!a.keyFile) throw new ConfigInvalid(`${field}.keyFile: required to run the APNs gateway`, { field: `${field}.keyFile` });
   const opts: apn.MultiProviderOptions & { peerMaxConcurrentStreams?: number } = {
     token: { key: readFileSync(a.keyFile), keyId: a.keyId, teamId: a.teamId },
     production: a.production,
     ...(a.address ? { address: a.address } : {}),
     ...(a.port ? { port: a.port } : {}),
     ...(a.caFile ? { ca: [readFileSync(a.caFile)] } : {}),
-    // Retries are the gateway's (it honours Retry-After); the SDK's own ignore it.
-    connectionRetryLimit: 1,
+    // Retries are the gateway's (it honours Retry-After and backs off); the SDK's own would resend at once.
+    connectionRetryLimit: 0,
     requestTimeout: 10_000,
     clientCount: a.clientCount,
     peerMaxConcurrentStreams: 500,
   };
   const provider = a.clientCount > 1 ? new apn.MultiProvider(opts) : new apn.Provider(opts);
-  const limit = new Semaphore(a.concurrency);
+  const hints = new Map<string, number>();
+  captureRetryAfter(provider, hints);
+  // One compiled notification per batch's notification for inline content; one per recipient when a template rendered it.
+  const shared = new WeakMap<NotificationBrief, apn.Notification>();
   return {
-    channel: "apns",
-    async sendGroup(n: NotificationBrief, sends: readonly Send[]): Promise<SendResult[]> {
-      // One notification object for the inline content; one per recipient when a template rendered it.
-      const shared = n.content?.push ? apnsNotification(n, n.content.push, a.topic) : null;
-      return Promise.all(
-        sends.map((s) =>
-          limit.run(async (): Promise<SendResult> => {
-            const note = s.push ? apnsNotification(n, s.push, a.topic) : shared;
-            if (!note) return { ok: false, error: new ProviderError("no push content", { reason: "no_content", retryable: false }) };
-            const r = await provider.send(note, s.token);
-            const failed = r.failed[0];
-            if (failed) return { ok: false, error: apnsError(failed) };
-            const apnsId = (r.sent[0] as { "apns-id"?: string } | undefined)?.["apns-id"];
-            return apnsId ? { ok: true, providerId: apnsId } : { ok: true };
-          }),
-        ),
-      );
+    name: apnsAppName(a),
+    perRequest: 1,
+    async request(n: NotificationBrief, sends: readonly Send[]): Promise<SendResult[]> {
+      const s = sends[0]!;
+      let note: apn.Notification | undefined = shared.get(n);
+      if (s.push || !note) {
+        const push = pushContent(n, s);
+        if (!push) return [{ ok: false, error: new ProviderError("no push content", { reason: "no_content", retryable: false }) }];
+        note = apnsNotification(n, push, a.topic);
+        if (!s.push) shared.set(n, note);
+      }
+      const r = await provider.send(note, s.token);
+      const failed = r.failed[0];
+      if (failed) {
+        const ra = hints.get(s.token);
+        hints.delete(s.token);
+        return [{ ok: false, error: apnsError(failed, ra) }];
+      }
+      const apnsId = (r.sent[0] as { "apns-id"?: string } | undefined)?.["apns-id"];
+      return [apnsId ? { ok: true, providerId: apnsId } : { ok: true }];
     },
     async close() {
       provider.shutdown();
@@ -68,7 +113,19 @@ export function createApnsClient(cfg: Config): ProviderClient {
   };
 }
 
+/** The APNs channel: every configured app; a send goes to the app whose topic or name is its device's app, else the first. */
+export function createApnsClient(cfg: Config): ChannelClient {
+  const apps = cfg.gateways.apns.apps.map((a, i) => ({ app: createApnsApp(a, `gateways.apns.apps.${i}`), cfg: a }));
+  const byApp = new Map<string, string>();
+  cfg.gateways.apns.apps.forEach((a) => {
+    byApp.set(a.topic, apnsAppName(a));
+    byApp.set(apnsAppName(a), apnsAppName(a));
+  });
+  const first = apps[0]!.app.name;
+  return { channel: "apns", apps, route: (s) => (s.app && byApp.get(s.app)) || first };
+}
+
 /** Starts the APNs gateway role. */
-export async function startGatewayApns(d: GatewayDeps): Promise<{ stop(): Promise<void> }> {
+export async function startGatewayApns(d: GatewayDeps): ReturnType<typeof runGateway> {
   return runGateway(d, createApnsClient(d.cfg));
 }

@@ -4,10 +4,14 @@ import https from "node:https";
 import tls from "node:tls";
 import type { Duplex } from "node:stream";
 import { cert, deleteApp, initializeApp, type Credential } from "firebase-admin/app";
-import { getMessaging, type Message, type SendResponse } from "firebase-admin/messaging";
+import { getMessaging, type Message } from "firebase-admin/messaging";
+import type http from "node:http";
 import type { Config } from "../lib/config.js";
+import type { FcmAppConfig } from "../config/schema.js";
+import { pushContent } from "../lib/channel-content.js";
+import { parseRetryAfter } from "../lib/retry-policy.js";
 import { ProviderError } from "../lib/errors.js";
-import { runGateway, type GatewayDeps, type ProviderClient, type SendResult } from "../lib/gateway-runner.js";
+import { runGateway, type ChannelClient, type GatewayDeps, type ProviderApp, type SendResult } from "../lib/gateway-runner.js";
 import type { NotificationBrief, PushContent, Send } from "../lib/types.js";
 
 /** firebase-admin codes that are worth retrying later. */
@@ -15,13 +19,19 @@ const RETRYABLE = new Set([
   "messaging/server-unavailable", "messaging/internal-error", "messaging/message-rate-exceeded",
   "messaging/quota-exceeded", "messaging/unknown-error", "app/network-error", "app/network-timeout",
 ]);
-/** Codes meaning the token is gone for good (404 UNREGISTERED): it is removed from the directory. */
-const DEAD_TOKEN = new Set(["messaging/registration-token-not-registered"]);
+/** Codes meaning the token is gone for good (404 UNREGISTERED, and a malformed token): it is removed from the directory and never retried. */
+const DEAD_TOKEN = new Set(["messaging/registration-token-not-registered", "messaging/invalid-registration-token"]);
+/** FCM's QUOTA_EXCEEDED (the SDK's message-rate-exceeded): Google asks for at least a minute of backoff. */
+const QUOTA = "messaging/message-rate-exceeded";
 
-/** Maps a firebase-admin error to a {@link ProviderError} keeping the SDK's code as the reason. */
-export function fcmError(err: unknown): ProviderError {
+/** Maps a firebase-admin error to a {@link ProviderError} keeping the SDK's code as the reason; `retryAfterMs` is FCM's Retry-After if it sent one. */
+export function fcmError(err: unknown, retryAfterMs?: number): ProviderError {
   const code = (err as { code?: string })?.code ?? "messaging/unknown-error";
-  return new ProviderError(`FCM rejected the send: ${code}`, { reason: code, retryable: RETRYABLE.has(code), tokenInvalid: DEAD_TOKEN.has(code), cause: err });
+  const retryable = RETRYABLE.has(code);
+  return new ProviderError(`FCM rejected the send: ${code}`, {
+    reason: code, retryable, tokenInvalid: DEAD_TOKEN.has(code), quota: code === QUOTA, cause: err,
+    ...(retryable && retryAfterMs !== undefined ? { retryAfterMs } : {}),
+  });
 }
 
 /** Builds the FCM v1 message for one device: notification, data, android TTL/collapse key/priority, APNs-via-FCM headers. */
@@ -44,9 +54,13 @@ export function fcmMessage(n: NotificationBrief, push: PushContent, token: strin
 /**
  * An https.Agent that dials a configured host:port instead of
  * fcm.googleapis.com, keeping the TLS name, so the SDK's fixed URL reaches a
- * sandbox (PROVIDERS.md). Keep-alive with `maxSockets` is the pool.
+ * sandbox (PROVIDERS.md). Keep-alive with `maxSockets` is the pool. It also
+ * notes the latest Retry-After FCM answered with: the SDK drops response
+ * headers from its errors, and FCM's Retry-After is the project's back-off.
  */
 class RedirectAgent extends https.Agent {
+  /** The latest Retry-After seen (ms) and when. */
+  hint: { ms: number; at: number } | null = null;
   constructor(private readonly to: { host?: string; port?: number; ca?: Buffer }, sockets: number) {
     super({ keepAlive: true, maxSockets: sockets, maxFreeSockets: sockets });
   }
@@ -58,13 +72,27 @@ class RedirectAgent extends https.Agent {
       ...(this.to.ca ? { ca: this.to.ca } : {}),
     });
   }
+  /** Node calls this for every request through the agent (undocumented but stable; agentkeepalive relies on it too). */
+  addRequest(req: http.ClientRequest, options: unknown): void {
+    req.once("response", (res: http.IncomingMessage) => {
+      const ms = parseRetryAfter(res.headers["retry-after"]);
+      if (ms !== undefined) this.hint = { ms, at: Date.now() };
+    });
+    (https.Agent.prototype as unknown as { addRequest(r: unknown, o: unknown): void }).addRequest.call(this, req, options);
+  }
+  /** Retry-After of an answer in the last second, if any. */
+  retryAfter(): number | undefined {
+    return this.hint && Date.now() - this.hint.at < 1000 ? this.hint.ms : undefined;
+  }
 }
 
 let appSeq = 0;
 
-/** Creates the FCM provider client for the configured project. */
-export function createFcmClient(cfg: Config, now: () => number = Date.now): ProviderClient {
-  const f = cfg.gateways.fcm;
+/** The name an FCM app goes by: its `name`, else its project id. */
+export const fcmAppName = (f: FcmAppConfig): string => f.name ?? f.projectId;
+
+/** Creates one FCM app (a Firebase project) with its own keep-alive socket pool. */
+export function createFcmApp(f: FcmAppConfig, now: () => number = Date.now): ProviderApp {
   const credential: Credential = f.serviceAccountFile
     ? cert(JSON.parse(readFileSync(f.serviceAccountFile, "utf8")))
     : { getAccessToken: async () => ({ access_token: f.sandboxToken, expires_in: 3600 }) };
@@ -73,23 +101,17 @@ export function createFcmClient(cfg: Config, now: () => number = Date.now): Prov
   const messaging = getMessaging(app);
   messaging.enableLegacyHttpTransport();
   return {
-    channel: "fcm",
-    async sendGroup(n: NotificationBrief, sends: readonly Send[]): Promise<SendResult[]> {
-      const out: SendResult[] = [];
-      for (let i = 0; i < sends.length; i += 500) {
-        const slice = sends.slice(i, i + 500);
-        const t = now();
-        let responses: SendResponse[];
-        try {
-          responses = (await messaging.sendEach(slice.map((s) => fcmMessage(n, s.push ?? n.content!.push!, s.token, t)))).responses;
-        } catch (err) {
-          const error = fcmError(err);
-          for (let j = 0; j < slice.length; j++) out.push({ ok: false, error });
-          continue;
-        }
-        for (const r of responses) out.push(r.success ? { ok: true, providerId: r.messageId } : { ok: false, error: fcmError(r.error) });
+    name: fcmAppName(f),
+    perRequest: 1,
+    async request(n: NotificationBrief, sends: readonly Send[]): Promise<SendResult[]> {
+      const s = sends[0]!;
+      const push = pushContent(n, s);
+      if (!push) return [{ ok: false, error: new ProviderError("no push content", { reason: "no_content", retryable: false }) }];
+      try {
+        return [{ ok: true, providerId: await messaging.send(fcmMessage(n, push, s.token, now())) }];
+      } catch (err) {
+        return [{ ok: false, error: fcmError(err, agent.retryAfter()) }];
       }
-      return out;
     },
     async close() {
       await deleteApp(app);
@@ -98,7 +120,16 @@ export function createFcmClient(cfg: Config, now: () => number = Date.now): Prov
   };
 }
 
+/** The FCM channel: every configured project; a send goes to the project whose id, name or package list has its device's app, else the first. */
+export function createFcmClient(cfg: Config, now: () => number = Date.now): ChannelClient {
+  const apps = cfg.gateways.fcm.apps.map((f) => ({ app: createFcmApp(f, now), cfg: f }));
+  const byApp = new Map<string, string>();
+  for (const f of cfg.gateways.fcm.apps) for (const k of [f.projectId, fcmAppName(f), ...f.packages]) byApp.set(k, fcmAppName(f));
+  const first = apps[0]!.app.name;
+  return { channel: "fcm", apps, route: (s) => (s.app && byApp.get(s.app)) || first };
+}
+
 /** Starts the FCM gateway role. */
-export async function startGatewayFcm(d: GatewayDeps): Promise<{ stop(): Promise<void> }> {
+export async function startGatewayFcm(d: GatewayDeps): ReturnType<typeof runGateway> {
   return runGateway(d, createFcmClient(d.cfg, d.now));
 }

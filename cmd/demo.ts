@@ -49,7 +49,7 @@ export async function runDemo(o: { users: number }): Promise<number> {
   console.log("nfx demo: starting a local cluster (nats-server, redis-server, sandbox APNs + FCM, one process per role)...");
   const cluster = await startLocalCluster({
     dataDir: dir, natsPort: 0, redisPort: 0, httpPort: 0, persist: false,
-    sandbox: { apns: 0, fcm: 0, control: 0 }, roles: ROLES,
+    sandbox: {}, roles: ROLES,
     overrides: { log: { level: "warn" } },
     onLine: (role, line) => {
       if (/"level":(50|60)/.test(line)) console.error(`[${role}] ${line}`);

@@ -6,7 +6,7 @@ import { fileURLToPath } from "node:url";
 import { createInterface } from "node:readline";
 import { loadConfig, type Config } from "../lib/config.js";
 import { freePort, startNatsServer, startRedisServer, type ServerProcess } from "../lib/launch.js";
-import { ensureApnsKey, sandboxOverrides, startSandbox, type Sandbox } from "../sandbox/index.js";
+import { ensureApnsKey, sandboxOverrides, startSandbox, type Sandbox, type SandboxPorts } from "../sandbox/index.js";
 import { ROLES, type Role } from "./roles.js";
 
 const NFX_BIN = fileURLToPath(new URL("./nfx.js", import.meta.url));
@@ -25,7 +25,7 @@ export interface LocalClusterOptions {
   /** Keep Redis data on disk (append-only file). */
   persist: boolean;
   /** Sandbox ports (0 = any free), or null to use real providers from the user's config. */
-  sandbox: { apns: number; fcm: number; control: number } | null;
+  sandbox: (Partial<SandboxPorts> & { faults?: readonly unknown[] }) | null;
   roles: readonly Role[];
   /** Extra configuration layered over the user's file. */
   overrides?: Record<string, unknown>;
@@ -55,7 +55,8 @@ export interface LocalCluster {
   stop(): Promise<void>;
 }
 
-function mergeDeep(a: Record<string, unknown>, b: Record<string, unknown>): Record<string, unknown> {
+/** `b` layered over `a`: objects merge key by key, anything else (arrays too) replaces. */
+export function mergeDeep(a: Record<string, unknown>, b: Record<string, unknown>): Record<string, unknown> {
   const out = { ...a };
   for (const [k, v] of Object.entries(b)) {
     const cur = out[k];
@@ -101,7 +102,7 @@ export async function startLocalCluster(o: LocalClusterOptions): Promise<LocalCl
     const httpPort = o.httpPort || (await freePort());
     let overrides: Record<string, unknown> = { nats: { servers: [nats.url] }, redis: { url: redis.url }, http: { port: httpPort } };
     if (o.sandbox) {
-      sandbox = await startSandbox(o.sandbox);
+      sandbox = await startSandbox(o.sandbox, o.sandbox.faults);
       stops.push(sandbox.close);
       overrides = mergeDeep(overrides, sandboxOverrides(sandbox.ports, ensureApnsKey(join(dataDir, "apns-sandbox-key.p8"))));
     }

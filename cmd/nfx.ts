@@ -11,7 +11,8 @@ import { connectNats } from "../lib/nats.js";
 import { ensureTopology } from "../lib/topology.js";
 import { ApiError, notify, status } from "../lib/api-client.js";
 import { BUCKET, PRIORITIES } from "../lib/subjects.js";
-import { startSandbox } from "../sandbox/index.js";
+import { startSandbox, type SandboxPorts } from "../sandbox/index.js";
+import { SANDBOX_PROVIDERS } from "../sandbox/faults.js";
 import { formatStatus } from "./format.js";
 import { ROLES, startRoles, type Role } from "./roles.js";
 import { cliConfig, cliLog, withConnections } from "./cli-context.js";
@@ -69,12 +70,12 @@ program
     const cfg = config();
     const cluster = await startLocalCluster({
       dataDir: cfg.up.dataDir, natsPort: cfg.up.natsPort, redisPort: cfg.up.redisPort, httpPort: cfg.http.port, persist: true,
-      sandbox: o.sandbox ? { apns: cfg.sandbox.apnsPort, fcm: cfg.sandbox.fcmPort, control: cfg.sandbox.controlPort } : null,
+      sandbox: o.sandbox ? sandboxPorts(cfg) : null,
       roles: ROLES, configFile: program.opts().config,
       onLine: (role, line) => process.stdout.write(`[${role}] ${line}\n`),
     });
     console.log(`nfx is up: nats ${cluster.nats.url}, redis ${cluster.redis.url}` +
-      (cluster.sandbox ? `, sandbox apns :${cluster.sandbox.ports.apns} fcm :${cluster.sandbox.ports.fcm} control http://127.0.0.1:${cluster.sandbox.ports.control}` : ""));
+      (cluster.sandbox ? `, ${describeSandbox(cluster.sandbox.ports)}` : ""));
     console.log(`HTTP API ${cluster.httpUrl} (Authorization: Bearer ${cluster.apiKey})`);
     console.log(`roles: ${[...cluster.procs.keys()].join(", ")}. Config for other commands: NFX_CONFIG=${cluster.configFile}. Ctrl-C to stop.`);
     await waitForSignal();
@@ -158,16 +159,33 @@ program
     }
   });
 
+/** The sandbox ports of the config. */
+const sandboxPorts = (cfg: Config): SandboxPorts => ({
+  apns: cfg.sandbox.apnsPort, fcm: cfg.sandbox.fcmPort, sendgrid: cfg.sandbox.sendgridPort, twilio: cfg.sandbox.twilioPort, control: cfg.sandbox.controlPort,
+});
+const describeSandbox = (p: SandboxPorts): string =>
+  `sandbox: apns https://127.0.0.1:${p.apns} (HTTP/2), fcm https://127.0.0.1:${p.fcm}, sendgrid http://127.0.0.1:${p.sendgrid}, twilio http://127.0.0.1:${p.twilio}, control http://127.0.0.1:${p.control}`;
+
 program
   .command("sandbox")
-  .description("run the sandbox APNs and FCM servers and their control API")
+  .description("run the sandbox APNs, FCM, SendGrid and Twilio servers and their control API (faults settable at run time: POST /faults)")
   .option("--apns-port <n>", "APNs sandbox port", Number)
   .option("--fcm-port <n>", "FCM sandbox port", Number)
+  .option("--sendgrid-port <n>", "SendGrid sandbox port", Number)
+  .option("--twilio-port <n>", "Twilio sandbox port", Number)
   .option("--control-port <n>", "control API port", Number)
-  .action(async (o: { apnsPort?: number; fcmPort?: number; controlPort?: number }) => {
+  .option("--faults <file>", "JSON array of fault rules in force from the start (see README: sandbox faults)")
+  .action(async (o: { apnsPort?: number; fcmPort?: number; sendgridPort?: number; twilioPort?: number; controlPort?: number; faults?: string }) => {
     const cfg = config();
-    const sb = await startSandbox({ apns: o.apnsPort ?? cfg.sandbox.apnsPort, fcm: o.fcmPort ?? cfg.sandbox.fcmPort, control: o.controlPort ?? cfg.sandbox.controlPort });
-    console.log(`sandbox: apns https://127.0.0.1:${sb.ports.apns} (HTTP/2), fcm https://127.0.0.1:${sb.ports.fcm}, control http://127.0.0.1:${sb.ports.control} (GET /stats, /devices?provider=, /deliveries, POST /reset)`);
+    const d = sandboxPorts(cfg);
+    let faults: unknown[] = [];
+    if (o.faults) {
+      const v: unknown = JSON.parse(readFileSync(o.faults, "utf8"));
+      if (!Array.isArray(v)) throw new InvalidArgumentError(`--faults: ${o.faults} must hold a JSON array of fault rules`);
+      faults = v;
+    }
+    const sb = await startSandbox({ apns: o.apnsPort ?? d.apns, fcm: o.fcmPort ?? d.fcm, sendgrid: o.sendgridPort ?? d.sendgrid, twilio: o.twilioPort ?? d.twilio, control: o.controlPort ?? d.control }, faults);
+    console.log(`${describeSandbox(sb.ports)} (GET /stats, /devices?provider=, /deliveries, /faults; POST /faults, /reset; DELETE /faults)`);
     await waitForSignal();
     await sb.close();
     process.exit(0);
@@ -182,7 +200,7 @@ program
     const base = o.url ?? `http://127.0.0.1:${cfg.sandbox.controlPort}`;
     const stats = (await (await fetch(`${base}/stats`)).json()) as Record<string, unknown>;
     console.log(JSON.stringify(stats, null, 2));
-    for (const p of ["apns", "fcm"]) {
+    for (const p of SANDBOX_PROVIDERS) {
       const devices = (await (await fetch(`${base}/devices?provider=${p}`)).json()) as Record<string, number>;
       for (const [token, count] of Object.entries(devices)) console.log(`${p} ${token} ${count}${count > 1 ? " DUPLICATE" : ""}`);
     }

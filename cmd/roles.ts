@@ -1,6 +1,8 @@
 // The process roles `nfx run <role>` can start, and the code that wires each to its connections.
 import { startGatewayApns } from "../actors/gateway-apns.js";
 import { startGatewayFcm } from "../actors/gateway-fcm.js";
+import { startGatewayEmail } from "../actors/gateway-email.js";
+import { startGatewaySms } from "../actors/gateway-sms.js";
 import { startHttpApi } from "../actors/http-api.js";
 import { startIngest } from "../actors/ingest.js";
 import { startScheduler } from "../actors/scheduler.js";
@@ -20,7 +22,7 @@ import { connectRedis, type Redis } from "../lib/redis.js";
 import { ensureTopology } from "../lib/topology.js";
 import { requireNativeUws } from "../lib/uws.js";
 
-export const ROLES = ["ingest", "scheduler", "router", "campaign", "shard", "gateway-apns", "gateway-fcm", "tracker"] as const;
+export const ROLES = ["ingest", "scheduler", "router", "campaign", "shard", "gateway-apns", "gateway-fcm", "gateway-email", "gateway-sms", "tracker"] as const;
 export type Role = (typeof ROLES)[number];
 
 type Started = { stop(): Promise<void> };
@@ -57,6 +59,8 @@ const starters: Record<Role, (d: Deps) => Promise<Started>> = {
   shard: startUserShard,
   "gateway-apns": startGatewayApns,
   "gateway-fcm": startGatewayFcm,
+  "gateway-email": startGatewayEmail,
+  "gateway-sms": startGatewaySms,
 };
 
 /**

@@ -8,8 +8,30 @@ const host = z.string().min(1);
 const hhmm = z.string().regex(/^([01][0-9]|2[0-3]):[0-5][0-9]$/, "must be a 24-hour HH:MM time");
 const contentChannel = z.enum(["push", "email", "sms", "inapp"]);
 
+/** What every provider app has: its name, bulkhead limits, circuit breaker and an optional failover app. */
+const bulkhead = {
+  /** Requests in flight at once for this app. */
+  concurrency: z.number().int().min(1).max(10000),
+  /** Requests waiting for a slot beyond which sends are pushed back (re-queued with a delay) rather than holding the batch. */
+  queueLimit: z.number().int().min(0).max(1_000_000).default(4096),
+  /** The provider's quota for this app, sends per second (0 = none): the rate limit. */
+  ratePerSec: z.number().min(0).default(0),
+  breaker: z
+    .strictObject({
+      /** Consecutive failed provider requests (429, 5xx, timeouts, resets) that open the breaker. */
+      failures: z.number().int().min(1).max(100_000).default(50),
+      /** How long an open breaker stays open before one trial request (half-open). */
+      halfOpenAfterMs: z.number().int().min(100).max(3_600_000).default(10_000),
+    })
+    .prefault({}),
+  /** Name of another app of the same channel that takes this app's sends while its breaker is open. */
+  failover: z.string().min(1).optional(),
+};
+
 const apnsApp = z.strictObject({
-  /** APNs topic: the app's bundle id. */
+  /** Name used in logs, metrics and `failover`; the topic when absent. */
+  name: z.string().min(1).optional(),
+  /** APNs topic: the app's bundle id. Devices registered with this app id are sent through this app. */
   topic: z.string().min(1).default("com.example.nfx"),
   teamId: z.string().regex(/^[A-Z0-9]{10}$/, "must be a 10-character Apple team id").default("NFXTEAM001"),
   keyId: z.string().regex(/^[A-Z0-9]{10}$/, "must be a 10-character APNs key id").default("NFXKEY0001"),
@@ -23,12 +45,16 @@ const apnsApp = z.strictObject({
   caFile: file.optional(),
   /** HTTP/2 sessions in this app's pool. */
   clientCount: z.number().int().min(1).max(64).default(2),
-  /** Sends in flight at once for this app. */
-  concurrency: z.number().int().min(1).max(10000).default(256),
+  ...bulkhead,
+  concurrency: bulkhead.concurrency.default(256),
 });
 
 const fcmApp = z.strictObject({
+  /** Name used in logs, metrics and `failover`; the project id when absent. */
+  name: z.string().min(1).optional(),
   projectId: z.string().regex(/^[a-z][a-z0-9-]{3,62}$/, "must be a Firebase project id").default("nfx-sandbox"),
+  /** Android package names whose devices this project serves (besides devices registered with the project id). */
+  packages: z.array(z.string().min(1)).default([]),
   /** Service-account JSON for production; absent means the static sandbox token below. */
   serviceAccountFile: file.optional(),
   sandboxToken: z.string().min(1).default("nfx-sandbox-token"),
@@ -38,8 +64,63 @@ const fcmApp = z.strictObject({
   caFile: file.optional(),
   /** Keep-alive sockets in this app's pool. */
   sockets: z.number().int().min(1).max(1024).default(64),
-  concurrency: z.number().int().min(1).max(10000).default(128),
+  ...bulkhead,
+  concurrency: bulkhead.concurrency.default(128),
 });
+
+const sendgridAccount = z.strictObject({
+  name: z.string().min(1).default("sendgrid"),
+  apiKey: z.string().regex(/^SG\.\S+$/, "must be a SendGrid API key (SG.…)").default("SG.nfx-sandbox-key"),
+  from: z.strictObject({ email: z.email("must be an email address"), name: z.string().optional() }).default({ email: "noreply@nfx.example", name: "nfx" }),
+  /** Base URL override (e.g. http://127.0.0.1:8446/ for the sandbox); api.sendgrid.com when absent. */
+  baseUrl: z.url("must be a URL").optional(),
+  /** Keep-alive sockets in this account's pool. */
+  sockets: z.number().int().min(1).max(1024).default(32),
+  ...bulkhead,
+  concurrency: bulkhead.concurrency.default(16),
+  /** Personalizations per request (SendGrid allows 1000). */
+  batchSize: z.number().int().min(1).max(1000).default(1000),
+});
+
+const twilioAccount = z.strictObject({
+  name: z.string().min(1).default("twilio"),
+  accountSid: z.string().regex(/^AC[0-9a-f]{32}$/, "must be a Twilio account SID (AC + 32 hex)").default("AC00000000000000000000000000000000"),
+  authToken: z.string().min(1).default("nfx-sandbox-token"),
+  /** Sender: a phone number, or a messaging service SID (MG…). */
+  from: z.string().regex(/^(\+[1-9][0-9]{6,14}|MG[0-9a-f]{32})$/, "must be an E.164 number or a messaging service SID").default("+15550000000"),
+  /** Base URL override (e.g. http://127.0.0.1:8447 for the sandbox); https://api.twilio.com when absent. */
+  baseUrl: z.url("must be a URL").optional(),
+  sockets: z.number().int().min(1).max(1024).default(64),
+  ...bulkhead,
+  concurrency: bulkhead.concurrency.default(64),
+});
+
+/** A channel's provider apps: at least one; names must be unique and failovers must name another app. */
+function appsOf<T extends z.ZodType<{ name?: string; failover?: string }>>(app: T, naming: (a: z.output<T>) => string) {
+  return z
+    .array(app)
+    .min(1)
+    .superRefine((apps, ctx) => {
+      const names = apps.map((a) => a.name ?? naming(a));
+      names.forEach((n, i) => {
+        if (names.indexOf(n) !== i) ctx.addIssue({ code: "custom", path: [i, "name"], message: `must be unique (${n} is used twice)` });
+        const f = apps[i]!.failover;
+        if (f !== undefined && (f === n || !names.includes(f))) ctx.addIssue({ code: "custom", path: [i, "failover"], message: `must name another app of this channel (got ${f})` });
+      });
+    });
+}
+
+const retry = z
+  .strictObject({
+    /** Provider attempts per send before it goes to the dead-letter stream. */
+    maxAttempts: z.number().int().min(1).max(50).default(5),
+    /** First backoff; doubles per attempt, with full jitter. */
+    baseMs: z.number().int().min(10).max(600_000).default(1000),
+    maxMs: z.number().int().min(100).max(3_600_000).default(300_000),
+    /** Least wait after FCM QUOTA_EXCEEDED (Google asks for at least a minute). */
+    quotaMs: z.number().int().min(0).max(3_600_000).default(60_000),
+  })
+  .prefault({});
 
 /** The whole configuration. `z.infer` of it is {@link Config}. */
 export const configSchema = z.strictObject({
@@ -189,12 +270,17 @@ export const configSchema = z.strictObject({
     .prefault({}),
   gateways: z
     .strictObject({
-      apns: apnsApp.prefault({}),
-      fcm: fcmApp.prefault({}),
+      apns: z.strictObject({ apps: appsOf(apnsApp, (a) => a.topic).default([apnsApp.parse({})]) }).prefault({}),
+      fcm: z.strictObject({ apps: appsOf(fcmApp, (a) => a.projectId).default([fcmApp.parse({})]) }).prefault({}),
+      email: z.strictObject({ apps: appsOf(sendgridAccount, (a) => a.name).default([sendgridAccount.parse({})]) }).prefault({}),
+      sms: z.strictObject({ apps: appsOf(twilioAccount, (a) => a.name).default([twilioAccount.parse({})]) }).prefault({}),
+      retry,
       /** Send batches processed at once per gateway process. */
       batchConcurrency: z.number().int().min(1).max(64).default(4),
       /** How long a delivered key is remembered so a replayed batch never calls a provider twice. */
       deliveredTtlSec: z.number().int().min(60).max(30 * 86400).default(86400),
+      /** How long a claim on a delivery key (taken right before the provider call) holds off other attempts. */
+      claimTtlSec: z.number().int().min(5).max(3600).default(60),
     })
     .prefault({}),
   sandbox: z
@@ -202,6 +288,8 @@ export const configSchema = z.strictObject({
       apnsPort: port.default(8443),
       fcmPort: port.default(8444),
       controlPort: port.default(8445),
+      sendgridPort: port.default(8446),
+      twilioPort: port.default(8447),
     })
     .prefault({}),
   up: z
@@ -216,3 +304,10 @@ export const configSchema = z.strictObject({
 
 /** The validated, frozen configuration every process runs with. */
 export type Config = z.infer<typeof configSchema>;
+export type ApnsAppConfig = z.infer<typeof apnsApp>;
+export type FcmAppConfig = z.infer<typeof fcmApp>;
+export type SendgridAccountConfig = z.infer<typeof sendgridAccount>;
+export type TwilioAccountConfig = z.infer<typeof twilioAccount>;
+/** The bulkhead settings every provider app has. */
+export type BulkheadConfig = Pick<ApnsAppConfig, "concurrency" | "queueLimit" | "ratePerSec" | "breaker" | "failover">;
+export type RetryConfig = Config["gateways"]["retry"];

@@ -1,7 +1,7 @@
 // Decides one fan chunk: runs the per-recipient policy over the chunk's users and shapes the results into send batches, receipts, deferrals and trails.
 import { decideUser, planFor, type PolicyConfig, type PolicyState, type Trail } from "./policy.js";
 import { CHANNELS, type Channel } from "./subjects.js";
-import { renderPush } from "./templates.js";
+import { renderEmail, renderPush, renderSms } from "./templates.js";
 import { TrailBook } from "./trails.js";
 import type { FanChunk, NotificationBrief, PushContent, ReceiptEntry, Send, UserRecord } from "./types.js";
 
@@ -75,6 +75,7 @@ export function decideChunk(chunk: FanChunk, inp: ChunkInputs): ChunkDecision {
   const nid = n.id;
   const now = inp.now;
   const render = pushRenderer(n);
+  const use = n.template;
   const activeSince = chunk.filter?.activeSince;
   const book = inp.trails ? new TrailBook() : null;
   const ctx = { n, now, released: chunk.release !== undefined };
@@ -112,7 +113,9 @@ export function decideChunk(chunk: FanChunk, inp: ChunkInputs): ChunkDecision {
     }
     const push = render(u);
     for (const t of v.targets) {
-      sends[t.channel].push({ nid, user: userId, device: t.device, token: t.token, ...(push ? { push } : {}) });
+      // Email and SMS get their own template rendering when the template has one; else the gateway derives them from push.
+      const own = t.channel === "email" && use?.template.channels.email ? { email: renderEmail(use, u)! } : t.channel === "sms" && use?.template.channels.sms ? { sms: renderSms(use, u)! } : push ? { push } : {};
+      sends[t.channel].push({ nid, user: userId, device: t.device, token: t.token, ...(t.app ? { app: t.app } : {}), ...own });
       if (listed) receipts.push({ user: userId, outcome: "queued", channel: t.channel, device: t.device, at: now });
       else queued++;
     }

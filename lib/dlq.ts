@@ -32,9 +32,11 @@ export async function getDeadLetter(n: Nats, seq: number): Promise<DeadLetterEnt
  */
 export async function replayDeadLetter(n: Nats, seq: number): Promise<DeadLetterEntry> {
   const dl = await getDeadLetter(n, seq);
+  // A replay starts with fresh attempts.
+  const { attempt: _a, waits: _w, ...send } = dl.send;
   const batch: SendBatch = {
     type: "send_batch", channel: dl.channel, shard: dl.shard, notifications: { [dl.notification.id]: dl.notification },
-    sends: [dl.send], replayOf: `dead_letter:${dl.reason}`,
+    sends: [send], replayOf: `dead_letter:${dl.reason}`,
   };
   await n.js.publish(sendSubject(dl.channel, dl.notification.priority), encode(batch), { msgID: MSGID.replay(seq) });
   await n.jsm.streams.deleteMessage(STREAM.dlq, seq);

@@ -93,12 +93,18 @@ export class ProviderError extends NfxError {
   readonly reason: string;
   /** True when the device token is gone for good (APNs 410 Unregistered, FCM UNREGISTERED): the gateway removes it from the directory. */
   readonly tokenInvalid: boolean;
+  /** The provider's Retry-After, in ms: no retry comes sooner. */
+  readonly retryAfterMs?: number;
+  /** A quota error (FCM QUOTA_EXCEEDED): the retry waits at least `gateways.retry.quotaMs`. */
+  readonly quota: boolean;
 
-  constructor(message: string, o: { reason: string; retryable: boolean; tokenInvalid?: boolean; cause?: unknown }) {
+  constructor(message: string, o: { reason: string; retryable: boolean; tokenInvalid?: boolean; retryAfterMs?: number; quota?: boolean; cause?: unknown }) {
     super(message, { cause: o.cause });
     this.reason = o.reason;
     Object.defineProperty(this, "retryable", { value: o.retryable, enumerable: true });
     this.tokenInvalid = o.tokenInvalid ?? false;
+    if (o.retryAfterMs !== undefined) this.retryAfterMs = o.retryAfterMs;
+    this.quota = o.quota ?? false;
   }
 }
 

@@ -1,8 +1,10 @@
-// The loop every channel gateway shares: consume send batches by priority, skip keys already delivered, call the provider, record, emit receipts.
+// The loop every provider gateway shares: consume send batches by priority, claim delivery keys, call each app through its bulkhead, record, retry later or dead-letter, emit receipts.
+import { createHash } from "node:crypto";
 import type { JsMsg } from "@nats-io/jetstream";
 import type { Config } from "./config.js";
+import type { BulkheadConfig } from "../config/schema.js";
 import { encode } from "./codec.js";
-import type { ProviderError } from "./errors.js";
+import { Bulkhead, isRefusal, type BulkheadState, type Refusal, type SendResult } from "./bulkhead.js";
 import { deliveryKey } from "./ids.js";
 import { readUsers, removeDeadToken } from "./directory.js";
 import { changedKey, deliveredKey } from "./keys.js";
@@ -12,21 +14,33 @@ import type { Logger } from "./log.js";
 import type { Nats } from "./nats.js";
 import type { Redis } from "./redis.js";
 import { Cancellations } from "./cancellations.js";
-import { BUCKET, CONSUMER, MSGID, STREAM, dlqSubject, receiptSubject, type Channel } from "./subjects.js";
-import type { DeadLetter, NotificationBrief, ReceiptBatch, ReceiptEntry, Send, SendBatch, UserRecord } from "./types.js";
+import { holdUntilDue } from "./hold-until-due.js";
+import { planRetry, planWait } from "./retry-policy.js";
+import { BUCKET, CONSUMER, MSGID, STREAM, dlqSubject, receiptSubject, retrySubject, sendSubject, type Channel, type Priority } from "./subjects.js";
+import type { DeadLetter, NotificationBrief, ReceiptBatch, ReceiptEntry, RetryBatch, Send, SendBatch, UserRecord } from "./types.js";
 
-/** The result of one send: accepted by the provider, or its error. */
-export type SendResult = { ok: true; providerId?: string } | { ok: false; error: ProviderError };
+export type { SendResult };
 
-/** What a gateway file implements for its provider: the SDK call, nothing else. */
-export interface ProviderClient {
-  readonly channel: Channel;
+/** One provider app of a channel (an APNs bundle id and key, an FCM project, a SendGrid or Twilio account): the SDK call, nothing else. */
+export interface ProviderApp {
+  readonly name: string;
+  /** Sends per provider request: 1 for APNs, FCM and SMS; up to 1000 personalizations for email. */
+  readonly perRequest: number;
   /**
-   * Sends the sends of one notification. Resolves one result per send, in
-   * order; per-send provider errors are results, never throws.
+   * One provider request for `sends` (at most `perRequest`) of notification
+   * `n`. Resolves one result per send, in order; provider errors are results,
+   * never throws.
    */
-  sendGroup(n: NotificationBrief, sends: readonly Send[]): Promise<SendResult[]>;
+  request(n: NotificationBrief, sends: readonly Send[]): Promise<SendResult[]>;
   close(): Promise<void>;
+}
+
+/** What a gateway file builds for its channel: its apps with their bulkhead settings, and which app a send goes to. */
+export interface ChannelClient {
+  readonly channel: Channel;
+  readonly apps: readonly { app: ProviderApp; cfg: BulkheadConfig }[];
+  /** The name of the app that sends `s` (e.g. by the device's bundle id); the first app when nothing matches. */
+  route(s: Send): string;
 }
 
 export interface GatewayDeps {
@@ -42,11 +56,9 @@ export interface GatewayDeps {
  * after the batch was decided, with their current records: one ZMSCORE on the
  * shard's change set, and a read of just those users.
  */
-async function changedSince(redis: Redis, batch: SendBatch, prior: (string | null)[]): Promise<Map<string, UserRecord>> {
+async function changedSince(redis: Redis, batch: SendBatch, users: readonly string[]): Promise<Map<string, UserRecord>> {
   const out = new Map<string, UserRecord>();
-  if (batch.decidedAt === undefined) return out;
-  const users = [...new Set(batch.sends.filter((_, i) => !prior[i]).map((s) => s.user))];
-  if (users.length === 0) return out;
+  if (batch.decidedAt === undefined || users.length === 0) return out;
   const scores = await redis.zmscore(changedKey(batch.shard), ...users);
   const changed = users.filter((_, i) => scores[i] !== null && Number(scores[i]) >= batch.decidedAt!);
   if (changed.length === 0) return out;
@@ -62,125 +74,212 @@ function recheck(u: UserRecord, n: NotificationBrief, channel: Channel): string 
   return null;
 }
 
-/** Attempts for a send whose error is retryable, with doubling backoff from 200 ms. Full retry policy: issue 6. */
-const ATTEMPTS = 3;
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
 /** What is kept per delivered key: enough to re-emit the same receipt on a replay. */
 type Recorded = Pick<ReceiptEntry, "outcome" | "reason" | "providerId" | "at">;
 
+/** A claim marker in a delivery key: `~` and the id of the batch allowed to call the provider for it. */
+const CLAIM = "~";
+
+/**
+ * Per key: if it holds a value, return it; else set it to the claim marker
+ * ARGV[1] with TTL ARGV[2] s and return false. One round trip per batch.
+ */
+const CLAIM_SCRIPT = `
+local out = {}
+for i, k in ipairs(KEYS) do
+  local v = redis.call('GET', k)
+  if v then out[i] = v else redis.call('SET', k, ARGV[1], 'EX', ARGV[2]); out[i] = false end
+end
+return out`;
+
+type ClaimRedis = Redis & { nfxClaim(n: number, ...args: (string | number)[]): Promise<(string | null)[]> };
+function claimer(redis: Redis): ClaimRedis {
+  if (!(redis as unknown as Partial<ClaimRedis>).nfxClaim) redis.defineCommand("nfxClaim", { lua: CLAIM_SCRIPT });
+  return redis as unknown as ClaimRedis;
+}
+
+/** A send that goes back on NFX_RETRY: tried again after `at`. */
+type Later = { s: Send; at: number };
+
 /**
  * Runs a gateway for `client` on every priority lane of its channel's send
- * stream. Per batch: keys already recorded as delivered are not sent again
- * (their recorded outcome is re-emitted); users whose opt-out or preferences
- * changed after the batch was decided are re-checked and suppressed if the
- * send is no longer allowed; the rest go to the provider, their
- * outcomes are recorded in Redis, then receipts are published, then the batch
- * is acked. A process dying after a provider accepted a send but before the
- * record is written is the one window for a duplicate (DESIGN.md). A token
- * the provider reports gone (APNs 410, FCM UNREGISTERED) is removed from the
- * directory.
+ * stream, and releases its pushed-back sends from NFX_RETRY when due.
+ *
+ * Per batch: every delivery key is claimed in one Redis call before any
+ * provider call; a key already recorded re-emits its recorded receipt, a key
+ * claimed by another live attempt is pushed back. Users whose opt-out or
+ * preferences changed after the batch was decided are re-checked. The rest
+ * go, grouped per notification and app, through each app's {@link Bulkhead}
+ * (failing over to the app's `failover` while its breaker is open). Then:
+ * accepted and permanently failed sends are recorded (a gone token also
+ * leaves the directory); retryable failures go to NFX_RETRY with backoff
+ * (never before Retry-After; at least a minute after a quota error; never
+ * past expiry), or to the dead-letter stream after `retry.maxAttempts`; sends
+ * the bulkhead refused go back to NFX_RETRY without using an attempt.
+ * Receipts are published, then the batch is acked. A process dying after a
+ * provider accepted a send but before the record is written is the one
+ * window for a duplicate (DESIGN.md).
  */
-export async function runGateway(d: GatewayDeps, client: ProviderClient): Promise<{ stop(): Promise<void> }> {
-  const log = d.log.child({ actor: `gateway-${client.channel}` });
+export async function runGateway(d: GatewayDeps, client: ChannelClient): Promise<{ stop(): Promise<void>; bulkheads(): BulkheadState[] }> {
+  const channel = client.channel;
+  const log = d.log.child({ actor: `gateway-${channel}` });
   const now = d.now ?? Date.now;
-  const ttl = d.cfg.gateways.deliveredTtlSec;
+  const g = d.cfg.gateways;
   const cancellations = await Cancellations.watch(await d.nats.kvm.open(BUCKET.campaigns));
+  const redis = claimer(d.redis);
+  const apps = new Map(client.apps.map(({ app, cfg }) => [app.name, { app, cfg, bulkhead: new Bulkhead(app.name, cfg, log) }]));
 
-  const sendWithRetry = async (n: NotificationBrief, sends: readonly Send[]): Promise<SendResult[]> => {
-    const results: (SendResult | undefined)[] = new Array(sends.length);
-    let todo = sends.map((_, i) => i);
-    for (let attempt = 1; todo.length > 0; attempt++) {
-      const got = await client.sendGroup(n, todo.map((i) => sends[i]!));
-      const again: number[] = [];
-      got.forEach((r, j) => {
-        const i = todo[j]!;
-        results[i] = r;
-        if (!r.ok && r.error.retryable && attempt < ATTEMPTS && n.expiresAt > now()) again.push(i);
-      });
-      todo = again;
-      if (todo.length > 0) await sleep(200 * 2 ** (attempt - 1));
+  /**
+   * Sends `sends` of `n` through app `name`, or its failover while its
+   * breaker is open. Resolves the results, or the refusal when no app took them.
+   */
+  const dispatch = async (name: string, n: NotificationBrief, sends: Send[], tried: Set<string> = new Set()): Promise<SendResult[] | Refusal> => {
+    const a = apps.get(name)!;
+    tried.add(name);
+    const r = await a.bulkhead.run(sends.length, () => a.app.request(n, sends));
+    if (!isRefusal(r)) return r;
+    const f = a.cfg.failover;
+    if (f && !tried.has(f) && apps.has(f)) {
+      log.debug({ app: name, failover: f, sends: sends.length }, "failing over");
+      return dispatch(f, n, sends, tried);
     }
-    return results as SendResult[];
+    return r;
   };
 
   const handle = async (m: JsMsg): Promise<void> => {
     const batch = decodeAs<SendBatch>(m.data, "send_batch");
-    if (batch.channel !== client.channel) throw new PoisonMessage(`a ${batch.channel} batch on the ${client.channel} stream`);
+    if (batch.channel !== channel) throw new PoisonMessage(`a ${batch.channel} batch on the ${channel} stream`);
     const batchId = m.headers?.get("Nats-Msg-Id") || `seq:${m.seq}`;
-    const keys = batch.sends.map((s) => deliveredKey(batch.shard, deliveryKey(s.nid, s.user, client.channel, s.device)));
-    const prior = keys.length ? await d.redis.mget(keys) : [];
+    const prio = (m.subject.split(".")[3] ?? "normal") as Priority;
+    const keys = batch.sends.map((s) => deliveredKey(batch.shard, deliveryKey(s.nid, s.user, channel, s.device)));
+    const mine = CLAIM + batchId;
+    const prior = keys.length ? await redis.nfxClaim(keys.length, ...keys, mine, g.claimTtlSec) : [];
 
     const entries = new Map<string, ReceiptEntry[]>();
     const add = (s: Send, r: Recorded): void => {
       let l = entries.get(s.nid);
       if (!l) entries.set(s.nid, (l = []));
-      l.push({ user: s.user, channel: client.channel, device: s.device, ...r, ...(batch.replayOf ? { supersedes: batch.replayOf } : {}) });
+      l.push({ user: s.user, channel, device: s.device, ...r, ...(batch.replayOf ? { supersedes: batch.replayOf } : {}) });
+    };
+    const record = redis.pipeline();
+    let writes = 0;
+    const keep = (i: number, rec: Recorded): void => {
+      add(batch.sends[i]!, rec);
+      record.set(keys[i]!, JSON.stringify(rec), "EX", g.deliveredTtlSec);
+      writes++;
+    };
+    const retries: Later[] = [];
+    const waits: Later[] = [];
+    const retryKeys: number[] = [];
+    const waitKeys: number[] = [];
+    const dead: Promise<unknown>[] = [];
+
+    /** Pushes back sends that were not attempted; they fail as expired when the wait would outlast the notification. */
+    const pushBack = (idx: number[], retryInMs: number, why: string): void => {
+      for (const i of idx) {
+        const s = batch.sends[i]!;
+        const at = planWait(retryInMs, s.waits ?? 0, now(), batch.notifications[s.nid]!.expiresAt);
+        if (at === null) keep(i, { outcome: "failed", reason: `expired:${why}`, at: now() });
+        else {
+          waits.push({ s: { ...s, waits: (s.waits ?? 0) + 1 }, at });
+          if (prior[i] === null || prior[i] === mine) waitKeys.push(i);
+        }
+      }
     };
 
-    const stale = await changedSince(d.redis, batch, prior);
-    const record = d.redis.pipeline();
-    let recorded = 0;
-    const groups = new Map<string, number[]>();
+    const fresh: number[] = [];
     batch.sends.forEach((s, i) => {
       const p = prior[i];
-      if (p) return add(s, JSON.parse(p) as Recorded);
-      const why = stale.get(s.user) && recheck(stale.get(s.user)!, batch.notifications[s.nid]!, client.channel);
-      if (why) {
-        // The user opted out or turned this channel off after the decision: not sent, and recorded so a replay agrees.
-        const rec: Recorded = { outcome: "suppressed", reason: why, at: now() };
-        add(s, rec);
-        record.set(keys[i]!, JSON.stringify(rec), "EX", ttl);
-        recorded++;
-        return;
-      }
-      let g = groups.get(s.nid);
-      if (!g) groups.set(s.nid, (g = []));
-      g.push(i);
+      if (p === null || p === undefined || p === mine) fresh.push(i);
+      else if (p.startsWith(CLAIM)) pushBack([i], g.claimTtlSec * 1000, "claimed");
+      else add(s, JSON.parse(p) as Recorded);
     });
+    const stale = await changedSince(d.redis, batch, [...new Set(fresh.map((i) => batch.sends[i]!.user))]);
 
-    await Promise.all(
-      [...groups].map(async ([nid, idx]) => {
-        const n = batch.notifications[nid]!;
+    // Group what may go by notification and app; everything else is settled here.
+    const groups = new Map<string, { nid: string; app: string; idx: number[] }>();
+    for (const i of fresh) {
+      const s = batch.sends[i]!;
+      const n = batch.notifications[s.nid]!;
+      const u = stale.get(s.user);
+      const why = u && recheck(u, n, channel);
+      // The user opted out or turned this channel off after the decision: not sent, and recorded so a replay agrees.
+      if (why) keep(i, { outcome: "suppressed", reason: why, at: now() });
+      else if (cancellations.has(s.nid)) keep(i, { outcome: "cancelled", at: now() });
+      else if (n.expiresAt <= now()) keep(i, { outcome: "failed", reason: "expired", at: now() });
+      else {
+        const app = apps.has(client.route(s)) ? client.route(s) : client.apps[0]!.app.name;
+        const k = `${s.nid}\u0000${app}`;
+        let grp = groups.get(k);
+        if (!grp) groups.set(k, (grp = { nid: s.nid, app, idx: [] }));
+        grp.idx.push(i);
+      }
+    }
+
+    const requests: Promise<void>[] = [];
+    for (const grp of groups.values()) {
+      const n = batch.notifications[grp.nid]!;
+      const per = apps.get(grp.app)!.app.perRequest;
+      for (let o = 0; o < grp.idx.length; o += per) {
+        const idx = grp.idx.slice(o, o + per);
         const sends = idx.map((i) => batch.sends[i]!);
-        if (cancellations.has(nid)) {
-          for (const s of sends) add(s, { outcome: "cancelled", at: now() });
-          return;
-        }
-        if (n.expiresAt <= now()) {
-          for (const s of sends) add(s, { outcome: "failed", reason: "expired", at: now() });
-          return;
-        }
-        const results = await sendWithRetry(n, sends);
-        // Tokens the provider says are gone for good leave the directory (and are never retried).
-        await Promise.all(
-          results.map((r, j) =>
-            !r.ok && r.error.tokenInvalid
-              ? removeDeadToken(d.redis, d.nats.nc, d.cfg.cluster.shards, sends[j]!.user, sends[j]!.device, sends[j]!.token).catch((err) => log.warn({ err }, "token removal failed"))
-              : undefined,
-          ),
+        requests.push(
+          dispatch(grp.app, n, sends).then(async (results) => {
+            if (isRefusal(results)) return pushBack(idx, results.retryInMs, results.refused);
+            await Promise.all(
+              results.map((r, j) =>
+                !r.ok && r.error.tokenInvalid
+                  ? removeDeadToken(d.redis, d.nats.nc, d.cfg.cluster.shards, sends[j]!.user, sends[j]!.device, sends[j]!.token).catch((err) => log.warn({ err }, "token removal failed"))
+                  : undefined,
+              ),
+            );
+            results.forEach((r, j) => {
+              const i = idx[j]!;
+              const s = sends[j]!;
+              if (r.ok) return keep(i, { outcome: "sent", providerId: r.providerId, at: now() });
+              if (!r.error.retryable) return keep(i, { outcome: "failed", reason: r.error.reason, at: now() });
+              const attempt = (s.attempt ?? 0) + 1;
+              const plan = planRetry(g.retry, attempt, r.error, now(), n.expiresAt);
+              if (plan.kind === "retry") {
+                retries.push({ s: { ...s, attempt }, at: plan.at });
+                retryKeys.push(i);
+              } else if (plan.kind === "expired") {
+                keep(i, { outcome: "failed", reason: `expired:${r.error.reason}`, at: now() });
+              } else {
+                // Attempts ran out: to the dead-letter stream with its context; the claim is dropped so a replay can send it.
+                const dl: DeadLetter = { type: "dead_letter", channel, shard: batch.shard, notification: n, send: { ...s, attempt }, reason: r.error.reason, attempts: attempt, at: now() };
+                dead.push(d.nats.js.publish(dlqSubject(channel), encode(dl), { msgID: MSGID.dead(`${batchId}|${deliveryKey(s.nid, s.user, channel, s.device)}`) }));
+                record.del(keys[i]!);
+                writes++;
+                add(s, { outcome: "failed", reason: `dead_letter:${r.error.reason}`, at: now() });
+              }
+            });
+          }),
         );
-        const dead: Promise<unknown>[] = [];
-        results.forEach((r, j) => {
-          const s = sends[j]!;
-          if (!r.ok && r.error.retryable) {
-            // Retries ran out: to the dead-letter stream with its context; not recorded as delivered, so a replay can send it.
-            const dl: DeadLetter = { type: "dead_letter", channel: client.channel, shard: batch.shard, notification: n, send: s, reason: r.error.reason, attempts: ATTEMPTS, at: now() };
-            dead.push(d.nats.js.publish(dlqSubject(client.channel), encode(dl), { msgID: MSGID.dead(`${batchId}|${deliveryKey(s.nid, s.user, client.channel, s.device)}`) }));
-            add(s, { outcome: "failed", reason: `dead_letter:${r.error.reason}`, at: now() });
-            return;
-          }
-          const rec: Recorded = r.ok
-            ? { outcome: "sent", providerId: r.providerId, at: now() }
-            : { outcome: "failed", reason: r.error.reason, at: now() };
-          add(s, rec);
-          record.set(keys[idx[j]!]!, JSON.stringify(rec), "EX", ttl);
-          recorded++;
-        });
-        await Promise.all(dead);
-      }),
-    );
-    if (recorded > 0) await record.exec();
+      }
+    }
+    await Promise.all(requests);
+
+    // Pushed-back sends: one held batch per kind; their keys stay claimed for the release, so nothing else sends them meanwhile.
+    const later = async (list: Later[], idx: number[], kind: string): Promise<void> => {
+      if (list.length === 0) return;
+      const due = Math.max(...list.map((l) => l.at));
+      const attempt = Math.max(...list.map((l) => (l.s.attempt ?? 0) + (l.s.waits ?? 0)));
+      const releaseId = MSGID.retry(createHash("sha1").update(batchId).digest("base64url").slice(0, 16), kind, attempt);
+      const held = CLAIM + releaseId;
+      const ttl = Math.ceil((due - now()) / 1000) + g.claimTtlSec;
+      for (const i of idx) record.set(keys[i]!, held, "EX", ttl);
+      writes += idx.length;
+      const sends = list.map((l) => l.s);
+      const nids = new Set(sends.map((s) => s.nid));
+      const rb: RetryBatch = {
+        type: "retry_batch", due, priority: prio, releaseId,
+        batch: { ...batch, sends, notifications: Object.fromEntries(Object.entries(batch.notifications).filter(([k]) => nids.has(k))) },
+      };
+      await d.nats.js.publish(retrySubject(channel, prio), encode(rb), { msgID: `q:${releaseId}` });
+    };
+    await Promise.all([later(retries, retryKeys, "retry"), later(waits, waitKeys, "wait"), ...dead]);
+    if (writes > 0) await record.exec();
 
     await Promise.all(
       [...entries].map(([nid, list]) => {
@@ -191,16 +290,23 @@ export async function runGateway(d: GatewayDeps, client: ProviderClient): Promis
   };
 
   const lanes = runLanes({
-    js: d.nats.js, stream: STREAM.send(client.channel), consumer: (p) => CONSUMER.gateway(client.channel, p),
-    concurrency: d.cfg.gateways.batchConcurrency, prefetch: 4, ackWaitSec: d.cfg.streams.ackWaitSec, log, handle,
+    js: d.nats.js, stream: STREAM.send(channel), consumer: (p) => CONSUMER.gateway(channel, p),
+    concurrency: g.batchConcurrency, prefetch: 4, ackWaitSec: d.cfg.streams.ackWaitSec, log, handle,
+  });
+  const held = await holdUntilDue<RetryBatch>({
+    nats: d.nats, log, stream: STREAM.retry, consumer: CONSUMER.retry(channel), type: "retry_batch", now,
+    dueAt: (r) => r.due,
+    release: (r) => d.nats.js.publish(sendSubject(channel, r.priority), encode(r.batch), { msgID: r.releaseId }),
   });
   await lanes.ready;
-  log.info("gateway ready");
+  log.info({ apps: [...apps.keys()] }, "gateway ready");
   return {
+    bulkheads: () => [...apps.values()].map((a) => a.bulkhead.state()),
     async stop() {
       await lanes.stop();
+      await held.stop();
       cancellations.stop();
-      await client.close();
+      await Promise.all(client.apps.map((a) => a.app.close()));
     },
   };
 }

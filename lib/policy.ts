@@ -39,6 +39,8 @@ export interface Target {
   channel: Channel;
   device: string;
   token: string;
+  /** The device's app (bundle id / package), which picks the provider app. */
+  app?: string;
 }
 
 export type Verdict =
@@ -84,8 +86,9 @@ export function targetsOn(ch: ContentChannel, r: Recipient): Target[] {
       const out: Target[] = [];
       for (const d of u.devices ?? []) {
         if (!d.token) continue;
-        if (d.platform === "ios") out.push({ channel: "apns", device: d.id, token: d.token });
-        else if (d.platform === "android") out.push({ channel: "fcm", device: d.id, token: d.token });
+        const app = d.app ? { app: d.app } : {};
+        if (d.platform === "ios") out.push({ channel: "apns", device: d.id, token: d.token, ...app });
+        else if (d.platform === "android") out.push({ channel: "fcm", device: d.id, token: d.token, ...app });
       }
       return out;
     }

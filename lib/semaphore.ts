@@ -19,6 +19,11 @@ export class Semaphore {
     }
   }
 
+  /** Tasks waiting for a slot. */
+  get queued(): number {
+    return this.waiting.length;
+  }
+
   /** Tasks running now. */
   get inFlight(): number {
     return this.active;

@@ -4,11 +4,11 @@
 export const PRIORITIES = ["critical", "high", "normal", "bulk"] as const;
 export type Priority = (typeof PRIORITIES)[number];
 
-/** Delivery channels, each with its own send stream. apns and fcm have gateways; email, sms and inapp sends wait in their streams for theirs. */
+/** Delivery channels, each with its own send stream. apns, fcm, email and sms have provider gateways; inapp sends wait in their stream for the WebSocket gateway. */
 export const CHANNELS = ["apns", "fcm", "email", "sms", "inapp"] as const;
 export type Channel = (typeof CHANNELS)[number];
 /** Channels with a gateway in this version; only they get gateway consumers. */
-export const GATEWAY_CHANNELS = ["apns", "fcm"] as const satisfies readonly Channel[];
+export const GATEWAY_CHANNELS = ["apns", "fcm", "email", "sms"] as const satisfies readonly Channel[];
 
 /** Request/reply API subjects (queue group {@link QUEUE_INGEST}). */
 export const API = {
@@ -57,6 +57,11 @@ export const dirChangedAll = "nfx.dir.changed.*";
 export const dlqSubject = (channel: Channel): string => `nfx.dlq.${channel}`;
 export const dlqAll = "nfx.dlq.>";
 
+/** Sends a gateway pushed back (retry after backoff, breaker open, bulkhead full), held until due: `nfx.retry.<channel>.<prio>`. */
+export const retrySubject = (channel: Channel, prio: Priority): string => `nfx.retry.${channel}.${prio}`;
+export const retryOf = (channel: Channel): string => `nfx.retry.${channel}.*`;
+export const retryAll = "nfx.retry.>";
+
 /** Stream names. */
 export const STREAM = {
   intake: "NFX_INTAKE",
@@ -64,6 +69,7 @@ export const STREAM = {
   receipts: "NFX_RECEIPTS",
   dlq: "NFX_DLQ",
   defer: "NFX_DEFER",
+  retry: "NFX_RETRY",
   trails: "NFX_TRAILS",
   send: (channel: Channel): string => `NFX_SEND_${channel.toUpperCase()}`,
 } as const;
@@ -77,6 +83,8 @@ export const CONSUMER = {
   /** Releases quiet-hours deferrals when due (scheduler role). */
   deferred: "deferred-release",
   gateway: (channel: Channel, prio: Priority): string => `gw-${channel}-${prio}`,
+  /** Releases a channel's pushed-back sends when due (its gateway role). */
+  retry: (channel: Channel): string => `retry-${channel}`,
 } as const;
 
 /** KV bucket names. */
@@ -105,6 +113,8 @@ export const MSGID = {
   dead: (deliveryKey: string): string => `dlq:${deliveryKey}`,
   replay: (dlqSeq: number): string => `rpl:${dlqSeq}`,
   delivered: (sendMsgId: string, nid: string): string => `dlv:${sendMsgId}:${nid}`,
+  /** A pushed-back part of a send batch, released to its send stream: `kind` is "retry" (attempt failed) or "wait" (not attempted). */
+  retry: (sendMsgId: string, kind: string, attempt: number): string => `rty:${sendMsgId}:${kind}:${attempt}`,
 } as const;
 
 /** Keys in the leases bucket: one lease per user shard, one liveness record per shard-actor process. */

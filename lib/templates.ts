@@ -164,6 +164,14 @@ export function renderEmail(use: TemplateUse, user: Pick<UserRecord, "id" | "loc
   };
 }
 
+/** Renders a template's SMS text for one recipient (no escaping). Null if the template has no SMS content. */
+export function renderSms(use: TemplateUse, user: Pick<UserRecord, "id" | "locale" | "attributes"> | null): { text: string } | null {
+  const t = use.template;
+  if (!t.channels.sms) return null;
+  const e = pickLocale(t.channels.sms, use.locale ?? user?.locale, t.defaultLocale);
+  return { text: render(t, e.text, false, context(use, user)) };
+}
+
 /** Channels a template has content for. */
 export const templateChannels = (t: Template): ContentChannel[] => (Object.keys(t.channels) as ContentChannel[]).filter((c) => t.channels[c]);
 

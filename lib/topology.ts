@@ -5,7 +5,7 @@ import type { Config } from "./config.js";
 import type { Nats } from "./nats.js";
 import {
   BUCKET, CHANNELS, CONSUMER, GATEWAY_CHANNELS, PRIORITIES, STREAM,
-  deferAll, dlqAll, fanAll, scheduledAll, intakeAll, trailAll, intakeLane, receiptAll, sendAll, sendSubject,
+  deferAll, retryAll, retryOf, dlqAll, fanAll, scheduledAll, intakeAll, trailAll, intakeLane, receiptAll, sendAll, sendSubject,
 } from "./subjects.js";
 
 /** The stream configurations derived from config. Exported for `nfx init --print` and tests. */
@@ -18,6 +18,7 @@ export function streamConfigs(cfg: Config): (Partial<StreamConfig> & { name: str
     // Fan chunks are read by each shard's owner from its checkpointed position (no acks): kept until the owner's checkpoint purges them.
     { ...base, name: STREAM.fan, subjects: [fanAll], retention: RetentionPolicy.Limits, max_age: nanos(cfg.streams.retentionHours * 3600_000) },
     { ...base, name: STREAM.defer, subjects: [deferAll], retention: RetentionPolicy.Workqueue },
+    { ...base, name: STREAM.retry, subjects: [retryAll], retention: RetentionPolicy.Workqueue },
     { ...base, name: STREAM.trails, subjects: [trailAll], retention: RetentionPolicy.Limits, max_age: nanos(cfg.policy.trailRetentionHours * 3600_000), max_bytes: cfg.policy.trailMaxBytes, discard: DiscardPolicy.Old },
     ...CHANNELS.map((c) => ({ ...base, name: STREAM.send(c), subjects: [sendAll(c)], retention: RetentionPolicy.Workqueue })),
     { ...base, ...keep, name: STREAM.receipts, subjects: [receiptAll] },
@@ -39,6 +40,7 @@ export function consumerConfigs(cfg: Config): { stream: string; config: Partial<
   // Held messages stay unacked until due, so the scheduler's ack window is large.
   out.push({ stream: STREAM.intake, config: { ...common, durable_name: CONSUMER.scheduler, filter_subject: scheduledAll, max_ack_pending: 1_000_000 } });
   out.push({ stream: STREAM.defer, config: { ...common, durable_name: CONSUMER.deferred, max_ack_pending: 1_000_000 } });
+  for (const c of GATEWAY_CHANNELS) out.push({ stream: STREAM.retry, config: { ...common, durable_name: CONSUMER.retry(c), filter_subject: retryOf(c), max_ack_pending: 1_000_000 } });
   for (const p of PRIORITIES) {
     out.push({ stream: STREAM.intake, config: { ...common, durable_name: CONSUMER.router(p), filter_subject: intakeLane(p) } });
     out.push({ stream: STREAM.intake, config: { ...common, durable_name: CONSUMER.campaign(p), filter_subject: intakeLane(p) } });

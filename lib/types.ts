@@ -121,8 +121,17 @@ export interface Send {
   user: string;
   device: string;
   token: string;
+  /** The app the device token belongs to (APNs bundle id, Android package or FCM project): picks the provider app. */
+  app?: string;
   /** Push content rendered for this recipient from a template; absent means the notification's inline content. */
   push?: PushContent;
+  /** Email or SMS content rendered for this recipient from a template; absent means the notification's inline content (or its push content). */
+  email?: EmailContent;
+  sms?: SmsContent;
+  /** Provider attempts already made (retryable failures); absent means none. */
+  attempt?: number;
+  /** Times the send was pushed back without an attempt (breaker open, bulkhead full, key claimed elsewhere). */
+  waits?: number;
 }
 
 /** A batch of sends for one channel, on NFX_SEND_<CHANNEL>. All sends are of one shard. */
@@ -139,6 +148,16 @@ export interface SendBatch {
   epoch?: number;
   /** Set when the batch replays a dead letter: the failure reason its receipt counted, which the new outcome replaces. */
   replayOf?: string;
+}
+
+/** Sends a gateway pushed back, on NFX_RETRY until `due`, then released to their send stream as `batch` with message id `releaseId`. */
+export interface RetryBatch {
+  type: "retry_batch";
+  due: number;
+  priority: Priority;
+  /** The message id the released batch is published with; it also holds the sends' delivery-key claims. */
+  releaseId: string;
+  batch: SendBatch;
 }
 
 /** The outcome of one recipient or one device. */

@@ -3,6 +3,14 @@ import http2 from "node:http2";
 import { randomUUID } from "node:crypto";
 import type { AddressInfo } from "node:net";
 import { tokenFault, type Recorder } from "./recorder.js";
+import { afterDelay, type FaultCode } from "./faults.js";
+
+/** How APNs words each injected fault. */
+const APNS_FAULT: Record<Exclude<FaultCode, "reset">, [number, string]> = {
+  "429": [429, "TooManyRequests"],
+  "500": [500, "InternalServerError"],
+  "503": [503, "ServiceUnavailable"],
+};
 
 /** Apple's payload limit for regular pushes. */
 const MAX_PAYLOAD = 4096;
@@ -23,7 +31,9 @@ function jwtParts(auth: string | undefined): { kid?: string; iss?: string; alg?:
  * Starts the APNs sandbox on `port` (0 = any free port). Answers
  * `POST /3/device/<token>`: 200 with `apns-id`, or Apple's JSON `{reason}`
  * errors (403 MissingProviderToken/InvalidProviderToken, 400 MissingTopic,
- * 413 PayloadTooLarge, 400 BadDeviceToken, 410 Unregistered).
+ * 413 PayloadTooLarge, 400 BadDeviceToken, 410 Unregistered), and the
+ * injected faults of the recorder (429 TooManyRequests, 500, 503
+ * ServiceUnavailable with `retry-after`, stream resets, added latency).
  */
 export async function startApnsSandbox(o: { port: number; key: Buffer; cert: Buffer; recorder: Recorder }): Promise<{ port: number; close(): Promise<void> }> {
   const server = http2.createSecureServer({ key: o.key, cert: o.cert, allowHTTP1: false, settings: { maxConcurrentStreams: 1000 } });
@@ -45,7 +55,7 @@ export async function startApnsSandbox(o: { port: number; key: Buffer; cert: Buf
         }
         o.recorder.record({
           provider: "apns", token, nid: payload?.nfx?.id, title: payload?.aps?.alert?.title, body: payload?.aps?.alert?.body,
-          data: payload, headers, status, reason, at: Date.now(),
+          account: headers["apns-topic"], data: payload, headers, status, reason, at: Date.now(),
         });
         if (stream.destroyed) return;
         const apnsId = headers["apns-id"] ?? randomUUID();
@@ -54,7 +64,8 @@ export async function startApnsSandbox(o: { port: number; key: Buffer; cert: Buf
           stream.end();
           return;
         }
-        stream.respond({ ":status": status, "apns-id": apnsId, "content-type": "application/json" });
+        stream.respond({ ":status": status, "apns-id": apnsId, "content-type": "application/json", ...(extra.retryAfter !== undefined ? { "retry-after": String(extra.retryAfter) } : {}) });
+        delete extra.retryAfter;
         stream.end(JSON.stringify({ reason, ...extra }));
       };
       if (h[":method"] !== "POST") return answer(405, "MethodNotAllowed");
@@ -65,11 +76,21 @@ export async function startApnsSandbox(o: { port: number; key: Buffer; cert: Buf
       if (!headers["apns-topic"]) return answer(400, "MissingTopic");
       if (raw.length > MAX_PAYLOAD) return answer(413, "PayloadTooLarge");
       if (raw.length === 0) return answer(400, "PayloadEmpty");
-      if (o.recorder.down("apns", token)) return answer(503, "ServiceUnavailable");
-      const fault = tokenFault(token);
-      if (fault === "bad") return answer(400, "BadDeviceToken");
-      if (fault === "gone") return answer(410, "Unregistered", { timestamp: Date.now() });
-      answer(200);
+      const v = o.recorder.faults.decide("apns", { token, account: headers["apns-topic"] });
+      afterDelay(v, () => {
+        if (v.error?.code === "reset") {
+          o.recorder.record({ provider: "apns", token, account: headers["apns-topic"], headers, status: 0, reason: "reset", at: Date.now() });
+          return void (stream.destroyed || stream.close(http2.constants.NGHTTP2_INTERNAL_ERROR));
+        }
+        if (v.error) {
+          const [status, reason] = APNS_FAULT[v.error.code];
+          return answer(status, reason, v.error.retryAfterSec !== undefined ? { retryAfter: v.error.retryAfterSec } : {});
+        }
+        const fault = tokenFault(token);
+        if (fault === "bad") return answer(400, "BadDeviceToken");
+        if (fault === "gone") return answer(410, "Unregistered", { timestamp: Date.now() });
+        answer(200);
+      });
     });
   });
   await new Promise<void>((r) => server.listen(o.port, "127.0.0.1", r));

@@ -3,6 +3,14 @@ import https from "node:https";
 import { randomUUID } from "node:crypto";
 import type { AddressInfo } from "node:net";
 import { tokenFault, type Recorder } from "./recorder.js";
+import { afterDelay, type FaultCode } from "./faults.js";
+
+/** How FCM words each injected fault: HTTP status, canonical status, message, FcmError code. */
+const FCM_FAULT: Record<Exclude<FaultCode, "reset">, [number, string, string, string | undefined]> = {
+  "429": [429, "RESOURCE_EXHAUSTED", "Quota exceeded for quota metric 'Messages'.", "QUOTA_EXCEEDED"],
+  "500": [500, "INTERNAL", "Internal error encountered.", "INTERNAL"],
+  "503": [503, "UNAVAILABLE", "The service is currently unavailable.", "UNAVAILABLE"],
+};
 
 /** FCM's error body: `{error:{code,message,status,details:[FcmError]}}`. */
 function fcmErrorBody(code: number, status: string, message: string, errorCode?: string): string {
@@ -13,7 +21,9 @@ function fcmErrorBody(code: number, status: string, message: string, errorCode?:
 /**
  * Starts the FCM sandbox on `port` (0 = any free port). Answers
  * `POST /v1/projects/<p>/messages:send`: 200 `{name}`, or FCM's errors
- * (401 UNAUTHENTICATED, 400 INVALID_ARGUMENT, 404 UNREGISTERED).
+ * (401 UNAUTHENTICATED, 400 INVALID_ARGUMENT, 404 UNREGISTERED), and the
+ * recorder's injected faults (429 QUOTA_EXCEEDED, 500 INTERNAL, 503
+ * UNAVAILABLE with `retry-after`, connection resets, added latency).
  */
 export async function startFcmSandbox(o: { port: number; key: Buffer; cert: Buffer; recorder: Recorder }): Promise<{ port: number; close(): Promise<void> }> {
   const server = https.createServer({ key: o.key, cert: o.cert, keepAlive: true }, (req, res) => {
@@ -30,12 +40,12 @@ export async function startFcmSandbox(o: { port: number; key: Buffer; cert: Buff
         msg = undefined;
       }
       const token = typeof msg?.token === "string" ? msg.token : "";
-      const answer = (status: number, body: string, reason?: string): void => {
+      const answer = (status: number, body: string, reason?: string, retryAfter?: number): void => {
         o.recorder.record({
           provider: "fcm", token, nid: msg?.data?.nfx_id, title: msg?.notification?.title, body: msg?.notification?.body,
-          data: msg, headers, status, reason, at: Date.now(),
+          account: project, data: msg, headers, status, reason, at: Date.now(),
         });
-        res.writeHead(status, { "content-type": "application/json; charset=UTF-8" });
+        res.writeHead(status, { "content-type": "application/json; charset=UTF-8", ...(retryAfter !== undefined ? { "retry-after": String(retryAfter) } : {}) });
         res.end(body);
       };
       if (req.method !== "POST" || !project) return answer(404, fcmErrorBody(404, "NOT_FOUND", "Not found"), "NOT_FOUND");
@@ -43,11 +53,21 @@ export async function startFcmSandbox(o: { port: number; key: Buffer; cert: Buff
         return answer(401, fcmErrorBody(401, "UNAUTHENTICATED", "Request is missing required authentication credential."), "UNAUTHENTICATED");
       }
       if (!msg || !token) return answer(400, fcmErrorBody(400, "INVALID_ARGUMENT", "Request contains an invalid argument.", "INVALID_ARGUMENT"), "INVALID_ARGUMENT");
-      if (o.recorder.down("fcm", token)) return answer(503, fcmErrorBody(503, "UNAVAILABLE", "The service is currently unavailable."), "UNAVAILABLE");
-      const fault = tokenFault(token);
-      if (fault === "bad") return answer(400, fcmErrorBody(400, "INVALID_ARGUMENT", "The registration token is not a valid FCM registration token", "INVALID_ARGUMENT"), "INVALID_ARGUMENT");
-      if (fault === "gone") return answer(404, fcmErrorBody(404, "NOT_FOUND", "Requested entity was not found.", "UNREGISTERED"), "UNREGISTERED");
-      answer(200, JSON.stringify({ name: `projects/${project}/messages/${randomUUID()}` }));
+      const v = o.recorder.faults.decide("fcm", { token, account: project });
+      afterDelay(v, () => {
+        if (v.error?.code === "reset") {
+          o.recorder.record({ provider: "fcm", token, account: project, headers, status: 0, reason: "reset", at: Date.now() });
+          return void req.socket.destroy();
+        }
+        if (v.error) {
+          const [status, canonical, message, code] = FCM_FAULT[v.error.code];
+          return answer(status, fcmErrorBody(status, canonical, message, code), code ?? canonical, v.error.retryAfterSec);
+        }
+        const fault = tokenFault(token);
+        if (fault === "bad") return answer(400, fcmErrorBody(400, "INVALID_ARGUMENT", "The registration token is not a valid FCM registration token", "INVALID_ARGUMENT"), "INVALID_ARGUMENT");
+        if (fault === "gone") return answer(404, fcmErrorBody(404, "NOT_FOUND", "Requested entity was not found.", "UNREGISTERED"), "UNREGISTERED");
+        answer(200, JSON.stringify({ name: `projects/${project}/messages/${randomUUID()}` }));
+      });
     });
   });
   await new Promise<void>((r) => server.listen(o.port, "127.0.0.1", r));

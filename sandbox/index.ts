@@ -1,4 +1,4 @@
-// Starts the sandbox providers together with a small HTTP control API that reports what they received.
+// Starts the four sandbox providers together with a small HTTP control API that reports what they received.
 import http from "node:http";
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { generateKeyPairSync } from "node:crypto";
@@ -6,31 +6,71 @@ import { fileURLToPath } from "node:url";
 import type { AddressInfo } from "node:net";
 import { startApnsSandbox } from "./apns.js";
 import { startFcmSandbox } from "./fcm.js";
-import { Recorder, type SandboxProvider } from "./recorder.js";
+import { startSendgridSandbox } from "./sendgrid.js";
+import { startTwilioSandbox } from "./twilio.js";
+import { Recorder } from "./recorder.js";
+import { SANDBOX_PROVIDERS, type SandboxProvider } from "./faults.js";
+import { ZodError } from "zod";
+import { formatIssues } from "../lib/zod-issues.js";
 
 /** PEM files of the sandbox's TLS certificate (self-signed, 100 years, SANs for 127.0.0.1 and the providers' host names). */
 export const SANDBOX_CERT = fileURLToPath(new URL("../../sandbox/certs/sandbox-cert.pem", import.meta.url));
 export const SANDBOX_KEY = fileURLToPath(new URL("../../sandbox/certs/sandbox-key.pem", import.meta.url));
 
+export interface SandboxPorts {
+  apns: number;
+  fcm: number;
+  sendgrid: number;
+  twilio: number;
+  control: number;
+}
+
 export interface Sandbox {
-  ports: { apns: number; fcm: number; control: number };
+  ports: SandboxPorts;
   recorder: Recorder;
   close(): Promise<void>;
 }
 
+/** Reads a JSON request body (at most 1 MB). */
+function readJson(req: http.IncomingMessage): Promise<unknown> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    req.on("data", (c: Buffer) => {
+      size += c.length;
+      if (size > 1048576) req.destroy(new Error("body: larger than 1 MB"));
+      else chunks.push(c);
+    });
+    req.on("end", () => {
+      try {
+        resolve(chunks.length ? JSON.parse(Buffer.concat(chunks).toString()) : {});
+      } catch {
+        reject(new Error("body: must be JSON"));
+      }
+    });
+    req.on("error", reject);
+  });
+}
+
 /**
- * Starts the APNs and FCM sandboxes and the control API (ports 0 = any free
- * port). Control API, plain HTTP on 127.0.0.1:
- * `GET /stats`, `GET /devices?provider=apns|fcm` (accepted count per token),
- * `GET /deliveries?provider=&token=`, `POST /reset`, and outages at run time:
- * `POST|DELETE /faults?provider=apns|fcm&prefix=<token prefix>` (503 for matching tokens).
+ * Starts the four sandbox providers and the control API (ports 0 = any free
+ * port), with `faults` (see sandbox/faults.ts) in force from the start.
+ * Control API, plain HTTP on 127.0.0.1:
+ * `GET /stats`, `GET /devices?provider=` (accepted count per token),
+ * `GET /deliveries?provider=&token=`, `POST /reset`, and faults at run time:
+ * `GET /faults`; `POST /faults` with a JSON fault rule (or the shorthand
+ * `?provider=&prefix=`: 503 for matching tokens) answers its id;
+ * `DELETE /faults?id=` or `?provider=[&prefix=]`, or all.
  */
-export async function startSandbox(p: { apns: number; fcm: number; control: number }): Promise<Sandbox> {
+export async function startSandbox(p: Partial<SandboxPorts>, faults: readonly unknown[] = []): Promise<Sandbox> {
   const key = readFileSync(SANDBOX_KEY);
   const cert = readFileSync(SANDBOX_CERT);
   const recorder = new Recorder();
-  const apns = await startApnsSandbox({ port: p.apns, key, cert, recorder });
-  const fcm = await startFcmSandbox({ port: p.fcm, key, cert, recorder });
+  for (const f of faults) recorder.faults.add(f);
+  const apns = await startApnsSandbox({ port: p.apns ?? 0, key, cert, recorder });
+  const fcm = await startFcmSandbox({ port: p.fcm ?? 0, key, cert, recorder });
+  const sendgrid = await startSendgridSandbox({ port: p.sendgrid ?? 0, recorder });
+  const twilio = await startTwilioSandbox({ port: p.twilio ?? 0, recorder });
   const control = http.createServer((req, res) => {
     const url = new URL(req.url ?? "/", "http://sandbox");
     const json = (status: number, v: unknown): void => {
@@ -38,7 +78,7 @@ export async function startSandbox(p: { apns: number; fcm: number; control: numb
       res.end(JSON.stringify(v));
     };
     const provider = url.searchParams.get("provider") as SandboxProvider | null;
-    if (provider && provider !== "apns" && provider !== "fcm") return json(400, { error: "provider: must be apns or fcm" });
+    if (provider && !(SANDBOX_PROVIDERS as readonly string[]).includes(provider)) return json(400, { error: `provider: must be one of ${SANDBOX_PROVIDERS.join(", ")}` });
     if (req.method === "GET" && url.pathname === "/stats") return json(200, recorder.stats());
     if (req.method === "GET" && url.pathname === "/devices") {
       if (!provider) return json(400, { error: "provider: required" });
@@ -48,12 +88,20 @@ export async function startSandbox(p: { apns: number; fcm: number; control: numb
       const token = url.searchParams.get("token");
       return json(200, recorder.deliveries.filter((d) => (!provider || d.provider === provider) && (!token || d.token === token)));
     }
-    if (url.pathname === "/faults" && (req.method === "POST" || req.method === "DELETE")) {
-      const prefix = url.searchParams.get("prefix") ?? "";
-      if (!provider || !prefix) return json(400, { error: "provider and prefix: required" });
-      if (req.method === "POST") recorder.faults.push({ provider, prefix });
-      else recorder.faults.splice(0, recorder.faults.length, ...recorder.faults.filter((f) => !(f.provider === provider && f.prefix === prefix)));
-      return json(200, { faults: recorder.faults });
+    if (url.pathname === "/faults") {
+      if (req.method === "GET") return json(200, { faults: recorder.faults.list() });
+      if (req.method === "DELETE") {
+        const id = url.searchParams.get("id");
+        const removed = recorder.faults.remove({ ...(id ? { id: Number(id) } : {}), ...(provider ? { provider } : {}), ...(url.searchParams.has("prefix") ? { prefix: url.searchParams.get("prefix")! } : {}) });
+        return json(200, { removed, faults: recorder.faults.list() });
+      }
+      if (req.method === "POST") {
+        const prefix = url.searchParams.get("prefix");
+        const body: Promise<unknown> = provider ? Promise.resolve({ provider, ...(prefix ? { prefix } : {}), errors: [{ code: "503", rate: 1 }] }) : readJson(req);
+        return void body
+          .then((spec) => json(200, { id: recorder.faults.add(spec), faults: recorder.faults.list() }))
+          .catch((err: Error) => json(400, { error: err instanceof ZodError ? formatIssues(err.issues).join("; ") : err.message }));
+      }
     }
     if (req.method === "POST" && url.pathname === "/reset") {
       recorder.reset();
@@ -61,13 +109,13 @@ export async function startSandbox(p: { apns: number; fcm: number; control: numb
     }
     json(404, { error: `no such endpoint ${req.method} ${url.pathname}` });
   });
-  await new Promise<void>((r) => control.listen(p.control, "127.0.0.1", r));
+  await new Promise<void>((r) => control.listen(p.control ?? 0, "127.0.0.1", r));
   return {
-    ports: { apns: apns.port, fcm: fcm.port, control: (control.address() as AddressInfo).port },
+    ports: { apns: apns.port, fcm: fcm.port, sendgrid: sendgrid.port, twilio: twilio.port, control: (control.address() as AddressInfo).port },
     recorder,
     async close() {
       control.closeAllConnections();
-      await Promise.all([apns.close(), fcm.close(), new Promise<void>((r) => control.close(() => r()))]);
+      await Promise.all([apns.close(), fcm.close(), sendgrid.close(), twilio.close(), new Promise<void>((r) => control.close(() => r()))]);
     },
   };
 }
@@ -81,12 +129,14 @@ export function ensureApnsKey(path: string): string {
   return path;
 }
 
-/** Config overrides that point the gateways at a sandbox on 127.0.0.1. */
-export function sandboxOverrides(ports: { apns: number; fcm: number }, apnsKeyFile: string): Record<string, unknown> {
+/** Config overrides that point every gateway's (single) app at a sandbox on 127.0.0.1. */
+export function sandboxOverrides(ports: Pick<SandboxPorts, "apns" | "fcm" | "sendgrid" | "twilio">, apnsKeyFile: string): Record<string, unknown> {
   return {
     gateways: {
-      apns: { address: "127.0.0.1", port: ports.apns, caFile: SANDBOX_CERT, keyFile: apnsKeyFile },
-      fcm: { host: "127.0.0.1", port: ports.fcm, caFile: SANDBOX_CERT },
+      apns: { apps: [{ address: "127.0.0.1", port: ports.apns, caFile: SANDBOX_CERT, keyFile: apnsKeyFile }] },
+      fcm: { apps: [{ host: "127.0.0.1", port: ports.fcm, caFile: SANDBOX_CERT }] },
+      email: { apps: [{ baseUrl: `http://127.0.0.1:${ports.sendgrid}/` }] },
+      sms: { apps: [{ baseUrl: `http://127.0.0.1:${ports.twilio}` }] },
     },
   };
 }

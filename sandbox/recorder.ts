@@ -1,11 +1,16 @@
 // What the sandbox providers received: every request, its answer, and counts per device including duplicates.
 
-export type SandboxProvider = "apns" | "fcm";
+import { Faults, SANDBOX_PROVIDERS, type SandboxProvider } from "./faults.js";
+
+export type { SandboxProvider };
 
 /** One request a sandbox answered. */
 export interface Delivery {
   provider: SandboxProvider;
+  /** Device token, email address or phone number. */
   token: string;
+  /** The app or account the request came from (APNs topic, FCM project, SendGrid API key name, Twilio account sid). */
+  account?: string;
   /** The nfx notification id carried in the payload (APNs `nfx.id`, FCM `data.nfx_id`). */
   nid?: string;
   title?: string;
@@ -27,22 +32,11 @@ export interface ProviderStats {
   duplicates: number;
 }
 
-/** A fault injected at run time: every request to a token starting with `prefix` is answered with the provider's outage error. */
-export interface Fault {
-  provider: SandboxProvider;
-  prefix: string;
-}
-
 /** Records deliveries in memory. One per sandbox process, shared by its providers. */
 export class Recorder {
   readonly deliveries: Delivery[] = [];
-  /** Outages switched on at run time (control API `POST /faults`, `DELETE /faults`). */
-  readonly faults: Fault[] = [];
-
-  /** Whether `token` of `provider` is in an injected outage. */
-  down(provider: SandboxProvider, token: string): boolean {
-    return this.faults.some((f) => f.provider === provider && token.startsWith(f.prefix));
-  }
+  /** Faults injected at start or at run time (control API `POST /faults`, `DELETE /faults`). */
+  readonly faults = new Faults();
 
   record(d: Delivery): void {
     this.deliveries.push(d);
@@ -50,7 +44,7 @@ export class Recorder {
 
   /** Accepted deliveries, optionally of one provider. */
   accepted(provider?: SandboxProvider): Delivery[] {
-    return this.deliveries.filter((d) => d.status < 300 && (!provider || d.provider === provider));
+    return this.deliveries.filter((d) => d.status >= 200 && d.status < 300 && (!provider || d.provider === provider));
   }
 
   /** Accepted count per device token of one provider. */
@@ -63,11 +57,11 @@ export class Recorder {
   stats(): Record<SandboxProvider, ProviderStats> {
     const one = (p: SandboxProvider): ProviderStats => {
       const all = this.deliveries.filter((d) => d.provider === p);
-      const ok = all.filter((d) => d.status < 300);
+      const ok = all.filter((d) => d.status >= 200 && d.status < 300);
       const unique = new Set(ok.map((d) => `${d.token}|${d.nid ?? ""}`)).size;
       return { requests: all.length, accepted: ok.length, rejected: all.length - ok.length, unique, duplicates: ok.length - unique };
     };
-    return { apns: one("apns"), fcm: one("fcm") };
+    return Object.fromEntries(SANDBOX_PROVIDERS.map((p) => [p, one(p)])) as Record<SandboxProvider, ProviderStats>;
   }
 
   reset(): void {

@@ -7,7 +7,7 @@ import type { Config } from "../../lib/config.js";
 import type { Nats } from "../../lib/nats.js";
 import type { Redis } from "../../lib/redis.js";
 import { openClients } from "../../cmd/cli-context.js";
-import { startLocalCluster, type LocalCluster } from "../../cmd/local-cluster.js";
+import { mergeDeep, startLocalCluster, type LocalCluster } from "../../cmd/local-cluster.js";
 import { ROLES, type Role } from "../../cmd/roles.js";
 
 /** Starts the cluster with the sandboxes on free ports; role output is kept and printed only if the test fails. */
@@ -16,8 +16,9 @@ export async function startTestCluster(t: Test, o: { roles?: readonly Role[]; ov
   const lines: string[] = [];
   const cluster = await startLocalCluster({
     dataDir: dir, natsPort: 0, redisPort: 0, httpPort: 0, persist: false,
-    sandbox: { apns: 0, fcm: 0, control: 0 }, roles: o.roles ?? ROLES,
-    overrides: { log: { level: "warn" }, ...o.overrides },
+    sandbox: {}, roles: o.roles ?? ROLES,
+    // Retries back off from 100 ms rather than 1 s so retry paths finish within a test.
+    overrides: mergeDeep({ log: { level: "warn" }, gateways: { retry: { baseMs: 100, maxMs: 2000 } } }, o.overrides ?? {}),
     onLine: (role, line) => void lines.push(`[${role}] ${line}`),
   });
   t.teardown(async () => {

@@ -39,7 +39,7 @@ t.test("3 users, 5 devices, one opted out: exactly the 4 expected sends arrive, 
     t.equal(d.nid, id, `${d.provider} ${d.token}: carries the notification id`);
   }
   const apnsReq = rec.accepted("apns")[0]!;
-  t.equal(apnsReq.headers["apns-topic"], cfg.gateways.apns.topic, "APNs request names the topic");
+  t.equal(apnsReq.headers["apns-topic"], cfg.gateways.apns.apps[0]!.topic, "APNs request names the topic");
   t.equal(apnsReq.headers["apns-priority"], "10", "high priority maps to apns-priority 10");
   t.equal((rec.accepted("fcm")[0]!.data as { data: Record<string, string> }).data.sale, "s1", "FCM data carries the custom keys");
 

@@ -32,35 +32,38 @@ t.test("defaults alone are valid", async (t) => {
 });
 
 t.test("file, then overrides, then environment", async (t) => {
-  const f = file("a.json", { cluster: { shards: 16 }, router: { chunkSize: 100 }, gateways: { apns: { topic: "com.file" } } });
+  const f = file("a.json", { cluster: { shards: 16 }, router: { chunkSize: 100 }, gateways: { apns: { apps: [{ topic: "com.file" }] }, retry: { maxAttempts: 7 } } });
   const c = loadConfig({
     file: f,
     overrides: { router: { chunkSize: 200 } },
-    env: { NFX_ROUTER__CHUNK_SIZE: "300", NFX_GATEWAYS__APNS__CLIENT_COUNT: "4", NFX_NATS__SERVERS: '["nats://h:1"]', NFX_LOG__LEVEL: "debug", HOME: "/x" },
+    env: { NFX_ROUTER__CHUNK_SIZE: "300", NFX_GATEWAYS__RETRY__BASE_MS: "250", NFX_GATEWAYS__APNS__APPS: '[{"topic":"com.env","clientCount":4}]', NFX_NATS__SERVERS: '["nats://h:1"]', NFX_LOG__LEVEL: "debug", HOME: "/x" },
   });
   t.equal(c.cluster.shards, 16, "from the file");
   t.equal(c.router.chunkSize, 300, "environment wins over overrides and file");
-  t.equal(c.gateways.apns.clientCount, 4, "nested, snake-case env name maps to the camelCase key");
-  t.equal(c.gateways.apns.topic, "com.file", "sibling keys of an env override stay");
+  t.equal(c.gateways.retry.baseMs, 250, "nested, snake-case env name maps to the camelCase key");
+  t.equal(c.gateways.retry.maxAttempts, 7, "sibling keys of an env override stay");
+  t.same([c.gateways.apns.apps[0]!.topic, c.gateways.apns.apps[0]!.clientCount], ["com.env", 4], "a JSON array from the environment replaces the list");
   t.same(c.nats.servers, ["nats://h:1"], "JSON values parse");
   t.equal(c.log.level, "debug", "plain strings stay strings");
   t.equal(loadConfig({ env: { NFX_CONFIG: f } }).cluster.shards, 16, "NFX_CONFIG names the file");
 });
 
 t.test("unknown keys are rejected with their full path", async (t) => {
-  const msg = problems(() => loadConfig({ file: file("b.json", { gateways: { apns: { keyfile: "x" } }, colour: 1 }), env: {} }));
-  t.match(msg, "gateways.apns.keyfile: unknown key");
+  const msg = problems(() => loadConfig({ file: file("b.json", { gateways: { apns: { apps: [{ keyfile: "x" }] } }, colour: 1 }), env: {} }));
+  t.match(msg, "gateways.apns.apps.0.keyfile: unknown key");
   t.match(msg, "colour: unknown key");
   t.match(problems(() => loadConfig({ env: { NFX_ROUTER__CHUNKS: "1" } })), "NFX_ROUTER__CHUNKS: unknown key router.chunks");
 });
 
 t.test("every bad value is reported with its path and rule", async (t) => {
   const msg = problems(() =>
-    loadConfig({ env: {}, overrides: { cluster: { shards: 0 }, nats: { servers: ["http://x"] }, gateways: { apns: { keyFile: "/no/such/key.p8" } } } }),
+    loadConfig({ env: {}, overrides: { cluster: { shards: 0 }, nats: { servers: ["http://x"] }, gateways: { apns: { apps: [{ keyFile: "/no/such/key.p8" }] }, email: { apps: [{ name: "a", failover: "b" }] }, sms: { apps: [{ name: "x" }, { name: "x" }] } } } }),
   );
   t.match(msg, /cluster\.shards: .*>=1/);
   t.match(msg, "nats.servers.0: must be a nats:// or tls:// URL");
-  t.match(msg, "gateways.apns.keyFile: file not found");
+  t.match(msg, "gateways.apns.apps.0.keyFile: file not found");
+  t.match(msg, "gateways.email.apps.0.failover: must name another app of this channel (got b)");
+  t.match(msg, "gateways.sms.apps.1.name: must be unique (x is used twice)");
   t.match(problems(() => loadConfig({ file: file("c.json", "{nope"), env: {} })), "c.json");
   t.match(problems(() => loadConfig({ file: file("d.json", [1]), env: {} })), "must hold a JSON object");
 });

@@ -1,0 +1,131 @@
+// Email gateway: delivers email sends through the real @sendgrid/mail SDK, up to 1,000 personalizations per request, one bulkhead per account.
+import http from "node:http";
+import https from "node:https";
+import { Client } from "@sendgrid/client";
+import { MailService } from "@sendgrid/mail";
+import type { Config } from "../lib/config.js";
+import type { SendgridAccountConfig } from "../config/schema.js";
+import { emailContent } from "../lib/channel-content.js";
+import { ProviderError } from "../lib/errors.js";
+import { parseRetryAfter } from "../lib/retry-policy.js";
+import { runGateway, type ChannelClient, type GatewayDeps, type ProviderApp, type SendResult } from "../lib/gateway-runner.js";
+import type { EmailContent, NotificationBrief, Send } from "../lib/types.js";
+
+/** SendGrid's answer to a failed request, as the SDK's ResponseError carries it. */
+type SgError = { code?: number | string; message?: string; response?: { headers?: Record<string, string>; body?: { errors?: { message?: string; field?: string | null }[] } } };
+
+/** Placeholders replaced per personalization when recipients' rendered emails differ. */
+const SUB = { subject: "-nfxsubject-", text: "-nfxtext-", html: "-nfxhtml-" } as const;
+
+/**
+ * Maps a SendGrid failure to a {@link ProviderError}: 429 (after Retry-After,
+ * or until X-RateLimit-Reset), 5xx and transport errors are retryable; other
+ * 4xx are not. The reason is SendGrid's first error message and field.
+ */
+export function sendgridError(err: unknown, now: number = Date.now()): ProviderError {
+  const e = err as SgError;
+  const status = Number(e.code);
+  if (!Number.isInteger(status) || status < 100) {
+    return new ProviderError(`SendGrid request failed: ${e.message ?? String(err)}`, { reason: `transport:${e.code ?? e.message ?? "error"}`, retryable: true, cause: err });
+  }
+  const first = e.response?.body?.errors?.[0];
+  const reason = `${status}${first?.message ? ` ${first.message}` : ""}${first?.field ? ` (${first.field})` : ""}`;
+  const h = e.response?.headers ?? {};
+  let retryAfterMs = parseRetryAfter(h["retry-after"], now);
+  const reset = Number(h["x-ratelimit-reset"]);
+  if (retryAfterMs === undefined && status === 429 && Number.isFinite(reset)) retryAfterMs = Math.max(0, reset * 1000 - now);
+  const retryable = status === 429 || status >= 500;
+  return new ProviderError(`SendGrid rejected the request: ${reason}`, { reason, retryable, cause: err, ...(retryable && retryAfterMs !== undefined ? { retryAfterMs } : {}) });
+}
+
+/** The index of the personalization a SendGrid 400 names (`personalizations.3.to.0.email`), if any. */
+const personalizationOf = (err: ProviderError): number | null => {
+  const m = /\(personalizations\.(\d+)\b/.exec(err.reason);
+  return m ? Number(m[1]) : null;
+};
+
+/**
+ * Builds one v3 mail/send request for `sends` of `n`: one personalization per
+ * recipient (custom_args carry the notification and user ids). Shared content
+ * goes at the top; recipients with their own rendering get it through
+ * per-personalization subject and substitutions.
+ */
+export function sendgridRequest(n: NotificationBrief, sends: readonly Send[], contents: readonly EmailContent[], from: SendgridAccountConfig["from"]): Record<string, unknown> {
+  const same = contents.every((c) => c === contents[0]);
+  const c0 = contents[0]!;
+  const content = (c: EmailContent | null) => [
+    ...(c ? (c.text !== undefined ? [{ type: "text/plain", value: c.text }] : []) : [{ type: "text/plain", value: SUB.text }]),
+    ...(c ? (c.html !== undefined ? [{ type: "text/html", value: c.html }] : []) : [{ type: "text/html", value: SUB.html }]),
+  ];
+  return {
+    from,
+    subject: same ? c0.subject : SUB.subject,
+    content: same ? (content(c0).length ? content(c0) : [{ type: "text/plain", value: " " }]) : content(null),
+    categories: [n.category],
+    custom_args: { nfx_id: n.id },
+    personalizations: sends.map((s, i) => ({
+      to: [{ email: s.token }],
+      custom_args: { nfx_id: n.id, nfx_user: s.user },
+      ...(same ? {} : { subject: contents[i]!.subject, substitutions: { [SUB.subject]: contents[i]!.subject, [SUB.text]: contents[i]!.text ?? "", [SUB.html]: contents[i]!.html ?? contents[i]!.text ?? "" } }),
+    })),
+  };
+}
+
+/** Creates one SendGrid account: its own SDK client and keep-alive pool. */
+export function createSendgridApp(a: SendgridAccountConfig): ProviderApp {
+  const client = new Client();
+  client.setApiKey(a.apiKey);
+  if (a.baseUrl) client.setDefaultRequest("baseUrl", a.baseUrl);
+  const agent = { keepAlive: true, maxSockets: a.sockets, maxFreeSockets: a.sockets };
+  const httpAgent = new http.Agent(agent);
+  const httpsAgent = new https.Agent(agent);
+  client.setDefaultRequest("httpAgent" as "baseUrl", httpAgent as unknown as string);
+  client.setDefaultRequest("httpsAgent" as "baseUrl", httpsAgent as unknown as string);
+  const mail = new MailService();
+  mail.setClient(client);
+
+  /** One request; on a 400 that names a personalization, that recipient fails and the rest are sent again (at most 5 times). */
+  const send = async (n: NotificationBrief, sends: readonly Send[], rounds = 5): Promise<SendResult[]> => {
+    const contents = sends.map((s) => emailContent(n, s));
+    const out: SendResult[] = new Array(sends.length);
+    const idx: number[] = [];
+    contents.forEach((c, i) => (c ? idx.push(i) : (out[i] = { ok: false, error: new ProviderError("no email content", { reason: "no_content", retryable: false }) })));
+    if (idx.length === 0) return out;
+    try {
+      const [res] = await mail.send(sendgridRequest(n, idx.map((i) => sends[i]!), idx.map((i) => contents[i]!), a.from) as never);
+      const id = (res.headers as Record<string, string>)["x-message-id"];
+      for (const i of idx) out[i] = id ? { ok: true, providerId: id } : { ok: true };
+    } catch (err) {
+      const error = sendgridError(err);
+      const bad = personalizationOf(error);
+      if (bad !== null && bad < idx.length && rounds > 1 && idx.length > 1) {
+        out[idx[bad]!] = { ok: false, error };
+        const rest = idx.filter((_, j) => j !== bad);
+        const again = await send(n, rest.map((i) => sends[i]!), rounds - 1);
+        rest.forEach((i, j) => (out[i] = again[j]!));
+      } else for (const i of idx) out[i] = { ok: false, error };
+    }
+    return out;
+  };
+  return {
+    name: a.name,
+    perRequest: a.batchSize,
+    request: (n, sends) => send(n, sends),
+    async close() {
+      httpAgent.destroy();
+      httpsAgent.destroy();
+    },
+  };
+}
+
+/** The email channel: the first account sends; the others take over only as configured failovers. */
+export function createEmailClient(cfg: Config): ChannelClient {
+  const apps = cfg.gateways.email.apps.map((a) => ({ app: createSendgridApp(a), cfg: a }));
+  const first = apps[0]!.app.name;
+  return { channel: "email", apps, route: () => first };
+}
+
+/** Starts the email gateway role. */
+export async function startGatewayEmail(d: GatewayDeps): ReturnType<typeof runGateway> {
+  return runGateway(d, createEmailClient(d.cfg));
+}

@@ -1,0 +1,96 @@
+// SMS gateway: delivers SMS sends through the real twilio SDK, one message per request, one bulkhead per account.
+import http from "node:http";
+import twilio from "twilio";
+import type { Config } from "../lib/config.js";
+import type { TwilioAccountConfig } from "../config/schema.js";
+import { smsContent } from "../lib/channel-content.js";
+import { ProviderError } from "../lib/errors.js";
+import { parseRetryAfter } from "../lib/retry-policy.js";
+import { runGateway, type ChannelClient, type GatewayDeps, type ProviderApp, type SendResult } from "../lib/gateway-runner.js";
+import type { NotificationBrief, Send } from "../lib/types.js";
+
+/** Twilio's longest message body. */
+export const SMS_MAX_CHARS = 1600;
+
+/**
+ * Twilio's HTTP client, pointed at `baseUrl` (a sandbox) when set, with a
+ * keep-alive pool and the SDK's own retries off. It keeps the Retry-After of
+ * the latest error answer: the SDK's RestException drops headers.
+ */
+class NfxRequestClient extends twilio.RequestClient {
+  hint: { ms: number; at: number } | null = null;
+  constructor(private readonly baseUrl: string | undefined, sockets: number) {
+    super({ keepAlive: true, maxSockets: sockets, maxFreeSockets: sockets, autoRetry: false, timeout: 10_000 });
+    this.axios.defaults.httpAgent = new http.Agent({ keepAlive: true, maxSockets: sockets, maxFreeSockets: sockets });
+  }
+  override async request<T>(opts: Parameters<twilio.RequestClient["request"]>[0]): Promise<Awaited<ReturnType<twilio.RequestClient["request"]>> & { body: T }> {
+    const uri = this.baseUrl ? opts.uri.replace(/^https:\/\/api\.twilio\.com/, this.baseUrl.replace(/\/$/, "")) : opts.uri;
+    const res = await super.request({ ...opts, uri });
+    if (res.statusCode >= 400) {
+      const ms = parseRetryAfter((res.headers as Record<string, string>)["retry-after"]);
+      if (ms !== undefined) this.hint = { ms, at: Date.now() };
+    }
+    return res as never;
+  }
+  /** Retry-After of an answer in the last second, if any. */
+  retryAfter(): number | undefined {
+    return this.hint && Date.now() - this.hint.at < 1000 ? this.hint.ms : undefined;
+  }
+  destroy(): void {
+    (this.axios.defaults.httpAgent as http.Agent | undefined)?.destroy();
+  }
+}
+
+/**
+ * Maps a twilio failure to a {@link ProviderError}: 429 (Twilio's 20429 is
+ * never processed, so safe to retry), 5xx and transport errors are retryable;
+ * other 4xx (21211 invalid number, 21610 unsubscribed, ...) are not. The
+ * reason is Twilio's error code and message.
+ */
+export function twilioError(err: unknown, retryAfterMs?: number): ProviderError {
+  const e = err as { status?: number; code?: number | string; message?: string };
+  const status = Number(e.status);
+  if (!Number.isInteger(status) || status < 100) {
+    return new ProviderError(`Twilio request failed: ${e.message ?? String(err)}`, { reason: `transport:${e.code ?? e.message ?? "error"}`, retryable: true, cause: err });
+  }
+  const reason = `${e.code ?? status} ${e.message ?? ""}`.trim();
+  const retryable = status === 429 || status >= 500;
+  return new ProviderError(`Twilio rejected the message: ${reason}`, { reason, retryable, cause: err, ...(retryable && retryAfterMs !== undefined ? { retryAfterMs } : {}) });
+}
+
+/** Creates one Twilio account: its own SDK client and keep-alive pool. */
+export function createTwilioApp(a: TwilioAccountConfig): ProviderApp {
+  const httpClient = new NfxRequestClient(a.baseUrl, a.sockets);
+  const client = twilio(a.accountSid, a.authToken, { httpClient });
+  const sender = a.from.startsWith("MG") ? { messagingServiceSid: a.from } : { from: a.from };
+  return {
+    name: a.name,
+    perRequest: 1,
+    async request(n: NotificationBrief, sends: readonly Send[]): Promise<SendResult[]> {
+      const s = sends[0]!;
+      const c = smsContent(n, s);
+      if (!c) return [{ ok: false, error: new ProviderError("no sms content", { reason: "no_content", retryable: false }) }];
+      try {
+        const m = await client.messages.create({ to: s.token, body: c.text.slice(0, SMS_MAX_CHARS), ...sender });
+        return [{ ok: true, providerId: m.sid }];
+      } catch (err) {
+        return [{ ok: false, error: twilioError(err, httpClient.retryAfter()) }];
+      }
+    },
+    async close() {
+      httpClient.destroy();
+    },
+  };
+}
+
+/** The SMS channel: the first account sends; the others take over only as configured failovers. */
+export function createSmsClient(cfg: Config): ChannelClient {
+  const apps = cfg.gateways.sms.apps.map((a) => ({ app: createTwilioApp(a), cfg: a }));
+  const first = apps[0]!.app.name;
+  return { channel: "sms", apps, route: () => first };
+}
+
+/** Starts the SMS gateway role. */
+export async function startGatewaySms(d: GatewayDeps): ReturnType<typeof runGateway> {
+  return runGateway(d, createSmsClient(d.cfg));
+}
