@@ -14,8 +14,9 @@ import type { EmailContent, NotificationBrief, Send } from "../lib/types.js";
 /** SendGrid's answer to a failed request, as the SDK's ResponseError carries it. */
 type SgError = { code?: number | string; message?: string; response?: { headers?: Record<string, string>; body?: { errors?: { message?: string; field?: string | null }[] } } };
 
-/** Placeholders replaced per personalization when recipients' rendered emails differ. */
-const SUB = { subject: "-nfxsubject-", text: "-nfxtext-", html: "-nfxhtml-" } as const;
+/** Substitution keys per personalization when recipients' rendered emails differ; the SDK wraps keys in {{ }}. */
+const KEY = { subject: "nfxsubject", text: "nfxtext", html: "nfxhtml" } as const;
+const SUB = { subject: `{{${KEY.subject}}}`, text: `{{${KEY.text}}}`, html: `{{${KEY.html}}}` } as const;
 
 /**
  * Maps a SendGrid failure to a {@link ProviderError}: 429 (after Retry-After,
@@ -66,7 +67,7 @@ export function sendgridRequest(n: NotificationBrief, sends: readonly Send[], co
     personalizations: sends.map((s, i) => ({
       to: [{ email: s.token }],
       custom_args: { nfx_id: n.id, nfx_user: s.user },
-      ...(same ? {} : { subject: contents[i]!.subject, substitutions: { [SUB.subject]: contents[i]!.subject, [SUB.text]: contents[i]!.text ?? "", [SUB.html]: contents[i]!.html ?? contents[i]!.text ?? "" } }),
+      ...(same ? {} : { subject: contents[i]!.subject, substitutions: { [KEY.subject]: contents[i]!.subject, [KEY.text]: contents[i]!.text ?? "", [KEY.html]: contents[i]!.html ?? contents[i]!.text ?? "" } }),
     })),
   };
 }

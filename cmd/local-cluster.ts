@@ -104,9 +104,13 @@ export async function startLocalCluster(o: LocalClusterOptions): Promise<LocalCl
     if (o.sandbox) {
       sandbox = await startSandbox(o.sandbox, o.sandbox.faults);
       stops.push(sandbox.close);
-      overrides = mergeDeep(overrides, sandboxOverrides(sandbox.ports, ensureApnsKey(join(dataDir, "apns-sandbox-key.p8"))));
     }
     overrides = mergeDeep(overrides, o.overrides ?? {});
+    if (sandbox) {
+      // Every configured provider app (one per channel by default) is pointed at the sandbox.
+      const apps = loadConfig({ file: o.configFile, overrides, env: {} }).gateways;
+      overrides = mergeDeep(overrides, sandboxOverrides(sandbox.ports, ensureApnsKey(join(dataDir, "apns-sandbox-key.p8")), apps));
+    }
     // A local cluster without API keys gets a development key, so the HTTP API can be tried at once.
     if (loadConfig({ file: o.configFile, overrides }).http.apiKeys.length === 0) {
       overrides = mergeDeep(overrides, { http: { apiKeys: [{ name: "dev", key: DEV_API_KEY, admin: true }] } });

@@ -30,9 +30,8 @@ export class RateLimit {
   async take(n: number): Promise<void> {
     if (this.ratePerSec <= 0) return;
     const t = this.now();
-    const start = Math.max(this.tat, t);
-    this.tat = start + (n * 1000) / this.ratePerSec;
-    const wait = start - t - 1000;
+    this.tat = Math.max(this.tat, t) + (n * 1000) / this.ratePerSec;
+    const wait = this.tat - t - 1000;
     if (wait > 0) await new Promise((r) => setTimeout(r, wait));
   }
 }
@@ -64,6 +63,8 @@ export class Bulkhead {
   private readonly slots: Semaphore;
   private readonly rate: RateLimit;
   private readonly breaker: CircuitBreakerPolicy;
+  /** When the breaker last opened (monotonic ms). cockatiel moves to half-open lazily, on the first call after the wait. */
+  private openedAt = 0;
 
   constructor(readonly app: string, private readonly cfg: BulkheadConfig, log: Logger) {
     this.slots = new Semaphore(cfg.concurrency);
@@ -72,6 +73,7 @@ export class Bulkhead {
       halfOpenAfter: cfg.breaker.halfOpenAfterMs,
       breaker: new ConsecutiveBreaker(cfg.breaker.failures),
     });
+    this.breaker.onBreak(() => (this.openedAt = performance.now()));
     this.breaker.onBreak(() => log.warn({ app, halfOpenAfterMs: cfg.breaker.halfOpenAfterMs }, "breaker opened"));
     this.breaker.onHalfOpen(() => log.info({ app }, "breaker half-open: one trial request"));
     this.breaker.onReset(() => log.info({ app }, "breaker closed"));
@@ -95,13 +97,17 @@ export class Bulkhead {
     });
   }
 
-  /** Whether the breaker refuses requests now (open, or isolated by an operator). */
+  /** Whether the breaker refuses requests now: open and its half-open wait not yet over, or isolated by an operator. */
   isOpen(): boolean {
-    return this.breaker.state === CircuitState.Open || this.breaker.state === CircuitState.Isolated;
+    const s = this.breaker.state;
+    return s === CircuitState.Isolated || (s === CircuitState.Open && performance.now() - this.openedAt < this.cfg.breaker.halfOpenAfterMs);
   }
 
   state(): BulkheadState {
-    return { app: this.app, breaker: STATE_NAME[this.breaker.state], inFlight: this.slots.inFlight, queued: this.slots.queued };
+    const s = this.breaker.state;
+    // Open past its wait: the next request is the half-open trial.
+    const breaker = s === CircuitState.Open && !this.isOpen() ? "half-open" : STATE_NAME[s];
+    return { app: this.app, breaker, inFlight: this.slots.inFlight, queued: this.slots.queued };
   }
 }
 

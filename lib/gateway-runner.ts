@@ -191,7 +191,8 @@ export async function runGateway(d: GatewayDeps, client: ChannelClient): Promise
     batch.sends.forEach((s, i) => {
       const p = prior[i];
       if (p === null || p === undefined || p === mine) fresh.push(i);
-      else if (p.startsWith(CLAIM)) pushBack([i], g.claimTtlSec * 1000, "claimed");
+      // Another attempt holds the key: look again soon (it records an outcome, or its claim lapses after claimTtlSec if it died).
+      else if (p.startsWith(CLAIM)) pushBack([i], 2000, "claimed");
       else add(s, JSON.parse(p) as Recorded);
     });
     const stale = await changedSince(d.redis, batch, [...new Set(fresh.map((i) => batch.sends[i]!.user))]);

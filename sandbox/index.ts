@@ -12,6 +12,7 @@ import { Recorder } from "./recorder.js";
 import { SANDBOX_PROVIDERS, type SandboxProvider } from "./faults.js";
 import { ZodError } from "zod";
 import { formatIssues } from "../lib/zod-issues.js";
+import type { Config } from "../lib/config.js";
 
 /** PEM files of the sandbox's TLS certificate (self-signed, 100 years, SANs for 127.0.0.1 and the providers' host names). */
 export const SANDBOX_CERT = fileURLToPath(new URL("../../sandbox/certs/sandbox-cert.pem", import.meta.url));
@@ -129,14 +130,19 @@ export function ensureApnsKey(path: string): string {
   return path;
 }
 
-/** Config overrides that point every gateway's (single) app at a sandbox on 127.0.0.1. */
-export function sandboxOverrides(ports: Pick<SandboxPorts, "apns" | "fcm" | "sendgrid" | "twilio">, apnsKeyFile: string): Record<string, unknown> {
+/**
+ * Config overrides that point every provider app at a sandbox on 127.0.0.1:
+ * the apps of `gateways` (one default app per channel when absent) with
+ * their endpoints replaced.
+ */
+export function sandboxOverrides(ports: Pick<SandboxPorts, "apns" | "fcm" | "sendgrid" | "twilio">, apnsKeyFile: string, gateways?: Config["gateways"]): Record<string, unknown> {
+  const apps = <T>(l: readonly T[] | undefined, at: object): object[] => (l ?? [{}]).map((a) => ({ ...a, ...at }));
   return {
     gateways: {
-      apns: { apps: [{ address: "127.0.0.1", port: ports.apns, caFile: SANDBOX_CERT, keyFile: apnsKeyFile }] },
-      fcm: { apps: [{ host: "127.0.0.1", port: ports.fcm, caFile: SANDBOX_CERT }] },
-      email: { apps: [{ baseUrl: `http://127.0.0.1:${ports.sendgrid}/` }] },
-      sms: { apps: [{ baseUrl: `http://127.0.0.1:${ports.twilio}` }] },
+      apns: { apps: apps(gateways?.apns.apps, { address: "127.0.0.1", port: ports.apns, caFile: SANDBOX_CERT, keyFile: apnsKeyFile }) },
+      fcm: { apps: apps(gateways?.fcm.apps, { host: "127.0.0.1", port: ports.fcm, caFile: SANDBOX_CERT }) },
+      email: { apps: apps(gateways?.email.apps, { baseUrl: `http://127.0.0.1:${ports.sendgrid}/` }) },
+      sms: { apps: apps(gateways?.sms.apps, { baseUrl: `http://127.0.0.1:${ports.twilio}` }) },
     },
   };
 }
