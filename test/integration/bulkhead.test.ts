@@ -1,0 +1,51 @@
+// Bulkheads: APNs at 5 s latency and 50% 503 must not slow FCM — FCM's rate stays within 10% of its baseline from the same test, and no FCM send waits on APNs.
+import t from "tap";
+import { notify } from "../../lib/api-client.js";
+import { writeUsers } from "../../lib/directory.js";
+import type { UserRecord } from "../../lib/types.js";
+import { clientsFor, eventually, startTestCluster } from "../helpers/cluster.js";
+
+const USERS = 2500;
+const ROUNDS = 3;
+
+t.test("a sick APNs does not slow FCM", async (t) => {
+  const cluster = await startTestCluster(t);
+  const { nats, redis } = await clientsFor(t, cluster.cfg);
+  const rec = cluster.sandbox!.recorder;
+
+  /** One round: a notification to USERS fresh users with an iPhone and an Android phone each; FCM's delivery rate and slowest send. */
+  const round = async (tag: string): Promise<{ rate: number; slowestMs: number }> => {
+    const users: UserRecord[] = Array.from({ length: USERS }, (_, i) => ({
+      id: `${tag}-${i}`,
+      devices: [{ id: "iphone", platform: "ios", token: `${tag}-i-${i}` }, { id: "pixel", platform: "android", token: `${tag}-a-${i}` }],
+    }));
+    await writeUsers(redis, cluster.cfg.cluster.shards, users);
+    const t0 = Date.now();
+    const { id } = await notify(nats.nc, { recipients: users.map((u) => u.id), category: "transactional", priority: "high", content: { push: { title: "Sale", body: tag } } });
+    const fcm = () => rec.accepted("fcm").filter((d) => d.nid === id);
+    t.ok(await eventually(() => fcm().length === USERS, 60_000), `${tag}: every FCM send delivered`);
+    const got = fcm();
+    const last = Math.max(...got.map((d) => d.at));
+    return { rate: USERS / ((last - t0) / 1000), slowestMs: last - t0 };
+  };
+
+  const healthy: number[] = [];
+  const sick: number[] = [];
+  let slowestSick = 0;
+  await round("warm"); // JIT, connection pools and consumers warmed before anything is measured
+  for (let r = 0; r < ROUNDS; r++) {
+    healthy.push((await round(`h${r}`)).rate);
+    const fault = rec.faults.add({ provider: "apns", latencyMs: 5000, errors: [{ code: "503", rate: 0.5 }] });
+    const s = await round(`s${r}`);
+    sick.push(s.rate);
+    slowestSick = Math.max(slowestSick, s.slowestMs);
+    rec.faults.remove({ id: fault });
+  }
+  const median = (l: number[]): number => [...l].sort((a, b) => a - b)[Math.floor(l.length / 2)]!;
+  const base = median(healthy);
+  const during = median(sick);
+  t.comment(`FCM sends/s with APNs healthy ${healthy.map(Math.round).join(", ")}; with APNs at 5 s and 50% 503 ${sick.map(Math.round).join(", ")}`);
+  t.ok(during >= base * 0.9, `FCM's median rate with APNs sick (${Math.round(during)}/s) is within 10% of its baseline (${Math.round(base)}/s) or better`);
+  t.ok(slowestSick < 5000, `no FCM send waited on APNs: the whole FCM side of each sick round took at most ${slowestSick} ms, less than APNs' 5 s latency`);
+  t.ok(await eventually(() => rec.deliveries.some((d) => d.provider === "apns" && d.status === 503), 15_000), "APNs really was failing meanwhile (its answers land 5 s late)");
+});
