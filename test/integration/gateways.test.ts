@@ -42,6 +42,9 @@ t.test("gateways", async (t) => {
       ],
     },
     email: { apps: [{ batchSize: 1000 }] },
+    // Two iOS apps, each with its own key and topic; two FCM projects, the second limited to 200 sends/s.
+    apns: { apps: [{ topic: "com.example.shop" }, { name: "wallet", topic: "com.example.wallet" }] },
+    fcm: { apps: [{ projectId: "shop-prod" }, { projectId: "wallet-prod", packages: ["com.example.wallet"], ratePerSec: 200 }] },
   };
   const shape = loadConfig({ env: {}, overrides: { gateways } }).gateways;
   const cfg: Config = servers.config({ gateways: { ...gateways, ...(sandboxOverrides(sandbox.ports, key, shape).gateways as object) } });
@@ -170,6 +173,27 @@ t.test("gateways", async (t) => {
     await publish("sms", n3, Array.from({ length: 3 }, (_, i) => ({ user: `z${i}`, device: "sms", token: `+1555400000${i}` })));
     await settled(n3.id, 3);
     t.equal(rec.accepted("twilio").filter((x) => x.account === AC1 && x.token.startsWith("+1555400000")).length, 3, "closed again: the primary sends everything");
+  });
+
+  t.test("several apps per channel: each device goes through its own app; an app's rate limit holds it to its quota", async (t) => {
+    const n = brief({ push: { title: "T", body: "B" } });
+    await publish("apns", n, [
+      { user: "w1", device: "d1", token: "aa01", app: "com.example.wallet" },
+      { user: "w2", device: "d2", token: "aa02", app: "com.example.shop" },
+      { user: "w3", device: "d3", token: "aa03" },
+    ]);
+    await settled(n.id, 3);
+    t.same(["aa01", "aa02", "aa03"].map((tok) => calls("apns", tok).map((x) => x.headers["apns-topic"])), [["com.example.wallet"], ["com.example.shop"], ["com.example.shop"]], "APNs: by the device's bundle id; unknown apps use the first app");
+
+    const m = brief({ push: { title: "T", body: "B" } });
+    const sends = Array.from({ length: 600 }, (_, i) => ({ user: `v${i}`, device: "d", token: `rl-${i}`, app: "com.example.wallet" }));
+    const t0 = Date.now();
+    await publish("fcm", m, sends);
+    const rs = await settled(m.id, 600, 30_000);
+    const took = Math.max(...rec.accepted("fcm").filter((x) => x.nid === m.id).map((x) => x.at)) - t0;
+    t.equal(rs.filter((r) => r.outcome === "sent").length, 600, "all 600 sent");
+    t.ok(rec.accepted("fcm").filter((x) => x.nid === m.id).every((x) => x.account === "wallet-prod"), "through the project that lists the package");
+    t.ok(took >= 1900, `at 200/s after a one-second burst, 600 sends took ${took} ms (≥ 2 s)`);
   });
 
   t.test("a batch delivered twice at once calls the provider once per key (the claim)", async (t) => {

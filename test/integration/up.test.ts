@@ -1,5 +1,6 @@
 // `nfx up` as a user runs it: one command brings the cluster up, the CLI works against it, Ctrl-C (SIGINT) stops every process.
 import t from "tap";
+import { ROLES } from "../../cmd/roles.js";
 import { spawn } from "node:child_process";
 import { mkdtempSync, readFileSync, readdirSync, rmSync } from "node:fs";
 import net from "node:net";
@@ -30,11 +31,12 @@ const rolePids = (configFile: string): number[] =>
 t.test("nfx up: up, usable, and stopped cleanly by Ctrl-C", async (t) => {
   const dir = mkdtempSync(join(tmpdir(), "nfx-up-"));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-  const ports = { nats: await freePort(), redis: await freePort(), http: await freePort(), apns: await freePort(), fcm: await freePort(), control: await freePort() };
+  const ports = { nats: await freePort(), redis: await freePort(), http: await freePort(), apns: await freePort(), fcm: await freePort(), sendgrid: await freePort(), twilio: await freePort(), control: await freePort() };
   const env = {
     ...process.env,
     NFX_UP__DATA_DIR: dir, NFX_UP__NATS_PORT: String(ports.nats), NFX_UP__REDIS_PORT: String(ports.redis), NFX_HTTP__PORT: String(ports.http),
-    NFX_SANDBOX__APNS_PORT: String(ports.apns), NFX_SANDBOX__FCM_PORT: String(ports.fcm), NFX_SANDBOX__CONTROL_PORT: String(ports.control), NFX_LOG__LEVEL: "warn",
+    NFX_SANDBOX__APNS_PORT: String(ports.apns), NFX_SANDBOX__FCM_PORT: String(ports.fcm), NFX_SANDBOX__CONTROL_PORT: String(ports.control),
+    NFX_SANDBOX__SENDGRID_PORT: String(ports.sendgrid), NFX_SANDBOX__TWILIO_PORT: String(ports.twilio), NFX_LOG__LEVEL: "warn",
   };
   const up = spawn(process.execPath, [NFX, "up"], { env, stdio: ["ignore", "pipe", "pipe"] });
   let out = "";
@@ -47,7 +49,7 @@ t.test("nfx up: up, usable, and stopped cleanly by Ctrl-C", async (t) => {
   t.match(out, "nfx is up", "it says so");
   for (const [name, port] of Object.entries(ports)) t.ok(await listening(port), `${name} listens on ${port}`);
   const configFile = join(dir, "cluster-config.json");
-  t.equal(rolePids(configFile).length, 8, "one process per role");
+  t.equal(rolePids(configFile).length, ROLES.length, `one process per role (${ROLES.length})`);
 
   const nfx = nfxRunner({ ...(env as Record<string, string>), NFX_CONFIG: join(dir, "cluster-config.json") });
   await nfx("users", "put", '{"id":"zoe","devices":[{"id":"zoe-phone","platform":"ios","token":"a0e0a0e0a0e0"}]}');

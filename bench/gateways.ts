@@ -1,0 +1,168 @@
+// bench:gateways — per channel, the send rate through an nfx gateway against the rate of the bare SDK on the same sandbox in the same run.
+import { spawn, type ChildProcess } from "node:child_process";
+import { readFileSync } from "node:fs";
+import apn from "@parse/node-apn";
+import { initializeApp, deleteApp } from "firebase-admin/app";
+import { getMessaging } from "firebase-admin/messaging";
+import https from "node:https";
+import http from "node:http";
+import tls from "node:tls";
+import { Client } from "@sendgrid/client";
+import { MailService } from "@sendgrid/mail";
+import twilio from "twilio";
+import { createApnsClient } from "../actors/gateway-apns.js";
+import { createEmailClient } from "../actors/gateway-email.js";
+import { createFcmClient } from "../actors/gateway-fcm.js";
+import { createSmsClient } from "../actors/gateway-sms.js";
+import { mergeDeep } from "../cmd/local-cluster.js";
+import { encode } from "../lib/codec.js";
+import { loadConfig, type Config } from "../lib/config.js";
+import { runGateway, type ChannelClient } from "../lib/gateway-runner.js";
+import { createLogger } from "../lib/log.js";
+import { sendSubject, type Channel } from "../lib/subjects.js";
+import type { NotificationBrief, SendBatch } from "../lib/types.js";
+import { ensureApnsKey, sandboxOverrides, type SandboxPorts } from "../sandbox/index.js";
+import { startBenchCluster } from "./harness.js";
+import { report } from "./report.js";
+import { join } from "node:path";
+import { tmpdir } from "node:os";
+
+const N: Record<Exclude<Channel, "inapp">, number> = { apns: 20_000, fcm: 20_000, email: 20_000, sms: 5_000 };
+const BATCH = 500;
+const NFX_BIN = new URL("../cmd/nfx.js", import.meta.url).pathname;
+
+/** Starts `nfx sandbox` as its own process on free ports (as a provider is another machine) and reads its ports from its first line. */
+async function startSandboxProcess(): Promise<{ ports: SandboxPorts; proc: ChildProcess }> {
+  const proc = spawn(process.execPath, [NFX_BIN, "sandbox", "--apns-port", "0", "--fcm-port", "0", "--sendgrid-port", "0", "--twilio-port", "0", "--control-port", "0"], { stdio: ["ignore", "pipe", "inherit"] });
+  const line = await new Promise<string>((res, rej) => {
+    proc.stdout!.once("data", (b: Buffer) => res(b.toString()));
+    proc.once("exit", (c) => rej(new Error(`sandbox exited ${c}`)));
+  });
+  const port = (name: string): number => Number(new RegExp(`${name} https?://127\\.0\\.0\\.1:(\\d+)`).exec(line)![1]);
+  return { ports: { apns: port("apns"), fcm: port("fcm"), sendgrid: port("sendgrid"), twilio: port("twilio"), control: port("control") }, proc };
+}
+
+/** Accepted deliveries per token at the sandbox for tokens starting with `prefix`. */
+async function acceptedByToken(control: number, provider: string, prefix: string): Promise<Map<string, number>> {
+  const all = (await (await fetch(`http://127.0.0.1:${control}/deliveries?provider=${provider}`)).json()) as { token: string; status: number }[];
+  const out = new Map<string, number>();
+  for (const d of all) if (d.status >= 200 && d.status < 300 && d.token.startsWith(prefix)) out.set(d.token, (out.get(d.token) ?? 0) + 1);
+  return out;
+}
+
+const PROVIDER: Record<Exclude<Channel, "inapp">, string> = { apns: "apns", fcm: "fcm", email: "sendgrid", sms: "twilio" };
+/** Distinct tokens per run: `r` for the bare SDK, `p` for nfx (digits for phone numbers). */
+const tokenFor = (ch: Channel, run: "r" | "p", i: number): string =>
+  ch === "email" ? `${run}${i}@example.com` : ch === "sms" ? `+1${run === "r" ? 3 : 4}${String(i).padStart(9, "0")}` : `${run}${i.toString(16).padStart(8, "0")}`;
+const tokenPrefix = (ch: Channel, run: "r" | "p"): string => (ch === "sms" ? `+1${run === "r" ? 3 : 4}` : run);
+const CONTENT: NotificationBrief["content"] = { push: { title: "Bench", body: "Gateway throughput" }, email: { subject: "Bench", text: "Gateway throughput" }, sms: { text: "Gateway throughput" } };
+
+/** Runs `n` tasks with at most `c` in flight. */
+async function pool(n: number, c: number, task: (i: number) => Promise<unknown>): Promise<void> {
+  let next = 0;
+  await Promise.all(Array.from({ length: Math.min(c, n) }, async () => {
+    while (next < n) await task(next++);
+  }));
+}
+
+/** The bare SDK, configured like the gateway's app (same pool and concurrency), sending `n` messages. Returns sends per second. */
+async function rawSdk(cfg: Config, ch: Exclude<Channel, "inapp">, n: number): Promise<number> {
+  const prefix = "r" as const;
+  const t0 = performance.now();
+  if (ch === "apns") {
+    const a = cfg.gateways.apns.apps[0]!;
+    const opts = { token: { key: readFileSync(a.keyFile!), keyId: a.keyId, teamId: a.teamId }, production: false, address: a.address, port: a.port, ca: [readFileSync(a.caFile!)], connectionRetryLimit: 0, clientCount: a.clientCount, peerMaxConcurrentStreams: 500 };
+    const p = new apn.MultiProvider(opts as apn.MultiProviderOptions);
+    await pool(n, a.concurrency, async (i) => {
+      const note = new apn.Notification({ alert: { title: "Bench", body: "Gateway throughput" } });
+      note.topic = a.topic;
+      await p.send(note, tokenFor(ch, prefix, i));
+    });
+    p.shutdown();
+  } else if (ch === "fcm") {
+    const f = cfg.gateways.fcm.apps[0]!;
+    const ca = readFileSync(f.caFile!);
+    const agent = new (class extends https.Agent {
+      override createConnection(o: tls.ConnectionOptions) {
+        return tls.connect({ ...o, host: f.host, port: f.port, ca });
+      }
+    })({ keepAlive: true, maxSockets: f.sockets });
+    const app = initializeApp({ projectId: f.projectId, credential: { getAccessToken: async () => ({ access_token: f.sandboxToken, expires_in: 3600 }) }, httpAgent: agent }, `raw-${prefix}`);
+    const m = getMessaging(app);
+    m.enableLegacyHttpTransport();
+    await pool(n, f.concurrency, (i) => m.send({ token: tokenFor(ch, prefix, i), notification: { title: "Bench", body: "Gateway throughput" } }));
+    await deleteApp(app);
+    agent.destroy();
+  } else if (ch === "email") {
+    const a = cfg.gateways.email.apps[0]!;
+    const client = new Client();
+    client.setApiKey(a.apiKey);
+    client.setDefaultRequest("baseUrl", a.baseUrl!);
+    client.setDefaultRequest("httpAgent" as "baseUrl", new http.Agent({ keepAlive: true, maxSockets: a.sockets }) as unknown as string);
+    const mail = new MailService();
+    mail.setClient(client);
+    await pool(Math.ceil(n / BATCH), a.concurrency, (r) =>
+      mail.send({
+        from: a.from, subject: "Bench", content: [{ type: "text/plain", value: "Gateway throughput" }],
+        personalizations: Array.from({ length: Math.min(BATCH, n - r * BATCH) }, (_, j) => ({ to: [{ email: tokenFor(ch, prefix, r * BATCH + j) }] })),
+      } as never),
+    );
+  } else {
+    const a = cfg.gateways.sms.apps[0]!;
+    const base = a.baseUrl!;
+    const rc = new (class extends twilio.RequestClient {
+      override request<T>(o: Parameters<twilio.RequestClient["request"]>[0]) {
+        return super.request<T>({ ...o, uri: o.uri.replace(/^https:\/\/api\.twilio\.com/, base) } as never);
+      }
+    })({ keepAlive: true, maxSockets: a.sockets });
+    rc.axios.defaults.httpAgent = new http.Agent({ keepAlive: true, maxSockets: a.sockets });
+    const c = twilio(a.accountSid, a.authToken, { httpClient: rc });
+    await pool(n, a.concurrency, (i) => c.messages.create({ to: tokenFor(ch, prefix, i), from: a.from, body: "Gateway throughput" }));
+  }
+  return n / ((performance.now() - t0) / 1000);
+}
+
+async function main(): Promise<void> {
+  const bc = await startBenchCluster("gateways", [], false);
+  const sb = await startSandboxProcess();
+  const key = ensureApnsKey(join(tmpdir(), "nfx-bench-apns.p8"));
+  const cfg = loadConfig({ env: {}, overrides: mergeDeep(bc.cluster.cfg as unknown as Record<string, unknown>, { ...sandboxOverrides(sb.ports, key), log: { level: "warn" } }) });
+  const log = createLogger({ level: "warn", redact: true });
+  const clients: Record<Exclude<Channel, "inapp">, () => ChannelClient> = {
+    apns: () => createApnsClient(cfg), fcm: () => createFcmClient(cfg), email: () => createEmailClient(cfg), sms: () => createSmsClient(cfg),
+  };
+  const result: Record<string, unknown> = { bench: "gateways" };
+  try {
+    for (const ch of ["apns", "fcm", "email", "sms"] as const) {
+      const n = N[ch];
+      const raw = await rawSdk(cfg, ch, n);
+
+      // nfx: the sends queued on the channel's stream first, then one gateway started; timed until the sandbox accepted them all.
+      const prefix = "p" as const;
+      const brief: NotificationBrief = { id: `n_bench${ch}${"0".repeat(21 - ch.length)}`, createdAt: Date.now(), expiresAt: Date.now() + 3_600_000, priority: "normal", category: "marketing", channels: ["push"], content: CONTENT };
+      for (let b = 0; b * BATCH < n; b++) {
+        const sends = Array.from({ length: Math.min(BATCH, n - b * BATCH) }, (_, j) => ({ nid: brief.id, user: `u${b * BATCH + j}`, device: "d", token: tokenFor(ch, prefix, b * BATCH + j) }));
+        const batch: SendBatch = { type: "send_batch", channel: ch, shard: b % cfg.cluster.shards, notifications: { [brief.id]: brief }, sends };
+        await bc.nats.js.publish(sendSubject(ch, "normal"), encode(batch), { msgID: `bench:${ch}:${b}` });
+      }
+      const stats = async (): Promise<number> => ((await (await fetch(`http://127.0.0.1:${sb.ports.control}/stats`)).json()) as Record<string, { accepted: number }>)[PROVIDER[ch]]!.accepted;
+      const before = await stats();
+      const t0 = performance.now();
+      const gw = await runGateway({ cfg, nats: bc.nats, redis: bc.redis, log }, clients[ch]());
+      while ((await stats()) < before + n) await new Promise((r) => setTimeout(r, 25));
+      const pipe = n / ((performance.now() - t0) / 1000);
+      await gw.stop();
+      const got = await acceptedByToken(sb.ports.control, PROVIDER[ch], tokenPrefix(ch, prefix));
+      const dup = [...got.values()].reduce((s, c) => s + c - 1, 0);
+      result[ch] = { sends: n, pipeline_per_s: Math.round(pipe), raw_sdk_per_s: Math.round(raw), ratio: Number((pipe / raw).toFixed(2)), lost: n - got.size, duplicates: dup };
+      console.log(`${ch}: ${JSON.stringify(result[ch])}`);
+    }
+  } finally {
+    sb.proc.kill("SIGTERM");
+    await bc.close();
+  }
+  report("gateways", result);
+  process.exit(0);
+}
+
+await main();
