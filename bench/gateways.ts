@@ -19,15 +19,17 @@ import { encode } from "../lib/codec.js";
 import { loadConfig, type Config } from "../lib/config.js";
 import { runGateway, type ChannelClient } from "../lib/gateway-runner.js";
 import { createLogger } from "../lib/log.js";
+import { ensureTopology } from "../lib/topology.js";
 import { sendSubject, type Channel } from "../lib/subjects.js";
 import type { NotificationBrief, SendBatch } from "../lib/types.js";
 import { ensureApnsKey, sandboxOverrides, type SandboxPorts } from "../sandbox/index.js";
 import { startBenchCluster } from "./harness.js";
 import { report } from "./report.js";
+import { cpuSecs } from "./proc-stats.js";
 import { join } from "node:path";
 import { tmpdir } from "node:os";
 
-const N: Record<Exclude<Channel, "inapp">, number> = { apns: 20_000, fcm: 20_000, email: 20_000, sms: 5_000 };
+const N: Record<Exclude<Channel, "inapp">, number> = { apns: 40_000, fcm: 30_000, email: 40_000, sms: 8_000 };
 const BATCH = 500;
 const NFX_BIN = new URL("../cmd/nfx.js", import.meta.url).pathname;
 
@@ -42,12 +44,25 @@ async function startSandboxProcess(): Promise<{ ports: SandboxPorts; proc: Child
   return { ports: { apns: port("apns"), fcm: port("fcm"), sendgrid: port("sendgrid"), twilio: port("twilio"), control: port("control") }, proc };
 }
 
-/** Accepted deliveries per token at the sandbox for tokens starting with `prefix`. */
-async function acceptedByToken(control: number, provider: string, prefix: string): Promise<Map<string, number>> {
-  const all = (await (await fetch(`http://127.0.0.1:${control}/deliveries?provider=${provider}`)).json()) as { token: string; status: number }[];
-  const out = new Map<string, number>();
-  for (const d of all) if (d.status >= 200 && d.status < 300 && d.token.startsWith(prefix)) out.set(d.token, (out.get(d.token) ?? 0) + 1);
-  return out;
+/**
+ * What the sandbox accepted for tokens starting with `prefix`: count per
+ * token, and the rate between the first and the last acceptance on the
+ * sandbox's clock (start-up of either side is left out alike).
+ */
+async function accepted(control: number, provider: string, prefix: string): Promise<{ byToken: Map<string, number>; perSec: number }> {
+  const all = (await (await fetch(`http://127.0.0.1:${control}/deliveries?provider=${provider}`)).json()) as { token: string; status: number; at: number }[];
+  const byToken = new Map<string, number>();
+  let first = Infinity;
+  let last = 0;
+  let n = 0;
+  for (const d of all) {
+    if (!(d.status >= 200 && d.status < 300 && d.token.startsWith(prefix))) continue;
+    byToken.set(d.token, (byToken.get(d.token) ?? 0) + 1);
+    first = Math.min(first, d.at);
+    last = Math.max(last, d.at);
+    n++;
+  }
+  return { byToken, perSec: n > 1 ? (n - 1) / Math.max(0.001, (last - first) / 1000) : 0 };
 }
 
 const PROVIDER: Record<Exclude<Channel, "inapp">, string> = { apns: "apns", fcm: "fcm", email: "sendgrid", sms: "twilio" };
@@ -65,10 +80,9 @@ async function pool(n: number, c: number, task: (i: number) => Promise<unknown>)
   }));
 }
 
-/** The bare SDK, configured like the gateway's app (same pool and concurrency), sending `n` messages. Returns sends per second. */
-async function rawSdk(cfg: Config, ch: Exclude<Channel, "inapp">, n: number): Promise<number> {
+/** The bare SDK, configured like the gateway's app (same pool and concurrency), sending `n` messages. */
+async function rawSdk(cfg: Config, ch: Exclude<Channel, "inapp">, n: number): Promise<void> {
   const prefix = "r" as const;
-  const t0 = performance.now();
   if (ch === "apns") {
     const a = cfg.gateways.apns.apps[0]!;
     const opts = { token: { key: readFileSync(a.keyFile!), keyId: a.keyId, teamId: a.teamId }, production: false, address: a.address, port: a.port, ca: [readFileSync(a.caFile!)], connectionRetryLimit: 0, clientCount: a.clientCount, peerMaxConcurrentStreams: 500 };
@@ -119,23 +133,29 @@ async function rawSdk(cfg: Config, ch: Exclude<Channel, "inapp">, n: number): Pr
     const c = twilio(a.accountSid, a.authToken, { httpClient: rc });
     await pool(n, a.concurrency, (i) => c.messages.create({ to: tokenFor(ch, prefix, i), from: a.from, body: "Gateway throughput" }));
   }
-  return n / ((performance.now() - t0) / 1000);
 }
 
 async function main(): Promise<void> {
   const bc = await startBenchCluster("gateways", [], false);
   const sb = await startSandboxProcess();
   const key = ensureApnsKey(join(tmpdir(), "nfx-bench-apns.p8"));
-  const cfg = loadConfig({ env: {}, overrides: mergeDeep(bc.cluster.cfg as unknown as Record<string, unknown>, { ...sandboxOverrides(sb.ports, key), log: { level: "warn" } }) });
+  const cfg = loadConfig({ env: {}, overrides: mergeDeep(bc.cluster.cfg as unknown as Record<string, unknown>, mergeDeep(sandboxOverrides(sb.ports, key), { log: { level: "warn" }, gateways: { batchConcurrency: Number(process.env.BENCH_BATCHES ?? 4) } })) });
   const log = createLogger({ level: "warn", redact: true });
+  await ensureTopology(bc.nats, cfg);
   const clients: Record<Exclude<Channel, "inapp">, () => ChannelClient> = {
     apns: () => createApnsClient(cfg), fcm: () => createFcmClient(cfg), email: () => createEmailClient(cfg), sms: () => createSmsClient(cfg),
   };
   const result: Record<string, unknown> = { bench: "gateways" };
   try {
-    for (const ch of ["apns", "fcm", "email", "sms"] as const) {
+    // BENCH_CHANNELS=apns,fcm runs only those.
+    const only = process.env.BENCH_CHANNELS?.split(",");
+    for (const ch of (["apns", "fcm", "email", "sms"] as const).filter((c) => !only || only.includes(c))) {
       const n = N[ch];
-      const raw = await rawSdk(cfg, ch, n);
+      const cpu = (): number[] => [cpuSecs(process.pid), cpuSecs(sb.proc.pid), cpuSecs(bc.cluster.nats.proc.pid), cpuSecs(bc.cluster.redis.proc.pid)];
+      const c0 = cpu();
+      await rawSdk(cfg, ch, n);
+      const c1 = cpu();
+      const raw = (await accepted(sb.ports.control, PROVIDER[ch], tokenPrefix(ch, "r"))).perSec;
 
       // nfx: the sends queued on the channel's stream first, then one gateway started; timed until the sandbox accepted them all.
       const prefix = "p" as const;
@@ -145,16 +165,18 @@ async function main(): Promise<void> {
         const batch: SendBatch = { type: "send_batch", channel: ch, shard: b % cfg.cluster.shards, notifications: { [brief.id]: brief }, sends };
         await bc.nats.js.publish(sendSubject(ch, "normal"), encode(batch), { msgID: `bench:${ch}:${b}` });
       }
-      const stats = async (): Promise<number> => ((await (await fetch(`http://127.0.0.1:${sb.ports.control}/stats`)).json()) as Record<string, { accepted: number }>)[PROVIDER[ch]]!.accepted;
+      const stats = async (): Promise<number> => ((await (await fetch(`http://127.0.0.1:${sb.ports.control}/accepted`)).json()) as Record<string, number>)[PROVIDER[ch]]!;
       const before = await stats();
-      const t0 = performance.now();
+      const c2 = cpu();
       const gw = await runGateway({ cfg, nats: bc.nats, redis: bc.redis, log }, clients[ch]());
-      while ((await stats()) < before + n) await new Promise((r) => setTimeout(r, 25));
-      const pipe = n / ((performance.now() - t0) / 1000);
+      while ((await stats()) < before + n) await new Promise((r) => setTimeout(r, 200));
       await gw.stop();
-      const got = await acceptedByToken(sb.ports.control, PROVIDER[ch], tokenPrefix(ch, prefix));
+      const c3 = cpu();
+      // CPU µs per send of each process: [this process (SDK or gateway), sandbox, nats-server, redis-server].
+      const perSend = (a: number[], b: number[]): number[] => b.map((v, i) => Math.round(((v - a[i]!) * 1e6) / n));
+      const { byToken: got, perSec: pipe } = await accepted(sb.ports.control, PROVIDER[ch], tokenPrefix(ch, prefix));
       const dup = [...got.values()].reduce((s, c) => s + c - 1, 0);
-      result[ch] = { sends: n, pipeline_per_s: Math.round(pipe), raw_sdk_per_s: Math.round(raw), ratio: Number((pipe / raw).toFixed(2)), lost: n - got.size, duplicates: dup };
+      result[ch] = { sends: n, pipeline_per_s: Math.round(pipe), raw_sdk_per_s: Math.round(raw), ratio: Number((pipe / raw).toFixed(2)), lost: n - got.size, duplicates: dup, cpu_us_per_send: { raw: perSend(c0, c1), pipeline: perSend(c2, c3), order: "client,sandbox,nats,redis" } };
       console.log(`${ch}: ${JSON.stringify(result[ch])}`);
     }
   } finally {

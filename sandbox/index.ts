@@ -57,7 +57,7 @@ function readJson(req: http.IncomingMessage): Promise<unknown> {
  * Starts the four sandbox providers and the control API (ports 0 = any free
  * port), with `faults` (see sandbox/faults.ts) in force from the start.
  * Control API, plain HTTP on 127.0.0.1:
- * `GET /stats`, `GET /devices?provider=` (accepted count per token),
+ * `GET /stats`, `GET /accepted` (accepted requests per provider, O(1)), `GET /devices?provider=` (accepted count per token),
  * `GET /deliveries?provider=&token=`, `POST /reset`, and faults at run time:
  * `GET /faults`; `POST /faults` with a JSON fault rule (or the shorthand
  * `?provider=&prefix=`: 503 for matching tokens) answers its id;
@@ -81,6 +81,7 @@ export async function startSandbox(p: Partial<SandboxPorts>, faults: readonly un
     const provider = url.searchParams.get("provider") as SandboxProvider | null;
     if (provider && !(SANDBOX_PROVIDERS as readonly string[]).includes(provider)) return json(400, { error: `provider: must be one of ${SANDBOX_PROVIDERS.join(", ")}` });
     if (req.method === "GET" && url.pathname === "/stats") return json(200, recorder.stats());
+    if (req.method === "GET" && url.pathname === "/accepted") return json(200, recorder.acceptedCount);
     if (req.method === "GET" && url.pathname === "/devices") {
       if (!provider) return json(400, { error: "provider: required" });
       return json(200, recorder.countsByDevice(provider));

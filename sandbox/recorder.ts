@@ -38,8 +38,12 @@ export class Recorder {
   /** Faults injected at start or at run time (control API `POST /faults`, `DELETE /faults`). */
   readonly faults = new Faults();
 
+  /** Accepted requests per provider, kept as they are recorded (cheap to poll while a benchmark runs). */
+  readonly acceptedCount: Record<SandboxProvider, number> = Object.fromEntries(SANDBOX_PROVIDERS.map((p) => [p, 0])) as Record<SandboxProvider, number>;
+
   record(d: Delivery): void {
     this.deliveries.push(d);
+    if (d.status >= 200 && d.status < 300) this.acceptedCount[d.provider]++;
   }
 
   /** Accepted deliveries, optionally of one provider. */
@@ -66,6 +70,7 @@ export class Recorder {
 
   reset(): void {
     this.deliveries.length = 0;
+    for (const p of SANDBOX_PROVIDERS) this.acceptedCount[p] = 0;
   }
 }
 
