@@ -1,9 +1,8 @@
 // Sandbox FCM: an HTTPS server on 127.0.0.1 that speaks the FCM HTTP v1 API and answers as Google does.
 import https from "node:https";
 import { randomUUID } from "node:crypto";
-import type { AddressInfo } from "node:net";
 import { tokenFault, type Recorder } from "./recorder.js";
-import { afterDelay, type FaultCode } from "./faults.js";
+import { afterDelay, type FaultCode, listenLocal } from "./faults.js";
 
 /** How FCM words each injected fault: HTTP status, canonical status, message, FcmError code. */
 const FCM_FAULT: Record<Exclude<FaultCode, "reset">, [number, string, string, string | undefined]> = {
@@ -70,13 +69,5 @@ export async function startFcmSandbox(o: { port: number; key: Buffer; cert: Buff
       });
     });
   });
-  await new Promise<void>((r) => server.listen(o.port, "127.0.0.1", r));
-  return {
-    port: (server.address() as AddressInfo).port,
-    close: () =>
-      new Promise<void>((r) => {
-        server.closeAllConnections();
-        server.close(() => r());
-      }),
-  };
+  return listenLocal(server, o.port);
 }

@@ -1,9 +1,8 @@
 // Sandbox SendGrid: a plain HTTP/1.1 server on 127.0.0.1 that speaks SendGrid's v3 mail send API and answers as SendGrid does.
 import http from "node:http";
 import { randomBytes } from "node:crypto";
-import type { AddressInfo } from "node:net";
 import { tokenFault, type Recorder } from "./recorder.js";
-import { afterDelay, type FaultCode } from "./faults.js";
+import { afterDelay, type FaultCode, listenLocal } from "./faults.js";
 
 /** SendGrid's request size limit (docs: "The total size of your email ... must be less than 30MB"). */
 const MAX_PAYLOAD = 30 * 1024 * 1024;
@@ -194,13 +193,5 @@ export async function startSendgridSandbox(o: { port: number; recorder: Recorder
       });
     });
   });
-  await new Promise<void>((r) => server.listen(o.port, "127.0.0.1", r));
-  return {
-    port: (server.address() as AddressInfo).port,
-    close: () =>
-      new Promise<void>((r) => {
-        server.closeAllConnections();
-        server.close(() => r());
-      }),
-  };
+  return listenLocal(server, o.port);
 }

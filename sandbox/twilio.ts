@@ -1,9 +1,8 @@
 // Sandbox Twilio: a plain HTTP/1.1 server on 127.0.0.1 that speaks Twilio's Messages API (2010-04-01) and answers as Twilio does.
 import http from "node:http";
 import { randomBytes } from "node:crypto";
-import type { AddressInfo } from "node:net";
 import type { Recorder } from "./recorder.js";
-import { afterDelay, type FaultCode } from "./faults.js";
+import { afterDelay, type FaultCode, listenLocal } from "./faults.js";
 
 /** Twilio's limit on a message body (docs), counted in characters. */
 const MAX_BODY = 1600;
@@ -131,13 +130,5 @@ export async function startTwilioSandbox(o: { port: number; recorder: Recorder }
       });
     });
   });
-  await new Promise<void>((r) => server.listen(o.port, "127.0.0.1", r));
-  return {
-    port: (server.address() as AddressInfo).port,
-    close: () =>
-      new Promise<void>((r) => {
-        server.closeAllConnections();
-        server.close(() => r());
-      }),
-  };
+  return listenLocal(server, o.port);
 }
