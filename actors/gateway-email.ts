@@ -8,7 +8,7 @@ import type { SendgridAccountConfig } from "../config/schema.js";
 import { emailContent } from "../lib/channel-content.js";
 import { ProviderError } from "../lib/errors.js";
 import { parseRetryAfter } from "../lib/retry-policy.js";
-import { runGateway, type ChannelClient, type GatewayDeps, type ProviderApp, type SendResult } from "../lib/gateway-runner.js";
+import { primaryWithFailovers, runGateway, type ChannelClient, type GatewayDeps, type ProviderApp, type SendResult } from "../lib/gateway-runner.js";
 import type { EmailContent, NotificationBrief, Send } from "../lib/types.js";
 
 /** SendGrid's answer to a failed request, as the SDK's ResponseError carries it. */
@@ -120,11 +120,7 @@ export function createSendgridApp(a: SendgridAccountConfig): ProviderApp {
 }
 
 /** The email channel: the first account sends; the others take over only as configured failovers. */
-export function createEmailClient(cfg: Config): ChannelClient {
-  const apps = cfg.gateways.email.apps.map((a) => ({ app: createSendgridApp(a), cfg: a }));
-  const first = apps[0]!.app.name;
-  return { channel: "email", apps, route: () => first };
-}
+export const createEmailClient = (cfg: Config): ChannelClient => primaryWithFailovers("email", cfg.gateways.email.apps, createSendgridApp);
 
 /** Starts the email gateway role. */
 export async function startGatewayEmail(d: GatewayDeps): ReturnType<typeof runGateway> {

@@ -9,7 +9,7 @@ import type http from "node:http";
 import type { Config } from "../lib/config.js";
 import type { FcmAppConfig } from "../config/schema.js";
 import { pushContent } from "../lib/channel-content.js";
-import { parseRetryAfter } from "../lib/retry-policy.js";
+import { RetryAfterHint } from "../lib/retry-policy.js";
 import { ProviderError } from "../lib/errors.js";
 import { runGateway, type ChannelClient, type GatewayDeps, type ProviderApp, type SendResult } from "../lib/gateway-runner.js";
 import type { NotificationBrief, PushContent, Send } from "../lib/types.js";
@@ -59,8 +59,7 @@ export function fcmMessage(n: NotificationBrief, push: PushContent, token: strin
  * headers from its errors, and FCM's Retry-After is the project's back-off.
  */
 class RedirectAgent extends https.Agent {
-  /** The latest Retry-After seen (ms) and when. */
-  hint: { ms: number; at: number } | null = null;
+  readonly hint = new RetryAfterHint();
   constructor(private readonly to: { host?: string; port?: number; ca?: Buffer }, sockets: number) {
     super({ keepAlive: true, maxSockets: sockets, maxFreeSockets: sockets });
   }
@@ -74,15 +73,8 @@ class RedirectAgent extends https.Agent {
   }
   /** Node calls this for every request through the agent (undocumented but stable; agentkeepalive relies on it too). */
   addRequest(req: http.ClientRequest, options: unknown): void {
-    req.once("response", (res: http.IncomingMessage) => {
-      const ms = parseRetryAfter(res.headers["retry-after"]);
-      if (ms !== undefined) this.hint = { ms, at: Date.now() };
-    });
+    req.once("response", (res: http.IncomingMessage) => this.hint.note(res.headers["retry-after"]));
     (https.Agent.prototype as unknown as { addRequest(r: unknown, o: unknown): void }).addRequest.call(this, req, options);
-  }
-  /** Retry-After of an answer in the last second, if any. */
-  retryAfter(): number | undefined {
-    return this.hint && Date.now() - this.hint.at < 1000 ? this.hint.ms : undefined;
   }
 }
 
@@ -110,7 +102,7 @@ export function createFcmApp(f: FcmAppConfig, now: () => number = Date.now): Pro
       try {
         return [{ ok: true, providerId: await messaging.send(fcmMessage(n, push, s.token, now())) }];
       } catch (err) {
-        return [{ ok: false, error: fcmError(err, agent.retryAfter()) }];
+        return [{ ok: false, error: fcmError(err, agent.hint.get()) }];
       }
     },
     async close() {

@@ -5,8 +5,8 @@ import type { Config } from "../lib/config.js";
 import type { TwilioAccountConfig } from "../config/schema.js";
 import { smsContent } from "../lib/channel-content.js";
 import { ProviderError } from "../lib/errors.js";
-import { parseRetryAfter } from "../lib/retry-policy.js";
-import { runGateway, type ChannelClient, type GatewayDeps, type ProviderApp, type SendResult } from "../lib/gateway-runner.js";
+import { RetryAfterHint } from "../lib/retry-policy.js";
+import { primaryWithFailovers, runGateway, type ChannelClient, type GatewayDeps, type ProviderApp, type SendResult } from "../lib/gateway-runner.js";
 import type { NotificationBrief, Send } from "../lib/types.js";
 
 /** Twilio's longest message body. */
@@ -18,7 +18,7 @@ export const SMS_MAX_CHARS = 1600;
  * the latest error answer: the SDK's RestException drops headers.
  */
 class NfxRequestClient extends twilio.RequestClient {
-  hint: { ms: number; at: number } | null = null;
+  readonly hint = new RetryAfterHint();
   constructor(private readonly baseUrl: string | undefined, sockets: number) {
     super({ keepAlive: true, maxSockets: sockets, maxFreeSockets: sockets, autoRetry: false, timeout: 10_000 });
     this.axios.defaults.httpAgent = new http.Agent({ keepAlive: true, maxSockets: sockets, maxFreeSockets: sockets });
@@ -26,15 +26,8 @@ class NfxRequestClient extends twilio.RequestClient {
   override async request<T>(opts: Parameters<twilio.RequestClient["request"]>[0]): Promise<Awaited<ReturnType<twilio.RequestClient["request"]>> & { body: T }> {
     const uri = this.baseUrl ? opts.uri.replace(/^https:\/\/api\.twilio\.com/, this.baseUrl.replace(/\/$/, "")) : opts.uri;
     const res = await super.request({ ...opts, uri });
-    if (res.statusCode >= 400) {
-      const ms = parseRetryAfter((res.headers as Record<string, string>)["retry-after"]);
-      if (ms !== undefined) this.hint = { ms, at: Date.now() };
-    }
+    if (res.statusCode >= 400) this.hint.note((res.headers as Record<string, string>)["retry-after"]);
     return res as never;
-  }
-  /** Retry-After of an answer in the last second, if any. */
-  retryAfter(): number | undefined {
-    return this.hint && Date.now() - this.hint.at < 1000 ? this.hint.ms : undefined;
   }
   destroy(): void {
     (this.axios.defaults.httpAgent as http.Agent | undefined)?.destroy();
@@ -74,7 +67,7 @@ export function createTwilioApp(a: TwilioAccountConfig): ProviderApp {
         const m = await client.messages.create({ to: s.token, body: c.text.slice(0, SMS_MAX_CHARS), ...sender });
         return [{ ok: true, providerId: m.sid }];
       } catch (err) {
-        return [{ ok: false, error: twilioError(err, httpClient.retryAfter()) }];
+        return [{ ok: false, error: twilioError(err, httpClient.hint.get()) }];
       }
     },
     async close() {
@@ -84,11 +77,7 @@ export function createTwilioApp(a: TwilioAccountConfig): ProviderApp {
 }
 
 /** The SMS channel: the first account sends; the others take over only as configured failovers. */
-export function createSmsClient(cfg: Config): ChannelClient {
-  const apps = cfg.gateways.sms.apps.map((a) => ({ app: createTwilioApp(a), cfg: a }));
-  const first = apps[0]!.app.name;
-  return { channel: "sms", apps, route: () => first };
-}
+export const createSmsClient = (cfg: Config): ChannelClient => primaryWithFailovers("sms", cfg.gateways.sms.apps, createTwilioApp);
 
 /** Starts the SMS gateway role. */
 export async function startGatewaySms(d: GatewayDeps): ReturnType<typeof runGateway> {

@@ -139,7 +139,7 @@ async function main(): Promise<void> {
   const bc = await startBenchCluster("gateways", [], false);
   const sb = await startSandboxProcess();
   const key = ensureApnsKey(join(tmpdir(), "nfx-bench-apns.p8"));
-  const cfg = loadConfig({ env: {}, overrides: mergeDeep(bc.cluster.cfg as unknown as Record<string, unknown>, mergeDeep(sandboxOverrides(sb.ports, key), { log: { level: "warn" }, gateways: { batchConcurrency: Number(process.env.BENCH_BATCHES ?? 4) } })) });
+  const cfg = loadConfig({ env: {}, overrides: mergeDeep(bc.cluster.cfg as unknown as Record<string, unknown>, { ...sandboxOverrides(sb.ports, key), log: { level: "warn" } }) });
   const log = createLogger({ level: "warn", redact: true });
   await ensureTopology(bc.nats, cfg);
   const clients: Record<Exclude<Channel, "inapp">, () => ChannelClient> = {

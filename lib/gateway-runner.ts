@@ -43,6 +43,13 @@ export interface ChannelClient {
   route(s: Send): string;
 }
 
+/** A channel whose first app sends everything and whose other apps act only as configured failovers (email and SMS accounts). */
+export function primaryWithFailovers<A extends BulkheadConfig>(channel: Channel, cfgs: readonly A[], create: (a: A) => ProviderApp): ChannelClient {
+  const apps = cfgs.map((a) => ({ app: create(a), cfg: a }));
+  const first = apps[0]!.app.name;
+  return { channel, apps, route: () => first };
+}
+
 export interface GatewayDeps {
   cfg: Config;
   nats: Nats;
@@ -209,7 +216,8 @@ export async function runGateway(d: GatewayDeps, client: ChannelClient): Promise
       else if (cancellations.has(s.nid)) keep(i, { outcome: "cancelled", at: now() });
       else if (n.expiresAt <= now()) keep(i, { outcome: "failed", reason: "expired", at: now() });
       else {
-        const app = apps.has(client.route(s)) ? client.route(s) : client.apps[0]!.app.name;
+        const routed = client.route(s);
+        const app = apps.has(routed) ? routed : client.apps[0]!.app.name;
         const k = `${s.nid}\u0000${app}`;
         let grp = groups.get(k);
         if (!grp) groups.set(k, (grp = { nid: s.nid, app, idx: [] }));

@@ -51,3 +51,23 @@ export function parseRetryAfter(v: string | string[] | number | undefined | null
   const at = Date.parse(String(v));
   return Number.isFinite(at) ? Math.max(0, at - now) : undefined;
 }
+
+/**
+ * The latest Retry-After an app's provider answered with, for SDKs that drop
+ * response headers from their errors (firebase-admin, twilio): noted by the
+ * app's HTTP layer, read for errors that arrive within a second of it.
+ */
+export class RetryAfterHint {
+  private last: { ms: number; at: number } | null = null;
+
+  /** Notes a response's Retry-After header, if it has one. */
+  note(header: string | string[] | undefined): void {
+    const ms = parseRetryAfter(header);
+    if (ms !== undefined) this.last = { ms, at: Date.now() };
+  }
+
+  /** The Retry-After of an answer in the last second, if any. */
+  get(): number | undefined {
+    return this.last && Date.now() - this.last.at < 1000 ? this.last.ms : undefined;
+  }
+}
