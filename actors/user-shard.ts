@@ -9,7 +9,7 @@ import type { Config } from "../lib/config.js";
 import { DedupWindow } from "../lib/dedup-window.js";
 import { readUsers } from "../lib/directory.js";
 import { Fenced } from "../lib/errors.js";
-import { presenceKey } from "../lib/keys.js";
+import { PresenceView, readPresence } from "../lib/presence.js";
 import { decodeAs, PoisonMessage } from "../lib/lanes.js";
 import type { Lease } from "../lib/lease.js";
 import type { Logger } from "../lib/log.js";
@@ -45,6 +45,8 @@ interface Shared {
   policy: PolicyConfig;
   store: CheckpointStore;
   cancellations: Cancellations;
+  /** Presence from events, used instead of the Redis keys once warm. */
+  presence: PresenceView;
   gate: Semaphore;
   /** Pipelined JetStream publishes (lib/js-publisher.ts): no per-call error objects on the hot path. */
   pub: JsPublisher;
@@ -221,7 +223,7 @@ class ShardOwner {
     const [users, online] = await this.retry("directory read", () =>
       Promise.all([
         readUsers(d.redis, this.shard, chunk.users, { profile: needsProfile }),
-        wantsPresence ? d.redis.mget(chunk.users.map((u) => presenceKey(this.shard, u))).then((r) => r.map((x) => x !== null)) : Promise.resolve(null),
+        !wantsPresence ? Promise.resolve(null) : this.sh.presence.warm() ? Promise.resolve(chunk.users.map((u) => this.sh.presence.online(u))) : readPresence(d.redis, this.shard, chunk.users),
       ]),
     );
     // Decided once: the decision changed the dedup window and buckets, so a failed publish is retried with the same decision.
@@ -340,6 +342,7 @@ export async function startUserShard(d: ShardDeps): Promise<{ stop(): Promise<vo
     policy: policyFrom(d.cfg),
     store: new CheckpointStore(await d.nats.kvm.open(BUCKET.checkpoints)),
     cancellations: await Cancellations.watch(await d.nats.kvm.open(BUCKET.campaigns)),
+    presence: new PresenceView(d.nats, d.cfg.ws.presenceTtlSec * 1000),
     gate: new Semaphore(d.cfg.shard.concurrency),
     pub: new JsPublisher(d.nats.nc),
     dropped: (s) => void ownership.drop(s),
@@ -369,6 +372,7 @@ export async function startUserShard(d: ShardDeps): Promise<{ stop(): Promise<vo
     async stop() {
       await ownership.stop();
       sh.cancellations.stop();
+      sh.presence.close();
       sh.pub.close();
     },
   };

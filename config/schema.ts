@@ -283,6 +283,39 @@ export const configSchema = z.strictObject({
       claimTtlSec: z.number().int().min(5).max(3600).default(60),
     })
     .prefault({}),
+  ws: z
+    .strictObject({
+      host: z.string().min(1).default("127.0.0.1"),
+      /** Port of the WebSocket gateway (`/v1/ws`, `/v1/inbox`, `/v1/client.js`, `/demo`); 0 picks a free one. */
+      port: z.number().int().min(0).max(65535).default(8090),
+      /** HMAC secret of the user tokens (HS256 JWTs, `sub` = user id); at least 32 characters. */
+      secret: z.string().min(32, "must be at least 32 characters").default("nfx-dev-ws-secret-change-me-in-production!"),
+      /** Expected `iss` claim of user tokens; absent means any. */
+      issuer: z.string().min(1).optional(),
+      /** Browser origins allowed to connect (exact `scheme://host[:port]`), or ["*"] for any. */
+      origins: z.array(z.string().regex(/^(\*|https?:\/\/[^/\s]+)$/, "must be * or scheme://host[:port] with no path")).default(["*"]),
+      /** Accept connections that send no Origin header (non-browser clients; the token still authenticates them). */
+      allowNoOrigin: z.boolean().default(true),
+      /** Largest client message; bigger ones close the connection. */
+      maxMessageBytes: z.number().int().min(256).max(1_048_576).default(16_384),
+      /** Client messages per second per connection (token bucket, burst = 2×); beyond it the connection is closed. */
+      messagesPerSec: z.number().int().min(1).max(10_000).default(20),
+      /** Seconds without traffic before the gateway pings; a client that does not answer is closed after as long again. */
+      idleTimeoutSec: z.number().int().min(8).max(960).default(32),
+      /** Presence key TTL; the gateway refreshes every user it holds at a third of it. */
+      presenceTtlSec: z.number().int().min(3).max(3600).default(30),
+      /** How long a live in-app send waits for the client's acknowledgement before falling back to push. */
+      ackTimeoutMs: z.number().int().min(50).max(60_000).default(2000),
+      /** Inbox items kept per user (oldest dropped). */
+      inboxCap: z.number().int().min(1).max(10_000).default(200),
+      /** How long inbox items are kept. */
+      inboxRetentionDays: z.number().min(1).max(365).default(30),
+      /** Items sent to a client when it connects. */
+      syncItems: z.number().int().min(0).max(1000).default(50),
+      /** In-app send batches handled at once by the dispatcher. */
+      batchConcurrency: z.number().int().min(1).max(256).default(16),
+    })
+    .prefault({}),
   sandbox: z
     .strictObject({
       apnsPort: port.default(8443),

@@ -1,7 +1,7 @@
 // Decides one fan chunk: runs the per-recipient policy over the chunk's users and shapes the results into send batches, receipts, deferrals and trails.
 import { decideUser, planFor, type PolicyConfig, type PolicyState, type Trail } from "./policy.js";
 import { CHANNELS, type Channel } from "./subjects.js";
-import { renderEmail, renderPush, renderSms } from "./templates.js";
+import { renderEmail, renderInApp, renderPush, renderSms } from "./templates.js";
 import { TrailBook } from "./trails.js";
 import type { FanChunk, NotificationBrief, PushContent, ReceiptEntry, Send, UserRecord } from "./types.js";
 
@@ -112,9 +112,18 @@ export function decideChunk(chunk: FanChunk, inp: ChunkInputs): ChunkDecision {
       return;
     }
     const push = render(u);
+    // Email, SMS and in-app get their own template rendering when the template has one; else the gateway derives them from push.
+    const contentFor = (ch: Channel): Partial<Send> =>
+      ch === "email" && use?.template.channels.email ? { email: renderEmail(use, u)! } : ch === "sms" && use?.template.channels.sms ? { sms: renderSms(use, u)! } : push ? { push } : {};
     for (const t of v.targets) {
-      // Email and SMS get their own template rendering when the template has one; else the gateway derives them from push.
-      const own = t.channel === "email" && use?.template.channels.email ? { email: renderEmail(use, u)! } : t.channel === "sms" && use?.template.channels.sms ? { sms: renderSms(use, u)! } : push ? { push } : {};
+      const own = contentFor(t.channel);
+      if (t.channel === "inapp") {
+        if (use?.template.channels.inapp) own.inapp = renderInApp(use, u)!;
+        if (v.fallback) {
+          own.fallback = v.fallback.map((f) => ({ channel: f.channel, device: f.device, token: f.token, ...(f.app ? { app: f.app } : {}) }));
+          for (const f of v.fallback) Object.assign(own, contentFor(f.channel));
+        }
+      }
       sends[t.channel].push({ nid, user: userId, device: t.device, token: t.token, ...(t.app ? { app: t.app } : {}), ...own });
       if (listed) receipts.push({ user: userId, outcome: "queued", channel: t.channel, device: t.device, at: now });
       else queued++;

@@ -18,10 +18,15 @@ export interface Counters {
   cancelled: number;
   /** Queued sends dropped by a cancel at the gateway. */
   cancelledSends: number;
+  /** In-app sends no client acknowledged in time, replaced by their push (or other) fallback. */
+  fallback: number;
+  /** In-app items users marked seen / read. */
+  seen: number;
+  read: number;
   updatedAt: number;
 }
 
-export const emptyCounters = (): Counters => ({ seq: 0, decided: 0, queued: 0, deferred: 0, sent: 0, failed: {}, suppressed: {}, cancelled: 0, cancelledSends: 0, updatedAt: 0 });
+export const emptyCounters = (): Counters => ({ seq: 0, decided: 0, queued: 0, deferred: 0, sent: 0, failed: {}, suppressed: {}, cancelled: 0, cancelledSends: 0, fallback: 0, seen: 0, read: 0, updatedAt: 0 });
 
 /** Folds one receipt batch into `c`. Pure apart from mutating `c`. */
 export function fold(c: Counters, b: ReceiptBatch): void {
@@ -50,6 +55,15 @@ export function fold(c: Counters, b: ReceiptBatch): void {
         if (e.device) c.cancelledSends++;
         else c.cancelled++;
         break;
+      case "fallback":
+        c.fallback = (c.fallback ?? 0) + 1;
+        break;
+      case "seen":
+        c.seen = (c.seen ?? 0) + 1;
+        break;
+      case "read":
+        c.read = (c.read ?? 0) + 1;
+        break;
       default: {
         const never: never = e.outcome;
         throw new Error(`unknown outcome ${String(never)}`);
@@ -68,4 +82,4 @@ export async function readCounters(kv: KV, nid: string): Promise<Counters> {
 }
 
 /** Sends queued but not yet finished (sent, failed or cancelled at the gateway). */
-export const outstanding = (c: Counters): number => c.queued - c.sent - total(c.failed) - c.cancelledSends;
+export const outstanding = (c: Counters): number => c.queued - c.sent - total(c.failed) - c.cancelledSends - (c.fallback ?? 0);

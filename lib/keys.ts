@@ -17,8 +17,14 @@ export const userIndexKey = (shard: number): string => `nfx:${tag(shard)}:users`
 /** Members of a named segment in one shard (sorted set, score 0). */
 export const segmentKey = (shard: number, name: string): string => `nfx:${tag(shard)}:seg:${name}`;
 
-/** Presence of a user with a live in-app connection; a TTL key refreshed by the WebSocket gateway's heartbeats. */
+/** Presence of a user with a live in-app connection: a hash gateway id -> connections, whose TTL every holding gateway refreshes. */
 export const presenceKey = (shard: number, userId: string): string => `nfx:${tag(shard)}:pres:${userId}`;
+
+/** A user's in-app inbox: sorted set notification id -> time (ms), newest last, capped. */
+export const inboxKey = (shard: number, userId: string): string => `nfx:${tag(shard)}:ibx:${userId}`;
+
+/** The inbox items of a user: hash notification id -> JSON item (content and seen/read/archived/live state). */
+export const inboxItemsKey = (shard: number, userId: string): string => `nfx:${tag(shard)}:ibi:${userId}`;
 
 /** Users whose opt-out or preferences changed: sorted set user -> change time (ms). Gateways re-check them at send time. */
 export const changedKey = (shard: number): string => `nfx:${tag(shard)}:chg`;

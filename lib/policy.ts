@@ -46,7 +46,8 @@ export interface Target {
 export type Verdict =
   | { kind: "suppress"; reason: string }
   | { kind: "defer"; until: number }
-  | { kind: "send"; targets: Target[] };
+  /** `fallback`: when every target is in-app, where the send goes instead if no client acknowledges it in time (the route without in-app). */
+  | { kind: "send"; targets: Target[]; fallback?: Target[] };
 
 /**
  * A decision trail being written: one line per rule, `rule|verdict|values it
@@ -97,7 +98,8 @@ export function targetsOn(ch: ContentChannel, r: Recipient): Target[] {
     case "sms":
       return u.phone ? [{ channel: "sms", device: "sms", token: u.phone }] : [];
     case "inapp":
-      return r.online ? [{ channel: "inapp", device: "inapp", token: "" }] : [];
+      // Always reachable: the inbox keeps it, and the in-app dispatcher falls back when no client takes it live.
+      return [{ channel: "inapp", device: "inapp", token: "" }];
   }
 }
 
@@ -210,28 +212,42 @@ export function decideUser(cfg: PolicyConfig, st: PolicyState, ctx: DecideContex
     if (trail) trail.s += "presence|inapp|online: in-app instead of push\n";
   } else if (trail) trail.s += r.online ? "presence|pass|online\n" : "presence|pass|offline\n";
 
+  const own = allowed === p.candidates ? p.own : p.own.filter((ch) => allowed.includes(ch));
   if (targets.length === 0) {
-    // The notification's own channels together, then each fallback channel alone.
-    let tried = "";
-    const own = allowed === p.candidates ? p.own : p.own.filter((ch) => allowed.includes(ch));
-    if (own.length > 0) {
-      targets = own.length === 1 ? targetsOn(own[0]!, r) : own.flatMap((ch) => targetsOn(ch, r));
-      tried = own.join("+");
-    }
-    for (let i = 0; targets.length === 0 && i < allowed.length; i++) {
-      const ch = allowed[i]!;
-      if (own.includes(ch)) continue;
-      targets = targetsOn(ch, r);
-      tried = tried ? `${tried} > ${ch}` : ch;
-    }
-    if (targets.length === 0) return suppress("route", "no_devices", tried);
-    if (trail) trail.s += `route|send|${tried}|${targets.length}\n`;
+    const rt = route(own, allowed, r, false);
+    targets = rt.targets;
+    if (targets.length === 0) return suppress("route", "no_devices", rt.tried);
+    if (trail) trail.s += `route|send|${rt.tried}|${targets.length}\n`;
+  }
+  let fallback: Target[] | undefined;
+  if (targets.every((t) => t.channel === "inapp")) {
+    const fb = route(own, allowed, r, true);
+    if (fb.targets.length > 0) fallback = fb.targets;
+    if (trail) trail.s += `inapp_fallback|${fb.targets.length > 0 ? `plan|${fb.tried}|${fb.targets.length}` : `none|${fb.tried || "-"}`}\n`;
   }
 
   if (bucket !== 0) st.buckets.takeHash(bucket, cat.cap!, true);
   st.dedup.addHash(hn);
   if (n.collapseKey) st.dedup.addHash(hc);
-  return { kind: "send", targets };
+  return fallback ? { kind: "send", targets, fallback } : { kind: "send", targets };
+}
+
+/** The route: the notification's own channels together, then each other allowed channel alone, the first that reaches the user. `noInApp` leaves in-app out (the fallback route). */
+function route(own: readonly ContentChannel[], allowed: readonly ContentChannel[], r: Recipient, noInApp: boolean): { targets: Target[]; tried: string } {
+  let targets: Target[] = [];
+  let tried = "";
+  const mine = noInApp ? own.filter((ch) => ch !== "inapp") : own;
+  if (mine.length > 0) {
+    targets = mine.length === 1 ? targetsOn(mine[0]!, r) : mine.flatMap((ch) => targetsOn(ch, r));
+    tried = mine.join("+");
+  }
+  for (let i = 0; targets.length === 0 && i < allowed.length; i++) {
+    const ch = allowed[i]!;
+    if (own.includes(ch) || (noInApp && ch === "inapp")) continue;
+    targets = targetsOn(ch, r);
+    tried = tried ? `${tried} > ${ch}` : ch;
+  }
+  return { targets, tried };
 }
 
 /** The policy settings of a validated configuration. */

@@ -38,7 +38,7 @@ export interface NotificationStatus {
   campaign?: CampaignStatus;
 }
 
-const FINAL: ReadonlySet<string> = new Set(["sent", "failed", "suppressed", "cancelled"]);
+const FINAL: ReadonlySet<string> = new Set(["sent", "failed", "suppressed", "cancelled", "fallback"]);
 
 /** Reads the stored request of `id` from NFX_INTAKE (its priority lane, else the scheduler's subject), or null. */
 export async function readNotification(n: Nats, id: string): Promise<Notification | null> {
@@ -71,6 +71,8 @@ export async function readStatus(n: Nats, id: string, campaigns?: Campaigns): Pr
   const entries = await readReceipts(n, id);
   const byKey = new Map<string, DeliveryLine>();
   for (const e of entries) {
+    // Engagement (seen/read) is counted by the tracker; a line shows the delivery outcome.
+    if (e.outcome === "seen" || e.outcome === "read") continue;
     const key = e.device ? `${e.user}|${e.channel}|${e.device}` : e.user;
     const prev = byKey.get(key);
     if (prev && FINAL.has(prev.outcome) && !FINAL.has(e.outcome)) continue;
@@ -83,7 +85,7 @@ export async function readStatus(n: Nats, id: string, campaigns?: Campaigns): Pr
   const lines = [...byKey.values()];
   for (const u of note.recipients) if (!decided.has(u)) lines.push({ user: u, outcome: "pending" });
   lines.sort((a, b) => (a.user === b.user ? (a.device ?? "").localeCompare(b.device ?? "") : a.user.localeCompare(b.user)));
-  const counts = { sent: 0, failed: 0, queued: 0, suppressed: 0, deferred: 0, cancelled: 0, pending: 0 };
+  const counts = { sent: 0, failed: 0, queued: 0, suppressed: 0, deferred: 0, cancelled: 0, fallback: 0, seen: 0, read: 0, pending: 0 };
   for (const l of lines) counts[l.outcome]++;
   return {
     id,

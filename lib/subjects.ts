@@ -62,6 +62,13 @@ export const retrySubject = (channel: Channel, prio: Priority): string => `nfx.r
 export const retryOf = (channel: Channel): string => `nfx.retry.${channel}.*`;
 export const retryAll = "nfx.retry.>";
 
+/** Live in-app delivery to whichever WebSocket gateways hold a user's connections (core NATS request/reply; interest routing, no ring): `nfx.live.<user>`. */
+export const liveSubject = (userId: string): string => `nfx.live.${userId}`;
+
+/** Presence changes and refreshes of one shard's users (core NATS): `nfx.presence.<shard>`. */
+export const presenceSubject = (shard: number): string => `nfx.presence.${shard}`;
+export const presenceAll = "nfx.presence.*";
+
 /** Stream names. */
 export const STREAM = {
   intake: "NFX_INTAKE",
@@ -115,6 +122,10 @@ export const MSGID = {
   delivered: (sendMsgId: string, nid: string): string => `dlv:${sendMsgId}:${nid}`,
   /** A pushed-back part of a send batch, released to its send stream: `kind` is "retry" (attempt failed) or "wait" (not attempted). */
   retry: (sendMsgId: string, kind: string, attempt: number): string => `rty:${sendMsgId}:${kind}:${attempt}`,
+  /** The push fallback of an in-app send that no client acknowledged: one per (notification, user), ever. */
+  inappFallback: (nid: string, user: string): string => `fb:${nid}:${user}`,
+  /** Read/seen receipts of an inbox action. */
+  inboxAction: (user: string, action: string, at: number, nids: string): string => `ibx:${user}:${action}:${at}:${nids}`,
 } as const;
 
 /** Keys in the leases bucket: one lease per user shard, one liveness record per shard-actor process. */

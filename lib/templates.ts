@@ -172,6 +172,17 @@ export function renderSms(use: TemplateUse, user: Pick<UserRecord, "id" | "local
   return { text: render(t, e.text, false, context(use, user)) };
 }
 
+/** Renders a template's in-app payload for one recipient: every string value (at any depth) is a template. Null if the template has no in-app content. */
+export function renderInApp(use: TemplateUse, user: Pick<UserRecord, "id" | "locale" | "attributes"> | null): { payload: Record<string, unknown> } | null {
+  const t = use.template;
+  if (!t.channels.inapp) return null;
+  const e = pickLocale(t.channels.inapp, use.locale ?? user?.locale, t.defaultLocale);
+  const ctx = context(use, user);
+  const walk = (v: unknown): unknown =>
+    typeof v === "string" ? render(t, v, false, ctx) : Array.isArray(v) ? v.map(walk) : v && typeof v === "object" ? Object.fromEntries(Object.entries(v).map(([k, x]) => [k, walk(x)])) : v;
+  return { payload: walk(e.payload) as Record<string, unknown> };
+}
+
 /** Channels a template has content for. */
 export const templateChannels = (t: Template): ContentChannel[] => (Object.keys(t.channels) as ContentChannel[]).filter((c) => t.channels[c]);
 

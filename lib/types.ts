@@ -128,6 +128,10 @@ export interface Send {
   /** Email or SMS content rendered for this recipient from a template; absent means the notification's inline content (or its push content). */
   email?: EmailContent;
   sms?: SmsContent;
+  /** In-app payload rendered for this recipient from a template; absent means the notification's inline content. */
+  inapp?: InAppContent;
+  /** In-app sends: where the send goes instead when no client acknowledges it in time (the route without in-app). Sent at most once. */
+  fallback?: { channel: Channel; device: string; token: string; app?: string }[];
   /** Provider attempts already made (retryable failures); absent means none. */
   attempt?: number;
   /** Times the send was pushed back without an attempt (breaker open, bulkhead full, key claimed elsewhere). */
@@ -161,7 +165,7 @@ export interface RetryBatch {
 }
 
 /** The outcome of one recipient or one device. */
-export type Outcome = "queued" | "suppressed" | "deferred" | "sent" | "failed" | "cancelled";
+export type Outcome = "queued" | "suppressed" | "deferred" | "sent" | "failed" | "cancelled" | "fallback" | "seen" | "read";
 
 export interface ReceiptEntry {
   user: string;
@@ -181,7 +185,8 @@ export interface ReceiptEntry {
 export interface ReceiptBatch {
   type: "receipts";
   nid: string;
-  stage: "shard" | "gateway";
+  /** `inbox`: a user's seen/read actions on in-app items. */
+  stage: "shard" | "gateway" | "inbox";
   entries: ReceiptEntry[];
   /** Shard stage: recipients decided in this chunk (members of the target; non-members of a segment are not recipients). */
   decided?: number;
