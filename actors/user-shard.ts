@@ -9,7 +9,7 @@ import type { Config } from "../lib/config.js";
 import { DedupWindow } from "../lib/dedup-window.js";
 import { readUsers } from "../lib/directory.js";
 import { Fenced } from "../lib/errors.js";
-import { PresenceView, readPresence } from "../lib/presence.js";
+import { PresenceView, presenceReader } from "../lib/presence.js";
 import { decodeAs, PoisonMessage } from "../lib/lanes.js";
 import type { Lease } from "../lib/lease.js";
 import type { Logger } from "../lib/log.js";
@@ -47,6 +47,8 @@ interface Shared {
   cancellations: Cancellations;
   /** Presence from events, used instead of the Redis keys once warm. */
   presence: PresenceView;
+  /** Presence from the Redis keys, while the view is not warm. */
+  readPresence: (shard: number, users: readonly string[]) => Promise<boolean[]>;
   gate: Semaphore;
   /** Pipelined JetStream publishes (lib/js-publisher.ts): no per-call error objects on the hot path. */
   pub: JsPublisher;
@@ -223,7 +225,7 @@ class ShardOwner {
     const [users, online] = await this.retry("directory read", () =>
       Promise.all([
         readUsers(d.redis, this.shard, chunk.users, { profile: needsProfile }),
-        !wantsPresence ? Promise.resolve(null) : this.sh.presence.warm() ? Promise.resolve(chunk.users.map((u) => this.sh.presence.online(u))) : readPresence(d.redis, this.shard, chunk.users),
+        !wantsPresence ? Promise.resolve(null) : this.sh.presence.warm() ? Promise.resolve(chunk.users.map((u) => this.sh.presence.online(u))) : this.sh.readPresence(this.shard, chunk.users),
       ]),
     );
     // Decided once: the decision changed the dedup window and buckets, so a failed publish is retried with the same decision.
@@ -343,6 +345,7 @@ export async function startUserShard(d: ShardDeps): Promise<{ stop(): Promise<vo
     store: new CheckpointStore(await d.nats.kvm.open(BUCKET.checkpoints)),
     cancellations: await Cancellations.watch(await d.nats.kvm.open(BUCKET.campaigns)),
     presence: new PresenceView(d.nats, d.cfg.ws.presenceTtlSec * 1000),
+    readPresence: presenceReader(d.redis),
     gate: new Semaphore(d.cfg.shard.concurrency),
     pub: new JsPublisher(d.nats.nc),
     dropped: (s) => void ownership.drop(s),

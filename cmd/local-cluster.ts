@@ -22,6 +22,8 @@ export interface LocalClusterOptions {
   redisPort: number;
   /** HTTP API port of the ingest role; 0 = a free port. */
   httpPort: number;
+  /** WebSocket gateway port; 0 or absent = a free port. */
+  wsPort?: number;
   /** Keep Redis data on disk (append-only file). */
   persist: boolean;
   /** Sandbox ports (0 = any free), or null to use real providers from the user's config. */
@@ -41,6 +43,8 @@ export interface LocalCluster {
   sandbox: Sandbox | null;
   /** Base URL of the ingest role's HTTP API. */
   httpUrl: string;
+  /** Base URL of the WebSocket gateway (http://; the socket is at ws://…/v1/ws, the demo page at /demo). */
+  wsUrl: string;
   /** The API key local tools use when the config has none: the development key below. */
   apiKey: string;
   /** The config file every role process was started with. */
@@ -100,7 +104,8 @@ export async function startLocalCluster(o: LocalClusterOptions): Promise<LocalCl
     stops.push(redis.stop);
     let sandbox: Sandbox | null = null;
     const httpPort = o.httpPort || (await freePort());
-    let overrides: Record<string, unknown> = { nats: { servers: [nats.url] }, redis: { url: redis.url }, http: { port: httpPort } };
+    const wsPort = o.wsPort || (await freePort());
+    let overrides: Record<string, unknown> = { nats: { servers: [nats.url] }, redis: { url: redis.url }, http: { port: httpPort }, ws: { port: wsPort } };
     if (o.sandbox) {
       sandbox = await startSandbox(o.sandbox, o.sandbox.faults);
       stops.push(sandbox.close);
@@ -150,7 +155,7 @@ export async function startLocalCluster(o: LocalClusterOptions): Promise<LocalCl
     const startExtra = (role: Role): Promise<ChildProcess> => spawnRole(role, true);
     await Promise.all(o.roles.map(startRole));
     const apiKey = cfg.http.apiKeys.find((k) => k.admin)?.key ?? cfg.http.apiKeys[0]!.key;
-    return { nats, redis, sandbox, httpUrl: `http://${cfg.http.host}:${cfg.http.port}`, apiKey, configFile, cfg, procs, startRole, startExtra, stop };
+    return { nats, redis, sandbox, httpUrl: `http://${cfg.http.host}:${cfg.http.port}`, wsUrl: `http://${cfg.ws.host}:${cfg.ws.port}`, apiKey, configFile, cfg, procs, startRole, startExtra, stop };
   } catch (err) {
     await stop();
     throw err;

@@ -105,12 +105,24 @@ program
   .option("--data <key=value>", "custom data (repeatable)", kv)
   .option("--collapse-key <key>", "collapse key")
   .option("--ttl <seconds>", "time to live", (v) => Number(v))
-  .action(async (o: { to: string[]; title: string; body: string; priority?: string; category: string; data?: Record<string, string>; collapseKey?: string; ttl?: number; sendAt?: string; idempotencyKey?: string }) => {
+  .option("--channels <list>", "content channels in order of preference, e.g. inapp or push,email (default: every channel with content)", list)
+  .option("--payload <json>", "in-app payload (a JSON object); implies in-app content, with title and body added to it", (v) => {
+    try {
+      const p = JSON.parse(v) as unknown;
+      if (!p || typeof p !== "object" || Array.isArray(p)) throw new Error();
+      return p as Record<string, unknown>;
+    } catch {
+      throw new InvalidArgumentError("payload: must be a JSON object");
+    }
+  })
+  .action(async (o: { to: string[]; title: string; body: string; priority?: string; category: string; data?: Record<string, string>; collapseKey?: string; ttl?: number; sendAt?: string; idempotencyKey?: string; channels?: string[]; payload?: Record<string, unknown> }) => {
     const cfg = config();
     const n = await connectNats(cfg, cliLog(cfg), "nfx-cli");
+    const inapp = o.payload || o.channels?.includes("inapp") ? { inapp: { payload: { title: o.title, body: o.body, ...(o.payload ?? {}) } } } : {};
     const r = await notify(n.nc, {
       recipients: o.to, category: o.category, ...(o.priority ? { priority: o.priority } : {}),
-      content: { push: { title: o.title, body: o.body, ...(o.data ? { data: o.data } : {}) } },
+      ...(o.channels ? { channels: o.channels } : {}),
+      content: { push: { title: o.title, body: o.body, ...(o.data ? { data: o.data } : {}) }, ...inapp },
       ...(o.collapseKey ? { collapseKey: o.collapseKey } : {}), ...(o.ttl ? { ttlSec: o.ttl } : {}),
       ...(o.sendAt ? { sendAt: o.sendAt } : {}), ...(o.idempotencyKey ? { idempotencyKey: o.idempotencyKey } : {}),
     });
@@ -253,6 +265,18 @@ templates
     } finally {
       await n.nc.close();
     }
+  });
+
+program
+  .command("token")
+  .description("mint a user token for the WebSocket gateway and inbox API (HS256, signed with ws.secret); prints it")
+  .argument("<user>", "user id")
+  .option("--ttl <seconds>", "validity", (v) => Number(v), 3600)
+  .action(async (user: string, o: { ttl: number }) => {
+    const cfg = config();
+    const { UserTokens } = await import("../lib/ws-token.js");
+    if (!Number.isInteger(o.ttl) || o.ttl < 1) throw new InvalidArgumentError("ttl: must be a whole number of seconds");
+    console.log(await new UserTokens(cfg.ws.secret, cfg.ws.issuer).mint(user, o.ttl));
   });
 
 registerDirectoryCommands(program);

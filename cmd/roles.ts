@@ -9,6 +9,8 @@ import { startScheduler } from "../actors/scheduler.js";
 import { startDeferredRelease } from "../actors/deferred-release.js";
 import { startCampaign } from "../actors/campaign.js";
 import { startTracker } from "../actors/tracker.js";
+import { startWsGateway } from "../actors/ws-gateway.js";
+import { startInAppDispatch } from "../actors/inapp-dispatch.js";
 import { Intake } from "../lib/intake.js";
 import { Campaigns } from "../lib/campaigns.js";
 import { BUCKET } from "../lib/subjects.js";
@@ -22,7 +24,7 @@ import { connectRedis, type Redis } from "../lib/redis.js";
 import { ensureTopology } from "../lib/topology.js";
 import { requireNativeUws } from "../lib/uws.js";
 
-export const ROLES = ["ingest", "scheduler", "router", "campaign", "shard", "gateway-apns", "gateway-fcm", "gateway-email", "gateway-sms", "tracker"] as const;
+export const ROLES = ["ingest", "scheduler", "router", "campaign", "shard", "gateway-apns", "gateway-fcm", "gateway-email", "gateway-sms", "ws-gateway", "tracker"] as const;
 export type Role = (typeof ROLES)[number];
 
 type Started = { stop(): Promise<void> };
@@ -50,6 +52,18 @@ async function startSchedulerRole(d: Deps): Promise<Started> {
   return { stop: async () => void (await Promise.all(parts.map((p) => p.stop()))) };
 }
 
+/** The ws-gateway role: live connections, presence and inbox API, plus the in-app dispatcher that offers sends to them. */
+async function startWsGatewayRole(d: Deps): Promise<Started> {
+  const gw = await startWsGateway(d);
+  const dispatch = await startInAppDispatch(d);
+  return {
+    stop: async () => {
+      await dispatch.stop();
+      await gw.stop();
+    },
+  };
+}
+
 const starters: Record<Role, (d: Deps) => Promise<Started>> = {
   ingest: startIngestRole,
   scheduler: startSchedulerRole,
@@ -61,6 +75,7 @@ const starters: Record<Role, (d: Deps) => Promise<Started>> = {
   "gateway-fcm": startGatewayFcm,
   "gateway-email": startGatewayEmail,
   "gateway-sms": startGatewaySms,
+  "ws-gateway": startWsGatewayRole,
 };
 
 /**

@@ -111,6 +111,8 @@ export interface NotificationPlan {
   candidates: ContentChannel[];
   /** The notification's own channels among the candidates. */
   own: ContentChannel[];
+  /** Push is the in-app fallback of last resort: available, not already a candidate, and the notification has push content. */
+  pushFallback: boolean;
   /** Trail lines that are the same for every recipient. */
   lines: { expiry: string; prefs: string; quietSkip: string | null; capSkip: string | null; dedup: string };
 }
@@ -125,6 +127,7 @@ export function planFor(cfg: PolicyConfig, n: NotificationBrief): NotificationPl
   return {
     cat, critical, candidates,
     own: candidates.filter((ch) => n.channels.includes(ch)),
+    pushFallback: cfg.available.has("push") && !candidates.includes("push") && (n.content?.push !== undefined || n.template?.template.channels.push !== undefined),
     lines: {
       expiry: `expiry|pass|${n.expiresAt}\n`,
       prefs: `preferences|pass|${candidates.join(",")}\n`,
@@ -222,6 +225,10 @@ export function decideUser(cfg: PolicyConfig, st: PolicyState, ctx: DecideContex
   let fallback: Target[] | undefined;
   if (targets.every((t) => t.channel === "inapp")) {
     const fb = route(own, allowed, r, true);
+    if (fb.targets.length === 0 && p.pushFallback && prefs?.push !== false) {
+      fb.targets = targetsOn("push", r);
+      fb.tried = fb.tried ? `${fb.tried} > push` : "push";
+    }
     if (fb.targets.length > 0) fallback = fb.targets;
     if (trail) trail.s += `inapp_fallback|${fb.targets.length > 0 ? `plan|${fb.tried}|${fb.targets.length}` : `none|${fb.tried || "-"}`}\n`;
   }

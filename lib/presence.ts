@@ -22,13 +22,19 @@ export interface PresenceEvent {
 const EXISTS_ALL = `local out = {} for i, k in ipairs(KEYS) do out[i] = redis.call('EXISTS', k) end return out`;
 type PresRedis = Redis & { nfxExistsAll(n: number, ...keys: string[]): Promise<number[]> };
 
-/** Whether each of `users` (all of `shard`) holds a connection, read from the presence keys. */
-export async function readPresence(redis: Redis, shard: number, users: readonly string[]): Promise<boolean[]> {
+/**
+ * Returns a reader of presence keys: whether each of `users` (all of one
+ * shard) holds a connection. Call it once at start-up: it defines a script,
+ * which must not happen while an auto-pipeline is being filled.
+ */
+export function presenceReader(redis: Redis): (shard: number, users: readonly string[]) => Promise<boolean[]> {
   const r = redis as PresRedis;
   if (!r.nfxExistsAll) r.defineCommand("nfxExistsAll", { lua: EXISTS_ALL });
-  if (users.length === 0) return [];
-  const out = await r.nfxExistsAll(users.length, ...users.map((u) => presenceKey(shard, u)));
-  return out.map((x) => x === 1);
+  return async (shard, users) => {
+    if (users.length === 0) return [];
+    const out = await r.nfxExistsAll(users.length, ...users.map((u) => presenceKey(shard, u)));
+    return out.map((x) => x === 1);
+  };
 }
 
 /**
@@ -89,6 +95,8 @@ export class PresenceWriter {
     this.downs.clear();
     this.flushing = null;
     const { redis, shards, gateway, ttlMs } = this.d;
+    // New users' live subscriptions must be registered with the server before routing can see them online.
+    if (ups.length > 0) await this.d.nats.nc.flush();
     const p = redis.pipeline();
     for (const u of ups) p.hset(presenceKey(shardOf(u, shards), u), gateway, this.conns.get(u) ?? 1).pexpire(presenceKey(shardOf(u, shards), u), ttlMs);
     for (const u of downs) p.hdel(presenceKey(shardOf(u, shards), u), gateway);

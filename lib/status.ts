@@ -29,7 +29,7 @@ export interface NotificationStatus {
   expiresAt: number;
   recipients: number;
   /** Counts of device sends by outcome, plus users suppressed and users not yet decided. */
-  counts: { sent: number; failed: number; queued: number; suppressed: number; deferred: number; cancelled: number; pending: number };
+  counts: { sent: number; failed: number; queued: number; suppressed: number; deferred: number; cancelled: number; fallback: number; pending: number };
   /** True when every recipient is decided and every device send has a final outcome. */
   complete: boolean;
   /** Per recipient or device (explicit recipients only; a campaign's are in its counters). */
@@ -85,8 +85,8 @@ export async function readStatus(n: Nats, id: string, campaigns?: Campaigns): Pr
   const lines = [...byKey.values()];
   for (const u of note.recipients) if (!decided.has(u)) lines.push({ user: u, outcome: "pending" });
   lines.sort((a, b) => (a.user === b.user ? (a.device ?? "").localeCompare(b.device ?? "") : a.user.localeCompare(b.user)));
-  const counts = { sent: 0, failed: 0, queued: 0, suppressed: 0, deferred: 0, cancelled: 0, fallback: 0, seen: 0, read: 0, pending: 0 };
-  for (const l of lines) counts[l.outcome]++;
+  const counts = { sent: 0, failed: 0, queued: 0, suppressed: 0, deferred: 0, cancelled: 0, fallback: 0, pending: 0 };
+  for (const l of lines) counts[l.outcome as keyof typeof counts]++;
   return {
     id,
     priority: note.priority,
@@ -113,7 +113,7 @@ async function campaignNotificationStatus(campaigns: Campaigns, note: Notificati
     ...(note.sendAt !== undefined ? { sendAt: note.sendAt } : {}),
     expiresAt: note.expiresAt,
     recipients: c.decided,
-    counts: { sent: c.sent, failed: total(c.failed), queued: outstanding(c), suppressed: total(c.suppressed), deferred: c.deferred ?? 0, cancelled: c.cancelled + c.cancelledSends, pending: 0 },
+    counts: { sent: c.sent, failed: total(c.failed), queued: outstanding(c), suppressed: total(c.suppressed), deferred: c.deferred ?? 0, cancelled: c.cancelled + c.cancelledSends, fallback: c.fallback ?? 0, pending: 0 },
     complete: camp?.complete ?? false,
     lines: [],
     ...(camp ? { campaign: camp } : {}),

@@ -44,7 +44,8 @@ export function consumerConfigs(cfg: Config): { stream: string; config: Partial<
   for (const p of PRIORITIES) {
     out.push({ stream: STREAM.intake, config: { ...common, durable_name: CONSUMER.router(p), filter_subject: intakeLane(p) } });
     out.push({ stream: STREAM.intake, config: { ...common, durable_name: CONSUMER.campaign(p), filter_subject: intakeLane(p) } });
-    for (const c of GATEWAY_CHANNELS) {
+    // In-app sends are taken by the in-app dispatcher (ws-gateway role) like a gateway's.
+    for (const c of [...GATEWAY_CHANNELS, "inapp" as const]) {
       out.push({ stream: STREAM.send(c), config: { ...common, durable_name: CONSUMER.gateway(c, p), filter_subject: sendSubject(c, p) } });
     }
   }

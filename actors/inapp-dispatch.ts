@@ -1,0 +1,153 @@
+// In-app dispatcher: takes in-app send batches by priority, stores each item in the user's inbox, offers it live on `nfx.live.<user>`, and falls back to push, once, when no client acknowledges it in time.
+import type { JsMsg } from "@nats-io/jetstream";
+import { encode, encodeJson } from "../lib/codec.js";
+import type { Config } from "../lib/config.js";
+import { Inbox, type InboxItem } from "../lib/inbox.js";
+import { decodeAs, PoisonMessage, runLanes } from "../lib/lanes.js";
+import type { Logger } from "../lib/log.js";
+import type { Nats } from "../lib/nats.js";
+import type { Redis } from "../lib/redis.js";
+import { CONSUMER, MSGID, STREAM, liveSubject, receiptSubject, sendSubject, type Channel, type Priority } from "../lib/subjects.js";
+import type { NotificationBrief, ReceiptBatch, ReceiptEntry, Send, SendBatch } from "../lib/types.js";
+
+export interface InAppDispatchDeps {
+  cfg: Config;
+  nats: Nats;
+  redis: Redis;
+  log: Logger;
+  now?: () => number;
+}
+
+/** What a WebSocket gateway receives on `nfx.live.<user>`: an item to show, answered with {@link LiveAck} once a client displayed it. */
+export interface LiveOffer {
+  t: "n";
+  item: InboxItem;
+}
+/** A gateway's answer to a {@link LiveOffer}: the connection that displayed it. */
+export interface LiveAck {
+  ok: true;
+  gateway: string;
+  conn: number;
+}
+
+/** The inbox item of an in-app send: in-app payload (rendered, else inline, else the push data), title and body from the push content. */
+export function itemOf(n: NotificationBrief, s: Send): Omit<InboxItem, "seen" | "read" | "archived"> {
+  const push = s.push ?? n.content?.push;
+  const payload = s.inapp?.payload ?? n.content?.inapp?.payload ?? (push?.data ? { ...push.data } : {});
+  return {
+    id: n.id, at: n.createdAt, category: n.category, priority: n.priority,
+    ...(push?.title ? { title: push.title } : {}),
+    ...(push?.body ? { body: push.body } : {}),
+    payload,
+  };
+}
+
+/** The fallback sends of an in-app send, one batch per channel, carrying the content the shard actor rendered. */
+function fallbackBatches(batch: SendBatch, s: Send, n: NotificationBrief): SendBatch[] {
+  const by = new Map<Channel, Send[]>();
+  for (const f of s.fallback ?? []) {
+    const l = by.get(f.channel) ?? [];
+    l.push({
+      nid: s.nid, user: s.user, device: f.device, token: f.token,
+      ...(f.app ? { app: f.app } : {}),
+      ...(s.push ? { push: s.push } : {}),
+      ...(f.channel === "email" && s.email ? { email: s.email } : {}),
+      ...(f.channel === "sms" && s.sms ? { sms: s.sms } : {}),
+    });
+    by.set(f.channel, l);
+  }
+  return [...by].map(([channel, sends]) => ({
+    type: "send_batch", channel, shard: batch.shard, notifications: { [n.id]: n }, sends,
+    ...(batch.decidedAt !== undefined ? { decidedAt: batch.decidedAt } : {}),
+  }));
+}
+
+/**
+ * Runs the dispatcher on every priority lane of NFX_SEND_INAPP. Per send:
+ * the item goes into the user's inbox (a replayed send finds it there), then
+ * is offered live with a request on `nfx.live.<user>`: only gateways holding
+ * one of the user's connections subscribe, so NATS's interest routing picks
+ * them, and "no responders" means nobody is connected. The first client
+ * acknowledgement within `ws.ackTimeoutMs` settles the item as delivered;
+ * otherwise it settles as fallen back and its fallback sends (planned by the
+ * shard actor: the route without in-app) are published with a message id per
+ * (notification, user, channel). Settling is one atomic transition in Redis,
+ * so a send is either acknowledged or falls back, never both, and falls back
+ * at most once however often the batch is redelivered. Receipts: `sent` for
+ * an acknowledged send, `fallback` plus `queued` per fallback device
+ * otherwise, then the batch is acked.
+ */
+export async function startInAppDispatch(d: InAppDispatchDeps): Promise<{ stop(): Promise<void> }> {
+  const log = d.log.child({ actor: "inapp-dispatch" });
+  const now = d.now ?? Date.now;
+  const w = d.cfg.ws;
+  const inbox = new Inbox(d.redis, { shards: d.cfg.cluster.shards, cap: w.inboxCap, retentionMs: w.inboxRetentionDays * 86_400_000 });
+  const nc = d.nats.nc;
+
+  /** Offers one item live; resolves how it settled. */
+  const offer = async (s: Send, item: Omit<InboxItem, "seen" | "read" | "archived">): Promise<{ acked: boolean; reason?: string }> => {
+    const body: LiveOffer = { t: "n", item: { ...item, seen: false, read: false, archived: false } };
+    let reason = "no_ack";
+    try {
+      await nc.request(liveSubject(s.user), encodeJson(body), { timeout: w.ackTimeoutMs });
+      const was = await inbox.settle(s.user, s.nid, "acked");
+      return { acked: was !== "fallback" };
+    } catch (err) {
+      const e = err as Error & { cause?: Error };
+      if (e.name === "NoResponders" || e.cause?.name === "NoResponders") reason = "offline";
+    }
+    const was = await inbox.settle(s.user, s.nid, "fallback");
+    return was === "acked" ? { acked: true } : { acked: false, reason };
+  };
+
+  const handle = async (m: JsMsg, prio: Priority): Promise<void> => {
+    const batch = decodeAs<SendBatch>(m.data, "send_batch");
+    if (batch.channel !== "inapp") throw new PoisonMessage(`a ${batch.channel} batch on the inapp stream`);
+    const batchId = m.headers?.get("Nats-Msg-Id") || `seq:${m.seq}`;
+    const entries = new Map<string, ReceiptEntry[]>();
+    const note = (nid: string, e: ReceiptEntry): void => {
+      const l = entries.get(nid);
+      if (l) l.push(e);
+      else entries.set(nid, [e]);
+    };
+    const fallbacks: Promise<unknown>[] = [];
+    const fallBack = (s: Send, n: NotificationBrief, reason: string): void => {
+      // With no fallback route the item stays in the inbox only.
+      note(s.nid, { user: s.user, outcome: "fallback", channel: "inapp", device: "inapp", reason: s.fallback?.length ? reason : `${reason}:inbox_only`, at: now() });
+      for (const b of fallbackBatches(batch, s, n)) {
+        fallbacks.push(d.nats.js.publish(sendSubject(b.channel, prio), encode(b), { msgID: `${MSGID.inappFallback(s.nid, s.user)}:${b.channel}` }));
+        for (const f of b.sends) note(s.nid, { user: s.user, outcome: "queued", channel: b.channel, device: f.device, at: now() });
+      }
+    };
+
+    await Promise.all(
+      batch.sends.map(async (s) => {
+        const n = batch.notifications[s.nid];
+        if (!n) throw new PoisonMessage(`send for ${s.nid} without its notification`);
+        if (n.expiresAt <= now()) return note(s.nid, { user: s.user, outcome: "failed", channel: "inapp", device: "inapp", reason: "expired", at: now() });
+        const item = itemOf(n, s);
+        const st = await inbox.add(s.user, item);
+        if (st === "acked") return note(s.nid, { user: s.user, outcome: "sent", channel: "inapp", device: "inapp", at: now() });
+        if (st === "fallback") return fallBack(s, n, "no_ack");
+        const r = await offer(s, item);
+        if (r.acked) note(s.nid, { user: s.user, outcome: "sent", channel: "inapp", device: "inapp", at: now() });
+        else fallBack(s, n, r.reason ?? "no_ack");
+      }),
+    );
+    await Promise.all(fallbacks);
+    await Promise.all(
+      [...entries].map(([nid, list]) => {
+        const rb: ReceiptBatch = { type: "receipts", nid, stage: "gateway", entries: list };
+        return d.nats.js.publish(receiptSubject(nid), encode(rb), { msgID: MSGID.delivered(batchId, nid) });
+      }),
+    );
+  };
+
+  const lanes = runLanes({
+    js: d.nats.js, stream: STREAM.send("inapp"), consumer: (p) => CONSUMER.gateway("inapp", p),
+    concurrency: w.batchConcurrency, prefetch: 4, ackWaitSec: d.cfg.streams.ackWaitSec, log, handle,
+  });
+  await lanes.ready;
+  log.info({ ackTimeoutMs: w.ackTimeoutMs }, "in-app dispatcher ready");
+  return { stop: () => lanes.stop() };
+}
