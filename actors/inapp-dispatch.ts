@@ -21,6 +21,8 @@ export interface InAppDispatchDeps {
 /** What a WebSocket gateway receives on `nfx.live.<user>`: an item to show, answered with {@link LiveAck} once a client displayed it. */
 export interface LiveOffer {
   t: "n";
+  /** The delivery id the client acknowledges: the notification id. */
+  id: string;
   item: InboxItem;
 }
 /** A gateway's answer to a {@link LiveOffer}: the connection that displayed it. */
@@ -86,7 +88,7 @@ export async function startInAppDispatch(d: InAppDispatchDeps): Promise<{ stop()
 
   /** Offers one item live; resolves how it settled. */
   const offer = async (s: Send, item: Omit<InboxItem, "seen" | "read" | "archived">): Promise<{ acked: boolean; reason?: string }> => {
-    const body: LiveOffer = { t: "n", item: { ...item, seen: false, read: false, archived: false } };
+    const body: LiveOffer = { t: "n", id: s.nid, item: { ...item, seen: false, read: false, archived: false } };
     let reason = "no_ack";
     try {
       await nc.request(liveSubject(s.user), encodeJson(body), { timeout: w.ackTimeoutMs });

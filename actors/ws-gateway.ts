@@ -114,7 +114,7 @@ export async function startWsGateway(d: WsGatewayDeps): Promise<{ port: number; 
     if (!h) return;
     const text = m.string();
     if (m.reply) {
-      const id = (JSON.parse(text) as { item?: { id?: string } }).item?.id;
+      const id = (JSON.parse(text) as { id?: string }).id;
       if (!id) return;
       (h.pending ??= new Map()).set(id, m);
       setTimeout(() => h.pending?.delete(id), w.ackTimeoutMs + 1000).unref();

@@ -1,10 +1,12 @@
 #!/bin/sh
-# Installs whatever nfx needs and is missing: nats-server and redis-server (Debian packages), npm dependencies; then builds.
+# Installs whatever nfx needs and is missing: nats-server and redis-server (and $NFX_APT_EXTRA) from Debian with one apt-get update, npm dependencies; then builds.
 set -e
 cd "$(dirname "$0")/.."
 need=""
 command -v nats-server >/dev/null 2>&1 || need="$need nats-server"
 command -v redis-server >/dev/null 2>&1 || need="$need redis-server"
+# NFX_APT_EXTRA: more Debian packages a caller needs (npm test: chromium for the browser test), installed in the same apt-get run.
+for p in ${NFX_APT_EXTRA:-}; do command -v "$p" >/dev/null 2>&1 || need="$need $p"; done
 if [ -n "$need" ]; then
   SUDO=""
   [ "$(id -u)" -ne 0 ] && SUDO="sudo"

@@ -2,7 +2,8 @@
 # `npm test`: installs what is missing, builds, runs the unit and integration suites, and ends with a "N passed, N failed" line.
 set -e
 cd "$(dirname "$0")/.."
-sh scripts/bootstrap.sh
+# The browser test drives Debian's Chromium with playwright-core: installed with the servers.
+NFX_APT_EXTRA=chromium sh scripts/bootstrap.sh
 out=$(mktemp)
 rc=$(mktemp)
 trap 'rm -f "$out" "$rc"' EXIT

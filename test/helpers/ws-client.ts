@@ -40,7 +40,7 @@ export function connectWs(url: string, o: { ack?: boolean; origin?: string; head
     ws.on("message", (data) => {
       const m = JSON.parse(String(data)) as WsMessage;
       got.push(m);
-      if (m.t === "n" && o.ack !== false) ws.send(JSON.stringify({ t: "ack", id: (m.item as { id: string }).id }));
+      if (m.t === "n" && o.ack !== false) ws.send(JSON.stringify({ t: "ack", id: m.id }));
       for (const w of [...waiters]) if (w.pred(m)) waiters.splice(waiters.indexOf(w), 1), w.res(m);
     });
     ws.on("unexpected-response", (_req, res) => {
