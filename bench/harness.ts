@@ -3,7 +3,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { openClients } from "../cmd/cli-context.js";
-import { startLocalCluster, type LocalCluster } from "../cmd/local-cluster.js";
+import { mergeDeep, startLocalCluster, type LocalCluster } from "../cmd/local-cluster.js";
 import type { Role } from "../cmd/roles.js";
 import { decode } from "../lib/codec.js";
 import type { Nats } from "../lib/nats.js";
@@ -19,12 +19,12 @@ export interface BenchCluster {
   close(): Promise<void>;
 }
 
-/** Starts a local cluster of `roles` in a temporary directory (with the sandboxes when `sandbox`), logging at warn, and opens clients. */
-export async function startBenchCluster(name: string, roles: readonly Role[], sandbox: boolean): Promise<BenchCluster> {
+/** Starts a local cluster of `roles` in a temporary directory (with the sandboxes when `sandbox`), logging at warn, with `overrides` on the config, and opens clients. */
+export async function startBenchCluster(name: string, roles: readonly Role[], sandbox: boolean, overrides: Record<string, unknown> = {}): Promise<BenchCluster> {
   const dir = mkdtempSync(join(tmpdir(), `nfx-bench-${name}-`));
   const cluster = await startLocalCluster({
     dataDir: dir, natsPort: 0, redisPort: 0, httpPort: 0, persist: false,
-    sandbox: sandbox ? { apns: 0, fcm: 0, control: 0 } : null, roles, overrides: { log: { level: "warn" } },
+    sandbox: sandbox ? { apns: 0, fcm: 0, control: 0 } : null, roles, overrides: mergeDeep({ log: { level: "warn" } }, overrides),
   });
   const clients = await openClients(cluster.cfg, "bench");
   return {

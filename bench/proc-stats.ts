@@ -19,3 +19,12 @@ export const hwm = (pid: number | undefined): number => {
     return 0;
   }
 };
+
+/** Resident memory of a process now, in bytes (VmRSS); 0 if it is gone. */
+export const rssBytes = (pid: number | undefined): number => {
+  try {
+    return Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, "utf8"))?.[1] ?? 0) * 1024;
+  } catch {
+    return 0;
+  }
+};

@@ -111,6 +111,8 @@ export interface NotificationPlan {
   candidates: ContentChannel[];
   /** The notification's own channels among the candidates. */
   own: ContentChannel[];
+  /** In-app is a route of its own (a channel of the notification or of the priority's fallback), not only the presence-routing substitute for push. */
+  inappRoutable: boolean;
   /** Push is the in-app fallback of last resort: available, not already a candidate, and the notification has push content. */
   pushFallback: boolean;
   /** Trail lines that are the same for every recipient. */
@@ -127,6 +129,7 @@ export function planFor(cfg: PolicyConfig, n: NotificationBrief): NotificationPl
   return {
     cat, critical, candidates,
     own: candidates.filter((ch) => n.channels.includes(ch)),
+    inappRoutable: n.channels.includes("inapp") || cfg.fallback[n.priority].includes("inapp"),
     pushFallback: cfg.available.has("push") && !candidates.includes("push") && (n.content?.push !== undefined || n.template?.template.channels.push !== undefined),
     lines: {
       expiry: `expiry|pass|${n.expiresAt}\n`,
@@ -217,7 +220,7 @@ export function decideUser(cfg: PolicyConfig, st: PolicyState, ctx: DecideContex
 
   const own = allowed === p.candidates ? p.own : p.own.filter((ch) => allowed.includes(ch));
   if (targets.length === 0) {
-    const rt = route(own, allowed, r, false);
+    const rt = route(own, allowed, r, !p.inappRoutable);
     targets = rt.targets;
     if (targets.length === 0) return suppress("route", "no_devices", rt.tried);
     if (trail) trail.s += `route|send|${rt.tried}|${targets.length}\n`;

@@ -144,7 +144,9 @@ t.test("rules in order: opt-out, preferences, quiet hours, cap, dedup, presence,
   t.equal(st2.buckets.size + st2.dedup.size, 0, "a deferral changes no state");
 
   // Presence routing: online → in-app instead of push (social), not for marketing.
-  t.same(decide(base({ id: "p1" }), user({ id: "on" }), true), { kind: "send", targets: [{ channel: "inapp", device: "inapp", token: "" }] });
+  t.same(decide(base({ id: "p1" }), user({ id: "on" }), true), { kind: "send", targets: [{ channel: "inapp", device: "inapp", token: "" }], fallback: [{ channel: "apns", device: "i1", token: "tok-i1" }] }, "online: in-app, with push planned as the fallback if no client acks");
+  t.same(decide(base({ id: "p3", channels: ["inapp"], content: { inapp: { payload: {} }, push: { title: "t", body: "b" } } }), user({ id: "off2" }), false), { kind: "send", targets: [{ channel: "inapp", device: "inapp", token: "" }], fallback: [{ channel: "apns", device: "i1", token: "tok-i1" }] }, "an in-app notification goes to the inbox even offline, with push (it has push content) as the fallback");
+  t.same(decide(base({ id: "p4", channels: ["inapp"], content: { inapp: { payload: {} } } }), user({ id: "off3" }), false), { kind: "send", targets: [{ channel: "inapp", device: "inapp", token: "" }] }, "without push content there is no fallback: the inbox only");
   t.same(decide(base({ id: "p2" }), user({ id: "off" }), false), { kind: "send", targets: [{ channel: "apns", device: "i1", token: "tok-i1" }] });
   t.same(decide(m(8), user({ id: "on2" }), true), { kind: "send", targets: [{ channel: "apns", device: "i1", token: "tok-i1" }] }, "marketing ignores presence");
 });
