@@ -155,10 +155,19 @@ class ShardOwner {
     return null;
   }
 
+  /**
+   * Starts chunks, most urgent lane first. Critical and high chunks have a
+   * budget of their own (`chunksInFlight` more) and skip the process-wide
+   * gate, so a shard busy with campaign chunks still takes an urgent one at
+   * once rather than after its bulk work.
+   */
   private async run(): Promise<void> {
     const limit = this.sh.d.cfg.shard.chunksInFlight;
+    let urgentInflight = 0;
     while (!this.stopping) {
-      if (this.paused || this.inflight >= limit) {
+      const urgentWaiting = this.queues.critical.length > 0 || this.queues.high.length > 0;
+      const room = urgentWaiting ? urgentInflight < limit : this.inflight - urgentInflight < limit;
+      if (this.paused || !room) {
         await this.wait();
         continue;
       }
@@ -168,11 +177,12 @@ class ShardOwner {
         continue;
       }
       const [m, p] = next;
+      const urgent = p === "critical" || p === "high";
       const entry = { seq: m.seq, done: false };
       this.pending[p].push(entry);
       this.inflight++;
-      void this.sh.gate
-        .run(() => this.handle(m))
+      if (urgent) urgentInflight++;
+      void (urgent ? this.handle(m) : this.sh.gate.run(() => this.handle(m)))
         .then(() => {
           entry.done = true;
           this.advance(p);
@@ -180,6 +190,7 @@ class ShardOwner {
         .catch((err) => this.fail(err))
         .finally(() => {
           this.inflight--;
+          if (urgent) urgentInflight--;
           this.notify();
         });
     }

@@ -9,6 +9,8 @@ import { cpuSecs, rssBytes } from "./proc-stats.js";
 import { notify } from "../lib/api-client.js";
 import { writeUsers } from "../lib/directory.js";
 import { syntheticUser } from "../lib/users.js";
+import { decode } from "../lib/codec.js";
+import type { SendBatch } from "../lib/types.js";
 import { UserTokens } from "../lib/ws-token.js";
 
 const { values } = parseArgs({
@@ -101,6 +103,14 @@ try {
     ),
   );
   await sleep(1000);
+  // Where the time goes: when each probe's send batch reached NFX_SEND_INAPP (JetStream publishes are visible on core NATS).
+  const batched = new Map<string, number>();
+  const sendSub = nats.nc.subscribe("nfx.send.inapp.critical", {
+    callback: (_e, m) => {
+      for (const snd of decode<SendBatch>(m.data).sends) batched.set(snd.nid, performance.now());
+    },
+  });
+  const split: { toSend: number[]; toClient: number[] } = { toSend: [], toClient: [] };
 
   /** Sends `n` critical in-app notifications one after another; returns each one's milliseconds from the producer's request to the client's receipt. */
   const measure = async (n: number, keepGoing: () => boolean = () => true): Promise<number[]> => {
@@ -113,13 +123,18 @@ try {
       while (!arrived.has(id) && Date.now() < until) await sleep(0.2);
       const at = arrived.get(id);
       if (at !== undefined) out.push(at - start);
+      const b = batched.get(id);
+      if (at !== undefined && b !== undefined) split.toSend.push(b - start), split.toClient.push(at - b);
       await sleep(30);
     }
     return out;
   };
   await measure(20); // warm-up
+  split.toSend.length = split.toClient.length = 0;
   const idle = await measure(PROBES);
   console.error(`idle: p50 ${pct(idle, 50)} ms, p99 ${pct(idle, 99)} ms over ${idle.length}`);
+  const idleSplit = { to_send_stream_p50: pct(split.toSend, 50), to_send_stream_p99: pct(split.toSend, 99), to_client_p50: pct(split.toClient, 50), to_client_p99: pct(split.toClient, 99) };
+  split.toSend.length = split.toClient.length = 0;
 
   // The same while a bulk campaign to every one of USERS users fans out.
   const now = Date.now();
@@ -142,6 +157,8 @@ try {
   const windowSecs = (performance.now() - w0) / 1000;
   const d1 = counted.decided;
   console.error(`loaded: p50 ${pct(loaded, 50)} ms, p99 ${pct(loaded, 99)} ms over ${loaded.length}; campaign decided ${d1 - d0} recipients in the window`);
+  const loadedSplit = { to_send_stream_p50: pct(split.toSend, 50), to_send_stream_p99: pct(split.toSend, 99), to_client_p50: pct(split.toClient, 50), to_client_p99: pct(split.toClient, 99) };
+  sendSub.unsubscribe();
   for (const p of probes) p.close();
   counted.stop();
 
@@ -159,6 +176,7 @@ try {
     p50_ms_loaded: pct(loaded, 50),
     p99_ms_loaded: pct(loaded, 99),
     probes: { idle: idle.length, loaded: loaded.length },
+    split_ms: { idle: idleSplit, loaded: loadedSplit, legend: "request -> send batch on NFX_SEND_INAPP, then -> client receipt" },
     campaign: {
       recipients: USERS,
       decided_during_window: d1 - d0,

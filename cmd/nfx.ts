@@ -68,15 +68,20 @@ program
   .action(async (o: { sandbox: boolean }) => {
     const { startLocalCluster } = await import("./local-cluster.js");
     const cfg = config();
+    const file = program.opts().config as string | undefined;
+    // Every role runs here, so every channel has its gateway unless the config file says otherwise.
+    const ownChannels = file ? (JSON.parse(readFileSync(file, "utf8")) as { ingest?: { channels?: unknown } }).ingest?.channels !== undefined : false;
     const cluster = await startLocalCluster({
-      dataDir: cfg.up.dataDir, natsPort: cfg.up.natsPort, redisPort: cfg.up.redisPort, httpPort: cfg.http.port, persist: true,
+      dataDir: cfg.up.dataDir, natsPort: cfg.up.natsPort, redisPort: cfg.up.redisPort, httpPort: cfg.http.port, wsPort: cfg.ws.port, persist: true,
       sandbox: o.sandbox ? sandboxPorts(cfg) : null,
-      roles: ROLES, configFile: program.opts().config,
+      roles: ROLES, configFile: file,
+      ...(ownChannels || process.env.NFX_INGEST__CHANNELS ? {} : { overrides: { ingest: { channels: ["push", "email", "sms", "inapp"] } } }),
       onLine: (role, line) => process.stdout.write(`[${role}] ${line}\n`),
     });
     console.log(`nfx is up: nats ${cluster.nats.url}, redis ${cluster.redis.url}` +
       (cluster.sandbox ? `, ${describeSandbox(cluster.sandbox.ports)}` : ""));
     console.log(`HTTP API ${cluster.httpUrl} (Authorization: Bearer ${cluster.apiKey})`);
+    console.log(`In-app: ws://${cluster.wsUrl.slice("http://".length)}/v1/ws; demo page ${cluster.wsUrl}/demo?token=$(nfx token <user>)`);
     console.log(`roles: ${[...cluster.procs.keys()].join(", ")}. Config for other commands: NFX_CONFIG=${cluster.configFile}. Ctrl-C to stop.`);
     await waitForSignal();
     console.log("stopping...");

@@ -20,6 +20,11 @@ export async function startTestCluster(t: Test, o: { roles?: readonly Role[]; ov
     // Retries back off from 100 ms rather than 1 s so retry paths finish within a test.
     overrides: mergeDeep({ log: { level: "warn" }, gateways: { retry: { baseMs: 100, maxMs: 2000 } } }, o.overrides ?? {}),
     onLine: (role, line) => void lines.push(`[${role}] ${line}`),
+  }).catch((err: unknown) => {
+    // A role that failed to start says why in its output.
+    console.error(lines.slice(-100).join("\n"));
+    rmSync(dir, { recursive: true, force: true });
+    throw err;
   });
   t.teardown(async () => {
     await cluster.stop();
