@@ -10,10 +10,10 @@ import { DedupWindow } from "../lib/dedup-window.js";
 import { readUsers } from "../lib/directory.js";
 import { Fenced } from "../lib/errors.js";
 import { PresenceView, presenceReader } from "../lib/presence.js";
-import { decodeAs, PoisonMessage } from "../lib/lanes.js";
+import { decodeAs, PoisonMessage, UrgencyGate } from "../lib/lanes.js";
 import type { Lease } from "../lib/lease.js";
 import type { Logger } from "../lib/log.js";
-import type { Nats } from "../lib/nats.js";
+import { connectNats, type Nats } from "../lib/nats.js";
 import { policyFrom, type PolicyConfig } from "../lib/policy.js";
 import { RateBuckets } from "../lib/rate-buckets.js";
 import type { Redis } from "../lib/redis.js";
@@ -45,6 +45,14 @@ interface Shared {
   policy: PolicyConfig;
   store: CheckpointStore;
   cancellations: Cancellations;
+  /** Urgent (critical, high) chunks go first: bulk chunks wait for them between heavy steps. */
+  urgency: UrgencyGate;
+  /**
+   * Connections of their own for urgent chunks: on the shared ones an urgent
+   * read or publish would queue behind megabytes of campaign reads and send
+   * batches (Redis and NATS answer each connection in order).
+   */
+  fast: { js: Nats["js"]; redis: Redis; pub: JsPublisher; readPresence: (shard: number, users: readonly string[]) => Promise<boolean[]> };
   /** Presence from events, used instead of the Redis keys once warm. */
   presence: PresenceView;
   /** Presence from the Redis keys, while the view is not warm. */
@@ -126,7 +134,9 @@ class ShardOwner {
 
   private async pump(p: Priority): Promise<void> {
     const from = this.pos[p];
-    const c = await this.sh.d.nats.js.consumers.get(STREAM.fan, {
+    // Urgent lanes are read on the fast connection, not behind campaign chunks on the shared one.
+    const js = p === "critical" || p === "high" ? this.sh.fast.js : this.sh.d.nats.js;
+    const c = await js.consumers.get(STREAM.fan, {
       filter_subjects: fanSubject(p, this.shard),
       ...(from > 0 ? { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: from + 1 } : { deliver_policy: DeliverPolicy.All }),
     });
@@ -182,7 +192,7 @@ class ShardOwner {
       this.pending[p].push(entry);
       this.inflight++;
       if (urgent) urgentInflight++;
-      void (urgent ? this.handle(m) : this.sh.gate.run(() => this.handle(m)))
+      void (urgent ? this.sh.urgency.urgent(() => this.handle(m, false)) : this.sh.gate.run(() => this.handle(m, true)))
         .then(() => {
           entry.done = true;
           this.advance(p);
@@ -220,7 +230,8 @@ class ShardOwner {
     }
   }
 
-  private async handle(m: JsMsg): Promise<void> {
+  /** Decides one fan chunk and publishes its outputs. A `yielding` (non-urgent) chunk waits for urgent work before each heavy step. */
+  private async handle(m: JsMsg, yielding: boolean): Promise<void> {
     let chunk: FanChunk;
     try {
       chunk = decodeAs<FanChunk>(m.data, "fan_chunk");
@@ -235,22 +246,23 @@ class ShardOwner {
     const wantsPresence = (policy.categories[n.category]?.presenceRouting ?? false) && policy.available.has("inapp");
     const [users, online] = await this.retry("directory read", () =>
       Promise.all([
-        readUsers(d.redis, this.shard, chunk.users, { profile: needsProfile }),
-        !wantsPresence ? Promise.resolve(null) : this.sh.presence.warm() ? Promise.resolve(chunk.users.map((u) => this.sh.presence.online(u))) : this.sh.readPresence(this.shard, chunk.users),
+        readUsers(yielding ? d.redis : this.sh.fast.redis, this.shard, chunk.users, { profile: needsProfile }),
+        !wantsPresence ? Promise.resolve(null) : this.sh.presence.warm() ? Promise.resolve(chunk.users.map((u) => this.sh.presence.online(u))) : (yielding ? this.sh.readPresence : this.sh.fast.readPresence)(this.shard, chunk.users),
       ]),
     );
+    if (yielding) await this.sh.urgency.clear();
     // Decided once: the decision changed the dedup window and buckets, so a failed publish is retried with the same decision.
     const decidedAt = this.sh.now();
     const decision = decideChunk(chunk, { users, online, now: decidedAt, cancelled: this.sh.cancellations.has(n.id), policy, state: this.state, trails: d.cfg.policy.trails });
-    await this.retry("publish", () => this.emit(chunk, decision, decidedAt));
+    if (yielding) await this.sh.urgency.clear();
+    await this.retry("publish", () => this.emit(chunk, decision, decidedAt, yielding ? this.sh.pub : this.sh.fast.pub));
   }
 
   /** Publishes a decided chunk's outputs, all with message ids derived from the chunk's. */
-  private emit(chunk: FanChunk, dec: ChunkDecision, decidedAt: number): Promise<unknown> {
+  private emit(chunk: FanChunk, dec: ChunkDecision, decidedAt: number, pub: JsPublisher): Promise<unknown> {
     const { d } = this.sh;
     const n = chunk.notification;
     const fanId = fanIdOf(chunk);
-    const pub = this.sh.pub;
     const batchSize = d.cfg.shard.sendBatchSize;
     // The fence: nothing is published once the lease is gone (checked on the monotonic clock, right before the publishes leave).
     if (!this.lease.valid) throw new Fenced(`shard ${this.shard}: lease ${this.lease.revision} is gone`);
@@ -349,6 +361,8 @@ class ShardOwner {
 export async function startUserShard(d: ShardDeps): Promise<{ stop(): Promise<void>; owned(): number[] }> {
   const owner = d.owner ?? `${hostname()}-${process.pid}-${randomBytes(3).toString("hex")}`;
   const log = d.log.child({ actor: "user-shard", owner });
+  const fastRedis = d.redis.duplicate();
+  const fastNats = await connectNats(d.cfg, log, "nfx-shard-urgent");
   const sh: Shared = {
     d, owner, log,
     now: d.now ?? Date.now,
@@ -357,6 +371,8 @@ export async function startUserShard(d: ShardDeps): Promise<{ stop(): Promise<vo
     cancellations: await Cancellations.watch(await d.nats.kvm.open(BUCKET.campaigns)),
     presence: new PresenceView(d.nats, d.cfg.ws.presenceTtlSec * 1000),
     readPresence: presenceReader(d.redis),
+    urgency: new UrgencyGate(),
+    fast: { js: fastNats.js, redis: fastRedis, pub: new JsPublisher(fastNats.nc), readPresence: presenceReader(fastRedis) },
     gate: new Semaphore(d.cfg.shard.concurrency),
     pub: new JsPublisher(d.nats.nc),
     dropped: (s) => void ownership.drop(s),
@@ -388,6 +404,9 @@ export async function startUserShard(d: ShardDeps): Promise<{ stop(): Promise<vo
       sh.cancellations.stop();
       sh.presence.close();
       sh.pub.close();
+      sh.fast.pub.close();
+      await fastNats.nc.drain().catch(() => undefined);
+      fastRedis.disconnect();
     },
   };
 }

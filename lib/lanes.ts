@@ -153,3 +153,35 @@ export function runLanes(o: LaneOptions): Lanes {
     },
   };
 }
+
+/**
+ * Lets urgent work go first inside one process. Urgent work runs through
+ * {@link UrgencyGate.urgent}; bulk work awaits {@link UrgencyGate.clear}
+ * between its heavy synchronous steps, so while anything urgent is in
+ * progress the event loop is not handed to bulk work that could hold it for
+ * tens of milliseconds. A steady stream of urgent work delays bulk work; that
+ * is the point of priority lanes.
+ */
+export class UrgencyGate {
+  private active = 0;
+  private waiters: (() => void)[] = [];
+
+  /** Runs `fn` as urgent work. */
+  async urgent<T>(fn: () => Promise<T>): Promise<T> {
+    this.active++;
+    try {
+      return await fn();
+    } finally {
+      if (--this.active === 0) {
+        const w = this.waiters;
+        this.waiters = [];
+        for (const r of w) r();
+      }
+    }
+  }
+
+  /** Resolves at once when no urgent work is in progress, else when the last of it ends. */
+  clear(): Promise<void> {
+    return this.active === 0 ? Promise.resolve() : new Promise((r) => this.waiters.push(r));
+  }
+}

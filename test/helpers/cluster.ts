@@ -10,13 +10,19 @@ import { openClients } from "../../cmd/cli-context.js";
 import { mergeDeep, startLocalCluster, type LocalCluster } from "../../cmd/local-cluster.js";
 import { ROLES, type Role } from "../../cmd/roles.js";
 
+/** Every role, but the ws-gateway only for clusters that deliver in-app (one process fewer for the rest of the suite). */
+function defaultRoles(overrides: Record<string, unknown> = {}): readonly Role[] {
+  const channels = (overrides.ingest as { channels?: string[] } | undefined)?.channels ?? [];
+  return channels.includes("inapp") ? ROLES : ROLES.filter((r) => r !== "ws-gateway");
+}
+
 /** Starts the cluster with the sandboxes on free ports; role output is kept and printed only if the test fails. */
 export async function startTestCluster(t: Test, o: { roles?: readonly Role[]; overrides?: Record<string, unknown> } = {}): Promise<LocalCluster> {
   const dir = mkdtempSync(join(tmpdir(), "nfx-cluster-"));
   const lines: string[] = [];
   const cluster = await startLocalCluster({
     dataDir: dir, natsPort: 0, redisPort: 0, httpPort: 0, persist: false,
-    sandbox: {}, roles: o.roles ?? ROLES,
+    sandbox: {}, roles: o.roles ?? defaultRoles(o.overrides),
     // Retries back off from 100 ms rather than 1 s so retry paths finish within a test.
     overrides: mergeDeep({ log: { level: "warn" }, gateways: { retry: { baseMs: 100, maxMs: 2000 } } }, o.overrides ?? {}),
     onLine: (role, line) => void lines.push(`[${role}] ${line}`),
