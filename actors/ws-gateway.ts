@@ -135,7 +135,7 @@ export async function startWsGateway(d: WsGatewayDeps): Promise<{ port: number; 
         await Promise.all(
           r.changed.map((nid) => {
             const rb: ReceiptBatch = { type: "receipts", nid, stage: "inbox", entries: [{ user, outcome: action, channel: "inapp", device: "inapp", at }] };
-            return d.nats.js.publish(receiptSubject(nid), encode(rb), { msgID: `${MSGID.inboxAction(user, action, 0, nid)}` });
+            return d.nats.js.publish(receiptSubject(nid), encode(rb), { msgID: MSGID.inboxAction(user, action, nid) });
           }),
         );
       }

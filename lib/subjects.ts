@@ -124,8 +124,8 @@ export const MSGID = {
   retry: (sendMsgId: string, kind: string, attempt: number): string => `rty:${sendMsgId}:${kind}:${attempt}`,
   /** The push fallback of an in-app send that no client acknowledged: one per (notification, user), ever. */
   inappFallback: (nid: string, user: string): string => `fb:${nid}:${user}`,
-  /** Read/seen receipts of an inbox action. */
-  inboxAction: (user: string, action: string, at: number, nids: string): string => `ibx:${user}:${action}:${at}:${nids}`,
+  /** The seen/read receipt of one inbox item: an item changes to seen or read once. */
+  inboxAction: (user: string, action: string, nid: string): string => `ibx:${user}:${action}:${nid}`,
 } as const;
 
 /** Keys in the leases bucket: one lease per user shard, one liveness record per shard-actor process. */
