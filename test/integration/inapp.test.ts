@@ -110,6 +110,9 @@ t.test("in-app delivery, fallback, tabs, handshake and inbox", async (t) => {
     t.match(await ok.next((m) => m.t === "error"), { code: "NFX_ERR_REQUEST_INVALID", field: "ids" }, "a bad command names the field");
     for (let i = 0; i < 30; i++) ok.send({ t: "ping" });
     t.equal(await ok.closed, 1008, "flooding past the rate limit closes the connection (1008)");
+    const big = await open("fay");
+    big.ws.send("x".repeat(cluster.cfg.ws.maxMessageBytes + 1));
+    t.ok([1006, 1009].includes(await big.closed), "a message over ws.maxMessageBytes closes the connection (uWS drops the socket: 1006 at the client)");
   });
 
   t.test("inbox state survives a reconnect; read receipts are recorded", async (t) => {
