@@ -2,6 +2,7 @@
 import type { JsMsg } from "@nats-io/jetstream";
 import { encode, encodeJson } from "../lib/codec.js";
 import type { Config } from "../lib/config.js";
+import { publishReceipts } from "../lib/gateway-runner.js";
 import { Inbox, type InboxItem } from "../lib/inbox.js";
 import { decodeAs, PoisonMessage, runLanes } from "../lib/lanes.js";
 import type { Logger } from "../lib/log.js";
@@ -137,12 +138,7 @@ export async function startInAppDispatch(d: InAppDispatchDeps): Promise<{ stop()
       }),
     );
     await Promise.all(fallbacks);
-    await Promise.all(
-      [...entries].map(([nid, list]) => {
-        const rb: ReceiptBatch = { type: "receipts", nid, stage: "gateway", entries: list };
-        return d.nats.js.publish(receiptSubject(nid), encode(rb), { msgID: MSGID.delivered(batchId, nid) });
-      }),
-    );
+    await publishReceipts(d.nats, batchId, entries);
   };
 
   const lanes = runLanes({

@@ -95,13 +95,14 @@ export async function startWsGateway(d: WsGatewayDeps): Promise<{ port: number; 
   let nextId = 1;
   let open = 0;
 
+  const originAllowed = (origin: string): boolean => anyOrigin || origins.has(origin);
   /** Throws {@link Forbidden} unless `origin` may connect. */
   const checkOrigin = (origin: string): void => {
     if (!origin) {
       if (!w.allowNoOrigin) throw new Forbidden("origin: required", { field: "origin" });
       return;
     }
-    if (!anyOrigin && !origins.has(origin)) throw new Forbidden(`origin: ${origin} is not allowed`, { field: "origin" });
+    if (!originAllowed(origin)) throw new Forbidden(`origin: ${origin} is not allowed`, { field: "origin" });
   };
 
   const sendTo = (ws: WebSocket<Conn>, msg: unknown): void => {
@@ -268,7 +269,7 @@ export async function startWsGateway(d: WsGatewayDeps): Promise<{ port: number; 
     st.done = true;
     res.cork(() => {
       res.writeStatus(statusLine(status)).writeHeader("content-type", "application/json");
-      if (origin && (anyOrigin || origins.has(origin))) res.writeHeader("access-control-allow-origin", origin).writeHeader("vary", "origin");
+      if (origin && originAllowed(origin)) res.writeHeader("access-control-allow-origin", origin).writeHeader("vary", "origin");
       res.end(JSON.stringify(body));
     });
   };
@@ -328,7 +329,7 @@ export async function startWsGateway(d: WsGatewayDeps): Promise<{ port: number; 
     const origin = req.getHeader("origin");
     res.cork(() => {
       res.writeStatus("204 No Content");
-      if (origin && (anyOrigin || origins.has(origin))) {
+      if (origin && originAllowed(origin)) {
         res.writeHeader("access-control-allow-origin", origin).writeHeader("access-control-allow-headers", "authorization, content-type").writeHeader("access-control-allow-methods", "GET, POST");
       }
       res.end();

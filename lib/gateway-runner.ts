@@ -84,6 +84,16 @@ function recheck(u: UserRecord, n: NotificationBrief, channel: Channel): string 
 /** What is kept per delivered key: enough to re-emit the same receipt on a replay. */
 type Recorded = Pick<ReceiptEntry, "outcome" | "reason" | "providerId" | "at">;
 
+/** Publishes a send batch's outcomes, one receipt batch per notification, with message ids from the batch's id (a redelivered batch's receipts are dropped as duplicates). */
+export function publishReceipts(nats: Nats, batchId: string, entries: ReadonlyMap<string, ReceiptEntry[]>): Promise<unknown> {
+  return Promise.all(
+    [...entries].map(([nid, list]) => {
+      const rb: ReceiptBatch = { type: "receipts", nid, stage: "gateway", entries: list };
+      return nats.js.publish(receiptSubject(nid), encode(rb), { msgID: MSGID.delivered(batchId, nid) });
+    }),
+  );
+}
+
 /** A claim marker in a delivery key: `~` and the id of the batch allowed to call the provider for it. */
 const CLAIM = "~";
 
@@ -290,12 +300,7 @@ export async function runGateway(d: GatewayDeps, client: ChannelClient): Promise
     await Promise.all([later(retries, retryKeys, "retry"), later(waits, waitKeys, "wait"), ...dead]);
     if (writes > 0) await record.exec();
 
-    await Promise.all(
-      [...entries].map(([nid, list]) => {
-        const rb: ReceiptBatch = { type: "receipts", nid, stage: "gateway", entries: list };
-        return d.nats.js.publish(receiptSubject(nid), encode(rb), { msgID: MSGID.delivered(batchId, nid) });
-      }),
-    );
+    await publishReceipts(d.nats, batchId, entries);
   };
 
   const lanes = runLanes({
