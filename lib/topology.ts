@@ -69,8 +69,9 @@ export async function ensureTopology(n: Nats, cfg: Config): Promise<{ streams: s
     } catch (err) {
       if (!isNotFound(err)) throw err;
       await n.jsm.streams.add(sc).catch(async (e) => {
-        // Another process created it in between: fine.
-        if (!/already in use/i.test(String(e))) throw e;
+        // Another process created it in between: fine. nats-server 2.9 may then answer "subjects overlap" rather than "already in use", so look.
+        if (/already in use/i.test(String(e))) return;
+        if (!(await n.jsm.streams.info(sc.name).then(() => true, () => false))) throw e;
       });
     }
     streams.push(sc.name);
