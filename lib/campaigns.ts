@@ -150,15 +150,17 @@ export class Campaigns {
     const cursors = await Promise.all(Array.from({ length: rec.shards }, (_, s) => this.cursor(id, s)));
     const counters = await readCounters(this.counters, id);
     const ended = rec.state === "expanded" || rec.state === "cancelled";
+    const members = cursors.reduce((a, c) => a + (c.cur.members ?? 0), 0);
     return {
       id, segment: rec.segment, state: rec.state, createdAt: rec.createdAt, rate: rec.rate, total: rec.total,
       scanned: cursors.reduce((a, c) => a + c.cur.scanned, 0),
-      members: cursors.reduce((a, c) => a + (c.cur.members ?? 0), 0),
+      members,
       chunks: cursors.reduce((a, c) => a + c.cur.chunk + (c.cur.to !== null ? 1 : 0), 0),
       shardsDone: cursors.filter((c) => c.cur.done).length,
       shards: rec.shards,
       counters,
-      complete: ended && outstanding(counters) === 0,
+      // Complete once expanded and the counters have caught up: every member decided (a lagging tracker can show 0 outstanding early) and nothing outstanding.
+      complete: ended && counters.decided >= members && outstanding(counters) === 0,
     };
   }
 }
