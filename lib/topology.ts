@@ -94,7 +94,8 @@ export async function ensureTopology(n: Nats, cfg: Config): Promise<{ streams: s
     try {
       await n.kvm.create(name, { history: 1, replicas: cfg.streams.replicas, storage, ttl });
     } catch (err) {
-      if (!/already in use|exists/i.test(String(err))) throw err;
+      // Another process created it in between ("already in use", or "subjects overlap" from nats-server 2.9): fine when it now exists.
+      if (!/already in use|exists/i.test(String(err)) && !(await n.jsm.streams.info(`KV_${name}`).then(() => true, () => false))) throw err;
     }
     buckets.push(name);
   }
