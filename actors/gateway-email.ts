@@ -1,4 +1,4 @@
-// Email gateway: delivers email sends through the real @sendgrid/mail SDK, up to 1,000 personalizations per request, one bulkhead per account.
+// Email gateway: delivers email sends through the real @sendgrid/mail SDK, up to 1,000 personalizations per request, one bulkhead per account, with open and click tracking.
 import http from "node:http";
 import https from "node:https";
 import { Client } from "@sendgrid/client";
@@ -10,6 +10,9 @@ import { ProviderError } from "../lib/errors.js";
 import { parseRetryAfter } from "../lib/retry-policy.js";
 import { primaryWithFailovers, runGateway, type ChannelClient, type GatewayDeps, type ProviderApp, type SendResult } from "../lib/gateway-runner.js";
 import type { EmailContent, NotificationBrief, Send } from "../lib/types.js";
+import { LinkSigner, fillTracking, trackableHtml } from "../lib/links.js";
+import { areBounced } from "../lib/bounces.js";
+import type { Redis } from "../lib/redis.js";
 
 /** SendGrid's answer to a failed request, as the SDK's ResponseError carries it. */
 type SgError = { code?: number | string; message?: string; response?: { headers?: Record<string, string>; body?: { errors?: { message?: string; field?: string | null }[] } } };
@@ -45,19 +48,47 @@ const personalizationOf = (err: ProviderError): number | null => {
   return m ? Number(m[1]) : null;
 };
 
+/** Open and click tracking of HTML email: the link signer and which of the two are on. */
+export interface EmailTracking {
+  signer: LinkSigner;
+  pixel: boolean;
+  clicks: boolean;
+}
+
+/** One recipient's signed tracking URLs for the placeholders of {@link trackableHtml}. */
+function trackingSubs(t: EmailTracking, n: NotificationBrief, s: Send, links: readonly string[]): Record<string, string> {
+  const who = { nid: n.id, user: s.user, channel: "email", device: s.device };
+  const subs: Record<string, string> = {};
+  if (t.pixel) subs.nfxopen = t.signer.openUrl(who);
+  links.forEach((url, i) => (subs[`nfxc${i}`] = t.signer.clickUrl(who, url)));
+  return subs;
+}
+
 /**
  * Builds one v3 mail/send request for `sends` of `n`: one personalization per
- * recipient (custom_args carry the notification and user ids). Shared content
- * goes at the top; recipients with their own rendering get it through
- * per-personalization subject and substitutions.
+ * recipient (custom_args carry the notification, user and device ids, which
+ * come back in SendGrid's event webhook). Shared content goes at the top;
+ * recipients with their own rendering get it through per-personalization
+ * subject and substitutions. With `track`, HTML links go through signed
+ * click redirects and an open pixel is added, each recipient's own URLs
+ * filled in by substitutions (shared content stays shared).
  */
-export function sendgridRequest(n: NotificationBrief, sends: readonly Send[], contents: readonly EmailContent[], from: SendgridAccountConfig["from"]): Record<string, unknown> {
+export function sendgridRequest(n: NotificationBrief, sends: readonly Send[], contents: readonly EmailContent[], from: SendgridAccountConfig["from"], track?: EmailTracking): Record<string, unknown> {
   const same = contents.every((c) => c === contents[0]);
   const c0 = contents[0]!;
+  const opts = { pixel: track?.pixel ?? false, clicks: track?.clicks ?? false };
+  const shared = same && track && c0.html !== undefined ? trackableHtml(c0.html, opts) : null;
   const content = (c: EmailContent | null) => [
     ...(c ? (c.text !== undefined ? [{ type: "text/plain", value: c.text }] : []) : [{ type: "text/plain", value: SUB.text }]),
-    ...(c ? (c.html !== undefined ? [{ type: "text/html", value: c.html }] : []) : [{ type: "text/html", value: SUB.html }]),
+    ...(c ? (c.html !== undefined ? [{ type: "text/html", value: shared ? shared.html : c.html }] : []) : [{ type: "text/html", value: SUB.html }]),
   ];
+  /** A recipient's own HTML, tracked with their URLs in place. */
+  const ownHtml = (i: number): string => {
+    const h = contents[i]!.html ?? contents[i]!.text ?? "";
+    if (!track || contents[i]!.html === undefined) return h;
+    const t = trackableHtml(h, opts);
+    return fillTracking(t.html, trackingSubs(track, n, sends[i]!, t.links));
+  };
   return {
     from,
     subject: same ? c0.subject : SUB.subject,
@@ -66,14 +97,23 @@ export function sendgridRequest(n: NotificationBrief, sends: readonly Send[], co
     custom_args: { nfx_id: n.id },
     personalizations: sends.map((s, i) => ({
       to: [{ email: s.token }],
-      custom_args: { nfx_id: n.id, nfx_user: s.user },
-      ...(same ? {} : { subject: contents[i]!.subject, substitutions: { [KEY.subject]: contents[i]!.subject, [KEY.text]: contents[i]!.text ?? "", [KEY.html]: contents[i]!.html ?? contents[i]!.text ?? "" } }),
+      custom_args: { nfx_id: n.id, nfx_user: s.user, nfx_device: s.device },
+      ...(same
+        ? shared && track ? { substitutions: trackingSubs(track, n, s, shared.links) } : {}
+        : { subject: contents[i]!.subject, substitutions: { [KEY.subject]: contents[i]!.subject, [KEY.text]: contents[i]!.text ?? "", [KEY.html]: ownHtml(i) } }),
     })),
   };
 }
 
+/** What an email app needs besides its account: tracking, and the addresses that hard-bounced (never sent to again). */
+export interface EmailAppOptions {
+  track?: EmailTracking;
+  /** Per address, whether it hard-bounced. */
+  bounced?: (addresses: readonly string[]) => Promise<boolean[]>;
+}
+
 /** Creates one SendGrid account: its own SDK client and keep-alive pool. */
-export function createSendgridApp(a: SendgridAccountConfig): ProviderApp {
+export function createSendgridApp(a: SendgridAccountConfig, o: EmailAppOptions = {}): ProviderApp {
   const client = new Client();
   client.setApiKey(a.apiKey);
   if (a.baseUrl) client.setDefaultRequest("baseUrl", a.baseUrl);
@@ -90,10 +130,15 @@ export function createSendgridApp(a: SendgridAccountConfig): ProviderApp {
     const contents = sends.map((s) => emailContent(n, s));
     const out: SendResult[] = new Array(sends.length);
     const idx: number[] = [];
-    contents.forEach((c, i) => (c ? idx.push(i) : (out[i] = { ok: false, error: new ProviderError("no email content", { reason: "no_content", retryable: false }) })));
+    const gone = o.bounced ? await o.bounced(sends.map((s) => s.token)) : [];
+    contents.forEach((c, i) => {
+      if (gone[i]) out[i] = { ok: false, error: new ProviderError("address hard-bounced before", { reason: "bounced_address", retryable: false }) };
+      else if (!c) out[i] = { ok: false, error: new ProviderError("no email content", { reason: "no_content", retryable: false }) };
+      else idx.push(i);
+    });
     if (idx.length === 0) return out;
     try {
-      const [res] = await mail.send(sendgridRequest(n, idx.map((i) => sends[i]!), idx.map((i) => contents[i]!), a.from) as never);
+      const [res] = await mail.send(sendgridRequest(n, idx.map((i) => sends[i]!), idx.map((i) => contents[i]!), a.from, o.track) as never);
       const id = (res.headers as Record<string, string>)["x-message-id"];
       for (const i of idx) out[i] = id ? { ok: true, providerId: id } : { ok: true };
     } catch (err) {
@@ -119,10 +164,18 @@ export function createSendgridApp(a: SendgridAccountConfig): ProviderApp {
   };
 }
 
-/** The email channel: the first account sends; the others take over only as configured failovers. */
-export const createEmailClient = (cfg: Config): ChannelClient => primaryWithFailovers("email", cfg.gateways.email.apps, createSendgridApp);
+/** The tracking settings of a cluster, or none when both open pixel and click tracking are off. */
+export function emailTracking(cfg: Config): EmailTracking | undefined {
+  const e = cfg.engagement;
+  if (!e.openPixel && !e.clickTracking) return undefined;
+  return { signer: new LinkSigner(e.secret, e.baseUrl, Math.round(e.linkTtlDays * 86400)), pixel: e.openPixel, clicks: e.clickTracking };
+}
+
+/** The email channel: the first account sends; the others take over only as configured failovers. With `redis`, hard-bounced addresses are skipped. */
+export const createEmailClient = (cfg: Config, redis?: Redis): ChannelClient =>
+  primaryWithFailovers("email", cfg.gateways.email.apps, (a) => createSendgridApp(a, { track: emailTracking(cfg), ...(redis ? { bounced: (l) => areBounced(redis, l) } : {}) }));
 
 /** Starts the email gateway role. */
 export async function startGatewayEmail(d: GatewayDeps): ReturnType<typeof runGateway> {
-  return runGateway(d, createEmailClient(d.cfg));
+  return runGateway(d, createEmailClient(d.cfg, d.redis));
 }

@@ -51,8 +51,18 @@ export function twilioError(err: unknown, retryAfterMs?: number): ProviderError 
   return new ProviderError(`Twilio rejected the message: ${reason}`, { reason, retryable, cause: err, ...(retryable && retryAfterMs !== undefined ? { retryAfterMs } : {}) });
 }
 
-/** Creates one Twilio account: its own SDK client and keep-alive pool. */
-export function createTwilioApp(a: TwilioAccountConfig): ProviderApp {
+/**
+ * The status callback URL of one SMS: nfx's Twilio webhook with the account,
+ * notification, user and device in the query (Twilio signs the whole URL, so
+ * they cannot be altered).
+ */
+export function statusCallbackUrl(baseUrl: string, account: string, n: NotificationBrief, s: Send): string {
+  const q = new URLSearchParams({ nfx_account: account, nfx_id: n.id, nfx_user: s.user, nfx_device: s.device });
+  return `${baseUrl}/v1/webhooks/twilio?${q}`;
+}
+
+/** Creates one Twilio account: its own SDK client and keep-alive pool. With `callbackBase`, each message asks for status callbacks there. */
+export function createTwilioApp(a: TwilioAccountConfig, callbackBase?: string): ProviderApp {
   const httpClient = new NfxRequestClient(a.baseUrl, a.sockets);
   const client = twilio(a.accountSid, a.authToken, { httpClient });
   const sender = a.from.startsWith("MG") ? { messagingServiceSid: a.from } : { from: a.from };
@@ -64,7 +74,8 @@ export function createTwilioApp(a: TwilioAccountConfig): ProviderApp {
       const c = smsContent(n, s);
       if (!c) return [{ ok: false, error: new ProviderError("no sms content", { reason: "no_content", retryable: false }) }];
       try {
-        const m = await client.messages.create({ to: s.token, body: c.text.slice(0, SMS_MAX_CHARS), ...sender });
+        const cb = callbackBase ? { statusCallback: statusCallbackUrl(callbackBase, a.name, n, s) } : {};
+        const m = await client.messages.create({ to: s.token, body: c.text.slice(0, SMS_MAX_CHARS), ...sender, ...cb });
         return [{ ok: true, providerId: m.sid }];
       } catch (err) {
         return [{ ok: false, error: twilioError(err, httpClient.hint.get()) }];
@@ -77,7 +88,7 @@ export function createTwilioApp(a: TwilioAccountConfig): ProviderApp {
 }
 
 /** The SMS channel: the first account sends; the others take over only as configured failovers. */
-export const createSmsClient = (cfg: Config): ChannelClient => primaryWithFailovers("sms", cfg.gateways.sms.apps, createTwilioApp);
+export const createSmsClient = (cfg: Config): ChannelClient => primaryWithFailovers("sms", cfg.gateways.sms.apps, (a) => createTwilioApp(a, cfg.engagement.baseUrl));
 
 /** Starts the SMS gateway role. */
 export async function startGatewaySms(d: GatewayDeps): ReturnType<typeof runGateway> {

@@ -17,6 +17,14 @@ import type { Redis } from "../lib/redis.js";
 import type { TemplateStore } from "../lib/templates.js";
 import { requireNativeUws } from "../lib/uws.js";
 import { decodeBody } from "./ingest.js";
+import { UserTokens } from "../lib/ws-token.js";
+import { Engagement, reportEvents } from "../lib/engagement.js";
+import { LinkSigner, PIXEL_GIF } from "../lib/links.js";
+import { Webhooks } from "../lib/webhooks.js";
+import { UserLog } from "../lib/user-log.js";
+import { readDeliveryLog, readOverview } from "../lib/delivery-log.js";
+import { listProcesses } from "../lib/processes.js";
+import type { Channel } from "../lib/subjects.js";
 
 export interface HttpApiDeps {
   cfg: Config;
@@ -33,13 +41,23 @@ type Caller = Producer & { admin: boolean };
 
 /** What a route handler gets: headers read up front (uWS forbids touching `req` after the first await) and the body. */
 interface Call {
+  /** The API key's caller; for `auth: "none"` routes, and user-token callers, a nameless one without rights. */
   caller: Caller;
+  /** The user a user token authenticated (`auth: "key-or-user"` routes). */
+  user?: string;
   params: string[];
-  headers: { idempotencyKey: string };
+  query: URLSearchParams;
+  /** Path and query as requested (`/v1/webhooks/twilio?…`). */
+  pathAndQuery: string;
+  headers: { idempotencyKey: string; sgSignature: string; sgTimestamp: string; twilioSignature: string };
   body: Uint8Array;
 }
 
-type Handler = (c: Call) => Promise<{ status: number; body: unknown; headers?: Record<string, string> }>;
+/** Who may call a route: an API key, an API key or a user token (apps reporting their own events), or anyone (signed links and provider webhooks check their own signatures). */
+type Auth = "key" | "key-or-user" | "none";
+const NOBODY: Caller = { name: "(none)", categories: [], priorities: [], admin: false };
+
+type Handler = (c: Call) => Promise<{ status: number; body?: unknown; raw?: Buffer | string; headers?: Record<string, string> }>;
 
 const sha = (s: string): string => createHash("sha256").update(s).digest("hex");
 const statusLine = (code: number): string => `${code} ${STATUS_CODES[code] ?? ""}`;
@@ -71,6 +89,16 @@ export async function startHttpApi(d: HttpApiDeps): Promise<{ port: number; stop
       res.end(body === undefined ? "" : encodeJson(body));
     });
   };
+  /** Answers a non-JSON body (pixel, HTML, redirect); `headers` must carry its content type. */
+  const sendRaw = (res: HttpResponse, state: { done: boolean }, status: number, body: Buffer | string, extra: Record<string, string> = {}): void => {
+    if (state.done) return;
+    state.done = true;
+    res.cork(() => {
+      res.writeStatus(statusLine(status));
+      for (const [k, v] of Object.entries(extra)) res.writeHeader(k, v);
+      res.end(body);
+    });
+  };
   const fail = (res: HttpResponse, state: { done: boolean }, err: unknown): void => {
     const e = toErrorReply(err);
     if (e.code === "NFX_ERR_INTERNAL") log.error({ err }, "request failed");
@@ -78,7 +106,7 @@ export async function startHttpApi(d: HttpApiDeps): Promise<{ port: number; stop
   };
 
   /** Wraps a handler: auth, content type, body size and reading, error mapping. */
-  const route = (o: { params: number; body: boolean; admin?: boolean }, h: Handler) => (res: HttpResponse, req: HttpRequest) => {
+  const route = (o: { params: number; body: boolean; admin?: boolean; auth?: Auth; ctype?: RegExp }, h: Handler) => (res: HttpResponse, req: HttpRequest) => {
     const state = { done: false };
     res.onAborted(() => {
       state.done = true;
@@ -88,8 +116,14 @@ export async function startHttpApi(d: HttpApiDeps): Promise<{ port: number; stop
     const ctype = req.getHeader("content-type");
     const length = Number(req.getHeader("content-length") || 0);
     const idempotencyKey = req.getHeader("idempotency-key");
+    const extra = { sgSignature: req.getHeader("x-twilio-email-event-webhook-signature"), sgTimestamp: req.getHeader("x-twilio-email-event-webhook-timestamp"), twilioSignature: req.getHeader("x-twilio-signature") };
+    const q = req.getQuery() ?? "";
+    const pathAndQuery = req.getUrl() + (q ? `?${q}` : "");
     const m = /^Bearer (.+)$/i.exec(auth);
-    const caller = m ? keys.get(sha(m[1]!)) : undefined;
+    const mode = o.auth ?? "key";
+    const keyCaller = m ? keys.get(sha(m[1]!)) : undefined;
+    const bearer = m?.[1];
+    const caller = mode === "none" ? NOBODY : keyCaller;
     let params: string[];
     try {
       params = raw.map((p) => {
@@ -99,17 +133,21 @@ export async function startHttpApi(d: HttpApiDeps): Promise<{ port: number; stop
           throw new RequestInvalid("path: malformed percent-encoding", { field: "path" });
         }
       });
-      if (!caller) throw new Unauthenticated("authorization: a valid `Bearer <api key>` header is required", { field: "authorization" });
-      if (o.admin && !caller.admin) throw new Forbidden(`authorization: key ${caller.name} may not manage templates`, { field: "authorization" });
-      if (o.body && !/^application\/json\b/i.test(ctype)) throw new UnsupportedMediaType("content-type: must be application/json", { field: "content-type" });
+      if (!caller && mode !== "key-or-user") throw new Unauthenticated("authorization: a valid `Bearer <api key>` header is required", { field: "authorization" });
+      if (!caller && !bearer) throw new Unauthenticated("authorization: a `Bearer <api key or user token>` header is required", { field: "authorization" });
+      if (o.admin && !caller?.admin) throw new Forbidden(`authorization: key ${caller?.name} may not manage templates`, { field: "authorization" });
+      const want = o.ctype ?? /^application\/json\b/i;
+      if (o.body && !want.test(ctype)) throw new UnsupportedMediaType(`content-type: must be ${o.ctype ? "application/x-www-form-urlencoded" : "application/json"}`, { field: "content-type" });
       if (length > max) throw new BodyTooLarge(`(body): ${length} bytes is over the ${max}-byte limit`, { field: "(body)" });
     } catch (err) {
       fail(res, state, err);
       return;
     }
     const run = (body: Uint8Array): void => {
-      h({ caller, params, headers: { idempotencyKey }, body })
-        .then((r) => send(res, state, r.status, r.body, r.headers))
+      const who = caller ? Promise.resolve({ caller, user: undefined }) : tokens.verify(bearer).then((t) => ({ caller: NOBODY, user: t.user }));
+      who
+        .then((w) => h({ caller: w.caller, ...(w.user ? { user: w.user } : {}), params, query: new URLSearchParams(q), pathAndQuery, headers: { idempotencyKey, ...extra }, body }))
+        .then((r) => (r.raw !== undefined ? sendRaw(res, state, r.status, r.raw, r.headers) : send(res, state, r.status, r.body, r.headers)))
         .catch((err) => fail(res, state, err));
     };
     if (!o.body) return run(new Uint8Array(0));
@@ -123,6 +161,14 @@ export async function startHttpApi(d: HttpApiDeps): Promise<{ port: number; stop
       if (last) run(Buffer.concat(chunks));
     });
   };
+
+  const tokens = new UserTokens(d.cfg.ws.secret, d.cfg.ws.issuer);
+  const e = d.cfg.engagement;
+  const engagement = new Engagement(d.nats, d.redis, e.linkTtlDays * 86400_000, d.cfg.webhooks.dedupDays * 86400_000);
+  const links = new LinkSigner(e.secret, e.baseUrl, Math.round(e.linkTtlDays * 86400));
+  const webhooks = new Webhooks(d.cfg, d.redis, engagement);
+  const userLog = d.cfg.tracker.userLog ? new UserLog(d.redis, d.cfg.cluster.shards, d.cfg.tracker.userLogCap, d.cfg.tracker.userLogDays * 86400_000) : null;
+  const statusPage = readFileSync(fileURLToPath(new URL("../../web/status.html", import.meta.url)));
 
   const app: TemplatedApp = uws.App();
   app.post(
@@ -172,6 +218,67 @@ export async function startHttpApi(d: HttpApiDeps): Promise<{ port: number; stop
     "/v1/users/:id/preferences",
     route({ params: 1, body: true }, async (c) => ({ status: 200, body: { preferences: (await preferencesOp(d.cfg, d.redis, d.nats.nc, c.params[0]!, decodeBody(c.body, max))).preferences ?? {} } })),
   );
+  // Engagement: the open pixel always answers the image (a broken or forged link just counts nothing); a click on a bad link gets a plain page.
+  app.get(
+    "/v1/t/o/:token",
+    route({ params: 1, body: false, auth: "none" }, async (c) => {
+      const claims = (() => {
+        try {
+          return links.verify(c.params[0]!, "o");
+        } catch {
+          return null;
+        }
+      })();
+      if (claims) await engagement.record([{ kind: "opened", nid: claims.nid, user: claims.user, channel: claims.channel as Channel, device: claims.device, at: Date.now() }]).catch((err) => log.warn({ err }, "open not recorded"));
+      return { status: 200, raw: PIXEL_GIF, headers: { "content-type": "image/gif", "cache-control": "no-store, max-age=0" } };
+    }),
+  );
+  app.get(
+    "/v1/t/c/:token",
+    route({ params: 1, body: false, auth: "none" }, async (c): Promise<{ status: number; raw: string; headers: Record<string, string> }> => {
+      let claims;
+      try {
+        claims = links.verify(c.params[0]!, "c");
+      } catch (err) {
+        return { status: 400, raw: `This link is not valid (${(err as Error).message}).\n`, headers: { "content-type": "text/plain; charset=utf-8" } };
+      }
+      await engagement.record([{ kind: "clicked", nid: claims.nid, user: claims.user, channel: claims.channel as Channel, device: claims.device, at: Date.now() }]).catch((err) => log.warn({ err }, "click not recorded"));
+      return { status: 302, raw: "", headers: { location: claims.url!, "cache-control": "no-store" } };
+    }),
+  );
+  app.post("/v1/events", route({ params: 0, body: true, auth: "key-or-user" }, async (c) => ({ status: 200, body: await reportEvents(engagement, decodeBody(c.body, max), c.user) })));
+  app.post(
+    "/v1/webhooks/sendgrid",
+    route({ params: 0, body: true, auth: "none" }, async (c) => ({
+      status: 200,
+      body: await webhooks.sendgrid(Buffer.from(c.body), { signature: c.headers.sgSignature, timestamp: c.headers.sgTimestamp }),
+    })),
+  );
+  app.post(
+    "/v1/webhooks/twilio",
+    route({ params: 0, body: true, auth: "none", ctype: /^application\/x-www-form-urlencoded\b/i }, async (c) => {
+      const form = Object.fromEntries(new URLSearchParams(Buffer.from(c.body).toString("utf8")));
+      return { status: 200, body: await webhooks.twilio(c.pathAndQuery, form, c.headers.twilioSignature) };
+    }),
+  );
+  // Delivery logs and the overview.
+  app.get("/v1/notifications/:id/deliveries", route({ params: 1, body: false }, async (c) => ({ status: 200, body: await readDeliveryLog(d.nats, userLog, { ...Object.fromEntries(c.query), notification: c.params[0] }) })));
+  app.get("/v1/users/:id/deliveries", route({ params: 1, body: false }, async (c) => ({ status: 200, body: await readDeliveryLog(d.nats, userLog, { ...Object.fromEntries(c.query), user: c.params[0] }) })));
+  app.get("/v1/overview", route({ params: 0, body: false }, async () => ({ status: 200, body: await readOverview(d.nats, d.campaigns) })));
+  app.get(
+    "/v1/metrics/targets",
+    route({ params: 0, body: false }, async () => ({
+      status: 200,
+      // Prometheus http_sd_config format: one target group per process.
+      body: (await listProcesses(d.nats)).filter((p) => p.metricsUrl).map((p) => {
+        const u = new URL(p.metricsUrl!);
+        return { targets: [u.host], labels: { __metrics_path__: u.pathname, role: p.roles.join("+"), host: p.host, pid: String(p.pid) } };
+      }),
+    })),
+  );
+  app.get("/status", (res) => {
+    res.cork(() => res.writeHeader("content-type", "text/html; charset=utf-8").writeHeader("cache-control", "no-store").end(statusPage));
+  });
   const openapi = readFileSync(fileURLToPath(new URL("../../openapi.yaml", import.meta.url)));
   app.get("/v1/openapi.yaml", (res) => {
     res.cork(() => res.writeHeader("content-type", "application/yaml").end(openapi));

@@ -3,6 +3,7 @@ import type { JsMsg } from "@nats-io/jetstream";
 import { encode, encodeJson } from "../lib/codec.js";
 import type { Config } from "../lib/config.js";
 import { publishReceipts } from "../lib/gateway-runner.js";
+import { stageItems } from "../lib/metrics.js";
 import { Inbox, type InboxItem } from "../lib/inbox.js";
 import { decodeAs, PoisonMessage, runLanes } from "../lib/lanes.js";
 import type { Logger } from "../lib/log.js";
@@ -76,8 +77,8 @@ function fallbackBatches(batch: SendBatch, s: Send, n: NotificationBrief): SendB
  * shard actor: the route without in-app) are published with a message id per
  * (notification, user, channel). Settling is one atomic transition in Redis,
  * so a send is either acknowledged or falls back, never both, and falls back
- * at most once however often the batch is redelivered. Receipts: `sent` for
- * an acknowledged send, `fallback` plus `queued` per fallback device
+ * at most once however often the batch is redelivered. Receipts: `sent` and
+ * `delivered` for an acknowledged send, `fallback` plus `queued` per fallback device
  * otherwise, then the batch is acked.
  */
 export async function startInAppDispatch(d: InAppDispatchDeps): Promise<{ stop(): Promise<void> }> {
@@ -123,6 +124,12 @@ export async function startInAppDispatch(d: InAppDispatchDeps): Promise<{ stop()
       }
     };
 
+    /** A client acknowledged the item: it was sent and, being in the client's hands, delivered. */
+    const delivered = (s: Send): void => {
+      note(s.nid, { user: s.user, outcome: "sent", channel: "inapp", device: "inapp", at: now() });
+      note(s.nid, { user: s.user, outcome: "delivered", channel: "inapp", device: "inapp", at: now() });
+    };
+
     await Promise.all(
       batch.sends.map(async (s) => {
         const n = batch.notifications[s.nid];
@@ -130,15 +137,16 @@ export async function startInAppDispatch(d: InAppDispatchDeps): Promise<{ stop()
         if (n.expiresAt <= now()) return note(s.nid, { user: s.user, outcome: "failed", channel: "inapp", device: "inapp", reason: "expired", at: now() });
         const item = itemOf(n, s);
         const st = await inbox.add(s.user, item);
-        if (st === "acked") return note(s.nid, { user: s.user, outcome: "sent", channel: "inapp", device: "inapp", at: now() });
+        if (st === "acked") return delivered(s);
         if (st === "fallback") return fallBack(s, n, "no_ack");
         const r = await offer(s, item);
-        if (r.acked) note(s.nid, { user: s.user, outcome: "sent", channel: "inapp", device: "inapp", at: now() });
+        if (r.acked) delivered(s);
         else fallBack(s, n, r.reason ?? "no_ack");
       }),
     );
     await Promise.all(fallbacks);
     await publishReceipts(d.nats, batchId, entries);
+    stageItems.inc({ stage: "inapp" }, batch.sends.length);
   };
 
   const lanes = runLanes({

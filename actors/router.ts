@@ -1,4 +1,5 @@
 // Router actor: splits an accepted notification's explicit recipients by shard into fan chunks on NFX_FAN.
+import { stageItems } from "../lib/metrics.js";
 import type { JsMsg } from "@nats-io/jetstream";
 import type { Config } from "../lib/config.js";
 import { encode } from "../lib/codec.js";
@@ -63,6 +64,7 @@ export async function startRouter(d: RouterDeps): Promise<{ stop(): Promise<void
         return d.nats.js.publish(fanSubject(n.priority, p.shard), encode(chunk), { msgID: MSGID.fan(n.id, p.shard, p.chunk) });
       }),
     );
+    stageItems.inc({ stage: "router" }, plan.length);
     log.debug({ nid: n.id, chunks: plan.length }, "routed");
   };
   const lanes = runLanes({

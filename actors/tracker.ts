@@ -1,16 +1,20 @@
-// Tracker actor: folds receipts into per-notification counters in KV, exactly once across restarts.
+// Tracker actor: folds receipts into per-notification counters, per-channel totals and per-user logs, exactly once across restarts.
 import { DeliverPolicy, type JsMsg } from "@nats-io/jetstream";
 import type { Config } from "../lib/config.js";
 import { decode, encodeJson } from "../lib/codec.js";
-import { emptyCounters, fold, readCounters, type Counters } from "../lib/counters.js";
+import { TOTALS_KEY, emptyCounters, fold, foldTotal, readCounters, readTotals, type ChannelTotals, type Counters } from "../lib/counters.js";
+import type { Redis } from "../lib/redis.js";
+import { UserLog } from "../lib/user-log.js";
+import { stageItems } from "../lib/metrics.js";
 import type { Logger } from "../lib/log.js";
 import type { Nats } from "../lib/nats.js";
-import { BUCKET, CONSUMER, STREAM } from "../lib/subjects.js";
-import type { ReceiptBatch } from "../lib/types.js";
+import { BUCKET, CONSUMER, STREAM, scheduledSubject } from "../lib/subjects.js";
+import type { Notification, ReceiptBatch } from "../lib/types.js";
 
 export interface TrackerDeps {
   cfg: Config;
   nats: Nats;
+  redis: Redis;
   log: Logger;
   now?: () => number;
 }
@@ -37,32 +41,61 @@ async function rewindToAckFloor(n: Nats, log: Logger): Promise<void> {
 }
 
 /**
- * Starts the tracker: one ordered pass over NFX_RECEIPTS. Receipts are folded
- * in memory and written to nfx-counters at most every 200 ms; messages are
- * acked only after the write. Each counter record keeps the stream sequence
- * of the last receipt folded into it, so a receipt redelivered after a crash
- * (written but not acked) is recognised and skipped; at start the consumer
- * is rewound to its ack floor so that check sees receipts in order. Run one
- * tracker per cluster (the counters and the consumer are its alone).
+ * Starts the tracker: one ordered pass over NFX_RECEIPTS, plus a read of
+ * accepted requests on NFX_INTAKE for their recipient counts. Receipts are
+ * folded in memory into per-notification counters and per-channel totals,
+ * written to nfx-counters at most every 200 ms, and appended to the users'
+ * delivery logs in Redis; messages are acked only after the writes. Each
+ * record keeps the stream sequence of the last receipt folded into it, so a
+ * receipt redelivered after a crash (written but not acked) is recognised and
+ * skipped (the user log is idempotent by itself); at start the consumer is
+ * rewound to its ack floor so that check sees receipts in order. Run one
+ * tracker per cluster (the counters and the consumers are its alone).
  */
 export async function startTracker(d: TrackerDeps): Promise<{ stop(): Promise<void> }> {
   const log = d.log.child({ actor: "tracker" });
   const now = d.now ?? Date.now;
   const kv = await d.nats.kvm.open(BUCKET.counters);
+  const t = d.cfg.tracker;
+  const userLog = t.userLog ? new UserLog(d.redis, d.cfg.cluster.shards, t.userLogCap, t.userLogDays * 86400_000) : null;
   const cache = new Map<string, Counters>();
   const dirty = new Set<string>();
+  const totals: ChannelTotals = await readTotals(kv);
+  let totalsDirty = false;
+  let logLines = userLog ? d.redis.pipeline() : null;
+  let logWrites = 0;
   let unacked: JsMsg[] = [];
   let lastFlush = now();
 
   const flush = async (): Promise<void> => {
     lastFlush = now();
     if (unacked.length === 0) return;
+    if (logLines && logWrites > 0) {
+      const p = logLines;
+      logLines = d.redis.pipeline();
+      logWrites = 0;
+      const res = await p.exec();
+      const bad = res?.find(([err]) => err);
+      if (bad) throw bad[0];
+    }
     const ids = [...dirty];
     dirty.clear();
-    await Promise.all(ids.map((id) => kv.put(id, encodeJson({ ...cache.get(id)!, updatedAt: now() }))));
+    const puts = ids.map((id) => kv.put(id, encodeJson({ ...cache.get(id)!, updatedAt: now() })));
+    if (totalsDirty) puts.push(kv.put(TOTALS_KEY, encodeJson({ ...totals, updatedAt: now() })));
+    totalsDirty = false;
+    await Promise.all(puts);
     for (const m of unacked) m.ack();
     unacked = [];
     if (cache.size > 50_000) for (const k of cache.keys()) if (!dirty.has(k) && cache.delete(k) && cache.size < 25_000) break;
+  };
+
+  const countersOf = async (nid: string): Promise<Counters> => {
+    let c = cache.get(nid);
+    if (!c) {
+      c = await readCounters(kv, nid).catch(() => emptyCounters());
+      cache.set(nid, c);
+    }
+    return c;
   };
 
   const apply = async (m: JsMsg): Promise<void> => {
@@ -74,15 +107,46 @@ export async function startTracker(d: TrackerDeps): Promise<{ stop(): Promise<vo
       m.term();
       return;
     }
-    let c = cache.get(b.nid);
-    if (!c) {
-      c = await readCounters(kv, b.nid).catch(() => emptyCounters());
-      cache.set(b.nid, c);
-    }
+    const c = await countersOf(b.nid);
     if (m.seq > c.seq) {
       fold(c, b);
       c.seq = m.seq;
       dirty.add(b.nid);
+      if (logLines) {
+        userLog!.append(b.nid, b.entries, logLines);
+        logWrites += b.entries.length;
+      }
+    }
+    if (m.seq > totals.seq) {
+      for (const e of b.entries) foldTotal(totals, e);
+      totals.seq = m.seq;
+      totalsDirty = true;
+    }
+    stageItems.inc({ stage: "tracker" }, b.entries.length || 1);
+    unacked.push(m);
+    if (unacked.length >= FLUSH_MSGS || now() - lastFlush >= FLUSH_MS) await flush();
+  };
+
+  /** An accepted request: its explicit recipients are its "accepted" count (set, not added: a redelivery changes nothing). */
+  const accept = async (m: JsMsg): Promise<void> => {
+    if (m.subject === scheduledSubject(m.subject.split(".").pop()!)) {
+      // Held by the scheduler; counted when it comes back on its lane.
+      m.ack();
+      return;
+    }
+    let n: Notification;
+    try {
+      n = decode<Notification>(m.data);
+    } catch {
+      m.ack();
+      return;
+    }
+    if (n.recipients.length > 0) {
+      const c = await countersOf(n.id);
+      if (c.accepted !== n.recipients.length) {
+        c.accepted = n.recipients.length;
+        dirty.add(n.id);
+      }
     }
     unacked.push(m);
     if (unacked.length >= FLUSH_MSGS || now() - lastFlush >= FLUSH_MS) await flush();
@@ -96,16 +160,23 @@ export async function startTracker(d: TrackerDeps): Promise<{ stop(): Promise<vo
   await rewindToAckFloor(d.nats, log);
   const c = await d.nats.js.consumers.get(STREAM.receipts, CONSUMER.tracker);
   const it = await c.consume({ max_messages: 4000 });
-  const loop = (async () => {
-    for await (const m of it) enqueue(() => apply(m));
-  })();
+  const ic = await d.nats.js.consumers.get(STREAM.intake, CONSUMER.trackerIntake);
+  const iit = await ic.consume({ max_messages: 1000 });
+  const loops = [
+    (async () => {
+      for await (const m of it) enqueue(() => apply(m));
+    })(),
+    (async () => {
+      for await (const m of iit) enqueue(() => accept(m));
+    })(),
+  ];
   const timer = setInterval(() => enqueue(flush), FLUSH_MS);
   log.info("tracker ready");
   return {
     async stop() {
       clearInterval(timer);
-      await it.close();
-      await loop;
+      await Promise.all([it.close(), iit.close()]);
+      await Promise.all(loops);
       enqueue(flush);
       await chain;
     },

@@ -1,4 +1,5 @@
 // Shard actor: owns user shards by lease; for each fan chunk of an owned shard runs the per-recipient policy, emits sends, deferrals, receipts and trails, and checkpoints its state.
+import { stageItems } from "../lib/metrics.js";
 import { randomBytes } from "node:crypto";
 import { hostname } from "node:os";
 import { DeliverPolicy, type ConsumerMessages, type JsMsg } from "@nats-io/jetstream";
@@ -256,6 +257,7 @@ class ShardOwner {
     const decision = decideChunk(chunk, { users, online, now: decidedAt, cancelled: this.sh.cancellations.has(n.id), policy, state: this.state, trails: d.cfg.policy.trails });
     if (yielding) await this.sh.urgency.clear();
     await this.retry("publish", () => this.emit(chunk, decision, decidedAt, yielding ? this.sh.pub : this.sh.fast.pub));
+    stageItems.inc({ stage: "shard" }, chunk.users.length);
   }
 
   /** Publishes a decided chunk's outputs, all with message ids derived from the chunk's. */

@@ -1,4 +1,6 @@
 // WebSocket gateway on uWebSockets.js: holds users' live connections at /v1/ws, subscribes `nfx.live.<user>` for each user it holds, keeps presence, serves the inbox API, the browser client and the demo page.
+import { wsConnections } from "../lib/metrics.js";
+import { Engagement } from "../lib/engagement.js";
 import { randomBytes } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { hostname } from "node:os";
@@ -88,6 +90,7 @@ export async function startWsGateway(d: WsGatewayDeps): Promise<{ port: number; 
   const log = d.log.child({ actor: "ws-gateway", gateway });
   const tokens = new UserTokens(w.secret, w.issuer);
   const inbox = new Inbox(d.redis, { shards: d.cfg.cluster.shards, cap: w.inboxCap, retentionMs: w.inboxRetentionDays * 86_400_000 });
+  const engagement = new Engagement(d.nats, d.redis, d.cfg.engagement.linkTtlDays * 86400_000, d.cfg.webhooks.dedupDays * 86400_000);
   const presence = new PresenceWriter({ nats: d.nats, redis: d.redis, log, shards: d.cfg.cluster.shards, gateway, ttlMs: w.presenceTtlSec * 1000 });
   const held = new Map<string, Held>();
   const anyOrigin = w.origins.includes("*");
@@ -139,6 +142,8 @@ export async function startWsGateway(d: WsGatewayDeps): Promise<{ port: number; 
             return d.nats.js.publish(receiptSubject(nid), encode(rb), { msgID: MSGID.inboxAction(user, action, nid) });
           }),
         );
+        // Reading an in-app item is opening the notification (counted once per recipient, whatever the channel).
+        if (action === "read") await engagement.record(r.changed.map((nid) => ({ kind: "opened" as const, nid, user, channel: "inapp" as const, device: "inapp", at })));
       }
     }
     return r.unread;
@@ -216,6 +221,7 @@ export async function startWsGateway(d: WsGatewayDeps): Promise<{ port: number; 
         held.set(user, h);
       }
       h.conns.add(ws);
+      wsConnections.inc();
       // Presence is written once the subscription is registered with the server (PresenceWriter flushes NATS first), so routing never sees a user nobody can reach.
       void presence.connected(u.user).catch((err) => log.warn({ err }, "presence write failed"));
       void inbox.list(u.user, w.syncItems).then(
@@ -253,6 +259,7 @@ export async function startWsGateway(d: WsGatewayDeps): Promise<{ port: number; 
       const h = held.get(u.user);
       if (!h) return;
       h.conns.delete(ws);
+      wsConnections.dec();
       if (h.conns.size > 0) return;
       held.delete(u.user);
       h.sub.unsubscribe();

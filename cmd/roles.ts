@@ -23,6 +23,8 @@ import { connectNats, type Nats } from "../lib/nats.js";
 import { connectRedis, type Redis } from "../lib/redis.js";
 import { ensureTopology } from "../lib/topology.js";
 import { requireNativeUws } from "../lib/uws.js";
+import { announceProcess } from "../lib/processes.js";
+import { watchCluster } from "../lib/metrics.js";
 
 export const ROLES = ["ingest", "scheduler", "router", "campaign", "shard", "gateway-apns", "gateway-fcm", "gateway-email", "gateway-sms", "ws-gateway", "tracker"] as const;
 export type Role = (typeof ROLES)[number];
@@ -68,7 +70,11 @@ const starters: Record<Role, (d: Deps) => Promise<Started>> = {
   ingest: startIngestRole,
   scheduler: startSchedulerRole,
   campaign: startCampaign,
-  tracker: startTracker,
+  tracker: async (d) => {
+    // The tracker's process reports the cluster-wide gauges (consumer lag, stream sizes, DLQ depth): one reporter per cluster.
+    watchCluster(d.nats);
+    return startTracker(d);
+  },
   router: startRouter,
   shard: startUserShard,
   "gateway-apns": startGatewayApns,
@@ -97,6 +103,8 @@ export async function startRoles(roles: readonly Role[], cfg: Config, log: Logge
   try {
     await ensureTopology(nats, cfg);
     for (const r of roles) started.push(await starters[r]({ cfg, nats, redis, log: log.child({ role: r }) }));
+    // Announced last: a process in the registry is one whose roles are running.
+    started.push(await announceProcess(cfg, nats, roles, log));
   } catch (err) {
     await close();
     throw err;

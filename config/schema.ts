@@ -316,6 +316,49 @@ export const configSchema = z.strictObject({
       batchConcurrency: z.number().int().min(1).max(256).default(16),
     })
     .prefault({}),
+  tracker: z
+    .strictObject({
+      /** Keep a per-user delivery log in Redis (`nfx log --user`): one entry per outcome but "queued". */
+      userLog: z.boolean().default(true),
+      /** Entries kept per user (oldest dropped). */
+      userLogCap: z.number().int().min(1).max(10_000).default(100),
+      /** How long a user's log is kept after its latest entry. */
+      userLogDays: z.number().min(1).max(365).default(30),
+    })
+    .prefault({}),
+  engagement: z
+    .strictObject({
+      /** Public base URL of the HTTP API: open pixels, click redirects and Twilio status callbacks point here. */
+      baseUrl: z.string().regex(/^https?:\/\/[^\s?#]+[^/\s?#]$/, "must be an http(s) URL without a trailing slash, query or fragment").default("http://127.0.0.1:8080"),
+      /** HMAC secret that signs tracking links (at least 32 characters). */
+      secret: z.string().min(32, "must be at least 32 characters").default("nfx-dev-link-secret-change-me-in-production"),
+      /** Add an open pixel to HTML email. */
+      openPixel: z.boolean().default(true),
+      /** Rewrite http(s) links of HTML email through the click redirect. */
+      clickTracking: z.boolean().default(true),
+      /** How long tracking links work and a recipient's first open / click is remembered. */
+      linkTtlDays: z.number().min(1).max(365).default(30),
+    })
+    .prefault({}),
+  webhooks: z
+    .strictObject({
+      /** SendGrid Signed Event Webhook verification key (base64 DER, as SendGrid's settings page shows it); absent: the endpoint answers 503. */
+      sendgridPublicKey: z.string().regex(/^[A-Za-z0-9+/=]{40,}$/, "must be the base64 public key SendGrid shows").optional(),
+      /** Signed webhook timestamps older than this are refused (replay protection). */
+      maxAgeSec: z.number().int().min(10).max(7 * 86400).default(600),
+      /** How long a provider event id is remembered so a redelivered webhook counts once. */
+      dedupDays: z.number().min(1).max(30).default(3),
+    })
+    .prefault({}),
+  metrics: z
+    .strictObject({
+      /** Serve Prometheus `/metrics` from every process. */
+      enabled: z.boolean().default(true),
+      host: z.string().min(1).default("127.0.0.1"),
+      /** Port of this process's metrics server; 0 picks a free one (every process announces its URL in the process registry: `nfx top`, `/v1/metrics/targets`). */
+      port: z.number().int().min(0).max(65535).default(0),
+    })
+    .prefault({}),
   sandbox: z
     .strictObject({
       apnsPort: port.default(8443),

@@ -142,6 +142,13 @@ export class Campaigns {
     return rev === 0 ? this.kv.create(k, encodeJson(cur)) : this.kv.update(k, encodeJson(cur), rev);
   }
 
+  /** Campaign ids, newest first (ids are time-ordered), at most `limit`. */
+  async list(limit = 20): Promise<string[]> {
+    const ids: string[] = [];
+    for await (const k of await this.kv.keys()) if (!k.includes(".")) ids.push(k);
+    return ids.sort().reverse().slice(0, limit);
+  }
+
   /** The status view: record, expansion progress from the cursors, delivery counters from the tracker. */
   async status(id: string): Promise<CampaignStatus> {
     const got = await this.get(id);
@@ -151,6 +158,8 @@ export class Campaigns {
     const counters = await readCounters(this.counters, id);
     const ended = rec.state === "expanded" || rec.state === "cancelled";
     const members = cursors.reduce((a, c) => a + (c.cur.members ?? 0), 0);
+    // A campaign's accepted recipients are the segment members found so far.
+    counters.accepted = Math.max(counters.accepted, members);
     return {
       id, segment: rec.segment, state: rec.state, createdAt: rec.createdAt, rate: rec.rate, total: rec.total,
       scanned: cursors.reduce((a, c) => a + c.cur.scanned, 0),

@@ -81,6 +81,8 @@ export class CampaignStateConflict extends errorClass("NFX_ERR_CAMPAIGN_STATE", 
 export class NotFound extends errorClass("NFX_ERR_NOT_FOUND", 404) {}
 /** Storing a request in JetStream failed; nothing was accepted. The caller may retry. */
 export class StoreUnavailable extends errorClass("NFX_ERR_STORE_UNAVAILABLE", 503, true) {}
+/** A feature this cluster has not been configured for (e.g. a webhook without its verification key). */
+export class ServiceUnavailable extends errorClass("NFX_ERR_NOT_CONFIGURED", 503) {}
 /** A required local binary (nats-server, redis-server) or native module is missing or unusable. */
 export class RuntimeMissing extends errorClass("NFX_ERR_RUNTIME_MISSING", 500) {}
 

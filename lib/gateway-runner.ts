@@ -16,6 +16,7 @@ import type { Redis } from "./redis.js";
 import { Cancellations } from "./cancellations.js";
 import { holdUntilDue } from "./hold-until-due.js";
 import { planRetry, planWait } from "./retry-policy.js";
+import { gatewayLatency, gatewayRetries, gatewaySends, stageItems, watchBreakers } from "./metrics.js";
 import { BUCKET, CONSUMER, MSGID, STREAM, dlqSubject, receiptSubject, retrySubject, sendSubject, type Channel, type Priority } from "./subjects.js";
 import type { DeadLetter, NotificationBrief, ReceiptBatch, ReceiptEntry, RetryBatch, Send, SendBatch, UserRecord } from "./types.js";
 
@@ -153,8 +154,17 @@ export async function runGateway(d: GatewayDeps, client: ChannelClient): Promise
   const dispatch = async (name: string, n: NotificationBrief, sends: Send[], tried: Set<string> = new Set()): Promise<SendResult[] | Refusal> => {
     const a = apps.get(name)!;
     tried.add(name);
-    const r = await a.bulkhead.run(sends.length, () => a.app.request(n, sends));
-    if (!isRefusal(r)) return r;
+    const r = await a.bulkhead.run(sends.length, async () => {
+      const end = gatewayLatency.startTimer({ channel, app: name });
+      const res = await a.app.request(n, sends);
+      end({ result: res.every((x) => x.ok) ? "ok" : res.some((x) => x.ok) ? "partial" : "error" });
+      return res;
+    });
+    if (!isRefusal(r)) {
+      for (const x of r) gatewaySends.inc({ channel, app: name, outcome: x.ok ? "sent" : x.error.retryable ? "retryable" : "failed" });
+      return r;
+    }
+    gatewaySends.inc({ channel, app: name, outcome: "refused" }, sends.length);
     const f = a.cfg.failover;
     if (f && !tried.has(f) && apps.has(f)) {
       log.debug({ app: name, failover: f, sends: sends.length }, "failing over");
@@ -260,6 +270,7 @@ export async function runGateway(d: GatewayDeps, client: ChannelClient): Promise
               const attempt = (s.attempt ?? 0) + 1;
               const plan = planRetry(g.retry, attempt, r.error, now(), n.expiresAt);
               if (plan.kind === "retry") {
+                gatewayRetries.inc({ channel });
                 retries.push({ s: { ...s, attempt }, at: plan.at });
                 retryKeys.push(i);
               } else if (plan.kind === "expired") {
@@ -267,6 +278,7 @@ export async function runGateway(d: GatewayDeps, client: ChannelClient): Promise
               } else {
                 // Attempts ran out: to the dead-letter stream with its context; the claim is dropped so a replay can send it.
                 const dl: DeadLetter = { type: "dead_letter", channel, shard: batch.shard, notification: n, send: { ...s, attempt }, reason: r.error.reason, attempts: attempt, at: now() };
+                gatewaySends.inc({ channel, app: "-", outcome: "dead_letter" });
                 dead.push(d.nats.js.publish(dlqSubject(channel), encode(dl), { msgID: MSGID.dead(`${batchId}|${deliveryKey(s.nid, s.user, channel, s.device)}`) }));
                 record.del(keys[i]!);
                 writes++;
@@ -301,6 +313,7 @@ export async function runGateway(d: GatewayDeps, client: ChannelClient): Promise
     if (writes > 0) await record.exec();
 
     await publishReceipts(d.nats, batchId, entries);
+    stageItems.inc({ stage: `gateway-${channel}` }, batch.sends.length);
   };
 
   const lanes = runLanes({
@@ -313,6 +326,7 @@ export async function runGateway(d: GatewayDeps, client: ChannelClient): Promise
     release: (r) => d.nats.js.publish(sendSubject(channel, r.priority), encode(r.batch), { msgID: r.releaseId }),
   });
   await lanes.ready;
+  watchBreakers(channel, () => [...apps.values()].map((a) => a.bulkhead.state()));
   log.info({ apps: [...apps.keys()] }, "gateway ready");
   return {
     bulkheads: () => [...apps.values()].map((a) => a.bulkhead.state()),

@@ -1,4 +1,5 @@
 // Accepting a notification, the same for both surfaces: validate every rule, apply idempotency, store durably on NFX_INTAKE.
+import { stageItems } from "./metrics.js";
 import { createHash } from "node:crypto";
 import type { KV } from "@nats-io/kv";
 import type { Config } from "./config.js";
@@ -159,6 +160,7 @@ export class Intake {
     const subject = n.sendAt !== undefined ? scheduledSubject(n.id) : intakeSubject(n.priority, n.id);
     try {
       await this.publisher.publish(subject, encode(n), MSGID.intake(n.id));
+      stageItems.inc({ stage: "ingest" });
     } catch (cause) {
       throw new StoreUnavailable("intake stream unavailable; nothing was stored, retry", { cause });
     }

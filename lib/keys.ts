@@ -34,3 +34,15 @@ export const SEGMENTS_KEY = "nfx:segments";
 
 /** Last activity of every user of a shard: hash user id -> epoch ms. Lets a campaign filter "active within N days" without reading records. */
 export const lastActiveKey = (shard: number): string => `nfx:${tag(shard)}:la`;
+
+/** A user's delivery log: sorted set of JSON entries (notification, channel, device, outcome, reason) scored by time, capped. */
+export const userLogKey = (shard: number, userId: string): string => `nfx:${tag(shard)}:log:${userId}`;
+
+/** Recipients of a notification who already opened / clicked: hash user -> first time (ms). Engagement counts each recipient once. */
+export const engagedKey = (nid: string, kind: "opened" | "clicked"): string => `nfx:eng:${kind}:${nid}`;
+
+/** Email addresses that hard-bounced: set of lower-cased addresses. The email gateway sends them nothing. */
+export const BOUNCED_KEY = "nfx:bounced";
+
+/** A provider webhook event already applied (SendGrid sg_event_id, Twilio sid + status): redelivered webhooks count once. */
+export const webhookSeenKey = (provider: string, eventId: string): string => `nfx:wh:${provider}:${eventId}`;

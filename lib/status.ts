@@ -2,7 +2,7 @@
 import type { Nats } from "./nats.js";
 import { readStored } from "./stream-read.js";
 import { Campaigns, type CampaignStatus } from "./campaigns.js";
-import { emptyCounters, outstanding, total } from "./counters.js";
+import { emptyCounters, isExpiry, outstanding, total } from "./counters.js";
 import { decode } from "./codec.js";
 import { NotFound, RequestInvalid } from "./errors.js";
 import { BUCKET, ID_PATTERN, PRIORITIES, STREAM, intakeSubject, receiptSubject, scheduledSubject } from "./subjects.js";
@@ -19,6 +19,27 @@ export interface DeliveryLine {
   at?: number;
 }
 
+/**
+ * Counts of a notification. Device sends: sent (the provider accepted it; includes delivered), delivered (confirmed),
+ * failed, expired, queued (not finished), cancelled, fallback. Recipients: accepted, suppressed, deferred, pending
+ * (not yet decided), opened and clicked (each recipient once).
+ */
+export interface StatusCounts {
+  accepted: number;
+  sent: number;
+  delivered: number;
+  failed: number;
+  expired: number;
+  queued: number;
+  suppressed: number;
+  deferred: number;
+  cancelled: number;
+  fallback: number;
+  opened: number;
+  clicked: number;
+  pending: number;
+}
+
 export interface NotificationStatus {
   id: string;
   priority: string;
@@ -29,7 +50,7 @@ export interface NotificationStatus {
   expiresAt: number;
   recipients: number;
   /** Counts of device sends by outcome, plus users suppressed and users not yet decided. */
-  counts: { sent: number; failed: number; queued: number; suppressed: number; deferred: number; cancelled: number; fallback: number; pending: number };
+  counts: StatusCounts;
   /** True when every recipient is decided and every device send has a final outcome. */
   complete: boolean;
   /** Per recipient or device (explicit recipients only; a campaign's are in its counters). */
@@ -38,7 +59,9 @@ export interface NotificationStatus {
   campaign?: CampaignStatus;
 }
 
-const FINAL: ReadonlySet<string> = new Set(["sent", "failed", "suppressed", "cancelled", "fallback"]);
+const FINAL: ReadonlySet<string> = new Set(["sent", "delivered", "failed", "suppressed", "cancelled", "fallback"]);
+/** Engagement and inbox states: counted, not delivery lines. */
+const ENGAGEMENT: ReadonlySet<string> = new Set(["seen", "read", "opened", "clicked"]);
 
 /** Reads the stored request of `id` from NFX_INTAKE (its priority lane, else the scheduler's subject), or null. */
 export async function readNotification(n: Nats, id: string): Promise<Notification | null> {
@@ -70,9 +93,14 @@ export async function readStatus(n: Nats, id: string, campaigns?: Campaigns): Pr
   if (note.segment) return campaignNotificationStatus(campaigns ?? new Campaigns(await n.kvm.open(BUCKET.campaigns), await n.kvm.open(BUCKET.counters)), note);
   const entries = await readReceipts(n, id);
   const byKey = new Map<string, DeliveryLine>();
+  const engaged = { opened: new Set<string>(), clicked: new Set<string>() };
   for (const e of entries) {
-    // Engagement (seen/read) is counted by the tracker; a line shows the delivery outcome.
-    if (e.outcome === "seen" || e.outcome === "read") continue;
+    // Engagement is counted per recipient; a line shows the delivery outcome.
+    if (ENGAGEMENT.has(e.outcome)) {
+      if (e.outcome === "opened" || e.outcome === "clicked") engaged[e.outcome].add(e.user);
+      continue;
+    }
+    // A provider's delivery report does not undo a later failure report, and a late failure replaces "delivered".
     const key = e.device ? `${e.user}|${e.channel}|${e.device}` : e.user;
     const prev = byKey.get(key);
     if (prev && FINAL.has(prev.outcome) && !FINAL.has(e.outcome)) continue;
@@ -85,8 +113,12 @@ export async function readStatus(n: Nats, id: string, campaigns?: Campaigns): Pr
   const lines = [...byKey.values()];
   for (const u of note.recipients) if (!decided.has(u)) lines.push({ user: u, outcome: "pending" });
   lines.sort((a, b) => (a.user === b.user ? (a.device ?? "").localeCompare(b.device ?? "") : a.user.localeCompare(b.user)));
-  const counts = { sent: 0, failed: 0, queued: 0, suppressed: 0, deferred: 0, cancelled: 0, fallback: 0, pending: 0 };
-  for (const l of lines) counts[l.outcome as keyof typeof counts]++;
+  const counts: StatusCounts = { accepted: note.recipients.length, sent: 0, delivered: 0, failed: 0, expired: 0, queued: 0, suppressed: 0, deferred: 0, cancelled: 0, fallback: 0, opened: engaged.opened.size, clicked: engaged.clicked.size, pending: 0 };
+  for (const l of lines) {
+    if (l.outcome === "delivered") counts.sent++;
+    if (l.outcome === "failed" && isExpiry(l.reason)) counts.expired++;
+    else counts[l.outcome as "sent" | "delivered" | "failed" | "queued" | "suppressed" | "deferred" | "cancelled" | "fallback" | "pending"]++;
+  }
   return {
     id,
     priority: note.priority,
@@ -113,7 +145,10 @@ async function campaignNotificationStatus(campaigns: Campaigns, note: Notificati
     ...(note.sendAt !== undefined ? { sendAt: note.sendAt } : {}),
     expiresAt: note.expiresAt,
     recipients: c.decided,
-    counts: { sent: c.sent, failed: total(c.failed), queued: outstanding(c), suppressed: total(c.suppressed), deferred: c.deferred ?? 0, cancelled: c.cancelled + c.cancelledSends, fallback: c.fallback ?? 0, pending: 0 },
+    counts: {
+      accepted: c.accepted, sent: c.sent, delivered: c.delivered, failed: total(c.failed), expired: c.expired, queued: outstanding(c), suppressed: total(c.suppressed),
+      deferred: c.deferred, cancelled: c.cancelled + c.cancelledSends, fallback: c.fallback, opened: c.opened, clicked: c.clicked, pending: 0,
+    },
     complete: camp?.complete ?? false,
     lines: [],
     ...(camp ? { campaign: camp } : {}),

@@ -7,9 +7,10 @@ import type { Nats } from "./nats.js";
  * Visits every message stored in `stream` (optionally only `subject`), in
  * stream order, through a short-lived ephemeral consumer that acks nothing
  * (a limits-retention stream only). Resolves when the messages present at the
- * start have been visited; the consumer is deleted afterwards.
+ * start have been visited, or as soon as `visit` returns false; the consumer
+ * is deleted afterwards.
  */
-export async function readStored(n: Nats, stream: string, visit: (m: { seq: number; subject: string; data: Uint8Array }) => void, subject?: string): Promise<void> {
+export async function readStored(n: Nats, stream: string, visit: (m: { seq: number; subject: string; data: Uint8Array }) => void | boolean, subject?: string): Promise<void> {
   const ci = await n.jsm.consumers.add(stream, {
     ...(subject ? { filter_subject: subject } : {}),
     ack_policy: AckPolicy.None,
@@ -23,11 +24,14 @@ export async function readStored(n: Nats, stream: string, visit: (m: { seq: numb
     while (pending > 0) {
       const batch = await c.fetch({ max_messages: Math.min(pending, 512), expires: 2000 });
       let got = 0;
+      let stop = false;
       for await (const m of batch) {
-        visit({ seq: m.seq, subject: m.subject, data: m.data });
+        if (stop) continue;
+        if (visit({ seq: m.seq, subject: m.subject, data: m.data }) === false) stop = true;
         pending = m.info.pending;
         got++;
       }
+      if (stop) break;
       if (got === 0) break;
     }
   } finally {

@@ -87,6 +87,8 @@ export const CONSUMER = {
   campaign: (prio: Priority): string => `campaign-${prio}`,
   scheduler: "scheduler",
   tracker: "tracker",
+  /** The tracker's read of accepted requests (recipient counts). */
+  trackerIntake: "tracker-intake",
   /** Releases quiet-hours deferrals when due (scheduler role). */
   deferred: "deferred-release",
   gateway: (channel: Channel, prio: Priority): string => `gw-${channel}-${prio}`,
@@ -104,6 +106,8 @@ export const BUCKET = {
   campaigns: "nfx-campaigns",
   /** Per-notification counters folded by the tracker. */
   counters: "nfx-counters",
+  /** Live processes (`p.<host>.<pid>`): role, metrics URL; each entry lapses 15 s after its process stops refreshing it. */
+  procs: "nfx-procs",
 } as const;
 
 /** Message-id builders: deterministic, so JetStream's duplicate window drops a replayed publish. */

@@ -3,6 +3,7 @@ import { AckPolicy, DeliverPolicy, DiscardPolicy, RetentionPolicy, StorageType, 
 import { nanos } from "@nats-io/transport-node";
 import type { Config } from "./config.js";
 import type { Nats } from "./nats.js";
+import { PROCESS_TTL_MS } from "./processes.js";
 import {
   BUCKET, CHANNELS, CONSUMER, GATEWAY_CHANNELS, PRIORITIES, STREAM,
   deferAll, retryAll, retryOf, dlqAll, fanAll, scheduledAll, intakeAll, trailAll, intakeLane, receiptAll, sendAll, sendSubject,
@@ -37,6 +38,8 @@ export function consumerConfigs(cfg: Config): { stream: string; config: Partial<
   const out: { stream: string; config: Partial<ConsumerConfig> }[] = [];
   // The tracker folds receipts in order and acks after each flush.
   out.push({ stream: STREAM.receipts, config: { ...common, durable_name: CONSUMER.tracker, max_ack_pending: 20_000 } });
+  // Accepted requests, for the tracker's "accepted" counter (the scheduled subject is skipped in code: due requests come back on their lane).
+  out.push({ stream: STREAM.intake, config: { ...common, durable_name: CONSUMER.trackerIntake, filter_subject: intakeAll, max_ack_pending: 20_000 } });
   // Held messages stay unacked until due, so the scheduler's ack window is large.
   out.push({ stream: STREAM.intake, config: { ...common, durable_name: CONSUMER.scheduler, filter_subject: scheduledAll, max_ack_pending: 1_000_000 } });
   out.push({ stream: STREAM.defer, config: { ...common, durable_name: CONSUMER.deferred, max_ack_pending: 1_000_000 } });
@@ -90,7 +93,7 @@ export async function ensureTopology(n: Nats, cfg: Config): Promise<{ streams: s
   const buckets: string[] = [];
   const storage = cfg.streams.storage === "memory" ? StorageType.Memory : StorageType.File;
   for (const name of Object.values(BUCKET)) {
-    const ttl = name === BUCKET.idempotency ? 24 * 3600_000 : 0;
+    const ttl = name === BUCKET.idempotency ? 24 * 3600_000 : name === BUCKET.procs ? PROCESS_TTL_MS : 0;
     try {
       await n.kvm.create(name, { history: 1, replicas: cfg.streams.replicas, storage, ttl });
     } catch (err) {

@@ -165,7 +165,12 @@ export interface RetryBatch {
 }
 
 /** The outcome of one recipient or one device. */
-export type Outcome = "queued" | "suppressed" | "deferred" | "sent" | "failed" | "cancelled" | "fallback" | "seen" | "read";
+/**
+ * What happened to a recipient or a send. `delivered` is the provider's (or the in-app client's) confirmation;
+ * `opened` and `clicked` are engagement, counted once per recipient; `seen` and `read` are in-app inbox states.
+ */
+export const OUTCOMES = ["queued", "suppressed", "deferred", "sent", "delivered", "failed", "cancelled", "fallback", "seen", "read", "opened", "clicked"] as const;
+export type Outcome = (typeof OUTCOMES)[number];
 
 export interface ReceiptEntry {
   user: string;
@@ -179,6 +184,8 @@ export interface ReceiptEntry {
   at: number;
   /** A failure reason this entry replaces (a replayed dead letter): counters move it from failed. */
   supersedes?: string;
+  /** A failure the provider reported after it had accepted the send (bounce, undelivered): counters move it from sent to failed. */
+  late?: true;
 }
 
 /** Receipts of one notification from one batch, on `nfx.rcpt.<nid>`. */
@@ -186,7 +193,7 @@ export interface ReceiptBatch {
   type: "receipts";
   nid: string;
   /** `inbox`: a user's seen/read actions on in-app items. */
-  stage: "shard" | "gateway" | "inbox";
+  stage: "shard" | "gateway" | "inbox" | "provider" | "engagement";
   entries: ReceiptEntry[];
   /** Shard stage: recipients decided in this chunk (members of the target; non-members of a segment are not recipients). */
   decided?: number;

@@ -6,9 +6,10 @@ import { fileURLToPath } from "node:url";
 import type { AddressInfo } from "node:net";
 import { startApnsSandbox } from "./apns.js";
 import { startFcmSandbox } from "./fcm.js";
-import { startSendgridSandbox } from "./sendgrid.js";
+import { type SendgridSandbox, startSendgridSandbox } from "./sendgrid.js";
 import { startTwilioSandbox } from "./twilio.js";
-import { Recorder } from "./recorder.js";
+import { Recorder, type WebhookProvider } from "./recorder.js";
+import { SENDGRID_WEBHOOK_PUBLIC_KEY } from "./sendgrid-webhook.js";
 import { SANDBOX_PROVIDERS, type SandboxProvider } from "./faults.js";
 import { ZodError } from "zod";
 import { formatIssues } from "../lib/zod-issues.js";
@@ -17,6 +18,19 @@ import type { Config } from "../lib/config.js";
 /** PEM files of the sandbox's TLS certificate (self-signed, 100 years, SANs for 127.0.0.1 and the providers' host names). */
 export const SANDBOX_CERT = fileURLToPath(new URL("../../sandbox/certs/sandbox-cert.pem", import.meta.url));
 export const SANDBOX_KEY = fileURLToPath(new URL("../../sandbox/certs/sandbox-key.pem", import.meta.url));
+
+/**
+ * The sandbox's SendGrid Event Webhook verification key as SendGrid's UI
+ * shows it (base64 DER SubjectPublicKeyInfo, no PEM armour), computed at
+ * import from the committed dev key sandbox/certs/sendgrid-webhook-key.pem.
+ */
+export { SENDGRID_WEBHOOK_PUBLIC_KEY };
+
+/** Options of {@link startSandbox}. */
+export interface SandboxOptions {
+  /** SendGrid Event Webhook URL from the start (control API `PUT /webhooks/sendgrid` changes it). */
+  sendgridWebhookUrl?: string;
+}
 
 export interface SandboxPorts {
   apns: number;
@@ -53,6 +67,30 @@ function readJson(req: http.IncomingMessage): Promise<unknown> {
   });
 }
 
+type Reply = (status: number, v: unknown) => void;
+
+/** The control API's webhook endpoints (see {@link startSandbox}). */
+function webhookRoute(req: http.IncomingMessage, url: URL, recorder: Recorder, sendgrid: SendgridSandbox, json: Reply): void {
+  if (req.method === "GET" && url.pathname === "/webhooks") return json(200, { sendgrid: sendgrid.webhookUrl() });
+  if (req.method === "PUT" && url.pathname === "/webhooks/sendgrid") {
+    return void readJson(req)
+      .then((body) => {
+        const u = (body as { url?: unknown }).url;
+        if (u !== null && typeof u !== "string") throw new Error("url: required, a string or null");
+        sendgrid.setWebhookUrl(u);
+        json(200, { sendgrid: sendgrid.webhookUrl() });
+      })
+      .catch((err: Error) => json(400, { error: err.message }));
+  }
+  if (req.method === "GET" && url.pathname === "/webhooks/events") {
+    const provider = url.searchParams.get("provider");
+    if (provider !== "sendgrid" && provider !== "twilio") return json(400, { error: "provider: must be one of sendgrid, twilio" });
+    const p: WebhookProvider = provider;
+    return json(200, { posts: recorder.webhooks.filter((w) => w.provider === p), events: recorder.webhookEvents(p), counts: recorder.webhookCounts(p) });
+  }
+  json(404, { error: `no such endpoint ${req.method} ${url.pathname}` });
+}
+
 /**
  * Starts the four sandbox providers and the control API (ports 0 = any free
  * port), with `faults` (see sandbox/faults.ts) in force from the start.
@@ -61,16 +99,21 @@ function readJson(req: http.IncomingMessage): Promise<unknown> {
  * `GET /deliveries?provider=&token=`, `POST /reset`, and faults at run time:
  * `GET /faults`; `POST /faults` with a JSON fault rule (or the shorthand
  * `?provider=&prefix=`: 503 for matching tokens) answers its id;
- * `DELETE /faults?id=` or `?provider=[&prefix=]`, or all.
+ * `DELETE /faults?id=` or `?provider=[&prefix=]`, or all. Webhooks:
+ * `GET /webhooks` (`{"sendgrid": url | null}`), `PUT /webhooks/sendgrid`
+ * with `{"url": "http://…"}` (null clears; 400 unless an http(s) URL),
+ * `GET /webhooks/events?provider=sendgrid|twilio` (`{posts, events,
+ * counts}`: every POST attempt, the events receivers accepted, their count
+ * per kind). Throws when `opts.sendgridWebhookUrl` is not an http(s) URL.
  */
-export async function startSandbox(p: Partial<SandboxPorts>, faults: readonly unknown[] = []): Promise<Sandbox> {
+export async function startSandbox(p: Partial<SandboxPorts>, faults: readonly unknown[] = [], opts: SandboxOptions = {}): Promise<Sandbox> {
   const key = readFileSync(SANDBOX_KEY);
   const cert = readFileSync(SANDBOX_CERT);
   const recorder = new Recorder();
   for (const f of faults) recorder.faults.add(f);
   const apns = await startApnsSandbox({ port: p.apns ?? 0, key, cert, recorder });
   const fcm = await startFcmSandbox({ port: p.fcm ?? 0, key, cert, recorder });
-  const sendgrid = await startSendgridSandbox({ port: p.sendgrid ?? 0, recorder });
+  const sendgrid = await startSendgridSandbox({ port: p.sendgrid ?? 0, recorder, ...(opts.sendgridWebhookUrl ? { webhookUrl: opts.sendgridWebhookUrl } : {}) });
   const twilio = await startTwilioSandbox({ port: p.twilio ?? 0, recorder });
   const control = http.createServer((req, res) => {
     const url = new URL(req.url ?? "/", "http://sandbox");
@@ -105,6 +148,7 @@ export async function startSandbox(p: Partial<SandboxPorts>, faults: readonly un
           .catch((err: Error) => json(400, { error: err instanceof ZodError ? formatIssues(err.issues).join("; ") : err.message }));
       }
     }
+    if (url.pathname === "/webhooks" || url.pathname.startsWith("/webhooks/")) return webhookRoute(req, url, recorder, sendgrid, json);
     if (req.method === "POST" && url.pathname === "/reset") {
       recorder.reset();
       return json(200, { ok: true });

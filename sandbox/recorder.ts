@@ -22,6 +22,20 @@ export interface Delivery {
   at: number;
 }
 
+/** Providers that post delivery webhooks back to the customer (SendGrid's Event Webhook, Twilio's status callbacks). */
+export type WebhookProvider = "sendgrid" | "twilio";
+
+/** One webhook POST attempt a sandbox made (each retry is its own entry). */
+export interface WebhookPost {
+  provider: WebhookProvider;
+  url: string;
+  /** HTTP status the receiver answered, 0 for a connection error or timeout. */
+  status: number;
+  /** Events in the body: a SendGrid batch's length, 1 for a Twilio callback. */
+  events: number;
+  at: number;
+}
+
 export interface ProviderStats {
   requests: number;
   accepted: number;
@@ -41,6 +55,10 @@ export class Recorder {
   /** Accepted requests per provider, kept as they are recorded (cheap to poll while a benchmark runs). */
   readonly acceptedCount: Record<SandboxProvider, number> = Object.fromEntries(SANDBOX_PROVIDERS.map((p) => [p, 0])) as Record<SandboxProvider, number>;
 
+  /** Every webhook POST attempt, retries included, in the order they were answered. */
+  readonly webhooks: WebhookPost[] = [];
+  private readonly posted: Record<WebhookProvider, Record<string, unknown>[]> = { sendgrid: [], twilio: [] };
+
   record(d: Delivery): void {
     this.deliveries.push(d);
     if (d.status >= 200 && d.status < 300) this.acceptedCount[d.provider]++;
@@ -58,6 +76,31 @@ export class Recorder {
     return out;
   }
 
+  /** Records one webhook POST attempt; its events count as delivered to the receiver only when it answered 2xx. */
+  recordWebhook(post: WebhookPost, events: readonly Record<string, unknown>[]): void {
+    this.webhooks.push(post);
+    if (post.status >= 200 && post.status < 300) this.posted[post.provider].push(...events);
+  }
+
+  /**
+   * Every event (SendGrid: one object of a batch) or callback (Twilio: its
+   * form parameters) that a receiver accepted with a 2xx, in posting order.
+   * A batch retried after a failure appears once, from its successful attempt.
+   */
+  webhookEvents(provider: WebhookProvider): Record<string, unknown>[] {
+    return this.posted[provider].slice();
+  }
+
+  /** Accepted webhook events per kind: SendGrid's `event`, Twilio's `MessageStatus`. */
+  webhookCounts(provider: WebhookProvider): Record<string, number> {
+    const out: Record<string, number> = {};
+    for (const e of this.posted[provider]) {
+      const kind = String(provider === "sendgrid" ? e.event : e.MessageStatus);
+      out[kind] = (out[kind] ?? 0) + 1;
+    }
+    return out;
+  }
+
   stats(): Record<SandboxProvider, ProviderStats> {
     const one = (p: SandboxProvider): ProviderStats => {
       const all = this.deliveries.filter((d) => d.provider === p);
@@ -70,6 +113,9 @@ export class Recorder {
 
   reset(): void {
     this.deliveries.length = 0;
+    this.webhooks.length = 0;
+    this.posted.sendgrid.length = 0;
+    this.posted.twilio.length = 0;
     for (const p of SANDBOX_PROVIDERS) this.acceptedCount[p] = 0;
   }
 }

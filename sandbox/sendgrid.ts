@@ -1,8 +1,9 @@
 // Sandbox SendGrid: a plain HTTP/1.1 server on 127.0.0.1 that speaks SendGrid's v3 mail send API and answers as SendGrid does.
 import http from "node:http";
-import { randomBytes } from "node:crypto";
+import { randomBytes, type KeyObject } from "node:crypto";
 import { tokenFault, type Recorder } from "./recorder.js";
 import { afterDelay, type FaultCode, listenLocal } from "./faults.js";
+import { type AcceptedSend, SendgridEventWebhook } from "./sendgrid-webhook.js";
 
 /** SendGrid's request size limit (docs: "The total size of your email ... must be less than 30MB"). */
 const MAX_PAYLOAD = 30 * 1024 * 1024;
@@ -98,6 +99,40 @@ function substitute(s: string | undefined, subs: unknown): string | undefined {
   return out;
 }
 
+/** The recipients and categories of an accepted send, for the Event Webhook: each personalization's `to`, with the top-level custom args overlaid by the personalization's. */
+function acceptedSend(mail: Json, messageId: string): AcceptedSend {
+  const top = isObj(mail.custom_args) ? mail.custom_args : {};
+  const recipients: AcceptedSend["recipients"] = [];
+  for (const p of mail.personalizations as Json[]) {
+    const customArgs = { ...top, ...(isObj(p.custom_args) ? p.custom_args : {}) };
+    for (const r of p.to as unknown[]) if (isObj(r) && typeof r.email === "string") recipients.push({ email: r.email, customArgs });
+  }
+  const categories = Array.isArray(mail.categories) ? mail.categories.filter((c: unknown): c is string => typeof c === "string") : [];
+  return { messageId, categories, recipients };
+}
+
+/** Options of {@link startSendgridSandbox}. */
+export interface SendgridSandboxOptions {
+  /** 0 = any free port. */
+  port: number;
+  recorder: Recorder;
+  /** Event Webhook URL (http or https, else the start throws); events are posted only while one is set (see `setWebhookUrl`). */
+  webhookUrl?: string;
+  /** Event Webhook signing key (EC P-256); default the committed dev key of sandbox/certs/sendgrid-webhook-key.pem. */
+  webhookKey?: KeyObject;
+}
+
+/** A running SendGrid sandbox. */
+export interface SendgridSandbox {
+  port: number;
+  /** The Event Webhook URL in force, or null. */
+  webhookUrl(): string | null;
+  /** Sets or (null) clears the Event Webhook URL; clearing drops events not yet posted. Throws unless `url` is null or an http(s) URL. */
+  setWebhookUrl(url: string | null): void;
+  /** Stops the server and the webhook (queued events and pending retries are dropped). */
+  close(): Promise<void>;
+}
+
 /**
  * Starts the SendGrid sandbox on `port` (0 = any free port): plain HTTP/1.1
  * with keep-alive on 127.0.0.1. Answers `POST /v3/mail/send` as SendGrid
@@ -110,8 +145,13 @@ function substitute(s: string | undefined, subs: unknown): string | undefined {
  * `Retry-After`, 500, 503, connection resets, added latency).
  * Records one delivery per recipient (to, cc, bcc) for every answer, or one
  * with an empty token when the body names none.
+ * After each 202, while a webhook URL is set, posts the Signed Event
+ * Webhook's events for every `to` recipient (see sandbox/sendgrid-webhook.ts:
+ * `processed`, then delivered, bounce, blocked, dropped or deferred by the
+ * address's prefix), batched, signed and retried as SendGrid does.
  */
-export async function startSendgridSandbox(o: { port: number; recorder: Recorder }): Promise<{ port: number; close(): Promise<void> }> {
+export async function startSendgridSandbox(o: SendgridSandboxOptions): Promise<SendgridSandbox> {
+  const webhook = new SendgridEventWebhook(o.webhookUrl ?? null, o.recorder, o.webhookKey);
   const server = http.createServer({ keepAlive: true }, (req, res) => {
     const chunks: Buffer[] = [];
     let size = 0;
@@ -189,9 +229,20 @@ export async function startSendgridSandbox(o: { port: number; recorder: Recorder
         }
         const bad = addressErrors(m);
         if (bad.length > 0) return answer(400, bad);
-        answer(202, undefined, { "x-message-id": randomBytes(16).toString("base64url") });
+        const messageId = randomBytes(16).toString("base64url");
+        answer(202, undefined, { "x-message-id": messageId });
+        webhook.accepted(acceptedSend(m, messageId));
       });
     });
   });
-  return listenLocal(server, o.port);
+  const listening = await listenLocal(server, o.port);
+  return {
+    port: listening.port,
+    webhookUrl: () => webhook.webhookUrl,
+    setWebhookUrl: (url) => webhook.setUrl(url),
+    close: () => {
+      webhook.close();
+      return listening.close();
+    },
+  };
 }

@@ -3,6 +3,8 @@ import http from "node:http";
 import { randomBytes } from "node:crypto";
 import type { Recorder } from "./recorder.js";
 import { afterDelay, type FaultCode, listenLocal } from "./faults.js";
+import { TwilioStatusCallbacks } from "./twilio-callbacks.js";
+import { isWebhookUrl } from "./webhooks.js";
 
 /** Twilio's limit on a message body (docs), counted in characters. */
 const MAX_BODY = 1600;
@@ -44,12 +46,13 @@ const rfc2822 = (d: Date): string => d.toUTCString().replace("GMT", "+0000");
 const errorBody = (status: number, code: number, message: string): string =>
   JSON.stringify({ code, message, more_info: `https://www.twilio.com/docs/errors/${code}`, status });
 
-/** The sid of Basic credentials `sid:token` (both non-empty), or undefined. */
-function basicSid(auth: string | undefined): string | undefined {
+/** The sid and auth token of Basic credentials `sid:token` (both non-empty), or undefined. */
+function basicCredentials(auth: string | undefined): { sid: string; token: string } | undefined {
   const m = /^Basic ([A-Za-z0-9+/=]+)$/i.exec(auth ?? "");
   if (!m) return undefined;
   const [sid, ...rest] = Buffer.from(m[1]!, "base64").toString().split(":");
-  return sid && rest.join(":") ? sid : undefined;
+  const token = rest.join(":");
+  return sid && token ? { sid, token } : undefined;
 }
 
 /** The `nfx_id` query parameter of a status callback URL, if any. */
@@ -73,9 +76,15 @@ function nidOf(callback: string | undefined): string | undefined {
  * (`To` starting `+999`: unsubscribed); and the recorder's injected faults,
  * decided with `To` as token and the account sid as account (429 20429,
  * 500 20500, 503 20503, with `Retry-After` when set; connection resets;
- * added latency). Records one delivery per request.
+ * added latency); 400 21609 for a `StatusCallback` that is not an http(s)
+ * URL. Records one delivery per request.
+ * When an accepted request carried `StatusCallback`, posts Twilio's status
+ * callbacks to it (see sandbox/twilio-callbacks.ts): `sent`, then
+ * `delivered`, or `undelivered` 30003 for `To` starting `+998`, `failed`
+ * 30008 for `+997`; signed with the request's auth token, retried 3 times.
  */
 export async function startTwilioSandbox(o: { port: number; recorder: Recorder }): Promise<{ port: number; close(): Promise<void> }> {
+  const callbacks = new TwilioStatusCallbacks(o.recorder);
   const server = http.createServer({ keepAlive: true }, (req, res) => {
     const chunks: Buffer[] = [];
     req.on("data", (c: Buffer) => chunks.push(c));
@@ -93,7 +102,8 @@ export async function startTwilioSandbox(o: { port: number; recorder: Recorder }
         res.writeHead(status, { "content-type": "application/json; charset=utf-8", ...(retryAfter !== undefined ? { "retry-after": String(retryAfter) } : {}) });
         res.end(errorBody(status, code, message));
       };
-      const sid = basicSid(headers.authorization);
+      const creds = basicCredentials(headers.authorization);
+      const sid = creds?.sid;
       if (!sid || (account !== undefined && sid !== account)) return fail(401, 20003, "Authenticate");
       if (req.method !== "POST" || !account) return fail(404, 20404, `The requested resource ${path} was not found`);
       if (!to) return fail(400, 21604, "A 'To' phone number is required.");
@@ -102,6 +112,8 @@ export async function startTwilioSandbox(o: { port: number; recorder: Recorder }
       const body = form.Body ?? "";
       if (!body) return fail(400, 21602, "Message body is required.");
       if ([...body].length > MAX_BODY) return fail(400, 21617, `The concatenated message body exceeds the ${MAX_BODY} character limit.`);
+      const statusCallback = form.StatusCallback;
+      if (statusCallback !== undefined && !isWebhookUrl(statusCallback)) return fail(400, 21609, `The StatusCallback URL ${statusCallback} is not a valid URL.`);
       const v = o.recorder.faults.decide("twilio", { token: to, account });
       afterDelay(v, () => {
         if (v.error?.code === "reset") {
@@ -127,8 +139,18 @@ export async function startTwilioSandbox(o: { port: number; recorder: Recorder }
             subresource_uris: { media: `${uri}/Media.json` }, to, uri: `${uri}.json`,
           }),
         );
+        if (statusCallback) {
+          callbacks.accepted({ messageSid, accountSid: account, authToken: creds!.token, to, statusCallback, ...(form.From ? { from: form.From } : {}), ...(form.MessagingServiceSid ? { messagingServiceSid: form.MessagingServiceSid } : {}) });
+        }
       });
     });
   });
-  return listenLocal(server, o.port);
+  const listening = await listenLocal(server, o.port);
+  return {
+    port: listening.port,
+    close: () => {
+      callbacks.close();
+      return listening.close();
+    },
+  };
 }
