@@ -1,4 +1,7 @@
 // Ingest actor, NATS surface: notify and status requests on nfx.api.* (queue group), answered after the request is durable.
+import { readDeliveryLog } from "../lib/delivery-log.js";
+import { Engagement, reportEvents } from "../lib/engagement.js";
+import { UserLog } from "../lib/user-log.js";
 import { headers, type Msg, type Subscription } from "@nats-io/transport-node";
 import { ERROR_HEADER } from "../lib/api-client.js";
 import type { Config } from "../lib/config.js";
@@ -27,7 +30,9 @@ type IngestMsg =
   | { type: "notify"; msg: Msg }
   | { type: "status"; msg: Msg }
   | { type: "campaign"; msg: Msg }
-  | { type: "preferences"; msg: Msg };
+  | { type: "preferences"; msg: Msg }
+  | { type: "log"; msg: Msg }
+  | { type: "events"; msg: Msg };
 
 /**
  * Decodes a JSON request body of at most `max` bytes. Throws
@@ -45,13 +50,17 @@ export function decodeBody(data: Uint8Array, max: number): unknown {
 /**
  * Starts the NATS surface: queue-group subscribers on `nfx.api.notify`,
  * `nfx.api.status`, `nfx.api.campaign` (`{id, action}`) and
- * `nfx.api.preferences` (`{user, optedOut?, categories?}`). A notify reply `{id}` means the notification is in
+ * `nfx.api.preferences` (`{user, optedOut?, categories?}`), `nfx.api.log` (delivery log) and
+ * `nfx.api.events` (app-reported engagement). A notify reply `{id}` means the notification is in
  * JetStream; an error reply (header `Nfx-Error`, body `{error:{code,message,field}}`)
  * means nothing was stored.
  */
 export async function startIngest(d: IngestDeps): Promise<{ stop(): Promise<void> }> {
   const log = d.log.child({ actor: "ingest" });
   const max = d.cfg.ingest.maxBodyBytes;
+  const t = d.cfg.tracker;
+  const userLog = t.userLog ? new UserLog(d.redis, d.cfg.cluster.shards, t.userLogCap, t.userLogDays * 86400_000) : null;
+  const engagement = new Engagement(d.nats, d.redis, d.cfg.engagement.linkTtlDays * 86400_000, d.cfg.webhooks.dedupDays * 86400_000);
 
   const reply = (m: Msg, body: unknown, err?: unknown): void => {
     if (!m.reply) return;
@@ -87,6 +96,12 @@ export async function startIngest(d: IngestDeps): Promise<{ stop(): Promise<void
           reply(im.msg, await preferencesOp(d.cfg, d.redis, d.nats.nc, String(user ?? ""), patch));
           return;
         }
+        case "log":
+          reply(im.msg, await readDeliveryLog(d.nats, userLog, decodeBody(im.msg.data, max)));
+          return;
+        case "events":
+          reply(im.msg, await reportEvents(engagement, decodeBody(im.msg.data, max)));
+          return;
         default: {
           const never: never = im;
           throw new Error(`unhandled ${(never as IngestMsg).type}`);
@@ -101,6 +116,8 @@ export async function startIngest(d: IngestDeps): Promise<{ stop(): Promise<void
     d.nats.nc.subscribe(API.notify, { queue: QUEUE_INGEST, callback: (_e, msg) => void handle({ type: "notify", msg }) }),
     d.nats.nc.subscribe(API.status, { queue: QUEUE_INGEST, callback: (_e, msg) => void handle({ type: "status", msg }) }),
     d.nats.nc.subscribe(API.campaign, { queue: QUEUE_INGEST, callback: (_e, msg) => void handle({ type: "campaign", msg }) }),
+    d.nats.nc.subscribe(API.log, { queue: QUEUE_INGEST, callback: (_e, msg) => void handle({ type: "log", msg }) }),
+    d.nats.nc.subscribe(API.events, { queue: QUEUE_INGEST, callback: (_e, msg) => void handle({ type: "events", msg }) }),
     d.nats.nc.subscribe(API.preferences, { queue: QUEUE_INGEST, callback: (_e, msg) => void handle({ type: "preferences", msg }) }),
   ];
   await d.nats.nc.flush();

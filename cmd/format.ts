@@ -8,7 +8,8 @@ export function formatStatus(s: NotificationStatus, maxLines = Infinity): string
   const c = s.counts;
   const out = [
     `notification ${s.id}  priority=${s.priority} category=${s.category} recipients=${s.recipients} created=${new Date(s.createdAt).toISOString()}`,
-    `sent=${c.sent} failed=${c.failed} queued=${c.queued} suppressed=${c.suppressed} cancelled=${c.cancelled} pending=${c.pending}  ${s.complete ? "complete" : "in progress"}`,
+    `accepted=${c.accepted} sent=${c.sent} delivered=${c.delivered} failed=${c.failed} expired=${c.expired} queued=${c.queued} suppressed=${c.suppressed} deferred=${c.deferred} cancelled=${c.cancelled} fallback=${c.fallback} pending=${c.pending}  ${s.complete ? "complete" : "in progress"}`,
+    `opened=${c.opened} clicked=${c.clicked}`,
   ];
   if (s.lines.length > 0) out.push("", "USER                 CHANNEL  DEVICE           OUTCOME     DETAIL");
   if (s.campaign) out.splice(2, 0, "", formatCampaign(s.campaign));
@@ -31,10 +32,16 @@ export function formatCampaign(s: CampaignStatus): string {
   return [
     `campaign ${s.id}  segment=${s.segment}  state=${s.state}${s.complete ? " (complete)" : ""}  rate=${s.rate || "unlimited"}`,
     `expansion  ${s.scanned}/${s.total} users listed, ${s.members} in the segment, ${s.chunks} chunks, ${s.shardsDone}/${s.shards} shards done`,
-    `decided    ${c.decided} recipients`,
-    `sends      queued ${c.queued}, delivered ${c.sent}, failed ${total(c.failed)} (${reasons(c.failed)}), in flight ${outstanding(c)}`,
+    `recipients accepted ${c.accepted}, decided ${c.decided}, deferred ${c.deferred}`,
+    `sends      queued ${c.queued}, sent ${c.sent}, delivered ${c.delivered}, failed ${total(c.failed)} (${reasons(c.failed)}), expired ${c.expired}, fallback ${c.fallback}, in flight ${outstanding(c)}`,
+    `engagement opened ${c.opened}, clicked ${c.clicked}`,
     `suppressed ${total(c.suppressed)} (${reasons(c.suppressed)})`,
     `cancelled  ${c.cancelled} recipients, ${c.cancelledSends} queued sends`,
   ].join("\n");
 }
 
+
+/** One delivery log line as text. */
+export function formatLogLine(l: { at: number; user: string; notification?: string; channel?: string; device?: string; outcome: string; reason?: string; providerId?: string }): string {
+  return `${new Date(l.at).toISOString()}  ${(l.notification ?? l.user).padEnd(28)} ${(l.channel ?? "-").padEnd(6)} ${(l.device ?? "-").padEnd(20)} ${l.outcome.padEnd(10)} ${l.reason ?? l.providerId ?? ""}`.trimEnd();
+}

@@ -6,7 +6,7 @@ import { fileURLToPath } from "node:url";
 import { createInterface } from "node:readline";
 import { loadConfig, type Config } from "../lib/config.js";
 import { freePort, startNatsServer, startRedisServer, type ServerProcess } from "../lib/launch.js";
-import { ensureApnsKey, sandboxOverrides, startSandbox, type Sandbox, type SandboxPorts } from "../sandbox/index.js";
+import { SENDGRID_WEBHOOK_PUBLIC_KEY, ensureApnsKey, sandboxOverrides, startSandbox, type Sandbox, type SandboxPorts } from "../sandbox/index.js";
 import { ROLES, type Role } from "./roles.js";
 
 const NFX_BIN = fileURLToPath(new URL("./nfx.js", import.meta.url));
@@ -107,8 +107,10 @@ export async function startLocalCluster(o: LocalClusterOptions): Promise<LocalCl
     const wsPort = o.wsPort || (await freePort());
     let overrides: Record<string, unknown> = { nats: { servers: [nats.url] }, redis: { url: redis.url }, http: { port: httpPort }, ws: { port: wsPort } };
     if (o.sandbox) {
-      sandbox = await startSandbox(o.sandbox, o.sandbox.faults);
+      // The sandbox's SendGrid posts its signed events to this cluster's webhook; Twilio calls back where each message asks.
+      sandbox = await startSandbox(o.sandbox, o.sandbox.faults, { sendgridWebhookUrl: `http://127.0.0.1:${httpPort}/v1/webhooks/sendgrid` });
       stops.push(sandbox.close);
+      overrides = mergeDeep(overrides, { engagement: { baseUrl: `http://127.0.0.1:${httpPort}` }, webhooks: { sendgridPublicKey: SENDGRID_WEBHOOK_PUBLIC_KEY } });
     }
     overrides = mergeDeep(overrides, o.overrides ?? {});
     if (sandbox) {

@@ -19,6 +19,7 @@ import { cliConfig, cliLog, withConnections } from "./cli-context.js";
 import { registerCampaignCommands } from "./campaign-cli.js";
 import { registerDirectoryCommands } from "./directory-cli.js";
 import { registerDlqCommands } from "./dlq-cli.js";
+import { registerObserveCommands } from "./observe-cli.js";
 
 const program = new Command("nfx")
   .description("nfx: notification fan-out engine on NATS JetStream")
@@ -287,6 +288,7 @@ program
 registerDirectoryCommands(program);
 registerCampaignCommands(program);
 registerDlqCommands(program);
+registerObserveCommands(program);
 
 program
   .command("demo")

@@ -16,6 +16,10 @@ export const API = {
   status: "nfx.api.status",
   campaign: "nfx.api.campaign",
   preferences: "nfx.api.preferences",
+  /** Delivery log of a notification or a user (`{notification|user, outcome?, limit?, after?, before?}`). */
+  log: "nfx.api.log",
+  /** App-reported engagement (`{events:[…]}`, as `POST /v1/events`). */
+  events: "nfx.api.events",
   all: "nfx.api.>",
 } as const;
 export const QUEUE_INGEST = "nfx-ingest";
