@@ -16,13 +16,13 @@ t.test("email and SMS end to end, with fallback", async (t) => {
   const mail = await notify(nats.nc, { recipients: ["mia"], category: "transactional", channels: ["email"], content: { email: { subject: "Invoice 7", text: "Due Friday" } } });
   t.ok(await eventually(async () => (await status(nats.nc, mail.id)).complete, 30_000), "the email notification completes");
   const line = (await status(nats.nc, mail.id)).lines[0]!;
-  t.match(line, { user: "mia", channel: "email", outcome: "sent" }, "mia's email was sent");
+XX
   const got = rec.accepted("sendgrid").filter((d) => d.nid === mail.id);
   t.same(got.map((d) => [d.token, d.title, d.body]), [["mia@example.com", "Invoice 7", "Due Friday"]], "SendGrid received it once, with its subject and text");
 
   const alarm = await notify(nats.nc, { recipients: ["noah"], category: "security", priority: "critical", content: { push: { title: "New login", body: "From Lisbon" } } });
   t.ok(await eventually(async () => (await status(nats.nc, alarm.id)).complete, 30_000), "the critical notification completes");
-  t.match((await status(nats.nc, alarm.id)).lines[0], { user: "noah", channel: "sms", outcome: "sent", providerId: /^SM/ }, "noah has no device: critical falls back to SMS");
+  t.match((await status(nats.nc, alarm.id)).lines[0], { user: "noah", channel: "sms", outcome: /^(sent|delivered)$/, providerId: /^SM/ }, "noah has no device: critical falls back to SMS");
   const sms = rec.accepted("twilio").filter((d) => d.token === "+15557770001");
   t.same(sms.map((d) => d.body), ["New login: From Lisbon"], "Twilio received the push content as one text, once");
 });
