@@ -45,7 +45,7 @@ t.test("the demo page shows a live notification and marks it read", async (t) =>
   t.ok(statSync(SHOT).size > 5000, `screenshot saved to ${SHOT}`);
 
   t.ok(await eventually(async () => (await status(nats.nc, id)).complete, 15_000), "the notification completes");
-  t.match((await status(nats.nc, id)).lines, [{ user: "zoe", channel: "inapp", outcome: "sent" }], "delivered in-app (acknowledged by the page)");
+  t.match((await status(nats.nc, id)).lines, [{ user: "zoe", channel: "inapp", outcome: "delivered" }], "delivered in-app (acknowledged by the page)");
   const inbox = (await (await fetch(`${cluster.wsUrl}/v1/inbox`, { headers: { authorization: `Bearer ${token}` } })).json()) as { unread: number; items: { id: string; read: boolean }[] };
   t.match(inbox, { unread: 0, items: [{ id, read: true }] }, "the server's inbox has it read");
   t.same(cluster.sandbox!.recorder.accepted("apns").filter((d) => d.nid === id), [], "no push was needed");

@@ -34,7 +34,7 @@ t.test("in-app delivery, fallback, tabs, handshake and inbox", async (t) => {
     const m = await s.next((m) => m.t === "n" && (m.item as { id: string }).id === n.id);
     t.match(m.item, { id: n.id, title: "Zoe liked your photo", body: "Tap to see", payload: { photo: "p1" }, read: false }, "the item arrived live with its content");
     t.ok(await done(n.id), "the notification completes");
-    t.match((await status(nats.nc, n.id)).lines, [{ user: "ana", channel: "inapp", outcome: "sent" }], "one in-app line, sent");
+    t.match((await status(nats.nc, n.id)).lines, [{ user: "ana", channel: "inapp", outcome: "delivered" }], "one in-app line, delivered (the client acknowledged it)");
     await sleep(500);
     t.same(apnsFor(n.id), [], "APNs got nothing");
   });
