@@ -77,6 +77,8 @@ export async function readLag(n: Nats): Promise<{ consumers: ConsumerLag[]; stre
     if (!name.startsWith("NFX_")) continue;
     streams[name] = si.state.messages;
     for await (const ci of n.jsm.consumers.list(name)) {
+      // Durable consumers only: ephemeral ones (ordered reads, status queries) come and go.
+      if (!ci.config.durable_name) continue;
       const priority = priorityOf(ci.name);
       consumers.push({ stream: name, consumer: ci.name, ...(priority ? { priority } : {}), pending: ci.num_pending, ackPending: ci.num_ack_pending });
     }
