@@ -101,7 +101,7 @@ export async function runDemo(o: { users: number }): Promise<number> {
     const t2 = Date.now();
     while (Date.now() - t2 < 120_000) {
       cs = await callApi<CampaignStatus>(nats.nc, API.campaign, { id: camp.id, action: "status" }).catch(() => null);
-      if (cs) console.log(`  ${((Date.now() - t2) / 1000).toFixed(1)}s  listed ${cs.scanned}/${cs.total}  decided ${cs.counters.decided}  queued ${cs.counters.queued}  delivered ${cs.counters.sent}  ${cs.state}`);
+      if (cs) console.log(`  ${((Date.now() - t2) / 1000).toFixed(1)}s  listed ${cs.scanned}/${cs.total}  decided ${cs.counters.decided}  queued ${cs.counters.queued}  sent ${cs.counters.sent}  ${cs.state}`);
       if (cs?.complete) break;
       await new Promise((r) => setTimeout(r, 500));
     }
@@ -110,7 +110,8 @@ export async function runDemo(o: { users: number }): Promise<number> {
     console.log("");
     console.log(formatCampaign(cs!));
     const ok2 = Boolean(cs?.complete) && campAccepted === cs!.counters.sent && sb2.apns.duplicates + sb2.fcm.duplicates === 0;
-    console.log(`  check: the sandboxes accepted ${campAccepted} campaign sends, nfx counted ${cs?.counters.sent} delivered, duplicates ${sb2.apns.duplicates + sb2.fcm.duplicates}: ${ok2 ? "OK" : "MISMATCH"}`);
+    console.log(`  check: the sandboxes accepted ${campAccepted} campaign sends, nfx counted ${cs?.counters.sent} sent, duplicates ${sb2.apns.duplicates + sb2.fcm.duplicates}: ${ok2 ? "OK" : "MISMATCH"}`);
+    console.log("\\nWatch a cluster live: `nfx up`, then open the status page it prints, or run `nfx top`.");
     await clients.close();
     return ok && ok2 ? 0 : 1;
   } finally {

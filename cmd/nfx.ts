@@ -83,6 +83,7 @@ program
       (cluster.sandbox ? `, ${describeSandbox(cluster.sandbox.ports)}` : ""));
     console.log(`HTTP API ${cluster.httpUrl} (Authorization: Bearer ${cluster.apiKey})`);
     console.log(`In-app: ws://${cluster.wsUrl.slice("http://".length)}/v1/ws; demo page ${cluster.wsUrl}/demo?token=$(nfx token <user>)`);
+    console.log(`Status page ${cluster.httpUrl}/status#key=${cluster.apiKey}; live terminal view: nfx top`);
     console.log(`roles: ${[...cluster.procs.keys()].join(", ")}. Config for other commands: NFX_CONFIG=${cluster.configFile}. Ctrl-C to stop.`);
     await waitForSignal();
     console.log("stopping...");
