@@ -111,7 +111,7 @@ export async function runDemo(o: { users: number }): Promise<number> {
     console.log(formatCampaign(cs!));
     const ok2 = Boolean(cs?.complete) && campAccepted === cs!.counters.sent && sb2.apns.duplicates + sb2.fcm.duplicates === 0;
     console.log(`  check: the sandboxes accepted ${campAccepted} campaign sends, nfx counted ${cs?.counters.sent} sent, duplicates ${sb2.apns.duplicates + sb2.fcm.duplicates}: ${ok2 ? "OK" : "MISMATCH"}`);
-    console.log("\\nWatch a cluster live: `nfx up`, then open the status page it prints, or run `nfx top`.");
+    console.log("\nWatch a cluster live: `nfx up`, then open the status page it prints, or run `nfx top`.");
     await clients.close();
     return ok && ok2 ? 0 : 1;
   } finally {
