@@ -9,39 +9,13 @@
 // `message`, `moreInfo`; the headers of the failed answer are on `client.httpClient.lastResponse.headers`
 // (the last request of that client only).
 import t from "tap";
-import { MailService } from "@sendgrid/mail";
-import { Client } from "@sendgrid/client";
 import twilio from "twilio";
-import type RequestClient from "twilio/lib/base/RequestClient.js";
-import type * as TwilioHttp from "twilio/lib/http/response.js";
+import { AC, SG_KEY, SandboxRequestClient, TOKEN, mailer } from "../helpers/sdk-redirects.js";
 import { Recorder } from "../../sandbox/recorder.js";
 import { startSendgridSandbox } from "../../sandbox/sendgrid.js";
 import { startTwilioSandbox } from "../../sandbox/twilio.js";
 
-const SG_KEY = "SG.sandbox-key.secret";
-const AC = `AC${"1".repeat(32)}`;
 const AC_OTHER = `AC${"2".repeat(32)}`;
-const TOKEN = "auth-token";
-
-/** A fresh MailService whose own client talks to the sandbox. */
-function mailer(port: number, key = SG_KEY): MailService {
-  const client = new Client();
-  client.setApiKey(key);
-  client.setDefaultRequest("baseUrl", `http://127.0.0.1:${port}/`);
-  const mail = new MailService();
-  mail.setClient(client);
-  return mail;
-}
-
-/** Twilio's RequestClient with every `https://api.twilio.com` URI rewritten to the sandbox. */
-class SandboxRequestClient extends twilio.RequestClient {
-  constructor(private readonly base: string) {
-    super({ keepAlive: true });
-  }
-  override request<TData>(opts: RequestClient.RequestOptions<TData>): Promise<TwilioHttp.default<TData>> {
-    return super.request({ ...opts, uri: opts.uri.replace(/^https:\/\/api\.twilio\.com/, this.base) });
-  }
-}
 
 const sms = (port: number, sid = AC, opts: { accountSid?: string } = {}): twilio.Twilio =>
   twilio(sid, TOKEN, { ...opts, httpClient: new SandboxRequestClient(`http://127.0.0.1:${port}`) });

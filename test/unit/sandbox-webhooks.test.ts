@@ -6,40 +6,14 @@
 import t, { type Test } from "tap";
 import http from "node:http";
 import type { AddressInfo } from "node:net";
-import { MailService } from "@sendgrid/mail";
-import { Client } from "@sendgrid/client";
 import EventWebhookPkg from "@sendgrid/eventwebhook";
 import twilio from "twilio";
-import type RequestClient from "twilio/lib/base/RequestClient.js";
-import type * as TwilioHttp from "twilio/lib/http/response.js";
+import { AC, SG_KEY, SandboxRequestClient, TOKEN, mailer } from "../helpers/sdk-redirects.js";
 import { SENDGRID_WEBHOOK_PUBLIC_KEY, startSandbox, type Sandbox } from "../../sandbox/index.js";
 
 const { EventWebhook } = EventWebhookPkg;
-const SG_KEY = "SG.sandbox-key.secret";
-const AC = `AC${"1".repeat(32)}`;
-const TOKEN = "auth-token";
 const SIG = "x-twilio-email-event-webhook-signature";
 const TS = "x-twilio-email-event-webhook-timestamp";
-
-/** A fresh MailService whose own client talks to the sandbox. */
-function mailer(port: number): MailService {
-  const client = new Client();
-  client.setApiKey(SG_KEY);
-  client.setDefaultRequest("baseUrl", `http://127.0.0.1:${port}/`);
-  const mail = new MailService();
-  mail.setClient(client);
-  return mail;
-}
-
-/** Twilio's RequestClient with every `https://api.twilio.com` URI rewritten to the sandbox. */
-class SandboxRequestClient extends twilio.RequestClient {
-  constructor(private readonly base: string) {
-    super({ keepAlive: true });
-  }
-  override request<TData>(opts: RequestClient.RequestOptions<TData>): Promise<TwilioHttp.default<TData>> {
-    return super.request({ ...opts, uri: opts.uri.replace(/^https:\/\/api\.twilio\.com/, this.base) });
-  }
-}
 
 const sms = (port: number): twilio.Twilio => twilio(AC, TOKEN, { httpClient: new SandboxRequestClient(`http://127.0.0.1:${port}`) });
 
