@@ -98,33 +98,20 @@ export function watchCluster(n: Nats): void {
     if (!cached || Date.now() - cached.at > 1000) cached = { at: Date.now(), v: readLag(n) };
     return cached.v;
   };
-  new Gauge({
-    name: "nfx_consumer_pending",
-    help: "Messages not yet delivered to a durable consumer (its lag)",
-    labelNames: ["stream", "consumer", "priority"] as const,
-    async collect() {
-      this.reset();
-      for (const c of (await lag()).consumers) this.set({ stream: c.stream, consumer: c.consumer, priority: c.priority ?? "" }, c.pending);
-    },
-  });
-  new Gauge({
-    name: "nfx_consumer_ack_pending",
-    help: "Messages delivered to a durable consumer and not yet acknowledged",
-    labelNames: ["stream", "consumer", "priority"] as const,
-    async collect() {
-      this.reset();
-      for (const c of (await lag()).consumers) this.set({ stream: c.stream, consumer: c.consumer, priority: c.priority ?? "" }, c.ackPending);
-    },
-  });
-  new Gauge({
-    name: "nfx_stream_messages",
-    help: "Messages stored in a stream (for work-queue streams: the backlog)",
-    labelNames: ["stream"] as const,
-    async collect() {
-      this.reset();
-      for (const [s, v] of Object.entries((await lag()).streams)) this.set({ stream: s }, v);
-    },
-  });
+  /** A gauge refilled from the cached JetStream read on every scrape. */
+  const fromLag = (name: string, help: string, labelNames: string[], fill: (l: Awaited<ReturnType<typeof readLag>>, set: (labels: Record<string, string>, v: number) => void) => void): void =>
+    void new Gauge({
+      name, help, labelNames,
+      async collect() {
+        const l = await lag();
+        this.reset();
+        fill(l, (labels, v) => this.set(labels, v));
+      },
+    });
+  const lagLabels = (c: ConsumerLag): Record<string, string> => ({ stream: c.stream, consumer: c.consumer, priority: c.priority ?? "" });
+  fromLag("nfx_consumer_pending", "Messages not yet delivered to a durable consumer (its lag)", ["stream", "consumer", "priority"], (l, set) => l.consumers.forEach((c) => set(lagLabels(c), c.pending)));
+  fromLag("nfx_consumer_ack_pending", "Messages delivered to a durable consumer and not yet acknowledged", ["stream", "consumer", "priority"], (l, set) => l.consumers.forEach((c) => set(lagLabels(c), c.ackPending)));
+  fromLag("nfx_stream_messages", "Messages stored in a stream (for work-queue streams: the backlog)", ["stream"], (l, set) => Object.entries(l.streams).forEach(([s, v]) => set({ stream: s }, v)));
   new Gauge({
     name: "nfx_dlq_depth",
     help: "Sends in the dead-letter stream",
