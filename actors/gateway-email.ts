@@ -10,7 +10,7 @@ import { ProviderError } from "../lib/errors.js";
 import { parseRetryAfter } from "../lib/retry-policy.js";
 import { primaryWithFailovers, runGateway, type ChannelClient, type GatewayDeps, type ProviderApp, type SendResult } from "../lib/gateway-runner.js";
 import type { EmailContent, NotificationBrief, Send } from "../lib/types.js";
-import { LinkSigner, fillTracking, trackableHtml } from "../lib/links.js";
+import { fillTracking, linkSignerFor, trackableHtml, type LinkSigner } from "../lib/links.js";
 import { areBounced } from "../lib/bounces.js";
 import type { Redis } from "../lib/redis.js";
 
@@ -168,7 +168,7 @@ export function createSendgridApp(a: SendgridAccountConfig, o: EmailAppOptions =
 export function emailTracking(cfg: Config): EmailTracking | undefined {
   const e = cfg.engagement;
   if (!e.openPixel && !e.clickTracking) return undefined;
-  return { signer: new LinkSigner(e.secret, e.baseUrl, Math.round(e.linkTtlDays * 86400)), pixel: e.openPixel, clicks: e.clickTracking };
+  return { signer: linkSignerFor(cfg), pixel: e.openPixel, clicks: e.clickTracking };
 }
 
 /** The email channel: the first account sends; the others take over only as configured failovers. With `redis`, hard-bounced addresses are skipped. */

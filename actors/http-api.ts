@@ -18,10 +18,10 @@ import type { TemplateStore } from "../lib/templates.js";
 import { requireNativeUws } from "../lib/uws.js";
 import { decodeBody } from "./ingest.js";
 import { UserTokens } from "../lib/ws-token.js";
-import { Engagement, reportEvents } from "../lib/engagement.js";
-import { LinkSigner, PIXEL_GIF } from "../lib/links.js";
+import { engagementFor, reportEvents } from "../lib/engagement.js";
+import { PIXEL_GIF, linkSignerFor } from "../lib/links.js";
 import { Webhooks } from "../lib/webhooks.js";
-import { UserLog } from "../lib/user-log.js";
+import { userLogFor } from "../lib/user-log.js";
 import { readDeliveryLog, readOverview } from "../lib/delivery-log.js";
 import { listProcesses } from "../lib/processes.js";
 import type { Channel } from "../lib/subjects.js";
@@ -163,11 +163,10 @@ export async function startHttpApi(d: HttpApiDeps): Promise<{ port: number; stop
   };
 
   const tokens = new UserTokens(d.cfg.ws.secret, d.cfg.ws.issuer);
-  const e = d.cfg.engagement;
-  const engagement = new Engagement(d.nats, d.redis, e.linkTtlDays * 86400_000, d.cfg.webhooks.dedupDays * 86400_000);
-  const links = new LinkSigner(e.secret, e.baseUrl, Math.round(e.linkTtlDays * 86400));
+  const engagement = engagementFor(d.cfg, d.nats, d.redis);
+  const links = linkSignerFor(d.cfg);
   const webhooks = new Webhooks(d.cfg, d.redis, engagement);
-  const userLog = d.cfg.tracker.userLog ? new UserLog(d.redis, d.cfg.cluster.shards, d.cfg.tracker.userLogCap, d.cfg.tracker.userLogDays * 86400_000) : null;
+  const userLog = userLogFor(d.cfg, d.redis);
   const statusPage = readFileSync(fileURLToPath(new URL("../../web/status.html", import.meta.url)));
 
   const app: TemplatedApp = uws.App();

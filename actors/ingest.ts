@@ -1,7 +1,7 @@
 // Ingest actor, NATS surface: notify and status requests on nfx.api.* (queue group), answered after the request is durable.
 import { readDeliveryLog } from "../lib/delivery-log.js";
-import { Engagement, reportEvents } from "../lib/engagement.js";
-import { UserLog } from "../lib/user-log.js";
+import { engagementFor, reportEvents } from "../lib/engagement.js";
+import { userLogFor } from "../lib/user-log.js";
 import { headers, type Msg, type Subscription } from "@nats-io/transport-node";
 import { ERROR_HEADER } from "../lib/api-client.js";
 import type { Config } from "../lib/config.js";
@@ -58,9 +58,8 @@ export function decodeBody(data: Uint8Array, max: number): unknown {
 export async function startIngest(d: IngestDeps): Promise<{ stop(): Promise<void> }> {
   const log = d.log.child({ actor: "ingest" });
   const max = d.cfg.ingest.maxBodyBytes;
-  const t = d.cfg.tracker;
-  const userLog = t.userLog ? new UserLog(d.redis, d.cfg.cluster.shards, t.userLogCap, t.userLogDays * 86400_000) : null;
-  const engagement = new Engagement(d.nats, d.redis, d.cfg.engagement.linkTtlDays * 86400_000, d.cfg.webhooks.dedupDays * 86400_000);
+  const userLog = userLogFor(d.cfg, d.redis);
+  const engagement = engagementFor(d.cfg, d.nats, d.redis);
 
   const reply = (m: Msg, body: unknown, err?: unknown): void => {
     if (!m.reply) return;

@@ -4,7 +4,7 @@ import type { Config } from "../lib/config.js";
 import { decode, encodeJson } from "../lib/codec.js";
 import { TOTALS_KEY, emptyCounters, fold, foldTotal, readCounters, readTotals, type ChannelTotals, type Counters } from "../lib/counters.js";
 import type { Redis } from "../lib/redis.js";
-import { UserLog } from "../lib/user-log.js";
+import { userLogFor } from "../lib/user-log.js";
 import { stageItems } from "../lib/metrics.js";
 import type { Logger } from "../lib/log.js";
 import type { Nats } from "../lib/nats.js";
@@ -56,8 +56,7 @@ export async function startTracker(d: TrackerDeps): Promise<{ stop(): Promise<vo
   const log = d.log.child({ actor: "tracker" });
   const now = d.now ?? Date.now;
   const kv = await d.nats.kvm.open(BUCKET.counters);
-  const t = d.cfg.tracker;
-  const userLog = t.userLog ? new UserLog(d.redis, d.cfg.cluster.shards, t.userLogCap, t.userLogDays * 86400_000) : null;
+  const userLog = userLogFor(d.cfg, d.redis);
   const cache = new Map<string, Counters>();
   const dirty = new Set<string>();
   const totals: ChannelTotals = await readTotals(kv);

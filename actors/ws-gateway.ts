@@ -1,6 +1,6 @@
 // WebSocket gateway on uWebSockets.js: holds users' live connections at /v1/ws, subscribes `nfx.live.<user>` for each user it holds, keeps presence, serves the inbox API, the browser client and the demo page.
 import { wsConnections } from "../lib/metrics.js";
-import { Engagement } from "../lib/engagement.js";
+import { engagementFor } from "../lib/engagement.js";
 import { randomBytes } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { hostname } from "node:os";
@@ -90,7 +90,7 @@ export async function startWsGateway(d: WsGatewayDeps): Promise<{ port: number; 
   const log = d.log.child({ actor: "ws-gateway", gateway });
   const tokens = new UserTokens(w.secret, w.issuer);
   const inbox = new Inbox(d.redis, { shards: d.cfg.cluster.shards, cap: w.inboxCap, retentionMs: w.inboxRetentionDays * 86_400_000 });
-  const engagement = new Engagement(d.nats, d.redis, d.cfg.engagement.linkTtlDays * 86400_000, d.cfg.webhooks.dedupDays * 86400_000);
+  const engagement = engagementFor(d.cfg, d.nats, d.redis);
   const presence = new PresenceWriter({ nats: d.nats, redis: d.redis, log, shards: d.cfg.cluster.shards, gateway, ttlMs: w.presenceTtlSec * 1000 });
   const held = new Map<string, Held>();
   const anyOrigin = w.origins.includes("*");

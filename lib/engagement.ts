@@ -3,6 +3,7 @@ import { createHash } from "node:crypto";
 import { encode } from "./codec.js";
 import { engagedKey, webhookSeenKey } from "./keys.js";
 import { inboundEvents } from "./metrics.js";
+import type { Config } from "./config.js";
 import type { Nats } from "./nats.js";
 import type { Redis } from "./redis.js";
 import { z } from "zod";
@@ -159,3 +160,7 @@ export async function reportEvents(e: Engagement, body: unknown, asUser?: string
   );
   return { accepted: events.length, counted };
 }
+
+/** The engagement recorder as configured (`engagement.linkTtlDays`, `webhooks.dedupDays`). */
+export const engagementFor = (cfg: Config, nats: Nats, redis: Redis): Engagement =>
+  new Engagement(nats, redis, cfg.engagement.linkTtlDays * 86400_000, cfg.webhooks.dedupDays * 86400_000);

@@ -1,5 +1,6 @@
 // Signed tracking links: the open pixel and click redirect of an email, tamper-proof with an HMAC over their contents.
 import { createHmac, timingSafeEqual } from "node:crypto";
+import type { Config } from "./config.js";
 import { RequestInvalid } from "./errors.js";
 
 /** What a tracking link stands for: an open of, or a click in, one notification by one recipient on one device. */
@@ -102,3 +103,6 @@ export function trackableHtml(html: string, o: { clicks: boolean; pixel: boolean
 export function fillTracking(html: string, subs: Record<string, string>): string {
   return html.replace(/\{\{(nfxopen|nfxc\d+)\}\}/g, (m, k: string) => subs[k] ?? m);
 }
+
+/** The cluster's link signer as configured (`engagement.secret`, `baseUrl`, `linkTtlDays`). */
+export const linkSignerFor = (cfg: Config): LinkSigner => new LinkSigner(cfg.engagement.secret, cfg.engagement.baseUrl, Math.round(cfg.engagement.linkTtlDays * 86400));

@@ -1,4 +1,5 @@
 // Per-user delivery log in Redis: written by the tracker, read by `nfx log --user`, HTTP and NATS.
+import type { Config } from "./config.js";
 import type { Redis } from "./redis.js";
 import { userLogKey } from "./keys.js";
 import { shardOf } from "./shard.js";
@@ -77,3 +78,7 @@ export class UserLog {
     return raw.map((m) => JSON.parse(m) as UserLogEntry);
   }
 }
+
+/** The cluster's user log as configured (`tracker.*`), or null when it is off. */
+export const userLogFor = (cfg: Config, redis: Redis): UserLog | null =>
+  cfg.tracker.userLog ? new UserLog(redis, cfg.cluster.shards, cfg.tracker.userLogCap, cfg.tracker.userLogDays * 86400_000) : null;
