@@ -14,7 +14,7 @@ import { readStatus } from "../lib/status.js";
 import type { Campaigns } from "../lib/campaigns.js";
 import { campaignOp, preferencesOp } from "../lib/operations.js";
 import type { Redis } from "../lib/redis.js";
-import { API, QUEUE_INGEST } from "../lib/subjects.js";
+import { API, QUEUE_INGEST, isInboxReply } from "../lib/subjects.js";
 
 export interface IngestDeps {
   cfg: Config;
@@ -63,6 +63,11 @@ export async function startIngest(d: IngestDeps): Promise<{ stop(): Promise<void
 
   const reply = (m: Msg, body: unknown, err?: unknown): void => {
     if (!m.reply) return;
+    // Defence in depth: answer only an inbox, never a subject such as $JS.API.… or $KV.… named as reply (docs/security.md).
+    if (!isInboxReply(m.reply)) {
+      log.warn({ subject: m.subject, reply: m.reply }, "request refused: reply subject is not an inbox");
+      return;
+    }
     if (err === undefined) {
       m.respond(encodeJson(body));
       return;

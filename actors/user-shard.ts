@@ -364,7 +364,7 @@ export async function startUserShard(d: ShardDeps): Promise<{ stop(): Promise<vo
   const owner = d.owner ?? `${hostname()}-${process.pid}-${randomBytes(3).toString("hex")}`;
   const log = d.log.child({ actor: "user-shard", owner });
   const fastRedis = d.redis.duplicate();
-  const fastNats = await connectNats(d.cfg, log, "nfx-shard-urgent");
+  const fastNats = await connectNats(d.cfg, log, "nfx-shard-urgent", "shard");
   const sh: Shared = {
     d, owner, log,
     now: d.now ?? Date.now,

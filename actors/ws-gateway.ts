@@ -17,7 +17,7 @@ import type { Logger } from "../lib/log.js";
 import type { Nats } from "../lib/nats.js";
 import { PresenceWriter } from "../lib/presence.js";
 import type { Redis } from "../lib/redis.js";
-import { MSGID, liveSubject, receiptSubject } from "../lib/subjects.js";
+import { MSGID, isInboxReply, liveSubject, receiptSubject } from "../lib/subjects.js";
 import type { ReceiptBatch } from "../lib/types.js";
 import { requireNativeUws } from "../lib/uws.js";
 import { UserTokens } from "../lib/ws-token.js";
@@ -159,7 +159,7 @@ export async function startWsGateway(d: WsGatewayDeps): Promise<{ port: number; 
         const m = h?.pending?.get(c.id);
         if (!m || !h) return;
         h.pending!.delete(c.id);
-        m.respond(encodeJson({ ok: true, gateway, conn: u.id }));
+        if (m.reply && isInboxReply(m.reply)) m.respond(encodeJson({ ok: true, gateway, conn: u.id }));
         return;
       }
       case "list": {

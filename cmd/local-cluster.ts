@@ -8,6 +8,12 @@ import { loadConfig, type Config } from "../lib/config.js";
 import { freePort, startNatsServer, startRedisServer, type ServerProcess } from "../lib/launch.js";
 import { SENDGRID_WEBHOOK_PUBLIC_KEY, ensureApnsKey, sandboxOverrides, startSandbox, type Sandbox, type SandboxPorts } from "../sandbox/index.js";
 import { ROLES, type Role } from "./roles.js";
+import { randomBytes } from "node:crypto";
+import { pino } from "pino";
+import { createLogger } from "../lib/log.js";
+import { connectNats } from "../lib/nats.js";
+import { DEFAULT_NATS_SECRET, renderNatsServerConf } from "../lib/nats-auth.js";
+import { ensureTopology } from "../lib/topology.js";
 
 const NFX_BIN = fileURLToPath(new URL("./nfx.js", import.meta.url));
 
@@ -39,6 +45,8 @@ export interface LocalClusterOptions {
 
 export interface LocalCluster {
   nats: ServerProcess;
+  /** nats-server's configuration text (accounts, users, permissions), to restart it alike. */
+  natsConf: string;
   redis: ServerProcess;
   sandbox: Sandbox | null;
   /** Base URL of the ingest role's HTTP API. */
@@ -98,14 +106,18 @@ export async function startLocalCluster(o: LocalClusterOptions): Promise<LocalCl
     for (const s of stops.reverse()) await s().catch(() => undefined);
   };
   try {
-    const nats = await startNatsServer({ storeDir: join(dataDir, "nats"), port: o.natsPort });
+    // Fresh NATS credentials per cluster unless the user's config sets its own secret (lib/nats-auth.ts).
+    const userCfg = loadConfig({ file: o.configFile, overrides: o.overrides ?? {}, env: {} });
+    const natsSecret = userCfg.nats.secret === DEFAULT_NATS_SECRET ? randomBytes(32).toString("base64url") : userCfg.nats.secret;
+    const natsConf = renderNatsServerConf({ secret: natsSecret, producers: userCfg.nats.producers, serverName: "nfx-local" });
+    const nats = await startNatsServer({ storeDir: join(dataDir, "nats"), port: o.natsPort, conf: natsConf });
     stops.push(nats.stop);
     const redis = await startRedisServer({ dir: join(dataDir, "redis"), port: o.redisPort, persist: o.persist });
     stops.push(redis.stop);
     let sandbox: Sandbox | null = null;
     const httpPort = o.httpPort || (await freePort());
     const wsPort = o.wsPort || (await freePort());
-    let overrides: Record<string, unknown> = { nats: { servers: [nats.url] }, redis: { url: redis.url }, http: { port: httpPort }, ws: { port: wsPort } };
+    let overrides: Record<string, unknown> = { nats: { servers: [nats.url], secret: natsSecret }, redis: { url: redis.url }, http: { port: httpPort }, ws: { port: wsPort } };
     if (o.sandbox) {
       // The sandbox's SendGrid posts its signed events to this cluster's webhook; Twilio calls back where each message asks.
       sandbox = await startSandbox(o.sandbox, o.sandbox.faults, { sendgridWebhookUrl: `http://127.0.0.1:${httpPort}/v1/webhooks/sendgrid` });
@@ -125,7 +137,14 @@ export async function startLocalCluster(o: LocalClusterOptions): Promise<LocalCl
     const base = loadConfig({ file: o.configFile, overrides, env: {} });
     const cfg = loadConfig({ file: o.configFile, overrides });
     const configFile = join(dataDir, "cluster-config.json");
-    writeFileSync(configFile, JSON.stringify(base, null, 2));
+    writeFileSync(configFile, JSON.stringify(base, null, 2), { mode: 0o600 });
+    // Roles may not create streams (least privilege): the topology is made once here, as nfx-admin.
+    const admin = await connectNats(base, createLogger({ level: "warn", redact: true }, pino.destination(2)), "nfx-up-init");
+    try {
+      await ensureTopology(admin, base);
+    } finally {
+      await admin.nc.close();
+    }
 
     const spawnRole = (role: Role, extra: boolean): Promise<ChildProcess> =>
       new Promise((res, rej) => {
@@ -157,7 +176,7 @@ export async function startLocalCluster(o: LocalClusterOptions): Promise<LocalCl
     const startExtra = (role: Role): Promise<ChildProcess> => spawnRole(role, true);
     await Promise.all(o.roles.map(startRole));
     const apiKey = cfg.http.apiKeys.find((k) => k.admin)?.key ?? cfg.http.apiKeys[0]!.key;
-    return { nats, redis, sandbox, httpUrl: `http://${cfg.http.host}:${cfg.http.port}`, wsUrl: `http://${cfg.ws.host}:${cfg.ws.port}`, apiKey, configFile, cfg, procs, startRole, startExtra, stop };
+    return { nats, natsConf, redis, sandbox, httpUrl: `http://${cfg.http.host}:${cfg.http.port}`, wsUrl: `http://${cfg.ws.host}:${cfg.ws.port}`, apiKey, configFile, cfg, procs, startRole, startExtra, stop };
   } catch (err) {
     await stop();
     throw err;

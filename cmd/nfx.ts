@@ -8,6 +8,7 @@ import { NfxError, NotFound } from "../lib/errors.js";
 import { TemplateStore } from "../lib/templates.js";
 import { createLogger } from "../lib/log.js";
 import { connectNats } from "../lib/nats.js";
+import { NATS_ROLE_USERS, natsPassword, natsUserName, renderNatsServerConf } from "../lib/nats-auth.js";
 import { ensureTopology } from "../lib/topology.js";
 import { ApiError, notify, status } from "../lib/api-client.js";
 import { BUCKET, PRIORITIES } from "../lib/subjects.js";
@@ -63,6 +64,26 @@ program
   });
 
 program
+  .command("nats-conf")
+  .description("print nats-server's configuration for this cluster: accounts NFX and PRODUCERS, one user per role, passwords derived from nats.secret")
+  .option("--server-name <name>", "server_name of the generated config", "nfx")
+  .action((o: { serverName: string }) => {
+    const cfg = config();
+    process.stdout.write(renderNatsServerConf({ secret: cfg.nats.secret, producers: cfg.nats.producers, serverName: o.serverName }));
+  });
+
+program
+  .command("nats-password")
+  .description("print the NATS password of a user: a producer name from nats.producers, or nfx-<role> / nfx-admin")
+  .argument("<user>", "user name")
+  .action((user: string) => {
+    const cfg = config();
+    const known = [...cfg.nats.producers, natsUserName("admin"), ...NATS_ROLE_USERS.map(natsUserName)];
+    if (!known.includes(user)) throw new InvalidArgumentError(`user: unknown NATS user "${user}" (one of ${known.join(", ")})`);
+    console.log(natsPassword(cfg.nats.secret, user));
+  });
+
+program
   .command("up")
   .description("run a local cluster: nats-server, redis-server, sandbox providers and every role; Ctrl-C stops all")
   .option("--no-sandbox", "use the providers from the config file instead of the sandboxes")
@@ -82,6 +103,7 @@ program
     console.log(`nfx is up: nats ${cluster.nats.url}, redis ${cluster.redis.url}` +
       (cluster.sandbox ? `, ${describeSandbox(cluster.sandbox.ports)}` : ""));
     console.log(`HTTP API ${cluster.httpUrl} (Authorization: Bearer ${cluster.apiKey})`);
+    console.log(`NATS producers: user producer, password $(nfx nats-password producer), inbox prefix _INBOX_producer`);
     console.log(`In-app: ws://${cluster.wsUrl.slice("http://".length)}/v1/ws; demo page ${cluster.wsUrl}/demo?token=$(nfx token <user>)`);
     console.log(`Status page ${cluster.httpUrl}/status#key=${cluster.apiKey}; live terminal view: nfx top`);
     console.log(`roles: ${[...cluster.procs.keys()].join(", ")}. Config for other commands: NFX_CONFIG=${cluster.configFile}. Ctrl-C to stop.`);

@@ -21,7 +21,7 @@ import type { Config } from "../lib/config.js";
 import type { Logger } from "../lib/log.js";
 import { connectNats, type Nats } from "../lib/nats.js";
 import { connectRedis, type Redis } from "../lib/redis.js";
-import { ensureTopology } from "../lib/topology.js";
+import { awaitTopology } from "../lib/topology.js";
 import { requireNativeUws } from "../lib/uws.js";
 import { announceProcess } from "../lib/processes.js";
 import { watchCluster } from "../lib/metrics.js";
@@ -85,26 +85,29 @@ const starters: Record<Role, (d: Deps) => Promise<Started>> = {
 };
 
 /**
- * Starts `roles` in this process: checks the native runtime, connects NATS
- * and Redis, ensures the topology, then starts each role's actor. `stop()`
+ * Starts `roles` in this process: checks the native runtime, connects Redis
+ * and, per role, NATS as that role's own user (lib/nats-auth.ts: least
+ * privilege, private inbox), waits until `nfx init` has made the topology
+ * (roles may not create streams), then starts each role's actor. `stop()`
  * stops the actors, then closes the connections. Throws if any step fails
  * (nothing is left running then).
  */
 export async function startRoles(roles: readonly Role[], cfg: Config, log: Logger): Promise<Started> {
   requireNativeUws();
-  const nats = await connectNats(cfg, log, `nfx-${roles.join("+")}`);
+  const conns: Nats[] = [];
   const redis = await connectRedis(cfg, log);
   const started: Started[] = [];
   const close = async (): Promise<void> => {
     for (const s of started.reverse()) await s.stop().catch((err) => log.error({ err }, "stop failed"));
-    await nats.nc.drain().catch(() => undefined);
+    for (const n of conns) await n.nc.drain().catch(() => undefined);
     redis.disconnect();
   };
   try {
-    await ensureTopology(nats, cfg);
-    for (const r of roles) started.push(await starters[r]({ cfg, nats, redis, log: log.child({ role: r }) }));
+    for (const r of roles) conns.push(await connectNats(cfg, log.child({ role: r }), `nfx-${r}`, r));
+    await awaitTopology(conns[0]!, cfg, log);
+    for (const [i, r] of roles.entries()) started.push(await starters[r]({ cfg, nats: conns[i]!, redis, log: log.child({ role: r }) }));
     // Announced last: a process in the registry is one whose roles are running.
-    started.push(await announceProcess(cfg, nats, roles, log));
+    started.push(await announceProcess(cfg, conns[0]!, roles, log));
   } catch (err) {
     await close();
     throw err;

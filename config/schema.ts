@@ -133,9 +133,14 @@ export const configSchema = z.strictObject({
   nats: z
     .strictObject({
       servers: z.array(z.string().regex(/^(nats|tls):\/\/[^\s]+$/, "must be a nats:// or tls:// URL")).min(1).default(["nats://127.0.0.1:4222"]),
-      /** Credentials of nfx's own roles (nats-server.conf's `nfx` user by default). */
-      user: z.string().default("nfx"),
-      pass: z.string().default("nfx-local"),
+      /**
+       * Secret every nfx NATS user's password is derived from (one user per role, `nfx-admin` for the CLI,
+       * and each producer); `nfx nats-conf` renders nats-server's config from it. At least 32 characters;
+       * roles refuse the published default outside `nfx up` and the tests.
+       */
+      secret: z.string().min(32, "must be at least 32 characters").default("nfx-local-nats-secret-change-me-in-production"),
+      /** Producer users of the PRODUCERS account (`nfx nats-password <name>` prints each one's password). */
+      producers: z.array(z.string().regex(/^[a-z][a-z0-9_-]{0,63}$/, "must be 1-64 characters of a-z 0-9 _ - starting with a letter")).default(["producer"]),
     })
     .prefault({}),
   redis: z

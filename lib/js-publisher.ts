@@ -34,13 +34,15 @@ interface Pending {
  * stored: retry with the same message id).
  */
 export class JsPublisher {
-  private readonly prefix = `${createInbox()}.`;
+  private readonly prefix: string;
   private readonly pending = new Map<number, Pending>();
   private readonly sub: Subscription;
   private readonly sweeper: NodeJS.Timeout;
   private next = 0;
 
   constructor(private readonly nc: NatsConnection, private readonly timeoutMs = 5000) {
+    // The connection's own inbox prefix: its user may subscribe only there (lib/nats-auth.ts).
+    this.prefix = `${createInbox((nc as unknown as { options?: { inboxPrefix?: string } }).options?.inboxPrefix)}.`;
     this.sub = nc.subscribe(`${this.prefix}*`, {
       callback: (_err, m) => {
         const id = Number(m.subject.slice(this.prefix.length));

@@ -1,14 +1,11 @@
 // Starts and stops local nats-server and redis-server processes: used by `nfx up` and by the test harness.
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { appendFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
 import { RuntimeMissing } from "./errors.js";
 
-/** The repository's nats-server.conf. */
-export const NATS_CONF = fileURLToPath(new URL("../../nats-server.conf", import.meta.url));
 
 export interface ServerProcess {
   url: string;
@@ -81,19 +78,26 @@ export async function freePort(): Promise<number> {
 }
 
 /**
- * Starts nats-server with the repository's nats-server.conf (JetStream on),
- * bound to 127.0.0.1. `port: 0` lets the server choose and reads it from its
- * ports file. Resolves when the port accepts connections; throws with the
- * server's output if it exits first.
+ * Starts nats-server with the configuration text `conf` (written beside the
+ * store as `<storeDir>.conf`; `nfx nats-conf` renders nfx's, see
+ * lib/nats-auth.ts), bound to 127.0.0.1. `port: 0` lets the server choose and
+ * reads it from its ports file. Resolves when the port accepts connections;
+ * throws with the server's output if it exits first. With `NATS_SERVER_LOG` set,
+ * the server's output is also appended to that file (e.g. to collect
+ * permission violations across a test run).
  */
-export async function startNatsServer(o: { storeDir: string; port?: number }): Promise<ServerProcess> {
+export async function startNatsServer(o: { storeDir: string; conf: string; port?: number }): Promise<ServerProcess> {
   requireBinary("nats-server");
   mkdirSync(o.storeDir, { recursive: true });
+  const confFile = `${o.storeDir.replace(/\/+$/, "")}.conf`;
+  writeFileSync(confFile, o.conf, { mode: 0o600 });
   const portsDir = mkdtempSync(join(tmpdir(), "nfx-ports-"));
-  const proc = spawn("nats-server", ["-c", NATS_CONF, "-a", "127.0.0.1", "-p", String(o.port || -1), "-sd", o.storeDir, "--ports_file_dir", portsDir], {
+  const proc = spawn("nats-server", ["-c", confFile, "-a", "127.0.0.1", "-p", String(o.port || -1), "-sd", o.storeDir, "--ports_file_dir", portsDir], {
     stdio: ["ignore", "pipe", "pipe"],
   });
   const t = track(proc);
+  const logTo = process.env.NATS_SERVER_LOG;
+  if (logTo) for (const s of [proc.stdout, proc.stderr]) s?.on("data", (b: Buffer) => appendFileSync(logTo, b));
   try {
     const until = Date.now() + 15_000;
     let port = 0;

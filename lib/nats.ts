@@ -4,6 +4,7 @@ import { jetstream, jetstreamManager, type JetStreamClient, type JetStreamManage
 import { Kvm } from "@nats-io/kv";
 import type { Config } from "./config.js";
 import type { Logger } from "./log.js";
+import { inboxPrefixOf, natsPassword, natsUserName, type NatsIdentity } from "./nats-auth.js";
 
 /** A NATS connection with its JetStream and KV handles. */
 export interface Nats {
@@ -14,15 +15,20 @@ export interface Nats {
 }
 
 /**
- * Connects to the configured servers. Reconnects forever (logged as warnings,
- * not fatal). Throws if the first connection cannot be made at all.
+ * Connects to the configured servers as identity `as` (a role's own user, or
+ * `admin` for the CLI and tools; lib/nats-auth.ts): its user, the password
+ * derived from `nats.secret`, and its private inbox prefix. Reconnects
+ * forever (logged as warnings, not fatal). Throws if the first connection
+ * cannot be made at all.
  */
-export async function connectNats(cfg: Config, log: Logger, name: string): Promise<Nats> {
+export async function connectNats(cfg: Config, log: Logger, name: string, as: NatsIdentity = "admin"): Promise<Nats> {
+  const user = natsUserName(as);
   const nc = await connect({
     servers: [...cfg.nats.servers],
     name,
-    user: cfg.nats.user,
-    pass: cfg.nats.pass,
+    user,
+    pass: natsPassword(cfg.nats.secret, user),
+    inboxPrefix: inboxPrefixOf(as),
     maxReconnectAttempts: -1,
     reconnectTimeWait: 250,
   });

@@ -24,6 +24,21 @@ export const API = {
 } as const;
 export const QUEUE_INGEST = "nfx-ingest";
 
+/**
+ * True when `reply` has the form of a requester's inbox: `_INBOX.…` or a
+ * private prefix `_INBOX_<name>.…` (lib/nats-auth.ts), or `_R_.…`, the reply
+ * subject nats-server makes for a request that came through a service import.
+ * Request handlers answer nothing else.
+ */
+export const isInboxReply = (reply: string): boolean => /^(_INBOX(_[A-Za-z0-9_-]+)?|_R_)\.[^\s>*]+$/.test(reply);
+
+/**
+ * Producers' side of the API inside nfx's account: producers publish
+ * `nfx.api.<op>` in their own account, whose service import maps it to
+ * `nfx.ext.api.<op>` here (lib/nats-auth.ts).
+ */
+export const EXT_API_PREFIX = "nfx.ext.api";
+
 /** Accepted requests: `nfx.intake.<prio>.<notificationId>`. The id in the subject lets status fetch a request directly. */
 export const intakeSubject = (prio: Priority, nid: string): string => `nfx.intake.${prio}.${nid}`;
 export const intakeLane = (prio: Priority): string => `nfx.intake.${prio}.*`;

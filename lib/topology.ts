@@ -1,8 +1,9 @@
-// `nfx init`: creates or updates every stream, consumer and KV bucket. Idempotent; every role runs it at start.
+// `nfx init`: creates or updates every stream, consumer and KV bucket (idempotent, as nfx-admin); roles wait for it at start.
 import { AckPolicy, DeliverPolicy, DiscardPolicy, RetentionPolicy, StorageType, type ConsumerConfig, type StreamConfig } from "@nats-io/jetstream";
 import { nanos } from "@nats-io/transport-node";
 import type { Config } from "./config.js";
 import type { Nats } from "./nats.js";
+import type { Logger } from "./log.js";
 import { PROCESS_TTL_MS } from "./processes.js";
 import {
   BUCKET, CHANNELS, CONSUMER, GATEWAY_CHANNELS, PRIORITIES, STREAM,
@@ -103,4 +104,33 @@ export async function ensureTopology(n: Nats, cfg: Config): Promise<{ streams: s
     buckets.push(name);
   }
   return { streams, consumers, buckets };
+}
+
+/**
+ * Resolves once every stream, durable consumer and KV bucket of the topology
+ * exists, looking with read-only JetStream calls (what a role's NATS user
+ * may do). Logs what is missing with a growing delay (up to 5 s) and keeps
+ * waiting: `nfx init` (or `nfx up`) creates them. Never creates anything.
+ */
+export async function awaitTopology(n: Nats, cfg: Config, log: Logger): Promise<void> {
+  const wanted = [
+    ...streamConfigs(cfg).map((s) => ({ what: `stream ${s.name}`, look: () => n.jsm.streams.info(s.name) })),
+    ...consumerConfigs(cfg).map((c) => ({ what: `consumer ${c.stream}/${c.config.durable_name}`, look: () => n.jsm.consumers.info(c.stream, c.config.durable_name!) })),
+    ...Object.values(BUCKET).map((b) => ({ what: `kv bucket ${b}`, look: () => n.jsm.streams.info(`KV_${b}`) })),
+  ];
+  for (let attempt = 0; ; attempt++) {
+    const missing: string[] = [];
+    for (const w of wanted) {
+      try {
+        await w.look();
+      } catch (err) {
+        if (!isNotFound(err)) throw err;
+        missing.push(w.what);
+      }
+    }
+    if (missing.length === 0) return;
+    const waitMs = Math.min(250 * 2 ** attempt, 5000);
+    log.warn({ missing: missing.slice(0, 5), count: missing.length, retryInMs: waitMs }, "topology incomplete: run `nfx init` (waiting)");
+    await new Promise((r) => setTimeout(r, waitMs));
+  }
 }

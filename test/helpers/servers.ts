@@ -5,9 +5,13 @@ import { join } from "node:path";
 import type { Test } from "tap";
 import { startNatsServer, startRedisServer } from "../../lib/launch.js";
 import { loadConfig, type Config } from "../../lib/config.js";
+import { randomBytes } from "node:crypto";
+import { renderNatsServerConf } from "../../lib/nats-auth.js";
 
 export interface TestServers {
   natsUrl: string;
+  /** The cluster's `nats.secret` (every NATS password derives from it). */
+  natsSecret: string;
   redisUrl: string;
   /** A config pointing at these servers, with `overrides` applied. */
   config(overrides?: Record<string, unknown>): Config;
@@ -20,14 +24,17 @@ export interface TestServers {
 export async function startServers(t: Test): Promise<TestServers> {
   const dir = mkdtempSync(join(tmpdir(), "nfx-test-"));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-  const nats = await startNatsServer({ storeDir: join(dir, "nats") });
+  // Fresh NATS credentials per test file, as `nfx up` makes them (lib/nats-auth.ts).
+  const secret = randomBytes(32).toString("base64url");
+  const nats = await startNatsServer({ storeDir: join(dir, "nats"), conf: renderNatsServerConf({ secret, producers: ["producer"] }) });
   t.teardown(nats.stop);
   const redis = await startRedisServer({ dir: join(dir, "redis") });
   t.teardown(redis.stop);
   return {
     natsUrl: nats.url,
+    natsSecret: secret,
     redisUrl: redis.url,
     config: (overrides = {}) =>
-      loadConfig({ env: {}, overrides: { ...overrides, nats: { servers: [nats.url] }, redis: { url: redis.url }, log: { level: "warn" } } }),
+      loadConfig({ env: {}, overrides: { ...overrides, nats: { servers: [nats.url], secret }, redis: { url: redis.url }, log: { level: "warn" } } }),
   };
 }

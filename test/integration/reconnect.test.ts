@@ -16,7 +16,7 @@ t.test("roles survive a nats-server and a redis-server restart", async (t) => {
   // Restart nats-server on the same port and store: JetStream state survives, clients reconnect.
   const storeDir = join(cluster.configFile, "..", "nats");
   await cluster.nats.stop();
-  const nats2 = await startNatsServer({ storeDir, port: cluster.nats.port });
+  const nats2 = await startNatsServer({ storeDir, port: cluster.nats.port, conf: cluster.natsConf });
   t.teardown(nats2.stop);
   // Restart redis-server (no persistence in tests): the directory is empty until rewritten.
   await cluster.redis.stop();
