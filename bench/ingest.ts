@@ -31,7 +31,7 @@ const pct = (sorted: number[], p: number): number => sorted[Math.min(sorted.leng
 const dir = mkdtempSync(join(tmpdir(), "nfx-bench-ingest-"));
 const cluster = await startLocalCluster({
   dataDir: dir, natsPort: 0, redisPort: 0, httpPort: 0, persist: false, sandbox: null, roles: ["ingest"],
-  overrides: { log: { level: "warn" }, http: { apiKeys: [{ name: "bench", key: KEY }] } },
+  overrides: { log: { level: "warn" }, apiKeys: [{ name: "bench", key: KEY, scopes: ["send"] }] },
 });
 let result: Record<string, unknown> = {};
 if (PIN) {

@@ -24,6 +24,21 @@ export const API = {
 } as const;
 export const QUEUE_INGEST = "nfx-ingest";
 
+/** The operations of the request/reply API: the last token of an `nfx.api.<op>` or `nfx.ext.api.<op>` subject. */
+export const API_OPS = ["notify", "status", "campaign", "preferences", "log", "events"] as const satisfies readonly (keyof typeof API)[];
+export type ApiOp = (typeof API_OPS)[number];
+
+/**
+ * The external API family, `nfx.ext.api.<op>`: the same operations as {@link API}, reached by
+ * producers from their own NATS account through service imports. Unlike `nfx.api.*` (nfx's own
+ * users, trusted as admin), every request here must carry an API key in the `Nfx-Api-Key`
+ * header and is checked against its scopes like an HTTP call. Same queue group, {@link QUEUE_INGEST}.
+ */
+export const extApiSubject = (op: ApiOp): string => `nfx.ext.api.${op}`;
+export const extApiAll = "nfx.ext.api.*";
+/** The last token of an `nfx.ext.api.<op>` subject: an {@link ApiOp} if the caller asked for one that exists. */
+export const extApiOp = (subject: string): string => subject.slice("nfx.ext.api.".length);
+
 /** Accepted requests: `nfx.intake.<prio>.<notificationId>`. The id in the subject lets status fetch a request directly. */
 export const intakeSubject = (prio: Priority, nid: string): string => `nfx.intake.${prio}.${nid}`;
 export const intakeLane = (prio: Priority): string => `nfx.intake.${prio}.*`;

@@ -14,12 +14,10 @@ t.test("ingest API", async (t) => {
   const cluster = await startTestCluster(t, {
     overrides: {
       ingest: { maxBodyBytes: 200_000 },
-      http: {
-        apiKeys: [
-          { name: "admin", key: ADMIN, admin: true },
-          { name: "marketing", key: MARKETING, categories: ["marketing"], priorities: ["normal", "bulk"] },
-        ],
-      },
+      apiKeys: [
+        { name: "admin", key: ADMIN, scopes: ["admin"] },
+        { name: "marketing", key: MARKETING, scopes: ["send", "campaigns.create", "read"], categories: ["marketing"], priorities: ["normal", "bulk"] },
+      ],
     },
   });
   const cfg = cluster.cfg;
@@ -70,7 +68,9 @@ t.test("ingest API", async (t) => {
     t.equal(bad.json.error.field, "channels.push.en.title");
     const noDefault = await post("/v1/templates/nodefault", { defaultLocale: "fr", channels: { push: { en: { title: "t", body: "b" } } } }, { method: "PUT" });
     t.equal(noDefault.json.error.field, "channels.push", "a channel without the default locale is refused");
-    t.equal((await post("/v1/templates/x", tpl, { method: "PUT", key: MARKETING })).status, 403, "a non-admin key may not manage templates");
+    const noScope = await post("/v1/templates/x", tpl, { method: "PUT", key: MARKETING });
+    t.same([noScope.status, noScope.json.error.code, noScope.json.error.message], [403, "NFX_ERR_SCOPE_MISSING", "authorization: key marketing lacks scope templates, needed for PUT /v1/templates/{id}"], "a key without the templates scope may not manage templates");
+    t.equal((await get("/v1/templates/x")).status, 404, "and nothing was stored");
     t.same((await get("/v1/templates")).json, { templates: ["shipped"] }, "only the valid template was stored");
     const cli = await nfxRunner({ NFX_CONFIG: cluster.configFile })("templates", "list");
     t.equal(cli.stdout.trim(), "shipped", "`nfx templates list` sees it");
