@@ -115,66 +115,65 @@ export async function startHttpApi(d: HttpApiDeps): Promise<{ port: number; stop
     send(res, state, err instanceof NfxError ? err.status : 500, { error: e });
   };
 
-  /** Wraps a handler: auth, content type, body size and reading, error mapping. */
+  /** Wraps a handler: auth and scope, content type, body size and reading, error mapping. A keyed route without a scope fails at start-up. */
   const route = (o: RouteOpts, h: Handler) => {
     if ((o.auth ?? "key") !== "none" && !o.scope) throw new Error(`${o.what}: a route that takes an API key must name its scope`);
-    return routeHandler(o, h);
-  };
-  const routeHandler = (o: RouteOpts, h: Handler) => (res: HttpResponse, req: HttpRequest) => {
-    const state = { done: false };
-    res.onAborted(() => {
-      state.done = true;
-    });
-    const raw = Array.from({ length: o.params }, (_, i) => req.getParameter(i) ?? "");
-    const auth = req.getHeader("authorization");
-    const ctype = req.getHeader("content-type");
-    const length = Number(req.getHeader("content-length") || 0);
-    const idempotencyKey = req.getHeader("idempotency-key");
-    const extra = { sgSignature: req.getHeader("x-twilio-email-event-webhook-signature"), sgTimestamp: req.getHeader("x-twilio-email-event-webhook-timestamp"), twilioSignature: req.getHeader("x-twilio-signature") };
-    const q = req.getQuery() ?? "";
-    const pathAndQuery = req.getUrl() + (q ? `?${q}` : "");
-    const m = /^Bearer (.+)$/i.exec(auth);
-    const mode = o.auth ?? "key";
-    const keyCaller = keys.find(m?.[1]);
-    const bearer = m?.[1];
-    const caller = mode === "none" ? NOBODY : keyCaller;
-    let params: string[];
-    try {
-      params = raw.map((p) => {
-        try {
-          return decodeURIComponent(p);
-        } catch {
-          throw new RequestInvalid("path: malformed percent-encoding", { field: "path" });
-        }
+    return (res: HttpResponse, req: HttpRequest): void => {
+      const state = { done: false };
+      res.onAborted(() => {
+        state.done = true;
       });
-      if (!caller && mode !== "key-or-user") throw new Unauthenticated("authorization: a valid `Bearer <api key>` header is required", { field: "authorization" });
-      if (!caller && !bearer) throw new Unauthenticated("authorization: a `Bearer <api key or user token>` header is required", { field: "authorization" });
-      // A key is checked against the route's scope before anything else happens; a user token (key-or-user) has its own rule in the handler.
-      if (mode !== "none" && caller) requireScope(caller, typeof o.scope === "function" ? o.scope(params) : o.scope!, { field: "authorization", what: o.what });
-      const want = o.ctype ?? /^application\/json\b/i;
-      if (o.body && !want.test(ctype)) throw new UnsupportedMediaType(`content-type: must be ${o.ctype ? "application/x-www-form-urlencoded" : "application/json"}`, { field: "content-type" });
-      if (length > max) throw new BodyTooLarge(`(body): ${length} bytes is over the ${max}-byte limit`, { field: "(body)" });
-    } catch (err) {
-      fail(res, state, err);
-      return;
-    }
-    const run = (body: Uint8Array): void => {
-      const who = caller ? Promise.resolve({ caller, user: undefined }) : tokens.verify(bearer).then((t) => ({ caller: NOBODY, user: t.user }));
-      who
-        .then((w) => h({ caller: w.caller, ...(w.user ? { user: w.user } : {}), params, query: new URLSearchParams(q), pathAndQuery, headers: { idempotencyKey, ...extra }, body }))
-        .then((r) => (r.raw !== undefined ? sendRaw(res, state, r.status, r.raw, r.headers) : send(res, state, r.status, r.body, r.headers)))
-        .catch((err) => fail(res, state, err));
+      const raw = Array.from({ length: o.params }, (_, i) => req.getParameter(i) ?? "");
+      const auth = req.getHeader("authorization");
+      const ctype = req.getHeader("content-type");
+      const length = Number(req.getHeader("content-length") || 0);
+      const idempotencyKey = req.getHeader("idempotency-key");
+      const extra = { sgSignature: req.getHeader("x-twilio-email-event-webhook-signature"), sgTimestamp: req.getHeader("x-twilio-email-event-webhook-timestamp"), twilioSignature: req.getHeader("x-twilio-signature") };
+      const q = req.getQuery() ?? "";
+      const pathAndQuery = req.getUrl() + (q ? `?${q}` : "");
+      const m = /^Bearer (.+)$/i.exec(auth);
+      const mode = o.auth ?? "key";
+      const keyCaller = keys.find(m?.[1]);
+      const bearer = m?.[1];
+      const caller = mode === "none" ? NOBODY : keyCaller;
+      let params: string[];
+      try {
+        params = raw.map((p) => {
+          try {
+            return decodeURIComponent(p);
+          } catch {
+            throw new RequestInvalid("path: malformed percent-encoding", { field: "path" });
+          }
+        });
+        if (!caller && mode !== "key-or-user") throw new Unauthenticated("authorization: a valid `Bearer <api key>` header is required", { field: "authorization" });
+        if (!caller && !bearer) throw new Unauthenticated("authorization: a `Bearer <api key or user token>` header is required", { field: "authorization" });
+        // A key is checked against the route's scope before anything else happens; a user token (key-or-user) has its own rule in the handler.
+        if (mode !== "none" && caller) requireScope(caller, typeof o.scope === "function" ? o.scope(params) : o.scope!, { field: "authorization", what: o.what });
+        const want = o.ctype ?? /^application\/json\b/i;
+        if (o.body && !want.test(ctype)) throw new UnsupportedMediaType(`content-type: must be ${o.ctype ? "application/x-www-form-urlencoded" : "application/json"}`, { field: "content-type" });
+        if (length > max) throw new BodyTooLarge(`(body): ${length} bytes is over the ${max}-byte limit`, { field: "(body)" });
+      } catch (err) {
+        fail(res, state, err);
+        return;
+      }
+      const run = (body: Uint8Array): void => {
+        const who = caller ? Promise.resolve({ caller, user: undefined }) : tokens.verify(bearer).then((t) => ({ caller: NOBODY, user: t.user }));
+        who
+          .then((w) => h({ caller: w.caller, ...(w.user ? { user: w.user } : {}), params, query: new URLSearchParams(q), pathAndQuery, headers: { idempotencyKey, ...extra }, body }))
+          .then((r) => (r.raw !== undefined ? sendRaw(res, state, r.status, r.raw, r.headers) : send(res, state, r.status, r.body, r.headers)))
+          .catch((err) => fail(res, state, err));
+      };
+      if (!o.body) return run(new Uint8Array(0));
+      const chunks: Buffer[] = [];
+      let size = 0;
+      res.onData((ab, last) => {
+        if (state.done) return;
+        size += ab.byteLength;
+        if (size > max) return fail(res, state, new BodyTooLarge(`(body): over the ${max}-byte limit`, { field: "(body)" }));
+        chunks.push(Buffer.from(ab.slice(0)));
+        if (last) run(Buffer.concat(chunks));
+      });
     };
-    if (!o.body) return run(new Uint8Array(0));
-    const chunks: Buffer[] = [];
-    let size = 0;
-    res.onData((ab, last) => {
-      if (state.done) return;
-      size += ab.byteLength;
-      if (size > max) return fail(res, state, new BodyTooLarge(`(body): over the ${max}-byte limit`, { field: "(body)" }));
-      chunks.push(Buffer.from(ab.slice(0)));
-      if (last) run(Buffer.concat(chunks));
-    });
   };
 
   const tokens = new UserTokens(d.cfg.ws.secret, d.cfg.ws.issuer);
