@@ -1,12 +1,12 @@
-// HTTP gateway of the ingest role, on uWebSockets.js: notifications, status and templates over HTTP with API-key auth.
-import { createHash } from "node:crypto";
+// HTTP gateway of the ingest role, on uWebSockets.js: notifications, status and templates over HTTP, each route checking its API-key scope.
 import { readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { STATUS_CODES } from "node:http";
 import type { HttpRequest, HttpResponse, TemplatedApp, us_listen_socket } from "uWebSockets.js";
 import type { Config } from "../lib/config.js";
 import { encodeJson } from "../lib/codec.js";
-import { BodyTooLarge, Forbidden, NfxError, NotFound, RequestInvalid, Unauthenticated, UnsupportedMediaType, toErrorReply } from "../lib/errors.js";
+import { ApiKeys, NOBODY, requireScope, type Scope } from "../lib/api-keys.js";
+import { BodyTooLarge, NfxError, NotFound, RequestInvalid, Unauthenticated, UnsupportedMediaType, toErrorReply } from "../lib/errors.js";
 import type { Intake, Producer } from "../lib/intake.js";
 import type { Logger } from "../lib/log.js";
 import type { Nats } from "../lib/nats.js";
@@ -36,13 +36,10 @@ export interface HttpApiDeps {
   log: Logger;
 }
 
-/** An authenticated caller: the producer view plus whether it may manage templates. */
-type Caller = Producer & { admin: boolean };
-
 /** What a route handler gets: headers read up front (uWS forbids touching `req` after the first await) and the body. */
 interface Call {
-  /** The API key's caller; for `auth: "none"` routes, and user-token callers, a nameless one without rights. */
-  caller: Caller;
+  /** The API key's caller; for `auth: "none"` routes, and user-token callers, {@link NOBODY} (no scope). */
+  caller: Producer;
   /** The user a user token authenticated (`auth: "key-or-user"` routes). */
   user?: string;
   params: string[];
@@ -53,13 +50,25 @@ interface Call {
   body: Uint8Array;
 }
 
-/** Who may call a route: an API key, an API key or a user token (apps reporting their own events), or anyone (signed links and provider webhooks check their own signatures). */
+/**
+ * Who may call a route: an API key holding the route's scope; an API key with the scope or a user
+ * token (apps reporting their own events); or anyone (signed links and provider webhooks check their own signatures).
+ */
 type Auth = "key" | "key-or-user" | "none";
-const NOBODY: Caller = { name: "(none)", categories: [], priorities: [], admin: false };
+
+/** A route's options: its name for errors (`POST /v1/campaigns/{id}/{action}`), how it authenticates, the scopes that admit a key (any of; `admin` always does). */
+interface RouteOpts {
+  what: string;
+  params: number;
+  body: boolean;
+  auth?: Auth;
+  /** Scopes admitting a key, fixed or from the path parameters; required unless `auth` is "none". */
+  scope?: readonly Scope[] | ((params: string[]) => readonly Scope[]);
+  ctype?: RegExp;
+}
 
 type Handler = (c: Call) => Promise<{ status: number; body?: unknown; raw?: Buffer | string; headers?: Record<string, string> }>;
 
-const sha = (s: string): string => createHash("sha256").update(s).digest("hex");
 const statusLine = (code: number): string => `${code} ${STATUS_CODES[code] ?? ""}`;
 
 /**
@@ -67,18 +76,19 @@ const statusLine = (code: number): string => `${code} ${STATUS_CODES[code] ?? ""
  * `POST /v1/notifications` (202 `{id}`), `GET /v1/notifications/{id}`,
  * `PUT|GET|DELETE /v1/templates/{id}`, `GET /v1/templates`, `GET /healthz`,
  * `GET /v1/openapi.yaml`, `GET /v1/campaigns/{id}`, `POST /v1/campaigns/{id}/{pause|resume|cancel}`,
- * `PATCH /v1/users/{id}/preferences`.
- * Every request but /healthz and the OpenAPI file needs `Authorization: Bearer <api key>`;
- * templates need an admin key. Errors answer with the error's HTTP status and
- * `{error:{code,message,field}}`. The OpenAPI description is openapi.yaml.
+ * `PATCH /v1/users/{id}/preferences`, delivery logs, overview, metrics targets, engagement and webhooks.
+ * Every route but /healthz, the OpenAPI file, the status page, signed tracking links and signed
+ * provider webhooks needs `Authorization: Bearer <api key>` (401 NFX_ERR_UNAUTHENTICATED without a
+ * valid one) holding the route's scope (403 NFX_ERR_SCOPE_MISSING naming the scope and the key), checked
+ * before the body is read; `POST /v1/events` also takes a user token for that user's own events. The
+ * route → scope table is in the README ("API keys and scopes"). Errors answer with the error's HTTP
+ * status and `{error:{code,message,field}}`. The OpenAPI description is openapi.yaml.
  */
 export async function startHttpApi(d: HttpApiDeps): Promise<{ port: number; stop(): Promise<void> }> {
   const uws = requireNativeUws();
   const log = d.log.child({ actor: "http-api" });
   const max = d.cfg.ingest.maxBodyBytes;
-  const keys = new Map<string, Caller>(
-    d.cfg.http.apiKeys.map((k) => [sha(k.key), { name: k.name, categories: k.categories, priorities: k.priorities, admin: k.admin }]),
-  );
+  const keys = new ApiKeys(d.cfg.apiKeys);
 
   const send = (res: HttpResponse, state: { done: boolean }, status: number, body: unknown, extra: Record<string, string> = {}): void => {
     if (state.done) return;
@@ -105,61 +115,65 @@ export async function startHttpApi(d: HttpApiDeps): Promise<{ port: number; stop
     send(res, state, err instanceof NfxError ? err.status : 500, { error: e });
   };
 
-  /** Wraps a handler: auth, content type, body size and reading, error mapping. */
-  const route = (o: { params: number; body: boolean; admin?: boolean; auth?: Auth; ctype?: RegExp }, h: Handler) => (res: HttpResponse, req: HttpRequest) => {
-    const state = { done: false };
-    res.onAborted(() => {
-      state.done = true;
-    });
-    const raw = Array.from({ length: o.params }, (_, i) => req.getParameter(i) ?? "");
-    const auth = req.getHeader("authorization");
-    const ctype = req.getHeader("content-type");
-    const length = Number(req.getHeader("content-length") || 0);
-    const idempotencyKey = req.getHeader("idempotency-key");
-    const extra = { sgSignature: req.getHeader("x-twilio-email-event-webhook-signature"), sgTimestamp: req.getHeader("x-twilio-email-event-webhook-timestamp"), twilioSignature: req.getHeader("x-twilio-signature") };
-    const q = req.getQuery() ?? "";
-    const pathAndQuery = req.getUrl() + (q ? `?${q}` : "");
-    const m = /^Bearer (.+)$/i.exec(auth);
-    const mode = o.auth ?? "key";
-    const keyCaller = m ? keys.get(sha(m[1]!)) : undefined;
-    const bearer = m?.[1];
-    const caller = mode === "none" ? NOBODY : keyCaller;
-    let params: string[];
-    try {
-      params = raw.map((p) => {
-        try {
-          return decodeURIComponent(p);
-        } catch {
-          throw new RequestInvalid("path: malformed percent-encoding", { field: "path" });
-        }
+  /** Wraps a handler: auth and scope, content type, body size and reading, error mapping. A keyed route without a scope fails at start-up. */
+  const route = (o: RouteOpts, h: Handler) => {
+    if ((o.auth ?? "key") !== "none" && !o.scope) throw new Error(`${o.what}: a route that takes an API key must name its scope`);
+    return (res: HttpResponse, req: HttpRequest): void => {
+      const state = { done: false };
+      res.onAborted(() => {
+        state.done = true;
       });
-      if (!caller && mode !== "key-or-user") throw new Unauthenticated("authorization: a valid `Bearer <api key>` header is required", { field: "authorization" });
-      if (!caller && !bearer) throw new Unauthenticated("authorization: a `Bearer <api key or user token>` header is required", { field: "authorization" });
-      if (o.admin && !caller?.admin) throw new Forbidden(`authorization: key ${caller?.name} may not manage templates`, { field: "authorization" });
-      const want = o.ctype ?? /^application\/json\b/i;
-      if (o.body && !want.test(ctype)) throw new UnsupportedMediaType(`content-type: must be ${o.ctype ? "application/x-www-form-urlencoded" : "application/json"}`, { field: "content-type" });
-      if (length > max) throw new BodyTooLarge(`(body): ${length} bytes is over the ${max}-byte limit`, { field: "(body)" });
-    } catch (err) {
-      fail(res, state, err);
-      return;
-    }
-    const run = (body: Uint8Array): void => {
-      const who = caller ? Promise.resolve({ caller, user: undefined }) : tokens.verify(bearer).then((t) => ({ caller: NOBODY, user: t.user }));
-      who
-        .then((w) => h({ caller: w.caller, ...(w.user ? { user: w.user } : {}), params, query: new URLSearchParams(q), pathAndQuery, headers: { idempotencyKey, ...extra }, body }))
-        .then((r) => (r.raw !== undefined ? sendRaw(res, state, r.status, r.raw, r.headers) : send(res, state, r.status, r.body, r.headers)))
-        .catch((err) => fail(res, state, err));
+      const raw = Array.from({ length: o.params }, (_, i) => req.getParameter(i) ?? "");
+      const auth = req.getHeader("authorization");
+      const ctype = req.getHeader("content-type");
+      const length = Number(req.getHeader("content-length") || 0);
+      const idempotencyKey = req.getHeader("idempotency-key");
+      const extra = { sgSignature: req.getHeader("x-twilio-email-event-webhook-signature"), sgTimestamp: req.getHeader("x-twilio-email-event-webhook-timestamp"), twilioSignature: req.getHeader("x-twilio-signature") };
+      const q = req.getQuery() ?? "";
+      const pathAndQuery = req.getUrl() + (q ? `?${q}` : "");
+      const m = /^Bearer (.+)$/i.exec(auth);
+      const mode = o.auth ?? "key";
+      const keyCaller = keys.find(m?.[1]);
+      const bearer = m?.[1];
+      const caller = mode === "none" ? NOBODY : keyCaller;
+      let params: string[];
+      try {
+        params = raw.map((p) => {
+          try {
+            return decodeURIComponent(p);
+          } catch {
+            throw new RequestInvalid("path: malformed percent-encoding", { field: "path" });
+          }
+        });
+        if (!caller && mode !== "key-or-user") throw new Unauthenticated("authorization: a valid `Bearer <api key>` header is required", { field: "authorization" });
+        if (!caller && !bearer) throw new Unauthenticated("authorization: a `Bearer <api key or user token>` header is required", { field: "authorization" });
+        // A key is checked against the route's scope before anything else happens; a user token (key-or-user) has its own rule in the handler.
+        if (mode !== "none" && caller) requireScope(caller, typeof o.scope === "function" ? o.scope(params) : o.scope!, { field: "authorization", what: o.what });
+        const want = o.ctype ?? /^application\/json\b/i;
+        if (o.body && !want.test(ctype)) throw new UnsupportedMediaType(`content-type: must be ${o.ctype ? "application/x-www-form-urlencoded" : "application/json"}`, { field: "content-type" });
+        if (length > max) throw new BodyTooLarge(`(body): ${length} bytes is over the ${max}-byte limit`, { field: "(body)" });
+      } catch (err) {
+        fail(res, state, err);
+        return;
+      }
+      const run = (body: Uint8Array): void => {
+        const who = caller ? Promise.resolve({ caller, user: undefined }) : tokens.verify(bearer).then((t) => ({ caller: NOBODY, user: t.user }));
+        who
+          .then((w) => h({ caller: w.caller, ...(w.user ? { user: w.user } : {}), params, query: new URLSearchParams(q), pathAndQuery, headers: { idempotencyKey, ...extra }, body }))
+          .then((r) => (r.raw !== undefined ? sendRaw(res, state, r.status, r.raw, r.headers) : send(res, state, r.status, r.body, r.headers)))
+          .catch((err) => fail(res, state, err));
+      };
+      if (!o.body) return run(new Uint8Array(0));
+      const chunks: Buffer[] = [];
+      let size = 0;
+      res.onData((ab, last) => {
+        if (state.done) return;
+        size += ab.byteLength;
+        if (size > max) return fail(res, state, new BodyTooLarge(`(body): over the ${max}-byte limit`, { field: "(body)" }));
+        chunks.push(Buffer.from(ab.slice(0)));
+        if (last) run(Buffer.concat(chunks));
+      });
     };
-    if (!o.body) return run(new Uint8Array(0));
-    const chunks: Buffer[] = [];
-    let size = 0;
-    res.onData((ab, last) => {
-      if (state.done) return;
-      size += ab.byteLength;
-      if (size > max) return fail(res, state, new BodyTooLarge(`(body): over the ${max}-byte limit`, { field: "(body)" }));
-      chunks.push(Buffer.from(ab.slice(0)));
-      if (last) run(Buffer.concat(chunks));
-    });
   };
 
   const tokens = new UserTokens(d.cfg.ws.secret, d.cfg.ws.issuer);
@@ -172,7 +186,7 @@ export async function startHttpApi(d: HttpApiDeps): Promise<{ port: number; stop
   const app: TemplatedApp = uws.App();
   app.post(
     "/v1/notifications",
-    route({ params: 0, body: true }, async (c) => {
+    route({ what: "POST /v1/notifications", scope: ["send", "campaigns.create"], params: 0, body: true }, async (c) => {
       const body = decodeBody(c.body, max);
       if (c.headers.idempotencyKey && body && typeof body === "object" && !Array.isArray(body)) {
         const b = body as Record<string, unknown>;
@@ -185,10 +199,10 @@ export async function startHttpApi(d: HttpApiDeps): Promise<{ port: number; stop
       return { status: 202, body: { id: r.id }, headers: r.replayed ? { "idempotent-replayed": "true" } : undefined };
     }),
   );
-  app.get("/v1/notifications/:id", route({ params: 1, body: false }, async (c) => ({ status: 200, body: await readStatus(d.nats, c.params[0]!, d.campaigns) })));
+  app.get("/v1/notifications/:id", route({ what: "GET /v1/notifications/{id}", scope: ["read"], params: 1, body: false }, async (c) => ({ status: 200, body: await readStatus(d.nats, c.params[0]!, d.campaigns) })));
   app.put(
     "/v1/templates/:id",
-    route({ params: 1, body: true, admin: true }, async (c) => {
+    route({ what: "PUT /v1/templates/{id}", scope: ["templates"], params: 1, body: true }, async (c) => {
       const body = decodeBody(c.body, max) as Record<string, unknown> | null;
       if (!body || typeof body !== "object" || Array.isArray(body)) throw new RequestInvalid("(body): must be a JSON object", { field: "(body)" });
       if (body.id !== undefined && body.id !== c.params[0]) throw new RequestInvalid("id: differs from the id in the path", { field: "id" });
@@ -197,30 +211,30 @@ export async function startHttpApi(d: HttpApiDeps): Promise<{ port: number; stop
   );
   app.get(
     "/v1/templates/:id",
-    route({ params: 1, body: false, admin: true }, async (c) => {
+    route({ what: "GET /v1/templates/{id}", scope: ["templates", "read"], params: 1, body: false }, async (c) => {
       const t = await d.templates.get(c.params[0]!);
       if (!t) throw new NotFound(`template ${c.params[0]} not found`, { field: "id" });
       return { status: 200, body: t };
     }),
   );
-  app.get("/v1/templates", route({ params: 0, body: false, admin: true }, async () => ({ status: 200, body: { templates: await d.templates.list() } })));
+  app.get("/v1/templates", route({ what: "GET /v1/templates", scope: ["templates", "read"], params: 0, body: false }, async () => ({ status: 200, body: { templates: await d.templates.list() } })));
   app.del(
     "/v1/templates/:id",
-    route({ params: 1, body: false, admin: true }, async (c) => {
+    route({ what: "DELETE /v1/templates/{id}", scope: ["templates"], params: 1, body: false }, async (c) => {
       await d.templates.delete(c.params[0]!);
       return { status: 204, body: undefined };
     }),
   );
-  app.get("/v1/campaigns/:id", route({ params: 1, body: false }, async (c) => ({ status: 200, body: await campaignOp(d.campaigns, c.params[0]!, "status") })));
-  app.post("/v1/campaigns/:id/:action", route({ params: 2, body: false }, async (c) => ({ status: 200, body: await campaignOp(d.campaigns, c.params[0]!, c.params[1]!) })));
+  app.get("/v1/campaigns/:id", route({ what: "GET /v1/campaigns/{id}", scope: ["read"], params: 1, body: false }, async (c) => ({ status: 200, body: await campaignOp(d.campaigns, c.params[0]!, "status") })));
+  app.post("/v1/campaigns/:id/:action", route({ what: "POST /v1/campaigns/{id}/{action}", scope: (p) => (p[1] === "status" ? ["read"] : ["campaigns.control"]), params: 2, body: false }, async (c) => ({ status: 200, body: await campaignOp(d.campaigns, c.params[0]!, c.params[1]!) })));
   app.patch(
     "/v1/users/:id/preferences",
-    route({ params: 1, body: true }, async (c) => ({ status: 200, body: { preferences: (await preferencesOp(d.cfg, d.redis, d.nats.nc, c.params[0]!, decodeBody(c.body, max))).preferences ?? {} } })),
+    route({ what: "PATCH /v1/users/{id}/preferences", scope: ["users.write"], params: 1, body: true }, async (c) => ({ status: 200, body: { preferences: (await preferencesOp(d.cfg, d.redis, d.nats.nc, c.params[0]!, decodeBody(c.body, max))).preferences ?? {} } })),
   );
   // Engagement: the open pixel always answers the image (a broken or forged link just counts nothing); a click on a bad link gets a plain page.
   app.get(
     "/v1/t/o/:token",
-    route({ params: 1, body: false, auth: "none" }, async (c) => {
+    route({ what: "GET /v1/t/o/{token}", params: 1, body: false, auth: "none" }, async (c) => {
       const claims = (() => {
         try {
           return links.verify(c.params[0]!, "o");
@@ -234,7 +248,7 @@ export async function startHttpApi(d: HttpApiDeps): Promise<{ port: number; stop
   );
   app.get(
     "/v1/t/c/:token",
-    route({ params: 1, body: false, auth: "none" }, async (c): Promise<{ status: number; raw: string; headers: Record<string, string> }> => {
+    route({ what: "GET /v1/t/c/{token}", params: 1, body: false, auth: "none" }, async (c): Promise<{ status: number; raw: string; headers: Record<string, string> }> => {
       let claims;
       try {
         claims = links.verify(c.params[0]!, "c");
@@ -245,28 +259,28 @@ export async function startHttpApi(d: HttpApiDeps): Promise<{ port: number; stop
       return { status: 302, raw: "", headers: { location: claims.url!, "cache-control": "no-store" } };
     }),
   );
-  app.post("/v1/events", route({ params: 0, body: true, auth: "key-or-user" }, async (c) => ({ status: 200, body: await reportEvents(engagement, decodeBody(c.body, max), c.user) })));
+  app.post("/v1/events", route({ what: "POST /v1/events", scope: ["events"], params: 0, body: true, auth: "key-or-user" }, async (c) => ({ status: 200, body: await reportEvents(engagement, decodeBody(c.body, max), c.user) })));
   app.post(
     "/v1/webhooks/sendgrid",
-    route({ params: 0, body: true, auth: "none" }, async (c) => ({
+    route({ what: "POST /v1/webhooks/sendgrid", params: 0, body: true, auth: "none" }, async (c) => ({
       status: 200,
       body: await webhooks.sendgrid(Buffer.from(c.body), { signature: c.headers.sgSignature, timestamp: c.headers.sgTimestamp }),
     })),
   );
   app.post(
     "/v1/webhooks/twilio",
-    route({ params: 0, body: true, auth: "none", ctype: /^application\/x-www-form-urlencoded\b/i }, async (c) => {
+    route({ what: "POST /v1/webhooks/twilio", params: 0, body: true, auth: "none", ctype: /^application\/x-www-form-urlencoded\b/i }, async (c) => {
       const form = Object.fromEntries(new URLSearchParams(Buffer.from(c.body).toString("utf8")));
       return { status: 200, body: await webhooks.twilio(c.pathAndQuery, form, c.headers.twilioSignature) };
     }),
   );
   // Delivery logs and the overview.
-  app.get("/v1/notifications/:id/deliveries", route({ params: 1, body: false }, async (c) => ({ status: 200, body: await readDeliveryLog(d.nats, userLog, { ...Object.fromEntries(c.query), notification: c.params[0] }) })));
-  app.get("/v1/users/:id/deliveries", route({ params: 1, body: false }, async (c) => ({ status: 200, body: await readDeliveryLog(d.nats, userLog, { ...Object.fromEntries(c.query), user: c.params[0] }) })));
-  app.get("/v1/overview", route({ params: 0, body: false }, async () => ({ status: 200, body: await readOverview(d.nats, d.campaigns) })));
+  app.get("/v1/notifications/:id/deliveries", route({ what: "GET /v1/notifications/{id}/deliveries", scope: ["read"], params: 1, body: false }, async (c) => ({ status: 200, body: await readDeliveryLog(d.nats, userLog, { ...Object.fromEntries(c.query), notification: c.params[0] }) })));
+  app.get("/v1/users/:id/deliveries", route({ what: "GET /v1/users/{id}/deliveries", scope: ["read"], params: 1, body: false }, async (c) => ({ status: 200, body: await readDeliveryLog(d.nats, userLog, { ...Object.fromEntries(c.query), user: c.params[0] }) })));
+  app.get("/v1/overview", route({ what: "GET /v1/overview", scope: ["read"], params: 0, body: false }, async () => ({ status: 200, body: await readOverview(d.nats, d.campaigns) })));
   app.get(
     "/v1/metrics/targets",
-    route({ params: 0, body: false }, async () => ({
+    route({ what: "GET /v1/metrics/targets", scope: ["read"], params: 0, body: false }, async () => ({
       status: 200,
       // Prometheus http_sd_config format: one target group per process.
       body: (await listProcesses(d.nats)).filter((p) => p.metricsUrl).map((p) => {

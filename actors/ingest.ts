@@ -1,20 +1,21 @@
-// Ingest actor, NATS surface: notify and status requests on nfx.api.* (queue group), answered after the request is durable.
+// Ingest actor, NATS surface: API requests on nfx.api.* (trusted) and nfx.ext.api.* (API key and scopes), in a queue group, answered after the request is durable.
 import { readDeliveryLog } from "../lib/delivery-log.js";
 import { engagementFor, reportEvents } from "../lib/engagement.js";
 import { userLogFor } from "../lib/user-log.js";
 import { headers, type Msg, type Subscription } from "@nats-io/transport-node";
-import { ERROR_HEADER } from "../lib/api-client.js";
+import { API_KEY_HEADER, ERROR_HEADER } from "../lib/api-client.js";
+import { ApiKeys, requireScope } from "../lib/api-keys.js";
 import type { Config } from "../lib/config.js";
 import { decodeJson, encodeJson } from "../lib/codec.js";
-import { BodyTooLarge, RequestUndecodable, toErrorReply } from "../lib/errors.js";
-import { NATS_PRODUCER, type Intake } from "../lib/intake.js";
+import { BodyTooLarge, NotFound, RequestUndecodable, toErrorReply } from "../lib/errors.js";
+import { NATS_PRODUCER, type Intake, type Producer } from "../lib/intake.js";
 import type { Logger } from "../lib/log.js";
 import type { Nats } from "../lib/nats.js";
 import { readStatus } from "../lib/status.js";
 import type { Campaigns } from "../lib/campaigns.js";
 import { campaignOp, preferencesOp } from "../lib/operations.js";
 import type { Redis } from "../lib/redis.js";
-import { API, QUEUE_INGEST, isInboxReply } from "../lib/subjects.js";
+import { API, API_OPS, QUEUE_INGEST, extApiAll, extApiOp, isInboxReply, type ApiOp } from "../lib/subjects.js";
 
 export interface IngestDeps {
   cfg: Config;
@@ -25,14 +26,14 @@ export interface IngestDeps {
   log: Logger;
 }
 
-/** Messages the ingest actor handles, by the subject they came on. */
+/** Messages the ingest actor handles, by the operation of the subject they came on, with the caller they came from. */
 type IngestMsg =
-  | { type: "notify"; msg: Msg }
-  | { type: "status"; msg: Msg }
-  | { type: "campaign"; msg: Msg }
-  | { type: "preferences"; msg: Msg }
-  | { type: "log"; msg: Msg }
-  | { type: "events"; msg: Msg };
+  | { type: "notify"; msg: Msg; caller: Producer }
+  | { type: "status"; msg: Msg; caller: Producer }
+  | { type: "campaign"; msg: Msg; caller: Producer }
+  | { type: "preferences"; msg: Msg; caller: Producer }
+  | { type: "log"; msg: Msg; caller: Producer }
+  | { type: "events"; msg: Msg; caller: Producer };
 
 /**
  * Decodes a JSON request body of at most `max` bytes. Throws
@@ -51,15 +52,20 @@ export function decodeBody(data: Uint8Array, max: number): unknown {
  * Starts the NATS surface: queue-group subscribers on `nfx.api.notify`,
  * `nfx.api.status`, `nfx.api.campaign` (`{id, action}`) and
  * `nfx.api.preferences` (`{user, optedOut?, categories?}`), `nfx.api.log` (delivery log) and
- * `nfx.api.events` (app-reported engagement). A notify reply `{id}` means the notification is in
- * JetStream; an error reply (header `Nfx-Error`, body `{error:{code,message,field}}`)
- * means nothing was stored.
+ * `nfx.api.events` (app-reported engagement), and the same operations on `nfx.ext.api.<op>`.
+ * Requests on `nfx.api.*` come only from nfx's own NATS users and are trusted as `admin`; requests on
+ * `nfx.ext.api.*` must carry a configured API key in the `Nfx-Api-Key` header (else
+ * NFX_ERR_UNAUTHENTICATED) holding the operation's scope (else NFX_ERR_SCOPE_MISSING), checked before
+ * anything changes, exactly as over HTTP (README, "API keys and scopes"). A notify reply `{id}` means
+ * the notification is in JetStream; an error reply (header `Nfx-Error`, body `{error:{code,message,field}}`)
+ * means nothing was stored or changed.
  */
 export async function startIngest(d: IngestDeps): Promise<{ stop(): Promise<void> }> {
   const log = d.log.child({ actor: "ingest" });
   const max = d.cfg.ingest.maxBodyBytes;
   const userLog = userLogFor(d.cfg, d.redis);
   const engagement = engagementFor(d.cfg, d.nats, d.redis);
+  const keys = new ApiKeys(d.cfg.apiKeys);
 
   const reply = (m: Msg, body: unknown, err?: unknown): void => {
     if (!m.reply) return;
@@ -80,30 +86,41 @@ export async function startIngest(d: IngestDeps): Promise<{ stop(): Promise<void
   };
 
   const handle = async (im: IngestMsg): Promise<void> => {
+    const need = (scope: Parameters<typeof requireScope>[1], detail = ""): void =>
+      requireScope(im.caller, scope, { field: API_KEY_HEADER, what: `${im.msg.subject}${detail}` });
     try {
       switch (im.type) {
         case "notify":
-          reply(im.msg, { id: (await d.intake.accept(decodeBody(im.msg.data, max), NATS_PRODUCER)).id });
+          // The exact scope (send or campaigns.create) depends on the target; the intake checks it after parsing.
+          need(["send", "campaigns.create"]);
+          reply(im.msg, { id: (await d.intake.accept(decodeBody(im.msg.data, max), im.caller)).id });
           return;
         case "status": {
+          need(["read"]);
           const { id } = (decodeBody(im.msg.data, max) ?? {}) as { id?: unknown };
           reply(im.msg, await readStatus(d.nats, String(id ?? ""), d.campaigns));
           return;
         }
         case "campaign": {
           const { id, action } = (decodeBody(im.msg.data, max) ?? {}) as { id?: unknown; action?: unknown };
+          // `status` reads; every other action (pause, resume, cancel, or an unknown one) needs control.
+          if (action === "status") need(["read"], " (status)");
+          else need(["campaigns.control"], ` (${String(action)})`);
           reply(im.msg, await campaignOp(d.campaigns, String(id ?? ""), String(action ?? "")));
           return;
         }
         case "preferences": {
+          need(["users.write"]);
           const { user, ...patch } = (decodeBody(im.msg.data, max) ?? {}) as { user?: unknown };
           reply(im.msg, await preferencesOp(d.cfg, d.redis, d.nats.nc, String(user ?? ""), patch));
           return;
         }
         case "log":
+          need(["read"]);
           reply(im.msg, await readDeliveryLog(d.nats, userLog, decodeBody(im.msg.data, max)));
           return;
         case "events":
+          need(["events"]);
           reply(im.msg, await reportEvents(engagement, decodeBody(im.msg.data, max)));
           return;
         default: {
@@ -116,16 +133,25 @@ export async function startIngest(d: IngestDeps): Promise<{ stop(): Promise<void
     }
   };
 
+  /** A request on `nfx.ext.api.<op>`: the op from the subject, the caller from the API-key header, then the same handler. */
+  const external = (msg: Msg): void => {
+    try {
+      const op = extApiOp(msg.subject) as ApiOp;
+      if (!(API_OPS as readonly string[]).includes(op)) throw new NotFound(`${msg.subject}: no such operation (one of ${API_OPS.join(", ")})`, { field: "subject" });
+      const caller = keys.authenticate(msg.headers?.get(API_KEY_HEADER), API_KEY_HEADER, `a valid API key in the ${API_KEY_HEADER} header`);
+      void handle({ type: op, msg, caller } as IngestMsg);
+    } catch (err) {
+      reply(msg, undefined, err);
+    }
+  };
+
+  const trusted = (type: ApiOp) => (_e: unknown, msg: Msg) => void handle({ type, msg, caller: NATS_PRODUCER } as IngestMsg);
   const subs: Subscription[] = [
-    d.nats.nc.subscribe(API.notify, { queue: QUEUE_INGEST, callback: (_e, msg) => void handle({ type: "notify", msg }) }),
-    d.nats.nc.subscribe(API.status, { queue: QUEUE_INGEST, callback: (_e, msg) => void handle({ type: "status", msg }) }),
-    d.nats.nc.subscribe(API.campaign, { queue: QUEUE_INGEST, callback: (_e, msg) => void handle({ type: "campaign", msg }) }),
-    d.nats.nc.subscribe(API.log, { queue: QUEUE_INGEST, callback: (_e, msg) => void handle({ type: "log", msg }) }),
-    d.nats.nc.subscribe(API.events, { queue: QUEUE_INGEST, callback: (_e, msg) => void handle({ type: "events", msg }) }),
-    d.nats.nc.subscribe(API.preferences, { queue: QUEUE_INGEST, callback: (_e, msg) => void handle({ type: "preferences", msg }) }),
+    ...API_OPS.map((op) => d.nats.nc.subscribe(API[op], { queue: QUEUE_INGEST, callback: trusted(op) })),
+    d.nats.nc.subscribe(extApiAll, { queue: QUEUE_INGEST, callback: (_e, msg) => external(msg) }),
   ];
   await d.nats.nc.flush();
-  log.info({ subjects: [API.notify, API.status, API.campaign, API.preferences] }, "ingest ready");
+  log.info({ subjects: [...API_OPS.map((op) => API[op]), extApiAll], keys: keys.size }, "ingest ready");
   return {
     async stop() {
       await Promise.all(subs.map((s) => s.drain()));

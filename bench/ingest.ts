@@ -5,7 +5,9 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
-import { connect } from "@nats-io/transport-node";
+import { connect, headers } from "@nats-io/transport-node";
+import { API_KEY_HEADER } from "../lib/api-client.js";
+import { inboxPrefixOf, natsPassword } from "../lib/nats-auth.js";
 import { startLocalCluster } from "../cmd/local-cluster.js";
 import { report } from "./report.js";
 import { STREAM } from "../lib/subjects.js";
@@ -31,7 +33,7 @@ const pct = (sorted: number[], p: number): number => sorted[Math.min(sorted.leng
 const dir = mkdtempSync(join(tmpdir(), "nfx-bench-ingest-"));
 const cluster = await startLocalCluster({
   dataDir: dir, natsPort: 0, redisPort: 0, httpPort: 0, persist: false, sandbox: null, roles: ["ingest"],
-  overrides: { log: { level: "warn" }, http: { apiKeys: [{ name: "bench", key: KEY }] } },
+  overrides: { log: { level: "warn" }, apiKeys: [{ name: "bench", key: KEY, scopes: ["send"] }] },
 });
 let result: Record<string, unknown> = {};
 if (PIN) {
@@ -44,7 +46,10 @@ try {
   const stored0 = (await admin.jsm.streams.info(STREAM.intake)).state.messages;
 
   // 1. NATS: closed loop, INFLIGHT requests outstanding, for SECONDS.
-  const nc = await connect({ servers: cluster.nats.url, user: "producer", pass: "producer-local" });
+  // As a producer: account PRODUCERS, through the service import, with its API key (docs/security.md).
+  const nc = await connect({ servers: cluster.nats.url, user: "producer", pass: natsPassword(cluster.cfg.nats.secret, "producer"), inboxPrefix: inboxPrefixOf({ producer: "producer" }) });
+  const keyed = headers();
+  keyed.set(API_KEY_HEADER, KEY);
   const te = new TextEncoder();
   let natsOk = 0;
   let natsErr = 0;
@@ -54,7 +59,7 @@ try {
   await Promise.all(
     Array.from({ length: INFLIGHT }, async () => {
       while (performance.now() < natsEnd) {
-        const m = await nc.request("nfx.api.notify", te.encode(body(i++)), { timeout: 10_000 });
+        const m = await nc.request("nfx.api.notify", te.encode(body(i++)), { timeout: 10_000, headers: keyed });
         if (m.headers?.get("Nfx-Error")) natsErr++;
         else natsOk++;
       }

@@ -131,8 +131,8 @@ export async function startLocalCluster(o: LocalClusterOptions): Promise<LocalCl
       overrides = mergeDeep(overrides, sandboxOverrides(sandbox.ports, ensureApnsKey(join(dataDir, "apns-sandbox-key.p8")), apps));
     }
     // A local cluster without API keys gets a development key, so the HTTP API can be tried at once.
-    if (loadConfig({ file: o.configFile, overrides }).http.apiKeys.length === 0) {
-      overrides = mergeDeep(overrides, { http: { apiKeys: [{ name: "dev", key: DEV_API_KEY, admin: true }] } });
+    if (loadConfig({ file: o.configFile, overrides }).apiKeys.length === 0) {
+      overrides = mergeDeep(overrides, { apiKeys: [{ name: "dev", key: DEV_API_KEY, scopes: ["admin"] }] });
     }
     const base = loadConfig({ file: o.configFile, overrides, env: {} });
     const cfg = loadConfig({ file: o.configFile, overrides });
@@ -175,7 +175,7 @@ export async function startLocalCluster(o: LocalClusterOptions): Promise<LocalCl
     const startRole = (role: Role): Promise<ChildProcess> => spawnRole(role, false);
     const startExtra = (role: Role): Promise<ChildProcess> => spawnRole(role, true);
     await Promise.all(o.roles.map(startRole));
-    const apiKey = cfg.http.apiKeys.find((k) => k.admin)?.key ?? cfg.http.apiKeys[0]!.key;
+    const apiKey = cfg.apiKeys.find((k) => k.scopes.includes("admin"))?.key ?? cfg.apiKeys[0]!.key;
     return { nats, natsConf, redis, sandbox, httpUrl: `http://${cfg.http.host}:${cfg.http.port}`, wsUrl: `http://${cfg.ws.host}:${cfg.ws.port}`, apiKey, configFile, cfg, procs, startRole, startExtra, stop };
   } catch (err) {
     await stop();

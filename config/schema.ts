@@ -8,6 +8,14 @@ const host = z.string().min(1);
 const hhmm = z.string().regex(/^([01][0-9]|2[0-3]):[0-5][0-9]$/, "must be a 24-hour HH:MM time");
 const contentChannel = z.enum(["push", "email", "sms", "inapp"]);
 
+/**
+ * API-key scopes, one per kind of operation: `send` (explicit recipients), `campaigns.create` (a segment
+ * target), `campaigns.control` (pause, resume, cancel), `users.write` (user records and preferences),
+ * `templates` (manage templates), `read` (status, delivery logs, overview, metrics targets, templates),
+ * `events` (app-reported engagement) and `admin` (every scope).
+ */
+export const API_SCOPES = ["send", "campaigns.create", "campaigns.control", "users.write", "templates", "read", "events", "admin"] as const;
+
 /** What every provider app has: its name, bulkhead limits, circuit breaker and an optional failover app. */
 const bulkhead = {
   /** Requests in flight at once for this app. */
@@ -204,22 +212,40 @@ export const configSchema = z.strictObject({
       enabled: z.boolean().default(true),
       host: z.string().min(1).default("127.0.0.1"),
       port: z.number().int().min(0).max(65535).default(8080),
-      /** API keys for the HTTP surface; none means every HTTP request is refused with 401. */
-      apiKeys: z
-        .array(
-          z.strictObject({
-            name: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/, "must be 1-64 characters of A-Z a-z 0-9 _ . -"),
-            key: z.string().min(16, "must be at least 16 characters"),
-            /** Categories this key may send; ["*"] for all. */
-            categories: z.array(z.string().min(1)).min(1).default(["*"]),
-            priorities: z.array(z.enum(["critical", "high", "normal", "bulk"])).min(1).default(["critical", "high", "normal", "bulk"]),
-            /** May manage templates. */
-            admin: z.boolean().default(false),
-          }),
-        )
-        .default([]),
+      /** Moved: API keys are the top-level `apiKeys` now (they serve HTTP and `nfx.ext.api.*` alike). */
+      apiKeys: z.never({ error: "moved to the top-level apiKeys (each key lists its scopes; admin: true became scopes: [\"admin\"])" }).optional(),
     })
     .prefault({}),
+  /**
+   * API keys, for HTTP and the external NATS family `nfx.ext.api.*` alike; none means every such request
+   * is refused with 401. Each key lists the scopes it holds (see {@link API_SCOPES}); `categories` and
+   * `priorities` further limit what `send` and `campaigns.create` may submit.
+   */
+  apiKeys: z
+    .array(
+      z.strictObject({
+        name: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/, "must be 1-64 characters of A-Z a-z 0-9 _ . -"),
+        key: z.string().min(16, "must be at least 16 characters"),
+        /** The operations this key may call; `admin` holds every scope. */
+        scopes: z.array(z.enum(API_SCOPES)).min(1),
+        /** Categories this key may send; ["*"] for all. */
+        categories: z.array(z.string().min(1)).min(1).default(["*"]),
+        priorities: z.array(z.enum(["critical", "high", "normal", "bulk"])).min(1).default(["critical", "high", "normal", "bulk"]),
+        /** Replaced by scopes. */
+        admin: z.never({ error: "replaced by scopes: admin: true is scopes: [\"admin\"]; a key without it lists what it may do, e.g. [\"send\",\"read\"]" }).optional(),
+      }),
+    )
+    .superRefine((keys, ctx) => {
+      const names = new Set<string>();
+      const secrets = new Set<string>();
+      keys.forEach((k, i) => {
+        if (names.has(k.name)) ctx.addIssue({ code: "custom", path: [i, "name"], message: `duplicate key name ${k.name}` });
+        if (secrets.has(k.key)) ctx.addIssue({ code: "custom", path: [i, "key"], message: "the same key is configured twice" });
+        names.add(k.name);
+        secrets.add(k.key);
+      });
+    })
+    .default([]),
   campaign: z
     .strictObject({
       /** Users per campaign chunk (one shard's slice); at most 10,000. */

@@ -55,8 +55,10 @@ export class BodyTooLarge extends errorClass("NFX_ERR_BODY_TOO_LARGE", 413) {}
 export class UnsupportedMediaType extends errorClass("NFX_ERR_UNSUPPORTED_MEDIA_TYPE", 415) {}
 /** No valid API key was presented. */
 export class Unauthenticated extends errorClass("NFX_ERR_UNAUTHENTICATED", 401) {}
-/** The API key may not use this category or priority. */
+/** The API key may not use this category or priority; or a user token reports another user's events. */
 export class Forbidden extends errorClass("NFX_ERR_FORBIDDEN", 403) {}
+/** The API key lacks the scope an operation needs; the message names the scope wanted and the key. Nothing was changed. */
+export class ScopeMissing extends errorClass("NFX_ERR_SCOPE_MISSING", 403) {}
 /** The idempotency key was used before with a different body. */
 export class IdempotencyConflict extends errorClass("NFX_ERR_IDEMPOTENCY_CONFLICT", 409) {}
 /** The category is not one of the configured categories. */
@@ -115,7 +117,7 @@ export class Fenced extends errorClass("NFX_ERR_FENCED", 409) {}
 
 /** Every error class, so tests can check codes are unique and callers can map codes back. */
 export const ERROR_CLASSES = [
-  ConfigInvalid, RequestInvalid, RequestUndecodable, BodyTooLarge, UnsupportedMediaType, Unauthenticated, Forbidden,
+  ConfigInvalid, RequestInvalid, RequestUndecodable, BodyTooLarge, UnsupportedMediaType, Unauthenticated, Forbidden, ScopeMissing,
   IdempotencyConflict, CategoryUnknown, SegmentUnknown, TemplateNotFound, TemplateMismatch, TemplateInvalid, PayloadTooLarge,
   ScheduleInvalid, ChannelUnavailable, CampaignStateConflict, NotFound, StoreUnavailable, RuntimeMissing, ProviderError, Fenced,
 ] as const;

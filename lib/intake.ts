@@ -8,6 +8,7 @@ import {
   CategoryUnknown, ChannelUnavailable, Forbidden, IdempotencyConflict, PayloadTooLarge, RequestInvalid,
   ScheduleInvalid, StoreUnavailable, TemplateMismatch, TemplateNotFound,
 } from "./errors.js";
+import { requireScope, type Scope } from "./api-keys.js";
 import { APNS_MAX_PAYLOAD, apnsPayloadOverLimit } from "./apns-payload.js";
 import { newNotificationId } from "./ids.js";
 import { JsPublisher } from "./js-publisher.js";
@@ -20,16 +21,18 @@ import { MSGID, intakeSubject, scheduledSubject, type Priority } from "./subject
 import { renderPush, templateChannels, type TemplateStore } from "./templates.js";
 import type { ContentChannel, Notification, TemplateUse } from "./types.js";
 
-/** Who is submitting: an HTTP API key, or the NATS producer surface. */
+/** Who is calling: an API key (HTTP or `nfx.ext.api.*`), or nfx's own NATS users on `nfx.api.*`. */
 export interface Producer {
   name: string;
   /** Categories it may use, or "*". */
   categories: readonly string[] | "*";
   priorities: readonly Priority[];
+  /** The operations it may call (lib/api-keys.ts); `admin` holds them all. */
+  scopes: readonly Scope[];
 }
 
-/** The NATS surface: NATS permissions in nats-server.conf decide who may publish there. */
-export const NATS_PRODUCER: Producer = { name: "nats", categories: "*", priorities: ["critical", "high", "normal", "bulk"] };
+/** The trusted NATS surface `nfx.api.*`: only nfx's own account users (operators, the CLI) reach it, so it holds `admin`. */
+export const NATS_PRODUCER: Producer = { name: "nats", categories: "*", priorities: ["critical", "high", "normal", "bulk"], scopes: ["admin"] };
 
 export interface Accepted {
   id: string;
@@ -72,10 +75,16 @@ export class Intake {
     return (this.d.now ?? Date.now)();
   }
 
-  /** Validates and builds the notification without storing it. Throws the first rule broken, naming the field. */
+  /**
+   * Validates and builds the notification without storing it. Throws the first rule broken, naming the field;
+   * ScopeMissing (403) first when the producer lacks `send` (listed recipients) or `campaigns.create` (a segment).
+   */
   async build(body: unknown, producer: Producer): Promise<{ req: NotifyRequest; n: Notification }> {
     const cfg = this.d.cfg;
     const req = parseNotifyRequest(body);
+    // A segment target starts a campaign: its own scope, checked before anything else is looked at.
+    if (req.segment !== undefined) requireScope(producer, ["campaigns.create"], { field: "segment", what: "a segment target (it starts a campaign)" });
+    else requireScope(producer, ["send"], { field: "recipients", what: "a send to listed recipients" });
     const category = cfg.categories[req.category];
     if (!category) throw new CategoryUnknown(`category: unknown category ${req.category} (one of ${Object.keys(cfg.categories).join(", ")})`, { field: "category" });
     const priority = req.priority ?? category.defaultPriority;

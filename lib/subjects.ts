@@ -32,12 +32,20 @@ export const QUEUE_INGEST = "nfx-ingest";
  */
 export const isInboxReply = (reply: string): boolean => /^(_INBOX(_[A-Za-z0-9_-]+)?|_R_)\.[^\s>*]+$/.test(reply);
 
+/** The operations of the request/reply API: the last token of an `nfx.api.<op>` or `nfx.ext.api.<op>` subject. */
+export const API_OPS = ["notify", "status", "campaign", "preferences", "log", "events"] as const satisfies readonly (keyof typeof API)[];
+export type ApiOp = (typeof API_OPS)[number];
+
 /**
- * Producers' side of the API inside nfx's account: producers publish
- * `nfx.api.<op>` in their own account, whose service import maps it to
- * `nfx.ext.api.<op>` here (lib/nats-auth.ts).
+ * The external API family, `nfx.ext.api.<op>`: the same operations as {@link API}, reached by
+ * producers from their own NATS account through service imports. Unlike `nfx.api.*` (nfx's own
+ * users, trusted as admin), every request here must carry an API key in the `Nfx-Api-Key`
+ * header and is checked against its scopes like an HTTP call. Same queue group, {@link QUEUE_INGEST}.
  */
-export const EXT_API_PREFIX = "nfx.ext.api";
+export const extApiSubject = (op: ApiOp): string => `nfx.ext.api.${op}`;
+export const extApiAll = "nfx.ext.api.*";
+/** The last token of an `nfx.ext.api.<op>` subject: an {@link ApiOp} if the caller asked for one that exists. */
+export const extApiOp = (subject: string): string => subject.slice("nfx.ext.api.".length);
 
 /** Accepted requests: `nfx.intake.<prio>.<notificationId>`. The id in the subject lets status fetch a request directly. */
 export const intakeSubject = (prio: Priority, nid: string): string => `nfx.intake.${prio}.${nid}`;

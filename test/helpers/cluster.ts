@@ -4,6 +4,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Test } from "tap";
 import type { Config } from "../../lib/config.js";
+import { connect, type NatsConnection } from "@nats-io/transport-node";
+import { inboxPrefixOf, natsPassword } from "../../lib/nats-auth.js";
 import type { Nats } from "../../lib/nats.js";
 import type { Redis } from "../../lib/redis.js";
 import { openClients } from "../../cmd/cli-context.js";
@@ -55,4 +57,14 @@ export async function clientsFor(t: Test, cfg: Config): Promise<{ nats: Nats; re
   const c = await openClients(cfg, "test");
   t.teardown(c.close);
   return c;
+}
+
+/**
+ * A producer's NATS connection to `cluster` (account PRODUCERS, docs/security.md): user `name`
+ * from `nats.producers`, its derived password and its own inbox prefix; closed when `t` ends.
+ */
+export async function producerFor(t: Test, cluster: LocalCluster, name = "producer"): Promise<NatsConnection> {
+  const nc = await connect({ servers: cluster.nats.url, user: name, pass: natsPassword(cluster.cfg.nats.secret, name), inboxPrefix: inboxPrefixOf({ producer: name }) });
+  t.teardown(() => nc.close());
+  return nc;
 }

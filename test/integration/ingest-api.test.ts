@@ -5,7 +5,7 @@ import { ApiError, notify, status } from "../../lib/api-client.js";
 import { writeUsers } from "../../lib/directory.js";
 import { STREAM } from "../../lib/subjects.js";
 import { nfxRunner } from "../helpers/cli.js";
-import { clientsFor, eventually, startTestCluster } from "../helpers/cluster.js";
+import { clientsFor, eventually, producerFor, startTestCluster } from "../helpers/cluster.js";
 
 const ADMIN = "admin-key-0123456789";
 const MARKETING = "marketing-key-0123456789";
@@ -14,12 +14,10 @@ t.test("ingest API", async (t) => {
   const cluster = await startTestCluster(t, {
     overrides: {
       ingest: { maxBodyBytes: 200_000 },
-      http: {
-        apiKeys: [
-          { name: "admin", key: ADMIN, admin: true },
-          { name: "marketing", key: MARKETING, categories: ["marketing"], priorities: ["normal", "bulk"] },
-        ],
-      },
+      apiKeys: [
+        { name: "admin", key: ADMIN, scopes: ["admin"] },
+        { name: "marketing", key: MARKETING, scopes: ["send", "campaigns.create", "read"], categories: ["marketing"], priorities: ["normal", "bulk"] },
+      ],
     },
   });
   const cfg = cluster.cfg;
@@ -70,7 +68,9 @@ t.test("ingest API", async (t) => {
     t.equal(bad.json.error.field, "channels.push.en.title");
     const noDefault = await post("/v1/templates/nodefault", { defaultLocale: "fr", channels: { push: { en: { title: "t", body: "b" } } } }, { method: "PUT" });
     t.equal(noDefault.json.error.field, "channels.push", "a channel without the default locale is refused");
-    t.equal((await post("/v1/templates/x", tpl, { method: "PUT", key: MARKETING })).status, 403, "a non-admin key may not manage templates");
+    const noScope = await post("/v1/templates/x", tpl, { method: "PUT", key: MARKETING });
+    t.same([noScope.status, noScope.json.error.code, noScope.json.error.message], [403, "NFX_ERR_SCOPE_MISSING", "authorization: key marketing lacks scope templates, needed for PUT /v1/templates/{id}"], "a key without the templates scope may not manage templates");
+    t.equal((await get("/v1/templates/x")).status, 404, "and nothing was stored");
     t.same((await get("/v1/templates")).json, { templates: ["shipped"] }, "only the valid template was stored");
     const cli = await nfxRunner({ NFX_CONFIG: cluster.configFile })("templates", "list");
     t.equal(cli.stdout.trim(), "shipped", "`nfx templates list` sees it");
@@ -189,14 +189,14 @@ t.test("ingest API", async (t) => {
     t.ok(d[0]!.at >= sendAt, "not before its time");
   });
 
-  await t.test("producer NATS user may request on the API and publish nowhere else", async (t) => {
-    const port = cluster.nats.port;
-    const nc = await connect({ servers: `nats://127.0.0.1:${port}`, user: "producer", pass: "producer-local" });
-    t.teardown(() => nc.close());
+  await t.test("a producer's NATS user may request on the API with its key and publish nowhere else", async (t) => {
+    const nc = await producerFor(t, cluster);
     const before = await stored();
-    const { id } = await notify(nc, { ...ok, recipients: ["ana"] });
+    const { id } = await notify(nc, { ...ok, recipients: ["ana"] }, { apiKey: ADMIN });
     t.match(id, /^n_/, "producer can notify");
-    t.equal((await status(nc, id)).id, id, "and read status");
+    t.equal((await status(nc, id, { apiKey: ADMIN })).id, id, "and read status");
+    const nokey = await notify(nc, { ...ok, recipients: ["ana"] }).then(() => null, (e: ApiError) => e);
+    t.equal(nokey?.code, "NFX_ERR_UNAUTHENTICATED", "without a key the producer is refused");
     const denied = await nc.request("nfx.intake.critical.n_forged", new TextEncoder().encode("x"), { timeout: 1000 }).then(() => null, (e: Error) => e);
     t.ok(denied, "a request on an intake subject fails");
     nc.publish("nfx.fan.critical.1", new TextEncoder().encode("forged"));
@@ -205,7 +205,7 @@ t.test("ingest API", async (t) => {
     t.equal(await stored(), before + 1, "only the API request was stored");
     const last = await nats.jsm.streams.getMessage(STREAM.fan, { last_by_subj: "nfx.fan.critical.1" }).catch(() => null);
     t.not(last && new TextDecoder().decode(last.data), "forged", "the forged fan chunk never reached NFX_FAN");
-    const bad = await connect({ servers: `nats://127.0.0.1:${port}`, user: "producer", pass: "wrong" }).then(() => null, (e: Error) => e);
+    const bad = await connect({ servers: cluster.nats.url, user: "producer", pass: "wrong" }).then(() => null, (e: Error) => e);
     t.ok(bad, "a wrong password is refused");
   });
 

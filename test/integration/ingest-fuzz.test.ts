@@ -61,7 +61,7 @@ export function malformed(r: () => number): { body: string; raw?: boolean } {
 
 t.test("10,000 malformed and hostile requests over NATS and HTTP", async (t) => {
   const key = "fuzz-key-0123456789";
-  const cluster = await startTestCluster(t, { overrides: { http: { apiKeys: [{ name: "fuzz", key }] } } });
+  const cluster = await startTestCluster(t, { overrides: { apiKeys: [{ name: "fuzz", key, scopes: ["send", "campaigns.create"] }] } });
   const { nats } = await clientsFor(t, cluster.cfg);
   const before = (await nats.jsm.streams.info(STREAM.intake)).state.messages;
   const r = prng(20261121);

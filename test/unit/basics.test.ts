@@ -5,7 +5,7 @@ import { shardOf } from "../../lib/shard.js";
 import { ERROR_CLASSES, NfxError, ProviderError, RequestInvalid, toErrorReply } from "../../lib/errors.js";
 import { decode, encode } from "../../lib/codec.js";
 import { deliveryKey, newNotificationId } from "../../lib/ids.js";
-import { CHANNELS, ID_PATTERN, PRIORITIES, fanLane, fanSubject, intakeLane, intakeSubject, sendAll, sendSubject } from "../../lib/subjects.js";
+import { API, API_OPS, CHANNELS, ID_PATTERN, PRIORITIES, extApiAll, extApiSubject, fanLane, fanSubject, intakeLane, intakeSubject, sendAll, sendSubject } from "../../lib/subjects.js";
 import { createLogger } from "../../lib/log.js";
 
 /** Reference FNV-1a over the UTF-8 bytes, written the obvious way. */
@@ -63,6 +63,11 @@ t.test("every subject a builder makes is matched by its family's wildcard", asyn
     t.ok(matches(fanLane(p), fanSubject(p, 63)));
     for (const other of PRIORITIES) if (other !== p) t.notOk(matches(fanLane(p), fanSubject(other, 1)), `lane ${p} never takes ${other}`);
     for (const c of CHANNELS) t.ok(matches(sendAll(c), sendSubject(c, p)));
+  }
+  for (const op of API_OPS) {
+    t.ok(matches(extApiAll, extApiSubject(op)), `${op}: the external family's wildcard takes it`);
+    t.notOk(matches(API.all, extApiSubject(op)), `${op}: an external request never reaches the trusted nfx.api.> family`);
+    t.notOk(matches(extApiAll, API[op]), `${op}: a trusted request is not taken for an external one`);
   }
 });
 

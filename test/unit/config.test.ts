@@ -77,3 +77,14 @@ t.test("the result is frozen", async (t) => {
     (c.nats.servers as string[]).push("nats://x:1");
   }, TypeError);
 });
+
+t.test("API keys: top-level with scopes; the old http.apiKeys and admin flag are refused with the way to migrate", async (t) => {
+  const k = { name: "billing", key: "billing-key-0123456789" };
+  const c = loadConfig({ env: {}, overrides: { apiKeys: [{ ...k, scopes: ["send", "read"], categories: ["transactional"] }] } });
+  t.same(c.apiKeys, [{ ...k, scopes: ["send", "read"], categories: ["transactional"], priorities: ["critical", "high", "normal", "bulk"] }], "scopes kept; priorities default to all");
+  t.match(problems(() => loadConfig({ env: {}, overrides: { http: { apiKeys: [{ ...k, admin: true }] } } })), /http\.apiKeys: moved to the top-level apiKeys/, "http.apiKeys names where keys went");
+  t.match(problems(() => loadConfig({ env: {}, overrides: { apiKeys: [{ ...k, scopes: ["admin"], admin: true }] } })), /apiKeys\.0\.admin: replaced by scopes: admin: true is scopes: \["admin"\]/, "admin: true names its replacement");
+  t.match(problems(() => loadConfig({ env: {}, overrides: { apiKeys: [k] } })), /apiKeys\.0\.scopes/, "a key must list its scopes");
+  t.match(problems(() => loadConfig({ env: {}, overrides: { apiKeys: [{ ...k, scopes: ["sendall"] }] } })), /apiKeys\.0\.scopes\.0/, "an unknown scope is named");
+  t.match(problems(() => loadConfig({ env: {}, overrides: { apiKeys: [{ ...k, scopes: ["read"] }, { ...k, key: "other-key-0123456789", scopes: ["send"] }] } })), /apiKeys\.1\.name: duplicate key name billing/, "names are unique (idempotency keys are per name)");
+});
