@@ -76,6 +76,7 @@ export async function startHttpApi(d: HttpApiDeps): Promise<{ port: number; stop
   const uws = requireNativeUws();
   const log = d.log.child({ actor: "http-api" });
   const max = d.cfg.ingest.maxBodyBytes;
+  const depth = d.cfg.ingest.maxJsonDepth;
   const keys = new Map<string, Caller>(
     d.cfg.http.apiKeys.map((k) => [sha(k.key), { name: k.name, categories: k.categories, priorities: k.priorities, admin: k.admin }]),
   );
@@ -173,7 +174,7 @@ export async function startHttpApi(d: HttpApiDeps): Promise<{ port: number; stop
   app.post(
     "/v1/notifications",
     route({ params: 0, body: true }, async (c) => {
-      const body = decodeBody(c.body, max);
+      const body = decodeBody(c.body, max, depth);
       if (c.headers.idempotencyKey && body && typeof body === "object" && !Array.isArray(body)) {
         const b = body as Record<string, unknown>;
         if (b.idempotencyKey !== undefined && b.idempotencyKey !== c.headers.idempotencyKey) {
@@ -189,7 +190,7 @@ export async function startHttpApi(d: HttpApiDeps): Promise<{ port: number; stop
   app.put(
     "/v1/templates/:id",
     route({ params: 1, body: true, admin: true }, async (c) => {
-      const body = decodeBody(c.body, max) as Record<string, unknown> | null;
+      const body = decodeBody(c.body, max, depth) as Record<string, unknown> | null;
       if (!body || typeof body !== "object" || Array.isArray(body)) throw new RequestInvalid("(body): must be a JSON object", { field: "(body)" });
       if (body.id !== undefined && body.id !== c.params[0]) throw new RequestInvalid("id: differs from the id in the path", { field: "id" });
       return { status: 200, body: await d.templates.put({ ...body, id: c.params[0] }) };
@@ -215,7 +216,7 @@ export async function startHttpApi(d: HttpApiDeps): Promise<{ port: number; stop
   app.post("/v1/campaigns/:id/:action", route({ params: 2, body: false }, async (c) => ({ status: 200, body: await campaignOp(d.campaigns, c.params[0]!, c.params[1]!) })));
   app.patch(
     "/v1/users/:id/preferences",
-    route({ params: 1, body: true }, async (c) => ({ status: 200, body: { preferences: (await preferencesOp(d.cfg, d.redis, d.nats.nc, c.params[0]!, decodeBody(c.body, max))).preferences ?? {} } })),
+    route({ params: 1, body: true }, async (c) => ({ status: 200, body: { preferences: (await preferencesOp(d.cfg, d.redis, d.nats.nc, c.params[0]!, decodeBody(c.body, max, depth))).preferences ?? {} } })),
   );
   // Engagement: the open pixel always answers the image (a broken or forged link just counts nothing); a click on a bad link gets a plain page.
   app.get(
@@ -245,7 +246,7 @@ export async function startHttpApi(d: HttpApiDeps): Promise<{ port: number; stop
       return { status: 302, raw: "", headers: { location: claims.url!, "cache-control": "no-store" } };
     }),
   );
-  app.post("/v1/events", route({ params: 0, body: true, auth: "key-or-user" }, async (c) => ({ status: 200, body: await reportEvents(engagement, decodeBody(c.body, max), c.user) })));
+  app.post("/v1/events", route({ params: 0, body: true, auth: "key-or-user" }, async (c) => ({ status: 200, body: await reportEvents(engagement, decodeBody(c.body, max, depth), c.user) })));
   app.post(
     "/v1/webhooks/sendgrid",
     route({ params: 0, body: true, auth: "none" }, async (c) => ({

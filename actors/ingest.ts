@@ -6,7 +6,9 @@ import { headers, type Msg, type Subscription } from "@nats-io/transport-node";
 import { ERROR_HEADER } from "../lib/api-client.js";
 import type { Config } from "../lib/config.js";
 import { decodeJson, encodeJson } from "../lib/codec.js";
-import { BodyTooLarge, RequestUndecodable, toErrorReply } from "../lib/errors.js";
+import { BodyTooLarge, RequestInvalid, RequestUndecodable, toErrorReply } from "../lib/errors.js";
+import { jsonDepthOver, protoKeyPath } from "../lib/json-guard.js";
+import { PROTOTYPE_NAME_RULE } from "../lib/own-keys.js";
 import { NATS_PRODUCER, type Intake } from "../lib/intake.js";
 import type { Logger } from "../lib/log.js";
 import type { Nats } from "../lib/nats.js";
@@ -35,16 +37,27 @@ type IngestMsg =
   | { type: "events"; msg: Msg };
 
 /**
- * Decodes a JSON request body of at most `max` bytes. Throws
- * {@link BodyTooLarge} or {@link RequestUndecodable}; shared with the HTTP surface.
+ * Decodes a JSON request body of at most `max` bytes nested at most
+ * `maxDepth` arrays/objects deep (`ingest.maxJsonDepth`, checked without
+ * recursion before parsing). Throws {@link BodyTooLarge},
+ * {@link RequestInvalid} naming `(body)` for a body nested too deep (or the
+ * path of a `__proto__` key anywhere in it), or
+ * {@link RequestUndecodable}; shared with the HTTP surface.
  */
-export function decodeBody(data: Uint8Array, max: number): unknown {
+export function decodeBody(data: Uint8Array, max: number, maxDepth: number): unknown {
   if (data.length > max) throw new BodyTooLarge(`(body): ${data.length} bytes is over the ${max}-byte limit`, { field: "(body)" });
+  if (jsonDepthOver(data, maxDepth) !== null) {
+    throw new RequestInvalid(`(body): JSON must nest at most ${maxDepth} arrays/objects deep (ingest.maxJsonDepth)`, { field: "(body)" });
+  }
+  let body: unknown;
   try {
-    return decodeJson(data);
+    body = decodeJson(data);
   } catch (cause) {
     throw new RequestUndecodable("(body): must be valid JSON", { field: "(body)", cause });
   }
+  const proto = protoKeyPath(body);
+  if (proto !== null) throw new RequestInvalid(`${proto}: ${PROTOTYPE_NAME_RULE}`, { field: proto });
+  return body;
 }
 
 /**
@@ -58,6 +71,7 @@ export function decodeBody(data: Uint8Array, max: number): unknown {
 export async function startIngest(d: IngestDeps): Promise<{ stop(): Promise<void> }> {
   const log = d.log.child({ actor: "ingest" });
   const max = d.cfg.ingest.maxBodyBytes;
+  const depth = d.cfg.ingest.maxJsonDepth;
   const userLog = userLogFor(d.cfg, d.redis);
   const engagement = engagementFor(d.cfg, d.nats, d.redis);
 
@@ -78,28 +92,28 @@ export async function startIngest(d: IngestDeps): Promise<{ stop(): Promise<void
     try {
       switch (im.type) {
         case "notify":
-          reply(im.msg, { id: (await d.intake.accept(decodeBody(im.msg.data, max), NATS_PRODUCER)).id });
+          reply(im.msg, { id: (await d.intake.accept(decodeBody(im.msg.data, max, depth), NATS_PRODUCER)).id });
           return;
         case "status": {
-          const { id } = (decodeBody(im.msg.data, max) ?? {}) as { id?: unknown };
+          const { id } = (decodeBody(im.msg.data, max, depth) ?? {}) as { id?: unknown };
           reply(im.msg, await readStatus(d.nats, String(id ?? ""), d.campaigns));
           return;
         }
         case "campaign": {
-          const { id, action } = (decodeBody(im.msg.data, max) ?? {}) as { id?: unknown; action?: unknown };
+          const { id, action } = (decodeBody(im.msg.data, max, depth) ?? {}) as { id?: unknown; action?: unknown };
           reply(im.msg, await campaignOp(d.campaigns, String(id ?? ""), String(action ?? "")));
           return;
         }
         case "preferences": {
-          const { user, ...patch } = (decodeBody(im.msg.data, max) ?? {}) as { user?: unknown };
+          const { user, ...patch } = (decodeBody(im.msg.data, max, depth) ?? {}) as { user?: unknown };
           reply(im.msg, await preferencesOp(d.cfg, d.redis, d.nats.nc, String(user ?? ""), patch));
           return;
         }
         case "log":
-          reply(im.msg, await readDeliveryLog(d.nats, userLog, decodeBody(im.msg.data, max)));
+          reply(im.msg, await readDeliveryLog(d.nats, userLog, decodeBody(im.msg.data, max, depth)));
           return;
         case "events":
-          reply(im.msg, await reportEvents(engagement, decodeBody(im.msg.data, max)));
+          reply(im.msg, await reportEvents(engagement, decodeBody(im.msg.data, max, depth)));
           return;
         default: {
           const never: never = im;

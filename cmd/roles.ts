@@ -25,6 +25,7 @@ import { ensureTopology } from "../lib/topology.js";
 import { requireNativeUws } from "../lib/uws.js";
 import { announceProcess } from "../lib/processes.js";
 import { watchCluster } from "../lib/metrics.js";
+import { refusePublishedDefaults } from "../lib/secrets.js";
 
 export const ROLES = ["ingest", "scheduler", "router", "campaign", "shard", "gateway-apns", "gateway-fcm", "gateway-email", "gateway-sms", "ws-gateway", "tracker"] as const;
 export type Role = (typeof ROLES)[number];
@@ -85,12 +86,14 @@ const starters: Record<Role, (d: Deps) => Promise<Started>> = {
 };
 
 /**
- * Starts `roles` in this process: checks the native runtime, connects NATS
- * and Redis, ensures the topology, then starts each role's actor. `stop()`
- * stops the actors, then closes the connections. Throws if any step fails
- * (nothing is left running then).
+ * Starts `roles` in this process: refuses published default secrets
+ * ({@link refusePublishedDefaults}, InsecureDefault naming the key), checks
+ * the native runtime, connects NATS and Redis, ensures the topology, then
+ * starts each role's actor. `stop()` stops the actors, then closes the
+ * connections. Throws if any step fails (nothing is left running then).
  */
 export async function startRoles(roles: readonly Role[], cfg: Config, log: Logger): Promise<Started> {
+  refusePublishedDefaults(cfg);
   requireNativeUws();
   const nats = await connectNats(cfg, log, `nfx-${roles.join("+")}`);
   const redis = await connectRedis(cfg, log);
