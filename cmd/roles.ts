@@ -95,8 +95,9 @@ const starters: Record<Role, (d: Deps) => Promise<Started>> = {
 export async function startRoles(roles: readonly Role[], cfg: Config, log: Logger): Promise<Started> {
   refusePublishedDefaults(cfg);
   requireNativeUws();
-  const nats = await connectNats(cfg, log, `nfx-${roles.join("+")}`);
-  const redis = await connectRedis(cfg, log);
+  // A role waits for NATS and Redis to come up (logged, growing delay) rather than exiting: start order does not matter.
+  const nats = await connectNats(cfg, log, `nfx-${roles.join("+")}`, { waitForServer: true });
+  const redis = await connectRedis(cfg, log, { waitForServer: true });
   const started: Started[] = [];
   const close = async (): Promise<void> => {
     for (const s of started.reverse()) await s.stop().catch((err) => log.error({ err }, "stop failed"));

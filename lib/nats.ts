@@ -13,19 +13,43 @@ export interface Nats {
   kvm: Kvm;
 }
 
+/** Options of {@link connectNats}. */
+export interface ConnectNatsOptions {
+  /** Wait for an unreachable server at start-up (roles), retrying with a logged, growing delay, instead of throwing (CLI tools). */
+  waitForServer?: boolean;
+}
+
+/** Delay before start-up attempt `n` (1-based): 250 ms doubling up to 5 s. */
+export const startupBackoffMs = (n: number): number => Math.min(250 * 2 ** Math.min(n - 1, 10), 5000);
+
 /**
  * Connects to the configured servers. Reconnects forever (logged as warnings,
- * not fatal). Throws if the first connection cannot be made at all.
+ * not fatal). Throws if the first connection cannot be made at all, unless
+ * `o.waitForServer`: then a refused or unreachable server is retried until it
+ * answers, each retry logged with its delay ({@link startupBackoffMs});
+ * other errors (authentication) still throw.
  */
-export async function connectNats(cfg: Config, log: Logger, name: string): Promise<Nats> {
-  const nc = await connect({
+export async function connectNats(cfg: Config, log: Logger, name: string, o: ConnectNatsOptions = {}): Promise<Nats> {
+  const opts = {
     servers: [...cfg.nats.servers],
     name,
     user: cfg.nats.user,
     pass: cfg.nats.pass,
     maxReconnectAttempts: -1,
     reconnectTimeWait: 250,
-  });
+  };
+  let nc: NatsConnection;
+  for (let attempt = 1; ; attempt++) {
+    try {
+      nc = await connect(opts);
+      break;
+    } catch (err) {
+      if (!o.waitForServer || (err as Error).name !== "ConnectionError") throw err;
+      const retryInMs = startupBackoffMs(attempt);
+      log.warn({ err, servers: opts.servers, attempt, retryInMs }, "nats not reachable yet, waiting");
+      await new Promise((r) => setTimeout(r, retryInMs));
+    }
+  }
   void (async () => {
     for await (const s of nc.status()) {
       if (s.type === "ping") continue;
