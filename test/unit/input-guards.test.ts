@@ -6,6 +6,7 @@ import { PUBLISHED_DEFAULTS, localSecrets, publishedDefaultsIn, refusePublishedD
 import { loadConfig } from "../../lib/config.js";
 import { InsecureDefault } from "../../lib/errors.js";
 import { planFor, policyFrom } from "../../lib/policy.js";
+import { emptyCounters, fold } from "../../lib/counters.js";
 
 const bytes = (s: string): Uint8Array => new TextEncoder().encode(s);
 
@@ -65,4 +66,13 @@ t.test("published defaults: refused by key, one list, fresh values for local clu
   t.same(localSecrets(fixed, 8123), {}, "keys already set are left alone");
   const star = loadConfig({ env: {}, overrides: { ...fresh, ws: { ...fresh.ws, origins: ["https://a.example", "*"] } } });
   t.same(publishedDefaultsIn(star).map((d) => d.path), ["ws.origins"], "* among other origins is still refused");
+});
+
+t.test("failure reasons named like prototype members count like any other", async (t) => {
+  const c = emptyCounters();
+  const entry = (reason: string) => ({ user: "u", outcome: "failed" as const, channel: "apns" as const, device: "d", reason, at: 1 });
+  fold(c, { type: "receipts", nid: "n_1", stage: "gateway", entries: [entry("constructor"), entry("toString"), entry("constructor")] });
+  t.equal(c.failed.constructor, 2, "constructor: 2");
+  t.equal(c.failed.toString, 1, "toString: 1");
+  t.same(JSON.parse(JSON.stringify(c.failed)), { constructor: 2, toString: 1 }, "stored as plain counts");
 });
