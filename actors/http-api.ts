@@ -88,6 +88,7 @@ export async function startHttpApi(d: HttpApiDeps): Promise<{ port: number; stop
   const uws = requireNativeUws();
   const log = d.log.child({ actor: "http-api" });
   const max = d.cfg.ingest.maxBodyBytes;
+  const depth = d.cfg.ingest.maxJsonDepth;
   const keys = new ApiKeys(d.cfg.apiKeys);
 
   const send = (res: HttpResponse, state: { done: boolean }, status: number, body: unknown, extra: Record<string, string> = {}): void => {
@@ -187,7 +188,7 @@ export async function startHttpApi(d: HttpApiDeps): Promise<{ port: number; stop
   app.post(
     "/v1/notifications",
     route({ what: "POST /v1/notifications", scope: ["send", "campaigns.create"], params: 0, body: true }, async (c) => {
-      const body = decodeBody(c.body, max);
+      const body = decodeBody(c.body, max, depth);
       if (c.headers.idempotencyKey && body && typeof body === "object" && !Array.isArray(body)) {
         const b = body as Record<string, unknown>;
         if (b.idempotencyKey !== undefined && b.idempotencyKey !== c.headers.idempotencyKey) {
@@ -203,7 +204,7 @@ export async function startHttpApi(d: HttpApiDeps): Promise<{ port: number; stop
   app.put(
     "/v1/templates/:id",
     route({ what: "PUT /v1/templates/{id}", scope: ["templates"], params: 1, body: true }, async (c) => {
-      const body = decodeBody(c.body, max) as Record<string, unknown> | null;
+      const body = decodeBody(c.body, max, depth) as Record<string, unknown> | null;
       if (!body || typeof body !== "object" || Array.isArray(body)) throw new RequestInvalid("(body): must be a JSON object", { field: "(body)" });
       if (body.id !== undefined && body.id !== c.params[0]) throw new RequestInvalid("id: differs from the id in the path", { field: "id" });
       return { status: 200, body: await d.templates.put({ ...body, id: c.params[0] }) };
@@ -229,7 +230,7 @@ export async function startHttpApi(d: HttpApiDeps): Promise<{ port: number; stop
   app.post("/v1/campaigns/:id/:action", route({ what: "POST /v1/campaigns/{id}/{action}", scope: (p) => (p[1] === "status" ? ["read"] : ["campaigns.control"]), params: 2, body: false }, async (c) => ({ status: 200, body: await campaignOp(d.campaigns, c.params[0]!, c.params[1]!) })));
   app.patch(
     "/v1/users/:id/preferences",
-    route({ what: "PATCH /v1/users/{id}/preferences", scope: ["users.write"], params: 1, body: true }, async (c) => ({ status: 200, body: { preferences: (await preferencesOp(d.cfg, d.redis, d.nats.nc, c.params[0]!, decodeBody(c.body, max))).preferences ?? {} } })),
+    route({ what: "PATCH /v1/users/{id}/preferences", scope: ["users.write"], params: 1, body: true }, async (c) => ({ status: 200, body: { preferences: (await preferencesOp(d.cfg, d.redis, d.nats.nc, c.params[0]!, decodeBody(c.body, max, depth))).preferences ?? {} } })),
   );
   // Engagement: the open pixel always answers the image (a broken or forged link just counts nothing); a click on a bad link gets a plain page.
   app.get(
@@ -259,7 +260,7 @@ export async function startHttpApi(d: HttpApiDeps): Promise<{ port: number; stop
       return { status: 302, raw: "", headers: { location: claims.url!, "cache-control": "no-store" } };
     }),
   );
-  app.post("/v1/events", route({ what: "POST /v1/events", scope: ["events"], params: 0, body: true, auth: "key-or-user" }, async (c) => ({ status: 200, body: await reportEvents(engagement, decodeBody(c.body, max), c.user) })));
+  app.post("/v1/events", route({ what: "POST /v1/events", scope: ["events"], params: 0, body: true, auth: "key-or-user" }, async (c) => ({ status: 200, body: await reportEvents(engagement, decodeBody(c.body, max, depth), c.user) })));
   app.post(
     "/v1/webhooks/sendgrid",
     route({ what: "POST /v1/webhooks/sendgrid", params: 0, body: true, auth: "none" }, async (c) => ({

@@ -7,8 +7,10 @@ import { API_KEY_HEADER, ERROR_HEADER } from "../lib/api-client.js";
 import { ApiKeys, requireScope } from "../lib/api-keys.js";
 import type { Config } from "../lib/config.js";
 import { decodeJson, encodeJson } from "../lib/codec.js";
-import { BodyTooLarge, NotFound, RequestUndecodable, toErrorReply } from "../lib/errors.js";
+import { BodyTooLarge, NotFound, RequestInvalid, RequestUndecodable, toErrorReply } from "../lib/errors.js";
 import { NATS_PRODUCER, type Intake, type Producer } from "../lib/intake.js";
+import { jsonDepthOver, protoKeyPath } from "../lib/json-guard.js";
+import { PROTOTYPE_NAME_RULE } from "../lib/own-keys.js";
 import type { Logger } from "../lib/log.js";
 import type { Nats } from "../lib/nats.js";
 import { readStatus } from "../lib/status.js";
@@ -36,16 +38,27 @@ type IngestMsg =
   | { type: "events"; msg: Msg; caller: Producer };
 
 /**
- * Decodes a JSON request body of at most `max` bytes. Throws
- * {@link BodyTooLarge} or {@link RequestUndecodable}; shared with the HTTP surface.
+ * Decodes a JSON request body of at most `max` bytes nested at most
+ * `maxDepth` arrays/objects deep (`ingest.maxJsonDepth`, checked without
+ * recursion before parsing). Throws {@link BodyTooLarge},
+ * {@link RequestInvalid} naming `(body)` for a body nested too deep (or the
+ * path of a `__proto__` key anywhere in it), or
+ * {@link RequestUndecodable}; shared with the HTTP surface.
  */
-export function decodeBody(data: Uint8Array, max: number): unknown {
+export function decodeBody(data: Uint8Array, max: number, maxDepth: number): unknown {
   if (data.length > max) throw new BodyTooLarge(`(body): ${data.length} bytes is over the ${max}-byte limit`, { field: "(body)" });
+  if (jsonDepthOver(data, maxDepth) !== null) {
+    throw new RequestInvalid(`(body): JSON must nest at most ${maxDepth} arrays/objects deep (ingest.maxJsonDepth)`, { field: "(body)" });
+  }
+  let body: unknown;
   try {
-    return decodeJson(data);
+    body = decodeJson(data);
   } catch (cause) {
     throw new RequestUndecodable("(body): must be valid JSON", { field: "(body)", cause });
   }
+  const proto = protoKeyPath(body);
+  if (proto !== null) throw new RequestInvalid(`${proto}: ${PROTOTYPE_NAME_RULE}`, { field: proto });
+  return body;
 }
 
 /**
@@ -63,6 +76,7 @@ export function decodeBody(data: Uint8Array, max: number): unknown {
 export async function startIngest(d: IngestDeps): Promise<{ stop(): Promise<void> }> {
   const log = d.log.child({ actor: "ingest" });
   const max = d.cfg.ingest.maxBodyBytes;
+  const depth = d.cfg.ingest.maxJsonDepth;
   const userLog = userLogFor(d.cfg, d.redis);
   const engagement = engagementFor(d.cfg, d.nats, d.redis);
   const keys = new ApiKeys(d.cfg.apiKeys);
@@ -93,16 +107,16 @@ export async function startIngest(d: IngestDeps): Promise<{ stop(): Promise<void
         case "notify":
           // The exact scope (send or campaigns.create) depends on the target; the intake checks it after parsing.
           need(["send", "campaigns.create"]);
-          reply(im.msg, { id: (await d.intake.accept(decodeBody(im.msg.data, max), im.caller)).id });
+          reply(im.msg, { id: (await d.intake.accept(decodeBody(im.msg.data, max, depth), im.caller)).id });
           return;
         case "status": {
           need(["read"]);
-          const { id } = (decodeBody(im.msg.data, max) ?? {}) as { id?: unknown };
+          const { id } = (decodeBody(im.msg.data, max, depth) ?? {}) as { id?: unknown };
           reply(im.msg, await readStatus(d.nats, String(id ?? ""), d.campaigns));
           return;
         }
         case "campaign": {
-          const { id, action } = (decodeBody(im.msg.data, max) ?? {}) as { id?: unknown; action?: unknown };
+          const { id, action } = (decodeBody(im.msg.data, max, depth) ?? {}) as { id?: unknown; action?: unknown };
           // `status` reads; every other action (pause, resume, cancel, or an unknown one) needs control.
           if (action === "status") need(["read"], " (status)");
           else need(["campaigns.control"], ` (${String(action)})`);
@@ -111,17 +125,17 @@ export async function startIngest(d: IngestDeps): Promise<{ stop(): Promise<void
         }
         case "preferences": {
           need(["users.write"]);
-          const { user, ...patch } = (decodeBody(im.msg.data, max) ?? {}) as { user?: unknown };
+          const { user, ...patch } = (decodeBody(im.msg.data, max, depth) ?? {}) as { user?: unknown };
           reply(im.msg, await preferencesOp(d.cfg, d.redis, d.nats.nc, String(user ?? ""), patch));
           return;
         }
         case "log":
           need(["read"]);
-          reply(im.msg, await readDeliveryLog(d.nats, userLog, decodeBody(im.msg.data, max)));
+          reply(im.msg, await readDeliveryLog(d.nats, userLog, decodeBody(im.msg.data, max, depth)));
           return;
         case "events":
           need(["events"]);
-          reply(im.msg, await reportEvents(engagement, decodeBody(im.msg.data, max)));
+          reply(im.msg, await reportEvents(engagement, decodeBody(im.msg.data, max, depth)));
           return;
         default: {
           const never: never = im;

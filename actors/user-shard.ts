@@ -16,6 +16,7 @@ import type { Lease } from "../lib/lease.js";
 import type { Logger } from "../lib/log.js";
 import { connectNats, type Nats } from "../lib/nats.js";
 import { policyFrom, type PolicyConfig } from "../lib/policy.js";
+import { ownValue } from "../lib/own-keys.js";
 import { RateBuckets } from "../lib/rate-buckets.js";
 import type { Redis } from "../lib/redis.js";
 import { JsPublisher } from "../lib/js-publisher.js";
@@ -244,7 +245,7 @@ class ShardOwner {
     const { d, policy } = this.sh;
     const n = chunk.notification;
     const needsProfile = usesUserFields(n) || [...n.channels, ...policy.fallback[n.priority]].some((c) => (c === "email" || c === "sms") && policy.available.has(c));
-    const wantsPresence = (policy.categories[n.category]?.presenceRouting ?? false) && policy.available.has("inapp");
+    const wantsPresence = (ownValue(policy.categories, n.category)?.presenceRouting ?? false) && policy.available.has("inapp");
     const [users, online] = await this.retry("directory read", () =>
       Promise.all([
         readUsers(yielding ? d.redis : this.sh.fast.redis, this.shard, chunk.users, { profile: needsProfile }),

@@ -60,14 +60,14 @@ export function registerCampaignCommands(program: Command): void {
           cliProgress.Presets.shades_grey,
         );
         const stage = (name: string) => bars.create(1, 0, { stage: name.padEnd(10), rate: 0, eta: "-" });
-        const b = { listed: stage("listed"), decided: stage("decided"), queued: stage("queued"), delivered: stage("delivered") };
+        const b = { listed: stage("listed"), decided: stage("decided"), queued: stage("queued"), finished: stage("finished") };
         const info = bars.create(0, 0, { stage: "", rate: "", eta: "" }, { format: "{stage}" });
         let prev: { t: number; v: Record<string, number> } | null = null;
         for (;;) {
           const s = await callApi<CampaignStatus>(nats.nc, API.campaign, { id, action: "status" });
           const c = s.counters;
-          const v = { listed: s.scanned, decided: c.decided, queued: c.queued, delivered: c.sent + total(c.failed) + c.cancelledSends };
-          const totals = { listed: s.total, decided: s.members, queued: c.queued, delivered: c.queued };
+          const v = { listed: s.scanned, decided: c.decided, queued: c.queued, finished: c.sent + total(c.failed) + c.cancelledSends };
+          const totals = { listed: s.total, decided: s.members, queued: c.queued, finished: c.queued };
           const t = Date.now();
           for (const k of Object.keys(b) as (keyof typeof b)[]) {
             const rate = prev ? Math.max(0, Math.round(((v[k] - prev.v[k]!) * 1000) / Math.max(1, t - prev.t))) : 0;

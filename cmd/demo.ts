@@ -81,7 +81,8 @@ export async function runDemo(o: { users: number }): Promise<number> {
     const sb = cluster.sandbox!.recorder.stats();
     console.log("\nDelivery report");
     console.log(`  ${s.recipients} recipients, finished ${s.complete ? "in" : "NOT within"} ${secs.toFixed(2)} s`);
-    console.log(`  sent        ${s.counts.sent}  (${tally(s, "sent", "channel")})`);
+    console.log(`  sent        ${s.counts.sent}  (${tally(s, "sent", "channel")}): accepted by APNs/FCM`);
+    console.log(`  delivered   ${s.counts.delivered}  (APNs and FCM give no delivery receipts: a push send stays "sent"; apps can report delivery with POST /v1/events)`);
     console.log(`  failed      ${s.counts.failed}  (${tally(s, "failed", "reason")})`);
     console.log(`  suppressed  ${s.counts.suppressed} users  (${tally(s, "suppressed", "reason")})`);
     console.log(`  sandbox APNs accepted ${sb.apns.accepted} (duplicates ${sb.apns.duplicates}), rejected ${sb.apns.rejected}`);

@@ -3,16 +3,33 @@ import type { CampaignStatus } from "../lib/campaigns.js";
 import { outstanding, total } from "../lib/counters.js";
 import type { NotificationStatus } from "../lib/status.js";
 
+/**
+ * What `sent` and `delivered` mean, printed under the counts whenever some
+ * sends are not (yet) confirmed: a push send stays `sent` for good, since
+ * APNs and FCM give no delivery receipts. Null when every send is confirmed.
+ * `pushOnly` (every send went to APNs/FCM) picks the shorter, definite wording.
+ */
+export function sentHint(sent: number, delivered: number, pushOnly: boolean): string | null {
+  if (sent === 0 || delivered >= sent) return null;
+  return pushOnly
+    ? "note: push only: sent = accepted by APNs/FCM, which give no delivery receipts, so push stays at sent (apps can report delivered with POST /v1/events)"
+    : "note: sent = accepted by the provider; delivered = confirmed by the provider (SendGrid, Twilio) or the app (in-app ack, POST /v1/events); APNs/FCM confirm nothing, so push stays at sent";
+}
+
 /** The `nfx status` report: a summary line, then one line per recipient or device. */
 export function formatStatus(s: NotificationStatus, maxLines = Infinity): string {
   const c = s.counts;
+  const sentVia = s.lines.filter((l) => l.outcome === "sent" || l.outcome === "delivered").map((l) => l.channel);
+  const pushOnly = sentVia.length > 0 && sentVia.every((ch) => ch === "apns" || ch === "fcm");
+  const hint = sentHint(c.sent, c.delivered, pushOnly);
   const out = [
     `notification ${s.id}  priority=${s.priority} category=${s.category} recipients=${s.recipients} created=${new Date(s.createdAt).toISOString()}`,
     `accepted=${c.accepted} sent=${c.sent} delivered=${c.delivered} failed=${c.failed} expired=${c.expired} queued=${c.queued} suppressed=${c.suppressed} deferred=${c.deferred} cancelled=${c.cancelled} fallback=${c.fallback} pending=${c.pending}  ${s.complete ? "complete" : "in progress"}`,
+    ...(hint ? [hint] : []),
     `opened=${c.opened} clicked=${c.clicked}`,
   ];
   if (s.lines.length > 0) out.push("", "USER                 CHANNEL  DEVICE           OUTCOME     DETAIL");
-  if (s.campaign) out.splice(2, 0, "", formatCampaign(s.campaign));
+  if (s.campaign) out.splice(hint ? 3 : 2, 0, "", formatCampaign(s.campaign));
   for (const l of s.lines.slice(0, maxLines)) {
     out.push(
       `${l.user.padEnd(20)} ${(l.channel ?? "-").padEnd(8)} ${(l.device ?? "-").padEnd(16)} ${l.outcome.padEnd(11)} ${l.reason ?? l.providerId ?? ""}`.trimEnd(),
@@ -34,6 +51,7 @@ export function formatCampaign(s: CampaignStatus): string {
     `expansion  ${s.scanned}/${s.total} users listed, ${s.members} in the segment, ${s.chunks} chunks, ${s.shardsDone}/${s.shards} shards done`,
     `recipients accepted ${c.accepted}, decided ${c.decided}, deferred ${c.deferred}`,
     `sends      queued ${c.queued}, sent ${c.sent}, delivered ${c.delivered}, failed ${total(c.failed)} (${reasons(c.failed)}), expired ${c.expired}, fallback ${c.fallback}, in flight ${outstanding(c)}`,
+    ...(c.sent > c.delivered ? [`           ${sentHint(c.sent, c.delivered, false)!.replace(/^note: /, "")}`] : []),
     `engagement opened ${c.opened}, clicked ${c.clicked}`,
     `suppressed ${total(c.suppressed)} (${reasons(c.suppressed)})`,
     `cancelled  ${c.cancelled} recipients, ${c.cancelledSends} queued sends`,

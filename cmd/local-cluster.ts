@@ -1,12 +1,13 @@
 // A whole nfx cluster on this machine: nats-server, redis-server, the sandbox providers and every role as its own process.
 import { spawn, type ChildProcess } from "node:child_process";
-import { mkdirSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { createInterface } from "node:readline";
 import { loadConfig, type Config } from "../lib/config.js";
 import { freePort, startNatsServer, startRedisServer, type ServerProcess } from "../lib/launch.js";
 import { SENDGRID_WEBHOOK_PUBLIC_KEY, ensureApnsKey, sandboxOverrides, startSandbox, type Sandbox, type SandboxPorts } from "../sandbox/index.js";
+import { localSecrets } from "../lib/secrets.js";
 import { ROLES, type Role } from "./roles.js";
 import { randomBytes } from "node:crypto";
 import { pino } from "pino";
@@ -77,6 +78,20 @@ export function mergeDeep(a: Record<string, unknown>, b: Record<string, unknown>
   return out;
 }
 
+/** The generated secrets of an earlier cluster in the same data dir, for the keys `fresh` generates now; {} when there are none. */
+function previousSecrets(configFile: string, fresh: Record<string, unknown>): Record<string, unknown> {
+  if (!existsSync(configFile)) return {};
+  try {
+    const prev = JSON.parse(readFileSync(configFile, "utf8")) as { ws?: { secret?: unknown }; engagement?: { secret?: unknown } };
+    const want = fresh as { ws?: { secret?: string }; engagement?: { secret?: string } };
+    const ws = want.ws?.secret !== undefined && typeof prev.ws?.secret === "string" ? { ws: { secret: prev.ws.secret } } : {};
+    const eng = want.engagement?.secret !== undefined && typeof prev.engagement?.secret === "string" ? { engagement: { secret: prev.engagement.secret } } : {};
+    return { ...ws, ...eng };
+  } catch {
+    return {};
+  }
+}
+
 /**
  * Boots the cluster. Every role runs as `nfx run <role>` in its own process
  * with a generated config file; this resolves when each has reported over IPC
@@ -134,9 +149,13 @@ export async function startLocalCluster(o: LocalClusterOptions): Promise<LocalCl
     if (loadConfig({ file: o.configFile, overrides }).apiKeys.length === 0) {
       overrides = mergeDeep(overrides, { apiKeys: [{ name: "dev", key: DEV_API_KEY, scopes: ["admin"] }] });
     }
+    // Secrets the user's config leaves at their published defaults: fresh ones per cluster (kept when its data dir is reused, so
+    // tokens and tracking links survive a restart), and the WebSocket gateway's own origins.
+    const configFile = join(dataDir, "cluster-config.json");
+    const fresh = localSecrets(loadConfig({ file: o.configFile, overrides }), wsPort);
+    overrides = mergeDeep(overrides, mergeDeep(fresh, previousSecrets(configFile, fresh)));
     const base = loadConfig({ file: o.configFile, overrides, env: {} });
     const cfg = loadConfig({ file: o.configFile, overrides });
-    const configFile = join(dataDir, "cluster-config.json");
     writeFileSync(configFile, JSON.stringify(base, null, 2), { mode: 0o600 });
     // Roles may not create streams (least privilege): the topology is made once here, as nfx-admin.
     const admin = await connectNats(base, createLogger({ level: "warn", redact: true }, pino.destination(2)), "nfx-up-init");

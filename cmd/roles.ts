@@ -25,6 +25,7 @@ import { awaitTopology } from "../lib/topology.js";
 import { requireNativeUws } from "../lib/uws.js";
 import { announceProcess } from "../lib/processes.js";
 import { watchCluster } from "../lib/metrics.js";
+import { refusePublishedDefaults } from "../lib/secrets.js";
 
 export const ROLES = ["ingest", "scheduler", "router", "campaign", "shard", "gateway-apns", "gateway-fcm", "gateway-email", "gateway-sms", "ws-gateway", "tracker"] as const;
 export type Role = (typeof ROLES)[number];
@@ -85,25 +86,30 @@ const starters: Record<Role, (d: Deps) => Promise<Started>> = {
 };
 
 /**
- * Starts `roles` in this process: checks the native runtime, connects Redis
- * and, per role, NATS as that role's own user (lib/nats-auth.ts: least
- * privilege, private inbox), waits until `nfx init` has made the topology
- * (roles may not create streams), then starts each role's actor. `stop()`
- * stops the actors, then closes the connections. Throws if any step fails
- * (nothing is left running then).
+ * Starts `roles` in this process: refuses published default secrets
+ * ({@link refusePublishedDefaults}, InsecureDefault naming the key), checks
+ * the native runtime, connects Redis and, per role, NATS as that role's own
+ * user (lib/nats-auth.ts: least privilege, private inbox) — both waited for
+ * when not up yet —, waits until `nfx init` has made the topology (roles may
+ * not create streams), then starts each role's actor. `stop()` stops the
+ * actors, then closes the connections. Throws if any step fails (nothing is
+ * left running then).
  */
 export async function startRoles(roles: readonly Role[], cfg: Config, log: Logger): Promise<Started> {
+  refusePublishedDefaults(cfg);
   requireNativeUws();
   const conns: Nats[] = [];
-  const redis = await connectRedis(cfg, log);
+  let redis: Redis | undefined;
   const started: Started[] = [];
   const close = async (): Promise<void> => {
     for (const s of started.reverse()) await s.stop().catch((err) => log.error({ err }, "stop failed"));
     for (const n of conns) await n.nc.drain().catch(() => undefined);
-    redis.disconnect();
+    redis?.disconnect();
   };
   try {
-    for (const r of roles) conns.push(await connectNats(cfg, log.child({ role: r }), `nfx-${r}`, r));
+    // A role waits for NATS and Redis to come up (logged, growing delay) rather than exiting: start order does not matter.
+    for (const r of roles) conns.push(await connectNats(cfg, log.child({ role: r }), `nfx-${r}`, r, { waitForServer: true }));
+    redis = await connectRedis(cfg, log, { waitForServer: true });
     await awaitTopology(conns[0]!, cfg, log);
     for (const [i, r] of roles.entries()) started.push(await starters[r]({ cfg, nats: conns[i]!, redis, log: log.child({ role: r }) }));
     // Announced last: a process in the registry is one whose roles are running.

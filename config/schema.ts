@@ -1,6 +1,7 @@
 // The configuration schema with its defaults: every key nfx reads, validated at start-up, unknown keys rejected.
 import { existsSync } from "node:fs";
 import { z } from "zod";
+import { PROTOTYPE_NAME_RULE, isPrototypeName } from "../lib/own-keys.js";
 
 const file = z.string().min(1).refine((p) => existsSync(p), { message: "file not found" });
 const port = z.number().int().min(1).max(65535);
@@ -15,6 +16,12 @@ const contentChannel = z.enum(["push", "email", "sms", "inapp"]);
  * `events` (app-reported engagement) and `admin` (every scope).
  */
 export const API_SCOPES = ["send", "campaigns.create", "campaigns.control", "users.write", "templates", "read", "events", "admin"] as const;
+/** The published development default of `nats.secret`: a role refuses to start with it (lib/secrets.ts). */
+export const DEV_NATS_SECRET = "nfx-local-nats-secret-change-me-in-production";
+/** The published development default of `ws.secret`: a role refuses to start with it (lib/secrets.ts). */
+export const DEV_WS_SECRET = "nfx-dev-ws-secret-change-me-in-production!";
+/** The published development default of `engagement.secret`: a role refuses to start with it (lib/secrets.ts). */
+export const DEV_LINK_SECRET = "nfx-dev-link-secret-change-me-in-production";
 
 /** What every provider app has: its name, bulkhead limits, circuit breaker and an optional failover app. */
 const bulkhead = {
@@ -146,7 +153,7 @@ export const configSchema = z.strictObject({
        * and each producer); `nfx nats-conf` renders nats-server's config from it. At least 32 characters;
        * roles refuse the published default outside `nfx up` and the tests.
        */
-      secret: z.string().min(32, "must be at least 32 characters").default("nfx-local-nats-secret-change-me-in-production"),
+      secret: z.string().min(32, "must be at least 32 characters").default(DEV_NATS_SECRET),
       /** Producer users of the PRODUCERS account (`nfx nats-password <name>` prints each one's password). */
       producers: z.array(z.string().regex(/^[a-z][a-z0-9_-]{0,63}$/, "must be 1-64 characters of a-z 0-9 _ - starting with a letter")).default(["producer"]),
     })
@@ -178,7 +185,7 @@ export const configSchema = z.strictObject({
   /** Categories producers may use; a request naming any other is refused. */
   categories: z
     .record(
-      z.string().regex(/^[a-z][a-z0-9_-]{0,63}$/, "category names are 1-64 characters of a-z 0-9 _ -"),
+      z.string().regex(/^[a-z][a-z0-9_-]{0,63}$/, "category names are 1-64 characters of a-z 0-9 _ -").refine((k) => !isPrototypeName(k), PROTOTYPE_NAME_RULE),
       z.strictObject({
         description: z.string().optional(),
         /** Priority used when a request names none. */
@@ -201,8 +208,14 @@ export const configSchema = z.strictObject({
     .strictObject({
       /** Largest request body accepted on either surface. */
       maxBodyBytes: z.number().int().min(1024).max(16 * 1048576).default(1048576),
+      /** Deepest nesting of arrays/objects in a request body (checked before parsing, both surfaces). */
+      maxJsonDepth: z.number().int().min(4).max(1000).default(32),
       /** How far ahead `sendAt` may be. */
       maxSendAheadDays: z.number().min(0).max(365).default(30),
+      /** How far in the past `sendAt` may be (clock skew, queueing); it is then sent at once. Older ones are refused. */
+      maxSendBehindSec: z.number().int().min(0).max(86400).default(300),
+      /** How far ahead an explicit `expiresAt` may be. */
+      maxExpiresAheadDays: z.number().min(1).max(3650).default(60),
       /** Content channels that have gateways in this cluster; requests wanting others are refused. */
       channels: z.array(z.enum(["push", "email", "sms", "inapp"])).min(1).default(["push"]),
     })
@@ -319,11 +332,11 @@ export const configSchema = z.strictObject({
       host: z.string().min(1).default("127.0.0.1"),
       /** Port of the WebSocket gateway (`/v1/ws`, `/v1/inbox`, `/v1/client.js`, `/demo`); 0 picks a free one. */
       port: z.number().int().min(0).max(65535).default(8090),
-      /** HMAC secret of the user tokens (HS256 JWTs, `sub` = user id); at least 32 characters. */
-      secret: z.string().min(32, "must be at least 32 characters").default("nfx-dev-ws-secret-change-me-in-production!"),
+      /** HMAC secret of the user tokens (HS256 JWTs, `sub` = user id); at least 32 characters. Must be set: roles refuse the published default (`nfx up` and tests generate one). */
+      secret: z.string().min(32, "must be at least 32 characters").default(DEV_WS_SECRET),
       /** Expected `iss` claim of user tokens; absent means any. */
       issuer: z.string().min(1).optional(),
-      /** Browser origins allowed to connect (exact `scheme://host[:port]`), or ["*"] for any. */
+      /** Browser origins allowed to connect (exact `scheme://host[:port]`). Must be set: roles refuse "*" (`nfx up` sets the gateway's own origins). */
       origins: z.array(z.string().regex(/^(\*|https?:\/\/[^/\s]+)$/, "must be * or scheme://host[:port] with no path")).default(["*"]),
       /** Accept connections that send no Origin header (non-browser clients; the token still authenticates them). */
       allowNoOrigin: z.boolean().default(true),
@@ -361,8 +374,8 @@ export const configSchema = z.strictObject({
     .strictObject({
       /** Public base URL of the HTTP API: open pixels, click redirects and Twilio status callbacks point here. */
       baseUrl: z.string().regex(/^https?:\/\/[^\s?#]+[^/\s?#]$/, "must be an http(s) URL without a trailing slash, query or fragment").default("http://127.0.0.1:8080"),
-      /** HMAC secret that signs tracking links (at least 32 characters). */
-      secret: z.string().min(32, "must be at least 32 characters").default("nfx-dev-link-secret-change-me-in-production"),
+      /** HMAC secret that signs tracking links (at least 32 characters). Must be set: roles refuse the published default (`nfx up` and tests generate one). */
+      secret: z.string().min(32, "must be at least 32 characters").default(DEV_LINK_SECRET),
       /** Add an open pixel to HTML email. */
       openPixel: z.boolean().default(true),
       /** Rewrite http(s) links of HTML email through the click redirect. */

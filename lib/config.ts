@@ -4,6 +4,8 @@ import { z } from "zod";
 import { configSchema, type Config } from "../config/schema.js";
 import { ConfigInvalid } from "./errors.js";
 import { formatIssues } from "./zod-issues.js";
+import { protoKeyPath } from "./json-guard.js";
+import { PROTOTYPE_NAME_RULE } from "./own-keys.js";
 
 export type { Config };
 
@@ -101,6 +103,11 @@ export function loadConfig(src: ConfigSources = {}): Config {
   }
   const fromEnv = envToConfig(env);
   problems.push(...fromEnv.problems);
+  // zod drops a `__proto__` key without a word (a category of that name would vanish): refuse it with its path.
+  for (const layer of [fromFile, src.overrides ?? {}, fromEnv.value]) {
+    const proto = protoKeyPath(layer);
+    if (proto !== null) problems.push(`${proto}: ${PROTOTYPE_NAME_RULE}`);
+  }
   const merged = merge(merge(fromFile, src.overrides ?? {}), fromEnv.value);
   const res = configSchema.safeParse(merged);
   if (!res.success) problems.push(...formatIssues(res.error.issues));

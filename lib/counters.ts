@@ -48,8 +48,9 @@ const complete = (c: Partial<Counters>): Counters => ({ ...emptyCounters(), ...c
 /** A failure reason that means "the notification expired first" (at the gateway, or after retries or waits). */
 export const isExpiry = (reason: string | undefined): boolean => reason === "expired" || (reason?.startsWith("expired:") ?? false);
 
+// Reasons come from providers and webhooks: an own-property read, so a reason named like an Object.prototype member counts from 0.
 const bump = (m: Record<string, number>, k: string, by = 1): void => {
-  m[k] = (m[k] ?? 0) + by;
+  m[k] = (Object.hasOwn(m, k) ? m[k]! : 0) + by;
 };
 
 /** Folds one receipt batch into `c`. Pure apart from mutating `c`. */
@@ -58,7 +59,7 @@ export function fold(c: Counters, b: ReceiptBatch): void {
   c.queued += b.queued ?? 0;
   c.deferred = c.deferred + (b.deferred ?? 0) - (b.released ?? 0);
   for (const e of b.entries) {
-    if (e.supersedes && c.failed[e.supersedes]) c.failed[e.supersedes]!--;
+    if (e.supersedes && Object.hasOwn(c.failed, e.supersedes) && c.failed[e.supersedes]) c.failed[e.supersedes]!--;
     switch (e.outcome) {
       case "queued":
         c.queued++;

@@ -85,6 +85,8 @@ export class NotFound extends errorClass("NFX_ERR_NOT_FOUND", 404) {}
 export class StoreUnavailable extends errorClass("NFX_ERR_STORE_UNAVAILABLE", 503, true) {}
 /** A feature this cluster has not been configured for (e.g. a webhook without its verification key). */
 export class ServiceUnavailable extends errorClass("NFX_ERR_NOT_CONFIGURED", 503) {}
+/** A role was started with a published default secret or an open setting (`ws.secret`, `engagement.secret`, `ws.origins` "*"); `field` names the key to set. */
+export class InsecureDefault extends errorClass("NFX_ERR_INSECURE_DEFAULT", 500) {}
 /** A required local binary (nats-server, redis-server) or native module is missing or unusable. */
 export class RuntimeMissing extends errorClass("NFX_ERR_RUNTIME_MISSING", 500) {}
 
@@ -119,7 +121,7 @@ export class Fenced extends errorClass("NFX_ERR_FENCED", 409) {}
 export const ERROR_CLASSES = [
   ConfigInvalid, RequestInvalid, RequestUndecodable, BodyTooLarge, UnsupportedMediaType, Unauthenticated, Forbidden, ScopeMissing,
   IdempotencyConflict, CategoryUnknown, SegmentUnknown, TemplateNotFound, TemplateMismatch, TemplateInvalid, PayloadTooLarge,
-  ScheduleInvalid, ChannelUnavailable, CampaignStateConflict, NotFound, StoreUnavailable, RuntimeMissing, ProviderError, Fenced,
+  ScheduleInvalid, ChannelUnavailable, CampaignStateConflict, NotFound, StoreUnavailable, InsecureDefault, RuntimeMissing, ProviderError, Fenced,
 ] as const;
 
 /** Turns anything thrown into the `{code, message}` shape answered to a caller. Unknown errors become NFX_ERR_INTERNAL. */

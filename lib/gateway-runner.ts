@@ -9,6 +9,7 @@ import { deliveryKey } from "./ids.js";
 import { readUsers, removeDeadToken } from "./directory.js";
 import { changedKey, deliveredKey } from "./keys.js";
 import { contentOf } from "./policy.js";
+import { ownValue } from "./own-keys.js";
 import { PoisonMessage, decodeAs, runLanes } from "./lanes.js";
 import type { Logger } from "./log.js";
 import type { Nats } from "./nats.js";
@@ -78,7 +79,7 @@ async function changedSince(redis: Redis, batch: SendBatch, users: readonly stri
 /** Why a user's current record forbids this send now, or null. A deleted user counts as opted out. */
 function recheck(u: UserRecord, n: NotificationBrief, channel: Channel): string | null {
   if (u.optedOut) return "opted_out";
-  if (u.preferences?.categories?.[n.category]?.[contentOf(channel)] === false) return "preference_off";
+  if (ownValue(u.preferences?.categories, n.category)?.[contentOf(channel)] === false) return "preference_off";
   return null;
 }
 

@@ -11,6 +11,7 @@ import {
 import { requireScope, type Scope } from "./api-keys.js";
 import { APNS_MAX_PAYLOAD, apnsPayloadOverLimit } from "./apns-payload.js";
 import { newNotificationId } from "./ids.js";
+import { ownValue } from "./own-keys.js";
 import { JsPublisher } from "./js-publisher.js";
 import type { Nats } from "./nats.js";
 import type { Redis } from "./redis.js";
@@ -85,7 +86,7 @@ export class Intake {
     // A segment target starts a campaign: its own scope, checked before anything else is looked at.
     if (req.segment !== undefined) requireScope(producer, ["campaigns.create"], { field: "segment", what: "a segment target (it starts a campaign)" });
     else requireScope(producer, ["send"], { field: "recipients", what: "a send to listed recipients" });
-    const category = cfg.categories[req.category];
+    const category = ownValue(cfg.categories, req.category);
     if (!category) throw new CategoryUnknown(`category: unknown category ${req.category} (one of ${Object.keys(cfg.categories).join(", ")})`, { field: "category" });
     const priority = req.priority ?? category.defaultPriority;
     if (producer.categories !== "*" && !producer.categories.includes("*") && !producer.categories.includes(req.category)) {
@@ -99,7 +100,7 @@ export class Intake {
     if (req.template) {
       const t = await this.d.templates.get(req.template.id);
       if (!t) throw new TemplateNotFound(`template.id: no template ${req.template.id}`, { field: "template.id" });
-      const missing = t.variables.filter((v) => !(v in req.template!.variables));
+      const missing = t.variables.filter((v) => !Object.hasOwn(req.template!.variables, v));
       if (missing.length > 0) {
         throw new TemplateMismatch(`template.variables.${missing[0]}: required by template ${t.id} (needs ${t.variables.join(", ")})`, { field: `template.variables.${missing[0]}` });
       }
@@ -127,12 +128,20 @@ export class Intake {
     });
 
     const now = this.now();
+    const { maxSendAheadDays, maxSendBehindSec, maxExpiresAheadDays } = cfg.ingest;
+    if (req.sendAt !== undefined && req.sendAt < now - maxSendBehindSec * 1000) {
+      throw new ScheduleInvalid(`sendAt: must not be more than ${maxSendBehindSec} seconds in the past (ingest.maxSendBehindSec); got ${new Date(req.sendAt).toISOString()}`, { field: "sendAt" });
+    }
+    // A send-at within the grace in the past is sent at once.
     const sendAt = req.sendAt !== undefined && req.sendAt > now ? req.sendAt : undefined;
-    if (sendAt !== undefined && sendAt > now + cfg.ingest.maxSendAheadDays * DAY) {
-      throw new ScheduleInvalid(`sendAt: must be at most ${cfg.ingest.maxSendAheadDays} days ahead`, { field: "sendAt" });
+    if (sendAt !== undefined && sendAt > now + maxSendAheadDays * DAY) {
+      throw new ScheduleInvalid(`sendAt: must be at most ${maxSendAheadDays} days ahead (ingest.maxSendAheadDays)`, { field: "sendAt" });
+    }
+    if (req.expiresAt !== undefined && req.expiresAt > now + maxExpiresAheadDays * DAY) {
+      throw new ScheduleInvalid(`expiresAt: must be at most ${maxExpiresAheadDays} days ahead (ingest.maxExpiresAheadDays); got ${new Date(req.expiresAt).toISOString()}`, { field: "expiresAt" });
     }
     const expiresAt = req.expiresAt ?? (sendAt ?? now) + (req.ttlSec ?? 86400) * 1000;
-    if (expiresAt <= now) throw new ScheduleInvalid("expiresAt: is in the past", { field: "expiresAt" });
+    if (expiresAt <= now) throw new ScheduleInvalid("expiresAt: must be in the future (it is in the past)", { field: "expiresAt" });
     if (sendAt !== undefined && sendAt >= expiresAt) throw new ScheduleInvalid("sendAt: must be before the notification expires", { field: "sendAt" });
 
     if (channels.includes("push")) {

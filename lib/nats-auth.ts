@@ -11,8 +11,8 @@ export type NatsIdentity = NatsRoleUser | "admin";
 export const NFX_ACCOUNT = "NFX";
 export const PRODUCER_ACCOUNT = "PRODUCERS";
 
-/** The published default of `nats.secret`: a role refuses to start with it outside `nfx up` and the tests. */
-export const DEFAULT_NATS_SECRET = "nfx-local-nats-secret-change-me-in-production";
+/** The published default of `nats.secret`: a role refuses to start with it (lib/secrets.ts). */
+export { DEV_NATS_SECRET as DEFAULT_NATS_SECRET } from "../config/schema.js";
 
 /** The NATS user name of an nfx identity (`nfx-<role>`, `nfx-admin`). */
 export const natsUserName = (who: NatsIdentity): string => `nfx-${who}`;

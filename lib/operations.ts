@@ -6,6 +6,7 @@ import { updatePreferences } from "./directory.js";
 import { CategoryUnknown, NotFound, RequestInvalid } from "./errors.js";
 import type { Redis } from "./redis.js";
 import { parseWith, preferencesSchema } from "./request-schema.js";
+import { ownValue } from "./own-keys.js";
 import { ID_PATTERN } from "./subjects.js";
 import type { UserRecord } from "./types.js";
 
@@ -34,7 +35,7 @@ export async function preferencesOp(cfg: Config, redis: Redis, nc: NatsConnectio
   if (!ID_PATTERN.test(userId)) throw new RequestInvalid("user: must be a user id", { field: "user" });
   const patch = parseWith(preferencesSchema, body);
   for (const cat of Object.keys(patch.categories ?? {})) {
-    if (!cfg.categories[cat]) throw new CategoryUnknown(`categories.${cat}: unknown category`, { field: `categories.${cat}` });
+    if (!ownValue(cfg.categories, cat)) throw new CategoryUnknown(`categories.${cat}: unknown category`, { field: `categories.${cat}` });
   }
   const u = await updatePreferences(redis, nc, cfg.cluster.shards, userId, patch);
   if (!u) throw new NotFound(`user ${userId} not found`, { field: "user" });

@@ -3,6 +3,7 @@ import type { Config } from "./config.js";
 import type { DedupWindow } from "./dedup-window.js";
 import { parseHhmm, quietUntil, type QuietWindow } from "./quiet-hours.js";
 import { hash53 } from "./hash53.js";
+import { ownValue } from "./own-keys.js";
 import { RateBuckets, type Cap } from "./rate-buckets.js";
 import type { Channel, Priority } from "./subjects.js";
 import type { ContentChannel, NotificationBrief, UserRecord } from "./types.js";
@@ -121,7 +122,7 @@ export interface NotificationPlan {
 
 /** Builds the per-notification part of the rules. */
 export function planFor(cfg: PolicyConfig, n: NotificationBrief): NotificationPlan {
-  const cat = cfg.categories[n.category] ?? NO_CATEGORY;
+  const cat = ownValue(cfg.categories, n.category) ?? NO_CATEGORY;
   const critical = n.priority === "critical";
   const extra = cat.presenceRouting ? [...cfg.fallback[n.priority], "inapp" as const] : cfg.fallback[n.priority];
   const candidates: ContentChannel[] = [];
@@ -170,7 +171,7 @@ export function decideUser(cfg: PolicyConfig, st: PolicyState, ctx: DecideContex
   if (trail) trail.s += "opt_out|pass|not opted out\n";
 
   if (p.candidates.length === 0) return suppress("preferences", "no_wanted_channel", n.channels.join(","));
-  const prefs = u.preferences?.categories?.[n.category];
+  const prefs = ownValue(u.preferences?.categories, n.category);
   const allowed = prefs ? p.candidates.filter((ch) => prefs[ch] !== false) : p.candidates;
   if (allowed.length === 0) return suppress("preferences", "preference_off", `${n.category}: ${p.candidates.map((c) => `${c}=off`).join(",")}`);
   if (trail) trail.s += allowed === p.candidates ? lines.prefs : `preferences|pass|${allowed.join(",")}\n`;

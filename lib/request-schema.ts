@@ -2,6 +2,7 @@
 import { z } from "zod";
 import { RequestInvalid } from "./errors.js";
 import { formatIssue } from "./zod-issues.js";
+import { PROTOTYPE_NAME_RULE, isPrototypeName } from "./own-keys.js";
 
 export { formatIssue };
 import { ID_PATTERN, PRIORITIES } from "./subjects.js";
@@ -17,9 +18,26 @@ const FCM_RESERVED_PREFIX = /^(google|gcm)\./;
 
 const id = z.string().regex(ID_PATTERN, "must be 1-128 characters of A-Z a-z 0-9 _ - : @ + =");
 const bytesAtMost = (n: number) => (s: string) => Buffer.byteLength(s) <= n;
-/** An instant: ISO 8601 string or epoch milliseconds. Parsed to epoch ms. */
-const instant = z.union([z.number().int().min(0), z.string().refine((s) => !Number.isNaN(Date.parse(s)), "must be an ISO 8601 time")], {
-  error: "must be an ISO 8601 time or epoch milliseconds",
+/**
+ * ISO 8601 date and time with an explicit offset (`Z` or ±hh:mm): a time
+ * without one would be read in the server's own zone, a date alone at some
+ * midnight nobody chose.
+ */
+export const ISO_INSTANT = /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2})(?::(\d{2})(?:\.\d{1,9})?)?(Z|[+-]\d{2}:\d{2})$/i;
+
+/** True when `s` matches {@link ISO_INSTANT} and names a real calendar date and time (no 30 February, no 25:00). */
+function isInstant(s: string): boolean {
+  const m = ISO_INSTANT.exec(s);
+  if (!m) return false;
+  const [y, mo, d, h, mi, sec] = [m[1], m[2], m[3], m[4], m[5], m[6] ?? "0"].map(Number) as [number, number, number, number, number, number];
+  const off = m[7]!.toUpperCase() === "Z" ? [0, 0] : m[7]!.slice(1).split(":").map(Number);
+  if (mo < 1 || mo > 12 || h > 23 || mi > 59 || sec > 59 || off[0]! > 23 || off[1]! > 59) return false;
+  return d >= 1 && d <= new Date(Date.UTC(y, mo, 0)).getUTCDate() && !Number.isNaN(Date.parse(s));
+}
+
+/** An instant: ISO 8601 date-time with an explicit offset, or epoch milliseconds (UTC by definition). Parsed to epoch ms. */
+const instant = z.union([z.number().int().min(0).max(8.64e15, "must be a time within the JavaScript date range"), z.string().refine(isInstant, "must be an ISO 8601 date and time with an explicit offset (Z or +hh:mm), e.g. 2030-01-31T09:00:00Z")], {
+  error: "must be an ISO 8601 date and time with an explicit offset (Z or +hh:mm) or epoch milliseconds",
 }).transform((v) => (typeof v === "number" ? v : Date.parse(v)));
 
 const push = z.strictObject({
@@ -48,7 +66,7 @@ export const notifySchema = z
   .strictObject({
     recipients: z.array(id).min(1, "must name at least one recipient").max(MAX_RECIPIENTS, `must name at most ${MAX_RECIPIENTS} recipients`).optional(),
     segment: z.string().regex(/^[a-z0-9][a-z0-9_:-]{0,63}$/, "must be a segment name: 1-64 characters of a-z 0-9 _ : -").optional(),
-    category: z.string().regex(/^[a-z][a-z0-9_-]{0,63}$/, "must be a category name"),
+    category: z.string().regex(/^[a-z][a-z0-9_-]{0,63}$/, "must be a category name").refine((c) => !isPrototypeName(c), PROTOTYPE_NAME_RULE),
     priority: z.enum(PRIORITIES).optional(),
     channels: z
       .array(z.enum(CONTENT_CHANNELS))
@@ -57,8 +75,8 @@ export const notifySchema = z
       .optional(),
     template: z
       .strictObject({
-        id: z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, "must be a template id"),
-        variables: z.record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]{0,63}$/, "must be a variable name"), z.union([z.string().max(4096), z.number(), z.boolean()], { error: "must be a string, number or boolean" })).default({}),
+        id: z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, "must be a template id").refine((t) => !isPrototypeName(t), PROTOTYPE_NAME_RULE),
+        variables: z.record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]{0,63}$/, "must be a variable name").refine((v) => !isPrototypeName(v), PROTOTYPE_NAME_RULE), z.union([z.string().max(4096), z.number(), z.boolean()], { error: "must be a string, number or boolean" })).default({}),
         locale: z.string().regex(/^[a-z]{2,3}(-[A-Za-z0-9]{2,8}){0,2}$/, "must be a locale tag such as en or pt-BR").optional(),
       })
       .optional(),
@@ -107,7 +125,7 @@ const hhmm = z.string().regex(/^([01][0-9]|2[0-3]):[0-5][0-9]$/, "must be a 24-h
 export const preferencesSchema = z.strictObject({
   optedOut: z.boolean().optional(),
   quietHours: z.strictObject({ start: hhmm, end: hhmm }).nullable().optional(),
-  categories: z.record(z.string().regex(/^[a-z][a-z0-9_-]{0,63}$/, "must be a category name"), z.partialRecord(z.enum(CONTENT_CHANNELS), z.boolean())).optional(),
+  categories: z.record(z.string().regex(/^[a-z][a-z0-9_-]{0,63}$/, "must be a category name").refine((c) => !isPrototypeName(c), PROTOTYPE_NAME_RULE), z.partialRecord(z.enum(CONTENT_CHANNELS), z.boolean())).optional(),
 }).refine((p) => p.optedOut !== undefined || p.categories !== undefined || p.quietHours !== undefined, "must change optedOut, quietHours or categories");
 
 /** Parses a body with `schema`, throwing {@link RequestInvalid} with the first issue's field and rule. */

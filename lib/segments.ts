@@ -5,6 +5,7 @@ import { readUsers } from "./directory.js";
 import { RequestInvalid, SegmentUnknown } from "./errors.js";
 import { SEGMENTS_KEY, lastActiveKey, segmentKey, userIndexKey } from "./keys.js";
 import type { UserRecord } from "./types.js";
+import { ownValue } from "./own-keys.js";
 
 const DAY = 86_400_000;
 /** Built-in segment names: `all`, and `active_<N>d` for "active within the last N days". */
@@ -36,7 +37,7 @@ export function matches(u: UserRecord, rule: SegmentRule, now: number): boolean 
   if (rule.locales && !rule.locales.includes(u.locale ?? "")) return false;
   if (rule.platforms && !u.devices.some((d) => rule.platforms!.includes(d.platform))) return false;
   if (rule.optedOut !== undefined && Boolean(u.optedOut) !== rule.optedOut) return false;
-  for (const [k, v] of Object.entries(rule.attributes ?? {})) if (u.attributes?.[k] !== v) return false;
+  for (const [k, v] of Object.entries(rule.attributes ?? {})) if (ownValue(u.attributes, k) !== v) return false;
   return true;
 }
 

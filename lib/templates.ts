@@ -5,6 +5,7 @@ import { z } from "zod";
 import { decodeJson, encodeJson } from "./codec.js";
 import { NotFound, TemplateInvalid } from "./errors.js";
 import { formatIssue } from "./request-schema.js";
+import { PROTOTYPE_NAME_RULE, isPrototypeName } from "./own-keys.js";
 import type { ContentChannel, PushContent, Template, TemplateUse, UserRecord } from "./types.js";
 
 /** Template ids: also KV keys. */
@@ -17,7 +18,7 @@ const byLocale = <T extends z.ZodType>(v: T) => z.record(locale, v).refine((r) =
 
 /** What `nfx templates put` and `PUT /v1/templates/{id}` accept. */
 export const templateInputSchema = z.strictObject({
-  id: z.string().regex(TEMPLATE_ID, "must be 1-64 characters of A-Z a-z 0-9 _ -"),
+  id: z.string().regex(TEMPLATE_ID, "must be 1-64 characters of A-Z a-z 0-9 _ -").refine((t) => !isPrototypeName(t), PROTOTYPE_NAME_RULE),
   description: z.string().max(1024).optional(),
   defaultLocale: locale,
   channels: z
@@ -109,9 +110,9 @@ export function prepareTemplate(input: unknown, now: number): Template {
 /** Picks the entry for `wanted` (e.g. pt-BR), else its language (pt), else the default locale. */
 export function pickLocale<T>(entries: Record<string, T>, wanted: string | undefined, fallback: string): T {
   if (wanted) {
-    if (wanted in entries) return entries[wanted]!;
+    if (Object.hasOwn(entries, wanted)) return entries[wanted]!;
     const lang = wanted.split("-")[0]!;
-    if (lang in entries) return entries[lang]!;
+    if (Object.hasOwn(entries, lang)) return entries[lang]!;
   }
   return entries[fallback]!;
 }
@@ -199,7 +200,7 @@ export class TemplateStore {
 
   /** The template, or null. */
   async get(id: string): Promise<Template | null> {
-    if (!TEMPLATE_ID.test(id)) return null;
+    if (!TEMPLATE_ID.test(id) || isPrototypeName(id)) return null;
     const e = await this.kv.get(id);
     return e && e.operation === "PUT" ? decodeJson<Template>(e.value) : null;
   }

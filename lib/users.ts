@@ -2,6 +2,7 @@
 import { z } from "zod";
 import { parseHhmm } from "./quiet-hours.js";
 import { ID_PATTERN } from "./subjects.js";
+import { PROTOTYPE_NAME_RULE, isPrototypeName } from "./own-keys.js";
 
 const HHMM = /^([01][0-9]|2[0-3]):[0-5][0-9]$/;
 import type { UserRecord } from "./types.js";
@@ -23,14 +24,14 @@ export const userRecordSchema = z.strictObject({
   }, "must be an IANA time zone such as Europe/Berlin").optional(),
   email: z.string().regex(/^[^\s@]+@[^\s@]+\.[^\s@]+$/, "must be an email address").optional(),
   phone: z.string().regex(/^\+[1-9][0-9]{6,14}$/, "must be an E.164 phone number such as +15551234567").optional(),
-  attributes: z.record(z.string(), z.union([z.string(), z.number(), z.boolean()])).optional(),
+  attributes: z.record(z.string().refine((a) => !isPrototypeName(a), PROTOTYPE_NAME_RULE), z.union([z.string(), z.number(), z.boolean()])).optional(),
   lastActive: z.number().int().min(0).optional(),
   /** Local quiet hours, e.g. {"start":"22:00","end":"07:00"}. */
   quietHours: z
     .strictObject({ start: z.string().regex(HHMM, "must be a 24-hour HH:MM time"), end: z.string().regex(HHMM, "must be a 24-hour HH:MM time") })
     .transform((q) => ({ start: parseHhmm(q.start), end: parseHhmm(q.end) }))
     .optional(),
-  preferences: z.strictObject({ categories: z.record(z.string(), z.partialRecord(z.enum(["push", "email", "sms", "inapp"]), z.boolean())).optional() }).optional(),
+  preferences: z.strictObject({ categories: z.record(z.string().refine((c) => !isPrototypeName(c), PROTOTYPE_NAME_RULE), z.partialRecord(z.enum(["push", "email", "sms", "inapp"]), z.boolean())).optional() }).optional(),
   devices: z
     .array(
       z.strictObject({

@@ -7,13 +7,15 @@ import { startNatsServer, startRedisServer } from "../../lib/launch.js";
 import { loadConfig, type Config } from "../../lib/config.js";
 import { randomBytes } from "node:crypto";
 import { renderNatsServerConf } from "../../lib/nats-auth.js";
+import { freshSecret } from "../../lib/secrets.js";
+import { mergeDeep } from "../../cmd/local-cluster.js";
 
 export interface TestServers {
   natsUrl: string;
   /** The cluster's `nats.secret` (every NATS password derives from it). */
   natsSecret: string;
   redisUrl: string;
-  /** A config pointing at these servers, with `overrides` applied. */
+  /** A config pointing at these servers, with fresh secrets and an explicit origin (roles refuse the published defaults), and `overrides` applied. */
   config(overrides?: Record<string, unknown>): Config;
 }
 
@@ -35,6 +37,12 @@ export async function startServers(t: Test): Promise<TestServers> {
     natsSecret: secret,
     redisUrl: redis.url,
     config: (overrides = {}) =>
-      loadConfig({ env: {}, overrides: { ...overrides, nats: { servers: [nats.url], secret }, redis: { url: redis.url }, log: { level: "warn" } } }),
+      loadConfig({
+        env: {},
+        overrides: {
+          ...mergeDeep({ ws: { secret: freshSecret(), origins: ["http://127.0.0.1"] }, engagement: { secret: freshSecret() } }, overrides),
+          nats: { servers: [nats.url], secret }, redis: { url: redis.url }, log: { level: "warn" },
+        },
+      }),
   };
 }

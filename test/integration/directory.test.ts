@@ -58,7 +58,7 @@ t.test("directory and segments", async (t) => {
     const id = (await nfx("campaign", "create", "--segment", "active_30d", "--title", "Hi", "--body", "there", "--rate", "5000")).stdout.trim();
     t.match(id, /^n_/, "`nfx campaign create` prints the id");
     const watch = await nfx("campaign", "status", id, "--watch");
-    for (const stage of ["listed", "decided", "queued", "delivered"]) t.match(watch.stdout + watch.stderr, new RegExp(`${stage}\\s+.*\\d+/\\d+ \\| \\d+/s \\| ETA`), `a ${stage} bar with rate and ETA`);
+    for (const stage of ["listed", "decided", "queued", "finished"]) t.match(watch.stdout + watch.stderr, new RegExp(`${stage}\\s+.*\\d+/\\d+ \\| \\d+/s \\| ETA`), `a ${stage} bar with rate and ETA`);
     t.match(watch.stdout + watch.stderr, /state expanded \| chunks \d+, shards done 64\/64/, "it ends when the campaign is complete");
     const st = JSON.parse((await nfx("campaign", "status", id, "--json")).stdout);
     t.equal(st.complete, true);

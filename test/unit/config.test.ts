@@ -88,3 +88,11 @@ t.test("API keys: top-level with scopes; the old http.apiKeys and admin flag are
   t.match(problems(() => loadConfig({ env: {}, overrides: { apiKeys: [{ ...k, scopes: ["sendall"] }] } })), /apiKeys\.0\.scopes\.0/, "an unknown scope is named");
   t.match(problems(() => loadConfig({ env: {}, overrides: { apiKeys: [{ ...k, scopes: ["read"] }, { ...k, key: "other-key-0123456789", scopes: ["send"] }] } })), /apiKeys\.1\.name: duplicate key name billing/, "names are unique (idempotency keys are per name)");
 });
+
+t.test("prototype names cannot be categories, refused with the path", async (t) => {
+  t.match(problems(() => loadConfig({ file: file("p1.json", { categories: { constructor: { defaultPriority: "high" } } }), env: {} })), "categories.constructor: must not be a reserved name");
+  // JSON text, so `__proto__` is a real own key as in a user's file (zod alone would drop it without a word).
+  t.match(problems(() => loadConfig({ file: file("p2.json", '{"categories":{"__proto__":{"defaultPriority":"high"},"ok":{}}}'), env: {} })), "categories.__proto__: must not be a reserved name");
+  t.match(problems(() => loadConfig({ env: { NFX_CATEGORIES: '{"constructor":{}}' } })), "categories.constructor: must not be a reserved name", "from the environment too");
+  t.same(Object.keys(loadConfig({ file: file("p3.json", { categories: { orders: {} } }), env: {} }).categories), ["orders"], "an ordinary name is fine");
+});

@@ -1,0 +1,98 @@
+// Role start-up: published default secrets are refused with the key to set; NATS and Redis that come up late are waited for.
+import t, { type Test } from "tap";
+import { spawn, type ChildProcess } from "node:child_process";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { freePort, startNatsServer, startRedisServer } from "../../lib/launch.js";
+import { freshSecret } from "../../lib/secrets.js";
+import { pino } from "pino";
+import { loadConfig } from "../../lib/config.js";
+import { createLogger } from "../../lib/log.js";
+import { connectNats } from "../../lib/nats.js";
+import { renderNatsServerConf } from "../../lib/nats-auth.js";
+import { ensureTopology } from "../../lib/topology.js";
+import { NFX } from "../helpers/cli.js";
+
+const dir = mkdtempSync(join(tmpdir(), "nfx-startup-"));
+t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+
+/** Starts `nfx run router` with `cfg` as its config file; collects its output; killed when the test ends. */
+function runRole(t: Test, name: string, cfg: unknown): { p: ChildProcess; out: () => string; exited: Promise<number | null>; ready: Promise<boolean> } {
+  const file = join(dir, `${name}.json`);
+  writeFileSync(file, JSON.stringify(cfg));
+  const p = spawn(process.execPath, [NFX, "run", "router"], { env: { ...process.env, NFX_CONFIG: file }, stdio: ["ignore", "pipe", "pipe", "ipc"] });
+  let out = "";
+  p.stdout!.on("data", (b: Buffer) => void (out += b.toString()));
+  p.stderr!.on("data", (b: Buffer) => void (out += b.toString()));
+  const exited = new Promise<number | null>((r) => p.once("exit", (code) => r(code)));
+  const ready = new Promise<boolean>((r) => {
+    p.on("message", (m: { type?: string }) => m?.type === "ready" && r(true));
+    p.once("exit", () => r(false));
+  });
+  t.teardown(() => {
+    if (p.exitCode === null && p.signalCode === null) p.kill("SIGKILL");
+  });
+  return { p, out: () => out, exited, ready };
+}
+
+const within = <T>(p: Promise<T>, ms: number, what: string): Promise<T> =>
+  Promise.race([p, new Promise<T>((_, rej) => setTimeout(() => rej(new Error(`${what}: not within ${ms} ms`)), ms).unref())]);
+
+const natsSecret = freshSecret();
+const safe = () => ({ nats: { secret: natsSecret }, ws: { secret: freshSecret(), origins: ["https://app.example"] }, engagement: { secret: freshSecret() }, log: { level: "info" }, metrics: { enabled: false } });
+
+t.test("a role refuses each published default, naming the key to set", async (t) => {
+  const nothere = `nats://127.0.0.1:${await freePort()}`;
+  const cases: [string, Record<string, unknown>, string][] = [
+    ["nats.secret", {}, "nats.secret"],
+    ["ws.secret", { ws: { origins: ["https://app.example"] } }, "ws.secret"],
+    ["engagement.secret", { engagement: {} }, "engagement.secret"],
+    ["ws.origins *", { ws: { origins: ["https://app.example", "*"] } }, "ws.origins"],
+  ];
+  for (const [name, change, key] of cases) {
+    const cfg = safe() as Record<string, any>;
+    if (key === "nats.secret") delete cfg.nats.secret;
+    if (key === "ws.secret") delete cfg.ws.secret;
+    if (key === "engagement.secret") delete cfg.engagement.secret;
+    if (key === "ws.origins") cfg.ws.origins = (change.ws as { origins: string[] }).origins;
+    const r = runRole(t, `bad-${key}`, { ...cfg, nats: { ...cfg.nats, servers: [nothere] } });
+    const code = await within(r.exited, 20_000, `${name}: exit`);
+    t.equal(code, 1, `${name}: the role exits with status 1`);
+    t.match(r.out(), "NFX_ERR_INSECURE_DEFAULT", `${name}: with the coded error`);
+    t.match(r.out(), `${key}: must be set`, `${name}: naming ${key}`);
+    t.notMatch(r.out(), "nats not reachable", `${name}: before connecting to anything`);
+  }
+});
+
+t.test("a role waits for NATS and Redis that start after it, then becomes ready with fresh secrets", async (t) => {
+  const natsPort = await freePort();
+  const redisPort = await freePort();
+  const cfg = { ...safe(), nats: { secret: natsSecret, servers: [`nats://127.0.0.1:${natsPort}`] }, redis: { url: `redis://127.0.0.1:${redisPort}` } };
+  const r = runRole(t, "late", cfg);
+  // Nothing listens yet: the role logs its retries and keeps running.
+  const until = Date.now() + 15_000;
+  while (!/nats not reachable yet/.test(r.out()) && Date.now() < until) await new Promise((res) => setTimeout(res, 100));
+  t.match(r.out(), /"retryInMs":250\b.*nats not reachable yet/, "the first NATS retry is logged with its delay");
+  await new Promise((res) => setTimeout(res, 1500));
+  t.equal(r.p.exitCode, null, "still running while NATS is down");
+  const delays = [...r.out().matchAll(/"retryInMs":(\d+)[^\n]*nats not reachable yet/g)].map((m) => Number(m[1]));
+  t.ok(delays.length >= 2 && delays[1]! > delays[0]!, `the delay grows (${delays.join(", ")} ms)`);
+
+  const nats = await startNatsServer({ storeDir: join(dir, "nats"), port: natsPort, conf: renderNatsServerConf({ secret: natsSecret, producers: [] }) });
+  t.teardown(nats.stop);
+  // The operator's `nfx init` (roles may not create streams): the role then finds the topology.
+  const admin = await connectNats(loadConfig({ env: {}, overrides: cfg }), createLogger({ level: "warn", redact: true }, pino.destination(2)), "test-init");
+  await ensureTopology(admin, loadConfig({ env: {}, overrides: cfg }));
+  await admin.nc.close();
+  // NATS is up, Redis is not: the role now waits for Redis.
+  const until2 = Date.now() + 15_000;
+  while (!/redis not reachable yet/.test(r.out()) && Date.now() < until2) await new Promise((res) => setTimeout(res, 100));
+  t.match(r.out(), /redis not reachable yet/, "then waits for Redis, logged");
+  t.equal(r.p.exitCode, null, "still running while Redis is down");
+
+  const redis = await startRedisServer({ dir: join(dir, "redis"), port: redisPort });
+  t.teardown(redis.stop);
+  t.equal(await within(r.ready, 30_000, "ready"), true, "the role reports ready once both answer");
+  t.match(r.out(), /router ready|"msg":"[^"]*ready/, "and logs that it is ready");
+});

@@ -1,0 +1,39 @@
+// The CLI's text reports say what push's `sent` means: APNs and FCM give no delivery receipts, so push stays at sent.
+import t from "tap";
+import { formatCampaign, formatStatus, sentHint } from "../../cmd/format.js";
+import { emptyCounters } from "../../lib/counters.js";
+import type { CampaignStatus } from "../../lib/campaigns.js";
+import type { NotificationStatus } from "../../lib/status.js";
+
+const status = (lines: NotificationStatus["lines"]): NotificationStatus => {
+  const counts = { accepted: lines.length, sent: 0, delivered: 0, failed: 0, expired: 0, queued: 0, suppressed: 0, deferred: 0, cancelled: 0, fallback: 0, opened: 0, clicked: 0, pending: 0 };
+  for (const l of lines) {
+    if (l.outcome === "sent" || l.outcome === "delivered") counts.sent++;
+    if (l.outcome === "delivered") counts.delivered++;
+  }
+  return { id: "n_1", priority: "high", category: "transactional", createdAt: 0, expiresAt: 1, recipients: lines.length, counts, complete: true, lines };
+};
+
+t.test("nfx status: a push-only notification says push stays at sent", async (t) => {
+  const out = formatStatus(status([{ user: "ana", channel: "apns", device: "p", outcome: "sent" }, { user: "ben", channel: "fcm", device: "q", outcome: "sent" }]));
+  t.match(out, "sent=2 delivered=0", "the counts as before");
+  t.match(out, /note: push only: sent = accepted by APNs\/FCM, which give no delivery receipts/, "and what they mean");
+});
+
+t.test("nfx status: mixed channels get the general note; all confirmed gets none", async (t) => {
+  const mixed = formatStatus(status([{ user: "ana", channel: "apns", device: "p", outcome: "sent" }, { user: "ana", channel: "email", device: "e", outcome: "delivered" }]));
+  t.match(mixed, /note: sent = accepted by the provider; delivered = confirmed by the provider/);
+  t.notMatch(mixed, "push only");
+  const confirmed = formatStatus(status([{ user: "ana", channel: "email", device: "e", outcome: "delivered" }]));
+  t.notMatch(confirmed, "note:", "nothing to explain when every send is confirmed");
+  t.equal(sentHint(0, 0, true), null, "nor when nothing was sent");
+});
+
+t.test("campaign status explains sent under the sends line", async (t) => {
+  const c = { ...emptyCounters(), queued: 10, sent: 10, decided: 5, accepted: 5 };
+  const s: CampaignStatus = { id: "n_2", segment: "all", state: "expanded", createdAt: 0, rate: 0, total: 5, scanned: 5, members: 5, chunks: 1, shardsDone: 1, shards: 1, counters: c, complete: true };
+  const out = formatCampaign(s);
+  t.match(out, "sent 10, delivered 0, failed 0");
+  t.match(out, /\n {11}sent = accepted by the provider; delivered = confirmed/, "the meaning, right under it");
+  t.notMatch(formatCampaign({ ...s, counters: { ...c, delivered: 10 } }), "sent = accepted", "not when every send was confirmed");
+});
