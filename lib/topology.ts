@@ -48,9 +48,11 @@ export function consumerConfigs(cfg: Config): { stream: string; config: Partial<
     out.push({ stream: STREAM.intake, config: { ...common, durable_name: CONSUMER.router(p), filter_subject: intakeLane(p) } });
     out.push({ stream: STREAM.intake, config: { ...common, durable_name: CONSUMER.campaign(p), filter_subject: intakeLane(p) } });
     // In-app sends are taken by the in-app dispatcher (ws-gateway role) like a gateway's.
-    for (const c of [...GATEWAY_CHANNELS, "inapp" as const]) {
-      out.push({ stream: STREAM.send(c), config: { ...common, durable_name: CONSUMER.gateway(c, p), filter_subject: sendSubject(c, p) } });
+    // Provider gateways' lanes redeliver a dead gateway's batch after `gateways.ackWaitSec` (short: the runner signals progress while it works).
+    for (const c of GATEWAY_CHANNELS) {
+      out.push({ stream: STREAM.send(c), config: { ...common, ack_wait: nanos(cfg.gateways.ackWaitSec * 1000), durable_name: CONSUMER.gateway(c, p), filter_subject: sendSubject(c, p) } });
     }
+    out.push({ stream: STREAM.send("inapp"), config: { ...common, durable_name: CONSUMER.gateway("inapp", p), filter_subject: sendSubject("inapp", p) } });
   }
   return out;
 }
