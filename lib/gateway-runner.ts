@@ -137,15 +137,20 @@ export async function runGateway(d: GatewayDeps, client: ChannelClient): Promise
 
   /**
    * Sends `sends` of `n` through app `name`, or its failover while its
-   * breaker is open. Resolves the results, or the refusal when no app took them.
+   * breaker is open. `recordAnswer` runs as soon as the provider answers and
+   * holds the bulkhead slot until the records it started are written: a send
+   * is in flight from its request's start until its outcome is recorded, and
+   * the app's `concurrency` bounds exactly those. Resolves the results, or the
+   * refusal when no app took them.
    */
-  const dispatch = async (name: string, n: NotificationBrief, sends: Send[], tried: Set<string> = new Set()): Promise<SendResult[] | Refusal> => {
+  const dispatch = async (name: string, n: NotificationBrief, sends: Send[], recordAnswer: (res: SendResult[]) => Promise<void>, tried: Set<string> = new Set()): Promise<SendResult[] | Refusal> => {
     const a = apps.get(name)!;
     tried.add(name);
     const r = await a.bulkhead.run(sends.length, async () => {
       const end = gatewayLatency.startTimer({ channel, app: name });
       const res = await a.app.request(n, sends);
       end({ result: res.every((x) => x.ok) ? "ok" : res.some((x) => x.ok) ? "partial" : "error" });
+      await recordAnswer(res);
       return res;
     });
     if (!isRefusal(r)) {
@@ -156,7 +161,7 @@ export async function runGateway(d: GatewayDeps, client: ChannelClient): Promise
     const f = a.cfg.failover;
     if (f && !tried.has(f) && apps.has(f)) {
       log.debug({ app: name, failover: f, sends: sends.length }, "failing over");
-      return dispatch(f, n, sends, tried);
+      return dispatch(f, n, sends, recordAnswer, tried);
     }
     return r;
   };
@@ -255,33 +260,39 @@ export async function runGateway(d: GatewayDeps, client: ChannelClient): Promise
       for (let o = 0; o < grp.idx.length; o += per) {
         const idx = grp.idx.slice(o, o + per);
         const sends = idx.map((i) => batch.sends[i]!);
+        const settle = (r: SendResult, j: number): void => {
+          const i = idx[j]!;
+          const s = sends[j]!;
+          if (r.ok) return keep(i, { outcome: "sent", providerId: r.providerId, at: now() });
+          if (!r.error.retryable) return keep(i, { outcome: "failed", reason: r.error.reason, at: now() });
+          const attempt = (s.attempt ?? 0) + 1;
+          const plan = planRetry(g.retry, attempt, r.error, now(), n.expiresAt);
+          if (plan.kind === "retry") {
+            gatewayRetries.inc({ channel });
+            retries.push({ s: { ...s, attempt }, at: plan.at });
+            retryKeys.push(i);
+          } else if (plan.kind === "expired") {
+            keep(i, { outcome: "failed", reason: `expired:${r.error.reason}`, at: now() });
+          } else {
+            // Attempts ran out: to the dead-letter stream with its context; once it is there the claim is dropped so a replay can send it.
+            const dl: DeadLetter = { type: "dead_letter", channel, shard: batch.shard, notification: n, send: { ...s, attempt }, reason: r.error.reason, attempts: attempt, at: now() };
+            gatewaySends.inc({ channel, app: "-", outcome: "dead_letter" });
+            dead.push(d.nats.js.publish(dlqSubject(channel), encode(dl), { msgID: MSGID.dead(`${batchId}|${deliveryKey(s.nid, s.user, channel, s.device)}`) }).then(() => writer.del(keys[i]!)));
+            add(s, { outcome: "failed", reason: `dead_letter:${r.error.reason}`, at: now() });
+          }
+        };
+        /** Sends whose token the provider reported gone: settled after the directory lets go of the token. */
+        const gone: number[] = [];
+        // Called inside the bulkhead slot the moment the provider answers: outcomes recorded in this turn's pipeline, awaited before the slot is freed
+        // (a failed write still fails the batch below, through `writes`).
+        const recordAnswer = (results: SendResult[]): Promise<void> => {
+          const from = writes.length;
+          results.forEach((r, j) => (!r.ok && r.error.tokenInvalid ? gone.push(j) : settle(r, j)));
+          return Promise.all(writes.slice(from)).then(() => undefined, () => undefined);
+        };
         requests.push(
-          dispatch(grp.app, n, sends).then(async (results) => {
+          dispatch(grp.app, n, sends, recordAnswer).then(async (results) => {
             if (isRefusal(results)) return pushBack(idx, results.retryInMs, results.refused);
-            const settle = (r: SendResult, j: number): void => {
-              const i = idx[j]!;
-              const s = sends[j]!;
-              if (r.ok) return keep(i, { outcome: "sent", providerId: r.providerId, at: now() });
-              if (!r.error.retryable) return keep(i, { outcome: "failed", reason: r.error.reason, at: now() });
-              const attempt = (s.attempt ?? 0) + 1;
-              const plan = planRetry(g.retry, attempt, r.error, now(), n.expiresAt);
-              if (plan.kind === "retry") {
-                gatewayRetries.inc({ channel });
-                retries.push({ s: { ...s, attempt }, at: plan.at });
-                retryKeys.push(i);
-              } else if (plan.kind === "expired") {
-                keep(i, { outcome: "failed", reason: `expired:${r.error.reason}`, at: now() });
-              } else {
-                // Attempts ran out: to the dead-letter stream with its context; once it is there the claim is dropped so a replay can send it.
-                const dl: DeadLetter = { type: "dead_letter", channel, shard: batch.shard, notification: n, send: { ...s, attempt }, reason: r.error.reason, attempts: attempt, at: now() };
-                gatewaySends.inc({ channel, app: "-", outcome: "dead_letter" });
-                dead.push(d.nats.js.publish(dlqSubject(channel), encode(dl), { msgID: MSGID.dead(`${batchId}|${deliveryKey(s.nid, s.user, channel, s.device)}`) }).then(() => writer.del(keys[i]!)));
-                add(s, { outcome: "failed", reason: `dead_letter:${r.error.reason}`, at: now() });
-              }
-            };
-            // Recorded in this turn, before anything else is awaited: an accepted send's record is the one thing a crash must not lose.
-            const gone: number[] = [];
-            results.forEach((r, j) => (!r.ok && r.error.tokenInvalid ? gone.push(j) : settle(r, j)));
             if (gone.length === 0) return;
             // A gone token leaves the directory before its failure is recorded, so a replay after a crash still removes it.
             await Promise.all(gone.map((j) => removeDeadToken(d.redis, d.nats.nc, d.cfg.cluster.shards, sends[j]!.user, sends[j]!.device, sends[j]!.token).catch((err) => log.warn({ err }, "token removal failed"))));
