@@ -74,13 +74,15 @@ t.test("100,000 recipients; router, campaign, shard, gateways, tracker, ingest a
 
   async function chaos(): Promise<void> {
 
-    const { id } = await notify(nats.nc, { segment: "active_30d", category: "social", content: { push: { title: "Chaos", body: "c" } }, campaign: { rate: 2500 } });
+    const { recorder } = cluster.sandbox!;
+    // Providers answer after 100 ms, so a gateway killed at a random moment has calls in flight; the campaign is paced to outlast the kills.
+    for (const provider of ["apns", "fcm"] as const) recorder.faults.add({ provider, latencyMs: 100 });
+    const { id } = await notify(nats.nc, { segment: "active_30d", category: "social", content: { push: { title: "Chaos", body: "c" } }, campaign: { rate: 1500 } });
     const started = Date.now();
     const status = (): Promise<CampaignStatus> => callApi<CampaignStatus>(nats.nc, API.campaign, { id, action: "status" });
     // The segment is "active within 30 days" of the campaign's creation (the record appears once the campaign actor takes the request).
     let createdAt = 0;
     t.ok(await eventually(async () => ((createdAt = (await status()).createdAt), true), 30_000), "the campaign is recorded");
-    const { recorder } = cluster.sandbox!;
 
     // Each device's delivered key in Redis, by its token: what the gateway records once the provider answered.
     const keyOf = new Map<string, string>();
@@ -117,6 +119,23 @@ t.test("100,000 recipients; router, campaign, shard, gateways, tracker, ingest a
       return n;
     };
 
+    /** Resolves once `provider` has answered a request of this notification within the last 20 ms, or after `ms`. */
+    const busy = async (provider: SandboxProvider, ms: number): Promise<void> => {
+      const until = Date.now() + ms;
+      for (;;) {
+        const d = recorder.deliveries;
+        let last = 0;
+        for (let i = d.length - 1; i >= 0 && i >= d.length - 2000; i--) {
+          if (d[i]!.provider === provider && d[i]!.nid === id) {
+            last = d[i]!.at;
+            break;
+          }
+        }
+        if (Date.now() - last < 20 || Date.now() > until) return;
+        await sleep(5);
+      }
+    };
+
     t.ok(await eventually(() => recorder.acceptedCount.apns + recorder.acceptedCount.fcm > 0, 60_000), "deliveries under way");
     const kills: { kind: Kind; pid: number; in_flight: number; accepted_before: number }[] = [];
     for (let round = 0; round < ROUNDS; round++) {
@@ -134,6 +153,8 @@ t.test("100,000 recipients; router, campaign, shard, gateways, tracker, ingest a
           killing.add(p);
           const provider = PROVIDER[kind];
           if (provider) {
+            // A random moment while this gateway is calling its provider (a gateway idles between send batches): wait, up to 5 s, for an answer to it.
+            await busy(provider, 5000);
             // Frozen first: the sandbox answers everything it received, then the sends it accepted that the gateway never recorded are counted.
             p.kill("SIGSTOP");
             await sleep(300);
@@ -187,6 +208,7 @@ t.test("100,000 recipients; router, campaign, shard, gateways, tracker, ingest a
     t.equal(lost, 0, `no eligible device missed (of ${expected.size})`);
     t.ok(dup <= dupBound, `duplicates ${dup} ≤ provider calls in flight at the kills ${dupBound}`);
     t.equal(result.ineligible, 0, "no ineligible device notified");
+    t.ok(kills.every((k) => k.accepted_before < expected.size), "every kill came while the campaign was still sending");
     t.same(unexpected, [], "no role exited by itself");
     if (process.env.CHAOS_RESULTS_DIR) writeFileSync(join(process.env.CHAOS_RESULTS_DIR, "role-kills.json"), JSON.stringify(result) + "\n");
     console.error(JSON.stringify(result));
