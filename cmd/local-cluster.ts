@@ -66,6 +66,12 @@ export interface LocalCluster {
   startExtra(role: Role): Promise<ChildProcess>;
   /** Stops roles, then the sandbox, redis-server and nats-server. Safe to call twice. */
   stop(): Promise<void>;
+  /**
+   * SIGKILLs nats-server and starts it again on the same port and store
+   * directory (a crash and a restart); `nats` is then the new server. Roles
+   * reconnect by themselves. Resolves when the new server accepts connections.
+   */
+  restartNats(): Promise<ServerProcess>;
 }
 
 /** `b` layered over `a`: objects merge key by key, anything else (arrays too) replaces. */
@@ -126,7 +132,8 @@ export async function startLocalCluster(o: LocalClusterOptions): Promise<LocalCl
     const natsSecret = userCfg.nats.secret === DEFAULT_NATS_SECRET ? randomBytes(32).toString("base64url") : userCfg.nats.secret;
     const natsConf = renderNatsServerConf({ secret: natsSecret, producers: userCfg.nats.producers, serverName: "nfx-local" });
     const nats = await startNatsServer({ storeDir: join(dataDir, "nats"), port: o.natsPort, conf: natsConf });
-    stops.push(nats.stop);
+    let natsNow = nats;
+    stops.push(() => natsNow.stop());
     const redis = await startRedisServer({ dir: join(dataDir, "redis"), port: o.redisPort, persist: o.persist });
     stops.push(redis.stop);
     let sandbox: Sandbox | null = null;
@@ -195,7 +202,15 @@ export async function startLocalCluster(o: LocalClusterOptions): Promise<LocalCl
     const startExtra = (role: Role): Promise<ChildProcess> => spawnRole(role, true);
     await Promise.all(o.roles.map(startRole));
     const apiKey = cfg.apiKeys.find((k) => k.scopes.includes("admin"))?.key ?? cfg.apiKeys[0]!.key;
-    return { nats, natsConf, redis, sandbox, httpUrl: `http://${cfg.http.host}:${cfg.http.port}`, wsUrl: `http://${cfg.ws.host}:${cfg.ws.port}`, apiKey, configFile, cfg, procs, startRole, startExtra, stop };
+    const cluster: LocalCluster = { nats, natsConf, redis, sandbox, httpUrl: `http://${cfg.http.host}:${cfg.http.port}`, wsUrl: `http://${cfg.ws.host}:${cfg.ws.port}`, apiKey, configFile, cfg, procs, startRole, startExtra, stop, restartNats };
+    async function restartNats(): Promise<ServerProcess> {
+      const old = natsNow.proc;
+      if (old.exitCode === null && old.signalCode === null) await new Promise<void>((r) => (old.once("exit", () => r()), old.kill("SIGKILL")));
+      natsNow = await startNatsServer({ storeDir: join(dataDir, "nats"), port: natsNow.port, conf: natsConf });
+      cluster.nats = natsNow;
+      return natsNow;
+    }
+    return cluster;
   } catch (err) {
     await stop();
     throw err;

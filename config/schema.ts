@@ -323,8 +323,10 @@ export const configSchema = z.strictObject({
       batchConcurrency: z.number().int().min(1).max(64).default(4),
       /** How long a delivered key is remembered so a replayed batch never calls a provider twice. */
       deliveredTtlSec: z.number().int().min(60).max(30 * 86400).default(86400),
-      /** How long a claim on a delivery key (taken right before the provider call) holds off other attempts. */
-      claimTtlSec: z.number().int().min(5).max(3600).default(60),
+      /** How long a claim on a delivery key (taken right before the provider call) holds off other attempts; a live batch renews its claims every third of it, so it bounds how long a dead gateway's claims outlive it. */
+      claimTtlSec: z.number().int().min(3).max(3600).default(10),
+      /** Redelivery timeout of the send-stream consumers (the runner signals progress every third of it): how soon a dead gateway's batches go to another. */
+      ackWaitSec: z.number().int().min(3).max(3600).default(10),
     })
     .prefault({}),
   ws: z

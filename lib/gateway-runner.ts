@@ -1,5 +1,5 @@
 // The loop every provider gateway shares: consume send batches by priority, claim delivery keys, call each app through its bulkhead, record, retry later or dead-letter, emit receipts.
-import { createHash } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
 import type { JsMsg } from "@nats-io/jetstream";
 import type { Config } from "./config.js";
 import type { BulkheadConfig } from "../config/schema.js";
@@ -16,6 +16,7 @@ import type { Nats } from "./nats.js";
 import type { Redis } from "./redis.js";
 import { Cancellations } from "./cancellations.js";
 import { holdUntilDue } from "./hold-until-due.js";
+import { Claims, OutcomeWriter, attemptMarker, heldMarker, isClaim } from "./delivery-claims.js";
 import { planRetry, planWait } from "./retry-policy.js";
 import { gatewayLatency, gatewayRetries, gatewaySends, stageItems, watchBreakers } from "./metrics.js";
 import { BUCKET, CONSUMER, MSGID, STREAM, dlqSubject, receiptSubject, retrySubject, sendSubject, type Channel, type Priority } from "./subjects.js";
@@ -96,27 +97,6 @@ export function publishReceipts(nats: Nats, batchId: string, entries: ReadonlyMa
   );
 }
 
-/** A claim marker in a delivery key: `~` and the id of the batch allowed to call the provider for it. */
-const CLAIM = "~";
-
-/**
- * Per key: if it holds a value, return it; else set it to the claim marker
- * ARGV[1] with TTL ARGV[2] s and return false. One round trip per batch.
- */
-const CLAIM_SCRIPT = `
-local out = {}
-for i, k in ipairs(KEYS) do
-  local v = redis.call('GET', k)
-  if v then out[i] = v else redis.call('SET', k, ARGV[1], 'EX', ARGV[2]); out[i] = false end
-end
-return out`;
-
-type ClaimRedis = Redis & { nfxClaim(n: number, ...args: (string | number)[]): Promise<(string | null)[]> };
-function claimer(redis: Redis): ClaimRedis {
-  if (!(redis as unknown as Partial<ClaimRedis>).nfxClaim) redis.defineCommand("nfxClaim", { lua: CLAIM_SCRIPT });
-  return redis as unknown as ClaimRedis;
-}
-
 /** A send that goes back on NFX_RETRY: tried again after `at`. */
 type Later = { s: Send; at: number };
 
@@ -124,20 +104,25 @@ type Later = { s: Send; at: number };
  * Runs a gateway for `client` on every priority lane of its channel's send
  * stream, and releases its pushed-back sends from NFX_RETRY when due.
  *
- * Per batch: every delivery key is claimed in one Redis call before any
- * provider call; a key already recorded re-emits its recorded receipt, a key
- * claimed by another live attempt is pushed back. Users whose opt-out or
- * preferences changed after the batch was decided are re-checked. The rest
- * go, grouped per notification and app, through each app's {@link Bulkhead}
- * (failing over to the app's `failover` while its breaker is open). Then:
- * accepted and permanently failed sends are recorded (a gone token also
- * leaves the directory); retryable failures go to NFX_RETRY with backoff
- * (never before Retry-After; at least a minute after a quota error; never
- * past expiry), or to the dead-letter stream after `retry.maxAttempts`; sends
- * the bulkhead refused go back to NFX_RETRY without using an attempt.
- * Receipts are published, then the batch is acked. A process dying after a
- * provider accepted a send but before the record is written is the one
- * window for a duplicate (DESIGN.md).
+ * Per batch: every delivery key is claimed for this attempt in one Redis call
+ * before any provider call (taking over keys this batch id's earlier release
+ * left held); a key already recorded re-emits its recorded receipt, a key
+ * claimed by another attempt (live, or dead until its claim lapses) is pushed
+ * back. While the batch runs its claims are renewed every third of
+ * `claimTtlSec`, so a slow provider never loses one and a dead process's
+ * lapse within `claimTtlSec`. Users whose opt-out or preferences changed
+ * after the batch was decided are re-checked. The rest go, grouped per
+ * notification and app, through each app's {@link Bulkhead} (failing over to
+ * the app's `failover` while its breaker is open). As each provider request
+ * answers, its accepted and permanently failed sends are recorded at once
+ * (one pipeline per event-loop turn, {@link OutcomeWriter}; a gone token
+ * leaves the directory before its failure is recorded); retryable failures go
+ * to NFX_RETRY with backoff (never before Retry-After; at least a minute
+ * after a quota error; never past expiry), or to the dead-letter stream after
+ * `retry.maxAttempts`; sends the bulkhead refused go back to NFX_RETRY
+ * without using an attempt. Receipts are published, then the batch is
+ * acked. The one window for a duplicate is a provider call in flight — sent,
+ * its answer not yet recorded — when the process dies (README "Guarantees").
  */
 export async function runGateway(d: GatewayDeps, client: ChannelClient): Promise<{ stop(): Promise<void>; bulkheads(): BulkheadState[] }> {
   const channel = client.channel;
@@ -145,20 +130,28 @@ export async function runGateway(d: GatewayDeps, client: ChannelClient): Promise
   const now = d.now ?? Date.now;
   const g = d.cfg.gateways;
   const cancellations = await Cancellations.watch(await d.nats.kvm.open(BUCKET.campaigns));
-  const redis = claimer(d.redis);
+  const claims = new Claims(d.redis);
+  const writer = new OutcomeWriter(d.redis);
+  /** Tells this process's attempts apart from another's at the same delivery of a batch. */
+  const proc = randomBytes(4).toString("base64url");
   const apps = new Map(client.apps.map(({ app, cfg }) => [app.name, { app, cfg, bulkhead: new Bulkhead(app.name, cfg, log) }]));
 
   /**
    * Sends `sends` of `n` through app `name`, or its failover while its
-   * breaker is open. Resolves the results, or the refusal when no app took them.
+   * breaker is open. `recordAnswer` runs as soon as the provider answers and
+   * holds the bulkhead slot until the records it started are written: a send
+   * is in flight from its request's start until its outcome is recorded, and
+   * the app's `concurrency` bounds exactly those. Resolves the results, or the
+   * refusal when no app took them.
    */
-  const dispatch = async (name: string, n: NotificationBrief, sends: Send[], tried: Set<string> = new Set()): Promise<SendResult[] | Refusal> => {
+  const dispatch = async (name: string, n: NotificationBrief, sends: Send[], recordAnswer: (res: SendResult[]) => Promise<void>, tried: Set<string> = new Set()): Promise<SendResult[] | Refusal> => {
     const a = apps.get(name)!;
     tried.add(name);
     const r = await a.bulkhead.run(sends.length, async () => {
       const end = gatewayLatency.startTimer({ channel, app: name });
       const res = await a.app.request(n, sends);
       end({ result: res.every((x) => x.ok) ? "ok" : res.some((x) => x.ok) ? "partial" : "error" });
+      await recordAnswer(res);
       return res;
     });
     if (!isRefusal(r)) {
@@ -169,7 +162,7 @@ export async function runGateway(d: GatewayDeps, client: ChannelClient): Promise
     const f = a.cfg.failover;
     if (f && !tried.has(f) && apps.has(f)) {
       log.debug({ app: name, failover: f, sends: sends.length }, "failing over");
-      return dispatch(f, n, sends, tried);
+      return dispatch(f, n, sends, recordAnswer, tried);
     }
     return r;
   };
@@ -180,21 +173,36 @@ export async function runGateway(d: GatewayDeps, client: ChannelClient): Promise
     const batchId = m.headers?.get("Nats-Msg-Id") || `seq:${m.seq}`;
     const prio = (m.subject.split(".")[3] ?? "normal") as Priority;
     const keys = batch.sends.map((s) => deliveredKey(batch.shard, deliveryKey(s.nid, s.user, channel, s.device)));
-    const mine = CLAIM + batchId;
-    const prior = keys.length ? await redis.nfxClaim(keys.length, ...keys, mine, g.claimTtlSec) : [];
+    const mine = attemptMarker(batchId, `${m.info.deliveryCount}.${proc}`);
+    const held = heldMarker(batchId);
+    const prior = await claims.claim(keys, mine, g.claimTtlSec, held);
+    /** Keys this attempt holds: claimed free, or taken over from this batch id's hold. */
+    const owned = (i: number): boolean => prior[i] === null || prior[i] === undefined || prior[i] === held;
+    const ownedKeys = keys.filter((_, i) => owned(i));
+    // The live batch keeps its claims: renewed every third of the TTL until it ends (keys already recorded are left alone by the script).
+    const renewal = setInterval(() => {
+      claims.renew(ownedKeys, mine, g.claimTtlSec).catch((err) => log.warn({ err }, "claim renewal failed"));
+    }, Math.max(1000, (g.claimTtlSec * 1000) / 3));
+    try {
+      await settleBatch(batch, batchId, prio, keys, prior, owned);
+    } finally {
+      clearInterval(renewal);
+    }
+  };
 
+  /** Everything after the claim: sends, records each outcome as it is known, pushes back, dead-letters, publishes receipts. */
+  const settleBatch = async (batch: SendBatch, batchId: string, prio: Priority, keys: string[], prior: (string | null)[], owned: (i: number) => boolean): Promise<void> => {
     const entries = new Map<string, ReceiptEntry[]>();
     const add = (s: Send, r: Recorded): void => {
       let l = entries.get(s.nid);
       if (!l) entries.set(s.nid, (l = []));
       l.push({ user: s.user, channel, device: s.device, ...r, ...(batch.replayOf ? { supersedes: batch.replayOf } : {}) });
     };
-    const record = redis.pipeline();
-    let writes = 0;
+    /** Redis writes of this batch, each sent with its event-loop turn's pipeline; all must succeed before receipts and the ack. */
+    const writes: Promise<void>[] = [];
     const keep = (i: number, rec: Recorded): void => {
       add(batch.sends[i]!, rec);
-      record.set(keys[i]!, JSON.stringify(rec), "EX", g.deliveredTtlSec);
-      writes++;
+      writes.push(writer.set(keys[i]!, JSON.stringify(rec), g.deliveredTtlSec));
     };
     const retries: Later[] = [];
     const waits: Later[] = [];
@@ -210,7 +218,7 @@ export async function runGateway(d: GatewayDeps, client: ChannelClient): Promise
         if (at === null) keep(i, { outcome: "failed", reason: `expired:${why}`, at: now() });
         else {
           waits.push({ s: { ...s, waits: (s.waits ?? 0) + 1 }, at });
-          if (prior[i] === null || prior[i] === mine) waitKeys.push(i);
+          if (owned(i)) waitKeys.push(i);
         }
       }
     };
@@ -218,10 +226,10 @@ export async function runGateway(d: GatewayDeps, client: ChannelClient): Promise
     const fresh: number[] = [];
     batch.sends.forEach((s, i) => {
       const p = prior[i];
-      if (p === null || p === undefined || p === mine) fresh.push(i);
-      // Another attempt holds the key: look again soon (it records an outcome, or its claim lapses after claimTtlSec if it died).
-      else if (p.startsWith(CLAIM)) pushBack([i], 2000, "claimed");
-      else add(s, JSON.parse(p) as Recorded);
+      if (owned(i)) fresh.push(i);
+      // Another attempt holds the key: look again soon (it records an outcome, or its claim lapses within claimTtlSec if it died).
+      else if (isClaim(p!)) pushBack([i], 2000, "claimed");
+      else add(s, JSON.parse(p!) as Recorded);
     });
     const stale = await changedSince(d.redis, batch, [...new Set(fresh.map((i) => batch.sends[i]!.user))]);
 
@@ -253,39 +261,43 @@ export async function runGateway(d: GatewayDeps, client: ChannelClient): Promise
       for (let o = 0; o < grp.idx.length; o += per) {
         const idx = grp.idx.slice(o, o + per);
         const sends = idx.map((i) => batch.sends[i]!);
+        const settle = (r: SendResult, j: number): void => {
+          const i = idx[j]!;
+          const s = sends[j]!;
+          if (r.ok) return keep(i, { outcome: "sent", providerId: r.providerId, at: now() });
+          if (!r.error.retryable) return keep(i, { outcome: "failed", reason: r.error.reason, at: now() });
+          const attempt = (s.attempt ?? 0) + 1;
+          const plan = planRetry(g.retry, attempt, r.error, now(), n.expiresAt);
+          if (plan.kind === "retry") {
+            gatewayRetries.inc({ channel });
+            retries.push({ s: { ...s, attempt }, at: plan.at });
+            retryKeys.push(i);
+          } else if (plan.kind === "expired") {
+            keep(i, { outcome: "failed", reason: `expired:${r.error.reason}`, at: now() });
+          } else {
+            // Attempts ran out: to the dead-letter stream with its context; once it is there the claim is dropped so a replay can send it.
+            const dl: DeadLetter = { type: "dead_letter", channel, shard: batch.shard, notification: n, send: { ...s, attempt }, reason: r.error.reason, attempts: attempt, at: now() };
+            gatewaySends.inc({ channel, app: "-", outcome: "dead_letter" });
+            dead.push(d.nats.js.publish(dlqSubject(channel), encode(dl), { msgID: MSGID.dead(`${batchId}|${deliveryKey(s.nid, s.user, channel, s.device)}`) }).then(() => writer.del(keys[i]!)));
+            add(s, { outcome: "failed", reason: `dead_letter:${r.error.reason}`, at: now() });
+          }
+        };
+        /** Sends whose token the provider reported gone: settled after the directory lets go of the token. */
+        const gone: number[] = [];
+        // Called inside the bulkhead slot the moment the provider answers: outcomes recorded in this turn's pipeline, awaited before the slot is freed
+        // (a failed write still fails the batch below, through `writes`).
+        const recordAnswer = (results: SendResult[]): Promise<void> => {
+          const from = writes.length;
+          results.forEach((r, j) => (!r.ok && r.error.tokenInvalid ? gone.push(j) : settle(r, j)));
+          return Promise.all(writes.slice(from)).then(() => undefined, () => undefined);
+        };
         requests.push(
-          dispatch(grp.app, n, sends).then(async (results) => {
+          dispatch(grp.app, n, sends, recordAnswer).then(async (results) => {
             if (isRefusal(results)) return pushBack(idx, results.retryInMs, results.refused);
-            await Promise.all(
-              results.map((r, j) =>
-                !r.ok && r.error.tokenInvalid
-                  ? removeDeadToken(d.redis, d.nats.nc, d.cfg.cluster.shards, sends[j]!.user, sends[j]!.device, sends[j]!.token).catch((err) => log.warn({ err }, "token removal failed"))
-                  : undefined,
-              ),
-            );
-            results.forEach((r, j) => {
-              const i = idx[j]!;
-              const s = sends[j]!;
-              if (r.ok) return keep(i, { outcome: "sent", providerId: r.providerId, at: now() });
-              if (!r.error.retryable) return keep(i, { outcome: "failed", reason: r.error.reason, at: now() });
-              const attempt = (s.attempt ?? 0) + 1;
-              const plan = planRetry(g.retry, attempt, r.error, now(), n.expiresAt);
-              if (plan.kind === "retry") {
-                gatewayRetries.inc({ channel });
-                retries.push({ s: { ...s, attempt }, at: plan.at });
-                retryKeys.push(i);
-              } else if (plan.kind === "expired") {
-                keep(i, { outcome: "failed", reason: `expired:${r.error.reason}`, at: now() });
-              } else {
-                // Attempts ran out: to the dead-letter stream with its context; the claim is dropped so a replay can send it.
-                const dl: DeadLetter = { type: "dead_letter", channel, shard: batch.shard, notification: n, send: { ...s, attempt }, reason: r.error.reason, attempts: attempt, at: now() };
-                gatewaySends.inc({ channel, app: "-", outcome: "dead_letter" });
-                dead.push(d.nats.js.publish(dlqSubject(channel), encode(dl), { msgID: MSGID.dead(`${batchId}|${deliveryKey(s.nid, s.user, channel, s.device)}`) }));
-                record.del(keys[i]!);
-                writes++;
-                add(s, { outcome: "failed", reason: `dead_letter:${r.error.reason}`, at: now() });
-              }
-            });
+            if (gone.length === 0) return;
+            // A gone token leaves the directory before its failure is recorded, so a replay after a crash still removes it.
+            await Promise.all(gone.map((j) => removeDeadToken(d.redis, d.nats.nc, d.cfg.cluster.shards, sends[j]!.user, sends[j]!.device, sends[j]!.token).catch((err) => log.warn({ err }, "token removal failed"))));
+            for (const j of gone) settle(results[j]!, j);
           }),
         );
       }
@@ -298,10 +310,7 @@ export async function runGateway(d: GatewayDeps, client: ChannelClient): Promise
       const due = Math.max(...list.map((l) => l.at));
       const attempt = Math.max(...list.map((l) => (l.s.attempt ?? 0) + (l.s.waits ?? 0)));
       const releaseId = MSGID.retry(createHash("sha1").update(batchId).digest("base64url").slice(0, 16), kind, attempt);
-      const held = CLAIM + releaseId;
       const ttl = Math.ceil((due - now()) / 1000) + g.claimTtlSec;
-      for (const i of idx) record.set(keys[i]!, held, "EX", ttl);
-      writes += idx.length;
       const sends = list.map((l) => l.s);
       const nids = new Set(sends.map((s) => s.nid));
       const rb: RetryBatch = {
@@ -309,9 +318,12 @@ export async function runGateway(d: GatewayDeps, client: ChannelClient): Promise
         batch: { ...batch, sends, notifications: Object.fromEntries(Object.entries(batch.notifications).filter(([k]) => nids.has(k))) },
       };
       await d.nats.js.publish(retrySubject(channel, prio), encode(rb), { msgID: `q:${releaseId}` });
+      // Once the release is stored, its keys move from this attempt's claim to the release's hold (the release takes them over).
+      const hold = heldMarker(releaseId);
+      for (const i of idx) writes.push(writer.set(keys[i]!, hold, ttl));
     };
     await Promise.all([later(retries, retryKeys, "retry"), later(waits, waitKeys, "wait"), ...dead]);
-    if (writes > 0) await record.exec();
+    await Promise.all(writes);
 
     await publishReceipts(d.nats, batchId, entries);
     stageItems.inc({ stage: `gateway-${channel}` }, batch.sends.length);
@@ -319,7 +331,7 @@ export async function runGateway(d: GatewayDeps, client: ChannelClient): Promise
 
   const lanes = runLanes({
     js: d.nats.js, stream: STREAM.send(channel), consumer: (p) => CONSUMER.gateway(channel, p),
-    concurrency: g.batchConcurrency, prefetch: 4, ackWaitSec: d.cfg.streams.ackWaitSec, log, handle,
+    concurrency: g.batchConcurrency, prefetch: 4, ackWaitSec: g.ackWaitSec, log, handle,
   });
   const held = await holdUntilDue<RetryBatch>({
     nats: d.nats, log, stream: STREAM.retry, consumer: CONSUMER.retry(channel), type: "retry_batch", now,

@@ -26,7 +26,7 @@ export interface LaneOptions {
   consumer: (prio: Priority) => string;
   /** Messages handled at once across all lanes. */
   concurrency: number;
-  /** Messages pulled ahead per lane. Keep small: a buffered message's ack timer is running. */
+  /** Messages pulled ahead per lane. Keep small: a buffered message's ack timer is running (progress is signalled for it too). */
   prefetch: number;
   /** Seconds before an unacked message is redelivered; the runner signals progress at a third of it. */
   ackWaitSec: number;
@@ -133,6 +133,12 @@ export function runLanes(o: LaneOptions): Lanes {
     }
   };
 
+  // Buffered messages wait for a worker with their ack timers running: signal progress for them too, so a short ack wait redelivers only a dead process's messages.
+  const bufferedAlive = setInterval(() => {
+    for (const p of PRIORITIES) for (const m of queues[p]) m.working();
+  }, Math.max(1000, (o.ackWaitSec * 1000) / 3));
+  bufferedAlive.unref();
+
   const ready = Promise.all(PRIORITIES.map(pump)).then(() => undefined);
   const workers = Array.from({ length: o.concurrency }, () => worker());
 
@@ -140,6 +146,7 @@ export function runLanes(o: LaneOptions): Lanes {
     ready,
     async stop() {
       stopping = true;
+      clearInterval(bufferedAlive);
       await ready.catch(() => undefined);
       await Promise.all(iters.map((it) => it.close().catch(() => undefined)));
       for (const p of PRIORITIES) {

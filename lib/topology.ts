@@ -44,14 +44,17 @@ export function consumerConfigs(cfg: Config): { stream: string; config: Partial<
   // Held messages stay unacked until due, so the scheduler's ack window is large.
   out.push({ stream: STREAM.intake, config: { ...common, durable_name: CONSUMER.scheduler, filter_subject: scheduledAll, max_ack_pending: 1_000_000 } });
   out.push({ stream: STREAM.defer, config: { ...common, durable_name: CONSUMER.deferred, max_ack_pending: 1_000_000 } });
-  for (const c of GATEWAY_CHANNELS) out.push({ stream: STREAM.retry, config: { ...common, durable_name: CONSUMER.retry(c), filter_subject: retryOf(c), max_ack_pending: 1_000_000 } });
+  // A gateway's pushed-back sends are held by naks with a delay (JetStream keeps the timer): the ack wait only covers one release, so it is the gateways' short one.
+  for (const c of GATEWAY_CHANNELS) out.push({ stream: STREAM.retry, config: { ...common, ack_wait: nanos(cfg.gateways.ackWaitSec * 1000), durable_name: CONSUMER.retry(c), filter_subject: retryOf(c), max_ack_pending: 1_000_000 } });
   for (const p of PRIORITIES) {
     out.push({ stream: STREAM.intake, config: { ...common, durable_name: CONSUMER.router(p), filter_subject: intakeLane(p) } });
     out.push({ stream: STREAM.intake, config: { ...common, durable_name: CONSUMER.campaign(p), filter_subject: intakeLane(p) } });
     // In-app sends are taken by the in-app dispatcher (ws-gateway role) like a gateway's.
-    for (const c of [...GATEWAY_CHANNELS, "inapp" as const]) {
-      out.push({ stream: STREAM.send(c), config: { ...common, durable_name: CONSUMER.gateway(c, p), filter_subject: sendSubject(c, p) } });
+    // Provider gateways' lanes redeliver a dead gateway's batch after `gateways.ackWaitSec` (short: the runner signals progress while it works).
+    for (const c of GATEWAY_CHANNELS) {
+      out.push({ stream: STREAM.send(c), config: { ...common, ack_wait: nanos(cfg.gateways.ackWaitSec * 1000), durable_name: CONSUMER.gateway(c, p), filter_subject: sendSubject(c, p) } });
     }
+    out.push({ stream: STREAM.send("inapp"), config: { ...common, durable_name: CONSUMER.gateway("inapp", p), filter_subject: sendSubject("inapp", p) } });
   }
   return out;
 }

@@ -1,0 +1,97 @@
+// Gateway claims on real NATS and Redis against the FCM sandbox: a slow provider call keeps its claim past claimTtlSec (renewal); a dead attempt's claim lapses and its send goes once; outcomes are recorded as each request answers.
+import t from "tap";
+import { pino } from "pino";
+import { createFcmClient } from "../../actors/gateway-fcm.js";
+import { encode } from "../../lib/codec.js";
+import { runGateway } from "../../lib/gateway-runner.js";
+import { deliveryKey } from "../../lib/ids.js";
+import { deliveredKey } from "../../lib/keys.js";
+import { createLogger } from "../../lib/log.js";
+import { connectNats } from "../../lib/nats.js";
+import { connectRedis } from "../../lib/redis.js";
+import { readReceipts } from "../../lib/status.js";
+import { sendSubject } from "../../lib/subjects.js";
+import { ensureTopology } from "../../lib/topology.js";
+import type { NotificationBrief, ReceiptEntry, Send, SendBatch } from "../../lib/types.js";
+import { ensureApnsKey, sandboxOverrides, startSandbox } from "../../sandbox/index.js";
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { eventually } from "../helpers/cluster.js";
+import { startServers } from "../helpers/servers.js";
+
+const TTL = 3;
+
+t.test("gateway claims", async (t) => {
+  const servers = await startServers(t);
+  const sandbox = await startSandbox({ fcm: 0, control: 0 });
+  t.teardown(sandbox.close);
+  const rec = sandbox.recorder;
+  const key = ensureApnsKey(join(mkdtempSync(join(tmpdir(), "nfx-key-")), "k.p8"));
+  const sb = sandboxOverrides(sandbox.ports, key);
+  const cfg = servers.config({ ...sb, gateways: { ...(sb.gateways as object), claimTtlSec: TTL } });
+  const log = createLogger({ level: "warn", redact: true }, pino.destination(2));
+  const nats = await connectNats(cfg, log, "test");
+  const redis = await connectRedis(cfg, log);
+  await ensureTopology(nats, cfg);
+  const gw = await runGateway({ cfg, nats, redis, log }, createFcmClient(cfg));
+  t.teardown(async () => {
+    await gw.stop();
+    await nats.nc.drain();
+    redis.disconnect();
+  });
+
+  let seq = 0;
+  const brief = (): NotificationBrief => ({
+    id: `n_gc${String(++seq).padStart(25, "0")}`, createdAt: Date.now(), expiresAt: Date.now() + 120_000, priority: "high", category: "transactional", channels: ["push"], content: { push: { title: "T", body: "B" } },
+  });
+  const publish = (n: NotificationBrief, sends: Omit<Send, "nid">[], msgID: string): Promise<unknown> => {
+    const batch: SendBatch = { type: "send_batch", channel: "fcm", shard: 1, notifications: { [n.id]: n }, sends: sends.map((s) => ({ ...s, nid: n.id })) };
+    return nats.js.publish(sendSubject("fcm", n.priority), encode(batch), { msgID });
+  };
+  const sent = async (nid: string, count: number): Promise<ReceiptEntry[]> => {
+    await eventually(async () => (await readReceipts(nats, nid)).filter((r) => r.outcome === "sent").length >= count, 30_000);
+    return (await readReceipts(nats, nid)).filter((r) => r.outcome === "sent");
+  };
+  const calls = (token: string): number => rec.accepted("fcm").filter((x) => x.token === token).length;
+  const keyOf = (nid: string, user: string, device: string): string => deliveredKey(1, deliveryKey(nid, user, "fcm", device));
+
+  t.test("a provider call slower than claimTtlSec keeps its claim: a second copy of the batch does not send again", async (t) => {
+    const id = rec.faults.add({ provider: "fcm", prefix: "slow-", latencyMs: (TTL + 3) * 1000 });
+    const n = brief();
+    const sends = [{ user: "s1", device: "d1", token: "slow-c1" }];
+    await publish(n, sends, "slow-a");
+    t.ok(await eventually(async () => (await redis.get(keyOf(n.id, "s1", "d1")))?.startsWith("~") ?? false, 5000), "the first copy claimed the key");
+    // The copy arrives after the first claim's TTL would have run out without renewal.
+    await new Promise((r) => setTimeout(r, (TTL + 1) * 1000));
+    await publish(n, sends, "slow-b");
+    await sent(n.id, 2);
+    rec.faults.remove({ id });
+    await new Promise((r) => setTimeout(r, 3000));
+    t.equal(calls("slow-c1"), 1, "FCM was called once for the device");
+  });
+
+  t.test("an accepted send is recorded when its request answers, while the rest of its batch is still in flight", async (t) => {
+    const id = rec.faults.add({ provider: "fcm", prefix: "late-", latencyMs: 4000 });
+    const n = brief();
+    await publish(n, [{ user: "q1", device: "d1", token: "quick-1" }, { user: "l1", device: "d1", token: "late-1" }], "mixed");
+    const quick = keyOf(n.id, "q1", "d1");
+    t.ok(await eventually(async () => (await redis.get(quick))?.startsWith("{") ?? false, 3000), "the quick send's outcome is in Redis before the slow one answers");
+    t.match(JSON.parse((await redis.get(quick))!), { outcome: "sent" }, "as sent");
+    t.match(await redis.get(keyOf(n.id, "l1", "d1")), /^~/, "the slow one is still claimed");
+    await sent(n.id, 2);
+    rec.faults.remove({ id });
+  });
+
+  t.test("a dead attempt's claim lapses after claimTtlSec and its send goes out once", async (t) => {
+    const n = brief();
+    // An attempt that claimed the key and died (its claim is never renewed).
+    await redis.set(keyOf(n.id, "x1", "d1"), "~snd:dead#1.gone", "EX", TTL);
+    await publish(n, [{ user: "x1", device: "d1", token: "dead-claim-1" }, { user: "x2", device: "d1", token: "free-1" }], "after-crash");
+    await sent(n.id, 1);
+    t.equal(calls("dead-claim-1"), 0, "while the dead claim holds, its send waits");
+    await sent(n.id, 2);
+    t.equal(calls("dead-claim-1"), 1, "then it went once");
+    t.equal(calls("free-1"), 1, "the free one once");
+  });
+});
