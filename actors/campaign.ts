@@ -2,19 +2,19 @@
 import { randomUUID } from "node:crypto";
 import type { JsMsg } from "@nats-io/jetstream";
 import type { KV } from "@nats-io/kv";
-import { Campaigns, type CampaignRecord, type Cursor } from "../lib/campaigns.js";
-import type { Config } from "../lib/config.js";
-import { decodeJson, encode } from "../lib/codec.js";
-import { SegmentUnknown } from "../lib/errors.js";
-import { decodeAs, runLanes } from "../lib/lanes.js";
-import { Lease } from "../lib/lease.js";
-import type { Logger } from "../lib/log.js";
-import type { Nats } from "../lib/nats.js";
-import type { Redis } from "../lib/redis.js";
-import { rangeIds, scanActive, scanIds, segmentSource } from "../lib/segments.js";
-import { BUCKET, CONSUMER, MSGID, STREAM, fanSubject } from "../lib/subjects.js";
-import type { FanChunk, Notification } from "../lib/types.js";
-import { briefOf } from "./router.js";
+import { Campaigns, type CampaignRecord, type Cursor } from "../lib/campaign/campaigns.js";
+import type { Config } from "../lib/core/config.js";
+import { decodeJson, encode } from "../lib/core/codec.js";
+import { SegmentUnknown } from "../lib/core/errors.js";
+import { decodeAs, runLanes } from "../lib/flow/lanes.js";
+import { Lease } from "../lib/flow/lease.js";
+import type { Logger } from "../lib/core/log.js";
+import type { Nats } from "../lib/infra/nats.js";
+import type { Redis } from "../lib/infra/redis.js";
+import { rangeIds, scanActive, scanIds, segmentSource } from "../lib/directory/segments.js";
+import { BUCKET, CONSUMER, MSGID, STREAM, fanSubject } from "../lib/core/subjects.js";
+import type { FanChunk, Notification } from "../lib/core/types.js";
+import { briefOf } from "../lib/core/types.js";
 
 export interface CampaignDeps {
   cfg: Config;

@@ -1,14 +1,14 @@
 // Deferred-release actor: holds chunks deferred by quiet hours and re-emits them to their shard when the quiet hours end.
-import { encode } from "../lib/codec.js";
-import { holdUntilDue, type HoldActorDeps } from "../lib/hold-until-due.js";
-import { CONSUMER, MSGID, STREAM, fanSubject } from "../lib/subjects.js";
-import type { DeferredChunk, FanChunk } from "../lib/types.js";
+import { encode } from "../lib/core/codec.js";
+import { holdUntilDue, type HoldActorDeps } from "../lib/flow/hold-until-due.js";
+import { CONSUMER, MSGID, STREAM, fanSubject } from "../lib/core/subjects.js";
+import type { DeferredChunk, FanChunk } from "../lib/core/types.js";
 
 export type DeferredReleaseDeps = HoldActorDeps;
 
 /**
  * Consumes NFX_DEFER. A chunk waits until its release time
- * (lib/hold-until-due.ts), then is re-emitted to `nfx.fan.<prio>.<shard>`
+ * (lib/flow/hold-until-due.ts), then is re-emitted to `nfx.fan.<prio>.<shard>`
  * marked `release` (message id `rel:...`, so a crash before the ack re-emits
  * the same id and JetStream drops the copy). The shard actor decides its users
  * again: everything but quiet hours is re-checked at release.

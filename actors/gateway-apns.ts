@@ -2,14 +2,14 @@
 import { readFileSync } from "node:fs";
 import type { ClientHttp2Session, IncomingHttpHeaders, OutgoingHttpHeaders } from "node:http2";
 import apn from "@parse/node-apn";
-import type { Config } from "../lib/config.js";
+import type { Config } from "../lib/core/config.js";
 import type { ApnsAppConfig } from "../config/schema.js";
-import { ConfigInvalid, ProviderError } from "../lib/errors.js";
-import { apnsNotification } from "../lib/apns-payload.js";
-import { pushContent } from "../lib/channel-content.js";
-import { parseRetryAfter } from "../lib/retry-policy.js";
-import { runGateway, type ChannelClient, type GatewayDeps, type ProviderApp, type SendResult } from "../lib/gateway-runner.js";
-import type { NotificationBrief, Send } from "../lib/types.js";
+import { ConfigInvalid, ProviderError } from "../lib/core/errors.js";
+import { apnsNotification } from "../lib/core/apns-payload.js";
+import { pushContent } from "../lib/gateway/channel-content.js";
+import { parseRetryAfter } from "../lib/gateway/retry-policy.js";
+import { runGateway, type ChannelClient, type GatewayDeps, type ProviderApp, type SendResult } from "../lib/gateway/runner.js";
+import type { NotificationBrief, Send } from "../lib/core/types.js";
 
 export { apnsNotification };
 

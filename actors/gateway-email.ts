@@ -3,16 +3,16 @@ import http from "node:http";
 import https from "node:https";
 import { Client } from "@sendgrid/client";
 import { MailService } from "@sendgrid/mail";
-import type { Config } from "../lib/config.js";
+import type { Config } from "../lib/core/config.js";
 import type { SendgridAccountConfig } from "../config/schema.js";
-import { emailContent } from "../lib/channel-content.js";
-import { ProviderError } from "../lib/errors.js";
-import { parseRetryAfter } from "../lib/retry-policy.js";
-import { primaryWithFailovers, runGateway, type ChannelClient, type GatewayDeps, type ProviderApp, type SendResult } from "../lib/gateway-runner.js";
-import type { EmailContent, NotificationBrief, Send } from "../lib/types.js";
-import { fillTracking, linkSignerFor, trackableHtml, type LinkSigner } from "../lib/links.js";
-import { areBounced } from "../lib/bounces.js";
-import type { Redis } from "../lib/redis.js";
+import { emailContent } from "../lib/gateway/channel-content.js";
+import { ProviderError } from "../lib/core/errors.js";
+import { parseRetryAfter } from "../lib/gateway/retry-policy.js";
+import { primaryWithFailovers, runGateway, type ChannelClient, type GatewayDeps, type ProviderApp, type SendResult } from "../lib/gateway/runner.js";
+import type { EmailContent, NotificationBrief, Send } from "../lib/core/types.js";
+import { fillTracking, linkSignerFor, trackableHtml, type LinkSigner } from "../lib/gateway/links.js";
+import { areBounced } from "../lib/tracking/bounces.js";
+import type { Redis } from "../lib/infra/redis.js";
 
 /** SendGrid's answer to a failed request, as the SDK's ResponseError carries it. */
 type SgError = { code?: number | string; message?: string; response?: { headers?: Record<string, string>; body?: { errors?: { message?: string; field?: string | null }[] } } };

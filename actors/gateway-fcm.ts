@@ -6,13 +6,13 @@ import type { Duplex } from "node:stream";
 import { cert, deleteApp, initializeApp, type Credential } from "firebase-admin/app";
 import { getMessaging, type Message } from "firebase-admin/messaging";
 import type http from "node:http";
-import type { Config } from "../lib/config.js";
+import type { Config } from "../lib/core/config.js";
 import type { FcmAppConfig } from "../config/schema.js";
-import { pushContent } from "../lib/channel-content.js";
-import { RetryAfterHint } from "../lib/retry-policy.js";
-import { ProviderError } from "../lib/errors.js";
-import { runGateway, type ChannelClient, type GatewayDeps, type ProviderApp, type SendResult } from "../lib/gateway-runner.js";
-import type { NotificationBrief, PushContent, Send } from "../lib/types.js";
+import { pushContent } from "../lib/gateway/channel-content.js";
+import { RetryAfterHint } from "../lib/gateway/retry-policy.js";
+import { ProviderError } from "../lib/core/errors.js";
+import { runGateway, type ChannelClient, type GatewayDeps, type ProviderApp, type SendResult } from "../lib/gateway/runner.js";
+import type { NotificationBrief, PushContent, Send } from "../lib/core/types.js";
 
 /** firebase-admin codes that are worth retrying later. */
 const RETRYABLE = new Set([

@@ -1,13 +1,13 @@
 // SMS gateway: delivers SMS sends through the real twilio SDK, one message per request, one bulkhead per account.
 import http from "node:http";
 import twilio from "twilio";
-import type { Config } from "../lib/config.js";
+import type { Config } from "../lib/core/config.js";
 import type { TwilioAccountConfig } from "../config/schema.js";
-import { smsContent } from "../lib/channel-content.js";
-import { ProviderError } from "../lib/errors.js";
-import { RetryAfterHint } from "../lib/retry-policy.js";
-import { primaryWithFailovers, runGateway, type ChannelClient, type GatewayDeps, type ProviderApp, type SendResult } from "../lib/gateway-runner.js";
-import type { NotificationBrief, Send } from "../lib/types.js";
+import { smsContent } from "../lib/gateway/channel-content.js";
+import { ProviderError } from "../lib/core/errors.js";
+import { RetryAfterHint } from "../lib/gateway/retry-policy.js";
+import { primaryWithFailovers, runGateway, type ChannelClient, type GatewayDeps, type ProviderApp, type SendResult } from "../lib/gateway/runner.js";
+import type { NotificationBrief, Send } from "../lib/core/types.js";
 
 /** Twilio's longest message body. */
 export const SMS_MAX_CHARS = 1600;

@@ -1,16 +1,16 @@
 // In-app dispatcher: takes in-app send batches by priority, stores each item in the user's inbox, offers it live on `nfx.live.<user>`, and falls back to push, once, when no client acknowledges it in time.
 import type { JsMsg } from "@nats-io/jetstream";
-import { encode, encodeJson } from "../lib/codec.js";
-import type { Config } from "../lib/config.js";
-import { publishReceipts } from "../lib/gateway-runner.js";
-import { stageItems } from "../lib/metrics.js";
-import { Inbox, type InboxItem } from "../lib/inbox.js";
-import { decodeAs, PoisonMessage, runLanes } from "../lib/lanes.js";
-import type { Logger } from "../lib/log.js";
-import type { Nats } from "../lib/nats.js";
-import type { Redis } from "../lib/redis.js";
-import { CONSUMER, MSGID, STREAM, liveSubject, receiptSubject, sendSubject, type Channel, type Priority } from "../lib/subjects.js";
-import type { NotificationBrief, ReceiptBatch, ReceiptEntry, Send, SendBatch } from "../lib/types.js";
+import { encode, encodeJson } from "../lib/core/codec.js";
+import type { Config } from "../lib/core/config.js";
+import { publishReceipts } from "../lib/gateway/runner.js";
+import { stageItems } from "../lib/infra/metrics.js";
+import { Inbox, type InboxItem } from "../lib/inapp/inbox.js";
+import { decodeAs, PoisonMessage, runLanes } from "../lib/flow/lanes.js";
+import type { Logger } from "../lib/core/log.js";
+import type { Nats } from "../lib/infra/nats.js";
+import type { Redis } from "../lib/infra/redis.js";
+import { CONSUMER, MSGID, STREAM, liveSubject, receiptSubject, sendSubject, type Channel, type Priority } from "../lib/core/subjects.js";
+import type { NotificationBrief, ReceiptBatch, ReceiptEntry, Send, SendBatch } from "../lib/core/types.js";
 
 export interface InAppDispatchDeps {
   cfg: Config;

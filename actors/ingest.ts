@@ -1,23 +1,22 @@
 // Ingest actor, NATS surface: API requests on nfx.api.* (trusted) and nfx.ext.api.* (API key and scopes), in a queue group, answered after the request is durable.
-import { readDeliveryLog } from "../lib/delivery-log.js";
-import { engagementFor, reportEvents } from "../lib/engagement.js";
-import { userLogFor } from "../lib/user-log.js";
+import { readDeliveryLog } from "../lib/tracking/delivery-log.js";
+import { engagementFor, reportEvents } from "../lib/tracking/engagement.js";
+import { userLogFor } from "../lib/tracking/user-log.js";
 import { headers, type Msg, type Subscription } from "@nats-io/transport-node";
-import { API_KEY_HEADER, ERROR_HEADER } from "../lib/api-client.js";
-import { ApiKeys, requireScope } from "../lib/api-keys.js";
-import type { Config } from "../lib/config.js";
-import { decodeJson, encodeJson } from "../lib/codec.js";
-import { BodyTooLarge, NotFound, RequestInvalid, RequestUndecodable, toErrorReply } from "../lib/errors.js";
-import { NATS_PRODUCER, type Intake, type Producer } from "../lib/intake.js";
-import { jsonDepthOver, protoKeyPath } from "../lib/json-guard.js";
-import { PROTOTYPE_NAME_RULE } from "../lib/own-keys.js";
-import type { Logger } from "../lib/log.js";
-import type { Nats } from "../lib/nats.js";
-import { readStatus } from "../lib/status.js";
-import type { Campaigns } from "../lib/campaigns.js";
-import { campaignOp, preferencesOp } from "../lib/operations.js";
-import type { Redis } from "../lib/redis.js";
-import { API, API_OPS, QUEUE_INGEST, extApiAll, extApiOp, isInboxReply, type ApiOp } from "../lib/subjects.js";
+import { API_KEY_HEADER, ERROR_HEADER } from "../lib/intake/api-client.js";
+import { ApiKeys, requireScope } from "../lib/intake/api-keys.js";
+import type { Config } from "../lib/core/config.js";
+import { encodeJson } from "../lib/core/codec.js";
+import { NotFound, toErrorReply } from "../lib/core/errors.js";
+import { NATS_PRODUCER, type Intake, type Producer } from "../lib/intake/intake.js";
+import { decodeBody } from "../lib/core/json-guard.js";
+import type { Logger } from "../lib/core/log.js";
+import type { Nats } from "../lib/infra/nats.js";
+import { readStatus } from "../lib/tracking/status.js";
+import type { Campaigns } from "../lib/campaign/campaigns.js";
+import { campaignOp, preferencesOp } from "../lib/intake/operations.js";
+import type { Redis } from "../lib/infra/redis.js";
+import { API, API_OPS, QUEUE_INGEST, extApiAll, extApiOp, isInboxReply, type ApiOp } from "../lib/core/subjects.js";
 
 export interface IngestDeps {
   cfg: Config;
@@ -36,30 +35,6 @@ type IngestMsg =
   | { type: "preferences"; msg: Msg; caller: Producer }
   | { type: "log"; msg: Msg; caller: Producer }
   | { type: "events"; msg: Msg; caller: Producer };
-
-/**
- * Decodes a JSON request body of at most `max` bytes nested at most
- * `maxDepth` arrays/objects deep (`ingest.maxJsonDepth`, checked without
- * recursion before parsing). Throws {@link BodyTooLarge},
- * {@link RequestInvalid} naming `(body)` for a body nested too deep (or the
- * path of a `__proto__` key anywhere in it), or
- * {@link RequestUndecodable}; shared with the HTTP surface.
- */
-export function decodeBody(data: Uint8Array, max: number, maxDepth: number): unknown {
-  if (data.length > max) throw new BodyTooLarge(`(body): ${data.length} bytes is over the ${max}-byte limit`, { field: "(body)" });
-  if (jsonDepthOver(data, maxDepth) !== null) {
-    throw new RequestInvalid(`(body): JSON must nest at most ${maxDepth} arrays/objects deep (ingest.maxJsonDepth)`, { field: "(body)" });
-  }
-  let body: unknown;
-  try {
-    body = decodeJson(data);
-  } catch (cause) {
-    throw new RequestUndecodable("(body): must be valid JSON", { field: "(body)", cause });
-  }
-  const proto = protoKeyPath(body);
-  if (proto !== null) throw new RequestInvalid(`${proto}: ${PROTOTYPE_NAME_RULE}`, { field: proto });
-  return body;
-}
 
 /**
  * Starts the NATS surface: queue-group subscribers on `nfx.api.notify`,

@@ -1,14 +1,14 @@
 // Router actor: splits an accepted notification's explicit recipients by shard into fan chunks on NFX_FAN.
-import { stageItems } from "../lib/metrics.js";
+import { stageItems } from "../lib/infra/metrics.js";
 import type { JsMsg } from "@nats-io/jetstream";
-import type { Config } from "../lib/config.js";
-import { encode } from "../lib/codec.js";
-import { decodeAs, runLanes } from "../lib/lanes.js";
-import type { Logger } from "../lib/log.js";
-import type { Nats } from "../lib/nats.js";
-import { shardOf } from "../lib/shard.js";
-import { CONSUMER, MSGID, STREAM, fanSubject } from "../lib/subjects.js";
-import type { FanChunk, Notification, NotificationBrief } from "../lib/types.js";
+import type { Config } from "../lib/core/config.js";
+import { encode } from "../lib/core/codec.js";
+import { decodeAs, runLanes } from "../lib/flow/lanes.js";
+import type { Logger } from "../lib/core/log.js";
+import type { Nats } from "../lib/infra/nats.js";
+import { shardOf } from "../lib/core/shard-hash.js";
+import { CONSUMER, MSGID, STREAM, fanSubject } from "../lib/core/subjects.js";
+import { briefOf, type FanChunk, type Notification } from "../lib/core/types.js";
 
 export interface RouterDeps {
   cfg: Config;
@@ -35,15 +35,6 @@ export function planChunks(recipients: readonly string[], shards: number, chunkS
     for (let i = 0, c = 0; i < users.length; i += chunkSize, c++) out.push({ shard: s, chunk: c, users: users.slice(i, i + chunkSize) });
   }
   return out;
-}
-
-/** The part of a notification every per-recipient stage needs (no recipient list). */
-export function briefOf(n: Notification): NotificationBrief {
-  const { id, createdAt, expiresAt, priority, category, channels, content, template, collapseKey, segment } = n;
-  return {
-    id, createdAt, expiresAt, priority, category, channels,
-    ...(content ? { content } : {}), ...(template ? { template } : {}), ...(collapseKey ? { collapseKey } : {}), ...(segment ? { segment } : {}),
-  };
 }
 
 /**

@@ -1,13 +1,13 @@
 // Scheduler actor: holds notifications with a future send-at time and releases them into their priority lane when due.
-import { holdUntilDue, type HoldActorDeps } from "../lib/hold-until-due.js";
-import { CONSUMER, MSGID, STREAM, intakeSubject } from "../lib/subjects.js";
-import type { Notification } from "../lib/types.js";
+import { holdUntilDue, type HoldActorDeps } from "../lib/flow/hold-until-due.js";
+import { CONSUMER, MSGID, STREAM, intakeSubject } from "../lib/core/subjects.js";
+import type { Notification } from "../lib/core/types.js";
 
 export type SchedulerDeps = HoldActorDeps;
 
 /**
  * Starts the scheduler on `nfx.intake.scheduled.*`. A message not yet due
- * waits (lib/hold-until-due.ts); a due one is republished to
+ * waits (lib/flow/hold-until-due.ts); a due one is republished to
  * `nfx.intake.<prio>.<id>` (message id `due:<id>`) and then acked, so a crash
  * in between republishes the same id and JetStream drops the copy.
  */

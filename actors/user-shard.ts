@@ -1,33 +1,33 @@
 // Shard actor: owns user shards by lease; for each fan chunk of an owned shard runs the per-recipient policy, emits sends, deferrals, receipts and trails, and checkpoints its state.
-import { stageItems } from "../lib/metrics.js";
+import { stageItems } from "../lib/infra/metrics.js";
 import { randomBytes } from "node:crypto";
 import { hostname } from "node:os";
 import { DeliverPolicy, type ConsumerMessages, type JsMsg } from "@nats-io/jetstream";
-import { Cancellations } from "../lib/cancellations.js";
-import { decideChunk, usesUserFields, type ChunkDecision } from "../lib/chunk-decision.js";
-import { encode } from "../lib/codec.js";
-import type { Config } from "../lib/config.js";
-import { DedupWindow } from "../lib/dedup-window.js";
-import { readUsers } from "../lib/directory.js";
-import { Fenced } from "../lib/errors.js";
-import { PresenceView, presenceReader } from "../lib/presence.js";
-import { decodeAs, PoisonMessage, UrgencyGate } from "../lib/lanes.js";
-import type { Lease } from "../lib/lease.js";
-import type { Logger } from "../lib/log.js";
-import { connectNats, type Nats } from "../lib/nats.js";
-import { policyFrom, type PolicyConfig } from "../lib/policy.js";
-import { ownValue } from "../lib/own-keys.js";
-import { RateBuckets } from "../lib/rate-buckets.js";
-import type { Redis } from "../lib/redis.js";
-import { JsPublisher } from "../lib/js-publisher.js";
-import { Semaphore } from "../lib/semaphore.js";
-import { CheckpointStore, startPositions } from "../lib/shard-checkpoint.js";
-import { ShardOwnership } from "../lib/shard-ownership.js";
+import { Cancellations } from "../lib/campaign/cancellations.js";
+import { decideChunk, usesUserFields, type ChunkDecision } from "../lib/shard/chunk-decision.js";
+import { encode } from "../lib/core/codec.js";
+import type { Config } from "../lib/core/config.js";
+import { DedupWindow } from "../lib/shard/dedup-window.js";
+import { readUsers } from "../lib/directory/directory.js";
+import { Fenced } from "../lib/core/errors.js";
+import { PresenceView, presenceReader } from "../lib/inapp/presence.js";
+import { decodeAs, PoisonMessage, UrgencyGate } from "../lib/flow/lanes.js";
+import type { Lease } from "../lib/flow/lease.js";
+import type { Logger } from "../lib/core/log.js";
+import { connectNats, type Nats } from "../lib/infra/nats.js";
+import { policyFrom, type PolicyConfig } from "../lib/shard/policy.js";
+import { ownValue } from "../lib/core/own-keys.js";
+import { RateBuckets } from "../lib/shard/rate-buckets.js";
+import type { Redis } from "../lib/infra/redis.js";
+import { JsPublisher } from "../lib/flow/js-publisher.js";
+import { Semaphore } from "../lib/flow/semaphore.js";
+import { CheckpointStore, startPositions } from "../lib/shard/shard-checkpoint.js";
+import { ShardOwnership } from "../lib/shard/shard-ownership.js";
 import {
   BUCKET, CHANNELS, MSGID, PRIORITIES, STREAM, deferSubject, fanSubject, receiptSubject, sendSubject, trailSubject, type Priority,
-} from "../lib/subjects.js";
-import type { ChunkTrails } from "../lib/trails.js";
-import type { DeferredChunk, FanChunk, ReceiptBatch, SendBatch } from "../lib/types.js";
+} from "../lib/core/subjects.js";
+import type { ChunkTrails } from "../lib/shard/trails.js";
+import type { DeferredChunk, FanChunk, ReceiptBatch, SendBatch } from "../lib/core/types.js";
 
 export interface ShardDeps {
   cfg: Config;
@@ -60,7 +60,7 @@ interface Shared {
   /** Presence from the Redis keys, while the view is not warm. */
   readPresence: (shard: number, users: readonly string[]) => Promise<boolean[]>;
   gate: Semaphore;
-  /** Pipelined JetStream publishes (lib/js-publisher.ts): no per-call error objects on the hot path. */
+  /** Pipelined JetStream publishes (lib/flow/js-publisher.ts): no per-call error objects on the hot path. */
   pub: JsPublisher;
   log: Logger;
   /** Called when an owner stopped itself (fenced or failed): its shard is dropped and taken afresh. */
@@ -358,7 +358,7 @@ class ShardOwner {
 }
 
 /**
- * Starts the shard actor: joins shard ownership (lib/shard-ownership.ts) and
+ * Starts the shard actor: joins shard ownership (lib/shard/shard-ownership.ts) and
  * runs a {@link ShardOwner} for every shard this process holds.
  */
 export async function startUserShard(d: ShardDeps): Promise<{ stop(): Promise<void>; owned(): number[] }> {

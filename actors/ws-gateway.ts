@@ -1,6 +1,6 @@
 // WebSocket gateway on uWebSockets.js: holds users' live connections at /v1/ws, subscribes `nfx.live.<user>` for each user it holds, keeps presence, serves the inbox API, the browser client and the demo page.
-import { wsConnections } from "../lib/metrics.js";
-import { engagementFor } from "../lib/engagement.js";
+import { wsConnections } from "../lib/infra/metrics.js";
+import { engagementFor } from "../lib/tracking/engagement.js";
 import { randomBytes } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { hostname } from "node:os";
@@ -9,19 +9,19 @@ import { fileURLToPath } from "node:url";
 import type { Msg, Subscription } from "@nats-io/transport-node";
 import type { HttpRequest, HttpResponse, TemplatedApp, WebSocket, us_listen_socket } from "uWebSockets.js";
 import { z } from "zod";
-import { encode, encodeJson } from "../lib/codec.js";
-import type { Config } from "../lib/config.js";
-import { BodyTooLarge, Forbidden, NfxError, NotFound, RequestInvalid, Unauthenticated, toErrorReply } from "../lib/errors.js";
-import { INBOX_ACTIONS, Inbox, type InboxAction } from "../lib/inbox.js";
-import type { Logger } from "../lib/log.js";
-import type { Nats } from "../lib/nats.js";
-import { PresenceWriter } from "../lib/presence.js";
-import type { Redis } from "../lib/redis.js";
-import { MSGID, isInboxReply, liveSubject, receiptSubject } from "../lib/subjects.js";
-import type { ReceiptBatch } from "../lib/types.js";
-import { requireNativeUws } from "../lib/uws.js";
-import { UserTokens } from "../lib/ws-token.js";
-import { formatIssue } from "../lib/zod-issues.js";
+import { encode, encodeJson } from "../lib/core/codec.js";
+import type { Config } from "../lib/core/config.js";
+import { BodyTooLarge, Forbidden, NfxError, NotFound, RequestInvalid, Unauthenticated, toErrorReply } from "../lib/core/errors.js";
+import { INBOX_ACTIONS, Inbox, type InboxAction } from "../lib/inapp/inbox.js";
+import type { Logger } from "../lib/core/log.js";
+import type { Nats } from "../lib/infra/nats.js";
+import { PresenceWriter } from "../lib/inapp/presence.js";
+import type { Redis } from "../lib/infra/redis.js";
+import { MSGID, isInboxReply, liveSubject, receiptSubject } from "../lib/core/subjects.js";
+import type { ReceiptBatch } from "../lib/core/types.js";
+import { requireNativeUws } from "../lib/infra/uws.js";
+import { UserTokens } from "../lib/inapp/ws-token.js";
+import { formatIssue } from "../lib/core/zod-issues.js";
 
 export interface WsGatewayDeps {
   cfg: Config;

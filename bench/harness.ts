@@ -5,11 +5,11 @@ import { join } from "node:path";
 import { openClients } from "../cmd/cli-context.js";
 import { mergeDeep, startLocalCluster, type LocalCluster } from "../cmd/local-cluster.js";
 import type { Role } from "../cmd/roles.js";
-import { decode } from "../lib/codec.js";
-import type { Nats } from "../lib/nats.js";
-import type { Redis } from "../lib/redis.js";
-import { receiptAll } from "../lib/subjects.js";
-import type { ReceiptBatch } from "../lib/types.js";
+import { decode } from "../lib/core/codec.js";
+import type { Nats } from "../lib/infra/nats.js";
+import type { Redis } from "../lib/infra/redis.js";
+import { receiptAll } from "../lib/core/subjects.js";
+import type { ReceiptBatch } from "../lib/core/types.js";
 
 export interface BenchCluster {
   cluster: LocalCluster;

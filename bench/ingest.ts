@@ -6,14 +6,14 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { connect, headers } from "@nats-io/transport-node";
-import { API_KEY_HEADER } from "../lib/api-client.js";
-import { inboxPrefixOf, natsPassword } from "../lib/nats-auth.js";
+import { API_KEY_HEADER } from "../lib/intake/api-client.js";
+import { inboxPrefixOf, natsPassword } from "../lib/infra/nats-auth.js";
 import { startLocalCluster } from "../cmd/local-cluster.js";
 import { report } from "./report.js";
-import { STREAM } from "../lib/subjects.js";
+import { STREAM } from "../lib/core/subjects.js";
 import { pino } from "pino";
-import { createLogger } from "../lib/log.js";
-import { connectNats } from "../lib/nats.js";
+import { createLogger } from "../lib/core/log.js";
+import { connectNats } from "../lib/infra/nats.js";
 
 const { values } = parseArgs({
   options: { seconds: { type: "string", default: "8" }, rate: { type: "string", default: "5000" }, inflight: { type: "string", default: "512" }, pin: { type: "boolean", default: false } },

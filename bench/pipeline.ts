@@ -1,8 +1,8 @@
 // bench:pipeline — end to end through every role process to the sandbox APNs and FCM servers: sends/s, latency, lost and duplicated sends.
 import { parseArgs } from "node:util";
-import { notify } from "../lib/api-client.js";
-import { writeUsers } from "../lib/directory.js";
-import { MAX_RECIPIENTS } from "../lib/request-schema.js";
+import { notify } from "../lib/intake/api-client.js";
+import { writeUsers } from "../lib/directory/directory.js";
+import { MAX_RECIPIENTS } from "../lib/core/request-schema.js";
 import { startBenchCluster } from "./harness.js";
 import { report } from "./report.js";
 import { ROLES } from "../cmd/roles.js";

@@ -1,14 +1,14 @@
 // bench:shard — decisions per second of one shard-actor process (directory reads, policy, publishes, checkpoints) during a campaign, and the CPU cost of each policy step measured in-process.
 import { parseArgs } from "node:util";
 import { startBenchCluster, countDecided } from "./harness.js";
-import { notify } from "../lib/api-client.js";
-import { decideChunk } from "../lib/chunk-decision.js";
-import { DedupWindow } from "../lib/dedup-window.js";
-import { writeUsers } from "../lib/directory.js";
-import type { PolicyConfig, PolicyState } from "../lib/policy.js";
-import { RateBuckets } from "../lib/rate-buckets.js";
-import type { FanChunk, UserRecord } from "../lib/types.js";
-import { syntheticUser } from "../lib/users.js";
+import { notify } from "../lib/intake/api-client.js";
+import { decideChunk } from "../lib/shard/chunk-decision.js";
+import { DedupWindow } from "../lib/shard/dedup-window.js";
+import { writeUsers } from "../lib/directory/directory.js";
+import type { PolicyConfig, PolicyState } from "../lib/shard/policy.js";
+import { RateBuckets } from "../lib/shard/rate-buckets.js";
+import type { FanChunk, UserRecord } from "../lib/core/types.js";
+import { syntheticUser } from "../lib/directory/users.js";
 import { cpuSecs, hwm } from "./proc-stats.js";
 import { report } from "./report.js";
 

@@ -1,14 +1,14 @@
 // bench:tracker — receipt entries folded per second by the tracker (counters, per-channel totals, and with or without the per-user log), from a backlog on NFX_RECEIPTS.
 import { parseArgs } from "node:util";
-import { encode } from "../lib/codec.js";
-import { readTotals } from "../lib/counters.js";
-import { ensureTopology } from "../lib/topology.js";
-import { BUCKET, receiptSubject } from "../lib/subjects.js";
-import type { ReceiptBatch } from "../lib/types.js";
+import { encode } from "../lib/core/codec.js";
+import { readTotals } from "../lib/campaign/counters.js";
+import { ensureTopology } from "../lib/infra/topology.js";
+import { BUCKET, receiptSubject } from "../lib/core/subjects.js";
+import type { ReceiptBatch } from "../lib/core/types.js";
 import { startBenchCluster } from "./harness.js";
 import { cpuSecs } from "./proc-stats.js";
 import { report } from "./report.js";
-import { UserLog } from "../lib/user-log.js";
+import { UserLog } from "../lib/tracking/user-log.js";
 
 const { values } = parseArgs({ options: { entries: { type: "string", default: "1000000" }, notifications: { type: "string", default: "100" } } });
 const E = Number(values.entries);

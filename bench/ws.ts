@@ -6,12 +6,12 @@ import WebSocket from "ws";
 import { startBenchCluster, countDecided } from "./harness.js";
 import { report } from "./report.js";
 import { cpuSecs, rssBytes } from "./proc-stats.js";
-import { notify } from "../lib/api-client.js";
-import { writeUsers } from "../lib/directory.js";
-import { syntheticUser } from "../lib/users.js";
-import { decode } from "../lib/codec.js";
-import type { SendBatch } from "../lib/types.js";
-import { UserTokens } from "../lib/ws-token.js";
+import { notify } from "../lib/intake/api-client.js";
+import { writeUsers } from "../lib/directory/directory.js";
+import { syntheticUser } from "../lib/directory/users.js";
+import { decode } from "../lib/core/codec.js";
+import type { SendBatch } from "../lib/core/types.js";
+import { UserTokens } from "../lib/inapp/ws-token.js";
 
 const { values } = parseArgs({
   options: {

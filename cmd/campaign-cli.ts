@@ -1,10 +1,10 @@
 // `nfx campaign ...`: create a segment campaign, watch its progress per stage, pause, resume, cancel.
 import { Command, InvalidArgumentError, Option } from "commander";
 import cliProgress from "cli-progress";
-import { callApi, notify } from "../lib/api-client.js";
-import type { CampaignStatus } from "../lib/campaigns.js";
-import { total } from "../lib/counters.js";
-import { API, PRIORITIES } from "../lib/subjects.js";
+import { callApi, notify } from "../lib/intake/api-client.js";
+import type { CampaignStatus } from "../lib/campaign/campaigns.js";
+import { total } from "../lib/campaign/counters.js";
+import { API, PRIORITIES } from "../lib/core/subjects.js";
 import { cliConfig, withConnections } from "./cli-context.js";
 import { formatCampaign, reasons } from "./format.js";
 

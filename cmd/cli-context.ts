@@ -1,10 +1,10 @@
 // What every CLI command shares: the validated config, a quiet logger, and NATS/Redis connections closed on exit.
 import type { Command } from "commander";
 import { pino } from "pino";
-import { loadConfig, type Config } from "../lib/config.js";
-import { createLogger, type Logger } from "../lib/log.js";
-import { connectNats, type Nats } from "../lib/nats.js";
-import { connectRedis, type Redis } from "../lib/redis.js";
+import { loadConfig, type Config } from "../lib/core/config.js";
+import { createLogger, type Logger } from "../lib/core/log.js";
+import { connectNats, type Nats } from "../lib/infra/nats.js";
+import { connectRedis, type Redis } from "../lib/infra/redis.js";
 
 /** Loads the config named by the root command's --config (else $NFX_CONFIG). Throws ConfigInvalid. */
 export const cliConfig = (program: Command): Config => loadConfig({ file: program.opts().config });

@@ -2,12 +2,12 @@
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { callApi, notify, status } from "../lib/api-client.js";
-import type { CampaignStatus } from "../lib/campaigns.js";
-import { API } from "../lib/subjects.js";
-import { writeUsers } from "../lib/directory.js";
-import type { NotificationStatus } from "../lib/status.js";
-import type { UserRecord } from "../lib/types.js";
+import { callApi, notify, status } from "../lib/intake/api-client.js";
+import type { CampaignStatus } from "../lib/campaign/campaigns.js";
+import { API } from "../lib/core/subjects.js";
+import { writeUsers } from "../lib/directory/directory.js";
+import type { NotificationStatus } from "../lib/tracking/status.js";
+import type { UserRecord } from "../lib/core/types.js";
 import { openClients } from "./cli-context.js";
 import { formatCampaign, formatStatus } from "./format.js";
 import { startLocalCluster } from "./local-cluster.js";

@@ -1,7 +1,7 @@
 // `nfx dlq ...`: the dead-letter stream from the command line.
 import { Command, InvalidArgumentError, Option } from "commander";
-import { getDeadLetter, listDeadLetters, purgeDeadLetters, replayDeadLetter } from "../lib/dlq.js";
-import { CHANNELS, type Channel } from "../lib/subjects.js";
+import { getDeadLetter, listDeadLetters, purgeDeadLetters, replayDeadLetter } from "../lib/gateway/dlq.js";
+import { CHANNELS, type Channel } from "../lib/core/subjects.js";
 import { cliConfig, withConnections } from "./cli-context.js";
 
 const seqs = (v: string, prev: number[] = []): number[] => {

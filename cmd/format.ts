@@ -1,7 +1,7 @@
 // Text renderings of status and sandbox reports for the CLI and the demo.
-import type { CampaignStatus } from "../lib/campaigns.js";
-import { outstanding, total } from "../lib/counters.js";
-import type { NotificationStatus } from "../lib/status.js";
+import type { CampaignStatus } from "../lib/campaign/campaigns.js";
+import { outstanding, total } from "../lib/campaign/counters.js";
+import type { NotificationStatus } from "../lib/tracking/status.js";
 
 /**
  * What `sent` and `delivered` mean, printed under the counts whenever some

@@ -4,17 +4,17 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { createInterface } from "node:readline";
-import { loadConfig, type Config } from "../lib/config.js";
-import { freePort, startNatsServer, startRedisServer, type ServerProcess } from "../lib/launch.js";
+import { loadConfig, type Config } from "../lib/core/config.js";
+import { freePort, startNatsServer, startRedisServer, type ServerProcess } from "../lib/infra/launch.js";
 import { SENDGRID_WEBHOOK_PUBLIC_KEY, ensureApnsKey, sandboxOverrides, startSandbox, type Sandbox, type SandboxPorts } from "../sandbox/index.js";
-import { localSecrets } from "../lib/secrets.js";
+import { localSecrets } from "../lib/infra/secrets.js";
 import { ROLES, type Role } from "./roles.js";
 import { randomBytes } from "node:crypto";
 import { pino } from "pino";
-import { createLogger } from "../lib/log.js";
-import { connectNats } from "../lib/nats.js";
-import { DEFAULT_NATS_SECRET, renderNatsServerConf } from "../lib/nats-auth.js";
-import { ensureTopology } from "../lib/topology.js";
+import { createLogger } from "../lib/core/log.js";
+import { connectNats } from "../lib/infra/nats.js";
+import { DEFAULT_NATS_SECRET, renderNatsServerConf } from "../lib/infra/nats-auth.js";
+import { ensureTopology } from "../lib/infra/topology.js";
 
 const NFX_BIN = fileURLToPath(new URL("./nfx.js", import.meta.url));
 
@@ -127,7 +127,7 @@ export async function startLocalCluster(o: LocalClusterOptions): Promise<LocalCl
     for (const s of stops.reverse()) await s().catch(() => undefined);
   };
   try {
-    // Fresh NATS credentials per cluster unless the user's config sets its own secret (lib/nats-auth.ts).
+    // Fresh NATS credentials per cluster unless the user's config sets its own secret (lib/infra/nats-auth.ts).
     const userCfg = loadConfig({ file: o.configFile, overrides: o.overrides ?? {}, env: {} });
     const natsSecret = userCfg.nats.secret === DEFAULT_NATS_SECRET ? randomBytes(32).toString("base64url") : userCfg.nats.secret;
     const natsConf = renderNatsServerConf({ secret: natsSecret, producers: userCfg.nats.producers, serverName: "nfx-local" });

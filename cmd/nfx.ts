@@ -1,17 +1,17 @@
 #!/usr/bin/env node
 // The `nfx` command line: init, run, up, send, status, sandbox, users, demo.
-import { explain } from "../lib/trails.js";
+import { explain } from "../lib/shard/trails.js";
 import { Command, InvalidArgumentError, Option } from "commander";
 import { readFileSync } from "node:fs";
-import type { Config } from "../lib/config.js";
-import { NfxError, NotFound } from "../lib/errors.js";
-import { TemplateStore } from "../lib/templates.js";
-import { createLogger } from "../lib/log.js";
-import { connectNats } from "../lib/nats.js";
-import { NATS_ROLE_USERS, natsPassword, natsUserName, renderNatsServerConf } from "../lib/nats-auth.js";
-import { ensureTopology } from "../lib/topology.js";
-import { ApiError, notify, status } from "../lib/api-client.js";
-import { BUCKET, PRIORITIES } from "../lib/subjects.js";
+import type { Config } from "../lib/core/config.js";
+import { NfxError, NotFound } from "../lib/core/errors.js";
+import { TemplateStore } from "../lib/intake/templates.js";
+import { createLogger } from "../lib/core/log.js";
+import { connectNats } from "../lib/infra/nats.js";
+import { NATS_ROLE_USERS, natsPassword, natsUserName, renderNatsServerConf } from "../lib/infra/nats-auth.js";
+import { ensureTopology } from "../lib/infra/topology.js";
+import { ApiError, notify, status } from "../lib/intake/api-client.js";
+import { BUCKET, PRIORITIES } from "../lib/core/subjects.js";
 import { startSandbox, type SandboxPorts } from "../sandbox/index.js";
 import { SANDBOX_PROVIDERS } from "../sandbox/faults.js";
 import { formatStatus } from "./format.js";
@@ -303,7 +303,7 @@ program
   .option("--ttl <seconds>", "validity", (v) => Number(v), 3600)
   .action(async (user: string, o: { ttl: number }) => {
     const cfg = config();
-    const { UserTokens } = await import("../lib/ws-token.js");
+    const { UserTokens } = await import("../lib/inapp/ws-token.js");
     if (!Number.isInteger(o.ttl) || o.ttl < 1) throw new InvalidArgumentError("ttl: must be a whole number of seconds");
     console.log(await new UserTokens(cfg.ws.secret, cfg.ws.issuer).mint(user, o.ttl));
   });

@@ -1,10 +1,10 @@
 // Observability commands: `nfx log` (delivery log of a notification or user), `nfx top` (live cluster view), `nfx bounces` (hard-bounced addresses).
 import type { Command } from "commander";
-import { callApi } from "../lib/api-client.js";
-import { clearBounce } from "../lib/bounces.js";
-import type { LogPage } from "../lib/delivery-log.js";
-import { BOUNCED_KEY } from "../lib/keys.js";
-import { API } from "../lib/subjects.js";
+import { callApi } from "../lib/intake/api-client.js";
+import { clearBounce } from "../lib/tracking/bounces.js";
+import type { LogPage } from "../lib/tracking/delivery-log.js";
+import { BOUNCED_KEY } from "../lib/core/keys.js";
+import { API } from "../lib/core/subjects.js";
 import { cliConfig, withConnections } from "./cli-context.js";
 import { formatLogLine } from "./format.js";
 import { renderTop, sampleCluster, topView } from "./top.js";

@@ -11,21 +11,21 @@ import { startCampaign } from "../actors/campaign.js";
 import { startTracker } from "../actors/tracker.js";
 import { startWsGateway } from "../actors/ws-gateway.js";
 import { startInAppDispatch } from "../actors/inapp-dispatch.js";
-import { Intake } from "../lib/intake.js";
-import { Campaigns } from "../lib/campaigns.js";
-import { BUCKET } from "../lib/subjects.js";
-import { TemplateStore } from "../lib/templates.js";
+import { Intake } from "../lib/intake/intake.js";
+import { Campaigns } from "../lib/campaign/campaigns.js";
+import { BUCKET } from "../lib/core/subjects.js";
+import { TemplateStore } from "../lib/intake/templates.js";
 import { startRouter } from "../actors/router.js";
 import { startUserShard } from "../actors/user-shard.js";
-import type { Config } from "../lib/config.js";
-import type { Logger } from "../lib/log.js";
-import { connectNats, type Nats } from "../lib/nats.js";
-import { connectRedis, type Redis } from "../lib/redis.js";
-import { awaitTopology } from "../lib/topology.js";
-import { requireNativeUws } from "../lib/uws.js";
-import { announceProcess } from "../lib/processes.js";
-import { watchCluster } from "../lib/metrics.js";
-import { refusePublishedDefaults } from "../lib/secrets.js";
+import type { Config } from "../lib/core/config.js";
+import type { Logger } from "../lib/core/log.js";
+import { connectNats, type Nats } from "../lib/infra/nats.js";
+import { connectRedis, type Redis } from "../lib/infra/redis.js";
+import { awaitTopology } from "../lib/infra/topology.js";
+import { requireNativeUws } from "../lib/infra/uws.js";
+import { announceProcess } from "../lib/infra/processes.js";
+import { watchCluster } from "../lib/infra/metrics.js";
+import { refusePublishedDefaults } from "../lib/infra/secrets.js";
 
 export const ROLES = ["ingest", "scheduler", "router", "campaign", "shard", "gateway-apns", "gateway-fcm", "gateway-email", "gateway-sms", "ws-gateway", "tracker"] as const;
 export type Role = (typeof ROLES)[number];
@@ -89,7 +89,7 @@ const starters: Record<Role, (d: Deps) => Promise<Started>> = {
  * Starts `roles` in this process: refuses published default secrets
  * ({@link refusePublishedDefaults}, InsecureDefault naming the key), checks
  * the native runtime, connects Redis and, per role, NATS as that role's own
- * user (lib/nats-auth.ts: least privilege, private inbox) — both waited for
+ * user (lib/infra/nats-auth.ts: least privilege, private inbox) — both waited for
  * when not up yet —, waits until `nfx init` has made the topology (roles may
  * not create streams), then starts each role's actor. `stop()` stops the
  * actors, then closes the connections. Throws if any step fails (nothing is

@@ -1,8 +1,8 @@
 // `nfx top`: a live terminal view of stage rates, gateway sends and latency, consumer lag and breakers across every process.
-import { breakersOf, scrapeProcesses, type BreakerView, type MetricJson } from "../lib/delivery-log.js";
-import { readLag, type ConsumerLag } from "../lib/metrics.js";
-import type { Nats } from "../lib/nats.js";
-import { listProcesses, type ProcessInfo } from "../lib/processes.js";
+import { breakersOf, scrapeProcesses, type BreakerView, type MetricJson } from "../lib/tracking/delivery-log.js";
+import { readLag, type ConsumerLag } from "../lib/infra/metrics.js";
+import type { Nats } from "../lib/infra/nats.js";
+import { listProcesses, type ProcessInfo } from "../lib/infra/processes.js";
 
 /** One sample of the whole cluster. */
 export interface TopSample {

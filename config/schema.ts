@@ -1,7 +1,7 @@
 // The configuration schema with its defaults: every key nfx reads, validated at start-up, unknown keys rejected.
 import { existsSync } from "node:fs";
 import { z } from "zod";
-import { PROTOTYPE_NAME_RULE, isPrototypeName } from "../lib/own-keys.js";
+import { PROTOTYPE_NAME_RULE, isPrototypeName } from "../lib/core/own-keys.js";
 
 const file = z.string().min(1).refine((p) => existsSync(p), { message: "file not found" });
 const port = z.number().int().min(1).max(65535);
@@ -16,11 +16,11 @@ const contentChannel = z.enum(["push", "email", "sms", "inapp"]);
  * `events` (app-reported engagement) and `admin` (every scope).
  */
 export const API_SCOPES = ["send", "campaigns.create", "campaigns.control", "users.write", "templates", "read", "events", "admin"] as const;
-/** The published development default of `nats.secret`: a role refuses to start with it (lib/secrets.ts). */
+/** The published development default of `nats.secret`: a role refuses to start with it (lib/infra/secrets.ts). */
 export const DEV_NATS_SECRET = "nfx-local-nats-secret-change-me-in-production";
-/** The published development default of `ws.secret`: a role refuses to start with it (lib/secrets.ts). */
+/** The published development default of `ws.secret`: a role refuses to start with it (lib/infra/secrets.ts). */
 export const DEV_WS_SECRET = "nfx-dev-ws-secret-change-me-in-production!";
-/** The published development default of `engagement.secret`: a role refuses to start with it (lib/secrets.ts). */
+/** The published development default of `engagement.secret`: a role refuses to start with it (lib/infra/secrets.ts). */
 export const DEV_LINK_SECRET = "nfx-dev-link-secret-change-me-in-production";
 
 /** What every provider app has: its name, bulkhead limits, circuit breaker and an optional failover app. */

@@ -12,8 +12,8 @@ import { Recorder, type WebhookProvider } from "./recorder.js";
 import { SENDGRID_WEBHOOK_PUBLIC_KEY } from "./sendgrid-webhook.js";
 import { SANDBOX_PROVIDERS, type SandboxProvider } from "./faults.js";
 import { ZodError } from "zod";
-import { formatIssues } from "../lib/zod-issues.js";
-import type { Config } from "../lib/config.js";
+import { formatIssues } from "../lib/core/zod-issues.js";
+import type { Config } from "../lib/core/config.js";
 
 /** PEM files of the sandbox's TLS certificate (self-signed, 100 years, SANs for 127.0.0.1 and the providers' host names). */
 export const SANDBOX_CERT = fileURLToPath(new URL("../../sandbox/certs/sandbox-cert.pem", import.meta.url));

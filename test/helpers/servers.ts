@@ -3,11 +3,11 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Test } from "tap";
-import { startNatsServer, startRedisServer } from "../../lib/launch.js";
-import { loadConfig, type Config } from "../../lib/config.js";
+import { startNatsServer, startRedisServer } from "../../lib/infra/launch.js";
+import { loadConfig, type Config } from "../../lib/core/config.js";
 import { randomBytes } from "node:crypto";
-import { renderNatsServerConf } from "../../lib/nats-auth.js";
-import { freshSecret } from "../../lib/secrets.js";
+import { renderNatsServerConf } from "../../lib/infra/nats-auth.js";
+import { freshSecret } from "../../lib/infra/secrets.js";
 import { mergeDeep } from "../../cmd/local-cluster.js";
 
 export interface TestServers {
@@ -26,7 +26,7 @@ export interface TestServers {
 export async function startServers(t: Test): Promise<TestServers> {
   const dir = mkdtempSync(join(tmpdir(), "nfx-test-"));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-  // Fresh NATS credentials per test file, as `nfx up` makes them (lib/nats-auth.ts).
+  // Fresh NATS credentials per test file, as `nfx up` makes them (lib/infra/nats-auth.ts).
   const secret = randomBytes(32).toString("base64url");
   const nats = await startNatsServer({ storeDir: join(dir, "nats"), conf: renderNatsServerConf({ secret, producers: ["producer"] }) });
   t.teardown(nats.stop);

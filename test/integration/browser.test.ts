@@ -3,8 +3,8 @@ import { existsSync, mkdirSync, statSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import t from "tap";
 import { chromium } from "playwright-core";
-import { status } from "../../lib/api-client.js";
-import { writeUsers } from "../../lib/directory.js";
+import { status } from "../../lib/intake/api-client.js";
+import { writeUsers } from "../../lib/directory/directory.js";
 import { nfxRunner } from "../helpers/cli.js";
 import { clientsFor, eventually, startTestCluster } from "../helpers/cluster.js";
 

@@ -1,8 +1,8 @@
 // Bulkheads: APNs at 5 s latency and 50% 503 must not slow FCM — FCM's rate stays within 10% of its baseline from the same test, and no FCM send waits on APNs.
 import t from "tap";
-import { notify } from "../../lib/api-client.js";
-import { writeUsers } from "../../lib/directory.js";
-import type { UserRecord } from "../../lib/types.js";
+import { notify } from "../../lib/intake/api-client.js";
+import { writeUsers } from "../../lib/directory/directory.js";
+import type { UserRecord } from "../../lib/core/types.js";
 import { clientsFor, eventually, startTestCluster } from "../helpers/cluster.js";
 
 const USERS = 2500;

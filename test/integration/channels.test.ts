@@ -1,7 +1,7 @@
 // Email and SMS through the whole pipeline: a request for email reaches SendGrid, a critical push with no device falls back to SMS at Twilio.
 import t from "tap";
-import { notify, status } from "../../lib/api-client.js";
-import { writeUsers } from "../../lib/directory.js";
+import { notify, status } from "../../lib/intake/api-client.js";
+import { writeUsers } from "../../lib/directory/directory.js";
 import { clientsFor, eventually, startTestCluster } from "../helpers/cluster.js";
 
 t.test("email and SMS end to end, with fallback", async (t) => {

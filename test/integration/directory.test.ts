@@ -3,11 +3,11 @@ import t from "tap";
 import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { callApi, notify, status } from "../../lib/api-client.js";
-import { decodeJson } from "../../lib/codec.js";
-import { getUser } from "../../lib/directory.js";
-import { shardOf } from "../../lib/shard.js";
-import { API, dirChangedAll } from "../../lib/subjects.js";
+import { callApi, notify, status } from "../../lib/intake/api-client.js";
+import { decodeJson } from "../../lib/core/codec.js";
+import { getUser } from "../../lib/directory/directory.js";
+import { shardOf } from "../../lib/core/shard-hash.js";
+import { API, dirChangedAll } from "../../lib/core/subjects.js";
 import { nfxRunner } from "../helpers/cli.js";
 import { clientsFor, eventually, startTestCluster } from "../helpers/cluster.js";
 

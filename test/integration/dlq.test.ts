@@ -1,9 +1,9 @@
 // Dead letters: a send that fails through every retry lands in NFX_DLQ with its context; replay sends it once; purge drops it.
 import t from "tap";
-import { notify, status } from "../../lib/api-client.js";
-import { readCounters } from "../../lib/counters.js";
-import { writeUsers } from "../../lib/directory.js";
-import { BUCKET } from "../../lib/subjects.js";
+import { notify, status } from "../../lib/intake/api-client.js";
+import { readCounters } from "../../lib/campaign/counters.js";
+import { writeUsers } from "../../lib/directory/directory.js";
+import { BUCKET } from "../../lib/core/subjects.js";
 import { nfxRunner } from "../helpers/cli.js";
 import { clientsFor, eventually, startTestCluster } from "../helpers/cluster.js";
 

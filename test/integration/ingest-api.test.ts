@@ -1,9 +1,9 @@
 // The ingest API on both surfaces (NATS request/reply and HTTP on uWS): every rule, auth, idempotency, templates, send-at, priority lanes.
 import t from "tap";
 import { connect } from "@nats-io/transport-node";
-import { ApiError, notify, status } from "../../lib/api-client.js";
-import { writeUsers } from "../../lib/directory.js";
-import { STREAM } from "../../lib/subjects.js";
+import { ApiError, notify, status } from "../../lib/intake/api-client.js";
+import { writeUsers } from "../../lib/directory/directory.js";
+import { STREAM } from "../../lib/core/subjects.js";
 import { nfxRunner } from "../helpers/cli.js";
 import { clientsFor, eventually, producerFor, startTestCluster } from "../helpers/cluster.js";
 

@@ -1,7 +1,7 @@
 // Fuzz: 10,000 generated malformed or hostile requests over both surfaces; every one refused with a 4xx and a code, the ingest process stays up, only valid requests are stored.
 import t from "tap";
-import { STREAM } from "../../lib/subjects.js";
-import { prng } from "../../lib/users.js";
+import { STREAM } from "../../lib/core/subjects.js";
+import { prng } from "../../lib/directory/users.js";
 import { clientsFor, startTestCluster } from "../helpers/cluster.js";
 
 const HOSTILE_IDS = ["", " ", "a b", "a.b", "*", ">", "nfx.>", "$JS.API.STREAM.DELETE.NFX_INTAKE", "a\u0000b", "ü", "x".repeat(129), "../../etc", "{s1}", "a\nb", "'; DROP", "%2e"];

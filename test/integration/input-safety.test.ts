@@ -1,10 +1,10 @@
 // Hostile input on both surfaces: prototype names, deeply nested JSON, ambiguous or out-of-range times; each refused with its code and field, nothing stored.
 import t from "tap";
 import { headers as natsHeaders } from "@nats-io/transport-node";
-import { ERROR_HEADER, callApi, status } from "../../lib/api-client.js";
-import { writeUsers, readUsers } from "../../lib/directory.js";
-import { shardOf } from "../../lib/shard.js";
-import { API, STREAM } from "../../lib/subjects.js";
+import { ERROR_HEADER, callApi, status } from "../../lib/intake/api-client.js";
+import { writeUsers, readUsers } from "../../lib/directory/directory.js";
+import { shardOf } from "../../lib/core/shard-hash.js";
+import { API, STREAM } from "../../lib/core/subjects.js";
 import { clientsFor, startTestCluster } from "../helpers/cluster.js";
 
 const ADMIN = "admin-key-0123456789";

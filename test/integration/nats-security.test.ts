@@ -1,10 +1,10 @@
 // NATS isolation as a hostile producer and as each role's user would try it: denied subscriptions and publishes, forged reply subjects that change nothing.
 import t from "tap";
 import { connect, headers, type NatsConnection } from "@nats-io/transport-node";
-import { NATS_ROLE_USERS, inboxPrefixOf, natsPassword, natsUserName, rolePermissions, type NatsRoleUser } from "../../lib/nats-auth.js";
-import { API_KEY_HEADER } from "../../lib/api-client.js";
-import { writeUsers } from "../../lib/directory.js";
-import { BUCKET, STREAM } from "../../lib/subjects.js";
+import { NATS_ROLE_USERS, inboxPrefixOf, natsPassword, natsUserName, rolePermissions, type NatsRoleUser } from "../../lib/infra/nats-auth.js";
+import { API_KEY_HEADER } from "../../lib/intake/api-client.js";
+import { writeUsers } from "../../lib/directory/directory.js";
+import { BUCKET, STREAM } from "../../lib/core/subjects.js";
 import { clientsFor, eventually, startTestCluster } from "../helpers/cluster.js";
 
 const KEY = "security-test-key-0123456789";

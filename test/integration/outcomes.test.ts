@@ -1,14 +1,14 @@
 // A 10,000-recipient campaign with mixed outcomes injected at the sandboxes (success, 410/404, 429, an outage): every counter `nfx status` prints equals what the sandboxes and the dead-letter stream recorded.
 import t from "tap";
-import { notify } from "../../lib/api-client.js";
-import { decode } from "../../lib/codec.js";
-import { total } from "../../lib/counters.js";
-import { writeUsers } from "../../lib/directory.js";
-import { listProcesses } from "../../lib/processes.js";
-import type { NotificationStatus } from "../../lib/status.js";
-import { readStored } from "../../lib/stream-read.js";
-import { STREAM } from "../../lib/subjects.js";
-import type { DeadLetter, UserRecord } from "../../lib/types.js";
+import { notify } from "../../lib/intake/api-client.js";
+import { decode } from "../../lib/core/codec.js";
+import { total } from "../../lib/campaign/counters.js";
+import { writeUsers } from "../../lib/directory/directory.js";
+import { listProcesses } from "../../lib/infra/processes.js";
+import type { NotificationStatus } from "../../lib/tracking/status.js";
+import { readStored } from "../../lib/flow/stream-read.js";
+import { STREAM } from "../../lib/core/subjects.js";
+import type { DeadLetter, UserRecord } from "../../lib/core/types.js";
 import { nfxRunner } from "../helpers/cli.js";
 import { clientsFor, eventually, startTestCluster } from "../helpers/cluster.js";
 

@@ -1,9 +1,9 @@
 // The whole path on real nats-server and redis-server, every role its own process: request -> ingest -> router -> shard -> gateways -> sandboxes -> status.
 import t from "tap";
-import { ApiError, notify, status } from "../../lib/api-client.js";
-import { writeUsers } from "../../lib/directory.js";
-import { STREAM } from "../../lib/subjects.js";
-import type { NotificationStatus } from "../../lib/status.js";
+import { ApiError, notify, status } from "../../lib/intake/api-client.js";
+import { writeUsers } from "../../lib/directory/directory.js";
+import { STREAM } from "../../lib/core/subjects.js";
+import type { NotificationStatus } from "../../lib/tracking/status.js";
 import { nfxRunner } from "../helpers/cli.js";
 import { clientsFor, eventually, startTestCluster } from "../helpers/cluster.js";
 

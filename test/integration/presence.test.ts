@@ -1,7 +1,7 @@
 // Presence against real NATS and Redis: the gateway side keeps keys and events in step, the shard-actor side routes by events once warm, and a crashed gateway's users go offline with the TTL.
 import t from "tap";
-import { PresenceView, PresenceWriter, presenceReader } from "../../lib/presence.js";
-import { shardOf } from "../../lib/shard.js";
+import { PresenceView, PresenceWriter, presenceReader } from "../../lib/inapp/presence.js";
+import { shardOf } from "../../lib/core/shard-hash.js";
 import { clientsFor } from "../helpers/cluster.js";
 import { startServers } from "../helpers/servers.js";
 
@@ -11,7 +11,7 @@ t.test("presence keys, events and the warm view", async (t) => {
   const servers = await startServers(t);
   const cfg = servers.config({ ws: { presenceTtlSec: 3 } });
   const { nats, redis } = await clientsFor(t, cfg);
-  const log = (await import("../../lib/log.js")).createLogger({ level: "silent", redact: true });
+  const log = (await import("../../lib/core/log.js")).createLogger({ level: "silent", redact: true });
   const shards = cfg.cluster.shards;
   const read = presenceReader(redis);
   const online = async (u: string): Promise<boolean> => (await read(shardOf(u, shards), [u]))[0]!;

@@ -1,12 +1,12 @@
 // Shard actors on real NATS and Redis: policy end to end (caps, collapse keys, quiet hours released on time, presence routing, re-check at send time, explain), ownership hand-over, and fencing of a stopped owner.
 import t from "tap";
-import { notify, status } from "../../lib/api-client.js";
-import { writeUsers, updatePreferences } from "../../lib/directory.js";
-import { presenceKey } from "../../lib/keys.js";
-import { localMinute } from "../../lib/quiet-hours.js";
-import { shardOf } from "../../lib/shard.js";
-import type { UserRecord } from "../../lib/types.js";
-import { syntheticUser } from "../../lib/users.js";
+import { notify, status } from "../../lib/intake/api-client.js";
+import { writeUsers, updatePreferences } from "../../lib/directory/directory.js";
+import { presenceKey } from "../../lib/core/keys.js";
+import { localMinute } from "../../lib/directory/quiet-hours.js";
+import { shardOf } from "../../lib/core/shard-hash.js";
+import type { UserRecord } from "../../lib/core/types.js";
+import { syntheticUser } from "../../lib/directory/users.js";
 import { nfxRunner } from "../helpers/cli.js";
 import { clientsFor, eventually, startTestCluster } from "../helpers/cluster.js";
 import { ownedBy, shardHolders, watchSendBatches } from "../helpers/shards.js";

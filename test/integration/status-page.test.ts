@@ -3,9 +3,9 @@ import { existsSync, mkdirSync, statSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import t from "tap";
 import { chromium } from "playwright-core";
-import { notify } from "../../lib/api-client.js";
-import { writeUsers } from "../../lib/directory.js";
-import type { UserRecord } from "../../lib/types.js";
+import { notify } from "../../lib/intake/api-client.js";
+import { writeUsers } from "../../lib/directory/directory.js";
+import type { UserRecord } from "../../lib/core/types.js";
 import { clientsFor, startTestCluster } from "../helpers/cluster.js";
 
 const CHROMIUM = "/usr/bin/chromium";

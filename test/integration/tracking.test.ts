@@ -1,12 +1,12 @@
 // Delivery tracking end to end on real NATS, Redis and SDKs: provider webhooks (signed, forged), open pixel and click redirect, app events, bounces, delivery logs, metrics and `nfx top`.
 import t from "tap";
 import { createHmac, generateKeyPairSync, sign } from "node:crypto";
-import { callApi, notify, status } from "../../lib/api-client.js";
-import { writeUsers } from "../../lib/directory.js";
-import type { LogPage } from "../../lib/delivery-log.js";
-import { listProcesses } from "../../lib/processes.js";
-import { API } from "../../lib/subjects.js";
-import { UserTokens } from "../../lib/ws-token.js";
+import { callApi, notify, status } from "../../lib/intake/api-client.js";
+import { writeUsers } from "../../lib/directory/directory.js";
+import type { LogPage } from "../../lib/tracking/delivery-log.js";
+import { listProcesses } from "../../lib/infra/processes.js";
+import { API } from "../../lib/core/subjects.js";
+import { UserTokens } from "../../lib/inapp/ws-token.js";
 import { clientsFor, eventually, startTestCluster } from "../helpers/cluster.js";
 import { nfxRunner } from "../helpers/cli.js";
 

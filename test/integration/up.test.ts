@@ -6,7 +6,7 @@ import { mkdtempSync, readFileSync, readdirSync, rmSync } from "node:fs";
 import net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { freePort } from "../../lib/launch.js";
+import { freePort } from "../../lib/infra/launch.js";
 import { NFX, nfxRunner } from "../helpers/cli.js";
 
 const listening = (port: number): Promise<boolean> =>

@@ -1,12 +1,12 @@
 // Shard hash, error registry, codec, ids, subjects and log redaction.
 import t from "tap";
 import { Writable } from "node:stream";
-import { shardOf } from "../../lib/shard.js";
-import { ERROR_CLASSES, NfxError, ProviderError, RequestInvalid, toErrorReply } from "../../lib/errors.js";
-import { decode, encode } from "../../lib/codec.js";
-import { deliveryKey, newNotificationId } from "../../lib/ids.js";
-import { API, API_OPS, CHANNELS, ID_PATTERN, PRIORITIES, extApiAll, extApiSubject, fanLane, fanSubject, intakeLane, intakeSubject, sendAll, sendSubject } from "../../lib/subjects.js";
-import { createLogger } from "../../lib/log.js";
+import { shardOf } from "../../lib/core/shard-hash.js";
+import { ERROR_CLASSES, NfxError, ProviderError, RequestInvalid, toErrorReply } from "../../lib/core/errors.js";
+import { decode, encode } from "../../lib/core/codec.js";
+import { deliveryKey, newNotificationId } from "../../lib/core/ids.js";
+import { API, API_OPS, CHANNELS, ID_PATTERN, PRIORITIES, extApiAll, extApiSubject, fanLane, fanSubject, intakeLane, intakeSubject, sendAll, sendSubject } from "../../lib/core/subjects.js";
+import { createLogger } from "../../lib/core/log.js";
 
 /** Reference FNV-1a over the UTF-8 bytes, written the obvious way. */
 const fnv = (s: string): number => {
@@ -84,6 +84,6 @@ t.test("logs redact tokens, emails, phones and bodies by default", async (t) => 
 });
 
 t.test("uWebSockets.js loads its native binary here (start-up refuses the JavaScript fallback)", async (t) => {
-  const { requireNativeUws } = await import("../../lib/uws.js");
+  const { requireNativeUws } = await import("../../lib/infra/uws.js");
   t.ok(String(requireNativeUws().App).includes("[native code]"));
 });

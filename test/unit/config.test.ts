@@ -3,8 +3,8 @@ import t from "tap";
 import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { loadConfig } from "../../lib/config.js";
-import { ConfigInvalid } from "../../lib/errors.js";
+import { loadConfig } from "../../lib/core/config.js";
+import { ConfigInvalid } from "../../lib/core/errors.js";
 
 const dir = mkdtempSync(join(tmpdir(), "nfx-cfg-"));
 const file = (name: string, body: unknown): string => {

@@ -1,9 +1,9 @@
 // The CLI's text reports say what push's `sent` means: APNs and FCM give no delivery receipts, so push stays at sent.
 import t from "tap";
 import { formatCampaign, formatStatus, sentHint } from "../../cmd/format.js";
-import { emptyCounters } from "../../lib/counters.js";
-import type { CampaignStatus } from "../../lib/campaigns.js";
-import type { NotificationStatus } from "../../lib/status.js";
+import { emptyCounters } from "../../lib/campaign/counters.js";
+import type { CampaignStatus } from "../../lib/campaign/campaigns.js";
+import type { NotificationStatus } from "../../lib/tracking/status.js";
 
 const status = (lines: NotificationStatus["lines"]): NotificationStatus => {
   const counts = { accepted: lines.length, sent: 0, delivered: 0, failed: 0, expired: 0, queued: 0, suppressed: 0, deferred: 0, cancelled: 0, fallback: 0, opened: 0, clicked: 0, pending: 0 };

@@ -1,10 +1,10 @@
 // Retry planning, Retry-After parsing, the bulkhead (breaker, queue limit, rate limit) and sandbox fault rules, each on its own.
 import t from "tap";
-import { loadConfig } from "../../lib/config.js";
-import { Bulkhead, RateLimit, type SendResult } from "../../lib/bulkhead.js";
-import { ProviderError } from "../../lib/errors.js";
-import { createLogger } from "../../lib/log.js";
-import { backoffMs, parseRetryAfter, planRetry, planWait } from "../../lib/retry-policy.js";
+import { loadConfig } from "../../lib/core/config.js";
+import { Bulkhead, RateLimit, type SendResult } from "../../lib/flow/bulkhead.js";
+import { ProviderError } from "../../lib/core/errors.js";
+import { createLogger } from "../../lib/core/log.js";
+import { backoffMs, parseRetryAfter, planRetry, planWait } from "../../lib/gateway/retry-policy.js";
 import { Faults } from "../../sandbox/faults.js";
 
 const cfg = loadConfig({ env: {} });

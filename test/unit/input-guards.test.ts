@@ -1,12 +1,12 @@
 // Input guards without servers: JSON depth without recursion, __proto__ keys, own-property lookups, published default secrets.
 import t from "tap";
-import { jsonDepthOver, protoKeyPath } from "../../lib/json-guard.js";
-import { isPrototypeName, ownValue } from "../../lib/own-keys.js";
-import { PUBLISHED_DEFAULTS, freshSecret, localSecrets, publishedDefaultsIn, refusePublishedDefaults } from "../../lib/secrets.js";
-import { loadConfig } from "../../lib/config.js";
-import { InsecureDefault } from "../../lib/errors.js";
-import { planFor, policyFrom } from "../../lib/policy.js";
-import { emptyCounters, fold } from "../../lib/counters.js";
+import { jsonDepthOver, protoKeyPath } from "../../lib/core/json-guard.js";
+import { isPrototypeName, ownValue } from "../../lib/core/own-keys.js";
+import { PUBLISHED_DEFAULTS, freshSecret, localSecrets, publishedDefaultsIn, refusePublishedDefaults } from "../../lib/infra/secrets.js";
+import { loadConfig } from "../../lib/core/config.js";
+import { InsecureDefault } from "../../lib/core/errors.js";
+import { planFor, policyFrom } from "../../lib/shard/policy.js";
+import { emptyCounters, fold } from "../../lib/campaign/counters.js";
 
 const bytes = (s: string): Uint8Array => new TextEncoder().encode(s);
 

@@ -1,13 +1,13 @@
 // Per-recipient policy with a fake clock: quiet hours across zones and DST, bucket refill, dedup expiry, fallback order, rule order and trails.
 import t from "tap";
-import { DedupWindow } from "../../lib/dedup-window.js";
-import { decideUser, policyFrom, type PolicyConfig, type PolicyState, type Trail } from "../../lib/policy.js";
-import { localMinute, parseHhmm, quietUntil, utcOffsetMin } from "../../lib/quiet-hours.js";
-import { RateBuckets } from "../../lib/rate-buckets.js";
-import { parseTrail } from "../../lib/trails.js";
-import { preferredOwner } from "../../lib/shard-ownership.js";
-import { loadConfig } from "../../lib/config.js";
-import type { NotificationBrief, UserRecord } from "../../lib/types.js";
+import { DedupWindow } from "../../lib/shard/dedup-window.js";
+import { decideUser, policyFrom, type PolicyConfig, type PolicyState, type Trail } from "../../lib/shard/policy.js";
+import { localMinute, parseHhmm, quietUntil, utcOffsetMin } from "../../lib/directory/quiet-hours.js";
+import { RateBuckets } from "../../lib/shard/rate-buckets.js";
+import { parseTrail } from "../../lib/shard/trails.js";
+import { preferredOwner } from "../../lib/shard/shard-ownership.js";
+import { loadConfig } from "../../lib/core/config.js";
+import type { NotificationBrief, UserRecord } from "../../lib/core/types.js";
 
 const H = 3_600_000;
 const at = (iso: string): number => Date.parse(iso);

@@ -1,7 +1,7 @@
 // Templates: validation, derived variables, locale fallback, escaping per field.
 import t from "tap";
-import { TemplateInvalid } from "../../lib/errors.js";
-import { pickLocale, prepareTemplate, renderEmail, renderPush, variablesOf } from "../../lib/templates.js";
+import { TemplateInvalid } from "../../lib/core/errors.js";
+import { pickLocale, prepareTemplate, renderEmail, renderPush, variablesOf } from "../../lib/intake/templates.js";
 
 t.test("variablesOf: request variables, not the recipient's, not block-relative paths", async (t) => {
   t.same(variablesOf("Hi {{user.firstName}}, {{order}} {{#if vip}}{{code}}{{/if}} {{#each items}}{{name}}{{/each}} {{{raw}}} {{amount.value}}").sort(), ["amount", "code", "items", "order", "raw", "vip"]);

@@ -1,0 +1,189 @@
+// Per-notification counters and per-channel totals, folded from receipts by the tracker and kept in JetStream KV.
+import type { KV } from "@nats-io/kv";
+import { decodeJson } from "../core/codec.js";
+import type { Channel } from "../core/subjects.js";
+import type { ReceiptBatch, ReceiptEntry } from "../core/types.js";
+
+/** What happened to a notification so far. `seq` is the last receipt stream sequence folded in (the tracker's fence against replays). */
+export interface Counters {
+  seq: number;
+  /** Recipients the API accepted: a request's explicit recipients, or a campaign's segment members found so far. */
+  accepted: number;
+  /** Recipients decided by the shard actors (segment non-members are not recipients). */
+  decided: number;
+  queued: number;
+  /** Recipients waiting for their quiet hours to end (deferred, not yet released). */
+  deferred: number;
+  /** Sends the provider accepted (a later bounce moves one to failed). */
+  sent: number;
+  /** Sends the provider (or the in-app client) confirmed as delivered; a subset of sent. */
+  delivered: number;
+  failed: Record<string, number>;
+  /** Sends dropped because the notification expired before they could go (not in failed). */
+  expired: number;
+  suppressed: Record<string, number>;
+  /** Recipients dropped by a cancel before their sends were built. */
+  cancelled: number;
+  /** Queued sends dropped by a cancel at the gateway. */
+  cancelledSends: number;
+  /** In-app sends no client acknowledged in time, replaced by their push (or other) fallback. */
+  fallback: number;
+  /** In-app items users marked seen / read. */
+  seen: number;
+  read: number;
+  /** Recipients who opened (email pixel, app-reported push open, in-app read) / clicked; each counted once. */
+  opened: number;
+  clicked: number;
+  updatedAt: number;
+}
+
+export const emptyCounters = (): Counters => ({
+  seq: 0, accepted: 0, decided: 0, queued: 0, deferred: 0, sent: 0, delivered: 0, failed: {}, expired: 0, suppressed: {},
+  cancelled: 0, cancelledSends: 0, fallback: 0, seen: 0, read: 0, opened: 0, clicked: 0, updatedAt: 0,
+});
+
+/** Counters written by an older version lack the newer fields: fill them with zeros. */
+const complete = (c: Partial<Counters>): Counters => ({ ...emptyCounters(), ...c });
+
+/** A failure reason that means "the notification expired first" (at the gateway, or after retries or waits). */
+export const isExpiry = (reason: string | undefined): boolean => reason === "expired" || (reason?.startsWith("expired:") ?? false);
+
+// Reasons come from providers and webhooks: an own-property read, so a reason named like an Object.prototype member counts from 0.
+const bump = (m: Record<string, number>, k: string, by = 1): void => {
+  m[k] = (Object.hasOwn(m, k) ? m[k]! : 0) + by;
+};
+
+/** Folds one receipt batch into `c`. Pure apart from mutating `c`. */
+export function fold(c: Counters, b: ReceiptBatch): void {
+  c.decided += b.decided ?? 0;
+  c.queued += b.queued ?? 0;
+  c.deferred = c.deferred + (b.deferred ?? 0) - (b.released ?? 0);
+  for (const e of b.entries) {
+    if (e.supersedes && Object.hasOwn(c.failed, e.supersedes) && c.failed[e.supersedes]) c.failed[e.supersedes]!--;
+    switch (e.outcome) {
+      case "queued":
+        c.queued++;
+        break;
+      case "deferred":
+        c.deferred++;
+        break;
+      case "sent":
+        c.sent++;
+        break;
+      case "delivered":
+        c.delivered++;
+        break;
+      case "failed":
+        if (e.late) {
+          // The provider took it, then reported it undeliverable: no longer sent, now failed.
+          c.sent = Math.max(0, c.sent - 1);
+          bump(c.failed, e.reason ?? "unknown");
+        } else if (isExpiry(e.reason)) c.expired++;
+        else bump(c.failed, e.reason ?? "unknown");
+        break;
+      case "suppressed":
+        bump(c.suppressed, e.reason ?? "unknown");
+        break;
+      case "cancelled":
+        if (e.device) c.cancelledSends++;
+        else c.cancelled++;
+        break;
+      case "fallback":
+        c.fallback++;
+        break;
+      case "seen":
+        c.seen++;
+        break;
+      case "read":
+        c.read++;
+        break;
+      case "opened":
+        c.opened++;
+        break;
+      case "clicked":
+        c.clicked++;
+        break;
+      default: {
+        const never: never = e.outcome;
+        throw new Error(`unknown outcome ${String(never)}`);
+      }
+    }
+  }
+}
+
+/** Sum of a reason map. */
+export const total = (m: Record<string, number>): number => Object.values(m).reduce((a, b) => a + b, 0);
+
+/** Reads a notification's counters, or empty ones. */
+export async function readCounters(kv: KV, nid: string): Promise<Counters> {
+  const e = await kv.get(nid);
+  return e && e.operation === "PUT" ? complete(decodeJson<Partial<Counters>>(e.value)) : emptyCounters();
+}
+
+/** Sends queued but not yet finished (sent, failed, expired or cancelled at the gateway, or replaced by a fallback). */
+export const outstanding = (c: Counters): number => c.queued - c.sent - total(c.failed) - c.expired - c.cancelledSends - c.fallback;
+
+/** The content channel an operator thinks in: APNs and FCM are both push. */
+export type ContentChannel = "push" | "email" | "sms" | "inapp";
+export const contentChannelOf = (c: Channel | undefined): ContentChannel | undefined => (c === "apns" || c === "fcm" ? "push" : c);
+
+/** Delivery totals of one content channel across every notification. */
+export interface ChannelTotal {
+  sent: number;
+  delivered: number;
+  failed: number;
+  expired: number;
+  opened: number;
+  clicked: number;
+}
+
+/** Per-channel totals since the cluster began counting, with the receipt sequence folded in last. */
+export interface ChannelTotals {
+  seq: number;
+  channels: Record<ContentChannel, ChannelTotal>;
+  updatedAt: number;
+}
+
+const zeroTotal = (): ChannelTotal => ({ sent: 0, delivered: 0, failed: 0, expired: 0, opened: 0, clicked: 0 });
+export const emptyTotals = (): ChannelTotals => ({ seq: 0, channels: { push: zeroTotal(), email: zeroTotal(), sms: zeroTotal(), inapp: zeroTotal() }, updatedAt: 0 });
+
+/** The key of the per-channel totals in the counters bucket: it has a dot, which notification ids never have. */
+export const TOTALS_KEY = "_totals.channels";
+
+/** Folds one receipt entry into the per-channel totals (entries without a channel are recipient-level and skipped). */
+export function foldTotal(t: ChannelTotals, e: ReceiptEntry): void {
+  const ch = contentChannelOf(e.channel);
+  if (!ch) return;
+  const x = t.channels[ch];
+  switch (e.outcome) {
+    case "sent":
+      x.sent++;
+      break;
+    case "delivered":
+      x.delivered++;
+      break;
+    case "failed":
+      if (e.late) x.sent = Math.max(0, x.sent - 1);
+      if (isExpiry(e.reason) && !e.late) x.expired++;
+      else x.failed++;
+      break;
+    case "opened":
+      x.opened++;
+      break;
+    case "clicked":
+      x.clicked++;
+      break;
+    default:
+      break;
+  }
+}
+
+/** Reads the per-channel totals, or zeros. */
+export async function readTotals(kv: KV): Promise<ChannelTotals> {
+  const e = await kv.get(TOTALS_KEY);
+  if (!e || e.operation !== "PUT") return emptyTotals();
+  const t = decodeJson<ChannelTotals>(e.value);
+  const z = emptyTotals();
+  for (const ch of Object.keys(z.channels) as ContentChannel[]) z.channels[ch] = { ...zeroTotal(), ...t.channels?.[ch] };
+  return { ...z, seq: t.seq ?? 0, updatedAt: t.updatedAt ?? 0 };
+}

@@ -1,0 +1,118 @@
+// Loads configuration once: schema defaults, then a JSON file, then NFX_* environment variables; validated, then frozen.
+import { readFileSync } from "node:fs";
+import { z } from "zod";
+import { configSchema, type Config } from "../../config/schema.js";
+import { ConfigInvalid } from "./errors.js";
+import { formatIssues } from "./zod-issues.js";
+import { protoKeyPath } from "./json-guard.js";
+import { PROTOTYPE_NAME_RULE } from "./own-keys.js";
+
+export type { Config };
+
+/** Where configuration comes from. Every field is optional; the process environment is the default for `env`. */
+export interface ConfigSources {
+  /** Path of a JSON config file. Falls back to `NFX_CONFIG` in `env`. */
+  file?: string;
+  /** Extra values layered over the file and under the environment (used by `nfx up` and tests). */
+  overrides?: Record<string, unknown>;
+  env?: NodeJS.ProcessEnv;
+}
+
+type Plain = Record<string, unknown>;
+const isPlain = (v: unknown): v is Plain => typeof v === "object" && v !== null && !Array.isArray(v);
+
+function merge(into: Plain, from: Plain): Plain {
+  const out: Plain = { ...into };
+  for (const [k, v] of Object.entries(from)) out[k] = isPlain(v) && isPlain(out[k]) ? merge(out[k] as Plain, v) : v;
+  return out;
+}
+
+/** Unwraps optional/default/prefault wrappers to reach an object schema's shape, if any. */
+function shapeOf(s: z.ZodType | undefined): Record<string, z.ZodType> | undefined {
+  let cur: any = s;
+  while (cur && !(cur instanceof z.ZodObject) && cur._zod?.def?.innerType) cur = cur._zod.def.innerType;
+  return cur instanceof z.ZodObject ? (cur.shape as Record<string, z.ZodType>) : undefined;
+}
+
+/**
+ * Turns `NFX_A__B_C=value` variables into a nested object: `__` separates
+ * levels and each segment matches a schema key case-insensitively with `_`
+ * ignored (`NFX_GATEWAYS__APNS__KEY_FILE` → `gateways.apns.keyFile`). Values
+ * are parsed as JSON when they parse, else kept as strings. A variable naming
+ * no key is reported as an unknown key, with the variable's name.
+ */
+export function envToConfig(env: NodeJS.ProcessEnv): { value: Plain; problems: string[] } {
+  const value: Plain = {};
+  const problems: string[] = [];
+  for (const [name, raw] of Object.entries(env)) {
+    if (!name.startsWith("NFX_") || name === "NFX_CONFIG" || raw === undefined) continue;
+    const segs = name.slice(4).split("__");
+    let shape: Record<string, z.ZodType> | undefined = configSchema.shape;
+    const path: string[] = [];
+    for (const seg of segs) {
+      const want = seg.replace(/_/g, "").toLowerCase();
+      const key: string | undefined = shape && Object.keys(shape).find((k) => k.toLowerCase() === want);
+      if (!key || !shape) {
+        problems.push(`${name}: unknown key ${[...path, seg.toLowerCase()].join(".")}`);
+        path.length = 0;
+        break;
+      }
+      path.push(key);
+      shape = shapeOf(shape[key]);
+    }
+    if (path.length !== segs.length) continue;
+    let parsed: unknown = raw;
+    try {
+      parsed = JSON.parse(raw);
+    } catch {
+      /* a plain string */
+    }
+    let node = value;
+    for (const k of path.slice(0, -1)) node = (node[k] ??= {}) as Plain;
+    node[path[path.length - 1]!] = parsed;
+  }
+  return { value, problems };
+}
+
+function deepFreeze<T>(o: T): T {
+  if (typeof o === "object" && o !== null) {
+    Object.freeze(o);
+    for (const v of Object.values(o)) deepFreeze(v);
+  }
+  return o;
+}
+
+/**
+ * Loads and validates the configuration. Nothing connects before this
+ * returns. Throws {@link ConfigInvalid} listing every problem with its path
+ * (`gateways.apns.keyFile: file not found`); the returned object is deeply frozen.
+ */
+export function loadConfig(src: ConfigSources = {}): Config {
+  const env = src.env ?? process.env;
+  const problems: string[] = [];
+  let fromFile: Plain = {};
+  const path = src.file ?? env.NFX_CONFIG;
+  if (path) {
+    try {
+      const parsed: unknown = JSON.parse(readFileSync(path, "utf8"));
+      if (!isPlain(parsed)) problems.push(`${path}: must hold a JSON object`);
+      else fromFile = parsed;
+    } catch (err) {
+      problems.push(`${path}: ${(err as Error).message}`);
+    }
+  }
+  const fromEnv = envToConfig(env);
+  problems.push(...fromEnv.problems);
+  // zod drops a `__proto__` key without a word (a category of that name would vanish): refuse it with its path.
+  for (const layer of [fromFile, src.overrides ?? {}, fromEnv.value]) {
+    const proto = protoKeyPath(layer);
+    if (proto !== null) problems.push(`${proto}: ${PROTOTYPE_NAME_RULE}`);
+  }
+  const merged = merge(merge(fromFile, src.overrides ?? {}), fromEnv.value);
+  const res = configSchema.safeParse(merged);
+  if (!res.success) problems.push(...formatIssues(res.error.issues));
+  if (problems.length > 0 || !res.success) {
+    throw new ConfigInvalid(`invalid configuration:\n  ${problems.join("\n  ")}`);
+  }
+  return deepFreeze(res.data);
+}

@@ -1,0 +1,173 @@
+// Every NATS subject, stream, consumer and KV bucket name nfx uses, each family as a wildcard beside its builder.
+
+/** Priority lanes, most urgent first. Every stage drains them in this order. */
+export const PRIORITIES = ["critical", "high", "normal", "bulk"] as const;
+export type Priority = (typeof PRIORITIES)[number];
+
+/** Delivery channels, each with its own send stream. apns, fcm, email and sms have provider gateways; inapp sends wait in their stream for the WebSocket gateway. */
+export const CHANNELS = ["apns", "fcm", "email", "sms", "inapp"] as const;
+export type Channel = (typeof CHANNELS)[number];
+/** Channels with a gateway in this version; only they get gateway consumers. */
+export const GATEWAY_CHANNELS = ["apns", "fcm", "email", "sms"] as const satisfies readonly Channel[];
+
+/** Request/reply API subjects (queue group {@link QUEUE_INGEST}). */
+export const API = {
+  notify: "nfx.api.notify",
+  status: "nfx.api.status",
+  campaign: "nfx.api.campaign",
+  preferences: "nfx.api.preferences",
+  /** Delivery log of a notification or a user (`{notification|user, outcome?, limit?, after?, before?}`). */
+  log: "nfx.api.log",
+  /** App-reported engagement (`{events:[…]}`, as `POST /v1/events`). */
+  events: "nfx.api.events",
+  all: "nfx.api.>",
+} as const;
+export const QUEUE_INGEST = "nfx-ingest";
+
+/**
+ * True when `reply` has the form of a requester's inbox: `_INBOX.…` or a
+ * private prefix `_INBOX_<name>.…` (lib/infra/nats-auth.ts), or `_R_.…`, the reply
+ * subject nats-server makes for a request that came through a service import.
+ * Request handlers answer nothing else.
+ */
+export const isInboxReply = (reply: string): boolean => /^(_INBOX(_[A-Za-z0-9_-]+)?|_R_)\.[^\s>*]+$/.test(reply);
+
+/** The operations of the request/reply API: the last token of an `nfx.api.<op>` or `nfx.ext.api.<op>` subject. */
+export const API_OPS = ["notify", "status", "campaign", "preferences", "log", "events"] as const satisfies readonly (keyof typeof API)[];
+export type ApiOp = (typeof API_OPS)[number];
+
+/**
+ * The external API family, `nfx.ext.api.<op>`: the same operations as {@link API}, reached by
+ * producers from their own NATS account through service imports. Unlike `nfx.api.*` (nfx's own
+ * users, trusted as admin), every request here must carry an API key in the `Nfx-Api-Key`
+ * header and is checked against its scopes like an HTTP call. Same queue group, {@link QUEUE_INGEST}.
+ */
+export const extApiSubject = (op: ApiOp): string => `nfx.ext.api.${op}`;
+export const extApiAll = "nfx.ext.api.*";
+/** The last token of an `nfx.ext.api.<op>` subject: an {@link ApiOp} if the caller asked for one that exists. */
+export const extApiOp = (subject: string): string => subject.slice("nfx.ext.api.".length);
+
+/** Accepted requests: `nfx.intake.<prio>.<notificationId>`. The id in the subject lets status fetch a request directly. */
+export const intakeSubject = (prio: Priority, nid: string): string => `nfx.intake.${prio}.${nid}`;
+export const intakeLane = (prio: Priority): string => `nfx.intake.${prio}.*`;
+export const intakeAll = "nfx.intake.>";
+/** Accepted requests with a future send-at time, held by the scheduler: `nfx.intake.scheduled.<notificationId>`. */
+export const scheduledSubject = (nid: string): string => `nfx.intake.scheduled.${nid}`;
+export const scheduledAll = "nfx.intake.scheduled.*";
+
+/** Per-shard fan chunks: `nfx.fan.<prio>.<shard>`. */
+export const fanSubject = (prio: Priority, shard: number): string => `nfx.fan.${prio}.${shard}`;
+export const fanLane = (prio: Priority): string => `nfx.fan.${prio}.*`;
+export const fanAll = "nfx.fan.>";
+
+/** Fan chunks deferred by quiet hours, held until their release time: `nfx.defer.<prio>.<shard>`. */
+export const deferSubject = (prio: Priority, shard: number): string => `nfx.defer.${prio}.${shard}`;
+export const deferAll = "nfx.defer.>";
+
+/** Decision trails of one notification in one shard (kept for `nfx explain`): `nfx.trail.<notificationId>.<shard>`. */
+export const trailSubject = (nid: string, shard: number): string => `nfx.trail.${nid}.${shard}`;
+export const trailAll = "nfx.trail.>";
+
+/** Per-channel send batches: `nfx.send.<channel>.<prio>`. */
+export const sendSubject = (channel: Channel, prio: Priority): string => `nfx.send.${channel}.${prio}`;
+export const sendAll = (channel: Channel): string => `nfx.send.${channel}.*`;
+
+/** Receipts of one notification: `nfx.rcpt.<notificationId>`. */
+export const receiptSubject = (nid: string): string => `nfx.rcpt.${nid}`;
+export const receiptAll = "nfx.rcpt.>";
+
+/** Directory changes of one shard (core NATS, not stored): `nfx.dir.changed.<shard>`, body `{user, fields}`. Caches drop the user. */
+export const dirChangedSubject = (shard: number): string => `nfx.dir.changed.${shard}`;
+export const dirChangedAll = "nfx.dir.changed.*";
+
+/** Dead letters: `nfx.dlq.<channel>`. */
+export const dlqSubject = (channel: Channel): string => `nfx.dlq.${channel}`;
+export const dlqAll = "nfx.dlq.>";
+
+/** Sends a gateway pushed back (retry after backoff, breaker open, bulkhead full), held until due: `nfx.retry.<channel>.<prio>`. */
+export const retrySubject = (channel: Channel, prio: Priority): string => `nfx.retry.${channel}.${prio}`;
+export const retryOf = (channel: Channel): string => `nfx.retry.${channel}.*`;
+export const retryAll = "nfx.retry.>";
+
+/** Live in-app delivery to whichever WebSocket gateways hold a user's connections (core NATS request/reply; interest routing, no ring): `nfx.live.<user>`. */
+export const liveSubject = (userId: string): string => `nfx.live.${userId}`;
+
+/** Presence changes and refreshes of one shard's users (core NATS): `nfx.presence.<shard>`. */
+export const presenceSubject = (shard: number): string => `nfx.presence.${shard}`;
+export const presenceAll = "nfx.presence.*";
+
+/** Stream names. */
+export const STREAM = {
+  intake: "NFX_INTAKE",
+  fan: "NFX_FAN",
+  receipts: "NFX_RECEIPTS",
+  dlq: "NFX_DLQ",
+  defer: "NFX_DEFER",
+  retry: "NFX_RETRY",
+  trails: "NFX_TRAILS",
+  send: (channel: Channel): string => `NFX_SEND_${channel.toUpperCase()}`,
+} as const;
+
+/** Durable consumer names, one per stage and priority lane. */
+export const CONSUMER = {
+  router: (prio: Priority): string => `router-${prio}`,
+  campaign: (prio: Priority): string => `campaign-${prio}`,
+  scheduler: "scheduler",
+  tracker: "tracker",
+  /** The tracker's read of accepted requests (recipient counts). */
+  trackerIntake: "tracker-intake",
+  /** Releases quiet-hours deferrals when due (scheduler role). */
+  deferred: "deferred-release",
+  gateway: (channel: Channel, prio: Priority): string => `gw-${channel}-${prio}`,
+  /** Releases a channel's pushed-back sends when due (its gateway role). */
+  retry: (channel: Channel): string => `retry-${channel}`,
+} as const;
+
+/** KV bucket names. */
+export const BUCKET = {
+  idempotency: "nfx-idempotency",
+  templates: "nfx-templates",
+  leases: "nfx-leases",
+  /** Shard-actor checkpoints (`shard.<n>`): consumer positions, dedup window, token buckets. */
+  checkpoints: "nfx-checkpoints",
+  campaigns: "nfx-campaigns",
+  /** Per-notification counters folded by the tracker. */
+  counters: "nfx-counters",
+  /** Live processes (`p.<host>.<pid>`): role, metrics URL; each entry lapses 15 s after its process stops refreshing it. */
+  procs: "nfx-procs",
+} as const;
+
+/** Message-id builders: deterministic, so JetStream's duplicate window drops a replayed publish. */
+export const MSGID = {
+  intake: (nid: string): string => `in:${nid}`,
+  due: (nid: string): string => `due:${nid}`,
+  fan: (nid: string, shard: number, chunk: number): string => `fan:${nid}:${shard}:${chunk}`,
+  send: (fanMsgId: string, channel: Channel, part: number): string => `snd:${fanMsgId}:${channel}:${part}`,
+  decided: (fanMsgId: string): string => `dec:${fanMsgId}`,
+  /** A re-emitted chunk after quiet hours: its own fan id, so its sends do not collide with the original chunk's. */
+  released: (nid: string, shard: number, chunk: number, until: number): string => `rel:${nid}:${shard}:${chunk}:${until}`,
+  deferred: (fanMsgId: string, until: number): string => `dfr:${fanMsgId}:${until}`,
+  trail: (fanMsgId: string): string => `trl:${fanMsgId}`,
+  dead: (deliveryKey: string): string => `dlq:${deliveryKey}`,
+  replay: (dlqSeq: number): string => `rpl:${dlqSeq}`,
+  delivered: (sendMsgId: string, nid: string): string => `dlv:${sendMsgId}:${nid}`,
+  /** A pushed-back part of a send batch, released to its send stream: `kind` is "retry" (attempt failed) or "wait" (not attempted). */
+  retry: (sendMsgId: string, kind: string, attempt: number): string => `rty:${sendMsgId}:${kind}:${attempt}`,
+  /** The push fallback of an in-app send that no client acknowledged: one per (notification, user), ever. */
+  inappFallback: (nid: string, user: string): string => `fb:${nid}:${user}`,
+  /** The seen/read receipt of one inbox item: an item changes to seen or read once. */
+  inboxAction: (user: string, action: string, nid: string): string => `ibx:${user}:${action}:${nid}`,
+} as const;
+
+/** Keys in the leases bucket: one lease per user shard, one liveness record per shard-actor process. */
+export const LEASE_KEY = {
+  shard: (shard: number): string => `shard.${shard}`,
+  member: (owner: string): string => `member.${owner}`,
+  members: "member.*",
+} as const;
+
+/** The checkpoint key of a user shard in nfx-checkpoints. */
+export const checkpointKey = (shard: number): string => `shard.${shard}`;
+
+/** Characters allowed in ids that end up inside subjects and keys. */
+export const ID_PATTERN = /^[A-Za-z0-9_\-:@+=]{1,128}$/;

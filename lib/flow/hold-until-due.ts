@@ -1,0 +1,73 @@
+// "Hold until due": consume a stream of messages that each carry a due time, nak each until it is due, then release it and ack.
+import type { JsMsg } from "@nats-io/jetstream";
+import type { Config } from "../core/config.js";
+import { decodeAs, PoisonMessage } from "./lanes.js";
+import type { Logger } from "../core/log.js";
+import type { Nats } from "../infra/nats.js";
+
+/** Longest single wait before a held message is looked at again (JetStream keeps the timer; a restart loses nothing). */
+const MAX_WAIT_MS = 3_600_000;
+
+/** What an actor built on this loop needs (the scheduler and the deferred-release actor). */
+export interface HoldActorDeps {
+  cfg: Config;
+  nats: Nats;
+  log: Logger;
+  now?: () => number;
+}
+
+export interface HoldOptions<T extends { type: string }> {
+  nats: Nats;
+  log: Logger;
+  stream: string;
+  consumer: string;
+  type: T["type"];
+  now: () => number;
+  /** When the message is due (epoch ms). */
+  dueAt(v: T): number;
+  /** Publishes the released message; must be idempotent (a deterministic message id), it may run twice after a crash. */
+  release(v: T, raw: Uint8Array): Promise<unknown>;
+}
+
+/**
+ * Runs the loop: a message not yet due is nak'd with a delay until it is (at
+ * most an hour at a time); a due one is released and then acked, or nak'd for
+ * a retry in a second if the release fails. Undecodable messages are
+ * terminated. Used by the scheduler (send-at) and the deferred-release actor
+ * (quiet hours).
+ */
+export async function holdUntilDue<T extends { type: string }>(o: HoldOptions<T>): Promise<{ stop(): Promise<void> }> {
+  const c = await o.nats.js.consumers.get(o.stream, o.consumer);
+  const it = await c.consume({ max_messages: 1000 });
+  const handle = async (m: JsMsg): Promise<void> => {
+    let v: T;
+    try {
+      v = decodeAs<T>(m.data, o.type);
+    } catch (err) {
+      o.log.error({ err, seq: m.seq }, "poison message terminated");
+      m.term((err as PoisonMessage).message);
+      return;
+    }
+    const wait = o.dueAt(v) - o.now();
+    if (wait > 0) {
+      m.nak(Math.min(wait, MAX_WAIT_MS));
+      return;
+    }
+    try {
+      await o.release(v, m.data);
+      m.ack();
+    } catch (err) {
+      o.log.warn({ err, seq: m.seq }, "release failed; will retry");
+      m.nak(1000);
+    }
+  };
+  const done = (async () => {
+    for await (const m of it) void handle(m);
+  })();
+  return {
+    async stop() {
+      await it.close();
+      await done;
+    },
+  };
+}

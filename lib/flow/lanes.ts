@@ -1,0 +1,194 @@
+// Priority-lane consumption: one pull consumer per priority, handled by a shared worker pool that always takes the most urgent lane first.
+import type { JetStreamClient, JsMsg, ConsumerMessages } from "@nats-io/jetstream";
+import { decode } from "../core/codec.js";
+import type { Logger } from "../core/log.js";
+import { PRIORITIES, type Priority } from "../core/subjects.js";
+
+/** Thrown by a handler for a message that can never be processed (undecodable, wrong type): it is terminated, not redelivered. */
+export class PoisonMessage extends Error {}
+
+/** Decodes a msgpack message body that must be of `type`. Throws {@link PoisonMessage} otherwise. */
+export function decodeAs<T extends { type: string }>(data: Uint8Array, type: T["type"]): T {
+  let v: T;
+  try {
+    v = decode<T>(data);
+  } catch (err) {
+    throw new PoisonMessage(`undecodable ${type} message: ${(err as Error).message}`);
+  }
+  if (v?.type !== type) throw new PoisonMessage(`expected a ${type} message, got ${String(v?.type)}`);
+  return v;
+}
+
+export interface LaneOptions {
+  js: JetStreamClient;
+  stream: string;
+  /** Durable consumer name for each priority lane. */
+  consumer: (prio: Priority) => string;
+  /** Messages handled at once across all lanes. */
+  concurrency: number;
+  /** Messages pulled ahead per lane. Keep small: a buffered message's ack timer is running (progress is signalled for it too). */
+  prefetch: number;
+  /** Seconds before an unacked message is redelivered; the runner signals progress at a third of it. */
+  ackWaitSec: number;
+  log: Logger;
+  /**
+   * Processes one message. Must resolve only after everything it produces is
+   * durably published; the runner then acks. A throw naks the message for
+   * redelivery after a delay; a {@link PoisonMessage} terminates it.
+   */
+  handle: (msg: JsMsg, prio: Priority) => Promise<void>;
+}
+
+export interface Lanes {
+  /** Stops pulling, waits for handlers in progress, naks what was buffered but not started. */
+  stop(): Promise<void>;
+  /** Resolves when every lane's consumer is bound and pulling. */
+  ready: Promise<void>;
+}
+
+/**
+ * Starts consuming every priority lane of `stream`. Lanes pull concurrently;
+ * a free worker always takes from the most urgent non-empty lane, so a
+ * backlog of bulk never delays critical. Ordering and ack rules:
+ * actors/README.md.
+ */
+export function runLanes(o: LaneOptions): Lanes {
+  const queues: Record<Priority, JsMsg[]> = { critical: [], high: [], normal: [], bulk: [] };
+  const iters: ConsumerMessages[] = [];
+  let stopping = false;
+  let wake: (() => void) | null = null;
+  const spaceWaiters: Record<Priority, (() => void) | null> = { critical: null, high: null, normal: null, bulk: null };
+  const notify = (): void => {
+    const w = wake;
+    wake = null;
+    w?.();
+  };
+
+  const pump = async (prio: Priority): Promise<void> => {
+    const c = await o.js.consumers.get(o.stream, o.consumer(prio));
+    const it = await c.consume({ max_messages: o.prefetch });
+    iters.push(it);
+    void (async () => {
+      for await (const s of it.status()) {
+        if (s.type === "heartbeats_missed" || s.type === "consumer_not_found" || s.type === "stream_not_found") {
+          o.log.warn({ lane: prio, status: s.type }, "consumer status");
+        }
+      }
+    })().catch(() => undefined);
+    void (async () => {
+      for await (const m of it) {
+        if (stopping) {
+          m.nak();
+          continue;
+        }
+        queues[prio].push(m);
+        notify();
+        while (queues[prio].length >= o.prefetch && !stopping) await new Promise<void>((r) => (spaceWaiters[prio] = r));
+      }
+    })().catch((err) => o.log.error({ err, lane: prio }, "lane pump failed"));
+  };
+
+  const take = (): [JsMsg, Priority] | null => {
+    for (const p of PRIORITIES) {
+      const m = queues[p].shift();
+      if (m) {
+        const w = spaceWaiters[p];
+        spaceWaiters[p] = null;
+        w?.();
+        return [m, p];
+      }
+    }
+    return null;
+  };
+
+  const worker = async (): Promise<void> => {
+    while (!stopping) {
+      const next = take();
+      if (!next) {
+        await new Promise<void>((r) => {
+          const prev = wake;
+          wake = () => {
+            prev?.();
+            r();
+          };
+        });
+        continue;
+      }
+      const [m, prio] = next;
+      const keepAlive = setInterval(() => m.working(), Math.max(1000, (o.ackWaitSec * 1000) / 3));
+      try {
+        await o.handle(m, prio);
+        m.ack();
+      } catch (err) {
+        if (err instanceof PoisonMessage) {
+          o.log.error({ err, lane: prio, subject: m.subject, seq: m.seq }, "poison message terminated");
+          m.term(err.message);
+        } else {
+          o.log.warn({ err, lane: prio, subject: m.subject, seq: m.seq, redelivery: m.info.deliveryCount }, "handler failed; will redeliver");
+          m.nak(Math.min(30_000, 500 * 2 ** Math.min(m.info.deliveryCount, 6)));
+        }
+      } finally {
+        clearInterval(keepAlive);
+      }
+    }
+  };
+
+  // Buffered messages wait for a worker with their ack timers running: signal progress for them too, so a short ack wait redelivers only a dead process's messages.
+  const bufferedAlive = setInterval(() => {
+    for (const p of PRIORITIES) for (const m of queues[p]) m.working();
+  }, Math.max(1000, (o.ackWaitSec * 1000) / 3));
+  bufferedAlive.unref();
+
+  const ready = Promise.all(PRIORITIES.map(pump)).then(() => undefined);
+  const workers = Array.from({ length: o.concurrency }, () => worker());
+
+  return {
+    ready,
+    async stop() {
+      stopping = true;
+      clearInterval(bufferedAlive);
+      await ready.catch(() => undefined);
+      await Promise.all(iters.map((it) => it.close().catch(() => undefined)));
+      for (const p of PRIORITIES) {
+        spaceWaiters[p]?.();
+        for (const m of queues[p].splice(0)) m.nak();
+      }
+      notify();
+      // Wake every idle worker so it sees `stopping`.
+      for (let i = 0; i < o.concurrency; i++) notify();
+      await Promise.all(workers);
+    },
+  };
+}
+
+/**
+ * Lets urgent work go first inside one process. Urgent work runs through
+ * {@link UrgencyGate.urgent}; bulk work awaits {@link UrgencyGate.clear}
+ * between its heavy synchronous steps, so while anything urgent is in
+ * progress the event loop is not handed to bulk work that could hold it for
+ * tens of milliseconds. A steady stream of urgent work delays bulk work; that
+ * is the point of priority lanes.
+ */
+export class UrgencyGate {
+  private active = 0;
+  private waiters: (() => void)[] = [];
+
+  /** Runs `fn` as urgent work. */
+  async urgent<T>(fn: () => Promise<T>): Promise<T> {
+    this.active++;
+    try {
+      return await fn();
+    } finally {
+      if (--this.active === 0) {
+        const w = this.waiters;
+        this.waiters = [];
+        for (const r of w) r();
+      }
+    }
+  }
+
+  /** Resolves at once when no urgent work is in progress, else when the last of it ends. */
+  clear(): Promise<void> {
+    return this.active === 0 ? Promise.resolve() : new Promise((r) => this.waiters.push(r));
+  }
+}

@@ -1,0 +1,104 @@
+// Leases in JetStream KV: one owner at a time per key, renewed by compare-and-set, fenced by revision.
+import type { KV } from "@nats-io/kv";
+import { decodeJson, encodeJson } from "../core/codec.js";
+
+interface LeaseRecord {
+  owner: string;
+  expiresAt: number;
+}
+
+/**
+ * A held lease. Ownership is a KV entry `{owner, expiresAt}` written with
+ * compare-and-set on its revision: taking an expired lease and every renewal
+ * must name the revision the holder last saw, so two processes can never both
+ * believe they hold it after a renewal; a holder whose renewal fails has lost
+ * it (`lost` turns true, `onLost` runs) and must stop writing.
+ */
+export class Lease {
+  private timer: NodeJS.Timeout | null = null;
+  lost = false;
+
+  private constructor(
+    private readonly kv: KV,
+    readonly key: string,
+    readonly owner: string,
+    private readonly ttlMs: number,
+    private readonly now: () => number,
+    /** The KV revision this holder wrote last: the fence. */
+    public revision: number,
+    private expiresAt: number,
+    /** Monotonic deadline (performance.now) before which this holder may act; immune to wall-clock jumps and counts time spent stopped. */
+    private validUntil: number,
+  ) {}
+
+  /** Fraction of the TTL a holder gives up at the end of its lease, so it stops before anyone else may start. */
+  private static margin(ttlMs: number): number {
+    return Math.min(500, ttlMs / 5);
+  }
+
+  /**
+   * Takes the lease if it is free or expired. Resolves null when another
+   * owner holds it; throws only if KV is unreachable. The lease then renews
+   * itself every third of `ttlMs` until released or lost.
+   */
+  static async acquire(kv: KV, key: string, owner: string, ttlMs: number, now: () => number = Date.now, onLost?: () => void): Promise<Lease | null> {
+    const m0 = performance.now();
+    const e = await kv.get(key);
+    const t = now();
+    const val = encodeJson({ owner, expiresAt: t + ttlMs } satisfies LeaseRecord);
+    let rev: number;
+    try {
+      if (!e || e.operation !== "PUT") rev = e ? await kv.update(key, val, e.revision) : await kv.create(key, val);
+      else {
+        const cur = decodeJson<LeaseRecord>(e.value);
+        if (cur.expiresAt > t && cur.owner !== owner) return null;
+        rev = await kv.update(key, val, e.revision);
+      }
+    } catch {
+      return null; // somebody else wrote it first
+    }
+    const l = new Lease(kv, key, owner, ttlMs, now, rev, t + ttlMs, m0 + ttlMs - Lease.margin(ttlMs));
+    l.timer = setInterval(() => void l.renew().then((ok) => !ok && onLost?.()), Math.max(100, ttlMs / 3));
+    l.timer.unref();
+    return l;
+  }
+
+  /** Extends the lease; false (and `lost`) if it was taken or expired meanwhile. */
+  async renew(): Promise<boolean> {
+    if (this.lost) return false;
+    const t = this.now();
+    const m0 = performance.now();
+    if (t >= this.expiresAt || m0 >= this.validUntil) return this.lose();
+    try {
+      this.revision = await this.kv.update(this.key, encodeJson({ owner: this.owner, expiresAt: t + this.ttlMs } satisfies LeaseRecord), this.revision);
+      this.expiresAt = t + this.ttlMs;
+      this.validUntil = m0 + this.ttlMs - Lease.margin(this.ttlMs);
+      return true;
+    } catch {
+      return this.lose();
+    }
+  }
+
+  /**
+   * Whether the holder may still act: not lost and not past its deadline on
+   * the monotonic clock (a process stopped past its lease sees it expired the
+   * moment it runs again, before any renewal could fail).
+   */
+  get valid(): boolean {
+    return !this.lost && performance.now() < this.validUntil && this.now() < this.expiresAt;
+  }
+
+  private lose(): false {
+    this.lost = true;
+    if (this.timer) clearInterval(this.timer);
+    return false;
+  }
+
+  /** Gives the lease up (deletes it if still ours). */
+  async release(): Promise<void> {
+    if (this.timer) clearInterval(this.timer);
+    if (this.lost) return;
+    this.lost = true;
+    await this.kv.delete(this.key, { previousSeq: this.revision }).catch(() => undefined);
+  }
+}

@@ -1,0 +1,221 @@
+// Presence: which users hold a live in-app connection. Redis keys with a TTL (the truth after a restart) plus events on `nfx.presence.<shard>` (what shard actors route by once warm).
+import type { Nats } from "../infra/nats.js";
+import type { Redis } from "../infra/redis.js";
+import { presenceKey } from "../core/keys.js";
+import { shardOf } from "../core/shard-hash.js";
+import { presenceAll, presenceSubject } from "../core/subjects.js";
+import { decodeJson, encodeJson } from "../core/codec.js";
+import type { Logger } from "../core/log.js";
+
+/** A presence event: users of one shard that came online (or are still online, on a refresh) or went offline at one gateway. */
+export interface PresenceEvent {
+  type: "presence";
+  shard: number;
+  gateway: string;
+  online: string[];
+  offline: string[];
+  /** How long an online entry stands without another event. */
+  ttlMs: number;
+  at: number;
+}
+
+const EXISTS_ALL = `local out = {} for i, k in ipairs(KEYS) do out[i] = redis.call('EXISTS', k) end return out`;
+type PresRedis = Redis & { nfxExistsAll(n: number, ...keys: string[]): Promise<number[]> };
+
+/**
+ * Returns a reader of presence keys: whether each of `users` (all of one
+ * shard) holds a connection. Call it once at start-up: it defines a script,
+ * which must not happen while an auto-pipeline is being filled.
+ */
+export function presenceReader(redis: Redis): (shard: number, users: readonly string[]) => Promise<boolean[]> {
+  const r = redis as PresRedis;
+  if (!r.nfxExistsAll) r.defineCommand("nfxExistsAll", { lua: EXISTS_ALL });
+  return async (shard, users) => {
+    if (users.length === 0) return [];
+    const out = await r.nfxExistsAll(users.length, ...users.map((u) => presenceKey(shard, u)));
+    return out.map((x) => x === 1);
+  };
+}
+
+/**
+ * The gateway side: counts this gateway's connections per user and keeps
+ * the user's presence key (a hash gateway id -> connections, with a TTL) and
+ * presence events in step. Writes are batched per event-loop turn.
+ */
+export class PresenceWriter {
+  private readonly conns = new Map<string, number>();
+  private readonly ups = new Set<string>();
+  private readonly downs = new Set<string>();
+  private flushing: Promise<void> | null = null;
+  private readonly timer: NodeJS.Timeout;
+
+  constructor(
+    private readonly d: { nats: Nats; redis: Redis; log: Logger; shards: number; gateway: string; ttlMs: number },
+  ) {
+    this.timer = setInterval(() => void this.refresh().catch((err) => d.log.warn({ err }, "presence refresh failed")), Math.max(1000, Math.floor(d.ttlMs / 3)));
+    this.timer.unref();
+  }
+
+  /** Users with at least one connection here. */
+  get users(): number {
+    return this.conns.size;
+  }
+
+  /** Records a new connection of `user`; resolves once its presence is written (the first connection's key and event). */
+  connected(user: string): Promise<void> {
+    const n = (this.conns.get(user) ?? 0) + 1;
+    this.conns.set(user, n);
+    if (n > 1) return Promise.resolve();
+    this.downs.delete(user);
+    this.ups.add(user);
+    return this.schedule();
+  }
+
+  /** Records a closed connection; the last one of a user removes this gateway from its presence. */
+  disconnected(user: string): void {
+    const n = (this.conns.get(user) ?? 1) - 1;
+    if (n > 0) return void this.conns.set(user, n);
+    this.conns.delete(user);
+    this.ups.delete(user);
+    this.downs.add(user);
+    void this.schedule().catch((err) => this.d.log.warn({ err }, "presence write failed"));
+  }
+
+  private schedule(): Promise<void> {
+    if (!this.flushing) {
+      this.flushing = new Promise<void>((res, rej) => setImmediate(() => this.flush().then(res, rej)));
+    }
+    return this.flushing;
+  }
+
+  private async flush(): Promise<void> {
+    const ups = [...this.ups];
+    const downs = [...this.downs];
+    this.ups.clear();
+    this.downs.clear();
+    this.flushing = null;
+    const { redis, shards, gateway, ttlMs } = this.d;
+    // New users' live subscriptions must be registered with the server before routing can see them online.
+    if (ups.length > 0) await this.d.nats.nc.flush();
+    const p = redis.pipeline();
+    for (const u of ups) p.hset(presenceKey(shardOf(u, shards), u), gateway, this.conns.get(u) ?? 1).pexpire(presenceKey(shardOf(u, shards), u), ttlMs);
+    for (const u of downs) p.hdel(presenceKey(shardOf(u, shards), u), gateway);
+    await p.exec();
+    this.publish(ups, downs);
+  }
+
+  /** Re-announces every user held here and pushes their keys' TTL out; runs every third of the TTL. */
+  async refresh(): Promise<void> {
+    const users = [...this.conns.keys()];
+    const { redis, shards, gateway, ttlMs } = this.d;
+    for (let i = 0; i < users.length; i += 5000) {
+      const p = redis.pipeline();
+      for (const u of users.slice(i, i + 5000)) {
+        const k = presenceKey(shardOf(u, shards), u);
+        p.hset(k, gateway, this.conns.get(u) ?? 1).pexpire(k, ttlMs);
+      }
+      await p.exec();
+    }
+    this.publish(users, []);
+  }
+
+  private publish(online: string[], offline: string[]): void {
+    const by = new Map<number, PresenceEvent>();
+    const at = Date.now();
+    const ev = (u: string): PresenceEvent => {
+      const s = shardOf(u, this.d.shards);
+      let e = by.get(s);
+      if (!e) by.set(s, (e = { type: "presence", shard: s, gateway: this.d.gateway, online: [], offline: [], ttlMs: this.d.ttlMs, at }));
+      return e;
+    };
+    for (const u of online) ev(u).online.push(u);
+    for (const u of offline) ev(u).offline.push(u);
+    for (const e of by.values()) this.d.nats.nc.publish(presenceSubject(e.shard), encodeJson(e));
+  }
+
+  /** Stops refreshing and removes this gateway from every user it held (a clean shutdown). */
+  async close(): Promise<void> {
+    clearInterval(this.timer);
+    const users = [...this.conns.keys()];
+    this.conns.clear();
+    const p = this.d.redis.pipeline();
+    for (const u of users) p.hdel(presenceKey(shardOf(u, this.d.shards), u), this.d.gateway);
+    await p.exec().catch(() => undefined);
+    this.publish([], users);
+  }
+}
+
+/**
+ * The shard-actor side: presence built from events. Once it has listened
+ * for a whole TTL, every online user has been announced (gateways refresh
+ * at a third of the TTL), so it answers without Redis; before that, and for
+ * an entry not refreshed in time, the caller reads the keys. An entry
+ * expires a TTL after its last event, as the key would.
+ */
+export class PresenceView {
+  private readonly byUser = new Map<string, Map<string, number>>();
+  private readonly since: number;
+  private readonly sub: { unsubscribe(): void };
+  private readonly sweeper: NodeJS.Timeout;
+
+  /** `ttlMs` is the cluster's presence TTL (`ws.presenceTtlSec`). */
+  constructor(nats: Nats, private readonly ttlMs: number, private readonly now: () => number = Date.now) {
+    this.since = now();
+    this.sweeper = setInterval(() => this.sweep(), ttlMs);
+    this.sweeper.unref();
+    this.sub = nats.nc.subscribe(presenceAll, {
+      callback: (err, m) => {
+        if (err) return;
+        try {
+          this.apply(decodeJson<PresenceEvent>(m.data));
+        } catch {
+          // A malformed event is ignored; keys remain the truth.
+        }
+      },
+    });
+  }
+
+  /** Folds one event in. */
+  apply(e: PresenceEvent): void {
+    const exp = e.at + e.ttlMs;
+    for (const u of e.online) {
+      let g = this.byUser.get(u);
+      if (!g) this.byUser.set(u, (g = new Map()));
+      g.set(e.gateway, exp);
+    }
+    for (const u of e.offline) {
+      const g = this.byUser.get(u);
+      if (!g) continue;
+      g.delete(e.gateway);
+      if (g.size === 0) this.byUser.delete(u);
+    }
+  }
+
+  /** True once events alone are a complete picture: a whole TTL has passed since listening began. */
+  warm(): boolean {
+    return this.now() - this.since >= this.ttlMs;
+  }
+
+  /** Whether `user` is online by the events seen. */
+  online(user: string): boolean {
+    const g = this.byUser.get(user);
+    if (!g) return false;
+    const t = this.now();
+    for (const [gw, exp] of g) {
+      if (exp > t) return true;
+      g.delete(gw);
+    }
+    this.byUser.delete(user);
+    return false;
+  }
+
+  /** Drops entries whose gateway stopped refreshing (crashed). */
+  private sweep(): void {
+    for (const u of [...this.byUser.keys()]) this.online(u);
+  }
+
+  close(): void {
+    clearInterval(this.sweeper);
+    this.sub.unsubscribe();
+  }
+}

@@ -1,0 +1,152 @@
+// Starts and stops local nats-server and redis-server processes: used by `nfx up` and by the test harness.
+import { spawn, spawnSync, type ChildProcess } from "node:child_process";
+import { appendFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import net from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { RuntimeMissing } from "../core/errors.js";
+
+
+export interface ServerProcess {
+  url: string;
+  port: number;
+  proc: ChildProcess;
+  /** Stops the server (SIGTERM, then SIGKILL after 5 s) and resolves when it has exited. */
+  stop(): Promise<void>;
+  /** The last 64 KB the server wrote to stderr/stdout, for error messages. */
+  output(): string;
+}
+
+const live = new Set<ChildProcess>();
+process.once("exit", () => {
+  for (const p of live) p.kill("SIGKILL");
+});
+
+function requireBinary(name: string): void {
+  if (spawnSync("sh", ["-c", `command -v ${name}`]).status !== 0) {
+    throw new RuntimeMissing(`${name} not found on PATH: run \`npm run bootstrap\` (installs it with apt-get)`);
+  }
+}
+
+function track(proc: ChildProcess): { output(): string; stop(): Promise<void> } {
+  let out = "";
+  const keep = (b: Buffer): void => {
+    out = (out + b.toString()).slice(-65536);
+  };
+  proc.stdout?.on("data", keep);
+  proc.stderr?.on("data", keep);
+  live.add(proc);
+  const exited = new Promise<void>((r) => proc.once("exit", () => r()));
+  exited.then(() => live.delete(proc));
+  return {
+    output: () => out,
+    async stop() {
+      if (proc.exitCode !== null || proc.signalCode !== null) return;
+      proc.kill("SIGTERM");
+      const t = setTimeout(() => proc.kill("SIGKILL"), 5000);
+      await exited;
+      clearTimeout(t);
+    },
+  };
+}
+
+/** Resolves once a TCP connection to 127.0.0.1:port succeeds; rejects after `ms`. */
+export async function waitForPort(port: number, ms = 10_000): Promise<void> {
+  const until = Date.now() + ms;
+  for (;;) {
+    const ok = await new Promise<boolean>((r) => {
+      const s = net.connect(port, "127.0.0.1");
+      s.once("connect", () => (s.destroy(), r(true)));
+      s.once("error", () => r(false));
+    });
+    if (ok) return;
+    if (Date.now() > until) throw new Error(`nothing listening on 127.0.0.1:${port} after ${ms} ms`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/** A port free right now on 127.0.0.1 (the OS picks it). */
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.once("error", reject);
+    s.listen(0, "127.0.0.1", () => {
+      const { port } = s.address() as net.AddressInfo;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+/**
+ * Starts nats-server with the configuration text `conf` (written beside the
+ * store as `<storeDir>.conf`; `nfx nats-conf` renders nfx's, see
+ * lib/infra/nats-auth.ts), bound to 127.0.0.1. `port: 0` lets the server choose and
+ * reads it from its ports file. Resolves when the port accepts connections;
+ * throws with the server's output if it exits first. With `NATS_SERVER_LOG` set,
+ * the server's output is also appended to that file (e.g. to collect
+ * permission violations across a test run).
+ */
+export async function startNatsServer(o: { storeDir: string; conf: string; port?: number }): Promise<ServerProcess> {
+  requireBinary("nats-server");
+  mkdirSync(o.storeDir, { recursive: true });
+  const confFile = `${o.storeDir.replace(/\/+$/, "")}.conf`;
+  writeFileSync(confFile, o.conf, { mode: 0o600 });
+  const portsDir = mkdtempSync(join(tmpdir(), "nfx-ports-"));
+  const proc = spawn("nats-server", ["-c", confFile, "-a", "127.0.0.1", "-p", String(o.port || -1), "-sd", o.storeDir, "--ports_file_dir", portsDir], {
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  const t = track(proc);
+  const logTo = process.env.NATS_SERVER_LOG;
+  if (logTo) for (const s of [proc.stdout, proc.stderr]) s?.on("data", (b: Buffer) => appendFileSync(logTo, b));
+  try {
+    const until = Date.now() + 15_000;
+    let port = 0;
+    while (!port) {
+      if (proc.exitCode !== null) throw new Error(`nats-server exited with ${proc.exitCode}: ${t.output()}`);
+      if (Date.now() > until) throw new Error(`nats-server did not start: ${t.output()}`);
+      const f = readdirSync(portsDir).find((n) => n.endsWith(".ports"));
+      if (f) {
+        try {
+          const url = (JSON.parse(readFileSync(join(portsDir, f), "utf8")) as { nats: string[] }).nats[0]!;
+          port = Number(new URL(url).port);
+        } catch {
+          /* partially written; retry */
+        }
+      }
+      if (!port) await new Promise((r) => setTimeout(r, 25));
+    }
+    await waitForPort(port);
+    return { url: `nats://127.0.0.1:${port}`, port, proc, stop: t.stop, output: t.output };
+  } catch (err) {
+    await t.stop();
+    throw err;
+  } finally {
+    rmSync(portsDir, { recursive: true, force: true });
+  }
+}
+
+/**
+ * Starts redis-server on 127.0.0.1. `port: 0` picks a free port (retried if
+ * another process takes it first). `persist` turns on the append-only file in
+ * `dir`; without it nothing is written to disk.
+ */
+export async function startRedisServer(o: { dir: string; port?: number; persist?: boolean }): Promise<ServerProcess> {
+  requireBinary("redis-server");
+  mkdirSync(o.dir, { recursive: true });
+  for (let attempt = 0; ; attempt++) {
+    const port = o.port || (await freePort());
+    const args = ["--port", String(port), "--bind", "127.0.0.1", "--dir", o.dir, "--save", "", "--appendonly", o.persist ? "yes" : "no", "--protected-mode", "yes"];
+    const proc = spawn("redis-server", args, { stdio: ["ignore", "pipe", "pipe"] });
+    const t = track(proc);
+    try {
+      await Promise.race([
+        waitForPort(port),
+        new Promise((_, rej) => proc.once("exit", (c) => rej(new Error(`redis-server exited with ${c}: ${t.output()}`)))),
+      ]);
+      return { url: `redis://127.0.0.1:${port}`, port, proc, stop: t.stop, output: t.output };
+    } catch (err) {
+      await t.stop();
+      if (o.port || attempt >= 4) throw err;
+    }
+  }
+}

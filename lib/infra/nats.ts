@@ -1,0 +1,68 @@
+// NATS connection handling: connect with endless reconnects, log every status change, never exit on a disconnect.
+import { connect, type NatsConnection } from "@nats-io/transport-node";
+import { jetstream, jetstreamManager, type JetStreamClient, type JetStreamManager } from "@nats-io/jetstream";
+import { Kvm } from "@nats-io/kv";
+import type { Config } from "../core/config.js";
+import type { Logger } from "../core/log.js";
+import { inboxPrefixOf, natsPassword, natsUserName, type NatsIdentity } from "./nats-auth.js";
+
+/** A NATS connection with its JetStream and KV handles. */
+export interface Nats {
+  nc: NatsConnection;
+  js: JetStreamClient;
+  jsm: JetStreamManager;
+  kvm: Kvm;
+}
+
+/** Options of {@link connectNats}. */
+export interface ConnectNatsOptions {
+  /** Wait for an unreachable server at start-up (roles), retrying with a logged, growing delay, instead of throwing (CLI tools). */
+  waitForServer?: boolean;
+}
+
+/** Delay before start-up attempt `n` (1-based): 250 ms doubling up to 5 s. */
+export const startupBackoffMs = (n: number): number => Math.min(250 * 2 ** Math.min(n - 1, 10), 5000);
+
+/**
+ * Connects to the configured servers as identity `as` (a role's own user, or
+ * `admin` for the CLI and tools; lib/infra/nats-auth.ts): its user, the password
+ * derived from `nats.secret`, and its private inbox prefix. Reconnects
+ * forever (logged as warnings, not fatal). Throws if the first connection
+ * cannot be made at all, unless `o.waitForServer`: then a refused or
+ * unreachable server is retried until it answers, each retry logged with its
+ * delay ({@link startupBackoffMs}); other errors (authentication) still throw.
+ */
+export async function connectNats(cfg: Config, log: Logger, name: string, as: NatsIdentity = "admin", o: ConnectNatsOptions = {}): Promise<Nats> {
+  const user = natsUserName(as);
+  const opts = {
+    servers: [...cfg.nats.servers],
+    name,
+    user,
+    pass: natsPassword(cfg.nats.secret, user),
+    inboxPrefix: inboxPrefixOf(as),
+    maxReconnectAttempts: -1,
+    reconnectTimeWait: 250,
+  };
+  let nc: NatsConnection;
+  for (let attempt = 1; ; attempt++) {
+    try {
+      nc = await connect(opts);
+      break;
+    } catch (err) {
+      if (!o.waitForServer || (err as Error).name !== "ConnectionError") throw err;
+      const retryInMs = startupBackoffMs(attempt);
+      log.warn({ err, servers: opts.servers, attempt, retryInMs }, "nats not reachable yet, waiting");
+      await new Promise((r) => setTimeout(r, retryInMs));
+    }
+  }
+  void (async () => {
+    for await (const s of nc.status()) {
+      if (s.type === "ping") continue;
+      const lvl = s.type === "disconnect" || s.type === "error" || s.type === "staleConnection" ? "warn" : "info";
+      log[lvl]({ nats: s.type, server: "server" in s ? s.server : undefined }, `nats ${s.type}`);
+    }
+  })();
+  const js = jetstream(nc);
+  const jsm = await jetstreamManager(nc);
+  return { nc, js, jsm, kvm: new Kvm(nc) };
+}

@@ -1,0 +1,43 @@
+// Operations both API surfaces offer besides notify: campaign control and preference updates, with their validation.
+import type { NatsConnection } from "@nats-io/transport-node";
+import type { Campaigns, CampaignStatus, CampaignRecord } from "../campaign/campaigns.js";
+import type { Config } from "../core/config.js";
+import { updatePreferences } from "../directory/directory.js";
+import { CategoryUnknown, NotFound, RequestInvalid } from "../core/errors.js";
+import type { Redis } from "../infra/redis.js";
+import { parseWith, preferencesSchema } from "../core/request-schema.js";
+import { ownValue } from "../core/own-keys.js";
+import { ID_PATTERN } from "../core/subjects.js";
+import type { UserRecord } from "../core/types.js";
+
+const ACTIONS = ["pause", "resume", "cancel", "status"] as const;
+export type CampaignOp = (typeof ACTIONS)[number];
+
+/**
+ * Runs a campaign action: `status` reads, the others change state (see
+ * lib/campaign/campaigns.ts for which transitions are allowed). Throws
+ * {@link RequestInvalid} for an unknown action, NotFound / CampaignStateConflict otherwise.
+ */
+export async function campaignOp(campaigns: Campaigns, id: string, action: string): Promise<CampaignStatus | CampaignRecord> {
+  if (!(ACTIONS as readonly string[]).includes(action)) throw new RequestInvalid(`action: must be one of ${ACTIONS.join(", ")}`, { field: "action" });
+  if (action === "status") return campaigns.status(id);
+  const rec = await campaigns.control(id, action as Exclude<CampaignOp, "status">);
+  const { brief: _brief, ...view } = rec;
+  return view as CampaignRecord;
+}
+
+/**
+ * Validates and applies a preference update for `userId`, announcing it on
+ * the directory change subject. Unknown categories are refused with
+ * {@link CategoryUnknown}; an unknown user with {@link NotFound}.
+ */
+export async function preferencesOp(cfg: Config, redis: Redis, nc: NatsConnection, userId: string, body: unknown): Promise<UserRecord> {
+  if (!ID_PATTERN.test(userId)) throw new RequestInvalid("user: must be a user id", { field: "user" });
+  const patch = parseWith(preferencesSchema, body);
+  for (const cat of Object.keys(patch.categories ?? {})) {
+    if (!ownValue(cfg.categories, cat)) throw new CategoryUnknown(`categories.${cat}: unknown category`, { field: `categories.${cat}` });
+  }
+  const u = await updatePreferences(redis, nc, cfg.cluster.shards, userId, patch);
+  if (!u) throw new NotFound(`user ${userId} not found`, { field: "user" });
+  return u;
+}

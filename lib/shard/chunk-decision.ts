@@ -1,0 +1,133 @@
+// Decides one fan chunk: runs the per-recipient policy over the chunk's users and shapes the results into send batches, receipts, deferrals and trails.
+import { decideUser, planFor, type PolicyConfig, type PolicyState, type Trail } from "./policy.js";
+import { CHANNELS, type Channel } from "../core/subjects.js";
+import { renderEmail, renderInApp, renderPush, renderSms } from "../intake/templates.js";
+import { TrailBook } from "./trails.js";
+import type { FanChunk, NotificationBrief, PushContent, ReceiptEntry, Send, UserRecord } from "../core/types.js";
+
+/**
+ * Returns the per-recipient push renderer of a notification: null content
+ * for inline content (the gateway uses the notification's), the template
+ * rendered with the recipient's locale and attributes otherwise. Templates
+ * that never mention `user.` render once per locale.
+ */
+export function pushRenderer(n: NotificationBrief): (u: UserRecord) => PushContent | undefined {
+  const use = n.template;
+  if (!use) return () => undefined;
+  const perUser = JSON.stringify(use.template.channels.push ?? {}).includes("user.");
+  const byLocale = new Map<string, PushContent | undefined>();
+  return (u) => {
+    if (perUser) return renderPush(use, u) ?? undefined;
+    const k = use.locale ?? u.locale ?? "";
+    if (!byLocale.has(k)) byLocale.set(k, renderPush(use, { id: "", locale: u.locale }) ?? undefined);
+    return byLocale.get(k);
+  };
+}
+
+/** Whether rendering this notification reads recipients' profile attributes. */
+export const usesUserFields = (n: NotificationBrief): boolean => n.template !== undefined && JSON.stringify(n.template.template.channels).includes("user.");
+
+/** What deciding a chunk needs besides the chunk. */
+export interface ChunkInputs {
+  /** Directory records in the order of `chunk.users`; null for unknown users. */
+  users: readonly (UserRecord | null)[];
+  /** Presence per user (same order), or null when not read (counts as offline). */
+  online: readonly boolean[] | null;
+  now: number;
+  cancelled: boolean;
+  policy: PolicyConfig;
+  state: PolicyState;
+  /** Write decision trails. */
+  trails: boolean;
+}
+
+/** The decision for one chunk. */
+export interface ChunkDecision {
+  sends: Record<Channel, Send[]>;
+  /** One entry per suppressed user, and per queued device / deferred user of explicit notifications. */
+  receipts: ReceiptEntry[];
+  /** Recipients decided (members of the target); 0 for a released chunk (they were counted when deferred). */
+  decided: number;
+  /** Sends queued but not listed in `receipts` (campaign chunks). */
+  queued: number;
+  /** Users deferred by quiet hours, by release time. */
+  deferred: Map<number, string[]>;
+  /** Deferred users not listed in `receipts` (campaign chunks). */
+  deferredCount: number;
+  /** Trails of every user of the chunk (null when trails are off). */
+  trails: TrailBook | null;
+}
+
+/**
+ * Decides a chunk, given the users' directory records. A user outside the
+ * chunk's segment rule is skipped (not a recipient). Then a cancelled
+ * campaign cancels everyone, an unknown user is suppressed, and everyone
+ * else goes through {@link decideUser}. Pure apart from the policy state
+ * (cap tokens taken and dedup keys recorded for users who are sent to).
+ */
+export function decideChunk(chunk: FanChunk, inp: ChunkInputs): ChunkDecision {
+  // A campaign's queued sends are counted, not listed: status shows counters for campaigns, lines only for explicit recipients.
+  const listed = chunk.filter === undefined && chunk.notification.segment === undefined;
+  const sends = Object.fromEntries(CHANNELS.map((c) => [c, [] as Send[]])) as Record<Channel, Send[]>;
+  const receipts: ReceiptEntry[] = [];
+  const deferred = new Map<number, string[]>();
+  const n = chunk.notification;
+  const nid = n.id;
+  const now = inp.now;
+  const render = pushRenderer(n);
+  const use = n.template;
+  const activeSince = chunk.filter?.activeSince;
+  const book = inp.trails ? new TrailBook() : null;
+  const ctx = { n, now, released: chunk.release !== undefined };
+  const plan = planFor(inp.policy, n);
+  let decided = 0;
+  let queued = 0;
+  let deferredCount = 0;
+  chunk.users.forEach((userId, i) => {
+    const u = inp.users[i];
+    // Segment rule: a user who is not a member is not a recipient (no receipt).
+    if (activeSince !== undefined && (!u || (u.lastActive ?? 0) < activeSince)) {
+      book?.add(`segment|skip:not a member|${u?.lastActive ?? 0}|${activeSince}\n`);
+      return;
+    }
+    decided++;
+    if (inp.cancelled) {
+      book?.add("campaign|cancelled\n");
+      return void receipts.push({ user: userId, outcome: "cancelled", at: now });
+    }
+    if (!u) {
+      book?.add("directory|suppress:unknown_user|no record\n");
+      return void receipts.push({ user: userId, outcome: "suppressed", reason: "unknown_user", at: now });
+    }
+    const trail: Trail | undefined = book ? { s: "" } : undefined;
+    const v = decideUser(inp.policy, inp.state, ctx, { user: u, online: inp.online?.[i] ?? false }, trail, plan);
+    if (trail) book!.add(trail.s);
+    if (v.kind === "suppress") return void receipts.push({ user: userId, outcome: "suppressed", reason: v.reason, at: now });
+    if (v.kind === "defer") {
+      let l = deferred.get(v.until);
+      if (!l) deferred.set(v.until, (l = []));
+      l.push(userId);
+      if (listed) receipts.push({ user: userId, outcome: "deferred", until: v.until, at: now });
+      else deferredCount++;
+      return;
+    }
+    const push = render(u);
+    // Email, SMS and in-app get their own template rendering when the template has one; else the gateway derives them from push.
+    const contentFor = (ch: Channel): Partial<Send> =>
+      ch === "email" && use?.template.channels.email ? { email: renderEmail(use, u)! } : ch === "sms" && use?.template.channels.sms ? { sms: renderSms(use, u)! } : push ? { push } : {};
+    for (const t of v.targets) {
+      const own = contentFor(t.channel);
+      if (t.channel === "inapp") {
+        if (use?.template.channels.inapp) own.inapp = renderInApp(use, u)!;
+        if (v.fallback) {
+          own.fallback = v.fallback.map((f) => ({ channel: f.channel, device: f.device, token: f.token, ...(f.app ? { app: f.app } : {}) }));
+          for (const f of v.fallback) Object.assign(own, contentFor(f.channel));
+        }
+      }
+      sends[t.channel].push({ nid, user: userId, device: t.device, token: t.token, ...(t.app ? { app: t.app } : {}), ...own });
+      if (listed) receipts.push({ user: userId, outcome: "queued", channel: t.channel, device: t.device, at: now });
+      else queued++;
+    }
+  });
+  return { sends, receipts, decided: chunk.release !== undefined ? 0 : decided, queued, deferred, deferredCount, trails: book };
+}

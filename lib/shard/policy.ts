@@ -1,0 +1,273 @@
+// Per-recipient policy: the ordered rules that decide whether, when and where one user is notified, each leaving a step in the decision trail.
+import type { Config } from "../core/config.js";
+import type { DedupWindow } from "./dedup-window.js";
+import { parseHhmm, quietUntil, type QuietWindow } from "../directory/quiet-hours.js";
+import { hash53 } from "../core/hash53.js";
+import { ownValue } from "../core/own-keys.js";
+import { RateBuckets, type Cap } from "./rate-buckets.js";
+import type { Channel, Priority } from "../core/subjects.js";
+import type { ContentChannel, NotificationBrief, UserRecord } from "../core/types.js";
+
+/** Policy settings of one category. */
+export interface CategoryPolicy {
+  /** Frequency cap per user; none means uncapped. */
+  cap?: Cap;
+  /** Route to in-app instead of push while the user is online. */
+  presenceRouting: boolean;
+  /** Respect quiet hours (critical never does). */
+  quietHours: boolean;
+}
+
+/** Everything the rules read besides the user and the notification. Built once from config. */
+export interface PolicyConfig {
+  categories: Readonly<Record<string, CategoryPolicy>>;
+  /** Quiet hours of users who set none; null for none. */
+  defaultQuietHours: QuietWindow | null;
+  /** Channels tried one at a time, in order, when the notification's own channels reach nobody. */
+  fallback: Readonly<Record<Priority, readonly ContentChannel[]>>;
+  /** Content channels that have a gateway in this cluster. */
+  available: ReadonlySet<ContentChannel>;
+}
+
+/** The per-user state the owner of a shard keeps (and checkpoints). */
+export interface PolicyState {
+  buckets: RateBuckets;
+  dedup: DedupWindow;
+}
+
+/** One device-level destination. `token` is the device token, email address or phone number. */
+export interface Target {
+  channel: Channel;
+  device: string;
+  token: string;
+  /** The device's app (bundle id / package), which picks the provider app. */
+  app?: string;
+}
+
+export type Verdict =
+  | { kind: "suppress"; reason: string }
+  | { kind: "defer"; until: number }
+  /** `fallback`: when every target is in-app, where the send goes instead if no client acknowledges it in time (the route without in-app). */
+  | { kind: "send"; targets: Target[]; fallback?: Target[] };
+
+/**
+ * A decision trail being written: one line per rule, `rule|verdict|values it
+ * saw...`. A string (not arrays) because a campaign writes one per recipient:
+ * concatenation is the cheapest form, and identical trails in a chunk are
+ * stored once (lib/shard/trails.ts).
+ */
+export interface Trail {
+  s: string;
+}
+
+/** What the rules know about one recipient. */
+export interface Recipient {
+  user: UserRecord;
+  /** Holds a live in-app connection (presence key present). */
+  online: boolean;
+}
+
+/** The notification-level inputs of a decision. */
+export interface DecideContext {
+  n: NotificationBrief;
+  now: number;
+  /** This chunk is a release of sends deferred by quiet hours: that rule has already waited. */
+  released: boolean;
+}
+
+const NO_CATEGORY: CategoryPolicy = { presenceRouting: false, quietHours: true };
+
+/** Content channel of a delivery channel. */
+export const contentOf = (c: Channel): ContentChannel => (c === "apns" || c === "fcm" ? "push" : c);
+
+/** The destinations `user` has on content channel `ch` (push: one per device with a token). */
+export function targetsOn(ch: ContentChannel, r: Recipient): Target[] {
+  const u = r.user;
+  switch (ch) {
+    case "push": {
+      const out: Target[] = [];
+      for (const d of u.devices ?? []) {
+        if (!d.token) continue;
+        const app = d.app ? { app: d.app } : {};
+        if (d.platform === "ios") out.push({ channel: "apns", device: d.id, token: d.token, ...app });
+        else if (d.platform === "android") out.push({ channel: "fcm", device: d.id, token: d.token, ...app });
+      }
+      return out;
+    }
+    case "email":
+      return u.email ? [{ channel: "email", device: "email", token: u.email }] : [];
+    case "sms":
+      return u.phone ? [{ channel: "sms", device: "sms", token: u.phone }] : [];
+    case "inapp":
+      // Always reachable: the inbox keeps it, and the in-app dispatcher falls back when no client takes it live.
+      return [{ channel: "inapp", device: "inapp", token: "" }];
+  }
+}
+
+/** What the rules need of a notification, computed once per chunk rather than per recipient. */
+export interface NotificationPlan {
+  cat: CategoryPolicy;
+  critical: boolean;
+  /** Channels in play: the notification's own, then fallback ones (and in-app for presence routing), with a gateway. */
+  candidates: ContentChannel[];
+  /** The notification's own channels among the candidates. */
+  own: ContentChannel[];
+  /** In-app is a route of its own (a channel of the notification or of the priority's fallback), not only the presence-routing substitute for push. */
+  inappRoutable: boolean;
+  /** Push is the in-app fallback of last resort: available, not already a candidate, and the notification has push content. */
+  pushFallback: boolean;
+  /** Trail lines that are the same for every recipient. */
+  lines: { expiry: string; prefs: string; quietSkip: string | null; capSkip: string | null; dedup: string };
+}
+
+/** Builds the per-notification part of the rules. */
+export function planFor(cfg: PolicyConfig, n: NotificationBrief): NotificationPlan {
+  const cat = ownValue(cfg.categories, n.category) ?? NO_CATEGORY;
+  const critical = n.priority === "critical";
+  const extra = cat.presenceRouting ? [...cfg.fallback[n.priority], "inapp" as const] : cfg.fallback[n.priority];
+  const candidates: ContentChannel[] = [];
+  for (const ch of [...n.channels, ...extra]) if (cfg.available.has(ch) && !candidates.includes(ch)) candidates.push(ch);
+  return {
+    cat, critical, candidates,
+    own: candidates.filter((ch) => n.channels.includes(ch)),
+    inappRoutable: n.channels.includes("inapp") || cfg.fallback[n.priority].includes("inapp"),
+    pushFallback: cfg.available.has("push") && !candidates.includes("push") && (n.content?.push !== undefined || n.template?.template.channels.push !== undefined),
+    lines: {
+      expiry: `expiry|pass|${n.expiresAt}\n`,
+      prefs: `preferences|pass|${candidates.join(",")}\n`,
+      quietSkip: critical ? "quiet_hours|skip|critical\n" : !cat.quietHours ? `quiet_hours|skip|category ${n.category} ignores quiet hours\n` : null,
+      capSkip: critical ? "frequency_cap|skip|critical\n" : !cat.cap ? "frequency_cap|skip|uncapped\n" : null,
+      dedup: `dedup|pass|${n.collapseKey ? 2 : 1}\n`,
+    },
+  };
+}
+
+/**
+ * Decides one recipient. Rules in order, the first that says no decides:
+ * expiry; global opt-out; preferences per category × channel; quiet hours in
+ * the user's zone (defer to the window's end, or drop when the notification
+ * expires first); frequency cap; dedup window (notification, and collapse
+ * key); presence routing (online → in-app instead of push); the route: the
+ * notification's own channels, then the priority's fallback channels one at a
+ * time, first that reaches the user. Critical skips quiet hours and caps but
+ * never a channel the user turned off. A "send" takes a cap token and records
+ * the dedup keys; nothing else changes state. Steps are appended to `trail`
+ * when given. `plan` may be passed when deciding many users of one notification.
+ */
+export function decideUser(cfg: PolicyConfig, st: PolicyState, ctx: DecideContext, r: Recipient, trail?: Trail, plan?: NotificationPlan): Verdict {
+  const { n, now } = ctx;
+  const p = plan ?? planFor(cfg, n);
+  const u = r.user;
+  const { cat, critical, lines } = p;
+  const suppress = (rule: string, reason: string, ...seen: (string | number)[]): Verdict => {
+    if (trail) trail.s += `${rule}|suppress:${reason}${seen.length ? `|${seen.join("|")}` : ""}\n`;
+    return { kind: "suppress", reason };
+  };
+
+  if (n.expiresAt <= now) return suppress("expiry", "expired", n.expiresAt);
+  if (trail) trail.s += lines.expiry;
+
+  if (u.optedOut) return suppress("opt_out", "opted_out", "opted out of everything");
+  if (trail) trail.s += "opt_out|pass|not opted out\n";
+
+  if (p.candidates.length === 0) return suppress("preferences", "no_wanted_channel", n.channels.join(","));
+  const prefs = ownValue(u.preferences?.categories, n.category);
+  const allowed = prefs ? p.candidates.filter((ch) => prefs[ch] !== false) : p.candidates;
+  if (allowed.length === 0) return suppress("preferences", "preference_off", `${n.category}: ${p.candidates.map((c) => `${c}=off`).join(",")}`);
+  if (trail) trail.s += allowed === p.candidates ? lines.prefs : `preferences|pass|${allowed.join(",")}\n`;
+
+  if (lines.quietSkip !== null) {
+    if (trail) trail.s += lines.quietSkip;
+  } else if (ctx.released) {
+    if (trail) trail.s += "quiet_hours|skip|released after quiet hours\n";
+  } else {
+    const w = u.quietHours ?? cfg.defaultQuietHours;
+    if (!w) {
+      if (trail) trail.s += "quiet_hours|pass|none set\n";
+    } else {
+      const tz = u.timezone ?? "UTC";
+      const q = quietUntil(tz, w, now);
+      if (q.until !== null) {
+        if (n.expiresAt <= q.until) return suppress("quiet_hours", "expires_in_quiet_hours", tz, q.local, w.start, w.end, q.until);
+        if (trail) trail.s += `quiet_hours|defer|${tz}|${q.local}|${w.start}|${w.end}|${q.until}\n`;
+        return { kind: "defer", until: q.until };
+      }
+      if (trail) trail.s += `quiet_hours|pass|${tz}|${q.local}|${w.start}|${w.end}\n`;
+    }
+  }
+
+  let bucket = 0;
+  if (lines.capSkip !== null) {
+    if (trail) trail.s += lines.capSkip;
+  } else {
+    const cap = cat.cap!;
+    bucket = RateBuckets.key(u.id, n.category);
+    const b = st.buckets.takeHash(bucket, cap, false);
+    if (!b.ok) return suppress("frequency_cap", "frequency_cap", cap.count, cap.periodSec, b.retryInMs);
+    if (trail) trail.s += `frequency_cap|pass|${cap.count}|${cap.periodSec}|${b.left}\n`;
+  }
+
+  const hn = hash53(`n|${n.id}|${u.id}`);
+  if (st.dedup.hasHash(hn)) return suppress("dedup", "duplicate", `n|${n.id}|${u.id}`);
+  const hc = n.collapseKey ? hash53(`c|${n.collapseKey}|${u.id}`) : 0;
+  if (n.collapseKey && st.dedup.hasHash(hc)) return suppress("dedup", "duplicate_collapse_key", n.collapseKey);
+  if (trail) trail.s += lines.dedup;
+
+  let targets: Target[] = [];
+  if (cat.presenceRouting && r.online && allowed.includes("inapp")) {
+    targets = targetsOn("inapp", r);
+    if (trail) trail.s += "presence|inapp|online: in-app instead of push\n";
+  } else if (trail) trail.s += r.online ? "presence|pass|online\n" : "presence|pass|offline\n";
+
+  const own = allowed === p.candidates ? p.own : p.own.filter((ch) => allowed.includes(ch));
+  if (targets.length === 0) {
+    const rt = route(own, allowed, r, !p.inappRoutable);
+    targets = rt.targets;
+    if (targets.length === 0) return suppress("route", "no_devices", rt.tried);
+    if (trail) trail.s += `route|send|${rt.tried}|${targets.length}\n`;
+  }
+  let fallback: Target[] | undefined;
+  if (targets.every((t) => t.channel === "inapp")) {
+    const fb = route(own, allowed, r, true);
+    if (fb.targets.length === 0 && p.pushFallback && prefs?.push !== false) {
+      fb.targets = targetsOn("push", r);
+      fb.tried = fb.tried ? `${fb.tried} > push` : "push";
+    }
+    if (fb.targets.length > 0) fallback = fb.targets;
+    if (trail) trail.s += `inapp_fallback|${fb.targets.length > 0 ? `plan|${fb.tried}|${fb.targets.length}` : `none|${fb.tried || "-"}`}\n`;
+  }
+
+  if (bucket !== 0) st.buckets.takeHash(bucket, cat.cap!, true);
+  st.dedup.addHash(hn);
+  if (n.collapseKey) st.dedup.addHash(hc);
+  return fallback ? { kind: "send", targets, fallback } : { kind: "send", targets };
+}
+
+/** The route: the notification's own channels together, then each other allowed channel alone, the first that reaches the user. `noInApp` leaves in-app out (the fallback route). */
+function route(own: readonly ContentChannel[], allowed: readonly ContentChannel[], r: Recipient, noInApp: boolean): { targets: Target[]; tried: string } {
+  let targets: Target[] = [];
+  let tried = "";
+  const mine = noInApp ? own.filter((ch) => ch !== "inapp") : own;
+  if (mine.length > 0) {
+    targets = mine.length === 1 ? targetsOn(mine[0]!, r) : mine.flatMap((ch) => targetsOn(ch, r));
+    tried = mine.join("+");
+  }
+  for (let i = 0; targets.length === 0 && i < allowed.length; i++) {
+    const ch = allowed[i]!;
+    if (own.includes(ch) || (noInApp && ch === "inapp")) continue;
+    targets = targetsOn(ch, r);
+    tried = tried ? `${tried} > ${ch}` : ch;
+  }
+  return { targets, tried };
+}
+
+/** The policy settings of a validated configuration. */
+export function policyFrom(cfg: Config): PolicyConfig {
+  const q = cfg.policy.defaultQuietHours;
+  return {
+    categories: Object.fromEntries(Object.entries(cfg.categories).map(([k, v]) => [k, { ...(v.cap ? { cap: v.cap } : {}), presenceRouting: v.presenceRouting, quietHours: v.quietHours }])),
+    defaultQuietHours: q ? { start: parseHhmm(q.start), end: parseHhmm(q.end) } : null,
+    fallback: cfg.policy.fallback,
+    available: new Set(cfg.ingest.channels),
+  };
+}

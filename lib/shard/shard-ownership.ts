@@ -1,0 +1,159 @@
+// Shard ownership: live shard-actor processes announce themselves in KV, each takes its rendezvous-hash share of the shards by lease, and hands shards over when membership changes.
+import type { KV } from "@nats-io/kv";
+import { decodeJson, encodeJson } from "../core/codec.js";
+import { hash53 } from "../core/hash53.js";
+import { Lease } from "../flow/lease.js";
+import type { Logger } from "../core/log.js";
+import { LEASE_KEY } from "../core/subjects.js";
+
+export interface OwnershipOptions {
+  kv: KV;
+  shards: number;
+  /** This process's owner id (unique per process run). */
+  owner: string;
+  /** Lease and membership TTL. Ticks run every sixth of it. */
+  leaseMs: number;
+  log: Logger;
+  /** Starts owning `shard` under `lease`. A throw releases the lease; the shard is retried next tick. */
+  acquired(shard: number, lease: Lease): Promise<void>;
+  /**
+   * Stops owning `shard`. `graceful`: hand over (finish, checkpoint, then the
+   * lease is released); otherwise the lease is already lost and nothing may be written.
+   */
+  released(shard: number, graceful: boolean): Promise<void>;
+}
+
+/** The member that should own `shard` among `members`: highest rendezvous hash wins (stable when others join or leave). */
+export function preferredOwner(shard: number, members: readonly string[]): string | undefined {
+  let best: string | undefined;
+  let bestScore = -1;
+  for (const m of members) {
+    const s = hash53(`${shard}|${m}`);
+    if (s > bestScore || (s === bestScore && m > best!)) {
+      best = m;
+      bestScore = s;
+    }
+  }
+  return best;
+}
+
+/**
+ * Runs ownership for one process. Every tick: refresh this process's
+ * membership record, list live members, and for each shard compare the
+ * preferred owner with what this process holds: take a preferred shard whose
+ * lease is free or expired, hand over a held shard preferred elsewhere. A
+ * member that stops heartbeating drops out after `leaseMs`, its leases expire
+ * by then too, and the survivors take its shards on their next tick.
+ */
+export class ShardOwnership {
+  private readonly held = new Map<number, Lease>();
+  private readonly busy = new Set<number>();
+  private timer: NodeJS.Timeout | null = null;
+  private ticking = false;
+  private stopped = false;
+
+  constructor(private readonly o: OwnershipOptions) {}
+
+  /** Shards held now. */
+  owned(): number[] {
+    return [...this.held.keys()].sort((a, b) => a - b);
+  }
+
+  /** Starts ticking; resolves after the first tick. */
+  async start(): Promise<void> {
+    await this.tick();
+    this.timer = setInterval(() => void this.tick(), Math.max(50, this.o.leaseMs / 6));
+  }
+
+  /** Live members by their own heartbeat records. */
+  async members(): Promise<string[]> {
+    const out: string[] = [];
+    const now = Date.now();
+    for await (const k of await this.o.kv.keys(LEASE_KEY.members)) {
+      const e = await this.o.kv.get(k);
+      if (!e || e.operation !== "PUT") continue;
+      const r = decodeJson<{ expiresAt: number }>(e.value);
+      if (r.expiresAt > now) out.push(k.slice(LEASE_KEY.member("").length));
+    }
+    return out;
+  }
+
+  private async tick(): Promise<void> {
+    if (this.ticking || this.stopped) return;
+    this.ticking = true;
+    try {
+      await this.o.kv.put(LEASE_KEY.member(this.o.owner), encodeJson({ expiresAt: Date.now() + this.o.leaseMs }));
+      const members = await this.members();
+      if (!members.includes(this.o.owner)) members.push(this.o.owner);
+      const work: Promise<void>[] = [];
+      for (let s = 0; s < this.o.shards; s++) {
+        if (this.busy.has(s)) continue;
+        const want = preferredOwner(s, members) === this.o.owner;
+        const lease = this.held.get(s);
+        if (lease && !want) work.push(this.handOver(s, lease));
+        else if (!lease && want) work.push(this.take(s));
+      }
+      await Promise.all(work);
+    } catch (err) {
+      this.o.log.warn({ err }, "ownership tick failed");
+    } finally {
+      this.ticking = false;
+    }
+  }
+
+  private async take(s: number): Promise<void> {
+    this.busy.add(s);
+    try {
+      const lease = await Lease.acquire(this.o.kv, LEASE_KEY.shard(s), this.o.owner, this.o.leaseMs, Date.now, () => void this.lost(s, lease!));
+      if (!lease) return;
+      this.held.set(s, lease);
+      try {
+        await this.o.acquired(s, lease);
+        this.o.log.info({ shard: s, epoch: lease.revision }, "shard acquired");
+      } catch (err) {
+        this.o.log.warn({ err, shard: s }, "shard start failed; releasing");
+        this.held.delete(s);
+        await this.o.released(s, false).catch(() => undefined);
+        await lease.release();
+      }
+    } finally {
+      this.busy.delete(s);
+    }
+  }
+
+  private async handOver(s: number, lease: Lease): Promise<void> {
+    this.busy.add(s);
+    try {
+      this.held.delete(s);
+      await this.o.released(s, true).catch((err) => this.o.log.warn({ err, shard: s }, "hand-over failed"));
+      await lease.release();
+      this.o.log.info({ shard: s }, "shard handed over");
+    } finally {
+      this.busy.delete(s);
+    }
+  }
+
+  private lost(s: number, lease: Lease): void {
+    if (this.held.get(s) !== lease) return;
+    this.held.delete(s);
+    this.o.log.warn({ shard: s }, "shard lease lost; stopping it without writing");
+    void this.o.released(s, false).catch(() => undefined);
+  }
+
+  /** Gives up `shard` after its owner failed (lease released, state not written); the next tick takes it afresh from its checkpoint. */
+  async drop(shard: number): Promise<void> {
+    const lease = this.held.get(shard);
+    if (!lease) return;
+    this.held.delete(shard);
+    await lease.release();
+  }
+
+  /** Hands every shard over and leaves the membership. */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.timer) clearInterval(this.timer);
+    while (this.ticking) await new Promise((r) => setTimeout(r, 10));
+    await Promise.all([...this.held].map(([s, l]) => this.handOver(s, l)));
+    await this.o.kv.delete(LEASE_KEY.member(this.o.owner)).catch(() => undefined);
+  }
+}
