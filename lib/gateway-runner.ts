@@ -137,7 +137,7 @@ type Later = { s: Send; at: number };
  * the bulkhead refused go back to NFX_RETRY without using an attempt.
  * Receipts are published, then the batch is acked. A process dying after a
  * provider accepted a send but before the record is written is the one
- * window for a duplicate (DESIGN.md).
+ * window for a duplicate (docs/architecture.md, "Guarantees").
  */
 export async function runGateway(d: GatewayDeps, client: ChannelClient): Promise<{ stop(): Promise<void>; bulkheads(): BulkheadState[] }> {
   const channel = client.channel;
