@@ -161,7 +161,7 @@ export const configSchema = z.strictObject({
   streams: z
     .strictObject({
       replicas: z.number().int().min(1).max(5).default(1).describe("JetStream replicas of every stream and KV bucket (3 on a nats-server cluster)."),
-      storage: z.enum(["file", "memory"]).default("file").describe("JetStream storage of every stream."),
+      storage: z.enum(["file", "memory"]).default("file").describe("JetStream storage of every stream and KV bucket."),
       retentionHours: z.number().min(1).max(24 * 365).default(7 * 24).describe("How long accepted requests and receipts are kept (status and replay read them)."),
       duplicateWindowSec: z.number().int().min(10).max(86400).default(1200).describe("JetStream duplicate window: replays of a batch within it are dropped by message id."),
       ackWaitSec: z.number().int().min(5).max(3600).default(60).describe("Seconds a consumer waits for an ack before redelivering (every consumer)."),
