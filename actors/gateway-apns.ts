@@ -37,7 +37,7 @@ type SdkClient = { request(session: ClientHttp2Session, ...rest: unknown[]): Pro
  * Keeps the Retry-After of APNs answers per device token. The SDK reads
  * `Retry-After` with a capital letter (HTTP/2 lower-cases header names) and
  * then deletes it before returning, so the gateway listens on each HTTP/2
- * stream the SDK opens instead (PROVIDERS.md).
+ * stream the SDK opens instead (docs/providers.md, "APNs — `@parse/node-apn` 8.x").
  */
 function captureRetryAfter(provider: apn.Provider | apn.MultiProvider, hints: Map<string, number>): void {
   const root = (provider as unknown as { client: SdkClient }).client;

@@ -54,7 +54,7 @@ export function fcmMessage(n: NotificationBrief, push: PushContent, token: strin
 /**
  * An https.Agent that dials a configured host:port instead of
  * fcm.googleapis.com, keeping the TLS name, so the SDK's fixed URL reaches a
- * sandbox (PROVIDERS.md). Keep-alive with `maxSockets` is the pool. It also
+ * sandbox (docs/providers.md, "FCM — `firebase-admin` 13.x"). Keep-alive with `maxSockets` is the pool. It also
  * notes the latest Retry-After FCM answered with: the SDK drops response
  * headers from its errors, and FCM's Retry-After is the project's back-off.
  */

@@ -81,7 +81,7 @@ const statusLine = (code: number): string => `${code} ${STATUS_CODES[code] ?? ""
  * provider webhooks needs `Authorization: Bearer <api key>` (401 NFX_ERR_UNAUTHENTICATED without a
  * valid one) holding the route's scope (403 NFX_ERR_SCOPE_MISSING naming the scope and the key), checked
  * before the body is read; `POST /v1/events` also takes a user token for that user's own events. The
- * route → scope table is in the README ("API keys and scopes"). Errors answer with the error's HTTP
+ * route → scope table is in docs/api.md ("API keys and scopes"). Errors answer with the error's HTTP
  * status and `{error:{code,message,field}}`. The OpenAPI description is openapi.yaml.
  */
 export async function startHttpApi(d: HttpApiDeps): Promise<{ port: number; stop(): Promise<void> }> {

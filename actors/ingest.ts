@@ -44,7 +44,7 @@ type IngestMsg =
  * Requests on `nfx.api.*` come only from nfx's own NATS users and are trusted as `admin`; requests on
  * `nfx.ext.api.*` must carry a configured API key in the `Nfx-Api-Key` header (else
  * NFX_ERR_UNAUTHENTICATED) holding the operation's scope (else NFX_ERR_SCOPE_MISSING), checked before
- * anything changes, exactly as over HTTP (README, "API keys and scopes"). A notify reply `{id}` means
+ * anything changes, exactly as over HTTP (docs/api.md, "API keys and scopes"). A notify reply `{id}` means
  * the notification is in JetStream; an error reply (header `Nfx-Error`, body `{error:{code,message,field}}`)
  * means nothing was stored or changed.
  */

@@ -81,7 +81,7 @@ const webFile = (name: string): Buffer => readFileSync(fileURLToPath(new URL(`..
  * rate (closed with 1008 beyond them); idle connections are pinged and
  * dropped when they stop answering; a connection is closed with 4401 when
  * its token expires. HTTP: `GET /v1/inbox`, `POST /v1/inbox/{seen|read|archive}`,
- * `GET /v1/client.js`, `GET /demo`, `GET /healthz`. The wire protocol is in the README.
+ * `GET /v1/client.js`, `GET /demo`, `GET /healthz`. The wire protocol is in docs/inapp.md.
  */
 export async function startWsGateway(d: WsGatewayDeps): Promise<{ port: number; gateway: string; connections(): number; stop(): Promise<void> }> {
   const uws = requireNativeUws();

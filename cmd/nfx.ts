@@ -215,7 +215,7 @@ program
   .option("--sendgrid-port <n>", "SendGrid sandbox port", Number)
   .option("--twilio-port <n>", "Twilio sandbox port", Number)
   .option("--control-port <n>", "control API port", Number)
-  .option("--faults <file>", "JSON array of fault rules in force from the start (see README: sandbox faults)")
+  .option("--faults <file>", "JSON array of fault rules in force from the start (see docs/providers.md: faults)")
   .action(async (o: { apnsPort?: number; fcmPort?: number; sendgridPort?: number; twilioPort?: number; controlPort?: number; faults?: string }) => {
     const cfg = config();
     const d = sandboxPorts(cfg);

@@ -25,87 +25,72 @@ export const DEV_LINK_SECRET = "nfx-dev-link-secret-change-me-in-production";
 
 /** What every provider app has: its name, bulkhead limits, circuit breaker and an optional failover app. */
 const bulkhead = {
-  /** Requests in flight at once for this app. */
-  concurrency: z.number().int().min(1).max(10000),
-  /** Requests waiting for a slot beyond which sends are pushed back (re-queued with a delay) rather than holding the batch. */
-  queueLimit: z.number().int().min(0).max(1_000_000).default(4096),
-  /** The provider's quota for this app, sends per second (0 = none): the rate limit. */
-  ratePerSec: z.number().min(0).default(0),
+  concurrency: z.number().int().min(1).max(10000).describe("Requests in flight at once for this app (bulkhead)."),
+  queueLimit: z.number().int().min(0).max(1_000_000).default(4096).describe("Requests waiting for a slot beyond which sends are pushed back (re-queued with a delay) rather than holding the batch."),
+  ratePerSec: z.number().min(0).default(0).describe("The provider's quota for this app, sends per second (0 = none): the rate limit (GCRA, one second of burst)."),
   breaker: z
     .strictObject({
-      /** Consecutive failed provider requests (429, 5xx, timeouts, resets) that open the breaker. */
-      failures: z.number().int().min(1).max(100_000).default(50),
-      /** How long an open breaker stays open before one trial request (half-open). */
-      halfOpenAfterMs: z.number().int().min(100).max(3_600_000).default(10_000),
+      failures: z.number().int().min(1).max(100_000).default(50).describe("Consecutive failed provider requests (429, 5xx, timeouts, resets; not a bad token) that open the breaker."),
+      halfOpenAfterMs: z.number().int().min(100).max(3_600_000).default(10_000).describe("How long an open breaker stays open before one trial request (half-open) decides."),
     })
-    .prefault({}),
-  /** Name of another app of the same channel that takes this app's sends while its breaker is open. */
-  failover: z.string().min(1).optional(),
+    .prefault({})
+    .describe("This app's circuit breaker (cockatiel)."),
+  failover: z.string().min(1).optional().describe("Name of another app of the same channel that takes this app's sends while its breaker is open or its queue is full."),
 };
 
 const apnsApp = z.strictObject({
-  /** Name used in logs, metrics and `failover`; the topic when absent. */
-  name: z.string().min(1).optional(),
-  /** APNs topic: the app's bundle id. Devices registered with this app id are sent through this app. */
-  topic: z.string().min(1).default("com.example.nfx"),
-  teamId: z.string().regex(/^[A-Z0-9]{10}$/, "must be a 10-character Apple team id").default("NFXTEAM001"),
-  keyId: z.string().regex(/^[A-Z0-9]{10}$/, "must be a 10-character APNs key id").default("NFXKEY0001"),
-  /** Path of the .p8 token-signing key. `nfx up` creates one for the sandbox when absent. */
-  keyFile: file.optional(),
-  production: z.boolean().default(false),
-  /** Override of the APNs host (e.g. 127.0.0.1 for the sandbox). */
-  address: host.optional(),
-  port: port.optional(),
-  /** PEM CA to trust for the APNs endpoint (sandbox). */
-  caFile: file.optional(),
-  /** HTTP/2 sessions in this app's pool. */
-  clientCount: z.number().int().min(1).max(64).default(2),
+  name: z.string().min(1).optional().describe("Name used in logs, metrics and `failover`; the topic when absent."),
+  topic: z.string().min(1).default("com.example.nfx").describe("APNs topic: the app's bundle id. Devices whose `app` is this topic or this app's name are sent through this app; others through the first app."),
+  teamId: z.string().regex(/^[A-Z0-9]{10}$/, "must be a 10-character Apple team id").default("NFXTEAM001").describe("Apple developer team id (10 characters), the `iss` of the provider token."),
+  keyId: z.string().regex(/^[A-Z0-9]{10}$/, "must be a 10-character APNs key id").default("NFXKEY0001").describe("Id of the APNs token-signing key (10 characters), the `kid` of the provider token."),
+  keyFile: file.optional().describe("Path of the .p8 token-signing key; must exist. `nfx up` creates one for the sandbox when absent."),
+  production: z.boolean().default(false).describe("Use APNs' production endpoint instead of its development one."),
+  address: host.optional().describe("Override of the APNs host (e.g. 127.0.0.1 for the sandbox)."),
+  port: port.optional().describe("Override of the APNs port."),
+  caFile: file.optional().describe("PEM CA to trust for the APNs endpoint (the sandbox's certificate); must exist."),
+  clientCount: z.number().int().min(1).max(64).default(2).describe("HTTP/2 sessions in this app's pool."),
   ...bulkhead,
   concurrency: bulkhead.concurrency.default(256),
 });
 
 const fcmApp = z.strictObject({
-  /** Name used in logs, metrics and `failover`; the project id when absent. */
-  name: z.string().min(1).optional(),
-  projectId: z.string().regex(/^[a-z][a-z0-9-]{3,62}$/, "must be a Firebase project id").default("nfx-sandbox"),
-  /** Android package names whose devices this project serves (besides devices registered with the project id). */
-  packages: z.array(z.string().min(1)).default([]),
-  /** Service-account JSON for production; absent means the static sandbox token below. */
-  serviceAccountFile: file.optional(),
-  sandboxToken: z.string().min(1).default("nfx-sandbox-token"),
-  /** Override of fcm.googleapis.com (host:port dialled instead; TLS name stays fcm.googleapis.com). */
-  host: host.optional(),
-  port: port.optional(),
-  caFile: file.optional(),
-  /** Keep-alive sockets in this app's pool. */
-  sockets: z.number().int().min(1).max(1024).default(64),
+  name: z.string().min(1).optional().describe("Name used in logs, metrics and `failover`; the project id when absent."),
+  projectId: z.string().regex(/^[a-z][a-z0-9-]{3,62}$/, "must be a Firebase project id").default("nfx-sandbox").describe("Firebase project id. Devices whose `app` is this id, this app's name or one of `packages` are sent through this app; others through the first app."),
+  packages: z.array(z.string().min(1)).default([]).describe("Android package names whose devices this project serves (besides devices registered with the project id or name)."),
+  serviceAccountFile: file.optional().describe("Service-account JSON for production; must exist. Absent: the static `sandboxToken` is used."),
+  sandboxToken: z.string().min(1).default("nfx-sandbox-token").describe("Static OAuth bearer token sent when no `serviceAccountFile` is set (the sandbox accepts it)."),
+  host: host.optional().describe("Override of fcm.googleapis.com: host dialled instead (the TLS name stays fcm.googleapis.com)."),
+  port: port.optional().describe("Override of the FCM port."),
+  caFile: file.optional().describe("PEM CA to trust for the FCM endpoint (the sandbox's certificate); must exist."),
+  sockets: z.number().int().min(1).max(1024).default(64).describe("Keep-alive sockets in this app's pool."),
   ...bulkhead,
   concurrency: bulkhead.concurrency.default(128),
 });
 
 const sendgridAccount = z.strictObject({
-  name: z.string().min(1).default("sendgrid"),
-  apiKey: z.string().regex(/^SG\.\S+$/, "must be a SendGrid API key (SG.…)").default("SG.nfx-sandbox-key"),
-  from: z.strictObject({ email: z.email("must be an email address"), name: z.string().optional() }).default({ email: "noreply@nfx.example", name: "nfx" }),
-  /** Base URL override (e.g. http://127.0.0.1:8446/ for the sandbox); api.sendgrid.com when absent. */
-  baseUrl: z.url("must be a URL").optional(),
-  /** Keep-alive sockets in this account's pool. */
-  sockets: z.number().int().min(1).max(1024).default(32),
+  name: z.string().min(1).default("sendgrid").describe("Name used in logs, metrics and `failover`. The first account sends; the others only as failovers."),
+  apiKey: z.string().regex(/^SG\.\S+$/, "must be a SendGrid API key (SG.…)").default("SG.nfx-sandbox-key").describe("SendGrid API key (`SG.…`)."),
+  from: z
+    .strictObject({
+      email: z.email("must be an email address").describe("Sender address."),
+      name: z.string().optional().describe("Sender display name."),
+    })
+    .default({ email: "noreply@nfx.example", name: "nfx" })
+    .describe("Sender of every email sent through this account."),
+  baseUrl: z.url("must be a URL").optional().describe("Base URL override (e.g. http://127.0.0.1:8446/ for the sandbox); api.sendgrid.com when absent."),
+  sockets: z.number().int().min(1).max(1024).default(32).describe("Keep-alive sockets in this account's pool."),
   ...bulkhead,
   concurrency: bulkhead.concurrency.default(16),
-  /** Personalizations per request (SendGrid allows 1000). */
-  batchSize: z.number().int().min(1).max(1000).default(1000),
+  batchSize: z.number().int().min(1).max(1000).default(1000).describe("Personalizations (recipients) per request; SendGrid allows 1000."),
 });
 
 const twilioAccount = z.strictObject({
-  name: z.string().min(1).default("twilio"),
-  accountSid: z.string().regex(/^AC[0-9a-f]{32}$/, "must be a Twilio account SID (AC + 32 hex)").default("AC00000000000000000000000000000000"),
-  authToken: z.string().min(1).default("nfx-sandbox-token"),
-  /** Sender: a phone number, or a messaging service SID (MG…). */
-  from: z.string().regex(/^(\+[1-9][0-9]{6,14}|MG[0-9a-f]{32})$/, "must be an E.164 number or a messaging service SID").default("+15550000000"),
-  /** Base URL override (e.g. http://127.0.0.1:8447 for the sandbox); https://api.twilio.com when absent. */
-  baseUrl: z.url("must be a URL").optional(),
-  sockets: z.number().int().min(1).max(1024).default(64),
+  name: z.string().min(1).default("twilio").describe("Name used in logs, metrics and `failover`. The first account sends; the others only as failovers."),
+  accountSid: z.string().regex(/^AC[0-9a-f]{32}$/, "must be a Twilio account SID (AC + 32 hex)").default("AC00000000000000000000000000000000").describe("Twilio account SID (`AC` + 32 hex)."),
+  authToken: z.string().min(1).default("nfx-sandbox-token").describe("Twilio auth token: authenticates requests and verifies `X-Twilio-Signature` on status callbacks."),
+  from: z.string().regex(/^(\+[1-9][0-9]{6,14}|MG[0-9a-f]{32})$/, "must be an E.164 number or a messaging service SID").default("+15550000000").describe("Sender: an E.164 phone number, or a messaging service SID (`MG…`)."),
+  baseUrl: z.url("must be a URL").optional().describe("Base URL override (e.g. http://127.0.0.1:8447 for the sandbox); https://api.twilio.com when absent."),
+  sockets: z.number().int().min(1).max(1024).default(64).describe("Keep-alive sockets in this account's pool."),
   ...bulkhead,
   concurrency: bulkhead.concurrency.default(64),
 });
@@ -127,75 +112,77 @@ function appsOf<T extends z.ZodType<{ name?: string; failover?: string }>>(app: 
 
 const retry = z
   .strictObject({
-    /** Provider attempts per send before it goes to the dead-letter stream. */
-    maxAttempts: z.number().int().min(1).max(50).default(5),
-    /** First backoff; doubles per attempt, with full jitter. */
-    baseMs: z.number().int().min(10).max(600_000).default(1000),
-    maxMs: z.number().int().min(100).max(3_600_000).default(300_000),
-    /** Least wait after FCM QUOTA_EXCEEDED (Google asks for at least a minute). */
-    quotaMs: z.number().int().min(0).max(3_600_000).default(60_000),
+    maxAttempts: z.number().int().min(1).max(50).default(5).describe("Provider attempts per send before it goes to the dead-letter stream `NFX_DLQ`."),
+    baseMs: z.number().int().min(10).max(600_000).default(1000).describe("First backoff; doubles per attempt up to `maxMs`, jittered to half-to-all of it; never sooner than the provider's Retry-After."),
+    maxMs: z.number().int().min(100).max(3_600_000).default(300_000).describe("Longest backoff between two attempts."),
+    quotaMs: z.number().int().min(0).max(3_600_000).default(60_000).describe("Least wait after FCM QUOTA_EXCEEDED (Google asks for at least a minute)."),
   })
-  .prefault({});
+  .prefault({})
+  .describe("Retries of retryable provider failures (429, 5xx, timeouts, resets) through `NFX_RETRY`.");
 
-/** The whole configuration. `z.infer` of it is {@link Config}. */
+/** The whole configuration. `z.infer` of it is {@link Config}. Every key carries a `.describe()` text: docs/configuration.md is generated from them (`npm run docs:config`). */
 export const configSchema = z.strictObject({
   cluster: z
     .strictObject({
-      /** Number of user shards P. Fixed when a cluster is created; never change it under a running cluster. */
-      shards: z.number().int().min(1).max(4096).default(64),
+      shards: z.number().int().min(1).max(4096).default(64).describe("Number of user shards P (`shard = FNV-1a(user id) mod P`). Fixed when a cluster is created; never change it under a running cluster."),
     })
-    .prefault({}),
+    .prefault({})
+    .describe("The cluster's fixed shape."),
   nats: z
     .strictObject({
-      servers: z.array(z.string().regex(/^(nats|tls):\/\/[^\s]+$/, "must be a nats:// or tls:// URL")).min(1).default(["nats://127.0.0.1:4222"]),
-      /**
-       * Secret every nfx NATS user's password is derived from (one user per role, `nfx-admin` for the CLI,
-       * and each producer); `nfx nats-conf` renders nats-server's config from it. At least 32 characters;
-       * roles refuse the published default outside `nfx up` and the tests.
-       */
-      secret: z.string().min(32, "must be at least 32 characters").default(DEV_NATS_SECRET),
-      /** Producer users of the PRODUCERS account (`nfx nats-password <name>` prints each one's password). */
-      producers: z.array(z.string().regex(/^[a-z][a-z0-9_-]{0,63}$/, "must be 1-64 characters of a-z 0-9 _ - starting with a letter")).default(["producer"]),
+      servers: z.array(z.string().regex(/^(nats|tls):\/\/[^\s]+$/, "must be a nats:// or tls:// URL")).min(1).default(["nats://127.0.0.1:4222"]).describe("nats-server URLs (`nats://` or `tls://`)."),
+      secret: z
+        .string()
+        .min(32, "must be at least 32 characters")
+        .default(DEV_NATS_SECRET)
+        .describe(
+          "Secret every nfx NATS user's password is derived from (one user per role, `nfx-admin` for the CLI, and each producer); `nfx nats-conf` renders nats-server's config from it. At least 32 characters. Must be set: roles refuse the published default outside `nfx up` and the tests.",
+        ),
+      producers: z
+        .array(z.string().regex(/^[a-z][a-z0-9_-]{0,63}$/, "must be 1-64 characters of a-z 0-9 _ - starting with a letter"))
+        .default(["producer"])
+        .describe("Producer users of the PRODUCERS account (`nfx nats-password <name>` prints each one's password); see docs/security.md."),
     })
-    .prefault({}),
+    .prefault({})
+    .describe("Connection to NATS JetStream and the NATS users."),
   redis: z
     .strictObject({
-      url: z.string().regex(/^rediss?:\/\/[^\s]+$/, "must be a redis:// or rediss:// URL").default("redis://127.0.0.1:6379"),
+      url: z.string().regex(/^rediss?:\/\/[^\s]+$/, "must be a redis:// or rediss:// URL").default("redis://127.0.0.1:6379").describe("URL of the Redis holding the user directory, presence, inboxes and delivery keys."),
     })
-    .prefault({}),
+    .prefault({})
+    .describe("Connection to Redis."),
   log: z
     .strictObject({
-      level: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
-      /** Redact device tokens, emails, phones and bodies. Turn off only on a developer machine. */
-      redact: z.boolean().default(true),
+      level: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info").describe("pino log level."),
+      redact: z.boolean().default(true).describe("Redact device tokens, emails, phones, titles and bodies in logs. Turn off only on a developer machine."),
     })
-    .prefault({}),
+    .prefault({})
+    .describe("Logging (pino, one line of JSON per event)."),
   streams: z
     .strictObject({
-      replicas: z.number().int().min(1).max(5).default(1),
-      storage: z.enum(["file", "memory"]).default("file"),
-      /** How long accepted requests and receipts are kept (status and replay read them). */
-      retentionHours: z.number().min(1).max(24 * 365).default(7 * 24),
-      /** JetStream duplicate window: replays of a batch within it are dropped by message id. */
-      duplicateWindowSec: z.number().int().min(10).max(86400).default(1200),
-      /** Seconds a consumer waits for an ack before redelivering. */
-      ackWaitSec: z.number().int().min(5).max(3600).default(60),
+      replicas: z.number().int().min(1).max(5).default(1).describe("JetStream replicas of every stream and KV bucket (3 on a nats-server cluster)."),
+      storage: z.enum(["file", "memory"]).default("file").describe("JetStream storage of every stream and KV bucket."),
+      retentionHours: z.number().min(1).max(24 * 365).default(7 * 24).describe("How long accepted requests and receipts are kept (status and replay read them)."),
+      duplicateWindowSec: z.number().int().min(10).max(86400).default(1200).describe("JetStream duplicate window: replays of a batch within it are dropped by message id."),
+      ackWaitSec: z.number().int().min(5).max(3600).default(60).describe("Seconds a consumer waits for an ack before redelivering (every consumer but the gateways' send lanes: gateways.ackWaitSec)."),
     })
-    .prefault({}),
-  /** Categories producers may use; a request naming any other is refused. */
+    .prefault({})
+    .describe("JetStream streams, applied by `nfx init`."),
   categories: z
     .record(
       z.string().regex(/^[a-z][a-z0-9_-]{0,63}$/, "category names are 1-64 characters of a-z 0-9 _ -").refine((k) => !isPrototypeName(k), PROTOTYPE_NAME_RULE),
       z.strictObject({
-        description: z.string().optional(),
-        /** Priority used when a request names none. */
-        defaultPriority: z.enum(["critical", "high", "normal", "bulk"]).default("normal"),
-        /** Frequency cap per user: at most `count` sends per `periodSec` (token bucket). Absent: uncapped. */
-        cap: z.strictObject({ count: z.number().int().min(1).max(1_000_000), periodSec: z.number().int().min(1).max(30 * 86400) }).optional(),
-        /** While the user is online (in-app presence), deliver in-app instead of push. */
-        presenceRouting: z.boolean().default(false),
-        /** Respect users' quiet hours (critical notifications never do). */
-        quietHours: z.boolean().default(true),
+        description: z.string().optional().describe("What the category is for (shown to operators only)."),
+        defaultPriority: z.enum(["critical", "high", "normal", "bulk"]).default("normal").describe("Priority used when a request names none."),
+        cap: z
+          .strictObject({
+            count: z.number().int().min(1).max(1_000_000).describe("Sends allowed per period."),
+            periodSec: z.number().int().min(1).max(30 * 86400).describe("The period, in seconds."),
+          })
+          .optional()
+          .describe("Frequency cap per user: at most `count` sends per `periodSec` (token bucket); critical notifications skip it. Absent: uncapped."),
+        presenceRouting: z.boolean().default(false).describe("While the user is online (in-app presence), deliver in-app instead of push."),
+        quietHours: z.boolean().default(true).describe("Respect users' quiet hours (critical notifications never do)."),
       }),
     )
     .default({
@@ -203,49 +190,43 @@ export const configSchema = z.strictObject({
       security: { defaultPriority: "critical", presenceRouting: false, quietHours: false },
       social: { defaultPriority: "normal", presenceRouting: true, quietHours: true },
       marketing: { defaultPriority: "bulk", cap: { count: 3, periodSec: 86400 }, presenceRouting: false, quietHours: true },
-    }),
+    })
+    .describe("Categories producers may use, by name (1-64 characters of a-z 0-9 _ -, never an `Object.prototype` member name); a request naming any other is refused. Setting this key replaces the default four."),
   ingest: z
     .strictObject({
-      /** Largest request body accepted on either surface. */
-      maxBodyBytes: z.number().int().min(1024).max(16 * 1048576).default(1048576),
-      /** Deepest nesting of arrays/objects in a request body (checked before parsing, both surfaces). */
-      maxJsonDepth: z.number().int().min(4).max(1000).default(32),
-      /** How far ahead `sendAt` may be. */
-      maxSendAheadDays: z.number().min(0).max(365).default(30),
-      /** How far in the past `sendAt` may be (clock skew, queueing); it is then sent at once. Older ones are refused. */
-      maxSendBehindSec: z.number().int().min(0).max(86400).default(300),
-      /** How far ahead an explicit `expiresAt` may be. */
-      maxExpiresAheadDays: z.number().min(1).max(3650).default(60),
-      /** Content channels that have gateways in this cluster; requests wanting others are refused. */
-      channels: z.array(z.enum(["push", "email", "sms", "inapp"])).min(1).default(["push"]),
+      maxBodyBytes: z.number().int().min(1024).max(16 * 1048576).default(1048576).describe("Largest request body accepted on either surface (413 beyond it)."),
+      maxJsonDepth: z.number().int().min(4).max(1000).default(32).describe("Deepest nesting of arrays/objects in a request body (checked before parsing, both surfaces)."),
+      maxSendAheadDays: z.number().min(0).max(365).default(30).describe("How far ahead `sendAt` may be."),
+      maxSendBehindSec: z.number().int().min(0).max(86400).default(300).describe("How far in the past `sendAt` may be (clock skew, queueing); it is then sent at once. Older ones are refused."),
+      maxExpiresAheadDays: z.number().min(1).max(3650).default(60).describe("How far ahead an explicit `expiresAt` may be."),
+      channels: z.array(z.enum(["push", "email", "sms", "inapp"])).min(1).default(["push"]).describe("Content channels that have gateways in this cluster; requests wanting others are refused, and the shard actor routes only to these."),
     })
-    .prefault({}),
+    .prefault({})
+    .describe("Request validation limits of the ingest role (NATS and HTTP alike)."),
   http: z
     .strictObject({
-      enabled: z.boolean().default(true),
-      host: z.string().min(1).default("127.0.0.1"),
-      port: z.number().int().min(0).max(65535).default(8080),
-      /** Moved: API keys are the top-level `apiKeys` now (they serve HTTP and `nfx.ext.api.*` alike). */
-      apiKeys: z.never({ error: "moved to the top-level apiKeys (each key lists its scopes; admin: true became scopes: [\"admin\"])" }).optional(),
+      enabled: z.boolean().default(true).describe("Serve the HTTP API from the ingest role."),
+      host: z.string().min(1).default("127.0.0.1").describe("Address the HTTP API listens on."),
+      port: z.number().int().min(0).max(65535).default(8080).describe("Port of the HTTP API; 0 picks a free one."),
+      apiKeys: z
+        .never({ error: "moved to the top-level apiKeys (each key lists its scopes; admin: true became scopes: [\"admin\"])" })
+        .optional()
+        .describe("Moved: API keys are the top-level `apiKeys` now (they serve HTTP and `nfx.ext.api.*` alike). Refused with that instruction."),
     })
-    .prefault({}),
-  /**
-   * API keys, for HTTP and the external NATS family `nfx.ext.api.*` alike; none means every such request
-   * is refused with 401. Each key lists the scopes it holds (see {@link API_SCOPES}); `categories` and
-   * `priorities` further limit what `send` and `campaigns.create` may submit.
-   */
+    .prefault({})
+    .describe("The HTTP API (in the ingest role)."),
   apiKeys: z
     .array(
       z.strictObject({
-        name: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/, "must be 1-64 characters of A-Z a-z 0-9 _ . -"),
-        key: z.string().min(16, "must be at least 16 characters"),
-        /** The operations this key may call; `admin` holds every scope. */
-        scopes: z.array(z.enum(API_SCOPES)).min(1),
-        /** Categories this key may send; ["*"] for all. */
-        categories: z.array(z.string().min(1)).min(1).default(["*"]),
-        priorities: z.array(z.enum(["critical", "high", "normal", "bulk"])).min(1).default(["critical", "high", "normal", "bulk"]),
-        /** Replaced by scopes. */
-        admin: z.never({ error: "replaced by scopes: admin: true is scopes: [\"admin\"]; a key without it lists what it may do, e.g. [\"send\",\"read\"]" }).optional(),
+        name: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/, "must be 1-64 characters of A-Z a-z 0-9 _ . -").describe("The key's name: in logs, error messages and as the producer of idempotency keys."),
+        key: z.string().min(16, "must be at least 16 characters").describe("The secret itself, at least 16 characters: `Authorization: Bearer <key>` over HTTP, `Nfx-Api-Key: <key>` over NATS."),
+        scopes: z.array(z.enum(API_SCOPES)).min(1).describe("The operations this key may call; `admin` holds every scope (see docs/api.md)."),
+        categories: z.array(z.string().min(1)).min(1).default(["*"]).describe("Categories this key may send; [\"*\"] for all."),
+        priorities: z.array(z.enum(["critical", "high", "normal", "bulk"])).min(1).default(["critical", "high", "normal", "bulk"]).describe("Priorities this key may send."),
+        admin: z
+          .never({ error: "replaced by scopes: admin: true is scopes: [\"admin\"]; a key without it lists what it may do, e.g. [\"send\",\"read\"]" })
+          .optional()
+          .describe("Replaced by scopes (`admin: true` is `scopes: [\"admin\"]`). Refused with that instruction."),
       }),
     )
     .superRefine((keys, ctx) => {
@@ -258,170 +239,177 @@ export const configSchema = z.strictObject({
         secrets.add(k.key);
       });
     })
-    .default([]),
+    .default([])
+    .describe(
+      "API keys, for HTTP and the external NATS family `nfx.ext.api.*` alike; none means every such request is refused with 401 (a local cluster adds a development key with `admin`). Each key lists the scopes it holds; `categories` and `priorities` further limit what `send` and `campaigns.create` may submit. Names and keys must be unique.",
+    ),
   campaign: z
     .strictObject({
-      /** Users per campaign chunk (one shard's slice); at most 10,000. */
-      chunkSize: z.number().int().min(1).max(10_000).default(10_000),
-      /** Shards a campaign expands at once. */
-      shardConcurrency: z.number().int().min(1).max(256).default(8),
-      /** Default expansion limit, users per second (0 = none); a request's campaign.rate overrides it. */
-      defaultRate: z.number().min(0).default(0),
-      /** Campaign ownership lease; an owner that dies is replaced within about this long. */
-      leaseMs: z.number().int().min(500).max(60_000).default(3000),
+      chunkSize: z.number().int().min(1).max(10_000).default(10_000).describe("Users per campaign chunk (one shard's slice); at most 10,000."),
+      shardConcurrency: z.number().int().min(1).max(256).default(8).describe("Shards a campaign expands at once."),
+      defaultRate: z.number().min(0).default(0).describe("Default expansion limit, users per second (0 = none); a request's `campaign.rate` overrides it."),
+      leaseMs: z.number().int().min(500).max(60_000).default(3000).describe("Campaign ownership lease; an owner that dies is replaced within about this long."),
     })
-    .prefault({}),
+    .prefault({})
+    .describe("The campaign actor: segment expansion."),
   router: z
     .strictObject({
-      /** Recipients per fan chunk message (one shard's slice of one notification). */
-      chunkSize: z.number().int().min(1).max(10000).default(1000),
+      chunkSize: z.number().int().min(1).max(10000).default(1000).describe("Recipients per fan chunk message (one shard's slice of one notification)."),
     })
-    .prefault({}),
+    .prefault({})
+    .describe("The router: explicit recipient lists split by shard."),
   shard: z
     .strictObject({
-      /** Fan chunks processed at once per process (across its shards). */
-      concurrency: z.number().int().min(1).max(256).default(8),
-      /** Fan chunks of one shard in flight at once (read, decide, publish). */
-      chunksInFlight: z.number().int().min(1).max(64).default(4),
-      /** Sends per channel batch message. */
-      sendBatchSize: z.number().int().min(1).max(1000).default(500),
-      /** Shard lease: an owner that dies is replaced within about this long plus one tick. */
-      leaseMs: z.number().int().min(500).max(60_000).default(3000),
-      /** How often an owner checkpoints each shard's position, dedup window and buckets. */
-      checkpointMs: z.number().int().min(100).max(600_000).default(2000),
-      /** Dedup window on (notification, user) and (collapse key, user). */
-      dedupWindowSec: z.number().int().min(0).max(30 * 86400).default(86400),
+      concurrency: z.number().int().min(1).max(256).default(8).describe("Fan chunks processed at once per process (across its shards)."),
+      chunksInFlight: z.number().int().min(1).max(64).default(4).describe("Fan chunks of one shard in flight at once (read, decide, publish)."),
+      sendBatchSize: z.number().int().min(1).max(1000).default(500).describe("Sends per channel batch message."),
+      leaseMs: z.number().int().min(500).max(60_000).default(3000).describe("Shard lease: an owner that dies is replaced within about this long plus one tick (a sixth of it)."),
+      checkpointMs: z.number().int().min(100).max(600_000).default(2000).describe("How often an owner checkpoints each shard's position, dedup window and buckets."),
+      dedupWindowSec: z.number().int().min(0).max(30 * 86400).default(86400).describe("Dedup window on (notification, user) and (collapse key, user)."),
     })
-    .prefault({}),
+    .prefault({})
+    .describe("Shard actors: ownership, checkpoints and batching."),
   policy: z
     .strictObject({
-      /** Quiet hours of users who set none, local time in their zone; absent: none. */
-      defaultQuietHours: z.strictObject({ start: hhmm, end: hhmm }).optional(),
-      /** Channels tried one at a time when a notification's own channels reach nobody, per priority. Only channels with gateways are used. */
+      defaultQuietHours: z
+        .strictObject({
+          start: hhmm.describe("Start of quiet hours, HH:MM in the user's time zone."),
+          end: hhmm.describe("End of quiet hours, HH:MM in the user's time zone (may be earlier than start: the window crosses midnight)."),
+        })
+        .optional()
+        .describe("Quiet hours of users who set none, local time in their zone; absent: none."),
       fallback: z
         .strictObject({
-          critical: z.array(contentChannel).default(["sms", "email"]),
-          high: z.array(contentChannel).default(["email"]),
-          normal: z.array(contentChannel).default([]),
-          bulk: z.array(contentChannel).default([]),
+          critical: z.array(contentChannel).default(["sms", "email"]).describe("Fallback channels of critical notifications, in order."),
+          high: z.array(contentChannel).default(["email"]).describe("Fallback channels of high-priority notifications, in order."),
+          normal: z.array(contentChannel).default([]).describe("Fallback channels of normal-priority notifications, in order."),
+          bulk: z.array(contentChannel).default([]).describe("Fallback channels of bulk notifications, in order."),
         })
-        .prefault({}),
-      /** Keep every recipient's decision trail for `nfx explain`. */
-      trails: z.boolean().default(true),
-      trailRetentionHours: z.number().min(1).max(24 * 90).default(72),
-      trailMaxBytes: z.number().int().min(1_048_576).default(2 * 1024 ** 3),
+        .prefault({})
+        .describe("Channels tried one at a time when a notification's own channels reach nobody, per priority. Only channels with gateways (`ingest.channels`) are used."),
+      trails: z.boolean().default(true).describe("Keep every recipient's decision trail for `nfx explain`."),
+      trailRetentionHours: z.number().min(1).max(24 * 90).default(72).describe("How long decision trails are kept (`NFX_TRAILS`)."),
+      trailMaxBytes: z.number().int().min(1_048_576).default(2 * 1024 ** 3).describe("Largest size of the decision trail stream; the oldest trails go first."),
     })
-    .prefault({}),
+    .prefault({})
+    .describe("The shard actor's per-recipient policy."),
   gateways: z
     .strictObject({
-      apns: z.strictObject({ apps: appsOf(apnsApp, (a) => a.topic).default([apnsApp.parse({})]) }).prefault({}),
-      fcm: z.strictObject({ apps: appsOf(fcmApp, (a) => a.projectId).default([fcmApp.parse({})]) }).prefault({}),
-      email: z.strictObject({ apps: appsOf(sendgridAccount, (a) => a.name).default([sendgridAccount.parse({})]) }).prefault({}),
-      sms: z.strictObject({ apps: appsOf(twilioAccount, (a) => a.name).default([twilioAccount.parse({})]) }).prefault({}),
+      apns: z
+        .strictObject({ apps: appsOf(apnsApp, (a) => a.topic).default([apnsApp.parse({})]).describe("APNs apps (at least one; unique names; a failover names another app).") })
+        .prefault({})
+        .describe("The APNs gateway."),
+      fcm: z
+        .strictObject({ apps: appsOf(fcmApp, (a) => a.projectId).default([fcmApp.parse({})]).describe("FCM projects (at least one; unique names; a failover names another app).") })
+        .prefault({})
+        .describe("The FCM gateway."),
+      email: z
+        .strictObject({ apps: appsOf(sendgridAccount, (a) => a.name).default([sendgridAccount.parse({})]).describe("SendGrid accounts (at least one; unique names; the first sends, the others only as failovers).") })
+        .prefault({})
+        .describe("The email gateway (SendGrid)."),
+      sms: z
+        .strictObject({ apps: appsOf(twilioAccount, (a) => a.name).default([twilioAccount.parse({})]).describe("Twilio accounts (at least one; unique names; the first sends, the others only as failovers).") })
+        .prefault({})
+        .describe("The SMS gateway (Twilio)."),
       retry,
-      /** Send batches processed at once per gateway process. */
-      batchConcurrency: z.number().int().min(1).max(64).default(4),
-      /** How long a delivered key is remembered so a replayed batch never calls a provider twice. */
-      deliveredTtlSec: z.number().int().min(60).max(30 * 86400).default(86400),
-      /** How long a claim on a delivery key (taken right before the provider call) holds off other attempts; a live batch renews its claims every third of it, so it bounds how long a dead gateway's claims outlive it. */
-      claimTtlSec: z.number().int().min(3).max(3600).default(10),
-      /** Redelivery timeout of the send-stream consumers (the runner signals progress every third of it): how soon a dead gateway's batches go to another. */
-      ackWaitSec: z.number().int().min(3).max(3600).default(10),
+      batchConcurrency: z.number().int().min(1).max(64).default(4).describe("Send batches processed at once per gateway process and lane."),
+      deliveredTtlSec: z.number().int().min(60).max(30 * 86400).default(86400).describe("How long a delivered key is remembered so a replayed batch never calls a provider twice."),
+      claimTtlSec: z.number().int().min(3).max(3600).default(10).describe("How long a claim on a delivery key (taken right before the provider call) holds off other attempts; a live batch renews its claims every third of it, so it bounds how long a dead gateway's claims outlive it."),
+      ackWaitSec: z.number().int().min(3).max(3600).default(10).describe("Redelivery timeout of the send-stream consumers (the runner signals progress every third of it): how soon a dead gateway's batches go to another."),
     })
-    .prefault({}),
+    .prefault({})
+    .describe("Channel gateways: provider apps, bulkheads, retries and delivery keys."),
   ws: z
     .strictObject({
-      host: z.string().min(1).default("127.0.0.1"),
-      /** Port of the WebSocket gateway (`/v1/ws`, `/v1/inbox`, `/v1/client.js`, `/demo`); 0 picks a free one. */
-      port: z.number().int().min(0).max(65535).default(8090),
-      /** HMAC secret of the user tokens (HS256 JWTs, `sub` = user id); at least 32 characters. Must be set: roles refuse the published default (`nfx up` and tests generate one). */
-      secret: z.string().min(32, "must be at least 32 characters").default(DEV_WS_SECRET),
-      /** Expected `iss` claim of user tokens; absent means any. */
-      issuer: z.string().min(1).optional(),
-      /** Browser origins allowed to connect (exact `scheme://host[:port]`). Must be set: roles refuse "*" (`nfx up` sets the gateway's own origins). */
-      origins: z.array(z.string().regex(/^(\*|https?:\/\/[^/\s]+)$/, "must be * or scheme://host[:port] with no path")).default(["*"]),
-      /** Accept connections that send no Origin header (non-browser clients; the token still authenticates them). */
-      allowNoOrigin: z.boolean().default(true),
-      /** Largest client message; bigger ones close the connection. */
-      maxMessageBytes: z.number().int().min(256).max(1_048_576).default(16_384),
-      /** Client messages per second per connection (token bucket, burst = 2×); beyond it the connection is closed. */
-      messagesPerSec: z.number().int().min(1).max(10_000).default(20),
-      /** Seconds without traffic before the gateway pings; a client that does not answer is closed after as long again. */
-      idleTimeoutSec: z.number().int().min(8).max(960).default(32),
-      /** Presence key TTL; the gateway refreshes every user it holds at a third of it. */
-      presenceTtlSec: z.number().int().min(3).max(3600).default(30),
-      /** How long a live in-app send waits for the client's acknowledgement before falling back to push. */
-      ackTimeoutMs: z.number().int().min(50).max(60_000).default(2000),
-      /** Inbox items kept per user (oldest dropped). */
-      inboxCap: z.number().int().min(1).max(10_000).default(200),
-      /** How long inbox items are kept. */
-      inboxRetentionDays: z.number().min(1).max(365).default(30),
-      /** Items sent to a client when it connects. */
-      syncItems: z.number().int().min(0).max(1000).default(50),
-      /** In-app send batches handled at once by the dispatcher. */
-      batchConcurrency: z.number().int().min(1).max(256).default(16),
+      host: z.string().min(1).default("127.0.0.1").describe("Address the WebSocket gateway listens on."),
+      port: z.number().int().min(0).max(65535).default(8090).describe("Port of the WebSocket gateway (`/v1/ws`, `/v1/inbox`, `/v1/client.js`, `/demo`, `/healthz`); 0 picks a free one. Several gateway processes may share it (SO_REUSEPORT)."),
+      secret: z
+        .string()
+        .min(32, "must be at least 32 characters")
+        .default(DEV_WS_SECRET)
+        .describe("HMAC secret of the user tokens (HS256 JWTs, `sub` = user id); at least 32 characters. Must be set: roles refuse the published default (`nfx up` and tests generate one)."),
+      issuer: z.string().min(1).optional().describe("Expected `iss` claim of user tokens; absent means any."),
+      origins: z
+        .array(z.string().regex(/^(\*|https?:\/\/[^/\s]+)$/, "must be * or scheme://host[:port] with no path"))
+        .default(["*"])
+        .describe("Browser origins allowed to connect (exact `scheme://host[:port]`). Must be set: roles refuse \"*\" (`nfx up` sets the gateway's own origins)."),
+      allowNoOrigin: z.boolean().default(true).describe("Accept connections that send no Origin header (non-browser clients; the token still authenticates them)."),
+      maxMessageBytes: z.number().int().min(256).max(1_048_576).default(16_384).describe("Largest client message; a bigger one drops the connection (1006 at the client)."),
+      messagesPerSec: z.number().int().min(1).max(10_000).default(20).describe("Client messages per second per connection (token bucket, burst = 2×); beyond it the connection is closed with 1008."),
+      idleTimeoutSec: z.number().int().min(8).max(960).default(32).describe("Seconds without traffic before the gateway pings; a client that does not answer is closed after as long again."),
+      presenceTtlSec: z.number().int().min(3).max(3600).default(30).describe("Presence key TTL; the gateway refreshes every user it holds at a third of it; shard actors trust presence events after listening this long."),
+      ackTimeoutMs: z.number().int().min(50).max(60_000).default(2000).describe("How long a live in-app send waits for the client's acknowledgement before falling back."),
+      inboxCap: z.number().int().min(1).max(10_000).default(200).describe("Inbox items kept per user (oldest dropped)."),
+      inboxRetentionDays: z.number().min(1).max(365).default(30).describe("How long an inbox lives without new items."),
+      syncItems: z.number().int().min(0).max(1000).default(50).describe("Items sent to a client when it connects."),
+      batchConcurrency: z.number().int().min(1).max(256).default(16).describe("In-app send batches the dispatcher handles at once per process."),
     })
-    .prefault({}),
+    .prefault({})
+    .describe("The WebSocket gateway, the in-app inbox and the in-app dispatcher."),
   tracker: z
     .strictObject({
-      /** Keep a per-user delivery log in Redis (`nfx log --user`): one entry per outcome but "queued". */
-      userLog: z.boolean().default(true),
-      /** Entries kept per user (oldest dropped). */
-      userLogCap: z.number().int().min(1).max(10_000).default(100),
-      /** How long a user's log is kept after its latest entry. */
-      userLogDays: z.number().min(1).max(365).default(30),
+      userLog: z.boolean().default(true).describe("Keep a per-user delivery log in Redis (`nfx log --user`): one entry per outcome but \"queued\"."),
+      userLogCap: z.number().int().min(1).max(10_000).default(100).describe("Entries kept per user (oldest dropped)."),
+      userLogDays: z.number().min(1).max(365).default(30).describe("How long a user's log is kept after its latest entry."),
     })
-    .prefault({}),
+    .prefault({})
+    .describe("The tracker: counters and delivery logs."),
   engagement: z
     .strictObject({
-      /** Public base URL of the HTTP API: open pixels, click redirects and Twilio status callbacks point here. */
-      baseUrl: z.string().regex(/^https?:\/\/[^\s?#]+[^/\s?#]$/, "must be an http(s) URL without a trailing slash, query or fragment").default("http://127.0.0.1:8080"),
-      /** HMAC secret that signs tracking links (at least 32 characters). Must be set: roles refuse the published default (`nfx up` and tests generate one). */
-      secret: z.string().min(32, "must be at least 32 characters").default(DEV_LINK_SECRET),
-      /** Add an open pixel to HTML email. */
-      openPixel: z.boolean().default(true),
-      /** Rewrite http(s) links of HTML email through the click redirect. */
-      clickTracking: z.boolean().default(true),
-      /** How long tracking links work and a recipient's first open / click is remembered. */
-      linkTtlDays: z.number().min(1).max(365).default(30),
+      baseUrl: z
+        .string()
+        .regex(/^https?:\/\/[^\s?#]+[^/\s?#]$/, "must be an http(s) URL without a trailing slash, query or fragment")
+        .default("http://127.0.0.1:8080")
+        .describe("Public base URL of the HTTP API: open pixels, click redirects and Twilio status callbacks point here (a local cluster sets its own)."),
+      secret: z
+        .string()
+        .min(32, "must be at least 32 characters")
+        .default(DEV_LINK_SECRET)
+        .describe("HMAC secret that signs tracking links (at least 32 characters). Must be set: roles refuse the published default (`nfx up` and tests generate one)."),
+      openPixel: z.boolean().default(true).describe("Add an open pixel to HTML email."),
+      clickTracking: z.boolean().default(true).describe("Rewrite http(s) links of HTML email through the click redirect."),
+      linkTtlDays: z.number().min(1).max(365).default(30).describe("How long tracking links work and a recipient's first open / click is remembered."),
     })
-    .prefault({}),
+    .prefault({})
+    .describe("Open and click tracking."),
   webhooks: z
     .strictObject({
-      /** SendGrid Signed Event Webhook verification key (base64 DER, as SendGrid's settings page shows it); absent: the endpoint answers 503. */
-      sendgridPublicKey: z.string().regex(/^[A-Za-z0-9+/=]{40,}$/, "must be the base64 public key SendGrid shows").optional(),
-      /** Signed webhook timestamps older than this are refused (replay protection). */
-      maxAgeSec: z.number().int().min(10).max(7 * 86400).default(600),
-      /** How long a provider event id is remembered so a redelivered webhook counts once. */
-      dedupDays: z.number().min(1).max(30).default(3),
+      sendgridPublicKey: z
+        .string()
+        .regex(/^[A-Za-z0-9+/=]{40,}$/, "must be the base64 public key SendGrid shows")
+        .optional()
+        .describe("SendGrid Signed Event Webhook verification key (base64 DER, as SendGrid's settings page shows it); absent: the endpoint answers 503 (a local cluster sets the sandbox's)."),
+      maxAgeSec: z.number().int().min(10).max(7 * 86400).default(600).describe("Signed webhook timestamps older than this are refused (replay protection)."),
+      dedupDays: z.number().min(1).max(30).default(3).describe("How long a provider event id is remembered so a redelivered webhook counts once."),
     })
-    .prefault({}),
+    .prefault({})
+    .describe("Provider callbacks (SendGrid events, Twilio status)."),
   metrics: z
     .strictObject({
-      /** Serve Prometheus `/metrics` from every process. */
-      enabled: z.boolean().default(true),
-      host: z.string().min(1).default("127.0.0.1"),
-      /** Port of this process's metrics server; 0 picks a free one (every process announces its URL in the process registry: `nfx top`, `/v1/metrics/targets`). */
-      port: z.number().int().min(0).max(65535).default(0),
+      enabled: z.boolean().default(true).describe("Serve Prometheus `/metrics` (and `/metrics.json`) from every process."),
+      host: z.string().min(1).default("127.0.0.1").describe("Address the metrics server listens on."),
+      port: z.number().int().min(0).max(65535).default(0).describe("Port of this process's metrics server; 0 picks a free one (every process announces its URL in the process registry: `nfx top`, `/v1/metrics/targets`)."),
     })
-    .prefault({}),
+    .prefault({})
+    .describe("Prometheus metrics of every process."),
   sandbox: z
     .strictObject({
-      apnsPort: port.default(8443),
-      fcmPort: port.default(8444),
-      controlPort: port.default(8445),
-      sendgridPort: port.default(8446),
-      twilioPort: port.default(8447),
+      apnsPort: port.default(8443).describe("Port of the sandbox APNs."),
+      fcmPort: port.default(8444).describe("Port of the sandbox FCM."),
+      controlPort: port.default(8445).describe("Port of the sandbox control API (`/stats`, `/faults`, ...)."),
+      sendgridPort: port.default(8446).describe("Port of the sandbox SendGrid."),
+      twilioPort: port.default(8447).describe("Port of the sandbox Twilio."),
     })
-    .prefault({}),
+    .prefault({})
+    .describe("Sandbox providers started by `nfx sandbox` and `nfx up`."),
   up: z
     .strictObject({
-      /** Where `nfx up` keeps nats-server and redis-server data. */
-      dataDir: z.string().min(1).default(".nfx"),
-      natsPort: port.default(4222),
-      redisPort: port.default(6379),
+      dataDir: z.string().min(1).default(".nfx").describe("Where `nfx up` keeps nats-server and redis-server data and the cluster's config."),
+      natsPort: port.default(4222).describe("nats-server port of `nfx up`."),
+      redisPort: port.default(6379).describe("redis-server port of `nfx up`."),
     })
-    .prefault({}),
+    .prefault({})
+    .describe("The local cluster of `nfx up`."),
 });
 
 /** The validated, frozen configuration every process runs with. */

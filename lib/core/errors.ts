@@ -117,15 +117,22 @@ export class ProviderError extends NfxError {
 /** A shard owner or campaign owner whose lease is gone tried to write: it must stop. */
 export class Fenced extends errorClass("NFX_ERR_FENCED", 409) {}
 
-/** Every error class, so tests can check codes are unique and callers can map codes back. */
+/**
+ * Every error class, so tests can check codes are unique and callers can map codes back.
+ * test/unit/errors.test.ts fails when an exported NfxError subclass is missing here, and when a
+ * code is not in docs/errors.md (or the page names a code that is not here).
+ */
 export const ERROR_CLASSES = [
   ConfigInvalid, RequestInvalid, RequestUndecodable, BodyTooLarge, UnsupportedMediaType, Unauthenticated, Forbidden, ScopeMissing,
   IdempotencyConflict, CategoryUnknown, SegmentUnknown, TemplateNotFound, TemplateMismatch, TemplateInvalid, PayloadTooLarge,
-  ScheduleInvalid, ChannelUnavailable, CampaignStateConflict, NotFound, StoreUnavailable, InsecureDefault, RuntimeMissing, ProviderError, Fenced,
+  ScheduleInvalid, ChannelUnavailable, CampaignStateConflict, NotFound, StoreUnavailable, ServiceUnavailable, InsecureDefault, RuntimeMissing, ProviderError, Fenced,
 ] as const;
+
+/** The code {@link toErrorReply} answers for anything that is not an NfxError (its detail is logged, never sent). */
+export const INTERNAL_ERROR_CODE = "NFX_ERR_INTERNAL";
 
 /** Turns anything thrown into the `{code, message}` shape answered to a caller. Unknown errors become NFX_ERR_INTERNAL. */
 export function toErrorReply(err: unknown): { code: string; message: string; field?: string } {
   if (err instanceof NfxError) return err.toJSON();
-  return { code: "NFX_ERR_INTERNAL", message: "internal error" };
+  return { code: INTERNAL_ERROR_CODE, message: "internal error" };
 }

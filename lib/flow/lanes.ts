@@ -50,7 +50,7 @@ export interface Lanes {
  * Starts consuming every priority lane of `stream`. Lanes pull concurrently;
  * a free worker always takes from the most urgent non-empty lane, so a
  * backlog of bulk never delays critical. Ordering and ack rules:
- * actors/README.md.
+ * docs/architecture.md, "Acks, ordering and ownership".
  */
 export function runLanes(o: LaneOptions): Lanes {
   const queues: Record<Priority, JsMsg[]> = { critical: [], high: [], normal: [], bulk: [] };

@@ -122,7 +122,7 @@ type Later = { s: Send; at: number };
  * `retry.maxAttempts`; sends the bulkhead refused go back to NFX_RETRY
  * without using an attempt. Receipts are published, then the batch is
  * acked. The one window for a duplicate is a provider call in flight — sent,
- * its answer not yet recorded — when the process dies (README "Guarantees").
+ * its answer not yet recorded — when the process dies (docs/architecture.md, "Guarantees").
  */
 export async function runGateway(d: GatewayDeps, client: ChannelClient): Promise<{ stop(): Promise<void>; bulkheads(): BulkheadState[] }> {
   const channel = client.channel;

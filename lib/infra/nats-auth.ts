@@ -67,8 +67,8 @@ const gateway = (c: (typeof GATEWAY_CHANNELS)[number]): Perm => ({
 });
 
 /**
- * Who publishes and subscribes where, per role (actors/README.md, "Who
- * publishes where"), beyond what every role has: read-only JetStream
+ * Who publishes and subscribes where, per role (docs/architecture.md, "Acks,
+ * ordering and ownership", rule 5 "Who publishes where"), beyond what every role has: read-only JetStream
  * metadata, its own process-registry entry and its own inbox. Responses to
  * requests a role received need no entry: `allow_responses` covers them.
  */

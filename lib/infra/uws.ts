@@ -5,7 +5,7 @@ import { RuntimeMissing } from "../core/errors.js";
 /**
  * Returns the uWebSockets.js module. Throws {@link RuntimeMissing} when the
  * native binary did not load (the package then silently falls back to a slow
- * JavaScript implementation; PROVIDERS.md).
+ * JavaScript implementation; docs/providers.md, "In-app — uWebSockets.js").
  */
 export function requireNativeUws(): typeof import("uWebSockets.js") {
   const uws = createRequire(import.meta.url)("uWebSockets.js") as typeof import("uWebSockets.js");
