@@ -117,7 +117,7 @@ export async function startTracker(d: TrackerDeps): Promise<{ stop(): Promise<vo
       }
     }
     if (m.seq > totals.seq) {
-      for (const e of b.entries) foldTotal(totals, e);
+      for (const e of b.entries) if (!e.echo) foldTotal(totals, e);
       totals.seq = m.seq;
       totalsDirty = true;
     }

@@ -59,6 +59,8 @@ export function fold(c: Counters, b: ReceiptBatch): void {
   c.queued += b.queued ?? 0;
   c.deferred = c.deferred + (b.deferred ?? 0) - (b.released ?? 0);
   for (const e of b.entries) {
+    // Repeated by another copy of the send: the batch that recorded the outcome counts it.
+    if (e.echo) continue;
     if (e.supersedes && Object.hasOwn(c.failed, e.supersedes) && c.failed[e.supersedes]) c.failed[e.supersedes]!--;
     switch (e.outcome) {
       case "queued":

@@ -186,6 +186,12 @@ export interface ReceiptEntry {
   supersedes?: string;
   /** A failure the provider reported after it had accepted the send (bounce, undelivered): counters move it from sent to failed. */
   late?: true;
+  /**
+   * An outcome another batch recorded, repeated by this copy of the send (a second delivery or a pushed-back part)
+   * so its own caller sees it: shown in delivery lines, never counted. The batch that recorded it reports it
+   * (its receipts, or its redelivery's under the same message id: docs/architecture.md, "Acks, ordering and ownership").
+   */
+  echo?: true;
 }
 
 /** Receipts of one notification from one batch, on `nfx.rcpt.<nid>`. */
