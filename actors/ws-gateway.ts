@@ -49,12 +49,11 @@ interface Held {
 }
 
 /** Client commands, validated before anything changes. */
-const ids = inboxIds;
 const ref = z.union([z.string().max(64), z.number()]).optional();
 const command = z.discriminatedUnion("t", [
   z.strictObject({ t: z.literal("ack"), id: z.string().min(1).max(128) }),
   z.strictObject({ t: z.literal("ping") }),
-  z.strictObject({ t: z.enum(["seen", "read", "archive"]), ids: ids.optional(), all: z.literal(true).optional(), ref }),
+  z.strictObject({ t: z.enum(["seen", "read", "archive"]), ids: inboxIds.optional(), all: z.literal(true).optional(), ref }),
   z.strictObject({ t: z.literal("list"), before: z.number().int().min(0).optional(), limit: z.number().int().min(1).max(200).optional(), ref }),
 ]);
 type Command = z.infer<typeof command>;
