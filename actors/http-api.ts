@@ -1,12 +1,10 @@
 // HTTP gateway of the ingest role, on uWebSockets.js: notifications, status and templates over HTTP, each route checking its API-key scope.
 import { readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
-import { STATUS_CODES } from "node:http";
-import type { HttpRequest, HttpResponse, TemplatedApp, us_listen_socket } from "uWebSockets.js";
+import type { TemplatedApp } from "uWebSockets.js";
 import type { Config } from "../lib/core/config.js";
-import { encodeJson } from "../lib/core/codec.js";
 import { ApiKeys, NOBODY, requireScope, type Scope } from "../lib/intake/api-keys.js";
-import { BodyTooLarge, NfxError, NotFound, RequestInvalid, Unauthenticated, UnsupportedMediaType, toErrorReply } from "../lib/core/errors.js";
+import { BodyTooLarge, NotFound, RequestInvalid, Unauthenticated, UnsupportedMediaType } from "../lib/core/errors.js";
 import type { Intake, Producer } from "../lib/intake/intake.js";
 import type { Logger } from "../lib/core/log.js";
 import type { Nats } from "../lib/infra/nats.js";
@@ -16,6 +14,7 @@ import { campaignOp, preferencesOp } from "../lib/intake/operations.js";
 import type { Redis } from "../lib/infra/redis.js";
 import type { TemplateStore } from "../lib/intake/templates.js";
 import { requireNativeUws } from "../lib/infra/uws.js";
+import { bearerOf, fixed, listen, noRoute, route as httpRoute, type Answer } from "../lib/infra/http.js";
 import { decodeBody } from "../lib/core/json-guard.js";
 import { UserTokens } from "../lib/inapp/ws-token.js";
 import { engagementFor, reportEvents } from "../lib/tracking/engagement.js";
@@ -67,9 +66,7 @@ interface RouteOpts {
   ctype?: RegExp;
 }
 
-type Handler = (c: Call) => Promise<{ status: number; body?: unknown; raw?: Buffer | string; headers?: Record<string, string> }>;
-
-const statusLine = (code: number): string => `${code} ${STATUS_CODES[code] ?? ""}`;
+type Handler = (c: Call) => Promise<Answer>;
 
 /**
  * Starts the HTTP API on `http.host:http.port` (port 0 picks one). Routes:
@@ -91,55 +88,27 @@ export async function startHttpApi(d: HttpApiDeps): Promise<{ port: number; stop
   const depth = d.cfg.ingest.maxJsonDepth;
   const keys = new ApiKeys(d.cfg.apiKeys);
 
-  const send = (res: HttpResponse, state: { done: boolean }, status: number, body: unknown, extra: Record<string, string> = {}): void => {
-    if (state.done) return;
-    state.done = true;
-    res.cork(() => {
-      res.writeStatus(statusLine(status)).writeHeader("content-type", "application/json");
-      for (const [k, v] of Object.entries(extra)) res.writeHeader(k, v);
-      res.end(body === undefined ? "" : encodeJson(body));
-    });
-  };
-  /** Answers a non-JSON body (pixel, HTML, redirect); `headers` must carry its content type. */
-  const sendRaw = (res: HttpResponse, state: { done: boolean }, status: number, body: Buffer | string, extra: Record<string, string> = {}): void => {
-    if (state.done) return;
-    state.done = true;
-    res.cork(() => {
-      res.writeStatus(statusLine(status));
-      for (const [k, v] of Object.entries(extra)) res.writeHeader(k, v);
-      res.end(body);
-    });
-  };
-  const fail = (res: HttpResponse, state: { done: boolean }, err: unknown): void => {
-    const e = toErrorReply(err);
-    if (e.code === "NFX_ERR_INTERNAL") log.error({ err }, "request failed");
-    send(res, state, err instanceof NfxError ? err.status : 500, { error: e });
-  };
+  const onInternal = (err: unknown): void => log.error({ err }, "request failed");
 
   /** Wraps a handler: auth and scope, content type, body size and reading, error mapping. A keyed route without a scope fails at start-up. */
   const route = (o: RouteOpts, h: Handler) => {
     if ((o.auth ?? "key") !== "none" && !o.scope) throw new Error(`${o.what}: a route that takes an API key must name its scope`);
-    return (res: HttpResponse, req: HttpRequest): void => {
-      const state = { done: false };
-      res.onAborted(() => {
-        state.done = true;
-      });
-      const raw = Array.from({ length: o.params }, (_, i) => req.getParameter(i) ?? "");
-      const auth = req.getHeader("authorization");
-      const ctype = req.getHeader("content-type");
-      const length = Number(req.getHeader("content-length") || 0);
-      const idempotencyKey = req.getHeader("idempotency-key");
-      const extra = { sgSignature: req.getHeader("x-twilio-email-event-webhook-signature"), sgTimestamp: req.getHeader("x-twilio-email-event-webhook-timestamp"), twilioSignature: req.getHeader("x-twilio-signature") };
-      const q = req.getQuery() ?? "";
-      const pathAndQuery = req.getUrl() + (q ? `?${q}` : "");
-      const m = /^Bearer (.+)$/i.exec(auth);
-      const mode = o.auth ?? "key";
-      const keyCaller = keys.find(m?.[1]);
-      const bearer = m?.[1];
-      const caller = mode === "none" ? NOBODY : keyCaller;
-      let params: string[];
-      try {
-        params = raw.map((p) => {
+    const mode = o.auth ?? "key";
+    return httpRoute({
+      onInternal,
+      ...(o.body ? { body: { max, tooLarge: () => new BodyTooLarge(`(body): over the ${max}-byte limit`, { field: "(body)" }) } } : {}),
+      prepare: (req) => {
+        const raw = Array.from({ length: o.params }, (_, i) => req.getParameter(i) ?? "");
+        const ctype = req.getHeader("content-type");
+        const length = Number(req.getHeader("content-length") || 0);
+        const idempotencyKey = req.getHeader("idempotency-key");
+        const extra = { sgSignature: req.getHeader("x-twilio-email-event-webhook-signature"), sgTimestamp: req.getHeader("x-twilio-email-event-webhook-timestamp"), twilioSignature: req.getHeader("x-twilio-signature") };
+        const q = req.getQuery() ?? "";
+        const pathAndQuery = req.getUrl() + (q ? `?${q}` : "");
+        const bearer = bearerOf(req.getHeader("authorization"));
+        const keyCaller = keys.find(bearer);
+        const caller = mode === "none" ? NOBODY : keyCaller;
+        const params = raw.map((p) => {
           try {
             return decodeURIComponent(p);
           } catch {
@@ -153,28 +122,13 @@ export async function startHttpApi(d: HttpApiDeps): Promise<{ port: number; stop
         const want = o.ctype ?? /^application\/json\b/i;
         if (o.body && !want.test(ctype)) throw new UnsupportedMediaType(`content-type: must be ${o.ctype ? "application/x-www-form-urlencoded" : "application/json"}`, { field: "content-type" });
         if (length > max) throw new BodyTooLarge(`(body): ${length} bytes is over the ${max}-byte limit`, { field: "(body)" });
-      } catch (err) {
-        fail(res, state, err);
-        return;
-      }
-      const run = (body: Uint8Array): void => {
+        return { caller, bearer, params, q, pathAndQuery, headers: { idempotencyKey, ...extra } };
+      },
+      run: ({ caller, bearer, params, q, pathAndQuery, headers }, body) => {
         const who = caller ? Promise.resolve({ caller, user: undefined }) : tokens.verify(bearer).then((t) => ({ caller: NOBODY, user: t.user }));
-        who
-          .then((w) => h({ caller: w.caller, ...(w.user ? { user: w.user } : {}), params, query: new URLSearchParams(q), pathAndQuery, headers: { idempotencyKey, ...extra }, body }))
-          .then((r) => (r.raw !== undefined ? sendRaw(res, state, r.status, r.raw, r.headers) : send(res, state, r.status, r.body, r.headers)))
-          .catch((err) => fail(res, state, err));
-      };
-      if (!o.body) return run(new Uint8Array(0));
-      const chunks: Buffer[] = [];
-      let size = 0;
-      res.onData((ab, last) => {
-        if (state.done) return;
-        size += ab.byteLength;
-        if (size > max) return fail(res, state, new BodyTooLarge(`(body): over the ${max}-byte limit`, { field: "(body)" }));
-        chunks.push(Buffer.from(ab.slice(0)));
-        if (last) run(Buffer.concat(chunks));
-      });
-    };
+        return who.then((w) => h({ caller: w.caller, ...(w.user ? { user: w.user } : {}), params, query: new URLSearchParams(q), pathAndQuery, headers, body }));
+      },
+    });
   };
 
   const tokens = new UserTokens(d.cfg.ws.secret, d.cfg.ws.issuer);
@@ -290,30 +244,19 @@ export async function startHttpApi(d: HttpApiDeps): Promise<{ port: number; stop
       }),
     })),
   );
-  app.get("/status", (res) => {
-    res.cork(() => res.writeHeader("content-type", "text/html; charset=utf-8").writeHeader("cache-control", "no-store").end(statusPage));
-  });
+  app.get("/status", fixed({ "content-type": "text/html; charset=utf-8", "cache-control": "no-store" }, () => statusPage));
   const openapi = readFileSync(fileURLToPath(new URL("../../openapi.yaml", import.meta.url)));
-  app.get("/v1/openapi.yaml", (res) => {
-    res.cork(() => res.writeHeader("content-type", "application/yaml").end(openapi));
-  });
-  app.get("/healthz", (res) => {
-    res.cork(() => res.writeHeader("content-type", "application/json").end('{"ok":true}'));
-  });
-  app.any("/*", (res, req) => {
-    const state = { done: false };
-    send(res, state, 404, { error: { code: "NFX_ERR_NOT_FOUND", message: `no route ${req.getMethod().toUpperCase()} ${req.getUrl()}` } });
-  });
+  app.get("/v1/openapi.yaml", fixed({ "content-type": "application/yaml" }, () => openapi));
+  app.get("/healthz", fixed({ "content-type": "application/json" }, () => '{"ok":true}'));
+  app.any("/*", noRoute);
 
-  const socket = await new Promise<us_listen_socket>((resolve, reject) =>
-    app.listen(d.cfg.http.host, d.cfg.http.port, (s) => (s ? resolve(s) : reject(new Error(`http: cannot listen on ${d.cfg.http.host}:${d.cfg.http.port}`)))),
-  );
-  const port = uws.us_socket_local_port(socket as never);
+  const listener = await listen(uws, app, d.cfg.http.host, d.cfg.http.port, "http");
+  const port = listener.port;
   log.info({ port, keys: keys.size }, "http api ready");
   return {
     port,
     async stop() {
-      uws.us_listen_socket_close(socket);
+      listener.close();
     },
   };
 }

@@ -1,18 +1,19 @@
-// WebSocket gateway on uWebSockets.js: holds users' live connections at /v1/ws, subscribes `nfx.live.<user>` for each user it holds, keeps presence, serves the inbox API, the browser client and the demo page.
+// WebSocket gateway on uWebSockets.js: holds users' live connections at /v1/ws, subscribes `nfx.live.<user>` for each user it holds, keeps presence, applies inbox actions, and mounts the inbox API (lib/inapp/inbox-http.ts), the browser client and the demo page.
 import { wsConnections } from "../lib/infra/metrics.js";
 import { engagementFor } from "../lib/tracking/engagement.js";
 import { randomBytes } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { hostname } from "node:os";
-import { STATUS_CODES } from "node:http";
 import { fileURLToPath } from "node:url";
 import type { Msg, Subscription } from "@nats-io/transport-node";
-import type { HttpRequest, HttpResponse, TemplatedApp, WebSocket, us_listen_socket } from "uWebSockets.js";
+import type { TemplatedApp, WebSocket } from "uWebSockets.js";
 import { z } from "zod";
 import { encode, encodeJson } from "../lib/core/codec.js";
 import type { Config } from "../lib/core/config.js";
-import { BodyTooLarge, Forbidden, NfxError, NotFound, RequestInvalid, Unauthenticated, toErrorReply } from "../lib/core/errors.js";
-import { INBOX_ACTIONS, Inbox, type InboxAction } from "../lib/inapp/inbox.js";
+import { NfxError, RequestInvalid, toErrorReply } from "../lib/core/errors.js";
+import { Inbox, type InboxAction } from "../lib/inapp/inbox.js";
+import { inboxIds, invalidRequest, markTarget, mountInboxHttp, userTokenOf } from "../lib/inapp/inbox-http.js";
+import { Exchange, Origins, fixed, listen, noRoute } from "../lib/infra/http.js";
 import type { Logger } from "../lib/core/log.js";
 import type { Nats } from "../lib/infra/nats.js";
 import { PresenceWriter } from "../lib/inapp/presence.js";
@@ -21,7 +22,6 @@ import { MSGID, isInboxReply, liveSubject, receiptSubject } from "../lib/core/su
 import type { ReceiptBatch } from "../lib/core/types.js";
 import { requireNativeUws } from "../lib/infra/uws.js";
 import { UserTokens } from "../lib/inapp/ws-token.js";
-import { formatIssue } from "../lib/core/zod-issues.js";
 
 export interface WsGatewayDeps {
   cfg: Config;
@@ -49,27 +49,19 @@ interface Held {
 }
 
 /** Client commands, validated before anything changes. */
-const ids = z.array(z.string().regex(/^[A-Za-z0-9_\-:@+=]{1,128}$/, "must be notification ids")).min(1).max(1000);
 const ref = z.union([z.string().max(64), z.number()]).optional();
 const command = z.discriminatedUnion("t", [
   z.strictObject({ t: z.literal("ack"), id: z.string().min(1).max(128) }),
   z.strictObject({ t: z.literal("ping") }),
-  z.strictObject({ t: z.enum(["seen", "read", "archive"]), ids: ids.optional(), all: z.literal(true).optional(), ref }),
+  z.strictObject({ t: z.enum(["seen", "read", "archive"]), ids: inboxIds.optional(), all: z.literal(true).optional(), ref }),
   z.strictObject({ t: z.literal("list"), before: z.number().int().min(0).optional(), limit: z.number().int().min(1).max(200).optional(), ref }),
 ]);
 type Command = z.infer<typeof command>;
-const markBody = z.strictObject({ ids: ids.optional(), all: z.literal(true).optional() });
 
 /** Close codes: 1008 policy (rate limit, bad frames), 4401 token expired. */
 const CLOSE_POLICY = 1008;
 const CLOSE_EXPIRED = 4401;
 
-/** The first problem of a command or body as a {@link RequestInvalid} naming the field and the rule. */
-const invalid = (issue: z.core.$ZodIssue): RequestInvalid => {
-  const f = formatIssue(issue);
-  return new RequestInvalid(`${f.field || "(message)"}: ${f.message}`, { field: f.field || "(message)" });
-};
-const statusLine = (code: number): string => `${code} ${STATUS_CODES[code] ?? ""}`;
 const webFile = (name: string): Buffer => readFileSync(fileURLToPath(new URL(`../../web/${name}`, import.meta.url)));
 
 /**
@@ -93,20 +85,9 @@ export async function startWsGateway(d: WsGatewayDeps): Promise<{ port: number; 
   const engagement = engagementFor(d.cfg, d.nats, d.redis);
   const presence = new PresenceWriter({ nats: d.nats, redis: d.redis, log, shards: d.cfg.cluster.shards, gateway, ttlMs: w.presenceTtlSec * 1000 });
   const held = new Map<string, Held>();
-  const anyOrigin = w.origins.includes("*");
-  const origins = new Set(w.origins);
+  const origins = new Origins(w.origins, w.allowNoOrigin);
   let nextId = 1;
   let open = 0;
-
-  const originAllowed = (origin: string): boolean => anyOrigin || origins.has(origin);
-  /** Throws {@link Forbidden} unless `origin` may connect. */
-  const checkOrigin = (origin: string): void => {
-    if (!origin) {
-      if (!w.allowNoOrigin) throw new Forbidden("origin: required", { field: "origin" });
-      return;
-    }
-    if (!originAllowed(origin)) throw new Forbidden(`origin: ${origin} is not allowed`, { field: "origin" });
-  };
 
   const sendTo = (ws: WebSocket<Conn>, msg: unknown): void => {
     ws.send(typeof msg === "string" ? msg : JSON.stringify(msg), false);
@@ -167,9 +148,7 @@ export async function startWsGateway(d: WsGatewayDeps): Promise<{ port: number; 
         return sendTo(ws, { t: "inbox", ref: c.ref, items: r.items, unread: r.unread });
       }
       default: {
-        if (!c.all && !c.ids) throw new RequestInvalid("ids: required unless all is true", { field: "ids" });
-        if (c.all && c.t !== "read") throw new RequestInvalid("all: only read may apply to all items", { field: "all" });
-        const unread = await mark(u.user, c.t === "archive" ? "archive" : c.t, c.all ? "all" : c.ids!);
+        const unread = await mark(u.user, c.t === "archive" ? "archive" : c.t, markTarget(c.t, c.ids, c.all));
         return sendTo(ws, { t: "ok", ref: c.ref, unread });
       }
     }
@@ -184,27 +163,22 @@ export async function startWsGateway(d: WsGatewayDeps): Promise<{ port: number; 
     maxBackpressure: 1 << 20,
     closeOnBackpressureLimit: 1,
     upgrade: (res, req, context) => {
-      const state = { aborted: false };
-      res.onAborted(() => void (state.aborted = true));
+      // Refusals answer like any HTTP error (status and `{error}`), before any upgrade.
+      const x = new Exchange(res);
       const key = req.getHeader("sec-websocket-key");
       const proto = req.getHeader("sec-websocket-protocol");
       const ext = req.getHeader("sec-websocket-extensions");
       const origin = req.getHeader("origin");
-      const bearer = /^Bearer (.+)$/i.exec(req.getHeader("authorization"))?.[1];
-      const token = bearer ?? new URLSearchParams(req.getQuery() ?? "").get("token");
-      const refuse = (err: unknown): void => {
-        if (state.aborted) return;
-        const status = err instanceof NfxError ? err.status : 500;
-        res.cork(() => res.writeStatus(statusLine(status)).writeHeader("content-type", "application/json").end(JSON.stringify({ error: toErrorReply(err) })));
-      };
+      const token = userTokenOf(req);
+      const refuse = (err: unknown): void => x.fail(err);
       try {
-        checkOrigin(origin);
+        origins.check(origin);
       } catch (err) {
         return refuse(err);
       }
       tokens.verify(token).then(
         (t) => {
-          if (state.aborted) return;
+          if (x.done) return;
           const conn: Conn = { user: t.user, id: nextId++, exp: t.exp, tokens: w.messagesPerSec * 2, at: Date.now() };
           res.cork(() => res.upgrade(conn, key, proto, ext, context));
         },
@@ -242,7 +216,7 @@ export async function startWsGateway(d: WsGatewayDeps): Promise<{ port: number; 
       let r: unknown;
       try {
         const parsed = command.safeParse(JSON.parse(Buffer.from(data).toString("utf8")));
-        if (!parsed.success) throw invalid(parsed.error.issues[0]!);
+        if (!parsed.success) throw invalidRequest(parsed.error.issues[0]!);
         c = parsed.data;
         r = "ref" in c ? c.ref : undefined;
       } catch (err) {
@@ -267,90 +241,13 @@ export async function startWsGateway(d: WsGatewayDeps): Promise<{ port: number; 
     },
   });
 
-  /** Reads the user of an HTTP request: `Authorization: Bearer <user token>` or `?token=`. */
-  const userOf = (req: HttpRequest): Promise<{ user: string }> =>
-    tokens.verify(/^Bearer (.+)$/i.exec(req.getHeader("authorization"))?.[1] ?? new URLSearchParams(req.getQuery() ?? "").get("token"));
-
-  const reply = (res: HttpResponse, st: { done: boolean }, origin: string, status: number, body: unknown): void => {
-    if (st.done) return;
-    st.done = true;
-    res.cork(() => {
-      res.writeStatus(statusLine(status)).writeHeader("content-type", "application/json");
-      if (origin && originAllowed(origin)) res.writeHeader("access-control-allow-origin", origin).writeHeader("vary", "origin");
-      res.end(JSON.stringify(body));
-    });
-  };
-  const fail = (res: HttpResponse, st: { done: boolean }, origin: string, err: unknown): void => {
-    if (!(err instanceof NfxError)) log.error({ err }, "inbox request failed");
-    reply(res, st, origin, err instanceof NfxError ? err.status : 500, { error: toErrorReply(err) });
-  };
-
-  app.get("/v1/inbox", (res, req) => {
-    const st = { done: false };
-    res.onAborted(() => void (st.done = true));
-    const origin = req.getHeader("origin");
-    const q = new URLSearchParams(req.getQuery() ?? "");
-    const limit = q.has("limit") ? Number(q.get("limit")) : w.syncItems;
-    const before = q.has("before") ? Number(q.get("before")) : undefined;
-    userOf(req)
-      .then(async ({ user }) => {
-        if (!Number.isInteger(limit) || limit < 1 || limit > 200) throw new RequestInvalid("limit: must be an integer from 1 to 200", { field: "limit" });
-        if (before !== undefined && !(Number.isFinite(before) && before >= 0)) throw new RequestInvalid("before: must be a time in epoch milliseconds", { field: "before" });
-        reply(res, st, origin, 200, await inbox.list(user, limit, before));
-      })
-      .catch((err) => fail(res, st, origin, err));
-  });
-  app.post("/v1/inbox/:action", (res, req) => {
-    const st = { done: false };
-    res.onAborted(() => void (st.done = true));
-    const origin = req.getHeader("origin");
-    const action = req.getParameter(0) ?? "";
-    const who = userOf(req);
-    who.catch(() => undefined);
-    const chunks: Buffer[] = [];
-    let size = 0;
-    res.onData((ab, last) => {
-      size += ab.byteLength;
-      if (size > w.maxMessageBytes * 4) return fail(res, st, origin, new BodyTooLarge(`(body): over ${w.maxMessageBytes * 4} bytes`, { field: "(body)" }));
-      chunks.push(Buffer.from(ab.slice(0)));
-      if (!last) return;
-      who
-        .then(async ({ user }) => {
-          if (!(INBOX_ACTIONS as readonly string[]).includes(action)) throw new NotFound(`action: must be one of ${INBOX_ACTIONS.join(", ")}`, { field: "action" });
-          let body: unknown;
-          try {
-            body = JSON.parse(Buffer.concat(chunks).toString("utf8") || "{}");
-          } catch {
-            throw new RequestInvalid("(body): must be JSON", { field: "(body)" });
-          }
-          const p = markBody.safeParse(body);
-          if (!p.success) throw invalid(p.error.issues[0]!);
-          if (!p.data.all && !p.data.ids) throw new RequestInvalid("ids: required unless all is true", { field: "ids" });
-          if (p.data.all && action !== "read") throw new RequestInvalid("all: only read may apply to all items", { field: "all" });
-          reply(res, st, origin, 200, { unread: await mark(user, action as InboxAction, p.data.all ? "all" : p.data.ids!) });
-        })
-        .catch((err) => fail(res, st, origin, err));
-    });
-  });
-  app.options("/v1/inbox/*", (res, req) => {
-    const origin = req.getHeader("origin");
-    res.cork(() => {
-      res.writeStatus("204 No Content");
-      if (origin && originAllowed(origin)) {
-        res.writeHeader("access-control-allow-origin", origin).writeHeader("access-control-allow-headers", "authorization, content-type").writeHeader("access-control-allow-methods", "GET, POST");
-      }
-      res.end();
-    });
-  });
+  mountInboxHttp(app, { tokens, inbox, mark, origins, defaultLimit: w.syncItems, maxBodyBytes: w.maxMessageBytes * 4, log });
   const client = webFile("nfx-client.js");
   const demo = webFile("demo.html");
-  app.get("/v1/client.js", (res) => void res.cork(() => res.writeHeader("content-type", "text/javascript; charset=utf-8").writeHeader("cache-control", "no-cache").end(client)));
-  app.get("/demo", (res) => void res.cork(() => res.writeHeader("content-type", "text/html; charset=utf-8").end(demo)));
-  app.get("/healthz", (res) => void res.cork(() => res.writeHeader("content-type", "application/json").end(JSON.stringify({ ok: true, gateway, connections: open, users: held.size }))));
-  app.any("/*", (res, req) => {
-    const st = { done: false };
-    reply(res, st, "", 404, { error: { code: "NFX_ERR_NOT_FOUND", message: `no route ${req.getMethod().toUpperCase()} ${req.getUrl()}` } });
-  });
+  app.get("/v1/client.js", fixed({ "content-type": "text/javascript; charset=utf-8", "cache-control": "no-cache" }, () => client));
+  app.get("/demo", fixed({ "content-type": "text/html; charset=utf-8" }, () => demo));
+  app.get("/healthz", fixed({ "content-type": "application/json" }, () => JSON.stringify({ ok: true, gateway, connections: open, users: held.size })));
+  app.any("/*", noRoute);
 
   // Token expiry: checked every few seconds rather than with a timer per connection.
   const expiry = setInterval(() => {
@@ -359,10 +256,8 @@ export async function startWsGateway(d: WsGatewayDeps): Promise<{ port: number; 
   }, 5000);
   expiry.unref();
 
-  const socket = await new Promise<us_listen_socket>((resolve, reject) =>
-    app.listen(w.host, w.port, (s) => (s ? resolve(s) : reject(new Error(`ws: cannot listen on ${w.host}:${w.port}`)))),
-  );
-  const port = uws.us_socket_local_port(socket as never);
+  const listener = await listen(uws, app, w.host, w.port, "ws");
+  const port = listener.port;
   log.info({ port }, "ws gateway ready");
   return {
     port,
@@ -370,7 +265,7 @@ export async function startWsGateway(d: WsGatewayDeps): Promise<{ port: number; 
     connections: () => open,
     async stop() {
       clearInterval(expiry);
-      uws.us_listen_socket_close(socket);
+      listener.close();
       for (const h of held.values()) for (const ws of h.conns) ws.end(1001, "gateway stopping");
       for (const h of held.values()) h.sub.unsubscribe();
       held.clear();
