@@ -13,9 +13,10 @@ export interface BackoffOptions {
  * is the exponent (0 gives `baseMs`); callers counting from 1 pass their
  * count as is or minus one, whichever keeps their delays. Pure, never throws;
  * a fractional attempt counts as its floor, a negative one (or NaN) as 0,
- * and large attempts stay at `maxMs` (the exponent is bounded, so the result is never
- * Infinity or NaN). No jitter: the provider retries of lib/gateway add their
- * own on top of Retry-After and quota floors (`retry-policy.ts`).
+ * and large attempts stay at `maxMs` (the exponent is bounded, so the result
+ * is never Infinity or NaN). No jitter: the provider retries of lib/gateway
+ * (`retry-policy.ts`) start from this delay and add their jitter,
+ * Retry-After and quota floors on top.
  */
 export function backoffMs(attempt: number, o: BackoffOptions): number {
   const exp = attempt > 0 ? Math.min(Math.floor(attempt), 52) : 0;

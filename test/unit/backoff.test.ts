@@ -23,5 +23,7 @@ t.test("keeps every caller's delays as they were", async (t) => {
     t.equal(backoffMs(a, { baseMs: 250, maxMs: 5000 }), Math.min(250 * 2 ** a, 5000), `topology wait ${a}`);
     // lib/infra/nats.ts, start-up connect (attempt from 1)
     if (a >= 1) t.equal(startupBackoffMs(a), Math.min(250 * 2 ** Math.min(a - 1, 10), 5000), `nats start-up ${a}`);
+    // lib/gateway/retry-policy.ts, the doubling under the jitter (attempt from 1; default gateways.retry)
+    t.equal(backoffMs(a - 1, { baseMs: 1000, maxMs: 300_000 }), Math.min(300_000, 1000 * 2 ** Math.max(0, a - 1)), `provider retry ${a}`);
   }
 });
