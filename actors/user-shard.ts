@@ -3,8 +3,10 @@ import { stageItems } from "../lib/infra/metrics.js";
 import { randomBytes } from "node:crypto";
 import { hostname } from "node:os";
 import { DeliverPolicy, type ConsumerMessages, type JsMsg } from "@nats-io/jetstream";
+import { backoffMs } from "../lib/core/backoff.js";
 import { Cancellations } from "../lib/campaign/cancellations.js";
 import { decideChunk, usesUserFields, type ChunkDecision } from "../lib/shard/chunk-decision.js";
+import { chunkOutputs } from "../lib/shard/chunk-outputs.js";
 import { encode } from "../lib/core/codec.js";
 import type { Config } from "../lib/core/config.js";
 import { DedupWindow } from "../lib/shard/dedup-window.js";
@@ -20,14 +22,12 @@ import { ownValue } from "../lib/core/own-keys.js";
 import { RateBuckets } from "../lib/shard/rate-buckets.js";
 import type { Redis } from "../lib/infra/redis.js";
 import { JsPublisher } from "../lib/flow/js-publisher.js";
+import { PriorityBuffer } from "../lib/flow/priority-buffer.js";
 import { Semaphore } from "../lib/flow/semaphore.js";
 import { CheckpointStore, startPositions } from "../lib/shard/shard-checkpoint.js";
 import { ShardOwnership } from "../lib/shard/shard-ownership.js";
-import {
-  BUCKET, CHANNELS, MSGID, PRIORITIES, STREAM, deferSubject, fanSubject, receiptSubject, sendSubject, trailSubject, type Priority,
-} from "../lib/core/subjects.js";
-import type { ChunkTrails } from "../lib/shard/trails.js";
-import type { DeferredChunk, FanChunk, ReceiptBatch, SendBatch } from "../lib/core/types.js";
+import { BUCKET, PRIORITIES, STREAM, fanSubject, type Priority } from "../lib/core/subjects.js";
+import type { FanChunk } from "../lib/core/types.js";
 
 export interface ShardDeps {
   cfg: Config;
@@ -69,28 +69,25 @@ interface Shared {
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
-/** The fan message id of a chunk: its own for a release after quiet hours. */
-const fanIdOf = (c: FanChunk): string =>
-  c.release !== undefined ? MSGID.released(c.notification.id, c.shard, c.chunk, c.release) : MSGID.fan(c.notification.id, c.shard, c.chunk);
-
 /**
  * One owned shard. Reads each priority lane of `nfx.fan.<prio>.<shard>` from
  * the checkpointed position (ordered consumers; no acks: the checkpoint is
  * the position), decides chunks (up to `chunksInFlight` at once, the most
  * urgent lane first), and every `checkpointMs` pauses, waits for chunks in
  * flight, and writes positions + dedup window + buckets by compare-and-set.
- * Every emit first checks the lease on the monotonic clock; a checkpoint
- * write after a takeover fails. Either way the owner stops without writing.
+ * Every emit and checkpoint first passes the fence (`Lease.fence`: the lease
+ * on the monotonic clock); a checkpoint write after a takeover fails. Either
+ * way the owner stops without writing.
  */
 class ShardOwner {
   private readonly state: { buckets: RateBuckets; dedup: DedupWindow };
   private pos = startPositions();
   private rev = 0;
   private gen: string | undefined;
-  private readonly queues: Record<Priority, JsMsg[]> = { critical: [], high: [], normal: [], bulk: [] };
+  /** Chunks read ahead, up to 8 per lane, taken most urgent first. */
+  private readonly buf = new PriorityBuffer<JsMsg>(8);
   private readonly pending: Record<Priority, { seq: number; done: boolean }[]> = { critical: [], high: [], normal: [], bulk: [] };
   private readonly iters: ConsumerMessages[] = [];
-  private readonly space: Partial<Record<Priority, () => void>> = {};
   private inflight = 0;
   private paused = false;
   private stopping = false;
@@ -100,9 +97,12 @@ class ShardOwner {
   private timer: NodeJS.Timeout | null = null;
   private checkpointing: Promise<void> | null = null;
   private readonly log: Logger;
+  /** Names this owner in {@link Fenced} messages. */
+  private readonly holder: string;
 
   constructor(private readonly sh: Shared, readonly shard: number, private readonly lease: Lease) {
     this.log = sh.log.child({ shard, epoch: lease.revision });
+    this.holder = `shard ${shard}`;
     this.state = { buckets: new RateBuckets(), dedup: new DedupWindow(sh.d.cfg.shard.dedupWindowSec * 1000, sh.now) };
   }
 
@@ -147,24 +147,11 @@ class ShardOwner {
     void (async () => {
       for await (const m of it) {
         if (this.stopping) break;
-        this.queues[p].push(m);
+        this.buf.push(p, m);
         this.notify();
-        while (this.queues[p].length >= 8 && !this.stopping) await new Promise<void>((r) => (this.space[p] = r));
+        await this.buf.waitForRoom(p, () => this.stopping);
       }
     })().catch((err) => this.log.error({ err, lane: p }, "lane read failed"));
-  }
-
-  private take(): [JsMsg, Priority] | null {
-    for (const p of PRIORITIES) {
-      const m = this.queues[p].shift();
-      if (m) {
-        const w = this.space[p];
-        delete this.space[p];
-        w?.();
-        return [m, p];
-      }
-    }
-    return null;
   }
 
   /**
@@ -177,13 +164,13 @@ class ShardOwner {
     const limit = this.sh.d.cfg.shard.chunksInFlight;
     let urgentInflight = 0;
     while (!this.stopping) {
-      const urgentWaiting = this.queues.critical.length > 0 || this.queues.high.length > 0;
+      const urgentWaiting = this.buf.size("critical") > 0 || this.buf.size("high") > 0;
       const room = urgentWaiting ? urgentInflight < limit : this.inflight - urgentInflight < limit;
       if (this.paused || !room) {
         await this.wait();
         continue;
       }
-      const next = this.take();
+      const next = this.buf.take();
       if (!next) {
         await this.wait();
         continue;
@@ -221,13 +208,13 @@ class ShardOwner {
   private async retry<T>(what: string, fn: () => Promise<T>): Promise<T> {
     for (let attempt = 1; ; attempt++) {
       if (this.stopping) throw new Fenced(`shard ${this.shard} stopped`);
-      if (!this.lease.valid) throw new Fenced(`shard ${this.shard}: lease ${this.lease.revision} is gone`);
+      this.lease.fence(this.holder);
       try {
         return await fn();
       } catch (err) {
         if (err instanceof Fenced) throw err;
         this.log.warn({ err, attempt }, `${what} failed; retrying`);
-        await sleep(Math.min(5000, 100 * 2 ** Math.min(attempt, 6)));
+        await sleep(backoffMs(attempt, { baseMs: 100, maxMs: 5000 }));
       }
     }
   }
@@ -261,47 +248,17 @@ class ShardOwner {
     stageItems.inc({ stage: "shard" }, chunk.users.length);
   }
 
-  /** Publishes a decided chunk's outputs, all with message ids derived from the chunk's. */
+  /** Publishes a decided chunk's outputs (lib/shard/chunk-outputs.ts), all with message ids derived from the chunk's. */
   private emit(chunk: FanChunk, dec: ChunkDecision, decidedAt: number, pub: JsPublisher): Promise<unknown> {
-    const { d } = this.sh;
-    const n = chunk.notification;
-    const fanId = fanIdOf(chunk);
-    const batchSize = d.cfg.shard.sendBatchSize;
     // The fence: nothing is published once the lease is gone (checked on the monotonic clock, right before the publishes leave).
-    if (!this.lease.valid) throw new Fenced(`shard ${this.shard}: lease ${this.lease.revision} is gone`);
-    const pubs: Promise<unknown>[] = [];
-    for (const ch of CHANNELS) {
-      const all = dec.sends[ch];
-      for (let i = 0, part = 0; i < all.length; i += batchSize, part++) {
-        const batch: SendBatch = {
-          type: "send_batch", channel: ch, shard: chunk.shard, notifications: { [n.id]: n }, sends: all.slice(i, i + batchSize),
-          decidedAt, owner: this.sh.owner, epoch: this.lease.revision,
-        };
-        pubs.push(pub.publish(sendSubject(ch, n.priority), encode(batch), MSGID.send(fanId, ch, part)));
-      }
-    }
-    for (const [until, users] of dec.deferred) {
-      const held: DeferredChunk = { type: "deferred_chunk", until, chunk: { type: "fan_chunk", shard: chunk.shard, chunk: chunk.chunk, notification: n, users } };
-      pubs.push(pub.publish(deferSubject(n.priority, chunk.shard), encode(held), MSGID.deferred(fanId, until)));
-    }
-    const released = chunk.release !== undefined ? chunk.users.length : 0;
-    if (dec.receipts.length > 0 || dec.decided > 0 || released > 0) {
-      const rb: ReceiptBatch = {
-        type: "receipts", nid: n.id, stage: "shard", entries: dec.receipts, decided: dec.decided,
-        ...(dec.queued ? { queued: dec.queued } : {}), ...(dec.deferredCount ? { deferred: dec.deferredCount } : {}), ...(released ? { released } : {}),
-      };
-      pubs.push(pub.publish(receiptSubject(n.id), encode(rb), MSGID.decided(fanId)));
-    }
-    if (dec.trails) {
-      const t: ChunkTrails = { type: "trails", nid: n.id, shard: chunk.shard, fan: fanId, at: decidedAt, users: chunk.users, idx: dec.trails.idx, trails: dec.trails.trails };
-      pubs.push(pub.publish(trailSubject(n.id, chunk.shard), encode(t), MSGID.trail(fanId)));
-    }
-    return Promise.all(pubs);
+    this.lease.fence(this.holder);
+    const outs = chunkOutputs(chunk, dec, { decidedAt, owner: this.sh.owner, epoch: this.lease.revision, sendBatchSize: this.sh.d.cfg.shard.sendBatchSize });
+    return Promise.all(outs.map((o) => pub.publish(o.subject, encode(o.body), o.msgId)));
   }
 
   /** Writes the state as of the current positions (call only with nothing in flight). */
   private async writeCheckpoint(): Promise<void> {
-    if (!this.lease.valid) throw new Fenced(`shard ${this.shard}: lease ${this.lease.revision} is gone`);
+    this.lease.fence(this.holder);
     const cp = { owner: this.sh.owner, epoch: this.lease.revision, at: Date.now(), pos: { ...this.pos }, dedup: this.state.dedup.pack(), buckets: this.state.buckets.pack() };
     const r = await this.sh.store.write(this.shard, cp, this.rev, this.gen);
     this.rev = r.rev;
@@ -350,7 +307,7 @@ class ShardOwner {
       await this.writeCheckpoint().catch((err) => this.log.warn({ err }, "final checkpoint failed"));
     }
     this.stopping = true;
-    for (const p of PRIORITIES) this.space[p]?.();
+    this.buf.wakeAll();
     this.notify();
     await Promise.all(this.iters.map((it) => it.close().catch(() => undefined)));
     await this.loop;

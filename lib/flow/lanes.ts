@@ -1,8 +1,10 @@
 // Priority-lane consumption: one pull consumer per priority, handled by a shared worker pool that always takes the most urgent lane first.
 import type { JetStreamClient, JsMsg, ConsumerMessages } from "@nats-io/jetstream";
+import { backoffMs } from "../core/backoff.js";
 import { decode } from "../core/codec.js";
 import type { Logger } from "../core/log.js";
 import { PRIORITIES, type Priority } from "../core/subjects.js";
+import { PriorityBuffer } from "./priority-buffer.js";
 
 /** Thrown by a handler for a message that can never be processed (undecodable, wrong type): it is terminated, not redelivered. */
 export class PoisonMessage extends Error {}
@@ -53,11 +55,10 @@ export interface Lanes {
  * docs/architecture.md, "Acks, ordering and ownership".
  */
 export function runLanes(o: LaneOptions): Lanes {
-  const queues: Record<Priority, JsMsg[]> = { critical: [], high: [], normal: [], bulk: [] };
+  const buf = new PriorityBuffer<JsMsg>(o.prefetch);
   const iters: ConsumerMessages[] = [];
   let stopping = false;
   let wake: (() => void) | null = null;
-  const spaceWaiters: Record<Priority, (() => void) | null> = { critical: null, high: null, normal: null, bulk: null };
   const notify = (): void => {
     const w = wake;
     wake = null;
@@ -81,29 +82,16 @@ export function runLanes(o: LaneOptions): Lanes {
           m.nak();
           continue;
         }
-        queues[prio].push(m);
+        buf.push(prio, m);
         notify();
-        while (queues[prio].length >= o.prefetch && !stopping) await new Promise<void>((r) => (spaceWaiters[prio] = r));
+        await buf.waitForRoom(prio, () => stopping);
       }
     })().catch((err) => o.log.error({ err, lane: prio }, "lane pump failed"));
   };
 
-  const take = (): [JsMsg, Priority] | null => {
-    for (const p of PRIORITIES) {
-      const m = queues[p].shift();
-      if (m) {
-        const w = spaceWaiters[p];
-        spaceWaiters[p] = null;
-        w?.();
-        return [m, p];
-      }
-    }
-    return null;
-  };
-
   const worker = async (): Promise<void> => {
     while (!stopping) {
-      const next = take();
+      const next = buf.take();
       if (!next) {
         await new Promise<void>((r) => {
           const prev = wake;
@@ -125,7 +113,7 @@ export function runLanes(o: LaneOptions): Lanes {
           m.term(err.message);
         } else {
           o.log.warn({ err, lane: prio, subject: m.subject, seq: m.seq, redelivery: m.info.deliveryCount }, "handler failed; will redeliver");
-          m.nak(Math.min(30_000, 500 * 2 ** Math.min(m.info.deliveryCount, 6)));
+          m.nak(backoffMs(m.info.deliveryCount, { baseMs: 500, maxMs: 30_000 }));
         }
       } finally {
         clearInterval(keepAlive);
@@ -135,7 +123,7 @@ export function runLanes(o: LaneOptions): Lanes {
 
   // Buffered messages wait for a worker with their ack timers running: signal progress for them too, so a short ack wait redelivers only a dead process's messages.
   const bufferedAlive = setInterval(() => {
-    for (const p of PRIORITIES) for (const m of queues[p]) m.working();
+    for (const m of buf.items()) m.working();
   }, Math.max(1000, (o.ackWaitSec * 1000) / 3));
   bufferedAlive.unref();
 
@@ -149,10 +137,8 @@ export function runLanes(o: LaneOptions): Lanes {
       clearInterval(bufferedAlive);
       await ready.catch(() => undefined);
       await Promise.all(iters.map((it) => it.close().catch(() => undefined)));
-      for (const p of PRIORITIES) {
-        spaceWaiters[p]?.();
-        for (const m of queues[p].splice(0)) m.nak();
-      }
+      buf.wakeAll();
+      for (const m of buf.drain()) m.nak();
       notify();
       // Wake every idle worker so it sees `stopping`.
       for (let i = 0; i < o.concurrency; i++) notify();

@@ -1,6 +1,7 @@
 // Leases in JetStream KV: one owner at a time per key, renewed by compare-and-set, fenced by revision.
 import type { KV } from "@nats-io/kv";
 import { decodeJson, encodeJson } from "../core/codec.js";
+import { Fenced } from "../core/errors.js";
 
 interface LeaseRecord {
   owner: string;
@@ -86,6 +87,18 @@ export class Lease {
    */
   get valid(): boolean {
     return !this.lost && performance.now() < this.validUntil && this.now() < this.expiresAt;
+  }
+
+  /**
+   * The fence: call right before every write made under this lease (a
+   * publish, a checkpoint). Returns if the lease is {@link valid} (checked on
+   * the monotonic clock at this moment); otherwise throws {@link Fenced}
+   * (`NFX_ERR_FENCED`) saying `<holder>: lease <revision> is gone`, and the
+   * holder must stop without writing. `holder` names what holds the lease in
+   * that message, e.g. `shard 3`.
+   */
+  fence(holder: string): void {
+    if (!this.valid) throw new Fenced(`${holder}: lease ${this.revision} is gone`);
   }
 
   private lose(): false {

@@ -1,5 +1,6 @@
 // When a failed or pushed-back send is tried again: exponential backoff with jitter, Retry-After, FCM's quota minute, bounded by expiry.
 import type { RetryConfig } from "../../config/schema.js";
+import { backoffMs as doublingMs } from "../core/backoff.js";
 import type { ProviderError } from "../core/errors.js";
 
 /** What happens to a send whose provider attempt failed with a retryable error. */
@@ -12,12 +13,12 @@ export type RetryPlan =
 
 /**
  * Backoff before attempt `attempt + 1` after `attempt` failed attempts:
- * `baseMs · 2^(attempt-1)` capped at `maxMs`, jittered to between half and
- * all of it, then raised to the provider's Retry-After and, for a quota
- * error, to `quotaMs`.
+ * `baseMs · 2^(attempt-1)` capped at `maxMs` (the project's one doubling,
+ * lib/core/backoff.ts), jittered to between half and all of it, then raised
+ * to the provider's Retry-After and, for a quota error, to `quotaMs`.
  */
 export function backoffMs(r: RetryConfig, attempt: number, err: Pick<ProviderError, "retryAfterMs" | "quota">, random: () => number = Math.random): number {
-  const exp = Math.min(r.maxMs, r.baseMs * 2 ** Math.max(0, attempt - 1));
+  const exp = doublingMs(attempt - 1, r);
   let d = exp / 2 + random() * (exp / 2);
   if (err.retryAfterMs !== undefined) d = Math.max(d, err.retryAfterMs);
   if (err.quota) d = Math.max(d, r.quotaMs);

@@ -2,6 +2,7 @@
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { jetstream, jetstreamManager, type JetStreamClient, type JetStreamManager } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
+import { backoffMs } from "../core/backoff.js";
 import type { Config } from "../core/config.js";
 import type { Logger } from "../core/log.js";
 import { inboxPrefixOf, natsPassword, natsUserName, type NatsIdentity } from "./nats-auth.js";
@@ -21,7 +22,7 @@ export interface ConnectNatsOptions {
 }
 
 /** Delay before start-up attempt `n` (1-based): 250 ms doubling up to 5 s. */
-export const startupBackoffMs = (n: number): number => Math.min(250 * 2 ** Math.min(n - 1, 10), 5000);
+export const startupBackoffMs = (n: number): number => backoffMs(n - 1, { baseMs: 250, maxMs: 5000 });
 
 /**
  * Connects to the configured servers as identity `as` (a role's own user, or

@@ -1,6 +1,7 @@
 // `nfx init`: creates or updates every stream, consumer and KV bucket (idempotent, as nfx-admin); roles wait for it at start.
 import { AckPolicy, DeliverPolicy, DiscardPolicy, RetentionPolicy, StorageType, type ConsumerConfig, type StreamConfig } from "@nats-io/jetstream";
 import { nanos } from "@nats-io/transport-node";
+import { backoffMs } from "../core/backoff.js";
 import type { Config } from "../core/config.js";
 import type { Nats } from "./nats.js";
 import type { Logger } from "../core/log.js";
@@ -132,7 +133,7 @@ export async function awaitTopology(n: Nats, cfg: Config, log: Logger): Promise<
       }
     }
     if (missing.length === 0) return;
-    const waitMs = Math.min(250 * 2 ** attempt, 5000);
+    const waitMs = backoffMs(attempt, { baseMs: 250, maxMs: 5000 });
     log.warn({ missing: missing.slice(0, 5), count: missing.length, retryInMs: waitMs }, "topology incomplete: run `nfx init` (waiting)");
     await new Promise((r) => setTimeout(r, waitMs));
   }
