@@ -1,11 +1,30 @@
-// What a provider's answer (or a refusal to send) means for one send: sent, failed, retry at, expired or dead letter; pure, no I/O.
+// What happens to a send, decided without I/O: before the call (suppressed, cancelled, expired), from the provider's answer (sent, failed, retry at, expired, dead letter), on a refusal (push-back), and the held batch that carries pushed-back sends.
+import { createHash } from "node:crypto";
 import type { RetryConfig } from "../../config/schema.js";
 import type { SendResult } from "../flow/bulkhead.js";
-import type { ReceiptEntry, Send } from "../core/types.js";
+import { MSGID, type Channel, type Priority } from "../core/subjects.js";
+import type { NotificationBrief, ReceiptEntry, RetryBatch, Send, SendBatch, UserRecord } from "../core/types.js";
 import { planRetry, planWait } from "./retry-policy.js";
+import { recheck } from "./send-recheck.js";
 
 /** What is recorded per delivered key: enough to re-emit the same receipt on a replay. */
 export type Recorded = Pick<ReceiptEntry, "outcome" | "reason" | "providerId" | "at">;
+
+/**
+ * What settles send `s` of notification `n` on `channel` before any provider
+ * call, or null when it may go: `suppressed` (with the {@link recheck} reason)
+ * when `changed` — the user's current record, given only if it changed after
+ * the decision — forbids it; `cancelled` when its campaign was cancelled;
+ * `failed` / `expired` when `n` expired at or before `now`. Checked in that
+ * order. Pure.
+ */
+export function beforeSend(n: NotificationBrief, changed: UserRecord | undefined, cancelled: boolean, channel: Channel, now: number): Recorded | null {
+  const why = changed && recheck(changed, n, channel);
+  if (why) return { outcome: "suppressed", reason: why, at: now };
+  if (cancelled) return { outcome: "cancelled", at: now };
+  if (n.expiresAt <= now) return { outcome: "failed", reason: "expired", at: now };
+  return null;
+}
 
 /** The outcome of one send's provider answer. */
 export type AnswerOutcome =
@@ -75,4 +94,30 @@ export function pushBackOutcome(s: Send, retryInMs: number, why: string, ctx: Pi
   const at = planWait(retryInMs, waits, ctx.now, ctx.expiresAt, ctx.random);
   if (at === null) return { kind: "expired", record: { outcome: "failed", reason: `expired:${why}`, at: ctx.now } };
   return { kind: "wait", send: { ...s, waits: waits + 1 }, at };
+}
+
+/** A pushed-back send and when it is due again. */
+export interface Later {
+  send: Send;
+  at: number;
+}
+
+/**
+ * The held batch that carries the pushed-back sends `later` (non-empty) of
+ * send batch `batch` (delivered under `batchId` on lane `prio`) through
+ * NFX_RETRY: due when the last of them is; released under a message id from
+ * the batch id, `kind` ("retry": attempts failed; "wait": not attempted) and
+ * the highest attempt + waits among them, so a redelivered batch plans the
+ * same release. Keeps only the notifications its sends need. Pure.
+ */
+export function releaseOf(batch: SendBatch, batchId: string, prio: Priority, kind: "retry" | "wait", later: readonly Later[]): RetryBatch {
+  const due = Math.max(...later.map((l) => l.at));
+  const attempt = Math.max(...later.map((l) => (l.send.attempt ?? 0) + (l.send.waits ?? 0)));
+  const releaseId = MSGID.retry(createHash("sha1").update(batchId).digest("base64url").slice(0, 16), kind, attempt);
+  const sends = later.map((l) => l.send);
+  const nids = new Set(sends.map((s) => s.nid));
+  return {
+    type: "retry_batch", due, priority: prio, releaseId,
+    batch: { ...batch, sends, notifications: Object.fromEntries(Object.entries(batch.notifications).filter(([k]) => nids.has(k))) },
+  };
 }

@@ -1,11 +1,10 @@
 // The loop every provider gateway shares: consumes send batches by priority and wires the delivery ledger, the send-time re-check, each app's bulkhead, answer outcomes and receipts together.
-import { createHash, randomBytes } from "node:crypto";
+import { randomBytes } from "node:crypto";
 import type { JsMsg } from "@nats-io/jetstream";
 import type { Config } from "../core/config.js";
 import type { BulkheadConfig } from "../../config/schema.js";
 import { encode } from "../core/codec.js";
 import { Bulkhead, isRefusal, type BulkheadState, type Refusal, type SendResult } from "../flow/bulkhead.js";
-import { deliveryKey } from "../core/ids.js";
 import { removeDeadToken } from "../directory/directory.js";
 import { PoisonMessage, decodeAs, runLanes } from "../flow/lanes.js";
 import type { Logger } from "../core/log.js";
@@ -14,11 +13,12 @@ import type { Redis } from "../infra/redis.js";
 import { Cancellations } from "../campaign/cancellations.js";
 import { holdUntilDue } from "../flow/hold-until-due.js";
 import { DeliveryLedger, type BatchLedger } from "./delivery-ledger.js";
-import { answerOutcome, pushBackOutcome, tokenGone, type Recorded } from "./outcomes.js";
+import { answerOutcome, beforeSend, pushBackOutcome, releaseOf, tokenGone, type Later, type Recorded } from "./outcomes.js";
+import { storeDeadLetter } from "./dlq.js";
 import { ReceiptCollector } from "./receipts.js";
-import { changedSince, recheck } from "./send-recheck.js";
+import { changedSince } from "./send-recheck.js";
 import { gatewayLatency, gatewayRetries, gatewaySends, stageItems, watchBreakers } from "../infra/metrics.js";
-import { BUCKET, CONSUMER, MSGID, STREAM, dlqSubject, retrySubject, sendSubject, type Channel, type Priority } from "../core/subjects.js";
+import { BUCKET, CONSUMER, STREAM, retrySubject, sendSubject, type Channel, type Priority } from "../core/subjects.js";
 import type { DeadLetter, NotificationBrief, RetryBatch, Send, SendBatch } from "../core/types.js";
 
 export type { SendResult };
@@ -60,9 +60,6 @@ export interface GatewayDeps {
   log: Logger;
   now?: () => number;
 }
-
-/** A send that goes back on NFX_RETRY: tried again after `at`. */
-type Later = { s: Send; at: number };
 
 /**
  * Runs a gateway for `client` on every priority lane of its channel's send
@@ -153,23 +150,18 @@ export async function runGateway(d: GatewayDeps, client: ChannelClient): Promise
       add(batch.sends[i]!, rec);
       return keys.record(i, rec);
     };
-    const expiresAt = (s: Send): number => batch.notifications[s.nid]!.expiresAt;
-    const retries: Later[] = [];
-    const waits: Later[] = [];
-    const retryKeys: number[] = [];
-    const waitKeys: number[] = [];
+    /** Pushed-back sends by kind, with their indexes in the batch. */
+    const retries: (Later & { i: number })[] = [];
+    const waits: (Later & { i: number })[] = [];
     const dead: Promise<unknown>[] = [];
 
     /** Pushes back sends that were not attempted; they fail as expired when the wait would outlast the notification. */
     const pushBack = (idx: number[], retryInMs: number, why: string): void => {
       for (const i of idx) {
         const s = batch.sends[i]!;
-        const o = pushBackOutcome(s, retryInMs, why, { now: now(), expiresAt: expiresAt(s) });
+        const o = pushBackOutcome(s, retryInMs, why, { now: now(), expiresAt: batch.notifications[s.nid]!.expiresAt });
         if (o.kind === "expired") void keep(i, o.record);
-        else {
-          waits.push({ s: o.send, at: o.at });
-          waitKeys.push(i);
-        }
+        else waits.push({ i, send: o.send, at: o.at });
       }
     };
 
@@ -183,17 +175,13 @@ export async function runGateway(d: GatewayDeps, client: ChannelClient): Promise
     });
     const stale = await changedSince(d.redis, batch, [...new Set(fresh.map((i) => batch.sends[i]!.user))]);
 
-    // Group what may go by notification and app; everything else is settled here.
+    // Group what may go by notification and app; everything else is settled here
+    // (suppressed when the user opted out or turned this channel off after the decision, recorded so a replay agrees).
     const groups = new Map<string, { nid: string; app: string; idx: number[] }>();
     for (const i of fresh) {
       const s = batch.sends[i]!;
-      const n = batch.notifications[s.nid]!;
-      const u = stale.get(s.user);
-      const why = u && recheck(u, n, channel);
-      // The user opted out or turned this channel off after the decision: not sent, and recorded so a replay agrees.
-      if (why) void keep(i, { outcome: "suppressed", reason: why, at: now() });
-      else if (cancellations.has(s.nid)) void keep(i, { outcome: "cancelled", at: now() });
-      else if (n.expiresAt <= now()) void keep(i, { outcome: "failed", reason: "expired", at: now() });
+      const settled = beforeSend(batch.notifications[s.nid]!, stale.get(s.user), cancellations.has(s.nid), channel, now());
+      if (settled) void keep(i, settled);
       else {
         const routed = client.route(s);
         const app = apps.has(routed) ? routed : client.apps[0]!.app.name;
@@ -222,16 +210,14 @@ export async function runGateway(d: GatewayDeps, client: ChannelClient): Promise
               return keep(i, out.record);
             case "retry":
               gatewayRetries.inc({ channel });
-              retries.push({ s: out.send, at: out.at });
-              retryKeys.push(i);
+              retries.push({ i, send: out.send, at: out.at });
               return undefined;
             case "dead": {
               // Attempts ran out: to the dead-letter stream with its context; once it is there the claim is dropped so a replay can send it.
-              const s = out.send;
-              const dl: DeadLetter = { type: "dead_letter", channel, shard: batch.shard, notification: n, send: s, reason: out.reason, attempts: out.attempts, at: out.receipt.at };
+              const dl: DeadLetter = { type: "dead_letter", channel, shard: batch.shard, notification: n, send: out.send, reason: out.reason, attempts: out.attempts, at: out.receipt.at };
               gatewaySends.inc({ channel, app: "-", outcome: "dead_letter" });
-              dead.push(d.nats.js.publish(dlqSubject(channel), encode(dl), { msgID: MSGID.dead(`${batchId}|${deliveryKey(s.nid, s.user, channel, s.device)}`) }).then(() => keys.release(i)));
-              add(s, out.receipt);
+              dead.push(storeDeadLetter(d.nats, dl, batchId).then(() => keys.release(i)));
+              add(out.send, out.receipt);
               return undefined;
             }
             default: {
@@ -269,23 +255,15 @@ export async function runGateway(d: GatewayDeps, client: ChannelClient): Promise
     await Promise.all(requests);
 
     // Pushed-back sends: one held batch per kind; their keys stay claimed for the release, so nothing else sends them meanwhile.
-    const later = async (list: Later[], idx: number[], kind: string): Promise<void> => {
+    const later = async (list: (Later & { i: number })[], kind: "retry" | "wait"): Promise<void> => {
       if (list.length === 0) return;
-      const due = Math.max(...list.map((l) => l.at));
-      const attempt = Math.max(...list.map((l) => (l.s.attempt ?? 0) + (l.s.waits ?? 0)));
-      const releaseId = MSGID.retry(createHash("sha1").update(batchId).digest("base64url").slice(0, 16), kind, attempt);
-      const sends = list.map((l) => l.s);
-      const nids = new Set(sends.map((s) => s.nid));
-      const rb: RetryBatch = {
-        type: "retry_batch", due, priority: prio, releaseId,
-        batch: { ...batch, sends, notifications: Object.fromEntries(Object.entries(batch.notifications).filter(([k]) => nids.has(k))) },
-      };
+      const rb = releaseOf(batch, batchId, prio, kind, list);
       const at = now();
-      await d.nats.js.publish(retrySubject(channel, prio), encode(rb), { msgID: `q:${releaseId}` });
+      await d.nats.js.publish(retrySubject(channel, prio), encode(rb), { msgID: `q:${rb.releaseId}` });
       // Once the release is stored, its keys move from this attempt's claim to the release's hold (the release takes them over).
-      keys.hold(idx, releaseId, due, at);
+      keys.hold(list.map((l) => l.i), rb.releaseId, rb.due, at);
     };
-    await Promise.all([later(retries, retryKeys, "retry"), later(waits, waitKeys, "wait"), ...dead]);
+    await Promise.all([later(retries, "retry"), later(waits, "wait"), ...dead]);
     await keys.written();
 
     await receipts.publish(d.nats, batchId);
