@@ -3,8 +3,8 @@ import t from "tap";
 import { loadConfig } from "../../lib/core/config.js";
 import { ProviderError } from "../../lib/core/errors.js";
 import type { SendResult } from "../../lib/flow/bulkhead.js";
-import type { Send } from "../../lib/core/types.js";
-import { answerOutcome, pushBackOutcome, tokenGone } from "../../lib/gateway/outcomes.js";
+import type { NotificationBrief, Send, SendBatch, UserRecord } from "../../lib/core/types.js";
+import { answerOutcome, beforeSend, pushBackOutcome, releaseOf, tokenGone } from "../../lib/gateway/outcomes.js";
 import { ReceiptCollector } from "../../lib/gateway/receipts.js";
 import { recheck } from "../../lib/gateway/send-recheck.js";
 
@@ -94,4 +94,34 @@ t.test("receipt collector: entries per notification, in the order added", async 
   c.add("n1", { user: "b", outcome: "failed", at: 2 });
   c.add("n2", { user: "c", outcome: "queued", at: 3 });
   t.same([...c.entries()], [["n2", [{ user: "a", outcome: "sent", at: 1 }, { user: "c", outcome: "queued", at: 3 }]], ["n1", [{ user: "b", outcome: "failed", at: 2 }]]]);
+});
+
+t.test("before the call: suppressed by a changed user, then cancelled, then expired, else it goes", async (t) => {
+  const n = { id: "n1", category: "social", priority: "normal", createdAt: NOW, expiresAt: NOW + HOUR } as NotificationBrief;
+  const out: UserRecord = { id: "u1", optedOut: true, devices: [] };
+  t.equal(beforeSend(n, undefined, false, "apns", NOW), null, "unchanged, not cancelled, not expired: sent");
+  t.equal(beforeSend(n, { id: "u1", optedOut: false, devices: [] }, false, "apns", NOW), null, "changed but still allowed: sent");
+  t.same(beforeSend(n, out, true, "apns", NOW), { outcome: "suppressed", reason: "opted_out", at: NOW }, "the re-check comes first");
+  t.same(beforeSend(n, undefined, true, "apns", NOW + 2 * HOUR), { outcome: "cancelled", at: NOW + 2 * HOUR }, "then cancellation");
+  t.same(beforeSend(n, undefined, false, "apns", NOW + HOUR), { outcome: "failed", reason: "expired", at: NOW + HOUR }, "expired at expiresAt");
+});
+
+t.test("release of pushed-back sends: due with the last, id from batch id, kind and highest attempt + waits, only their notifications", async (t) => {
+  const batch: SendBatch = {
+    type: "send_batch", channel: "apns", shard: 3, decidedAt: NOW,
+    notifications: { n1: { id: "n1", expiresAt: NOW + HOUR } as NotificationBrief, n2: { id: "n2", expiresAt: NOW + HOUR } as NotificationBrief },
+    sends: [s, { ...s, nid: "n2" }],
+  };
+  const later = [{ send: { ...s, attempt: 2 }, at: NOW + 5000 }, { send: { ...s, user: "u2", attempt: 1, waits: 3 }, at: NOW + 9000 }];
+  const rb = releaseOf(batch, "snd:x:apns:0", "high", "retry", later);
+  t.equal(rb.type, "retry_batch");
+  t.equal(rb.due, NOW + 9000, "due when the last one is");
+  t.equal(rb.priority, "high");
+  t.match(rb.releaseId, /^rty:[A-Za-z0-9_-]{16}:retry:4$/, "rty:<16 chars of the batch id's hash>:<kind>:<highest attempt + waits>");
+  t.equal(releaseOf(batch, "snd:x:apns:0", "high", "retry", later).releaseId, rb.releaseId, "a redelivered batch plans the same release");
+  t.not(releaseOf(batch, "snd:y:apns:0", "high", "retry", later).releaseId, rb.releaseId, "another batch, another release");
+  t.same(rb.batch.sends, later.map((l) => l.send), "carries the pushed-back sends");
+  t.same(Object.keys(rb.batch.notifications), ["n1"], "only the notifications its sends need");
+  t.equal(rb.batch.shard, 3);
+  t.equal(rb.batch.decidedAt, NOW, "the rest of the batch is kept");
 });
