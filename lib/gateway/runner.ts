@@ -2,9 +2,8 @@
 import { randomBytes } from "node:crypto";
 import type { JsMsg } from "@nats-io/jetstream";
 import type { Config } from "../core/config.js";
-import type { BulkheadConfig } from "../../config/schema.js";
 import { encode } from "../core/codec.js";
-import { Bulkhead, isRefusal, type BulkheadState, type Refusal, type SendResult } from "../flow/bulkhead.js";
+import { isRefusal, type BulkheadState, type SendResult } from "../flow/bulkhead.js";
 import { removeDeadToken } from "../directory/directory.js";
 import { PoisonMessage, decodeAs, runLanes } from "../flow/lanes.js";
 import type { Logger } from "../core/log.js";
@@ -17,40 +16,12 @@ import { answerOutcome, beforeSend, pushBackOutcome, releaseOf, tokenGone, type 
 import { storeDeadLetter } from "./dlq.js";
 import { ReceiptCollector } from "./receipts.js";
 import { changedSince } from "./send-recheck.js";
-import { gatewayLatency, gatewayRetries, gatewaySends, stageItems, watchBreakers } from "../infra/metrics.js";
-import { BUCKET, CONSUMER, STREAM, retrySubject, sendSubject, type Channel, type Priority } from "../core/subjects.js";
-import type { DeadLetter, NotificationBrief, RetryBatch, Send, SendBatch } from "../core/types.js";
+import { ProviderApps, type ChannelClient } from "./provider-apps.js";
+import { gatewayRetries, gatewaySends, stageItems, watchBreakers } from "../infra/metrics.js";
+import { BUCKET, CONSUMER, STREAM, retrySubject, sendSubject, type Priority } from "../core/subjects.js";
+import type { DeadLetter, RetryBatch, Send, SendBatch } from "../core/types.js";
 
-export type { SendResult };
-
-/** One provider app of a channel (an APNs bundle id and key, an FCM project, a SendGrid or Twilio account): the SDK call, nothing else. */
-export interface ProviderApp {
-  readonly name: string;
-  /** Sends per provider request: 1 for APNs, FCM and SMS; up to 1000 personalizations for email. */
-  readonly perRequest: number;
-  /**
-   * One provider request for `sends` (at most `perRequest`) of notification
-   * `n`. Resolves one result per send, in order; provider errors are results,
-   * never throws.
-   */
-  request(n: NotificationBrief, sends: readonly Send[]): Promise<SendResult[]>;
-  close(): Promise<void>;
-}
-
-/** What a gateway file builds for its channel: its apps with their bulkhead settings, and which app a send goes to. */
-export interface ChannelClient {
-  readonly channel: Channel;
-  readonly apps: readonly { app: ProviderApp; cfg: BulkheadConfig }[];
-  /** The name of the app that sends `s` (e.g. by the device's bundle id); the first app when nothing matches. */
-  route(s: Send): string;
-}
-
-/** A channel whose first app sends everything and whose other apps act only as configured failovers (email and SMS accounts). */
-export function primaryWithFailovers<A extends BulkheadConfig>(channel: Channel, cfgs: readonly A[], create: (a: A) => ProviderApp): ChannelClient {
-  const apps = cfgs.map((a) => ({ app: create(a), cfg: a }));
-  const first = apps[0]!.app.name;
-  return { channel, apps, route: () => first };
-}
+export { primaryWithFailovers, type ChannelClient, type ProviderApp, type SendResult } from "./provider-apps.js";
 
 /** What a gateway runs on: configuration, connections, logger, and a clock (tests pass a fake one; defaults to `Date.now`). */
 export interface GatewayDeps {
@@ -66,24 +37,27 @@ export interface GatewayDeps {
  * stream, and releases its pushed-back sends from NFX_RETRY when due.
  *
  * Per batch: every delivery key is claimed for this attempt in one Redis call
- * before any provider call (taking over keys this batch id's earlier release
- * left held); a key already recorded re-emits its recorded receipt, a key
- * claimed by another attempt (live, or dead until its claim lapses) is pushed
- * back. While the batch runs its claims are renewed every third of
- * `claimTtlSec`, so a slow provider never loses one and a dead process's
- * lapse within `claimTtlSec`. Users whose opt-out or preferences changed
- * after the batch was decided are re-checked ({@link changedSince}). The rest go, grouped per
- * notification and app, through each app's {@link Bulkhead} (failing over to
- * the app's `failover` while its breaker is open). As each provider request
- * answers, its accepted and permanently failed sends are recorded at once
- * (one pipeline per event-loop turn, {@link DeliveryLedger}; a gone token
- * leaves the directory before its failure is recorded); retryable failures go
- * to NFX_RETRY with backoff (never before Retry-After; at least a minute
- * after a quota error; never past expiry), or to the dead-letter stream after
- * `retry.maxAttempts` ({@link answerOutcome}); sends the bulkhead refused go back to NFX_RETRY
- * without using an attempt ({@link pushBackOutcome}). Receipts ({@link ReceiptCollector}) are published, then the batch is
- * acked. The one window for a duplicate is a provider call in flight — sent,
- * its answer not yet recorded — when the process dies (docs/architecture.md, "Guarantees").
+ * before any provider call ({@link DeliveryLedger}, taking over keys this
+ * batch id's earlier release left held); a key already recorded re-emits its
+ * recorded receipt, a key claimed by another attempt (live, or dead until its
+ * claim lapses) is pushed back. While the batch runs its claims are renewed
+ * every third of `claimTtlSec`, so a slow provider never loses one and a dead
+ * process's lapse within `claimTtlSec`. Users whose opt-out or preferences
+ * changed after the batch was decided are re-checked ({@link changedSince},
+ * {@link beforeSend}). The rest go, grouped per notification and app, through
+ * each app's bulkhead ({@link ProviderApps}, failing over to the app's
+ * `failover` while its breaker is open). As each provider request answers,
+ * its accepted and permanently failed sends are recorded at once (one
+ * pipeline per event-loop turn; a gone token leaves the directory before its
+ * failure is recorded); retryable failures go to NFX_RETRY with backoff
+ * (never before Retry-After; at least a minute after a quota error; never
+ * past expiry), or to the dead-letter stream after `retry.maxAttempts`
+ * ({@link answerOutcome}); sends the bulkhead refused go back to NFX_RETRY
+ * without using an attempt ({@link pushBackOutcome}, {@link releaseOf}).
+ * Receipts are published ({@link ReceiptCollector}), then the batch is acked.
+ * The one window for a duplicate is a provider call in flight — sent, its
+ * answer not yet recorded — when the process dies (docs/architecture.md,
+ * "Guarantees").
  */
 export async function runGateway(d: GatewayDeps, client: ChannelClient): Promise<{ stop(): Promise<void>; bulkheads(): BulkheadState[] }> {
   const channel = client.channel;
@@ -94,38 +68,7 @@ export async function runGateway(d: GatewayDeps, client: ChannelClient): Promise
   const ledger = new DeliveryLedger(d.redis, g, log);
   /** Tells this process's attempts apart from another's at the same delivery of a batch. */
   const proc = randomBytes(4).toString("base64url");
-  const apps = new Map(client.apps.map(({ app, cfg }) => [app.name, { app, cfg, bulkhead: new Bulkhead(app.name, cfg, log) }]));
-
-  /**
-   * Sends `sends` of `n` through app `name`, or its failover while its
-   * breaker is open. `recordAnswer` runs as soon as the provider answers and
-   * holds the bulkhead slot until the records it started are written: a send
-   * is in flight from its request's start until its outcome is recorded, and
-   * the app's `concurrency` bounds exactly those. Resolves the results, or the
-   * refusal when no app took them.
-   */
-  const dispatch = async (name: string, n: NotificationBrief, sends: Send[], recordAnswer: (res: SendResult[]) => Promise<void>, tried: Set<string> = new Set()): Promise<SendResult[] | Refusal> => {
-    const a = apps.get(name)!;
-    tried.add(name);
-    const r = await a.bulkhead.run(sends.length, async () => {
-      const end = gatewayLatency.startTimer({ channel, app: name });
-      const res = await a.app.request(n, sends);
-      end({ result: res.every((x) => x.ok) ? "ok" : res.some((x) => x.ok) ? "partial" : "error" });
-      await recordAnswer(res);
-      return res;
-    });
-    if (!isRefusal(r)) {
-      for (const x of r) gatewaySends.inc({ channel, app: name, outcome: x.ok ? "sent" : x.error.retryable ? "retryable" : "failed" });
-      return r;
-    }
-    gatewaySends.inc({ channel, app: name, outcome: "refused" }, sends.length);
-    const f = a.cfg.failover;
-    if (f && !tried.has(f) && apps.has(f)) {
-      log.debug({ app: name, failover: f, sends: sends.length }, "failing over");
-      return dispatch(f, n, sends, recordAnswer, tried);
-    }
-    return r;
-  };
+  const apps = new ProviderApps(client, log);
 
   const handle = async (m: JsMsg): Promise<void> => {
     const batch = decodeAs<SendBatch>(m.data, "send_batch");
@@ -183,8 +126,7 @@ export async function runGateway(d: GatewayDeps, client: ChannelClient): Promise
       const settled = beforeSend(batch.notifications[s.nid]!, stale.get(s.user), cancellations.has(s.nid), channel, now());
       if (settled) void keep(i, settled);
       else {
-        const routed = client.route(s);
-        const app = apps.has(routed) ? routed : client.apps[0]!.app.name;
+        const app = apps.appOf(s);
         const k = `${s.nid}\u0000${app}`;
         let grp = groups.get(k);
         if (!grp) groups.set(k, (grp = { nid: s.nid, app, idx: [] }));
@@ -195,7 +137,7 @@ export async function runGateway(d: GatewayDeps, client: ChannelClient): Promise
     const requests: Promise<void>[] = [];
     for (const grp of groups.values()) {
       const n = batch.notifications[grp.nid]!;
-      const per = apps.get(grp.app)!.app.perRequest;
+      const per = apps.perRequest(grp.app);
       for (let o = 0; o < grp.idx.length; o += per) {
         const idx = grp.idx.slice(o, o + per);
         const sends = idx.map((i) => batch.sends[i]!);
@@ -242,7 +184,7 @@ export async function runGateway(d: GatewayDeps, client: ChannelClient): Promise
           return Promise.all(recorded).then(() => undefined, () => undefined);
         };
         requests.push(
-          dispatch(grp.app, n, sends, recordAnswer).then(async (results) => {
+          apps.dispatch(grp.app, n, sends, recordAnswer).then(async (results) => {
             if (isRefusal(results)) return pushBack(idx, results.retryInMs, results.refused);
             if (gone.length === 0) return;
             // A gone token leaves the directory before its failure is recorded, so a replay after a crash still removes it.
@@ -280,15 +222,15 @@ export async function runGateway(d: GatewayDeps, client: ChannelClient): Promise
     release: (r) => d.nats.js.publish(sendSubject(channel, r.priority), encode(r.batch), { msgID: r.releaseId }),
   });
   await lanes.ready;
-  watchBreakers(channel, () => [...apps.values()].map((a) => a.bulkhead.state()));
-  log.info({ apps: [...apps.keys()] }, "gateway ready");
+  watchBreakers(channel, () => apps.states());
+  log.info({ apps: apps.names() }, "gateway ready");
   return {
-    bulkheads: () => [...apps.values()].map((a) => a.bulkhead.state()),
+    bulkheads: () => apps.states(),
     async stop() {
       await lanes.stop();
       await held.stop();
       cancellations.stop();
-      await Promise.all(client.apps.map((a) => a.app.close()));
+      await apps.close();
     },
   };
 }
