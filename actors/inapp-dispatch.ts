@@ -2,15 +2,15 @@
 import type { JsMsg } from "@nats-io/jetstream";
 import { encode, encodeJson } from "../lib/core/codec.js";
 import type { Config } from "../lib/core/config.js";
-import { publishReceipts } from "../lib/gateway/runner.js";
+import { ReceiptCollector } from "../lib/gateway/receipts.js";
 import { stageItems } from "../lib/infra/metrics.js";
 import { Inbox, type InboxItem } from "../lib/inapp/inbox.js";
 import { decodeAs, PoisonMessage, runLanes } from "../lib/flow/lanes.js";
 import type { Logger } from "../lib/core/log.js";
 import type { Nats } from "../lib/infra/nats.js";
 import type { Redis } from "../lib/infra/redis.js";
-import { CONSUMER, MSGID, STREAM, liveSubject, receiptSubject, sendSubject, type Channel, type Priority } from "../lib/core/subjects.js";
-import type { NotificationBrief, ReceiptBatch, ReceiptEntry, Send, SendBatch } from "../lib/core/types.js";
+import { CONSUMER, MSGID, STREAM, liveSubject, sendSubject, type Channel, type Priority } from "../lib/core/subjects.js";
+import type { NotificationBrief, ReceiptEntry, Send, SendBatch } from "../lib/core/types.js";
 
 export interface InAppDispatchDeps {
   cfg: Config;
@@ -108,12 +108,8 @@ export async function startInAppDispatch(d: InAppDispatchDeps): Promise<{ stop()
     const batch = decodeAs<SendBatch>(m.data, "send_batch");
     if (batch.channel !== "inapp") throw new PoisonMessage(`a ${batch.channel} batch on the inapp stream`);
     const batchId = m.headers?.get("Nats-Msg-Id") || `seq:${m.seq}`;
-    const entries = new Map<string, ReceiptEntry[]>();
-    const note = (nid: string, e: ReceiptEntry): void => {
-      const l = entries.get(nid);
-      if (l) l.push(e);
-      else entries.set(nid, [e]);
-    };
+    const receipts = new ReceiptCollector();
+    const note = (nid: string, e: ReceiptEntry): void => receipts.add(nid, e);
     const fallbacks: Promise<unknown>[] = [];
     const fallBack = (s: Send, n: NotificationBrief, reason: string): void => {
       // With no fallback route the item stays in the inbox only.
@@ -145,7 +141,7 @@ export async function startInAppDispatch(d: InAppDispatchDeps): Promise<{ stop()
       }),
     );
     await Promise.all(fallbacks);
-    await publishReceipts(d.nats, batchId, entries);
+    await receipts.publish(d.nats, batchId);
     stageItems.inc({ stage: "inapp" }, batch.sends.length);
   };
 

@@ -1,6 +1,7 @@
-// The dead-letter stream: list, show, replay and purge sends whose retries ran out.
+// The dead-letter stream: store, list, show, replay and purge sends whose retries ran out.
 import { decode, encode } from "../core/codec.js";
 import { NotFound } from "../core/errors.js";
+import { deliveryKey } from "../core/ids.js";
 import type { Nats } from "../infra/nats.js";
 import { readStored } from "../flow/stream-read.js";
 import { MSGID, STREAM, dlqAll, dlqSubject, sendSubject, type Channel } from "../core/subjects.js";
@@ -8,6 +9,17 @@ import type { DeadLetter, SendBatch } from "../core/types.js";
 
 export interface DeadLetterEntry extends DeadLetter {
   seq: number;
+}
+
+/**
+ * Stores dead letter `dl` of a send batch delivered under `batchId` on
+ * `nfx.dlq.<channel>`, with a message id from the batch id and the send's
+ * delivery key (a redelivered batch's dead letter is dropped as a duplicate).
+ * Resolves once JetStream stored it; rejects when the publish failed.
+ */
+export async function storeDeadLetter(n: Nats, dl: DeadLetter, batchId: string): Promise<void> {
+  const s = dl.send;
+  await n.js.publish(dlqSubject(dl.channel), encode(dl), { msgID: MSGID.dead(`${batchId}|${deliveryKey(s.nid, s.user, dl.channel, s.device)}`) });
 }
 
 /** Every dead letter (optionally of one channel), oldest first. */

@@ -1,0 +1,103 @@
+// The delivery ledger a gateway batch keeps in Redis: claim its keys, renew them, record outcomes, hold pushed-back keys for their release, drop dead-lettered claims.
+import type { Logger } from "../core/log.js";
+import { deliveryKey } from "../core/ids.js";
+import { deliveredKey } from "../core/keys.js";
+import type { Redis } from "../infra/redis.js";
+import type { Channel } from "../core/subjects.js";
+import type { SendBatch } from "../core/types.js";
+import { Claims, OutcomeWriter, attemptMarker, heldMarker, isClaim } from "./delivery-claims.js";
+import type { Recorded } from "./outcomes.js";
+
+/** What a send's delivery key held when its batch claimed it. */
+export type KeyState =
+  /** Free, or held for this batch id by its earlier release: this attempt owns it and may call the provider. */
+  | { kind: "mine" }
+  /** Claimed by another attempt (live, or dead until its claim lapses): look again later. */
+  | { kind: "claimed" }
+  /** Already delivered: re-emit this recorded outcome, never send again. */
+  | { kind: "recorded"; record: Recorded };
+
+/** TTLs of the ledger's keys, from `gateways` configuration. */
+export interface LedgerTtls {
+  /** Lifetime of a claim, renewed every third of it while the batch runs. */
+  claimTtlSec: number;
+  /** Lifetime of a recorded outcome. */
+  deliveredTtlSec: number;
+}
+
+/**
+ * The delivery keys of one send batch, claimed for one attempt: one key per
+ * send, indexed like `batch.sends`. Only this attempt calls providers for keys
+ * in state `mine`, and their claims are renewed until {@link close}. Writes
+ * go through the process's {@link OutcomeWriter} (one pipeline per event-loop
+ * turn). Ordering rules: docs/architecture.md, "Acks, ordering and ownership" (3).
+ */
+export interface BatchLedger {
+  /** What send `i`'s key held when it was claimed. */
+  state(i: number): KeyState;
+  /** Records outcome `rec` on send `i`'s key for `deliveredTtlSec`; the promise settles when its pipeline ran, and rejects if the write failed. */
+  record(i: number, rec: Recorded): Promise<void>;
+  /**
+   * Moves the keys of sends `idx` this attempt owns (others are skipped) from
+   * its claim to the hold of the release `releaseId` published on NFX_RETRY,
+   * until `claimTtlSec` after `due`: the released batch takes them over, nothing
+   * else sends them meanwhile. Call only once the release is stored.
+   */
+  hold(idx: readonly number[], releaseId: string, due: number, now: number): void;
+  /** Deletes send `i`'s claim (its dead letter is stored), so a replay can send it. Resolves when deleted. */
+  release(i: number): Promise<void>;
+  /** Resolves when every record and hold queued so far was written; rejects if any failed (the batch must then fail). */
+  written(): Promise<void>;
+  /** Stops renewing the claims. Idempotent; call when the batch ends, however it ends. */
+  close(): void;
+}
+
+/**
+ * A gateway process's ledger: claims delivery keys batch by batch on one Redis
+ * client. One per gateway process, shared by its batches (and by their
+ * writes' pipelines).
+ */
+export class DeliveryLedger {
+  private readonly claims: Claims;
+  private readonly writer: OutcomeWriter;
+
+  constructor(redis: Redis, private readonly ttl: LedgerTtls, private readonly log: Logger) {
+    this.claims = new Claims(redis);
+    this.writer = new OutcomeWriter(redis);
+  }
+
+  /**
+   * Claims every delivery key of `batch` on `channel` for attempt `attempt`
+   * at `batchId` (one Redis call, before any provider call), taking over keys
+   * this batch id's earlier release left held, and starts renewing the owned
+   * claims every third of `claimTtlSec` (a failed renewal is logged, not
+   * thrown). Rejects when the claim call fails; nothing is then renewed.
+   */
+  async claim(batch: SendBatch, channel: Channel, batchId: string, attempt: string): Promise<BatchLedger> {
+    const keys = batch.sends.map((s) => deliveredKey(batch.shard, deliveryKey(s.nid, s.user, channel, s.device)));
+    const mine = attemptMarker(batchId, attempt);
+    const held = heldMarker(batchId);
+    const { claims, writer, ttl } = this;
+    const prior = await claims.claim(keys, mine, ttl.claimTtlSec, held);
+    const owned = (i: number): boolean => prior[i] === null || prior[i] === undefined || prior[i] === held;
+    const ownedKeys = keys.filter((_, i) => owned(i));
+    // The live batch keeps its claims: renewed every third of the TTL until it ends (keys already recorded are left alone by the script).
+    const renewal = setInterval(() => {
+      claims.renew(ownedKeys, mine, ttl.claimTtlSec).catch((err) => this.log.warn({ err }, "claim renewal failed"));
+    }, Math.max(1000, (ttl.claimTtlSec * 1000) / 3));
+    const writes: Promise<void>[] = [];
+    const queue = (p: Promise<void>): Promise<void> => (writes.push(p), p);
+    return {
+      state: (i) => (owned(i) ? { kind: "mine" } : isClaim(prior[i]!) ? { kind: "claimed" } : { kind: "recorded", record: JSON.parse(prior[i]!) as Recorded }),
+      record: (i, rec) => queue(writer.set(keys[i]!, JSON.stringify(rec), ttl.deliveredTtlSec)),
+      hold: (idx, releaseId, due, now) => {
+        const marker = heldMarker(releaseId);
+        const ttlSec = Math.ceil((due - now) / 1000) + ttl.claimTtlSec;
+        for (const i of idx) if (owned(i)) queue(writer.set(keys[i]!, marker, ttlSec));
+      },
+      release: (i) => writer.del(keys[i]!),
+      written: () => Promise.all(writes).then(() => undefined),
+      close: () => clearInterval(renewal),
+    };
+  }
+}

@@ -1,0 +1,109 @@
+// A channel's provider apps, each behind its bulkhead: which app a send goes to, and one provider request through it (failing over while its breaker is open).
+import type { BulkheadConfig } from "../../config/schema.js";
+import type { Logger } from "../core/log.js";
+import type { Channel } from "../core/subjects.js";
+import type { NotificationBrief, Send } from "../core/types.js";
+import { Bulkhead, isRefusal, type BulkheadState, type Refusal, type SendResult } from "../flow/bulkhead.js";
+import { gatewayLatency, gatewaySends } from "../infra/metrics.js";
+
+export type { SendResult };
+
+/** One provider app of a channel (an APNs bundle id and key, an FCM project, a SendGrid or Twilio account): the SDK call, nothing else. */
+export interface ProviderApp {
+  readonly name: string;
+  /** Sends per provider request: 1 for APNs, FCM and SMS; up to 1000 personalizations for email. */
+  readonly perRequest: number;
+  /**
+   * One provider request for `sends` (at most `perRequest`) of notification
+   * `n`. Resolves one result per send, in order; provider errors are results,
+   * never throws.
+   */
+  request(n: NotificationBrief, sends: readonly Send[]): Promise<SendResult[]>;
+  close(): Promise<void>;
+}
+
+/** What a gateway file builds for its channel: its apps with their bulkhead settings, and which app a send goes to. */
+export interface ChannelClient {
+  readonly channel: Channel;
+  readonly apps: readonly { app: ProviderApp; cfg: BulkheadConfig }[];
+  /** The name of the app that sends `s` (e.g. by the device's bundle id); the first app when nothing matches. */
+  route(s: Send): string;
+}
+
+/** A channel whose first app sends everything and whose other apps act only as configured failovers (email and SMS accounts). */
+export function primaryWithFailovers<A extends BulkheadConfig>(channel: Channel, cfgs: readonly A[], create: (a: A) => ProviderApp): ChannelClient {
+  const apps = cfgs.map((a) => ({ app: create(a), cfg: a }));
+  const first = apps[0]!.app.name;
+  return { channel, apps, route: () => first };
+}
+
+/**
+ * The apps of `client`, each with its own {@link Bulkhead} (concurrency,
+ * queue, breaker, rate limit), owned by one gateway process. Counts every
+ * send's result, and every request's latency, per app.
+ */
+export class ProviderApps {
+  private readonly apps: Map<string, { app: ProviderApp; cfg: BulkheadConfig; bulkhead: Bulkhead }>;
+
+  constructor(private readonly client: ChannelClient, private readonly log: Logger) {
+    this.apps = new Map(client.apps.map(({ app, cfg }) => [app.name, { app, cfg, bulkhead: new Bulkhead(app.name, cfg, log) }]));
+  }
+
+  /** The app that sends `s`: the client's route, or the first app when the route names none of them. */
+  appOf(s: Send): string {
+    const routed = this.client.route(s);
+    return this.apps.has(routed) ? routed : this.client.apps[0]!.app.name;
+  }
+
+  /** Sends per request of app `name` (one of {@link names}). */
+  perRequest(name: string): number {
+    return this.apps.get(name)!.app.perRequest;
+  }
+
+  /** The apps' names, in the client's order. */
+  names(): string[] {
+    return [...this.apps.keys()];
+  }
+
+  /** Each app's bulkhead state (breaker, in flight, queued), in the client's order. */
+  states(): BulkheadState[] {
+    return [...this.apps.values()].map((a) => a.bulkhead.state());
+  }
+
+  /**
+   * Sends `sends` of `n` through app `name`, or its failover while its
+   * breaker is open. `recordAnswer` runs as soon as the provider answers and
+   * holds the bulkhead slot until the records it started are written: a send
+   * is in flight from its request's start until its outcome is recorded, and
+   * the app's `concurrency` bounds exactly those. Resolves the results, or the
+   * refusal when no app took them; never calls an app twice for one request.
+   */
+  async dispatch(name: string, n: NotificationBrief, sends: Send[], recordAnswer: (res: SendResult[]) => Promise<void>, tried: Set<string> = new Set()): Promise<SendResult[] | Refusal> {
+    const channel = this.client.channel;
+    const a = this.apps.get(name)!;
+    tried.add(name);
+    const r = await a.bulkhead.run(sends.length, async () => {
+      const end = gatewayLatency.startTimer({ channel, app: name });
+      const res = await a.app.request(n, sends);
+      end({ result: res.every((x) => x.ok) ? "ok" : res.some((x) => x.ok) ? "partial" : "error" });
+      await recordAnswer(res);
+      return res;
+    });
+    if (!isRefusal(r)) {
+      for (const x of r) gatewaySends.inc({ channel, app: name, outcome: x.ok ? "sent" : x.error.retryable ? "retryable" : "failed" });
+      return r;
+    }
+    gatewaySends.inc({ channel, app: name, outcome: "refused" }, sends.length);
+    const f = a.cfg.failover;
+    if (f && !tried.has(f) && this.apps.has(f)) {
+      this.log.debug({ app: name, failover: f, sends: sends.length }, "failing over");
+      return this.dispatch(f, n, sends, recordAnswer, tried);
+    }
+    return r;
+  }
+
+  /** Closes every app's provider client. */
+  async close(): Promise<void> {
+    await Promise.all(this.client.apps.map((a) => a.app.close()));
+  }
+}
