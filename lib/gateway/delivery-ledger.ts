@@ -14,8 +14,12 @@ export type KeyState =
   | { kind: "mine" }
   /** Claimed by another attempt (live, or dead until its claim lapses): look again later. */
   | { kind: "claimed" }
-  /** Already delivered: re-emit this recorded outcome, never send again. */
-  | { kind: "recorded"; record: Recorded };
+  /**
+   * Already delivered: re-emit this recorded outcome, never send again. `echo` when another batch id
+   * recorded it: that batch reports it (its receipts, or its redelivery's under the same message id), so
+   * this copy's receipt is marked and not counted again.
+   */
+  | { kind: "recorded"; record: Recorded; echo: boolean };
 
 /** TTLs of the ledger's keys, from `gateways` configuration. */
 export interface LedgerTtls {
@@ -88,8 +92,14 @@ export class DeliveryLedger {
     const writes: Promise<void>[] = [];
     const queue = (p: Promise<void>): Promise<void> => (writes.push(p), p);
     return {
-      state: (i) => (owned(i) ? { kind: "mine" } : isClaim(prior[i]!) ? { kind: "claimed" } : { kind: "recorded", record: JSON.parse(prior[i]!) as Recorded }),
-      record: (i, rec) => queue(writer.set(keys[i]!, JSON.stringify(rec), ttl.deliveredTtlSec)),
+      state: (i) => {
+        if (owned(i)) return { kind: "mine" };
+        if (isClaim(prior[i]!)) return { kind: "claimed" };
+        // `b`: the batch id that recorded it (absent in records of older versions: treated as this batch's own).
+        const { b, ...record } = JSON.parse(prior[i]!) as Recorded & { b?: string };
+        return { kind: "recorded", record, echo: b !== undefined && b !== batchId };
+      },
+      record: (i, rec) => queue(writer.set(keys[i]!, JSON.stringify({ ...rec, b: batchId }), ttl.deliveredTtlSec)),
       hold: (idx, releaseId, due, now) => {
         const marker = heldMarker(releaseId);
         const ttlSec = Math.ceil((due - now) / 1000) + ttl.claimTtlSec;

@@ -86,7 +86,7 @@ export async function runGateway(d: GatewayDeps, client: ChannelClient): Promise
   /** Everything after the claim: sends, records each outcome as it is known, pushes back, dead-letters, publishes receipts. */
   const settleBatch = async (batch: SendBatch, batchId: string, prio: Priority, keys: BatchLedger): Promise<void> => {
     const receipts = new ReceiptCollector();
-    const add = (s: Send, r: Recorded): void =>
+    const add = (s: Send, r: Recorded & { echo?: true }): void =>
       receipts.add(s.nid, { user: s.user, channel, device: s.device, ...r, ...(batch.replayOf ? { supersedes: batch.replayOf } : {}) });
     /** Records send `i`'s outcome (in its event-loop turn's pipeline) and adds its receipt; the write is awaited through `keys.written()` before receipts and the ack. */
     const keep = (i: number, rec: Recorded): Promise<void> => {
@@ -114,7 +114,8 @@ export async function runGateway(d: GatewayDeps, client: ChannelClient): Promise
       if (k.kind === "mine") fresh.push(i);
       // Another attempt holds the key: look again soon (it records an outcome, or its claim lapses within claimTtlSec if it died).
       else if (k.kind === "claimed") pushBack([i], 2000, "claimed");
-      else add(s, k.record);
+      // Already recorded: repeated for this copy's caller; an echo when another batch recorded it (that batch reports and counts it).
+      else add(s, k.echo ? { ...k.record, echo: true } : k.record);
     });
     const stale = await changedSince(d.redis, batch, [...new Set(fresh.map((i) => batch.sends[i]!.user))]);
 
