@@ -4,7 +4,7 @@ import type { Redis } from "../infra/redis.js";
 import { withScripts } from "../infra/scripts.js";
 import { readUsers } from "./directory.js";
 import { RequestInvalid, SegmentUnknown } from "../core/errors.js";
-import { SEGMENTS_KEY, lastActiveKey, segmentKey, userIndexKey } from "../core/keys.js";
+import { SEGMENTS_KEY, lastActiveKey, segmentBuildingKey, segmentKey, userIndexKey } from "../core/keys.js";
 import type { UserRecord } from "../core/types.js";
 import { ownValue } from "../core/own-keys.js";
 
@@ -110,7 +110,7 @@ export async function defineSegment(redis: Redis, shards: number, name: string, 
   const parsed = segmentRuleSchema.parse(rule);
   let members = 0;
   for (let s = 0; s < shards; s++) {
-    const tmp = `${segmentKey(s, name)}:building`;
+    const tmp = segmentBuildingKey(s, name);
     await redis.del(tmp);
     await forEachUser(redis, s, 5000, async (users) => {
       const ids = users.filter((u) => matches(u, parsed, now)).map((u) => u.id);

@@ -10,7 +10,7 @@ import { withScripts, type ScriptRedis } from "../infra/scripts.js";
 import { z } from "zod";
 import { Forbidden } from "../core/errors.js";
 import { parseWith } from "../core/request-schema.js";
-import { ID_PATTERN, receiptSubject, type Channel } from "../core/subjects.js";
+import { ID_PATTERN, MSGID, REPORTED_CHANNELS, receiptSubject, type Channel } from "../core/subjects.js";
 import type { ReceiptBatch, ReceiptEntry } from "../core/types.js";
 
 /** An engagement event: a recipient opened or clicked a notification (or an app confirms its delivery). */
@@ -99,13 +99,11 @@ export class Engagement {
       [...entries].map(([nid, list]) => {
         const rb: ReceiptBatch = { type: "receipts", nid, stage, entries: list };
         const id = createHash("sha1").update(JSON.stringify(list)).digest("base64url");
-        return this.nats.js.publish(receiptSubject(nid), encode(rb), { msgID: `${stage}:${nid}:${id}` });
+        return this.nats.js.publish(receiptSubject(nid), encode(rb), { msgID: MSGID.receipts(stage, nid, id) });
       }),
     );
   }
 }
-
-const CHANNEL_NAMES = ["push", "apns", "fcm", "email", "sms", "inapp"] as const;
 
 /** `POST /v1/events` and `nfx.api.events`: engagement reported by apps (push opens and clicks, deliveries). */
 export const eventsSchema = z.strictObject({
@@ -116,7 +114,7 @@ export const eventsSchema = z.strictObject({
         notification: z.string().regex(ID_PATTERN, "must be a notification id"),
         user: z.string().regex(ID_PATTERN, "must be a user id"),
         /** Where it happened; "push" when the app does not know whether it came by APNs or FCM. */
-        channel: z.enum(CHANNEL_NAMES).default("push"),
+        channel: z.enum(REPORTED_CHANNELS).default("push"),
         device: z.string().min(1).max(256).optional(),
         /** When it happened (ms); default now. */
         at: z.number().int().min(0).optional(),
