@@ -90,20 +90,26 @@ export function scriptFiles(): readonly ScriptFile[] {
   return (files = out);
 }
 
-const defined = new WeakSet<Redis>();
+const definition = (s: ScriptFile): { lua: string; numberOfKeys?: number } => (s.numberOfKeys === null ? { lua: s.lua } : { lua: s.lua, numberOfKeys: s.numberOfKeys });
 
 /**
- * Defines every script on `redis` (once per client: later calls return at
- * once) and returns the client typed with them. connectRedis calls it as
- * the client is made; a module given a client calls it too, so a client made
- * elsewhere (a test's, a `duplicate()`) works the same. Define before the
+ * Every script as ioredis's `scripts` option: a client made with it (and
+ * every `duplicate()` of it, which copies the options) has the commands from
+ * construction, before any auto-pipeline exists. connectRedis uses it.
+ */
+export function scriptOptions(): Record<string, { lua: string; numberOfKeys?: number }> {
+  return Object.fromEntries(scriptFiles().map((s) => [s.command, definition(s)]));
+}
+
+/**
+ * Returns `redis` typed with every script, defining those it lacks (a client
+ * made elsewhere, e.g. a test's): a no-op on a client that has them, so
+ * every module given a client calls it. Defining must happen before the
  * client is used: an auto-pipeline already being filled does not get
  * commands defined after it began.
  */
 export function withScripts(redis: Redis): ScriptRedis {
-  if (!defined.has(redis)) {
-    for (const s of scriptFiles()) redis.defineCommand(s.command, s.numberOfKeys === null ? { lua: s.lua } : { lua: s.lua, numberOfKeys: s.numberOfKeys });
-    defined.add(redis);
-  }
+  const r = redis as unknown as Record<string, unknown>;
+  for (const s of scriptFiles()) if (typeof r[s.command] !== "function") redis.defineCommand(s.command, definition(s));
   return redis as ScriptRedis;
 }

@@ -4,7 +4,7 @@ import { readdirSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { Redis } from "ioredis";
-import { scriptFiles, withScripts, type ScriptCommands } from "../../lib/infra/scripts.js";
+import { scriptFiles, scriptOptions, withScripts, type ScriptCommands } from "../../lib/infra/scripts.js";
 
 const ROOT = fileURLToPath(new URL("../../..", import.meta.url));
 const DIR = join(ROOT, "lib/infra/scripts");
@@ -63,6 +63,27 @@ t.test("the loader defines every script on a client, once", async (t) => {
   t.equal(scriptFiles(), files, "the files are read once");
   const pipe = r.pipeline() as unknown as Record<string, unknown>;
   t.type(pipe.nfxUserLogAppend, "function", "pipelines get the commands too");
+});
+
+t.test("a client made with scriptOptions has every script, and so do its duplicates", async (t) => {
+  const r = new Redis({ lazyConnect: true, scripts: scriptOptions() });
+  const d = r.duplicate();
+  t.teardown(() => {
+    r.disconnect();
+    d.disconnect();
+  });
+  const names = scriptFiles().map((s) => s.command).sort();
+  for (const c of [r, d]) {
+    const set = (c as unknown as { scriptsSet: Record<string, unknown> }).scriptsSet;
+    t.same(Object.keys(set).sort(), names, "every script is defined at construction");
+    const before = { ...set };
+    withScripts(c);
+    for (const k of names) t.equal(set[k], before[k], `withScripts leaves ${k} as it was`);
+  }
+  const two = scriptFiles().find((s) => s.numberOfKeys === 2)!;
+  t.equal(scriptOptions()[two.command]!.numberOfKeys, 2, "a fixed key count comes from the file name");
+  const n = scriptFiles().find((s) => s.numberOfKeys === null)!;
+  t.equal(scriptOptions()[n.command]!.numberOfKeys, undefined, "-n: the caller gives the key count");
 });
 
 function sources(dir: string): string[] {
