@@ -40,6 +40,8 @@ export const INBOX_ACTIONS: readonly InboxAction[] = ["seen", "read", "archive"]
  * re-encoded by Lua.
  */
 const SEEN = 1, READ = 2, ARCHIVED = 4, ACKED = 8, FALLBACK = 16;
+/** The state bits by name, as the scripts' headers name them (a unit test holds the two together). */
+export const INBOX_STATE_BITS = { SEEN, READ, ARCHIVED, ACKED, FALLBACK } as const;
 
 /** Bits each action sets (reading also marks seen). */
 const ACTION_BITS: Record<InboxAction, number> = { seen: SEEN, read: READ | SEEN, archive: ARCHIVED };

@@ -5,6 +5,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { Redis } from "ioredis";
 import { scriptFiles, scriptOptions, withScripts, type ScriptCommands } from "../../lib/infra/scripts.js";
+import { INBOX_STATE_BITS } from "../../lib/inapp/inbox.js";
 
 const ROOT = fileURLToPath(new URL("../../..", import.meta.url));
 const DIR = join(ROOT, "lib/infra/scripts");
@@ -84,6 +85,16 @@ t.test("a client made with scriptOptions has every script, and so do its duplica
   t.equal(scriptOptions()[two.command]!.numberOfKeys, 2, "a fixed key count comes from the file name");
   const n = scriptFiles().find((s) => s.numberOfKeys === null)!;
   t.equal(scriptOptions()[n.command]!.numberOfKeys, undefined, "-n: the caller gives the key count");
+});
+
+t.test("the inbox scripts spell the inbox's state bits as lib/inapp/inbox.ts defines them", async (t) => {
+  const inbox = scriptFiles().filter((s) => s.file.startsWith("inbox"));
+  t.equal(inbox.length, 4);
+  for (const s of inbox) {
+    const named = [...s.lua.slice(0, s.lua.indexOf("]]")).matchAll(/\b(SEEN|READ|ARCHIVED|ACKED|FALLBACK) (\d+)/g)];
+    t.ok(named.length > 0, `${s.file} names the bits it uses`);
+    for (const [, name, value] of named) t.equal(Number(value), INBOX_STATE_BITS[name as keyof typeof INBOX_STATE_BITS], `${s.file}: ${name}`);
+  }
 });
 
 function sources(dir: string): string[] {

@@ -13,6 +13,7 @@
     ARGV[5]  TTL, ms
 
   State bits (lib/inapp/inbox.ts): SEEN 1, READ 2, ARCHIVED 4, ACKED 8, FALLBACK 16.
+  6 below is READ + ARCHIVED: an item with either is not unread.
 
   Returns:
     'new', or the stored item's live state: 'pending', 'acked' or 'fallback'.

@@ -8,7 +8,7 @@
     ARGV[2]     '1': every item of the inbox; '0': the ids in ARGV[3..]
     ARGV[3..]   notification ids
 
-  An item counts as unread until READ or ARCHIVED is set.
+  An item counts as unread until READ or ARCHIVED is set (6 below is READ + ARCHIVED).
 
   Returns:
     { unread count, ids whose state changed... }
