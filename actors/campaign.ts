@@ -12,7 +12,7 @@ import type { Logger } from "../lib/core/log.js";
 import type { Nats } from "../lib/infra/nats.js";
 import type { Redis } from "../lib/infra/redis.js";
 import { rangeIds, scanActive, scanIds, segmentSource } from "../lib/directory/segments.js";
-import { BUCKET, CONSUMER, MSGID, STREAM, fanSubject } from "../lib/core/subjects.js";
+import { BUCKET, CAMPAIGN_KEY, CONSUMER, LEASE_KEY, MSGID, STREAM, fanSubject } from "../lib/core/subjects.js";
 import type { FanChunk, Notification } from "../lib/core/types.js";
 import { briefOf } from "../lib/core/types.js";
 
@@ -163,7 +163,7 @@ export async function startCampaign(d: CampaignDeps): Promise<{ stop(): Promise<
     if (stopping || running.has(id)) return;
     const rec = states.get(id);
     if (!rec || (rec.state !== "running" && rec.state !== "paused")) return;
-    const lease = await Lease.acquire(leases, `campaign.${id}`, owner, leaseMs, now).catch(() => null);
+    const lease = await Lease.acquire(leases, LEASE_KEY.campaign(id), owner, leaseMs, now).catch(() => null);
     if (!lease) return;
     const task = expand(id, lease)
       .catch((err) => {
@@ -178,7 +178,7 @@ export async function startCampaign(d: CampaignDeps): Promise<{ stop(): Promise<
   };
 
   // Every campaign record (not cursors: keys with one token), live.
-  const watch = await campaigns.kv.watch({ key: "*" });
+  const watch = await campaigns.kv.watch({ key: CAMPAIGN_KEY.records });
   void (async () => {
     for await (const e of watch) {
       if (e.operation !== "PUT") {

@@ -2,13 +2,13 @@
 import { DeliverPolicy, type JsMsg } from "@nats-io/jetstream";
 import type { Config } from "../lib/core/config.js";
 import { decode, encodeJson } from "../lib/core/codec.js";
-import { TOTALS_KEY, emptyCounters, fold, foldTotal, readCounters, readTotals, type ChannelTotals, type Counters } from "../lib/campaign/counters.js";
+import { emptyCounters, fold, foldTotal, readCounters, readTotals, type ChannelTotals, type Counters } from "../lib/campaign/counters.js";
 import type { Redis } from "../lib/infra/redis.js";
 import { userLogFor } from "../lib/tracking/user-log.js";
 import { stageItems } from "../lib/infra/metrics.js";
 import type { Logger } from "../lib/core/log.js";
 import type { Nats } from "../lib/infra/nats.js";
-import { BUCKET, CONSUMER, STREAM, scheduledSubject } from "../lib/core/subjects.js";
+import { BUCKET, CONSUMER, COUNTERS_KEY, STREAM, scheduledSubject } from "../lib/core/subjects.js";
 import type { Notification, ReceiptBatch } from "../lib/core/types.js";
 
 export interface TrackerDeps {
@@ -79,8 +79,8 @@ export async function startTracker(d: TrackerDeps): Promise<{ stop(): Promise<vo
     }
     const ids = [...dirty];
     dirty.clear();
-    const puts = ids.map((id) => kv.put(id, encodeJson({ ...cache.get(id)!, updatedAt: now() })));
-    if (totalsDirty) puts.push(kv.put(TOTALS_KEY, encodeJson({ ...totals, updatedAt: now() })));
+    const puts = ids.map((id) => kv.put(COUNTERS_KEY.notification(id), encodeJson({ ...cache.get(id)!, updatedAt: now() })));
+    if (totalsDirty) puts.push(kv.put(COUNTERS_KEY.totals, encodeJson({ ...totals, updatedAt: now() })));
     totalsDirty = false;
     await Promise.all(puts);
     for (const m of unacked) m.ack();

@@ -9,6 +9,7 @@ import { preferencesOp } from "../lib/intake/operations.js";
 import { formatIssue } from "../lib/core/request-schema.js";
 import { countSegment, defineSegment, listSegments, type SegmentRule } from "../lib/directory/segments.js";
 import type { UserRecord } from "../lib/core/types.js";
+import { CONTENT_CHANNELS } from "../lib/core/subjects.js";
 import { syntheticUser, userRecordSchema } from "../lib/directory/users.js";
 import { hhmm } from "../lib/directory/quiet-hours.js";
 import { cliConfig, withConnections } from "./cli-context.js";
@@ -151,7 +152,7 @@ export function registerDirectoryCommands(program: Command): void {
       const cfg = cliConfig(program);
       const categories: Record<string, Record<string, boolean>> = {};
       for (const s of o.set ?? []) {
-        const m = /^([a-z][a-z0-9_-]*)\.(push|email|sms|inapp)=(on|off)$/.exec(s);
+        const m = new RegExp(`^([a-z][a-z0-9_-]*)\\.(${CONTENT_CHANNELS.join("|")})=(on|off)$`).exec(s);
         if (!m) throw new InvalidArgumentError(`--set ${s}: must be category.channel=on|off`);
         (categories[m[1]!] ??= {})[m[2]!] = m[3] === "on";
       }

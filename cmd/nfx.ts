@@ -11,7 +11,7 @@ import { connectNats } from "../lib/infra/nats.js";
 import { NATS_ROLE_USERS, natsPassword, natsUserName, renderNatsServerConf } from "../lib/infra/nats-auth.js";
 import { ensureTopology } from "../lib/infra/topology.js";
 import { ApiError, notify, status } from "../lib/intake/api-client.js";
-import { BUCKET, PRIORITIES } from "../lib/core/subjects.js";
+import { BUCKET, CONTENT_CHANNELS, PRIORITIES } from "../lib/core/subjects.js";
 import { startSandbox, type SandboxPorts } from "../sandbox/index.js";
 import { SANDBOX_PROVIDERS } from "../sandbox/faults.js";
 import { formatStatus } from "./format.js";
@@ -97,7 +97,7 @@ program
       dataDir: cfg.up.dataDir, natsPort: cfg.up.natsPort, redisPort: cfg.up.redisPort, httpPort: cfg.http.port, wsPort: cfg.ws.port, persist: true,
       sandbox: o.sandbox ? sandboxPorts(cfg) : null,
       roles: ROLES, configFile: file,
-      ...(ownChannels || process.env.NFX_INGEST__CHANNELS ? {} : { overrides: { ingest: { channels: ["push", "email", "sms", "inapp"] } } }),
+      ...(ownChannels || process.env.NFX_INGEST__CHANNELS ? {} : { overrides: { ingest: { channels: [...CONTENT_CHANNELS] } } }),
       onLine: (role, line) => process.stdout.write(`[${role}] ${line}\n`),
     });
     console.log(`nfx is up: nats ${cluster.nats.url}, redis ${cluster.redis.url}` +

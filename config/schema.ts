@@ -2,12 +2,13 @@
 import { existsSync } from "node:fs";
 import { z } from "zod";
 import { PROTOTYPE_NAME_RULE, isPrototypeName } from "../lib/core/own-keys.js";
+import { CONTENT_CHANNELS, PRIORITIES } from "../lib/core/subjects.js";
 
 const file = z.string().min(1).refine((p) => existsSync(p), { message: "file not found" });
 const port = z.number().int().min(1).max(65535);
 const host = z.string().min(1);
 const hhmm = z.string().regex(/^([01][0-9]|2[0-3]):[0-5][0-9]$/, "must be a 24-hour HH:MM time");
-const contentChannel = z.enum(["push", "email", "sms", "inapp"]);
+const contentChannel = z.enum(CONTENT_CHANNELS);
 
 /**
  * API-key scopes, one per kind of operation: `send` (explicit recipients), `campaigns.create` (a segment
@@ -173,7 +174,7 @@ export const configSchema = z.strictObject({
       z.string().regex(/^[a-z][a-z0-9_-]{0,63}$/, "category names are 1-64 characters of a-z 0-9 _ -").refine((k) => !isPrototypeName(k), PROTOTYPE_NAME_RULE),
       z.strictObject({
         description: z.string().optional().describe("What the category is for (shown to operators only)."),
-        defaultPriority: z.enum(["critical", "high", "normal", "bulk"]).default("normal").describe("Priority used when a request names none."),
+        defaultPriority: z.enum(PRIORITIES).default("normal").describe("Priority used when a request names none."),
         cap: z
           .strictObject({
             count: z.number().int().min(1).max(1_000_000).describe("Sends allowed per period."),
@@ -199,7 +200,7 @@ export const configSchema = z.strictObject({
       maxSendAheadDays: z.number().min(0).max(365).default(30).describe("How far ahead `sendAt` may be."),
       maxSendBehindSec: z.number().int().min(0).max(86400).default(300).describe("How far in the past `sendAt` may be (clock skew, queueing); it is then sent at once. Older ones are refused."),
       maxExpiresAheadDays: z.number().min(1).max(3650).default(60).describe("How far ahead an explicit `expiresAt` may be."),
-      channels: z.array(z.enum(["push", "email", "sms", "inapp"])).min(1).default(["push"]).describe("Content channels that have gateways in this cluster; requests wanting others are refused, and the shard actor routes only to these."),
+      channels: z.array(contentChannel).min(1).default(["push"]).describe("Content channels that have gateways in this cluster; requests wanting others are refused, and the shard actor routes only to these."),
     })
     .prefault({})
     .describe("Request validation limits of the ingest role (NATS and HTTP alike)."),
@@ -222,7 +223,7 @@ export const configSchema = z.strictObject({
         key: z.string().min(16, "must be at least 16 characters").describe("The secret itself, at least 16 characters: `Authorization: Bearer <key>` over HTTP, `Nfx-Api-Key: <key>` over NATS."),
         scopes: z.array(z.enum(API_SCOPES)).min(1).describe("The operations this key may call; `admin` holds every scope (see docs/api.md)."),
         categories: z.array(z.string().min(1)).min(1).default(["*"]).describe("Categories this key may send; [\"*\"] for all."),
-        priorities: z.array(z.enum(["critical", "high", "normal", "bulk"])).min(1).default(["critical", "high", "normal", "bulk"]).describe("Priorities this key may send."),
+        priorities: z.array(z.enum(PRIORITIES)).min(1).default([...PRIORITIES]).describe("Priorities this key may send."),
         admin: z
           .never({ error: "replaced by scopes: admin: true is scopes: [\"admin\"]; a key without it lists what it may do, e.g. [\"send\",\"read\"]" })
           .optional()

@@ -4,6 +4,7 @@ import { decodeJson, encodeJson } from "../core/codec.js";
 import { outstanding, readCounters, type Counters } from "./counters.js";
 import { CampaignStateConflict, NotFound } from "../core/errors.js";
 import type { NotificationBrief } from "../core/types.js";
+import { CAMPAIGN_KEY } from "../core/subjects.js";
 
 export type CampaignState = "running" | "paused" | "cancelled" | "expanded";
 export type CampaignAction = "pause" | "resume" | "cancel";
@@ -43,7 +44,6 @@ export interface Cursor {
   members?: number;
 }
 
-export const cursorKey = (id: string, shard: number): string => `${id}.c.${shard}`;
 export const NEW_CURSOR: Cursor = { chunk: 0, after: null, to: null, done: false, scanned: 0 };
 
 const NEXT: Record<CampaignAction, Partial<Record<CampaignState, CampaignState>>> = {
@@ -77,14 +77,14 @@ export class Campaigns {
   /** The record and its KV revision, or null. */
   async get(id: string): Promise<{ rec: CampaignRecord; rev: number } | null> {
     if (!/^[A-Za-z0-9_-]{1,128}$/.test(id)) return null;
-    const e = await this.kv.get(id);
+    const e = await this.kv.get(CAMPAIGN_KEY.record(id));
     return e && e.operation === "PUT" ? { rec: decodeJson<CampaignRecord>(e.value), rev: e.revision } : null;
   }
 
   /** Creates the record unless it exists; resolves the stored one either way (a redelivered intake message finds the first). */
   async create(rec: CampaignRecord): Promise<CampaignRecord> {
     try {
-      await this.kv.create(rec.id, encodeJson(rec));
+      await this.kv.create(CAMPAIGN_KEY.record(rec.id), encodeJson(rec));
       return rec;
     } catch {
       const got = await this.get(rec.id);
@@ -101,7 +101,7 @@ export class Campaigns {
       if (expect && got.rec.state !== expect) return got.rec;
       const rec = { ...got.rec, state, updatedAt: this.now() };
       try {
-        await this.kv.update(id, encodeJson(rec), got.rev);
+        await this.kv.update(CAMPAIGN_KEY.record(id), encodeJson(rec), got.rev);
         return rec;
       } catch {
         /* raced with another writer: read again */
@@ -122,7 +122,7 @@ export class Campaigns {
       if (!to) throw new CampaignStateConflict(`action: cannot ${action} a campaign that is ${got.rec.state}`, { field: "action" });
       const rec = { ...got.rec, state: to, updatedAt: this.now() };
       try {
-        await this.kv.update(id, encodeJson(rec), got.rev);
+        await this.kv.update(CAMPAIGN_KEY.record(id), encodeJson(rec), got.rev);
         return rec;
       } catch {
         /* raced: read again */
@@ -132,13 +132,13 @@ export class Campaigns {
 
   /** A shard's cursor and its revision (0 when none was written yet). */
   async cursor(id: string, shard: number): Promise<{ cur: Cursor; rev: number }> {
-    const e = await this.kv.get(cursorKey(id, shard));
+    const e = await this.kv.get(CAMPAIGN_KEY.cursor(id, shard));
     return e && e.operation === "PUT" ? { cur: decodeJson<Cursor>(e.value), rev: e.revision } : { cur: NEW_CURSOR, rev: 0 };
   }
 
   /** Writes a cursor only if it is still at `rev` (0 = not written yet): a stale owner's write fails. Returns the new revision. */
   async writeCursor(id: string, shard: number, cur: Cursor, rev: number): Promise<number> {
-    const k = cursorKey(id, shard);
+    const k = CAMPAIGN_KEY.cursor(id, shard);
     return rev === 0 ? this.kv.create(k, encodeJson(cur)) : this.kv.update(k, encodeJson(cur), rev);
   }
 

@@ -2,6 +2,7 @@
 import type { KV } from "@nats-io/kv";
 import { decodeJson } from "../core/codec.js";
 import type { CampaignRecord } from "./campaigns.js";
+import { CAMPAIGN_KEY } from "../core/subjects.js";
 
 /** Live view of which campaign ids are cancelled. Changes arrive within milliseconds of the operator's cancel. */
 export class Cancellations {
@@ -10,7 +11,7 @@ export class Cancellations {
 
   /** Starts watching the campaigns bucket (every record, then every change). */
   static async watch(kv: KV): Promise<Cancellations> {
-    const w = await kv.watch({ key: "*" });
+    const w = await kv.watch({ key: CAMPAIGN_KEY.records });
     const c = new Cancellations(() => w.stop());
     void (async () => {
       for await (const e of w) {

@@ -1,8 +1,8 @@
 // Per-notification counters and per-channel totals, folded from receipts by the tracker and kept in JetStream KV.
 import type { KV } from "@nats-io/kv";
 import { decodeJson } from "../core/codec.js";
-import type { Channel } from "../core/subjects.js";
-import type { ReceiptBatch, ReceiptEntry } from "../core/types.js";
+import { COUNTERS_KEY, type Channel } from "../core/subjects.js";
+import type { ContentChannel, ReceiptBatch, ReceiptEntry } from "../core/types.js";
 
 /** What happened to a notification so far. `seq` is the last receipt stream sequence folded in (the tracker's fence against replays). */
 export interface Counters {
@@ -118,7 +118,7 @@ export const total = (m: Record<string, number>): number => Object.values(m).red
 
 /** Reads a notification's counters, or empty ones. */
 export async function readCounters(kv: KV, nid: string): Promise<Counters> {
-  const e = await kv.get(nid);
+  const e = await kv.get(COUNTERS_KEY.notification(nid));
   return e && e.operation === "PUT" ? complete(decodeJson<Partial<Counters>>(e.value)) : emptyCounters();
 }
 
@@ -126,7 +126,6 @@ export async function readCounters(kv: KV, nid: string): Promise<Counters> {
 export const outstanding = (c: Counters): number => c.queued - c.sent - total(c.failed) - c.expired - c.cancelledSends - c.fallback;
 
 /** The content channel an operator thinks in: APNs and FCM are both push. */
-export type ContentChannel = "push" | "email" | "sms" | "inapp";
 export const contentChannelOf = (c: Channel | undefined): ContentChannel | undefined => (c === "apns" || c === "fcm" ? "push" : c);
 
 /** Delivery totals of one content channel across every notification. */
@@ -149,8 +148,6 @@ export interface ChannelTotals {
 const zeroTotal = (): ChannelTotal => ({ sent: 0, delivered: 0, failed: 0, expired: 0, opened: 0, clicked: 0 });
 export const emptyTotals = (): ChannelTotals => ({ seq: 0, channels: { push: zeroTotal(), email: zeroTotal(), sms: zeroTotal(), inapp: zeroTotal() }, updatedAt: 0 });
 
-/** The key of the per-channel totals in the counters bucket: it has a dot, which notification ids never have. */
-export const TOTALS_KEY = "_totals.channels";
 
 /** Folds one receipt entry into the per-channel totals (entries without a channel are recipient-level and skipped). */
 export function foldTotal(t: ChannelTotals, e: ReceiptEntry): void {
@@ -182,7 +179,7 @@ export function foldTotal(t: ChannelTotals, e: ReceiptEntry): void {
 
 /** Reads the per-channel totals, or zeros. */
 export async function readTotals(kv: KV): Promise<ChannelTotals> {
-  const e = await kv.get(TOTALS_KEY);
+  const e = await kv.get(COUNTERS_KEY.totals);
   if (!e || e.operation !== "PUT") return emptyTotals();
   const t = decodeJson<ChannelTotals>(e.value);
   const z = emptyTotals();

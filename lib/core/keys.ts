@@ -17,6 +17,9 @@ export const userIndexKey = (shard: number): string => `nfx:${tag(shard)}:users`
 /** Members of a named segment in one shard (sorted set, score 0). */
 export const segmentKey = (shard: number, name: string): string => `nfx:${tag(shard)}:seg:${name}`;
 
+/** A named segment's members in one shard while they are being materialized, renamed onto {@link segmentKey} when complete. */
+export const segmentBuildingKey = (shard: number, name: string): string => `${segmentKey(shard, name)}:building`;
+
 /** Presence of a user with a live in-app connection: a hash gateway id -> connections, whose TTL every holding gateway refreshes. */
 export const presenceKey = (shard: number, userId: string): string => `nfx:${tag(shard)}:pres:${userId}`;
 

@@ -1,4 +1,5 @@
-// Every NATS subject, stream, consumer and KV bucket name nfx uses, each family as a wildcard beside its builder.
+// Every NATS subject, stream, consumer and KV bucket name, KV key and message id nfx uses, each family as a wildcard beside its builder; and the priorities and channels they are built from.
+import { createHash } from "node:crypto";
 
 /** Priority lanes, most urgent first. Every stage drains them in this order. */
 export const PRIORITIES = ["critical", "high", "normal", "bulk"] as const;
@@ -9,6 +10,12 @@ export const CHANNELS = ["apns", "fcm", "email", "sms", "inapp"] as const;
 export type Channel = (typeof CHANNELS)[number];
 /** Channels with a gateway in this version; only they get gateway consumers. */
 export const GATEWAY_CHANNELS = ["apns", "fcm", "email", "sms"] as const satisfies readonly Channel[];
+
+/** Content channels a request can carry content for, and the channels of preferences, fallbacks and `ingest.channels`. Device channels map onto them (apns, fcm → push). */
+export const CONTENT_CHANNELS = ["push", "email", "sms", "inapp"] as const;
+export type ContentChannel = (typeof CONTENT_CHANNELS)[number];
+/** Channels an app may report engagement on (`POST /v1/events`): "push" when it does not know whether APNs or FCM carried it, or a delivery channel. */
+export const REPORTED_CHANNELS = ["push", ...CHANNELS] as const;
 
 /** Request/reply API subjects (queue group {@link QUEUE_INGEST}). */
 export const API = {
@@ -123,6 +130,32 @@ export const CONSUMER = {
   retry: (channel: Channel): string => `retry-${channel}`,
 } as const;
 
+/** Keys in the templates bucket: a template under its id. */
+export const templateKey = (id: string): string => id;
+
+/** Keys in the campaigns bucket: a campaign's record under its id, its expansion cursor per shard beside it. */
+export const CAMPAIGN_KEY = {
+  record: (id: string): string => id,
+  cursor: (id: string, shard: number): string => `${id}.c.${shard}`,
+  /** Every campaign record (one token: cursors, two tokens deeper, are not matched). */
+  records: "*",
+} as const;
+
+/** Keys in the counters bucket: a notification's counters under its id, and the per-channel totals (a key with a dot, which notification ids never have). */
+export const COUNTERS_KEY = {
+  notification: (nid: string): string => nid,
+  totals: "_totals.channels",
+} as const;
+
+/** Keys in the procs bucket: `p.<host>.<pid>`, the host squeezed into what KV keys allow (`[-/_=.a-zA-Z0-9]`). */
+export const PROCESS_KEY = {
+  of: (host: string, pid: number): string => `p.${host.replace(/[^-_=a-zA-Z0-9]/g, "_")}.${pid}`,
+  all: "p.>",
+} as const;
+
+/** The key in the idempotency bucket of a producer's idempotency key: a hash, so any key the producer chose fits the KV key alphabet. */
+export const idempotencyKvKey = (producer: string, idempotencyKey: string): string => createHash("sha256").update(`${producer}\u0000${idempotencyKey}`).digest("hex");
+
 /** KV bucket names. */
 export const BUCKET = {
   idempotency: "nfx-idempotency",
@@ -157,6 +190,10 @@ export const MSGID = {
   inappFallback: (nid: string, user: string): string => `fb:${nid}:${user}`,
   /** The seen/read receipt of one inbox item: an item changes to seen or read once. */
   inboxAction: (user: string, action: string, nid: string): string => `ibx:${user}:${action}:${nid}`,
+  /** Receipts of one notification from a stage outside the pipeline (engagement, webhooks), named by a hash of their entries: a retried publish of the same entries is dropped. */
+  receipts: (stage: string, nid: string, entriesHash: string): string => `${stage}:${nid}:${entriesHash}`,
+  /** A pushed-back part of a send batch, held on NFX_RETRY until due (`releaseId`: its {@link MSGID.retry} id). */
+  held: (releaseId: string): string => `q:${releaseId}`,
 } as const;
 
 /** Keys in the leases bucket: one lease per user shard, one liveness record per shard-actor process. */
@@ -164,10 +201,16 @@ export const LEASE_KEY = {
   shard: (shard: number): string => `shard.${shard}`,
   member: (owner: string): string => `member.${owner}`,
   members: "member.*",
+  /** The lease of a segment campaign's expansion: one campaign actor walks its shards at a time. */
+  campaign: (id: string): string => `campaign.${id}`,
 } as const;
 
 /** The checkpoint key of a user shard in nfx-checkpoints. */
 export const checkpointKey = (shard: number): string => `shard.${shard}`;
+/** Part `i` of generation `gen` of a shard's checkpoint, when the state is too large for one entry. */
+export const checkpointPartKey = (shard: number, gen: string, i: number): string => `${checkpointKey(shard)}.${gen}.${i}`;
+/** Every part of generation `gen` of a shard's checkpoint. */
+export const checkpointPartsOf = (shard: number, gen: string): string => `${checkpointKey(shard)}.${gen}.*`;
 
 /** Characters allowed in ids that end up inside subjects and keys. */
 export const ID_PATTERN = /^[A-Za-z0-9_\-:@+=]{1,128}$/;

@@ -1,5 +1,6 @@
 // The messages that travel between actors, as tagged unions on `type`.
-import type { Channel, Priority } from "./subjects.js";
+import type { Channel, ContentChannel, Priority } from "./subjects.js";
+export { CONTENT_CHANNELS, type ContentChannel } from "./subjects.js";
 
 /** Push content of a notification (APNs and FCM). */
 export interface PushContent {
@@ -23,10 +24,6 @@ export interface SmsContent {
 export interface InAppContent {
   payload: Record<string, unknown>;
 }
-
-/** Content channels a request can carry content for. Device channels map onto them (apns, fcm → push). */
-export const CONTENT_CHANNELS = ["push", "email", "sms", "inapp"] as const;
-export type ContentChannel = (typeof CONTENT_CHANNELS)[number];
 
 /** Inline content, per content channel. */
 export interface Content {

@@ -1,6 +1,7 @@
 // The user directory in Redis: per user a compact routing record (read on the hot path) and a profile (read when needed), plus per-shard indexes; all under the shard's hash tag.
 import type { NatsConnection } from "@nats-io/transport-node";
 import type { Redis } from "../infra/redis.js";
+import { withScripts } from "../infra/scripts.js";
 import { decode, encodeJson, encodePlain } from "../core/codec.js";
 import { changedKey, lastActiveKey, profileKey, userIndexKey, userKey } from "../core/keys.js";
 import { parseHhmm } from "./quiet-hours.js";
@@ -105,28 +106,6 @@ export async function getUser(redis: Redis, shards: number, userId: string): Pro
   return u ?? null;
 }
 
-// Atomic read-merge-write of a routing record's opt-out and preferences, in Redis (cmsgpack and cjson are built in).
-const UPDATE_PREFS = `
-local raw = redis.call('GET', KEYS[1])
-if not raw then return nil end
-local u = cmsgpack.unpack(raw)
-local patch = cjson.decode(ARGV[1])
-if patch.optedOut == true then u.o = 1 elseif patch.optedOut == false then u.o = nil end
-if patch.quietHours == cjson.null then u.q = nil elseif type(patch.quietHours) == 'table' then u.q = { patch.quietHours[1], patch.quietHours[2] } end
-if patch.categories then
-  if type(u.p) ~= 'table' then u.p = {} end
-  for cat, chans in pairs(patch.categories) do
-    if type(u.p[cat]) ~= 'table' then u.p[cat] = {} end
-    for ch, v in pairs(chans) do u.p[cat][ch] = v end
-  end
-end
-local out = cmsgpack.pack(u)
-redis.call('SET', KEYS[1], out)
--- Gateways re-check users changed after their sends were decided; entries older than two days are dropped.
-redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', tonumber(ARGV[2]) - 172800000)
-return out`;
-
 /** A change to a user's choices: global opt-out and/or per category, per channel switches. */
 export interface PreferencePatch {
   optedOut?: boolean;
@@ -136,47 +115,31 @@ export interface PreferencePatch {
 }
 
 /**
- * Applies `patch` to a user's record atomically (a Lua script), then announces
+ * Applies `patch` to a user's record atomically (lib/infra/scripts/updatePreferences-2.lua), then announces
  * the change on `nfx.dir.changed.<shard>` so caches drop the user. Returns
  * the updated record, or null when the user does not exist (nothing changes then).
  */
 export async function updatePreferences(redis: Redis, nc: NatsConnection, shards: number, userId: string, patch: PreferencePatch): Promise<UserRecord | null> {
   const shard = shardOf(userId, shards);
-  // evalBuffer (untyped in ioredis) returns the script's reply as a Buffer: the record is binary msgpack.
+  // The Buffer variant: the script replies with the record, binary msgpack.
   const q = patch.quietHours;
-  const lua = { ...patch, ...(q !== undefined ? { quietHours: q === null ? null : [parseHhmm(q.start), parseHhmm(q.end)] } : {}) };
-  const out = (await (redis as unknown as { evalBuffer(s: string, n: number, ...a: string[]): Promise<Buffer | null> }).evalBuffer(
-    UPDATE_PREFS, 2, userKey(shard, userId), changedKey(shard), JSON.stringify(lua), String(Date.now()), userId,
-  ));
+  const change = { ...patch, ...(q !== undefined ? { quietHours: q === null ? null : [parseHhmm(q.start), parseHhmm(q.end)] } : {}) };
+  const out = await withScripts(redis).nfxUpdatePreferencesBuffer(userKey(shard, userId), changedKey(shard), JSON.stringify(change), String(Date.now()), userId);
   if (out === null) return null;
   nc.publish(dirChangedSubject(shard), encodeJson({ user: userId, fields: Object.keys(patch) }));
   return fromStored(userId, out, null);
 }
 
-// Removes a device from a routing record if it still holds the same token (a re-registered token is kept).
-const REMOVE_DEVICE = `
-local raw = redis.call('GET', KEYS[1])
-if not raw then return 0 end
-local u = cmsgpack.unpack(raw)
-if type(u.d) ~= 'table' then return 0 end
-local kept, removed = {}, 0
-for _, d in ipairs(u.d) do
-  if d[1] == ARGV[1] and d[3] == ARGV[2] then removed = removed + 1 else kept[#kept + 1] = d end
-end
-if removed == 0 then return 0 end
-u.d = kept
-redis.call('SET', KEYS[1], cmsgpack.pack(u))
-return removed`;
-
 /**
  * Removes a device whose token the provider reported gone (APNs 410, FCM
- * UNREGISTERED), atomically and only if the device still holds that token,
+ * UNREGISTERED), atomically and only if the device still holds that token
+ * (lib/infra/scripts/removeDevice-1.lua),
  * then announces it on `nfx.dir.changed.<shard>`. Resolves true if a device
  * was removed.
  */
 export async function removeDeadToken(redis: Redis, nc: NatsConnection, shards: number, userId: string, deviceId: string, token: string): Promise<boolean> {
   const shard = shardOf(userId, shards);
-  const n = Number(await redis.eval(REMOVE_DEVICE, 1, userKey(shard, userId), deviceId, token));
+  const n = Number(await withScripts(redis).nfxRemoveDevice(userKey(shard, userId), deviceId, token));
   if (n > 0) nc.publish(dirChangedSubject(shard), encodeJson({ user: userId, fields: ["devices"] }));
   return n > 0;
 }

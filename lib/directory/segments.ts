@@ -1,9 +1,10 @@
 // Segments: the built-in ones (all, active_<N>d) and named ones materialized per shard; iterated in id order, a chunk at a time.
 import { z } from "zod";
 import type { Redis } from "../infra/redis.js";
+import { withScripts } from "../infra/scripts.js";
 import { readUsers } from "./directory.js";
 import { RequestInvalid, SegmentUnknown } from "../core/errors.js";
-import { SEGMENTS_KEY, lastActiveKey, segmentKey, userIndexKey } from "../core/keys.js";
+import { SEGMENTS_KEY, lastActiveKey, segmentBuildingKey, segmentKey, userIndexKey } from "../core/keys.js";
 import type { UserRecord } from "../core/types.js";
 import { ownValue } from "../core/own-keys.js";
 
@@ -71,29 +72,14 @@ export async function scanIds(redis: Redis, key: string, after: string | null, l
   return redis.zrangebylex(key, after === null ? "-" : `(${after}`, "+", "LIMIT", 0, limit);
 }
 
-// One round trip: list up to ARGV[3] ids of the index in (ARGV[1], ARGV[2]] and return the last one listed, then those active since ARGV[4].
-const SCAN_ACTIVE = `
-local ids = redis.call('ZRANGEBYLEX', KEYS[1], ARGV[1], ARGV[2], 'LIMIT', 0, tonumber(ARGV[3]))
-if #ids == 0 then return {} end
-local out = { ids[#ids], #ids }
-local since = tonumber(ARGV[4])
-for i = 1, #ids, 500 do
-  local j = math.min(i + 499, #ids)
-  local las = redis.call('HMGET', KEYS[2], unpack(ids, i, j))
-  for k = 1, #las do
-    if las[k] and tonumber(las[k]) >= since then out[#out + 1] = ids[i + k - 1] end
-  end
-end
-return out`;
-
 /**
  * Lists the next up-to-`limit` ids of a shard's index after `after` (and up to
  * `to` when replaying a planned chunk), keeping those active since `since`, in
- * one Redis call. Returns the last id listed (null when nothing was listed),
+ * one Redis call (lib/infra/scripts/scanActive-2.lua). Returns the last id listed (null when nothing was listed),
  * how many were listed, and the active ones, in order.
  */
 export async function scanActive(redis: Redis, shard: number, after: string | null, to: string | null, limit: number, since: number): Promise<{ last: string | null; listed: number; ids: string[] }> {
-  const r = (await redis.eval(SCAN_ACTIVE, 2, userIndexKey(shard), lastActiveKey(shard), after === null ? "-" : `(${after}`, to === null ? "+" : `[${to}`, limit, since)) as (string | number)[];
+  const r = await withScripts(redis).nfxScanActive(userIndexKey(shard), lastActiveKey(shard), after === null ? "-" : `(${after}`, to === null ? "+" : `[${to}`, limit, since);
   return r.length === 0 ? { last: null, listed: 0, ids: [] } : { last: String(r[0]), listed: Number(r[1]), ids: r.slice(2).map(String) };
 }
 
@@ -124,7 +110,7 @@ export async function defineSegment(redis: Redis, shards: number, name: string, 
   const parsed = segmentRuleSchema.parse(rule);
   let members = 0;
   for (let s = 0; s < shards; s++) {
-    const tmp = `${segmentKey(s, name)}:building`;
+    const tmp = segmentBuildingKey(s, name);
     await redis.del(tmp);
     await forEachUser(redis, s, 5000, async (users) => {
       const ids = users.filter((u) => matches(u, parsed, now)).map((u) => u.id);

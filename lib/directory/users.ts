@@ -1,7 +1,7 @@
 // User records from outside: the import schema, and the synthetic users `nfx users seed` and the benchmarks write.
 import { z } from "zod";
 import { parseHhmm } from "./quiet-hours.js";
-import { ID_PATTERN } from "../core/subjects.js";
+import { CONTENT_CHANNELS, ID_PATTERN } from "../core/subjects.js";
 import { PROTOTYPE_NAME_RULE, isPrototypeName } from "../core/own-keys.js";
 
 const HHMM = /^([01][0-9]|2[0-3]):[0-5][0-9]$/;
@@ -31,7 +31,7 @@ export const userRecordSchema = z.strictObject({
     .strictObject({ start: z.string().regex(HHMM, "must be a 24-hour HH:MM time"), end: z.string().regex(HHMM, "must be a 24-hour HH:MM time") })
     .transform((q) => ({ start: parseHhmm(q.start), end: parseHhmm(q.end) }))
     .optional(),
-  preferences: z.strictObject({ categories: z.record(z.string().refine((c) => !isPrototypeName(c), PROTOTYPE_NAME_RULE), z.partialRecord(z.enum(["push", "email", "sms", "inapp"]), z.boolean())).optional() }).optional(),
+  preferences: z.strictObject({ categories: z.record(z.string().refine((c) => !isPrototypeName(c), PROTOTYPE_NAME_RULE), z.partialRecord(z.enum(CONTENT_CHANNELS), z.boolean())).optional() }).optional(),
   devices: z
     .array(
       z.strictObject({

@@ -1,5 +1,6 @@
 // Delivery-key claims and outcome records in Redis for the gateways: the claim and renewal scripts, and a writer that records outcomes as answers arrive.
 import type { Redis } from "../infra/redis.js";
+import { withScripts, type ScriptRedis } from "../infra/scripts.js";
 
 /** A claim marker in a delivery key starts with `~`; anything else in the key is a recorded outcome (JSON). */
 export const CLAIM = "~";
@@ -13,49 +14,11 @@ export const attemptMarker = (batchId: string, attempt: string): string => `${CL
 /** True when a delivery key's value is a claim (by some attempt, live or dead), not a recorded outcome. */
 export const isClaim = (v: string): boolean => v.startsWith(CLAIM);
 
-/**
- * nfxClaim — KEYS: the delivery keys of one batch (one shard: one hash slot).
- * ARGV[1]: this attempt's marker; ARGV[2]: claim TTL in seconds; ARGV[3]: the
- * held marker of this batch id. Per key: a free key, or one holding ARGV[3],
- * is set to ARGV[1] with TTL ARGV[2]. Returns per key its value before the
- * call (false when free). One round trip per batch.
- */
-const CLAIM_SCRIPT = `
-local out = {}
-for i, k in ipairs(KEYS) do
-  local v = redis.call('GET', k)
-  if v == ARGV[3] then redis.call('SET', k, ARGV[1], 'EX', ARGV[2]); out[i] = v
-  elseif v then out[i] = v
-  else redis.call('SET', k, ARGV[1], 'EX', ARGV[2]); out[i] = false end
-end
-return out`;
-
-/**
- * nfxRenew — KEYS: delivery keys of one batch. ARGV[1]: this attempt's
- * marker; ARGV[2]: TTL in seconds. Extends only keys still holding ARGV[1]
- * (a recorded outcome or another attempt's claim is left alone). Returns how
- * many were extended.
- */
-const RENEW_SCRIPT = `
-local n = 0
-for _, k in ipairs(KEYS) do
-  if redis.call('GET', k) == ARGV[1] then redis.call('EXPIRE', k, ARGV[2]); n = n + 1 end
-end
-return n`;
-
-type ClaimRedis = Redis & {
-  nfxClaim(n: number, ...args: (string | number)[]): Promise<(string | null)[]>;
-  nfxRenew(n: number, ...args: (string | number)[]): Promise<number>;
-};
-
-/** Claims and renewals of delivery keys on one Redis client (scripts defined once per client). */
+/** Claims and renewals of delivery keys on one Redis client (lib/infra/scripts/claimDeliveryKeys-n.lua, renewDeliveryKeys-n.lua). */
 export class Claims {
-  private readonly r: ClaimRedis;
+  private readonly r: ScriptRedis;
   constructor(redis: Redis) {
-    const r = redis as unknown as Partial<ClaimRedis>;
-    if (!r.nfxClaim) redis.defineCommand("nfxClaim", { lua: CLAIM_SCRIPT });
-    if (!r.nfxRenew) redis.defineCommand("nfxRenew", { lua: RENEW_SCRIPT });
-    this.r = redis as ClaimRedis;
+    this.r = withScripts(redis);
   }
 
   /**
@@ -63,12 +26,12 @@ export class Claims {
    * hold `held`. Resolves each key's prior value (null when it was free).
    */
   claim(keys: readonly string[], mine: string, ttlSec: number, held: string): Promise<(string | null)[]> {
-    return keys.length ? this.r.nfxClaim(keys.length, ...keys, mine, ttlSec, held) : Promise.resolve([]);
+    return keys.length ? this.r.nfxClaimDeliveryKeys(keys.length, ...keys, mine, ttlSec, held) : Promise.resolve([]);
   }
 
   /** Extends to `ttlSec` the keys of `keys` that still hold `mine`; resolves how many did. */
   renew(keys: readonly string[], mine: string, ttlSec: number): Promise<number> {
-    return keys.length ? this.r.nfxRenew(keys.length, ...keys, mine, ttlSec) : Promise.resolve(0);
+    return keys.length ? this.r.nfxRenewDeliveryKeys(keys.length, ...keys, mine, ttlSec) : Promise.resolve(0);
   }
 }
 

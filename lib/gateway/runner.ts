@@ -18,7 +18,7 @@ import { ReceiptCollector } from "./receipts.js";
 import { changedSince } from "./send-recheck.js";
 import { ProviderApps, type ChannelClient } from "./provider-apps.js";
 import { gatewayRetries, gatewaySends, stageItems, watchBreakers } from "../infra/metrics.js";
-import { BUCKET, CONSUMER, STREAM, retrySubject, sendSubject, type Priority } from "../core/subjects.js";
+import { BUCKET, CONSUMER, MSGID, STREAM, retrySubject, sendSubject, type Priority } from "../core/subjects.js";
 import type { DeadLetter, RetryBatch, Send, SendBatch } from "../core/types.js";
 
 export { primaryWithFailovers, type ChannelClient, type ProviderApp, type SendResult } from "./provider-apps.js";
@@ -202,7 +202,7 @@ export async function runGateway(d: GatewayDeps, client: ChannelClient): Promise
       if (list.length === 0) return;
       const rb = releaseOf(batch, batchId, prio, kind, list);
       const at = now();
-      await d.nats.js.publish(retrySubject(channel, prio), encode(rb), { msgID: `q:${rb.releaseId}` });
+      await d.nats.js.publish(retrySubject(channel, prio), encode(rb), { msgID: MSGID.held(rb.releaseId) });
       // Once the release is stored, its keys move from this attempt's claim to the release's hold (the release takes them over).
       keys.hold(list.map((l) => l.i), rb.releaseId, rb.due, at);
     };

@@ -1,6 +1,7 @@
 // Presence: which users hold a live in-app connection. Redis keys with a TTL (the truth after a restart) plus events on `nfx.presence.<shard>` (what shard actors route by once warm).
 import type { Nats } from "../infra/nats.js";
 import type { Redis } from "../infra/redis.js";
+import { withScripts } from "../infra/scripts.js";
 import { presenceKey } from "../core/keys.js";
 import { shardOf } from "../core/shard-hash.js";
 import { presenceAll, presenceSubject } from "../core/subjects.js";
@@ -19,17 +20,14 @@ export interface PresenceEvent {
   at: number;
 }
 
-const EXISTS_ALL = `local out = {} for i, k in ipairs(KEYS) do out[i] = redis.call('EXISTS', k) end return out`;
-type PresRedis = Redis & { nfxExistsAll(n: number, ...keys: string[]): Promise<number[]> };
-
 /**
  * Returns a reader of presence keys: whether each of `users` (all of one
- * shard) holds a connection. Call it once at start-up: it defines a script,
+ * shard) holds a connection (lib/infra/scripts/existsAll-n.lua). Call it
+ * once at start-up: it defines the scripts on a client that has none yet,
  * which must not happen while an auto-pipeline is being filled.
  */
 export function presenceReader(redis: Redis): (shard: number, users: readonly string[]) => Promise<boolean[]> {
-  const r = redis as PresRedis;
-  if (!r.nfxExistsAll) r.defineCommand("nfxExistsAll", { lua: EXISTS_ALL });
+  const r = withScripts(redis);
   return async (shard, users) => {
     if (users.length === 0) return [];
     const out = await r.nfxExistsAll(users.length, ...users.map((u) => presenceKey(shard, u)));

@@ -7,7 +7,7 @@ import { decodeJson, encodeJson } from "../core/codec.js";
 import type { Logger } from "../core/log.js";
 import { collectProcessMetrics, register } from "./metrics.js";
 import type { Nats } from "./nats.js";
-import { BUCKET } from "../core/subjects.js";
+import { BUCKET, PROCESS_KEY } from "../core/subjects.js";
 
 /** An entry lapses this long after its process last refreshed it. */
 export const PROCESS_TTL_MS = 15_000;
@@ -24,9 +24,6 @@ export interface ProcessInfo {
   metricsUrl?: string;
 }
 
-/** KV keys allow `[-/_=.a-zA-Z0-9]`: host names are squeezed into that. */
-const processKey = (host: string, pid: number): string => `p.${host.replace(/[^-_=a-zA-Z0-9]/g, "_")}.${pid}`;
-
 /**
  * Serves `/metrics` (Prometheus text) and `/metrics.json` on
  * `metrics.host:metrics.port` when metrics are enabled, and announces this
@@ -35,7 +32,7 @@ const processKey = (host: string, pid: number): string => `p.${host.replace(/[^-
  */
 export async function announceProcess(cfg: Config, nats: Nats, roles: readonly string[], log: Logger): Promise<{ info: ProcessInfo; stop(): Promise<void> }> {
   const host = hostname();
-  const info: ProcessInfo = { id: processKey(host, process.pid), roles: [...roles], host, pid: process.pid, startedAt: Date.now() };
+  const info: ProcessInfo = { id: PROCESS_KEY.of(host, process.pid), roles: [...roles], host, pid: process.pid, startedAt: Date.now() };
   let server: http.Server | null = null;
   if (cfg.metrics.enabled) {
     collectProcessMetrics({ role: roles.join("+") });
@@ -80,7 +77,7 @@ export async function announceProcess(cfg: Config, nats: Nats, roles: readonly s
 export async function listProcesses(nats: Nats): Promise<ProcessInfo[]> {
   const kv = await nats.kvm.open(BUCKET.procs);
   const out: ProcessInfo[] = [];
-  for await (const k of await kv.keys("p.>")) {
+  for await (const k of await kv.keys(PROCESS_KEY.all)) {
     const e = await kv.get(k);
     if (e && e.operation === "PUT") out.push(decodeJson<ProcessInfo>(e.value));
   }

@@ -3,6 +3,7 @@ import { Redis } from "ioredis";
 import type { Config } from "../core/config.js";
 import type { Logger } from "../core/log.js";
 import { StoreUnavailable } from "../core/errors.js";
+import { scriptOptions } from "./scripts.js";
 
 export type { Redis };
 
@@ -20,6 +21,8 @@ export async function connectRedis(cfg: Config, log: Logger, o: { waitForServer?
     maxRetriesPerRequest: null,
     lazyConnect: true,
     retryStrategy: (n) => Math.min(n * 100, 2000),
+    // Every Lua script (lib/infra/scripts/) as a command from construction, so no auto-pipeline misses one; duplicate() copies them.
+    scripts: scriptOptions(),
   });
   if (o.waitForServer) {
     // ioredis keeps reconnecting after a refused first connect (its retryStrategy); wait for the first "ready".

@@ -18,7 +18,7 @@ import type { Redis } from "../infra/redis.js";
 import { segmentSource } from "../directory/segments.js";
 import { parseNotifyRequest, type NotifyRequest } from "../core/request-schema.js";
 import { readNotification } from "../tracking/status.js";
-import { MSGID, intakeSubject, scheduledSubject, type Priority } from "../core/subjects.js";
+import { MSGID, PRIORITIES, idempotencyKvKey, intakeSubject, scheduledSubject, type Priority } from "../core/subjects.js";
 import { renderPush, templateChannels, type TemplateStore } from "./templates.js";
 import type { ContentChannel, Notification, TemplateUse } from "../core/types.js";
 
@@ -33,7 +33,7 @@ export interface Producer {
 }
 
 /** The trusted NATS surface `nfx.api.*`: only nfx's own account users (operators, the CLI) reach it, so it holds `admin`. */
-export const NATS_PRODUCER: Producer = { name: "nats", categories: "*", priorities: ["critical", "high", "normal", "bulk"], scopes: ["admin"] };
+export const NATS_PRODUCER: Producer = { name: "nats", categories: "*", priorities: PRIORITIES, scopes: ["admin"] };
 
 export interface Accepted {
   id: string;
@@ -195,7 +195,7 @@ export class Intake {
       await this.store(n);
       return { id: n.id, replayed: false };
     }
-    const key = sha256(`${producer.name}\u0000${req.idempotencyKey}`);
+    const key = idempotencyKvKey(producer.name, req.idempotencyKey);
     const hash = sha256(canonical(req));
     try {
       await this.d.idempotency.create(key, encodeJson({ id: n.id, hash }));

@@ -6,6 +6,7 @@ import { decodeJson, encodeJson } from "../core/codec.js";
 import { NotFound, TemplateInvalid } from "../core/errors.js";
 import { formatIssue } from "../core/request-schema.js";
 import { PROTOTYPE_NAME_RULE, isPrototypeName } from "../core/own-keys.js";
+import { templateKey } from "../core/subjects.js";
 import type { ContentChannel, PushContent, Template, TemplateUse, UserRecord } from "../core/types.js";
 
 /** Template ids: also KV keys. */
@@ -194,14 +195,14 @@ export class TemplateStore {
   /** Validates and stores (creates or replaces) a template; returns what was stored. Throws {@link TemplateInvalid}. */
   async put(input: unknown): Promise<Template> {
     const t = prepareTemplate(input, this.now());
-    await this.kv.put(t.id, encodeJson(t));
+    await this.kv.put(templateKey(t.id), encodeJson(t));
     return t;
   }
 
   /** The template, or null. */
   async get(id: string): Promise<Template | null> {
     if (!TEMPLATE_ID.test(id) || isPrototypeName(id)) return null;
-    const e = await this.kv.get(id);
+    const e = await this.kv.get(templateKey(id));
     return e && e.operation === "PUT" ? decodeJson<Template>(e.value) : null;
   }
 
@@ -215,6 +216,6 @@ export class TemplateStore {
   /** Deletes a template. Throws {@link NotFound} if there is none. */
   async delete(id: string): Promise<void> {
     if (!(await this.get(id))) throw new NotFound(`template ${id} not found`, { field: "id" });
-    await this.kv.delete(id);
+    await this.kv.delete(templateKey(id));
   }
 }

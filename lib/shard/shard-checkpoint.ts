@@ -2,7 +2,7 @@
 import type { KV } from "@nats-io/kv";
 import { decode, encodePlain } from "../core/codec.js";
 import { Fenced } from "../core/errors.js";
-import { PRIORITIES, checkpointKey, type Priority } from "../core/subjects.js";
+import { PRIORITIES, checkpointKey, checkpointPartKey, checkpointPartsOf, type Priority } from "../core/subjects.js";
 
 /** A shard's state as of stream positions `pos` (last fan-chunk sequence fully handled, per lane). */
 export interface Checkpoint {
@@ -55,7 +55,7 @@ export class CheckpointStore {
     else {
       const parts: Buffer[] = [];
       for (let i = 0; i < (m.parts ?? 0); i++) {
-        const p = await this.kv.get(`${checkpointKey(shard)}.${m.gen}.${i}`);
+        const p = await this.kv.get(checkpointPartKey(shard, m.gen!, i));
         if (!p || p.operation !== "PUT") throw new Error(`checkpoint of shard ${shard}: part ${i} of ${m.gen} is missing`);
         parts.push(Buffer.from(p.value));
       }
@@ -76,7 +76,7 @@ export class CheckpointStore {
     else {
       gen = `g${cp.epoch}x${Date.now().toString(36)}`;
       const n = Math.ceil(body.length / PART_BYTES);
-      await Promise.all(Array.from({ length: n }, (_, i) => this.kv.put(`${key}.${gen}.${i}`, body.subarray(i * PART_BYTES, (i + 1) * PART_BYTES))));
+      await Promise.all(Array.from({ length: n }, (_, i) => this.kv.put(checkpointPartKey(shard, gen!, i), body.subarray(i * PART_BYTES, (i + 1) * PART_BYTES))));
       m.gen = gen;
       m.parts = n;
     }
@@ -93,8 +93,7 @@ export class CheckpointStore {
 
   /** Deletes the parts of generation `gen` (best effort). */
   private async dropParts(shard: number, gen: string): Promise<void> {
-    const prefix = `${checkpointKey(shard)}.${gen}.`;
-    const keys = await this.kv.keys(`${prefix}*`);
+    const keys = await this.kv.keys(checkpointPartsOf(shard, gen));
     for await (const k of keys) await this.kv.purge(k).catch(() => undefined);
   }
 }

@@ -6,10 +6,11 @@ import { inboundEvents } from "../infra/metrics.js";
 import type { Config } from "../core/config.js";
 import type { Nats } from "../infra/nats.js";
 import type { Redis } from "../infra/redis.js";
+import { withScripts, type ScriptRedis } from "../infra/scripts.js";
 import { z } from "zod";
 import { Forbidden } from "../core/errors.js";
 import { parseWith } from "../core/request-schema.js";
-import { ID_PATTERN, receiptSubject, type Channel } from "../core/subjects.js";
+import { ID_PATTERN, MSGID, REPORTED_CHANNELS, receiptSubject, type Channel } from "../core/subjects.js";
 import type { ReceiptBatch, ReceiptEntry } from "../core/types.js";
 
 /** An engagement event: a recipient opened or clicked a notification (or an app confirms its delivery). */
@@ -22,31 +23,16 @@ export interface EngagementEvent {
   at: number;
 }
 
-/**
- * Marks first opens / clicks: per key, HSETNX user -> time; answers 1 for a
- * first mark. TTL refreshed on each first mark.
- */
-const MARK = `
-local out = {}
-for i, k in ipairs(KEYS) do
-  out[i] = redis.call('HSETNX', k, ARGV[i * 2 - 1], ARGV[i * 2])
-  if out[i] == 1 then redis.call('PEXPIRE', k, ARGV[#ARGV]) end
-end
-return out`;
-
-type MarkRedis = Redis & { nfxMark(n: number, ...args: (string | number)[]): Promise<number[]> };
-
 /** Turns engagement events and provider reports into receipts on NFX_RECEIPTS, each counted once. */
 export class Engagement {
-  private readonly r: MarkRedis;
+  private readonly r: ScriptRedis;
   constructor(private readonly nats: Nats, redis: Redis, private readonly ttlMs: number, private readonly dedupMs: number) {
-    if (!(redis as unknown as Partial<MarkRedis>).nfxMark) redis.defineCommand("nfxMark", { lua: MARK });
-    this.r = redis as unknown as MarkRedis;
+    this.r = withScripts(redis);
   }
 
   /**
    * Records engagement events. Opens and clicks count once per (notification,
-   * recipient); a click also counts as an open when none was seen (a client
+   * recipient; lib/infra/scripts/markFirst-n.lua); a click also counts as an open when none was seen (a client
    * that blocks images still clicked). App-reported deliveries count once per
    * (notification, recipient, device). Resolves how many were new.
    */
@@ -74,7 +60,7 @@ export class Engagement {
       const args: (string | number)[] = marks.map((m) => m.key);
       for (const m of marks) args.push(m.user, m.at);
       args.push(this.ttlMs);
-      const first = await this.r.nfxMark(marks.length, ...args);
+      const first = await this.r.nfxMarkFirst(marks.length, ...args);
       marks.forEach((m, i) => {
         if (first[i] === 1) add(m.e.nid, { user: m.user, outcome: m.kind, channel: m.e.channel, ...(m.e.device ? { device: m.e.device } : {}), at: m.at });
       });
@@ -113,13 +99,11 @@ export class Engagement {
       [...entries].map(([nid, list]) => {
         const rb: ReceiptBatch = { type: "receipts", nid, stage, entries: list };
         const id = createHash("sha1").update(JSON.stringify(list)).digest("base64url");
-        return this.nats.js.publish(receiptSubject(nid), encode(rb), { msgID: `${stage}:${nid}:${id}` });
+        return this.nats.js.publish(receiptSubject(nid), encode(rb), { msgID: MSGID.receipts(stage, nid, id) });
       }),
     );
   }
 }
-
-const CHANNEL_NAMES = ["push", "apns", "fcm", "email", "sms", "inapp"] as const;
 
 /** `POST /v1/events` and `nfx.api.events`: engagement reported by apps (push opens and clicks, deliveries). */
 export const eventsSchema = z.strictObject({
@@ -130,7 +114,7 @@ export const eventsSchema = z.strictObject({
         notification: z.string().regex(ID_PATTERN, "must be a notification id"),
         user: z.string().regex(ID_PATTERN, "must be a user id"),
         /** Where it happened; "push" when the app does not know whether it came by APNs or FCM. */
-        channel: z.enum(CHANNEL_NAMES).default("push"),
+        channel: z.enum(REPORTED_CHANNELS).default("push"),
         device: z.string().min(1).max(256).optional(),
         /** When it happened (ms); default now. */
         at: z.number().int().min(0).optional(),

@@ -1,6 +1,7 @@
 // Per-user delivery log in Redis: written by the tracker, read by `nfx log --user`, HTTP and NATS.
 import type { Config } from "../core/config.js";
 import type { Redis } from "../infra/redis.js";
+import { withScripts, type ScriptPipeline, type ScriptRedis } from "../infra/scripts.js";
 import { userLogKey } from "../core/keys.js";
 import { shardOf } from "../core/shard-hash.js";
 import type { Channel } from "../core/subjects.js";
@@ -17,32 +18,14 @@ export interface UserLogEntry {
   at: number;
 }
 
-/**
- * For each key i: adds member ARGV[2+2i] at score ARGV[1+2i+...], keeps the
- * newest cap entries, sets the TTL. ARGV = cap, ttlMs, then (score, member)
- * per key. Idempotent: the same entry is one member. Many entries per call:
- * one script run per ~100 entries instead of one each.
- */
-const APPEND = `
-local cap = tonumber(ARGV[1])
-for i, k in ipairs(KEYS) do
-  redis.call('ZADD', k, ARGV[1 + 2 * i], ARGV[2 + 2 * i])
-  if redis.call('ZCARD', k) > cap then redis.call('ZREMRANGEBYRANK', k, 0, -cap - 1) end
-  redis.call('PEXPIRE', k, ARGV[2])
-end
-return #KEYS`;
-
 /** Entries per script call. */
 const PER_CALL = 128;
 
-type LogRedis = Redis & { nfxLogAppend(n: number, ...args: (string | number)[]): Promise<number> };
-
 /** The user delivery log of a cluster with `shards` shards. */
 export class UserLog {
-  private readonly r: LogRedis;
+  private readonly r: ScriptRedis;
   constructor(redis: Redis, private readonly shards: number, private readonly cap = 100, private readonly ttlMs = 30 * 86400_000) {
-    if (!(redis as unknown as Partial<LogRedis>).nfxLogAppend) redis.defineCommand("nfxLogAppend", { lua: APPEND });
-    this.r = redis as unknown as LogRedis;
+    this.r = withScripts(redis);
   }
 
   /** Whether an entry belongs in the log: every outcome but "queued" (the send's final outcome follows). */
@@ -52,7 +35,8 @@ export class UserLog {
 
   /**
    * Appends the entries of notification `nid` to their users' logs on one
-   * pipeline. The member is the entry's JSON with a fixed field order, so a
+   * pipeline (lib/infra/scripts/userLogAppend-n.lua, one run per 128
+   * entries). The member is the entry's JSON with a fixed field order, so a
    * replayed receipt lands on the same member and is not logged twice.
    */
   append(nid: string, entries: readonly ReceiptEntry[], pipeline = this.r.pipeline()): ReturnType<Redis["pipeline"]> {
@@ -65,7 +49,7 @@ export class UserLog {
         const line: UserLogEntry = { notification: nid, outcome: e.outcome, channel: e.channel, device: e.device, reason: e.reason, providerId: e.providerId, at: e.at };
         args.push(e.at, JSON.stringify(line));
       }
-      (pipeline as unknown as LogRedis).nfxLogAppend(keys.length, ...keys, ...args);
+      (pipeline as ScriptPipeline).nfxUserLogAppend(keys.length, ...keys, ...args);
     }
     return pipeline;
   }
