@@ -1,17 +1,19 @@
 // bench:ws — idle WebSocket connections held by the gateway (memory per connection) and critical in-app latency from producer request to client receipt, idle and during a 1M-recipient bulk campaign.
-import { fork, type ChildProcess } from "node:child_process";
+import { type ChildProcess,fork } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
+
 import WebSocket from "ws";
-import { startBenchCluster, countDecided } from "./harness.js";
-import { report } from "./report.js";
-import { cpuSecs, rssBytes } from "./proc-stats.js";
-import { notify } from "../lib/intake/api-client.js";
-import { writeUsers } from "../lib/directory/directory.js";
-import { syntheticUser } from "../lib/directory/users.js";
+
 import { decode } from "../lib/core/codec.js";
 import type { SendBatch } from "../lib/core/types.js";
+import { writeUsers } from "../lib/directory/directory.js";
+import { syntheticUser } from "../lib/directory/users.js";
 import { UserTokens } from "../lib/inapp/ws-token.js";
+import { notify } from "../lib/intake/api-client.js";
+import { countDecided,startBenchCluster } from "./harness.js";
+import { cpuSecs, rssBytes } from "./proc-stats.js";
+import { report } from "./report.js";
 
 const { values } = parseArgs({
   options: {
@@ -33,7 +35,7 @@ const LOAD = fileURLToPath(new URL("./ws-load.js", import.meta.url));
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 const pct = (xs: number[], p: number): number => {
   const s = [...xs].sort((a, b) => a - b);
-  return Number(s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))]!.toFixed(2));
+  return Number(s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))].toFixed(2));
 };
 
 const bench = await startBenchCluster("ws", ["ingest", "router", "campaign", "shard", "tracker", "ws-gateway"], false, {
@@ -116,7 +118,7 @@ try {
   const measure = async (n: number, keepGoing: () => boolean = () => true): Promise<number[]> => {
     const out: number[] = [];
     for (let k = 0; k < n && keepGoing(); k++) {
-      const user = probeUsers[k % probeUsers.length]!;
+      const user = probeUsers[k % probeUsers.length];
       const start = performance.now();
       const { id } = await notify(nats.nc, { recipients: [user], category: "security", priority: "critical", channels: ["inapp"], content: { inapp: { payload: { k } }, push: { title: "Sign-in", body: `probe ${k}` } } });
       const until = Date.now() + 10_000;

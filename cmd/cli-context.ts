@@ -1,7 +1,8 @@
 // What every CLI command shares: the validated config, a quiet logger, and NATS/Redis connections closed on exit.
 import type { Command } from "commander";
 import { pino } from "pino";
-import { loadConfig, type Config } from "../lib/core/config.js";
+
+import { type Config,loadConfig } from "../lib/core/config.js";
 import { createLogger, type Logger } from "../lib/core/log.js";
 import { connectNats, type Nats } from "../lib/infra/nats.js";
 import { connectRedis, type Redis } from "../lib/infra/redis.js";

@@ -1,9 +1,10 @@
 // Sandbox APNs: an HTTP/2 + TLS server on 127.0.0.1 that speaks APNs' provider API and answers as Apple does.
-import http2 from "node:http2";
 import { randomUUID } from "node:crypto";
+import http2 from "node:http2";
 import type { AddressInfo } from "node:net";
-import { tokenFault, type Recorder } from "./recorder.js";
+
 import { afterDelay, type FaultCode } from "./faults.js";
+import { type Recorder,tokenFault } from "./recorder.js";
 
 /** How APNs words each injected fault. */
 const APNS_FAULT: Record<Exclude<FaultCode, "reset">, [number, string]> = {
@@ -19,8 +20,8 @@ function jwtParts(auth: string | undefined): { kid?: string; iss?: string; alg?:
   const m = /^bearer ([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)$/i.exec(auth ?? "");
   if (!m) return null;
   try {
-    const h = JSON.parse(Buffer.from(m[1]!, "base64url").toString()) as { kid?: string; alg?: string };
-    const c = JSON.parse(Buffer.from(m[2]!, "base64url").toString()) as { iss?: string };
+    const h = JSON.parse(Buffer.from(m[1], "base64url").toString()) as { kid?: string; alg?: string };
+    const c = JSON.parse(Buffer.from(m[2], "base64url").toString()) as { iss?: string };
     return { kid: h.kid, alg: h.alg, iss: c.iss };
   } catch {
     return null;

@@ -1,8 +1,9 @@
 // Sandbox FCM: an HTTPS server on 127.0.0.1 that speaks the FCM HTTP v1 API and answers as Google does.
-import https from "node:https";
 import { randomUUID } from "node:crypto";
-import { tokenFault, type Recorder } from "./recorder.js";
+import https from "node:https";
+
 import { afterDelay, type FaultCode, listenLocal } from "./faults.js";
+import { type Recorder,tokenFault } from "./recorder.js";
 
 /** How FCM words each injected fault: HTTP status, canonical status, message, FcmError code. */
 const FCM_FAULT: Record<Exclude<FaultCode, "reset">, [number, string, string, string | undefined]> = {

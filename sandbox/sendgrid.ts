@@ -1,8 +1,9 @@
 // Sandbox SendGrid: a plain HTTP/1.1 server on 127.0.0.1 that speaks SendGrid's v3 mail send API and answers as SendGrid does.
+import { type KeyObject,randomBytes } from "node:crypto";
 import http from "node:http";
-import { randomBytes, type KeyObject } from "node:crypto";
-import { tokenFault, type Recorder } from "./recorder.js";
+
 import { afterDelay, type FaultCode, listenLocal } from "./faults.js";
+import { type Recorder,tokenFault } from "./recorder.js";
 import { type AcceptedSend, SendgridEventWebhook } from "./sendgrid-webhook.js";
 
 /** SendGrid's request size limit (docs: "The total size of your email ... must be less than 30MB"). */
@@ -207,7 +208,7 @@ export async function startSendgridSandbox(o: SendgridSandboxOptions): Promise<S
       if (!m) return answer(400, [err("Bad Request", null)]);
       const shape = shapeErrors(m);
       if (shape.length > 0) return answer(400, shape);
-      const first = (m.personalizations as Json[])[0]!.to[0];
+      const first = (m.personalizations as Json[])[0].to[0];
       const v = o.recorder.faults.decide("sendgrid", { token: isObj(first) && typeof first.email === "string" ? first.email : "", account: apiKey });
       afterDelay(v, () => {
         if (v.error?.code === "reset") {

@@ -1,5 +1,6 @@
 // The set of cancelled campaigns, kept current from a KV watch: shard actors and gateways drop their queued work.
 import type { KV } from "@nats-io/kv";
+
 import { decodeJson } from "../core/codec.js";
 import type { CampaignRecord } from "./campaigns.js";
 

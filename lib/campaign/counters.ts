@@ -1,5 +1,6 @@
 // Per-notification counters and per-channel totals, folded from receipts by the tracker and kept in JetStream KV.
 import type { KV } from "@nats-io/kv";
+
 import { decodeJson } from "../core/codec.js";
 import type { Channel } from "../core/subjects.js";
 import type { ReceiptBatch, ReceiptEntry } from "../core/types.js";
@@ -50,7 +51,7 @@ export const isExpiry = (reason: string | undefined): boolean => reason === "exp
 
 // Reasons come from providers and webhooks: an own-property read, so a reason named like an Object.prototype member counts from 0.
 const bump = (m: Record<string, number>, k: string, by = 1): void => {
-  m[k] = (Object.hasOwn(m, k) ? m[k]! : 0) + by;
+  m[k] = (Object.hasOwn(m, k) ? m[k] : 0) + by;
 };
 
 /** Folds one receipt batch into `c`. Pure apart from mutating `c`. */
@@ -59,7 +60,7 @@ export function fold(c: Counters, b: ReceiptBatch): void {
   c.queued += b.queued ?? 0;
   c.deferred = c.deferred + (b.deferred ?? 0) - (b.released ?? 0);
   for (const e of b.entries) {
-    if (e.supersedes && Object.hasOwn(c.failed, e.supersedes) && c.failed[e.supersedes]) c.failed[e.supersedes]!--;
+    if (e.supersedes && Object.hasOwn(c.failed, e.supersedes) && c.failed[e.supersedes]) c.failed[e.supersedes]--;
     switch (e.outcome) {
       case "queued":
         c.queued++;

@@ -1,9 +1,10 @@
 // Starts and stops local nats-server and redis-server processes: used by `nfx up` and by the test harness.
-import { spawn, spawnSync, type ChildProcess } from "node:child_process";
+import { type ChildProcess,spawn, spawnSync } from "node:child_process";
 import { appendFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+
 import { RuntimeMissing } from "../core/errors.js";
 
 
@@ -107,7 +108,7 @@ export async function startNatsServer(o: { storeDir: string; conf: string; port?
       const f = readdirSync(portsDir).find((n) => n.endsWith(".ports"));
       if (f) {
         try {
-          const url = (JSON.parse(readFileSync(join(portsDir, f), "utf8")) as { nats: string[] }).nats[0]!;
+          const url = (JSON.parse(readFileSync(join(portsDir, f), "utf8")) as { nats: string[] }).nats[0];
           port = Number(new URL(url).port);
         } catch {
           /* partially written; retry */

@@ -1,13 +1,15 @@
 // The directory and segments from the CLI and both APIs: import with bad lines, seed, get, preferences (announced), segment define/count/list.
-import t from "tap";
 import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { callApi, notify, status } from "../../lib/intake/api-client.js";
+
+import t from "tap";
+
 import { decodeJson } from "../../lib/core/codec.js";
-import { getUser } from "../../lib/directory/directory.js";
 import { shardOf } from "../../lib/core/shard-hash.js";
 import { API, dirChangedAll } from "../../lib/core/subjects.js";
+import { getUser } from "../../lib/directory/directory.js";
+import { callApi, notify, status } from "../../lib/intake/api-client.js";
 import { nfxRunner } from "../helpers/cli.js";
 import { clientsFor, eventually, startTestCluster } from "../helpers/cluster.js";
 

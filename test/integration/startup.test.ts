@@ -1,16 +1,18 @@
 // Role start-up: published default secrets are refused with the key to set; NATS and Redis that come up late are waited for.
-import t, { type Test } from "tap";
-import { spawn, type ChildProcess } from "node:child_process";
+import { type ChildProcess,spawn } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { freePort, startNatsServer, startRedisServer } from "../../lib/infra/launch.js";
-import { freshSecret } from "../../lib/infra/secrets.js";
+
 import { pino } from "pino";
+import t, { type Test } from "tap";
+
 import { loadConfig } from "../../lib/core/config.js";
 import { createLogger } from "../../lib/core/log.js";
+import { freePort, startNatsServer, startRedisServer } from "../../lib/infra/launch.js";
 import { connectNats } from "../../lib/infra/nats.js";
 import { renderNatsServerConf } from "../../lib/infra/nats-auth.js";
+import { freshSecret } from "../../lib/infra/secrets.js";
 import { ensureTopology } from "../../lib/infra/topology.js";
 import { NFX } from "../helpers/cli.js";
 
@@ -77,7 +79,7 @@ t.test("a role waits for NATS and Redis that start after it, then becomes ready 
   await new Promise((res) => setTimeout(res, 1500));
   t.equal(r.p.exitCode, null, "still running while NATS is down");
   const delays = [...r.out().matchAll(/"retryInMs":(\d+)[^\n]*nats not reachable yet/g)].map((m) => Number(m[1]));
-  t.ok(delays.length >= 2 && delays[1]! > delays[0]!, `the delay grows (${delays.join(", ")} ms)`);
+  t.ok(delays.length >= 2 && delays[1] > delays[0], `the delay grows (${delays.join(", ")} ms)`);
 
   const nats = await startNatsServer({ storeDir: join(dir, "nats"), port: natsPort, conf: renderNatsServerConf({ secret: natsSecret, producers: [] }) });
   t.teardown(nats.stop);

@@ -1,12 +1,14 @@
 // Shard hash, error registry, codec, ids, subjects and log redaction.
-import t from "tap";
 import { Writable } from "node:stream";
-import { shardOf } from "../../lib/core/shard-hash.js";
-import { ERROR_CLASSES, NfxError, ProviderError, RequestInvalid, toErrorReply } from "../../lib/core/errors.js";
+
+import t from "tap";
+
 import { decode, encode } from "../../lib/core/codec.js";
+import { ERROR_CLASSES, NfxError, ProviderError, RequestInvalid, toErrorReply } from "../../lib/core/errors.js";
 import { deliveryKey, newNotificationId } from "../../lib/core/ids.js";
-import { API, API_OPS, CHANNELS, ID_PATTERN, PRIORITIES, extApiAll, extApiSubject, fanLane, fanSubject, intakeLane, intakeSubject, sendAll, sendSubject } from "../../lib/core/subjects.js";
 import { createLogger } from "../../lib/core/log.js";
+import { shardOf } from "../../lib/core/shard-hash.js";
+import { API, API_OPS, CHANNELS, extApiAll, extApiSubject, fanLane, fanSubject, ID_PATTERN, intakeLane, intakeSubject, PRIORITIES, sendAll, sendSubject } from "../../lib/core/subjects.js";
 
 /** Reference FNV-1a over the UTF-8 bytes, written the obvious way. */
 const fnv = (s: string): number => {

@@ -1,9 +1,10 @@
 // Retry planning, Retry-After parsing, the bulkhead (breaker, queue limit, rate limit) and sandbox fault rules, each on its own.
 import t from "tap";
+
 import { loadConfig } from "../../lib/core/config.js";
-import { Bulkhead, RateLimit, type SendResult } from "../../lib/flow/bulkhead.js";
 import { ProviderError } from "../../lib/core/errors.js";
 import { createLogger } from "../../lib/core/log.js";
+import { Bulkhead, RateLimit, type SendResult } from "../../lib/flow/bulkhead.js";
 import { backoffMs, parseRetryAfter, planRetry, planWait } from "../../lib/gateway/retry-policy.js";
 import { Faults } from "../../sandbox/faults.js";
 
@@ -75,7 +76,7 @@ t.test("bulkhead full: beyond queueLimit waiting requests, refused at once", asy
 });
 
 t.test("rate limit: sends are spaced at the quota after a one-second burst", async (t) => {
-  let clock = 0;
+  const clock = 0;
   const rl = new RateLimit(100, () => clock);
   const t0 = performance.now();
   await rl.take(100); // the burst

@@ -1,12 +1,13 @@
 // Input guards without servers: JSON depth without recursion, __proto__ keys, own-property lookups, published default secrets.
 import t from "tap";
-import { jsonDepthOver, protoKeyPath } from "../../lib/core/json-guard.js";
-import { isPrototypeName, ownValue } from "../../lib/core/own-keys.js";
-import { PUBLISHED_DEFAULTS, freshSecret, localSecrets, publishedDefaultsIn, refusePublishedDefaults } from "../../lib/infra/secrets.js";
+
+import { emptyCounters, fold } from "../../lib/campaign/counters.js";
 import { loadConfig } from "../../lib/core/config.js";
 import { InsecureDefault } from "../../lib/core/errors.js";
+import { jsonDepthOver, protoKeyPath } from "../../lib/core/json-guard.js";
+import { isPrototypeName, ownValue } from "../../lib/core/own-keys.js";
+import { freshSecret, localSecrets, PUBLISHED_DEFAULTS, publishedDefaultsIn, refusePublishedDefaults } from "../../lib/infra/secrets.js";
 import { planFor, policyFrom } from "../../lib/shard/policy.js";
-import { emptyCounters, fold } from "../../lib/campaign/counters.js";
 
 const bytes = (s: string): Uint8Array => new TextEncoder().encode(s);
 

@@ -3,13 +3,15 @@
 // SendGrid's Signed Event Webhook is checked with @sendgrid/eventwebhook 8.0.0 (starkbank-ecdsa underneath) using the
 // public key as SendGrid's UI shows it; Twilio's X-Twilio-Signature with twilio.validateRequest. Receivers are plain
 // node:http servers on 127.0.0.1; the SDK redirects are those of sandbox-providers.test.ts.
-import t, { type Test } from "tap";
 import http from "node:http";
 import type { AddressInfo } from "node:net";
+
 import EventWebhookPkg from "@sendgrid/eventwebhook";
+import t, { type Test } from "tap";
 import twilio from "twilio";
-import { AC, SG_KEY, SandboxRequestClient, TOKEN, mailer } from "../helpers/sdk-redirects.js";
-import { SENDGRID_WEBHOOK_PUBLIC_KEY, startSandbox, type Sandbox } from "../../sandbox/index.js";
+
+import { type Sandbox,SENDGRID_WEBHOOK_PUBLIC_KEY, startSandbox } from "../../sandbox/index.js";
+import { AC, mailer,SandboxRequestClient, SG_KEY, TOKEN } from "../helpers/sdk-redirects.js";
 
 const { EventWebhook } = EventWebhookPkg;
 const SIG = "x-twilio-email-event-webhook-signature";
@@ -86,7 +88,7 @@ t.test("sendgrid: signed events per recipient with custom args at the top level"
   await new Promise((r) => setTimeout(r, 150));
   const events = sgEvents(rx.posts);
   t.equal(events.length, 6, "a processed and a final event per recipient, nothing more");
-  const post = rx.posts[0]!;
+  const post = rx.posts[0];
   t.equal(post.headers["content-type"], "application/json");
   const now = Math.floor(Date.now() / 1000);
   const strip = ({ timestamp, sg_event_id, ...rest }: Record<string, any>) => {
@@ -153,7 +155,7 @@ t.test("sendgrid: a batch answered 500 is retried, signed afresh, and counted on
   await mailer(sb.ports.sendgrid).send({ from: "a@example.com", to: "ok@x.test", subject: "s", text: "t", customArgs: { nfx_id: "n_r" } });
   await until(() => sb.recorder.webhooks.some((w) => w.status === 200), "the retried batch, as the sandbox saw it answered");
   t.same(rx.posts.map((p) => p.status), [500, 200]);
-  t.equal(rx.posts[0]!.body, rx.posts[1]!.body, "the same batch, same sg_event_ids");
+  t.equal(rx.posts[0].body, rx.posts[1].body, "the same batch, same sg_event_ids");
   for (const p of rx.posts) t.ok(verifySg(p.body, p.headers[SIG] as string, p.headers[TS] as string));
   t.same(sb.recorder.webhooks.map((w) => [w.provider, w.status, w.events]), [["sendgrid", 500, 2], ["sendgrid", 200, 2]]);
   t.same(sb.recorder.webhookCounts("sendgrid"), { processed: 1, delivered: 1 });
@@ -191,7 +193,7 @@ t.test("twilio: signed status callbacks, sent then the final status", async (t) 
     t.equal(c.url, statusCallback);
     t.ok(twilio.validateRequest(TOKEN, c.sig, c.url, c.params), `signature of ${c.params.MessageStatus} validates with twilio.validateRequest`);
   }
-  const c0 = got[0]!;
+  const c0 = got[0];
   t.notOk(twilio.validateRequest(TOKEN, c0.sig, c0.url, { ...c0.params, MessageStatus: "delivered" }), "a tampered param fails");
   t.notOk(twilio.validateRequest("other-token", c0.sig, c0.url, c0.params), "another auth token fails");
   t.same(sb.recorder.webhookCounts("twilio"), { sent: 3, delivered: 1, undelivered: 1, failed: 1 });
