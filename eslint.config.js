@@ -14,6 +14,12 @@ export default tseslint.config(
       parserOptions: { projectService: true, tsconfigRootDir: import.meta.dirname },
       globals: { ...globals.node },
     },
+    rules: {
+      // tap's t.test() returns a PromiseWithSubtest that tap itself awaits: the usual top-level `t.test(...)` is not floating.
+      // Dropping keys by rest destructuring (`const { a: _a, ...rest } = x`) is how this codebase omits fields.
+      "@typescript-eslint/no-unused-vars": ["error", { ignoreRestSiblings: true, argsIgnorePattern: "^_", varsIgnorePattern: "^_", caughtErrorsIgnorePattern: "^_" }],
+      "@typescript-eslint/no-floating-promises": ["error", { allowForKnownSafePromises: [{ from: "package", name: "PromiseWithSubtest", package: "@tapjs/core" }] }],
+    },
   },
   {
     files: ["web/**/*.js"],

@@ -9,7 +9,7 @@ import { decodeJson, encode } from "../lib/core/codec.js";
 import type { Config } from "../lib/core/config.js";
 import { SegmentUnknown } from "../lib/core/errors.js";
 import type { Logger } from "../lib/core/log.js";
-import { BUCKET, CONSUMER, fanSubject,MSGID, STREAM } from "../lib/core/subjects.js";
+import { BUCKET, CONSUMER, fanSubject, MSGID, STREAM } from "../lib/core/subjects.js";
 import type { FanChunk, Notification } from "../lib/core/types.js";
 import { briefOf } from "../lib/core/types.js";
 import { rangeIds, scanActive, scanIds, segmentSource } from "../lib/directory/segments.js";

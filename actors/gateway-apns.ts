@@ -33,7 +33,7 @@ export function apnsError(f: apn.ResponseFailure, retryAfterMs?: number): Provid
   });
 }
 
-type SdkClient = { request(session: ClientHttp2Session, ...rest: unknown[]): Promise<unknown>; clients?: SdkClient[] };
+type SdkClient = { request: (this: SdkClient, session: ClientHttp2Session, ...rest: unknown[]) => Promise<unknown>; clients?: SdkClient[] };
 
 /**
  * Keeps the Retry-After of APNs answers per device token. The SDK reads
@@ -109,8 +109,10 @@ export function createApnsApp(a: ApnsAppConfig, field: string): ProviderApp {
       const apnsId = (r.sent[0] as { "apns-id"?: string } | undefined)?.["apns-id"];
       return [apnsId ? { ok: true, providerId: apnsId } : { ok: true }];
     },
-    async close() {
-      provider.shutdown();
+    close() {
+      // Not awaited, as before: node-apn's shutdown resolves once its sessions drain, and close does not wait for that.
+      void provider.shutdown();
+      return Promise.resolve();
     },
   };
 }

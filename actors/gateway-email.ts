@@ -10,7 +10,7 @@ import type { Config } from "../lib/core/config.js";
 import { ProviderError } from "../lib/core/errors.js";
 import type { EmailContent, NotificationBrief, Send } from "../lib/core/types.js";
 import { emailContent } from "../lib/gateway/channel-content.js";
-import { fillTracking, type LinkSigner,linkSignerFor, trackableHtml } from "../lib/gateway/links.js";
+import { fillTracking, type LinkSigner, linkSignerFor, trackableHtml } from "../lib/gateway/links.js";
 import { parseRetryAfter } from "../lib/gateway/retry-policy.js";
 import { type ChannelClient, type GatewayDeps, primaryWithFailovers, type ProviderApp, runGateway, type SendResult } from "../lib/gateway/runner.js";
 import type { Redis } from "../lib/infra/redis.js";
@@ -130,7 +130,7 @@ export function createSendgridApp(a: SendgridAccountConfig, o: EmailAppOptions =
   /** One request; on a 400 that names a personalization, that recipient fails and the rest are sent again (at most 5 times). */
   const send = async (n: NotificationBrief, sends: readonly Send[], rounds = 5): Promise<SendResult[]> => {
     const contents = sends.map((s) => emailContent(n, s));
-    const out: SendResult[] = new Array(sends.length);
+    const out: SendResult[] = new Array<SendResult>(sends.length);
     const idx: number[] = [];
     const gone = o.bounced ? await o.bounced(sends.map((s) => s.token)) : [];
     contents.forEach((c, i) => {
@@ -159,9 +159,10 @@ export function createSendgridApp(a: SendgridAccountConfig, o: EmailAppOptions =
     name: a.name,
     perRequest: a.batchSize,
     request: (n, sends) => send(n, sends),
-    async close() {
+    close() {
       httpAgent.destroy();
       httpsAgent.destroy();
+      return Promise.resolve();
     },
   };
 }

@@ -5,7 +5,7 @@ import https from "node:https";
 import type { Duplex } from "node:stream";
 import tls from "node:tls";
 
-import { cert, type Credential,deleteApp, initializeApp } from "firebase-admin/app";
+import { cert, type Credential, deleteApp, initializeApp, type ServiceAccount } from "firebase-admin/app";
 import { getMessaging, type Message } from "firebase-admin/messaging";
 
 import type { FcmAppConfig } from "../config/schema.js";
@@ -88,8 +88,8 @@ export const fcmAppName = (f: FcmAppConfig): string => f.name ?? f.projectId;
 /** Creates one FCM app (a Firebase project) with its own keep-alive socket pool. */
 export function createFcmApp(f: FcmAppConfig, now: () => number = Date.now): ProviderApp {
   const credential: Credential = f.serviceAccountFile
-    ? cert(JSON.parse(readFileSync(f.serviceAccountFile, "utf8")))
-    : { getAccessToken: async () => ({ access_token: f.sandboxToken, expires_in: 3600 }) };
+    ? cert(JSON.parse(readFileSync(f.serviceAccountFile, "utf8")) as ServiceAccount)
+    : { getAccessToken: () => Promise.resolve({ access_token: f.sandboxToken, expires_in: 3600 }) };
   const agent = new RedirectAgent({ host: f.host, port: f.port, ca: f.caFile ? readFileSync(f.caFile) : undefined }, f.sockets);
   const app = initializeApp({ projectId: f.projectId, credential, httpAgent: agent }, `nfx-fcm-${process.pid}-${appSeq++}`);
   const messaging = getMessaging(app);

@@ -83,8 +83,9 @@ export function createTwilioApp(a: TwilioAccountConfig, callbackBase?: string): 
         return [{ ok: false, error: twilioError(err, httpClient.hint.get()) }];
       }
     },
-    async close() {
+    close() {
       httpClient.destroy();
+      return Promise.resolve();
     },
   };
 }

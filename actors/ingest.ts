@@ -7,7 +7,7 @@ import type { Config } from "../lib/core/config.js";
 import { NotFound, toErrorReply } from "../lib/core/errors.js";
 import { decodeBody } from "../lib/core/json-guard.js";
 import type { Logger } from "../lib/core/log.js";
-import { API, API_OPS, type ApiOp,extApiAll, extApiOp, isInboxReply, QUEUE_INGEST } from "../lib/core/subjects.js";
+import { API, API_OPS, type ApiOp, extApiAll, extApiOp, isInboxReply, QUEUE_INGEST } from "../lib/core/subjects.js";
 import type { Nats } from "../lib/infra/nats.js";
 import type { Redis } from "../lib/infra/redis.js";
 import { API_KEY_HEADER, ERROR_HEADER } from "../lib/intake/api-client.js";
@@ -18,6 +18,10 @@ import { readDeliveryLog } from "../lib/tracking/delivery-log.js";
 import { engagementFor, reportEvents } from "../lib/tracking/engagement.js";
 import { readStatus } from "../lib/tracking/status.js";
 import { userLogFor } from "../lib/tracking/user-log.js";
+
+/** A request field as text, coerced as String() does (missing: ""): an id of the wrong type just finds nothing. */
+// eslint-disable-next-line @typescript-eslint/no-base-to-string -- untyped wire field: an object coerces to "[object Object]" and finds nothing, as before
+const fieldText = (v: unknown): string => String(v ?? "");
 
 export interface IngestDeps {
   cfg: Config;
@@ -88,7 +92,7 @@ export async function startIngest(d: IngestDeps): Promise<{ stop(): Promise<void
         case "status": {
           need(["read"]);
           const { id } = (decodeBody(im.msg.data, max, depth) ?? {}) as { id?: unknown };
-          reply(im.msg, await readStatus(d.nats, String(id ?? ""), d.campaigns));
+          reply(im.msg, await readStatus(d.nats, fieldText(id), d.campaigns));
           return;
         }
         case "campaign": {
@@ -96,13 +100,13 @@ export async function startIngest(d: IngestDeps): Promise<{ stop(): Promise<void
           // `status` reads; every other action (pause, resume, cancel, or an unknown one) needs control.
           if (action === "status") need(["read"], " (status)");
           else need(["campaigns.control"], ` (${String(action)})`);
-          reply(im.msg, await campaignOp(d.campaigns, String(id ?? ""), String(action ?? "")));
+          reply(im.msg, await campaignOp(d.campaigns, fieldText(id), fieldText(action)));
           return;
         }
         case "preferences": {
           need(["users.write"]);
           const { user, ...patch } = (decodeBody(im.msg.data, max, depth) ?? {}) as { user?: unknown };
-          reply(im.msg, await preferencesOp(d.cfg, d.redis, d.nats.nc, String(user ?? ""), patch));
+          reply(im.msg, await preferencesOp(d.cfg, d.redis, d.nats.nc, fieldText(user), patch));
           return;
         }
         case "log":

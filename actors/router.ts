@@ -5,7 +5,7 @@ import { encode } from "../lib/core/codec.js";
 import type { Config } from "../lib/core/config.js";
 import type { Logger } from "../lib/core/log.js";
 import { shardOf } from "../lib/core/shard-hash.js";
-import { CONSUMER, fanSubject,MSGID, STREAM } from "../lib/core/subjects.js";
+import { CONSUMER, fanSubject, MSGID, STREAM } from "../lib/core/subjects.js";
 import { briefOf, type FanChunk, type Notification } from "../lib/core/types.js";
 import { decodeAs, runLanes } from "../lib/flow/lanes.js";
 import { stageItems } from "../lib/infra/metrics.js";

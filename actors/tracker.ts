@@ -1,11 +1,11 @@
 // Tracker actor: folds receipts into per-notification counters, per-channel totals and per-user logs, exactly once across restarts.
 import { DeliverPolicy, type JsMsg } from "@nats-io/jetstream";
 
-import { type ChannelTotals, type Counters,emptyCounters, fold, foldTotal, readCounters, readTotals, TOTALS_KEY } from "../lib/campaign/counters.js";
+import { type ChannelTotals, type Counters, emptyCounters, fold, foldTotal, readCounters, readTotals, TOTALS_KEY } from "../lib/campaign/counters.js";
 import { decode, encodeJson } from "../lib/core/codec.js";
 import type { Config } from "../lib/core/config.js";
 import type { Logger } from "../lib/core/log.js";
-import { BUCKET, CONSUMER, scheduledSubject,STREAM } from "../lib/core/subjects.js";
+import { BUCKET, CONSUMER, scheduledSubject, STREAM } from "../lib/core/subjects.js";
 import type { Notification, ReceiptBatch } from "../lib/core/types.js";
 import { stageItems } from "../lib/infra/metrics.js";
 import type { Nats } from "../lib/infra/nats.js";
@@ -75,8 +75,8 @@ export async function startTracker(d: TrackerDeps): Promise<{ stop(): Promise<vo
       logLines = d.redis.pipeline();
       logWrites = 0;
       const res = await p.exec();
-      const bad = res?.find(([err]) => err);
-      if (bad) throw bad[0];
+      const failed = res?.find(([err]) => err)?.[0];
+      if (failed) throw failed;
     }
     const ids = [...dirty];
     dirty.clear();

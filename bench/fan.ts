@@ -12,7 +12,7 @@ import { writeUsers } from "../lib/directory/directory.js";
 import { syntheticUser } from "../lib/directory/users.js";
 import type { Nats } from "../lib/infra/nats.js";
 import { notify } from "../lib/intake/api-client.js";
-import { countDecided,startBenchCluster } from "./harness.js";
+import { countDecided, startBenchCluster } from "./harness.js";
 import { cpuSecs, hwm } from "./proc-stats.js";
 import { report } from "./report.js";
 
@@ -83,7 +83,7 @@ try {
   const cpu0 = Object.fromEntries(Object.entries(procs).map(([k, pid]) => [k, cpuSecs(pid)]));
   const counted = countDecided(nats);
   const start = performance.now();
-  const { id } = await notify(nats.nc, { segment: "active_30d", category: "marketing", content: { push: { title: "Sale starts", body: "Everything 20% off until midnight" } } });
+  await notify(nats.nc, { segment: "active_30d", category: "marketing", content: { push: { title: "Sale starts", body: "Everything 20% off until midnight" } } });
   for (;;) {
     // Cheap check first (the campaign record), the consumers only once it says expanded.
     if (counted.decided >= members) break;

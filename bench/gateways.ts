@@ -1,5 +1,5 @@
 // bench:gateways — per channel, the send rate through an nfx gateway against the rate of the bare SDK on the same sandbox in the same run.
-import { type ChildProcess,spawn } from "node:child_process";
+import { type ChildProcess, spawn } from "node:child_process";
 import { readFileSync } from "node:fs";
 import http from "node:http";
 import https from "node:https";
@@ -10,7 +10,7 @@ import tls from "node:tls";
 import apn from "@parse/node-apn";
 import { Client } from "@sendgrid/client";
 import { MailService } from "@sendgrid/mail";
-import { deleteApp,initializeApp } from "firebase-admin/app";
+import { deleteApp, initializeApp } from "firebase-admin/app";
 import { getMessaging } from "firebase-admin/messaging";
 import twilio from "twilio";
 
@@ -20,11 +20,11 @@ import { createFcmClient } from "../actors/gateway-fcm.js";
 import { createSmsClient } from "../actors/gateway-sms.js";
 import { mergeDeep } from "../cmd/local-cluster.js";
 import { encode } from "../lib/core/codec.js";
-import { type Config,loadConfig } from "../lib/core/config.js";
+import { type Config, loadConfig } from "../lib/core/config.js";
 import { createLogger } from "../lib/core/log.js";
-import { type Channel,sendSubject } from "../lib/core/subjects.js";
+import { type Channel, sendSubject } from "../lib/core/subjects.js";
 import type { NotificationBrief, SendBatch } from "../lib/core/types.js";
-import { type ChannelClient,runGateway } from "../lib/gateway/runner.js";
+import { type ChannelClient, runGateway } from "../lib/gateway/runner.js";
 import { ensureTopology } from "../lib/infra/topology.js";
 import { ensureApnsKey, sandboxOverrides, type SandboxPorts } from "../sandbox/index.js";
 import { startBenchCluster } from "./harness.js";
@@ -94,7 +94,7 @@ async function rawSdk(cfg: Config, ch: Exclude<Channel, "inapp">, n: number): Pr
       note.topic = a.topic;
       await p.send(note, tokenFor(ch, prefix, i));
     });
-    p.shutdown();
+    await p.shutdown();
   } else if (ch === "fcm") {
     const f = cfg.gateways.fcm.apps[0];
     const ca = readFileSync(f.caFile!);
@@ -103,7 +103,7 @@ async function rawSdk(cfg: Config, ch: Exclude<Channel, "inapp">, n: number): Pr
         return tls.connect({ ...o, host: f.host, port: f.port, ca });
       }
     })({ keepAlive: true, maxSockets: f.sockets });
-    const app = initializeApp({ projectId: f.projectId, credential: { getAccessToken: async () => ({ access_token: f.sandboxToken, expires_in: 3600 }) }, httpAgent: agent }, `raw-${prefix}`);
+    const app = initializeApp({ projectId: f.projectId, credential: { getAccessToken: () => Promise.resolve({ access_token: f.sandboxToken, expires_in: 3600 }) }, httpAgent: agent }, `raw-${prefix}`);
     const m = getMessaging(app);
     m.enableLegacyHttpTransport();
     await pool(n, f.concurrency, (i) => m.send({ token: tokenFor(ch, prefix, i), notification: { title: "Bench", body: "Gateway throughput" } }));

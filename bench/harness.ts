@@ -4,7 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 
 import { openClients } from "../cmd/cli-context.js";
-import { type LocalCluster,mergeDeep, startLocalCluster } from "../cmd/local-cluster.js";
+import { type LocalCluster, mergeDeep, startLocalCluster } from "../cmd/local-cluster.js";
 import type { Role } from "../cmd/roles.js";
 import { decode } from "../lib/core/codec.js";
 import { receiptAll } from "../lib/core/subjects.js";

@@ -9,7 +9,7 @@ import { decideChunk } from "../lib/shard/chunk-decision.js";
 import { DedupWindow } from "../lib/shard/dedup-window.js";
 import type { PolicyConfig, PolicyState } from "../lib/shard/policy.js";
 import { RateBuckets } from "../lib/shard/rate-buckets.js";
-import { countDecided,startBenchCluster } from "./harness.js";
+import { countDecided, startBenchCluster } from "./harness.js";
 import { cpuSecs, hwm } from "./proc-stats.js";
 import { report } from "./report.js";
 

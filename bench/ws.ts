@@ -1,5 +1,5 @@
 // bench:ws — idle WebSocket connections held by the gateway (memory per connection) and critical in-app latency from producer request to client receipt, idle and during a 1M-recipient bulk campaign.
-import { type ChildProcess,fork } from "node:child_process";
+import { type ChildProcess, fork } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 
@@ -11,7 +11,7 @@ import { writeUsers } from "../lib/directory/directory.js";
 import { syntheticUser } from "../lib/directory/users.js";
 import { UserTokens } from "../lib/inapp/ws-token.js";
 import { notify } from "../lib/intake/api-client.js";
-import { countDecided,startBenchCluster } from "./harness.js";
+import { countDecided, startBenchCluster } from "./harness.js";
 import { cpuSecs, rssBytes } from "./proc-stats.js";
 import { report } from "./report.js";
 
@@ -90,18 +90,19 @@ try {
   const arrived = new Map<string, number>();
   const probes = await Promise.all(
     probeUsers.map(
-      async (u) =>
-        new Promise<WebSocket>(async (res, rej) => {
-          const ws = new WebSocket(`${url}?token=${await tokens.mint(u, 7200)}`);
+      async (u) => {
+        const ws = new WebSocket(`${url}?token=${await tokens.mint(u, 7200)}`);
+        return new Promise<WebSocket>((res, rej) => {
           ws.on("message", (d) => {
-            const m = JSON.parse(String(d)) as { t: string; id?: string };
+            const m = JSON.parse((d as Buffer).toString()) as { t: string; id?: string };
             if (m.t !== "n") return;
             arrived.set(m.id!, performance.now());
             ws.send(JSON.stringify({ t: "ack", id: m.id }));
           });
           ws.on("open", () => res(ws));
           ws.on("error", rej);
-        }),
+        });
+      },
     ),
   );
   await sleep(1000);
@@ -126,7 +127,10 @@ try {
       const at = arrived.get(id);
       if (at !== undefined) out.push(at - start);
       const b = batched.get(id);
-      if (at !== undefined && b !== undefined) split.toSend.push(b - start), split.toClient.push(at - b);
+      if (at !== undefined && b !== undefined) {
+        split.toSend.push(b - start);
+        split.toClient.push(at - b);
+      }
       await sleep(30);
     }
     return out;

@@ -1,7 +1,7 @@
 // `nfx dlq ...`: the dead-letter stream from the command line.
 import { Command, InvalidArgumentError, Option } from "commander";
 
-import { type Channel,CHANNELS } from "../lib/core/subjects.js";
+import { type Channel, CHANNELS } from "../lib/core/subjects.js";
 import { getDeadLetter, listDeadLetters, purgeDeadLetters, replayDeadLetter } from "../lib/gateway/dlq.js";
 import { cliConfig, withConnections } from "./cli-context.js";
 

@@ -1,5 +1,5 @@
 // A whole nfx cluster on this machine: nats-server, redis-server, the sandbox providers and every role as its own process.
-import { type ChildProcess,spawn } from "node:child_process";
+import { type ChildProcess, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
@@ -8,15 +8,15 @@ import { fileURLToPath } from "node:url";
 
 import { pino } from "pino";
 
-import { type Config,loadConfig } from "../lib/core/config.js";
+import { type Config, loadConfig } from "../lib/core/config.js";
 import { createLogger } from "../lib/core/log.js";
-import { freePort, type ServerProcess,startNatsServer, startRedisServer } from "../lib/infra/launch.js";
+import { freePort, type ServerProcess, startNatsServer, startRedisServer } from "../lib/infra/launch.js";
 import { connectNats } from "../lib/infra/nats.js";
 import { DEFAULT_NATS_SECRET, renderNatsServerConf } from "../lib/infra/nats-auth.js";
 import { localSecrets } from "../lib/infra/secrets.js";
 import { ensureTopology } from "../lib/infra/topology.js";
-import { ensureApnsKey, type Sandbox, sandboxOverrides, type SandboxPorts,SENDGRID_WEBHOOK_PUBLIC_KEY, startSandbox } from "../sandbox/index.js";
-import { type Role,ROLES } from "./roles.js";
+import { ensureApnsKey, type Sandbox, sandboxOverrides, type SandboxPorts, SENDGRID_WEBHOOK_PUBLIC_KEY, startSandbox } from "../sandbox/index.js";
+import { type Role, ROLES } from "./roles.js";
 
 const NFX_BIN = fileURLToPath(new URL("./nfx.js", import.meta.url));
 

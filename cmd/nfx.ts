@@ -15,14 +15,14 @@ import { ApiError, notify, status } from "../lib/intake/api-client.js";
 import { TemplateStore } from "../lib/intake/templates.js";
 import { explain } from "../lib/shard/trails.js";
 import { SANDBOX_PROVIDERS } from "../sandbox/faults.js";
-import { type SandboxPorts,startSandbox } from "../sandbox/index.js";
+import { type SandboxPorts, startSandbox } from "../sandbox/index.js";
 import { registerCampaignCommands } from "./campaign-cli.js";
 import { cliConfig, cliLog, withConnections } from "./cli-context.js";
 import { registerDirectoryCommands } from "./directory-cli.js";
 import { registerDlqCommands } from "./dlq-cli.js";
 import { formatStatus } from "./format.js";
 import { registerObserveCommands } from "./observe-cli.js";
-import { type Role,ROLES, startRoles } from "./roles.js";
+import { type Role, ROLES, startRoles } from "./roles.js";
 
 const program = new Command("nfx")
   .description("nfx: notification fan-out engine on NATS JetStream")

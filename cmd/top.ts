@@ -1,8 +1,8 @@
 // `nfx top`: a live terminal view of stage rates, gateway sends and latency, consumer lag and breakers across every process.
-import { type ConsumerLag,readLag } from "../lib/infra/metrics.js";
+import { type ConsumerLag, readLag } from "../lib/infra/metrics.js";
 import type { Nats } from "../lib/infra/nats.js";
 import { listProcesses, type ProcessInfo } from "../lib/infra/processes.js";
-import { breakersOf, type BreakerView, type MetricJson,scrapeProcesses } from "../lib/tracking/delivery-log.js";
+import { breakersOf, type BreakerView, type MetricJson, scrapeProcesses } from "../lib/tracking/delivery-log.js";
 
 /** One sample of the whole cluster. */
 export interface TopSample {
@@ -50,7 +50,7 @@ export async function sampleCluster(n: Nats): Promise<TopSample> {
           const ch = String(v.labels.channel);
           const le = v.labels.le === "+Inf" ? Infinity : Number(v.labels.le);
           let h = latency.get(ch);
-          if (!h) latency.set(ch, (h = new Map()));
+          if (!h) latency.set(ch, (h = new Map<number, number>()));
           h.set(le, (h.get(le) ?? 0) + v.value);
         }
       } else if (m.name === "nfx_process_resident_memory_bytes") {

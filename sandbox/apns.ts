@@ -4,7 +4,7 @@ import http2 from "node:http2";
 import type { AddressInfo } from "node:net";
 
 import { afterDelay, type FaultCode } from "./faults.js";
-import { type Recorder,tokenFault } from "./recorder.js";
+import { type Recorder, tokenFault } from "./recorder.js";
 
 /** How APNs words each injected fault. */
 const APNS_FAULT: Record<Exclude<FaultCode, "reset">, [number, string]> = {
@@ -12,6 +12,9 @@ const APNS_FAULT: Record<Exclude<FaultCode, "reset">, [number, string]> = {
   "500": [500, "InternalServerError"],
   "503": [503, "ServiceUnavailable"],
 };
+
+/** What the sandbox reads from a push body (read as sent: values are not checked). */
+type ApnsPayload = { nfx?: { id?: string }; aps?: { alert?: { title?: string; body?: string } } } & Record<string, unknown>;
 
 /** Apple's payload limit for regular pushes. */
 const MAX_PAYLOAD = 4096;
@@ -48,9 +51,9 @@ export async function startApnsSandbox(o: { port: number; key: Buffer; cert: Buf
       const token = /^\/3\/device\/([^/?]+)$/.exec(path)?.[1] ?? "";
       const raw = Buffer.concat(chunks);
       const answer = (status: number, reason?: string, extra: Record<string, string | number> = {}): void => {
-        let payload: Record<string, any> | undefined;
+        let payload: ApnsPayload | undefined;
         try {
-          payload = JSON.parse(raw.toString()) as Record<string, any>;
+          payload = JSON.parse(raw.toString()) as ApnsPayload;
         } catch {
           payload = undefined;
         }

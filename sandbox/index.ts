@@ -45,7 +45,7 @@ export interface SandboxPorts {
 export interface Sandbox {
   ports: SandboxPorts;
   recorder: Recorder;
-  close(): Promise<void>;
+  close: () => Promise<void>;
 }
 
 /** Reads a JSON request body (at most 1 MB). */

@@ -1,5 +1,5 @@
 // SendGrid's Signed Event Webhook as the sandbox posts it: the events of each accepted send, batched, signed with ECDSA P-256, retried.
-import { createPrivateKey, createPublicKey, type KeyObject,randomBytes, sign } from "node:crypto";
+import { createPrivateKey, createPublicKey, type KeyObject, randomBytes, sign } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 

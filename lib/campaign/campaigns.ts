@@ -4,7 +4,7 @@ import type { KV } from "@nats-io/kv";
 import { decodeJson, encodeJson } from "../core/codec.js";
 import { CampaignStateConflict, NotFound } from "../core/errors.js";
 import type { NotificationBrief } from "../core/types.js";
-import { type Counters,outstanding, readCounters } from "./counters.js";
+import { type Counters, outstanding, readCounters } from "./counters.js";
 
 export type CampaignState = "running" | "paused" | "cancelled" | "expanded";
 export type CampaignAction = "pause" | "resume" | "cancel";

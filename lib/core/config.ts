@@ -3,7 +3,7 @@ import { readFileSync } from "node:fs";
 
 import { z } from "zod";
 
-import { type Config,configSchema } from "../../config/schema.js";
+import { type Config, configSchema } from "../../config/schema.js";
 import { ConfigInvalid } from "./errors.js";
 import { protoKeyPath } from "./json-guard.js";
 import { PROTOTYPE_NAME_RULE } from "./own-keys.js";
@@ -31,9 +31,13 @@ function merge(into: Plain, from: Plain): Plain {
 
 /** Unwraps optional/default/prefault wrappers to reach an object schema's shape, if any. */
 function shapeOf(s: z.ZodType | undefined): Record<string, z.ZodType> | undefined {
-  let cur: any = s;
-  while (cur && !(cur instanceof z.ZodObject) && cur._zod?.def?.innerType) cur = cur._zod.def.innerType;
-  return cur instanceof z.ZodObject ? (cur.shape) : undefined;
+  let cur: unknown = s;
+  for (;;) {
+    if (cur instanceof z.ZodObject) return cur.shape as Record<string, z.ZodType>;
+    const inner = (cur as { _zod?: { def?: { innerType?: unknown } } } | undefined)?._zod?.def?.innerType;
+    if (!inner) return undefined;
+    cur = inner;
+  }
 }
 
 /**

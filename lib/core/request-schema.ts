@@ -2,7 +2,7 @@
 import { z } from "zod";
 
 import { RequestInvalid } from "./errors.js";
-import { isPrototypeName,PROTOTYPE_NAME_RULE } from "./own-keys.js";
+import { isPrototypeName, PROTOTYPE_NAME_RULE } from "./own-keys.js";
 import { formatIssue } from "./zod-issues.js";
 
 export { formatIssue };

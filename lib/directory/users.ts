@@ -1,7 +1,7 @@
 // User records from outside: the import schema, and the synthetic users `nfx users seed` and the benchmarks write.
 import { z } from "zod";
 
-import { isPrototypeName,PROTOTYPE_NAME_RULE } from "../core/own-keys.js";
+import { isPrototypeName, PROTOTYPE_NAME_RULE } from "../core/own-keys.js";
 import { ID_PATTERN } from "../core/subjects.js";
 import { parseHhmm } from "./quiet-hours.js";
 

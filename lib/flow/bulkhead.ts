@@ -1,5 +1,5 @@
 // One provider app's bulkhead: its own concurrency limit with a bounded queue, rate limit at the provider's quota, and circuit breaker.
-import { BrokenCircuitError, circuitBreaker, type CircuitBreakerPolicy,CircuitState, ConsecutiveBreaker, handleWhenResult } from "cockatiel";
+import { BrokenCircuitError, circuitBreaker, type CircuitBreakerPolicy, CircuitState, ConsecutiveBreaker, handleWhenResult } from "cockatiel";
 
 import type { BulkheadConfig } from "../../config/schema.js";
 import type { ProviderError } from "../core/errors.js";

@@ -82,7 +82,7 @@ export class JsPublisher {
         this.nc.publish(subject, data, { reply: `${this.prefix}${id}`, headers: h });
       } catch (err) {
         this.pending.delete(id);
-        reject(err);
+        reject(err instanceof Error ? err : new Error(String(err)));
       }
     });
   }

@@ -1,7 +1,7 @@
 // The dead-letter stream: list, show, replay and purge sends whose retries ran out.
 import { decode, encode } from "../core/codec.js";
 import { NotFound } from "../core/errors.js";
-import { type Channel,dlqAll, dlqSubject, MSGID, sendSubject, STREAM } from "../core/subjects.js";
+import { type Channel, dlqAll, dlqSubject, MSGID, sendSubject, STREAM } from "../core/subjects.js";
 import type { DeadLetter, SendBatch } from "../core/types.js";
 import { readStored } from "../flow/stream-read.js";
 import type { Nats } from "../infra/nats.js";

@@ -3,7 +3,7 @@ import { headers, type NatsConnection } from "@nats-io/transport-node";
 
 import { decodeJson, encodeJson } from "../core/codec.js";
 import type { NotifyRequest } from "../core/request-schema.js";
-import { API, type ApiOp,extApiSubject } from "../core/subjects.js";
+import { API, type ApiOp, extApiSubject } from "../core/subjects.js";
 import type { NotificationStatus } from "../tracking/status.js";
 
 /** Header carrying the error code on a failed API reply; the body then holds `{error:{code,message,field}}`. */

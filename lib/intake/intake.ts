@@ -4,7 +4,7 @@ import { createHash } from "node:crypto";
 import type { KV } from "@nats-io/kv";
 
 import { APNS_MAX_PAYLOAD, apnsPayloadOverLimit } from "../core/apns-payload.js";
-import { decodeJson,encode, encodeJson } from "../core/codec.js";
+import { decodeJson, encode, encodeJson } from "../core/codec.js";
 import type { Config } from "../core/config.js";
 import {
   CategoryUnknown, ChannelUnavailable, Forbidden, IdempotencyConflict, PayloadTooLarge, RequestInvalid,
@@ -12,8 +12,8 @@ import {
 } from "../core/errors.js";
 import { newNotificationId } from "../core/ids.js";
 import { ownValue } from "../core/own-keys.js";
-import { type NotifyRequest,parseNotifyRequest } from "../core/request-schema.js";
-import { intakeSubject, MSGID, type Priority,scheduledSubject } from "../core/subjects.js";
+import { type NotifyRequest, parseNotifyRequest } from "../core/request-schema.js";
+import { intakeSubject, MSGID, type Priority, scheduledSubject } from "../core/subjects.js";
 import type { ContentChannel, Notification, TemplateUse } from "../core/types.js";
 import { segmentSource } from "../directory/segments.js";
 import { JsPublisher } from "../flow/js-publisher.js";

@@ -1,7 +1,7 @@
 // Operations both API surfaces offer besides notify: campaign control and preference updates, with their validation.
 import type { NatsConnection } from "@nats-io/transport-node";
 
-import type { CampaignRecord,Campaigns, CampaignStatus } from "../campaign/campaigns.js";
+import type { CampaignRecord, Campaigns, CampaignStatus } from "../campaign/campaigns.js";
 import type { Config } from "../core/config.js";
 import { CategoryUnknown, NotFound, RequestInvalid } from "../core/errors.js";
 import { ownValue } from "../core/own-keys.js";

@@ -5,7 +5,7 @@ import { z } from "zod";
 
 import { decodeJson, encodeJson } from "../core/codec.js";
 import { NotFound, TemplateInvalid } from "../core/errors.js";
-import { isPrototypeName,PROTOTYPE_NAME_RULE } from "../core/own-keys.js";
+import { isPrototypeName, PROTOTYPE_NAME_RULE } from "../core/own-keys.js";
 import { formatIssue } from "../core/request-schema.js";
 import type { ContentChannel, PushContent, Template, TemplateUse, UserRecord } from "../core/types.js";
 

@@ -6,7 +6,7 @@ import type { Channel, Priority } from "../core/subjects.js";
 import type { ContentChannel, NotificationBrief, UserRecord } from "../core/types.js";
 import { parseHhmm, quietUntil, type QuietWindow } from "../directory/quiet-hours.js";
 import type { DedupWindow } from "./dedup-window.js";
-import { type Cap,RateBuckets } from "./rate-buckets.js";
+import { type Cap, RateBuckets } from "./rate-buckets.js";
 
 /** Policy settings of one category. */
 export interface CategoryPolicy {
@@ -158,7 +158,7 @@ export function decideUser(cfg: PolicyConfig, st: PolicyState, ctx: DecideContex
   const { n, now } = ctx;
   const p = plan ?? planFor(cfg, n);
   const u = r.user;
-  const { cat, critical, lines } = p;
+  const { cat, lines } = p;
   const suppress = (rule: string, reason: string, ...seen: (string | number)[]): Verdict => {
     if (trail) trail.s += `${rule}|suppress:${reason}${seen.length ? `|${seen.join("|")}` : ""}\n`;
     return { kind: "suppress", reason };

@@ -2,14 +2,14 @@
 import { z } from "zod";
 
 import type { Campaigns, CampaignStatus } from "../campaign/campaigns.js";
-import { type ChannelTotals,outstanding, readTotals } from "../campaign/counters.js";
+import { type ChannelTotals, outstanding, readTotals } from "../campaign/counters.js";
 import { decode } from "../core/codec.js";
 import { RequestInvalid } from "../core/errors.js";
 import { parseWith } from "../core/request-schema.js";
-import { BUCKET, ID_PATTERN, receiptSubject,STREAM } from "../core/subjects.js";
+import { BUCKET, ID_PATTERN, receiptSubject, STREAM } from "../core/subjects.js";
 import { type Outcome, OUTCOMES, type ReceiptBatch } from "../core/types.js";
 import { readStored } from "../flow/stream-read.js";
-import { type ConsumerLag,readLag } from "../infra/metrics.js";
+import { type ConsumerLag, readLag } from "../infra/metrics.js";
 import type { Nats } from "../infra/nats.js";
 import { listProcesses, type ProcessInfo } from "../infra/processes.js";
 import type { UserLog, UserLogEntry } from "./user-log.js";

@@ -3,7 +3,7 @@ import { Campaigns, type CampaignStatus } from "../campaign/campaigns.js";
 import { emptyCounters, isExpiry, outstanding, total } from "../campaign/counters.js";
 import { decode } from "../core/codec.js";
 import { NotFound, RequestInvalid } from "../core/errors.js";
-import { BUCKET, ID_PATTERN, intakeSubject, PRIORITIES, receiptSubject, scheduledSubject,STREAM } from "../core/subjects.js";
+import { BUCKET, ID_PATTERN, intakeSubject, PRIORITIES, receiptSubject, scheduledSubject, STREAM } from "../core/subjects.js";
 import type { Notification, Outcome, ReceiptBatch, ReceiptEntry } from "../core/types.js";
 import { readStored } from "../flow/stream-read.js";
 import type { Nats } from "../infra/nats.js";

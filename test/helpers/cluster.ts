@@ -7,8 +7,8 @@ import { connect, type NatsConnection } from "@nats-io/transport-node";
 import type { Test } from "tap";
 
 import { openClients } from "../../cmd/cli-context.js";
-import { type LocalCluster,mergeDeep, startLocalCluster } from "../../cmd/local-cluster.js";
-import { type Role,ROLES } from "../../cmd/roles.js";
+import { type LocalCluster, mergeDeep, startLocalCluster } from "../../cmd/local-cluster.js";
+import { type Role, ROLES } from "../../cmd/roles.js";
 import type { Config } from "../../lib/core/config.js";
 import type { Nats } from "../../lib/infra/nats.js";
 import { inboxPrefixOf, natsPassword } from "../../lib/infra/nats-auth.js";

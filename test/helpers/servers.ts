@@ -7,7 +7,7 @@ import { join } from "node:path";
 import type { Test } from "tap";
 
 import { mergeDeep } from "../../cmd/local-cluster.js";
-import { type Config,loadConfig } from "../../lib/core/config.js";
+import { type Config, loadConfig } from "../../lib/core/config.js";
 import { startNatsServer, startRedisServer } from "../../lib/infra/launch.js";
 import { renderNatsServerConf } from "../../lib/infra/nats-auth.js";
 import { freshSecret } from "../../lib/infra/secrets.js";

@@ -23,7 +23,7 @@ export async function shardHolders(n: Nats): Promise<Map<number, { owner: string
 export const ownedBy = (owner: string, p: ChildProcess): boolean => owner.includes(`-${p.pid}-`);
 
 /** Watches every send batch published (core NATS sees JetStream publishes too): owner, epoch and time of each. */
-export function watchSendBatches(n: Nats): { seen: { owner: string; epoch: number; at: number; subject: string; sends: string[] }[]; stop(): void } {
+export function watchSendBatches(n: Nats): { seen: { owner: string; epoch: number; at: number; subject: string; sends: string[] }[]; stop: () => void } {
   const seen: { owner: string; epoch: number; at: number; subject: string; sends: string[] }[] = [];
   const sub = n.nc.subscribe("nfx.send.>", {
     callback: (_e, m) => {

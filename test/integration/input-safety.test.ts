@@ -4,7 +4,7 @@ import t from "tap";
 
 import { shardOf } from "../../lib/core/shard-hash.js";
 import { API, STREAM } from "../../lib/core/subjects.js";
-import { readUsers,writeUsers } from "../../lib/directory/directory.js";
+import { readUsers, writeUsers } from "../../lib/directory/directory.js";
 import { callApi, ERROR_HEADER, status } from "../../lib/intake/api-client.js";
 import { clientsFor, startTestCluster } from "../helpers/cluster.js";
 

@@ -4,7 +4,7 @@ import t from "tap";
 
 import { BUCKET, STREAM } from "../../lib/core/subjects.js";
 import { writeUsers } from "../../lib/directory/directory.js";
-import { inboxPrefixOf, NATS_ROLE_USERS, natsPassword, type NatsRoleUser,natsUserName, rolePermissions } from "../../lib/infra/nats-auth.js";
+import { inboxPrefixOf, NATS_ROLE_USERS, natsPassword, type NatsRoleUser, natsUserName, rolePermissions } from "../../lib/infra/nats-auth.js";
 import { API_KEY_HEADER } from "../../lib/intake/api-client.js";
 import { clientsFor, eventually, startTestCluster } from "../helpers/cluster.js";
 

@@ -2,7 +2,7 @@
 import t from "tap";
 
 import { shardOf } from "../../lib/core/shard-hash.js";
-import { presenceReader,PresenceView, PresenceWriter } from "../../lib/inapp/presence.js";
+import { presenceReader, PresenceView, PresenceWriter } from "../../lib/inapp/presence.js";
 import { clientsFor } from "../helpers/cluster.js";
 import { startServers } from "../helpers/servers.js";
 

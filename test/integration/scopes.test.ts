@@ -1,8 +1,8 @@
 // API-key scopes: every HTTP route and every nfx.ext.api.* operation, called with a key holding each single scope; allowed exactly when the scope matches, and a refused write changes nothing.
 import t, { type Test } from "tap";
 
-import { type CampaignRecord,Campaigns } from "../../lib/campaign/campaigns.js";
-import { API, type ApiOp,BUCKET, STREAM } from "../../lib/core/subjects.js";
+import { type CampaignRecord, Campaigns } from "../../lib/campaign/campaigns.js";
+import { API, type ApiOp, BUCKET, STREAM } from "../../lib/core/subjects.js";
 import { getUser, writeUsers } from "../../lib/directory/directory.js";
 import { UserTokens } from "../../lib/inapp/ws-token.js";
 import { API_KEY_HEADER, ApiError, callApi, callOp } from "../../lib/intake/api-client.js";

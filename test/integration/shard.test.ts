@@ -4,7 +4,7 @@ import t from "tap";
 import { presenceKey } from "../../lib/core/keys.js";
 import { shardOf } from "../../lib/core/shard-hash.js";
 import type { UserRecord } from "../../lib/core/types.js";
-import { updatePreferences,writeUsers } from "../../lib/directory/directory.js";
+import { updatePreferences, writeUsers } from "../../lib/directory/directory.js";
 import { localMinute } from "../../lib/directory/quiet-hours.js";
 import { syntheticUser } from "../../lib/directory/users.js";
 import { notify, status } from "../../lib/intake/api-client.js";

@@ -1,5 +1,5 @@
 // Role start-up: published default secrets are refused with the key to set; NATS and Redis that come up late are waited for.
-import { type ChildProcess,spawn } from "node:child_process";
+import { type ChildProcess, spawn } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";

@@ -17,15 +17,15 @@ const fnv = (s: string): number => {
   return h >>> 0;
 };
 
-t.test("shard hash: FNV-1a of the UTF-8 bytes mod P, stable and even", async (t) => {
+t.test("shard hash: FNV-1a of the UTF-8 bytes mod P, stable and even", (t) => {
   t.equal(fnv("a"), 0xe40c292c, "reference implementation matches the published FNV-1a vector");
   for (const id of ["a", "user-1", "ünïcødé", "日本語ユーザー", "emoji-😀-x", ""]) t.equal(shardOf(id, 1 << 30), fnv(id) % (1 << 30), `matches reference for ${JSON.stringify(id)}`);
-  const counts = new Array(64).fill(0);
+  const counts = new Array<number>(64).fill(0);
   for (let i = 0; i < 64_000; i++) counts[shardOf(`user-${i}`, 64)]++;
   t.ok(Math.min(...counts) > 800 && Math.max(...counts) < 1200, `64 shards within ±20% of 1000 (min ${Math.min(...counts)}, max ${Math.max(...counts)})`);
 });
 
-t.test("error registry: unique stable codes, replies never leak internals", async (t) => {
+t.test("error registry: unique stable codes, replies never leak internals", (t) => {
   const codes = ERROR_CLASSES.map((C) => new (C as unknown as new (m: string, o: unknown) => NfxError)("m", { reason: "r", retryable: false }).code);
   t.equal(new Set(codes).size, codes.length, "no code is used twice");
   for (const c of codes) t.match(c, /^NFX_ERR_[A-Z_]+$/);
@@ -36,12 +36,12 @@ t.test("error registry: unique stable codes, replies never leak internals", asyn
   t.equal(p.retryable, false);
 });
 
-t.test("codec round-trips batches", async (t) => {
+t.test("codec round-trips batches", (t) => {
   const v = { type: "send_batch", sends: [{ nid: "n_1", user: "ü", token: "abc", n: 2 ** 40 }], data: { k: "v" } };
   t.same(decode(encode(v)), v);
 });
 
-t.test("ids: time-ordered, subject-safe; delivery key is deterministic", async (t) => {
+t.test("ids: time-ordered, subject-safe; delivery key is deterministic", (t) => {
   const a = newNotificationId(1_000_000);
   const b = newNotificationId(2_000_000);
   t.ok(a < b, "later ids sort after earlier ones");
@@ -50,7 +50,7 @@ t.test("ids: time-ordered, subject-safe; delivery key is deterministic", async (
   t.not(deliveryKey("n", "u", "apns", "d1"), deliveryKey("n", "u", "apns", "d2"));
 });
 
-t.test("every subject a builder makes is matched by its family's wildcard", async (t) => {
+t.test("every subject a builder makes is matched by its family's wildcard", (t) => {
   const matches = (wild: string, subj: string): boolean => {
     const w = wild.split(".");
     const s = subj.split(".");
@@ -73,15 +73,15 @@ t.test("every subject a builder makes is matched by its family's wildcard", asyn
   }
 });
 
-t.test("logs redact tokens, emails, phones and bodies by default", async (t) => {
+t.test("logs redact tokens, emails, phones and bodies by default", (t) => {
   let out = "";
-  const sink = new Writable({ write: (c, _e, cb) => ((out += c.toString()), cb()) });
+  const sink = new Writable({ write: (c: Buffer, _e, cb) => ((out += c.toString()), cb()) });
   const log = createLogger({ level: "info", redact: true }, sink);
   log.info({ token: "tok-secret", user: { email: "a@b.c", phone: "+15551234" }, req: { push: { title: "T", body: "secret body" } }, sends: [{ token: "tok2" }] }, "x");
   for (const secret of ["tok-secret", "a@b.c", "+15551234", "secret body", "tok2"]) t.notMatch(out, secret, `${secret} is not in the log`);
   t.match(out, "[redacted]");
   let plain = "";
-  createLogger({ level: "info", redact: false }, new Writable({ write: (c, _e, cb) => ((plain += c.toString()), cb()) })).info({ token: "visible" }, "x");
+  createLogger({ level: "info", redact: false }, new Writable({ write: (c: Buffer, _e, cb) => ((plain += c.toString()), cb()) })).info({ token: "visible" }, "x");
   t.match(plain, "visible", "redaction can be turned off");
 });
 

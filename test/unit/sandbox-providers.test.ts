@@ -14,7 +14,7 @@ import twilio from "twilio";
 import { Recorder } from "../../sandbox/recorder.js";
 import { startSendgridSandbox } from "../../sandbox/sendgrid.js";
 import { startTwilioSandbox } from "../../sandbox/twilio.js";
-import { AC, mailer,SandboxRequestClient, SG_KEY, TOKEN } from "../helpers/sdk-redirects.js";
+import { AC, mailer, SandboxRequestClient, SG_KEY, TOKEN } from "../helpers/sdk-redirects.js";
 
 const AC_OTHER = `AC${"2".repeat(32)}`;
 

@@ -10,8 +10,8 @@ import EventWebhookPkg from "@sendgrid/eventwebhook";
 import t, { type Test } from "tap";
 import twilio from "twilio";
 
-import { type Sandbox,SENDGRID_WEBHOOK_PUBLIC_KEY, startSandbox } from "../../sandbox/index.js";
-import { AC, mailer,SandboxRequestClient, SG_KEY, TOKEN } from "../helpers/sdk-redirects.js";
+import { type Sandbox, SENDGRID_WEBHOOK_PUBLIC_KEY, startSandbox } from "../../sandbox/index.js";
+import { AC, mailer, SandboxRequestClient, TOKEN } from "../helpers/sdk-redirects.js";
 
 const { EventWebhook } = EventWebhookPkg;
 const SIG = "x-twilio-email-event-webhook-signature";
