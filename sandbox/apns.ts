@@ -39,7 +39,7 @@ function jwtParts(auth: string | undefined): { kid?: string; iss?: string; alg?:
  * injected faults of the recorder (429 TooManyRequests, 500, 503
  * ServiceUnavailable with `retry-after`, stream resets, added latency).
  */
-export async function startApnsSandbox(o: { port: number; key: Buffer; cert: Buffer; recorder: Recorder }): Promise<{ port: number; close(): Promise<void> }> {
+export async function startApnsSandbox(o: { port: number; key: Buffer; cert: Buffer; recorder: Recorder }): Promise<{ port: number; close: () => Promise<void> }> {
   const server = http2.createSecureServer({ key: o.key, cert: o.cert, allowHTTP1: false, settings: { maxConcurrentStreams: 1000 } });
   server.on("stream", (stream, h) => {
     const chunks: Buffer[] = [];

@@ -28,7 +28,7 @@ function fcmErrorBody(code: number, status: string, message: string, errorCode?:
 /** What the sandbox reads from a v1 send body (read as sent: values are not checked). */
 type FcmMessage = { token?: unknown; data?: { nfx_id?: string }; notification?: { title?: string; body?: string } } & Record<string, unknown>;
 
-export async function startFcmSandbox(o: { port: number; key: Buffer; cert: Buffer; recorder: Recorder }): Promise<{ port: number; close(): Promise<void> }> {
+export async function startFcmSandbox(o: { port: number; key: Buffer; cert: Buffer; recorder: Recorder }): Promise<{ port: number; close: () => Promise<void> }> {
   const server = https.createServer({ key: o.key, cert: o.cert, keepAlive: true }, (req, res) => {
     const chunks: Buffer[] = [];
     req.on("data", (c: Buffer) => chunks.push(c));

@@ -133,7 +133,7 @@ export interface SendgridSandbox {
   /** Sets or (null) clears the Event Webhook URL; clearing drops events not yet posted. Throws unless `url` is null or an http(s) URL. */
   setWebhookUrl(url: string | null): void;
   /** Stops the server and the webhook (queued events and pending retries are dropped). */
-  close(): Promise<void>;
+  close: () => Promise<void>;
 }
 
 /**

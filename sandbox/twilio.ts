@@ -84,7 +84,7 @@ function nidOf(callback: string | undefined): string | undefined {
  * `delivered`, or `undelivered` 30003 for `To` starting `+998`, `failed`
  * 30008 for `+997`; signed with the request's auth token, retried 3 times.
  */
-export async function startTwilioSandbox(o: { port: number; recorder: Recorder }): Promise<{ port: number; close(): Promise<void> }> {
+export async function startTwilioSandbox(o: { port: number; recorder: Recorder }): Promise<{ port: number; close: () => Promise<void> }> {
   const callbacks = new TwilioStatusCallbacks(o.recorder);
   const server = http.createServer({ keepAlive: true }, (req, res) => {
     const chunks: Buffer[] = [];

@@ -33,7 +33,7 @@ function merge(into: Plain, from: Plain): Plain {
 function shapeOf(s: z.ZodType | undefined): Record<string, z.ZodType> | undefined {
   let cur: unknown = s;
   for (;;) {
-    if (cur instanceof z.ZodObject) return cur.shape as Record<string, z.ZodType>;
+    if (cur instanceof z.ZodObject) return cur.shape;
     const inner = (cur as { _zod?: { def?: { innerType?: unknown } } } | undefined)?._zod?.def?.innerType;
     if (!inner) return undefined;
     cur = inner;

@@ -27,7 +27,7 @@ t.test("dead letters: list, show, replay once, purge", async (t) => {
   const list = (await nfx("dlq", "list")).stdout;
   t.match(list, /apns\s+n_\S+\s+dora\/dora-iphone\s+ServiceUnavailable after 5 attempts/, "`nfx dlq list` shows it");
   const seq = /^\s*(\d+)\s/m.exec(list)![1];
-  const shown = JSON.parse((await nfx("dlq", "show", seq)).stdout);
+  const shown = JSON.parse((await nfx("dlq", "show", seq)).stdout) as { notification: { id: string; content: { push: { title: string } } }; send: { token: string; user: string } };
   t.same([shown.notification.id, shown.send.token, shown.send.user, shown.notification.content.push.title], [id, "down-a1a1a1", "dora", "Receipt"], "`show` has the full context");
 
   rec.faults.remove({ provider: "apns" }); // APNs is back

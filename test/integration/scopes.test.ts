@@ -34,7 +34,7 @@ t.test("API-key scopes on every route and operation", async (t) => {
     const text = await res.text();
     let json: { error?: { code: string; message: string; field?: string } } | undefined;
     try {
-      json = text ? JSON.parse(text) : undefined;
+      json = text ? (JSON.parse(text) as { error?: { code: string; message: string; field?: string } }) : undefined;
     } catch {
       json = undefined;
     }

@@ -42,6 +42,8 @@ const within = <T>(p: Promise<T>, ms: number, what: string): Promise<T> =>
   Promise.race([p, new Promise<T>((_, rej) => setTimeout(() => rej(new Error(`${what}: not within ${ms} ms`)), ms).unref())]);
 
 const natsSecret = freshSecret();
+/** The parts of a role's config file these cases change. */
+type RoleConfig = { nats: { secret?: string }; ws: { secret?: string; origins: string[] }; engagement: { secret?: string } } & Record<string, unknown>;
 const safe = () => ({ nats: { secret: natsSecret }, ws: { secret: freshSecret(), origins: ["https://app.example"] }, engagement: { secret: freshSecret() }, log: { level: "info" }, metrics: { enabled: false } });
 
 t.test("a role refuses each published default, naming the key to set", async (t) => {
@@ -53,7 +55,7 @@ t.test("a role refuses each published default, naming the key to set", async (t)
     ["ws.origins *", { ws: { origins: ["https://app.example", "*"] } }, "ws.origins"],
   ];
   for (const [name, change, key] of cases) {
-    const cfg = safe() as Record<string, any>;
+    const cfg: RoleConfig = safe();
     if (key === "nats.secret") delete cfg.nats.secret;
     if (key === "ws.secret") delete cfg.ws.secret;
     if (key === "engagement.secret") delete cfg.engagement.secret;

@@ -57,14 +57,19 @@ async function until(ok: () => boolean, what: string, ms = 3000): Promise<void> 
   }
 }
 
+/** A control API reply as these tests read it (a field the reply lacks reads as undefined and fails its assertion). */
+type ControlReply = { counts: Record<string, number>; posts: { status: number; events: number }[] } & Record<string, unknown>;
+
 /** Calls the sandbox's control API. */
-async function control(sb: Sandbox, method: string, path: string, body?: unknown): Promise<{ status: number; json: any }> {
+async function control(sb: Sandbox, method: string, path: string, body?: unknown): Promise<{ status: number; json: ControlReply }> {
   const res = await fetch(`http://127.0.0.1:${sb.ports.control}${path}`, { method, ...(body !== undefined ? { body: JSON.stringify(body), headers: { "content-type": "application/json" } } : {}) });
-  return { status: res.status, json: await res.json() };
+  return { status: res.status, json: (await res.json()) as ControlReply };
 }
 
 const ok200 = (p: Received): boolean => p.status === 200;
-const sgEvents = (posts: Received[]): Record<string, any>[] => posts.filter((p) => p.url.includes("/sendgrid") && ok200(p)).flatMap((p) => JSON.parse(p.body));
+/** A SendGrid event as these tests read it. */
+type SgEvent = Record<string, unknown> & { timestamp: number; sg_event_id: string };
+const sgEvents = (posts: Received[]): SgEvent[] => posts.filter((p) => p.url.includes("/sendgrid") && ok200(p)).flatMap((p) => JSON.parse(p.body) as SgEvent[]);
 const verifySg = (body: string, sig: string, ts: string): boolean => {
   const ew = new EventWebhook();
   return ew.verifySignature(ew.convertPublicKeyToECDSA(SENDGRID_WEBHOOK_PUBLIC_KEY), body, sig, ts);
@@ -83,7 +88,7 @@ t.test("sendgrid: signed events per recipient with custom args at the top level"
     ],
   });
   t.equal(res.statusCode, 202);
-  const messageId = res.headers["x-message-id"] as string;
+  const messageId = (res.headers as Record<string, string>)["x-message-id"];
   await until(() => sb.recorder.webhookEvents("sendgrid").length >= 6, "6 accepted sendgrid events");
   await new Promise((r) => setTimeout(r, 150));
   const events = sgEvents(rx.posts);
@@ -91,7 +96,7 @@ t.test("sendgrid: signed events per recipient with custom args at the top level"
   const post = rx.posts[0];
   t.equal(post.headers["content-type"], "application/json");
   const now = Math.floor(Date.now() / 1000);
-  const strip = ({ timestamp, sg_event_id, ...rest }: Record<string, any>) => {
+  const strip = ({ timestamp, sg_event_id, ...rest }: SgEvent) => {
     t.ok(Math.abs(timestamp - now) <= 2, "timestamp is unix seconds");
     t.match(sg_event_id, /^[A-Za-z0-9_-]{22}$/);
     return rest;
