@@ -15,10 +15,17 @@ export default tseslint.config(
       globals: { ...globals.node },
     },
     rules: {
-      // tap's t.test() returns a PromiseWithSubtest that tap itself awaits: the usual top-level `t.test(...)` is not floating.
       // Dropping keys by rest destructuring (`const { a: _a, ...rest } = x`) is how this codebase omits fields.
       "@typescript-eslint/no-unused-vars": ["error", { ignoreRestSiblings: true, argsIgnorePattern: "^_", varsIgnorePattern: "^_", caughtErrorsIgnorePattern: "^_" }],
+      // tap's t.test() returns a PromiseWithSubtest that tap itself awaits: the usual top-level `t.test(...)` is not floating.
       "@typescript-eslint/no-floating-promises": ["error", { allowForKnownSafePromises: [{ from: "package", name: "PromiseWithSubtest", package: "@tapjs/core" }] }],
+    },
+  },
+  {
+    files: ["test/**/*.ts"],
+    rules: {
+      // tap ends a subtest when its callback's promise settles: `async (t) => { ... }` without an await is how a test ends without t.end().
+      "@typescript-eslint/require-await": "off",
     },
   },
   {

@@ -17,7 +17,7 @@ const fnv = (s: string): number => {
   return h >>> 0;
 };
 
-t.test("shard hash: FNV-1a of the UTF-8 bytes mod P, stable and even", (t) => {
+t.test("shard hash: FNV-1a of the UTF-8 bytes mod P, stable and even", async (t) => {
   t.equal(fnv("a"), 0xe40c292c, "reference implementation matches the published FNV-1a vector");
   for (const id of ["a", "user-1", "ünïcødé", "日本語ユーザー", "emoji-😀-x", ""]) t.equal(shardOf(id, 1 << 30), fnv(id) % (1 << 30), `matches reference for ${JSON.stringify(id)}`);
   const counts = new Array<number>(64).fill(0);
@@ -25,7 +25,7 @@ t.test("shard hash: FNV-1a of the UTF-8 bytes mod P, stable and even", (t) => {
   t.ok(Math.min(...counts) > 800 && Math.max(...counts) < 1200, `64 shards within ±20% of 1000 (min ${Math.min(...counts)}, max ${Math.max(...counts)})`);
 });
 
-t.test("error registry: unique stable codes, replies never leak internals", (t) => {
+t.test("error registry: unique stable codes, replies never leak internals", async (t) => {
   const codes = ERROR_CLASSES.map((C) => new (C as unknown as new (m: string, o: unknown) => NfxError)("m", { reason: "r", retryable: false }).code);
   t.equal(new Set(codes).size, codes.length, "no code is used twice");
   for (const c of codes) t.match(c, /^NFX_ERR_[A-Z_]+$/);
@@ -36,12 +36,12 @@ t.test("error registry: unique stable codes, replies never leak internals", (t) 
   t.equal(p.retryable, false);
 });
 
-t.test("codec round-trips batches", (t) => {
+t.test("codec round-trips batches", async (t) => {
   const v = { type: "send_batch", sends: [{ nid: "n_1", user: "ü", token: "abc", n: 2 ** 40 }], data: { k: "v" } };
   t.same(decode(encode(v)), v);
 });
 
-t.test("ids: time-ordered, subject-safe; delivery key is deterministic", (t) => {
+t.test("ids: time-ordered, subject-safe; delivery key is deterministic", async (t) => {
   const a = newNotificationId(1_000_000);
   const b = newNotificationId(2_000_000);
   t.ok(a < b, "later ids sort after earlier ones");
@@ -50,7 +50,7 @@ t.test("ids: time-ordered, subject-safe; delivery key is deterministic", (t) => 
   t.not(deliveryKey("n", "u", "apns", "d1"), deliveryKey("n", "u", "apns", "d2"));
 });
 
-t.test("every subject a builder makes is matched by its family's wildcard", (t) => {
+t.test("every subject a builder makes is matched by its family's wildcard", async (t) => {
   const matches = (wild: string, subj: string): boolean => {
     const w = wild.split(".");
     const s = subj.split(".");
@@ -73,7 +73,7 @@ t.test("every subject a builder makes is matched by its family's wildcard", (t) 
   }
 });
 
-t.test("logs redact tokens, emails, phones and bodies by default", (t) => {
+t.test("logs redact tokens, emails, phones and bodies by default", async (t) => {
   let out = "";
   const sink = new Writable({ write: (c: Buffer, _e, cb) => ((out += c.toString()), cb()) });
   const log = createLogger({ level: "info", redact: true }, sink);

@@ -9,7 +9,7 @@ import { configKeyRows, renderConfigDocs, undocumentedKeys } from "../../config/
 
 const DOCS = fileURLToPath(new URL("../../../docs/configuration.md", import.meta.url));
 
-t.test("docs/configuration.md is what the generator writes from the schema today", (t) => {
+t.test("docs/configuration.md is what the generator writes from the schema today", async (t) => {
   const onDisk = readFileSync(DOCS, "utf8");
   const wanted = renderConfigDocs();
   if (onDisk !== wanted) {
@@ -23,12 +23,12 @@ t.test("docs/configuration.md is what the generator writes from the schema today
   }
 });
 
-t.test("every configuration key has a description in the schema", (t) => {
+t.test("every configuration key has a description in the schema", async (t) => {
   const missing = undocumentedKeys();
   t.same(missing, [], `keys without a description: add .describe("...") to each in config/schema.ts, then run \`npm run docs:config\`: ${missing.join(", ")}`);
 });
 
-t.test("the page lists the keys a reader looks for, with their defaults", (t) => {
+t.test("the page lists the keys a reader looks for, with their defaults", async (t) => {
   const rows = new Map(configKeyRows().map((r) => [r.path, r]));
   t.ok(rows.size > 100, `${rows.size} keys documented`);
   t.equal(rows.get("cluster.shards")?.default, "`64`");
@@ -40,7 +40,7 @@ t.test("the page lists the keys a reader looks for, with their defaults", (t) =>
   for (const section of ["cluster", "nats", "gateways", "ws", "up"]) t.match(page, `## \`${section}\``);
 });
 
-t.test("a key without a description is reported by path", (t) => {
+t.test("a key without a description is reported by path", async (t) => {
   const schema = z.strictObject({
     a: z.strictObject({ documented: z.number().default(1).describe("yes"), bare: z.number().default(2) }).prefault({}).describe("section"),
     list: z.array(z.strictObject({ inner: z.string() })).default([]).describe("a list"),

@@ -26,14 +26,14 @@ const problems = (fn: () => unknown): string => {
   return "";
 };
 
-t.test("defaults alone are valid", (t) => {
+t.test("defaults alone are valid", async (t) => {
   const c = loadConfig({ env: {} });
   t.equal(c.cluster.shards, 64);
   t.same(c.nats.servers, ["nats://127.0.0.1:4222"]);
   t.equal(c.log.redact, true, "redaction is on by default");
 });
 
-t.test("file, then overrides, then environment", (t) => {
+t.test("file, then overrides, then environment", async (t) => {
   const f = file("a.json", { cluster: { shards: 16 }, router: { chunkSize: 100 }, gateways: { apns: { apps: [{ topic: "com.file" }] }, retry: { maxAttempts: 7 } } });
   const c = loadConfig({
     file: f,
@@ -50,14 +50,14 @@ t.test("file, then overrides, then environment", (t) => {
   t.equal(loadConfig({ env: { NFX_CONFIG: f } }).cluster.shards, 16, "NFX_CONFIG names the file");
 });
 
-t.test("unknown keys are rejected with their full path", (t) => {
+t.test("unknown keys are rejected with their full path", async (t) => {
   const msg = problems(() => loadConfig({ file: file("b.json", { gateways: { apns: { apps: [{ keyfile: "x" }] } }, colour: 1 }), env: {} }));
   t.match(msg, "gateways.apns.apps.0.keyfile: unknown key");
   t.match(msg, "colour: unknown key");
   t.match(problems(() => loadConfig({ env: { NFX_ROUTER__CHUNKS: "1" } })), "NFX_ROUTER__CHUNKS: unknown key router.chunks");
 });
 
-t.test("every bad value is reported with its path and rule", (t) => {
+t.test("every bad value is reported with its path and rule", async (t) => {
   const msg = problems(() =>
     loadConfig({ env: {}, overrides: { cluster: { shards: 0 }, nats: { servers: ["http://x"] }, gateways: { apns: { apps: [{ keyFile: "/no/such/key.p8" }] }, email: { apps: [{ name: "a", failover: "b" }] }, sms: { apps: [{ name: "x" }, { name: "x" }] } } } }),
   );
@@ -70,7 +70,7 @@ t.test("every bad value is reported with its path and rule", (t) => {
   t.match(problems(() => loadConfig({ file: file("d.json", [1]), env: {} })), "must hold a JSON object");
 });
 
-t.test("the result is frozen", (t) => {
+t.test("the result is frozen", async (t) => {
   const c = loadConfig({ env: {} });
   t.throws(() => {
     (c.cluster).shards = 2;
@@ -80,7 +80,7 @@ t.test("the result is frozen", (t) => {
   }, TypeError);
 });
 
-t.test("API keys: top-level with scopes; the old http.apiKeys and admin flag are refused with the way to migrate", (t) => {
+t.test("API keys: top-level with scopes; the old http.apiKeys and admin flag are refused with the way to migrate", async (t) => {
   const k = { name: "billing", key: "billing-key-0123456789" };
   const c = loadConfig({ env: {}, overrides: { apiKeys: [{ ...k, scopes: ["send", "read"], categories: ["transactional"] }] } });
   t.same(c.apiKeys, [{ ...k, scopes: ["send", "read"], categories: ["transactional"], priorities: ["critical", "high", "normal", "bulk"] }], "scopes kept; priorities default to all");
@@ -91,7 +91,7 @@ t.test("API keys: top-level with scopes; the old http.apiKeys and admin flag are
   t.match(problems(() => loadConfig({ env: {}, overrides: { apiKeys: [{ ...k, scopes: ["read"] }, { ...k, key: "other-key-0123456789", scopes: ["send"] }] } })), /apiKeys\.1\.name: duplicate key name billing/, "names are unique (idempotency keys are per name)");
 });
 
-t.test("prototype names cannot be categories, refused with the path", (t) => {
+t.test("prototype names cannot be categories, refused with the path", async (t) => {
   t.match(problems(() => loadConfig({ file: file("p1.json", { categories: { constructor: { defaultPriority: "high" } } }), env: {} })), "categories.constructor: must not be a reserved name");
   // JSON text, so `__proto__` is a real own key as in a user's file (zod alone would drop it without a word).
   t.match(problems(() => loadConfig({ file: file("p2.json", '{"categories":{"__proto__":{"defaultPriority":"high"},"ok":{}}}'), env: {} })), "categories.__proto__: must not be a reserved name");

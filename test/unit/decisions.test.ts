@@ -15,7 +15,7 @@ import { RateBuckets } from "../../lib/shard/rate-buckets.js";
 
 const ok = { recipients: ["u1"], category: "transactional", content: { push: { title: "T", body: "B" } } };
 
-t.test("notify request: structural rules name their field", (t) => {
+t.test("notify request: structural rules name their field", async (t) => {
   const r = parseNotifyRequest(ok);
   t.equal(r.priority, undefined, "priority defaults later, from the category");
   const push = (p: object) => ({ ...ok, content: { push: { title: "T", body: "B", ...p } } });
@@ -68,7 +68,7 @@ t.test("notify request: structural rules name their field", (t) => {
   t.equal(parseNotifyRequest({ ...ok, sendAt: "2030-01-01T00:00:00Z" }).sendAt, Date.parse("2030-01-01T00:00:00Z"), "ISO times parse to epoch ms");
 });
 
-t.test("planChunks: every recipient once, grouped by shard, at most chunkSize each, deterministic", (t) => {
+t.test("planChunks: every recipient once, grouped by shard, at most chunkSize each, deterministic", async (t) => {
   const users = Array.from({ length: 2500 }, (_, i) => `user-${i}`);
   const plan = planChunks(users, 8, 100);
   t.same(plan.flatMap((p) => p.users).sort(), [...users].sort(), "every recipient exactly once");
@@ -82,7 +82,7 @@ t.test("planChunks: every recipient once, grouped by shard, at most chunkSize ea
 const pushContent = { title: "T", body: "B", badge: 3, sound: "ding", data: { k: "v" } };
 const brief: NotificationBrief = { id: "n_1", createdAt: 0, expiresAt: 10_000, priority: "high", category: "c", channels: ["push"], content: { push: pushContent }, collapseKey: "ck" };
 
-t.test("decideChunk: unknown, expired, opted out, no devices, then one send per device", (t) => {
+t.test("decideChunk: unknown, expired, opted out, no devices, then one send per device", async (t) => {
   const chunk: FanChunk = { type: "fan_chunk", shard: 0, chunk: 0, notification: brief, users: ["gone", "out", "empty", "ok"] };
   const users = [
     null,
@@ -101,7 +101,7 @@ t.test("decideChunk: unknown, expired, opted out, no devices, then one send per 
   t.equal(late.receipts.filter((r) => r.reason === "expired").length, 3);
 });
 
-t.test("APNs payload and error mapping", (t) => {
+t.test("APNs payload and error mapping", async (t) => {
   const n = apnsNotification(brief, pushContent, "com.example");
   t.equal(n.topic, "com.example");
   t.equal(n.priority, 10);
@@ -123,7 +123,7 @@ t.test("APNs payload and error mapping", (t) => {
   t.equal(apnsError({ device: "x", status: 413, response: { reason: "PayloadTooLarge" } }).retryable, false);
 });
 
-t.test("FCM message and error mapping", (t) => {
+t.test("FCM message and error mapping", async (t) => {
   const m = fcmMessage(brief, pushContent, "tok", 4_000) as { token: string; notification: object; data: Record<string, string>; android: { ttl: number; priority: string; collapseKey: string } };
   t.equal(m.token, "tok");
   t.same(m.notification, { title: "T", body: "B" });

@@ -28,14 +28,14 @@ function documented(): Map<string, { status: number; retryable: string; line: st
   return rows;
 }
 
-t.test("every exported error class is in ERROR_CLASSES", (t) => {
+t.test("every exported error class is in ERROR_CLASSES", async (t) => {
   t.ok(exported.length >= 20, `${exported.length} error classes exported`);
   const listed = new Set<unknown>(ERROR_CLASSES);
   for (const [name, C] of exported) t.ok(listed.has(C), `${name} is listed in ERROR_CLASSES (lib/core/errors.ts)`);
   t.equal(listed.size, ERROR_CLASSES.length, "no class is listed twice");
 });
 
-t.test("codes are unique and well formed", (t) => {
+t.test("codes are unique and well formed", async (t) => {
   const seen = new Map<string, string>();
   for (const C of ERROR_CLASSES) {
     const e = sample(C);
@@ -47,7 +47,7 @@ t.test("codes are unique and well formed", (t) => {
   t.notOk(seen.has(INTERNAL_ERROR_CODE), "the internal code belongs to no class");
 });
 
-t.test("every code is documented in docs/errors.md with its status and retryability", (t) => {
+t.test("every code is documented in docs/errors.md with its status and retryability", async (t) => {
   const docs = documented();
   for (const C of ERROR_CLASSES) {
     const e = sample(C);
@@ -66,7 +66,7 @@ t.test("every code is documented in docs/errors.md with its status and retryabil
   t.same(errors.toErrorReply(new Error("detail")).code, INTERNAL_ERROR_CODE);
 });
 
-t.test("every documented code exists", (t) => {
+t.test("every documented code exists", async (t) => {
   const codes = new Set<string>([...ERROR_CLASSES.map((C) => sample(C).code), INTERNAL_ERROR_CODE]);
   const docs = documented();
   t.ok(docs.size > 0, "docs/errors.md has a code table");

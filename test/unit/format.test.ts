@@ -15,13 +15,13 @@ const status = (lines: NotificationStatus["lines"]): NotificationStatus => {
   return { id: "n_1", priority: "high", category: "transactional", createdAt: 0, expiresAt: 1, recipients: lines.length, counts, complete: true, lines };
 };
 
-t.test("nfx status: a push-only notification says push stays at sent", (t) => {
+t.test("nfx status: a push-only notification says push stays at sent", async (t) => {
   const out = formatStatus(status([{ user: "ana", channel: "apns", device: "p", outcome: "sent" }, { user: "ben", channel: "fcm", device: "q", outcome: "sent" }]));
   t.match(out, "sent=2 delivered=0", "the counts as before");
   t.match(out, /note: push only: sent = accepted by APNs\/FCM, which give no delivery receipts/, "and what they mean");
 });
 
-t.test("nfx status: mixed channels get the general note; all confirmed gets none", (t) => {
+t.test("nfx status: mixed channels get the general note; all confirmed gets none", async (t) => {
   const mixed = formatStatus(status([{ user: "ana", channel: "apns", device: "p", outcome: "sent" }, { user: "ana", channel: "email", device: "e", outcome: "delivered" }]));
   t.match(mixed, /note: sent = accepted by the provider; delivered = confirmed by the provider/);
   t.notMatch(mixed, "push only");
@@ -30,7 +30,7 @@ t.test("nfx status: mixed channels get the general note; all confirmed gets none
   t.equal(sentHint(0, 0, true), null, "nor when nothing was sent");
 });
 
-t.test("campaign status explains sent under the sends line", (t) => {
+t.test("campaign status explains sent under the sends line", async (t) => {
   const c = { ...emptyCounters(), queued: 10, sent: 10, decided: 5, accepted: 5 };
   const s: CampaignStatus = { id: "n_2", segment: "all", state: "expanded", createdAt: 0, rate: 0, total: 5, scanned: 5, members: 5, chunks: 1, shardsDone: 1, shards: 1, counters: c, complete: true };
   const out = formatCampaign(s);

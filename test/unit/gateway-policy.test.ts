@@ -13,19 +13,19 @@ const r = cfg.gateways.retry;
 const log = createLogger({ ...cfg.log, level: "silent" });
 const fail = (o: { retryable?: boolean } = {}): SendResult => ({ ok: false, error: new ProviderError("x", { reason: "ServiceUnavailable", retryable: o.retryable ?? true }) });
 
-t.test("backoff doubles per attempt, jittered within [half, all], capped", (t) => {
+t.test("backoff doubles per attempt, jittered within [half, all], capped", async (t) => {
   t.same([1, 2, 3].map((a) => backoffMs(r, a, { quota: false }, () => 1)), [1000, 2000, 4000], "1 s, 2 s, 4 s at the top of the jitter");
   t.same([1, 2, 3].map((a) => backoffMs(r, a, { quota: false }, () => 0)), [500, 1000, 2000], "half of it at the bottom");
   t.equal(backoffMs(r, 30, { quota: false }, () => 1), r.maxMs, "never above maxMs");
 });
 
-t.test("never before Retry-After; at least a minute after a quota error", (t) => {
+t.test("never before Retry-After; at least a minute after a quota error", async (t) => {
   t.equal(backoffMs(r, 1, { retryAfterMs: 7000, quota: false }, () => 1), 7000, "Retry-After longer than the backoff wins");
   t.equal(backoffMs(r, 1, { retryAfterMs: 10, quota: false }, () => 1), 1000, "a shorter Retry-After does not shorten the backoff");
   t.equal(backoffMs(r, 1, { quota: true }, () => 0), 60_000, "FCM QUOTA_EXCEEDED waits gateways.retry.quotaMs (60 s)");
 });
 
-t.test("retry plans: retry, dead letter after maxAttempts, expired when the wait outlasts the notification", (t) => {
+t.test("retry plans: retry, dead letter after maxAttempts, expired when the wait outlasts the notification", async (t) => {
   const now = 1_000_000;
   t.same(planRetry(r, 1, { quota: false }, now, now + 3_600_000, () => 1), { kind: "retry", at: now + 1000 });
   t.same(planRetry(r, r.maxAttempts, { quota: false }, now, now + 3_600_000), { kind: "dead" }, `dead after ${r.maxAttempts} attempts`);
@@ -35,7 +35,7 @@ t.test("retry plans: retry, dead letter after maxAttempts, expired when the wait
   t.equal(w - now, 3375, "push-backs grow by half per earlier wait");
 });
 
-t.test("Retry-After: seconds or an HTTP date", (t) => {
+t.test("Retry-After: seconds or an HTTP date", async (t) => {
   t.equal(parseRetryAfter("7"), 7000);
   t.equal(parseRetryAfter(["2"]), 2000);
   t.equal(parseRetryAfter(new Date(10_000).toUTCString(), 4000), 6000);
@@ -84,7 +84,7 @@ t.test("rate limit: sends are spaced at the quota after a one-second burst", asy
   t.ok(performance.now() - t0 >= 90, "the 101st send waited for the quota");
 });
 
-t.test("sandbox faults: error rates per code, outage windows, latency, matching", (t) => {
+t.test("sandbox faults: error rates per code, outage windows, latency, matching", async (t) => {
   let roll = 0;
   const f = new Faults(() => roll);
   f.add({ provider: "apns", prefix: "x-", errors: [{ code: "429", rate: 0.3, retryAfterSec: 5 }, { code: "503", rate: 0.2 }], latencyMs: 40 });

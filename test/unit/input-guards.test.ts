@@ -11,7 +11,7 @@ import { planFor, policyFrom } from "../../lib/shard/policy.js";
 
 const bytes = (s: string): Uint8Array => new TextEncoder().encode(s);
 
-t.test("JSON depth: measured in one pass, strings and escapes ignored", (t) => {
+t.test("JSON depth: measured in one pass, strings and escapes ignored", async (t) => {
   t.equal(jsonDepthOver(bytes("[".repeat(1_000_000)), 32), 33, "a million open brackets: stops at the first level over");
   t.equal(jsonDepthOver(bytes('{"a":'.repeat(100_000) + "1" + "}".repeat(100_000)), 32), 33);
   t.equal(jsonDepthOver(bytes("[".repeat(32) + "]".repeat(32)), 32), null, "exactly the limit passes");
@@ -21,13 +21,13 @@ t.test("JSON depth: measured in one pass, strings and escapes ignored", (t) => {
   t.equal(jsonDepthOver(bytes(JSON.stringify({ s: "\u00e9\u{1F600}[" , a: [[[1]]] })), 3), 4, "multi-byte UTF-8 is skipped correctly");
 });
 
-t.test("__proto__ keys are found with their path", (t) => {
+t.test("__proto__ keys are found with their path", async (t) => {
   t.equal(protoKeyPath(JSON.parse('{"a":{"b":[{"__proto__":1}]}}')), "a.b.0.__proto__");
   t.equal(protoKeyPath(JSON.parse('{"constructor":{"toString":1}}')), null, "other names are ordinary keys here (their own rules refuse them)");
   t.equal(protoKeyPath({ a: [1, 2, { b: "c" }] }), null);
 });
 
-t.test("own-property lookups never reach Object.prototype", (t) => {
+t.test("own-property lookups never reach Object.prototype", async (t) => {
   const rec: Record<string, number> = { marketing: 1 };
   for (const k of ["constructor", "__proto__", "toString", "hasOwnProperty", "valueOf"]) {
     t.equal(ownValue(rec, k), undefined, `${k}: not found`);
@@ -45,7 +45,7 @@ t.test("own-property lookups never reach Object.prototype", (t) => {
   t.equal(planFor(pol, { ...brief, category: "marketing" }).cat.cap?.count, 3, "a real category keeps its cap");
 });
 
-t.test("published defaults: refused by key, one list, fresh values for local clusters", (t) => {
+t.test("published defaults: refused by key, one list, fresh values for local clusters", async (t) => {
   t.same(PUBLISHED_DEFAULTS.map((d) => d.path), ["nats.secret", "ws.secret", "engagement.secret", "ws.origins"]);
   const defaults = loadConfig({ env: {} });
   t.same(publishedDefaultsIn(defaults).map((d) => d.path), ["nats.secret", "ws.secret", "engagement.secret", "ws.origins"], "the schema defaults are all refused");
@@ -70,7 +70,7 @@ t.test("published defaults: refused by key, one list, fresh values for local clu
   t.same(publishedDefaultsIn(star).map((d) => d.path), ["ws.origins"], "* among other origins is still refused");
 });
 
-t.test("failure reasons named like prototype members count like any other", (t) => {
+t.test("failure reasons named like prototype members count like any other", async (t) => {
   const c = emptyCounters();
   const entry = (reason: string) => ({ user: "u", outcome: "failed" as const, channel: "apns" as const, device: "d", reason, at: 1 });
   fold(c, { type: "receipts", nid: "n_1", stage: "gateway", entries: [entry("constructor"), entry("toString"), entry("constructor")] });

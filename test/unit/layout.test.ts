@@ -41,7 +41,7 @@ function imports(): [string, string][] {
   return edges;
 }
 
-t.test("lib/ has only concern folders", (t) => {
+t.test("lib/ has only concern folders", async (t) => {
   const loose = readdirSync(join(ROOT, "lib")).filter((n) => n.endsWith(".ts"));
   t.same(loose, [], "no module directly in lib/");
   for (const [folder] of LAYERS.filter(([f]) => f.startsWith("lib/"))) {
@@ -49,7 +49,7 @@ t.test("lib/ has only concern folders", (t) => {
   }
 });
 
-t.test("imports run one way", (t) => {
+t.test("imports run one way", async (t) => {
   const edges = imports();
   t.ok(edges.length > 300, `the graph was read (${edges.length} imports)`);
   const wrong: string[] = [];

@@ -13,7 +13,7 @@ import { parseTrail } from "../../lib/shard/trails.js";
 const H = 3_600_000;
 const at = (iso: string): number => Date.parse(iso);
 
-t.test("quiet hours: local time in the user's zone, window across midnight, end instant", (t) => {
+t.test("quiet hours: local time in the user's zone, window across midnight, end instant", async (t) => {
   const w = { start: parseHhmm("22:00"), end: parseHhmm("07:00") };
   // 21:30 UTC is 22:30 in Berlin (winter, UTC+1), 16:30 in New York (UTC-5), 06:30 next day in Tokyo (UTC+9).
   const now = at("2026-01-15T21:30:00Z");
@@ -25,7 +25,7 @@ t.test("quiet hours: local time in the user's zone, window across midnight, end 
   t.equal(quietUntil("Asia/Kolkata", w, now).until, at("2026-01-16T01:30:00Z"), "Kolkata (UTC+5:30): 03:00 local, quiet until 07:00 IST");
 });
 
-t.test("quiet hours: the window end moves with a DST change", (t) => {
+t.test("quiet hours: the window end moves with a DST change", async (t) => {
   const w = { start: parseHhmm("22:00"), end: parseHhmm("07:00") };
   // Berlin springs forward on 2026-03-29 02:00 → 03:00: the night is an hour shorter.
   const spring = quietUntil("Europe/Berlin", w, at("2026-03-28T22:00:00Z")); // 23:00 CET
@@ -41,7 +41,7 @@ t.test("quiet hours: the window end moves with a DST change", (t) => {
   t.equal(gap.until, at("2026-03-29T01:30:00Z"));
 });
 
-t.test("token buckets: cap, refill on the monotonic clock, snapshot and restore", (t) => {
+t.test("token buckets: cap, refill on the monotonic clock, snapshot and restore", async (t) => {
   let mono = 1000;
   const b = new RateBuckets(() => mono);
   const cap = { count: 3, periodSec: 86_400 };
@@ -69,7 +69,7 @@ t.test("token buckets: cap, refill on the monotonic clock, snapshot and restore"
   t.equal(b.pack().readUInt32LE(0), 0, "full buckets are not checkpointed");
 });
 
-t.test("dedup window: expiry on the clock, snapshot and restore", (t) => {
+t.test("dedup window: expiry on the clock, snapshot and restore", async (t) => {
   let now = 0;
   const w = new DedupWindow(24 * H, () => now);
   w.add("n|n1|u1");
@@ -104,7 +104,7 @@ const state = (now: () => number): PolicyState => ({ buckets: new RateBuckets(no
 const ios = { id: "i1", platform: "ios" as const, token: "tok-i1" };
 const user = (o: Partial<UserRecord> = {}): UserRecord => ({ id: "u1", devices: [ios], ...o });
 
-t.test("rules in order: opt-out, preferences, quiet hours, cap, dedup, presence, route", (t) => {
+t.test("rules in order: opt-out, preferences, quiet hours, cap, dedup, presence, route", async (t) => {
   let now = at("2026-01-15T12:00:00Z");
   const st = state(() => now);
   const cfg = policy();
@@ -152,7 +152,7 @@ t.test("rules in order: opt-out, preferences, quiet hours, cap, dedup, presence,
   t.same(decide(m(8), user({ id: "on2" }), true), { kind: "send", targets: [{ channel: "apns", device: "i1", token: "tok-i1" }] }, "marketing ignores presence");
 });
 
-t.test("fallback: the notification's own channels first, then the priority's plan in order, skipping channels without a gateway or turned off", (t) => {
+t.test("fallback: the notification's own channels first, then the priority's plan in order, skipping channels without a gateway or turned off", async (t) => {
   const now = at("2026-01-15T12:00:00Z");
   const noPush = user({ id: "f", devices: [], phone: "+15550000001", email: "f@example.com" });
   const route = (cfg: PolicyConfig, n: NotificationBrief, u: UserRecord) => {
@@ -169,7 +169,7 @@ t.test("fallback: the notification's own channels first, then the priority's pla
   t.same(route(policy(), base({ priority: "critical", channels: ["push", "email"] }), user({ id: "h", email: "h@example.com" })), ["apns", "email"], "the notification's own channels go together");
 });
 
-t.test("decision trail: every rule's step with what it saw", (t) => {
+t.test("decision trail: every rule's step with what it saw", async (t) => {
   const now = at("2026-01-15T12:00:00Z");
   const trail: Trail = { s: "" };
   const tokyo = user({ timezone: "Asia/Tokyo", quietHours: { start: parseHhmm("20:00"), end: parseHhmm("08:00") } });
@@ -183,7 +183,7 @@ t.test("decision trail: every rule's step with what it saw", (t) => {
   t.match(parseTrail(sent.s)[4].saw, "cap 3 per 86400 s, 2 left after this send");
 });
 
-t.test("policy settings come from config: marketing capped 3/day by default", (t) => {
+t.test("policy settings come from config: marketing capped 3/day by default", async (t) => {
   const p = policyFrom(loadConfig({ env: {} }));
   t.same(p.categories.marketing.cap, { count: 3, periodSec: 86_400 });
   t.equal(p.categories.security.quietHours, false);
@@ -191,7 +191,7 @@ t.test("policy settings come from config: marketing capped 3/day by default", (t
   t.same([...p.available], ["push"], "only channels with gateways");
 });
 
-t.test("shard ownership: rendezvous hashing spreads shards fairly and moves few when a member joins", (t) => {
+t.test("shard ownership: rendezvous hashing spreads shards fairly and moves few when a member joins", async (t) => {
   const two = ["a", "b"];
   const three = ["a", "b", "c"];
   const own = (ms: string[]) => Array.from({ length: 64 }, (_, s) => preferredOwner(s, ms)!);

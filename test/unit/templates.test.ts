@@ -4,12 +4,12 @@ import t from "tap";
 import { TemplateInvalid } from "../../lib/core/errors.js";
 import { pickLocale, prepareTemplate, renderEmail, renderPush, variablesOf } from "../../lib/intake/templates.js";
 
-t.test("variablesOf: request variables, not the recipient's, not block-relative paths", (t) => {
+t.test("variablesOf: request variables, not the recipient's, not block-relative paths", async (t) => {
   t.same(variablesOf("Hi {{user.firstName}}, {{order}} {{#if vip}}{{code}}{{/if}} {{#each items}}{{name}}{{/each}} {{{raw}}} {{amount.value}}").sort(), ["amount", "code", "items", "order", "raw", "vip"]);
   t.throws(() => variablesOf("{{#if x}}"), "syntax errors throw");
 });
 
-t.test("prepareTemplate: schema, syntax and default-locale rules name their path", (t) => {
+t.test("prepareTemplate: schema, syntax and default-locale rules name their path", async (t) => {
   const ok = { id: "welcome", defaultLocale: "en", channels: { push: { en: { title: "Hi {{name}}", body: "Welcome" } } } };
   t.same(prepareTemplate(ok, 5).variables, ["name"]);
   const bad: [unknown, string][] = [
@@ -28,7 +28,7 @@ t.test("prepareTemplate: schema, syntax and default-locale rules name their path
   }
 });
 
-t.test("locale fallback: exact, then language, then default", (t) => {
+t.test("locale fallback: exact, then language, then default", async (t) => {
   const e = { en: 1, pt: 2, "de-DE": 3 };
   t.equal(pickLocale(e, "de-DE", "en"), 3);
   t.equal(pickLocale(e, "pt-BR", "en"), 2);
@@ -36,7 +36,7 @@ t.test("locale fallback: exact, then language, then default", (t) => {
   t.equal(pickLocale(e, undefined, "en"), 1);
 });
 
-t.test("rendering: HTML escaped in email html only; user attributes available", (t) => {
+t.test("rendering: HTML escaped in email html only; user attributes available", async (t) => {
   const template = prepareTemplate(
     {
       id: "x", defaultLocale: "en",
