@@ -1,20 +1,22 @@
 // Campaign actor: turns a segment notification into a campaign and expands it shard by shard in checkpointed chunks; pause, resume, cancel.
 import { randomUUID } from "node:crypto";
+
 import type { JsMsg } from "@nats-io/jetstream";
 import type { KV } from "@nats-io/kv";
-import { Campaigns, type CampaignRecord, type Cursor } from "../lib/campaign/campaigns.js";
-import type { Config } from "../lib/core/config.js";
+
+import { type CampaignRecord, Campaigns, type Cursor } from "../lib/campaign/campaigns.js";
 import { decodeJson, encode } from "../lib/core/codec.js";
+import type { Config } from "../lib/core/config.js";
 import { SegmentUnknown } from "../lib/core/errors.js";
-import { decodeAs, runLanes } from "../lib/flow/lanes.js";
-import { Lease } from "../lib/flow/lease.js";
 import type { Logger } from "../lib/core/log.js";
-import type { Nats } from "../lib/infra/nats.js";
-import type { Redis } from "../lib/infra/redis.js";
-import { rangeIds, scanActive, scanIds, segmentSource } from "../lib/directory/segments.js";
-import { BUCKET, CAMPAIGN_KEY, CONSUMER, LEASE_KEY, MSGID, STREAM, fanSubject } from "../lib/core/subjects.js";
+import { BUCKET, CAMPAIGN_KEY, CONSUMER, fanSubject, LEASE_KEY, MSGID, STREAM } from "../lib/core/subjects.js";
 import type { FanChunk, Notification } from "../lib/core/types.js";
 import { briefOf } from "../lib/core/types.js";
+import { rangeIds, scanActive, scanIds, segmentSource } from "../lib/directory/segments.js";
+import { decodeAs, runLanes } from "../lib/flow/lanes.js";
+import { Lease } from "../lib/flow/lease.js";
+import type { Nats } from "../lib/infra/nats.js";
+import type { Redis } from "../lib/infra/redis.js";
 
 export interface CampaignDeps {
   cfg: Config;

@@ -1,8 +1,8 @@
 // Deferred-release actor: holds chunks deferred by quiet hours and re-emits them to their shard when the quiet hours end.
 import { encode } from "../lib/core/codec.js";
-import { holdUntilDue, type HoldActorDeps } from "../lib/flow/hold-until-due.js";
-import { CONSUMER, MSGID, STREAM, fanSubject } from "../lib/core/subjects.js";
+import { CONSUMER, fanSubject, MSGID, STREAM } from "../lib/core/subjects.js";
 import type { DeferredChunk, FanChunk } from "../lib/core/types.js";
+import { type HoldActorDeps, holdUntilDue } from "../lib/flow/hold-until-due.js";
 
 export type DeferredReleaseDeps = HoldActorDeps;
 

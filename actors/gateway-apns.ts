@@ -1,15 +1,17 @@
 // APNs gateway: delivers iOS sends through the real @parse/node-apn SDK over HTTP/2, one bulkhead per app (bundle id and key).
 import { readFileSync } from "node:fs";
 import type { ClientHttp2Session, IncomingHttpHeaders, OutgoingHttpHeaders } from "node:http2";
+
 import apn from "@parse/node-apn";
-import type { Config } from "../lib/core/config.js";
+
 import type { ApnsAppConfig } from "../config/schema.js";
-import { ConfigInvalid, ProviderError } from "../lib/core/errors.js";
 import { apnsNotification } from "../lib/core/apns-payload.js";
+import type { Config } from "../lib/core/config.js";
+import { ConfigInvalid, ProviderError } from "../lib/core/errors.js";
+import type { NotificationBrief, Send } from "../lib/core/types.js";
 import { pushContent } from "../lib/gateway/channel-content.js";
 import { parseRetryAfter } from "../lib/gateway/retry-policy.js";
-import { runGateway, type ChannelClient, type GatewayDeps, type ProviderApp, type SendResult } from "../lib/gateway/runner.js";
-import type { NotificationBrief, Send } from "../lib/core/types.js";
+import { type ChannelClient, type GatewayDeps, type ProviderApp, runGateway, type SendResult } from "../lib/gateway/runner.js";
 
 export { apnsNotification };
 
@@ -31,7 +33,7 @@ export function apnsError(f: apn.ResponseFailure, retryAfterMs?: number): Provid
   });
 }
 
-type SdkClient = { request(session: ClientHttp2Session, ...rest: unknown[]): Promise<unknown>; clients?: SdkClient[] };
+type SdkClient = { request: (this: SdkClient, session: ClientHttp2Session, ...rest: unknown[]) => Promise<unknown>; clients?: SdkClient[] };
 
 /**
  * Keeps the Retry-After of APNs answers per device token. The SDK reads
@@ -54,7 +56,7 @@ function captureRetryAfter(provider: apn.Provider | apn.MultiProvider, hints: Ma
             if (ms !== undefined) hints.set(String(headers[":path"] ?? "").slice("/3/device/".length), ms);
           });
           return stream;
-        }) as typeof s.request;
+        });
         s.nfxHooked = true;
       }
       return request.call(this, session, ...rest);
@@ -89,7 +91,7 @@ export function createApnsApp(a: ApnsAppConfig, field: string): ProviderApp {
     name: apnsAppName(a),
     perRequest: 1,
     async request(n: NotificationBrief, sends: readonly Send[]): Promise<SendResult[]> {
-      const s = sends[0]!;
+      const s = sends[0];
       let note: apn.Notification | undefined = shared.get(n);
       if (s.push || !note) {
         const push = pushContent(n, s);
@@ -107,8 +109,10 @@ export function createApnsApp(a: ApnsAppConfig, field: string): ProviderApp {
       const apnsId = (r.sent[0] as { "apns-id"?: string } | undefined)?.["apns-id"];
       return [apnsId ? { ok: true, providerId: apnsId } : { ok: true }];
     },
-    async close() {
-      provider.shutdown();
+    close() {
+      // Not awaited, as before: node-apn's shutdown resolves once its sessions drain, and close does not wait for that.
+      void provider.shutdown();
+      return Promise.resolve();
     },
   };
 }
@@ -121,7 +125,7 @@ export function createApnsClient(cfg: Config): ChannelClient {
     byApp.set(a.topic, apnsAppName(a));
     byApp.set(apnsAppName(a), apnsAppName(a));
   });
-  const first = apps[0]!.app.name;
+  const first = apps[0].app.name;
   return { channel: "apns", apps, route: (s) => (s.app && byApp.get(s.app)) || first };
 }
 

@@ -1,18 +1,20 @@
 // Email gateway: delivers email sends through the real @sendgrid/mail SDK, up to 1,000 personalizations per request, one bulkhead per account, with open and click tracking.
 import http from "node:http";
 import https from "node:https";
+
 import { Client } from "@sendgrid/client";
 import { MailService } from "@sendgrid/mail";
-import type { Config } from "../lib/core/config.js";
+
 import type { SendgridAccountConfig } from "../config/schema.js";
-import { emailContent } from "../lib/gateway/channel-content.js";
+import type { Config } from "../lib/core/config.js";
 import { ProviderError } from "../lib/core/errors.js";
-import { parseRetryAfter } from "../lib/gateway/retry-policy.js";
-import { primaryWithFailovers, runGateway, type ChannelClient, type GatewayDeps, type ProviderApp, type SendResult } from "../lib/gateway/runner.js";
 import type { EmailContent, NotificationBrief, Send } from "../lib/core/types.js";
-import { fillTracking, linkSignerFor, trackableHtml, type LinkSigner } from "../lib/gateway/links.js";
-import { areBounced } from "../lib/tracking/bounces.js";
+import { emailContent } from "../lib/gateway/channel-content.js";
+import { fillTracking, type LinkSigner, linkSignerFor, trackableHtml } from "../lib/gateway/links.js";
+import { parseRetryAfter } from "../lib/gateway/retry-policy.js";
+import { type ChannelClient, type GatewayDeps, primaryWithFailovers, type ProviderApp, runGateway, type SendResult } from "../lib/gateway/runner.js";
 import type { Redis } from "../lib/infra/redis.js";
+import { areBounced } from "../lib/tracking/bounces.js";
 
 /** SendGrid's answer to a failed request, as the SDK's ResponseError carries it. */
 type SgError = { code?: number | string; message?: string; response?: { headers?: Record<string, string>; body?: { errors?: { message?: string; field?: string | null }[] } } };
@@ -75,7 +77,7 @@ function trackingSubs(t: EmailTracking, n: NotificationBrief, s: Send, links: re
  */
 export function sendgridRequest(n: NotificationBrief, sends: readonly Send[], contents: readonly EmailContent[], from: SendgridAccountConfig["from"], track?: EmailTracking): Record<string, unknown> {
   const same = contents.every((c) => c === contents[0]);
-  const c0 = contents[0]!;
+  const c0 = contents[0];
   const opts = { pixel: track?.pixel ?? false, clicks: track?.clicks ?? false };
   const shared = same && track && c0.html !== undefined ? trackableHtml(c0.html, opts) : null;
   const content = (c: EmailContent | null) => [
@@ -84,10 +86,10 @@ export function sendgridRequest(n: NotificationBrief, sends: readonly Send[], co
   ];
   /** A recipient's own HTML, tracked with their URLs in place. */
   const ownHtml = (i: number): string => {
-    const h = contents[i]!.html ?? contents[i]!.text ?? "";
-    if (!track || contents[i]!.html === undefined) return h;
+    const h = contents[i].html ?? contents[i].text ?? "";
+    if (!track || contents[i].html === undefined) return h;
     const t = trackableHtml(h, opts);
-    return fillTracking(t.html, trackingSubs(track, n, sends[i]!, t.links));
+    return fillTracking(t.html, trackingSubs(track, n, sends[i], t.links));
   };
   return {
     from,
@@ -100,7 +102,7 @@ export function sendgridRequest(n: NotificationBrief, sends: readonly Send[], co
       custom_args: { nfx_id: n.id, nfx_user: s.user, nfx_device: s.device },
       ...(same
         ? shared && track ? { substitutions: trackingSubs(track, n, s, shared.links) } : {}
-        : { subject: contents[i]!.subject, substitutions: { [KEY.subject]: contents[i]!.subject, [KEY.text]: contents[i]!.text ?? "", [KEY.html]: ownHtml(i) } }),
+        : { subject: contents[i].subject, substitutions: { [KEY.subject]: contents[i].subject, [KEY.text]: contents[i].text ?? "", [KEY.html]: ownHtml(i) } }),
     })),
   };
 }
@@ -128,7 +130,7 @@ export function createSendgridApp(a: SendgridAccountConfig, o: EmailAppOptions =
   /** One request; on a 400 that names a personalization, that recipient fails and the rest are sent again (at most 5 times). */
   const send = async (n: NotificationBrief, sends: readonly Send[], rounds = 5): Promise<SendResult[]> => {
     const contents = sends.map((s) => emailContent(n, s));
-    const out: SendResult[] = new Array(sends.length);
+    const out: SendResult[] = new Array<SendResult>(sends.length);
     const idx: number[] = [];
     const gone = o.bounced ? await o.bounced(sends.map((s) => s.token)) : [];
     contents.forEach((c, i) => {
@@ -138,16 +140,16 @@ export function createSendgridApp(a: SendgridAccountConfig, o: EmailAppOptions =
     });
     if (idx.length === 0) return out;
     try {
-      const [res] = await mail.send(sendgridRequest(n, idx.map((i) => sends[i]!), idx.map((i) => contents[i]!), a.from, o.track) as never);
+      const [res] = await mail.send(sendgridRequest(n, idx.map((i) => sends[i]), idx.map((i) => contents[i]!), a.from, o.track) as never);
       const id = (res.headers as Record<string, string>)["x-message-id"];
       for (const i of idx) out[i] = id ? { ok: true, providerId: id } : { ok: true };
     } catch (err) {
       const error = sendgridError(err);
       const bad = personalizationOf(error);
       if (bad !== null && bad < idx.length && rounds > 1 && idx.length > 1) {
-        out[idx[bad]!] = { ok: false, error };
+        out[idx[bad]] = { ok: false, error };
         const rest = idx.filter((_, j) => j !== bad);
-        const again = await send(n, rest.map((i) => sends[i]!), rounds - 1);
+        const again = await send(n, rest.map((i) => sends[i]), rounds - 1);
         rest.forEach((i, j) => (out[i] = again[j]!));
       } else for (const i of idx) out[i] = { ok: false, error };
     }
@@ -157,9 +159,10 @@ export function createSendgridApp(a: SendgridAccountConfig, o: EmailAppOptions =
     name: a.name,
     perRequest: a.batchSize,
     request: (n, sends) => send(n, sends),
-    async close() {
+    close() {
       httpAgent.destroy();
       httpsAgent.destroy();
+      return Promise.resolve();
     },
   };
 }

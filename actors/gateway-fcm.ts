@@ -1,18 +1,20 @@
 // FCM gateway: delivers Android sends through the real firebase-admin SDK (HTTP/1.1 keep-alive pool), one bulkhead per project.
 import { readFileSync } from "node:fs";
-import https from "node:https";
-import tls from "node:tls";
-import type { Duplex } from "node:stream";
-import { cert, deleteApp, initializeApp, type Credential } from "firebase-admin/app";
-import { getMessaging, type Message } from "firebase-admin/messaging";
 import type http from "node:http";
-import type { Config } from "../lib/core/config.js";
+import https from "node:https";
+import type { Duplex } from "node:stream";
+import tls from "node:tls";
+
+import { cert, type Credential, deleteApp, initializeApp, type ServiceAccount } from "firebase-admin/app";
+import { getMessaging, type Message } from "firebase-admin/messaging";
+
 import type { FcmAppConfig } from "../config/schema.js";
+import type { Config } from "../lib/core/config.js";
+import { ProviderError } from "../lib/core/errors.js";
+import type { NotificationBrief, PushContent, Send } from "../lib/core/types.js";
 import { pushContent } from "../lib/gateway/channel-content.js";
 import { RetryAfterHint } from "../lib/gateway/retry-policy.js";
-import { ProviderError } from "../lib/core/errors.js";
-import { runGateway, type ChannelClient, type GatewayDeps, type ProviderApp, type SendResult } from "../lib/gateway/runner.js";
-import type { NotificationBrief, PushContent, Send } from "../lib/core/types.js";
+import { type ChannelClient, type GatewayDeps, type ProviderApp, runGateway, type SendResult } from "../lib/gateway/runner.js";
 
 /** firebase-admin codes that are worth retrying later. */
 const RETRYABLE = new Set([
@@ -86,8 +88,8 @@ export const fcmAppName = (f: FcmAppConfig): string => f.name ?? f.projectId;
 /** Creates one FCM app (a Firebase project) with its own keep-alive socket pool. */
 export function createFcmApp(f: FcmAppConfig, now: () => number = Date.now): ProviderApp {
   const credential: Credential = f.serviceAccountFile
-    ? cert(JSON.parse(readFileSync(f.serviceAccountFile, "utf8")))
-    : { getAccessToken: async () => ({ access_token: f.sandboxToken, expires_in: 3600 }) };
+    ? cert(JSON.parse(readFileSync(f.serviceAccountFile, "utf8")) as ServiceAccount)
+    : { getAccessToken: () => Promise.resolve({ access_token: f.sandboxToken, expires_in: 3600 }) };
   const agent = new RedirectAgent({ host: f.host, port: f.port, ca: f.caFile ? readFileSync(f.caFile) : undefined }, f.sockets);
   const app = initializeApp({ projectId: f.projectId, credential, httpAgent: agent }, `nfx-fcm-${process.pid}-${appSeq++}`);
   const messaging = getMessaging(app);
@@ -96,7 +98,7 @@ export function createFcmApp(f: FcmAppConfig, now: () => number = Date.now): Pro
     name: fcmAppName(f),
     perRequest: 1,
     async request(n: NotificationBrief, sends: readonly Send[]): Promise<SendResult[]> {
-      const s = sends[0]!;
+      const s = sends[0];
       const push = pushContent(n, s);
       if (!push) return [{ ok: false, error: new ProviderError("no push content", { reason: "no_content", retryable: false }) }];
       try {
@@ -117,7 +119,7 @@ export function createFcmClient(cfg: Config, now: () => number = Date.now): Chan
   const apps = cfg.gateways.fcm.apps.map((f) => ({ app: createFcmApp(f, now), cfg: f }));
   const byApp = new Map<string, string>();
   for (const f of cfg.gateways.fcm.apps) for (const k of [f.projectId, fcmAppName(f), ...f.packages]) byApp.set(k, fcmAppName(f));
-  const first = apps[0]!.app.name;
+  const first = apps[0].app.name;
   return { channel: "fcm", apps, route: (s) => (s.app && byApp.get(s.app)) || first };
 }
 

@@ -1,13 +1,15 @@
 // SMS gateway: delivers SMS sends through the real twilio SDK, one message per request, one bulkhead per account.
 import http from "node:http";
+
 import twilio from "twilio";
-import type { Config } from "../lib/core/config.js";
+
 import type { TwilioAccountConfig } from "../config/schema.js";
-import { smsContent } from "../lib/gateway/channel-content.js";
+import type { Config } from "../lib/core/config.js";
 import { ProviderError } from "../lib/core/errors.js";
-import { RetryAfterHint } from "../lib/gateway/retry-policy.js";
-import { primaryWithFailovers, runGateway, type ChannelClient, type GatewayDeps, type ProviderApp, type SendResult } from "../lib/gateway/runner.js";
 import type { NotificationBrief, Send } from "../lib/core/types.js";
+import { smsContent } from "../lib/gateway/channel-content.js";
+import { RetryAfterHint } from "../lib/gateway/retry-policy.js";
+import { type ChannelClient, type GatewayDeps, primaryWithFailovers, type ProviderApp, runGateway, type SendResult } from "../lib/gateway/runner.js";
 
 /** Twilio's longest message body. */
 export const SMS_MAX_CHARS = 1600;
@@ -70,7 +72,7 @@ export function createTwilioApp(a: TwilioAccountConfig, callbackBase?: string): 
     name: a.name,
     perRequest: 1,
     async request(n: NotificationBrief, sends: readonly Send[]): Promise<SendResult[]> {
-      const s = sends[0]!;
+      const s = sends[0];
       const c = smsContent(n, s);
       if (!c) return [{ ok: false, error: new ProviderError("no sms content", { reason: "no_content", retryable: false }) }];
       try {
@@ -81,8 +83,9 @@ export function createTwilioApp(a: TwilioAccountConfig, callbackBase?: string): 
         return [{ ok: false, error: twilioError(err, httpClient.hint.get()) }];
       }
     },
-    async close() {
+    close() {
       httpClient.destroy();
+      return Promise.resolve();
     },
   };
 }

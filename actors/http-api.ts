@@ -1,29 +1,31 @@
 // HTTP gateway of the ingest role, on uWebSockets.js: notifications, status and templates over HTTP, each route checking its API-key scope.
 import { readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
+
 import type { TemplatedApp } from "uWebSockets.js";
-import type { Config } from "../lib/core/config.js";
-import { ApiKeys, NOBODY, requireScope, type Scope } from "../lib/intake/api-keys.js";
-import { BodyTooLarge, NotFound, RequestInvalid, Unauthenticated, UnsupportedMediaType } from "../lib/core/errors.js";
-import type { Intake, Producer } from "../lib/intake/intake.js";
-import type { Logger } from "../lib/core/log.js";
-import type { Nats } from "../lib/infra/nats.js";
-import { readStatus } from "../lib/tracking/status.js";
+
 import type { Campaigns } from "../lib/campaign/campaigns.js";
-import { campaignOp, preferencesOp } from "../lib/intake/operations.js";
-import type { Redis } from "../lib/infra/redis.js";
-import type { TemplateStore } from "../lib/intake/templates.js";
-import { requireNativeUws } from "../lib/infra/uws.js";
-import { bearerOf, fixed, listen, noRoute, route as httpRoute, type Answer } from "../lib/infra/http.js";
+import type { Config } from "../lib/core/config.js";
+import { BodyTooLarge, NotFound, RequestInvalid, Unauthenticated, UnsupportedMediaType } from "../lib/core/errors.js";
 import { decodeBody } from "../lib/core/json-guard.js";
-import { UserTokens } from "../lib/inapp/ws-token.js";
-import { engagementFor, reportEvents } from "../lib/tracking/engagement.js";
-import { PIXEL_GIF, linkSignerFor } from "../lib/gateway/links.js";
-import { Webhooks } from "../lib/tracking/webhooks.js";
-import { userLogFor } from "../lib/tracking/user-log.js";
-import { readDeliveryLog, readOverview } from "../lib/tracking/delivery-log.js";
-import { listProcesses } from "../lib/infra/processes.js";
+import type { Logger } from "../lib/core/log.js";
 import type { Channel } from "../lib/core/subjects.js";
+import { linkSignerFor, PIXEL_GIF } from "../lib/gateway/links.js";
+import { UserTokens } from "../lib/inapp/ws-token.js";
+import { type Answer, bearerOf, fixed, listen, noRoute, route as httpRoute } from "../lib/infra/http.js";
+import type { Nats } from "../lib/infra/nats.js";
+import { listProcesses } from "../lib/infra/processes.js";
+import type { Redis } from "../lib/infra/redis.js";
+import { requireNativeUws } from "../lib/infra/uws.js";
+import { ApiKeys, NOBODY, requireScope, type Scope } from "../lib/intake/api-keys.js";
+import type { Intake, Producer } from "../lib/intake/intake.js";
+import { campaignOp, preferencesOp } from "../lib/intake/operations.js";
+import type { TemplateStore } from "../lib/intake/templates.js";
+import { readDeliveryLog, readOverview } from "../lib/tracking/delivery-log.js";
+import { engagementFor, reportEvents } from "../lib/tracking/engagement.js";
+import { readStatus } from "../lib/tracking/status.js";
+import { userLogFor } from "../lib/tracking/user-log.js";
+import { Webhooks } from "../lib/tracking/webhooks.js";
 
 export interface HttpApiDeps {
   cfg: Config;
@@ -154,7 +156,7 @@ export async function startHttpApi(d: HttpApiDeps): Promise<{ port: number; stop
       return { status: 202, body: { id: r.id }, headers: r.replayed ? { "idempotent-replayed": "true" } : undefined };
     }),
   );
-  app.get("/v1/notifications/:id", route({ what: "GET /v1/notifications/{id}", scope: ["read"], params: 1, body: false }, async (c) => ({ status: 200, body: await readStatus(d.nats, c.params[0]!, d.campaigns) })));
+  app.get("/v1/notifications/:id", route({ what: "GET /v1/notifications/{id}", scope: ["read"], params: 1, body: false }, async (c) => ({ status: 200, body: await readStatus(d.nats, c.params[0], d.campaigns) })));
   app.put(
     "/v1/templates/:id",
     route({ what: "PUT /v1/templates/{id}", scope: ["templates"], params: 1, body: true }, async (c) => {
@@ -167,7 +169,7 @@ export async function startHttpApi(d: HttpApiDeps): Promise<{ port: number; stop
   app.get(
     "/v1/templates/:id",
     route({ what: "GET /v1/templates/{id}", scope: ["templates", "read"], params: 1, body: false }, async (c) => {
-      const t = await d.templates.get(c.params[0]!);
+      const t = await d.templates.get(c.params[0]);
       if (!t) throw new NotFound(`template ${c.params[0]} not found`, { field: "id" });
       return { status: 200, body: t };
     }),
@@ -176,15 +178,15 @@ export async function startHttpApi(d: HttpApiDeps): Promise<{ port: number; stop
   app.del(
     "/v1/templates/:id",
     route({ what: "DELETE /v1/templates/{id}", scope: ["templates"], params: 1, body: false }, async (c) => {
-      await d.templates.delete(c.params[0]!);
+      await d.templates.delete(c.params[0]);
       return { status: 204, body: undefined };
     }),
   );
-  app.get("/v1/campaigns/:id", route({ what: "GET /v1/campaigns/{id}", scope: ["read"], params: 1, body: false }, async (c) => ({ status: 200, body: await campaignOp(d.campaigns, c.params[0]!, "status") })));
-  app.post("/v1/campaigns/:id/:action", route({ what: "POST /v1/campaigns/{id}/{action}", scope: (p) => (p[1] === "status" ? ["read"] : ["campaigns.control"]), params: 2, body: false }, async (c) => ({ status: 200, body: await campaignOp(d.campaigns, c.params[0]!, c.params[1]!) })));
+  app.get("/v1/campaigns/:id", route({ what: "GET /v1/campaigns/{id}", scope: ["read"], params: 1, body: false }, async (c) => ({ status: 200, body: await campaignOp(d.campaigns, c.params[0], "status") })));
+  app.post("/v1/campaigns/:id/:action", route({ what: "POST /v1/campaigns/{id}/{action}", scope: (p) => (p[1] === "status" ? ["read"] : ["campaigns.control"]), params: 2, body: false }, async (c) => ({ status: 200, body: await campaignOp(d.campaigns, c.params[0], c.params[1]) })));
   app.patch(
     "/v1/users/:id/preferences",
-    route({ what: "PATCH /v1/users/{id}/preferences", scope: ["users.write"], params: 1, body: true }, async (c) => ({ status: 200, body: { preferences: (await preferencesOp(d.cfg, d.redis, d.nats.nc, c.params[0]!, decodeBody(c.body, max, depth))).preferences ?? {} } })),
+    route({ what: "PATCH /v1/users/{id}/preferences", scope: ["users.write"], params: 1, body: true }, async (c) => ({ status: 200, body: { preferences: (await preferencesOp(d.cfg, d.redis, d.nats.nc, c.params[0], decodeBody(c.body, max, depth))).preferences ?? {} } })),
   );
   // Engagement: the open pixel always answers the image (a broken or forged link just counts nothing); a click on a bad link gets a plain page.
   app.get(
@@ -192,7 +194,7 @@ export async function startHttpApi(d: HttpApiDeps): Promise<{ port: number; stop
     route({ what: "GET /v1/t/o/{token}", params: 1, body: false, auth: "none" }, async (c) => {
       const claims = (() => {
         try {
-          return links.verify(c.params[0]!, "o");
+          return links.verify(c.params[0], "o");
         } catch {
           return null;
         }
@@ -206,7 +208,7 @@ export async function startHttpApi(d: HttpApiDeps): Promise<{ port: number; stop
     route({ what: "GET /v1/t/c/{token}", params: 1, body: false, auth: "none" }, async (c): Promise<{ status: number; raw: string; headers: Record<string, string> }> => {
       let claims;
       try {
-        claims = links.verify(c.params[0]!, "c");
+        claims = links.verify(c.params[0], "c");
       } catch (err) {
         return { status: 400, raw: `This link is not valid (${(err as Error).message}).\n`, headers: { "content-type": "text/plain; charset=utf-8" } };
       }
@@ -255,8 +257,9 @@ export async function startHttpApi(d: HttpApiDeps): Promise<{ port: number; stop
   log.info({ port, keys: keys.size }, "http api ready");
   return {
     port,
-    async stop() {
+    stop() {
       listener.close();
+      return Promise.resolve();
     },
   };
 }

@@ -1,16 +1,17 @@
 // In-app dispatcher: takes in-app send batches by priority, stores each item in the user's inbox, offers it live on `nfx.live.<user>`, and falls back to push, once, when no client acknowledges it in time.
 import type { JsMsg } from "@nats-io/jetstream";
+
 import { encode, encodeJson } from "../lib/core/codec.js";
 import type { Config } from "../lib/core/config.js";
-import { ReceiptCollector } from "../lib/gateway/receipts.js";
-import { stageItems } from "../lib/infra/metrics.js";
-import { Inbox, type InboxItem } from "../lib/inapp/inbox.js";
-import { decodeAs, PoisonMessage, runLanes } from "../lib/flow/lanes.js";
 import type { Logger } from "../lib/core/log.js";
+import { type Channel, CONSUMER, liveSubject, MSGID, type Priority, sendSubject, STREAM } from "../lib/core/subjects.js";
+import type { NotificationBrief, ReceiptEntry, Send, SendBatch } from "../lib/core/types.js";
+import { decodeAs, PoisonMessage, runLanes } from "../lib/flow/lanes.js";
+import { ReceiptCollector } from "../lib/gateway/receipts.js";
+import { Inbox, type InboxItem } from "../lib/inapp/inbox.js";
+import { stageItems } from "../lib/infra/metrics.js";
 import type { Nats } from "../lib/infra/nats.js";
 import type { Redis } from "../lib/infra/redis.js";
-import { CONSUMER, MSGID, STREAM, liveSubject, sendSubject, type Channel, type Priority } from "../lib/core/subjects.js";
-import type { NotificationBrief, ReceiptEntry, Send, SendBatch } from "../lib/core/types.js";
 
 export interface InAppDispatchDeps {
   cfg: Config;

@@ -1,22 +1,27 @@
 // Ingest actor, NATS surface: API requests on nfx.api.* (trusted) and nfx.ext.api.* (API key and scopes), in a queue group, answered after the request is durable.
-import { readDeliveryLog } from "../lib/tracking/delivery-log.js";
-import { engagementFor, reportEvents } from "../lib/tracking/engagement.js";
-import { userLogFor } from "../lib/tracking/user-log.js";
 import { headers, type Msg, type Subscription } from "@nats-io/transport-node";
-import { API_KEY_HEADER, ERROR_HEADER } from "../lib/intake/api-client.js";
-import { ApiKeys, requireScope } from "../lib/intake/api-keys.js";
-import type { Config } from "../lib/core/config.js";
+
+import type { Campaigns } from "../lib/campaign/campaigns.js";
 import { encodeJson } from "../lib/core/codec.js";
+import type { Config } from "../lib/core/config.js";
 import { NotFound, toErrorReply } from "../lib/core/errors.js";
-import { NATS_PRODUCER, type Intake, type Producer } from "../lib/intake/intake.js";
 import { decodeBody } from "../lib/core/json-guard.js";
 import type { Logger } from "../lib/core/log.js";
+import { API, API_OPS, type ApiOp, extApiAll, extApiOp, isInboxReply, QUEUE_INGEST } from "../lib/core/subjects.js";
 import type { Nats } from "../lib/infra/nats.js";
-import { readStatus } from "../lib/tracking/status.js";
-import type { Campaigns } from "../lib/campaign/campaigns.js";
-import { campaignOp, preferencesOp } from "../lib/intake/operations.js";
 import type { Redis } from "../lib/infra/redis.js";
-import { API, API_OPS, QUEUE_INGEST, extApiAll, extApiOp, isInboxReply, type ApiOp } from "../lib/core/subjects.js";
+import { API_KEY_HEADER, ERROR_HEADER } from "../lib/intake/api-client.js";
+import { ApiKeys, requireScope } from "../lib/intake/api-keys.js";
+import { type Intake, NATS_PRODUCER, type Producer } from "../lib/intake/intake.js";
+import { campaignOp, preferencesOp } from "../lib/intake/operations.js";
+import { readDeliveryLog } from "../lib/tracking/delivery-log.js";
+import { engagementFor, reportEvents } from "../lib/tracking/engagement.js";
+import { readStatus } from "../lib/tracking/status.js";
+import { userLogFor } from "../lib/tracking/user-log.js";
+
+/** A request field as text, coerced as String() does (missing: ""): an id of the wrong type just finds nothing. */
+// eslint-disable-next-line @typescript-eslint/no-base-to-string -- untyped wire field: an object coerces to "[object Object]" and finds nothing, as before
+const fieldText = (v: unknown): string => String(v ?? "");
 
 export interface IngestDeps {
   cfg: Config;
@@ -87,7 +92,7 @@ export async function startIngest(d: IngestDeps): Promise<{ stop(): Promise<void
         case "status": {
           need(["read"]);
           const { id } = (decodeBody(im.msg.data, max, depth) ?? {}) as { id?: unknown };
-          reply(im.msg, await readStatus(d.nats, String(id ?? ""), d.campaigns));
+          reply(im.msg, await readStatus(d.nats, fieldText(id), d.campaigns));
           return;
         }
         case "campaign": {
@@ -95,13 +100,13 @@ export async function startIngest(d: IngestDeps): Promise<{ stop(): Promise<void
           // `status` reads; every other action (pause, resume, cancel, or an unknown one) needs control.
           if (action === "status") need(["read"], " (status)");
           else need(["campaigns.control"], ` (${String(action)})`);
-          reply(im.msg, await campaignOp(d.campaigns, String(id ?? ""), String(action ?? "")));
+          reply(im.msg, await campaignOp(d.campaigns, fieldText(id), fieldText(action)));
           return;
         }
         case "preferences": {
           need(["users.write"]);
           const { user, ...patch } = (decodeBody(im.msg.data, max, depth) ?? {}) as { user?: unknown };
-          reply(im.msg, await preferencesOp(d.cfg, d.redis, d.nats.nc, String(user ?? ""), patch));
+          reply(im.msg, await preferencesOp(d.cfg, d.redis, d.nats.nc, fieldText(user), patch));
           return;
         }
         case "log":
@@ -128,13 +133,13 @@ export async function startIngest(d: IngestDeps): Promise<{ stop(): Promise<void
       const op = extApiOp(msg.subject) as ApiOp;
       if (!(API_OPS as readonly string[]).includes(op)) throw new NotFound(`${msg.subject}: no such operation (one of ${API_OPS.join(", ")})`, { field: "subject" });
       const caller = keys.authenticate(msg.headers?.get(API_KEY_HEADER), API_KEY_HEADER, `a valid API key in the ${API_KEY_HEADER} header`);
-      void handle({ type: op, msg, caller } as IngestMsg);
+      void handle({ type: op, msg, caller });
     } catch (err) {
       reply(msg, undefined, err);
     }
   };
 
-  const trusted = (type: ApiOp) => (_e: unknown, msg: Msg) => void handle({ type, msg, caller: NATS_PRODUCER } as IngestMsg);
+  const trusted = (type: ApiOp) => (_e: unknown, msg: Msg) => void handle({ type, msg, caller: NATS_PRODUCER });
   const subs: Subscription[] = [
     ...API_OPS.map((op) => d.nats.nc.subscribe(API[op], { queue: QUEUE_INGEST, callback: trusted(op) })),
     d.nats.nc.subscribe(extApiAll, { queue: QUEUE_INGEST, callback: (_e, msg) => external(msg) }),

@@ -1,14 +1,15 @@
 // Router actor: splits an accepted notification's explicit recipients by shard into fan chunks on NFX_FAN.
-import { stageItems } from "../lib/infra/metrics.js";
 import type { JsMsg } from "@nats-io/jetstream";
-import type { Config } from "../lib/core/config.js";
+
 import { encode } from "../lib/core/codec.js";
-import { decodeAs, runLanes } from "../lib/flow/lanes.js";
+import type { Config } from "../lib/core/config.js";
 import type { Logger } from "../lib/core/log.js";
-import type { Nats } from "../lib/infra/nats.js";
 import { shardOf } from "../lib/core/shard-hash.js";
-import { CONSUMER, MSGID, STREAM, fanSubject } from "../lib/core/subjects.js";
+import { CONSUMER, fanSubject, MSGID, STREAM } from "../lib/core/subjects.js";
 import { briefOf, type FanChunk, type Notification } from "../lib/core/types.js";
+import { decodeAs, runLanes } from "../lib/flow/lanes.js";
+import { stageItems } from "../lib/infra/metrics.js";
+import type { Nats } from "../lib/infra/nats.js";
 
 export interface RouterDeps {
   cfg: Config;

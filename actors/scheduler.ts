@@ -1,7 +1,7 @@
 // Scheduler actor: holds notifications with a future send-at time and releases them into their priority lane when due.
-import { holdUntilDue, type HoldActorDeps } from "../lib/flow/hold-until-due.js";
-import { CONSUMER, MSGID, STREAM, intakeSubject } from "../lib/core/subjects.js";
+import { CONSUMER, intakeSubject, MSGID, STREAM } from "../lib/core/subjects.js";
 import type { Notification } from "../lib/core/types.js";
+import { type HoldActorDeps, holdUntilDue } from "../lib/flow/hold-until-due.js";
 
 export type SchedulerDeps = HoldActorDeps;
 

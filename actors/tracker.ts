@@ -1,15 +1,16 @@
 // Tracker actor: folds receipts into per-notification counters, per-channel totals and per-user logs, exactly once across restarts.
 import { DeliverPolicy, type JsMsg } from "@nats-io/jetstream";
-import type { Config } from "../lib/core/config.js";
+
+import { type ChannelTotals, type Counters, emptyCounters, fold, foldTotal, readCounters, readTotals } from "../lib/campaign/counters.js";
 import { decode, encodeJson } from "../lib/core/codec.js";
-import { emptyCounters, fold, foldTotal, readCounters, readTotals, type ChannelTotals, type Counters } from "../lib/campaign/counters.js";
+import type { Config } from "../lib/core/config.js";
+import type { Logger } from "../lib/core/log.js";
+import { BUCKET, CONSUMER, COUNTERS_KEY, scheduledSubject, STREAM } from "../lib/core/subjects.js";
+import type { Notification, ReceiptBatch } from "../lib/core/types.js";
+import { stageItems } from "../lib/infra/metrics.js";
+import type { Nats } from "../lib/infra/nats.js";
 import type { Redis } from "../lib/infra/redis.js";
 import { userLogFor } from "../lib/tracking/user-log.js";
-import { stageItems } from "../lib/infra/metrics.js";
-import type { Logger } from "../lib/core/log.js";
-import type { Nats } from "../lib/infra/nats.js";
-import { BUCKET, CONSUMER, COUNTERS_KEY, STREAM, scheduledSubject } from "../lib/core/subjects.js";
-import type { Notification, ReceiptBatch } from "../lib/core/types.js";
 
 export interface TrackerDeps {
   cfg: Config;
@@ -75,7 +76,7 @@ export async function startTracker(d: TrackerDeps): Promise<{ stop(): Promise<vo
       logWrites = 0;
       const res = await p.exec();
       const bad = res?.find(([err]) => err);
-      if (bad) throw bad[0];
+      if (bad?.[0]) throw bad[0];
     }
     const ids = [...dirty];
     dirty.clear();

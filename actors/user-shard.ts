@@ -1,33 +1,35 @@
 // Shard actor: owns user shards by lease; for each fan chunk of an owned shard runs the per-recipient policy, emits sends, deferrals, receipts and trails, and checkpoints its state.
-import { stageItems } from "../lib/infra/metrics.js";
 import { randomBytes } from "node:crypto";
 import { hostname } from "node:os";
-import { DeliverPolicy, type ConsumerMessages, type JsMsg } from "@nats-io/jetstream";
-import { backoffMs } from "../lib/core/backoff.js";
+
+import { type ConsumerMessages, DeliverPolicy, type JsMsg } from "@nats-io/jetstream";
+
 import { Cancellations } from "../lib/campaign/cancellations.js";
-import { decideChunk, usesUserFields, type ChunkDecision } from "../lib/shard/chunk-decision.js";
-import { chunkOutputs } from "../lib/shard/chunk-outputs.js";
+import { backoffMs } from "../lib/core/backoff.js";
 import { encode } from "../lib/core/codec.js";
 import type { Config } from "../lib/core/config.js";
-import { DedupWindow } from "../lib/shard/dedup-window.js";
-import { readUsers } from "../lib/directory/directory.js";
 import { Fenced } from "../lib/core/errors.js";
-import { PresenceView, presenceReader } from "../lib/inapp/presence.js";
+import type { Logger } from "../lib/core/log.js";
+import { ownValue } from "../lib/core/own-keys.js";
+import { BUCKET, fanSubject, PRIORITIES, type Priority, STREAM } from "../lib/core/subjects.js";
+import type { FanChunk } from "../lib/core/types.js";
+import { readUsers } from "../lib/directory/directory.js";
+import { JsPublisher } from "../lib/flow/js-publisher.js";
 import { decodeAs, PoisonMessage, UrgencyGate } from "../lib/flow/lanes.js";
 import type { Lease } from "../lib/flow/lease.js";
-import type { Logger } from "../lib/core/log.js";
-import { connectNats, type Nats } from "../lib/infra/nats.js";
-import { policyFrom, type PolicyConfig } from "../lib/shard/policy.js";
-import { ownValue } from "../lib/core/own-keys.js";
-import { RateBuckets } from "../lib/shard/rate-buckets.js";
-import type { Redis } from "../lib/infra/redis.js";
-import { JsPublisher } from "../lib/flow/js-publisher.js";
 import { PriorityBuffer } from "../lib/flow/priority-buffer.js";
 import { Semaphore } from "../lib/flow/semaphore.js";
+import { presenceReader, PresenceView } from "../lib/inapp/presence.js";
+import { stageItems } from "../lib/infra/metrics.js";
+import { connectNats, type Nats } from "../lib/infra/nats.js";
+import type { Redis } from "../lib/infra/redis.js";
+import { type ChunkDecision, decideChunk, usesUserFields } from "../lib/shard/chunk-decision.js";
+import { chunkOutputs } from "../lib/shard/chunk-outputs.js";
+import { DedupWindow } from "../lib/shard/dedup-window.js";
+import { type PolicyConfig, policyFrom } from "../lib/shard/policy.js";
+import { RateBuckets } from "../lib/shard/rate-buckets.js";
 import { CheckpointStore, startPositions } from "../lib/shard/shard-checkpoint.js";
 import { ShardOwnership } from "../lib/shard/shard-ownership.js";
-import { BUCKET, PRIORITIES, STREAM, fanSubject, type Priority } from "../lib/core/subjects.js";
-import type { FanChunk } from "../lib/core/types.js";
 
 export interface ShardDeps {
   cfg: Config;
@@ -198,7 +200,7 @@ class ShardOwner {
   /** Moves a lane's position past every leading chunk that is done. */
   private advance(p: Priority): void {
     const q = this.pending[p];
-    while (q.length > 0 && q[0]!.done) {
+    while (q.length > 0 && q[0].done) {
       this.pos[p] = q.shift()!.seq;
       this.dirty = true;
     }

@@ -1,27 +1,29 @@
 // WebSocket gateway on uWebSockets.js: holds users' live connections at /v1/ws, subscribes `nfx.live.<user>` for each user it holds, keeps presence, applies inbox actions, and mounts the inbox API (lib/inapp/inbox-http.ts), the browser client and the demo page.
-import { wsConnections } from "../lib/infra/metrics.js";
-import { engagementFor } from "../lib/tracking/engagement.js";
 import { randomBytes } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { hostname } from "node:os";
 import { fileURLToPath } from "node:url";
+
 import type { Msg, Subscription } from "@nats-io/transport-node";
 import type { TemplatedApp, WebSocket } from "uWebSockets.js";
 import { z } from "zod";
+
 import { encode, encodeJson } from "../lib/core/codec.js";
 import type { Config } from "../lib/core/config.js";
 import { NfxError, RequestInvalid, toErrorReply } from "../lib/core/errors.js";
+import type { Logger } from "../lib/core/log.js";
+import { isInboxReply, liveSubject, MSGID, receiptSubject } from "../lib/core/subjects.js";
+import type { ReceiptBatch } from "../lib/core/types.js";
 import { Inbox, type InboxAction } from "../lib/inapp/inbox.js";
 import { inboxIds, invalidRequest, markTarget, mountInboxHttp, userTokenOf } from "../lib/inapp/inbox-http.js";
-import { Exchange, Origins, fixed, listen, noRoute } from "../lib/infra/http.js";
-import type { Logger } from "../lib/core/log.js";
-import type { Nats } from "../lib/infra/nats.js";
 import { PresenceWriter } from "../lib/inapp/presence.js";
-import type { Redis } from "../lib/infra/redis.js";
-import { MSGID, isInboxReply, liveSubject, receiptSubject } from "../lib/core/subjects.js";
-import type { ReceiptBatch } from "../lib/core/types.js";
-import { requireNativeUws } from "../lib/infra/uws.js";
 import { UserTokens } from "../lib/inapp/ws-token.js";
+import { Exchange, fixed, listen, noRoute, Origins } from "../lib/infra/http.js";
+import { wsConnections } from "../lib/infra/metrics.js";
+import type { Nats } from "../lib/infra/nats.js";
+import type { Redis } from "../lib/infra/redis.js";
+import { requireNativeUws } from "../lib/infra/uws.js";
+import { engagementFor } from "../lib/tracking/engagement.js";
 
 export interface WsGatewayDeps {
   cfg: Config;
@@ -216,7 +218,7 @@ export async function startWsGateway(d: WsGatewayDeps): Promise<{ port: number; 
       let r: unknown;
       try {
         const parsed = command.safeParse(JSON.parse(Buffer.from(data).toString("utf8")));
-        if (!parsed.success) throw invalidRequest(parsed.error.issues[0]!);
+        if (!parsed.success) throw invalidRequest(parsed.error.issues[0]);
         c = parsed.data;
         r = "ref" in c ? c.ref : undefined;
       } catch (err) {

@@ -1,18 +1,20 @@
 // bench:fan — seeds N users, runs one "active within 30 days" campaign with the gateways disconnected: API call -> every send batch durable in its channel stream.
 import { cpus } from "node:os";
 import { parseArgs } from "node:util";
+
 import { AckPolicy, DeliverPolicy } from "@nats-io/jetstream";
 import { nanos } from "@nats-io/transport-node";
-import { startBenchCluster, countDecided } from "./harness.js";
-import { report } from "./report.js";
-import { cpuSecs, hwm } from "./proc-stats.js";
-import { notify } from "../lib/intake/api-client.js";
+
 import { decode } from "../lib/core/codec.js";
-import { writeUsers } from "../lib/directory/directory.js";
-import type { Nats } from "../lib/infra/nats.js";
 import { CHANNELS, CONSUMER, PRIORITIES, STREAM } from "../lib/core/subjects.js";
 import type { SendBatch } from "../lib/core/types.js";
+import { writeUsers } from "../lib/directory/directory.js";
 import { syntheticUser } from "../lib/directory/users.js";
+import type { Nats } from "../lib/infra/nats.js";
+import { notify } from "../lib/intake/api-client.js";
+import { countDecided, startBenchCluster } from "./harness.js";
+import { cpuSecs, hwm } from "./proc-stats.js";
+import { report } from "./report.js";
 
 const { values } = parseArgs({ options: { users: { type: "string", default: "1000000" }, shards: { type: "string", default: "1" } } });
 const N = Number(values.users);
@@ -81,7 +83,7 @@ try {
   const cpu0 = Object.fromEntries(Object.entries(procs).map(([k, pid]) => [k, cpuSecs(pid)]));
   const counted = countDecided(nats);
   const start = performance.now();
-  const { id } = await notify(nats.nc, { segment: "active_30d", category: "marketing", content: { push: { title: "Sale starts", body: "Everything 20% off until midnight" } } });
+  await notify(nats.nc, { segment: "active_30d", category: "marketing", content: { push: { title: "Sale starts", body: "Everything 20% off until midnight" } } });
   for (;;) {
     // Cheap check first (the campaign record), the consumers only once it says expanded.
     if (counted.decided >= members) break;
@@ -89,7 +91,7 @@ try {
   }
   const seconds = (performance.now() - start) / 1000;
   counted.stop();
-  const cpu = Object.fromEntries(Object.entries(procs).map(([k, pid]) => [k, Number((cpuSecs(pid) - cpu0[k]!).toFixed(2))]));
+  const cpu = Object.fromEntries(Object.entries(procs).map(([k, pid]) => [k, Number((cpuSecs(pid) - cpu0[k]).toFixed(2))]));
 
   // Count what is in the send streams: every expected delivery key once?
   const seen = new Set<string>();

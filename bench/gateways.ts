@@ -1,33 +1,35 @@
 // bench:gateways — per channel, the send rate through an nfx gateway against the rate of the bare SDK on the same sandbox in the same run.
-import { spawn, type ChildProcess } from "node:child_process";
+import { type ChildProcess, spawn } from "node:child_process";
 import { readFileSync } from "node:fs";
-import apn from "@parse/node-apn";
-import { initializeApp, deleteApp } from "firebase-admin/app";
-import { getMessaging } from "firebase-admin/messaging";
-import https from "node:https";
 import http from "node:http";
+import https from "node:https";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import tls from "node:tls";
+
+import apn from "@parse/node-apn";
 import { Client } from "@sendgrid/client";
 import { MailService } from "@sendgrid/mail";
+import { deleteApp, initializeApp } from "firebase-admin/app";
+import { getMessaging } from "firebase-admin/messaging";
 import twilio from "twilio";
+
 import { createApnsClient } from "../actors/gateway-apns.js";
 import { createEmailClient } from "../actors/gateway-email.js";
 import { createFcmClient } from "../actors/gateway-fcm.js";
 import { createSmsClient } from "../actors/gateway-sms.js";
 import { mergeDeep } from "../cmd/local-cluster.js";
 import { encode } from "../lib/core/codec.js";
-import { loadConfig, type Config } from "../lib/core/config.js";
-import { runGateway, type ChannelClient } from "../lib/gateway/runner.js";
+import { type Config, loadConfig } from "../lib/core/config.js";
 import { createLogger } from "../lib/core/log.js";
-import { ensureTopology } from "../lib/infra/topology.js";
-import { sendSubject, type Channel } from "../lib/core/subjects.js";
+import { type Channel, sendSubject } from "../lib/core/subjects.js";
 import type { NotificationBrief, SendBatch } from "../lib/core/types.js";
+import { type ChannelClient, runGateway } from "../lib/gateway/runner.js";
+import { ensureTopology } from "../lib/infra/topology.js";
 import { ensureApnsKey, sandboxOverrides, type SandboxPorts } from "../sandbox/index.js";
 import { startBenchCluster } from "./harness.js";
-import { report } from "./report.js";
 import { cpuSecs } from "./proc-stats.js";
-import { join } from "node:path";
-import { tmpdir } from "node:os";
+import { report } from "./report.js";
 
 const N: Record<Exclude<Channel, "inapp">, number> = { apns: 40_000, fcm: 30_000, email: 40_000, sms: 8_000 };
 const BATCH = 500;
@@ -37,7 +39,7 @@ const NFX_BIN = new URL("../cmd/nfx.js", import.meta.url).pathname;
 async function startSandboxProcess(): Promise<{ ports: SandboxPorts; proc: ChildProcess }> {
   const proc = spawn(process.execPath, [NFX_BIN, "sandbox", "--apns-port", "0", "--fcm-port", "0", "--sendgrid-port", "0", "--twilio-port", "0", "--control-port", "0"], { stdio: ["ignore", "pipe", "inherit"] });
   const line = await new Promise<string>((res, rej) => {
-    proc.stdout!.once("data", (b: Buffer) => res(b.toString()));
+    proc.stdout.once("data", (b: Buffer) => res(b.toString()));
     proc.once("exit", (c) => rej(new Error(`sandbox exited ${c}`)));
   });
   const port = (name: string): number => Number(new RegExp(`${name} https?://127\\.0\\.0\\.1:(\\d+)`).exec(line)![1]);
@@ -84,34 +86,34 @@ async function pool(n: number, c: number, task: (i: number) => Promise<unknown>)
 async function rawSdk(cfg: Config, ch: Exclude<Channel, "inapp">, n: number): Promise<void> {
   const prefix = "r" as const;
   if (ch === "apns") {
-    const a = cfg.gateways.apns.apps[0]!;
+    const a = cfg.gateways.apns.apps[0];
     const opts = { token: { key: readFileSync(a.keyFile!), keyId: a.keyId, teamId: a.teamId }, production: false, address: a.address, port: a.port, ca: [readFileSync(a.caFile!)], connectionRetryLimit: 0, clientCount: a.clientCount, peerMaxConcurrentStreams: 500 };
-    const p = new apn.MultiProvider(opts as apn.MultiProviderOptions);
+    const p = new apn.MultiProvider(opts);
     await pool(n, a.concurrency, async (i) => {
       const note = new apn.Notification({ alert: { title: "Bench", body: "Gateway throughput" } });
       note.topic = a.topic;
       await p.send(note, tokenFor(ch, prefix, i));
     });
-    p.shutdown();
+    await p.shutdown();
   } else if (ch === "fcm") {
-    const f = cfg.gateways.fcm.apps[0]!;
+    const f = cfg.gateways.fcm.apps[0];
     const ca = readFileSync(f.caFile!);
     const agent = new (class extends https.Agent {
       override createConnection(o: tls.ConnectionOptions) {
         return tls.connect({ ...o, host: f.host, port: f.port, ca });
       }
     })({ keepAlive: true, maxSockets: f.sockets });
-    const app = initializeApp({ projectId: f.projectId, credential: { getAccessToken: async () => ({ access_token: f.sandboxToken, expires_in: 3600 }) }, httpAgent: agent }, `raw-${prefix}`);
+    const app = initializeApp({ projectId: f.projectId, credential: { getAccessToken: () => Promise.resolve({ access_token: f.sandboxToken, expires_in: 3600 }) }, httpAgent: agent }, `raw-${prefix}`);
     const m = getMessaging(app);
     m.enableLegacyHttpTransport();
     await pool(n, f.concurrency, (i) => m.send({ token: tokenFor(ch, prefix, i), notification: { title: "Bench", body: "Gateway throughput" } }));
     await deleteApp(app);
     agent.destroy();
   } else if (ch === "email") {
-    const a = cfg.gateways.email.apps[0]!;
+    const a = cfg.gateways.email.apps[0];
     const client = new Client();
     client.setApiKey(a.apiKey);
-    client.setDefaultRequest("baseUrl", a.baseUrl!);
+    client.setDefaultRequest("baseUrl", a.baseUrl);
     client.setDefaultRequest("httpAgent" as "baseUrl", new http.Agent({ keepAlive: true, maxSockets: a.sockets }) as unknown as string);
     const mail = new MailService();
     mail.setClient(client);
@@ -122,7 +124,7 @@ async function rawSdk(cfg: Config, ch: Exclude<Channel, "inapp">, n: number): Pr
       } as never),
     );
   } else {
-    const a = cfg.gateways.sms.apps[0]!;
+    const a = cfg.gateways.sms.apps[0];
     const base = a.baseUrl!;
     const rc = new (class extends twilio.RequestClient {
       override request<T>(o: Parameters<twilio.RequestClient["request"]>[0]) {
@@ -139,7 +141,7 @@ async function main(): Promise<void> {
   const bc = await startBenchCluster("gateways", [], false);
   const sb = await startSandboxProcess();
   const key = ensureApnsKey(join(tmpdir(), "nfx-bench-apns.p8"));
-  const cfg = loadConfig({ env: {}, overrides: mergeDeep(bc.cluster.cfg as unknown as Record<string, unknown>, { ...sandboxOverrides(sb.ports, key), log: { level: "warn" } }) });
+  const cfg = loadConfig({ env: {}, overrides: mergeDeep(bc.cluster.cfg, { ...sandboxOverrides(sb.ports, key), log: { level: "warn" } }) });
   const log = createLogger({ level: "warn", redact: true });
   await ensureTopology(bc.nats, cfg);
   const clients: Record<Exclude<Channel, "inapp">, () => ChannelClient> = {
@@ -165,7 +167,7 @@ async function main(): Promise<void> {
         const batch: SendBatch = { type: "send_batch", channel: ch, shard: b % cfg.cluster.shards, notifications: { [brief.id]: brief }, sends };
         await bc.nats.js.publish(sendSubject(ch, "normal"), encode(batch), { msgID: `bench:${ch}:${b}` });
       }
-      const stats = async (): Promise<number> => ((await (await fetch(`http://127.0.0.1:${sb.ports.control}/accepted`)).json()) as Record<string, number>)[PROVIDER[ch]]!;
+      const stats = async (): Promise<number> => ((await (await fetch(`http://127.0.0.1:${sb.ports.control}/accepted`)).json()) as Record<string, number>)[PROVIDER[ch]];
       const before = await stats();
       const c2 = cpu();
       const gw = await runGateway({ cfg, nats: bc.nats, redis: bc.redis, log }, clients[ch]());
@@ -173,7 +175,7 @@ async function main(): Promise<void> {
       await gw.stop();
       const c3 = cpu();
       // CPU µs per send of each process: [this process (SDK or gateway), sandbox, nats-server, redis-server].
-      const perSend = (a: number[], b: number[]): number[] => b.map((v, i) => Math.round(((v - a[i]!) * 1e6) / n));
+      const perSend = (a: number[], b: number[]): number[] => b.map((v, i) => Math.round(((v - a[i]) * 1e6) / n));
       const { byToken: got, perSec: pipe } = await accepted(sb.ports.control, PROVIDER[ch], tokenPrefix(ch, prefix));
       const dup = [...got.values()].reduce((s, c) => s + c - 1, 0);
       result[ch] = { sends: n, pipeline_per_s: Math.round(pipe), raw_sdk_per_s: Math.round(raw), ratio: Number((pipe / raw).toFixed(2)), lost: n - got.size, duplicates: dup, cpu_us_per_send: { raw: perSend(c0, c1), pipeline: perSend(c2, c3), order: "client,sandbox,nats,redis" } };

@@ -2,14 +2,15 @@
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+
 import { openClients } from "../cmd/cli-context.js";
-import { mergeDeep, startLocalCluster, type LocalCluster } from "../cmd/local-cluster.js";
+import { type LocalCluster, mergeDeep, startLocalCluster } from "../cmd/local-cluster.js";
 import type { Role } from "../cmd/roles.js";
 import { decode } from "../lib/core/codec.js";
-import type { Nats } from "../lib/infra/nats.js";
-import type { Redis } from "../lib/infra/redis.js";
 import { receiptAll } from "../lib/core/subjects.js";
 import type { ReceiptBatch } from "../lib/core/types.js";
+import type { Nats } from "../lib/infra/nats.js";
+import type { Redis } from "../lib/infra/redis.js";
 
 export interface BenchCluster {
   cluster: LocalCluster;

@@ -1,19 +1,21 @@
 // bench:ingest — one ingest process: NATS request/reply rate (closed loop), HTTP rate, and HTTP latency at a fixed 5,000 requests/s.
-import http from "node:http";
 import { spawnSync } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
+import http from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
+
 import { connect, headers } from "@nats-io/transport-node";
-import { API_KEY_HEADER } from "../lib/intake/api-client.js";
-import { inboxPrefixOf, natsPassword } from "../lib/infra/nats-auth.js";
-import { startLocalCluster } from "../cmd/local-cluster.js";
-import { report } from "./report.js";
-import { STREAM } from "../lib/core/subjects.js";
 import { pino } from "pino";
+
+import { startLocalCluster } from "../cmd/local-cluster.js";
 import { createLogger } from "../lib/core/log.js";
+import { STREAM } from "../lib/core/subjects.js";
 import { connectNats } from "../lib/infra/nats.js";
+import { inboxPrefixOf, natsPassword } from "../lib/infra/nats-auth.js";
+import { API_KEY_HEADER } from "../lib/intake/api-client.js";
+import { report } from "./report.js";
 
 const { values } = parseArgs({
   options: { seconds: { type: "string", default: "8" }, rate: { type: "string", default: "5000" }, inflight: { type: "string", default: "512" }, pin: { type: "boolean", default: false } },

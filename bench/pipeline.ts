@@ -1,13 +1,14 @@
 // bench:pipeline — end to end through every role process to the sandbox APNs and FCM servers: sends/s, latency, lost and duplicated sends.
 import { parseArgs } from "node:util";
-import { notify } from "../lib/intake/api-client.js";
-import { writeUsers } from "../lib/directory/directory.js";
+
+import { demoUsers } from "../cmd/demo.js";
+import { ROLES } from "../cmd/roles.js";
 import { MAX_RECIPIENTS } from "../lib/core/request-schema.js";
+import { writeUsers } from "../lib/directory/directory.js";
+import { notify } from "../lib/intake/api-client.js";
+import { tokenFault } from "../sandbox/recorder.js";
 import { startBenchCluster } from "./harness.js";
 import { report } from "./report.js";
-import { ROLES } from "../cmd/roles.js";
-import { demoUsers } from "../cmd/demo.js";
-import { tokenFault } from "../sandbox/recorder.js";
 
 const { values } = parseArgs({ options: { users: { type: "string", default: "20000" }, timeout: { type: "string", default: "300" } } });
 const userCount = Number(values.users);

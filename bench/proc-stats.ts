@@ -4,7 +4,7 @@ import { readFileSync } from "node:fs";
 /** CPU seconds (user + system) a process has used so far; 0 if it is gone. */
 export const cpuSecs = (pid: number | undefined): number => {
   try {
-    const f = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ");
+    const f = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1].split(" ");
     return (Number(f[11]) + Number(f[12])) / 100;
   } catch {
     return 0;

@@ -1,14 +1,15 @@
 // bench:shard — decisions per second of one shard-actor process (directory reads, policy, publishes, checkpoints) during a campaign, and the CPU cost of each policy step measured in-process.
 import { parseArgs } from "node:util";
-import { startBenchCluster, countDecided } from "./harness.js";
+
+import type { FanChunk, UserRecord } from "../lib/core/types.js";
+import { writeUsers } from "../lib/directory/directory.js";
+import { syntheticUser } from "../lib/directory/users.js";
 import { notify } from "../lib/intake/api-client.js";
 import { decideChunk } from "../lib/shard/chunk-decision.js";
 import { DedupWindow } from "../lib/shard/dedup-window.js";
-import { writeUsers } from "../lib/directory/directory.js";
 import type { PolicyConfig, PolicyState } from "../lib/shard/policy.js";
 import { RateBuckets } from "../lib/shard/rate-buckets.js";
-import type { FanChunk, UserRecord } from "../lib/core/types.js";
-import { syntheticUser } from "../lib/directory/users.js";
+import { countDecided, startBenchCluster } from "./harness.js";
 import { cpuSecs, hwm } from "./proc-stats.js";
 import { report } from "./report.js";
 
@@ -44,7 +45,7 @@ function stepCosts(): Record<string, number> {
   // Variants interleaved over three rounds, best of each: one variant's garbage or JIT state does not land on the next.
   const specs = [{}, { quiet: true }, { quiet: true, cap: true }, { quiet: true, cap: true, dedup: true }, { quiet: true, cap: true, dedup: true, presence: true }, { quiet: true, cap: true, dedup: true, presence: true, trails: true }];
   const best = specs.map(() => Infinity);
-  for (let round = 0; round < 3; round++) specs.forEach((s, i) => (best[i] = Math.min(best[i]!, variant(s))));
+  for (let round = 0; round < 3; round++) specs.forEach((s, i) => (best[i] = Math.min(best[i], variant(s))));
   const [base, quiet, cap, dedup, presence, trails] = best as [number, number, number, number, number, number];
   const r = (x: number): number => Math.round(x);
   return {

@@ -1,14 +1,15 @@
 // bench:tracker — receipt entries folded per second by the tracker (counters, per-channel totals, and with or without the per-user log), from a backlog on NFX_RECEIPTS.
 import { parseArgs } from "node:util";
-import { encode } from "../lib/core/codec.js";
+
 import { readTotals } from "../lib/campaign/counters.js";
-import { ensureTopology } from "../lib/infra/topology.js";
+import { encode } from "../lib/core/codec.js";
 import { BUCKET, receiptSubject } from "../lib/core/subjects.js";
 import type { ReceiptBatch } from "../lib/core/types.js";
+import { ensureTopology } from "../lib/infra/topology.js";
+import { UserLog } from "../lib/tracking/user-log.js";
 import { startBenchCluster } from "./harness.js";
 import { cpuSecs } from "./proc-stats.js";
 import { report } from "./report.js";
-import { UserLog } from "../lib/tracking/user-log.js";
 
 const { values } = parseArgs({ options: { entries: { type: "string", default: "1000000" }, notifications: { type: "string", default: "100" } } });
 const E = Number(values.entries);

@@ -1,5 +1,6 @@
 // bench:ws load generator (a child process): holds many idle WebSocket connections to the gateway, spread over several 127.0.0.x source addresses.
 import WebSocket from "ws";
+
 import { UserTokens } from "../lib/inapp/ws-token.js";
 
 /** Arguments by IPC: connect `count` users from `first`, at most `window` handshakes at once. */

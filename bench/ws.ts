@@ -1,17 +1,19 @@
 // bench:ws — idle WebSocket connections held by the gateway (memory per connection) and critical in-app latency from producer request to client receipt, idle and during a 1M-recipient bulk campaign.
-import { fork, type ChildProcess } from "node:child_process";
+import { type ChildProcess, fork } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
+
 import WebSocket from "ws";
-import { startBenchCluster, countDecided } from "./harness.js";
-import { report } from "./report.js";
-import { cpuSecs, rssBytes } from "./proc-stats.js";
-import { notify } from "../lib/intake/api-client.js";
-import { writeUsers } from "../lib/directory/directory.js";
-import { syntheticUser } from "../lib/directory/users.js";
+
 import { decode } from "../lib/core/codec.js";
 import type { SendBatch } from "../lib/core/types.js";
+import { writeUsers } from "../lib/directory/directory.js";
+import { syntheticUser } from "../lib/directory/users.js";
 import { UserTokens } from "../lib/inapp/ws-token.js";
+import { notify } from "../lib/intake/api-client.js";
+import { countDecided, startBenchCluster } from "./harness.js";
+import { cpuSecs, rssBytes } from "./proc-stats.js";
+import { report } from "./report.js";
 
 const { values } = parseArgs({
   options: {
@@ -33,7 +35,7 @@ const LOAD = fileURLToPath(new URL("./ws-load.js", import.meta.url));
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 const pct = (xs: number[], p: number): number => {
   const s = [...xs].sort((a, b) => a - b);
-  return Number(s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))]!.toFixed(2));
+  return Number(s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))].toFixed(2));
 };
 
 const bench = await startBenchCluster("ws", ["ingest", "router", "campaign", "shard", "tracker", "ws-gateway"], false, {
@@ -88,18 +90,19 @@ try {
   const arrived = new Map<string, number>();
   const probes = await Promise.all(
     probeUsers.map(
-      async (u) =>
-        new Promise<WebSocket>(async (res, rej) => {
-          const ws = new WebSocket(`${url}?token=${await tokens.mint(u, 7200)}`);
+      async (u) => {
+        const ws = new WebSocket(`${url}?token=${await tokens.mint(u, 7200)}`);
+        return new Promise<WebSocket>((res, rej) => {
           ws.on("message", (d) => {
-            const m = JSON.parse(String(d)) as { t: string; id?: string };
+            const m = JSON.parse((d as Buffer).toString()) as { t: string; id?: string };
             if (m.t !== "n") return;
             arrived.set(m.id!, performance.now());
             ws.send(JSON.stringify({ t: "ack", id: m.id }));
           });
           ws.on("open", () => res(ws));
           ws.on("error", rej);
-        }),
+        });
+      },
     ),
   );
   await sleep(1000);
@@ -116,7 +119,7 @@ try {
   const measure = async (n: number, keepGoing: () => boolean = () => true): Promise<number[]> => {
     const out: number[] = [];
     for (let k = 0; k < n && keepGoing(); k++) {
-      const user = probeUsers[k % probeUsers.length]!;
+      const user = probeUsers[k % probeUsers.length];
       const start = performance.now();
       const { id } = await notify(nats.nc, { recipients: [user], category: "security", priority: "critical", channels: ["inapp"], content: { inapp: { payload: { k } }, push: { title: "Sign-in", body: `probe ${k}` } } });
       const until = Date.now() + 10_000;
@@ -124,7 +127,10 @@ try {
       const at = arrived.get(id);
       if (at !== undefined) out.push(at - start);
       const b = batched.get(id);
-      if (at !== undefined && b !== undefined) split.toSend.push(b - start), split.toClient.push(at - b);
+      if (at !== undefined && b !== undefined) {
+        split.toSend.push(b - start);
+        split.toClient.push(at - b);
+      }
       await sleep(30);
     }
     return out;

@@ -1,10 +1,11 @@
 // `nfx campaign ...`: create a segment campaign, watch its progress per stage, pause, resume, cancel.
-import { Command, InvalidArgumentError, Option } from "commander";
 import cliProgress from "cli-progress";
-import { callApi, notify } from "../lib/intake/api-client.js";
+import { Command, InvalidArgumentError, Option } from "commander";
+
 import type { CampaignStatus } from "../lib/campaign/campaigns.js";
 import { total } from "../lib/campaign/counters.js";
 import { API, PRIORITIES } from "../lib/core/subjects.js";
+import { callApi, notify } from "../lib/intake/api-client.js";
 import { cliConfig, withConnections } from "./cli-context.js";
 import { formatCampaign, reasons } from "./format.js";
 
@@ -70,7 +71,7 @@ export function registerCampaignCommands(program: Command): void {
           const totals = { listed: s.total, decided: s.members, queued: c.queued, finished: c.queued };
           const t = Date.now();
           for (const k of Object.keys(b) as (keyof typeof b)[]) {
-            const rate = prev ? Math.max(0, Math.round(((v[k] - prev.v[k]!) * 1000) / Math.max(1, t - prev.t))) : 0;
+            const rate = prev ? Math.max(0, Math.round(((v[k] - prev.v[k]) * 1000) / Math.max(1, t - prev.t))) : 0;
             const left = totals[k] - v[k];
             b[k].setTotal(Math.max(1, totals[k]));
             b[k].update(v[k], { rate, eta: rate > 0 ? `${Math.ceil(left / rate)}s` : left === 0 ? "0s" : "-" });

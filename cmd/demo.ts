@@ -2,12 +2,13 @@
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { callApi, notify, status } from "../lib/intake/api-client.js";
+
 import type { CampaignStatus } from "../lib/campaign/campaigns.js";
 import { API } from "../lib/core/subjects.js";
+import type { DeviceRecord, UserRecord } from "../lib/core/types.js";
 import { writeUsers } from "../lib/directory/directory.js";
+import { callApi, notify, status } from "../lib/intake/api-client.js";
 import type { NotificationStatus } from "../lib/tracking/status.js";
-import type { UserRecord } from "../lib/core/types.js";
 import { openClients } from "./cli-context.js";
 import { formatCampaign, formatStatus } from "./format.js";
 import { startLocalCluster } from "./local-cluster.js";
@@ -26,11 +27,12 @@ export function demoUsers(count: number, now = Date.now()): UserRecord[] {
     const devices = Array.from({ length: n }, (_, d) => {
       const ios = (i + d) % 2 === 0;
       const prefix = i % 97 === 5 && d === 0 ? "gone-" : i % 89 === 7 && d === 0 ? "bad-" : "";
-      return { id: `${ios ? "iphone" : "pixel"}-${d}`, platform: (ios ? "ios" : "android") as "ios" | "android", token: `${prefix}${ios ? "a" : "f"}${i.toString(16).padStart(8, "0")}${d}` };
+      const platform: DeviceRecord["platform"] = ios ? "ios" : "android";
+      return { id: `${ios ? "iphone" : "pixel"}-${d}`, platform, token: `${prefix}${ios ? "a" : "f"}${i.toString(16).padStart(8, "0")}${d}` };
     });
     // Six in ten active within the last 30 days, the rest 40-100 days ago.
     const lastActive = now - ((i % 10) < 6 ? (i % 30) * 86_400_000 : (40 + (i % 60)) * 86_400_000);
-    out.push({ id, locale: ["en-US", "de-DE", "ja-JP", "pt-BR"][i % 4]!, timezone: ["America/New_York", "Europe/Berlin", "Asia/Tokyo", "America/Sao_Paulo"][i % 4]!, optedOut: i % 37 === 3, lastActive, devices });
+    out.push({ id, locale: ["en-US", "de-DE", "ja-JP", "pt-BR"][i % 4], timezone: ["America/New_York", "Europe/Berlin", "Asia/Tokyo", "America/Sao_Paulo"][i % 4], optedOut: i % 37 === 3, lastActive, devices });
   }
   return out;
 }

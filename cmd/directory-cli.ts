@@ -1,17 +1,19 @@
 // `nfx users ...` and `nfx segments ...`: the directory and its segments from the command line.
 import { createReadStream, statSync } from "node:fs";
 import { createInterface } from "node:readline";
-import { Command, InvalidArgumentError } from "commander";
+
 import cliProgress from "cli-progress";
-import { getUser, writeUsers } from "../lib/directory/directory.js";
+import { Command, InvalidArgumentError } from "commander";
+
 import { NotFound } from "../lib/core/errors.js";
-import { preferencesOp } from "../lib/intake/operations.js";
 import { formatIssue } from "../lib/core/request-schema.js";
-import { countSegment, defineSegment, listSegments, type SegmentRule } from "../lib/directory/segments.js";
-import type { UserRecord } from "../lib/core/types.js";
 import { CONTENT_CHANNELS } from "../lib/core/subjects.js";
-import { syntheticUser, userRecordSchema } from "../lib/directory/users.js";
+import type { UserRecord } from "../lib/core/types.js";
+import { getUser, writeUsers } from "../lib/directory/directory.js";
 import { hhmm } from "../lib/directory/quiet-hours.js";
+import { countSegment, defineSegment, listSegments, type SegmentRule } from "../lib/directory/segments.js";
+import { syntheticUser, userRecordSchema } from "../lib/directory/users.js";
+import { preferencesOp } from "../lib/intake/operations.js";
 import { cliConfig, withConnections } from "./cli-context.js";
 
 const BATCH = 2000;
@@ -40,11 +42,11 @@ export async function importUsers(w: (users: UserRecord[]) => Promise<void>, fil
     }
     const r = userRecordSchema.safeParse(v);
     if (!r.success) {
-      onBad(`line ${line}: ${formatIssue(r.error.issues[0]!).message}`);
+      onBad(`line ${line}: ${formatIssue(r.error.issues[0]).message}`);
       skipped++;
       continue;
     }
-    batch.push(r.data as UserRecord);
+    batch.push(r.data);
     if (batch.length >= BATCH) {
       await w(batch);
       imported += batch.length;
@@ -135,8 +137,8 @@ export function registerDirectoryCommands(program: Command): void {
           return;
         }
         const r = userRecordSchema.safeParse(JSON.parse(arg));
-        if (!r.success) throw new InvalidArgumentError(formatIssue(r.error.issues[0]!).message);
-        await writeUsers(redis, cfg.cluster.shards, [r.data as UserRecord]);
+        if (!r.success) throw new InvalidArgumentError(formatIssue(r.error.issues[0]).message);
+        await writeUsers(redis, cfg.cluster.shards, [r.data]);
         console.log("wrote 1 user(s)");
       });
     });
@@ -154,14 +156,14 @@ export function registerDirectoryCommands(program: Command): void {
       for (const s of o.set ?? []) {
         const m = new RegExp(`^([a-z][a-z0-9_-]*)\\.(${CONTENT_CHANNELS.join("|")})=(on|off)$`).exec(s);
         if (!m) throw new InvalidArgumentError(`--set ${s}: must be category.channel=on|off`);
-        (categories[m[1]!] ??= {})[m[2]!] = m[3] === "on";
+        (categories[m[1]] ??= {})[m[2]] = m[3] === "on";
       }
       let quietHours: { start: string; end: string } | null | undefined;
       if (o.quiet === "off") quietHours = null;
       else if (o.quiet !== undefined) {
         const m = /^([0-9]{2}:[0-9]{2})-([0-9]{2}:[0-9]{2})$/.exec(o.quiet);
         if (!m) throw new InvalidArgumentError(`--quiet ${o.quiet}: must be HH:MM-HH:MM or off`);
-        quietHours = { start: m[1]!, end: m[2]! };
+        quietHours = { start: m[1], end: m[2] };
       }
       const body = {
         ...(o.optOut ? { optedOut: true } : o.optIn ? { optedOut: false } : {}),

@@ -1,7 +1,8 @@
 // `nfx dlq ...`: the dead-letter stream from the command line.
 import { Command, InvalidArgumentError, Option } from "commander";
+
+import { type Channel, CHANNELS } from "../lib/core/subjects.js";
 import { getDeadLetter, listDeadLetters, purgeDeadLetters, replayDeadLetter } from "../lib/gateway/dlq.js";
-import { CHANNELS, type Channel } from "../lib/core/subjects.js";
 import { cliConfig, withConnections } from "./cli-context.js";
 
 const seqs = (v: string, prev: number[] = []): number[] => {
@@ -25,7 +26,7 @@ export function registerDlqCommands(program: Command): void {
     });
   dlq
     .command("show")
-    .argument("<seq>", "sequence", (v) => seqs(v)[0]!)
+    .argument("<seq>", "sequence", (v) => seqs(v)[0])
     .description("print one dead letter with its full context")
     .action(async (seq: number) => console.log(JSON.stringify(await nats((n) => getDeadLetter(n, seq)), null, 2)));
   dlq

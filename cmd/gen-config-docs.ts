@@ -1,6 +1,7 @@
 // `npm run docs:config`: writes docs/configuration.md from the configuration schema (config/docs.ts).
 import { writeFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
+
 import { renderConfigDocs, undocumentedKeys } from "../config/docs.js";
 
 /** docs/configuration.md of this repository (this file runs as dist/cmd/gen-config-docs.js). */

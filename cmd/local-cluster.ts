@@ -1,20 +1,22 @@
 // A whole nfx cluster on this machine: nats-server, redis-server, the sandbox providers and every role as its own process.
-import { spawn, type ChildProcess } from "node:child_process";
+import { type ChildProcess, spawn } from "node:child_process";
+import { randomBytes } from "node:crypto";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
-import { fileURLToPath } from "node:url";
 import { createInterface } from "node:readline";
-import { loadConfig, type Config } from "../lib/core/config.js";
-import { freePort, startNatsServer, startRedisServer, type ServerProcess } from "../lib/infra/launch.js";
-import { SENDGRID_WEBHOOK_PUBLIC_KEY, ensureApnsKey, sandboxOverrides, startSandbox, type Sandbox, type SandboxPorts } from "../sandbox/index.js";
-import { localSecrets } from "../lib/infra/secrets.js";
-import { ROLES, type Role } from "./roles.js";
-import { randomBytes } from "node:crypto";
+import { fileURLToPath } from "node:url";
+
 import { pino } from "pino";
+
+import { type Config, loadConfig } from "../lib/core/config.js";
 import { createLogger } from "../lib/core/log.js";
+import { freePort, type ServerProcess, startNatsServer, startRedisServer } from "../lib/infra/launch.js";
 import { connectNats } from "../lib/infra/nats.js";
 import { DEFAULT_NATS_SECRET, renderNatsServerConf } from "../lib/infra/nats-auth.js";
+import { localSecrets } from "../lib/infra/secrets.js";
 import { ensureTopology } from "../lib/infra/topology.js";
+import { ensureApnsKey, type Sandbox, sandboxOverrides, type SandboxPorts, SENDGRID_WEBHOOK_PUBLIC_KEY, startSandbox } from "../sandbox/index.js";
+import { type Role, ROLES } from "./roles.js";
 
 const NFX_BIN = fileURLToPath(new URL("./nfx.js", import.meta.url));
 
@@ -201,7 +203,7 @@ export async function startLocalCluster(o: LocalClusterOptions): Promise<LocalCl
     const startRole = (role: Role): Promise<ChildProcess> => spawnRole(role, false);
     const startExtra = (role: Role): Promise<ChildProcess> => spawnRole(role, true);
     await Promise.all(o.roles.map(startRole));
-    const apiKey = cfg.apiKeys.find((k) => k.scopes.includes("admin"))?.key ?? cfg.apiKeys[0]!.key;
+    const apiKey = cfg.apiKeys.find((k) => k.scopes.includes("admin"))?.key ?? cfg.apiKeys[0].key;
     const cluster: LocalCluster = { nats, natsConf, redis, sandbox, httpUrl: `http://${cfg.http.host}:${cfg.http.port}`, wsUrl: `http://${cfg.ws.host}:${cfg.ws.port}`, apiKey, configFile, cfg, procs, startRole, startExtra, stop, restartNats };
     async function restartNats(): Promise<ServerProcess> {
       const old = natsNow.proc;

@@ -1,26 +1,28 @@
 #!/usr/bin/env node
 // The `nfx` command line: init, run, up, send, status, sandbox, users, demo.
-import { explain } from "../lib/shard/trails.js";
-import { Command, InvalidArgumentError, Option } from "commander";
 import { readFileSync } from "node:fs";
+
+import { Command, InvalidArgumentError, Option } from "commander";
+
 import type { Config } from "../lib/core/config.js";
 import { NfxError, NotFound } from "../lib/core/errors.js";
-import { TemplateStore } from "../lib/intake/templates.js";
 import { createLogger } from "../lib/core/log.js";
+import { BUCKET, CONTENT_CHANNELS, PRIORITIES } from "../lib/core/subjects.js";
 import { connectNats } from "../lib/infra/nats.js";
 import { NATS_ROLE_USERS, natsPassword, natsUserName, renderNatsServerConf } from "../lib/infra/nats-auth.js";
 import { ensureTopology } from "../lib/infra/topology.js";
 import { ApiError, notify, status } from "../lib/intake/api-client.js";
-import { BUCKET, CONTENT_CHANNELS, PRIORITIES } from "../lib/core/subjects.js";
-import { startSandbox, type SandboxPorts } from "../sandbox/index.js";
+import { TemplateStore } from "../lib/intake/templates.js";
+import { explain } from "../lib/shard/trails.js";
 import { SANDBOX_PROVIDERS } from "../sandbox/faults.js";
-import { formatStatus } from "./format.js";
-import { ROLES, startRoles, type Role } from "./roles.js";
-import { cliConfig, cliLog, withConnections } from "./cli-context.js";
+import { type SandboxPorts, startSandbox } from "../sandbox/index.js";
 import { registerCampaignCommands } from "./campaign-cli.js";
+import { cliConfig, cliLog, withConnections } from "./cli-context.js";
 import { registerDirectoryCommands } from "./directory-cli.js";
 import { registerDlqCommands } from "./dlq-cli.js";
+import { formatStatus } from "./format.js";
 import { registerObserveCommands } from "./observe-cli.js";
+import { type Role, ROLES, startRoles } from "./roles.js";
 
 const program = new Command("nfx")
   .description("nfx: notification fan-out engine on NATS JetStream")

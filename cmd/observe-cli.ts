@@ -1,10 +1,11 @@
 // Observability commands: `nfx log` (delivery log of a notification or user), `nfx top` (live cluster view), `nfx bounces` (hard-bounced addresses).
 import type { Command } from "commander";
+
+import { BOUNCED_KEY } from "../lib/core/keys.js";
+import { API } from "../lib/core/subjects.js";
 import { callApi } from "../lib/intake/api-client.js";
 import { clearBounce } from "../lib/tracking/bounces.js";
 import type { LogPage } from "../lib/tracking/delivery-log.js";
-import { BOUNCED_KEY } from "../lib/core/keys.js";
-import { API } from "../lib/core/subjects.js";
 import { cliConfig, withConnections } from "./cli-context.js";
 import { formatLogLine } from "./format.js";
 import { renderTop, sampleCluster, topView } from "./top.js";
@@ -31,7 +32,7 @@ export function registerObserveCommands(program: Command): void {
         }),
       );
       if (o.json) return void console.log(JSON.stringify(page, null, 2));
-      for (const l of page.lines) console.log(formatLogLine(l as Parameters<typeof formatLogLine>[0]));
+      for (const l of page.lines) console.log(formatLogLine(l));
       if (page.lines.length === 0) console.log("(no entries)");
       if (page.next !== undefined) console.log(`... more: add ${o.notification ? `--after ${page.next}` : `--before ${page.next}`}`);
     });

@@ -1,31 +1,31 @@
 // The process roles `nfx run <role>` can start, and the code that wires each to its connections.
+import { startCampaign } from "../actors/campaign.js";
+import { startDeferredRelease } from "../actors/deferred-release.js";
 import { startGatewayApns } from "../actors/gateway-apns.js";
-import { startGatewayFcm } from "../actors/gateway-fcm.js";
 import { startGatewayEmail } from "../actors/gateway-email.js";
+import { startGatewayFcm } from "../actors/gateway-fcm.js";
 import { startGatewaySms } from "../actors/gateway-sms.js";
 import { startHttpApi } from "../actors/http-api.js";
-import { startIngest } from "../actors/ingest.js";
-import { startScheduler } from "../actors/scheduler.js";
-import { startDeferredRelease } from "../actors/deferred-release.js";
-import { startCampaign } from "../actors/campaign.js";
-import { startTracker } from "../actors/tracker.js";
-import { startWsGateway } from "../actors/ws-gateway.js";
 import { startInAppDispatch } from "../actors/inapp-dispatch.js";
-import { Intake } from "../lib/intake/intake.js";
-import { Campaigns } from "../lib/campaign/campaigns.js";
-import { BUCKET } from "../lib/core/subjects.js";
-import { TemplateStore } from "../lib/intake/templates.js";
+import { startIngest } from "../actors/ingest.js";
 import { startRouter } from "../actors/router.js";
+import { startScheduler } from "../actors/scheduler.js";
+import { startTracker } from "../actors/tracker.js";
 import { startUserShard } from "../actors/user-shard.js";
+import { startWsGateway } from "../actors/ws-gateway.js";
+import { Campaigns } from "../lib/campaign/campaigns.js";
 import type { Config } from "../lib/core/config.js";
 import type { Logger } from "../lib/core/log.js";
+import { BUCKET } from "../lib/core/subjects.js";
+import { watchCluster } from "../lib/infra/metrics.js";
 import { connectNats, type Nats } from "../lib/infra/nats.js";
+import { announceProcess } from "../lib/infra/processes.js";
 import { connectRedis, type Redis } from "../lib/infra/redis.js";
+import { refusePublishedDefaults } from "../lib/infra/secrets.js";
 import { awaitTopology } from "../lib/infra/topology.js";
 import { requireNativeUws } from "../lib/infra/uws.js";
-import { announceProcess } from "../lib/infra/processes.js";
-import { watchCluster } from "../lib/infra/metrics.js";
-import { refusePublishedDefaults } from "../lib/infra/secrets.js";
+import { Intake } from "../lib/intake/intake.js";
+import { TemplateStore } from "../lib/intake/templates.js";
 
 export const ROLES = ["ingest", "scheduler", "router", "campaign", "shard", "gateway-apns", "gateway-fcm", "gateway-email", "gateway-sms", "ws-gateway", "tracker"] as const;
 export type Role = (typeof ROLES)[number];
@@ -110,10 +110,10 @@ export async function startRoles(roles: readonly Role[], cfg: Config, log: Logge
     // A role waits for NATS and Redis to come up (logged, growing delay) rather than exiting: start order does not matter.
     for (const r of roles) conns.push(await connectNats(cfg, log.child({ role: r }), `nfx-${r}`, r, { waitForServer: true }));
     redis = await connectRedis(cfg, log, { waitForServer: true });
-    await awaitTopology(conns[0]!, cfg, log);
-    for (const [i, r] of roles.entries()) started.push(await starters[r]({ cfg, nats: conns[i]!, redis, log: log.child({ role: r }) }));
+    await awaitTopology(conns[0], cfg, log);
+    for (const [i, r] of roles.entries()) started.push(await starters[r]({ cfg, nats: conns[i], redis, log: log.child({ role: r }) }));
     // Announced last: a process in the registry is one whose roles are running.
-    started.push(await announceProcess(cfg, conns[0]!, roles, log));
+    started.push(await announceProcess(cfg, conns[0], roles, log));
   } catch (err) {
     await close();
     throw err;

@@ -1,8 +1,8 @@
 // `nfx top`: a live terminal view of stage rates, gateway sends and latency, consumer lag and breakers across every process.
-import { breakersOf, scrapeProcesses, type BreakerView, type MetricJson } from "../lib/tracking/delivery-log.js";
-import { readLag, type ConsumerLag } from "../lib/infra/metrics.js";
+import { type ConsumerLag, readLag } from "../lib/infra/metrics.js";
 import type { Nats } from "../lib/infra/nats.js";
 import { listProcesses, type ProcessInfo } from "../lib/infra/processes.js";
+import { breakersOf, type BreakerView, type MetricJson, scrapeProcesses } from "../lib/tracking/delivery-log.js";
 
 /** One sample of the whole cluster. */
 export interface TopSample {
@@ -37,7 +37,7 @@ export async function sampleCluster(n: Nats): Promise<TopSample> {
   const latency = new Map<string, Map<number, number>>();
   const rss = new Map<string, number>();
   for (const s of scraped) {
-    for (const m of s.metrics as MetricJson[]) {
+    for (const m of s.metrics) {
       if (m.name === "nfx_stage_items_total" || m.name === "nfx_gateway_sends_total") {
         for (const v of m.values) {
           const { role: _r, ...labels } = v.labels;
@@ -50,7 +50,7 @@ export async function sampleCluster(n: Nats): Promise<TopSample> {
           const ch = String(v.labels.channel);
           const le = v.labels.le === "+Inf" ? Infinity : Number(v.labels.le);
           let h = latency.get(ch);
-          if (!h) latency.set(ch, (h = new Map()));
+          if (!h) latency.set(ch, (h = new Map<number, number>()));
           h.set(le, (h.get(le) ?? 0) + v.value);
         }
       } else if (m.name === "nfx_process_resident_memory_bytes") {
@@ -73,7 +73,7 @@ function quantile(prev: Map<number, number> | undefined, cur: Map<number, number
   const count = d[d.length - 1] ?? 0;
   if (count <= 0) return null;
   const target = q * count;
-  for (let i = 0; i < les.length; i++) if (d[i]! >= target) return les[i] === Infinity ? les[i - 1]! * 1000 : les[i]! * 1000;
+  for (let i = 0; i < les.length; i++) if (d[i] >= target) return les[i] === Infinity ? les[i - 1] * 1000 : les[i] * 1000;
   return null;
 }
 
@@ -85,12 +85,12 @@ export function topView(prev: TopSample, cur: TopSample): TopView {
   const gw = new Map<string, TopView["gateways"][number]>();
   for (const k of cur.counters.keys()) {
     const [name, lbl] = k.split("|") as [string, string];
-    const labels = Object.fromEntries(lbl.split(",").filter(Boolean).map((x) => x.split("=") as [string, string]));
-    if (name === "nfx_stage_items_total") stages.push({ stage: labels.stage!, perSec: rate(k), total: cur.counters.get(k)! });
+    const labels = Object.fromEntries(lbl.split(", ").filter(Boolean).map((x) => x.split("=") as [string, string]));
+    if (name === "nfx_stage_items_total") stages.push({ stage: labels.stage, perSec: rate(k), total: cur.counters.get(k)! });
     else if (labels.app !== "-") {
       const id = `${labels.channel}|${labels.app}`;
       let g = gw.get(id);
-      if (!g) gw.set(id, (g = { channel: labels.channel!, app: labels.app!, sentPerSec: 0, failedPerSec: 0, retryablePerSec: 0, refusedPerSec: 0 }));
+      if (!g) gw.set(id, (g = { channel: labels.channel, app: labels.app, sentPerSec: 0, failedPerSec: 0, retryablePerSec: 0, refusedPerSec: 0 }));
       const r = rate(k);
       if (labels.outcome === "sent") g.sentPerSec += r;
       else if (labels.outcome === "failed") g.failedPerSec += r;

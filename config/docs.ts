@@ -1,5 +1,6 @@
 // Renders docs/configuration.md from the configuration schema's descriptions, so the page cannot drift from the code.
 import { z } from "zod";
+
 import { configSchema } from "./schema.js";
 
 /** A node of the JSON Schema zod produces for the configuration (only the parts this page reads). */

@@ -1,7 +1,9 @@
 // The configuration schema with its defaults: every key nfx reads, validated at start-up, unknown keys rejected.
 import { existsSync } from "node:fs";
+
 import { z } from "zod";
-import { PROTOTYPE_NAME_RULE, isPrototypeName } from "../lib/core/own-keys.js";
+
+import { isPrototypeName, PROTOTYPE_NAME_RULE } from "../lib/core/own-keys.js";
 import { CONTENT_CHANNELS, PRIORITIES } from "../lib/core/subjects.js";
 
 const file = z.string().min(1).refine((p) => existsSync(p), { message: "file not found" });
@@ -105,7 +107,7 @@ function appsOf<T extends z.ZodType<{ name?: string; failover?: string }>>(app: 
       const names = apps.map((a) => a.name ?? naming(a));
       names.forEach((n, i) => {
         if (names.indexOf(n) !== i) ctx.addIssue({ code: "custom", path: [i, "name"], message: `must be unique (${n} is used twice)` });
-        const f = apps[i]!.failover;
+        const f = apps[i].failover;
         if (f !== undefined && (f === n || !names.includes(f))) ctx.addIssue({ code: "custom", path: [i, "failover"], message: `must name another app of this channel (got ${f})` });
       });
     });

@@ -1,9 +1,10 @@
 // Sandbox APNs: an HTTP/2 + TLS server on 127.0.0.1 that speaks APNs' provider API and answers as Apple does.
-import http2 from "node:http2";
 import { randomUUID } from "node:crypto";
+import http2 from "node:http2";
 import type { AddressInfo } from "node:net";
-import { tokenFault, type Recorder } from "./recorder.js";
+
 import { afterDelay, type FaultCode } from "./faults.js";
+import { type Recorder, tokenFault } from "./recorder.js";
 
 /** How APNs words each injected fault. */
 const APNS_FAULT: Record<Exclude<FaultCode, "reset">, [number, string]> = {
@@ -12,6 +13,9 @@ const APNS_FAULT: Record<Exclude<FaultCode, "reset">, [number, string]> = {
   "503": [503, "ServiceUnavailable"],
 };
 
+/** What the sandbox reads from a push body (read as sent: values are not checked). */
+type ApnsPayload = { nfx?: { id?: string }; aps?: { alert?: { title?: string; body?: string } } } & Record<string, unknown>;
+
 /** Apple's payload limit for regular pushes. */
 const MAX_PAYLOAD = 4096;
 
@@ -19,8 +23,8 @@ function jwtParts(auth: string | undefined): { kid?: string; iss?: string; alg?:
   const m = /^bearer ([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)$/i.exec(auth ?? "");
   if (!m) return null;
   try {
-    const h = JSON.parse(Buffer.from(m[1]!, "base64url").toString()) as { kid?: string; alg?: string };
-    const c = JSON.parse(Buffer.from(m[2]!, "base64url").toString()) as { iss?: string };
+    const h = JSON.parse(Buffer.from(m[1], "base64url").toString()) as { kid?: string; alg?: string };
+    const c = JSON.parse(Buffer.from(m[2], "base64url").toString()) as { iss?: string };
     return { kid: h.kid, alg: h.alg, iss: c.iss };
   } catch {
     return null;
@@ -35,7 +39,7 @@ function jwtParts(auth: string | undefined): { kid?: string; iss?: string; alg?:
  * injected faults of the recorder (429 TooManyRequests, 500, 503
  * ServiceUnavailable with `retry-after`, stream resets, added latency).
  */
-export async function startApnsSandbox(o: { port: number; key: Buffer; cert: Buffer; recorder: Recorder }): Promise<{ port: number; close(): Promise<void> }> {
+export async function startApnsSandbox(o: { port: number; key: Buffer; cert: Buffer; recorder: Recorder }): Promise<{ port: number; close: () => Promise<void> }> {
   const server = http2.createSecureServer({ key: o.key, cert: o.cert, allowHTTP1: false, settings: { maxConcurrentStreams: 1000 } });
   server.on("stream", (stream, h) => {
     const chunks: Buffer[] = [];
@@ -47,9 +51,9 @@ export async function startApnsSandbox(o: { port: number; key: Buffer; cert: Buf
       const token = /^\/3\/device\/([^/?]+)$/.exec(path)?.[1] ?? "";
       const raw = Buffer.concat(chunks);
       const answer = (status: number, reason?: string, extra: Record<string, string | number> = {}): void => {
-        let payload: Record<string, any> | undefined;
+        let payload: ApnsPayload | undefined;
         try {
-          payload = JSON.parse(raw.toString()) as Record<string, any>;
+          payload = JSON.parse(raw.toString()) as ApnsPayload;
         } catch {
           payload = undefined;
         }

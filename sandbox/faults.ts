@@ -113,7 +113,7 @@ export function afterDelay(v: FaultVerdict, answer: () => void): void {
 }
 
 /** Listens on 127.0.0.1:`port` (0 = any free port); `close` drops open connections, then stops. */
-export async function listenLocal(server: import("node:http").Server, port: number): Promise<{ port: number; close(): Promise<void> }> {
+export async function listenLocal(server: import("node:http").Server, port: number): Promise<{ port: number; close: () => Promise<void> }> {
   await new Promise<void>((r) => server.listen(port, "127.0.0.1", r));
   return {
     port: (server.address() as import("node:net").AddressInfo).port,

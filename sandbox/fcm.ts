@@ -1,8 +1,9 @@
 // Sandbox FCM: an HTTPS server on 127.0.0.1 that speaks the FCM HTTP v1 API and answers as Google does.
-import https from "node:https";
 import { randomUUID } from "node:crypto";
-import { tokenFault, type Recorder } from "./recorder.js";
+import https from "node:https";
+
 import { afterDelay, type FaultCode, listenLocal } from "./faults.js";
+import { type Recorder, tokenFault } from "./recorder.js";
 
 /** How FCM words each injected fault: HTTP status, canonical status, message, FcmError code. */
 const FCM_FAULT: Record<Exclude<FaultCode, "reset">, [number, string, string, string | undefined]> = {
@@ -24,7 +25,10 @@ function fcmErrorBody(code: number, status: string, message: string, errorCode?:
  * recorder's injected faults (429 QUOTA_EXCEEDED, 500 INTERNAL, 503
  * UNAVAILABLE with `retry-after`, connection resets, added latency).
  */
-export async function startFcmSandbox(o: { port: number; key: Buffer; cert: Buffer; recorder: Recorder }): Promise<{ port: number; close(): Promise<void> }> {
+/** What the sandbox reads from a v1 send body (read as sent: values are not checked). */
+type FcmMessage = { token?: unknown; data?: { nfx_id?: string }; notification?: { title?: string; body?: string } } & Record<string, unknown>;
+
+export async function startFcmSandbox(o: { port: number; key: Buffer; cert: Buffer; recorder: Recorder }): Promise<{ port: number; close: () => Promise<void> }> {
   const server = https.createServer({ key: o.key, cert: o.cert, keepAlive: true }, (req, res) => {
     const chunks: Buffer[] = [];
     req.on("data", (c: Buffer) => chunks.push(c));
@@ -32,9 +36,9 @@ export async function startFcmSandbox(o: { port: number; key: Buffer; cert: Buff
       const project = /^\/v1\/projects\/([^/]+)\/messages:send$/.exec(req.url ?? "")?.[1];
       const headers: Record<string, string> = {};
       for (const [k, v] of Object.entries(req.headers)) if (typeof v === "string") headers[k] = v;
-      let msg: Record<string, any> | undefined;
+      let msg: FcmMessage | undefined;
       try {
-        msg = (JSON.parse(Buffer.concat(chunks).toString()) as { message?: Record<string, any> }).message;
+        msg = (JSON.parse(Buffer.concat(chunks).toString()) as { message?: FcmMessage }).message;
       } catch {
         msg = undefined;
       }

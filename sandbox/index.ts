@@ -1,19 +1,21 @@
 // Starts the four sandbox providers together with a small HTTP control API that reports what they received.
-import http from "node:http";
-import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { generateKeyPairSync } from "node:crypto";
-import { fileURLToPath } from "node:url";
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
+import http from "node:http";
 import type { AddressInfo } from "node:net";
-import { startApnsSandbox } from "./apns.js";
-import { startFcmSandbox } from "./fcm.js";
-import { type SendgridSandbox, startSendgridSandbox } from "./sendgrid.js";
-import { startTwilioSandbox } from "./twilio.js";
-import { Recorder, type WebhookProvider } from "./recorder.js";
-import { SENDGRID_WEBHOOK_PUBLIC_KEY } from "./sendgrid-webhook.js";
-import { SANDBOX_PROVIDERS, type SandboxProvider } from "./faults.js";
+import { fileURLToPath } from "node:url";
+
 import { ZodError } from "zod";
-import { formatIssues } from "../lib/core/zod-issues.js";
+
 import type { Config } from "../lib/core/config.js";
+import { formatIssues } from "../lib/core/zod-issues.js";
+import { startApnsSandbox } from "./apns.js";
+import { SANDBOX_PROVIDERS, type SandboxProvider } from "./faults.js";
+import { startFcmSandbox } from "./fcm.js";
+import { Recorder, type WebhookProvider } from "./recorder.js";
+import { type SendgridSandbox, startSendgridSandbox } from "./sendgrid.js";
+import { SENDGRID_WEBHOOK_PUBLIC_KEY } from "./sendgrid-webhook.js";
+import { startTwilioSandbox } from "./twilio.js";
 
 /** PEM files of the sandbox's TLS certificate (self-signed, 100 years, SANs for 127.0.0.1 and the providers' host names). */
 export const SANDBOX_CERT = fileURLToPath(new URL("../../sandbox/certs/sandbox-cert.pem", import.meta.url));
@@ -43,7 +45,7 @@ export interface SandboxPorts {
 export interface Sandbox {
   ports: SandboxPorts;
   recorder: Recorder;
-  close(): Promise<void>;
+  close: () => Promise<void>;
 }
 
 /** Reads a JSON request body (at most 1 MB). */

@@ -1,7 +1,8 @@
 // SendGrid's Signed Event Webhook as the sandbox posts it: the events of each accepted send, batched, signed with ECDSA P-256, retried.
-import { createPrivateKey, createPublicKey, randomBytes, sign, type KeyObject } from "node:crypto";
+import { createPrivateKey, createPublicKey, type KeyObject, randomBytes, sign } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
+
 import type { Recorder } from "./recorder.js";
 import { isWebhookUrl, WebhookPoster } from "./webhooks.js";
 

@@ -1,8 +1,9 @@
 // Sandbox SendGrid: a plain HTTP/1.1 server on 127.0.0.1 that speaks SendGrid's v3 mail send API and answers as SendGrid does.
+import { type KeyObject, randomBytes } from "node:crypto";
 import http from "node:http";
-import { randomBytes, type KeyObject } from "node:crypto";
-import { tokenFault, type Recorder } from "./recorder.js";
+
 import { afterDelay, type FaultCode, listenLocal } from "./faults.js";
+import { type Recorder, tokenFault } from "./recorder.js";
 import { type AcceptedSend, SendgridEventWebhook } from "./sendgrid-webhook.js";
 
 /** SendGrid's request size limit (docs: "The total size of your email ... must be less than 30MB"). */
@@ -27,11 +28,13 @@ interface SgError {
   field: string | null;
   help: string | null;
 }
-type Json = Record<string, any>;
+type Json = Record<string, unknown>;
 
 const err = (message: string, field: string | null, anchor?: string): SgError => ({ message, field, help: anchor ? `${HELP}#${anchor}` : null });
 const isObj = (v: unknown): v is Json => typeof v === "object" && v !== null && !Array.isArray(v);
 const hasText = (v: unknown): boolean => typeof v === "string" && v.length > 0;
+/** `x.custom_args?.nfx_id` of a personalization or the mail (as recorded: whatever value the sender put there). */
+const nfxIdOf = (x: Json): unknown => (isObj(x.custom_args) ? x.custom_args.nfx_id : undefined);
 
 /** Every recipient of one personalization with the field path SendGrid names in its errors. */
 function recipientsOf(p: Json, i: number): { email: string; field: string }[] {
@@ -130,7 +133,7 @@ export interface SendgridSandbox {
   /** Sets or (null) clears the Event Webhook URL; clearing drops events not yet posted. Throws unless `url` is null or an http(s) URL. */
   setWebhookUrl(url: string | null): void;
   /** Stops the server and the webhook (queued events and pending retries are dropped). */
-  close(): Promise<void>;
+  close: () => Promise<void>;
 }
 
 /**
@@ -175,15 +178,16 @@ export async function startSendgridSandbox(o: SendgridSandboxOptions): Promise<S
       const record = (status: number, reason?: string): void => {
         const ps: unknown[] = Array.isArray(mail?.personalizations) ? mail.personalizations : [];
         const top = mail ?? {};
-        const text = Array.isArray(top.content) ? (top.content.find((c: Json) => c?.type === "text/plain") ?? top.content.find((c: Json) => c?.type === "text/html")) : undefined;
+        const blocks: unknown[] = Array.isArray(top.content) ? top.content : [];
+        const text = blocks.find((c) => isObj(c) && c.type === "text/plain") ?? blocks.find((c) => isObj(c) && c.type === "text/html");
         let n = 0;
         ps.forEach((p, i) => {
           if (!isObj(p)) return;
           for (const r of recipientsOf(p, i)) {
             n++;
             o.recorder.record({
-              provider: "sendgrid", token: r.email, account: apiKey, nid: p.custom_args?.nfx_id ?? top.custom_args?.nfx_id,
-              title: substitute(p.subject ?? top.subject, p.substitutions), body: substitute(typeof text?.value === "string" ? text.value : undefined, p.substitutions),
+              provider: "sendgrid", token: r.email, account: apiKey, nid: (nfxIdOf(p) ?? nfxIdOf(top)) as string | undefined,
+              title: substitute((p.subject ?? top.subject) as string | undefined, p.substitutions), body: substitute(isObj(text) && typeof text.value === "string" ? text.value : undefined, p.substitutions),
               data: p, headers, status, reason, at: Date.now(),
             });
           }
@@ -207,7 +211,7 @@ export async function startSendgridSandbox(o: SendgridSandboxOptions): Promise<S
       if (!m) return answer(400, [err("Bad Request", null)]);
       const shape = shapeErrors(m);
       if (shape.length > 0) return answer(400, shape);
-      const first = (m.personalizations as Json[])[0]!.to[0];
+      const first = ((m.personalizations as Json[])[0].to as unknown[])[0];
       const v = o.recorder.faults.decide("sendgrid", { token: isObj(first) && typeof first.email === "string" ? first.email : "", account: apiKey });
       afterDelay(v, () => {
         if (v.error?.code === "reset") {

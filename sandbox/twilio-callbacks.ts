@@ -1,5 +1,6 @@
 // Twilio's message status callbacks as the sandbox posts them: `sent`, then the final status, form-encoded and signed with X-Twilio-Signature.
 import { createHmac } from "node:crypto";
+
 import type { Recorder } from "./recorder.js";
 import { WebhookPoster } from "./webhooks.js";
 

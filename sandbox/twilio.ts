@@ -1,8 +1,9 @@
 // Sandbox Twilio: a plain HTTP/1.1 server on 127.0.0.1 that speaks Twilio's Messages API (2010-04-01) and answers as Twilio does.
-import http from "node:http";
 import { randomBytes } from "node:crypto";
-import type { Recorder } from "./recorder.js";
+import http from "node:http";
+
 import { afterDelay, type FaultCode, listenLocal } from "./faults.js";
+import type { Recorder } from "./recorder.js";
 import { TwilioStatusCallbacks } from "./twilio-callbacks.js";
 import { isWebhookUrl } from "./webhooks.js";
 
@@ -50,7 +51,7 @@ const errorBody = (status: number, code: number, message: string): string =>
 function basicCredentials(auth: string | undefined): { sid: string; token: string } | undefined {
   const m = /^Basic ([A-Za-z0-9+/=]+)$/i.exec(auth ?? "");
   if (!m) return undefined;
-  const [sid, ...rest] = Buffer.from(m[1]!, "base64").toString().split(":");
+  const [sid, ...rest] = Buffer.from(m[1], "base64").toString().split(":");
   const token = rest.join(":");
   return sid && token ? { sid, token } : undefined;
 }
@@ -83,7 +84,7 @@ function nidOf(callback: string | undefined): string | undefined {
  * `delivered`, or `undelivered` 30003 for `To` starting `+998`, `failed`
  * 30008 for `+997`; signed with the request's auth token, retried 3 times.
  */
-export async function startTwilioSandbox(o: { port: number; recorder: Recorder }): Promise<{ port: number; close(): Promise<void> }> {
+export async function startTwilioSandbox(o: { port: number; recorder: Recorder }): Promise<{ port: number; close: () => Promise<void> }> {
   const callbacks = new TwilioStatusCallbacks(o.recorder);
   const server = http.createServer({ keepAlive: true }, (req, res) => {
     const chunks: Buffer[] = [];
@@ -91,7 +92,7 @@ export async function startTwilioSandbox(o: { port: number; recorder: Recorder }
     req.on("end", () => {
       const headers: Record<string, string> = {};
       for (const [k, v] of Object.entries(req.headers)) if (typeof v === "string") headers[k] = v;
-      const path = (req.url ?? "").split("?")[0]!;
+      const path = (req.url ?? "").split("?")[0];
       const account = /^\/2010-04-01\/Accounts\/([^/]+)\/Messages\.json$/.exec(path)?.[1];
       const form = Object.fromEntries(new URLSearchParams(Buffer.concat(chunks).toString()));
       const to = form.To ?? "";
@@ -140,7 +141,7 @@ export async function startTwilioSandbox(o: { port: number; recorder: Recorder }
           }),
         );
         if (statusCallback) {
-          callbacks.accepted({ messageSid, accountSid: account, authToken: creds!.token, to, statusCallback, ...(form.From ? { from: form.From } : {}), ...(form.MessagingServiceSid ? { messagingServiceSid: form.MessagingServiceSid } : {}) });
+          callbacks.accepted({ messageSid, accountSid: account, authToken: creds.token, to, statusCallback, ...(form.From ? { from: form.From } : {}), ...(form.MessagingServiceSid ? { messagingServiceSid: form.MessagingServiceSid } : {}) });
         }
       });
     });

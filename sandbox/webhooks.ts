@@ -1,6 +1,7 @@
 // Posts the sandbox providers' delivery webhooks to the customer's URL, with retries and backoff, and records every attempt.
 import http from "node:http";
 import https from "node:https";
+
 import type { Recorder, WebhookProvider } from "./recorder.js";
 
 /** An attempt that gets no answer within this long counts as a connection error (status 0). */

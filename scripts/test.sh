@@ -1,9 +1,14 @@
 #!/bin/sh
-# `npm test`: installs what is missing, builds, runs the unit and integration suites, and ends with a "N passed, N failed" line.
+# `npm test`: installs what is missing, builds, lints, runs the unit and integration suites, and ends with a "N passed, N failed" line.
 set -e
 cd "$(dirname "$0")/.."
 # The browser test drives Debian's Chromium with playwright-core: installed with the servers.
 NFX_APT_EXTRA=chromium sh scripts/bootstrap.sh
+# Lint first (eslint.config.js): a finding fails `npm test` before the suites run.
+if ! node_modules/.bin/eslint .; then
+  echo "npm test: lint failed (npm run lint)"
+  exit 1
+fi
 out=$(mktemp)
 rc=$(mktemp)
 trap 'rm -f "$out" "$rc"' EXIT

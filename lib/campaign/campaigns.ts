@@ -1,10 +1,11 @@
 // Campaign records and cursors in JetStream KV, their state machine (pause, resume, cancel) and the status view.
 import type { KV } from "@nats-io/kv";
+
 import { decodeJson, encodeJson } from "../core/codec.js";
-import { outstanding, readCounters, type Counters } from "./counters.js";
 import { CampaignStateConflict, NotFound } from "../core/errors.js";
-import type { NotificationBrief } from "../core/types.js";
 import { CAMPAIGN_KEY } from "../core/subjects.js";
+import type { NotificationBrief } from "../core/types.js";
+import { type Counters, outstanding, readCounters } from "./counters.js";
 
 export type CampaignState = "running" | "paused" | "cancelled" | "expanded";
 export type CampaignAction = "pause" | "resume" | "cancel";

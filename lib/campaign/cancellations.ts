@@ -1,8 +1,9 @@
 // The set of cancelled campaigns, kept current from a KV watch: shard actors and gateways drop their queued work.
 import type { KV } from "@nats-io/kv";
+
 import { decodeJson } from "../core/codec.js";
-import type { CampaignRecord } from "./campaigns.js";
 import { CAMPAIGN_KEY } from "../core/subjects.js";
+import type { CampaignRecord } from "./campaigns.js";
 
 /** Live view of which campaign ids are cancelled. Changes arrive within milliseconds of the operator's cancel. */
 export class Cancellations {

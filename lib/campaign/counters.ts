@@ -1,7 +1,8 @@
 // Per-notification counters and per-channel totals, folded from receipts by the tracker and kept in JetStream KV.
 import type { KV } from "@nats-io/kv";
+
 import { decodeJson } from "../core/codec.js";
-import { COUNTERS_KEY, type Channel } from "../core/subjects.js";
+import { type Channel, COUNTERS_KEY } from "../core/subjects.js";
 import type { ContentChannel, ReceiptBatch, ReceiptEntry } from "../core/types.js";
 
 /** What happened to a notification so far. `seq` is the last receipt stream sequence folded in (the tracker's fence against replays). */
@@ -50,7 +51,7 @@ export const isExpiry = (reason: string | undefined): boolean => reason === "exp
 
 // Reasons come from providers and webhooks: an own-property read, so a reason named like an Object.prototype member counts from 0.
 const bump = (m: Record<string, number>, k: string, by = 1): void => {
-  m[k] = (Object.hasOwn(m, k) ? m[k]! : 0) + by;
+  m[k] = (Object.hasOwn(m, k) ? m[k] : 0) + by;
 };
 
 /** Folds one receipt batch into `c`. Pure apart from mutating `c`. */
@@ -61,7 +62,7 @@ export function fold(c: Counters, b: ReceiptBatch): void {
   for (const e of b.entries) {
     // Repeated by another copy of the send: the batch that recorded the outcome counts it.
     if (e.echo) continue;
-    if (e.supersedes && Object.hasOwn(c.failed, e.supersedes) && c.failed[e.supersedes]) c.failed[e.supersedes]!--;
+    if (e.supersedes && Object.hasOwn(c.failed, e.supersedes) && c.failed[e.supersedes]) c.failed[e.supersedes]--;
     switch (e.outcome) {
       case "queued":
         c.queued++;

@@ -1,5 +1,6 @@
 // The APNs notification built from nfx content: shared by the APNs gateway and ingest's payload-size rule.
 import apn from "@parse/node-apn";
+
 import type { NotificationBrief, PushContent } from "./types.js";
 
 /** Apple's limit for a regular remote notification's JSON payload, in bytes. */

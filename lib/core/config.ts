@@ -1,11 +1,13 @@
 // Loads configuration once: schema defaults, then a JSON file, then NFX_* environment variables; validated, then frozen.
 import { readFileSync } from "node:fs";
+
 import { z } from "zod";
-import { configSchema, type Config } from "../../config/schema.js";
+
+import { type Config, configSchema } from "../../config/schema.js";
 import { ConfigInvalid } from "./errors.js";
-import { formatIssues } from "./zod-issues.js";
 import { protoKeyPath } from "./json-guard.js";
 import { PROTOTYPE_NAME_RULE } from "./own-keys.js";
+import { formatIssues } from "./zod-issues.js";
 
 export type { Config };
 
@@ -23,15 +25,19 @@ const isPlain = (v: unknown): v is Plain => typeof v === "object" && v !== null 
 
 function merge(into: Plain, from: Plain): Plain {
   const out: Plain = { ...into };
-  for (const [k, v] of Object.entries(from)) out[k] = isPlain(v) && isPlain(out[k]) ? merge(out[k] as Plain, v) : v;
+  for (const [k, v] of Object.entries(from)) out[k] = isPlain(v) && isPlain(out[k]) ? merge(out[k], v) : v;
   return out;
 }
 
 /** Unwraps optional/default/prefault wrappers to reach an object schema's shape, if any. */
 function shapeOf(s: z.ZodType | undefined): Record<string, z.ZodType> | undefined {
-  let cur: any = s;
-  while (cur && !(cur instanceof z.ZodObject) && cur._zod?.def?.innerType) cur = cur._zod.def.innerType;
-  return cur instanceof z.ZodObject ? (cur.shape as Record<string, z.ZodType>) : undefined;
+  let cur: unknown = s;
+  for (;;) {
+    if (cur instanceof z.ZodObject) return cur.shape;
+    const inner = (cur as { _zod?: { def?: { innerType?: unknown } } } | undefined)?._zod?.def?.innerType;
+    if (!inner) return undefined;
+    cur = inner;
+  }
 }
 
 /**
@@ -69,7 +75,7 @@ export function envToConfig(env: NodeJS.ProcessEnv): { value: Plain; problems: s
     }
     let node = value;
     for (const k of path.slice(0, -1)) node = (node[k] ??= {}) as Plain;
-    node[path[path.length - 1]!] = parsed;
+    node[path[path.length - 1]] = parsed;
   }
   return { value, problems };
 }

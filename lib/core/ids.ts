@@ -22,7 +22,7 @@ export function newNotificationId(now: number = Date.now()): string {
     poolAt = 0;
   }
   let r = "";
-  for (let i = 0; i < 16; i++) r += ALPHABET[pool[poolAt++]! & 31];
+  for (let i = 0; i < 16; i++) r += ALPHABET[pool[poolAt++] & 31];
   return `n_${time}${r}`;
 }
 

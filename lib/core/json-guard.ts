@@ -14,7 +14,7 @@ export function jsonDepthOver(bytes: Uint8Array, max: number): number | null {
   let depth = 0;
   let inString = false;
   for (let i = 0; i < bytes.length; i++) {
-    const b = bytes[i]!;
+    const b = bytes[i];
     if (inString) {
       if (b === 0x5c) i++; // backslash: skip the escaped byte (\" or \\)
       else if (b === 0x22) inString = false;

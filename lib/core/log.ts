@@ -1,5 +1,5 @@
 // The root pino logger. Device tokens, emails, phone numbers and message bodies are redacted by default.
-import { pino, type Logger } from "pino";
+import { type Logger, pino } from "pino";
 
 export type { Logger };
 

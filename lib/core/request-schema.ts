@@ -1,8 +1,9 @@
 // The schema of a notify request, shared by the NATS and HTTP surfaces: every structural rule, checked before anything is stored.
 import { z } from "zod";
+
 import { RequestInvalid } from "./errors.js";
+import { isPrototypeName, PROTOTYPE_NAME_RULE } from "./own-keys.js";
 import { formatIssue } from "./zod-issues.js";
-import { PROTOTYPE_NAME_RULE, isPrototypeName } from "./own-keys.js";
 
 export { formatIssue };
 import { ID_PATTERN, PRIORITIES } from "./subjects.js";
@@ -30,8 +31,8 @@ function isInstant(s: string): boolean {
   const m = ISO_INSTANT.exec(s);
   if (!m) return false;
   const [y, mo, d, h, mi, sec] = [m[1], m[2], m[3], m[4], m[5], m[6] ?? "0"].map(Number) as [number, number, number, number, number, number];
-  const off = m[7]!.toUpperCase() === "Z" ? [0, 0] : m[7]!.slice(1).split(":").map(Number);
-  if (mo < 1 || mo > 12 || h > 23 || mi > 59 || sec > 59 || off[0]! > 23 || off[1]! > 59) return false;
+  const off = m[7].toUpperCase() === "Z" ? [0, 0] : m[7].slice(1).split(":").map(Number);
+  if (mo < 1 || mo > 12 || h > 23 || mi > 59 || sec > 59 || off[0] > 23 || off[1] > 59) return false;
   return d >= 1 && d <= new Date(Date.UTC(y, mo, 0)).getUTCDate() && !Number.isNaN(Date.parse(s));
 }
 
@@ -115,7 +116,7 @@ export function parseNotifyRequest(body: unknown): NotifyRequest {
   if (typeof body !== "object" || body === null || Array.isArray(body)) throw new RequestInvalid("(body): must be a JSON object", { field: "(body)" });
   const r = notifySchema.safeParse(body);
   if (r.success) return r.data;
-  const { field, message } = formatIssue(r.error.issues[0]!);
+  const { field, message } = formatIssue(r.error.issues[0]);
   throw new RequestInvalid(message, { field });
 }
 
@@ -132,6 +133,6 @@ export const preferencesSchema = z.strictObject({
 export function parseWith<T>(schema: z.ZodType<T>, body: unknown): T {
   const r = schema.safeParse(body);
   if (r.success) return r.data;
-  const { field, message } = formatIssue(r.error.issues[0]!);
+  const { field, message } = formatIssue(r.error.issues[0]);
   throw new RequestInvalid(message, { field });
 }

@@ -1,13 +1,14 @@
 // The user directory in Redis: per user a compact routing record (read on the hot path) and a profile (read when needed), plus per-shard indexes; all under the shard's hash tag.
 import type { NatsConnection } from "@nats-io/transport-node";
-import type { Redis } from "../infra/redis.js";
-import { withScripts } from "../infra/scripts.js";
+
 import { decode, encodeJson, encodePlain } from "../core/codec.js";
 import { changedKey, lastActiveKey, profileKey, userIndexKey, userKey } from "../core/keys.js";
-import { parseHhmm } from "./quiet-hours.js";
 import { shardOf } from "../core/shard-hash.js";
 import { dirChangedSubject } from "../core/subjects.js";
 import type { DeviceRecord, Preferences, UserRecord } from "../core/types.js";
+import type { Redis } from "../infra/redis.js";
+import { withScripts } from "../infra/scripts.js";
+import { parseHhmm } from "./quiet-hours.js";
 
 /**
  * The routing record: what the shard actor needs for every recipient, with
@@ -78,7 +79,7 @@ export async function readUsers(redis: Redis, shard: number, userIds: readonly s
     redis.mgetBuffer(userIds.map((u) => userKey(shard, u))),
     o.profile ? redis.mgetBuffer(userIds.map((u) => profileKey(shard, u))) : null,
   ]);
-  return raw.map((r, i) => (r === null ? null : fromStored(userIds[i]!, r, profiles?.[i] ?? null)));
+  return raw.map((r, i) => (r === null ? null : fromStored(userIds[i], r, profiles?.[i] ?? null)));
 }
 
 /**
@@ -97,7 +98,7 @@ export async function writeUsers(redis: Redis, shards: number, users: readonly U
   }
   const res = await p.exec();
   const failed = res?.find(([err]) => err);
-  if (failed) throw failed[0];
+  if (failed?.[0]) throw failed[0];
 }
 
 /** Reads one user by id (with profile), or null. */

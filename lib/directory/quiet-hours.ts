@@ -40,7 +40,7 @@ export function utcOffsetMin(tz: string, t: number): number {
   const at = slot * SLOT;
   const p: Record<string, number> = {};
   for (const x of f.formatToParts(at)) if (x.type !== "literal") p[x.type] = Number(x.value);
-  const asUtc = Date.UTC(p.year!, p.month! - 1, p.day!, p.hour!, p.minute!);
+  const asUtc = Date.UTC(p.year, p.month - 1, p.day, p.hour, p.minute);
   const off = Math.round((asUtc - at) / 60_000);
   if (offsets.size > 50_000) offsets.clear();
   offsets.set(key, off);

@@ -1,17 +1,18 @@
 // Segments: the built-in ones (all, active_<N>d) and named ones materialized per shard; iterated in id order, a chunk at a time.
 import { z } from "zod";
+
+import { RequestInvalid, SegmentUnknown } from "../core/errors.js";
+import { lastActiveKey, segmentBuildingKey, segmentKey, SEGMENTS_KEY, userIndexKey } from "../core/keys.js";
+import { ownValue } from "../core/own-keys.js";
+import type { UserRecord } from "../core/types.js";
 import type { Redis } from "../infra/redis.js";
 import { withScripts } from "../infra/scripts.js";
 import { readUsers } from "./directory.js";
-import { RequestInvalid, SegmentUnknown } from "../core/errors.js";
-import { SEGMENTS_KEY, lastActiveKey, segmentBuildingKey, segmentKey, userIndexKey } from "../core/keys.js";
-import type { UserRecord } from "../core/types.js";
-import { ownValue } from "../core/own-keys.js";
 
 const DAY = 86_400_000;
 /** Built-in segment names: `all`, and `active_<N>d` for "active within the last N days". */
-export const BUILTIN = /^(all|active_([1-9][0-9]{0,3})d)$/;
-export const SEGMENT_NAME = /^[a-z0-9][a-z0-9_:-]{0,63}$/;
+export const BUILTIN = /^(all|active_([1-9][0-9]{0, 3})d)$/;
+export const SEGMENT_NAME = /^[a-z0-9][a-z0-9_:-]{0, 63}$/;
 
 /** A named segment's rule: every condition must hold. */
 export const segmentRuleSchema = z.strictObject({

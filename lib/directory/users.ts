@@ -1,8 +1,9 @@
 // User records from outside: the import schema, and the synthetic users `nfx users seed` and the benchmarks write.
 import { z } from "zod";
-import { parseHhmm } from "./quiet-hours.js";
+
+import { isPrototypeName, PROTOTYPE_NAME_RULE } from "../core/own-keys.js";
 import { CONTENT_CHANNELS, ID_PATTERN } from "../core/subjects.js";
-import { PROTOTYPE_NAME_RULE, isPrototypeName } from "../core/own-keys.js";
+import { parseHhmm } from "./quiet-hours.js";
 
 const HHMM = /^([01][0-9]|2[0-3]):[0-5][0-9]$/;
 import type { UserRecord } from "../core/types.js";
@@ -13,7 +14,7 @@ const DAY = 86_400_000;
 export const userRecordSchema = z.strictObject({
   id: z.string().regex(ID_PATTERN, "must be 1-128 characters of A-Z a-z 0-9 _ - : @ + ="),
   optedOut: z.boolean().optional(),
-  locale: z.string().regex(/^[a-z]{2,3}(-[A-Za-z0-9]{2,8}){0,2}$/, "must be a locale tag such as en or pt-BR").optional(),
+  locale: z.string().regex(/^[a-z]{2, 3}(-[A-Za-z0-9]{2,8}){0,2}$/, "must be a locale tag such as en or pt-BR").optional(),
   timezone: z.string().refine((tz) => {
     try {
       new Intl.DateTimeFormat("en", { timeZone: tz });
@@ -80,7 +81,7 @@ const chars = (r: () => number, alphabet: string, n: number): string => {
  */
 export function syntheticUser(i: number, now: number, seed = 1): UserRecord {
   const r = prng(i * 7919 + seed);
-  const [timezone, locale] = ZONES[Math.floor(r() * ZONES.length)]!;
+  const [timezone, locale] = ZONES[Math.floor(r() * ZONES.length)];
   const nDevices = r() < 0.55 ? 1 : r() < 0.75 ? 2 : 3;
   const devices = Array.from({ length: nDevices }, (_, d) => {
     const ios = r() < 0.55;
@@ -90,7 +91,7 @@ export function syntheticUser(i: number, now: number, seed = 1): UserRecord {
   });
   const p = r();
   const lastActive = now - Math.floor((p < 0.6 ? r() * 30 : p < 0.8 ? 30 + r() * 60 : 90 + r() * 275) * DAY);
-  const name = NAMES[Math.floor(r() * NAMES.length)]!;
+  const name = NAMES[Math.floor(r() * NAMES.length)];
   const id = `u${String(i).padStart(9, "0")}`;
   return {
     id, locale, timezone, lastActive, devices,

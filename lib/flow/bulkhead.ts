@@ -1,5 +1,6 @@
 // One provider app's bulkhead: its own concurrency limit with a bounded queue, rate limit at the provider's quota, and circuit breaker.
-import { BrokenCircuitError, CircuitState, ConsecutiveBreaker, circuitBreaker, handleWhenResult, type CircuitBreakerPolicy } from "cockatiel";
+import { BrokenCircuitError, circuitBreaker, type CircuitBreakerPolicy, CircuitState, ConsecutiveBreaker, handleWhenResult } from "cockatiel";
+
 import type { BulkheadConfig } from "../../config/schema.js";
 import type { ProviderError } from "../core/errors.js";
 import type { Logger } from "../core/log.js";
@@ -90,7 +91,7 @@ export class Bulkhead {
       } catch (err) {
         // Opened while this request waited for its slot, or a half-open trial is already out.
         if (err instanceof BrokenCircuitError) {
-          return { refused: "breaker_open", retryInMs: this.cfg.breaker.halfOpenAfterMs } as Refusal;
+          return { refused: "breaker_open", retryInMs: this.cfg.breaker.halfOpenAfterMs };
         }
         throw err;
       }

@@ -1,9 +1,10 @@
 // "Hold until due": consume a stream of messages that each carry a due time, nak each until it is due, then release it and ack.
 import type { JsMsg } from "@nats-io/jetstream";
+
 import type { Config } from "../core/config.js";
-import { decodeAs, PoisonMessage } from "./lanes.js";
 import type { Logger } from "../core/log.js";
 import type { Nats } from "../infra/nats.js";
+import { decodeAs, PoisonMessage } from "./lanes.js";
 
 /** Longest single wait before a held message is looked at again (JetStream keeps the timer; a restart loses nothing). */
 const MAX_WAIT_MS = 3_600_000;

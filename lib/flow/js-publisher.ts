@@ -1,5 +1,6 @@
 // Pipelined JetStream publishing: many publishes in flight on one reply subscription, acks matched by id.
 import { createInbox, headers, type NatsConnection, type Subscription } from "@nats-io/transport-node";
+
 import { decodeJson } from "../core/codec.js";
 
 /** JetStream's answer to a publish. */
@@ -81,7 +82,7 @@ export class JsPublisher {
         this.nc.publish(subject, data, { reply: `${this.prefix}${id}`, headers: h });
       } catch (err) {
         this.pending.delete(id);
-        reject(err as Error);
+        reject(err instanceof Error ? err : new Error(String(err)));
       }
     });
   }

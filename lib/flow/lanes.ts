@@ -1,5 +1,6 @@
 // Priority-lane consumption: one pull consumer per priority, handled by a shared worker pool that always takes the most urgent lane first.
-import type { JetStreamClient, JsMsg, ConsumerMessages } from "@nats-io/jetstream";
+import type { ConsumerMessages, JetStreamClient, JsMsg } from "@nats-io/jetstream";
+
 import { backoffMs } from "../core/backoff.js";
 import { decode } from "../core/codec.js";
 import type { Logger } from "../core/log.js";

@@ -1,5 +1,6 @@
 // Leases in JetStream KV: one owner at a time per key, renewed by compare-and-set, fenced by revision.
 import type { KV } from "@nats-io/kv";
+
 import { decodeJson, encodeJson } from "../core/codec.js";
 import { Fenced } from "../core/errors.js";
 

@@ -1,6 +1,7 @@
 // Reading a stream's stored messages once, for status and operator tools (not the hot path).
 import { AckPolicy, DeliverPolicy } from "@nats-io/jetstream";
 import { nanos } from "@nats-io/transport-node";
+
 import type { Nats } from "../infra/nats.js";
 
 /**

@@ -1,6 +1,6 @@
 // Delivery-key claims and outcome records in Redis for the gateways: the claim and renewal scripts, and a writer that records outcomes as answers arrive.
 import type { Redis } from "../infra/redis.js";
-import { withScripts, type ScriptRedis } from "../infra/scripts.js";
+import { type ScriptRedis, withScripts } from "../infra/scripts.js";
 
 /** A claim marker in a delivery key starts with `~`; anything else in the key is a recorded outcome (JSON). */
 export const CLAIM = "~";

@@ -1,11 +1,11 @@
 // The delivery ledger a gateway batch keeps in Redis: claim its keys, renew them, record outcomes, hold pushed-back keys for their release, drop dead-lettered claims.
-import type { Logger } from "../core/log.js";
 import { deliveryKey } from "../core/ids.js";
 import { deliveredKey } from "../core/keys.js";
-import type { Redis } from "../infra/redis.js";
+import type { Logger } from "../core/log.js";
 import type { Channel } from "../core/subjects.js";
 import type { SendBatch } from "../core/types.js";
-import { Claims, OutcomeWriter, attemptMarker, heldMarker, isClaim } from "./delivery-claims.js";
+import type { Redis } from "../infra/redis.js";
+import { attemptMarker, Claims, heldMarker, isClaim, OutcomeWriter } from "./delivery-claims.js";
 import type { Recorded } from "./outcomes.js";
 
 /** What a send's delivery key held when its batch claimed it. */
@@ -99,13 +99,13 @@ export class DeliveryLedger {
         const { b, ...record } = JSON.parse(prior[i]!) as Recorded & { b?: string };
         return { kind: "recorded", record, echo: b !== undefined && b !== batchId };
       },
-      record: (i, rec) => queue(writer.set(keys[i]!, JSON.stringify({ ...rec, b: batchId }), ttl.deliveredTtlSec)),
+      record: (i, rec) => queue(writer.set(keys[i], JSON.stringify({ ...rec, b: batchId }), ttl.deliveredTtlSec)),
       hold: (idx, releaseId, due, now) => {
         const marker = heldMarker(releaseId);
         const ttlSec = Math.ceil((due - now) / 1000) + ttl.claimTtlSec;
-        for (const i of idx) if (owned(i)) queue(writer.set(keys[i]!, marker, ttlSec));
+        for (const i of idx) if (owned(i)) void queue(writer.set(keys[i], marker, ttlSec));
       },
-      release: (i) => writer.del(keys[i]!),
+      release: (i) => writer.del(keys[i]),
       written: () => Promise.all(writes).then(() => undefined),
       close: () => clearInterval(renewal),
     };

@@ -2,10 +2,10 @@
 import { decode, encode } from "../core/codec.js";
 import { NotFound } from "../core/errors.js";
 import { deliveryKey } from "../core/ids.js";
-import type { Nats } from "../infra/nats.js";
-import { readStored } from "../flow/stream-read.js";
-import { MSGID, STREAM, dlqAll, dlqSubject, sendSubject, type Channel } from "../core/subjects.js";
+import { type Channel, dlqAll, dlqSubject, MSGID, sendSubject, STREAM } from "../core/subjects.js";
 import type { DeadLetter, SendBatch } from "../core/types.js";
+import { readStored } from "../flow/stream-read.js";
+import type { Nats } from "../infra/nats.js";
 
 export interface DeadLetterEntry extends DeadLetter {
   seq: number;

@@ -1,5 +1,6 @@
 // Signed tracking links: the open pixel and click redirect of an email, tamper-proof with an HMAC over their contents.
 import { createHmac, timingSafeEqual } from "node:crypto";
+
 import type { Config } from "../core/config.js";
 import { RequestInvalid } from "../core/errors.js";
 
@@ -54,12 +55,12 @@ export class LinkSigner {
     };
     const [payload, mac, extra] = token.replace(/\.gif$/, "").split(".");
     if (!payload || !mac || extra !== undefined) bad("malformed");
-    const want = this.mac(payload!);
-    const got = Buffer.from(mac!, "base64url");
+    const want = this.mac(payload);
+    const got = Buffer.from(mac, "base64url");
     if (got.length !== want.length || !timingSafeEqual(got, want)) bad("signature does not match");
     let body: unknown;
     try {
-      body = JSON.parse(Buffer.from(payload!, "base64url").toString());
+      body = JSON.parse(Buffer.from(payload, "base64url").toString());
     } catch {
       bad("malformed");
     }

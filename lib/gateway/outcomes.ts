@@ -1,9 +1,10 @@
 // What happens to a send, decided without I/O: before the call (suppressed, cancelled, expired), from the provider's answer (sent, failed, retry at, expired, dead letter), on a refusal (push-back), and the held batch that carries pushed-back sends.
 import { createHash } from "node:crypto";
+
 import type { RetryConfig } from "../../config/schema.js";
-import type { SendResult } from "../flow/bulkhead.js";
-import { MSGID, type Channel, type Priority } from "../core/subjects.js";
+import { type Channel, MSGID, type Priority } from "../core/subjects.js";
 import type { NotificationBrief, ReceiptEntry, RetryBatch, Send, SendBatch, UserRecord } from "../core/types.js";
+import type { SendResult } from "../flow/bulkhead.js";
 import { planRetry, planWait } from "./retry-policy.js";
 import { recheck } from "./send-recheck.js";
 

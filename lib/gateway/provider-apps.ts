@@ -3,7 +3,7 @@ import type { BulkheadConfig } from "../../config/schema.js";
 import type { Logger } from "../core/log.js";
 import type { Channel } from "../core/subjects.js";
 import type { NotificationBrief, Send } from "../core/types.js";
-import { Bulkhead, isRefusal, type BulkheadState, type Refusal, type SendResult } from "../flow/bulkhead.js";
+import { Bulkhead, type BulkheadState, isRefusal, type Refusal, type SendResult } from "../flow/bulkhead.js";
 import { gatewayLatency, gatewaySends } from "../infra/metrics.js";
 
 export type { SendResult };
@@ -33,7 +33,7 @@ export interface ChannelClient {
 /** A channel whose first app sends everything and whose other apps act only as configured failovers (email and SMS accounts). */
 export function primaryWithFailovers<A extends BulkheadConfig>(channel: Channel, cfgs: readonly A[], create: (a: A) => ProviderApp): ChannelClient {
   const apps = cfgs.map((a) => ({ app: create(a), cfg: a }));
-  const first = apps[0]!.app.name;
+  const first = apps[0].app.name;
   return { channel, apps, route: () => first };
 }
 
@@ -52,7 +52,7 @@ export class ProviderApps {
   /** The app that sends `s`: the client's route, or the first app when the route names none of them. */
   appOf(s: Send): string {
     const routed = this.client.route(s);
-    return this.apps.has(routed) ? routed : this.client.apps[0]!.app.name;
+    return this.apps.has(routed) ? routed : this.client.apps[0].app.name;
   }
 
   /** Sends per request of app `name` (one of {@link names}). */

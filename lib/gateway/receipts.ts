@@ -1,8 +1,8 @@
 // Receipt entries of one handled send batch, collected per notification and published as one receipt batch each under the batch's message ids.
 import { encode } from "../core/codec.js";
-import type { Nats } from "../infra/nats.js";
 import { MSGID, receiptSubject } from "../core/subjects.js";
 import type { ReceiptBatch, ReceiptEntry } from "../core/types.js";
+import type { Nats } from "../infra/nats.js";
 
 /**
  * Collects the receipt entries of one send batch, per notification in the

@@ -1,27 +1,29 @@
 // The loop every provider gateway shares: consumes send batches by priority and wires the delivery ledger, the send-time re-check, each app's bulkhead, answer outcomes and receipts together.
 import { randomBytes } from "node:crypto";
+
 import type { JsMsg } from "@nats-io/jetstream";
-import type { Config } from "../core/config.js";
+
+import { Cancellations } from "../campaign/cancellations.js";
 import { encode } from "../core/codec.js";
-import { isRefusal, type BulkheadState, type SendResult } from "../flow/bulkhead.js";
-import { removeDeadToken } from "../directory/directory.js";
-import { PoisonMessage, decodeAs, runLanes } from "../flow/lanes.js";
+import type { Config } from "../core/config.js";
 import type { Logger } from "../core/log.js";
+import { BUCKET, CONSUMER, MSGID, type Priority, retrySubject, sendSubject, STREAM } from "../core/subjects.js";
+import type { DeadLetter, RetryBatch, Send, SendBatch } from "../core/types.js";
+import { removeDeadToken } from "../directory/directory.js";
+import { type BulkheadState, isRefusal, type SendResult } from "../flow/bulkhead.js";
+import { holdUntilDue } from "../flow/hold-until-due.js";
+import { decodeAs, PoisonMessage, runLanes } from "../flow/lanes.js";
+import { gatewayRetries, gatewaySends, stageItems, watchBreakers } from "../infra/metrics.js";
 import type { Nats } from "../infra/nats.js";
 import type { Redis } from "../infra/redis.js";
-import { Cancellations } from "../campaign/cancellations.js";
-import { holdUntilDue } from "../flow/hold-until-due.js";
-import { DeliveryLedger, type BatchLedger } from "./delivery-ledger.js";
-import { answerOutcome, beforeSend, pushBackOutcome, releaseOf, tokenGone, type Later, type Recorded } from "./outcomes.js";
+import { type BatchLedger, DeliveryLedger } from "./delivery-ledger.js";
 import { storeDeadLetter } from "./dlq.js";
+import { answerOutcome, beforeSend, type Later, pushBackOutcome, type Recorded, releaseOf, tokenGone } from "./outcomes.js";
+import { type ChannelClient, ProviderApps } from "./provider-apps.js";
 import { ReceiptCollector } from "./receipts.js";
 import { changedSince } from "./send-recheck.js";
-import { ProviderApps, type ChannelClient } from "./provider-apps.js";
-import { gatewayRetries, gatewaySends, stageItems, watchBreakers } from "../infra/metrics.js";
-import { BUCKET, CONSUMER, MSGID, STREAM, retrySubject, sendSubject, type Priority } from "../core/subjects.js";
-import type { DeadLetter, RetryBatch, Send, SendBatch } from "../core/types.js";
 
-export { primaryWithFailovers, type ChannelClient, type ProviderApp, type SendResult } from "./provider-apps.js";
+export { type ChannelClient, primaryWithFailovers, type ProviderApp, type SendResult } from "./provider-apps.js";
 
 /** What a gateway runs on: configuration, connections, logger, and a clock (tests pass a fake one; defaults to `Date.now`). */
 export interface GatewayDeps {
@@ -90,7 +92,7 @@ export async function runGateway(d: GatewayDeps, client: ChannelClient): Promise
       receipts.add(s.nid, { user: s.user, channel, device: s.device, ...r, ...(batch.replayOf ? { supersedes: batch.replayOf } : {}) });
     /** Records send `i`'s outcome (in its event-loop turn's pipeline) and adds its receipt; the write is awaited through `keys.written()` before receipts and the ack. */
     const keep = (i: number, rec: Recorded): Promise<void> => {
-      add(batch.sends[i]!, rec);
+      add(batch.sends[i], rec);
       return keys.record(i, rec);
     };
     /** Pushed-back sends by kind, with their indexes in the batch. */
@@ -101,8 +103,8 @@ export async function runGateway(d: GatewayDeps, client: ChannelClient): Promise
     /** Pushes back sends that were not attempted; they fail as expired when the wait would outlast the notification. */
     const pushBack = (idx: number[], retryInMs: number, why: string): void => {
       for (const i of idx) {
-        const s = batch.sends[i]!;
-        const o = pushBackOutcome(s, retryInMs, why, { now: now(), expiresAt: batch.notifications[s.nid]!.expiresAt });
+        const s = batch.sends[i];
+        const o = pushBackOutcome(s, retryInMs, why, { now: now(), expiresAt: batch.notifications[s.nid].expiresAt });
         if (o.kind === "expired") void keep(i, o.record);
         else waits.push({ i, send: o.send, at: o.at });
       }
@@ -117,14 +119,14 @@ export async function runGateway(d: GatewayDeps, client: ChannelClient): Promise
       // Already recorded: repeated for this copy's caller; an echo when another batch recorded it (that batch reports and counts it).
       else add(s, k.echo ? { ...k.record, echo: true } : k.record);
     });
-    const stale = await changedSince(d.redis, batch, [...new Set(fresh.map((i) => batch.sends[i]!.user))]);
+    const stale = await changedSince(d.redis, batch, [...new Set(fresh.map((i) => batch.sends[i].user))]);
 
     // Group what may go by notification and app; everything else is settled here
     // (suppressed when the user opted out or turned this channel off after the decision, recorded so a replay agrees).
     const groups = new Map<string, { nid: string; app: string; idx: number[] }>();
     for (const i of fresh) {
-      const s = batch.sends[i]!;
-      const settled = beforeSend(batch.notifications[s.nid]!, stale.get(s.user), cancellations.has(s.nid), channel, now());
+      const s = batch.sends[i];
+      const settled = beforeSend(batch.notifications[s.nid], stale.get(s.user), cancellations.has(s.nid), channel, now());
       if (settled) void keep(i, settled);
       else {
         const app = apps.appOf(s);
@@ -137,15 +139,15 @@ export async function runGateway(d: GatewayDeps, client: ChannelClient): Promise
 
     const requests: Promise<void>[] = [];
     for (const grp of groups.values()) {
-      const n = batch.notifications[grp.nid]!;
+      const n = batch.notifications[grp.nid];
       const per = apps.perRequest(grp.app);
       for (let o = 0; o < grp.idx.length; o += per) {
         const idx = grp.idx.slice(o, o + per);
-        const sends = idx.map((i) => batch.sends[i]!);
+        const sends = idx.map((i) => batch.sends[i]);
         /** Settles send `j` of this request from its result; resolves the record's write, if the outcome has one. */
         const settle = (r: SendResult, j: number): Promise<void> | undefined => {
-          const i = idx[j]!;
-          const out = answerOutcome(sends[j]!, r, { retry: g.retry, now: now(), expiresAt: n.expiresAt });
+          const i = idx[j];
+          const out = answerOutcome(sends[j], r, { retry: g.retry, now: now(), expiresAt: n.expiresAt });
           switch (out.kind) {
             case "sent":
             case "failed":
@@ -189,8 +191,8 @@ export async function runGateway(d: GatewayDeps, client: ChannelClient): Promise
             if (isRefusal(results)) return pushBack(idx, results.retryInMs, results.refused);
             if (gone.length === 0) return;
             // A gone token leaves the directory before its failure is recorded, so a replay after a crash still removes it.
-            await Promise.all(gone.map((j) => removeDeadToken(d.redis, d.nats.nc, d.cfg.cluster.shards, sends[j]!.user, sends[j]!.device, sends[j]!.token).catch((err) => log.warn({ err }, "token removal failed"))));
-            for (const j of gone) void settle(results[j]!, j);
+            await Promise.all(gone.map((j) => removeDeadToken(d.redis, d.nats.nc, d.cfg.cluster.shards, sends[j].user, sends[j].device, sends[j].token).catch((err) => log.warn({ err }, "token removal failed"))));
+            for (const j of gone) void settle(results[j], j);
           }),
         );
       }

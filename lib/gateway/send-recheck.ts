@@ -1,11 +1,11 @@
 // The send-time re-check: users whose opt-out or preferences changed after their batch was decided, and whether their current record still allows the send.
-import type { Redis } from "../infra/redis.js";
 import { changedKey } from "../core/keys.js";
 import { ownValue } from "../core/own-keys.js";
-import { readUsers } from "../directory/directory.js";
-import { contentOf } from "../shard/policy.js";
 import type { Channel } from "../core/subjects.js";
 import type { NotificationBrief, SendBatch, UserRecord } from "../core/types.js";
+import { readUsers } from "../directory/directory.js";
+import type { Redis } from "../infra/redis.js";
+import { contentOf } from "../shard/policy.js";
 
 /**
  * Users of `batch` among `users` (its sends not yet delivered) whose opt-out

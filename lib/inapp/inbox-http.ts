@@ -1,15 +1,16 @@
 // The inbox over HTTP, as the WebSocket gateway serves it: GET /v1/inbox, POST /v1/inbox/{seen|read|archive} and their CORS preflight, with the validation the WebSocket commands share.
 import type { HttpRequest, TemplatedApp } from "uWebSockets.js";
 import { z } from "zod";
+
 import { BodyTooLarge, NotFound, RequestInvalid } from "../core/errors.js";
 import type { Logger } from "../core/log.js";
 import { formatIssue } from "../core/zod-issues.js";
-import { bearerOf, preflight, queryOf, route, type Origins } from "../infra/http.js";
-import { INBOX_ACTIONS, type Inbox, type InboxAction } from "./inbox.js";
+import { bearerOf, type Origins, preflight, queryOf, route } from "../infra/http.js";
+import { type Inbox, INBOX_ACTIONS, type InboxAction } from "./inbox.js";
 import type { UserTokens } from "./ws-token.js";
 
 /** Notification ids an inbox action names: 1 to 1000 of them, each 1-128 characters of `[A-Za-z0-9_\-:@+=]`. */
-export const inboxIds = z.array(z.string().regex(/^[A-Za-z0-9_\-:@+=]{1,128}$/, "must be notification ids")).min(1).max(1000);
+export const inboxIds = z.array(z.string().regex(/^[A-Za-z0-9_\-:@+=]{1, 128}$/, "must be notification ids")).min(1).max(1000);
 const markBody = z.strictObject({ ids: inboxIds.optional(), all: z.literal(true).optional() });
 
 /** The first problem of a command or body as a {@link RequestInvalid} naming the field (`(message)` for the whole) and the rule. */
@@ -95,7 +96,7 @@ export function mountInboxHttp(app: TemplatedApp, d: InboxHttpDeps): void {
           throw new RequestInvalid("(body): must be JSON", { field: "(body)" });
         }
         const p = markBody.safeParse(body);
-        if (!p.success) throw invalidRequest(p.error.issues[0]!);
+        if (!p.success) throw invalidRequest(p.error.issues[0]);
         const which = markTarget(action, p.data.ids, p.data.all);
         return { status: 200, body: { unread: await d.mark(user, action as InboxAction, which) } };
       },

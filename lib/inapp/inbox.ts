@@ -1,9 +1,9 @@
 // The per-user in-app inbox in Redis: capped items with seen/read/archived state, an unread count, and the live-delivery state that makes push fallback happen at most once.
-import type { Redis } from "../infra/redis.js";
-import { withScripts, type ScriptRedis } from "../infra/scripts.js";
 import { inboxItemsKey, inboxKey } from "../core/keys.js";
 import { shardOf } from "../core/shard-hash.js";
 import type { Priority } from "../core/subjects.js";
+import type { Redis } from "../infra/redis.js";
+import { type ScriptRedis, withScripts } from "../infra/scripts.js";
 
 /** One inbox entry as clients see it. `id` is the notification id. */
 export interface InboxItem {

@@ -1,12 +1,12 @@
 // Presence: which users hold a live in-app connection. Redis keys with a TTL (the truth after a restart) plus events on `nfx.presence.<shard>` (what shard actors route by once warm).
+import { decodeJson, encodeJson } from "../core/codec.js";
+import { presenceKey } from "../core/keys.js";
+import type { Logger } from "../core/log.js";
+import { shardOf } from "../core/shard-hash.js";
+import { presenceAll, presenceSubject } from "../core/subjects.js";
 import type { Nats } from "../infra/nats.js";
 import type { Redis } from "../infra/redis.js";
 import { withScripts } from "../infra/scripts.js";
-import { presenceKey } from "../core/keys.js";
-import { shardOf } from "../core/shard-hash.js";
-import { presenceAll, presenceSubject } from "../core/subjects.js";
-import { decodeJson, encodeJson } from "../core/codec.js";
-import type { Logger } from "../core/log.js";
 
 /** A presence event: users of one shard that came online (or are still online, on a refresh) or went offline at one gateway. */
 export interface PresenceEvent {
@@ -81,7 +81,7 @@ export class PresenceWriter {
 
   private schedule(): Promise<void> {
     if (!this.flushing) {
-      this.flushing = new Promise<void>((res, rej) => setImmediate(() => this.flush().then(res, rej)));
+      this.flushing = new Promise<void>((res, rej) => setImmediate(() => void this.flush().then(res, rej)));
     }
     return this.flushing;
   }
@@ -178,7 +178,7 @@ export class PresenceView {
     const exp = e.at + e.ttlMs;
     for (const u of e.online) {
       let g = this.byUser.get(u);
-      if (!g) this.byUser.set(u, (g = new Map()));
+      if (!g) this.byUser.set(u, (g = new Map<string, number>()));
       g.set(e.gateway, exp);
     }
     for (const u of e.offline) {

@@ -1,5 +1,6 @@
 // User tokens of the WebSocket gateway and inbox API: HS256 JWTs (jose) whose `sub` names the user.
-import { SignJWT, jwtVerify, errors as joseErrors } from "jose";
+import { errors as joseErrors, jwtVerify, SignJWT } from "jose";
+
 import { Unauthenticated } from "../core/errors.js";
 import { ID_PATTERN } from "../core/subjects.js";
 

@@ -1,6 +1,8 @@
 // The uWebSockets.js HTTP layer the HTTP API and the WebSocket gateway share: one answer per request, JSON and coded-error answers, bodies read under a limit, origins and CORS, listening.
 import { STATUS_CODES } from "node:http";
+
 import type { HttpRequest, HttpResponse, TemplatedApp, us_listen_socket } from "uWebSockets.js";
+
 import { Forbidden, NfxError, toErrorReply } from "../core/errors.js";
 
 /** Response headers, written in insertion order. */
@@ -212,5 +214,5 @@ export const noRoute = (res: HttpResponse, req: HttpRequest): void => new Exchan
  */
 export async function listen(uws: typeof import("uWebSockets.js"), app: TemplatedApp, host: string, port: number, what: string): Promise<{ port: number; close(): void }> {
   const socket = await new Promise<us_listen_socket>((resolve, reject) => app.listen(host, port, (s) => (s ? resolve(s) : reject(new Error(`${what}: cannot listen on ${host}:${port}`)))));
-  return { port: uws.us_socket_local_port(socket as never), close: () => uws.us_listen_socket_close(socket) };
+  return { port: uws.us_socket_local_port(socket), close: () => uws.us_listen_socket_close(socket) };
 }

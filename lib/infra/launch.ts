@@ -1,9 +1,10 @@
 // Starts and stops local nats-server and redis-server processes: used by `nfx up` and by the test harness.
-import { spawn, spawnSync, type ChildProcess } from "node:child_process";
+import { type ChildProcess, spawn, spawnSync } from "node:child_process";
 import { appendFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+
 import { RuntimeMissing } from "../core/errors.js";
 
 
@@ -12,9 +13,9 @@ export interface ServerProcess {
   port: number;
   proc: ChildProcess;
   /** Stops the server (SIGTERM, then SIGKILL after 5 s) and resolves when it has exited. */
-  stop(): Promise<void>;
+  stop: () => Promise<void>;
   /** The last 64 KB the server wrote to stderr/stdout, for error messages. */
-  output(): string;
+  output: () => string;
 }
 
 const live = new Set<ChildProcess>();
@@ -28,7 +29,7 @@ function requireBinary(name: string): void {
   }
 }
 
-function track(proc: ChildProcess): { output(): string; stop(): Promise<void> } {
+function track(proc: ChildProcess): { output: () => string; stop: () => Promise<void> } {
   let out = "";
   const keep = (b: Buffer): void => {
     out = (out + b.toString()).slice(-65536);
@@ -37,7 +38,7 @@ function track(proc: ChildProcess): { output(): string; stop(): Promise<void> } 
   proc.stderr?.on("data", keep);
   live.add(proc);
   const exited = new Promise<void>((r) => proc.once("exit", () => r()));
-  exited.then(() => live.delete(proc));
+  void exited.then(() => live.delete(proc));
   return {
     output: () => out,
     async stop() {
@@ -107,7 +108,7 @@ export async function startNatsServer(o: { storeDir: string; conf: string; port?
       const f = readdirSync(portsDir).find((n) => n.endsWith(".ports"));
       if (f) {
         try {
-          const url = (JSON.parse(readFileSync(join(portsDir, f), "utf8")) as { nats: string[] }).nats[0]!;
+          const url = (JSON.parse(readFileSync(join(portsDir, f), "utf8")) as { nats: string[] }).nats[0];
           port = Number(new URL(url).port);
         } catch {
           /* partially written; retry */

@@ -1,12 +1,12 @@
 // Prometheus metrics of one process (prom-client): the metric families every stage updates, and cluster gauges read from JetStream on scrape.
-import { Counter, Gauge, Histogram, collectDefaultMetrics, register } from "prom-client";
+import { collectDefaultMetrics, Counter, Gauge, Histogram, register } from "prom-client";
 /** What the breaker gauge reads of a bulkhead (lib/flow/bulkhead.ts's state has these fields). */
 interface BulkheadState {
   app: string;
   breaker: "closed" | "half-open" | "open" | "isolated";
 }
-import type { Nats } from "./nats.js";
 import { PRIORITIES, STREAM } from "../core/subjects.js";
+import type { Nats } from "./nats.js";
 
 export { register };
 

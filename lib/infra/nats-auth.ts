@@ -1,6 +1,7 @@
 // NATS accounts, users and permissions: nfx's roles in account NFX (one user each, least privilege), producers in account PRODUCERS (service imports only); renders nats-server's config.
 import { createHmac } from "node:crypto";
-import { API, API_OPS, BUCKET, CONSUMER, GATEWAY_CHANNELS, extApiAll, extApiSubject, STREAM, dirChangedAll, dlqSubject, fanAll, intakeAll, presenceAll, receiptAll, retryOf, sendAll, trailAll, deferAll, type Channel } from "../core/subjects.js";
+
+import { API, API_OPS, BUCKET, type Channel, CONSUMER, deferAll, dirChangedAll, dlqSubject, extApiAll, extApiSubject, fanAll, GATEWAY_CHANNELS, intakeAll, presenceAll, receiptAll, retryOf, sendAll, STREAM, trailAll } from "../core/subjects.js";
 
 /** nfx's own NATS identities: one per role, plus `admin` (the CLI, `nfx init`, tools and tests). */
 export const NATS_ROLE_USERS = ["ingest", "scheduler", "router", "campaign", "shard", "gateway-apns", "gateway-fcm", "gateway-email", "gateway-sms", "ws-gateway", "tracker"] as const;

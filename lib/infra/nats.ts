@@ -1,11 +1,12 @@
 // NATS connection handling: connect with endless reconnects, log every status change, never exit on a disconnect.
-import { connect, type NatsConnection } from "@nats-io/transport-node";
-import { jetstream, jetstreamManager, type JetStreamClient, type JetStreamManager } from "@nats-io/jetstream";
+import { jetstream, type JetStreamClient, type JetStreamManager, jetstreamManager } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
+import { connect, type NatsConnection } from "@nats-io/transport-node";
+
 import { backoffMs } from "../core/backoff.js";
 import type { Config } from "../core/config.js";
 import type { Logger } from "../core/log.js";
-import { inboxPrefixOf, natsPassword, natsUserName, type NatsIdentity } from "./nats-auth.js";
+import { inboxPrefixOf, type NatsIdentity, natsPassword, natsUserName } from "./nats-auth.js";
 
 /** A NATS connection with its JetStream and KV handles. */
 export interface Nats {

@@ -1,13 +1,14 @@
 // The process registry: every nfx process announces its roles and metrics URL in KV, so `nfx top`, the status page and Prometheus find it.
 import http from "node:http";
-import { hostname } from "node:os";
 import type { AddressInfo } from "node:net";
-import type { Config } from "../core/config.js";
+import { hostname } from "node:os";
+
 import { decodeJson, encodeJson } from "../core/codec.js";
+import type { Config } from "../core/config.js";
 import type { Logger } from "../core/log.js";
+import { BUCKET, PROCESS_KEY } from "../core/subjects.js";
 import { collectProcessMetrics, register } from "./metrics.js";
 import type { Nats } from "./nats.js";
-import { BUCKET, PROCESS_KEY } from "../core/subjects.js";
 
 /** An entry lapses this long after its process last refreshed it. */
 export const PROCESS_TTL_MS = 15_000;
@@ -67,7 +68,7 @@ export async function announceProcess(cfg: Config, nats: Nats, roles: readonly s
       await kv.delete(info.id).catch(() => undefined);
       if (server) {
         server.closeAllConnections();
-        await new Promise<void>((r) => server!.close(() => r()));
+        await new Promise<void>((r) => server.close(() => r()));
       }
     },
   };

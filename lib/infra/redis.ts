@@ -1,8 +1,9 @@
 // Redis connection handling: auto-pipelined ioredis client, reconnects logged, never fatal.
 import { Redis } from "ioredis";
+
 import type { Config } from "../core/config.js";
-import type { Logger } from "../core/log.js";
 import { StoreUnavailable } from "../core/errors.js";
+import type { Logger } from "../core/log.js";
 import { scriptOptions } from "./scripts.js";
 
 export type { Redis };

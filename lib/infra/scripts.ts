@@ -1,6 +1,7 @@
 // The Redis Lua script registry: every script nfx runs is a file in lib/infra/scripts/, defined as a typed command on each client once.
 import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
+
 import type { ChainableCommander, Redis } from "ioredis";
 
 /**
@@ -82,7 +83,7 @@ export function scriptFiles(): readonly ScriptFile[] {
     if (!m) throw new Error(`lib/infra/scripts/${file}: a script file is named <name>-<numberOfKeys>.lua (or -n for a variable number)`);
     out.push({
       file,
-      command: `nfx${m[1]![0]!.toUpperCase()}${m[1]!.slice(1)}`,
+      command: `nfx${m[1][0].toUpperCase()}${m[1].slice(1)}`,
       numberOfKeys: m[2] === "n" ? null : Number(m[2]),
       lua: readFileSync(dir + file, "utf8"),
     });

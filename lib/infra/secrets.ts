@@ -1,5 +1,6 @@
 // Published defaults no running role may use: development secrets and open settings, each paired with the config key that replaces it.
 import { randomBytes } from "node:crypto";
+
 import { DEV_LINK_SECRET, DEV_NATS_SECRET, DEV_WS_SECRET } from "../../config/schema.js";
 import type { Config } from "../core/config.js";
 import { InsecureDefault } from "../core/errors.js";
@@ -49,7 +50,7 @@ export function refusePublishedDefaults(cfg: Config): void {
   const bad = publishedDefaultsIn(cfg);
   if (bad.length === 0) return;
   const lines = bad.map((d) => `${d.path}: must be set (the published default ${JSON.stringify(d.published)} is refused: ${d.why})`);
-  throw new InsecureDefault(`refusing to start with published defaults:\n  ${lines.join("\n  ")}`, { field: bad[0]!.path });
+  throw new InsecureDefault(`refusing to start with published defaults:\n  ${lines.join("\n  ")}`, { field: bad[0].path });
 }
 
 /** A fresh random secret: 32 bytes, base64url (43 characters). */

@@ -1,15 +1,16 @@
 // `nfx init`: creates or updates every stream, consumer and KV bucket (idempotent, as nfx-admin); roles wait for it at start.
-import { AckPolicy, DeliverPolicy, DiscardPolicy, RetentionPolicy, StorageType, type ConsumerConfig, type StreamConfig } from "@nats-io/jetstream";
+import { AckPolicy, type ConsumerConfig, DeliverPolicy, DiscardPolicy, RetentionPolicy, StorageType, type StreamConfig } from "@nats-io/jetstream";
 import { nanos } from "@nats-io/transport-node";
+
 import { backoffMs } from "../core/backoff.js";
 import type { Config } from "../core/config.js";
-import type { Nats } from "./nats.js";
 import type { Logger } from "../core/log.js";
-import { PROCESS_TTL_MS } from "./processes.js";
 import {
-  BUCKET, CHANNELS, CONSUMER, GATEWAY_CHANNELS, PRIORITIES, STREAM,
-  deferAll, retryAll, retryOf, dlqAll, fanAll, scheduledAll, intakeAll, trailAll, intakeLane, receiptAll, sendAll, sendSubject,
-} from "../core/subjects.js";
+  BUCKET, CHANNELS, CONSUMER,   deferAll, dlqAll, fanAll, GATEWAY_CHANNELS, intakeAll, intakeLane, PRIORITIES, receiptAll, retryAll, retryOf, scheduledAll, sendAll, sendSubject,
+STREAM,
+trailAll, } from "../core/subjects.js";
+import type { Nats } from "./nats.js";
+import { PROCESS_TTL_MS } from "./processes.js";
 
 /** The stream configurations derived from config. Exported for `nfx init --print` and tests. */
 export function streamConfigs(cfg: Config): (Partial<StreamConfig> & { name: string })[] {

@@ -1,5 +1,6 @@
 // Loads uWebSockets.js and refuses to run on its slow JavaScript fallback.
 import { createRequire } from "node:module";
+
 import { RuntimeMissing } from "../core/errors.js";
 
 /**

@@ -1,8 +1,9 @@
 // Calls the nfx NATS API (request/reply), with a producer's API key when given, and turns error replies back into errors with their code.
 import { headers, type NatsConnection } from "@nats-io/transport-node";
+
 import { decodeJson, encodeJson } from "../core/codec.js";
-import { API, extApiSubject, type ApiOp } from "../core/subjects.js";
 import type { NotifyRequest } from "../core/request-schema.js";
+import { API, type ApiOp, extApiSubject } from "../core/subjects.js";
 import type { NotificationStatus } from "../tracking/status.js";
 
 /** Header carrying the error code on a failed API reply; the body then holds `{error:{code,message,field}}`. */

@@ -1,5 +1,6 @@
 // API keys and their scopes: the one key table behind the HTTP API and `nfx.ext.api.*`, and the scope check every operation makes.
 import { createHash } from "node:crypto";
+
 import { API_SCOPES } from "../../config/schema.js";
 import type { Config } from "../core/config.js";
 import { ScopeMissing, Unauthenticated } from "../core/errors.js";

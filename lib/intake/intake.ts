@@ -1,26 +1,28 @@
 // Accepting a notification, the same for both surfaces: validate every rule, apply idempotency, store durably on NFX_INTAKE.
-import { stageItems } from "../infra/metrics.js";
 import { createHash } from "node:crypto";
+
 import type { KV } from "@nats-io/kv";
+
+import { APNS_MAX_PAYLOAD, apnsPayloadOverLimit } from "../core/apns-payload.js";
+import { decodeJson, encode, encodeJson } from "../core/codec.js";
 import type { Config } from "../core/config.js";
-import { encode, encodeJson, decodeJson } from "../core/codec.js";
 import {
   CategoryUnknown, ChannelUnavailable, Forbidden, IdempotencyConflict, PayloadTooLarge, RequestInvalid,
   ScheduleInvalid, StoreUnavailable, TemplateMismatch, TemplateNotFound,
 } from "../core/errors.js";
-import { requireScope, type Scope } from "./api-keys.js";
-import { APNS_MAX_PAYLOAD, apnsPayloadOverLimit } from "../core/apns-payload.js";
 import { newNotificationId } from "../core/ids.js";
 import { ownValue } from "../core/own-keys.js";
+import { type NotifyRequest, parseNotifyRequest } from "../core/request-schema.js";
+import { idempotencyKvKey, intakeSubject, MSGID, PRIORITIES, type Priority, scheduledSubject } from "../core/subjects.js";
+import type { ContentChannel, Notification, TemplateUse } from "../core/types.js";
+import { segmentSource } from "../directory/segments.js";
 import { JsPublisher } from "../flow/js-publisher.js";
+import { stageItems } from "../infra/metrics.js";
 import type { Nats } from "../infra/nats.js";
 import type { Redis } from "../infra/redis.js";
-import { segmentSource } from "../directory/segments.js";
-import { parseNotifyRequest, type NotifyRequest } from "../core/request-schema.js";
 import { readNotification } from "../tracking/status.js";
-import { MSGID, PRIORITIES, idempotencyKvKey, intakeSubject, scheduledSubject, type Priority } from "../core/subjects.js";
+import { requireScope, type Scope } from "./api-keys.js";
 import { renderPush, templateChannels, type TemplateStore } from "./templates.js";
-import type { ContentChannel, Notification, TemplateUse } from "../core/types.js";
 
 /** Who is calling: an API key (HTTP or `nfx.ext.api.*`), or nfx's own NATS users on `nfx.api.*`. */
 export interface Producer {

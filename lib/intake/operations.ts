@@ -1,14 +1,15 @@
 // Operations both API surfaces offer besides notify: campaign control and preference updates, with their validation.
 import type { NatsConnection } from "@nats-io/transport-node";
-import type { Campaigns, CampaignStatus, CampaignRecord } from "../campaign/campaigns.js";
+
+import type { CampaignRecord, Campaigns, CampaignStatus } from "../campaign/campaigns.js";
 import type { Config } from "../core/config.js";
-import { updatePreferences } from "../directory/directory.js";
 import { CategoryUnknown, NotFound, RequestInvalid } from "../core/errors.js";
-import type { Redis } from "../infra/redis.js";
-import { parseWith, preferencesSchema } from "../core/request-schema.js";
 import { ownValue } from "../core/own-keys.js";
+import { parseWith, preferencesSchema } from "../core/request-schema.js";
 import { ID_PATTERN } from "../core/subjects.js";
 import type { UserRecord } from "../core/types.js";
+import { updatePreferences } from "../directory/directory.js";
+import type { Redis } from "../infra/redis.js";
 
 const ACTIONS = ["pause", "resume", "cancel", "status"] as const;
 export type CampaignOp = (typeof ACTIONS)[number];

@@ -1,18 +1,19 @@
 // Templates: validated and stored in JetStream KV, rendered per recipient with Handlebars and locale fallback.
-import Handlebars from "handlebars";
 import type { KV } from "@nats-io/kv";
+import Handlebars from "handlebars";
 import { z } from "zod";
+
 import { decodeJson, encodeJson } from "../core/codec.js";
 import { NotFound, TemplateInvalid } from "../core/errors.js";
+import { isPrototypeName, PROTOTYPE_NAME_RULE } from "../core/own-keys.js";
 import { formatIssue } from "../core/request-schema.js";
-import { PROTOTYPE_NAME_RULE, isPrototypeName } from "../core/own-keys.js";
 import { templateKey } from "../core/subjects.js";
 import type { ContentChannel, PushContent, Template, TemplateUse, UserRecord } from "../core/types.js";
 
 /** Template ids: also KV keys. */
-export const TEMPLATE_ID = /^[A-Za-z0-9_-]{1,64}$/;
+export const TEMPLATE_ID = /^[A-Za-z0-9_-]{1, 64}$/;
 /** BCP 47-ish locale tags: `en`, `pt-BR`, `zh-Hant-TW`. */
-export const LOCALE = /^[a-z]{2,3}(-[A-Za-z0-9]{2,8}){0,2}$/;
+export const LOCALE = /^[a-z]{2, 3}(-[A-Za-z0-9]{2,8}){0,2}$/;
 
 const locale = z.string().regex(LOCALE, "must be a locale tag such as en or pt-BR");
 const byLocale = <T extends z.ZodType>(v: T) => z.record(locale, v).refine((r) => Object.keys(r).length > 0, "must have at least one locale");
@@ -58,7 +59,7 @@ export function variablesOf(text: string): string[] {
     const pe = p as hbs.AST.PathExpression;
     if (pe.data || pe.depth > 0 || pe.parts.length === 0) return;
     if (pe.parts[0] === "user") return;
-    found.add(pe.parts[0]!);
+    found.add(pe.parts[0]);
   };
   const visit = (nodes: hbs.AST.Statement[]): void => {
     for (const n of nodes) {
@@ -70,7 +71,7 @@ export function variablesOf(text: string): string[] {
       } else if (n.type === "BlockStatement") {
         const b = n as hbs.AST.BlockStatement;
         b.params.forEach(path);
-        const name = (b.path as hbs.AST.PathExpression).original;
+        const name = (b.path).original;
         if (name !== "each" && name !== "with") visit(b.program?.body ?? []);
         visit(b.inverse?.body ?? []);
       }
@@ -88,7 +89,7 @@ export function variablesOf(text: string): string[] {
 export function prepareTemplate(input: unknown, now: number): Template {
   const r = templateInputSchema.safeParse(input);
   if (!r.success) {
-    const { field, message } = formatIssue(r.error.issues[0]!);
+    const { field, message } = formatIssue(r.error.issues[0]);
     throw new TemplateInvalid(message, { field });
   }
   const t = r.data;
@@ -105,17 +106,17 @@ export function prepareTemplate(input: unknown, now: number): Template {
       throw new TemplateInvalid(`${p}: not a valid template: ${(err as Error).message.split("\n")[0]}`, { field: p });
     }
   }
-  return { ...t, channels: t.channels as Template["channels"], variables: [...variables].sort(), updatedAt: now };
+  return { ...t, channels: t.channels, variables: [...variables].sort(), updatedAt: now };
 }
 
 /** Picks the entry for `wanted` (e.g. pt-BR), else its language (pt), else the default locale. */
 export function pickLocale<T>(entries: Record<string, T>, wanted: string | undefined, fallback: string): T {
   if (wanted) {
-    if (Object.hasOwn(entries, wanted)) return entries[wanted]!;
-    const lang = wanted.split("-")[0]!;
-    if (Object.hasOwn(entries, lang)) return entries[lang]!;
+    if (Object.hasOwn(entries, wanted)) return entries[wanted];
+    const lang = wanted.split("-")[0];
+    if (Object.hasOwn(entries, lang)) return entries[lang];
   }
-  return entries[fallback]!;
+  return entries[fallback];
 }
 
 const compiled = new Map<string, HandlebarsTemplateDelegate>();

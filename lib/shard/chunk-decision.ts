@@ -1,9 +1,9 @@
 // Decides one fan chunk: runs the per-recipient policy over the chunk's users and shapes the results into send batches, receipts, deferrals and trails.
-import { decideUser, planFor, type PolicyConfig, type PolicyState, type Trail } from "./policy.js";
-import { CHANNELS, type Channel } from "../core/subjects.js";
-import { renderEmail, renderInApp, renderPush, renderSms } from "../intake/templates.js";
-import { TrailBook } from "./trails.js";
+import { type Channel, CHANNELS } from "../core/subjects.js";
 import type { FanChunk, NotificationBrief, PushContent, ReceiptEntry, Send, UserRecord } from "../core/types.js";
+import { renderEmail, renderInApp, renderPush, renderSms } from "../intake/templates.js";
+import { decideUser, planFor, type PolicyConfig, type PolicyState, type Trail } from "./policy.js";
+import { TrailBook } from "./trails.js";
 
 /**
  * Returns the per-recipient push renderer of a notification: null content

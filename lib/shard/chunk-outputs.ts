@@ -1,5 +1,5 @@
 // A decided chunk's outputs: send batches per channel, deferrals, receipts and trail records, each with its subject and deterministic message id.
-import { CHANNELS, MSGID, deferSubject, receiptSubject, sendSubject, trailSubject } from "../core/subjects.js";
+import { CHANNELS, deferSubject, MSGID, receiptSubject, sendSubject, trailSubject } from "../core/subjects.js";
 import type { DeferredChunk, FanChunk, ReceiptBatch, SendBatch } from "../core/types.js";
 import type { ChunkDecision } from "./chunk-decision.js";
 import type { ChunkTrails } from "./trails.js";

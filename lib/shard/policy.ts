@@ -1,12 +1,12 @@
 // Per-recipient policy: the ordered rules that decide whether, when and where one user is notified, each leaving a step in the decision trail.
 import type { Config } from "../core/config.js";
-import type { DedupWindow } from "./dedup-window.js";
-import { parseHhmm, quietUntil, type QuietWindow } from "../directory/quiet-hours.js";
 import { hash53 } from "../core/hash53.js";
 import { ownValue } from "../core/own-keys.js";
-import { RateBuckets, type Cap } from "./rate-buckets.js";
 import type { Channel, Priority } from "../core/subjects.js";
 import type { ContentChannel, NotificationBrief, UserRecord } from "../core/types.js";
+import { parseHhmm, quietUntil, type QuietWindow } from "../directory/quiet-hours.js";
+import type { DedupWindow } from "./dedup-window.js";
+import { type Cap, RateBuckets } from "./rate-buckets.js";
 
 /** Policy settings of one category. */
 export interface CategoryPolicy {
@@ -158,7 +158,7 @@ export function decideUser(cfg: PolicyConfig, st: PolicyState, ctx: DecideContex
   const { n, now } = ctx;
   const p = plan ?? planFor(cfg, n);
   const u = r.user;
-  const { cat, critical, lines } = p;
+  const { cat, lines } = p;
   const suppress = (rule: string, reason: string, ...seen: (string | number)[]): Verdict => {
     if (trail) trail.s += `${rule}|suppress:${reason}${seen.length ? `|${seen.join("|")}` : ""}\n`;
     return { kind: "suppress", reason };
@@ -249,11 +249,11 @@ function route(own: readonly ContentChannel[], allowed: readonly ContentChannel[
   let tried = "";
   const mine = noInApp ? own.filter((ch) => ch !== "inapp") : own;
   if (mine.length > 0) {
-    targets = mine.length === 1 ? targetsOn(mine[0]!, r) : mine.flatMap((ch) => targetsOn(ch, r));
+    targets = mine.length === 1 ? targetsOn(mine[0], r) : mine.flatMap((ch) => targetsOn(ch, r));
     tried = mine.join("+");
   }
   for (let i = 0; targets.length === 0 && i < allowed.length; i++) {
-    const ch = allowed[i]!;
+    const ch = allowed[i];
     if (own.includes(ch) || (noInApp && ch === "inapp")) continue;
     targets = targetsOn(ch, r);
     tried = tried ? `${tried} > ${ch}` : ch;

@@ -1,8 +1,9 @@
 // Shard checkpoints in JetStream KV: consumer positions, dedup window and token buckets, written by compare-and-set so a stale owner's write fails.
 import type { KV } from "@nats-io/kv";
+
 import { decode, encodePlain } from "../core/codec.js";
 import { Fenced } from "../core/errors.js";
-import { PRIORITIES, checkpointKey, checkpointPartKey, checkpointPartsOf, type Priority } from "../core/subjects.js";
+import { checkpointKey, checkpointPartKey, checkpointPartsOf, PRIORITIES, type Priority } from "../core/subjects.js";
 
 /** A shard's state as of stream positions `pos` (last fan-chunk sequence fully handled, per lane). */
 export interface Checkpoint {

@@ -1,10 +1,11 @@
 // Shard ownership: live shard-actor processes announce themselves in KV, each takes its rendezvous-hash share of the shards by lease, and hands shards over when membership changes.
 import type { KV } from "@nats-io/kv";
+
 import { decodeJson, encodeJson } from "../core/codec.js";
 import { hash53 } from "../core/hash53.js";
-import { Lease } from "../flow/lease.js";
 import type { Logger } from "../core/log.js";
 import { LEASE_KEY } from "../core/subjects.js";
+import { Lease } from "../flow/lease.js";
 
 export interface OwnershipOptions {
   kv: KV;

@@ -1,11 +1,11 @@
 // Decision trails: written by the shard actor per chunk (identical trails stored once), read back by `nfx explain`.
 import { decode } from "../core/codec.js";
-import type { Nats } from "../infra/nats.js";
-import { hhmm } from "../directory/quiet-hours.js";
-import { shardOf } from "../core/shard-hash.js";
-import { readStored } from "../flow/stream-read.js";
-import { ID_PATTERN, STREAM, trailSubject } from "../core/subjects.js";
 import { RequestInvalid } from "../core/errors.js";
+import { shardOf } from "../core/shard-hash.js";
+import { ID_PATTERN, STREAM, trailSubject } from "../core/subjects.js";
+import { hhmm } from "../directory/quiet-hours.js";
+import { readStored } from "../flow/stream-read.js";
+import type { Nats } from "../infra/nats.js";
 
 /** The trails of one fan chunk, on `nfx.trail.<nid>.<shard>`: `trails[idx[i]]` is `users[i]`'s trail. */
 export interface ChunkTrails {
@@ -53,7 +53,7 @@ const iso = (ms: number | string): string => new Date(Number(ms)).toISOString();
 function describe(rule: string, verdict: string, v: string[]): string {
   switch (rule) {
     case "expiry":
-      return `expires ${iso(v[0]!)}`;
+      return `expires ${iso(v[0])}`;
     case "quiet_hours":
       if (v.length >= 4) {
         const base = `zone ${v[0]}, local time ${hhmm(Number(v[1]))}, quiet ${hhmm(Number(v[2]))}-${hhmm(Number(v[3]))}`;
@@ -69,7 +69,7 @@ function describe(rule: string, verdict: string, v: string[]): string {
     case "route":
       return verdict === "send" ? `tried ${v[0]}: ${v[1]} destination(s)` : `tried ${v[0]}: nobody reachable`;
     case "segment":
-      return `last active ${v[0] === "0" ? "never" : iso(v[0]!)}, segment needs ${iso(v[1]!)} or later`;
+      return `last active ${v[0] === "0" ? "never" : iso(v[0])}, segment needs ${iso(v[1])} or later`;
     default:
       return v.join(" ");
   }
@@ -82,7 +82,7 @@ export function parseTrail(trail: string): Explanation["decisions"][number]["ste
     .filter(Boolean)
     .map((line) => {
       const [rule, verdict, ...v] = line.split("|");
-      return { rule: rule!, verdict: verdict!, saw: describe(rule!, verdict!, v) };
+      return { rule: rule, verdict: verdict, saw: describe(rule, verdict, v) };
     });
 }
 
@@ -103,7 +103,7 @@ export async function explain(n: Nats, shards: number, nid: string, userId: stri
     (m) => {
       const t = decode<ChunkTrails>(m.data);
       const i = t.users.indexOf(userId);
-      if (i >= 0) decisions.push({ at: t.at, chunk: t.fan, steps: parseTrail(t.trails[t.idx[i]!]!) });
+      if (i >= 0) decisions.push({ at: t.at, chunk: t.fan, steps: parseTrail(t.trails[t.idx[i]]) });
     },
     trailSubject(nid, shard),
   );

@@ -1,16 +1,17 @@
 // Delivery logs for operators: what happened, per notification (from its receipts) or per user (from the tracker's log); and the cluster overview.
 import { z } from "zod";
-import { decode } from "../core/codec.js";
+
 import type { Campaigns, CampaignStatus } from "../campaign/campaigns.js";
-import { outstanding, readTotals, type ChannelTotals } from "../campaign/counters.js";
+import { type ChannelTotals, outstanding, readTotals } from "../campaign/counters.js";
+import { decode } from "../core/codec.js";
 import { RequestInvalid } from "../core/errors.js";
-import { readLag, type ConsumerLag } from "../infra/metrics.js";
+import { parseWith } from "../core/request-schema.js";
+import { BUCKET, ID_PATTERN, receiptSubject, STREAM } from "../core/subjects.js";
+import { type Outcome, OUTCOMES, type ReceiptBatch } from "../core/types.js";
+import { readStored } from "../flow/stream-read.js";
+import { type ConsumerLag, readLag } from "../infra/metrics.js";
 import type { Nats } from "../infra/nats.js";
 import { listProcesses, type ProcessInfo } from "../infra/processes.js";
-import { parseWith } from "../core/request-schema.js";
-import { readStored } from "../flow/stream-read.js";
-import { BUCKET, ID_PATTERN, STREAM, receiptSubject } from "../core/subjects.js";
-import { OUTCOMES, type Outcome, type ReceiptBatch } from "../core/types.js";
 import type { UserLog, UserLogEntry } from "./user-log.js";
 
 /** One line of a notification's delivery log: a receipt entry with its place in the receipts stream. */
@@ -59,7 +60,7 @@ export async function readDeliveryLog(n: Nats, userLog: UserLog | null, query: u
     if (!userLog) throw new RequestInvalid("user: per-user logs are off (tracker.userLog)", { field: "user" });
     const got = await userLog.read(q.user, q.outcome ? 1000 : q.limit, q.before);
     const lines = got.filter((l) => !q.outcome || l.outcome === q.outcome).slice(0, q.limit).map((l) => ({ ...l, user: q.user! }));
-    return { lines, ...(got.length >= q.limit && lines.length ? { next: lines[lines.length - 1]!.at } : {}) };
+    return { lines, ...(got.length >= q.limit && lines.length ? { next: lines[lines.length - 1].at } : {}) };
   }
   const lines: LogLine[] = [];
   let last = 0;
@@ -85,9 +86,9 @@ export async function readDeliveryLog(n: Nats, userLog: UserLog | null, query: u
   );
   // A page ends at a whole receipt batch, so `after` never splits one.
   if (full) {
-    const cut = lines.findIndex((l) => l.seq === lines[lines.length - 1]!.seq);
+    const cut = lines.findIndex((l) => l.seq === lines[lines.length - 1].seq);
     const kept = cut > 0 ? lines.slice(0, cut) : lines;
-    return { lines: kept, next: kept[kept.length - 1]!.seq };
+    return { lines: kept, next: kept[kept.length - 1].seq };
   }
   return { lines, ...(last && lines.length >= q.limit ? { next: last } : {}) };
 }

@@ -1,17 +1,19 @@
 // Engagement and provider reports into receipts: opens and clicks counted once per recipient, delivery reports once per event.
 import { createHash } from "node:crypto";
+
+import { z } from "zod";
+
 import { encode } from "../core/codec.js";
-import { engagedKey, webhookSeenKey } from "../core/keys.js";
-import { inboundEvents } from "../infra/metrics.js";
 import type { Config } from "../core/config.js";
+import { Forbidden } from "../core/errors.js";
+import { engagedKey, webhookSeenKey } from "../core/keys.js";
+import { parseWith } from "../core/request-schema.js";
+import { type Channel, ID_PATTERN, MSGID, receiptSubject, REPORTED_CHANNELS } from "../core/subjects.js";
+import type { ReceiptBatch, ReceiptEntry } from "../core/types.js";
+import { inboundEvents } from "../infra/metrics.js";
 import type { Nats } from "../infra/nats.js";
 import type { Redis } from "../infra/redis.js";
-import { withScripts, type ScriptRedis } from "../infra/scripts.js";
-import { z } from "zod";
-import { Forbidden } from "../core/errors.js";
-import { parseWith } from "../core/request-schema.js";
-import { ID_PATTERN, MSGID, REPORTED_CHANNELS, receiptSubject, type Channel } from "../core/subjects.js";
-import type { ReceiptBatch, ReceiptEntry } from "../core/types.js";
+import { type ScriptRedis, withScripts } from "../infra/scripts.js";
 
 /** An engagement event: a recipient opened or clicked a notification (or an app confirms its delivery). */
 export interface EngagementEvent {
@@ -138,7 +140,7 @@ export async function reportEvents(e: Engagement, body: unknown, asUser?: string
   const counted = await e.record(
     events.map((x) => ({
       kind: x.type, nid: x.notification, user: x.user,
-      channel: (x.channel === "push" ? "apns" : x.channel) as Channel,
+      channel: (x.channel === "push" ? "apns" : x.channel),
       ...(x.device ? { device: x.device } : {}), at: Math.min(x.at ?? now, now),
     })),
   );

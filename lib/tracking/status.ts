@@ -1,12 +1,12 @@
 // Status of one notification, folded from its stored request and its receipts: per-recipient, per-device outcome.
-import type { Nats } from "../infra/nats.js";
-import { readStored } from "../flow/stream-read.js";
 import { Campaigns, type CampaignStatus } from "../campaign/campaigns.js";
 import { emptyCounters, isExpiry, outstanding, total } from "../campaign/counters.js";
 import { decode } from "../core/codec.js";
 import { NotFound, RequestInvalid } from "../core/errors.js";
-import { BUCKET, ID_PATTERN, PRIORITIES, STREAM, intakeSubject, receiptSubject, scheduledSubject } from "../core/subjects.js";
+import { BUCKET, ID_PATTERN, intakeSubject, PRIORITIES, receiptSubject, scheduledSubject, STREAM } from "../core/subjects.js";
 import type { Notification, Outcome, ReceiptBatch, ReceiptEntry } from "../core/types.js";
+import { readStored } from "../flow/stream-read.js";
+import type { Nats } from "../infra/nats.js";
 
 /** One line of the status report: a recipient (no device) or one of its devices. */
 export interface DeliveryLine {

@@ -1,11 +1,11 @@
 // Per-user delivery log in Redis: written by the tracker, read by `nfx log --user`, HTTP and NATS.
 import type { Config } from "../core/config.js";
-import type { Redis } from "../infra/redis.js";
-import { withScripts, type ScriptPipeline, type ScriptRedis } from "../infra/scripts.js";
 import { userLogKey } from "../core/keys.js";
 import { shardOf } from "../core/shard-hash.js";
 import type { Channel } from "../core/subjects.js";
 import type { Outcome, ReceiptEntry } from "../core/types.js";
+import type { Redis } from "../infra/redis.js";
+import { type ScriptPipeline, type ScriptRedis, withScripts } from "../infra/scripts.js";
 
 /** One line of a user's delivery log. */
 export interface UserLogEntry {
@@ -40,7 +40,7 @@ export class UserLog {
    * replayed receipt lands on the same member and is not logged twice.
    */
   append(nid: string, entries: readonly ReceiptEntry[], pipeline = this.r.pipeline()): ReturnType<Redis["pipeline"]> {
-    const kept = entries.filter(UserLog.keeps);
+    const kept = entries.filter((e) => UserLog.keeps(e));
     for (let o = 0; o < kept.length; o += PER_CALL) {
       const part = kept.slice(o, o + PER_CALL);
       const keys = part.map((e) => userLogKey(shardOf(e.user, this.shards), e.user));

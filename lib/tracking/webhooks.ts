@@ -1,16 +1,17 @@
 // Provider callbacks: SendGrid's Signed Event Webhook and Twilio's status callback, verified, deduplicated and turned into receipts.
 import sgWebhook from "@sendgrid/eventwebhook";
 import twilio from "twilio";
+
 import type { Config } from "../core/config.js";
-import { addBounces } from "./bounces.js";
-import type { Engagement, EngagementEvent } from "./engagement.js";
 import { Forbidden, RequestInvalid, ServiceUnavailable, Unauthenticated } from "../core/errors.js";
-import { inboundEvents } from "../infra/metrics.js";
-import type { Redis } from "../infra/redis.js";
 import { ID_PATTERN } from "../core/subjects.js";
 import type { ReceiptEntry } from "../core/types.js";
+import { inboundEvents } from "../infra/metrics.js";
+import type { Redis } from "../infra/redis.js";
+import { addBounces } from "./bounces.js";
+import type { Engagement, EngagementEvent } from "./engagement.js";
 
-const { EventWebhook, EventWebhookHeader } = sgWebhook as unknown as typeof import("@sendgrid/eventwebhook");
+const { EventWebhook, EventWebhookHeader } = sgWebhook;
 
 /** What a webhook call changed: events applied, and those already applied before (a provider's redelivery). */
 export interface WebhookResult {
@@ -73,7 +74,7 @@ export class Webhooks {
     if (!headers.signature || !headers.timestamp) throw new Unauthenticated(`${EventWebhookHeader.SIGNATURE()}: signature and timestamp headers are required`, { field: EventWebhookHeader.SIGNATURE() });
     let ok = false;
     try {
-      ok = new EventWebhook().verifySignature(this.sgKey as never, body.toString("utf8"), headers.signature, headers.timestamp);
+      ok = new EventWebhook().verifySignature(this.sgKey, body.toString("utf8"), headers.signature, headers.timestamp);
     } catch {
       ok = false;
     }

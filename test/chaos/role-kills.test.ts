@@ -2,16 +2,18 @@
 import type { ChildProcess } from "node:child_process";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
+
 import t from "tap";
-import { callApi, notify } from "../../lib/intake/api-client.js";
+
+import type { Role } from "../../cmd/roles.js";
 import type { CampaignStatus } from "../../lib/campaign/campaigns.js";
-import { writeUsers } from "../../lib/directory/directory.js";
 import { deliveryKey } from "../../lib/core/ids.js";
 import { deliveredKey } from "../../lib/core/keys.js";
 import { shardOf } from "../../lib/core/shard-hash.js";
 import { API, CONSUMER, PRIORITIES, STREAM } from "../../lib/core/subjects.js";
+import { writeUsers } from "../../lib/directory/directory.js";
 import { syntheticUser } from "../../lib/directory/users.js";
-import type { Role } from "../../cmd/roles.js";
+import { callApi, notify } from "../../lib/intake/api-client.js";
 import type { SandboxProvider } from "../../sandbox/recorder.js";
 import { clientsFor, eventually, startTestCluster } from "../helpers/cluster.js";
 
@@ -30,7 +32,7 @@ const exited = (p: ChildProcess): Promise<void> => (p.exitCode !== null || p.sig
 const shuffle = <T>(a: T[]): T[] => {
   for (let i = a.length - 1; i > 0; i--) {
     const j = Math.floor(Math.random() * (i + 1));
-    [a[i], a[j]] = [a[j]!, a[i]!];
+    [a[i], a[j]] = [a[j], a[i]];
   }
   return a;
 };
@@ -126,8 +128,8 @@ t.test("100,000 recipients; router, campaign, shard, gateways, tracker, ingest a
         const d = recorder.deliveries;
         let last = 0;
         for (let i = d.length - 1; i >= 0 && i >= d.length - 2000; i--) {
-          if (d[i]!.provider === provider && d[i]!.nid === id) {
-            last = d[i]!.at;
+          if (d[i].provider === provider && d[i].nid === id) {
+            last = d[i].at;
             break;
           }
         }

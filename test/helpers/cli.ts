@@ -1,7 +1,7 @@
 // Runs the real `nfx` CLI as a child process, the way a user would, against a given config.
 import { execFile } from "node:child_process";
-import { promisify } from "node:util";
 import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
 
 const run = promisify(execFile);
 /** The built CLI entry point. */

@@ -2,15 +2,17 @@
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import type { Test } from "tap";
-import type { Config } from "../../lib/core/config.js";
+
 import { connect, type NatsConnection } from "@nats-io/transport-node";
-import { inboxPrefixOf, natsPassword } from "../../lib/infra/nats-auth.js";
-import type { Nats } from "../../lib/infra/nats.js";
-import type { Redis } from "../../lib/infra/redis.js";
+import type { Test } from "tap";
+
 import { openClients } from "../../cmd/cli-context.js";
-import { mergeDeep, startLocalCluster, type LocalCluster } from "../../cmd/local-cluster.js";
-import { ROLES, type Role } from "../../cmd/roles.js";
+import { type LocalCluster, mergeDeep, startLocalCluster } from "../../cmd/local-cluster.js";
+import { type Role, ROLES } from "../../cmd/roles.js";
+import type { Config } from "../../lib/core/config.js";
+import type { Nats } from "../../lib/infra/nats.js";
+import { inboxPrefixOf, natsPassword } from "../../lib/infra/nats-auth.js";
+import type { Redis } from "../../lib/infra/redis.js";
 
 /** Every role, but the ws-gateway only for clusters that deliver in-app (one process fewer for the rest of the suite). */
 function defaultRoles(overrides: Record<string, unknown> = {}): readonly Role[] {

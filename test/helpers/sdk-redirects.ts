@@ -1,6 +1,6 @@
 // The real SendGrid and Twilio SDKs pointed at a sandbox, for tests: a mail service with its own client, and a rewriting Twilio HTTP client.
-import { MailService } from "@sendgrid/mail";
 import { Client } from "@sendgrid/client";
+import { MailService } from "@sendgrid/mail";
 import twilio from "twilio";
 import type RequestClient from "twilio/lib/base/RequestClient.js";
 import type * as TwilioHttp from "twilio/lib/http/response.js";

@@ -1,14 +1,16 @@
 // Test harness: a real nats-server (JetStream, temp store) and redis-server (no persistence) on free loopback ports for one test file.
+import { randomBytes } from "node:crypto";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+
 import type { Test } from "tap";
+
+import { mergeDeep } from "../../cmd/local-cluster.js";
+import { type Config, loadConfig } from "../../lib/core/config.js";
 import { startNatsServer, startRedisServer } from "../../lib/infra/launch.js";
-import { loadConfig, type Config } from "../../lib/core/config.js";
-import { randomBytes } from "node:crypto";
 import { renderNatsServerConf } from "../../lib/infra/nats-auth.js";
 import { freshSecret } from "../../lib/infra/secrets.js";
-import { mergeDeep } from "../../cmd/local-cluster.js";
 
 export interface TestServers {
   natsUrl: string;

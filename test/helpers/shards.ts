@@ -1,9 +1,10 @@
 // Test helpers for shard ownership: who holds which shard lease, and the send batches shard actors publish.
 import type { ChildProcess } from "node:child_process";
+
 import { decode, decodeJson } from "../../lib/core/codec.js";
-import type { Nats } from "../../lib/infra/nats.js";
 import { BUCKET } from "../../lib/core/subjects.js";
 import type { SendBatch } from "../../lib/core/types.js";
+import type { Nats } from "../../lib/infra/nats.js";
 
 /** Current holders of unexpired shard leases: shard -> {owner, epoch}. */
 export async function shardHolders(n: Nats): Promise<Map<number, { owner: string; epoch: number }>> {
@@ -22,7 +23,7 @@ export async function shardHolders(n: Nats): Promise<Map<number, { owner: string
 export const ownedBy = (owner: string, p: ChildProcess): boolean => owner.includes(`-${p.pid}-`);
 
 /** Watches every send batch published (core NATS sees JetStream publishes too): owner, epoch and time of each. */
-export function watchSendBatches(n: Nats): { seen: { owner: string; epoch: number; at: number; subject: string; sends: string[] }[]; stop(): void } {
+export function watchSendBatches(n: Nats): { seen: { owner: string; epoch: number; at: number; subject: string; sends: string[] }[]; stop: () => void } {
   const seen: { owner: string; epoch: number; at: number; subject: string; sends: string[] }[] = [];
   const sub = n.nc.subscribe("nfx.send.>", {
     callback: (_e, m) => {

@@ -38,14 +38,18 @@ export function connectWs(url: string, o: { ack?: boolean; origin?: string; head
     const waiters: { pred: (m: WsMessage) => boolean; res: (m: WsMessage) => void }[] = [];
     const closed = new Promise<number>((r) => ws.on("close", (code) => r(code)));
     ws.on("message", (data) => {
-      const m = JSON.parse(String(data)) as WsMessage;
+      const m = JSON.parse((data as Buffer).toString()) as WsMessage;
       got.push(m);
       if (m.t === "n" && o.ack !== false) ws.send(JSON.stringify({ t: "ack", id: m.id }));
-      for (const w of [...waiters]) if (w.pred(m)) waiters.splice(waiters.indexOf(w), 1), w.res(m);
+      for (const w of [...waiters]) {
+        if (!w.pred(m)) continue;
+        waiters.splice(waiters.indexOf(w), 1);
+        w.res(m);
+      }
     });
     ws.on("unexpected-response", (_req, res) => {
       let body = "";
-      res.on("data", (c: Buffer) => (body += c));
+      res.on("data", (c: Buffer) => (body += c.toString()));
       res.on("end", () => reject(Object.assign(new Error(`refused ${res.statusCode}`), { status: res.statusCode ?? 0, body } satisfies Refused)));
     });
     ws.on("error", (err) => reject(err));
@@ -61,7 +65,9 @@ export function connectWs(url: string, o: { ack?: boolean; origin?: string; head
             waiters.push(w);
             setTimeout(() => {
               const i = waiters.indexOf(w);
-              if (i >= 0) waiters.splice(i, 1), rej(new Error("no matching message in time"));
+              if (i < 0) return;
+              waiters.splice(i, 1);
+              rej(new Error("no matching message in time"));
             }, ms).unref();
           }),
         send: (m) => ws.send(JSON.stringify(m)),

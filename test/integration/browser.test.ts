@@ -1,10 +1,12 @@
 // The demo page in headless Chromium (Debian's, driven by playwright-core): a notification sent with `nfx send` appears live, is marked read, and a screenshot is saved.
 import { existsSync, mkdirSync, statSync } from "node:fs";
 import { fileURLToPath } from "node:url";
-import t from "tap";
+
 import { chromium } from "playwright-core";
-import { status } from "../../lib/intake/api-client.js";
+import t from "tap";
+
 import { writeUsers } from "../../lib/directory/directory.js";
+import { status } from "../../lib/intake/api-client.js";
 import { nfxRunner } from "../helpers/cli.js";
 import { clientsFor, eventually, startTestCluster } from "../helpers/cluster.js";
 

@@ -1,8 +1,9 @@
 // Bulkheads: APNs at 5 s latency and 50% 503 must not slow FCM — FCM's rate stays within 10% of its baseline from the same test, and no FCM send waits on APNs.
 import t from "tap";
-import { notify } from "../../lib/intake/api-client.js";
-import { writeUsers } from "../../lib/directory/directory.js";
+
 import type { UserRecord } from "../../lib/core/types.js";
+import { writeUsers } from "../../lib/directory/directory.js";
+import { notify } from "../../lib/intake/api-client.js";
 import { clientsFor, eventually, startTestCluster } from "../helpers/cluster.js";
 
 const USERS = 2500;
@@ -43,7 +44,7 @@ t.test("a sick APNs does not slow FCM", async (t) => {
     slowestSick = Math.max(slowestSick, s.slowestMs);
     rec.faults.remove({ id: fault });
   }
-  const median = (l: number[]): number => [...l].sort((a, b) => a - b)[Math.floor(l.length / 2)]!;
+  const median = (l: number[]): number => [...l].sort((a, b) => a - b)[Math.floor(l.length / 2)];
   const base = median(healthy);
   const during = median(sick);
   t.comment(`FCM sends/s with APNs healthy ${healthy.map(Math.round).join(", ")}; with APNs at 5 s and 50% 503 ${sick.map(Math.round).join(", ")}`);

@@ -1,12 +1,13 @@
 // Campaigns on real NATS and Redis with every role its own process: 50,000 users, the campaign actor SIGKILLed twice, every eligible device notified exactly once.
 import t from "tap";
-import { notify } from "../../lib/intake/api-client.js";
-import { callApi } from "../../lib/intake/api-client.js";
+
 import type { CampaignStatus } from "../../lib/campaign/campaigns.js";
-import { writeUsers } from "../../lib/directory/directory.js";
 import { API } from "../../lib/core/subjects.js";
 import type { UserRecord } from "../../lib/core/types.js";
+import { writeUsers } from "../../lib/directory/directory.js";
 import { syntheticUser } from "../../lib/directory/users.js";
+import { notify } from "../../lib/intake/api-client.js";
+import { callApi } from "../../lib/intake/api-client.js";
 import { clientsFor, eventually, startTestCluster } from "../helpers/cluster.js";
 
 const DAY = 86_400_000;

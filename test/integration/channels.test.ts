@@ -1,7 +1,8 @@
 // Email and SMS through the whole pipeline: a request for email reaches SendGrid, a critical push with no device falls back to SMS at Twilio.
 import t from "tap";
-import { notify, status } from "../../lib/intake/api-client.js";
+
 import { writeUsers } from "../../lib/directory/directory.js";
+import { notify, status } from "../../lib/intake/api-client.js";
 import { clientsFor, eventually, startTestCluster } from "../helpers/cluster.js";
 
 t.test("email and SMS end to end, with fallback", async (t) => {
@@ -15,7 +16,7 @@ t.test("email and SMS end to end, with fallback", async (t) => {
 
   const mail = await notify(nats.nc, { recipients: ["mia"], category: "transactional", channels: ["email"], content: { email: { subject: "Invoice 7", text: "Due Friday" } } });
   t.ok(await eventually(async () => (await status(nats.nc, mail.id)).complete, 30_000), "the email notification completes");
-  const line = (await status(nats.nc, mail.id)).lines[0]!;
+  const line = (await status(nats.nc, mail.id)).lines[0];
   t.match(line, { user: "mia", channel: "email", outcome: /^(sent|delivered)$/ }, "mia's email was sent (SendGrid's delivered event may already be in)");
   const got = rec.accepted("sendgrid").filter((d) => d.nid === mail.id);
   t.same(got.map((d) => [d.token, d.title, d.body]), [["mia@example.com", "Invoice 7", "Due Friday"]], "SendGrid received it once, with its subject and text");

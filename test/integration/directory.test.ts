@@ -1,13 +1,15 @@
 // The directory and segments from the CLI and both APIs: import with bad lines, seed, get, preferences (announced), segment define/count/list.
-import t from "tap";
 import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { callApi, notify, status } from "../../lib/intake/api-client.js";
+
+import t from "tap";
+
 import { decodeJson } from "../../lib/core/codec.js";
-import { getUser } from "../../lib/directory/directory.js";
 import { shardOf } from "../../lib/core/shard-hash.js";
 import { API, dirChangedAll } from "../../lib/core/subjects.js";
+import { getUser } from "../../lib/directory/directory.js";
+import { callApi, notify, status } from "../../lib/intake/api-client.js";
 import { nfxRunner } from "../helpers/cli.js";
 import { clientsFor, eventually, startTestCluster } from "../helpers/cluster.js";
 
@@ -29,7 +31,7 @@ t.test("directory and segments", async (t) => {
     t.match(r.stderr, "line 5: timezone: must be an IANA time zone");
     t.equal((await getUser(redis, cfg.cluster.shards, "imp5"))?.attributes?.vip, true, "imported records are readable");
     t.equal(await getUser(redis, cfg.cluster.shards, "imp4"), null, "a bad line writes nothing");
-    const got = JSON.parse((await nfx("users", "get", "imp1")).stdout);
+    const got = JSON.parse((await nfx("users", "get", "imp1")).stdout) as { locale?: string };
     t.equal(got.locale, "de-DE", "`nfx users get` prints the record");
   });
 
@@ -60,7 +62,7 @@ t.test("directory and segments", async (t) => {
     const watch = await nfx("campaign", "status", id, "--watch");
     for (const stage of ["listed", "decided", "queued", "finished"]) t.match(watch.stdout + watch.stderr, new RegExp(`${stage}\\s+.*\\d+/\\d+ \\| \\d+/s \\| ETA`), `a ${stage} bar with rate and ETA`);
     t.match(watch.stdout + watch.stderr, /state expanded \| chunks \d+, shards done 64\/64/, "it ends when the campaign is complete");
-    const st = JSON.parse((await nfx("campaign", "status", id, "--json")).stdout);
+    const st = JSON.parse((await nfx("campaign", "status", id, "--json")).stdout) as { complete: boolean; members: number; counters: { decided: number } };
     t.equal(st.complete, true);
     t.equal(st.counters.decided, st.members, "every member decided");
   });

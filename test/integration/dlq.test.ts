@@ -1,9 +1,10 @@
 // Dead letters: a send that fails through every retry lands in NFX_DLQ with its context; replay sends it once; purge drops it.
 import t from "tap";
-import { notify, status } from "../../lib/intake/api-client.js";
+
 import { readCounters } from "../../lib/campaign/counters.js";
-import { writeUsers } from "../../lib/directory/directory.js";
 import { BUCKET } from "../../lib/core/subjects.js";
+import { writeUsers } from "../../lib/directory/directory.js";
+import { notify, status } from "../../lib/intake/api-client.js";
 import { nfxRunner } from "../helpers/cli.js";
 import { clientsFor, eventually, startTestCluster } from "../helpers/cluster.js";
 
@@ -25,8 +26,8 @@ t.test("dead letters: list, show, replay once, purge", async (t) => {
 
   const list = (await nfx("dlq", "list")).stdout;
   t.match(list, /apns\s+n_\S+\s+dora\/dora-iphone\s+ServiceUnavailable after 5 attempts/, "`nfx dlq list` shows it");
-  const seq = /^\s*(\d+)\s/m.exec(list)![1]!;
-  const shown = JSON.parse((await nfx("dlq", "show", seq)).stdout);
+  const seq = /^\s*(\d+)\s/m.exec(list)![1];
+  const shown = JSON.parse((await nfx("dlq", "show", seq)).stdout) as { notification: { id: string; content: { push: { title: string } } }; send: { token: string; user: string } };
   t.same([shown.notification.id, shown.send.token, shown.send.user, shown.notification.content.push.title], [id, "down-a1a1a1", "dora", "Receipt"], "`show` has the full context");
 
   rec.faults.remove({ provider: "apns" }); // APNs is back

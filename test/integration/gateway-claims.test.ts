@@ -1,22 +1,24 @@
 // Gateway claims on real NATS and Redis against the FCM sandbox: a slow provider call keeps its claim past claimTtlSec (renewal); a dead attempt's claim lapses and its send goes once; outcomes are recorded as each request answers.
-import t from "tap";
-import { pino } from "pino";
-import { createFcmClient } from "../../actors/gateway-fcm.js";
-import { encode } from "../../lib/core/codec.js";
-import { runGateway } from "../../lib/gateway/runner.js";
-import { deliveryKey } from "../../lib/core/ids.js";
-import { deliveredKey } from "../../lib/core/keys.js";
-import { createLogger } from "../../lib/core/log.js";
-import { connectNats } from "../../lib/infra/nats.js";
-import { connectRedis } from "../../lib/infra/redis.js";
-import { readReceipts } from "../../lib/tracking/status.js";
-import { sendSubject } from "../../lib/core/subjects.js";
-import { ensureTopology } from "../../lib/infra/topology.js";
-import type { NotificationBrief, ReceiptEntry, Send, SendBatch } from "../../lib/core/types.js";
-import { ensureApnsKey, sandboxOverrides, startSandbox } from "../../sandbox/index.js";
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+
+import { pino } from "pino";
+import t from "tap";
+
+import { createFcmClient } from "../../actors/gateway-fcm.js";
+import { encode } from "../../lib/core/codec.js";
+import { deliveryKey } from "../../lib/core/ids.js";
+import { deliveredKey } from "../../lib/core/keys.js";
+import { createLogger } from "../../lib/core/log.js";
+import { sendSubject } from "../../lib/core/subjects.js";
+import type { NotificationBrief, ReceiptEntry, Send, SendBatch } from "../../lib/core/types.js";
+import { runGateway } from "../../lib/gateway/runner.js";
+import { connectNats } from "../../lib/infra/nats.js";
+import { connectRedis } from "../../lib/infra/redis.js";
+import { ensureTopology } from "../../lib/infra/topology.js";
+import { readReceipts } from "../../lib/tracking/status.js";
+import { ensureApnsKey, sandboxOverrides, startSandbox } from "../../sandbox/index.js";
 import { eventually } from "../helpers/cluster.js";
 import { startServers } from "../helpers/servers.js";
 

@@ -1,24 +1,26 @@
 // Gateways on real NATS and Redis against the sandboxes: a replayed batch never calls a provider twice; provider errors become failed receipts.
-import t from "tap";
-import { pino } from "pino";
-import { createApnsClient } from "../../actors/gateway-apns.js";
-import { createFcmClient } from "../../actors/gateway-fcm.js";
-import { decodeJson, encode } from "../../lib/core/codec.js";
-import { getUser, writeUsers } from "../../lib/directory/directory.js";
-import { runGateway } from "../../lib/gateway/runner.js";
-import { createLogger } from "../../lib/core/log.js";
-import { connectNats } from "../../lib/infra/nats.js";
-import { connectRedis } from "../../lib/infra/redis.js";
-import { readReceipts } from "../../lib/tracking/status.js";
-import { dirChangedAll, sendSubject } from "../../lib/core/subjects.js";
-import { ensureTopology } from "../../lib/infra/topology.js";
-import type { SendBatch } from "../../lib/core/types.js";
-import { ensureApnsKey, sandboxOverrides, startSandbox } from "../../sandbox/index.js";
-import { eventually } from "../helpers/cluster.js";
-import { startServers } from "../helpers/servers.js";
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+
+import { pino } from "pino";
+import t from "tap";
+
+import { createApnsClient } from "../../actors/gateway-apns.js";
+import { createFcmClient } from "../../actors/gateway-fcm.js";
+import { decodeJson, encode } from "../../lib/core/codec.js";
+import { createLogger } from "../../lib/core/log.js";
+import { dirChangedAll, sendSubject } from "../../lib/core/subjects.js";
+import type { SendBatch } from "../../lib/core/types.js";
+import { getUser, writeUsers } from "../../lib/directory/directory.js";
+import { runGateway } from "../../lib/gateway/runner.js";
+import { connectNats } from "../../lib/infra/nats.js";
+import { connectRedis } from "../../lib/infra/redis.js";
+import { ensureTopology } from "../../lib/infra/topology.js";
+import { readReceipts } from "../../lib/tracking/status.js";
+import { ensureApnsKey, sandboxOverrides, startSandbox } from "../../sandbox/index.js";
+import { eventually } from "../helpers/cluster.js";
+import { startServers } from "../helpers/servers.js";
 
 t.test("replayed send batches reuse the recorded outcome; dead and malformed tokens fail without retry", async (t) => {
   const servers = await startServers(t);

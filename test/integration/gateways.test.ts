@@ -1,23 +1,25 @@
 // Provider gateways on real NATS and Redis against the four sandboxes: email and SMS in their providers' words, Retry-After, quota backoff, breakers with failover, claims against concurrent replays.
-import t from "tap";
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+
 import { pino } from "pino";
+import t from "tap";
+
 import { createApnsClient } from "../../actors/gateway-apns.js";
 import { createEmailClient } from "../../actors/gateway-email.js";
 import { createFcmClient } from "../../actors/gateway-fcm.js";
 import { createSmsClient } from "../../actors/gateway-sms.js";
 import { encode } from "../../lib/core/codec.js";
-import { loadConfig, type Config } from "../../lib/core/config.js";
-import { runGateway } from "../../lib/gateway/runner.js";
+import { type Config, loadConfig } from "../../lib/core/config.js";
 import { createLogger } from "../../lib/core/log.js";
+import { type Channel, sendSubject } from "../../lib/core/subjects.js";
+import type { NotificationBrief, ReceiptEntry, Send, SendBatch } from "../../lib/core/types.js";
+import { runGateway } from "../../lib/gateway/runner.js";
 import { connectNats } from "../../lib/infra/nats.js";
 import { connectRedis } from "../../lib/infra/redis.js";
-import { readReceipts } from "../../lib/tracking/status.js";
-import { sendSubject, type Channel } from "../../lib/core/subjects.js";
 import { ensureTopology } from "../../lib/infra/topology.js";
-import type { NotificationBrief, ReceiptEntry, Send, SendBatch } from "../../lib/core/types.js";
+import { readReceipts } from "../../lib/tracking/status.js";
 import { ensureApnsKey, sandboxOverrides, startSandbox } from "../../sandbox/index.js";
 import type { Delivery } from "../../sandbox/recorder.js";
 import { eventually } from "../helpers/cluster.js";
@@ -130,7 +132,7 @@ t.test("gateways", async (t) => {
     const tries = calls("apns", "ra-0001");
     t.equal(r?.outcome, "sent", "then sent");
     t.equal(tries.length, 2, "on the second attempt");
-    t.ok(tries[1]!.at - tries[0]!.at >= 2000, `the retry came ${tries[1]!.at - tries[0]!.at} ms later, not before Retry-After (backoff alone would be ~100 ms)`);
+    t.ok(tries[1].at - tries[0].at >= 2000, `the retry came ${tries[1].at - tries[0].at} ms later, not before Retry-After (backoff alone would be ~100 ms)`);
   });
 
   t.test("FCM QUOTA_EXCEEDED backs off at least gateways.retry.quotaMs", async (t) => {
@@ -143,7 +145,7 @@ t.test("gateways", async (t) => {
     await settled(n.id, 1);
     const tries = calls("fcm", "q-0001");
     t.equal(tries.length, 2, "sent on the second attempt");
-    t.ok(tries[1]!.at - tries[0]!.at >= cfg.gateways.retry.quotaMs, `the retry waited ${tries[1]!.at - tries[0]!.at} ms (quotaMs ${cfg.gateways.retry.quotaMs}; backoff alone would be ~100 ms)`);
+    t.ok(tries[1].at - tries[0].at >= cfg.gateways.retry.quotaMs, `the retry waited ${tries[1].at - tries[0].at} ms (quotaMs ${cfg.gateways.retry.quotaMs}; backoff alone would be ~100 ms)`);
   });
 
   t.test("breaker: opens after 3 failures, the backup account takes over, half-opens, closes", async (t) => {
@@ -158,7 +160,7 @@ t.test("gateways", async (t) => {
     const backup = rec.accepted("twilio").filter((x) => x.account === AC2 && users.some((u) => u.token === x.token));
     t.equal(backup.length, 8, "the backup account delivered all 8, once each");
     t.equal(new Set(backup.map((x) => x.token)).size, 8);
-    const opened = primary[2]!.at;
+    const opened = primary[2].at;
 
     rec.faults.remove({ id });
     await new Promise((r) => setTimeout(r, 1600));
@@ -167,8 +169,8 @@ t.test("gateways", async (t) => {
     await settled(n2.id, 1);
     const trial = rec.deliveries.filter((x) => x.account === AC1 && x.token === "+15553000000");
     t.equal(trial.length, 1, "half-open: the next message went to the primary as the trial");
-    t.ok(trial[0]!.at - opened >= 1500, `no primary call while open (${trial[0]!.at - opened} ms ≥ halfOpenAfterMs)`);
-    t.equal(trial[0]!.status, 201, "and succeeded");
+    t.ok(trial[0].at - opened >= 1500, `no primary call while open (${trial[0].at - opened} ms ≥ halfOpenAfterMs)`);
+    t.equal(trial[0].status, 201, "and succeeded");
     const n3 = brief({ sms: { text: "Closed" } }, "critical");
     await publish("sms", n3, Array.from({ length: 3 }, (_, i) => ({ user: `z${i}`, device: "sms", token: `+1555400000${i}` })));
     await settled(n3.id, 3);

@@ -1,9 +1,10 @@
 // In-app end to end: WebSocket delivery with presence routing, ack-or-fallback to push exactly once, several tabs, handshake refusals, the inbox across reconnects and over HTTP.
 import t from "tap";
-import { notify, status } from "../../lib/intake/api-client.js";
+
 import { writeUsers } from "../../lib/directory/directory.js";
-import { readReceipts } from "../../lib/tracking/status.js";
 import { UserTokens } from "../../lib/inapp/ws-token.js";
+import { notify, status } from "../../lib/intake/api-client.js";
+import { readReceipts } from "../../lib/tracking/status.js";
 import { clientsFor, eventually, startTestCluster } from "../helpers/cluster.js";
 import { connectWs, type Refused, type TestSocket } from "../helpers/ws-client.js";
 

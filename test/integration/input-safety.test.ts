@@ -1,10 +1,11 @@
 // Hostile input on both surfaces: prototype names, deeply nested JSON, ambiguous or out-of-range times; each refused with its code and field, nothing stored.
-import t from "tap";
 import { headers as natsHeaders } from "@nats-io/transport-node";
-import { ERROR_HEADER, callApi, status } from "../../lib/intake/api-client.js";
-import { writeUsers, readUsers } from "../../lib/directory/directory.js";
+import t from "tap";
+
 import { shardOf } from "../../lib/core/shard-hash.js";
 import { API, STREAM } from "../../lib/core/subjects.js";
+import { readUsers, writeUsers } from "../../lib/directory/directory.js";
+import { callApi, ERROR_HEADER, status } from "../../lib/intake/api-client.js";
 import { clientsFor, startTestCluster } from "../helpers/cluster.js";
 
 const ADMIN = "admin-key-0123456789";
@@ -133,10 +134,10 @@ t.test("input safety", async (t) => {
     const at = new Date(Math.ceil((now + 3_600_000) / 1000) * 1000);
     const plus2 = new Date(at.getTime() + 2 * 3_600_000).toISOString().replace(/\.\d{3}Z$/, "+02:00");
     const [a, b] = await accepted(t, "send-at with +02:00", { ...ok, sendAt: plus2, expiresAt: new Date(now + 7 * 86_400_000).toISOString() });
-    t.equal((await status(nats.nc, a!)).sendAt, at.getTime(), `${plus2} is ${at.toISOString()}`);
-    t.equal((await status(nats.nc, b!)).sendAt, at.getTime(), "the same on HTTP");
+    t.equal((await status(nats.nc, a)).sendAt, at.getTime(), `${plus2} is ${at.toISOString()}`);
+    t.equal((await status(nats.nc, b)).sendAt, at.getTime(), "the same on HTTP");
     const [c] = await accepted(t, "send-at 10 s in the past (within the grace)", { ...ok, sendAt: new Date(now - 10_000).toISOString() });
-    t.equal((await status(nats.nc, c!)).sendAt, undefined, "sent at once, not scheduled");
+    t.equal((await status(nats.nc, c)).sendAt, undefined, "sent at once, not scheduled");
     await accepted(t, "epoch milliseconds (UTC by definition)", { ...ok, sendAt: now + 60_000 });
     t.equal(await stored(), before + 6, "the valid ones were stored");
   });

@@ -1,8 +1,9 @@
 // Leases on a real JetStream KV with a fake clock: one holder, takeover after expiry, a stale holder is fenced.
 import t from "tap";
+
+import { BUCKET } from "../../lib/core/subjects.js";
 import { Lease } from "../../lib/flow/lease.js";
 import { ensureTopology } from "../../lib/infra/topology.js";
-import { BUCKET } from "../../lib/core/subjects.js";
 import { clientsFor } from "../helpers/cluster.js";
 import { startServers } from "../helpers/servers.js";
 

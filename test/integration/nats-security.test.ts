@@ -1,10 +1,11 @@
 // NATS isolation as a hostile producer and as each role's user would try it: denied subscriptions and publishes, forged reply subjects that change nothing.
-import t from "tap";
 import { connect, headers, type NatsConnection } from "@nats-io/transport-node";
-import { NATS_ROLE_USERS, inboxPrefixOf, natsPassword, natsUserName, rolePermissions, type NatsRoleUser } from "../../lib/infra/nats-auth.js";
-import { API_KEY_HEADER } from "../../lib/intake/api-client.js";
-import { writeUsers } from "../../lib/directory/directory.js";
+import t from "tap";
+
 import { BUCKET, STREAM } from "../../lib/core/subjects.js";
+import { writeUsers } from "../../lib/directory/directory.js";
+import { inboxPrefixOf, NATS_ROLE_USERS, natsPassword, type NatsRoleUser, natsUserName, rolePermissions } from "../../lib/infra/nats-auth.js";
+import { API_KEY_HEADER } from "../../lib/intake/api-client.js";
 import { clientsFor, eventually, startTestCluster } from "../helpers/cluster.js";
 
 const KEY = "security-test-key-0123456789";

@@ -1,14 +1,15 @@
 // A 10,000-recipient campaign with mixed outcomes injected at the sandboxes (success, 410/404, 429, an outage): every counter `nfx status` prints equals what the sandboxes and the dead-letter stream recorded.
 import t from "tap";
-import { notify } from "../../lib/intake/api-client.js";
-import { decode } from "../../lib/core/codec.js";
+
 import { total } from "../../lib/campaign/counters.js";
-import { writeUsers } from "../../lib/directory/directory.js";
-import { listProcesses } from "../../lib/infra/processes.js";
-import type { NotificationStatus } from "../../lib/tracking/status.js";
-import { readStored } from "../../lib/flow/stream-read.js";
+import { decode } from "../../lib/core/codec.js";
 import { STREAM } from "../../lib/core/subjects.js";
 import type { DeadLetter, UserRecord } from "../../lib/core/types.js";
+import { writeUsers } from "../../lib/directory/directory.js";
+import { readStored } from "../../lib/flow/stream-read.js";
+import { listProcesses } from "../../lib/infra/processes.js";
+import { notify } from "../../lib/intake/api-client.js";
+import type { NotificationStatus } from "../../lib/tracking/status.js";
 import { nfxRunner } from "../helpers/cli.js";
 import { clientsFor, eventually, startTestCluster } from "../helpers/cluster.js";
 
@@ -78,7 +79,7 @@ t.test("10,000-recipient campaign, mixed provider outcomes: counters equal the s
   t.equal(goneReasons, gone.size, `failed for gone tokens equals the sandboxes' 410/404 answers (${gone.size})`);
   const deadReasons = Object.entries(c.failed).filter(([r]) => r.startsWith("dead_letter:")).reduce((a, [, v]) => a + v, 0);
   t.equal(deadReasons, dead.length, `failed as dead letters equals the dead-letter stream (${dead.length})`);
-  t.ok(dead.length >= eligible.filter((_, i) => kind(Number(eligible[i]!.id.slice(1))) === "down").length, "every device in the outage ended in the dead-letter stream");
+  t.ok(dead.length >= eligible.filter((_, i) => kind(Number(eligible[i].id.slice(1))) === "down").length, "every device in the outage ended in the dead-letter stream");
   t.equal(s.counts.failed, total(c.failed), "nfx status prints the same failed");
   t.equal(c.sent + total(c.failed), eligible.length, "every eligible device has exactly one final outcome");
   t.equal(s.counts.queued, 0, "nothing outstanding");

@@ -1,8 +1,9 @@
 // The whole path on real nats-server and redis-server, every role its own process: request -> ingest -> router -> shard -> gateways -> sandboxes -> status.
 import t from "tap";
-import { ApiError, notify, status } from "../../lib/intake/api-client.js";
-import { writeUsers } from "../../lib/directory/directory.js";
+
 import { STREAM } from "../../lib/core/subjects.js";
+import { writeUsers } from "../../lib/directory/directory.js";
+import { ApiError, notify, status } from "../../lib/intake/api-client.js";
 import type { NotificationStatus } from "../../lib/tracking/status.js";
 import { nfxRunner } from "../helpers/cli.js";
 import { clientsFor, eventually, startTestCluster } from "../helpers/cluster.js";
@@ -38,10 +39,10 @@ t.test("3 users, 5 devices, one opted out: exactly the 4 expected sends arrive, 
     t.equal(d.body, "Everything 20% off until midnight", `${d.provider} ${d.token}: body`);
     t.equal(d.nid, id, `${d.provider} ${d.token}: carries the notification id`);
   }
-  const apnsReq = rec.accepted("apns")[0]!;
-  t.equal(apnsReq.headers["apns-topic"], cfg.gateways.apns.apps[0]!.topic, "APNs request names the topic");
+  const apnsReq = rec.accepted("apns")[0];
+  t.equal(apnsReq.headers["apns-topic"], cfg.gateways.apns.apps[0].topic, "APNs request names the topic");
   t.equal(apnsReq.headers["apns-priority"], "10", "high priority maps to apns-priority 10");
-  t.equal((rec.accepted("fcm")[0]!.data as { data: Record<string, string> }).data.sale, "s1", "FCM data carries the custom keys");
+  t.equal((rec.accepted("fcm")[0].data as { data: Record<string, string> }).data.sale, "s1", "FCM data carries the custom keys");
 
   t.same(s!.counts, { accepted: 3, sent: 4, delivered: 0, failed: 0, expired: 0, queued: 0, suppressed: 1, deferred: 0, cancelled: 0, fallback: 0, opened: 0, clicked: 0, pending: 0 }, "status counts");
   t.same(

@@ -1,7 +1,8 @@
 // Presence against real NATS and Redis: the gateway side keeps keys and events in step, the shard-actor side routes by events once warm, and a crashed gateway's users go offline with the TTL.
 import t from "tap";
-import { PresenceView, PresenceWriter, presenceReader } from "../../lib/inapp/presence.js";
+
 import { shardOf } from "../../lib/core/shard-hash.js";
+import { presenceReader, PresenceView, PresenceWriter } from "../../lib/inapp/presence.js";
 import { clientsFor } from "../helpers/cluster.js";
 import { startServers } from "../helpers/servers.js";
 
@@ -14,7 +15,7 @@ t.test("presence keys, events and the warm view", async (t) => {
   const log = (await import("../../lib/core/log.js")).createLogger({ level: "silent", redact: true });
   const shards = cfg.cluster.shards;
   const read = presenceReader(redis);
-  const online = async (u: string): Promise<boolean> => (await read(shardOf(u, shards), [u]))[0]!;
+  const online = async (u: string): Promise<boolean> => (await read(shardOf(u, shards), [u]))[0];
   const view = new PresenceView(nats, 3000);
   t.teardown(() => view.close());
   const a = new PresenceWriter({ nats, redis, log, shards, gateway: "gw-a", ttlMs: 3000 });

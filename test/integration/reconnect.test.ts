@@ -1,9 +1,11 @@
 // Connection handling: restarting nats-server and redis-server under running role processes is logged, not fatal, and loses nothing.
-import t from "tap";
 import { join } from "node:path";
-import { notify, status } from "../../lib/intake/api-client.js";
+
+import t from "tap";
+
 import { writeUsers } from "../../lib/directory/directory.js";
 import { startNatsServer, startRedisServer } from "../../lib/infra/launch.js";
+import { notify, status } from "../../lib/intake/api-client.js";
 import { clientsFor, eventually, startTestCluster } from "../helpers/cluster.js";
 
 t.test("roles survive a nats-server and a redis-server restart", async (t) => {

@@ -1,11 +1,12 @@
 // API-key scopes: every HTTP route and every nfx.ext.api.* operation, called with a key holding each single scope; allowed exactly when the scope matches, and a refused write changes nothing.
 import t, { type Test } from "tap";
-import { API_KEY_HEADER, ApiError, callApi, callOp } from "../../lib/intake/api-client.js";
-import { API_SCOPES, type Scope } from "../../lib/intake/api-keys.js";
-import { Campaigns, type CampaignRecord } from "../../lib/campaign/campaigns.js";
+
+import { type CampaignRecord, Campaigns } from "../../lib/campaign/campaigns.js";
+import { API, type ApiOp, BUCKET, STREAM } from "../../lib/core/subjects.js";
 import { getUser, writeUsers } from "../../lib/directory/directory.js";
 import { UserTokens } from "../../lib/inapp/ws-token.js";
-import { API, BUCKET, STREAM, type ApiOp } from "../../lib/core/subjects.js";
+import { API_KEY_HEADER, ApiError, callApi, callOp } from "../../lib/intake/api-client.js";
+import { API_SCOPES, type Scope } from "../../lib/intake/api-keys.js";
 import { clientsFor, producerFor, startTestCluster } from "../helpers/cluster.js";
 
 const ADMIN = "scopes-admin-key-0123456789";
@@ -33,7 +34,7 @@ t.test("API-key scopes on every route and operation", async (t) => {
     const text = await res.text();
     let json: { error?: { code: string; message: string; field?: string } } | undefined;
     try {
-      json = text ? JSON.parse(text) : undefined;
+      json = text ? (JSON.parse(text) as { error?: { code: string; message: string; field?: string } }) : undefined;
     } catch {
       json = undefined;
     }

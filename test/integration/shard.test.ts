@@ -1,12 +1,13 @@
 // Shard actors on real NATS and Redis: policy end to end (caps, collapse keys, quiet hours released on time, presence routing, re-check at send time, explain), ownership hand-over, and fencing of a stopped owner.
 import t from "tap";
-import { notify, status } from "../../lib/intake/api-client.js";
-import { writeUsers, updatePreferences } from "../../lib/directory/directory.js";
+
 import { presenceKey } from "../../lib/core/keys.js";
-import { localMinute } from "../../lib/directory/quiet-hours.js";
 import { shardOf } from "../../lib/core/shard-hash.js";
 import type { UserRecord } from "../../lib/core/types.js";
+import { updatePreferences, writeUsers } from "../../lib/directory/directory.js";
+import { localMinute } from "../../lib/directory/quiet-hours.js";
 import { syntheticUser } from "../../lib/directory/users.js";
+import { notify, status } from "../../lib/intake/api-client.js";
 import { nfxRunner } from "../helpers/cli.js";
 import { clientsFor, eventually, startTestCluster } from "../helpers/cluster.js";
 import { ownedBy, shardHolders, watchSendBatches } from "../helpers/shards.js";
@@ -46,7 +47,7 @@ t.test("policy end to end", async (t) => {
     const l = s.lines.find((x) => x.user === u);
     return l ? `${l.outcome}${l.reason ? `:${l.reason}` : ""}` : "none";
   };
-  t.ok(await eventually(async () => (await outcome(m[3]!.id, "cap")) !== "pending" && (await outcome(m[3]!.id, "cap")) !== "none"));
+  t.ok(await eventually(async () => (await outcome(m[3].id, "cap")) !== "pending" && (await outcome(m[3].id, "cap")) !== "none"));
   const capOut = await Promise.all(m.map((x) => eventually(async () => (await status(nats.nc, x.id)).complete).then(() => outcome(x.id, "cap"))));
   t.same(capOut.filter((o) => o === "sent").length, 3, "marketing is capped at 3 a day");
   t.equal(capOut[3], "suppressed:frequency_cap", "the fourth is suppressed by the cap");
@@ -78,7 +79,7 @@ t.test("policy end to end", async (t) => {
   t.equal(rec.accepted().filter((d) => d.token === dev("late").token).length, 0, "the user who opted out got nothing");
 
   // Explain.
-  const ex = (await nfx("explain", m[3]!.id, "cap")).stdout;
+  const ex = (await nfx("explain", m[3].id, "cap")).stdout;
   t.match(ex, /frequency_cap\s+suppress:frequency_cap\s+cap 3 per 86400 s reached/, "explain names the rule and the values it saw");
   t.match(ex, /opt_out\s+pass/);
   const exq = (await nfx("explain", q.id, "quiet")).stdout;
@@ -93,8 +94,8 @@ t.test("policy end to end", async (t) => {
   const got = rec.accepted().filter((d) => d.token === dev("quiet").token);
   t.equal(got.length, 1, "once");
   const windowEnd = Math.ceil((sentAt + 1) / 60_000) * 60_000;
-  t.ok(got[0]!.at >= windowEnd, `not before the window ended (${new Date(got[0]!.at).toISOString()} >= ${new Date(windowEnd).toISOString()})`);
-  t.ok(got[0]!.at < windowEnd + 15_000, "and soon after it");
+  t.ok(got[0].at >= windowEnd, `not before the window ended (${new Date(got[0].at).toISOString()} >= ${new Date(windowEnd).toISOString()})`);
+  t.ok(got[0].at < windowEnd + 15_000, "and soon after it");
   const exr = (await nfx("explain", q.id, "quiet")).stdout;
   t.match(exr, /released after quiet hours/, "explain shows both decisions");
 });

@@ -1,16 +1,18 @@
 // Role start-up: published default secrets are refused with the key to set; NATS and Redis that come up late are waited for.
-import t, { type Test } from "tap";
-import { spawn, type ChildProcess } from "node:child_process";
+import { type ChildProcess, spawn } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { freePort, startNatsServer, startRedisServer } from "../../lib/infra/launch.js";
-import { freshSecret } from "../../lib/infra/secrets.js";
+
 import { pino } from "pino";
+import t, { type Test } from "tap";
+
 import { loadConfig } from "../../lib/core/config.js";
 import { createLogger } from "../../lib/core/log.js";
+import { freePort, startNatsServer, startRedisServer } from "../../lib/infra/launch.js";
 import { connectNats } from "../../lib/infra/nats.js";
 import { renderNatsServerConf } from "../../lib/infra/nats-auth.js";
+import { freshSecret } from "../../lib/infra/secrets.js";
 import { ensureTopology } from "../../lib/infra/topology.js";
 import { NFX } from "../helpers/cli.js";
 
@@ -40,6 +42,8 @@ const within = <T>(p: Promise<T>, ms: number, what: string): Promise<T> =>
   Promise.race([p, new Promise<T>((_, rej) => setTimeout(() => rej(new Error(`${what}: not within ${ms} ms`)), ms).unref())]);
 
 const natsSecret = freshSecret();
+/** The parts of a role's config file these cases change. */
+type RoleConfig = { nats: { secret?: string }; ws: { secret?: string; origins: string[] }; engagement: { secret?: string } } & Record<string, unknown>;
 const safe = () => ({ nats: { secret: natsSecret }, ws: { secret: freshSecret(), origins: ["https://app.example"] }, engagement: { secret: freshSecret() }, log: { level: "info" }, metrics: { enabled: false } });
 
 t.test("a role refuses each published default, naming the key to set", async (t) => {
@@ -51,7 +55,7 @@ t.test("a role refuses each published default, naming the key to set", async (t)
     ["ws.origins *", { ws: { origins: ["https://app.example", "*"] } }, "ws.origins"],
   ];
   for (const [name, change, key] of cases) {
-    const cfg = safe() as Record<string, any>;
+    const cfg: RoleConfig = safe();
     if (key === "nats.secret") delete cfg.nats.secret;
     if (key === "ws.secret") delete cfg.ws.secret;
     if (key === "engagement.secret") delete cfg.engagement.secret;
@@ -77,7 +81,7 @@ t.test("a role waits for NATS and Redis that start after it, then becomes ready 
   await new Promise((res) => setTimeout(res, 1500));
   t.equal(r.p.exitCode, null, "still running while NATS is down");
   const delays = [...r.out().matchAll(/"retryInMs":(\d+)[^\n]*nats not reachable yet/g)].map((m) => Number(m[1]));
-  t.ok(delays.length >= 2 && delays[1]! > delays[0]!, `the delay grows (${delays.join(", ")} ms)`);
+  t.ok(delays.length >= 2 && delays[1] > delays[0], `the delay grows (${delays.join(", ")} ms)`);
 
   const nats = await startNatsServer({ storeDir: join(dir, "nats"), port: natsPort, conf: renderNatsServerConf({ secret: natsSecret, producers: [] }) });
   t.teardown(nats.stop);

@@ -1,11 +1,13 @@
 // The web status page in headless Chromium during a running campaign: progress and per-channel rates show live; a screenshot is saved.
 import { existsSync, mkdirSync, statSync } from "node:fs";
 import { fileURLToPath } from "node:url";
-import t from "tap";
+
 import { chromium } from "playwright-core";
-import { notify } from "../../lib/intake/api-client.js";
-import { writeUsers } from "../../lib/directory/directory.js";
+import t from "tap";
+
 import type { UserRecord } from "../../lib/core/types.js";
+import { writeUsers } from "../../lib/directory/directory.js";
+import { notify } from "../../lib/intake/api-client.js";
 import { clientsFor, startTestCluster } from "../helpers/cluster.js";
 
 const CHROMIUM = "/usr/bin/chromium";

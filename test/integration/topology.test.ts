@@ -1,10 +1,11 @@
 // `nfx init` against a real nats-server: creates everything, is safe to run twice and concurrently, and the CLI reports it.
-import t from "tap";
 import { pino } from "pino";
+import t from "tap";
+
 import { createLogger } from "../../lib/core/log.js";
+import { BUCKET } from "../../lib/core/subjects.js";
 import { connectNats } from "../../lib/infra/nats.js";
 import { consumerConfigs, ensureTopology, streamConfigs } from "../../lib/infra/topology.js";
-import { BUCKET } from "../../lib/core/subjects.js";
 import { nfxRunner } from "../helpers/cli.js";
 import { startServers } from "../helpers/servers.js";
 

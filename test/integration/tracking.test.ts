@@ -1,14 +1,16 @@
 // Delivery tracking end to end on real NATS, Redis and SDKs: provider webhooks (signed, forged), open pixel and click redirect, app events, bounces, delivery logs, metrics and `nfx top`.
-import t from "tap";
 import { createHmac, generateKeyPairSync, sign } from "node:crypto";
-import { callApi, notify, status } from "../../lib/intake/api-client.js";
-import { writeUsers } from "../../lib/directory/directory.js";
-import type { LogPage } from "../../lib/tracking/delivery-log.js";
-import { listProcesses } from "../../lib/infra/processes.js";
+
+import t from "tap";
+
 import { API } from "../../lib/core/subjects.js";
+import { writeUsers } from "../../lib/directory/directory.js";
 import { UserTokens } from "../../lib/inapp/ws-token.js";
-import { clientsFor, eventually, startTestCluster } from "../helpers/cluster.js";
+import { listProcesses } from "../../lib/infra/processes.js";
+import { callApi, notify, status } from "../../lib/intake/api-client.js";
+import type { LogPage } from "../../lib/tracking/delivery-log.js";
 import { nfxRunner } from "../helpers/cli.js";
+import { clientsFor, eventually, startTestCluster } from "../helpers/cluster.js";
 
 const HTML = '<html><body><p>Your order shipped.</p><a href="https://shop.example/orders/7">Track it</a> <a href="https://shop.example/help">Help</a></body></html>';
 
@@ -40,8 +42,8 @@ t.test("email and SMS outcomes from signed provider webhooks, engagement once pe
   // The mail SendGrid received carries the open pixel and signed click links, one set per recipient.
   const anaMail = rec.accepted("sendgrid").find((d) => d.nid === mail.id && d.token === "ana@example.com")!;
   const subs = (anaMail.data as { substitutions: Record<string, string> }).substitutions;
-  const pixel = subs["{{nfxopen}}"]!;
-  const click = subs["{{nfxc0}}"]!;
+  const pixel = subs["{{nfxopen}}"];
+  const click = subs["{{nfxc0}}"];
   t.match(pixel, new RegExp(`^${cluster.httpUrl}/v1/t/o/`), "an open pixel URL for ana");
   t.match(click, new RegExp(`^${cluster.httpUrl}/v1/t/c/`), "a click URL for ana's first link");
   t.notOk(JSON.stringify(subs).includes("bounce-ben"), "ben's links are not ana's");
@@ -55,8 +57,8 @@ t.test("email and SMS outcomes from signed provider webhooks, engagement once pe
   t.equal(r.status, 302, "the click redirects");
   t.equal(r.headers.get("location"), "https://shop.example/orders/7", "to the link's target");
   // Tampered tokens: the target swapped, or the signature altered. Nothing counts.
-  const [payload, mac] = click.split("/v1/t/c/")[1]!.split(".");
-  const body = JSON.parse(Buffer.from(payload!, "base64url").toString()) as unknown[];
+  const [payload, mac] = click.split("/v1/t/c/")[1].split(".");
+  const body = JSON.parse(Buffer.from(payload, "base64url").toString()) as unknown[];
   body[6] = "https://evil.example/";
   const forged = `${cluster.httpUrl}/v1/t/c/${Buffer.from(JSON.stringify(body)).toString("base64url")}.${mac}`;
   const bad = await fetch(forged, { redirect: "manual" });
@@ -136,7 +138,7 @@ t.test("email and SMS outcomes from signed provider webhooks, engagement once pe
   t.ok(await eventually(async () => (await callApi<LogPage>(nats.nc, API.log, { user: "ana" })).lines.length >= 3, 10_000));
   const ulog = await callApi<LogPage>(nats.nc, API.log, { user: "ana" });
   t.same(new Set(ulog.lines.map((l) => l.outcome)), new Set(["sent", "delivered", "opened", "clicked"]), "ana's log: sent, delivered, opened, clicked (no queued)");
-  t.ok(ulog.lines.every((l, i) => i === 0 || l.at <= ulog.lines[i - 1]!.at), "newest first");
+  t.ok(ulog.lines.every((l, i) => i === 0 || l.at <= ulog.lines[i - 1].at), "newest first");
   const out = (await cli("log", "--user", "dee")).stdout;
   t.match(out, /failed\s+undelivered:30003/, "nfx log --user prints dee's undelivered SMS");
   await t.rejects(cli("log", "--user", "dee", "--notification", mail.id), /name exactly one of notification and user/, "naming both is refused");

@@ -1,11 +1,13 @@
 // `nfx up` as a user runs it: one command brings the cluster up, the CLI works against it, Ctrl-C (SIGINT) stops every process.
-import t from "tap";
-import { ROLES } from "../../cmd/roles.js";
 import { spawn } from "node:child_process";
-import { mkdtempSync, readFileSync, readdirSync, rmSync } from "node:fs";
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+
+import t from "tap";
+
+import { ROLES } from "../../cmd/roles.js";
 import { freePort } from "../../lib/infra/launch.js";
 import { NFX, nfxRunner } from "../helpers/cli.js";
 

@@ -1,5 +1,6 @@
 // The shared backoff (lib/core/backoff.ts): doubling from baseMs, capped at maxMs, and the same delays every caller had before it.
 import t from "tap";
+
 import { backoffMs } from "../../lib/core/backoff.js";
 import { startupBackoffMs } from "../../lib/infra/nats.js";
 

@@ -1,12 +1,14 @@
 // Shard hash, error registry, codec, ids, subjects and log redaction.
-import t from "tap";
 import { Writable } from "node:stream";
-import { shardOf } from "../../lib/core/shard-hash.js";
-import { ERROR_CLASSES, NfxError, ProviderError, RequestInvalid, toErrorReply } from "../../lib/core/errors.js";
+
+import t from "tap";
+
 import { decode, encode } from "../../lib/core/codec.js";
+import { ERROR_CLASSES, NfxError, ProviderError, RequestInvalid, toErrorReply } from "../../lib/core/errors.js";
 import { deliveryKey, newNotificationId } from "../../lib/core/ids.js";
-import { API, API_OPS, CHANNELS, ID_PATTERN, PRIORITIES, extApiAll, extApiSubject, fanLane, fanSubject, intakeLane, intakeSubject, sendAll, sendSubject } from "../../lib/core/subjects.js";
 import { createLogger } from "../../lib/core/log.js";
+import { shardOf } from "../../lib/core/shard-hash.js";
+import { API, API_OPS, CHANNELS, extApiAll, extApiSubject, fanLane, fanSubject, ID_PATTERN, intakeLane, intakeSubject, PRIORITIES, sendAll, sendSubject } from "../../lib/core/subjects.js";
 
 /** Reference FNV-1a over the UTF-8 bytes, written the obvious way. */
 const fnv = (s: string): number => {
@@ -18,7 +20,7 @@ const fnv = (s: string): number => {
 t.test("shard hash: FNV-1a of the UTF-8 bytes mod P, stable and even", async (t) => {
   t.equal(fnv("a"), 0xe40c292c, "reference implementation matches the published FNV-1a vector");
   for (const id of ["a", "user-1", "ünïcødé", "日本語ユーザー", "emoji-😀-x", ""]) t.equal(shardOf(id, 1 << 30), fnv(id) % (1 << 30), `matches reference for ${JSON.stringify(id)}`);
-  const counts = new Array(64).fill(0);
+  const counts = new Array<number>(64).fill(0);
   for (let i = 0; i < 64_000; i++) counts[shardOf(`user-${i}`, 64)]++;
   t.ok(Math.min(...counts) > 800 && Math.max(...counts) < 1200, `64 shards within ±20% of 1000 (min ${Math.min(...counts)}, max ${Math.max(...counts)})`);
 });
@@ -73,13 +75,13 @@ t.test("every subject a builder makes is matched by its family's wildcard", asyn
 
 t.test("logs redact tokens, emails, phones and bodies by default", async (t) => {
   let out = "";
-  const sink = new Writable({ write: (c, _e, cb) => ((out += c.toString()), cb()) });
+  const sink = new Writable({ write: (c: Buffer, _e, cb) => ((out += c.toString()), cb()) });
   const log = createLogger({ level: "info", redact: true }, sink);
   log.info({ token: "tok-secret", user: { email: "a@b.c", phone: "+15551234" }, req: { push: { title: "T", body: "secret body" } }, sends: [{ token: "tok2" }] }, "x");
   for (const secret of ["tok-secret", "a@b.c", "+15551234", "secret body", "tok2"]) t.notMatch(out, secret, `${secret} is not in the log`);
   t.match(out, "[redacted]");
   let plain = "";
-  createLogger({ level: "info", redact: false }, new Writable({ write: (c, _e, cb) => ((plain += c.toString()), cb()) })).info({ token: "visible" }, "x");
+  createLogger({ level: "info", redact: false }, new Writable({ write: (c: Buffer, _e, cb) => ((plain += c.toString()), cb()) })).info({ token: "visible" }, "x");
   t.match(plain, "visible", "redaction can be turned off");
 });
 

@@ -1,13 +1,13 @@
 // A decided chunk's outputs (lib/shard/chunk-outputs.ts): subjects, deterministic message ids, batch cutting and bodies, without servers.
 import t from "tap";
+
+import type { FanChunk, NotificationBrief, ReceiptBatch, Send, SendBatch } from "../../lib/core/types.js";
+import { type ChunkDecision, decideChunk } from "../../lib/shard/chunk-decision.js";
 import { chunkOutputs, fanIdOf } from "../../lib/shard/chunk-outputs.js";
-import { decideChunk, type ChunkDecision } from "../../lib/shard/chunk-decision.js";
 import { DedupWindow } from "../../lib/shard/dedup-window.js";
+import type { PolicyConfig } from "../../lib/shard/policy.js";
 import { RateBuckets } from "../../lib/shard/rate-buckets.js";
 import { TrailBook } from "../../lib/shard/trails.js";
-import type { PolicyConfig } from "../../lib/shard/policy.js";
-import type { DeferredChunk, FanChunk, NotificationBrief, ReceiptBatch, Send, SendBatch } from "../../lib/core/types.js";
-import type { ChunkTrails } from "../../lib/shard/trails.js";
 
 const brief: NotificationBrief = { id: "n_1", createdAt: 0, expiresAt: 10_000, priority: "high", category: "c", channels: ["push"], content: { push: { title: "T", body: "B" } } };
 const chunk: FanChunk = { type: "fan_chunk", shard: 3, chunk: 7, notification: brief, users: ["a", "b", "c", "d"] };
@@ -51,10 +51,10 @@ t.test("every output, in order, with its subject and message id", async (t) => {
     type: "send_batch", channel: "apns", shard: 3, notifications: { n_1: brief }, sends: [send("a", "i1"), send("a", "i2")],
     decidedAt: 1234, owner: "host-1-abc", epoch: 42,
   }, "a send batch carries the decision time, owner and epoch");
-  t.same(b1!.sends, [send("b", "i3")], "sends are cut into batches of sendBatchSize");
-  t.same(out[3]!.body as DeferredChunk, { type: "deferred_chunk", until: 9000, chunk: { type: "fan_chunk", shard: 3, chunk: 7, notification: brief, users: ["d"] } });
-  t.same(out[4]!.body as ReceiptBatch, { type: "receipts", nid: "n_1", stage: "shard", entries: dec.receipts, decided: 4 }, "no zero counters on the wire");
-  t.same(out[5]!.body as ChunkTrails, { type: "trails", nid: "n_1", shard: 3, fan: "fan:n_1:3:7", at: 1234, users: chunk.users, idx: [0, 0, 0, 1], trails: ["sent", "quiet"] });
+  t.same(b1.sends, [send("b", "i3")], "sends are cut into batches of sendBatchSize");
+  t.same(out[3].body, { type: "deferred_chunk", until: 9000, chunk: { type: "fan_chunk", shard: 3, chunk: 7, notification: brief, users: ["d"] } });
+  t.same(out[4].body, { type: "receipts", nid: "n_1", stage: "shard", entries: dec.receipts, decided: 4 }, "no zero counters on the wire");
+  t.same(out[5].body, { type: "trails", nid: "n_1", shard: 3, fan: "fan:n_1:3:7", at: 1234, users: chunk.users, idx: [0, 0, 0, 1], trails: ["sent", "quiet"] });
   t.same(chunkOutputs(chunk, dec, ctx), out, "pure: the same inputs give the same outputs (a retried publish republishes the same ids)");
 });
 
@@ -77,6 +77,6 @@ t.test("from a real decision: one send per device, one receipt batch, trails", a
   const dec = decideChunk(chunk, { users, online: null, now: 5000, cancelled: false, policy, state: { buckets: new RateBuckets(), dedup: new DedupWindow(60_000, () => 5000) }, trails: true });
   const out = chunkOutputs(chunk, dec, { ...ctx, sendBatchSize: 500 });
   t.same(out.map((o) => o.msgId), ["snd:fan:n_1:3:7:apns:0", "snd:fan:n_1:3:7:fcm:0", "dec:fan:n_1:3:7", "trl:fan:n_1:3:7"]);
-  t.same((out[0]!.body as SendBatch).sends.map((s) => `${s.user}/${s.device}`), ["b/i", "d/j"]);
-  t.equal((out[2]!.body as ReceiptBatch).decided, 4);
+  t.same((out[0].body as SendBatch).sends.map((s) => `${s.user}/${s.device}`), ["b/i", "d/j"]);
+  t.equal((out[2].body as ReceiptBatch).decided, 4);
 });

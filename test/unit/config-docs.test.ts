@@ -1,8 +1,10 @@
 // docs/configuration.md is generated from config/schema.ts: it must match the generator, and every key must carry a description.
-import t from "tap";
 import { readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
+
+import t from "tap";
 import { z } from "zod";
+
 import { configKeyRows, renderConfigDocs, undocumentedKeys } from "../../config/docs.js";
 
 const DOCS = fileURLToPath(new URL("../../../docs/configuration.md", import.meta.url));

@@ -1,8 +1,10 @@
 // Config loading: defaults, file, NFX_* environment, unknown keys and bad values named by path, frozen result.
-import t from "tap";
 import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+
+import t from "tap";
+
 import { loadConfig } from "../../lib/core/config.js";
 import { ConfigInvalid } from "../../lib/core/errors.js";
 
@@ -42,7 +44,7 @@ t.test("file, then overrides, then environment", async (t) => {
   t.equal(c.router.chunkSize, 300, "environment wins over overrides and file");
   t.equal(c.gateways.retry.baseMs, 250, "nested, snake-case env name maps to the camelCase key");
   t.equal(c.gateways.retry.maxAttempts, 7, "sibling keys of an env override stay");
-  t.same([c.gateways.apns.apps[0]!.topic, c.gateways.apns.apps[0]!.clientCount], ["com.env", 4], "a JSON array from the environment replaces the list");
+  t.same([c.gateways.apns.apps[0].topic, c.gateways.apns.apps[0].clientCount], ["com.env", 4], "a JSON array from the environment replaces the list");
   t.same(c.nats.servers, ["nats://h:1"], "JSON values parse");
   t.equal(c.log.level, "debug", "plain strings stay strings");
   t.equal(loadConfig({ env: { NFX_CONFIG: f } }).cluster.shards, 16, "NFX_CONFIG names the file");
@@ -71,10 +73,10 @@ t.test("every bad value is reported with its path and rule", async (t) => {
 t.test("the result is frozen", async (t) => {
   const c = loadConfig({ env: {} });
   t.throws(() => {
-    (c.cluster as { shards: number }).shards = 2;
+    (c.cluster).shards = 2;
   }, TypeError);
   t.throws(() => {
-    (c.nats.servers as string[]).push("nats://x:1");
+    (c.nats.servers).push("nats://x:1");
   }, TypeError);
 });
 

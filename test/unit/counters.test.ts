@@ -1,5 +1,6 @@
 // Counters fold receipts once: an outcome repeated by another copy of a send (`echo`) shows in lines but is not counted again.
 import t from "tap";
+
 import { emptyCounters, fold } from "../../lib/campaign/counters.js";
 
 t.test("echoed outcomes are not counted", async (t) => {

@@ -1,16 +1,17 @@
 // Pure decisions of the pipeline: request validation, chunk planning, per-recipient decisions, provider payloads and error mapping.
 import t from "tap";
-import { parseNotifyRequest, MAX_RECIPIENTS } from "../../lib/core/request-schema.js";
-import { RequestInvalid } from "../../lib/core/errors.js";
-import { planChunks } from "../../actors/router.js";
-import { decideChunk } from "../../lib/shard/chunk-decision.js";
-import { DedupWindow } from "../../lib/shard/dedup-window.js";
-import { RateBuckets } from "../../lib/shard/rate-buckets.js";
-import type { PolicyConfig } from "../../lib/shard/policy.js";
+
 import { apnsError, apnsNotification } from "../../actors/gateway-apns.js";
 import { fcmError, fcmMessage } from "../../actors/gateway-fcm.js";
+import { planChunks } from "../../actors/router.js";
+import { RequestInvalid } from "../../lib/core/errors.js";
+import { MAX_RECIPIENTS, parseNotifyRequest } from "../../lib/core/request-schema.js";
 import { shardOf } from "../../lib/core/shard-hash.js";
 import type { FanChunk, NotificationBrief } from "../../lib/core/types.js";
+import { decideChunk } from "../../lib/shard/chunk-decision.js";
+import { DedupWindow } from "../../lib/shard/dedup-window.js";
+import type { PolicyConfig } from "../../lib/shard/policy.js";
+import { RateBuckets } from "../../lib/shard/rate-buckets.js";
 
 const ok = { recipients: ["u1"], category: "transactional", content: { push: { title: "T", body: "B" } } };
 

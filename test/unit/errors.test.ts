@@ -1,7 +1,9 @@
 // The error registry, as fastify tests its own: every error class listed, codes unique, every code documented in docs/errors.md and every documented code real.
-import t from "tap";
 import { readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
+
+import t from "tap";
+
 import * as errors from "../../lib/core/errors.js";
 import { ERROR_CLASSES, INTERNAL_ERROR_CODE, NfxError, ProviderError } from "../../lib/core/errors.js";
 
@@ -20,8 +22,8 @@ function documented(): Map<string, { status: number; retryable: string; line: st
   for (const line of readFileSync(DOCS, "utf8").split("\n")) {
     const m = /^\|\s*`(NFX_ERR_[A-Z_]+)`\s*\|\s*(\d{3})\s*\|(.*)\|\s*([^|]+?)\s*\|\s*$/.exec(line);
     if (!m) continue;
-    if (rows.has(m[1]!)) throw new Error(`docs/errors.md lists ${m[1]} twice`);
-    rows.set(m[1]!, { status: Number(m[2]), retryable: m[4]!, line });
+    if (rows.has(m[1])) throw new Error(`docs/errors.md lists ${m[1]} twice`);
+    rows.set(m[1], { status: Number(m[2]), retryable: m[4], line });
   }
   return rows;
 }

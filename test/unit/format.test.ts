@@ -1,8 +1,9 @@
 // The CLI's text reports say what push's `sent` means: APNs and FCM give no delivery receipts, so push stays at sent.
 import t from "tap";
+
 import { formatCampaign, formatStatus, sentHint } from "../../cmd/format.js";
-import { emptyCounters } from "../../lib/campaign/counters.js";
 import type { CampaignStatus } from "../../lib/campaign/campaigns.js";
+import { emptyCounters } from "../../lib/campaign/counters.js";
 import type { NotificationStatus } from "../../lib/tracking/status.js";
 
 const status = (lines: NotificationStatus["lines"]): NotificationStatus => {

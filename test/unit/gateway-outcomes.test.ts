@@ -1,9 +1,10 @@
 // What a provider answer or a refusal means for one send (sent, failed, retry at, expired, dead letter, push-back), and the receipt collector, without servers.
 import t from "tap";
+
 import { loadConfig } from "../../lib/core/config.js";
 import { ProviderError } from "../../lib/core/errors.js";
-import type { SendResult } from "../../lib/flow/bulkhead.js";
 import type { NotificationBrief, Send, SendBatch, UserRecord } from "../../lib/core/types.js";
+import type { SendResult } from "../../lib/flow/bulkhead.js";
 import { answerOutcome, beforeSend, pushBackOutcome, releaseOf, tokenGone } from "../../lib/gateway/outcomes.js";
 import { ReceiptCollector } from "../../lib/gateway/receipts.js";
 import { recheck } from "../../lib/gateway/send-recheck.js";
@@ -83,8 +84,8 @@ t.test("bulkhead refusal: pushed back without using an attempt, growing per wait
 t.test("send-time re-check: opted out, channel turned off, or still allowed", async (t) => {
   const n = { id: "n1", category: "social", priority: "normal", createdAt: NOW, expiresAt: NOW + HOUR } as Parameters<typeof recheck>[1];
   t.equal(recheck({ id: "u1", optedOut: true, devices: [] }, n, "apns"), "opted_out");
-  t.equal(recheck({ id: "u1", optedOut: false, devices: [], preferences: { categories: { social: { push: false } } } } as Parameters<typeof recheck>[0], n, "apns"), "preference_off");
-  t.equal(recheck({ id: "u1", optedOut: false, devices: [], preferences: { categories: { social: { push: false } } } } as Parameters<typeof recheck>[0], n, "email"), null, "another channel's preference does not matter");
+  t.equal(recheck({ id: "u1", optedOut: false, devices: [], preferences: { categories: { social: { push: false } } } }, n, "apns"), "preference_off");
+  t.equal(recheck({ id: "u1", optedOut: false, devices: [], preferences: { categories: { social: { push: false } } } }, n, "email"), null, "another channel's preference does not matter");
   t.equal(recheck({ id: "u1", optedOut: false, devices: [] }, n, "apns"), null);
 });
 

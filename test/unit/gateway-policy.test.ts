@@ -1,9 +1,10 @@
 // Retry planning, Retry-After parsing, the bulkhead (breaker, queue limit, rate limit) and sandbox fault rules, each on its own.
 import t from "tap";
+
 import { loadConfig } from "../../lib/core/config.js";
-import { Bulkhead, RateLimit, type SendResult } from "../../lib/flow/bulkhead.js";
 import { ProviderError } from "../../lib/core/errors.js";
 import { createLogger } from "../../lib/core/log.js";
+import { Bulkhead, RateLimit, type SendResult } from "../../lib/flow/bulkhead.js";
 import { backoffMs, parseRetryAfter, planRetry, planWait } from "../../lib/gateway/retry-policy.js";
 import { Faults } from "../../sandbox/faults.js";
 
@@ -45,19 +46,19 @@ t.test("Retry-After: seconds or an HTTP date", async (t) => {
 t.test("breaker: opens after consecutive failed requests, refuses without calling, half-opens, closes on success", async (t) => {
   const b = new Bulkhead("a", { concurrency: 4, queueLimit: 10, ratePerSec: 0, breaker: { failures: 3, halfOpenAfterMs: 200 } }, log);
   let calls = 0;
-  const failing = async (): Promise<SendResult[]> => (calls++, [fail()]);
+  const failing = (): Promise<SendResult[]> => (calls++, Promise.resolve([fail()]));
   for (let i = 0; i < 3; i++) t.ok(Array.isArray(await b.run(1, failing)), `failure ${i + 1} reaches the provider`);
   t.equal(b.state().breaker, "open", "open after 3 consecutive failures");
   t.same(await b.run(1, failing), { refused: "breaker_open", retryInMs: 200 }, "refused while open");
   t.equal(calls, 3, "the provider was not called while open");
   await new Promise((res) => setTimeout(res, 250));
   t.equal(b.state().breaker, "half-open", "half-open after halfOpenAfterMs");
-  t.ok(Array.isArray(await b.run(1, async () => (calls++, [{ ok: true }]))), "one trial request goes through");
+  t.ok(Array.isArray(await b.run(1, () => (calls++, Promise.resolve([{ ok: true }])))), "one trial request goes through");
   t.equal(b.state().breaker, "closed", "and its success closes the breaker");
 
   const c = new Bulkhead("c", { concurrency: 1, queueLimit: 10, ratePerSec: 0, breaker: { failures: 2, halfOpenAfterMs: 60_000 } }, log);
   await c.run(1, failing);
-  await c.run(1, async () => [fail({ retryable: false })]);
+  await c.run(1, () => Promise.resolve([fail({ retryable: false })]));
   await c.run(1, failing);
   t.equal(c.state().breaker, "closed", "a permanent error (bad token) is not a provider failure and breaks the run");
 });
@@ -75,7 +76,7 @@ t.test("bulkhead full: beyond queueLimit waiting requests, refused at once", asy
 });
 
 t.test("rate limit: sends are spaced at the quota after a one-second burst", async (t) => {
-  let clock = 0;
+  const clock = 0;
   const rl = new RateLimit(100, () => clock);
   const t0 = performance.now();
   await rl.take(100); // the burst

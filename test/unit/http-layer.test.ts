@@ -1,9 +1,10 @@
 // The uWS HTTP layer without a server: status lines, bearer and query parsing, error answers, origins and CORS, and one answer per request (body limit, aborts, coded errors) against a recording fake response.
 import t from "tap";
 import type { HttpRequest, HttpResponse } from "uWebSockets.js";
+
 import { BodyTooLarge, NotFound, RequestInvalid } from "../../lib/core/errors.js";
-import { Exchange, Origins, bearerOf, errorAnswer, fixed, jsonText, noRoute, noRouteAnswer, preflight, queryOf, route, statusLine } from "../../lib/infra/http.js";
 import { inboxIds, invalidRequest, markTarget } from "../../lib/inapp/inbox-http.js";
+import { bearerOf, errorAnswer, Exchange, fixed, jsonText, noRoute, noRouteAnswer, Origins, preflight, queryOf, route, statusLine } from "../../lib/infra/http.js";
 
 /** A response that records what is written, and lets a test feed body chunks and abort. */
 function fakeRes() {
@@ -179,5 +180,5 @@ t.test("inbox validation shared by HTTP and WebSocket commands", async (t) => {
   t.throws(() => markTarget("archive", undefined, true), { message: "all: only read may apply to all items", field: "all" });
   const bad = inboxIds.safeParse(["no spaces allowed"]);
   t.notOk(bad.success);
-  if (!bad.success) t.match(invalidRequest(bad.error.issues[0]!), { code: "NFX_ERR_REQUEST_INVALID", message: /must be notification ids/ });
+  if (!bad.success) t.match(invalidRequest(bad.error.issues[0]), { code: "NFX_ERR_REQUEST_INVALID", message: /must be notification ids/ });
 });

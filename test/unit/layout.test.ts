@@ -1,8 +1,9 @@
 // The layout's import direction: core ← infra ← flow ← domain folders ← actors ← cmd, domain folders in one order, no actor importing another.
-import t from "tap";
 import { readdirSync, readFileSync, statSync } from "node:fs";
 import { dirname, join, normalize } from "node:path";
 import { fileURLToPath } from "node:url";
+
+import t from "tap";
 
 const ROOT = fileURLToPath(new URL("../../..", import.meta.url));
 
@@ -35,7 +36,7 @@ function imports(): [string, string][] {
   const edges: [string, string][] = [];
   const spec = /(?:from|import)\s*\(?\s*["'](\.{1,2}\/[^"']+)\.js["']/g;
   for (const f of ["lib", "actors", "cmd", "config"].flatMap(sources)) {
-    for (const m of readFileSync(join(ROOT, f), "utf8").matchAll(spec)) edges.push([f, normalize(join(dirname(f), m[1]!)) + ".ts"]);
+    for (const m of readFileSync(join(ROOT, f), "utf8").matchAll(spec)) edges.push([f, normalize(join(dirname(f), m[1])) + ".ts"]);
   }
   return edges;
 }

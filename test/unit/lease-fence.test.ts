@@ -1,8 +1,9 @@
 // The one fence of a lease holder (Lease.fence in lib/flow/lease.ts): passes while the lease is valid, else throws the coded Fenced error. No servers: a minimal KV stands in.
-import t from "tap";
 import type { KV } from "@nats-io/kv";
-import { Lease } from "../../lib/flow/lease.js";
+import t from "tap";
+
 import { Fenced } from "../../lib/core/errors.js";
+import { Lease } from "../../lib/flow/lease.js";
 
 /** Just enough KV for acquire and release: an empty key, created at revision 7. */
 const kv = { get: async () => null, create: async () => 7, update: async () => 8, delete: async () => undefined } as unknown as KV;

@@ -1,13 +1,14 @@
 // Per-recipient policy with a fake clock: quiet hours across zones and DST, bucket refill, dedup expiry, fallback order, rule order and trails.
 import t from "tap";
-import { DedupWindow } from "../../lib/shard/dedup-window.js";
-import { decideUser, policyFrom, type PolicyConfig, type PolicyState, type Trail } from "../../lib/shard/policy.js";
-import { localMinute, parseHhmm, quietUntil, utcOffsetMin } from "../../lib/directory/quiet-hours.js";
-import { RateBuckets } from "../../lib/shard/rate-buckets.js";
-import { parseTrail } from "../../lib/shard/trails.js";
-import { preferredOwner } from "../../lib/shard/shard-ownership.js";
+
 import { loadConfig } from "../../lib/core/config.js";
 import type { NotificationBrief, UserRecord } from "../../lib/core/types.js";
+import { localMinute, parseHhmm, quietUntil, utcOffsetMin } from "../../lib/directory/quiet-hours.js";
+import { DedupWindow } from "../../lib/shard/dedup-window.js";
+import { decideUser, type PolicyConfig, policyFrom, type PolicyState, type Trail } from "../../lib/shard/policy.js";
+import { RateBuckets } from "../../lib/shard/rate-buckets.js";
+import { preferredOwner } from "../../lib/shard/shard-ownership.js";
+import { parseTrail } from "../../lib/shard/trails.js";
 
 const H = 3_600_000;
 const at = (iso: string): number => Date.parse(iso);
@@ -57,7 +58,7 @@ t.test("token buckets: cap, refill on the monotonic clock, snapshot and restore"
   t.equal(b.take("u", "marketing", cap).ok, false, "and only one");
   // A new owner restores the snapshot; wall time that passed meanwhile refills.
   const snap = b.pack();
-  let mono2 = 50;
+  const mono2 = 50;
   const b2 = new RateBuckets(() => mono2);
   b2.restore(snap, 0);
   t.equal(b2.take("u", "marketing", cap).ok, false, "restored: still empty");
@@ -175,17 +176,17 @@ t.test("decision trail: every rule's step with what it saw", async (t) => {
   decideUser(policy(), state(() => now), { n: base(), now, released: false }, { user: tokyo, online: false }, trail);
   const steps = parseTrail(trail.s);
   t.same(steps.map((s) => `${s.rule}:${s.verdict}`), ["expiry:pass", "opt_out:pass", "preferences:pass", "quiet_hours:defer"]);
-  t.match(steps[3]!.saw, /zone Asia\/Tokyo, local time 21:00, quiet 20:00-08:00, quiet until 2026-01-15T23:00:00.000Z/);
+  t.match(steps[3].saw, /zone Asia\/Tokyo, local time 21:00, quiet 20:00-08:00, quiet until 2026-01-15T23:00:00.000Z/);
   const sent: Trail = { s: "" };
   decideUser(policy(), state(() => now), { n: base({ category: "marketing" }), now, released: false }, { user: user(), online: false }, sent);
   t.same(parseTrail(sent.s).map((s) => `${s.rule}:${s.verdict}`), ["expiry:pass", "opt_out:pass", "preferences:pass", "quiet_hours:pass", "frequency_cap:pass", "dedup:pass", "presence:pass", "route:send"]);
-  t.match(parseTrail(sent.s)[4]!.saw, "cap 3 per 86400 s, 2 left after this send");
+  t.match(parseTrail(sent.s)[4].saw, "cap 3 per 86400 s, 2 left after this send");
 });
 
 t.test("policy settings come from config: marketing capped 3/day by default", async (t) => {
   const p = policyFrom(loadConfig({ env: {} }));
-  t.same(p.categories.marketing!.cap, { count: 3, periodSec: 86_400 });
-  t.equal(p.categories.security!.quietHours, false);
+  t.same(p.categories.marketing.cap, { count: 3, periodSec: 86_400 });
+  t.equal(p.categories.security.quietHours, false);
   t.same(p.fallback.critical, ["sms", "email"]);
   t.same([...p.available], ["push"], "only channels with gateways");
 });

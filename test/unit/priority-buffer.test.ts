@@ -1,5 +1,6 @@
 // The per-priority buffer shared by lib/flow/lanes.ts and the shard actor: most urgent first, FIFO per lane, a full lane's reader waits for room.
 import t from "tap";
+
 import { PriorityBuffer } from "../../lib/flow/priority-buffer.js";
 
 t.test("takes the most urgent lane first, oldest first within a lane", async (t) => {

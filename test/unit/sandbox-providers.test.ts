@@ -10,22 +10,28 @@
 // (the last request of that client only).
 import t from "tap";
 import twilio from "twilio";
-import { AC, SG_KEY, SandboxRequestClient, TOKEN, mailer } from "../helpers/sdk-redirects.js";
+
 import { Recorder } from "../../sandbox/recorder.js";
 import { startSendgridSandbox } from "../../sandbox/sendgrid.js";
 import { startTwilioSandbox } from "../../sandbox/twilio.js";
+import { AC, mailer, SandboxRequestClient, SG_KEY, TOKEN } from "../helpers/sdk-redirects.js";
 
 const AC_OTHER = `AC${"2".repeat(32)}`;
 
 const sms = (port: number, sid = AC, opts: { accountSid?: string } = {}): twilio.Twilio =>
   twilio(sid, TOKEN, { ...opts, httpClient: new SandboxRequestClient(`http://127.0.0.1:${port}`) });
 
-/** The rejection of `p`, failing the test if it resolves. */
-async function rejection(p: Promise<unknown>): Promise<any> {
+/** What these tests read of @sendgrid's ResponseError. */
+type SgFailure = { code: number; response: { body: { errors: { field: string | null; message: string }[] }; headers: Record<string, string> } };
+/** What these tests read of twilio's RestException. */
+type TwilioFailure = { status: number; code: number; message: string };
+
+/** The rejection of `p` (as the SDK's error type `E`), failing the test if it resolves. */
+async function rejection<E>(p: Promise<unknown>): Promise<E> {
   try {
     await p;
   } catch (e) {
-    return e;
+    return e as E;
   }
   throw new Error("expected the call to fail");
 }
@@ -45,7 +51,7 @@ t.test("sendgrid: personalizations with substitutions arrive as one delivery per
     ],
   });
   t.equal(res.statusCode, 202);
-  t.match(res.headers["x-message-id"], /^[A-Za-z0-9_-]{22}$/, "X-Message-Id reaches the SDK");
+  t.match((res.headers as Record<string, string>)["x-message-id"], /^[A-Za-z0-9_-]{22}$/, "X-Message-Id reaches the SDK");
   const got = recorder.accepted("sendgrid").map((d) => ({ token: d.token, title: d.title, body: d.body, nid: d.nid, account: d.account }));
   t.same(got, [
     { token: "ann@example.com", title: "Hello Ann", body: "Your code is 111", nid: "n_ann", account: SG_KEY },
@@ -57,18 +63,18 @@ t.test("sendgrid: a bad- address rejects the whole request with the field named"
   const recorder = new Recorder();
   const sb = await startSendgridSandbox({ port: 0, recorder });
   t.teardown(sb.close);
-  const err = await rejection(
+  const err = await rejection<SgFailure>(
     mailer(sb.port).send({
       from: "news@example.com", subject: "s", text: "t",
       personalizations: [{ to: "ok@example.com" }, { to: ["fine@example.com", "bad-x@example.com"] }],
     }),
   );
   t.equal(err.code, 400);
-  t.same(err.response.body.errors.map((e: { field: string; message: string }) => [e.field, e.message]), [["personalizations.1.to.1.email", "Does not contain a valid address."]]);
+  t.same(err.response.body.errors.map((e) => [e.field, e.message]), [["personalizations.1.to.1.email", "Does not contain a valid address."]]);
   t.same(recorder.stats().sendgrid, { requests: 3, accepted: 0, rejected: 3, unique: 0, duplicates: 0 }, "every recipient recorded as rejected");
-  const noSubject = await rejection(mailer(sb.port).send({ from: "a@example.com", to: "b@example.com", text: "t" } as never));
-  t.same(noSubject.response.body.errors.map((e: { field: string }) => e.field), ["subject"]);
-  const badKey = await rejection(mailer(sb.port, "not-a-key").send({ from: "a@example.com", to: "b@example.com", subject: "s", text: "t" }));
+  const noSubject = await rejection<SgFailure>(mailer(sb.port).send({ from: "a@example.com", to: "b@example.com", text: "t" }));
+  t.same(noSubject.response.body.errors.map((e) => e.field), ["subject"]);
+  const badKey = await rejection<SgFailure>(mailer(sb.port, "not-a-key").send({ from: "a@example.com", to: "b@example.com", subject: "s", text: "t" }));
   t.equal(badKey.code, 401);
 });
 
@@ -77,7 +83,7 @@ t.test("sendgrid: an injected 429 reaches the SDK's error with retry-after and r
   const sb = await startSendgridSandbox({ port: 0, recorder });
   t.teardown(sb.close);
   recorder.faults.add({ provider: "sendgrid", prefix: "limited-", errors: [{ code: "429", rate: 1, retryAfterSec: 7 }] });
-  const err = await rejection(mailer(sb.port).send({ from: "a@example.com", to: "limited-1@example.com", subject: "s", text: "t" }));
+  const err = await rejection<SgFailure>(mailer(sb.port).send({ from: "a@example.com", to: "limited-1@example.com", subject: "s", text: "t" }));
   t.equal(err.code, 429);
   t.same(err.response.body, { errors: [{ field: null, message: "too many requests" }] });
   t.equal(err.response.headers["retry-after"], "7", "ResponseError.response.headers carries retry-after");
@@ -103,7 +109,7 @@ t.test("twilio: a send returns a queued SM message with the right segment count"
   t.equal((await client.messages.create({ to: "+14155550102", from: "+14155550199", body: "short" })).numSegments, "1");
   const d = recorder.accepted("twilio");
   t.same(d.map((x) => [x.token, x.account, x.nid]), [["+14155550100", AC, "n_1"], ["+14155550101", AC, undefined], ["+14155550102", AC, undefined]]);
-  t.equal(d[0]!.body, "a".repeat(200));
+  t.equal(d[0].body, "a".repeat(200));
 });
 
 t.test("twilio: invalid To, unsubscribed, wrong credentials and an injected 503", async (t) => {
@@ -111,21 +117,21 @@ t.test("twilio: invalid To, unsubscribed, wrong credentials and an injected 503"
   const sb = await startTwilioSandbox({ port: 0, recorder });
   t.teardown(sb.close);
   const client = sms(sb.port);
-  const invalid = await rejection(client.messages.create({ to: "0415", from: "+14155550199", body: "x" }));
+  const invalid = await rejection<TwilioFailure>(client.messages.create({ to: "0415", from: "+14155550199", body: "x" }));
   t.type(invalid, twilio.RestException);
   t.equal(invalid.status, 400);
   t.equal(invalid.code, 21211);
   t.equal(invalid.message, "The 'To' number 0415 is not a valid phone number.");
-  const unsub = await rejection(client.messages.create({ to: "+99912345678", from: "+14155550199", body: "x" }));
+  const unsub = await rejection<TwilioFailure>(client.messages.create({ to: "+99912345678", from: "+14155550199", body: "x" }));
   t.equal(unsub.code, 21610);
-  const wrong = await rejection(sms(sb.port, AC_OTHER, { accountSid: AC }).messages.create({ to: "+14155550100", from: "+14155550199", body: "x" }));
+  const wrong = await rejection<TwilioFailure>(sms(sb.port, AC_OTHER, { accountSid: AC }).messages.create({ to: "+14155550100", from: "+14155550199", body: "x" }));
   t.equal(wrong.status, 401);
   t.equal(wrong.code, 20003);
   recorder.faults.add({ provider: "twilio", prefix: "+1666", errors: [{ code: "503", rate: 1, retryAfterSec: 3 }] });
-  const down = await rejection(client.messages.create({ to: "+16665550100", from: "+14155550199", body: "x" }));
+  const down = await rejection<TwilioFailure>(client.messages.create({ to: "+16665550100", from: "+14155550199", body: "x" }));
   t.equal(down.status, 503);
   t.equal(down.code, 20503);
-  t.equal(client.httpClient.lastResponse?.headers["retry-after"], "3", "retry-after is only on the client's lastResponse, not on the RestException");
+  t.equal((client.httpClient.lastResponse?.headers as Record<string, string> | undefined)?.["retry-after"], "3", "retry-after is only on the client's lastResponse, not on the RestException");
   t.same(recorder.stats().twilio, { requests: 4, accepted: 0, rejected: 4, unique: 0, duplicates: 0 });
 });
 

@@ -3,13 +3,15 @@
 // SendGrid's Signed Event Webhook is checked with @sendgrid/eventwebhook 8.0.0 (starkbank-ecdsa underneath) using the
 // public key as SendGrid's UI shows it; Twilio's X-Twilio-Signature with twilio.validateRequest. Receivers are plain
 // node:http servers on 127.0.0.1; the SDK redirects are those of sandbox-providers.test.ts.
-import t, { type Test } from "tap";
 import http from "node:http";
 import type { AddressInfo } from "node:net";
+
 import EventWebhookPkg from "@sendgrid/eventwebhook";
+import t, { type Test } from "tap";
 import twilio from "twilio";
-import { AC, SG_KEY, SandboxRequestClient, TOKEN, mailer } from "../helpers/sdk-redirects.js";
-import { SENDGRID_WEBHOOK_PUBLIC_KEY, startSandbox, type Sandbox } from "../../sandbox/index.js";
+
+import { type Sandbox, SENDGRID_WEBHOOK_PUBLIC_KEY, startSandbox } from "../../sandbox/index.js";
+import { AC, mailer, SandboxRequestClient, TOKEN } from "../helpers/sdk-redirects.js";
 
 const { EventWebhook } = EventWebhookPkg;
 const SIG = "x-twilio-email-event-webhook-signature";
@@ -55,14 +57,19 @@ async function until(ok: () => boolean, what: string, ms = 3000): Promise<void> 
   }
 }
 
+/** A control API reply as these tests read it (a field the reply lacks reads as undefined and fails its assertion). */
+type ControlReply = { counts: Record<string, number>; posts: { status: number; events: number }[] } & Record<string, unknown>;
+
 /** Calls the sandbox's control API. */
-async function control(sb: Sandbox, method: string, path: string, body?: unknown): Promise<{ status: number; json: any }> {
+async function control(sb: Sandbox, method: string, path: string, body?: unknown): Promise<{ status: number; json: ControlReply }> {
   const res = await fetch(`http://127.0.0.1:${sb.ports.control}${path}`, { method, ...(body !== undefined ? { body: JSON.stringify(body), headers: { "content-type": "application/json" } } : {}) });
-  return { status: res.status, json: await res.json() };
+  return { status: res.status, json: (await res.json()) as ControlReply };
 }
 
 const ok200 = (p: Received): boolean => p.status === 200;
-const sgEvents = (posts: Received[]): Record<string, any>[] => posts.filter((p) => p.url.includes("/sendgrid") && ok200(p)).flatMap((p) => JSON.parse(p.body));
+/** A SendGrid event as these tests read it. */
+type SgEvent = Record<string, unknown> & { timestamp: number; sg_event_id: string };
+const sgEvents = (posts: Received[]): SgEvent[] => posts.filter((p) => p.url.includes("/sendgrid") && ok200(p)).flatMap((p) => JSON.parse(p.body) as SgEvent[]);
 const verifySg = (body: string, sig: string, ts: string): boolean => {
   const ew = new EventWebhook();
   return ew.verifySignature(ew.convertPublicKeyToECDSA(SENDGRID_WEBHOOK_PUBLIC_KEY), body, sig, ts);
@@ -81,15 +88,15 @@ t.test("sendgrid: signed events per recipient with custom args at the top level"
     ],
   });
   t.equal(res.statusCode, 202);
-  const messageId = res.headers["x-message-id"] as string;
+  const messageId = (res.headers as Record<string, string>)["x-message-id"];
   await until(() => sb.recorder.webhookEvents("sendgrid").length >= 6, "6 accepted sendgrid events");
   await new Promise((r) => setTimeout(r, 150));
   const events = sgEvents(rx.posts);
   t.equal(events.length, 6, "a processed and a final event per recipient, nothing more");
-  const post = rx.posts[0]!;
+  const post = rx.posts[0];
   t.equal(post.headers["content-type"], "application/json");
   const now = Math.floor(Date.now() / 1000);
-  const strip = ({ timestamp, sg_event_id, ...rest }: Record<string, any>) => {
+  const strip = ({ timestamp, sg_event_id, ...rest }: SgEvent) => {
     t.ok(Math.abs(timestamp - now) <= 2, "timestamp is unix seconds");
     t.match(sg_event_id, /^[A-Za-z0-9_-]{22}$/);
     return rest;
@@ -153,7 +160,7 @@ t.test("sendgrid: a batch answered 500 is retried, signed afresh, and counted on
   await mailer(sb.ports.sendgrid).send({ from: "a@example.com", to: "ok@x.test", subject: "s", text: "t", customArgs: { nfx_id: "n_r" } });
   await until(() => sb.recorder.webhooks.some((w) => w.status === 200), "the retried batch, as the sandbox saw it answered");
   t.same(rx.posts.map((p) => p.status), [500, 200]);
-  t.equal(rx.posts[0]!.body, rx.posts[1]!.body, "the same batch, same sg_event_ids");
+  t.equal(rx.posts[0].body, rx.posts[1].body, "the same batch, same sg_event_ids");
   for (const p of rx.posts) t.ok(verifySg(p.body, p.headers[SIG] as string, p.headers[TS] as string));
   t.same(sb.recorder.webhooks.map((w) => [w.provider, w.status, w.events]), [["sendgrid", 500, 2], ["sendgrid", 200, 2]]);
   t.same(sb.recorder.webhookCounts("sendgrid"), { processed: 1, delivered: 1 });
@@ -191,7 +198,7 @@ t.test("twilio: signed status callbacks, sent then the final status", async (t) 
     t.equal(c.url, statusCallback);
     t.ok(twilio.validateRequest(TOKEN, c.sig, c.url, c.params), `signature of ${c.params.MessageStatus} validates with twilio.validateRequest`);
   }
-  const c0 = got[0]!;
+  const c0 = got[0];
   t.notOk(twilio.validateRequest(TOKEN, c0.sig, c0.url, { ...c0.params, MessageStatus: "delivered" }), "a tampered param fails");
   t.notOk(twilio.validateRequest("other-token", c0.sig, c0.url, c0.params), "another auth token fails");
   t.same(sb.recorder.webhookCounts("twilio"), { sent: 3, delivered: 1, undelivered: 1, failed: 1 });

@@ -1,11 +1,13 @@
 // The Redis script registry: every script a headed file in lib/infra/scripts/, every one defined on a client, no Lua anywhere else.
-import t from "tap";
 import { readdirSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
+
 import { Redis } from "ioredis";
-import { scriptFiles, scriptOptions, withScripts, type ScriptCommands } from "../../lib/infra/scripts.js";
+import t from "tap";
+
 import { INBOX_STATE_BITS } from "../../lib/inapp/inbox.js";
+import { type ScriptCommands, scriptFiles, scriptOptions, withScripts } from "../../lib/infra/scripts.js";
 
 const ROOT = fileURLToPath(new URL("../../..", import.meta.url));
 const DIR = join(ROOT, "lib/infra/scripts");
@@ -82,9 +84,9 @@ t.test("a client made with scriptOptions has every script, and so do its duplica
     for (const k of names) t.equal(set[k], before[k], `withScripts leaves ${k} as it was`);
   }
   const two = scriptFiles().find((s) => s.numberOfKeys === 2)!;
-  t.equal(scriptOptions()[two.command]!.numberOfKeys, 2, "a fixed key count comes from the file name");
+  t.equal(scriptOptions()[two.command].numberOfKeys, 2, "a fixed key count comes from the file name");
   const n = scriptFiles().find((s) => s.numberOfKeys === null)!;
-  t.equal(scriptOptions()[n.command]!.numberOfKeys, undefined, "-n: the caller gives the key count");
+  t.equal(scriptOptions()[n.command].numberOfKeys, undefined, "-n: the caller gives the key count");
 });
 
 t.test("the inbox scripts spell the inbox's state bits as lib/inapp/inbox.ts defines them", async (t) => {

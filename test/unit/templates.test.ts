@@ -1,5 +1,6 @@
 // Templates: validation, derived variables, locale fallback, escaping per field.
 import t from "tap";
+
 import { TemplateInvalid } from "../../lib/core/errors.js";
 import { pickLocale, prepareTemplate, renderEmail, renderPush, variablesOf } from "../../lib/intake/templates.js";
 

@@ -1,15 +1,17 @@
 // One source for priorities, channels, KV keys and message ids: the config schema's enums are lib/core/subjects.ts's constants, and the builders keep their forms.
-import t from "tap";
 import { createHash } from "node:crypto";
+
+import t from "tap";
 import type { z } from "zod";
+
 import { configSchema } from "../../config/schema.js";
-import { eventsSchema } from "../../lib/tracking/engagement.js";
+import {
+  CAMPAIGN_KEY, CHANNELS,   checkpointPartKey, checkpointPartsOf, CONTENT_CHANNELS, COUNTERS_KEY, idempotencyKvKey, LEASE_KEY, MSGID, PRIORITIES, PROCESS_KEY, REPORTED_CHANNELS,
+templateKey,
+} from "../../lib/core/subjects.js";
 import { userRecordSchema } from "../../lib/directory/users.js";
 import { NATS_PRODUCER } from "../../lib/intake/intake.js";
-import {
-  CAMPAIGN_KEY, CHANNELS, CONTENT_CHANNELS, COUNTERS_KEY, LEASE_KEY, MSGID, PRIORITIES, PROCESS_KEY, REPORTED_CHANNELS,
-  checkpointPartKey, checkpointPartsOf, idempotencyKvKey, templateKey,
-} from "../../lib/core/subjects.js";
+import { eventsSchema } from "../../lib/tracking/engagement.js";
 
 type Any = z.ZodType & { def: Record<string, unknown> };
 /** Peels defaults, prefaults, optionals and descriptions off a schema. */
@@ -32,7 +34,7 @@ t.test("the config schema's priorities and channels are the constants", async (t
   t.same(Object.keys(fallback.shape), PRIORITIES, "policy.fallback has one key per priority, in order");
   for (const p of PRIORITIES) t.same(options(element(fallback.shape[p])), CONTENT_CHANNELS, `policy.fallback.${p}`);
   const parsed = configSchema.parse({ apiKeys: [{ name: "k", key: "0123456789abcdef", scopes: ["send"] }] });
-  t.same(parsed.apiKeys[0]!.priorities, PRIORITIES, "an API key may send every priority by default");
+  t.same(parsed.apiKeys[0].priorities, PRIORITIES, "an API key may send every priority by default");
 });
 
 t.test("request and record schemas use the same constants", async (t) => {
