@@ -85,7 +85,7 @@ export function topView(prev: TopSample, cur: TopSample): TopView {
   const gw = new Map<string, TopView["gateways"][number]>();
   for (const k of cur.counters.keys()) {
     const [name, lbl] = k.split("|") as [string, string];
-    const labels = Object.fromEntries(lbl.split(", ").filter(Boolean).map((x) => x.split("=") as [string, string]));
+    const labels = Object.fromEntries(lbl.split(",").filter(Boolean).map((x) => x.split("=") as [string, string]));
     if (name === "nfx_stage_items_total") stages.push({ stage: labels.stage, perSec: rate(k), total: cur.counters.get(k)! });
     else if (labels.app !== "-") {
       const id = `${labels.channel}|${labels.app}`;

@@ -213,4 +213,4 @@ export const checkpointPartKey = (shard: number, gen: string, i: number): string
 export const checkpointPartsOf = (shard: number, gen: string): string => `${checkpointKey(shard)}.${gen}.*`;
 
 /** Characters allowed in ids that end up inside subjects and keys. */
-export const ID_PATTERN = /^[A-Za-z0-9_\-:@+=]{1, 128}$/;
+export const ID_PATTERN = /^[A-Za-z0-9_\-:@+=]{1,128}$/;

@@ -11,8 +11,8 @@ import { readUsers } from "./directory.js";
 
 const DAY = 86_400_000;
 /** Built-in segment names: `all`, and `active_<N>d` for "active within the last N days". */
-export const BUILTIN = /^(all|active_([1-9][0-9]{0, 3})d)$/;
-export const SEGMENT_NAME = /^[a-z0-9][a-z0-9_:-]{0, 63}$/;
+export const BUILTIN = /^(all|active_([1-9][0-9]{0,3})d)$/;
+export const SEGMENT_NAME = /^[a-z0-9][a-z0-9_:-]{0,63}$/;
 
 /** A named segment's rule: every condition must hold. */
 export const segmentRuleSchema = z.strictObject({

@@ -14,7 +14,7 @@ const DAY = 86_400_000;
 export const userRecordSchema = z.strictObject({
   id: z.string().regex(ID_PATTERN, "must be 1-128 characters of A-Z a-z 0-9 _ - : @ + ="),
   optedOut: z.boolean().optional(),
-  locale: z.string().regex(/^[a-z]{2, 3}(-[A-Za-z0-9]{2,8}){0,2}$/, "must be a locale tag such as en or pt-BR").optional(),
+  locale: z.string().regex(/^[a-z]{2,3}(-[A-Za-z0-9]{2,8}){0,2}$/, "must be a locale tag such as en or pt-BR").optional(),
   timezone: z.string().refine((tz) => {
     try {
       new Intl.DateTimeFormat("en", { timeZone: tz });

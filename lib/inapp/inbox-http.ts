@@ -10,7 +10,7 @@ import { type Inbox, INBOX_ACTIONS, type InboxAction } from "./inbox.js";
 import type { UserTokens } from "./ws-token.js";
 
 /** Notification ids an inbox action names: 1 to 1000 of them, each 1-128 characters of `[A-Za-z0-9_\-:@+=]`. */
-export const inboxIds = z.array(z.string().regex(/^[A-Za-z0-9_\-:@+=]{1, 128}$/, "must be notification ids")).min(1).max(1000);
+export const inboxIds = z.array(z.string().regex(/^[A-Za-z0-9_\-:@+=]{1,128}$/, "must be notification ids")).min(1).max(1000);
 const markBody = z.strictObject({ ids: inboxIds.optional(), all: z.literal(true).optional() });
 
 /** The first problem of a command or body as a {@link RequestInvalid} naming the field (`(message)` for the whole) and the rule. */

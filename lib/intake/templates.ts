@@ -11,9 +11,9 @@ import { templateKey } from "../core/subjects.js";
 import type { ContentChannel, PushContent, Template, TemplateUse, UserRecord } from "../core/types.js";
 
 /** Template ids: also KV keys. */
-export const TEMPLATE_ID = /^[A-Za-z0-9_-]{1, 64}$/;
+export const TEMPLATE_ID = /^[A-Za-z0-9_-]{1,64}$/;
 /** BCP 47-ish locale tags: `en`, `pt-BR`, `zh-Hant-TW`. */
-export const LOCALE = /^[a-z]{2, 3}(-[A-Za-z0-9]{2,8}){0,2}$/;
+export const LOCALE = /^[a-z]{2,3}(-[A-Za-z0-9]{2,8}){0,2}$/;
 
 const locale = z.string().regex(LOCALE, "must be a locale tag such as en or pt-BR");
 const byLocale = <T extends z.ZodType>(v: T) => z.record(locale, v).refine((r) => Object.keys(r).length > 0, "must have at least one locale");
