@@ -1,11 +1,12 @@
 // The layout's import direction: core ← infra ← flow ← domain folders ← actors ← cmd, domain folders in one order, no actor importing another.
 import { readdirSync, readFileSync, statSync } from "node:fs";
 import { dirname, join, normalize } from "node:path";
-import { fileURLToPath } from "node:url";
 
 import t from "tap";
 
-const ROOT = fileURLToPath(new URL("../../..", import.meta.url));
+import { REPO_ROOT, sourcesUnder } from "../helpers/sources.js";
+
+const ROOT = REPO_ROOT;
 
 /** Layers, lowest first; a file may import its own layer and the ones below. */
 const LAYERS: [string, number][] = [
@@ -21,21 +22,12 @@ function place(file: string): { folder: string; layer: number } | null {
   return null;
 }
 
-function sources(dir: string): string[] {
-  const out: string[] = [];
-  for (const name of readdirSync(join(ROOT, dir))) {
-    const rel = join(dir, name);
-    if (statSync(join(ROOT, rel)).isDirectory()) out.push(...sources(rel));
-    else if (name.endsWith(".ts")) out.push(rel);
-  }
-  return out;
-}
 
 /** Every relative import of the sources under lib/, actors/, cmd/ and config/: [from, to] repository paths. */
 function imports(): [string, string][] {
   const edges: [string, string][] = [];
   const spec = /(?:from|import)\s*\(?\s*["'](\.{1,2}\/[^"']+)\.js["']/g;
-  for (const f of ["lib", "actors", "cmd", "config"].flatMap(sources)) {
+  for (const f of ["lib", "actors", "cmd", "config"].flatMap(sourcesUnder)) {
     for (const m of readFileSync(join(ROOT, f), "utf8").matchAll(spec)) edges.push([f, normalize(join(dirname(f), m[1])) + ".ts"]);
   }
   return edges;

@@ -1,15 +1,15 @@
 // The Redis script registry: every script a headed file in lib/infra/scripts/, every one defined on a client, no Lua anywhere else.
-import { readdirSync, readFileSync, statSync } from "node:fs";
+import { readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
 
 import { Redis } from "ioredis";
 import t from "tap";
 
 import { INBOX_STATE_BITS } from "../../lib/inapp/inbox.js";
 import { type ScriptCommands, scriptFiles, scriptOptions, withScripts } from "../../lib/infra/scripts.js";
+import { REPO_ROOT, sourcesUnder } from "../helpers/sources.js";
 
-const ROOT = fileURLToPath(new URL("../../..", import.meta.url));
+const ROOT = REPO_ROOT;
 const DIR = join(ROOT, "lib/infra/scripts");
 
 /** The commands the registry's type promises; the files must give exactly these (the Buffer variant stands for its command). */
@@ -99,18 +99,9 @@ t.test("the inbox scripts spell the inbox's state bits as lib/inapp/inbox.ts def
   }
 });
 
-function sources(dir: string): string[] {
-  const out: string[] = [];
-  for (const name of readdirSync(join(ROOT, dir))) {
-    const rel = join(dir, name);
-    if (statSync(join(ROOT, rel)).isDirectory()) out.push(...sources(rel));
-    else if (name.endsWith(".ts")) out.push(rel);
-  }
-  return out;
-}
 
 t.test("no inline Lua and no eval in lib/ or actors/", async (t) => {
-  const files = ["lib", "actors"].flatMap(sources);
+  const files = ["lib", "actors"].flatMap(sourcesUnder);
   t.ok(files.length > 50, `the sources were read (${files.length})`);
   const found: string[] = [];
   for (const f of files) {
