@@ -1,6 +1,5 @@
 // A whole nfx cluster on this machine: nats-server, redis-server, the sandbox providers and every role as its own process.
 import { type ChildProcess, spawn } from "node:child_process";
-import { randomBytes } from "node:crypto";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { createInterface } from "node:readline";
@@ -8,12 +7,13 @@ import { fileURLToPath } from "node:url";
 
 import { pino } from "pino";
 
+import { DEV_NATS_SECRET } from "../config/schema.js";
 import { type Config, loadConfig } from "../lib/core/config.js";
 import { createLogger } from "../lib/core/log.js";
 import { freePort, type ServerProcess, startNatsServer, startRedisServer } from "../lib/infra/launch.js";
 import { connectNats } from "../lib/infra/nats.js";
-import { DEFAULT_NATS_SECRET, renderNatsServerConf } from "../lib/infra/nats-auth.js";
-import { localSecrets } from "../lib/infra/secrets.js";
+import { renderNatsServerConf } from "../lib/infra/nats-auth.js";
+import { freshSecret, localSecrets } from "../lib/infra/secrets.js";
 import { ensureTopology } from "../lib/infra/topology.js";
 import { ensureApnsKey, type Sandbox, sandboxOverrides, type SandboxPorts, SENDGRID_WEBHOOK_PUBLIC_KEY, startSandbox } from "../sandbox/index.js";
 import { type Role, ROLES } from "./roles.js";
@@ -131,7 +131,7 @@ export async function startLocalCluster(o: LocalClusterOptions): Promise<LocalCl
   try {
     // Fresh NATS credentials per cluster unless the user's config sets its own secret (lib/infra/nats-auth.ts).
     const userCfg = loadConfig({ file: o.configFile, overrides: o.overrides ?? {}, env: {} });
-    const natsSecret = userCfg.nats.secret === DEFAULT_NATS_SECRET ? randomBytes(32).toString("base64url") : userCfg.nats.secret;
+    const natsSecret = userCfg.nats.secret === DEV_NATS_SECRET ? freshSecret() : userCfg.nats.secret;
     const natsConf = renderNatsServerConf({ secret: natsSecret, producers: userCfg.nats.producers, serverName: "nfx-local" });
     const nats = await startNatsServer({ storeDir: join(dataDir, "nats"), port: o.natsPort, conf: natsConf });
     let natsNow = nats;

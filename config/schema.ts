@@ -113,6 +113,14 @@ function appsOf<T extends z.ZodType<{ name?: string; failover?: string }>>(app: 
     });
 }
 
+/** One channel's gateway section: its provider apps (by default one app of the app schema's defaults), described. */
+function gatewayOf<T extends z.ZodType<{ name?: string; failover?: string }>>(app: T, naming: (a: z.output<T>) => string, apps: string, what: string) {
+  return z
+    .strictObject({ apps: appsOf(app, naming).default([app.parse({})]).describe(apps) })
+    .prefault({})
+    .describe(what);
+}
+
 const retry = z
   .strictObject({
     maxAttempts: z.number().int().min(1).max(50).default(5).describe("Provider attempts per send before it goes to the dead-letter stream `NFX_DLQ`."),
@@ -298,22 +306,10 @@ export const configSchema = z.strictObject({
     .describe("The shard actor's per-recipient policy."),
   gateways: z
     .strictObject({
-      apns: z
-        .strictObject({ apps: appsOf(apnsApp, (a) => a.topic).default([apnsApp.parse({})]).describe("APNs apps (at least one; unique names; a failover names another app).") })
-        .prefault({})
-        .describe("The APNs gateway."),
-      fcm: z
-        .strictObject({ apps: appsOf(fcmApp, (a) => a.projectId).default([fcmApp.parse({})]).describe("FCM projects (at least one; unique names; a failover names another app).") })
-        .prefault({})
-        .describe("The FCM gateway."),
-      email: z
-        .strictObject({ apps: appsOf(sendgridAccount, (a) => a.name).default([sendgridAccount.parse({})]).describe("SendGrid accounts (at least one; unique names; the first sends, the others only as failovers).") })
-        .prefault({})
-        .describe("The email gateway (SendGrid)."),
-      sms: z
-        .strictObject({ apps: appsOf(twilioAccount, (a) => a.name).default([twilioAccount.parse({})]).describe("Twilio accounts (at least one; unique names; the first sends, the others only as failovers).") })
-        .prefault({})
-        .describe("The SMS gateway (Twilio)."),
+      apns: gatewayOf(apnsApp, (a) => a.topic, "APNs apps (at least one; unique names; a failover names another app).", "The APNs gateway."),
+      fcm: gatewayOf(fcmApp, (a) => a.projectId, "FCM projects (at least one; unique names; a failover names another app).", "The FCM gateway."),
+      email: gatewayOf(sendgridAccount, (a) => a.name, "SendGrid accounts (at least one; unique names; the first sends, the others only as failovers).", "The email gateway (SendGrid)."),
+      sms: gatewayOf(twilioAccount, (a) => a.name, "Twilio accounts (at least one; unique names; the first sends, the others only as failovers).", "The SMS gateway (Twilio)."),
       retry,
       batchConcurrency: z.number().int().min(1).max(64).default(4).describe("Send batches processed at once per gateway process and lane."),
       deliveredTtlSec: z.number().int().min(60).max(30 * 86400).default(86400).describe("How long a delivered key is remembered so a replayed batch never calls a provider twice."),

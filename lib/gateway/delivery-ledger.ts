@@ -1,4 +1,6 @@
 // The delivery ledger a gateway batch keeps in Redis: claim its keys, renew them, record outcomes, hold pushed-back keys for their release, drop dead-lettered claims.
+import { createHash } from "node:crypto";
+
 import { deliveryKey } from "../core/ids.js";
 import { deliveredKey } from "../core/keys.js";
 import type { Logger } from "../core/log.js";
@@ -81,6 +83,8 @@ export class DeliveryLedger {
     const keys = batch.sends.map((s) => deliveredKey(batch.shard, deliveryKey(s.nid, s.user, channel, s.device)));
     const mine = attemptMarker(batchId, attempt);
     const held = heldMarker(batchId);
+    // Which batch wrote a record: 8 base64url characters of its id's hash (48 bits), not the id itself, since every delivered key carries it.
+    const tag = createHash("sha1").update(batchId).digest("base64url").slice(0, 8);
     const { claims, writer, ttl } = this;
     const prior = await claims.claim(keys, mine, ttl.claimTtlSec, held);
     const owned = (i: number): boolean => prior[i] === null || prior[i] === undefined || prior[i] === held;
@@ -95,11 +99,11 @@ export class DeliveryLedger {
       state: (i) => {
         if (owned(i)) return { kind: "mine" };
         if (isClaim(prior[i]!)) return { kind: "claimed" };
-        // `b`: the batch id that recorded it (absent in records of older versions: treated as this batch's own).
+        // `b`: the tag of the batch that recorded it (absent in records of older versions: treated as this batch's own).
         const { b, ...record } = JSON.parse(prior[i]!) as Recorded & { b?: string };
-        return { kind: "recorded", record, echo: b !== undefined && b !== batchId };
+        return { kind: "recorded", record, echo: b !== undefined && b !== tag };
       },
-      record: (i, rec) => queue(writer.set(keys[i], JSON.stringify({ ...rec, b: batchId }), ttl.deliveredTtlSec)),
+      record: (i, rec) => queue(writer.set(keys[i], JSON.stringify({ ...rec, b: tag }), ttl.deliveredTtlSec)),
       hold: (idx, releaseId, due, now) => {
         const marker = heldMarker(releaseId);
         const ttlSec = Math.ceil((due - now) / 1000) + ttl.claimTtlSec;

@@ -12,9 +12,6 @@ export type NatsIdentity = NatsRoleUser | "admin";
 export const NFX_ACCOUNT = "NFX";
 export const PRODUCER_ACCOUNT = "PRODUCERS";
 
-/** The published default of `nats.secret`: a role refuses to start with it (lib/infra/secrets.ts). */
-export { DEV_NATS_SECRET as DEFAULT_NATS_SECRET } from "../../config/schema.js";
-
 /** The NATS user name of an nfx identity (`nfx-<role>`, `nfx-admin`). */
 export const natsUserName = (who: NatsIdentity): string => `nfx-${who}`;
 

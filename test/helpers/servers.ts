@@ -1,5 +1,4 @@
 // Test harness: a real nats-server (JetStream, temp store) and redis-server (no persistence) on free loopback ports for one test file.
-import { randomBytes } from "node:crypto";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -29,7 +28,7 @@ export async function startServers(t: Test): Promise<TestServers> {
   const dir = mkdtempSync(join(tmpdir(), "nfx-test-"));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   // Fresh NATS credentials per test file, as `nfx up` makes them (lib/infra/nats-auth.ts).
-  const secret = randomBytes(32).toString("base64url");
+  const secret = freshSecret();
   const nats = await startNatsServer({ storeDir: join(dir, "nats"), conf: renderNatsServerConf({ secret, producers: ["producer"] }) });
   t.teardown(nats.stop);
   const redis = await startRedisServer({ dir: join(dir, "redis") });

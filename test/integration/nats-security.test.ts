@@ -7,6 +7,7 @@ import { writeUsers } from "../../lib/directory/directory.js";
 import { inboxPrefixOf, NATS_ROLE_USERS, natsPassword, type NatsRoleUser, natsUserName, rolePermissions } from "../../lib/infra/nats-auth.js";
 import { API_KEY_HEADER } from "../../lib/intake/api-client.js";
 import { clientsFor, eventually, startTestCluster } from "../helpers/cluster.js";
+import { subjectMatches } from "../helpers/subjects.js";
 
 const KEY = "security-test-key-0123456789";
 
@@ -114,20 +115,10 @@ t.test("producers are isolated and role users are held to their tables", async (
     for (const s of destructive) if (!mayDo(s) && !(await publishDenied(c, s))) refused.push(s);
     t.same(refused, [], `${user}: every publish outside its table is denied`);
     // Outputs of other stages: a gateway may not publish fan chunks, the router may not publish sends, nobody but the tracker writes counters.
-    const foreign = ["nfx.fan.high.0", "nfx.send.fcm.high", "$KV.nfx-counters.x", "nfx.intake.high.x"].filter((s) => !table.pub.some((p) => matches(p, s)));
+    const foreign = ["nfx.fan.high.0", "nfx.send.fcm.high", "$KV.nfx-counters.x", "nfx.intake.high.x"].filter((s) => !table.pub.some((p) => subjectMatches(p, s)));
     for (const s of foreign) t.ok(await publishDenied(c, s), `${user} may not publish to ${s}`);
     t.notOk(await publishDenied(c, own[role]), `${user} may publish its own output ${own[role]}`);
     t.ok(await subscribeDenied(c, "_INBOX.>"), `${user} may not read other identities' inboxes`);
     await c.nc.close();
   }
 });
-
-/** NATS subject matching: `*` one token, `>` the rest. */
-function matches(pattern: string, subject: string): boolean {
-  const p = pattern.split("."), s = subject.split(".");
-  for (let i = 0; i < p.length; i++) {
-    if (p[i] === ">") return s.length > i;
-    if (i >= s.length || (p[i] !== "*" && p[i] !== s[i])) return false;
-  }
-  return p.length === s.length;
-}

@@ -9,6 +9,7 @@ import { deliveryKey, newNotificationId } from "../../lib/core/ids.js";
 import { createLogger } from "../../lib/core/log.js";
 import { shardOf } from "../../lib/core/shard-hash.js";
 import { API, API_OPS, CHANNELS, extApiAll, extApiSubject, fanLane, fanSubject, ID_PATTERN, intakeLane, intakeSubject, PRIORITIES, sendAll, sendSubject } from "../../lib/core/subjects.js";
+import { subjectMatches } from "../helpers/subjects.js";
 
 /** Reference FNV-1a over the UTF-8 bytes, written the obvious way. */
 const fnv = (s: string): number => {
@@ -51,15 +52,7 @@ t.test("ids: time-ordered, subject-safe; delivery key is deterministic", async (
 });
 
 t.test("every subject a builder makes is matched by its family's wildcard", async (t) => {
-  const matches = (wild: string, subj: string): boolean => {
-    const w = wild.split(".");
-    const s = subj.split(".");
-    for (let i = 0; i < w.length; i++) {
-      if (w[i] === ">") return s.length > i;
-      if (w[i] !== "*" && w[i] !== s[i]) return false;
-    }
-    return w.length === s.length;
-  };
+  const matches = subjectMatches;
   for (const p of PRIORITIES) {
     t.ok(matches(intakeLane(p), intakeSubject(p, "n_abc")));
     t.ok(matches(fanLane(p), fanSubject(p, 63)));
