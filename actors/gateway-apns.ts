@@ -131,5 +131,5 @@ export function createApnsClient(cfg: Config): ChannelClient {
 
 /** Starts the APNs gateway role. */
 export async function startGatewayApns(d: GatewayDeps): ReturnType<typeof runGateway> {
-  return runGateway(d, createApnsClient(d.cfg));
+  return runGateway(d, () => createApnsClient(d.cfg));
 }

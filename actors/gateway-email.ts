@@ -180,5 +180,5 @@ export const createEmailClient = (cfg: Config, redis?: Redis): ChannelClient =>
 
 /** Starts the email gateway role. */
 export async function startGatewayEmail(d: GatewayDeps): ReturnType<typeof runGateway> {
-  return runGateway(d, createEmailClient(d.cfg, d.redis));
+  return runGateway(d, () => createEmailClient(d.cfg, d.redis));
 }

@@ -125,5 +125,5 @@ export function createFcmClient(cfg: Config, now: () => number = Date.now): Chan
 
 /** Starts the FCM gateway role. */
 export async function startGatewayFcm(d: GatewayDeps): ReturnType<typeof runGateway> {
-  return runGateway(d, createFcmClient(d.cfg, d.now));
+  return runGateway(d, () => createFcmClient(d.cfg, d.now));
 }

@@ -95,5 +95,5 @@ export const createSmsClient = (cfg: Config): ChannelClient => primaryWithFailov
 
 /** Starts the SMS gateway role. */
 export async function startGatewaySms(d: GatewayDeps): ReturnType<typeof runGateway> {
-  return runGateway(d, createSmsClient(d.cfg));
+  return runGateway(d, () => createSmsClient(d.cfg));
 }

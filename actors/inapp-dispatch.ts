@@ -4,11 +4,12 @@ import type { JsMsg } from "@nats-io/jetstream";
 import { encode, encodeJson } from "../lib/core/codec.js";
 import type { Config } from "../lib/core/config.js";
 import type { Logger } from "../lib/core/log.js";
-import { type Channel, CONSUMER, liveSubject, MSGID, type Priority, sendSubject, STREAM } from "../lib/core/subjects.js";
+import { type Channel, CLASS_PRIORITIES, CONSUMER, LANE_CLASSES, type LaneClass, liveSubject, MSGID, type Priority, sendSubject, STREAM } from "../lib/core/subjects.js";
 import type { NotificationBrief, ReceiptEntry, Send, SendBatch } from "../lib/core/types.js";
 import { decodeAs, PoisonMessage, runLanes } from "../lib/flow/lanes.js";
 import { ReceiptCollector } from "../lib/gateway/receipts.js";
 import { Inbox, type InboxItem } from "../lib/inapp/inbox.js";
+import { perLaneClass } from "../lib/infra/lane-connections.js";
 import { stageItems } from "../lib/infra/metrics.js";
 import type { Nats } from "../lib/infra/nats.js";
 import type { Redis } from "../lib/infra/redis.js";
@@ -68,7 +69,8 @@ function fallbackBatches(batch: SendBatch, s: Send, n: NotificationBrief): SendB
 }
 
 /**
- * Runs the dispatcher on every priority lane of NFX_SEND_INAPP. Per send:
+ * Runs the dispatcher on every priority lane of NFX_SEND_INAPP, the urgent
+ * lanes (critical, high) on connections and a batch budget of their own. Per send:
  * the item goes into the user's inbox (a replayed send finds it there), then
  * is offered live with a request on `nfx.live.<user>`: only gateways holding
  * one of the user's connections subscribe, so NATS's interest routing picks
@@ -83,7 +85,14 @@ function fallbackBatches(batch: SendBatch, s: Send, n: NotificationBrief): SendB
  * otherwise, then the batch is acked.
  */
 export async function startInAppDispatch(d: InAppDispatchDeps): Promise<{ stop(): Promise<void> }> {
-  const log = d.log.child({ actor: "inapp-dispatch" });
+  // Urgent sends on connections and a batch budget of their own (lib/infra/lane-connections.ts).
+  const run = await perLaneClass({ ...d, lanes: LANE_CLASSES, as: "ws-gateway", name: "nfx-inapp-dispatch" }, (c, cls) => dispatchLanes({ ...d, ...c }, cls));
+  return { stop: run.stop };
+}
+
+/** The dispatcher of one lane class's lanes (see {@link startInAppDispatch}). */
+async function dispatchLanes(d: InAppDispatchDeps, cls: LaneClass): Promise<{ stop(): Promise<void> }> {
+  const log = d.log.child({ actor: "inapp-dispatch", lanes: cls });
   const now = d.now ?? Date.now;
   const w = d.cfg.ws;
   const inbox = new Inbox(d.redis, { shards: d.cfg.cluster.shards, cap: w.inboxCap, retentionMs: w.inboxRetentionDays * 86_400_000 });
@@ -147,7 +156,7 @@ export async function startInAppDispatch(d: InAppDispatchDeps): Promise<{ stop()
   };
 
   const lanes = runLanes({
-    js: d.nats.js, stream: STREAM.send("inapp"), consumer: (p) => CONSUMER.gateway("inapp", p),
+    js: d.nats.js, stream: STREAM.send("inapp"), consumer: (p) => CONSUMER.gateway("inapp", p), priorities: CLASS_PRIORITIES[cls],
     concurrency: w.batchConcurrency, prefetch: 4, ackWaitSec: d.cfg.streams.ackWaitSec, log, handle,
   });
   await lanes.ready;

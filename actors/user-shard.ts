@@ -11,7 +11,7 @@ import type { Config } from "../lib/core/config.js";
 import { Fenced } from "../lib/core/errors.js";
 import type { Logger } from "../lib/core/log.js";
 import { ownValue } from "../lib/core/own-keys.js";
-import { BUCKET, fanSubject, PRIORITIES, type Priority, STREAM } from "../lib/core/subjects.js";
+import { BUCKET, CLASS_PRIORITIES, fanSubject, LANE_CLASSES, type LaneClass, type Priority, STREAM } from "../lib/core/subjects.js";
 import type { FanChunk } from "../lib/core/types.js";
 import { readUsers } from "../lib/directory/directory.js";
 import { JsPublisher } from "../lib/flow/js-publisher.js";
@@ -20,11 +20,13 @@ import type { Lease } from "../lib/flow/lease.js";
 import { PriorityBuffer } from "../lib/flow/priority-buffer.js";
 import { Semaphore } from "../lib/flow/semaphore.js";
 import { presenceReader, PresenceView } from "../lib/inapp/presence.js";
+import { perLaneClass } from "../lib/infra/lane-connections.js";
 import { stageItems } from "../lib/infra/metrics.js";
-import { connectNats, type Nats } from "../lib/infra/nats.js";
+import type { Nats } from "../lib/infra/nats.js";
 import type { Redis } from "../lib/infra/redis.js";
 import { type ChunkDecision, decideChunk, usesUserFields } from "../lib/shard/chunk-decision.js";
 import { chunkOutputs } from "../lib/shard/chunk-outputs.js";
+import { CollapseClaims, unsentUsers } from "../lib/shard/collapse-claims.js";
 import { DedupWindow } from "../lib/shard/dedup-window.js";
 import { type PolicyConfig, policyFrom } from "../lib/shard/policy.js";
 import { RateBuckets } from "../lib/shard/rate-buckets.js";
@@ -39,32 +41,45 @@ export interface ShardDeps {
   now?: () => number;
   /** Owner id of this process (default host-pid-random). */
   owner?: string;
+  /** The lane classes this process owns shards of (default both); `nfx run shard --lanes urgent|bulk` runs one. */
+  lanes?: readonly LaneClass[];
 }
 
-/** Shared by every shard a process owns. */
+/** Shared by every shard a process owns, of either lane class. */
 interface Shared {
   d: ShardDeps;
   owner: string;
   now: () => number;
   policy: PolicyConfig;
-  store: CheckpointStore;
   cancellations: Cancellations;
-  /** Urgent (critical, high) chunks go first: bulk chunks wait for them between heavy steps. */
+  /** Urgent chunks go first: in a process that runs both classes, bulk chunks wait for them between heavy steps. */
   urgency: UrgencyGate;
-  /**
-   * Connections of their own for urgent chunks: on the shared ones an urgent
-   * read or publish would queue behind megabytes of campaign reads and send
-   * batches (Redis and NATS answer each connection in order).
-   */
-  fast: { js: Nats["js"]; redis: Redis; pub: JsPublisher; readPresence: (shard: number, users: readonly string[]) => Promise<boolean[]> };
   /** Presence from events, used instead of the Redis keys once warm. */
   presence: PresenceView;
-  /** Presence from the Redis keys, while the view is not warm. */
-  readPresence: (shard: number, users: readonly string[]) => Promise<boolean[]>;
-  gate: Semaphore;
+  log: Logger;
+}
+
+/**
+ * What the owners of one lane class share in a process. A process running
+ * both classes gives the urgent class connections of its own: on the shared
+ * ones an urgent read or publish would queue behind megabytes of campaign
+ * reads and send batches (Redis and NATS answer each connection in order).
+ */
+interface ClassShared {
+  cls: LaneClass;
+  prios: readonly Priority[];
+  store: CheckpointStore;
+  js: Nats["js"];
+  redis: Redis;
   /** Pipelined JetStream publishes (lib/flow/js-publisher.ts): no per-call error objects on the hot path. */
   pub: JsPublisher;
-  log: Logger;
+  /** Presence from the Redis keys, while the view is not warm. */
+  readPresence: (shard: number, users: readonly string[]) => Promise<boolean[]>;
+  collapse: CollapseClaims;
+  /** Chunks in flight across this class's shards (bulk: `shard.concurrency`); null: no process-wide bound (urgent: each shard's `chunksInFlight`). */
+  gate: Semaphore | null;
+  /** Bulk chunks of a process that also runs the urgent class wait for urgent work between heavy steps. */
+  yields: boolean;
   /** Called when an owner stopped itself (fenced or failed): its shard is dropped and taken afresh. */
   dropped(shard: number): void;
 }
@@ -72,14 +87,14 @@ interface Shared {
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 /**
- * One owned shard. Reads each priority lane of `nfx.fan.<prio>.<shard>` from
- * the checkpointed position (ordered consumers; no acks: the checkpoint is
- * the position), decides chunks (up to `chunksInFlight` at once, the most
- * urgent lane first), and every `checkpointMs` pauses, waits for chunks in
- * flight, and writes positions + dedup window + buckets by compare-and-set.
- * Every emit and checkpoint first passes the fence (`Lease.fence`: the lease
- * on the monotonic clock); a checkpoint write after a takeover fails. Either
- * way the owner stops without writing.
+ * One owned shard's lanes of one class. Reads each of its priority lanes of
+ * `nfx.fan.<prio>.<shard>` from the checkpointed position (ordered consumers;
+ * no acks: the checkpoint is the position), decides chunks (up to
+ * `chunksInFlight` at once, the most urgent lane first), and every
+ * `checkpointMs` pauses, waits for chunks in flight, and writes positions +
+ * dedup window + buckets by compare-and-set. Every emit and checkpoint first
+ * passes the fence (`Lease.fence`: the lease on the monotonic clock); a
+ * checkpoint write after a takeover fails. Either way the owner stops without writing.
  */
 class ShardOwner {
   private readonly state: { buckets: RateBuckets; dedup: DedupWindow };
@@ -102,9 +117,9 @@ class ShardOwner {
   /** Names this owner in {@link Fenced} messages. */
   private readonly holder: string;
 
-  constructor(private readonly sh: Shared, readonly shard: number, private readonly lease: Lease) {
-    this.log = sh.log.child({ shard, epoch: lease.revision });
-    this.holder = `shard ${shard}`;
+  constructor(private readonly sh: Shared, private readonly cl: ClassShared, readonly shard: number, private readonly lease: Lease) {
+    this.log = sh.log.child({ shard, lanes: cl.cls, epoch: lease.revision });
+    this.holder = `shard ${shard} (${cl.cls})`;
     this.state = { buckets: new RateBuckets(), dedup: new DedupWindow(sh.d.cfg.shard.dedupWindowSec * 1000, sh.now) };
   }
 
@@ -121,7 +136,7 @@ class ShardOwner {
   /** Restores the checkpoint, fences earlier owners by writing it back under this lease, then starts reading. */
   async start(): Promise<void> {
     const cfg = this.sh.d.cfg;
-    const loaded = await this.sh.store.load(this.shard);
+    const loaded = await this.cl.store.load(this.shard);
     if (loaded.cp) {
       this.pos = loaded.cp.pos;
       this.state.dedup.restore(loaded.cp.dedup);
@@ -131,16 +146,14 @@ class ShardOwner {
     this.gen = loaded.gen;
     await this.writeCheckpoint();
     this.log.info({ pos: this.pos, dedup: this.state.dedup.size, buckets: this.state.buckets.size, from: loaded.cp?.owner }, "shard restored");
-    for (const p of PRIORITIES) await this.pump(p);
+    for (const p of this.cl.prios) await this.pump(p);
     this.loop = this.run();
     this.timer = setInterval(() => void this.checkpoint().catch((err) => this.fail(err)), cfg.shard.checkpointMs);
   }
 
   private async pump(p: Priority): Promise<void> {
     const from = this.pos[p];
-    // Urgent lanes are read on the fast connection, not behind campaign chunks on the shared one.
-    const js = p === "critical" || p === "high" ? this.sh.fast.js : this.sh.d.nats.js;
-    const c = await js.consumers.get(STREAM.fan, {
+    const c = await this.cl.js.consumers.get(STREAM.fan, {
       filter_subjects: fanSubject(p, this.shard),
       ...(from > 0 ? { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: from + 1 } : { deliver_policy: DeliverPolicy.All }),
     });
@@ -156,19 +169,11 @@ class ShardOwner {
     })().catch((err) => this.log.error({ err, lane: p }, "lane read failed"));
   }
 
-  /**
-   * Starts chunks, most urgent lane first. Critical and high chunks have a
-   * budget of their own (`chunksInFlight` more) and skip the process-wide
-   * gate, so a shard busy with campaign chunks still takes an urgent one at
-   * once rather than after its bulk work.
-   */
+  /** Starts chunks, most urgent lane first, up to `chunksInFlight` at once (and the class's process-wide gate, if any). */
   private async run(): Promise<void> {
     const limit = this.sh.d.cfg.shard.chunksInFlight;
-    let urgentInflight = 0;
     while (!this.stopping) {
-      const urgentWaiting = this.buf.size("critical") > 0 || this.buf.size("high") > 0;
-      const room = urgentWaiting ? urgentInflight < limit : this.inflight - urgentInflight < limit;
-      if (this.paused || !room) {
+      if (this.paused || this.inflight >= limit) {
         await this.wait();
         continue;
       }
@@ -178,12 +183,13 @@ class ShardOwner {
         continue;
       }
       const [m, p] = next;
-      const urgent = p === "critical" || p === "high";
       const entry = { seq: m.seq, done: false };
       this.pending[p].push(entry);
       this.inflight++;
-      if (urgent) urgentInflight++;
-      void (urgent ? this.sh.urgency.urgent(() => this.handle(m, false)) : this.sh.gate.run(() => this.handle(m, true)))
+      const work = (): Promise<void> => this.handle(m);
+      const gate = this.cl.gate;
+      // Urgent work is marked as such, so the bulk owners of a process running both classes let it go first.
+      void (this.cl.cls === "urgent" ? this.sh.urgency.urgent(work) : gate ? gate.run(work) : work())
         .then(() => {
           entry.done = true;
           this.advance(p);
@@ -191,7 +197,6 @@ class ShardOwner {
         .catch((err) => this.fail(err))
         .finally(() => {
           this.inflight--;
-          if (urgent) urgentInflight--;
           this.notify();
         });
     }
@@ -221,8 +226,13 @@ class ShardOwner {
     }
   }
 
-  /** Decides one fan chunk and publishes its outputs. A `yielding` (non-urgent) chunk waits for urgent work before each heavy step. */
-  private async handle(m: JsMsg, yielding: boolean): Promise<void> {
+  /**
+   * Decides one fan chunk and publishes its outputs. A chunk with a collapse
+   * key first claims it in Redis for its users, and gives back the claims of
+   * users it was not sent to (lib/shard/collapse-claims.ts). Bulk chunks of a
+   * process that also runs the urgent class wait for urgent work before each heavy step.
+   */
+  private async handle(m: JsMsg): Promise<void> {
     let chunk: FanChunk;
     try {
       chunk = decodeAs<FanChunk>(m.data, "fan_chunk");
@@ -232,21 +242,28 @@ class ShardOwner {
       throw err;
     }
     const { d, policy } = this.sh;
+    const cl = this.cl;
     const n = chunk.notification;
     const needsProfile = usesUserFields(n) || [...n.channels, ...policy.fallback[n.priority]].some((c) => (c === "email" || c === "sms") && policy.available.has(c));
     const wantsPresence = (ownValue(policy.categories, n.category)?.presenceRouting ?? false) && policy.available.has("inapp");
-    const [users, online] = await this.retry("directory read", () =>
+    const ck = n.collapseKey;
+    const [users, online, collapsed] = await this.retry("directory read", () =>
       Promise.all([
-        readUsers(yielding ? d.redis : this.sh.fast.redis, this.shard, chunk.users, { profile: needsProfile }),
-        !wantsPresence ? Promise.resolve(null) : this.sh.presence.warm() ? Promise.resolve(chunk.users.map((u) => this.sh.presence.online(u))) : (yielding ? this.sh.readPresence : this.sh.fast.readPresence)(this.shard, chunk.users),
+        readUsers(cl.redis, this.shard, chunk.users, { profile: needsProfile }),
+        !wantsPresence ? Promise.resolve(null) : this.sh.presence.warm() ? Promise.resolve(chunk.users.map((u) => this.sh.presence.online(u))) : cl.readPresence(this.shard, chunk.users),
+        ck ? cl.collapse.claim(this.shard, ck, n.id, chunk.users) : Promise.resolve(null),
       ]),
     );
-    if (yielding) await this.sh.urgency.clear();
+    if (cl.yields) await this.sh.urgency.clear();
     // Decided once: the decision changed the dedup window and buckets, so a failed publish is retried with the same decision.
     const decidedAt = this.sh.now();
-    const decision = decideChunk(chunk, { users, online, now: decidedAt, cancelled: this.sh.cancellations.has(n.id), policy, state: this.state, trails: d.cfg.policy.trails });
-    if (yielding) await this.sh.urgency.clear();
-    await this.retry("publish", () => this.emit(chunk, decision, decidedAt, yielding ? this.sh.pub : this.sh.fast.pub));
+    const decision = decideChunk(chunk, { users, online, collapsed, now: decidedAt, cancelled: this.sh.cancellations.has(n.id), policy, state: this.state, trails: d.cfg.policy.trails });
+    if (cl.yields) await this.sh.urgency.clear();
+    await this.retry("publish", () => this.emit(chunk, decision, decidedAt, cl.pub));
+    if (ck && collapsed) {
+      const unsent = unsentUsers(chunk.users, collapsed, decision);
+      await this.retry("collapse release", () => cl.collapse.release(this.shard, ck, n.id, unsent));
+    }
     stageItems.inc({ stage: "shard" }, chunk.users.length);
   }
 
@@ -262,13 +279,13 @@ class ShardOwner {
   private async writeCheckpoint(): Promise<void> {
     this.lease.fence(this.holder);
     const cp = { owner: this.sh.owner, epoch: this.lease.revision, at: Date.now(), pos: { ...this.pos }, dedup: this.state.dedup.pack(), buckets: this.state.buckets.pack() };
-    const r = await this.sh.store.write(this.shard, cp, this.rev, this.gen);
+    const r = await this.cl.store.write(this.shard, cp, this.rev, this.gen);
     this.rev = r.rev;
     this.gen = r.gen;
     this.dirty = false;
     // Chunks up to the checkpoint are never read again: drop them from the stream.
     const jsm = this.sh.d.nats.jsm;
-    for (const p of PRIORITIES) {
+    for (const p of this.cl.prios) {
       if (cp.pos[p] > 0) void jsm.streams.purge(STREAM.fan, { filter: fanSubject(p, this.shard), seq: cp.pos[p] + 1 }).catch(() => undefined);
     }
   }
@@ -295,7 +312,7 @@ class ShardOwner {
     if (this.stopping) return;
     if (err instanceof Fenced) this.log.warn({ err: err.message }, "fenced: stopping this shard without writing");
     else this.log.error({ err }, "shard owner failed; stopping it");
-    void this.stop(false).finally(() => this.sh.dropped(this.shard));
+    void this.stop(false).finally(() => this.cl.dropped(this.shard));
   }
 
   /** Stops reading. `graceful`: finishes chunks in flight and writes a final checkpoint; otherwise writes nothing. */
@@ -317,58 +334,68 @@ class ShardOwner {
 }
 
 /**
- * Starts the shard actor: joins shard ownership (lib/shard/shard-ownership.ts) and
- * runs a {@link ShardOwner} for every shard this process holds.
+ * Starts the shard actor: for each lane class in `d.lanes` (default both),
+ * joins that class's shard ownership (lib/shard/shard-ownership.ts) and runs
+ * a {@link ShardOwner} for every shard of the class this process holds. A
+ * process running both classes opens a second NATS and Redis connection for
+ * the urgent class. `owned()`: shards held, per class.
  */
-export async function startUserShard(d: ShardDeps): Promise<{ stop(): Promise<void>; owned(): number[] }> {
+export async function startUserShard(d: ShardDeps): Promise<{ stop(): Promise<void>; owned(cls?: LaneClass): number[] }> {
   const owner = d.owner ?? `${hostname()}-${process.pid}-${randomBytes(3).toString("hex")}`;
-  const log = d.log.child({ actor: "user-shard", owner });
-  const fastRedis = d.redis.duplicate();
-  const fastNats = await connectNats(d.cfg, log, "nfx-shard-urgent", "shard");
+  const lanes = d.lanes ?? LANE_CLASSES;
+  const log = d.log.child({ actor: "user-shard", owner, lanes: lanes.join(",") });
   const sh: Shared = {
     d, owner, log,
     now: d.now ?? Date.now,
     policy: policyFrom(d.cfg),
-    store: new CheckpointStore(await d.nats.kvm.open(BUCKET.checkpoints)),
     cancellations: await Cancellations.watch(await d.nats.kvm.open(BUCKET.campaigns)),
     presence: new PresenceView(d.nats, d.cfg.ws.presenceTtlSec * 1000),
-    readPresence: presenceReader(d.redis),
     urgency: new UrgencyGate(),
-    fast: { js: fastNats.js, redis: fastRedis, pub: new JsPublisher(fastNats.nc), readPresence: presenceReader(fastRedis) },
-    gate: new Semaphore(d.cfg.shard.concurrency),
-    pub: new JsPublisher(d.nats.nc),
-    dropped: (s) => void ownership.drop(s),
   };
-  const owners = new Map<number, ShardOwner>();
-  const ownership = new ShardOwnership({
-    kv: await d.nats.kvm.open(BUCKET.leases),
-    shards: d.cfg.cluster.shards,
-    owner,
-    leaseMs: d.cfg.shard.leaseMs,
-    log,
-    acquired: async (s, lease) => {
-      const o = new ShardOwner(sh, s, lease);
-      owners.set(s, o);
-      await o.start();
-    },
-    released: async (s, graceful) => {
-      const o = owners.get(s);
-      owners.delete(s);
-      await o?.stop(graceful);
-    },
+  const both = lanes.length > 1;
+  const checkpoints = await d.nats.kvm.open(BUCKET.checkpoints);
+  const leases = await d.nats.kvm.open(BUCKET.leases);
+  const ownerships = new Map<LaneClass, ShardOwnership>();
+  const run = await perLaneClass({ ...d, lanes, as: "shard", name: "nfx-shard" }, async ({ nats, redis }, cls) => {
+    const pub = new JsPublisher(nats.nc);
+    const cl: ClassShared = {
+      cls, prios: CLASS_PRIORITIES[cls], store: new CheckpointStore(checkpoints, cls), js: nats.js, redis, pub,
+      readPresence: presenceReader(redis),
+      collapse: new CollapseClaims(redis, d.cfg.shard.dedupWindowSec * 1000),
+      gate: cls === "bulk" ? new Semaphore(d.cfg.shard.concurrency) : null,
+      yields: cls === "bulk" && both,
+      dropped: (s) => void ownership.drop(s),
+    };
+    const owners = new Map<number, ShardOwner>();
+    const ownership: ShardOwnership = new ShardOwnership({
+      kv: leases, cls, shards: d.cfg.cluster.shards, owner, leaseMs: d.cfg.shard.leaseMs, log,
+      acquired: async (s, lease) => {
+        const o = new ShardOwner(sh, cl, s, lease);
+        owners.set(s, o);
+        await o.start();
+      },
+      released: async (s, graceful) => {
+        const o = owners.get(s);
+        owners.delete(s);
+        await o?.stop(graceful);
+      },
+    });
+    ownerships.set(cls, ownership);
+    await ownership.start();
+    return {
+      stop: async () => {
+        await ownership.stop();
+        pub.close();
+      },
+    };
   });
-  await ownership.start();
-  log.info({ shards: ownership.owned().length }, "user-shard ready");
+  log.info(Object.fromEntries([...ownerships].map(([c, o]) => [`${c}_shards`, o.owned().length])), "user-shard ready");
   return {
-    owned: () => ownership.owned(),
+    owned: (cls?: LaneClass) => [...new Set([...ownerships].filter(([c]) => !cls || c === cls).flatMap(([, o]) => o.owned()))].sort((a, b) => a - b),
     async stop() {
-      await ownership.stop();
+      await run.stop();
       sh.cancellations.stop();
       sh.presence.close();
-      sh.pub.close();
-      sh.fast.pub.close();
-      await fastNats.nc.drain().catch(() => undefined);
-      fastRedis.disconnect();
     },
   };
 }

@@ -170,7 +170,7 @@ async function main(): Promise<void> {
       const stats = async (): Promise<number> => ((await (await fetch(`http://127.0.0.1:${sb.ports.control}/accepted`)).json()) as Record<string, number>)[PROVIDER[ch]];
       const before = await stats();
       const c2 = cpu();
-      const gw = await runGateway({ cfg, nats: bc.nats, redis: bc.redis, log }, clients[ch]());
+      const gw = await runGateway({ cfg, nats: bc.nats, redis: bc.redis, log, lanes: ["bulk"] }, clients[ch]);
       while ((await stats()) < before + n) await new Promise((r) => setTimeout(r, 200));
       await gw.stop();
       const c3 = cpu();

@@ -5,7 +5,7 @@ import { join } from "node:path";
 
 import { openClients } from "../cmd/cli-context.js";
 import { type LocalCluster, mergeDeep, startLocalCluster } from "../cmd/local-cluster.js";
-import type { Role } from "../cmd/roles.js";
+import type { ProcessSpec } from "../cmd/roles.js";
 import { decode } from "../lib/core/codec.js";
 import { receiptAll } from "../lib/core/subjects.js";
 import type { ReceiptBatch } from "../lib/core/types.js";
@@ -21,7 +21,7 @@ export interface BenchCluster {
 }
 
 /** Starts a local cluster of `roles` in a temporary directory (with the sandboxes when `sandbox`), logging at warn, with `overrides` on the config, and opens clients. */
-export async function startBenchCluster(name: string, roles: readonly Role[], sandbox: boolean, overrides: Record<string, unknown> = {}): Promise<BenchCluster> {
+export async function startBenchCluster(name: string, roles: readonly ProcessSpec[], sandbox: boolean, overrides: Record<string, unknown> = {}): Promise<BenchCluster> {
   const dir = mkdtempSync(join(tmpdir(), `nfx-bench-${name}-`));
   const cluster = await startLocalCluster({
     dataDir: dir, natsPort: 0, redisPort: 0, httpPort: 0, persist: false,

@@ -1,6 +1,7 @@
 // A whole nfx cluster on this machine: nats-server, redis-server, the sandbox providers and every role as its own process.
 import { type ChildProcess, spawn } from "node:child_process";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { setPriority } from "node:os";
 import { join, resolve } from "node:path";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
@@ -16,7 +17,7 @@ import { renderNatsServerConf } from "../lib/infra/nats-auth.js";
 import { freshSecret, localSecrets } from "../lib/infra/secrets.js";
 import { ensureTopology } from "../lib/infra/topology.js";
 import { ensureApnsKey, type Sandbox, sandboxOverrides, type SandboxPorts, SENDGRID_WEBHOOK_PUBLIC_KEY, startSandbox } from "../sandbox/index.js";
-import { type Role, ROLES } from "./roles.js";
+import { parseProcessSpec, type ProcessSpec, ROLES } from "./roles.js";
 
 const NFX_BIN = fileURLToPath(new URL("./nfx.js", import.meta.url));
 
@@ -37,13 +38,14 @@ export interface LocalClusterOptions {
   persist: boolean;
   /** Sandbox ports (0 = any free), or null to use real providers from the user's config. */
   sandbox: (Partial<SandboxPorts> & { faults?: readonly unknown[] }) | null;
-  roles: readonly Role[];
+  /** One process per spec: a role, or a lane role restricted to a lane class (`shard@urgent`). */
+  roles: readonly ProcessSpec[];
   /** Extra configuration layered over the user's file. */
   overrides?: Record<string, unknown>;
   /** The user's config file, if any. */
   configFile?: string;
   /** Receives every line a role process prints. */
-  onLine?: (role: Role, line: string) => void;
+  onLine?: (role: ProcessSpec, line: string) => void;
 }
 
 export interface LocalCluster {
@@ -61,11 +63,12 @@ export interface LocalCluster {
   /** The config file every role process was started with. */
   configFile: string;
   cfg: Config;
-  procs: Map<Role, ChildProcess>;
+  /** The processes by spec (`shard`, `shard@urgent`, ...). */
+  procs: Map<ProcessSpec, ChildProcess>;
   /** Starts (or restarts) a role process and resolves when it reports ready. */
-  startRole(role: Role): Promise<ChildProcess>;
+  startRole(role: ProcessSpec): Promise<ChildProcess>;
   /** Starts one more process of `role` (e.g. a second shard actor), stopped with the cluster; resolves when it reports ready. */
-  startExtra(role: Role): Promise<ChildProcess>;
+  startExtra(role: ProcessSpec): Promise<ChildProcess>;
   /** Stops roles, then the sandbox, redis-server and nats-server. Safe to call twice. */
   stop(): Promise<void>;
   /**
@@ -74,6 +77,23 @@ export interface LocalCluster {
    * reconnect by themselves. Resolves when the new server accepts connections.
    */
   restartNats(): Promise<ServerProcess>;
+}
+
+/** The nice value of a process (`lanes.nice`): urgent-only lane processes, bulk-only ones and the campaign actor, everything else. */
+export function niceOf(cfg: Config, spec: ProcessSpec): number {
+  const { role, lanes } = parseProcessSpec(spec);
+  if (role === "campaign") return cfg.lanes.nice.bulk;
+  return lanes.length === 1 ? cfg.lanes.nice[lanes[0]] : cfg.lanes.nice.other;
+}
+
+/** Sets a started process's nice value; a refusal (no CAP_SYS_NICE for a negative value) is reported, and the process keeps running. */
+function setNice(p: ChildProcess, nice: number, report: (msg: string) => void): void {
+  if (p.pid === undefined || nice === 0) return;
+  try {
+    setPriority(p.pid, nice);
+  } catch (err) {
+    report(`nfx: could not set nice ${nice} on pid ${p.pid} (${(err as Error).message}); it keeps its inherited priority`);
+  }
 }
 
 /** `b` layered over `a`: objects merge key by key, anything else (arrays too) replaces. */
@@ -109,7 +129,7 @@ export async function startLocalCluster(o: LocalClusterOptions): Promise<LocalCl
   const dataDir = resolve(o.dataDir);
   mkdirSync(dataDir, { recursive: true });
   const stops: (() => Promise<void>)[] = [];
-  const procs = new Map<Role, ChildProcess>();
+  const procs = new Map<ProcessSpec, ChildProcess>();
   const extras: ChildProcess[] = [];
   let stopped = false;
   const stop = async (): Promise<void> => {
@@ -174,14 +194,17 @@ export async function startLocalCluster(o: LocalClusterOptions): Promise<LocalCl
       await admin.nc.close();
     }
 
-    const spawnRole = (role: Role, extra: boolean): Promise<ChildProcess> =>
+    const spawnRole = (spec: ProcessSpec, extra: boolean): Promise<ChildProcess> =>
       new Promise((res, rej) => {
+        const role = spec;
+        const { role: name, lanes } = parseProcessSpec(spec);
         // ROLE_NODE_ARGS passes flags to every role's node (e.g. --cpu-prof for profiling).
         const nodeArgs = (process.env.ROLE_NODE_ARGS ?? "").split(" ").filter(Boolean);
-        const p = spawn(process.execPath, [...nodeArgs, NFX_BIN, "run", role], {
+        const p = spawn(process.execPath, [...nodeArgs, NFX_BIN, "run", name, ...(lanes.length === 1 ? ["--lanes", lanes[0]] : [])], {
           env: { ...process.env, NFX_CONFIG: configFile },
           stdio: ["ignore", "pipe", "pipe", "ipc"],
         });
+        setNice(p, niceOf(base, spec), (msg) => o.onLine?.(role, msg));
         if (extra) extras.push(p);
         else procs.set(role, p);
         let ready = false;
@@ -200,8 +223,8 @@ export async function startLocalCluster(o: LocalClusterOptions): Promise<LocalCl
         });
       });
 
-    const startRole = (role: Role): Promise<ChildProcess> => spawnRole(role, false);
-    const startExtra = (role: Role): Promise<ChildProcess> => spawnRole(role, true);
+    const startRole = (role: ProcessSpec): Promise<ChildProcess> => spawnRole(role, false);
+    const startExtra = (role: ProcessSpec): Promise<ChildProcess> => spawnRole(role, true);
     await Promise.all(o.roles.map(startRole));
     const apiKey = cfg.apiKeys.find((k) => k.scopes.includes("admin"))?.key ?? cfg.apiKeys[0].key;
     const cluster: LocalCluster = { nats, natsConf, redis, sandbox, httpUrl: `http://${cfg.http.host}:${cfg.http.port}`, wsUrl: `http://${cfg.ws.host}:${cfg.ws.port}`, apiKey, configFile, cfg, procs, startRole, startExtra, stop, restartNats };

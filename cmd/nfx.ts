@@ -7,7 +7,7 @@ import { Command, InvalidArgumentError, Option } from "commander";
 import type { Config } from "../lib/core/config.js";
 import { NfxError, NotFound } from "../lib/core/errors.js";
 import { createLogger } from "../lib/core/log.js";
-import { BUCKET, CONTENT_CHANNELS, PRIORITIES } from "../lib/core/subjects.js";
+import { BUCKET, CONTENT_CHANNELS, LANE_CLASSES, type LaneClass, PRIORITIES } from "../lib/core/subjects.js";
 import { connectNats } from "../lib/infra/nats.js";
 import { NATS_ROLE_USERS, natsPassword, natsUserName, renderNatsServerConf } from "../lib/infra/nats-auth.js";
 import { ensureTopology } from "../lib/infra/topology.js";
@@ -22,7 +22,7 @@ import { registerDirectoryCommands } from "./directory-cli.js";
 import { registerDlqCommands } from "./dlq-cli.js";
 import { formatStatus } from "./format.js";
 import { registerObserveCommands } from "./observe-cli.js";
-import { type Role, ROLES, startRoles } from "./roles.js";
+import { LANE_ROLES, parseProcessSpec, type Role, ROLES, startRoles, UP_PROCESSES } from "./roles.js";
 
 const program = new Command("nfx")
   .description("nfx: notification fan-out engine on NATS JetStream")
@@ -52,11 +52,17 @@ program
   .command("run")
   .description(`run one or more roles in this process: ${ROLES.join(", ")}`)
   .argument("<roles...>", "roles to run")
-  .action(async (roles: string[]) => {
-    for (const r of roles) if (!(ROLES as readonly string[]).includes(r)) throw new InvalidArgumentError(`role: unknown role "${r}" (one of ${ROLES.join(", ")})`);
+  .option("--lanes <class>", `lane roles (${LANE_ROLES.join(", ")}) consume only this lane class: urgent (critical, high) or bulk (normal, bulk)`)
+  .action(async (roles: string[], o: { lanes?: string }) => {
+    let lanes: readonly LaneClass[] = LANE_CLASSES;
+    try {
+      for (const r of roles) lanes = parseProcessSpec(o.lanes ? `${r}@${o.lanes}` : r).lanes;
+    } catch (err) {
+      throw new InvalidArgumentError((err as Error).message.replace(/^role:/, o.lanes ? "--lanes:" : "role:"));
+    }
     const cfg = config();
     const log = createLogger({ level: cfg.log.level, redact: cfg.log.redact });
-    const running = await startRoles(roles as Role[], cfg, log);
+    const running = await startRoles(roles as Role[], cfg, log, lanes);
     // Started by `nfx up` or a test harness: tell the parent over IPC that every role is ready.
     process.send?.({ type: "ready", roles });
     const sig = await waitForSignal();
@@ -98,7 +104,7 @@ program
     const cluster = await startLocalCluster({
       dataDir: cfg.up.dataDir, natsPort: cfg.up.natsPort, redisPort: cfg.up.redisPort, httpPort: cfg.http.port, wsPort: cfg.ws.port, persist: true,
       sandbox: o.sandbox ? sandboxPorts(cfg) : null,
-      roles: ROLES, configFile: file,
+      roles: UP_PROCESSES, configFile: file,
       ...(ownChannels || process.env.NFX_INGEST__CHANNELS ? {} : { overrides: { ingest: { channels: [...CONTENT_CHANNELS] } } }),
       onLine: (role, line) => process.stdout.write(`[${role}] ${line}\n`),
     });

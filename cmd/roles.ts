@@ -16,7 +16,7 @@ import { startWsGateway } from "../actors/ws-gateway.js";
 import { Campaigns } from "../lib/campaign/campaigns.js";
 import type { Config } from "../lib/core/config.js";
 import type { Logger } from "../lib/core/log.js";
-import { BUCKET } from "../lib/core/subjects.js";
+import { BUCKET, LANE_CLASSES, type LaneClass } from "../lib/core/subjects.js";
 import { watchCluster } from "../lib/infra/metrics.js";
 import { connectNats, type Nats } from "../lib/infra/nats.js";
 import { announceProcess } from "../lib/infra/processes.js";
@@ -30,9 +30,33 @@ import { TemplateStore } from "../lib/intake/templates.js";
 export const ROLES = ["ingest", "scheduler", "router", "campaign", "shard", "gateway-apns", "gateway-fcm", "gateway-email", "gateway-sms", "ws-gateway", "tracker"] as const;
 export type Role = (typeof ROLES)[number];
 
+/** Roles that consume priority lanes and can run one lane class only (`nfx run <role> --lanes urgent|bulk`). */
+export const LANE_ROLES = ["shard", "gateway-apns", "gateway-fcm", "gateway-email", "gateway-sms"] as const satisfies readonly Role[];
+export type LaneRole = (typeof LANE_ROLES)[number];
+
+/**
+ * A process to start: a role, or a lane role restricted to one lane class (`shard@urgent`). `nfx up` and the test
+ * harness start one process per spec; the lane class also picks the process's OS scheduling priority (`lanes.nice`).
+ */
+export type ProcessSpec = Role | `${LaneRole}@${LaneClass}`;
+
+/** The processes `nfx up` starts: every role, the shard actor split into an urgent and a bulk process (docs/priorities.md). */
+export const UP_PROCESSES: readonly ProcessSpec[] = ROLES.flatMap((r): ProcessSpec[] => (r === "shard" ? ["shard@urgent", "shard@bulk"] : [r]));
+
+/** Splits a process spec into its role and lane classes (both when none is named). Throws naming the rule for anything else. */
+export function parseProcessSpec(spec: string): { role: Role; lanes: readonly LaneClass[] } {
+  const [role, cls, more] = spec.split("@");
+  if (!(ROLES as readonly string[]).includes(role)) throw new Error(`role: unknown role "${role}" (one of ${ROLES.join(", ")})`);
+  if (cls === undefined) return { role: role as Role, lanes: LANE_CLASSES };
+  if (more !== undefined || !(LANE_CLASSES as readonly string[]).includes(cls)) throw new Error(`role: "${spec}" names no lane class (urgent or bulk after @)`);
+  if (!(LANE_ROLES as readonly string[]).includes(role)) throw new Error(`role: ${role} does not run per lane class (only ${LANE_ROLES.join(", ")})`);
+  return { role: role as Role, lanes: [cls as LaneClass] };
+}
+
 type Started = { stop(): Promise<void> };
 
-type Deps = { cfg: Config; nats: Nats; redis: Redis; log: Logger };
+/** `lanes`: the lane classes a lane role consumes in this process (both by default). */
+type Deps = { cfg: Config; nats: Nats; redis: Redis; log: Logger; lanes: readonly LaneClass[] };
 
 /** The ingest role: the NATS surface and, when enabled, the HTTP API, sharing one intake. */
 async function startIngestRole(d: Deps): Promise<Started> {
@@ -86,7 +110,8 @@ const starters: Record<Role, (d: Deps) => Promise<Started>> = {
 };
 
 /**
- * Starts `roles` in this process: refuses published default secrets
+ * Starts `roles` in this process (lane roles consuming the lane classes
+ * `lanes`, both by default): refuses published default secrets
  * ({@link refusePublishedDefaults}, InsecureDefault naming the key), checks
  * the native runtime, connects Redis and, per role, NATS as that role's own
  * user (lib/infra/nats-auth.ts: least privilege, private inbox) — both waited for
@@ -95,7 +120,7 @@ const starters: Record<Role, (d: Deps) => Promise<Started>> = {
  * actors, then closes the connections. Throws if any step fails (nothing is
  * left running then).
  */
-export async function startRoles(roles: readonly Role[], cfg: Config, log: Logger): Promise<Started> {
+export async function startRoles(roles: readonly Role[], cfg: Config, log: Logger, lanes: readonly LaneClass[] = LANE_CLASSES): Promise<Started> {
   refusePublishedDefaults(cfg);
   requireNativeUws();
   const conns: Nats[] = [];
@@ -111,7 +136,7 @@ export async function startRoles(roles: readonly Role[], cfg: Config, log: Logge
     for (const r of roles) conns.push(await connectNats(cfg, log.child({ role: r }), `nfx-${r}`, r, { waitForServer: true }));
     redis = await connectRedis(cfg, log, { waitForServer: true });
     await awaitTopology(conns[0], cfg, log);
-    for (const [i, r] of roles.entries()) started.push(await starters[r]({ cfg, nats: conns[i], redis, log: log.child({ role: r }) }));
+    for (const [i, r] of roles.entries()) started.push(await starters[r]({ cfg, nats: conns[i], redis, lanes, log: log.child(lanes.length === 1 ? { role: r, lanes: lanes[0] } : { role: r }) }));
     // Announced last: a process in the registry is one whose roles are running.
     started.push(await announceProcess(cfg, conns[0], roles, log));
   } catch (err) {

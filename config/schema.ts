@@ -191,7 +191,7 @@ export const configSchema = z.strictObject({
             periodSec: z.number().int().min(1).max(30 * 86400).describe("The period, in seconds."),
           })
           .optional()
-          .describe("Frequency cap per user: at most `count` sends per `periodSec` (token bucket); critical notifications skip it. Absent: uncapped."),
+          .describe("Frequency cap per user: at most `count` sends per `periodSec` (token bucket) on normal and bulk sends; critical and high skip it (docs/priorities.md). Absent: uncapped."),
         presenceRouting: z.boolean().default(false).describe("While the user is online (in-app presence), deliver in-app instead of push."),
         quietHours: z.boolean().default(true).describe("Respect users' quiet hours (critical notifications never do)."),
       }),
@@ -271,7 +271,7 @@ export const configSchema = z.strictObject({
     .describe("The router: explicit recipient lists split by shard."),
   shard: z
     .strictObject({
-      concurrency: z.number().int().min(1).max(256).default(8).describe("Fan chunks processed at once per process (across its shards)."),
+      concurrency: z.number().int().min(1).max(256).default(8).describe("Bulk-class fan chunks (normal, bulk) processed at once per process (across its shards); urgent chunks have `chunksInFlight` per shard of their own."),
       chunksInFlight: z.number().int().min(1).max(64).default(4).describe("Fan chunks of one shard in flight at once (read, decide, publish)."),
       sendBatchSize: z.number().int().min(1).max(1000).default(500).describe("Sends per channel batch message."),
       leaseMs: z.number().int().min(500).max(60_000).default(3000).describe("Shard lease: an owner that dies is replaced within about this long plus one tick (a sixth of it)."),
@@ -280,6 +280,28 @@ export const configSchema = z.strictObject({
     })
     .prefault({})
     .describe("Shard actors: ownership, checkpoints and batching."),
+  lanes: z
+    .strictObject({
+      nice: z
+        .strictObject({
+          urgent: z.number().int().min(-20).max(19).default(-5).describe("OS scheduling priority (nice) of processes that run only urgent lanes (`shard@urgent`, `gateway-*@urgent`). Negative values need root or CAP_SYS_NICE; without it the process keeps its inherited value and says so."),
+          bulk: z.number().int().min(-20).max(19).default(10).describe("Nice value of processes that run only bulk lanes (`shard@bulk`, `gateway-*@bulk`) and of the campaign actor."),
+          other: z.number().int().min(-20).max(19).default(0).describe("Nice value of every other process (ingest, router, gateways running both classes, ...)."),
+        })
+        .prefault({})
+        .describe("OS scheduling priorities `nfx up` and the test harness give the processes they start, by lane class, so a saturated machine runs urgent work first."),
+      admission: z
+        .strictObject({
+          enabled: z.boolean().default(true).describe("Throttle bulk work (campaign expansion, bulk shard chunks, bulk gateway batches) when urgent latency rises."),
+          targetMs: z.number().int().min(1).max(600_000).default(50).describe("Target for the p99 of urgent (critical, high) latency from acceptance to the provider or WebSocket (and the age of the oldest urgent chunk waiting). Above it, bulk work is slowed; well below it (70%), it speeds up again."),
+          minFactor: z.number().min(0.01).max(1).default(0.05).describe("The least share of its unthrottled pace bulk work keeps however high urgent latency is (it is never stopped)."),
+          intervalMs: z.number().int().min(50).max(10_000).default(250).describe("How often urgent-lane processes report their latency and every bulk consumer re-computes its throttle factor."),
+        })
+        .prefault({})
+        .describe("Admission control of bulk work by feedback from urgent latency (docs/priorities.md)."),
+    })
+    .prefault({})
+    .describe("Priority lane classes: urgent (critical, high) and bulk (normal, bulk). See docs/priorities.md."),
   policy: z
     .strictObject({
       defaultQuietHours: z

@@ -5,6 +5,13 @@ const tag = (shard: number): string => `{s${shard}}`;
 /** A user's routing record (msgpack): opt-out, preferences, locale, time zone, last activity, devices. */
 export const userKey = (shard: number, userId: string): string => `nfx:${tag(shard)}:u:${userId}`;
 
+/**
+ * The notification holding a collapse key for one user (value: its id; TTL: the dedup window). Held in Redis, not in a
+ * shard owner's memory, because notifications sharing a collapse key may be of different lane classes, whose owners differ.
+ * `keyHash`: a hash of the producer's collapse key (any characters, bounded length).
+ */
+export const collapseKey = (shard: number, keyHash: string, userId: string): string => `nfx:${tag(shard)}:ck:${keyHash}:${userId}`;
+
 /** A user's profile (msgpack): email, phone, attributes. */
 export const profileKey = (shard: number, userId: string): string => `nfx:${tag(shard)}:p:${userId}`;
 

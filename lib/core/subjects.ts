@@ -5,6 +5,17 @@ import { createHash } from "node:crypto";
 export const PRIORITIES = ["critical", "high", "normal", "bulk"] as const;
 export type Priority = (typeof PRIORITIES)[number];
 
+/**
+ * Lane classes: `urgent` (critical, high) and `bulk` (normal, bulk). A shard is owned per class, so
+ * urgent lanes can be decided in processes that never run bulk work (docs/priorities.md).
+ */
+export const LANE_CLASSES = ["urgent", "bulk"] as const;
+export type LaneClass = (typeof LANE_CLASSES)[number];
+/** The priorities of each lane class, most urgent first. */
+export const CLASS_PRIORITIES: Readonly<Record<LaneClass, readonly Priority[]>> = { urgent: ["critical", "high"], bulk: ["normal", "bulk"] };
+/** The lane class of a priority. */
+export const laneClassOf = (p: Priority): LaneClass => (p === "critical" || p === "high" ? "urgent" : "bulk");
+
 /** Delivery channels, each with its own send stream. apns, fcm, email and sms have provider gateways; inapp sends wait in their stream for the WebSocket gateway. */
 export const CHANNELS = ["apns", "fcm", "email", "sms", "inapp"] as const;
 export type Channel = (typeof CHANNELS)[number];
@@ -198,19 +209,25 @@ export const MSGID = {
 
 /** Keys in the leases bucket: one lease per user shard, one liveness record per shard-actor process. */
 export const LEASE_KEY = {
-  shard: (shard: number): string => `shard.${shard}`,
-  member: (owner: string): string => `member.${owner}`,
-  members: "member.*",
+  /** The lease of one shard's lanes of class `cls`: `shard.<class>.<shard>`. */
+  shard: (cls: LaneClass, shard: number): string => `shard.${cls}.${shard}`,
+  /** Every shard lease of class `cls`. */
+  shards: (cls: LaneClass): string => `shard.${cls}.*`,
+  /** The liveness record of a shard-actor process that owns lanes of class `cls`. */
+  member: (cls: LaneClass, owner: string): string => `member.${cls}.${owner}`,
+  members: (cls: LaneClass): string => `member.${cls}.*`,
   /** The lease of a segment campaign's expansion: one campaign actor walks its shards at a time. */
   campaign: (id: string): string => `campaign.${id}`,
 } as const;
 
-/** The checkpoint key of a user shard in nfx-checkpoints. */
-export const checkpointKey = (shard: number): string => `shard.${shard}`;
-/** Part `i` of generation `gen` of a shard's checkpoint, when the state is too large for one entry. */
-export const checkpointPartKey = (shard: number, gen: string, i: number): string => `${checkpointKey(shard)}.${gen}.${i}`;
-/** Every part of generation `gen` of a shard's checkpoint. */
-export const checkpointPartsOf = (shard: number, gen: string): string => `${checkpointKey(shard)}.${gen}.*`;
+/** The checkpoint key of one shard's lanes of class `cls` in nfx-checkpoints. */
+export const checkpointKey = (cls: LaneClass, shard: number): string => `shard.${cls}.${shard}`;
+/** The key a shard's checkpoint had before shards were owned per lane class (read once, on upgrade). */
+export const legacyCheckpointKey = (shard: number): string => `shard.${shard}`;
+/** Part `i` of generation `gen` of a checkpoint (`key`: {@link checkpointKey} or {@link legacyCheckpointKey}), when the state is too large for one entry. */
+export const checkpointPartKey = (key: string, gen: string, i: number): string => `${key}.${gen}.${i}`;
+/** Every part of generation `gen` of a checkpoint. */
+export const checkpointPartsOf = (key: string, gen: string): string => `${key}.${gen}.*`;
 
 /** Characters allowed in ids that end up inside subjects and keys. */
 export const ID_PATTERN = /^[A-Za-z0-9_\-:@+=]{1,128}$/;

@@ -27,6 +27,8 @@ export interface LaneOptions {
   stream: string;
   /** Durable consumer name for each priority lane. */
   consumer: (prio: Priority) => string;
+  /** The lanes consumed (default every priority). */
+  priorities?: readonly Priority[];
   /** Messages handled at once across all lanes. */
   concurrency: number;
   /** Messages pulled ahead per lane. Keep small: a buffered message's ack timer is running (progress is signalled for it too). */
@@ -128,7 +130,7 @@ export function runLanes(o: LaneOptions): Lanes {
   }, Math.max(1000, (o.ackWaitSec * 1000) / 3));
   bufferedAlive.unref();
 
-  const ready = Promise.all(PRIORITIES.map(pump)).then(() => undefined);
+  const ready = Promise.all((o.priorities ?? PRIORITIES).map(pump)).then(() => undefined);
   const workers = Array.from({ length: o.concurrency }, () => worker());
 
   return {

@@ -7,14 +7,16 @@ import { Cancellations } from "../campaign/cancellations.js";
 import { encode } from "../core/codec.js";
 import type { Config } from "../core/config.js";
 import type { Logger } from "../core/log.js";
-import { BUCKET, CONSUMER, MSGID, type Priority, retrySubject, sendSubject, STREAM } from "../core/subjects.js";
+import { BUCKET, CLASS_PRIORITIES, CONSUMER, LANE_CLASSES, type LaneClass, MSGID, type Priority, retrySubject, sendSubject, STREAM } from "../core/subjects.js";
 import type { DeadLetter, RetryBatch, Send, SendBatch } from "../core/types.js";
 import { removeDeadToken } from "../directory/directory.js";
 import { type BulkheadState, isRefusal, type SendResult } from "../flow/bulkhead.js";
 import { holdUntilDue } from "../flow/hold-until-due.js";
 import { decodeAs, PoisonMessage, runLanes } from "../flow/lanes.js";
+import { perLaneClass } from "../infra/lane-connections.js";
 import { gatewayRetries, gatewaySends, stageItems, watchBreakers } from "../infra/metrics.js";
 import type { Nats } from "../infra/nats.js";
+import type { NatsIdentity } from "../infra/nats-auth.js";
 import type { Redis } from "../infra/redis.js";
 import { type BatchLedger, DeliveryLedger } from "./delivery-ledger.js";
 import { storeDeadLetter } from "./dlq.js";
@@ -32,11 +34,41 @@ export interface GatewayDeps {
   redis: Redis;
   log: Logger;
   now?: () => number;
+  /** The lane classes this process delivers (default both; `nfx run gateway-<channel> --lanes urgent|bulk` runs one). */
+  lanes?: readonly LaneClass[];
+}
+
+/** A running gateway: stop it, and each of its apps' bulkhead state (per lane class it runs). */
+export interface RunningGateway {
+  stop(): Promise<void>;
+  bulkheads(): BulkheadState[];
 }
 
 /**
- * Runs a gateway for `client` on every priority lane of its channel's send
- * stream, and releases its pushed-back sends from NFX_RETRY when due.
+ * Runs a gateway for the lane classes in `d.lanes` (both by default), each
+ * with a client of its own from `makeClient` (its own provider connections,
+ * bulkheads and in-flight budget: {@link runGatewayLanes}). A process running
+ * both classes gives the urgent one its own NATS and Redis connections too, so
+ * urgent sends never queue behind bulk batches on a connection.
+ */
+export async function runGateway(d: GatewayDeps, makeClient: () => ChannelClient): Promise<RunningGateway> {
+  let first: ChannelClient | null = makeClient();
+  const channel = first.channel;
+  const client = (): ChannelClient => {
+    const c = first ?? makeClient();
+    first = null;
+    return c;
+  };
+  const run = await perLaneClass(
+    { ...d, lanes: d.lanes ?? LANE_CLASSES, as: `gateway-${channel}` as NatsIdentity, name: `nfx-gateway-${channel}` },
+    (c, cls) => runGatewayLanes({ ...d, ...c }, client(), cls),
+  );
+  return { bulkheads: () => run.parts.flatMap((p) => p.bulkheads()), stop: run.stop };
+}
+
+/**
+ * Runs a gateway for `client` on the priority lanes of class `cls` of its
+ * channel's send stream, and releases its pushed-back sends from NFX_RETRY when due.
  *
  * Per batch: every delivery key is claimed for this attempt in one Redis call
  * before any provider call ({@link DeliveryLedger}, taking over keys this
@@ -61,9 +93,9 @@ export interface GatewayDeps {
  * answer not yet recorded — when the process dies (docs/architecture.md,
  * "Guarantees").
  */
-export async function runGateway(d: GatewayDeps, client: ChannelClient): Promise<{ stop(): Promise<void>; bulkheads(): BulkheadState[] }> {
+async function runGatewayLanes(d: GatewayDeps, client: ChannelClient, cls: LaneClass): Promise<RunningGateway> {
   const channel = client.channel;
-  const log = d.log.child({ actor: `gateway-${channel}` });
+  const log = d.log.child({ actor: `gateway-${channel}`, lanes: cls });
   const now = d.now ?? Date.now;
   const g = d.cfg.gateways;
   const cancellations = await Cancellations.watch(await d.nats.kvm.open(BUCKET.campaigns));
@@ -216,7 +248,7 @@ export async function runGateway(d: GatewayDeps, client: ChannelClient): Promise
   };
 
   const lanes = runLanes({
-    js: d.nats.js, stream: STREAM.send(channel), consumer: (p) => CONSUMER.gateway(channel, p),
+    js: d.nats.js, stream: STREAM.send(channel), consumer: (p) => CONSUMER.gateway(channel, p), priorities: CLASS_PRIORITIES[cls],
     concurrency: g.batchConcurrency, prefetch: 4, ackWaitSec: g.ackWaitSec, log, handle,
   });
   const held = await holdUntilDue<RetryBatch>({
@@ -225,7 +257,7 @@ export async function runGateway(d: GatewayDeps, client: ChannelClient): Promise
     release: (r) => d.nats.js.publish(sendSubject(channel, r.priority), encode(r.batch), { msgID: r.releaseId }),
   });
   await lanes.ready;
-  watchBreakers(channel, () => apps.states());
+  watchBreakers(channel, cls, () => apps.states());
   log.info({ apps: apps.names() }, "gateway ready");
   return {
     bulkheads: () => apps.states(),

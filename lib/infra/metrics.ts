@@ -37,19 +37,19 @@ export const gatewayLatency = new Histogram({
 });
 
 const BREAKER_VALUE: Record<BulkheadState["breaker"], number> = { closed: 0, "half-open": 1, open: 2, isolated: 3 };
-const breakerSources: { channel: string; states: () => BulkheadState[] }[] = [];
+const breakerSources: { channel: string; lanes: string; states: () => BulkheadState[] }[] = [];
 /** Breaker state per provider app: 0 closed, 1 half-open, 2 open, 3 isolated. */
 export const breakerState = new Gauge({
   name: "nfx_breaker_state",
   help: "Provider breaker state: 0 closed, 1 half-open, 2 open, 3 isolated",
-  labelNames: ["channel", "app"] as const,
+  labelNames: ["channel", "app", "lanes"] as const,
   collect() {
-    for (const src of breakerSources) for (const s of src.states()) this.set({ channel: src.channel, app: s.app }, BREAKER_VALUE[s.breaker]);
+    for (const src of breakerSources) for (const s of src.states()) this.set({ channel: src.channel, app: s.app, lanes: src.lanes }, BREAKER_VALUE[s.breaker]);
   },
 });
-/** Reports the breakers of a gateway's bulkheads on every scrape. */
-export function watchBreakers(channel: string, states: () => BulkheadState[]): void {
-  breakerSources.push({ channel, states });
+/** Reports the breakers of a gateway's bulkheads (those of lane class `lanes`: each class has its own) on every scrape. */
+export function watchBreakers(channel: string, lanes: string, states: () => BulkheadState[]): void {
+  breakerSources.push({ channel, lanes, states });
 }
 
 /** Live WebSocket connections held by this process. */

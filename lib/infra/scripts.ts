@@ -15,6 +15,10 @@ import type { ChainableCommander, Redis } from "ioredis";
 export interface ScriptCommands {
   /** claimDeliveryKeys-n.lua */
   nfxClaimDeliveryKeys(numKeys: number, ...keysThenArgv: (string | number)[]): Promise<(string | null)[]>;
+  /** claimCollapseKeys-n.lua */
+  nfxClaimCollapseKeys(numKeys: number, ...keysThenArgv: (string | number)[]): Promise<number[]>;
+  /** releaseCollapseKeys-n.lua */
+  nfxReleaseCollapseKeys(numKeys: number, ...keysThenArgv: (string | number)[]): Promise<number>;
   /** renewDeliveryKeys-n.lua */
   nfxRenewDeliveryKeys(numKeys: number, ...keysThenArgv: (string | number)[]): Promise<number>;
   /** inboxAdd-2.lua */

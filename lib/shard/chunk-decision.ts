@@ -33,6 +33,8 @@ export interface ChunkInputs {
   users: readonly (UserRecord | null)[];
   /** Presence per user (same order), or null when not read (counts as offline). */
   online: readonly boolean[] | null;
+  /** Per user (same order), whether another notification holds this one's collapse key (lib/shard/collapse-claims.ts); null without a collapse key. */
+  collapsed?: readonly boolean[] | null;
   now: number;
   cancelled: boolean;
   policy: PolicyConfig;
@@ -100,7 +102,7 @@ export function decideChunk(chunk: FanChunk, inp: ChunkInputs): ChunkDecision {
       return void receipts.push({ user: userId, outcome: "suppressed", reason: "unknown_user", at: now });
     }
     const trail: Trail | undefined = book ? { s: "" } : undefined;
-    const v = decideUser(inp.policy, inp.state, ctx, { user: u, online: inp.online?.[i] ?? false }, trail, plan);
+    const v = decideUser(inp.policy, inp.state, ctx, { user: u, online: inp.online?.[i] ?? false, collapsed: inp.collapsed?.[i] ?? false }, trail, plan);
     if (trail) book!.add(trail.s);
     if (v.kind === "suppress") return void receipts.push({ user: userId, outcome: "suppressed", reason: v.reason, at: now });
     if (v.kind === "defer") {

@@ -65,6 +65,8 @@ export interface Recipient {
   user: UserRecord;
   /** Holds a live in-app connection (presence key present). */
   online: boolean;
+  /** Another notification holds this notification's collapse key for the user (lib/shard/collapse-claims.ts). */
+  collapsed?: boolean;
 }
 
 /** The notification-level inputs of a decision. */
@@ -136,7 +138,7 @@ export function planFor(cfg: PolicyConfig, n: NotificationBrief): NotificationPl
       expiry: `expiry|pass|${n.expiresAt}\n`,
       prefs: `preferences|pass|${candidates.join(",")}\n`,
       quietSkip: critical ? "quiet_hours|skip|critical\n" : !cat.quietHours ? `quiet_hours|skip|category ${n.category} ignores quiet hours\n` : null,
-      capSkip: critical ? "frequency_cap|skip|critical\n" : !cat.cap ? "frequency_cap|skip|uncapped\n" : null,
+      capSkip: n.priority === "critical" || n.priority === "high" ? `frequency_cap|skip|${n.priority}\n` : !cat.cap ? "frequency_cap|skip|uncapped\n" : null,
       dedup: `dedup|pass|${n.collapseKey ? 2 : 1}\n`,
     },
   };
@@ -149,9 +151,11 @@ export function planFor(cfg: PolicyConfig, n: NotificationBrief): NotificationPl
  * expires first); frequency cap; dedup window (notification, and collapse
  * key); presence routing (online → in-app instead of push); the route: the
  * notification's own channels, then the priority's fallback channels one at a
- * time, first that reaches the user. Critical skips quiet hours and caps but
- * never a channel the user turned off. A "send" takes a cap token and records
- * the dedup keys; nothing else changes state. Steps are appended to `trail`
+ * time, first that reaches the user. Critical skips quiet hours, critical and
+ * high skip caps (caps are held by the owner of the bulk lane class: docs/priorities.md),
+ * but never a channel the user turned off. A "send" takes a cap token and records
+ * the notification's dedup key; nothing else changes state (the collapse key is
+ * claimed in Redis before the chunk is decided: `r.collapsed`). Steps are appended to `trail`
  * when given. `plan` may be passed when deciding many users of one notification.
  */
 export function decideUser(cfg: PolicyConfig, st: PolicyState, ctx: DecideContext, r: Recipient, trail?: Trail, plan?: NotificationPlan): Verdict {
@@ -209,8 +213,7 @@ export function decideUser(cfg: PolicyConfig, st: PolicyState, ctx: DecideContex
 
   const hn = hash53(`n|${n.id}|${u.id}`);
   if (st.dedup.hasHash(hn)) return suppress("dedup", "duplicate", `n|${n.id}|${u.id}`);
-  const hc = n.collapseKey ? hash53(`c|${n.collapseKey}|${u.id}`) : 0;
-  if (n.collapseKey && st.dedup.hasHash(hc)) return suppress("dedup", "duplicate_collapse_key", n.collapseKey);
+  if (n.collapseKey && r.collapsed) return suppress("dedup", "duplicate_collapse_key", n.collapseKey);
   if (trail) trail.s += lines.dedup;
 
   let targets: Target[] = [];
@@ -239,7 +242,6 @@ export function decideUser(cfg: PolicyConfig, st: PolicyState, ctx: DecideContex
 
   if (bucket !== 0) st.buckets.takeHash(bucket, cat.cap!, true);
   st.dedup.addHash(hn);
-  if (n.collapseKey) st.dedup.addHash(hc);
   return fallback ? { kind: "send", targets, fallback } : { kind: "send", targets };
 }
 

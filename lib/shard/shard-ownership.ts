@@ -4,11 +4,13 @@ import type { KV } from "@nats-io/kv";
 import { decodeJson, encodeJson } from "../core/codec.js";
 import { hash53 } from "../core/hash53.js";
 import type { Logger } from "../core/log.js";
-import { LEASE_KEY } from "../core/subjects.js";
+import { type LaneClass, LEASE_KEY } from "../core/subjects.js";
 import { Lease } from "../flow/lease.js";
 
 export interface OwnershipOptions {
   kv: KV;
+  /** The lane class owned: each class of a shard has its own lease, and processes join the membership of the classes they run. */
+  cls: LaneClass;
   shards: number;
   /** This process's owner id (unique per process run). */
   owner: string;
@@ -70,11 +72,11 @@ export class ShardOwnership {
   async members(): Promise<string[]> {
     const out: string[] = [];
     const now = Date.now();
-    for await (const k of await this.o.kv.keys(LEASE_KEY.members)) {
+    for await (const k of await this.o.kv.keys(LEASE_KEY.members(this.o.cls))) {
       const e = await this.o.kv.get(k);
       if (!e || e.operation !== "PUT") continue;
       const r = decodeJson<{ expiresAt: number }>(e.value);
-      if (r.expiresAt > now) out.push(k.slice(LEASE_KEY.member("").length));
+      if (r.expiresAt > now) out.push(k.slice(LEASE_KEY.member(this.o.cls, "").length));
     }
     return out;
   }
@@ -83,7 +85,7 @@ export class ShardOwnership {
     if (this.ticking || this.stopped) return;
     this.ticking = true;
     try {
-      await this.o.kv.put(LEASE_KEY.member(this.o.owner), encodeJson({ expiresAt: Date.now() + this.o.leaseMs }));
+      await this.o.kv.put(LEASE_KEY.member(this.o.cls, this.o.owner), encodeJson({ expiresAt: Date.now() + this.o.leaseMs }));
       const members = await this.members();
       if (!members.includes(this.o.owner)) members.push(this.o.owner);
       const work: Promise<void>[] = [];
@@ -105,7 +107,7 @@ export class ShardOwnership {
   private async take(s: number): Promise<void> {
     this.busy.add(s);
     try {
-      const lease = await Lease.acquire(this.o.kv, LEASE_KEY.shard(s), this.o.owner, this.o.leaseMs, Date.now, () => void this.lost(s, lease!));
+      const lease = await Lease.acquire(this.o.kv, LEASE_KEY.shard(this.o.cls, s), this.o.owner, this.o.leaseMs, Date.now, () => void this.lost(s, lease!));
       if (!lease) return;
       this.held.set(s, lease);
       try {
@@ -155,6 +157,6 @@ export class ShardOwnership {
     if (this.timer) clearInterval(this.timer);
     while (this.ticking) await new Promise((r) => setTimeout(r, 10));
     await Promise.all([...this.held].map(([s, l]) => this.handOver(s, l)));
-    await this.o.kv.delete(LEASE_KEY.member(this.o.owner)).catch(() => undefined);
+    await this.o.kv.delete(LEASE_KEY.member(this.o.cls, this.o.owner)).catch(() => undefined);
   }
 }

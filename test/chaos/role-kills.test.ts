@@ -5,7 +5,7 @@ import { join } from "node:path";
 
 import t from "tap";
 
-import type { Role } from "../../cmd/roles.js";
+import type { ProcessSpec } from "../../cmd/roles.js";
 import type { CampaignStatus } from "../../lib/campaign/campaigns.js";
 import { deliveryKey } from "../../lib/core/ids.js";
 import { deliveredKey } from "../../lib/core/keys.js";
@@ -59,7 +59,7 @@ t.test("100,000 recipients; router, campaign, shard, gateways, tracker, ingest a
   const killing = new Set<ChildProcess>();
   // Set when the test body ends, before the cluster's teardown stops every role: nothing is restarted after that.
   let ending = false;
-  const watchExit = (role: Role, p: ChildProcess): void => {
+  const watchExit = (role: ProcessSpec, p: ChildProcess): void => {
     p.once("exit", (code, sig) => {
       if (ending || killing.has(p) || cluster.procs.get(role) !== p) return;
       unexpected.push(`${role} pid ${p.pid} (${code ?? sig})`);

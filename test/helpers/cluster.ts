@@ -8,20 +8,20 @@ import type { Test } from "tap";
 
 import { openClients } from "../../cmd/cli-context.js";
 import { type LocalCluster, mergeDeep, startLocalCluster } from "../../cmd/local-cluster.js";
-import { type Role, ROLES } from "../../cmd/roles.js";
+import { type ProcessSpec, ROLES } from "../../cmd/roles.js";
 import type { Config } from "../../lib/core/config.js";
 import type { Nats } from "../../lib/infra/nats.js";
 import { inboxPrefixOf, natsPassword } from "../../lib/infra/nats-auth.js";
 import type { Redis } from "../../lib/infra/redis.js";
 
 /** Every role, but the ws-gateway only for clusters that deliver in-app (one process fewer for the rest of the suite). */
-function defaultRoles(overrides: Record<string, unknown> = {}): readonly Role[] {
+function defaultRoles(overrides: Record<string, unknown> = {}): readonly ProcessSpec[] {
   const channels = (overrides.ingest as { channels?: string[] } | undefined)?.channels ?? [];
   return channels.includes("inapp") ? ROLES : ROLES.filter((r) => r !== "ws-gateway");
 }
 
 /** Starts the cluster with the sandboxes on free ports; role output is kept and printed only if the test fails. */
-export async function startTestCluster(t: Test, o: { roles?: readonly Role[]; overrides?: Record<string, unknown> } = {}): Promise<LocalCluster> {
+export async function startTestCluster(t: Test, o: { roles?: readonly ProcessSpec[]; overrides?: Record<string, unknown> } = {}): Promise<LocalCluster> {
   const dir = mkdtempSync(join(tmpdir(), "nfx-cluster-"));
   const lines: string[] = [];
   const cluster = await startLocalCluster({

@@ -36,7 +36,7 @@ t.test("gateway claims", async (t) => {
   const nats = await connectNats(cfg, log, "test");
   const redis = await connectRedis(cfg, log);
   await ensureTopology(nats, cfg);
-  const gw = await runGateway({ cfg, nats, redis, log }, createFcmClient(cfg));
+  const gw = await runGateway({ cfg, nats, redis, log }, () => createFcmClient(cfg));
   t.teardown(async () => {
     await gw.stop();
     await nats.nc.drain();

@@ -32,7 +32,7 @@ t.test("replayed send batches reuse the recorded outcome; dead and malformed tok
   const nats = await connectNats(cfg, log, "test");
   const redis = await connectRedis(cfg, log);
   await ensureTopology(nats, cfg);
-  const gws = [await runGateway({ cfg, nats, redis, log }, createApnsClient(cfg)), await runGateway({ cfg, nats, redis, log }, createFcmClient(cfg))];
+  const gws = [await runGateway({ cfg, nats, redis, log }, () => createApnsClient(cfg)), await runGateway({ cfg, nats, redis, log }, () => createFcmClient(cfg))];
   t.teardown(async () => {
     for (const g of gws) await g.stop();
     await nats.nc.drain();

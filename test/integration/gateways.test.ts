@@ -55,7 +55,7 @@ t.test("gateways", async (t) => {
   const redis = await connectRedis(cfg, log);
   await ensureTopology(nats, cfg);
   const d = { cfg, nats, redis, log };
-  const gws = await Promise.all([runGateway(d, createApnsClient(cfg)), runGateway(d, createFcmClient(cfg)), runGateway(d, createEmailClient(cfg)), runGateway(d, createSmsClient(cfg))]);
+  const gws = await Promise.all([runGateway(d, () => createApnsClient(cfg)), runGateway(d, () => createFcmClient(cfg)), runGateway(d, () => createEmailClient(cfg)), runGateway(d, () => createSmsClient(cfg))]);
   t.teardown(async () => {
     for (const g of gws) await g.stop();
     await nats.nc.drain();

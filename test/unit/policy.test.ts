@@ -108,7 +108,7 @@ t.test("rules in order: opt-out, preferences, quiet hours, cap, dedup, presence,
   let now = at("2026-01-15T12:00:00Z");
   const st = state(() => now);
   const cfg = policy();
-  const decide = (n: NotificationBrief, u: UserRecord, online = false) => decideUser(cfg, st, { n, now, released: false }, { user: u, online });
+  const decide = (n: NotificationBrief, u: UserRecord, online = false, collapsed = false) => decideUser(cfg, st, { n, now, released: false }, { user: u, online, collapsed });
 
   t.same(decide(base({ expiresAt: now }), user()), { kind: "suppress", reason: "expired" });
   t.same(decide(base(), user({ optedOut: true })), { kind: "suppress", reason: "opted_out" });
@@ -128,13 +128,16 @@ t.test("rules in order: opt-out, preferences, quiet hours, cap, dedup, presence,
   t.same([1, 2, 3].map((i) => decide(m(i), user({ id: "cap" })).kind), ["send", "send", "send"]);
   t.same(decide(m(4), user({ id: "cap" })), { kind: "suppress", reason: "frequency_cap" });
   t.equal(decide(m(5, { priority: "critical" }), user({ id: "cap" })).kind, "send", "critical skips caps");
+  t.equal(decide(m(51, { priority: "high" }), user({ id: "cap" })).kind, "send", "high skips caps (the urgent lane class holds no caps)");
+  t.equal(decide(m(52, { priority: "bulk" }), user({ id: "cap" })).kind, "suppress", "bulk is capped");
   now += 8 * H;
   t.equal(decide(m(6), user({ id: "cap" })).kind, "send", "a token refills after 8 h");
 
-  // Dedup: the same notification again, and another one with the same collapse key.
+  // Dedup: the same notification again, and another one whose collapse key another notification holds (claimed in Redis).
   t.equal(decide(base({ id: "d1", collapseKey: "order-7" }), user({ id: "dd" })).kind, "send");
   t.same(decide(base({ id: "d1", collapseKey: "order-7" }), user({ id: "dd" })), { kind: "suppress", reason: "duplicate" });
-  t.same(decide(base({ id: "d2", collapseKey: "order-7" }), user({ id: "dd" })), { kind: "suppress", reason: "duplicate_collapse_key" });
+  t.same(decide(base({ id: "d2", collapseKey: "order-7" }), user({ id: "dd" }), false, true), { kind: "suppress", reason: "duplicate_collapse_key" });
+  t.equal(decide(base({ id: "d3", collapseKey: "order-7" }), user({ id: "dd" })).kind, "send", "a collapse key nobody else holds passes");
   now += 24 * H;
   t.equal(decide(base({ id: "d1", collapseKey: "order-7" }), user({ id: "dd" })).kind, "send", "after the window it is no longer a duplicate");
 

@@ -6,7 +6,7 @@ import type { z } from "zod";
 
 import { configSchema } from "../../config/schema.js";
 import {
-  CAMPAIGN_KEY, CHANNELS,   checkpointPartKey, checkpointPartsOf, CONTENT_CHANNELS, COUNTERS_KEY, idempotencyKvKey, LEASE_KEY, MSGID, PRIORITIES, PROCESS_KEY, REPORTED_CHANNELS,
+  CAMPAIGN_KEY, CHANNELS, checkpointKey, checkpointPartKey, checkpointPartsOf, CONTENT_CHANNELS, COUNTERS_KEY, idempotencyKvKey, LEASE_KEY, legacyCheckpointKey, MSGID, PRIORITIES, PROCESS_KEY, REPORTED_CHANNELS,
 templateKey,
 } from "../../lib/core/subjects.js";
 import { userRecordSchema } from "../../lib/directory/users.js";
@@ -56,8 +56,12 @@ t.test("KV keys and message ids keep their forms", async (t) => {
   t.equal(PROCESS_KEY.of("web-1.example.com", 42), "p.web-1_example_com.42");
   t.equal(PROCESS_KEY.all, "p.>");
   t.equal(LEASE_KEY.campaign("c1"), "campaign.c1");
-  t.equal(checkpointPartKey(3, "g1x2", 0), "shard.3.g1x2.0");
-  t.equal(checkpointPartsOf(3, "g1x2"), "shard.3.g1x2.*");
+  t.equal(LEASE_KEY.shard("urgent", 3), "shard.urgent.3");
+  t.equal(LEASE_KEY.member("bulk", "h-1-ab"), "member.bulk.h-1-ab");
+  t.equal(checkpointKey("bulk", 3), "shard.bulk.3");
+  t.equal(checkpointPartKey(checkpointKey("bulk", 3), "g1x2", 0), "shard.bulk.3.g1x2.0");
+  t.equal(checkpointPartsOf(checkpointKey("urgent", 3), "g1x2"), "shard.urgent.3.g1x2.*");
+  t.equal(legacyCheckpointKey(3), "shard.3");
   t.match(idempotencyKvKey("shop", "order-1"), /^[0-9a-f]{64}$/);
   t.equal(idempotencyKvKey("shop", "order-1"), createHash("sha256").update("shop\u0000order-1").digest("hex"), "sha256 of producer NUL key, as before");
   t.not(idempotencyKvKey("shop", "order-1"), idempotencyKvKey("shop2", "order-1"));
