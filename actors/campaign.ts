@@ -4,15 +4,16 @@ import { randomUUID } from "node:crypto";
 import type { JsMsg } from "@nats-io/jetstream";
 import type { KV } from "@nats-io/kv";
 
-import { type CampaignRecord, Campaigns, type Cursor } from "../lib/campaign/campaigns.js";
+import { addThrottle, type CampaignRecord, Campaigns, type Cursor } from "../lib/campaign/campaigns.js";
 import { decodeJson, encode } from "../lib/core/codec.js";
 import type { Config } from "../lib/core/config.js";
 import { SegmentUnknown } from "../lib/core/errors.js";
 import type { Logger } from "../lib/core/log.js";
-import { BUCKET, CAMPAIGN_KEY, CONSUMER, fanSubject, LEASE_KEY, MSGID, STREAM } from "../lib/core/subjects.js";
+import { BUCKET, CAMPAIGN_KEY, CONSUMER, fanSubject, laneClassOf, LEASE_KEY, MSGID, STREAM } from "../lib/core/subjects.js";
 import type { FanChunk, Notification } from "../lib/core/types.js";
 import { briefOf } from "../lib/core/types.js";
 import { rangeIds, scanActive, scanIds, segmentSource } from "../lib/directory/segments.js";
+import { Admission } from "../lib/flow/admission.js";
 import { decodeAs, runLanes } from "../lib/flow/lanes.js";
 import { Lease } from "../lib/flow/lease.js";
 import type { Nats } from "../lib/infra/nats.js";
@@ -59,6 +60,7 @@ export async function startCampaign(d: CampaignDeps): Promise<{ stop(): Promise<
   const running = new Map<string, Promise<void>>();
   let stopping = false;
   const chunkSize = d.cfg.campaign.chunkSize;
+  const admission = new Admission(d.nats, d.cfg, "campaign", log);
   const leaseMs = d.cfg.campaign.leaseMs;
 
   // 1. Intake: segment notifications become campaign records.
@@ -110,11 +112,13 @@ export async function startCampaign(d: CampaignDeps): Promise<{ stop(): Promise<
       }
     };
     const shardQueue = Array.from({ length: rec.shards }, (_, s) => s);
+    const paced = laneClassOf(rec.brief.priority) === "bulk";
     const worker = async (): Promise<void> => {
       for (let s = shardQueue.shift(); s !== undefined; s = shardQueue.shift()) {
         let { cur, rev } = await campaigns.cursor(id, s);
         while (!cur.done) {
           await gate();
+          const t0 = performance.now();
           let users: string[];
           let planned: Cursor;
           let listed: number;
@@ -150,7 +154,13 @@ export async function startCampaign(d: CampaignDeps): Promise<{ stop(): Promise<
             const chunk: FanChunk = { type: "fan_chunk", shard: s, chunk: planned.chunk, notification: rec.brief, users, ...(rec.filter ? { filter: rec.filter } : {}) };
             await d.nats.js.publish(fanSubject(rec.brief.priority, s), encode(chunk), { msgID: MSGID.fan(id, s, planned.chunk) });
           }
-          cur = { chunk: planned.chunk + 1, after: planned.to, to: null, done: false, scanned: planned.scanned, members: (cur.members ?? 0) + users.length };
+          // Bulk-class campaigns wait as admission control says while urgent latency is high; the hold is kept in the cursor for status.
+          let throttle = cur.throttle;
+          if (paced) {
+            const waited = await admission.pace(performance.now() - t0);
+            if (waited > 0) throttle = addThrottle(throttle, waited, admission.factor, now());
+          }
+          cur = { chunk: planned.chunk + 1, after: planned.to, to: null, done: false, scanned: planned.scanned, members: (cur.members ?? 0) + users.length, ...(throttle ? { throttle } : {}) };
           rev = await campaigns.writeCursor(id, s, cur, rev);
         }
       }
@@ -207,6 +217,7 @@ export async function startCampaign(d: CampaignDeps): Promise<{ stop(): Promise<
     async stop() {
       stopping = true;
       clearInterval(sweeper);
+      admission.close();
       await lanes.stop();
       watch.stop();
       await Promise.all(running.values());

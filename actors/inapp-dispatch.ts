@@ -6,7 +6,8 @@ import type { Config } from "../lib/core/config.js";
 import type { Logger } from "../lib/core/log.js";
 import { type Channel, CLASS_PRIORITIES, CONSUMER, LANE_CLASSES, type LaneClass, liveSubject, MSGID, type Priority, sendSubject, STREAM } from "../lib/core/subjects.js";
 import type { NotificationBrief, ReceiptEntry, Send, SendBatch } from "../lib/core/types.js";
-import { decodeAs, PoisonMessage, runLanes } from "../lib/flow/lanes.js";
+import { Admission, LatencyReporter } from "../lib/flow/admission.js";
+import { decodeAs, type Lanes, PoisonMessage, runLanes } from "../lib/flow/lanes.js";
 import { ReceiptCollector } from "../lib/gateway/receipts.js";
 import { Inbox, type InboxItem } from "../lib/inapp/inbox.js";
 import { perLaneClass } from "../lib/infra/lane-connections.js";
@@ -97,6 +98,9 @@ async function dispatchLanes(d: InAppDispatchDeps, cls: LaneClass): Promise<{ st
   const w = d.cfg.ws;
   const inbox = new Inbox(d.redis, { shards: d.cfg.cluster.shards, cap: w.inboxCap, retentionMs: w.inboxRetentionDays * 86_400_000 });
   const nc = d.nats.nc;
+  let lanesRef: Lanes | null = null;
+  const latency = new LatencyReporter(d.nats, d.cfg, "delivered", "inapp-dispatch", cls === "urgent", () => lanesRef?.oldestWaitingMs() ?? 0);
+  const admission = cls === "bulk" ? new Admission(d.nats, d.cfg, "inapp-dispatch", log) : null;
 
   /** Offers one item live; resolves how it settled. */
   const offer = async (s: Send, item: Omit<InboxItem, "seen" | "read" | "archived">): Promise<{ acked: boolean; reason?: string }> => {
@@ -115,6 +119,12 @@ async function dispatchLanes(d: InAppDispatchDeps, cls: LaneClass): Promise<{ st
   };
 
   const handle = async (m: JsMsg, prio: Priority): Promise<void> => {
+    const t0 = performance.now();
+    await handleBatch(m, prio);
+    if (admission) await admission.pace(performance.now() - t0);
+  };
+
+  const handleBatch = async (m: JsMsg, prio: Priority): Promise<void> => {
     const batch = decodeAs<SendBatch>(m.data, "send_batch");
     if (batch.channel !== "inapp") throw new PoisonMessage(`a ${batch.channel} batch on the inapp stream`);
     const batchId = m.headers?.get("Nats-Msg-Id") || `seq:${m.seq}`;
@@ -132,6 +142,7 @@ async function dispatchLanes(d: InAppDispatchDeps, cls: LaneClass): Promise<{ st
 
     /** A client acknowledged the item: it was sent and, being in the client's hands, delivered. */
     const delivered = (s: Send): void => {
+      latency.observe(prio, batch.notifications[s.nid].createdAt, now());
       note(s.nid, { user: s.user, outcome: "sent", channel: "inapp", device: "inapp", at: now() });
       note(s.nid, { user: s.user, outcome: "delivered", channel: "inapp", device: "inapp", at: now() });
     };
@@ -155,11 +166,17 @@ async function dispatchLanes(d: InAppDispatchDeps, cls: LaneClass): Promise<{ st
     stageItems.inc({ stage: "inapp" }, batch.sends.length);
   };
 
-  const lanes = runLanes({
+  const lanes = (lanesRef = runLanes({
     js: d.nats.js, stream: STREAM.send("inapp"), consumer: (p) => CONSUMER.gateway("inapp", p), priorities: CLASS_PRIORITIES[cls],
     concurrency: w.batchConcurrency, prefetch: 4, ackWaitSec: d.cfg.streams.ackWaitSec, log, handle,
-  });
+  }));
   await lanes.ready;
   log.info({ ackTimeoutMs: w.ackTimeoutMs }, "in-app dispatcher ready");
-  return { stop: () => lanes.stop() };
+  return {
+    stop: async () => {
+      await lanes.stop();
+      latency.close();
+      admission?.close();
+    },
+  };
 }

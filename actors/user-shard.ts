@@ -14,8 +14,9 @@ import { ownValue } from "../lib/core/own-keys.js";
 import { BUCKET, CLASS_PRIORITIES, fanSubject, LANE_CLASSES, type LaneClass, type Priority, STREAM } from "../lib/core/subjects.js";
 import type { FanChunk } from "../lib/core/types.js";
 import { readUsers } from "../lib/directory/directory.js";
+import { Admission, LatencyReporter } from "../lib/flow/admission.js";
 import { JsPublisher } from "../lib/flow/js-publisher.js";
-import { decodeAs, PoisonMessage, UrgencyGate } from "../lib/flow/lanes.js";
+import { decodeAs, oldestAgeMs, PoisonMessage, UrgencyGate } from "../lib/flow/lanes.js";
 import type { Lease } from "../lib/flow/lease.js";
 import { PriorityBuffer } from "../lib/flow/priority-buffer.js";
 import { Semaphore } from "../lib/flow/semaphore.js";
@@ -80,6 +81,10 @@ interface ClassShared {
   gate: Semaphore | null;
   /** Bulk chunks of a process that also runs the urgent class wait for urgent work between heavy steps. */
   yields: boolean;
+  /** Latency from acceptance to decision; the urgent class reports it to admission control. */
+  latency: LatencyReporter;
+  /** The bulk class's pace, set by urgent latency (lib/flow/admission.ts); null for the urgent class. */
+  admission: Admission | null;
   /** Called when an owner stopped itself (fenced or failed): its shard is dropped and taken afresh. */
   dropped(shard: number): void;
 }
@@ -233,6 +238,7 @@ class ShardOwner {
    * process that also runs the urgent class wait for urgent work before each heavy step.
    */
   private async handle(m: JsMsg): Promise<void> {
+    const t0 = performance.now();
     let chunk: FanChunk;
     try {
       chunk = decodeAs<FanChunk>(m.data, "fan_chunk");
@@ -265,6 +271,13 @@ class ShardOwner {
       await this.retry("collapse release", () => cl.collapse.release(this.shard, ck, n.id, unsent));
     }
     stageItems.inc({ stage: "shard" }, chunk.users.length);
+    cl.latency.observe(n.priority, n.createdAt, decidedAt);
+    if (cl.admission) await cl.admission.pace(performance.now() - t0);
+  }
+
+  /** Age in ms of the oldest chunk read but not yet started (0: none waits). */
+  waitingMs(now: number): number {
+    return oldestAgeMs(this.buf.items(), now);
   }
 
   /** Publishes a decided chunk's outputs (lib/shard/chunk-outputs.ts), all with message ids derived from the chunk's. */
@@ -358,15 +371,22 @@ export async function startUserShard(d: ShardDeps): Promise<{ stop(): Promise<vo
   const ownerships = new Map<LaneClass, ShardOwnership>();
   const run = await perLaneClass({ ...d, lanes, as: "shard", name: "nfx-shard" }, async ({ nats, redis }, cls) => {
     const pub = new JsPublisher(nats.nc);
+    const owners = new Map<number, ShardOwner>();
     const cl: ClassShared = {
       cls, prios: CLASS_PRIORITIES[cls], store: new CheckpointStore(checkpoints, cls), js: nats.js, redis, pub,
       readPresence: presenceReader(redis),
       collapse: new CollapseClaims(redis, d.cfg.shard.dedupWindowSec * 1000),
       gate: cls === "bulk" ? new Semaphore(d.cfg.shard.concurrency) : null,
       yields: cls === "bulk" && both,
+      latency: new LatencyReporter(nats, d.cfg, "decided", `shard-${cls}`, cls === "urgent", () => {
+        const t = Date.now();
+        let worst = 0;
+        for (const o of owners.values()) worst = Math.max(worst, o.waitingMs(t));
+        return worst;
+      }),
+      admission: cls === "bulk" ? new Admission(nats, d.cfg, "shard", log) : null,
       dropped: (s) => void ownership.drop(s),
     };
-    const owners = new Map<number, ShardOwner>();
     const ownership: ShardOwnership = new ShardOwnership({
       kv: leases, cls, shards: d.cfg.cluster.shards, owner, leaseMs: d.cfg.shard.leaseMs, log,
       acquired: async (s, lease) => {
@@ -385,6 +405,8 @@ export async function startUserShard(d: ShardDeps): Promise<{ stop(): Promise<vo
     return {
       stop: async () => {
         await ownership.stop();
+        cl.latency.close();
+        cl.admission?.close();
         pub.close();
       },
     };

@@ -49,6 +49,7 @@ export function formatCampaign(s: CampaignStatus): string {
   return [
     `campaign ${s.id}  segment=${s.segment}  state=${s.state}${s.complete ? " (complete)" : ""}  rate=${s.rate || "unlimited"}`,
     `expansion  ${s.scanned}/${s.total} users listed, ${s.members} in the segment, ${s.chunks} chunks, ${s.shardsDone}/${s.shards} shards done`,
+    ...(s.throttle ? [`throttled  ${(s.throttle.ms / 1000).toFixed(1)} s held back for urgent traffic (least factor ${s.throttle.min.toFixed(2)}, last ${new Date(s.throttle.at).toISOString()})`] : []),
     `recipients accepted ${c.accepted}, decided ${c.decided}, deferred ${c.deferred}`,
     `sends      queued ${c.queued}, sent ${c.sent}, delivered ${c.delivered}, failed ${total(c.failed)} (${reasons(c.failed)}), expired ${c.expired}, fallback ${c.fallback}, in flight ${outstanding(c)}`,
     ...(c.sent > c.delivered ? [`           ${sentHint(c.sent, c.delivered, false)!.replace(/^note: /, "")}`] : []),

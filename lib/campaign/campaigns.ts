@@ -43,7 +43,22 @@ export interface Cursor {
   scanned: number;
   /** Of those, ids that passed the segment's rule and went out in chunks. */
   members?: number;
+  /** Admission control on this shard's expansion: ms held back in total, the least factor applied, and when last (lib/flow/admission.ts). */
+  throttle?: Throttled;
 }
+
+/** How much a campaign's expansion was held back by admission control. */
+export interface Throttled {
+  /** Expansion time held back, ms (summed over the shards expanded in parallel). */
+  ms: number;
+  /** The least admission factor applied (1 = never throttled). */
+  min: number;
+  /** When it was last held back (epoch ms). */
+  at: number;
+}
+
+/** `t` with one more wait of `ms` at factor `factor` at time `at`. */
+export const addThrottle = (t: Throttled | undefined, ms: number, factor: number, at: number): Throttled => ({ ms: (t?.ms ?? 0) + ms, min: Math.min(t?.min ?? 1, factor), at });
 
 export const NEW_CURSOR: Cursor = { chunk: 0, after: null, to: null, done: false, scanned: 0 };
 
@@ -67,6 +82,8 @@ export interface CampaignStatus {
   shardsDone: number;
   shards: number;
   counters: Counters;
+  /** Admission control's hold on the expansion over all shards; null when it never held it back. */
+  throttle: Throttled | null;
   /** Expanded (or cancelled) and every queued send finished. */
   complete: boolean;
 }
@@ -169,6 +186,7 @@ export class Campaigns {
       shardsDone: cursors.filter((c) => c.cur.done).length,
       shards: rec.shards,
       counters,
+      throttle: cursors.reduce<Throttled | null>((a, c) => (c.cur.throttle ? { ms: (a?.ms ?? 0) + c.cur.throttle.ms, min: Math.min(a?.min ?? 1, c.cur.throttle.min), at: Math.max(a?.at ?? 0, c.cur.throttle.at) } : a), null),
       // Complete once expanded and the counters have caught up: every member decided (a lagging tracker can show 0 outstanding early) and nothing outstanding.
       complete: ended && counters.decided >= members && outstanding(counters) === 0,
     };

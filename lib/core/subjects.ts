@@ -110,6 +110,12 @@ export const retryAll = "nfx.retry.>";
 /** Live in-app delivery to whichever WebSocket gateways hold a user's connections (core NATS request/reply; interest routing, no ring): `nfx.live.<user>`. */
 export const liveSubject = (userId: string): string => `nfx.live.${userId}`;
 
+/** Admission control (core NATS): urgent-lane latency reports, `nfx.ctl.latency.<stage>` (lib/flow/admission.ts). */
+export const ADMISSION = {
+  latency: (stage: string): string => `nfx.ctl.latency.${stage}`,
+  all: "nfx.ctl.latency.*",
+} as const;
+
 /** Presence changes and refreshes of one shard's users (core NATS): `nfx.presence.<shard>`. */
 export const presenceSubject = (shard: number): string => `nfx.presence.${shard}`;
 export const presenceAll = "nfx.presence.*";

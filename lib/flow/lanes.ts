@@ -49,6 +49,15 @@ export interface Lanes {
   stop(): Promise<void>;
   /** Resolves when every lane's consumer is bound and pulling. */
   ready: Promise<void>;
+  /** Age in ms of the oldest message pulled but not yet started (by its stream timestamp); 0 when none waits. */
+  oldestWaitingMs(now?: number): number;
+}
+
+/** Age in ms of the oldest of `msgs` by stream timestamp (0 for none): how long work has waited since it was published. */
+export function oldestAgeMs(msgs: Iterable<JsMsg>, now = Date.now()): number {
+  let oldest = Infinity;
+  for (const m of msgs) oldest = Math.min(oldest, m.info.timestampNanos / 1e6);
+  return oldest === Infinity ? 0 : Math.max(0, now - oldest);
 }
 
 /**
@@ -135,6 +144,7 @@ export function runLanes(o: LaneOptions): Lanes {
 
   return {
     ready,
+    oldestWaitingMs: (now?: number) => oldestAgeMs(buf.items(), now),
     async stop() {
       stopping = true;
       clearInterval(bufferedAlive);

@@ -10,9 +10,10 @@ import type { Logger } from "../core/log.js";
 import { BUCKET, CLASS_PRIORITIES, CONSUMER, LANE_CLASSES, type LaneClass, MSGID, type Priority, retrySubject, sendSubject, STREAM } from "../core/subjects.js";
 import type { DeadLetter, RetryBatch, Send, SendBatch } from "../core/types.js";
 import { removeDeadToken } from "../directory/directory.js";
+import { Admission, LatencyReporter } from "../flow/admission.js";
 import { type BulkheadState, isRefusal, type SendResult } from "../flow/bulkhead.js";
 import { holdUntilDue } from "../flow/hold-until-due.js";
-import { decodeAs, PoisonMessage, runLanes } from "../flow/lanes.js";
+import { decodeAs, type Lanes, PoisonMessage, runLanes } from "../flow/lanes.js";
 import { perLaneClass } from "../infra/lane-connections.js";
 import { gatewayRetries, gatewaySends, stageItems, watchBreakers } from "../infra/metrics.js";
 import type { Nats } from "../infra/nats.js";
@@ -103,8 +104,18 @@ async function runGatewayLanes(d: GatewayDeps, client: ChannelClient, cls: LaneC
   /** Tells this process's attempts apart from another's at the same delivery of a batch. */
   const proc = randomBytes(4).toString("base64url");
   const apps = new ProviderApps(client, log);
+  // Urgent lanes report their latency to admission control; bulk lanes are paced by it (lib/flow/admission.ts).
+  let lanesRef: Lanes | null = null;
+  const latency = new LatencyReporter(d.nats, d.cfg, "delivered", `gateway-${channel}`, cls === "urgent", () => lanesRef?.oldestWaitingMs() ?? 0);
+  const admission = cls === "bulk" ? new Admission(d.nats, d.cfg, `gateway-${channel}`, log) : null;
 
   const handle = async (m: JsMsg): Promise<void> => {
+    const t0 = performance.now();
+    await handleBatch(m);
+    if (admission) await admission.pace(performance.now() - t0);
+  };
+
+  const handleBatch = async (m: JsMsg): Promise<void> => {
     const batch = decodeAs<SendBatch>(m.data, "send_batch");
     if (batch.channel !== channel) throw new PoisonMessage(`a ${batch.channel} batch on the ${channel} stream`);
     const batchId = m.headers?.get("Nats-Msg-Id") || `seq:${m.seq}`;
@@ -182,6 +193,8 @@ async function runGatewayLanes(d: GatewayDeps, client: ChannelClient, cls: LaneC
           const out = answerOutcome(sends[j], r, { retry: g.retry, now: now(), expiresAt: n.expiresAt });
           switch (out.kind) {
             case "sent":
+              latency.observe(prio, n.createdAt, now());
+              return keep(i, out.record);
             case "failed":
             case "expired":
               return keep(i, out.record);
@@ -247,10 +260,10 @@ async function runGatewayLanes(d: GatewayDeps, client: ChannelClient, cls: LaneC
     stageItems.inc({ stage: `gateway-${channel}` }, batch.sends.length);
   };
 
-  const lanes = runLanes({
+  const lanes = (lanesRef = runLanes({
     js: d.nats.js, stream: STREAM.send(channel), consumer: (p) => CONSUMER.gateway(channel, p), priorities: CLASS_PRIORITIES[cls],
     concurrency: g.batchConcurrency, prefetch: 4, ackWaitSec: g.ackWaitSec, log, handle,
-  });
+  }));
   const held = await holdUntilDue<RetryBatch>({
     nats: d.nats, log, stream: STREAM.retry, consumer: CONSUMER.retry(channel), type: "retry_batch", now,
     dueAt: (r) => r.due,
@@ -263,6 +276,8 @@ async function runGatewayLanes(d: GatewayDeps, client: ChannelClient, cls: LaneC
     bulkheads: () => apps.states(),
     async stop() {
       await lanes.stop();
+      latency.close();
+      admission?.close();
       await held.stop();
       cancellations.stop();
       await apps.close();

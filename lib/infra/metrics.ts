@@ -52,6 +52,18 @@ export function watchBreakers(channel: string, lanes: string, states: () => Bulk
   breakerSources.push({ channel, lanes, states });
 }
 
+/** End-to-end latency from acceptance, per stage (`decided` by the shard owner, `delivered` to the provider or a WebSocket client) and priority. */
+export const laneLatency = new Histogram({
+  name: "nfx_lane_latency_seconds",
+  help: "Time from a notification's acceptance to a stage (decided, delivered), per priority lane",
+  labelNames: ["stage", "priority"] as const,
+  buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300],
+});
+/** Admission factor of each bulk consumer in this process: the share of its unthrottled pace bulk work may use (1 = not throttled). */
+export const admissionFactor = new Gauge({ name: "nfx_admission_factor", help: "Bulk admission factor (1 = not throttled)", labelNames: ["part"] as const });
+/** Time bulk work was held back by admission control. */
+export const throttledSeconds = new Counter({ name: "nfx_bulk_throttled_seconds_total", help: "Time bulk work waited for admission", labelNames: ["part"] as const });
+
 /** Live WebSocket connections held by this process. */
 export const wsConnections = new Gauge({ name: "nfx_ws_connections", help: "Live in-app WebSocket connections in this process" });
 

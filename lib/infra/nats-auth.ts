@@ -1,7 +1,7 @@
 // NATS accounts, users and permissions: nfx's roles in account NFX (one user each, least privilege), producers in account PRODUCERS (service imports only); renders nats-server's config.
 import { createHmac } from "node:crypto";
 
-import { API, API_OPS, BUCKET, type Channel, CONSUMER, deferAll, dirChangedAll, dlqSubject, extApiAll, extApiSubject, fanAll, GATEWAY_CHANNELS, intakeAll, presenceAll, receiptAll, retryOf, sendAll, STREAM, trailAll } from "../core/subjects.js";
+import { ADMISSION, API, API_OPS, BUCKET, type Channel, CONSUMER, deferAll, dirChangedAll, dlqSubject, extApiAll, extApiSubject, fanAll, GATEWAY_CHANNELS, intakeAll, presenceAll, receiptAll, retryOf, sendAll, STREAM, trailAll } from "../core/subjects.js";
 
 /** nfx's own NATS identities: one per role, plus `admin` (the CLI, `nfx init`, tools and tests). */
 export const NATS_ROLE_USERS = ["ingest", "scheduler", "router", "campaign", "shard", "gateway-apns", "gateway-fcm", "gateway-email", "gateway-sms", "ws-gateway", "tracker"] as const;
@@ -59,9 +59,9 @@ const gateway = (c: (typeof GATEWAY_CHANNELS)[number]): Perm => ({
   pub: [
     ...js.consume(STREAM.send(c)), ...js.consume(STREAM.retry),
     send(c), receiptAll, dlqSubject(c), retryOf(c), dirChangedAll,
-    ...kv.read(BUCKET.campaigns),
+    ...kv.read(BUCKET.campaigns), ADMISSION.all,
   ],
-  sub: [],
+  sub: [ADMISSION.all],
 });
 
 /**
@@ -90,22 +90,23 @@ export const ROLE_PERMISSIONS: Readonly<Record<NatsRoleUser, Perm>> = {
   },
   campaign: {
     pub: [...js.consume(STREAM.intake), fanAll, ...kv.write(BUCKET.campaigns), ...kv.write(BUCKET.leases), ...kv.read(BUCKET.counters), ...kv.read(BUCKET.templates)],
-    sub: [],
+    sub: [ADMISSION.all],
   },
   shard: {
     pub: [
       ...js.ordered(STREAM.fan), `$JS.API.STREAM.PURGE.${STREAM.fan}`,
       send("*"), receiptAll, deferAll, trailAll,
       ...kv.write(BUCKET.leases), ...kv.write(BUCKET.checkpoints), ...kv.read(BUCKET.campaigns), ...kv.read(BUCKET.templates),
+      ADMISSION.all,
     ],
-    sub: [presenceAll],
+    sub: [presenceAll, ADMISSION.all],
   },
   "gateway-apns": gateway("apns"),
   "gateway-fcm": gateway("fcm"),
   "gateway-email": gateway("email"),
   "gateway-sms": gateway("sms"),
   "ws-gateway": {
-    pub: [...js.consume(STREAM.send("inapp")), "nfx.live.>", presenceAll, receiptAll, send("*"), ...kv.read(BUCKET.campaigns)],
+    pub: [...js.consume(STREAM.send("inapp")), "nfx.live.>", presenceAll, receiptAll, send("*"), ...kv.read(BUCKET.campaigns), ADMISSION.all],
     sub: ["nfx.live.>", presenceAll],
   },
   tracker: {

@@ -32,8 +32,10 @@ t.test("nfx status: mixed channels get the general note; all confirmed gets none
 
 t.test("campaign status explains sent under the sends line", async (t) => {
   const c = { ...emptyCounters(), queued: 10, sent: 10, decided: 5, accepted: 5 };
-  const s: CampaignStatus = { id: "n_2", segment: "all", state: "expanded", createdAt: 0, rate: 0, total: 5, scanned: 5, members: 5, chunks: 1, shardsDone: 1, shards: 1, counters: c, complete: true };
+  const s: CampaignStatus = { id: "n_2", segment: "all", state: "expanded", createdAt: 0, rate: 0, total: 5, scanned: 5, members: 5, chunks: 1, shardsDone: 1, shards: 1, counters: c, throttle: null, complete: true };
   const out = formatCampaign(s);
+  t.notMatch(out, "throttled", "no throttle line when admission never held it back");
+  t.match(formatCampaign({ ...s, throttle: { ms: 12_345, min: 0.05, at: Date.UTC(2026, 0, 2, 3, 4, 5) } }), "throttled  12.3 s held back for urgent traffic (least factor 0.05, last 2026-01-02T03:04:05.000Z)");
   t.match(out, "sent 10, delivered 0, failed 0");
   t.match(out, /\n {11}sent = accepted by the provider; delivered = confirmed/, "the meaning, right under it");
   t.notMatch(formatCampaign({ ...s, counters: { ...c, delivered: 10 } }), "sent = accepted", "not when every send was confirmed");
