@@ -20,7 +20,7 @@ import type { Lease } from "../lib/flow/lease.js";
 import { PriorityBuffer } from "../lib/flow/priority-buffer.js";
 import { Semaphore } from "../lib/flow/semaphore.js";
 import { presenceReader, PresenceView } from "../lib/inapp/presence.js";
-import { stageItems } from "../lib/infra/metrics.js";
+import { shedTotal, stageItems } from "../lib/infra/metrics.js";
 import { connectNats, type Nats } from "../lib/infra/nats.js";
 import type { Redis } from "../lib/infra/redis.js";
 import { type ChunkDecision, decideChunk, usesUserFields } from "../lib/shard/chunk-decision.js";
@@ -248,6 +248,7 @@ class ShardOwner {
     if (yielding) await this.sh.urgency.clear();
     await this.retry("publish", () => this.emit(chunk, decision, decidedAt, yielding ? this.sh.pub : this.sh.fast.pub));
     stageItems.inc({ stage: "shard" }, chunk.users.length);
+    for (const e of decision.receipts) if (e.outcome === "shed") shedTotal.inc({ stage: "shard", priority: n.priority, reason: e.reason ?? "" });
   }
 
   /** Publishes a decided chunk's outputs (lib/shard/chunk-outputs.ts), all with message ids derived from the chunk's. */

@@ -1,10 +1,11 @@
-// What happens to a send, decided without I/O: before the call (suppressed, cancelled, expired), from the provider's answer (sent, failed, retry at, expired, dead letter), on a refusal (push-back), and the held batch that carries pushed-back sends.
+// What happens to a send, decided without I/O: before the call (suppressed, cancelled, shed, expired), from the provider's answer (sent, failed, retry at, expired, dead letter), on a refusal (push-back), and the held batch that carries pushed-back sends.
 import { createHash } from "node:crypto";
 
 import type { RetryConfig } from "../../config/schema.js";
 import { type Channel, MSGID, type Priority } from "../core/subjects.js";
 import type { NotificationBrief, ReceiptEntry, RetryBatch, Send, SendBatch, UserRecord } from "../core/types.js";
 import type { SendResult } from "../flow/bulkhead.js";
+import { shedReason } from "../flow/shedding.js";
 import { planRetry, planWait } from "./retry-policy.js";
 import { recheck } from "./send-recheck.js";
 
@@ -16,13 +17,17 @@ export type Recorded = Pick<ReceiptEntry, "outcome" | "reason" | "providerId" | 
  * call, or null when it may go: `suppressed` (with the {@link recheck} reason)
  * when `changed` — the user's current record, given only if it changed after
  * the decision — forbids it; `cancelled` when its campaign was cancelled;
- * `failed` / `expired` when `n` expired at or before `now`. Checked in that
- * order. Pure.
+ * `shed` (reason `max_delay` or `expired`) when the send carries a shed
+ * deadline (`shedAfter`: a normal or bulk send of a category with
+ * `overload: "shed"`) that has passed; `failed` / `expired` when `n` expired
+ * at or before `now`. Checked in that order. Pure.
  */
-export function beforeSend(n: NotificationBrief, changed: UserRecord | undefined, cancelled: boolean, channel: Channel, now: number): Recorded | null {
+export function beforeSend(n: NotificationBrief, changed: UserRecord | undefined, cancelled: boolean, channel: Channel, now: number, shedAfter?: number): Recorded | null {
   const why = changed && recheck(changed, n, channel);
   if (why) return { outcome: "suppressed", reason: why, at: now };
   if (cancelled) return { outcome: "cancelled", at: now };
+  const shed = shedAfter !== undefined ? shedReason(shedAfter, n.expiresAt, now) : null;
+  if (shed) return { outcome: "shed", reason: shed, at: now };
   if (n.expiresAt <= now) return { outcome: "failed", reason: "expired", at: now };
   return null;
 }

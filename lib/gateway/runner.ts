@@ -13,7 +13,7 @@ import { removeDeadToken } from "../directory/directory.js";
 import { type BulkheadState, isRefusal, type SendResult } from "../flow/bulkhead.js";
 import { holdUntilDue } from "../flow/hold-until-due.js";
 import { decodeAs, PoisonMessage, runLanes } from "../flow/lanes.js";
-import { gatewayRetries, gatewaySends, stageItems, watchBreakers } from "../infra/metrics.js";
+import { gatewayRetries, gatewaySends, shedTotal, stageItems, watchBreakers } from "../infra/metrics.js";
 import type { Nats } from "../infra/nats.js";
 import type { Redis } from "../infra/redis.js";
 import { type BatchLedger, DeliveryLedger } from "./delivery-ledger.js";
@@ -46,7 +46,8 @@ export interface GatewayDeps {
  * every third of `claimTtlSec`, so a slow provider never loses one and a dead
  * process's lapse within `claimTtlSec`. Users whose opt-out or preferences
  * changed after the batch was decided are re-checked ({@link changedSince},
- * {@link beforeSend}). The rest go, grouped per notification and app, through
+ * {@link beforeSend}), and sends past their shed deadline are shed, without a
+ * provider call (docs/architecture.md, "Overload and shedding"). The rest go, grouped per notification and app, through
  * each app's bulkhead ({@link ProviderApps}, failing over to the app's
  * `failover` while its breaker is open). As each provider request answers,
  * its accepted and permanently failed sends are recorded at once (one
@@ -126,7 +127,10 @@ export async function runGateway(d: GatewayDeps, client: ChannelClient): Promise
     const groups = new Map<string, { nid: string; app: string; idx: number[] }>();
     for (const i of fresh) {
       const s = batch.sends[i];
-      const settled = beforeSend(batch.notifications[s.nid], stale.get(s.user), cancellations.has(s.nid), channel, now());
+      const n = batch.notifications[s.nid];
+      // A pushed-back or retried send comes back through here too, so a send past its shed deadline never reaches the provider.
+      const settled = beforeSend(n, stale.get(s.user), cancellations.has(s.nid), channel, now(), s.shedAfter);
+      if (settled?.outcome === "shed") shedTotal.inc({ stage: `gateway-${channel}`, priority: n.priority, reason: settled.reason ?? "" });
       if (settled) void keep(i, settled);
       else {
         const app = apps.appOf(s);
