@@ -5,7 +5,7 @@ import { ownValue } from "../core/own-keys.js";
 import type { Channel, Priority } from "../core/subjects.js";
 import type { ContentChannel, NotificationBrief, UserRecord } from "../core/types.js";
 import { parseHhmm, quietUntil, type QuietWindow } from "../directory/quiet-hours.js";
-import { type OverloadRule, shedDeadline, shedReason, type ShedReason } from "../flow/shedding.js";
+import { type OverloadRule, shedDeadline, type ShedReason, shedReason } from "../flow/shedding.js";
 import type { DedupWindow } from "./dedup-window.js";
 import { type Cap, RateBuckets } from "./rate-buckets.js";
 

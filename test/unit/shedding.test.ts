@@ -2,7 +2,7 @@
 import t from "tap";
 
 import { formatStatus } from "../../cmd/format.js";
-import { emptyCounters, fold, foldTotal, emptyTotals, outstanding, shedByReason } from "../../lib/campaign/counters.js";
+import { emptyCounters, emptyTotals, fold, foldTotal, outstanding, shedByReason } from "../../lib/campaign/counters.js";
 import { loadConfig } from "../../lib/core/config.js";
 import { ConfigInvalid } from "../../lib/core/errors.js";
 import type { FanChunk, NotificationBrief, UserRecord } from "../../lib/core/types.js";
