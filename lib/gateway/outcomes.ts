@@ -86,18 +86,26 @@ export type PushBackOutcome =
   /** `send` (its `waits` counted) goes back on NFX_RETRY, due at `at`; no attempt is used. */
   | { kind: "wait"; send: Send; at: number }
   /** The wait would outlast the notification: recorded as failed (`expired:<why>`). */
-  | { kind: "expired"; record: Recorded };
+  | { kind: "expired"; record: Recorded }
+  /** The send carries a shed deadline (`shedAfter`) the wait would outlast: recorded as shed now (`max_delay` or `expired`). */
+  | { kind: "shed"; record: Recorded };
 
 /**
  * Plans a push-back of send `s`, not attempted because of `why` (a bulkhead
  * refusal such as `breaker_open` or `queue_full`, or `claimed` when another
  * attempt holds its key), to be looked at again after about `retryInMs`,
- * growing with the send's earlier waits ({@link planWait}). Pure: no I/O,
- * `ctx.now` is the only clock; `ctx.retry` is not used.
+ * growing with the send's earlier waits ({@link planWait}). A send with a
+ * shed deadline (`s.shedAfter`) that the wait would outlast is shed at once
+ * (it could not go in time), except when `why` is `claimed`: that key is
+ * another attempt's to record, and the send is shed, if at all, when it comes
+ * back. Pure: no I/O, `ctx.now` is the only clock; `ctx.retry` is not used.
  */
 export function pushBackOutcome(s: Send, retryInMs: number, why: string, ctx: Pick<OutcomeContext, "now" | "expiresAt" | "random">): PushBackOutcome {
   const waits = s.waits ?? 0;
   const at = planWait(retryInMs, waits, ctx.now, ctx.expiresAt, ctx.random);
+  if (s.shedAfter !== undefined && why !== "claimed" && (at === null || at > s.shedAfter)) {
+    return { kind: "shed", record: { outcome: "shed", reason: shedReason(s.shedAfter, ctx.expiresAt, at ?? ctx.expiresAt) ?? "max_delay", at: ctx.now } };
+  }
   if (at === null) return { kind: "expired", record: { outcome: "failed", reason: `expired:${why}`, at: ctx.now } };
   return { kind: "wait", send: { ...s, waits: waits + 1 }, at };
 }

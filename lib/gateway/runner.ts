@@ -105,8 +105,10 @@ export async function runGateway(d: GatewayDeps, client: ChannelClient): Promise
     const pushBack = (idx: number[], retryInMs: number, why: string): void => {
       for (const i of idx) {
         const s = batch.sends[i];
-        const o = pushBackOutcome(s, retryInMs, why, { now: now(), expiresAt: batch.notifications[s.nid].expiresAt });
-        if (o.kind === "expired") void keep(i, o.record);
+        const n = batch.notifications[s.nid];
+        const o = pushBackOutcome(s, retryInMs, why, { now: now(), expiresAt: n.expiresAt });
+        if (o.kind === "shed") shedTotal.inc({ stage: `gateway-${channel}`, priority: n.priority, reason: o.record.reason ?? "" });
+        if (o.kind === "expired" || o.kind === "shed") void keep(i, o.record);
         else waits.push({ i, send: o.send, at: o.at });
       }
     };

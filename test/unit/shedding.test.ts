@@ -7,7 +7,7 @@ import { loadConfig } from "../../lib/core/config.js";
 import { ConfigInvalid } from "../../lib/core/errors.js";
 import type { FanChunk, NotificationBrief, UserRecord } from "../../lib/core/types.js";
 import { shedDeadline, shedReason, sheds } from "../../lib/flow/shedding.js";
-import { beforeSend } from "../../lib/gateway/outcomes.js";
+import { beforeSend, pushBackOutcome } from "../../lib/gateway/outcomes.js";
 import { decideChunk } from "../../lib/shard/chunk-decision.js";
 import { DedupWindow } from "../../lib/shard/dedup-window.js";
 import { decideUser, type PolicyConfig, policyFrom, type Trail } from "../../lib/shard/policy.js";
@@ -129,6 +129,16 @@ t.test("gateway: past the deadline a send is shed before any call; without a dea
   t.same(beforeSend(n, undefined, true, "apns", T0 + 61 * S, T0 + 60 * S), { outcome: "cancelled", at: T0 + 61 * S }, "cancellation first");
   t.same(beforeSend(n, { id: "u1", optedOut: true, devices: [] }, false, "apns", T0 + 61 * S, T0 + 60 * S), { outcome: "suppressed", reason: "opted_out", at: T0 + 61 * S }, "the re-check first");
   t.same(beforeSend(n, undefined, false, "apns", T0 + 24 * H), { outcome: "failed", reason: "expired", at: T0 + 24 * H }, "no deadline (delaying category, critical, high): failed/expired as before");
+});
+
+t.test("push-back: a wait past the shed deadline sheds at once; within it the send waits", async (t) => {
+  const s = { nid: "n_1", user: "u1", device: "d1", token: "tok", shedAfter: T0 + 60 * S };
+  const ctx = { now: T0, expiresAt: T0 + H, random: () => 0 };
+  t.equal(pushBackOutcome(s, 2000, "queue_full", ctx).kind, "wait", "a 2 s wait fits before the deadline");
+  t.same(pushBackOutcome(s, 120_000, "breaker_open", ctx), { kind: "shed", record: { outcome: "shed", reason: "max_delay", at: T0 } }, "a wait past it: shed now");
+  t.same(pushBackOutcome({ ...s, shedAfter: T0 + H }, 2 * H, "breaker_open", ctx), { kind: "shed", record: { outcome: "shed", reason: "expired", at: T0 } }, "past expiry in a shedding category: shed, expired");
+  t.same(pushBackOutcome({ ...s, shedAfter: undefined }, 2 * H, "breaker_open", ctx).kind, "expired", "no deadline: failed as expired, as before");
+  t.equal(pushBackOutcome(s, 120_000, "claimed", ctx).kind, "wait", "a key another attempt holds is not recorded here: the send waits and is checked when it comes back");
 });
 
 t.test("status: shed lines are final and counted with their reasons", async (t) => {
