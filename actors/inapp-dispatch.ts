@@ -8,10 +8,11 @@ import { type Channel, CLASS_PRIORITIES, CONSUMER, LANE_CLASSES, type LaneClass,
 import type { NotificationBrief, ReceiptEntry, Send, SendBatch } from "../lib/core/types.js";
 import { Admission, LatencyReporter } from "../lib/flow/admission.js";
 import { decodeAs, type Lanes, PoisonMessage, runLanes } from "../lib/flow/lanes.js";
+import { shedReason } from "../lib/flow/shedding.js";
 import { ReceiptCollector } from "../lib/gateway/receipts.js";
 import { Inbox, type InboxItem } from "../lib/inapp/inbox.js";
 import { perLaneClass } from "../lib/infra/lane-connections.js";
-import { stageItems } from "../lib/infra/metrics.js";
+import { shedTotal, stageItems } from "../lib/infra/metrics.js";
 import type { Nats } from "../lib/infra/nats.js";
 import type { Redis } from "../lib/infra/redis.js";
 
@@ -58,6 +59,7 @@ function fallbackBatches(batch: SendBatch, s: Send, n: NotificationBrief): SendB
       nid: s.nid, user: s.user, device: f.device, token: f.token,
       ...(f.app ? { app: f.app } : {}),
       ...(s.push ? { push: s.push } : {}),
+      ...(s.shedAfter !== undefined ? { shedAfter: s.shedAfter } : {}),
       ...(f.channel === "email" && s.email ? { email: s.email } : {}),
       ...(f.channel === "sms" && s.sms ? { sms: s.sms } : {}),
     });
@@ -83,7 +85,7 @@ function fallbackBatches(batch: SendBatch, s: Send, n: NotificationBrief): SendB
  * so a send is either acknowledged or falls back, never both, and falls back
  * at most once however often the batch is redelivered. Receipts: `sent` and
  * `delivered` for an acknowledged send, `fallback` plus `queued` per fallback device
- * otherwise, then the batch is acked.
+ * otherwise, `shed` for a send past its shed deadline (not stored, not offered), then the batch is acked.
  */
 export async function startInAppDispatch(d: InAppDispatchDeps): Promise<{ stop(): Promise<void> }> {
   // Urgent sends on connections and a batch budget of their own (lib/infra/lane-connections.ts).
@@ -151,6 +153,12 @@ async function dispatchLanes(d: InAppDispatchDeps, cls: LaneClass): Promise<{ st
       batch.sends.map(async (s) => {
         const n = batch.notifications[s.nid];
         if (!n) throw new PoisonMessage(`send for ${s.nid} without its notification`);
+        // Past its shed deadline (normal or bulk of a shedding category): shed, neither stored nor offered.
+        const shed = s.shedAfter !== undefined ? shedReason(s.shedAfter, n.expiresAt, now()) : null;
+        if (shed) {
+          shedTotal.inc({ stage: "inapp", priority: n.priority, reason: shed });
+          return note(s.nid, { user: s.user, outcome: "shed", channel: "inapp", device: "inapp", reason: shed, at: now() });
+        }
         if (n.expiresAt <= now()) return note(s.nid, { user: s.user, outcome: "failed", channel: "inapp", device: "inapp", reason: "expired", at: now() });
         const item = itemOf(n, s);
         const st = await inbox.add(s.user, item);

@@ -22,7 +22,7 @@ import { PriorityBuffer } from "../lib/flow/priority-buffer.js";
 import { Semaphore } from "../lib/flow/semaphore.js";
 import { presenceReader, PresenceView } from "../lib/inapp/presence.js";
 import { perLaneClass } from "../lib/infra/lane-connections.js";
-import { stageItems } from "../lib/infra/metrics.js";
+import { shedTotal, stageItems } from "../lib/infra/metrics.js";
 import type { Nats } from "../lib/infra/nats.js";
 import type { Redis } from "../lib/infra/redis.js";
 import { type ChunkDecision, decideChunk, usesUserFields } from "../lib/shard/chunk-decision.js";
@@ -271,6 +271,7 @@ class ShardOwner {
       await this.retry("collapse release", () => cl.collapse.release(this.shard, ck, n.id, unsent));
     }
     stageItems.inc({ stage: "shard" }, chunk.users.length);
+    for (const e of decision.receipts) if (e.outcome === "shed") shedTotal.inc({ stage: "shard", priority: n.priority, reason: e.reason ?? "" });
     cl.latency.observe(n.priority, n.createdAt, decidedAt);
     if (cl.admission) await cl.admission.pace(performance.now() - t0);
   }

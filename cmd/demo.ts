@@ -87,6 +87,7 @@ export async function runDemo(o: { users: number }): Promise<number> {
     console.log(`  delivered   ${s.counts.delivered}  (APNs and FCM give no delivery receipts: a push send stays "sent"; apps can report delivery with POST /v1/events)`);
     console.log(`  failed      ${s.counts.failed}  (${tally(s, "failed", "reason")})`);
     console.log(`  suppressed  ${s.counts.suppressed} users  (${tally(s, "suppressed", "reason")})`);
+    if (s.counts.shed > 0) console.log(`  shed        ${s.counts.shed}  (${tally(s, "shed", "reason")}): dropped under overload, past their deadline`);
     console.log(`  sandbox APNs accepted ${sb.apns.accepted} (duplicates ${sb.apns.duplicates}), rejected ${sb.apns.rejected}`);
     console.log(`  sandbox FCM  accepted ${sb.fcm.accepted} (duplicates ${sb.fcm.duplicates}), rejected ${sb.fcm.rejected}`);
     const ok = s.complete && sb.apns.accepted + sb.fcm.accepted === s.counts.sent && sb.apns.duplicates + sb.fcm.duplicates === 0;

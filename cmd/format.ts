@@ -1,6 +1,6 @@
 // Text renderings of status and sandbox reports for the CLI and the demo.
 import type { CampaignStatus } from "../lib/campaign/campaigns.js";
-import { outstanding, total } from "../lib/campaign/counters.js";
+import { outstanding, shedByReason, total } from "../lib/campaign/counters.js";
 import type { NotificationStatus } from "../lib/tracking/status.js";
 
 /**
@@ -24,12 +24,13 @@ export function formatStatus(s: NotificationStatus, maxLines = Infinity): string
   const hint = sentHint(c.sent, c.delivered, pushOnly);
   const out = [
     `notification ${s.id}  priority=${s.priority} category=${s.category} recipients=${s.recipients} created=${new Date(s.createdAt).toISOString()}`,
-    `accepted=${c.accepted} sent=${c.sent} delivered=${c.delivered} failed=${c.failed} expired=${c.expired} queued=${c.queued} suppressed=${c.suppressed} deferred=${c.deferred} cancelled=${c.cancelled} fallback=${c.fallback} pending=${c.pending}  ${s.complete ? "complete" : "in progress"}`,
+    `accepted=${c.accepted} sent=${c.sent} delivered=${c.delivered} failed=${c.failed} expired=${c.expired} queued=${c.queued} suppressed=${c.suppressed} deferred=${c.deferred} cancelled=${c.cancelled} fallback=${c.fallback} shed=${c.shed} pending=${c.pending}  ${s.complete ? "complete" : "in progress"}`,
     ...(hint ? [hint] : []),
+    ...(c.shed > 0 ? [`shed under overload: ${reasons(c.shedReasons)}`] : []),
     `opened=${c.opened} clicked=${c.clicked}`,
   ];
   if (s.lines.length > 0) out.push("", "USER                 CHANNEL  DEVICE           OUTCOME     DETAIL");
-  if (s.campaign) out.splice(hint ? 3 : 2, 0, "", formatCampaign(s.campaign));
+  if (s.campaign) out.splice(2 + (hint ? 1 : 0) + (c.shed > 0 ? 1 : 0), 0, "", formatCampaign(s.campaign));
   for (const l of s.lines.slice(0, maxLines)) {
     out.push(
       `${l.user.padEnd(20)} ${(l.channel ?? "-").padEnd(8)} ${(l.device ?? "-").padEnd(16)} ${l.outcome.padEnd(11)} ${l.reason ?? l.providerId ?? ""}`.trimEnd(),
@@ -56,6 +57,7 @@ export function formatCampaign(s: CampaignStatus): string {
     `engagement opened ${c.opened}, clicked ${c.clicked}`,
     `suppressed ${total(c.suppressed)} (${reasons(c.suppressed)})`,
     `cancelled  ${c.cancelled} recipients, ${c.cancelledSends} queued sends`,
+    `shed       ${total(c.shed)} recipients, ${total(c.shedSends)} queued sends (${reasons(shedByReason(c))})`,
   ].join("\n");
 }
 

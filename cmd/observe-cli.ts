@@ -19,7 +19,7 @@ export function registerObserveCommands(program: Command): void {
     .description("print the delivery log of a notification (in receipt order) or of a user (newest first)")
     .option("--notification <id>", "notification id")
     .option("--user <id>", "user id")
-    .option("--outcome <outcome>", "only this outcome (sent, delivered, failed, suppressed, opened, clicked, ...)")
+    .option("--outcome <outcome>", "only this outcome (sent, delivered, failed, suppressed, shed, opened, clicked, ...)")
     .option("--limit <n>", "at most this many lines", (v) => Number(v), 100)
     .option("--after <seq>", "notification log: continue after this receipt sequence (the `next` printed last)", (v) => Number(v))
     .option("--before <ms>", "user log: entries older than this time (the `next` printed last)", (v) => Number(v))

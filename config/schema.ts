@@ -194,13 +194,28 @@ export const configSchema = z.strictObject({
           .describe("Frequency cap per user: at most `count` sends per `periodSec` (token bucket) on normal and bulk sends; critical and high skip it (docs/priorities.md). Absent: uncapped."),
         presenceRouting: z.boolean().default(false).describe("While the user is online (in-app presence), deliver in-app instead of push."),
         quietHours: z.boolean().default(true).describe("Respect users' quiet hours (critical notifications never do)."),
+        overload: z
+          .enum(["delay", "shed"])
+          .default("delay")
+          .describe(
+            "What happens to normal and bulk sends that cannot go out in time: `delay` sends them late, until the notification expires (then `suppressed`/`failed` with reason `expired`); `shed` drops them with outcome `shed` (reason `max_delay` or `expired`), counted and shown like every outcome. Critical and high sends are never shed.",
+          ),
+        maxDelaySec: z
+          .number()
+          .int()
+          .min(1)
+          .max(30 * 86400)
+          .optional()
+          .describe("With `overload: \"shed\"` only: seconds after acceptance (or after the end of the quiet hours a recipient waited for) past which a normal or bulk send is shed with reason `max_delay`. Absent: shed only at expiry. Refused with `overload: \"delay\"`, where it would do nothing."),
+      }).superRefine((c, ctx) => {
+        if (c.maxDelaySec !== undefined && c.overload !== "shed") ctx.addIssue({ code: "custom", path: ["maxDelaySec"], message: "only meaningful with overload \"shed\"" });
       }),
     )
     .default({
-      transactional: { defaultPriority: "high", presenceRouting: false, quietHours: false },
-      security: { defaultPriority: "critical", presenceRouting: false, quietHours: false },
-      social: { defaultPriority: "normal", presenceRouting: true, quietHours: true },
-      marketing: { defaultPriority: "bulk", cap: { count: 3, periodSec: 86400 }, presenceRouting: false, quietHours: true },
+      transactional: { defaultPriority: "high", presenceRouting: false, quietHours: false, overload: "delay" },
+      security: { defaultPriority: "critical", presenceRouting: false, quietHours: false, overload: "delay" },
+      social: { defaultPriority: "normal", presenceRouting: true, quietHours: true, overload: "delay" },
+      marketing: { defaultPriority: "bulk", cap: { count: 3, periodSec: 86400 }, presenceRouting: false, quietHours: true, overload: "delay" },
     })
     .describe("Categories producers may use, by name (1-64 characters of a-z 0-9 _ -, never an `Object.prototype` member name); a request naming any other is refused. Setting this key replaces the default four."),
   ingest: z

@@ -29,6 +29,10 @@ export interface Counters {
   cancelledSends: number;
   /** In-app sends no client acknowledged in time, replaced by their push (or other) fallback. */
   fallback: number;
+  /** Recipients shed under overload by the shard actor, by reason (`max_delay`, `expired`): decided, never queued. */
+  shed: Record<string, number>;
+  /** Queued sends shed under overload at a gateway or the in-app dispatcher, by reason (not in failed). */
+  shedSends: Record<string, number>;
   /** In-app items users marked seen / read. */
   seen: number;
   read: number;
@@ -40,7 +44,7 @@ export interface Counters {
 
 export const emptyCounters = (): Counters => ({
   seq: 0, accepted: 0, decided: 0, queued: 0, deferred: 0, sent: 0, delivered: 0, failed: {}, expired: 0, suppressed: {},
-  cancelled: 0, cancelledSends: 0, fallback: 0, seen: 0, read: 0, opened: 0, clicked: 0, updatedAt: 0,
+  cancelled: 0, cancelledSends: 0, fallback: 0, shed: {}, shedSends: {}, seen: 0, read: 0, opened: 0, clicked: 0, updatedAt: 0,
 });
 
 /** Counters written by an older version lack the newer fields: fill them with zeros. */
@@ -94,6 +98,10 @@ export function fold(c: Counters, b: ReceiptBatch): void {
       case "fallback":
         c.fallback++;
         break;
+      case "shed":
+        // A recipient shed by the shard actor has no device; a send shed at a gateway has one (and was counted queued).
+        bump(e.device ? c.shedSends : c.shed, e.reason ?? "unknown");
+        break;
       case "seen":
         c.seen++;
         break;
@@ -123,8 +131,15 @@ export async function readCounters(kv: KV, nid: string): Promise<Counters> {
   return e && e.operation === "PUT" ? complete(decodeJson<Partial<Counters>>(e.value)) : emptyCounters();
 }
 
-/** Sends queued but not yet finished (sent, failed, expired or cancelled at the gateway, or replaced by a fallback). */
-export const outstanding = (c: Counters): number => c.queued - c.sent - total(c.failed) - c.expired - c.cancelledSends - c.fallback;
+/** Sends queued but not yet finished (sent, failed, expired, cancelled or shed at the gateway, or replaced by a fallback). */
+export const outstanding = (c: Counters): number => c.queued - c.sent - total(c.failed) - c.expired - c.cancelledSends - total(c.shedSends) - c.fallback;
+
+/** Everything shed under overload: recipients at the shard actor plus sends at the gateways, by reason. */
+export function shedByReason(c: Counters): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const m of [c.shed, c.shedSends]) for (const [k, v] of Object.entries(m)) bump(out, k, v);
+  return out;
+}
 
 /** The content channel an operator thinks in: APNs and FCM are both push. */
 export const contentChannelOf = (c: Channel | undefined): ContentChannel | undefined => (c === "apns" || c === "fcm" ? "push" : c);
@@ -135,6 +150,8 @@ export interface ChannelTotal {
   delivered: number;
   failed: number;
   expired: number;
+  /** Sends shed under overload at the gateway (recipients shed by the shard actor have no channel yet). */
+  shed: number;
   opened: number;
   clicked: number;
 }
@@ -146,7 +163,7 @@ export interface ChannelTotals {
   updatedAt: number;
 }
 
-const zeroTotal = (): ChannelTotal => ({ sent: 0, delivered: 0, failed: 0, expired: 0, opened: 0, clicked: 0 });
+const zeroTotal = (): ChannelTotal => ({ sent: 0, delivered: 0, failed: 0, expired: 0, shed: 0, opened: 0, clicked: 0 });
 export const emptyTotals = (): ChannelTotals => ({ seq: 0, channels: { push: zeroTotal(), email: zeroTotal(), sms: zeroTotal(), inapp: zeroTotal() }, updatedAt: 0 });
 
 
@@ -166,6 +183,9 @@ export function foldTotal(t: ChannelTotals, e: ReceiptEntry): void {
       if (e.late) x.sent = Math.max(0, x.sent - 1);
       if (isExpiry(e.reason) && !e.late) x.expired++;
       else x.failed++;
+      break;
+    case "shed":
+      x.shed++;
       break;
     case "opened":
       x.opened++;

@@ -133,6 +133,11 @@ export interface Send {
   attempt?: number;
   /** Times the send was pushed back without an attempt (breaker open, bulkhead full, key claimed elsewhere). */
   waits?: number;
+  /**
+   * Set on normal and bulk sends of a category with `overload: "shed"`: the shed deadline (epoch ms, lib/flow/shedding.ts).
+   * A gateway or the in-app dispatcher that takes the send past it records outcome `shed` instead of calling the provider.
+   */
+  shedAfter?: number;
 }
 
 /** A batch of sends for one channel, on NFX_SEND_<CHANNEL>. All sends are of one shard. */
@@ -161,12 +166,14 @@ export interface RetryBatch {
   batch: SendBatch;
 }
 
-/** The outcome of one recipient or one device. */
 /**
  * What happened to a recipient or a send. `delivered` is the provider's (or the in-app client's) confirmation;
- * `opened` and `clicked` are engagement, counted once per recipient; `seen` and `read` are in-app inbox states.
+ * `shed` is a normal or bulk recipient or send dropped under overload because it could not go out by its
+ * deadline (reason `max_delay` or `expired`; categories with `overload: "shed"` only, docs/architecture.md,
+ * "Overload and shedding"); `opened` and `clicked` are engagement, counted once per recipient; `seen` and `read`
+ * are in-app inbox states.
  */
-export const OUTCOMES = ["queued", "suppressed", "deferred", "sent", "delivered", "failed", "cancelled", "fallback", "seen", "read", "opened", "clicked"] as const;
+export const OUTCOMES = ["queued", "suppressed", "deferred", "sent", "delivered", "failed", "cancelled", "fallback", "shed", "seen", "read", "opened", "clicked"] as const;
 export type Outcome = (typeof OUTCOMES)[number];
 
 export interface ReceiptEntry {

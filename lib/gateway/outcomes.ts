@@ -1,10 +1,11 @@
-// What happens to a send, decided without I/O: before the call (suppressed, cancelled, expired), from the provider's answer (sent, failed, retry at, expired, dead letter), on a refusal (push-back), and the held batch that carries pushed-back sends.
+// What happens to a send, decided without I/O: before the call (suppressed, cancelled, shed, expired), from the provider's answer (sent, failed, retry at, expired, dead letter), on a refusal (push-back), and the held batch that carries pushed-back sends.
 import { createHash } from "node:crypto";
 
 import type { RetryConfig } from "../../config/schema.js";
 import { type Channel, MSGID, type Priority } from "../core/subjects.js";
 import type { NotificationBrief, ReceiptEntry, RetryBatch, Send, SendBatch, UserRecord } from "../core/types.js";
 import type { SendResult } from "../flow/bulkhead.js";
+import { shedReason } from "../flow/shedding.js";
 import { planRetry, planWait } from "./retry-policy.js";
 import { recheck } from "./send-recheck.js";
 
@@ -16,13 +17,17 @@ export type Recorded = Pick<ReceiptEntry, "outcome" | "reason" | "providerId" | 
  * call, or null when it may go: `suppressed` (with the {@link recheck} reason)
  * when `changed` — the user's current record, given only if it changed after
  * the decision — forbids it; `cancelled` when its campaign was cancelled;
- * `failed` / `expired` when `n` expired at or before `now`. Checked in that
- * order. Pure.
+ * `shed` (reason `max_delay` or `expired`) when the send carries a shed
+ * deadline (`shedAfter`: a normal or bulk send of a category with
+ * `overload: "shed"`) that has passed; `failed` / `expired` when `n` expired
+ * at or before `now`. Checked in that order. Pure.
  */
-export function beforeSend(n: NotificationBrief, changed: UserRecord | undefined, cancelled: boolean, channel: Channel, now: number): Recorded | null {
+export function beforeSend(n: NotificationBrief, changed: UserRecord | undefined, cancelled: boolean, channel: Channel, now: number, shedAfter?: number): Recorded | null {
   const why = changed && recheck(changed, n, channel);
   if (why) return { outcome: "suppressed", reason: why, at: now };
   if (cancelled) return { outcome: "cancelled", at: now };
+  const shed = shedAfter !== undefined ? shedReason(shedAfter, n.expiresAt, now) : null;
+  if (shed) return { outcome: "shed", reason: shed, at: now };
   if (n.expiresAt <= now) return { outcome: "failed", reason: "expired", at: now };
   return null;
 }
@@ -81,18 +86,26 @@ export type PushBackOutcome =
   /** `send` (its `waits` counted) goes back on NFX_RETRY, due at `at`; no attempt is used. */
   | { kind: "wait"; send: Send; at: number }
   /** The wait would outlast the notification: recorded as failed (`expired:<why>`). */
-  | { kind: "expired"; record: Recorded };
+  | { kind: "expired"; record: Recorded }
+  /** The send carries a shed deadline (`shedAfter`) the wait would outlast: recorded as shed now (`max_delay` or `expired`). */
+  | { kind: "shed"; record: Recorded };
 
 /**
  * Plans a push-back of send `s`, not attempted because of `why` (a bulkhead
  * refusal such as `breaker_open` or `queue_full`, or `claimed` when another
  * attempt holds its key), to be looked at again after about `retryInMs`,
- * growing with the send's earlier waits ({@link planWait}). Pure: no I/O,
- * `ctx.now` is the only clock; `ctx.retry` is not used.
+ * growing with the send's earlier waits ({@link planWait}). A send with a
+ * shed deadline (`s.shedAfter`) that the wait would outlast is shed at once
+ * (it could not go in time), except when `why` is `claimed`: that key is
+ * another attempt's to record, and the send is shed, if at all, when it comes
+ * back. Pure: no I/O, `ctx.now` is the only clock; `ctx.retry` is not used.
  */
 export function pushBackOutcome(s: Send, retryInMs: number, why: string, ctx: Pick<OutcomeContext, "now" | "expiresAt" | "random">): PushBackOutcome {
   const waits = s.waits ?? 0;
   const at = planWait(retryInMs, waits, ctx.now, ctx.expiresAt, ctx.random);
+  if (s.shedAfter !== undefined && why !== "claimed" && (at === null || at > s.shedAfter)) {
+    return { kind: "shed", record: { outcome: "shed", reason: shedReason(s.shedAfter, ctx.expiresAt, at ?? ctx.expiresAt) ?? "max_delay", at: ctx.now } };
+  }
   if (at === null) return { kind: "expired", record: { outcome: "failed", reason: `expired:${why}`, at: ctx.now } };
   return { kind: "wait", send: { ...s, waits: waits + 1 }, at };
 }

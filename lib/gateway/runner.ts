@@ -15,7 +15,7 @@ import { type BulkheadState, isRefusal, type SendResult } from "../flow/bulkhead
 import { holdUntilDue } from "../flow/hold-until-due.js";
 import { decodeAs, type Lanes, PoisonMessage, runLanes } from "../flow/lanes.js";
 import { perLaneClass } from "../infra/lane-connections.js";
-import { gatewayRetries, gatewaySends, stageItems, watchBreakers } from "../infra/metrics.js";
+import { gatewayRetries, gatewaySends, shedTotal, stageItems, watchBreakers } from "../infra/metrics.js";
 import type { Nats } from "../infra/nats.js";
 import type { NatsIdentity } from "../infra/nats-auth.js";
 import type { Redis } from "../infra/redis.js";
@@ -79,7 +79,8 @@ export async function runGateway(d: GatewayDeps, makeClient: () => ChannelClient
  * every third of `claimTtlSec`, so a slow provider never loses one and a dead
  * process's lapse within `claimTtlSec`. Users whose opt-out or preferences
  * changed after the batch was decided are re-checked ({@link changedSince},
- * {@link beforeSend}). The rest go, grouped per notification and app, through
+ * {@link beforeSend}), and sends past their shed deadline are shed, without a
+ * provider call (docs/architecture.md, "Overload and shedding"). The rest go, grouped per notification and app, through
  * each app's bulkhead ({@link ProviderApps}, failing over to the app's
  * `failover` while its breaker is open). As each provider request answers,
  * its accepted and permanently failed sends are recorded at once (one
@@ -147,8 +148,10 @@ async function runGatewayLanes(d: GatewayDeps, client: ChannelClient, cls: LaneC
     const pushBack = (idx: number[], retryInMs: number, why: string): void => {
       for (const i of idx) {
         const s = batch.sends[i];
-        const o = pushBackOutcome(s, retryInMs, why, { now: now(), expiresAt: batch.notifications[s.nid].expiresAt });
-        if (o.kind === "expired") void keep(i, o.record);
+        const n = batch.notifications[s.nid];
+        const o = pushBackOutcome(s, retryInMs, why, { now: now(), expiresAt: n.expiresAt });
+        if (o.kind === "shed") shedTotal.inc({ stage: `gateway-${channel}`, priority: n.priority, reason: o.record.reason ?? "" });
+        if (o.kind === "expired" || o.kind === "shed") void keep(i, o.record);
         else waits.push({ i, send: o.send, at: o.at });
       }
     };
@@ -169,7 +172,10 @@ async function runGatewayLanes(d: GatewayDeps, client: ChannelClient, cls: LaneC
     const groups = new Map<string, { nid: string; app: string; idx: number[] }>();
     for (const i of fresh) {
       const s = batch.sends[i];
-      const settled = beforeSend(batch.notifications[s.nid], stale.get(s.user), cancellations.has(s.nid), channel, now());
+      const n = batch.notifications[s.nid];
+      // A pushed-back or retried send comes back through here too, so a send past its shed deadline never reaches the provider.
+      const settled = beforeSend(n, stale.get(s.user), cancellations.has(s.nid), channel, now(), s.shedAfter);
+      if (settled?.outcome === "shed") shedTotal.inc({ stage: `gateway-${channel}`, priority: n.priority, reason: settled.reason ?? "" });
       if (settled) void keep(i, settled);
       else {
         const app = apps.appOf(s);

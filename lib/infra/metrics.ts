@@ -25,6 +25,12 @@ export const stageItems = new Counter({ name: "nfx_stage_items_total", help: "It
 /** Provider sends by outcome: sent, failed, retry (pushed back after a retryable error), dead_letter, refused (breaker or bulkhead). */
 export const gatewaySends = new Counter({ name: "nfx_gateway_sends_total", help: "Provider sends by channel, app and outcome", labelNames: ["channel", "app", "outcome"] as const });
 
+/**
+ * Recipients and sends shed under overload (docs/architecture.md, "Overload and shedding"), by stage (shard,
+ * gateway-<channel>, inapp), priority (normal, bulk) and reason (max_delay, expired). Each is also a `shed` receipt.
+ */
+export const shedTotal = new Counter({ name: "nfx_shed_total", help: "Recipients and sends shed under overload, by stage, priority and reason", labelNames: ["stage", "priority", "reason"] as const });
+
 /** Retryable provider failures scheduled for another attempt. */
 export const gatewayRetries = new Counter({ name: "nfx_gateway_retries_total", help: "Sends scheduled for a retry after a retryable provider error", labelNames: ["channel"] as const });
 

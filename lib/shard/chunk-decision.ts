@@ -1,6 +1,7 @@
 // Decides one fan chunk: runs the per-recipient policy over the chunk's users and shapes the results into send batches, receipts, deferrals and trails.
 import { type Channel, CHANNELS } from "../core/subjects.js";
 import type { FanChunk, NotificationBrief, PushContent, ReceiptEntry, Send, UserRecord } from "../core/types.js";
+import { shedDeadline } from "../flow/shedding.js";
 import { renderEmail, renderInApp, renderPush, renderSms } from "../intake/templates.js";
 import { decideUser, planFor, type PolicyConfig, type PolicyState, type Trail } from "./policy.js";
 import { TrailBook } from "./trails.js";
@@ -46,7 +47,7 @@ export interface ChunkInputs {
 /** The decision for one chunk. */
 export interface ChunkDecision {
   sends: Record<Channel, Send[]>;
-  /** One entry per suppressed user, and per queued device / deferred user of explicit notifications. */
+  /** One entry per suppressed or shed user, and per queued device / deferred user of explicit notifications. */
   receipts: ReceiptEntry[];
   /** Recipients decided (members of the target); 0 for a released chunk (they were counted when deferred). */
   decided: number;
@@ -64,7 +65,9 @@ export interface ChunkDecision {
  * Decides a chunk, given the users' directory records. A user outside the
  * chunk's segment rule is skipped (not a recipient). Then a cancelled
  * campaign cancels everyone, an unknown user is suppressed, and everyone
- * else goes through {@link decideUser}. Pure apart from the policy state
+ * else goes through {@link decideUser}; a shed user gets one `shed` entry
+ * (explicit or campaign alike), and the sends of a shedding category carry
+ * their shed deadline (`shedAfter`). Pure apart from the policy state
  * (cap tokens taken and dedup keys recorded for users who are sent to).
  */
 export function decideChunk(chunk: FanChunk, inp: ChunkInputs): ChunkDecision {
@@ -80,8 +83,11 @@ export function decideChunk(chunk: FanChunk, inp: ChunkInputs): ChunkDecision {
   const use = n.template;
   const activeSince = chunk.filter?.activeSince;
   const book = inp.trails ? new TrailBook() : null;
-  const ctx = { n, now, released: chunk.release !== undefined };
+  const ctx = { n, now, released: chunk.release !== undefined, ...(chunk.release !== undefined ? { releasedAt: chunk.release } : {}) };
   const plan = planFor(inp.policy, n);
+  // Sends of a shedding category carry their deadline, so a gateway that takes them late sheds them (lib/flow/shedding.ts).
+  const shedBy = shedDeadline(plan.cat.overload, n, chunk.release ?? n.createdAt);
+  const shedAfter = shedBy !== null ? { shedAfter: shedBy } : {};
   let decided = 0;
   let queued = 0;
   let deferredCount = 0;
@@ -105,6 +111,8 @@ export function decideChunk(chunk: FanChunk, inp: ChunkInputs): ChunkDecision {
     const v = decideUser(inp.policy, inp.state, ctx, { user: u, online: inp.online?.[i] ?? false, collapsed: inp.collapsed?.[i] ?? false }, trail, plan);
     if (trail) book!.add(trail.s);
     if (v.kind === "suppress") return void receipts.push({ user: userId, outcome: "suppressed", reason: v.reason, at: now });
+    // Listed for campaigns too (like suppressed): the entry is the recipient's one count.
+    if (v.kind === "shed") return void receipts.push({ user: userId, outcome: "shed", reason: v.reason, at: now });
     if (v.kind === "defer") {
       let l = deferred.get(v.until);
       if (!l) deferred.set(v.until, (l = []));
@@ -126,7 +134,7 @@ export function decideChunk(chunk: FanChunk, inp: ChunkInputs): ChunkDecision {
           for (const f of v.fallback) Object.assign(own, contentFor(f.channel));
         }
       }
-      sends[t.channel].push({ nid, user: userId, device: t.device, token: t.token, ...(t.app ? { app: t.app } : {}), ...own });
+      sends[t.channel].push({ nid, user: userId, device: t.device, token: t.token, ...(t.app ? { app: t.app } : {}), ...own, ...shedAfter });
       if (listed) receipts.push({ user: userId, outcome: "queued", channel: t.channel, device: t.device, at: now });
       else queued++;
     }

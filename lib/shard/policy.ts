@@ -5,6 +5,7 @@ import { ownValue } from "../core/own-keys.js";
 import type { Channel, Priority } from "../core/subjects.js";
 import type { ContentChannel, NotificationBrief, UserRecord } from "../core/types.js";
 import { parseHhmm, quietUntil, type QuietWindow } from "../directory/quiet-hours.js";
+import { type OverloadRule, shedDeadline, type ShedReason, shedReason } from "../flow/shedding.js";
 import type { DedupWindow } from "./dedup-window.js";
 import { type Cap, RateBuckets } from "./rate-buckets.js";
 
@@ -16,6 +17,8 @@ export interface CategoryPolicy {
   presenceRouting: boolean;
   /** Respect quiet hours (critical never does). */
   quietHours: boolean;
+  /** Overload handling; absent means `delay` (never shed). */
+  overload?: OverloadRule;
 }
 
 /** Everything the rules read besides the user and the notification. Built once from config. */
@@ -47,6 +50,8 @@ export interface Target {
 export type Verdict =
   | { kind: "suppress"; reason: string }
   | { kind: "defer"; until: number }
+  /** Dropped under overload: past the category's shed deadline (lib/flow/shedding.ts). */
+  | { kind: "shed"; reason: ShedReason; deadline: number }
   /** `fallback`: when every target is in-app, where the send goes instead if no client acknowledges it in time (the route without in-app). */
   | { kind: "send"; targets: Target[]; fallback?: Target[] };
 
@@ -75,6 +80,8 @@ export interface DecideContext {
   now: number;
   /** This chunk is a release of sends deferred by quiet hours: that rule has already waited. */
   released: boolean;
+  /** A released chunk: when the quiet hours ended (the max delay counts from here, not from acceptance). */
+  releasedAt?: number;
 }
 
 const NO_CATEGORY: CategoryPolicy = { presenceRouting: false, quietHours: true };
@@ -146,7 +153,8 @@ export function planFor(cfg: PolicyConfig, n: NotificationBrief): NotificationPl
 
 /**
  * Decides one recipient. Rules in order, the first that says no decides:
- * expiry; global opt-out; preferences per category × channel; quiet hours in
+ * overload (a normal or bulk recipient of a category with `overload: "shed"`
+ * past its shed deadline is shed); expiry; global opt-out; preferences per category × channel; quiet hours in
  * the user's zone (defer to the window's end, or drop when the notification
  * expires first); frequency cap; dedup window (notification, and collapse
  * key); presence routing (online → in-app instead of push); the route: the
@@ -168,6 +176,13 @@ export function decideUser(cfg: PolicyConfig, st: PolicyState, ctx: DecideContex
     return { kind: "suppress", reason };
   };
 
+  // Overload: a normal or bulk recipient of a shedding category past its deadline is shed, not sent late (docs/architecture.md, "Overload and shedding").
+  const shedBy = shedDeadline(cat.overload, n, ctx.releasedAt ?? n.createdAt);
+  if (shedBy !== null) {
+    const why = shedReason(shedBy, n.expiresAt, now);
+    if (trail) trail.s += `overload|${why ? `shed|${why}` : "pass"}|${shedBy}\n`;
+    if (why) return { kind: "shed", reason: why, deadline: shedBy };
+  }
   if (n.expiresAt <= now) return suppress("expiry", "expired", n.expiresAt);
   if (trail) trail.s += lines.expiry;
 
@@ -267,9 +282,13 @@ function route(own: readonly ContentChannel[], allowed: readonly ContentChannel[
 export function policyFrom(cfg: Config): PolicyConfig {
   const q = cfg.policy.defaultQuietHours;
   return {
-    categories: Object.fromEntries(Object.entries(cfg.categories).map(([k, v]) => [k, { ...(v.cap ? { cap: v.cap } : {}), presenceRouting: v.presenceRouting, quietHours: v.quietHours }])),
+    categories: Object.fromEntries(Object.entries(cfg.categories).map(([k, v]) => [k, { ...(v.cap ? { cap: v.cap } : {}), presenceRouting: v.presenceRouting, quietHours: v.quietHours, ...overloadOf(v) }])),
     defaultQuietHours: q ? { start: parseHhmm(q.start), end: parseHhmm(q.end) } : null,
     fallback: cfg.policy.fallback,
     available: new Set(cfg.ingest.channels),
   };
 }
+
+/** The overload rule of a configured category, only when it sheds (a delaying category carries none). */
+const overloadOf = (v: Config["categories"][string]): Pick<CategoryPolicy, "overload"> =>
+  v.overload === "shed" ? { overload: { overload: "shed", ...(v.maxDelaySec !== undefined ? { maxDelaySec: v.maxDelaySec } : {}) } } : {};

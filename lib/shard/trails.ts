@@ -54,6 +54,9 @@ function describe(rule: string, verdict: string, v: string[]): string {
   switch (rule) {
     case "expiry":
       return `expires ${iso(v[0])}`;
+    case "overload":
+      // `overload|pass|<deadline>` or `overload|shed|<reason>|<deadline>`.
+      return verdict === "shed" ? `shed (${v[0]}): not sent by its deadline ${iso(v[1])}` : `must go by ${iso(v[0])} or be shed`;
     case "quiet_hours":
       if (v.length >= 4) {
         const base = `zone ${v[0]}, local time ${hhmm(Number(v[1]))}, quiet ${hhmm(Number(v[2]))}-${hhmm(Number(v[3]))}`;

@@ -1,6 +1,6 @@
 // Status of one notification, folded from its stored request and its receipts: per-recipient, per-device outcome.
 import { Campaigns, type CampaignStatus } from "../campaign/campaigns.js";
-import { emptyCounters, isExpiry, outstanding, total } from "../campaign/counters.js";
+import { emptyCounters, isExpiry, outstanding, shedByReason, total } from "../campaign/counters.js";
 import { decode } from "../core/codec.js";
 import { NotFound, RequestInvalid } from "../core/errors.js";
 import { BUCKET, ID_PATTERN, intakeSubject, PRIORITIES, receiptSubject, scheduledSubject, STREAM } from "../core/subjects.js";
@@ -22,7 +22,8 @@ export interface DeliveryLine {
 /**
  * Counts of a notification. Device sends: sent (the provider accepted it; includes delivered), delivered (confirmed),
  * failed, expired, queued (not finished), cancelled, fallback. Recipients: accepted, suppressed, deferred, pending
- * (not yet decided), opened and clicked (each recipient once).
+ * (not yet decided), opened and clicked (each recipient once). `shed`: recipients shed by the shard actor plus sends
+ * shed at a gateway (one per `shed` delivery line), with `shedReasons` by reason.
  */
 export interface StatusCounts {
   accepted: number;
@@ -35,6 +36,8 @@ export interface StatusCounts {
   deferred: number;
   cancelled: number;
   fallback: number;
+  shed: number;
+  shedReasons: Record<string, number>;
   opened: number;
   clicked: number;
   pending: number;
@@ -59,7 +62,7 @@ export interface NotificationStatus {
   campaign?: CampaignStatus;
 }
 
-const FINAL: ReadonlySet<string> = new Set(["sent", "delivered", "failed", "suppressed", "cancelled", "fallback"]);
+const FINAL: ReadonlySet<string> = new Set(["sent", "delivered", "failed", "suppressed", "cancelled", "fallback", "shed"]);
 /** Engagement and inbox states: counted, not delivery lines. */
 const ENGAGEMENT: ReadonlySet<string> = new Set(["seen", "read", "opened", "clicked"]);
 
@@ -113,11 +116,12 @@ export async function readStatus(n: Nats, id: string, campaigns?: Campaigns): Pr
   const lines = [...byKey.values()];
   for (const u of note.recipients) if (!decided.has(u)) lines.push({ user: u, outcome: "pending" });
   lines.sort((a, b) => (a.user === b.user ? (a.device ?? "").localeCompare(b.device ?? "") : a.user.localeCompare(b.user)));
-  const counts: StatusCounts = { accepted: note.recipients.length, sent: 0, delivered: 0, failed: 0, expired: 0, queued: 0, suppressed: 0, deferred: 0, cancelled: 0, fallback: 0, opened: engaged.opened.size, clicked: engaged.clicked.size, pending: 0 };
+  const counts: StatusCounts = { accepted: note.recipients.length, sent: 0, delivered: 0, failed: 0, expired: 0, queued: 0, suppressed: 0, deferred: 0, cancelled: 0, fallback: 0, shed: 0, shedReasons: {}, opened: engaged.opened.size, clicked: engaged.clicked.size, pending: 0 };
   for (const l of lines) {
     if (l.outcome === "delivered") counts.sent++;
+    if (l.outcome === "shed") counts.shedReasons[l.reason ?? "unknown"] = (counts.shedReasons[l.reason ?? "unknown"] ?? 0) + 1;
     if (l.outcome === "failed" && isExpiry(l.reason)) counts.expired++;
-    else counts[l.outcome as "sent" | "delivered" | "failed" | "queued" | "suppressed" | "deferred" | "cancelled" | "fallback" | "pending"]++;
+    else counts[l.outcome as "sent" | "delivered" | "failed" | "queued" | "suppressed" | "deferred" | "cancelled" | "fallback" | "shed" | "pending"]++;
   }
   return {
     id,
@@ -147,7 +151,7 @@ async function campaignNotificationStatus(campaigns: Campaigns, note: Notificati
     recipients: c.decided,
     counts: {
       accepted: c.accepted, sent: c.sent, delivered: c.delivered, failed: total(c.failed), expired: c.expired, queued: outstanding(c), suppressed: total(c.suppressed),
-      deferred: c.deferred, cancelled: c.cancelled + c.cancelledSends, fallback: c.fallback, opened: c.opened, clicked: c.clicked, pending: 0,
+      deferred: c.deferred, cancelled: c.cancelled + c.cancelledSends, fallback: c.fallback, shed: total(c.shed) + total(c.shedSends), shedReasons: shedByReason(c), opened: c.opened, clicked: c.clicked, pending: 0,
     },
     complete: camp?.complete ?? false,
     lines: [],

@@ -44,7 +44,7 @@ t.test("3 users, 5 devices, one opted out: exactly the 4 expected sends arrive, 
   t.equal(apnsReq.headers["apns-priority"], "10", "high priority maps to apns-priority 10");
   t.equal((rec.accepted("fcm")[0].data as { data: Record<string, string> }).data.sale, "s1", "FCM data carries the custom keys");
 
-  t.same(s!.counts, { accepted: 3, sent: 4, delivered: 0, failed: 0, expired: 0, queued: 0, suppressed: 1, deferred: 0, cancelled: 0, fallback: 0, opened: 0, clicked: 0, pending: 0 }, "status counts");
+  t.same(s!.counts, { accepted: 3, sent: 4, delivered: 0, failed: 0, expired: 0, queued: 0, suppressed: 1, deferred: 0, cancelled: 0, fallback: 0, shed: 0, shedReasons: {}, opened: 0, clicked: 0, pending: 0 }, "status counts");
   t.same(
     s!.lines.map((l) => [l.user, l.channel ?? "-", l.device ?? "-", l.outcome, l.reason ?? ""]),
     [
@@ -58,7 +58,7 @@ t.test("3 users, 5 devices, one opted out: exactly the 4 expected sends arrive, 
   );
 
   const cli = await nfxRunner({ NFX_CONFIG: cluster.configFile })("status", id);
-  t.match(cli.stdout, /accepted=3 sent=4 delivered=0 failed=0 expired=0 queued=0 suppressed=1 deferred=0 cancelled=0 fallback=0 pending=0\s+complete/, "`nfx status` prints the same counts");
+  t.match(cli.stdout, /accepted=3 sent=4 delivered=0 failed=0 expired=0 queued=0 suppressed=1 deferred=0 cancelled=0 fallback=0 shed=0 pending=0\s+complete/, "`nfx status` prints the same counts");
   for (const dev of ["alice-iphone", "alice-pixel", "bob-ipad", "bob-galaxy"]) t.match(cli.stdout, new RegExp(`${dev}\\s+sent`), `\`nfx status\` shows ${dev} sent`);
   t.match(cli.stdout, /carol\s+-\s+-\s+suppressed\s+opted_out/, "`nfx status` shows carol suppressed as opted out");
 });

@@ -7,7 +7,7 @@ import { emptyCounters } from "../../lib/campaign/counters.js";
 import type { NotificationStatus } from "../../lib/tracking/status.js";
 
 const status = (lines: NotificationStatus["lines"]): NotificationStatus => {
-  const counts = { accepted: lines.length, sent: 0, delivered: 0, failed: 0, expired: 0, queued: 0, suppressed: 0, deferred: 0, cancelled: 0, fallback: 0, opened: 0, clicked: 0, pending: 0 };
+  const counts = { accepted: lines.length, sent: 0, delivered: 0, failed: 0, expired: 0, queued: 0, suppressed: 0, deferred: 0, cancelled: 0, fallback: 0, shed: 0, shedReasons: {} as Record<string, number>, opened: 0, clicked: 0, pending: 0 };
   for (const l of lines) {
     if (l.outcome === "sent" || l.outcome === "delivered") counts.sent++;
     if (l.outcome === "delivered") counts.delivered++;
@@ -39,4 +39,17 @@ t.test("campaign status explains sent under the sends line", async (t) => {
   t.match(out, "sent 10, delivered 0, failed 0");
   t.match(out, /\n {11}sent = accepted by the provider; delivered = confirmed/, "the meaning, right under it");
   t.notMatch(formatCampaign({ ...s, counters: { ...c, delivered: 10 } }), "sent = accepted", "not when every send was confirmed");
+});
+
+t.test("nfx status and the campaign paragraph show what was shed, by reason", async (t) => {
+  const s = status([{ user: "ana", outcome: "shed", reason: "max_delay" }, { user: "ben", channel: "apns", device: "p", outcome: "shed", reason: "expired" }]);
+  s.counts.shed = 2;
+  s.counts.shedReasons = { max_delay: 1, expired: 1 };
+  const out = formatStatus(s);
+  t.match(out, "shed=2", "counted in the summary line");
+  t.match(out, /shed under overload: (max_delay 1, expired 1|expired 1, max_delay 1)/, "with its reasons");
+  t.match(out, /ana .* shed +max_delay/, "and a line per recipient");
+  const c = { ...emptyCounters(), decided: 3, queued: 2, sent: 1, shed: { max_delay: 1 }, shedSends: { max_delay: 1 } };
+  const camp: CampaignStatus = { id: "n_3", segment: "all", state: "expanded", createdAt: 0, rate: 0, total: 3, scanned: 3, members: 3, chunks: 1, shardsDone: 1, shards: 1, counters: c, throttle: null, complete: true };
+  t.match(formatCampaign(camp), "shed       1 recipients, 1 queued sends (max_delay 2)");
 });
