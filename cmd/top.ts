@@ -1,4 +1,5 @@
 // `nfx top`: a live terminal view of stage rates, gateway sends and latency, consumer lag and breakers across every process.
+import { PRIORITIES, type Priority } from "../lib/core/subjects.js";
 import { type ConsumerLag, readLag } from "../lib/infra/metrics.js";
 import type { Nats } from "../lib/infra/nats.js";
 import { listProcesses, type ProcessInfo } from "../lib/infra/processes.js";
@@ -14,6 +15,10 @@ export interface TopSample {
   latency: Map<string, Map<number, number>>;
   lag: ConsumerLag[];
   breakers: BreakerView[];
+  /** End-to-end latency bucket counts summed over processes: `<stage>|<priority>` -> (le -> count). */
+  lanes: Map<string, Map<number, number>>;
+  /** Least admission factor per bulk consumer kind (campaign, shard, gateway-apns, ...) over processes. */
+  admission: Map<string, number>;
 }
 
 /** What `nfx top` shows, computed from two samples. */
@@ -25,6 +30,10 @@ export interface TopView {
   latency: { channel: string; p50Ms: number | null; p99Ms: number | null }[];
   lag: ConsumerLag[];
   breakers: BreakerView[];
+  /** Per priority lane: latency from acceptance to decided and to delivered (p50/p99 in the interval), consumer lag, sends shed per second. */
+  lanes: { priority: Priority; decidedP50Ms: number | null; decidedP99Ms: number | null; deliveredP50Ms: number | null; deliveredP99Ms: number | null; pending: number; shedPerSec: number }[];
+  /** Admission factor per bulk consumer kind (1 = not throttled). */
+  admission: { part: string; factor: number }[];
 }
 
 const series = (name: string, labels: Record<string, string | number>): string => `${name}|${Object.entries(labels).sort().map(([k, v]) => `${k}=${v}`).join(",")}`;
@@ -36,9 +45,22 @@ export async function sampleCluster(n: Nats): Promise<TopSample> {
   const counters = new Map<string, number>();
   const latency = new Map<string, Map<number, number>>();
   const rss = new Map<string, number>();
+  const lanes = new Map<string, Map<number, number>>();
+  const admission = new Map<string, number>();
   for (const s of scraped) {
     for (const m of s.metrics) {
-      if (m.name === "nfx_stage_items_total" || m.name === "nfx_gateway_sends_total") {
+      if (m.name === "nfx_lane_latency_seconds") {
+        for (const v of m.values as (MetricJson["values"][number] & { metricName?: string })[]) {
+          if (v.metricName !== "nfx_lane_latency_seconds_bucket") continue;
+          const k = `${String(v.labels.stage)}|${String(v.labels.priority)}`;
+          const le = v.labels.le === "+Inf" ? Infinity : Number(v.labels.le);
+          let h = lanes.get(k);
+          if (!h) lanes.set(k, (h = new Map<number, number>()));
+          h.set(le, (h.get(le) ?? 0) + v.value);
+        }
+      } else if (m.name === "nfx_admission_factor") {
+        for (const v of m.values) admission.set(String(v.labels.part), Math.min(admission.get(String(v.labels.part)) ?? 1, v.value));
+      } else if (m.name === "nfx_stage_items_total" || m.name === "nfx_gateway_sends_total" || m.name === "nfx_shed_total") {
         for (const v of m.values) {
           const { role: _r, ...labels } = v.labels;
           const k = series(m.name, labels);
@@ -61,7 +83,7 @@ export async function sampleCluster(n: Nats): Promise<TopSample> {
   return {
     at: Date.now(),
     processes: processes.map((p) => ({ ...p, ...(rss.has(p.id) ? { rssBytes: rss.get(p.id)! } : {}) })),
-    counters, latency, lag: lag.consumers, breakers: breakersOf(scraped),
+    counters, latency, lag: lag.consumers, breakers: breakersOf(scraped), lanes, admission,
   };
 }
 
@@ -86,6 +108,7 @@ export function topView(prev: TopSample, cur: TopSample): TopView {
   for (const k of cur.counters.keys()) {
     const [name, lbl] = k.split("|") as [string, string];
     const labels = Object.fromEntries(lbl.split(",").filter(Boolean).map((x) => x.split("=") as [string, string]));
+    if (name === "nfx_shed_total") continue;
     if (name === "nfx_stage_items_total") stages.push({ stage: labels.stage, perSec: rate(k), total: cur.counters.get(k)! });
     else if (labels.app !== "-") {
       const id = `${labels.channel}|${labels.app}`;
@@ -108,6 +131,16 @@ export function topView(prev: TopSample, cur: TopSample): TopView {
     latency: [...cur.latency.keys()].sort().map((ch) => ({ channel: ch, p50Ms: quantile(prev.latency.get(ch), cur.latency.get(ch), 0.5), p99Ms: quantile(prev.latency.get(ch), cur.latency.get(ch), 0.99) })),
     lag: cur.lag,
     breakers: cur.breakers,
+    lanes: PRIORITIES.map((p) => {
+      const q = (stage: string, x: number): number | null => quantile(prev.lanes.get(`${stage}|${p}`), cur.lanes.get(`${stage}|${p}`), x);
+      let shed = 0;
+      for (const k of cur.counters.keys()) if (k.startsWith("nfx_shed_total|") && k.includes(`priority=${p}`)) shed += rate(k);
+      return {
+        priority: p, decidedP50Ms: q("decided", 0.5), decidedP99Ms: q("decided", 0.99), deliveredP50Ms: q("delivered", 0.5), deliveredP99Ms: q("delivered", 0.99),
+        pending: cur.lag.filter((c) => c.priority === p).reduce((a, c) => a + c.pending, 0), shedPerSec: shed,
+      };
+    }),
+    admission: [...cur.admission].sort(([a], [b]) => a.localeCompare(b)).map(([part, factor]) => ({ part, factor })),
   };
 }
 
@@ -126,6 +159,11 @@ export function renderTop(v: TopView): string {
     out.push(`${g.channel.padEnd(8)} ${g.app.slice(0, 20).padEnd(20)} ${num(g.sentPerSec).padStart(8)} ${num(g.failedPerSec).padStart(9)} ${num(g.retryablePerSec).padStart(8)} ${num(g.refusedPerSec).padStart(10)}  ${b?.state ?? "-"}`);
   }
   for (const b of v.breakers) if (!v.gateways.some((g) => g.channel === b.channel && g.app === b.app)) out.push(`${b.channel.padEnd(8)} ${b.app.slice(0, 20).padEnd(20)} ${"0".padStart(8)} ${"0".padStart(9)} ${"0".padStart(8)} ${"0".padStart(10)}  ${b.state}`);
+  out.push("", "LANE      DECIDED P50/P99 ms  DELIVERED P50/P99 ms   PENDING   SHED/S   (from acceptance, last interval)");
+  for (const l of v.lanes) {
+    out.push(`${l.priority.padEnd(8)} ${`${ms(l.decidedP50Ms)}/${ms(l.decidedP99Ms)}`.padStart(19)} ${`${ms(l.deliveredP50Ms)}/${ms(l.deliveredP99Ms)}`.padStart(21)} ${num(l.pending).padStart(9)} ${num(l.shedPerSec).padStart(8)}`);
+  }
+  if (v.admission.length) out.push(`bulk admission: ${v.admission.map((a) => `${a.part} ${a.factor.toFixed(2)}`).join(", ")}   (1.00 = not throttled)`);
   if (v.latency.length) {
     out.push("", "LATENCY  P50 ms  P99 ms   (provider requests in the last interval)");
     for (const l of v.latency) out.push(`${l.channel.padEnd(8)} ${ms(l.p50Ms).padStart(6)} ${ms(l.p99Ms).padStart(7)}`);
