@@ -2,19 +2,19 @@
 import type { ChildProcess } from "node:child_process";
 
 import { decode, decodeJson } from "../../lib/core/codec.js";
-import { BUCKET } from "../../lib/core/subjects.js";
+import { BUCKET, type LaneClass, LEASE_KEY } from "../../lib/core/subjects.js";
 import type { SendBatch } from "../../lib/core/types.js";
 import type { Nats } from "../../lib/infra/nats.js";
 
-/** Current holders of unexpired shard leases: shard -> {owner, epoch}. */
-export async function shardHolders(n: Nats): Promise<Map<number, { owner: string; epoch: number }>> {
+/** Current holders of unexpired shard leases of lane class `cls` (bulk by default): shard -> {owner, epoch}. */
+export async function shardHolders(n: Nats, cls: LaneClass = "bulk"): Promise<Map<number, { owner: string; epoch: number }>> {
   const kv = await n.kvm.open(BUCKET.leases);
   const out = new Map<number, { owner: string; epoch: number }>();
-  for await (const k of await kv.keys("shard.*")) {
+  for await (const k of await kv.keys(LEASE_KEY.shards(cls))) {
     const e = await kv.get(k);
     if (!e || e.operation !== "PUT") continue;
     const r = decodeJson<{ owner: string; expiresAt: number }>(e.value);
-    if (r.expiresAt > Date.now()) out.set(Number(k.slice(6)), { owner: r.owner, epoch: e.revision });
+    if (r.expiresAt > Date.now()) out.set(Number(k.split(".").pop()), { owner: r.owner, epoch: e.revision });
   }
   return out;
 }

@@ -121,7 +121,8 @@ t.test("ownership: shards spread over two processes, a killed one is replaced wi
   const killedAt = Date.now();
   await new Promise<void>((r) => (a.once("exit", () => r()), a.kill("SIGKILL")));
   const second = await notify(nats.nc, { recipients: users.map((u) => u.id), category: "transactional", content: push("two") });
-  t.ok(await eventually(async () => [...(await shardHolders(nats)).values()].filter((x) => ownedBy(x.owner, b)).length === cfg.cluster.shards, 10_000), "the survivor took every shard");
+  const survivorHoldsAll = async (cls: "urgent" | "bulk") => [...(await shardHolders(nats, cls)).values()].filter((x) => ownedBy(x.owner, b)).length === cfg.cluster.shards;
+  t.ok(await eventually(async () => (await survivorHoldsAll("urgent")) && (await survivorHoldsAll("bulk")), 10_000), "the survivor took every shard, of both lane classes");
   const took = Date.now() - killedAt;
   t.ok(took <= 5000, `within 5 s of the kill (${took} ms)`);
   t.ok(await eventually(async () => (await status(nats.nc, second.id)).complete, 30_000), "the notification sent during the takeover completes");
