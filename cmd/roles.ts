@@ -15,6 +15,7 @@ import { startUserShard } from "../actors/user-shard.js";
 import { startWsGateway } from "../actors/ws-gateway.js";
 import { Campaigns } from "../lib/campaign/campaigns.js";
 import type { Config } from "../lib/core/config.js";
+import { ConfigInvalid } from "../lib/core/errors.js";
 import type { Logger } from "../lib/core/log.js";
 import { BUCKET, LANE_CLASSES, type LaneClass } from "../lib/core/subjects.js";
 import { watchCluster } from "../lib/infra/metrics.js";
@@ -43,13 +44,14 @@ export type ProcessSpec = Role | `${LaneRole}@${LaneClass}`;
 /** The processes `nfx up` starts: every role, the shard actor split into an urgent and a bulk process (docs/priorities.md). */
 export const UP_PROCESSES: readonly ProcessSpec[] = ROLES.flatMap((r): ProcessSpec[] => (r === "shard" ? ["shard@urgent", "shard@bulk"] : [r]));
 
-/** Splits a process spec into its role and lane classes (both when none is named). Throws naming the rule for anything else. */
+/** Splits a process spec into its role and lane classes (both when none is named). Throws ConfigInvalid (field `role`) naming the rule for anything else. */
 export function parseProcessSpec(spec: string): { role: Role; lanes: readonly LaneClass[] } {
   const [role, cls, more] = spec.split("@");
-  if (!(ROLES as readonly string[]).includes(role)) throw new Error(`role: unknown role "${role}" (one of ${ROLES.join(", ")})`);
+  const bad = (msg: string): ConfigInvalid => new ConfigInvalid(`role: ${msg}`, { field: "role" });
+  if (!(ROLES as readonly string[]).includes(role)) throw bad(`unknown role "${role}" (one of ${ROLES.join(", ")})`);
   if (cls === undefined) return { role: role as Role, lanes: LANE_CLASSES };
-  if (more !== undefined || !(LANE_CLASSES as readonly string[]).includes(cls)) throw new Error(`role: "${spec}" names no lane class (urgent or bulk after @)`);
-  if (!(LANE_ROLES as readonly string[]).includes(role)) throw new Error(`role: ${role} does not run per lane class (only ${LANE_ROLES.join(", ")})`);
+  if (more !== undefined || !(LANE_CLASSES as readonly string[]).includes(cls)) throw bad(`"${spec}" names no lane class (urgent or bulk after @)`);
+  if (!(LANE_ROLES as readonly string[]).includes(role)) throw bad(`${role} does not run per lane class (only ${LANE_ROLES.join(", ")})`);
   return { role: role as Role, lanes: [cls as LaneClass] };
 }
 
