@@ -41,8 +41,8 @@ export type LaneRole = (typeof LANE_ROLES)[number];
  */
 export type ProcessSpec = Role | `${LaneRole}@${LaneClass}`;
 
-/** The processes `nfx up` starts: every role, the shard actor split into an urgent and a bulk process (docs/priorities.md). */
-export const UP_PROCESSES: readonly ProcessSpec[] = ROLES.flatMap((r): ProcessSpec[] => (r === "shard" ? ["shard@urgent", "shard@bulk"] : [r]));
+/** The processes `nfx up` starts: every role, each lane role (shard actor, gateways) split into an urgent and a bulk process (docs/priorities.md). */
+export const UP_PROCESSES: readonly ProcessSpec[] = ROLES.flatMap((r): ProcessSpec[] => ((LANE_ROLES as readonly string[]).includes(r) ? [`${r as LaneRole}@urgent`, `${r as LaneRole}@bulk`] : [r]));
 
 /** Splits a process spec into its role and lane classes (both when none is named). Throws ConfigInvalid (field `role`) naming the rule for anything else. */
 export function parseProcessSpec(spec: string): { role: Role; lanes: readonly LaneClass[] } {

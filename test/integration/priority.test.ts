@@ -17,7 +17,7 @@ const CAMPAIGN_USERS = 20_000;
 
 t.test("urgent lanes isolated from a running campaign", async (t) => {
   const cluster = await startTestCluster(t, {
-    roles: ["ingest", "router", "campaign", "shard@urgent", "shard@bulk", "gateway-apns", "tracker"],
+    roles: ["ingest", "router", "campaign", "shard@urgent", "shard@bulk", "gateway-apns@urgent", "gateway-apns@bulk", "tracker"],
     // A target no urgent latency meets: admission holds bulk work back whenever urgent traffic reports, down to half its pace.
     overrides: { shard: { checkpointMs: 500 }, lanes: { admission: { targetMs: 1, minFactor: 0.5, intervalMs: 100 } } },
   });
@@ -29,6 +29,7 @@ t.test("urgent lanes isolated from a running campaign", async (t) => {
   t.equal(niceOf(pid("shard@urgent")), cfg.lanes.nice.urgent, "the urgent shard process runs at the urgent nice value");
   t.equal(niceOf(pid("shard@bulk")), cfg.lanes.nice.bulk, "the bulk shard process at the bulk one");
   t.equal(niceOf(pid("campaign")), cfg.lanes.nice.bulk, "the campaign actor is bulk work");
+  t.equal(niceOf(pid("gateway-apns@urgent")), cfg.lanes.nice.urgent, "the urgent gateway at the urgent nice value");
   t.equal(niceOf(pid("ingest")), cfg.lanes.nice.other, "everything else at the default");
 
   const now = Date.now();
