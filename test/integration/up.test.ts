@@ -7,7 +7,7 @@ import { join } from "node:path";
 
 import t from "tap";
 
-import { ROLES } from "../../cmd/roles.js";
+import { UP_PROCESSES } from "../../cmd/roles.js";
 import { freePort } from "../../lib/infra/launch.js";
 import { NFX, nfxRunner } from "../helpers/cli.js";
 
@@ -52,7 +52,7 @@ t.test("nfx up: up, usable, and stopped cleanly by Ctrl-C", async (t) => {
   t.match(out, "nfx is up", "it says so");
   for (const [name, port] of Object.entries(ports)) t.ok(await listening(port), `${name} listens on ${port}`);
   const configFile = join(dir, "cluster-config.json");
-  t.equal(rolePids(configFile).length, ROLES.length, `one process per role (${ROLES.length})`);
+  t.equal(rolePids(configFile).length, UP_PROCESSES.length, `one process per role, lane roles one per lane class (${UP_PROCESSES.length})`);
 
   const nfx = nfxRunner({ ...(env as Record<string, string>), NFX_CONFIG: join(dir, "cluster-config.json") });
   await nfx("users", "put", '{"id":"zoe","devices":[{"id":"zoe-phone","platform":"ios","token":"a0e0a0e0a0e0"}]}');
