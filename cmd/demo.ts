@@ -12,7 +12,7 @@ import type { NotificationStatus } from "../lib/tracking/status.js";
 import { openClients } from "./cli-context.js";
 import { formatCampaign, formatStatus } from "./format.js";
 import { startLocalCluster } from "./local-cluster.js";
-import { ROLES } from "./roles.js";
+import { UP_PROCESSES } from "./roles.js";
 
 /**
  * Deterministic demo users: 1-3 devices, iOS and Android mixed; every 37th
@@ -48,10 +48,10 @@ const tally = (s: NotificationStatus, outcome: string, by: "reason" | "channel")
 export async function runDemo(o: { users: number }): Promise<number> {
   const dir = mkdtempSync(join(tmpdir(), "nfx-demo-"));
   const t0 = Date.now();
-  console.log("nfx demo: starting a local cluster (nats-server, redis-server, sandbox APNs + FCM, one process per role)...");
+  console.log("nfx demo: starting a local cluster (nats-server, redis-server, sandbox APNs + FCM, one process per role, lane roles one per lane class)...");
   const cluster = await startLocalCluster({
     dataDir: dir, natsPort: 0, redisPort: 0, httpPort: 0, persist: false,
-    sandbox: {}, roles: ROLES,
+    sandbox: {}, roles: UP_PROCESSES,
     overrides: { log: { level: "warn" } },
     onLine: (role, line) => {
       if (/"level":(50|60)/.test(line)) console.error(`[${role}] ${line}`);
@@ -59,7 +59,7 @@ export async function runDemo(o: { users: number }): Promise<number> {
   });
   try {
     const cfg = cluster.cfg;
-    console.log(`  up in ${((Date.now() - t0) / 1000).toFixed(1)} s: nats ${cluster.nats.url}, redis ${cluster.redis.url}, sandbox apns :${cluster.sandbox!.ports.apns} fcm :${cluster.sandbox!.ports.fcm}, roles ${ROLES.join(", ")}`);
+    console.log(`  up in ${((Date.now() - t0) / 1000).toFixed(1)} s: nats ${cluster.nats.url}, redis ${cluster.redis.url}, sandbox apns :${cluster.sandbox!.ports.apns} fcm :${cluster.sandbox!.ports.fcm}, processes ${UP_PROCESSES.join(", ")}`);
     const clients = await openClients(cfg, "nfx-demo");
     const { nats, redis } = clients;
     const users = demoUsers(o.users);

@@ -87,8 +87,8 @@ export interface AdmissionState {
  * {@link LatencyReport}; each `intervalMs` it takes the worst signal of the
  * reports fresher than three intervals and moves its factor f (the share of
  * its unthrottled pace bulk work may use): above `targetMs` f halves (down
- * to `minFactor`), below 70% of it (or with no urgent traffic) f grows by
- * 0.1 (up to 1). {@link pace} turns f into waiting: after a unit of bulk work
+ * to `minFactor`), below 70% of it (or with no urgent traffic) f grows to
+ * 1.5·f + 0.05 (up to 1: from the floor back to 1 in about six intervals). {@link pace} turns f into waiting: after a unit of bulk work
  * that took w ms, the caller waits w·(1/f − 1), so bulk uses about f of the
  * time it would. With admission off, f stays 1.
  */
@@ -149,7 +149,7 @@ export class Admission {
     this.signal = worst;
     const before = this.f;
     if (worst !== null && worst > a.targetMs) this.f = Math.max(a.minFactor, this.f / 2);
-    else if (worst === null || worst < 0.7 * a.targetMs) this.f = Math.min(1, this.f + 0.1);
+    else if (worst === null || worst < 0.7 * a.targetMs) this.f = Math.min(1, this.f * 1.5 + 0.05);
     if (this.f !== before && (this.f === a.minFactor || this.f === 1)) this.log?.info({ part: this.part, factor: this.f, signalMs: worst }, "bulk admission factor");
     admissionFactor.set({ part: this.part }, this.f);
   }
