@@ -13,7 +13,7 @@ import { clientsFor, eventually, startTestCluster } from "../helpers/cluster.js"
 /** A process's nice value (field 19 of /proc/<pid>/stat, after the parenthesised command name). */
 const niceOf = (pid: number): number => Number(readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1].split(" ")[16]);
 const push = (title: string) => ({ push: { title, body: "b" } });
-const CAMPAIGN_USERS = 20_000;
+const CAMPAIGN_USERS = 12_000;
 
 t.test("urgent lanes isolated from a running campaign", async (t) => {
   const cluster = await startTestCluster(t, {
