@@ -11,6 +11,7 @@ import { hash53 } from "../lib/core/hash53.js";
 import { ADMISSION, API } from "../lib/core/subjects.js";
 import type { SendBatch } from "../lib/core/types.js";
 import { writeUsers } from "../lib/directory/directory.js";
+import { listProcesses } from "../lib/infra/processes.js";
 import { syntheticUser } from "../lib/directory/users.js";
 import { UserTokens } from "../lib/inapp/ws-token.js";
 import { callApi, notify } from "../lib/intake/api-client.js";
@@ -307,6 +308,23 @@ try {
   const campaignT0 = performance.now();
   ({ id: campaignId } = await notify(nats.nc, { segment: "all", category: "marketing", priority: "bulk", content: { push: { title: "Sale starts", body: "Everything 20% off until midnight" } } }));
   console.error(`campaign ${campaignId} started`);
+  // Admission control as the processes report it in their metrics: the least factor seen per (process, part), and throttled seconds at the end.
+  const pidName = new Map(procs().map((p) => [p.pid, p.name]));
+  const minFactor: Record<string, number> = {};
+  const throttledSecs: Record<string, number> = {};
+  const scrape = async (): Promise<void> => {
+    for (const info of await listProcesses(nats).catch(() => [])) {
+      if (!info.metricsUrl) continue;
+      const text = await fetch(info.metricsUrl, { signal: AbortSignal.timeout(3000) }).then((r) => r.text()).catch(() => "");
+      const who = pidName.get(info.pid) ?? String(info.pid);
+      for (const m of text.matchAll(/^nfx_(admission_factor|bulk_throttled_seconds_total)\{[^}]*part="([^"]+)"[^}]*\} ([-+\d.eE]+)$/gm)) {
+        const key = `${who}/${m[2]}`;
+        const v = Number(m[3]);
+        if (m[1] === "admission_factor") minFactor[key] = Math.min(minFactor[key] ?? 1, v);
+        else throttledSecs[key] = round(v, 2);
+      }
+    }
+  };
   let status: CampaignStatus | null = null;
   let statusErr = 0;
   let polling = true;
@@ -317,6 +335,7 @@ try {
       } catch {
         statusErr++;
       }
+      await scrape();
       await sleep(2000);
     }
   })();
@@ -365,12 +384,14 @@ try {
     let lost = 0;
     let dup = 0;
     let late = 0;
+    let errors = 0;
     const toFan: number[] = [];
     const fanToBatch: number[] = [];
     const batchToArrival: number[] = [];
     const toReply: number[] = [];
     for (const p of sel) {
       const arr = arrivalsOf(p);
+      if (p.error !== undefined) errors++;
       if (arr.length > 1) dup += arr.length - 1;
       const first = arr.length ? Math.min(...arr) : undefined;
       if (first === undefined || first - p.start > PROBE_TIMEOUT) {
@@ -389,7 +410,7 @@ try {
       }
     }
     return {
-      n: sel.length, p50_ms: pct(lat, 50), p99_ms: pct(lat, 99), max_ms: lat.length ? round(Math.max(...lat), 1) : null, lost, late, dup,
+      n: sel.length, p50_ms: pct(lat, 50), p99_ms: pct(lat, 99), max_ms: lat.length ? round(Math.max(...lat), 1) : null, lost, late, errors, dup,
       split_ms: {
         request_to_fan: { p50: pct(toFan, 50), p99: pct(toFan, 99) },
         fan_to_send_batch: { p50: pct(fanToBatch, 50), p99: pct(fanToBatch, 99) },
@@ -410,7 +431,9 @@ try {
   const loadedReports = reports.filter((r) => r.at >= campaignT0);
   const all = [...sel("idle"), ...sel("loaded")];
   const allStats = stats(all);
-  const campCounters = (finalStatus as CampaignStatus | null)?.counters as unknown as Record<string, number> | undefined;
+  const campCounters = (finalStatus as CampaignStatus | null)?.counters as unknown as Record<string, unknown> | undefined;
+  const sum = (o: unknown): number => (typeof o === "number" ? o : o && typeof o === "object" ? Object.values(o).reduce<number>((a, v) => a + sum(v), 0) : 0);
+  await scrape();
 
   result = {
     bench: "priority",
@@ -426,7 +449,8 @@ try {
     bulk_sends_per_s: withUrgent,
     bulk_sends_per_s_without_urgent: without,
     bulk_ratio: withUrgent !== null && without ? round(withUrgent / without, 3) : null,
-    shed: campCounters?.shed ?? null,
+    shed: campCounters ? sum(campCounters.shed) : null,
+    shed_sends: campCounters ? sum(campCounters.shedSends) : null,
     lost: allStats.lost,
     dup: allStats.dup,
     campaign_dup: campaignDup,
@@ -446,6 +470,8 @@ try {
       measured_secs: round(loadedSecs),
       status_errors: statusErr,
     },
+    admission_factor_min: minFactor,
+    bulk_throttled_secs: throttledSecs,
     admission_reports: {
       count: loadedReports.length,
       signal_p50_ms: pct(loadedReports.map((r) => r.signal), 50),
