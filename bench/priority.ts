@@ -452,6 +452,7 @@ try {
     shed: campCounters ? sum(campCounters.shed) : null,
     shed_sends: campCounters ? sum(campCounters.shedSends) : null,
     lost: allStats.lost,
+    lost_never_arrived: allStats.lost - allStats.late,
     dup: allStats.dup,
     campaign_dup: campaignDup,
     targets: { critical_p99_ms: 50, critical_p99_ms_idle: 15, bulk_ratio: 0.8 },
