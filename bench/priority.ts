@@ -205,13 +205,21 @@ try {
       ),
     ),
   ];
+  const pidNameOf = (pid: number): string => [...cluster.procs.entries()].find(([, p]) => p.pid === pid)?.[0] ?? String(pid);
   // Admission control's input: the urgent-lane latency reports (worst signal per stage while loaded).
   const reports: { stage: string; signal: number; at: number }[] = [];
+  const bySrc: Record<string, { reports: number; max_p99: number; max_waiting: number; waiting_over_5s: number }> = {};
   subs.push(
     nats.nc.subscribe(ADMISSION.all, {
       callback: (_e, m) => {
         try {
-          const r = decodeJson<{ stage: string; p99: number; waiting: number; n: number }>(m.data);
+          const r = decodeJson<{ src: string; stage: string; p99: number; waiting: number; n: number }>(m.data);
+          const key = `${r.stage}/${r.src.replace(/^.*?-(\d+)-/, (_x, pid: string) => `${pidNameOf(Number(pid))}-`)}`;
+          const b = (bySrc[key] ??= { reports: 0, max_p99: 0, max_waiting: 0, waiting_over_5s: 0 });
+          b.reports++;
+          b.max_p99 = Math.max(b.max_p99, r.p99);
+          b.max_waiting = Math.max(b.max_waiting, r.waiting);
+          if (r.waiting > 5000) b.waiting_over_5s++;
           if (r.n > 0 || r.waiting > 0) reports.push({ stage: r.stage, signal: Math.max(r.p99, r.waiting), at: performance.now() });
         } catch {
           /* not a report */
@@ -385,6 +393,7 @@ try {
     let dup = 0;
     let late = 0;
     let errors = 0;
+    let lateMax = 0;
     const toFan: number[] = [];
     const fanToBatch: number[] = [];
     const batchToArrival: number[] = [];
@@ -396,7 +405,10 @@ try {
       const first = arr.length ? Math.min(...arr) : undefined;
       if (first === undefined || first - p.start > PROBE_TIMEOUT) {
         lost++;
-        if (first !== undefined) late++;
+        if (first !== undefined) {
+          late++;
+          lateMax = Math.max(lateMax, first - p.start);
+        }
         continue;
       }
       lat.push(first - p.start);
@@ -410,7 +422,7 @@ try {
       }
     }
     return {
-      n: sel.length, p50_ms: pct(lat, 50), p99_ms: pct(lat, 99), max_ms: lat.length ? round(Math.max(...lat), 1) : null, lost, late, errors, dup,
+      n: sel.length, p50_ms: pct(lat, 50), p99_ms: pct(lat, 99), max_ms: lat.length ? round(Math.max(...lat), 1) : null, lost, late, late_max_ms: round(lateMax), errors, dup,
       split_ms: {
         request_to_fan: { p50: pct(toFan, 50), p99: pct(toFan, 99) },
         fan_to_send_batch: { p50: pct(fanToBatch, 50), p99: pct(fanToBatch, 99) },
@@ -477,6 +489,7 @@ try {
       count: loadedReports.length,
       signal_p50_ms: pct(loadedReports.map((r) => r.signal), 50),
       signal_max_ms: loadedReports.length ? Math.max(...loadedReports.map((r) => r.signal)) : null,
+      by_source: bySrc,
     },
     nice: Object.fromEntries(procs().map((p) => [p.name, niceOfPid(p.pid)])),
     cpu_secs: { idle: cpuIdle, idle_secs: round(idleSecs), loaded: cpuLoaded, loaded_secs: round(loadedSecs) },
