@@ -214,7 +214,7 @@ try {
       callback: (_e, m) => {
         try {
           const r = decodeJson<{ src: string; stage: string; p99: number; waiting: number; n: number }>(m.data);
-          const key = `${r.stage}/${r.src.replace(/^.*?-(\d+)-/, (_x, pid: string) => `${pidNameOf(Number(pid))}-`)}`;
+          const key = `${r.stage}/${r.src.replace(/^.*-(\d+)-([a-z-]+)$/, (_x, pid: string, part: string) => `${pidNameOf(Number(pid))}/${part}`)}`;
           const b = (bySrc[key] ??= { reports: 0, max_p99: 0, max_waiting: 0, waiting_over_5s: 0 });
           b.reports++;
           b.max_p99 = Math.max(b.max_p99, r.p99);
