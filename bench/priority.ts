@@ -164,7 +164,10 @@ try {
   const wsArrivals = new Map<string, number[]>();
   const tokens = new UserTokens(cfg.ws.secret);
   const url = `ws://${cfg.ws.host}:${cfg.ws.port}/v1/ws`;
-  for (const u of inappUsers) {
+  // Each probe socket reconnects when it closes (and the closes are counted): a client that lost its socket cannot receive live sends.
+  let wsCloses = 0;
+  let wsOpen = true;
+  const connectProbe = async (u: string): Promise<void> => {
     const ws = new WebSocket(`${url}?token=${await tokens.mint(u, 7200)}`);
     wsClients.push(ws);
     await new Promise<void>((res, rej) => {
@@ -177,10 +180,18 @@ try {
         else wsArrivals.set(m.id, [now]);
         ws.send(JSON.stringify({ t: "ack", id: m.id }));
       });
-      ws.once("open", () => res());
+      ws.once("open", () => {
+        ws.once("close", (code) => {
+          if (!wsOpen) return;
+          wsCloses++;
+          console.error(`probe socket of ${u} closed (${code}); reconnecting`);
+          setTimeout(() => void connectProbe(u).catch((err: Error) => console.error(`reconnect of ${u} failed: ${err.message}`)), 100);
+        });
+        res();
+      });
       ws.once("error", rej);
     });
-  }
+  };
 
   // Where the time goes: the router's fan chunk and the shard's send batch of each urgent notification, as JetStream publishes seen on core NATS.
   const fanAt = new Map<string, number>();
@@ -293,6 +304,9 @@ try {
   }
   await Promise.all(seeding);
   console.error(`seeded ${USERS} users in ${((performance.now() - seedStart) / 1000).toFixed(1)} s`);
+  // Probe sockets open only now: a long seeding (minutes on a busy machine) must not outlast the gateway's idle timeout.
+  for (const u of inappUsers) await connectProbe(u);
+  await sleep(500);
 
   // Phase 1: idle (no campaign). A short warm-up, then the measured stream.
   startStream();
@@ -383,6 +397,7 @@ try {
     await callApi(nats.nc, API.campaign, { id: campaignId, action: "cancel" }, 10_000).catch((err: Error) => console.error(`cancel failed: ${err.message}`));
   }
   for (const s of subs) s.unsubscribe();
+  wsOpen = false;
   dropClients();
 
   // Results. A probe is lost when it did not arrive within the timeout (an error reply counts as lost too); dup when it arrived twice.
@@ -464,6 +479,7 @@ try {
     shed: campCounters ? sum(campCounters.shed) : null,
     shed_sends: campCounters ? sum(campCounters.shedSends) : null,
     lost: allStats.lost,
+    ws_probe_closes: wsCloses,
     lost_never_arrived: allStats.lost - allStats.late,
     dup: allStats.dup,
     campaign_dup: campaignDup,
