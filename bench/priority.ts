@@ -93,7 +93,10 @@ let bench: BenchCluster | null = null;
 let closing: Promise<void> | null = null;
 const closeAll = (): Promise<void> => (closing ??= (async () => { await bench?.close().catch((err) => console.error("close failed", err)); })());
 const wsClients: WebSocket[] = [];
+/** False once the probe sockets are being closed on purpose (no reconnect then). */
+let wsOpen = true;
 const dropClients = (): void => {
+  wsOpen = false;
   for (const w of wsClients) w.terminate();
 };
 for (const sig of ["SIGINT", "SIGTERM"] as const) {
@@ -166,7 +169,6 @@ try {
   const url = `ws://${cfg.ws.host}:${cfg.ws.port}/v1/ws`;
   // Each probe socket reconnects when it closes (and the closes are counted): a client that lost its socket cannot receive live sends.
   let wsCloses = 0;
-  let wsOpen = true;
   const connectProbe = async (u: string): Promise<void> => {
     const ws = new WebSocket(`${url}?token=${await tokens.mint(u, 7200)}`);
     wsClients.push(ws);
@@ -397,7 +399,6 @@ try {
     await callApi(nats.nc, API.campaign, { id: campaignId, action: "cancel" }, 10_000).catch((err: Error) => console.error(`cancel failed: ${err.message}`));
   }
   for (const s of subs) s.unsubscribe();
-  wsOpen = false;
   dropClients();
 
   // Results. A probe is lost when it did not arrive within the timeout (an error reply counts as lost too); dup when it arrived twice.
