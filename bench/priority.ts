@@ -11,9 +11,9 @@ import { hash53 } from "../lib/core/hash53.js";
 import { ADMISSION, API } from "../lib/core/subjects.js";
 import type { SendBatch } from "../lib/core/types.js";
 import { writeUsers } from "../lib/directory/directory.js";
-import { listProcesses } from "../lib/infra/processes.js";
 import { syntheticUser } from "../lib/directory/users.js";
 import { UserTokens } from "../lib/inapp/ws-token.js";
+import { listProcesses } from "../lib/infra/processes.js";
 import { callApi, notify } from "../lib/intake/api-client.js";
 import type { Delivery } from "../sandbox/recorder.js";
 import { type BenchCluster, startBenchCluster } from "./harness.js";
@@ -45,7 +45,7 @@ const CAMPAIGN_SECS = Number(values["campaign-secs"]);
 const PROBE_TIMEOUT = Number(values["probe-timeout-ms"]);
 const DEADLINE_MS = Number(values["deadline-min"]) * 60_000;
 if (!(USERS > 0 && CRIT_RATE > 0 && HIGH_RATE >= 0 && IDLE_SECS > 0 && WINDOW_SECS > 0 && CAMPAIGN_SECS > 0)) throw new Error("flags: --users, --critical-rate, --idle-secs, --window-secs, --campaign-secs must be > 0");
-if (!["shared", "split"].includes(values.gateways!)) throw new Error("--gateways: shared or split");
+if (!["shared", "split"].includes(values.gateways)) throw new Error("--gateways: shared or split");
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 const round = (x: number, d = 1): number => Number(x.toFixed(d));
@@ -459,7 +459,7 @@ try {
   const loadedReports = reports.filter((r) => r.at >= campaignT0);
   const all = [...sel("idle"), ...sel("loaded")];
   const allStats = stats(all);
-  const campCounters = (finalStatus as CampaignStatus | null)?.counters as unknown as Record<string, unknown> | undefined;
+  const campCounters = (finalStatus)?.counters as unknown as Record<string, unknown> | undefined;
   const sum = (o: unknown): number => (typeof o === "number" ? o : o && typeof o === "object" ? Object.values(o).reduce<number>((a, v) => a + sum(v), 0) : 0);
   await scrape();
 
