@@ -116,6 +116,8 @@ class ShardOwner {
   private dirty = false;
   private waiters: (() => void)[] = [];
   private loop: Promise<void> = Promise.resolve();
+  /** When this owner started reading (a chunk replayed from the checkpoint has waited only since then). */
+  private startedAt = Date.now();
   private timer: NodeJS.Timeout | null = null;
   private checkpointing: Promise<void> | null = null;
   private readonly log: Logger;
@@ -151,6 +153,7 @@ class ShardOwner {
     this.gen = loaded.gen;
     await this.writeCheckpoint();
     this.log.info({ pos: this.pos, dedup: this.state.dedup.size, buckets: this.state.buckets.size, from: loaded.cp?.owner }, "shard restored");
+    this.startedAt = Date.now();
     for (const p of this.cl.prios) await this.pump(p);
     this.loop = this.run();
     this.timer = setInterval(() => void this.checkpoint().catch((err) => this.fail(err)), cfg.shard.checkpointMs);
@@ -278,7 +281,7 @@ class ShardOwner {
 
   /** Age in ms of the oldest chunk read but not yet started (0: none waits). */
   waitingMs(now: number): number {
-    return oldestAgeMs(this.buf.items(), now);
+    return oldestAgeMs(this.buf.items(), now, this.startedAt);
   }
 
   /** Publishes a decided chunk's outputs (lib/shard/chunk-outputs.ts), all with message ids derived from the chunk's. */

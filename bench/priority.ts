@@ -24,7 +24,8 @@ const { values } = parseArgs({
   options: {
     users: { type: "string", default: "1000000" },
     isolation: { type: "string", default: "on" },
-    gateways: { type: "string", default: "shared" },
+    gateways: { type: "string", default: "split" },
+    admission: { type: "string", default: "on" },
     "critical-rate": { type: "string", default: "20" },
     "high-rate": { type: "string", default: "20" },
     "idle-secs": { type: "string", default: "20" },
@@ -46,6 +47,7 @@ const PROBE_TIMEOUT = Number(values["probe-timeout-ms"]);
 const DEADLINE_MS = Number(values["deadline-min"]) * 60_000;
 if (!(USERS > 0 && CRIT_RATE > 0 && HIGH_RATE >= 0 && IDLE_SECS > 0 && WINDOW_SECS > 0 && CAMPAIGN_SECS > 0)) throw new Error("flags: --users, --critical-rate, --idle-secs, --window-secs, --campaign-secs must be > 0");
 if (!["shared", "split"].includes(values.gateways)) throw new Error("--gateways: shared or split");
+if (!["on", "off"].includes(values.admission)) throw new Error("--admission: on or off");
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 const round = (x: number, d = 1): number => Number(x.toFixed(d));
@@ -71,7 +73,7 @@ const OVERRIDES: Record<string, unknown> = {
   ingest: { channels: ["push", "inapp"] },
   ws: { idleTimeoutSec: 120 },
   campaign: { defaultRate: 0 },
-  ...(ISOLATION ? {} : { lanes: { nice: { urgent: 0, bulk: 0, other: 0 }, admission: { enabled: false } } }),
+  ...(ISOLATION ? (values.admission === "off" ? { lanes: { admission: { enabled: false } } } : {}) : { lanes: { nice: { urgent: 0, bulk: 0, other: 0, servers: 0 }, admission: { enabled: false } } }),
 };
 
 type Path = "inapp" | "push";
@@ -466,6 +468,7 @@ try {
   result = {
     bench: "priority",
     isolation: ISOLATION ? "on" : "off",
+    admission: ISOLATION && values.admission !== "off" ? "on" : "off",
     gateways: ISOLATION && SPLIT_GW ? "split" : "shared",
     roles: ROLES,
     users: USERS,

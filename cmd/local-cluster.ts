@@ -79,10 +79,11 @@ export interface LocalCluster {
   restartNats(): Promise<ServerProcess>;
 }
 
-/** The nice value of a process (`lanes.nice`): urgent-only lane processes, bulk-only ones and the campaign actor, everything else. */
+/** The nice value of a process (`lanes.nice`): urgent-only lane processes, ingest and the router; bulk-only ones and the campaign actor; everything else. */
 export function niceOf(cfg: Config, spec: ProcessSpec): number {
   const { role, lanes } = parseProcessSpec(spec);
   if (role === "campaign") return cfg.lanes.nice.bulk;
+  if (role === "ingest" || role === "router") return cfg.lanes.nice.urgent;
   return lanes.length === 1 ? cfg.lanes.nice[lanes[0]] : cfg.lanes.nice.other;
 }
 
@@ -158,6 +159,9 @@ export async function startLocalCluster(o: LocalClusterOptions): Promise<LocalCl
     stops.push(() => natsNow.stop());
     const redis = await startRedisServer({ dir: join(dataDir, "redis"), port: o.redisPort, persist: o.persist });
     stops.push(redis.stop);
+    const reportNice = (msg: string): void => console.error(msg);
+    setNice(nats.proc, userCfg.lanes.nice.servers, reportNice);
+    setNice(redis.proc, userCfg.lanes.nice.servers, reportNice);
     let sandbox: Sandbox | null = null;
     const httpPort = o.httpPort || (await freePort());
     const wsPort = o.wsPort || (await freePort());
@@ -232,6 +236,7 @@ export async function startLocalCluster(o: LocalClusterOptions): Promise<LocalCl
       const old = natsNow.proc;
       if (old.exitCode === null && old.signalCode === null) await new Promise<void>((r) => (old.once("exit", () => r()), old.kill("SIGKILL")));
       natsNow = await startNatsServer({ storeDir: join(dataDir, "nats"), port: natsNow.port, conf: natsConf });
+      setNice(natsNow.proc, userCfg.lanes.nice.servers, (msg) => console.error(msg));
       cluster.nats = natsNow;
       return natsNow;
     }

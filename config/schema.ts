@@ -299,9 +299,10 @@ export const configSchema = z.strictObject({
     .strictObject({
       nice: z
         .strictObject({
-          urgent: z.number().int().min(-20).max(19).default(-5).describe("OS scheduling priority (nice) of processes that run only urgent lanes (`shard@urgent`, `gateway-*@urgent`). Negative values need root or CAP_SYS_NICE; without it the process keeps its inherited value and says so."),
+          urgent: z.number().int().min(-20).max(19).default(-5).describe("OS scheduling priority (nice) of processes that run only urgent lanes (`shard@urgent`, `gateway-*@urgent`), and of ingest and the router (on every urgent path, with little bulk work: campaigns do not pass through them). Negative values need root or CAP_SYS_NICE; without it the process keeps its inherited value and says so."),
           bulk: z.number().int().min(-20).max(19).default(10).describe("Nice value of processes that run only bulk lanes (`shard@bulk`, `gateway-*@bulk`) and of the campaign actor."),
-          other: z.number().int().min(-20).max(19).default(0).describe("Nice value of every other process (ingest, router, gateways running both classes, ...)."),
+          other: z.number().int().min(-20).max(19).default(0).describe("Nice value of every other process (scheduler, tracker, ws-gateway, lane roles running both classes)."),
+          servers: z.number().int().min(-20).max(19).default(-5).describe("Nice value of the nats-server and redis-server `nfx up` starts: every lane goes through them."),
         })
         .prefault({})
         .describe("OS scheduling priorities `nfx up` and the test harness give the processes they start, by lane class, so a saturated machine runs urgent work first."),

@@ -11,19 +11,22 @@ import type { Nats } from "../infra/nats.js";
 /** Where a latency is measured, from the notification's acceptance: decided by its shard owner, or handed to the provider / a WebSocket client. */
 export type LatencyStage = "decided" | "delivered";
 
-/** One urgent-lane reporter's last interval, on `nfx.ctl.latency.<stage>`. */
+/** One urgent-lane reporter's view of the last eight intervals, on `nfx.ctl.latency.<stage>`. */
 export interface LatencyReport {
   /** The reporting process and part (unique per reporter). */
   src: string;
   stage: LatencyStage;
-  /** p99 of urgent latencies in the interval, ms (0 when none). */
+  /** p99 of urgent latencies in the last eight intervals, ms (0 when none). */
   p99: number;
-  /** Urgent samples in the interval. */
+  /** Urgent samples in those intervals. */
   n: number;
   /** Age of the oldest urgent item waiting to be handled, ms (0 when none waits): a starved lane reports no samples but this grows. */
   waiting: number;
   at: number;
 }
+
+/** Intervals a report's p99 covers (8 × 250 ms = 2 s by default). */
+const WINDOW_INTERVALS = 8;
 
 /** The p99 of `xs` (sorted in place). */
 function p99(xs: number[]): number {
@@ -35,12 +38,13 @@ function p99(xs: number[]): number {
 /**
  * Records end-to-end latencies of one stage: every lane into the histogram
  * `nfx_lane_latency_seconds{stage,priority}`, and the urgent ones (critical,
- * high) into a window that, every `lanes.admission.intervalMs`, is published
+ * high) into a sliding window of eight intervals whose p99, every `lanes.admission.intervalMs`, is published
  * as a {@link LatencyReport} (with the age `waiting()` of the oldest urgent
  * item still waiting) for the bulk consumers' {@link Admission} controllers.
  */
 export class LatencyReporter {
-  private window: number[] = [];
+  /** Urgent samples of the last {@link WINDOW_INTERVALS} intervals, oldest interval first. */
+  private intervals: number[][] = [[]];
   private readonly timer: NodeJS.Timeout | null;
   private readonly src: string;
 
@@ -56,12 +60,14 @@ export class LatencyReporter {
     const ms = Math.max(0, now - acceptedAt);
     if (count === 1) laneLatency.observe({ stage: this.stage, priority: p }, ms / 1000);
     else for (let i = 0; i < count; i++) laneLatency.observe({ stage: this.stage, priority: p }, ms / 1000);
-    if (this.timer && (p === "critical" || p === "high")) this.window.push(ms);
+    if (this.timer && (p === "critical" || p === "high")) this.intervals[this.intervals.length - 1].push(ms);
   }
 
   private flush(): void {
-    const w = this.window;
-    this.window = [];
+    // p99 over a sliding window of intervals: a single interval holds a handful of urgent samples, whose p99 is just their maximum.
+    const w = this.intervals.flat();
+    this.intervals.push([]);
+    if (this.intervals.length > WINDOW_INTERVALS) this.intervals.shift();
     const r: LatencyReport = { src: this.src, stage: this.stage, p99: p99(w), n: w.length, waiting: Math.round(this.waiting()), at: Date.now() };
     this.nats.nc.publish(ADMISSION.latency(this.stage), encodeJson(r));
   }
@@ -86,7 +92,7 @@ export interface AdmissionState {
  * shard chunks, bulk gateway batches). It listens to every
  * {@link LatencyReport}; each `intervalMs` it takes the worst signal of the
  * reports fresher than three intervals and moves its factor f (the share of
- * its unthrottled pace bulk work may use): above `targetMs` f halves (down
+ * its unthrottled pace bulk work may use): above `targetMs` f shrinks to 0.7·f (down
  * to `minFactor`), below 70% of it (or with no urgent traffic) f grows to
  * 1.5·f + 0.05 (up to 1: from the floor back to 1 in about six intervals). {@link pace} turns f into waiting: after a unit of bulk work
  * that took w ms, the caller waits w·(1/f − 1), so bulk uses about f of the
@@ -148,7 +154,7 @@ export class Admission {
     }
     this.signal = worst;
     const before = this.f;
-    if (worst !== null && worst > a.targetMs) this.f = Math.max(a.minFactor, this.f / 2);
+    if (worst !== null && worst > a.targetMs) this.f = Math.max(a.minFactor, this.f * 0.7);
     else if (worst === null || worst < 0.7 * a.targetMs) this.f = Math.min(1, this.f * 1.5 + 0.05);
     if (this.f !== before && (this.f === a.minFactor || this.f === 1)) this.log?.info({ part: this.part, factor: this.f, signalMs: worst }, "bulk admission factor");
     admissionFactor.set({ part: this.part }, this.f);

@@ -53,10 +53,14 @@ export interface Lanes {
   oldestWaitingMs(now?: number): number;
 }
 
-/** Age in ms of the oldest of `msgs` by stream timestamp (0 for none): how long work has waited since it was published. */
-export function oldestAgeMs(msgs: Iterable<JsMsg>, now = Date.now()): number {
+/**
+ * How long the oldest of `msgs` has waited (0 for none): since it was published, or since `since` (when its reader
+ * started) if that is later — a new owner replaying chunks from its checkpoint, or a restarted consumer, has not made
+ * them wait. Redelivered messages (a dead reader's) are not counted: their publish time says nothing about this reader.
+ */
+export function oldestAgeMs(msgs: Iterable<JsMsg>, now = Date.now(), since = 0): number {
   let oldest = Infinity;
-  for (const m of msgs) oldest = Math.min(oldest, m.info.timestampNanos / 1e6);
+  for (const m of msgs) if (m.info.deliveryCount <= 1) oldest = Math.min(oldest, Math.max(since, m.info.timestampNanos / 1e6));
   return oldest === Infinity ? 0 : Math.max(0, now - oldest);
 }
 
@@ -68,6 +72,7 @@ export function oldestAgeMs(msgs: Iterable<JsMsg>, now = Date.now()): number {
  */
 export function runLanes(o: LaneOptions): Lanes {
   const buf = new PriorityBuffer<JsMsg>(o.prefetch);
+  const startedAt = Date.now();
   const iters: ConsumerMessages[] = [];
   let stopping = false;
   let wake: (() => void) | null = null;
@@ -144,7 +149,7 @@ export function runLanes(o: LaneOptions): Lanes {
 
   return {
     ready,
-    oldestWaitingMs: (now?: number) => oldestAgeMs(buf.items(), now),
+    oldestWaitingMs: (now?: number) => oldestAgeMs(buf.items(), now, startedAt),
     async stop() {
       stopping = true;
       clearInterval(bufferedAlive);

@@ -30,7 +30,9 @@ t.test("urgent lanes isolated from a running campaign", async (t) => {
   t.equal(niceOf(pid("shard@bulk")), cfg.lanes.nice.bulk, "the bulk shard process at the bulk one");
   t.equal(niceOf(pid("campaign")), cfg.lanes.nice.bulk, "the campaign actor is bulk work");
   t.equal(niceOf(pid("gateway-apns@urgent")), cfg.lanes.nice.urgent, "the urgent gateway at the urgent nice value");
-  t.equal(niceOf(pid("ingest")), cfg.lanes.nice.other, "everything else at the default");
+  t.equal(niceOf(pid("ingest")), cfg.lanes.nice.urgent, "ingest is on every urgent path");
+  t.equal(niceOf(pid("tracker")), cfg.lanes.nice.other, "everything else at the default");
+  t.equal(niceOf(cluster.nats.proc.pid!), cfg.lanes.nice.servers, "nats-server above the roles");
 
   const now = Date.now();
   const vip = Array.from({ length: 10 }, (_, i): UserRecord => ({ id: `vip${i}`, lastActive: now - 400 * 86_400_000, devices: [{ id: "p", platform: "ios", token: `tok-vip-${i}-0123456789abcdef` }] }));

@@ -7,14 +7,14 @@ import { Admission, type LatencyReport } from "../../lib/flow/admission.js";
 const cfg = loadConfig({ overrides: { lanes: { admission: { targetMs: 50, minFactor: 0.05, intervalMs: 250 } } }, env: {} });
 const report = (src: string, p99: number, waiting = 0): LatencyReport => ({ src, stage: "delivered", p99, n: 10, waiting, at: 0 });
 
-t.test("the factor follows urgent latency: down by half above target, up to 1.5·f + 0.05 below 70% of it", async (t) => {
+t.test("the factor follows urgent latency: down to 0.7·f above target, up to 1.5·f + 0.05 below 70% of it", async (t) => {
   const a = new Admission(null, cfg, "test");
   t.teardown(() => a.close());
   let now = 1_000_000;
   t.equal(a.factor, 1, "unthrottled at start");
   a.receive(report("gw", 200), now);
   a.tick(now);
-  t.equal(a.factor, 0.5);
+  t.equal(a.factor, 0.7);
   for (let i = 0; i < 10; i++) {
     now += 250;
     a.receive(report("gw", 200), now);
@@ -50,10 +50,10 @@ t.test("pace waits workMs·(1/f − 1) and counts it; nothing at f = 1", async (
   t.equal(await a.pace(100), 0, "no wait unthrottled");
   a.receive(report("gw", 500), Date.now());
   a.tick();
-  t.equal(a.factor, 0.5);
-  const waited = await a.pace(40);
-  t.equal(waited, 40, "at f = 0.5, as long again as the work took");
-  t.equal(a.state().throttledMs, 40);
+  t.equal(a.factor, 0.7);
+  const waited = await a.pace(70);
+  t.equal(Math.round(waited), 30, "at f = 0.7, 3/7 of the work's time");
+  t.equal(a.state().throttledMs, 30);
 });
 
 t.test("disabled admission never throttles", async (t) => {

@@ -21,7 +21,7 @@ t.test("nfx up splits the shard actor and gives each process its nice value", as
   t.ok(UP_PROCESSES.includes("gateway-apns@urgent") && UP_PROCESSES.includes("gateway-sms@bulk") && !UP_PROCESSES.includes("gateway-fcm"), "gateways too");
   t.equal(UP_PROCESSES.length, 16);
   const cfg = loadConfig({ env: {} });
-  t.same(["shard@urgent", "shard@bulk", "campaign", "gateway-apns", "gateway-apns@urgent", "ingest"].map((s) => niceOf(cfg, s as never)), [-5, 10, 10, 0, -5, 0]);
+  t.same(["shard@urgent", "shard@bulk", "campaign", "gateway-apns", "gateway-apns@urgent", "ingest"].map((s) => niceOf(cfg, s as never)), [-5, 10, 10, 0, -5, -5]);
 });
 
 t.test("lane classes cover every priority once", async (t) => {
