@@ -157,8 +157,9 @@ export async function startCampaign(d: CampaignDeps): Promise<{ stop(): Promise<
           // Bulk-class campaigns wait as admission control says while urgent latency is high; the hold is kept in the cursor for status.
           let throttle = cur.throttle;
           if (paced) {
+            const factor = admission.factor;
             const waited = await admission.pace(performance.now() - t0);
-            if (waited > 0) throttle = addThrottle(throttle, waited, admission.factor, now());
+            if (waited > 0) throttle = addThrottle(throttle, waited, factor, now());
           }
           cur = { chunk: planned.chunk + 1, after: planned.to, to: null, done: false, scanned: planned.scanned, members: (cur.members ?? 0) + users.length, ...(throttle ? { throttle } : {}) };
           rev = await campaigns.writeCursor(id, s, cur, rev);
