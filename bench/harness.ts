@@ -9,6 +9,8 @@ import type { ProcessSpec } from "../cmd/roles.js";
 import { decode } from "../lib/core/codec.js";
 import { receiptAll } from "../lib/core/subjects.js";
 import type { ReceiptBatch } from "../lib/core/types.js";
+import { writeUsers } from "../lib/directory/directory.js";
+import { syntheticUser } from "../lib/directory/users.js";
 import type { Nats } from "../lib/infra/nats.js";
 import type { Redis } from "../lib/infra/redis.js";
 
@@ -36,6 +38,16 @@ export async function startBenchCluster(name: string, roles: readonly ProcessSpe
       rmSync(dir, { recursive: true, force: true });
     },
   };
+}
+
+/** Writes `n` synthetic users (lib/directory/users.ts, active as of `now`) to the directory, 2,000 per call, eight calls in flight. */
+export async function seedSyntheticUsers(redis: Redis, shards: number, n: number, now = Date.now()): Promise<void> {
+  const seeding: Promise<void>[] = [];
+  for (let i = 0; i < n; i += 2000) {
+    seeding.push(writeUsers(redis, shards, Array.from({ length: Math.min(2000, n - i) }, (_, k) => syntheticUser(i + k, now))));
+    if (seeding.length >= 8) await seeding.shift();
+  }
+  await Promise.all(seeding);
 }
 
 /**

@@ -11,12 +11,11 @@ import { hash53 } from "../lib/core/hash53.js";
 import { ADMISSION, API } from "../lib/core/subjects.js";
 import type { SendBatch } from "../lib/core/types.js";
 import { writeUsers } from "../lib/directory/directory.js";
-import { syntheticUser } from "../lib/directory/users.js";
 import { UserTokens } from "../lib/inapp/ws-token.js";
 import { listProcesses } from "../lib/infra/processes.js";
 import { callApi, notify } from "../lib/intake/api-client.js";
 import type { Delivery } from "../sandbox/recorder.js";
-import { type BenchCluster, startBenchCluster } from "./harness.js";
+import { type BenchCluster, seedSyntheticUsers, startBenchCluster } from "./harness.js";
 import { cpuSecs, hwm } from "./proc-stats.js";
 import { report } from "./report.js";
 
@@ -300,13 +299,7 @@ try {
 
   // Seed the directory as bench:ws does.
   const seedStart = performance.now();
-  const now = Date.now();
-  const seeding: Promise<void>[] = [];
-  for (let i = 0; i < USERS; i += 2000) {
-    seeding.push(writeUsers(redis, cfg.cluster.shards, Array.from({ length: Math.min(2000, USERS - i) }, (_, k) => syntheticUser(i + k, now))));
-    if (seeding.length >= 8) await seeding.shift();
-  }
-  await Promise.all(seeding);
+  await seedSyntheticUsers(redis, cfg.cluster.shards, USERS);
   console.error(`seeded ${USERS} users in ${((performance.now() - seedStart) / 1000).toFixed(1)} s`);
   // Probe sockets open only now: a long seeding (minutes on a busy machine) must not outlast the gateway's idle timeout.
   for (const u of inappUsers) await connectProbe(u);

@@ -8,10 +8,9 @@ import WebSocket from "ws";
 import { decode } from "../lib/core/codec.js";
 import type { SendBatch } from "../lib/core/types.js";
 import { writeUsers } from "../lib/directory/directory.js";
-import { syntheticUser } from "../lib/directory/users.js";
 import { UserTokens } from "../lib/inapp/ws-token.js";
 import { notify } from "../lib/intake/api-client.js";
-import { countDecided, startBenchCluster } from "./harness.js";
+import { countDecided, seedSyntheticUsers, startBenchCluster } from "./harness.js";
 import { cpuSecs, rssBytes } from "./proc-stats.js";
 import { report } from "./report.js";
 
@@ -143,13 +142,7 @@ try {
   split.toSend.length = split.toClient.length = 0;
 
   // The same while a bulk campaign to every one of USERS users fans out.
-  const now = Date.now();
-  const seeding: Promise<void>[] = [];
-  for (let i = 0; i < USERS; i += 2000) {
-    seeding.push(writeUsers(redis, cfg.cluster.shards, Array.from({ length: Math.min(2000, USERS - i) }, (_, k) => syntheticUser(i + k, now))));
-    if (seeding.length >= 8) await seeding.shift();
-  }
-  await Promise.all(seeding);
+  await seedSyntheticUsers(redis, cfg.cluster.shards, USERS);
   console.error(`seeded ${USERS} users`);
   const counted = countDecided(nats);
   const shardPid = cluster.procs.get("shard")!.pid;
