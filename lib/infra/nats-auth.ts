@@ -107,7 +107,7 @@ export const ROLE_PERMISSIONS: Readonly<Record<NatsRoleUser, Perm>> = {
   "gateway-sms": gateway("sms"),
   "ws-gateway": {
     pub: [...js.consume(STREAM.send("inapp")), "nfx.live.>", presenceAll, receiptAll, send("*"), ...kv.read(BUCKET.campaigns), ADMISSION.all],
-    sub: ["nfx.live.>", presenceAll],
+    sub: ["nfx.live.>", presenceAll, ADMISSION.all],
   },
   tracker: {
     pub: [

@@ -141,4 +141,8 @@ t.test("in-app delivery, fallback, tabs, handshake and inbox", async (t) => {
     t.equal((await fetch(`${cluster.wsUrl}/v1/inbox`)).status, 401, "the inbox needs a token");
     t.ok(await eventually(async () => (await readReceipts(nats, n.id)).some((e) => e.outcome === "read" && e.user === "eve"), 10_000), "a read receipt went to the receipts stream");
   });
+
+  t.test("no role was refused a subject (ws-gateway and dispatcher users held to their table)", async (t) => {
+    t.notMatch(cluster.nats.output(), /Violation/, "nats-server reported no permission violation");
+  });
 });

@@ -94,5 +94,6 @@ t.test("urgent lanes isolated from a running campaign", async (t) => {
   const perToken = ofCampaign().map((d) => d.token);
   t.equal(new Set(perToken).size, CAMPAIGN_USERS, "each device got the campaign");
   t.equal(perToken.length, CAMPAIGN_USERS, "exactly once");
+  t.notMatch(cluster.nats.output(), /Violation/, "no process was refused a subject (admission reports, lane connections)");
   t.ok(s.throttle && s.throttle.ms > 0 && s.throttle.min < 1, `admission held the expansion back while urgent traffic ran (${JSON.stringify(s.throttle)})`);
 });
