@@ -14,6 +14,7 @@ import { createLogger } from "../lib/core/log.js";
 import { freePort, type ServerProcess, startNatsServer, startRedisServer } from "../lib/infra/launch.js";
 import { connectNats } from "../lib/infra/nats.js";
 import { renderNatsServerConf } from "../lib/infra/nats-auth.js";
+import { type NatsCluster, startNatsCluster } from "../lib/infra/nats-cluster.js";
 import { freshSecret, localSecrets } from "../lib/infra/secrets.js";
 import { ensureTopology } from "../lib/infra/topology.js";
 import { ensureApnsKey, type Sandbox, sandboxOverrides, type SandboxPorts, SENDGRID_WEBHOOK_PUBLIC_KEY, startSandbox } from "../sandbox/index.js";
@@ -27,8 +28,10 @@ export const DEV_API_KEY = "nfx-dev-key-not-for-production";
 export interface LocalClusterOptions {
   /** Holds nats-server's store, redis-server's files and the generated config and APNs key. */
   dataDir: string;
-  /** 0 = any free port. */
+  /** 0 = any free port. With `natsNodes` > 1: the first node's port, the others on the next ports (0: all free). */
   natsPort: number;
+  /** nats-servers in one cluster (routes on loopback, JetStream on each); streams and buckets get min(3, n) replicas. Default 1. */
+  natsNodes?: number;
   redisPort: number;
   /** HTTP API port of the ingest role; 0 = a free port. */
   httpPort: number;
@@ -49,7 +52,10 @@ export interface LocalClusterOptions {
 }
 
 export interface LocalCluster {
+  /** The nats-server (with `natsNodes` > 1: the first node's; see {@link natsCluster}). */
   nats: ServerProcess;
+  /** The nats-server cluster, when `natsNodes` > 1. */
+  natsCluster: NatsCluster | null;
   /** nats-server's configuration text (accounts, users, permissions), to restart it alike. */
   natsConf: string;
   redis: ServerProcess;
@@ -154,18 +160,30 @@ export async function startLocalCluster(o: LocalClusterOptions): Promise<LocalCl
     const userCfg = loadConfig({ file: o.configFile, overrides: o.overrides ?? {}, env: {} });
     const natsSecret = userCfg.nats.secret === DEV_NATS_SECRET ? freshSecret() : userCfg.nats.secret;
     const natsConf = renderNatsServerConf({ secret: natsSecret, producers: userCfg.nats.producers, serverName: "nfx-local" });
-    const nats = await startNatsServer({ storeDir: join(dataDir, "nats"), port: o.natsPort, conf: natsConf });
+    const natsNodes = o.natsNodes ?? 1;
+    let natsCluster: NatsCluster | null = null;
+    if (natsNodes > 1) {
+      const clientPorts = o.natsPort ? Array.from({ length: natsNodes }, (_, i) => o.natsPort + i) : undefined;
+      const conf = (serverName: string): string => renderNatsServerConf({ secret: natsSecret, producers: userCfg.nats.producers, serverName });
+      natsCluster = await startNatsCluster({ dir: join(dataDir, "nats"), nodes: natsNodes, conf, clientPorts });
+      stops.push(natsCluster.stop);
+      for (const n of natsCluster.nodes) setNice(n.server.proc, userCfg.lanes.nice.servers, (msg) => console.error(msg));
+    }
+    const nats = natsCluster ? natsCluster.nodes[0].server : await startNatsServer({ storeDir: join(dataDir, "nats"), port: o.natsPort, conf: natsConf });
     let natsNow = nats;
-    stops.push(() => natsNow.stop());
+    if (!natsCluster) stops.push(() => natsNow.stop());
     const redis = await startRedisServer({ dir: join(dataDir, "redis"), port: o.redisPort, persist: o.persist });
     stops.push(redis.stop);
     const reportNice = (msg: string): void => console.error(msg);
-    setNice(nats.proc, userCfg.lanes.nice.servers, reportNice);
+    if (!natsCluster) setNice(nats.proc, userCfg.lanes.nice.servers, reportNice);
     setNice(redis.proc, userCfg.lanes.nice.servers, reportNice);
     let sandbox: Sandbox | null = null;
     const httpPort = o.httpPort || (await freePort());
     const wsPort = o.wsPort || (await freePort());
-    let overrides: Record<string, unknown> = { nats: { servers: [nats.url], secret: natsSecret }, redis: { url: redis.url }, http: { port: httpPort }, ws: { port: wsPort } };
+    let overrides: Record<string, unknown> = {
+      nats: { servers: natsCluster ? natsCluster.urls : [nats.url], secret: natsSecret }, redis: { url: redis.url }, http: { port: httpPort }, ws: { port: wsPort },
+      ...(natsCluster ? { streams: { replicas: Math.min(3, natsNodes) } } : {}),
+    };
     if (o.sandbox) {
       // The sandbox's SendGrid posts its signed events to this cluster's webhook; Twilio calls back where each message asks.
       sandbox = await startSandbox(o.sandbox, o.sandbox.faults, { sendgridWebhookUrl: `http://127.0.0.1:${httpPort}/v1/webhooks/sendgrid` });
@@ -231,7 +249,7 @@ export async function startLocalCluster(o: LocalClusterOptions): Promise<LocalCl
     const startExtra = (role: ProcessSpec): Promise<ChildProcess> => spawnRole(role, true);
     await Promise.all(o.roles.map(startRole));
     const apiKey = cfg.apiKeys.find((k) => k.scopes.includes("admin"))?.key ?? cfg.apiKeys[0].key;
-    const cluster: LocalCluster = { nats, natsConf, redis, sandbox, httpUrl: `http://${cfg.http.host}:${cfg.http.port}`, wsUrl: `http://${cfg.ws.host}:${cfg.ws.port}`, apiKey, configFile, cfg, procs, startRole, startExtra, stop, restartNats };
+    const cluster: LocalCluster = { nats, natsCluster, natsConf, redis, sandbox, httpUrl: `http://${cfg.http.host}:${cfg.http.port}`, wsUrl: `http://${cfg.ws.host}:${cfg.ws.port}`, apiKey, configFile, cfg, procs, startRole, startExtra, stop, restartNats };
     async function restartNats(): Promise<ServerProcess> {
       const old = natsNow.proc;
       if (old.exitCode === null && old.signalCode === null) await new Promise<void>((r) => (old.once("exit", () => r()), old.kill("SIGKILL")));

@@ -70,44 +70,49 @@ const isNotFound = (err: unknown): boolean => /not found/i.test(String((err as E
  * JetStream refuses (e.g. changing a stream's retention).
  */
 export async function ensureTopology(n: Nats, cfg: Config): Promise<{ streams: string[]; consumers: string[]; buckets: string[] }> {
-  const streams: string[] = [];
-  for (const sc of streamConfigs(cfg)) {
-    try {
-      await n.jsm.streams.info(sc.name);
-      await n.jsm.streams.update(sc.name, sc);
-    } catch (err) {
-      if (!isNotFound(err)) throw err;
-      await n.jsm.streams.add(sc).catch(async (e) => {
-        // Another process created it in between: fine. nats-server 2.9 may then answer "subjects overlap" rather than "already in use", so look.
-        if (/already in use/i.test(String(e))) return;
-        if (!(await n.jsm.streams.info(sc.name).then(() => true, () => false))) throw e;
-      });
-    }
-    streams.push(sc.name);
-  }
-  const consumers: string[] = [];
-  for (const { stream, config } of consumerConfigs(cfg)) {
-    try {
-      await n.jsm.consumers.info(stream, config.durable_name!);
-      await n.jsm.consumers.update(stream, config.durable_name!, { ack_wait: config.ack_wait, max_ack_pending: config.max_ack_pending });
-    } catch (err) {
-      if (!isNotFound(err)) throw err;
-      await n.jsm.consumers.add(stream, config);
-    }
-    consumers.push(`${stream}/${config.durable_name}`);
-  }
-  const buckets: string[] = [];
+  // Streams, then consumers, then buckets, each kind all at once: on a nats-server cluster every R3 create waits for its own
+  // leader election (about a second), so one after the other took half a minute.
+  const streams = await Promise.all(
+    streamConfigs(cfg).map(async (sc) => {
+      try {
+        await n.jsm.streams.info(sc.name);
+        await n.jsm.streams.update(sc.name, sc);
+      } catch (err) {
+        if (!isNotFound(err)) throw err;
+        await n.jsm.streams.add(sc).catch(async (e) => {
+          // Another process created it in between: fine. nats-server 2.9 may then answer "subjects overlap" rather than "already in use", so look.
+          if (/already in use/i.test(String(e))) return;
+          if (!(await n.jsm.streams.info(sc.name).then(() => true, () => false))) throw e;
+        });
+      }
+      return sc.name;
+    }),
+  );
+  const consumers = await Promise.all(
+    consumerConfigs(cfg).map(async ({ stream, config }) => {
+      try {
+        await n.jsm.consumers.info(stream, config.durable_name!);
+        await n.jsm.consumers.update(stream, config.durable_name!, { ack_wait: config.ack_wait, max_ack_pending: config.max_ack_pending });
+      } catch (err) {
+        if (!isNotFound(err)) throw err;
+        await n.jsm.consumers.add(stream, config);
+      }
+      return `${stream}/${config.durable_name}`;
+    }),
+  );
   const storage = cfg.streams.storage === "memory" ? StorageType.Memory : StorageType.File;
-  for (const name of Object.values(BUCKET)) {
-    const ttl = name === BUCKET.idempotency ? 24 * 3600_000 : name === BUCKET.procs ? PROCESS_TTL_MS : 0;
-    try {
-      await n.kvm.create(name, { history: 1, replicas: cfg.streams.replicas, storage, ttl });
-    } catch (err) {
-      // Another process created it in between ("already in use", or "subjects overlap" from nats-server 2.9): fine when it now exists.
-      if (!/already in use|exists/i.test(String(err)) && !(await n.jsm.streams.info(`KV_${name}`).then(() => true, () => false))) throw err;
-    }
-    buckets.push(name);
-  }
+  const buckets = await Promise.all(
+    Object.values(BUCKET).map(async (name) => {
+      const ttl = name === BUCKET.idempotency ? 24 * 3600_000 : name === BUCKET.procs ? PROCESS_TTL_MS : 0;
+      try {
+        await n.kvm.create(name, { history: 1, replicas: cfg.streams.replicas, storage, ttl });
+      } catch (err) {
+        // Another process created it in between ("already in use", or "subjects overlap" from nats-server 2.9): fine when it now exists.
+        if (!/already in use|exists/i.test(String(err)) && !(await n.jsm.streams.info(`KV_${name}`).then(() => true, () => false))) throw err;
+      }
+      return name;
+    }),
+  );
   return { streams, consumers, buckets };
 }
 

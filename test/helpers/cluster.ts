@@ -20,12 +20,19 @@ function defaultRoles(overrides: Record<string, unknown> = {}): readonly Process
   return channels.includes("inapp") ? ROLES : ROLES.filter((r) => r !== "ws-gateway");
 }
 
+/** `TEST_NATS_NODES` (e.g. 3, set by `npm run test:cluster`): the suites run on a nats-server cluster of that many nodes with replicated streams. */
+export function natsNodesOfEnv(): number {
+  const n = Number(process.env.TEST_NATS_NODES ?? 1);
+  if (!Number.isInteger(n) || n < 1 || n > 5) throw new Error(`TEST_NATS_NODES: must be an integer 1-5, got ${process.env.TEST_NATS_NODES}`);
+  return n;
+}
+
 /** Starts the cluster with the sandboxes on free ports; role output is kept and printed only if the test fails. */
 export async function startTestCluster(t: Test, o: { roles?: readonly ProcessSpec[]; overrides?: Record<string, unknown> } = {}): Promise<LocalCluster> {
   const dir = mkdtempSync(join(tmpdir(), "nfx-cluster-"));
   const lines: string[] = [];
   const cluster = await startLocalCluster({
-    dataDir: dir, natsPort: 0, redisPort: 0, httpPort: 0, persist: false,
+    dataDir: dir, natsPort: 0, redisPort: 0, httpPort: 0, persist: false, natsNodes: natsNodesOfEnv(),
     sandbox: {}, roles: o.roles ?? defaultRoles(o.overrides),
     // Retries back off from 100 ms rather than 1 s so retry paths finish within a test.
     overrides: mergeDeep({ log: { level: "warn" }, gateways: { retry: { baseMs: 100, maxMs: 2000 } } }, o.overrides ?? {}),
