@@ -23,7 +23,7 @@ import { Semaphore } from "../lib/flow/semaphore.js";
 import { presenceReader, PresenceView } from "../lib/inapp/presence.js";
 import { perLaneClass } from "../lib/infra/lane-connections.js";
 import { shedTotal, stageItems } from "../lib/infra/metrics.js";
-import type { Nats } from "../lib/infra/nats.js";
+import { isTransientJsError, type Nats } from "../lib/infra/nats.js";
 import type { Redis } from "../lib/infra/redis.js";
 import { type ChunkDecision, decideChunk, usesUserFields } from "../lib/shard/chunk-decision.js";
 import { chunkOutputs } from "../lib/shard/chunk-outputs.js";
@@ -161,11 +161,26 @@ class ShardOwner {
 
   private async pump(p: Priority): Promise<void> {
     const from = this.pos[p];
-    const c = await this.cl.js.consumers.get(STREAM.fan, {
-      filter_subjects: fanSubject(p, this.shard),
-      ...(from > 0 ? { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: from + 1 } : { deliver_policy: DeliverPolicy.All }),
-    });
-    const it = await c.consume({ max_messages: 8 });
+    const open = async (): Promise<ConsumerMessages> => {
+      const c = await this.cl.js.consumers.get(STREAM.fan, {
+        filter_subjects: fanSubject(p, this.shard),
+        ...(from > 0 ? { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: from + 1 } : { deliver_policy: DeliverPolicy.All }),
+      });
+      return c.consume({ max_messages: 8 });
+    };
+    // On a nats-server cluster consumers are created by the JetStream meta leader: while one is being elected, ask again
+    // (the lease is kept meanwhile) rather than give the shard up and make every owner start over.
+    let it: ConsumerMessages;
+    for (let attempt = 0; ; attempt++) {
+      try {
+        it = await open();
+        break;
+      } catch (err) {
+        if (!isTransientJsError(err) || this.stopping || attempt >= 20) throw err;
+        this.log.warn({ err, lane: p, attempt }, "shard reader not open yet; retrying");
+        await new Promise((r) => setTimeout(r, backoffMs(attempt, { baseMs: 250, maxMs: 3000 })));
+      }
+    }
     this.iters.push(it);
     void (async () => {
       for await (const m of it) {

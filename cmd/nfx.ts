@@ -15,7 +15,7 @@ import { ApiError, notify, status } from "../lib/intake/api-client.js";
 import { TemplateStore } from "../lib/intake/templates.js";
 import { explain } from "../lib/shard/trails.js";
 import { SANDBOX_PROVIDERS } from "../sandbox/faults.js";
-import { type SandboxPorts, startSandbox } from "../sandbox/index.js";
+import type { SandboxPorts } from "../sandbox/index.js";
 import { registerCampaignCommands } from "./campaign-cli.js";
 import { cliConfig, cliLog, withConnections } from "./cli-context.js";
 import { registerDirectoryCommands } from "./directory-cli.js";
@@ -233,6 +233,8 @@ program
       if (!Array.isArray(v)) throw new InvalidArgumentError(`--faults: ${o.faults} must hold a JSON array of fault rules`);
       faults = v;
     }
+    // Loaded here: the sandboxes are not part of a role process.
+    const { startSandbox } = await import("../sandbox/index.js");
     const sb = await startSandbox({ apns: o.apnsPort ?? d.apns, fcm: o.fcmPort ?? d.fcm, sendgrid: o.sendgridPort ?? d.sendgrid, twilio: o.twilioPort ?? d.twilio, control: o.controlPort ?? d.control }, faults);
     console.log(`${describeSandbox(sb.ports)} (GET /stats, /devices?provider=, /deliveries, /faults; POST /faults, /reset; DELETE /faults)`);
     await waitForSignal();

@@ -1,32 +1,14 @@
 // The process roles `nfx run <role>` can start, and the code that wires each to its connections.
-import { startCampaign } from "../actors/campaign.js";
-import { startDeferredRelease } from "../actors/deferred-release.js";
-import { startGatewayApns } from "../actors/gateway-apns.js";
-import { startGatewayEmail } from "../actors/gateway-email.js";
-import { startGatewayFcm } from "../actors/gateway-fcm.js";
-import { startGatewaySms } from "../actors/gateway-sms.js";
-import { startHttpApi } from "../actors/http-api.js";
-import { startInAppDispatch } from "../actors/inapp-dispatch.js";
-import { startIngest } from "../actors/ingest.js";
-import { startRouter } from "../actors/router.js";
-import { startScheduler } from "../actors/scheduler.js";
-import { startTracker } from "../actors/tracker.js";
-import { startUserShard } from "../actors/user-shard.js";
-import { startWsGateway } from "../actors/ws-gateway.js";
-import { Campaigns } from "../lib/campaign/campaigns.js";
 import type { Config } from "../lib/core/config.js";
 import { ConfigInvalid } from "../lib/core/errors.js";
 import type { Logger } from "../lib/core/log.js";
 import { BUCKET, LANE_CLASSES, type LaneClass } from "../lib/core/subjects.js";
-import { watchCluster } from "../lib/infra/metrics.js";
 import { connectNats, type Nats } from "../lib/infra/nats.js";
 import { announceProcess } from "../lib/infra/processes.js";
 import { connectRedis, type Redis } from "../lib/infra/redis.js";
 import { refusePublishedDefaults } from "../lib/infra/secrets.js";
 import { awaitTopology } from "../lib/infra/topology.js";
 import { requireNativeUws } from "../lib/infra/uws.js";
-import { Intake } from "../lib/intake/intake.js";
-import { TemplateStore } from "../lib/intake/templates.js";
 
 export const ROLES = ["ingest", "scheduler", "router", "campaign", "shard", "gateway-apns", "gateway-fcm", "gateway-email", "gateway-sms", "ws-gateway", "tracker"] as const;
 export type Role = (typeof ROLES)[number];
@@ -62,6 +44,9 @@ type Deps = { cfg: Config; nats: Nats; redis: Redis; log: Logger; lanes: readonl
 
 /** The ingest role: the NATS surface and, when enabled, the HTTP API, sharing one intake. */
 async function startIngestRole(d: Deps): Promise<Started> {
+  const [{ TemplateStore }, { Intake }, { Campaigns }, { startIngest }, { startHttpApi }] = await Promise.all([
+    import("../lib/intake/templates.js"), import("../lib/intake/intake.js"), import("../lib/campaign/campaigns.js"), import("../actors/ingest.js"), import("../actors/http-api.js"),
+  ]);
   const templates = new TemplateStore(await d.nats.kvm.open(BUCKET.templates));
   const intake = new Intake({ cfg: d.cfg, nats: d.nats, redis: d.redis, templates, idempotency: await d.nats.kvm.open(BUCKET.idempotency) });
   const campaigns = new Campaigns(await d.nats.kvm.open(BUCKET.campaigns), await d.nats.kvm.open(BUCKET.counters));
@@ -77,12 +62,14 @@ async function startIngestRole(d: Deps): Promise<Started> {
 
 /** The scheduler role: send-at times and quiet-hours releases, both "hold until due". */
 async function startSchedulerRole(d: Deps): Promise<Started> {
+  const [{ startScheduler }, { startDeferredRelease }] = await Promise.all([import("../actors/scheduler.js"), import("../actors/deferred-release.js")]);
   const parts = [await startScheduler(d), await startDeferredRelease(d)];
   return { stop: async () => void (await Promise.all(parts.map((p) => p.stop()))) };
 }
 
 /** The ws-gateway role: live connections, presence and inbox API, plus the in-app dispatcher that offers sends to them. */
 async function startWsGatewayRole(d: Deps): Promise<Started> {
+  const [{ startWsGateway }, { startInAppDispatch }] = await Promise.all([import("../actors/ws-gateway.js"), import("../actors/inapp-dispatch.js")]);
   const gw = await startWsGateway(d);
   const dispatch = await startInAppDispatch(d);
   return {
@@ -93,21 +80,25 @@ async function startWsGatewayRole(d: Deps): Promise<Started> {
   };
 }
 
+/**
+ * Each role's starter. Actors are imported when their role starts, so a process loads only its own roles' code
+ * (the provider SDKs alone take a second of CPU to load): `nfx up` starts sixteen processes.
+ */
 const starters: Record<Role, (d: Deps) => Promise<Started>> = {
   ingest: startIngestRole,
   scheduler: startSchedulerRole,
-  campaign: startCampaign,
+  campaign: async (d) => (await import("../actors/campaign.js")).startCampaign(d),
   tracker: async (d) => {
     // The tracker's process reports the cluster-wide gauges (consumer lag, stream sizes, DLQ depth): one reporter per cluster.
-    watchCluster(d.nats);
-    return startTracker(d);
+    (await import("../lib/infra/metrics.js")).watchCluster(d.nats);
+    return (await import("../actors/tracker.js")).startTracker(d);
   },
-  router: startRouter,
-  shard: startUserShard,
-  "gateway-apns": startGatewayApns,
-  "gateway-fcm": startGatewayFcm,
-  "gateway-email": startGatewayEmail,
-  "gateway-sms": startGatewaySms,
+  router: async (d) => (await import("../actors/router.js")).startRouter(d),
+  shard: async (d) => (await import("../actors/user-shard.js")).startUserShard(d),
+  "gateway-apns": async (d) => (await import("../actors/gateway-apns.js")).startGatewayApns(d),
+  "gateway-fcm": async (d) => (await import("../actors/gateway-fcm.js")).startGatewayFcm(d),
+  "gateway-email": async (d) => (await import("../actors/gateway-email.js")).startGatewayEmail(d),
+  "gateway-sms": async (d) => (await import("../actors/gateway-sms.js")).startGatewaySms(d),
   "ws-gateway": startWsGatewayRole,
 };
 

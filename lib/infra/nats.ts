@@ -16,6 +16,13 @@ export interface Nats {
   kvm: Kvm;
 }
 
+/**
+ * Whether a JetStream API error means "busy, or electing a leader: ask again" — a request timeout, no responders, or the
+ * cluster's "temporarily unavailable" (503) — rather than a refusal. On a nats-server cluster these last through a leader
+ * election (nats-server's Raft elections take 4 to 9 s).
+ */
+export const isTransientJsError = (err: unknown): boolean => /timeout|temporarily unavailable|no responders|\b503\b/i.test(String((err as Error)?.message ?? err));
+
 /** Options of {@link connectNats}. */
 export interface ConnectNatsOptions {
   /** Wait for an unreachable server at start-up (roles), retrying with a logged, growing delay, instead of throwing (CLI tools). */

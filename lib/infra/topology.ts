@@ -9,7 +9,7 @@ import {
   BUCKET, CHANNELS, CONSUMER,   deferAll, dlqAll, fanAll, GATEWAY_CHANNELS, intakeAll, intakeLane, PRIORITIES, receiptAll, retryAll, retryOf, scheduledAll, sendAll, sendSubject,
 STREAM,
 trailAll, } from "../core/subjects.js";
-import type { Nats } from "./nats.js";
+import { isTransientJsError, type Nats } from "./nats.js";
 import { PROCESS_TTL_MS } from "./processes.js";
 
 /** The stream configurations derived from config. Exported for `nfx init --print` and tests. */
@@ -63,6 +63,28 @@ export function consumerConfigs(cfg: Config): { stream: string; config: Partial<
 
 const isNotFound = (err: unknown): boolean => /not found/i.test(String((err as Error)?.message ?? err));
 
+/** `fn` over `items`, four at a time, each retried (with a growing delay, for up to a minute) while JetStream answers transiently; results in order. */
+async function withRetries<T, R>(items: readonly T[], fn: (item: T) => Promise<R>): Promise<R[]> {
+  const out: R[] = new Array(items.length);
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    while (next < items.length) {
+      const i = next++;
+      for (let attempt = 0, until = Date.now() + 60_000; ; attempt++) {
+        try {
+          out[i] = await fn(items[i]);
+          break;
+        } catch (err) {
+          if (!isTransientJsError(err) || Date.now() > until) throw err;
+          await new Promise((r) => setTimeout(r, backoffMs(attempt, { baseMs: 250, maxMs: 2000 })));
+        }
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: 4 }, worker));
+  return out;
+}
+
 /**
  * Creates every stream, consumer and KV bucket, or updates it to the current
  * configuration. Safe to run any number of times and concurrently from
@@ -70,10 +92,10 @@ const isNotFound = (err: unknown): boolean => /not found/i.test(String((err as E
  * JetStream refuses (e.g. changing a stream's retention).
  */
 export async function ensureTopology(n: Nats, cfg: Config): Promise<{ streams: string[]; consumers: string[]; buckets: string[] }> {
-  // Streams, then consumers, then buckets, each kind all at once: on a nats-server cluster every R3 create waits for its own
-  // leader election (about a second), so one after the other took half a minute.
-  const streams = await Promise.all(
-    streamConfigs(cfg).map(async (sc) => {
+  // Streams, then consumers, then buckets, a few at a time: on a nats-server cluster every R3 create waits for its own leader
+  // election (about a second), so one after the other took half a minute; all at once, the JetStream API timed out.
+  const streams = await withRetries(
+    streamConfigs(cfg), async (sc) => {
       try {
         await n.jsm.streams.info(sc.name);
         await n.jsm.streams.update(sc.name, sc);
@@ -86,10 +108,10 @@ export async function ensureTopology(n: Nats, cfg: Config): Promise<{ streams: s
         });
       }
       return sc.name;
-    }),
+    },
   );
-  const consumers = await Promise.all(
-    consumerConfigs(cfg).map(async ({ stream, config }) => {
+  const consumers = await withRetries(
+    consumerConfigs(cfg), async ({ stream, config }) => {
       try {
         await n.jsm.consumers.info(stream, config.durable_name!);
         await n.jsm.consumers.update(stream, config.durable_name!, { ack_wait: config.ack_wait, max_ack_pending: config.max_ack_pending });
@@ -98,11 +120,11 @@ export async function ensureTopology(n: Nats, cfg: Config): Promise<{ streams: s
         await n.jsm.consumers.add(stream, config);
       }
       return `${stream}/${config.durable_name}`;
-    }),
+    },
   );
   const storage = cfg.streams.storage === "memory" ? StorageType.Memory : StorageType.File;
-  const buckets = await Promise.all(
-    Object.values(BUCKET).map(async (name) => {
+  const buckets = await withRetries(
+    Object.values(BUCKET), async (name) => {
       const ttl = name === BUCKET.idempotency ? 24 * 3600_000 : name === BUCKET.procs ? PROCESS_TTL_MS : 0;
       try {
         await n.kvm.create(name, { history: 1, replicas: cfg.streams.replicas, storage, ttl });
@@ -111,7 +133,7 @@ export async function ensureTopology(n: Nats, cfg: Config): Promise<{ streams: s
         if (!/already in use|exists/i.test(String(err)) && !(await n.jsm.streams.info(`KV_${name}`).then(() => true, () => false))) throw err;
       }
       return name;
-    }),
+    },
   );
   return { streams, consumers, buckets };
 }

@@ -7,14 +7,12 @@ import t from "tap";
 
 import type { ProcessSpec } from "../../cmd/roles.js";
 import type { CampaignStatus } from "../../lib/campaign/campaigns.js";
-import { deliveryKey } from "../../lib/core/ids.js";
-import { deliveredKey } from "../../lib/core/keys.js";
-import { shardOf } from "../../lib/core/shard-hash.js";
 import { API, CONSUMER, PRIORITIES, STREAM } from "../../lib/core/subjects.js";
 import { writeUsers } from "../../lib/directory/directory.js";
 import { syntheticUser } from "../../lib/directory/users.js";
 import { callApi, notify } from "../../lib/intake/api-client.js";
 import type { SandboxProvider } from "../../sandbox/recorder.js";
+import { deliveryAudit, exited, sleep } from "../helpers/chaos.js";
 import { clientsFor, eventually, startTestCluster } from "../helpers/cluster.js";
 
 const DAY = 86_400_000;
@@ -27,8 +25,6 @@ type Kind = (typeof KINDS)[number];
 /** The sandbox provider each gateway role calls: the only roles that make provider calls. */
 const PROVIDER: Partial<Record<Kind, SandboxProvider>> = { "gateway-apns": "apns", "gateway-fcm": "fcm" };
 
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-const exited = (p: ChildProcess): Promise<void> => (p.exitCode !== null || p.signalCode !== null ? Promise.resolve() : new Promise((r) => p.once("exit", () => r())));
 const shuffle = <T>(a: T[]): T[] => {
   for (let i = a.length - 1; i > 0; i--) {
     const j = Math.floor(Math.random() * (i + 1));
@@ -86,40 +82,7 @@ t.test("100,000 recipients; router, campaign, shard, gateways, tracker, ingest a
     let createdAt = 0;
     t.ok(await eventually(async () => ((createdAt = (await status()).createdAt), true), 30_000), "the campaign is recorded");
 
-    // Each device's delivered key in Redis, by its token: what the gateway records once the provider answered.
-    const keyOf = new Map<string, string>();
-    for (const u of users) {
-      for (const d of u.devices) keyOf.set(d.token, deliveredKey(shardOf(u.id, P), deliveryKey(id, u.id, d.platform === "ios" ? "apns" : "fcm", d.id)));
-    }
-    /** Accepted sends of this notification per token, at the sandbox. */
-    const acceptedNow = (provider?: SandboxProvider): Map<string, number> => {
-      const m = new Map<string, number>();
-      for (const d of recorder.accepted(provider)) if (d.nid === id) m.set(d.token, (m.get(d.token) ?? 0) + 1);
-      return m;
-    };
-    // Per token, the accepted sends already counted as in flight at an earlier kill.
-    const counted = new Map<string, number>();
-    /**
-     * The provider calls of a stopped gateway that can go out twice: sends the
-     * sandbox accepted (and that no earlier kill counted) whose delivered key
-     * holds no recorded outcome (absent, or still a claim marker `~…`).
-     */
-    const inFlight = async (provider: SandboxProvider): Promise<number> => {
-      const acc = [...acceptedNow(provider)].filter(([tok, n]) => n > (counted.get(tok) ?? 0));
-      let n = 0;
-      for (let i = 0; i < acc.length; i += 5000) {
-        const part = acc.slice(i, i + 5000);
-        const vals = await redis.mget(...part.map(([tok]) => keyOf.get(tok)!));
-        part.forEach(([tok, c], j) => {
-          const v = vals[j];
-          if (v === null || v === undefined || v.startsWith("~")) {
-            n += c - (counted.get(tok) ?? 0);
-            counted.set(tok, c);
-          }
-        });
-      }
-      return n;
-    };
+    const { acceptedNow, inFlight } = deliveryAudit({ recorder, redis, nid: id, users, shards: P });
 
     /** Resolves once `provider` has answered a request of this notification within the last 20 ms, or after `ms`. */
     const busy = async (provider: SandboxProvider, ms: number): Promise<void> => {

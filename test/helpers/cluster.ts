@@ -28,11 +28,11 @@ export function natsNodesOfEnv(): number {
 }
 
 /** Starts the cluster with the sandboxes on free ports; role output is kept and printed only if the test fails. */
-export async function startTestCluster(t: Test, o: { roles?: readonly ProcessSpec[]; overrides?: Record<string, unknown> } = {}): Promise<LocalCluster> {
+export async function startTestCluster(t: Test, o: { roles?: readonly ProcessSpec[]; overrides?: Record<string, unknown>; natsNodes?: number } = {}): Promise<LocalCluster> {
   const dir = mkdtempSync(join(tmpdir(), "nfx-cluster-"));
   const lines: string[] = [];
   const cluster = await startLocalCluster({
-    dataDir: dir, natsPort: 0, redisPort: 0, httpPort: 0, persist: false, natsNodes: natsNodesOfEnv(),
+    dataDir: dir, natsPort: 0, redisPort: 0, httpPort: 0, persist: false, natsNodes: o.natsNodes ?? natsNodesOfEnv(),
     sandbox: {}, roles: o.roles ?? defaultRoles(o.overrides),
     // Retries back off from 100 ms rather than 1 s so retry paths finish within a test.
     overrides: mergeDeep({ log: { level: "warn" }, gateways: { retry: { baseMs: 100, maxMs: 2000 } } }, o.overrides ?? {}),

@@ -1,0 +1,58 @@
+// Chaos-suite accounting: what the sandboxes accepted per device, and which accepted sends had no outcome recorded in Redis at a kill (the duplicate bound).
+import type { ChildProcess } from "node:child_process";
+
+import { deliveryKey } from "../../lib/core/ids.js";
+import { deliveredKey } from "../../lib/core/keys.js";
+import { shardOf } from "../../lib/core/shard-hash.js";
+import type { UserRecord } from "../../lib/core/types.js";
+import type { Redis } from "../../lib/infra/redis.js";
+import type { Recorder, SandboxProvider } from "../../sandbox/recorder.js";
+
+export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+export const exited = (p: ChildProcess): Promise<void> => (p.exitCode !== null || p.signalCode !== null ? Promise.resolve() : new Promise((r) => p.once("exit", () => r())));
+
+/** The ledger of one notification `nid` sent to `users` (push devices only), as the sandbox and Redis see it. */
+export interface DeliveryAudit {
+  /** Accepted sends of the notification per token, at the sandbox (of one provider, or all). */
+  acceptedNow: (provider?: SandboxProvider) => Map<string, number>;
+  /**
+   * Accepted sends (of `provider`, or all) that no earlier call counted and whose delivered key holds no recorded outcome
+   * (absent, or still a claim marker `~…`): the sends that can go out again after a crash. Each is counted once across calls.
+   */
+  inFlight: (provider?: SandboxProvider) => Promise<number>;
+}
+
+/** Builds the {@link DeliveryAudit} of `nid`; `shards` is `cluster.shards`. */
+export function deliveryAudit(o: { recorder: Recorder; redis: Redis; nid: string; users: readonly UserRecord[]; shards: number }): DeliveryAudit {
+  // Each device's delivered key in Redis, by its token: what the gateway records once the provider answered.
+  const keyOf = new Map<string, string>();
+  for (const u of o.users) {
+    for (const d of u.devices) keyOf.set(d.token, deliveredKey(shardOf(u.id, o.shards), deliveryKey(o.nid, u.id, d.platform === "ios" ? "apns" : "fcm", d.id)));
+  }
+  const acceptedNow = (provider?: SandboxProvider): Map<string, number> => {
+    const m = new Map<string, number>();
+    for (const d of o.recorder.accepted(provider)) if (d.nid === o.nid) m.set(d.token, (m.get(d.token) ?? 0) + 1);
+    return m;
+  };
+  const counted = new Map<string, number>();
+  return {
+    acceptedNow,
+    inFlight: async (provider) => {
+      const acc = [...acceptedNow(provider)].filter(([tok, n]) => n > (counted.get(tok) ?? 0));
+      let n = 0;
+      for (let i = 0; i < acc.length; i += 2000) {
+        const part = acc.slice(i, i + 2000);
+        // One GET per key (auto-pipelined): on Redis Cluster the keys live in many slots, which one MGET may not span.
+        const vals = await Promise.all(part.map(([tok]) => o.redis.get(keyOf.get(tok)!)));
+        part.forEach(([tok, c], j) => {
+          const v = vals[j];
+          if (v === null || v === undefined || v.startsWith("~")) {
+            n += c - (counted.get(tok) ?? 0);
+            counted.set(tok, c);
+          }
+        });
+      }
+      return n;
+    },
+  };
+}
