@@ -166,7 +166,8 @@ export async function startLocalCluster(o: LocalClusterOptions): Promise<LocalCl
       const clientPorts = o.natsPort ? Array.from({ length: natsNodes }, (_, i) => o.natsPort + i) : undefined;
       const conf = (serverName: string): string => renderNatsServerConf({ secret: natsSecret, producers: userCfg.nats.producers, serverName });
       natsCluster = await startNatsCluster({ dir: join(dataDir, "nats"), nodes: natsNodes, conf, clientPorts });
-      stops.push(natsCluster.stop);
+      const nc = natsCluster;
+      stops.push(() => nc.stop());
       for (const n of natsCluster.nodes) setNice(n.server.proc, userCfg.lanes.nice.servers, (msg) => console.error(msg));
     }
     const nats = natsCluster ? natsCluster.nodes[0].server : await startNatsServer({ storeDir: join(dataDir, "nats"), port: o.natsPort, conf: natsConf });

@@ -61,7 +61,7 @@ export async function startNatsCluster(o: { dir: string; nodes: number; conf: (s
   const clientPorts = o.clientPorts?.some((p) => p > 0) ? [...o.clientPorts] : await ports(o.nodes);
   const routePorts = await ports(o.nodes);
   const httpPorts = await ports(o.nodes);
-  const nodes: (NatsNode | undefined)[] = new Array(o.nodes).fill(undefined);
+  const nodes: (NatsNode | undefined)[] = Array.from({ length: o.nodes }, () => undefined);
   const confOf = (i: number): string => `${o.conf(`nfx-n${i + 1}`)}\n${natsClusterBlock({ name: "nfx", routePort: routePorts[i], routePorts, httpPort: httpPorts[i] })}`;
   const start = async (i: number): Promise<NatsNode> => {
     const storeDir = join(o.dir, `n${i + 1}`);
@@ -71,7 +71,7 @@ export async function startNatsCluster(o: { dir: string; nodes: number; conf: (s
     return node;
   };
   const live = (): NatsNode[] => nodes.filter((n): n is NatsNode => !!n && n.server.proc.exitCode === null && n.server.proc.signalCode === null);
-  const stop = async (): Promise<void> => void (await Promise.all(nodes.map((n) => n?.server.stop())));
+  const stop = async (): Promise<void> => void (await Promise.all(nodes.map((n) => (n ? n.server.stop() : Promise.resolve()))));
   const metaLeader = async (): Promise<number> => {
     for (const n of live()) {
       try {

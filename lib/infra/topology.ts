@@ -65,7 +65,7 @@ const isNotFound = (err: unknown): boolean => /not found/i.test(String((err as E
 
 /** `fn` over `items`, four at a time, each retried (with a growing delay, for up to a minute) while JetStream answers transiently; results in order. */
 async function withRetries<T, R>(items: readonly T[], fn: (item: T) => Promise<R>): Promise<R[]> {
-  const out: R[] = new Array(items.length);
+  const out: R[] = [];
   let next = 0;
   const worker = async (): Promise<void> => {
     while (next < items.length) {
