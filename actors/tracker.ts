@@ -7,6 +7,7 @@ import type { Config } from "../lib/core/config.js";
 import type { Logger } from "../lib/core/log.js";
 import { BUCKET, CONSUMER, COUNTERS_KEY, scheduledSubject, STREAM } from "../lib/core/subjects.js";
 import type { Notification, ReceiptBatch } from "../lib/core/types.js";
+import { PULL_EXPIRES_MS } from "../lib/flow/pull.js";
 import { stageItems } from "../lib/infra/metrics.js";
 import type { Nats } from "../lib/infra/nats.js";
 import type { Redis } from "../lib/infra/redis.js";
@@ -159,9 +160,9 @@ export async function startTracker(d: TrackerDeps): Promise<{ stop(): Promise<vo
   };
   await rewindToAckFloor(d.nats, log);
   const c = await d.nats.js.consumers.get(STREAM.receipts, CONSUMER.tracker);
-  const it = await c.consume({ max_messages: 4000 });
+  const it = await c.consume({ max_messages: 4000, expires: PULL_EXPIRES_MS });
   const ic = await d.nats.js.consumers.get(STREAM.intake, CONSUMER.trackerIntake);
-  const iit = await ic.consume({ max_messages: 1000 });
+  const iit = await ic.consume({ max_messages: 1000, expires: PULL_EXPIRES_MS });
   const loops = [
     (async () => {
       for await (const m of it) enqueue(() => apply(m));

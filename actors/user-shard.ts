@@ -19,6 +19,7 @@ import { JsPublisher } from "../lib/flow/js-publisher.js";
 import { decodeAs, oldestAgeMs, PoisonMessage, UrgencyGate } from "../lib/flow/lanes.js";
 import type { Lease } from "../lib/flow/lease.js";
 import { PriorityBuffer } from "../lib/flow/priority-buffer.js";
+import { PULL_EXPIRES_MS } from "../lib/flow/pull.js";
 import { Semaphore } from "../lib/flow/semaphore.js";
 import { presenceReader, PresenceView } from "../lib/inapp/presence.js";
 import { perLaneClass } from "../lib/infra/lane-connections.js";
@@ -166,7 +167,7 @@ class ShardOwner {
         filter_subjects: fanSubject(p, this.shard),
         ...(from > 0 ? { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: from + 1 } : { deliver_policy: DeliverPolicy.All }),
       });
-      return c.consume({ max_messages: 8 });
+      return c.consume({ max_messages: 8, expires: PULL_EXPIRES_MS });
     };
     // On a nats-server cluster consumers are created by the JetStream meta leader: while one is being elected, ask again
     // (the lease is kept meanwhile) rather than give the shard up and make every owner start over.
@@ -189,7 +190,10 @@ class ShardOwner {
         this.notify();
         await this.buf.waitForRoom(p, () => this.stopping);
       }
-    })().catch((err) => this.log.error({ err, lane: p }, "lane read failed"));
+      // The reader ended without being stopped (it gave up recreating itself after a nats-server loss): this owner can no
+      // longer read the lane, so it gives the shard up and the next tick takes it afresh from its checkpoint.
+      if (!this.stopping) throw new Error(`lane ${p} reader ended`);
+    })().catch((err) => this.fail(err));
   }
 
   /** Starts chunks, most urgent lane first, up to `chunksInFlight` at once (and the class's process-wide gate, if any). */

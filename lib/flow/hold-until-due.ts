@@ -5,6 +5,7 @@ import type { Config } from "../core/config.js";
 import type { Logger } from "../core/log.js";
 import type { Nats } from "../infra/nats.js";
 import { decodeAs, PoisonMessage } from "./lanes.js";
+import { PULL_EXPIRES_MS } from "./pull.js";
 
 /** Longest single wait before a held message is looked at again (JetStream keeps the timer; a restart loses nothing). */
 const MAX_WAIT_MS = 3_600_000;
@@ -39,7 +40,7 @@ export interface HoldOptions<T extends { type: string }> {
  */
 export async function holdUntilDue<T extends { type: string }>(o: HoldOptions<T>): Promise<{ stop(): Promise<void> }> {
   const c = await o.nats.js.consumers.get(o.stream, o.consumer);
-  const it = await c.consume({ max_messages: 1000 });
+  const it = await c.consume({ max_messages: 1000, expires: PULL_EXPIRES_MS });
   const handle = async (m: JsMsg): Promise<void> => {
     let v: T;
     try {

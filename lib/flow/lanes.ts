@@ -6,6 +6,7 @@ import { decode } from "../core/codec.js";
 import type { Logger } from "../core/log.js";
 import { PRIORITIES, type Priority } from "../core/subjects.js";
 import { PriorityBuffer } from "./priority-buffer.js";
+import { PULL_EXPIRES_MS } from "./pull.js";
 
 /** Thrown by a handler for a message that can never be processed (undecodable, wrong type): it is terminated, not redelivered. */
 export class PoisonMessage extends Error {}
@@ -82,9 +83,9 @@ export function runLanes(o: LaneOptions): Lanes {
     w?.();
   };
 
-  const pump = async (prio: Priority): Promise<void> => {
+  const open = async (prio: Priority): Promise<ConsumerMessages> => {
     const c = await o.js.consumers.get(o.stream, o.consumer(prio));
-    const it = await c.consume({ max_messages: o.prefetch });
+    const it = await c.consume({ max_messages: o.prefetch, expires: PULL_EXPIRES_MS });
     iters.push(it);
     void (async () => {
       for await (const s of it.status()) {
@@ -93,17 +94,41 @@ export function runLanes(o: LaneOptions): Lanes {
         }
       }
     })().catch(() => undefined);
-    void (async () => {
-      for await (const m of it) {
-        if (stopping) {
-          m.nak();
-          continue;
+    return it;
+  };
+  // Reads one lane until stopped. A reader that ends or fails otherwise (a nats-server lost for longer than the client
+  // retries) is opened again after a growing delay: a lane never stops being read while the process runs.
+  const read = async (prio: Priority, first: ConsumerMessages): Promise<void> => {
+    let it = first;
+    for (let attempt = 0; ; attempt++) {
+      try {
+        for await (const m of it) {
+          attempt = 0;
+          if (stopping) {
+            m.nak();
+            continue;
+          }
+          buf.push(prio, m);
+          notify();
+          await buf.waitForRoom(prio, () => stopping);
         }
-        buf.push(prio, m);
-        notify();
-        await buf.waitForRoom(prio, () => stopping);
+        if (stopping) return;
+        o.log.warn({ lane: prio }, "lane reader ended; opening it again");
+      } catch (err) {
+        if (stopping) return;
+        o.log.error({ err, lane: prio }, "lane reader failed; opening it again");
       }
-    })().catch((err) => o.log.error({ err, lane: prio }, "lane pump failed"));
+      for (;;) {
+        await new Promise((r) => setTimeout(r, backoffMs(attempt, { baseMs: 250, maxMs: 5000 })));
+        if (stopping) return;
+        try {
+          it = await open(prio);
+          break;
+        } catch (err) {
+          o.log.warn({ err, lane: prio, attempt: ++attempt }, "lane reader not open yet; retrying");
+        }
+      }
+    }
   };
 
   const worker = async (): Promise<void> => {
@@ -144,7 +169,8 @@ export function runLanes(o: LaneOptions): Lanes {
   }, Math.max(1000, (o.ackWaitSec * 1000) / 3));
   bufferedAlive.unref();
 
-  const ready = Promise.all((o.priorities ?? PRIORITIES).map(pump)).then(() => undefined);
+  // Ready once every lane's reader is open; each then reads in the background.
+  const ready = Promise.all((o.priorities ?? PRIORITIES).map(async (p) => void read(p, await open(p)))).then(() => undefined);
   const workers = Array.from({ length: o.concurrency }, () => worker());
 
   return {

@@ -3,6 +3,7 @@ import type { KV } from "@nats-io/kv";
 
 import { decodeJson, encodeJson } from "../core/codec.js";
 import { Fenced } from "../core/errors.js";
+import { isTransientJsError } from "../infra/nats.js";
 
 interface LeaseRecord {
   owner: string;
@@ -70,14 +71,27 @@ export class Lease {
     if (this.lost) return false;
     const t = this.now();
     const m0 = performance.now();
-    if (t >= this.expiresAt || m0 >= this.validUntil) return this.lose();
-    try {
-      this.revision = await this.kv.update(this.key, encodeJson({ owner: this.owner, expiresAt: t + this.ttlMs } satisfies LeaseRecord), this.revision);
-      this.expiresAt = t + this.ttlMs;
-      this.validUntil = m0 + this.ttlMs - Lease.margin(this.ttlMs);
+    if (t >= this.expiresAt || m0 >= this.validUntil) return this.lose("expired before it could be renewed");
+    const rec: LeaseRecord = { owner: this.owner, expiresAt: t + this.ttlMs };
+    const held = (revision: number, expiresAt: number): true => {
+      this.revision = revision;
+      this.expiresAt = expiresAt;
+      this.validUntil = m0 + (expiresAt - t) - Lease.margin(this.ttlMs);
       return true;
-    } catch {
-      return this.lose();
+    };
+    try {
+      return held(await this.kv.update(this.key, encodeJson(rec), this.revision), rec.expiresAt);
+    } catch (err) {
+      // KV busy or electing a leader (nats-server cluster): still held until its deadline; the next renewal tries again.
+      if (isTransientJsError(err)) return true;
+      // Refused: someone else wrote the key, or an earlier update of ours went through after its answer was lost (a
+      // timeout). Owner names are unique per holder, so an entry naming us is our own write: held until what it says.
+      const e = await this.kv.get(this.key).catch(() => null);
+      if (e?.operation === "PUT") {
+        const cur = decodeJson<LeaseRecord>(e.value);
+        if (cur.owner === this.owner && cur.expiresAt > t) return held(e.revision, Math.min(cur.expiresAt, this.expiresAt + this.ttlMs));
+      }
+      return this.lose(`renewal refused: ${(err as Error)?.message ?? String(err)}`);
     }
   }
 
@@ -102,8 +116,12 @@ export class Lease {
     if (!this.valid) throw new Fenced(`${holder}: lease ${this.revision} is gone`);
   }
 
-  private lose(): false {
+  /** Why the lease was lost, once it is (for the holder's log). */
+  lostReason?: string;
+
+  private lose(reason: string): false {
     this.lost = true;
+    this.lostReason = reason;
     if (this.timer) clearInterval(this.timer);
     return false;
   }

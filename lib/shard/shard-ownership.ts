@@ -139,7 +139,7 @@ export class ShardOwnership {
   private lost(s: number, lease: Lease): void {
     if (this.held.get(s) !== lease) return;
     this.held.delete(s);
-    this.o.log.warn({ shard: s }, "shard lease lost; stopping it without writing");
+    this.o.log.warn({ shard: s, reason: lease.lostReason }, "shard lease lost; stopping it without writing");
     void this.o.released(s, false).catch(() => undefined);
   }
 

@@ -20,6 +20,8 @@ const NATS_KILLS = Number(process.env.FAILOVER_NATS_KILLS ?? 10);
 /** Streams whose leader is killed in turn, between kills of the meta leader. */
 const LEADER_STREAMS = [STREAM.fan, STREAM.send("apns"), STREAM.intake, STREAM.send("fcm"), STREAM.receipts];
 const SETTLE_MS = 600_000;
+/** The campaign is paced to last this long, outlasting the kills. */
+const CAMPAIGN_SECS = Number(process.env.FAILOVER_CAMPAIGN_SECS ?? 150);
 
 const pct = (xs: readonly number[], p: number): number => {
   const s = [...xs].sort((a, b) => a - b);
@@ -57,7 +59,7 @@ t.test(`${USERS.toLocaleString("en")} users; JetStream leaders SIGKILLed ${NATS_
   const { recorder } = cluster.sandbox!;
   // Providers answer after 50 ms, so a campaign has sends in flight at every kill.
   for (const provider of ["apns", "fcm"] as const) recorder.faults.add({ provider, latencyMs: 50 });
-  const { id } = await notify(nats.nc, { segment: "active_30d", category: "social", content: { push: { title: "Failover", body: "f" } }, campaign: { rate: 2500 } });
+  const { id } = await notify(nats.nc, { segment: "active_30d", category: "social", content: { push: { title: "Failover", body: "f" } }, campaign: { rate: Math.ceil(USERS / CAMPAIGN_SECS) } });
   const started = Date.now();
   const status = (): Promise<CampaignStatus> => callApi<CampaignStatus>(nats.nc, API.campaign, { id, action: "status" });
   let createdAt = 0;
