@@ -20,17 +20,17 @@ export interface RedisClusterNode {
   /** The running (or last) process. */
   readonly proc: ChildProcess;
   /** True while the process runs. */
-  running(): boolean;
+  running: () => boolean;
   /** Stops it (SIGTERM, then SIGKILL after 5 s); resolves when it exited. A test SIGKILLs `proc` itself to crash it. */
-  stop(): Promise<void>;
+  stop: () => Promise<void>;
   /**
    * Starts it again on the same ports and directory (its nodes.conf makes it
    * rejoin the cluster, as a replica if its slots failed over meanwhile).
    * Resolves when it accepts connections; throws if it is running or exits first.
    */
-  start(): Promise<void>;
+  start: () => Promise<void>;
   /** The last 64 KB the node wrote, for error messages. */
-  output(): string;
+  output: () => string;
 }
 
 /** A running Redis Cluster of local processes. */
@@ -43,11 +43,11 @@ export interface RedisCluster {
    * every node, and every running replica's link to its master is up;
    * rejects after `ms` naming the node that is not.
    */
-  waitHealthy(ms?: number): Promise<void>;
+  waitHealthy: (ms?: number) => Promise<void>;
   /** Ports of the nodes that are masters now and not failed, as a running node sees them (roles change after a failover). */
-  masters(): Promise<number[]>;
+  masters: () => Promise<number[]>;
   /** Stops every node; resolves when all exited. Safe to call twice. */
-  stop(): Promise<void>;
+  stop: () => Promise<void>;
 }
 
 export interface RedisClusterOptions {

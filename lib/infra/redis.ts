@@ -155,7 +155,16 @@ export async function connectRedis(cfg: Config, log: Logger, o: { waitForServer?
     // Only after the first connection: later disconnects are logged and retried, never fatal.
     r.on("error", (err) => log.warn({ err }, "redis error"));
     r.on("reconnecting", () => log.warn("redis reconnecting"));
-    if (isCluster(r)) r.on("node error", (err: Error, node: string) => log.warn({ err, node }, "redis cluster node error"));
+    if (isCluster(r)) {
+      // A node that is down fails every retry (several a second): logged once per node per 10 s, with how many were not.
+      const seen = new Map<string, { at: number; quiet: number }>();
+      r.on("node error", (err: Error, node: string) => {
+        const s = seen.get(node);
+        if (s && Date.now() - s.at < 10_000) return void s.quiet++;
+        log.warn({ err, node, ...(s?.quiet ? { notLogged: s.quiet } : {}) }, "redis cluster node error");
+        seen.set(node, { at: Date.now(), quiet: 0 });
+      });
+    }
     return r;
   };
   if (o.waitForServer) {

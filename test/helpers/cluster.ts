@@ -13,6 +13,7 @@ import type { Config } from "../../lib/core/config.js";
 import type { Nats } from "../../lib/infra/nats.js";
 import { inboxPrefixOf, natsPassword } from "../../lib/infra/nats-auth.js";
 import type { Redis } from "../../lib/infra/redis.js";
+import { testRedis } from "./servers.js";
 
 /** Every role, but the ws-gateway only for clusters that deliver in-app (one process fewer for the rest of the suite). */
 function defaultRoles(overrides: Record<string, unknown> = {}): readonly ProcessSpec[] {
@@ -20,12 +21,12 @@ function defaultRoles(overrides: Record<string, unknown> = {}): readonly Process
   return channels.includes("inapp") ? ROLES : ROLES.filter((r) => r !== "ws-gateway");
 }
 
-/** Starts the cluster with the sandboxes on free ports; role output is kept and printed only if the test fails. */
+/** Starts the cluster with the sandboxes on free ports (on a Redis Cluster with NFX_TEST_REDIS=cluster); role output is kept and printed only if the test fails. */
 export async function startTestCluster(t: Test, o: { roles?: readonly ProcessSpec[]; overrides?: Record<string, unknown> } = {}): Promise<LocalCluster> {
   const dir = mkdtempSync(join(tmpdir(), "nfx-cluster-"));
   const lines: string[] = [];
   const cluster = await startLocalCluster({
-    dataDir: dir, natsPort: 0, redisPort: 0, httpPort: 0, persist: false,
+    dataDir: dir, natsPort: 0, redisPort: 0, httpPort: 0, persist: false, redis: testRedis(),
     sandbox: {}, roles: o.roles ?? defaultRoles(o.overrides),
     // Retries back off from 100 ms rather than 1 s so retry paths finish within a test.
     overrides: mergeDeep({ log: { level: "warn" }, gateways: { retry: { baseMs: 100, maxMs: 2000 } } }, o.overrides ?? {}),
