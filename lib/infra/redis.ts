@@ -135,6 +135,15 @@ function openSingle(url: string): Single {
 }
 
 /**
+ * The client {@link connectRedis} connects, not connected yet (it connects on
+ * `connect()` or its first command): a cluster client of `redis.cluster`
+ * when it lists seed nodes, else one of `redis.url`.
+ */
+export function redisClient(cfg: Config): Redis {
+  return cfg.redis.cluster.length > 0 ? openCluster(cfg.redis.cluster) : openSingle(cfg.redis.url);
+}
+
+/**
  * Opens a Redis client with auto-pipelining (commands issued in the same
  * tick share one round trip; on a cluster, one per node): a cluster client
  * when `redis.cluster` lists seed nodes, else one of `redis.url`. Waits
@@ -150,7 +159,7 @@ export async function connectRedis(cfg: Config, log: Logger, o: { waitForServer?
   const seeds = cfg.redis.cluster;
   const field = seeds.length > 0 ? "redis.cluster" : "redis.url";
   const where = seeds.length > 0 ? seeds.join(", ") : cfg.redis.url;
-  const r: Redis = seeds.length > 0 ? openCluster(seeds) : openSingle(cfg.redis.url);
+  const r = redisClient(cfg);
   const logged = (): Redis => {
     // Only after the first connection: later disconnects are logged and retried, never fatal.
     r.on("error", (err) => log.warn({ err }, "redis error"));
