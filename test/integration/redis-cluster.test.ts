@@ -1,6 +1,9 @@
 // Redis Cluster: a real cluster (three masters, a replica each) refuses cross-slot commands, every key family works on it through the code that uses it, and a master's failover is ridden out.
+import { Writable } from "node:stream";
+
 import t from "tap";
 
+import { StoreUnavailable } from "../../lib/core/errors.js";
 import { deliveryKey } from "../../lib/core/ids.js";
 import { deliveredKey, engagedKey, lastActiveKey, presenceKey, segmentBuildingKey, segmentKey, userIndexKey, userKey, userLogKey } from "../../lib/core/keys.js";
 import { createLogger } from "../../lib/core/log.js";
@@ -13,7 +16,8 @@ import { DeliveryLedger } from "../../lib/gateway/delivery-ledger.js";
 import { changedSince } from "../../lib/gateway/send-recheck.js";
 import { Inbox } from "../../lib/inapp/inbox.js";
 import { presenceReader, PresenceWriter } from "../../lib/inapp/presence.js";
-import { hashTagOf, isCluster, masterClients, slotGroups } from "../../lib/infra/redis.js";
+import { freePort } from "../../lib/infra/launch.js";
+import { connectRedis, hashTagOf, isCluster, masterClients, slotGroups } from "../../lib/infra/redis.js";
 import { withScripts } from "../../lib/infra/scripts.js";
 import { ensureTopology } from "../../lib/infra/topology.js";
 import { CollapseClaims } from "../../lib/shard/collapse-claims.js";
@@ -216,5 +220,28 @@ t.test("nfx on a real Redis Cluster", async (t) => {
     t.notOk((await rc.masters()).includes(victim.port), "restarted, it rejoined as a replica");
     const read = await Promise.all([...byShard].map(([s, list]) => readUsers(redis, s, list)));
     t.equal(read.flat().filter((u) => u !== null).length, users.length, "every user readable afterwards");
+  });
+
+  await t.test("connecting: unreachable seeds are StoreUnavailable naming redis.cluster; a role waits for a cluster that comes back", async (t) => {
+    const nowhere = { ...cfg, redis: { ...cfg.redis, cluster: [`redis://127.0.0.1:${await freePort()}`] } };
+    const err = await connectRedis(nowhere, log).then(() => null, (e: unknown) => e);
+    t.type(err, StoreUnavailable, "refused");
+    t.equal((err as StoreUnavailable).field, "redis.cluster", "naming the field");
+    t.match((err as Error).message, /^redis\.cluster: cannot connect to redis:\/\/127\.0\.0\.1:\d+: /, "and the seeds");
+
+    let lines = "";
+    const sink = new Writable({ write: (c: Buffer, _e, cb) => ((lines += c.toString()), cb()) });
+    await Promise.all(rc.nodes.map((n) => n.stop()));
+    let ready = false;
+    const waiting = connectRedis(cfg, createLogger({ level: "warn", redact: true }, sink), { waitForServer: true }).then((r) => ((ready = true), r));
+    t.ok(await eventually(() => /redis not reachable yet, waiting/.test(lines), 10_000), "with every node down, a role logs that it waits");
+    t.notOk(ready, "and is not ready");
+    for (const n of rc.nodes) await n.start();
+    await rc.waitHealthy();
+    const back = await waiting;
+    t.teardown(() => back.disconnect());
+    t.ok(isCluster(back), "ready once the cluster is back");
+    await writeUsers(back, shards, users.slice(0, 20));
+    t.equal((await getUser(back, shards, users[0].id))?.id, users[0].id, "and it serves");
   });
 });
