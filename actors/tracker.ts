@@ -10,7 +10,7 @@ import type { Notification, ReceiptBatch } from "../lib/core/types.js";
 import { PULL_EXPIRES_MS } from "../lib/flow/pull.js";
 import { stageItems } from "../lib/infra/metrics.js";
 import type { Nats } from "../lib/infra/nats.js";
-import type { Redis } from "../lib/infra/redis.js";
+import { pipelineOf, type Redis } from "../lib/infra/redis.js";
 import { userLogFor } from "../lib/tracking/user-log.js";
 
 export interface TrackerDeps {
@@ -63,7 +63,7 @@ export async function startTracker(d: TrackerDeps): Promise<{ stop(): Promise<vo
   const dirty = new Set<string>();
   const totals: ChannelTotals = await readTotals(kv);
   let totalsDirty = false;
-  let logLines = userLog ? d.redis.pipeline() : null;
+  let logLines = userLog ? pipelineOf(d.redis) : null;
   let logWrites = 0;
   let unacked: JsMsg[] = [];
   let lastFlush = now();
@@ -73,7 +73,7 @@ export async function startTracker(d: TrackerDeps): Promise<{ stop(): Promise<vo
     if (unacked.length === 0) return;
     if (logLines && logWrites > 0) {
       const p = logLines;
-      logLines = d.redis.pipeline();
+      logLines = pipelineOf(d.redis);
       logWrites = 0;
       const res = await p.exec();
       const bad = res?.find(([err]) => err);

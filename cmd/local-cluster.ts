@@ -15,6 +15,7 @@ import { freePort, type ServerProcess, startNatsServer, startRedisServer } from 
 import { connectNats } from "../lib/infra/nats.js";
 import { renderNatsServerConf } from "../lib/infra/nats-auth.js";
 import { type NatsCluster, startNatsCluster } from "../lib/infra/nats-cluster.js";
+import { type RedisCluster, startRedisCluster } from "../lib/infra/redis-cluster.js";
 import { freshSecret, localSecrets } from "../lib/infra/secrets.js";
 import { ensureTopology } from "../lib/infra/topology.js";
 import { ensureApnsKey, type Sandbox, sandboxOverrides, type SandboxPorts, SENDGRID_WEBHOOK_PUBLIC_KEY, startSandbox } from "../sandbox/index.js";
@@ -39,6 +40,8 @@ export interface LocalClusterOptions {
   wsPort?: number;
   /** Keep Redis data on disk (append-only file). */
   persist: boolean;
+  /** One redis-server (default, on `redisPort`), or a Redis Cluster of three masters with a replica each on free ports, which roles reach through `redis.cluster`. */
+  redis?: "single" | "cluster";
   /** Sandbox ports (0 = any free), or null to use real providers from the user's config. */
   sandbox: (Partial<SandboxPorts> & { faults?: readonly unknown[] }) | null;
   /** One process per spec: a role, or a lane role restricted to a lane class (`shard@urgent`). */
@@ -58,7 +61,10 @@ export interface LocalCluster {
   natsCluster: NatsCluster | null;
   /** nats-server's configuration text (accounts, users, permissions), to restart it alike. */
   natsConf: string;
+  /** The redis-server; with `redis: "cluster"`, the cluster's first node (the cluster is {@link redisCluster}). */
   redis: ServerProcess;
+  /** The Redis Cluster when started with `redis: "cluster"`, else null. */
+  redisCluster: RedisCluster | null;
   sandbox: Sandbox | null;
   /** Base URL of the ingest role's HTTP API. */
   httpUrl: string;
@@ -173,16 +179,19 @@ export async function startLocalCluster(o: LocalClusterOptions): Promise<LocalCl
     const nats = natsCluster ? natsCluster.nodes[0].server : await startNatsServer({ storeDir: join(dataDir, "nats"), port: o.natsPort, conf: natsConf });
     let natsNow = nats;
     if (!natsCluster) stops.push(() => natsNow.stop());
-    const redis = await startRedisServer({ dir: join(dataDir, "redis"), port: o.redisPort, persist: o.persist });
-    stops.push(redis.stop);
+    const redisCluster = o.redis === "cluster" ? await startRedisCluster({ dir: join(dataDir, "redis-cluster"), masters: 3, replicasPerMaster: 1, persist: o.persist }) : null;
+    const redis = redisCluster ? redisCluster.nodes[0] : await startRedisServer({ dir: join(dataDir, "redis"), port: o.redisPort, persist: o.persist });
+    stops.push(redisCluster ? redisCluster.stop : redis.stop);
     const reportNice = (msg: string): void => console.error(msg);
     if (!natsCluster) setNice(nats.proc, userCfg.lanes.nice.servers, reportNice);
-    setNice(redis.proc, userCfg.lanes.nice.servers, reportNice);
+    for (const r of redisCluster ? redisCluster.nodes : [redis]) setNice(r.proc, userCfg.lanes.nice.servers, reportNice);
     let sandbox: Sandbox | null = null;
     const httpPort = o.httpPort || (await freePort());
     const wsPort = o.wsPort || (await freePort());
     let overrides: Record<string, unknown> = {
-      nats: { servers: natsCluster ? natsCluster.urls : [nats.url], secret: natsSecret }, redis: { url: redis.url }, http: { port: httpPort }, ws: { port: wsPort },
+      nats: { servers: natsCluster ? natsCluster.urls : [nats.url], secret: natsSecret },
+      redis: redisCluster ? { cluster: redisCluster.seeds } : { url: redis.url, cluster: [] },
+      http: { port: httpPort }, ws: { port: wsPort },
       ...(natsCluster ? { streams: { replicas: Math.min(3, natsNodes) } } : {}),
     };
     if (o.sandbox) {
@@ -250,7 +259,7 @@ export async function startLocalCluster(o: LocalClusterOptions): Promise<LocalCl
     const startExtra = (role: ProcessSpec): Promise<ChildProcess> => spawnRole(role, true);
     await Promise.all(o.roles.map(startRole));
     const apiKey = cfg.apiKeys.find((k) => k.scopes.includes("admin"))?.key ?? cfg.apiKeys[0].key;
-    const cluster: LocalCluster = { nats, natsCluster, natsConf, redis, sandbox, httpUrl: `http://${cfg.http.host}:${cfg.http.port}`, wsUrl: `http://${cfg.ws.host}:${cfg.ws.port}`, apiKey, configFile, cfg, procs, startRole, startExtra, stop, restartNats };
+    const cluster: LocalCluster = { nats, natsCluster, natsConf, redis, redisCluster, sandbox, httpUrl: `http://${cfg.http.host}:${cfg.http.port}`, wsUrl: `http://${cfg.ws.host}:${cfg.ws.port}`, apiKey, configFile, cfg, procs, startRole, startExtra, stop, restartNats };
     async function restartNats(): Promise<ServerProcess> {
       const old = natsNow.proc;
       if (old.exitCode === null && old.signalCode === null) await new Promise<void>((r) => (old.once("exit", () => r()), old.kill("SIGKILL")));

@@ -132,7 +132,9 @@ nfx: NFX_ERR_CONFIG_INVALID: invalid configuration:
 Environment variables use \`__\` between levels and match keys
 case-insensitively ignoring \`_\`: \`NFX_ROUTER__CHUNK_SIZE=500\` sets
 \`router.chunkSize\`; values are parsed as JSON when they parse
-(\`NFX_NATS__SERVERS='["nats://10.0.0.1:4222"]'\`).
+(\`NFX_NATS__SERVERS='["nats://10.0.0.1:4222"]'\`). \`NFX_TEST_*\` variables
+belong to the test harness (e.g. \`NFX_TEST_REDIS=cluster\`,
+[testing.md](testing.md)) and are not configuration.
 
 \`nats.secret\`, \`ws.secret\`, \`engagement.secret\` and \`ws.origins\` must be
 set outside \`nfx up\` and the tests: every role refuses their published

@@ -11,6 +11,11 @@ const port = z.number().int().min(1).max(65535);
 const host = z.string().min(1);
 const hhmm = z.string().regex(/^([01][0-9]|2[0-3]):[0-5][0-9]$/, "must be a 24-hour HH:MM time");
 const contentChannel = z.enum(CONTENT_CHANNELS);
+/** A Redis Cluster seed node: a redis:// or rediss:// URL with a host, on database 0 (the only one Redis Cluster has). */
+const redisSeed = z
+  .string()
+  .regex(/^rediss?:\/\/[^\s/]+(\/0?)?$/, "must be a redis:// or rediss:// URL of a node (host:port, no database but /0)")
+  .refine((u) => URL.canParse(u) && new URL(u).hostname !== "", "must name a host");
 
 /**
  * API-key scopes, one per kind of operation: `send` (explicit recipients), `campaigns.create` (a segment
@@ -158,10 +163,27 @@ export const configSchema = z.strictObject({
     .describe("Connection to NATS JetStream and the NATS users."),
   redis: z
     .strictObject({
-      url: z.string().regex(/^rediss?:\/\/[^\s]+$/, "must be a redis:// or rediss:// URL").default("redis://127.0.0.1:6379").describe("URL of the Redis holding the user directory, presence, inboxes and delivery keys."),
+      url: z.string().regex(/^rediss?:\/\/[^\s]+$/, "must be a redis:// or rediss:// URL").default("redis://127.0.0.1:6379").describe("URL of the Redis holding the user directory, presence, inboxes and delivery keys (a single redis-server; ignored when `redis.cluster` is set)."),
+      cluster: z
+        .array(redisSeed)
+        .max(64)
+        .default([])
+        .superRefine((seeds, ctx) => {
+          // One client, one set of credentials and one transport for every node of the cluster.
+          const id = (u: string): string => {
+            const x = new URL(u);
+            return `${x.protocol}//${x.username}:${x.password}`;
+          };
+          seeds.forEach((u, i) => {
+            if (i > 0 && id(u) !== id(seeds[0])) ctx.addIssue({ code: "custom", path: [i], message: "every seed node must use the scheme (redis:// or rediss://) and credentials of the first" });
+          });
+        })
+        .describe(
+          "Seed nodes of a Redis Cluster (`redis://host:port`, a few of its nodes; the client discovers the rest). When non-empty, every role uses a cluster client and `redis.url` is ignored. Every command nfx sends touches one hash slot (docs/directory.md, \"Redis Cluster\").",
+        ),
     })
     .prefault({})
-    .describe("Connection to Redis."),
+    .describe("Connection to Redis: one redis-server (`redis.url`) or a Redis Cluster (`redis.cluster`)."),
   log: z
     .strictObject({
       level: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info").describe("pino log level."),

@@ -46,12 +46,14 @@ function shapeOf(s: z.ZodType | undefined): Record<string, z.ZodType> | undefine
  * ignored (`NFX_GATEWAYS__APNS__KEY_FILE` → `gateways.apns.keyFile`). Values
  * are parsed as JSON when they parse, else kept as strings. A variable naming
  * no key is reported as an unknown key, with the variable's name.
+ * `NFX_TEST_*` variables are the test harness's (`NFX_TEST_REDIS=cluster`),
+ * not configuration, and are skipped: roles started by a test inherit them.
  */
 export function envToConfig(env: NodeJS.ProcessEnv): { value: Plain; problems: string[] } {
   const value: Plain = {};
   const problems: string[] = [];
   for (const [name, raw] of Object.entries(env)) {
-    if (!name.startsWith("NFX_") || name === "NFX_CONFIG" || raw === undefined) continue;
+    if (!name.startsWith("NFX_") || name === "NFX_CONFIG" || name.startsWith("NFX_TEST_") || raw === undefined) continue;
     const segs = name.slice(4).split("__");
     let shape: Record<string, z.ZodType> | undefined = configSchema.shape;
     const path: string[] = [];

@@ -6,7 +6,7 @@ import { changedKey, lastActiveKey, profileKey, userIndexKey, userKey } from "..
 import { shardOf } from "../core/shard-hash.js";
 import { dirChangedSubject } from "../core/subjects.js";
 import type { DeviceRecord, Preferences, UserRecord } from "../core/types.js";
-import type { Redis } from "../infra/redis.js";
+import { pipelineOf, type Redis } from "../infra/redis.js";
 import { withScripts } from "../infra/scripts.js";
 import { parseHhmm } from "./quiet-hours.js";
 
@@ -84,11 +84,12 @@ export async function readUsers(redis: Redis, shard: number, userIds: readonly s
 
 /**
  * Writes (replaces) users: routing record, profile, shard index and
- * last-activity hash, in one pipeline. The shard of each is derived from its
- * id with `shards`. Throws on the first Redis error.
+ * last-activity hash, in one pipeline (on a cluster, one round trip per
+ * node: {@link pipelineOf}). The shard of each is derived from its id with
+ * `shards`. Throws on the first Redis error.
  */
 export async function writeUsers(redis: Redis, shards: number, users: readonly UserRecord[]): Promise<void> {
-  const p = redis.pipeline();
+  const p = pipelineOf(redis);
   for (const u of users) {
     const s = shardOf(u.id, shards);
     p.set(userKey(s, u.id), encodePlain(toRouting(u)));

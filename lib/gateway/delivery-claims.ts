@@ -1,5 +1,5 @@
 // Delivery-key claims and outcome records in Redis for the gateways: the claim and renewal scripts, and a writer that records outcomes as answers arrive.
-import type { Redis } from "../infra/redis.js";
+import { pipelineOf, type Redis } from "../infra/redis.js";
 import { type ScriptRedis, withScripts } from "../infra/scripts.js";
 
 /** A claim marker in a delivery key starts with `~`; anything else in the key is a recorded outcome (JSON). */
@@ -40,7 +40,8 @@ type Op = { key: string; value: string | null; ttlSec: number };
 /**
  * Writes delivery-key values as soon as they are known: every write queued in
  * one event-loop turn (e.g. the answers to the provider requests read in one
- * I/O phase) goes in one pipeline, sent right after that turn. One per
+ * I/O phase) goes in one pipeline ({@link pipelineOf}: on a cluster, one
+ * round trip per node), sent right after that turn. One per
  * gateway process, shared by its batches. The promise a write returns
  * settles when its pipeline was executed, and rejects if any command of it
  * failed (the caller's batch then fails and is redelivered).
@@ -67,7 +68,7 @@ export class OutcomeWriter {
         const ops = this.ops;
         this.ops = [];
         this.turn = null;
-        const p = this.redis.pipeline();
+        const p = pipelineOf(this.redis);
         for (const o of ops) {
           if (o.value === null) p.del(o.key);
           else p.set(o.key, o.value, "EX", o.ttlSec);

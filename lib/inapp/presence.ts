@@ -5,7 +5,7 @@ import type { Logger } from "../core/log.js";
 import { shardOf } from "../core/shard-hash.js";
 import { presenceAll, presenceSubject } from "../core/subjects.js";
 import type { Nats } from "../infra/nats.js";
-import type { Redis } from "../infra/redis.js";
+import { pipelineOf, type Redis } from "../infra/redis.js";
 import { withScripts } from "../infra/scripts.js";
 
 /** A presence event: users of one shard that came online (or are still online, on a refresh) or went offline at one gateway. */
@@ -95,7 +95,7 @@ export class PresenceWriter {
     const { redis, shards, gateway, ttlMs } = this.d;
     // New users' live subscriptions must be registered with the server before routing can see them online.
     if (ups.length > 0) await this.d.nats.nc.flush();
-    const p = redis.pipeline();
+    const p = pipelineOf(redis);
     for (const u of ups) p.hset(presenceKey(shardOf(u, shards), u), gateway, this.conns.get(u) ?? 1).pexpire(presenceKey(shardOf(u, shards), u), ttlMs);
     for (const u of downs) p.hdel(presenceKey(shardOf(u, shards), u), gateway);
     await p.exec();
@@ -107,7 +107,7 @@ export class PresenceWriter {
     const users = [...this.conns.keys()];
     const { redis, shards, gateway, ttlMs } = this.d;
     for (let i = 0; i < users.length; i += 5000) {
-      const p = redis.pipeline();
+      const p = pipelineOf(redis);
       for (const u of users.slice(i, i + 5000)) {
         const k = presenceKey(shardOf(u, shards), u);
         p.hset(k, gateway, this.conns.get(u) ?? 1).pexpire(k, ttlMs);
@@ -136,7 +136,7 @@ export class PresenceWriter {
     clearInterval(this.timer);
     const users = [...this.conns.keys()];
     this.conns.clear();
-    const p = this.d.redis.pipeline();
+    const p = pipelineOf(this.d.redis);
     for (const u of users) p.hdel(presenceKey(shardOf(u, this.d.shards), u), this.d.gateway);
     await p.exec().catch(() => undefined);
     this.publish([], users);

@@ -4,7 +4,7 @@ import type { Logger } from "../core/log.js";
 import type { LaneClass } from "../core/subjects.js";
 import { connectNats, type Nats } from "./nats.js";
 import type { NatsIdentity } from "./nats-auth.js";
-import type { Redis } from "./redis.js";
+import { duplicateRedis, type Redis } from "./redis.js";
 
 /** What {@link perLaneClass} needs: the process's connections and which classes it runs. */
 export interface LaneConnectionOptions {
@@ -38,7 +38,7 @@ export async function perLaneClass<T extends { stop(): Promise<void> }>(o: LaneC
     for (const cls of o.lanes) {
       if (cls === "urgent" && o.lanes.length > 1) {
         const nats = await connectNats(o.cfg, o.log, `${o.name}-urgent`, o.as);
-        const redis = o.redis.duplicate();
+        const redis = duplicateRedis(o.redis);
         closers.push(async () => {
           await nats.nc.drain().catch(() => undefined);
           redis.disconnect();

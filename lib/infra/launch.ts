@@ -23,13 +23,19 @@ process.once("exit", () => {
   for (const p of live) p.kill("SIGKILL");
 });
 
-function requireBinary(name: string): void {
+/** Throws {@link RuntimeMissing} when `name` is not on PATH. */
+export function requireBinary(name: string): void {
   if (spawnSync("sh", ["-c", `command -v ${name}`]).status !== 0) {
     throw new RuntimeMissing(`${name} not found on PATH: run \`npm run bootstrap\` (installs it with apt-get)`);
   }
 }
 
-function track(proc: ChildProcess): { output: () => string; stop: () => Promise<void> } {
+/**
+ * Keeps the last 64 KB a started server wrote and registers it to be
+ * SIGKILLed if this process exits first; `stop` sends SIGTERM, then SIGKILL
+ * after 5 s, and resolves when it has exited.
+ */
+export function track(proc: ChildProcess): { output: () => string; stop: () => Promise<void> } {
   let out = "";
   const keep = (b: Buffer): void => {
     out = (out + b.toString()).slice(-65536);

@@ -2,7 +2,9 @@
 import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 
-import type { ChainableCommander, Redis } from "ioredis";
+import type { ChainableCommander, Cluster, Redis as Single } from "ioredis";
+
+import type { Redis } from "./redis.js";
 
 /**
  * Every script as a command on a client. A file `<name>-<keys>.lua` becomes
@@ -43,8 +45,8 @@ export interface ScriptCommands {
   nfxRemoveDevice(user: string, deviceId: string, token: string): Promise<number>;
 }
 
-/** A client with every script defined. */
-export type ScriptRedis = Redis & ScriptCommands;
+/** A client (of one server or of a cluster) with every script defined. */
+export type ScriptRedis = (Single & ScriptCommands) | (Cluster & ScriptCommands);
 
 /** The scripts as pipeline commands: queued like any other, their replies come with the pipeline's. */
 export type ScriptPipeline = ChainableCommander & { [K in keyof ScriptCommands]: (...args: Parameters<ScriptCommands[K]>) => ScriptPipeline };
@@ -104,6 +106,15 @@ const definition = (s: ScriptFile): { lua: string; numberOfKeys?: number } => (s
  */
 export function scriptOptions(): Record<string, { lua: string; numberOfKeys?: number }> {
   return Object.fromEntries(scriptFiles().map((s) => [s.command, definition(s)]));
+}
+
+/**
+ * The commands of the scripts that take a variable number of keys
+ * (`<name>-n.lua`), whose first argument is that number rather than a key.
+ * A cluster client sends them outside its auto-pipelines (lib/infra/redis.ts).
+ */
+export function variableKeyScripts(): string[] {
+  return scriptFiles().filter((s) => s.numberOfKeys === null).map((s) => s.command);
 }
 
 /**

@@ -12,7 +12,7 @@ import { type Channel, ID_PATTERN, MSGID, receiptSubject, REPORTED_CHANNELS } fr
 import type { ReceiptBatch, ReceiptEntry } from "../core/types.js";
 import { inboundEvents } from "../infra/metrics.js";
 import type { Nats } from "../infra/nats.js";
-import type { Redis } from "../infra/redis.js";
+import { pipelineOf, type Redis, slotGroups } from "../infra/redis.js";
 import { type ScriptRedis, withScripts } from "../infra/scripts.js";
 
 /** An engagement event: a recipient opened or clicked a notification (or an app confirms its delivery). */
@@ -34,7 +34,8 @@ export class Engagement {
 
   /**
    * Records engagement events. Opens and clicks count once per (notification,
-   * recipient; lib/infra/scripts/markFirst-n.lua); a click also counts as an open when none was seen (a client
+   * recipient; lib/infra/scripts/markFirst-n.lua, one call for the batch, on a
+   * cluster one per engagement hash, whose keys have no common slot); a click also counts as an open when none was seen (a client
    * that blocks images still clicked). App-reported deliveries count once per
    * (notification, recipient, device). Resolves how many were new.
    */
@@ -59,10 +60,16 @@ export class Engagement {
       }
     };
     if (marks.length) {
-      const args: (string | number)[] = marks.map((m) => m.key);
-      for (const m of marks) args.push(m.user, m.at);
-      args.push(this.ttlMs);
-      const first = await this.r.nfxMarkFirst(marks.length, ...args);
+      const first: number[] = [];
+      await Promise.all(
+        slotGroups(this.r, marks.map((m) => m.key)).map(async (group) => {
+          const args: (string | number)[] = group.map((i) => marks[i].key);
+          for (const i of group) args.push(marks[i].user, marks[i].at);
+          args.push(this.ttlMs);
+          const got = await this.r.nfxMarkFirst(group.length, ...args);
+          group.forEach((i, j) => void (first[i] = got[j]));
+        }),
+      );
       marks.forEach((m, i) => {
         if (first[i] === 1) add(m.e.nid, { user: m.user, outcome: m.kind, channel: m.e.channel, ...(m.e.device ? { device: m.e.device } : {}), at: m.at });
       });
@@ -78,10 +85,10 @@ export class Engagement {
     return n;
   }
 
-  /** Per event id, whether it is seen for the first time (SET NX with the dedup TTL). */
+  /** Per event id, whether it is seen for the first time (SET NX with the dedup TTL, one pipeline: {@link pipelineOf}). */
   async firstTimes(ids: readonly string[], provider = "x"): Promise<boolean[]> {
     if (ids.length === 0) return [];
-    const p = this.r.pipeline();
+    const p = pipelineOf(this.r);
     for (const id of ids) p.set(webhookSeenKey(provider, id), "1", "PX", this.dedupMs, "NX");
     const res = (await p.exec()) ?? [];
     return res.map(([err, v]) => {
@@ -90,9 +97,13 @@ export class Engagement {
     });
   }
 
-  /** Forgets event ids (their receipts could not be published, so a redelivery must apply them). */
+  /**
+   * Forgets event ids (their receipts could not be published, so a redelivery must apply them): one DEL per group of keys
+   * sharing a hash slot (one DEL of all on one redis-server; these keys have no hash tag). Rejects on the first failure.
+   */
   async forget(ids: readonly string[], provider = "x"): Promise<void> {
-    if (ids.length) await this.r.del(...ids.map((id) => webhookSeenKey(provider, id)));
+    const keys = ids.map((id) => webhookSeenKey(provider, id));
+    await Promise.all(slotGroups(this.r, keys).map((g) => this.r.del(...g.map((i) => keys[i]))));
   }
 
   /** Publishes receipts per notification, with message ids from their content (a retried publish is dropped as a duplicate). */

@@ -4,7 +4,7 @@ import { userLogKey } from "../core/keys.js";
 import { shardOf } from "../core/shard-hash.js";
 import type { Channel } from "../core/subjects.js";
 import type { Outcome, ReceiptEntry } from "../core/types.js";
-import type { Redis } from "../infra/redis.js";
+import { pipelineOf, type Redis, slotGroups } from "../infra/redis.js";
 import { type ScriptPipeline, type ScriptRedis, withScripts } from "../infra/scripts.js";
 
 /** One line of a user's delivery log. */
@@ -36,20 +36,25 @@ export class UserLog {
   /**
    * Appends the entries of notification `nid` to their users' logs on one
    * pipeline (lib/infra/scripts/userLogAppend-n.lua, one run per 128
-   * entries). The member is the entry's JSON with a fixed field order, so a
+   * entries; on a cluster, per 128 entries of one user shard, since a
+   * script's keys must share a hash slot, and {@link pipelineOf}'s
+   * pipeline). The member is the entry's JSON with a fixed field order, so a
    * replayed receipt lands on the same member and is not logged twice.
    */
-  append(nid: string, entries: readonly ReceiptEntry[], pipeline = this.r.pipeline()): ReturnType<Redis["pipeline"]> {
+  append(nid: string, entries: readonly ReceiptEntry[], pipeline = pipelineOf(this.r)): ReturnType<Redis["pipeline"]> {
     const kept = entries.filter((e) => UserLog.keeps(e));
-    for (let o = 0; o < kept.length; o += PER_CALL) {
-      const part = kept.slice(o, o + PER_CALL);
-      const keys = part.map((e) => userLogKey(shardOf(e.user, this.shards), e.user));
-      const args: (string | number)[] = [this.cap, this.ttlMs];
-      for (const e of part) {
-        const line: UserLogEntry = { notification: nid, outcome: e.outcome, channel: e.channel, device: e.device, reason: e.reason, providerId: e.providerId, at: e.at };
-        args.push(e.at, JSON.stringify(line));
+    const allKeys = kept.map((e) => userLogKey(shardOf(e.user, this.shards), e.user));
+    for (const group of slotGroups(this.r, allKeys)) {
+      for (let o = 0; o < group.length; o += PER_CALL) {
+        const part = group.slice(o, o + PER_CALL);
+        const args: (string | number)[] = [this.cap, this.ttlMs];
+        for (const i of part) {
+          const e = kept[i];
+          const line: UserLogEntry = { notification: nid, outcome: e.outcome, channel: e.channel, device: e.device, reason: e.reason, providerId: e.providerId, at: e.at };
+          args.push(e.at, JSON.stringify(line));
+        }
+        (pipeline as ScriptPipeline).nfxUserLogAppend(part.length, ...part.map((i) => allKeys[i]), ...args);
       }
-      (pipeline as ScriptPipeline).nfxUserLogAppend(keys.length, ...keys, ...args);
     }
     return pipeline;
   }

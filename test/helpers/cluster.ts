@@ -13,6 +13,7 @@ import type { Config } from "../../lib/core/config.js";
 import type { Nats } from "../../lib/infra/nats.js";
 import { inboxPrefixOf, natsPassword } from "../../lib/infra/nats-auth.js";
 import type { Redis } from "../../lib/infra/redis.js";
+import { testRedis } from "./servers.js";
 
 /** Every role, but the ws-gateway only for clusters that deliver in-app (one process fewer for the rest of the suite). */
 function defaultRoles(overrides: Record<string, unknown> = {}): readonly ProcessSpec[] {
@@ -20,19 +21,25 @@ function defaultRoles(overrides: Record<string, unknown> = {}): readonly Process
   return channels.includes("inapp") ? ROLES : ROLES.filter((r) => r !== "ws-gateway");
 }
 
-/** `TEST_NATS_NODES` (e.g. 3, set by `npm run test:cluster`): the suites run on a nats-server cluster of that many nodes with replicated streams. */
+/** `NFX_TEST_NATS_NODES` (e.g. 3, set by `npm run test:cluster`): the suites run on a nats-server cluster of that many nodes with replicated streams. */
 export function natsNodesOfEnv(): number {
-  const n = Number(process.env.TEST_NATS_NODES ?? 1);
-  if (!Number.isInteger(n) || n < 1 || n > 5) throw new Error(`TEST_NATS_NODES: must be an integer 1-5, got ${process.env.TEST_NATS_NODES}`);
+  const n = Number(process.env.NFX_TEST_NATS_NODES ?? 1);
+  if (!Number.isInteger(n) || n < 1 || n > 5) throw new Error(`NFX_TEST_NATS_NODES: must be an integer 1-5, got ${process.env.NFX_TEST_NATS_NODES}`);
   return n;
 }
 
-/** Starts the cluster with the sandboxes on free ports; role output is kept and printed only if the test fails. */
-export async function startTestCluster(t: Test, o: { roles?: readonly ProcessSpec[]; overrides?: Record<string, unknown>; natsNodes?: number } = {}): Promise<LocalCluster> {
+/**
+ * Starts the cluster with the sandboxes on free ports (on a nats-server cluster with NFX_TEST_NATS_NODES, on a Redis Cluster with
+ * NFX_TEST_REDIS=cluster, or as `o` says); role output is kept and printed only if the test fails.
+ */
+export async function startTestCluster(
+  t: Test,
+  o: { roles?: readonly ProcessSpec[]; overrides?: Record<string, unknown>; natsNodes?: number; redis?: "single" | "cluster" } = {},
+): Promise<LocalCluster> {
   const dir = mkdtempSync(join(tmpdir(), "nfx-cluster-"));
   const lines: string[] = [];
   const cluster = await startLocalCluster({
-    dataDir: dir, natsPort: 0, redisPort: 0, httpPort: 0, persist: false, natsNodes: o.natsNodes ?? natsNodesOfEnv(),
+    dataDir: dir, natsPort: 0, redisPort: 0, httpPort: 0, persist: false, natsNodes: o.natsNodes ?? natsNodesOfEnv(), redis: o.redis ?? testRedis(),
     sandbox: {}, roles: o.roles ?? defaultRoles(o.overrides),
     // Retries back off from 100 ms rather than 1 s so retry paths finish within a test.
     overrides: mergeDeep({ log: { level: "warn" }, gateways: { retry: { baseMs: 100, maxMs: 2000 } } }, o.overrides ?? {}),

@@ -21,9 +21,17 @@ t.test("roles survive a nats-server and a redis-server restart", async (t) => {
   const nats2 = await startNatsServer({ storeDir, port: cluster.nats.port, conf: cluster.natsConf });
   t.teardown(nats2.stop);
   // Restart redis-server (no persistence in tests): the directory is empty until rewritten.
-  await cluster.redis.stop();
-  const redis2 = await startRedisServer({ dir: join(cluster.configFile, "..", "redis"), port: cluster.redis.port });
-  t.teardown(redis2.stop);
+  if (cluster.redisCluster) {
+    // On a Redis Cluster (NFX_TEST_REDIS=cluster), every node: each rejoins from its nodes.conf on the same ports.
+    const rc = cluster.redisCluster;
+    await Promise.all(rc.nodes.map((n) => n.stop()));
+    for (const n of rc.nodes) await n.start();
+    await rc.waitHealthy();
+  } else {
+    await cluster.redis.stop();
+    const redis2 = await startRedisServer({ dir: join(cluster.configFile, "..", "redis"), port: cluster.redis.port });
+    t.teardown(redis2.stop);
+  }
   await writeUsers(redis, cfg.cluster.shards, users);
 
   for (const [role, p] of cluster.procs) t.equal(p.exitCode, null, `${role} is still running`);

@@ -55,6 +55,17 @@ t.test("unknown keys are rejected with their full path", async (t) => {
   t.match(msg, "gateways.apns.apps.0.keyfile: unknown key");
   t.match(msg, "colour: unknown key");
   t.match(problems(() => loadConfig({ env: { NFX_ROUTER__CHUNKS: "1" } })), "NFX_ROUTER__CHUNKS: unknown key router.chunks");
+  t.doesNotThrow(() => loadConfig({ env: { NFX_TEST_REDIS: "cluster" } }), "NFX_TEST_* variables are the test harness's, not configuration");
+});
+
+t.test("redis.cluster: seed node URLs, each problem named by its entry and rule", async (t) => {
+  t.same(loadConfig({ env: {} }).redis.cluster, [], "off by default: one redis-server at redis.url");
+  t.same(loadConfig({ env: { NFX_REDIS__CLUSTER: '["redis://127.0.0.1:7001","redis://127.0.0.1:7002/0"]' } }).redis.cluster, ["redis://127.0.0.1:7001", "redis://127.0.0.1:7002/0"], "from the environment as a JSON list");
+  const msg = problems(() => loadConfig({ env: {}, overrides: { redis: { cluster: ["http://h:1", "redis://h:2/3", "redis://u:p@h:4", "redis://h:5"] } } }));
+  t.match(msg, "redis.cluster.0: must be a redis:// or rediss:// URL of a node");
+  t.match(msg, "redis.cluster.1: must be a redis:// or rediss:// URL of a node (host:port, no database but /0)", "Redis Cluster has database 0 only");
+  t.match(problems(() => loadConfig({ env: {}, overrides: { redis: { cluster: ["redis://h:1", "rediss://h:2"] } } })), "redis.cluster.1: every seed node must use the scheme (redis:// or rediss://) and credentials of the first");
+  t.match(problems(() => loadConfig({ env: {}, overrides: { redis: { cluster: "redis://h:1" } } })), "redis.cluster: must be an array");
 });
 
 t.test("every bad value is reported with its path and rule", async (t) => {

@@ -3,8 +3,10 @@
   first mark.
 
   Input:
-    KEYS[1..n]        engagement hashes (nfx:eng:<kind>:<nid>; these keys carry no hash tag
-                      and do NOT share a hash slot)
+    KEYS[1..n]        engagement hashes (nfx:eng:<kind>:<nid>). These keys carry no hash tag:
+                      on Redis Cluster the caller passes the keys of one hash slot per call
+                      (lib/tracking/engagement.ts groups a batch by key), on one redis-server
+                      a whole batch at once
     ARGV[2i-1],
     ARGV[2i]          user and time (ms) for KEYS[i]
     ARGV[#ARGV]       TTL, ms

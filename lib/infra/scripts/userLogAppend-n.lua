@@ -4,8 +4,9 @@
 
   Input:
     KEYS[1..n]      one user log per entry (sorted set of entry JSON scored by time). The users
-                    of one notification may live in different shards: these keys do NOT share a
-                    hash slot, so this script does not run on Redis Cluster as it stands.
+                    of one notification may live in different shards: on Redis Cluster the caller
+                    passes the logs of one shard per call (lib/tracking/user-log.ts), so they
+                    share one {s<shard>} hash slot; on one redis-server any mix.
     ARGV[1]         cap (entries kept per log)
     ARGV[2]         TTL, ms
     ARGV[1+2i],
