@@ -1,10 +1,7 @@
 // A whole nfx cluster on this machine: nats-server, redis-server, the sandbox providers and every role as its own process.
-import { type ChildProcess, spawn } from "node:child_process";
+import type { ChildProcess } from "node:child_process";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
-import { setPriority } from "node:os";
 import { join, resolve } from "node:path";
-import { createInterface } from "node:readline";
-import { fileURLToPath } from "node:url";
 
 import { pino } from "pino";
 
@@ -19,9 +16,8 @@ import { type RedisCluster, startRedisCluster } from "../lib/infra/redis-cluster
 import { freshSecret, localSecrets } from "../lib/infra/secrets.js";
 import { ensureTopology } from "../lib/infra/topology.js";
 import { ensureApnsKey, type Sandbox, sandboxOverrides, type SandboxPorts, SENDGRID_WEBHOOK_PUBLIC_KEY, startSandbox } from "../sandbox/index.js";
-import { parseProcessSpec, type ProcessSpec, ROLES } from "./roles.js";
-
-const NFX_BIN = fileURLToPath(new URL("./nfx.js", import.meta.url));
+import { niceOf, setNice, spawnRoleProcess, stopProcesses } from "./role-process.js";
+import { type ProcessSpec, ROLES } from "./roles.js";
 
 /** The API key a local cluster gets when its config names none. Development only. */
 export const DEV_API_KEY = "nfx-dev-key-not-for-production";
@@ -91,24 +87,6 @@ export interface LocalCluster {
   restartNats(): Promise<ServerProcess>;
 }
 
-/** The nice value of a process (`lanes.nice`): urgent-only lane processes, ingest and the router; bulk-only ones and the campaign actor; everything else. */
-export function niceOf(cfg: Config, spec: ProcessSpec): number {
-  const { role, lanes } = parseProcessSpec(spec);
-  if (role === "campaign") return cfg.lanes.nice.bulk;
-  if (role === "ingest" || role === "router") return cfg.lanes.nice.urgent;
-  return lanes.length === 1 ? cfg.lanes.nice[lanes[0]] : cfg.lanes.nice.other;
-}
-
-/** Sets a started process's nice value; a refusal (no CAP_SYS_NICE for a negative value) is reported, and the process keeps running. */
-function setNice(p: ChildProcess, nice: number, report: (msg: string) => void): void {
-  if (p.pid === undefined || nice === 0) return;
-  try {
-    setPriority(p.pid, nice);
-  } catch (err) {
-    report(`nfx: could not set nice ${nice} on pid ${p.pid} (${(err as Error).message}); it keeps its inherited priority`);
-  }
-}
-
 /** `b` layered over `a`: objects merge key by key, anything else (arrays too) replaces. */
 export function mergeDeep(a: Record<string, unknown>, b: Record<string, unknown>): Record<string, unknown> {
   const out = { ...a };
@@ -148,17 +126,7 @@ export async function startLocalCluster(o: LocalClusterOptions): Promise<LocalCl
   const stop = async (): Promise<void> => {
     if (stopped) return;
     stopped = true;
-    await Promise.all(
-      [...procs.values(), ...extras].map(
-        (p) =>
-          new Promise<void>((r) => {
-            if (p.exitCode !== null || p.signalCode !== null) return r();
-            p.once("exit", () => r());
-            p.kill("SIGTERM");
-            setTimeout(() => p.kill("SIGKILL"), 8000).unref();
-          }),
-      ),
-    );
+    await stopProcesses([...procs.values(), ...extras]);
     for (const s of stops.reverse()) await s().catch(() => undefined);
   };
   try {
@@ -227,32 +195,9 @@ export async function startLocalCluster(o: LocalClusterOptions): Promise<LocalCl
     }
 
     const spawnRole = (spec: ProcessSpec, extra: boolean): Promise<ChildProcess> =>
-      new Promise((res, rej) => {
-        const role = spec;
-        const { role: name, lanes } = parseProcessSpec(spec);
-        // ROLE_NODE_ARGS passes flags to every role's node (e.g. --cpu-prof for profiling).
-        const nodeArgs = (process.env.ROLE_NODE_ARGS ?? "").split(" ").filter(Boolean);
-        const p = spawn(process.execPath, [...nodeArgs, NFX_BIN, "run", name, ...(lanes.length === 1 ? ["--lanes", lanes[0]] : [])], {
-          env: { ...process.env, NFX_CONFIG: configFile },
-          stdio: ["ignore", "pipe", "pipe", "ipc"],
-        });
-        setNice(p, niceOf(base, spec), (msg) => o.onLine?.(role, msg));
-        if (extra) extras.push(p);
-        else procs.set(role, p);
-        let ready = false;
-        const onLine = (line: string): void => o.onLine?.(role, line);
-        p.on("message", (m: { type?: string }) => {
-          if (m?.type === "ready" && !ready) {
-            ready = true;
-            p.channel?.unref();
-            res(p);
-          }
-        });
-        createInterface({ input: p.stdout! }).on("line", onLine);
-        createInterface({ input: p.stderr! }).on("line", onLine);
-        p.once("exit", (code, sig) => {
-          if (!ready) rej(new Error(`role ${role} exited (${code ?? sig}) before it was ready`));
-        });
+      spawnRoleProcess(spec, {
+        configFile, nice: niceOf(base, spec), onLine: (line) => o.onLine?.(spec, line),
+        started: (p) => void (extra ? extras.push(p) : procs.set(spec, p)),
       });
 
     const startRole = (role: ProcessSpec): Promise<ChildProcess> => spawnRole(role, false);

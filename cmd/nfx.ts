@@ -22,13 +22,14 @@ import { registerDirectoryCommands } from "./directory-cli.js";
 import { registerDlqCommands } from "./dlq-cli.js";
 import { formatStatus } from "./format.js";
 import { registerObserveCommands } from "./observe-cli.js";
-import { LANE_ROLES, parseProcessSpec, type Role, ROLES, startRoles, UP_PROCESSES } from "./roles.js";
+import { LANE_ROLES, parseProcessSpec, type ProcessSpec, type Role, ROLES, startRoles, UP_PROCESSES } from "./roles.js";
 
 const program = new Command("nfx")
   .description("nfx: notification fan-out engine on NATS JetStream")
   .option("-c, --config <file>", "JSON config file (else $NFX_CONFIG); NFX_* variables override it");
 
 const config = (): Config => cliConfig(program);
+const list = (v: string): string[] => v.split(",").map((s) => s.trim()).filter(Boolean);
 
 const waitForSignal = (): Promise<string> =>
   new Promise((r) => {
@@ -92,10 +93,59 @@ program
   });
 
 program
+  .command("node", { hidden: true })
+  .description("run one node's role processes (what `nfx up --nodes N` starts per node); restarts a role that dies; SIGTERM stops them all")
+  .requiredOption("--roles <specs>", "comma-separated process specs (shard, shard@urgent, ...)", list)
+  .option("--name <name>", "node name in the output", "node")
+  .action(async (o: { roles: string[]; name: string }) => {
+    const { niceOf, spawnRoleProcess, stopProcesses } = await import("./role-process.js");
+    const cfg = config();
+    const configFile = (program.opts().config as string | undefined) ?? process.env.NFX_CONFIG;
+    if (!configFile) throw new InvalidArgumentError("config: `nfx node` needs a config file (--config or NFX_CONFIG)");
+    const specs = o.roles.map((r) => (parseProcessSpec(r), r as ProcessSpec));
+    const procs = new Map<ProcessSpec, import("node:child_process").ChildProcess>();
+    let stopping = false;
+    const start = (spec: ProcessSpec): Promise<unknown> =>
+      spawnRoleProcess(spec, {
+        configFile, nice: niceOf(cfg, spec), onLine: (line) => process.stdout.write(`[${spec}] ${line}\n`),
+        started: (p) => {
+          procs.set(spec, p);
+          // As a machine's service manager does: a role that dies is started again.
+          p.once("exit", (code, sig) => {
+            if (stopping) return;
+            process.stdout.write(`[${o.name}] ${spec} exited (${code ?? sig}); restarting it in 1 s\n`);
+            setTimeout(() => void start(spec).catch((err: Error) => process.stdout.write(`[${o.name}] ${spec}: ${err.message}\n`)), 1000);
+          });
+        },
+      });
+    const stop = async (): Promise<never> => {
+      stopping = true;
+      await stopProcesses([...procs.values()]);
+      process.exit(0);
+    };
+    process.once("SIGTERM", () => void stop());
+    process.once("SIGINT", () => void stop());
+    // The launcher went away (even by SIGKILL): stop this node's roles rather than leave them running.
+    process.once("disconnect", () => void stop());
+    await Promise.all(specs.map(start)).catch(async (err) => {
+      await stopProcesses([...procs.values()]);
+      throw err;
+    });
+    process.send?.({ type: "ready", roles: specs });
+  });
+
+program
   .command("up")
   .description("run a local cluster: nats-server, redis-server, sandbox providers and every role; Ctrl-C stops all")
   .option("--no-sandbox", "use the providers from the config file instead of the sandboxes")
-  .action(async (o: { sandbox: boolean }) => {
+  .option("--nodes <n>", "simulate n machines (3 or more): an n-node nats-server cluster with R3 streams, a Redis Cluster of three masters with a replica each, and the roles spread over n process groups, each with its own config", (v) => {
+    const n = Number(v);
+    if (!Number.isInteger(n) || n < 1 || n > 9) throw new InvalidArgumentError("nodes: must be an integer 1-9");
+    if (n === 2) throw new InvalidArgumentError("nodes: must be 1, or 3 or more (a JetStream R3 stream needs three servers)");
+    return n;
+  })
+  .action(async (o: { sandbox: boolean; nodes?: number }) => {
+    if (o.nodes && o.nodes > 1) return upNodes(o.nodes, o.sandbox);
     const { startLocalCluster } = await import("./local-cluster.js");
     const cfg = config();
     const file = program.opts().config as string | undefined;
@@ -122,7 +172,38 @@ program
     process.exit(0);
   });
 
-const list = (v: string): string[] => v.split(",").map((s) => s.trim()).filter(Boolean);
+/** `nfx up --nodes n`: the servers and sandboxes here, the roles in n node process groups (cmd/local-nodes.ts); Ctrl-C stops all. */
+async function upNodes(n: number, sandbox: boolean): Promise<void> {
+  const [{ startLocalCluster }, { startNodes }] = await Promise.all([import("./local-cluster.js"), import("./local-nodes.js")]);
+  const cfg = config();
+  const file = program.opts().config as string | undefined;
+  const cluster = await startLocalCluster({
+    dataDir: cfg.up.dataDir, natsPort: cfg.up.natsPort, redisPort: cfg.up.redisPort, httpPort: cfg.http.port, wsPort: cfg.ws.port, persist: true,
+    natsNodes: n, redis: "cluster", sandbox: sandbox ? sandboxPorts(cfg) : null, roles: [], configFile: file,
+    // Leases outlast a nats-server Raft election (4 to 9 s): docs/operations.md.
+    overrides: { shard: { leaseMs: 15_000 }, campaign: { leaseMs: 15_000 }, ...(file ? {} : { ingest: { channels: [...CONTENT_CHANNELS] } }) },
+  });
+  let nodes: Awaited<ReturnType<typeof startNodes>> | null = null;
+  const stopAll = async (): Promise<void> => {
+    await nodes?.stop();
+    await cluster.stop();
+  };
+  try {
+    nodes = await startNodes({ n, dataDir: cluster.cfg.up.dataDir, configFile: cluster.configFile, natsUrls: cluster.natsCluster!.urls, onLine: (node, line) => process.stdout.write(`[${node}]${line.startsWith("[") ? "" : " "}${line}\n`) });
+  } catch (err) {
+    await stopAll();
+    throw err;
+  }
+  console.log(`nfx is up on ${n} nodes: nats ${cluster.natsCluster!.urls.join(",")}, redis cluster ${cluster.redisCluster!.seeds.join(",")}` + (cluster.sandbox ? `, ${describeSandbox(cluster.sandbox.ports)}` : ""));
+  for (const node of nodes.nodes) console.log(`${node.name} (process group ${node.proc.pid}, config ${node.configFile}): HTTP ${node.httpUrl}; ${node.roles.join(", ")}`);
+  console.log(`API key ${cluster.apiKey}. Config for other commands: NFX_CONFIG=${cluster.configFile}. Ctrl-C to stop.`);
+  await waitForSignal();
+  console.log("stopping...");
+  await stopAll();
+  console.log("stopped");
+  process.exit(0);
+}
+
 const kv = (v: string, prev: Record<string, string> = {}): Record<string, string> => {
   const i = v.indexOf("=");
   if (i < 1) throw new InvalidArgumentError("data: must be key=value");

@@ -31,6 +31,7 @@ const pct = (xs: readonly number[], p: number): number => {
 t.test(`${USERS.toLocaleString("en")} users; JetStream leaders SIGKILLed ${NATS_KILLS} times and a Redis master once: 0 lost, duplicates ≤ sends in flight`, { timeout: 900_000 }, async (t) => {
   const cluster = await startTestCluster(t, {
     natsNodes: 3,
+    redis: "cluster",
     // Leases outlast a nats-server Raft election (4 to 9 s), as docs/operations.md recommends for a cluster.
     overrides: { shard: { leaseMs: 15_000, checkpointMs: 1000 }, campaign: { leaseMs: 15_000, chunkSize: 1000 } },
   });
@@ -125,19 +126,22 @@ t.test(`${USERS.toLocaleString("en")} users; JetStream leaders SIGKILLed ${NATS_
     t.ok(await eventually(allCurrent, 60_000), `${nc.nodes[i].name} caught up after kill ${k + 1}`);
   }
 
-  // One Redis master SIGKILLed; its replica takes over (cluster-node-timeout), then it comes back as a replica.
-  const rc = (cluster as unknown as { redisCluster: { masterIndex(): Promise<number>; kill(i: number): Promise<void>; restart(i: number): Promise<void>; nodes: { url: string }[] } | null }).redisCluster;
-  if (rc) {
+  // One Redis master SIGKILLed; its replica takes over (cluster-node-timeout), and only then does it come back (as a replica:
+  // without persistence, a master restarted before its replica took over would come back empty).
+  const rc = cluster.redisCluster!;
   await sleep(2000);
-  const m = await rc.masterIndex();
+  const masterPorts = await rc.masters();
+  const m = rc.nodes.findIndex((n) => n.port === masterPorts[0]);
   const acceptedBefore = accepted();
-  await rc.kill(m);
+  await new Promise<void>((r) => (rc.nodes[m].proc.once("exit", () => r()), rc.nodes[m].proc.kill("SIGKILL")));
   const rr = await recovery();
   const redisInFlight = await audit.inFlight();
   kills.push({ what: "redis master", node: rc.nodes[m].url, in_flight: redisInFlight, accepted_before: acceptedBefore, ...rr });
   console.error(`kill ${kills.length}: redis master ${rc.nodes[m].url}: ${JSON.stringify(rr)} in_flight ${redisInFlight}`);
-  await rc.restart(m);
-  }
+  t.ok(await eventually(async () => (await rc.masters()).filter((p) => p !== rc.nodes[m].port).length === 3, 60_000), "a replica took over the killed master's slots");
+  await rc.nodes[m].start();
+  await rc.waitHealthy(60_000);
+  t.notOk((await rc.masters()).includes(rc.nodes[m].port), "the old master came back as a replica");
 
   const eligible = users.filter((u) => (u.lastActive ?? 0) >= createdAt - 30 * DAY && !u.optedOut && u.preferences?.categories?.social?.push !== false);
   const expected = new Set(eligible.flatMap((u) => u.devices.map((d) => d.token)));
@@ -162,6 +166,7 @@ t.test(`${USERS.toLocaleString("en")} users; JetStream leaders SIGKILLed ${NATS_
     recovery: {
       nats_resume_ms: { p50: pct(natsKills.map((k) => k.resume_ms), 50), max: Math.max(...natsKills.map((k) => k.resume_ms)) },
       nats_probe_ms: { p50: pct(natsKills.map((k) => k.probe_ms), 50), max: Math.max(...natsKills.map((k) => k.probe_ms)) },
+      redis_resume_ms: rr.resume_ms, redis_probe_ms: rr.probe_ms,
       
     },
     per_kill: kills,

@@ -1,7 +1,7 @@
 // Process specs: a role or a lane role restricted to one lane class; what `nfx up` starts; which nice value each process gets.
 import t from "tap";
 
-import { niceOf } from "../../cmd/local-cluster.js";
+import { niceOf } from "../../cmd/role-process.js";
 import { parseProcessSpec, UP_PROCESSES } from "../../cmd/roles.js";
 import { loadConfig } from "../../lib/core/config.js";
 import { CLASS_PRIORITIES, laneClassOf, PRIORITIES } from "../../lib/core/subjects.js";

@@ -1,0 +1,75 @@
+// One role process (`nfx run <role>`) started as a child, with its nice value, its output by line, and readiness over IPC.
+import { type ChildProcess, spawn } from "node:child_process";
+import { setPriority } from "node:os";
+import { createInterface } from "node:readline";
+import { fileURLToPath } from "node:url";
+
+import type { Config } from "../lib/core/config.js";
+import { parseProcessSpec, type ProcessSpec } from "./roles.js";
+
+const NFX_BIN = fileURLToPath(new URL("./nfx.js", import.meta.url));
+
+/** The nice value of a process (`lanes.nice`): urgent-only lane processes, ingest and the router; bulk-only ones and the campaign actor; everything else. */
+export function niceOf(cfg: Config, spec: ProcessSpec): number {
+  const { role, lanes } = parseProcessSpec(spec);
+  if (role === "campaign") return cfg.lanes.nice.bulk;
+  if (role === "ingest" || role === "router") return cfg.lanes.nice.urgent;
+  return lanes.length === 1 ? cfg.lanes.nice[lanes[0]] : cfg.lanes.nice.other;
+}
+
+/** Sets a started process's nice value; a refusal (no CAP_SYS_NICE for a negative value) is reported, and the process keeps running. */
+export function setNice(p: ChildProcess, nice: number, report: (msg: string) => void): void {
+  if (p.pid === undefined || nice === 0) return;
+  try {
+    setPriority(p.pid, nice);
+  } catch (err) {
+    report(`nfx: could not set nice ${nice} on pid ${p.pid} (${(err as Error).message}); it keeps its inherited priority`);
+  }
+}
+
+/**
+ * Starts `nfx run <role> [--lanes <class>]` for `spec` with `NFX_CONFIG=configFile` at nice `nice`; every line it prints
+ * goes to `onLine`. `started` receives the process at once (before it is ready); the promise resolves when the role
+ * reports ready over IPC, and rejects if it exits first. `ROLE_NODE_ARGS` passes flags to its node (e.g. --cpu-prof).
+ */
+export function spawnRoleProcess(spec: ProcessSpec, o: { configFile: string; nice: number; onLine?: (line: string) => void; started?: (p: ChildProcess) => void }): Promise<ChildProcess> {
+  return new Promise((res, rej) => {
+    const { role, lanes } = parseProcessSpec(spec);
+    const nodeArgs = (process.env.ROLE_NODE_ARGS ?? "").split(" ").filter(Boolean);
+    const p = spawn(process.execPath, [...nodeArgs, NFX_BIN, "run", role, ...(lanes.length === 1 ? ["--lanes", lanes[0]] : [])], {
+      env: { ...process.env, NFX_CONFIG: o.configFile },
+      stdio: ["ignore", "pipe", "pipe", "ipc"],
+    });
+    setNice(p, o.nice, (msg) => o.onLine?.(msg));
+    o.started?.(p);
+    let ready = false;
+    const onLine = (line: string): void => o.onLine?.(line);
+    p.on("message", (m: { type?: string }) => {
+      if (m?.type === "ready" && !ready) {
+        ready = true;
+        p.channel?.unref();
+        res(p);
+      }
+    });
+    createInterface({ input: p.stdout! }).on("line", onLine);
+    createInterface({ input: p.stderr! }).on("line", onLine);
+    p.once("exit", (code, sig) => {
+      if (!ready) rej(new Error(`role ${spec} exited (${code ?? sig}) before it was ready`));
+    });
+  });
+}
+
+/** Stops processes: SIGTERM, then SIGKILL after `graceMs`; resolves when all have exited. */
+export async function stopProcesses(ps: readonly ChildProcess[], graceMs = 8000): Promise<void> {
+  await Promise.all(
+    ps.map(
+      (p) =>
+        new Promise<void>((r) => {
+          if (p.exitCode !== null || p.signalCode !== null) return r();
+          p.once("exit", () => r());
+          p.kill("SIGTERM");
+          setTimeout(() => p.kill("SIGKILL"), graceMs).unref();
+        }),
+    ),
+  );
+}
