@@ -112,6 +112,10 @@ function openCluster(seeds: readonly string[]): Cluster {
       retryDelayOnClusterDown: 300,
       retryDelayOnTryAgain: 300,
       maxRedirections: 64,
+      // An auto-pipeline whose commands come back MOVED to different slots is not redirected by ioredis (it only retries a
+      // pipeline whose errors are all the same): the caller gets the error and retries, and the slot map is re-read every
+      // second (ioredis: 5 s), so after a failover such errors last about a second.
+      slotsRefreshInterval: 1000,
       // Every Lua script (lib/infra/scripts/) as a command from construction; duplicate() copies the options.
       scripts: scriptOptions(),
       redisOptions: {

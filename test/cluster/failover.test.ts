@@ -9,7 +9,7 @@ import { API, STREAM } from "../../lib/core/subjects.js";
 import type { UserRecord } from "../../lib/core/types.js";
 import { writeUsers } from "../../lib/directory/directory.js";
 import { syntheticUser } from "../../lib/directory/users.js";
-import { callApi, notify } from "../../lib/intake/api-client.js";
+import { callApi, notify, status } from "../../lib/intake/api-client.js";
 import { deliveryAudit, sleep } from "../helpers/chaos.js";
 import { clientsFor, eventually, startTestCluster } from "../helpers/cluster.js";
 
@@ -62,9 +62,9 @@ t.test(`${USERS.toLocaleString("en")} users; JetStream leaders SIGKILLed ${NATS_
   for (const provider of ["apns", "fcm"] as const) recorder.faults.add({ provider, latencyMs: 50 });
   const { id } = await notify(nats.nc, { segment: "active_30d", category: "social", content: { push: { title: "Failover", body: "f" } }, campaign: { rate: Math.ceil(USERS / CAMPAIGN_SECS) } });
   const started = Date.now();
-  const status = (): Promise<CampaignStatus> => callApi<CampaignStatus>(nats.nc, API.campaign, { id, action: "status" });
+  const campaignStatus = (): Promise<CampaignStatus> => callApi<CampaignStatus>(nats.nc, API.campaign, { id, action: "status" });
   let createdAt = 0;
-  t.ok(await eventually(async () => ((createdAt = (await status()).createdAt), true), 60_000), "the campaign is recorded");
+  t.ok(await eventually(async () => ((createdAt = (await campaignStatus()).createdAt), true), 60_000), "the campaign is recorded");
   const audit = deliveryAudit({ recorder, redis, nid: id, users, shards: P });
   const accepted = (): number => recorder.acceptedCount.apns + recorder.acceptedCount.fcm;
   t.ok(await eventually(() => accepted() > 0, 120_000), "deliveries under way");
@@ -95,6 +95,11 @@ t.test(`${USERS.toLocaleString("en")} users; JetStream leaders SIGKILLed ${NATS_
         if (pid && recorder.deliveries.some((d) => d.nid === pid && d.status === 200)) probeMs = Date.now() - at;
       }
       await sleep(20);
+    }
+    if (probeMs < 0) {
+      // Where the probe got to, for the failure message.
+      const pid = await Promise.race([probe.then((p) => p.id), sleep(1000).then(() => "")]);
+      console.error(`probe ${pid || "(not accepted)"} not delivered after 120 s: ${pid ? JSON.stringify(await status(nats.nc, pid).catch((err: Error) => err.message)) : ""}`);
     }
     return { resume_ms: resume, probe_ms: probeMs };
   };
@@ -151,7 +156,7 @@ t.test(`${USERS.toLocaleString("en")} users; JetStream leaders SIGKILLed ${NATS_
   }, Math.max(10_000, started + SETTLE_MS - Date.now()));
   let trackerSent: number | null = null;
   for (let until = Date.now() + 60_000; Date.now() < until; await sleep(500)) {
-    trackerSent = await status().then((s) => s.counters.sent, () => null);
+    trackerSent = await campaignStatus().then((s) => s.counters.sent, () => null);
     if (trackerSent === expected.size) break;
   }
   await sleep(2000);

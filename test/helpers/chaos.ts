@@ -43,7 +43,18 @@ export function deliveryAudit(o: { recorder: Recorder; redis: Redis; nid: string
       for (let i = 0; i < acc.length; i += 2000) {
         const part = acc.slice(i, i + 2000);
         // One GET per key (auto-pipelined): on Redis Cluster the keys live in many slots, which one MGET may not span.
-        const vals = await Promise.all(part.map(([tok]) => o.redis.get(keyOf.get(tok)!)));
+        // Retried while a Redis Cluster fails over (MOVED, CLUSTERDOWN, a lost connection: lib/infra/redis.ts).
+        const get = async (key: string): Promise<string | null> => {
+          for (let attempt = 0; ; attempt++) {
+            try {
+              return await o.redis.get(key);
+            } catch (err) {
+              if (attempt >= 100) throw err;
+              await sleep(200);
+            }
+          }
+        };
+        const vals = await Promise.all(part.map(([tok]) => get(keyOf.get(tok)!)));
         part.forEach(([tok, c], j) => {
           const v = vals[j];
           if (v === null || v === undefined || v.startsWith("~")) {

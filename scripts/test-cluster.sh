@@ -1,0 +1,13 @@
+#!/bin/sh
+# `npm run test:cluster`: the pipeline and campaign suites on a three-node nats-server cluster (R3) and a Redis Cluster, then the
+# failover test (200,000 users, JetStream leaders and a Redis master SIGKILLed); its result JSON (lost, dup, dup_bound, recovery) is printed last.
+cd "$(dirname "$0")/.."
+res=$(mktemp -d)
+trap 'rm -rf "$res"' EXIT
+# Ctrl-C reaches tap, the tests and every process they started (one process group); each test also stops its cluster on SIGINT/SIGTERM.
+NFX_TEST_NATS_NODES=3 NFX_TEST_REDIS=cluster node_modules/.bin/tap dist/test/integration/pipeline.test.js dist/test/integration/campaign.test.js 2>&1
+code=$?
+CHAOS_RESULTS_DIR="$res" node_modules/.bin/tap --timeout 900 dist/test/cluster 2>&1
+[ $? -eq 0 ] || code=1
+cat "$res"/*.json 2>/dev/null
+exit $code
