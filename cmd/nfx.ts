@@ -66,7 +66,9 @@ program
     const running = await startRoles(roles as Role[], cfg, log, lanes);
     // Started by `nfx up` or a test harness: tell the parent over IPC that every role is ready.
     process.send?.({ type: "ready", roles });
-    const sig = await waitForSignal();
+    // ... and stop when that parent goes, however it went (a killed test runner must not leave roles running).
+    const parentGone = new Promise<string>((r) => process.once("disconnect", () => r("parent gone")));
+    const sig = await Promise.race([waitForSignal(), parentGone]);
     log.info({ signal: sig }, "stopping");
     await running.stop();
     process.exit(0);

@@ -19,9 +19,19 @@ export interface ServerProcess {
 }
 
 const live = new Set<ChildProcess>();
-process.once("exit", () => {
+const killLive = (): void => {
   for (const p of live) p.kill("SIGKILL");
-});
+};
+process.once("exit", killLive);
+// A signal ends a process without its "exit" event: when nothing else handles SIGINT, SIGTERM or SIGHUP (a test runner's
+// deadline, Ctrl-C on a benchmark), the servers started here are killed before this process goes, never left behind.
+for (const [sig, n] of [["SIGINT", 2], ["SIGTERM", 15], ["SIGHUP", 1]] as const) {
+  process.on(sig, () => {
+    if (process.listenerCount(sig) > 1) return;
+    killLive();
+    process.exit(128 + n);
+  });
+}
 
 /** Throws {@link RuntimeMissing} when `name` is not on PATH. */
 export function requireBinary(name: string): void {

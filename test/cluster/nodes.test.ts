@@ -1,0 +1,133 @@
+// `nfx up --nodes 3` (npm run test:cluster): three "machines", each a process group with its own config; the 64 shards spread over their shard actors; a machine dies and comes back, and only its share of the shards moves.
+import { type ChildProcess, spawn } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { createInterface } from "node:readline";
+import { fileURLToPath } from "node:url";
+
+import t from "tap";
+
+import { openClients } from "../../cmd/cli-context.js";
+import { loadConfig } from "../../lib/core/config.js";
+import { LANE_CLASSES, type LaneClass } from "../../lib/core/subjects.js";
+import type { UserRecord } from "../../lib/core/types.js";
+import { writeUsers } from "../../lib/directory/directory.js";
+import { freePort } from "../../lib/infra/launch.js";
+import { notify, status } from "../../lib/intake/api-client.js";
+import { eventually } from "../helpers/cluster.js";
+import { shardHolders } from "../helpers/shards.js";
+
+const NFX = fileURLToPath(new URL("../../cmd/nfx.js", import.meta.url));
+/** The process group (the node supervisor's pid) of a process, from /proc/<pid>/stat; 0 when it is gone. */
+const groupOf = (pid: number): number => {
+  try {
+    return Number(readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1].split(" ")[2]);
+  } catch {
+    return 0;
+  }
+};
+/** Owner ids are host-pid-random. */
+const pidOf = (owner: string): number => Number(owner.split("-").at(-2));
+
+t.test("nfx up --nodes 3: shards spread over three machines, a machine's loss and return move only its share", { timeout: 600_000 }, async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), "nfx-nodes-"));
+  // Three consecutive nats ports (--nodes puts node i on natsPort + i): a random base, free at least for the first.
+  const natsPort = 20_000 + Math.floor(Math.random() * 20_000);
+  const configFile = join(dir, "config.json");
+  writeFileSync(configFile, JSON.stringify({
+    up: { dataDir: join(dir, "data"), natsPort, redisPort: await freePort() },
+    http: { port: await freePort() }, ws: { port: await freePort() }, log: { level: "warn" },
+    sandbox: { apnsPort: await freePort(), fcmPort: await freePort(), sendgridPort: await freePort(), twilioPort: await freePort(), controlPort: await freePort() },
+  }));
+  const lines: string[] = [];
+  const up: ChildProcess = spawn(process.execPath, [NFX, "--config", configFile, "up", "--nodes", "3"], { stdio: ["ignore", "pipe", "pipe"] });
+  const upExited = new Promise<void>((r) => up.once("exit", () => r()));
+  createInterface({ input: up.stdout! }).on("line", (l) => void lines.push(l));
+  createInterface({ input: up.stderr! }).on("line", (l) => void lines.push(l));
+  t.teardown(async () => {
+    if (up.exitCode === null) up.kill("SIGINT");
+    await upExited;
+    if (!t.passing()) console.error(lines.slice(-150).join("\n"));
+    rmSync(dir, { recursive: true, force: true });
+  });
+  t.ok(await eventually(() => lines.some((l) => l.startsWith("nfx is up on 3 nodes")) || up.exitCode !== null, 300_000), "nfx up --nodes 3 is up");
+  const nodeLines = lines.filter((l) => /^n\d \(process group \d+/.test(l));
+  t.equal(nodeLines.length, 3, "three nodes, each a process group");
+  const groups = nodeLines.map((l) => Number(/process group (\d+)/.exec(l)![1]));
+  const cfg = loadConfig({ file: join(dir, "data", "cluster-config.json"), env: {} });
+  t.equal(cfg.streams.replicas, 3, "streams replicated three times");
+  t.equal(cfg.redis.cluster.length, 6, "a Redis Cluster of six processes");
+  for (let i = 0; i < 3; i++) {
+    const own = JSON.parse(readFileSync(join(dir, "data", `node-${i + 1}.json`), "utf8")) as { nats: { servers: string[] } };
+    t.equal(own.nats.servers[0], cfg.nats.servers[i], `node ${i + 1} has its own config, its own nats-server first`);
+  }
+  const { nats, redis, close } = await openClients(cfg, "test");
+  t.teardown(close);
+
+  /** Node index (0-2) of each shard's holder, per lane class; -1 where the holder is in no node's group. */
+  const placement = async (cls: LaneClass): Promise<number[]> => {
+    const h = await shardHolders(nats, cls);
+    return Array.from({ length: cfg.cluster.shards }, (_, s) => (h.has(s) ? groups.indexOf(groupOf(pidOf(h.get(s)!.owner))) : -1));
+  };
+  const spread = (p: number[]): number[] => [0, 1, 2].map((i) => p.filter((x) => x === i).length);
+  const before: Record<LaneClass, number[]> = { urgent: [], bulk: [] };
+  t.ok(await eventually(async () => {
+    for (const cls of LANE_CLASSES) before[cls] = await placement(cls);
+    return LANE_CLASSES.every((cls) => spread(before[cls]).every((n) => n >= cfg.cluster.shards / 6) && !before[cls].includes(-1));
+  }, 120_000), "the 64 shards of each lane class are spread over the three nodes' shard actors");
+  t.comment(`spread: urgent ${spread(before.urgent).join("/")}, bulk ${spread(before.bulk).join("/")}`);
+
+  const now = Date.now();
+  const users = Array.from({ length: 300 }, (_, i): UserRecord => ({ id: `m${i}`, lastActive: now, devices: [{ id: "p", platform: "ios", token: `tok-m-${i}-0123456789abcdef` }] }));
+  await writeUsers(redis, cfg.cluster.shards, users);
+  const deliveredOnce = async (title: string): Promise<boolean> => {
+    const { id } = await notify(nats.nc, { recipients: users.map((u) => u.id), category: "transactional", content: { push: { title, body: "b" } } });
+    if (!(await eventually(async () => (await status(nats.nc, id)).complete, 120_000))) return false;
+    // What the sandbox APNs received, from its control API (it runs in the `nfx up` process).
+    const res = await fetch(`http://127.0.0.1:${cfg.sandbox.controlPort}/deliveries?provider=apns`).then((r) => r.json() as Promise<{ nid: string; token: string; status: number }[]>);
+    const ok = res.filter((d) => d.nid === id && d.status === 200).map((d) => d.token);
+    return new Set(ok).size === users.length && ok.length === users.length;
+  };
+  t.ok(await deliveredOnce("before"), "a notification to 300 users is delivered, once each");
+
+  // Node 3 dies: its process group (supervisor and every role) SIGKILLed at once, as a machine losing power.
+  process.kill(-groups[2], "SIGKILL");
+  const after: Record<LaneClass, number[]> = { urgent: [], bulk: [] };
+  t.ok(await eventually(async () => {
+    for (const cls of LANE_CLASSES) after[cls] = await placement(cls);
+    return LANE_CLASSES.every((cls) => after[cls].every((x) => x === 0 || x === 1));
+  }, 120_000), "every shard of node 3 is taken over by nodes 1 and 2");
+  for (const cls of LANE_CLASSES) {
+    const moved = before[cls].map((x, s) => (x !== 2 && x !== after[cls][s] ? s : -1)).filter((s) => s >= 0);
+    t.same(moved, [], `${cls}: no shard of nodes 1 and 2 changed hands (only node 3's share moved)`);
+  }
+  t.ok(await deliveredOnce("during"), "with a machine gone, a notification is still delivered once each");
+  t.ok(lines.every((l) => !/exited .* restarting/.test(l)), "no role on nodes 1 and 2 died");
+
+  // A new machine joins with a shard actor (`nfx node`, as on a machine of its own, with node 3's config): the shards it takes
+  // come from nodes 1 and 2, and none moves between those two.
+  const joined = spawn(process.execPath, [NFX, "node", "--name", "n4", "--roles", "shard"], {
+    env: { ...process.env, NFX_CONFIG: join(dir, "data", "node-3.json") }, stdio: ["ignore", "pipe", "pipe", "ipc"], detached: true,
+  });
+  createInterface({ input: joined.stdout! }).on("line", (l) => void lines.push(`[n4] ${l}`));
+  t.teardown(() => void (joined.exitCode === null && process.kill(-joined.pid!, "SIGKILL")));
+  groups[2] = joined.pid!;
+  const rejoined: Record<LaneClass, number[]> = { urgent: [], bulk: [] };
+  t.ok(await eventually(async () => {
+    for (const cls of LANE_CLASSES) rejoined[cls] = await placement(cls);
+    return LANE_CLASSES.every((cls) => spread(rejoined[cls])[2] >= cfg.cluster.shards / 6 && !rejoined[cls].includes(-1));
+  }, 120_000), "the joining machine's shard actor takes its share");
+  for (const cls of LANE_CLASSES) {
+    const between = after[cls].map((x, s) => (rejoined[cls][s] !== 2 && rejoined[cls][s] !== x ? s : -1)).filter((s) => s >= 0);
+    t.same(between, [], `${cls}: every shard that moved went to the new machine`);
+  }
+  t.ok(await deliveredOnce("after"), "after the join, a notification is delivered once each");
+  joined.kill("SIGTERM");
+
+  // Stopping it all with Ctrl-C: every process of every node and every server goes.
+  up.kill("SIGINT");
+  await upExited;
+  t.equal(up.exitCode, 0, "Ctrl-C stops nfx up cleanly");
+  t.ok(groups.slice(0, 2).every((g) => groupOf(g) === 0), "the nodes' process groups are gone");
+});
