@@ -94,6 +94,20 @@ export async function freePort(): Promise<number> {
   });
 }
 
+/** `n` distinct ports free right now on 127.0.0.1: all held open together while the OS picks them, then released. */
+export async function freePorts(n: number): Promise<number[]> {
+  const servers = await Promise.all(
+    Array.from({ length: n }, () => new Promise<net.Server>((resolve, reject) => {
+      const srv = net.createServer();
+      srv.once("error", reject);
+      srv.listen(0, "127.0.0.1", () => resolve(srv));
+    })),
+  );
+  const ports = servers.map((srv) => (srv.address() as net.AddressInfo).port);
+  await Promise.all(servers.map((srv) => new Promise<void>((r) => srv.close(() => r()))));
+  return ports;
+}
+
 /**
  * Starts nats-server with the configuration text `conf` (written beside the
  * store as `<storeDir>.conf`; `nfx nats-conf` renders nfx's, see

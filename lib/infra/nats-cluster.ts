@@ -1,8 +1,7 @@
 // Starts a local nats-server cluster (routes on loopback, JetStream on every node): used by `nfx up --nodes N` and the cluster test harness.
-import net from "node:net";
 import { join } from "node:path";
 
-import { type ServerProcess, startNatsServer } from "./launch.js";
+import { freePorts, type ServerProcess, startNatsServer } from "./launch.js";
 
 /** One node of a {@link NatsCluster}: its server, ports and store directory. */
 export interface NatsNode {
@@ -59,7 +58,7 @@ export function natsClusterBlock(o: { name: string; routePort: number; routePort
  */
 export async function startNatsCluster(o: { dir: string; nodes: number; conf: (serverName: string) => string; clientPorts?: readonly number[] }): Promise<NatsCluster> {
   // Every port at once, so none is handed out twice (a port freed by one freePort() call may be the next call's answer).
-  const all = await distinctFreePorts(3 * o.nodes);
+  const all = await freePorts(3 * o.nodes);
   const clientPorts = o.clientPorts?.some((p) => p > 0) ? [...o.clientPorts] : all.slice(0, o.nodes);
   const routePorts = all.slice(o.nodes, 2 * o.nodes);
   const httpPorts = all.slice(2 * o.nodes);
@@ -111,20 +110,6 @@ export async function startNatsCluster(o: { dir: string; nodes: number; conf: (s
     stop,
     output: () => outputOf(nodes),
   };
-}
-
-/** `n` distinct ports free right now on 127.0.0.1: all held open together while the OS picks them, then released. */
-async function distinctFreePorts(n: number): Promise<number[]> {
-  const servers = await Promise.all(
-    Array.from({ length: n }, () => new Promise<net.Server>((resolve, reject) => {
-      const srv = net.createServer();
-      srv.once("error", reject);
-      srv.listen(0, "127.0.0.1", () => resolve(srv));
-    })),
-  );
-  const ports = servers.map((srv) => (srv.address() as net.AddressInfo).port);
-  await Promise.all(servers.map((srv) => new Promise<void>((r) => srv.close(() => r()))));
-  return ports;
 }
 
 const outputOf = (nodes: readonly (NatsNode | undefined)[]): string => nodes.map((n) => (n ? `--- ${n.name}\n${n.server.output()}` : "")).join("\n");
