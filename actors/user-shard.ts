@@ -2,7 +2,7 @@
 import { randomBytes } from "node:crypto";
 import { hostname } from "node:os";
 
-import { type ConsumerMessages, DeliverPolicy, type JsMsg } from "@nats-io/jetstream";
+import { type Consumer, type ConsumerMessages, DeliverPolicy, type JsMsg } from "@nats-io/jetstream";
 
 import { Cancellations } from "../lib/campaign/cancellations.js";
 import { backoffMs } from "../lib/core/backoff.js";
@@ -19,11 +19,11 @@ import { JsPublisher } from "../lib/flow/js-publisher.js";
 import { decodeAs, oldestAgeMs, PoisonMessage, UrgencyGate } from "../lib/flow/lanes.js";
 import type { Lease } from "../lib/flow/lease.js";
 import { PriorityBuffer } from "../lib/flow/priority-buffer.js";
-import { PULL_EXPIRES_MS } from "../lib/flow/pull.js";
+import { PULL_EXPIRES_MS, STALL_CHECK_MS, StallWatch } from "../lib/flow/pull.js";
 import { Semaphore } from "../lib/flow/semaphore.js";
 import { presenceReader, PresenceView } from "../lib/inapp/presence.js";
 import { perLaneClass } from "../lib/infra/lane-connections.js";
-import { shedTotal, stageItems } from "../lib/infra/metrics.js";
+import { readerReopens, shedTotal, stageItems } from "../lib/infra/metrics.js";
 import { isTransientJsError, type Nats } from "../lib/infra/nats.js";
 import type { Redis } from "../lib/infra/redis.js";
 import { type ChunkDecision, decideChunk, usesUserFields } from "../lib/shard/chunk-decision.js";
@@ -92,6 +92,18 @@ interface ClassShared {
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
+/** Chunks read ahead per lane. */
+const READ_AHEAD = 8;
+
+/** One lane's ordered reader: its consumer, what it last read and when, and its stall watch. */
+interface LaneReader {
+  c: Consumer;
+  it: ConsumerMessages;
+  lastSeq: number;
+  readAt: number;
+  watch: StallWatch;
+}
+
 /**
  * One owned shard's lanes of one class. Reads each of its priority lanes of
  * `nfx.fan.<prio>.<shard>` from the checkpointed position (ordered consumers;
@@ -107,10 +119,11 @@ class ShardOwner {
   private pos = startPositions();
   private rev = 0;
   private gen: string | undefined;
-  /** Chunks read ahead, up to 8 per lane, taken most urgent first. */
-  private readonly buf = new PriorityBuffer<JsMsg>(8);
+  /** Chunks read ahead, up to READ_AHEAD per lane, taken most urgent first. */
+  private readonly buf = new PriorityBuffer<JsMsg>(READ_AHEAD);
   private readonly pending: Record<Priority, { seq: number; done: boolean }[]> = { critical: [], high: [], normal: [], bulk: [] };
-  private readonly iters: ConsumerMessages[] = [];
+  /** Each lane's current reader. */
+  private readonly lanes: Partial<Record<Priority, LaneReader>> = {};
   private inflight = 0;
   private paused = false;
   private stopping = false;
@@ -120,6 +133,7 @@ class ShardOwner {
   /** When this owner started reading (a chunk replayed from the checkpoint has waited only since then). */
   private startedAt = Date.now();
   private timer: NodeJS.Timeout | null = null;
+  private watchdog: NodeJS.Timeout | null = null;
   private checkpointing: Promise<void> | null = null;
   private readonly log: Logger;
   /** Names this owner in {@link Fenced} messages. */
@@ -158,42 +172,85 @@ class ShardOwner {
     for (const p of this.cl.prios) await this.pump(p);
     this.loop = this.run();
     this.timer = setInterval(() => void this.checkpoint().catch((err) => this.fail(err)), cfg.shard.checkpointMs);
+    this.watchdog = setInterval(() => void this.watch().catch((err) => this.fail(err)), STALL_CHECK_MS);
   }
 
+  /**
+   * Opens lane `p`'s ordered reader after stream sequence `after` and pushes what it reads into the buffer, in order.
+   * A reader the watchdog ({@link ShardOwner.watch}) replaced ends and the loop goes on with its successor; one that
+   * ends otherwise (it gave up recreating itself after a nats-server loss) gives the shard up, and the next tick takes
+   * it afresh from its checkpoint.
+   */
   private async pump(p: Priority): Promise<void> {
-    const from = this.pos[p];
-    const open = async (): Promise<ConsumerMessages> => {
-      const c = await this.cl.js.consumers.get(STREAM.fan, {
-        filter_subjects: fanSubject(p, this.shard),
-        ...(from > 0 ? { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: from + 1 } : { deliver_policy: DeliverPolicy.All }),
-      });
-      return c.consume({ max_messages: 8, expires: PULL_EXPIRES_MS });
-    };
-    // On a nats-server cluster consumers are created by the JetStream meta leader: while one is being elected, ask again
-    // (the lease is kept meanwhile) rather than give the shard up and make every owner start over.
-    let it: ConsumerMessages;
+    const lane: LaneReader = { ...(await this.openReader(p, this.pos[p])), lastSeq: this.pos[p], readAt: Date.now(), watch: new StallWatch() };
+    this.lanes[p] = lane;
+    void (async () => {
+      for (;;) {
+        const it = lane.it;
+        for await (const m of it) {
+          if (this.stopping) return;
+          // A replaced reader may still hand over what its successor reads too.
+          if (m.seq <= lane.lastSeq) continue;
+          lane.lastSeq = m.seq;
+          lane.readAt = Date.now();
+          this.buf.push(p, m);
+          this.notify();
+          await this.buf.waitForRoom(p, () => this.stopping);
+        }
+        if (this.stopping) return;
+        if (lane.it === it) throw new Error(`lane ${p} reader ended`);
+      }
+    })().catch((err) => this.fail(err));
+  }
+
+  /**
+   * An ordered reader of lane `p` from stream sequence `after + 1`. On a nats-server cluster consumers are created by
+   * the JetStream meta leader: while one is being elected, asks again (the lease is kept meanwhile) rather than give the
+   * shard up and make every owner start over.
+   */
+  private async openReader(p: Priority, after: number): Promise<{ c: Consumer; it: ConsumerMessages }> {
     for (let attempt = 0; ; attempt++) {
       try {
-        it = await open();
-        break;
+        const c = await this.cl.js.consumers.get(STREAM.fan, {
+          filter_subjects: fanSubject(p, this.shard),
+          ...(after > 0 ? { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: after + 1 } : { deliver_policy: DeliverPolicy.All }),
+        });
+        return { c, it: await c.consume({ max_messages: 8, expires: PULL_EXPIRES_MS }) };
       } catch (err) {
         if (!isTransientJsError(err) || this.stopping || attempt >= 20) throw err;
         this.log.warn({ err, lane: p, attempt }, "shard reader not open yet; retrying");
-        await new Promise((r) => setTimeout(r, backoffMs(attempt, { baseMs: 250, maxMs: 3000 })));
+        await sleep(backoffMs(attempt, { baseMs: 250, maxMs: 3000 }));
       }
     }
-    this.iters.push(it);
-    void (async () => {
-      for await (const m of it) {
-        if (this.stopping) break;
-        this.buf.push(p, m);
-        this.notify();
-        await this.buf.waitForRoom(p, () => this.stopping);
+  }
+
+  /**
+   * The reader watchdog, every {@link STALL_CHECK_MS}: a lane that read nothing since the last check, had room, and
+   * whose consumer the server says has chunks pending — twice in a row — gets a new reader from the chunk after the
+   * last one read ({@link StallWatch}).
+   */
+  private async watch(): Promise<void> {
+    const now = Date.now();
+    for (const p of this.cl.prios) {
+      const lane = this.lanes[p];
+      if (!lane || this.stopping) continue;
+      const idle = now - lane.readAt >= STALL_CHECK_MS && this.buf.size(p) < READ_AHEAD;
+      let pending: number | undefined = 0;
+      if (idle) {
+        pending = await lane.c.info().then(
+          (ci) => ci.num_pending,
+          (err: Error) => (err.message === "consumer not found" ? Infinity : undefined),
+        );
       }
-      // The reader ended without being stopped (it gave up recreating itself after a nats-server loss): this owner can no
-      // longer read the lane, so it gives the shard up and the next tick takes it afresh from its checkpoint.
-      if (!this.stopping) throw new Error(`lane ${p} reader ended`);
-    })().catch((err) => this.fail(err));
+      if (!lane.watch.check(idle, pending) || this.stopping) continue;
+      this.log.warn({ lane: p, after: lane.lastSeq, pending }, "shard reader stalled; opening it again");
+      const old = lane.it;
+      Object.assign(lane, await this.openReader(p, lane.lastSeq));
+      lane.readAt = Date.now();
+      readerReopens.inc({ stage: "shard" });
+      if (this.stopping) void lane.it.close().catch(() => undefined);
+      void old.close().catch(() => undefined);
+    }
   }
 
   /** Starts chunks, most urgent lane first, up to `chunksInFlight` at once (and the class's process-wide gate, if any). */
@@ -354,7 +411,8 @@ class ShardOwner {
   /** Stops reading. `graceful`: finishes chunks in flight and writes a final checkpoint; otherwise writes nothing. */
   async stop(graceful: boolean): Promise<void> {
     if (this.timer) clearInterval(this.timer);
-    this.timer = null;
+    if (this.watchdog) clearInterval(this.watchdog);
+    this.timer = this.watchdog = null;
     if (graceful && !this.stopping) {
       this.paused = true;
       while (this.inflight > 0) await this.wait();
@@ -364,7 +422,7 @@ class ShardOwner {
     this.stopping = true;
     this.buf.wakeAll();
     this.notify();
-    await Promise.all(this.iters.map((it) => it.close().catch(() => undefined)));
+    await Promise.all(Object.values(this.lanes).map((l) => l.it.close().catch(() => undefined)));
     await this.loop;
   }
 }

@@ -31,6 +31,9 @@ export const gatewaySends = new Counter({ name: "nfx_gateway_sends_total", help:
  */
 export const shedTotal = new Counter({ name: "nfx_shed_total", help: "Recipients and sends shed under overload, by stage, priority and reason", labelNames: ["stage", "priority", "reason"] as const });
 
+/** Readers opened again by a stall watchdog (lib/flow/pull.ts, StallWatch): by stage. Anything above 0 is worth a look at the nats-servers. */
+export const readerReopens = new Counter({ name: "nfx_reader_reopens_total", help: "Stream readers found stalled and opened again", labelNames: ["stage"] as const });
+
 /** Retryable provider failures scheduled for another attempt. */
 export const gatewayRetries = new Counter({ name: "nfx_gateway_retries_total", help: "Sends scheduled for a retry after a retryable provider error", labelNames: ["channel"] as const });
 
