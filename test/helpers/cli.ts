@@ -1,4 +1,6 @@
 // Runs the real `nfx` CLI as a child process, the way a user would, against a given config.
+import "./child-env.js";
+
 import { execFile } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";

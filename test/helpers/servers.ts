@@ -1,4 +1,6 @@
 // Test harness: a real nats-server (JetStream, temp store) and redis-server (no persistence; a Redis Cluster with NFX_TEST_REDIS=cluster) on free loopback ports for one test file.
+import "./child-env.js";
+
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
