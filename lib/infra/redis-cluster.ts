@@ -5,7 +5,7 @@ import { join } from "node:path";
 
 import { Redis as RedisClient } from "ioredis";
 
-import { freePort, requireBinary, track, waitForPort } from "./launch.js";
+import { freePorts, requireBinary, track, waitForPort } from "./launch.js";
 
 /** One redis-server of a {@link RedisCluster}. Its process changes when it is restarted; read `proc` each time. */
 export interface RedisClusterNode {
@@ -108,21 +108,11 @@ function redisCli(args: string[], ms: number): Promise<string> {
   });
 }
 
-/** Two ports free now, neither in `taken`. */
-async function twoFreePorts(taken: Set<number>): Promise<[number, number]> {
-  const got: number[] = [];
-  while (got.length < 2) {
-    const p = await freePort();
-    if (!taken.has(p) && !got.includes(p)) got.push(p);
-  }
-  return [got[0], got[1]];
-}
-
 /**
  * Starts a Redis Cluster of `masters` masters with `replicasPerMaster`
  * replicas each: one `redis-server --cluster-enabled yes` per node on
  * 127.0.0.1, each in `<dir>/node-<i>` with a client port and a bus port
- * picked free by the OS (`freePort`, retried if taken before the node binds
+ * picked free by the OS (`freePorts`, retried if taken before the node binds
  * it), joined with `redis-cli --cluster create … --cluster-replicas N
  * --cluster-yes`. Resolves once every node reports `cluster_state:ok` and
  * every replica is linked. Every process is registered like
@@ -165,7 +155,8 @@ export async function startRedisCluster(o: RedisClusterOptions): Promise<RedisCl
     rmSync(dir, { recursive: true, force: true });
     mkdirSync(dir, { recursive: true });
     for (let attempt = 0; ; attempt++) {
-      const [port, busPort] = await twoFreePorts(taken);
+      let [port, busPort] = await freePorts(2);
+      while (taken.has(port) || taken.has(busPort)) [port, busPort] = await freePorts(2);
       taken.add(port).add(busPort);
       let cur: Awaited<ReturnType<typeof launch>>;
       try {

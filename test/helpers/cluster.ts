@@ -1,5 +1,5 @@
 // Test harness: a whole local cluster (servers, sandboxes, one process per role) for one test file, stopped when the test ends.
-import { mkdtempSync, rmSync } from "node:fs";
+import { appendFileSync, mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 
@@ -15,10 +15,14 @@ import { inboxPrefixOf, natsPassword } from "../../lib/infra/nats-auth.js";
 import type { Redis } from "../../lib/infra/redis.js";
 import { testRedis } from "./servers.js";
 
-/** Every role, but the ws-gateway only for clusters that deliver in-app (one process fewer for the rest of the suite). */
+/**
+ * Every role, but the gateways of content channels the cluster does not deliver (`ingest.channels`, default push:
+ * the shard actor routes to no other) left out — a process or three fewer per cluster for most of the suite.
+ */
 function defaultRoles(overrides: Record<string, unknown> = {}): readonly ProcessSpec[] {
-  const channels = (overrides.ingest as { channels?: string[] } | undefined)?.channels ?? [];
-  return channels.includes("inapp") ? ROLES : ROLES.filter((r) => r !== "ws-gateway");
+  const channels = (overrides.ingest as { channels?: string[] } | undefined)?.channels ?? ["push"];
+  const unused: Record<string, string> = { "ws-gateway": "inapp", "gateway-email": "email", "gateway-sms": "sms" };
+  return ROLES.filter((r) => !(r in unused) || channels.includes(unused[r]));
 }
 
 /** `NFX_TEST_NATS_NODES` (e.g. 3, set by `npm run test:cluster`): the suites run on a nats-server cluster of that many nodes with replicated streams. */
@@ -38,12 +42,18 @@ export async function startTestCluster(
 ): Promise<LocalCluster> {
   const dir = mkdtempSync(join(tmpdir(), "nfx-cluster-"));
   const lines: string[] = [];
+  // NFX_TEST_ROLE_LOGS=<dir>: every role line also goes to <dir>/<role>.log, as it comes (for a run too long to read from its end).
+  const logDir = process.env.NFX_TEST_ROLE_LOGS;
+  if (logDir) mkdirSync(logDir, { recursive: true });
   const cluster = await startLocalCluster({
     dataDir: dir, natsPort: 0, redisPort: 0, httpPort: 0, persist: false, natsNodes: o.natsNodes ?? natsNodesOfEnv(), redis: o.redis ?? testRedis(),
     sandbox: {}, roles: o.roles ?? defaultRoles(o.overrides),
     // Retries back off from 100 ms rather than 1 s so retry paths finish within a test.
     overrides: mergeDeep({ log: { level: "warn" }, gateways: { retry: { baseMs: 100, maxMs: 2000 } } }, o.overrides ?? {}),
-    onLine: (role, line) => void lines.push(`[${role}] ${line}`),
+    onLine: (role, line) => {
+      lines.push(`[${role}] ${line}`);
+      if (logDir) appendFileSync(join(logDir, `${role}.log`), `${line}\n`);
+    },
   }).catch((err: unknown) => {
     // A role that failed to start says why in its output.
     console.error(lines.slice(-100).join("\n"));
