@@ -134,6 +134,7 @@ class ShardOwner {
   private startedAt = Date.now();
   private timer: NodeJS.Timeout | null = null;
   private watchdog: NodeJS.Timeout | null = null;
+  private watching = false;
   private checkpointing: Promise<void> | null = null;
   private readonly log: Logger;
   /** Names this owner in {@link Fenced} messages. */
@@ -225,31 +226,38 @@ class ShardOwner {
   }
 
   /**
-   * The reader watchdog, every {@link STALL_CHECK_MS}: a lane that read nothing since the last check, had room, and
-   * whose consumer the server says has chunks pending — twice in a row — gets a new reader from the chunk after the
-   * last one read ({@link StallWatch}).
+   * The reader watchdog, every {@link STALL_CHECK_MS}: a lane that read nothing since the last check and had room, whose
+   * consumer says it has chunks pending or does not answer (its server is down) — twice in a row — gets a new reader
+   * from the chunk after the last one read ({@link StallWatch}); the meta leader places the new consumer on a live server.
    */
   private async watch(): Promise<void> {
-    const now = Date.now();
-    for (const p of this.cl.prios) {
-      const lane = this.lanes[p];
-      if (!lane || this.stopping) continue;
-      const idle = now - lane.readAt >= STALL_CHECK_MS && this.buf.size(p) < READ_AHEAD;
-      let pending: number | undefined = 0;
-      if (idle) {
-        pending = await lane.c.info().then(
-          (ci) => ci.num_pending,
-          (err: Error) => (err.message === "consumer not found" ? Infinity : undefined),
-        );
-      }
-      if (!lane.watch.check(idle, pending) || this.stopping) continue;
-      this.log.warn({ lane: p, after: lane.lastSeq, pending }, "shard reader stalled; opening it again");
-      const old = lane.it;
-      Object.assign(lane, await this.openReader(p, lane.lastSeq));
-      lane.readAt = Date.now();
-      readerReopens.inc({ stage: "shard" });
-      if (this.stopping) void lane.it.close().catch(() => undefined);
-      void old.close().catch(() => undefined);
+    if (this.watching || this.stopping) return;
+    this.watching = true;
+    try {
+      const now = Date.now();
+      await Promise.all(
+        this.cl.prios.map(async (p) => {
+          const lane = this.lanes[p];
+          if (!lane) return;
+          const idle = now - lane.readAt >= STALL_CHECK_MS && this.buf.size(p) < READ_AHEAD;
+          const pending = !idle
+            ? 0
+            : await lane.c.info().then(
+                (ci) => ci.num_pending,
+                (err: Error) => (err.message === "consumer not found" ? Infinity : undefined),
+              );
+          if (!lane.watch.check(idle, pending) || this.stopping) return;
+          this.log.warn({ lane: p, after: lane.lastSeq, pending: pending ?? "no answer" }, "shard reader stalled; opening it again");
+          const old = lane.it;
+          Object.assign(lane, await this.openReader(p, lane.lastSeq));
+          lane.readAt = Date.now();
+          readerReopens.inc({ stage: "shard" });
+          if (this.stopping) void lane.it.close().catch(() => undefined);
+          void old.close().catch(() => undefined);
+        }),
+      );
+    } finally {
+      this.watching = false;
     }
   }
 

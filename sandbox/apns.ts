@@ -97,9 +97,16 @@ export async function startApnsSandbox(o: { port: number; key: Buffer; cert: Buf
       });
     });
   });
+  // Open sessions are destroyed on close: server.close() alone waits for every client to hang up.
+  const sessions = new Set<http2.ServerHttp2Session>();
+  server.on("session", (s) => (sessions.add(s), s.once("close", () => sessions.delete(s))));
   await new Promise<void>((r) => server.listen(o.port, "127.0.0.1", r));
   return {
     port: (server.address() as AddressInfo).port,
-    close: () => new Promise<void>((r) => server.close(() => r())),
+    close: () =>
+      new Promise<void>((r) => {
+        server.close(() => r());
+        for (const s of sessions) s.destroy();
+      }),
   };
 }

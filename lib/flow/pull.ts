@@ -9,34 +9,35 @@
 export const PULL_EXPIRES_MS = 5000;
 
 /** How often an idle ordered reader is checked for a stall (see {@link StallWatch}). */
-export const STALL_CHECK_MS = 2 * PULL_EXPIRES_MS;
+export const STALL_CHECK_MS = PULL_EXPIRES_MS;
 
 /**
- * Notices a reader that has stopped delivering although its consumer has
- * messages for it: seen on a nats-server cluster after a JetStream leader
- * change, where an ordered reader keeps its heartbeats but never delivers
- * again and never ends (docs/operations.md, "On N machines"). Fed one
- * observation every {@link STALL_CHECK_MS}: stalled once two checks in a row
- * found the reader idle (nothing read since the check before, and room to
- * read) while the server counted messages pending for it. One such check
- * alone is not enough: a message published a moment before it is pending
- * and not yet read.
+ * Notices a reader that has stopped delivering although there is work for
+ * it, on a nats-server cluster: an ordered reader's consumer lives on one
+ * server (one replica, in memory), and while that server is down the client
+ * only retries it, never creating the consumer elsewhere; after a JetStream
+ * leader change a reader has also been seen to keep quiet without ending
+ * (docs/operations.md, "On N machines"). Fed one observation every
+ * {@link STALL_CHECK_MS}: stalled once two checks in a row found the reader
+ * idle (nothing read since the check before, and room to read) while its
+ * consumer either had messages pending or did not answer at all. One such
+ * check alone is not enough: a message published a moment before it is
+ * pending and not yet read.
  */
 export class StallWatch {
   private suspect = false;
 
   /**
    * One check. `idle`: the reader read nothing since the last check and was
-   * not held back by a full buffer. `pending`: messages the server holds for
-   * the reader's consumer (`Infinity` when the consumer is gone, `undefined`
-   * when the server could not be asked). True: stalled, open it again.
+   * not held back by a full buffer. `pending`: messages its consumer holds
+   * for it, `Infinity` when the consumer is gone, `undefined` when it did not
+   * answer. True: stalled, open it again.
    */
   check(idle: boolean, pending: number | undefined): boolean {
     if (!idle || pending === 0) {
       this.suspect = false;
       return false;
     }
-    if (pending === undefined) return false;
     if (this.suspect) {
       this.suspect = false;
       return true;

@@ -21,7 +21,7 @@ export interface Nats {
  * cluster's "temporarily unavailable" (503) — rather than a refusal. On a nats-server cluster these last through a leader
  * election (nats-server's Raft elections take 4 to 9 s).
  */
-export const isTransientJsError = (err: unknown): boolean => /timeout|temporarily unavailable|no responders|\b503\b/i.test(String((err as Error)?.message ?? err));
+export const isTransientJsError = (err: unknown): boolean => /timeout|temporarily unavailable|no responders|\b503\b|jetstream is not enabled/i.test(String((err as Error)?.message ?? err));
 
 /** Options of {@link connectNats}. */
 export interface ConnectNatsOptions {

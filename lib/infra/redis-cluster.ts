@@ -131,7 +131,7 @@ export async function startRedisCluster(o: RedisClusterOptions): Promise<RedisCl
   const stop = async (): Promise<void> => void (await Promise.all(nodes.map((n) => n.stop())));
   const taken = new Set<number>();
 
-  const launch = async (dir: string, port: number, busPort: number): Promise<{ proc: ChildProcess; t: ReturnType<typeof track> }> => {
+  const launch = async (dir: string, port: number, busPort: number, waitMs = Math.min(10_000, left())): Promise<{ proc: ChildProcess; t: ReturnType<typeof track> }> => {
     const args = [
       "--port", String(port), "--bind", "127.0.0.1", "--protected-mode", "yes", "--dir", dir, "--save", "", "--appendonly", o.persist ? "yes" : "no",
       "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-port", String(busPort), "--cluster-node-timeout", String(nodeTimeoutMs),
@@ -140,7 +140,7 @@ export async function startRedisCluster(o: RedisClusterOptions): Promise<RedisCl
     const t = track(proc);
     try {
       await Promise.race([
-        waitForPort(port, Math.min(10_000, left())),
+        waitForPort(port, waitMs),
         new Promise((_, rej) => proc.once("exit", (c) => rej(new Error(`redis-server (cluster node :${port}) exited with ${c}: ${t.output()}`)))),
       ]);
       return { proc, t };
@@ -176,7 +176,8 @@ export async function startRedisCluster(o: RedisClusterOptions): Promise<RedisCl
         output: () => cur.t.output(),
         async start() {
           if (node.running()) throw new Error(`redis cluster node :${port} is running`);
-          cur = await launch(dir, port, busPort);
+          // A restart has its own 10 s, not what is left of the cluster's start-up deadline.
+          cur = await launch(dir, port, busPort, 10_000);
         },
       };
       return node;

@@ -52,7 +52,7 @@ t.test("stopping: wakeAll lets a waiting reader see its stop flag; drain empties
   t.equal(b.take(), null);
 });
 
-t.test("StallWatch: a reader is stalled only after two idle checks in a row with chunks pending", async (t) => {
+t.test("StallWatch: a reader is stalled after two idle checks in a row with chunks pending or no answer", async (t) => {
   const w = new StallWatch();
   t.notOk(w.check(true, 3), "first idle check with chunks pending: only suspected (they may have been published a moment ago)");
   t.ok(w.check(true, 3), "second one in a row: stalled");
@@ -61,6 +61,7 @@ t.test("StallWatch: a reader is stalled only after two idle checks in a row with
   t.notOk(w.check(true, 3), "and the count starts over after it");
   t.notOk(w.check(true, 0), "an idle reader with nothing pending is fine");
   t.notOk(w.check(true, 3));
-  t.notOk(w.check(true, undefined), "the server could not be asked: no verdict");
-  t.ok(w.check(true, Infinity), "the suspicion stands across an unanswered check; a consumer gone counts as pending");
+  t.ok(w.check(true, undefined), "a consumer that does not answer (its server is down) counts as stalled work too");
+  t.notOk(w.check(true, Infinity), "a consumer gone: suspected first");
+  t.ok(w.check(true, Infinity), "then stalled");
 });
