@@ -2,7 +2,7 @@
 import { randomBytes } from "node:crypto";
 import { hostname } from "node:os";
 
-import { type Consumer, type ConsumerMessages, DeliverPolicy, type JsMsg } from "@nats-io/jetstream";
+import { type ConsumerMessages, DeliverPolicy, type JsMsg } from "@nats-io/jetstream";
 
 import { Cancellations } from "../lib/campaign/cancellations.js";
 import { backoffMs } from "../lib/core/backoff.js";
@@ -19,7 +19,7 @@ import { JsPublisher } from "../lib/flow/js-publisher.js";
 import { decodeAs, oldestAgeMs, PoisonMessage, UrgencyGate } from "../lib/flow/lanes.js";
 import type { Lease } from "../lib/flow/lease.js";
 import { PriorityBuffer } from "../lib/flow/priority-buffer.js";
-import { PULL_EXPIRES_MS, STALL_CHECK_MS, StallWatch } from "../lib/flow/pull.js";
+import { PULL_EXPIRES_MS, STALL_MISSED_HEARTBEATS } from "../lib/flow/pull.js";
 import { Semaphore } from "../lib/flow/semaphore.js";
 import { presenceReader, PresenceView } from "../lib/inapp/presence.js";
 import { perLaneClass } from "../lib/infra/lane-connections.js";
@@ -95,13 +95,11 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
 /** Chunks read ahead per lane. */
 const READ_AHEAD = 8;
 
-/** One lane's ordered reader: its consumer, what it last read and when, and its stall watch. */
+/** One lane's ordered reader, the last chunk it read, and whether it is being replaced. */
 interface LaneReader {
-  c: Consumer;
   it: ConsumerMessages;
   lastSeq: number;
-  readAt: number;
-  watch: StallWatch;
+  reopening: boolean;
 }
 
 /**
@@ -133,8 +131,6 @@ class ShardOwner {
   /** When this owner started reading (a chunk replayed from the checkpoint has waited only since then). */
   private startedAt = Date.now();
   private timer: NodeJS.Timeout | null = null;
-  private watchdog: NodeJS.Timeout | null = null;
-  private watching = false;
   private checkpointing: Promise<void> | null = null;
   private readonly log: Logger;
   /** Names this owner in {@link Fenced} messages. */
@@ -173,17 +169,16 @@ class ShardOwner {
     for (const p of this.cl.prios) await this.pump(p);
     this.loop = this.run();
     this.timer = setInterval(() => void this.checkpoint().catch((err) => this.fail(err)), cfg.shard.checkpointMs);
-    this.watchdog = setInterval(() => void this.watch().catch((err) => this.fail(err)), STALL_CHECK_MS);
   }
 
   /**
    * Opens lane `p`'s ordered reader after stream sequence `after` and pushes what it reads into the buffer, in order.
-   * A reader the watchdog ({@link ShardOwner.watch}) replaced ends and the loop goes on with its successor; one that
+   * A reader replaced for its silent consumer ({@link ShardOwner.reopenStalled}) ends and the loop goes on with its successor; one that
    * ends otherwise (it gave up recreating itself after a nats-server loss) gives the shard up, and the next tick takes
    * it afresh from its checkpoint.
    */
   private async pump(p: Priority): Promise<void> {
-    const lane: LaneReader = { ...(await this.openReader(p, this.pos[p])), lastSeq: this.pos[p], readAt: Date.now(), watch: new StallWatch() };
+    const lane: LaneReader = { it: await this.openReader(p, this.pos[p]), lastSeq: this.pos[p], reopening: false };
     this.lanes[p] = lane;
     void (async () => {
       for (;;) {
@@ -193,7 +188,6 @@ class ShardOwner {
           // A replaced reader may still hand over what its successor reads too.
           if (m.seq <= lane.lastSeq) continue;
           lane.lastSeq = m.seq;
-          lane.readAt = Date.now();
           this.buf.push(p, m);
           this.notify();
           await this.buf.waitForRoom(p, () => this.stopping);
@@ -209,14 +203,20 @@ class ShardOwner {
    * the JetStream meta leader: while one is being elected, asks again (the lease is kept meanwhile) rather than give the
    * shard up and make every owner start over.
    */
-  private async openReader(p: Priority, after: number): Promise<{ c: Consumer; it: ConsumerMessages }> {
+  private async openReader(p: Priority, after: number): Promise<ConsumerMessages> {
     for (let attempt = 0; ; attempt++) {
       try {
         const c = await this.cl.js.consumers.get(STREAM.fan, {
           filter_subjects: fanSubject(p, this.shard),
           ...(after > 0 ? { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: after + 1 } : { deliver_policy: DeliverPolicy.All }),
         });
-        return { c, it: await c.consume({ max_messages: 8, expires: PULL_EXPIRES_MS }) };
+        const it = await c.consume({ max_messages: READ_AHEAD, expires: PULL_EXPIRES_MS });
+        void (async () => {
+          for await (const st of it.status()) {
+            if (st.type === "heartbeats_missed") void this.reopenStalled(p, it, st.count).catch((err) => this.fail(err));
+          }
+        })().catch(() => undefined);
+        return it;
       } catch (err) {
         if (!isTransientJsError(err) || this.stopping || attempt >= 20) throw err;
         this.log.warn({ err, lane: p, attempt }, "shard reader not open yet; retrying");
@@ -226,38 +226,23 @@ class ShardOwner {
   }
 
   /**
-   * The reader watchdog, every {@link STALL_CHECK_MS}: a lane that read nothing since the last check and had room, whose
-   * consumer says it has chunks pending or does not answer (its server is down) — twice in a row — gets a new reader
-   * from the chunk after the last one read ({@link StallWatch}); the meta leader places the new consumer on a live server.
+   * Lane `p`'s reader `it` has missed `missed` heartbeats in a row: from {@link STALL_MISSED_HEARTBEATS} on (its
+   * consumer silent for about 10 s, its server most likely down), and unless it is only held back by a full buffer,
+   * it is replaced by a new reader from the chunk after the last one read, whose consumer the meta leader places on a
+   * live server.
    */
-  private async watch(): Promise<void> {
-    if (this.watching || this.stopping) return;
-    this.watching = true;
+  private async reopenStalled(p: Priority, it: ConsumerMessages, missed: number): Promise<void> {
+    const lane = this.lanes[p];
+    if (!lane || lane.it !== it || lane.reopening || this.stopping || missed < STALL_MISSED_HEARTBEATS || this.buf.size(p) >= READ_AHEAD) return;
+    lane.reopening = true;
     try {
-      const now = Date.now();
-      await Promise.all(
-        this.cl.prios.map(async (p) => {
-          const lane = this.lanes[p];
-          if (!lane) return;
-          const idle = now - lane.readAt >= STALL_CHECK_MS && this.buf.size(p) < READ_AHEAD;
-          const pending = !idle
-            ? 0
-            : await lane.c.info().then(
-                (ci) => ci.num_pending,
-                (err: Error) => (err.message === "consumer not found" ? Infinity : undefined),
-              );
-          if (!lane.watch.check(idle, pending) || this.stopping) return;
-          this.log.warn({ lane: p, after: lane.lastSeq, pending: pending ?? "no answer" }, "shard reader stalled; opening it again");
-          const old = lane.it;
-          Object.assign(lane, await this.openReader(p, lane.lastSeq));
-          lane.readAt = Date.now();
-          readerReopens.inc({ stage: "shard" });
-          if (this.stopping) void lane.it.close().catch(() => undefined);
-          void old.close().catch(() => undefined);
-        }),
-      );
+      this.log.warn({ lane: p, after: lane.lastSeq, missed }, "shard reader's consumer silent; opening it again");
+      lane.it = await this.openReader(p, lane.lastSeq);
+      readerReopens.inc({ stage: "shard" });
+      if (this.stopping) void lane.it.close().catch(() => undefined);
+      void it.close().catch(() => undefined);
     } finally {
-      this.watching = false;
+      lane.reopening = false;
     }
   }
 
@@ -419,8 +404,7 @@ class ShardOwner {
   /** Stops reading. `graceful`: finishes chunks in flight and writes a final checkpoint; otherwise writes nothing. */
   async stop(graceful: boolean): Promise<void> {
     if (this.timer) clearInterval(this.timer);
-    if (this.watchdog) clearInterval(this.watchdog);
-    this.timer = this.watchdog = null;
+    this.timer = null;
     if (graceful && !this.stopping) {
       this.paused = true;
       while (this.inflight > 0) await this.wait();

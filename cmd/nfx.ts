@@ -63,14 +63,26 @@ program
     }
     const cfg = config();
     const log = createLogger({ level: cfg.log.level, redact: cfg.log.redact });
+    // Stop on a signal, or when the parent (`nfx up`, a test harness) goes, however it went — also during start-up, when
+    // the servers may be gone and start-up would wait for them forever.
+    const parentGone = new Promise<string>((r) => process.once("disconnect", () => r("parent gone")));
+    const stopAsked = Promise.race([waitForSignal(), parentGone]);
+    let started = false;
+    void stopAsked.then((why) => {
+      if (started) return;
+      log.warn({ signal: why }, "stopped during start-up");
+      process.exit(1);
+    });
     const running = await startRoles(roles as Role[], cfg, log, lanes);
+    started = true;
     // Started by `nfx up` or a test harness: tell the parent over IPC that every role is ready.
     process.send?.({ type: "ready", roles });
-    // ... and stop when that parent goes, however it went (a killed test runner must not leave roles running).
-    const parentGone = new Promise<string>((r) => process.once("disconnect", () => r("parent gone")));
-    const sig = await Promise.race([waitForSignal(), parentGone]);
+    const sig = await stopAsked;
     log.info({ signal: sig }, "stopping");
+    // A graceful stop finishes work in flight; with the servers gone it could wait forever, so it gets 10 s.
+    const forced = setTimeout(() => (log.warn("graceful stop took over 10 s; exiting"), process.exit(1)), 10_000);
     await running.stop();
+    clearTimeout(forced);
     process.exit(0);
   });
 

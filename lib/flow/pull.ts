@@ -8,41 +8,13 @@
  */
 export const PULL_EXPIRES_MS = 5000;
 
-/** How often an idle ordered reader is checked for a stall (see {@link StallWatch}). */
-export const STALL_CHECK_MS = PULL_EXPIRES_MS;
-
 /**
- * Notices a reader that has stopped delivering although there is work for
- * it, on a nats-server cluster: an ordered reader's consumer lives on one
- * server (one replica, in memory), and while that server is down the client
- * only retries it, never creating the consumer elsewhere; after a JetStream
- * leader change a reader has also been seen to keep quiet without ending
- * (docs/operations.md, "On N machines"). Fed one observation every
- * {@link STALL_CHECK_MS}: stalled once two checks in a row found the reader
- * idle (nothing read since the check before, and room to read) while its
- * consumer either had messages pending or did not answer at all. One such
- * check alone is not enough: a message published a moment before it is
- * pending and not yet read.
+ * Heartbeats in a row an ordered reader may miss (the server sends one every
+ * half {@link PULL_EXPIRES_MS} while a pull waits) before it is opened again:
+ * about 10 s in which its consumer sent nothing at all. An ordered reader's
+ * consumer lives on one server (one replica, in memory); while that server
+ * is down the client only asks it again and again, never creating the
+ * consumer elsewhere, so a reader on a dead machine would wait for that
+ * machine to come back (docs/operations.md, "On N machines").
  */
-export class StallWatch {
-  private suspect = false;
-
-  /**
-   * One check. `idle`: the reader read nothing since the last check and was
-   * not held back by a full buffer. `pending`: messages its consumer holds
-   * for it, `Infinity` when the consumer is gone, `undefined` when it did not
-   * answer. True: stalled, open it again.
-   */
-  check(idle: boolean, pending: number | undefined): boolean {
-    if (!idle || pending === 0) {
-      this.suspect = false;
-      return false;
-    }
-    if (this.suspect) {
-      this.suspect = false;
-      return true;
-    }
-    this.suspect = true;
-    return false;
-  }
-}
+export const STALL_MISSED_HEARTBEATS = 4;

@@ -1,8 +1,7 @@
-// The per-priority buffer shared by lib/flow/lanes.ts and the shard actor (most urgent first, FIFO per lane, a full lane's reader waits for room), and the readers' stall watch.
+// The per-priority buffer shared by lib/flow/lanes.ts and the shard actor: most urgent first, FIFO per lane, a full lane's reader waits for room.
 import t from "tap";
 
 import { PriorityBuffer } from "../../lib/flow/priority-buffer.js";
-import { StallWatch } from "../../lib/flow/pull.js";
 
 t.test("takes the most urgent lane first, oldest first within a lane", async (t) => {
   const b = new PriorityBuffer<string>(8);
@@ -50,18 +49,4 @@ t.test("stopping: wakeAll lets a waiting reader see its stop flag; drain empties
   t.pass("reader released while its lane is still full");
   t.same(b.drain(), ["h", "n"], "most urgent lane first");
   t.equal(b.take(), null);
-});
-
-t.test("StallWatch: a reader is stalled after two idle checks in a row with chunks pending or no answer", async (t) => {
-  const w = new StallWatch();
-  t.notOk(w.check(true, 3), "first idle check with chunks pending: only suspected (they may have been published a moment ago)");
-  t.ok(w.check(true, 3), "second one in a row: stalled");
-  t.notOk(w.check(true, 3), "after a reopen it starts over");
-  t.notOk(w.check(false, 3), "a reader that read since the last check is not stalled, whatever is pending");
-  t.notOk(w.check(true, 3), "and the count starts over after it");
-  t.notOk(w.check(true, 0), "an idle reader with nothing pending is fine");
-  t.notOk(w.check(true, 3));
-  t.ok(w.check(true, undefined), "a consumer that does not answer (its server is down) counts as stalled work too");
-  t.notOk(w.check(true, Infinity), "a consumer gone: suspected first");
-  t.ok(w.check(true, Infinity), "then stalled");
 });
