@@ -461,7 +461,7 @@ export async function startUserShard(d: ShardDeps): Promise<{ stop(): Promise<vo
       dropped: (s) => void ownership.drop(s),
     };
     const ownership: ShardOwnership = new ShardOwnership({
-      kv: leases, cls, shards: d.cfg.cluster.shards, owner, leaseMs: d.cfg.shard.leaseMs, log,
+      kv: leases, jsm: d.nats.jsm, cls, shards: d.cfg.cluster.shards, owner, leaseMs: d.cfg.shard.leaseMs, log,
       acquired: async (s, lease) => {
         const o = new ShardOwner(sh, cl, s, lease);
         owners.set(s, o);

@@ -187,6 +187,12 @@ export const BUCKET = {
   procs: "nfx-procs",
 } as const;
 
+/** How nats KV stores bucket `b`: its stream, and the subject of key `key` (a key pattern gives a subject filter). */
+export const KV_STORE = {
+  stream: (b: string): string => `KV_${b}`,
+  subject: (b: string, key: string): string => `$KV.${b}.${key}`,
+} as const;
+
 /** Message-id builders: deterministic, so JetStream's duplicate window drops a replayed publish. */
 export const MSGID = {
   intake: (nid: string): string => `in:${nid}`,

@@ -12,7 +12,7 @@ export interface PubAck {
 
 /** A publish JetStream refused (`code` from its API error) or that got no answer in time. */
 export class PublishFailed extends Error {
-  constructor(message: string, readonly code?: number) {
+  constructor(message: string, readonly code?: number, readonly subject?: string) {
     super(message);
     this.name = "PublishFailed";
   }
@@ -22,6 +22,7 @@ interface Pending {
   resolve: (a: PubAck) => void;
   reject: (e: Error) => void;
   at: number;
+  subject: string;
 }
 
 /**
@@ -50,10 +51,10 @@ export class JsPublisher {
         const p = this.pending.get(id);
         if (!p) return;
         this.pending.delete(id);
-        if (m.data.length === 0) return p.reject(new PublishFailed("no answer from JetStream (no responders)", 503));
+        if (m.data.length === 0) return p.reject(new PublishFailed("no answer from JetStream (no responders)", 503, p.subject));
         try {
           const a = decodeJson<PubAck & { error?: { code: number; description: string } }>(m.data);
-          if (a.error) p.reject(new PublishFailed(a.error.description, a.error.code));
+          if (a.error) p.reject(new PublishFailed(a.error.description, a.error.code, p.subject));
           else p.resolve(a);
         } catch (err) {
           p.reject(err as Error);
@@ -65,7 +66,7 @@ export class JsPublisher {
       for (const [id, p] of this.pending) {
         if (p.at > limit) break; // insertion order = age order
         this.pending.delete(id);
-        p.reject(new PublishFailed(`no JetStream ack within ${this.timeoutMs} ms`));
+        p.reject(new PublishFailed(`no JetStream ack within ${this.timeoutMs} ms`, undefined, p.subject));
       }
     }, Math.min(1000, this.timeoutMs));
     this.sweeper.unref();
@@ -77,7 +78,7 @@ export class JsPublisher {
     const h = headers();
     h.set("Nats-Msg-Id", msgId);
     return new Promise<PubAck>((resolve, reject) => {
-      this.pending.set(id, { resolve, reject, at: Date.now() });
+      this.pending.set(id, { resolve, reject, at: Date.now(), subject });
       try {
         this.nc.publish(subject, data, { reply: `${this.prefix}${id}`, headers: h });
       } catch (err) {

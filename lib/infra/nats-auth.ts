@@ -1,7 +1,7 @@
 // NATS accounts, users and permissions: nfx's roles in account NFX (one user each, least privilege), producers in account PRODUCERS (service imports only); renders nats-server's config.
 import { createHmac } from "node:crypto";
 
-import { ADMISSION, API, API_OPS, BUCKET, type Channel, CONSUMER, deferAll, dirChangedAll, dlqSubject, extApiAll, extApiSubject, fanAll, GATEWAY_CHANNELS, intakeAll, presenceAll, receiptAll, retryOf, sendAll, STREAM, trailAll } from "../core/subjects.js";
+import { ADMISSION, API, API_OPS, BUCKET, type Channel, CONSUMER, deferAll, dirChangedAll, dlqSubject, extApiAll, extApiSubject, fanAll, GATEWAY_CHANNELS, intakeAll, KV_STORE, presenceAll, receiptAll, retryOf, sendAll, STREAM, trailAll } from "../core/subjects.js";
 
 /** nfx's own NATS identities: one per role, plus `admin` (the CLI, `nfx init`, tools and tests). */
 export const NATS_ROLE_USERS = ["ingest", "scheduler", "router", "campaign", "shard", "gateway-apns", "gateway-fcm", "gateway-email", "gateway-sms", "ws-gateway", "tracker"] as const;
@@ -48,7 +48,7 @@ const js = {
   /** Read single messages of `s` by sequence or subject. */
   get: (s: string) => [`$JS.API.STREAM.MSG.GET.${s}`, `$JS.API.DIRECT.GET.${s}`, `$JS.API.DIRECT.GET.${s}.>`],
 };
-const kvStream = (b: string): string => `KV_${b}`;
+const kvStream = KV_STORE.stream;
 const kv = {
   read: (b: string) => [...js.get(kvStream(b)), ...js.ordered(kvStream(b))],
   write: (b: string) => [...kv.read(b), `$KV.${b}.>`],

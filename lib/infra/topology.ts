@@ -6,7 +6,7 @@ import { backoffMs } from "../core/backoff.js";
 import type { Config } from "../core/config.js";
 import type { Logger } from "../core/log.js";
 import {
-  BUCKET, CHANNELS, CONSUMER,   deferAll, dlqAll, fanAll, GATEWAY_CHANNELS, intakeAll, intakeLane, PRIORITIES, receiptAll, retryAll, retryOf, scheduledAll, sendAll, sendSubject,
+  BUCKET, CHANNELS, CONSUMER,   deferAll, dlqAll, fanAll, GATEWAY_CHANNELS, intakeAll, intakeLane, KV_STORE, PRIORITIES, receiptAll, retryAll, retryOf, scheduledAll, sendAll, sendSubject,
 STREAM,
 trailAll, } from "../core/subjects.js";
 import { isTransientJsError, type Nats } from "./nats.js";
@@ -130,7 +130,7 @@ export async function ensureTopology(n: Nats, cfg: Config): Promise<{ streams: s
         await n.kvm.create(name, { history: 1, replicas: cfg.streams.replicas, storage, ttl });
       } catch (err) {
         // Another process created it in between ("already in use", or "subjects overlap" from nats-server 2.9): fine when it now exists.
-        if (!/already in use|exists/i.test(String(err)) && !(await n.jsm.streams.info(`KV_${name}`).then(() => true, () => false))) throw err;
+        if (!/already in use|exists/i.test(String(err)) && !(await n.jsm.streams.info(KV_STORE.stream(name)).then(() => true, () => false))) throw err;
       }
       return name;
     },
@@ -148,7 +148,7 @@ export async function awaitTopology(n: Nats, cfg: Config, log: Logger): Promise<
   const wanted = [
     ...streamConfigs(cfg).map((s) => ({ what: `stream ${s.name}`, look: () => n.jsm.streams.info(s.name) })),
     ...consumerConfigs(cfg).map((c) => ({ what: `consumer ${c.stream}/${c.config.durable_name}`, look: () => n.jsm.consumers.info(c.stream, c.config.durable_name!) })),
-    ...Object.values(BUCKET).map((b) => ({ what: `kv bucket ${b}`, look: () => n.jsm.streams.info(`KV_${b}`) })),
+    ...Object.values(BUCKET).map((b) => ({ what: `kv bucket ${b}`, look: () => n.jsm.streams.info(KV_STORE.stream(b)) })),
   ];
   for (let attempt = 0; ; attempt++) {
     const missing: string[] = [];

@@ -1,14 +1,18 @@
 // Shard ownership: live shard-actor processes announce themselves in KV, each takes its rendezvous-hash share of the shards by lease, and hands shards over when membership changes.
+import type { JetStreamManager } from "@nats-io/jetstream";
 import type { KV } from "@nats-io/kv";
 
 import { decodeJson, encodeJson } from "../core/codec.js";
 import { hash53 } from "../core/hash53.js";
 import type { Logger } from "../core/log.js";
-import { type LaneClass, LEASE_KEY } from "../core/subjects.js";
+import { BUCKET, KV_STORE, type LaneClass, LEASE_KEY } from "../core/subjects.js";
 import { Lease } from "../flow/lease.js";
 
 export interface OwnershipOptions {
+  /** The leases bucket ({@link BUCKET.leases}). */
   kv: KV;
+  /** Lists the members' keys (stream info; creates no consumer). */
+  jsm: JetStreamManager;
   /** The lane class owned: each class of a shard has its own lease, and processes join the membership of the classes they run. */
   cls: LaneClass;
   shards: number;
@@ -68,11 +72,18 @@ export class ShardOwnership {
     this.timer = setInterval(() => void this.tick(), Math.max(50, this.o.leaseMs / 6));
   }
 
-  /** Live members by their own heartbeat records. */
+  /**
+   * Live members by their own heartbeat records. The keys come from the bucket stream's per-subject counts (answered by
+   * its leader), not `kv.keys()`: that creates a consumer through the JetStream meta leader on every tick, and after a
+   * nats-server loss, with every reader being recreated, those requests timed out for minutes and no dead member's
+   * shards were taken.
+   */
   async members(): Promise<string[]> {
     const out: string[] = [];
     const now = Date.now();
-    for await (const k of await this.o.kv.keys(LEASE_KEY.members(this.o.cls))) {
+    const prefix = KV_STORE.subject(BUCKET.leases, "");
+    const si = await this.o.jsm.streams.info(KV_STORE.stream(BUCKET.leases), { subjects_filter: KV_STORE.subject(BUCKET.leases, LEASE_KEY.members(this.o.cls)) });
+    for (const k of Object.keys(si.state.subjects ?? {}).map((s) => s.slice(prefix.length))) {
       const e = await this.o.kv.get(k);
       if (!e || e.operation !== "PUT") continue;
       const r = decodeJson<{ expiresAt: number }>(e.value);
