@@ -24,7 +24,7 @@ import { Semaphore } from "../lib/flow/semaphore.js";
 import { presenceReader, PresenceView } from "../lib/inapp/presence.js";
 import { perLaneClass } from "../lib/infra/lane-connections.js";
 import { readerReopens, shedTotal, stageItems } from "../lib/infra/metrics.js";
-import { isTransientJsError, type Nats } from "../lib/infra/nats.js";
+import { type Nats, retryTransient } from "../lib/infra/nats.js";
 import type { Redis } from "../lib/infra/redis.js";
 import { type ChunkDecision, decideChunk, usesUserFields } from "../lib/shard/chunk-decision.js";
 import { chunkOutputs } from "../lib/shard/chunk-outputs.js";
@@ -203,26 +203,24 @@ class ShardOwner {
    * the JetStream meta leader: while one is being elected, asks again (the lease is kept meanwhile) rather than give the
    * shard up and make every owner start over.
    */
-  private async openReader(p: Priority, after: number): Promise<ConsumerMessages> {
-    for (let attempt = 0; ; attempt++) {
-      try {
-        const c = await this.cl.js.consumers.get(STREAM.fan, {
-          filter_subjects: fanSubject(p, this.shard),
-          ...(after > 0 ? { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: after + 1 } : { deliver_policy: DeliverPolicy.All }),
-        });
-        const it = await c.consume({ max_messages: READ_AHEAD, expires: PULL_EXPIRES_MS });
-        void (async () => {
-          for await (const st of it.status()) {
-            if (st.type === "heartbeats_missed") void this.reopenStalled(p, it, st.count).catch((err) => this.fail(err));
-          }
-        })().catch(() => undefined);
-        return it;
-      } catch (err) {
-        if (!isTransientJsError(err) || this.stopping || attempt >= 20) throw err;
-        this.log.warn({ err, lane: p, attempt }, "shard reader not open yet; retrying");
-        await sleep(backoffMs(attempt, { baseMs: 250, maxMs: 3000 }));
-      }
-    }
+  private openReader(p: Priority, after: number): Promise<ConsumerMessages> {
+    const open = async (): Promise<ConsumerMessages> => {
+      const c = await this.cl.js.consumers.get(STREAM.fan, {
+        filter_subjects: fanSubject(p, this.shard),
+        ...(after > 0 ? { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: after + 1 } : { deliver_policy: DeliverPolicy.All }),
+      });
+      const it = await c.consume({ max_messages: READ_AHEAD, expires: PULL_EXPIRES_MS });
+      void (async () => {
+        for await (const st of it.status()) {
+          if (st.type === "heartbeats_missed") void this.reopenStalled(p, it, st.count).catch((err) => this.fail(err));
+        }
+      })().catch(() => undefined);
+      return it;
+    };
+    return retryTransient(open, {
+      baseMs: 250, maxMs: 3000, attempts: 20, stop: () => this.stopping,
+      onRetry: (err, attempt) => this.log.warn({ err, lane: p, attempt }, "shard reader not open yet; retrying"),
+    });
   }
 
   /**

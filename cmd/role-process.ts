@@ -5,6 +5,7 @@ import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 
 import type { Config } from "../lib/core/config.js";
+import { stopProcess } from "../lib/infra/launch.js";
 import { parseProcessSpec, type ProcessSpec } from "./roles.js";
 
 const NFX_BIN = fileURLToPath(new URL("./nfx.js", import.meta.url));
@@ -61,15 +62,5 @@ export function spawnRoleProcess(spec: ProcessSpec, o: { configFile: string; nic
 
 /** Stops processes: SIGTERM, then SIGKILL after `graceMs`; resolves when all have exited. */
 export async function stopProcesses(ps: readonly ChildProcess[], graceMs = 8000): Promise<void> {
-  await Promise.all(
-    ps.map(
-      (p) =>
-        new Promise<void>((r) => {
-          if (p.exitCode !== null || p.signalCode !== null) return r();
-          p.once("exit", () => r());
-          p.kill("SIGTERM");
-          setTimeout(() => p.kill("SIGKILL"), graceMs).unref();
-        }),
-    ),
-  );
+  await Promise.all(ps.map((p) => stopProcess(p, graceMs)));
 }

@@ -40,6 +40,16 @@ export function requireBinary(name: string): void {
   }
 }
 
+/** Stops a child: SIGTERM, then SIGKILL after `graceMs`; resolves once it has exited (at once if it already has). */
+export function stopProcess(p: ChildProcess, graceMs: number): Promise<void> {
+  if (p.exitCode !== null || p.signalCode !== null) return Promise.resolve();
+  return new Promise<void>((r) => {
+    const t = setTimeout(() => p.kill("SIGKILL"), graceMs);
+    p.once("exit", () => (clearTimeout(t), r()));
+    p.kill("SIGTERM");
+  });
+}
+
 /**
  * Keeps the last 64 KB a started server wrote and registers it to be
  * SIGKILLed if this process exits first; `stop` sends SIGTERM, then SIGKILL
@@ -53,17 +63,10 @@ export function track(proc: ChildProcess): { output: () => string; stop: () => P
   proc.stdout?.on("data", keep);
   proc.stderr?.on("data", keep);
   live.add(proc);
-  const exited = new Promise<void>((r) => proc.once("exit", () => r()));
-  void exited.then(() => live.delete(proc));
+  proc.once("exit", () => live.delete(proc));
   return {
     output: () => out,
-    async stop() {
-      if (proc.exitCode !== null || proc.signalCode !== null) return;
-      proc.kill("SIGTERM");
-      const t = setTimeout(() => proc.kill("SIGKILL"), 5000);
-      await exited;
-      clearTimeout(t);
-    },
+    stop: () => stopProcess(proc, 5000),
   };
 }
 

@@ -23,6 +23,26 @@ export interface Nats {
  */
 export const isTransientJsError = (err: unknown): boolean => /timeout|temporarily unavailable|no responders|\b503\b|jetstream is not enabled/i.test(String((err as Error)?.message ?? err));
 
+/**
+ * Runs `fn` until it succeeds. A transient JetStream error ({@link isTransientJsError}) is retried after a growing
+ * delay (`baseMs`, doubling up to `maxMs`), at most `attempts` times and not past `until` (epoch ms); `onRetry` sees
+ * each one first. Any other error, the last allowed one, or `stop()` turning true, is thrown.
+ */
+export async function retryTransient<T>(
+  fn: () => Promise<T>,
+  o: { baseMs: number; maxMs: number; attempts?: number; until?: number; stop?: () => boolean; onRetry?: (err: unknown, attempt: number) => void },
+): Promise<T> {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await fn();
+    } catch (err) {
+      if (!isTransientJsError(err) || o.stop?.() || attempt >= (o.attempts ?? Infinity) || Date.now() > (o.until ?? Infinity)) throw err;
+      o.onRetry?.(err, attempt);
+      await new Promise((r) => setTimeout(r, backoffMs(attempt, { baseMs: o.baseMs, maxMs: o.maxMs })));
+    }
+  }
+}
+
 /** Options of {@link connectNats}. */
 export interface ConnectNatsOptions {
   /** Wait for an unreachable server at start-up (roles), retrying with a logged, growing delay, instead of throwing (CLI tools). */

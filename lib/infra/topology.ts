@@ -9,7 +9,7 @@ import {
   BUCKET, CHANNELS, CONSUMER,   deferAll, dlqAll, fanAll, GATEWAY_CHANNELS, intakeAll, intakeLane, KV_STORE, PRIORITIES, receiptAll, retryAll, retryOf, scheduledAll, sendAll, sendSubject,
 STREAM,
 trailAll, } from "../core/subjects.js";
-import { isTransientJsError, type Nats } from "./nats.js";
+import { type Nats, retryTransient } from "./nats.js";
 import { PROCESS_TTL_MS } from "./processes.js";
 
 /** The stream configurations derived from config. Exported for `nfx init --print` and tests. */
@@ -70,15 +70,7 @@ async function withRetries<T, R>(items: readonly T[], fn: (item: T) => Promise<R
   const worker = async (): Promise<void> => {
     while (next < items.length) {
       const i = next++;
-      for (let attempt = 0, until = Date.now() + 60_000; ; attempt++) {
-        try {
-          out[i] = await fn(items[i]);
-          break;
-        } catch (err) {
-          if (!isTransientJsError(err) || Date.now() > until) throw err;
-          await new Promise((r) => setTimeout(r, backoffMs(attempt, { baseMs: 250, maxMs: 2000 })));
-        }
-      }
+      out[i] = await retryTransient(() => fn(items[i]), { baseMs: 250, maxMs: 2000, until: Date.now() + 60_000 });
     }
   };
   await Promise.all(Array.from({ length: 4 }, worker));
