@@ -58,6 +58,12 @@ interface Shared {
   urgency: UrgencyGate;
   /** Presence from events, used instead of the Redis keys once warm. */
   presence: PresenceView;
+  /**
+   * Bounds the lane readers this process opens at once, urgent lanes first. After a nats-server loss every reader whose
+   * consumer it held is opened again through the new JetStream meta leader: all at once, the creations time out and are
+   * asked again, and the urgent lanes wait behind the bulk ones.
+   */
+  readerOpens: Semaphore;
   log: Logger;
 }
 
@@ -91,6 +97,9 @@ interface ClassShared {
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** Lane readers a process opens at once ({@link Shared.readerOpens}). */
+const READER_OPENS_AT_ONCE = 4;
 
 /** Chunks read ahead per lane. */
 const READ_AHEAD = 8;
@@ -217,7 +226,8 @@ class ShardOwner {
       })().catch(() => undefined);
       return it;
     };
-    return retryTransient(open, {
+    const urgent = CLASS_PRIORITIES.urgent.includes(p);
+    return retryTransient(() => this.sh.readerOpens.run(open, urgent), {
       baseMs: 250, maxMs: 3000, attempts: 20, stop: () => this.stopping,
       onRetry: (err, attempt) => this.log.warn({ err, lane: p, attempt }, "shard reader not open yet; retrying"),
     });
@@ -435,6 +445,7 @@ export async function startUserShard(d: ShardDeps): Promise<{ stop(): Promise<vo
     cancellations: await Cancellations.watch(await d.nats.kvm.open(BUCKET.campaigns)),
     presence: new PresenceView(d.nats, d.cfg.ws.presenceTtlSec * 1000),
     urgency: new UrgencyGate(),
+    readerOpens: new Semaphore(READER_OPENS_AT_ONCE),
   };
   const both = lanes.length > 1;
   const checkpoints = await d.nats.kvm.open(BUCKET.checkpoints);

@@ -57,7 +57,9 @@ export class Lease {
         if (cur.expiresAt > t && cur.owner !== owner) return null;
         rev = await kv.update(key, val, e.revision);
       }
-    } catch {
+    } catch (err) {
+      // A bucket busy or electing a leader is not a lost race: the caller hears of it (and asks again).
+      if (isTransientJsError(err)) throw err;
       return null; // somebody else wrote it first
     }
     const l = new Lease(kv, key, owner, ttlMs, now, rev, t + ttlMs, m0 + ttlMs - Lease.margin(ttlMs));

@@ -38,11 +38,16 @@ const js = {
   /** Pull from a durable consumer of `s` and ack what it took. */
   consume: (s: string) => [`$JS.API.CONSUMER.MSG.NEXT.${s}.*`, `$JS.ACK.${s}.>`],
   /**
-   * Create and read its own ephemeral (ordered) consumers of `s`; KV watches are these too. Not delete:
-   * a consumer name cannot be matched by prefix, so that would allow deleting every durable of `s`;
-   * ephemerals lapse by their inactive threshold instead.
+   * Create and read its own ephemeral (ordered) consumers of `s`; KV watches are these too. Deleting them only with
+   * `del`, for a stream that has no durable consumer (KV buckets, NFX_FAN): a consumer name cannot be matched by
+   * prefix, so elsewhere that would allow deleting every durable of `s`, and ephemerals lapse by their inactive
+   * threshold instead. Where allowed, a reader replaced after a nats-server loss takes its old consumer away at once
+   * rather than leave it to the JetStream meta leader for five minutes.
    */
-  ordered: (s: string) => [`$JS.API.CONSUMER.CREATE.${s}`, `$JS.API.CONSUMER.CREATE.${s}.>`, `$JS.API.CONSUMER.MSG.NEXT.${s}.*`, `$JS.FC.${s}.>`, `$JS.ACK.${s}.>`],
+  ordered: (s: string, del = false) => [
+    `$JS.API.CONSUMER.CREATE.${s}`, `$JS.API.CONSUMER.CREATE.${s}.>`, `$JS.API.CONSUMER.MSG.NEXT.${s}.*`, `$JS.FC.${s}.>`, `$JS.ACK.${s}.>`,
+    ...(del ? [`$JS.API.CONSUMER.DELETE.${s}.*`] : []),
+  ],
   /** Delete and re-create the durable consumer `name` of `s` (the tracker rewinds its own). */
   durable: (s: string, name: string) => [`$JS.API.CONSUMER.DURABLE.CREATE.${s}.${name}`, `$JS.API.CONSUMER.CREATE.${s}.${name}`, `$JS.API.CONSUMER.CREATE.${s}.${name}.>`, `$JS.API.CONSUMER.DELETE.${s}.${name}`],
   /** Read single messages of `s` by sequence or subject. */
@@ -50,7 +55,7 @@ const js = {
 };
 const kvStream = KV_STORE.stream;
 const kv = {
-  read: (b: string) => [...js.get(kvStream(b)), ...js.ordered(kvStream(b))],
+  read: (b: string) => [...js.get(kvStream(b)), ...js.ordered(kvStream(b), true)],
   write: (b: string) => [...kv.read(b), `$KV.${b}.>`],
 };
 
@@ -94,7 +99,7 @@ export const ROLE_PERMISSIONS: Readonly<Record<NatsRoleUser, Perm>> = {
   },
   shard: {
     pub: [
-      ...js.ordered(STREAM.fan), `$JS.API.STREAM.PURGE.${STREAM.fan}`,
+      ...js.ordered(STREAM.fan, true), `$JS.API.STREAM.PURGE.${STREAM.fan}`,
       send("*"), receiptAll, deferAll, trailAll,
       ...kv.write(BUCKET.leases), ...kv.write(BUCKET.checkpoints), ...kv.read(BUCKET.campaigns), ...kv.read(BUCKET.templates),
       ADMISSION.all,

@@ -58,6 +58,8 @@ export class ShardOwnership {
   private timer: NodeJS.Timeout | null = null;
   private ticking = false;
   private stopped = false;
+  /** Takes and hand-overs under way: a tick starts them and does not wait, so a slow shard start never holds back the heartbeat. */
+  private readonly moving = new Set<Promise<void>>();
 
   constructor(private readonly o: OwnershipOptions) {}
 
@@ -66,9 +68,10 @@ export class ShardOwnership {
     return [...this.held.keys()].sort((a, b) => a - b);
   }
 
-  /** Starts ticking; resolves after the first tick. */
+  /** Starts ticking; resolves after the first tick and the shard starts it began. */
   async start(): Promise<void> {
     await this.tick();
+    await Promise.all(this.moving);
     this.timer = setInterval(() => void this.tick(), Math.max(50, this.o.leaseMs / 6));
   }
 
@@ -99,15 +102,13 @@ export class ShardOwnership {
       await this.o.kv.put(LEASE_KEY.member(this.o.cls, this.o.owner), encodeJson({ expiresAt: Date.now() + this.o.leaseMs }));
       const members = await this.members();
       if (!members.includes(this.o.owner)) members.push(this.o.owner);
-      const work: Promise<void>[] = [];
       for (let s = 0; s < this.o.shards; s++) {
-        if (this.busy.has(s)) continue;
+        if (this.busy.has(s) || this.stopped) continue;
         const want = preferredOwner(s, members) === this.o.owner;
         const lease = this.held.get(s);
-        if (lease && !want) work.push(this.handOver(s, lease));
-        else if (!lease && want) work.push(this.take(s));
+        if (lease && !want) this.track(this.handOver(s, lease));
+        else if (!lease && want) this.track(this.take(s));
       }
-      await Promise.all(work);
     } catch (err) {
       this.o.log.warn({ err }, "ownership tick failed");
     } finally {
@@ -115,10 +116,20 @@ export class ShardOwnership {
     }
   }
 
+  /** Keeps `p` in {@link moving} until it settles (it never rejects: take and handOver log their own failures). */
+  private track(p: Promise<void>): void {
+    const q = p.catch((err) => this.o.log.warn({ err }, "shard move failed")).finally(() => this.moving.delete(q));
+    this.moving.add(q);
+  }
+
   private async take(s: number): Promise<void> {
     this.busy.add(s);
     try {
-      const lease = await Lease.acquire(this.o.kv, LEASE_KEY.shard(this.o.cls, s), this.o.owner, this.o.leaseMs, Date.now, () => void this.lost(s, lease!));
+      const lease = await Lease.acquire(this.o.kv, LEASE_KEY.shard(this.o.cls, s), this.o.owner, this.o.leaseMs, Date.now, () => void this.lost(s, lease!)).catch((err: unknown) => {
+        // The bucket did not answer (a nats-server cluster electing a leader): asked again next tick.
+        this.o.log.warn({ err, shard: s }, "shard lease not taken: leases bucket did not answer");
+        return null;
+      });
       if (!lease) return;
       this.held.set(s, lease);
       try {
@@ -167,6 +178,7 @@ export class ShardOwnership {
     this.stopped = true;
     if (this.timer) clearInterval(this.timer);
     while (this.ticking) await new Promise((r) => setTimeout(r, 10));
+    await Promise.all(this.moving);
     await Promise.all([...this.held].map(([s, l]) => this.handOver(s, l)));
     await this.o.kv.delete(LEASE_KEY.member(this.o.cls, this.o.owner)).catch(() => undefined);
   }

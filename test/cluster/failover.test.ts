@@ -5,7 +5,8 @@ import { join } from "node:path";
 import t from "tap";
 
 import type { CampaignStatus } from "../../lib/campaign/campaigns.js";
-import { API, STREAM } from "../../lib/core/subjects.js";
+import { shardOf } from "../../lib/core/shard-hash.js";
+import { API, CONSUMER, fanSubject, STREAM } from "../../lib/core/subjects.js";
 import type { UserRecord } from "../../lib/core/types.js";
 import { writeUsers } from "../../lib/directory/directory.js";
 import { syntheticUser } from "../../lib/directory/users.js";
@@ -88,7 +89,13 @@ t.test(`${USERS.toLocaleString("en")} users; JetStream leaders SIGKILLed ${NATS_
     let resume = -1;
     let probeMs = -1;
     const until = at + 120_000;
+    let described = false;
     while ((resume < 0 || probeMs < 0) && Date.now() < until) {
+      if (!described && Date.now() > at + 20_000) {
+        // Still stuck after 20 s: each stream's and bucket's leader and replicas, for the failure log.
+        described = true;
+        console.error(`after 20 s: ${await describeStreams().catch((err: Error) => err.message)}\n${await whereIsProbe().catch((err: Error) => err.message)}`);
+      }
       if (resume < 0 && accepted() > before) resume = Date.now() - at;
       if (probeMs < 0) {
         const pid = await Promise.race([probe.then((p) => p.id), sleep(0).then(() => "")]);
@@ -103,6 +110,28 @@ t.test(`${USERS.toLocaleString("en")} users; JetStream leaders SIGKILLed ${NATS_
     }
     return { resume_ms: resume, probe_ms: probeMs };
   };
+
+  /** One line per stream or bucket: its leader and each replica's state (current, offline, lag, last seen). */
+  async function describeStreams(): Promise<string> {
+    const lines: string[] = [];
+    for await (const si of nats.jsm.streams.list()) {
+      const c = si.cluster;
+      const reps = (c?.replicas ?? []).map((r) => `${r.name}${r.current ? "" : " behind"}${r.offline ? " offline" : ""} lag ${r.lag ?? 0} seen ${r.active ? Math.round(r.active / 1e6) : "?"} ms`);
+      lines.push(`${si.config.name}: leader ${c?.leader ?? "NONE"}; ${reps.join(", ")}; msgs ${si.state.messages}`);
+    }
+    return lines.join("\n");
+  }
+
+  /** The probe's path: the router's critical consumer, the probe shard's critical fan subject, the APNs gateway's critical consumer. */
+  async function whereIsProbe(): Promise<string> {
+    const ci = async (stream: string, name: string): Promise<string> => {
+      const c = await nats.jsm.consumers.info(stream, name).catch((err: Error) => err.message);
+      return typeof c === "string" ? `${stream}/${name}: ${c}` : `${stream}/${name}: leader ${c.cluster?.leader ?? "NONE"} pending ${c.num_pending} ack_pending ${c.num_ack_pending} waiting ${c.num_waiting} delivered ${c.delivered.stream_seq}`;
+    };
+    const fan = fanSubject("critical", shardOf(probeUser.id, P));
+    const fi = await nats.jsm.streams.info(STREAM.fan, { subjects_filter: fan });
+    return [await ci(STREAM.intake, CONSUMER.router("critical")), `${fan}: ${fi.state.subjects?.[fan] ?? 0} chunks (last seq ${fi.state.last_seq})`, await ci(STREAM.send("apns"), CONSUMER.gateway("apns", "critical"))].join("\n");
+  }
 
   /** Every stream and bucket has a leader and two replicas that are current. */
   const allCurrent = async (): Promise<boolean> => {

@@ -2,7 +2,7 @@
 import { connect, headers, type NatsConnection } from "@nats-io/transport-node";
 import t from "tap";
 
-import { BUCKET, STREAM } from "../../lib/core/subjects.js";
+import { BUCKET, CONSUMER, STREAM } from "../../lib/core/subjects.js";
 import { writeUsers } from "../../lib/directory/directory.js";
 import { inboxPrefixOf, NATS_ROLE_USERS, natsPassword, type NatsRoleUser, natsUserName, rolePermissions } from "../../lib/infra/nats-auth.js";
 import { API_KEY_HEADER } from "../../lib/intake/api-client.js";
@@ -97,6 +97,7 @@ t.test("producers are isolated and role users are held to their tables", async (
   const destructive = [
     `$JS.API.STREAM.PURGE.${STREAM.receipts}`, `$JS.API.STREAM.PURGE.${STREAM.intake}`, `$JS.API.STREAM.DELETE.${STREAM.intake}`,
     `$JS.API.STREAM.CREATE.EVIL`, `$JS.API.STREAM.UPDATE.${STREAM.receipts}`, `$JS.API.CONSUMER.DELETE.${STREAM.receipts}.tracker`,
+    `$JS.API.CONSUMER.DELETE.${STREAM.intake}.${CONSUMER.router("critical")}`, `$JS.API.CONSUMER.DELETE.${STREAM.send("apns")}.${CONSUMER.gateway("apns", "critical")}`,
     `$JS.API.STREAM.MSG.DELETE.${STREAM.intake}`, "nfx.api.notify", "$KV.nfx-idempotency.x",
   ];
   // An output of each role's own that disturbs nothing (a core subject, or a stream subject no stage reads).
