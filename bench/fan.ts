@@ -6,20 +6,18 @@ import { AckPolicy, DeliverPolicy } from "@nats-io/jetstream";
 import { nanos } from "@nats-io/transport-node";
 
 import { decode } from "../lib/core/codec.js";
-import { CHANNELS, CONSUMER, PRIORITIES, STREAM } from "../lib/core/subjects.js";
+import { CHANNELS, CONSUMER, PRIORITIES, receiptAll, STREAM } from "../lib/core/subjects.js";
 import type { SendBatch } from "../lib/core/types.js";
-import { writeUsers } from "../lib/directory/directory.js";
 import { syntheticUser } from "../lib/directory/users.js";
 import type { Nats } from "../lib/infra/nats.js";
 import { notify } from "../lib/intake/api-client.js";
-import { countDecided, startBenchCluster } from "./harness.js";
+import { campaignCreatedAt, countDecided, membersAsOf, seedSyntheticUsers, startBenchCluster, waitUntil } from "./harness.js";
 import { cpuSecs, hwm } from "./proc-stats.js";
 import { report } from "./report.js";
 
 const { values } = parseArgs({ options: { users: { type: "string", default: "1000000" }, shards: { type: "string", default: "1" } } });
 const N = Number(values.users);
 const SHARD_PROCS = Number(values.shards);
-const DAY = 86_400_000;
 
 /** Reads every send batch of a channel stream once; returns delivery keys seen and duplicates. */
 async function readSends(n: Nats, channel: (typeof CHANNELS)[number], seen: Set<string>): Promise<{ sends: number; dup: number }> {
@@ -58,23 +56,9 @@ try {
   const cfg = cluster.cfg;
   const now = Date.now();
   const t0 = performance.now();
-  const expected = new Set<string>();
-  const pending: Promise<void>[] = [];
-  let members = 0;
-  for (let i = 0; i < N; i += 2000) {
-    const us = Array.from({ length: Math.min(2000, N - i) }, (_, k) => syntheticUser(i + k, now));
-    for (const u of us) {
-      if ((u.lastActive ?? 0) < now - 30 * DAY + 60_000) continue;
-      members++;
-      if (u.optedOut || u.preferences?.categories?.marketing?.push === false) continue;
-      for (const d of u.devices) expected.add(`${u.id}|${d.id}`);
-    }
-    pending.push(writeUsers(redis, cfg.cluster.shards, us));
-    if (pending.length >= 8) await pending.shift();
-  }
-  await Promise.all(pending);
+  const lastActive = await seedSyntheticUsers(redis, cfg.cluster.shards, N, now);
   const seedSecs = (performance.now() - t0) / 1000;
-  console.error(`seeded ${N} users in ${seedSecs.toFixed(1)} s; ${expected.size} eligible devices`);
+  console.error(`seeded ${N} users in ${seedSecs.toFixed(1)} s`);
 
   // The campaign: from the API call until every chunk is decided and its send batches are acked by JetStream.
   const procs: Record<string, number | undefined> = { "nats-server": cluster.nats.proc.pid, "redis-server": cluster.redis.proc.pid };
@@ -83,15 +67,21 @@ try {
   const cpu0 = Object.fromEntries(Object.entries(procs).map(([k, pid]) => [k, cpuSecs(pid)]));
   const counted = countDecided(nats);
   const start = performance.now();
-  await notify(nats.nc, { segment: "active_30d", category: "marketing", content: { push: { title: "Sale starts", body: "Everything 20% off until midnight" } } });
-  for (;;) {
-    // Cheap check first (the campaign record), the consumers only once it says expanded.
-    if (counted.decided >= members) break;
-    await new Promise((r) => setTimeout(r, 20));
-  }
+  const { id } = await notify(nats.nc, { segment: "active_30d", category: "marketing", content: { push: { title: "Sale starts", body: "Everything 20% off until midnight" } } });
+  const members = membersAsOf(lastActive, await campaignCreatedAt(nats, id), 30);
+  console.error(`${members.length} members`);
+  await waitUntil(() => `every member decided: ${counted.decided} of ${members.length} (receipts seen on ${receiptAll})`, () => counted.decided >= members.length, Math.max(60_000, (N / 5000) * 1000));
   const seconds = (performance.now() - start) / 1000;
   counted.stop();
   const cpu = Object.fromEntries(Object.entries(procs).map(([k, pid]) => [k, Number((cpuSecs(pid) - cpu0[k]).toFixed(2))]));
+
+  // The devices that should have a send: members' devices whose owner takes marketing push.
+  const expected = new Set<string>();
+  for (const i of members) {
+    const u = syntheticUser(i, now);
+    if (u.optedOut || u.preferences?.categories?.marketing?.push === false) continue;
+    for (const d of u.devices) expected.add(`${u.id}|${d.id}`);
+  }
 
   // Count what is in the send streams: every expected delivery key once?
   const seen = new Set<string>();

@@ -27,7 +27,7 @@ import type { NotificationBrief, SendBatch } from "../lib/core/types.js";
 import { type ChannelClient, runGateway } from "../lib/gateway/runner.js";
 import { ensureTopology } from "../lib/infra/topology.js";
 import { ensureApnsKey, sandboxOverrides, type SandboxPorts } from "../sandbox/index.js";
-import { startBenchCluster } from "./harness.js";
+import { adopt, startBenchCluster, waitUntil } from "./harness.js";
 import { cpuSecs } from "./proc-stats.js";
 import { report } from "./report.js";
 
@@ -37,7 +37,7 @@ const NFX_BIN = new URL("../cmd/nfx.js", import.meta.url).pathname;
 
 /** Starts `nfx sandbox` as its own process on free ports (as a provider is another machine) and reads its ports from its first line. */
 async function startSandboxProcess(): Promise<{ ports: SandboxPorts; proc: ChildProcess }> {
-  const proc = spawn(process.execPath, [NFX_BIN, "sandbox", "--apns-port", "0", "--fcm-port", "0", "--sendgrid-port", "0", "--twilio-port", "0", "--control-port", "0"], { stdio: ["ignore", "pipe", "inherit"] });
+  const proc = adopt(spawn(process.execPath, [NFX_BIN, "sandbox", "--apns-port", "0", "--fcm-port", "0", "--sendgrid-port", "0", "--twilio-port", "0", "--control-port", "0"], { stdio: ["ignore", "pipe", "inherit"] }));
   const line = await new Promise<string>((res, rej) => {
     proc.stdout.once("data", (b: Buffer) => res(b.toString()));
     proc.once("exit", (c) => rej(new Error(`sandbox exited ${c}`)));
@@ -171,7 +171,8 @@ async function main(): Promise<void> {
       const before = await stats();
       const c2 = cpu();
       const gw = await runGateway({ cfg, nats: bc.nats, redis: bc.redis, log, lanes: ["bulk"] }, clients[ch]);
-      while ((await stats()) < before + n) await new Promise((r) => setTimeout(r, 200));
+      let now = before;
+      await waitUntil(() => `the sandbox to accept ${n} ${ch} sends through the gateway (accepted ${now - before})`, async () => (now = await stats()) >= before + n, 300_000, 200);
       await gw.stop();
       const c3 = cpu();
       // CPU µs per send of each process: [this process (SDK or gateway), sandbox, nats-server, redis-server].

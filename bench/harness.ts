@@ -1,4 +1,5 @@
 // What the benchmarks share: a throw-away local cluster with clients, and a count of recipients decided as receipts are published.
+import type { ChildProcess } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -6,13 +7,15 @@ import { join } from "node:path";
 import { openClients } from "../cmd/cli-context.js";
 import { type LocalCluster, mergeDeep, startLocalCluster } from "../cmd/local-cluster.js";
 import type { ProcessSpec } from "../cmd/roles.js";
+import type { CampaignStatus } from "../lib/campaign/campaigns.js";
 import { decode } from "../lib/core/codec.js";
-import { receiptAll } from "../lib/core/subjects.js";
+import { API, receiptAll } from "../lib/core/subjects.js";
 import type { ReceiptBatch } from "../lib/core/types.js";
 import { writeUsers } from "../lib/directory/directory.js";
 import { syntheticUser } from "../lib/directory/users.js";
 import type { Nats } from "../lib/infra/nats.js";
 import type { Redis } from "../lib/infra/redis.js";
+import { callApi } from "../lib/intake/api-client.js";
 
 export interface BenchCluster {
   cluster: LocalCluster;
@@ -22,32 +25,144 @@ export interface BenchCluster {
   close(): Promise<void>;
 }
 
-/** Starts a local cluster of `roles` in a temporary directory (with the sandboxes when `sandbox`), logging at warn, with `overrides` on the config, and opens clients. */
-export async function startBenchCluster(name: string, roles: readonly ProcessSpec[], sandbox: boolean, overrides: Record<string, unknown> = {}): Promise<BenchCluster> {
-  const dir = mkdtempSync(join(tmpdir(), `nfx-bench-${name}-`));
-  const cluster = await startLocalCluster({
-    dataDir: dir, natsPort: 0, redisPort: 0, httpPort: 0, persist: false,
-    sandbox: sandbox ? { apns: 0, fcm: 0, control: 0 } : null, roles, overrides: mergeDeep({ log: { level: "warn" } }, overrides),
-  });
-  const clients = await openClients(cluster.cfg, "bench");
+/** Processes a benchmark started itself (load generators, a sandbox process): killed when it ends, however it ends. */
+const adopted = new Set<ChildProcess>();
+process.once("exit", () => {
+  for (const p of adopted) p.kill("SIGKILL");
+});
+
+/** Registers `p`, a process the benchmark started itself, to be SIGKILLed when the benchmark ends (normally, failed, interrupted or at its deadline). */
+export function adopt<P extends ChildProcess>(p: P): P {
+  adopted.add(p);
+  p.once("exit", () => adopted.delete(p));
+  return p;
+}
+
+/** A benchmark's whole run ends by this deadline (minutes; `NFX_BENCH_DEADLINE_MIN`, default 30), whatever it waits for. */
+export const BENCH_DEADLINE_MIN = Number(process.env.NFX_BENCH_DEADLINE_MIN ?? 30);
+
+/** Options of {@link guardBench}. */
+export interface BenchGuardOptions {
+  /** Minutes until the benchmark is stopped (default {@link BENCH_DEADLINE_MIN}). */
+  deadlineMin?: number;
+  /** Called first when the benchmark is ended from outside (signal, failure, deadline): drop its own clients. */
+  onEnd?: () => void;
+}
+
+/**
+ * Makes sure a benchmark leaves nothing running: on SIGINT, SIGTERM or SIGHUP
+ * (exit 130), on an uncaught failure (exit 1) and at {@link BENCH_DEADLINE_MIN}
+ * (exit 2) it runs `close` (given 20 s), says why on stderr, and exits; the
+ * servers it started are killed on exit in any case (lib/infra/launch.ts), role
+ * processes stop when their parent goes, and processes it {@link adopt}ed are killed. `done()` disarms it once the benchmark closed on its own.
+ */
+export function guardBench(name: string, close: () => Promise<void>, o: BenchGuardOptions = {}): { done(): void } {
+  const deadlineMin = o.deadlineMin ?? BENCH_DEADLINE_MIN;
+  let ending = false;
+  const end = (why: string, code: number): void => {
+    if (ending) return;
+    ending = true;
+    console.error(`bench:${name}: ${why}; stopping every process it started`);
+    o.onEnd?.();
+    for (const p of adopted) p.kill("SIGKILL");
+    const hard = setTimeout(() => process.exit(code), 20_000);
+    hard.unref();
+    void close().catch((err) => console.error(`bench:${name}: close failed`, err)).finally(() => process.exit(code));
+  };
+  const onSignal = (sig: NodeJS.Signals): void => end(sig, 130);
+  const onFailure = (err: unknown): void => (console.error(err), end("failed", 1));
+  for (const sig of ["SIGINT", "SIGTERM", "SIGHUP"] as const) process.on(sig, onSignal);
+  process.on("uncaughtException", onFailure);
+  process.on("unhandledRejection", onFailure);
+  const deadline = setTimeout(() => end(`deadline of ${deadlineMin} min reached`, 2), deadlineMin * 60_000);
+  deadline.unref();
   return {
-    cluster, nats: clients.nats, redis: clients.redis,
-    async close() {
-      await clients.close().catch(() => undefined);
-      await cluster.stop();
-      rmSync(dir, { recursive: true, force: true });
+    done() {
+      clearTimeout(deadline);
+      for (const sig of ["SIGINT", "SIGTERM", "SIGHUP"] as const) process.off(sig, onSignal);
+      process.off("uncaughtException", onFailure);
+      process.off("unhandledRejection", onFailure);
     },
   };
 }
 
-/** Writes `n` synthetic users (lib/directory/users.ts, active as of `now`) to the directory, 2,000 per call, eight calls in flight. */
-export async function seedSyntheticUsers(redis: Redis, shards: number, n: number, now = Date.now()): Promise<void> {
+/**
+ * Polls `cond` every `pollMs` until it holds; throws after `timeoutMs` with a
+ * message naming what was awaited and where it stood (`what()`), never waits forever.
+ */
+export async function waitUntil(what: () => string, cond: () => boolean | Promise<boolean>, timeoutMs: number, pollMs = 20): Promise<void> {
+  const until = Date.now() + timeoutMs;
+  while (!(await cond())) {
+    if (Date.now() > until) throw new Error(`gave up after ${Math.round(timeoutMs / 1000)} s waiting for ${what()}`);
+    await new Promise((r) => setTimeout(r, pollMs));
+  }
+}
+
+/**
+ * Starts a local cluster of `roles` in a temporary directory (with the sandboxes when `sandbox`), logging at warn, with
+ * `overrides` on the config, and opens clients. The cluster is guarded ({@link guardBench}) until `close()`.
+ */
+export async function startBenchCluster(name: string, roles: readonly ProcessSpec[], sandbox: boolean, overrides: Record<string, unknown> = {}, guard: BenchGuardOptions = {}): Promise<BenchCluster> {
+  const dir = mkdtempSync(join(tmpdir(), `nfx-bench-${name}-`));
+  let cluster: LocalCluster | null = null;
+  let clients: Awaited<ReturnType<typeof openClients>> | null = null;
+  let closing: Promise<void> | null = null;
+  const close = (): Promise<void> =>
+    (closing ??= (async () => {
+      await clients?.close().catch(() => undefined);
+      await cluster?.stop();
+      rmSync(dir, { recursive: true, force: true });
+    })());
+  const guarded = guardBench(name, close, guard);
+  cluster = await startLocalCluster({
+    dataDir: dir, natsPort: 0, redisPort: 0, httpPort: 0, persist: false,
+    sandbox: sandbox ? { apns: 0, fcm: 0, control: 0 } : null, roles, overrides: mergeDeep({ log: { level: "warn" } }, overrides),
+  });
+  clients = await openClients(cluster.cfg, "bench");
+  return {
+    cluster, nats: clients.nats, redis: clients.redis,
+    async close() {
+      await close();
+      guarded.done();
+    },
+  };
+}
+
+/**
+ * Writes `n` synthetic users (lib/directory/users.ts, active as of `now`) to the directory, 2,000 per call, eight
+ * calls in flight. Returns each user's last activity, for {@link membersAsOf}.
+ */
+export async function seedSyntheticUsers(redis: Redis, shards: number, n: number, now = Date.now()): Promise<Float64Array> {
+  const lastActive = new Float64Array(n);
   const seeding: Promise<void>[] = [];
   for (let i = 0; i < n; i += 2000) {
-    seeding.push(writeUsers(redis, shards, Array.from({ length: Math.min(2000, n - i) }, (_, k) => syntheticUser(i + k, now))));
+    const us = Array.from({ length: Math.min(2000, n - i) }, (_, k) => syntheticUser(i + k, now));
+    us.forEach((u, k) => (lastActive[i + k] = u.lastActive ?? 0));
+    seeding.push(writeUsers(redis, shards, us));
     if (seeding.length >= 8) await seeding.shift();
   }
   await Promise.all(seeding);
+  return lastActive;
+}
+
+/**
+ * Waits (60 s at most) for campaign `id` to be recorded and returns its creation time, the time its segment is
+ * evaluated at: members counted before it (seeding a million users takes minutes) would include users a 30-day
+ * window has since let go, and a benchmark waiting for them would wait forever.
+ */
+export async function campaignCreatedAt(n: Nats, id: string): Promise<number> {
+  let at = 0;
+  const status = (): Promise<CampaignStatus | null> => callApi<CampaignStatus>(n.nc, API.campaign, { id, action: "status" }).catch(() => null);
+  await waitUntil(() => `campaign ${id} to be recorded`, async () => (at = (await status())?.createdAt ?? 0) > 0, 60_000, 100);
+  return at;
+}
+
+/** Indexes of the users (by {@link seedSyntheticUsers}' `lastActive`) active within `days` of `asOf`: an "active_<days>d" segment's members. */
+export function membersAsOf(lastActive: Float64Array, asOf: number, days: number): number[] {
+  const since = asOf - days * 86_400_000;
+  const out: number[] = [];
+  for (let i = 0; i < lastActive.length; i++) if (lastActive[i] >= since) out.push(i);
+  return out;
 }
 
 /**

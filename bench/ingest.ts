@@ -15,6 +15,7 @@ import { STREAM } from "../lib/core/subjects.js";
 import { connectNats } from "../lib/infra/nats.js";
 import { inboxPrefixOf, natsPassword } from "../lib/infra/nats-auth.js";
 import { API_KEY_HEADER } from "../lib/intake/api-client.js";
+import { guardBench } from "./harness.js";
 import { report } from "./report.js";
 
 const { values } = parseArgs({
@@ -37,6 +38,11 @@ const cluster = await startLocalCluster({
   dataDir: dir, natsPort: 0, redisPort: 0, httpPort: 0, persist: false, sandbox: null, roles: ["ingest"],
   overrides: { log: { level: "warn" }, apiKeys: [{ name: "bench", key: KEY, scopes: ["send"] }] },
 });
+const stopAll = async (): Promise<void> => {
+  await cluster.stop();
+  rmSync(dir, { recursive: true, force: true });
+};
+const guard = guardBench("ingest", stopAll);
 let result: Record<string, unknown> = {};
 if (PIN) {
   spawnSync("taskset", ["-cp", "1", String(cluster.nats.proc.pid)]);
@@ -156,7 +162,7 @@ try {
     note: `one ingest process; load generator, nats-server and redis-server on the same 2 cores${PIN ? " (nats-server alone on CPU 1)" : ""}; ${INFLIGHT} NATS requests in flight`,
   };
 } finally {
-  await cluster.stop();
-  rmSync(dir, { recursive: true, force: true });
+  await stopAll();
+  guard.done();
 }
 report("ingest", result);

@@ -100,25 +100,13 @@ const dropClients = (): void => {
   wsOpen = false;
   for (const w of wsClients) w.terminate();
 };
-for (const sig of ["SIGINT", "SIGTERM"] as const) {
-  process.once(sig, () => {
-    console.error(`${sig}: stopping the cluster`);
-    dropClients();
-    void closeAll().finally(() => process.exit(130));
-  });
-}
-const deadline = setTimeout(() => {
-  console.error(`deadline of ${DEADLINE_MS / 60_000} min reached: stopping the cluster`);
-  dropClients();
-  void closeAll().finally(() => process.exit(2));
-}, DEADLINE_MS);
-deadline.unref();
 
 let result: Record<string, unknown> = {};
 let failed = false;
 try {
   console.error(`roles: ${ROLES.join(" ")}`);
-  bench = await startBenchCluster("priority", ROLES, true, OVERRIDES);
+  // Ctrl-C, a failure or the deadline: probe sockets dropped, then the cluster stopped (bench/harness.ts).
+  bench = await startBenchCluster("priority", ROLES, true, OVERRIDES, { deadlineMin: DEADLINE_MS / 60_000, onEnd: dropClients });
   const { cluster, nats, redis } = bench;
   const cfg = cluster.cfg;
   const sandbox = cluster.sandbox!;
@@ -515,7 +503,6 @@ try {
 } finally {
   dropClients();
   await closeAll();
-  clearTimeout(deadline);
 }
 if (failed) process.exit(1);
 report("priority", result);

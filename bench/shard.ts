@@ -2,14 +2,13 @@
 import { parseArgs } from "node:util";
 
 import type { FanChunk, UserRecord } from "../lib/core/types.js";
-import { writeUsers } from "../lib/directory/directory.js";
 import { syntheticUser } from "../lib/directory/users.js";
 import { notify } from "../lib/intake/api-client.js";
 import { decideChunk } from "../lib/shard/chunk-decision.js";
 import { DedupWindow } from "../lib/shard/dedup-window.js";
 import type { PolicyConfig, PolicyState } from "../lib/shard/policy.js";
 import { RateBuckets } from "../lib/shard/rate-buckets.js";
-import { countDecided, startBenchCluster } from "./harness.js";
+import { campaignCreatedAt, countDecided, membersAsOf, seedSyntheticUsers, startBenchCluster, waitUntil } from "./harness.js";
 import { cpuSecs, hwm } from "./proc-stats.js";
 import { report } from "./report.js";
 
@@ -65,19 +64,15 @@ let result: Record<string, unknown> = {};
 try {
   const cfg = cluster.cfg;
   const now = Date.now();
-  let members = 0;
-  for (let i = 0; i < N; i += 5000) {
-    const us = Array.from({ length: Math.min(5000, N - i) }, (_, k) => syntheticUser(i + k, now));
-    members += us.filter((u) => (u.lastActive ?? 0) >= now - 30 * 86_400_000 + 60_000).length;
-    await writeUsers(redis, cfg.cluster.shards, us);
-  }
+  const lastActive = await seedSyntheticUsers(redis, cfg.cluster.shards, N, now);
   const counted = countDecided(nats);
   const shardPid = cluster.procs.get("shard")!.pid;
   const cpu0 = cpuSecs(shardPid);
   const t0 = performance.now();
   // Marketing: capped 3/day, quiet hours respected (none set here), presence off, dedup and trails on.
-  await notify(nats.nc, { segment: "active_30d", category: "marketing", content: { push: { title: "Bench", body: "b" } } });
-  while (counted.decided < members) await new Promise((r) => setTimeout(r, 20));
+  const { id } = await notify(nats.nc, { segment: "active_30d", category: "marketing", content: { push: { title: "Bench", body: "b" } } });
+  const members = membersAsOf(lastActive, await campaignCreatedAt(nats, id), 30).length;
+  await waitUntil(() => `every member decided: ${counted.decided} of ${members}`, () => counted.decided >= members, Math.max(60_000, (N / 2000) * 1000));
   const seconds = (performance.now() - t0) / 1000;
   const cpu = cpuSecs(shardPid) - cpu0;
   counted.stop();

@@ -13,6 +13,8 @@ interface Job {
   window: number;
 }
 
+// The benchmark process gone (killed, or ended without stopping this one): nothing is left holding sockets.
+process.once("disconnect", () => process.exit(0));
 const job = await new Promise<Job>((r) => process.once("message", (m) => r(m as Job)));
 const tokens = new UserTokens(job.secret);
 const socks: WebSocket[] = [];

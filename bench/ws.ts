@@ -10,7 +10,7 @@ import type { SendBatch } from "../lib/core/types.js";
 import { writeUsers } from "../lib/directory/directory.js";
 import { UserTokens } from "../lib/inapp/ws-token.js";
 import { notify } from "../lib/intake/api-client.js";
-import { countDecided, seedSyntheticUsers, startBenchCluster } from "./harness.js";
+import { adopt, countDecided, seedSyntheticUsers, startBenchCluster, waitUntil } from "./harness.js";
 import { cpuSecs, rssBytes } from "./proc-stats.js";
 import { report } from "./report.js";
 
@@ -62,7 +62,7 @@ try {
   await Promise.all(
     Array.from({ length: CLIENTS }, (_, c) => {
       const count = Math.max(0, Math.min(per, CONNS - c * per));
-      const p = fork(LOAD, [], { stdio: ["ignore", "inherit", "inherit", "ipc"] });
+      const p = adopt(fork(LOAD, [], { stdio: ["ignore", "inherit", "inherit", "ipc"] }));
       clients.push(p);
       return new Promise<void>((res, rej) => {
         p.on("message", (m: { type: string; open: number; failed: number }) => {
@@ -148,7 +148,8 @@ try {
   const shardPid = cluster.procs.get("shard")!.pid;
   const campaignStart = performance.now();
   await notify(nats.nc, { segment: "all", category: "marketing", priority: "bulk", content: { push: { title: "Sale starts", body: "Everything 20% off until midnight" } } });
-  while (counted.decided < Math.min(20_000, USERS / 10)) await sleep(20);
+  const warm = Math.min(20_000, USERS / 10);
+  await waitUntil(() => `the campaign to decide its first ${warm} recipients (decided ${counted.decided})`, () => counted.decided >= warm, 120_000);
   const d0 = counted.decided;
   const cpu0 = cpuSecs(shardPid);
   const w0 = performance.now();

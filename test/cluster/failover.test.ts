@@ -5,6 +5,8 @@ import { join } from "node:path";
 import t from "tap";
 
 import type { CampaignStatus } from "../../lib/campaign/campaigns.js";
+import { deliveryKey } from "../../lib/core/ids.js";
+import { deliveredKey } from "../../lib/core/keys.js";
 import { shardOf } from "../../lib/core/shard-hash.js";
 import { API, CONSUMER, fanSubject, STREAM } from "../../lib/core/subjects.js";
 import type { UserRecord } from "../../lib/core/types.js";
@@ -142,6 +144,7 @@ t.test(`${USERS.toLocaleString("en")} users; JetStream leaders SIGKILLed ${NATS_
     return true;
   };
 
+  const killedAt: number[] = [];
   const kills: { what: string; node: string; in_flight: number; accepted_before: number; resume_ms: number; probe_ms: number }[] = [];
   for (let k = 0; k < NATS_KILLS; k++) {
     await sleep(2000 + Math.random() * 2000);
@@ -150,6 +153,7 @@ t.test(`${USERS.toLocaleString("en")} users; JetStream leaders SIGKILLed ${NATS_
     const i = nc.nodes.findIndex((n) => n.name === leaderName);
     if (i < 0) throw new Error(`no leader found for ${k % 2 === 0 ? "the meta group" : stream}`);
     const acceptedBefore = accepted();
+    killedAt.push(Date.now());
     await nc.kill(i);
     const r = await recovery();
     const inFlight = await audit.inFlight();
@@ -167,6 +171,7 @@ t.test(`${USERS.toLocaleString("en")} users; JetStream leaders SIGKILLed ${NATS_
   const masterPorts = await rc.masters();
   const m = rc.nodes.findIndex((n) => n.port === masterPorts[0]);
   const acceptedBefore = accepted();
+  killedAt.push(Date.now());
   await new Promise<void>((r) => (rc.nodes[m].proc.once("exit", () => r()), rc.nodes[m].proc.kill("SIGKILL")));
   const rr = await recovery();
   const redisInFlight = await audit.inFlight();
@@ -193,6 +198,19 @@ t.test(`${USERS.toLocaleString("en")} users; JetStream leaders SIGKILLed ${NATS_
   const lost = [...expected].filter((tok) => !got.has(tok)).length;
   const dup = [...got.values()].reduce((a, c) => a + (c > 1 ? c - 1 : 0), 0);
   const dupBound = kills.reduce((a, k) => a + k.in_flight, 0);
+  if (dup > 0 || lost > 0) {
+    // Where they went wrong, for the failure log: each duplicate's acceptance times and each missing device's delivery record.
+    const rel = (at: number): string => `${((at - started) / 1000).toFixed(1)} s`;
+    console.error(`kills at ${killedAt.map(rel).join(", ")}; campaign ${JSON.stringify(await campaignStatus().catch((err: Error) => err.message))}`);
+    const dupToks = [...got].filter(([, c]) => c > 1).slice(0, 8).map(([tok]) => tok);
+    for (const tok of dupToks) console.error(`dup ${tok}: accepted at ${recorder.accepted().filter((d) => d.token === tok && d.nid === id).map((d) => rel(d.at)).join(", ")}`);
+    const byToken = new Map(users.flatMap((u) => u.devices.map((d) => [d.token, { u, d }] as const)));
+    for (const tok of [...expected].filter((tk) => !got.has(tk)).slice(0, 8)) {
+      const { u, d } = byToken.get(tok)!;
+      const key = deliveredKey(shardOf(u.id, P), deliveryKey(id, u.id, d.platform === "ios" ? "apns" : "fcm", d.id));
+      console.error(`lost ${tok} (user ${u.id}, shard ${shardOf(u.id, P)}): ${key} = ${JSON.stringify(await redis.get(key).catch((err: Error) => err.message))}`);
+    }
+  }
   const natsKills = kills.filter((k) => k.what !== "redis master");
   const result = {
     test: "cluster-failover", recipients: users.length, expected_devices: expected.size, nats_kills: natsKills.length, redis_kills: 1,

@@ -1,0 +1,90 @@
+// Benchmarks leave nothing behind: bench:fan interrupted with SIGINT mid-run, and stopped by its deadline, exits with its code and every process it started is gone.
+import "../helpers/child-env.js";
+
+import { spawn } from "node:child_process";
+import { readdirSync, readFileSync } from "node:fs";
+import { fileURLToPath } from "node:url";
+
+import t from "tap";
+
+const FAN = fileURLToPath(new URL("../../bench/fan.js", import.meta.url));
+
+/** pid -> [parent pid, command name] of every live (not zombie) process, read from /proc. */
+function processTable(): Map<number, [number, string]> {
+  const out = new Map<number, [number, string]>();
+  for (const d of readdirSync("/proc")) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      const stat = readFileSync(`/proc/${d}/stat`, "utf8");
+      const close = stat.lastIndexOf(")");
+      const [state, ppid] = stat.slice(close + 2).split(" ");
+      if (state !== "Z") out.set(Number(d), [Number(ppid), stat.slice(stat.indexOf("(") + 1, close)]);
+    } catch {
+      /* gone meanwhile */
+    }
+  }
+  return out;
+}
+
+/** Every live descendant of `root`: pid -> command name. */
+function descendants(root: number): Map<number, string> {
+  const table = processTable();
+  const out = new Map<number, string>();
+  let frontier = [root];
+  while (frontier.length) {
+    const next: number[] = [];
+    for (const [pid, [ppid, name]] of table) {
+      if (!frontier.includes(ppid) || out.has(pid)) continue;
+      out.set(pid, name);
+      next.push(pid);
+    }
+    frontier = next;
+  }
+  return out;
+}
+
+/**
+ * Runs bench:fan with `users` and `env`; once nats-server, redis-server and its roles are up (and it is seeding), calls
+ * `interrupt` (if any). Resolves with its exit code, its stderr, and which of the processes seen then are still alive.
+ */
+async function runBench(users: number, env: Record<string, string>, interrupt?: (pid: number) => void): Promise<{ code: number | null; stderr: string; seen: Map<number, string>; left: string[] }> {
+  const p = spawn(process.execPath, [FAN, "--users", String(users)], { env: { ...process.env, ...env }, stdio: ["ignore", "ignore", "pipe"] });
+  let stderr = "";
+  p.stderr.on("data", (b: Buffer) => (stderr += b.toString()));
+  const exited = new Promise<number | null>((r) => p.once("exit", (c) => r(c)));
+  let seen = new Map<number, string>();
+  const until = Date.now() + 60_000;
+  // Up: both servers and the three roles (ingest, campaign, shard) running as its descendants.
+  for (;;) {
+    seen = descendants(p.pid!);
+    const names = [...seen.values()];
+    if (names.includes("nats-server") && names.includes("redis-server") && names.filter((n) => n === "node").length >= 3) break;
+    if (p.exitCode !== null || Date.now() > until) break;
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  interrupt?.(p.pid!);
+  const code = await Promise.race([exited, new Promise<null>((r) => setTimeout(() => r(null), 60_000))]);
+  if (p.exitCode === null) p.kill("SIGKILL");
+  await new Promise((r) => setTimeout(r, 500));
+  const live = processTable();
+  const left = [...seen].filter(([pid, name]) => live.get(pid)?.[1] === name).map(([pid, name]) => `${name} (${pid})`);
+  for (const pid of seen.keys()) if (live.has(pid)) process.kill(pid, "SIGKILL");
+  return { code, stderr, seen, left };
+}
+
+t.test("bench:fan interrupted with SIGINT while seeding: exits 130, every process it started is gone", async (t) => {
+  const r = await runBench(400_000, {}, (pid) => process.kill(pid, "SIGINT"));
+  const names = [...r.seen.values()];
+  t.ok(names.includes("nats-server") && names.includes("redis-server"), `it had started nats-server and redis-server (${names.join(", ")})`);
+  t.equal(r.code, 130, `exit code 130 (stderr: ${r.stderr.slice(-400)})`);
+  t.match(r.stderr, /SIGINT; stopping every process it started/, "says why it stopped");
+  t.same(r.left, [], "none of its processes is left");
+});
+
+t.test("bench:fan at its deadline: exits 2 naming the deadline, every process it started is gone", async (t) => {
+  // 0.25 min: the cluster is up and a 2M-user seeding is under way when it ends.
+  const r = await runBench(2_000_000, { NFX_BENCH_DEADLINE_MIN: "0.25" });
+  t.equal(r.code, 2, `exit code 2 (stderr: ${r.stderr.slice(-400)})`);
+  t.match(r.stderr, /deadline of 0\.25 min reached/, "names the deadline");
+  t.same(r.left, [], "none of its processes is left");
+});
