@@ -104,11 +104,18 @@ const READER_OPENS_AT_ONCE = 4;
 /** Chunks read ahead per lane. */
 const READ_AHEAD = 8;
 
-/** One lane's ordered reader, the last chunk it read, and whether it is being replaced. */
+/**
+ * How long a reader may spend recreating its own consumer (nats.js resets an ordered consumer after a gap or a lost
+ * server, and stops watching heartbeats meanwhile) before it is replaced like a silent one.
+ */
+const RESET_STALL_MS = 10_000;
+
+/** One lane's ordered reader, the last chunk it read, whether it is being replaced, and since when it is recreating its consumer (0: not). */
 interface LaneReader {
   it: ConsumerMessages;
   lastSeq: number;
   reopening: boolean;
+  resetSince: number;
 }
 
 /**
@@ -177,7 +184,19 @@ class ShardOwner {
     this.startedAt = Date.now();
     for (const p of this.cl.prios) await this.pump(p);
     this.loop = this.run();
-    this.timer = setInterval(() => void this.checkpoint().catch((err) => this.fail(err)), cfg.shard.checkpointMs);
+    this.timer = setInterval(() => {
+      this.replaceStuckResets();
+      void this.checkpoint().catch((err) => this.fail(err));
+    }, cfg.shard.checkpointMs);
+  }
+
+  /** Replaces each lane reader that has been recreating its consumer for longer than {@link RESET_STALL_MS}. */
+  private replaceStuckResets(): void {
+    const now = Date.now();
+    for (const p of this.cl.prios) {
+      const lane = this.lanes[p];
+      if (lane && lane.resetSince > 0 && now - lane.resetSince > RESET_STALL_MS) void this.reopenStalled(p, lane.it, "consumer not recreated").catch((err) => this.fail(err));
+    }
   }
 
   /**
@@ -187,7 +206,7 @@ class ShardOwner {
    * it afresh from its checkpoint.
    */
   private async pump(p: Priority): Promise<void> {
-    const lane: LaneReader = { it: await this.openReader(p, this.pos[p]), lastSeq: this.pos[p], reopening: false };
+    const lane: LaneReader = { it: await this.openReader(p, this.pos[p]), lastSeq: this.pos[p], reopening: false, resetSince: 0 };
     this.lanes[p] = lane;
     void (async () => {
       for (;;) {
@@ -221,7 +240,14 @@ class ShardOwner {
       const it = await c.consume({ max_messages: READ_AHEAD, expires: PULL_EXPIRES_MS });
       void (async () => {
         for await (const st of it.status()) {
-          if (st.type === "heartbeats_missed") void this.reopenStalled(p, it, st.count).catch((err) => this.fail(err));
+          const lane = this.lanes[p];
+          if (st.type === "heartbeats_missed" && st.count >= STALL_MISSED_HEARTBEATS) void this.reopenStalled(p, it, `${st.count} heartbeats missed`).catch((err) => this.fail(err));
+          else if (lane?.it !== it) continue;
+          else if (st.type === "reset" && !lane.resetSince) {
+            lane.resetSince = Date.now();
+            this.log.warn({ lane: p, after: lane.lastSeq }, "shard reader recreating its consumer");
+          }
+          else if (st.type === "ordered_consumer_recreated") lane.resetSince = 0;
         }
       })().catch(() => undefined);
       return it;
@@ -234,18 +260,19 @@ class ShardOwner {
   }
 
   /**
-   * Lane `p`'s reader `it` has missed `missed` heartbeats in a row: from {@link STALL_MISSED_HEARTBEATS} on (its
-   * consumer silent for about 10 s, its server most likely down), and unless it is only held back by a full buffer,
-   * it is replaced by a new reader from the chunk after the last one read, whose consumer the meta leader places on a
-   * live server.
+   * Lane `p`'s reader `it` is stuck (`why`): it missed {@link STALL_MISSED_HEARTBEATS} heartbeats in a row (its
+   * consumer silent for about 10 s, its server most likely down), or it has been recreating its consumer for longer
+   * than {@link RESET_STALL_MS}. Unless it is only held back by a full buffer, it is replaced by a new reader from the
+   * chunk after the last one read, whose consumer the meta leader places on a live server.
    */
-  private async reopenStalled(p: Priority, it: ConsumerMessages, missed: number): Promise<void> {
+  private async reopenStalled(p: Priority, it: ConsumerMessages, why: string): Promise<void> {
     const lane = this.lanes[p];
-    if (!lane || lane.it !== it || lane.reopening || this.stopping || missed < STALL_MISSED_HEARTBEATS || this.buf.size(p) >= READ_AHEAD) return;
+    if (!lane || lane.it !== it || lane.reopening || this.stopping || this.buf.size(p) >= READ_AHEAD) return;
     lane.reopening = true;
     try {
-      this.log.warn({ lane: p, after: lane.lastSeq, missed }, "shard reader's consumer silent; opening it again");
+      this.log.warn({ lane: p, after: lane.lastSeq, why }, "shard reader's consumer silent; opening it again");
       lane.it = await this.openReader(p, lane.lastSeq);
+      lane.resetSince = 0;
       readerReopens.inc({ stage: "shard" });
       if (this.stopping) void lane.it.close().catch(() => undefined);
       void it.close().catch(() => undefined);

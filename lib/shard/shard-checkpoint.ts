@@ -92,8 +92,9 @@ export class CheckpointStore {
     let gen: string | undefined;
     if (body.length <= PART_BYTES) m.body = body;
     else {
-      gen = `g${cp.epoch}x${Date.now().toString(36)}`;
       const n = Math.ceil(body.length / PART_BYTES);
+      // The generation names its part count, so dropping them needs no key listing (a consumer created through the meta leader).
+      gen = `g${cp.epoch}x${Date.now().toString(36)}p${n}`;
       await Promise.all(Array.from({ length: n }, (_, i) => this.kv.put(checkpointPartKey(key, gen!, i), body.subarray(i * PART_BYTES, (i + 1) * PART_BYTES))));
       m.gen = gen;
       m.parts = n;
@@ -109,8 +110,13 @@ export class CheckpointStore {
     return { rev: next, ...(gen ? { gen } : {}) };
   }
 
-  /** Deletes the parts of generation `gen` (best effort). */
+  /** Deletes the parts of generation `gen` (best effort): by the count it names, or listed for a generation written before it did. */
   private async dropParts(key: string, gen: string): Promise<void> {
+    const n = /p(\d+)$/.exec(gen);
+    if (n) {
+      await Promise.all(Array.from({ length: Number(n[1]) }, (_, i) => this.kv.purge(checkpointPartKey(key, gen, i)).catch(() => undefined)));
+      return;
+    }
     const keys = await this.kv.keys(checkpointPartsOf(key, gen));
     for await (const k of keys) await this.kv.purge(k).catch(() => undefined);
   }
