@@ -11,7 +11,7 @@ import type { Config } from "../lib/core/config.js";
 import { Fenced } from "../lib/core/errors.js";
 import type { Logger } from "../lib/core/log.js";
 import { ownValue } from "../lib/core/own-keys.js";
-import { BUCKET, CLASS_PRIORITIES, fanSubject, LANE_CLASSES, type LaneClass, type Priority, STREAM } from "../lib/core/subjects.js";
+import { BUCKET, CLASS_PRIORITIES, fanSubject, LANE_CLASSES, type LaneClass, PRIORITIES, type Priority, STREAM } from "../lib/core/subjects.js";
 import type { FanChunk } from "../lib/core/types.js";
 import { readUsers } from "../lib/directory/directory.js";
 import { Admission, LatencyReporter } from "../lib/flow/admission.js";
@@ -59,7 +59,7 @@ interface Shared {
   /** Presence from events, used instead of the Redis keys once warm. */
   presence: PresenceView;
   /**
-   * Bounds the lane readers this process opens at once, urgent lanes first. After a nats-server loss every reader whose
+   * Bounds the lane readers this process opens at once, most urgent lanes first. After a nats-server loss every reader whose
    * consumer it held is opened again through the new JetStream meta leader: all at once, the creations time out and are
    * asked again, and the urgent lanes wait behind the bulk ones.
    */
@@ -252,8 +252,8 @@ class ShardOwner {
       })().catch(() => undefined);
       return it;
     };
-    const urgent = CLASS_PRIORITIES.urgent.includes(p);
-    return retryTransient(() => this.sh.readerOpens.run(open, urgent), {
+    // Most urgent lanes first: critical, high, normal, bulk.
+    return retryTransient(() => this.sh.readerOpens.run(open, PRIORITIES.indexOf(p)), {
       baseMs: 250, maxMs: 3000, attempts: 20, stop: () => this.stopping,
       onRetry: (err, attempt) => this.log.warn({ err, lane: p, attempt }, "shard reader not open yet; retrying"),
     });

@@ -195,7 +195,7 @@ async function upNodes(n: number, sandbox: boolean): Promise<void> {
     dataDir: cfg.up.dataDir, natsPort: cfg.up.natsPort, redisPort: cfg.up.redisPort, httpPort: cfg.http.port, wsPort: cfg.ws.port, persist: true,
     natsNodes: n, redis: "cluster", sandbox: sandbox ? sandboxPorts(cfg) : null, roles: [], configFile: file,
     // Leases outlast a nats-server Raft election (4 to 9 s): docs/operations.md.
-    overrides: { shard: { leaseMs: 15_000 }, campaign: { leaseMs: 15_000 }, ...(file ? {} : { ingest: { channels: [...CONTENT_CHANNELS] } }) },
+    overrides: { shard: { leaseMs: 15_000, checkpointMs: 5000 }, campaign: { leaseMs: 15_000 }, ...(file ? {} : { ingest: { channels: [...CONTENT_CHANNELS] } }) },
   });
   let nodes: Awaited<ReturnType<typeof startNodes>> | null = null;
   const stopAll = async (): Promise<void> => {

@@ -5,10 +5,11 @@ import { join } from "node:path";
 import t from "tap";
 
 import type { CampaignStatus } from "../../lib/campaign/campaigns.js";
+import { decode } from "../../lib/core/codec.js";
 import { deliveryKey } from "../../lib/core/ids.js";
 import { deliveredKey } from "../../lib/core/keys.js";
 import { shardOf } from "../../lib/core/shard-hash.js";
-import { API, CONSUMER, fanSubject, STREAM } from "../../lib/core/subjects.js";
+import { API, BUCKET, checkpointKey, CONSUMER, fanSubject, LEASE_KEY, STREAM } from "../../lib/core/subjects.js";
 import type { UserRecord } from "../../lib/core/types.js";
 import { writeUsers } from "../../lib/directory/directory.js";
 import { syntheticUser } from "../../lib/directory/users.js";
@@ -35,8 +36,8 @@ t.test(`${USERS.toLocaleString("en")} users; JetStream leaders SIGKILLed ${NATS_
   const cluster = await startTestCluster(t, {
     natsNodes: 3,
     redis: "cluster",
-    // Leases outlast a nats-server Raft election (4 to 9 s), as docs/operations.md recommends for a cluster.
-    overrides: { shard: { leaseMs: 15_000, checkpointMs: 1000 }, campaign: { leaseMs: 15_000, chunkSize: 1000 } },
+    // Leases outlast a nats-server Raft election (4 to 9 s) and checkpoints come every 5 s, as docs/operations.md recommends for a cluster.
+    overrides: { shard: { leaseMs: 15_000, checkpointMs: 5000 }, campaign: { leaseMs: 15_000, chunkSize: 1000 } },
   });
   const onSignal = (): void => void cluster.stop().finally(() => process.exit(130));
   process.once("SIGINT", onSignal);
@@ -130,9 +131,22 @@ t.test(`${USERS.toLocaleString("en")} users; JetStream leaders SIGKILLed ${NATS_
       const c = await nats.jsm.consumers.info(stream, name).catch((err: Error) => err.message);
       return typeof c === "string" ? `${stream}/${name}: ${c}` : `${stream}/${name}: leader ${c.cluster?.leader ?? "NONE"} pending ${c.num_pending} ack_pending ${c.num_ack_pending} waiting ${c.num_waiting} delivered ${c.delivered.stream_seq}`;
     };
-    const fan = fanSubject("critical", shardOf(probeUser.id, P));
+    const shard = shardOf(probeUser.id, P);
+    const fan = fanSubject("critical", shard);
     const fi = await nats.jsm.streams.info(STREAM.fan, { subjects_filter: fan });
-    return [await ci(STREAM.intake, CONSUMER.router("critical")), `${fan}: ${fi.state.subjects?.[fan] ?? 0} chunks (last seq ${fi.state.last_seq})`, await ci(STREAM.send("apns"), CONSUMER.gateway("apns", "critical"))].join("\n");
+    // Who holds the shard's urgent lanes, and how far its checkpoint got.
+    const kvGet = async (bucket: string, key: string): Promise<string> => {
+      const e = await (await nats.kvm.open(bucket)).get(key).catch((err: Error) => err.message);
+      if (typeof e === "string" || !e) return String(e);
+      if (bucket === BUCKET.leases) return e.string();
+      const m = decode<{ owner: string; epoch: number; at: number; pos: Record<string, number> }>(e.value);
+      return JSON.stringify({ owner: m.owner, epoch: m.epoch, ago_ms: Date.now() - m.at, pos: m.pos });
+    };
+    return [
+      await ci(STREAM.intake, CONSUMER.router("critical")),
+      `${fan}: ${fi.state.subjects?.[fan] ?? 0} chunks (stream last seq ${fi.state.last_seq}); lease ${await kvGet(BUCKET.leases, LEASE_KEY.shard("urgent", shard))} (now ${Date.now()}); checkpoint ${await kvGet(BUCKET.checkpoints, checkpointKey("urgent", shard))}`,
+      await ci(STREAM.send("apns"), CONSUMER.gateway("apns", "critical")),
+    ].join("\n");
   }
 
   /** Every stream and bucket has a leader and two replicas that are current. */

@@ -1,7 +1,8 @@
-// The per-priority buffer shared by lib/flow/lanes.ts and the shard actor: most urgent first, FIFO per lane, a full lane's reader waits for room.
+// The per-priority buffer shared by lib/flow/lanes.ts and the shard actor (most urgent first, FIFO per lane, a full lane waits for room), and the ranked semaphore.
 import t from "tap";
 
 import { PriorityBuffer } from "../../lib/flow/priority-buffer.js";
+import { Semaphore } from "../../lib/flow/semaphore.js";
 
 t.test("takes the most urgent lane first, oldest first within a lane", async (t) => {
   const b = new PriorityBuffer<string>(8);
@@ -49,4 +50,30 @@ t.test("stopping: wakeAll lets a waiting reader see its stop flag; drain empties
   t.pass("reader released while its lane is still full");
   t.same(b.drain(), ["h", "n"], "most urgent lane first");
   t.equal(b.take(), null);
+});
+
+t.test("Semaphore: at most `limit` at once; waiting tasks run lower ranks first, FIFO within a rank", async (t) => {
+  const sem = new Semaphore(2);
+  const order: string[] = [];
+  let running = 0;
+  let most = 0;
+  const gates: (() => void)[] = [];
+  const task = (name: string) => async (): Promise<void> => {
+    running++;
+    most = Math.max(most, running);
+    order.push(name);
+    await new Promise<void>((r) => gates.push(r));
+    running--;
+  };
+  const all = [sem.run(task("a"), 3), sem.run(task("b"), 3), sem.run(task("bulk1"), 3), sem.run(task("high1"), 1), sem.run(task("crit"), 0), sem.run(task("high2"), 1)];
+  t.equal(sem.queued, 4, "two run, four wait");
+  while (gates.length) {
+    gates.shift()!();
+    await new Promise((r) => setImmediate(r));
+  }
+  await Promise.all(all);
+  t.same(order, ["a", "b", "crit", "high1", "high2", "bulk1"], "critical, then high in arrival order, then bulk");
+  t.equal(most, 2, "never more than the limit at once");
+  await t.rejects(sem.run(() => Promise.reject(new Error("boom"))), /boom/, "a failing task's error reaches its caller");
+  t.equal(sem.inFlight, 0, "and its slot is released");
 });
