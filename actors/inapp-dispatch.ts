@@ -1,16 +1,18 @@
-// In-app dispatcher: takes in-app send batches by priority, stores each item in the user's inbox, offers it live on `nfx.live.<user>`, and falls back to push, once, when no client acknowledges it in time.
+// In-app dispatcher: takes in-app send batches by priority, stores each item in the user's inbox, offers it live to the gateways presence names for the user (`nfx.live.<gateway>`), and falls back to push, once, when no client acknowledges it in time.
 import type { JsMsg } from "@nats-io/jetstream";
+import { headers } from "@nats-io/transport-node";
 
-import { encode, encodeJson } from "../lib/core/codec.js";
+import { decodeJson, encode, encodeJson } from "../lib/core/codec.js";
 import type { Config } from "../lib/core/config.js";
 import type { Logger } from "../lib/core/log.js";
-import { type Channel, CLASS_PRIORITIES, CONSUMER, LANE_CLASSES, type LaneClass, liveSubject, MSGID, type Priority, sendSubject, STREAM } from "../lib/core/subjects.js";
+import { type Channel, CLASS_PRIORITIES, CONSUMER, LANE_CLASSES, type LaneClass, LIVE_USER_HEADER, liveSubject, MSGID, type Priority, sendSubject, STREAM } from "../lib/core/subjects.js";
 import type { NotificationBrief, ReceiptEntry, Send, SendBatch } from "../lib/core/types.js";
 import { Admission, LatencyReporter } from "../lib/flow/admission.js";
 import { decodeAs, type Lanes, PoisonMessage, runLanes } from "../lib/flow/lanes.js";
 import { shedReason } from "../lib/flow/shedding.js";
 import { ReceiptCollector } from "../lib/gateway/receipts.js";
 import { Inbox, type InboxItem } from "../lib/inapp/inbox.js";
+import { gatewaysOf } from "../lib/inapp/presence.js";
 import { perLaneClass } from "../lib/infra/lane-connections.js";
 import { shedTotal, stageItems } from "../lib/infra/metrics.js";
 import type { Nats } from "../lib/infra/nats.js";
@@ -24,7 +26,7 @@ export interface InAppDispatchDeps {
   now?: () => number;
 }
 
-/** What a WebSocket gateway receives on `nfx.live.<user>`: an item to show, answered with {@link LiveAck} once a client displayed it. */
+/** What a WebSocket gateway receives on `nfx.live.<gateway>` for a user: an item to show, answered with {@link LiveAck} once a client displayed it (`{ok: false}` at once if it holds no connection of the user). */
 export interface LiveOffer {
   t: "n";
   /** The delivery id the client acknowledges: the notification id. */
@@ -36,6 +38,19 @@ export interface LiveAck {
   ok: true;
   gateway: string;
   conn: number;
+}
+
+/** Resolves the first of `ps` to settle with a value `pick` accepts, or undefined once all settled without one. */
+function firstOf<T>(ps: readonly Promise<T>[], pick: (v: T) => boolean): Promise<T | undefined> {
+  return new Promise((res) => {
+    let left = ps.length;
+    for (const p of ps) {
+      void p.then((v) => {
+        if (pick(v)) res(v);
+        else if (--left === 0) res(undefined);
+      });
+    }
+  });
 }
 
 /** The inbox item of an in-app send: in-app payload (rendered, else inline, else the push data), title and body from the push content. */
@@ -104,17 +119,30 @@ async function dispatchLanes(d: InAppDispatchDeps, cls: LaneClass): Promise<{ st
   const latency = new LatencyReporter(d.nats, d.cfg, "delivered", "inapp-dispatch", cls === "urgent", () => lanesRef?.oldestWaitingMs() ?? 0);
   const admission = cls === "bulk" ? new Admission(d.nats, d.cfg, "inapp-dispatch", log) : null;
 
-  /** Offers one item live; resolves how it settled. */
+  /**
+   * Offers one item live to every gateway presence names for the user; acked when any of them answers that a client
+   * displayed it. Offline: no gateway named, or every one answered that it holds no connection of the user (or has gone).
+   */
   const offer = async (s: Send, item: Omit<InboxItem, "seen" | "read" | "archived">): Promise<{ acked: boolean; reason?: string }> => {
     const body: LiveOffer = { t: "n", id: s.nid, item: { ...item, seen: false, read: false, archived: false } };
-    let reason = "no_ack";
-    try {
-      await nc.request(liveSubject(s.user), encodeJson(body), { timeout: w.ackTimeoutMs });
-      const was = await inbox.settle(s.user, s.nid, "acked");
-      return { acked: was !== "fallback" };
-    } catch (err) {
-      const e = err as Error & { cause?: Error };
-      if (e.name === "NoResponders" || e.cause?.name === "NoResponders") reason = "offline";
+    const gws = await gatewaysOf(d.redis, d.cfg.cluster.shards, s.user);
+    let reason = "offline";
+    if (gws.length > 0) {
+      const h = headers();
+      h.set(LIVE_USER_HEADER, s.user);
+      const data = encodeJson(body);
+      const answers = gws.map((g) =>
+        nc.request(liveSubject(g), data, { timeout: w.ackTimeoutMs, headers: h }).then(
+          (r) => ((decodeJson<{ ok?: boolean }>(r.data).ok ?? false) ? "acked" : "offline"),
+          (err: Error & { cause?: Error }) => (err.name === "NoResponders" || err.cause?.name === "NoResponders" ? "offline" : "no_ack"),
+        ),
+      );
+      const first = await firstOf(answers, (a) => a === "acked");
+      if (first === "acked") {
+        const was = await inbox.settle(s.user, s.nid, "acked");
+        return { acked: was !== "fallback" };
+      }
+      reason = (await Promise.all(answers)).every((a) => a === "offline") ? "offline" : "no_ack";
     }
     const was = await inbox.settle(s.user, s.nid, "fallback");
     return was === "acked" ? { acked: true } : { acked: false, reason };

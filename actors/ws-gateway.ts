@@ -1,10 +1,10 @@
-// WebSocket gateway on uWebSockets.js: holds users' live connections at /v1/ws, subscribes `nfx.live.<user>` for each user it holds, keeps presence, applies inbox actions, and mounts the inbox API (lib/inapp/inbox-http.ts), the browser client and the demo page.
+// WebSocket gateway on uWebSockets.js: holds users' live connections at /v1/ws, takes their live items on one subscription of its own (`nfx.live.<gateway>`), keeps presence, applies inbox actions, and mounts the inbox API (lib/inapp/inbox-http.ts), the browser client and the demo page.
 import { randomBytes } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { hostname } from "node:os";
 import { fileURLToPath } from "node:url";
 
-import type { Msg, Subscription } from "@nats-io/transport-node";
+import { headers, type Msg } from "@nats-io/transport-node";
 import type { TemplatedApp, WebSocket } from "uWebSockets.js";
 import { z } from "zod";
 
@@ -12,11 +12,11 @@ import { encode, encodeJson } from "../lib/core/codec.js";
 import type { Config } from "../lib/core/config.js";
 import { NfxError, RequestInvalid, toErrorReply } from "../lib/core/errors.js";
 import type { Logger } from "../lib/core/log.js";
-import { isInboxReply, liveSubject, MSGID, receiptSubject } from "../lib/core/subjects.js";
+import { isInboxReply, LIVE_USER_HEADER, liveSubject, MSGID, receiptSubject } from "../lib/core/subjects.js";
 import type { ReceiptBatch } from "../lib/core/types.js";
 import { Inbox, type InboxAction } from "../lib/inapp/inbox.js";
 import { inboxIds, invalidRequest, markTarget, mountInboxHttp, userTokenOf } from "../lib/inapp/inbox-http.js";
-import { PresenceWriter } from "../lib/inapp/presence.js";
+import { gatewaysOf, PresenceWriter } from "../lib/inapp/presence.js";
 import { UserTokens } from "../lib/inapp/ws-token.js";
 import { Exchange, fixed, listen, noRoute, Origins } from "../lib/infra/http.js";
 import { wsConnections } from "../lib/infra/metrics.js";
@@ -43,10 +43,9 @@ interface Conn {
   at: number;
 }
 
-/** The connections of one user held here, their live subscription, and offers waiting for a client's ack. */
+/** The connections of one user held here, and offers waiting for a client's ack. */
 interface Held {
   conns: Set<WebSocket<Conn>>;
-  sub: Subscription;
   pending: Map<string, Msg> | null;
 }
 
@@ -63,6 +62,9 @@ type Command = z.infer<typeof command>;
 /** Close codes: 1008 policy (rate limit, bad frames), 4401 token expired. */
 const CLOSE_POLICY = 1008;
 const CLOSE_EXPIRED = 4401;
+
+/** The answer to an offer for a user this gateway holds no connection of. */
+const NOT_HERE = encodeJson({ ok: false });
 
 const webFile = (name: string): Buffer => readFileSync(fileURLToPath(new URL(`../../web/${name}`, import.meta.url)));
 
@@ -95,10 +97,18 @@ export async function startWsGateway(d: WsGatewayDeps): Promise<{ port: number; 
     ws.send(typeof msg === "string" ? msg : JSON.stringify(msg), false);
   };
 
-  /** Delivers a message of `nfx.live.<user>` to every connection of the user here: an offer (remembered until a client acks) or a state change. */
-  const onLive = (user: string, m: Msg): void => {
+  /**
+   * Delivers a message of this gateway's live subject to every connection here of the user it names: an offer
+   * (remembered until a client acks) or a state change. An offer for a user no longer held here is answered `ok: false`
+   * at once, so the dispatcher need not wait out its timeout.
+   */
+  const onLive = (m: Msg): void => {
+    const user = m.headers?.get(LIVE_USER_HEADER) ?? "";
     const h = held.get(user);
-    if (!h) return;
+    if (!h) {
+      if (m.reply) m.respond(NOT_HERE);
+      return;
+    }
     const text = m.string();
     if (m.reply) {
       const id = (JSON.parse(text) as { id?: string }).id;
@@ -108,15 +118,24 @@ export async function startWsGateway(d: WsGatewayDeps): Promise<{ port: number; 
     }
     for (const ws of h.conns) ws.send(text, false);
   };
+  const liveSub = d.nats.nc.subscribe(liveSubject(gateway), { callback: (err, m) => void (err ? undefined : onLive(m)) });
+  // Registered with the server before any connection is accepted, so presence never names a gateway that cannot be reached.
+  await d.nats.nc.flush();
 
-  /** Publishes a change to every connection of the user on every gateway (this one included, through its own subscription). */
-  const broadcast = (user: string, msg: unknown): void => d.nats.nc.publish(liveSubject(user), encodeJson(msg));
+  /** Publishes a change to every connection of the user on every gateway holding one (this one included). */
+  const broadcast = async (user: string, msg: unknown): Promise<void> => {
+    const h = headers();
+    h.set(LIVE_USER_HEADER, user);
+    const body = encodeJson(msg);
+    // This gateway too, even before its presence write for a just-opened connection has landed.
+    for (const g of new Set([gateway, ...(await gatewaysOf(d.redis, d.cfg.cluster.shards, user))])) d.nats.nc.publish(liveSubject(g), body, { headers: h });
+  };
 
   /** Applies an inbox action; read and seen become receipts; every connection of the user learns the new state. */
   const mark = async (user: string, action: InboxAction, which: readonly string[] | "all"): Promise<number> => {
     const r = await inbox.mark(user, action, which);
     if (r.changed.length > 0) {
-      broadcast(user, { t: "state", ids: which === "all" ? [] : r.changed, all: which === "all", state: action === "archive" ? { archived: true } : { [action]: true }, unread: r.unread });
+      await broadcast(user, { t: "state", ids: which === "all" ? [] : r.changed, all: which === "all", state: action === "archive" ? { archived: true } : { [action]: true }, unread: r.unread });
       if (action !== "archive") {
         const at = Date.now();
         await Promise.all(
@@ -192,13 +211,12 @@ export async function startWsGateway(d: WsGatewayDeps): Promise<{ port: number; 
       open++;
       let h = held.get(u.user);
       if (!h) {
-        const user = u.user;
-        h = { conns: new Set(), sub: d.nats.nc.subscribe(liveSubject(user), { callback: (err, m) => void (err ? undefined : onLive(user, m)) }), pending: null };
-        held.set(user, h);
+        h = { conns: new Set(), pending: null };
+        held.set(u.user, h);
       }
       h.conns.add(ws);
       wsConnections.inc();
-      // Presence is written once the subscription is registered with the server (PresenceWriter flushes NATS first), so routing never sees a user nobody can reach.
+      // Presence names this gateway for the user from now on: live items for the user come on this gateway's subject.
       void presence.connected(u.user).catch((err) => log.warn({ err }, "presence write failed"));
       void inbox.list(u.user, w.syncItems).then(
         (r) => {
@@ -238,7 +256,6 @@ export async function startWsGateway(d: WsGatewayDeps): Promise<{ port: number; 
       wsConnections.dec();
       if (h.conns.size > 0) return;
       held.delete(u.user);
-      h.sub.unsubscribe();
       presence.disconnected(u.user);
     },
   });
@@ -269,7 +286,7 @@ export async function startWsGateway(d: WsGatewayDeps): Promise<{ port: number; 
       clearInterval(expiry);
       listener.close();
       for (const h of held.values()) for (const ws of h.conns) ws.end(1001, "gateway stopping");
-      for (const h of held.values()) h.sub.unsubscribe();
+      liveSub.unsubscribe();
       held.clear();
       await presence.close();
     },

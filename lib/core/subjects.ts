@@ -107,8 +107,14 @@ export const retrySubject = (channel: Channel, prio: Priority): string => `nfx.r
 export const retryOf = (channel: Channel): string => `nfx.retry.${channel}.*`;
 export const retryAll = "nfx.retry.>";
 
-/** Live in-app delivery to whichever WebSocket gateways hold a user's connections (core NATS request/reply; interest routing, no ring): `nfx.live.<user>`. */
-export const liveSubject = (userId: string): string => `nfx.live.${userId}`;
+/**
+ * Live in-app delivery to one WebSocket gateway, for the user its {@link LIVE_USER_HEADER} header names (core NATS
+ * request/reply): `nfx.live.<gateway>`. One subscription per gateway, not per user; which gateways hold a user's
+ * connections is in presence (lib/inapp/presence.ts). Characters a subject token cannot hold become `_`.
+ */
+export const liveSubject = (gateway: string): string => `nfx.live.${gateway.replace(/[^A-Za-z0-9_-]/g, "_")}`;
+/** The header naming the user a live message is for. */
+export const LIVE_USER_HEADER = "Nfx-User";
 
 /** Admission control (core NATS): urgent-lane latency reports, `nfx.ctl.latency.<stage>` (lib/flow/admission.ts). */
 export const ADMISSION = {

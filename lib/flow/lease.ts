@@ -19,6 +19,12 @@ interface LeaseRecord {
  */
 export class Lease {
   private timer: NodeJS.Timeout | null = null;
+  /** A quick second try after a renewal the bucket did not answer. */
+  private retry: NodeJS.Timeout | null = null;
+  /** The renewal in flight, if any: a timer tick and a retry never overlap. */
+  private renewing: Promise<boolean> | null = null;
+  /** Runs one renewal and reports a loss (set by {@link acquire}). */
+  private tick: () => void = () => undefined;
   lost = false;
 
   private constructor(
@@ -63,13 +69,22 @@ export class Lease {
       return null; // somebody else wrote it first
     }
     const l = new Lease(kv, key, owner, ttlMs, now, rev, t + ttlMs, m0 + ttlMs - Lease.margin(ttlMs));
-    l.timer = setInterval(() => void l.renew().then((ok) => !ok && onLost?.()), Math.max(100, ttlMs / 3));
+    l.tick = () => void l.renew().then((ok) => !ok && onLost?.());
+    l.timer = setInterval(l.tick, Math.max(100, ttlMs / 3));
     l.timer.unref();
     return l;
   }
 
-  /** Extends the lease; false (and `lost`) if it was taken or expired meanwhile. */
-  async renew(): Promise<boolean> {
+  /**
+   * Extends the lease; false (and `lost`) if it was taken or expired meanwhile. A renewal the bucket did not answer (a
+   * nats-server cluster electing the bucket's leader) is tried again within a second, not a third of the TTL later: an
+   * election of a few seconds then costs no lease.
+   */
+  renew(): Promise<boolean> {
+    return (this.renewing ??= this.renewOnce().finally(() => (this.renewing = null)));
+  }
+
+  private async renewOnce(): Promise<boolean> {
     if (this.lost) return false;
     const t = this.now();
     const m0 = performance.now();
@@ -84,8 +99,14 @@ export class Lease {
     try {
       return held(await this.kv.update(this.key, encodeJson(rec), this.revision), rec.expiresAt);
     } catch (err) {
-      // KV busy or electing a leader (nats-server cluster): still held until its deadline; the next renewal tries again.
-      if (isTransientJsError(err)) return true;
+      // KV busy or electing a leader (nats-server cluster): still held until its deadline; tried again shortly.
+      if (isTransientJsError(err)) {
+        if (!this.retry && !this.lost) {
+          this.retry = setTimeout(() => ((this.retry = null), this.tick()), Math.max(100, Math.min(1000, this.ttlMs / 10)));
+          this.retry.unref();
+        }
+        return true;
+      }
       // Refused: someone else wrote the key, or an earlier update of ours went through after its answer was lost (a
       // timeout). Owner names are unique per holder, so an entry naming us is our own write: held until what it says.
       const e = await this.kv.get(this.key).catch(() => null);
@@ -125,12 +146,14 @@ export class Lease {
     this.lost = true;
     this.lostReason = reason;
     if (this.timer) clearInterval(this.timer);
+    if (this.retry) clearTimeout(this.retry);
     return false;
   }
 
   /** Gives the lease up (deletes it if still ours). */
   async release(): Promise<void> {
     if (this.timer) clearInterval(this.timer);
+    if (this.retry) clearTimeout(this.retry);
     if (this.lost) return;
     this.lost = true;
     await this.kv.delete(this.key, { previousSeq: this.revision }).catch(() => undefined);

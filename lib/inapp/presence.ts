@@ -35,6 +35,11 @@ export function presenceReader(redis: Redis): (shard: number, users: readonly st
   };
 }
 
+/** The WebSocket gateways holding a connection of `user` now (its presence hash: gateway id -> connections). */
+export function gatewaysOf(redis: Redis, shards: number, user: string): Promise<string[]> {
+  return redis.hkeys(presenceKey(shardOf(user, shards), user));
+}
+
 /**
  * The gateway side: counts this gateway's connections per user and keeps
  * the user's presence key (a hash gateway id -> connections, with a TTL) and
@@ -93,8 +98,6 @@ export class PresenceWriter {
     this.downs.clear();
     this.flushing = null;
     const { redis, shards, gateway, ttlMs } = this.d;
-    // New users' live subscriptions must be registered with the server before routing can see them online.
-    if (ups.length > 0) await this.d.nats.nc.flush();
     const p = pipelineOf(redis);
     for (const u of ups) p.hset(presenceKey(shardOf(u, shards), u), gateway, this.conns.get(u) ?? 1).pexpire(presenceKey(shardOf(u, shards), u), ttlMs);
     for (const u of downs) p.hdel(presenceKey(shardOf(u, shards), u), gateway);

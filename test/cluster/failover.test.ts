@@ -9,7 +9,7 @@ import { decode } from "../../lib/core/codec.js";
 import { deliveryKey } from "../../lib/core/ids.js";
 import { deliveredKey } from "../../lib/core/keys.js";
 import { shardOf } from "../../lib/core/shard-hash.js";
-import { API, BUCKET, checkpointKey, CONSUMER, fanSubject, LEASE_KEY, STREAM } from "../../lib/core/subjects.js";
+import { API, BUCKET, checkpointKey, CONSUMER, fanSubject, LEASE_KEY, PRIORITIES, STREAM } from "../../lib/core/subjects.js";
 import type { UserRecord } from "../../lib/core/types.js";
 import { writeUsers } from "../../lib/directory/directory.js";
 import { syntheticUser } from "../../lib/directory/users.js";
@@ -218,6 +218,11 @@ t.test(`${USERS.toLocaleString("en")} users; JetStream leaders SIGKILLed ${NATS_
     console.error(`kills at ${killedAt.map(rel).join(", ")}; campaign ${JSON.stringify(await campaignStatus().catch((err: Error) => err.message))}`);
     const dupToks = [...got].filter(([, c]) => c > 1).slice(0, 8).map(([tok]) => tok);
     for (const tok of dupToks) console.error(`dup ${tok}: accepted at ${recorder.accepted().filter((d) => d.token === tok && d.nid === id).map((d) => rel(d.at)).join(", ")}`);
+    for (const ch of ["apns", "fcm"] as const) {
+      const si = await nats.jsm.streams.info(STREAM.send(ch)).catch(() => null);
+      const cons = await Promise.all(PRIORITIES.map((p) => nats.jsm.consumers.info(STREAM.send(ch), CONSUMER.gateway(ch, p)).then((c) => `${p}: pending ${c.num_pending} ack_pending ${c.num_ack_pending} waiting ${c.num_waiting} redelivered ${c.num_redelivered}`, (err: Error) => `${p}: ${err.message}`)));
+      console.error(`${STREAM.send(ch)}: ${si?.state.messages ?? "?"} messages; ${cons.join("; ")}`);
+    }
     const byToken = new Map(users.flatMap((u) => u.devices.map((d) => [d.token, { u, d }] as const)));
     for (const tok of [...expected].filter((tk) => !got.has(tk)).slice(0, 8)) {
       const { u, d } = byToken.get(tok)!;
