@@ -43,9 +43,9 @@ interface Conn {
   at: number;
 }
 
-/** The connections of one user held here, and offers waiting for a client's ack. */
+/** The connections of one user held here (an array: almost always one or two, and a Set costs several times more), and offers waiting for a client's ack. */
 interface Held {
-  conns: Set<WebSocket<Conn>>;
+  conns: WebSocket<Conn>[];
   pending: Map<string, Msg> | null;
 }
 
@@ -211,16 +211,16 @@ export async function startWsGateway(d: WsGatewayDeps): Promise<{ port: number; 
       open++;
       let h = held.get(u.user);
       if (!h) {
-        h = { conns: new Set(), pending: null };
+        h = { conns: [], pending: null };
         held.set(u.user, h);
       }
-      h.conns.add(ws);
+      h.conns.push(ws);
       wsConnections.inc();
       // Presence names this gateway for the user from now on: live items for the user come on this gateway's subject.
       void presence.connected(u.user).catch((err) => log.warn({ err }, "presence write failed"));
       void inbox.list(u.user, w.syncItems).then(
         (r) => {
-          if (held.get(u.user)?.conns.has(ws)) sendTo(ws, { t: "hello", user: u.user, unread: r.unread, items: r.items, heartbeatMs: Math.floor((w.idleTimeoutSec * 1000) / 2) });
+          if (held.get(u.user)?.conns.includes(ws)) sendTo(ws, { t: "hello", user: u.user, unread: r.unread, items: r.items, heartbeatMs: Math.floor((w.idleTimeoutSec * 1000) / 2) });
         },
         (err) => log.warn({ err, user: u.user }, "inbox read failed"),
       );
@@ -244,7 +244,7 @@ export async function startWsGateway(d: WsGatewayDeps): Promise<{ port: number; 
         return sendTo(ws, { t: "error", code: e.code, message: e.message, field: e.field });
       }
       handleCommand(ws, c).catch((err) => {
-        if (held.get(u.user)?.conns.has(ws)) sendTo(ws, { t: "error", ref: r, ...toErrorReply(err) });
+        if (held.get(u.user)?.conns.includes(ws)) sendTo(ws, { t: "error", ref: r, ...toErrorReply(err) });
       });
     },
     close: (ws) => {
@@ -252,9 +252,10 @@ export async function startWsGateway(d: WsGatewayDeps): Promise<{ port: number; 
       open--;
       const h = held.get(u.user);
       if (!h) return;
-      h.conns.delete(ws);
+      const i = h.conns.indexOf(ws);
+      if (i >= 0) h.conns.splice(i, 1);
       wsConnections.dec();
-      if (h.conns.size > 0) return;
+      if (h.conns.length > 0) return;
       held.delete(u.user);
       presence.disconnected(u.user);
     },

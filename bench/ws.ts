@@ -81,6 +81,9 @@ try {
   await sleep(5000);
   const rss1 = gws.map((p) => rssBytes(p.pid));
   const grown = rss1.reduce((a, b) => a + b, 0) - rss0.reduce((a, b) => a + b, 0);
+  // Again once the gateways have been idle for 30 s: V8 collects the hand-shake and hello garbage and gives pages back.
+  await sleep(25_000);
+  const grownSettled = gws.map((p) => rssBytes(p.pid)).reduce((a, b) => a + b, 0) - rss0.reduce((a, b) => a + b, 0);
 
   // Probe users, connected from this process; a receipt is when the item arrives on their socket.
   const tokens = new UserTokens(cfg.ws.secret);
@@ -170,6 +173,7 @@ try {
     gateway_processes: GATEWAYS,
     per_process_fd_limit: 20000,
     bytes_per_conn: Math.round(grown / Math.max(1, open)),
+    bytes_per_conn_settled: Math.round(grownSettled / Math.max(1, open)),
     gateway_rss_mb: rss1.map((b) => Math.round(b / 1048576)),
     p50_ms: pct(idle, 50),
     p99_ms: pct(idle, 99),
