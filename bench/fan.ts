@@ -56,6 +56,7 @@ try {
   const cfg = cluster.cfg;
   const now = Date.now();
   const t0 = performance.now();
+  console.error(`seeding ${N} users`);
   const lastActive = await seedSyntheticUsers(redis, cfg.cluster.shards, N, now);
   const seedSecs = (performance.now() - t0) / 1000;
   console.error(`seeded ${N} users in ${seedSecs.toFixed(1)} s`);

@@ -38,8 +38,8 @@ export function adopt<P extends ChildProcess>(p: P): P {
   return p;
 }
 
-/** A benchmark's whole run ends by this deadline (minutes; `NFX_BENCH_DEADLINE_MIN`, default 30), whatever it waits for. */
-export const BENCH_DEADLINE_MIN = Number(process.env.NFX_BENCH_DEADLINE_MIN ?? 30);
+/** A benchmark's whole run ends by this deadline (minutes; `BENCH_DEADLINE_MIN`, default 30), whatever it waits for. Not `NFX_…`: those are config. */
+export const BENCH_DEADLINE_MIN = Number(process.env.BENCH_DEADLINE_MIN ?? 30);
 
 /** Options of {@link guardBench}. */
 export interface BenchGuardOptions {
@@ -104,20 +104,22 @@ export async function waitUntil(what: () => string, cond: () => boolean | Promis
  */
 export async function startBenchCluster(name: string, roles: readonly ProcessSpec[], sandbox: boolean, overrides: Record<string, unknown> = {}, guard: BenchGuardOptions = {}): Promise<BenchCluster> {
   const dir = mkdtempSync(join(tmpdir(), `nfx-bench-${name}-`));
-  let cluster: LocalCluster | null = null;
   let clients: Awaited<ReturnType<typeof openClients>> | null = null;
   let closing: Promise<void> | null = null;
+  let starting: Promise<LocalCluster> | null = null;
   const close = (): Promise<void> =>
     (closing ??= (async () => {
       await clients?.close().catch(() => undefined);
-      await cluster?.stop();
+      // Interrupted while the cluster was starting: it is stopped once it is up (a failed start stopped itself).
+      await (await starting?.catch(() => null))?.stop();
       rmSync(dir, { recursive: true, force: true });
     })());
   const guarded = guardBench(name, close, guard);
-  cluster = await startLocalCluster({
+  starting = startLocalCluster({
     dataDir: dir, natsPort: 0, redisPort: 0, httpPort: 0, persist: false,
     sandbox: sandbox ? { apns: 0, fcm: 0, control: 0 } : null, roles, overrides: mergeDeep({ log: { level: "warn" } }, overrides),
   });
+  const cluster = await starting;
   clients = await openClients(cluster.cfg, "bench");
   return {
     cluster, nats: clients.nats, redis: clients.redis,

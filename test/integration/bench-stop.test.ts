@@ -54,20 +54,25 @@ async function runBench(users: number, env: Record<string, string>, interrupt?: 
   const exited = new Promise<number | null>((r) => p.once("exit", (c) => r(c)));
   let seen = new Map<number, string>();
   const until = Date.now() + 60_000;
-  // Up: both servers and the three roles (ingest, campaign, shard) running as its descendants.
+  // Up: both servers and the three roles (ingest, campaign, shard) running as its descendants, and seeding under way.
   for (;;) {
     seen = descendants(p.pid!);
     const names = [...seen.values()];
-    if (names.includes("nats-server") && names.includes("redis-server") && names.filter((n) => n === "node").length >= 3) break;
+    if (names.includes("nats-server") && names.includes("redis-server") && names.filter((n) => n === "node").length >= 3 && stderr.includes("seeding")) break;
     if (p.exitCode !== null || Date.now() > until) break;
     await new Promise((r) => setTimeout(r, 200));
   }
   interrupt?.(p.pid!);
   const code = await Promise.race([exited, new Promise<null>((r) => setTimeout(() => r(null), 60_000))]);
   if (p.exitCode === null) p.kill("SIGKILL");
-  await new Promise((r) => setTimeout(r, 500));
+  // Gone within 10 s of its exit (a process may take a moment to be reaped).
+  let left: string[] = [];
+  for (const until2 = Date.now() + 10_000; Date.now() < until2; await new Promise((r) => setTimeout(r, 250))) {
+    const live = processTable();
+    left = [...seen].filter(([pid, name]) => live.get(pid)?.[1] === name).map(([pid, name]) => `${name} (${pid})`);
+    if (left.length === 0) break;
+  }
   const live = processTable();
-  const left = [...seen].filter(([pid, name]) => live.get(pid)?.[1] === name).map(([pid, name]) => `${name} (${pid})`);
   for (const pid of seen.keys()) if (live.has(pid)) process.kill(pid, "SIGKILL");
   return { code, stderr, seen, left };
 }
@@ -83,7 +88,7 @@ t.test("bench:fan interrupted with SIGINT while seeding: exits 130, every proces
 
 t.test("bench:fan at its deadline: exits 2 naming the deadline, every process it started is gone", async (t) => {
   // 0.25 min: the cluster is up and a 2M-user seeding is under way when it ends.
-  const r = await runBench(2_000_000, { NFX_BENCH_DEADLINE_MIN: "0.25" });
+  const r = await runBench(2_000_000, { BENCH_DEADLINE_MIN: "0.25" });
   t.equal(r.code, 2, `exit code 2 (stderr: ${r.stderr.slice(-400)})`);
   t.match(r.stderr, /deadline of 0\.25 min reached/, "names the deadline");
   t.same(r.left, [], "none of its processes is left");
