@@ -7,7 +7,7 @@ import type { Config } from "../lib/core/config.js";
 import type { Logger } from "../lib/core/log.js";
 import { BUCKET, CONSUMER, COUNTERS_KEY, scheduledSubject, STREAM } from "../lib/core/subjects.js";
 import type { Notification, ReceiptBatch } from "../lib/core/types.js";
-import { PULL_EXPIRES_MS } from "../lib/flow/pull.js";
+import { readDurable } from "../lib/flow/pull.js";
 import { stageItems } from "../lib/infra/metrics.js";
 import type { Nats } from "../lib/infra/nats.js";
 import { pipelineOf, type Redis } from "../lib/infra/redis.js";
@@ -159,25 +159,17 @@ export async function startTracker(d: TrackerDeps): Promise<{ stop(): Promise<vo
     chain = chain.then(f).catch((err) => log.warn({ err }, "tracker step failed; receipts will be redelivered"));
   };
   await rewindToAckFloor(d.nats, log);
-  const c = await d.nats.js.consumers.get(STREAM.receipts, CONSUMER.tracker);
-  const it = await c.consume({ max_messages: 4000, expires: PULL_EXPIRES_MS });
-  const ic = await d.nats.js.consumers.get(STREAM.intake, CONSUMER.trackerIntake);
-  const iit = await ic.consume({ max_messages: 1000, expires: PULL_EXPIRES_MS });
-  const loops = [
-    (async () => {
-      for await (const m of it) enqueue(() => apply(m));
-    })(),
-    (async () => {
-      for await (const m of iit) enqueue(() => accept(m));
-    })(),
+  // Both consumers are read for as long as the process runs: a reader that ends (its consumer lost in a leader election) is opened again.
+  const readers = [
+    readDurable({ js: d.nats.js, stream: STREAM.receipts, consumer: CONSUMER.tracker, maxMessages: 4000, log, onMsg: (m) => enqueue(() => apply(m)) }),
+    readDurable({ js: d.nats.js, stream: STREAM.intake, consumer: CONSUMER.trackerIntake, maxMessages: 1000, log, onMsg: (m) => enqueue(() => accept(m)) }),
   ];
   const timer = setInterval(() => enqueue(flush), FLUSH_MS);
   log.info("tracker ready");
   return {
     async stop() {
       clearInterval(timer);
-      await Promise.all([it.close(), iit.close()]);
-      await Promise.all(loops);
+      await Promise.all(readers.map((r) => r.stop()));
       enqueue(flush);
       await chain;
     },
