@@ -29,7 +29,9 @@ t.test("policy end to end", async (t) => {
   await writeUsers(redis, cfg.cluster.shards, [
     user("cap"), user("ck"), user("quiet", { timezone: "UTC", quietHours: quiet }), user("online"), user("late"), user("quiet-bulk", { timezone: "UTC", quietHours: quiet }),
   ]);
-  await redis.set(presenceKey(shardOf("online", cfg.cluster.shards), "online"), "1", "EX", 120);
+  // A presence hash naming a gateway that is gone (crashed without removing its field).
+  await redis.hset(presenceKey(shardOf("online", cfg.cluster.shards), "online"), "gone-gateway-1", 1);
+  await redis.expire(presenceKey(shardOf("online", cfg.cluster.shards), "online"), 120);
 
   const watch = watchSendBatches(nats);
   t.teardown(watch.stop);
