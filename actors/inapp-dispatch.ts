@@ -12,7 +12,7 @@ import { decodeAs, type Lanes, PoisonMessage, runLanes } from "../lib/flow/lanes
 import { shedReason } from "../lib/flow/shedding.js";
 import { ReceiptCollector } from "../lib/gateway/receipts.js";
 import { Inbox, type InboxItem } from "../lib/inapp/inbox.js";
-import { gatewaysOf } from "../lib/inapp/presence.js";
+import { gatewaysOfAll } from "../lib/inapp/presence.js";
 import { perLaneClass } from "../lib/infra/lane-connections.js";
 import { shedTotal, stageItems } from "../lib/infra/metrics.js";
 import type { Nats } from "../lib/infra/nats.js";
@@ -120,12 +120,11 @@ async function dispatchLanes(d: InAppDispatchDeps, cls: LaneClass): Promise<{ st
   const admission = cls === "bulk" ? new Admission(d.nats, d.cfg, "inapp-dispatch", log) : null;
 
   /**
-   * Offers one item live to every gateway presence names for the user; acked when any of them answers that a client
+   * Offers one item live to every gateway presence names for the user (`gws`, read for the whole batch); acked when any of them answers that a client
    * displayed it. Offline: no gateway named, or every one answered that it holds no connection of the user (or has gone).
    */
-  const offer = async (s: Send, item: Omit<InboxItem, "seen" | "read" | "archived">): Promise<{ acked: boolean; reason?: string }> => {
+  const offer = async (s: Send, item: Omit<InboxItem, "seen" | "read" | "archived">, gws: readonly string[]): Promise<{ acked: boolean; reason?: string }> => {
     const body: LiveOffer = { t: "n", id: s.nid, item: { ...item, seen: false, read: false, archived: false } };
-    const gws = await gatewaysOf(d.redis, d.cfg.cluster.shards, s.user);
     let reason = "offline";
     if (gws.length > 0) {
       const h = headers();
@@ -177,6 +176,8 @@ async function dispatchLanes(d: InAppDispatchDeps, cls: LaneClass): Promise<{ st
       note(s.nid, { user: s.user, outcome: "delivered", channel: "inapp", device: "inapp", at: now() });
     };
 
+    // Which gateways hold each user: one pipeline per batch.
+    const present = await gatewaysOfAll(d.redis, d.cfg.cluster.shards, [...new Set(batch.sends.map((s) => s.user))]);
     await Promise.all(
       batch.sends.map(async (s) => {
         const n = batch.notifications[s.nid];
@@ -192,7 +193,7 @@ async function dispatchLanes(d: InAppDispatchDeps, cls: LaneClass): Promise<{ st
         const st = await inbox.add(s.user, item);
         if (st === "acked") return delivered(s);
         if (st === "fallback") return fallBack(s, n, "no_ack");
-        const r = await offer(s, item);
+        const r = await offer(s, item, present.get(s.user) ?? []);
         if (r.acked) delivered(s);
         else fallBack(s, n, r.reason ?? "no_ack");
       }),

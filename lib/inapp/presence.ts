@@ -40,6 +40,20 @@ export function gatewaysOf(redis: Redis, shards: number, user: string): Promise<
   return redis.hkeys(presenceKey(shardOf(user, shards), user));
 }
 
+/** {@link gatewaysOf} for each of `users`, in one pipeline. */
+export async function gatewaysOfAll(redis: Redis, shards: number, users: readonly string[]): Promise<Map<string, string[]>> {
+  const p = pipelineOf(redis);
+  for (const u of users) p.hkeys(presenceKey(shardOf(u, shards), u));
+  const res = (await p.exec()) ?? [];
+  const out = new Map<string, string[]>();
+  users.forEach((u, i) => {
+    const [err, v] = res[i] ?? [null, []];
+    if (err) throw err;
+    out.set(u, v as string[]);
+  });
+  return out;
+}
+
 /**
  * The gateway side: counts this gateway's connections per user and keeps
  * the user's presence key (a hash gateway id -> connections, with a TTL) and
