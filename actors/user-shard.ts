@@ -19,7 +19,7 @@ import { JsPublisher } from "../lib/flow/js-publisher.js";
 import { decodeAs, oldestAgeMs, PoisonMessage, UrgencyGate } from "../lib/flow/lanes.js";
 import type { Lease } from "../lib/flow/lease.js";
 import { PriorityBuffer } from "../lib/flow/priority-buffer.js";
-import { PULL_EXPIRES_MS, STALL_MISSED_HEARTBEATS } from "../lib/flow/pull.js";
+import { PULL_EXPIRES_MS, watchOrdered } from "../lib/flow/pull.js";
 import { Semaphore } from "../lib/flow/semaphore.js";
 import { presenceReader, PresenceView } from "../lib/inapp/presence.js";
 import { perLaneClass } from "../lib/infra/lane-connections.js";
@@ -78,6 +78,8 @@ interface ClassShared {
   prios: readonly Priority[];
   store: CheckpointStore;
   js: Nats["js"];
+  /** The connection `js` rides on (its reconnects are watched by the lane readers). */
+  nc: Nats["nc"];
   redis: Redis;
   /** Pipelined JetStream publishes (lib/flow/js-publisher.ts): no per-call error objects on the hot path. */
   pub: JsPublisher;
@@ -104,18 +106,12 @@ const READER_OPENS_AT_ONCE = 4;
 /** Chunks read ahead per lane. */
 const READ_AHEAD = 8;
 
-/**
- * How long a reader may spend recreating its own consumer (nats.js resets an ordered consumer after a gap or a lost
- * server, and stops watching heartbeats meanwhile) before it is replaced like a silent one.
- */
-const RESET_STALL_MS = 10_000;
-
-/** One lane's ordered reader, the last chunk it read, whether it is being replaced, and since when it is recreating its consumer (0: not). */
+/** One lane's ordered reader, its stall watch, the last chunk it read, and whether it is being replaced. */
 interface LaneReader {
   it: ConsumerMessages;
+  watch: { stop(): void };
   lastSeq: number;
   reopening: boolean;
-  resetSince: number;
 }
 
 /**
@@ -184,19 +180,7 @@ class ShardOwner {
     this.startedAt = Date.now();
     for (const p of this.cl.prios) await this.pump(p);
     this.loop = this.run();
-    this.timer = setInterval(() => {
-      this.replaceStuckResets();
-      void this.checkpoint().catch((err) => this.fail(err));
-    }, cfg.shard.checkpointMs);
-  }
-
-  /** Replaces each lane reader that has been recreating its consumer for longer than {@link RESET_STALL_MS}. */
-  private replaceStuckResets(): void {
-    const now = Date.now();
-    for (const p of this.cl.prios) {
-      const lane = this.lanes[p];
-      if (lane && lane.resetSince > 0 && now - lane.resetSince > RESET_STALL_MS) void this.reopenStalled(p, lane.it, "consumer not recreated").catch((err) => this.fail(err));
-    }
+    this.timer = setInterval(() => void this.checkpoint().catch((err) => this.fail(err)), cfg.shard.checkpointMs);
   }
 
   /**
@@ -206,7 +190,7 @@ class ShardOwner {
    * it afresh from its checkpoint.
    */
   private async pump(p: Priority): Promise<void> {
-    const lane: LaneReader = { it: await this.openReader(p, this.pos[p]), lastSeq: this.pos[p], reopening: false, resetSince: 0 };
+    const lane: LaneReader = { ...(await this.openReader(p, this.pos[p])), lastSeq: this.pos[p], reopening: false };
     this.lanes[p] = lane;
     void (async () => {
       for (;;) {
@@ -231,26 +215,17 @@ class ShardOwner {
    * the JetStream meta leader: while one is being elected, asks again (the lease is kept meanwhile) rather than give the
    * shard up and make every owner start over.
    */
-  private openReader(p: Priority, after: number): Promise<ConsumerMessages> {
-    const open = async (): Promise<ConsumerMessages> => {
+  private openReader(p: Priority, after: number): Promise<Pick<LaneReader, "it" | "watch">> {
+    const open = async (): Promise<Pick<LaneReader, "it" | "watch">> => {
       const c = await this.cl.js.consumers.get(STREAM.fan, {
         filter_subjects: fanSubject(p, this.shard),
         ...(after > 0 ? { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: after + 1 } : { deliver_policy: DeliverPolicy.All }),
       });
       const it = await c.consume({ max_messages: READ_AHEAD, expires: PULL_EXPIRES_MS });
-      void (async () => {
-        for await (const st of it.status()) {
-          const lane = this.lanes[p];
-          if (st.type === "heartbeats_missed" && st.count >= STALL_MISSED_HEARTBEATS) void this.reopenStalled(p, it, `${st.count} heartbeats missed`).catch((err) => this.fail(err));
-          else if (lane?.it !== it) continue;
-          else if (st.type === "reset" && !lane.resetSince) {
-            lane.resetSince = Date.now();
-            this.log.warn({ lane: p, after: lane.lastSeq }, "shard reader recreating its consumer");
-          }
-          else if (st.type === "ordered_consumer_recreated") lane.resetSince = 0;
-        }
-      })().catch(() => undefined);
-      return it;
+      const watch = watchOrdered(it, this.cl.nc, (why) => void this.reopenStalled(p, it, why).catch((err) => this.fail(err)), () => {
+        if (this.lanes[p]?.it === it) this.log.warn({ lane: p, after: this.lanes[p]!.lastSeq }, "shard reader recreating its consumer");
+      });
+      return { it, watch };
     };
     // Most urgent lanes first: critical, high, normal, bulk.
     return retryTransient(() => this.sh.readerOpens.run(open, PRIORITIES.indexOf(p)), {
@@ -260,10 +235,10 @@ class ShardOwner {
   }
 
   /**
-   * Lane `p`'s reader `it` is stuck (`why`): it missed {@link STALL_MISSED_HEARTBEATS} heartbeats in a row (its
-   * consumer silent for about 10 s, its server most likely down), or it has been recreating its consumer for longer
-   * than {@link RESET_STALL_MS}. Unless it is only held back by a full buffer, it is replaced by a new reader from the
-   * chunk after the last one read, whose consumer the meta leader places on a live server.
+   * Lane `p`'s reader `it` is stuck (`why`, from {@link watchOrdered}: its consumer silent, not recreated, or not
+   * resumed after a reconnect, its server most likely down). Unless it is only held back by a full buffer, it is
+   * replaced by a new reader from the chunk after the last one read, whose consumer the meta leader places on a live
+   * server.
    */
   private async reopenStalled(p: Priority, it: ConsumerMessages, why: string): Promise<void> {
     const lane = this.lanes[p];
@@ -271,10 +246,11 @@ class ShardOwner {
     lane.reopening = true;
     try {
       this.log.warn({ lane: p, after: lane.lastSeq, why }, "shard reader's consumer silent; opening it again");
-      lane.it = await this.openReader(p, lane.lastSeq);
-      lane.resetSince = 0;
+      const old = lane.watch;
+      Object.assign(lane, await this.openReader(p, lane.lastSeq));
       readerReopens.inc({ stage: "shard" });
-      if (this.stopping) void lane.it.close().catch(() => undefined);
+      if (this.stopping) void this.closeLane(lane);
+      old.stop();
       void it.close().catch(() => undefined);
     } finally {
       lane.reopening = false;
@@ -449,8 +425,14 @@ class ShardOwner {
     this.stopping = true;
     this.buf.wakeAll();
     this.notify();
-    await Promise.all(Object.values(this.lanes).map((l) => l.it.close().catch(() => undefined)));
+    await Promise.all(Object.values(this.lanes).map((l) => this.closeLane(l)));
     await this.loop;
+  }
+
+  /** Stops a lane reader's watch and closes it. */
+  private closeLane(lane: Pick<LaneReader, "it" | "watch">): Promise<unknown> {
+    lane.watch.stop();
+    return lane.it.close().catch(() => undefined);
   }
 }
 
@@ -482,7 +464,7 @@ export async function startUserShard(d: ShardDeps): Promise<{ stop(): Promise<vo
     const pub = new JsPublisher(nats.nc);
     const owners = new Map<number, ShardOwner>();
     const cl: ClassShared = {
-      cls, prios: CLASS_PRIORITIES[cls], store: new CheckpointStore(checkpoints, cls), js: nats.js, redis, pub,
+      cls, prios: CLASS_PRIORITIES[cls], store: new CheckpointStore(checkpoints, cls), js: nats.js, nc: nats.nc, redis, pub,
       readPresence: presenceReader(redis),
       collapse: new CollapseClaims(redis, d.cfg.shard.dedupWindowSec * 1000),
       gate: cls === "bulk" ? new Semaphore(d.cfg.shard.concurrency) : null,

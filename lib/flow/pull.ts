@@ -1,5 +1,6 @@
 // How long a JetStream pull request waits (it also sets how soon a reader notices that its nats-server is gone), and a durable reader that is never left unread.
 import type { ConsumerMessages, JetStreamClient, JsMsg } from "@nats-io/jetstream";
+import type { NatsConnection } from "@nats-io/nats-core";
 
 import { backoffMs } from "../core/backoff.js";
 import type { Logger } from "../core/log.js";
@@ -22,6 +23,90 @@ export const PULL_EXPIRES_MS = 5000;
  * machine to come back (docs/operations.md, "On N machines").
  */
 export const STALL_MISSED_HEARTBEATS = 4;
+
+/**
+ * How long an ordered reader may go without resuming (no new pull asked) after its client reconnected, or spend
+ * recreating its consumer, before it is opened again. nats.js 3.4, after a reconnect, asks for the consumer's info
+ * until its server answers, with its heartbeat watch off and no status: for a consumer whose only server is gone it
+ * waits, silent, until that server comes back (docs/operations.md, "On N machines").
+ */
+export const RESUME_STALL_MS = 10_000;
+
+/** A watched ordered reader: since when it has been expected to resume (0: it is moving), and why. */
+interface Watched {
+  since: number;
+  why: string;
+  onStuck: (why: string) => void;
+}
+
+const watched = new Set<Watched>();
+let sweep: NodeJS.Timeout | null = null;
+/** The watched readers of each connection, told of its reconnects by one status loop per connection. */
+const byConn = new WeakMap<NatsConnection, Set<Watched>>();
+
+function readersOf(nc: NatsConnection): Set<Watched> {
+  let set = byConn.get(nc);
+  if (!set) {
+    const s = (set = new Set());
+    byConn.set(nc, s);
+    void (async () => {
+      for await (const st of nc.status()) {
+        if (st.type === "reconnect") for (const w of s) if (w.since === 0) Object.assign(w, { since: Date.now(), why: "not resumed after a reconnect" });
+      }
+    })().catch(() => undefined);
+  }
+  return set;
+}
+
+/** Calls the stuck readers' `onStuck` (again every {@link RESUME_STALL_MS} while they stay stuck). */
+function sweepStuck(): void {
+  const now = Date.now();
+  for (const w of watched) {
+    if (w.since > 0 && now - w.since > RESUME_STALL_MS) {
+      w.since = now;
+      w.onStuck(w.why);
+    }
+  }
+}
+
+/**
+ * Watches ordered reader `it` on connection `nc` and calls `onStuck(why)` when it is stuck: it missed
+ * {@link STALL_MISSED_HEARTBEATS} heartbeats in a row, or for longer than {@link RESUME_STALL_MS} it has been
+ * recreating its consumer or has not resumed after the client reconnected. The caller replaces the reader (from the
+ * message after the last one it read) and stops the watch; `onStuck` is called again while it stays stuck. `onReset`
+ * is told when the client starts recreating the consumer. Costs one shared 1 s timer per process.
+ */
+export function watchOrdered(it: ConsumerMessages, nc: NatsConnection, onStuck: (why: string) => void, onReset?: () => void): { stop(): void } {
+  const w: Watched = { since: 0, why: "", onStuck };
+  const conn = readersOf(nc);
+  let stopped = false;
+  void (async () => {
+    for await (const st of it.status()) {
+      if (stopped) break;
+      if (st.type === "heartbeats_missed" && st.count >= STALL_MISSED_HEARTBEATS) onStuck(`${st.count} heartbeats missed`);
+      else if (st.type === "reset") {
+        if (w.since === 0) {
+          Object.assign(w, { since: Date.now(), why: "consumer not recreated" });
+          onReset?.();
+        }
+      } else if (st.type === "next" || st.type === "ordered_consumer_recreated") w.since = 0;
+    }
+  })().catch(() => undefined);
+  conn.add(w);
+  watched.add(w);
+  sweep ??= setInterval(sweepStuck, 1000).unref();
+  return {
+    stop() {
+      stopped = true;
+      conn.delete(w);
+      watched.delete(w);
+      if (watched.size === 0 && sweep) {
+        clearInterval(sweep);
+        sweep = null;
+      }
+    },
+  };
+}
 
 /**
  * Reads durable consumer `consumer` of `stream` until `stopping()`, handing each message to `onMsg` in order. Status

@@ -1,0 +1,64 @@
+// An ordered reader whose client and consumer were both on the nats-server that died is noticed (watchOrdered) and opened again on a live server, rather than waiting silently for the dead one to return.
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+
+import { type ConsumerMessages, DeliverPolicy, jetstream, jetstreamManager } from "@nats-io/jetstream";
+import { connect } from "@nats-io/transport-node";
+import t from "tap";
+
+import { watchOrdered } from "../../lib/flow/pull.js";
+import { startNatsCluster } from "../../lib/infra/nats-cluster.js";
+import { eventually } from "../helpers/cluster.js";
+
+t.test("a reader stuck after its server's loss is reported and a new one reads on", { timeout: 180_000 }, async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), "nfx-watch-"));
+  const cluster = await startNatsCluster({ dir, nodes: 3, conf: (name) => `server_name: "${name}"\njetstream {}\n` });
+  t.teardown(async () => {
+    await cluster.stop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+  const admin = await connect({ servers: cluster.urls });
+  t.teardown(() => admin.close());
+  const jsm = await jetstreamManager(admin);
+  await jsm.streams.add({ name: "W", subjects: ["w.>"], num_replicas: 3 });
+  await jetstream(admin).publish("w.1", "first");
+
+  // The reader's client on node i, and its consumer placed on that same node (the meta leader picks; try each node).
+  let home = -1;
+  let nc = null as Awaited<ReturnType<typeof connect>> | null;
+  let it: ConsumerMessages | null = null;
+  for (let attempt = 0; attempt < 12 && home < 0; attempt++) {
+    const i = attempt % 3;
+    const c = await connect({ servers: [cluster.urls[i], ...cluster.urls.filter((_, j) => j !== i)], noRandomize: true, reconnectTimeWait: 500 });
+    const oc = await jetstream(c).consumers.get("W", { filter_subjects: "w.>", deliver_policy: DeliverPolicy.All });
+    const leader = (await oc.info(true)).cluster?.leader;
+    if (leader === cluster.nodes[i].name) {
+      [home, nc, it] = [i, c, await oc.consume({ max_messages: 8, expires: 5000 })];
+    } else await c.close();
+  }
+  t.ok(home >= 0 && nc && it, "a reader whose client and consumer are on the same node");
+  if (!nc || !it) return;
+  t.teardown(() => nc.close());
+
+  const seen: string[] = [];
+  let stuck = "";
+  const read = (r: ConsumerMessages): void =>
+    void (async () => {
+      for await (const m of r) seen.push(m.string());
+    })();
+  read(it);
+  const watch = watchOrdered(it, nc, (why) => (stuck ||= why));
+  t.teardown(() => watch.stop());
+  t.ok(await eventually(() => seen.includes("first"), 10_000), "the reader reads");
+
+  await cluster.kill(home);
+  t.ok(await eventually(() => stuck !== "", 60_000), `the watch reports the reader stuck (${stuck})`);
+  t.match(stuck, /reconnect|heartbeats|recreated/, "with the reason");
+
+  // What the caller does: a new reader after the last message read, placed by the meta leader on a live node.
+  t.ok(await eventually(() => jetstream(admin).publish("w.2", "second").then(() => true, () => false), 30_000), "the stream takes a message again");
+  const again = await jetstream(nc).consumers.get("W", { filter_subjects: "w.>", deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: 2 });
+  read(await again.consume({ max_messages: 8, expires: 5000 }));
+  t.ok(await eventually(() => seen.includes("second"), 30_000), "the new reader reads on while the dead node stays down");
+});
