@@ -223,7 +223,7 @@ class ShardOwner {
       });
       const it = await c.consume({ max_messages: READ_AHEAD, expires: PULL_EXPIRES_MS });
       const watch = watchOrdered(it, this.cl.nc, (why) => void this.reopenStalled(p, it, why).catch((err) => this.fail(err)), () => {
-        if (this.lanes[p]?.it === it) this.log.warn({ lane: p, after: this.lanes[p]!.lastSeq }, "shard reader recreating its consumer");
+        if (this.lanes[p]?.it === it) this.log.warn({ lane: p, after: this.lanes[p].lastSeq }, "shard reader recreating its consumer");
       });
       return { it, watch };
     };
