@@ -63,28 +63,40 @@ export async function startTracker(d: TrackerDeps): Promise<{ stop(): Promise<vo
   const dirty = new Set<string>();
   const totals: ChannelTotals = await readTotals(kv);
   let totalsDirty = false;
-  let logLines = userLog ? pipelineOf(d.redis) : null;
-  let logWrites = 0;
+  /** Receipt entries folded since the last flush, for the users' delivery logs: kept until a flush wrote them. */
+  let logPending: { nid: string; entries: ReceiptBatch["entries"] }[] = [];
   let unacked: JsMsg[] = [];
   let lastFlush = now();
 
+  /**
+   * Writes the users' log lines, then every dirty counter record, then acks what they came from. A write that fails
+   * leaves its lines pending and its records dirty, so the next flush writes them again before those messages are
+   * acked (the fold already happened in memory: a redelivery of them is recognised by its sequence and skipped).
+   */
   const flush = async (): Promise<void> => {
     lastFlush = now();
     if (unacked.length === 0) return;
-    if (logLines && logWrites > 0) {
-      const p = logLines;
-      logLines = pipelineOf(d.redis);
-      logWrites = 0;
+    if (userLog && logPending.length > 0) {
+      const p = pipelineOf(d.redis);
+      for (const x of logPending) userLog.append(x.nid, x.entries, p);
       const res = await p.exec();
       const bad = res?.find(([err]) => err);
       if (bad?.[0]) throw bad[0];
+      logPending = [];
     }
     const ids = [...dirty];
+    const withTotals = totalsDirty;
     dirty.clear();
-    const puts = ids.map((id) => kv.put(COUNTERS_KEY.notification(id), encodeJson({ ...cache.get(id)!, updatedAt: now() })));
-    if (totalsDirty) puts.push(kv.put(COUNTERS_KEY.totals, encodeJson({ ...totals, updatedAt: now() })));
     totalsDirty = false;
-    await Promise.all(puts);
+    const puts = ids.map((id) => kv.put(COUNTERS_KEY.notification(id), encodeJson({ ...cache.get(id)!, updatedAt: now() })));
+    if (withTotals) puts.push(kv.put(COUNTERS_KEY.totals, encodeJson({ ...totals, updatedAt: now() })));
+    try {
+      await Promise.all(puts);
+    } catch (err) {
+      for (const id of ids) dirty.add(id);
+      totalsDirty ||= withTotals;
+      throw err;
+    }
     for (const m of unacked) m.ack();
     unacked = [];
     if (cache.size > 50_000) for (const k of cache.keys()) if (!dirty.has(k) && cache.delete(k) && cache.size < 25_000) break;
@@ -113,10 +125,7 @@ export async function startTracker(d: TrackerDeps): Promise<{ stop(): Promise<vo
       fold(c, b);
       c.seq = m.seq;
       dirty.add(b.nid);
-      if (logLines) {
-        userLog!.append(b.nid, b.entries, logLines);
-        logWrites += b.entries.length;
-      }
+      if (userLog) logPending.push({ nid: b.nid, entries: b.entries });
     }
     if (m.seq > totals.seq) {
       for (const e of b.entries) if (!e.echo) foldTotal(totals, e);
@@ -156,7 +165,7 @@ export async function startTracker(d: TrackerDeps): Promise<{ stop(): Promise<vo
   // One chain: messages and timed flushes never interleave.
   let chain: Promise<void> = Promise.resolve();
   const enqueue = (f: () => Promise<void>): void => {
-    chain = chain.then(f).catch((err) => log.warn({ err }, "tracker step failed; receipts will be redelivered"));
+    chain = chain.then(f).catch((err) => log.warn({ err }, "tracker step failed; its writes are tried again at the next flush"));
   };
   await rewindToAckFloor(d.nats, log);
   // Both consumers are read for as long as the process runs: a reader that ends (its consumer lost in a leader election) is opened again.

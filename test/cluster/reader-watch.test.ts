@@ -21,7 +21,9 @@ t.test("a reader stuck after its server's loss is reported and a new one reads o
   const admin = await connect({ servers: cluster.urls });
   t.teardown(() => admin.close());
   const jsm = await jetstreamManager(admin);
-  await jsm.streams.add({ name: "W", subjects: ["w.>"], num_replicas: 3 });
+  // A new cluster's meta leader may refuse an R3 stream until every peer reported in.
+  let refused = "";
+  t.ok(await eventually(() => jsm.streams.add({ name: "W", subjects: ["w.>"], num_replicas: 3 }).then(() => true, (err: Error) => ((refused = err.message), false)), 30_000), `an R3 stream (${refused || "created at once"})`);
   await jetstream(admin).publish("w.1", "first");
 
   // The reader's client on node i, and its consumer placed on that same node (the meta leader picks; try each node).
