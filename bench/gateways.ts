@@ -1,10 +1,12 @@
 // bench:gateways — per channel, the send rate through an nfx gateway against the rate of the bare SDK on the same sandbox in the same run.
 import { type ChildProcess, spawn } from "node:child_process";
-import { readFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
 import http from "node:http";
 import https from "node:https";
+import { Session } from "node:inspector/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { PerformanceObserver } from "node:perf_hooks";
 import tls from "node:tls";
 
 import apn from "@parse/node-apn";
@@ -17,7 +19,7 @@ import twilio from "twilio";
 import { createApnsClient } from "../actors/gateway-apns.js";
 import { createEmailClient } from "../actors/gateway-email.js";
 import { createFcmClient } from "../actors/gateway-fcm.js";
-import { createSmsClient } from "../actors/gateway-sms.js";
+import { createSmsClient, statusCallbackUrl } from "../actors/gateway-sms.js";
 import { mergeDeep } from "../cmd/local-cluster.js";
 import { encode } from "../lib/core/codec.js";
 import { type Config, loadConfig } from "../lib/core/config.js";
@@ -73,6 +75,38 @@ const tokenFor = (ch: Channel, run: "r" | "p", i: number): string =>
   ch === "email" ? `${run}${i}@example.com` : ch === "sms" ? `+1${run === "r" ? 3 : 4}${String(i).padStart(9, "0")}` : `${run}${i.toString(16).padStart(8, "0")}`;
 const tokenPrefix = (ch: Channel, run: "r" | "p"): string => (ch === "sms" ? `+1${run === "r" ? 3 : 4}` : run);
 const CONTENT: NotificationBrief["content"] = { push: { title: "Bench", body: "Gateway throughput" }, email: { subject: "Bench", text: "Gateway throughput" }, sms: { text: "Gateway throughput" } };
+
+/**
+ * Garbage collection in this process while `fn` runs: pauses and their total milliseconds; with `profile` set, a
+ * V8 CPU profile of it is written there too (open it in Chrome DevTools or VS Code).
+ */
+async function observed<T>(fn: () => Promise<T>, profile?: string): Promise<{ value: T; gc: { pauses: number; ms: number } }> {
+  const gc = { pauses: 0, ms: 0 };
+  const obs = new PerformanceObserver((list) => {
+    for (const e of list.getEntries()) {
+      gc.pauses++;
+      gc.ms += e.duration;
+    }
+  });
+  obs.observe({ entryTypes: ["gc"] });
+  const session = profile ? new Session() : null;
+  if (session) {
+    session.connect();
+    await session.post("Profiler.enable");
+    await session.post("Profiler.start");
+  }
+  try {
+    return { value: await fn(), gc };
+  } finally {
+    obs.disconnect();
+    gc.ms = Math.round(gc.ms);
+    if (session && profile) {
+      const { profile: p } = await session.post("Profiler.stop");
+      writeFileSync(profile, JSON.stringify(p));
+      session.disconnect();
+    }
+  }
+}
 
 /** Runs `n` tasks with at most `c` in flight. */
 async function pool(n: number, c: number, task: (i: number) => Promise<unknown>): Promise<void> {
@@ -133,7 +167,14 @@ async function rawSdk(cfg: Config, ch: Exclude<Channel, "inapp">, n: number): Pr
     })({ keepAlive: true, maxSockets: a.sockets });
     rc.axios.defaults.httpAgent = new http.Agent({ keepAlive: true, maxSockets: a.sockets });
     const c = twilio(a.accountSid, a.authToken, { httpClient: rc });
-    await pool(n, a.concurrency, (i) => c.messages.create({ to: tokenFor(ch, prefix, i), from: a.from, body: "Gateway throughput" }));
+    // The same status callback URL the gateway asks for: the sandbox then posts the same callbacks for both runs, and
+    // their cost (the sandbox's, not the client's) weighs on both alike.
+    const brief = { id: "n_benchraw" } as NotificationBrief;
+    const cbBase = cfg.engagement.baseUrl;
+    await pool(n, a.concurrency, (i) => {
+      const to = tokenFor(ch, prefix, i);
+      return c.messages.create({ to, from: a.from, body: "Gateway throughput", ...(cbBase ? { statusCallback: statusCallbackUrl(cbBase, a.name, brief, { nid: brief.id, user: `u${i}`, device: "d", token: to }) } : {}) });
+    });
   }
 }
 
@@ -155,7 +196,7 @@ async function main(): Promise<void> {
       const n = N[ch];
       const cpu = (): number[] => [cpuSecs(process.pid), cpuSecs(sb.proc.pid), cpuSecs(bc.cluster.nats.proc.pid), cpuSecs(bc.cluster.redis.proc.pid)];
       const c0 = cpu();
-      await rawSdk(cfg, ch, n);
+      const { gc: rawGc } = await observed(() => rawSdk(cfg, ch, n));
       const c1 = cpu();
       const raw = (await accepted(sb.ports.control, PROVIDER[ch], tokenPrefix(ch, "r"))).perSec;
 
@@ -170,16 +211,20 @@ async function main(): Promise<void> {
       const stats = async (): Promise<number> => ((await (await fetch(`http://127.0.0.1:${sb.ports.control}/accepted`)).json()) as Record<string, number>)[PROVIDER[ch]];
       const before = await stats();
       const c2 = cpu();
-      const gw = await runGateway({ cfg, nats: bc.nats, redis: bc.redis, log, lanes: ["bulk"] }, clients[ch]);
-      let now = before;
-      await waitUntil(() => `the sandbox to accept ${n} ${ch} sends through the gateway (accepted ${now - before})`, async () => (now = await stats()) >= before + n, 300_000, 200);
-      await gw.stop();
+      // BENCH_CPU_PROF=<dir>: a CPU profile of each channel's gateway run, <dir>/gateway-<channel>.cpuprofile.
+      const prof = process.env.BENCH_CPU_PROF ? join(process.env.BENCH_CPU_PROF, `gateway-${ch}.cpuprofile`) : undefined;
+      const { gc: pipeGc } = await observed(async () => {
+        const gw = await runGateway({ cfg, nats: bc.nats, redis: bc.redis, log, lanes: ["bulk"] }, clients[ch]);
+        let now = before;
+        await waitUntil(() => `the sandbox to accept ${n} ${ch} sends through the gateway (accepted ${now - before})`, async () => (now = await stats()) >= before + n, 300_000, 200);
+        await gw.stop();
+      }, prof);
       const c3 = cpu();
       // CPU µs per send of each process: [this process (SDK or gateway), sandbox, nats-server, redis-server].
       const perSend = (a: number[], b: number[]): number[] => b.map((v, i) => Math.round(((v - a[i]) * 1e6) / n));
       const { byToken: got, perSec: pipe } = await accepted(sb.ports.control, PROVIDER[ch], tokenPrefix(ch, prefix));
       const dup = [...got.values()].reduce((s, c) => s + c - 1, 0);
-      result[ch] = { sends: n, pipeline_per_s: Math.round(pipe), raw_sdk_per_s: Math.round(raw), ratio: Number((pipe / raw).toFixed(2)), lost: n - got.size, duplicates: dup, cpu_us_per_send: { raw: perSend(c0, c1), pipeline: perSend(c2, c3), order: "client,sandbox,nats,redis" } };
+      result[ch] = { sends: n, pipeline_per_s: Math.round(pipe), raw_sdk_per_s: Math.round(raw), ratio: Number((pipe / raw).toFixed(2)), lost: n - got.size, duplicates: dup, cpu_us_per_send: { raw: perSend(c0, c1), pipeline: perSend(c2, c3), order: "client,sandbox,nats,redis" }, gc: { raw: rawGc, pipeline: pipeGc } };
       console.log(`${ch}: ${JSON.stringify(result[ch])}`);
     }
   } finally {

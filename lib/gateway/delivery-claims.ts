@@ -1,5 +1,5 @@
 // Delivery-key claims and outcome records in Redis for the gateways: the claim and renewal scripts, and a writer that records outcomes as answers arrive.
-import { pipelineOf, type Redis } from "../infra/redis.js";
+import { hashTagOf, type Redis } from "../infra/redis.js";
 import { type ScriptRedis, withScripts } from "../infra/scripts.js";
 
 /** A claim marker in a delivery key starts with `~`; anything else in the key is a recorded outcome (JSON). */
@@ -35,49 +35,49 @@ export class Claims {
   }
 }
 
-type Op = { key: string; value: string | null; ttlSec: number };
+/** The writes of one event-loop turn to one shard's keys: keys, values ("" deletes), TTLs. */
+type Group = { keys: string[]; values: string[]; ttls: number[] };
 
 /**
  * Writes delivery-key values as soon as they are known: every write queued in
  * one event-loop turn (e.g. the answers to the provider requests read in one
- * I/O phase) goes in one pipeline ({@link pipelineOf}: on a cluster, one
- * round trip per node), sent right after that turn. One per
- * gateway process, shared by its batches. The promise a write returns
- * settles when its pipeline was executed, and rejects if any command of it
- * failed (the caller's batch then fails and is redelivered).
+ * I/O phase) goes in one script call per user shard (setDeliveryKeys-n.lua:
+ * its keys share a hash slot), sent right after that turn, so a request of 500
+ * recipients costs one Redis command, not 500. One per gateway process, shared
+ * by its batches. The promise a write returns settles when its turn's calls
+ * ran, and rejects if any failed (the caller's batch then fails and is redelivered).
  */
 export class OutcomeWriter {
-  private ops: Op[] = [];
+  private groups = new Map<string, Group>();
   private turn: Promise<void> | null = null;
-  constructor(private readonly redis: Redis) {}
+  private readonly r: ScriptRedis;
+  constructor(redis: Redis) {
+    this.r = withScripts(redis);
+  }
 
   /** Sets `key` to `value` with TTL `ttlSec` (an outcome, or a held marker). */
   set(key: string, value: string, ttlSec: number): Promise<void> {
-    return this.queue({ key, value, ttlSec });
+    return this.queue(key, value, ttlSec);
   }
 
   /** Deletes `key` (a dead-lettered send's claim, so a replay can send it). */
   del(key: string): Promise<void> {
-    return this.queue({ key, value: null, ttlSec: 0 });
+    return this.queue(key, "", 0);
   }
 
-  private queue(op: Op): Promise<void> {
-    this.ops.push(op);
+  private queue(key: string, value: string, ttlSec: number): Promise<void> {
+    const tag = hashTagOf(key);
+    let g = this.groups.get(tag);
+    if (!g) this.groups.set(tag, (g = { keys: [], values: [], ttls: [] }));
+    g.keys.push(key);
+    g.values.push(value);
+    g.ttls.push(ttlSec);
     this.turn ??= new Promise<void>((res, rej) =>
       setImmediate(() => {
-        const ops = this.ops;
-        this.ops = [];
+        const groups = this.groups;
+        this.groups = new Map();
         this.turn = null;
-        const p = pipelineOf(this.redis);
-        for (const o of ops) {
-          if (o.value === null) p.del(o.key);
-          else p.set(o.key, o.value, "EX", o.ttlSec);
-        }
-        p.exec().then((out) => {
-          const err = out?.find(([e]) => e)?.[0];
-          if (err) rej(err);
-          else res();
-        }, rej);
+        Promise.all([...groups.values()].map((x) => this.r.nfxSetDeliveryKeys(x.keys.length, ...x.keys, ...x.values, ...x.ttls))).then(() => res(), rej);
       }),
     );
     // Marked handled here: a batch that failed before awaiting its writes must not crash the process with an unhandled rejection.

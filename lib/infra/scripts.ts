@@ -21,6 +21,8 @@ export interface ScriptCommands {
   nfxClaimCollapseKeys(numKeys: number, ...keysThenArgv: (string | number)[]): Promise<number[]>;
   /** releaseCollapseKeys-n.lua */
   nfxReleaseCollapseKeys(numKeys: number, ...keysThenArgv: (string | number)[]): Promise<number>;
+  /** setDeliveryKeys-n.lua */
+  nfxSetDeliveryKeys(numKeys: number, ...keysThenArgv: (string | number)[]): Promise<number>;
   /** renewDeliveryKeys-n.lua */
   nfxRenewDeliveryKeys(numKeys: number, ...keysThenArgv: (string | number)[]): Promise<number>;
   /** inboxAdd-2.lua */

@@ -1,5 +1,6 @@
 // The shard actor's dedup window: keys seen in the last N hours, as 53-bit hashes with expiry, checkpointable.
 import { hash53 } from "../core/hash53.js";
+import { NumberMap } from "../core/number-map.js";
 import { forEachPacked, packEntries } from "../core/pair-pack.js";
 
 /**
@@ -8,7 +9,7 @@ import { forEachPacked, packEntries } from "../core/pair-pack.js";
  * exactly in another process. `now` is injectable for tests.
  */
 export class DedupWindow {
-  private readonly until = new Map<number, number>();
+  private readonly until = new NumberMap();
 
   constructor(private readonly windowMs: number, private readonly now: () => number = Date.now) {}
 

@@ -1,5 +1,6 @@
 // Per-user frequency caps: token buckets kept as one number each (GCRA), on a monotonic clock, checkpointable.
 import { hash53 } from "../core/hash53.js";
+import { NumberMap } from "../core/number-map.js";
 import { forEachPacked, packEntries } from "../core/pair-pack.js";
 
 /** A cap: at most `count` sends per `periodSec`, refilled continuously. */
@@ -26,7 +27,7 @@ export interface BucketCheck {
  * snapshots convert to wall time so a new owner can restore them.
  */
 export class RateBuckets {
-  private readonly tat = new Map<number, number>();
+  private readonly tat = new NumberMap();
 
   constructor(private readonly mono: () => number = () => performance.now()) {}
 

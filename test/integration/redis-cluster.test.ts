@@ -186,6 +186,8 @@ t.test("nfx on a real Redis Cluster", async (t) => {
     first.forEach((l) => l.close());
     const again = await Promise.all(batches.map((b) => ledger.claim(b, "apns", `b-${b.shard}`, "2")));
     t.ok(again.every((l, j) => batches[j].sends.every((_, i) => { const st = l.state(i); return st.kind === "recorded" && st.record.outcome === "sent"; })), "outcomes recorded in one turn's writes over every node");
+    const ttl = await redis.ttl(keysOf(batches[1])[0]);
+    t.ok(ttl > 30 && ttl <= 60, `recorded with deliveredTtlSec (${ttl} s left)`);
     await Promise.all(again.map((l) => l.release(0)));
     again.forEach((l) => l.close());
     t.equal(await redis.exists(keysOf(batches[0])[0]), 0, "a released key is gone");

@@ -1,0 +1,17 @@
+--[[
+  Writes the delivery keys a gateway learned about in one event-loop turn: recorded outcomes, held markers, deletions.
+
+  Input:
+    KEYS[1..n]     delivery keys of one user shard (all share one {s<shard>} hash slot)
+    ARGV[1..n]     per key, its new value; an empty string deletes the key (a dead-lettered send's claim)
+    ARGV[n+1..2n]  per key, its TTL in seconds (ignored for a deletion)
+
+  Returns:
+    n. One round trip per shard and turn, instead of one command per key.
+]]
+local n = #KEYS
+for i = 1, n do
+  local v = ARGV[i]
+  if v == '' then redis.call('DEL', KEYS[i]) else redis.call('SET', KEYS[i], v, 'EX', ARGV[n + i]) end
+end
+return n
