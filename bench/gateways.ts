@@ -151,10 +151,14 @@ async function rawSdk(cfg: Config, ch: Exclude<Channel, "inapp">, n: number): Pr
     client.setDefaultRequest("httpAgent" as "baseUrl", new http.Agent({ keepAlive: true, maxSockets: a.sockets }) as unknown as string);
     const mail = new MailService();
     mail.setClient(client);
+    // The same request as the gateway's: a category, and per recipient the custom_args SendGrid's event webhook
+    // returns (which notification, user and device), without which opens, bounces and deliveries could not be tracked.
     await pool(Math.ceil(n / BATCH), a.concurrency, (r) =>
       mail.send({
-        from: a.from, subject: "Bench", content: [{ type: "text/plain", value: "Gateway throughput" }],
-        personalizations: Array.from({ length: Math.min(BATCH, n - r * BATCH) }, (_, j) => ({ to: [{ email: tokenFor(ch, prefix, r * BATCH + j) }] })),
+        from: a.from, subject: "Bench", content: [{ type: "text/plain", value: "Gateway throughput" }], categories: ["marketing"], custom_args: { nfx_id: "n_benchraw" },
+        personalizations: Array.from({ length: Math.min(BATCH, n - r * BATCH) }, (_, j) => ({
+          to: [{ email: tokenFor(ch, prefix, r * BATCH + j) }], custom_args: { nfx_id: "n_benchraw", nfx_user: `u${r * BATCH + j}`, nfx_device: "d" },
+        })),
       } as never),
     );
   } else {
