@@ -47,6 +47,8 @@ export class LatencyReporter {
   private intervals: number[][] = [[]];
   private readonly timer: NodeJS.Timeout | null;
   private readonly src: string;
+  /** The histogram's child of each priority (label lookups once, not per item). */
+  private readonly lane: Partial<Record<Priority, ReturnType<typeof laneLatency.labels>>> = {};
 
   /** `report`: publish reports (urgent-lane parts only); `waiting`: age in ms of the oldest urgent item not yet handled. */
   constructor(private readonly nats: Nats, cfg: Config, readonly stage: LatencyStage, part: string, report: boolean, private readonly waiting: () => number = () => 0) {
@@ -58,8 +60,8 @@ export class LatencyReporter {
   /** Records one item of priority `p` accepted at `acceptedAt`, reaching this stage at `now`. */
   observe(p: Priority, acceptedAt: number, now: number, count = 1): void {
     const ms = Math.max(0, now - acceptedAt);
-    if (count === 1) laneLatency.observe({ stage: this.stage, priority: p }, ms / 1000);
-    else for (let i = 0; i < count; i++) laneLatency.observe({ stage: this.stage, priority: p }, ms / 1000);
+    const h = (this.lane[p] ??= laneLatency.labels(this.stage, p));
+    for (let i = 0; i < count; i++) h.observe(ms / 1000);
     if (this.timer && (p === "critical" || p === "high")) this.intervals[this.intervals.length - 1].push(ms);
   }
 

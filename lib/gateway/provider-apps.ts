@@ -37,16 +37,38 @@ export function primaryWithFailovers<A extends BulkheadConfig>(channel: Channel,
   return { channel, apps, route: () => first };
 }
 
+type Counted = ReturnType<typeof gatewaySends.labels>;
+type Observed = ReturnType<typeof gatewayLatency.labels>;
+/** An app's metric children, looked up once: sends by outcome, request durations by result. */
+interface AppMetrics {
+  sent: Counted;
+  retryable: Counted;
+  failed: Counted;
+  refused: Counted;
+  ok: Observed;
+  partial: Observed;
+  error: Observed;
+}
+
 /**
  * The apps of `client`, each with its own {@link Bulkhead} (concurrency,
  * queue, breaker, rate limit), owned by one gateway process. Counts every
  * send's result, and every request's latency, per app.
  */
 export class ProviderApps {
-  private readonly apps: Map<string, { app: ProviderApp; cfg: BulkheadConfig; bulkhead: Bulkhead }>;
+  private readonly apps: Map<string, { app: ProviderApp; cfg: BulkheadConfig; bulkhead: Bulkhead; metrics: AppMetrics }>;
 
   constructor(private readonly client: ChannelClient, private readonly log: Logger) {
-    this.apps = new Map(client.apps.map(({ app, cfg }) => [app.name, { app, cfg, bulkhead: new Bulkhead(app.name, cfg, log) }]));
+    const ch = client.channel;
+    this.apps = new Map(client.apps.map(({ app, cfg }) => {
+      const sends = (o: string): Counted => gatewaySends.labels(ch, app.name, o);
+      const took = (r: string): Observed => gatewayLatency.labels(ch, app.name, r);
+      const metrics: AppMetrics = {
+        sent: sends("sent"), retryable: sends("retryable"), failed: sends("failed"), refused: sends("refused"),
+        ok: took("ok"), partial: took("partial"), error: took("error"),
+      };
+      return [app.name, { app, cfg, bulkhead: new Bulkhead(app.name, cfg, log), metrics }];
+    }));
   }
 
   /** The app that sends `s`: the client's route, or the first app when the route names none of them. */
@@ -82,18 +104,21 @@ export class ProviderApps {
     const channel = this.client.channel;
     const a = this.apps.get(name)!;
     tried.add(name);
+    const m = a.metrics;
     const r = await a.bulkhead.run(sends.length, async () => {
-      const end = gatewayLatency.startTimer({ channel, app: name });
+      const t0 = performance.now();
       const res = await a.app.request(n, sends);
-      end({ result: res.every((x) => x.ok) ? "ok" : res.some((x) => x.ok) ? "partial" : "error" });
+      let ok = 0;
+      for (const x of res) if (x.ok) ok++;
+      (ok === res.length ? m.ok : ok > 0 ? m.partial : m.error).observe((performance.now() - t0) / 1000);
       await recordAnswer(res);
       return res;
     });
     if (!isRefusal(r)) {
-      for (const x of r) gatewaySends.inc({ channel, app: name, outcome: x.ok ? "sent" : x.error.retryable ? "retryable" : "failed" });
+      for (const x of r) (x.ok ? m.sent : x.error.retryable ? m.retryable : m.failed).inc();
       return r;
     }
-    gatewaySends.inc({ channel, app: name, outcome: "refused" }, sends.length);
+    m.refused.inc(sends.length);
     const f = a.cfg.failover;
     if (f && !tried.has(f) && this.apps.has(f)) {
       this.log.debug({ app: name, failover: f, sends: sends.length }, "failing over");
