@@ -101,7 +101,6 @@ export class ProviderApps {
    * refusal when no app took them; never calls an app twice for one request.
    */
   async dispatch(name: string, n: NotificationBrief, sends: Send[], recordAnswer: (res: SendResult[]) => Promise<void>, tried: Set<string> = new Set()): Promise<SendResult[] | Refusal> {
-    const channel = this.client.channel;
     const a = this.apps.get(name)!;
     tried.add(name);
     const m = a.metrics;
