@@ -60,18 +60,33 @@ export class OutcomeWriter {
     return this.queue(key, value, ttlSec);
   }
 
+  /** Sets every key of `keys` to the same `value` with TTL `ttlSec` (the recipients of one email request): one promise for all. */
+  setAll(keys: readonly string[], value: string, ttlSec: number): Promise<void> {
+    for (const k of keys) this.add(k, value, ttlSec);
+    return this.flushed();
+  }
+
   /** Deletes `key` (a dead-lettered send's claim, so a replay can send it). */
   del(key: string): Promise<void> {
     return this.queue(key, "", 0);
   }
 
   private queue(key: string, value: string, ttlSec: number): Promise<void> {
+    this.add(key, value, ttlSec);
+    return this.flushed();
+  }
+
+  private add(key: string, value: string, ttlSec: number): void {
     const tag = hashTagOf(key);
     let g = this.groups.get(tag);
     if (!g) this.groups.set(tag, (g = { keys: [], values: [], ttls: [] }));
     g.keys.push(key);
     g.values.push(value);
     g.ttls.push(ttlSec);
+  }
+
+  /** The promise of this turn's writes, sent right after the turn. */
+  private flushed(): Promise<void> {
     this.turn ??= new Promise<void>((res, rej) =>
       setImmediate(() => {
         const groups = this.groups;

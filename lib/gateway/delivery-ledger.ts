@@ -46,6 +46,8 @@ export interface BatchLedger {
   state(i: number): KeyState;
   /** Records outcome `rec` on send `i`'s key for `deliveredTtlSec`; the promise settles when its pipeline ran, and rejects if the write failed. */
   record(i: number, rec: Recorded): Promise<void>;
+  /** {@link record} of one outcome on the keys of sends `idx` (the recipients of one email request): serialised once. */
+  recordAll(idx: readonly number[], rec: Recorded): Promise<void>;
   /**
    * Moves the keys of sends `idx` this attempt owns (others are skipped) from
    * its claim to the hold of the release `releaseId` published on NFX_RETRY,
@@ -96,6 +98,8 @@ export class DeliveryLedger {
     const renewal = setInterval(() => {
       claims.renew(ownedKeys, mine, ttl.claimTtlSec).catch((err) => this.log.warn({ err }, "claim renewal failed"));
     }, Math.max(1000, (ttl.claimTtlSec * 1000) / 3));
+    // `rec` with the batch's tag appended (base64url: nothing to escape), without copying the object per send.
+    const tagged = (rec: Recorded): string => `${JSON.stringify(rec).slice(0, -1)},"b":"${tag}"}`;
     const writes: Promise<void>[] = [];
     const queue = (p: Promise<void>): Promise<void> => (writes.push(p), p);
     return {
@@ -106,8 +110,8 @@ export class DeliveryLedger {
         const { b, ...record } = JSON.parse(prior[i]!) as Recorded & { b?: string };
         return { kind: "recorded", record, echo: b !== undefined && b !== tag };
       },
-      // `rec` with the batch's tag appended (base64url: nothing to escape), without copying the object per send.
-      record: (i, rec) => queue(writer.set(keys[i], `${JSON.stringify(rec).slice(0, -1)},"b":"${tag}"}`, ttl.deliveredTtlSec)),
+      record: (i, rec) => queue(writer.set(keys[i], tagged(rec), ttl.deliveredTtlSec)),
+      recordAll: (idx, rec) => queue(writer.setAll(idx.map((i) => keys[i]), tagged(rec), ttl.deliveredTtlSec)),
       hold: (idx, releaseId, due, now) => {
         const marker = heldMarker(releaseId);
         const ttlSec = Math.ceil((due - now) / 1000) + ttl.claimTtlSec;

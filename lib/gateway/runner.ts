@@ -234,6 +234,16 @@ async function runGatewayLanes(d: GatewayDeps, client: ChannelClient, cls: LaneC
         // Called inside the bulkhead slot the moment the provider answers: outcomes recorded in this turn's pipeline, awaited before the slot is freed
         // (a failed write still fails the batch below, through `keys.written()`).
         const recordAnswer = (results: SendResult[]): Promise<void> => {
+          // Columnar: every send of the request accepted under one provider id (an email request's recipients) is one
+          // record, serialised and queued once for all their keys, and one latency observation per request.
+          const r0 = results[0];
+          if (results.length > 1 && r0.ok && results.every((r) => r.ok && r.providerId === r0.providerId)) {
+            const at = now();
+            const rec: Recorded = r0.providerId === undefined ? { outcome: "sent", at } : { outcome: "sent", providerId: r0.providerId, at };
+            latency.observe(prio, n.createdAt, at, results.length);
+            for (const s of sends) add(s, rec);
+            return keys.recordAll(idx, rec).then(() => undefined, () => undefined);
+          }
           const recorded: Promise<void>[] = [];
           results.forEach((r, j) => {
             if (tokenGone(r)) gone.push(j);
