@@ -60,7 +60,16 @@ t.test("a reader stuck after its server's loss is reported and a new one reads o
 
   // What the caller does: a new reader after the last message read, placed by the meta leader on a live node.
   t.ok(await eventually(() => jetstream(admin).publish("w.2", "second").then(() => true, () => false), 30_000), "the stream takes a message again");
-  const again = await jetstream(nc).consumers.get("W", { filter_subjects: "w.>", deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: 2 });
-  read(await again.consume({ max_messages: 8, expires: 5000 }));
+  // Consumers are created by the meta leader, which the kill may have taken: asked again until one is elected (as the shard actor does).
+  const reopen = async (): Promise<boolean> => {
+    try {
+      const again = await jetstream(nc).consumers.get("W", { filter_subjects: "w.>", deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: 2 });
+      read(await again.consume({ max_messages: 8, expires: 5000 }));
+      return true;
+    } catch {
+      return false;
+    }
+  };
+  t.ok(await eventually(reopen, 60_000), "a new reader opens on a live node");
   t.ok(await eventually(() => seen.includes("second"), 30_000), "the new reader reads on while the dead node stays down");
 });
