@@ -1,12 +1,12 @@
 // Priority-lane consumption: one pull consumer per priority, handled by a shared worker pool that always takes the most urgent lane first.
-import type { ConsumerMessages, JetStreamClient, JsMsg } from "@nats-io/jetstream";
+import type { JetStreamClient, JsMsg } from "@nats-io/jetstream";
 
 import { backoffMs } from "../core/backoff.js";
 import { decode } from "../core/codec.js";
 import type { Logger } from "../core/log.js";
 import { PRIORITIES, type Priority } from "../core/subjects.js";
 import { PriorityBuffer } from "./priority-buffer.js";
-import { PULL_EXPIRES_MS } from "./pull.js";
+import { readDurable } from "./pull.js";
 
 /** Thrown by a handler for a message that can never be processed (undecodable, wrong type): it is terminated, not redelivered. */
 export class PoisonMessage extends Error {}
@@ -74,7 +74,6 @@ export function oldestAgeMs(msgs: Iterable<JsMsg>, now = Date.now(), since = 0):
 export function runLanes(o: LaneOptions): Lanes {
   const buf = new PriorityBuffer<JsMsg>(o.prefetch);
   const startedAt = Date.now();
-  const iters: ConsumerMessages[] = [];
   let stopping = false;
   let wake: (() => void) | null = null;
   const notify = (): void => {
@@ -83,53 +82,18 @@ export function runLanes(o: LaneOptions): Lanes {
     w?.();
   };
 
-  const open = async (prio: Priority): Promise<ConsumerMessages> => {
-    const c = await o.js.consumers.get(o.stream, o.consumer(prio));
-    const it = await c.consume({ max_messages: o.prefetch, expires: PULL_EXPIRES_MS });
-    iters.push(it);
-    void (async () => {
-      for await (const s of it.status()) {
-        if (s.type === "heartbeats_missed" || s.type === "consumer_not_found" || s.type === "stream_not_found") {
-          o.log.warn({ lane: prio, status: s.type }, "consumer status");
-        }
-      }
-    })().catch(() => undefined);
-    return it;
-  };
-  // Reads one lane until stopped. A reader that ends or fails otherwise (a nats-server lost for longer than the client
-  // retries) is opened again after a growing delay: a lane never stops being read while the process runs.
-  const read = async (prio: Priority, first: ConsumerMessages): Promise<void> => {
-    let it = first;
-    for (let attempt = 0; ; attempt++) {
-      try {
-        for await (const m of it) {
-          attempt = 0;
-          if (stopping) {
-            m.nak();
-            continue;
-          }
-          buf.push(prio, m);
-          notify();
-          await buf.waitForRoom(prio, () => stopping);
-        }
-        if (stopping) return;
-        o.log.warn({ lane: prio }, "lane reader ended; opening it again");
-      } catch (err) {
-        if (stopping) return;
-        o.log.error({ err, lane: prio }, "lane reader failed; opening it again");
-      }
-      for (;;) {
-        await new Promise((r) => setTimeout(r, backoffMs(attempt, { baseMs: 250, maxMs: 5000 })));
-        if (stopping) return;
-        try {
-          it = await open(prio);
-          break;
-        } catch (err) {
-          o.log.warn({ err, lane: prio, attempt: ++attempt }, "lane reader not open yet; retrying");
-        }
-      }
-    }
-  };
+  // Each lane is read for as long as the process runs (readDurable: trouble logged, an ended reader opened again).
+  const readers = (o.priorities ?? PRIORITIES).map((prio) =>
+    readDurable({
+      js: o.js, stream: o.stream, consumer: o.consumer(prio), maxMessages: o.prefetch, log: o.log.child({ lane: prio }), firstOpenFails: true,
+      onMsg: async (m) => {
+        if (stopping) return void m.nak();
+        buf.push(prio, m);
+        notify();
+        await buf.waitForRoom(prio, () => stopping);
+      },
+    }),
+  );
 
   const worker = async (): Promise<void> => {
     while (!stopping) {
@@ -170,7 +134,7 @@ export function runLanes(o: LaneOptions): Lanes {
   bufferedAlive.unref();
 
   // Ready once every lane's reader is open; each then reads in the background.
-  const ready = Promise.all((o.priorities ?? PRIORITIES).map(async (p) => void read(p, await open(p)))).then(() => undefined);
+  const ready = Promise.all(readers.map((r) => r.opened)).then(() => undefined);
   const workers = Array.from({ length: o.concurrency }, () => worker());
 
   return {
@@ -180,8 +144,8 @@ export function runLanes(o: LaneOptions): Lanes {
       stopping = true;
       clearInterval(bufferedAlive);
       await ready.catch(() => undefined);
-      await Promise.all(iters.map((it) => it.close().catch(() => undefined)));
       buf.wakeAll();
+      await Promise.all(readers.map((r) => r.stop()));
       for (const m of buf.drain()) m.nak();
       notify();
       // Wake every idle worker so it sees `stopping`.

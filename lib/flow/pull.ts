@@ -109,22 +109,32 @@ export function watchOrdered(it: ConsumerMessages, nc: NatsConnection, onStuck: 
 }
 
 /**
- * Reads durable consumer `consumer` of `stream` until `stopping()`, handing each message to `onMsg` in order. Status
- * events that mean trouble are logged; a reader that ends or fails (its consumer gone a while, a nats-server lost for
- * longer than the client retries) is opened again after a growing delay, so the consumer is never left unread while
- * the process runs. Resolves once stopped; `close()` of the reader it holds is what `stop` calls.
+ * Reads durable consumer `consumer` of `stream` until stopped, handing each message to `onMsg` in order (awaited:
+ * `onMsg` may hold the reader back). Status events that mean trouble are logged; a reader that ends or fails (its
+ * consumer gone a while, a nats-server lost for longer than the client retries) is opened again after a growing
+ * delay, so the consumer is never left unread while the process runs. `opened` resolves when the first reader is
+ * open; with `firstOpenFails`, a first open that fails rejects it and ends the loop (a role then fails to start
+ * rather than wait). `done` resolves once stopped; `stop` closes the reader it holds.
  */
 export function readDurable(o: {
   js: JetStreamClient; stream: string; consumer: string; maxMessages: number; log: Logger;
   onMsg: (m: JsMsg) => void | Promise<void>;
-}): { done: Promise<void>; stop(): Promise<void> } {
+  firstOpenFails?: boolean;
+}): { opened: Promise<void>; done: Promise<void>; stop(): Promise<void> } {
   let stopping = false;
   let current: ConsumerMessages | null = null;
+  let markOpened: () => void = () => undefined;
+  let failOpen: (err: unknown) => void = () => undefined;
+  const opened = new Promise<void>((res, rej) => ((markOpened = res), (failOpen = rej)));
+  opened.catch(() => undefined);
+  let first = true;
   const done = (async () => {
     for (let attempt = 0; !stopping; attempt++) {
       try {
         const c = await o.js.consumers.get(o.stream, o.consumer);
         const it = (current = await c.consume({ max_messages: o.maxMessages, expires: PULL_EXPIRES_MS }));
+        first = false;
+        markOpened();
         void (async () => {
           for await (const s of it.status()) {
             if (s.type === "heartbeats_missed" || s.type === "consumer_not_found" || s.type === "consumer_deleted" || s.type === "stream_not_found") o.log.warn({ consumer: o.consumer, status: s.type }, "consumer status");
@@ -137,6 +147,10 @@ export function readDurable(o: {
         if (stopping) return;
         o.log.warn({ consumer: o.consumer }, "reader ended; opening it again");
       } catch (err) {
+        if (first && o.firstOpenFails) {
+          failOpen(err);
+          return;
+        }
         if (stopping) return;
         o.log.warn({ err, consumer: o.consumer, attempt }, "reader failed; opening it again");
       }
@@ -144,6 +158,7 @@ export function readDurable(o: {
     }
   })();
   return {
+    opened,
     done,
     async stop() {
       stopping = true;
