@@ -50,7 +50,11 @@ export function preferredOwner(shard: number, members: readonly string[]): strin
  * preferred owner with what this process holds: take a preferred shard whose
  * lease is free or expired, hand over a held shard preferred elsewhere. A
  * member that stops heartbeating drops out after `leaseMs`, its leases expire
- * by then too, and the survivors take its shards on their next tick.
+ * by then too, and the survivors take its shards on their next tick. After
+ * the leases bucket did not answer this process for a while (a nats-server
+ * cluster electing its leader), members that were live when it last answered
+ * still count for one `leaseMs`: they could not heartbeat either, and taking
+ * their shards would move shards between live processes.
  */
 export class ShardOwnership {
   private readonly held = new Map<number, Lease>();
@@ -58,6 +62,11 @@ export class ShardOwnership {
   private timer: NodeJS.Timeout | null = null;
   private ticking = false;
   private stopped = false;
+  /** When this process's last heartbeat was written. */
+  private lastBeat = 0;
+  /** After an outage of the bucket: until when members live at {@link graceFrom} still count. */
+  private graceUntil = 0;
+  private graceFrom = 0;
   /** Takes and hand-overs under way: a tick starts them and does not wait, so a slow shard start never holds back the heartbeat. */
   private readonly moving = new Set<Promise<void>>();
 
@@ -76,21 +85,20 @@ export class ShardOwnership {
   }
 
   /**
-   * Live members by their own heartbeat records. The keys come from the bucket stream's per-subject counts (answered by
-   * its leader), not `kv.keys()`: that creates a consumer through the JetStream meta leader on every tick, and after a
+   * Members whose heartbeat record was valid at `liveAt` (now; during a grace after an outage, when the bucket last
+   * answered). The keys come from the bucket stream's per-subject counts (answered by its leader), not `kv.keys()`: that creates a consumer through the JetStream meta leader on every tick, and after a
    * nats-server loss, with every reader being recreated, those requests timed out for minutes and no dead member's
    * shards were taken.
    */
-  async members(): Promise<string[]> {
+  async members(liveAt = Date.now()): Promise<string[]> {
     const out: string[] = [];
-    const now = Date.now();
     const prefix = KV_STORE.subject(BUCKET.leases, "");
     const si = await this.o.jsm.streams.info(KV_STORE.stream(BUCKET.leases), { subjects_filter: KV_STORE.subject(BUCKET.leases, LEASE_KEY.members(this.o.cls)) });
     for (const k of Object.keys(si.state.subjects ?? {}).map((s) => s.slice(prefix.length))) {
       const e = await this.o.kv.get(k);
       if (!e || e.operation !== "PUT") continue;
       const r = decodeJson<{ expiresAt: number }>(e.value);
-      if (r.expiresAt > now) out.push(k.slice(LEASE_KEY.member(this.o.cls, "").length));
+      if (r.expiresAt > liveAt) out.push(k.slice(LEASE_KEY.member(this.o.cls, "").length));
     }
     return out;
   }
@@ -100,7 +108,15 @@ export class ShardOwnership {
     this.ticking = true;
     try {
       await this.o.kv.put(LEASE_KEY.member(this.o.cls, this.o.owner), encodeJson({ expiresAt: Date.now() + this.o.leaseMs }));
-      const members = await this.members();
+      const now = Date.now();
+      // Half a lease without a heartbeat written: the bucket was out, for the others too.
+      if (this.lastBeat > 0 && now - this.lastBeat > this.o.leaseMs / 2) {
+        this.graceFrom = this.lastBeat;
+        this.graceUntil = now + this.o.leaseMs;
+        this.o.log.warn({ outMs: now - this.lastBeat }, "leases bucket was out; members live before it count for one lease");
+      }
+      this.lastBeat = now;
+      const members = await this.members(now < this.graceUntil ? this.graceFrom : now);
       if (!members.includes(this.o.owner)) members.push(this.o.owner);
       for (let s = 0; s < this.o.shards; s++) {
         if (this.busy.has(s) || this.stopped) continue;

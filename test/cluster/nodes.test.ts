@@ -52,7 +52,10 @@ t.test("nfx up --nodes 3: shards spread over three machines, a machine's loss an
     rmSync(dir, { recursive: true, force: true });
   });
   t.ok(await eventually(() => lines.some((l) => l.startsWith("nfx is up on 3 nodes")) || up.exitCode !== null, 300_000), "nfx up --nodes 3 is up");
-  const nodeLines = lines.filter((l) => /^n\d \(process group \d+/.test(l));
+  // The node lines follow the "is up" line, possibly in a later chunk of output.
+  const isNodeLine = (l: string): boolean => /^n\d \(process group \d+/.test(l);
+  await eventually(() => lines.filter(isNodeLine).length >= 3, 10_000);
+  const nodeLines = lines.filter(isNodeLine);
   t.equal(nodeLines.length, 3, "three nodes, each a process group");
   const groups = nodeLines.map((l) => Number(/process group (\d+)/.exec(l)![1]));
   const cfg = loadConfig({ file: join(dir, "data", "cluster-config.json"), env: {} });
