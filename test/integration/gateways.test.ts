@@ -105,6 +105,10 @@ t.test("gateways", async (t) => {
     t.equal(got.length, 1200, "each recipient once");
     t.same([got.find((x) => x.token === "m7@example.com")?.title, got.find((x) => x.token === "m7@example.com")?.body], ["Hi m7", "Your code is 7"], "each with its own rendering");
     t.equal(new Set(rs.map((r) => r.providerId)).size, 2, "in two requests (1,000 + 200)");
+    // A second copy of the batch under another message id finds every recipient recorded (one write per request): nothing goes twice.
+    await publish("email", n, sends, `${n.id}:email:copy`);
+    t.ok(await eventually(async () => (await readReceipts(nats, n.id)).filter((r) => r.echo).length >= 1200, 20_000), "the copy's 1,200 receipts repeat the recorded outcomes");
+    t.equal(rec.accepted("sendgrid").filter((x) => x.nid === n.id).length, 1200, "still each recipient once");
   });
 
   t.test("SMS: Twilio message sid kept; invalid and unsubscribed numbers fail without retry", async (t) => {
