@@ -57,7 +57,8 @@ export class OutcomeWriter {
 
   /** Sets `key` to `value` with TTL `ttlSec` (an outcome, or a held marker). */
   set(key: string, value: string, ttlSec: number): Promise<void> {
-    return this.queue(key, value, ttlSec);
+    this.add(key, value, ttlSec);
+    return this.flushed();
   }
 
   /** Sets every key of `keys` to the same `value` with TTL `ttlSec` (the recipients of one email request): one promise for all. */
@@ -68,12 +69,7 @@ export class OutcomeWriter {
 
   /** Deletes `key` (a dead-lettered send's claim, so a replay can send it). */
   del(key: string): Promise<void> {
-    return this.queue(key, "", 0);
-  }
-
-  private queue(key: string, value: string, ttlSec: number): Promise<void> {
-    this.add(key, value, ttlSec);
-    return this.flushed();
+    return this.set(key, "", 0);
   }
 
   private add(key: string, value: string, ttlSec: number): void {

@@ -86,8 +86,8 @@ export class ShardOwnership {
 
   /**
    * Members whose heartbeat record was valid at `liveAt` (now; during a grace after an outage, when the bucket last
-   * answered). The keys come from the bucket stream's per-subject counts (answered by its leader), not `kv.keys()`: that creates a consumer through the JetStream meta leader on every tick, and after a
-   * nats-server loss, with every reader being recreated, those requests timed out for minutes and no dead member's
+   * answered). The keys come from the bucket stream's per-subject counts (answered by its leader), not `kv.keys()`:
+   * that creates a consumer through the JetStream meta leader on every tick, and after a nats-server loss, with every reader being recreated, those requests timed out for minutes and no dead member's
    * shards were taken.
    */
   async members(liveAt = Date.now()): Promise<string[]> {

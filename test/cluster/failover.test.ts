@@ -163,19 +163,24 @@ t.test(`${USERS.toLocaleString("en")} users; JetStream leaders SIGKILLed ${NATS_
   // One Redis master SIGKILLed halfway through the NATS kills (the campaign still sending); its replica takes over
   // (cluster-node-timeout), and only then does it come back (as a replica: without persistence, a master restarted
   // before its replica took over would come back empty).
+  /** Kills `node` with `kill`, measures the recovery and the sends in flight, and records it as a kill of `what`. */
+  const measuredKill = async (what: string, node: string, kill: () => Promise<void>): Promise<{ resume_ms: number; probe_ms: number }> => {
+    const acceptedBefore = accepted();
+    killedAt.push(Date.now());
+    await kill();
+    const r = await recovery();
+    const inFlight = await audit.inFlight();
+    kills.push({ what, node, in_flight: inFlight, accepted_before: acceptedBefore, ...r });
+    console.error(`kill ${kills.length}: ${what} ${node}: ${JSON.stringify(r)} in_flight ${inFlight}`);
+    return r;
+  };
   const rc = cluster.redisCluster!;
   let rr = { resume_ms: -1, probe_ms: -1 };
   const killRedisMaster = async (): Promise<void> => {
     await sleep(2000);
     const masterPorts = await rc.masters();
     const m = rc.nodes.findIndex((n) => n.port === masterPorts[0]);
-    const acceptedBefore = accepted();
-    killedAt.push(Date.now());
-    await new Promise<void>((r) => (rc.nodes[m].proc.once("exit", () => r()), rc.nodes[m].proc.kill("SIGKILL")));
-    rr = await recovery();
-    const redisInFlight = await audit.inFlight();
-    kills.push({ what: "redis master", node: rc.nodes[m].url, in_flight: redisInFlight, accepted_before: acceptedBefore, ...rr });
-    console.error(`kill ${kills.length}: redis master ${rc.nodes[m].url}: ${JSON.stringify(rr)} in_flight ${redisInFlight}`);
+    rr = await measuredKill("redis master", rc.nodes[m].url, () => new Promise<void>((r) => (rc.nodes[m].proc.once("exit", () => r()), rc.nodes[m].proc.kill("SIGKILL"))));
     t.ok(await eventually(async () => (await rc.masters()).filter((p) => p !== rc.nodes[m].port).length === 3, 60_000), "a replica took over the killed master's slots");
     await rc.nodes[m].start();
     await rc.waitHealthy(60_000);
@@ -188,13 +193,7 @@ t.test(`${USERS.toLocaleString("en")} users; JetStream leaders SIGKILLed ${NATS_
     const leaderName = k % 2 === 0 ? nc.nodes[await nc.metaLeader()]?.name : (await nats.jsm.streams.info(stream)).cluster?.leader;
     const i = nc.nodes.findIndex((n) => n.name === leaderName);
     if (i < 0) throw new Error(`no leader found for ${k % 2 === 0 ? "the meta group" : stream}`);
-    const acceptedBefore = accepted();
-    killedAt.push(Date.now());
-    await nc.kill(i);
-    const r = await recovery();
-    const inFlight = await audit.inFlight();
-    kills.push({ what: k % 2 === 0 ? "meta leader" : `${stream} leader`, node: nc.nodes[i].name, in_flight: inFlight, accepted_before: acceptedBefore, ...r });
-    console.error(`kill ${kills.length}: ${kills.at(-1)!.what} ${nc.nodes[i].name}: ${JSON.stringify(r)} in_flight ${inFlight}`);
+    await measuredKill(k % 2 === 0 ? "meta leader" : `${stream} leader`, nc.nodes[i].name, () => nc.kill(i));
     await nc.restart(i);
     // Caught up: the restarted node is a current peer of every stream again before the next kill (quorum stays two of three).
     t.ok(await eventually(allCurrent, 60_000), `${nc.nodes[i].name} caught up after kill ${k + 1}`);

@@ -66,15 +66,15 @@ async function runBench(users: number, env: Record<string, string>, interrupt?: 
   const code = await Promise.race([exited, new Promise<null>((r) => setTimeout(() => r(null), 60_000))]);
   if (p.exitCode === null) p.kill("SIGKILL");
   // Gone within 10 s of its exit (a process may take a moment to be reaped).
-  let left: string[] = [];
+  let alive: [number, string][] = [];
   for (const until2 = Date.now() + 10_000; Date.now() < until2; await new Promise((r) => setTimeout(r, 250))) {
     const live = processTable();
-    left = [...seen].filter(([pid, name]) => live.get(pid)?.[1] === name).map(([pid, name]) => `${name} (${pid})`);
-    if (left.length === 0) break;
+    alive = [...seen].filter(([pid, name]) => live.get(pid)?.[1] === name);
+    if (alive.length === 0) break;
   }
-  const live = processTable();
-  for (const pid of seen.keys()) if (live.has(pid)) process.kill(pid, "SIGKILL");
-  return { code, stderr, seen, left };
+  // What is still there is the failure; it is stopped so the suite leaves nothing behind.
+  for (const [pid] of alive) process.kill(pid, "SIGKILL");
+  return { code, stderr, seen, left: alive.map(([pid, name]) => `${name} (${pid})`) };
 }
 
 t.test("bench:fan interrupted with SIGINT while seeding: exits 130, every process it started is gone", async (t) => {
