@@ -82,8 +82,9 @@ export function fold(c: Counters, b: ReceiptBatch): void {
         break;
       case "failed":
         if (e.late) {
-          // The provider took it, then reported it undeliverable: no longer sent, now failed.
-          c.sent = Math.max(0, c.sent - 1);
+          // The provider took it, then reported it undeliverable: no longer sent, now failed. Not clamped at 0: the report
+          // can be folded before the gateway's "sent" (a status callback that overtook the batch's receipts).
+          c.sent--;
           bump(c.failed, e.reason ?? "unknown");
         } else if (isExpiry(e.reason)) c.expired++;
         else bump(c.failed, e.reason ?? "unknown");
@@ -180,7 +181,7 @@ export function foldTotal(t: ChannelTotals, e: ReceiptEntry): void {
       x.delivered++;
       break;
     case "failed":
-      if (e.late) x.sent = Math.max(0, x.sent - 1);
+      if (e.late) x.sent--;
       if (isExpiry(e.reason) && !e.late) x.expired++;
       else x.failed++;
       break;

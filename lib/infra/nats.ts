@@ -6,6 +6,7 @@ import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { backoffMs } from "../core/backoff.js";
 import type { Config } from "../core/config.js";
 import type { Logger } from "../core/log.js";
+import { KV_STORE } from "../core/subjects.js";
 import { inboxPrefixOf, type NatsIdentity, natsPassword, natsUserName } from "./nats-auth.js";
 
 /** A NATS connection with its JetStream and KV handles. */
@@ -14,6 +15,19 @@ export interface Nats {
   js: JetStreamClient;
   jsm: JetStreamManager;
   kvm: Kvm;
+}
+
+/**
+ * The keys of KV bucket `bucket` matching `filter` (a key with KV wildcards), each once and including deleted ones (check
+ * the entry's operation), from the bucket stream's per-subject counts, answered by the stream's leader. Use it rather
+ * than nats.js `kv.keys()`: that reads a consumer until its pending count is 0, so a key written while it runs is named
+ * twice or the listing ends after a few keys; and it creates a consumer through the JetStream meta leader, which after
+ * a nats-server loss times out for minutes.
+ */
+export async function kvKeys(jsm: JetStreamManager, bucket: string, filter: string): Promise<string[]> {
+  const prefix = KV_STORE.subject(bucket, "");
+  const si = await jsm.streams.info(KV_STORE.stream(bucket), { subjects_filter: KV_STORE.subject(bucket, filter) });
+  return Object.keys(si.state.subjects ?? {}).map((s) => s.slice(prefix.length));
 }
 
 /**

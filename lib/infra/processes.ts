@@ -8,7 +8,7 @@ import type { Config } from "../core/config.js";
 import type { Logger } from "../core/log.js";
 import { BUCKET, PROCESS_KEY } from "../core/subjects.js";
 import { collectProcessMetrics, register } from "./metrics.js";
-import type { Nats } from "./nats.js";
+import { kvKeys, type Nats } from "./nats.js";
 
 /** An entry lapses this long after its process last refreshed it. */
 export const PROCESS_TTL_MS = 15_000;
@@ -74,11 +74,11 @@ export async function announceProcess(cfg: Config, nats: Nats, roles: readonly s
   };
 }
 
-/** The live processes of the cluster, by id. */
+/** The live processes of the cluster, each once (keys from {@link kvKeys}). */
 export async function listProcesses(nats: Nats): Promise<ProcessInfo[]> {
   const kv = await nats.kvm.open(BUCKET.procs);
   const out: ProcessInfo[] = [];
-  for await (const k of await kv.keys(PROCESS_KEY.all)) {
+  for (const k of await kvKeys(nats.jsm, BUCKET.procs, PROCESS_KEY.all)) {
     const e = await kv.get(k);
     if (e && e.operation === "PUT") out.push(decodeJson<ProcessInfo>(e.value));
   }

@@ -5,8 +5,9 @@ import type { KV } from "@nats-io/kv";
 import { decodeJson, encodeJson } from "../core/codec.js";
 import { hash53 } from "../core/hash53.js";
 import type { Logger } from "../core/log.js";
-import { BUCKET, KV_STORE, type LaneClass, LEASE_KEY } from "../core/subjects.js";
+import { BUCKET, type LaneClass, LEASE_KEY } from "../core/subjects.js";
 import { Lease } from "../flow/lease.js";
+import { kvKeys } from "../infra/nats.js";
 
 export interface OwnershipOptions {
   /** The leases bucket ({@link BUCKET.leases}). */
@@ -86,15 +87,13 @@ export class ShardOwnership {
 
   /**
    * Members whose heartbeat record was valid at `liveAt` (now; during a grace after an outage, when the bucket last
-   * answered). The keys come from the bucket stream's per-subject counts (answered by its leader), not `kv.keys()`:
-   * that creates a consumer through the JetStream meta leader on every tick, and after a nats-server loss, with every reader being recreated, those requests timed out for minutes and no dead member's
-   * shards were taken.
+   * answered). The keys come from {@link kvKeys}, not `kv.keys()`: that creates a consumer through the JetStream meta
+   * leader on every tick, and after a nats-server loss, with every reader being recreated, those requests timed out for
+   * minutes and no dead member's shards were taken.
    */
   async members(liveAt = Date.now()): Promise<string[]> {
     const out: string[] = [];
-    const prefix = KV_STORE.subject(BUCKET.leases, "");
-    const si = await this.o.jsm.streams.info(KV_STORE.stream(BUCKET.leases), { subjects_filter: KV_STORE.subject(BUCKET.leases, LEASE_KEY.members(this.o.cls)) });
-    for (const k of Object.keys(si.state.subjects ?? {}).map((s) => s.slice(prefix.length))) {
+    for (const k of await kvKeys(this.o.jsm, BUCKET.leases, LEASE_KEY.members(this.o.cls))) {
       const e = await this.o.kv.get(k);
       if (!e || e.operation !== "PUT") continue;
       const r = decodeJson<{ expiresAt: number }>(e.value);

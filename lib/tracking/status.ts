@@ -63,6 +63,15 @@ export interface NotificationStatus {
 }
 
 const FINAL: ReadonlySet<string> = new Set(["sent", "delivered", "failed", "suppressed", "cancelled", "fallback", "shed"]);
+
+/**
+ * How settled a line's outcome is: waiting (queued, deferred) 0; decided by nfx (sent, or failed, suppressed, cancelled,
+ * fell back, shed before the provider took it) 1; delivered, as the provider reported, 2; failed after the provider took
+ * it (a late failure) 3. An entry never replaces a line it ranks below: a provider's report can reach the stream before
+ * the gateway's "sent" (a status callback posted while the gateway was still writing its batch's outcomes), and must
+ * still win.
+ */
+const rankOf = (e: { outcome: string; late?: boolean }): number => (e.outcome === "failed" && e.late ? 3 : e.outcome === "delivered" ? 2 : FINAL.has(e.outcome) ? 1 : 0);
 /** Engagement and inbox states: counted, not delivery lines. */
 const ENGAGEMENT: ReadonlySet<string> = new Set(["seen", "read", "opened", "clicked"]);
 
@@ -83,6 +92,36 @@ export async function readReceipts(n: Nats, id: string): Promise<ReceiptEntry[]>
 }
 
 /**
+ * Folds a notification's receipt entries, in stream order, into one delivery line per device (per user while
+ * undecided) and the recipients who opened and clicked. A device's latest outcome wins unless it ranks below the
+ * line's ({@link rankOf}); receipts replayed by a recovering stage fold to the same line.
+ */
+export function foldLines(entries: readonly ReceiptEntry[]): { byKey: Map<string, DeliveryLine>; engaged: { opened: Set<string>; clicked: Set<string> } } {
+  const byKey = new Map<string, DeliveryLine>();
+  const rank = new Map<string, number>();
+  const engaged = { opened: new Set<string>(), clicked: new Set<string>() };
+  for (const e of entries) {
+    // Engagement is counted per recipient; a line shows the delivery outcome.
+    if (ENGAGEMENT.has(e.outcome)) {
+      if (e.outcome === "opened" || e.outcome === "clicked") engaged[e.outcome].add(e.user);
+      continue;
+    }
+    // Whatever the order in the stream: a provider's delivery report does not undo its failure report, a late failure
+    // replaces "delivered", and neither is replaced by the gateway's "sent".
+    const key = e.device ? `${e.user}|${e.channel}|${e.device}` : e.user;
+    if ((rank.get(key) ?? 0) > rankOf(e)) continue;
+    // A user deferred by quiet hours and decided again later: the later outcome replaces the wait.
+    if (e.device && byKey.get(e.user)?.outcome === "deferred") {
+      byKey.delete(e.user);
+      rank.delete(e.user);
+    }
+    byKey.set(key, { user: e.user, outcome: e.outcome, channel: e.channel, device: e.device, reason: e.reason, providerId: e.providerId, at: e.at });
+    rank.set(key, rankOf(e));
+  }
+  return { byKey, engaged };
+}
+
+/**
  * Folds a notification's receipts into its status. A device's latest final
  * outcome wins over "queued"; receipts replayed by a recovering stage fold to
  * the same line. A segment notification's counts come from `campaigns` (the
@@ -94,23 +133,7 @@ export async function readStatus(n: Nats, id: string, campaigns?: Campaigns): Pr
   const note = await readNotification(n, id);
   if (!note) throw new NotFound(`notification ${id} not found`, { field: "id" });
   if (note.segment) return campaignNotificationStatus(campaigns ?? new Campaigns(await n.kvm.open(BUCKET.campaigns), await n.kvm.open(BUCKET.counters)), note);
-  const entries = await readReceipts(n, id);
-  const byKey = new Map<string, DeliveryLine>();
-  const engaged = { opened: new Set<string>(), clicked: new Set<string>() };
-  for (const e of entries) {
-    // Engagement is counted per recipient; a line shows the delivery outcome.
-    if (ENGAGEMENT.has(e.outcome)) {
-      if (e.outcome === "opened" || e.outcome === "clicked") engaged[e.outcome].add(e.user);
-      continue;
-    }
-    // A provider's delivery report does not undo a later failure report, and a late failure replaces "delivered".
-    const key = e.device ? `${e.user}|${e.channel}|${e.device}` : e.user;
-    const prev = byKey.get(key);
-    if (prev && FINAL.has(prev.outcome) && !FINAL.has(e.outcome)) continue;
-    // A user deferred by quiet hours and decided again later: the later outcome replaces the wait.
-    if (e.device && byKey.get(e.user)?.outcome === "deferred") byKey.delete(e.user);
-    byKey.set(key, { user: e.user, outcome: e.outcome, channel: e.channel, device: e.device, reason: e.reason, providerId: e.providerId, at: e.at });
-  }
+  const { byKey, engaged } = foldLines(await readReceipts(n, id));
   const decided = new Set<string>();
   for (const l of byKey.values()) decided.add(l.user);
   const lines = [...byKey.values()];

@@ -3,8 +3,10 @@ import { createHmac, generateKeyPairSync, sign } from "node:crypto";
 
 import t from "tap";
 
-import { API } from "../../lib/core/subjects.js";
+import { decode } from "../../lib/core/codec.js";
+import { API, receiptSubject, STREAM } from "../../lib/core/subjects.js";
 import { writeUsers } from "../../lib/directory/directory.js";
+import { readStored } from "../../lib/flow/stream-read.js";
 import { UserTokens } from "../../lib/inapp/ws-token.js";
 import { listProcesses } from "../../lib/infra/processes.js";
 import { callApi, notify, status } from "../../lib/intake/api-client.js";
@@ -80,11 +82,23 @@ t.test("email and SMS outcomes from signed provider webhooks, engagement once pe
 
   // SMS: Twilio's signed status callbacks: cy delivered, dee undelivered (30003).
   const text = await notify(nats.nc, { recipients: ["cy", "dee"], category: "transactional", channels: ["sms"], content: { sms: { text: "Code 1234" } } });
-  t.ok(await eventually(async () => {
+  const smsCounted = await eventually(async () => {
     const c = (await status(nats.nc, text.id)).counts;
     return c.delivered === 1 && c.failed === 1;
-  }, 30_000), "Twilio's status callbacks reached the counters");
+  }, 30_000);
   s = await status(nats.nc, text.id);
+  if (!smsCounted) {
+    // What Twilio was asked, and what it posted back: the place to look when the counters disagree.
+    t.comment(`sms counters: ${JSON.stringify(s.counts)}; lines: ${JSON.stringify(s.lines)}`);
+    t.comment(`twilio requests: ${JSON.stringify(rec.deliveries.filter((d) => d.provider === "twilio").map((d) => ({ to: d.token, status: d.status, reason: d.reason, at: d.at })))}`);
+    const stored: string[] = [];
+    await readStored(nats, STREAM.receipts, (m) => void stored.push(`${m.seq}:${JSON.stringify(decode(m.data))}`), receiptSubject(text.id));
+    t.comment(`receipts stored: ${stored.join(" ")}`);
+    const ingest = (await listProcesses(nats)).find((p) => p.roles.includes("ingest"));
+    if (ingest?.metricsUrl) t.comment(`ingest: ${(await (await fetch(ingest.metricsUrl)).text()).split("\n").filter((l) => l.startsWith("nfx_inbound")).join(" ")}`);
+    t.comment(`twilio callbacks: ${JSON.stringify(rec.webhooks.filter((w) => w.provider === "twilio"))} ${JSON.stringify(rec.webhookEvents("twilio"))}`);
+  }
+  t.ok(smsCounted, "Twilio's status callbacks reached the counters");
   t.match(s.counts, { sent: 1, delivered: 1, failed: 1 }, "cy delivered; dee undelivered after acceptance");
   t.match(s.lines.find((l) => l.user === "dee"), { outcome: "failed", reason: "undelivered:30003" });
 

@@ -1,7 +1,9 @@
-// Counters fold receipts once: an outcome repeated by another copy of a send (`echo`) shows in lines but is not counted again.
+// Counters and status lines fold receipts once (an outcome repeated by another copy of a send, `echo`, is not counted again), and a provider's report folds the same whether it reaches the stream before or after the gateway's "sent".
 import t from "tap";
 
-import { emptyCounters, fold } from "../../lib/campaign/counters.js";
+import { emptyCounters, emptyTotals, fold, foldTotal } from "../../lib/campaign/counters.js";
+import type { ReceiptEntry } from "../../lib/core/types.js";
+import { foldLines } from "../../lib/tracking/status.js";
 
 t.test("echoed outcomes are not counted", async (t) => {
   const c = emptyCounters();
@@ -11,4 +13,24 @@ t.test("echoed outcomes are not counted", async (t) => {
   t.equal(c.sent, 1, "the recording batch's receipt counts, the echo does not");
   fold(c, { type: "receipts", nid: "n_1", stage: "gateway", entries: [{ ...sent, user: "v", outcome: "failed", reason: "Unregistered", echo: true }] });
   t.same(c.failed, {}, "an echoed failure is not counted either");
+});
+
+t.test("a provider's report that reaches the stream before the gateway's sent: same lines and counters as in order", async (t) => {
+  const sent = (user: string): ReceiptEntry => ({ user, outcome: "sent", channel: "sms", device: "sms", providerId: `SM${user}`, at: 1 });
+  const delivered: ReceiptEntry = { user: "cy", outcome: "delivered", channel: "sms", device: "sms", providerId: "SMcy", at: 2 };
+  const undelivered: ReceiptEntry = { user: "dee", outcome: "failed", late: true, reason: "undelivered:30003", channel: "sms", device: "sms", providerId: "SMdee", at: 2 };
+  const inOrder = [sent("cy"), sent("dee"), delivered, undelivered];
+  const overtaken = [delivered, undelivered, sent("cy"), sent("dee")];
+  for (const [name, entries] of [["in order", inOrder], ["reports first", overtaken]] as const) {
+    const { byKey } = foldLines(entries);
+    t.same([...byKey.values()].map((l) => [l.user, l.outcome, l.reason]), [["cy", "delivered", undefined], ["dee", "failed", "undelivered:30003"]], `${name}: cy's line delivered, dee's failed`);
+    const c = emptyCounters();
+    for (const e of entries) fold(c, { type: "receipts", nid: "n_1", stage: e.outcome === "sent" ? "gateway" : "provider", entries: [e] });
+    t.match(c, { sent: 1, delivered: 1, failed: { "undelivered:30003": 1 } }, `${name}: counters sent 1, delivered 1, failed 1`);
+    const totals = emptyTotals();
+    for (const e of entries) foldTotal(totals, e);
+    t.match(totals.channels.sms, { sent: 1, delivered: 1, failed: 1 }, `${name}: the channel totals too`);
+  }
+  // A provider's reports keep their order among themselves: a failure report is not undone by a later delivery report.
+  t.equal(foldLines([sent("dee"), undelivered, { ...undelivered, outcome: "delivered", late: undefined }]).byKey.get("dee|sms|sms")?.outcome, "failed", "a late failure stays");
 });
