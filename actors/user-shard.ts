@@ -32,7 +32,7 @@ import { CollapseClaims, unsentUsers } from "../lib/shard/collapse-claims.js";
 import { DedupWindow } from "../lib/shard/dedup-window.js";
 import { type PolicyConfig, policyFrom } from "../lib/shard/policy.js";
 import { RateBuckets } from "../lib/shard/rate-buckets.js";
-import { CheckpointStore, startPositions } from "../lib/shard/shard-checkpoint.js";
+import { CheckpointStore, emptyHead, startPositions } from "../lib/shard/shard-checkpoint.js";
 import { ShardOwnership } from "../lib/shard/shard-ownership.js";
 
 export interface ShardDeps {
@@ -120,15 +120,18 @@ interface LaneReader {
  * no acks: the checkpoint is the position), decides chunks (up to
  * `chunksInFlight` at once, the most urgent lane first), and every
  * `checkpointMs` pauses, waits for chunks in flight, and writes positions +
- * dedup window + buckets by compare-and-set. Every emit and checkpoint first
+ * dedup window + buckets by compare-and-set (what changed since the last write,
+ * or everything when the store asks for it: CheckpointStore.wantsFull). Every emit and checkpoint first
  * passes the fence (`Lease.fence`: the lease on the monotonic clock); a
  * checkpoint write after a takeover fails. Either way the owner stops without writing.
  */
 class ShardOwner {
   private readonly state: { buckets: RateBuckets; dedup: DedupWindow };
   private pos = startPositions();
-  private rev = 0;
-  private gen: string | undefined;
+  /** The stored checkpoint this owner writes on from (revision, full state, changes since). */
+  private head = emptyHead();
+  /** The last checkpoint write failed: the changes it carried are not stored, so the next one is whole. */
+  private lastWriteFailed = false;
   /** Chunks read ahead, up to READ_AHEAD per lane, taken most urgent first. */
   private readonly buf = new PriorityBuffer<JsMsg>(READ_AHEAD);
   private readonly pending: Record<Priority, { seq: number; done: boolean }[]> = { critical: [], high: [], normal: [], bulk: [] };
@@ -170,13 +173,16 @@ class ShardOwner {
     const loaded = await this.cl.store.load(this.shard);
     if (loaded.cp) {
       this.pos = loaded.cp.pos;
-      this.state.dedup.restore(loaded.cp.dedup);
-      this.state.buckets.restore(loaded.cp.buckets, Date.now() - loaded.cp.at);
+      // The full state, then each change written since, in order.
+      for (const sec of loaded.cp.sections) {
+        this.state.dedup.restore(sec.dedup);
+        this.state.buckets.restore(sec.buckets, Date.now() - sec.at);
+      }
     }
-    this.rev = loaded.rev;
-    this.gen = loaded.gen;
-    await this.writeCheckpoint();
-    this.log.info({ pos: this.pos, dedup: this.state.dedup.size, buckets: this.state.buckets.size, from: loaded.cp?.owner }, "shard restored");
+    this.head = loaded.head;
+    // Written whole under this lease: fences earlier owners and starts a new chain of changes.
+    await this.writeCheckpoint(true);
+    this.log.info({ pos: this.pos, dedup: this.state.dedup.size, buckets: this.state.buckets.size, from: loaded.cp?.owner, sections: loaded.cp?.sections.length ?? 0 }, "shard restored");
     this.startedAt = Date.now();
     for (const p of this.cl.prios) await this.pump(p);
     this.loop = this.run();
@@ -373,12 +379,15 @@ class ShardOwner {
   }
 
   /** Writes the state as of the current positions (call only with nothing in flight). */
-  private async writeCheckpoint(): Promise<void> {
+  private async writeCheckpoint(whole = false): Promise<void> {
     this.lease.fence(this.holder);
-    const cp = { owner: this.sh.owner, epoch: this.lease.revision, at: Date.now(), pos: { ...this.pos }, dedup: this.state.dedup.pack(), buckets: this.state.buckets.pack() };
-    const r = await this.cl.store.write(this.shard, cp, this.rev, this.gen);
-    this.rev = r.rev;
-    this.gen = r.gen;
+    // Only what changed since the last write, unless the store wants the full state again (or the last write failed: its changes are not stored).
+    const full = whole || this.lastWriteFailed || CheckpointStore.wantsFull(this.head);
+    const st = this.state;
+    const cp = { owner: this.sh.owner, epoch: this.lease.revision, at: Date.now(), pos: { ...this.pos }, full, dedup: full ? st.dedup.pack() : st.dedup.packChanges(), buckets: full ? st.buckets.pack() : st.buckets.packChanges() };
+    this.lastWriteFailed = true;
+    this.head = await this.cl.store.write(this.shard, cp, this.head);
+    this.lastWriteFailed = false;
     this.dirty = false;
     // Chunks up to the checkpoint are never read again: drop them from the stream.
     const jsm = this.sh.d.nats.jsm;
@@ -390,19 +399,21 @@ class ShardOwner {
   /** Pauses intake, waits for chunks in flight, and checkpoints if anything moved. */
   checkpoint(): Promise<void> {
     if (this.checkpointing) return this.checkpointing;
-    this.checkpointing = (async () => {
-      try {
-        if (!this.dirty) return;
-        this.paused = true;
-        while (this.inflight > 0) await this.wait();
-        await this.writeCheckpoint();
-      } finally {
-        this.paused = false;
-        this.checkpointing = null;
-        this.notify();
-      }
-    })();
-    return this.checkpointing;
+    // Nothing moved: nothing to write. (Checked before the promise is kept: a write that settled at once used to clear
+    // `checkpointing` before it was set, so an owner whose first tick found nothing to write never wrote again.)
+    if (!this.dirty) return Promise.resolve();
+    const run = async (): Promise<void> => {
+      this.paused = true;
+      while (this.inflight > 0) await this.wait();
+      await this.writeCheckpoint();
+    };
+    const p: Promise<void> = run().finally(() => {
+      this.paused = false;
+      if (this.checkpointing === p) this.checkpointing = null;
+      this.notify();
+    });
+    this.checkpointing = p;
+    return p;
   }
 
   private fail(err: unknown): void {
@@ -464,7 +475,7 @@ export async function startUserShard(d: ShardDeps): Promise<{ stop(): Promise<vo
     const pub = new JsPublisher(nats.nc);
     const owners = new Map<number, ShardOwner>();
     const cl: ClassShared = {
-      cls, prios: CLASS_PRIORITIES[cls], store: new CheckpointStore(checkpoints, cls), js: nats.js, nc: nats.nc, redis, pub,
+      cls, prios: CLASS_PRIORITIES[cls], store: new CheckpointStore(checkpoints, cls, d.cfg.shard.checkpointInlineKb * 1024), js: nats.js, nc: nats.nc, redis, pub,
       readPresence: presenceReader(redis),
       collapse: new CollapseClaims(redis, d.cfg.shard.dedupWindowSec * 1000),
       gate: cls === "bulk" ? new Semaphore(d.cfg.shard.concurrency) : null,

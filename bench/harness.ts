@@ -1,6 +1,6 @@
 // What the benchmarks share: a throw-away local cluster with clients, and a count of recipients decided as receipts are published.
 import type { ChildProcess } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
+import { appendFileSync, mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 
@@ -115,9 +115,13 @@ export async function startBenchCluster(name: string, roles: readonly ProcessSpe
       rmSync(dir, { recursive: true, force: true });
     })());
   const guarded = guardBench(name, close, guard);
+  const roleLogs = process.env.BENCH_ROLE_LOGS;
+  if (roleLogs) mkdirSync(roleLogs, { recursive: true });
   starting = startLocalCluster({
     dataDir: dir, natsPort: 0, redisPort: 0, httpPort: 0, persist: false,
     sandbox: sandbox ? { apns: 0, fcm: 0, control: 0 } : null, roles, overrides: mergeDeep({ log: { level: "warn" } }, overrides),
+    // BENCH_ROLE_LOGS=<dir>: every role's output (warnings and errors) goes to <dir>/<role>.log.
+    ...(roleLogs ? { onLine: (role: string, line: string) => appendFileSync(join(roleLogs, `${role}.log`), `${line}\n`) } : {}),
   });
   const cluster = await starting;
   clients = await openClients(cluster.cfg, "bench");

@@ -1,5 +1,5 @@
 // Packs number→number maps as binary columns for checkpoints (no per-entry arrays: a shard's windows hold up to millions of entries).
-import type { NumberMap } from "./number-map.js";
+import { NumberMap } from "./number-map.js";
 
 /**
  * Packs the entries of `m` for which `value(v)` is not null as
@@ -29,4 +29,67 @@ export function forEachPacked(b: Buffer, at: number, visit: (k: number, v: numbe
   let o = at + 4;
   for (let i = 0; i < n; i++, o += 16) visit(b.readDoubleLE(o), b.readDoubleLE(o + 8));
   return o;
+}
+
+/**
+ * The keys of a {@link NumberMap} written since it was last packed, in a growable Float64Array (a key written twice is
+ * noted twice; {@link packChanged} writes it once). Lets a checkpoint write only what changed since the last one.
+ */
+export class ChangeJournal {
+  private keys = new Float64Array(1024);
+  private n = 0;
+
+  /** Number of notes (with repeats). */
+  get size(): number {
+    return this.n;
+  }
+
+  /** Notes that `k` was written. */
+  note(k: number): void {
+    if (this.n === this.keys.length) {
+      const bigger = new Float64Array(this.keys.length * 2);
+      bigger.set(this.keys);
+      this.keys = bigger;
+    }
+    this.keys[this.n++] = k;
+  }
+
+  /** Forgets every note (after a pack of everything, or one of the changes). */
+  clear(): void {
+    this.n = 0;
+    if (this.keys.length > 65_536) this.keys = new Float64Array(1024);
+  }
+
+  /** Visits each noted key once, in the order first noted. */
+  forEachOnce(visit: (k: number) => void): void {
+    const seen = new NumberMap(this.n);
+    for (let i = 0; i < this.n; i++) {
+      const k = this.keys[i];
+      if (seen.has(k)) continue;
+      seen.set(k, 1);
+      visit(k);
+    }
+  }
+}
+
+/**
+ * Packs, in the format of {@link packEntries}, the entries of `m` noted in `changed` whose `value(v)` is not null (a
+ * key no longer in `m` is skipped: its entry expired, and a restore drops it by its own time), then clears `changed`.
+ */
+export function packChanged(m: NumberMap, changed: ChangeJournal, value: (v: number) => number | null): Buffer {
+  const b = Buffer.allocUnsafe(4 + Math.min(changed.size, m.size) * 16);
+  let o = 4;
+  let n = 0;
+  changed.forEachOnce((k) => {
+    const v = m.get(k);
+    const x = v === undefined ? null : value(v);
+    if (x === null) return;
+    b.writeDoubleLE(k, o);
+    b.writeDoubleLE(x, o + 8);
+    o += 16;
+    n++;
+  });
+  changed.clear();
+  b.writeUInt32LE(n, 0);
+  return b.subarray(0, o);
 }

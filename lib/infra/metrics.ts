@@ -73,6 +73,9 @@ export const admissionFactor = new Gauge({ name: "nfx_admission_factor", help: "
 /** Time bulk work was held back by admission control. */
 export const throttledSeconds = new Counter({ name: "nfx_bulk_throttled_seconds_total", help: "Time bulk work waited for admission", labelNames: ["part"] as const });
 
+/** Shard checkpoint bytes written, by kind: `full` (the whole state) or `changes` (only what changed since the last write). */
+export const checkpointBytes = new Counter({ name: "nfx_checkpoint_bytes_total", help: "Shard checkpoint bytes written (full state or changes)", labelNames: ["kind"] as const });
+
 /** Live WebSocket connections held by this process. */
 export const wsConnections = new Gauge({ name: "nfx_ws_connections", help: "Live in-app WebSocket connections in this process" });
 

@@ -1,7 +1,7 @@
 // Per-user frequency caps: token buckets kept as one number each (GCRA), on a monotonic clock, checkpointable.
 import { hash53 } from "../core/hash53.js";
 import { NumberMap } from "../core/number-map.js";
-import { forEachPacked, packEntries } from "../core/pair-pack.js";
+import { ChangeJournal, forEachPacked, packChanged, packEntries } from "../core/pair-pack.js";
 
 /** A cap: at most `count` sends per `periodSec`, refilled continuously. */
 export interface Cap {
@@ -28,6 +28,8 @@ export interface BucketCheck {
  */
 export class RateBuckets {
   private readonly tat = new NumberMap();
+  /** Buckets taken from since the last pack, for {@link packChanges}. */
+  private readonly changed = new ChangeJournal();
 
   constructor(private readonly mono: () => number = () => performance.now()) {}
 
@@ -60,7 +62,10 @@ export class RateBuckets {
       return { ok: false, left: 0, retryInMs: Math.ceil(burstStart + interval - now) };
     }
     const next = tat + interval;
-    if (commit) this.tat.set(k, next);
+    if (commit) {
+      this.tat.set(k, next);
+      this.changed.note(k);
+    }
     return { ok: true, left: Math.floor((now - (next - cap.count * interval)) / interval), retryInMs: 0 };
   }
 
@@ -71,7 +76,14 @@ export class RateBuckets {
    */
   pack(): Buffer {
     const now = this.mono();
+    this.changed.clear();
     return packEntries(this.tat, (tat) => (tat > now ? Math.ceil(tat - now) : null));
+  }
+
+  /** The buckets taken from since the last {@link pack} or {@link packChanges}, packed the same way (restored after the full pack, in order, each with its own elapsed time). */
+  packChanges(): Buffer {
+    const now = this.mono();
+    return packChanged(this.tat, this.changed, (tat) => (tat > now ? Math.ceil(tat - now) : null));
   }
 
   /** Restores buckets packed `elapsedMs` of wall time ago at offset `at` of `b` (time passed refills them); returns the offset after them. */

@@ -1,10 +1,15 @@
-// Leases on a real JetStream KV with a fake clock: one holder, takeover after expiry, a stale holder is fenced; shard checkpoints stored in parts.
+// Leases on a real JetStream KV with a fake clock: one holder, takeover after expiry, a stale holder is fenced; shard checkpoints stored in parts, whole or as changes on top; the process registry lists each process once.
 import t from "tap";
 
-import { BUCKET, checkpointKey, checkpointPartKey } from "../../lib/core/subjects.js";
+import { encodeJson } from "../../lib/core/codec.js";
+import { Fenced } from "../../lib/core/errors.js";
+import { BUCKET, checkpointKey, checkpointPartKey, PROCESS_KEY } from "../../lib/core/subjects.js";
 import { Lease } from "../../lib/flow/lease.js";
+import { listProcesses } from "../../lib/infra/processes.js";
 import { ensureTopology } from "../../lib/infra/topology.js";
-import { CheckpointStore, startPositions } from "../../lib/shard/shard-checkpoint.js";
+import { DedupWindow } from "../../lib/shard/dedup-window.js";
+import { RateBuckets } from "../../lib/shard/rate-buckets.js";
+import { type CheckpointHead, CheckpointStore, emptyHead, startPositions } from "../../lib/shard/shard-checkpoint.js";
 import { clientsFor } from "../helpers/cluster.js";
 import { startServers } from "../helpers/servers.js";
 
@@ -45,25 +50,86 @@ t.test("checkpoint in parts: read back whole; the previous generation's parts ar
   const kv = await nats.kvm.open(BUCKET.checkpoints);
   const store = new CheckpointStore(kv, "bulk");
   const key = checkpointKey("bulk", 7);
-  /** How many of generation `gen`'s 4 parts are stored (a dropped part leaves only its purge marker). */
-  const partsOf = async (gen: string | undefined): Promise<number> => {
-    let n = 0;
-    for (let i = 0; i < 4; i++) if ((await kv.get(checkpointPartKey(key, gen!, i)))?.operation === "PUT") n++;
-    return n;
+  /** How many of generation `gen`'s parts (of `n`) are stored (a dropped part leaves only its purge marker). */
+  const partsOf = async (gen: string | undefined, n = 4): Promise<number> => {
+    let k = 0;
+    for (let i = 0; i < n; i++) if ((await kv.get(checkpointPartKey(key, gen!, i)))?.operation === "PUT") k++;
+    return k;
   };
   // A dedup window of 100,000 entries (16 bytes each, 1.6 MB): four parts of 512 KB.
-  const dedup = Buffer.alloc(4 + 100_000 * 16);
-  dedup.writeUInt32LE(100_000, 0);
-  for (let i = 4; i < dedup.length; i += 4) dedup.writeUInt32LE(i * 2654435761 >>> 0, i);
-  const buckets = Buffer.alloc(4);
-  const cp = (epoch: number) => ({ owner: "A", epoch, at: 1000 + epoch, pos: { ...startPositions(), bulk: epoch }, dedup, buckets });
-  const w1 = await store.write(7, cp(1), 0);
-  t.equal(await partsOf(w1.gen), 4, "the first checkpoint is stored in 4 parts");
-  const back = await store.load(7);
-  t.ok(back.cp && Buffer.compare(back.cp.dedup, dedup) === 0 && back.cp.pos.bulk === 1, "read back whole, positions included");
-  const w2 = await store.write(7, cp(2), w1.rev, w1.gen);
-  await new Promise((r) => setTimeout(r, 500)); // the old parts are dropped after the manifest moved on, without waiting
-  t.equal(await partsOf(w1.gen), 0, "the first generation's parts are dropped");
-  t.equal(await partsOf(w2.gen), 4, "the second generation's 4 parts are stored");
-  t.equal((await store.load(7)).cp?.pos.bulk, 2, "the second checkpoint is the one read");
+  let clock = 1_000_000;
+  const w = new DedupWindow(86_400_000, () => clock);
+  for (let i = 0; i < 100_000; i++) w.add(`n_${i}|u${i}`);
+  const b = new RateBuckets(() => clock);
+  const cap = { count: 3, periodSec: 3600 };
+  b.take("ana", "promo", cap);
+  const write = (head: CheckpointHead, full: boolean, epoch = 1) =>
+    store.write(7, { owner: "A", epoch, at: clock, pos: { ...startPositions(), bulk: clock }, full, dedup: full ? w.pack() : w.packChanges(), buckets: full ? b.pack() : b.packChanges() }, head);
+  /** The state a new owner restores: the full state, then each change, in order. */
+  const restore = async () => {
+    const { cp, head } = await store.load(7);
+    const w2 = new DedupWindow(86_400_000, () => clock);
+    const b2 = new RateBuckets(() => clock);
+    for (const sec of cp!.sections) {
+      w2.restore(sec.dedup);
+      b2.restore(sec.buckets, clock - sec.at);
+    }
+    return { cp: cp!, head, w: w2, b: b2 };
+  };
+
+  const h1 = await write(emptyHead(), true);
+  t.equal(await partsOf(h1.base?.gen), 4, "the first checkpoint is stored whole in 4 parts");
+  let back = await restore();
+  t.ok(back.w.size === 100_000 && back.w.has("n_0|u0") && back.w.has("n_99999|u99999") && back.cp.pos.bulk === clock, "read back whole, positions included");
+  t.notOk(CheckpointStore.wantsFull(h1), "a large full state: the next write may carry only the changes");
+
+  // Changes since: 10 new keys and a token taken. Stored as one small part; the full state's parts stay.
+  clock += 1000;
+  for (let i = 0; i < 10; i++) w.add(`n_new|u${i}`);
+  b.take("ana", "promo", cap);
+  const h2 = await write(h1, false);
+  t.equal(h2.deltas.length, 1, "one change part on top of the full state");
+  t.ok(h2.deltas[0].bytes < 1000, `the change part holds only what changed (${h2.deltas[0].bytes} bytes)`);
+  t.equal(await partsOf(h1.base?.gen), 4, "the full state's parts are kept");
+  back = await restore();
+  t.equal(back.w.size, 100_010, "restored: the full state and the changes");
+  t.ok(back.w.has("n_new|u9") && back.w.has("n_5|u5"), "old and new keys alike");
+  t.equal(back.b.take("ana", "promo", cap, false).left, 0, "ana's bucket: two of three tokens taken before, one left now (this check would take it)");
+  t.equal(back.cp.pos.bulk, clock, "the positions of the last write");
+
+  // Changes as large as the full state: the next write is whole, and the older parts are dropped.
+  const big = { ...h2, deltas: [{ ...h2.deltas[0], bytes: h2.baseBytes }] };
+  t.ok(CheckpointStore.wantsFull(big), "changes as large as the full state: write it whole");
+  clock += 1000;
+  const h3 = await write(h2, true, 2);
+  await new Promise((r) => setTimeout(r, 500)); // dropped after the manifest moved on, without waiting
+  t.equal(await partsOf(h1.base?.gen), 0, "the first full state's parts are dropped");
+  t.equal(await partsOf(h2.deltas[0].gen, 1), 0, "and its change part");
+  t.equal(await partsOf(h3.base?.gen), 4, "the new full state's 4 parts are stored");
+  back = await restore();
+  t.ok(back.w.size === 100_010 && back.cp.sections.length === 1 && back.cp.epoch === 2, "the new full state is the one read");
+
+  // A stale owner's write of changes is fenced, and its part dropped.
+  await t.rejects(write(h2, false), Fenced, "a write naming an old revision is fenced");
+});
+
+t.test("process registry: each process listed once, even when entries are refreshed while the listing runs", async (t) => {
+  const servers = await startServers(t);
+  const cfg = servers.config();
+  const { nats } = await clientsFor(t, cfg);
+  await ensureTopology(nats, cfg);
+  const kv = await nats.kvm.open(BUCKET.procs);
+  const infos = Array.from({ length: 10 }, (_, i) => ({ id: PROCESS_KEY.of("h", 100 + i), roles: ["shard"], host: "h", pid: 100 + i, startedAt: 1 }));
+  const put = () => Promise.all(infos.map((p) => kv.put(p.id, encodeJson(p))));
+  await put();
+  // Entries are refreshed without pause (as announceProcess does every 5 s per process) while the listings run.
+  let listing = true;
+  const refresher = (async () => {
+    while (listing) await put();
+  })();
+  const counts: number[] = [];
+  for (let i = 0; i < 30; i++) counts.push((await listProcesses(nats)).length);
+  listing = false;
+  await refresher;
+  t.same(new Set(counts), new Set([10]), "every listing names the 10 processes, none twice");
 });

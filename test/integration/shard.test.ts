@@ -3,11 +3,13 @@ import t from "tap";
 
 import { presenceKey } from "../../lib/core/keys.js";
 import { shardOf } from "../../lib/core/shard-hash.js";
+import { BUCKET } from "../../lib/core/subjects.js";
 import type { UserRecord } from "../../lib/core/types.js";
 import { updatePreferences, writeUsers } from "../../lib/directory/directory.js";
 import { localMinute } from "../../lib/directory/quiet-hours.js";
 import { syntheticUser } from "../../lib/directory/users.js";
 import { notify, status } from "../../lib/intake/api-client.js";
+import { CheckpointStore } from "../../lib/shard/shard-checkpoint.js";
 import { nfxRunner } from "../helpers/cli.js";
 import { clientsFor, eventually, startTestCluster } from "../helpers/cluster.js";
 import { ownedBy, shardHolders, watchSendBatches } from "../helpers/shards.js";
@@ -103,7 +105,8 @@ t.test("policy end to end", async (t) => {
 });
 
 t.test("ownership: shards spread over two processes, a killed one is replaced, nothing lost or doubled", async (t) => {
-  const cluster = await startTestCluster(t, { overrides: { shard: { checkpointMs: 300 } } });
+  // checkpointInlineKb 0: every state goes in parts, so the survivor restores a full state with changes on top (incremental checkpoints).
+  const cluster = await startTestCluster(t, { overrides: { shard: { checkpointMs: 300, checkpointInlineKb: 0 } } });
   const cfg = cluster.cfg;
   const { nats, redis } = await clientsFor(t, cfg);
   const a = cluster.procs.get("shard")!;
@@ -119,6 +122,15 @@ t.test("ownership: shards spread over two processes, a killed one is replaced, n
   await writeUsers(redis, cfg.cluster.shards, users);
   const first = await notify(nats.nc, { recipients: users.slice(0, 200).map((u) => u.id), category: "transactional", content: push("one") });
   t.ok(await eventually(async () => (await status(nats.nc, first.id)).complete, 30_000));
+  // The owners checkpoint what they decided, though their first checkpoint ticks found nothing to write (the cluster sat idle).
+  const kvCheckpoints = await nats.kvm.open(BUCKET.checkpoints);
+  const stores = (["urgent", "bulk"] as const).map((cls) => new CheckpointStore(kvCheckpoints, cls));
+  const checkpointed = async (): Promise<number> => {
+    let n = 0;
+    for (const st of stores) for (let s = 0; s < cfg.cluster.shards; s++) for (const sec of (await st.load(s)).cp?.sections ?? []) n += sec.dedup.readUInt32LE(0);
+    return n;
+  };
+  t.ok(await eventually(async () => (await checkpointed()) >= 200, 10_000), "every recipient's dedup entry is in a checkpoint");
 
   const killedAt = Date.now();
   await new Promise<void>((r) => (a.once("exit", () => r()), a.kill("SIGKILL")));

@@ -1,9 +1,9 @@
-// NumberMap (lib/core/number-map.ts) agrees with a Map under random sets, deletes and prunes, and refuses keys it cannot hold.
+// NumberMap (lib/core/number-map.ts) agrees with a Map under random sets, deletes and prunes, and refuses keys it cannot hold; packChanged packs only what changed.
 import t from "tap";
 
 import { hash53 } from "../../lib/core/hash53.js";
 import { NumberMap } from "../../lib/core/number-map.js";
-import { forEachPacked, packEntries } from "../../lib/core/pair-pack.js";
+import { ChangeJournal, forEachPacked, packChanged, packEntries } from "../../lib/core/pair-pack.js";
 
 t.test("random sets, deletes and retains give the same entries as a Map", (t) => {
   let seed = 7;
@@ -48,5 +48,29 @@ t.test("a million entries in about 24 bytes each; packing prunes and round-trips
   t.equal(back.get(hash53("user-600000")), undefined);
   t.throws(() => m.set(-1, 1), RangeError, "a negative key is refused");
   t.throws(() => m.set(2 ** 53, 1), RangeError, "a key past 2^53 is refused");
+  t.end();
+});
+
+t.test("packChanged: each key written since the last pack once, with its current value; gone or expired ones skipped", (t) => {
+  const m = new NumberMap();
+  const changed = new ChangeJournal();
+  for (let k = 0; k < 5000; k++) m.set(k, 100);
+  const write = (k: number, v: number): void => {
+    m.set(k, v);
+    changed.note(k);
+  };
+  write(1, 200);
+  write(2, 300);
+  write(1, 250); // written twice: packed once, with its last value
+  write(3, 5); // expired by the time of the pack
+  write(4, 400);
+  m.delete(4); // gone since
+  for (let i = 0; i < 3000; i++) write(10_000 + i, 1000 + i); // more notes than the journal's first size
+  const got = new Map<number, number>();
+  forEachPacked(packChanged(m, changed, (v) => (v >= 100 ? v : null)), 0, (k, v) => void got.set(k, v));
+  t.equal(got.size, 3002, "keys 1, 2 and the 3,000 new ones; not 3 (expired), 4 (gone) or the 4,996 unchanged");
+  t.same([got.get(1), got.get(2), got.get(12_999)], [250, 300, 3999], "each with its current value");
+  t.equal(changed.size, 0, "the journal is cleared");
+  t.equal(forEachPacked(packChanged(m, changed, (v) => v), 0, () => t.fail("nothing changed since")), 4, "a pack with no changes is empty");
   t.end();
 });
