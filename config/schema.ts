@@ -313,7 +313,7 @@ export const configSchema = z.strictObject({
       sendBatchSize: z.number().int().min(1).max(1000).default(500).describe("Sends per channel batch message."),
       leaseMs: z.number().int().min(500).max(60_000).default(3000).describe("Shard lease: an owner that dies is replaced within about this long plus one tick (a sixth of it)."),
       checkpointMs: z.number().int().min(100).max(600_000).default(2000).describe("How often an owner checkpoints each shard's position, dedup window and buckets."),
-      checkpointInlineKb: z.number().int().min(0).max(512).default(512).describe("A shard's dedup window and buckets up to this size are checkpointed whole every time, inline (one KV write). Larger ones are written whole in parts, then only what changed since, until the changes are as large as the whole (or 32 of them): incremental checkpoints."),
+      checkpointInlineKb: z.number().int().min(0).max(512).default(64).describe("A shard's dedup window and buckets up to this size are checkpointed whole every time, inline (one KV write). Larger ones are written whole in parts, then only what changed since, until the changes are as large as the whole (or 32 of them): incremental checkpoints."),
       dedupWindowSec: z.number().int().min(0).max(30 * 86400).default(86400).describe("Dedup window on (notification, user) and (collapse key, user)."),
     })
     .prefault({})

@@ -103,7 +103,7 @@ export class CheckpointStore {
    * checkpoint). `inlineBytes` (`shard.checkpointInlineKb`): a state up to this size is written whole, inline in the
    * manifest (one KV write); larger ones go in parts, with changes on top.
    */
-  constructor(private readonly kv: KV, private readonly cls: LaneClass, private readonly inlineBytes = 512 * 1024) {}
+  constructor(private readonly kv: KV, private readonly cls: LaneClass, private readonly inlineBytes = 64 * 1024) {}
 
   /**
    * The checkpoint of this class's lanes of `shard` and the head to write on from. A shard checkpointed before shards
