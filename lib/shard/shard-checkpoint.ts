@@ -1,4 +1,5 @@
 // Shard checkpoints in JetStream KV: consumer positions, dedup window and token buckets, written by compare-and-set so a stale owner's write fails.
+import { JetStreamApiCodes, JetStreamApiError } from "@nats-io/jetstream";
 import type { KV } from "@nats-io/kv";
 
 import { decode, encodePlain } from "../core/codec.js";
@@ -168,7 +169,8 @@ export class CheckpointStore {
   /**
    * Writes `w` if the key is still at `head.rev`: the full state (dropping the parts `head` referenced once the new
    * manifest is in), or the changes on top of `head`'s full state. Resolves the new head. Throws {@link Fenced} if
-   * someone else wrote since (the parts this write stored are dropped).
+   * someone else wrote since (the parts this write stored are dropped); any other failure is thrown as it is, leaving
+   * the parts (whether the manifest was written is not known).
    */
   async write(shard: number, w: CheckpointWrite, head: CheckpointHead): Promise<CheckpointHead> {
     const body = Buffer.concat([w.dedup, w.buckets]);
@@ -197,6 +199,10 @@ export class CheckpointStore {
     try {
       rev = head.rev === 0 ? await this.kv.create(key, encodePlain(m)) : await this.kv.update(key, encodePlain(m), head.rev);
     } catch (err) {
+      // Only a revision conflict says the manifest was not written: then this write's parts are dropped. Any other failure
+      // (a reply lost in a leader election) leaves them, as the manifest may have been written and name them.
+      const conflict = err instanceof JetStreamApiError && (err.code === JetStreamApiCodes.StreamWrongLastSequence || err.code === JetStreamApiCodes.StreamWrongLastSequenceUnknown);
+      if (!conflict) throw err;
       if (written) void this.dropParts(key, written);
       throw new Fenced(`checkpoint ${key} was written by another owner (expected revision ${head.rev})`, { cause: err });
     }
