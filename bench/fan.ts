@@ -12,6 +12,7 @@ import { syntheticUser } from "../lib/directory/users.js";
 import type { Nats } from "../lib/infra/nats.js";
 import { listProcesses } from "../lib/infra/processes.js";
 import { notify } from "../lib/intake/api-client.js";
+import { scrapeProcesses } from "../lib/tracking/delivery-log.js";
 import { campaignCreatedAt, countDecided, membersAsOf, seedSyntheticUsers, startBenchCluster, waitUntil } from "./harness.js";
 import { cpuSecs, hwm } from "./proc-stats.js";
 import { report } from "./report.js";
@@ -68,9 +69,8 @@ try {
   // Checkpoint bytes the shard processes have written (whole states and changes: docs/architecture.md, "Incremental checkpoints"), from their metrics.
   const checkpointBytes = async (): Promise<Record<string, number>> => {
     const out: Record<string, number> = { full: 0, changes: 0 };
-    for (const p of (await listProcesses(nats)).filter((x) => x.roles.includes("shard") && x.metricsUrl)) {
-      const text = await (await fetch(p.metricsUrl!)).text();
-      for (const m of text.matchAll(/^nfx_checkpoint_bytes_total\{[^}]*kind="(\w+)"[^}]*\} ([\d.e+]+)/gm)) out[m[1]] = (out[m[1]] ?? 0) + Number(m[2]);
+    for (const { metrics } of await scrapeProcesses((await listProcesses(nats)).filter((x) => x.roles.includes("shard")))) {
+      for (const v of metrics.find((m) => m.name === "nfx_checkpoint_bytes_total")?.values ?? []) out[String(v.labels.kind)] = (out[String(v.labels.kind)] ?? 0) + v.value;
     }
     return out;
   };

@@ -129,7 +129,7 @@ export class CheckpointStore {
   /** Whether the next write from `head` should be the full state (a write of changes on a head without a full state in parts is written whole anyway). */
   static wantsFull(head: CheckpointHead): boolean {
     const deltaBytes = head.deltas.reduce((a, d) => a + d.bytes, 0);
-    return head.rev === 0 || !head.base || head.deltas.length >= MAX_DELTAS || deltaBytes >= head.baseBytes;
+    return !head.base || head.deltas.length >= MAX_DELTAS || deltaBytes >= head.baseBytes;
   }
 
   private async readParts(key: string, gen: string, parts: number): Promise<Buffer> {

@@ -1,10 +1,11 @@
 // Leases on a real JetStream KV with a fake clock: one holder, takeover after expiry, a stale holder is fenced; shard checkpoints stored in parts, whole or as changes on top; the process registry lists each process once.
-import t from "tap";
+import t, { type Test } from "tap";
 
 import { encodeJson } from "../../lib/core/codec.js";
 import { Fenced } from "../../lib/core/errors.js";
 import { BUCKET, checkpointKey, checkpointPartKey, PROCESS_KEY } from "../../lib/core/subjects.js";
 import { Lease } from "../../lib/flow/lease.js";
+import type { Nats } from "../../lib/infra/nats.js";
 import { listProcesses } from "../../lib/infra/processes.js";
 import { ensureTopology } from "../../lib/infra/topology.js";
 import { DedupWindow } from "../../lib/shard/dedup-window.js";
@@ -13,11 +14,17 @@ import { type CheckpointHead, CheckpointStore, emptyHead, startPositions } from 
 import { clientsFor } from "../helpers/cluster.js";
 import { startServers } from "../helpers/servers.js";
 
-t.test("lease: exclusive, expires, fences the stale holder", async (t) => {
+/** A nats-server with nfx's topology, and an admin client of it. */
+async function topologyOn(t: Test): Promise<Nats> {
   const servers = await startServers(t);
   const cfg = servers.config();
   const { nats } = await clientsFor(t, cfg);
   await ensureTopology(nats, cfg);
+  return nats;
+}
+
+t.test("lease: exclusive, expires, fences the stale holder", async (t) => {
+  const nats = await topologyOn(t);
   const kv = await nats.kvm.open(BUCKET.leases);
   let clock = 1_000_000;
   const now = () => clock;
@@ -43,10 +50,7 @@ t.test("lease: exclusive, expires, fences the stale holder", async (t) => {
 });
 
 t.test("checkpoint in parts: read back whole; the previous generation's parts are dropped when a new one is published", async (t) => {
-  const servers = await startServers(t);
-  const cfg = servers.config();
-  const { nats } = await clientsFor(t, cfg);
-  await ensureTopology(nats, cfg);
+  const nats = await topologyOn(t);
   const kv = await nats.kvm.open(BUCKET.checkpoints);
   const store = new CheckpointStore(kv, "bulk");
   const key = checkpointKey("bulk", 7);
@@ -114,10 +118,7 @@ t.test("checkpoint in parts: read back whole; the previous generation's parts ar
 });
 
 t.test("process registry: each process listed once, even when entries are refreshed while the listing runs", async (t) => {
-  const servers = await startServers(t);
-  const cfg = servers.config();
-  const { nats } = await clientsFor(t, cfg);
-  await ensureTopology(nats, cfg);
+  const nats = await topologyOn(t);
   const kv = await nats.kvm.open(BUCKET.procs);
   const infos = Array.from({ length: 10 }, (_, i) => ({ id: PROCESS_KEY.of("h", 100 + i), roles: ["shard"], host: "h", pid: 100 + i, startedAt: 1 }));
   const put = () => Promise.all(infos.map((p) => kv.put(p.id, encodeJson(p))));
