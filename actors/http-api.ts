@@ -20,6 +20,7 @@ import { requireNativeUws } from "../lib/infra/uws.js";
 import { ApiKeys, NOBODY, requireScope, type Scope } from "../lib/intake/api-keys.js";
 import type { Intake, Producer } from "../lib/intake/intake.js";
 import { campaignOp, preferencesOp } from "../lib/intake/operations.js";
+import { endpointsOp, topicsOp } from "../lib/intake/topics-ops.js";
 import type { TemplateStore } from "../lib/intake/templates.js";
 import { readDeliveryLog, readOverview } from "../lib/tracking/delivery-log.js";
 import { engagementFor, reportEvents } from "../lib/tracking/engagement.js";
@@ -187,6 +188,46 @@ export async function startHttpApi(d: HttpApiDeps): Promise<{ port: number; stop
   app.patch(
     "/v1/users/:id/preferences",
     route({ what: "PATCH /v1/users/{id}/preferences", scope: ["users.write"], params: 1, body: true }, async (c) => ({ status: 200, body: { preferences: (await preferencesOp(d.cfg, d.redis, d.nats.nc, c.params[0], decodeBody(c.body, max, depth))).preferences ?? {} } })),
+  );
+  // Topics and webhook endpoints (lib/intake/topics-ops.ts validates every body; path parameters win over nothing: a body naming another is refused).
+  const withPath = (raw: Uint8Array, path: Record<string, unknown>): Record<string, unknown> => {
+    const body = raw.length ? decodeBody(raw, max, depth) : {};
+    if (!body || typeof body !== "object" || Array.isArray(body)) throw new RequestInvalid("(body): must be a JSON object", { field: "(body)" });
+    const b = body as Record<string, unknown>;
+    for (const [k, v] of Object.entries(path)) {
+      if (k !== "action" && b[k] !== undefined && b[k] !== v) throw new RequestInvalid(`${k}: differs from the ${k} in the path`, { field: k });
+      if (k === "action" && b.action !== undefined) throw new RequestInvalid("action: comes from the method and path", { field: "action" });
+    }
+    return { ...b, ...path };
+  };
+  const READ_TOPICS: Scope[] = ["topics", "read"];
+  app.get("/v1/topics", route({ what: "GET /v1/topics", scope: READ_TOPICS, params: 0, body: false }, async () => ({ status: 200, body: await topicsOp(d.cfg, d.redis, { action: "list" }) })));
+  app.put("/v1/topics/:name", route({ what: "PUT /v1/topics/{name}", scope: ["topics"], params: 1, body: true }, async (c) => ({ status: 200, body: await topicsOp(d.cfg, d.redis, withPath(c.body, { action: "put", name: c.params[0] })) })));
+  app.get("/v1/topics/:name", route({ what: "GET /v1/topics/{name}", scope: READ_TOPICS, params: 1, body: false }, async (c) => ({ status: 200, body: await topicsOp(d.cfg, d.redis, { action: "get", name: c.params[0] }) })));
+  app.del("/v1/topics/:name", route({ what: "DELETE /v1/topics/{name}", scope: ["topics"], params: 1, body: false }, async (c) => (await topicsOp(d.cfg, d.redis, { action: "delete", name: c.params[0] }), { status: 204, body: undefined })));
+  app.post("/v1/topics/:name/subscribers", route({ what: "POST /v1/topics/{name}/subscribers", scope: ["topics"], params: 1, body: true }, async (c) => ({ status: 200, body: await topicsOp(d.cfg, d.redis, withPath(c.body, { action: "subscribe", name: c.params[0] })) })));
+  app.post("/v1/topics/:name/unsubscribe", route({ what: "POST /v1/topics/{name}/unsubscribe", scope: ["topics"], params: 1, body: true }, async (c) => ({ status: 200, body: await topicsOp(d.cfg, d.redis, withPath(c.body, { action: "unsubscribe", name: c.params[0] })) })));
+  app.post("/v1/endpoints", route({ what: "POST /v1/endpoints", scope: ["topics"], params: 0, body: true }, async (c) => ({ status: 201, body: await endpointsOp(d.cfg, d.redis, withPath(c.body, { action: "create" })) })));
+  app.get("/v1/endpoints", route({ what: "GET /v1/endpoints", scope: READ_TOPICS, params: 0, body: false }, async () => ({ status: 200, body: await endpointsOp(d.cfg, d.redis, { action: "list" }) })));
+  app.get("/v1/endpoints/:id", route({ what: "GET /v1/endpoints/{id}", scope: READ_TOPICS, params: 1, body: false }, async (c) => ({ status: 200, body: await endpointsOp(d.cfg, d.redis, { action: "get", id: c.params[0] }) })));
+  app.patch("/v1/endpoints/:id", route({ what: "PATCH /v1/endpoints/{id}", scope: ["topics"], params: 1, body: true }, async (c) => ({ status: 200, body: await endpointsOp(d.cfg, d.redis, withPath(c.body, { action: "update", id: c.params[0] })) })));
+  app.del("/v1/endpoints/:id", route({ what: "DELETE /v1/endpoints/{id}", scope: ["topics"], params: 1, body: false }, async (c) => (await endpointsOp(d.cfg, d.redis, { action: "delete", id: c.params[0] }), { status: 204, body: undefined })));
+  app.get("/v1/endpoints/:id/state", route({ what: "GET /v1/endpoints/{id}/state", scope: READ_TOPICS, params: 1, body: false }, async (c) => ({ status: 200, body: await endpointsOp(d.cfg, d.redis, { action: "state", id: c.params[0] }) })));
+  app.get(
+    "/v1/endpoints/:id/deliveries",
+    route({ what: "GET /v1/endpoints/{id}/deliveries", scope: READ_TOPICS, params: 1, body: false }, async (c) => {
+      const limit = c.query.get("limit");
+      if (limit !== null && !/^\d+$/.test(limit)) throw new RequestInvalid("limit: must be a whole number", { field: "limit" });
+      return { status: 200, body: await endpointsOp(d.cfg, d.redis, { action: "deliveries", id: c.params[0], ...(limit !== null ? { limit: Number(limit) } : {}) }) };
+    }),
+  );
+  app.post(
+    "/v1/endpoints/:id/:action",
+    route({ what: "POST /v1/endpoints/{id}/{rotate-secret|pause|resume}", scope: ["topics"], params: 2, body: false }, async (c) => {
+      const action = ({ "rotate-secret": "rotate", pause: "pause", resume: "resume" } as Record<string, string>)[c.params[1]];
+      if (!action) throw new NotFound(`POST /v1/endpoints/{id}/${c.params[1]}: no such action (rotate-secret, pause, resume)`, { field: "action" });
+      return { status: 200, body: await endpointsOp(d.cfg, d.redis, { action, id: c.params[0] }) };
+    }),
   );
   // Engagement: the open pixel always answers the image (a broken or forged link just counts nothing); a click on a bad link gets a plain page.
   app.get(

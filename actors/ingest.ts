@@ -14,6 +14,7 @@ import { API_KEY_HEADER, ERROR_HEADER } from "../lib/intake/api-client.js";
 import { ApiKeys, requireScope } from "../lib/intake/api-keys.js";
 import { type Intake, NATS_PRODUCER, type Producer } from "../lib/intake/intake.js";
 import { campaignOp, preferencesOp } from "../lib/intake/operations.js";
+import { endpointsOp, endpointsReadOnly, topicsOp, topicsReadOnly } from "../lib/intake/topics-ops.js";
 import { readDeliveryLog } from "../lib/tracking/delivery-log.js";
 import { engagementFor, reportEvents } from "../lib/tracking/engagement.js";
 import { readStatus } from "../lib/tracking/status.js";
@@ -39,13 +40,16 @@ type IngestMsg =
   | { type: "campaign"; msg: Msg; caller: Producer }
   | { type: "preferences"; msg: Msg; caller: Producer }
   | { type: "log"; msg: Msg; caller: Producer }
-  | { type: "events"; msg: Msg; caller: Producer };
+  | { type: "events"; msg: Msg; caller: Producer }
+  | { type: "topics"; msg: Msg; caller: Producer }
+  | { type: "endpoints"; msg: Msg; caller: Producer };
 
 /**
  * Starts the NATS surface: queue-group subscribers on `nfx.api.notify`,
  * `nfx.api.status`, `nfx.api.campaign` (`{id, action}`) and
  * `nfx.api.preferences` (`{user, optedOut?, categories?}`), `nfx.api.log` (delivery log) and
- * `nfx.api.events` (app-reported engagement), and the same operations on `nfx.ext.api.<op>`.
+ * `nfx.api.events` (app-reported engagement), `nfx.api.topics` and `nfx.api.endpoints` (`{action, …}`,
+ * lib/intake/topics-ops.ts), and the same operations on `nfx.ext.api.<op>`.
  * Requests on `nfx.api.*` come only from nfx's own NATS users and are trusted as `admin`; requests on
  * `nfx.ext.api.*` must carry a configured API key in the `Nfx-Api-Key` header (else
  * NFX_ERR_UNAUTHENTICATED) holding the operation's scope (else NFX_ERR_SCOPE_MISSING), checked before
@@ -117,6 +121,18 @@ export async function startIngest(d: IngestDeps): Promise<{ stop(): Promise<void
           need(["events"]);
           reply(im.msg, await reportEvents(engagement, decodeBody(im.msg.data, max, depth)));
           return;
+        case "topics": {
+          const body = decodeBody(im.msg.data, max, depth);
+          need(topicsReadOnly(body) ? ["topics", "read"] : ["topics"]);
+          reply(im.msg, await topicsOp(d.cfg, d.redis, body));
+          return;
+        }
+        case "endpoints": {
+          const body = decodeBody(im.msg.data, max, depth);
+          need(endpointsReadOnly(body) ? ["topics", "read"] : ["topics"]);
+          reply(im.msg, await endpointsOp(d.cfg, d.redis, body));
+          return;
+        }
         default: {
           const never: never = im;
           throw new Error(`unhandled ${(never as IngestMsg).type}`);

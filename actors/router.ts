@@ -1,19 +1,22 @@
-// Router actor: splits an accepted notification's explicit recipients by shard into fan chunks on NFX_FAN.
+// Router actor: splits an accepted notification's explicit recipients by shard into fan chunks on NFX_FAN, and a topic notification's endpoints into webhook send batches.
 import type { JsMsg } from "@nats-io/jetstream";
 
 import { encode } from "../lib/core/codec.js";
 import type { Config } from "../lib/core/config.js";
 import type { Logger } from "../lib/core/log.js";
 import { shardOf } from "../lib/core/shard-hash.js";
-import { CONSUMER, fanSubject, MSGID, STREAM } from "../lib/core/subjects.js";
-import { briefOf, type FanChunk, type Notification } from "../lib/core/types.js";
+import { CONSUMER, fanSubject, MSGID, sendSubject, STREAM } from "../lib/core/subjects.js";
+import { briefOf, type FanChunk, type Notification, type NotificationBrief, type SendBatch } from "../lib/core/types.js";
+import { topicEndpoints } from "../lib/directory/topics.js";
 import { decodeAs, runLanes } from "../lib/flow/lanes.js";
 import { stageItems } from "../lib/infra/metrics.js";
 import type { Nats } from "../lib/infra/nats.js";
+import type { Redis } from "../lib/infra/redis.js";
 
 export interface RouterDeps {
   cfg: Config;
   nats: Nats;
+  redis: Redis;
   log: Logger;
 }
 
@@ -39,16 +42,40 @@ export function planChunks(recipients: readonly string[], shards: number, chunkS
 }
 
 /**
+ * Publishes notification `brief`'s deliveries to the endpoints `endpoints` (sorted) as send batches of `batchSize`
+ * on NFX_SEND_WEBHOOK (message ids `wh:<nid>:<part>`). Resolves when JetStream stored every batch.
+ */
+export async function publishWebhookBatches(nats: Nats, brief: NotificationBrief, endpoints: readonly string[], batchSize: number): Promise<number> {
+  const parts: Promise<unknown>[] = [];
+  for (let i = 0, part = 0; i < endpoints.length; i += batchSize, part++) {
+    const batch: SendBatch = {
+      type: "send_batch", channel: "webhook", shard: 0, notifications: { [brief.id]: brief },
+      sends: endpoints.slice(i, i + batchSize).map((ep) => ({ nid: brief.id, user: ep, device: ep, token: "" })),
+    };
+    parts.push(nats.js.publish(sendSubject("webhook", brief.priority), encode(batch), { msgID: MSGID.webhooks(brief.id, part) }));
+  }
+  await Promise.all(parts);
+  return parts.length;
+}
+
+/**
  * Starts the router on every priority lane of NFX_INTAKE. For each
- * notification it publishes all fan chunks (deterministic message ids) and
- * acks the intake message only after every chunk is acknowledged by JetStream.
+ * notification it publishes all fan chunks (deterministic message ids) and,
+ * for a topic notification, the webhook batches of the topic's endpoints, and
+ * acks the intake message only after every one is acknowledged by JetStream.
+ * A topic's or segment's users are the campaign actor's.
  */
 export async function startRouter(d: RouterDeps): Promise<{ stop(): Promise<void> }> {
   const log = d.log.child({ actor: "router" });
   const handle = async (m: JsMsg): Promise<void> => {
     const n = decodeAs<Notification>(m.data, "notification");
-    if (n.segment) return; // segment targets are the campaign actor's
     const brief = briefOf(n);
+    if (n.topic) {
+      const eps = await topicEndpoints(d.redis, n.topic);
+      const batches = await publishWebhookBatches(d.nats, brief, eps, d.cfg.endpoints.batchSize);
+      if (batches) log.debug({ nid: n.id, topic: n.topic, endpoints: eps.length, batches }, "topic endpoints routed");
+    }
+    if (n.segment) return; // segment targets (a topic's users too) are the campaign actor's
     const plan = planChunks(n.recipients, d.cfg.cluster.shards, d.cfg.router.chunkSize);
     await Promise.all(
       plan.map((p) => {

@@ -125,7 +125,8 @@ export async function startTracker(d: TrackerDeps): Promise<{ stop(): Promise<vo
       fold(c, b);
       c.seq = m.seq;
       dirty.add(b.nid);
-      if (userLog) logPending.push({ nid: b.nid, entries: b.entries });
+      // Endpoint deliveries (channel webhook) are not a user's: their log is the endpoint's (nfx endpoints deliveries).
+      if (userLog) logPending.push({ nid: b.nid, entries: b.entries.filter((e) => e.channel !== "webhook") });
     }
     if (m.seq > totals.seq) {
       for (const e of b.entries) if (!e.echo) foldTotal(totals, e);

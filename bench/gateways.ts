@@ -33,7 +33,7 @@ import { adopt, startBenchCluster, waitUntil } from "./harness.js";
 import { cpuSecs } from "./proc-stats.js";
 import { report } from "./report.js";
 
-const N: Record<Exclude<Channel, "inapp">, number> = { apns: 40_000, fcm: 30_000, email: 40_000, sms: 8_000 };
+const N: Record<Exclude<Channel, "inapp" | "webhook">, number> = { apns: 40_000, fcm: 30_000, email: 40_000, sms: 8_000 };
 const BATCH = 500;
 const NFX_BIN = new URL("../cmd/nfx.js", import.meta.url).pathname;
 
@@ -69,7 +69,7 @@ async function accepted(control: number, provider: string, prefix: string): Prom
   return { byToken, perSec: n > 1 ? (n - 1) / Math.max(0.001, (last - first) / 1000) : 0 };
 }
 
-const PROVIDER: Record<Exclude<Channel, "inapp">, string> = { apns: "apns", fcm: "fcm", email: "sendgrid", sms: "twilio" };
+const PROVIDER: Record<Exclude<Channel, "inapp" | "webhook">, string> = { apns: "apns", fcm: "fcm", email: "sendgrid", sms: "twilio" };
 /** Distinct tokens per run: `r` for the bare SDK, `p` for nfx (digits for phone numbers). */
 const tokenFor = (ch: Channel, run: "r" | "p", i: number): string =>
   ch === "email" ? `${run}${i}@example.com` : ch === "sms" ? `+1${run === "r" ? 3 : 4}${String(i).padStart(9, "0")}` : `${run}${i.toString(16).padStart(8, "0")}`;
@@ -189,7 +189,7 @@ async function main(): Promise<void> {
   const cfg = loadConfig({ env: {}, overrides: mergeDeep(bc.cluster.cfg, { ...sandboxOverrides(sb.ports, key), log: { level: "warn" } }) });
   const log = createLogger({ level: "warn", redact: true });
   await ensureTopology(bc.nats, cfg);
-  const clients: Record<Exclude<Channel, "inapp">, () => ChannelClient> = {
+  const clients: Record<Exclude<Channel, "inapp" | "webhook">, () => ChannelClient> = {
     apns: () => createApnsClient(cfg), fcm: () => createFcmClient(cfg), email: () => createEmailClient(cfg), sms: () => createSmsClient(cfg),
   };
   const result: Record<string, unknown> = { bench: "gateways" };

@@ -166,7 +166,8 @@ export async function startLocalCluster(o: LocalClusterOptions): Promise<LocalCl
       // The sandbox's SendGrid posts its signed events to this cluster's webhook; Twilio calls back where each message asks.
       sandbox = await startSandbox(o.sandbox, o.sandbox.faults, { sendgridWebhookUrl: `http://127.0.0.1:${httpPort}/v1/webhooks/sendgrid` });
       stops.push(sandbox.close);
-      overrides = mergeDeep(overrides, { engagement: { baseUrl: `http://127.0.0.1:${httpPort}` }, webhooks: { sendgridPublicKey: SENDGRID_WEBHOOK_PUBLIC_KEY } });
+      // Local endpoints (the sandbox's webhook receiver, a developer's own server) are on loopback: allowed here, refused by default.
+      overrides = mergeDeep(overrides, { engagement: { baseUrl: `http://127.0.0.1:${httpPort}` }, webhooks: { sendgridPublicKey: SENDGRID_WEBHOOK_PUBLIC_KEY }, endpoints: { allowNetworks: ["127.0.0.0/8", "::1/128"] } });
     }
     overrides = mergeDeep(overrides, o.overrides ?? {});
     if (sandbox) {

@@ -16,7 +16,7 @@ const NFX_BIN = fileURLToPath(new URL("./nfx.js", import.meta.url));
  * campaign) and every gateway; the first node also runs the scheduler, the tracker and the WebSocket gateway.
  */
 export function nodeRoles(i: number): ProcessSpec[] {
-  const everywhere: ProcessSpec[] = ["ingest", "router", "shard", "campaign", "gateway-apns", "gateway-fcm", "gateway-email", "gateway-sms"];
+  const everywhere: ProcessSpec[] = ["ingest", "router", "shard", "campaign", "gateway-apns", "gateway-fcm", "gateway-email", "gateway-sms", "gateway-webhook"];
   return i === 0 ? [...everywhere, "scheduler", "tracker", "ws-gateway"] : everywhere;
 }
 

@@ -10,7 +10,7 @@ import { refusePublishedDefaults } from "../lib/infra/secrets.js";
 import { awaitTopology } from "../lib/infra/topology.js";
 import { requireNativeUws } from "../lib/infra/uws.js";
 
-export const ROLES = ["ingest", "scheduler", "router", "campaign", "shard", "gateway-apns", "gateway-fcm", "gateway-email", "gateway-sms", "ws-gateway", "tracker"] as const;
+export const ROLES = ["ingest", "scheduler", "router", "campaign", "shard", "gateway-apns", "gateway-fcm", "gateway-email", "gateway-sms", "gateway-webhook", "ws-gateway", "tracker"] as const;
 export type Role = (typeof ROLES)[number];
 
 /** Roles that consume priority lanes and can run one lane class only (`nfx run <role> --lanes urgent|bulk`). */
@@ -99,6 +99,7 @@ const starters: Record<Role, (d: Deps) => Promise<Started>> = {
   "gateway-fcm": async (d) => (await import("../actors/gateway-fcm.js")).startGatewayFcm(d),
   "gateway-email": async (d) => (await import("../actors/gateway-email.js")).startGatewayEmail(d),
   "gateway-sms": async (d) => (await import("../actors/gateway-sms.js")).startGatewaySms(d),
+  "gateway-webhook": async (d) => (await import("../actors/gateway-webhook.js")).startGatewayWebhook(d),
   "ws-gateway": startWsGatewayRole,
 };
 

@@ -1,6 +1,7 @@
 // The configuration schema with its defaults: every key nfx reads, validated at start-up, unknown keys rejected.
 import { existsSync } from "node:fs";
 
+import ipaddr from "ipaddr.js";
 import { z } from "zod";
 
 import { isPrototypeName, PROTOTYPE_NAME_RULE } from "../lib/core/own-keys.js";
@@ -11,6 +12,15 @@ const port = z.number().int().min(1).max(65535);
 const host = z.string().min(1);
 const hhmm = z.string().regex(/^([01][0-9]|2[0-3]):[0-5][0-9]$/, "must be a 24-hour HH:MM time");
 const contentChannel = z.enum(CONTENT_CHANNELS);
+/** True when `c` is an IPv4 or IPv6 network in CIDR form. */
+const isCidr = (c: string): boolean => {
+  try {
+    ipaddr.parseCIDR(c);
+    return true;
+  } catch {
+    return false;
+  }
+};
 /** A Redis Cluster seed node: a redis:// or rediss:// URL with a host, on database 0 (the only one Redis Cluster has). */
 const redisSeed = z
   .string()
@@ -20,10 +30,10 @@ const redisSeed = z
 /**
  * API-key scopes, one per kind of operation: `send` (explicit recipients), `campaigns.create` (a segment
  * target), `campaigns.control` (pause, resume, cancel), `users.write` (user records and preferences),
- * `templates` (manage templates), `read` (status, delivery logs, overview, metrics targets, templates),
+ * `templates` (manage templates), `topics` (topics, their subscribers and webhook endpoints; publishing to a topic is `send`), `read` (status, delivery logs, overview, metrics targets, templates),
  * `events` (app-reported engagement) and `admin` (every scope).
  */
-export const API_SCOPES = ["send", "campaigns.create", "campaigns.control", "users.write", "templates", "read", "events", "admin"] as const;
+export const API_SCOPES = ["send", "campaigns.create", "campaigns.control", "users.write", "templates", "topics", "read", "events", "admin"] as const;
 /** The published development default of `nats.secret`: a role refuses to start with it (lib/infra/secrets.ts). */
 export const DEV_NATS_SECRET = "nfx-local-nats-secret-change-me-in-production";
 /** The published development default of `ws.secret`: a role refuses to start with it (lib/infra/secrets.ts). */
@@ -444,6 +454,28 @@ export const configSchema = z.strictObject({
     })
     .prefault({})
     .describe("Provider callbacks (SendGrid events, Twilio status)."),
+  endpoints: z
+    .strictObject({
+      allowNetworks: z
+        .array(z.string().refine((c) => isCidr(c), "must be a network in CIDR form, e.g. 127.0.0.0/8 or fd00::/8"))
+        .default([])
+        .describe("Networks (CIDR) endpoint URLs may resolve into although they are loopback, private, link-local or otherwise not public; empty: none (SSRF protection). A local cluster and the tests allow 127.0.0.0/8."),
+      timeoutMs: z.number().int().min(100).max(60_000).default(10_000).describe("How long a delivery may take, connection to last byte of the answer; past it the attempt failed (retried)."),
+      maxAttempts: z.number().int().min(1).max(100).default(12).describe("Attempts of one delivery before it is failed and dead-lettered (when its endpoint is not paused first)."),
+      backoffBaseMs: z.number().int().min(10).max(3_600_000).default(5000).describe("First retry delay; doubles per attempt, with full jitter, up to `backoffMaxMs`. A `Retry-After` answer waits at least what it asks."),
+      backoffMaxMs: z.number().int().min(10).max(86_400_000).default(3_600_000).describe("Longest retry delay."),
+      pauseAfterFailures: z.number().int().min(1).max(10_000).default(10).describe("Consecutive failed attempts after which an endpoint is paused (together with `pauseAfterMs`)."),
+      pauseAfterMs: z.number().int().min(0).max(30 * 86_400_000).default(600_000).describe("How long an endpoint must have been failing, since its last success, before it is paused (together with `pauseAfterFailures`)."),
+      socketsPerHost: z.number().int().min(1).max(1024).default(8).describe("Keep-alive connections per endpoint host (undici pool)."),
+      maxEndpointsPerProcess: z.number().int().min(1).max(100_000).default(5000).describe("Endpoints one gateway process delivers to at once (each in order, one request at a time)."),
+      leaseMs: z.number().int().min(1000).max(300_000).default(15_000).describe("Hold a gateway process keeps on an endpoint it delivers to; a dead process's endpoints go to another after it."),
+      secretOverlapSec: z.number().int().min(0).max(30 * 86400).default(86_400).describe("After a secret rotation, how long deliveries are also signed with the old secret."),
+      batchSize: z.number().int().min(1).max(10_000).default(500).describe("Endpoint deliveries per send batch on NFX_SEND_WEBHOOK."),
+      doneTtlSec: z.number().int().min(60).max(30 * 86400).default(86_400).describe("How long a delivered id is remembered so a redelivered batch does not deliver it again."),
+      historyPerEndpoint: z.number().int().min(0).max(10_000).default(100).describe("Recent deliveries kept per endpoint for `nfx endpoints deliveries`."),
+    })
+    .prefault({})
+    .describe("Webhook endpoints (systems subscribed to topics): delivery, retries, pausing, SSRF protection."),
   metrics: z
     .strictObject({
       enabled: z.boolean().default(true).describe("Serve Prometheus `/metrics` (and `/metrics.json`) from every process."),

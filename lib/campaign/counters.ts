@@ -143,7 +143,7 @@ export function shedByReason(c: Counters): Record<string, number> {
 }
 
 /** The content channel an operator thinks in: APNs and FCM are both push. */
-export const contentChannelOf = (c: Channel | undefined): ContentChannel | undefined => (c === "apns" || c === "fcm" ? "push" : c);
+export const contentChannelOf = (c: Channel | undefined): ContentChannel | "webhook" | undefined => (c === "apns" || c === "fcm" ? "push" : c);
 
 /** Delivery totals of one content channel across every notification. */
 export interface ChannelTotal {
@@ -160,12 +160,12 @@ export interface ChannelTotal {
 /** Per-channel totals since the cluster began counting, with the receipt sequence folded in last. */
 export interface ChannelTotals {
   seq: number;
-  channels: Record<ContentChannel, ChannelTotal>;
+  channels: Record<ContentChannel | "webhook", ChannelTotal>;
   updatedAt: number;
 }
 
 const zeroTotal = (): ChannelTotal => ({ sent: 0, delivered: 0, failed: 0, expired: 0, shed: 0, opened: 0, clicked: 0 });
-export const emptyTotals = (): ChannelTotals => ({ seq: 0, channels: { push: zeroTotal(), email: zeroTotal(), sms: zeroTotal(), inapp: zeroTotal() }, updatedAt: 0 });
+export const emptyTotals = (): ChannelTotals => ({ seq: 0, channels: { push: zeroTotal(), email: zeroTotal(), sms: zeroTotal(), inapp: zeroTotal(), webhook: zeroTotal() }, updatedAt: 0 });
 
 
 /** Folds one receipt entry into the per-channel totals (entries without a channel are recipient-level and skipped). */
@@ -205,6 +205,6 @@ export async function readTotals(kv: KV): Promise<ChannelTotals> {
   if (!e || e.operation !== "PUT") return emptyTotals();
   const t = decodeJson<ChannelTotals>(e.value);
   const z = emptyTotals();
-  for (const ch of Object.keys(z.channels) as ContentChannel[]) z.channels[ch] = { ...zeroTotal(), ...t.channels?.[ch] };
+  for (const ch of Object.keys(z.channels) as (keyof ChannelTotals["channels"])[]) z.channels[ch] = { ...zeroTotal(), ...t.channels?.[ch] };
   return { ...z, seq: t.seq ?? 0, updatedAt: t.updatedAt ?? 0 };
 }

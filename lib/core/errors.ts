@@ -65,6 +65,10 @@ export class IdempotencyConflict extends errorClass("NFX_ERR_IDEMPOTENCY_CONFLIC
 export class CategoryUnknown extends errorClass("NFX_ERR_CATEGORY_UNKNOWN", 422) {}
 /** The segment is neither built in nor defined. */
 export class SegmentUnknown extends errorClass("NFX_ERR_SEGMENT_UNKNOWN", 422) {}
+/** The topic does not exist. */
+export class TopicUnknown extends errorClass("NFX_ERR_TOPIC_UNKNOWN", 422) {}
+/** A webhook endpoint URL is refused: not http(s), or it resolves to a loopback, private, link-local or metadata address that `endpoints.allowNetworks` does not allow (SSRF protection). */
+export class EndpointRefused extends errorClass("NFX_ERR_ENDPOINT_REFUSED", 422) {}
 /** The template does not exist. */
 export class TemplateNotFound extends errorClass("NFX_ERR_TEMPLATE_NOT_FOUND", 422) {}
 /** The template needs variables the request did not give, or lacks a channel the request wants. */
@@ -124,7 +128,7 @@ export class Fenced extends errorClass("NFX_ERR_FENCED", 409) {}
  */
 export const ERROR_CLASSES = [
   ConfigInvalid, RequestInvalid, RequestUndecodable, BodyTooLarge, UnsupportedMediaType, Unauthenticated, Forbidden, ScopeMissing,
-  IdempotencyConflict, CategoryUnknown, SegmentUnknown, TemplateNotFound, TemplateMismatch, TemplateInvalid, PayloadTooLarge,
+  IdempotencyConflict, CategoryUnknown, SegmentUnknown, TopicUnknown, EndpointRefused, TemplateNotFound, TemplateMismatch, TemplateInvalid, PayloadTooLarge,
   ScheduleInvalid, ChannelUnavailable, CampaignStateConflict, NotFound, StoreUnavailable, ServiceUnavailable, InsecureDefault, RuntimeMissing, ProviderError, Fenced,
 ] as const;
 

@@ -56,3 +56,34 @@ export const BOUNCED_KEY = "nfx:bounced";
 
 /** A provider webhook event already applied (SendGrid sg_event_id, Twilio sid + status): redelivered webhooks count once. */
 export const webhookSeenKey = (provider: string, eventId: string): string => `nfx:wh:${provider}:${eventId}`;
+
+/** Topic definitions: hash name -> JSON definition. */
+export const TOPICS_KEY = "nfx:topics";
+
+/** The user subscribers of a topic in one shard (sorted set, score 0, iterated in id order like a segment). */
+export const topicUsersKey = (shard: number, topic: string): string => `nfx:${tag(shard)}:tpc:${topic}`;
+
+/** The endpoints subscribed to a topic: set of endpoint ids. */
+export const topicEndpointsKey = (topic: string): string => `nfx:tpe:${topic}`;
+
+/** Webhook endpoints: hash id -> JSON endpoint (URL, secrets, filter, rate limit). */
+export const ENDPOINTS_KEY = "nfx:endpoints";
+
+/** Endpoints with deliveries waiting: set of endpoint ids (gateway-webhook processes take them from here). */
+export const ENDPOINTS_ACTIVE_KEY = "nfx:ep:active";
+
+/** Keys of one endpoint share the hash tag {e:<id>}, so its queue scripts run on one Redis Cluster node. */
+const etag = (endpoint: string): string => `{e:${endpoint}}`;
+/** An endpoint's deliveries in publish order: list of delivery ids. */
+export const endpointQueueKey = (endpoint: string): string => `nfx:${etag(endpoint)}:q`;
+/** An endpoint's queued deliveries: hash delivery id -> JSON (notification, type, body, enqueued at). */
+export const endpointItemsKey = (endpoint: string): string => `nfx:${etag(endpoint)}:i`;
+/** Delivery ids an endpoint has finished (delivered or failed): sorted set id -> time, trimmed after `endpoints.doneTtlSec`. */
+export const endpointDoneKey = (endpoint: string): string => `nfx:${etag(endpoint)}:done`;
+/** An endpoint's delivery state: hash (delivered, failed, attempts, nextAt, lastStatus, lastError, failingSince, consecutive, paused, pausedReason). */
+export const endpointStateKey = (endpoint: string): string => `nfx:${etag(endpoint)}:st`;
+/** The gateway process delivering to an endpoint now (value: its owner id; TTL `endpoints.leaseMs`). */
+export const endpointLeaseKey = (endpoint: string): string => `nfx:${etag(endpoint)}:lease`;
+/** An endpoint's recent deliveries and their outcomes, newest last (list of JSON, capped at `endpoints.historyPerEndpoint`). */
+export const endpointHistoryKey = (endpoint: string): string => `nfx:${etag(endpoint)}:h`;
+

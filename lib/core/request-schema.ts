@@ -6,7 +6,7 @@ import { isPrototypeName, PROTOTYPE_NAME_RULE } from "./own-keys.js";
 import { formatIssue } from "./zod-issues.js";
 
 export { formatIssue };
-import { ID_PATTERN, PRIORITIES } from "./subjects.js";
+import { ID_PATTERN, PRIORITIES, TOPIC_NAME } from "./subjects.js";
 import { CONTENT_CHANNELS } from "./types.js";
 
 /** Maximum explicit recipients in one request. */
@@ -62,11 +62,19 @@ const email = z
   .refine((e) => e.html !== undefined || e.text !== undefined, { message: "needs html or text", path: ["html"] });
 const sms = z.strictObject({ text: z.string().min(1, "must not be empty").max(SMS_MAX, `must be at most ${SMS_MAX} characters`) });
 const inapp = z.strictObject({ payload: z.record(z.string(), z.unknown()).refine((p) => JSON.stringify(p).length <= 4096, "must be at most 4096 bytes of JSON") });
+/** What a topic's webhook endpoints receive. */
+const webhook = z.strictObject({
+  type: z.string().regex(/^[A-Za-z0-9_.:-]{1,128}$/, "must be an event type: 1-128 characters of A-Z a-z 0-9 _ . : -"),
+  data: z.record(z.string(), z.unknown()).refine((p) => Buffer.byteLength(JSON.stringify(p)) <= 65_536, "must be at most 65536 bytes of JSON"),
+});
+/** A topic name. */
+export const topicName = z.string().regex(TOPIC_NAME, "must be a topic name: 1-64 characters of a-z 0-9 _ . - starting with a letter or digit");
 
 export const notifySchema = z
   .strictObject({
     recipients: z.array(id).min(1, "must name at least one recipient").max(MAX_RECIPIENTS, `must name at most ${MAX_RECIPIENTS} recipients`).optional(),
-    segment: z.string().regex(/^[a-z0-9][a-z0-9_:-]{0,63}$/, "must be a segment name: 1-64 characters of a-z 0-9 _ : -").optional(),
+    segment: z.string().regex(/^[a-z0-9][a-z0-9_:-]{0,63}$/, "must be a segment name: 1-64 characters of a-z 0-9 _ : -").refine((s) => !s.startsWith("topic:"), "must not start with topic: (send to a topic with the topic field)").optional(),
+    topic: topicName.optional(),
     category: z.string().regex(/^[a-z][a-z0-9_-]{0,63}$/, "must be a category name").refine((c) => !isPrototypeName(c), PROTOTYPE_NAME_RULE),
     priority: z.enum(PRIORITIES).optional(),
     channels: z
@@ -82,7 +90,7 @@ export const notifySchema = z
       })
       .optional(),
     content: z
-      .strictObject({ push: push.optional(), email: email.optional(), sms: sms.optional(), inapp: inapp.optional() })
+      .strictObject({ push: push.optional(), email: email.optional(), sms: sms.optional(), inapp: inapp.optional(), webhook: webhook.optional() })
       .refine((c) => Object.keys(c).length > 0, "must have content for at least one channel")
       .optional(),
     collapseKey: z.string().min(1).refine(bytesAtMost(64), "must be at most 64 bytes (APNs collapse id limit)").optional(),
@@ -94,14 +102,15 @@ export const notifySchema = z
     campaign: z.strictObject({ rate: z.number().min(0, "must be >= 0 (users per second; 0 = no limit)").max(10_000_000).optional() }).optional(),
   })
   .superRefine((r, ctx) => {
-    if ((r.recipients === undefined) === (r.segment === undefined)) {
-      ctx.addIssue({ code: "custom", path: ["recipients"], message: "exactly one of recipients or segment is required" });
+    if ([r.recipients, r.segment, r.topic].filter((x) => x !== undefined).length !== 1) {
+      ctx.addIssue({ code: "custom", path: ["recipients"], message: "exactly one of recipients, segment or topic is required" });
     }
+    if (r.content?.webhook && r.topic === undefined) ctx.addIssue({ code: "custom", path: ["content", "webhook"], message: "only applies to topic targets (endpoints subscribe to topics)" });
     if ((r.template === undefined) === (r.content === undefined)) {
       ctx.addIssue({ code: "custom", path: ["content"], message: "exactly one of content or template is required" });
     }
     if (r.ttlSec !== undefined && r.expiresAt !== undefined) ctx.addIssue({ code: "custom", path: ["expiresAt"], message: "give ttlSec or expiresAt, not both" });
-    if (r.campaign !== undefined && r.segment === undefined) ctx.addIssue({ code: "custom", path: ["campaign"], message: "only applies to segment targets" });
+    if (r.campaign !== undefined && r.segment === undefined && r.topic === undefined) ctx.addIssue({ code: "custom", path: ["campaign"], message: "only applies to segment and topic targets" });
   });
 
 export type NotifyRequest = z.infer<typeof notifySchema>;

@@ -16,8 +16,12 @@ export const CLASS_PRIORITIES: Readonly<Record<LaneClass, readonly Priority[]>> 
 /** The lane class of a priority. */
 export const laneClassOf = (p: Priority): LaneClass => (p === "critical" || p === "high" ? "urgent" : "bulk");
 
-/** Delivery channels, each with its own send stream. apns, fcm, email and sms have provider gateways; inapp sends wait in their stream for the WebSocket gateway. */
-export const CHANNELS = ["apns", "fcm", "email", "sms", "inapp"] as const;
+/**
+ * Delivery channels, each with its own send stream. apns, fcm, email and sms have provider gateways; inapp sends
+ * wait in their stream for the WebSocket gateway; webhook sends go to the endpoints subscribed to a topic
+ * (gateway-webhook), never to users' devices.
+ */
+export const CHANNELS = ["apns", "fcm", "email", "sms", "inapp", "webhook"] as const;
 export type Channel = (typeof CHANNELS)[number];
 /** Channels with a gateway in this version; only they get gateway consumers. */
 export const GATEWAY_CHANNELS = ["apns", "fcm", "email", "sms"] as const satisfies readonly Channel[];
@@ -38,6 +42,10 @@ export const API = {
   log: "nfx.api.log",
   /** App-reported engagement (`{events:[…]}`, as `POST /v1/events`). */
   events: "nfx.api.events",
+  /** Topics and their subscribers (`{action, …}`: docs/topics.md). */
+  topics: "nfx.api.topics",
+  /** Webhook endpoints (`{action, …}`: docs/topics.md). */
+  endpoints: "nfx.api.endpoints",
   all: "nfx.api.>",
 } as const;
 export const QUEUE_INGEST = "nfx-ingest";
@@ -51,7 +59,7 @@ export const QUEUE_INGEST = "nfx-ingest";
 export const isInboxReply = (reply: string): boolean => /^(_INBOX(_[A-Za-z0-9_-]+)?|_R_)\.[^\s>*]+$/.test(reply);
 
 /** The operations of the request/reply API: the last token of an `nfx.api.<op>` or `nfx.ext.api.<op>` subject. */
-export const API_OPS = ["notify", "status", "campaign", "preferences", "log", "events"] as const satisfies readonly (keyof typeof API)[];
+export const API_OPS = ["notify", "status", "campaign", "preferences", "log", "events", "topics", "endpoints"] as const satisfies readonly (keyof typeof API)[];
 export type ApiOp = (typeof API_OPS)[number];
 
 /**
@@ -223,6 +231,10 @@ export const MSGID = {
   receipts: (stage: string, nid: string, entriesHash: string): string => `${stage}:${nid}:${entriesHash}`,
   /** A pushed-back part of a send batch, held on NFX_RETRY until due (`releaseId`: its {@link MSGID.retry} id). */
   held: (releaseId: string): string => `q:${releaseId}`,
+  /** A topic notification's endpoint deliveries, batch `part` (the router). */
+  webhooks: (nid: string, part: number): string => `wh:${nid}:${part}`,
+  /** The receipt of one endpoint delivery's outcome (`deliveryId`: {@link webhookDeliveryId}). */
+  webhookOutcome: (deliveryId: string, outcome: string): string => `whr:${deliveryId}:${outcome}`,
 } as const;
 
 /** Keys in the leases bucket: one lease per user shard, one liveness record per shard-actor process. */
@@ -249,3 +261,10 @@ export const checkpointPartsOf = (key: string, gen: string): string => `${key}.$
 
 /** Characters allowed in ids that end up inside subjects and keys. */
 export const ID_PATTERN = /^[A-Za-z0-9_\-:@+=]{1,128}$/;
+
+/** The id of one notification's delivery to one endpoint: the `webhook-id` header, the same on every attempt (receivers deduplicate by it). */
+export const webhookDeliveryId = (nid: string, endpoint: string): string => `${nid}.${endpoint}`;
+/** Topic names: 1-64 characters of a-z 0-9 _ . - (starting with a letter or digit). */
+export const TOPIC_NAME = /^[a-z0-9][a-z0-9_.-]{0,63}$/;
+/** Endpoint ids: `ep_` and 16 characters (generated). */
+export const ENDPOINT_ID = /^ep_[0-9a-z]{16}$/;

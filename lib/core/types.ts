@@ -25,12 +25,19 @@ export interface InAppContent {
   payload: Record<string, unknown>;
 }
 
-/** Inline content, per content channel. */
+/** What a topic's webhook endpoints receive: the event type and its data (the body is `{type, timestamp, data}`). */
+export interface WebhookContent {
+  type: string;
+  data: Record<string, unknown>;
+}
+
+/** Inline content, per content channel; `webhook` is for a topic's endpoints. */
 export interface Content {
   push?: PushContent;
   email?: EmailContent;
   sms?: SmsContent;
   inapp?: InAppContent;
+  webhook?: WebhookContent;
 }
 
 export type TemplateVariables = Record<string, string | number | boolean>;
@@ -77,6 +84,8 @@ export interface Notification {
   /** Explicit recipients; empty when `segment` is set. */
   recipients: string[];
   segment?: string;
+  /** The topic it was published to: its user subscribers are the campaign's segment `topic:<name>`, its endpoints get webhooks. */
+  topic?: string;
   /** Campaign options of a segment notification. */
   campaign?: { rate?: number };
   /** Channels the producer wants, in order of preference. */
@@ -90,7 +99,7 @@ export interface Notification {
 }
 
 /** What every per-recipient stage needs of the notification, carried once per batch. */
-export type NotificationBrief = Pick<Notification, "id" | "createdAt" | "expiresAt" | "priority" | "category" | "channels" | "content" | "template" | "collapseKey" | "segment">;
+export type NotificationBrief = Pick<Notification, "id" | "createdAt" | "expiresAt" | "priority" | "category" | "channels" | "content" | "template" | "collapseKey" | "segment" | "topic">;
 
 /** One shard's slice of one notification, on NFX_FAN. */
 export interface FanChunk {
@@ -260,9 +269,9 @@ export interface DeadLetter {
 
 /** The part of a notification every per-recipient stage needs (no recipient list). */
 export function briefOf(n: Notification): NotificationBrief {
-  const { id, createdAt, expiresAt, priority, category, channels, content, template, collapseKey, segment } = n;
+  const { id, createdAt, expiresAt, priority, category, channels, content, template, collapseKey, segment, topic } = n;
   return {
     id, createdAt, expiresAt, priority, category, channels,
-    ...(content ? { content } : {}), ...(template ? { template } : {}), ...(collapseKey ? { collapseKey } : {}), ...(segment ? { segment } : {}),
+    ...(content ? { content } : {}), ...(template ? { template } : {}), ...(collapseKey ? { collapseKey } : {}), ...(segment ? { segment } : {}), ...(topic ? { topic } : {}),
   };
 }

@@ -2,12 +2,13 @@
 import { z } from "zod";
 
 import { RequestInvalid, SegmentUnknown } from "../core/errors.js";
-import { lastActiveKey, segmentBuildingKey, segmentKey, SEGMENTS_KEY, userIndexKey } from "../core/keys.js";
+import { lastActiveKey, segmentBuildingKey, segmentKey, SEGMENTS_KEY, topicUsersKey, userIndexKey } from "../core/keys.js";
 import { ownValue } from "../core/own-keys.js";
 import type { UserRecord } from "../core/types.js";
 import type { Redis } from "../infra/redis.js";
 import { withScripts } from "../infra/scripts.js";
 import { readUsers } from "./directory.js";
+import { requireTopic, TOPIC_SEGMENT_PREFIX } from "./topics.js";
 
 const DAY = 86_400_000;
 /** Built-in segment names: `all`, and `active_<N>d` for "active within the last N days". */
@@ -57,6 +58,12 @@ export interface SegmentSource {
 export async function segmentSource(redis: Redis, name: string, asOf: number): Promise<SegmentSource> {
   const b = BUILTIN.exec(name);
   if (b) return b[2] ? { key: userIndexKey, filter: { activeSince: asOf - Number(b[2]) * DAY } } : { key: userIndexKey };
+  if (name.startsWith(TOPIC_SEGMENT_PREFIX)) {
+    // A topic notification's users: the topic's per-shard subscriber sets (lib/directory/topics.ts).
+    const topic = name.slice(TOPIC_SEGMENT_PREFIX.length);
+    await requireTopic(redis, topic);
+    return { key: (s) => topicUsersKey(s, topic) };
+  }
   if (!(await redis.hexists(SEGMENTS_KEY, name))) {
     throw new SegmentUnknown(`segment: no segment ${name} (define it with \`nfx segments define\`; built in: all, active_<N>d)`, { field: "segment" });
   }
@@ -107,7 +114,9 @@ async function forEachUser(redis: Redis, shard: number, batch: number, visit: (u
  * member count.
  */
 export async function defineSegment(redis: Redis, shards: number, name: string, rule: SegmentRule, now: number, onShard?: (done: number) => void): Promise<SegmentDefinition> {
-  if (!SEGMENT_NAME.test(name) || BUILTIN.test(name)) throw new RequestInvalid(`name: must match ${SEGMENT_NAME} and not be a built-in name`, { field: "name" });
+  if (!SEGMENT_NAME.test(name) || BUILTIN.test(name) || name.startsWith(TOPIC_SEGMENT_PREFIX)) {
+    throw new RequestInvalid(`name: must match ${SEGMENT_NAME}, not be a built-in name and not start with ${TOPIC_SEGMENT_PREFIX} (a topic's users)`, { field: "name" });
+  }
   const parsed = segmentRuleSchema.parse(rule);
   let members = 0;
   for (let s = 0; s < shards; s++) {

@@ -33,6 +33,7 @@ export async function changedSince(redis: Redis, batch: SendBatch, users: readon
  * deleted user reaches here as opted out (see {@link changedSince}).
  */
 export function recheck(u: UserRecord, n: NotificationBrief, channel: Channel): string | null {
+  if (channel === "webhook") return null; // endpoints are not users
   if (u.optedOut) return "opted_out";
   if (ownValue(u.preferences?.categories, n.category)?.[contentOf(channel)] === false) return "preference_off";
   return null;

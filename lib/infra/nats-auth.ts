@@ -4,7 +4,7 @@ import { createHmac } from "node:crypto";
 import { ADMISSION, API, API_OPS, BUCKET, type Channel, CONSUMER, deferAll, dirChangedAll, dlqSubject, extApiAll, extApiSubject, fanAll, GATEWAY_CHANNELS, intakeAll, KV_STORE, presenceAll, receiptAll, retryOf, sendAll, STREAM, trailAll } from "../core/subjects.js";
 
 /** nfx's own NATS identities: one per role, plus `admin` (the CLI, `nfx init`, tools and tests). */
-export const NATS_ROLE_USERS = ["ingest", "scheduler", "router", "campaign", "shard", "gateway-apns", "gateway-fcm", "gateway-email", "gateway-sms", "ws-gateway", "tracker"] as const;
+export const NATS_ROLE_USERS = ["ingest", "scheduler", "router", "campaign", "shard", "gateway-apns", "gateway-fcm", "gateway-email", "gateway-sms", "gateway-webhook", "ws-gateway", "tracker"] as const;
 export type NatsRoleUser = (typeof NATS_ROLE_USERS)[number];
 export type NatsIdentity = NatsRoleUser | "admin";
 
@@ -90,7 +90,7 @@ export const ROLE_PERMISSIONS: Readonly<Record<NatsRoleUser, Perm>> = {
     sub: [],
   },
   router: {
-    pub: [...js.consume(STREAM.intake), fanAll, ...kv.read(BUCKET.templates)],
+    pub: [...js.consume(STREAM.intake), fanAll, send("webhook"), ...kv.read(BUCKET.templates)],
     sub: [],
   },
   campaign: {
@@ -110,6 +110,8 @@ export const ROLE_PERMISSIONS: Readonly<Record<NatsRoleUser, Perm>> = {
   "gateway-fcm": gateway("fcm"),
   "gateway-email": gateway("email"),
   "gateway-sms": gateway("sms"),
+  // Webhook endpoints: its send stream in, receipts and dead letters out (its retries wait in Redis, not NFX_RETRY).
+  "gateway-webhook": { pub: [...js.consume(STREAM.send("webhook")), receiptAll, dlqSubject("webhook")], sub: [] },
   "ws-gateway": {
     pub: [...js.consume(STREAM.send("inapp")), "nfx.live.>", presenceAll, receiptAll, send("*"), ...kv.read(BUCKET.campaigns), ADMISSION.all],
     sub: ["nfx.live.>", presenceAll, ADMISSION.all],

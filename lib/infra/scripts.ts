@@ -45,6 +45,16 @@ export interface ScriptCommands {
   nfxUpdatePreferencesBuffer(user: string, changed: string, patchJson: string, now: string, userId: string): Promise<Buffer | null>;
   /** removeDevice-1.lua */
   nfxRemoveDevice(user: string, deviceId: string, token: string): Promise<number>;
+  /** endpointEnqueue-3.lua */
+  nfxEndpointEnqueue(queue: string, items: string, done: string, force: "1" | "0", ...idJsonPairs: string[]): Promise<number>;
+  /** endpointHead-2.lua */
+  nfxEndpointHead(queue: string, items: string, max: number): Promise<string[]>;
+  /** endpointSettle-5.lua */
+  nfxEndpointSettle(queue: string, items: string, done: string, state: string, history: string, id: string, outcome: "delivered" | "failed", now: number, status: number, doneTtlMs: number, historyCap: number, entry: string): Promise<number>;
+  /** endpointFail-1.lua */
+  nfxEndpointFail(state: string, now: number, nextAt: number, status: number, error: string, attempts: number): Promise<[number, number]>;
+  /** endpointLease-1.lua */
+  nfxEndpointLease(lease: string, owner: string, ms: number, mode: "take" | "renew" | "release"): Promise<number>;
 }
 
 /** A client (of one server or of a cluster) with every script defined. */

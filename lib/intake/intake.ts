@@ -14,8 +14,9 @@ import { newNotificationId } from "../core/ids.js";
 import { ownValue } from "../core/own-keys.js";
 import { type NotifyRequest, parseNotifyRequest } from "../core/request-schema.js";
 import { idempotencyKvKey, intakeSubject, MSGID, PRIORITIES, type Priority, scheduledSubject } from "../core/subjects.js";
-import type { ContentChannel, Notification, TemplateUse } from "../core/types.js";
+import { CONTENT_CHANNELS, type ContentChannel, type Notification, type TemplateUse } from "../core/types.js";
 import { segmentSource } from "../directory/segments.js";
+import { requireTopic, TOPIC_SEGMENT_PREFIX } from "../directory/topics.js";
 import { JsPublisher } from "../flow/js-publisher.js";
 import { stageItems } from "../infra/metrics.js";
 import type { Nats } from "../infra/nats.js";
@@ -87,6 +88,7 @@ export class Intake {
     const req = parseNotifyRequest(body);
     // A segment target starts a campaign: its own scope, checked before anything else is looked at.
     if (req.segment !== undefined) requireScope(producer, ["campaigns.create"], { field: "segment", what: "a segment target (it starts a campaign)" });
+    else if (req.topic !== undefined) requireScope(producer, ["send"], { field: "topic", what: "a publish to a topic" });
     else requireScope(producer, ["send"], { field: "recipients", what: "a send to listed recipients" });
     const category = ownValue(cfg.categories, req.category);
     if (!category) throw new CategoryUnknown(`category: unknown category ${req.category} (one of ${Object.keys(cfg.categories).join(", ")})`, { field: "category" });
@@ -96,6 +98,7 @@ export class Intake {
     }
     if (!producer.priorities.includes(priority)) throw new Forbidden(`priority: key ${producer.name} may not send priority ${priority}`, { field: "priority" });
     if (req.segment !== undefined) await segmentSource(this.d.redis, req.segment, this.now()); // throws naming `segment` if unknown
+    if (req.topic !== undefined) await requireTopic(this.d.redis, req.topic); // throws naming `topic` if unknown
 
     let template: TemplateUse | undefined;
     let offered: ContentChannel[];
@@ -109,12 +112,14 @@ export class Intake {
       template = { template: t, variables: req.template.variables, ...(req.template.locale ? { locale: req.template.locale } : {}) };
       offered = templateChannels(t);
     } else {
-      offered = (Object.keys(req.content!) as ContentChannel[]).filter((c) => req.content![c]);
+      offered = CONTENT_CHANNELS.filter((c) => req.content![c]);
     }
     // Without an explicit list: every channel with content that this cluster can deliver.
     const enabled: readonly ContentChannel[] = cfg.ingest.channels;
     const channels = req.channels ?? offered.filter((c) => enabled.includes(c));
-    if (channels.length === 0) {
+    // A topic publish with webhook content only goes to the topic's endpoints: no channel for its users is fine.
+    const endpointsOnly = req.topic !== undefined && req.content?.webhook !== undefined && offered.length === 0 && req.channels === undefined;
+    if (channels.length === 0 && !endpointsOnly) {
       const field = req.template ? "template.id" : "content";
       throw new ChannelUnavailable(`${field}: has content only for ${offered.join(", ")}, and this cluster delivers ${enabled.join(", ")}`, { field });
     }
@@ -165,6 +170,8 @@ export class Intake {
       category: req.category,
       recipients: [...new Set(req.recipients ?? [])],
       ...(req.segment ? { segment: req.segment, campaign: { ...(req.campaign?.rate !== undefined ? { rate: req.campaign.rate } : {}) } } : {}),
+      // A topic's users are reached as the campaign of segment topic:<name> (lib/directory/topics.ts); its endpoints by the router.
+      ...(req.topic ? { topic: req.topic, ...(channels.length ? { segment: `${TOPIC_SEGMENT_PREFIX}${req.topic}`, campaign: { ...(req.campaign?.rate !== undefined ? { rate: req.campaign.rate } : {}) } } : {}) } : {}),
       channels,
       ...(req.content ? { content: req.content } : {}),
       ...(template ? { template } : {}),

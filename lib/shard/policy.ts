@@ -87,7 +87,7 @@ export interface DecideContext {
 const NO_CATEGORY: CategoryPolicy = { presenceRouting: false, quietHours: true };
 
 /** Content channel of a delivery channel. */
-export const contentOf = (c: Channel): ContentChannel => (c === "apns" || c === "fcm" ? "push" : c);
+export const contentOf = (c: Exclude<Channel, "webhook">): ContentChannel => (c === "apns" || c === "fcm" ? "push" : c);
 
 /** The destinations `user` has on content channel `ch` (push: one per device with a token). */
 export function targetsOn(ch: ContentChannel, r: Recipient): Target[] {

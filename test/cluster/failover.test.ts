@@ -9,9 +9,10 @@ import { decode } from "../../lib/core/codec.js";
 import { deliveryKey } from "../../lib/core/ids.js";
 import { deliveredKey } from "../../lib/core/keys.js";
 import { shardOf } from "../../lib/core/shard-hash.js";
-import { API, BUCKET, checkpointKey, CONSUMER, fanSubject, LEASE_KEY, PRIORITIES, STREAM } from "../../lib/core/subjects.js";
-import type { UserRecord } from "../../lib/core/types.js";
+import { API, BUCKET, checkpointKey, CONSUMER, fanSubject, LEASE_KEY, PRIORITIES, receiptSubject, STREAM } from "../../lib/core/subjects.js";
+import type { ReceiptBatch, UserRecord } from "../../lib/core/types.js";
 import { writeUsers } from "../../lib/directory/directory.js";
+import { readStored } from "../../lib/flow/stream-read.js";
 import { syntheticUser } from "../../lib/directory/users.js";
 import { callApi, notify, status } from "../../lib/intake/api-client.js";
 import { deliveryAudit, sleep } from "../helpers/chaos.js";
@@ -149,6 +150,17 @@ t.test(`${USERS.toLocaleString("en")} users; JetStream leaders SIGKILLed ${NATS_
     ].join("\n");
   }
 
+  /** Durable consumers whose delivered position is past their stream's last sequence (nats-server #5412, #6124: they skip what is published until the stream catches up). */
+  async function consumersAhead(): Promise<string> {
+    const out: string[] = [];
+    for await (const si of nats.jsm.streams.list()) {
+      for await (const ci of nats.jsm.consumers.list(si.config.name)) {
+        if (ci.delivered.stream_seq > si.state.last_seq) out.push(`${si.config.name}/${ci.name}: delivered ${ci.delivered.stream_seq} > stream last ${si.state.last_seq} (first ${si.state.first_seq}, ${si.state.messages} msgs)`);
+      }
+    }
+    return out.length ? out.join("\n") : "no consumer is ahead of its stream";
+  }
+
   /** Every stream and bucket has a leader and two replicas that are current. */
   const allCurrent = async (): Promise<boolean> => {
     for await (const si of nats.jsm.streams.list()) {
@@ -212,6 +224,28 @@ t.test(`${USERS.toLocaleString("en")} users; JetStream leaders SIGKILLed ${NATS_
     trackerSent = await campaignStatus().then((s) => s.counters.sent, () => null);
     if (trackerSent === expected.size) break;
   }
+  if (trackerSent !== expected.size) {
+    // Where the counters stand, for the failure log: the tracker's consumers of receipts and the sandboxes' last acceptance.
+    const cons = await Promise.all(([[STREAM.receipts, CONSUMER.tracker], [STREAM.intake, CONSUMER.trackerIntake]] as const).map(([stream, name]) => nats.jsm.consumers.info(stream, name).then((c) => `${name}: leader ${c.cluster?.leader ?? "NONE"} pending ${c.num_pending} ack_pending ${c.num_ack_pending} waiting ${c.num_waiting} redelivered ${c.num_redelivered} ack floor ${c.ack_floor.stream_seq}`, (err: Error) => `${name}: ${err.message}`)));
+    const last = recorder.accepted().reduce((a, d) => (d.nid === id && d.at > a ? d.at : a), 0);
+    // What NFX_RECEIPTS holds for the campaign: counted "sent" entries, distinct devices among them, echoes.
+    let sentEntries = 0;
+    let echoes = 0;
+    let batches = 0;
+    const sentDevices = new Set<string>();
+    await readStored(nats, STREAM.receipts, (m) => {
+      const rb = decode<ReceiptBatch>(m.data);
+      batches++;
+      for (const e of rb.entries) {
+        if (e.outcome !== "sent") continue;
+        if (e.echo) echoes++;
+        else (sentEntries++, sentDevices.add(`${e.user}|${e.device}`));
+      }
+    }, receiptSubject(id)).catch((err: Error) => console.error(`receipts not read: ${err.message}`));
+    console.error(await consumersAhead().catch((err: Error) => err.message));
+    console.error(`NFX_RECEIPTS for the campaign: ${batches} batches, ${sentEntries} sent entries (${sentDevices.size} distinct devices), ${echoes} echoes`);
+    console.error(`tracker sent ${trackerSent} of ${expected.size}; last campaign send accepted ${((Date.now() - last) / 1000).toFixed(1)} s ago; ${cons.join("; ")}; ${JSON.stringify(await campaignStatus().catch((err: Error) => err.message))}`);
+  }
   await sleep(2000);
   const got = audit.acceptedNow();
   const lost = [...expected].filter((tok) => !got.has(tok)).length;
@@ -220,6 +254,7 @@ t.test(`${USERS.toLocaleString("en")} users; JetStream leaders SIGKILLed ${NATS_
   if (dup > 0 || lost > 0) {
     // Where they went wrong, for the failure log: each duplicate's acceptance times and each missing device's delivery record.
     const rel = (at: number): string => `${((at - started) / 1000).toFixed(1)} s`;
+    console.error(await consumersAhead().catch((err: Error) => err.message));
     console.error(`kills at ${killedAt.map(rel).join(", ")}; campaign ${JSON.stringify(await campaignStatus().catch((err: Error) => err.message))}`);
     const dupToks = [...got].filter(([, c]) => c > 1).slice(0, 8).map(([tok]) => tok);
     for (const tok of dupToks) console.error(`dup ${tok}: accepted at ${recorder.accepted().filter((d) => d.token === tok && d.nid === id).map((d) => rel(d.at)).join(", ")}`);

@@ -22,7 +22,8 @@ import { testRedis } from "./servers.js";
 function defaultRoles(overrides: Record<string, unknown> = {}): readonly ProcessSpec[] {
   const channels = (overrides.ingest as { channels?: string[] } | undefined)?.channels ?? ["push"];
   const unused: Record<string, string> = { "ws-gateway": "inapp", "gateway-email": "email", "gateway-sms": "sms" };
-  return ROLES.filter((r) => !(r in unused) || channels.includes(unused[r]));
+  // The webhook gateway only where a test configures endpoints.
+  return ROLES.filter((r) => (r === "gateway-webhook" ? overrides.endpoints !== undefined : !(r in unused) || channels.includes(unused[r])));
 }
 
 /** `NFX_TEST_NATS_NODES` (e.g. 3, set by `npm run test:cluster`): the suites run on a nats-server cluster of that many nodes with replicated streams. */

@@ -104,7 +104,7 @@ t.test("producers are isolated and role users are held to their tables", async (
   const own: Record<NatsRoleUser, string> = {
     ingest: "nfx.dir.changed.0", scheduler: "nfx.fan.high.9999", router: "nfx.fan.high.9999", campaign: "nfx.fan.bulk.9999", shard: "nfx.trail.probe.0",
     "gateway-apns": "nfx.dir.changed.0", "gateway-fcm": "nfx.dir.changed.0", "gateway-email": "nfx.dir.changed.0", "gateway-sms": "nfx.dir.changed.0",
-    "ws-gateway": "nfx.live.probe", tracker: "$KV.nfx-counters.probe",
+    "gateway-webhook": "nfx.dlq.webhook", "ws-gateway": "nfx.live.probe", tracker: "$KV.nfx-counters.probe",
   };
   for (const role of NATS_ROLE_USERS) {
     const user = natsUserName(role);

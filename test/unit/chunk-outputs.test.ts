@@ -16,7 +16,7 @@ const send = (user: string, device: string): Send => ({ nid: "n_1", user, device
 
 function decision(over: Partial<ChunkDecision> = {}): ChunkDecision {
   return {
-    sends: { apns: [], fcm: [], email: [], sms: [], inapp: [] },
+    sends: { apns: [], fcm: [], email: [], sms: [], inapp: [], webhook: [] },
     receipts: [], decided: 0, queued: 0, deferred: new Map(), deferredCount: 0, trails: null,
     ...over,
   };
@@ -31,7 +31,7 @@ t.test("every output, in order, with its subject and message id", async (t) => {
   const trails = new TrailBook();
   for (const u of chunk.users) trails.add(u === "d" ? "quiet" : "sent");
   const dec = decision({
-    sends: { apns: [send("a", "i1"), send("a", "i2"), send("b", "i3")], fcm: [send("c", "f1")], email: [], sms: [], inapp: [] },
+    sends: { apns: [send("a", "i1"), send("a", "i2"), send("b", "i3")], fcm: [send("c", "f1")], email: [], sms: [], inapp: [], webhook: [] },
     receipts: [{ user: "a", outcome: "queued", channel: "apns", device: "i1", at: 1234 }],
     decided: 4,
     deferred: new Map([[9000, ["d"]]]),

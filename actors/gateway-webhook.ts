@@ -1,0 +1,303 @@
+// Webhook gateway: takes topic deliveries off NFX_SEND_WEBHOOK into per-endpoint queues, and delivers each endpoint's queue in order, signed, with retries, pausing and dead letters.
+import { randomUUID } from "node:crypto";
+
+import type { JsMsg } from "@nats-io/jetstream";
+import { Agent } from "undici";
+
+import { encode } from "../lib/core/codec.js";
+import type { Config } from "../lib/core/config.js";
+import type { Logger } from "../lib/core/log.js";
+import { CONSUMER, MSGID, receiptSubject, STREAM, webhookDeliveryId } from "../lib/core/subjects.js";
+import type { NotificationBrief, ReceiptBatch, ReceiptEntry, SendBatch } from "../lib/core/types.js";
+import { activeSecrets, type Endpoint, findEndpoint } from "../lib/directory/endpoints.js";
+import { changeEndpointSubscriptions } from "../lib/directory/topics.js";
+import { decodeAs, runLanes } from "../lib/flow/lanes.js";
+import { storeDeadLetter } from "../lib/gateway/dlq.js";
+import { secretKey, signatureHeaders } from "../lib/gateway/webhook-sign.js";
+import { EndpointQueues, type HistoryEntry, type QueuedDelivery } from "../lib/flow/endpoint-queues.js";
+import { addressPolicy, guardedLookup } from "../lib/infra/address-policy.js";
+import { gatewayRetries, gatewaySends, stageItems } from "../lib/infra/metrics.js";
+import type { Nats } from "../lib/infra/nats.js";
+import type { Redis } from "../lib/infra/redis.js";
+
+export interface GatewayWebhookDeps {
+  cfg: Config;
+  nats: Nats;
+  redis: Redis;
+  log: Logger;
+}
+
+/** Deliveries read from the head of a queue at a time (each still sent and settled one after the other). */
+const HEAD_READ = 16;
+/** How often active endpoints are looked for when nothing woke the scheduler. */
+const SCAN_MS = 250;
+
+/**
+ * The body every endpoint receives for a delivery of notification `n` (Standard Webhooks layout):
+ * `{type, timestamp, data}`, from the notification's `content.webhook`, or, without it, type `notification` and
+ * data naming the notification, its topic and category and its content for people.
+ */
+export function webhookBody(n: NotificationBrief): { type: string; body: string } {
+  const w = n.content?.webhook;
+  const type = w?.type ?? "notification";
+  const { webhook: _w, ...people } = n.content ?? {};
+  const data = w?.data ?? { notification: n.id, topic: n.topic, category: n.category, content: people };
+  return { type, body: JSON.stringify({ type, timestamp: new Date(n.createdAt).toISOString(), data }) };
+}
+
+/** How an answer (or its absence) settles an attempt: delivered, gone (410: unsubscribe), refused for good (other 4xx), or retried. */
+export function classifyAnswer(status: number): "delivered" | "gone" | "refused" | "retry" {
+  if (status >= 200 && status < 300) return "delivered";
+  if (status === 410) return "gone";
+  if (status >= 400 && status < 500 && status !== 408 && status !== 425 && status !== 429) return "refused";
+  return "retry";
+}
+
+/** A `Retry-After` value (delta seconds or an HTTP date) in ms from `now`, or undefined. */
+export function retryAfterMs(v: string | string[] | undefined, now: number): number | undefined {
+  const s = Array.isArray(v) ? v[0] : v;
+  if (!s) return undefined;
+  if (/^\d+$/.test(s.trim())) return Number(s.trim()) * 1000;
+  const t = Date.parse(s);
+  return Number.isNaN(t) ? undefined : Math.max(0, t - now);
+}
+
+/** The delay before attempt `attempts + 1`: exponential from `baseMs`, full jitter, capped at `maxMs`, never below `retryAfter`. */
+export function backoffMs(attempts: number, baseMs: number, maxMs: number, retryAfter: number | undefined, rand = Math.random): number {
+  const ceiling = Math.min(maxMs, baseMs * 2 ** Math.max(0, attempts - 1));
+  const jittered = Math.max(Math.min(baseMs, ceiling) / 2, ceiling * rand());
+  return Math.max(jittered, retryAfter ?? 0);
+}
+
+/**
+ * Starts the webhook gateway. Intake: every priority lane of NFX_SEND_WEBHOOK; each batch's deliveries are queued
+ * per endpoint in Redis (an endpoint's deliveries in publish order; queuing is idempotent per delivery id) and the
+ * batch is acked only then. Delivery: each endpoint with deliveries waiting is taken by one gateway process at a
+ * time (a lease in Redis), which sends its queue head first, one request at a time, signed per Standard Webhooks;
+ * a slow or failing endpoint holds only its own queue. 2xx: delivered. 410: the endpoint is unsubscribed from the
+ * delivery's topic. Other 4xx (but 408, 425, 429): failed, dead-lettered, not retried. Anything else: retried with
+ * exponential backoff and jitter, honouring `Retry-After`; after `endpoints.maxAttempts`, dead-lettered. An endpoint
+ * failing `endpoints.pauseAfterFailures` times in a row for at least `endpoints.pauseAfterMs` is paused until
+ * resumed (`nfx endpoints resume`). Every outcome is a receipt on NFX_RECEIPTS (channel `webhook`), published
+ * before the queue forgets the delivery, under a message id of the delivery and outcome (counted once).
+ */
+export async function startGatewayWebhook(d: GatewayWebhookDeps): Promise<{ stop(): Promise<void> }> {
+  const log = d.log.child({ actor: "gateway-webhook" });
+  const c = d.cfg.endpoints;
+  const queues = new EndpointQueues(d.redis, c);
+  const policy = addressPolicy(c.allowNetworks);
+  const agent = new Agent({ connections: c.socketsPerHost, pipelining: 1, keepAliveTimeout: 30_000, connect: { lookup: guardedLookup(policy), timeout: c.timeoutMs } });
+  const owner = `${process.pid}-${randomUUID().slice(0, 8)}`;
+  let stopping = false;
+
+  // Endpoint records, re-read at most every 5 s (URL, secrets, filter and rate limit changes apply within that).
+  const epCache = new Map<string, { ep: Endpoint | null; at: number }>();
+  const endpointOf = async (id: string): Promise<Endpoint | null> => {
+    const hit = epCache.get(id);
+    if (hit && Date.now() - hit.at < 5000) return hit.ep;
+    const ep = await findEndpoint(d.redis, id);
+    epCache.set(id, { ep, at: Date.now() });
+    return ep;
+  };
+
+  const publishReceipt = async (nid: string, id: string, e: ReceiptEntry): Promise<void> => {
+    const rb: ReceiptBatch = { type: "receipts", nid, stage: "gateway", entries: [e] };
+    await d.nats.js.publish(receiptSubject(nid), encode(rb), { msgID: MSGID.webhookOutcome(id, e.outcome) });
+  };
+
+  // 1. Intake: a send batch's deliveries into their endpoints' queues.
+  const handle = async (m: JsMsg): Promise<void> => {
+    const batch = decodeAs<SendBatch>(m.data, "send_batch");
+    const byEndpoint = new Map<string, { id: string; d: QueuedDelivery }[]>();
+    const now = Date.now();
+    const skipped: Promise<void>[] = [];
+    for (const s of batch.sends) {
+      const brief = batch.notifications[s.nid];
+      const ep = await endpointOf(s.user);
+      const id = webhookDeliveryId(s.nid, s.user);
+      const base = { user: s.user, channel: "webhook" as const, device: s.user, at: now };
+      if (!ep) {
+        skipped.push(publishReceipt(s.nid, id, { ...base, outcome: "failed", reason: "endpoint_deleted" }));
+        continue;
+      }
+      const { type, body } = webhookBody(brief);
+      if (ep.types && !ep.types.includes(type)) {
+        skipped.push(publishReceipt(s.nid, id, { ...base, outcome: "suppressed", reason: "type_filtered" }));
+        continue;
+      }
+      const q: QueuedDelivery = { nid: s.nid, type, body, shard: batch.shard, brief, at: now, ...(batch.replayOf ? { replayOf: batch.replayOf } : {}) };
+      const l = byEndpoint.get(s.user);
+      if (l) l.push({ id, d: q });
+      else byEndpoint.set(s.user, [{ id, d: q }]);
+    }
+    await Promise.all([...skipped, ...[...byEndpoint].map(([ep, items]) => queues.enqueue(ep, items, batch.replayOf !== undefined))]);
+    stageItems.inc({ stage: "gateway-webhook" }, batch.sends.length);
+    wake();
+  };
+  const lanes = runLanes({
+    js: d.nats.js, stream: STREAM.send("webhook"), consumer: (p) => CONSUMER.gateway("webhook", p), concurrency: d.cfg.gateways.batchConcurrency, prefetch: 8,
+    ackWaitSec: d.cfg.gateways.ackWaitSec, log, handle,
+  });
+
+  // 2. Delivery: one worker per endpoint this process holds.
+  const running = new Map<string, Promise<void>>();
+  /** Endpoints not to look at again before a time (backing off, or held by another process). */
+  const notBefore = new Map<string, number>();
+  let wakeUp: (() => void) | null = null;
+  function wake(): void {
+    const w = wakeUp;
+    wakeUp = null;
+    w?.();
+  }
+
+  const attempt = async (ep: Endpoint, id: string, q: QueuedDelivery): Promise<{ status: number; error?: string; retryAfter?: number }> => {
+    const at = Math.floor(Date.now() / 1000);
+    const keys = activeSecrets(ep, Date.now()).map(secretKey);
+    const u = new URL(ep.url);
+    const started = Date.now();
+    try {
+      const res = await agent.request({
+        origin: u.origin, path: u.pathname + u.search, method: "POST",
+        headers: { "content-type": "application/json", "user-agent": "nfx-webhooks/1", ...signatureHeaders(id, at, q.body, keys) },
+        body: q.body, headersTimeout: c.timeoutMs, bodyTimeout: c.timeoutMs, signal: AbortSignal.timeout(c.timeoutMs),
+      });
+      await res.body.dump({ limit: 64 * 1024 }).catch(() => undefined);
+      const ra = retryAfterMs(res.headers["retry-after"], Date.now());
+      return { status: res.statusCode, ...(ra !== undefined ? { retryAfter: ra } : {}) };
+    } catch (err) {
+      const e = err as Error & { code?: string };
+      return { status: 0, error: e.name === "TimeoutError" || e.name === "AbortError" ? `timeout after ${Date.now() - started} ms` : `${e.code ?? e.name}: ${e.message}` };
+    }
+  };
+
+  /** Delivers `endpointId`'s queue from the head while this process holds its lease; returns when it is empty, paused, backing off or lost. */
+  const work = async (endpointId: string): Promise<void> => {
+    const renew = setInterval(() => void queues.lease(endpointId, owner, "renew").catch(() => undefined), Math.max(500, c.leaseMs / 3));
+    let lastStart = 0;
+    try {
+      for (;;) {
+        if (stopping) return;
+        const ep = await endpointOf(endpointId);
+        if (!ep) {
+          await queues.drop(endpointId);
+          return;
+        }
+        const gate = await queues.gate(endpointId);
+        if (gate.paused) return;
+        const now = Date.now();
+        if (gate.nextAt > now) {
+          notBefore.set(endpointId, gate.nextAt);
+          return;
+        }
+        const items = await queues.head(endpointId, HEAD_READ);
+        if (items.length === 0) {
+          if (!(await queues.deactivateIfEmpty(endpointId))) return;
+          continue;
+        }
+        let attempts = gate.attempts;
+        for (const { id, d: q } of items) {
+          if (stopping) return;
+          if (ep.rateLimit) {
+            const wait = lastStart + 1000 / ep.rateLimit - Date.now();
+            if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+          }
+          lastStart = Date.now();
+          const r = await attempt(ep, id, q);
+          const made = attempts + 1;
+          attempts = 0;
+          const kind = r.status ? classifyAnswer(r.status) : "retry";
+          const base = { user: endpointId, channel: "webhook" as const, device: endpointId, at: Date.now(), ...(q.replayOf ? { supersedes: q.replayOf } : {}) };
+          const settle = async (outcome: HistoryEntry["outcome"], reason?: string): Promise<void> => {
+            await publishReceipt(q.nid, id, outcome === "delivered" ? { ...base, outcome: "sent" } : { ...base, outcome: "failed", reason: reason! });
+            await queues.settle(endpointId, { id, nid: q.nid, type: q.type, outcome, status: r.status, attempts: made, ...(reason ? { reason } : {}), at: Date.now() }, Date.now());
+            gatewaySends.inc({ channel: "webhook", app: "webhook", outcome: outcome === "delivered" ? "sent" : "failed" });
+          };
+          if (kind === "delivered") {
+            await settle("delivered");
+            continue;
+          }
+          if (kind === "gone") {
+            // 410 Gone: the receiver ends this subscription.
+            if (q.brief.topic) await changeEndpointSubscriptions(d.redis, q.brief.topic, [endpointId], true).catch(() => 0);
+            log.info({ endpoint: endpointId, topic: q.brief.topic }, "endpoint answered 410: unsubscribed from the topic");
+            await settle("failed", "gone");
+            continue;
+          }
+          const reason = r.status ? `http_${r.status}` : "no_answer";
+          const deadLetter = async (): Promise<void> => {
+            await storeDeadLetter(d.nats, { type: "dead_letter", channel: "webhook", shard: q.shard, notification: q.brief, send: { nid: q.nid, user: endpointId, device: endpointId, token: "" }, reason, attempts: made, at: Date.now() }, id);
+            await settle("failed", reason);
+          };
+          if (kind === "refused") {
+            await deadLetter();
+            continue;
+          }
+          // Retryable: the head waits (later deliveries stay behind it: order), or it has had its attempts.
+          const now2 = Date.now();
+          const delay = backoffMs(made, c.backoffBaseMs, c.backoffMaxMs, r.retryAfter);
+          const streak = await queues.fail(endpointId, now2, now2 + delay, r.status, r.error ?? reason, made);
+          gatewayRetries.inc({ channel: "webhook" });
+          if (streak.consecutive >= c.pauseAfterFailures && now2 - streak.failingSince >= c.pauseAfterMs) {
+            const why = `${streak.consecutive} failed attempts in a row since ${new Date(streak.failingSince).toISOString()} (last: ${r.error ?? `HTTP ${r.status}`})`;
+            await queues.pause(endpointId, why, now2);
+            log.warn({ endpoint: endpointId, url: ep.url, reason: why }, "endpoint paused");
+            return;
+          }
+          if (made >= c.maxAttempts) {
+            await deadLetter();
+            break;
+          }
+          notBefore.set(endpointId, now2 + delay);
+          return;
+        }
+      }
+    } finally {
+      clearInterval(renew);
+      await queues.lease(endpointId, owner, "release").catch(() => undefined);
+    }
+  };
+
+  const schedule = async (): Promise<void> => {
+    const now = Date.now();
+    for (const id of await queues.active()) {
+      if (running.has(id) || running.size >= c.maxEndpointsPerProcess || (notBefore.get(id) ?? 0) > now) continue;
+      if (!(await queues.lease(id, owner, "take"))) {
+        notBefore.set(id, now + 1000);
+        continue;
+      }
+      notBefore.delete(id);
+      const w = work(id)
+        .catch((err) => {
+          log.warn({ err, endpoint: id }, "endpoint delivery failed; tried again shortly");
+          notBefore.set(id, Date.now() + 1000);
+        })
+        .finally(() => {
+          running.delete(id);
+          wake();
+        });
+      running.set(id, w);
+    }
+  };
+  const loop = (async () => {
+    while (!stopping) {
+      await schedule().catch((err) => log.warn({ err }, "webhook scheduling failed"));
+      await new Promise<void>((r) => {
+        const t = setTimeout(r, SCAN_MS);
+        wakeUp = () => (clearTimeout(t), r());
+      });
+    }
+  })();
+
+  await lanes.ready;
+  log.info({ owner }, "webhook gateway ready");
+  return {
+    async stop() {
+      stopping = true;
+      wake();
+      await lanes.stop();
+      await loop;
+      await Promise.allSettled(running.values());
+      await agent.close();
+    },
+  };
+}

@@ -1,0 +1,181 @@
+// Per-endpoint webhook delivery queues in Redis: deliveries of one endpoint in publish order, its state (pending, attempts, next attempt, paused), its recent history, and the lease of the process delivering to it.
+import type { Config } from "../core/config.js";
+import {
+  ENDPOINTS_ACTIVE_KEY, endpointDoneKey, endpointHistoryKey, endpointItemsKey, endpointLeaseKey, endpointQueueKey, endpointStateKey,
+} from "../core/keys.js";
+import type { NotificationBrief } from "../core/types.js";
+import type { Redis } from "../infra/redis.js";
+import { type ScriptRedis, withScripts } from "../infra/scripts.js";
+
+/** One queued delivery: the notification it comes from, the event type and the exact body to send (signed as is). */
+export interface QueuedDelivery {
+  nid: string;
+  type: string;
+  body: string;
+  /** The send batch's shard (dead letters keep it). */
+  shard: number;
+  brief: NotificationBrief;
+  /** When it was queued (ms). */
+  at: number;
+  /** A replayed dead letter: the failure reason its receipt counted, which the new outcome replaces. */
+  replayOf?: string;
+}
+
+/** An endpoint's delivery state, as `nfx endpoints state` and `GET /v1/endpoints/{id}/state` show it. */
+export interface EndpointState {
+  /** Deliveries waiting, the one being attempted included. */
+  pending: number;
+  /** Whether a gateway process is delivering to it now (holds its lease). */
+  in_flight: boolean;
+  delivered: number;
+  failed: number;
+  /** Attempts made of the delivery at the head of the queue (0: none failed yet). */
+  attempts: number;
+  /** When that delivery is tried next (ms), when it failed before. */
+  next_attempt?: number;
+  /** HTTP status of the last attempt (0: no answer). */
+  last_status?: number;
+  last_error?: string;
+  last_at?: number;
+  /** Failed attempts in a row, and since when (ms). */
+  consecutive_failures: number;
+  failing_since?: number;
+  paused: boolean;
+  paused_reason?: string;
+  paused_at?: number;
+}
+
+/** A finished delivery in an endpoint's recent history. */
+export interface HistoryEntry {
+  id: string;
+  nid: string;
+  type: string;
+  outcome: "delivered" | "failed";
+  status: number;
+  attempts: number;
+  reason?: string;
+  at: number;
+}
+
+/** The Redis side of webhook delivery: one per gateway process (and per API surface that shows state). */
+export class EndpointQueues {
+  private readonly r: ScriptRedis;
+
+  constructor(redis: Redis, private readonly cfg: Config["endpoints"]) {
+    this.r = withScripts(redis);
+  }
+
+  /**
+   * Queues `items` (id, delivery) on `endpoint` in order, skipping ids already queued or finished (unless `force`:
+   * a replayed dead letter), then marks the endpoint active. Returns how many were queued. Rejects when Redis failed
+   * (the caller's batch is redelivered; queuing again is harmless).
+   */
+  async enqueue(endpoint: string, items: readonly { id: string; d: QueuedDelivery }[], force = false): Promise<number> {
+    if (items.length === 0) return 0;
+    const n = await this.r.nfxEndpointEnqueue(endpointQueueKey(endpoint), endpointItemsKey(endpoint), endpointDoneKey(endpoint), force ? "1" : "0", ...items.flatMap((i) => [i.id, JSON.stringify(i.d)]));
+    await this.r.sadd(ENDPOINTS_ACTIVE_KEY, endpoint);
+    return n;
+  }
+
+  /** Endpoints with deliveries waiting (or that had some when last looked at). */
+  active(): Promise<string[]> {
+    return this.r.smembers(ENDPOINTS_ACTIVE_KEY);
+  }
+
+  /** The first `max` deliveries of `endpoint`'s queue, in order. */
+  async head(endpoint: string, max: number): Promise<{ id: string; d: QueuedDelivery }[]> {
+    const flat = await this.r.nfxEndpointHead(endpointQueueKey(endpoint), endpointItemsKey(endpoint), max);
+    const out: { id: string; d: QueuedDelivery }[] = [];
+    for (let i = 0; i < flat.length; i += 2) out.push({ id: flat[i], d: JSON.parse(flat[i + 1]) as QueuedDelivery });
+    return out;
+  }
+
+  /**
+   * Clears `endpoint` from the active set when its queue is empty. Removed first and the queue read after, so a
+   * delivery queued meanwhile (which marks it active after queuing) is never left unnoticed. Returns whether it stays active.
+   */
+  async deactivateIfEmpty(endpoint: string): Promise<boolean> {
+    await this.r.srem(ENDPOINTS_ACTIVE_KEY, endpoint);
+    if ((await this.r.llen(endpointQueueKey(endpoint))) === 0) return false;
+    await this.r.sadd(ENDPOINTS_ACTIVE_KEY, endpoint);
+    return true;
+  }
+
+  /** Finishes the head delivery `e.id` (delivered or failed for good). Returns false when it was no longer the head. */
+  async settle(endpoint: string, e: HistoryEntry, now: number): Promise<boolean> {
+    const n = await this.r.nfxEndpointSettle(
+      endpointQueueKey(endpoint), endpointItemsKey(endpoint), endpointDoneKey(endpoint), endpointStateKey(endpoint), endpointHistoryKey(endpoint),
+      e.id, e.outcome, now, e.status, this.cfg.doneTtlSec * 1000, this.cfg.historyPerEndpoint, JSON.stringify(e),
+    );
+    return n === 1;
+  }
+
+  /** Records a failed attempt of the head delivery, retried at `nextAt`. Returns the endpoint's failure streak. */
+  async fail(endpoint: string, now: number, nextAt: number, status: number, error: string, attempts: number): Promise<{ consecutive: number; failingSince: number }> {
+    const [consecutive, failingSince] = await this.r.nfxEndpointFail(endpointStateKey(endpoint), now, nextAt, status, error.slice(0, 300), attempts);
+    return { consecutive, failingSince };
+  }
+
+  /** Pauses `endpoint`: nothing is delivered to it until {@link resume}; what arrives meanwhile is queued. */
+  async pause(endpoint: string, reason: string, now: number): Promise<void> {
+    await this.r.hset(endpointStateKey(endpoint), "paused", "1", "pausedReason", reason, "pausedAt", String(now));
+  }
+
+  /** Resumes a paused endpoint: its failure streak is forgotten and its queue delivered in order from the head. Returns whether it was paused. */
+  async resume(endpoint: string): Promise<boolean> {
+    const was = await this.r.hdel(endpointStateKey(endpoint), "paused", "pausedReason", "pausedAt");
+    await this.r.hdel(endpointStateKey(endpoint), "failingSince", "nextAt", "attempts");
+    await this.r.hset(endpointStateKey(endpoint), "consecutive", "0");
+    await this.r.sadd(ENDPOINTS_ACTIVE_KEY, endpoint);
+    return was > 0;
+  }
+
+  /** Whether `endpoint` is paused, and when its head delivery is due (0: now). */
+  async gate(endpoint: string): Promise<{ paused: boolean; nextAt: number; attempts: number }> {
+    const [paused, nextAt, attempts] = await this.r.hmget(endpointStateKey(endpoint), "paused", "nextAt", "attempts");
+    return { paused: paused === "1", nextAt: Number(nextAt ?? 0), attempts: Number(attempts ?? 0) };
+  }
+
+  /** `endpoint`'s delivery state. */
+  async state(endpoint: string): Promise<EndpointState> {
+    const [h, pending, lease] = await Promise.all([this.r.hgetall(endpointStateKey(endpoint)), this.r.llen(endpointQueueKey(endpoint)), this.r.exists(endpointLeaseKey(endpoint))]);
+    const num = (k: string): number | undefined => (h[k] !== undefined ? Number(h[k]) : undefined);
+    return {
+      pending,
+      in_flight: lease === 1 && pending > 0,
+      delivered: num("delivered") ?? 0,
+      failed: num("failed") ?? 0,
+      attempts: num("attempts") ?? 0,
+      ...(h.nextAt ? { next_attempt: Number(h.nextAt) } : {}),
+      ...(h.lastStatus !== undefined ? { last_status: Number(h.lastStatus) } : {}),
+      ...(h.lastError ? { last_error: h.lastError } : {}),
+      ...(h.lastAt ? { last_at: Number(h.lastAt) } : {}),
+      consecutive_failures: num("consecutive") ?? 0,
+      ...(h.failingSince ? { failing_since: Number(h.failingSince) } : {}),
+      paused: h.paused === "1",
+      ...(h.pausedReason ? { paused_reason: h.pausedReason } : {}),
+      ...(h.pausedAt ? { paused_at: Number(h.pausedAt) } : {}),
+    };
+  }
+
+  /** The last `limit` finished deliveries of `endpoint`, newest first. */
+  async history(endpoint: string, limit: number): Promise<HistoryEntry[]> {
+    return (await this.r.lrange(endpointHistoryKey(endpoint), -limit, -1)).map((s) => JSON.parse(s) as HistoryEntry).reverse();
+  }
+
+  /** The queued deliveries of `endpoint` (ids and notification ids), head first, at most `limit`. */
+  async pending(endpoint: string, limit: number): Promise<{ id: string; nid: string; type: string; at: number }[]> {
+    return (await this.head(endpoint, limit)).map(({ id, d }) => ({ id, nid: d.nid, type: d.type, at: d.at }));
+  }
+
+  /** Takes, renews or releases `owner`'s lease on `endpoint`. Resolves whether it holds (held) it. */
+  async lease(endpoint: string, owner: string, mode: "take" | "renew" | "release"): Promise<boolean> {
+    return (await this.r.nfxEndpointLease(endpointLeaseKey(endpoint), owner, this.cfg.leaseMs, mode)) === 1;
+  }
+
+  /** Deletes everything kept for `endpoint` (it was deleted). */
+  async drop(endpoint: string): Promise<void> {
+    await this.r.srem(ENDPOINTS_ACTIVE_KEY, endpoint);
+    await this.r.unlink(endpointQueueKey(endpoint), endpointItemsKey(endpoint), endpointDoneKey(endpoint), endpointStateKey(endpoint), endpointHistoryKey(endpoint));
+  }
+}

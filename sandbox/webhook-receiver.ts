@@ -1,0 +1,128 @@
+// Sandbox webhook receiver: many endpoints on one HTTP server (/hooks/<name>), each verifying Standard Webhooks signatures with the reference package, recording deliveries in order, and failing, slowing down or going away on request.
+import http from "node:http";
+import type { AddressInfo } from "node:net";
+
+import { Webhook } from "standardwebhooks";
+
+/** One request an endpoint received. */
+export interface ReceivedDelivery {
+  /** `webhook-id`. */
+  id: string;
+  /** Whether the signature verified with the endpoint's secrets (the `standardwebhooks` package's `verify`). */
+  valid: boolean;
+  type: string;
+  data: unknown;
+  /** The HTTP status answered. */
+  status: number;
+  at: number;
+}
+
+/** How an endpoint misbehaves: answer `status` (with `retryAfter`) for the next `times` requests (absent: until told otherwise), after `delayMs`. */
+export interface EndpointFault {
+  status?: number;
+  retryAfter?: string;
+  delayMs?: number;
+  times?: number;
+}
+
+interface EndpointBox {
+  secrets: Webhook[];
+  received: ReceivedDelivery[];
+  fault?: EndpointFault;
+}
+
+export interface WebhookReceiver {
+  port: number;
+  /** The URL of endpoint `name`. */
+  url(name: string): string;
+  /** Sets the secrets `name` verifies with (any one verifying is enough, as during a rotation). */
+  setSecrets(name: string, secrets: readonly string[]): void;
+  setFault(name: string, fault: EndpointFault | null): void;
+  /** What `name` received, in arrival order (answered 2xx or not). */
+  received(name: string): readonly ReceivedDelivery[];
+  /** Deliveries `name` accepted (answered 2xx), in order. */
+  accepted(name: string): ReceivedDelivery[];
+  /** Every endpoint name that received something. */
+  names(): string[];
+  close(): Promise<void>;
+}
+
+/**
+ * Starts the receiver on `port` (0: a free one) on 127.0.0.1. `POST /hooks/<name>`: verifies the signature (an
+ * unverifiable delivery is answered 401 and recorded `valid: false`), applies the endpoint's fault, records, answers
+ * 204. Control over HTTP for a receiver in another process: `PUT /_secrets/<name>` (JSON array of secrets),
+ * `PUT /_faults/<name>` (JSON fault or null), `GET /_received/<name>`, `GET /_counts` (`{name: accepted}`).
+ */
+export async function startWebhookReceiver(port = 0): Promise<WebhookReceiver> {
+  const boxes = new Map<string, EndpointBox>();
+  const box = (name: string): EndpointBox => {
+    let b = boxes.get(name);
+    if (!b) boxes.set(name, (b = { secrets: [], received: [] }));
+    return b;
+  };
+  const read = (req: http.IncomingMessage): Promise<string> =>
+    new Promise((resolve, reject) => {
+      const chunks: Buffer[] = [];
+      req.on("data", (c: Buffer) => chunks.push(c));
+      req.on("end", () => resolve(Buffer.concat(chunks).toString("utf8")));
+      req.on("error", reject);
+    });
+  const api: Omit<WebhookReceiver, "port" | "url" | "close"> = {
+    setSecrets: (name, secrets) => void (box(name).secrets = secrets.map((s) => new Webhook(s))),
+    setFault: (name, fault) => void (fault ? (box(name).fault = { ...fault }) : delete box(name).fault),
+    received: (name) => boxes.get(name)?.received ?? [],
+    accepted: (name) => (boxes.get(name)?.received ?? []).filter((d) => d.status >= 200 && d.status < 300),
+    names: () => [...boxes.keys()],
+  };
+
+  const server = http.createServer((req, res) => {
+    void (async () => {
+      const body = await read(req);
+      const [, kind, name] = /^\/(hooks|_secrets|_faults|_received|_counts)\/?([^/?]*)/.exec(req.url ?? "") ?? [];
+      const json = (status: number, v: unknown): void => void res.writeHead(status, { "content-type": "application/json" }).end(JSON.stringify(v));
+      if (kind === "_secrets" && req.method === "PUT") return json(200, api.setSecrets(name, JSON.parse(body) as string[]) ?? {});
+      if (kind === "_faults" && req.method === "PUT") return json(200, api.setFault(name, JSON.parse(body) as EndpointFault | null) ?? {});
+      if (kind === "_received") return json(200, api.received(name));
+      if (kind === "_counts") return json(200, Object.fromEntries([...boxes].map(([n, b]) => [n, b.received.filter((d) => d.status < 300).length])));
+      if (kind !== "hooks" || req.method !== "POST" || !name) return json(404, { error: "no such route" });
+      const b = box(name);
+      const headers = { "webhook-id": String(req.headers["webhook-id"] ?? ""), "webhook-timestamp": String(req.headers["webhook-timestamp"] ?? ""), "webhook-signature": String(req.headers["webhook-signature"] ?? "") };
+      let valid = false;
+      let payload: { type?: string; data?: unknown } = {};
+      for (const w of b.secrets) {
+        try {
+          payload = w.verify(body, headers) as typeof payload;
+          valid = true;
+          break;
+        } catch {
+          // try the next secret
+        }
+      }
+      if (!valid) {
+        try {
+          payload = JSON.parse(body) as typeof payload;
+        } catch {
+          payload = {};
+        }
+      }
+      const f = b.fault;
+      if (f?.delayMs) await new Promise((r) => setTimeout(r, f.delayMs));
+      let status = valid ? 204 : 401;
+      if (f && valid) {
+        if (f.status) status = f.status;
+        if (f.times !== undefined && --f.times <= 0) delete b.fault;
+      }
+      b.received.push({ id: headers["webhook-id"], valid, type: String(payload.type ?? ""), data: payload.data, status, at: Date.now() });
+      res.writeHead(status, f?.retryAfter && status >= 400 ? { "retry-after": f.retryAfter } : {}).end();
+    })().catch(() => void res.writeHead(500).end());
+  });
+  server.keepAliveTimeout = 60_000;
+  await new Promise<void>((r) => server.listen(port, "127.0.0.1", r));
+  const p = (server.address() as AddressInfo).port;
+  return {
+    ...api,
+    port: p,
+    url: (name) => `http://127.0.0.1:${p}/hooks/${name}`,
+    close: () => new Promise<void>((r) => (server.closeAllConnections(), server.close(() => r()))),
+  };
+}
