@@ -11,10 +11,10 @@ import { CONSUMER, MSGID, receiptSubject, STREAM, webhookDeliveryId } from "../l
 import type { NotificationBrief, ReceiptBatch, ReceiptEntry, SendBatch } from "../lib/core/types.js";
 import { activeSecrets, type Endpoint, findEndpoint } from "../lib/directory/endpoints.js";
 import { changeEndpointSubscriptions } from "../lib/directory/topics.js";
+import { EndpointQueues, type HistoryEntry, type QueuedDelivery } from "../lib/flow/endpoint-queues.js";
 import { decodeAs, runLanes } from "../lib/flow/lanes.js";
 import { storeDeadLetter } from "../lib/gateway/dlq.js";
 import { secretKey, signatureHeaders } from "../lib/gateway/webhook-sign.js";
-import { EndpointQueues, type HistoryEntry, type QueuedDelivery } from "../lib/flow/endpoint-queues.js";
 import { addressPolicy, guardedLookup } from "../lib/infra/address-policy.js";
 import { gatewayRetries, gatewaySends, stageItems } from "../lib/infra/metrics.js";
 import type { Nats } from "../lib/infra/nats.js";

@@ -23,6 +23,7 @@ import { registerDlqCommands } from "./dlq-cli.js";
 import { formatStatus } from "./format.js";
 import { registerObserveCommands } from "./observe-cli.js";
 import { LANE_ROLES, parseProcessSpec, type ProcessSpec, type Role, ROLES, startRoles, UP_PROCESSES } from "./roles.js";
+import { registerTopicCommands } from "./topics-cli.js";
 
 const program = new Command("nfx")
   .description("nfx: notification fan-out engine on NATS JetStream")
@@ -415,6 +416,7 @@ program
 
 registerDirectoryCommands(program);
 registerCampaignCommands(program);
+registerTopicCommands(program);
 registerDlqCommands(program);
 registerObserveCommands(program);
 

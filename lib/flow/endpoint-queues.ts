@@ -1,7 +1,7 @@
 // Per-endpoint webhook delivery queues in Redis: deliveries of one endpoint in publish order, its state (pending, attempts, next attempt, paused), its recent history, and the lease of the process delivering to it.
 import type { Config } from "../core/config.js";
 import {
-  ENDPOINTS_ACTIVE_KEY, endpointDoneKey, endpointHistoryKey, endpointItemsKey, endpointLeaseKey, endpointQueueKey, endpointStateKey,
+endpointDoneKey, endpointHistoryKey, endpointItemsKey, endpointLeaseKey, endpointQueueKey,   ENDPOINTS_ACTIVE_KEY, endpointStateKey,
 } from "../core/keys.js";
 import type { NotificationBrief } from "../core/types.js";
 import type { Redis } from "../infra/redis.js";

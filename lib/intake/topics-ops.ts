@@ -9,9 +9,9 @@ import {
   createEndpoint, deleteEndpoint, type Endpoint, endpointTopics, getEndpoint, listEndpoints, rotateSecret, updateEndpoint, withoutSecrets,
 } from "../directory/endpoints.js";
 import { changeEndpointSubscriptions, changeUserSubscriptions, deleteTopic, getTopic, listTopics, putTopic } from "../directory/topics.js";
+import { EndpointQueues } from "../flow/endpoint-queues.js";
 import { addressPolicy } from "../infra/address-policy.js";
 import type { Redis } from "../infra/redis.js";
-import { EndpointQueues } from "../flow/endpoint-queues.js";
 
 /** Most ids one subscribe or unsubscribe call takes. */
 export const MAX_SUBSCRIBERS_PER_CALL = 10_000;

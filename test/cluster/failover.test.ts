@@ -12,8 +12,8 @@ import { shardOf } from "../../lib/core/shard-hash.js";
 import { API, BUCKET, checkpointKey, CONSUMER, fanSubject, LEASE_KEY, PRIORITIES, receiptSubject, STREAM } from "../../lib/core/subjects.js";
 import type { ReceiptBatch, UserRecord } from "../../lib/core/types.js";
 import { writeUsers } from "../../lib/directory/directory.js";
-import { readStored } from "../../lib/flow/stream-read.js";
 import { syntheticUser } from "../../lib/directory/users.js";
+import { readStored } from "../../lib/flow/stream-read.js";
 import { callApi, notify, status } from "../../lib/intake/api-client.js";
 import { deliveryAudit, sleep } from "../helpers/chaos.js";
 import { clientsFor, eventually, startTestCluster } from "../helpers/cluster.js";
@@ -239,7 +239,10 @@ t.test(`${USERS.toLocaleString("en")} users; JetStream leaders SIGKILLed ${NATS_
       for (const e of rb.entries) {
         if (e.outcome !== "sent") continue;
         if (e.echo) echoes++;
-        else (sentEntries++, sentDevices.add(`${e.user}|${e.device}`));
+        else {
+          sentEntries++;
+          sentDevices.add(`${e.user}|${e.device}`);
+        }
       }
     }, receiptSubject(id)).catch((err: Error) => console.error(`receipts not read: ${err.message}`));
     console.error(await consumersAhead().catch((err: Error) => err.message));

@@ -3,8 +3,8 @@ import t from "tap";
 
 import { API } from "../../lib/core/subjects.js";
 import type { UserRecord } from "../../lib/core/types.js";
-import type { Endpoint } from "../../lib/directory/endpoints.js";
 import { writeUsers } from "../../lib/directory/directory.js";
+import type { Endpoint } from "../../lib/directory/endpoints.js";
 import type { EndpointState } from "../../lib/flow/endpoint-queues.js";
 import { ApiError, callApi, notify, status } from "../../lib/intake/api-client.js";
 import { startWebhookReceiver } from "../../sandbox/webhook-receiver.js";

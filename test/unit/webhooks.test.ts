@@ -1,6 +1,6 @@
 // Webhook delivery rules without servers: signatures checked by the standardwebhooks package, answers classified, backoff and Retry-After, SSRF address rules, request validation.
-import t from "tap";
 import { Webhook } from "standardwebhooks";
+import t from "tap";
 
 import { backoffMs, classifyAnswer, retryAfterMs, webhookBody } from "../../actors/gateway-webhook.js";
 import { parseNotifyRequest } from "../../lib/core/request-schema.js";
@@ -50,7 +50,7 @@ t.test("backoff doubles with jitter, capped, never below Retry-After", (t) => {
 t.test("the body: Standard Webhooks layout from content.webhook, or the notification", (t) => {
   const brief = { id: "n_1", createdAt: 0, expiresAt: 1, priority: "normal" as const, category: "orders", channels: [], topic: "o" };
   t.same(JSON.parse(webhookBody({ ...brief, content: { webhook: { type: "a.b", data: { k: 1 } } } }).body), { type: "a.b", timestamp: "1970-01-01T00:00:00.000Z", data: { k: 1 } });
-  t.same(JSON.parse(webhookBody({ ...brief, content: { push: { title: "t", body: "b" } } }).body).data, { notification: "n_1", topic: "o", category: "orders", content: { push: { title: "t", body: "b" } } });
+  t.same((JSON.parse(webhookBody({ ...brief, content: { push: { title: "t", body: "b" } } }).body) as { data: unknown }).data, { notification: "n_1", topic: "o", category: "orders", content: { push: { title: "t", body: "b" } } });
   t.end();
 });
 
