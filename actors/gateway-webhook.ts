@@ -7,18 +7,20 @@ import { Agent } from "undici";
 import { encode } from "../lib/core/codec.js";
 import type { Config } from "../lib/core/config.js";
 import type { Logger } from "../lib/core/log.js";
-import { CONSUMER, MSGID, receiptSubject, STREAM, webhookDeliveryId } from "../lib/core/subjects.js";
+import { CONSUMER, MSGID, PRIORITIES, receiptSubject, STREAM, webhookDeliveryId } from "../lib/core/subjects.js";
 import type { NotificationBrief, ReceiptBatch, ReceiptEntry, SendBatch } from "../lib/core/types.js";
 import { activeSecrets, type Endpoint, findEndpoint } from "../lib/directory/endpoints.js";
 import { changeEndpointSubscriptions } from "../lib/directory/topics.js";
 import { EndpointQueues, type HistoryEntry, type QueuedDelivery } from "../lib/flow/endpoint-queues.js";
 import { decodeAs, runLanes } from "../lib/flow/lanes.js";
+import { watchWorkQueue } from "../lib/flow/stranded.js";
 import { storeDeadLetter } from "../lib/gateway/dlq.js";
 import { secretKey, signatureHeaders } from "../lib/gateway/webhook-sign.js";
 import { addressPolicy, guardedLookup } from "../lib/infra/address-policy.js";
 import { gatewayRetries, gatewaySends, stageItems } from "../lib/infra/metrics.js";
 import type { Nats } from "../lib/infra/nats.js";
 import type { Redis } from "../lib/infra/redis.js";
+import { consumerConfigsOf } from "../lib/infra/topology.js";
 
 export interface GatewayWebhookDeps {
   cfg: Config;
@@ -288,11 +290,13 @@ export async function startGatewayWebhook(d: GatewayWebhookDeps): Promise<{ stop
     }
   })();
 
+  const wq = watchWorkQueue({ jsm: d.nats.jsm, stream: STREAM.send("webhook"), configs: consumerConfigsOf(d.cfg, STREAM.send("webhook"), PRIORITIES.map((p) => CONSUMER.gateway("webhook", p))), log });
   await lanes.ready;
   log.info({ owner }, "webhook gateway ready");
   return {
     async stop() {
       stopping = true;
+      wq.stop();
       wake();
       await lanes.stop();
       await loop;

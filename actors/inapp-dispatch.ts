@@ -10,6 +10,7 @@ import type { NotificationBrief, ReceiptEntry, Send, SendBatch } from "../lib/co
 import { Admission, LatencyReporter } from "../lib/flow/admission.js";
 import { decodeAs, type Lanes, PoisonMessage, runLanes } from "../lib/flow/lanes.js";
 import { shedReason } from "../lib/flow/shedding.js";
+import { watchWorkQueue } from "../lib/flow/stranded.js";
 import { ReceiptCollector } from "../lib/gateway/receipts.js";
 import { Inbox, type InboxItem } from "../lib/inapp/inbox.js";
 import { gatewaysOfAll } from "../lib/inapp/presence.js";
@@ -17,6 +18,7 @@ import { perLaneClass } from "../lib/infra/lane-connections.js";
 import { shedTotal, stageItems } from "../lib/infra/metrics.js";
 import type { Nats } from "../lib/infra/nats.js";
 import type { Redis } from "../lib/infra/redis.js";
+import { consumerConfigsOf } from "../lib/infra/topology.js";
 
 export interface InAppDispatchDeps {
   cfg: Config;
@@ -207,10 +209,12 @@ async function dispatchLanes(d: InAppDispatchDeps, cls: LaneClass): Promise<{ st
     js: d.nats.js, stream: STREAM.send("inapp"), consumer: (p) => CONSUMER.gateway("inapp", p), priorities: CLASS_PRIORITIES[cls],
     concurrency: w.batchConcurrency, prefetch: 4, ackWaitSec: d.cfg.streams.ackWaitSec, log, handle,
   }));
+  const wq = watchWorkQueue({ jsm: d.nats.jsm, stream: STREAM.send("inapp"), configs: consumerConfigsOf(d.cfg, STREAM.send("inapp"), CLASS_PRIORITIES[cls].map((p) => CONSUMER.gateway("inapp", p))), log });
   await lanes.ready;
   log.info({ ackTimeoutMs: w.ackTimeoutMs }, "in-app dispatcher ready");
   return {
     stop: async () => {
+      wq.stop();
       await lanes.stop();
       latency.close();
       admission?.close();

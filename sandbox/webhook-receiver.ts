@@ -51,7 +51,9 @@ export interface WebhookReceiver {
  * Starts the receiver on `port` (0: a free one) on 127.0.0.1. `POST /hooks/<name>`: verifies the signature (an
  * unverifiable delivery is answered 401 and recorded `valid: false`), applies the endpoint's fault, records, answers
  * 204. Control over HTTP for a receiver in another process: `PUT /_secrets/<name>` (JSON array of secrets),
- * `PUT /_faults/<name>` (JSON fault or null), `GET /_received/<name>`, `GET /_counts` (`{name: accepted}`).
+ * `PUT /_faults/<name>` (JSON fault or null), `GET /_received/<name>`, `GET /_counts` (`{name: accepted}`),
+ * `GET /_summary/<prefix>` (accepted per endpoint, duplicates, invalid signatures, first and last acceptance).
+ * Run as its own process: `node dist/sandbox/webhook-receiver.js [port]` prints `webhooks http://127.0.0.1:<port>`.
  */
 export async function startWebhookReceiver(port = 0): Promise<WebhookReceiver> {
   const boxes = new Map<string, EndpointBox>();
@@ -75,15 +77,38 @@ export async function startWebhookReceiver(port = 0): Promise<WebhookReceiver> {
     names: () => [...boxes.keys()],
   };
 
+  /** Over endpoints whose name starts with `prefix`: accepted deliveries per endpoint, duplicates (same webhook-id accepted twice), invalid signatures, first and last acceptance. */
+  const summary = (prefix: string): { accepted: Record<string, number>; dup: number; invalid: number; first: number; last: number } => {
+    const accepted: Record<string, number> = {};
+    let dup = 0;
+    let invalid = 0;
+    let first = Infinity;
+    let last = 0;
+    for (const [n, b] of boxes) {
+      if (!n.startsWith(prefix)) continue;
+      const seen = new Set<string>();
+      for (const d of b.received) {
+        if (!d.valid) invalid++;
+        if (d.status >= 300) continue;
+        if (seen.has(d.id)) dup++;
+        seen.add(d.id);
+        first = Math.min(first, d.at);
+        last = Math.max(last, d.at);
+      }
+      accepted[n] = seen.size;
+    }
+    return { accepted, dup, invalid, first, last };
+  };
   const server = http.createServer((req, res) => {
     void (async () => {
       const body = await read(req);
-      const [, kind, name] = /^\/(hooks|_secrets|_faults|_received|_counts)\/?([^/?]*)/.exec(req.url ?? "") ?? [];
+      const [, kind, name] = /^\/(hooks|_secrets|_faults|_received|_counts|_summary)\/?([^/?]*)/.exec(req.url ?? "") ?? [];
       const json = (status: number, v: unknown): void => void res.writeHead(status, { "content-type": "application/json" }).end(JSON.stringify(v));
       if (kind === "_secrets" && req.method === "PUT") return json(200, api.setSecrets(name, JSON.parse(body) as string[]) ?? {});
       if (kind === "_faults" && req.method === "PUT") return json(200, api.setFault(name, JSON.parse(body) as EndpointFault | null) ?? {});
       if (kind === "_received") return json(200, api.received(name));
       if (kind === "_counts") return json(200, Object.fromEntries([...boxes].map(([n, b]) => [n, b.received.filter((d) => d.status < 300).length])));
+      if (kind === "_summary") return json(200, summary(name));
       if (kind !== "hooks" || req.method !== "POST" || !name) return json(404, { error: "no such route" });
       const b = box(name);
       const headers = { "webhook-id": String(req.headers["webhook-id"] ?? ""), "webhook-timestamp": String(req.headers["webhook-timestamp"] ?? ""), "webhook-signature": String(req.headers["webhook-signature"] ?? "") };
@@ -125,4 +150,10 @@ export async function startWebhookReceiver(port = 0): Promise<WebhookReceiver> {
     url: (name) => `http://127.0.0.1:${p}/hooks/${name}`,
     close: () => new Promise<void>((r) => (server.closeAllConnections(), server.close(() => r()))),
   };
+}
+
+// As a process of its own (bench:webhooks): the receiver on the port given (0: a free one) until killed.
+if (process.argv[1] && import.meta.url === new URL(`file://${process.argv[1]}`).href) {
+  const rx = await startWebhookReceiver(Number(process.argv[2] ?? 0));
+  console.log(`webhooks http://127.0.0.1:${rx.port}`);
 }

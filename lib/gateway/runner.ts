@@ -14,11 +14,13 @@ import { Admission, LatencyReporter } from "../flow/admission.js";
 import { type BulkheadState, isRefusal, type SendResult } from "../flow/bulkhead.js";
 import { holdUntilDue } from "../flow/hold-until-due.js";
 import { decodeAs, type Lanes, PoisonMessage, runLanes } from "../flow/lanes.js";
+import { watchWorkQueue } from "../flow/stranded.js";
 import { perLaneClass } from "../infra/lane-connections.js";
 import { gatewayRetries, gatewaySends, shedTotal, stageItems, watchBreakers } from "../infra/metrics.js";
 import type { Nats } from "../infra/nats.js";
 import type { NatsIdentity } from "../infra/nats-auth.js";
 import type { Redis } from "../infra/redis.js";
+import { consumerConfigsOf } from "../infra/topology.js";
 import { type BatchLedger, DeliveryLedger } from "./delivery-ledger.js";
 import { storeDeadLetter } from "./dlq.js";
 import { answerOutcome, beforeSend, type Later, pushBackOutcome, type Recorded, releaseOf, tokenGone } from "./outcomes.js";
@@ -292,12 +294,14 @@ async function runGatewayLanes(d: GatewayDeps, client: ChannelClient, cls: LaneC
     dueAt: (r) => r.due,
     release: (r) => d.nats.js.publish(sendSubject(channel, r.priority), encode(r.batch), { msgID: r.releaseId }),
   });
+  const wq = watchWorkQueue({ jsm: d.nats.jsm, stream: STREAM.send(channel), configs: consumerConfigsOf(d.cfg, STREAM.send(channel), CLASS_PRIORITIES[cls].map((p) => CONSUMER.gateway(channel, p))), log });
   await lanes.ready;
   watchBreakers(channel, cls, () => apps.states());
   log.info({ apps: apps.names() }, "gateway ready");
   return {
     bulkheads: () => apps.states(),
     async stop() {
+      wq.stop();
       await lanes.stop();
       latency.close();
       admission?.close();

@@ -1,7 +1,7 @@
 // NATS accounts, users and permissions: nfx's roles in account NFX (one user each, least privilege), producers in account PRODUCERS (service imports only); renders nats-server's config.
 import { createHmac } from "node:crypto";
 
-import { ADMISSION, API, API_OPS, BUCKET, type Channel, CONSUMER, deferAll, dirChangedAll, dlqSubject, extApiAll, extApiSubject, fanAll, GATEWAY_CHANNELS, intakeAll, KV_STORE, presenceAll, receiptAll, retryOf, sendAll, STREAM, trailAll } from "../core/subjects.js";
+import { ADMISSION, API, API_OPS, BUCKET, type Channel, CONSUMER, deferAll, dirChangedAll, dlqSubject, extApiAll, extApiSubject, fanAll, GATEWAY_CHANNELS, intakeAll, KV_STORE, presenceAll, PRIORITIES, receiptAll, retryOf, sendAll, STREAM, trailAll } from "../core/subjects.js";
 
 /** nfx's own NATS identities: one per role, plus `admin` (the CLI, `nfx init`, tools and tests). */
 export const NATS_ROLE_USERS = ["ingest", "scheduler", "router", "campaign", "shard", "gateway-apns", "gateway-fcm", "gateway-email", "gateway-sms", "gateway-webhook", "ws-gateway", "tracker"] as const;
@@ -60,9 +60,11 @@ const kv = {
 };
 
 const send = (c: Channel | "*") => (c === "*" ? "nfx.send.>" : sendAll(c));
+/** Recreate its own lane consumers of its send stream (lib/flow/stranded.ts: a consumer nats-server left past its stream). */
+const ownLanes = (c: Channel): string[] => PRIORITIES.flatMap((p) => js.durable(STREAM.send(c), CONSUMER.gateway(c, p)));
 const gateway = (c: (typeof GATEWAY_CHANNELS)[number]): Perm => ({
   pub: [
-    ...js.consume(STREAM.send(c)), ...js.consume(STREAM.retry),
+    ...js.consume(STREAM.send(c)), ...ownLanes(c), ...js.consume(STREAM.retry),
     send(c), receiptAll, dlqSubject(c), retryOf(c), dirChangedAll,
     ...kv.read(BUCKET.campaigns), ADMISSION.all,
   ],
@@ -111,9 +113,9 @@ export const ROLE_PERMISSIONS: Readonly<Record<NatsRoleUser, Perm>> = {
   "gateway-email": gateway("email"),
   "gateway-sms": gateway("sms"),
   // Webhook endpoints: its send stream in, receipts and dead letters out (its retries wait in Redis, not NFX_RETRY).
-  "gateway-webhook": { pub: [...js.consume(STREAM.send("webhook")), receiptAll, dlqSubject("webhook")], sub: [] },
+  "gateway-webhook": { pub: [...js.consume(STREAM.send("webhook")), ...ownLanes("webhook"), receiptAll, dlqSubject("webhook")], sub: [] },
   "ws-gateway": {
-    pub: [...js.consume(STREAM.send("inapp")), "nfx.live.>", presenceAll, receiptAll, send("*"), ...kv.read(BUCKET.campaigns), ADMISSION.all],
+    pub: [...js.consume(STREAM.send("inapp")), ...ownLanes("inapp"), "nfx.live.>", presenceAll, receiptAll, send("*"), ...kv.read(BUCKET.campaigns), ADMISSION.all],
     sub: ["nfx.live.>", presenceAll, ADMISSION.all],
   },
   tracker: {

@@ -160,3 +160,8 @@ export async function awaitTopology(n: Nats, cfg: Config, log: Logger): Promise<
     await new Promise((r) => setTimeout(r, waitMs));
   }
 }
+
+/** The configurations of the durable consumers `names` of `stream`, as {@link consumerConfigs} makes them (for recreating one). */
+export function consumerConfigsOf(cfg: Config, stream: string, names: readonly string[]): Partial<ConsumerConfig>[] {
+  return consumerConfigs(cfg).filter((c) => c.stream === stream && names.includes(c.config.durable_name!)).map((c) => c.config);
+}

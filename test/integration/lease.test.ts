@@ -1,10 +1,13 @@
 // Leases on a real JetStream KV with a fake clock: one holder, takeover after expiry, a stale holder is fenced; shard checkpoints stored in parts, whole or as changes on top; the process registry lists each process once.
+import { AckPolicy, DeliverPolicy, RetentionPolicy, StorageType } from "@nats-io/jetstream";
 import t, { type Test } from "tap";
 
 import { encodeJson } from "../../lib/core/codec.js";
 import { Fenced } from "../../lib/core/errors.js";
+import { createLogger } from "../../lib/core/log.js";
 import { BUCKET, checkpointKey, checkpointPartKey, PROCESS_KEY } from "../../lib/core/subjects.js";
 import { Lease } from "../../lib/flow/lease.js";
+import { consumerFault, watchWorkQueue } from "../../lib/flow/stranded.js";
 import type { Nats } from "../../lib/infra/nats.js";
 import { listProcesses } from "../../lib/infra/processes.js";
 import { ensureTopology } from "../../lib/infra/topology.js";
@@ -133,4 +136,40 @@ t.test("process registry: each process listed once, even when entries are refres
   listing = false;
   await refresher;
   t.same(new Set(counts), new Set([10]), "every listing names the 10 processes, none twice");
+});
+
+t.test("a work-queue consumer left past its stream's last sequence is recreated and delivers what it skipped", async (t) => {
+  const nats = await topologyOn(t);
+  // The state nats-server leaves after a stream's sequence went back: messages in the stream the consumer has passed.
+  // The API cannot make it on a work queue (its consumers must deliver all; a start past the end is clamped), so a
+  // limits stream and a consumer that delivers only new messages, created after five were published, stand in for it.
+  await nats.jsm.streams.add({ name: "WQT", subjects: ["wq.>"], retention: RetentionPolicy.Limits, storage: StorageType.Memory });
+  const config = { durable_name: "c", filter_subject: "wq.a", ack_policy: AckPolicy.Explicit, deliver_policy: DeliverPolicy.All };
+  for (let i = 0; i < 5; i++) await nats.js.publish("wq.a", encodeJson({ i }));
+  await nats.js.publish("wq.b", encodeJson({ i: -1 }));
+  await nats.jsm.consumers.add("WQT", { ...config, deliver_policy: DeliverPolicy.New });
+  const take = async (): Promise<number[]> => {
+    const c = await nats.js.consumers.get("WQT", "c");
+    const got: number[] = [];
+    for await (const m of await c.fetch({ max_messages: 10, expires: 1000 })) {
+      got.push((m.json<{ i: number }>()).i);
+      m.ack();
+    }
+    return got;
+  };
+  t.same(await take(), [], "the consumer has passed the five messages (the fault)");
+  const ci = await nats.jsm.consumers.info("WQT", "c");
+  t.equal(consumerFault(ci, (await nats.jsm.streams.info("WQT")).state.last_seq, 5), "stranded", "seen as stranded");
+  t.equal(consumerFault({ delivered: { stream_seq: 300 }, num_pending: 0, num_ack_pending: 0 }, 284, 0), "ahead", "a consumer delivered past its stream's last sequence: ahead");
+  const log = createLogger({ level: "silent", redact: true });
+  const w = watchWorkQueue({ jsm: nats.jsm, stream: "WQT", configs: [config], log, everyMs: 200, settleMs: 0 });
+  t.teardown(() => w.stop());
+  // Recreated (a new creation time); then the watch stops: on a limits stream delivered messages stay, which on a work queue would mean stranded again.
+  for (const until = Date.now() + 15_000; (await nats.jsm.consumers.info("WQT", "c")).created === ci.created && Date.now() < until; ) await new Promise((r) => setTimeout(r, 100));
+  w.stop();
+  await new Promise((r) => setTimeout(r, 500));
+  let got: number[] = [];
+  for (const until = Date.now() + 10_000; got.length < 5 && Date.now() < until; ) got = got.concat(await take());
+  t.same(got, [0, 1, 2, 3, 4], "recreated, it delivers every skipped message once, in order");
+  t.equal(consumerFault({ delivered: { stream_seq: 10 }, num_pending: 2, num_ack_pending: 0 }, 12, 2), null, "pending: healthy");
 });

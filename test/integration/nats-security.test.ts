@@ -111,8 +111,9 @@ t.test("producers are isolated and role users are held to their tables", async (
     const c = await connectAs(cluster.nats.url, user, natsPassword(cfg.nats.secret, user), inboxPrefixOf(role));
     const table = rolePermissions(role);
     const refused: string[] = [];
-    // Exceptions in the table: ingest writes idempotency keys; the tracker rewinds its own consumer.
-    const mayDo = (s: string): boolean => (role === "ingest" && s.startsWith("$KV.nfx-idempotency")) || (role === "tracker" && s.endsWith(".tracker"));
+    // Exceptions in the table: ingest writes idempotency keys; the tracker rewinds its own consumer; a gateway recreates its own lane consumers.
+    const mayDo = (s: string): boolean =>
+      (role === "ingest" && s.startsWith("$KV.nfx-idempotency")) || (role === "tracker" && s.endsWith(".tracker")) || (role === "gateway-apns" && s.endsWith(`.${CONSUMER.gateway("apns", "critical")}`));
     for (const s of destructive) if (!mayDo(s) && !(await publishDenied(c, s))) refused.push(s);
     t.same(refused, [], `${user}: every publish outside its table is denied`);
     // Outputs of other stages: a gateway may not publish fan chunks, the router may not publish sends, nobody but the tracker writes counters.

@@ -1,0 +1,108 @@
+// bench:webhooks — deliveries/s to 1,000 endpoints (one answering after 2 s, one failing) through nfx's webhook gateway, against the same deliveries from a bare undici loop; 0 lost, 0 duplicates.
+import { spawn } from "node:child_process";
+import { fileURLToPath } from "node:url";
+
+import { Agent } from "undici";
+
+import { API } from "../lib/core/subjects.js";
+import type { Endpoint } from "../lib/directory/endpoints.js";
+import { secretKey, signatureHeaders } from "../lib/gateway/webhook-sign.js";
+import { callApi, notify } from "../lib/intake/api-client.js";
+import { adopt, startBenchCluster, waitUntil } from "./harness.js";
+import { cpuSecs } from "./proc-stats.js";
+import { report } from "./report.js";
+
+const arg = (name: string, dflt: number): number => {
+  const i = process.argv.indexOf(`--${name}`);
+  return i > 0 ? Number(process.argv[i + 1]) : dflt;
+};
+const ENDPOINTS = arg("endpoints", 1000);
+const MESSAGES = arg("messages", 20);
+const SOCKETS = arg("sockets", 64);
+const RECEIVER = fileURLToPath(new URL("../sandbox/webhook-receiver.js", import.meta.url));
+
+type Summary = { accepted: Record<string, number>; dup: number; invalid: number; first: number; last: number };
+
+async function main(): Promise<void> {
+  // The receiver is its own process (as endpoints are other machines), started first so the cluster's guard stops it too.
+  const rxProc = adopt(spawn(process.execPath, [RECEIVER, "0"], { stdio: ["ignore", "pipe", "inherit"] }));
+  const rxPort = Number(/:(\d+)/.exec(await new Promise<string>((res, rej) => {
+    rxProc.stdout.once("data", (b: Buffer) => res(b.toString()));
+    rxProc.once("exit", (c) => rej(new Error(`webhook receiver exited ${c}`)));
+  }))![1]);
+  const rx = `http://127.0.0.1:${rxPort}`;
+  const put = (path: string, body: unknown): Promise<Response> => fetch(`${rx}${path}`, { method: "PUT", body: JSON.stringify(body) });
+  const summary = async (prefix: string): Promise<Summary> => (await (await fetch(`${rx}/_summary/${prefix}`)).json()) as Summary;
+
+  const bc = await startBenchCluster("webhooks", ["ingest", "router", "gateway-webhook"], false, {
+    endpoints: { allowNetworks: ["127.0.0.0/8"], socketsPerHost: SOCKETS, backoffBaseMs: 1000, pauseAfterFailures: 5, pauseAfterMs: 5000 },
+  });
+  const nc = bc.nats.nc;
+  // The endpoints: e0 answers after 2 s, e1 always 503; the others at once.
+  await callApi(nc, API.topics, { action: "put", name: "bench" });
+  const eps: Endpoint[] = [];
+  for (let i = 0; i < ENDPOINTS; i++) {
+    const ep = await callApi<Endpoint>(nc, API.endpoints, { action: "create", url: `${rx}/hooks/n${i}`, topics: ["bench"] });
+    await put(`/_secrets/n${i}`, ep.secrets.map((s) => s.secret));
+    await put(`/_secrets/b${i}`, ep.secrets.map((s) => s.secret));
+    eps.push(ep);
+  }
+  for (const p of ["n", "b"]) {
+    await put(`/_faults/${p}0`, { delayMs: 2000 });
+    await put(`/_faults/${p}1`, { status: 503 });
+  }
+  const healthy = ENDPOINTS - 2;
+  const want = healthy * MESSAGES;
+
+  // nfx: MESSAGES publishes to the topic, each one delivery per endpoint.
+  const gw = bc.cluster.procs.get("gateway-webhook")!;
+  const cpu0 = cpuSecs(gw.pid);
+  const t0 = Date.now();
+  for (let m = 0; m < MESSAGES; m++) await notify(nc, { topic: "bench", category: "transactional", content: { webhook: { type: "bench.event", data: { m, pad: "x".repeat(200) } } } });
+  const healthyDone = (s: Summary, p: string): number => Object.entries(s.accepted).filter(([n]) => n !== `${p}0` && n !== `${p}1`).reduce((a, [, c]) => a + c, 0);
+  let nfx = await summary("n");
+  await waitUntil(() => `nfx deliveries to the ${healthy} healthy endpoints: ${healthyDone(nfx, "n")} of ${want}`, async () => healthyDone((nfx = await summary("n")), "n") >= want, 600_000, 250);
+  const nfxSecs = (nfx.last - nfx.first) / 1000;
+  const nfxCpu = cpuSecs(gw.pid) - cpu0;
+  const slowState = await callApi<{ delivered: number; pending: number }>(nc, API.endpoints, { action: "state", id: eps[0].id });
+  const failState = await callApi<{ paused: boolean; pending: number }>(nc, API.endpoints, { action: "state", id: eps[1].id });
+  const nfxWall = (Date.now() - t0) / 1000;
+
+  // Bare: the same bodies, signed the same way, each endpoint's in order, one request at a time per endpoint, all endpoints at once, on the same undici pool settings.
+  const agent = new Agent({ connections: SOCKETS, pipelining: 1, keepAliveTimeout: 30_000 });
+  const bodies = Array.from({ length: MESSAGES }, (_, m) => JSON.stringify({ type: "bench.event", timestamp: new Date().toISOString(), data: { m, pad: "x".repeat(200) } }));
+  const cpuB0 = process.cpuUsage();
+  const deadline = Date.now() + 600_000;
+  await Promise.all(eps.map(async (ep, i) => {
+    if (i === 1) return; // the failing endpoint: a bare loop would retry it forever; nfx pauses it
+    const keys = ep.secrets.map((s) => secretKey(s.secret));
+    for (let m = 0; m < MESSAGES && Date.now() < deadline; m++) {
+      const id = `bare${m}.${ep.id}`;
+      const res = await agent.request({ origin: rx, path: `/hooks/b${i}`, method: "POST", headers: { "content-type": "application/json", ...signatureHeaders(id, Math.floor(Date.now() / 1000), bodies[m], keys) }, body: bodies[m] });
+      await res.body.dump();
+      if (res.statusCode >= 300) m--;
+    }
+  }));
+  const bareCpu = process.cpuUsage(cpuB0);
+  await agent.close();
+  const bare = await summary("b");
+  const bareSecs = (bare.last - bare.first) / 1000;
+  const bareDone = healthyDone(bare, "b");
+
+  const lost = Object.entries(nfx.accepted).filter(([n]) => n !== "n0" && n !== "n1").reduce((a, [, c]) => a + Math.max(0, MESSAGES - c), 0) + (healthy - Object.keys(nfx.accepted).filter((n) => n !== "n0" && n !== "n1").length) * MESSAGES;
+  const nfxRate = healthyDone(nfx, "n") / Math.max(0.001, nfxSecs);
+  const bareRate = bareDone / Math.max(0.001, bareSecs);
+  const result = {
+    bench: "webhooks", endpoints: ENDPOINTS, messages: MESSAGES, deliveries: want, sockets: SOCKETS,
+    nfx_per_s: Math.round(nfxRate), bare_per_s: Math.round(bareRate), ratio: Number((nfxRate / bareRate).toFixed(2)),
+    nfx_secs: Number(nfxSecs.toFixed(1)), nfx_wall_secs: Number(nfxWall.toFixed(1)), bare_secs: Number(bareSecs.toFixed(1)),
+    gateway_cpu_us_per_delivery: Math.round((nfxCpu * 1e6) / want), bare_cpu_us_per_delivery: Math.round((bareCpu.user + bareCpu.system) / bareDone),
+    lost, dup: nfx.dup, invalid_signatures: nfx.invalid,
+    slow_endpoint: slowState, failing_endpoint: failState,
+  };
+  await bc.close();
+  rxProc.kill("SIGKILL");
+  report("webhooks", result);
+}
+
+await main();
