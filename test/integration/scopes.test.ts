@@ -2,6 +2,7 @@
 import t, { type Test } from "tap";
 
 import { type CampaignRecord, Campaigns } from "../../lib/campaign/campaigns.js";
+import { TOPICS_KEY } from "../../lib/core/keys.js";
 import { API, type ApiOp, BUCKET, STREAM } from "../../lib/core/subjects.js";
 import { getUser, writeUsers } from "../../lib/directory/directory.js";
 import { UserTokens } from "../../lib/inapp/ws-token.js";
@@ -69,6 +70,7 @@ t.test("API-key scopes on every route and operation", async (t) => {
     intake: (await nats.jsm.streams.info(STREAM.intake)).state.messages,
     campaign: await campaigns.get(cid),
     user: await getUser(redis, cfg.cluster.shards, "ana"),
+    topics: await redis.hkeys(TOPICS_KEY),
     templates: await (async () => {
       const out: Record<string, number> = {};
       for await (const k of await templates.keys()) out[k] = (await templates.get(k))!.revision;
@@ -134,6 +136,9 @@ t.test("API-key scopes on every route and operation", async (t) => {
     { name: "GET /v1/templates", scopes: ["templates", "read"], writes: false, call: viaHttp("GET", () => "/v1/templates", 200) },
     { name: "DELETE /v1/templates/{id}", scopes: ["templates"], writes: true, call: viaHttp("DELETE", () => "/v1/templates/keep", 204), undo: () => admin("PUT", "/v1/templates/keep", tpl) },
     { name: "POST /v1/events", scopes: ["events"], writes: true, call: viaHttp("POST", () => "/v1/events", 200, event), unseen: eventUncounted },
+    { name: "PUT /v1/topics/{name}", scopes: ["topics"], writes: true, call: viaHttp("PUT", (tag) => `/v1/topics/t-${tag.toLowerCase().replace(/[^a-z0-9]/g, "-")}`, 200, () => ({})) },
+    { name: "GET /v1/topics", scopes: ["topics", "read"], writes: false, call: viaHttp("GET", () => "/v1/topics", 200) },
+    { name: "GET /v1/endpoints", scopes: ["topics", "read"], writes: false, call: viaHttp("GET", () => "/v1/endpoints", 200) },
   ];
   const NATS: Case[] = [
     { name: "nfx.ext.api.notify (recipients)", scopes: ["send"], writes: true, call: viaNats("notify", () => recipients) },
@@ -144,6 +149,9 @@ t.test("API-key scopes on every route and operation", async (t) => {
     { name: "nfx.ext.api.campaign (pause)", scopes: ["campaigns.control"], writes: true, call: viaNats("campaign", () => ({ id: cid, action: "pause" })), undo: resume },
     { name: "nfx.ext.api.preferences", scopes: ["users.write"], writes: true, call: viaNats("preferences", () => ({ user: "ana", optedOut: true })), undo: optIn },
     { name: "nfx.ext.api.events", scopes: ["events"], writes: true, call: viaNats("events", event), unseen: eventUncounted },
+    { name: "nfx.ext.api.topics (put)", scopes: ["topics"], writes: true, call: viaNats("topics", (tag) => ({ action: "put", name: `t-${tag.toLowerCase().replace(/[^a-z0-9]/g, "-")}` })) },
+    { name: "nfx.ext.api.topics (list)", scopes: ["topics", "read"], writes: false, call: viaNats("topics", () => ({ action: "list" })) },
+    { name: "nfx.ext.api.endpoints (list)", scopes: ["topics", "read"], writes: false, call: viaNats("endpoints", () => ({ action: "list" })) },
   ];
 
   const walk = async (t: Test, cases: Case[], authField: string): Promise<void> => {
