@@ -4,7 +4,7 @@ import { readFileSync } from "node:fs";
 import { Command, InvalidArgumentError } from "commander";
 
 import { API } from "../lib/core/subjects.js";
-import { callApi } from "../lib/intake/api-client.js";
+import { callApi, notify } from "../lib/intake/api-client.js";
 import { cliConfig, withConnections } from "./cli-context.js";
 
 /** Ids from `--users a,b,c` and/or `--users-file` (one per line); at most 10,000 per call (the API refuses more). */
@@ -40,6 +40,22 @@ export function registerTopicCommands(program: Command): void {
         print(await call(API.topics, { action, name, ...(users ? { users } : {}), ...(endpoints ? { endpoints } : {}) }));
       });
   }
+
+  topics.command("publish").description("publish a notification to a topic: push to its users (--title, --body), an event to its endpoints (--type, --data); prints its id").argument("<name>")
+    .option("--title <text>", "push title").option("--body <text>", "push body").option("--type <type>", "event type for the endpoints").option("--data <json>", "event data for the endpoints (a JSON object)")
+    .option("--category <name>", "category", "transactional")
+    .action(async (name: string, o: { title?: string; body?: string; type?: string; data?: string; category: string }) => {
+      if (!(o.title && o.body) && !o.type) throw new InvalidArgumentError("give --title and --body, and/or --type");
+      let data: Record<string, unknown> = {};
+      try {
+        data = o.data ? (JSON.parse(o.data) as Record<string, unknown>) : {};
+      } catch {
+        throw new InvalidArgumentError("--data: must be a JSON object");
+      }
+      const content = { ...(o.title && o.body ? { push: { title: o.title, body: o.body } } : {}), ...(o.type ? { webhook: { type: o.type, data } } : {}) };
+      const r = await withConnections(cliConfig(program), { nats: true }, ({ nats }) => notify(nats.nc, { topic: name, category: o.category, content }));
+      console.log(r.id);
+    });
 
   const endpoints = program.command("endpoints").description("webhook endpoints: systems subscribed to topics");
   const fields = (c: Command): Command => c.option("--description <text>").option("--types <list>", "event types it wants, comma-separated (default: all)").option("--rate-limit <per-s>", "deliveries per second at most", positive);
