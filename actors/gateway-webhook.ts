@@ -4,15 +4,16 @@ import { randomUUID } from "node:crypto";
 import type { JsMsg } from "@nats-io/jetstream";
 import { Agent } from "undici";
 
-import { encode } from "../lib/core/codec.js";
+import { decode, encode } from "../lib/core/codec.js";
 import type { Config } from "../lib/core/config.js";
 import type { Logger } from "../lib/core/log.js";
 import { CONSUMER, MSGID, PRIORITIES, receiptSubject, STREAM, webhookDeliveryId } from "../lib/core/subjects.js";
-import type { NotificationBrief, ReceiptBatch, ReceiptEntry, SendBatch } from "../lib/core/types.js";
-import { activeSecrets, type Endpoint, findEndpoint } from "../lib/directory/endpoints.js";
+import type { Notification, NotificationBrief, ReceiptBatch, ReceiptEntry, SendBatch } from "../lib/core/types.js";
+import { activeSecrets, type Endpoint, findEndpoint, LIFECYCLE_EVENTS, type LifecycleEvent, listEndpoints } from "../lib/directory/endpoints.js";
 import { changeEndpointSubscriptions } from "../lib/directory/topics.js";
 import { EndpointQueues, type HistoryEntry, type QueuedDelivery } from "../lib/flow/endpoint-queues.js";
 import { decodeAs, runLanes } from "../lib/flow/lanes.js";
+import { readDurable } from "../lib/flow/pull.js";
 import { watchWorkQueue } from "../lib/flow/stranded.js";
 import { storeDeadLetter } from "../lib/gateway/dlq.js";
 import { secretKey, signatureHeaders } from "../lib/gateway/webhook-sign.js";
@@ -45,6 +46,31 @@ export function webhookBody(n: NotificationBrief): { type: string; body: string 
   const { webhook: _w, ...people } = n.content ?? {};
   const data = w?.data ?? { notification: n.id, topic: n.topic, category: n.category, content: people };
   return { type, body: JSON.stringify({ type, timestamp: new Date(n.createdAt).toISOString(), data }) };
+}
+
+/** One lifecycle event as an endpoint's event stream carries it (`type` becomes `notification.<event>`). */
+export interface LifecycleEventItem {
+  event: LifecycleEvent;
+  notification: string;
+  at: number;
+  [k: string]: unknown;
+}
+
+/**
+ * The lifecycle events in one receipt batch: each entry whose outcome is an event (sent, delivered, failed, opened,
+ * clicked, shed), with its user, channel, device and reason. Echoes (repeats of an outcome another batch reported)
+ * and entries of the webhook channel (deliveries to endpoints themselves: no event loops) are left out. Pure.
+ */
+export function eventsOfReceipts(rb: ReceiptBatch): LifecycleEventItem[] {
+  const out: LifecycleEventItem[] = [];
+  for (const e of rb.entries) {
+    if (e.echo || e.channel === "webhook" || !(LIFECYCLE_EVENTS as readonly string[]).includes(e.outcome)) continue; // "accepted" comes from NFX_INTAKE
+    out.push({
+      event: e.outcome as LifecycleEvent, notification: rb.nid, user: e.user, at: e.at,
+      ...(e.channel ? { channel: e.channel } : {}), ...(e.device ? { device: e.device } : {}), ...(e.reason ? { reason: e.reason } : {}),
+    });
+  }
+  return out;
 }
 
 /** How an answer (or its absence) settles an attempt: delivered, gone (410: unsubscribe), refused for good (other 4xx), or retried. */
@@ -141,6 +167,57 @@ export async function startGatewayWebhook(d: GatewayWebhookDeps): Promise<{ stop
     ackWaitSec: d.cfg.gateways.ackWaitSec, log, handle,
   });
 
+  // 1b. Event streams: nfx's own lifecycle events, from receipts and accepted requests, to the endpoints that subscribe to them.
+  let subscribers: { at: number; eps: Endpoint[] } = { at: 0, eps: [] };
+  const eventSubscribers = async (): Promise<Endpoint[]> => {
+    if (Date.now() - subscribers.at > 5000) subscribers = { at: Date.now(), eps: (await listEndpoints(d.redis)).filter((e) => e.events?.length) };
+    return subscribers.eps;
+  };
+  /** Queues one delivery per subscribing endpoint for the events of one stored message (`seq` of `stream`): id `evt.<stream>.<seq>.<endpoint>`, so a redelivered message queues nothing twice. */
+  const queueEvents = async (stream: string, seq: number, nid: string, brief: NotificationBrief, events: LifecycleEventItem[]): Promise<void> => {
+    if (events.length === 0) return;
+    const now = Date.now();
+    await Promise.all((await eventSubscribers()).map((ep) => {
+      const mine = events.filter((e) => ep.events!.includes(e.event) && e.at >= ep.createdAt);
+      if (mine.length === 0) return Promise.resolve(0);
+      const body = JSON.stringify({ type: "nfx.events", timestamp: new Date(now).toISOString(), data: { events: mine.map(({ event, ...rest }) => ({ type: `notification.${event}`, ...rest })) } });
+      const q: QueuedDelivery = { nid, type: "nfx.events", body, shard: 0, brief, at: now, event: true };
+      return queues.enqueue(ep.id, [{ id: `evt.${stream}.${seq}.${ep.id}`, d: q }]);
+    }));
+    wake();
+  };
+  const eventReaders = [
+    readDurable({
+      js: d.nats.js, stream: STREAM.receipts, consumer: CONSUMER.events, maxMessages: 64, log,
+      onMsg: async (m) => {
+        try {
+          const rb = decode<ReceiptBatch>(m.data);
+          const events = eventsOfReceipts(rb);
+          if (events.length && (await eventSubscribers()).length) await queueEvents("r", m.seq, rb.nid, { id: rb.nid } as NotificationBrief, events);
+          m.ack();
+        } catch (err) {
+          log.warn({ err, seq: m.seq }, "lifecycle events not queued; redelivered");
+          m.nak(1000);
+        }
+      },
+    }),
+    readDurable({
+      js: d.nats.js, stream: STREAM.intake, consumer: CONSUMER.eventsIntake, maxMessages: 64, log,
+      onMsg: async (m) => {
+        try {
+          if (!m.subject.startsWith("nfx.intake.scheduled.") && (await eventSubscribers()).length) {
+            const n = decode<Notification>(m.data);
+            await queueEvents("i", m.seq, n.id, { id: n.id } as NotificationBrief, [{ event: "accepted", notification: n.id, category: n.category, priority: n.priority, ...(n.topic ? { topic: n.topic } : {}), ...(n.segment ? { segment: n.segment } : { recipients: n.recipients.length }), at: n.createdAt }]);
+          }
+          m.ack();
+        } catch (err) {
+          log.warn({ err, seq: m.seq }, "accepted event not queued; redelivered");
+          m.nak(1000);
+        }
+      },
+    }),
+  ];
+
   // 2. Delivery: one worker per endpoint this process holds.
   const running = new Map<string, Promise<void>>();
   /** Endpoints not to look at again before a time (backing off, or held by another process). */
@@ -210,7 +287,8 @@ export async function startGatewayWebhook(d: GatewayWebhookDeps): Promise<{ stop
           const kind = r.status ? classifyAnswer(r.status) : "retry";
           const base = { user: endpointId, channel: "webhook" as const, device: endpointId, at: Date.now(), ...(q.replayOf ? { supersedes: q.replayOf } : {}) };
           const settle = async (outcome: HistoryEntry["outcome"], reason?: string): Promise<void> => {
-            await publishReceipt(q.nid, id, outcome === "delivered" ? { ...base, outcome: "sent" } : { ...base, outcome: "failed", reason: reason! });
+            // An event-stream delivery is not a send of its notification: no receipt.
+            if (!q.event) await publishReceipt(q.nid, id, outcome === "delivered" ? { ...base, outcome: "sent" } : { ...base, outcome: "failed", reason: reason! });
             await queues.settle(endpointId, { id, nid: q.nid, type: q.type, outcome, status: r.status, attempts: made, ...(reason ? { reason } : {}), at: Date.now() }, Date.now());
             gatewaySends.inc({ channel: "webhook", app: "webhook", outcome: outcome === "delivered" ? "sent" : "failed" });
           };
@@ -227,7 +305,7 @@ export async function startGatewayWebhook(d: GatewayWebhookDeps): Promise<{ stop
           }
           const reason = r.status ? `http_${r.status}` : "no_answer";
           const deadLetter = async (): Promise<void> => {
-            await storeDeadLetter(d.nats, { type: "dead_letter", channel: "webhook", shard: q.shard, notification: q.brief, send: { nid: q.nid, user: endpointId, device: endpointId, token: "" }, reason, attempts: made, at: Date.now() }, id);
+            if (!q.event) await storeDeadLetter(d.nats, { type: "dead_letter", channel: "webhook", shard: q.shard, notification: q.brief, send: { nid: q.nid, user: endpointId, device: endpointId, token: "" }, reason, attempts: made, at: Date.now() }, id);
             await settle("failed", reason);
           };
           if (kind === "refused") {
@@ -299,6 +377,7 @@ export async function startGatewayWebhook(d: GatewayWebhookDeps): Promise<{ stop
       wq.stop();
       wake();
       await lanes.stop();
+      await Promise.all(eventReaders.map((r) => r.stop()));
       await loop;
       await Promise.allSettled(running.values());
       await agent.close();

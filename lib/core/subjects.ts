@@ -152,6 +152,9 @@ export const CONSUMER = {
   campaign: (prio: Priority): string => `campaign-${prio}`,
   scheduler: "scheduler",
   tracker: "tracker",
+  /** The webhook gateway's read of receipts and accepted requests for endpoints' event streams (docs/topics.md). */
+  events: "webhook-events",
+  eventsIntake: "webhook-events-intake",
   /** The tracker's read of accepted requests (recipient counts). */
   trackerIntake: "tracker-intake",
   /** Releases quiet-hours deferrals when due (scheduler role). */

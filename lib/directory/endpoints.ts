@@ -21,6 +21,8 @@ export interface Endpoint {
   types?: string[];
   /** Deliveries per second at most (absent: no limit beyond one request at a time). */
   rateLimit?: number;
+  /** nfx's own lifecycle events this endpoint subscribes to (its event stream), for every notification; absent: none. */
+  events?: LifecycleEvent[];
   /** Newest first; deliveries are signed with every one not expired. */
   secrets: EndpointSecret[];
   createdAt: number;
@@ -33,7 +35,12 @@ export interface EndpointInput {
   description?: string | null;
   types?: string[] | null;
   rateLimit?: number | null;
+  events?: LifecycleEvent[] | null;
 }
+
+/** The lifecycle events an endpoint can subscribe to: `accepted` per notification, the others per recipient and device. */
+export const LIFECYCLE_EVENTS = ["accepted", "sent", "delivered", "failed", "opened", "clicked", "shed"] as const;
+export type LifecycleEvent = (typeof LIFECYCLE_EVENTS)[number];
 
 const ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz";
 const newEndpointId = (): string => `ep_${[...randomBytes(16)].map((b) => ALPHABET[b & 31]).join("")}`;
@@ -48,7 +55,7 @@ export const withoutSecrets = ({ secrets: _s, ...rest }: Endpoint): Omit<Endpoin
 
 function applyInput(ep: Endpoint, inp: EndpointInput): void {
   if (inp.url !== undefined) ep.url = inp.url;
-  for (const k of ["description", "types", "rateLimit"] as const) {
+  for (const k of ["description", "types", "rateLimit", "events"] as const) {
     const v = inp[k];
     if (v === null) delete ep[k];
     else if (v !== undefined) (ep as unknown as Record<string, unknown>)[k] = v;

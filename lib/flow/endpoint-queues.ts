@@ -19,6 +19,8 @@ export interface QueuedDelivery {
   at: number;
   /** A replayed dead letter: the failure reason its receipt counted, which the new outcome replaces. */
   replayOf?: string;
+  /** An event-stream delivery (nfx's lifecycle events): no receipt, no dead letter (its notification's counters are not its own). */
+  event?: true;
 }
 
 /** An endpoint's delivery state, as `nfx endpoints state` and `GET /v1/endpoints/{id}/state` show it. */

@@ -113,7 +113,7 @@ export const ROLE_PERMISSIONS: Readonly<Record<NatsRoleUser, Perm>> = {
   "gateway-email": gateway("email"),
   "gateway-sms": gateway("sms"),
   // Webhook endpoints: its send stream in, receipts and dead letters out (its retries wait in Redis, not NFX_RETRY).
-  "gateway-webhook": { pub: [...js.consume(STREAM.send("webhook")), ...ownLanes("webhook"), receiptAll, dlqSubject("webhook")], sub: [] },
+  "gateway-webhook": { pub: [...js.consume(STREAM.send("webhook")), ...ownLanes("webhook"), ...js.consume(STREAM.receipts), ...js.consume(STREAM.intake), receiptAll, dlqSubject("webhook")], sub: [] },
   "ws-gateway": {
     pub: [...js.consume(STREAM.send("inapp")), ...ownLanes("inapp"), "nfx.live.>", presenceAll, receiptAll, send("*"), ...kv.read(BUCKET.campaigns), ADMISSION.all],
     sub: ["nfx.live.>", presenceAll, ADMISSION.all],

@@ -43,6 +43,9 @@ export function consumerConfigs(cfg: Config): { stream: string; config: Partial<
   out.push({ stream: STREAM.receipts, config: { ...common, durable_name: CONSUMER.tracker, max_ack_pending: 20_000 } });
   // Accepted requests, for the tracker's "accepted" counter (the scheduled subject is skipped in code: due requests come back on their lane).
   out.push({ stream: STREAM.intake, config: { ...common, durable_name: CONSUMER.trackerIntake, filter_subject: intakeAll, max_ack_pending: 20_000 } });
+  // Lifecycle events for endpoints that subscribe to them: new receipts and accepted requests only (an endpoint gets events from its subscription on).
+  out.push({ stream: STREAM.receipts, config: { ...common, deliver_policy: DeliverPolicy.New, durable_name: CONSUMER.events, max_ack_pending: 5000 } });
+  out.push({ stream: STREAM.intake, config: { ...common, deliver_policy: DeliverPolicy.New, durable_name: CONSUMER.eventsIntake, filter_subject: intakeAll, max_ack_pending: 5000 } });
   // Held messages stay unacked until due, so the scheduler's ack window is large.
   out.push({ stream: STREAM.intake, config: { ...common, durable_name: CONSUMER.scheduler, filter_subject: scheduledAll, max_ack_pending: 1_000_000 } });
   out.push({ stream: STREAM.defer, config: { ...common, durable_name: CONSUMER.deferred, max_ack_pending: 1_000_000 } });

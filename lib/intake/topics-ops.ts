@@ -6,7 +6,7 @@ import { RequestInvalid } from "../core/errors.js";
 import { parseWith, topicName } from "../core/request-schema.js";
 import { ENDPOINT_ID, ID_PATTERN } from "../core/subjects.js";
 import {
-  createEndpoint, deleteEndpoint, type Endpoint, endpointTopics, getEndpoint, listEndpoints, rotateSecret, updateEndpoint, withoutSecrets,
+  createEndpoint, deleteEndpoint, type Endpoint, endpointTopics, getEndpoint, LIFECYCLE_EVENTS, listEndpoints, rotateSecret, updateEndpoint, withoutSecrets,
 } from "../directory/endpoints.js";
 import { changeEndpointSubscriptions, changeUserSubscriptions, deleteTopic, getTopic, listTopics, putTopic } from "../directory/topics.js";
 import { EndpointQueues } from "../flow/endpoint-queues.js";
@@ -33,6 +33,7 @@ const endpointFields = {
   description: description.nullable().optional(),
   types: z.array(z.string().regex(/^[A-Za-z0-9_.:-]{1,128}$/, "must be an event type")).min(1, "must name at least one type (null: every type)").max(100).nullable().optional(),
   rateLimit: z.number().min(0.01, "must be > 0 deliveries per second (null: no limit)").max(100_000).nullable().optional(),
+  events: z.array(z.enum(LIFECYCLE_EVENTS)).min(1, "must name at least one event (null: none)").nullable().optional(),
 };
 const url = z.string().max(2048, "must be at most 2048 characters");
 const endpointId = z.string().regex(ENDPOINT_ID, "must be an endpoint id (ep_ and 16 characters)");

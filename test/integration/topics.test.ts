@@ -55,6 +55,9 @@ t.test(`a topic with ${USERS.toLocaleString("en")} users and ${ENDPOINTS} endpoi
   t.match(eps[0].secrets[0].secret, /^whsec_/, "a Standard Webhooks secret is generated");
   const dead = 7;
   rx.setFault(`e${dead}`, { status: 503 });
+  // An endpoint of no topic that subscribes to nfx's own lifecycle events (its event stream).
+  const evEp = await endpoints<Endpoint>({ action: "create", url: rx.url("events"), events: ["accepted", "sent"] });
+  rx.setSecrets("events", evEp.secrets.map((s) => s.secret));
 
   const { id } = await notify(nats.nc, { topic: "orders", category: "social", content: { push: { title: "Order", body: "shipped" }, webhook: { type: "order.shipped", data: { order: 1 } } } });
   const rec = cluster.sandbox!.recorder;
@@ -95,6 +98,18 @@ t.test(`a topic with ${USERS.toLocaleString("en")} users and ${ENDPOINTS} endpoi
   t.same(history.deliveries.map((h) => [h.nid, h.outcome]), [...more].reverse().concat(id).map((n) => [n, "delivered"]), "its history: four delivered, newest first");
   const after = await stateOf(dead);
   t.match(after, { paused: false, pending: 0, delivered: 4, consecutive_failures: 0 }, "its state after the resume");
+
+  // The event stream: the publish's accepted event once, and a sent event for each device once; none for the endpoints' own deliveries.
+  type Ev = { type: string; notification: string; user?: string; channel?: string; device?: string };
+  const evs = (): Ev[] => rx.accepted("events").flatMap((d) => (d.data as { events: Ev[] }).events).filter((e) => e.notification === id);
+  t.ok(await eventually(() => evs().filter((e) => e.type === "notification.sent").length >= USERS, 30_000), "the event stream carried the sends");
+  await new Promise((r) => setTimeout(r, 1000));
+  const sentEvs = evs().filter((e) => e.type === "notification.sent");
+  t.equal(sentEvs.length, USERS, "one sent event per device");
+  t.equal(new Set(sentEvs.map((e) => `${e.user}|${e.device}`)).size, USERS, "no device twice");
+  t.equal(evs().filter((e) => e.type === "notification.accepted").length, 1, "one accepted event");
+  t.notOk(evs().some((e) => e.channel === "webhook"), "no events of the endpoints' own deliveries");
+  t.ok(rx.received("events").every((d) => d.valid && d.type === "nfx.events"), "signed, type nfx.events");
 
   // Retry-After: an endpoint answering 429 Retry-After: 2 is not tried again sooner.
   rx.setFault("e0", { status: 429, retryAfter: "2", times: 1 });
