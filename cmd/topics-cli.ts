@@ -58,14 +58,15 @@ export function registerTopicCommands(program: Command): void {
     });
 
   const endpoints = program.command("endpoints").description("webhook endpoints: systems subscribed to topics");
-  const fields = (c: Command): Command => c.option("--description <text>").option("--types <list>", "event types it wants, comma-separated (default: all)").option("--rate-limit <per-s>", "deliveries per second at most", positive);
-  const input = (o: { description?: string; types?: string; rateLimit?: number }) => ({
+  const fields = (c: Command): Command => c.option("--description <text>").option("--types <list>", "event types it wants, comma-separated (default: all)").option("--rate-limit <per-s>", "deliveries per second at most", positive).option("--events <list>", "nfx lifecycle events it subscribes to, comma-separated: accepted, sent, delivered, failed, opened, clicked, shed");
+  const input = (o: { description?: string; types?: string; rateLimit?: number; events?: string }) => ({
     ...(o.description !== undefined ? { description: o.description } : {}), ...(o.types ? { types: o.types.split(",") } : {}), ...(o.rateLimit !== undefined ? { rateLimit: o.rateLimit } : {}),
+    ...(o.events ? { events: o.events.split(",") } : {}),
   });
   fields(endpoints.command("create").description("add an endpoint; prints it with its signing secret").argument("<url>").option("--topics <list>", "topics to subscribe it to, comma-separated"))
-    .action(async (url: string, o: { topics?: string; description?: string; types?: string; rateLimit?: number }) => print(await call(API.endpoints, { action: "create", url, ...input(o), ...(o.topics ? { topics: o.topics.split(",") } : {}) })));
+    .action(async (url: string, o: { topics?: string; description?: string; types?: string; rateLimit?: number; events?: string }) => print(await call(API.endpoints, { action: "create", url, ...input(o), ...(o.topics ? { topics: o.topics.split(",") } : {}) })));
   fields(endpoints.command("update").description("change an endpoint").argument("<id>").option("--url <url>"))
-    .action(async (id: string, o: { url?: string; description?: string; types?: string; rateLimit?: number }) => print(await call(API.endpoints, { action: "update", id, ...(o.url ? { url: o.url } : {}), ...input(o) })));
+    .action(async (id: string, o: { url?: string; description?: string; types?: string; rateLimit?: number; events?: string }) => print(await call(API.endpoints, { action: "update", id, ...(o.url ? { url: o.url } : {}), ...input(o) })));
   endpoints.command("list").description("every endpoint (without secrets)").action(async () => print(await call(API.endpoints, { action: "list" })));
   endpoints.command("show").description("one endpoint, with its secrets and topics").argument("<id>").action(async (id: string) => print(await call(API.endpoints, { action: "get", id })));
   endpoints.command("delete").description("delete an endpoint, its subscriptions and its queue").argument("<id>").action(async (id: string) => print(await call(API.endpoints, { action: "delete", id })));
