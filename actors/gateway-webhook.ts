@@ -158,7 +158,7 @@ export async function startGatewayWebhook(d: GatewayWebhookDeps): Promise<{ stop
       if (l) l.push({ id, d: q });
       else byEndpoint.set(s.user, [{ id, d: q }]);
     }
-    await Promise.all([...skipped, ...[...byEndpoint].map(([ep, items]) => queues.enqueue(ep, items, batch.replayOf !== undefined))]);
+    await Promise.all([...skipped, queues.enqueueMany(byEndpoint, batch.replayOf !== undefined)]);
     stageItems.inc({ stage: "gateway-webhook" }, batch.sends.length);
     wake();
   };
@@ -274,8 +274,10 @@ export async function startGatewayWebhook(d: GatewayWebhookDeps): Promise<{ stop
           continue;
         }
         let attempts = gate.attempts;
+        // Settles of delivered items run behind the requests, in queue order; anything else first waits for them.
+        let settled: Promise<void> = Promise.resolve();
         for (const { id, d: q } of items) {
-          if (stopping) return;
+          if (stopping) return void (await settled);
           if (ep.rateLimit) {
             const wait = lastStart + 1000 / ep.rateLimit - Date.now();
             if (wait > 0) await new Promise((r) => setTimeout(r, wait));
@@ -293,9 +295,11 @@ export async function startGatewayWebhook(d: GatewayWebhookDeps): Promise<{ stop
             gatewaySends.inc({ channel: "webhook", app: "webhook", outcome: outcome === "delivered" ? "sent" : "failed" });
           };
           if (kind === "delivered") {
-            await settle("delivered");
+            settled = settled.then(() => settle("delivered"));
+            settled.catch(() => undefined); // awaited below; a failure is thrown there, not reported unhandled meanwhile
             continue;
           }
+          await settled;
           if (kind === "gone") {
             // 410 Gone: the receiver ends this subscription.
             if (q.brief.topic) await changeEndpointSubscriptions(d.redis, q.brief.topic, [endpointId], true).catch(() => 0);
@@ -330,6 +334,7 @@ export async function startGatewayWebhook(d: GatewayWebhookDeps): Promise<{ stop
           notBefore.set(endpointId, now2 + delay);
           return;
         }
+        await settled;
       }
     } finally {
       clearInterval(renew);

@@ -78,8 +78,9 @@ export async function startWebhookReceiver(port = 0): Promise<WebhookReceiver> {
   };
 
   /** Over endpoints whose name starts with `prefix`: accepted deliveries per endpoint, duplicates (same webhook-id accepted twice), invalid signatures, first and last acceptance. */
-  const summary = (prefix: string): { accepted: Record<string, number>; dup: number; invalid: number; first: number; last: number } => {
+  const summary = (prefix: string): { accepted: Record<string, number>; span: Record<string, [number, number]>; dup: number; invalid: number; first: number; last: number } => {
     const accepted: Record<string, number> = {};
+    const span: Record<string, [number, number]> = {};
     let dup = 0;
     let invalid = 0;
     let first = Infinity;
@@ -94,10 +95,11 @@ export async function startWebhookReceiver(port = 0): Promise<WebhookReceiver> {
         seen.add(d.id);
         first = Math.min(first, d.at);
         last = Math.max(last, d.at);
+        span[n] = [Math.min(span[n]?.[0] ?? Infinity, d.at), Math.max(span[n]?.[1] ?? 0, d.at)];
       }
       accepted[n] = seen.size;
     }
-    return { accepted, dup, invalid, first, last };
+    return { accepted, span, dup, invalid, first, last };
   };
   const server = http.createServer((req, res) => {
     void (async () => {

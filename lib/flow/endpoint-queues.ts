@@ -73,10 +73,16 @@ export class EndpointQueues {
    * (the caller's batch is redelivered; queuing again is harmless).
    */
   async enqueue(endpoint: string, items: readonly { id: string; d: QueuedDelivery }[], force = false): Promise<number> {
-    if (items.length === 0) return 0;
-    const n = await this.r.nfxEndpointEnqueue(endpointQueueKey(endpoint), endpointItemsKey(endpoint), endpointDoneKey(endpoint), force ? "1" : "0", ...items.flatMap((i) => [i.id, JSON.stringify(i.d)]));
-    await this.r.sadd(ENDPOINTS_ACTIVE_KEY, endpoint);
-    return n;
+    return this.enqueueMany(new Map([[endpoint, items]]), force);
+  }
+
+  /** {@link enqueue} for several endpoints at once: their queues in parallel, then one update of the active set. */
+  async enqueueMany(byEndpoint: ReadonlyMap<string, readonly { id: string; d: QueuedDelivery }[]>, force = false): Promise<number> {
+    const eps = [...byEndpoint].filter(([, items]) => items.length > 0);
+    if (eps.length === 0) return 0;
+    const added = await Promise.all(eps.map(([ep, items]) => this.r.nfxEndpointEnqueue(endpointQueueKey(ep), endpointItemsKey(ep), endpointDoneKey(ep), force ? "1" : "0", ...items.flatMap((i) => [i.id, JSON.stringify(i.d)]))));
+    await this.r.sadd(ENDPOINTS_ACTIVE_KEY, ...eps.map(([ep]) => ep));
+    return added.reduce((a, n) => a + n, 0);
   }
 
   /** Endpoints with deliveries waiting (or that had some when last looked at). */
