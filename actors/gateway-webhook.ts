@@ -274,10 +274,18 @@ export async function startGatewayWebhook(d: GatewayWebhookDeps): Promise<{ stop
           continue;
         }
         let attempts = gate.attempts;
-        // Settles of delivered items run behind the requests, in queue order; anything else first waits for them.
-        let settled: Promise<void> = Promise.resolve();
+        // Delivered items are settled together, head first, after their receipts are stored: at the end of the read, or before anything else is settled.
+        let delivered: { id: string; q: QueuedDelivery; status: number; made: number; at: number }[] = [];
+        const settleDelivered = async (): Promise<void> => {
+          if (delivered.length === 0) return;
+          const list = delivered;
+          delivered = [];
+          await Promise.all(list.filter((x) => !x.q.event).map((x) => publishReceipt(x.q.nid, x.id, { user: endpointId, channel: "webhook", device: endpointId, at: x.at, outcome: "sent", ...(x.q.replayOf ? { supersedes: x.q.replayOf } : {}) })));
+          await queues.settleMany(endpointId, list.map((x) => ({ id: x.id, nid: x.q.nid, type: x.q.type, outcome: "delivered" as const, status: x.status, attempts: x.made, at: x.at })), Date.now());
+          gatewaySends.inc({ channel: "webhook", app: "webhook", outcome: "sent" }, list.length);
+        };
         for (const { id, d: q } of items) {
-          if (stopping) return void (await settled);
+          if (stopping) return void (await settleDelivered());
           if (ep.rateLimit) {
             const wait = lastStart + 1000 / ep.rateLimit - Date.now();
             if (wait > 0) await new Promise((r) => setTimeout(r, wait));
@@ -295,11 +303,10 @@ export async function startGatewayWebhook(d: GatewayWebhookDeps): Promise<{ stop
             gatewaySends.inc({ channel: "webhook", app: "webhook", outcome: outcome === "delivered" ? "sent" : "failed" });
           };
           if (kind === "delivered") {
-            settled = settled.then(() => settle("delivered"));
-            settled.catch(() => undefined); // awaited below; a failure is thrown there, not reported unhandled meanwhile
+            delivered.push({ id, q, status: r.status, made, at: Date.now() });
             continue;
           }
-          await settled;
+          await settleDelivered();
           if (kind === "gone") {
             // 410 Gone: the receiver ends this subscription.
             if (q.brief.topic) await changeEndpointSubscriptions(d.redis, q.brief.topic, [endpointId], true).catch(() => 0);
@@ -334,7 +341,7 @@ export async function startGatewayWebhook(d: GatewayWebhookDeps): Promise<{ stop
           notBefore.set(endpointId, now2 + delay);
           return;
         }
-        await settled;
+        await settleDelivered();
       }
     } finally {
       clearInterval(renew);

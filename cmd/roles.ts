@@ -82,7 +82,7 @@ async function startWsGatewayRole(d: Deps): Promise<Started> {
 
 /**
  * Each role's starter. Actors are imported when their role starts, so a process loads only its own roles' code
- * (the provider SDKs alone take a second of CPU to load): `nfx up` starts sixteen processes.
+ * (the provider SDKs alone take a second of CPU to load): `nfx up` starts seventeen processes.
  */
 const starters: Record<Role, (d: Deps) => Promise<Started>> = {
   ingest: startIngestRole,

@@ -111,11 +111,16 @@ export class EndpointQueues {
 
   /** Finishes the head delivery `e.id` (delivered or failed for good). Returns false when it was no longer the head. */
   async settle(endpoint: string, e: HistoryEntry, now: number): Promise<boolean> {
-    const n = await this.r.nfxEndpointSettle(
+    return (await this.settleMany(endpoint, [e], now)) === 1;
+  }
+
+  /** Finishes the deliveries `list`, the queue's head first and in order, in one call. Returns how many were settled (it stops at one that is not the head). */
+  async settleMany(endpoint: string, list: readonly HistoryEntry[], now: number): Promise<number> {
+    if (list.length === 0) return 0;
+    return this.r.nfxEndpointSettle(
       endpointQueueKey(endpoint), endpointItemsKey(endpoint), endpointDoneKey(endpoint), endpointStateKey(endpoint), endpointHistoryKey(endpoint),
-      e.id, e.outcome, now, e.status, this.cfg.doneTtlSec * 1000, this.cfg.historyPerEndpoint, JSON.stringify(e),
+      now, this.cfg.doneTtlSec * 1000, this.cfg.historyPerEndpoint, ...list.flatMap((e) => [e.id, e.outcome, e.status, JSON.stringify(e)]),
     );
-    return n === 1;
   }
 
   /** Records a failed attempt of the head delivery, retried at `nextAt`. Returns the endpoint's failure streak. */

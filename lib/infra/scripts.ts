@@ -50,7 +50,7 @@ export interface ScriptCommands {
   /** endpointHead-2.lua */
   nfxEndpointHead(queue: string, items: string, max: number): Promise<string[]>;
   /** endpointSettle-5.lua */
-  nfxEndpointSettle(queue: string, items: string, done: string, state: string, history: string, id: string, outcome: "delivered" | "failed", now: number, status: number, doneTtlMs: number, historyCap: number, entry: string): Promise<number>;
+  nfxEndpointSettle(queue: string, items: string, done: string, state: string, history: string, now: number, doneTtlMs: number, historyCap: number, ...idOutcomeStatusEntry: (string | number)[]): Promise<number>;
   /** endpointFail-1.lua */
   nfxEndpointFail(state: string, now: number, nextAt: number, status: number, error: string, attempts: number): Promise<[number, number]>;
   /** endpointLease-1.lua */

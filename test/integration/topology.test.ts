@@ -28,7 +28,7 @@ t.test("ensureTopology is idempotent", async (t) => {
   }
   const env = { NFX_NATS__SERVERS: JSON.stringify([servers.natsUrl]), NFX_NATS__SECRET: servers.natsSecret, NFX_REDIS__URL: servers.redisUrl, NFX_REDIS__CLUSTER: JSON.stringify(servers.redisSeeds) };
   const cli = await nfxRunner(env)("init");
-  t.match(cli.stdout, /streams: NFX_INTAKE, NFX_FAN, NFX_DEFER, NFX_RETRY, NFX_TRAILS, NFX_SEND_APNS, NFX_SEND_FCM, NFX_SEND_EMAIL, NFX_SEND_SMS, NFX_SEND_INAPP, NFX_RECEIPTS, NFX_DLQ/, "`nfx init` on an existing cluster succeeds and lists the streams");
+  t.match(cli.stdout, /streams: NFX_INTAKE, NFX_FAN, NFX_DEFER, NFX_RETRY, NFX_TRAILS, NFX_SEND_APNS, NFX_SEND_FCM, NFX_SEND_EMAIL, NFX_SEND_SMS, NFX_SEND_INAPP, NFX_SEND_WEBHOOK, NFX_RECEIPTS, NFX_DLQ/, "`nfx init` on an existing cluster succeeds and lists the streams");
   const bad = await nfxRunner({ ...env, NFX_CLUSTER__SHARDS: "0" })("init").then(() => null, (e: { code: number; stderr: string }) => e);
   t.equal(bad?.code, 1, "invalid config: exit 1 before connecting");
   t.match(bad?.stderr ?? "", /NFX_ERR_CONFIG_INVALID.*\n.*cluster\.shards/);

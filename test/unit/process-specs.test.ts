@@ -19,7 +19,7 @@ t.test("specs parse to a role and its lane classes, and bad ones name the rule",
 t.test("nfx up splits the shard actor and gives each process its nice value", async (t) => {
   t.ok(UP_PROCESSES.includes("shard@urgent") && UP_PROCESSES.includes("shard@bulk") && !UP_PROCESSES.includes("shard"));
   t.ok(UP_PROCESSES.includes("gateway-apns@urgent") && UP_PROCESSES.includes("gateway-sms@bulk") && !UP_PROCESSES.includes("gateway-fcm"), "gateways too");
-  t.equal(UP_PROCESSES.length, 16);
+  t.equal(UP_PROCESSES.length, 17);
   const cfg = loadConfig({ env: {} });
   t.same(["shard@urgent", "shard@bulk", "campaign", "gateway-apns", "gateway-apns@urgent", "ingest"].map((s) => niceOf(cfg, s as never)), [-5, 10, 10, 0, -5, -5]);
 });

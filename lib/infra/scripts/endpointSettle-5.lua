@@ -1,7 +1,8 @@
 --[[
-  Finishes the delivery at the head of one webhook endpoint's queue: removes it, remembers its id as finished,
-  counts it, resets or keeps the failure streak, and appends it to the endpoint's recent history. Only the head is
-  settled, so a delivery settled twice (a retried call) counts once.
+  Finishes deliveries at the head of one webhook endpoint's queue, in order: each is removed, remembered as
+  finished, counted, resets or keeps the failure streak, and is appended to the endpoint's recent history. Only the
+  head is settled, so a delivery settled twice (a retried call) counts once; settling stops at the first id that is
+  not the head.
 
   Input:
     KEYS[1]  the endpoint's queue (list of delivery ids)
@@ -9,33 +10,35 @@
     KEYS[3]  its finished ids (sorted set id -> time)
     KEYS[4]  its state (hash)
     KEYS[5]  its recent history (list of JSON)
-    ARGV[1]  delivery id
-    ARGV[2]  "delivered" or "failed"
-    ARGV[3]  now (ms)
-    ARGV[4]  HTTP status of the last attempt (0: none)
-    ARGV[5]  how long finished ids are remembered (ms)
-    ARGV[6]  history entries kept (0: none)
-    ARGV[7]  the history entry (JSON)
+    ARGV[1]  now (ms)
+    ARGV[2]  how long finished ids are remembered (ms)
+    ARGV[3]  history entries kept (0: none)
+    ARGV[4..] groups of four, head first: delivery id, "delivered" or "failed", HTTP status of its last attempt (0: none), history entry (JSON)
 
   Returns:
-    1 when the head was settled, 0 when it was not the head (already settled).
+    how many were settled.
 ]]
-if redis.call('LINDEX', KEYS[1], 0) ~= ARGV[1] then return 0 end
-local now = tonumber(ARGV[3])
-redis.call('LPOP', KEYS[1])
-redis.call('HDEL', KEYS[2], ARGV[1])
-redis.call('ZADD', KEYS[3], now, ARGV[1])
-redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - tonumber(ARGV[5]))
-redis.call('HINCRBY', KEYS[4], ARGV[2], 1)
-redis.call('HSET', KEYS[4], 'lastStatus', ARGV[4], 'lastAt', ARGV[3])
-redis.call('HDEL', KEYS[4], 'attempts', 'nextAt')
-if ARGV[2] == 'delivered' then
-  redis.call('HSET', KEYS[4], 'consecutive', 0)
-  redis.call('HDEL', KEYS[4], 'failingSince', 'lastError')
+local now = tonumber(ARGV[1])
+local cap = tonumber(ARGV[3])
+local n = 0
+for i = 4, #ARGV, 4 do
+  local id, outcome = ARGV[i], ARGV[i + 1]
+  if redis.call('LINDEX', KEYS[1], 0) ~= id then break end
+  redis.call('LPOP', KEYS[1])
+  redis.call('HDEL', KEYS[2], id)
+  redis.call('ZADD', KEYS[3], now, id)
+  redis.call('HINCRBY', KEYS[4], outcome, 1)
+  redis.call('HSET', KEYS[4], 'lastStatus', ARGV[i + 2], 'lastAt', ARGV[1])
+  if outcome == 'delivered' then
+    redis.call('HSET', KEYS[4], 'consecutive', 0)
+    redis.call('HDEL', KEYS[4], 'failingSince', 'lastError')
+  end
+  if cap > 0 then redis.call('RPUSH', KEYS[5], ARGV[i + 3]) end
+  n = n + 1
 end
-local cap = tonumber(ARGV[6])
-if cap > 0 then
-  redis.call('RPUSH', KEYS[5], ARGV[7])
-  redis.call('LTRIM', KEYS[5], -cap, -1)
+if n > 0 then
+  redis.call('HDEL', KEYS[4], 'attempts', 'nextAt')
+  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - tonumber(ARGV[2]))
+  if cap > 0 then redis.call('LTRIM', KEYS[5], -cap, -1) end
 end
-return 1
+return n
