@@ -7,7 +7,7 @@ import type { KV } from "@nats-io/kv";
 import { addThrottle, type CampaignRecord, Campaigns, type Cursor } from "../lib/campaign/campaigns.js";
 import { decodeJson, encode } from "../lib/core/codec.js";
 import type { Config } from "../lib/core/config.js";
-import { SegmentUnknown } from "../lib/core/errors.js";
+import { SegmentUnknown, TopicUnknown } from "../lib/core/errors.js";
 import type { Logger } from "../lib/core/log.js";
 import { BUCKET, CAMPAIGN_KEY, CONSUMER, fanSubject, laneClassOf, LEASE_KEY, MSGID, STREAM } from "../lib/core/subjects.js";
 import type { FanChunk, Notification } from "../lib/core/types.js";
@@ -67,9 +67,9 @@ export async function startCampaign(d: CampaignDeps): Promise<{ stop(): Promise<
   const handle = async (m: JsMsg): Promise<void> => {
     const n = decodeAs<Notification>(m.data, "notification");
     if (!n.segment) return; // explicit recipients: the router's
-    // A segment deleted between acceptance and now: the campaign is recorded as cancelled, not retried forever.
+    // A segment (or topic) deleted between acceptance and now: the campaign is recorded as cancelled, not retried forever.
     const src = await segmentSource(d.redis, n.segment, n.createdAt).catch((err: unknown) => {
-      if (err instanceof SegmentUnknown) return null;
+      if (err instanceof SegmentUnknown || err instanceof TopicUnknown) return null;
       throw err;
     });
     let total = 0;

@@ -37,6 +37,8 @@ const js = {
   info: ["$JS.API.INFO", "$JS.API.STREAM.INFO.*", "$JS.API.STREAM.NAMES", "$JS.API.STREAM.LIST", "$JS.API.CONSUMER.INFO.*.*", "$JS.API.CONSUMER.NAMES.*", "$JS.API.CONSUMER.LIST.*"],
   /** Pull from a durable consumer of `s` and ack what it took. */
   consume: (s: string) => [`$JS.API.CONSUMER.MSG.NEXT.${s}.*`, `$JS.ACK.${s}.>`],
+  /** Pull from durable consumer `name` of `s` only, and ack what it took. */
+  consumeOne: (s: string, name: string) => [`$JS.API.CONSUMER.MSG.NEXT.${s}.${name}`, `$JS.ACK.${s}.${name}.>`],
   /**
    * Create and read its own ephemeral (ordered) consumers of `s`; KV watches are these too. Deleting them only with
    * `del`, for a stream that has no durable consumer (KV buckets, NFX_FAN): a consumer name cannot be matched by
@@ -113,7 +115,7 @@ export const ROLE_PERMISSIONS: Readonly<Record<NatsRoleUser, Perm>> = {
   "gateway-email": gateway("email"),
   "gateway-sms": gateway("sms"),
   // Webhook endpoints: its send stream in, receipts and dead letters out (its retries wait in Redis, not NFX_RETRY).
-  "gateway-webhook": { pub: [...js.consume(STREAM.send("webhook")), ...ownLanes("webhook"), ...js.consume(STREAM.receipts), ...js.consume(STREAM.intake), receiptAll, dlqSubject("webhook")], sub: [] },
+  "gateway-webhook": { pub: [...js.consume(STREAM.send("webhook")), ...ownLanes("webhook"), ...js.consumeOne(STREAM.receipts, CONSUMER.events), ...js.consumeOne(STREAM.intake, CONSUMER.eventsIntake), receiptAll, dlqSubject("webhook")], sub: [] },
   "ws-gateway": {
     pub: [...js.consume(STREAM.send("inapp")), ...ownLanes("inapp"), "nfx.live.>", presenceAll, receiptAll, send("*"), ...kv.read(BUCKET.campaigns), ADMISSION.all],
     sub: ["nfx.live.>", presenceAll, ADMISSION.all],
