@@ -6,7 +6,7 @@ import { backoffMs, classifyAnswer, retryAfterMs, webhookBody } from "../../acto
 import { parseNotifyRequest } from "../../lib/core/request-schema.js";
 import { activeSecrets, type Endpoint, newSecret } from "../../lib/directory/endpoints.js";
 import { secretKey, signatureHeaders } from "../../lib/gateway/webhook-sign.js";
-import { addressPolicy, checkEndpointUrl } from "../../lib/infra/address-policy.js";
+import { addressPolicy, checkEndpointUrl, guardedLookup } from "../../lib/infra/address-policy.js";
 
 t.test("signatures verify with the reference package, with either secret during a rotation", (t) => {
   const [a, b] = [newSecret(), newSecret()];
@@ -66,6 +66,14 @@ t.test("SSRF: loopback, private, link-local, metadata and mapped addresses refus
   await t.rejects(checkEndpointUrl("http://localhost/x", strict), { code: "NFX_ERR_ENDPOINT_REFUSED" }, "a name resolving to loopback");
   await t.rejects(checkEndpointUrl("http://user:pw@93.184.216.34/x", strict), { code: "NFX_ERR_ENDPOINT_REFUSED" }, "credentials in the URL");
   t.equal((await checkEndpointUrl("https://93.184.216.34/x", strict)).host, "93.184.216.34");
+  // At connection time too (a name that resolves to a refused address later: DNS rebinding): the gateway's lookup fails the connection.
+  const lookupOf = (policy: ReturnType<typeof addressPolicy>) => (host: string): Promise<{ err: (Error & { code?: string }) | null; address: unknown }> =>
+    new Promise((r) => (guardedLookup(policy) as unknown as (h: string, o: object, cb: (err: Error | null, address: unknown) => void) => void)(host, { all: true }, (err, address) => r({ err, address })));
+  const refused = await lookupOf(strict)("localhost");
+  t.equal(refused.err?.code, "ENDPOINT_REFUSED", "a connection to a name resolving to loopback fails");
+  t.match(refused.err?.message ?? "", /loopback/, "saying why");
+  const allowed = await lookupOf(addressPolicy(["127.0.0.0/8", "::1/128"]))("localhost");
+  t.equal(allowed.err, null, "allowed when its network is");
 });
 
 t.test("notify requests: topic targets and webhook content", (t) => {
