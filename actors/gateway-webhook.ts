@@ -11,7 +11,7 @@ import { CONSUMER, MSGID, PRIORITIES, receiptSubject, STREAM, webhookDeliveryId 
 import type { Notification, NotificationBrief, ReceiptBatch, ReceiptEntry, SendBatch } from "../lib/core/types.js";
 import { activeSecrets, type Endpoint, findEndpoint, LIFECYCLE_EVENTS, type LifecycleEvent, listEndpoints } from "../lib/directory/endpoints.js";
 import { changeEndpointSubscriptions } from "../lib/directory/topics.js";
-import { EndpointQueues, type HistoryEntry, type QueuedDelivery } from "../lib/flow/endpoint-queues.js";
+import { EndpointQueues, type QueuedDelivery } from "../lib/flow/endpoint-queues.js";
 import { decodeAs, runLanes } from "../lib/flow/lanes.js";
 import { readDurable } from "../lib/flow/pull.js";
 import { watchWorkQueue } from "../lib/flow/stranded.js";
@@ -128,6 +128,10 @@ export async function startGatewayWebhook(d: GatewayWebhookDeps): Promise<{ stop
     return ep;
   };
 
+  /** The receipt entry of endpoint `ep`'s delivery outcome (a replayed dead letter's supersedes the failure it counted). */
+  const entryOf = (ep: string, outcome: "sent" | "failed" | "suppressed", at: number, reason?: string, replayOf?: string): ReceiptEntry => ({
+    user: ep, channel: "webhook", device: ep, outcome, at, ...(reason ? { reason } : {}), ...(replayOf ? { supersedes: replayOf } : {}),
+  });
   const publishReceipt = async (nid: string, id: string, e: ReceiptEntry): Promise<void> => {
     const rb: ReceiptBatch = { type: "receipts", nid, stage: "gateway", entries: [e] };
     await d.nats.js.publish(receiptSubject(nid), encode(rb), { msgID: MSGID.webhookOutcome(id, e.outcome) });
@@ -143,14 +147,13 @@ export async function startGatewayWebhook(d: GatewayWebhookDeps): Promise<{ stop
       const brief = batch.notifications[s.nid];
       const ep = await endpointOf(s.user);
       const id = webhookDeliveryId(s.nid, s.user);
-      const base = { user: s.user, channel: "webhook" as const, device: s.user, at: now };
       if (!ep) {
-        skipped.push(publishReceipt(s.nid, id, { ...base, outcome: "failed", reason: "endpoint_deleted" }));
+        skipped.push(publishReceipt(s.nid, id, entryOf(s.user, "failed", now, "endpoint_deleted")));
         continue;
       }
       const { type, body } = webhookBody(brief);
       if (ep.types && !ep.types.includes(type)) {
-        skipped.push(publishReceipt(s.nid, id, { ...base, outcome: "suppressed", reason: "type_filtered" }));
+        skipped.push(publishReceipt(s.nid, id, entryOf(s.user, "suppressed", now, "type_filtered")));
         continue;
       }
       const q: QueuedDelivery = { nid: s.nid, type, body, shard: batch.shard, brief, at: now, ...(batch.replayOf ? { replayOf: batch.replayOf } : {}) };
@@ -186,35 +189,33 @@ export async function startGatewayWebhook(d: GatewayWebhookDeps): Promise<{ stop
     }));
     wake();
   };
-  const eventReaders = [
+  /** Reads `consumer` of `stream` for event streams: each message's events (`eventsOf`: its notification and events) queued, then acked; a failure naks it. */
+  const readEvents = (tag: string, stream: string, consumer: string, eventsOf: (m: JsMsg) => { nid: string; events: LifecycleEventItem[] } | null) =>
     readDurable({
-      js: d.nats.js, stream: STREAM.receipts, consumer: CONSUMER.events, maxMessages: 64, log,
+      js: d.nats.js, stream, consumer, maxMessages: 64, log,
       onMsg: async (m) => {
         try {
-          const rb = decode<ReceiptBatch>(m.data);
-          const events = eventsOfReceipts(rb);
-          if (events.length && (await eventSubscribers()).length) await queueEvents("r", m.seq, rb.nid, { id: rb.nid } as NotificationBrief, events);
-          m.ack();
-        } catch (err) {
-          log.warn({ err, seq: m.seq }, "lifecycle events not queued; redelivered");
-          m.nak(1000);
-        }
-      },
-    }),
-    readDurable({
-      js: d.nats.js, stream: STREAM.intake, consumer: CONSUMER.eventsIntake, maxMessages: 64, log,
-      onMsg: async (m) => {
-        try {
-          if (!m.subject.startsWith("nfx.intake.scheduled.") && (await eventSubscribers()).length) {
-            const n = decode<Notification>(m.data);
-            await queueEvents("i", m.seq, n.id, { id: n.id } as NotificationBrief, [{ event: "accepted", notification: n.id, category: n.category, priority: n.priority, ...(n.topic ? { topic: n.topic } : {}), ...(n.segment ? { segment: n.segment } : { recipients: n.recipients.length }), at: n.createdAt }]);
+          if ((await eventSubscribers()).length) {
+            const e = eventsOf(m);
+            if (e) await queueEvents(tag, m.seq, e.nid, { id: e.nid } as NotificationBrief, e.events);
           }
           m.ack();
         } catch (err) {
-          log.warn({ err, seq: m.seq }, "accepted event not queued; redelivered");
+          log.warn({ err, stream, seq: m.seq }, "lifecycle events not queued; redelivered");
           m.nak(1000);
         }
       },
+    });
+  const eventReaders = [
+    readEvents("r", STREAM.receipts, CONSUMER.events, (m) => {
+      const rb = decode<ReceiptBatch>(m.data);
+      return { nid: rb.nid, events: eventsOfReceipts(rb) };
+    }),
+    readEvents("i", STREAM.intake, CONSUMER.eventsIntake, (m) => {
+      if (m.subject.startsWith("nfx.intake.scheduled.")) return null; // due requests come back on their lane
+      const n = decode<Notification>(m.data);
+      const accepted: LifecycleEventItem = { event: "accepted", notification: n.id, category: n.category, priority: n.priority, ...(n.topic ? { topic: n.topic } : {}), ...(n.segment ? { segment: n.segment } : { recipients: n.recipients.length }), at: n.createdAt };
+      return { nid: n.id, events: [accepted] };
     }),
   ];
 
@@ -280,7 +281,7 @@ export async function startGatewayWebhook(d: GatewayWebhookDeps): Promise<{ stop
           if (delivered.length === 0) return;
           const list = delivered;
           delivered = [];
-          await Promise.all(list.filter((x) => !x.q.event).map((x) => publishReceipt(x.q.nid, x.id, { user: endpointId, channel: "webhook", device: endpointId, at: x.at, outcome: "sent", ...(x.q.replayOf ? { supersedes: x.q.replayOf } : {}) })));
+          await Promise.all(list.filter((x) => !x.q.event).map((x) => publishReceipt(x.q.nid, x.id, entryOf(endpointId, "sent", x.at, undefined, x.q.replayOf))));
           await queues.settleMany(endpointId, list.map((x) => ({ id: x.id, nid: x.q.nid, type: x.q.type, outcome: "delivered" as const, status: x.status, attempts: x.made, at: x.at })), Date.now());
           gatewaySends.inc({ channel: "webhook", app: "webhook", outcome: "sent" }, list.length);
         };
@@ -295,12 +296,12 @@ export async function startGatewayWebhook(d: GatewayWebhookDeps): Promise<{ stop
           const made = attempts + 1;
           attempts = 0;
           const kind = r.status ? classifyAnswer(r.status) : "retry";
-          const base = { user: endpointId, channel: "webhook" as const, device: endpointId, at: Date.now(), ...(q.replayOf ? { supersedes: q.replayOf } : {}) };
-          const settle = async (outcome: HistoryEntry["outcome"], reason?: string): Promise<void> => {
+          /** Settles this delivery as failed for good (delivered ones are settled together: settleDelivered). */
+          const settleFailed = async (reason: string): Promise<void> => {
             // An event-stream delivery is not a send of its notification: no receipt.
-            if (!q.event) await publishReceipt(q.nid, id, outcome === "delivered" ? { ...base, outcome: "sent" } : { ...base, outcome: "failed", reason: reason! });
-            await queues.settle(endpointId, { id, nid: q.nid, type: q.type, outcome, status: r.status, attempts: made, ...(reason ? { reason } : {}), at: Date.now() }, Date.now());
-            gatewaySends.inc({ channel: "webhook", app: "webhook", outcome: outcome === "delivered" ? "sent" : "failed" });
+            if (!q.event) await publishReceipt(q.nid, id, entryOf(endpointId, "failed", Date.now(), reason, q.replayOf));
+            await queues.settle(endpointId, { id, nid: q.nid, type: q.type, outcome: "failed", status: r.status, attempts: made, reason, at: Date.now() }, Date.now());
+            gatewaySends.inc({ channel: "webhook", app: "webhook", outcome: "failed" });
           };
           if (kind === "delivered") {
             delivered.push({ id, q, status: r.status, made, at: Date.now() });
@@ -311,13 +312,13 @@ export async function startGatewayWebhook(d: GatewayWebhookDeps): Promise<{ stop
             // 410 Gone: the receiver ends this subscription.
             if (q.brief.topic) await changeEndpointSubscriptions(d.redis, q.brief.topic, [endpointId], true).catch(() => 0);
             log.info({ endpoint: endpointId, topic: q.brief.topic }, "endpoint answered 410: unsubscribed from the topic");
-            await settle("failed", "gone");
+            await settleFailed("gone");
             continue;
           }
           const reason = r.status ? `http_${r.status}` : "no_answer";
           const deadLetter = async (): Promise<void> => {
             if (!q.event) await storeDeadLetter(d.nats, { type: "dead_letter", channel: "webhook", shard: q.shard, notification: q.brief, send: { nid: q.nid, user: endpointId, device: endpointId, token: "" }, reason, attempts: made, at: Date.now() }, id);
-            await settle("failed", reason);
+            await settleFailed(reason);
           };
           if (kind === "refused") {
             await deadLetter();

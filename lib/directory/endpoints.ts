@@ -129,7 +129,9 @@ export async function deleteEndpoint(redis: Redis, id: string): Promise<void> {
 /** The topics endpoint `id` is subscribed to. */
 export async function endpointTopics(redis: Redis, id: string): Promise<string[]> {
   const topics = (await redis.hkeys(TOPICS_KEY)).sort();
-  const out: string[] = [];
-  for (const t of topics) if (await redis.sismember(topicEndpointsKey(t), id)) out.push(t);
-  return out;
+  if (topics.length === 0) return [];
+  const p = pipelineOf(redis);
+  for (const t of topics) p.sismember(topicEndpointsKey(t), id);
+  const res = (await p.exec()) ?? [];
+  return topics.filter((_, i) => res[i]?.[1] === 1);
 }
