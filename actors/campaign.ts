@@ -5,17 +5,19 @@ import type { JsMsg } from "@nats-io/jetstream";
 import type { KV } from "@nats-io/kv";
 
 import { addThrottle, type CampaignRecord, Campaigns, type Cursor } from "../lib/campaign/campaigns.js";
-import { decodeJson, encode } from "../lib/core/codec.js";
+import { decodeJson, encode, encodeJson } from "../lib/core/codec.js";
 import type { Config } from "../lib/core/config.js";
 import { SegmentUnknown, TopicUnknown } from "../lib/core/errors.js";
 import type { Logger } from "../lib/core/log.js";
-import { BUCKET, CAMPAIGN_KEY, CONSUMER, fanSubject, laneClassOf, LEASE_KEY, MSGID, STREAM } from "../lib/core/subjects.js";
+import { BROADCAST_LIVE_SUBJECT, BUCKET, CAMPAIGN_KEY, CONSUMER, fanSubject, laneClassOf, LEASE_KEY, MSGID, STREAM } from "../lib/core/subjects.js";
 import type { FanChunk, Notification } from "../lib/core/types.js";
 import { briefOf } from "../lib/core/types.js";
 import { rangeIds, scanActive, scanIds, segmentSource } from "../lib/directory/segments.js";
 import { Admission } from "../lib/flow/admission.js";
 import { decodeAs, runLanes } from "../lib/flow/lanes.js";
 import { Lease } from "../lib/flow/lease.js";
+import { type Broadcast, broadcastsFor, isBroadcast } from "../lib/inapp/broadcasts.js";
+import { inboxItemOf } from "../lib/inapp/inbox.js";
 import type { Nats } from "../lib/infra/nats.js";
 import type { Redis } from "../lib/infra/redis.js";
 
@@ -62,6 +64,7 @@ export async function startCampaign(d: CampaignDeps): Promise<{ stop(): Promise<
   const chunkSize = d.cfg.campaign.chunkSize;
   const admission = new Admission(d.nats, d.cfg, "campaign", log);
   const leaseMs = d.cfg.campaign.leaseMs;
+  const broadcasts = broadcastsFor(d.cfg, d.redis);
 
   // 1. Intake: segment notifications become campaign records.
   const handle = async (m: JsMsg): Promise<void> => {
@@ -75,12 +78,18 @@ export async function startCampaign(d: CampaignDeps): Promise<{ stop(): Promise<
     let total = 0;
     if (src) for (let s = 0; s < d.cfg.cluster.shards; s++) total += await d.redis.zcard(src.key(s));
     if (!src) log.error({ campaign: n.id, segment: n.segment }, "segment no longer exists; campaign cancelled");
+    // A large in-app-only audience: stored once as a broadcast (fan-out on read), nothing expanded. Stored before the record, so a redelivery after a crash finds both.
+    const broadcast = src !== null && isBroadcast(n, total, d.cfg.ws.broadcastMinAudience);
+    const b: Broadcast | null = broadcast ? { id: n.id, at: n.createdAt, expiresAt: n.expiresAt, category: n.category, segment: n.segment, item: inboxItemOf(n) } : null;
+    if (b) await broadcasts.store(b);
     const rec = await campaigns.create({
-      id: n.id, segment: n.segment, state: src ? "running" : "cancelled", createdAt: n.createdAt, asOf: n.createdAt,
+      id: n.id, segment: n.segment, state: !src ? "cancelled" : b ? "expanded" : "running", createdAt: n.createdAt, asOf: n.createdAt,
       rate: n.campaign?.rate ?? d.cfg.campaign.defaultRate, shards: d.cfg.cluster.shards, total,
-      brief: briefOf(n), ...(src?.filter ? { filter: src.filter } : {}), updatedAt: now(),
+      brief: briefOf(n), ...(src?.filter ? { filter: src.filter } : {}), ...(b ? { path: "read" as const } : {}), updatedAt: now(),
     });
-    log.info({ campaign: rec.id, segment: rec.segment, total: rec.total }, "campaign created");
+    // Every WebSocket gateway shows it live to the members it holds (core NATS: a gateway that misses it shows it at the next inbox read).
+    if (b) d.nats.nc.publish(BROADCAST_LIVE_SUBJECT, encodeJson(b));
+    log.info({ campaign: rec.id, segment: rec.segment, total: rec.total, path: rec.path ?? "write" }, b ? "broadcast stored" : "campaign created");
     states.set(rec.id, rec);
     void claim(rec.id);
   };
@@ -200,6 +209,8 @@ export async function startCampaign(d: CampaignDeps): Promise<{ stop(): Promise<
       }
       const rec = decodeJson<CampaignRecord>(e.value);
       states.set(rec.id, rec);
+      // A cancelled broadcast leaves every inbox.
+      if (rec.path === "read" && rec.state === "cancelled") void broadcasts.withdraw(rec.id).catch((err) => log.warn({ err, campaign: rec.id }, "broadcast withdrawal failed"));
       void claim(rec.id);
     }
   })();
@@ -207,6 +218,9 @@ export async function startCampaign(d: CampaignDeps): Promise<{ stop(): Promise<
   const sweeper = setInterval(() => {
     for (const id of states.keys()) void claim(id);
   }, Math.max(250, leaseMs / 2));
+  // Expired broadcasts are deleted (inbox reads already skip them).
+  const pruner = setInterval(() => void broadcasts.prune(now()).catch((err) => log.warn({ err }, "broadcast pruning failed")), 60_000);
+  pruner.unref();
 
   const lanes = runLanes({
     js: d.nats.js, stream: STREAM.intake, consumer: CONSUMER.campaign, concurrency: 4, prefetch: 16,
@@ -218,6 +232,7 @@ export async function startCampaign(d: CampaignDeps): Promise<{ stop(): Promise<
     async stop() {
       stopping = true;
       clearInterval(sweeper);
+      clearInterval(pruner);
       admission.close();
       await lanes.stop();
       watch.stop();

@@ -12,7 +12,7 @@ import { decodeAs, type Lanes, PoisonMessage, runLanes } from "../lib/flow/lanes
 import { shedReason } from "../lib/flow/shedding.js";
 import { watchWorkQueue } from "../lib/flow/stranded.js";
 import { ReceiptCollector } from "../lib/gateway/receipts.js";
-import { Inbox, type InboxItem } from "../lib/inapp/inbox.js";
+import { Inbox, type InboxItem, inboxItemOf, type StoredItem } from "../lib/inapp/inbox.js";
 import { gatewaysOfAll } from "../lib/inapp/presence.js";
 import { perLaneClass } from "../lib/infra/lane-connections.js";
 import { shedTotal, stageItems } from "../lib/infra/metrics.js";
@@ -53,18 +53,6 @@ function firstOf<T>(ps: readonly Promise<T>[], pick: (v: T) => boolean): Promise
       });
     }
   });
-}
-
-/** The inbox item of an in-app send: in-app payload (rendered, else inline, else the push data), title and body from the push content. */
-export function itemOf(n: NotificationBrief, s: Send): Omit<InboxItem, "seen" | "read" | "archived"> {
-  const push = s.push ?? n.content?.push;
-  const payload = s.inapp?.payload ?? n.content?.inapp?.payload ?? (push?.data ? { ...push.data } : {});
-  return {
-    id: n.id, at: n.createdAt, category: n.category, priority: n.priority,
-    ...(push?.title ? { title: push.title } : {}),
-    ...(push?.body ? { body: push.body } : {}),
-    payload,
-  };
 }
 
 /** The fallback sends of an in-app send, one batch per channel, carrying the content the shard actor rendered. */
@@ -125,7 +113,7 @@ async function dispatchLanes(d: InAppDispatchDeps, cls: LaneClass): Promise<{ st
    * Offers one item live to every gateway presence names for the user (`gws`, read for the whole batch); acked when any of them answers that a client
    * displayed it. Offline: no gateway named, or every one answered that it holds no connection of the user (or has gone).
    */
-  const offer = async (s: Send, item: Omit<InboxItem, "seen" | "read" | "archived">, gws: readonly string[]): Promise<{ acked: boolean; reason?: string }> => {
+  const offer = async (s: Send, item: StoredItem, gws: readonly string[]): Promise<{ acked: boolean; reason?: string }> => {
     const body: LiveOffer = { t: "n", id: s.nid, item: { ...item, seen: false, read: false, archived: false } };
     let reason = "offline";
     if (gws.length > 0) {
@@ -191,7 +179,7 @@ async function dispatchLanes(d: InAppDispatchDeps, cls: LaneClass): Promise<{ st
           return note(s.nid, { user: s.user, outcome: "shed", channel: "inapp", device: "inapp", reason: shed, at: now() });
         }
         if (n.expiresAt <= now()) return note(s.nid, { user: s.user, outcome: "failed", channel: "inapp", device: "inapp", reason: "expired", at: now() });
-        const item = itemOf(n, s);
+        const item = inboxItemOf(n, s);
         const st = await inbox.add(s.user, item);
         if (st === "acked") return delivered(s);
         if (st === "fallback") return fallBack(s, n, "no_ack");

@@ -8,13 +8,14 @@ import { headers, type Msg } from "@nats-io/transport-node";
 import type { TemplatedApp, WebSocket } from "uWebSockets.js";
 import { z } from "zod";
 
-import { encode, encodeJson } from "../lib/core/codec.js";
+import { decodeJson, encode, encodeJson } from "../lib/core/codec.js";
 import type { Config } from "../lib/core/config.js";
 import { NfxError, RequestInvalid, toErrorReply } from "../lib/core/errors.js";
 import type { Logger } from "../lib/core/log.js";
-import { isInboxReply, LIVE_USER_HEADER, liveSubject, MSGID, receiptSubject } from "../lib/core/subjects.js";
+import { BROADCAST_LIVE_SUBJECT, isInboxReply, LIVE_USER_HEADER, liveSubject, MSGID, receiptSubject } from "../lib/core/subjects.js";
 import type { ReceiptBatch } from "../lib/core/types.js";
-import { Inbox, type InboxAction } from "../lib/inapp/inbox.js";
+import { type Broadcast, broadcastsFor } from "../lib/inapp/broadcasts.js";
+import { Inbox, INBOX_STATE_BITS, type InboxAction } from "../lib/inapp/inbox.js";
 import { inboxIds, invalidRequest, markTarget, mountInboxHttp, userTokenOf } from "../lib/inapp/inbox-http.js";
 import { gatewaysOf, PresenceWriter } from "../lib/inapp/presence.js";
 import { UserTokens } from "../lib/inapp/ws-token.js";
@@ -63,6 +64,8 @@ type Command = z.infer<typeof command>;
 const CLOSE_POLICY = 1008;
 const CLOSE_EXPIRED = 4401;
 
+const ARCHIVED_BIT = INBOX_STATE_BITS.ARCHIVED;
+
 /** The answer to an offer for a user this gateway holds no connection of. */
 const NOT_HERE = encodeJson({ ok: false });
 
@@ -85,7 +88,8 @@ export async function startWsGateway(d: WsGatewayDeps): Promise<{ port: number; 
   const gateway = `${hostname()}-${process.pid}-${randomBytes(3).toString("hex")}`;
   const log = d.log.child({ actor: "ws-gateway", gateway });
   const tokens = new UserTokens(w.secret, w.issuer);
-  const inbox = new Inbox(d.redis, { shards: d.cfg.cluster.shards, cap: w.inboxCap, retentionMs: w.inboxRetentionDays * 86_400_000 });
+  const broadcasts = broadcastsFor(d.cfg, d.redis);
+  const inbox = new Inbox(d.redis, { shards: d.cfg.cluster.shards, cap: w.inboxCap, retentionMs: w.inboxRetentionDays * 86_400_000, broadcasts });
   const engagement = engagementFor(d.cfg, d.nats, d.redis);
   const presence = new PresenceWriter({ nats: d.nats, redis: d.redis, log, shards: d.cfg.cluster.shards, gateway, ttlMs: w.presenceTtlSec * 1000 });
   const held = new Map<string, Held>();
@@ -119,6 +123,34 @@ export async function startWsGateway(d: WsGatewayDeps): Promise<{ port: number; 
     for (const ws of h.conns) ws.send(text, false);
   };
   const liveSub = d.nats.nc.subscribe(liveSubject(gateway), { callback: (err, m) => void (err ? undefined : onLive(m)) });
+
+  /**
+   * A new broadcast: listed here at once, and shown live to every connection of each user held here whom it reaches
+   * (the read-time policy applied per user, as an inbox read would), 500 users at a time. No ack is awaited: a broadcast
+   * has no fallback, and the inbox holds it for everyone it reaches either way.
+   */
+  const onBroadcast = async (b: Broadcast): Promise<void> => {
+    if (!broadcasts.note(b)) return;
+    const users = [...held.keys()];
+    const text = JSON.stringify({ t: "n", id: b.id, item: { ...b.item, seen: false, read: false, archived: false } });
+    let shown = 0;
+    for (let i = 0; i < users.length; i += 500) {
+      const part = users.slice(i, i + 500);
+      const hits = await Promise.all(part.map((u) => broadcasts.reaching(u, Date.now(), [b]).then((r) => r.length > 0 && (r[0].state & ARCHIVED_BIT) === 0)));
+      part.forEach((u, k) => {
+        if (!hits[k]) return;
+        for (const ws of held.get(u)?.conns ?? []) ws.send(text, false);
+        shown++;
+      });
+    }
+    log.info({ broadcast: b.id, shown, held: users.length }, "broadcast shown live");
+  };
+  const bcastSub = d.nats.nc.subscribe(BROADCAST_LIVE_SUBJECT, {
+    callback: (err, m) => {
+      if (err) return;
+      void onBroadcast(decodeJson<Broadcast>(m.data)).catch((e) => log.warn({ err: e }, "live broadcast failed"));
+    },
+  });
   // Registered with the server before any connection is accepted, so presence never names a gateway that cannot be reached.
   await d.nats.nc.flush();
 
@@ -288,6 +320,7 @@ export async function startWsGateway(d: WsGatewayDeps): Promise<{ port: number; 
       listener.close();
       for (const h of held.values()) for (const ws of h.conns) ws.end(1001, "gateway stopping");
       liveSub.unsubscribe();
+      bcastSub.unsubscribe();
       held.clear();
       await presence.close();
     },

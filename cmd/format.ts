@@ -47,8 +47,16 @@ export const reasons = (m: Record<string, number>): string =>
 /** One-paragraph text of a campaign's status. */
 export function formatCampaign(s: CampaignStatus): string {
   const c = s.counters;
+  if (s.path === "read") {
+    return [
+      `campaign ${s.id}  segment=${s.segment}  state=${s.state === "expanded" ? "stored" : s.state}  path=broadcast (fan-out on read)`,
+      `broadcast  stored once for an audience of ${s.total} listed users; no per-recipient sends or inbox writes: each member's inbox merges it when read,`,
+      `           with opt-out, category preferences and expiry applied then (nfx explain ${s.id} <user>)`,
+      `engagement opened ${c.opened}, clicked ${c.clicked}`,
+    ].join("\n");
+  }
   return [
-    `campaign ${s.id}  segment=${s.segment}  state=${s.state}${s.complete ? " (complete)" : ""}  rate=${s.rate || "unlimited"}`,
+    `campaign ${s.id}  segment=${s.segment}  state=${s.state}${s.complete ? " (complete)" : ""}  rate=${s.rate || "unlimited"}  path=fan-out on write`,
     `expansion  ${s.scanned}/${s.total} users listed, ${s.members} in the segment, ${s.chunks} chunks, ${s.shardsDone}/${s.shards} shards done`,
     ...(s.throttle ? [`throttled  ${(s.throttle.ms / 1000).toFixed(1)} s held back for urgent traffic (least factor ${s.throttle.min.toFixed(2)}, last ${new Date(s.throttle.at).toISOString()})`] : []),
     `recipients accepted ${c.accepted}, decided ${c.decided}, deferred ${c.deferred}`,

@@ -7,7 +7,8 @@ import { Command, InvalidArgumentError, Option } from "commander";
 import type { Config } from "../lib/core/config.js";
 import { NfxError, NotFound } from "../lib/core/errors.js";
 import { createLogger } from "../lib/core/log.js";
-import { BUCKET, CONTENT_CHANNELS, LANE_CLASSES, type LaneClass, PRIORITIES } from "../lib/core/subjects.js";
+import { BUCKET, CONTENT_CHANNELS, ID_PATTERN, LANE_CLASSES, type LaneClass, PRIORITIES } from "../lib/core/subjects.js";
+import { broadcastsFor } from "../lib/inapp/broadcasts.js";
 import { connectNats } from "../lib/infra/nats.js";
 import { NATS_ROLE_USERS, natsPassword, natsUserName, renderNatsServerConf } from "../lib/infra/nats-auth.js";
 import { ensureTopology } from "../lib/infra/topology.js";
@@ -290,14 +291,31 @@ program
   .option("--json", "print JSON")
   .action(async (nid: string, userId: string, o: { json?: boolean }) => {
     const cfg = config();
-    const x = await withConnections(cfg, { nats: true }, ({ nats }) => explain(nats, cfg.cluster.shards, nid, userId));
+    const { x, b } = await withConnections(cfg, { nats: true, redis: true }, async ({ nats, redis }) => {
+      // A broadcast (fan-out on read) has no decision per user: the read-time policy is evaluated for the user now.
+      const bs = broadcastsFor(cfg, redis);
+      const bc = ID_PATTERN.test(nid) ? await bs.get(nid) : null;
+      return bc ? { x: null, b: { broadcast: bc, ...(await bs.explain(bc, userId, Date.now())) } } : { x: await explain(nats, cfg.cluster.shards, nid, userId), b: null };
+    });
+    if (b) {
+      const visible = b.steps.every((s) => s.verdict === "pass");
+      const st = b.state;
+      const state = !visible ? "not in the user's inbox" : st & 4 ? "archived" : st & 2 ? "read" : st & 1 ? "seen, unread" : "unread";
+      if (o.json) return void console.log(JSON.stringify({ notification: nid, user: userId, shard: b.shard, path: "read", audience: b.broadcast.segment, steps: b.steps, inbox: state }, null, 2));
+      console.log(`notification ${nid}, user ${userId} (shard ${b.shard})`);
+      console.log(`path: fan-out on read: a broadcast to ${b.broadcast.segment}, stored once; checked when the inbox is read (now: ${new Date().toISOString()})`);
+      for (const s of b.steps) console.log(`  ${s.rule.padEnd(14)} ${s.verdict.padEnd(34)} ${s.saw}`);
+      console.log(`  ${"inbox".padEnd(14)} ${state}`);
+      return;
+    }
     if (!x) {
       console.error(`no decision for user ${userId} in notification ${nid} (not a recipient, not decided yet, or its trail expired after ${cfg.policy.trailRetentionHours} h)`);
       process.exitCode = 1;
       return;
     }
-    if (o.json) return void console.log(JSON.stringify(x, null, 2));
+    if (o.json) return void console.log(JSON.stringify({ ...x, path: "write" }, null, 2));
     console.log(`notification ${x.notification}, user ${x.user} (shard ${x.shard})`);
+    console.log("path: fan-out on write: decided for this user by the shard actor");
     for (const dcs of x.decisions) {
       console.log(`\ndecided ${new Date(dcs.at).toISOString()}${dcs.chunk.startsWith("rel:") ? " (released after quiet hours)" : ""}`);
       for (const s of dcs.steps) console.log(`  ${s.rule.padEnd(14)} ${s.verdict.padEnd(34)} ${s.saw}`);

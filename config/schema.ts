@@ -413,6 +413,11 @@ export const configSchema = z.strictObject({
       inboxRetentionDays: z.number().min(1).max(365).default(30).describe("How long an inbox lives without new items."),
       syncItems: z.number().int().min(0).max(1000).default(50).describe("Items sent to a client when it connects."),
       batchConcurrency: z.number().int().min(1).max(256).default(16).describe("In-app send batches the dispatcher handles at once per process."),
+      broadcastMinAudience: z
+        .number().int().min(0).default(10_000)
+        .describe("An in-app-only notification with inline content to a segment or topic listing at least this many users is a broadcast: stored once and merged into each member's inbox when read (fan-out on read; docs/inapp.md). 0: never."),
+      broadcastsPerInbox: z.number().int().min(1).max(1000).default(100).describe("Newest broadcasts an inbox read considers (older ones drop out of inboxes, as items beyond the cap do)."),
+      broadcastRefreshMs: z.number().int().min(50).max(60_000).default(1000).describe("How often a gateway re-reads the list of broadcasts (a new one also arrives at once on `nfx.bcast`)."),
     })
     .prefault({})
     .describe("The WebSocket gateway, the in-app inbox and the in-app dispatcher."),

@@ -25,8 +25,13 @@ export interface CampaignRecord {
   total: number;
   brief: NotificationBrief;
   filter?: { activeSince: number };
+  /** Set when the notification is a broadcast: stored once and merged into inboxes when read (lib/inapp/broadcasts.ts); nothing is expanded. */
+  path?: DeliveryPath;
   updatedAt: number;
 }
+
+/** How a notification reaches its recipients: a send per recipient decided by the shard actors (`write`), or one broadcast merged into inboxes when read (`read`). */
+export type DeliveryPath = "write" | "read";
 
 /**
  * Where a shard's expansion is: chunk `chunk` covers ids in (after, to];
@@ -86,6 +91,8 @@ export interface CampaignStatus {
   throttle: Throttled | null;
   /** Expanded (or cancelled) and every queued send finished. */
   complete: boolean;
+  /** Fan-out on write (expanded, decided per recipient) or on read (a broadcast: `total` is the audience listed when it was stored). */
+  path: DeliveryPath;
 }
 
 /** Campaign records and cursors (bucket nfx-campaigns) plus the tracker's counters (nfx-counters). */
@@ -176,8 +183,8 @@ export class Campaigns {
     const counters = await readCounters(this.counters, id);
     const ended = rec.state === "expanded" || rec.state === "cancelled";
     const members = cursors.reduce((a, c) => a + (c.cur.members ?? 0), 0);
-    // A campaign's accepted recipients are the segment members found so far.
-    counters.accepted = Math.max(counters.accepted, members);
+    // A campaign's accepted recipients are the segment members found so far (a broadcast's: its audience when stored).
+    counters.accepted = Math.max(counters.accepted, members, rec.path === "read" ? rec.total : 0);
     return {
       id, segment: rec.segment, state: rec.state, createdAt: rec.createdAt, rate: rec.rate, total: rec.total,
       scanned: cursors.reduce((a, c) => a + c.cur.scanned, 0),
@@ -189,6 +196,7 @@ export class Campaigns {
       throttle: cursors.reduce<Throttled | null>((a, c) => (c.cur.throttle ? { ms: (a?.ms ?? 0) + c.cur.throttle.ms, min: Math.min(a?.min ?? 1, c.cur.throttle.min), at: Math.max(a?.at ?? 0, c.cur.throttle.at) } : a), null),
       // Complete once expanded and the counters have caught up: every member decided (a lagging tracker can show 0 outstanding early) and nothing outstanding.
       complete: ended && counters.decided >= members && outstanding(counters) === 0,
+      path: rec.path ?? "write",
     };
   }
 }

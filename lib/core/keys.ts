@@ -57,6 +57,14 @@ export const BOUNCED_KEY = "nfx:bounced";
 /** A provider webhook event already applied (SendGrid sg_event_id, Twilio sid + status): redelivered webhooks count once. */
 export const webhookSeenKey = (provider: string, eventId: string): string => `nfx:wh:${provider}:${eventId}`;
 
+/**
+ * Broadcasts (in-app notifications to a large audience, stored once and merged into each member's inbox when read):
+ * hash notification id -> JSON record. Shares the hash tag {bc} with {@link BROADCAST_INDEX_KEY}, so both change in one MULTI.
+ */
+export const BROADCASTS_KEY = "nfx:{bc}:r";
+/** The broadcasts newest last: sorted set notification id -> creation time (ms). */
+export const BROADCAST_INDEX_KEY = "nfx:{bc}:x";
+
 /** Topic definitions: hash name -> JSON definition. */
 export const TOPICS_KEY = "nfx:topics";
 

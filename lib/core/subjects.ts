@@ -121,6 +121,11 @@ export const retryAll = "nfx.retry.>";
  * connections is in presence (lib/inapp/presence.ts). Characters a subject token cannot hold become `_`.
  */
 export const liveSubject = (gateway: string): string => `nfx.live.${gateway.replace(/[^A-Za-z0-9_-]/g, "_")}`;
+/**
+ * A new broadcast, announced to every WebSocket gateway (core NATS, no reply): each shows it live to the connections it
+ * holds of users the broadcast reaches (lib/inapp/broadcasts.ts). Not under `nfx.live.` so no gateway name can match it.
+ */
+export const BROADCAST_LIVE_SUBJECT = "nfx.bcast";
 /** The header naming the user a live message is for. */
 export const LIVE_USER_HEADER = "Nfx-User";
 

@@ -54,20 +54,28 @@ export interface SegmentSource {
   filter?: { activeSince: number };
 }
 
-/** Resolves a segment name. Throws {@link SegmentUnknown} naming `segment` when it is neither built in nor defined. */
-export async function segmentSource(redis: Redis, name: string, asOf: number): Promise<SegmentSource> {
+/**
+ * Where segment `name`'s members are listed and its rule as of `asOf`, without checking that it exists (the caller
+ * did, or reads it later and finds an empty set): built-ins list every user, a topic's users are its subscriber sets.
+ */
+export function sourceOf(name: string, asOf: number): SegmentSource {
   const b = BUILTIN.exec(name);
   if (b) return b[2] ? { key: userIndexKey, filter: { activeSince: asOf - Number(b[2]) * DAY } } : { key: userIndexKey };
   if (name.startsWith(TOPIC_SEGMENT_PREFIX)) {
     // A topic notification's users: the topic's per-shard subscriber sets (lib/directory/topics.ts).
     const topic = name.slice(TOPIC_SEGMENT_PREFIX.length);
-    await requireTopic(redis, topic);
     return { key: (s) => topicUsersKey(s, topic) };
   }
-  if (!(await redis.hexists(SEGMENTS_KEY, name))) {
+  return { key: (s) => segmentKey(s, name) };
+}
+
+/** Resolves a segment name ({@link sourceOf}). Throws {@link SegmentUnknown} naming `segment` when it is neither built in nor defined, {@link TopicUnknown} for a missing topic. */
+export async function segmentSource(redis: Redis, name: string, asOf: number): Promise<SegmentSource> {
+  if (name.startsWith(TOPIC_SEGMENT_PREFIX)) await requireTopic(redis, name.slice(TOPIC_SEGMENT_PREFIX.length));
+  else if (!BUILTIN.test(name) && !(await redis.hexists(SEGMENTS_KEY, name))) {
     throw new SegmentUnknown(`segment: no segment ${name} (define it with \`nfx segments define\`; built in: all, active_<N>d)`, { field: "segment" });
   }
-  return { key: (s) => segmentKey(s, name) };
+  return sourceOf(name, asOf);
 }
 
 /**

@@ -2,8 +2,10 @@
 import { inboxItemsKey, inboxKey } from "../core/keys.js";
 import { shardOf } from "../core/shard-hash.js";
 import type { Priority } from "../core/subjects.js";
+import type { NotificationBrief, Send } from "../core/types.js";
 import type { Redis } from "../infra/redis.js";
 import { type ScriptRedis, withScripts } from "../infra/scripts.js";
+import type { Broadcasts, Reaching } from "./broadcasts.js";
 
 /** One inbox entry as clients see it. `id` is the notification id. */
 export interface InboxItem {
@@ -17,6 +19,21 @@ export interface InboxItem {
   seen: boolean;
   read: boolean;
   archived: boolean;
+}
+
+/** An item as stored: everything but the user's state. */
+export type StoredItem = Omit<InboxItem, "seen" | "read" | "archived">;
+
+/** The inbox item of a notification: its in-app payload (`s`: rendered for one recipient, else inline, else the push data), title and body from the push content. */
+export function inboxItemOf(n: NotificationBrief, s?: Pick<Send, "push" | "inapp">): StoredItem {
+  const push = s?.push ?? n.content?.push;
+  const payload = s?.inapp?.payload ?? n.content?.inapp?.payload ?? (push?.data ? { ...push.data } : {});
+  return {
+    id: n.id, at: n.createdAt, category: n.category, priority: n.priority,
+    ...(push?.title ? { title: push.title } : {}),
+    ...(push?.body ? { body: push.body } : {}),
+    payload,
+  };
 }
 
 /**
@@ -48,14 +65,17 @@ const ACTION_BITS: Record<InboxAction, number> = { seen: SEEN, read: READ | SEEN
 
 /** An item as clients see it: stored content plus its state bits. */
 function publicItem(json: string, state: number): InboxItem {
-  return { ...(JSON.parse(json) as Omit<InboxItem, "seen" | "read" | "archived">), seen: (state & SEEN) !== 0, read: (state & READ) !== 0, archived: (state & ARCHIVED) !== 0 };
+  return { ...(JSON.parse(json) as StoredItem), seen: (state & SEEN) !== 0, read: (state & READ) !== 0, archived: (state & ARCHIVED) !== 0 };
 }
 
-/** Inboxes of every user, each kept in the user's shard (one Lua script per operation, so every change is atomic). */
+/**
+ * Inboxes of every user, each kept in the user's shard (one Lua script per operation, so every change is atomic). With
+ * `broadcasts`, reads merge the broadcasts that reach the user (lib/inapp/broadcasts.ts) and actions apply to them too.
+ */
 export class Inbox {
   private readonly r: ScriptRedis;
 
-  constructor(redis: Redis, private readonly o: { shards: number; cap: number; retentionMs: number }) {
+  constructor(redis: Redis, private readonly o: { shards: number; cap: number; retentionMs: number; broadcasts?: Broadcasts; now?: () => number }) {
     this.r = withScripts(redis);
   }
 
@@ -64,12 +84,17 @@ export class Inbox {
     return [inboxKey(s, user), inboxItemsKey(s, user)];
   }
 
+  /** The broadcasts reaching `user` now, none without a broadcast store. */
+  private reaching(user: string): Promise<Reaching[]> {
+    return this.o.broadcasts ? this.o.broadcasts.reaching(user, (this.o.now ?? Date.now)()) : Promise.resolve([]);
+  }
+
   /**
    * Stores `item` unless the user's inbox has it (a replayed send). Returns
    * `"new"` or the live state of the stored item. The oldest items beyond the
    * cap are dropped; the inbox expires after the retention without new items.
    */
-  async add(user: string, item: Omit<InboxItem, "seen" | "read" | "archived">): Promise<"new" | LiveState> {
+  async add(user: string, item: StoredItem): Promise<"new" | LiveState> {
     const [z, h] = this.keys(user);
     return (await this.r.nfxInboxAdd(z, h, item.id, item.at, JSON.stringify(item), this.o.cap, Math.round(this.o.retentionMs))) as "new" | LiveState;
   }
@@ -79,19 +104,39 @@ export class Inbox {
     return (await this.r.nfxInboxSettle(this.keys(user)[1], nid, String(to === "acked" ? ACKED : FALLBACK))) as LiveState | "gone";
   }
 
-  /** Applies a user action to `ids` (or every item with `all`); returns the new unread count and the ids that changed. */
+  /**
+   * Applies a user action to `ids` (or every item with `all`), broadcasts that reach the user included; returns the new
+   * unread count and the ids that changed. Ids that are neither an item nor a broadcast reaching the user change nothing.
+   */
   async mark(user: string, action: InboxAction, ids: readonly string[] | "all"): Promise<{ unread: number; changed: string[] }> {
     const [z, h] = this.keys(user);
-    const out = await this.r.nfxInboxMark(z, h, String(ACTION_BITS[action]), ids === "all" ? "1" : "0", ...(ids === "all" ? [] : ids));
-    return { unread: Number(out[0]), changed: out.slice(1) as string[] };
+    const bits = ACTION_BITS[action];
+    const bs = await this.reaching(user);
+    const reach = new Map(bs.map((x) => [x.b.id, x]));
+    const own = ids === "all" ? ids : ids.filter((id) => !reach.has(id));
+    const mine = ids === "all" ? [...reach.keys()] : ids.filter((id) => reach.has(id));
+    const [out, changedB] = await Promise.all([
+      this.r.nfxInboxMark(z, h, String(bits), own === "all" ? "1" : "0", ...(own === "all" ? [] : own)),
+      this.o.broadcasts ? this.o.broadcasts.mark(user, bits, mine) : Promise.resolve([]),
+    ]);
+    const changed = new Set(changedB);
+    const unreadB = bs.filter((x) => ((changed.has(x.b.id) ? x.state | bits : x.state) & (READ | ARCHIVED)) === 0).length;
+    return { unread: Number(out[0]) + unreadB, changed: [...(out.slice(1) as string[]), ...changedB] };
   }
 
-  /** Newest items first (archived ones skipped), older than `before` when given, and the unread count. */
+  /** Newest items first (archived ones skipped), older than `before` when given, broadcasts reaching the user merged in, and the unread count. */
   async list(user: string, limit: number, before?: number): Promise<{ unread: number; items: InboxItem[] }> {
     const [z, h] = this.keys(user);
-    const out = await this.r.nfxInboxList(z, h, before ?? 9e15, limit);
+    const [out, bs] = await Promise.all([this.r.nfxInboxList(z, h, before ?? 9e15, limit), this.reaching(user)]);
     const items: InboxItem[] = [];
     for (let i = 1; i + 1 < out.length; i += 2) items.push(publicItem(out[i] as string, Number(out[i + 1])));
-    return { unread: Number(out[0]), items };
+    const unread = Number(out[0]) + bs.filter((x) => (x.state & (READ | ARCHIVED)) === 0).length;
+    if (bs.length === 0) return { unread, items };
+    for (const x of bs) {
+      if ((x.state & ARCHIVED) !== 0 || (before !== undefined && x.b.at >= before)) continue;
+      items.push({ ...x.b.item, seen: (x.state & SEEN) !== 0, read: (x.state & READ) !== 0, archived: false });
+    }
+    items.sort((a, b) => b.at - a.at || (b.id < a.id ? -1 : b.id > a.id ? 1 : 0));
+    return { unread, items: items.slice(0, limit) };
   }
 }

@@ -1,7 +1,7 @@
 // NATS accounts, users and permissions: nfx's roles in account NFX (one user each, least privilege), producers in account PRODUCERS (service imports only); renders nats-server's config.
 import { createHmac } from "node:crypto";
 
-import { ADMISSION, API, API_OPS, BUCKET, type Channel, CONSUMER, deferAll, dirChangedAll, dlqSubject, extApiAll, extApiSubject, fanAll, GATEWAY_CHANNELS, intakeAll, KV_STORE, presenceAll, PRIORITIES, receiptAll, retryOf, sendAll, STREAM, trailAll } from "../core/subjects.js";
+import { ADMISSION, API, API_OPS, BROADCAST_LIVE_SUBJECT, BUCKET, type Channel, CONSUMER, deferAll, dirChangedAll, dlqSubject, extApiAll, extApiSubject, fanAll, GATEWAY_CHANNELS, intakeAll, KV_STORE, presenceAll, PRIORITIES, receiptAll, retryOf, sendAll, STREAM, trailAll } from "../core/subjects.js";
 
 /** nfx's own NATS identities: one per role, plus `admin` (the CLI, `nfx init`, tools and tests). */
 export const NATS_ROLE_USERS = ["ingest", "scheduler", "router", "campaign", "shard", "gateway-apns", "gateway-fcm", "gateway-email", "gateway-sms", "gateway-webhook", "ws-gateway", "tracker"] as const;
@@ -98,7 +98,7 @@ export const ROLE_PERMISSIONS: Readonly<Record<NatsRoleUser, Perm>> = {
     sub: [],
   },
   campaign: {
-    pub: [...js.consume(STREAM.intake), fanAll, ...kv.write(BUCKET.campaigns), ...kv.write(BUCKET.leases), ...kv.read(BUCKET.counters), ...kv.read(BUCKET.templates)],
+    pub: [...js.consume(STREAM.intake), fanAll, ...kv.write(BUCKET.campaigns), ...kv.write(BUCKET.leases), ...kv.read(BUCKET.counters), ...kv.read(BUCKET.templates), BROADCAST_LIVE_SUBJECT],
     sub: [ADMISSION.all],
   },
   shard: {
@@ -118,7 +118,7 @@ export const ROLE_PERMISSIONS: Readonly<Record<NatsRoleUser, Perm>> = {
   "gateway-webhook": { pub: [...js.consume(STREAM.send("webhook")), ...ownLanes("webhook"), ...js.consumeOne(STREAM.receipts, CONSUMER.events), ...js.consumeOne(STREAM.intake, CONSUMER.eventsIntake), receiptAll, dlqSubject("webhook")], sub: [] },
   "ws-gateway": {
     pub: [...js.consume(STREAM.send("inapp")), ...ownLanes("inapp"), "nfx.live.>", presenceAll, receiptAll, send("*"), ...kv.read(BUCKET.campaigns), ADMISSION.all],
-    sub: ["nfx.live.>", presenceAll, ADMISSION.all],
+    sub: ["nfx.live.>", BROADCAST_LIVE_SUBJECT, presenceAll, ADMISSION.all],
   },
   tracker: {
     pub: [

@@ -33,6 +33,10 @@ export interface ScriptCommands {
   nfxInboxMark(order: string, items: string, bits: string, all: "1" | "0", ...ids: string[]): Promise<(number | string)[]>;
   /** inboxList-2.lua */
   nfxInboxList(order: string, items: string, before: number, limit: number): Promise<(number | string)[]>;
+  /** inboxBroadcasts-n.lua */
+  nfxInboxBroadcasts(numKeys: number, ...keysThenArgv: (string | number)[]): Promise<number[]>;
+  /** inboxMarkBroadcasts-1.lua */
+  nfxInboxMarkBroadcasts(items: string, bits: string, ttlMs: number, ...ids: string[]): Promise<string[]>;
   /** existsAll-n.lua */
   nfxExistsAll(numKeys: number, ...keys: string[]): Promise<number[]>;
   /** userLogAppend-n.lua */

@@ -1,5 +1,5 @@
 // Status of one notification, folded from its stored request and its receipts: per-recipient, per-device outcome.
-import { Campaigns, type CampaignStatus } from "../campaign/campaigns.js";
+import { Campaigns, type CampaignStatus, type DeliveryPath } from "../campaign/campaigns.js";
 import { emptyCounters, isExpiry, outstanding, shedByReason, total } from "../campaign/counters.js";
 import { decode } from "../core/codec.js";
 import { NotFound, RequestInvalid } from "../core/errors.js";
@@ -60,6 +60,8 @@ export interface NotificationStatus {
   lines: DeliveryLine[];
   /** For a segment notification: its campaign's progress and counters. */
   campaign?: CampaignStatus;
+  /** Fan-out on write (a send per recipient) or on read (a broadcast merged into inboxes when read: lib/inapp/broadcasts.ts). */
+  path: DeliveryPath;
 }
 
 const FINAL: ReadonlySet<string> = new Set(["sent", "delivered", "failed", "suppressed", "cancelled", "fallback", "shed"]);
@@ -157,6 +159,7 @@ export async function readStatus(n: Nats, id: string, campaigns?: Campaigns): Pr
     counts,
     complete: counts.pending === 0 && counts.queued === 0 && counts.deferred === 0,
     lines,
+    path: "write",
   };
 }
 
@@ -171,7 +174,7 @@ async function campaignNotificationStatus(campaigns: Campaigns, note: Notificati
     createdAt: note.createdAt,
     ...(note.sendAt !== undefined ? { sendAt: note.sendAt } : {}),
     expiresAt: note.expiresAt,
-    recipients: c.decided,
+    recipients: camp?.path === "read" ? camp.total : c.decided,
     counts: {
       accepted: c.accepted, sent: c.sent, delivered: c.delivered, failed: total(c.failed), expired: c.expired, queued: outstanding(c), suppressed: total(c.suppressed),
       deferred: c.deferred, cancelled: c.cancelled + c.cancelledSends, fallback: c.fallback, shed: total(c.shed) + total(c.shedSends), shedReasons: shedByReason(c), opened: c.opened, clicked: c.clicked, pending: 0,
@@ -179,5 +182,6 @@ async function campaignNotificationStatus(campaigns: Campaigns, note: Notificati
     complete: camp?.complete ?? false,
     lines: [],
     ...(camp ? { campaign: camp } : {}),
+    path: camp?.path ?? "write",
   };
 }

@@ -12,7 +12,7 @@ const status = (lines: NotificationStatus["lines"]): NotificationStatus => {
     if (l.outcome === "sent" || l.outcome === "delivered") counts.sent++;
     if (l.outcome === "delivered") counts.delivered++;
   }
-  return { id: "n_1", priority: "high", category: "transactional", createdAt: 0, expiresAt: 1, recipients: lines.length, counts, complete: true, lines };
+  return { id: "n_1", priority: "high", category: "transactional", createdAt: 0, expiresAt: 1, recipients: lines.length, counts, complete: true, lines, path: "write" };
 };
 
 t.test("nfx status: a push-only notification says push stays at sent", async (t) => {
@@ -32,7 +32,7 @@ t.test("nfx status: mixed channels get the general note; all confirmed gets none
 
 t.test("campaign status explains sent under the sends line", async (t) => {
   const c = { ...emptyCounters(), queued: 10, sent: 10, decided: 5, accepted: 5 };
-  const s: CampaignStatus = { id: "n_2", segment: "all", state: "expanded", createdAt: 0, rate: 0, total: 5, scanned: 5, members: 5, chunks: 1, shardsDone: 1, shards: 1, counters: c, throttle: null, complete: true };
+  const s: CampaignStatus = { id: "n_2", segment: "all", state: "expanded", createdAt: 0, rate: 0, total: 5, scanned: 5, members: 5, chunks: 1, shardsDone: 1, shards: 1, counters: c, throttle: null, complete: true, path: "write" };
   const out = formatCampaign(s);
   t.notMatch(out, "throttled", "no throttle line when admission never held it back");
   t.match(formatCampaign({ ...s, throttle: { ms: 12_345, min: 0.05, at: Date.UTC(2026, 0, 2, 3, 4, 5) } }), "throttled  12.3 s held back for urgent traffic (least factor 0.05, last 2026-01-02T03:04:05.000Z)");
@@ -50,6 +50,17 @@ t.test("nfx status and the campaign paragraph show what was shed, by reason", as
   t.match(out, /shed under overload: (max_delay 1, expired 1|expired 1, max_delay 1)/, "with its reasons");
   t.match(out, /ana .* shed +max_delay/, "and a line per recipient");
   const c = { ...emptyCounters(), decided: 3, queued: 2, sent: 1, shed: { max_delay: 1 }, shedSends: { max_delay: 1 } };
-  const camp: CampaignStatus = { id: "n_3", segment: "all", state: "expanded", createdAt: 0, rate: 0, total: 3, scanned: 3, members: 3, chunks: 1, shardsDone: 1, shards: 1, counters: c, throttle: null, complete: true };
+  const camp: CampaignStatus = { id: "n_3", segment: "all", state: "expanded", createdAt: 0, rate: 0, total: 3, scanned: 3, members: 3, chunks: 1, shardsDone: 1, shards: 1, counters: c, throttle: null, complete: true, path: "write" };
   t.match(formatCampaign(camp), "shed       1 recipients, 1 queued sends (max_delay 2)");
+});
+
+t.test("a broadcast's status names its path: stored once, merged into inboxes when read", async (t) => {
+  const c = { ...emptyCounters(), opened: 7 };
+  const s: CampaignStatus = { id: "n_4", segment: "topic:news", state: "expanded", createdAt: 0, rate: 0, total: 50_000, scanned: 0, members: 0, chunks: 0, shardsDone: 0, shards: 64, counters: c, throttle: null, complete: true, path: "read" };
+  const out = formatCampaign(s);
+  t.match(out, "path=broadcast (fan-out on read)");
+  t.match(out, "stored once for an audience of 50000 listed users");
+  t.match(out, "engagement opened 7");
+  t.notMatch(out, "expansion", "no expansion line: nothing was expanded");
+  t.match(formatCampaign({ ...s, path: "write" }), "path=fan-out on write", "the other path says so too");
 });

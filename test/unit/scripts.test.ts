@@ -15,7 +15,7 @@ const DIR = join(ROOT, "lib/infra/scripts");
 /** The commands the registry's type promises; the files must give exactly these (the Buffer variant stands for its command). */
 const TYPED: Record<keyof ScriptCommands, true> = {
   nfxClaimDeliveryKeys: true, nfxRenewDeliveryKeys: true, nfxSetDeliveryKeys: true, nfxClaimCollapseKeys: true, nfxReleaseCollapseKeys: true,
-  nfxInboxAdd: true, nfxInboxSettle: true, nfxInboxMark: true, nfxInboxList: true,
+  nfxInboxAdd: true, nfxInboxSettle: true, nfxInboxMark: true, nfxInboxList: true, nfxInboxBroadcasts: true, nfxInboxMarkBroadcasts: true,
   nfxExistsAll: true, nfxUserLogAppend: true, nfxMarkFirst: true,
   nfxScanActive: true, nfxUpdatePreferencesBuffer: true, nfxRemoveDevice: true,
   nfxEndpointEnqueue: true, nfxEndpointHead: true, nfxEndpointSettle: true, nfxEndpointFail: true, nfxEndpointLease: true,
@@ -92,7 +92,7 @@ t.test("a client made with scriptOptions has every script, and so do its duplica
 
 t.test("the inbox scripts spell the inbox's state bits as lib/inapp/inbox.ts defines them", async (t) => {
   const inbox = scriptFiles().filter((s) => s.file.startsWith("inbox"));
-  t.equal(inbox.length, 4);
+  t.equal(inbox.length, 6);
   for (const s of inbox) {
     const named = [...s.lua.slice(0, s.lua.indexOf("]]")).matchAll(/\b(SEEN|READ|ARCHIVED|ACKED|FALLBACK) (\d+)/g)];
     t.ok(named.length > 0, `${s.file} names the bits it uses`);
