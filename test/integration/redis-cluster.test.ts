@@ -11,9 +11,11 @@ import { shardOf } from "../../lib/core/shard-hash.js";
 import type { ReceiptEntry, SendBatch, UserRecord } from "../../lib/core/types.js";
 import { getUser, readUsers, removeDeadToken, updatePreferences, writeUsers } from "../../lib/directory/directory.js";
 import { countSegment, defineSegment, listSegments, rangeIds, scanActive, scanIds, segmentSource } from "../../lib/directory/segments.js";
+import { changeUserSubscriptions, putTopic } from "../../lib/directory/topics.js";
 import { Claims } from "../../lib/gateway/delivery-claims.js";
 import { DeliveryLedger } from "../../lib/gateway/delivery-ledger.js";
 import { changedSince } from "../../lib/gateway/send-recheck.js";
+import { Broadcasts } from "../../lib/inapp/broadcasts.js";
 import { Inbox } from "../../lib/inapp/inbox.js";
 import { presenceReader, PresenceWriter } from "../../lib/inapp/presence.js";
 import { freePort } from "../../lib/infra/launch.js";
@@ -139,6 +141,23 @@ t.test("nfx on a real Redis Cluster", async (t) => {
     const settled = await Promise.all(who.map((u, i) => inbox.settle(u, "n_3", i % 2 ? "acked" : "fallback")));
     t.ok(settled.every((s) => s === "pending"), "the first transition wins");
     t.ok((await Promise.all(who.map((u) => inbox.settle(u, "n_3", "acked")))).every((s, i) => s === (i % 2 ? "acked" : "fallback")), "and only the first");
+  });
+
+  await t.test("broadcasts: stored once, merged into inboxes of users of many shards, marked per user", async (t) => {
+    const store = new Broadcasts(redis, { shards, max: 10, refreshMs: 0, retentionMs: DAY });
+    const inbox = new Inbox(redis, { shards, cap: 50, retentionMs: DAY, broadcasts: store });
+    const who = someShards.map((s) => byShard.get(s)![0]);
+    await putTopic(redis, "bcast", undefined);
+    await changeUserSubscriptions(redis, shards, "bcast", who.slice(0, 4));
+    const b = { id: "n_bc", at: now, expiresAt: now + DAY, category: "social", segment: "topic:bcast", item: { id: "n_bc", at: now, category: "social", priority: "normal" as const, payload: {} } };
+    t.equal(await store.store(b), true, "the record and its index entry stored in one MULTI ({bc} slot)");
+    t.equal(await store.store(b), false, "and not twice");
+    const lists = await Promise.all(who.map((u) => inbox.list(u, 10)));
+    t.same(lists.map((l) => l.items.some((i) => i.id === "n_bc")), who.map((_, i) => i < 4), "members of the topic (four shards) see it, the others not");
+    const marked = await Promise.all(who.slice(0, 4).map((u) => inbox.mark(u, "read", ["n_bc"])));
+    t.ok(marked.every((m) => m.changed.join() === "n_bc"), "each member's read state stored in their own slot");
+    await store.withdraw("n_bc");
+    t.same(await store.get("n_bc"), null, "withdrawn");
   });
 
   await t.test("provider events seen once (webhook idempotency), engagement counted once, bounces", async (t) => {
