@@ -4,6 +4,7 @@ import t from "tap";
 import { loadConfig } from "../../lib/core/config.js";
 import type { NotificationBrief, UserRecord } from "../../lib/core/types.js";
 import { localMinute, parseHhmm, quietUntil, utcOffsetMin } from "../../lib/directory/quiet-hours.js";
+import { isBroadcast, readTimePolicy } from "../../lib/inapp/broadcasts.js";
 import { DedupWindow } from "../../lib/shard/dedup-window.js";
 import { decideUser, type PolicyConfig, policyFrom, type PolicyState, type Trail } from "../../lib/shard/policy.js";
 import { RateBuckets } from "../../lib/shard/rate-buckets.js";
@@ -203,4 +204,26 @@ t.test("shard ownership: rendezvous hashing spreads shards fairly and moves few 
   for (const m of three) t.ok(o3.filter((x) => x === m).length >= 10, `member ${m} gets a fair share of 64 (${o3.filter((x) => x === m).length})`);
   const moved = o2.filter((x, s) => x !== o3[s]).length;
   t.equal(moved, o3.filter((x) => x === "c").length, "only shards that go to the new member move");
+});
+
+t.test("broadcasts: which notifications take the read path, and the read-time policy rule by rule", async (t) => {
+  const n = { channels: ["inapp" as const], content: { inapp: { payload: {} } } };
+  t.ok(isBroadcast(n, 10_000, 10_000), "in-app only, inline, audience at the threshold");
+  t.notOk(isBroadcast(n, 9_999, 10_000), "a smaller audience fans out on write");
+  t.notOk(isBroadcast(n, 1e6, 0), "0 turns broadcasts off");
+  t.notOk(isBroadcast({ ...n, channels: ["inapp", "push"] }, 1e6, 10), "another channel needs a send per recipient");
+  t.notOk(isBroadcast({ ...n, collapseKey: "k" }, 1e6, 10), "a collapse key is a per-user claim");
+  t.notOk(isBroadcast({ channels: ["inapp"], template: { template: {} as never, variables: {} } }, 1e6, 10), "a template renders per recipient");
+  const now = at("2026-03-01T12:00:00Z");
+  const b = { id: "n_1", at: now - H, expiresAt: now + H, category: "social", segment: "active_30d", item: { id: "n_1", at: now - H, category: "social", priority: "normal" as const, payload: {} } };
+  const u: UserRecord = { id: "ana", devices: [] };
+  const verdicts = (s: { rule: string; verdict: string }[]): string => s.map((x) => `${x.rule}:${x.verdict}`).join(" ");
+  t.equal(verdicts(readTimePolicy(b, u, true, now)), "audience:pass expiry:pass opt_out:pass preferences:pass", "a member who has not opted out sees it");
+  t.match(readTimePolicy(b, u, true, now)[0].saw, /active_30d: last active since 2026-01-30T11:00:00.000Z/, "the audience names the cutoff of a built-in segment, from the broadcast's time");
+  t.equal(verdicts(readTimePolicy(b, u, false, now)), "audience:hide", "a non-member does not, and nothing else is checked");
+  t.equal(verdicts(readTimePolicy(b, null, true, now)), "audience:hide", "nor a user with no record");
+  t.equal(verdicts(readTimePolicy(b, u, true, now + H)), "audience:pass expiry:hide", "an expired broadcast is hidden");
+  t.equal(verdicts(readTimePolicy(b, { ...u, optedOut: true }, true, now)), "audience:pass expiry:pass opt_out:hide", "an opt-out hides it");
+  t.equal(verdicts(readTimePolicy(b, { ...u, preferences: { categories: { social: { inapp: false } } } }, true, now)), "audience:pass expiry:pass opt_out:pass preferences:hide", "so does in-app off for its category");
+  t.equal(verdicts(readTimePolicy(b, { ...u, preferences: { categories: { social: { push: false } } } }, true, now)), "audience:pass expiry:pass opt_out:pass preferences:pass", "push off does not");
 });
