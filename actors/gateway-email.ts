@@ -6,8 +6,10 @@ import { Client } from "@sendgrid/client";
 import { MailService } from "@sendgrid/mail";
 
 import type { SendgridAccountConfig } from "../config/schema.js";
+import { type ConsentLinks, consentLinksFor } from "../lib/consent/links.js";
 import type { Config } from "../lib/core/config.js";
 import { ProviderError } from "../lib/core/errors.js";
+import { ownValue } from "../lib/core/own-keys.js";
 import type { EmailContent, NotificationBrief, Send } from "../lib/core/types.js";
 import { emailContent } from "../lib/gateway/channel-content.js";
 import { fillTracking, type LinkSigner, linkSignerFor, trackableHtml } from "../lib/gateway/links.js";
@@ -75,7 +77,28 @@ function trackingSubs(t: EmailTracking, n: NotificationBrief, s: Send, links: re
  * click redirects and an open pixel is added, each recipient's own URLs
  * filled in by substitutions (shared content stays shared).
  */
-export function sendgridRequest(n: NotificationBrief, sends: readonly Send[], contents: readonly EmailContent[], from: SendgridAccountConfig["from"], track?: EmailTracking): Record<string, unknown> {
+/** Consent links in email: signed one-click unsubscribe and preference-page URLs (docs/consent.md). */
+export interface EmailConsent {
+  links: ConsentLinks;
+  /** The `mailto:` unsubscribe address, if any. */
+  mailto?: string;
+  /** Whether a category is commercial: its email carries `List-Unsubscribe` and `List-Unsubscribe-Post`. */
+  commercial(category: string): boolean;
+}
+
+/** One recipient's consent headers (commercial mail only) and the values of `{{unsubscribe_url}}` and `{{preferences_url}}`. */
+function consentOf(c: EmailConsent, n: NotificationBrief, s: Send): { headers?: Record<string, string>; subs: Record<string, string> } {
+  const unsub = c.links.unsubscribeUrl(s.user, n.category);
+  const subs = { "{{unsubscribe_url}}": unsub, "{{preferences_url}}": c.links.preferencesUrl(s.user) };
+  if (!c.commercial(n.category)) return { subs };
+  const mailto = c.mailto ? `, <mailto:${c.mailto}?subject=${encodeURIComponent(`unsubscribe ${unsub.slice(unsub.lastIndexOf("/") + 1)}`)}>` : "";
+  return { headers: { "List-Unsubscribe": `<${unsub}>${mailto}`, "List-Unsubscribe-Post": "List-Unsubscribe=One-Click" }, subs };
+}
+
+/** `text` with each key of `subs` replaced by its value. */
+const fill = (text: string, subs: Record<string, string>): string => Object.entries(subs).reduce((t, [k, v]) => t.split(k).join(v), text);
+
+export function sendgridRequest(n: NotificationBrief, sends: readonly Send[], contents: readonly EmailContent[], from: SendgridAccountConfig["from"], track?: EmailTracking, consent?: EmailConsent): Record<string, unknown> {
   const same = contents.every((c) => c === contents[0]);
   const c0 = contents[0];
   const opts = { pixel: track?.pixel ?? false, clicks: track?.clicks ?? false };
@@ -84,12 +107,22 @@ export function sendgridRequest(n: NotificationBrief, sends: readonly Send[], co
     ...(c ? (c.text !== undefined ? [{ type: "text/plain", value: c.text }] : []) : [{ type: "text/plain", value: SUB.text }]),
     ...(c ? (c.html !== undefined ? [{ type: "text/html", value: shared ? shared.html : c.html }] : []) : [{ type: "text/html", value: SUB.html }]),
   ];
-  /** A recipient's own HTML, tracked with their URLs in place. */
+  const consents = consent ? sends.map((s) => consentOf(consent, n, s)) : null;
+  /** A recipient's own HTML, tracked with their URLs in place (consent links too). */
   const ownHtml = (i: number): string => {
     const h = contents[i].html ?? contents[i].text ?? "";
-    if (!track || contents[i].html === undefined) return h;
-    const t = trackableHtml(h, opts);
+    const withLinks = consents ? fill(h, consents[i].subs) : h;
+    if (!track || contents[i].html === undefined) return withLinks;
+    const t = trackableHtml(withLinks, opts);
     return fillTracking(t.html, trackingSubs(track, n, sends[i], t.links));
+  };
+  /** A recipient's own subject or text with the consent links in place. */
+  const own = (i: number, v: string): string => (consents ? fill(v, consents[i].subs) : v);
+  /** SendGrid substitutions of shared content: tracking URLs and consent links (SendGrid replaces each key as written). */
+  const sharedSubs = (i: number): Record<string, string> | null => {
+    const t = shared && track ? trackingSubs(track, n, sends[i], shared.links) : null;
+    if (!consents) return t;
+    return { ...(t ?? {}), ...consents[i].subs };
   };
   return {
     from,
@@ -97,13 +130,17 @@ export function sendgridRequest(n: NotificationBrief, sends: readonly Send[], co
     content: same ? (content(c0).length ? content(c0) : [{ type: "text/plain", value: " " }]) : content(null),
     categories: [n.category],
     custom_args: { nfx_id: n.id },
-    personalizations: sends.map((s, i) => ({
-      to: [{ email: s.token }],
-      custom_args: { nfx_id: n.id, nfx_user: s.user, nfx_device: s.device },
-      ...(same
-        ? shared && track ? { substitutions: trackingSubs(track, n, s, shared.links) } : {}
-        : { subject: contents[i].subject, substitutions: { [KEY.subject]: contents[i].subject, [KEY.text]: contents[i].text ?? "", [KEY.html]: ownHtml(i) } }),
-    })),
+    personalizations: sends.map((s, i) => {
+      const subs = same ? sharedSubs(i) : null;
+      return {
+        to: [{ email: s.token }],
+        custom_args: { nfx_id: n.id, nfx_user: s.user, nfx_device: s.device },
+        ...(consents?.[i].headers ? { headers: consents[i].headers } : {}),
+        ...(same
+          ? subs ? { substitutions: subs } : {}
+          : { subject: own(i, contents[i].subject), substitutions: { [KEY.subject]: own(i, contents[i].subject), [KEY.text]: own(i, contents[i].text ?? ""), [KEY.html]: ownHtml(i) } }),
+      };
+    }),
   };
 }
 
@@ -112,6 +149,8 @@ export interface EmailAppOptions {
   track?: EmailTracking;
   /** Per address, whether it hard-bounced. */
   bounced?: (addresses: readonly string[]) => Promise<boolean[]>;
+  /** Consent links and headers. */
+  consent?: EmailConsent;
 }
 
 /** Creates one SendGrid account: its own SDK client and keep-alive pool. */
@@ -140,7 +179,7 @@ export function createSendgridApp(a: SendgridAccountConfig, o: EmailAppOptions =
     });
     if (idx.length === 0) return out;
     try {
-      const [res] = await mail.send(sendgridRequest(n, idx.map((i) => sends[i]), idx.map((i) => contents[i]!), a.from, o.track) as never);
+      const [res] = await mail.send(sendgridRequest(n, idx.map((i) => sends[i]), idx.map((i) => contents[i]!), a.from, o.track, o.consent) as never);
       const id = (res.headers as Record<string, string>)["x-message-id"];
       for (const i of idx) out[i] = id ? { ok: true, providerId: id } : { ok: true };
     } catch (err) {
@@ -176,7 +215,12 @@ export function emailTracking(cfg: Config): EmailTracking | undefined {
 
 /** The email channel: the first account sends; the others take over only as configured failovers. With `redis`, hard-bounced addresses are skipped. */
 export const createEmailClient = (cfg: Config, redis?: Redis): ChannelClient =>
-  primaryWithFailovers("email", cfg.gateways.email.apps, (a) => createSendgridApp(a, { track: emailTracking(cfg), ...(redis ? { bounced: (l) => areBounced(redis, l) } : {}) }));
+  primaryWithFailovers("email", cfg.gateways.email.apps, (a) => createSendgridApp(a, { track: emailTracking(cfg), consent: emailConsent(cfg), ...(redis ? { bounced: (l) => areBounced(redis, l) } : {}) }));
+
+/** The consent links of a cluster's email: signed with `engagement.secret`; commercial categories per config. */
+export function emailConsent(cfg: Config): EmailConsent {
+  return { links: consentLinksFor(cfg), ...(cfg.consent.mailto ? { mailto: cfg.consent.mailto } : {}), commercial: (c) => ownValue(cfg.categories, c)?.commercial ?? false };
+}
 
 /** Starts the email gateway role. */
 export async function startGatewayEmail(d: GatewayDeps): ReturnType<typeof runGateway> {

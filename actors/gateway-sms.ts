@@ -4,12 +4,14 @@ import http from "node:http";
 import twilio from "twilio";
 
 import type { TwilioAccountConfig } from "../config/schema.js";
+import { smsStops } from "../lib/consent/sms-keywords.js";
 import type { Config } from "../lib/core/config.js";
 import { ProviderError } from "../lib/core/errors.js";
 import type { NotificationBrief, Send } from "../lib/core/types.js";
 import { smsContent } from "../lib/gateway/channel-content.js";
 import { RetryAfterHint } from "../lib/gateway/retry-policy.js";
 import { type ChannelClient, type GatewayDeps, primaryWithFailovers, type ProviderApp, runGateway, type SendResult } from "../lib/gateway/runner.js";
+import type { Redis } from "../lib/infra/redis.js";
 
 /** Twilio's longest message body. */
 export const SMS_MAX_CHARS = 1600;
@@ -64,7 +66,7 @@ export function statusCallbackUrl(baseUrl: string, account: string, n: Notificat
 }
 
 /** Creates one Twilio account: its own SDK client and keep-alive pool. With `callbackBase`, each message asks for status callbacks there. */
-export function createTwilioApp(a: TwilioAccountConfig, callbackBase?: string): ProviderApp {
+export function createTwilioApp(a: TwilioAccountConfig, callbackBase?: string, stopped?: (number: string) => Promise<boolean>): ProviderApp {
   const httpClient = new NfxRequestClient(a.baseUrl, a.sockets);
   const client = twilio(a.accountSid, a.authToken, { httpClient });
   const sender = a.from.startsWith("MG") ? { messagingServiceSid: a.from } : { from: a.from };
@@ -75,6 +77,8 @@ export function createTwilioApp(a: TwilioAccountConfig, callbackBase?: string): 
       const s = sends[0];
       const c = smsContent(n, s);
       if (!c) return [{ ok: false, error: new ProviderError("no sms content", { reason: "no_content", retryable: false }) }];
+      // A number that replied STOP after this send was decided: never sent to again.
+      if (stopped && (await stopped(s.token))) return [{ ok: false, error: new ProviderError("the number replied STOP", { reason: "sms_opted_out", retryable: false }) }];
       try {
         const cb = callbackBase ? { statusCallback: statusCallbackUrl(callbackBase, a.name, n, s) } : {};
         const m = await client.messages.create({ to: s.token, body: c.text.slice(0, SMS_MAX_CHARS), ...sender, ...cb });
@@ -90,10 +94,11 @@ export function createTwilioApp(a: TwilioAccountConfig, callbackBase?: string): 
   };
 }
 
-/** The SMS channel: the first account sends; the others take over only as configured failovers. */
-export const createSmsClient = (cfg: Config): ChannelClient => primaryWithFailovers("sms", cfg.gateways.sms.apps, (a) => createTwilioApp(a, cfg.engagement.baseUrl));
+/** The SMS channel: the first account sends; the others take over only as configured failovers. With `redis`, numbers that replied STOP are skipped. */
+export const createSmsClient = (cfg: Config, redis?: Redis): ChannelClient =>
+  primaryWithFailovers("sms", cfg.gateways.sms.apps, (a) => createTwilioApp(a, cfg.engagement.baseUrl, redis ? async (nr) => (await smsStops(redis, [nr]))[0] !== null : undefined));
 
 /** Starts the SMS gateway role. */
 export async function startGatewaySms(d: GatewayDeps): ReturnType<typeof runGateway> {
-  return runGateway(d, () => createSmsClient(d.cfg));
+  return runGateway(d, () => createSmsClient(d.cfg, d.redis));
 }

@@ -5,11 +5,13 @@ import { fileURLToPath } from "node:url";
 import type { TemplatedApp } from "uWebSockets.js";
 
 import type { Campaigns } from "../lib/campaign/campaigns.js";
+import { ConsentHttp } from "../lib/consent/consent-http.js";
 import type { Config } from "../lib/core/config.js";
 import { BodyTooLarge, NotFound, RequestInvalid, Unauthenticated, UnsupportedMediaType } from "../lib/core/errors.js";
 import { decodeBody } from "../lib/core/json-guard.js";
 import type { Logger } from "../lib/core/log.js";
 import type { Channel } from "../lib/core/subjects.js";
+import { consentLog } from "../lib/directory/directory.js";
 import { linkSignerFor, PIXEL_GIF } from "../lib/gateway/links.js";
 import { UserTokens } from "../lib/inapp/ws-token.js";
 import { type Answer, bearerOf, fixed, listen, noRoute, route as httpRoute } from "../lib/infra/http.js";
@@ -187,7 +189,7 @@ export async function startHttpApi(d: HttpApiDeps): Promise<{ port: number; stop
   app.post("/v1/campaigns/:id/:action", route({ what: "POST /v1/campaigns/{id}/{action}", scope: (p) => (p[1] === "status" ? ["read"] : ["campaigns.control"]), params: 2, body: false }, async (c) => ({ status: 200, body: await campaignOp(d.campaigns, c.params[0], c.params[1]) })));
   app.patch(
     "/v1/users/:id/preferences",
-    route({ what: "PATCH /v1/users/{id}/preferences", scope: ["users.write"], params: 1, body: true }, async (c) => ({ status: 200, body: { preferences: (await preferencesOp(d.cfg, d.redis, d.nats.nc, c.params[0], decodeBody(c.body, max, depth))).preferences ?? {} } })),
+    route({ what: "PATCH /v1/users/{id}/preferences", scope: ["users.write"], params: 1, body: true }, async (c) => ({ status: 200, body: { preferences: (await preferencesOp(d.cfg, d.redis, d.nats.nc, c.params[0], decodeBody(c.body, max, depth), { via: "api_key", name: c.caller.name })).preferences ?? {} } })),
   );
   // Topics and webhook endpoints (lib/intake/topics-ops.ts validates every body; path parameters win over nothing: a body naming another is refused).
   const withPath = (raw: Uint8Array, path: Record<string, unknown>): Record<string, unknown> => {
@@ -271,6 +273,22 @@ export async function startHttpApi(d: HttpApiDeps): Promise<{ port: number; stop
       const form = Object.fromEntries(new URLSearchParams(Buffer.from(c.body).toString("utf8")));
       return { status: 200, body: await webhooks.twilio(c.pathAndQuery, form, c.headers.twilioSignature) };
     }),
+  );
+  // Consent: signed links (no key: the link is the credential), the preferences of a user token, Twilio's inbound messages.
+  const consent = new ConsentHttp({ cfg: d.cfg, redis: d.redis, nc: d.nats.nc });
+  const FORM = /^(application\/x-www-form-urlencoded|multipart\/form-data)\b/i;
+  app.get("/v1/consent/u/:token", route({ what: "GET /v1/consent/u/{token}", params: 1, body: false, auth: "none" }, (c) => consent.get(c.params[0])));
+  app.get("/v1/consent/p/:token", route({ what: "GET /v1/consent/p/{token}", params: 1, body: false, auth: "none" }, (c) => consent.get(c.params[0])));
+  app.post("/v1/consent/u/:token", route({ what: "POST /v1/consent/u/{token}", params: 1, body: true, auth: "none", ctype: FORM }, (c) => consent.oneClick(c.params[0], Buffer.from(c.body).toString("utf8"))));
+  app.post("/v1/consent/p/:token", route({ what: "POST /v1/consent/p/{token}", params: 1, body: true, auth: "none", ctype: FORM }, (c) => consent.save(c.params[0], Buffer.from(c.body).toString("utf8"))));
+  app.get("/v1/preferences", route({ what: "GET /v1/preferences", scope: ["users.write"], params: 0, body: false, auth: "key-or-user" }, async (c) => ({ status: 200, body: await consent.mine(c.user) })));
+  app.patch("/v1/preferences", route({ what: "PATCH /v1/preferences", scope: ["users.write"], params: 0, body: true, auth: "key-or-user" }, async (c) => ({ status: 200, body: await consent.patchMine(c.user, decodeBody(c.body, max, depth)) })));
+  app.get("/v1/users/:id/consent", route({ what: "GET /v1/users/{id}/consent", scope: ["read"], params: 1, body: false }, async (c) => ({ status: 200, body: { user: c.params[0], entries: await consentLog(d.redis, d.cfg.cluster.shards, c.params[0]) } })));
+  app.post(
+    "/v1/webhooks/twilio/inbound",
+    route({ what: "POST /v1/webhooks/twilio/inbound", params: 0, body: true, auth: "none", ctype: /^application\/x-www-form-urlencoded\b/i }, (c) =>
+      consent.inbound(c.pathAndQuery, Object.fromEntries(new URLSearchParams(Buffer.from(c.body).toString("utf8"))), c.headers.twilioSignature),
+    ),
   );
   // Delivery logs and the overview.
   app.get("/v1/notifications/:id/deliveries", route({ what: "GET /v1/notifications/{id}/deliveries", scope: ["read"], params: 1, body: false }, async (c) => ({ status: 200, body: await readDeliveryLog(d.nats, userLog, { ...Object.fromEntries(c.query), notification: c.params[0] }) })));

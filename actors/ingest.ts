@@ -110,7 +110,7 @@ export async function startIngest(d: IngestDeps): Promise<{ stop(): Promise<void
         case "preferences": {
           need(["users.write"]);
           const { user, ...patch } = (decodeBody(im.msg.data, max, depth) ?? {}) as { user?: unknown };
-          reply(im.msg, await preferencesOp(d.cfg, d.redis, d.nats.nc, fieldText(user), patch));
+          reply(im.msg, await preferencesOp(d.cfg, d.redis, d.nats.nc, fieldText(user), patch, { via: im.caller.name === "nats" ? "nats" : "api_key", name: im.caller.name }));
           return;
         }
         case "log":

@@ -26,7 +26,7 @@ import { perLaneClass } from "../lib/infra/lane-connections.js";
 import { readerReopens, shedTotal, stageItems } from "../lib/infra/metrics.js";
 import { type Nats, retryTransient } from "../lib/infra/nats.js";
 import type { Redis } from "../lib/infra/redis.js";
-import { type ChunkDecision, decideChunk, usesUserFields } from "../lib/shard/chunk-decision.js";
+import { type ChunkDecision, decideChunk, stopsOf, usesUserFields, wantsSms } from "../lib/shard/chunk-decision.js";
 import { chunkOutputs } from "../lib/shard/chunk-outputs.js";
 import { CollapseClaims, unsentUsers } from "../lib/shard/collapse-claims.js";
 import { DedupWindow } from "../lib/shard/dedup-window.js";
@@ -349,10 +349,12 @@ class ShardOwner {
         ck ? cl.collapse.claim(this.shard, ck, n.id, chunk.users) : Promise.resolve(null),
       ]),
     );
+    // SMS in play: which recipients' numbers replied STOP (one HMGET per chunk).
+    const smsStopped = wantsSms(n, policy) ? await this.retry("sms stops", () => stopsOf(cl.redis, users)) : null;
     if (cl.yields) await this.sh.urgency.clear();
     // Decided once: the decision changed the dedup window and buckets, so a failed publish is retried with the same decision.
     const decidedAt = this.sh.now();
-    const decision = decideChunk(chunk, { users, online, collapsed, now: decidedAt, cancelled: this.sh.cancellations.has(n.id), policy, state: this.state, trails: d.cfg.policy.trails });
+    const decision = decideChunk(chunk, { users, online, collapsed, now: decidedAt, cancelled: this.sh.cancellations.has(n.id), policy, state: this.state, trails: d.cfg.policy.trails, smsStopped });
     if (cl.yields) await this.sh.urgency.clear();
     await this.retry("publish", () => this.emit(chunk, decision, decidedAt, cl.pub));
     if (ck && collapsed) {

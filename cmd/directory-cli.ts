@@ -170,7 +170,7 @@ export function registerDirectoryCommands(program: Command): void {
         ...(Object.keys(categories).length ? { categories } : {}),
         ...(quietHours !== undefined ? { quietHours } : {}),
       };
-      const u = await withConnections(cfg, { redis: true, nats: true }, ({ redis, nats }) => preferencesOp(cfg, redis, nats.nc, id, body));
+      const u = await withConnections(cfg, { redis: true, nats: true }, ({ redis, nats }) => preferencesOp(cfg, redis, nats.nc, id, body, { via: "cli", name: process.env.USER ?? "nfx" }));
       const q = u.quietHours ? { quietHours: { start: hhmm(u.quietHours.start), end: hhmm(u.quietHours.end) } } : {};
       console.log(JSON.stringify({ id: u.id, optedOut: u.optedOut ?? false, ...q, preferences: u.preferences ?? {} }, null, 2));
     });

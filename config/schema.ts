@@ -224,6 +224,10 @@ export const configSchema = z.strictObject({
           })
           .optional()
           .describe("Frequency cap per user: at most `count` sends per `periodSec` (token bucket) on normal and bulk sends; critical and high skip it (docs/priorities.md). Absent: uncapped."),
+        commercial: z
+          .boolean()
+          .default(false)
+          .describe("Commercial (marketing) messages: need the recipient's consent, carry a one-click unsubscribe (email `List-Unsubscribe`), can be switched off on the preference page, and stop for a user who stopped all marketing. False: transactional (receipts, security codes), always on (docs/consent.md)."),
         presenceRouting: z.boolean().default(false).describe("While the user is online (in-app presence), deliver in-app instead of push."),
         quietHours: z.boolean().default(true).describe("Respect users' quiet hours (critical notifications never do)."),
         overload: z
@@ -244,10 +248,10 @@ export const configSchema = z.strictObject({
       }),
     )
     .default({
-      transactional: { defaultPriority: "high", presenceRouting: false, quietHours: false, overload: "delay" },
-      security: { defaultPriority: "critical", presenceRouting: false, quietHours: false, overload: "delay" },
-      social: { defaultPriority: "normal", presenceRouting: true, quietHours: true, overload: "delay" },
-      marketing: { defaultPriority: "bulk", cap: { count: 3, periodSec: 86400 }, presenceRouting: false, quietHours: true, overload: "delay" },
+      transactional: { defaultPriority: "high", commercial: false, presenceRouting: false, quietHours: false, overload: "delay" },
+      security: { defaultPriority: "critical", commercial: false, presenceRouting: false, quietHours: false, overload: "delay" },
+      social: { defaultPriority: "normal", commercial: false, presenceRouting: true, quietHours: true, overload: "delay" },
+      marketing: { defaultPriority: "bulk", cap: { count: 3, periodSec: 86400 }, commercial: true, presenceRouting: false, quietHours: true, overload: "delay" },
     })
     .describe("Categories producers may use, by name (1-64 characters of a-z 0-9 _ -, never an `Object.prototype` member name); a request naming any other is refused. Setting this key replaces the default four."),
   ingest: z
@@ -429,6 +433,17 @@ export const configSchema = z.strictObject({
     })
     .prefault({})
     .describe("The tracker: counters and delivery logs."),
+  consent: z
+    .strictObject({
+      linkTtlDays: z.number().min(1).max(365).default(60).describe("How long unsubscribe and preference-page links work (signed with `engagement.secret`, under `engagement.baseUrl`)."),
+      mailto: z.string().email().optional().describe("Address of the `mailto:` unsubscribe in `List-Unsubscribe` (each message's subject names the recipient and category); absent: the HTTPS URL only."),
+      smsHelpText: z.string().min(1).max(320).default("Reply STOP to stop these messages, START to get them again.").describe("The answer to an inbound HELP (or INFO)."),
+      smsStopText: z.string().min(1).max(320).default("You will receive no more messages from us. Reply START to get them again.").describe("The answer to an inbound STOP keyword."),
+      smsStartText: z.string().min(1).max(320).default("You will receive our messages again. Reply STOP to stop them.").describe("The answer to an inbound START or UNSTOP."),
+      timezones: z.array(z.string().min(1)).min(1).default(["UTC", "Europe/London", "Europe/Berlin", "Europe/Madrid", "Europe/Paris", "America/New_York", "America/Chicago", "America/Denver", "America/Los_Angeles", "America/Sao_Paulo", "Asia/Kolkata", "Asia/Tokyo", "Asia/Shanghai", "Australia/Sydney"]).describe("Time zones offered on the preference page (the user's own is always offered)."),
+    })
+    .prefault({})
+    .describe("Consent: one-click unsubscribe, the preference page, SMS keywords (docs/consent.md)."),
   engagement: z
     .strictObject({
       baseUrl: z

@@ -39,6 +39,15 @@ export const inboxItemsKey = (shard: number, userId: string): string => `nfx:${t
 /** Users whose opt-out or preferences changed: sorted set user -> change time (ms). Gateways re-check them at send time. */
 export const changedKey = (shard: number): string => `nfx:${tag(shard)}:chg`;
 
+/** A user's consent log: list of JSON entries (when, through what and by whom, what changed), oldest first, append-only. */
+export const consentLogKey = (shard: number, userId: string): string => `nfx:${tag(shard)}:cns:${userId}`;
+
+/** Phone numbers that replied STOP: hash E.164 number -> JSON (when, keyword). Nothing is sent to them by SMS. */
+export const SMS_STOPPED_KEY = "nfx:sms:stopped";
+
+/** The users whose profile holds an E.164 number (set of user ids): an inbound SMS keyword's consent change is logged for each. */
+export const phoneUsersKey = (e164: string): string => `nfx:ph:${e164}`;
+
 /** Segment definitions: hash name -> JSON definition. */
 export const SEGMENTS_KEY = "nfx:segments";
 
@@ -59,7 +68,7 @@ export const webhookSeenKey = (provider: string, eventId: string): string => `nf
 
 /**
  * Broadcasts (in-app notifications to a large audience, stored once and merged into each member's inbox when read):
- * hash notification id -> JSON record. Shares the hash tag {bc} with {@link BROADCAST_INDEX_KEY}, so both change in one MULTI.
+ * hash notification id -> JSON record. Shares the hash tag {bc} with {@link BROADCAST_INDEX_KEY}, so one script changes both.
  */
 export const BROADCASTS_KEY = "nfx:{bc}:r";
 /** The broadcasts newest last: sorted set notification id -> creation time (ms). */

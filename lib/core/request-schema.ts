@@ -129,14 +129,26 @@ export function parseNotifyRequest(body: unknown): NotifyRequest {
   throw new RequestInvalid(message, { field });
 }
 
-/** A preference update: global opt-out and/or per category, per channel switches. */
+/** A preference update: global opt-out, marketing opt-out, time zone, quiet hours and/or per category, per channel switches. */
 const hhmm = z.string().regex(/^([01][0-9]|2[0-3]):[0-5][0-9]$/, "must be a 24-hour HH:MM time");
 
 export const preferencesSchema = z.strictObject({
   optedOut: z.boolean().optional(),
+  marketingOptOut: z.boolean().optional(),
+  timezone: z.string().min(1).max(64).refine(isTimeZone, "must be an IANA time zone").optional(),
   quietHours: z.strictObject({ start: hhmm, end: hhmm }).nullable().optional(),
   categories: z.record(z.string().regex(/^[a-z][a-z0-9_-]{0,63}$/, "must be a category name").refine((c) => !isPrototypeName(c), PROTOTYPE_NAME_RULE), z.partialRecord(z.enum(CONTENT_CHANNELS), z.boolean())).optional(),
-}).refine((p) => p.optedOut !== undefined || p.categories !== undefined || p.quietHours !== undefined, "must change optedOut, quietHours or categories");
+}).refine((p) => Object.values(p).some((v) => v !== undefined), "must change optedOut, marketingOptOut, timezone, quietHours or categories");
+
+/** Whether `tz` is a time zone this runtime knows (IANA name). */
+export function isTimeZone(tz: string): boolean {
+  try {
+    new Intl.DateTimeFormat("en", { timeZone: tz });
+    return true;
+  } catch {
+    return false;
+  }
+}
 
 /** Parses a body with `schema`, throwing {@link RequestInvalid} with the first issue's field and rule. */
 export function parseWith<T>(schema: z.ZodType<T>, body: unknown): T {

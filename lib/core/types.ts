@@ -228,6 +228,8 @@ export interface ReceiptBatch {
 export interface UserRecord {
   id: string;
   optedOut?: boolean;
+  /** Stopped all marketing: no message of a commercial category (docs/consent.md). */
+  marketingOptOut?: boolean;
   locale?: string;
   timezone?: string;
   email?: string;
@@ -240,6 +242,21 @@ export interface UserRecord {
   quietHours?: { start: number; end: number };
   preferences?: Preferences;
   devices: DeviceRecord[];
+}
+
+/** Who changed a user's consent, for the consent log: through what, and a name where there is one (the API key, the keyword). */
+export interface ConsentActor {
+  via: "api_key" | "nats" | "user_token" | "unsubscribe_link" | "preference_page" | "sms_keyword" | "cli" | "system";
+  name?: string;
+}
+
+/** One entry of a user's consent log. */
+export interface ConsentLogEntry {
+  at: number;
+  via: ConsentActor["via"];
+  by?: string;
+  /** What changed, as applied: the preference patch, or `{sms: "stopped" | "started", number}` for an SMS keyword. */
+  change: Record<string, unknown>;
 }
 
 /** A user's choices: per category, per content channel, false turns it off. Absent means allowed. */

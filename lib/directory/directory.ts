@@ -2,10 +2,10 @@
 import type { NatsConnection } from "@nats-io/transport-node";
 
 import { decode, encodeJson, encodePlain } from "../core/codec.js";
-import { changedKey, lastActiveKey, profileKey, userIndexKey, userKey } from "../core/keys.js";
+import { changedKey, consentLogKey, lastActiveKey, phoneUsersKey, profileKey, userIndexKey, userKey } from "../core/keys.js";
 import { shardOf } from "../core/shard-hash.js";
 import { dirChangedSubject } from "../core/subjects.js";
-import type { DeviceRecord, Preferences, UserRecord } from "../core/types.js";
+import type { ConsentActor, ConsentLogEntry, DeviceRecord, Preferences, UserRecord } from "../core/types.js";
 import { pipelineOf, type Redis } from "../infra/redis.js";
 import { withScripts } from "../infra/scripts.js";
 import { parseHhmm } from "./quiet-hours.js";
@@ -21,6 +21,8 @@ interface Routing {
   l?: string;
   tz?: string;
   o?: 1;
+  /** Stopped all marketing. */
+  m?: 1;
   /** Quiet hours [start, end], local minutes. */
   q?: [number, number];
   p?: Preferences["categories"];
@@ -35,6 +37,7 @@ function toRouting(u: UserRecord): Routing {
     ...(u.locale ? { l: u.locale } : {}),
     ...(u.timezone ? { tz: u.timezone } : {}),
     ...(u.optedOut ? { o: 1 as const } : {}),
+    ...(u.marketingOptOut ? { m: 1 as const } : {}),
     ...(u.quietHours ? { q: [u.quietHours.start, u.quietHours.end] as [number, number] } : {}),
     ...(u.preferences?.categories ? { p: u.preferences.categories } : {}),
     d: u.devices.map((d) => (d.app ? [d.id, d.platform === "ios" ? 1 : 2, d.token, d.app] : [d.id, d.platform === "ios" ? 1 : 2, d.token])),
@@ -55,6 +58,7 @@ function fromStored(id: string, raw: Buffer, profile: Buffer | null): UserRecord
     ...(r.l ? { locale: r.l } : {}),
     ...(r.tz ? { timezone: r.tz } : {}),
     ...(r.o ? { optedOut: true } : {}),
+    ...(r.m ? { marketingOptOut: true } : {}),
     ...(Array.isArray(r.q) && r.q.length === 2 ? { quietHours: { start: r.q[0], end: r.q[1] } } : {}),
     ...(cats ? { preferences: { categories: cats } } : {}),
   };
@@ -96,6 +100,8 @@ export async function writeUsers(redis: Redis, shards: number, users: readonly U
     p.set(profileKey(s, u.id), encodePlain({ ...(u.email ? { email: u.email } : {}), ...(u.phone ? { phone: u.phone } : {}), ...(u.attributes ? { attributes: u.attributes } : {}) }));
     p.zadd(userIndexKey(s), 0, u.id);
     p.hset(lastActiveKey(s), u.id, u.lastActive ?? 0);
+    // Who holds a number: an inbound SMS keyword from it is logged in each holder's consent log.
+    if (u.phone) p.sadd(phoneUsersKey(u.phone), u.id);
   }
   const res = await p.exec();
   const failed = res?.find(([err]) => err);
@@ -108,28 +114,38 @@ export async function getUser(redis: Redis, shards: number, userId: string): Pro
   return u ?? null;
 }
 
-/** A change to a user's choices: global opt-out and/or per category, per channel switches. */
+/** A change to a user's choices: global opt-out, marketing opt-out, time zone, quiet hours and/or per category, per channel switches. */
 export interface PreferencePatch {
   optedOut?: boolean;
+  marketingOptOut?: boolean;
+  /** IANA time zone of the user's quiet hours. */
+  timezone?: string;
   /** The user's quiet hours ("HH:MM" local), or null to clear them. */
   quietHours?: { start: string; end: string } | null;
   categories?: NonNullable<Preferences["categories"]>;
 }
 
 /**
- * Applies `patch` to a user's record atomically (lib/infra/scripts/updatePreferences-2.lua), then announces
- * the change on `nfx.dir.changed.<shard>` so caches drop the user. Returns
- * the updated record, or null when the user does not exist (nothing changes then).
+ * Applies `patch` to a user's record atomically and appends it, with who made it (`by`), to the user's consent log in
+ * the same script (lib/infra/scripts/updatePreferences-3.lua); then announces the change on `nfx.dir.changed.<shard>`
+ * so caches drop the user. Returns the updated record, or null when the user does not exist (nothing changes then).
  */
-export async function updatePreferences(redis: Redis, nc: NatsConnection, shards: number, userId: string, patch: PreferencePatch): Promise<UserRecord | null> {
+export async function updatePreferences(redis: Redis, nc: NatsConnection, shards: number, userId: string, patch: PreferencePatch, by: ConsentActor = { via: "system" }): Promise<UserRecord | null> {
   const shard = shardOf(userId, shards);
   // The Buffer variant: the script replies with the record, binary msgpack.
   const q = patch.quietHours;
   const change = { ...patch, ...(q !== undefined ? { quietHours: q === null ? null : [parseHhmm(q.start), parseHhmm(q.end)] } : {}) };
-  const out = await withScripts(redis).nfxUpdatePreferencesBuffer(userKey(shard, userId), changedKey(shard), JSON.stringify(change), String(Date.now()), userId);
+  const now = Date.now();
+  const entry: ConsentLogEntry = { at: now, via: by.via, ...(by.name ? { by: by.name } : {}), change: { ...patch } };
+  const out = await withScripts(redis).nfxUpdatePreferencesBuffer(userKey(shard, userId), changedKey(shard), consentLogKey(shard, userId), JSON.stringify(change), String(now), userId, JSON.stringify(entry));
   if (out === null) return null;
   nc.publish(dirChangedSubject(shard), encodeJson({ user: userId, fields: Object.keys(patch) }));
   return fromStored(userId, out, null);
+}
+
+/** A user's consent log, oldest first (every preference change, with when, through what and by whom). */
+export async function consentLog(redis: Redis, shards: number, userId: string): Promise<ConsentLogEntry[]> {
+  return (await redis.lrange(consentLogKey(shardOf(userId, shards), userId), 0, -1)).map((j) => JSON.parse(j) as ConsentLogEntry);
 }
 
 /**

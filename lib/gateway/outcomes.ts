@@ -14,7 +14,7 @@ export type Recorded = Pick<ReceiptEntry, "outcome" | "reason" | "providerId" | 
 
 /**
  * What settles send `s` of notification `n` on `channel` before any provider
- * call, or null when it may go: `suppressed` (with the {@link recheck} reason)
+ * call, or null when it may go (`commercial`: `n`'s category is): `suppressed` (with the {@link recheck} reason)
  * when `changed` — the user's current record, given only if it changed after
  * the decision — forbids it; `cancelled` when its campaign was cancelled;
  * `shed` (reason `max_delay` or `expired`) when the send carries a shed
@@ -22,8 +22,8 @@ export type Recorded = Pick<ReceiptEntry, "outcome" | "reason" | "providerId" | 
  * `overload: "shed"`) that has passed; `failed` / `expired` when `n` expired
  * at or before `now`. Checked in that order. Pure.
  */
-export function beforeSend(n: NotificationBrief, changed: UserRecord | undefined, cancelled: boolean, channel: Channel, now: number, shedAfter?: number): Recorded | null {
-  const why = changed && recheck(changed, n, channel);
+export function beforeSend(n: NotificationBrief, changed: UserRecord | undefined, cancelled: boolean, channel: Channel, now: number, shedAfter?: number, commercial = false): Recorded | null {
+  const why = changed && recheck(changed, n, channel, commercial);
   if (why) return { outcome: "suppressed", reason: why, at: now };
   if (cancelled) return { outcome: "cancelled", at: now };
   const shed = shedAfter !== undefined ? shedReason(shedAfter, n.expiresAt, now) : null;

@@ -7,6 +7,7 @@ import { Cancellations } from "../campaign/cancellations.js";
 import { encode } from "../core/codec.js";
 import type { Config } from "../core/config.js";
 import type { Logger } from "../core/log.js";
+import { ownValue } from "../core/own-keys.js";
 import { BUCKET, CLASS_PRIORITIES, CONSUMER, LANE_CLASSES, type LaneClass, MSGID, type Priority, retrySubject, sendSubject, STREAM } from "../core/subjects.js";
 import type { DeadLetter, ReceiptEntry, RetryBatch, Send, SendBatch } from "../core/types.js";
 import { removeDeadToken } from "../directory/directory.js";
@@ -183,7 +184,7 @@ async function runGatewayLanes(d: GatewayDeps, client: ChannelClient, cls: LaneC
       const s = batch.sends[i];
       const n = batch.notifications[s.nid];
       // A pushed-back or retried send comes back through here too, so a send past its shed deadline never reaches the provider.
-      const settled = beforeSend(n, stale.get(s.user), cancellations.has(s.nid), channel, now(), s.shedAfter);
+      const settled = beforeSend(n, stale.get(s.user), cancellations.has(s.nid), channel, now(), s.shedAfter, ownValue(d.cfg.categories, n.category)?.commercial ?? false);
       if (settled?.outcome === "shed") shedTotal.inc({ stage: `gateway-${channel}`, priority: n.priority, reason: settled.reason ?? "" });
       if (settled) void keep(i, settled);
       else {

@@ -29,12 +29,13 @@ export async function changedSince(redis: Redis, batch: SendBatch, users: readon
 
 /**
  * Why user record `u` forbids sending notification `n` on `channel` now
- * (`opted_out`, `preference_off`), or null when it allows it. Pure. A
+ * (`opted_out`, `marketing_opt_out` for a `commercial` category, `preference_off`), or null when it allows it. Pure. A
  * deleted user reaches here as opted out (see {@link changedSince}).
  */
-export function recheck(u: UserRecord, n: NotificationBrief, channel: Channel): string | null {
+export function recheck(u: UserRecord, n: NotificationBrief, channel: Channel, commercial = false): string | null {
   if (channel === "webhook") return null; // endpoints are not users
   if (u.optedOut) return "opted_out";
+  if (commercial && u.marketingOptOut) return "marketing_opt_out";
   if (ownValue(u.preferences?.categories, n.category)?.[contentOf(channel)] === false) return "preference_off";
   return null;
 }

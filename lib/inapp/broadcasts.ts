@@ -88,11 +88,9 @@ export class Broadcasts {
     this.r = withScripts(redis);
   }
 
-  /** Stores `b` unless stored already (a redelivered notification); resolves whether this call stored it. */
+  /** Stores `b` unless stored already (a redelivered notification), record and index entry in one script; resolves whether this call stored it. */
   async store(b: Broadcast): Promise<boolean> {
-    const res = await this.redis.multi().hsetnx(BROADCASTS_KEY, b.id, JSON.stringify(b)).zadd(BROADCAST_INDEX_KEY, "NX", b.at, b.id).exec();
-    for (const [err] of res ?? []) if (err) throw err;
-    return Number(res?.[0]?.[1]) === 1;
+    return (await this.r.nfxBroadcastStore(BROADCASTS_KEY, BROADCAST_INDEX_KEY, b.id, JSON.stringify(b), b.at)) === 1;
   }
 
   /** The stored broadcast `id`, or null (never one, withdrawn, or pruned after expiry). */
@@ -103,7 +101,9 @@ export class Broadcasts {
 
   /** Removes broadcast `id` from every inbox (a cancelled campaign). Idempotent. */
   async withdraw(id: string): Promise<void> {
-    await this.redis.multi().zrem(BROADCAST_INDEX_KEY, id).hdel(BROADCASTS_KEY, id).exec();
+    // Index first: a reader that still finds the record but not the index entry lists nothing.
+    await this.redis.zrem(BROADCAST_INDEX_KEY, id);
+    await this.redis.hdel(BROADCASTS_KEY, id);
     this.list = this.list.filter((b) => b.id !== id);
     this.records.delete(id);
   }
@@ -119,7 +119,10 @@ export class Broadcasts {
         if (!j || (JSON.parse(j) as Broadcast).expiresAt <= now) gone.push(part[k]);
       });
     }
-    for (let i = 0; i < gone.length; i += 500) await this.redis.multi().zrem(BROADCAST_INDEX_KEY, ...gone.slice(i, i + 500)).hdel(BROADCASTS_KEY, ...gone.slice(i, i + 500)).exec();
+    for (let i = 0; i < gone.length; i += 500) {
+      await this.redis.zrem(BROADCAST_INDEX_KEY, ...gone.slice(i, i + 500));
+      await this.redis.hdel(BROADCASTS_KEY, ...gone.slice(i, i + 500));
+    }
     return gone.length;
   }
 

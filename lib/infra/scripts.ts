@@ -33,6 +33,8 @@ export interface ScriptCommands {
   nfxInboxMark(order: string, items: string, bits: string, all: "1" | "0", ...ids: string[]): Promise<(number | string)[]>;
   /** inboxList-2.lua */
   nfxInboxList(order: string, items: string, before: number, limit: number): Promise<(number | string)[]>;
+  /** broadcastStore-2.lua */
+  nfxBroadcastStore(records: string, index: string, id: string, json: string, at: number): Promise<number>;
   /** inboxBroadcasts-n.lua */
   nfxInboxBroadcasts(numKeys: number, ...keysThenArgv: (string | number)[]): Promise<number[]>;
   /** inboxMarkBroadcasts-1.lua */
@@ -45,8 +47,8 @@ export interface ScriptCommands {
   nfxMarkFirst(numKeys: number, ...keysThenArgv: (string | number)[]): Promise<number[]>;
   /** scanActive-2.lua */
   nfxScanActive(index: string, lastActive: string, from: string, to: string, limit: number, since: number): Promise<(string | number)[]>;
-  /** updatePreferences-2.lua, binary reply (the record is msgpack). */
-  nfxUpdatePreferencesBuffer(user: string, changed: string, patchJson: string, now: string, userId: string): Promise<Buffer | null>;
+  /** updatePreferences-3.lua, binary reply (the record is msgpack). */
+  nfxUpdatePreferencesBuffer(user: string, changed: string, consentLog: string, patchJson: string, now: string, userId: string, logEntry: string): Promise<Buffer | null>;
   /** removeDevice-1.lua */
   nfxRemoveDevice(user: string, deviceId: string, token: string): Promise<number>;
   /** endpointEnqueue-3.lua */

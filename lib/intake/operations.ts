@@ -7,7 +7,7 @@ import { CategoryUnknown, NotFound, RequestInvalid } from "../core/errors.js";
 import { ownValue } from "../core/own-keys.js";
 import { parseWith, preferencesSchema } from "../core/request-schema.js";
 import { ID_PATTERN } from "../core/subjects.js";
-import type { UserRecord } from "../core/types.js";
+import type { ConsentActor, UserRecord } from "../core/types.js";
 import { updatePreferences } from "../directory/directory.js";
 import type { Redis } from "../infra/redis.js";
 
@@ -29,16 +29,16 @@ export async function campaignOp(campaigns: Campaigns, id: string, action: strin
 
 /**
  * Validates and applies a preference update for `userId`, announcing it on
- * the directory change subject. Unknown categories are refused with
+ * the directory change subject and logging it in the user's consent log as made by `by`. Unknown categories are refused with
  * {@link CategoryUnknown}; an unknown user with {@link NotFound}.
  */
-export async function preferencesOp(cfg: Config, redis: Redis, nc: NatsConnection, userId: string, body: unknown): Promise<UserRecord> {
+export async function preferencesOp(cfg: Config, redis: Redis, nc: NatsConnection, userId: string, body: unknown, by: ConsentActor): Promise<UserRecord> {
   if (!ID_PATTERN.test(userId)) throw new RequestInvalid("user: must be a user id", { field: "user" });
   const patch = parseWith(preferencesSchema, body);
   for (const cat of Object.keys(patch.categories ?? {})) {
     if (!ownValue(cfg.categories, cat)) throw new CategoryUnknown(`categories.${cat}: unknown category`, { field: `categories.${cat}` });
   }
-  const u = await updatePreferences(redis, nc, cfg.cluster.shards, userId, patch);
+  const u = await updatePreferences(redis, nc, cfg.cluster.shards, userId, patch, by);
   if (!u) throw new NotFound(`user ${userId} not found`, { field: "user" });
   return u;
 }

@@ -58,7 +58,7 @@ export function variablesOf(text: string): string[] {
     if (!p || p.type !== "PathExpression") return;
     const pe = p as hbs.AST.PathExpression;
     if (pe.data || pe.depth > 0 || pe.parts.length === 0) return;
-    if (pe.parts[0] === "user") return;
+    if (pe.parts[0] === "user" || (CONSENT_PLACEHOLDERS as readonly string[]).includes(pe.parts[0])) return;
     found.add(pe.parts[0]);
   };
   const visit = (nodes: hbs.AST.Statement[]): void => {
@@ -132,9 +132,16 @@ function render(t: Template, text: string, escape: boolean, ctx: object): string
   return f(ctx);
 }
 
-/** The rendering context: request variables plus `user` (id, locale and attributes of the recipient). */
+/**
+ * Placeholders the email gateway fills per recipient with signed consent links (docs/consent.md): a template renders
+ * them as themselves, `{{unsubscribe_url}}` and `{{preferences_url}}`, and they are no request variables.
+ */
+export const CONSENT_PLACEHOLDERS = ["unsubscribe_url", "preferences_url"] as const;
+const SELF_PLACEHOLDERS = Object.fromEntries(CONSENT_PLACEHOLDERS.map((k) => [k, `{{${k}}}`]));
+
+/** The rendering context: request variables plus `user` (id, locale and attributes of the recipient); the consent placeholders render as themselves. */
 function context(use: TemplateUse, user: Pick<UserRecord, "id" | "locale" | "attributes"> | null): object {
-  return { ...use.variables, user: user ? { ...(user.attributes ?? {}), id: user.id, locale: user.locale } : {} };
+  return { ...use.variables, ...SELF_PLACEHOLDERS, user: user ? { ...(user.attributes ?? {}), id: user.id, locale: user.locale } : {} };
 }
 
 /** Renders a template's push content for one recipient (no HTML escaping). Null if the template has no push content. */

@@ -1,7 +1,9 @@
 // Decides one fan chunk: runs the per-recipient policy over the chunk's users and shapes the results into send batches, receipts, deferrals and trails.
+import { type SmsStop, smsStops } from "../consent/sms-keywords.js";
 import { type Channel, CHANNELS } from "../core/subjects.js";
 import type { FanChunk, NotificationBrief, PushContent, ReceiptEntry, Send, UserRecord } from "../core/types.js";
 import { shedDeadline } from "../flow/shedding.js";
+import type { Redis } from "../infra/redis.js";
 import { renderEmail, renderInApp, renderPush, renderSms } from "../intake/templates.js";
 import { decideUser, planFor, type PolicyConfig, type PolicyState, type Trail } from "./policy.js";
 import { TrailBook } from "./trails.js";
@@ -36,6 +38,8 @@ export interface ChunkInputs {
   online: readonly boolean[] | null;
   /** Per user (same order), whether another notification holds this one's collapse key (lib/shard/collapse-claims.ts); null without a collapse key. */
   collapsed?: readonly boolean[] | null;
+  /** Per user, whether (when, with which keyword) the user's phone number replied STOP; null when SMS is not in play. */
+  smsStopped?: readonly ({ at: number; keyword: string } | null)[] | null;
   now: number;
   cancelled: boolean;
   policy: PolicyConfig;
@@ -108,7 +112,7 @@ export function decideChunk(chunk: FanChunk, inp: ChunkInputs): ChunkDecision {
       return void receipts.push({ user: userId, outcome: "suppressed", reason: "unknown_user", at: now });
     }
     const trail: Trail | undefined = book ? { s: "" } : undefined;
-    const v = decideUser(inp.policy, inp.state, ctx, { user: u, online: inp.online?.[i] ?? false, collapsed: inp.collapsed?.[i] ?? false }, trail, plan);
+    const v = decideUser(inp.policy, inp.state, ctx, { user: u, online: inp.online?.[i] ?? false, collapsed: inp.collapsed?.[i] ?? false, smsStopped: inp.smsStopped?.[i] ?? null }, trail, plan);
     if (trail) book!.add(trail.s);
     if (v.kind === "suppress") return void receipts.push({ user: userId, outcome: "suppressed", reason: v.reason, at: now });
     // Listed for campaigns too (like suppressed): the entry is the recipient's one count.
@@ -140,4 +144,18 @@ export function decideChunk(chunk: FanChunk, inp: ChunkInputs): ChunkDecision {
     }
   });
   return { sends, receipts, decided: chunk.release !== undefined ? 0 : decided, queued, deferred, deferredCount, trails: book };
+}
+
+/** Whether SMS can be a route of notification `n`: one of its channels or of its priority's fallback, with a gateway in the cluster. */
+export const wantsSms = (n: NotificationBrief, policy: PolicyConfig): boolean =>
+  policy.available.has("sms") && (n.channels.includes("sms") || policy.fallback[n.priority].includes("sms"));
+
+/** Per user (null: missing, or no phone), whether the user's number replied STOP: one HMGET for the chunk. */
+export async function stopsOf(redis: Redis, users: readonly (UserRecord | null)[]): Promise<(SmsStop | null)[]> {
+  const idx: number[] = [];
+  users.forEach((u, i) => u?.phone && idx.push(i));
+  const out: (SmsStop | null)[] = users.map(() => null);
+  const got = await smsStops(redis, idx.map((i) => users[i]!.phone!));
+  idx.forEach((i, k) => (out[i] = got[k]));
+  return out;
 }

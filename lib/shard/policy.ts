@@ -19,6 +19,8 @@ export interface CategoryPolicy {
   quietHours: boolean;
   /** Overload handling; absent means `delay` (never shed). */
   overload?: OverloadRule;
+  /** Commercial (marketing): a user who stopped all marketing gets none of it. */
+  commercial?: boolean;
 }
 
 /** Everything the rules read besides the user and the notification. Built once from config. */
@@ -72,6 +74,8 @@ export interface Recipient {
   online: boolean;
   /** Another notification holds this notification's collapse key for the user (lib/shard/collapse-claims.ts). */
   collapsed?: boolean;
+  /** The user's phone number replied STOP (when and with which keyword): no SMS (lib/consent/sms-keywords.ts). */
+  smsStopped?: { at: number; keyword: string } | null;
 }
 
 /** The notification-level inputs of a decision. */
@@ -154,7 +158,8 @@ export function planFor(cfg: PolicyConfig, n: NotificationBrief): NotificationPl
 /**
  * Decides one recipient. Rules in order, the first that says no decides:
  * overload (a normal or bulk recipient of a category with `overload: "shed"`
- * past its shed deadline is shed); expiry; global opt-out; preferences per category × channel; quiet hours in
+ * past its shed deadline is shed); expiry; global opt-out; a commercial category for a user who stopped all
+ * marketing; preferences per category × channel; no SMS to a number that replied STOP; quiet hours in
  * the user's zone (defer to the window's end, or drop when the notification
  * expires first); frequency cap; dedup window (notification, and collapse
  * key); presence routing (online → in-app instead of push); the route: the
@@ -188,12 +193,22 @@ export function decideUser(cfg: PolicyConfig, st: PolicyState, ctx: DecideContex
 
   if (u.optedOut) return suppress("opt_out", "opted_out", "opted out of everything");
   if (trail) trail.s += "opt_out|pass|not opted out\n";
+  if (cat.commercial) {
+    if (u.marketingOptOut) return suppress("consent", "marketing_opt_out", `${n.category} is commercial; the user stopped all marketing`);
+    if (trail) trail.s += `consent|pass|${n.category} is commercial; marketing not stopped\n`;
+  }
 
   if (p.candidates.length === 0) return suppress("preferences", "no_wanted_channel", n.channels.join(","));
   const prefs = ownValue(u.preferences?.categories, n.category);
-  const allowed = prefs ? p.candidates.filter((ch) => prefs[ch] !== false) : p.candidates;
+  let allowed = prefs ? p.candidates.filter((ch) => prefs[ch] !== false) : p.candidates;
   if (allowed.length === 0) return suppress("preferences", "preference_off", `${n.category}: ${p.candidates.map((c) => `${c}=off`).join(",")}`);
   if (trail) trail.s += allowed === p.candidates ? lines.prefs : `preferences|pass|${allowed.join(",")}\n`;
+  // A number that replied STOP gets no SMS, whatever the category.
+  if (r.smsStopped && allowed.includes("sms")) {
+    allowed = allowed.filter((ch) => ch !== "sms");
+    if (allowed.length === 0) return suppress("sms_stop", "sms_opted_out", r.smsStopped.keyword, r.smsStopped.at);
+    if (trail) trail.s += `sms_stop|off|${r.smsStopped.keyword}|${r.smsStopped.at}\n`;
+  }
 
   if (lines.quietSkip !== null) {
     if (trail) trail.s += lines.quietSkip;
@@ -282,7 +297,7 @@ function route(own: readonly ContentChannel[], allowed: readonly ContentChannel[
 export function policyFrom(cfg: Config): PolicyConfig {
   const q = cfg.policy.defaultQuietHours;
   return {
-    categories: Object.fromEntries(Object.entries(cfg.categories).map(([k, v]) => [k, { ...(v.cap ? { cap: v.cap } : {}), presenceRouting: v.presenceRouting, quietHours: v.quietHours, ...overloadOf(v) }])),
+    categories: Object.fromEntries(Object.entries(cfg.categories).map(([k, v]) => [k, { ...(v.cap ? { cap: v.cap } : {}), presenceRouting: v.presenceRouting, quietHours: v.quietHours, ...overloadOf(v), ...(v.commercial ? { commercial: true } : {}) }])),
     defaultQuietHours: q ? { start: parseHhmm(q.start), end: parseHhmm(q.end) } : null,
     fallback: cfg.policy.fallback,
     available: new Set(cfg.ingest.channels),

@@ -71,6 +71,8 @@ function describe(rule: string, verdict: string, v: string[]): string {
       return verdict === "pass" ? `not seen in the window (${v[0]} key(s) checked)` : `already delivered: ${v.join(" ")}`;
     case "route":
       return verdict === "send" ? `tried ${v[0]}: ${v[1]} destination(s)` : `tried ${v[0]}: nobody reachable`;
+    case "sms_stop":
+      return `the number replied ${v[0]} on ${iso(v[1])}: no SMS${verdict === "off" ? ", other channels stay" : ""}`;
     case "segment":
       return `last active ${v[0] === "0" ? "never" : iso(v[0])}, segment needs ${iso(v[1])} or later`;
     default:

@@ -150,7 +150,7 @@ t.test("nfx on a real Redis Cluster", async (t) => {
     await putTopic(redis, "bcast", undefined);
     await changeUserSubscriptions(redis, shards, "bcast", who.slice(0, 4));
     const b = { id: "n_bc", at: now, expiresAt: now + DAY, category: "social", segment: "topic:bcast", item: { id: "n_bc", at: now, category: "social", priority: "normal" as const, payload: {} } };
-    t.equal(await store.store(b), true, "the record and its index entry stored in one MULTI ({bc} slot)");
+    t.equal(await store.store(b), true, "the record and its index entry stored in one script ({bc} slot)");
     t.equal(await store.store(b), false, "and not twice");
     const lists = await Promise.all(who.map((u) => inbox.list(u, 10)));
     t.same(lists.map((l) => l.items.some((i) => i.id === "n_bc")), who.map((_, i) => i < 4), "members of the topic (four shards) see it, the others not");

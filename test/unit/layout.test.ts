@@ -12,7 +12,7 @@ const ROOT = REPO_ROOT;
 const LAYERS: [string, number][] = [
   ["config", 0], ["lib/core", 0], ["lib/infra", 1], ["lib/flow", 2],
   // Domain folders, in the only order they may import one another (a folder imports only folders before it).
-  ["lib/directory", 3], ["lib/campaign", 3], ["lib/inapp", 3], ["lib/tracking", 3], ["lib/intake", 3], ["lib/shard", 3], ["lib/gateway", 3],
+  ["lib/directory", 3], ["lib/campaign", 3], ["lib/inapp", 3], ["lib/tracking", 3], ["lib/consent", 3], ["lib/intake", 3], ["lib/shard", 3], ["lib/gateway", 3],
   ["actors", 4], ["cmd", 5],
 ];
 const DOMAIN_ORDER = LAYERS.filter(([, l]) => l === 3).map(([f]) => f);
