@@ -89,14 +89,15 @@ export interface EmailConsent {
 /** One recipient's consent headers (commercial mail only) and the values of `{{unsubscribe_url}}` and `{{preferences_url}}`. */
 function consentOf(c: EmailConsent, n: NotificationBrief, s: Send): { headers?: Record<string, string>; subs: Record<string, string> } {
   const unsub = c.links.unsubscribeUrl(s.user, n.category);
-  const subs = { "{{unsubscribe_url}}": unsub, "{{preferences_url}}": c.links.preferencesUrl(s.user) };
+  // Keys as SendGrid substitutions take them: the SDK wraps each in {{ }}.
+  const subs = { unsubscribe_url: unsub, preferences_url: c.links.preferencesUrl(s.user) };
   if (!c.commercial(n.category)) return { subs };
   const mailto = c.mailto ? `, <mailto:${c.mailto}?subject=${encodeURIComponent(`unsubscribe ${unsub.slice(unsub.lastIndexOf("/") + 1)}`)}>` : "";
   return { headers: { "List-Unsubscribe": `<${unsub}>${mailto}`, "List-Unsubscribe-Post": "List-Unsubscribe=One-Click" }, subs };
 }
 
-/** `text` with each key of `subs` replaced by its value. */
-const fill = (text: string, subs: Record<string, string>): string => Object.entries(subs).reduce((t, [k, v]) => t.split(k).join(v), text);
+/** `text` with each `{{key}}` of `subs` replaced by its value. */
+const fill = (text: string, subs: Record<string, string>): string => Object.entries(subs).reduce((t, [k, v]) => t.split(`{{${k}}}`).join(v), text);
 
 export function sendgridRequest(n: NotificationBrief, sends: readonly Send[], contents: readonly EmailContent[], from: SendgridAccountConfig["from"], track?: EmailTracking, consent?: EmailConsent): Record<string, unknown> {
   const same = contents.every((c) => c === contents[0]);

@@ -9,7 +9,7 @@ import { NotFound } from "../lib/core/errors.js";
 import { formatIssue } from "../lib/core/request-schema.js";
 import { CONTENT_CHANNELS } from "../lib/core/subjects.js";
 import type { UserRecord } from "../lib/core/types.js";
-import { getUser, writeUsers } from "../lib/directory/directory.js";
+import { consentLog, getUser, writeUsers } from "../lib/directory/directory.js";
 import { hhmm } from "../lib/directory/quiet-hours.js";
 import { countSegment, defineSegment, listSegments, type SegmentRule } from "../lib/directory/segments.js";
 import { syntheticUser, userRecordSchema } from "../lib/directory/users.js";
@@ -125,6 +125,18 @@ export function registerDirectoryCommands(program: Command): void {
       console.log(JSON.stringify(u, null, 2));
     });
   users
+    .command("consent")
+    .description("print one user's consent log: every preference change, when, through what (API key, user token, unsubscribe link, preference page, SMS keyword, CLI) and by whom")
+    .argument("<id>")
+    .option("--json", "print JSON")
+    .action(async (id: string, o: { json?: boolean }) => {
+      const cfg = cliConfig(program);
+      const entries = await withConnections(cfg, { redis: true }, ({ redis }) => consentLog(redis, cfg.cluster.shards, id));
+      if (o.json) return void console.log(JSON.stringify({ user: id, entries }, null, 2));
+      if (entries.length === 0) return void console.log(`no consent changes recorded for ${id}`);
+      for (const e of entries) console.log(`${new Date(e.at).toISOString()}  ${e.via.padEnd(16)} ${(e.by ?? "-").padEnd(14)} ${JSON.stringify(e.change)}`);
+    });
+  users
     .command("put")
     .description("create or replace users from JSON records (one inline, or @file.ndjson)")
     .argument("<json-or-file>")
@@ -148,10 +160,12 @@ export function registerDirectoryCommands(program: Command): void {
     .argument("<id>")
     .option("--opt-out", "turn every notification off")
     .option("--opt-in", "turn the global opt-out off")
+    .option("--marketing <on|off>", "stop (off) or resume (on) all marketing: commercial categories")
     .option("--set <category.channel=on|off>", "per category and channel (repeatable), e.g. marketing.push=off", many)
     .option("--quiet <HH:MM-HH:MM|off>", "quiet hours in the user's time zone, e.g. 22:00-07:00; off clears them")
-    .action(async (id: string, o: { optOut?: boolean; optIn?: boolean; set?: string[]; quiet?: string }) => {
+    .action(async (id: string, o: { optOut?: boolean; optIn?: boolean; marketing?: string; set?: string[]; quiet?: string }) => {
       const cfg = cliConfig(program);
+      if (o.marketing !== undefined && o.marketing !== "on" && o.marketing !== "off") throw new InvalidArgumentError(`--marketing ${o.marketing}: must be on or off`);
       const categories: Record<string, Record<string, boolean>> = {};
       for (const s of o.set ?? []) {
         const m = new RegExp(`^([a-z][a-z0-9_-]*)\\.(${CONTENT_CHANNELS.join("|")})=(on|off)$`).exec(s);
@@ -167,12 +181,13 @@ export function registerDirectoryCommands(program: Command): void {
       }
       const body = {
         ...(o.optOut ? { optedOut: true } : o.optIn ? { optedOut: false } : {}),
+        ...(o.marketing ? { marketingOptOut: o.marketing === "off" } : {}),
         ...(Object.keys(categories).length ? { categories } : {}),
         ...(quietHours !== undefined ? { quietHours } : {}),
       };
       const u = await withConnections(cfg, { redis: true, nats: true }, ({ redis, nats }) => preferencesOp(cfg, redis, nats.nc, id, body, { via: "cli", name: process.env.USER ?? "nfx" }));
       const q = u.quietHours ? { quietHours: { start: hhmm(u.quietHours.start), end: hhmm(u.quietHours.end) } } : {};
-      console.log(JSON.stringify({ id: u.id, optedOut: u.optedOut ?? false, ...q, preferences: u.preferences ?? {} }, null, 2));
+      console.log(JSON.stringify({ id: u.id, optedOut: u.optedOut ?? false, marketingOptOut: u.marketingOptOut ?? false, ...q, preferences: u.preferences ?? {} }, null, 2));
     });
 
   const segments = program.command("segments").description("segments: built in (all, active_<N>d) and named");

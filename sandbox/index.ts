@@ -16,6 +16,7 @@ import { Recorder, type WebhookProvider } from "./recorder.js";
 import { type SendgridSandbox, startSendgridSandbox } from "./sendgrid.js";
 import { SENDGRID_WEBHOOK_PUBLIC_KEY } from "./sendgrid-webhook.js";
 import { startTwilioSandbox } from "./twilio.js";
+import { type InboundSms, postInboundSms } from "./twilio-callbacks.js";
 
 /** PEM files of the sandbox's TLS certificate (self-signed, 100 years, SANs for 127.0.0.1 and the providers' host names). */
 export const SANDBOX_CERT = fileURLToPath(new URL("../../sandbox/certs/sandbox-cert.pem", import.meta.url));
@@ -84,6 +85,16 @@ function webhookRoute(req: http.IncomingMessage, url: URL, recorder: Recorder, s
       })
       .catch((err: Error) => json(400, { error: err.message }));
   }
+  if (req.method === "POST" && url.pathname === "/webhooks/twilio/inbound") {
+    // An inbound SMS as Twilio posts it: {url, from, to, body, accountSid?, authToken?} (the sandbox account's credentials by default).
+    return void readJson(req)
+      .then(async (b) => {
+        const m = b as Partial<InboundSms>;
+        for (const f of ["url", "from", "to", "body"] as const) if (typeof m[f] !== "string") throw new Error(`${f}: required, a string`);
+        json(200, await postInboundSms({ ...(m as InboundSms), accountSid: m.accountSid ?? "AC00000000000000000000000000000000", authToken: m.authToken ?? "nfx-sandbox-token" }));
+      })
+      .catch((err: Error) => json(400, { error: err.message }));
+  }
   if (req.method === "GET" && url.pathname === "/webhooks/events") {
     const provider = url.searchParams.get("provider");
     if (provider !== "sendgrid" && provider !== "twilio") return json(400, { error: "provider: must be one of sendgrid, twilio" });
@@ -106,7 +117,8 @@ function webhookRoute(req: http.IncomingMessage, url: URL, recorder: Recorder, s
  * with `{"url": "http://…"}` (null clears; 400 unless an http(s) URL),
  * `GET /webhooks/events?provider=sendgrid|twilio` (`{posts, events,
  * counts}`: every POST attempt, the events receivers accepted, their count
- * per kind). Throws when `opts.sendgridWebhookUrl` is not an http(s) URL.
+ * per kind); `POST /webhooks/twilio/inbound` with `{url, from, to, body[, accountSid, authToken]}` posts
+ * an inbound SMS there as Twilio does (signed) and answers `{status, contentType, body}`. Throws when `opts.sendgridWebhookUrl` is not an http(s) URL.
  */
 export async function startSandbox(p: Partial<SandboxPorts>, faults: readonly unknown[] = [], opts: SandboxOptions = {}): Promise<Sandbox> {
   const key = readFileSync(SANDBOX_KEY);

@@ -1,5 +1,5 @@
 // Twilio's message status callbacks as the sandbox posts them: `sent`, then the final status, form-encoded and signed with X-Twilio-Signature.
-import { createHmac } from "node:crypto";
+import { createHmac, randomBytes } from "node:crypto";
 
 import type { Recorder } from "./recorder.js";
 import { WebhookPoster } from "./webhooks.js";
@@ -99,4 +99,36 @@ export class TwilioStatusCallbacks {
     });
     return this.poster.post({ url: m.statusCallback, body, headers, events: [params] });
   }
+}
+
+/** An inbound SMS as Twilio posts it to a number's messaging webhook. */
+export interface InboundSms {
+  /** The messaging webhook (the receiver's URL, query included, as Twilio signs it). */
+  url: string;
+  accountSid: string;
+  /** The account's auth token: the key of `X-Twilio-Signature`. */
+  authToken: string;
+  from: string;
+  to: string;
+  body: string;
+}
+
+/**
+ * Posts an inbound message as Twilio does: form-encoded `MessageSid`, `AccountSid`, `From`, `To`, `Body`, `NumMedia`,
+ * `NumSegments`, `SmsStatus=received`, `ApiVersion`, signed with `X-Twilio-Signature`. Resolves the receiver's answer
+ * (status, content type and body: TwiML when it replies).
+ */
+export async function postInboundSms(m: InboundSms): Promise<{ status: number; contentType: string; body: string }> {
+  const sid = `SM${randomBytes(16).toString("hex")}`;
+  const params: Record<string, string> = {
+    MessageSid: sid, SmsSid: sid, SmsMessageSid: sid, AccountSid: m.accountSid, From: m.from, To: m.to, Body: m.body,
+    NumMedia: "0", NumSegments: "1", SmsStatus: "received", ApiVersion: "2010-04-01",
+  };
+  const res = await fetch(m.url, {
+    method: "POST",
+    headers: { "content-type": "application/x-www-form-urlencoded", "x-twilio-signature": twilioSignature(m.authToken, m.url, params), "user-agent": "TwilioProxy/1.1" },
+    body: new URLSearchParams(params).toString(),
+    signal: AbortSignal.timeout(10_000),
+  });
+  return { status: res.status, contentType: res.headers.get("content-type") ?? "", body: await res.text() };
 }

@@ -75,7 +75,7 @@ export class ConsentHttp {
       quietHours: u.quietHours ? { start: hhmm(u.quietHours.start), end: hhmm(u.quietHours.end) } : null,
       categories: Object.entries(this.d.cfg.categories).map(([name, c]) => {
         const prefs = ownValue(u.preferences?.categories, name);
-        return { name, ...(c.description ? { description: c.description } : {}), commercial: c.commercial, channels: Object.fromEntries(channels.map((ch) => [ch, !c.commercial || prefs?.[ch] !== false])) };
+        return { name, ...(c.description ? { description: c.description } : {}), commercial: c.commercial, channels: Object.fromEntries(channels.map((ch) => [ch, prefs?.[ch] !== false])) };
       }),
     };
   }

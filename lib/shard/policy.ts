@@ -204,10 +204,11 @@ export function decideUser(cfg: PolicyConfig, st: PolicyState, ctx: DecideContex
   if (allowed.length === 0) return suppress("preferences", "preference_off", `${n.category}: ${p.candidates.map((c) => `${c}=off`).join(",")}`);
   if (trail) trail.s += allowed === p.candidates ? lines.prefs : `preferences|pass|${allowed.join(",")}\n`;
   // A number that replied STOP gets no SMS, whatever the category.
-  if (r.smsStopped && allowed.includes("sms")) {
+  const smsStop = r.smsStopped && allowed.includes("sms") ? r.smsStopped : null;
+  if (smsStop) {
     allowed = allowed.filter((ch) => ch !== "sms");
-    if (allowed.length === 0) return suppress("sms_stop", "sms_opted_out", r.smsStopped.keyword, r.smsStopped.at);
-    if (trail) trail.s += `sms_stop|off|${r.smsStopped.keyword}|${r.smsStopped.at}\n`;
+    if (allowed.length === 0) return suppress("sms_stop", "sms_opted_out", smsStop.keyword, smsStop.at);
+    if (trail) trail.s += `sms_stop|off|${smsStop.keyword}|${smsStop.at}\n`;
   }
 
   if (lines.quietSkip !== null) {
@@ -256,7 +257,8 @@ export function decideUser(cfg: PolicyConfig, st: PolicyState, ctx: DecideContex
   if (targets.length === 0) {
     const rt = route(own, allowed, r, !p.inappRoutable);
     targets = rt.targets;
-    if (targets.length === 0) return suppress("route", "no_devices", rt.tried);
+    // Nothing else reaches a user whose number replied STOP: the stop is why.
+    if (targets.length === 0) return smsStop ? suppress("sms_stop", "sms_opted_out", smsStop.keyword, smsStop.at) : suppress("route", "no_devices", rt.tried);
     if (trail) trail.s += `route|send|${rt.tried}|${targets.length}\n`;
   }
   let fallback: Target[] | undefined;
