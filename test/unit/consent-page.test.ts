@@ -1,7 +1,9 @@
-// The recipient preference page: escaping, no external resources, CSP nonces, transactional cells, locale fallback, and the form it posts parsed back.
+// The preference page and the consent links and SMS keywords, pure: rendering (escaping, no external resources, nonces), locale fallback, the form parser and its errors; signed links; keywords and TwiML.
 import t from "tap";
 
+import { ConsentLinks } from "../../lib/consent/links.js";
 import { PAGE_LOCALES, type PageCategory, type PageModel, pageStrings, parsePreferenceForm, renderPreferencePage } from "../../lib/consent/page.js";
+import { keywordOf, twimlMessage } from "../../lib/consent/sms-keywords.js";
 import { RequestInvalid } from "../../lib/core/errors.js";
 
 const CATEGORIES: PageCategory[] = [
@@ -224,4 +226,30 @@ t.test("parsePreferenceForm errors name the field and the rule", async (t) => {
     t.equal(err.field, field, `${b}: field`);
     t.equal(err.message, message, `${b}: message`);
   }
+});
+
+t.test("consent links: signed, domain-separated, expiring; tampering and expiry say why", async (t) => {
+  let now = Date.UTC(2026, 11, 3);
+  const links = new ConsentLinks("s".repeat(32), "https://nfx.example.com", 3600, () => now);
+  const u = links.unsubscribeUrl("ana", "marketing");
+  t.match(u, /^https:\/\/nfx\.example\.com\/v1\/consent\/u\/[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/);
+  const tok = u.slice(u.lastIndexOf("/") + 1);
+  t.same(links.verify(tok), { kind: "u", user: "ana", category: "marketing", exp: now / 1000 + 3600 }, "round trip");
+  t.same(links.verify(links.preferencesUrl("bo").split("/").pop()!), { kind: "p", user: "bo", exp: now / 1000 + 3600 }, "a preference link names no category");
+  const [payload, mac] = tok.split(".");
+  const forged = Buffer.from(JSON.stringify(["u", "bo", "marketing", now / 1000 + 3600])).toString("base64url");
+  t.throws(() => links.verify(`${forged}.${mac}`), /signature does not match/, "another user in the payload: refused");
+  t.throws(() => new ConsentLinks("t".repeat(32), "https://x", 3600, () => now).verify(tok), /signature does not match/, "another secret: refused");
+  t.throws(() => links.verify(payload), /malformed/, "no MAC: malformed");
+  now += 3601_000;
+  t.throws(() => links.verify(tok), /expired on 2026-12-03T01:00:00.000Z/, "expired, with when");
+});
+
+t.test("SMS keywords: the whole body, trimmed, any case", async (t) => {
+  for (const k of ["STOP", "stopall", " Unsubscribe ", "cancel", "END", "quit"]) t.match(keywordOf(k), { kind: "stop" }, k);
+  for (const k of ["START", "unstop"]) t.match(keywordOf(k), { kind: "start" }, k);
+  for (const k of ["help", "INFO"]) t.match(keywordOf(k), { kind: "help" }, k);
+  for (const k of ["stop it", "please stop", "STOP.", ""]) t.equal(keywordOf(k), null, `"${k}" is not a keyword`);
+  t.equal(twimlMessage("A & <B>"), '<?xml version="1.0" encoding="UTF-8"?><Response><Message>A &amp; &lt;B&gt;</Message></Response>', "TwiML escapes the text");
+  t.equal(twimlMessage(null), '<?xml version="1.0" encoding="UTF-8"?><Response></Response>', "and answers empty");
 });
