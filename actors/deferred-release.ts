@@ -1,4 +1,5 @@
 // Deferred-release actor: holds chunks deferred by quiet hours and re-emits them to their shard when the quiet hours end.
+import { policyClock } from "../lib/core/clock.js";
 import { encode } from "../lib/core/codec.js";
 import { CONSUMER, fanSubject, MSGID, STREAM } from "../lib/core/subjects.js";
 import type { DeferredChunk, FanChunk } from "../lib/core/types.js";
@@ -15,8 +16,10 @@ export type DeferredReleaseDeps = HoldActorDeps;
  */
 export async function startDeferredRelease(d: DeferredReleaseDeps): Promise<{ stop(): Promise<void> }> {
   const log = d.log.child({ actor: "deferred-release" });
+  // Release times are instants of the policy clock (the shard actor's decisions), wall time but in time-scaled tests.
+  const clock = policyClock();
   const held = await holdUntilDue<DeferredChunk>({
-    nats: d.nats, log, stream: STREAM.defer, consumer: CONSUMER.deferred, type: "deferred_chunk", now: d.now ?? Date.now,
+    nats: d.nats, log, stream: STREAM.defer, consumer: CONSUMER.deferred, type: "deferred_chunk", now: d.now ?? clock, scale: d.now ? 1 : clock.scale,
     dueAt: (h) => h.until,
     release: (h) => {
       const c = h.chunk;

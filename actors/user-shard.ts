@@ -6,6 +6,7 @@ import { type ConsumerMessages, DeliverPolicy, type JsMsg } from "@nats-io/jetst
 
 import { Cancellations } from "../lib/campaign/cancellations.js";
 import { backoffMs } from "../lib/core/backoff.js";
+import { policyClock } from "../lib/core/clock.js";
 import { encode } from "../lib/core/codec.js";
 import type { Config } from "../lib/core/config.js";
 import { Fenced } from "../lib/core/errors.js";
@@ -462,7 +463,7 @@ export async function startUserShard(d: ShardDeps): Promise<{ stop(): Promise<vo
   const log = d.log.child({ actor: "user-shard", owner, lanes: lanes.join(",") });
   const sh: Shared = {
     d, owner, log,
-    now: d.now ?? Date.now,
+    now: d.now ?? policyClock(),
     policy: policyFrom(d.cfg),
     cancellations: await Cancellations.watch(await d.nats.kvm.open(BUCKET.campaigns)),
     presence: new PresenceView(d.nats, d.cfg.ws.presenceTtlSec * 1000),

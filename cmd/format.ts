@@ -1,6 +1,7 @@
 // Text renderings of status and sandbox reports for the CLI and the demo.
 import type { CampaignStatus } from "../lib/campaign/campaigns.js";
 import { outstanding, shedByReason, total } from "../lib/campaign/counters.js";
+import { hhmm } from "../lib/directory/quiet-hours.js";
 import type { NotificationStatus } from "../lib/tracking/status.js";
 
 /**
@@ -63,12 +64,35 @@ export function formatCampaign(s: CampaignStatus): string {
     `sends      queued ${c.queued}, sent ${c.sent}, delivered ${c.delivered}, failed ${total(c.failed)} (${reasons(c.failed)}), expired ${c.expired}, fallback ${c.fallback}, in flight ${outstanding(c)}`,
     ...(c.sent > c.delivered ? [`           ${sentHint(c.sent, c.delivered, false)!.replace(/^note: /, "")}`] : []),
     `engagement opened ${c.opened}, clicked ${c.clicked}`,
+    ...wavesOf(s),
     `suppressed ${total(c.suppressed)} (${reasons(c.suppressed)})`,
     `cancelled  ${c.cancelled} recipients, ${c.cancelledSends} queued sends`,
     `shed       ${total(c.shed)} recipients, ${total(c.shedSends)} queued sends (${reasons(shedByReason(c))})`,
   ].join("\n");
 }
 
+
+/**
+ * The waves of a campaign's deferred recipients, by release time: local-time delivery (each labelled with the UTC
+ * offset whose local time it is) or quiet hours; at most 12 lines, then the next release still to come.
+ */
+export function wavesOf(s: CampaignStatus, now = Date.now()): string[] {
+  const waves = Object.entries(s.counters.waves ?? {}).map(([k, w]) => ({ at: Number(k), ...w })).sort((a, b) => a.at - b.at);
+  if (waves.length === 0) return [];
+  const label = (at: number): string => {
+    if (!s.deliverAt) return "";
+    let off = (s.deliverAt.localTime - Math.floor((at % 86_400_000) / 60_000) + 1440) % 1440;
+    if (off > 720) off -= 1440;
+    const a = Math.abs(off);
+    return ` (${hhmm(s.deliverAt.localTime)} at UTC${off < 0 ? "-" : "+"}${hhmm(a)})`;
+  };
+  const next = waves.find((w) => w.released < w.held && w.at >= now - 60_000);
+  return [
+    `waves      ${waves.length} release time(s), ${waves.reduce((a, w) => a + w.held, 0)} held, ${waves.reduce((a, w) => a + w.released, 0)} released${next ? `; next ${new Date(next.at).toISOString()}` : ""}`,
+    ...waves.slice(0, 12).map((w) => `           ${new Date(w.at).toISOString()}${label(w.at)}: held ${w.held}, released ${w.released}`),
+    ...(waves.length > 12 ? [`           … ${waves.length - 12} more`] : []),
+  ];
+}
 
 /** One delivery log line as text. */
 export function formatLogLine(l: { at: number; user: string; notification?: string; channel?: string; device?: string; outcome: string; reason?: string; providerId?: string }): string {

@@ -364,6 +364,12 @@ export const configSchema = z.strictObject({
         })
         .optional()
         .describe("Quiet hours of users who set none, local time in their zone; absent: none."),
+      defaultTimezone: z
+        .string()
+        .min(1)
+        .refine((tz) => { try { new Intl.DateTimeFormat("en", { timeZone: tz }); return true; } catch { return false; } }, "must be an IANA time zone")
+        .default("UTC")
+        .describe("Time zone of users who set none: their quiet hours and local-time delivery (`deliverAt`) use it."),
       fallback: z
         .strictObject({
           critical: z.array(contentChannel).default(["sms", "email"]).describe("Fallback channels of critical notifications, in order."),

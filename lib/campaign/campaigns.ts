@@ -93,6 +93,8 @@ export interface CampaignStatus {
   complete: boolean;
   /** Fan-out on write (expanded, decided per recipient) or on read (a broadcast: `total` is the audience listed when it was stored). */
   path: DeliveryPath;
+  /** Local-time delivery of the notification, if any (its waves are in `counters.waves`). */
+  deliverAt?: { localTime: number; windowMin: number };
 }
 
 /** Campaign records and cursors (bucket nfx-campaigns) plus the tracker's counters (nfx-counters). */
@@ -197,6 +199,7 @@ export class Campaigns {
       // Complete once expanded and the counters have caught up: every member decided (a lagging tracker can show 0 outstanding early) and nothing outstanding.
       complete: ended && counters.decided >= members && outstanding(counters) === 0,
       path: rec.path ?? "write",
+      ...(rec.brief.deliverAt ? { deliverAt: rec.brief.deliverAt } : {}),
     };
   }
 }

@@ -39,12 +39,14 @@ export interface Counters {
   /** Recipients who opened (email pixel, app-reported push open, in-app read) / clicked; each counted once. */
   opened: number;
   clicked: number;
+  /** Deferred recipients by release time (ms, as a string key): held, and released so far. The waves of a local-time campaign (or of quiet hours). */
+  waves: Record<string, { held: number; released: number }>;
   updatedAt: number;
 }
 
 export const emptyCounters = (): Counters => ({
   seq: 0, accepted: 0, decided: 0, queued: 0, deferred: 0, sent: 0, delivered: 0, failed: {}, expired: 0, suppressed: {},
-  cancelled: 0, cancelledSends: 0, fallback: 0, shed: {}, shedSends: {}, seen: 0, read: 0, opened: 0, clicked: 0, updatedAt: 0,
+  cancelled: 0, cancelledSends: 0, fallback: 0, shed: {}, shedSends: {}, seen: 0, read: 0, opened: 0, clicked: 0, waves: {}, updatedAt: 0,
 });
 
 /** Counters written by an older version lack the newer fields: fill them with zeros. */
@@ -63,6 +65,15 @@ export function fold(c: Counters, b: ReceiptBatch): void {
   c.decided += b.decided ?? 0;
   c.queued += b.queued ?? 0;
   c.deferred = c.deferred + (b.deferred ?? 0) - (b.released ?? 0);
+  for (const [until, n] of Object.entries(b.waves ?? {})) {
+    const w = Object.hasOwn(c.waves, until) ? c.waves[until] : (c.waves[until] = { held: 0, released: 0 });
+    w.held += n;
+  }
+  if (b.released && b.releasedAt !== undefined) {
+    const k = String(b.releasedAt);
+    const w = Object.hasOwn(c.waves, k) ? c.waves[k] : (c.waves[k] = { held: 0, released: 0 });
+    w.released += b.released;
+  }
   for (const e of b.entries) {
     // Repeated by another copy of the send: the batch that recorded the outcome counts it.
     if (e.echo) continue;

@@ -97,6 +97,13 @@ export const notifySchema = z
     ttlSec: z.number().int().min(1, "must be at least 1 second").max(28 * 86400, "must be at most 28 days").optional(),
     expiresAt: instant.optional(),
     sendAt: instant.optional(),
+    /** Local-time delivery: each recipient gets it at this wall-clock time in their own zone (docs/priorities.md#local-time-delivery). */
+    deliverAt: z
+      .strictObject({
+        localTime: z.string().regex(/^([01][0-9]|2[0-3]):[0-5][0-9]$/, "must be a 24-hour HH:MM time"),
+        window: z.string().regex(/^[1-9][0-9]{0,3}[mh]$/, "must be minutes or hours, like 60m or 2h").refine((w) => windowMinutes(w) <= 1439, "must be less than 24h").optional(),
+      })
+      .optional(),
     idempotencyKey: z.string().min(1).max(256, "must be at most 256 characters").optional(),
     /** Options of a segment notification's campaign. */
     campaign: z.strictObject({ rate: z.number().min(0, "must be >= 0 (users per second; 0 = no limit)").max(10_000_000).optional() }).optional(),
@@ -105,6 +112,7 @@ export const notifySchema = z
     if ([r.recipients, r.segment, r.topic].filter((x) => x !== undefined).length !== 1) {
       ctx.addIssue({ code: "custom", path: ["recipients"], message: "exactly one of recipients, segment or topic is required" });
     }
+    if (r.deliverAt && r.priority === "critical") ctx.addIssue({ code: "custom", path: ["deliverAt"], message: "critical notifications are never held for a local time" });
     if (r.content?.webhook && r.topic === undefined) ctx.addIssue({ code: "custom", path: ["content", "webhook"], message: "only applies to topic targets (endpoints subscribe to topics)" });
     if ((r.template === undefined) === (r.content === undefined)) {
       ctx.addIssue({ code: "custom", path: ["content"], message: "exactly one of content or template is required" });
@@ -128,6 +136,9 @@ export function parseNotifyRequest(body: unknown): NotifyRequest {
   const { field, message } = formatIssue(r.error.issues[0]);
   throw new RequestInvalid(message, { field });
 }
+
+/** A `deliverAt.window` ("60m", "2h") in minutes. */
+export const windowMinutes = (w: string): number => Number(w.slice(0, -1)) * (w.endsWith("h") ? 60 : 1);
 
 /** A preference update: global opt-out, marketing opt-out, time zone, quiet hours and/or per category, per channel switches. */
 const hhmm = z.string().regex(/^([01][0-9]|2[0-3]):[0-5][0-9]$/, "must be a 24-hour HH:MM time");

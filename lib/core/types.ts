@@ -79,6 +79,8 @@ export interface Notification {
   expiresAt: number;
   /** When set and in the future, the notification waits in the scheduler until then. */
   sendAt?: number;
+  /** Local-time delivery: each recipient gets it at `localTime` (minutes since midnight) in their zone, or within `windowMin` after it. */
+  deliverAt?: { localTime: number; windowMin: number };
   priority: Priority;
   category: string;
   /** Explicit recipients; empty when `segment` is set. */
@@ -99,7 +101,7 @@ export interface Notification {
 }
 
 /** What every per-recipient stage needs of the notification, carried once per batch. */
-export type NotificationBrief = Pick<Notification, "id" | "createdAt" | "expiresAt" | "priority" | "category" | "channels" | "content" | "template" | "collapseKey" | "segment" | "topic">;
+export type NotificationBrief = Pick<Notification, "id" | "createdAt" | "expiresAt" | "priority" | "category" | "channels" | "content" | "template" | "collapseKey" | "segment" | "topic" | "deliverAt">;
 
 /** One shard's slice of one notification, on NFX_FAN. */
 export interface FanChunk {
@@ -222,6 +224,10 @@ export interface ReceiptBatch {
   deferred?: number;
   /** Shard stage: recipients of a released chunk (no longer waiting for quiet hours to end). */
   released?: number;
+  /** Shard stage: recipients deferred by this chunk per release time (ms, as a string key): the waves of a campaign. */
+  waves?: Record<string, number>;
+  /** Shard stage, a released chunk: the release time of the wave it belongs to. */
+  releasedAt?: number;
 }
 
 /** A user's directory record in Redis (lib/directory/directory.ts). */
@@ -286,9 +292,10 @@ export interface DeadLetter {
 
 /** The part of a notification every per-recipient stage needs (no recipient list). */
 export function briefOf(n: Notification): NotificationBrief {
-  const { id, createdAt, expiresAt, priority, category, channels, content, template, collapseKey, segment, topic } = n;
+  const { id, createdAt, expiresAt, priority, category, channels, content, template, collapseKey, segment, topic, deliverAt } = n;
   return {
     id, createdAt, expiresAt, priority, category, channels,
     ...(content ? { content } : {}), ...(template ? { template } : {}), ...(collapseKey ? { collapseKey } : {}), ...(segment ? { segment } : {}), ...(topic ? { topic } : {}),
+    ...(deliverAt ? { deliverAt } : {}),
   };
 }

@@ -67,14 +67,30 @@ export function inWindow(w: QuietWindow, m: number): boolean {
 export function quietUntil(tz: string, w: QuietWindow, t: number): { local: number; until: number | null } {
   const local = localMinute(tz, t);
   if (!inWindow(w, local)) return { local, until: null };
-  const ahead = (w.end - local + 1440) % 1440 || 1440;
-  // Wall-clock distance; correct it by the offset change between now and then (DST).
-  let until = Math.floor(t / 60_000) * 60_000 + ahead * 60_000;
+  return { local, until: nextLocal(tz, t, local, w.end) };
+}
+
+/**
+ * The first instant after `t` (whose local minute in `tz` is `local`) at which the local time is `target` (minutes
+ * since midnight): today if still ahead, else tomorrow. The wall-clock distance is corrected by the offset change in
+ * between (DST); in a spring-forward gap, where `target` does not exist that day, it is when the gap ends.
+ */
+function nextLocal(tz: string, t: number, local: number, target: number): number {
+  const ahead = (target - local + 1440) % 1440 || 1440;
+  const until = Math.floor(t / 60_000) * 60_000 + ahead * 60_000;
   const shift = utcOffsetMin(tz, until) - utcOffsetMin(tz, t);
-  if (shift !== 0) {
-    const fixed = until - shift * 60_000;
-    // In a spring-forward gap the end time does not exist: the window ends when the gap does.
-    until = localMinute(tz, fixed) === w.end ? fixed : until;
-  }
-  return { local, until };
+  if (shift === 0) return until;
+  const fixed = until - shift * 60_000;
+  return localMinute(tz, fixed) === target ? fixed : until;
+}
+
+/**
+ * Local-time delivery (`deliverAt`): for a user in `tz` at instant `t`, null when it goes now (the local time is
+ * `target` or at most `windowMin` minutes past it), else the instant of the next local `target`: later today, or
+ * tomorrow when today's has passed by more than the window. DST-aware. `local` is the local minute seen, for trails.
+ */
+export function localTimeRelease(tz: string, target: number, windowMin: number, t: number): { local: number; until: number | null } {
+  const local = localMinute(tz, t);
+  if ((local - target + 1440) % 1440 < windowMin) return { local, until: null };
+  return { local, until: nextLocal(tz, t, local, target) };
 }

@@ -25,6 +25,8 @@ export interface HoldOptions<T extends { type: string }> {
   consumer: string;
   type: T["type"];
   now: () => number;
+  /** Milliseconds of `now` per real millisecond (a scaled test clock: lib/core/clock.ts); default 1. */
+  scale?: number;
   /** When the message is due (epoch ms). */
   dueAt(v: T): number;
   /** Publishes the released message; must be idempotent (a deterministic message id), it may run twice after a crash. */
@@ -52,7 +54,8 @@ export async function holdUntilDue<T extends { type: string }>(o: HoldOptions<T>
     }
     const wait = o.dueAt(v) - o.now();
     if (wait > 0) {
-      m.nak(Math.min(wait, MAX_WAIT_MS));
+      // The wait is in the clock's time; JetStream's redelivery delay in real time.
+      m.nak(Math.max(1, Math.min(Math.ceil(wait / (o.scale ?? 1)), MAX_WAIT_MS)));
       return;
     }
     try {

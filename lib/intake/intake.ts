@@ -12,9 +12,10 @@ import {
 } from "../core/errors.js";
 import { newNotificationId } from "../core/ids.js";
 import { ownValue } from "../core/own-keys.js";
-import { type NotifyRequest, parseNotifyRequest } from "../core/request-schema.js";
+import { type NotifyRequest, parseNotifyRequest, windowMinutes } from "../core/request-schema.js";
 import { idempotencyKvKey, intakeSubject, MSGID, PRIORITIES, type Priority, scheduledSubject } from "../core/subjects.js";
 import { CONTENT_CHANNELS, type ContentChannel, type Notification, type TemplateUse } from "../core/types.js";
+import { parseHhmm } from "../directory/quiet-hours.js";
 import { segmentSource } from "../directory/segments.js";
 import { requireTopic, TOPIC_SEGMENT_PREFIX } from "../directory/topics.js";
 import { JsPublisher } from "../flow/js-publisher.js";
@@ -93,6 +94,7 @@ export class Intake {
     const category = ownValue(cfg.categories, req.category);
     if (!category) throw new CategoryUnknown(`category: unknown category ${req.category} (one of ${Object.keys(cfg.categories).join(", ")})`, { field: "category" });
     const priority = req.priority ?? category.defaultPriority;
+    if (req.deliverAt && priority === "critical") throw new RequestInvalid(`deliverAt: critical notifications are never held for a local time (priority ${req.priority ? "critical" : `critical, the default of category ${req.category}`})`, { field: "deliverAt" });
     if (producer.categories !== "*" && !producer.categories.includes("*") && !producer.categories.includes(req.category)) {
       throw new Forbidden(`category: key ${producer.name} may not send category ${req.category}`, { field: "category" });
     }
@@ -147,7 +149,10 @@ export class Intake {
     if (req.expiresAt !== undefined && req.expiresAt > now + maxExpiresAheadDays * DAY) {
       throw new ScheduleInvalid(`expiresAt: must be at most ${maxExpiresAheadDays} days ahead (ingest.maxExpiresAheadDays); got ${new Date(req.expiresAt).toISOString()}`, { field: "expiresAt" });
     }
-    const expiresAt = req.expiresAt ?? (sendAt ?? now) + (req.ttlSec ?? 86400) * 1000;
+    // A local-time notification may wait up to a day for a recipient's local time: its default life is two days plus the window.
+    const deliverAt = req.deliverAt ? { localTime: parseHhmm(req.deliverAt.localTime), windowMin: windowMinutes(req.deliverAt.window ?? "60m") } : undefined;
+    const defaultTtlSec = deliverAt ? 2 * 86400 + deliverAt.windowMin * 60 : 86400;
+    const expiresAt = req.expiresAt ?? (sendAt ?? now) + (req.ttlSec ?? defaultTtlSec) * 1000;
     if (expiresAt <= now) throw new ScheduleInvalid("expiresAt: must be in the future (it is in the past)", { field: "expiresAt" });
     if (sendAt !== undefined && sendAt >= expiresAt) throw new ScheduleInvalid("sendAt: must be before the notification expires", { field: "sendAt" });
 
@@ -166,6 +171,7 @@ export class Intake {
       createdAt: now,
       expiresAt,
       ...(sendAt !== undefined ? { sendAt } : {}),
+      ...(deliverAt ? { deliverAt } : {}),
       priority,
       category: req.category,
       recipients: [...new Set(req.recipients ?? [])],

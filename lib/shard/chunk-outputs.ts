@@ -56,10 +56,11 @@ export function chunkOutputs(chunk: FanChunk, dec: ChunkDecision, o: OutputConte
     out.push({ subject: deferSubject(n.priority, chunk.shard), msgId: MSGID.deferred(fanId, until), body: held });
   }
   const released = chunk.release !== undefined ? chunk.users.length : 0;
-  if (dec.receipts.length > 0 || dec.decided > 0 || released > 0) {
+  if (dec.receipts.length > 0 || dec.decided > 0 || released > 0 || dec.deferred.size > 0) {
     const rb: ReceiptBatch = {
       type: "receipts", nid: n.id, stage: "shard", entries: dec.receipts, decided: dec.decided,
-      ...(dec.queued ? { queued: dec.queued } : {}), ...(dec.deferredCount ? { deferred: dec.deferredCount } : {}), ...(released ? { released } : {}),
+      ...(dec.queued ? { queued: dec.queued } : {}), ...(dec.deferredCount ? { deferred: dec.deferredCount } : {}), ...(released ? { released, releasedAt: chunk.release } : {}),
+      ...(dec.deferred.size ? { waves: Object.fromEntries([...dec.deferred].map(([until, users]) => [String(until), users.length])) } : {}),
     };
     out.push({ subject: receiptSubject(n.id), msgId: MSGID.decided(fanId), body: rb });
   }

@@ -4,7 +4,7 @@ import { hash53 } from "../core/hash53.js";
 import { ownValue } from "../core/own-keys.js";
 import type { Channel, Priority } from "../core/subjects.js";
 import type { ContentChannel, NotificationBrief, UserRecord } from "../core/types.js";
-import { parseHhmm, quietUntil, type QuietWindow } from "../directory/quiet-hours.js";
+import { localTimeRelease, parseHhmm, quietUntil, type QuietWindow } from "../directory/quiet-hours.js";
 import { type OverloadRule, shedDeadline, type ShedReason, shedReason } from "../flow/shedding.js";
 import type { DedupWindow } from "./dedup-window.js";
 import { type Cap, RateBuckets } from "./rate-buckets.js";
@@ -26,6 +26,8 @@ export interface CategoryPolicy {
 /** Everything the rules read besides the user and the notification. Built once from config. */
 export interface PolicyConfig {
   categories: Readonly<Record<string, CategoryPolicy>>;
+  /** Time zone of users who set none (quiet hours, local-time delivery); absent: UTC. */
+  defaultTimezone?: string;
   /** Quiet hours of users who set none; null for none. */
   defaultQuietHours: QuietWindow | null;
   /** Channels tried one at a time, in order, when the notification's own channels reach nobody. */
@@ -211,6 +213,22 @@ export function decideUser(cfg: PolicyConfig, st: PolicyState, ctx: DecideContex
     if (trail) trail.s += `sms_stop|off|${smsStop.keyword}|${smsStop.at}\n`;
   }
 
+  // Local-time delivery: held until the recipient's wall-clock time (a released chunk already waited for it).
+  if (n.deliverAt) {
+    const tz = u.timezone ?? cfg.defaultTimezone ?? "UTC";
+    if (ctx.released) {
+      if (trail) trail.s += "local_time|skip|released at the local time\n";
+    } else {
+      const lt = localTimeRelease(tz, n.deliverAt.localTime, n.deliverAt.windowMin, now);
+      if (lt.until !== null) {
+        if (n.expiresAt <= lt.until) return suppress("local_time", "expires_before_local_time", tz, lt.local, n.deliverAt.localTime, lt.until);
+        if (trail) trail.s += `local_time|defer|${tz}|${lt.local}|${n.deliverAt.localTime}|${lt.until}\n`;
+        return { kind: "defer", until: lt.until };
+      }
+      if (trail) trail.s += `local_time|pass|${tz}|${lt.local}|${n.deliverAt.localTime}|${n.deliverAt.windowMin}\n`;
+    }
+  }
+
   if (lines.quietSkip !== null) {
     if (trail) trail.s += lines.quietSkip;
   } else if (ctx.released) {
@@ -220,7 +238,7 @@ export function decideUser(cfg: PolicyConfig, st: PolicyState, ctx: DecideContex
     if (!w) {
       if (trail) trail.s += "quiet_hours|pass|none set\n";
     } else {
-      const tz = u.timezone ?? "UTC";
+      const tz = u.timezone ?? cfg.defaultTimezone ?? "UTC";
       const q = quietUntil(tz, w, now);
       if (q.until !== null) {
         if (n.expiresAt <= q.until) return suppress("quiet_hours", "expires_in_quiet_hours", tz, q.local, w.start, w.end, q.until);
@@ -301,6 +319,7 @@ export function policyFrom(cfg: Config): PolicyConfig {
   return {
     categories: Object.fromEntries(Object.entries(cfg.categories).map(([k, v]) => [k, { ...(v.cap ? { cap: v.cap } : {}), presenceRouting: v.presenceRouting, quietHours: v.quietHours, ...overloadOf(v), ...(v.commercial ? { commercial: true } : {}) }])),
     defaultQuietHours: q ? { start: parseHhmm(q.start), end: parseHhmm(q.end) } : null,
+    defaultTimezone: cfg.policy.defaultTimezone,
     fallback: cfg.policy.fallback,
     available: new Set(cfg.ingest.channels),
   };

@@ -71,6 +71,11 @@ function describe(rule: string, verdict: string, v: string[]): string {
       return verdict === "pass" ? `not seen in the window (${v[0]} key(s) checked)` : `already delivered: ${v.join(" ")}`;
     case "route":
       return verdict === "send" ? `tried ${v[0]}: ${v[1]} destination(s)` : `tried ${v[0]}: nobody reachable`;
+    case "local_time":
+      // `local_time|defer|<zone>|<local minute>|<target>|<until>`, `…|pass|<zone>|<local>|<target>|<window>`, `…|skip|<why>`.
+      if (verdict === "skip") return v.join(" ");
+      if (verdict === "pass") return `zone ${v[0]}, local time ${hhmm(Number(v[1]))}: within ${v[3]} min of ${hhmm(Number(v[2]))}, sent now`;
+      return `zone ${v[0]}, local time ${hhmm(Number(v[1]))}: ${verdict === "defer" ? "held" : "would be held"} until ${hhmm(Number(v[2]))} local, ${iso(v[3])}`;
     case "sms_stop":
       return `the number replied ${v[0]} on ${iso(v[1])}: no SMS${verdict === "off" ? ", other channels stay" : ""}`;
     case "segment":
