@@ -73,7 +73,8 @@ export function quietUntil(tz: string, w: QuietWindow, t: number): { local: numb
 /**
  * The first instant after `t` (whose local minute in `tz` is `local`) at which the local time is `target` (minutes
  * since midnight): today if still ahead, else tomorrow. The wall-clock distance is corrected by the offset change in
- * between (DST); in a spring-forward gap, where `target` does not exist that day, it is when the gap ends.
+ * between (DST); in a spring-forward gap, where `target` does not exist that day, it is as far past the gap as
+ * `target` is into it (02:30 becomes 03:30), as Temporal's "compatible" disambiguation reads it.
  */
 function nextLocal(tz: string, t: number, local: number, target: number): number {
   const ahead = (target - local + 1440) % 1440 || 1440;

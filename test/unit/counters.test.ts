@@ -2,7 +2,7 @@
 import t from "tap";
 
 import { emptyCounters, emptyTotals, fold, foldTotal } from "../../lib/campaign/counters.js";
-import type { ReceiptEntry } from "../../lib/core/types.js";
+import type { ReceiptBatch, ReceiptEntry } from "../../lib/core/types.js";
 import { foldLines } from "../../lib/tracking/status.js";
 
 t.test("echoed outcomes are not counted", async (t) => {
@@ -33,4 +33,16 @@ t.test("a provider's report that reaches the stream before the gateway's sent: s
   }
   // A provider's reports keep their order among themselves: a failure report is not undone by a later delivery report.
   t.equal(foldLines([sent("dee"), undelivered, { ...undelivered, outcome: "delivered", late: undefined }]).byKey.get("dee|sms|sms")?.outcome, "failed", "a late failure stays");
+});
+
+t.test("waves: deferred recipients by release time, held and released", async (t) => {
+  const c = emptyCounters();
+  const rb = (extra: Partial<ReceiptBatch>): ReceiptBatch => ({ type: "receipts", nid: "n_1", stage: "shard", entries: [], ...extra });
+  fold(c, rb({ decided: 5, deferred: 5, waves: { "1000": 3, "2000": 2 } }));
+  fold(c, rb({ decided: 4, deferred: 4, waves: { "1000": 4 } }));
+  t.same(c.waves, { "1000": { held: 7, released: 0 }, "2000": { held: 2, released: 0 } }, "held per release time, summed over chunks");
+  fold(c, rb({ released: 3, releasedAt: 1000 }));
+  fold(c, rb({ released: 4, releasedAt: 1000 }));
+  t.same(c.waves["1000"], { held: 7, released: 7 }, "released as its chunks come back");
+  t.equal(c.deferred, 2, "and the deferred count follows");
 });

@@ -57,6 +57,10 @@ t.test("notify request: structural rules name their field", async (t) => {
     [{ ...ok, template: { id: "t", locale: "english" }, content: undefined }, "template.locale", /locale tag/],
     [{ ...ok, idempotencyKey: "k".repeat(257) }, "idempotencyKey", /at most 256/],
     [{ ...ok, colour: "red" }, "colour", /unknown field/],
+    [{ ...ok, deliverAt: { localTime: "9:00" } }, "deliverAt.localTime", /24-hour HH:MM/],
+    [{ ...ok, deliverAt: { localTime: "09:00", window: "90s" } }, "deliverAt.window", /minutes or hours/],
+    [{ ...ok, deliverAt: { localTime: "09:00", window: "24h" } }, "deliverAt.window", /less than 24h/],
+    [{ ...ok, priority: "critical", deliverAt: { localTime: "09:00" } }, "deliverAt", /never held for a local time/],
   ];
   for (const [body, field, rule] of bad) {
     const err = t.throws(() => parseNotifyRequest(body)) as unknown as RequestInvalid;

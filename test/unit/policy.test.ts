@@ -3,7 +3,7 @@ import t from "tap";
 
 import { loadConfig } from "../../lib/core/config.js";
 import type { NotificationBrief, UserRecord } from "../../lib/core/types.js";
-import { localMinute, parseHhmm, quietUntil, utcOffsetMin } from "../../lib/directory/quiet-hours.js";
+import { localMinute, localTimeRelease, parseHhmm, quietUntil, utcOffsetMin } from "../../lib/directory/quiet-hours.js";
 import { isBroadcast, readTimePolicy } from "../../lib/inapp/broadcasts.js";
 import { DedupWindow } from "../../lib/shard/dedup-window.js";
 import { decideUser, type PolicyConfig, policyFrom, type PolicyState, type Trail } from "../../lib/shard/policy.js";
@@ -226,4 +226,49 @@ t.test("broadcasts: which notifications take the read path, and the read-time po
   t.equal(verdicts(readTimePolicy(b, { ...u, optedOut: true }, true, now)), "audience:pass expiry:pass opt_out:hide", "an opt-out hides it");
   t.equal(verdicts(readTimePolicy(b, { ...u, preferences: { categories: { social: { inapp: false } } } }, true, now)), "audience:pass expiry:pass opt_out:pass preferences:hide", "so does in-app off for its category");
   t.equal(verdicts(readTimePolicy(b, { ...u, preferences: { categories: { social: { push: false } } } }, true, now)), "audience:pass expiry:pass opt_out:pass preferences:pass", "push off does not");
+});
+
+t.test("local-time delivery: the next local time per zone, east and west of UTC, the window, DST days", async (t) => {
+  const nine = parseHhmm("09:00");
+  const at = (iso: string): number => Date.parse(iso);
+  const until = (tz: string, now: string, windowMin = 60): string | null => {
+    const r = localTimeRelease(tz, nine, windowMin, at(now));
+    return r.until === null ? null : new Date(r.until).toISOString();
+  };
+  // 2026-01-15T06:00Z: Tokyo 15:00, Kolkata 11:30, Berlin 07:00, New York 01:00, Honolulu 20:00 the day before.
+  t.equal(until("Europe/Berlin", "2026-01-15T06:00:00Z"), "2026-01-15T08:00:00.000Z", "Berlin at 07:00: today at 09:00 (UTC+1)");
+  t.equal(until("America/New_York", "2026-01-15T06:00:00Z"), "2026-01-15T14:00:00.000Z", "New York at 01:00: today (UTC-5)");
+  t.equal(until("Asia/Tokyo", "2026-01-15T06:00:00Z"), "2026-01-16T00:00:00.000Z", "Tokyo at 15:00: passed by more than the window, tomorrow");
+  t.equal(until("Asia/Kolkata", "2026-01-15T06:00:00Z", 180), null, "Kolkata at 11:30 with a 3 h window: now");
+  t.equal(until("Asia/Kolkata", "2026-01-15T06:00:00Z", 150), "2026-01-16T03:30:00.000Z", "with 2 h 30: just past it, tomorrow at 09:00 IST");
+  t.equal(until("Pacific/Honolulu", "2026-01-15T06:00:00Z"), "2026-01-15T19:00:00.000Z", "Honolulu at 20:00 the day before: its next morning (UTC-10)");
+  t.equal(until("UTC", "2026-01-15T09:00:00Z"), null, "exactly at 09:00: now");
+  t.equal(until("UTC", "2026-01-15T09:59:00Z"), null, "59 min past, 60 min window: now");
+  t.equal(until("UTC", "2026-01-15T10:00:00Z"), "2026-01-16T09:00:00.000Z", "60 min past: tomorrow");
+  t.equal(until("UTC", "2026-01-15T08:59:30Z"), "2026-01-15T09:00:00.000Z", "30 s before: at 09:00 sharp");
+  // DST: Berlin springs forward on 2026-03-29 (02:00 → 03:00), falls back on 2026-10-25; New York springs forward on 2026-03-08.
+  t.equal(until("Europe/Berlin", "2026-03-28T12:00:00Z"), "2026-03-29T07:00:00.000Z", "Berlin, the night the clocks go forward: 09:00 CEST is 07:00Z");
+  t.equal(until("Europe/Berlin", "2026-10-24T12:00:00Z"), "2026-10-25T08:00:00.000Z", "the night they go back: 09:00 CET is 08:00Z");
+  t.equal(until("America/New_York", "2026-03-07T20:00:00Z"), "2026-03-08T13:00:00.000Z", "New York over its spring change: 09:00 EDT is 13:00Z");
+  const r = localTimeRelease("Europe/Berlin", parseHhmm("02:30"), 60, at("2026-03-28T12:00:00Z"));
+  t.equal(new Date(r.until!).toISOString(), "2026-03-29T01:30:00.000Z", "a local time that does not exist (02:30, in the gap): an hour later, 03:30 CEST, as Temporal's \"compatible\" reading");
+  // Release order of a campaign's waves: east before west.
+  const zones = ["Asia/Tokyo", "Asia/Dubai", "Europe/Berlin", "America/Sao_Paulo", "America/New_York", "Pacific/Honolulu"];
+  const waves = zones.map((tz) => localTimeRelease(tz, nine, 60, at("2026-12-03T23:30:00Z")).until!);
+  t.same([...waves].sort((a, b) => a - b), waves, "east to west");
+  t.same(waves.map((w) => new Date(w).toISOString().slice(11, 16)), ["00:00", "05:00", "08:00", "12:00", "14:00", "19:00"], "each zone's 09:00");
+});
+
+t.test("local-time delivery in the policy: held until the local time with the trail; released chunks go; expiry first suppresses", async (t) => {
+  const cfg = policyFrom(loadConfig({ overrides: { policy: { defaultTimezone: "Europe/Berlin" } } }));
+  const now = Date.parse("2026-01-15T06:00:00Z");
+  const n: NotificationBrief = { id: "n_lt", createdAt: now, expiresAt: now + 48 * H, priority: "normal", category: "social", channels: ["push"], content: { push: { title: "a", body: "b" } }, deliverAt: { localTime: parseHhmm("09:00"), windowMin: 60 } };
+  const st = (): PolicyState => ({ buckets: new RateBuckets(), dedup: new DedupWindow(3_600_000, () => now) });
+  const u: UserRecord = { id: "u", timezone: "America/New_York", devices: [{ id: "d", platform: "ios", token: "t" }] };
+  const trail: Trail = { s: "" };
+  t.same(decideUser(cfg, st(), { n, now, released: false }, { user: u, online: false }, trail), { kind: "defer", until: Date.parse("2026-01-15T14:00:00Z") }, "held until 09:00 in the user's zone");
+  t.match(parseTrail(trail.s).find((x) => x.rule === "local_time"), { verdict: "defer", saw: "zone America/New_York, local time 01:00: held until 09:00 local, 2026-01-15T14:00:00.000Z" });
+  t.same(decideUser(cfg, st(), { n, now, released: false }, { user: { ...u, timezone: undefined }, online: false }), { kind: "defer", until: Date.parse("2026-01-15T08:00:00Z") }, "a user without a zone: the configured default (Berlin)");
+  t.equal(decideUser(cfg, st(), { n, now, released: true }, { user: u, online: false }).kind, "send", "a released chunk is sent");
+  t.same(decideUser(cfg, st(), { n: { ...n, expiresAt: now + H }, now, released: false }, { user: u, online: false }), { kind: "suppress", reason: "expires_before_local_time" }, "expiring before the local time: suppressed, counted");
 });
