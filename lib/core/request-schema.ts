@@ -97,7 +97,7 @@ export const notifySchema = z
     ttlSec: z.number().int().min(1, "must be at least 1 second").max(28 * 86400, "must be at most 28 days").optional(),
     expiresAt: instant.optional(),
     sendAt: instant.optional(),
-    /** Local-time delivery: each recipient gets it at this wall-clock time in their own zone (docs/priorities.md#local-time-delivery). */
+    /** Local-time delivery: each recipient gets it at this wall-clock time in their own zone (docs/architecture.md#local-time-delivery). */
     deliverAt: z
       .strictObject({
         localTime: z.string().regex(/^([01][0-9]|2[0-3]):[0-5][0-9]$/, "must be a 24-hour HH:MM time"),
