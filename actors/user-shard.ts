@@ -31,6 +31,7 @@ import { type ChunkDecision, decideChunk, stopsOf, usesUserFields, wantsSms } fr
 import { chunkOutputs } from "../lib/shard/chunk-outputs.js";
 import { CollapseClaims, unsentUsers } from "../lib/shard/collapse-claims.js";
 import { DedupWindow } from "../lib/shard/dedup-window.js";
+import { DigestBook, digestNotification } from "../lib/shard/digests.js";
 import { type PolicyConfig, policyFrom } from "../lib/shard/policy.js";
 import { RateBuckets } from "../lib/shard/rate-buckets.js";
 import { CheckpointStore, emptyHead, startPositions } from "../lib/shard/shard-checkpoint.js";
@@ -106,6 +107,8 @@ const READER_OPENS_AT_ONCE = 4;
 
 /** Chunks read ahead per lane. */
 const READ_AHEAD = 8;
+/** How often held digests whose window closed are looked for. */
+const DIGEST_TICK_MS = 500;
 
 /** One lane's ordered reader, its stall watch, the last chunk it read, and whether it is being replaced. */
 interface LaneReader {
@@ -127,7 +130,7 @@ interface LaneReader {
  * checkpoint write after a takeover fails. Either way the owner stops without writing.
  */
 class ShardOwner {
-  private readonly state: { buckets: RateBuckets; dedup: DedupWindow };
+  private readonly state: { buckets: RateBuckets; dedup: DedupWindow; digests: DigestBook };
   private pos = startPositions();
   /** The stored checkpoint this owner writes on from (revision, full state, changes since). */
   private head = emptyHead();
@@ -147,6 +150,8 @@ class ShardOwner {
   /** When this owner started reading (a chunk replayed from the checkpoint has waited only since then). */
   private startedAt = Date.now();
   private timer: NodeJS.Timeout | null = null;
+  private digestTimer: NodeJS.Timeout | null = null;
+  private digesting = false;
   private checkpointing: Promise<void> | null = null;
   private readonly log: Logger;
   /** Names this owner in {@link Fenced} messages. */
@@ -155,7 +160,7 @@ class ShardOwner {
   constructor(private readonly sh: Shared, private readonly cl: ClassShared, readonly shard: number, private readonly lease: Lease) {
     this.log = sh.log.child({ shard, lanes: cl.cls, epoch: lease.revision });
     this.holder = `shard ${shard} (${cl.cls})`;
-    this.state = { buckets: new RateBuckets(), dedup: new DedupWindow(sh.d.cfg.shard.dedupWindowSec * 1000, sh.now) };
+    this.state = { buckets: new RateBuckets(), dedup: new DedupWindow(sh.d.cfg.shard.dedupWindowSec * 1000, sh.now), digests: new DigestBook() };
   }
 
   private notify(): void {
@@ -179,15 +184,55 @@ class ShardOwner {
         this.state.dedup.restore(sec.dedup);
         this.state.buckets.restore(sec.buckets, Date.now() - sec.at);
       }
+      this.state.digests.restore(loaded.cp.digests);
     }
     this.head = loaded.head;
     // Written whole under this lease: fences earlier owners and starts a new chain of changes.
     await this.writeCheckpoint(true);
-    this.log.info({ pos: this.pos, dedup: this.state.dedup.size, buckets: this.state.buckets.size, from: loaded.cp?.owner, sections: loaded.cp?.sections.length ?? 0 }, "shard restored");
+    this.log.info({ pos: this.pos, dedup: this.state.dedup.size, buckets: this.state.buckets.size, digests: this.state.digests.size, from: loaded.cp?.owner, sections: loaded.cp?.sections.length ?? 0 }, "shard restored");
     this.startedAt = Date.now();
     for (const p of this.cl.prios) await this.pump(p);
     this.loop = this.run();
     this.timer = setInterval(() => void this.checkpoint().catch((err) => this.fail(err)), cfg.shard.checkpointMs);
+    this.digestTimer = setInterval(() => void this.sendDigests().catch((err) => this.fail(err)), DIGEST_TICK_MS);
+  }
+
+  /**
+   * Sends every held digest whose window has closed: read its user, decide it as a notification of its own (quiet
+   * hours, cap, dedup and route apply: one send against the cap), publish its outputs under message ids of the digest's
+   * id, then forget it (the next checkpoint no longer holds it). Counted as a chunk in flight, so a checkpoint never
+   * sees it half done. Sent again after a crash before that checkpoint, it has the same id and content: its publishes
+   * are dropped as duplicates and the gateways' delivery keys stop a second provider call.
+   */
+  private async sendDigests(): Promise<void> {
+    const digests = this.state.digests;
+    if (digests.size === 0 || this.paused || this.stopping || this.digesting) return;
+    const due = digests.due(this.sh.now());
+    if (due.length === 0) return;
+    this.digesting = true;
+    this.inflight++;
+    try {
+      const { d, policy } = this.sh;
+      const cl = this.cl;
+      for (const h of due) {
+        if (this.stopping) return;
+        const n = digestNotification(h);
+        const chunk: FanChunk = { type: "fan_chunk", shard: this.shard, chunk: 0, notification: n, users: [h.user] };
+        const needsProfile = usesUserFields(n) || [...n.channels, ...policy.fallback[n.priority]].some((c) => (c === "email" || c === "sms") && policy.available.has(c));
+        const users = await this.retry("directory read", () => readUsers(cl.redis, this.shard, [h.user], { profile: needsProfile }));
+        const smsStopped = wantsSms(n, policy) ? await this.retry("sms stops", () => stopsOf(cl.redis, users)) : null;
+        const decidedAt = this.sh.now();
+        const decision = decideChunk(chunk, { users, online: null, collapsed: null, now: decidedAt, cancelled: this.sh.cancellations.has(h.brief.id), policy, state: this.state, trails: d.cfg.policy.trails, smsStopped });
+        await this.retry("publish", () => this.emit(chunk, decision, decidedAt, cl.pub));
+        digests.remove(h.id);
+        this.dirty = true;
+        this.log.info({ digest: h.id, user: h.user, key: h.key, items: h.count }, "digest sent");
+      }
+    } finally {
+      this.digesting = false;
+      this.inflight--;
+      this.notify();
+    }
   }
 
   /**
@@ -387,7 +432,7 @@ class ShardOwner {
     // Only what changed since the last write, unless the store wants the full state again (or the last write failed: its changes are not stored).
     const full = whole || this.lastWriteFailed || CheckpointStore.wantsFull(this.head);
     const st = this.state;
-    const cp = { owner: this.sh.owner, epoch: this.lease.revision, at: Date.now(), pos: { ...this.pos }, full, dedup: full ? st.dedup.pack() : st.dedup.packChanges(), buckets: full ? st.buckets.pack() : st.buckets.packChanges() };
+    const cp = { owner: this.sh.owner, epoch: this.lease.revision, at: Date.now(), pos: { ...this.pos }, full, dedup: full ? st.dedup.pack() : st.dedup.packChanges(), buckets: full ? st.buckets.pack() : st.buckets.packChanges(), digests: st.digests.pack() };
     this.lastWriteFailed = true;
     this.head = await this.cl.store.write(this.shard, cp, this.head);
     this.lastWriteFailed = false;
@@ -430,6 +475,8 @@ class ShardOwner {
   async stop(graceful: boolean): Promise<void> {
     if (this.timer) clearInterval(this.timer);
     this.timer = null;
+    if (this.digestTimer) clearInterval(this.digestTimer);
+    this.digestTimer = null;
     if (graceful && !this.stopping) {
       this.paused = true;
       while (this.inflight > 0) await this.wait();

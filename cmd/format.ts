@@ -25,7 +25,7 @@ export function formatStatus(s: NotificationStatus, maxLines = Infinity): string
   const hint = sentHint(c.sent, c.delivered, pushOnly);
   const out = [
     `notification ${s.id}  priority=${s.priority} category=${s.category} recipients=${s.recipients} created=${new Date(s.createdAt).toISOString()}`,
-    `accepted=${c.accepted} sent=${c.sent} delivered=${c.delivered} failed=${c.failed} expired=${c.expired} queued=${c.queued} suppressed=${c.suppressed} deferred=${c.deferred} cancelled=${c.cancelled} fallback=${c.fallback} shed=${c.shed} pending=${c.pending}  ${s.complete ? "complete" : "in progress"}`,
+    `accepted=${c.accepted} sent=${c.sent} delivered=${c.delivered} failed=${c.failed} expired=${c.expired} queued=${c.queued} suppressed=${c.suppressed} deferred=${c.deferred}${c.digested ? ` digested=${c.digested}` : ""} cancelled=${c.cancelled} fallback=${c.fallback} shed=${c.shed} pending=${c.pending}  ${s.complete ? "complete" : "in progress"}`,
     ...(hint ? [hint] : []),
     ...(c.shed > 0 ? [`shed under overload: ${reasons(c.shedReasons)}`] : []),
     `opened=${c.opened} clicked=${c.clicked}`,

@@ -229,6 +229,15 @@ export const configSchema = z.strictObject({
           .default(false)
           .describe("Commercial (marketing) messages: need the recipient's consent, carry a one-click unsubscribe (email `List-Unsubscribe`), can be switched off on the preference page, and stop for a user who stopped all marketing. False: transactional (receipts, security codes), always on (docs/consent.md)."),
         presenceRouting: z.boolean().default(false).describe("While the user is online (in-app presence), deliver in-app instead of push."),
+        digest: z
+          .strictObject({
+            windowSec: z.number().int().min(1).max(7 * 86400).default(600).describe("Fixed window: the digest is sent this long after its first notification."),
+            quietSec: z.number().int().min(1).max(86400).optional().describe("Quiet-period window instead: sent once no notification came for this long (but at most `maxSec` after the first)."),
+            maxSec: z.number().int().min(1).max(7 * 86400).default(3600).describe("Longest a quiet-period digest waits after its first notification."),
+            maxItems: z.number().int().min(1).max(1000).default(50).describe("Notifications listed in one digest (the count includes the rest)."),
+          })
+          .optional()
+          .describe("Gather this category's notifications per recipient into a digest (key: the category, or the request's `digest.key`) sent when the window closes; critical ones are never held (docs/architecture.md#digests). Absent: no digest unless a request asks."),
         quietHours: z.boolean().default(true).describe("Respect users' quiet hours (critical notifications never do)."),
         overload: z
           .enum(["delay", "shed"])

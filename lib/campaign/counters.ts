@@ -39,6 +39,8 @@ export interface Counters {
   /** Recipients who opened (email pixel, app-reported push open, in-app read) / clicked; each counted once. */
   opened: number;
   clicked: number;
+  /** Recipients whose notification was held for a digest (each digest is a notification of its own, with its own counters). */
+  digested: number;
   /** Deferred recipients by release time (ms, as a string key): held, and released so far. The waves of a local-time campaign (or of quiet hours). */
   waves: Record<string, { held: number; released: number }>;
   updatedAt: number;
@@ -46,7 +48,7 @@ export interface Counters {
 
 export const emptyCounters = (): Counters => ({
   seq: 0, accepted: 0, decided: 0, queued: 0, deferred: 0, sent: 0, delivered: 0, failed: {}, expired: 0, suppressed: {},
-  cancelled: 0, cancelledSends: 0, fallback: 0, shed: {}, shedSends: {}, seen: 0, read: 0, opened: 0, clicked: 0, waves: {}, updatedAt: 0,
+  cancelled: 0, cancelledSends: 0, fallback: 0, shed: {}, shedSends: {}, seen: 0, read: 0, opened: 0, clicked: 0, waves: {}, digested: 0, updatedAt: 0,
 });
 
 /** Counters written by an older version lack the newer fields: fill them with zeros. */
@@ -84,6 +86,9 @@ export function fold(c: Counters, b: ReceiptBatch): void {
         break;
       case "deferred":
         c.deferred++;
+        break;
+      case "digested":
+        c.digested++;
         break;
       case "sent":
         c.sent++;

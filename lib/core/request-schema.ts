@@ -104,6 +104,16 @@ export const notifySchema = z
         window: z.string().regex(/^[1-9][0-9]{0,3}[mh]$/, "must be minutes or hours, like 60m or 2h").refine((w) => windowMinutes(w) <= 1439, "must be less than 24h").optional(),
       })
       .optional(),
+    /** Gather per recipient into a digest (docs/architecture.md#digests): the key (default: the category) and the window, over the category's settings. */
+    digest: z
+      .strictObject({
+        key: z.string().regex(/^[A-Za-z0-9_.:-]{1,64}$/, "must be 1-64 characters of A-Z a-z 0-9 _ . : -").optional(),
+        windowSec: z.number().int().min(1).max(7 * 86400).optional(),
+        quietSec: z.number().int().min(1).max(86400).optional(),
+        maxSec: z.number().int().min(1).max(7 * 86400).optional(),
+        maxItems: z.number().int().min(1).max(1000).optional(),
+      })
+      .optional(),
     idempotencyKey: z.string().min(1).max(256, "must be at most 256 characters").optional(),
     /** Options of a segment notification's campaign. */
     campaign: z.strictObject({ rate: z.number().min(0, "must be >= 0 (users per second; 0 = no limit)").max(10_000_000).optional() }).optional(),

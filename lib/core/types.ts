@@ -63,12 +63,24 @@ export interface Template {
   updatedAt: number;
 }
 
+/** How notifications are gathered into a digest: per (recipient, `key`), a fixed window, or a quiet period capped at `maxSec`; at most `maxItems` listed. */
+export interface DigestSpec {
+  key: string;
+  windowSec: number;
+  /** Quiet-period window: closes after this long without a new item (but at most `maxSec` after the first). */
+  quietSec?: number;
+  maxSec: number;
+  maxItems: number;
+}
+
 /** The template a notification uses, snapshotted at acceptance so later edits do not change it. */
 export interface TemplateUse {
   template: Template;
   variables: TemplateVariables;
   /** Locale forced by the request; else the recipient's. */
   locale?: string;
+  /** A digest's items, as its template sees them (`{{digest.count}}`, `{{#each digest.events}}`): set on a digest only. */
+  digest?: Record<string, unknown>;
 }
 
 /** An accepted notification as stored on NFX_INTAKE. */
@@ -81,6 +93,8 @@ export interface Notification {
   sendAt?: number;
   /** Local-time delivery: each recipient gets it at `localTime` (minutes since midnight) in their zone, or within `windowMin` after it. */
   deliverAt?: { localTime: number; windowMin: number };
+  /** Held per (recipient, key) and sent as one digest when the window closes (lib/shard/digests.ts); never on critical. */
+  digest?: DigestSpec;
   priority: Priority;
   category: string;
   /** Explicit recipients; empty when `segment` is set. */
@@ -101,7 +115,7 @@ export interface Notification {
 }
 
 /** What every per-recipient stage needs of the notification, carried once per batch. */
-export type NotificationBrief = Pick<Notification, "id" | "createdAt" | "expiresAt" | "priority" | "category" | "channels" | "content" | "template" | "collapseKey" | "segment" | "topic" | "deliverAt">;
+export type NotificationBrief = Pick<Notification, "id" | "createdAt" | "expiresAt" | "priority" | "category" | "channels" | "content" | "template" | "collapseKey" | "segment" | "topic" | "deliverAt" | "digest">;
 
 /** One shard's slice of one notification, on NFX_FAN. */
 export interface FanChunk {
@@ -184,7 +198,7 @@ export interface RetryBatch {
  * "Overload and shedding"); `opened` and `clicked` are engagement, counted once per recipient; `seen` and `read`
  * are in-app inbox states.
  */
-export const OUTCOMES = ["queued", "suppressed", "deferred", "sent", "delivered", "failed", "cancelled", "fallback", "shed", "seen", "read", "opened", "clicked"] as const;
+export const OUTCOMES = ["queued", "suppressed", "deferred", "digested", "sent", "delivered", "failed", "cancelled", "fallback", "shed", "seen", "read", "opened", "clicked"] as const;
 export type Outcome = (typeof OUTCOMES)[number];
 
 export interface ReceiptEntry {
@@ -292,10 +306,10 @@ export interface DeadLetter {
 
 /** The part of a notification every per-recipient stage needs (no recipient list). */
 export function briefOf(n: Notification): NotificationBrief {
-  const { id, createdAt, expiresAt, priority, category, channels, content, template, collapseKey, segment, topic, deliverAt } = n;
+  const { id, createdAt, expiresAt, priority, category, channels, content, template, collapseKey, segment, topic, deliverAt, digest } = n;
   return {
     id, createdAt, expiresAt, priority, category, channels,
     ...(content ? { content } : {}), ...(template ? { template } : {}), ...(collapseKey ? { collapseKey } : {}), ...(segment ? { segment } : {}), ...(topic ? { topic } : {}),
-    ...(deliverAt ? { deliverAt } : {}),
+    ...(deliverAt ? { deliverAt } : {}), ...(digest ? { digest } : {}),
   };
 }

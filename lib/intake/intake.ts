@@ -14,7 +14,7 @@ import { newNotificationId } from "../core/ids.js";
 import { ownValue } from "../core/own-keys.js";
 import { type NotifyRequest, parseNotifyRequest, windowMinutes } from "../core/request-schema.js";
 import { idempotencyKvKey, intakeSubject, MSGID, PRIORITIES, type Priority, scheduledSubject } from "../core/subjects.js";
-import { CONTENT_CHANNELS, type ContentChannel, type Notification, type TemplateUse } from "../core/types.js";
+import { CONTENT_CHANNELS, type ContentChannel, type DigestSpec, type Notification, type TemplateUse } from "../core/types.js";
 import { parseHhmm } from "../directory/quiet-hours.js";
 import { segmentSource } from "../directory/segments.js";
 import { requireTopic, TOPIC_SEGMENT_PREFIX } from "../directory/topics.js";
@@ -94,6 +94,15 @@ export class Intake {
     const category = ownValue(cfg.categories, req.category);
     if (!category) throw new CategoryUnknown(`category: unknown category ${req.category} (one of ${Object.keys(cfg.categories).join(", ")})`, { field: "category" });
     const priority = req.priority ?? category.defaultPriority;
+    // A digest: the category's settings under the request's; never for critical (held nowhere), and a collapse key already keeps one.
+    const cd = category.digest;
+    const digest: DigestSpec | undefined = (cd || req.digest) && priority !== "critical" ? {
+      key: req.digest?.key ?? req.category,
+      windowSec: req.digest?.windowSec ?? cd?.windowSec ?? 600,
+      ...((req.digest?.quietSec ?? cd?.quietSec) !== undefined ? { quietSec: req.digest?.quietSec ?? cd?.quietSec } : {}),
+      maxSec: req.digest?.maxSec ?? cd?.maxSec ?? 3600,
+      maxItems: req.digest?.maxItems ?? cd?.maxItems ?? 50,
+    } : undefined;
     if (req.deliverAt && priority === "critical") throw new RequestInvalid(`deliverAt: critical notifications are never held for a local time (priority ${req.priority ? "critical" : `critical, the default of category ${req.category}`})`, { field: "deliverAt" });
     if (producer.categories !== "*" && !producer.categories.includes("*") && !producer.categories.includes(req.category)) {
       throw new Forbidden(`category: key ${producer.name} may not send category ${req.category}`, { field: "category" });
@@ -172,6 +181,7 @@ export class Intake {
       expiresAt,
       ...(sendAt !== undefined ? { sendAt } : {}),
       ...(deliverAt ? { deliverAt } : {}),
+      ...(digest ? { digest } : {}),
       priority,
       category: req.category,
       recipients: [...new Set(req.recipients ?? [])],

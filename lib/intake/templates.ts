@@ -58,7 +58,7 @@ export function variablesOf(text: string): string[] {
     if (!p || p.type !== "PathExpression") return;
     const pe = p as hbs.AST.PathExpression;
     if (pe.data || pe.depth > 0 || pe.parts.length === 0) return;
-    if (pe.parts[0] === "user" || (CONSENT_PLACEHOLDERS as readonly string[]).includes(pe.parts[0])) return;
+    if (pe.parts[0] === "user" || pe.parts[0] === "digest" || (CONSENT_PLACEHOLDERS as readonly string[]).includes(pe.parts[0])) return;
     found.add(pe.parts[0]);
   };
   const visit = (nodes: hbs.AST.Statement[]): void => {
@@ -141,7 +141,7 @@ const SELF_PLACEHOLDERS = Object.fromEntries(CONSENT_PLACEHOLDERS.map((k) => [k,
 
 /** The rendering context: request variables plus `user` (id, locale and attributes of the recipient); the consent placeholders render as themselves. */
 function context(use: TemplateUse, user: Pick<UserRecord, "id" | "locale" | "attributes"> | null): object {
-  return { ...use.variables, ...SELF_PLACEHOLDERS, user: user ? { ...(user.attributes ?? {}), id: user.id, locale: user.locale } : {} };
+  return { ...use.variables, ...SELF_PLACEHOLDERS, ...(use.digest ? { digest: use.digest } : {}), user: user ? { ...(user.attributes ?? {}), id: user.id, locale: user.locale } : {} };
 }
 
 /** Renders a template's push content for one recipient (no HTML escaping). Null if the template has no push content. */

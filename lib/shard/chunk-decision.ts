@@ -113,6 +113,14 @@ export function decideChunk(chunk: FanChunk, inp: ChunkInputs): ChunkDecision {
     }
     const trail: Trail | undefined = book ? { s: "" } : undefined;
     const v = decideUser(inp.policy, inp.state, ctx, { user: u, online: inp.online?.[i] ?? false, collapsed: inp.collapsed?.[i] ?? false, smsStopped: inp.smsStopped?.[i] ?? null }, trail, plan);
+    if (v.kind === "hold") {
+      // Held for a digest, listed by what the user would have seen.
+      const p = render(u) ?? n.content?.push;
+      const item = { nid, at: n.createdAt, ...(p?.title ?? n.content?.email?.subject ? { title: p?.title ?? n.content?.email?.subject } : {}), ...(p?.body ?? n.content?.sms?.text ? { body: p?.body ?? n.content?.sms?.text } : {}) };
+      const h = inp.state.digests!.hold(userId, n, v.spec, item);
+      if (trail) book!.add(`${trail.s}digest|hold|${v.spec.key}|${h.until}|${h.id}|${h.count}\n`);
+      return void receipts.push({ user: userId, outcome: "digested", reason: h.id, until: h.until, at: now });
+    }
     if (trail) book!.add(trail.s);
     if (v.kind === "suppress") return void receipts.push({ user: userId, outcome: "suppressed", reason: v.reason, at: now });
     // Listed for campaigns too (like suppressed): the entry is the recipient's one count.

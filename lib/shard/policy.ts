@@ -3,10 +3,11 @@ import type { Config } from "../core/config.js";
 import { hash53 } from "../core/hash53.js";
 import { ownValue } from "../core/own-keys.js";
 import type { Channel, Priority } from "../core/subjects.js";
-import type { ContentChannel, NotificationBrief, UserRecord } from "../core/types.js";
+import type { ContentChannel, DigestSpec, NotificationBrief, UserRecord } from "../core/types.js";
 import { localTimeRelease, parseHhmm, quietUntil, type QuietWindow } from "../directory/quiet-hours.js";
 import { type OverloadRule, shedDeadline, type ShedReason, shedReason } from "../flow/shedding.js";
 import type { DedupWindow } from "./dedup-window.js";
+import type { DigestBook } from "./digests.js";
 import { type Cap, RateBuckets } from "./rate-buckets.js";
 
 /** Policy settings of one category. */
@@ -40,6 +41,8 @@ export interface PolicyConfig {
 export interface PolicyState {
   buckets: RateBuckets;
   dedup: DedupWindow;
+  /** Held digests (lib/shard/digests.ts); without it, notifications asking for a digest are sent one by one. */
+  digests?: DigestBook;
 }
 
 /** One device-level destination. `token` is the device token, email address or phone number. */
@@ -54,6 +57,8 @@ export interface Target {
 export type Verdict =
   | { kind: "suppress"; reason: string }
   | { kind: "defer"; until: number }
+  /** Held for a digest: the caller adds it to `state.digests` (it has the content to list); caps and the route apply when the digest is sent. */
+  | { kind: "hold"; spec: DigestSpec }
   /** Dropped under overload: past the category's shed deadline (lib/flow/shedding.ts). */
   | { kind: "shed"; reason: ShedReason; deadline: number }
   /** `fallback`: when every target is in-app, where the send goes instead if no client acknowledges it in time (the route without in-app). */
@@ -247,6 +252,14 @@ export function decideUser(cfg: PolicyConfig, st: PolicyState, ctx: DecideContex
       }
       if (trail) trail.s += `quiet_hours|pass|${tz}|${q.local}|${w.start}|${w.end}\n`;
     }
+  }
+
+  // Digest: held with the (user, key)'s other notifications; the digest is decided (cap, dedup, route) when it is sent, as one send. Critical never waits.
+  if (n.digest && !p.critical && st.digests) {
+    const hn = hash53(`n|${n.id}|${u.id}`);
+    if (st.dedup.hasHash(hn)) return suppress("dedup", "duplicate", `n|${n.id}|${u.id}`);
+    st.dedup.addHash(hn);
+    return { kind: "hold", spec: n.digest };
   }
 
   let bucket = 0;

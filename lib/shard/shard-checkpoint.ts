@@ -24,6 +24,8 @@ export interface Checkpoint {
   pos: Record<Priority, number>;
   /** The full state, then each change written since, oldest first: restore them in this order (a later entry replaces an earlier one). */
   sections: StateSection[];
+  /** The held digests as of `pos` (DigestBook.pack), written whole with every write. */
+  digests?: Uint8Array;
 }
 
 /** One checkpoint write: the full state (`full`), or only what changed since the last write (packChanges). */
@@ -32,6 +34,8 @@ export interface CheckpointWrite extends StateSection {
   epoch: number;
   pos: Record<Priority, number>;
   full: boolean;
+  /** The held digests, whole (small: notifications waiting for their window), kept in the manifest with the positions. */
+  digests?: Buffer;
 }
 
 /** What an owner keeps between writes: the revision its next write names (0: none yet) and the stored parts it references. */
@@ -70,6 +74,8 @@ interface Manifest {
   baseAt?: number;
   /** Changes written since the full state, oldest first. */
   deltas?: { gen: string; parts: number; at: number }[];
+  /** The held digests (written whole every time, with the positions they belong to). */
+  digests?: Uint8Array;
 }
 
 /** The positions of a shard no owner has checkpointed: from the start of every lane. */
@@ -153,7 +159,7 @@ export class CheckpointStore {
       sections.push(sectionOf(b, d.at));
       deltas.push({ ...d, bytes: b.length });
     }
-    const cp: Checkpoint = { owner: m.owner, epoch: m.epoch, at: m.at, pos: { ...startPositions(), ...m.pos }, sections };
+    const cp: Checkpoint = { owner: m.owner, epoch: m.epoch, at: m.at, pos: { ...startPositions(), ...m.pos }, sections, ...(m.digests ? { digests: m.digests } : {}) };
     return { cp, head: { rev: 0, ...(m.gen ? { base: { gen: m.gen, parts: m.parts ?? 0, at: m.baseAt ?? m.at } } : {}), baseBytes: body.length, deltas } };
   }
 
@@ -175,7 +181,7 @@ export class CheckpointStore {
   async write(shard: number, w: CheckpointWrite, head: CheckpointHead): Promise<CheckpointHead> {
     const body = Buffer.concat([w.dedup, w.buckets]);
     const key = checkpointKey(this.cls, shard);
-    const m: Manifest = { owner: w.owner, epoch: w.epoch, at: w.at, pos: w.pos };
+    const m: Manifest = { owner: w.owner, epoch: w.epoch, at: w.at, pos: w.pos, ...(w.digests && w.digests.length > 1 ? { digests: w.digests } : {}) };
     let written: string | undefined;
     let next: Omit<CheckpointHead, "rev">;
     if (!w.full && !head.base) throw new Error(`checkpoint ${key}: changes written without a full state in parts (ask wantsFull first)`);

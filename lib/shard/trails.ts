@@ -76,6 +76,9 @@ function describe(rule: string, verdict: string, v: string[]): string {
       if (verdict === "skip") return v.join(" ");
       if (verdict === "pass") return `zone ${v[0]}, local time ${hhmm(Number(v[1]))}: within ${v[3]} min of ${hhmm(Number(v[2]))}, sent now`;
       return `zone ${v[0]}, local time ${hhmm(Number(v[1]))}: ${verdict === "defer" ? "held" : "would be held"} until ${hhmm(Number(v[2]))} local, ${iso(v[3])}`;
+    case "digest":
+      // `digest|hold|<key>|<until>|<digest id>|<items so far>`.
+      return `held for digest ${v[0]} until ${iso(v[1])}, to be sent as ${v[2]} (${v[3]} item${v[3] === "1" ? "" : "s"} so far)`;
     case "sms_stop":
       return `the number replied ${v[0]} on ${iso(v[1])}: no SMS${verdict === "off" ? ", other channels stay" : ""}`;
     case "segment":

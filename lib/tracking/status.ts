@@ -34,6 +34,8 @@ export interface StatusCounts {
   queued: number;
   suppressed: number;
   deferred: number;
+  /** Recipients whose notification was held for a digest (the line's reason is the digest's id). */
+  digested: number;
   cancelled: number;
   fallback: number;
   shed: number;
@@ -64,7 +66,7 @@ export interface NotificationStatus {
   path: DeliveryPath;
 }
 
-const FINAL: ReadonlySet<string> = new Set(["sent", "delivered", "failed", "suppressed", "cancelled", "fallback", "shed"]);
+const FINAL: ReadonlySet<string> = new Set(["sent", "delivered", "failed", "suppressed", "cancelled", "fallback", "shed", "digested"]);
 
 /**
  * How settled a line's outcome is: waiting (queued, deferred) 0; decided by nfx (sent, or failed, suppressed, cancelled,
@@ -132,7 +134,14 @@ export function foldLines(entries: readonly ReceiptEntry[]): { byKey: Map<string
  */
 export async function readStatus(n: Nats, id: string, campaigns?: Campaigns): Promise<NotificationStatus> {
   if (!ID_PATTERN.test(id)) throw new RequestInvalid("id: must be a notification id", { field: "id" });
-  const note = await readNotification(n, id);
+  let note = await readNotification(n, id);
+  // A digest (`<first item's id>-dg<hash>`, lib/shard/digests.ts) is a notification nfx made itself, for one user: its status is its receipts.
+  const digestOf = /^(.+)-dg[0-9a-z]+$/.exec(id)?.[1];
+  const parent = !note && digestOf ? await readNotification(n, digestOf) : null;
+  if (parent) {
+    const { segment: _s, topic: _t, ...rest } = parent;
+    note = { ...rest, id, recipients: [...new Set((await readReceipts(n, id)).map((e) => e.user))] };
+  }
   if (!note) throw new NotFound(`notification ${id} not found`, { field: "id" });
   if (note.segment) return campaignNotificationStatus(campaigns ?? new Campaigns(await n.kvm.open(BUCKET.campaigns), await n.kvm.open(BUCKET.counters)), note);
   const { byKey, engaged } = foldLines(await readReceipts(n, id));
@@ -141,12 +150,12 @@ export async function readStatus(n: Nats, id: string, campaigns?: Campaigns): Pr
   const lines = [...byKey.values()];
   for (const u of note.recipients) if (!decided.has(u)) lines.push({ user: u, outcome: "pending" });
   lines.sort((a, b) => (a.user === b.user ? (a.device ?? "").localeCompare(b.device ?? "") : a.user.localeCompare(b.user)));
-  const counts: StatusCounts = { accepted: note.recipients.length, sent: 0, delivered: 0, failed: 0, expired: 0, queued: 0, suppressed: 0, deferred: 0, cancelled: 0, fallback: 0, shed: 0, shedReasons: {}, opened: engaged.opened.size, clicked: engaged.clicked.size, pending: 0 };
+  const counts: StatusCounts = { accepted: note.recipients.length, sent: 0, delivered: 0, failed: 0, expired: 0, queued: 0, suppressed: 0, deferred: 0, digested: 0, cancelled: 0, fallback: 0, shed: 0, shedReasons: {}, opened: engaged.opened.size, clicked: engaged.clicked.size, pending: 0 };
   for (const l of lines) {
     if (l.outcome === "delivered") counts.sent++;
     if (l.outcome === "shed") counts.shedReasons[l.reason ?? "unknown"] = (counts.shedReasons[l.reason ?? "unknown"] ?? 0) + 1;
     if (l.outcome === "failed" && isExpiry(l.reason)) counts.expired++;
-    else counts[l.outcome as "sent" | "delivered" | "failed" | "queued" | "suppressed" | "deferred" | "cancelled" | "fallback" | "shed" | "pending"]++;
+    else counts[l.outcome as "sent" | "delivered" | "failed" | "queued" | "suppressed" | "deferred" | "digested" | "cancelled" | "fallback" | "shed" | "pending"]++;
   }
   return {
     id,
@@ -177,7 +186,7 @@ async function campaignNotificationStatus(campaigns: Campaigns, note: Notificati
     recipients: camp?.path === "read" ? camp.total : c.decided,
     counts: {
       accepted: c.accepted, sent: c.sent, delivered: c.delivered, failed: total(c.failed), expired: c.expired, queued: outstanding(c), suppressed: total(c.suppressed),
-      deferred: c.deferred, cancelled: c.cancelled + c.cancelledSends, fallback: c.fallback, shed: total(c.shed) + total(c.shedSends), shedReasons: shedByReason(c), opened: c.opened, clicked: c.clicked, pending: 0,
+      deferred: c.deferred, digested: c.digested, cancelled: c.cancelled + c.cancelledSends, fallback: c.fallback, shed: total(c.shed) + total(c.shedSends), shedReasons: shedByReason(c), opened: c.opened, clicked: c.clicked, pending: 0,
     },
     complete: camp?.complete ?? false,
     lines: [],

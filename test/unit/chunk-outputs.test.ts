@@ -53,7 +53,7 @@ t.test("every output, in order, with its subject and message id", async (t) => {
   }, "a send batch carries the decision time, owner and epoch");
   t.same(b1.sends, [send("b", "i3")], "sends are cut into batches of sendBatchSize");
   t.same(out[3].body, { type: "deferred_chunk", until: 9000, chunk: { type: "fan_chunk", shard: 3, chunk: 7, notification: brief, users: ["d"] } });
-  t.same(out[4].body, { type: "receipts", nid: "n_1", stage: "shard", entries: dec.receipts, decided: 4 }, "no zero counters on the wire");
+  t.same(out[4].body, { type: "receipts", nid: "n_1", stage: "shard", entries: dec.receipts, decided: 4, waves: { 9000: 1 } }, "no zero counters on the wire; the deferred user counted in its wave");
   t.same(out[5].body, { type: "trails", nid: "n_1", shard: 3, fan: "fan:n_1:3:7", at: 1234, users: chunk.users, idx: [0, 0, 0, 1], trails: ["sent", "quiet"] });
   t.same(chunkOutputs(chunk, dec, ctx), out, "pure: the same inputs give the same outputs (a retried publish republishes the same ids)");
 });
@@ -63,7 +63,7 @@ t.test("receipts: counted only when there is something to count; campaign counte
   const campaign = chunkOutputs(chunk, decision({ decided: 4, queued: 3, deferredCount: 1 }), ctx);
   t.same(campaign.map((o) => o.body), [{ type: "receipts", nid: "n_1", stage: "shard", entries: [], decided: 4, queued: 3, deferred: 1 }]);
   const released = chunkOutputs({ ...chunk, release: 5000 }, decision(), ctx);
-  t.same(released.map((o) => [o.msgId, o.body]), [["dec:rel:n_1:3:7:5000", { type: "receipts", nid: "n_1", stage: "shard", entries: [], decided: 0, released: 4 }]], "a released chunk counts its users as released");
+  t.same(released.map((o) => [o.msgId, o.body]), [["dec:rel:n_1:3:7:5000", { type: "receipts", nid: "n_1", stage: "shard", entries: [], decided: 0, released: 4, releasedAt: 5000 }]], "a released chunk counts its users as released, in its wave");
 });
 
 t.test("from a real decision: one send per device, one receipt batch, trails", async (t) => {

@@ -7,7 +7,7 @@ import { emptyCounters } from "../../lib/campaign/counters.js";
 import type { NotificationStatus } from "../../lib/tracking/status.js";
 
 const status = (lines: NotificationStatus["lines"]): NotificationStatus => {
-  const counts = { accepted: lines.length, sent: 0, delivered: 0, failed: 0, expired: 0, queued: 0, suppressed: 0, deferred: 0, cancelled: 0, fallback: 0, shed: 0, shedReasons: {} as Record<string, number>, opened: 0, clicked: 0, pending: 0 };
+  const counts = { accepted: lines.length, sent: 0, delivered: 0, failed: 0, expired: 0, queued: 0, suppressed: 0, deferred: 0, digested: 0, cancelled: 0, fallback: 0, shed: 0, shedReasons: {} as Record<string, number>, opened: 0, clicked: 0, pending: 0 };
   for (const l of lines) {
     if (l.outcome === "sent" || l.outcome === "delivered") counts.sent++;
     if (l.outcome === "delivered") counts.delivered++;

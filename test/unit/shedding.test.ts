@@ -142,7 +142,7 @@ t.test("push-back: a wait past the shed deadline sheds at once; within it the se
 });
 
 t.test("status: shed lines are final and counted with their reasons", async (t) => {
-  const counts = { accepted: 1, sent: 0, delivered: 0, failed: 0, expired: 0, queued: 0, suppressed: 0, deferred: 0, cancelled: 0, fallback: 0, shed: 1, shedReasons: { max_delay: 1 }, opened: 0, clicked: 0, pending: 0 };
+  const counts = { accepted: 1, sent: 0, delivered: 0, failed: 0, expired: 0, queued: 0, suppressed: 0, deferred: 0, digested: 0, cancelled: 0, fallback: 0, shed: 1, shedReasons: { max_delay: 1 }, opened: 0, clicked: 0, pending: 0 };
   const out = formatStatus({ id: "n_1", priority: "bulk", category: "promo", createdAt: T0, expiresAt: T0 + H, recipients: 1, counts, complete: true, lines: [{ user: "a", outcome: "shed", reason: "max_delay", at: T0 }], path: "write" });
   t.match(out, "shed=1");
   t.match(out, "shed under overload: max_delay 1");
