@@ -5,7 +5,9 @@ import { loadConfig } from "../../lib/core/config.js";
 import type { NotificationBrief, UserRecord } from "../../lib/core/types.js";
 import { localMinute, localTimeRelease, parseHhmm, quietUntil, utcOffsetMin } from "../../lib/directory/quiet-hours.js";
 import { isBroadcast, readTimePolicy } from "../../lib/inapp/broadcasts.js";
+import { renderPush, variablesOf } from "../../lib/intake/templates.js";
 import { DedupWindow } from "../../lib/shard/dedup-window.js";
+import { DigestBook, digestIdOf, digestNotification } from "../../lib/shard/digests.js";
 import { decideUser, type PolicyConfig, policyFrom, type PolicyState, type Trail } from "../../lib/shard/policy.js";
 import { RateBuckets } from "../../lib/shard/rate-buckets.js";
 import { preferredOwner } from "../../lib/shard/shard-ownership.js";
@@ -271,4 +273,45 @@ t.test("local-time delivery in the policy: held until the local time with the tr
   t.same(decideUser(cfg, st(), { n, now, released: false }, { user: { ...u, timezone: undefined }, online: false }), { kind: "defer", until: Date.parse("2026-01-15T08:00:00Z") }, "a user without a zone: the configured default (Berlin)");
   t.equal(decideUser(cfg, st(), { n, now, released: true }, { user: u, online: false }).kind, "send", "a released chunk is sent");
   t.same(decideUser(cfg, st(), { n: { ...n, expiresAt: now + H }, now, released: false }, { user: u, online: false }), { kind: "suppress", reason: "expires_before_local_time" }, "expiring before the local time: suppressed, counted");
+});
+
+t.test("digests: fixed and quiet-period windows, the item cap, deterministic ids, checkpoint round trip, the digest's content", async (t) => {
+  const n = (id: string, at: number, extra: Partial<NotificationBrief> = {}): NotificationBrief => ({ id, createdAt: at, expiresAt: at + H, priority: "normal", category: "comments", channels: ["push"], content: { push: { title: "New comment", body: id } }, ...extra });
+  const fixed = { key: "comments", windowSec: 600, maxSec: 3600, maxItems: 3 };
+  const book = new DigestBook();
+  const T = Date.parse("2026-03-01T10:00:00Z");
+  const a = book.hold("ana", n("n_1", T), fixed, { nid: "n_1", at: T, title: "New comment", body: "first" });
+  t.same(a, { id: `n_1-dg${a.id.split("-dg")[1]}`, until: T + 600_000, count: 1 }, "a fixed window closes windowSec after the first item");
+  for (let i = 2; i <= 5; i++) book.hold("ana", n(`n_${i}`, T + i * 60_000), fixed, { nid: `n_${i}`, at: T + i * 60_000, body: `item ${i}` });
+  t.equal(book.hold("bo", n("n_b", T), fixed, { nid: "n_b", at: T }).count, 1, "another user: a digest of their own");
+  t.equal(book.hold("ana", n("n_k", T), { ...fixed, key: "post-7" }, { nid: "n_k", at: T }).count, 1, "another key: a digest of its own");
+  t.same(book.due(T + 599_999), [], "nothing due before the window ends");
+  const due = book.due(T + 600_000).find((d) => d.user === "ana" && d.key === "comments")!;
+  t.equal(due.count, 5, "five held");
+  t.same(due.items.map((i) => i.nid), ["n_1", "n_2", "n_3"], "the first maxItems listed");
+  t.equal(book.hold("ana", n("n_6", T + 601_000), fixed, { nid: "n_6", at: T + 601_000 }).id.startsWith("n_6-dg"), true, "an item after the window starts the next digest");
+  t.equal(digestIdOf("n_1", "ana", "comments"), due.id, "the id is the first item's and a hash of user and key: the same after a replay");
+
+  const restored = new DigestBook();
+  restored.restore(book.pack());
+  t.same(restored.due(T + 600_000).map((d) => [d.id, d.count]).sort(), book.due(T + 600_000).map((d) => [d.id, d.count]).sort(), "a checkpoint round trip holds the same digests");
+  book.remove(due.id);
+  t.notOk(book.due(T + 10 * H).some((d) => d.id === due.id), "sent digests are forgotten");
+
+  const quiet = { key: "chat", windowSec: 600, quietSec: 120, maxSec: 900, maxItems: 50 };
+  const q = new DigestBook();
+  t.equal(q.hold("cy", n("q_1", T), quiet, { nid: "q_1", at: T }).until, T + 120_000, "quiet period: closes 2 min after the first");
+  t.equal(q.hold("cy", n("q_2", T + 100_000), quiet, { nid: "q_2", at: T + 100_000 }).until, T + 220_000, "each item pushes it on");
+  let last = 0;
+  for (let i = 3; i < 9; i++) last = q.hold("cy", n(`q_${i}`, T + i * 100_000), quiet, { nid: `q_${i}`, at: T + i * 100_000 }).until;
+  t.equal(last, T + 900_000, "but never past maxSec after the first");
+  t.equal(q.hold("cy", n("q_late", T + 900_000), quiet, { nid: "q_late", at: T + 900_000 }).id.startsWith("q_late-dg"), true, "an item at the close starts the next one");
+
+  const five = digestNotification(due);
+  t.match(five, { id: due.id, content: { push: { title: "New comment and 4 more", body: "5 updates. Latest: item 3" } } }, "inline push: the first title, the count, the latest listed");
+  t.notOk("digest" in five, "the digest is not held again");
+  const tpl = digestNotification({ ...due, brief: n("n_1", T, { content: undefined, template: { template: { id: "c", defaultLocale: "en", channels: { push: { en: { title: "{{digest.count}} comments", body: "{{digest.last.body}}" } } }, variables: [], updatedAt: 0 }, variables: {} } }) });
+  t.match(tpl.template?.digest, { count: 5, first: { id: "n_1" }, last: { id: "n_3", body: "item 3" } }, "a template gets digest.count, events, first and last");
+  t.same(renderPush(tpl.template!, null), { title: "5 comments", body: "item 3" }, "and renders them");
+  t.same(variablesOf("{{digest.count}} {{unsubscribe_url}}"), [], "digest and the consent placeholders are no request variables");
 });
