@@ -303,7 +303,7 @@ t.test("digests: fixed and quiet-period windows, the item cap, deterministic ids
   t.equal(q.hold("cy", n("q_1", T), quiet, { nid: "q_1", at: T }).until, T + 120_000, "quiet period: closes 2 min after the first");
   t.equal(q.hold("cy", n("q_2", T + 100_000), quiet, { nid: "q_2", at: T + 100_000 }).until, T + 220_000, "each item pushes it on");
   let last = 0;
-  for (let i = 3; i < 9; i++) last = q.hold("cy", n(`q_${i}`, T + i * 100_000), quiet, { nid: `q_${i}`, at: T + i * 100_000 }).until;
+  for (let i = 3; i < 10; i++) last = q.hold("cy", n(`q_${i}`, T + (i - 1) * 100_000), quiet, { nid: `q_${i}`, at: T + (i - 1) * 100_000 }).until;
   t.equal(last, T + 900_000, "but never past maxSec after the first");
   t.equal(q.hold("cy", n("q_late", T + 900_000), quiet, { nid: "q_late", at: T + 900_000 }).id.startsWith("q_late-dg"), true, "an item at the close starts the next one");
 
