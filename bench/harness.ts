@@ -38,6 +38,12 @@ export function adopt<P extends ChildProcess>(p: P): P {
   return p;
 }
 
+/** The number after `--<name>` on the command line, else `dflt`. */
+export const arg = (name: string, dflt: number): number => {
+  const i = process.argv.indexOf(`--${name}`);
+  return i > 0 ? Number(process.argv[i + 1]) : dflt;
+};
+
 /** A benchmark's whole run ends by this deadline (minutes; `BENCH_DEADLINE_MIN`, default 30), whatever it waits for. Not `NFX_…`: those are config. */
 export const BENCH_DEADLINE_MIN = Number(process.env.BENCH_DEADLINE_MIN ?? 30);
 

@@ -7,14 +7,10 @@ import { changeUserSubscriptions, putTopic } from "../lib/directory/topics.js";
 import { type Broadcast, Broadcasts } from "../lib/inapp/broadcasts.js";
 import { Inbox, inboxItemOf } from "../lib/inapp/inbox.js";
 import type { Redis } from "../lib/infra/redis.js";
-import { startBenchCluster } from "./harness.js";
+import { arg, startBenchCluster } from "./harness.js";
 import { cpuSecs } from "./proc-stats.js";
 import { report } from "./report.js";
 
-const arg = (name: string, dflt: number): number => {
-  const i = process.argv.indexOf(`--${name}`);
-  return i > 0 ? Number(process.argv[i + 1]) : dflt;
-};
 /** Recipients per path, notifications each recipient gets, inbox reads measured per path, reads in flight. */
 const USERS = arg("users", 20_000);
 const NOTES = arg("notifications", 20);

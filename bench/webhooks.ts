@@ -9,14 +9,10 @@ import type { Endpoint } from "../lib/directory/endpoints.js";
 import type { EndpointState } from "../lib/flow/endpoint-queues.js";
 import { secretKey, signatureHeaders } from "../lib/gateway/webhook-sign.js";
 import { callApi, notify } from "../lib/intake/api-client.js";
-import { adopt, startBenchCluster, waitUntil } from "./harness.js";
+import { adopt, arg, startBenchCluster, waitUntil } from "./harness.js";
 import { cpuSecs } from "./proc-stats.js";
 import { report } from "./report.js";
 
-const arg = (name: string, dflt: number): number => {
-  const i = process.argv.indexOf(`--${name}`);
-  return i > 0 ? Number(process.argv[i + 1]) : dflt;
-};
 const ENDPOINTS = arg("endpoints", 1000);
 const MESSAGES = arg("messages", 20);
 const SOCKETS = arg("sockets", 64);

@@ -1,8 +1,10 @@
 // Signed consent links: the one-click unsubscribe of one category's email and the preference page of one user, tamper-proof and expiring.
-import { createHmac, timingSafeEqual } from "node:crypto";
-
 import type { Config } from "../core/config.js";
 import { RequestInvalid } from "../core/errors.js";
+import { openToken, sealToken } from "../core/sealed-token.js";
+
+/** Domain separation of consent tokens from tracking tokens (same secret). */
+const DOMAIN = "consent|";
 
 /** What a consent link stands for: `u` unsubscribes `user` from `category`'s email (and opens the page), `p` opens the user's preference page. */
 export interface ConsentClaims {
@@ -14,23 +16,16 @@ export interface ConsentClaims {
   exp: number;
 }
 
-const MAC_BYTES = 16;
-
 /**
  * Signs and verifies consent links with HMAC-SHA256 (128-bit tag) under the tracking links' secret, domain-separated
- * (a tracking token is never a valid consent token). Links live under `<baseUrl>/v1/consent/`.
+ * (a tracking token is never a valid consent token; lib/core/sealed-token.ts). Links live under `<baseUrl>/v1/consent/`.
  */
 export class ConsentLinks {
   constructor(private readonly secret: string, private readonly baseUrl: string, private readonly ttlSec: number, private readonly now: () => number = Date.now) {}
 
-  private mac(payload: string): Buffer {
-    return createHmac("sha256", this.secret).update(`consent|${payload}`).digest().subarray(0, MAC_BYTES);
-  }
-
   /** A token for `c` (expiring after the link TTL): base64url JSON, a dot, base64url MAC. */
   token(c: Omit<ConsentClaims, "exp">): string {
-    const payload = Buffer.from(JSON.stringify([c.kind, c.user, c.category ?? "", Math.floor(this.now() / 1000) + this.ttlSec])).toString("base64url");
-    return `${payload}.${this.mac(payload).toString("base64url")}`;
+    return sealToken(this.secret, [c.kind, c.user, c.category ?? "", Math.floor(this.now() / 1000) + this.ttlSec], DOMAIN);
   }
 
   /** The one-click unsubscribe URL of `user` for `category`'s email (`List-Unsubscribe`, `{{unsubscribe_url}}`): POST unsubscribes, GET shows the page. */
@@ -51,18 +46,10 @@ export class ConsentLinks {
     const bad = (why: string): never => {
       throw new RequestInvalid(`token: ${why}`, { field: "token" });
     };
-    const [payload, mac, extra] = token.split(".");
-    if (!payload || !mac || extra !== undefined) bad("malformed link");
-    const want = this.mac(payload);
-    const got = Buffer.from(mac, "base64url");
-    if (got.length !== want.length || !timingSafeEqual(got, want)) bad("the link's signature does not match (it was altered)");
-    let body: unknown;
-    try {
-      body = JSON.parse(Buffer.from(payload, "base64url").toString());
-    } catch {
-      bad("malformed link");
-    }
-    if (!Array.isArray(body) || body.length !== 4) return bad("malformed link");
+    const opened = openToken(this.secret, token, DOMAIN);
+    if ("error" in opened) return bad(opened.error === "signature" ? "the link's signature does not match (it was altered)" : "malformed link");
+    const body = opened.body;
+    if (body.length !== 4) return bad("malformed link");
     const [kind, user, category, exp] = body as [string, string, string, number];
     if ((kind !== "u" && kind !== "p") || typeof user !== "string" || typeof exp !== "number") return bad("malformed link");
     if (exp * 1000 < this.now()) bad(`the link expired on ${new Date(exp * 1000).toISOString()}`);

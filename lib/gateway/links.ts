@@ -1,8 +1,7 @@
 // Signed tracking links: the open pixel and click redirect of an email, tamper-proof with an HMAC over their contents.
-import { createHmac, timingSafeEqual } from "node:crypto";
-
 import type { Config } from "../core/config.js";
 import { RequestInvalid } from "../core/errors.js";
+import { openToken, sealToken } from "../core/sealed-token.js";
 
 /** What a tracking link stands for: an open of, or a click in, one notification by one recipient on one device. */
 export interface LinkClaims {
@@ -17,21 +16,13 @@ export interface LinkClaims {
   exp: number;
 }
 
-const MAC_BYTES = 16;
-
-/** Signs and verifies tracking links with HMAC-SHA256 (128-bit tag) under one secret. */
+/** Signs and verifies tracking links with HMAC-SHA256 (128-bit tag) under one secret (lib/core/sealed-token.ts). */
 export class LinkSigner {
   constructor(private readonly secret: string, private readonly baseUrl: string, private readonly ttlSec: number, private readonly now: () => number = Date.now) {}
 
-  private mac(payload: string): Buffer {
-    return createHmac("sha256", this.secret).update(payload).digest().subarray(0, MAC_BYTES);
-  }
-
   /** A token for `c` (its expiry set from the link TTL): base64url JSON, a dot, base64url MAC. */
   token(c: Omit<LinkClaims, "exp">): string {
-    const body = [c.kind, c.nid, c.user, c.channel, c.device, Math.floor(this.now() / 1000) + this.ttlSec, c.url ?? ""];
-    const payload = Buffer.from(JSON.stringify(body)).toString("base64url");
-    return `${payload}.${this.mac(payload).toString("base64url")}`;
+    return sealToken(this.secret, [c.kind, c.nid, c.user, c.channel, c.device, Math.floor(this.now() / 1000) + this.ttlSec, c.url ?? ""]);
   }
 
   /** The open pixel URL of a recipient. */
@@ -53,18 +44,10 @@ export class LinkSigner {
     const bad = (why: string): never => {
       throw new RequestInvalid(`token: ${why}`, { field: "token" });
     };
-    const [payload, mac, extra] = token.replace(/\.gif$/, "").split(".");
-    if (!payload || !mac || extra !== undefined) bad("malformed");
-    const want = this.mac(payload);
-    const got = Buffer.from(mac, "base64url");
-    if (got.length !== want.length || !timingSafeEqual(got, want)) bad("signature does not match");
-    let body: unknown;
-    try {
-      body = JSON.parse(Buffer.from(payload, "base64url").toString());
-    } catch {
-      bad("malformed");
-    }
-    if (!Array.isArray(body) || body.length !== 7) return bad("malformed");
+    const opened = openToken(this.secret, token.replace(/\.gif$/, ""));
+    if ("error" in opened) return bad(opened.error === "signature" ? "signature does not match" : "malformed");
+    const body = opened.body;
+    if (body.length !== 7) return bad("malformed");
     const [k, nid, user, channel, device, exp, url] = body as [string, string, string, string, string, number, string];
     if (k !== kind) bad(`not a${kind === "o" ? "n open" : " click"} link`);
     if (exp * 1000 < this.now()) bad("link expired");
