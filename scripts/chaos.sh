@@ -4,7 +4,7 @@ cd "$(dirname "$0")/.."
 res=$(mktemp -d)
 trap 'rm -rf "$res"' EXIT
 # Ctrl-C reaches tap, the test and every process it started (one process group); the test also stops its cluster on SIGINT/SIGTERM.
-CHAOS_RESULTS_DIR="$res" node_modules/.bin/tap dist/test/chaos 2>&1
+CHAOS_RESULTS_DIR="$res" node_modules/.bin/tap --jobs 1 dist/test/chaos 2>&1
 code=$?
 cat "$res"/*.json 2>/dev/null
 exit $code

@@ -65,16 +65,16 @@ t.test("digests: one per window with every item, exactly once across a SIGKILL o
   // SIGKILL of the shard owner while three items are held and checkpointed; a new owner sends one digest with all three.
   await writeUsers(redis, cfg.cluster.shards, [{ id: "cy", devices: [{ id: "p", platform: "ios" as const, token: "tok-cy" }] }]);
   const held: { id: string }[] = [];
-  for (let i = 1; i <= 3; i++) held.push(await notify(nats.nc, { recipients: ["cy"], category: "comments", digest: { windowSec: 8 }, content: { push: { title: "Reply", body: `reply ${i}` } } }));
+  for (let i = 1; i <= 3; i++) held.push(await notify(nats.nc, { recipients: ["cy"], category: "comments", digest: { windowSec: 6 }, content: { push: { title: "Reply", body: `reply ${i}` } } }));
   const cyLine = async (id: string) => (await status(nats.nc, id)).lines.find((l) => l.user === "cy");
   t.ok(await eventually(async () => (await Promise.all(held.map((n) => cyLine(n.id)))).every((l) => l?.outcome === "digested"), 10_000), "three held");
   await sleep(800); // a checkpoint (every 200 ms) holds them
   const shard = cluster.procs.get("shard")!;
   await new Promise<void>((r) => (shard.once("exit", () => r()), shard.kill("SIGKILL")));
-  const fourth = await notify(nats.nc, { recipients: ["cy"], category: "comments", digest: { windowSec: 8 }, content: { push: { title: "Reply", body: "reply 4" } } });
+  const fourth = await notify(nats.nc, { recipients: ["cy"], category: "comments", digest: { windowSec: 6 }, content: { push: { title: "Reply", body: "reply 4" } } });
   await cluster.startExtra("shard");
   t.ok(await eventually(() => pushes("tok-cy").length > 0, 60_000), "after the takeover the digest is sent");
-  await sleep(3000);
+  await sleep(2000);
   const cy = pushes("tok-cy");
   t.equal(cy.length, 1, "exactly one digest");
   t.match(cy[0], { title: "Reply and 3 more", body: "4 updates. Latest: reply 4" }, "with every item: the three held before the kill and the one sent during it");

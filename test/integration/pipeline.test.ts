@@ -44,7 +44,7 @@ t.test("3 users, 5 devices, one opted out: exactly the 4 expected sends arrive, 
   t.equal(apnsReq.headers["apns-priority"], "10", "high priority maps to apns-priority 10");
   t.equal((rec.accepted("fcm")[0].data as { data: Record<string, string> }).data.sale, "s1", "FCM data carries the custom keys");
 
-  t.same(s!.counts, { accepted: 3, sent: 4, delivered: 0, failed: 0, expired: 0, queued: 0, suppressed: 1, deferred: 0, cancelled: 0, fallback: 0, shed: 0, shedReasons: {}, opened: 0, clicked: 0, pending: 0 }, "status counts");
+  t.same(s!.counts, { accepted: 3, sent: 4, delivered: 0, failed: 0, expired: 0, queued: 0, suppressed: 1, deferred: 0, digested: 0, cancelled: 0, fallback: 0, shed: 0, shedReasons: {}, opened: 0, clicked: 0, pending: 0 }, "status counts");
   t.same(
     s!.lines.map((l) => [l.user, l.channel ?? "-", l.device ?? "-", l.outcome, l.reason ?? ""]),
     [
