@@ -3,7 +3,7 @@ import { policyClock } from "../lib/core/clock.js";
 import { encode } from "../lib/core/codec.js";
 import { CONSUMER, fanSubject, MSGID, STREAM } from "../lib/core/subjects.js";
 import type { DeferredChunk, FanChunk } from "../lib/core/types.js";
-import { type HoldActorDeps, holdUntilDue } from "../lib/flow/hold-until-due.js";
+import { type HoldActorDeps, holdUntilDue, ReleasePacer } from "../lib/flow/hold-until-due.js";
 
 export type DeferredReleaseDeps = HoldActorDeps;
 
@@ -12,15 +12,19 @@ export type DeferredReleaseDeps = HoldActorDeps;
  * (lib/flow/hold-until-due.ts), then is re-emitted to `nfx.fan.<prio>.<shard>`
  * marked `release` (message id `rel:...`, so a crash before the ack re-emits
  * the same id and JetStream drops the copy). The shard actor decides its users
- * again: everything but quiet hours is re-checked at release.
+ * again: everything but quiet hours is re-checked at release. A campaign's releases are paced at its rate
+ * (per process: {@link ReleasePacer}).
  */
 export async function startDeferredRelease(d: DeferredReleaseDeps): Promise<{ stop(): Promise<void> }> {
   const log = d.log.child({ actor: "deferred-release" });
   // Release times are instants of the policy clock (the shard actor's decisions), wall time but in time-scaled tests.
   const clock = policyClock();
+  const waves = new ReleasePacer();
   const held = await holdUntilDue<DeferredChunk>({
     nats: d.nats, log, stream: STREAM.defer, consumer: CONSUMER.deferred, type: "deferred_chunk", now: d.now ?? clock, scale: d.now ? 1 : clock.scale,
     dueAt: (h) => h.until,
+    // A campaign's waves go out at its rate (`campaign.rate`, else `campaign.defaultRate`; users per second), like its expansion.
+    pace: (h) => waves.wait(h.chunk.notification.id, h.chunk.users.length, h.chunk.notification.segment !== undefined ? (h.chunk.notification.campaign?.rate ?? d.cfg.campaign.defaultRate) : 0, Date.now()),
     release: (h) => {
       const c = h.chunk;
       const chunk: FanChunk = { ...c, release: h.until };

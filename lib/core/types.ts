@@ -115,7 +115,7 @@ export interface Notification {
 }
 
 /** What every per-recipient stage needs of the notification, carried once per batch. */
-export type NotificationBrief = Pick<Notification, "id" | "createdAt" | "expiresAt" | "priority" | "category" | "channels" | "content" | "template" | "collapseKey" | "segment" | "topic" | "deliverAt" | "digest">;
+export type NotificationBrief = Pick<Notification, "id" | "createdAt" | "expiresAt" | "priority" | "category" | "channels" | "content" | "template" | "collapseKey" | "segment" | "topic" | "deliverAt" | "digest" | "campaign">;
 
 /** One shard's slice of one notification, on NFX_FAN. */
 export interface FanChunk {
@@ -306,10 +306,10 @@ export interface DeadLetter {
 
 /** The part of a notification every per-recipient stage needs (no recipient list). */
 export function briefOf(n: Notification): NotificationBrief {
-  const { id, createdAt, expiresAt, priority, category, channels, content, template, collapseKey, segment, topic, deliverAt, digest } = n;
+  const { id, createdAt, expiresAt, priority, category, channels, content, template, collapseKey, segment, topic, deliverAt, digest, campaign } = n;
   return {
     id, createdAt, expiresAt, priority, category, channels,
     ...(content ? { content } : {}), ...(template ? { template } : {}), ...(collapseKey ? { collapseKey } : {}), ...(segment ? { segment } : {}), ...(topic ? { topic } : {}),
-    ...(deliverAt ? { deliverAt } : {}), ...(digest ? { digest } : {}),
+    ...(deliverAt ? { deliverAt } : {}), ...(digest ? { digest } : {}), ...(campaign?.rate !== undefined ? { campaign } : {}),
   };
 }

@@ -29,6 +29,8 @@ export interface HoldOptions<T extends { type: string }> {
   scale?: number;
   /** When the message is due (epoch ms). */
   dueAt(v: T): number;
+  /** Real ms to wait, when due, before releasing `v` (pacing: 0 releases now, and counts it as released). */
+  pace?(v: T): number;
   /** Publishes the released message; must be idempotent (a deterministic message id), it may run twice after a crash. */
   release(v: T, raw: Uint8Array): Promise<unknown>;
 }
@@ -58,6 +60,11 @@ export async function holdUntilDue<T extends { type: string }>(o: HoldOptions<T>
       m.nak(Math.max(1, Math.min(Math.ceil(wait / (o.scale ?? 1)), MAX_WAIT_MS)));
       return;
     }
+    const paced = o.pace?.(v) ?? 0;
+    if (paced > 0) {
+      m.nak(Math.min(Math.ceil(paced), MAX_WAIT_MS));
+      return;
+    }
     try {
       await o.release(v, m.data);
       m.ack();
@@ -75,4 +82,28 @@ export async function holdUntilDue<T extends { type: string }>(o: HoldOptions<T>
       await done;
     },
   };
+}
+
+/**
+ * Paces releases per key (a campaign) at `rate` items per second with a token bucket of one second's burst (an item
+ * count larger than the burst goes once the bucket is full). {@link wait}: 0 when `n` items may go now (taken), else the
+ * ms until they may. Per process: with several processes releasing one campaign, the rates add up.
+ */
+export class ReleasePacer {
+  private readonly buckets = new Map<string, { credit: number; at: number }>();
+
+  wait(key: string, n: number, rate: number, now: number): number {
+    if (rate <= 0) return 0;
+    let b = this.buckets.get(key);
+    if (!b) this.buckets.set(key, (b = { credit: rate, at: now }));
+    b.credit = Math.min(rate, b.credit + ((now - b.at) / 1000) * rate);
+    b.at = now;
+    const need = Math.min(n, rate);
+    if (b.credit >= need) {
+      b.credit -= n;
+      if (this.buckets.size > 10_000) this.buckets.clear();
+      return 0;
+    }
+    return Math.ceil(((need - b.credit) / rate) * 1000);
+  }
 }

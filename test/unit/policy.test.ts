@@ -4,6 +4,7 @@ import t from "tap";
 import { loadConfig } from "../../lib/core/config.js";
 import type { NotificationBrief, UserRecord } from "../../lib/core/types.js";
 import { localMinute, localTimeRelease, parseHhmm, quietUntil, utcOffsetMin } from "../../lib/directory/quiet-hours.js";
+import { ReleasePacer } from "../../lib/flow/hold-until-due.js";
 import { isBroadcast, readTimePolicy } from "../../lib/inapp/broadcasts.js";
 import { renderPush, variablesOf } from "../../lib/intake/templates.js";
 import { DedupWindow } from "../../lib/shard/dedup-window.js";
@@ -314,4 +315,17 @@ t.test("digests: fixed and quiet-period windows, the item cap, deterministic ids
   t.match(tpl.template?.digest, { count: 5, first: { id: "n_1" }, last: { id: "n_3", body: "item 3" } }, "a template gets digest.count, events, first and last");
   t.same(renderPush(tpl.template!, null), { title: "5 comments", body: "item 3" }, "and renders them");
   t.same(variablesOf("{{digest.count}} {{unsubscribe_url}}"), [], "digest and the consent placeholders are no request variables");
+});
+
+t.test("waves are paced at the campaign's rate: a token bucket per campaign", async (t) => {
+  const p = new ReleasePacer();
+  const T = 1_000_000;
+  t.equal(p.wait("c", 400, 0, T), 0, "no rate: at once");
+  t.equal(p.wait("c", 400, 1000, T), 0, "a first wave within a second's burst goes");
+  t.equal(p.wait("c", 400, 1000, T), 0, "so does a second (800 of 1000)");
+  t.equal(p.wait("c", 400, 1000, T), 200, "a third waits until the bucket holds 400 again");
+  t.equal(p.wait("c", 400, 1000, T + 200), 0, "and then goes");
+  t.equal(p.wait("other", 400, 1000, T + 200), 0, "each campaign has its own bucket");
+  t.equal(p.wait("big", 5000, 1000, T), 0, "a wave larger than the burst goes with a full bucket");
+  t.equal(p.wait("big", 10, 1000, T + 1000), 3010, "and the next waits until its debt is paid");
 });
