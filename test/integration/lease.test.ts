@@ -165,7 +165,9 @@ t.test("a work-queue consumer left past its stream's last sequence is recreated 
   const w = watchWorkQueue({ jsm: nats.jsm, stream: "WQT", configs: [config], log, everyMs: 200, settleMs: 0 });
   t.teardown(() => w.stop());
   // Recreated (a new creation time); then the watch stops: on a limits stream delivered messages stay, which on a work queue would mean stranded again.
-  for (const until = Date.now() + 15_000; (await nats.jsm.consumers.info("WQT", "c")).created === ci.created && Date.now() < until; ) await new Promise((r) => setTimeout(r, 100));
+  // Between the delete and the create the consumer does not exist: not recreated yet.
+  const created = (): Promise<string> => nats.jsm.consumers.info("WQT", "c").then((i) => i.created, () => ci.created);
+  for (const until = Date.now() + 15_000; (await created()) === ci.created && Date.now() < until; ) await new Promise((r) => setTimeout(r, 100));
   w.stop();
   await new Promise((r) => setTimeout(r, 500));
   let got: number[] = [];
