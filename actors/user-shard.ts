@@ -27,7 +27,7 @@ import { perLaneClass } from "../lib/infra/lane-connections.js";
 import { readerReopens, shedTotal, stageItems } from "../lib/infra/metrics.js";
 import { type Nats, retryTransient } from "../lib/infra/nats.js";
 import type { Redis } from "../lib/infra/redis.js";
-import { type ChunkDecision, decideChunk, stopsOf, usesUserFields, wantsSms } from "../lib/shard/chunk-decision.js";
+import { type ChunkDecision, decideChunk, needsProfile, stopsOf, wantsSms } from "../lib/shard/chunk-decision.js";
 import { chunkOutputs } from "../lib/shard/chunk-outputs.js";
 import { CollapseClaims, unsentUsers } from "../lib/shard/collapse-claims.js";
 import { DedupWindow } from "../lib/shard/dedup-window.js";
@@ -218,8 +218,8 @@ class ShardOwner {
         if (this.stopping) return;
         const n = digestNotification(h);
         const chunk: FanChunk = { type: "fan_chunk", shard: this.shard, chunk: 0, notification: n, users: [h.user] };
-        const needsProfile = usesUserFields(n) || [...n.channels, ...policy.fallback[n.priority]].some((c) => (c === "email" || c === "sms") && policy.available.has(c));
-        const users = await this.retry("directory read", () => readUsers(cl.redis, this.shard, [h.user], { profile: needsProfile }));
+        const profile = needsProfile(n, policy);
+        const users = await this.retry("directory read", () => readUsers(cl.redis, this.shard, [h.user], { profile }));
         const smsStopped = wantsSms(n, policy) ? await this.retry("sms stops", () => stopsOf(cl.redis, users)) : null;
         const decidedAt = this.sh.now();
         const decision = decideChunk(chunk, { users, online: null, collapsed: null, now: decidedAt, cancelled: this.sh.cancellations.has(h.brief.id), policy, state: this.state, trails: d.cfg.policy.trails, smsStopped });
@@ -385,12 +385,12 @@ class ShardOwner {
     const { d, policy } = this.sh;
     const cl = this.cl;
     const n = chunk.notification;
-    const needsProfile = usesUserFields(n) || [...n.channels, ...policy.fallback[n.priority]].some((c) => (c === "email" || c === "sms") && policy.available.has(c));
+    const profile = needsProfile(n, policy);
     const wantsPresence = (ownValue(policy.categories, n.category)?.presenceRouting ?? false) && policy.available.has("inapp");
     const ck = n.collapseKey;
     const [users, online, collapsed] = await this.retry("directory read", () =>
       Promise.all([
-        readUsers(cl.redis, this.shard, chunk.users, { profile: needsProfile }),
+        readUsers(cl.redis, this.shard, chunk.users, { profile }),
         !wantsPresence ? Promise.resolve(null) : this.sh.presence.warm() ? Promise.resolve(chunk.users.map((u) => this.sh.presence.online(u))) : cl.readPresence(this.shard, chunk.users),
         ck ? cl.collapse.claim(this.shard, ck, n.id, chunk.users) : Promise.resolve(null),
       ]),

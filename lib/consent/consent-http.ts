@@ -89,9 +89,9 @@ export class ConsentHttp {
     }
   }
 
-  /** The page for `user` (its form posts to a fresh preferences link), with an optional notice or error. */
-  private async page(user: string, o: { notice?: (s: ReturnType<typeof pageStrings>["s"]) => string; error?: string; status?: number } = {}): Promise<Answer> {
-    const u = await getUser(this.d.redis, this.d.cfg.cluster.shards, user);
+  /** The page for `user` (its record when the caller has it, else read; its form posts to a fresh preferences link), with an optional notice or error. */
+  private async page(user: string | UserRecord, o: { notice?: (s: ReturnType<typeof pageStrings>["s"]) => string; error?: string; status?: number } = {}): Promise<Answer> {
+    const u = typeof user === "string" ? await getUser(this.d.redis, this.d.cfg.cluster.shards, user) : user;
     if (!u) return refused("the link names a user who does not exist any more");
     const v = this.view(u);
     const { s } = pageStrings(u.locale);
@@ -125,10 +125,10 @@ export class ConsentHttp {
     const cat = ownValue(this.d.cfg.categories, c.category);
     const u = await getUser(this.d.redis, this.d.cfg.cluster.shards, c.user);
     if (!u) return refused("the link names a user who does not exist any more");
-    if (cat?.commercial && ownValue(u.preferences?.categories, c.category)?.email !== false) {
-      await updatePreferences(this.d.redis, this.d.nc, this.d.cfg.cluster.shards, c.user, { categories: { [c.category]: { email: false } } }, { via: "unsubscribe_link", name: c.category });
-    }
-    return this.page(c.user, { notice: (s) => s.unsubscribed(c.category!) });
+    const after = cat?.commercial && ownValue(u.preferences?.categories, c.category)?.email !== false
+      ? await updatePreferences(this.d.redis, this.d.nc, this.d.cfg.cluster.shards, c.user, { categories: { [c.category]: { email: false } } }, { via: "unsubscribe_link", name: c.category })
+      : u;
+    return this.page(after ?? c.user, { notice: (s) => s.unsubscribed(c.category!) });
   }
 
   /** The page's form posted to a preference link: validated (an error names the field and changes nothing), applied, and the page again. */
@@ -142,11 +142,11 @@ export class ConsentHttp {
     try {
       form = parsePreferenceForm(body, offered);
     } catch (err) {
-      return this.page(c.user, { error: (err as Error).message, status: 400 });
+      return this.page(u, { error: (err as Error).message, status: 400 });
     }
     const patch: PreferencePatch = { marketingOptOut: form.marketingOptOut, quietHours: form.quietHours, ...(form.timezone ? { timezone: form.timezone } : {}), categories: form.categories };
-    await updatePreferences(this.d.redis, this.d.nc, this.d.cfg.cluster.shards, c.user, patch, { via: "preference_page" });
-    return this.page(c.user, { notice: (s) => s.saved });
+    const after = await updatePreferences(this.d.redis, this.d.nc, this.d.cfg.cluster.shards, c.user, patch, { via: "preference_page" });
+    return this.page(after ?? c.user, { notice: (s) => s.saved });
   }
 
   /** The JSON view of the user a user token names. */

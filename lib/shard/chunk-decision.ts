@@ -154,6 +154,10 @@ export function decideChunk(chunk: FanChunk, inp: ChunkInputs): ChunkDecision {
   return { sends, receipts, decided: chunk.release !== undefined ? 0 : decided, queued, deferred, deferredCount, trails: book };
 }
 
+/** Whether deciding `n` reads recipients' profiles: its template uses their fields, or email or SMS can be a route (they need the address). */
+export const needsProfile = (n: NotificationBrief, policy: PolicyConfig): boolean =>
+  usesUserFields(n) || [...n.channels, ...policy.fallback[n.priority]].some((c) => (c === "email" || c === "sms") && policy.available.has(c));
+
 /** Whether SMS can be a route of notification `n`: one of its channels or of its priority's fallback, with a gateway in the cluster. */
 export const wantsSms = (n: NotificationBrief, policy: PolicyConfig): boolean =>
   policy.available.has("sms") && (n.channels.includes("sms") || policy.fallback[n.priority].includes("sms"));
