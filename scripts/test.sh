@@ -20,6 +20,11 @@ code=$(cat "$rc")
 summary=$(grep -E '^# \{ total: [0-9]+' "$out" | tail -1)
 total=$(echo "$summary" | sed -E 's/.*total: ([0-9]+).*/\1/')
 pass=$(echo "$summary" | sed -E 's/.*pass: ([0-9]+).*/\1/')
+if [ "$code" != 0 ]; then
+  # CI keeps only the tail of the output: repeat each failure (with its diagnostics) just above the last line.
+  echo "npm test: the failures, repeated from above:"
+  awk '/^ *# Subtest: dist\//{file=$0} /^ *not ok /{print file; print; diag=1; n=0; next} diag && /^ *---$/{inyaml=1} diag && inyaml{print; if (++n>40 || /^ *\.\.\.$/){diag=0; inyaml=0}; next} {diag=0}' "$out" | head -300
+fi
 if [ -n "$total" ]; then
   echo "$pass passed, $((total - pass)) failed"
 fi
