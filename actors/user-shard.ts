@@ -12,8 +12,8 @@ import type { Config } from "../lib/core/config.js";
 import { Fenced } from "../lib/core/errors.js";
 import type { Logger } from "../lib/core/log.js";
 import { ownValue } from "../lib/core/own-keys.js";
-import { BUCKET, CLASS_PRIORITIES, fanSubject, LANE_CLASSES, type LaneClass, PRIORITIES, type Priority, STREAM } from "../lib/core/subjects.js";
-import type { FanChunk } from "../lib/core/types.js";
+import { BUCKET, CLASS_PRIORITIES, fanSubject, GATEWAY_CHANNELS, LANE_CLASSES, type LaneClass, PRIORITIES, type Priority, STREAM } from "../lib/core/subjects.js";
+import type { FanChunk, SendBatch } from "../lib/core/types.js";
 import { readUsers } from "../lib/directory/directory.js";
 import { Admission, LatencyReporter } from "../lib/flow/admission.js";
 import { JsPublisher } from "../lib/flow/js-publisher.js";
@@ -29,6 +29,7 @@ import { type Nats, retryTransient } from "../lib/infra/nats.js";
 import type { Redis } from "../lib/infra/redis.js";
 import { type ChunkDecision, decideChunk, needsProfile, stopsOf, wantsSms } from "../lib/shard/chunk-decision.js";
 import { chunkOutputs } from "../lib/shard/chunk-outputs.js";
+import { SendReconciler } from "../lib/shard/send-reconciler.js";
 import { CollapseClaims, unsentUsers } from "../lib/shard/collapse-claims.js";
 import { DedupWindow } from "../lib/shard/dedup-window.js";
 import { DigestBook, digestNotification } from "../lib/shard/digests.js";
@@ -85,6 +86,8 @@ interface ClassShared {
   redis: Redis;
   /** Pipelined JetStream publishes (lib/flow/js-publisher.ts): no per-call error objects on the hot path. */
   pub: JsPublisher;
+  /** On replicated streams, finds send batches a stream lost after a leader change and publishes them again (lib/shard/send-reconciler.ts); null on one nats-server. */
+  reconciler: SendReconciler | null;
   /** Presence from the Redis keys, while the view is not warm. */
   readPresence: (shard: number, users: readonly string[]) => Promise<boolean[]>;
   collapse: CollapseClaims;
@@ -423,7 +426,12 @@ class ShardOwner {
     // The fence: nothing is published once the lease is gone (checked on the monotonic clock, right before the publishes leave).
     this.lease.fence(this.holder);
     const outs = chunkOutputs(chunk, dec, { decidedAt, owner: this.sh.owner, epoch: this.lease.revision, sendBatchSize: this.sh.d.cfg.shard.sendBatchSize });
-    return Promise.all(outs.map((o) => pub.publish(o.subject, encode(o.body), o.msgId)));
+    const rec = this.cl.reconciler;
+    return Promise.all(outs.map((o) => {
+      const data = encode(o.body);
+      const p = pub.publish(o.subject, data, o.msgId);
+      return rec && o.body.type === "send_batch" ? p.then((a) => (rec.observe(o.subject, o.msgId, data, o.body as SendBatch, a), a)) : p;
+    }));
   }
 
   /** Writes the state as of the current positions (call only with nothing in flight). */
@@ -523,9 +531,11 @@ export async function startUserShard(d: ShardDeps): Promise<{ stop(): Promise<vo
   const ownerships = new Map<LaneClass, ShardOwnership>();
   const run = await perLaneClass({ ...d, lanes, as: "shard", name: "nfx-shard" }, async ({ nats, redis }, cls) => {
     const pub = new JsPublisher(nats.nc);
+    const reconcile = d.cfg.shard.reconcileSends === "auto" ? d.cfg.streams.replicas > 1 : d.cfg.shard.reconcileSends === "on";
+    const reconciler = reconcile ? new SendReconciler({ jsm: nats.jsm, redis, pub, log, channels: GATEWAY_CHANNELS }) : null;
     const owners = new Map<number, ShardOwner>();
     const cl: ClassShared = {
-      cls, prios: CLASS_PRIORITIES[cls], store: new CheckpointStore(checkpoints, cls, d.cfg.shard.checkpointInlineKb * 1024), js: nats.js, nc: nats.nc, redis, pub,
+      cls, prios: CLASS_PRIORITIES[cls], store: new CheckpointStore(checkpoints, cls, d.cfg.shard.checkpointInlineKb * 1024), js: nats.js, nc: nats.nc, redis, pub, reconciler,
       readPresence: presenceReader(redis),
       collapse: new CollapseClaims(redis, d.cfg.shard.dedupWindowSec * 1000),
       gate: cls === "bulk" ? new Semaphore(d.cfg.shard.concurrency) : null,
@@ -559,6 +569,7 @@ export async function startUserShard(d: ShardDeps): Promise<{ stop(): Promise<vo
         await ownership.stop();
         cl.latency.close();
         cl.admission?.close();
+        reconciler?.stop();
         pub.close();
       },
     };

@@ -105,6 +105,8 @@ export const ROLE_PERMISSIONS: Readonly<Record<NatsRoleUser, Perm>> = {
     pub: [
       ...js.ordered(STREAM.fan, true), `$JS.API.STREAM.PURGE.${STREAM.fan}`,
       send("*"), receiptAll, deferAll, trailAll,
+      // The send reconciler looks for batches a stream may have lost (lib/shard/send-reconciler.ts).
+      ...GATEWAY_CHANNELS.flatMap((c) => js.get(STREAM.send(c))),
       ...kv.write(BUCKET.leases), ...kv.write(BUCKET.checkpoints), ...kv.read(BUCKET.campaigns), ...kv.read(BUCKET.templates),
       ADMISSION.all,
     ],
