@@ -86,7 +86,7 @@ interface ClassShared {
   redis: Redis;
   /** Pipelined JetStream publishes (lib/flow/js-publisher.ts): no per-call error objects on the hot path. */
   pub: JsPublisher;
-  /** On replicated streams, finds send batches a stream lost after a leader change and publishes them again (lib/shard/send-reconciler.ts); null on one nats-server. */
+  /** On replicated streams, checks that each send batch reached a gateway and publishes again those a stream lost (lib/shard/send-reconciler.ts); null on one nats-server. */
   reconciler: SendReconciler | null;
   /** Presence from the Redis keys, while the view is not warm. */
   readPresence: (shard: number, users: readonly string[]) => Promise<boolean[]>;
@@ -532,7 +532,7 @@ export async function startUserShard(d: ShardDeps): Promise<{ stop(): Promise<vo
   const run = await perLaneClass({ ...d, lanes, as: "shard", name: "nfx-shard" }, async ({ nats, redis }, cls) => {
     const pub = new JsPublisher(nats.nc);
     const reconcile = d.cfg.shard.reconcileSends === "auto" ? d.cfg.streams.replicas > 1 : d.cfg.shard.reconcileSends === "on";
-    const reconciler = reconcile ? new SendReconciler({ jsm: nats.jsm, redis, pub, log, channels: GATEWAY_CHANNELS }) : null;
+    const reconciler = reconcile ? new SendReconciler({ jsm: nats.jsm, redis, pub, log, channels: GATEWAY_CHANNELS, maxBytes: d.cfg.shard.reconcileMaxMb * 1024 * 1024 }) : null;
     const owners = new Map<number, ShardOwner>();
     const cl: ClassShared = {
       cls, prios: CLASS_PRIORITIES[cls], store: new CheckpointStore(checkpoints, cls, d.cfg.shard.checkpointInlineKb * 1024), js: nats.js, nc: nats.nc, redis, pub, reconciler,

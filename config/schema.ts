@@ -338,7 +338,8 @@ export const configSchema = z.strictObject({
       checkpointMs: z.number().int().min(100).max(600_000).default(2000).describe("How often an owner checkpoints each shard's position, dedup window and buckets."),
       checkpointInlineKb: z.number().int().min(0).max(512).default(64).describe("A shard's dedup window and buckets up to this size are checkpointed whole every time, inline (one KV write). Larger ones are written whole in parts, then only what changed since, until the changes are as large as the whole (or 32 of them): incremental checkpoints."),
       dedupWindowSec: z.number().int().min(0).max(30 * 86400).default(86400).describe("Dedup window on (notification, user) and (collapse key, user)."),
-      reconcileSends: z.enum(["auto", "on", "off"]).default("auto").describe("Look for send batches a replicated stream lost after a leader change (nats-server sets the stream's sequence back) and publish them again (docs/operations.md, \"nats-server version\"). auto: on when streams.replicas > 1."),
+      reconcileSends: z.enum(["auto", "on", "off"]).default("auto").describe("Check that every send batch reached a gateway and publish again those a replicated stream lost after a leader kill (nats-server; docs/operations.md, \"nats-server version\"). auto: on when streams.replicas > 1."),
+      reconcileMaxMb: z.number().int().min(1).max(4096).default(64).describe("Memory for send batches held until a gateway takes them (reconcileSends), per shard actor process and lane class; past it the oldest go unchecked (nfx_sends_unchecked_total)."),
     })
     .prefault({})
     .describe("Shard actors: ownership, checkpoints and batching."),

@@ -76,6 +76,7 @@ export const throttledSeconds = new Counter({ name: "nfx_bulk_throttled_seconds_
 /** Shard checkpoint bytes written, by kind: `full` (the whole state) or `changes` (only what changed since the last write). */
 export const consumerRepairs = new Counter({ name: "nfx_consumer_repairs_total", help: "Work-queue consumers recreated because nats-server left them past their stream's messages", labelNames: ["stream", "consumer", "fault"] as const });
 export const sendsReconciled = new Counter({ name: "nfx_sends_reconciled_total", help: "Send batches published again because their stream lost them after a leader change (nats-server)", labelNames: ["stream"] as const });
+export const sendsUnchecked = new Counter({ name: "nfx_sends_unchecked_total", help: "Send batches the reconciler let go unchecked (over shard.reconcileMaxMb while gateways are far behind)", labelNames: ["stream"] as const });
 export const checkpointBytes = new Counter({ name: "nfx_checkpoint_bytes_total", help: "Shard checkpoint bytes written (full state or changes)", labelNames: ["kind"] as const });
 
 /** Live WebSocket connections held by this process. */
