@@ -11,7 +11,8 @@ import { CONSUMER, MSGID, PRIORITIES, receiptSubject, STREAM, webhookDeliveryId 
 import type { Notification, NotificationBrief, ReceiptBatch, ReceiptEntry, SendBatch } from "../lib/core/types.js";
 import { activeSecrets, type Endpoint, findEndpoint, LIFECYCLE_EVENTS, type LifecycleEvent, listEndpoints } from "../lib/directory/endpoints.js";
 import { changeEndpointSubscriptions } from "../lib/directory/topics.js";
-import { EndpointQueues, type QueuedDelivery } from "../lib/flow/endpoint-queues.js";
+import { EndpointQueues, type HistoryEntry, type QueuedDelivery } from "../lib/flow/endpoint-queues.js";
+import { JsPublisher } from "../lib/flow/js-publisher.js";
 import { decodeAs, runLanes } from "../lib/flow/lanes.js";
 import { readDurable } from "../lib/flow/pull.js";
 import { watchWorkQueue } from "../lib/flow/stranded.js";
@@ -32,8 +33,10 @@ export interface GatewayWebhookDeps {
 
 /** Deliveries read from the head of a queue at a time (each still sent and settled one after the other). */
 const HEAD_READ = 16;
-/** How often active endpoints are looked for when nothing woke the scheduler. */
+/** How often the set of active endpoints is read (endpoints queued by this process are taken at once, without it). */
 const SCAN_MS = 250;
+/** How long a worker whose queue ran empty keeps its endpoint, waiting for this process to queue more, before it lets go. */
+const LINGER_MS = 1000;
 
 /**
  * The body every endpoint receives for a delivery of notification `n` (Standard Webhooks layout):
@@ -118,15 +121,26 @@ export async function startGatewayWebhook(d: GatewayWebhookDeps): Promise<{ stop
   const owner = `${process.pid}-${randomUUID().slice(0, 8)}`;
   let stopping = false;
 
-  // Endpoint records, re-read at most every 5 s (URL, secrets, filter and rate limit changes apply within that).
-  const epCache = new Map<string, { ep: Endpoint | null; at: number }>();
-  const endpointOf = async (id: string): Promise<Endpoint | null> => {
+  // Endpoint records, re-read at most every 5 s (URL, secrets, filter and rate limit changes apply within that), with
+  // what each request needs of them: the URL parsed and the signing keys of the secrets active when read.
+  type Cached = { ep: Endpoint | null; at: number; origin: string; path: string; keys: Buffer[] };
+  const epCache = new Map<string, Cached>();
+  const cachedOf = async (id: string): Promise<Cached> => {
     const hit = epCache.get(id);
-    if (hit && Date.now() - hit.at < 5000) return hit.ep;
+    if (hit && Date.now() - hit.at < 5000) return hit;
     const ep = await findEndpoint(d.redis, id);
-    epCache.set(id, { ep, at: Date.now() });
-    return ep;
+    const u = ep ? new URL(ep.url) : null;
+    const c: Cached = { ep, at: Date.now(), origin: u?.origin ?? "", path: u ? u.pathname + u.search : "", keys: ep ? activeSecrets(ep, Date.now()).map(secretKey) : [] };
+    epCache.set(id, c);
+    return c;
   };
+  /** The endpoint record (cached): synchronous when the cache holds it fresh, so a batch of a thousand endpoints does not wait a turn per send. */
+  const endpointOf = (id: string): Endpoint | null | Promise<Endpoint | null> => {
+    const hit = epCache.get(id);
+    return hit && Date.now() - hit.at < 5000 ? hit.ep : cachedOf(id).then((c) => c.ep);
+  };
+  // Receipts on pipelined publishes (lib/flow/js-publisher.ts): one per delivery outcome, without a request subscription each.
+  const pub = new JsPublisher(d.nats.nc);
 
   /** The receipt entry of endpoint `ep`'s delivery outcome (a replayed dead letter's supersedes the failure it counted). */
   const entryOf = (ep: string, outcome: "sent" | "failed" | "suppressed", at: number, reason?: string, replayOf?: string): ReceiptEntry => ({
@@ -134,7 +148,7 @@ export async function startGatewayWebhook(d: GatewayWebhookDeps): Promise<{ stop
   });
   const publishReceipt = async (nid: string, id: string, e: ReceiptEntry): Promise<void> => {
     const rb: ReceiptBatch = { type: "receipts", nid, stage: "gateway", entries: [e] };
-    await d.nats.js.publish(receiptSubject(nid), encode(rb), { msgID: MSGID.webhookOutcome(id, e.outcome) });
+    await pub.publish(receiptSubject(nid), encode(rb), MSGID.webhookOutcome(id, e.outcome));
   };
 
   // 1. Intake: a send batch's deliveries into their endpoints' queues.
@@ -143,27 +157,34 @@ export async function startGatewayWebhook(d: GatewayWebhookDeps): Promise<{ stop
     const byEndpoint = new Map<string, { id: string; d: QueuedDelivery }[]>();
     const now = Date.now();
     const skipped: Promise<void>[] = [];
+    // One queued item per notification of the batch, shared by its endpoints (the queues serialize it once).
+    const itemOf = new Map<string, QueuedDelivery>();
     for (const s of batch.sends) {
       const brief = batch.notifications[s.nid];
-      const ep = await endpointOf(s.user);
+      const got = endpointOf(s.user);
+      const ep = got instanceof Promise ? await got : got;
       const id = webhookDeliveryId(s.nid, s.user);
       if (!ep) {
         skipped.push(publishReceipt(s.nid, id, entryOf(s.user, "failed", now, "endpoint_deleted")));
         continue;
       }
-      const { type, body } = webhookBody(brief);
-      if (ep.types && !ep.types.includes(type)) {
+      let q = itemOf.get(s.nid);
+      if (!q) {
+        const { type, body } = webhookBody(brief);
+        q = { nid: s.nid, type, body, shard: batch.shard, brief, at: now, ...(batch.replayOf ? { replayOf: batch.replayOf } : {}) };
+        itemOf.set(s.nid, q);
+      }
+      if (ep.types && !ep.types.includes(q.type)) {
         skipped.push(publishReceipt(s.nid, id, entryOf(s.user, "suppressed", now, "type_filtered")));
         continue;
       }
-      const q: QueuedDelivery = { nid: s.nid, type, body, shard: batch.shard, brief, at: now, ...(batch.replayOf ? { replayOf: batch.replayOf } : {}) };
       const l = byEndpoint.get(s.user);
       if (l) l.push({ id, d: q });
       else byEndpoint.set(s.user, [{ id, d: q }]);
     }
     await Promise.all([...skipped, queues.enqueueMany(byEndpoint, batch.replayOf !== undefined)]);
     stageItems.inc({ stage: "gateway-webhook" }, batch.sends.length);
-    wake();
+    queued(byEndpoint.keys());
   };
   const lanes = runLanes({
     js: d.nats.js, stream: STREAM.send("webhook"), consumer: (p) => CONSUMER.gateway("webhook", p), concurrency: d.cfg.gateways.batchConcurrency, prefetch: 8,
@@ -180,14 +201,16 @@ export async function startGatewayWebhook(d: GatewayWebhookDeps): Promise<{ stop
   const queueEvents = async (stream: string, seq: number, nid: string, brief: NotificationBrief, events: LifecycleEventItem[]): Promise<void> => {
     if (events.length === 0) return;
     const now = Date.now();
+    const targets: string[] = [];
     await Promise.all((await eventSubscribers()).map((ep) => {
       const mine = events.filter((e) => ep.events!.includes(e.event) && e.at >= ep.createdAt);
       if (mine.length === 0) return Promise.resolve(0);
+      targets.push(ep.id);
       const body = JSON.stringify({ type: "nfx.events", timestamp: new Date(now).toISOString(), data: { events: mine.map(({ event, ...rest }) => ({ type: `notification.${event}`, ...rest })) } });
       const q: QueuedDelivery = { nid, type: "nfx.events", body, shard: 0, brief, at: now, event: true };
       return queues.enqueue(ep.id, [{ id: `evt.${stream}.${seq}.${ep.id}`, d: q }]);
     }));
-    wake();
+    queued(targets);
   };
   /** Reads `consumer` of `stream` for event streams: each message's events (`eventsOf`: its notification and events) queued, then acked; a failure naks it. */
   const readEvents = (tag: string, stream: string, consumer: string, eventsOf: (m: JsMsg) => { nid: string; events: LifecycleEventItem[] } | null) =>
@@ -223,22 +246,42 @@ export async function startGatewayWebhook(d: GatewayWebhookDeps): Promise<{ stop
   const running = new Map<string, Promise<void>>();
   /** Endpoints not to look at again before a time (backing off, or held by another process). */
   const notBefore = new Map<string, number>();
+  /** Endpoints this process queued deliveries for since the scheduler last ran, and whether the active set is to be read at once. */
+  const fresh = new Set<string>();
+  let scanNow = true;
+  /** Workers whose queue ran empty, waiting for more ({@link LINGER_MS}): called with true when this process queued some. */
+  const idle = new Map<string, (more: boolean) => void>();
   let wakeUp: (() => void) | null = null;
   function wake(): void {
     const w = wakeUp;
     wakeUp = null;
     w?.();
   }
+  /** This process queued deliveries for `ids`: a worker waiting on one goes on at once; the others are taken by the scheduler. */
+  function queued(ids: Iterable<string>): void {
+    for (const id of ids) {
+      const w = idle.get(id);
+      if (w) {
+        idle.delete(id);
+        w(true);
+      } else fresh.add(id);
+    }
+    if (fresh.size) wake();
+  }
+  /** Waits up to LINGER_MS for this process to queue more for `id` (only while there is room for other endpoints' workers). */
+  const linger = (id: string): Promise<boolean> =>
+    stopping || running.size >= c.maxEndpointsPerProcess ? Promise.resolve(false) : new Promise((res) => {
+      const t = setTimeout(() => (idle.delete(id), res(false)), LINGER_MS);
+      idle.set(id, (more) => (clearTimeout(t), res(more)));
+    });
 
-  const attempt = async (ep: Endpoint, id: string, q: QueuedDelivery): Promise<{ status: number; error?: string; retryAfter?: number }> => {
-    const at = Math.floor(Date.now() / 1000);
-    const keys = activeSecrets(ep, Date.now()).map(secretKey);
-    const u = new URL(ep.url);
+  const attempt = async (cep: Cached, id: string, q: QueuedDelivery): Promise<{ status: number; error?: string; retryAfter?: number }> => {
     const started = Date.now();
+    const at = Math.floor(started / 1000);
     try {
       const res = await agent.request({
-        origin: u.origin, path: u.pathname + u.search, method: "POST",
-        headers: { "content-type": "application/json", "user-agent": "nfx-webhooks/1", ...signatureHeaders(id, at, q.body, keys) },
+        origin: cep.origin, path: cep.path, method: "POST",
+        headers: { "content-type": "application/json", "user-agent": "nfx-webhooks/1", ...signatureHeaders(id, at, q.body, cep.keys) },
         body: q.body, headersTimeout: c.timeoutMs, bodyTimeout: c.timeoutMs, signal: AbortSignal.timeout(c.timeoutMs),
       });
       await res.body.dump({ limit: 64 * 1024 }).catch(() => undefined);
@@ -250,53 +293,68 @@ export async function startGatewayWebhook(d: GatewayWebhookDeps): Promise<{ stop
     }
   };
 
-  /** Delivers `endpointId`'s queue from the head while this process holds its lease; returns when it is empty, paused, backing off or lost. */
+  /**
+   * Delivers `endpointId`'s queue from the head while this process holds its lease; returns when it is empty (after
+   * waiting LINGER_MS for more), paused, backing off or lost. Each step is one Redis call (lib/flow/endpoint-queues.ts
+   * `next`): it finishes the deliveries made since the last (their receipts already stored) and reads the gate and
+   * the next deliveries.
+   */
   const work = async (endpointId: string): Promise<void> => {
     const renew = setInterval(() => void queues.lease(endpointId, owner, "renew").catch(() => undefined), Math.max(500, c.leaseMs / 3));
     let lastStart = 0;
+    /** Delivered, receipts stored, not yet finished in the queue: the next step finishes them (or the end of the work). */
+    let settled: HistoryEntry[] = [];
+    const finish = async (): Promise<void> => {
+      if (settled.length === 0) return;
+      const list = settled;
+      settled = [];
+      gatewaySends.inc({ channel: "webhook", app: "webhook", outcome: "sent" }, await queues.settleMany(endpointId, list, Date.now()));
+    };
     try {
       for (;;) {
         if (stopping) return;
-        const ep = await endpointOf(endpointId);
+        const cep = await cachedOf(endpointId);
+        const ep = cep.ep;
         if (!ep) {
           await queues.drop(endpointId);
           return;
         }
-        const gate = await queues.gate(endpointId);
-        if (gate.paused) return;
+        const step = await queues.next(endpointId, settled, HEAD_READ, Date.now());
+        if (step.finished) gatewaySends.inc({ channel: "webhook", app: "webhook", outcome: "sent" }, step.finished);
+        settled = [];
+        if (step.paused) return;
         const now = Date.now();
-        if (gate.nextAt > now) {
-          notBefore.set(endpointId, gate.nextAt);
+        if (step.nextAt > now) {
+          notBefore.set(endpointId, step.nextAt);
           return;
         }
-        const items = await queues.head(endpointId, HEAD_READ);
-        if (items.length === 0) {
+        if (step.items.length === 0) {
+          if (await linger(endpointId)) continue;
           if (!(await queues.deactivateIfEmpty(endpointId))) return;
           continue;
         }
-        let attempts = gate.attempts;
-        // Delivered items are settled together, head first, after their receipts are stored: at the end of the read, or before anything else is settled.
+        let attempts = step.attempts;
+        // Delivered items: their receipts are stored together, then they are finished head first (by the next step, or before anything else is settled).
         let delivered: { id: string; q: QueuedDelivery; status: number; made: number; at: number }[] = [];
-        const settleDelivered = async (): Promise<void> => {
+        const storeDelivered = async (): Promise<void> => {
           if (delivered.length === 0) return;
           const list = delivered;
           delivered = [];
           await Promise.all(list.filter((x) => !x.q.event).map((x) => publishReceipt(x.q.nid, x.id, entryOf(endpointId, "sent", x.at, undefined, x.q.replayOf))));
-          await queues.settleMany(endpointId, list.map((x) => ({ id: x.id, nid: x.q.nid, type: x.q.type, outcome: "delivered" as const, status: x.status, attempts: x.made, at: x.at })), Date.now());
-          gatewaySends.inc({ channel: "webhook", app: "webhook", outcome: "sent" }, list.length);
+          for (const x of list) settled.push({ id: x.id, nid: x.q.nid, type: x.q.type, outcome: "delivered", status: x.status, attempts: x.made, at: x.at });
         };
-        for (const { id, d: q } of items) {
-          if (stopping) return void (await settleDelivered());
+        for (const { id, d: q } of step.items) {
+          if (stopping) return void (await storeDelivered());
           if (ep.rateLimit) {
             const wait = lastStart + 1000 / ep.rateLimit - Date.now();
             if (wait > 0) await new Promise((r) => setTimeout(r, wait));
           }
           lastStart = Date.now();
-          const r = await attempt(ep, id, q);
+          const r = await attempt(cep, id, q);
           const made = attempts + 1;
           attempts = 0;
           const kind = r.status ? classifyAnswer(r.status) : "retry";
-          /** Settles this delivery as failed for good (delivered ones are settled together: settleDelivered). */
+          /** Settles this delivery as failed for good (delivered ones are finished together: storeDelivered, finish). */
           const settleFailed = async (reason: string): Promise<void> => {
             // An event-stream delivery is not a send of its notification: no receipt.
             if (!q.event) await publishReceipt(q.nid, id, entryOf(endpointId, "failed", Date.now(), reason, q.replayOf));
@@ -307,7 +365,8 @@ export async function startGatewayWebhook(d: GatewayWebhookDeps): Promise<{ stop
             delivered.push({ id, q, status: r.status, made, at: Date.now() });
             continue;
           }
-          await settleDelivered();
+          await storeDelivered();
+          await finish();
           if (kind === "gone") {
             // 410 Gone: the receiver ends this subscription.
             if (q.brief.topic) await changeEndpointSubscriptions(d.redis, q.brief.topic, [endpointId], true).catch(() => 0);
@@ -342,17 +401,28 @@ export async function startGatewayWebhook(d: GatewayWebhookDeps): Promise<{ stop
           notBefore.set(endpointId, now2 + delay);
           return;
         }
-        await settleDelivered();
+        await storeDelivered();
       }
     } finally {
       clearInterval(renew);
+      idle.delete(endpointId);
+      await finish().catch((err) => log.warn({ err, endpoint: endpointId }, "finishing delivered webhooks failed; they are sent again (same webhook-id)"));
       await queues.lease(endpointId, owner, "release").catch(() => undefined);
     }
   };
 
+  let lastScan = 0;
+  /** Takes the endpoints this process queued for, and every SCAN_MS (or when a worker's place came free) those of the active set. */
   const schedule = async (): Promise<void> => {
     const now = Date.now();
-    for (const id of await queues.active()) {
+    const ids = new Set(fresh);
+    fresh.clear();
+    if (scanNow || now - lastScan >= SCAN_MS) {
+      scanNow = false;
+      lastScan = now;
+      for (const id of await queues.active()) ids.add(id);
+    }
+    for (const id of ids) {
       if (running.has(id) || running.size >= c.maxEndpointsPerProcess || (notBefore.get(id) ?? 0) > now) continue;
       if (!(await queues.lease(id, owner, "take"))) {
         notBefore.set(id, now + 1000);
@@ -365,8 +435,10 @@ export async function startGatewayWebhook(d: GatewayWebhookDeps): Promise<{ stop
           notBefore.set(id, Date.now() + 1000);
         })
         .finally(() => {
+          // A place came free: look at the active set again (endpoints may have waited for one).
+          if (running.size >= c.maxEndpointsPerProcess) scanNow = true;
           running.delete(id);
-          wake();
+          if (scanNow) wake();
         });
       running.set(id, w);
     }
@@ -374,6 +446,7 @@ export async function startGatewayWebhook(d: GatewayWebhookDeps): Promise<{ stop
   const loop = (async () => {
     while (!stopping) {
       await schedule().catch((err) => log.warn({ err }, "webhook scheduling failed"));
+      if (fresh.size || scanNow) continue;
       await new Promise<void>((r) => {
         const t = setTimeout(r, SCAN_MS);
         wakeUp = () => (clearTimeout(t), r());
@@ -388,12 +461,15 @@ export async function startGatewayWebhook(d: GatewayWebhookDeps): Promise<{ stop
     async stop() {
       stopping = true;
       wq.stop();
+      for (const w of idle.values()) w(false);
+      idle.clear();
       wake();
       await lanes.stop();
       await Promise.all(eventReaders.map((r) => r.stop()));
       await loop;
       await Promise.allSettled(running.values());
       await agent.close();
+      pub.close();
     },
   };
 }

@@ -80,7 +80,14 @@ export class EndpointQueues {
   async enqueueMany(byEndpoint: ReadonlyMap<string, readonly { id: string; d: QueuedDelivery }[]>, force = false): Promise<number> {
     const eps = [...byEndpoint].filter(([, items]) => items.length > 0);
     if (eps.length === 0) return 0;
-    const added = await Promise.all(eps.map(([ep, items]) => this.r.nfxEndpointEnqueue(endpointQueueKey(ep), endpointItemsKey(ep), endpointDoneKey(ep), force ? "1" : "0", ...items.flatMap((i) => [i.id, JSON.stringify(i.d)]))));
+    // An item shared by several endpoints (one notification's delivery) is serialized once.
+    const json = new Map<QueuedDelivery, string>();
+    const jsonOf = (d: QueuedDelivery): string => {
+      let j = json.get(d);
+      if (j === undefined) json.set(d, (j = JSON.stringify(d)));
+      return j;
+    };
+    const added = await Promise.all(eps.map(([ep, items]) => this.r.nfxEndpointEnqueue(endpointQueueKey(ep), endpointItemsKey(ep), endpointDoneKey(ep), force ? "1" : "0", ...items.flatMap((i) => [i.id, jsonOf(i.d)]))));
     await this.r.sadd(ENDPOINTS_ACTIVE_KEY, ...eps.map(([ep]) => ep));
     return added.reduce((a, n) => a + n, 0);
   }
@@ -92,10 +99,22 @@ export class EndpointQueues {
 
   /** The first `max` deliveries of `endpoint`'s queue, in order. */
   async head(endpoint: string, max: number): Promise<{ id: string; d: QueuedDelivery }[]> {
-    const flat = await this.r.nfxEndpointHead(endpointQueueKey(endpoint), endpointItemsKey(endpoint), max);
-    const out: { id: string; d: QueuedDelivery }[] = [];
-    for (let i = 0; i < flat.length; i += 2) out.push({ id: flat[i], d: JSON.parse(flat[i + 1]) as QueuedDelivery });
-    return out;
+    return (await this.next(endpoint, [], max, Date.now())).items;
+  }
+
+  /**
+   * One step of delivery in one call: finishes `settled` (the queue's head first and in order; it stops at one that
+   * is not the head), then, when `max` > 0, reads the endpoint's gate (paused, next attempt due, attempts made of the
+   * head) and the first `max` deliveries of its queue.
+   */
+  async next(endpoint: string, settled: readonly HistoryEntry[], max: number, now: number): Promise<{ finished: number; paused: boolean; nextAt: number; attempts: number; items: { id: string; d: QueuedDelivery }[] }> {
+    const r = await this.r.nfxEndpointNext(
+      endpointQueueKey(endpoint), endpointItemsKey(endpoint), endpointDoneKey(endpoint), endpointStateKey(endpoint), endpointHistoryKey(endpoint),
+      now, this.cfg.doneTtlSec * 1000, this.cfg.historyPerEndpoint, max, ...settled.flatMap((e) => [e.id, e.outcome, e.status, JSON.stringify(e)]),
+    );
+    const items: { id: string; d: QueuedDelivery }[] = [];
+    for (let i = 4; i < r.length; i += 2) items.push({ id: String(r[i]), d: JSON.parse(String(r[i + 1])) as QueuedDelivery });
+    return { finished: Number(r[0]), paused: r[1] === 1, nextAt: Number(r[2]), attempts: Number(r[3]), items };
   }
 
   /**
@@ -116,11 +135,7 @@ export class EndpointQueues {
 
   /** Finishes the deliveries `list`, the queue's head first and in order, in one call. Returns how many were settled (it stops at one that is not the head). */
   async settleMany(endpoint: string, list: readonly HistoryEntry[], now: number): Promise<number> {
-    if (list.length === 0) return 0;
-    return this.r.nfxEndpointSettle(
-      endpointQueueKey(endpoint), endpointItemsKey(endpoint), endpointDoneKey(endpoint), endpointStateKey(endpoint), endpointHistoryKey(endpoint),
-      now, this.cfg.doneTtlSec * 1000, this.cfg.historyPerEndpoint, ...list.flatMap((e) => [e.id, e.outcome, e.status, JSON.stringify(e)]),
-    );
+    return list.length === 0 ? 0 : (await this.next(endpoint, list, 0, now)).finished;
   }
 
   /** Records a failed attempt of the head delivery, retried at `nextAt`. Returns the endpoint's failure streak. */
@@ -141,12 +156,6 @@ export class EndpointQueues {
     await this.r.hset(endpointStateKey(endpoint), "consecutive", "0");
     await this.r.sadd(ENDPOINTS_ACTIVE_KEY, endpoint);
     return was > 0;
-  }
-
-  /** Whether `endpoint` is paused, and when its head delivery is due (0: now). */
-  async gate(endpoint: string): Promise<{ paused: boolean; nextAt: number; attempts: number }> {
-    const [paused, nextAt, attempts] = await this.r.hmget(endpointStateKey(endpoint), "paused", "nextAt", "attempts");
-    return { paused: paused === "1", nextAt: Number(nextAt ?? 0), attempts: Number(attempts ?? 0) };
   }
 
   /** `endpoint`'s delivery state. */

@@ -53,10 +53,8 @@ export interface ScriptCommands {
   nfxRemoveDevice(user: string, deviceId: string, token: string): Promise<number>;
   /** endpointEnqueue-3.lua */
   nfxEndpointEnqueue(queue: string, items: string, done: string, force: "1" | "0", ...idJsonPairs: string[]): Promise<number>;
-  /** endpointHead-2.lua */
-  nfxEndpointHead(queue: string, items: string, max: number): Promise<string[]>;
-  /** endpointSettle-5.lua */
-  nfxEndpointSettle(queue: string, items: string, done: string, state: string, history: string, now: number, doneTtlMs: number, historyCap: number, ...idOutcomeStatusEntry: (string | number)[]): Promise<number>;
+  /** endpointNext-5.lua */
+  nfxEndpointNext(queue: string, items: string, done: string, state: string, history: string, now: number, doneTtlMs: number, historyCap: number, max: number, ...idOutcomeStatusEntry: (string | number)[]): Promise<(string | number)[]>;
   /** endpointFail-1.lua */
   nfxEndpointFail(state: string, now: number, nextAt: number, status: number, error: string, attempts: number): Promise<[number, number]>;
   /** endpointLease-1.lua */

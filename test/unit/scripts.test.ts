@@ -18,7 +18,7 @@ const TYPED: Record<keyof ScriptCommands, true> = {
   nfxInboxAdd: true, nfxInboxSettle: true, nfxInboxMark: true, nfxInboxList: true, nfxInboxBroadcasts: true, nfxInboxMarkBroadcasts: true, nfxBroadcastStore: true,
   nfxExistsAll: true, nfxUserLogAppend: true, nfxMarkFirst: true,
   nfxScanActive: true, nfxUpdatePreferencesBuffer: true, nfxRemoveDevice: true,
-  nfxEndpointEnqueue: true, nfxEndpointHead: true, nfxEndpointSettle: true, nfxEndpointFail: true, nfxEndpointLease: true,
+  nfxEndpointEnqueue: true, nfxEndpointNext: true, nfxEndpointFail: true, nfxEndpointLease: true,
 };
 
 t.test("every script file is <name>-<keys>.lua with a header naming KEYS, ARGV and what it returns", async (t) => {
