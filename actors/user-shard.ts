@@ -29,12 +29,12 @@ import { type Nats, retryTransient } from "../lib/infra/nats.js";
 import type { Redis } from "../lib/infra/redis.js";
 import { type ChunkDecision, decideChunk, needsProfile, stopsOf, wantsSms } from "../lib/shard/chunk-decision.js";
 import { chunkOutputs } from "../lib/shard/chunk-outputs.js";
-import { SendReconciler } from "../lib/shard/send-reconciler.js";
 import { CollapseClaims, unsentUsers } from "../lib/shard/collapse-claims.js";
 import { DedupWindow } from "../lib/shard/dedup-window.js";
 import { DigestBook, digestNotification } from "../lib/shard/digests.js";
 import { type PolicyConfig, policyFrom } from "../lib/shard/policy.js";
 import { RateBuckets } from "../lib/shard/rate-buckets.js";
+import { SendReconciler } from "../lib/shard/send-reconciler.js";
 import { CheckpointStore, emptyHead, startPositions } from "../lib/shard/shard-checkpoint.js";
 import { ShardOwnership } from "../lib/shard/shard-ownership.js";
 
