@@ -11,7 +11,7 @@ import { CONSUMER, MSGID, PRIORITIES, receiptSubject, STREAM, webhookDeliveryId 
 import type { Notification, NotificationBrief, ReceiptBatch, ReceiptEntry, SendBatch } from "../lib/core/types.js";
 import { activeSecrets, type Endpoint, findEndpoint, LIFECYCLE_EVENTS, type LifecycleEvent, listEndpoints } from "../lib/directory/endpoints.js";
 import { changeEndpointSubscriptions } from "../lib/directory/topics.js";
-import { EndpointQueues, type HistoryEntry, type QueuedDelivery } from "../lib/flow/endpoint-queues.js";
+import { EndpointQueues, type HistoryEntry, type QueuedDelivery, type WebhookPayload } from "../lib/flow/endpoint-queues.js";
 import { JsPublisher } from "../lib/flow/js-publisher.js";
 import { decodeAs, runLanes } from "../lib/flow/lanes.js";
 import { readDurable } from "../lib/flow/pull.js";
@@ -141,6 +141,7 @@ export async function startGatewayWebhook(d: GatewayWebhookDeps): Promise<{ stop
   };
   // Receipts on pipelined publishes (lib/flow/js-publisher.ts): one per delivery outcome, without a request subscription each.
   const pub = new JsPublisher(d.nats.nc);
+  const payloadTtlSec = d.cfg.streams.retentionHours * 3600;
 
   /** The receipt entry of endpoint `ep`'s delivery outcome (a replayed dead letter's supersedes the failure it counted). */
   const entryOf = (ep: string, outcome: "sent" | "failed" | "suppressed", at: number, reason?: string, replayOf?: string): ReceiptEntry => ({
@@ -157,8 +158,10 @@ export async function startGatewayWebhook(d: GatewayWebhookDeps): Promise<{ stop
     const byEndpoint = new Map<string, { id: string; d: QueuedDelivery }[]>();
     const now = Date.now();
     const skipped: Promise<void>[] = [];
-    // One queued item per notification of the batch, shared by its endpoints (the queues serialize it once).
+    // One queued item per notification of the batch, shared by its endpoints (the queues serialize it once); what
+    // it sends (type, body, brief) is stored once per notification, not once per endpoint.
     const itemOf = new Map<string, QueuedDelivery>();
+    const payloads = new Map<string, WebhookPayload>();
     for (const s of batch.sends) {
       const brief = batch.notifications[s.nid];
       const got = endpointOf(s.user);
@@ -171,8 +174,9 @@ export async function startGatewayWebhook(d: GatewayWebhookDeps): Promise<{ stop
       let q = itemOf.get(s.nid);
       if (!q) {
         const { type, body } = webhookBody(brief);
-        q = { nid: s.nid, type, body, shard: batch.shard, brief, at: now, ...(batch.replayOf ? { replayOf: batch.replayOf } : {}) };
+        q = { nid: s.nid, type, shard: batch.shard, at: now, ...(batch.replayOf ? { replayOf: batch.replayOf } : {}) };
         itemOf.set(s.nid, q);
+        payloads.set(s.nid, { type, body, brief });
       }
       if (ep.types && !ep.types.includes(q.type)) {
         skipped.push(publishReceipt(s.nid, id, entryOf(s.user, "suppressed", now, "type_filtered")));
@@ -182,6 +186,8 @@ export async function startGatewayWebhook(d: GatewayWebhookDeps): Promise<{ stop
       if (l) l.push({ id, d: q });
       else byEndpoint.set(s.user, [{ id, d: q }]);
     }
+    // The payloads first: a deliverer never reads an item whose payload is not stored yet.
+    await queues.putPayloads(payloads, payloadTtlSec);
     await Promise.all([...skipped, queues.enqueueMany(byEndpoint, batch.replayOf !== undefined)]);
     stageItems.inc({ stage: "gateway-webhook" }, batch.sends.length);
     queued(byEndpoint.keys());
@@ -275,7 +281,28 @@ export async function startGatewayWebhook(d: GatewayWebhookDeps): Promise<{ stop
       idle.set(id, (more) => (clearTimeout(t), res(more)));
     });
 
-  const attempt = async (cep: Cached, id: string, q: QueuedDelivery): Promise<{ status: number; error?: string; retryAfter?: number }> => {
+  /** A delivery with what it sends. */
+  type Ready = QueuedDelivery & WebhookPayload;
+  // Payloads by notification, read once per process (a notification goes to many endpoints); the oldest let go past 4,096.
+  const payloadCache = new Map<string, WebhookPayload>();
+  /** `items` with their payloads (null: the payload expired, after `streams.retentionHours` in the queue). */
+  const withPayloads = async (items: readonly { id: string; d: QueuedDelivery }[]): Promise<{ id: string; q: Ready | null; raw: QueuedDelivery }[]> => {
+    const missing = [...new Set(items.filter((x) => x.d.body === undefined && !payloadCache.has(x.d.nid)).map((x) => x.d.nid))];
+    if (missing.length) {
+      for (const [nid, p] of await queues.payloads(missing)) {
+        if (!p) continue;
+        payloadCache.set(nid, p);
+        if (payloadCache.size > 4096) payloadCache.delete(payloadCache.keys().next().value!);
+      }
+    }
+    return items.map(({ id, d }) => {
+      if (d.body !== undefined) return { id, q: { ...d, body: d.body, brief: d.brief ?? ({ id: d.nid } as NotificationBrief) }, raw: d };
+      const p = payloadCache.get(d.nid);
+      return { id, q: p ? { ...d, ...p } : null, raw: d };
+    });
+  };
+
+  const attempt = async (cep: Cached, id: string, q: Ready): Promise<{ status: number; error?: string; retryAfter?: number }> => {
     const started = Date.now();
     const at = Math.floor(started / 1000);
     try {
@@ -333,9 +360,10 @@ export async function startGatewayWebhook(d: GatewayWebhookDeps): Promise<{ stop
           if (!(await queues.deactivateIfEmpty(endpointId))) return;
           continue;
         }
+        const ready = await withPayloads(step.items);
         let attempts = step.attempts;
         // Delivered items: their receipts are stored together, then they are finished head first (by the next step, or before anything else is settled).
-        let delivered: { id: string; q: QueuedDelivery; status: number; made: number; at: number }[] = [];
+        let delivered: { id: string; q: Ready; status: number; made: number; at: number }[] = [];
         const storeDelivered = async (): Promise<void> => {
           if (delivered.length === 0) return;
           const list = delivered;
@@ -343,8 +371,18 @@ export async function startGatewayWebhook(d: GatewayWebhookDeps): Promise<{ stop
           await Promise.all(list.filter((x) => !x.q.event).map((x) => publishReceipt(x.q.nid, x.id, entryOf(endpointId, "sent", x.at, undefined, x.q.replayOf))));
           for (const x of list) settled.push({ id: x.id, nid: x.q.nid, type: x.q.type, outcome: "delivered", status: x.status, attempts: x.made, at: x.at });
         };
-        for (const { id, d: q } of step.items) {
+        for (const { id, q: ready1, raw } of ready) {
           if (stopping) return void (await storeDelivered());
+          if (!ready1) {
+            // Its payload outlived `streams.retentionHours` in the queue (an endpoint paused that long): failed, nothing to send.
+            await storeDelivered();
+            await finish();
+            if (!raw.event) await publishReceipt(raw.nid, id, entryOf(endpointId, "failed", Date.now(), "expired", raw.replayOf));
+            await queues.settle(endpointId, { id, nid: raw.nid, type: raw.type, outcome: "failed", status: 0, attempts: 0, reason: "expired", at: Date.now() }, Date.now());
+            gatewaySends.inc({ channel: "webhook", app: "webhook", outcome: "failed" });
+            continue;
+          }
+          const q = ready1;
           if (ep.rateLimit) {
             const wait = lastStart + 1000 / ep.rateLimit - Date.now();
             if (wait > 0) await new Promise((r) => setTimeout(r, wait));

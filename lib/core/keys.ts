@@ -93,7 +93,7 @@ export const ENDPOINTS_ACTIVE_KEY = "nfx:ep:active";
 const etag = (endpoint: string): string => `{e:${endpoint}}`;
 /** An endpoint's deliveries in publish order: list of delivery ids. */
 export const endpointQueueKey = (endpoint: string): string => `nfx:${etag(endpoint)}:q`;
-/** An endpoint's queued deliveries: hash delivery id -> JSON (notification, type, body, enqueued at). */
+/** An endpoint's queued deliveries: hash delivery id -> JSON (notification, type, enqueued at; the body and brief only for event-stream deliveries, else in webhookPayloadKey). */
 export const endpointItemsKey = (endpoint: string): string => `nfx:${etag(endpoint)}:i`;
 /** Delivery ids an endpoint has finished (delivered or failed): sorted set id -> time, trimmed after `endpoints.doneTtlSec`. */
 export const endpointDoneKey = (endpoint: string): string => `nfx:${etag(endpoint)}:done`;
@@ -101,6 +101,8 @@ export const endpointDoneKey = (endpoint: string): string => `nfx:${etag(endpoin
 export const endpointStateKey = (endpoint: string): string => `nfx:${etag(endpoint)}:st`;
 /** The gateway process delivering to an endpoint now (value: its owner id; TTL `endpoints.leaseMs`). */
 export const endpointLeaseKey = (endpoint: string): string => `nfx:${etag(endpoint)}:lease`;
+/** What every endpoint's delivery of notification `nid` sends (JSON: event type, body, notification brief), stored once for all its endpoints; TTL `streams.retentionHours`. */
+export const webhookPayloadKey = (nid: string): string => `nfx:whp:${nid}`;
 /** An endpoint's recent deliveries and their outcomes, newest last (list of JSON, capped at `endpoints.historyPerEndpoint`). */
 export const endpointHistoryKey = (endpoint: string): string => `nfx:${etag(endpoint)}:h`;
 

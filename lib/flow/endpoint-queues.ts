@@ -1,20 +1,31 @@
 // Per-endpoint webhook delivery queues in Redis: deliveries of one endpoint in publish order, its state (pending, attempts, next attempt, paused), its recent history, and the lease of the process delivering to it.
 import type { Config } from "../core/config.js";
 import {
-endpointDoneKey, endpointHistoryKey, endpointItemsKey, endpointLeaseKey, endpointQueueKey,   ENDPOINTS_ACTIVE_KEY, endpointStateKey,
+endpointDoneKey, endpointHistoryKey, endpointItemsKey, endpointLeaseKey, endpointQueueKey,   ENDPOINTS_ACTIVE_KEY, endpointStateKey, webhookPayloadKey,
 } from "../core/keys.js";
 import type { NotificationBrief } from "../core/types.js";
 import type { Redis } from "../infra/redis.js";
 import { type ScriptRedis, withScripts } from "../infra/scripts.js";
 
-/** One queued delivery: the notification it comes from, the event type and the exact body to send (signed as is). */
+/** What every endpoint's delivery of one notification sends: stored once per notification, not per endpoint ({@link EndpointQueues.putPayloads}). */
+export interface WebhookPayload {
+  type: string;
+  /** The exact body to send (signed as is). */
+  body: string;
+  brief: NotificationBrief;
+}
+
+/**
+ * One queued delivery: the notification it comes from and the event type; the body and brief inline for an
+ * event-stream delivery (its own), else in the notification's {@link WebhookPayload} (filled in by the deliverer).
+ */
 export interface QueuedDelivery {
   nid: string;
   type: string;
-  body: string;
+  body?: string;
   /** The send batch's shard (dead letters keep it). */
   shard: number;
-  brief: NotificationBrief;
+  brief?: NotificationBrief;
   /** When it was queued (ms). */
   at: number;
   /** A replayed dead letter: the failure reason its receipt counted, which the new outcome replaces. */
@@ -95,6 +106,17 @@ export class EndpointQueues {
   /** Endpoints with deliveries waiting (or that had some when last looked at). */
   active(): Promise<string[]> {
     return this.r.smembers(ENDPOINTS_ACTIVE_KEY);
+  }
+
+  /** Stores each notification's payload once for all its endpoints, for `ttlSec` (refreshed by every batch that queues it). Call before queuing its deliveries. */
+  async putPayloads(payloads: ReadonlyMap<string, WebhookPayload>, ttlSec: number): Promise<void> {
+    await Promise.all([...payloads].map(([nid, p]) => this.r.set(webhookPayloadKey(nid), JSON.stringify(p), "EX", ttlSec)));
+  }
+
+  /** The payloads of `nids` (null: expired or never stored). */
+  async payloads(nids: readonly string[]): Promise<Map<string, WebhookPayload | null>> {
+    const got = await Promise.all(nids.map((nid) => this.r.get(webhookPayloadKey(nid))));
+    return new Map(nids.map((nid, i) => [nid, got[i] === null ? null : (JSON.parse(got[i]) as WebhookPayload)]));
   }
 
   /** The first `max` deliveries of `endpoint`'s queue, in order. */

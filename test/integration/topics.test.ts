@@ -1,6 +1,7 @@
 // Topics and webhook endpoints on real NATS and Redis: one publish reaches every subscribed device and endpoint exactly once, signed; a dead endpoint is paused without slowing the others, then resumed in order; Retry-After, 410, SSRF and validation.
 import t from "tap";
 
+import { endpointItemsKey, webhookPayloadKey } from "../../lib/core/keys.js";
 import { API } from "../../lib/core/subjects.js";
 import type { UserRecord } from "../../lib/core/types.js";
 import { writeUsers } from "../../lib/directory/directory.js";
@@ -77,6 +78,11 @@ t.test(`a topic with ${USERS.toLocaleString("en")} users and ${ENDPOINTS} endpoi
   t.ok(await eventually(() => live.every((i) => rx.accepted(`e${i}`).length === 4), 30_000), "the other endpoints got the next three while it was paused");
   const st = await stateOf(dead);
   t.equal(st.pending, 4, "the paused endpoint keeps its four deliveries queued");
+  // What a notification sends is stored once for all its endpoints: the queued items only name it.
+  const items = Object.values(await redis.hgetall(endpointItemsKey(eps[dead].id))).map((j) => JSON.parse(j) as Record<string, unknown>);
+  t.same(items.map((i) => i.nid).sort(), [id, ...more].sort(), "one queued item per notification");
+  t.ok(items.every((i) => !("body" in i) && !("brief" in i)), "queued items carry no body or brief");
+  t.equal((JSON.parse((await redis.get(webhookPayloadKey(more[0])))!) as { type: string }).type, "order.shipped", "the notification's payload is stored once");
   t.match(st.paused_reason ?? "", /failed attempts in a row/, "the pause says why");
   t.equal(st.last_status, 503, "its last status is recorded");
   const deadBefore = rx.received(`e${dead}`).length;
