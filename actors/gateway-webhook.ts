@@ -125,9 +125,13 @@ export async function startGatewayWebhook(d: GatewayWebhookDeps): Promise<{ stop
   // what each request needs of them: the URL parsed and the signing keys of the secrets active when read.
   type Cached = { ep: Endpoint | null; at: number; origin: string; path: string; keys: Buffer[] };
   const epCache = new Map<string, Cached>();
-  const cachedOf = async (id: string): Promise<Cached> => {
+  const freshHit = (id: string): Cached | undefined => {
     const hit = epCache.get(id);
-    if (hit && Date.now() - hit.at < 5000) return hit;
+    return hit && Date.now() - hit.at < 5000 ? hit : undefined;
+  };
+  const cachedOf = async (id: string): Promise<Cached> => {
+    const hit = freshHit(id);
+    if (hit) return hit;
     const ep = await findEndpoint(d.redis, id);
     const u = ep ? new URL(ep.url) : null;
     const c: Cached = { ep, at: Date.now(), origin: u?.origin ?? "", path: u ? u.pathname + u.search : "", keys: ep ? activeSecrets(ep, Date.now()).map(secretKey) : [] };
@@ -136,8 +140,8 @@ export async function startGatewayWebhook(d: GatewayWebhookDeps): Promise<{ stop
   };
   /** The endpoint record (cached): synchronous when the cache holds it fresh, so a batch of a thousand endpoints does not wait a turn per send. */
   const endpointOf = (id: string): Endpoint | null | Promise<Endpoint | null> => {
-    const hit = epCache.get(id);
-    return hit && Date.now() - hit.at < 5000 ? hit.ep : cachedOf(id).then((c) => c.ep);
+    const hit = freshHit(id);
+    return hit ? hit.ep : cachedOf(id).then((c) => c.ep);
   };
   // Receipts on pipelined publishes (lib/flow/js-publisher.ts): one per delivery outcome, without a request subscription each.
   const pub = new JsPublisher(d.nats.nc);
@@ -331,11 +335,18 @@ export async function startGatewayWebhook(d: GatewayWebhookDeps): Promise<{ stop
     let lastStart = 0;
     /** Delivered, receipts stored, not yet finished in the queue: the next step finishes them (or the end of the work). */
     let settled: HistoryEntry[] = [];
+    const countSent = (n: number): void => void (n && gatewaySends.inc({ channel: "webhook", app: "webhook", outcome: "sent" }, n));
     const finish = async (): Promise<void> => {
       if (settled.length === 0) return;
       const list = settled;
       settled = [];
-      gatewaySends.inc({ channel: "webhook", app: "webhook", outcome: "sent" }, await queues.settleMany(endpointId, list, Date.now()));
+      countSent(await queues.settleMany(endpointId, list, Date.now()));
+    };
+    /** Settles the head delivery `id` as failed for good, after its receipt (none for an event-stream delivery: not a send of its notification). */
+    const settleFailed = async (id: string, q: QueuedDelivery, reason: string, status: number, attempts: number): Promise<void> => {
+      if (!q.event) await publishReceipt(q.nid, id, entryOf(endpointId, "failed", Date.now(), reason, q.replayOf));
+      await queues.settle(endpointId, { id, nid: q.nid, type: q.type, outcome: "failed", status, attempts, reason, at: Date.now() }, Date.now());
+      gatewaySends.inc({ channel: "webhook", app: "webhook", outcome: "failed" });
     };
     try {
       for (;;) {
@@ -347,7 +358,7 @@ export async function startGatewayWebhook(d: GatewayWebhookDeps): Promise<{ stop
           return;
         }
         const step = await queues.next(endpointId, settled, HEAD_READ, Date.now());
-        if (step.finished) gatewaySends.inc({ channel: "webhook", app: "webhook", outcome: "sent" }, step.finished);
+        countSent(step.finished);
         settled = [];
         if (step.paused) return;
         const now = Date.now();
@@ -377,9 +388,7 @@ export async function startGatewayWebhook(d: GatewayWebhookDeps): Promise<{ stop
             // Its payload outlived `streams.retentionHours` in the queue (an endpoint paused that long): failed, nothing to send.
             await storeDelivered();
             await finish();
-            if (!raw.event) await publishReceipt(raw.nid, id, entryOf(endpointId, "failed", Date.now(), "expired", raw.replayOf));
-            await queues.settle(endpointId, { id, nid: raw.nid, type: raw.type, outcome: "failed", status: 0, attempts: 0, reason: "expired", at: Date.now() }, Date.now());
-            gatewaySends.inc({ channel: "webhook", app: "webhook", outcome: "failed" });
+            await settleFailed(id, raw, "expired", 0, 0);
             continue;
           }
           const q = ready1;
@@ -392,13 +401,8 @@ export async function startGatewayWebhook(d: GatewayWebhookDeps): Promise<{ stop
           const made = attempts + 1;
           attempts = 0;
           const kind = r.status ? classifyAnswer(r.status) : "retry";
-          /** Settles this delivery as failed for good (delivered ones are finished together: storeDelivered, finish). */
-          const settleFailed = async (reason: string): Promise<void> => {
-            // An event-stream delivery is not a send of its notification: no receipt.
-            if (!q.event) await publishReceipt(q.nid, id, entryOf(endpointId, "failed", Date.now(), reason, q.replayOf));
-            await queues.settle(endpointId, { id, nid: q.nid, type: q.type, outcome: "failed", status: r.status, attempts: made, reason, at: Date.now() }, Date.now());
-            gatewaySends.inc({ channel: "webhook", app: "webhook", outcome: "failed" });
-          };
+          /** This delivery failed for good (delivered ones are finished together: storeDelivered, finish). */
+          const failed = (reason: string): Promise<void> => settleFailed(id, q, reason, r.status, made);
           if (kind === "delivered") {
             delivered.push({ id, q, status: r.status, made, at: Date.now() });
             continue;
@@ -409,13 +413,13 @@ export async function startGatewayWebhook(d: GatewayWebhookDeps): Promise<{ stop
             // 410 Gone: the receiver ends this subscription.
             if (q.brief.topic) await changeEndpointSubscriptions(d.redis, q.brief.topic, [endpointId], true).catch(() => 0);
             log.info({ endpoint: endpointId, topic: q.brief.topic }, "endpoint answered 410: unsubscribed from the topic");
-            await settleFailed("gone");
+            await failed("gone");
             continue;
           }
           const reason = r.status ? `http_${r.status}` : "no_answer";
           const deadLetter = async (): Promise<void> => {
             if (!q.event) await storeDeadLetter(d.nats, { type: "dead_letter", channel: "webhook", shard: q.shard, notification: q.brief, send: { nid: q.nid, user: endpointId, device: endpointId, token: "" }, reason, attempts: made, at: Date.now() }, id);
-            await settleFailed(reason);
+            await failed(reason);
           };
           if (kind === "refused") {
             await deadLetter();

@@ -68,6 +68,7 @@ export class SendReconciler {
   private readonly timer: NodeJS.Timeout;
   private running = false;
   private overLogged = false;
+  private checking = 0;
 
   constructor(private readonly o: { jsm: JetStreamManager; redis: Redis; pub: Publisher; log: Logger; channels: readonly Channel[] } & ReconcileOptions) {
     this.t = { tickMs: o.tickMs ?? 1000, verifyAfterMs: o.verifyAfterMs ?? 5000, maxRepublish: o.maxRepublish ?? 5, maxBytes: o.maxBytes ?? 64 * 1024 * 1024 };
@@ -103,9 +104,9 @@ export class SendReconciler {
     }
   }
 
-  /** Batches held (not yet found taken by a gateway, nor published again). */
+  /** Batches held (not yet found taken by a gateway), those being checked included. */
   get pending(): number {
-    return this.entries.length;
+    return this.entries.length + this.checking;
   }
 
   /** Stops checking; batches held are let go. */
@@ -120,33 +121,46 @@ export class SendReconciler {
     for (const e of this.entries) (e.due <= now ? due : rest).push(e);
     if (!due.length) return;
     this.entries = rest;
-    this.bytes = rest.reduce((a, e) => a + e.data.length, 0);
+    for (const e of due) this.bytes -= e.data.length;
     this.overLogged = false;
-    const taken = await Promise.all(due.map((e) => this.o.redis.mget(...e.keys).then((v) => v.some((x) => x !== null), () => undefined)));
-    const open = due.filter((e, i) => (taken[i] === undefined ? (this.hold({ ...e, due: now + this.t.tickMs }), false) : !taken[i]));
-    if (!open.length) return;
-    const stored = await Promise.all(open.map((e) => this.o.jsm.streams.getMessage(e.stream, { seq: e.seq }).then((m) => m?.header?.get("Nats-Msg-Id") === e.msgId, () => undefined)));
-    for (const [i, e] of open.entries()) {
-      if (stored[i] === undefined) this.hold({ ...e, due: now + this.t.tickMs });
-      else if (stored[i]) this.hold({ ...e, due: now + 10 * this.t.verifyAfterMs });
-      else await this.republish(e);
+    // Batches being checked still count as held (`pending`) until each is let go or held again.
+    this.checking = due.length;
+    try {
+      const taken = await Promise.all(due.map((e) => this.o.redis.mget(...e.keys).then((v) => v.some((x) => x !== null), () => undefined)));
+      const open = due.filter((e, i) => (taken[i] === undefined ? (this.settle({ ...e, due: now + this.t.tickMs }), false) : taken[i] ? (this.settle(), false) : true));
+      if (!open.length) return;
+      const stored = await Promise.all(open.map((e) => this.o.jsm.streams.getMessage(e.stream, { seq: e.seq }).then((m) => m?.header?.get("Nats-Msg-Id") === e.msgId, () => undefined)));
+      for (const [i, e] of open.entries()) {
+        if (stored[i] === undefined) this.settle({ ...e, due: now + this.t.tickMs });
+        else if (stored[i]) this.settle({ ...e, due: now + 10 * this.t.verifyAfterMs });
+        else this.settle(await this.republish(e));
+      }
+    } finally {
+      this.checking = 0;
     }
   }
 
-  private async republish(e: Entry): Promise<void> {
+  /** One batch being checked is done with: held again as `again`, or let go. */
+  private settle(again?: Entry): void {
+    this.checking--;
+    if (again) this.hold(again);
+  }
+
+  /** Publishes `e` again under its next id; resolves the entry to hold (the new publication, or `e` to try again), or nothing when it gave up. */
+  private async republish(e: Entry): Promise<Entry | undefined> {
     if (e.tries >= this.t.maxRepublish) {
       this.o.log.error({ stream: e.stream, msgId: e.msgId, tries: e.tries }, "send batch still missing after publishing it again; giving up");
-      return;
+      return undefined;
     }
     const msgId = republishId(e.msgId, e.tries + 1);
     try {
       const a = await this.o.pub.publish(e.subject, e.data, msgId);
       this.o.log.warn({ stream: e.stream, msgId: e.msgId, seq: e.seq, again: a.seq }, "send batch lost by its stream (nats-server); published again");
       sendsReconciled.inc({ stream: e.stream });
-      this.hold({ ...e, msgId, seq: a.seq, due: Date.now() + this.t.verifyAfterMs, tries: e.tries + 1 });
+      return { ...e, msgId, seq: a.seq, due: Date.now() + this.t.verifyAfterMs, tries: e.tries + 1 };
     } catch (err) {
       this.o.log.warn({ err, stream: e.stream, msgId: e.msgId }, "publishing a lost send batch again failed; next tick");
-      this.hold({ ...e, due: Date.now() + this.t.tickMs });
+      return { ...e, due: Date.now() + this.t.tickMs };
     }
   }
 }
