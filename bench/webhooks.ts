@@ -58,6 +58,10 @@ async function main(): Promise<void> {
 
   // nfx: MESSAGES publishes to the topic, each one delivery per endpoint.
   const gw = bc.cluster.procs.get("gateway-webhook")!;
+  // Every process's CPU over the nfx run (the gateway, the roles feeding it, the servers, the receiver): where the machine's time went.
+  const procs: Record<string, number | undefined> = { "nats-server": bc.cluster.nats.proc.pid, "redis-server": bc.cluster.redis.proc.pid, receiver: rxProc.pid };
+  for (const [role, p] of bc.cluster.procs) procs[role] = p.pid;
+  const cpuAll0 = Object.fromEntries(Object.entries(procs).map(([k, pid]) => [k, cpuSecs(pid)]));
   const cpu0 = cpuSecs(gw.pid);
   const t0 = Date.now();
   for (let m = 0; m < MESSAGES; m++) await notify(nc, { topic: "bench", category: "transactional", content: { webhook: { type: "bench.event", data: { m, pad: "x".repeat(200) } } } });
@@ -66,6 +70,7 @@ async function main(): Promise<void> {
   await waitUntil(() => `nfx deliveries to the ${healthy} healthy endpoints: ${healthyDone(nfx, "n")} of ${want}`, async () => healthyDone((nfx = await summary("n")), "n") >= want, 600_000, 250);
   const nfxSecs = healthySecs(nfx, "n");
   const nfxCpu = cpuSecs(gw.pid) - cpu0;
+  const cpuUsPerDelivery = Object.fromEntries(Object.entries(procs).map(([k, pid]) => [k, Math.round(((cpuSecs(pid) - cpuAll0[k]) * 1e6) / want)]));
   const brief = ({ pending, delivered, failed, attempts, paused }: EndpointState): Partial<EndpointState> => ({ pending, delivered, failed, attempts, paused });
   const slowState = brief(await callApi<EndpointState>(nc, API.endpoints, { action: "state", id: eps[0].id }));
   const failState = brief(await callApi<EndpointState>(nc, API.endpoints, { action: "state", id: eps[1].id }));
@@ -75,6 +80,7 @@ async function main(): Promise<void> {
   const agent = new Agent({ connections: SOCKETS, pipelining: 1, keepAliveTimeout: 30_000 });
   const bodies = Array.from({ length: MESSAGES }, (_, m) => JSON.stringify({ type: "bench.event", timestamp: new Date().toISOString(), data: { m, pad: "x".repeat(200) } }));
   const cpuB0 = process.cpuUsage();
+  const rxBare0 = cpuSecs(rxProc.pid);
   const deadline = Date.now() + 600_000;
   await Promise.all(eps.map(async (ep, i) => {
     if (i === 1) return; // the failing endpoint: a bare loop would retry it forever; nfx pauses it
@@ -100,6 +106,7 @@ async function main(): Promise<void> {
     nfx_per_s: Math.round(nfxRate), bare_per_s: Math.round(bareRate), ratio: Number((nfxRate / bareRate).toFixed(2)),
     nfx_secs: Number(nfxSecs.toFixed(1)), nfx_wall_secs: Number(nfxWall.toFixed(1)), bare_secs: Number(bareSecs.toFixed(1)),
     gateway_cpu_us_per_delivery: Math.round((nfxCpu * 1e6) / want), bare_cpu_us_per_delivery: Math.round((bareCpu.user + bareCpu.system) / bareDone),
+    nfx_cpu_us_per_delivery_by_process: cpuUsPerDelivery, receiver_cpu_us_per_bare_delivery: Math.round(((cpuSecs(rxProc.pid) - rxBare0) * 1e6) / bareDone),
     lost, dup: nfx.dup, invalid_signatures: nfx.invalid,
     slow_endpoint: slowState, failing_endpoint: failState,
   };

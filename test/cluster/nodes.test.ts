@@ -1,6 +1,7 @@
 // `nfx up --nodes 3` (npm run test:cluster): three "machines", each a process group with its own config; the 64 shards spread over their shard actors; a machine dies and comes back, and only its share of the shards moves.
 import { type ChildProcess, spawn } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
@@ -27,13 +28,30 @@ const groupOf = (pid: number): number => {
     return 0;
   }
 };
+/** Whether `port` can be listened on at 127.0.0.1 now. */
+const portFree = (port: number): Promise<boolean> =>
+  new Promise((res) => {
+    const s = createServer();
+    s.once("error", () => res(false));
+    s.listen(port, "127.0.0.1", () => s.close(() => res(true)));
+  });
+/** The first of `n` consecutive ports, all free now, between 10,000 and 30,000. */
+async function consecutiveFreePorts(n: number): Promise<number> {
+  for (;;) {
+    const base = 10_000 + Math.floor(Math.random() * 20_000);
+    let ok = true;
+    for (let i = 0; i < n && ok; i++) ok = await portFree(base + i);
+    if (ok) return base;
+  }
+}
 /** Owner ids are host-pid-random. */
 const pidOf = (owner: string): number => Number(owner.split("-").at(-2));
 
 t.test("nfx up --nodes 3: shards spread over three machines, a machine's loss and return move only its share", { timeout: 600_000 }, async (t) => {
   const dir = mkdtempSync(join(tmpdir(), "nfx-nodes-"));
-  // Three consecutive nats ports (--nodes puts node i on natsPort + i): a random base, free at least for the first.
-  const natsPort = 20_000 + Math.floor(Math.random() * 20_000);
+  // Three consecutive nats ports (--nodes puts node i on natsPort + i), all free now, below the ephemeral range
+  // (32768-60999 here), where a port can be taken at any moment as an outgoing connection's local port.
+  const natsPort = await consecutiveFreePorts(3);
   const configFile = join(dir, "config.json");
   writeFileSync(configFile, JSON.stringify({
     up: { dataDir: join(dir, "data"), natsPort, redisPort: await freePort() },
