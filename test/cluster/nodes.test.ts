@@ -16,6 +16,7 @@ import type { UserRecord } from "../../lib/core/types.js";
 import { writeUsers } from "../../lib/directory/directory.js";
 import { freePort } from "../../lib/infra/launch.js";
 import { notify, status } from "../../lib/intake/api-client.js";
+import { preferredOwner } from "../../lib/shard/shard-ownership.js";
 import { eventually } from "../helpers/cluster.js";
 import { shardHolders } from "../helpers/shards.js";
 
@@ -66,7 +67,7 @@ t.test("nfx up --nodes 3: shards spread over three machines, a machine's loss an
   t.teardown(async () => {
     if (up.exitCode === null) up.kill("SIGINT");
     await upExited;
-    if (!t.passing()) console.error(lines.slice(-150).join("\n"));
+    if (!t.passing()) console.error([...lines.filter((l) => /shard|lease|owner|hand/i.test(l)).slice(-100), "--- last lines", ...lines.slice(-60)].join("\n"));
     rmSync(dir, { recursive: true, force: true });
   });
   t.ok(await eventually(() => lines.some((l) => l.startsWith("nfx is up on 3 nodes")) || up.exitCode !== null, 300_000), "nfx up --nodes 3 is up");
@@ -92,11 +93,22 @@ t.test("nfx up --nodes 3: shards spread over three machines, a machine's loss an
     return Array.from({ length: cfg.cluster.shards }, (_, s) => (h.has(s) ? groups.indexOf(groupOf(pidOf(h.get(s)!.owner))) : -1));
   };
   const spread = (p: number[]): number[] => [0, 1, 2].map((i) => p.filter((x) => x === i).length);
+  /**
+   * Whether every shard of `cls` is held by its rendezvous owner among the shard actors holding shards: the hand-overs
+   * of a start or a membership change are done. Placement compared before that would count a hand-over still under way
+   * (an actor that started first gives up its surplus as the others join) as a move.
+   */
+  const settled = async (cls: LaneClass): Promise<boolean> => {
+    const h = await shardHolders(nats, cls);
+    const members = [...new Set([...h.values()].map((x) => x.owner))];
+    return h.size === cfg.cluster.shards && [...h].every(([s, x]) => preferredOwner(s, members) === x.owner);
+  };
   const before: Record<LaneClass, number[]> = { urgent: [], bulk: [] };
   t.ok(await eventually(async () => {
+    for (const cls of LANE_CLASSES) if (!(await settled(cls))) return false;
     for (const cls of LANE_CLASSES) before[cls] = await placement(cls);
     return LANE_CLASSES.every((cls) => spread(before[cls]).every((n) => n >= cfg.cluster.shards / 6) && !before[cls].includes(-1));
-  }, 120_000), "the 64 shards of each lane class are spread over the three nodes' shard actors");
+  }, 120_000), "the 64 shards of each lane class are spread over the three nodes' shard actors, each with its rendezvous owner");
   t.comment(`spread: urgent ${spread(before.urgent).join("/")}, bulk ${spread(before.bulk).join("/")}`);
 
   const now = Date.now();
@@ -116,6 +128,7 @@ t.test("nfx up --nodes 3: shards spread over three machines, a machine's loss an
   process.kill(-groups[2], "SIGKILL");
   const after: Record<LaneClass, number[]> = { urgent: [], bulk: [] };
   t.ok(await eventually(async () => {
+    for (const cls of LANE_CLASSES) if (!(await settled(cls))) return false;
     for (const cls of LANE_CLASSES) after[cls] = await placement(cls);
     return LANE_CLASSES.every((cls) => after[cls].every((x) => x === 0 || x === 1));
   }, 120_000), "every shard of node 3 is taken over by nodes 1 and 2");
@@ -136,6 +149,7 @@ t.test("nfx up --nodes 3: shards spread over three machines, a machine's loss an
   groups[2] = joined.pid!;
   const rejoined: Record<LaneClass, number[]> = { urgent: [], bulk: [] };
   t.ok(await eventually(async () => {
+    for (const cls of LANE_CLASSES) if (!(await settled(cls))) return false;
     for (const cls of LANE_CLASSES) rejoined[cls] = await placement(cls);
     return LANE_CLASSES.every((cls) => spread(rejoined[cls])[2] >= cfg.cluster.shards / 6 && !rejoined[cls].includes(-1));
   }, 120_000), "the joining machine's shard actor takes its share");
