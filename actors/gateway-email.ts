@@ -86,12 +86,31 @@ export interface EmailConsent {
   commercial(category: string): boolean;
 }
 
-/** One recipient's consent headers (commercial mail only) and the values of `{{unsubscribe_url}}` and `{{preferences_url}}`. */
-function consentOf(c: EmailConsent, n: NotificationBrief, s: Send): { headers?: Record<string, string>; subs: Record<string, string> } {
-  const unsub = c.links.unsubscribeUrl(s.user, n.category);
+/** The consent placeholders an email's content uses (a link is signed, and sent as a substitution, only where it is used). */
+interface ConsentPlaceholders {
+  unsubscribe: boolean;
+  preferences: boolean;
+}
+
+/** Which of `{{unsubscribe_url}}` and `{{preferences_url}}` the subject, text or HTML of `c` contains. */
+function placeholdersOf(c: EmailContent): ConsentPlaceholders {
+  const has = (key: string): boolean => [c.subject, c.text, c.html].some((v) => v !== undefined && v.includes(`{{${key}}}`));
+  return { unsubscribe: has("unsubscribe_url"), preferences: has("preferences_url") };
+}
+
+/**
+ * One recipient's consent headers (commercial mail only: `List-Unsubscribe`, one-click) and the values of the
+ * placeholders `uses` names. The unsubscribe link is signed when a header or a placeholder needs it, the
+ * preference link when a placeholder does.
+ */
+function consentOf(c: EmailConsent, n: NotificationBrief, s: Send, uses: ConsentPlaceholders): { headers?: Record<string, string>; subs: Record<string, string> | null } {
+  const commercial = c.commercial(n.category);
+  const unsub = commercial || uses.unsubscribe ? c.links.unsubscribeUrl(s.user, n.category) : "";
   // Keys as SendGrid substitutions take them: the SDK wraps each in {{ }}.
-  const subs = { unsubscribe_url: unsub, preferences_url: c.links.preferencesUrl(s.user) };
-  if (!c.commercial(n.category)) return { subs };
+  let subs: Record<string, string> | null = null;
+  if (uses.unsubscribe) subs = { unsubscribe_url: unsub };
+  if (uses.preferences) (subs ??= {}).preferences_url = c.links.preferencesUrl(s.user);
+  if (!commercial) return { subs };
   const mailto = c.mailto ? `, <mailto:${c.mailto}?subject=${encodeURIComponent(`unsubscribe ${unsub.slice(unsub.lastIndexOf("/") + 1)}`)}>` : "";
   return { headers: { "List-Unsubscribe": `<${unsub}>${mailto}`, "List-Unsubscribe-Post": "List-Unsubscribe=One-Click" }, subs };
 }
@@ -108,22 +127,27 @@ export function sendgridRequest(n: NotificationBrief, sends: readonly Send[], co
     ...(c ? (c.text !== undefined ? [{ type: "text/plain", value: c.text }] : []) : [{ type: "text/plain", value: SUB.text }]),
     ...(c ? (c.html !== undefined ? [{ type: "text/html", value: shared ? shared.html : c.html }] : []) : [{ type: "text/html", value: SUB.html }]),
   ];
-  const consents = consent ? sends.map((s) => consentOf(consent, n, s)) : null;
+  const uses0 = placeholdersOf(c0);
+  const consents = consent ? sends.map((s, i) => consentOf(consent, n, s, same ? uses0 : placeholdersOf(contents[i]))) : null;
+  /** `v` with recipient `i`'s consent links in place of their placeholders. */
+  const own = (i: number, v: string): string => {
+    const subs = consents?.[i].subs;
+    return subs ? fill(v, subs) : v;
+  };
   /** A recipient's own HTML, tracked with their URLs in place (consent links too). */
   const ownHtml = (i: number): string => {
     const h = contents[i].html ?? contents[i].text ?? "";
-    const withLinks = consents ? fill(h, consents[i].subs) : h;
+    const withLinks = own(i, h);
     if (!track || contents[i].html === undefined) return withLinks;
     const t = trackableHtml(withLinks, opts);
     return fillTracking(t.html, trackingSubs(track, n, sends[i], t.links));
   };
-  /** A recipient's own subject or text with the consent links in place. */
-  const own = (i: number, v: string): string => (consents ? fill(v, consents[i].subs) : v);
-  /** SendGrid substitutions of shared content: tracking URLs and consent links (SendGrid replaces each key as written). */
+  /** SendGrid substitutions of shared content: tracking URLs and the consent links it uses (SendGrid replaces each key as written). */
   const sharedSubs = (i: number): Record<string, string> | null => {
     const t = shared && track ? trackingSubs(track, n, sends[i], shared.links) : null;
-    if (!consents) return t;
-    return { ...(t ?? {}), ...consents[i].subs };
+    const c = consents?.[i].subs;
+    if (!c) return t;
+    return t ? { ...t, ...c } : c;
   };
   return {
     from,

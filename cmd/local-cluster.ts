@@ -8,7 +8,7 @@ import { pino } from "pino";
 import { DEV_NATS_SECRET } from "../config/schema.js";
 import { type Config, loadConfig } from "../lib/core/config.js";
 import { createLogger } from "../lib/core/log.js";
-import { freePort, type ServerProcess, startNatsServer, startRedisServer } from "../lib/infra/launch.js";
+import { freePorts, type ServerProcess, startNatsServer, startRedisServer } from "../lib/infra/launch.js";
 import { connectNats } from "../lib/infra/nats.js";
 import { renderNatsServerConf } from "../lib/infra/nats-auth.js";
 import { type NatsCluster, startNatsCluster } from "../lib/infra/nats-cluster.js";
@@ -154,8 +154,10 @@ export async function startLocalCluster(o: LocalClusterOptions): Promise<LocalCl
     if (!natsCluster) setNice(nats.proc, userCfg.lanes.nice.servers, reportNice);
     for (const r of redisCluster ? redisCluster.nodes : [redis]) setNice(r.proc, userCfg.lanes.nice.servers, reportNice);
     let sandbox: Sandbox | null = null;
-    const httpPort = o.httpPort || (await freePort());
-    const wsPort = o.wsPort || (await freePort());
+    // Taken together when both are free to choose, so the same port is not handed out twice.
+    const [freeHttp, freeWs] = await freePorts(2);
+    const httpPort = o.httpPort || freeHttp;
+    const wsPort = o.wsPort || freeWs;
     let overrides: Record<string, unknown> = {
       nats: { servers: natsCluster ? natsCluster.urls : [nats.url], secret: natsSecret },
       redis: redisCluster ? { cluster: redisCluster.seeds } : { url: redis.url, cluster: [] },

@@ -5,7 +5,7 @@ import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 
-import { freePort } from "../lib/infra/launch.js";
+import { freePorts } from "../lib/infra/launch.js";
 import type { ProcessSpec } from "./roles.js";
 
 const NFX_BIN = fileURLToPath(new URL("./nfx.js", import.meta.url));
@@ -45,9 +45,11 @@ export interface LocalNode {
 export async function startNodes(o: { n: number; dataDir: string; configFile: string; natsUrls: readonly string[]; onLine?: (who: string, line: string) => void }): Promise<{ nodes: LocalNode[]; stop(): Promise<void> }> {
   const base = JSON.parse(readFileSync(o.configFile, "utf8")) as { http: { host: string; port: number }; ws: { port: number }; nats: { servers: string[] } };
   const nodes: LocalNode[] = [];
+  // The other nodes' HTTP and WebSocket ports, taken together so none is handed out twice.
+  const ports = await freePorts(2 * (o.n - 1));
   for (let i = 0; i < o.n; i++) {
-    const httpPort = i === 0 ? base.http.port : await freePort();
-    const wsPort = i === 0 ? base.ws.port : await freePort();
+    const httpPort = i === 0 ? base.http.port : ports[2 * (i - 1)];
+    const wsPort = i === 0 ? base.ws.port : ports[2 * (i - 1) + 1];
     // Its own nats-server first (clients connect to the first they reach, in order, when randomisation is off: see nats.ts).
     const servers = [...o.natsUrls.slice(i % o.natsUrls.length), ...o.natsUrls.slice(0, i % o.natsUrls.length)];
     const configFile = join(o.dataDir, `node-${i + 1}.json`);

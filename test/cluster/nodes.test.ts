@@ -14,7 +14,6 @@ import { loadConfig } from "../../lib/core/config.js";
 import { LANE_CLASSES, type LaneClass } from "../../lib/core/subjects.js";
 import type { UserRecord } from "../../lib/core/types.js";
 import { writeUsers } from "../../lib/directory/directory.js";
-import { freePort } from "../../lib/infra/launch.js";
 import { notify, status } from "../../lib/intake/api-client.js";
 import { preferredOwner } from "../../lib/shard/shard-ownership.js";
 import { eventually } from "../helpers/cluster.js";
@@ -50,14 +49,16 @@ const pidOf = (owner: string): number => Number(owner.split("-").at(-2));
 
 t.test("nfx up --nodes 3: shards spread over three machines, a machine's loss and return move only its share", { timeout: 600_000 }, async (t) => {
   const dir = mkdtempSync(join(tmpdir(), "nfx-nodes-"));
-  // Three consecutive nats ports (--nodes puts node i on natsPort + i), all free now, below the ephemeral range
-  // (32768-60999 here), where a port can be taken at any moment as an outgoing connection's local port.
-  const natsPort = await consecutiveFreePorts(3);
+  // Every fixed port of the cluster in one run of consecutive ports, all free now and below the ephemeral range
+  // (32768-60999 here), where the OS hands out ports at any moment: outgoing connections' local ports, and the free
+  // ports nfx up itself asks for (routes, monitoring, Redis Cluster). --nodes puts node i's nats-server on natsPort + i.
+  const base = await consecutiveFreePorts(11);
+  const natsPort = base;
   const configFile = join(dir, "config.json");
   writeFileSync(configFile, JSON.stringify({
-    up: { dataDir: join(dir, "data"), natsPort, redisPort: await freePort() },
-    http: { port: await freePort() }, ws: { port: await freePort() }, log: { level: "warn" },
-    sandbox: { apnsPort: await freePort(), fcmPort: await freePort(), sendgridPort: await freePort(), twilioPort: await freePort(), controlPort: await freePort() },
+    up: { dataDir: join(dir, "data"), natsPort, redisPort: base + 3 },
+    http: { port: base + 4 }, ws: { port: base + 5 }, log: { level: "warn" },
+    sandbox: { apnsPort: base + 6, fcmPort: base + 7, sendgridPort: base + 8, twilioPort: base + 9, controlPort: base + 10 },
   }));
   const lines: string[] = [];
   const up: ChildProcess = spawn(process.execPath, [NFX, "--config", configFile, "up", "--nodes", "3"], { stdio: ["ignore", "pipe", "pipe"] });
