@@ -127,8 +127,8 @@ export function sendgridRequest(n: NotificationBrief, sends: readonly Send[], co
     ...(c ? (c.text !== undefined ? [{ type: "text/plain", value: c.text }] : []) : [{ type: "text/plain", value: SUB.text }]),
     ...(c ? (c.html !== undefined ? [{ type: "text/html", value: shared ? shared.html : c.html }] : []) : [{ type: "text/html", value: SUB.html }]),
   ];
-  const uses0 = placeholdersOf(c0);
-  const consents = consent ? sends.map((s, i) => consentOf(consent, n, s, same ? uses0 : placeholdersOf(contents[i]))) : null;
+  const uses0 = consent && same ? placeholdersOf(c0) : null;
+  const consents = consent ? sends.map((s, i) => consentOf(consent, n, s, uses0 ?? placeholdersOf(contents[i]))) : null;
   /** `v` with recipient `i`'s consent links in place of their placeholders. */
   const own = (i: number, v: string): string => {
     const subs = consents?.[i].subs;

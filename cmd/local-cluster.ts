@@ -154,10 +154,10 @@ export async function startLocalCluster(o: LocalClusterOptions): Promise<LocalCl
     if (!natsCluster) setNice(nats.proc, userCfg.lanes.nice.servers, reportNice);
     for (const r of redisCluster ? redisCluster.nodes : [redis]) setNice(r.proc, userCfg.lanes.nice.servers, reportNice);
     let sandbox: Sandbox | null = null;
-    // Taken together when both are free to choose, so the same port is not handed out twice.
-    const [freeHttp, freeWs] = await freePorts(2);
-    const httpPort = o.httpPort || freeHttp;
-    const wsPort = o.wsPort || freeWs;
+    // The ports left to choose, taken together so the same port is not handed out twice.
+    const free = await freePorts(Number(!o.httpPort) + Number(!o.wsPort));
+    const httpPort = o.httpPort || free.shift()!;
+    const wsPort = o.wsPort || free.shift()!;
     let overrides: Record<string, unknown> = {
       nats: { servers: natsCluster ? natsCluster.urls : [nats.url], secret: natsSecret },
       redis: redisCluster ? { cluster: redisCluster.seeds } : { url: redis.url, cluster: [] },
