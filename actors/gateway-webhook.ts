@@ -17,6 +17,7 @@ import { decodeAs, runLanes } from "../lib/flow/lanes.js";
 import { readDurable } from "../lib/flow/pull.js";
 import { watchWorkQueue } from "../lib/flow/stranded.js";
 import { storeDeadLetter } from "../lib/gateway/dlq.js";
+import { receiptReconciler } from "../lib/gateway/receipts.js";
 import { secretKey, signatureHeaders } from "../lib/gateway/webhook-sign.js";
 import { addressPolicy, guardedLookup } from "../lib/infra/address-policy.js";
 import { gatewayRetries, gatewaySends, stageItems } from "../lib/infra/metrics.js";
@@ -151,9 +152,15 @@ export async function startGatewayWebhook(d: GatewayWebhookDeps): Promise<{ stop
   const entryOf = (ep: string, outcome: "sent" | "failed" | "suppressed", at: number, reason?: string, replayOf?: string): ReceiptEntry => ({
     user: ep, channel: "webhook", device: ep, outcome, at, ...(reason ? { reason } : {}), ...(replayOf ? { supersedes: replayOf } : {}),
   });
+  // On replicated streams its receipts are checked, and published again if NFX_RECEIPTS lost them (lib/flow/stream-reconciler.ts).
+  const rec = receiptReconciler({ ...d, log });
   const publishReceipt = async (nid: string, id: string, e: ReceiptEntry): Promise<void> => {
     const rb: ReceiptBatch = { type: "receipts", nid, stage: "gateway", entries: [e] };
-    await pub.publish(receiptSubject(nid), encode(rb), MSGID.webhookOutcome(id, e.outcome));
+    const subject = receiptSubject(nid);
+    const msgId = MSGID.webhookOutcome(id, e.outcome);
+    const data = encode(rb);
+    const a = await pub.publish(subject, data, msgId);
+    rec?.observe(subject, msgId, data, a);
   };
 
   // 1. Intake: a send batch's deliveries into their endpoints' queues.
@@ -503,6 +510,7 @@ export async function startGatewayWebhook(d: GatewayWebhookDeps): Promise<{ stop
     async stop() {
       stopping = true;
       wq.stop();
+      rec?.stop();
       for (const w of idle.values()) w(false);
       idle.clear();
       wake();

@@ -5,13 +5,13 @@ import { headers } from "@nats-io/transport-node";
 import { decodeJson, encode, encodeJson } from "../lib/core/codec.js";
 import type { Config } from "../lib/core/config.js";
 import type { Logger } from "../lib/core/log.js";
-import { type Channel, CLASS_PRIORITIES, CONSUMER, LANE_CLASSES, type LaneClass, LIVE_USER_HEADER, liveSubject, MSGID, type Priority, sendSubject, STREAM } from "../lib/core/subjects.js";
+import { type Channel, CLASS_PRIORITIES, CONSUMER, GATEWAY_CHANNELS, LANE_CLASSES, type LaneClass, LIVE_USER_HEADER, liveSubject, MSGID, type Priority, sendSubject, STREAM } from "../lib/core/subjects.js";
 import type { NotificationBrief, ReceiptEntry, Send, SendBatch } from "../lib/core/types.js";
 import { Admission, LatencyReporter } from "../lib/flow/admission.js";
 import { decodeAs, type Lanes, PoisonMessage, runLanes } from "../lib/flow/lanes.js";
 import { shedReason } from "../lib/flow/shedding.js";
 import { watchWorkQueue } from "../lib/flow/stranded.js";
-import { ReceiptCollector } from "../lib/gateway/receipts.js";
+import { ReceiptCollector, receiptReconciler } from "../lib/gateway/receipts.js";
 import { Inbox, type InboxItem, inboxItemOf, type StoredItem } from "../lib/inapp/inbox.js";
 import { gatewaysOfAll } from "../lib/inapp/presence.js";
 import { perLaneClass } from "../lib/infra/lane-connections.js";
@@ -19,6 +19,7 @@ import { shedTotal, stageItems } from "../lib/infra/metrics.js";
 import type { Nats } from "../lib/infra/nats.js";
 import type { Redis } from "../lib/infra/redis.js";
 import { consumerConfigsOf } from "../lib/infra/topology.js";
+import { takenKeys } from "../lib/shard/taken-keys.js";
 
 export interface InAppDispatchDeps {
   cfg: Config;
@@ -101,6 +102,8 @@ export async function startInAppDispatch(d: InAppDispatchDeps): Promise<{ stop()
 /** The dispatcher of one lane class's lanes (see {@link startInAppDispatch}). */
 async function dispatchLanes(d: InAppDispatchDeps, cls: LaneClass): Promise<{ stop(): Promise<void> }> {
   const log = d.log.child({ actor: "inapp-dispatch", lanes: cls });
+  // Its receipts, and the push (or other) fallbacks it publishes, are checked on replicated streams.
+  const rec = receiptReconciler({ ...d, log }, GATEWAY_CHANNELS.map((c) => STREAM.send(c)));
   const now = d.now ?? Date.now;
   const w = d.cfg.ws;
   const inbox = new Inbox(d.redis, { shards: d.cfg.cluster.shards, cap: w.inboxCap, retentionMs: w.inboxRetentionDays * 86_400_000 });
@@ -154,7 +157,10 @@ async function dispatchLanes(d: InAppDispatchDeps, cls: LaneClass): Promise<{ st
       // With no fallback route the item stays in the inbox only.
       note(s.nid, { user: s.user, outcome: "fallback", channel: "inapp", device: "inapp", reason: s.fallback?.length ? reason : `${reason}:inbox_only`, at: now() });
       for (const b of fallbackBatches(batch, s, n)) {
-        fallbacks.push(d.nats.js.publish(sendSubject(b.channel, prio), encode(b), { msgID: `${MSGID.inappFallback(s.nid, s.user)}:${b.channel}` }));
+        const subject = sendSubject(b.channel, prio);
+        const msgId = `${MSGID.inappFallback(s.nid, s.user)}:${b.channel}`;
+        const data = encode(b);
+        fallbacks.push(d.nats.js.publish(subject, data, { msgID: msgId }).then((a) => rec?.observe(subject, msgId, data, a, takenKeys(b))));
         for (const f of b.sends) note(s.nid, { user: s.user, outcome: "queued", channel: b.channel, device: f.device, at: now() });
       }
     };
@@ -189,7 +195,7 @@ async function dispatchLanes(d: InAppDispatchDeps, cls: LaneClass): Promise<{ st
       }),
     );
     await Promise.all(fallbacks);
-    await receipts.publish(d.nats, batchId);
+    await receipts.publish(d.nats, batchId, rec);
     stageItems.inc({ stage: "inapp" }, batch.sends.length);
   };
 

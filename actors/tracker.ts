@@ -1,14 +1,15 @@
 // Tracker actor: folds receipts into per-notification counters, per-channel totals and per-user logs, exactly once across restarts.
 import { DeliverPolicy, type JsMsg } from "@nats-io/jetstream";
 
-import { type ChannelTotals, type Counters, emptyCounters, fold, foldTotal, readCounters, readTotals } from "../lib/campaign/counters.js";
+import { type ChannelTotals, type Counters, emptyCounters, fold, FoldedIds, foldTotal, notFolded, readCounters, readTotals } from "../lib/campaign/counters.js";
 import { decode, encodeJson } from "../lib/core/codec.js";
 import type { Config } from "../lib/core/config.js";
 import type { Logger } from "../lib/core/log.js";
 import { BUCKET, CONSUMER, COUNTERS_KEY, scheduledSubject, STREAM } from "../lib/core/subjects.js";
 import type { Notification, ReceiptBatch } from "../lib/core/types.js";
 import { readDurable } from "../lib/flow/pull.js";
-import { stageItems } from "../lib/infra/metrics.js";
+import { consumerFault } from "../lib/flow/stranded.js";
+import { consumerRepairs, stageItems } from "../lib/infra/metrics.js";
 import type { Nats } from "../lib/infra/nats.js";
 import { pipelineOf, type Redis } from "../lib/infra/redis.js";
 import { userLogFor } from "../lib/tracking/user-log.js";
@@ -19,6 +20,8 @@ export interface TrackerDeps {
   redis: Redis;
   log: Logger;
   now?: () => number;
+  /** How often the consumer is checked for running past its stream (15,000 ms; {@link watchAhead}). */
+  aheadCheckMs?: number;
 }
 
 /** How often counters are written, and after how many receipt messages at most. */
@@ -43,16 +46,57 @@ async function rewindToAckFloor(n: Nats, log: Logger): Promise<void> {
 }
 
 /**
+ * Every `everyMs`, checks that the tracker's consumer has not
+ * delivered past NFX_RECEIPTS' last sequence. nats-server can leave it there
+ * when the stream's sequence goes back after a leader loss; it would then skip
+ * every receipt stored until the stream passes that point. Found so twice in a
+ * row, it is recreated to deliver from the time the last receipt folded was
+ * stored (`foldedAt`, µs): what came before is skipped by the fences
+ * ({@link notFolded}). Logged and counted (`nfx_consumer_repairs_total`).
+ */
+function watchAhead(n: Nats, log: Logger, foldedAt: () => number, everyMs: number): { stop(): void } {
+  let suspect = false;
+  const check = async (): Promise<void> => {
+    const [ci, si] = await Promise.all([n.jsm.consumers.info(STREAM.receipts, CONSUMER.tracker), n.jsm.streams.info(STREAM.receipts)]);
+    const ahead = consumerFault(ci, si.state.last_seq, 0) === "ahead" && foldedAt() > 0;
+    if (!ahead || !suspect) {
+      suspect = ahead;
+      return;
+    }
+    suspect = false;
+    const from = new Date(Math.floor(foldedAt() / 1000)).toISOString();
+    log.warn({ delivered: ci.delivered.stream_seq, streamLast: si.state.last_seq, from }, "tracker consumer past its stream's messages (nats-server); recreating it from the last receipt folded");
+    const { deliver_policy: _p, opt_start_seq: _s, opt_start_time: _t, ...config } = ci.config;
+    await n.jsm.consumers.delete(STREAM.receipts, CONSUMER.tracker).catch(() => false);
+    await n.jsm.consumers.add(STREAM.receipts, { ...config, deliver_policy: DeliverPolicy.StartTime, opt_start_time: from });
+    consumerRepairs.inc({ stream: STREAM.receipts, consumer: CONSUMER.tracker, fault: "ahead" });
+  };
+  let running = false;
+  const timer = setInterval(() => {
+    if (running) return;
+    running = true;
+    check().catch((err) => log.warn({ err }, "tracker consumer check failed")).finally(() => (running = false));
+  }, everyMs);
+  timer.unref();
+  return { stop: () => clearInterval(timer) };
+}
+
+/**
  * Starts the tracker: one ordered pass over NFX_RECEIPTS, plus a read of
  * accepted requests on NFX_INTAKE for their recipient counts. Receipts are
  * folded in memory into per-notification counters and per-channel totals,
  * written to nfx-counters at most every 200 ms, and appended to the users'
  * delivery logs in Redis; messages are acked only after the writes. Each
- * record keeps the stream sequence of the last receipt folded into it, so a
- * receipt redelivered after a crash (written but not acked) is recognised and
- * skipped (the user log is idempotent by itself); at start the consumer is
- * rewound to its ack floor so that check sees receipts in order. Run one
- * tracker per cluster (the counters and the consumers are its alone).
+ * record keeps the stream sequence and time of the last receipt folded into
+ * it ({@link notFolded}), so a receipt redelivered after a crash (written but
+ * not acked) is recognised and skipped (the user log is idempotent by itself),
+ * while one stored after a stream's sequence went back (nats-server) is still
+ * folded; at start the consumer is rewound to its ack floor so that check sees
+ * receipts in order, and later recreated if nats-server leaves it past the
+ * stream ({@link watchAhead}). The ids of the batches folded in the last 10–20 minutes
+ * are kept ({@link FoldedIds}): a batch a stream lost and its publisher
+ * published again is folded once. Run one tracker per cluster (the counters
+ * and the consumers are its alone).
  */
 export async function startTracker(d: TrackerDeps): Promise<{ stop(): Promise<void> }> {
   const log = d.log.child({ actor: "tracker" });
@@ -60,6 +104,8 @@ export async function startTracker(d: TrackerDeps): Promise<{ stop(): Promise<vo
   const kv = await d.nats.kvm.open(BUCKET.counters);
   const userLog = userLogFor(d.cfg, d.redis);
   const cache = new Map<string, Counters>();
+  /** Receipt batches folded lately, by original id: a batch published again after its stream lost it is not folded twice. */
+  const folded = new FoldedIds();
   const dirty = new Set<string>();
   const totals: ChannelTotals = await readTotals(kv);
   let totalsDirty = false;
@@ -121,18 +167,28 @@ export async function startTracker(d: TrackerDeps): Promise<{ stop(): Promise<vo
       return;
     }
     const c = await countersOf(b.nid);
-    if (m.seq > c.seq) {
+    // When the stream stored it (µs), and under which id: the fences below, and the ids of batches folded lately.
+    const at = Math.floor(Number(m.info.timestampNanos) / 1000);
+    const msgId = m.headers?.get("Nats-Msg-Id") ?? "";
+    const again = msgId !== "" && folded.has(msgId);
+    if (!again && notFolded(c, m.seq, at)) {
       fold(c, b);
       c.seq = m.seq;
+      c.seqAt = at;
       dirty.add(b.nid);
       // Endpoint deliveries (channel webhook) are not a user's: their log is the endpoint's (nfx endpoints deliveries).
       if (userLog) logPending.push({ nid: b.nid, entries: b.entries.filter((e) => e.channel !== "webhook") });
+    } else if (again) {
+      // Folded already under another copy: a batch a stream lost, published again (lib/flow/stream-reconciler.ts).
+      log.info({ nid: b.nid, msgId, seq: m.seq }, "receipt batch folded already (a copy published again): skipped");
     }
-    if (m.seq > totals.seq) {
+    if (!again && notFolded(totals, m.seq, at)) {
       for (const e of b.entries) if (!e.echo) foldTotal(totals, e);
       totals.seq = m.seq;
+      totals.seqAt = at;
       totalsDirty = true;
     }
+    if (msgId !== "") folded.add(msgId);
     stageItems.inc({ stage: "tracker" }, b.entries.length || 1);
     unacked.push(m);
     if (unacked.length >= FLUSH_MSGS || now() - lastFlush >= FLUSH_MS) await flush();
@@ -175,10 +231,12 @@ export async function startTracker(d: TrackerDeps): Promise<{ stop(): Promise<vo
     readDurable({ js: d.nats.js, stream: STREAM.intake, consumer: CONSUMER.trackerIntake, maxMessages: 1000, log, onMsg: (m) => enqueue(() => accept(m)) }),
   ];
   const timer = setInterval(() => enqueue(flush), FLUSH_MS);
+  const ahead = watchAhead(d.nats, log, () => totals.seqAt, d.aheadCheckMs ?? 15_000);
   log.info("tracker ready");
   return {
     async stop() {
       clearInterval(timer);
+      ahead.stop();
       await Promise.all(readers.map((r) => r.stop()));
       enqueue(flush);
       await chain;

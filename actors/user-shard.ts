@@ -13,7 +13,7 @@ import { Fenced } from "../lib/core/errors.js";
 import type { Logger } from "../lib/core/log.js";
 import { ownValue } from "../lib/core/own-keys.js";
 import { BUCKET, CLASS_PRIORITIES, fanSubject, GATEWAY_CHANNELS, LANE_CLASSES, type LaneClass, PRIORITIES, type Priority, STREAM } from "../lib/core/subjects.js";
-import type { FanChunk, SendBatch } from "../lib/core/types.js";
+import type { FanChunk } from "../lib/core/types.js";
 import { readUsers } from "../lib/directory/directory.js";
 import { Admission, LatencyReporter } from "../lib/flow/admission.js";
 import { JsPublisher } from "../lib/flow/js-publisher.js";
@@ -22,6 +22,7 @@ import type { Lease } from "../lib/flow/lease.js";
 import { PriorityBuffer } from "../lib/flow/priority-buffer.js";
 import { PULL_EXPIRES_MS, watchOrdered } from "../lib/flow/pull.js";
 import { Semaphore } from "../lib/flow/semaphore.js";
+import { reconcileWanted, StreamReconciler } from "../lib/flow/stream-reconciler.js";
 import { presenceReader, PresenceView } from "../lib/inapp/presence.js";
 import { perLaneClass } from "../lib/infra/lane-connections.js";
 import { readerReopens, shedTotal, stageItems } from "../lib/infra/metrics.js";
@@ -34,9 +35,9 @@ import { DedupWindow } from "../lib/shard/dedup-window.js";
 import { DigestBook, digestNotification } from "../lib/shard/digests.js";
 import { type PolicyConfig, policyFrom } from "../lib/shard/policy.js";
 import { RateBuckets } from "../lib/shard/rate-buckets.js";
-import { SendReconciler } from "../lib/shard/send-reconciler.js";
 import { CheckpointStore, emptyHead, startPositions } from "../lib/shard/shard-checkpoint.js";
 import { ShardOwnership } from "../lib/shard/shard-ownership.js";
+import { takenKeys } from "../lib/shard/taken-keys.js";
 
 export interface ShardDeps {
   cfg: Config;
@@ -86,8 +87,8 @@ interface ClassShared {
   redis: Redis;
   /** Pipelined JetStream publishes (lib/flow/js-publisher.ts): no per-call error objects on the hot path. */
   pub: JsPublisher;
-  /** On replicated streams, checks that each send batch reached a gateway and publishes again those a stream lost (lib/shard/send-reconciler.ts); null on one nats-server. */
-  reconciler: SendReconciler | null;
+  /** On replicated streams, checks that each send batch reached a gateway and each receipt batch stayed in NFX_RECEIPTS, and publishes again those a stream lost (lib/flow/stream-reconciler.ts); null on one nats-server. */
+  reconciler: StreamReconciler | null;
   /** Presence from the Redis keys, while the view is not warm. */
   readPresence: (shard: number, users: readonly string[]) => Promise<boolean[]>;
   collapse: CollapseClaims;
@@ -430,7 +431,10 @@ class ShardOwner {
     return Promise.all(outs.map((o) => {
       const data = encode(o.body);
       const p = pub.publish(o.subject, data, o.msgId);
-      return rec && o.body.type === "send_batch" ? p.then((a) => (rec.observe(o.subject, o.msgId, data, o.body as SendBatch, a), a)) : p;
+      // Send batches are done with once a gateway took them (their delivery keys), receipt batches once seen twice in NFX_RECEIPTS.
+      if (!rec || (o.body.type !== "send_batch" && o.body.type !== "receipts")) return p;
+      const keys = o.body.type === "send_batch" ? takenKeys(o.body) : null;
+      return p.then((a) => (rec.observe(o.subject, o.msgId, data, a, keys), a));
     }));
   }
 
@@ -531,8 +535,8 @@ export async function startUserShard(d: ShardDeps): Promise<{ stop(): Promise<vo
   const ownerships = new Map<LaneClass, ShardOwnership>();
   const run = await perLaneClass({ ...d, lanes, as: "shard", name: "nfx-shard" }, async ({ nats, redis }, cls) => {
     const pub = new JsPublisher(nats.nc);
-    const reconcile = d.cfg.shard.reconcileSends === "auto" ? d.cfg.streams.replicas > 1 : d.cfg.shard.reconcileSends === "on";
-    const reconciler = reconcile ? new SendReconciler({ jsm: nats.jsm, redis, pub, log, channels: GATEWAY_CHANNELS, maxBytes: d.cfg.shard.reconcileMaxMb * 1024 * 1024 }) : null;
+    const streams = [...GATEWAY_CHANNELS.map((c) => STREAM.send(c)), STREAM.receipts];
+    const reconciler = reconcileWanted(d.cfg.shard.reconcileSends, d.cfg.streams.replicas) ? new StreamReconciler({ jsm: nats.jsm, redis, pub, log, streams, maxBytes: d.cfg.shard.reconcileMaxMb * 1024 * 1024 }) : null;
     const owners = new Map<number, ShardOwner>();
     const cl: ClassShared = {
       cls, prios: CLASS_PRIORITIES[cls], store: new CheckpointStore(checkpoints, cls, d.cfg.shard.checkpointInlineKb * 1024), js: nats.js, nc: nats.nc, redis, pub, reconciler,

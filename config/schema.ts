@@ -338,8 +338,8 @@ export const configSchema = z.strictObject({
       checkpointMs: z.number().int().min(100).max(600_000).default(2000).describe("How often an owner checkpoints each shard's position, dedup window and buckets."),
       checkpointInlineKb: z.number().int().min(0).max(512).default(64).describe("A shard's dedup window and buckets up to this size are checkpointed whole every time, inline (one KV write). Larger ones are written whole in parts, then only what changed since, until the changes are as large as the whole (or 32 of them): incremental checkpoints."),
       dedupWindowSec: z.number().int().min(0).max(30 * 86400).default(86400).describe("Dedup window on (notification, user) and (collapse key, user)."),
-      reconcileSends: z.enum(["auto", "on", "off"]).default("auto").describe("Check that every send batch reached a gateway and publish again those a replicated stream lost after a leader kill (nats-server; docs/operations.md, \"nats-server version\"). auto: on when streams.replicas > 1."),
-      reconcileMaxMb: z.number().int().min(1).max(4096).default(64).describe("Memory for send batches held until a gateway takes them (reconcileSends), per shard actor process and lane class; past it the oldest go unchecked (nfx_sends_unchecked_total)."),
+      reconcileSends: z.enum(["auto", "on", "off"]).default("auto").describe("Check that every send batch reached a gateway and every decided-receipt batch stays in NFX_RECEIPTS, and publish again those a replicated stream lost after a leader kill (nats-server; docs/operations.md, \"nats-server version\"). auto: on when streams.replicas > 1."),
+      reconcileMaxMb: z.number().int().min(1).max(4096).default(64).describe("Memory for send batches held until a gateway takes them and receipt batches held until checked twice (reconcileSends), per shard actor process and lane class; past it the oldest go unchecked (nfx_messages_unchecked_total)."),
     })
     .prefault({})
     .describe("Shard actors: ownership, checkpoints and batching."),
@@ -407,6 +407,8 @@ export const configSchema = z.strictObject({
       deliveredTtlSec: z.number().int().min(60).max(30 * 86400).default(86400).describe("How long a delivered key is remembered so a replayed batch never calls a provider twice."),
       claimTtlSec: z.number().int().min(3).max(3600).default(10).describe("How long a claim on a delivery key (taken right before the provider call) holds off other attempts; a live batch renews its claims every third of it, so it bounds how long a dead gateway's claims outlive it."),
       ackWaitSec: z.number().int().min(3).max(3600).default(10).describe("Redelivery timeout of the send-stream consumers (the runner signals progress every third of it): how soon a dead gateway's batches go to another."),
+      reconcileReceipts: z.enum(["auto", "on", "off"]).default("auto").describe("Check that every receipt batch a gateway (or the in-app dispatcher) published stays in NFX_RECEIPTS, and every in-app fallback batch reaches its gateway, and publish again those a replicated stream lost after a leader kill (nats-server; docs/operations.md, \"nats-server version\"). auto: on when streams.replicas > 1."),
+      reconcileMaxMb: z.number().int().min(1).max(4096).default(64).describe("Memory for receipt batches held until checked twice (reconcileReceipts, about a minute), per gateway process and lane class; past it the oldest go unchecked (nfx_messages_unchecked_total)."),
     })
     .prefault({})
     .describe("Channel gateways: provider apps, bulkheads, retries and delivery keys."),

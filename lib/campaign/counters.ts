@@ -2,12 +2,27 @@
 import type { KV } from "@nats-io/kv";
 
 import { decodeJson } from "../core/codec.js";
-import { type Channel, COUNTERS_KEY } from "../core/subjects.js";
+import { hash53 } from "../core/hash53.js";
+import { type Channel, COUNTERS_KEY, MSGID } from "../core/subjects.js";
 import type { ContentChannel, ReceiptBatch, ReceiptEntry } from "../core/types.js";
 
-/** What happened to a notification so far. `seq` is the last receipt stream sequence folded in (the tracker's fence against replays). */
-export interface Counters {
+/** Where a record's receipts were folded up to: the stream sequence of the last one, and when the stream stored it (µs since the epoch; 0: not known, written by an older version). */
+export interface Fence {
   seq: number;
+  seqAt: number;
+}
+
+/**
+ * Whether a receipt at stream sequence `seq`, stored at `at` (µs), is not yet folded into a record whose fence is `f`:
+ * past its sequence, or — nats-server's stream sequence went back after a leader loss and numbers are used again
+ * (docs/operations.md, "nats-server version") — stored after the last one folded. A redelivered receipt (the tracker
+ * died between writing and acking) is at or before the fence on both. A fence without a time goes by the sequence
+ * alone. Pure.
+ */
+export const notFolded = (f: Fence, seq: number, at: number): boolean => seq > f.seq || (f.seqAt > 0 && at > f.seqAt);
+
+/** What happened to a notification so far. `seq` and `seqAt` are the last receipt folded in (the tracker's fence against replays: {@link notFolded}). */
+export interface Counters extends Fence {
   /** Recipients the API accepted: a request's explicit recipients, or a campaign's segment members found so far. */
   accepted: number;
   /** Recipients decided by the shard actors (segment non-members are not recipients). */
@@ -47,7 +62,7 @@ export interface Counters {
 }
 
 export const emptyCounters = (): Counters => ({
-  seq: 0, accepted: 0, decided: 0, queued: 0, deferred: 0, sent: 0, delivered: 0, failed: {}, expired: 0, suppressed: {},
+  seq: 0, seqAt: 0, accepted: 0, decided: 0, queued: 0, deferred: 0, sent: 0, delivered: 0, failed: {}, expired: 0, suppressed: {},
   cancelled: 0, cancelledSends: 0, fallback: 0, shed: {}, shedSends: {}, seen: 0, read: 0, opened: 0, clicked: 0, waves: {}, digested: 0, updatedAt: 0,
 });
 
@@ -173,15 +188,14 @@ export interface ChannelTotal {
   clicked: number;
 }
 
-/** Per-channel totals since the cluster began counting, with the receipt sequence folded in last. */
-export interface ChannelTotals {
-  seq: number;
+/** Per-channel totals since the cluster began counting, with the receipt folded in last ({@link Fence}). */
+export interface ChannelTotals extends Fence {
   channels: Record<ContentChannel | "webhook", ChannelTotal>;
   updatedAt: number;
 }
 
 const zeroTotal = (): ChannelTotal => ({ sent: 0, delivered: 0, failed: 0, expired: 0, shed: 0, opened: 0, clicked: 0 });
-export const emptyTotals = (): ChannelTotals => ({ seq: 0, channels: { push: zeroTotal(), email: zeroTotal(), sms: zeroTotal(), inapp: zeroTotal(), webhook: zeroTotal() }, updatedAt: 0 });
+export const emptyTotals = (): ChannelTotals => ({ seq: 0, seqAt: 0, channels: { push: zeroTotal(), email: zeroTotal(), sms: zeroTotal(), inapp: zeroTotal(), webhook: zeroTotal() }, updatedAt: 0 });
 
 
 /** Folds one receipt entry into the per-channel totals (entries without a channel are recipient-level and skipped). */
@@ -222,5 +236,45 @@ export async function readTotals(kv: KV): Promise<ChannelTotals> {
   const t = decodeJson<ChannelTotals>(e.value);
   const z = emptyTotals();
   for (const ch of Object.keys(z.channels) as (keyof ChannelTotals["channels"])[]) z.channels[ch] = { ...zeroTotal(), ...t.channels?.[ch] };
-  return { ...z, seq: t.seq ?? 0, updatedAt: t.updatedAt ?? 0 };
+  return { ...z, seq: t.seq ?? 0, seqAt: t.seqAt ?? 0, updatedAt: t.updatedAt ?? 0 };
+}
+
+/**
+ * The original message ids ({@link MSGID.original}) of the receipt batches
+ * folded lately, as 53-bit hashes, so a batch a stream lost and a publisher
+ * published again under a new id (lib/flow/stream-reconciler.ts) is folded
+ * once whether or not its first copy was folded before the stream lost it.
+ * Two generations of `spanMs` each (an id is remembered between one and two
+ * spans), each of at most `maxPerGeneration` ids (about 40 bytes each); in
+ * memory only: a restarted tracker relies on its fences ({@link notFolded}).
+ */
+export class FoldedIds {
+  private cur = new Set<number>();
+  private prev = new Set<number>();
+  private since: number;
+
+  constructor(private readonly spanMs = 10 * 60_000, private readonly maxPerGeneration = 2_000_000, now = Date.now()) {
+    this.since = now;
+  }
+
+  /** Whether a batch with message id `msgId` (or one it was published again as) was folded lately. */
+  has(msgId: string, now = Date.now()): boolean {
+    this.age(now);
+    const h = hash53(MSGID.original(msgId));
+    return this.cur.has(h) || this.prev.has(h);
+  }
+
+  /** Notes that the batch with message id `msgId` was folded. */
+  add(msgId: string, now = Date.now()): void {
+    this.age(now);
+    this.cur.add(hash53(MSGID.original(msgId)));
+  }
+
+  private age(now: number): void {
+    if (now - this.since < this.spanMs && this.cur.size < this.maxPerGeneration) return;
+    // Idle for two spans: nothing is recent any more.
+    this.prev = now - this.since >= 2 * this.spanMs ? new Set() : this.cur;
+    this.cur = new Set();
+    this.since = now;
+  }
 }

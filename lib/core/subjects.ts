@@ -243,6 +243,10 @@ export const MSGID = {
   webhooks: (nid: string, part: number): string => `wh:${nid}:${part}`,
   /** The receipt of one endpoint delivery's outcome (`deliveryId`: {@link webhookDeliveryId}). */
   webhookOutcome: (deliveryId: string, outcome: string): string => `whr:${deliveryId}:${outcome}`,
+  /** The `n`th publication again of message `msgId` that its stream lost (a new id: the duplicate window would drop the old one). */
+  republished: (msgId: string, n: number): string => `${msgId.replace(/~r\d+$/, "")}~r${n}`,
+  /** The id a message was first published under: `msgId` without the suffix of {@link MSGID.republished}. */
+  original: (msgId: string): string => msgId.replace(/~r\d+$/, ""),
 } as const;
 
 /** Keys in the leases bucket: one lease per user shard, one liveness record per shard-actor process. */

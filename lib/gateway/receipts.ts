@@ -1,8 +1,27 @@
 // Receipt entries of one handled send batch, collected per notification and published as one receipt batch each under the batch's message ids.
 import { encode } from "../core/codec.js";
-import { MSGID, receiptSubject } from "../core/subjects.js";
+import type { Config } from "../core/config.js";
+import type { Logger } from "../core/log.js";
+import { MSGID, receiptSubject, STREAM } from "../core/subjects.js";
 import type { ReceiptBatch, ReceiptEntry } from "../core/types.js";
+import { reconcileWanted, StreamReconciler } from "../flow/stream-reconciler.js";
 import type { Nats } from "../infra/nats.js";
+import type { Redis } from "../infra/redis.js";
+
+/**
+ * The stream reconciler of one gateway process's lane class
+ * (lib/flow/stream-reconciler.ts): checks the receipt batches it publishes on
+ * NFX_RECEIPTS, and the send batches of `sendStreams` it publishes (the in-app
+ * dispatcher's push fallbacks), and publishes again what a replicated stream
+ * lost. Null when `gateways.reconcileReceipts` is off (auto: off on one
+ * nats-server). Republishes through `nats.js`; stop it with the process.
+ */
+export function receiptReconciler(d: { cfg: Config; nats: Nats; redis: Redis; log: Logger }, sendStreams: readonly string[] = []): StreamReconciler | null {
+  const g = d.cfg.gateways;
+  if (!reconcileWanted(g.reconcileReceipts, d.cfg.streams.replicas)) return null;
+  const pub = { publish: (subject: string, data: Uint8Array, msgId: string) => d.nats.js.publish(subject, data, { msgID: msgId }) };
+  return new StreamReconciler({ jsm: d.nats.jsm, redis: d.redis, pub, log: d.log, streams: [STREAM.receipts, ...sendStreams], maxBytes: g.reconcileMaxMb * 1024 * 1024 });
+}
 
 /**
  * Collects the receipt entries of one send batch, per notification in the
@@ -31,13 +50,19 @@ export class ReceiptCollector {
    * a redelivered batch's receipts are dropped as duplicates. Resolves when
    * JetStream acknowledged all of them; rejects if any publish failed (the
    * caller's batch then fails and is redelivered). Publishes nothing when
-   * nothing was collected.
+   * nothing was collected. Each ack is handed to `rec`, when given
+   * ({@link receiptReconciler}).
    */
-  publish(nats: Nats, batchId: string): Promise<unknown> {
+  publish(nats: Nats, batchId: string, rec?: StreamReconciler | null): Promise<unknown> {
     return Promise.all(
-      [...this.byNid].map(([nid, list]) => {
+      [...this.byNid].map(async ([nid, list]) => {
         const rb: ReceiptBatch = { type: "receipts", nid, stage: "gateway", entries: list };
-        return nats.js.publish(receiptSubject(nid), encode(rb), { msgID: MSGID.delivered(batchId, nid) });
+        const subject = receiptSubject(nid);
+        const msgId = MSGID.delivered(batchId, nid);
+        const data = encode(rb);
+        const a = await nats.js.publish(subject, data, { msgID: msgId });
+        rec?.observe(subject, msgId, data, a);
+        return a;
       }),
     );
   }

@@ -26,7 +26,7 @@ import { type BatchLedger, DeliveryLedger } from "./delivery-ledger.js";
 import { storeDeadLetter } from "./dlq.js";
 import { answerOutcome, beforeSend, type Later, pushBackOutcome, type Recorded, releaseOf, tokenGone } from "./outcomes.js";
 import { type ChannelClient, ProviderApps } from "./provider-apps.js";
-import { ReceiptCollector } from "./receipts.js";
+import { ReceiptCollector, receiptReconciler } from "./receipts.js";
 import { changedSince } from "./send-recheck.js";
 
 export { type ChannelClient, primaryWithFailovers, type ProviderApp, type SendResult } from "./provider-apps.js";
@@ -105,6 +105,7 @@ async function runGatewayLanes(d: GatewayDeps, client: ChannelClient, cls: LaneC
   const g = d.cfg.gateways;
   const cancellations = await Cancellations.watch(await d.nats.kvm.open(BUCKET.campaigns));
   const ledger = new DeliveryLedger(d.redis, g, log);
+  const rec = receiptReconciler({ ...d, log });
   /** Tells this process's attempts apart from another's at the same delivery of a batch. */
   const proc = randomBytes(4).toString("base64url");
   const apps = new ProviderApps(client, log);
@@ -282,7 +283,7 @@ async function runGatewayLanes(d: GatewayDeps, client: ChannelClient, cls: LaneC
     await Promise.all([later(retries, "retry"), later(waits, "wait"), ...dead]);
     await keys.written();
 
-    await receipts.publish(d.nats, batchId);
+    await receipts.publish(d.nats, batchId, rec);
     stageItems.inc({ stage: `gateway-${channel}` }, batch.sends.length);
   };
 
@@ -303,6 +304,7 @@ async function runGatewayLanes(d: GatewayDeps, client: ChannelClient, cls: LaneC
     bulkheads: () => apps.states(),
     async stop() {
       wq.stop();
+      rec?.stop();
       await lanes.stop();
       latency.close();
       admission?.close();

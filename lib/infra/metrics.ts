@@ -73,10 +73,13 @@ export const admissionFactor = new Gauge({ name: "nfx_admission_factor", help: "
 /** Time bulk work was held back by admission control. */
 export const throttledSeconds = new Counter({ name: "nfx_bulk_throttled_seconds_total", help: "Time bulk work waited for admission", labelNames: ["part"] as const });
 
-/** Shard checkpoint bytes written, by kind: `full` (the whole state) or `changes` (only what changed since the last write). */
+/** Work-queue consumers recreated because nats-server left them past their stream's messages (lib/flow/stranded.ts). */
 export const consumerRepairs = new Counter({ name: "nfx_consumer_repairs_total", help: "Work-queue consumers recreated because nats-server left them past their stream's messages", labelNames: ["stream", "consumer", "fault"] as const });
-export const sendsReconciled = new Counter({ name: "nfx_sends_reconciled_total", help: "Send batches published again because their stream lost them after a leader change (nats-server)", labelNames: ["stream"] as const });
-export const sendsUnchecked = new Counter({ name: "nfx_sends_unchecked_total", help: "Send batches the reconciler let go unchecked (over shard.reconcileMaxMb while gateways are far behind)", labelNames: ["stream"] as const });
+/** Messages (send batches, receipt batches) published again because their replicated stream lost them after a leader change (lib/flow/stream-reconciler.ts). */
+export const messagesRepublished = new Counter({ name: "nfx_messages_republished_total", help: "Messages published again because their stream lost them after a leader change (nats-server)", labelNames: ["stream"] as const });
+/** Messages the stream reconciler let go unchecked: over its memory bound. */
+export const messagesUnchecked = new Counter({ name: "nfx_messages_unchecked_total", help: "Messages the stream reconciler let go unchecked (over its memory bound while consumers are far behind)", labelNames: ["stream"] as const });
+/** Shard checkpoint bytes written, by kind: `full` (the whole state) or `changes` (only what changed since the last write). */
 export const checkpointBytes = new Counter({ name: "nfx_checkpoint_bytes_total", help: "Shard checkpoint bytes written (full state or changes)", labelNames: ["kind"] as const });
 
 /** Live WebSocket connections held by this process. */

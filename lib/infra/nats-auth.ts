@@ -68,6 +68,8 @@ const gateway = (c: (typeof GATEWAY_CHANNELS)[number]): Perm => ({
   pub: [
     ...js.consume(STREAM.send(c)), ...ownLanes(c), ...js.consume(STREAM.retry),
     send(c), receiptAll, dlqSubject(c), retryOf(c), dirChangedAll,
+    // The stream reconciler looks for receipt batches NFX_RECEIPTS may have lost (lib/flow/stream-reconciler.ts).
+    ...js.get(STREAM.receipts),
     ...kv.read(BUCKET.campaigns), ADMISSION.all,
   ],
   sub: [ADMISSION.all],
@@ -105,8 +107,8 @@ export const ROLE_PERMISSIONS: Readonly<Record<NatsRoleUser, Perm>> = {
     pub: [
       ...js.ordered(STREAM.fan, true), `$JS.API.STREAM.PURGE.${STREAM.fan}`,
       send("*"), receiptAll, deferAll, trailAll,
-      // The send reconciler looks for batches a stream may have lost (lib/shard/send-reconciler.ts).
-      ...GATEWAY_CHANNELS.flatMap((c) => js.get(STREAM.send(c))),
+      // The stream reconciler looks for send and receipt batches a stream may have lost (lib/flow/stream-reconciler.ts).
+      ...GATEWAY_CHANNELS.flatMap((c) => js.get(STREAM.send(c))), ...js.get(STREAM.receipts),
       ...kv.write(BUCKET.leases), ...kv.write(BUCKET.checkpoints), ...kv.read(BUCKET.campaigns), ...kv.read(BUCKET.templates),
       ADMISSION.all,
     ],
@@ -117,9 +119,13 @@ export const ROLE_PERMISSIONS: Readonly<Record<NatsRoleUser, Perm>> = {
   "gateway-email": gateway("email"),
   "gateway-sms": gateway("sms"),
   // Webhook endpoints: its send stream in, receipts and dead letters out (its retries wait in Redis, not NFX_RETRY).
-  "gateway-webhook": { pub: [...js.consume(STREAM.send("webhook")), ...ownLanes("webhook"), ...js.consumeOne(STREAM.receipts, CONSUMER.events), ...js.consumeOne(STREAM.intake, CONSUMER.eventsIntake), receiptAll, dlqSubject("webhook")], sub: [] },
+  "gateway-webhook": { pub: [...js.consume(STREAM.send("webhook")), ...ownLanes("webhook"), ...js.consumeOne(STREAM.receipts, CONSUMER.events), ...js.consumeOne(STREAM.intake, CONSUMER.eventsIntake), receiptAll, dlqSubject("webhook"), ...js.get(STREAM.receipts)], sub: [] },
   "ws-gateway": {
-    pub: [...js.consume(STREAM.send("inapp")), ...ownLanes("inapp"), "nfx.live.>", presenceAll, receiptAll, send("*"), ...kv.read(BUCKET.campaigns), ADMISSION.all],
+    pub: [
+      ...js.consume(STREAM.send("inapp")), ...ownLanes("inapp"), "nfx.live.>", presenceAll, receiptAll, send("*"), ...kv.read(BUCKET.campaigns), ADMISSION.all,
+      // The in-app dispatcher's stream reconciler: its receipts and push fallbacks (lib/flow/stream-reconciler.ts).
+      ...js.get(STREAM.receipts), ...GATEWAY_CHANNELS.flatMap((c) => js.get(STREAM.send(c))),
+    ],
     sub: ["nfx.live.>", BROADCAST_LIVE_SUBJECT, presenceAll, ADMISSION.all],
   },
   tracker: {

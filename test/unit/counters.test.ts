@@ -1,7 +1,7 @@
-// Counters and status lines fold receipts once (an outcome repeated by another copy of a send, `echo`, is not counted again), and a provider's report folds the same whether it reaches the stream before or after the gateway's "sent".
+// Counters and status lines fold receipts once (an outcome repeated by another copy of a send, `echo`, is not counted again; a receipt batch by its fences and its original id), and a provider's report folds the same whether it reaches the stream before or after the gateway's "sent".
 import t from "tap";
 
-import { emptyCounters, emptyTotals, fold, foldTotal } from "../../lib/campaign/counters.js";
+import { emptyCounters, emptyTotals, fold, foldTotal, FoldedIds, notFolded } from "../../lib/campaign/counters.js";
 import type { ReceiptBatch, ReceiptEntry } from "../../lib/core/types.js";
 import { foldLines } from "../../lib/tracking/status.js";
 
@@ -45,4 +45,25 @@ t.test("waves: deferred recipients by release time, held and released", async (t
   fold(c, rb({ released: 4, releasedAt: 1000 }));
   t.same(c.waves["1000"], { held: 7, released: 7 }, "released as its chunks come back");
   t.equal(c.deferred, 2, "and the deferred count follows");
+});
+
+t.test("fences: a redelivered receipt is folded already; one stored after the stream's sequence went back is not", async (t) => {
+  const f = { seq: 100, seqAt: 5_000 };
+  t.ok(notFolded(f, 101, 5_001), "the next receipt");
+  t.notOk(notFolded(f, 100, 5_000), "the last folded, redelivered");
+  t.notOk(notFolded(f, 90, 4_000), "an earlier one, redelivered after a rewind");
+  t.ok(notFolded(f, 91, 6_000), "sequence 91 again, stored later: the stream's sequence went back");
+  t.notOk(notFolded({ seq: 100, seqAt: 0 }, 91, 6_000), "a record without a time (older versions) goes by the sequence");
+});
+
+t.test("folded ids: a copy published again under ~rN is known by its original id, for one to two spans", async (t) => {
+  const ids = new FoldedIds(1000, 3, 0);
+  ids.add("dlv:b1:n1", 0);
+  t.ok(ids.has("dlv:b1:n1~r1", 10), "the first copy");
+  t.ok(ids.has("dlv:b1:n1~r2", 10), "a later copy");
+  t.notOk(ids.has("dlv:b2:n1", 10), "another batch");
+  t.ok(ids.has("dlv:b1:n1", 1500), "still known in the next span");
+  t.notOk(ids.has("dlv:b1:n1", 2600), "forgotten after two");
+  for (const id of ["a", "b", "c", "d"]) ids.add(id, 2700);
+  t.ok(ids.has("a", 2700) && ids.has("d", 2700), "a full generation moves on early, and is still asked");
 });

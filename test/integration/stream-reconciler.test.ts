@@ -1,0 +1,180 @@
+// The stream reconciler and the tracker's fences on a real nats-server and Redis: a send or receipt batch its stream lost is published again under a new id, one taken or still stored is not; the tracker folds a copy published again once, and folds receipts stored after the stream's sequence went back.
+import t from "tap";
+
+import { startTracker } from "../../actors/tracker.js";
+import { readCounters, readTotals } from "../../lib/campaign/counters.js";
+import { decode, encode } from "../../lib/core/codec.js";
+import { deliveryKey } from "../../lib/core/ids.js";
+import { deliveredKey } from "../../lib/core/keys.js";
+import { createLogger } from "../../lib/core/log.js";
+import { BUCKET, receiptSubject, sendSubject, STREAM } from "../../lib/core/subjects.js";
+import type { SendBatch } from "../../lib/core/types.js";
+import { JsPublisher, type PubAck } from "../../lib/flow/js-publisher.js";
+import { StreamReconciler } from "../../lib/flow/stream-reconciler.js";
+import { ReceiptCollector } from "../../lib/gateway/receipts.js";
+import { messagesRepublished, messagesUnchecked } from "../../lib/infra/metrics.js";
+import { connectNats } from "../../lib/infra/nats.js";
+import { ensureTopology } from "../../lib/infra/topology.js";
+import { takenKeys } from "../../lib/shard/taken-keys.js";
+import { clientsFor } from "../helpers/cluster.js";
+import { startServers } from "../helpers/servers.js";
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+const batchOf = (name: string): SendBatch => ({
+  type: "send_batch", channel: "apns", shard: 3, notifications: {},
+  sends: [0, 1, 2].map((i) => ({ nid: "n1", user: `${name}-${i}`, device: "d", token: `tok-${name}-${i}` })),
+});
+const keyOf = (b: SendBatch, i: number): string => deliveredKey(b.shard, deliveryKey(b.sends[i].nid, b.sends[i].user, "apns", b.sends[i].device));
+const total = async (c: typeof messagesRepublished): Promise<number> => (await c.get()).values.reduce((a, v) => a + v.value, 0);
+
+t.test("every send batch is checked: one its stream lost is published again; one a gateway took, or still queued, is not", async (t) => {
+  const servers = await startServers(t);
+  const cfg = servers.config();
+  const { nats: admin, redis } = await clientsFor(t, cfg);
+  await ensureTopology(admin, cfg);
+  const log = createLogger({ level: "silent", redact: true });
+  // As the shard role: its NATS user may read its send streams' messages (lib/infra/nats-auth.ts).
+  const nats = await connectNats(cfg, log, "test-shard", "shard");
+  t.teardown(() => nats.nc.close());
+  const pub = new JsPublisher(nats.nc);
+  t.teardown(() => pub.close());
+  const stream = STREAM.send("apns");
+  const subject = sendSubject("apns", "normal");
+  /** Publishes batch `name`; `observe` hands its ack to a reconciler (at once with {@link publishVia}). */
+  const publishBatch = async (name: string): Promise<{ b: SendBatch; seq: number; observe: (rec: StreamReconciler) => void }> => {
+    const b = batchOf(name);
+    const data = encode(b);
+    const a = await pub.publish(subject, data, `snd:${name}`);
+    return { b, seq: a.seq, observe: (rec) => rec.observe(subject, `snd:${name}`, data, a, takenKeys(b)) };
+  };
+  const publishVia = (rec: StreamReconciler) => async (name: string): Promise<{ b: SendBatch; seq: number }> => {
+    const p = await publishBatch(name);
+    p.observe(rec);
+    return p;
+  };
+  const ids = async (): Promise<string[]> => {
+    const out: string[] = [];
+    const si = await admin.jsm.streams.info(stream);
+    for (let s = si.state.first_seq; si.state.messages > 0 && s <= si.state.last_seq; s++) {
+      const m = await admin.jsm.streams.getMessage(stream, { seq: s }).catch(() => null);
+      if (m) out.push(m.header.get("Nats-Msg-Id"));
+    }
+    return out.sort();
+  };
+  const reconciled0 = await total(messagesRepublished);
+
+  const rec = new StreamReconciler({ jsm: nats.jsm, redis, pub, log, streams: [stream], tickMs: 100, verifyAfterMs: 300 });
+  t.teardown(() => rec.stop());
+  const a = await publishBatch("a");
+  const b = await publishBatch("b");
+  const c = await publishBatch("c");
+  const d = await publishBatch("d");
+  // a: a gateway took it (claimed its keys) and acked it; b: lost by the stream, untouched; c: still queued;
+  // d: taken, its first send dead-lettered (key released) but its last recorded. All of it set before the reconciler
+  // hears of the acks, so its first check (verifyAfterMs later) sees it, however slowly the machine runs.
+  await redis.set(keyOf(a.b, 0), "~claimed");
+  await redis.set(keyOf(d.b, 2), '{"outcome":"sent"}');
+  for (const x of [a, b, d]) await admin.jsm.streams.deleteMessage(stream, x.seq);
+  for (const x of [a, b, c, d]) x.observe(rec);
+
+  const want = ["snd:b~r1", "snd:c"];
+  for (let i = 0; i < 50 && JSON.stringify(await ids()) !== JSON.stringify(want); i++) await sleep(100);
+  t.same(await ids(), want, "b published again under a new id; a and d (taken) not; c (queued) not twice");
+  t.equal((await total(messagesRepublished)) - reconciled0, 1, "one counted in nfx_messages_republished_total");
+  const again = await admin.jsm.streams.getMessage(stream, { last_by_subj: subject });
+  t.same(decode<SendBatch>(again!.data).sends.map((s) => s.user), ["b-0", "b-1", "b-2"], "the same batch");
+  t.equal(rec.pending, 2, "c and b~r1 are held until a gateway takes them");
+
+  // Lost again: published again once more, under the next id.
+  await admin.jsm.streams.deleteMessage(stream, again!.seq);
+  for (let i = 0; i < 50 && !(await ids()).includes("snd:b~r2"); i++) await sleep(100);
+  t.same(await ids(), ["snd:b~r2", "snd:c"], "lost again: published as ~r2");
+
+  // A gateway takes both: they are let go at their next check (ten times verifyAfterMs after the last).
+  await redis.set(keyOf(b.b, 0), "~claimed");
+  await redis.set(keyOf(c.b, 0), "~claimed");
+  for (let i = 0; i < 60 && rec.pending > 0; i++) await sleep(100);
+  t.equal(rec.pending, 0, "nothing held once gateways took everything");
+  t.same(await ids(), ["snd:b~r2", "snd:c"], "nothing published twice");
+
+  // The memory bound: past it the oldest batches go unchecked, counted.
+  const small = new StreamReconciler({ jsm: nats.jsm, redis, pub, log, streams: [stream], tickMs: 100, verifyAfterMs: 60_000, maxBytes: encode(batchOf("x")).length + 1 });
+  t.teardown(() => small.stop());
+  const unchecked0 = await total(messagesUnchecked);
+  for (const n of ["x", "y", "z"]) await publishVia(small)(n);
+  t.equal(small.pending, 1, "one batch fits");
+  t.equal((await total(messagesUnchecked)) - unchecked0, 2, "two counted in nfx_messages_unchecked_total");
+});
+
+t.test("receipt batches: one NFX_RECEIPTS lost is published again and counted once, folded first or not; receipts stored after the stream's sequence went back are counted", async (t) => {
+  const servers = await startServers(t);
+  const cfg = servers.config();
+  const { nats: admin, redis } = await clientsFor(t, cfg);
+  await ensureTopology(admin, cfg);
+  const log = createLogger({ level: "silent", redact: true });
+  // As a gateway and as the tracker, each with its role's NATS permissions (lib/infra/nats-auth.ts).
+  const gw = await connectNats(cfg, log, "test-gateway", "gateway-apns");
+  const tr = await connectNats(cfg, log, "test-tracker", "tracker");
+  t.teardown(() => Promise.all([gw.nc.close(), tr.nc.close()]));
+  const pub = { publish: (s: string, d: Uint8Array, id: string) => gw.js.publish(s, d, { msgID: id }) };
+  const rec = new StreamReconciler({ jsm: gw.jsm, redis, pub, log, streams: [STREAM.receipts], tickMs: 100, verifyAfterMs: 300 });
+  t.teardown(() => rec.stop());
+  const kv = await admin.kvm.open(BUCKET.counters);
+  let tracker = await startTracker({ cfg, nats: tr, redis, log });
+  t.teardown(() => tracker.stop());
+
+  /** Publishes a gateway's receipt batch of `users` sent for `nid`, as batch `batchId`; checked by `rec` when given. */
+  const receipts = async (nid: string, batchId: string, users: string[], r?: StreamReconciler): Promise<PubAck> => {
+    const c = new ReceiptCollector();
+    for (const u of users) c.add(nid, { user: u, outcome: "sent", channel: "apns", device: "d", at: Date.now() });
+    return ((await c.publish(gw, batchId, r)) as PubAck[])[0];
+  };
+  const sent = async (nid: string): Promise<number> => (await readCounters(kv, nid)).sent;
+  const until = async (what: () => Promise<boolean>, ms = 20_000): Promise<boolean> => {
+    for (const end = Date.now() + ms; Date.now() < end; await sleep(100)) if (await what()) return true;
+    return what();
+  };
+  const stored = async (): Promise<string[]> => {
+    const out: string[] = [];
+    const si = await admin.jsm.streams.info(STREAM.receipts);
+    for (let s = si.state.first_seq; si.state.messages > 0 && s <= si.state.last_seq; s++) {
+      const m = await admin.jsm.streams.getMessage(STREAM.receipts, { seq: s }).catch(() => null);
+      if (m) out.push(m.header.get("Nats-Msg-Id"));
+    }
+    return out;
+  };
+  const republished0 = await total(messagesRepublished);
+
+  // b1 is folded, then lost by the stream; its publisher publishes it again: not counted twice.
+  const b1 = await receipts("n1", "b1", ["a0", "a1", "a2"]);
+  await receipts("n1", "b2", ["b0", "b1"], rec);
+  t.ok(await until(async () => (await sent("n1")) === 5), "the tracker counted b1 and b2");
+  const b1data = (await admin.jsm.streams.getMessage(STREAM.receipts, { seq: b1.seq }))!.data;
+  await admin.jsm.streams.deleteMessage(STREAM.receipts, b1.seq);
+  rec.observe(receiptSubject("n1"), "dlv:b1:n1", b1data, b1);
+  t.ok(await until(async () => (await stored()).includes("dlv:b1:n1~r1")), "b1, lost, published again under a new id");
+  await receipts("n1", "b3", ["c0"]);
+  t.ok(await until(async () => (await sent("n1")) >= 6), "b3 after it counted");
+  t.equal(await sent("n1"), 6, "b1's copy not counted again: a0-a2, b0-b1, c0");
+
+  // b4 is lost before the tracker saw it (the tracker is down): its copy is counted.
+  await tracker.stop();
+  const b4 = await receipts("n2", "b4", ["d0", "d1"], rec);
+  await admin.jsm.streams.deleteMessage(STREAM.receipts, b4.seq);
+  t.ok(await until(async () => (await stored()).includes("dlv:b4:n2~r1")), "b4, lost, published again by the reconciler the collector handed it to");
+  tracker = await startTracker({ cfg, nats: tr, redis, log });
+  t.ok(await until(async () => (await sent("n2")) === 2), "b4's copy counted: d0, d1");
+  t.equal((await total(messagesRepublished)) - republished0, 2, "two republished, counted");
+  t.ok(await until(async () => rec.pending === 0, 15_000), "b2 and the copies let go after two checks found them stored");
+  t.equal((await stored()).filter((id) => id.includes("~r")).length, 2, "nothing else published again");
+
+  // The stream's sequence goes back (as nats-server does after a leader loss; here: the stream made anew): receipts stored after it are counted.
+  await tracker.stop();
+  await admin.jsm.streams.delete(STREAM.receipts);
+  await ensureTopology(admin, cfg);
+  tracker = await startTracker({ cfg, nats: tr, redis, log });
+  const b5 = await receipts("n1", "b5", ["e0", "e1"]);
+  t.ok(b5.seq < 6, `the new receipt's sequence (${b5.seq}) is below those counted before`);
+  t.ok(await until(async () => (await sent("n1")) === 8), "b5 counted although its sequence went back");
+  t.equal((await readTotals(kv)).channels.push.sent, 10, "the push totals too: 8 + 2");
+});
