@@ -1,7 +1,7 @@
 // Counters and status lines fold receipts once (an outcome repeated by another copy of a send, `echo`, is not counted again; a receipt batch by its fences and its original id), and a provider's report folds the same whether it reaches the stream before or after the gateway's "sent".
 import t from "tap";
 
-import { emptyCounters, emptyTotals, fold, foldTotal, FoldedIds, notFolded } from "../../lib/campaign/counters.js";
+import { emptyCounters, emptyTotals, fold, FoldedIds, foldTotal, notFolded } from "../../lib/campaign/counters.js";
 import type { ReceiptBatch, ReceiptEntry } from "../../lib/core/types.js";
 import { foldLines } from "../../lib/tracking/status.js";
 
