@@ -14,8 +14,12 @@ import type { Recorded } from "./outcomes.js";
 export type KeyState =
   /** Free, or held for this batch id by its earlier release: this attempt owns it and may call the provider. */
   | { kind: "mine" }
-  /** Claimed by another attempt (live, or dead until its claim lapses): look again later. */
-  | { kind: "claimed" }
+  /**
+   * Claimed by another attempt (live, or dead until its claim lapses): look again later. `sibling` when that attempt is
+   * at this same batch id (an earlier delivery of the same message, still running or dead): the whole batch must then
+   * wait, since the outcome it records is reported only by this batch id's receipts.
+   */
+  | { kind: "claimed"; sibling: boolean }
   /**
    * Already delivered: re-emit this recorded outcome, never send again. `echo` when another batch id
    * recorded it: that batch reports it (its receipts, or its redelivery's under the same message id), so
@@ -24,7 +28,8 @@ export type KeyState =
   | { kind: "recorded"; record: Recorded; echo: boolean };
 
 const MINE: KeyState = { kind: "mine" };
-const CLAIMED: KeyState = { kind: "claimed" };
+const CLAIMED: KeyState = { kind: "claimed", sibling: false };
+const SIBLING: KeyState = { kind: "claimed", sibling: true };
 
 /** TTLs of the ledger's keys, from `gateways` configuration. */
 export interface LedgerTtls {
@@ -88,6 +93,8 @@ export class DeliveryLedger {
     const keys = batch.sends.map((s) => deliveredKey(batch.shard, deliveryKey(s.nid, s.user, channel, s.device)));
     const mine = attemptMarker(batchId, attempt);
     const held = heldMarker(batchId);
+    /** What every attempt's claim at this batch id starts with. */
+    const sibling = attemptMarker(batchId, "");
     // Which batch wrote a record: 8 base64url characters of its id's hash (48 bits), not the id itself, since every delivered key carries it.
     const tag = createHash("sha1").update(batchId).digest("base64url").slice(0, 8);
     const { claims, writer, ttl } = this;
@@ -105,7 +112,7 @@ export class DeliveryLedger {
     return {
       state: (i) => {
         if (owned(i)) return MINE;
-        if (isClaim(prior[i]!)) return CLAIMED;
+        if (isClaim(prior[i]!)) return prior[i]!.startsWith(sibling) ? SIBLING : CLAIMED;
         // `b`: the tag of the batch that recorded it (absent in records of older versions: treated as this batch's own).
         const { b, ...record } = JSON.parse(prior[i]!) as Recorded & { b?: string };
         return { kind: "recorded", record, echo: b !== undefined && b !== tag };

@@ -167,6 +167,12 @@ async function runGatewayLanes(d: GatewayDeps, client: ChannelClient, cls: LaneC
       }
     };
 
+    // An earlier delivery of this same message still holds keys (running late, or dead until its claims lapse): the
+    // whole batch waits for it. Pushed back on their own, those sends would find its records under another batch id and
+    // report them as echoes, while that delivery may never publish its receipts (docs/architecture.md, "Guarantees").
+    if (batch.sends.some((_, i) => { const k = keys.state(i); return k.kind === "claimed" && k.sibling; })) {
+      throw new Error(`an earlier delivery of batch ${batchId} still holds its keys: this one waits (redelivered later)`);
+    }
     const fresh: number[] = [];
     batch.sends.forEach((s, i) => {
       const k = keys.state(i);

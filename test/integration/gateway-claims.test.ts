@@ -1,4 +1,5 @@
-// Gateway claims on real NATS and Redis against the FCM sandbox: a slow provider call keeps its claim past claimTtlSec (renewal); a dead attempt's claim lapses and its send goes once; outcomes are recorded as each request answers.
+// Gateway claims on real NATS and Redis against the FCM sandbox: a slow provider call keeps its claim past claimTtlSec (renewal); a dead attempt's claim lapses and its send goes once; outcomes are recorded as each request answers; a delivery waits for an earlier one of the same message.
+import { createHash } from "node:crypto";
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -95,5 +96,20 @@ t.test("gateway claims", async (t) => {
     await sent(n.id, 2);
     t.equal(calls("dead-claim-1"), 1, "then it went once");
     t.equal(calls("free-1"), 1, "the free one once");
+  });
+
+  t.test("an earlier delivery of the same message still holding its keys: this one waits, and the outcome that delivery records is reported once, counted", async (t) => {
+    const n = brief();
+    const batchId = "sibling-batch";
+    // Delivery 1 of this message claimed the key, is slow (its server was lost), will record the send, and never publishes its receipts.
+    await redis.set(keyOf(n.id, "y1", "d1"), `~${batchId}#1.slow`, "EX", TTL);
+    await publish(n, [{ user: "y1", device: "d1", token: "sibling-1" }], batchId);
+    await new Promise((r) => setTimeout(r, 500));
+    const tag = createHash("sha1").update(batchId).digest("base64url").slice(0, 8);
+    await redis.set(keyOf(n.id, "y1", "d1"), JSON.stringify({ outcome: "sent", at: Date.now(), b: tag }), "EX", 600);
+    const got = await sent(n.id, 1);
+    t.equal(got.length, 1, "one sent receipt");
+    t.notOk(got[0].echo, "not an echo: this message's receipts are the only ones that report it, so it is counted");
+    t.equal(calls("sibling-1"), 0, "not sent again");
   });
 });
