@@ -4,6 +4,8 @@
 cd "$(dirname "$0")/.."
 res=$(mktemp -d)
 trap 'rm -rf "$res"' EXIT
+# Interrupted: stop here (without this, sh would go on to the next suite once tap exits).
+trap 'exit 130' INT TERM
 # Ctrl-C reaches tap, the tests and every process they started (one process group); each test also stops its cluster on SIGINT/SIGTERM.
 NFX_TEST_NATS_NODES=3 NFX_TEST_REDIS=cluster node_modules/.bin/tap dist/test/integration/pipeline.test.js dist/test/integration/campaign.test.js dist/test/chaos/campaign-kills.test.js 2>&1
 code=$?
