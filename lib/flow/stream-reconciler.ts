@@ -53,7 +53,8 @@ interface Entry {
  * it and no consumer ever delivers it. `verifyAfterMs` after its ack a message
  * is looked for as one of its `keys` in Redis when it has keys (a consumer
  * that took it set them: then it is done with), else in its stream under its
- * sequence and message id; found there, it is checked again ten times as long
+ * sequence and message id (not there, its keys are looked for once more: a
+ * consumer may have taken it meanwhile); found there, it is checked again ten times as long
  * after (a message with keys until they are set, one without until found
  * `keepChecks` times); not found, it is lost and published again under
  * {@link MSGID.republished} (counted in `nfx_messages_republished_total`,
@@ -130,13 +131,19 @@ export class StreamReconciler {
     // Messages being checked still count as held (`pending`) until each is let go or held again.
     this.checking = due.length;
     const retry = (e: Entry): Entry => ({ ...e, due: now + this.t.tickMs });
+    /** Whether a consumer took `e` (one of its keys set): undefined when Redis could not answer; false without keys. */
+    const taken = (e: Entry): Promise<boolean | undefined> => (e.keys?.length ? this.o.redis.mget(...e.keys).then((v) => v.some((x) => x !== null), () => undefined) : Promise.resolve(false));
     try {
-      const taken = await Promise.all(due.map((e) => (e.keys?.length ? this.o.redis.mget(...e.keys).then((v) => v.some((x) => x !== null), () => undefined) : Promise.resolve(false))));
-      const open = due.filter((e, i) => (taken[i] === undefined ? (this.settle(retry(e)), false) : taken[i] ? (this.settle(), false) : true));
+      const before = await Promise.all(due.map(taken));
+      const open = due.filter((e, i) => (before[i] === undefined ? (this.settle(retry(e)), false) : before[i] ? (this.settle(), false) : true));
       if (!open.length) return;
       const stored = await Promise.all(open.map((e) => this.o.jsm.streams.getMessage(e.stream, { seq: e.seq }).then((m) => m?.header?.get("Nats-Msg-Id") === e.msgId, () => undefined)));
+      // Not in its stream: a consumer may have taken it (claimed its keys, then acked it away) while the stream was
+      // being asked. Its keys are looked for once more, now, before it is taken for lost.
+      const since = await Promise.all(open.map((e, i) => (stored[i] === false ? taken(e) : Promise.resolve(false))));
       for (const [i, e] of open.entries()) {
-        if (stored[i] === undefined) this.settle(retry(e));
+        if (stored[i] === undefined || since[i] === undefined) this.settle(retry(e));
+        else if (since[i]) this.settle();
         else if (!stored[i]) this.settle(await this.republish(e));
         else if (!e.keys && e.found + 1 >= this.t.keepChecks) this.settle();
         else this.settle({ ...e, found: e.found + 1, due: now + 10 * this.t.verifyAfterMs });
