@@ -1,7 +1,7 @@
 // Tracker actor: folds receipts into per-notification counters, per-channel totals and per-user logs, exactly once across restarts.
 import { DeliverPolicy, type JsMsg } from "@nats-io/jetstream";
 
-import { type ChannelTotals, type Counters, emptyCounters, fold, FoldedIds, foldTotal, notFolded, readCounters, readTotals } from "../lib/campaign/counters.js";
+import { advance, type ChannelTotals, type Counters, emptyCounters, fold, FoldedIds, foldTotal, notFolded, readCounters, readTotals } from "../lib/campaign/counters.js";
 import { decode, encodeJson } from "../lib/core/codec.js";
 import type { Config } from "../lib/core/config.js";
 import type { Logger } from "../lib/core/log.js";
@@ -171,10 +171,12 @@ export async function startTracker(d: TrackerDeps): Promise<{ stop(): Promise<vo
     const at = Math.floor(Number(m.info.timestampNanos) / 1000);
     const msgId = m.headers?.get("Nats-Msg-Id") ?? "";
     const again = msgId !== "" && folded.has(msgId);
-    if (!again && notFolded(c, m.seq, at)) {
+    // A batch stored since this tracker began, lately: the memory of folded ids decides (a receipt redelivered out of
+    // order is counted); otherwise the fences do.
+    const known = msgId !== "" && folded.covers(at / 1000);
+    if (known ? !again : !again && notFolded(c, m.seq, at)) {
       fold(c, b);
-      c.seq = m.seq;
-      c.seqAt = at;
+      advance(c, m.seq, at);
       dirty.add(b.nid);
       // Endpoint deliveries (channel webhook) are not a user's: their log is the endpoint's (nfx endpoints deliveries).
       if (userLog) logPending.push({ nid: b.nid, entries: b.entries.filter((e) => e.channel !== "webhook") });
@@ -182,10 +184,9 @@ export async function startTracker(d: TrackerDeps): Promise<{ stop(): Promise<vo
       // Folded already under another copy: a batch a stream lost, published again (lib/flow/stream-reconciler.ts).
       log.info({ nid: b.nid, msgId, seq: m.seq }, "receipt batch folded already (a copy published again): skipped");
     }
-    if (!again && notFolded(totals, m.seq, at)) {
+    if (known ? !again : !again && notFolded(totals, m.seq, at)) {
       for (const e of b.entries) if (!e.echo) foldTotal(totals, e);
-      totals.seq = m.seq;
-      totals.seqAt = at;
+      advance(totals, m.seq, at);
       totalsDirty = true;
     }
     if (msgId !== "") folded.add(msgId);

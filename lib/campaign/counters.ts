@@ -21,6 +21,17 @@ export interface Fence {
  */
 export const notFolded = (f: Fence, seq: number, at: number): boolean => seq > f.seq || (f.seqAt > 0 && at > f.seqAt);
 
+/**
+ * Moves fence `f` past a receipt just folded (stream sequence `seq`, stored at `at` µs): the fence is the receipt stored
+ * last, so one folded out of order (stored earlier) leaves its time alone and raises only its sequence, if at all.
+ */
+export function advance(f: Fence, seq: number, at: number): void {
+  if (at >= f.seqAt) {
+    f.seq = seq;
+    f.seqAt = at;
+  } else if (seq > f.seq) f.seq = seq;
+}
+
 /** What happened to a notification so far. `seq` and `seqAt` are the last receipt folded in (the tracker's fence against replays: {@link notFolded}). */
 export interface Counters extends Fence {
   /** Recipients the API accepted: a request's explicit recipients, or a campaign's segment members found so far. */
@@ -252,9 +263,23 @@ export class FoldedIds {
   private cur = new Set<number>();
   private prev = new Set<number>();
   private since: number;
+  private readonly born: number;
+  /** Whether a generation was ever cut short by its size: then the memory no longer answers for a whole span. */
+  private overflowed = false;
 
   constructor(private readonly spanMs = 10 * 60_000, private readonly maxPerGeneration = 2_000_000, now = Date.now()) {
     this.since = now;
+    this.born = now;
+  }
+
+  /**
+   * Whether this memory alone knows if a batch stored at `storedAt` (ms) was folded: it was stored after the memory
+   * began (no earlier tracker can have folded it) and less than one span ago (its id, if folded, is still here), and no
+   * generation was ever cut short. Such a batch is folded exactly when {@link has} says no, whatever its sequence: a
+   * receipt redelivered out of order (its first delivery never reached the tracker) is then still counted.
+   */
+  covers(storedAt: number, now = Date.now()): boolean {
+    return !this.overflowed && storedAt >= this.born && now - storedAt < this.spanMs;
   }
 
   /** Whether a batch with message id `msgId` (or one it was published again as) was folded lately. */
@@ -272,6 +297,7 @@ export class FoldedIds {
 
   private age(now: number): void {
     if (now - this.since < this.spanMs && this.cur.size < this.maxPerGeneration) return;
+    if (this.cur.size >= this.maxPerGeneration) this.overflowed = true;
     // Idle for two spans: nothing is recent any more.
     this.prev = now - this.since >= 2 * this.spanMs ? new Set() : this.cur;
     this.cur = new Set();

@@ -1,4 +1,5 @@
 // The stream reconciler and the tracker's fences on a real nats-server and Redis: a send or receipt batch its stream lost is published again under a new id, one taken or still stored is not; the tracker folds a copy published again once, and folds receipts stored after the stream's sequence went back.
+import { DeliverPolicy } from "@nats-io/jetstream";
 import t from "tap";
 
 import { startTracker } from "../../actors/tracker.js";
@@ -7,7 +8,7 @@ import { decode, encode } from "../../lib/core/codec.js";
 import { deliveryKey } from "../../lib/core/ids.js";
 import { deliveredKey } from "../../lib/core/keys.js";
 import { createLogger } from "../../lib/core/log.js";
-import { BUCKET, receiptSubject, sendSubject, STREAM } from "../../lib/core/subjects.js";
+import { BUCKET, CONSUMER, receiptSubject, sendSubject, STREAM } from "../../lib/core/subjects.js";
 import type { SendBatch } from "../../lib/core/types.js";
 import { JsPublisher, type PubAck } from "../../lib/flow/js-publisher.js";
 import { StreamReconciler } from "../../lib/flow/stream-reconciler.js";
@@ -177,4 +178,21 @@ t.test("receipt batches: one NFX_RECEIPTS lost is published again and counted on
   t.ok(b5.seq < 6, `the new receipt's sequence (${b5.seq}) is below those counted before`);
   t.ok(await until(async () => (await sent("n1")) === 8), "b5 counted although its sequence went back");
   t.equal((await readTotals(kv)).channels.push.sent, 10, "the push totals too: 8 + 2");
+
+  // Out of order: b7 reaches the tracker before b6 (b6's first delivery never arrived), as after a consumer's leader change: both counted, once.
+  const ci = await admin.jsm.consumers.info(STREAM.receipts, CONSUMER.tracker);
+  const { deliver_policy: _p, opt_start_seq: _s, ...config } = ci.config;
+  const startAt = async (seq: number): Promise<void> => {
+    await admin.jsm.consumers.delete(STREAM.receipts, CONSUMER.tracker);
+    await admin.jsm.consumers.add(STREAM.receipts, { ...config, deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: seq });
+  };
+  await admin.jsm.consumers.delete(STREAM.receipts, CONSUMER.tracker);
+  const b6 = await receipts("n3", "b6", ["g0", "g1"]);
+  const b7 = await receipts("n3", "b7", ["h0", "h1", "h2"]);
+  await admin.jsm.consumers.add(STREAM.receipts, { ...config, deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: b7.seq });
+  t.ok(await until(async () => (await sent("n3")) === 3, 30_000), "b7 counted first");
+  await startAt(b6.seq);
+  t.ok(await until(async () => (await sent("n3")) === 5, 30_000), "b6, delivered after it, counted too");
+  await sleep(500);
+  t.equal(await sent("n3"), 5, "b7, delivered again, not counted twice");
 });

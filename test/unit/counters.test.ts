@@ -1,7 +1,7 @@
 // Counters and status lines fold receipts once (an outcome repeated by another copy of a send, `echo`, is not counted again; a receipt batch by its fences and its original id), and a provider's report folds the same whether it reaches the stream before or after the gateway's "sent".
 import t from "tap";
 
-import { emptyCounters, emptyTotals, fold, FoldedIds, foldTotal, notFolded } from "../../lib/campaign/counters.js";
+import { advance, emptyCounters, emptyTotals, fold, FoldedIds, foldTotal, notFolded } from "../../lib/campaign/counters.js";
 import type { ReceiptBatch, ReceiptEntry } from "../../lib/core/types.js";
 import { foldLines } from "../../lib/tracking/status.js";
 
@@ -66,4 +66,16 @@ t.test("folded ids: a copy published again under ~rN is known by its original id
   t.notOk(ids.has("dlv:b1:n1", 2600), "forgotten after two");
   for (const id of ["a", "b", "c", "d"]) ids.add(id, 2700);
   t.ok(ids.has("a", 2700) && ids.has("d", 2700), "a full generation moves on early, and is still asked");
+});
+
+t.test("the fence is the receipt stored last; the memory of ids answers for what was stored since it began, within a span", async (t) => {
+  const f = { seq: 10, seqAt: 1000 };
+  advance(f, 8, 900);
+  t.same(f, { seq: 10, seqAt: 1000 }, "one folded out of order leaves the fence");
+  advance(f, 3, 2000);
+  t.same(f, { seq: 3, seqAt: 2000 }, "one stored later moves it, sequence gone back or not");
+  const ids = new FoldedIds(1000, 10, 5000);
+  t.notOk(ids.covers(4999, 5100), "stored before the memory began");
+  t.ok(ids.covers(5050, 5100), "stored since, lately");
+  t.notOk(ids.covers(5050, 6100), "stored more than a span ago");
 });
