@@ -1,20 +1,22 @@
 // The stream reconciler and the tracker's fences on a real nats-server and Redis: a send or receipt batch its stream lost is published again under a new id, one taken or still stored is not; the tracker folds a copy published again once, and folds receipts stored after the stream's sequence went back.
 import { DeliverPolicy } from "@nats-io/jetstream";
-import t from "tap";
+import t, { type Test } from "tap";
 
 import { startTracker } from "../../actors/tracker.js";
 import { readCounters, readTotals } from "../../lib/campaign/counters.js";
 import { decode, encode } from "../../lib/core/codec.js";
+import type { Config } from "../../lib/core/config.js";
 import { deliveryKey } from "../../lib/core/ids.js";
 import { deliveredKey } from "../../lib/core/keys.js";
-import { createLogger } from "../../lib/core/log.js";
+import { createLogger, type Logger } from "../../lib/core/log.js";
 import { BUCKET, CONSUMER, receiptSubject, sendSubject, STREAM } from "../../lib/core/subjects.js";
 import type { SendBatch } from "../../lib/core/types.js";
 import { JsPublisher, type PubAck } from "../../lib/flow/js-publisher.js";
 import { StreamReconciler } from "../../lib/flow/stream-reconciler.js";
 import { ReceiptCollector } from "../../lib/gateway/receipts.js";
 import { messagesRepublished, messagesUnchecked } from "../../lib/infra/metrics.js";
-import { connectNats } from "../../lib/infra/nats.js";
+import { connectNats, type Nats } from "../../lib/infra/nats.js";
+import type { Redis } from "../../lib/infra/redis.js";
 import { ensureTopology } from "../../lib/infra/topology.js";
 import { takenKeys } from "../../lib/shard/taken-keys.js";
 import { clientsFor } from "../helpers/cluster.js";
@@ -28,12 +30,28 @@ const batchOf = (name: string): SendBatch => ({
 const keyOf = (b: SendBatch, i: number): string => deliveredKey(b.shard, deliveryKey(b.sends[i].nid, b.sends[i].user, "apns", b.sends[i].device));
 const total = async (c: typeof messagesRepublished): Promise<number> => (await c.get()).values.reduce((a, v) => a + v.value, 0);
 
-t.test("every send batch is checked: one its stream lost is published again; one a gateway took, or still queued, is not", async (t) => {
+/** A nats-server and Redis with nfx's streams, an admin client of each, a silent logger. */
+async function setUp(t: Test): Promise<{ cfg: Config; admin: Nats; redis: Redis; log: Logger }> {
   const servers = await startServers(t);
   const cfg = servers.config();
   const { nats: admin, redis } = await clientsFor(t, cfg);
   await ensureTopology(admin, cfg);
-  const log = createLogger({ level: "silent", redact: true });
+  return { cfg, admin, redis, log: createLogger({ level: "silent", redact: true }) };
+}
+
+/** The message ids stored in `stream`, in stream order. */
+async function idsIn(admin: Nats, stream: string): Promise<string[]> {
+  const out: string[] = [];
+  const si = await admin.jsm.streams.info(stream);
+  for (let s = si.state.first_seq; si.state.messages > 0 && s <= si.state.last_seq; s++) {
+    const m = await admin.jsm.streams.getMessage(stream, { seq: s }).catch(() => null);
+    if (m) out.push(m.header.get("Nats-Msg-Id"));
+  }
+  return out;
+}
+
+t.test("every send batch is checked: one its stream lost is published again; one a gateway took, or still queued, is not", async (t) => {
+  const { cfg, admin, redis, log } = await setUp(t);
   // As the shard role: its NATS user may read its send streams' messages (lib/infra/nats-auth.ts).
   const nats = await connectNats(cfg, log, "test-shard", "shard");
   t.teardown(() => nats.nc.close());
@@ -53,15 +71,7 @@ t.test("every send batch is checked: one its stream lost is published again; one
     p.observe(rec);
     return p;
   };
-  const ids = async (): Promise<string[]> => {
-    const out: string[] = [];
-    const si = await admin.jsm.streams.info(stream);
-    for (let s = si.state.first_seq; si.state.messages > 0 && s <= si.state.last_seq; s++) {
-      const m = await admin.jsm.streams.getMessage(stream, { seq: s }).catch(() => null);
-      if (m) out.push(m.header.get("Nats-Msg-Id"));
-    }
-    return out.sort();
-  };
+  const ids = async (): Promise<string[]> => (await idsIn(admin, stream)).sort();
   const reconciled0 = await total(messagesRepublished);
 
   const rec = new StreamReconciler({ jsm: nats.jsm, redis, pub, log, streams: [stream], tickMs: 100, verifyAfterMs: 300 });
@@ -108,11 +118,7 @@ t.test("every send batch is checked: one its stream lost is published again; one
 });
 
 t.test("receipt batches: one NFX_RECEIPTS lost is published again and counted once, folded first or not; receipts stored after the stream's sequence went back are counted", async (t) => {
-  const servers = await startServers(t);
-  const cfg = servers.config();
-  const { nats: admin, redis } = await clientsFor(t, cfg);
-  await ensureTopology(admin, cfg);
-  const log = createLogger({ level: "silent", redact: true });
+  const { cfg, admin, redis, log } = await setUp(t);
   // As a gateway and as the tracker, each with its role's NATS permissions (lib/infra/nats-auth.ts).
   const gw = await connectNats(cfg, log, "test-gateway", "gateway-apns");
   const tr = await connectNats(cfg, log, "test-tracker", "tracker");
@@ -135,15 +141,7 @@ t.test("receipt batches: one NFX_RECEIPTS lost is published again and counted on
     for (const end = Date.now() + ms; Date.now() < end; await sleep(100)) if (await what()) return true;
     return what();
   };
-  const stored = async (): Promise<string[]> => {
-    const out: string[] = [];
-    const si = await admin.jsm.streams.info(STREAM.receipts);
-    for (let s = si.state.first_seq; si.state.messages > 0 && s <= si.state.last_seq; s++) {
-      const m = await admin.jsm.streams.getMessage(STREAM.receipts, { seq: s }).catch(() => null);
-      if (m) out.push(m.header.get("Nats-Msg-Id"));
-    }
-    return out;
-  };
+  const stored = (): Promise<string[]> => idsIn(admin, STREAM.receipts);
   const republished0 = await total(messagesRepublished);
 
   // b1 is folded, then lost by the stream; its publisher publishes it again: not counted twice.
