@@ -1,7 +1,7 @@
 // Tracker actor: folds receipts into per-notification counters, per-channel totals and per-user logs, exactly once across restarts.
-import { DeliverPolicy, type JsMsg } from "@nats-io/jetstream";
+import { type ConsumerConfig, type ConsumerInfo, DeliverPolicy, type JsMsg } from "@nats-io/jetstream";
 
-import { advance, type ChannelTotals, type Counters, emptyCounters, fold, FoldedIds, foldTotal, notFolded, readCounters, readTotals } from "../lib/campaign/counters.js";
+import { advance, type ChannelTotals, type Counters, emptyCounters, type Fence, fold, FoldedIds, foldTotal, notFolded, readCounters, readTotals } from "../lib/campaign/counters.js";
 import { decode, encodeJson } from "../lib/core/codec.js";
 import type { Config } from "../lib/core/config.js";
 import type { Logger } from "../lib/core/log.js";
@@ -20,13 +20,18 @@ export interface TrackerDeps {
   redis: Redis;
   log: Logger;
   now?: () => number;
-  /** How often the consumer is checked for running past its stream (15,000 ms; {@link watchAhead}). */
-  aheadCheckMs?: number;
 }
 
 /** How often counters are written, and after how many receipt messages at most. */
 const FLUSH_MS = 200;
 const FLUSH_MSGS = 2000;
+
+/** Deletes the tracker's consumer `ci` and creates it again with its configuration, delivering from `start`. */
+async function recreateFrom(n: Nats, ci: ConsumerInfo, start: Partial<ConsumerConfig>): Promise<void> {
+  const { deliver_policy: _p, opt_start_seq: _s, opt_start_time: _t, ...config } = ci.config;
+  await n.jsm.consumers.delete(STREAM.receipts, CONSUMER.tracker).catch(() => false);
+  await n.jsm.consumers.add(STREAM.receipts, { ...config, ...start });
+}
 
 /**
  * Recreates the tracker's consumer to start right after its ack floor, so
@@ -39,9 +44,7 @@ async function rewindToAckFloor(n: Nats, log: Logger): Promise<void> {
   const ci = await n.jsm.consumers.info(STREAM.receipts, CONSUMER.tracker);
   const floor = ci.ack_floor.stream_seq;
   if (ci.num_ack_pending === 0) return;
-  const { deliver_policy: _p, opt_start_seq: _s, opt_start_time: _t, ...config } = ci.config;
-  await n.jsm.consumers.delete(STREAM.receipts, CONSUMER.tracker);
-  await n.jsm.consumers.add(STREAM.receipts, { ...config, deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: floor + 1 });
+  await recreateFrom(n, ci, { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: floor + 1 });
   log.info({ from: floor + 1, unacked: ci.num_ack_pending }, "tracker consumer rewound to its ack floor");
 }
 
@@ -66,9 +69,7 @@ function watchAhead(n: Nats, log: Logger, foldedAt: () => number, everyMs: numbe
     suspect = false;
     const from = new Date(Math.floor(foldedAt() / 1000)).toISOString();
     log.warn({ delivered: ci.delivered.stream_seq, streamLast: si.state.last_seq, from }, "tracker consumer past its stream's messages (nats-server); recreating it from the last receipt folded");
-    const { deliver_policy: _p, opt_start_seq: _s, opt_start_time: _t, ...config } = ci.config;
-    await n.jsm.consumers.delete(STREAM.receipts, CONSUMER.tracker).catch(() => false);
-    await n.jsm.consumers.add(STREAM.receipts, { ...config, deliver_policy: DeliverPolicy.StartTime, opt_start_time: from });
+    await recreateFrom(n, ci, { deliver_policy: DeliverPolicy.StartTime, opt_start_time: from });
     consumerRepairs.inc({ stream: STREAM.receipts, consumer: CONSUMER.tracker, fault: "ahead" });
   };
   let running = false;
@@ -174,7 +175,8 @@ export async function startTracker(d: TrackerDeps): Promise<{ stop(): Promise<vo
     // A batch stored since this tracker began, lately: the memory of folded ids decides (a receipt redelivered out of
     // order is counted); otherwise the fences do.
     const known = msgId !== "" && folded.covers(at / 1000);
-    if (known ? !again : !again && notFolded(c, m.seq, at)) {
+    const isNew = (f: Fence): boolean => !again && (known || notFolded(f, m.seq, at));
+    if (isNew(c)) {
       fold(c, b);
       advance(c, m.seq, at);
       dirty.add(b.nid);
@@ -184,7 +186,7 @@ export async function startTracker(d: TrackerDeps): Promise<{ stop(): Promise<vo
       // Folded already under another copy: a batch a stream lost, published again (lib/flow/stream-reconciler.ts).
       log.info({ nid: b.nid, msgId, seq: m.seq }, "receipt batch folded already (a copy published again): skipped");
     }
-    if (known ? !again : !again && notFolded(totals, m.seq, at)) {
+    if (isNew(totals)) {
       for (const e of b.entries) if (!e.echo) foldTotal(totals, e);
       advance(totals, m.seq, at);
       totalsDirty = true;
@@ -232,7 +234,7 @@ export async function startTracker(d: TrackerDeps): Promise<{ stop(): Promise<vo
     readDurable({ js: d.nats.js, stream: STREAM.intake, consumer: CONSUMER.trackerIntake, maxMessages: 1000, log, onMsg: (m) => enqueue(() => accept(m)) }),
   ];
   const timer = setInterval(() => enqueue(flush), FLUSH_MS);
-  const ahead = watchAhead(d.nats, log, () => totals.seqAt, d.aheadCheckMs ?? 15_000);
+  const ahead = watchAhead(d.nats, log, () => totals.seqAt, 15_000);
   log.info("tracker ready");
   return {
     async stop() {

@@ -170,12 +170,13 @@ async function runGatewayLanes(d: GatewayDeps, client: ChannelClient, cls: LaneC
     // An earlier delivery of this same message still holds keys (running late, or dead until its claims lapse): the
     // whole batch waits for it. Pushed back on their own, those sends would find its records under another batch id and
     // report them as echoes, while that delivery may never publish its receipts (docs/architecture.md, "Guarantees").
-    if (batch.sends.some((_, i) => { const k = keys.state(i); return k.kind === "claimed" && k.sibling; })) {
+    const states = batch.sends.map((_, i) => keys.state(i));
+    if (states.some((k) => k.kind === "claimed" && k.sibling)) {
       throw new Error(`an earlier delivery of batch ${batchId} still holds its keys: this one waits (redelivered later)`);
     }
     const fresh: number[] = [];
     batch.sends.forEach((s, i) => {
-      const k = keys.state(i);
+      const k = states[i];
       if (k.kind === "mine") fresh.push(i);
       // Another attempt holds the key: look again soon (it records an outcome, or its claim lapses within claimTtlSec if it died).
       else if (k.kind === "claimed") pushBack([i], 2000, "claimed");
