@@ -85,30 +85,48 @@ export async function waitForPort(port: number, ms = 10_000): Promise<void> {
   }
 }
 
-/** A port free right now on 127.0.0.1 (the OS picks it). */
+/** A port free right now on 127.0.0.1, below the OS's ephemeral range (see `freePorts`). */
 export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once("error", reject);
-    s.listen(0, "127.0.0.1", () => {
-      const { port } = s.address() as net.AddressInfo;
-      s.close(() => resolve(port));
-    });
+  return (await freePorts(1))[0];
+}
+
+/** The lowest port the OS hands out for outgoing connections (Linux's `ip_local_port_range`; 32768 where it cannot be read). */
+function ephemeralFloor(): number {
+  try {
+    const low = Number(readFileSync("/proc/sys/net/ipv4/ip_local_port_range", "utf8").trim().split(/\s+/)[0]);
+    return Number.isInteger(low) && low > 2048 ? low : 32768;
+  } catch {
+    return 32768;
+  }
+}
+
+/** Whether 127.0.0.1:`port` can be bound now; the server is left listening (the caller closes it). */
+function holdPort(port: number): Promise<net.Server | null> {
+  return new Promise((resolve) => {
+    const srv = net.createServer();
+    srv.once("error", () => resolve(null));
+    srv.listen(port, "127.0.0.1", () => resolve(srv));
   });
 }
 
-/** `n` distinct ports free right now on 127.0.0.1: all held open together while the OS picks them, then released. */
+/**
+ * `n` distinct ports free right now on 127.0.0.1, for servers started a moment later. They are drawn at random from below the
+ * OS's ephemeral range, so an outgoing connection made meanwhile (a client of another server) cannot take one before its
+ * server binds; all are held open together while chosen, then released.
+ */
 export async function freePorts(n: number): Promise<number[]> {
-  const servers = await Promise.all(
-    Array.from({ length: n }, () => new Promise<net.Server>((resolve, reject) => {
-      const srv = net.createServer();
-      srv.once("error", reject);
-      srv.listen(0, "127.0.0.1", () => resolve(srv));
-    })),
-  );
-  const ports = servers.map((srv) => (srv.address() as net.AddressInfo).port);
-  await Promise.all(servers.map((srv) => new Promise<void>((r) => srv.close(() => r()))));
-  return ports;
+  const top = Math.min(ephemeralFloor(), 30_000);
+  const servers: net.Server[] = [];
+  try {
+    for (let tries = 0; servers.length < n; tries++) {
+      if (tries > 200 * n) throw new Error(`no ${n} free ports found on 127.0.0.1 between 10000 and ${top}`);
+      const srv = await holdPort(10_000 + Math.floor(Math.random() * (top - 10_000)));
+      if (srv) servers.push(srv);
+    }
+    return servers.map((srv) => (srv.address() as net.AddressInfo).port);
+  } finally {
+    await Promise.all(servers.map((srv) => new Promise<void>((r) => srv.close(() => r()))));
+  }
 }
 
 /**

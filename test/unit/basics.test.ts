@@ -1,4 +1,6 @@
-// Shard hash, error registry, codec, ids, subjects and log redaction.
+// Shard hash, error registry, codec, ids, subjects, log redaction and free ports for the harness.
+import { readFileSync } from "node:fs";
+import net from "node:net";
 import { Writable } from "node:stream";
 
 import t from "tap";
@@ -9,6 +11,7 @@ import { deliveryKey, newNotificationId } from "../../lib/core/ids.js";
 import { createLogger } from "../../lib/core/log.js";
 import { shardOf } from "../../lib/core/shard-hash.js";
 import { API, API_OPS, CHANNELS, extApiAll, extApiSubject, fanLane, fanSubject, ID_PATTERN, intakeLane, intakeSubject, PRIORITIES, sendAll, sendSubject } from "../../lib/core/subjects.js";
+import { freePorts } from "../../lib/infra/launch.js";
 import { subjectMatches } from "../helpers/subjects.js";
 
 /** Reference FNV-1a over the UTF-8 bytes, written the obvious way. */
@@ -81,4 +84,15 @@ t.test("logs redact tokens, emails, phones and bodies by default", async (t) => 
 t.test("uWebSockets.js loads its native binary here (start-up refuses the JavaScript fallback)", async (t) => {
   const { requireNativeUws } = await import("../../lib/infra/uws.js");
   t.ok(String(requireNativeUws().App).includes("[native code]"));
+});
+
+t.test("free ports: distinct, bindable, and below the range the OS gives outgoing connections", async (t) => {
+  const low = Number(readFileSync("/proc/sys/net/ipv4/ip_local_port_range", "utf8").trim().split(/\s+/)[0]);
+  const ports = await freePorts(40);
+  t.equal(new Set(ports).size, 40, "40 distinct ports");
+  t.ok(ports.every((p) => p >= 10_000 && p < Math.min(low, 30_000)), `all below the ephemeral floor ${low}`);
+  const srv = net.createServer();
+  await new Promise<void>((r) => srv.listen(ports[0], "127.0.0.1", r));
+  t.equal((srv.address() as { port: number }).port, ports[0], "a chosen port can be bound at once");
+  await new Promise<void>((r) => srv.close(() => r()));
 });
