@@ -4,10 +4,10 @@ import { randomUUID } from "node:crypto";
 import type { JsMsg } from "@nats-io/jetstream";
 import { Agent } from "undici";
 
-import { decode, encode } from "../lib/core/codec.js";
+import { decode } from "../lib/core/codec.js";
 import type { Config } from "../lib/core/config.js";
 import type { Logger } from "../lib/core/log.js";
-import { CONSUMER, MSGID, PRIORITIES, receiptSubject, STREAM, webhookDeliveryId } from "../lib/core/subjects.js";
+import { CONSUMER, MSGID, PRIORITIES, STREAM, webhookDeliveryId } from "../lib/core/subjects.js";
 import type { Notification, NotificationBrief, ReceiptBatch, ReceiptEntry, SendBatch } from "../lib/core/types.js";
 import { activeSecrets, type Endpoint, findEndpoint, LIFECYCLE_EVENTS, type LifecycleEvent, listEndpoints } from "../lib/directory/endpoints.js";
 import { changeEndpointSubscriptions } from "../lib/directory/topics.js";
@@ -17,7 +17,7 @@ import { decodeAs, runLanes } from "../lib/flow/lanes.js";
 import { readDurable } from "../lib/flow/pull.js";
 import { watchWorkQueue } from "../lib/flow/stranded.js";
 import { storeDeadLetter } from "../lib/gateway/dlq.js";
-import { receiptReconciler } from "../lib/gateway/receipts.js";
+import { publishReceipts, receiptReconciler } from "../lib/gateway/receipts.js";
 import { secretKey, signatureHeaders } from "../lib/gateway/webhook-sign.js";
 import { addressPolicy, guardedLookup } from "../lib/infra/address-policy.js";
 import { gatewayRetries, gatewaySends, stageItems } from "../lib/infra/metrics.js";
@@ -154,21 +154,14 @@ export async function startGatewayWebhook(d: GatewayWebhookDeps): Promise<{ stop
   });
   // On replicated streams its receipts are checked, and published again if NFX_RECEIPTS lost them (lib/flow/stream-reconciler.ts).
   const rec = receiptReconciler({ ...d, log });
-  const publishReceipt = async (nid: string, id: string, e: ReceiptEntry): Promise<void> => {
-    const rb: ReceiptBatch = { type: "receipts", nid, stage: "gateway", entries: [e] };
-    const subject = receiptSubject(nid);
-    const msgId = MSGID.webhookOutcome(id, e.outcome);
-    const data = encode(rb);
-    const a = await pub.publish(subject, data, msgId);
-    rec?.observe(subject, msgId, data, a);
-  };
+  const publishReceipt = (nid: string, id: string, e: ReceiptEntry): Promise<unknown> => publishReceipts(pub, rec, nid, MSGID.webhookOutcome(id, e.outcome), [e]);
 
   // 1. Intake: a send batch's deliveries into their endpoints' queues.
   const handle = async (m: JsMsg): Promise<void> => {
     const batch = decodeAs<SendBatch>(m.data, "send_batch");
     const byEndpoint = new Map<string, { id: string; d: QueuedDelivery }[]>();
     const now = Date.now();
-    const skipped: Promise<void>[] = [];
+    const skipped: Promise<unknown>[] = [];
     // One queued item per notification of the batch, shared by its endpoints (the queues serialize it once); what
     // it sends (type, body, brief) is stored once per notification, not once per endpoint.
     const itemOf = new Map<string, QueuedDelivery>();

@@ -11,7 +11,8 @@ import { Admission, LatencyReporter } from "../lib/flow/admission.js";
 import { decodeAs, type Lanes, PoisonMessage, runLanes } from "../lib/flow/lanes.js";
 import { shedReason } from "../lib/flow/shedding.js";
 import { watchWorkQueue } from "../lib/flow/stranded.js";
-import { ReceiptCollector, receiptReconciler } from "../lib/gateway/receipts.js";
+import { publishChecked } from "../lib/flow/stream-reconciler.js";
+import { jsPublisher, ReceiptCollector, receiptReconciler } from "../lib/gateway/receipts.js";
 import { Inbox, type InboxItem, inboxItemOf, type StoredItem } from "../lib/inapp/inbox.js";
 import { gatewaysOfAll } from "../lib/inapp/presence.js";
 import { perLaneClass } from "../lib/infra/lane-connections.js";
@@ -104,6 +105,7 @@ async function dispatchLanes(d: InAppDispatchDeps, cls: LaneClass): Promise<{ st
   const log = d.log.child({ actor: "inapp-dispatch", lanes: cls });
   // Its receipts, and the push (or other) fallbacks it publishes, are checked on replicated streams.
   const rec = receiptReconciler({ ...d, log }, GATEWAY_CHANNELS.map((c) => STREAM.send(c)));
+  const pub = jsPublisher(d.nats);
   const now = d.now ?? Date.now;
   const w = d.cfg.ws;
   const inbox = new Inbox(d.redis, { shards: d.cfg.cluster.shards, cap: w.inboxCap, retentionMs: w.inboxRetentionDays * 86_400_000 });
@@ -157,10 +159,7 @@ async function dispatchLanes(d: InAppDispatchDeps, cls: LaneClass): Promise<{ st
       // With no fallback route the item stays in the inbox only.
       note(s.nid, { user: s.user, outcome: "fallback", channel: "inapp", device: "inapp", reason: s.fallback?.length ? reason : `${reason}:inbox_only`, at: now() });
       for (const b of fallbackBatches(batch, s, n)) {
-        const subject = sendSubject(b.channel, prio);
-        const msgId = `${MSGID.inappFallback(s.nid, s.user)}:${b.channel}`;
-        const data = encode(b);
-        fallbacks.push(d.nats.js.publish(subject, data, { msgID: msgId }).then((a) => rec?.observe(subject, msgId, data, a, takenKeys(b))));
+        fallbacks.push(publishChecked(pub, rec, sendSubject(b.channel, prio), MSGID.inappFallback(s.nid, s.user, b.channel), encode(b), takenKeys(b)));
         for (const f of b.sends) note(s.nid, { user: s.user, outcome: "queued", channel: b.channel, device: f.device, at: now() });
       }
     };

@@ -4,11 +4,13 @@ import { type ConsumerConfig, type ConsumerInfo, DeliverPolicy, type JsMsg } fro
 import { advance, type ChannelTotals, type Counters, emptyCounters, type Fence, fold, FoldedIds, foldTotal, notFolded, readCounters, readTotals } from "../lib/campaign/counters.js";
 import { decode, encodeJson } from "../lib/core/codec.js";
 import type { Config } from "../lib/core/config.js";
+import { receiptFoldedKey } from "../lib/core/keys.js";
 import type { Logger } from "../lib/core/log.js";
-import { BUCKET, CONSUMER, COUNTERS_KEY, scheduledSubject, STREAM } from "../lib/core/subjects.js";
+import { BUCKET, CONSUMER, COUNTERS_KEY, MSGID, scheduledSubject, STREAM } from "../lib/core/subjects.js";
 import type { Notification, ReceiptBatch } from "../lib/core/types.js";
 import { readDurable } from "../lib/flow/pull.js";
 import { consumerFault } from "../lib/flow/stranded.js";
+import { reconcileWanted } from "../lib/flow/stream-reconciler.js";
 import { consumerRepairs, stageItems } from "../lib/infra/metrics.js";
 import type { Nats } from "../lib/infra/nats.js";
 import { pipelineOf, type Redis } from "../lib/infra/redis.js";
@@ -25,6 +27,9 @@ export interface TrackerDeps {
 /** How often counters are written, and after how many receipt messages at most. */
 const FLUSH_MS = 200;
 const FLUSH_MSGS = 2000;
+
+/** How long a receipt batch's folded mark lives (lib/core/keys.ts `receiptFoldedKey`): well past the reconcilers' 50 s between checks. */
+const FOLDED_MARK_SEC = 600;
 
 /** Deletes the tracker's consumer `ci` and creates it again with its configuration, delivering from `start`. */
 async function recreateFrom(n: Nats, ci: ConsumerInfo, start: Partial<ConsumerConfig>): Promise<void> {
@@ -96,8 +101,11 @@ function watchAhead(n: Nats, log: Logger, foldedAt: () => number, everyMs: numbe
  * receipts in order, and later recreated if nats-server leaves it past the
  * stream ({@link watchAhead}). The ids of the batches folded in the last 10–20 minutes
  * are kept ({@link FoldedIds}): a batch a stream lost and its publisher
- * published again is folded once. Run one tracker per cluster (the counters
- * and the consumers are its alone).
+ * published again is folded once. On replicated streams, once a batch's
+ * counters are stored its original id is marked folded in Redis
+ * (`receiptFoldedKey`, 10 minutes): its publisher's reconciler then lets it
+ * go, and until then keeps checking that NFX_RECEIPTS still holds it. Run
+ * one tracker per cluster (the counters and the consumers are its alone).
  */
 export async function startTracker(d: TrackerDeps): Promise<{ stop(): Promise<void> }> {
   const log = d.log.child({ actor: "tracker" });
@@ -113,6 +121,9 @@ export async function startTracker(d: TrackerDeps): Promise<{ stop(): Promise<vo
   /** Receipt entries folded since the last flush, for the users' delivery logs: kept until a flush wrote them. */
   let logPending: { nid: string; entries: ReceiptBatch["entries"] }[] = [];
   let unacked: JsMsg[] = [];
+  /** Original ids of the receipt batches among `unacked`, marked folded in Redis once their counters are stored (for the publishers' reconcilers). */
+  let foldedPending: string[] = [];
+  const markFolded = reconcileWanted(d.cfg.gateways.reconcileReceipts, d.cfg.streams.replicas) || reconcileWanted(d.cfg.shard.reconcileSends, d.cfg.streams.replicas);
   let lastFlush = now();
 
   /**
@@ -143,6 +154,15 @@ export async function startTracker(d: TrackerDeps): Promise<{ stop(): Promise<vo
       for (const id of ids) dirty.add(id);
       totalsDirty ||= withTotals;
       throw err;
+    }
+    if (foldedPending.length > 0) {
+      // Best effort: a batch whose mark is missing is looked for in its stream instead, and kept until marked or let go.
+      const p = pipelineOf(d.redis);
+      for (const id of foldedPending) p.set(receiptFoldedKey(id), "1", "EX", FOLDED_MARK_SEC);
+      foldedPending = [];
+      const res = await p.exec().catch((err: Error) => [[err, null]] as [Error | null, unknown][]);
+      const bad = res?.find(([err]) => err);
+      if (bad?.[0]) log.warn({ err: bad[0] }, "marking receipt batches folded failed (their publishers look for them in the stream instead)");
     }
     for (const m of unacked) m.ack();
     unacked = [];
@@ -191,7 +211,10 @@ export async function startTracker(d: TrackerDeps): Promise<{ stop(): Promise<vo
       advance(totals, m.seq, at);
       totalsDirty = true;
     }
-    if (msgId !== "") folded.add(msgId);
+    if (msgId !== "") {
+      folded.add(msgId);
+      if (markFolded) foldedPending.push(MSGID.original(msgId));
+    }
     stageItems.inc({ stage: "tracker" }, b.entries.length || 1);
     unacked.push(m);
     if (unacked.length >= FLUSH_MSGS || now() - lastFlush >= FLUSH_MS) await flush();

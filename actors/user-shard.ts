@@ -10,6 +10,7 @@ import { policyClock } from "../lib/core/clock.js";
 import { encode } from "../lib/core/codec.js";
 import type { Config } from "../lib/core/config.js";
 import { Fenced } from "../lib/core/errors.js";
+import { receiptFoldedKey } from "../lib/core/keys.js";
 import type { Logger } from "../lib/core/log.js";
 import { ownValue } from "../lib/core/own-keys.js";
 import { BUCKET, CLASS_PRIORITIES, fanSubject, GATEWAY_CHANNELS, LANE_CLASSES, type LaneClass, PRIORITIES, type Priority, STREAM } from "../lib/core/subjects.js";
@@ -431,9 +432,9 @@ class ShardOwner {
     return Promise.all(outs.map((o) => {
       const data = encode(o.body);
       const p = pub.publish(o.subject, data, o.msgId);
-      // Send batches are done with once a gateway took them (their delivery keys), receipt batches once seen twice in NFX_RECEIPTS.
+      // Send batches are done with once a gateway took them (their delivery keys), receipt batches once the tracker folded them.
       if (!rec || (o.body.type !== "send_batch" && o.body.type !== "receipts")) return p;
-      const keys = o.body.type === "send_batch" ? takenKeys(o.body) : null;
+      const keys = o.body.type === "send_batch" ? takenKeys(o.body) : [receiptFoldedKey(o.msgId)];
       return p.then((a) => (rec.observe(o.subject, o.msgId, data, a, keys), a));
     }));
   }

@@ -59,7 +59,7 @@ export async function startApnsSandbox(o: { port: number; key: Buffer; cert: Buf
         }
         o.recorder.record({
           provider: "apns", token, nid: payload?.nfx?.id, title: payload?.aps?.alert?.title, body: payload?.aps?.alert?.body,
-          account: headers["apns-topic"], data: payload, headers, status, reason, at: Date.now(),
+          account: headers["apns-topic"], data: payload, headers, status, reason, at: Date.now(), ...(stream.destroyed ? { unanswered: true as const } : {}),
         });
         if (stream.destroyed) return;
         const apnsId = headers["apns-id"] ?? randomUUID();

@@ -46,7 +46,7 @@ export async function startFcmSandbox(o: { port: number; key: Buffer; cert: Buff
       const answer = (status: number, body: string, reason?: string, retryAfter?: number): void => {
         o.recorder.record({
           provider: "fcm", token, nid: msg?.data?.nfx_id, title: msg?.notification?.title, body: msg?.notification?.body,
-          account: project, data: msg, headers, status, reason, at: Date.now(),
+          account: project, data: msg, headers, status, reason, at: Date.now(), ...(res.destroyed || req.socket.destroyed ? { unanswered: true as const } : {}),
         });
         res.writeHead(status, { "content-type": "application/json; charset=UTF-8", ...(retryAfter !== undefined ? { "retry-after": String(retryAfter) } : {}) });
         res.end(body);

@@ -20,6 +20,8 @@ export interface Delivery {
   status: number;
   reason?: string;
   at: number;
+  /** The client had given up on the request (closed its stream or connection) before the sandbox answered: recorded as the provider would have acted on it, but the client never learnt the outcome. */
+  unanswered?: true;
 }
 
 /** Providers that post delivery webhooks back to the customer (SendGrid's Event Webhook, Twilio's status callbacks). */

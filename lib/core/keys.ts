@@ -63,6 +63,13 @@ export const engagedKey = (nid: string, kind: "opened" | "clicked"): string => `
 /** Email addresses that hard-bounced: set of lower-cased addresses. The email gateway sends them nothing. */
 export const BOUNCED_KEY = "nfx:bounced";
 
+/**
+ * Set (for 10 minutes) by the tracker once the receipt batch first published under message id `originalId` is
+ * folded and its counters are stored: what the stream reconciler of its publisher looks for before it looks in
+ * NFX_RECEIPTS (lib/flow/stream-reconciler.ts). Pass the original id (`MSGID.original`), not a republished copy's.
+ */
+export const receiptFoldedKey = (originalId: string): string => `nfx:rf:${originalId}`;
+
 /** A provider webhook event already applied (SendGrid sg_event_id, Twilio sid + status): redelivered webhooks count once. */
 export const webhookSeenKey = (provider: string, eventId: string): string => `nfx:wh:${provider}:${eventId}`;
 

@@ -231,8 +231,8 @@ export const MSGID = {
   delivered: (sendMsgId: string, nid: string): string => `dlv:${sendMsgId}:${nid}`,
   /** A pushed-back part of a send batch, released to its send stream: `kind` is "retry" (attempt failed) or "wait" (not attempted). */
   retry: (sendMsgId: string, kind: string, attempt: number): string => `rty:${sendMsgId}:${kind}:${attempt}`,
-  /** The push fallback of an in-app send that no client acknowledged: one per (notification, user), ever. */
-  inappFallback: (nid: string, user: string): string => `fb:${nid}:${user}`,
+  /** The push fallback on `channel` of an in-app send that no client acknowledged: one per (notification, user, channel), ever. */
+  inappFallback: (nid: string, user: string, channel: string): string => `fb:${nid}:${user}:${channel}`,
   /** The seen/read receipt of one inbox item: an item changes to seen or read once. */
   inboxAction: (user: string, action: string, nid: string): string => `ibx:${user}:${action}:${nid}`,
   /** Receipts of one notification from a stage outside the pipeline (engagement, webhooks), named by a hash of their entries: a retried publish of the same entries is dropped. */

@@ -1,11 +1,20 @@
-// Repairs a work-queue consumer that nats-server left past its stream's last sequence (its stream's sequence went back after a leader loss): the messages it would skip are delivered again.
-import type { ConsumerConfig, ConsumerInfo, JetStreamManager } from "@nats-io/jetstream";
+// Repairs a work-queue consumer that nats-server left past its stream's last sequence (its stream's sequence went back after a leader loss), or without a leader: the messages it would skip are delivered again.
+import { type ConsumerConfig, type ConsumerInfo, JetStreamApiCodes, JetStreamApiError, type JetStreamManager } from "@nats-io/jetstream";
 
 import type { Logger } from "../core/log.js";
 import { consumerRepairs } from "../infra/metrics.js";
 
 /** A consumer is not judged again this soon after it was (re)created. */
 const SETTLE_MS = 30_000;
+
+/** JetStream's error code for "JetStream system temporarily unavailable": asked about a consumer, its Raft group has no leader. */
+const NO_LEADER = 10008;
+
+/** Whether asking for a consumer's information failed as it does when its Raft group has no leader: "temporarily unavailable", or no answer (a group whose only replicas are down). */
+const leaderless = (err: Error): boolean => (err instanceof JetStreamApiError && err.code === NO_LEADER) || err.name === "TimeoutError";
+
+/** How long a consumer may be without a leader before it is recreated (elections take seconds; a stuck group, minutes). */
+const LEADERLESS_MS = 40_000;
 
 /**
  * What is wrong with consumer `ci` of a work-queue stream whose last sequence is `lastSeq` and which holds
@@ -26,18 +35,44 @@ export function consumerFault(ci: { delivered: Pick<ConsumerInfo["delivered"], "
  * holds only what is not acked, so it then delivers exactly what is left, the skipped messages included (a message
  * a reader was still working on may come again: every stage is idempotent per message). nats-server 2.9.10 does
  * this to a stream whose leader was killed (docs/operations.md, "nats-server version"); so do later versions,
- * rarely (nats-server issues 5412, 6124). Logged and counted (`nfx_consumer_repairs_total`); errors are logged.
+ * rarely (nats-server issues 5412, 6124). A consumer whose Raft group has had no leader for `leaderlessMs` (its stream
+ * has one: asked for its information on every check over that time, JetStream answers "temporarily unavailable"
+ * or not at all) is recreated the same way (fault `leaderless`; nats-server 2.9.10 left a gateway's critical lane so for
+ * minutes after a node restart, with two of its three servers up), and so is one found missing (`missing`).
+ * Logged and counted (`nfx_consumer_repairs_total`); errors are logged.
  */
-export function watchWorkQueue(o: { jsm: JetStreamManager; stream: string; configs: readonly Partial<ConsumerConfig>[]; log: Logger; everyMs?: number; settleMs?: number }): { stop(): void } {
+export function watchWorkQueue(o: { jsm: JetStreamManager; stream: string; configs: readonly Partial<ConsumerConfig>[]; log: Logger; everyMs?: number; settleMs?: number; leaderlessMs?: number }): { stop(): void } {
   const suspect = new Map<string, string>();
+  const leaderlessSince = new Map<string, number>();
+  /** Deletes consumer `c` (if it is there: a leaderless one's delete may go unanswered) and adds it again from its configuration. */
+  const recreate = async (c: Partial<ConsumerConfig>, fault: string, info: Record<string, unknown>, msg: string): Promise<void> => {
+    o.log.warn({ stream: o.stream, consumer: c.durable_name, fault, ...info }, msg);
+    if (fault !== "missing") await o.jsm.consumers.delete(o.stream, c.durable_name!).catch(() => false);
+    await o.jsm.consumers.add(o.stream, c);
+    consumerRepairs.inc({ stream: o.stream, consumer: c.durable_name!, fault });
+  };
   const check = async (): Promise<void> => {
     // Per-subject counts: a send stream has one subject per priority lane.
     const si = await o.jsm.streams.info(o.stream, { subjects_filter: ">" });
     const bySubject = si.state.subjects ?? {};
     for (const c of o.configs) {
       const name = c.durable_name!;
-      const ci = await o.jsm.consumers.info(o.stream, name).catch(() => null);
-      if (!ci || Date.now() - Date.parse(ci.created) < (o.settleMs ?? SETTLE_MS)) continue;
+      const ci = await o.jsm.consumers.info(o.stream, name).catch((err: unknown) => err as Error);
+      if (ci instanceof JetStreamApiError && ci.code === JetStreamApiCodes.ConsumerNotFound) {
+        await recreate(c, "missing", {}, "work-queue consumer missing; creating it");
+        continue;
+      }
+      if (ci instanceof Error) {
+        if (!leaderless(ci)) continue;
+        const since = leaderlessSince.get(name) ?? Date.now();
+        leaderlessSince.set(name, since);
+        if (Date.now() - since < (o.leaderlessMs ?? LEADERLESS_MS)) continue;
+        leaderlessSince.delete(name);
+        await recreate(c, "leaderless", { leaderlessMs: Date.now() - since }, "consumer without a leader (nats-server); recreating it");
+        continue;
+      }
+      leaderlessSince.delete(name);
+      if (Date.now() - Date.parse(ci.created) < (o.settleMs ?? SETTLE_MS)) continue;
       const pattern = c.filter_subject ? new RegExp(`^${c.filter_subject.replace(/\./g, "\\.").replace(/\*/g, "[^.]+").replace(/>$/, ".+")}$`) : null;
       const matching = Object.entries(bySubject).reduce((a, [s, n]) => a + (!pattern || pattern.test(s) ? n : 0), 0);
       const fault = consumerFault(ci, si.state.last_seq, matching);
@@ -51,10 +86,7 @@ export function watchWorkQueue(o: { jsm: JetStreamManager; stream: string; confi
         continue;
       }
       suspect.delete(name);
-      o.log.warn({ stream: o.stream, consumer: name, fault, delivered: ci.delivered.stream_seq, streamLast: si.state.last_seq, matching }, "consumer past its stream's messages (nats-server); recreating it");
-      await o.jsm.consumers.delete(o.stream, name).catch(() => false);
-      await o.jsm.consumers.add(o.stream, c);
-      consumerRepairs.inc({ stream: o.stream, consumer: name, fault });
+      await recreate(c, fault, { delivered: ci.delivered.stream_seq, streamLast: si.state.last_seq, matching }, "consumer past its stream's messages (nats-server); recreating it");
     }
   };
   let running = false;

@@ -12,6 +12,18 @@ export interface Publisher {
   publish(subject: string, data: Uint8Array, msgId: string): Promise<PubAck>;
 }
 
+/**
+ * Publishes `data` on `subject` under message id `msgId` through `pub` and
+ * hands the ack to `rec` when there is one (`keys` as for
+ * {@link StreamReconciler.observe}). Resolves with the ack; rejects as the
+ * publish does, and then nothing is observed.
+ */
+export async function publishChecked(pub: Publisher, rec: StreamReconciler | null | undefined, subject: string, msgId: string, data: Uint8Array, keys: readonly string[] | null = null): Promise<PubAck> {
+  const a = await pub.publish(subject, data, msgId);
+  rec?.observe(subject, msgId, data, a, keys);
+  return a;
+}
+
 /** Whether a reconciler runs for setting `setting` (`auto`: on replicated streams, `replicas` > 1). */
 export const reconcileWanted = (setting: "auto" | "on" | "off", replicas: number): boolean => (setting === "auto" ? replicas > 1 : setting === "on");
 

@@ -1,10 +1,11 @@
 // Receipt entries of one handled send batch, collected per notification and published as one receipt batch each under the batch's message ids.
 import { encode } from "../core/codec.js";
 import type { Config } from "../core/config.js";
+import { receiptFoldedKey } from "../core/keys.js";
 import type { Logger } from "../core/log.js";
 import { MSGID, receiptSubject, STREAM } from "../core/subjects.js";
 import type { ReceiptBatch, ReceiptEntry } from "../core/types.js";
-import { reconcileWanted, StreamReconciler } from "../flow/stream-reconciler.js";
+import { publishChecked, type Publisher, reconcileWanted, StreamReconciler } from "../flow/stream-reconciler.js";
 import type { Nats } from "../infra/nats.js";
 import type { Redis } from "../infra/redis.js";
 
@@ -19,8 +20,22 @@ import type { Redis } from "../infra/redis.js";
 export function receiptReconciler(d: { cfg: Config; nats: Nats; redis: Redis; log: Logger }, sendStreams: readonly string[] = []): StreamReconciler | null {
   const g = d.cfg.gateways;
   if (!reconcileWanted(g.reconcileReceipts, d.cfg.streams.replicas)) return null;
-  const pub = { publish: (subject: string, data: Uint8Array, msgId: string) => d.nats.js.publish(subject, data, { msgID: msgId }) };
-  return new StreamReconciler({ jsm: d.nats.jsm, redis: d.redis, pub, log: d.log, streams: [STREAM.receipts, ...sendStreams], maxBytes: g.reconcileMaxMb * 1024 * 1024 });
+  return new StreamReconciler({ jsm: d.nats.jsm, redis: d.redis, pub: jsPublisher(d.nats), log: d.log, streams: [STREAM.receipts, ...sendStreams], maxBytes: g.reconcileMaxMb * 1024 * 1024 });
+}
+
+/** `nats.js` as a {@link Publisher} (one message id per publish, so a copy within the duplicate window is dropped). */
+export const jsPublisher = (nats: Nats): Publisher => ({ publish: (subject, data, msgId) => nats.js.publish(subject, data, { msgID: msgId }) });
+
+/**
+ * Publishes the receipt batch of notification `nid` from stage `gateway`
+ * (`entries`, in order) on `receiptSubject(nid)` under `msgId`, through `pub`,
+ * and hands its ack to `rec` when there is one (done with once the tracker
+ * folded it: `receiptFoldedKey`). Resolves when JetStream
+ * acknowledged it; rejects if the publish failed.
+ */
+export function publishReceipts(pub: Publisher, rec: StreamReconciler | null | undefined, nid: string, msgId: string, entries: ReceiptEntry[]): Promise<unknown> {
+  const rb: ReceiptBatch = { type: "receipts", nid, stage: "gateway", entries };
+  return publishChecked(pub, rec, receiptSubject(nid), msgId, encode(rb), [receiptFoldedKey(msgId)]);
 }
 
 /**
@@ -54,16 +69,7 @@ export class ReceiptCollector {
    * ({@link receiptReconciler}).
    */
   publish(nats: Nats, batchId: string, rec?: StreamReconciler | null): Promise<unknown> {
-    return Promise.all(
-      [...this.byNid].map(async ([nid, list]) => {
-        const rb: ReceiptBatch = { type: "receipts", nid, stage: "gateway", entries: list };
-        const subject = receiptSubject(nid);
-        const msgId = MSGID.delivered(batchId, nid);
-        const data = encode(rb);
-        const a = await nats.js.publish(subject, data, { msgID: msgId });
-        rec?.observe(subject, msgId, data, a);
-        return a;
-      }),
-    );
+    const pub = jsPublisher(nats);
+    return Promise.all([...this.byNid].map(([nid, list]) => publishReceipts(pub, rec, nid, MSGID.delivered(batchId, nid), list)));
   }
 }

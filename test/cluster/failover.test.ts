@@ -1,6 +1,7 @@
 // Cluster failover (npm run test:cluster): a 200,000-user campaign on three nats-servers (R3) and a Redis Cluster while JetStream leaders and a Redis master are SIGKILLed; 0 lost, duplicates within the sends in flight, recovery times measured.
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { monitorEventLoopDelay } from "node:perf_hooks";
 
 import t from "tap";
 
@@ -67,6 +68,9 @@ t.test(`${USERS.toLocaleString("en")} users; JetStream leaders SIGKILLed ${NATS_
   for (const provider of ["apns", "fcm"] as const) recorder.faults.add({ provider, latencyMs: 50 });
   const { id } = await notify(nats.nc, { segment: "active_30d", category: "social", content: { push: { title: "Failover", body: "f" } }, campaign: { rate: Math.ceil(USERS / CAMPAIGN_SECS) } });
   const started = Date.now();
+  // The sandboxes answer from this process: a stall here (GC, a blocking write) makes providers look slow to the gateways.
+  const loopDelay = monitorEventLoopDelay({ resolution: 20 });
+  loopDelay.enable();
   const campaignStatus = (): Promise<CampaignStatus> => callApi<CampaignStatus>(nats.nc, API.campaign, { id, action: "status" });
   let createdAt = 0;
   t.ok(await eventually(async () => ((createdAt = (await campaignStatus()).createdAt), true), 60_000), "the campaign is recorded");
@@ -162,18 +166,24 @@ t.test(`${USERS.toLocaleString("en")} users; JetStream leaders SIGKILLed ${NATS_
   }
 
   /** Every stream and bucket has a leader and two replicas that are current. */
+  /**
+   * A replica caught up: current, or a few entries behind and heard from within 2 s. Under a campaign's steady writes a
+   * follower being fed is often a few entries behind when asked, and nats-server 2.9.10 then reports it not current
+   * (one run saw `lag 1 seen 6 ms` on NFX_SEND_APNS for minutes, every other replica current).
+   */
+  const caughtUp = (r: { current: boolean; offline?: boolean; lag?: number; active: number }): boolean => !r.offline && (r.current || ((r.lag ?? 0) <= 10 && r.active > 0 && r.active < 2e9));
   const allCurrent = async (): Promise<boolean> => {
     for await (const si of nats.jsm.streams.list()) {
       const c = si.cluster;
-      if (!c?.leader || c.replicas?.length !== 2 || !c.replicas.every((r) => r.current && !r.offline)) return false;
+      if (!c?.leader || c.replicas?.length !== 2 || !c.replicas.every(caughtUp)) return false;
     }
     return true;
   };
 
-  /** The nodes holding a replica that is not current (or offline) of some stream or bucket. */
+  /** The nodes holding a replica that is not caught up (or offline) of some stream or bucket. */
   const behindNodes = async (): Promise<string[]> => {
     const out = new Set<string>();
-    for await (const si of nats.jsm.streams.list()) for (const r of si.cluster?.replicas ?? []) if (!r.current || r.offline) out.add(r.name);
+    for await (const si of nats.jsm.streams.list()) for (const r of si.cluster?.replicas ?? []) if (!caughtUp(r)) out.add(r.name);
     return [...out];
   };
 
@@ -281,7 +291,7 @@ t.test(`${USERS.toLocaleString("en")} users; JetStream leaders SIGKILLed ${NATS_
     console.error(await consumersAhead().catch((err: Error) => err.message));
     console.error(`kills at ${killedAt.map(rel).join(", ")}; campaign ${JSON.stringify(await campaignStatus().catch((err: Error) => err.message))}`);
     const dupToks = [...got].filter(([, c]) => c > 1).slice(0, 8).map(([tok]) => tok);
-    for (const tok of dupToks) console.error(`dup ${tok}: accepted at ${recorder.accepted().filter((d) => d.token === tok && d.nid === id).map((d) => rel(d.at)).join(", ")}`);
+    for (const tok of dupToks) console.error(`dup ${tok}: accepted at ${recorder.accepted().filter((d) => d.token === tok && d.nid === id).map((d) => `${rel(d.at)}${d.unanswered ? " (client had given up)" : ""}`).join(", ")}`);
     for (const ch of ["apns", "fcm"] as const) {
       const si = await nats.jsm.streams.info(STREAM.send(ch)).catch(() => null);
       const cons = await Promise.all(PRIORITIES.map((p) => nats.jsm.consumers.info(STREAM.send(ch), CONSUMER.gateway(ch, p)).then((c) => `${p}: pending ${c.num_pending} ack_pending ${c.num_ack_pending} waiting ${c.num_waiting} redelivered ${c.num_redelivered}`, (err: Error) => `${p}: ${err.message}`)));
@@ -294,15 +304,19 @@ t.test(`${USERS.toLocaleString("en")} users; JetStream leaders SIGKILLed ${NATS_
       console.error(`lost ${tok} (user ${u.id}, shard ${shardOf(u.id, P)}): ${key} = ${JSON.stringify(await redis.get(key).catch((err: Error) => err.message))}`);
     }
   }
+  // Duplicates whose earlier acceptance reached no client: the gateway had given up on the request (its timeout), so it was sent again.
+  const unanswered = new Map<string, number>();
+  for (const d of recorder.accepted()) if (d.nid === id && d.unanswered) unanswered.set(d.token, (unanswered.get(d.token) ?? 0) + 1);
+  const dupUnanswered = [...got].reduce((a, [tok, c]) => a + Math.min(c - 1, unanswered.get(tok) ?? 0), 0);
+  loopDelay.disable();
   const natsKills = kills.filter((k) => k.what !== "redis master");
   const result = {
     test: "cluster-failover", recipients: users.length, expected_devices: expected.size, nats_kills: natsKills.length, redis_kills: 1,
-    lost, dup, dup_bound: dupBound, tracker_sent: trackerSent, secs: Math.round((Date.now() - started) / 1000),
+    lost, dup, dup_bound: dupBound, dup_unanswered: dupUnanswered, harness_loop_delay_max_ms: Math.round(loopDelay.max / 1e6), tracker_sent: trackerSent, secs: Math.round((Date.now() - started) / 1000),
     recovery: {
       nats_resume_ms: { p50: pct(natsKills.map((k) => k.resume_ms), 50), max: Math.max(...natsKills.map((k) => k.resume_ms)) },
       nats_probe_ms: { p50: pct(natsKills.map((k) => k.probe_ms), 50), max: Math.max(...natsKills.map((k) => k.probe_ms)) },
       redis_resume_ms: rr.resume_ms, redis_probe_ms: rr.probe_ms,
-      
     },
     per_kill: kills,
   };

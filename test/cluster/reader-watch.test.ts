@@ -1,13 +1,15 @@
-// An ordered reader whose client and consumer were both on the nats-server that died is noticed (watchOrdered) and opened again on a live server, rather than waiting silently for the dead one to return.
+// After a nats-server dies: an ordered reader whose client and consumer were on it is noticed (watchOrdered) and opened again on a live server; a work-queue consumer left without a leader is created again (watchWorkQueue).
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 
-import { type ConsumerMessages, DeliverPolicy, jetstream, jetstreamManager } from "@nats-io/jetstream";
+import { AckPolicy, type ConsumerMessages, DeliverPolicy, jetstream, jetstreamManager, RetentionPolicy } from "@nats-io/jetstream";
 import { connect } from "@nats-io/transport-node";
 import t from "tap";
 
+import type { Logger } from "../../lib/core/log.js";
 import { watchOrdered } from "../../lib/flow/pull.js";
+import { watchWorkQueue } from "../../lib/flow/stranded.js";
 import { startNatsCluster } from "../../lib/infra/nats-cluster.js";
 import { eventually } from "../helpers/cluster.js";
 
@@ -72,4 +74,43 @@ t.test("a reader stuck after its server's loss is reported and a new one reads o
   };
   t.ok(await eventually(reopen, 60_000), "a new reader opens on a live node");
   t.ok(await eventually(() => seen.includes("second"), 30_000), "the new reader reads on while the dead node stays down");
+});
+
+t.test("a work-queue consumer left without a leader, or missing, is created again and delivers what is unacked", { timeout: 180_000 }, async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), "nfx-wqwatch-"));
+  const cluster = await startNatsCluster({ dir, nodes: 3, conf: (name) => `server_name: "${name}"\njetstream {}\n` });
+  t.teardown(async () => {
+    await cluster.stop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+  const admin = await connect({ servers: cluster.urls, reconnectTimeWait: 500 });
+  t.teardown(() => admin.close());
+  const jsm = await jetstreamManager(admin);
+  t.ok(await eventually(() => jsm.streams.add({ name: "Q", subjects: ["q.>"], num_replicas: 3, retention: RetentionPolicy.Workqueue }).then(() => true, () => false), 30_000), "an R3 work queue");
+  for (const n of [1, 2, 3]) await jetstream(admin).publish(`q.${n}`, String(n));
+  // A consumer whose one replica is on a node that dies has no leader while its stream has one: what nats-server 2.9.10 left an R3 consumer in.
+  const config = { durable_name: "c", filter_subject: "q.>", ack_policy: AckPolicy.Explicit, num_replicas: 1 };
+  await jsm.consumers.add("Q", config);
+  const placed = (await jsm.consumers.info("Q", "c")).cluster?.leader;
+  const home = cluster.nodes.findIndex((n) => n.name === placed);
+  t.ok(home >= 0, "the consumer is on one node");
+  const repairs: string[] = [];
+  const log = { warn: (o: { fault: string }) => repairs.push(o.fault), info: () => {}, error: () => {}, debug: () => {} } as unknown as Logger;
+  const w = watchWorkQueue({ jsm, stream: "Q", configs: [config], log, everyMs: 500, settleMs: 0, leaderlessMs: 3000 });
+  t.teardown(() => w.stop());
+
+  await cluster.kill(home);
+  let why = "";
+  t.ok(await eventually(() => jsm.consumers.info("Q", "c").then(() => false, (err: Error) => ((why = err.message), true)), 30_000), `with its node down the consumer cannot answer (${why})`);
+  t.ok(await eventually(() => repairs.includes("leaderless"), 60_000), `the watch recreated it (${repairs.join(", ")})`);
+  let leader: string | undefined = "";
+  const onLive = (): Promise<boolean> => jsm.consumers.info("Q", "c").then((ci) => ((leader = ci.cluster?.leader), !!leader && leader !== cluster.nodes[home].name), () => false);
+  t.ok(await eventually(onLive, 30_000), `it lives on a live node now (${leader})`);
+  const got = await jetstream(admin).consumers.get("Q", "c").then((c) => c.fetch({ max_messages: 3, expires: 5000 }));
+  const bodies: string[] = [];
+  for await (const m of got) bodies.push(m.string());
+  t.same(bodies.sort(), ["1", "2", "3"], "it delivers every message still in the queue");
+
+  await jsm.consumers.delete("Q", "c");
+  t.ok(await eventually(() => repairs.includes("missing") && jsm.consumers.info("Q", "c").then(() => true, () => false), 30_000), "a deleted consumer is created again");
 });

@@ -1,5 +1,5 @@
 // Test harness: a whole local cluster (servers, sandboxes, one process per role) for one test file, stopped when the test ends.
-import { appendFileSync, mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { createWriteStream, mkdirSync, mkdtempSync, rmSync, type WriteStream } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 
@@ -46,6 +46,9 @@ export async function startTestCluster(
   // NFX_TEST_ROLE_LOGS=<dir>: every role line also goes to <dir>/<role>.log, as it comes (for a run too long to read from its end).
   const logDir = process.env.NFX_TEST_ROLE_LOGS;
   if (logDir) mkdirSync(logDir, { recursive: true });
+  // Written as they come but not synchronously: the sandboxes answer from this process, and a blocking write would stall them.
+  const logFiles = new Map<string, WriteStream>();
+  const logFile = (role: string): WriteStream => logFiles.get(role) ?? logFiles.set(role, createWriteStream(join(logDir!, `${role}.log`), { flags: "a" })).get(role)!;
   const cluster = await startLocalCluster({
     dataDir: dir, natsPort: 0, redisPort: 0, httpPort: 0, persist: false, natsNodes: o.natsNodes ?? natsNodesOfEnv(), redis: o.redis ?? testRedis(),
     sandbox: {}, roles: o.roles ?? defaultRoles(o.overrides),
@@ -53,7 +56,7 @@ export async function startTestCluster(
     overrides: mergeDeep({ log: { level: "warn" }, gateways: { retry: { baseMs: 100, maxMs: 2000 } } }, o.overrides ?? {}),
     onLine: (role, line) => {
       lines.push(`[${role}] ${line}`);
-      if (logDir) appendFileSync(join(logDir, `${role}.log`), `${line}\n`);
+      if (logDir) logFile(role).write(`${line}\n`);
     },
   }).catch((err: unknown) => {
     // A role that failed to start says why in its output.
@@ -63,6 +66,7 @@ export async function startTestCluster(
   });
   t.teardown(async () => {
     await cluster.stop();
+    await Promise.all([...logFiles.values()].map((f) => new Promise((r) => f.end(r))));
     if (!t.passing()) console.error(lines.slice(-200).join("\n"));
     rmSync(dir, { recursive: true, force: true });
   });

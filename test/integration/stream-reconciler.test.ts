@@ -117,8 +117,11 @@ t.test("every send batch is checked: one its stream lost is published again; one
   t.equal((await total(messagesUnchecked)) - unchecked0, 2, "two counted in nfx_messages_unchecked_total");
 });
 
-t.test("receipt batches: one NFX_RECEIPTS lost is published again and counted once, folded first or not; receipts stored after the stream's sequence went back are counted", async (t) => {
-  const { cfg, admin, redis, log } = await setUp(t);
+t.test("receipt batches: one NFX_RECEIPTS lost is published again and counted once, folded first or not, however late it is lost; receipts stored after the stream's sequence went back are counted", async (t) => {
+  const set = await setUp(t);
+  const { admin, redis, log } = set;
+  // As on replicated streams: the tracker marks each batch folded, and the reconciler keeps a batch until it is.
+  const cfg: Config = { ...set.cfg, gateways: { ...set.cfg.gateways, reconcileReceipts: "on" } };
   // As a gateway and as the tracker, each with its role's NATS permissions (lib/infra/nats-auth.ts).
   const gw = await connectNats(cfg, log, "test-gateway", "gateway-apns");
   const tr = await connectNats(cfg, log, "test-tracker", "tracker");
@@ -164,8 +167,19 @@ t.test("receipt batches: one NFX_RECEIPTS lost is published again and counted on
   tracker = await startTracker({ cfg, nats: tr, redis, log });
   t.ok(await until(async () => (await sent("n2")) === 2), "b4's copy counted: d0, d1");
   t.equal((await total(messagesRepublished)) - republished0, 2, "two republished, counted");
-  t.ok(await until(async () => rec.pending === 0, 15_000), "b2 and the copies let go after two checks found them stored");
+  t.ok(await until(async () => rec.pending === 0, 15_000), "b2 and b4's copy let go once the tracker marked them folded, b1's copy after two checks found it stored");
   t.equal((await stored()).filter((id) => id.includes("~r")).length, 2, "nothing else published again");
+
+  // b8 is lost long after it was published (two checks found it stored), while the tracker is down: published again, counted.
+  await tracker.stop();
+  const b8 = await receipts("n4", "b8", ["k0", "k1"], rec);
+  await sleep(300 + 10 * 300 + 10 * 300 + 500);
+  t.same(await stored().then((ids) => ids.filter((id) => id.startsWith("dlv:b8"))), ["dlv:b8:n4"], "b8 still stored after two checks, not published again");
+  await admin.jsm.streams.deleteMessage(STREAM.receipts, b8.seq);
+  t.ok(await until(async () => (await stored()).includes("dlv:b8:n4~r1")), "b8, lost after those checks, published again: kept until the tracker folds it");
+  tracker = await startTracker({ cfg, nats: tr, redis, log });
+  t.ok(await until(async () => (await sent("n4")) === 2), "b8's copy counted: k0, k1");
+  t.ok(await until(async () => rec.pending === 0, 15_000), "let go once folded");
 
   // The stream's sequence goes back (as nats-server does after a leader loss; here: the stream made anew): receipts stored after it are counted.
   await tracker.stop();
@@ -175,7 +189,7 @@ t.test("receipt batches: one NFX_RECEIPTS lost is published again and counted on
   const b5 = await receipts("n1", "b5", ["e0", "e1"]);
   t.ok(b5.seq < 6, `the new receipt's sequence (${b5.seq}) is below those counted before`);
   t.ok(await until(async () => (await sent("n1")) === 8), "b5 counted although its sequence went back");
-  t.equal((await readTotals(kv)).channels.push.sent, 10, "the push totals too: 8 + 2");
+  t.equal((await readTotals(kv)).channels.push.sent, 12, "the push totals too: 8 + 2 + 2");
 
   // Out of order: b7 reaches the tracker before b6 (b6's first delivery never arrived), as after a consumer's leader change: both counted, once.
   const ci = await admin.jsm.consumers.info(STREAM.receipts, CONSUMER.tracker);

@@ -1,4 +1,4 @@
-// SendGrid and Twilio sandboxes driven by the real SDKs (@sendgrid/mail 8.1.6, twilio 6.2.0): what arrived, what the SDK got back, injected faults.
+// SendGrid and Twilio sandboxes driven by the real SDKs, and what the APNs sandbox records of a request its client gave up on (@sendgrid/mail 8.1.6, twilio 6.2.0): what arrived, what the SDK got back, injected faults.
 //
 // Redirects: SendGrid gets its own `new Client()` (setApiKey first, it resets the base URL; then
 // setDefaultRequest("baseUrl", …)) set on a fresh `new MailService()`, never the module singletons.
@@ -8,9 +8,14 @@
 // (axios headers, lower-case); Twilio's RestException carries no headers at all, only `status`, `code`,
 // `message`, `moreInfo`; the headers of the failed answer are on `client.httpClient.lastResponse.headers`
 // (the last request of that client only).
+import { readFileSync } from "node:fs";
+import http2 from "node:http2";
+
 import t from "tap";
 import twilio from "twilio";
 
+import { startApnsSandbox } from "../../sandbox/apns.js";
+import { SANDBOX_CERT, SANDBOX_KEY } from "../../sandbox/index.js";
 import { Recorder } from "../../sandbox/recorder.js";
 import { startSendgridSandbox } from "../../sandbox/sendgrid.js";
 import { startTwilioSandbox } from "../../sandbox/twilio.js";
@@ -147,4 +152,30 @@ t.test("latency fault: the answer comes no sooner than latencyMs", async (t) => 
   const ms = performance.now() - start;
   t.equal(m.status, "queued", "delayed, not failed");
   t.ok(ms >= latencyMs, `answered after ${ms.toFixed(0)} ms (latency ${latencyMs} ms)`);
+});
+
+t.test("apns: a request its client gave up on before the answer is recorded as unanswered", async (t) => {
+  const recorder = new Recorder();
+  const sandbox = await startApnsSandbox({ port: 0, key: readFileSync(SANDBOX_KEY), cert: readFileSync(SANDBOX_CERT), recorder });
+  t.teardown(sandbox.close);
+  recorder.faults.add({ provider: "apns", latencyMs: 300 });
+  const b64 = (v: unknown): string => Buffer.from(JSON.stringify(v)).toString("base64url");
+  const session = http2.connect(`https://127.0.0.1:${sandbox.port}`, { rejectUnauthorized: false });
+  t.teardown(() => session.close());
+  const push = (): http2.ClientHttp2Stream => {
+    const req = session.request({ ":method": "POST", ":path": "/3/device/abc123", authorization: `bearer ${b64({ alg: "ES256", kid: "K" })}.${b64({ iss: "T" })}.sig`, "apns-topic": "com.example" });
+    req.on("error", () => {});
+    req.end(JSON.stringify({ aps: { alert: { title: "t", body: "b" } } }));
+    return req;
+  };
+  const answered = push();
+  const status = new Promise<number>((r) => answered.on("response", (h) => r(Number(h[":status"]))));
+  const abandoned = push();
+  await new Promise((r) => setTimeout(r, 50));
+  abandoned.close(http2.constants.NGHTTP2_CANCEL);
+  t.equal(await status, 200, "the request kept open is answered");
+  await new Promise((r) => setTimeout(r, 100));
+  const got = recorder.accepted("apns");
+  t.equal(got.length, 2, "both requests are recorded as accepted (the provider acted on both)");
+  t.equal(got.filter((d) => d.unanswered).length, 1, "the one its client cancelled is marked unanswered");
 });
