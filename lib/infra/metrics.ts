@@ -74,7 +74,7 @@ export const admissionFactor = new Gauge({ name: "nfx_admission_factor", help: "
 export const throttledSeconds = new Counter({ name: "nfx_bulk_throttled_seconds_total", help: "Time bulk work waited for admission", labelNames: ["part"] as const });
 
 /** Work-queue consumers recreated because nats-server left them past their stream's messages (lib/flow/stranded.ts). */
-export const consumerRepairs = new Counter({ name: "nfx_consumer_repairs_total", help: "Work-queue consumers recreated because nats-server left them past their stream's messages", labelNames: ["stream", "consumer", "fault"] as const });
+export const consumerRepairs = new Counter({ name: "nfx_consumer_repairs_total", help: "Work-queue consumers recreated because nats-server left them past their stream's messages, without a leader, or missing", labelNames: ["stream", "consumer", "fault"] as const });
 /** Messages (send batches, receipt batches) published again because their replicated stream lost them after a leader change (lib/flow/stream-reconciler.ts). */
 export const messagesRepublished = new Counter({ name: "nfx_messages_republished_total", help: "Messages published again because their stream lost them after a leader change (nats-server)", labelNames: ["stream"] as const });
 /** Messages the stream reconciler let go unchecked: over its memory bound. */
