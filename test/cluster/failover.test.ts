@@ -68,9 +68,18 @@ t.test(`${USERS.toLocaleString("en")} users; JetStream leaders SIGKILLed ${NATS_
   for (const provider of ["apns", "fcm"] as const) recorder.faults.add({ provider, latencyMs: 50 });
   const { id } = await notify(nats.nc, { segment: "active_30d", category: "social", content: { push: { title: "Failover", body: "f" } }, campaign: { rate: Math.ceil(USERS / CAMPAIGN_SECS) } });
   const started = Date.now();
-  // The sandboxes answer from this process: a stall here (GC, a blocking write) makes providers look slow to the gateways.
+  // The sandboxes answer from this process: a stall here (GC, a blocking write, a starved CPU) makes providers look slow
+  // to the gateways. Its event-loop delay is measured, and each stall over a second kept with when it ended.
   const loopDelay = monitorEventLoopDelay({ resolution: 20 });
   loopDelay.enable();
+  const stalls: { at_s: number; ms: number }[] = [];
+  let tick = performance.now();
+  const stallTimer = setInterval(() => {
+    const late = performance.now() - tick - 100;
+    tick = performance.now();
+    if (late > 1000) stalls.push({ at_s: Math.round((Date.now() - started) / 100) / 10, ms: Math.round(late) });
+  }, 100);
+  t.teardown(() => clearInterval(stallTimer));
   const campaignStatus = (): Promise<CampaignStatus> => callApi<CampaignStatus>(nats.nc, API.campaign, { id, action: "status" });
   let createdAt = 0;
   t.ok(await eventually(async () => ((createdAt = (await campaignStatus()).createdAt), true), 60_000), "the campaign is recorded");
@@ -188,7 +197,7 @@ t.test(`${USERS.toLocaleString("en")} users; JetStream leaders SIGKILLed ${NATS_
   };
 
   const killedAt: number[] = [];
-  const kills: { what: string; node: string; in_flight: number; accepted_before: number; resume_ms: number; probe_ms: number }[] = [];
+  const kills: { what: string; node: string; at_s: number; in_flight: number; accepted_before: number; resume_ms: number; probe_ms: number }[] = [];
   // One Redis master SIGKILLed halfway through the NATS kills (the campaign still sending); its replica takes over
   // (cluster-node-timeout), and only then does it come back (as a replica: without persistence, a master restarted
   // before its replica took over would come back empty).
@@ -199,7 +208,7 @@ t.test(`${USERS.toLocaleString("en")} users; JetStream leaders SIGKILLed ${NATS_
     await kill();
     const r = await recovery();
     const inFlight = await audit.inFlight();
-    kills.push({ what, node, in_flight: inFlight, accepted_before: acceptedBefore, ...r });
+    kills.push({ what, node, at_s: Math.round((killedAt[killedAt.length - 1] - started) / 100) / 10, in_flight: inFlight, accepted_before: acceptedBefore, ...r });
     console.error(`kill ${kills.length}: ${what} ${node}: ${JSON.stringify(r)} in_flight ${inFlight}`);
     return r;
   };
@@ -309,10 +318,11 @@ t.test(`${USERS.toLocaleString("en")} users; JetStream leaders SIGKILLed ${NATS_
   for (const d of recorder.accepted()) if (d.nid === id && d.unanswered) unanswered.set(d.token, (unanswered.get(d.token) ?? 0) + 1);
   const dupUnanswered = [...got].reduce((a, [tok, c]) => a + Math.min(c - 1, unanswered.get(tok) ?? 0), 0);
   loopDelay.disable();
+  clearInterval(stallTimer);
   const natsKills = kills.filter((k) => k.what !== "redis master");
   const result = {
     test: "cluster-failover", recipients: users.length, expected_devices: expected.size, nats_kills: natsKills.length, redis_kills: 1,
-    lost, dup, dup_bound: dupBound, dup_unanswered: dupUnanswered, harness_loop_delay_max_ms: Math.round(loopDelay.max / 1e6), tracker_sent: trackerSent, secs: Math.round((Date.now() - started) / 1000),
+    lost, dup, dup_bound: dupBound, dup_unanswered: dupUnanswered, harness_loop_delay_max_ms: Math.round(loopDelay.max / 1e6), harness_stalls: stalls.slice(0, 20), tracker_sent: trackerSent, secs: Math.round((Date.now() - started) / 1000),
     recovery: {
       nats_resume_ms: { p50: pct(natsKills.map((k) => k.resume_ms), 50), max: Math.max(...natsKills.map((k) => k.resume_ms)) },
       nats_probe_ms: { p50: pct(natsKills.map((k) => k.probe_ms), 50), max: Math.max(...natsKills.map((k) => k.probe_ms)) },
