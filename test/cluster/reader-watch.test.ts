@@ -4,24 +4,30 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 
 import { AckPolicy, type ConsumerMessages, DeliverPolicy, jetstream, jetstreamManager, RetentionPolicy } from "@nats-io/jetstream";
-import { connect } from "@nats-io/transport-node";
-import t from "tap";
+import { connect, type NatsConnection } from "@nats-io/transport-node";
+import t, { type Test } from "tap";
 
 import type { Logger } from "../../lib/core/log.js";
 import { watchOrdered } from "../../lib/flow/pull.js";
 import { watchWorkQueue } from "../../lib/flow/stranded.js";
-import { startNatsCluster } from "../../lib/infra/nats-cluster.js";
+import { type NatsCluster, startNatsCluster } from "../../lib/infra/nats-cluster.js";
 import { eventually } from "../helpers/cluster.js";
 
-t.test("a reader stuck after its server's loss is reported and a new one reads on", { timeout: 180_000 }, async (t) => {
+/** Three nats-servers with JetStream (stopped and removed at the end of `t`) and a client of all three. */
+async function threeServers(t: Test): Promise<{ cluster: NatsCluster; admin: NatsConnection }> {
   const dir = mkdtempSync(join(tmpdir(), "nfx-watch-"));
   const cluster = await startNatsCluster({ dir, nodes: 3, conf: (name) => `server_name: "${name}"\njetstream {}\n` });
   t.teardown(async () => {
     await cluster.stop();
     rmSync(dir, { recursive: true, force: true });
   });
-  const admin = await connect({ servers: cluster.urls });
+  const admin = await connect({ servers: cluster.urls, reconnectTimeWait: 500 });
   t.teardown(() => admin.close());
+  return { cluster, admin };
+}
+
+t.test("a reader stuck after its server's loss is reported and a new one reads on", { timeout: 180_000 }, async (t) => {
+  const { cluster, admin } = await threeServers(t);
   const jsm = await jetstreamManager(admin);
   // A new cluster's meta leader may refuse an R3 stream until every peer reported in.
   let refused = "";
@@ -77,14 +83,7 @@ t.test("a reader stuck after its server's loss is reported and a new one reads o
 });
 
 t.test("a work-queue consumer left without a leader, or missing, is created again and delivers what is unacked", { timeout: 300_000 }, async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), "nfx-wqwatch-"));
-  const cluster = await startNatsCluster({ dir, nodes: 3, conf: (name) => `server_name: "${name}"\njetstream {}\n` });
-  t.teardown(async () => {
-    await cluster.stop();
-    rmSync(dir, { recursive: true, force: true });
-  });
-  const admin = await connect({ servers: cluster.urls, reconnectTimeWait: 500 });
-  t.teardown(() => admin.close());
+  const { cluster, admin } = await threeServers(t);
   const jsm = await jetstreamManager(admin);
   t.ok(await eventually(() => jsm.streams.add({ name: "Q", subjects: ["q.>"], num_replicas: 3, retention: RetentionPolicy.Workqueue }).then(() => true, () => false), 30_000), "an R3 work queue");
   for (const n of [1, 2, 3]) await jetstream(admin).publish(`q.${n}`, String(n));
