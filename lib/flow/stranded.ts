@@ -53,7 +53,11 @@ export function watchWorkQueue(o: { jsm: JetStreamManager; stream: string; confi
   };
   const check = async (): Promise<void> => {
     // Per-subject counts: a send stream has one subject per priority lane.
-    const si = await o.jsm.streams.info(o.stream, { subjects_filter: ">" });
+    // A check that cannot see the stream judges nothing, and a consumer's time without a leader starts again after it.
+    const si = await o.jsm.streams.info(o.stream, { subjects_filter: ">" }).catch((err: unknown) => {
+      leaderlessSince.clear();
+      throw err;
+    });
     const bySubject = si.state.subjects ?? {};
     for (const c of o.configs) {
       const name = c.durable_name!;
