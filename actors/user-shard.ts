@@ -24,6 +24,7 @@ import { PriorityBuffer } from "../lib/flow/priority-buffer.js";
 import { PULL_EXPIRES_MS, watchOrdered } from "../lib/flow/pull.js";
 import { Semaphore } from "../lib/flow/semaphore.js";
 import { reconcileWanted, StreamReconciler } from "../lib/flow/stream-reconciler.js";
+import { publishChecked } from "../lib/flow/stream-reconciler.js";
 import { presenceReader, PresenceView } from "../lib/inapp/presence.js";
 import { perLaneClass } from "../lib/infra/lane-connections.js";
 import { readerReopens, shedTotal, stageItems } from "../lib/infra/metrics.js";
@@ -430,12 +431,10 @@ class ShardOwner {
     const outs = chunkOutputs(chunk, dec, { decidedAt, owner: this.sh.owner, epoch: this.lease.revision, sendBatchSize: this.sh.d.cfg.shard.sendBatchSize });
     const rec = this.cl.reconciler;
     return Promise.all(outs.map((o) => {
-      const data = encode(o.body);
-      const p = pub.publish(o.subject, data, o.msgId);
       // Send batches are done with once a gateway took them (their delivery keys), receipt batches once the tracker folded them.
-      if (!rec || (o.body.type !== "send_batch" && o.body.type !== "receipts")) return p;
+      if (!rec || (o.body.type !== "send_batch" && o.body.type !== "receipts")) return pub.publish(o.subject, encode(o.body), o.msgId);
       const keys = o.body.type === "send_batch" ? takenKeys(o.body) : [receiptFoldedKey(o.msgId)];
-      return p.then((a) => (rec.observe(o.subject, o.msgId, data, a, keys), a));
+      return publishChecked(pub, rec, o.subject, o.msgId, encode(o.body), keys);
     }));
   }
 

@@ -35,7 +35,7 @@ export const jsPublisher = (nats: Nats): Publisher => ({ publish: (subject, data
  */
 export function publishReceipts(pub: Publisher, rec: StreamReconciler | null | undefined, nid: string, msgId: string, entries: ReceiptEntry[]): Promise<unknown> {
   const rb: ReceiptBatch = { type: "receipts", nid, stage: "gateway", entries };
-  return publishChecked(pub, rec, receiptSubject(nid), msgId, encode(rb), [receiptFoldedKey(msgId)]);
+  return publishChecked(pub, rec, receiptSubject(nid), msgId, encode(rb), rec ? [receiptFoldedKey(msgId)] : null);
 }
 
 /**

@@ -1,7 +1,6 @@
 // Cluster failover (npm run test:cluster): a 200,000-user campaign on three nats-servers (R3) and a Redis Cluster while JetStream leaders and a Redis master are SIGKILLed; 0 lost, duplicates within the sends in flight, recovery times measured.
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { monitorEventLoopDelay } from "node:perf_hooks";
 
 import t from "tap";
 
@@ -70,13 +69,13 @@ t.test(`${USERS.toLocaleString("en")} users; JetStream leaders SIGKILLed ${NATS_
   const started = Date.now();
   // The sandboxes answer from this process: a stall here (GC, a blocking write, a starved CPU) makes providers look slow
   // to the gateways. Its event-loop delay is measured, and each stall over a second kept with when it ended.
-  const loopDelay = monitorEventLoopDelay({ resolution: 20 });
-  loopDelay.enable();
   const stalls: { at_s: number; ms: number }[] = [];
   let tick = performance.now();
+  let maxLate = 0;
   const stallTimer = setInterval(() => {
     const late = performance.now() - tick - 100;
     tick = performance.now();
+    maxLate = Math.max(maxLate, late);
     if (late > 1000) stalls.push({ at_s: Math.round((Date.now() - started) / 100) / 10, ms: Math.round(late) });
   }, 100);
   t.teardown(() => clearInterval(stallTimer));
@@ -317,12 +316,11 @@ t.test(`${USERS.toLocaleString("en")} users; JetStream leaders SIGKILLed ${NATS_
   const unanswered = new Map<string, number>();
   for (const d of recorder.accepted()) if (d.nid === id && d.unanswered) unanswered.set(d.token, (unanswered.get(d.token) ?? 0) + 1);
   const dupUnanswered = [...got].reduce((a, [tok, c]) => a + Math.min(c - 1, unanswered.get(tok) ?? 0), 0);
-  loopDelay.disable();
   clearInterval(stallTimer);
   const natsKills = kills.filter((k) => k.what !== "redis master");
   const result = {
     test: "cluster-failover", recipients: users.length, expected_devices: expected.size, nats_kills: natsKills.length, redis_kills: 1,
-    lost, dup, dup_bound: dupBound, dup_unanswered: dupUnanswered, harness_loop_delay_max_ms: Math.round(loopDelay.max / 1e6), harness_stalls: stalls.slice(0, 20), tracker_sent: trackerSent, secs: Math.round((Date.now() - started) / 1000),
+    lost, dup, dup_bound: dupBound, dup_unanswered: dupUnanswered, harness_loop_delay_max_ms: Math.round(maxLate), harness_stalls: stalls.slice(0, 20), tracker_sent: trackerSent, secs: Math.round((Date.now() - started) / 1000),
     recovery: {
       nats_resume_ms: { p50: pct(natsKills.map((k) => k.resume_ms), 50), max: Math.max(...natsKills.map((k) => k.resume_ms)) },
       nats_probe_ms: { p50: pct(natsKills.map((k) => k.probe_ms), 50), max: Math.max(...natsKills.map((k) => k.probe_ms)) },
