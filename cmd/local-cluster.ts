@@ -17,7 +17,7 @@ import { freshSecret, localSecrets } from "../lib/infra/secrets.js";
 import { ensureTopology } from "../lib/infra/topology.js";
 import { ensureApnsKey, type Sandbox, sandboxOverrides, type SandboxPorts, SENDGRID_WEBHOOK_PUBLIC_KEY, startSandbox } from "../sandbox/index.js";
 import { niceOf, setNice, spawnRoleProcess, stopProcesses } from "./role-process.js";
-import { type ProcessSpec, ROLES } from "./roles.js";
+import { type ProcessSpec, type Role, ROLES } from "./roles.js";
 
 /** The API key a local cluster gets when its config names none. Development only. */
 export const DEV_API_KEY = "nfx-dev-key-not-for-production";
@@ -42,12 +42,17 @@ export interface LocalClusterOptions {
   sandbox: (Partial<SandboxPorts> & { faults?: readonly unknown[] }) | null;
   /** One process per spec: a role, or a lane role restricted to a lane class (`shard@urgent`). */
   roles: readonly ProcessSpec[];
+  /**
+   * Roles of `roles` to run together in one process (`nfx run <role>...`) instead of one each; `procs` then maps each
+   * of them to that process. The test harness uses it: a role process spends about a CPU-second loading modules.
+   */
+  together?: readonly Role[];
   /** Extra configuration layered over the user's file. */
   overrides?: Record<string, unknown>;
   /** The user's config file, if any. */
   configFile?: string;
   /** Receives every line a role process prints. */
-  onLine?: (role: ProcessSpec, line: string) => void;
+  onLine?: (role: string, line: string) => void;
 }
 
 export interface LocalCluster {
@@ -71,7 +76,7 @@ export interface LocalCluster {
   /** The config file every role process was started with. */
   configFile: string;
   cfg: Config;
-  /** The processes by spec (`shard`, `shard@urgent`, ...). */
+  /** The processes by spec (`shard`, `shard@urgent`, ...); roles started `together` share one. */
   procs: Map<ProcessSpec, ChildProcess>;
   /** Starts (or restarts) a role process and resolves when it reports ready. */
   startRole(role: ProcessSpec): Promise<ChildProcess>;
@@ -126,7 +131,7 @@ export async function startLocalCluster(o: LocalClusterOptions): Promise<LocalCl
   const stop = async (): Promise<void> => {
     if (stopped) return;
     stopped = true;
-    await stopProcesses([...procs.values(), ...extras]);
+    await stopProcesses([...new Set([...procs.values(), ...extras])]);
     for (const s of stops.reverse()) await s().catch(() => undefined);
   };
   try {
@@ -205,7 +210,14 @@ export async function startLocalCluster(o: LocalClusterOptions): Promise<LocalCl
 
     const startRole = (role: ProcessSpec): Promise<ChildProcess> => spawnRole(role, false);
     const startExtra = (role: ProcessSpec): Promise<ChildProcess> => spawnRole(role, true);
-    await Promise.all(o.roles.map(startRole));
+    const together = o.roles.filter((r): r is Role => (o.together ?? []).includes(r as Role));
+    const shared = together.length > 1
+      ? spawnRoleProcess(together, {
+        configFile, nice: 0, onLine: (line) => o.onLine?.(together.join("+"), line),
+        started: (p) => together.forEach((r) => procs.set(r, p)),
+      })
+      : null;
+    await Promise.all([shared, ...o.roles.filter((r) => !(shared && together.includes(r as Role))).map(startRole)]);
     const apiKey = cfg.apiKeys.find((k) => k.scopes.includes("admin"))?.key ?? cfg.apiKeys[0].key;
     const cluster: LocalCluster = { nats, natsCluster, natsConf, redis, redisCluster, sandbox, httpUrl: `http://${cfg.http.host}:${cfg.http.port}`, wsUrl: `http://${cfg.ws.host}:${cfg.ws.port}`, apiKey, configFile, cfg, procs, startRole, startExtra, stop, restartNats };
     async function restartNats(): Promise<ServerProcess> {

@@ -6,7 +6,7 @@ import { fileURLToPath } from "node:url";
 
 import type { Config } from "../lib/core/config.js";
 import { stopProcess } from "../lib/infra/launch.js";
-import { parseProcessSpec, type ProcessSpec } from "./roles.js";
+import { parseProcessSpec, type ProcessSpec, type Role } from "./roles.js";
 
 const NFX_BIN = fileURLToPath(new URL("./nfx.js", import.meta.url));
 
@@ -29,15 +29,19 @@ export function setNice(p: ChildProcess, nice: number, report: (msg: string) => 
 }
 
 /**
- * Starts `nfx run <role> [--lanes <class>]` for `spec` with `NFX_CONFIG=configFile` at nice `nice`; every line it prints
- * goes to `onLine`. `started` receives the process at once (before it is ready); the promise resolves when the role
- * reports ready over IPC, and rejects if it exits first. `ROLE_NODE_ARGS` passes flags to its node (e.g. --cpu-prof).
+ * Starts `nfx run <role> [--lanes <class>]` for `spec` (or, for a list of roles, `nfx run <role>...`: every lane class,
+ * all in one process) with `NFX_CONFIG=configFile` at nice `nice`; every line it prints goes to `onLine`. `started`
+ * receives the process at once (before it is ready); the promise resolves when the roles report ready over IPC, and
+ * rejects if it exits first. `ROLE_NODE_ARGS` passes flags to its node (e.g. --cpu-prof).
  */
-export function spawnRoleProcess(spec: ProcessSpec, o: { configFile: string; nice: number; onLine?: (line: string) => void; started?: (p: ChildProcess) => void }): Promise<ChildProcess> {
+export function spawnRoleProcess(
+  spec: ProcessSpec | readonly Role[],
+  o: { configFile: string; nice: number; onLine?: (line: string) => void; started?: (p: ChildProcess) => void },
+): Promise<ChildProcess> {
   return new Promise((res, rej) => {
-    const { role, lanes } = parseProcessSpec(spec);
+    const args = typeof spec === "string" ? runArgs(spec) : ["run", ...spec];
     const nodeArgs = (process.env.ROLE_NODE_ARGS ?? "").split(" ").filter(Boolean);
-    const p = spawn(process.execPath, [...nodeArgs, NFX_BIN, "run", role, ...(lanes.length === 1 ? ["--lanes", lanes[0]] : [])], {
+    const p = spawn(process.execPath, [...nodeArgs, NFX_BIN, ...args], {
       env: { ...process.env, NFX_CONFIG: o.configFile },
       stdio: ["ignore", "pipe", "pipe", "ipc"],
     });
@@ -55,9 +59,15 @@ export function spawnRoleProcess(spec: ProcessSpec, o: { configFile: string; nic
     createInterface({ input: p.stdout! }).on("line", onLine);
     createInterface({ input: p.stderr! }).on("line", onLine);
     p.once("exit", (code, sig) => {
-      if (!ready) rej(new Error(`role ${spec} exited (${code ?? sig}) before it was ready`));
+      if (!ready) rej(new Error(`role ${String(spec)} exited (${code ?? sig}) before it was ready`));
     });
   });
+}
+
+/** The `nfx` arguments that run one process spec. */
+function runArgs(spec: ProcessSpec): string[] {
+  const { role, lanes } = parseProcessSpec(spec);
+  return ["run", role, ...(lanes.length === 1 ? ["--lanes", lanes[0]] : [])];
 }
 
 /** Stops processes: SIGTERM, then SIGKILL after `graceMs`; resolves when all have exited. */

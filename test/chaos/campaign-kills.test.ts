@@ -13,7 +13,7 @@ import { clientsFor, eventually, startTestCluster } from "../helpers/cluster.js"
 const DAY = 86_400_000;
 
 t.test("50,000-user campaign survives two SIGKILLs of the campaign actor (and one of the tracker): exactly once", async (t) => {
-  const cluster = await startTestCluster(t, { overrides: { campaign: { chunkSize: 1000, leaseMs: 1000 } } });
+  const cluster = await startTestCluster(t, { own: "all", overrides: { campaign: { chunkSize: 1000, leaseMs: 1000 } } });
   const cfg = cluster.cfg;
   const { nats, redis } = await clientsFor(t, cfg);
   const now = Date.now();

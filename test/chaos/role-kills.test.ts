@@ -34,7 +34,7 @@ const shuffle = <T>(a: T[]): T[] => {
 };
 
 t.test("100,000 recipients; router, campaign, shard, gateways, tracker, ingest and nats-server SIGKILLed at random moments: 0 lost, duplicates ≤ sends in flight at the kills", { timeout: 480_000 }, async (t) => {
-  const cluster = await startTestCluster(t, { overrides: { shard: { leaseMs: 1500, checkpointMs: 500 }, campaign: { chunkSize: 1000 } } });
+  const cluster = await startTestCluster(t, { own: "all", overrides: { shard: { leaseMs: 1500, checkpointMs: 500 }, campaign: { chunkSize: 1000 } } });
   // Ctrl-C or tap's deadline: stop every process this test started before going.
   const onSignal = (): void => void cluster.stop().finally(() => process.exit(130));
   process.once("SIGINT", onSignal);

@@ -13,7 +13,7 @@ const push = (title: string) => ({ push: { title, body: "b" } });
 
 t.test("ownership: shards spread over two processes, a killed one is replaced, nothing lost or doubled", async (t) => {
   // checkpointInlineKb 0: every state goes in parts, so the survivor restores a full state with changes on top (incremental checkpoints).
-  const cluster = await startTestCluster(t, { overrides: { shard: { checkpointMs: 300, checkpointInlineKb: 0 } } });
+  const cluster = await startTestCluster(t, { own: "all", overrides: { shard: { checkpointMs: 300, checkpointInlineKb: 0 } } });
   const cfg = cluster.cfg;
   const { nats, redis } = await clientsFor(t, cfg);
   const a = cluster.procs.get("shard")!;
@@ -55,7 +55,7 @@ t.test("ownership: shards spread over two processes, a killed one is replaced, n
 });
 
 t.test("a shard owner stopped past its lease sends nothing more under it when continued", async (t) => {
-  const cluster = await startTestCluster(t, { overrides: { shard: { leaseMs: 1500, checkpointMs: 300 }, campaign: { chunkSize: 200 } } });
+  const cluster = await startTestCluster(t, { own: "all", overrides: { shard: { leaseMs: 1500, checkpointMs: 300 }, campaign: { chunkSize: 200 } } });
   const cfg = cluster.cfg;
   const { nats, redis } = await clientsFor(t, cfg);
   const a = cluster.procs.get("shard")!;

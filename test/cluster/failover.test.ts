@@ -35,6 +35,7 @@ const pct = (xs: readonly number[], p: number): number => {
 
 t.test(`${USERS.toLocaleString("en")} users; JetStream leaders SIGKILLed ${NATS_KILLS} times and a Redis master once: 0 lost, duplicates ≤ sends in flight`, { timeout: 1_500_000 }, async (t) => {
   const cluster = await startTestCluster(t, {
+    own: "all",
     natsNodes: 3,
     redis: "cluster",
     // Leases outlast a nats-server Raft election (4 to 9 s) and checkpoints come every 5 s, as docs/operations.md recommends for a cluster.

@@ -8,7 +8,7 @@ import type { Test } from "tap";
 
 import { openClients } from "../../cmd/cli-context.js";
 import { type LocalCluster, mergeDeep, startLocalCluster } from "../../cmd/local-cluster.js";
-import { type ProcessSpec, ROLES } from "../../cmd/roles.js";
+import { type ProcessSpec, type Role, ROLES } from "../../cmd/roles.js";
 import type { Config } from "../../lib/core/config.js";
 import type { Nats } from "../../lib/infra/nats.js";
 import { inboxPrefixOf, natsPassword } from "../../lib/infra/nats-auth.js";
@@ -34,12 +34,25 @@ export function natsNodesOfEnv(): number {
 }
 
 /**
+ * `NFX_TEST_PROCESSES=each` (set by `npm run test:cluster`): every role in a process of its own, as `nfx up` runs them.
+ * Otherwise the default roles share one process but those a test names in `own`: starting a role process costs about
+ * a CPU-second of module loading, eleven per cluster, and the suite starts fifty clusters.
+ */
+export function eachRoleItsOwnProcess(): boolean {
+  const v = process.env.NFX_TEST_PROCESSES ?? "shared";
+  if (v !== "each" && v !== "shared") throw new Error(`NFX_TEST_PROCESSES: must be "each" or "shared", got ${v}`);
+  return v === "each";
+}
+
+/**
  * Starts the cluster with the sandboxes on free ports (on a nats-server cluster with NFX_TEST_NATS_NODES, on a Redis Cluster with
- * NFX_TEST_REDIS=cluster, or as `o` says); role output is kept and printed only if the test fails.
+ * NFX_TEST_REDIS=cluster, or as `o` says); role output is kept and printed only if the test fails. Explicit `roles` get a
+ * process each; the default roles share one but those in `own` (the ones a test kills, stops or inspects), unless
+ * {@link eachRoleItsOwnProcess}.
  */
 export async function startTestCluster(
   t: Test,
-  o: { roles?: readonly ProcessSpec[]; overrides?: Record<string, unknown>; natsNodes?: number; redis?: "single" | "cluster" } = {},
+  o: { roles?: readonly ProcessSpec[]; own?: readonly Role[] | "all"; overrides?: Record<string, unknown>; natsNodes?: number; redis?: "single" | "cluster" } = {},
 ): Promise<LocalCluster> {
   const dir = mkdtempSync(join(tmpdir(), "nfx-cluster-"));
   const lines: string[] = [];
@@ -52,6 +65,7 @@ export async function startTestCluster(
   const cluster = await startLocalCluster({
     dataDir: dir, natsPort: 0, redisPort: 0, httpPort: 0, persist: false, natsNodes: o.natsNodes ?? natsNodesOfEnv(), redis: o.redis ?? testRedis(),
     sandbox: {}, roles: o.roles ?? defaultRoles(o.overrides),
+    together: o.roles || o.own === "all" || eachRoleItsOwnProcess() ? [] : defaultRoles(o.overrides).filter((r): r is Role => !(o.own ?? []).includes(r as Role)),
     // Retries back off from 100 ms rather than 1 s so retry paths finish within a test.
     overrides: mergeDeep({ log: { level: "warn" }, gateways: { retry: { baseMs: 100, maxMs: 2000 } } }, o.overrides ?? {}),
     onLine: (role, line) => {

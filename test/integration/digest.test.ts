@@ -10,6 +10,7 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
 
 t.test("digests: one per window with every item, exactly once across a SIGKILL of the shard owner", async (t) => {
   const cluster = await startTestCluster(t, {
+    own: ["shard"],
     overrides: {
       shard: { checkpointMs: 200 },
       categories: {

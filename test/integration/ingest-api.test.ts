@@ -13,6 +13,7 @@ const MARKETING = "marketing-key-0123456789";
 
 t.test("ingest API", async (t) => {
   const cluster = await startTestCluster(t, {
+    own: ["router"],
     overrides: {
       ingest: { maxBodyBytes: 200_000 },
       apiKeys: [

@@ -66,7 +66,7 @@ const MALFORMED = Number(process.env.FUZZ_REQUESTS ?? 3000);
 
 t.test(`${MALFORMED.toLocaleString("en")} malformed and hostile requests over NATS and HTTP`, async (t) => {
   const key = "fuzz-key-0123456789";
-  const cluster = await startTestCluster(t, { overrides: { apiKeys: [{ name: "fuzz", key, scopes: ["send", "campaigns.create"] }] } });
+  const cluster = await startTestCluster(t, { own: ["ingest"], overrides: { apiKeys: [{ name: "fuzz", key, scopes: ["send", "campaigns.create"] }] } });
   const { nats } = await clientsFor(t, cluster.cfg);
   const before = (await nats.jsm.streams.info(STREAM.intake)).state.messages;
   const r = prng(20261121);

@@ -16,7 +16,7 @@ const user = (id: string, o: Partial<UserRecord> = {}): UserRecord => ({ id, las
 const push = (title: string) => ({ push: { title, body: "b" } });
 
 t.test("policy end to end", async (t) => {
-  const cluster = await startTestCluster(t, { overrides: { ingest: { channels: ["push", "inapp"] }, shard: { checkpointMs: 500 } } });
+  const cluster = await startTestCluster(t, { own: ["gateway-apns"], overrides: { ingest: { channels: ["push", "inapp"] }, shard: { checkpointMs: 500 } } });
   const cfg = cluster.cfg;
   const { nats, redis } = await clientsFor(t, cfg);
   const rec = cluster.sandbox!.recorder;

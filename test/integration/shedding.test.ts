@@ -15,6 +15,7 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 t.test("a bulk category with overload: shed sheds under a forced overload, with receipts equal to the counters; critical still goes", async (t) => {
   const cluster = await startTestCluster(t, {
+    own: ["shard", "gateway-apns", "gateway-fcm"],
     overrides: {
       categories: {
         promo: { defaultPriority: "bulk", quietHours: false, overload: "shed", maxDelaySec: 2 },

@@ -7,6 +7,7 @@ import t from "tap";
 
 import type { UserRecord } from "../../lib/core/types.js";
 import { writeUsers } from "../../lib/directory/directory.js";
+import { listProcesses } from "../../lib/infra/processes.js";
 import { notify } from "../../lib/intake/api-client.js";
 import { clientsFor, startTestCluster } from "../helpers/cluster.js";
 
@@ -16,7 +17,8 @@ const SHOT = fileURLToPath(new URL("../../../test-results/status-page.png", impo
 
 t.test("the status page shows a campaign's progress and send rates while it runs", async (t) => {
   t.ok(existsSync(CHROMIUM), `${CHROMIUM} is installed (npm test installs Debian's chromium)`);
-  const cluster = await startTestCluster(t, { overrides: { campaign: { chunkSize: 250 } } });
+  // The gateways in processes of their own: the cluster table has three rows, one naming the other roles together.
+  const cluster = await startTestCluster(t, { own: ["gateway-apns", "gateway-fcm"], overrides: { campaign: { chunkSize: 250 } } });
   const { nats, redis } = await clientsFor(t, cluster.cfg);
   const users: UserRecord[] = Array.from({ length: 6000 }, (_, i) => ({
     id: `s${i}`,
@@ -73,6 +75,10 @@ t.test("the status page shows a campaign's progress and send rates while it runs
   const gone = users.filter((_, i) => i % 25 === 0).length;
   t.equal(sent, users.length - gone, "the page's sent count is every device but the gone ones");
   t.match(await block.locator('details.reasons[data-reasons="failed"]').textContent(), /Unregistered|UNREGISTERED/, "the failure reasons name the provider's answer");
-  t.ok(await page.locator("#processes-body tr").count() >= 8, "the cluster table lists the processes");
+  const registered = await listProcesses(nats);
+  t.equal(await page.locator("#processes-body tr").count(), registered.length, `the cluster table lists the ${registered.length} processes`);
+  t.ok(registered.length >= 3, "(at least the two gateways and the rest)");
+  const table = (await page.locator("#processes-body").textContent()) ?? "";
+  t.ok(["gateway-apns", "gateway-fcm", "shard", "tracker"].every((r) => table.includes(r)), "naming their roles");
   t.same(errors, [], "no page errors");
 });

@@ -17,7 +17,7 @@ import { clientsFor, eventually, startTestCluster } from "../helpers/cluster.js"
 const HTML = '<html><body><p>Your order shipped.</p><a href="https://shop.example/orders/7">Track it</a> <a href="https://shop.example/help">Help</a></body></html>';
 
 t.test("email and SMS outcomes from signed provider webhooks, engagement once per recipient, bounces, logs, metrics", async (t) => {
-  const cluster = await startTestCluster(t, { overrides: { ingest: { channels: ["push", "email", "sms"] } } });
+  const cluster = await startTestCluster(t, { own: "all", overrides: { ingest: { channels: ["push", "email", "sms"] } } });
   const cfg = cluster.cfg;
   const { nats, redis } = await clientsFor(t, cluster.cfg);
   const rec = cluster.sandbox!.recorder;
