@@ -9,6 +9,7 @@ import { decode } from "../lib/core/codec.js";
 import type { SendBatch } from "../lib/core/types.js";
 import { writeUsers } from "../lib/directory/directory.js";
 import { UserTokens } from "../lib/inapp/ws-token.js";
+import { listProcesses } from "../lib/infra/processes.js";
 import { notify } from "../lib/intake/api-client.js";
 import { adopt, countDecided, seedSyntheticUsers, startBenchCluster, waitUntil } from "./harness.js";
 import { cpuSecs, rssBytes } from "./proc-stats.js";
@@ -52,6 +53,19 @@ try {
   const gws = [cluster.procs.get("ws-gateway")!];
   for (let i = 1; i < GATEWAYS; i++) gws.push(await cluster.startExtra("ws-gateway"));
   await sleep(2000);
+  // The first gateway's memory as its own metrics split it (V8 heap committed and used, external, array buffers), in MB.
+  const gwMetrics = (await listProcesses(nats)).find((p) => p.pid === gws[0].pid)?.metricsUrl;
+  const memSplit = async (): Promise<Record<string, number>> => {
+    if (!gwMetrics) return {};
+    const text = await (await fetch(gwMetrics)).text();
+    const out: Record<string, number> = {};
+    for (const k of ["process_resident_memory_bytes", "nodejs_heap_size_total_bytes", "nodejs_heap_size_used_bytes", "nodejs_external_memory_bytes"]) {
+      const m = new RegExp(`^nfx_${k}(?:\\{[^}]*\\})? (\\S+)`, "m").exec(text);
+      if (m) out[k.replace(/^(process_|nodejs_)/, "").replace(/_bytes$/, "_mb")] = Math.round(Number(m[1]) / 104857.6) / 10;
+    }
+    return out;
+  };
+  const mem0 = await memSplit();
   const rss0 = gws.map((p) => rssBytes(p.pid));
   const url = `ws://${cfg.ws.host}:${cfg.ws.port}/v1/ws`;
 
@@ -80,10 +94,12 @@ try {
   console.error(`${open} connections open (${failed} failed) in ${connectSecs.toFixed(1)} s`);
   await sleep(5000);
   const rss1 = gws.map((p) => rssBytes(p.pid));
+  const mem1 = await memSplit();
   const grown = rss1.reduce((a, b) => a + b, 0) - rss0.reduce((a, b) => a + b, 0);
   // Again once the gateways have been idle for 30 s: V8 collects the hand-shake and hello garbage and gives pages back.
   await sleep(25_000);
   const grownSettled = gws.map((p) => rssBytes(p.pid)).reduce((a, b) => a + b, 0) - rss0.reduce((a, b) => a + b, 0);
+  const memSettled = await memSplit();
 
   // Probe users, connected from this process; a receipt is when the item arrives on their socket.
   const tokens = new UserTokens(cfg.ws.secret);
@@ -174,6 +190,7 @@ try {
     per_process_fd_limit: 20000,
     bytes_per_conn: Math.round(grown / Math.max(1, open)),
     bytes_per_conn_settled: Math.round(grownSettled / Math.max(1, open)),
+    gateway_memory_mb: { before: mem0, connected: mem1, settled: memSettled },
     gateway_rss_mb: rss1.map((b) => Math.round(b / 1048576)),
     p50_ms: pct(idle, 50),
     p99_ms: pct(idle, 99),

@@ -6,7 +6,10 @@ import { shardOf } from "../core/shard-hash.js";
 import { presenceAll, presenceSubject } from "../core/subjects.js";
 import type { Nats } from "../infra/nats.js";
 import { pipelineOf, type Redis } from "../infra/redis.js";
-import { withScripts } from "../infra/scripts.js";
+import { type ScriptRedis, withScripts } from "../infra/scripts.js";
+
+/** Users per presence script call: one shard's share of a refresh stays one call unless it is very large. */
+const PRESENCE_CALL_MAX = 2000;
 
 /** A presence event: users of one shard that came online (or are still online, on a refresh) or went offline at one gateway. */
 export interface PresenceEvent {
@@ -65,10 +68,13 @@ export class PresenceWriter {
   private readonly downs = new Set<string>();
   private flushing: Promise<void> | null = null;
   private readonly timer: NodeJS.Timeout;
+  private readonly r: ScriptRedis;
 
+  /** Call it at start-up, before the client is in use: it defines the scripts on a client that has none yet. */
   constructor(
     private readonly d: { nats: Nats; redis: Redis; log: Logger; shards: number; gateway: string; ttlMs: number },
   ) {
+    this.r = withScripts(d.redis);
     this.timer = setInterval(() => void this.refresh().catch((err) => d.log.warn({ err }, "presence refresh failed")), Math.max(1000, Math.floor(d.ttlMs / 3)));
     this.timer.unref();
   }
@@ -111,26 +117,41 @@ export class PresenceWriter {
     this.ups.clear();
     this.downs.clear();
     this.flushing = null;
-    const { redis, shards, gateway, ttlMs } = this.d;
-    const p = pipelineOf(redis);
-    for (const u of ups) p.hset(presenceKey(shardOf(u, shards), u), gateway, this.conns.get(u) ?? 1).pexpire(presenceKey(shardOf(u, shards), u), ttlMs);
-    for (const u of downs) p.hdel(presenceKey(shardOf(u, shards), u), gateway);
-    await p.exec();
+    const { redis, shards, gateway } = this.d;
+    const gone = downs.length > 0 ? pipelineOf(redis) : null;
+    for (const u of downs) gone!.hdel(presenceKey(shardOf(u, shards), u), gateway);
+    await Promise.all([this.write(ups), gone?.exec()]);
     this.publish(ups, downs);
+  }
+
+  /**
+   * Writes `users`' presence (this gateway, its connection count, the TTL) with one script call per shard
+   * (lib/infra/scripts/presenceSet-n.lua): a refresh of every user held here, or the users of one turn's new
+   * connections, makes a few dozen commands rather than two per user, and as little garbage.
+   */
+  private async write(users: readonly string[]): Promise<void> {
+    const { shards, gateway, ttlMs } = this.d;
+    const byShard = new Map<number, string[]>();
+    for (const u of users) {
+      const s = shardOf(u, shards);
+      const l = byShard.get(s);
+      if (l) l.push(u);
+      else byShard.set(s, [u]);
+    }
+    const calls: Promise<number>[] = [];
+    for (const [s, us] of byShard) {
+      for (let i = 0; i < us.length; i += PRESENCE_CALL_MAX) {
+        const part = us.slice(i, i + PRESENCE_CALL_MAX);
+        calls.push(this.r.nfxPresenceSet(part.length, ...part.map((u) => presenceKey(s, u)), gateway, ttlMs, ...part.map((u) => this.conns.get(u) ?? 1)));
+      }
+    }
+    await Promise.all(calls);
   }
 
   /** Re-announces every user held here and pushes their keys' TTL out; runs every third of the TTL. */
   async refresh(): Promise<void> {
     const users = [...this.conns.keys()];
-    const { redis, shards, gateway, ttlMs } = this.d;
-    for (let i = 0; i < users.length; i += 5000) {
-      const p = pipelineOf(redis);
-      for (const u of users.slice(i, i + 5000)) {
-        const k = presenceKey(shardOf(u, shards), u);
-        p.hset(k, gateway, this.conns.get(u) ?? 1).pexpire(k, ttlMs);
-      }
-      await p.exec();
-    }
+    await this.write(users);
     this.publish(users, []);
   }
 

@@ -39,6 +39,8 @@ export interface ScriptCommands {
   nfxInboxBroadcasts(numKeys: number, ...keysThenArgv: (string | number)[]): Promise<number[]>;
   /** inboxMarkBroadcasts-1.lua */
   nfxInboxMarkBroadcasts(items: string, bits: string, ttlMs: number, ...ids: string[]): Promise<string[]>;
+  /** presenceSet-n.lua */
+  nfxPresenceSet(numKeys: number, ...keysThenArgv: (string | number)[]): Promise<number>;
   /** existsAll-n.lua */
   nfxExistsAll(numKeys: number, ...keys: string[]): Promise<number[]>;
   /** userLogAppend-n.lua */

@@ -16,7 +16,7 @@ const DIR = join(ROOT, "lib/infra/scripts");
 const TYPED: Record<keyof ScriptCommands, true> = {
   nfxClaimDeliveryKeys: true, nfxRenewDeliveryKeys: true, nfxSetDeliveryKeys: true, nfxClaimCollapseKeys: true, nfxReleaseCollapseKeys: true,
   nfxInboxAdd: true, nfxInboxSettle: true, nfxInboxMark: true, nfxInboxList: true, nfxInboxBroadcasts: true, nfxInboxMarkBroadcasts: true, nfxBroadcastStore: true,
-  nfxExistsAll: true, nfxUserLogAppend: true, nfxMarkFirst: true,
+  nfxExistsAll: true, nfxPresenceSet: true, nfxUserLogAppend: true, nfxMarkFirst: true,
   nfxScanActive: true, nfxUpdatePreferencesBuffer: true, nfxRemoveDevice: true,
   nfxEndpointEnqueue: true, nfxEndpointNext: true, nfxEndpointFail: true, nfxEndpointLease: true,
 };
