@@ -10,6 +10,20 @@ import { parseProcessSpec, type ProcessSpec, type Role } from "./roles.js";
 
 const NFX_BIN = fileURLToPath(new URL("./nfx.js", import.meta.url));
 
+/**
+ * Node flags of a role's own process (not of several roles sharing one). The WebSocket gateway's young generation is
+ * capped at 4 MB per semi-space (V8's default is 16 MB): its heap then gives the garbage of a connection burst back
+ * within seconds, and an idle connection holds about 1.0–1.5 KB of the process's memory instead of 4–7 KB
+ * (docs/benchmarks.md, "bench:ws"). `ROLE_NODE_ARGS` comes after these, so it can override them.
+ */
+export const ROLE_NODE_FLAGS: Partial<Record<Role, readonly string[]>> = { "ws-gateway": ["--max-semi-space-size=4"] };
+
+/** The node flags a process for `spec` starts with: its role's {@link ROLE_NODE_FLAGS} (a process of its own only), then `ROLE_NODE_ARGS`. */
+export function nodeArgsOf(spec: ProcessSpec | readonly Role[], env: NodeJS.ProcessEnv = process.env): string[] {
+  const own = typeof spec === "string" ? (ROLE_NODE_FLAGS[parseProcessSpec(spec).role] ?? []) : [];
+  return [...own, ...(env.ROLE_NODE_ARGS ?? "").split(" ").filter(Boolean)];
+}
+
 /** The nice value of a process (`lanes.nice`): urgent-only lane processes, ingest and the router; bulk-only ones and the campaign actor; everything else. */
 export function niceOf(cfg: Config, spec: ProcessSpec): number {
   const { role, lanes } = parseProcessSpec(spec);
@@ -32,7 +46,7 @@ export function setNice(p: ChildProcess, nice: number, report: (msg: string) => 
  * Starts `nfx run <role> [--lanes <class>]` for `spec` (or, for a list of roles, `nfx run <role>...`: every lane class,
  * all in one process) with `NFX_CONFIG=configFile` at nice `nice`; every line it prints goes to `onLine`. `started`
  * receives the process at once (before it is ready); the promise resolves when the roles report ready over IPC, and
- * rejects if it exits first. `ROLE_NODE_ARGS` passes flags to its node (e.g. --cpu-prof).
+ * rejects if it exits first. Its node gets the role's {@link ROLE_NODE_FLAGS}, then `ROLE_NODE_ARGS` (e.g. --cpu-prof).
  */
 export function spawnRoleProcess(
   spec: ProcessSpec | readonly Role[],
@@ -40,7 +54,7 @@ export function spawnRoleProcess(
 ): Promise<ChildProcess> {
   return new Promise((res, rej) => {
     const args = typeof spec === "string" ? runArgs(spec) : ["run", ...spec];
-    const nodeArgs = (process.env.ROLE_NODE_ARGS ?? "").split(" ").filter(Boolean);
+    const nodeArgs = nodeArgsOf(spec);
     const p = spawn(process.execPath, [...nodeArgs, NFX_BIN, ...args], {
       env: { ...process.env, NFX_CONFIG: o.configFile },
       stdio: ["ignore", "pipe", "pipe", "ipc"],

@@ -1,7 +1,7 @@
 // Process specs: a role or a lane role restricted to one lane class; what `nfx up` starts; which nice value each process gets.
 import t from "tap";
 
-import { niceOf } from "../../cmd/role-process.js";
+import { niceOf, nodeArgsOf } from "../../cmd/role-process.js";
 import { parseProcessSpec, UP_PROCESSES } from "../../cmd/roles.js";
 import { loadConfig } from "../../lib/core/config.js";
 import { CLASS_PRIORITIES, laneClassOf, PRIORITIES } from "../../lib/core/subjects.js";
@@ -22,6 +22,13 @@ t.test("nfx up splits the shard actor and gives each process its nice value", as
   t.equal(UP_PROCESSES.length, 17);
   const cfg = loadConfig({ env: {} });
   t.same(["shard@urgent", "shard@bulk", "campaign", "gateway-apns", "gateway-apns@urgent", "ingest"].map((s) => niceOf(cfg, s as never)), [-5, 10, 10, 0, -5, -5]);
+});
+
+t.test("the WebSocket gateway's own process caps its young generation; ROLE_NODE_ARGS comes after", async (t) => {
+  t.same(nodeArgsOf("ws-gateway", {}), ["--max-semi-space-size=4"]);
+  t.same(nodeArgsOf("shard@urgent", {}), [], "other roles get node's defaults");
+  t.same(nodeArgsOf(["ingest", "ws-gateway"], {}), [], "roles sharing a process keep node's defaults");
+  t.same(nodeArgsOf("ws-gateway", { ROLE_NODE_ARGS: " --cpu-prof  --max-semi-space-size=16" }), ["--max-semi-space-size=4", "--cpu-prof", "--max-semi-space-size=16"]);
 });
 
 t.test("lane classes cover every priority once", async (t) => {
