@@ -4,7 +4,7 @@ import type { JsMsg } from "@nats-io/jetstream";
 import { encode } from "../lib/core/codec.js";
 import type { Config } from "../lib/core/config.js";
 import type { Logger } from "../lib/core/log.js";
-import { shardOf } from "../lib/core/shard-hash.js";
+import { groupByShard } from "../lib/core/shard-hash.js";
 import { CONSUMER, fanSubject, MSGID, sendSubject, STREAM } from "../lib/core/subjects.js";
 import { briefOf, type FanChunk, type Notification, type NotificationBrief, type SendBatch } from "../lib/core/types.js";
 import { topicEndpoints } from "../lib/directory/topics.js";
@@ -26,13 +26,7 @@ export interface RouterDeps {
  * numbering is deterministic so replays produce the same message ids.
  */
 export function planChunks(recipients: readonly string[], shards: number, chunkSize: number): { shard: number; chunk: number; users: string[] }[] {
-  const byShard = new Map<number, string[]>();
-  for (const u of recipients) {
-    const s = shardOf(u, shards);
-    let l = byShard.get(s);
-    if (!l) byShard.set(s, (l = []));
-    l.push(u);
-  }
+  const byShard = groupByShard(recipients, shards);
   const out: { shard: number; chunk: number; users: string[] }[] = [];
   for (const s of [...byShard.keys()].sort((a, b) => a - b)) {
     const users = byShard.get(s)!;

@@ -31,3 +31,15 @@ export function shardOf(userId: string, shards: number): number {
   }
   return (h >>> 0) % shards;
 }
+
+/** `users` grouped by {@link shardOf}, each shard's list in input order (shards in order of first appearance). */
+export function groupByShard(users: Iterable<string>, shards: number): Map<number, string[]> {
+  const byShard = new Map<number, string[]>();
+  for (const u of users) {
+    const s = shardOf(u, shards);
+    const l = byShard.get(s);
+    if (l) l.push(u);
+    else byShard.set(s, [u]);
+  }
+  return byShard;
+}

@@ -1,7 +1,7 @@
 // Topics: named audiences of users (stored per shard like segments, so a topic with millions fans out through the campaign machinery) and of webhook endpoints.
 import { NotFound, TopicUnknown } from "../core/errors.js";
 import { topicEndpointsKey, TOPICS_KEY, topicUsersKey } from "../core/keys.js";
-import { shardOf } from "../core/shard-hash.js";
+import { groupByShard, shardOf } from "../core/shard-hash.js";
 import { pipelineOf, type Redis } from "../infra/redis.js";
 
 /** The prefix of a topic notification's internal segment name (`topic:<name>`); segment names may not start with it. */
@@ -71,15 +71,8 @@ export async function deleteTopic(redis: Redis, shards: number, name: string): P
  */
 export async function changeUserSubscriptions(redis: Redis, shards: number, name: string, ids: readonly string[], remove = false): Promise<number> {
   if (!(await redis.hexists(TOPICS_KEY, name))) throw new NotFound(`topic ${name} not found`, { field: "name" });
-  const byShard = new Map<number, string[]>();
-  for (const id of ids) {
-    const s = shardOf(id, shards);
-    const l = byShard.get(s);
-    if (l) l.push(id);
-    else byShard.set(s, [id]);
-  }
   const p = pipelineOf(redis);
-  for (const [s, list] of byShard) {
+  for (const [s, list] of groupByShard(ids, shards)) {
     if (remove) p.zrem(topicUsersKey(s, name), ...list);
     else p.zadd(topicUsersKey(s, name), ...list.flatMap((u) => [0, u]));
   }

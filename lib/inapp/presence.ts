@@ -2,7 +2,7 @@
 import { decodeJson, encodeJson } from "../core/codec.js";
 import { presenceKey } from "../core/keys.js";
 import type { Logger } from "../core/log.js";
-import { shardOf } from "../core/shard-hash.js";
+import { groupByShard, shardOf } from "../core/shard-hash.js";
 import { presenceAll, presenceSubject } from "../core/subjects.js";
 import type { Nats } from "../infra/nats.js";
 import { pipelineOf, type Redis } from "../infra/redis.js";
@@ -131,15 +131,8 @@ export class PresenceWriter {
    */
   private async write(users: readonly string[]): Promise<void> {
     const { shards, gateway, ttlMs } = this.d;
-    const byShard = new Map<number, string[]>();
-    for (const u of users) {
-      const s = shardOf(u, shards);
-      const l = byShard.get(s);
-      if (l) l.push(u);
-      else byShard.set(s, [u]);
-    }
     const calls: Promise<number>[] = [];
-    for (const [s, us] of byShard) {
+    for (const [s, us] of groupByShard(users, shards)) {
       for (let i = 0; i < us.length; i += PRESENCE_CALL_MAX) {
         const part = us.slice(i, i + PRESENCE_CALL_MAX);
         calls.push(this.r.nfxPresenceSet(part.length, ...part.map((u) => presenceKey(s, u)), gateway, ttlMs, ...part.map((u) => this.conns.get(u) ?? 1)));
