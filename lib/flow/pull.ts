@@ -138,6 +138,9 @@ export function readDurable(o: {
         void (async () => {
           for await (const s of it.status()) {
             if (s.type === "heartbeats_missed" || s.type === "consumer_not_found" || s.type === "consumer_deleted" || s.type === "stream_not_found") o.log.warn({ consumer: o.consumer, status: s.type }, "consumer status");
+            // A consumer deleted under the reader (the consumer watch recreating it, lib/flow/stranded.ts) leaves nats.js's
+            // reader pulling from the old one for good: end it, so the loop opens a reader on the consumer as it is now.
+            if (s.type === "consumer_deleted") it.stop();
           }
         })().catch(() => undefined);
         for await (const m of it) {

@@ -1,4 +1,4 @@
-// Leases on a real JetStream KV with a fake clock: one holder, takeover after expiry, a stale holder is fenced; shard checkpoints stored in parts, whole or as changes on top; the process registry lists each process once.
+// Leases on a real JetStream KV with a fake clock: one holder, takeover after expiry, a stale holder is fenced; shard checkpoints stored in parts, whole or as changes on top; the process registry lists each process once; work-queue consumers recreated under their readers.
 import { AckPolicy, DeliverPolicy, RetentionPolicy, StorageType } from "@nats-io/jetstream";
 import t, { type Test } from "tap";
 
@@ -7,6 +7,7 @@ import { Fenced } from "../../lib/core/errors.js";
 import { createLogger } from "../../lib/core/log.js";
 import { BUCKET, checkpointKey, checkpointPartKey, PROCESS_KEY } from "../../lib/core/subjects.js";
 import { Lease } from "../../lib/flow/lease.js";
+import { readDurable } from "../../lib/flow/pull.js";
 import { consumerFault, watchWorkQueue } from "../../lib/flow/stranded.js";
 import type { Nats } from "../../lib/infra/nats.js";
 import { listProcesses } from "../../lib/infra/processes.js";
@@ -174,4 +175,28 @@ t.test("a work-queue consumer left past its stream's last sequence is recreated 
   for (const until = Date.now() + 10_000; got.length < 5 && Date.now() < until; ) got = got.concat(await take());
   t.same(got, [0, 1, 2, 3, 4], "recreated, it delivers every skipped message once, in order");
   t.equal(consumerFault({ delivered: { stream_seq: 10 }, num_pending: 2, num_ack_pending: 0 }, 12, 2), null, "pending: healthy");
+});
+
+t.test("a reader whose consumer is deleted and created again under it reads on from the new one", async (t) => {
+  const nats = await topologyOn(t);
+  await nats.jsm.streams.add({ name: "RDT", subjects: ["rd.>"], retention: RetentionPolicy.Workqueue, storage: StorageType.Memory });
+  const config = { durable_name: "r", ack_policy: AckPolicy.Explicit, deliver_policy: DeliverPolicy.All };
+  await nats.jsm.consumers.add("RDT", config);
+  const got: number[] = [];
+  const log = createLogger({ level: "silent", redact: true });
+  const reader = readDurable({ js: nats.js, stream: "RDT", consumer: "r", maxMessages: 16, log, onMsg: (m) => (got.push(m.json<{ i: number }>().i), m.ack()) });
+  t.teardown(() => reader.stop());
+  await reader.opened;
+  const until = async (n: number): Promise<void> => {
+    for (const end = Date.now() + 15_000; got.length < n && Date.now() < end; ) await new Promise((r) => setTimeout(r, 50));
+  };
+  await nats.js.publish("rd.a", encodeJson({ i: 0 }));
+  await until(1);
+  t.same(got, [0], "read before");
+  // What the consumer watch does to a stranded or leaderless consumer (lib/flow/stranded.ts): delete it, add it again.
+  await nats.jsm.consumers.delete("RDT", "r");
+  await nats.jsm.consumers.add("RDT", config);
+  for (let i = 1; i <= 3; i++) await nats.js.publish("rd.a", encodeJson({ i }));
+  await until(4);
+  t.same(got, [0, 1, 2, 3], "every message published after the consumer was created again is read, once, in order");
 });
