@@ -17,7 +17,8 @@ import { decodeAs, runLanes } from "../lib/flow/lanes.js";
 import { readDurable } from "../lib/flow/pull.js";
 import { watchWorkQueue } from "../lib/flow/stranded.js";
 import { storeDeadLetter } from "../lib/gateway/dlq.js";
-import { publishReceipts, receiptReconciler } from "../lib/gateway/receipts.js";
+import { type OutboxItem, ReceiptOutbox } from "../lib/gateway/receipt-outbox.js";
+import { receiptReconciler } from "../lib/gateway/receipts.js";
 import { secretKey, signatureHeaders } from "../lib/gateway/webhook-sign.js";
 import { addressPolicy, guardedLookup } from "../lib/infra/address-policy.js";
 import { gatewayRetries, gatewaySends, stageItems } from "../lib/infra/metrics.js";
@@ -152,9 +153,13 @@ export async function startGatewayWebhook(d: GatewayWebhookDeps): Promise<{ stop
   const entryOf = (ep: string, outcome: "sent" | "failed" | "suppressed", at: number, reason?: string, replayOf?: string): ReceiptEntry => ({
     user: ep, channel: "webhook", device: ep, outcome, at, ...(reason ? { reason } : {}), ...(replayOf ? { supersedes: replayOf } : {}),
   });
-  // On replicated streams its receipts are checked, and published again if NFX_RECEIPTS lost them (lib/flow/stream-reconciler.ts).
+  // Outcomes go through the receipt outbox (lib/gateway/receipt-outbox.ts): recorded in Redis once per delivery and
+  // outcome, published many to a receipt batch. On replicated streams its batches are checked, and published again if
+  // NFX_RECEIPTS lost them (lib/flow/stream-reconciler.ts).
   const rec = receiptReconciler({ ...d, log });
-  const publishReceipt = (nid: string, id: string, e: ReceiptEntry): Promise<unknown> => publishReceipts(pub, rec, nid, MSGID.webhookOutcome(id, e.outcome), [e]);
+  const outbox = new ReceiptOutbox(d.redis, pub, rec, log);
+  const receiptOf = (nid: string, id: string, e: ReceiptEntry): OutboxItem => ({ id: MSGID.webhookOutcome(id, e.outcome), nid, entry: e });
+  const recordReceipt = (nid: string, id: string, e: ReceiptEntry): Promise<unknown> => outbox.add([receiptOf(nid, id, e)]);
 
   // 1. Intake: a send batch's deliveries into their endpoints' queues.
   const handle = async (m: JsMsg): Promise<void> => {
@@ -172,7 +177,7 @@ export async function startGatewayWebhook(d: GatewayWebhookDeps): Promise<{ stop
       const ep = got instanceof Promise ? await got : got;
       const id = webhookDeliveryId(s.nid, s.user);
       if (!ep) {
-        skipped.push(publishReceipt(s.nid, id, entryOf(s.user, "failed", now, "endpoint_deleted")));
+        skipped.push(recordReceipt(s.nid, id, entryOf(s.user, "failed", now, "endpoint_deleted")));
         continue;
       }
       let q = itemOf.get(s.nid);
@@ -183,7 +188,7 @@ export async function startGatewayWebhook(d: GatewayWebhookDeps): Promise<{ stop
         payloads.set(s.nid, { type, body, brief });
       }
       if (ep.types && !ep.types.includes(q.type)) {
-        skipped.push(publishReceipt(s.nid, id, entryOf(s.user, "suppressed", now, "type_filtered")));
+        skipped.push(recordReceipt(s.nid, id, entryOf(s.user, "suppressed", now, "type_filtered")));
         continue;
       }
       const l = byEndpoint.get(s.user);
@@ -344,7 +349,7 @@ export async function startGatewayWebhook(d: GatewayWebhookDeps): Promise<{ stop
     };
     /** Settles the head delivery `id` as failed for good, after its receipt (none for an event-stream delivery: not a send of its notification). */
     const settleFailed = async (id: string, q: QueuedDelivery, reason: string, status: number, attempts: number): Promise<void> => {
-      if (!q.event) await publishReceipt(q.nid, id, entryOf(endpointId, "failed", Date.now(), reason, q.replayOf));
+      if (!q.event) await recordReceipt(q.nid, id, entryOf(endpointId, "failed", Date.now(), reason, q.replayOf));
       await queues.settle(endpointId, { id, nid: q.nid, type: q.type, outcome: "failed", status, attempts, reason, at: Date.now() }, Date.now());
       gatewaySends.inc({ channel: "webhook", app: "webhook", outcome: "failed" });
     };
@@ -379,7 +384,7 @@ export async function startGatewayWebhook(d: GatewayWebhookDeps): Promise<{ stop
           if (delivered.length === 0) return;
           const list = delivered;
           delivered = [];
-          await Promise.all(list.filter((x) => !x.q.event).map((x) => publishReceipt(x.q.nid, x.id, entryOf(endpointId, "sent", x.at, undefined, x.q.replayOf))));
+          await outbox.add(list.filter((x) => !x.q.event).map((x) => receiptOf(x.q.nid, x.id, entryOf(endpointId, "sent", x.at, undefined, x.q.replayOf))));
           for (const x of list) settled.push({ id: x.id, nid: x.q.nid, type: x.q.type, outcome: "delivered", status: x.status, attempts: x.made, at: x.at });
         };
         for (const { id, q: ready1, raw } of ready) {
@@ -512,6 +517,7 @@ export async function startGatewayWebhook(d: GatewayWebhookDeps): Promise<{ stop
       await loop;
       await Promise.allSettled(running.values());
       await agent.close();
+      await outbox.stop();
       pub.close();
     },
   };

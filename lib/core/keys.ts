@@ -113,3 +113,17 @@ export const webhookPayloadKey = (nid: string): string => `nfx:whp:${nid}`;
 /** An endpoint's recent deliveries and their outcomes, newest last (list of JSON, capped at `endpoints.historyPerEndpoint`). */
 export const endpointHistoryKey = (endpoint: string): string => `nfx:${etag(endpoint)}:h`;
 
+/**
+ * The webhook gateways' receipt outbox (lib/gateway/receipt-outbox.ts), under one hash tag so its scripts run on one
+ * Redis Cluster node: `entries` (hash receipt id -> JSON), `order` (list of receipt ids), `taken` (sorted set receipt
+ * id -> time taken into a batch), `batches` (hash batch id -> JSON array, taken and not yet published) and `batchTimes`
+ * (sorted set batch id -> time taken).
+ */
+export const WEBHOOK_RECEIPT_OUTBOX = {
+  entries: "nfx:{wro}:e",
+  order: "nfx:{wro}:o",
+  taken: "nfx:{wro}:t",
+  batches: "nfx:{wro}:b",
+  batchTimes: "nfx:{wro}:bt",
+} as const;
+

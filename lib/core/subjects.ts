@@ -243,6 +243,8 @@ export const MSGID = {
   webhooks: (nid: string, part: number): string => `wh:${nid}:${part}`,
   /** The receipt of one endpoint delivery's outcome (`deliveryId`: {@link webhookDeliveryId}). */
   webhookOutcome: (deliveryId: string, outcome: string): string => `whr:${deliveryId}:${outcome}`,
+  /** One notification's entries of a batch taken from the webhook gateways' receipt outbox (`batch`: a random id given when it was taken). */
+  webhookReceipts: (batch: string, nid: string): string => `whb:${batch}:${nid}`,
   /** The `n`th publication again of message `msgId` that its stream lost (a new id: the duplicate window would drop the old one). */
   republished: (msgId: string, n: number): string => `${msgId.replace(/~r\d+$/, "")}~r${n}`,
   /** The id a message was first published under: `msgId` without the suffix of {@link MSGID.republished}. */

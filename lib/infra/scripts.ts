@@ -59,6 +59,10 @@ export interface ScriptCommands {
   nfxEndpointNext(queue: string, items: string, done: string, state: string, history: string, now: number, doneTtlMs: number, historyCap: number, max: number, ...idOutcomeStatusEntry: (string | number)[]): Promise<(string | number)[]>;
   /** endpointFail-1.lua */
   nfxEndpointFail(state: string, now: number, nextAt: number, status: number, error: string, attempts: number): Promise<[number, number]>;
+  /** receiptOutboxAdd-3.lua */
+  nfxReceiptOutboxAdd(entries: string, order: string, taken: string, ...idJsonPairs: string[]): Promise<number>;
+  /** receiptOutboxTake-5.lua */
+  nfxReceiptOutboxTake(entries: string, order: string, taken: string, batches: string, batchTimes: string, now: number, max: number, batchId: string, staleMs: number, keepMs: number): Promise<string[]>;
   /** endpointLease-1.lua */
   nfxEndpointLease(lease: string, owner: string, ms: number, mode: "take" | "renew" | "release"): Promise<number>;
 }

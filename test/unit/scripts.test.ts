@@ -19,6 +19,7 @@ const TYPED: Record<keyof ScriptCommands, true> = {
   nfxExistsAll: true, nfxPresenceSet: true, nfxUserLogAppend: true, nfxMarkFirst: true,
   nfxScanActive: true, nfxUpdatePreferencesBuffer: true, nfxRemoveDevice: true,
   nfxEndpointEnqueue: true, nfxEndpointNext: true, nfxEndpointFail: true, nfxEndpointLease: true,
+  nfxReceiptOutboxAdd: true, nfxReceiptOutboxTake: true,
 };
 
 t.test("every script file is <name>-<keys>.lua with a header naming KEYS, ARGV and what it returns", async (t) => {
