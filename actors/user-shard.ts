@@ -21,7 +21,7 @@ import { JsPublisher } from "../lib/flow/js-publisher.js";
 import { decodeAs, oldestAgeMs, PoisonMessage, UrgencyGate } from "../lib/flow/lanes.js";
 import type { Lease } from "../lib/flow/lease.js";
 import { PriorityBuffer } from "../lib/flow/priority-buffer.js";
-import { PULL_EXPIRES_MS, watchOrdered } from "../lib/flow/pull.js";
+import { isoToUs, PULL_EXPIRES_MS, startTimeOf, storedAtUs, watchOrdered } from "../lib/flow/pull.js";
 import { Semaphore } from "../lib/flow/semaphore.js";
 import { reconcileWanted, StreamReconciler } from "../lib/flow/stream-reconciler.js";
 import { publishChecked } from "../lib/flow/stream-reconciler.js";
@@ -121,6 +121,8 @@ interface LaneReader {
   it: ConsumerMessages;
   watch: { stop(): void };
   lastSeq: number;
+  /** When the stream stored the chunk at `lastSeq` (µs; 0: not known). */
+  lastAt: number;
   reopening: boolean;
 }
 
@@ -138,13 +140,17 @@ interface LaneReader {
 class ShardOwner {
   private readonly state: { buckets: RateBuckets; dedup: DedupWindow; digests: DigestBook };
   private pos = startPositions();
+  /** When the stream stored the chunk at each lane's `pos` (µs): a reader starts after it by time, not by sequence. */
+  private posAt = startPositions();
+  /** Each lane's position its chunks were last dropped from the stream up to. */
+  private readonly purged = startPositions();
   /** The stored checkpoint this owner writes on from (revision, full state, changes since). */
   private head = emptyHead();
   /** The last checkpoint write failed: the changes it carried are not stored, so the next one is whole. */
   private lastWriteFailed = false;
   /** Chunks read ahead, up to READ_AHEAD per lane, taken most urgent first. */
   private readonly buf = new PriorityBuffer<JsMsg>(READ_AHEAD);
-  private readonly pending: Record<Priority, { seq: number; done: boolean }[]> = { critical: [], high: [], normal: [], bulk: [] };
+  private readonly pending: Record<Priority, { seq: number; at: number; done: boolean }[]> = { critical: [], high: [], normal: [], bulk: [] };
   /** Each lane's current reader. */
   private readonly lanes: Partial<Record<Priority, LaneReader>> = {};
   private inflight = 0;
@@ -185,6 +191,7 @@ class ShardOwner {
     const loaded = await this.cl.store.load(this.shard);
     if (loaded.cp) {
       this.pos = loaded.cp.pos;
+      this.posAt = loaded.cp.posAt;
       // The full state, then each change written since, in order.
       for (const sec of loaded.cp.sections) {
         this.state.dedup.restore(sec.dedup);
@@ -195,7 +202,7 @@ class ShardOwner {
     this.head = loaded.head;
     // Written whole under this lease: fences earlier owners and starts a new chain of changes.
     await this.writeCheckpoint(true);
-    this.log.info({ pos: this.pos, dedup: this.state.dedup.size, buckets: this.state.buckets.size, digests: this.state.digests.size, from: loaded.cp?.owner, sections: loaded.cp?.sections.length ?? 0 }, "shard restored");
+    this.log.info({ pos: this.pos, posAt: this.posAt, dedup: this.state.dedup.size, buckets: this.state.buckets.size, digests: this.state.digests.size, from: loaded.cp?.owner, sections: loaded.cp?.sections.length ?? 0 }, "shard restored");
     this.startedAt = Date.now();
     for (const p of this.cl.prios) await this.pump(p);
     this.loop = this.run();
@@ -248,16 +255,19 @@ class ShardOwner {
    * it afresh from its checkpoint.
    */
   private async pump(p: Priority): Promise<void> {
-    const lane: LaneReader = { ...(await this.openReader(p, this.pos[p])), lastSeq: this.pos[p], reopening: false };
+    const lane: LaneReader = { ...(await this.openReader(p, this.pos[p], this.posAt[p])), lastSeq: this.pos[p], lastAt: this.posAt[p], reopening: false };
     this.lanes[p] = lane;
     void (async () => {
       for (;;) {
         const it = lane.it;
         for await (const m of it) {
           if (this.stopping) return;
-          // A replaced reader may still hand over what its successor reads too.
-          if (m.seq <= lane.lastSeq) continue;
+          // A replaced reader may still hand over what its successor reads too. A chunk at or before the last one read
+          // by sequence but stored after it is new: the stream's sequence went back (nats-server, docs/operations.md).
+          const at = storedAtUs(m);
+          if (m.seq <= lane.lastSeq && (lane.lastAt === 0 || at <= lane.lastAt)) continue;
           lane.lastSeq = m.seq;
+          lane.lastAt = at;
           this.buf.push(p, m);
           this.notify();
           await this.buf.waitForRoom(p, () => this.stopping);
@@ -269,19 +279,24 @@ class ShardOwner {
   }
 
   /**
-   * An ordered reader of lane `p` from stream sequence `after + 1`. On a nats-server cluster consumers are created by
+   * An ordered reader of lane `p` from the chunk after stream sequence `after`, stored at `afterAt` (µs): by time when
+   * that is known (a stream whose sequence went back after a nats-server crash gives new chunks sequence numbers at
+   * or before `after`; by time they are still after it), else by sequence. On a nats-server cluster consumers are created by
    * the JetStream meta leader: while one is being elected, asks again (the lease is kept meanwhile) rather than give the
    * shard up and make every owner start over.
    */
-  private openReader(p: Priority, after: number): Promise<Pick<LaneReader, "it" | "watch">> {
+  private openReader(p: Priority, after: number, afterAt: number): Promise<Pick<LaneReader, "it" | "watch">> {
     const open = async (): Promise<Pick<LaneReader, "it" | "watch">> => {
       const c = await this.cl.js.consumers.get(STREAM.fan, {
         filter_subjects: fanSubject(p, this.shard),
-        ...(after > 0 ? { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: after + 1 } : { deliver_policy: DeliverPolicy.All }),
+        ...(afterAt > 0 ? { deliver_policy: DeliverPolicy.StartTime, opt_start_time: startTimeOf(afterAt) } : after > 0 ? { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: after + 1 } : { deliver_policy: DeliverPolicy.All }),
       });
       const it = await c.consume({ max_messages: READ_AHEAD, expires: PULL_EXPIRES_MS });
+      // The client recreating the consumer (after a reconnect) starts it by sequence: replaced at once by one that starts by time.
       const watch = watchOrdered(it, this.cl.nc, (why) => void this.reopenStalled(p, it, why).catch((err) => this.fail(err)), () => {
-        if (this.lanes[p]?.it === it) this.log.warn({ lane: p, after: this.lanes[p].lastSeq }, "shard reader recreating its consumer");
+        if (this.lanes[p]?.it !== it) return;
+        this.log.warn({ lane: p, after: this.lanes[p].lastSeq }, "shard reader recreating its consumer; opening it again from the time of the last chunk read");
+        void this.reopenStalled(p, it, "consumer recreated by the client", true).catch((err) => this.fail(err));
       });
       return { it, watch };
     };
@@ -298,14 +313,14 @@ class ShardOwner {
    * replaced by a new reader from the chunk after the last one read, whose consumer the meta leader places on a live
    * server.
    */
-  private async reopenStalled(p: Priority, it: ConsumerMessages, why: string): Promise<void> {
+  private async reopenStalled(p: Priority, it: ConsumerMessages, why: string, evenIfFull = false): Promise<void> {
     const lane = this.lanes[p];
-    if (!lane || lane.it !== it || lane.reopening || this.stopping || this.buf.size(p) >= READ_AHEAD) return;
+    if (!lane || lane.it !== it || lane.reopening || this.stopping || (!evenIfFull && this.buf.size(p) >= READ_AHEAD)) return;
     lane.reopening = true;
     try {
       this.log.warn({ lane: p, after: lane.lastSeq, why }, "shard reader's consumer silent; opening it again");
       const old = lane.watch;
-      Object.assign(lane, await this.openReader(p, lane.lastSeq));
+      Object.assign(lane, await this.openReader(p, lane.lastSeq, lane.lastAt));
       readerReopens.inc({ stage: "shard" });
       if (this.stopping) void this.closeLane(lane);
       old.stop();
@@ -329,7 +344,7 @@ class ShardOwner {
         continue;
       }
       const [m, p] = next;
-      const entry = { seq: m.seq, done: false };
+      const entry = { seq: m.seq, at: storedAtUs(m), done: false };
       this.pending[p].push(entry);
       this.inflight++;
       const work = (): Promise<void> => this.handle(m);
@@ -352,7 +367,9 @@ class ShardOwner {
   private advance(p: Priority): void {
     const q = this.pending[p];
     while (q.length > 0 && q[0].done) {
-      this.pos[p] = q.shift()!.seq;
+      const e = q.shift()!;
+      this.pos[p] = e.seq;
+      this.posAt[p] = e.at;
       this.dirty = true;
     }
   }
@@ -444,16 +461,28 @@ class ShardOwner {
     // Only what changed since the last write, unless the store wants the full state again (or the last write failed: its changes are not stored).
     const full = whole || this.lastWriteFailed || CheckpointStore.wantsFull(this.head);
     const st = this.state;
-    const cp = { owner: this.sh.owner, epoch: this.lease.revision, at: Date.now(), pos: { ...this.pos }, full, dedup: full ? st.dedup.pack() : st.dedup.packChanges(), buckets: full ? st.buckets.pack() : st.buckets.packChanges(), digests: st.digests.pack() };
+    const cp = { owner: this.sh.owner, epoch: this.lease.revision, at: Date.now(), pos: { ...this.pos }, posAt: { ...this.posAt }, full, dedup: full ? st.dedup.pack() : st.dedup.packChanges(), buckets: full ? st.buckets.pack() : st.buckets.packChanges(), digests: st.digests.pack() };
     this.lastWriteFailed = true;
     this.head = await this.cl.store.write(this.shard, cp, this.head);
     this.lastWriteFailed = false;
     this.dirty = false;
     // Chunks up to the checkpoint are never read again: drop them from the stream.
+    for (const p of this.cl.prios) if (cp.pos[p] > 0 && cp.pos[p] !== this.purged[p]) void this.purgeTo(p, cp.pos[p], cp.posAt[p]).catch(() => undefined);
+  }
+
+  /**
+   * Drops lane `p`'s chunks up to stream sequence `pos` from the stream, if the chunk there is still the one decided
+   * (stored at `posAt`): after the stream's sequence went back (nats-server, docs/operations.md) numbers up to `pos`
+   * hold new chunks, which stay (the stream's age limit removes them once read).
+   */
+  private async purgeTo(p: Priority, pos: number, posAt: number): Promise<void> {
     const jsm = this.sh.d.nats.jsm;
-    for (const p of this.cl.prios) {
-      if (cp.pos[p] > 0) void jsm.streams.purge(STREAM.fan, { filter: fanSubject(p, this.shard), seq: cp.pos[p] + 1 }).catch(() => undefined);
+    if (posAt > 0) {
+      const m = await jsm.streams.getMessage(STREAM.fan, { seq: pos });
+      if (!m || m.subject !== fanSubject(p, this.shard) || Math.abs(isoToUs(m.timestamp) - posAt) > 1) return;
     }
+    await jsm.streams.purge(STREAM.fan, { filter: fanSubject(p, this.shard), seq: pos + 1 });
+    this.purged[p] = pos;
   }
 
   /** Pauses intake, waits for chunks in flight, and checkpoints if anything moved. */

@@ -13,6 +13,22 @@ import type { Logger } from "../core/log.js";
  */
 export const PULL_EXPIRES_MS = 5000;
 
+/** When the stream stored message `m`, in µs since the epoch (the server's clock). */
+export const storedAtUs = (m: JsMsg): number => Math.floor(Number(m.info.timestampNanos) / 1000);
+
+/** A stored message's time (RFC 3339 with up to ns, as `StoredMsg.timestamp` gives it) in µs since the epoch. */
+export function isoToUs(iso: string): number {
+  const m = /^(.*?)(?:\.(\d+))?Z$/.exec(iso);
+  if (!m) return Number.NaN;
+  return Date.parse(`${m[1]}Z`) * 1000 + Number((m[2] ?? "").padEnd(6, "0").slice(0, 6));
+}
+
+/** A consumer start time (RFC 3339, µs) from a stored time in µs: deliveries begin with the first message stored at or after it. */
+export function startTimeOf(us: number): string {
+  const iso = new Date(Math.floor(us / 1000)).toISOString();
+  return `${iso.slice(0, -1)}${String(us % 1000).padStart(3, "0")}Z`;
+}
+
 /**
  * Heartbeats in a row an ordered reader may miss (the server sends one every
  * half {@link PULL_EXPIRES_MS} while a pull waits) before it is opened again:

@@ -22,6 +22,8 @@ export interface Checkpoint {
   /** Wall time of the last write. */
   at: number;
   pos: Record<Priority, number>;
+  /** When the stream stored the chunk at each lane's `pos` (µs; 0: not known, a checkpoint older than this field). */
+  posAt: Record<Priority, number>;
   /** The full state, then each change written since, oldest first: restore them in this order (a later entry replaces an earlier one). */
   sections: StateSection[];
   /** The held digests as of `pos` (DigestBook.pack), written whole with every write. */
@@ -33,6 +35,7 @@ export interface CheckpointWrite extends StateSection {
   owner: string;
   epoch: number;
   pos: Record<Priority, number>;
+  posAt: Record<Priority, number>;
   full: boolean;
   /** The held digests, whole (small: notifications waiting for their window), kept in the manifest with the positions. */
   digests?: Buffer;
@@ -66,6 +69,7 @@ interface Manifest {
   epoch: number;
   at: number;
   pos: Record<Priority, number>;
+  posAt?: Record<Priority, number>;
   /** Inline body (small checkpoints) or the part keys' generation and count. */
   body?: Uint8Array;
   gen?: string;
@@ -128,7 +132,7 @@ export class CheckpointStore {
     if (!old || old.operation !== "PUT") return { cp: null, head };
     const { cp } = await this.read(legacyCheckpointKey(shard), old.value);
     const own = new Set(CLASS_PRIORITIES[this.cls]);
-    for (const p of PRIORITIES) if (!own.has(p)) cp.pos[p] = 0;
+    for (const p of PRIORITIES) if (!own.has(p)) cp.pos[p] = cp.posAt[p] = 0;
     return { cp, head };
   }
 
@@ -159,7 +163,7 @@ export class CheckpointStore {
       sections.push(sectionOf(b, d.at));
       deltas.push({ ...d, bytes: b.length });
     }
-    const cp: Checkpoint = { owner: m.owner, epoch: m.epoch, at: m.at, pos: { ...startPositions(), ...m.pos }, sections, ...(m.digests ? { digests: m.digests } : {}) };
+    const cp: Checkpoint = { owner: m.owner, epoch: m.epoch, at: m.at, pos: { ...startPositions(), ...m.pos }, posAt: { ...startPositions(), ...m.posAt }, sections, ...(m.digests ? { digests: m.digests } : {}) };
     return { cp, head: { rev: 0, ...(m.gen ? { base: { gen: m.gen, parts: m.parts ?? 0, at: m.baseAt ?? m.at } } : {}), baseBytes: body.length, deltas } };
   }
 
@@ -181,7 +185,7 @@ export class CheckpointStore {
   async write(shard: number, w: CheckpointWrite, head: CheckpointHead): Promise<CheckpointHead> {
     const body = Buffer.concat([w.dedup, w.buckets]);
     const key = checkpointKey(this.cls, shard);
-    const m: Manifest = { owner: w.owner, epoch: w.epoch, at: w.at, pos: w.pos, ...(w.digests && w.digests.length > 1 ? { digests: w.digests } : {}) };
+    const m: Manifest = { owner: w.owner, epoch: w.epoch, at: w.at, pos: w.pos, posAt: w.posAt, ...(w.digests && w.digests.length > 1 ? { digests: w.digests } : {}) };
     let written: string | undefined;
     let next: Omit<CheckpointHead, "rev">;
     if (!w.full && !head.base) throw new Error(`checkpoint ${key}: changes written without a full state in parts (ask wantsFull first)`);

@@ -72,7 +72,7 @@ t.test("checkpoint in parts: read back whole; the previous generation's parts ar
   const cap = { count: 3, periodSec: 3600 };
   b.take("ana", "promo", cap);
   const write = (head: CheckpointHead, full: boolean, epoch = 1) =>
-    store.write(7, { owner: "A", epoch, at: clock, pos: { ...startPositions(), bulk: clock }, full, dedup: full ? w.pack() : w.packChanges(), buckets: full ? b.pack() : b.packChanges() }, head);
+    store.write(7, { owner: "A", epoch, at: clock, pos: { ...startPositions(), bulk: clock }, posAt: { ...startPositions(), bulk: clock * 1000 + 7 }, full, dedup: full ? w.pack() : w.packChanges(), buckets: full ? b.pack() : b.packChanges() }, head);
   /** The state a new owner restores: the full state, then each change, in order. */
   const restore = async () => {
     const { cp, head } = await store.load(7);
@@ -104,6 +104,7 @@ t.test("checkpoint in parts: read back whole; the previous generation's parts ar
   t.ok(back.w.has("n_new|u9") && back.w.has("n_5|u5"), "old and new keys alike");
   t.equal(back.b.take("ana", "promo", cap, false).left, 0, "ana's bucket: two of three tokens taken before, one left now (this check would take it)");
   t.equal(back.cp.pos.bulk, clock, "the positions of the last write");
+  t.equal(back.cp.posAt.bulk, clock * 1000 + 7, "and when the stream stored the chunk at each");
 
   // Changes as large as the full state: the next write is whole, and the older parts are dropped.
   const big = { ...h2, deltas: [{ ...h2.deltas[0], bytes: h2.baseBytes }] };
