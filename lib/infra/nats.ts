@@ -85,6 +85,9 @@ export async function connectNats(cfg: Config, log: Logger, name: string, as: Na
     inboxPrefix: inboxPrefixOf(as),
     maxReconnectAttempts: -1,
     reconnectTimeWait: 250,
+    // No error object (with its stack) made in advance for every request and JetStream publish: nats.js otherwise
+    // builds one to put the caller's stack in a timeout, about 4% of the shard actor's CPU (docs/benchmarks.md).
+    noAsyncTraces: true,
   };
   let nc: NatsConnection;
   for (let attempt = 1; ; attempt++) {
