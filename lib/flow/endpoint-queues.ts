@@ -4,7 +4,7 @@ import {
 endpointDoneKey, endpointHistoryKey, endpointItemsKey, endpointLeaseKey, endpointQueueKey,   ENDPOINTS_ACTIVE_KEY, endpointStateKey, webhookPayloadKey,
 } from "../core/keys.js";
 import type { NotificationBrief } from "../core/types.js";
-import type { Redis } from "../infra/redis.js";
+import { isCluster, type Redis } from "../infra/redis.js";
 import { type ScriptRedis, withScripts } from "../infra/scripts.js";
 
 /** What every endpoint's delivery of one notification sends: stored once per notification, not per endpoint ({@link EndpointQueues.putPayloads}). */
@@ -74,7 +74,7 @@ export interface HistoryEntry {
 export class EndpointQueues {
   private readonly r: ScriptRedis;
 
-  constructor(redis: Redis, private readonly cfg: Config["endpoints"]) {
+  constructor(private readonly redis: Redis, private readonly cfg: Config["endpoints"]) {
     this.r = withScripts(redis);
   }
 
@@ -98,7 +98,18 @@ export class EndpointQueues {
       if (j === undefined) json.set(d, (j = JSON.stringify(d)));
       return j;
     };
-    const added = await Promise.all(eps.map(([ep, items]) => this.r.nfxEndpointEnqueue(endpointQueueKey(ep), endpointItemsKey(ep), endpointDoneKey(ep), force ? "1" : "0", ...items.flatMap((i) => [i.id, jsonOf(i.d)]))));
+    // One script call for all of them on one redis-server; one per endpoint on a Redis Cluster (each its own hash slot).
+    const groups = isCluster(this.redis) ? eps.map((e) => [e]) : [eps];
+    const added = await Promise.all(groups.map((g) => {
+      const keys: string[] = [];
+      const argv: (string | number)[] = [force ? "1" : "0"];
+      for (const [ep, items] of g) {
+        keys.push(endpointQueueKey(ep), endpointItemsKey(ep), endpointDoneKey(ep));
+        argv.push(items.length);
+        for (const i of items) argv.push(i.id, jsonOf(i.d));
+      }
+      return this.r.nfxEndpointEnqueue(keys.length, ...keys, ...argv);
+    }));
     await this.r.sadd(ENDPOINTS_ACTIVE_KEY, ...eps.map(([ep]) => ep));
     return added.reduce((a, n) => a + n, 0);
   }

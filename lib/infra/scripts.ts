@@ -53,8 +53,8 @@ export interface ScriptCommands {
   nfxUpdatePreferencesBuffer(user: string, changed: string, consentLog: string, patchJson: string, now: string, userId: string, logEntry: string): Promise<Buffer | null>;
   /** removeDevice-1.lua */
   nfxRemoveDevice(user: string, deviceId: string, token: string): Promise<number>;
-  /** endpointEnqueue-3.lua */
-  nfxEndpointEnqueue(queue: string, items: string, done: string, force: "1" | "0", ...idJsonPairs: string[]): Promise<number>;
+  /** endpointEnqueue-n.lua */
+  nfxEndpointEnqueue(numKeys: number, ...keysThenArgv: (string | number)[]): Promise<number>;
   /** endpointNext-5.lua */
   nfxEndpointNext(queue: string, items: string, done: string, state: string, history: string, now: number, doneTtlMs: number, historyCap: number, max: number, ...idOutcomeStatusEntry: (string | number)[]): Promise<(string | number)[]>;
   /** endpointFail-1.lua */
