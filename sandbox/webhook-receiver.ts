@@ -28,6 +28,8 @@ export interface EndpointFault {
 interface EndpointBox {
   secrets: Webhook[];
   received: ReceivedDelivery[];
+  /** Deliveries answered 2xx (copies included): a progress count that costs nothing to read. */
+  ok: number;
   fault?: EndpointFault;
 }
 
@@ -53,13 +55,14 @@ export interface WebhookReceiver {
  * 204. Control over HTTP for a receiver in another process: `PUT /_secrets/<name>` (JSON array of secrets),
  * `PUT /_faults/<name>` (JSON fault or null), `GET /_received/<name>`, `GET /_counts` (`{name: accepted}`),
  * `GET /_summary/<prefix>` (accepted per endpoint, duplicates, invalid signatures, first and last acceptance).
+ * `GET /_progress/<prefix>`: 2xx answers per endpoint so far (copies included), without walking the deliveries: for polling.
  * Run as its own process: `node dist/sandbox/webhook-receiver.js [port]` prints `webhooks http://127.0.0.1:<port>`.
  */
 export async function startWebhookReceiver(port = 0): Promise<WebhookReceiver> {
   const boxes = new Map<string, EndpointBox>();
   const box = (name: string): EndpointBox => {
     let b = boxes.get(name);
-    if (!b) boxes.set(name, (b = { secrets: [], received: [] }));
+    if (!b) boxes.set(name, (b = { secrets: [], received: [], ok: 0 }));
     return b;
   };
   const read = (req: http.IncomingMessage): Promise<string> =>
@@ -104,13 +107,14 @@ export async function startWebhookReceiver(port = 0): Promise<WebhookReceiver> {
   const server = http.createServer((req, res) => {
     void (async () => {
       const body = await read(req);
-      const [, kind, name] = /^\/(hooks|_secrets|_faults|_received|_counts|_summary)\/?([^/?]*)/.exec(req.url ?? "") ?? [];
+      const [, kind, name] = /^\/(hooks|_secrets|_faults|_received|_counts|_progress|_summary)\/?([^/?]*)/.exec(req.url ?? "") ?? [];
       const json = (status: number, v: unknown): void => void res.writeHead(status, { "content-type": "application/json" }).end(JSON.stringify(v));
       if (kind === "_secrets" && req.method === "PUT") return json(200, api.setSecrets(name, JSON.parse(body) as string[]) ?? {});
       if (kind === "_faults" && req.method === "PUT") return json(200, api.setFault(name, JSON.parse(body) as EndpointFault | null) ?? {});
       if (kind === "_received") return json(200, api.received(name));
       if (kind === "_counts") return json(200, Object.fromEntries([...boxes].map(([n, b]) => [n, b.received.filter((d) => d.status < 300).length])));
       if (kind === "_summary") return json(200, summary(name));
+      if (kind === "_progress") return json(200, Object.fromEntries([...boxes].filter(([n]) => n.startsWith(name)).map(([n, b]) => [n, b.ok])));
       if (kind !== "hooks" || req.method !== "POST" || !name) return json(404, { error: "no such route" });
       const b = box(name);
       const headers = { "webhook-id": String(req.headers["webhook-id"] ?? ""), "webhook-timestamp": String(req.headers["webhook-timestamp"] ?? ""), "webhook-signature": String(req.headers["webhook-signature"] ?? "") };
@@ -140,6 +144,7 @@ export async function startWebhookReceiver(port = 0): Promise<WebhookReceiver> {
         if (f.times !== undefined && --f.times <= 0) delete b.fault;
       }
       b.received.push({ id: headers["webhook-id"], valid, type: String(payload.type ?? ""), data: payload.data, status, at: Date.now() });
+      if (status < 300) b.ok++;
       res.writeHead(status, f?.retryAfter && status >= 400 ? { "retry-after": f.retryAfter } : {}).end();
     })().catch(() => void res.writeHead(500).end());
   });

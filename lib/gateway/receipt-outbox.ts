@@ -98,7 +98,9 @@ export class ReceiptOutbox {
         else byNid.set(nid, [e]);
       }
       await Promise.all([...byNid].map(([nid, entries]) => publishReceipts(this.pub, this.rec, nid, MSGID.webhookReceipts(batch, nid), entries)));
-      await this.r.multi().hdel(K.batches, batch).zrem(K.batchTimes, batch).exec();
+      // The body first: a time left without its body is dropped by the next take; a body left without its time would stay.
+      await this.r.hdel(K.batches, batch);
+      await this.r.zrem(K.batchTimes, batch);
     }
   }
 

@@ -105,7 +105,8 @@ export const ROLE_PERMISSIONS: Readonly<Record<NatsRoleUser, Perm>> = {
   },
   shard: {
     pub: [
-      ...js.ordered(STREAM.fan, true), `$JS.API.STREAM.PURGE.${STREAM.fan}`,
+      // Its fan lanes: read, and purged up to a checkpoint once the chunk there is looked at (actors/user-shard.ts, purgeTo).
+      ...js.ordered(STREAM.fan, true), `$JS.API.STREAM.PURGE.${STREAM.fan}`, ...js.get(STREAM.fan),
       send("*"), receiptAll, deferAll, trailAll,
       // The stream reconciler looks for send and receipt batches a stream may have lost (lib/flow/stream-reconciler.ts).
       ...GATEWAY_CHANNELS.flatMap((c) => js.get(STREAM.send(c))), ...js.get(STREAM.receipts),
