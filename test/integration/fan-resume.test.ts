@@ -24,6 +24,7 @@ t.test("chunks stored after NFX_FAN's sequence went back are decided once the sh
   // Three notifications decided and checkpointed: every lane's position is past sequence 3 or so.
   for (const title of ["one", "two", "three"]) await send(title);
   t.ok(await eventually(() => got("three").size === USERS, 30_000), "the first notifications reached every device");
+  t.ok(await eventually(async () => (await nats.jsm.streams.info(STREAM.fan)).state.messages === 0, 15_000), "decided chunks are dropped from the stream behind the checkpoints");
   await sleep(1000);
   const shard = cluster.procs.get("shard")!;
   shard.kill("SIGKILL");
@@ -41,5 +42,6 @@ t.test("chunks stored after NFX_FAN's sequence went back are decided once the sh
   t.ok(await eventually(() => got("after").size === USERS, 30_000), `every device got the notification published after the sequence went back (${got("after").size} of ${USERS})`);
   await sleep(1500);
   const counts = rec.countsByDevice("apns");
+  t.ok(await eventually(async () => (await nats.jsm.streams.info(STREAM.fan)).state.messages === 0, 15_000), "and the new chunks too, once decided");
   t.ok(users.every((u) => counts[u.devices[0].token] === 4), "each device got each of the four notifications once: nothing decided twice");
 });
