@@ -194,6 +194,8 @@ t.test("a reader whose consumer is deleted and created again under it reads on f
   await nats.js.publish("rd.a", encodeJson({ i: 0 }));
   await until(1);
   t.same(got, [0], "read before");
+  // The ack is published without a reply: wait until the stream has removed message 0, or the new consumer rightly delivers it again.
+  for (const end = Date.now() + 5_000; (await nats.jsm.streams.info("RDT")).state.messages > 0 && Date.now() < end; ) await new Promise((r) => setTimeout(r, 20));
   // What the consumer watch does to a stranded or leaderless consumer (lib/flow/stranded.ts): delete it, add it again.
   await nats.jsm.consumers.delete("RDT", "r");
   await nats.jsm.consumers.add("RDT", config);
