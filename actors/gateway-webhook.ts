@@ -338,6 +338,8 @@ export async function startGatewayWebhook(d: GatewayWebhookDeps): Promise<{ stop
   const work = async (endpointId: string): Promise<void> => {
     const renew = setInterval(() => void queues.lease(endpointId, owner, "renew").catch(() => undefined), Math.max(500, c.leaseMs / 3));
     let lastStart = 0;
+    /** The lease was released with the endpoint's deactivation (one redis-server): nothing to release at the end. */
+    let released = false;
     /** Delivered, receipts stored, not yet finished in the queue: the next step finishes them (or the end of the work). */
     let settled: HistoryEntry[] = [];
     const countSent = (n: number): void => void (n && gatewaySends.inc({ channel: "webhook", app: "webhook", outcome: "sent" }, n));
@@ -373,7 +375,9 @@ export async function startGatewayWebhook(d: GatewayWebhookDeps): Promise<{ stop
         }
         if (step.items.length === 0) {
           if (await linger(endpointId)) continue;
-          if (!(await queues.deactivateIfEmpty(endpointId))) return;
+          const idleNow = await queues.deactivateIfEmpty(endpointId, owner);
+          released = idleNow.released;
+          if (!idleNow.active) return;
           continue;
         }
         const ready = await withPayloads(step.items);
@@ -454,7 +458,7 @@ export async function startGatewayWebhook(d: GatewayWebhookDeps): Promise<{ stop
       clearInterval(renew);
       idle.delete(endpointId);
       await finish().catch((err) => log.warn({ err, endpoint: endpointId }, "finishing delivered webhooks failed; they are sent again (same webhook-id)"));
-      await queues.lease(endpointId, owner, "release").catch(() => undefined);
+      if (!released) await queues.lease(endpointId, owner, "release").catch(() => undefined);
     }
   };
 
@@ -469,9 +473,15 @@ export async function startGatewayWebhook(d: GatewayWebhookDeps): Promise<{ stop
       lastScan = now;
       for (const id of await queues.active()) ids.add(id);
     }
+    // The leases of every endpoint there is room for, taken at once (one round trip on one redis-server).
+    const wanted: string[] = [];
     for (const id of ids) {
-      if (running.has(id) || running.size >= c.maxEndpointsPerProcess || (notBefore.get(id) ?? 0) > now) continue;
-      if (!(await queues.lease(id, owner, "take"))) {
+      if (wanted.length + running.size >= c.maxEndpointsPerProcess) break;
+      if (!running.has(id) && (notBefore.get(id) ?? 0) <= now) wanted.push(id);
+    }
+    const held = await Promise.all(wanted.map((id) => queues.lease(id, owner, "take").catch((err) => (log.warn({ err, endpoint: id }, "endpoint lease not taken"), false))));
+    for (const [k, id] of wanted.entries()) {
+      if (!held[k]) {
         notBefore.set(id, now + 1000);
         continue;
       }

@@ -9,7 +9,7 @@ import type { Endpoint } from "../lib/directory/endpoints.js";
 import type { EndpointState } from "../lib/flow/endpoint-queues.js";
 import { secretKey, signatureHeaders } from "../lib/gateway/webhook-sign.js";
 import { callApi, notify } from "../lib/intake/api-client.js";
-import { adopt, arg, startBenchCluster, waitUntil } from "./harness.js";
+import { adopt, arg, type BenchCluster, startBenchCluster, waitUntil } from "./harness.js";
 import { cpuSecs } from "./proc-stats.js";
 import { report } from "./report.js";
 
@@ -24,6 +24,13 @@ const healthySecs = (s: Summary, p: string): number => {
   const spans = Object.entries(s.span).filter(([n]) => n !== `${p}0` && n !== `${p}1`).map(([, v]) => v);
   return (Math.max(...spans.map((v) => v[1])) - Math.min(...spans.map((v) => v[0]))) / 1000;
 };
+
+/** Calls per command redis-server has run so far (INFO commandstats: a script call counts as evalsha, and each command it ran as its own). */
+const redisCalls = async (r: BenchCluster["redis"]): Promise<Map<string, number>> =>
+  new Map([...(await r.info("commandstats")).matchAll(/cmdstat_([^:]+):calls=(\d+)/g)].map((m) => [m[1], Number(m[2])]));
+/** Calls per delivery of each command run at least once per 100 deliveries between `a` and `b`. */
+const callsPer = (a: Map<string, number>, b: Map<string, number>, n: number): Record<string, number> =>
+  Object.fromEntries([...b].map(([k, v]) => [k, Number(((v - (a.get(k) ?? 0)) / n).toFixed(2))] as const).filter(([, v]) => v >= 0.01).sort((x, y) => y[1] - x[1]));
 
 async function main(): Promise<void> {
   // The receiver is its own process (as endpoints are other machines), started first so the cluster's guard stops it too.
@@ -63,6 +70,7 @@ async function main(): Promise<void> {
   for (const [role, p] of bc.cluster.procs) procs[role] = p.pid;
   const cpuAll0 = Object.fromEntries(Object.entries(procs).map(([k, pid]) => [k, cpuSecs(pid)]));
   const cpu0 = cpuSecs(gw.pid);
+  const calls0 = await redisCalls(bc.redis);
   const t0 = Date.now();
   for (let m = 0; m < MESSAGES; m++) await notify(nc, { topic: "bench", category: "transactional", content: { webhook: { type: "bench.event", data: { m, pad: "x".repeat(200) } } } });
   const healthyDone = (s: Summary, p: string): number => Object.entries(s.accepted).filter(([n]) => n !== `${p}0` && n !== `${p}1`).reduce((a, [, c]) => a + c, 0);
@@ -75,6 +83,7 @@ async function main(): Promise<void> {
   const nfx = await summary("n");
   const nfxSecs = healthySecs(nfx, "n");
   const nfxCpu = cpuSecs(gw.pid) - cpu0;
+  const calls1 = await redisCalls(bc.redis);
   const cpuUsPerDelivery = Object.fromEntries(Object.entries(procs).map(([k, pid]) => [k, Math.round(((cpuSecs(pid) - cpuAll0[k]) * 1e6) / want)]));
   const brief = ({ pending, delivered, failed, attempts, paused }: EndpointState): Partial<EndpointState> => ({ pending, delivered, failed, attempts, paused });
   const slowState = brief(await callApi<EndpointState>(nc, API.endpoints, { action: "state", id: eps[0].id }));
@@ -111,7 +120,8 @@ async function main(): Promise<void> {
     nfx_per_s: Math.round(nfxRate), bare_per_s: Math.round(bareRate), ratio: Number((nfxRate / bareRate).toFixed(2)),
     nfx_secs: Number(nfxSecs.toFixed(1)), nfx_wall_secs: Number(nfxWall.toFixed(1)), bare_secs: Number(bareSecs.toFixed(1)),
     gateway_cpu_us_per_delivery: Math.round((nfxCpu * 1e6) / want), bare_cpu_us_per_delivery: Math.round((bareCpu.user + bareCpu.system) / bareDone),
-    nfx_cpu_us_per_delivery_by_process: cpuUsPerDelivery, receiver_cpu_us_per_bare_delivery: Math.round(((cpuSecs(rxProc.pid) - rxBare0) * 1e6) / bareDone),
+    nfx_cpu_us_per_delivery_by_process: cpuUsPerDelivery,
+    redis_calls_per_delivery: callsPer(calls0, calls1, want), receiver_cpu_us_per_bare_delivery: Math.round(((cpuSecs(rxProc.pid) - rxBare0) * 1e6) / bareDone),
     lost, dup: nfx.dup, invalid_signatures: nfx.invalid,
     slow_endpoint: slowState, failing_endpoint: failState,
   };

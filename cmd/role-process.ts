@@ -14,9 +14,11 @@ const NFX_BIN = fileURLToPath(new URL("./nfx.js", import.meta.url));
  * Node flags of a role's own process (not of several roles sharing one). The WebSocket gateway's young generation is
  * capped at 4 MB per semi-space (V8's default is 16 MB): its heap then gives the garbage of a connection burst back
  * within seconds, and an idle connection holds about 1.0–1.5 KB of the process's memory instead of 4–7 KB
- * (docs/benchmarks.md, "bench:ws"). `ROLE_NODE_ARGS` comes after these, so it can override them.
+ * (docs/benchmarks.md, "bench:ws"). The webhook gateway's is raised to 32 MB: a delivery's objects live across many
+ * requests' answers, and with fewer scavenges fewer of them are copied (docs/benchmarks.md, "bench:webhooks").
+ * `ROLE_NODE_ARGS` comes after these, so it can override them.
  */
-export const ROLE_NODE_FLAGS: Partial<Record<Role, readonly string[]>> = { "ws-gateway": ["--max-semi-space-size=4"] };
+export const ROLE_NODE_FLAGS: Partial<Record<Role, readonly string[]>> = { "ws-gateway": ["--max-semi-space-size=4"], "gateway-webhook": ["--max-semi-space-size=32"] };
 
 /** The node flags a process for `spec` starts with: its role's {@link ROLE_NODE_FLAGS} (a process of its own only), then `ROLE_NODE_ARGS`. */
 export function nodeArgsOf(spec: ProcessSpec | readonly Role[], env: NodeJS.ProcessEnv = process.env): string[] {

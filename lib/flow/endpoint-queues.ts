@@ -151,14 +151,20 @@ export class EndpointQueues {
   }
 
   /**
-   * Clears `endpoint` from the active set when its queue is empty. Removed first and the queue read after, so a
-   * delivery queued meanwhile (which marks it active after queuing) is never left unnoticed. Returns whether it stays active.
+   * Lets go of `endpoint` when its queue is empty: clears it from the active set and, on one redis-server, releases
+   * `owner`'s lease in the same call (`released`; on a Redis Cluster the caller releases it). The set is cleared
+   * before the queue is read, so a delivery queued meanwhile (which marks the endpoint active after queuing) is never
+   * left unnoticed. `active`: deliveries are waiting, and the endpoint stays active and leased.
    */
-  async deactivateIfEmpty(endpoint: string): Promise<boolean> {
+  async deactivateIfEmpty(endpoint: string, owner: string): Promise<{ active: boolean; released: boolean }> {
+    if (!isCluster(this.redis)) {
+      const active = (await this.r.nfxEndpointIdle(ENDPOINTS_ACTIVE_KEY, endpointQueueKey(endpoint), endpointLeaseKey(endpoint), endpoint, owner)) === 1;
+      return { active, released: !active };
+    }
     await this.r.srem(ENDPOINTS_ACTIVE_KEY, endpoint);
-    if ((await this.r.llen(endpointQueueKey(endpoint))) === 0) return false;
+    if ((await this.r.llen(endpointQueueKey(endpoint))) === 0) return { active: false, released: false };
     await this.r.sadd(ENDPOINTS_ACTIVE_KEY, endpoint);
-    return true;
+    return { active: true, released: false };
   }
 
   /** Finishes the head delivery `e.id` (delivered or failed for good). Returns false when it was no longer the head. */

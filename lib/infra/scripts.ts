@@ -63,6 +63,8 @@ export interface ScriptCommands {
   nfxReceiptOutboxAdd(entries: string, order: string, taken: string, ...idJsonPairs: string[]): Promise<number>;
   /** receiptOutboxTake-5.lua */
   nfxReceiptOutboxTake(entries: string, order: string, taken: string, batches: string, batchTimes: string, now: number, max: number, batchId: string, staleMs: number, keepMs: number): Promise<string[]>;
+  /** endpointIdle-3.lua (one redis-server only) */
+  nfxEndpointIdle(active: string, queue: string, lease: string, endpoint: string, owner: string): Promise<number>;
   /** endpointLease-1.lua */
   nfxEndpointLease(lease: string, owner: string, ms: number, mode: "take" | "renew" | "release"): Promise<number>;
 }

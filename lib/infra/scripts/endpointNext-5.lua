@@ -25,26 +25,42 @@
 ]]
 local now = tonumber(ARGV[1])
 local cap = tonumber(ARGV[3])
+-- The queue's head compared with the ids given, in order: each command below then runs once for all of them.
+local given = (#ARGV - 4) / 4
 local n = 0
-for i = 5, #ARGV, 4 do
-  local id, outcome = ARGV[i], ARGV[i + 1]
-  if redis.call('LINDEX', KEYS[1], 0) ~= id then break end
-  redis.call('LPOP', KEYS[1])
-  redis.call('HDEL', KEYS[2], id)
-  redis.call('ZADD', KEYS[3], now, id)
-  redis.call('HINCRBY', KEYS[4], outcome, 1)
-  redis.call('HSET', KEYS[4], 'lastStatus', ARGV[i + 2], 'lastAt', ARGV[1])
-  if outcome == 'delivered' then
-    redis.call('HSET', KEYS[4], 'consecutive', 0)
-    redis.call('HDEL', KEYS[4], 'failingSince', 'lastError')
-  end
-  if cap > 0 then redis.call('RPUSH', KEYS[5], ARGV[i + 3]) end
-  n = n + 1
+if given > 0 then
+  local head = redis.call('LRANGE', KEYS[1], 0, given - 1)
+  while n < #head and head[n + 1] == ARGV[5 + n * 4] do n = n + 1 end
 end
 if n > 0 then
-  redis.call('HDEL', KEYS[4], 'attempts', 'nextAt')
+  local ids, scored, history = {}, {}, {}
+  local delivered, failed = 0, 0
+  for k = 0, n - 1 do
+    local i = 5 + k * 4
+    ids[#ids + 1] = ARGV[i]
+    scored[#scored + 1] = now
+    scored[#scored + 1] = ARGV[i]
+    history[#history + 1] = ARGV[i + 3]
+    if ARGV[i + 1] == 'delivered' then delivered = delivered + 1 else failed = failed + 1 end
+  end
+  redis.call('LTRIM', KEYS[1], n, -1)
+  redis.call('HDEL', KEYS[2], unpack(ids))
+  redis.call('ZADD', KEYS[3], unpack(scored))
+  if delivered > 0 then redis.call('HINCRBY', KEYS[4], 'delivered', delivered) end
+  if failed > 0 then redis.call('HINCRBY', KEYS[4], 'failed', failed) end
+  redis.call('HSET', KEYS[4], 'lastStatus', ARGV[5 + (n - 1) * 4 + 2], 'lastAt', ARGV[1])
+  -- A delivery that went through ends the failure streak (a failed one leaves it as it was).
+  if delivered > 0 then
+    redis.call('HSET', KEYS[4], 'consecutive', 0)
+    redis.call('HDEL', KEYS[4], 'failingSince', 'lastError', 'attempts', 'nextAt')
+  else
+    redis.call('HDEL', KEYS[4], 'attempts', 'nextAt')
+  end
   redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - tonumber(ARGV[2]))
-  if cap > 0 then redis.call('LTRIM', KEYS[5], -cap, -1) end
+  if cap > 0 then
+    redis.call('RPUSH', KEYS[5], unpack(history))
+    redis.call('LTRIM', KEYS[5], -cap, -1)
+  end
 end
 local max = tonumber(ARGV[4])
 if max == 0 then return {n, 0, 0, 0} end
