@@ -2,7 +2,7 @@
 import t, { type Test } from "tap";
 
 import type { Config } from "../../lib/core/config.js";
-import { ENDPOINTS_ACTIVE_KEY, endpointLeaseKey } from "../../lib/core/keys.js";
+import { endpointLeaseKey,ENDPOINTS_ACTIVE_KEY } from "../../lib/core/keys.js";
 import { EndpointQueues, type HistoryEntry, type QueuedDelivery } from "../../lib/flow/endpoint-queues.js";
 import { clientsFor } from "../helpers/cluster.js";
 import { startServers } from "../helpers/servers.js";
