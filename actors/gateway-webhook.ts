@@ -19,6 +19,7 @@ import { watchWorkQueue } from "../lib/flow/stranded.js";
 import { storeDeadLetter } from "../lib/gateway/dlq.js";
 import { type OutboxItem, ReceiptOutbox } from "../lib/gateway/receipt-outbox.js";
 import { receiptReconciler } from "../lib/gateway/receipts.js";
+import { type PostAnswer, WebhookPoster } from "../lib/gateway/webhook-post.js";
 import { secretKey, signatureHeaders } from "../lib/gateway/webhook-sign.js";
 import { addressPolicy, guardedLookup } from "../lib/infra/address-policy.js";
 import { gatewayRetries, gatewaySends, stageItems } from "../lib/infra/metrics.js";
@@ -84,15 +85,6 @@ export function classifyAnswer(status: number): "delivered" | "gone" | "refused"
   if (status === 410) return "gone";
   if (status >= 400 && status < 500 && status !== 408 && status !== 425 && status !== 429) return "refused";
   return "retry";
-}
-
-/** A `Retry-After` value (delta seconds or an HTTP date) in ms from `now`, or undefined. */
-export function retryAfterMs(v: string | string[] | undefined, now: number): number | undefined {
-  const s = Array.isArray(v) ? v[0] : v;
-  if (!s) return undefined;
-  if (/^\d+$/.test(s.trim())) return Number(s.trim()) * 1000;
-  const t = Date.parse(s);
-  return Number.isNaN(t) ? undefined : Math.max(0, t - now);
 }
 
 /** The delay before attempt `attempts + 1`: exponential from `baseMs`, full jitter, capped at `maxMs`, never below `retryAfter`. */
@@ -311,23 +303,9 @@ export async function startGatewayWebhook(d: GatewayWebhookDeps): Promise<{ stop
     });
   };
 
-  const attempt = async (cep: Cached, id: string, q: Ready): Promise<{ status: number; error?: string; retryAfter?: number }> => {
-    const started = Date.now();
-    const at = Math.floor(started / 1000);
-    try {
-      const res = await agent.request({
-        origin: cep.origin, path: cep.path, method: "POST",
-        headers: { "content-type": "application/json", "user-agent": "nfx-webhooks/1", ...signatureHeaders(id, at, q.body, cep.keys) },
-        body: q.body, headersTimeout: c.timeoutMs, bodyTimeout: c.timeoutMs, signal: AbortSignal.timeout(c.timeoutMs),
-      });
-      await res.body.dump({ limit: 64 * 1024 }).catch(() => undefined);
-      const ra = retryAfterMs(res.headers["retry-after"], Date.now());
-      return { status: res.statusCode, ...(ra !== undefined ? { retryAfter: ra } : {}) };
-    } catch (err) {
-      const e = err as Error & { code?: string };
-      return { status: 0, error: e.name === "TimeoutError" || e.name === "AbortError" ? `timeout after ${Date.now() - started} ms` : `${e.code ?? e.name}: ${e.message}` };
-    }
-  };
+  const poster = new WebhookPoster(agent, c.timeoutMs);
+  const attempt = (cep: Cached, id: string, q: Ready): Promise<PostAnswer> =>
+    poster.post(cep.origin, cep.path, { "content-type": "application/json", "user-agent": "nfx-webhooks/1", ...signatureHeaders(id, Math.floor(Date.now() / 1000), q.body, cep.keys) }, q.body);
 
   /**
    * Delivers `endpointId`'s queue from the head while this process holds its lease; returns when it is empty (after
@@ -526,6 +504,7 @@ export async function startGatewayWebhook(d: GatewayWebhookDeps): Promise<{ stop
       await Promise.all(eventReaders.map((r) => r.stop()));
       await loop;
       await Promise.allSettled(running.values());
+      poster.close();
       await agent.close();
       await outbox.stop();
       pub.close();

@@ -2,9 +2,10 @@
 import { Webhook } from "standardwebhooks";
 import t from "tap";
 
-import { backoffMs, classifyAnswer, retryAfterMs, webhookBody } from "../../actors/gateway-webhook.js";
+import { backoffMs, classifyAnswer, webhookBody } from "../../actors/gateway-webhook.js";
 import { parseNotifyRequest } from "../../lib/core/request-schema.js";
 import { activeSecrets, type Endpoint, newSecret } from "../../lib/directory/endpoints.js";
+import { parseRetryAfter as retryAfterMs } from "../../lib/gateway/retry-policy.js";
 import { secretKey, signatureHeaders } from "../../lib/gateway/webhook-sign.js";
 import { addressPolicy, checkEndpointUrl, guardedLookup } from "../../lib/infra/address-policy.js";
 
