@@ -286,15 +286,29 @@ export async function startGatewayWebhook(d: GatewayWebhookDeps): Promise<{ stop
   type Ready = QueuedDelivery & WebhookPayload;
   // Payloads by notification, read once per process (a notification goes to many endpoints); the oldest let go past 4,096.
   const payloadCache = new Map<string, WebhookPayload>();
-  /** `items` with their payloads (null: the payload expired, after `streams.retentionHours` in the queue). */
-  const withPayloads = async (items: readonly { id: string; d: QueuedDelivery }[]): Promise<{ id: string; q: Ready | null; raw: QueuedDelivery }[]> => {
-    const missing = [...new Set(items.filter((x) => x.d.body === undefined && !payloadCache.has(x.d.nid)).map((x) => x.d.nid))];
-    if (missing.length) {
-      for (const [nid, p] of await queues.payloads(missing)) {
+  /** Payloads being read: a notification's first worker reads it, the others (its other endpoints') wait for that read. */
+  const payloadReads = new Map<string, Promise<void>>();
+  const readPayloads = async (nids: string[]): Promise<void> => {
+    try {
+      for (const [nid, p] of await queues.payloads(nids)) {
         if (!p) continue;
         payloadCache.set(nid, p);
         if (payloadCache.size > 4096) payloadCache.delete(payloadCache.keys().next().value!);
       }
+    } finally {
+      for (const nid of nids) payloadReads.delete(nid);
+    }
+  };
+  /** `items` with their payloads (null: the payload expired, after `streams.retentionHours` in the queue). */
+  const withPayloads = async (items: readonly { id: string; d: QueuedDelivery }[]): Promise<{ id: string; q: Ready | null; raw: QueuedDelivery }[]> => {
+    const wanted = new Set(items.filter((x) => x.d.body === undefined && !payloadCache.has(x.d.nid)).map((x) => x.d.nid));
+    if (wanted.size) {
+      const missing = [...wanted].filter((nid) => !payloadReads.has(nid));
+      if (missing.length) {
+        const read = readPayloads(missing);
+        for (const nid of missing) payloadReads.set(nid, read);
+      }
+      await Promise.all([...wanted].map((nid) => payloadReads.get(nid) ?? Promise.resolve()));
     }
     return items.map(({ id, d }) => {
       if (d.body !== undefined) return { id, q: { ...d, body: d.body, brief: d.brief ?? ({ id: d.nid } as NotificationBrief) }, raw: d };
