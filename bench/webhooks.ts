@@ -28,6 +28,8 @@ const healthySecs = (s: Summary, p: string): number => {
 /** Calls per command redis-server has run so far (INFO commandstats: a script call counts as evalsha, and each command it ran as its own). */
 const redisCalls = async (r: BenchCluster["redis"]): Promise<Map<string, number>> =>
   new Map([...(await r.info("commandstats")).matchAll(/cmdstat_([^:]+):calls=(\d+)/g)].map((m) => [m[1], Number(m[2])]));
+/** Bytes redis-server has read from its clients so far (INFO stats `total_net_input_bytes`). */
+const redisBytesIn = async (r: BenchCluster["redis"]): Promise<number> => Number(/total_net_input_bytes:(\d+)/.exec(await r.info("stats"))![1]);
 /** Calls per delivery of each command run at least once per 100 deliveries between `a` and `b`. */
 const callsPer = (a: Map<string, number>, b: Map<string, number>, n: number): Record<string, number> =>
   Object.fromEntries([...b].map(([k, v]) => [k, Number(((v - (a.get(k) ?? 0)) / n).toFixed(2))] as const).filter(([, v]) => v >= 0.01).sort((x, y) => y[1] - x[1]));
@@ -71,6 +73,7 @@ async function main(): Promise<void> {
   const cpuAll0 = Object.fromEntries(Object.entries(procs).map(([k, pid]) => [k, cpuSecs(pid)]));
   const cpu0 = cpuSecs(gw.pid);
   const calls0 = await redisCalls(bc.redis);
+  const bytesIn0 = await redisBytesIn(bc.redis);
   const t0 = Date.now();
   for (let m = 0; m < MESSAGES; m++) await notify(nc, { topic: "bench", category: "transactional", content: { webhook: { type: "bench.event", data: { m, pad: "x".repeat(200) } } } });
   const healthyDone = (s: Summary, p: string): number => Object.entries(s.accepted).filter(([n]) => n !== `${p}0` && n !== `${p}1`).reduce((a, [, c]) => a + c, 0);
@@ -84,6 +87,7 @@ async function main(): Promise<void> {
   const nfxSecs = healthySecs(nfx, "n");
   const nfxCpu = cpuSecs(gw.pid) - cpu0;
   const calls1 = await redisCalls(bc.redis);
+  const bytesIn1 = await redisBytesIn(bc.redis);
   const cpuUsPerDelivery = Object.fromEntries(Object.entries(procs).map(([k, pid]) => [k, Math.round(((cpuSecs(pid) - cpuAll0[k]) * 1e6) / want)]));
   const brief = ({ pending, delivered, failed, attempts, paused }: EndpointState): Partial<EndpointState> => ({ pending, delivered, failed, attempts, paused });
   const slowState = brief(await callApi<EndpointState>(nc, API.endpoints, { action: "state", id: eps[0].id }));
@@ -121,7 +125,8 @@ async function main(): Promise<void> {
     nfx_secs: Number(nfxSecs.toFixed(1)), nfx_wall_secs: Number(nfxWall.toFixed(1)), bare_secs: Number(bareSecs.toFixed(1)),
     gateway_cpu_us_per_delivery: Math.round((nfxCpu * 1e6) / want), bare_cpu_us_per_delivery: Math.round((bareCpu.user + bareCpu.system) / bareDone),
     nfx_cpu_us_per_delivery_by_process: cpuUsPerDelivery,
-    redis_calls_per_delivery: callsPer(calls0, calls1, want), receiver_cpu_us_per_bare_delivery: Math.round(((cpuSecs(rxProc.pid) - rxBare0) * 1e6) / bareDone),
+    redis_calls_per_delivery: callsPer(calls0, calls1, want),
+    redis_bytes_in_per_delivery: Math.round((bytesIn1 - bytesIn0) / want), receiver_cpu_us_per_bare_delivery: Math.round(((cpuSecs(rxProc.pid) - rxBare0) * 1e6) / bareDone),
     lost, dup: nfx.dup, invalid_signatures: nfx.invalid,
     slow_endpoint: slowState, failing_endpoint: failState,
   };

@@ -91,24 +91,29 @@ export class EndpointQueues {
   async enqueueMany(byEndpoint: ReadonlyMap<string, readonly { id: string; d: QueuedDelivery }[]>, force = false): Promise<number> {
     const eps = [...byEndpoint].filter(([, items]) => items.length > 0);
     if (eps.length === 0) return 0;
-    // An item shared by several endpoints (one notification's delivery) is serialized once.
-    const json = new Map<QueuedDelivery, string>();
-    const jsonOf = (d: QueuedDelivery): string => {
-      let j = json.get(d);
-      if (j === undefined) json.set(d, (j = JSON.stringify(d)));
-      return j;
-    };
     // One script call for all of them on one redis-server; one per endpoint on a Redis Cluster (each its own hash slot).
     const groups = isCluster(this.redis) ? eps.map((e) => [e]) : [eps];
+    // An item shared by several endpoints (one notification's delivery) is serialized once, and sent once per call, named by its number.
+    const serialized = new Map<QueuedDelivery, string>();
     const added = await Promise.all(groups.map((g) => {
+      const number = new Map<QueuedDelivery, number>();
+      const json: string[] = [];
       const keys: string[] = [];
-      const argv: (string | number)[] = [force ? "1" : "0"];
+      const refs: (string | number)[] = [];
       for (const [ep, items] of g) {
         keys.push(endpointQueueKey(ep), endpointItemsKey(ep), endpointDoneKey(ep));
-        argv.push(items.length);
-        for (const i of items) argv.push(i.id, jsonOf(i.d));
+        refs.push(items.length);
+        for (const i of items) {
+          let k = number.get(i.d);
+          if (k === undefined) {
+            let j = serialized.get(i.d);
+            if (j === undefined) serialized.set(i.d, (j = JSON.stringify(i.d)));
+            number.set(i.d, (k = json.push(j)));
+          }
+          refs.push(i.id, k);
+        }
       }
-      return this.r.nfxEndpointEnqueue(keys.length, ...keys, ...argv);
+      return this.r.nfxEndpointEnqueue(keys.length, ...keys, force ? "1" : "0", json.length, ...json, ...refs);
     }));
     await this.r.sadd(ENDPOINTS_ACTIVE_KEY, ...eps.map(([ep]) => ep));
     return added.reduce((a, n) => a + n, 0);

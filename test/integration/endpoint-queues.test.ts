@@ -26,6 +26,11 @@ async function check(t: Test, mode: "single" | "cluster"): Promise<void> {
   t.notOk(st.failing_since, "the streak's start is forgotten");
   t.same((await q.history(ep, 10)).map((h) => h.id), ["d1", "d0"], "history, newest first");
   t.same((await q.head(ep, 10)).map((x) => x.id), ["d2", "d3", "d4"], "the queue goes on at d2");
+  // One item shared by two endpoints and another of its own: each endpoint's queue holds each item in order.
+  const shared = item(7).d;
+  t.equal(await q.enqueueMany(new Map([["ep_a", [{ id: "s1", d: shared }, item(8)]], ["ep_b", [{ id: "s2", d: shared }]]])), 3, "three queued in one call");
+  t.same(await q.head("ep_a", 5), [{ id: "s1", d: shared }, item(8)], "the first endpoint's items, in order");
+  t.same(await q.head("ep_b", 5), [{ id: "s2", d: shared }], "the second's");
   t.equal(await q.settle(ep, entry("d0", "delivered", 200), 400), false, "a delivery finished twice counts once");
   t.equal(await q.enqueue(ep, [item(0)]), 0, "a finished delivery is not queued again");
 

@@ -7,13 +7,16 @@
     KEYS[1..n]  three per endpoint: its queue (list of delivery ids), its queued items (hash id -> JSON), its finished
              ids (sorted set id -> time)
     ARGV[1]  "1" to queue ids even if finished (a dead letter replayed), else "0"
-    ARGV[2..] per endpoint, in KEYS order: the number of its deliveries n, then n pairs: delivery id, item JSON
+    ARGV[2]  the number u of distinct items (one notification's delivery is the same item on every endpoint)
+    ARGV[3..2+u]  the items' JSON
+    ARGV[3+u..] per endpoint, in KEYS order: the number of its deliveries n, then n pairs: delivery id, item number (1..u)
 
   Returns:
     how many were queued.
 ]]
 local added = 0
-local a = 2
+local u = tonumber(ARGV[2])
+local a = 3 + u
 for e = 1, #KEYS, 3 do
   local queue, items, done = KEYS[e], KEYS[e + 1], KEYS[e + 2]
   local n = tonumber(ARGV[a])
@@ -21,7 +24,7 @@ for e = 1, #KEYS, 3 do
   for _ = 1, n do
     local id = ARGV[a]
     if redis.call('HEXISTS', items, id) == 0 and (ARGV[1] == '1' or not redis.call('ZSCORE', done, id)) then
-      redis.call('HSET', items, id, ARGV[a + 1])
+      redis.call('HSET', items, id, ARGV[2 + tonumber(ARGV[a + 1])])
       redis.call('RPUSH', queue, id)
       added = added + 1
     end
