@@ -13,6 +13,9 @@ import type { Logger } from "../core/log.js";
  */
 export const PULL_EXPIRES_MS = 5000;
 
+/** Heartbeats missed in a row (nats.js counts them every `PULL_EXPIRES_MS / 2`) after which {@link readDurable} opens its reader again. */
+export const MISSED_HEARTBEATS_REOPEN = 6;
+
 /** When the stream stored message `m`, in µs since the epoch (the server's clock). */
 export const storedAtUs = (m: JsMsg): number => Math.floor(Number(m.info.timestampNanos) / 1000);
 
@@ -136,6 +139,8 @@ export function readDurable(o: {
   js: JetStreamClient; stream: string; consumer: string; maxMessages: number; log: Logger;
   onMsg: (m: JsMsg) => void | Promise<void>;
   firstOpenFails?: boolean;
+  /** Each pull's `expires` ({@link PULL_EXPIRES_MS}); heartbeats are expected every half of it. */
+  expiresMs?: number;
 }): { opened: Promise<void>; done: Promise<void>; stop(): Promise<void> } {
   let stopping = false;
   let current: ConsumerMessages | null = null;
@@ -148,7 +153,7 @@ export function readDurable(o: {
     for (let attempt = 0; !stopping; attempt++) {
       try {
         const c = await o.js.consumers.get(o.stream, o.consumer);
-        const it = (current = await c.consume({ max_messages: o.maxMessages, expires: PULL_EXPIRES_MS }));
+        const it = (current = await c.consume({ max_messages: o.maxMessages, expires: o.expiresMs ?? PULL_EXPIRES_MS }));
         first = false;
         markOpened();
         void (async () => {
@@ -157,6 +162,14 @@ export function readDurable(o: {
             // A consumer deleted under the reader (the consumer watch recreating it, lib/flow/stranded.ts) leaves nats.js's
             // reader pulling from the old one for good: end it, so the loop opens a reader on the consumer as it is now.
             if (s.type === "consumer_deleted") it.stop();
+            // nats.js answers missed heartbeats by looking the consumer up and pulling again, one look-up at a time; one
+            // that never succeeds leaves the reader without a pull for good (seen after a leader kill: a critical lane's
+            // consumer with a message pending and no pull waiting for minutes). Past MISSED_HEARTBEATS_REOPEN in a row
+            // (about 15 s) the reader is ended, and the loop opens a new one.
+            if (s.type === "heartbeats_missed" && s.count >= MISSED_HEARTBEATS_REOPEN) {
+              o.log.warn({ consumer: o.consumer, missed: s.count }, "no heartbeats from the consumer; opening the reader again");
+              it.stop();
+            }
           }
         })().catch(() => undefined);
         for await (const m of it) {

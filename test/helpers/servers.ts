@@ -1,6 +1,7 @@
 // Test harness: a real nats-server (JetStream, temp store) and redis-server (no persistence; a Redis Cluster with NFX_TEST_REDIS=cluster) on free loopback ports for one test file.
 import "./child-env.js";
 
+import type { ChildProcess } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -23,6 +24,8 @@ export const testRedis = (): "single" | "cluster" => (process.env.NFX_TEST_REDIS
 
 export interface TestServers {
   natsUrl: string;
+  /** The nats-server process (to pause or kill it). */
+  natsProc: ChildProcess;
   /** The cluster's `nats.secret` (every NATS password derives from it). */
   natsSecret: string;
   /** The redis-server's URL; on a Redis Cluster, its first node's. */
@@ -62,6 +65,7 @@ export async function startServers(t: Test, o: { redis?: "single" | "cluster" } 
   }
   return {
     natsUrl: nats.url,
+    natsProc: nats.proc,
     natsSecret: secret,
     redisUrl,
     redisSeeds: seeds,

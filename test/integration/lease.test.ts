@@ -203,3 +203,30 @@ t.test("a reader whose consumer is deleted and created again under it reads on f
   await until(4);
   t.same(got, [0, 1, 2, 3], "every message published after the consumer was created again is read, once, in order");
 });
+
+t.test("a reader that hears no heartbeats for a while is opened again, and reads on", async (t) => {
+  const servers = await startServers(t);
+  const { nats } = await clientsFor(t, servers.config());
+  await nats.jsm.streams.add({ name: "RDH", subjects: ["rh.>"], retention: RetentionPolicy.Workqueue, storage: StorageType.Memory });
+  await nats.jsm.consumers.add("RDH", { durable_name: "r", ack_policy: AckPolicy.Explicit, deliver_policy: DeliverPolicy.All });
+  const got: number[] = [];
+  const warned: string[] = [];
+  const log = createLogger({ level: "warn", redact: true }, { write: (line: string) => void warned.push((JSON.parse(line) as { msg: string }).msg) });
+  // Pulls expire after 1 s: heartbeats every 0.5 s, so the reader is opened again after about 3 s without them.
+  const reader = readDurable({ js: nats.js, stream: "RDH", consumer: "r", maxMessages: 16, log, expiresMs: 1000, onMsg: (m) => (got.push(m.json<{ i: number }>().i), m.ack()) });
+  t.teardown(() => reader.stop());
+  await reader.opened;
+  const until = async (n: number): Promise<void> => {
+    for (const end = Date.now() + 15_000; got.length < n && Date.now() < end; ) await new Promise((r) => setTimeout(r, 50));
+  };
+  await nats.js.publish("rh.a", encodeJson({ i: 0 }));
+  await until(1);
+  // nats-server paused for 5 s: no heartbeats, and no look-up of the consumer answers meanwhile.
+  servers.natsProc.kill("SIGSTOP");
+  await new Promise((r) => setTimeout(r, 5000));
+  servers.natsProc.kill("SIGCONT");
+  t.ok(warned.includes("no heartbeats from the consumer; opening the reader again"), "the reader was opened again");
+  for (let i = 1; i <= 3; i++) await nats.js.publish("rh.a", encodeJson({ i }));
+  await until(4);
+  t.same(got, [0, 1, 2, 3], "what was published after the pause is read, once, in order");
+});
