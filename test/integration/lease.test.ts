@@ -4,7 +4,7 @@ import t, { type Test } from "tap";
 
 import { encodeJson } from "../../lib/core/codec.js";
 import { Fenced } from "../../lib/core/errors.js";
-import { createLogger } from "../../lib/core/log.js";
+import { createLogger, type Logger } from "../../lib/core/log.js";
 import { BUCKET, checkpointKey, checkpointPartKey, PROCESS_KEY } from "../../lib/core/subjects.js";
 import { Lease } from "../../lib/flow/lease.js";
 import { readDurable } from "../../lib/flow/pull.js";
@@ -25,6 +25,18 @@ async function topologyOn(t: Test): Promise<Nats> {
   const { nats } = await clientsFor(t, cfg);
   await ensureTopology(nats, cfg);
   return nats;
+}
+
+/** A durable reader of consumer "r" of `stream` collecting each message's `i` (acked), and a wait until `n` were read (at most 15 s). */
+async function readInto(t: Test, nats: Nats, stream: string, log: Logger, expiresMs?: number): Promise<{ got: number[]; until: (n: number) => Promise<void> }> {
+  const got: number[] = [];
+  const reader = readDurable({ js: nats.js, stream, consumer: "r", maxMessages: 16, log, ...(expiresMs ? { expiresMs } : {}), onMsg: (m) => (got.push(m.json<{ i: number }>().i), m.ack()) });
+  t.teardown(() => reader.stop());
+  await reader.opened;
+  const until = async (n: number): Promise<void> => {
+    for (const end = Date.now() + 15_000; got.length < n && Date.now() < end; ) await new Promise((r) => setTimeout(r, 50));
+  };
+  return { got, until };
 }
 
 t.test("lease: exclusive, expires, fences the stale holder", async (t) => {
@@ -183,14 +195,7 @@ t.test("a reader whose consumer is deleted and created again under it reads on f
   await nats.jsm.streams.add({ name: "RDT", subjects: ["rd.>"], retention: RetentionPolicy.Workqueue, storage: StorageType.Memory });
   const config = { durable_name: "r", ack_policy: AckPolicy.Explicit, deliver_policy: DeliverPolicy.All };
   await nats.jsm.consumers.add("RDT", config);
-  const got: number[] = [];
-  const log = createLogger({ level: "silent", redact: true });
-  const reader = readDurable({ js: nats.js, stream: "RDT", consumer: "r", maxMessages: 16, log, onMsg: (m) => (got.push(m.json<{ i: number }>().i), m.ack()) });
-  t.teardown(() => reader.stop());
-  await reader.opened;
-  const until = async (n: number): Promise<void> => {
-    for (const end = Date.now() + 15_000; got.length < n && Date.now() < end; ) await new Promise((r) => setTimeout(r, 50));
-  };
+  const { got, until } = await readInto(t, nats, "RDT", createLogger({ level: "silent", redact: true }));
   await nats.js.publish("rd.a", encodeJson({ i: 0 }));
   await until(1);
   t.same(got, [0], "read before");
@@ -209,16 +214,10 @@ t.test("a reader that hears no heartbeats for a while is opened again, and reads
   const { nats } = await clientsFor(t, servers.config());
   await nats.jsm.streams.add({ name: "RDH", subjects: ["rh.>"], retention: RetentionPolicy.Workqueue, storage: StorageType.Memory });
   await nats.jsm.consumers.add("RDH", { durable_name: "r", ack_policy: AckPolicy.Explicit, deliver_policy: DeliverPolicy.All });
-  const got: number[] = [];
   const warned: string[] = [];
   const log = createLogger({ level: "warn", redact: true }, { write: (line: string) => void warned.push((JSON.parse(line) as { msg: string }).msg) });
   // Pulls expire after 1 s: heartbeats every 0.5 s, so the reader is opened again after about 3 s without them.
-  const reader = readDurable({ js: nats.js, stream: "RDH", consumer: "r", maxMessages: 16, log, expiresMs: 1000, onMsg: (m) => (got.push(m.json<{ i: number }>().i), m.ack()) });
-  t.teardown(() => reader.stop());
-  await reader.opened;
-  const until = async (n: number): Promise<void> => {
-    for (const end = Date.now() + 15_000; got.length < n && Date.now() < end; ) await new Promise((r) => setTimeout(r, 50));
-  };
+  const { got, until } = await readInto(t, nats, "RDH", log, 1000);
   await nats.js.publish("rh.a", encodeJson({ i: 0 }));
   await until(1);
   // nats-server paused for 5 s: no heartbeats, and no look-up of the consumer answers meanwhile.
