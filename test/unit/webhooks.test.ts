@@ -5,7 +5,7 @@ import t from "tap";
 import { backoffMs, classifyAnswer, webhookBody } from "../../actors/gateway-webhook.js";
 import { parseNotifyRequest } from "../../lib/core/request-schema.js";
 import { activeSecrets, type Endpoint, newSecret } from "../../lib/directory/endpoints.js";
-import { parseRetryAfter as retryAfterMs } from "../../lib/gateway/retry-policy.js";
+import { parseRetryAfter } from "../../lib/gateway/retry-policy.js";
 import { secretKey, signatureHeaders } from "../../lib/gateway/webhook-sign.js";
 import { addressPolicy, checkEndpointUrl, guardedLookup } from "../../lib/infra/address-policy.js";
 
@@ -42,9 +42,9 @@ t.test("backoff doubles with jitter, capped, never below Retry-After", (t) => {
   t.equal(backoffMs(20, 1000, 60_000, undefined, () => 1), 60_000, "capped");
   t.ok(backoffMs(4, 1000, 60_000, undefined, () => 0) >= 500, "jitter keeps at least half the base");
   t.equal(backoffMs(1, 1000, 60_000, 5000, () => 0.1), 5000, "Retry-After wins");
-  t.equal(retryAfterMs("7", 0), 7000);
-  t.equal(retryAfterMs(new Date(10_000).toUTCString(), 4000), 6000);
-  t.equal(retryAfterMs("soon", 0), undefined);
+  t.equal(parseRetryAfter("7", 0), 7000);
+  t.equal(parseRetryAfter(new Date(10_000).toUTCString(), 4000), 6000);
+  t.equal(parseRetryAfter("soon", 0), undefined);
   t.end();
 });
 
