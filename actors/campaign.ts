@@ -5,15 +5,16 @@ import type { JsMsg } from "@nats-io/jetstream";
 import type { KV } from "@nats-io/kv";
 
 import { addThrottle, type CampaignRecord, Campaigns, type Cursor } from "../lib/campaign/campaigns.js";
-import { decodeJson, encode, encodeJson } from "../lib/core/codec.js";
+import { decodeJson, encodeJson } from "../lib/core/codec.js";
 import type { Config } from "../lib/core/config.js";
 import { SegmentUnknown, TopicUnknown } from "../lib/core/errors.js";
 import type { Logger } from "../lib/core/log.js";
-import { BROADCAST_LIVE_SUBJECT, BUCKET, CAMPAIGN_KEY, CONSUMER, fanSubject, laneClassOf, LEASE_KEY, MSGID, STREAM } from "../lib/core/subjects.js";
+import { BROADCAST_LIVE_SUBJECT, BUCKET, CAMPAIGN_KEY, CONSUMER, laneClassOf, LEASE_KEY, MSGID, STREAM } from "../lib/core/subjects.js";
 import type { FanChunk, Notification } from "../lib/core/types.js";
 import { briefOf } from "../lib/core/types.js";
 import { rangeIds, scanActive, scanIds, segmentSource } from "../lib/directory/segments.js";
 import { Admission } from "../lib/flow/admission.js";
+import { FanPublisher } from "../lib/flow/fan-publisher.js";
 import { decodeAs, runLanes } from "../lib/flow/lanes.js";
 import { Lease } from "../lib/flow/lease.js";
 import { type Broadcast, broadcastsFor, isBroadcast } from "../lib/inapp/broadcasts.js";
@@ -48,7 +49,10 @@ class Stop extends Error {}
  * stale owner's write fails), then publishes the chunk with message id
  * `fan:<id>:<shard>:<chunk>`. A restarted or new owner reads the cursor and
  * republishes the planned range under the same id (JetStream drops it if the
- * first got through), then goes on: no chunk lost, none doubled. Pause stops
+ * first got through), then goes on: no chunk lost, none doubled. With
+ * `shard.reconcileChunks` on, each chunk is also checked until its shard
+ * owner decided it, and published again if NFX_FAN lost it
+ * (lib/flow/fan-publisher.ts). Pause stops
  * expansion within ~100 ms; cancel ends it (queued sends are dropped
  * downstream).
  */
@@ -65,6 +69,7 @@ export async function startCampaign(d: CampaignDeps): Promise<{ stop(): Promise<
   const admission = new Admission(d.nats, d.cfg, "campaign", log);
   const leaseMs = d.cfg.campaign.leaseMs;
   const broadcasts = broadcastsFor(d.cfg, d.redis);
+  const fan = new FanPublisher(d.nats, d.redis, d.cfg, log);
 
   // 1. Intake: segment notifications become campaign records.
   const handle = async (m: JsMsg): Promise<void> => {
@@ -161,7 +166,7 @@ export async function startCampaign(d: CampaignDeps): Promise<{ stop(): Promise<
           credit -= listed;
           if (users.length > 0) {
             const chunk: FanChunk = { type: "fan_chunk", shard: s, chunk: planned.chunk, notification: rec.brief, users, ...(rec.filter ? { filter: rec.filter } : {}) };
-            await d.nats.js.publish(fanSubject(rec.brief.priority, s), encode(chunk), { msgID: MSGID.fan(id, s, planned.chunk) });
+            await fan.publish(chunk, MSGID.fan(id, s, planned.chunk));
           }
           // Bulk-class campaigns wait as admission control says while urgent latency is high; the hold is kept in the cursor for status.
           let throttle = cur.throttle;
@@ -237,6 +242,7 @@ export async function startCampaign(d: CampaignDeps): Promise<{ stop(): Promise<
       await lanes.stop();
       watch.stop();
       await Promise.all(running.values());
+      fan.stop();
     },
   };
 }

@@ -1,11 +1,12 @@
 // Deferred-release actor: holds chunks deferred by quiet hours and re-emits them to their shard when the quiet hours end.
 import { policyClock } from "../lib/core/clock.js";
-import { encode } from "../lib/core/codec.js";
-import { CONSUMER, fanSubject, MSGID, STREAM } from "../lib/core/subjects.js";
+import { CONSUMER, MSGID, STREAM } from "../lib/core/subjects.js";
 import type { DeferredChunk, FanChunk } from "../lib/core/types.js";
+import { FanPublisher } from "../lib/flow/fan-publisher.js";
 import { type HoldActorDeps, holdUntilDue, ReleasePacer } from "../lib/flow/hold-until-due.js";
+import type { Redis } from "../lib/infra/redis.js";
 
-export type DeferredReleaseDeps = HoldActorDeps;
+export type DeferredReleaseDeps = HoldActorDeps & { redis: Redis };
 
 /**
  * Consumes NFX_DEFER. A chunk waits until its release time
@@ -20,6 +21,7 @@ export async function startDeferredRelease(d: DeferredReleaseDeps): Promise<{ st
   // Release times are instants of the policy clock (the shard actor's decisions), wall time but in time-scaled tests.
   const clock = policyClock();
   const waves = new ReleasePacer();
+  const fan = new FanPublisher(d.nats, d.redis, d.cfg, log);
   const held = await holdUntilDue<DeferredChunk>({
     nats: d.nats, log, stream: STREAM.defer, consumer: CONSUMER.deferred, type: "deferred_chunk", now: d.now ?? clock, scale: d.now ? 1 : clock.scale,
     dueAt: (h) => h.until,
@@ -28,9 +30,14 @@ export async function startDeferredRelease(d: DeferredReleaseDeps): Promise<{ st
     release: (h) => {
       const c = h.chunk;
       const chunk: FanChunk = { ...c, release: h.until };
-      return d.nats.js.publish(fanSubject(c.notification.priority, c.shard), encode(chunk), { msgID: MSGID.released(c.notification.id, c.shard, c.chunk, h.until) });
+      return fan.publish(chunk, MSGID.released(c.notification.id, c.shard, c.chunk, h.until));
     },
   });
   log.info("deferred-release ready");
-  return held;
+  return {
+    async stop() {
+      await held.stop();
+      fan.stop();
+    },
+  };
 }

@@ -5,9 +5,10 @@ import { encode } from "../lib/core/codec.js";
 import type { Config } from "../lib/core/config.js";
 import type { Logger } from "../lib/core/log.js";
 import { groupByShard } from "../lib/core/shard-hash.js";
-import { CONSUMER, fanSubject, MSGID, sendSubject, STREAM } from "../lib/core/subjects.js";
+import { CONSUMER, MSGID, sendSubject, STREAM } from "../lib/core/subjects.js";
 import { briefOf, type FanChunk, type Notification, type NotificationBrief, type SendBatch } from "../lib/core/types.js";
 import { topicEndpoints } from "../lib/directory/topics.js";
+import { FanPublisher } from "../lib/flow/fan-publisher.js";
 import { decodeAs, runLanes } from "../lib/flow/lanes.js";
 import { stageItems } from "../lib/infra/metrics.js";
 import type { Nats } from "../lib/infra/nats.js";
@@ -56,11 +57,13 @@ export async function publishWebhookBatches(nats: Nats, brief: NotificationBrief
  * Starts the router on every priority lane of NFX_INTAKE. For each
  * notification it publishes all fan chunks (deterministic message ids) and,
  * for a topic notification, the webhook batches of the topic's endpoints, and
- * acks the intake message only after every one is acknowledged by JetStream.
+ * acks the intake message only after every one is acknowledged by JetStream
+ * (and, with `shard.reconcileChunks` on, checks each chunk until decided: lib/flow/fan-publisher.ts).
  * A topic's or segment's users are the campaign actor's.
  */
 export async function startRouter(d: RouterDeps): Promise<{ stop(): Promise<void> }> {
   const log = d.log.child({ actor: "router" });
+  const fan = new FanPublisher(d.nats, d.redis, d.cfg, log);
   const handle = async (m: JsMsg): Promise<void> => {
     const n = decodeAs<Notification>(m.data, "notification");
     const brief = briefOf(n);
@@ -74,7 +77,7 @@ export async function startRouter(d: RouterDeps): Promise<{ stop(): Promise<void
     await Promise.all(
       plan.map((p) => {
         const chunk: FanChunk = { type: "fan_chunk", shard: p.shard, chunk: p.chunk, notification: brief, users: p.users };
-        return d.nats.js.publish(fanSubject(n.priority, p.shard), encode(chunk), { msgID: MSGID.fan(n.id, p.shard, p.chunk) });
+        return fan.publish(chunk, MSGID.fan(n.id, p.shard, p.chunk));
       }),
     );
     stageItems.inc({ stage: "router" }, plan.length);
@@ -86,5 +89,10 @@ export async function startRouter(d: RouterDeps): Promise<{ stop(): Promise<void
   });
   await lanes.ready;
   log.info("router ready");
-  return lanes;
+  return {
+    async stop() {
+      await lanes.stop();
+      fan.stop();
+    },
+  };
 }

@@ -10,13 +10,14 @@ import { policyClock } from "../lib/core/clock.js";
 import { encode } from "../lib/core/codec.js";
 import type { Config } from "../lib/core/config.js";
 import { Fenced } from "../lib/core/errors.js";
-import { receiptFoldedKey } from "../lib/core/keys.js";
+import { fanDecidedKey, receiptFoldedKey } from "../lib/core/keys.js";
 import type { Logger } from "../lib/core/log.js";
 import { ownValue } from "../lib/core/own-keys.js";
-import { BUCKET, CLASS_PRIORITIES, fanSubject, GATEWAY_CHANNELS, LANE_CLASSES, type LaneClass, PRIORITIES, type Priority, STREAM } from "../lib/core/subjects.js";
+import { BUCKET, CLASS_PRIORITIES, fanSubject, GATEWAY_CHANNELS, LANE_CLASSES, type LaneClass, MSGID, PRIORITIES, type Priority, STREAM } from "../lib/core/subjects.js";
 import type { FanChunk } from "../lib/core/types.js";
 import { readUsers } from "../lib/directory/directory.js";
 import { Admission, LatencyReporter } from "../lib/flow/admission.js";
+import { chunksReconciled } from "../lib/flow/fan-publisher.js";
 import { JsPublisher } from "../lib/flow/js-publisher.js";
 import { decodeAs, oldestAgeMs, PoisonMessage, UrgencyGate } from "../lib/flow/lanes.js";
 import type { Lease } from "../lib/flow/lease.js";
@@ -91,6 +92,8 @@ interface ClassShared {
   pub: JsPublisher;
   /** On replicated streams, checks that each send batch reached a gateway and each receipt batch stayed in NFX_RECEIPTS, and publishes again those a stream lost (lib/flow/stream-reconciler.ts); null on one nats-server. */
   reconciler: StreamReconciler | null;
+  /** Whether each chunk decided is marked in Redis for its publisher's reconciler (`shard.reconcileChunks`: lib/flow/fan-publisher.ts). */
+  marksDecided: boolean;
   /** Presence from the Redis keys, while the view is not warm. */
   readPresence: (shard: number, users: readonly string[]) => Promise<boolean[]>;
   collapse: CollapseClaims;
@@ -110,6 +113,9 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
 
 /** Lane readers a process opens at once ({@link Shared.readerOpens}). */
 const READER_OPENS_AT_ONCE = 4;
+
+/** How long a decided chunk's mark lives (lib/core/keys.ts `fanDecidedKey`): its publisher checks it every 50 s at most. */
+const FAN_DECIDED_SEC = 3600;
 
 /** Chunks read ahead per lane. */
 const READ_AHEAD = 8;
@@ -402,7 +408,7 @@ class ShardOwner {
       chunk = decodeAs<FanChunk>(m.data, "fan_chunk");
     } catch (err) {
       this.log.error({ err, seq: m.seq }, "poison fan chunk skipped");
-      if (err instanceof PoisonMessage) return;
+      if (err instanceof PoisonMessage) return this.markDecided(m);
       throw err;
     }
     const { d, policy } = this.sh;
@@ -430,10 +436,22 @@ class ShardOwner {
       const unsent = unsentUsers(chunk.users, collapsed, decision);
       await this.retry("collapse release", () => cl.collapse.release(this.shard, ck, n.id, unsent));
     }
+    await this.markDecided(m);
     stageItems.inc({ stage: "shard" }, chunk.users.length);
     for (const e of decision.receipts) if (e.outcome === "shed") shedTotal.inc({ stage: "shard", priority: n.priority, reason: e.reason ?? "" });
     cl.latency.observe(n.priority, n.createdAt, decidedAt);
     if (cl.admission) await cl.admission.pace(performance.now() - t0);
+  }
+
+  /**
+   * Marks fan chunk `m` decided (or skipped) for the reconciler of whoever published it (lib/flow/fan-publisher.ts),
+   * under the id it was first published as; a no-op when chunks are not checked.
+   */
+  private async markDecided(m: JsMsg): Promise<void> {
+    const id = this.cl.marksDecided ? m.headers?.get("Nats-Msg-Id") : undefined;
+    if (!id) return;
+    const key = fanDecidedKey(this.shard, MSGID.original(id));
+    await this.retry("decided mark", () => this.cl.redis.set(key, "1", "EX", FAN_DECIDED_SEC));
   }
 
   /** Age in ms of the oldest chunk read but not yet started (0: none waits). */
@@ -569,6 +587,7 @@ export async function startUserShard(d: ShardDeps): Promise<{ stop(): Promise<vo
     const owners = new Map<number, ShardOwner>();
     const cl: ClassShared = {
       cls, prios: CLASS_PRIORITIES[cls], store: new CheckpointStore(checkpoints, cls, d.cfg.shard.checkpointInlineKb * 1024), js: nats.js, nc: nats.nc, redis, pub, reconciler,
+      marksDecided: chunksReconciled(d.cfg),
       readPresence: presenceReader(redis),
       collapse: new CollapseClaims(redis, d.cfg.shard.dedupWindowSec * 1000),
       gate: cls === "bulk" ? new Semaphore(d.cfg.shard.concurrency) : null,

@@ -70,6 +70,13 @@ export const BOUNCED_KEY = "nfx:bounced";
  */
 export const receiptFoldedKey = (originalId: string): string => `nfx:rf:${originalId}`;
 
+/**
+ * Set (for an hour) by a shard owner once it has decided the fan chunk first published under message id `originalId`
+ * (router, campaign or deferred release): what the stream reconciler of the chunk's publisher looks for before it
+ * looks in NFX_FAN, where a decided chunk is purged at the next checkpoint. Pass the original id (`MSGID.original`).
+ */
+export const fanDecidedKey = (shard: number, originalId: string): string => `nfx:${tag(shard)}:fd:${originalId}`;
+
 /** A provider webhook event already applied (SendGrid sg_event_id, Twilio sid + status): redelivered webhooks count once. */
 export const webhookSeenKey = (provider: string, eventId: string): string => `nfx:wh:${provider}:${eventId}`;
 

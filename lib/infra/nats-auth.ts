@@ -92,15 +92,16 @@ export const ROLE_PERMISSIONS: Readonly<Record<NatsRoleUser, Perm>> = {
     sub: [API.all, extApiAll],
   },
   scheduler: {
-    pub: [...js.consume(STREAM.intake), ...js.consume(STREAM.defer), intakeAll, fanAll, ...js.get(STREAM.intake)],
+    // Its fan chunks (quiet-hours releases) are looked for in NFX_FAN by its stream reconciler (lib/flow/fan-publisher.ts), as are the router's and the campaign actor's.
+    pub: [...js.consume(STREAM.intake), ...js.consume(STREAM.defer), intakeAll, fanAll, ...js.get(STREAM.intake), ...js.get(STREAM.fan)],
     sub: [],
   },
   router: {
-    pub: [...js.consume(STREAM.intake), fanAll, send("webhook"), ...kv.read(BUCKET.templates)],
+    pub: [...js.consume(STREAM.intake), fanAll, ...js.get(STREAM.fan), send("webhook"), ...kv.read(BUCKET.templates)],
     sub: [],
   },
   campaign: {
-    pub: [...js.consume(STREAM.intake), fanAll, ...kv.write(BUCKET.campaigns), ...kv.write(BUCKET.leases), ...kv.read(BUCKET.counters), ...kv.read(BUCKET.templates), BROADCAST_LIVE_SUBJECT],
+    pub: [...js.consume(STREAM.intake), fanAll, ...js.get(STREAM.fan), ...kv.write(BUCKET.campaigns), ...kv.write(BUCKET.leases), ...kv.read(BUCKET.counters), ...kv.read(BUCKET.templates), BROADCAST_LIVE_SUBJECT],
     sub: [ADMISSION.all],
   },
   shard: {
