@@ -14,7 +14,7 @@ import { listProcesses } from "../lib/infra/processes.js";
 import { notify } from "../lib/intake/api-client.js";
 import { scrapeProcesses } from "../lib/tracking/delivery-log.js";
 import { campaignCreatedAt, countDecided, membersAsOf, seedSyntheticUsers, startBenchCluster, waitUntil } from "./harness.js";
-import { cpuSecs, hwm } from "./proc-stats.js";
+import { cpuSecs, hwm, rssBytes } from "./proc-stats.js";
 import { report } from "./report.js";
 
 const { values } = parseArgs({ options: { users: { type: "string", default: "1000000" }, shards: { type: "string", default: "1" }, campaigns: { type: "string", default: "2" } } });
@@ -81,6 +81,9 @@ try {
   // Each campaign: from the API call until every chunk is decided and its send batches are acked by JetStream. The second
   // one finds the first one's dedup window and buckets in the shard owners' state, as a running system does.
   const runs: { id: string; seconds: number; cpu: Record<string, number>; checkpointKb: Record<string, number>; members: number[] }[] = [];
+  // The shard processes' memory before any campaign: what the campaigns add is held per recipient (dedup window, cap buckets) or passing.
+  const shardPids = [cluster.procs.get("shard")?.pid, ...extra.map((p) => p.pid)];
+  const shardRssBefore = shardPids.reduce((a: number, pid) => a + rssBytes(pid), 0);
   for (let c = 0; c < CAMPAIGNS; c++) {
     const cpu0 = Object.fromEntries(Object.entries(procs).map(([k, pid]) => [k, cpuSecs(pid)]));
     const ck0 = await checkpointBytes();
@@ -136,6 +139,8 @@ try {
   const mem: Record<string, number> = { "nats-server": hwm(cluster.nats.proc.pid), "redis-server": hwm(cluster.redis.proc.pid), bench: Math.round(process.memoryUsage().rss / 1048576) };
   for (const [role, p] of cluster.procs) mem[role] = hwm(p.pid);
   extra.forEach((p, i) => (mem[`shard#${i + 2}`] = hwm(p.pid)));
+  // Peak RSS over the RSS before the first campaign, per member of the campaign (each holds a dedup entry per campaign and a cap bucket).
+  const shardGrowth = shardPids.reduce((a: number, pid) => a + hwm(pid) * 1048576, 0) - shardRssBefore;
   result = {
     bench: "fan",
     users: N,
@@ -147,6 +152,8 @@ try {
     dup,
     shard_processes: SHARD_PROCS,
     peak_rss_mb: mem,
+    shard_rss_before_mb: Math.round(shardRssBefore / 1048576),
+    shard_bytes_per_recipient: Math.round(shardGrowth / runs[0].members.length),
     cpu_seconds_during_campaign: runs[0].cpu,
     campaigns: perCampaign,
     seed_seconds: Number(seedSecs.toFixed(1)),

@@ -1,22 +1,42 @@
-// The shard actor's dedup window: keys seen in the last N hours, as 53-bit hashes with expiry, checkpointable.
+// The shard actor's dedup window: keys seen in the last N hours, as 53-bit hashes in sets by expiry (a few generations), checkpointable.
 import { hash53 } from "../core/hash53.js";
 import { NumberMap } from "../core/number-map.js";
-import { ChangeJournal, forEachPacked, packChanged, packEntries } from "../core/pair-pack.js";
+import { ChangeJournal, forEachPacked } from "../core/pair-pack.js";
+
+/** Generations per window: an entry lives from one window to a quarter more. */
+const GENERATIONS = 4;
+
+/** The keys that expire together, at `dropAt`. */
+interface Generation {
+  dropAt: number;
+  keys: NumberMap;
+}
 
 /**
- * Remembers keys for `windowMs` of wall time. Keys are hashed (see
- * {@link hash53}); expiry times are wall-clock ms so a snapshot restores
- * exactly in another process. `now` is injectable for tests.
+ * Remembers keys for at least `windowMs` of wall time and at most a quarter
+ * longer. Keys are hashed (see {@link hash53}) and held in sets by expiry:
+ * a key added at `t` joins the set that expires at the first multiple of
+ * `windowMs / 4` from `t + windowMs` on, so at most five sets are live and a
+ * key costs one 8-byte slot (at most 3/4 full), not a key and an expiry
+ * each. Expiry times are wall-clock ms, so a snapshot restores exactly in
+ * another process. `now` is injectable for tests.
  */
 export class DedupWindow {
-  private readonly until = new NumberMap();
+  /** Live and expired sets, soonest expiry first. */
+  private gens: Generation[] = [];
+  private readonly slotMs: number;
   /** Keys added since the last pack, for {@link packChanges}. */
   private readonly changed = new ChangeJournal();
 
-  constructor(private readonly windowMs: number, private readonly now: () => number = Date.now) {}
+  constructor(private readonly windowMs: number, private readonly now: () => number = Date.now) {
+    this.slotMs = Math.max(1, windowMs / GENERATIONS);
+  }
 
+  /** Keys held (those expired but not yet dropped by a pack included). */
   get size(): number {
-    return this.until.size;
+    let n = 0;
+    for (const g of this.gens) n += g.keys.size;
+    return n;
   }
 
   /** Whether `key` was recorded and has not expired. */
@@ -24,38 +44,93 @@ export class DedupWindow {
     return this.hasHash(hash53(key));
   }
 
-  /** Records `key` until now + window. */
+  /** Records `key` for the window. */
   add(key: string): void {
     this.addHash(hash53(key));
   }
 
   /** {@link has} for a key already hashed with {@link hash53} (the hot path hashes once). */
   hasHash(h: number): boolean {
-    const u = this.until.get(h);
-    return u !== undefined && u > this.now();
+    const t = this.now();
+    for (let i = this.gens.length - 1; i >= 0; i--) {
+      const g = this.gens[i];
+      if (g.dropAt <= t) return false;
+      if (g.keys.has(h)) return true;
+    }
+    return false;
   }
 
   addHash(h: number): void {
-    this.until.set(h, this.now() + this.windowMs);
+    this.genUntil(this.now() + this.windowMs).keys.set(h);
     this.changed.note(h);
   }
 
-  /** Live entries packed as (hash, expiry ms) for a checkpoint (lib/core/pair-pack.ts); drops expired ones from memory. */
+  /** The set whose keys expire at the first multiple of the slot from `until` on, made if there is none. */
+  private genUntil(until: number): Generation {
+    const dropAt = Math.ceil(until / this.slotMs) * this.slotMs;
+    const gens = this.gens;
+    let i = gens.length;
+    while (i > 0 && gens[i - 1].dropAt > dropAt) i--;
+    if (i > 0 && gens[i - 1].dropAt === dropAt) return gens[i - 1];
+    const g: Generation = { dropAt, keys: new NumberMap(16, "none") };
+    gens.splice(i, 0, g);
+    // A new set (every quarter window at most): expired ones go, whether or not a checkpoint packed them.
+    const t = this.now();
+    if (gens[0].dropAt <= t) this.gens = gens.filter((x) => x.dropAt > t);
+    return g;
+  }
+
+  /** The expiry of `h` in the newest live set holding it, or null. */
+  private expiryOf(h: number, t: number): number | null {
+    for (let i = this.gens.length - 1; i >= 0; i--) {
+      const g = this.gens[i];
+      if (g.dropAt <= t) return null;
+      if (g.keys.has(h)) return g.dropAt;
+    }
+    return null;
+  }
+
+  /**
+   * Live entries packed as (hash, expiry ms) for a checkpoint, `u32 count, then (f64, f64)*` (lib/core/pair-pack.ts);
+   * drops expired sets from memory.
+   */
   pack(): Buffer {
     const t = this.now();
     this.changed.clear();
-    return packEntries(this.until, (u) => (u > t ? u : null));
+    this.gens = this.gens.filter((g) => g.dropAt > t);
+    const b = Buffer.allocUnsafe(4 + this.size * 16);
+    let o = 4;
+    for (const g of this.gens) {
+      g.keys.forEach((_v, k) => {
+        b.writeDoubleLE(k, o);
+        b.writeDoubleLE(g.dropAt, o + 8);
+        o += 16;
+      });
+    }
+    b.writeUInt32LE((o - 4) / 16, 0);
+    return b.subarray(0, o);
   }
 
   /** The entries added since the last {@link pack} or {@link packChanges}, packed the same way (an incremental checkpoint: restored after the full one, in order). */
   packChanges(): Buffer {
     const t = this.now();
-    return packChanged(this.until, this.changed, (u) => (u > t ? u : null));
+    const b = Buffer.allocUnsafe(4 + this.changed.size * 16);
+    let o = 4;
+    this.changed.forEachOnce((k) => {
+      const u = this.expiryOf(k, t);
+      if (u === null) return;
+      b.writeDoubleLE(k, o);
+      b.writeDoubleLE(u, o + 8);
+      o += 16;
+    });
+    this.changed.clear();
+    b.writeUInt32LE((o - 4) / 16, 0);
+    return b.subarray(0, o);
   }
 
-  /** Restores entries packed by {@link pack} at offset `at` of `b`; returns the offset after them. */
+  /** Restores entries packed by {@link pack} at offset `at` of `b` (each into the set expiring at or after its own expiry); returns the offset after them. */
   restore(b: Buffer, at = 0): number {
     const t = this.now();
-    return forEachPacked(b, at, (k, u) => void (u > t && this.until.set(k, u)));
+    return forEachPacked(b, at, (k, u) => void (u > t && this.genUntil(u).keys.set(k)));
   }
 }

@@ -3,6 +3,9 @@ import { hash53 } from "../core/hash53.js";
 import { NumberMap } from "../core/number-map.js";
 import { ChangeJournal, forEachPacked, packChanged, packEntries } from "../core/pair-pack.js";
 
+/** How far the monotonic clock may run past {@link RateBuckets}' base before the base moves on. */
+const REBASE_MS = 15 * 86_400_000;
+
 /** A cap: at most `count` sends per `periodSec`, refilled continuously. */
 export interface Cap {
   count: number;
@@ -24,14 +27,21 @@ export interface BucketCheck {
  * and then moves `tat` one interval on. Equivalent to a bucket of `count`
  * tokens refilling one per `periodSec / count`. Times are a monotonic clock
  * in ms (`performance.now()` by default), so wall-clock jumps change nothing;
- * snapshots convert to wall time so a new owner can restore them.
+ * snapshots convert to wall time so a new owner can restore them. Each
+ * `tat` is held as whole ms after a base time, an unsigned 32-bit integer (12
+ * bytes a bucket with its key); the base moves on every 15 days (a cap's
+ * period is at most 30: a value stays below 2^32).
  */
 export class RateBuckets {
-  private readonly tat = new NumberMap();
+  private tat = new NumberMap(16, "u32");
   /** Buckets taken from since the last pack, for {@link packChanges}. */
   private readonly changed = new ChangeJournal();
+  /** What the values count from (the monotonic clock, ms). */
+  private base: number;
 
-  constructor(private readonly mono: () => number = () => performance.now()) {}
+  constructor(private readonly mono: () => number = () => performance.now()) {
+    this.base = mono();
+  }
 
   /** Number of live buckets. */
   get size(): number {
@@ -51,22 +61,47 @@ export class RateBuckets {
     return hash53(`${user}\u0000${category}`);
   }
 
+  /** The clock now, with the base moved on first when it is too far behind (or ahead: a test's clock). */
+  private clock(): number {
+    const now = this.mono();
+    if (now < this.base || now - this.base > REBASE_MS) this.rebase(now);
+    return now;
+  }
+
+  /** Counts every value from `now` on; buckets already full are dropped. */
+  private rebase(now: number): void {
+    const next = new NumberMap(this.tat.size * 2, "u32");
+    this.tat.forEach((v, k) => {
+      const tat = this.base + v;
+      if (tat > now) next.set(k, Math.ceil(tat - now));
+    });
+    this.tat = next;
+    this.base = now;
+  }
+
   /** {@link take} for a key from {@link RateBuckets.key} (the hot path hashes once). */
   takeHash(k: number, cap: Cap, commit = true): BucketCheck {
-    const now = this.mono();
+    const now = this.clock();
     const interval = (cap.periodSec * 1000) / cap.count;
-    const tat = Math.max(this.tat.get(k) ?? now, now);
+    const v = this.tat.get(k);
+    const tat = v === undefined ? now : Math.max(this.base + v, now);
     const burstStart = tat - cap.count * interval;
     if (burstStart > now - interval) {
       // The next token arrives when tat - (count-1)·interval reaches now.
       return { ok: false, left: 0, retryInMs: Math.ceil(burstStart + interval - now) };
     }
-    const next = tat + interval;
+    // Whole ms, rounded up: a bucket refills at most a millisecond late, never early.
+    const next = this.base + Math.ceil(tat + interval - this.base);
     if (commit) {
-      this.tat.set(k, next);
+      this.tat.set(k, next - this.base);
       this.changed.note(k);
     }
     return { ok: true, left: Math.floor((now - (next - cap.count * interval)) / interval), retryInMs: 0 };
+  }
+
+  /** `ms until full` of a value, or null when full. */
+  private ahead(now: number): (v: number) => number | null {
+    return (v) => (this.base + v > now ? Math.ceil(this.base + v - now) : null);
   }
 
   /**
@@ -75,23 +110,22 @@ export class RateBuckets {
    * new one) and pruned from memory.
    */
   pack(): Buffer {
-    const now = this.mono();
+    const now = this.clock();
     this.changed.clear();
-    return packEntries(this.tat, (tat) => (tat > now ? Math.ceil(tat - now) : null));
+    return packEntries(this.tat, this.ahead(now));
   }
 
   /** The buckets taken from since the last {@link pack} or {@link packChanges}, packed the same way (restored after the full pack, in order, each with its own elapsed time). */
   packChanges(): Buffer {
-    const now = this.mono();
-    return packChanged(this.tat, this.changed, (tat) => (tat > now ? Math.ceil(tat - now) : null));
+    return packChanged(this.tat, this.changed, this.ahead(this.clock()));
   }
 
   /** Restores buckets packed `elapsedMs` of wall time ago at offset `at` of `b` (time passed refills them); returns the offset after them. */
   restore(b: Buffer, elapsedMs: number, at = 0): number {
-    const now = this.mono();
+    const now = this.clock();
     return forEachPacked(b, at, (k, ahead) => {
       const left = ahead - Math.max(0, elapsedMs);
-      if (left > 0) this.tat.set(k, now + left);
+      if (left > 0) this.tat.set(k, Math.ceil(now + left - this.base));
     });
   }
 }

@@ -73,22 +73,64 @@ t.test("token buckets: cap, refill on the monotonic clock, snapshot and restore"
   t.equal(b.pack().readUInt32LE(0), 0, "full buckets are not checkpointed");
 });
 
-t.test("dedup window: expiry on the clock, snapshot and restore", async (t) => {
-  let now = 0;
+t.test("rate buckets over months: values count from a base that moves on every 15 days; refills and restores stay exact", async (t) => {
+  const D = 86_400_000;
+  let mono = 0;
+  const b = new RateBuckets(() => mono);
+  const cap = { count: 3, periodSec: 30 * 86_400 }; // one token back every 10 days
+  t.ok([1, 2, 3].every(() => b.take("u", "c", cap).ok), "three tokens at once");
+  t.notOk(b.take("u", "c", cap).ok, "the fourth refused");
+  mono = 16 * D; // past the base's 15 days
+  t.ok(b.take("u", "c", cap).ok, "one token back after 10 days");
+  t.same(b.take("u", "c", cap), { ok: false, left: 0, retryInMs: 4 * D }, "the next in exactly 4 days");
+  const snap = b.pack();
+  mono = 40 * D;
+  t.ok([1, 2, 3].every(() => b.take("u", "c", cap).ok) && !b.take("u", "c", cap).ok, "at 40 days (past a second move of the base) the bucket is full again: three, not four");
+  const b2 = new RateBuckets(() => mono);
+  b2.restore(snap, 2 * D);
+  t.same(b2.take("u", "c", cap), { ok: false, left: 0, retryInMs: 2 * D }, "restored 2 days later: 2 days to go");
+});
+
+t.test("dedup window: expiry on the clock (the window, at most a quarter more), snapshot and restore", async (t) => {
+  let now = 1000;
   const w = new DedupWindow(24 * H, () => now);
   w.add("n|n1|u1");
   t.ok(w.has("n|n1|u1"));
   t.notOk(w.has("n|n1|u2"));
-  now = 24 * H - 1;
-  t.ok(w.has("n|n1|u1"), "inside the window");
+  now = 1000 + 24 * H;
+  t.ok(w.has("n|n1|u1"), "kept the whole window");
   const snap = w.pack();
-  now = 24 * H;
-  t.notOk(w.has("n|n1|u1"), "expired at the window's end");
+  now = 1000 + 30 * H;
+  t.notOk(w.has("n|n1|u1"), "expired a quarter window later at most");
   t.equal(w.pack().readUInt32LE(0), 0, "expired entries are dropped");
   now = 0;
   const w2 = new DedupWindow(24 * H, () => now);
   w2.restore(snap);
   t.ok(w2.has("n|n1|u1"), "a new owner restores the window");
+  // Keys added an hour apart over a day and a half, the clock moving on: each kept at least the window, none a quarter more.
+  let clock = 0;
+  const w3 = new DedupWindow(24 * H, () => clock);
+  const added = Array.from({ length: 36 }, (_, i) => [`k${i}`, 5 * H + i * H] as const);
+  let wrong = 0;
+  for (const [k, at] of added) {
+    clock = at;
+    w3.add(k);
+    for (const [k2, at2] of added) {
+      if (at2 > at) break;
+      if (at - at2 < 24 * H && !w3.has(k2)) wrong++;
+      if (at - at2 >= 30 * H && w3.has(k2)) wrong++;
+    }
+  }
+  t.equal(wrong, 0, "every key kept [window, window × 1.25)");
+  clock = added[35][1];
+  const packed = w3.pack();
+  const live = added.filter(([k]) => w3.has(k)).map(([k]) => k);
+  t.ok(added.slice(12).every(([k]) => live.includes(k)) && added.slice(0, 6).every(([k]) => !live.includes(k)), "at the last add, the keys of the last day are live, none added 30 h or more before");
+  t.equal(packed.readUInt32LE(0), live.length, "a pack holds the live ones, and expired sets are dropped");
+  t.equal(w3.size, live.length);
+  const w4 = new DedupWindow(24 * H, () => clock);
+  w4.restore(packed);
+  t.ok(live.every((k) => w4.has(k)) && !w4.has("k0"), "restored");
 });
 
 const base = (o: Partial<NotificationBrief> = {}): NotificationBrief => ({
@@ -142,8 +184,11 @@ t.test("rules in order: opt-out, preferences, quiet hours, cap, dedup, presence,
   t.same(decide(base({ id: "d1", collapseKey: "order-7" }), user({ id: "dd" })), { kind: "suppress", reason: "duplicate" });
   t.same(decide(base({ id: "d2", collapseKey: "order-7" }), user({ id: "dd" }), false, true), { kind: "suppress", reason: "duplicate_collapse_key" });
   t.equal(decide(base({ id: "d3", collapseKey: "order-7" }), user({ id: "dd" })).kind, "send", "a collapse key nobody else holds passes");
+  // An entry lives at least the window and at most a quarter longer (lib/shard/dedup-window.ts).
   now += 24 * H;
-  t.equal(decide(base({ id: "d1", collapseKey: "order-7" }), user({ id: "dd" })).kind, "send", "after the window it is no longer a duplicate");
+  t.same(decide(base({ id: "d1", collapseKey: "order-7" }), user({ id: "dd" })), { kind: "suppress", reason: "duplicate" }, "at the window's end it is still a duplicate");
+  now += 6 * H;
+  t.equal(decide(base({ id: "d1", collapseKey: "order-7" }), user({ id: "dd" })).kind, "send", "a quarter window later it is no longer one");
 
   // A refused send takes no token and records no dedup key.
   const st2 = state(() => now);
