@@ -16,6 +16,9 @@ const { values } = parseArgs({ options: { users: { type: "string", default: "300
 const N = Number(values.users);
 
 /** Part 2: ns per decision with policy steps switched on one at a time, over in-memory records (no I/O). */
+/** Set by {@link stepCosts}: the bytes per recipient the policy state holds after one capped notification to 100,000 users. */
+let heldBytes: Record<string, number> = {};
+
 function stepCosts(): Record<string, number> {
   const now = Date.now();
   const users: UserRecord[] = Array.from({ length: 100_000 }, (_, i) => ({ ...syntheticUser(i, now), optedOut: false }));
@@ -47,6 +50,11 @@ function stepCosts(): Record<string, number> {
   for (let round = 0; round < 3; round++) specs.forEach((s, i) => (best[i] = Math.min(best[i], variant(s))));
   const [base, quiet, cap, dedup, presence, trails] = best as [number, number, number, number, number, number];
   const r = (x: number): number => Math.round(x);
+  // What the decisions leave held: the dedup window's and the cap buckets' arrays, per recipient (one entry each here).
+  const held = { buckets: new RateBuckets(), dedup: new DedupWindow(86_400_000) };
+  const capped: PolicyConfig = { categories: { c: { presenceRouting: false, quietHours: false, cap: { count: 3, periodSec: 86_400 } } }, defaultQuietHours: null, fallback: { critical: [], high: [], normal: [], bulk: [] }, available: new Set(["push"]) };
+  for (const c of chunks) decideChunk(c, { users: users.slice(c.chunk * 1000, c.chunk * 1000 + 1000), online: null, now, cancelled: false, policy: capped, state: held, trails: false });
+  heldBytes = { dedup_window: Number((held.dedup.bytes / users.length).toFixed(1)), cap_buckets: Number((held.buckets.bytes / users.length).toFixed(1)), recipients: users.length };
   return {
     "base (expiry, opt-out, preferences, route, send records)": r(base),
     quiet_hours: r(quiet - base),
@@ -88,6 +96,7 @@ try {
     shard_cpu_seconds: Number(cpu.toFixed(2)),
     shard_peak_rss_mb: hwm(shardPid),
     policy_step_ns_per_decision: steps,
+    held_bytes_per_recipient: heldBytes,
     note: "decisions_per_s: one shard-actor process with campaign, ingest, nats-server and redis-server on the same 2 cores; step costs are in-process over in-memory records (no Redis, no NATS)",
   };
 } finally {

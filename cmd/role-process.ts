@@ -15,10 +15,17 @@ const NFX_BIN = fileURLToPath(new URL("./nfx.js", import.meta.url));
  * capped at 4 MB per semi-space (V8's default is 16 MB): its heap then gives the garbage of a connection burst back
  * within seconds, and an idle connection holds about 1.0–1.5 KB of the process's memory instead of 4–7 KB
  * (docs/benchmarks.md, "bench:ws"). The webhook gateway's is raised to 32 MB: a delivery's objects live across many
- * requests' answers, and with fewer scavenges fewer of them are copied (docs/benchmarks.md, "bench:webhooks").
+ * requests' answers, and with fewer scavenges fewer of them are copied (docs/benchmarks.md, "bench:webhooks"). The
+ * shard actor's young generation is capped at 4 MB too and its heap may grow to twice what a full collection left
+ * (V8 lets it grow up to four times): a campaign's garbage no longer piles up to several times the state the actor
+ * holds (peak RSS at 1M users 272 MB against 429–466; docs/benchmarks.md, "Shard memory per recipient").
  * `ROLE_NODE_ARGS` comes after these, so it can override them.
  */
-export const ROLE_NODE_FLAGS: Partial<Record<Role, readonly string[]>> = { "ws-gateway": ["--max-semi-space-size=4"], "gateway-webhook": ["--max-semi-space-size=32"] };
+export const ROLE_NODE_FLAGS: Partial<Record<Role, readonly string[]>> = {
+  "ws-gateway": ["--max-semi-space-size=4"],
+  "gateway-webhook": ["--max-semi-space-size=32"],
+  shard: ["--max-semi-space-size=4", "--heap-growing-percent=100"],
+};
 
 /** The node flags a process for `spec` starts with: its role's {@link ROLE_NODE_FLAGS} (a process of its own only), then `ROLE_NODE_ARGS`. */
 export function nodeArgsOf(spec: ProcessSpec | readonly Role[], env: NodeJS.ProcessEnv = process.env): string[] {

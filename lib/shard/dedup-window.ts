@@ -39,6 +39,13 @@ export class DedupWindow {
     return n;
   }
 
+  /** Bytes the sets' arrays take. */
+  get bytes(): number {
+    let n = 0;
+    for (const g of this.gens) n += g.keys.bytes;
+    return n;
+  }
+
   /** Whether `key` was recorded and has not expired. */
   has(key: string): boolean {
     return this.hasHash(hash53(key));

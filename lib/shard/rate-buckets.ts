@@ -48,6 +48,11 @@ export class RateBuckets {
     return this.tat.size;
   }
 
+  /** Bytes the table's arrays take. */
+  get bytes(): number {
+    return this.tat.bytes;
+  }
+
   /**
    * Checks `user`'s `category` bucket under `cap`. With `commit` a granted
    * token is taken; a refusal never changes state.

@@ -24,9 +24,10 @@ t.test("nfx up splits the shard actor and gives each process its nice value", as
   t.same(["shard@urgent", "shard@bulk", "campaign", "gateway-apns", "gateway-apns@urgent", "ingest"].map((s) => niceOf(cfg, s as never)), [-5, 10, 10, 0, -5, -5]);
 });
 
-t.test("the WebSocket gateway's own process caps its young generation; ROLE_NODE_ARGS comes after", async (t) => {
+t.test("the WebSocket gateway's and the shard actor's own processes bound their heaps; ROLE_NODE_ARGS comes after", async (t) => {
   t.same(nodeArgsOf("ws-gateway", {}), ["--max-semi-space-size=4"]);
-  t.same(nodeArgsOf("shard@urgent", {}), [], "other roles get node's defaults");
+  t.same(nodeArgsOf("shard@urgent", {}), ["--max-semi-space-size=4", "--heap-growing-percent=100"], "a shard process, of any lane class");
+  t.same(nodeArgsOf("router", {}), [], "other roles get node's defaults");
   t.same(nodeArgsOf(["ingest", "ws-gateway"], {}), [], "roles sharing a process keep node's defaults");
   t.same(nodeArgsOf("ws-gateway", { ROLE_NODE_ARGS: " --cpu-prof  --max-semi-space-size=16" }), ["--max-semi-space-size=4", "--cpu-prof", "--max-semi-space-size=16"]);
 });
