@@ -12,7 +12,8 @@ import { decodeAs, type Lanes, PoisonMessage, runLanes } from "../lib/flow/lanes
 import { shedReason } from "../lib/flow/shedding.js";
 import { watchWorkQueue } from "../lib/flow/stranded.js";
 import { publishChecked } from "../lib/flow/stream-reconciler.js";
-import { jsPublisher, ReceiptCollector, receiptReconciler } from "../lib/gateway/receipts.js";
+import { jsPublisher } from "../lib/flow/stream-reconciler.js";
+import { ReceiptCollector, receiptReconciler } from "../lib/gateway/receipts.js";
 import { Inbox, type InboxItem, inboxItemOf, type StoredItem } from "../lib/inapp/inbox.js";
 import { gatewaysOfAll } from "../lib/inapp/presence.js";
 import { perLaneClass } from "../lib/infra/lane-connections.js";

@@ -16,10 +16,8 @@ const { values } = parseArgs({ options: { users: { type: "string", default: "300
 const N = Number(values.users);
 
 /** Part 2: ns per decision with policy steps switched on one at a time, over in-memory records (no I/O). */
-/** Set by {@link stepCosts}: the bytes per recipient the policy state holds after one capped notification to 100,000 users. */
-let heldBytes: Record<string, number> = {};
-
-function stepCosts(): Record<string, number> {
+/** Each policy step's in-process cost per decision (ns), and the bytes per recipient the state holds after one capped notification to 100,000 users. */
+function stepCosts(): { steps: Record<string, number>; held: Record<string, number> } {
   const now = Date.now();
   const users: UserRecord[] = Array.from({ length: 100_000 }, (_, i) => ({ ...syntheticUser(i, now), optedOut: false }));
   const chunks: FanChunk[] = [];
@@ -54,8 +52,8 @@ function stepCosts(): Record<string, number> {
   const held = { buckets: new RateBuckets(), dedup: new DedupWindow(86_400_000) };
   const capped: PolicyConfig = { categories: { c: { presenceRouting: false, quietHours: false, cap: { count: 3, periodSec: 86_400 } } }, defaultQuietHours: null, fallback: { critical: [], high: [], normal: [], bulk: [] }, available: new Set(["push"]) };
   for (const c of chunks) decideChunk(c, { users: users.slice(c.chunk * 1000, c.chunk * 1000 + 1000), online: null, now, cancelled: false, policy: capped, state: held, trails: false });
-  heldBytes = { dedup_window: Number((held.dedup.bytes / users.length).toFixed(1)), cap_buckets: Number((held.buckets.bytes / users.length).toFixed(1)), recipients: users.length };
-  return {
+  const heldBytes = { dedup_window: Number((held.dedup.bytes / users.length).toFixed(1)), cap_buckets: Number((held.buckets.bytes / users.length).toFixed(1)), recipients: users.length };
+  const steps = {
     "base (expiry, opt-out, preferences, route, send records)": r(base),
     quiet_hours: r(quiet - base),
     frequency_cap: r(cap - quiet),
@@ -64,6 +62,7 @@ function stepCosts(): Record<string, number> {
     decision_trail: r(trails - presence),
     all_steps_total: r(trails),
   };
+  return { steps, held: heldBytes };
 }
 
 const bench = await startBenchCluster("shard", ["ingest", "campaign", "shard"], false);
@@ -84,7 +83,7 @@ try {
   const seconds = (performance.now() - t0) / 1000;
   const cpu = cpuSecs(shardPid) - cpu0;
   counted.stop();
-  const steps = stepCosts();
+  const { steps, held } = stepCosts();
   result = {
     bench: "shard",
     users: N,
@@ -96,7 +95,7 @@ try {
     shard_cpu_seconds: Number(cpu.toFixed(2)),
     shard_peak_rss_mb: hwm(shardPid),
     policy_step_ns_per_decision: steps,
-    held_bytes_per_recipient: heldBytes,
+    held_bytes_per_recipient: held,
     note: "decisions_per_s: one shard-actor process with campaign, ingest, nats-server and redis-server on the same 2 cores; step costs are in-process over in-memory records (no Redis, no NATS)",
   };
 } finally {

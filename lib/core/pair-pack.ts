@@ -2,25 +2,37 @@
 import { NumberMap } from "./number-map.js";
 
 /**
- * Packs the entries of `m` for which `value(v)` is not null as
- * `u32 count, then (f64 key, f64 value)*`. Entries whose `value` is null are
+ * Packs at most `max` pairs as `u32 count, then (f64 key, f64 value)*`: `fill` calls `put` once per pair. The one
+ * writer of the format {@link forEachPacked} reads.
+ */
+export function packPairs(max: number, fill: (put: (k: number, v: number) => void) => void): Buffer {
+  const b = Buffer.allocUnsafe(4 + max * 16);
+  let o = 4;
+  fill((k, v) => {
+    b.writeDoubleLE(k, o);
+    b.writeDoubleLE(v, o + 8);
+    o += 16;
+  });
+  b.writeUInt32LE((o - 4) / 16, 0);
+  return b.subarray(0, o);
+}
+
+/**
+ * Packs the entries of `m` for which `value(v)` is not null with {@link packPairs}. Entries whose `value` is null are
  * deleted from `m` (expired), so packing also prunes.
  */
 export function packEntries(m: NumberMap, value: (v: number) => number | null): Buffer {
-  const b = Buffer.allocUnsafe(4 + m.size * 16);
-  let o = 4;
   let n = 0;
-  m.forEach((v, k) => {
-    const x = value(v);
-    if (x === null) return;
-    b.writeDoubleLE(k, o);
-    b.writeDoubleLE(x, o + 8);
-    o += 16;
-    n++;
-  });
+  const b = packPairs(m.size, (put) =>
+    m.forEach((v, k) => {
+      const x = value(v);
+      if (x === null) return;
+      put(k, x);
+      n++;
+    }),
+  );
   if (n < m.size) m.retain((v) => value(v) !== null);
-  b.writeUInt32LE(n, 0);
-  return b.subarray(0, o);
+  return b;
 }
 
 /** Visits the entries packed at `at` in `b`; returns the offset after them. */
@@ -77,19 +89,13 @@ export class ChangeJournal {
  * key no longer in `m` is skipped: its entry expired, and a restore drops it by its own time), then clears `changed`.
  */
 export function packChanged(m: NumberMap, changed: ChangeJournal, value: (v: number) => number | null): Buffer {
-  const b = Buffer.allocUnsafe(4 + Math.min(changed.size, m.size) * 16);
-  let o = 4;
-  let n = 0;
-  changed.forEachOnce((k) => {
-    const v = m.get(k);
-    const x = v === undefined ? null : value(v);
-    if (x === null) return;
-    b.writeDoubleLE(k, o);
-    b.writeDoubleLE(x, o + 8);
-    o += 16;
-    n++;
-  });
+  const b = packPairs(Math.min(changed.size, m.size), (put) =>
+    changed.forEachOnce((k) => {
+      const v = m.get(k);
+      const x = v === undefined ? null : value(v);
+      if (x !== null) put(k, x);
+    }),
+  );
   changed.clear();
-  b.writeUInt32LE(n, 0);
-  return b.subarray(0, o);
+  return b;
 }

@@ -8,7 +8,7 @@ import type { FanChunk } from "../core/types.js";
 import type { Nats } from "../infra/nats.js";
 import type { Redis } from "../infra/redis.js";
 import type { PubAck } from "./js-publisher.js";
-import { publishChecked, type Publisher, reconcileWanted, StreamReconciler } from "./stream-reconciler.js";
+import { jsPublisher, publishChecked, type Publisher, reconcileWanted, StreamReconciler } from "./stream-reconciler.js";
 
 /** Whether fan chunks are checked end to end under `cfg` (`shard.reconcileChunks`; auto: on replicated streams). */
 export const chunksReconciled = (cfg: Config): boolean => reconcileWanted(cfg.shard.reconcileChunks, cfg.streams.replicas);
@@ -31,7 +31,7 @@ export class FanPublisher {
   readonly reconciler: StreamReconciler | null;
 
   constructor(nats: Nats, redis: Redis, cfg: Config, log: Logger, opts: { tickMs?: number; verifyAfterMs?: number } = {}) {
-    this.pub = { publish: (subject, data, msgId) => nats.js.publish(subject, data, { msgID: msgId }) };
+    this.pub = jsPublisher(nats);
     this.reconciler = chunksReconciled(cfg)
       ? new StreamReconciler({ jsm: nats.jsm, redis, pub: this.pub, log, streams: [STREAM.fan], maxBytes: cfg.shard.reconcileMaxMb * 1024 * 1024, ...opts })
       : null;

@@ -4,6 +4,7 @@ import type { JetStreamManager } from "@nats-io/jetstream";
 import type { Logger } from "../core/log.js";
 import { MSGID } from "../core/subjects.js";
 import { messagesRepublished, messagesUnchecked } from "../infra/metrics.js";
+import type { Nats } from "../infra/nats.js";
 import type { Redis } from "../infra/redis.js";
 import type { PubAck } from "./js-publisher.js";
 
@@ -11,6 +12,9 @@ import type { PubAck } from "./js-publisher.js";
 export interface Publisher {
   publish(subject: string, data: Uint8Array, msgId: string): Promise<PubAck>;
 }
+
+/** `nats.js` as a {@link Publisher} (one message id per publish, so a copy within the duplicate window is dropped). */
+export const jsPublisher = (nats: Nats): Publisher => ({ publish: (subject, data, msgId) => nats.js.publish(subject, data, { msgID: msgId }) });
 
 /**
  * Publishes `data` on `subject` under message id `msgId` through `pub` and

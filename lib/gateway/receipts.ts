@@ -5,7 +5,7 @@ import { receiptFoldedKey } from "../core/keys.js";
 import type { Logger } from "../core/log.js";
 import { MSGID, receiptSubject, STREAM } from "../core/subjects.js";
 import type { ReceiptBatch, ReceiptEntry } from "../core/types.js";
-import { publishChecked, type Publisher, reconcileWanted, StreamReconciler } from "../flow/stream-reconciler.js";
+import { jsPublisher, publishChecked, type Publisher, reconcileWanted, StreamReconciler } from "../flow/stream-reconciler.js";
 import type { Nats } from "../infra/nats.js";
 import type { Redis } from "../infra/redis.js";
 
@@ -22,9 +22,6 @@ export function receiptReconciler(d: { cfg: Config; nats: Nats; redis: Redis; lo
   if (!reconcileWanted(g.reconcileReceipts, d.cfg.streams.replicas)) return null;
   return new StreamReconciler({ jsm: d.nats.jsm, redis: d.redis, pub: jsPublisher(d.nats), log: d.log, streams: [STREAM.receipts, ...sendStreams], maxBytes: g.reconcileMaxMb * 1024 * 1024 });
 }
-
-/** `nats.js` as a {@link Publisher} (one message id per publish, so a copy within the duplicate window is dropped). */
-export const jsPublisher = (nats: Nats): Publisher => ({ publish: (subject, data, msgId) => nats.js.publish(subject, data, { msgID: msgId }) });
 
 /**
  * Publishes the receipt batch of notification `nid` from stage `gateway`

@@ -1,7 +1,7 @@
 // The shard actor's dedup window: keys seen in the last N hours, as 53-bit hashes in sets by expiry (a few generations), checkpointable.
 import { hash53 } from "../core/hash53.js";
 import { NumberMap } from "../core/number-map.js";
-import { ChangeJournal, forEachPacked } from "../core/pair-pack.js";
+import { ChangeJournal, forEachPacked, packPairs } from "../core/pair-pack.js";
 
 /** Generations per window: an entry lives from one window to a quarter more. */
 const GENERATIONS = 4;
@@ -58,13 +58,7 @@ export class DedupWindow {
 
   /** {@link has} for a key already hashed with {@link hash53} (the hot path hashes once). */
   hasHash(h: number): boolean {
-    const t = this.now();
-    for (let i = this.gens.length - 1; i >= 0; i--) {
-      const g = this.gens[i];
-      if (g.dropAt <= t) return false;
-      if (g.keys.has(h)) return true;
-    }
-    return false;
+    return this.expiryOf(h, this.now()) !== null;
   }
 
   addHash(h: number): void {
@@ -105,34 +99,22 @@ export class DedupWindow {
     const t = this.now();
     this.changed.clear();
     this.gens = this.gens.filter((g) => g.dropAt > t);
-    const b = Buffer.allocUnsafe(4 + this.size * 16);
-    let o = 4;
-    for (const g of this.gens) {
-      g.keys.forEach((_v, k) => {
-        b.writeDoubleLE(k, o);
-        b.writeDoubleLE(g.dropAt, o + 8);
-        o += 16;
-      });
-    }
-    b.writeUInt32LE((o - 4) / 16, 0);
-    return b.subarray(0, o);
+    return packPairs(this.size, (put) => {
+      for (const g of this.gens) g.keys.forEach((_v, k) => put(k, g.dropAt));
+    });
   }
 
   /** The entries added since the last {@link pack} or {@link packChanges}, packed the same way (an incremental checkpoint: restored after the full one, in order). */
   packChanges(): Buffer {
     const t = this.now();
-    const b = Buffer.allocUnsafe(4 + this.changed.size * 16);
-    let o = 4;
-    this.changed.forEachOnce((k) => {
-      const u = this.expiryOf(k, t);
-      if (u === null) return;
-      b.writeDoubleLE(k, o);
-      b.writeDoubleLE(u, o + 8);
-      o += 16;
-    });
+    const b = packPairs(this.changed.size, (put) =>
+      this.changed.forEachOnce((k) => {
+        const u = this.expiryOf(k, t);
+        if (u !== null) put(k, u);
+      }),
+    );
     this.changed.clear();
-    b.writeUInt32LE((o - 4) / 16, 0);
-    return b.subarray(0, o);
+    return b;
   }
 
   /** Restores entries packed by {@link pack} at offset `at` of `b` (each into the set expiring at or after its own expiry); returns the offset after them. */

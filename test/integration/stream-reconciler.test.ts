@@ -12,7 +12,7 @@ import { createLogger, type Logger } from "../../lib/core/log.js";
 import { BUCKET, CONSUMER, receiptSubject, sendSubject, STREAM } from "../../lib/core/subjects.js";
 import type { SendBatch } from "../../lib/core/types.js";
 import { JsPublisher, type PubAck } from "../../lib/flow/js-publisher.js";
-import { StreamReconciler } from "../../lib/flow/stream-reconciler.js";
+import { jsPublisher, StreamReconciler } from "../../lib/flow/stream-reconciler.js";
 import { ReceiptCollector } from "../../lib/gateway/receipts.js";
 import { messagesRepublished, messagesUnchecked } from "../../lib/infra/metrics.js";
 import { connectNats, type Nats } from "../../lib/infra/nats.js";
@@ -126,7 +126,7 @@ t.test("receipt batches: one NFX_RECEIPTS lost is published again and counted on
   const gw = await connectNats(cfg, log, "test-gateway", "gateway-apns");
   const tr = await connectNats(cfg, log, "test-tracker", "tracker");
   t.teardown(() => Promise.all([gw.nc.close(), tr.nc.close()]));
-  const pub = { publish: (s: string, d: Uint8Array, id: string) => gw.js.publish(s, d, { msgID: id }) };
+  const pub = jsPublisher(gw);
   const rec = new StreamReconciler({ jsm: gw.jsm, redis, pub, log, streams: [STREAM.receipts], tickMs: 100, verifyAfterMs: 300 });
   t.teardown(() => rec.stop());
   const kv = await admin.kvm.open(BUCKET.counters);
