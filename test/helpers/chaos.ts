@@ -1,6 +1,8 @@
 // Chaos-suite accounting: what the sandboxes accepted per device, and which accepted sends had no outcome recorded in Redis at a kill (the duplicate bound).
 import type { ChildProcess } from "node:child_process";
 
+import type { Test } from "tap";
+
 import { deliveryKey } from "../../lib/core/ids.js";
 import { deliveredKey } from "../../lib/core/keys.js";
 import { shardOf } from "../../lib/core/shard-hash.js";
@@ -9,6 +11,20 @@ import type { Redis } from "../../lib/infra/redis.js";
 import type { Recorder, SandboxProvider } from "../../sandbox/recorder.js";
 
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+/**
+ * Ends the test process `graceMs` after `t` ended when something still holds it open, instead of letting it idle
+ * until tap's file timeout (tap ends its root only once the event loop drains): prints what is left open
+ * (`process.getActiveResourcesInfo()`) and exits 1. The timer is unref'd, so a process that drains exits as usual.
+ */
+export function exitWhenHeld(t: Test, graceMs = 60_000): void {
+  t.teardown(() => {
+    setTimeout(() => {
+      console.error(`the test ended ${graceMs / 1000} s ago and something still holds the process: ${process.getActiveResourcesInfo().join(", ")}`);
+      process.exit(1);
+    }, graceMs).unref();
+  });
+}
+
 export const exited = (p: ChildProcess): Promise<void> => (p.exitCode !== null || p.signalCode !== null ? Promise.resolve() : new Promise((r) => p.once("exit", () => r())));
 
 /** The ledger of one notification `nid` sent to `users` (push devices only), as the sandbox and Redis see it. */
