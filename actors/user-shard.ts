@@ -54,6 +54,14 @@ export interface ShardDeps {
   lanes?: readonly LaneClass[];
 }
 
+
+/** One output of a decided chunk, encoded: where, under which message id, and the keys its reconciler checks (null: unchecked). */
+interface EncodedOutput {
+  subject: string;
+  msgId: string;
+  data: Uint8Array;
+  keys: string[] | null;
+}
 /** Shared by every shard a process owns, of either lane class. */
 interface Shared {
   d: ShardDeps;
@@ -242,7 +250,8 @@ class ShardOwner {
         const smsStopped = wantsSms(n, policy) ? await this.retry("sms stops", () => stopsOf(cl.redis, users)) : null;
         const decidedAt = this.sh.now();
         const decision = decideChunk(chunk, { users, online: null, collapsed: null, now: decidedAt, cancelled: this.sh.cancellations.has(h.brief.id), policy, state: this.state, trails: d.cfg.policy.trails, smsStopped });
-        await this.retry("publish", () => this.emit(chunk, decision, decidedAt, cl.pub));
+        const outs = this.encodeOutputs(chunk, decision, decidedAt);
+        await this.retry("publish", () => this.publish(outs, cl.pub));
         digests.remove(h.id);
         this.dirty = true;
         this.log.info({ digest: h.id, user: h.user, key: h.key, items: h.count }, "digest sent");
@@ -411,6 +420,31 @@ class ShardOwner {
       if (err instanceof PoisonMessage) return this.markDecided(m);
       throw err;
     }
+    const cl = this.cl;
+    const n = chunk.notification;
+    const ck = n.collapseKey;
+    // Only the encoded outputs outlive the decision: its records, sends and trails die young instead of
+    // being held (and promoted to V8's old generation) while the publishes wait for their acks.
+    const done = await this.decide(chunk);
+    if (cl.yields) await this.sh.urgency.clear();
+    await this.retry("publish", () => this.publish(done.outs, cl.pub));
+    if (ck && done.unsent) {
+      const unsent = done.unsent;
+      await this.retry("collapse release", () => cl.collapse.release(this.shard, ck, n.id, unsent));
+    }
+    await this.markDecided(m);
+    stageItems.inc({ stage: "shard" }, chunk.users.length);
+    for (const reason of done.shed) shedTotal.inc({ stage: "shard", priority: n.priority, reason });
+    cl.latency.observe(n.priority, n.createdAt, done.decidedAt);
+    if (cl.admission) await cl.admission.pace(performance.now() - t0);
+  }
+
+  /**
+   * Reads what deciding `chunk` needs (directory records, presence, collapse claims, SMS stops), decides it once (the
+   * decision changed the dedup window and buckets, so a failed publish is retried with the same outputs) and encodes
+   * its outputs. Resolves them with the users a collapse key was claimed for but not sent to, and the shed reasons.
+   */
+  private async decide(chunk: FanChunk): Promise<{ outs: EncodedOutput[]; unsent: string[] | null; shed: string[]; decidedAt: number }> {
     const { d, policy } = this.sh;
     const cl = this.cl;
     const n = chunk.notification;
@@ -427,20 +461,11 @@ class ShardOwner {
     // SMS in play: which recipients' numbers replied STOP (one HMGET per chunk).
     const smsStopped = wantsSms(n, policy) ? await this.retry("sms stops", () => stopsOf(cl.redis, users)) : null;
     if (cl.yields) await this.sh.urgency.clear();
-    // Decided once: the decision changed the dedup window and buckets, so a failed publish is retried with the same decision.
     const decidedAt = this.sh.now();
     const decision = decideChunk(chunk, { users, online, collapsed, now: decidedAt, cancelled: this.sh.cancellations.has(n.id), policy, state: this.state, trails: d.cfg.policy.trails, smsStopped });
-    if (cl.yields) await this.sh.urgency.clear();
-    await this.retry("publish", () => this.emit(chunk, decision, decidedAt, cl.pub));
-    if (ck && collapsed) {
-      const unsent = unsentUsers(chunk.users, collapsed, decision);
-      await this.retry("collapse release", () => cl.collapse.release(this.shard, ck, n.id, unsent));
-    }
-    await this.markDecided(m);
-    stageItems.inc({ stage: "shard" }, chunk.users.length);
-    for (const e of decision.receipts) if (e.outcome === "shed") shedTotal.inc({ stage: "shard", priority: n.priority, reason: e.reason ?? "" });
-    cl.latency.observe(n.priority, n.createdAt, decidedAt);
-    if (cl.admission) await cl.admission.pace(performance.now() - t0);
+    const shed: string[] = [];
+    for (const e of decision.receipts) if (e.outcome === "shed") shed.push(e.reason ?? "");
+    return { outs: this.encodeOutputs(chunk, decision, decidedAt), unsent: ck && collapsed ? unsentUsers(chunk.users, collapsed, decision) : null, shed, decidedAt };
   }
 
   /**
@@ -459,18 +484,27 @@ class ShardOwner {
     return oldestAgeMs(this.buf.items(), now, this.startedAt);
   }
 
-  /** Publishes a decided chunk's outputs (lib/shard/chunk-outputs.ts), all with message ids derived from the chunk's. */
-  private emit(chunk: FanChunk, dec: ChunkDecision, decidedAt: number, pub: JsPublisher): Promise<unknown> {
-    // The fence: nothing is published once the lease is gone (checked on the monotonic clock, right before the publishes leave).
-    this.lease.fence(this.holder);
+  /**
+   * A decided chunk's outputs (lib/shard/chunk-outputs.ts), all with message ids derived from the chunk's, encoded once;
+   * send and receipt batches with the keys that tell their reconciler they were taken (checked end to end).
+   */
+  private encodeOutputs(chunk: FanChunk, dec: ChunkDecision, decidedAt: number): EncodedOutput[] {
     const outs = chunkOutputs(chunk, dec, { decidedAt, owner: this.sh.owner, epoch: this.lease.revision, sendBatchSize: this.sh.d.cfg.shard.sendBatchSize });
-    const rec = this.cl.reconciler;
-    return Promise.all(outs.map((o) => {
+    const checked = this.cl.reconciler !== null;
+    return outs.map((o) => ({
+      subject: o.subject,
+      msgId: o.msgId,
+      data: encode(o.body),
       // Send batches are done with once a gateway took them (their delivery keys), receipt batches once the tracker folded them.
-      if (!rec || (o.body.type !== "send_batch" && o.body.type !== "receipts")) return pub.publish(o.subject, encode(o.body), o.msgId);
-      const keys = o.body.type === "send_batch" ? takenKeys(o.body) : [receiptFoldedKey(o.msgId)];
-      return publishChecked(pub, rec, o.subject, o.msgId, encode(o.body), keys);
+      keys: !checked ? null : o.body.type === "send_batch" ? takenKeys(o.body) : o.body.type === "receipts" ? [receiptFoldedKey(o.msgId)] : null,
     }));
+  }
+
+  /** Publishes encoded outputs; the fence first: nothing is published once the lease is gone (checked on the monotonic clock, right before the publishes leave). */
+  private publish(outs: readonly EncodedOutput[], pub: JsPublisher): Promise<unknown> {
+    this.lease.fence(this.holder);
+    const rec = this.cl.reconciler;
+    return Promise.all(outs.map((o) => (rec && o.keys ? publishChecked(pub, rec, o.subject, o.msgId, o.data, o.keys) : pub.publish(o.subject, o.data, o.msgId))));
   }
 
   /** Writes the state as of the current positions (call only with nothing in flight). */
