@@ -4,6 +4,14 @@ set -e
 cd "$(dirname "$0")/.."
 # The browser test drives Debian's Chromium with playwright-core: installed with the servers.
 NFX_APT_EXTRA=chromium sh scripts/bootstrap.sh
+# tap rebuilds itself when the plugins configured in package.json ("tap") differ from those it was built with; two taps
+# starting at once would both rebuild, and one then fails to load the other's half-written files (seen on a fresh clone).
+# So it is built here, once, before they start; the marker keeps later runs from paying for it again.
+sig=$(node -e 'process.stdout.write(JSON.stringify(require("./package.json").tap))')
+if [ "$(cat node_modules/.nfx-tap-built 2>/dev/null)" != "$sig" ]; then
+  node_modules/.bin/tap build > /dev/null
+  printf '%s' "$sig" > node_modules/.nfx-tap-built
+fi
 out=$(mktemp)
 unit=$(mktemp)
 rc=$(mktemp)
