@@ -50,21 +50,24 @@ export interface ReadTimeStep {
 /**
  * The policy that must hold when a broadcast is read or shown live, rule by rule, stopping at the first that hides it:
  * the user is in the audience (`member`, from Redis), the broadcast has not expired, the user has not opted out, and
- * the user has not turned in-app off for its category. A user with no record is outside every audience.
+ * the user has not turned in-app off for its category. A user with no record is outside every audience. With `why`
+ * false each step's `saw` is left empty: the verdicts alone, for the inbox read of every user (no dates formatted).
  */
-export function readTimePolicy(b: Broadcast, u: UserRecord | null, member: boolean, now: number): ReadTimeStep[] {
+export function readTimePolicy(b: Broadcast, u: UserRecord | null, member: boolean, now: number, why = true): ReadTimeStep[] {
   const steps: ReadTimeStep[] = [];
-  const step = (rule: ReadTimeStep["rule"], pass: boolean, saw: string): boolean => {
-    steps.push({ rule, verdict: pass ? "pass" : "hide", saw });
+  const step = (rule: ReadTimeStep["rule"], pass: boolean, saw: () => string): boolean => {
+    steps.push({ rule, verdict: pass ? "pass" : "hide", saw: why ? saw() : "" });
     return pass;
   };
-  const src = sourceOf(b.segment, b.at);
-  const audience = src.filter ? `${b.segment}: last active since ${new Date(src.filter.activeSince).toISOString()}` : b.segment;
-  if (!step("audience", member && u !== null, `${member && u ? "member of" : u ? "not in" : "no such user in"} ${audience}`)) return steps;
-  if (!step("expiry", b.expiresAt > now, `expires ${new Date(b.expiresAt).toISOString()}`)) return steps;
-  if (!step("opt_out", !u!.optedOut, u!.optedOut ? "opted out of everything" : "not opted out")) return steps;
+  const audience = (): string => {
+    const src = sourceOf(b.segment, b.at);
+    return src.filter ? `${b.segment}: last active since ${new Date(src.filter.activeSince).toISOString()}` : b.segment;
+  };
+  if (!step("audience", member && u !== null, () => `${member && u ? "member of" : u ? "not in" : "no such user in"} ${audience()}`)) return steps;
+  if (!step("expiry", b.expiresAt > now, () => `expires ${new Date(b.expiresAt).toISOString()}`)) return steps;
+  if (!step("opt_out", !u!.optedOut, () => (u!.optedOut ? "opted out of everything" : "not opted out"))) return steps;
   const off = ownValue(u!.preferences?.categories, b.category)?.inapp === false;
-  step("preferences", !off, `${b.category}: inapp=${off ? "off" : "on"}`);
+  step("preferences", !off, () => `${b.category}: inapp=${off ? "off" : "on"}`);
   return steps;
 }
 
@@ -185,7 +188,7 @@ export class Broadcasts {
     const out: Reaching[] = [];
     for (let i = 0; i + 1 < hits.length; i += 2) {
       const b = list[Number(hits[i]) - 1];
-      if (passes(readTimePolicy(b, u, true, now))) out.push({ b, state: Number(hits[i + 1]) });
+      if (passes(readTimePolicy(b, u, true, now, false))) out.push({ b, state: Number(hits[i + 1]) });
     }
     return out;
   }

@@ -65,7 +65,12 @@ const ACTION_BITS: Record<InboxAction, number> = { seen: SEEN, read: READ | SEEN
 
 /** An item as clients see it: stored content plus its state bits. */
 function publicItem(json: string, state: number): InboxItem {
-  return { ...(JSON.parse(json) as StoredItem), seen: (state & SEEN) !== 0, read: (state & READ) !== 0, archived: (state & ARCHIVED) !== 0 };
+  // The parsed object itself gets the state (no copy): an inbox read parses up to `limit` items.
+  const it = JSON.parse(json) as InboxItem;
+  it.seen = (state & SEEN) !== 0;
+  it.read = (state & READ) !== 0;
+  it.archived = (state & ARCHIVED) !== 0;
+  return it;
 }
 
 /**

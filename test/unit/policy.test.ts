@@ -274,6 +274,12 @@ t.test("broadcasts: which notifications take the read path, and the read-time po
   t.equal(verdicts(readTimePolicy(b, { ...u, optedOut: true }, true, now)), "audience:pass expiry:pass opt_out:hide", "an opt-out hides it");
   t.equal(verdicts(readTimePolicy(b, { ...u, preferences: { categories: { social: { inapp: false } } } }, true, now)), "audience:pass expiry:pass opt_out:pass preferences:hide", "so does in-app off for its category");
   t.equal(verdicts(readTimePolicy(b, { ...u, preferences: { categories: { social: { push: false } } } }, true, now)), "audience:pass expiry:pass opt_out:pass preferences:pass", "push off does not");
+  // Without the explanation (the inbox read): the same verdicts for every case above, each `saw` empty.
+  for (const [uu, member, at] of [[u, true, now], [u, false, now], [null, true, now], [u, true, now + H], [{ ...u, optedOut: true }, true, now], [{ ...u, preferences: { categories: { social: { inapp: false } } } }, true, now]] as const) {
+    const quick = readTimePolicy(b, uu, member, at, false);
+    t.equal(verdicts(quick), verdicts(readTimePolicy(b, uu, member, at)), `same verdicts without the explanation (${verdicts(quick)})`);
+    t.ok(quick.every((st) => st.saw === ""), "and nothing formatted");
+  }
 });
 
 t.test("local-time delivery: the next local time per zone, east and west of UTC, the window, DST days", async (t) => {
