@@ -91,3 +91,41 @@ t.test("a fan chunk NFX_FAN lost before its shard decided it is published again 
   const counts = rec.countsByDevice("apns");
   t.ok(users.every((u) => counts[u.devices[0].token] === 2), "each device got each notification once");
 });
+
+t.test("a send batch its stream lost before a gateway took it is published again by the shard actor, and delivered once", async (t) => {
+  // As on replicated streams: the shard actor checks its send batches until a gateway took them (actors/user-shard.ts).
+  const cluster = await startTestCluster(t, { own: ["gateway-apns"], overrides: { shard: { reconcileSends: "on" } } });
+  const cfg = cluster.cfg;
+  const { nats, redis } = await clientsFor(t, cfg);
+  const rec = cluster.sandbox!.recorder;
+  const users: UserRecord[] = Array.from({ length: USERS }, (_, i) => ({ id: `sb${i}`, lastActive: Date.now(), devices: [{ id: `sb${i}-d`, platform: "ios", token: `tok-sb${i}-0123456789` }] }));
+  await writeUsers(redis, cfg.cluster.shards, users);
+  const ids = async (): Promise<string[]> => {
+    const out: string[] = [];
+    const si = await nats.jsm.streams.info(STREAM.send("apns"));
+    for (let s = si.state.first_seq; si.state.messages > 0 && s <= si.state.last_seq; s++) {
+      const m = await nats.jsm.streams.getMessage(STREAM.send("apns"), { seq: s }).catch(() => null);
+      if (m) out.push(m.header.get("Nats-Msg-Id"));
+    }
+    return out;
+  };
+
+  // No APNs gateway: the send batches wait in NFX_SEND_APNS; then the stream loses them.
+  const gw = cluster.procs.get("gateway-apns")!;
+  gw.kill("SIGKILL");
+  await exited(gw);
+  const n = await notify(nats.nc, { recipients: users.map((u) => u.id), category: "transactional", content: { push: { title: "checked", body: "b" } } });
+  t.ok(await eventually(async () => (await ids()).some((id) => id.includes(n.id)), 30_000), "the shard actor stored the send batches");
+  await sleep(500);
+  const first = await ids();
+  await nats.jsm.streams.purge(STREAM.send("apns"));
+  t.ok(await eventually(async () => (await ids()).length === first.length, 30_000), "each lost send batch is published again");
+  t.same((await ids()).sort(), first.map((id) => `${id}~r1`).sort(), "under its id with ~r1, once each");
+
+  await cluster.startRole("gateway-apns");
+  const got = (): string[] => rec.accepted("apns").filter((d) => d.nid === n.id).map((d) => d.token);
+  t.ok(await eventually(() => got().length >= USERS, 30_000), `every device got it (${got().length} of ${USERS})`);
+  await sleep(1000);
+  t.equal(got().length, USERS, "once each");
+  t.equal(new Set(got()).size, USERS, "no device twice");
+});
