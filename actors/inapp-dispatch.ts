@@ -120,7 +120,7 @@ async function dispatchLanes(d: InAppDispatchDeps, cls: LaneClass): Promise<{ st
    * displayed it. Offline: no gateway named, or every one answered that it holds no connection of the user (or has gone).
    */
   const offer = async (s: Send, item: StoredItem, gws: readonly string[]): Promise<{ acked: boolean; reason?: string }> => {
-    const body: LiveOffer = { t: "n", id: s.nid, item: { ...item, seen: false, read: false, archived: false } };
+    const body: LiveOffer = { t: "n", id: s.nid, item: Object.assign({}, item, { seen: false, read: false, archived: false }) };
     let reason = "offline";
     if (gws.length > 0) {
       const h = headers();

@@ -132,7 +132,7 @@ export async function startWsGateway(d: WsGatewayDeps): Promise<{ port: number; 
   const onBroadcast = async (b: Broadcast): Promise<void> => {
     if (!broadcasts.note(b)) return;
     const users = [...held.keys()];
-    const text = JSON.stringify({ t: "n", id: b.id, item: { ...b.item, seen: false, read: false, archived: false } });
+    const text = JSON.stringify({ t: "n", id: b.id, item: Object.assign({}, b.item, { seen: false, read: false, archived: false }) });
     let shown = 0;
     for (let i = 0; i < users.length; i += 500) {
       const part = users.slice(i, i + 500);

@@ -146,7 +146,7 @@ export class StreamReconciler {
     this.overLogged = false;
     // Messages being checked still count as held (`pending`) until each is let go or held again.
     this.checking = due.length;
-    const retry = (e: Entry): Entry => ({ ...e, due: now + this.t.tickMs });
+    const retry = (e: Entry): Entry => Object.assign({}, e, { due: now + this.t.tickMs });
     /** Whether a consumer took `e` (one of its keys set): undefined when Redis could not answer; false without keys. */
     const taken = (e: Entry): Promise<boolean | undefined> => (e.keys?.length ? this.o.redis.mget(...e.keys).then((v) => v.some((x) => x !== null), () => undefined) : Promise.resolve(false));
     try {
@@ -162,7 +162,7 @@ export class StreamReconciler {
         else if (since[i]) this.settle();
         else if (!stored[i]) this.settle(await this.republish(e));
         else if (!e.keys && e.found + 1 >= this.t.keepChecks) this.settle();
-        else this.settle({ ...e, found: e.found + 1, due: now + 10 * this.t.verifyAfterMs });
+        else this.settle(Object.assign({}, e, { found: e.found + 1, due: now + 10 * this.t.verifyAfterMs }));
       }
     } finally {
       this.checking = 0;
@@ -186,10 +186,10 @@ export class StreamReconciler {
       const a = await this.o.pub.publish(e.subject, e.data, msgId);
       this.o.log.warn({ stream: e.stream, msgId: e.msgId, seq: e.seq, again: a.seq }, "message lost by its stream (nats-server); published again");
       messagesRepublished.inc({ stream: e.stream });
-      return { ...e, msgId, seq: a.seq, due: Date.now() + this.t.verifyAfterMs, tries: e.tries + 1, found: 0 };
+      return Object.assign({}, e, { msgId, seq: a.seq, due: Date.now() + this.t.verifyAfterMs, tries: e.tries + 1, found: 0 });
     } catch (err) {
       this.o.log.warn({ err, stream: e.stream, msgId: e.msgId }, "publishing a lost message again failed; next tick");
-      return { ...e, due: Date.now() + this.t.tickMs };
+      return Object.assign({}, e, { due: Date.now() + this.t.tickMs });
     }
   }
 }

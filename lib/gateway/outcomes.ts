@@ -76,9 +76,9 @@ export function answerOutcome(s: Send, r: SendResult, ctx: OutcomeContext): Answ
   if (!r.error.retryable) return { kind: "failed", record: { outcome: "failed", reason: r.error.reason, at: ctx.now } };
   const attempt = (s.attempt ?? 0) + 1;
   const plan = planRetry(ctx.retry, attempt, r.error, ctx.now, ctx.expiresAt, ctx.random);
-  if (plan.kind === "retry") return { kind: "retry", send: { ...s, attempt }, at: plan.at };
+  if (plan.kind === "retry") return { kind: "retry", send: Object.assign({}, s, { attempt }), at: plan.at };
   if (plan.kind === "expired") return { kind: "expired", record: { outcome: "failed", reason: `expired:${r.error.reason}`, at: ctx.now } };
-  return { kind: "dead", send: { ...s, attempt }, attempts: attempt, reason: r.error.reason, receipt: { outcome: "failed", reason: `dead_letter:${r.error.reason}`, at: ctx.now } };
+  return { kind: "dead", send: Object.assign({}, s, { attempt }), attempts: attempt, reason: r.error.reason, receipt: { outcome: "failed", reason: `dead_letter:${r.error.reason}`, at: ctx.now } };
 }
 
 /** The outcome of pushing back a send that was not attempted. */
@@ -107,7 +107,7 @@ export function pushBackOutcome(s: Send, retryInMs: number, why: string, ctx: Pi
     return { kind: "shed", record: { outcome: "shed", reason: shedReason(s.shedAfter, ctx.expiresAt, at ?? ctx.expiresAt) ?? "max_delay", at: ctx.now } };
   }
   if (at === null) return { kind: "expired", record: { outcome: "failed", reason: `expired:${why}`, at: ctx.now } };
-  return { kind: "wait", send: { ...s, waits: waits + 1 }, at };
+  return { kind: "wait", send: Object.assign({}, s, { waits: waits + 1 }), at };
 }
 
 /** A pushed-back send and when it is due again. */

@@ -181,7 +181,7 @@ async function runGatewayLanes(d: GatewayDeps, client: ChannelClient, cls: LaneC
       // Another attempt holds the key: look again soon (it records an outcome, or its claim lapses within claimTtlSec if it died).
       else if (k.kind === "claimed") pushBack([i], 2000, "claimed");
       // Already recorded: repeated for this copy's caller; an echo when another batch recorded it (that batch reports and counts it).
-      else add(s, k.echo ? { ...k.record, echo: true } : k.record);
+      else add(s, k.echo ? Object.assign({}, k.record, { echo: true }) : k.record);
     });
     const stale = await changedSince(d.redis, batch, [...new Set(fresh.map((i) => batch.sends[i].user))]);
 

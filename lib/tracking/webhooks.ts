@@ -36,13 +36,13 @@ function sendgridEntry(e: SgEvent): { entry?: ReceiptEntry; engagement?: Engagem
   const base = { user: user!, channel: "email" as const, device, at };
   switch (e.event) {
     case "delivered":
-      return { entry: { ...base, outcome: "delivered" } };
+      return { entry: Object.assign(base, { outcome: "delivered" as const }) };
     case "bounce": {
       const hard = e.type !== "blocked";
-      return { entry: { ...base, outcome: "failed", late: true, reason: `${hard ? "bounce" : "blocked"}:${e.status ?? ""}`.replace(/:$/, "") }, ...(hard && e.email ? { hardBounce: e.email } : {}) };
+      return { entry: Object.assign(base, { outcome: "failed" as const, late: true as const, reason: `${hard ? "bounce" : "blocked"}:${e.status ?? ""}`.replace(/:$/, "") }), ...(hard && e.email ? { hardBounce: e.email } : {}) };
     }
     case "dropped":
-      return { entry: { ...base, outcome: "failed", late: true, reason: `dropped:${e.reason ?? ""}`.replace(/:$/, "") } };
+      return { entry: Object.assign(base, { outcome: "failed" as const, late: true as const, reason: `dropped:${e.reason ?? ""}`.replace(/:$/, "") }) };
     case "open":
       return { engagement: "opened" };
     case "click":
@@ -150,8 +150,8 @@ export class Webhooks {
     const sid = form.MessageSid ?? form.SmsSid ?? "";
     const base = { user, channel: "sms" as const, device: q.get("nfx_device") ?? form.To ?? "", providerId: sid, at: this.now() };
     const entry: ReceiptEntry | null =
-      status === "delivered" ? { ...base, outcome: "delivered" }
-      : status === "undelivered" || status === "failed" ? { ...base, outcome: "failed", late: true, reason: `${status}:${form.ErrorCode ?? ""}`.replace(/:$/, "") }
+      status === "delivered" ? Object.assign(base, { outcome: "delivered" as const })
+      : status === "undelivered" || status === "failed" ? Object.assign(base, { outcome: "failed" as const, late: true as const, reason: `${status}:${form.ErrorCode ?? ""}`.replace(/:$/, "") })
       : null;
     if (!entry) return { applied: 0, duplicates: 0, ignored: 1 };
     const id = `${sid}:${status}`;
