@@ -14,7 +14,7 @@ import { watchWorkQueue } from "../lib/flow/stranded.js";
 import { publishChecked } from "../lib/flow/stream-reconciler.js";
 import { jsPublisher } from "../lib/flow/stream-reconciler.js";
 import { ReceiptCollector, receiptReconciler } from "../lib/gateway/receipts.js";
-import { Inbox, type InboxItem, inboxItemOf, type StoredItem } from "../lib/inapp/inbox.js";
+import { Inbox, type InboxItem, inboxItemOf, itemWithState, type StoredItem } from "../lib/inapp/inbox.js";
 import { gatewaysOfAll } from "../lib/inapp/presence.js";
 import { perLaneClass } from "../lib/infra/lane-connections.js";
 import { shedTotal, stageItems } from "../lib/infra/metrics.js";
@@ -120,7 +120,7 @@ async function dispatchLanes(d: InAppDispatchDeps, cls: LaneClass): Promise<{ st
    * displayed it. Offline: no gateway named, or every one answered that it holds no connection of the user (or has gone).
    */
   const offer = async (s: Send, item: StoredItem, gws: readonly string[]): Promise<{ acked: boolean; reason?: string }> => {
-    const body: LiveOffer = { t: "n", id: s.nid, item: Object.assign({}, item, { seen: false, read: false, archived: false }) };
+    const body: LiveOffer = { t: "n", id: s.nid, item: itemWithState(item) };
     let reason = "offline";
     if (gws.length > 0) {
       const h = headers();

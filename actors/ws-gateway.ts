@@ -15,7 +15,7 @@ import type { Logger } from "../lib/core/log.js";
 import { BROADCAST_LIVE_SUBJECT, isInboxReply, LIVE_USER_HEADER, liveSubject, MSGID, receiptSubject } from "../lib/core/subjects.js";
 import type { ReceiptBatch } from "../lib/core/types.js";
 import { type Broadcast, broadcastsFor } from "../lib/inapp/broadcasts.js";
-import { Inbox, INBOX_STATE_BITS, type InboxAction } from "../lib/inapp/inbox.js";
+import { Inbox, INBOX_STATE_BITS, type InboxAction, itemWithState } from "../lib/inapp/inbox.js";
 import { inboxIds, invalidRequest, markTarget, mountInboxHttp, userTokenOf } from "../lib/inapp/inbox-http.js";
 import { gatewaysOf, PresenceWriter } from "../lib/inapp/presence.js";
 import { UserTokens } from "../lib/inapp/ws-token.js";
@@ -132,7 +132,7 @@ export async function startWsGateway(d: WsGatewayDeps): Promise<{ port: number; 
   const onBroadcast = async (b: Broadcast): Promise<void> => {
     if (!broadcasts.note(b)) return;
     const users = [...held.keys()];
-    const text = JSON.stringify({ t: "n", id: b.id, item: Object.assign({}, b.item, { seen: false, read: false, archived: false }) });
+    const text = JSON.stringify({ t: "n", id: b.id, item: itemWithState(b.item) });
     let shown = 0;
     for (let i = 0; i < users.length; i += 500) {
       const part = users.slice(i, i + 500);

@@ -74,6 +74,15 @@ function publicItem(json: string, state: number): InboxItem {
 }
 
 /**
+ * A copy of `item` with the user's state bits `state` (0: new, unseen): how a broadcast or a live item is shown.
+ * Object.assign, not `{ ...item, seen, … }`: on Node 20 properties written after a spread cost about 30 times more
+ * (docs/benchmarks.md, bench:inbox).
+ */
+export function itemWithState(item: StoredItem, state = 0): InboxItem {
+  return Object.assign({}, item, { seen: (state & SEEN) !== 0, read: (state & READ) !== 0, archived: (state & ARCHIVED) !== 0 });
+}
+
+/**
  * Inboxes of every user, each kept in the user's shard (one Lua script per operation, so every change is atomic). With
  * `broadcasts`, reads merge the broadcasts that reach the user (lib/inapp/broadcasts.ts) and actions apply to them too.
  */
@@ -139,8 +148,7 @@ export class Inbox {
     if (bs.length === 0) return { unread, items };
     for (const x of bs) {
       if ((x.state & ARCHIVED) !== 0 || (before !== undefined && x.b.at >= before)) continue;
-      // Object.assign, not `{ ...item, seen, … }`: on Node 20 properties written after a spread cost about 30 times more (docs/benchmarks.md, bench:inbox).
-      items.push(Object.assign({}, x.b.item, { seen: (x.state & SEEN) !== 0, read: (x.state & READ) !== 0, archived: false }));
+      items.push(itemWithState(x.b.item, x.state));
     }
     items.sort((a, b) => b.at - a.at || (b.id < a.id ? -1 : b.id > a.id ? 1 : 0));
     return { unread, items: items.slice(0, limit) };
