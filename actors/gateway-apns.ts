@@ -64,6 +64,16 @@ function captureRetryAfter(provider: apn.Provider | apn.MultiProvider, hints: Ma
   }
 }
 
+/** A notification as the SDK's client writes it: its APNs headers and JSON body (what `provider.send` builds once per call). */
+type BuiltNote = { headers: Record<string, unknown>; body: string };
+/** The SDK client's write of one token's stream: the answer's headers (and body), or a failure with `status` or `error` (resolved or thrown). */
+type SdkWriter = { write(n: BuiltNote, token: string, type: "device", method: "post"): Promise<{ "apns-id"?: string; status?: number; error?: unknown }> };
+const buildNote = (note: apn.Notification): BuiltNote => {
+  // Both exist on the SDK's Notification (its provider.send calls them); its TypeScript types leave them out.
+  const n = note as unknown as { headers(): Record<string, unknown>; compile(): string };
+  return { headers: n.headers(), body: n.compile() };
+};
+
 /** The name an APNs app goes by: its `name`, else its topic. */
 export const apnsAppName = (a: ApnsAppConfig): string => a.name ?? a.topic;
 
@@ -87,27 +97,54 @@ export function createApnsApp(a: ApnsAppConfig, field: string): ProviderApp {
   captureRetryAfter(provider, hints);
   // One compiled notification per batch's notification for inline content; one per recipient when a template rendered it.
   const shared = new WeakMap<NotificationBrief, apn.Notification>();
+  // The SDK's client writes one token's stream; `provider.send(note, tokens)` is this per token, answering only once
+  // every token has (docs/providers.md, "APNs — `@parse/node-apn` 8.x"). Called directly, each token answers as it comes.
+  const client = (provider as unknown as { client: SdkWriter }).client;
+  /** One token's call with a notification built for the SDK: its result, never throws. */
+  const sendOne = async (built: BuiltNote, token: string): Promise<SendResult> => {
+    let failed: apn.ResponseFailure;
+    try {
+      const x = await client.write(built, token, "device", "post");
+      if (x.status === undefined && x.error === undefined) return x["apns-id"] ? { ok: true, providerId: x["apns-id"] } : { ok: true };
+      failed = x as apn.ResponseFailure;
+    } catch (err) {
+      failed = err as apn.ResponseFailure;
+    }
+    const ra = hints.get(token);
+    hints.delete(token);
+    return { ok: false, error: apnsError(failed, ra) };
+  };
+  const noContent = (): SendResult => ({ ok: false, error: new ProviderError("no push content", { reason: "no_content", retryable: false }) });
   return {
     name: apnsAppName(a),
-    perRequest: 1,
-    async request(n: NotificationBrief, sends: readonly Send[]): Promise<SendResult[]> {
-      const s = sends[0];
-      let note: apn.Notification | undefined = shared.get(n);
-      if (s.push || !note) {
-        const push = pushContent(n, s);
-        if (!push) return [{ ok: false, error: new ProviderError("no push content", { reason: "no_content", retryable: false }) }];
-        note = apnsNotification(n, push, a.topic);
-        if (!s.push) shared.set(n, note);
-      }
-      const r = await provider.send(note, s.token);
-      const failed = r.failed[0];
-      if (failed) {
-        const ra = hints.get(s.token);
-        hints.delete(s.token);
-        return [{ ok: false, error: apnsError(failed, ra) }];
-      }
-      const apnsId = (r.sent[0] as { "apns-id"?: string } | undefined)?.["apns-id"];
-      return [apnsId ? { ok: true, providerId: apnsId } : { ok: true }];
+    perRequest: a.groupSize,
+    callPerSend: true,
+    /**
+     * The sends of `n`, one HTTP/2 stream each, all at once; the notification is built for the SDK once for the
+     * sends with its own content, once per send with content rendered for its recipient. Each answer is passed to
+     * `answered` as it arrives.
+     */
+    async request(n: NotificationBrief, sends: readonly Send[], answered?: (j: number, r: SendResult) => void): Promise<SendResult[]> {
+      const out = new Array<SendResult>(sends.length);
+      let common: BuiltNote | null | undefined;
+      const calls = sends.map(async (s, j) => {
+        let built: BuiltNote | null;
+        if (s.push) built = buildNote(apnsNotification(n, s.push, a.topic));
+        else {
+          if (common === undefined) {
+            let note = shared.get(n);
+            const push = note ? null : pushContent(n, s);
+            if (!note && push) shared.set(n, (note = apnsNotification(n, push, a.topic)));
+            common = note ? buildNote(note) : null;
+          }
+          built = common;
+        }
+        const r = built ? await sendOne(built, s.token) : noContent();
+        out[j] = r;
+        answered?.(j, r);
+      });
+      await Promise.all(calls);
+      return out;
     },
     close() {
       // Not awaited, as before: node-apn's shutdown resolves once its sessions drain, and close does not wait for that.

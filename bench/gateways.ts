@@ -123,10 +123,12 @@ async function rawSdk(cfg: Config, ch: Exclude<Channel, "inapp">, n: number): Pr
     const a = cfg.gateways.apns.apps[0];
     const opts = { token: { key: readFileSync(a.keyFile!), keyId: a.keyId, teamId: a.teamId }, production: false, address: a.address, port: a.port, ca: [readFileSync(a.caFile!)], connectionRetryLimit: 0, clientCount: a.clientCount, peerMaxConcurrentStreams: 500 };
     const p = new apn.MultiProvider(opts);
-    await pool(n, a.concurrency, async (i) => {
+    // Grouped as the gateway groups them (`groupSize` tokens per SDK call, one notification each), with the same streams in flight.
+    const g = a.groupSize;
+    await pool(Math.ceil(n / g), Math.ceil(a.concurrency / g), async (r) => {
       const note = new apn.Notification({ alert: { title: "Bench", body: "Gateway throughput" } });
       note.topic = a.topic;
-      await p.send(note, tokenFor(ch, prefix, i));
+      await p.send(note, Array.from({ length: Math.min(g, n - r * g) }, (_, j) => tokenFor(ch, prefix, r * g + j)));
     });
     await p.shutdown();
   } else if (ch === "fcm") {
@@ -140,6 +142,7 @@ async function rawSdk(cfg: Config, ch: Exclude<Channel, "inapp">, n: number): Pr
     const app = initializeApp({ projectId: f.projectId, credential: { getAccessToken: () => Promise.resolve({ access_token: f.sandboxToken, expires_in: 3600 }) }, httpAgent: agent }, `raw-${prefix}`);
     const m = getMessaging(app);
     m.enableLegacyHttpTransport();
+    // One `send` per message, the SDK's cheapest way (its `sendEach` spends more per message).
     await pool(n, f.concurrency, (i) => m.send({ token: tokenFor(ch, prefix, i), notification: { title: "Bench", body: "Gateway throughput" } }));
     await deleteApp(app);
     agent.destroy();

@@ -56,6 +56,18 @@ const bulkhead = {
   failover: z.string().min(1).optional().describe("Name of another app of the same channel that takes this app's sends while its breaker is open or its queue is full."),
 };
 
+/** How many sends of one notification an APNs or FCM gateway takes through its bulkhead together (`how`: the SDK calls they make). */
+const groupSize = (how: string) =>
+  z
+    .number()
+    .int()
+    .min(1)
+    .max(500)
+    .default(32)
+    .describe(
+      `Sends of one notification taken through this app's bulkhead together, ${how}: the gateway's work per request (bulkhead, records, metrics) is shared by the group. Counted as that many sends against \`concurrency\`, \`queueLimit\` and \`ratePerSec\`; \`breaker.failures\` counts failed sends, in whole groups; a group's answers are recorded once its last one is in. 1 = one send at a time.`,
+    );
+
 const apnsApp = z.strictObject({
   name: z.string().min(1).optional().describe("Name used in logs, metrics and `failover`; the topic when absent."),
   topic: z.string().min(1).default("com.example.nfx").describe("APNs topic: the app's bundle id. Devices whose `app` is this topic or this app's name are sent through this app; others through the first app."),
@@ -67,8 +79,9 @@ const apnsApp = z.strictObject({
   port: port.optional().describe("Override of the APNs port."),
   caFile: file.optional().describe("PEM CA to trust for the APNs endpoint (the sandbox's certificate); must exist."),
   clientCount: z.number().int().min(1).max(64).default(2).describe("HTTP/2 sessions in this app's pool."),
+  groupSize: groupSize("in one SDK call (`send(note, tokens)`: one HTTP/2 stream per token)"),
   ...bulkhead,
-  concurrency: bulkhead.concurrency.default(256),
+  concurrency: bulkhead.concurrency.default(256).describe("Sends in flight at once for this app (HTTP/2 streams; bulkhead)."),
 });
 
 const fcmApp = z.strictObject({
@@ -81,8 +94,9 @@ const fcmApp = z.strictObject({
   port: port.optional().describe("Override of the FCM port."),
   caFile: file.optional().describe("PEM CA to trust for the FCM endpoint (the sandbox's certificate); must exist."),
   sockets: z.number().int().min(1).max(1024).default(64).describe("Keep-alive sockets in this app's pool."),
+  groupSize: groupSize("one SDK `send` each (one HTTP request), made at once"),
   ...bulkhead,
-  concurrency: bulkhead.concurrency.default(128),
+  concurrency: bulkhead.concurrency.default(128).describe("Sends in flight at once for this app (HTTP requests; bulkhead)."),
 });
 
 const sendgridAccount = z.strictObject({

@@ -80,8 +80,12 @@ export class Bulkhead {
     this.breaker.onReset(() => log.info({ app }, "breaker closed"));
   }
 
-  /** Calls `request` (for `sends` sends) inside the bulkhead, or refuses. Errors `request` throws pass through. */
-  async run(sends: number, request: () => Promise<SendResult[]>): Promise<SendResult[] | Refusal> {
+  /**
+   * Calls `request` (for `sends` sends, taking `slots` of the app's `concurrency`: 1 for a request that is one
+   * provider call, `sends` for a group of calls made together) inside the bulkhead, or refuses. Errors `request`
+   * throws pass through.
+   */
+  async run(sends: number, request: () => Promise<SendResult[]>, slots = 1): Promise<SendResult[] | Refusal> {
     if (this.isOpen()) return { refused: "breaker_open", retryInMs: this.cfg.breaker.halfOpenAfterMs };
     if (this.slots.inFlight >= this.slots.limit && this.slots.queued >= this.cfg.queueLimit) return { refused: "bulkhead_full", retryInMs: 1000 };
     return this.slots.run(async () => {
@@ -95,7 +99,7 @@ export class Bulkhead {
         }
         throw err;
       }
-    });
+    }, 0, slots);
   }
 
   /** Whether the breaker refuses requests now: open and its half-open wait not yet over, or isolated by an operator. */

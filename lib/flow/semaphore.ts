@@ -1,31 +1,66 @@
 // A counting semaphore: bounds calls in flight to one provider app (the concurrency limit of its bulkhead), or JetStream consumer creations of one process.
 
-/** Runs at most `limit` tasks at once; the rest wait in FIFO order per rank, lower ranks ahead of higher ones. */
+/** A task waiting for its slots. */
+interface Waiter {
+  weight: number;
+  go: () => void;
+}
+
+/**
+ * Runs tasks while their weights in flight stay within `limit` (a task weighs 1
+ * unless told otherwise; one heavier than `limit` runs alone). The rest wait
+ * in FIFO order per rank, lower ranks ahead of higher ones; a waiting task is
+ * never overtaken by a lighter one behind it.
+ */
 export class Semaphore {
   private active = 0;
+  private waitingWeight = 0;
   /** Waiting tasks per rank. */
-  private readonly waiting: (() => void)[][] = [];
+  private readonly waiting: Waiter[][] = [];
   constructor(readonly limit: number) {}
 
-  /** Runs `fn` when a slot is free (after every waiting task of a lower `rank`) and releases the slot when it settles, whatever the outcome. */
-  async run<T>(fn: () => Promise<T>, rank = 0): Promise<T> {
-    if (this.active >= this.limit) await new Promise<void>((r) => (this.waiting[rank] ??= []).push(r));
-    else this.active++;
+  /**
+   * Runs `fn` when `weight` slots are free (after every waiting task of a lower `rank`, and those of its rank
+   * before it) and releases them when it settles, whatever the outcome.
+   */
+  async run<T>(fn: () => Promise<T>, rank = 0, weight = 1): Promise<T> {
+    if (this.waitingWeight === 0 && this.fits(weight)) this.active += weight;
+    else {
+      this.waitingWeight += weight;
+      await new Promise<void>((go) => (this.waiting[rank] ??= []).push({ weight, go }));
+    }
     try {
       return await fn();
     } finally {
-      const next = this.waiting.find((q) => q?.length)?.shift();
-      if (next) next();
-      else this.active--;
+      this.active -= weight;
+      this.admit();
     }
   }
 
-  /** Tasks waiting for a slot. */
-  get queued(): number {
-    return this.waiting.reduce((a, q) => a + (q?.length ?? 0), 0);
+  /** Whether `weight` more slots fit now (a task heavier than the limit fits only when nothing runs). */
+  private fits(weight: number): boolean {
+    return this.active === 0 || this.active + weight <= this.limit;
   }
 
-  /** Tasks running now. */
+  /** Starts waiting tasks, lowest rank first, for as long as the next one fits. */
+  private admit(): void {
+    for (const q of this.waiting) {
+      while (q?.length) {
+        if (!this.fits(q[0].weight)) return;
+        const w = q.shift()!;
+        this.active += w.weight;
+        this.waitingWeight -= w.weight;
+        w.go();
+      }
+    }
+  }
+
+  /** Slots (task weights) waiting. */
+  get queued(): number {
+    return this.waitingWeight;
+  }
+
+  /** Slots (task weights) in flight. */
   get inFlight(): number {
     return this.active;
   }

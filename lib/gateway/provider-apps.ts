@@ -11,14 +11,20 @@ export type { SendResult };
 /** One provider app of a channel (an APNs bundle id and key, an FCM project, a SendGrid or Twilio account): the SDK call, nothing else. */
 export interface ProviderApp {
   readonly name: string;
-  /** Sends per provider request: 1 for APNs, FCM and SMS; up to 1000 personalizations for email. */
+  /** Sends per {@link request}: up to 1000 personalizations of one email request; a group of APNs or FCM sends handed to the SDK together; 1 for SMS. */
   readonly perRequest: number;
+  /**
+   * True when each send of a {@link request} is a provider call of its own (an HTTP/2 stream, an HTTP request),
+   * made together: the app's bulkhead `concurrency` then counts sends, not requests.
+   */
+  readonly callPerSend?: boolean;
   /**
    * One provider request for `sends` (at most `perRequest`) of notification
    * `n`. Resolves one result per send, in order; provider errors are results,
-   * never throws.
+   * never throws. An app whose sends are calls of their own ({@link callPerSend})
+   * passes each send's result to `answered` as it arrives, before resolving.
    */
-  request(n: NotificationBrief, sends: readonly Send[]): Promise<SendResult[]>;
+  request(n: NotificationBrief, sends: readonly Send[], answered?: (j: number, r: SendResult) => void): Promise<SendResult[]>;
   close(): Promise<void>;
 }
 
@@ -67,7 +73,9 @@ export class ProviderApps {
         sent: sends("sent"), retryable: sends("retryable"), failed: sends("failed"), refused: sends("refused"),
         ok: took("ok"), partial: took("partial"), error: took("error"),
       };
-      return [app.name, { app, cfg, bulkhead: new Bulkhead(app.name, cfg, log), metrics }];
+      // A group of calls counts once against the breaker: its threshold in groups, so it opens after about `failures` failed sends.
+      const bcfg = app.callPerSend && app.perRequest > 1 ? { ...cfg, breaker: { ...cfg.breaker, failures: Math.ceil(cfg.breaker.failures / app.perRequest) } } : cfg;
+      return [app.name, { app, cfg, bulkhead: new Bulkhead(app.name, bcfg, log), metrics }];
     }));
   }
 
@@ -97,31 +105,42 @@ export class ProviderApps {
    * breaker is open. `recordAnswer` runs as soon as the provider answers and
    * holds the bulkhead slot until the records it started are written: a send
    * is in flight from its request's start until its outcome is recorded, and
-   * the app's `concurrency` bounds exactly those. Resolves the results, or the
+   * the app's `concurrency` bounds exactly those. `answered` gets each send's
+   * result as it arrives from an app that answers send by send (its records
+   * are started then; `recordAnswer` still runs, and waits for them, once
+   * the whole request has answered). Resolves the results, or the
    * refusal when no app took them; never calls an app twice for one request.
    */
-  async dispatch(name: string, n: NotificationBrief, sends: Send[], recordAnswer: (res: SendResult[]) => Promise<void>, tried: Set<string> = new Set()): Promise<SendResult[] | Refusal> {
+  async dispatch(
+    name: string, n: NotificationBrief, sends: Send[], recordAnswer: (res: SendResult[]) => Promise<void>, answered?: (j: number, r: SendResult) => void, tried: Set<string> = new Set(),
+  ): Promise<SendResult[] | Refusal> {
     const a = this.apps.get(name)!;
     tried.add(name);
     const m = a.metrics;
     const r = await a.bulkhead.run(sends.length, async () => {
       const t0 = performance.now();
-      const res = await a.app.request(n, sends);
+      const res = await a.app.request(n, sends, answered);
       let ok = 0;
       for (const x of res) if (x.ok) ok++;
       (ok === res.length ? m.ok : ok > 0 ? m.partial : m.error).observe((performance.now() - t0) / 1000);
       await recordAnswer(res);
       return res;
-    });
+    }, a.app.callPerSend ? sends.length : 1);
     if (!isRefusal(r)) {
-      for (const x of r) (x.ok ? m.sent : x.error.retryable ? m.retryable : m.failed).inc();
+      let ok = 0;
+      let retryable = 0;
+      for (const x of r) if (x.ok) ok++;
+      else if (x.error.retryable) retryable++;
+      if (ok) m.sent.inc(ok);
+      if (retryable) m.retryable.inc(retryable);
+      if (r.length - ok - retryable) m.failed.inc(r.length - ok - retryable);
       return r;
     }
     m.refused.inc(sends.length);
     const f = a.cfg.failover;
     if (f && !tried.has(f) && this.apps.has(f)) {
       this.log.debug({ app: name, failover: f, sends: sends.length }, "failing over");
-      return this.dispatch(f, n, sends, recordAnswer, tried);
+      return this.dispatch(f, n, sends, recordAnswer, answered, tried);
     }
     return r;
   }

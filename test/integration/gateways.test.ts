@@ -126,6 +126,33 @@ t.test("gateways", async (t) => {
     t.equal(rec.accepted("twilio").find((x) => x.token === "+15551230001")?.body, "Code 4321", "the text arrived");
   });
 
+  t.test("APNs and FCM: groups of sends in one SDK call, each send its own call and its own answer", async (t) => {
+    // 70 APNs sends: requests of 32, 32 and 6 (groupSize); a token shared by two users, a gone and a bad token, one
+    // send with content rendered for its recipient. 40 FCM sends likewise.
+    for (const [channel, n, gone] of [["apns", 70, "Unregistered"], ["fcm", 40, "messaging/registration-token-not-registered"]] as const) {
+      const b = brief({ push: { title: "T", body: "B" } });
+      const sends: Omit<Send, "nid">[] = Array.from({ length: n }, (_, i) => ({ user: `${channel}g${i}`, device: "d", token: `${channel}-grp-${i}` }));
+      sends[1].token = sends[0].token;
+      sends[5].token = `gone-${channel}-grp`;
+      sends[6].token = `bad-${channel}-grp`;
+      const own = n - 3;
+      sends[own].push = { title: "Own", body: "rendered" };
+      await publish(channel, b, sends);
+      const rs = await settled(b.id, n);
+      const by = new Map(rs.map((r) => [r.user, r]));
+      t.equal(by.size, n, `${channel}: one final receipt per send`);
+      t.match(by.get(`${channel}g5`), { outcome: "failed", reason: gone }, `${channel}: the gone token failed alone`);
+      t.equal(by.get(`${channel}g6`)?.outcome, "failed", `${channel}: the bad token failed alone`);
+      const sent = rs.filter((r) => r.outcome === "sent");
+      t.equal(sent.length, n - 2, `${channel}: every other send was sent`);
+      t.equal(new Set(sent.map((r) => r.providerId)).size, n - 2, `${channel}: each with its own provider id`);
+      t.equal(calls(channel, sends[0].token).length, 2, `${channel}: the shared token was called once per user`);
+      t.ok(sends.every((s, i) => i === 1 || calls(channel, s.token).length === (i === 0 ? 2 : 1)), `${channel}: every other token exactly once`);
+      t.same(calls(channel, sends[own].token).map((x) => x.title), ["Own"], `${channel}: rendered content went to its recipient only`);
+      t.ok(sends.every((s, i) => i === own || calls(channel, s.token).every((x) => x.title === "T")), `${channel}: the others got the notification's content`);
+    }
+  });
+
   t.test("no retry before Retry-After (APNs 503 with retry-after: 2)", async (t) => {
     const id = rec.faults.add({ provider: "apns", prefix: "ra-", errors: [{ code: "503", rate: 1, retryAfterSec: 2 }] });
     const n = brief({ push: { title: "T", body: "B" } });

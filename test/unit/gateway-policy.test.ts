@@ -75,6 +75,31 @@ t.test("bulkhead full: beyond queueLimit waiting requests, refused at once", asy
   t.ok(Array.isArray(await a) && Array.isArray(await q), "the admitted two complete");
 });
 
+t.test("grouped calls: a group takes one slot per send; a waiting group is not overtaken; one too big runs alone", async (t) => {
+  const b = new Bulkhead("g", { concurrency: 4, queueLimit: 100, ratePerSec: 0, breaker: { failures: 100, halfOpenAfterMs: 1000 } }, log);
+  const gates: (() => void)[] = [];
+  const order: string[] = [];
+  const call = (name: string, n: number) => (): Promise<SendResult[]> => (order.push(name), new Promise((res) => gates.push(() => res(Array.from({ length: n }, () => ({ ok: true }))))));
+  const a = b.run(3, call("a3", 3), 3);
+  const c = b.run(2, call("c2", 2), 2);
+  const d = b.run(1, call("d1", 1), 1);
+  await new Promise((res) => setImmediate(res));
+  t.same(order, ["a3"], "3 of 4 slots taken: the group of 2 waits, and the single send behind it waits too");
+  t.same([b.state().inFlight, b.state().queued], [3, 3], "in flight and queued count sends");
+  gates.shift()!();
+  await a;
+  await new Promise((res) => setImmediate(res));
+  t.same(order, ["a3", "c2", "d1"], "both start once the group of 3 is done");
+  gates.splice(0).forEach((g) => g());
+  await Promise.all([c, d]);
+  const big = b.run(6, call("big6", 6), 6);
+  await new Promise((res) => setImmediate(res));
+  t.same(order.at(-1), "big6", "a group larger than the limit runs when nothing else does");
+  gates.splice(0).forEach((g) => g());
+  t.equal((await big as SendResult[]).length, 6);
+  t.equal(b.state().inFlight, 0, "every slot released");
+});
+
 t.test("rate limit: sends are spaced at the quota after a one-second burst", async (t) => {
   const clock = 0;
   const rl = new RateLimit(100, () => clock);
