@@ -143,9 +143,18 @@ function appsOf<T extends z.ZodType<{ name?: string; failover?: string }>>(app: 
 }
 
 /** One channel's gateway section: its provider apps (by default one app of the app schema's defaults), described. */
-function gatewayOf<T extends z.ZodType<{ name?: string; failover?: string }>>(app: T, naming: (a: z.output<T>) => string, apps: string, what: string) {
+function gatewayOf<T extends z.ZodType<{ name?: string; failover?: string }>>(app: T, naming: (a: z.output<T>) => string, apps: string, what: string, batches?: { default: number; why: string }) {
+  const batchConcurrency = z
+    .number()
+    .int()
+    .min(1)
+    .max(64)
+    .describe(`Send batches of this channel processed at once per gateway process and lane${batches ? `: ${batches.why}` : "; absent: `gateways.batchConcurrency`"}.`);
   return z
-    .strictObject({ apps: appsOf(app, naming).default([app.parse({})]).describe(apps) })
+    .strictObject({
+      apps: appsOf(app, naming).default([app.parse({})]).describe(apps),
+      batchConcurrency: batches ? batchConcurrency.default(batches.default) : batchConcurrency.optional(),
+    })
     .prefault({})
     .describe(what);
 }
@@ -415,10 +424,13 @@ export const configSchema = z.strictObject({
     .strictObject({
       apns: gatewayOf(apnsApp, (a) => a.topic, "APNs apps (at least one; unique names; a failover names another app).", "The APNs gateway."),
       fcm: gatewayOf(fcmApp, (a) => a.projectId, "FCM projects (at least one; unique names; a failover names another app).", "The FCM gateway."),
-      email: gatewayOf(sendgridAccount, (a) => a.name, "SendGrid accounts (at least one; unique names; the first sends, the others only as failovers).", "The email gateway (SendGrid)."),
+      email: gatewayOf(sendgridAccount, (a) => a.name, "SendGrid accounts (at least one; unique names; the first sends, the others only as failovers).", "The email gateway (SendGrid).", {
+        default: 16,
+        why: "a batch of up to `batchSize` recipients is one SendGrid request, so this many batches keep the first account's `concurrency` (16) busy",
+      }),
       sms: gatewayOf(twilioAccount, (a) => a.name, "Twilio accounts (at least one; unique names; the first sends, the others only as failovers).", "The SMS gateway (Twilio)."),
       retry,
-      batchConcurrency: z.number().int().min(1).max(64).default(4).describe("Send batches processed at once per gateway process and lane."),
+      batchConcurrency: z.number().int().min(1).max(64).default(4).describe("Send batches processed at once per gateway process and lane, for channels that set none of their own (`gateways.<channel>.batchConcurrency`)."),
       deliveredTtlSec: z.number().int().min(60).max(30 * 86400).default(86400).describe("How long a delivered key is remembered so a replayed batch never calls a provider twice."),
       claimTtlSec: z.number().int().min(3).max(3600).default(10).describe("How long a claim on a delivery key (taken right before the provider call) holds off other attempts; a live batch renews its claims every third of it, so it bounds how long a dead gateway's claims outlive it."),
       ackWaitSec: z.number().int().min(3).max(3600).default(10).describe("Redelivery timeout of the send-stream consumers (the runner signals progress every third of it): how soon a dead gateway's batches go to another."),

@@ -35,8 +35,8 @@ export class Claims {
   }
 }
 
-/** The writes of one event-loop turn to one shard's keys: keys, values ("" deletes), TTLs. */
-type Group = { keys: string[]; values: string[]; ttls: number[] };
+/** The writes of one event-loop turn to one shard's keys: keys, values ("" deletes), TTLs; and runs of keys set to one value (sent once). */
+type Group = { keys: string[]; values: string[]; ttls: number[]; same: { keys: readonly string[]; value: string; ttl: number }[] };
 
 /**
  * Writes delivery-key values as soon as they are known: every write queued in
@@ -61,9 +61,13 @@ export class OutcomeWriter {
     return this.flushed();
   }
 
-  /** Sets every key of `keys` to the same `value` with TTL `ttlSec` (the recipients of one email request): one promise for all. */
+  /**
+   * Sets every key of `keys` (one user shard's) to the same `value` with TTL `ttlSec` (the recipients of one email
+   * request): one promise for all, the value sent once.
+   */
   setAll(keys: readonly string[], value: string, ttlSec: number): Promise<void> {
-    for (const k of keys) this.add(k, value, ttlSec);
+    if (keys.length === 1) this.add(keys[0], value, ttlSec);
+    else if (keys.length > 1) this.groupOf(keys[0]).same.push({ keys, value, ttl: ttlSec });
     return this.flushed();
   }
 
@@ -72,10 +76,15 @@ export class OutcomeWriter {
     return this.set(key, "", 0);
   }
 
-  private add(key: string, value: string, ttlSec: number): void {
+  private groupOf(key: string): Group {
     const tag = hashTagOf(key);
     let g = this.groups.get(tag);
-    if (!g) this.groups.set(tag, (g = { keys: [], values: [], ttls: [] }));
+    if (!g) this.groups.set(tag, (g = { keys: [], values: [], ttls: [], same: [] }));
+    return g;
+  }
+
+  private add(key: string, value: string, ttlSec: number): void {
+    const g = this.groupOf(key);
     g.keys.push(key);
     g.values.push(value);
     g.ttls.push(ttlSec);
@@ -88,7 +97,12 @@ export class OutcomeWriter {
         const groups = this.groups;
         this.groups = new Map();
         this.turn = null;
-        Promise.all([...groups.values()].map((x) => this.r.nfxSetDeliveryKeys(x.keys.length, ...x.keys, ...x.values, ...x.ttls))).then(() => res(), rej);
+        const calls: Promise<number>[] = [];
+        for (const x of groups.values()) {
+          if (x.keys.length) calls.push(this.r.nfxSetDeliveryKeys(x.keys.length, ...x.keys, ...x.values, ...x.ttls));
+          for (const r of x.same) calls.push(this.r.nfxSetDeliveryKeys(r.keys.length, ...r.keys, r.value, r.ttl));
+        }
+        Promise.all(calls).then(() => res(), rej);
       }),
     );
     // Marked handled here: a batch that failed before awaiting its writes must not crash the process with an unhandled rejection.

@@ -8,7 +8,7 @@ import { encode } from "../core/codec.js";
 import type { Config } from "../core/config.js";
 import type { Logger } from "../core/log.js";
 import { ownValue } from "../core/own-keys.js";
-import { BUCKET, CLASS_PRIORITIES, CONSUMER, LANE_CLASSES, type LaneClass, MSGID, type Priority, retrySubject, sendSubject, STREAM } from "../core/subjects.js";
+import { BUCKET, type Channel, CLASS_PRIORITIES, CONSUMER, LANE_CLASSES, type LaneClass, MSGID, type Priority, retrySubject, sendSubject, STREAM } from "../core/subjects.js";
 import type { DeadLetter, ReceiptEntry, RetryBatch, Send, SendBatch } from "../core/types.js";
 import { removeDeadToken } from "../directory/directory.js";
 import { Admission, LatencyReporter } from "../flow/admission.js";
@@ -46,6 +46,12 @@ export interface GatewayDeps {
 export interface RunningGateway {
   stop(): Promise<void>;
   bulkheads(): BulkheadState[];
+}
+
+/** Send batches of `channel` a gateway process handles at once per lane: the channel's own setting, else `gateways.batchConcurrency`. */
+export function batchConcurrencyOf(cfg: Config, channel: Channel): number {
+  const own = channel === "apns" || channel === "fcm" || channel === "email" || channel === "sms" ? cfg.gateways[channel].batchConcurrency : undefined;
+  return own ?? cfg.gateways.batchConcurrency;
 }
 
 /**
@@ -306,7 +312,7 @@ async function runGatewayLanes(d: GatewayDeps, client: ChannelClient, cls: LaneC
 
   const lanes = (lanesRef = runLanes({
     js: d.nats.js, stream: STREAM.send(channel), consumer: (p) => CONSUMER.gateway(channel, p), priorities: CLASS_PRIORITIES[cls],
-    concurrency: g.batchConcurrency, prefetch: 4, ackWaitSec: g.ackWaitSec, log, handle,
+    concurrency: batchConcurrencyOf(d.cfg, channel), prefetch: 4, ackWaitSec: g.ackWaitSec, log, handle,
   }));
   const held = await holdUntilDue<RetryBatch>({
     nats: d.nats, log, stream: STREAM.retry, consumer: CONSUMER.retry(channel), type: "retry_batch", now,

@@ -14,6 +14,7 @@ import { deliveredKey } from "../../lib/core/keys.js";
 import { createLogger } from "../../lib/core/log.js";
 import { sendSubject } from "../../lib/core/subjects.js";
 import type { NotificationBrief, ReceiptEntry, Send, SendBatch } from "../../lib/core/types.js";
+import { OutcomeWriter } from "../../lib/gateway/delivery-claims.js";
 import { runGateway } from "../../lib/gateway/runner.js";
 import { connectNats } from "../../lib/infra/nats.js";
 import { connectRedis } from "../../lib/infra/redis.js";
@@ -73,6 +74,17 @@ t.test("gateway claims", async (t) => {
     // Both copies reported "sent": a second call would have come before the second receipt; a short wait catches a stray one.
     await new Promise((r) => setTimeout(r, 500));
     t.equal(calls("slow-c1"), 1, "FCM was called once for the device");
+  });
+
+  t.test("outcome writes of one turn: one value for many keys (sent once), values per key, deletions", async (t) => {
+    const w = new OutcomeWriter(redis);
+    const many = Array.from({ length: 5 }, (_, i) => deliveredKey(2, `w|m${i}|email|d`));
+    const [a, b, gone] = ["a", "b", "gone"].map((u) => deliveredKey(2, `w|${u}|email|d`));
+    await redis.set(gone, "~claim");
+    await Promise.all([w.setAll(many, '{"outcome":"sent"}', 100), w.set(a, "A", 50), w.set(b, "B", 60), w.del(gone)]);
+    t.same(await redis.mget(...many, a, b, gone), [...many.map(() => '{"outcome":"sent"}'), "A", "B", null], "each key holds its value; the deleted one is gone");
+    const ttls = await Promise.all([...many, a, b].map((k) => redis.ttl(k)));
+    t.ok(ttls.slice(0, 5).every((x) => x > 90 && x <= 100) && ttls[5] > 40 && ttls[5] <= 50 && ttls[6] > 50 && ttls[6] <= 60, `with their TTLs (${ttls.join(", ")})`);
   });
 
   t.test("an accepted send is recorded when its request answers, while the rest of its batch is still in flight", async (t) => {
