@@ -65,7 +65,7 @@ const groupSize = (how: string) =>
     .max(500)
     .default(32)
     .describe(
-      `Sends of one notification taken through this app's bulkhead together, ${how}: the gateway's work per request (bulkhead, records, metrics) is shared by the group. Counted as that many sends against \`concurrency\`, \`queueLimit\` and \`ratePerSec\`; \`breaker.failures\` counts failed sends, in whole groups; a group's answers are recorded once its last one is in. 1 = one send at a time.`,
+      `Sends of one notification taken through this app's bulkhead together, ${how}: the gateway's work per request (bulkhead, records, metrics) is shared by the group. Counted as that many sends against \`concurrency\`, \`queueLimit\` and \`ratePerSec\`; \`breaker.failures\` counts failed sends (a group failing as a whole counts as its sends). 1 = one send at a time.`,
     );
 
 const apnsApp = z.strictObject({

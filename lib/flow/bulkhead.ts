@@ -66,18 +66,38 @@ export class Bulkhead {
   private readonly breaker: CircuitBreakerPolicy;
   /** When the breaker last opened (monotonic ms). cockatiel moves to half-open lazily, on the first call after the wait. */
   private openedAt = 0;
+  /** Failed provider calls in a row since the last request that did not fail as a whole (or since the breaker last opened). */
+  private failedInARow = 0;
 
-  constructor(readonly app: string, private readonly cfg: BulkheadConfig, log: Logger) {
+  /**
+   * With `perSend`, each send of a request is a provider call of its own (a group of APNs or FCM sends): a request
+   * failing as a whole counts as that many failed calls against `breaker.failures`; else as one.
+   */
+  constructor(readonly app: string, private readonly cfg: BulkheadConfig, log: Logger, private readonly perSend = false) {
     this.slots = new Semaphore(cfg.concurrency);
     this.rate = new RateLimit(cfg.ratePerSec);
-    this.breaker = circuitBreaker(handleWhenResult((r) => requestFailed(r as SendResult[])), {
+    // cockatiel counts requests; the count in calls is kept here, and cockatiel is told "failure" only when it opens the breaker.
+    this.breaker = circuitBreaker(handleWhenResult((r) => this.opens(r as SendResult[])), {
       halfOpenAfter: cfg.breaker.halfOpenAfterMs,
-      breaker: new ConsecutiveBreaker(cfg.breaker.failures),
+      breaker: new ConsecutiveBreaker(1),
     });
-    this.breaker.onBreak(() => (this.openedAt = performance.now()));
+    this.breaker.onBreak(() => {
+      this.openedAt = performance.now();
+      this.failedInARow = 0;
+    });
     this.breaker.onBreak(() => log.warn({ app, halfOpenAfterMs: cfg.breaker.halfOpenAfterMs }, "breaker opened"));
     this.breaker.onHalfOpen(() => log.info({ app }, "breaker half-open: one trial request"));
     this.breaker.onReset(() => log.info({ app }, "breaker closed"));
+  }
+
+  /** Whether request result `r` opens the breaker: `breaker.failures` failed calls in a row, or a failed half-open trial. */
+  private opens(r: SendResult[]): boolean {
+    if (!requestFailed(r)) {
+      this.failedInARow = 0;
+      return false;
+    }
+    this.failedInARow += this.perSend ? r.length : 1;
+    return this.breaker.state === CircuitState.HalfOpen || this.failedInARow >= this.cfg.breaker.failures;
   }
 
   /**

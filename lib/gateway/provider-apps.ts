@@ -73,9 +73,7 @@ export class ProviderApps {
         sent: sends("sent"), retryable: sends("retryable"), failed: sends("failed"), refused: sends("refused"),
         ok: took("ok"), partial: took("partial"), error: took("error"),
       };
-      // A group of calls counts once against the breaker: its threshold in groups, so it opens after about `failures` failed sends.
-      const bcfg = app.callPerSend && app.perRequest > 1 ? { ...cfg, breaker: { ...cfg.breaker, failures: Math.ceil(cfg.breaker.failures / app.perRequest) } } : cfg;
-      return [app.name, { app, cfg, bulkhead: new Bulkhead(app.name, bcfg, log), metrics }];
+      return [app.name, { app, cfg, bulkhead: new Bulkhead(app.name, cfg, log, app.callPerSend ?? false), metrics }];
     }));
   }
 

@@ -63,6 +63,22 @@ t.test("breaker: opens after consecutive failed requests, refuses without callin
   t.equal(c.state().breaker, "closed", "a permanent error (bad token) is not a provider failure and breaks the run");
 });
 
+t.test("breaker of an app whose sends are calls of their own: failed sends counted, not requests", async (t) => {
+  const b = new Bulkhead("p", { concurrency: 64, queueLimit: 10, ratePerSec: 0, breaker: { failures: 5, halfOpenAfterMs: 60_000 } }, log, true);
+  const failing = (n: number) => (): Promise<SendResult[]> => Promise.resolve(Array.from({ length: n }, () => fail()));
+  await b.run(1, failing(1), 1);
+  await b.run(3, failing(3), 3);
+  t.equal(b.state().breaker, "closed", "4 failed sends: still closed");
+  await b.run(1, () => Promise.resolve([{ ok: true }]), 1);
+  await b.run(4, failing(4), 4);
+  t.equal(b.state().breaker, "closed", "a success started the count again: 4");
+  await b.run(1, failing(1), 1);
+  t.equal(b.state().breaker, "open", "the fifth failed send in a row opens it");
+  const one = new Bulkhead("e", { concurrency: 4, queueLimit: 10, ratePerSec: 0, breaker: { failures: 2, halfOpenAfterMs: 60_000 } }, log);
+  await one.run(500, failing(500));
+  t.equal(one.state().breaker, "closed", "a request that is one provider call (an email request) counts once, whatever its sends");
+});
+
 t.test("bulkhead full: beyond queueLimit waiting requests, refused at once", async (t) => {
   const b = new Bulkhead("q", { concurrency: 1, queueLimit: 1, ratePerSec: 0, breaker: { failures: 100, halfOpenAfterMs: 1000 } }, log);
   let release!: () => void;
