@@ -125,9 +125,16 @@ async function rawSdk(cfg: Config, ch: Exclude<Channel, "inapp">, n: number): Pr
     const p = new apn.MultiProvider(opts);
     // Grouped as the gateway groups them (`groupSize` tokens per SDK call, one notification each), with the same streams in flight.
     const g = a.groupSize;
+    const expiry = Math.floor(Date.now() / 1000) + 3600;
     await pool(Math.ceil(n / g), Math.ceil(a.concurrency / g), async (r) => {
+      // The same notification as the gateway's: push type, expiry and priority headers, and the notification's id in the
+      // payload (which the app reports opens with).
       const note = new apn.Notification({ alert: { title: "Bench", body: "Gateway throughput" } });
       note.topic = a.topic;
+      note.pushType = "alert";
+      note.payload = { nfx: { id: "n_benchraw" } };
+      note.priority = 5;
+      note.expiry = expiry;
       await p.send(note, Array.from({ length: Math.min(g, n - r * g) }, (_, j) => tokenFor(ch, prefix, r * g + j)));
     });
     await p.shutdown();
@@ -142,8 +149,15 @@ async function rawSdk(cfg: Config, ch: Exclude<Channel, "inapp">, n: number): Pr
     const app = initializeApp({ projectId: f.projectId, credential: { getAccessToken: () => Promise.resolve({ access_token: f.sandboxToken, expires_in: 3600 }) }, httpAgent: agent }, `raw-${prefix}`);
     const m = getMessaging(app);
     m.enableLegacyHttpTransport();
-    // One `send` per message, the SDK's cheapest way (its `sendEach` spends more per message).
-    await pool(n, f.concurrency, (i) => m.send({ token: tokenFor(ch, prefix, i), notification: { title: "Bench", body: "Gateway throughput" } }));
+    // One `send` per message, the SDK's cheapest way (its `sendEach` spends more per message). The same message as the
+    // gateway's: the notification's id in `data` (which opens are reported with), Android TTL and priority.
+    const expiresAt = Date.now() + 3_600_000;
+    await pool(n, f.concurrency, (i) =>
+      m.send({
+        token: tokenFor(ch, prefix, i), notification: { title: "Bench", body: "Gateway throughput" }, data: { nfx_id: "n_benchraw" },
+        android: { ttl: Math.max(0, expiresAt - Date.now()), priority: "normal" },
+      }),
+    );
     await deleteApp(app);
     agent.destroy();
   } else if (ch === "email") {
