@@ -1,6 +1,6 @@
 // bench:gateways — per channel, the send rate through an nfx gateway against the rate of the bare SDK on the same sandbox in the same run.
 import { type ChildProcess, spawn } from "node:child_process";
-import { readFileSync, writeFileSync } from "node:fs";
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import http from "node:http";
 import https from "node:https";
 import { Session } from "node:inspector/promises";
@@ -217,7 +217,10 @@ async function main(): Promise<void> {
       const n = N[ch];
       const cpu = (): number[] => [cpuSecs(process.pid), cpuSecs(sb.proc.pid), cpuSecs(bc.cluster.nats.proc.pid), cpuSecs(bc.cluster.redis.proc.pid)];
       const c0 = cpu();
-      const { gc: rawGc } = await observed(() => rawSdk(cfg, ch, n));
+      // BENCH_CPU_PROF=<dir>: a CPU profile of each channel's bare run and gateway run, <dir>/{raw,gateway}-<channel>.cpuprofile.
+      const profDir = process.env.BENCH_CPU_PROF;
+      if (profDir) mkdirSync(profDir, { recursive: true });
+      const { gc: rawGc } = await observed(() => rawSdk(cfg, ch, n), profDir ? join(profDir, `raw-${ch}.cpuprofile`) : undefined);
       const c1 = cpu();
       const raw = (await accepted(sb.ports.control, PROVIDER[ch], tokenPrefix(ch, "r"))).perSec;
 
@@ -232,8 +235,7 @@ async function main(): Promise<void> {
       const stats = async (): Promise<number> => ((await (await fetch(`http://127.0.0.1:${sb.ports.control}/accepted`)).json()) as Record<string, number>)[PROVIDER[ch]];
       const before = await stats();
       const c2 = cpu();
-      // BENCH_CPU_PROF=<dir>: a CPU profile of each channel's gateway run, <dir>/gateway-<channel>.cpuprofile.
-      const prof = process.env.BENCH_CPU_PROF ? join(process.env.BENCH_CPU_PROF, `gateway-${ch}.cpuprofile`) : undefined;
+      const prof = profDir ? join(profDir, `gateway-${ch}.cpuprofile`) : undefined;
       const { gc: pipeGc } = await observed(async () => {
         const gw = await runGateway({ cfg, nats: bc.nats, redis: bc.redis, log, lanes: ["bulk"] }, clients[ch]);
         let now = before;
