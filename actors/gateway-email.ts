@@ -112,7 +112,8 @@ function consentOf(c: EmailConsent, n: NotificationBrief, s: Send, uses: Consent
   if (uses.preferences) (subs ??= {}).preferences_url = c.links.preferencesUrl(s.user);
   if (!commercial) return { subs };
   const mailto = c.mailto ? `, <mailto:${c.mailto}?subject=${encodeURIComponent(`unsubscribe ${unsub.slice(unsub.lastIndexOf("/") + 1)}`)}>` : "";
-  return { headers: { "List-Unsubscribe": `<${unsub}>${mailto}`, "List-Unsubscribe-Post": "List-Unsubscribe=One-Click" }, subs };
+  // Its List-Unsubscribe-Post goes once in the mail's own headers, the same for every recipient ({@link sendgridRequest}).
+  return { headers: { "List-Unsubscribe": `<${unsub}>${mailto}` }, subs };
 }
 
 /** `subs` with each key wrapped as SendGrid's v3 API takes it (`{{key}}`), as the SDK's mail helper would. */
@@ -162,6 +163,9 @@ export function sendgridRequest(n: NotificationBrief, sends: readonly Send[], co
     content: same ? (content(c0).length ? content(c0) : [{ type: "text/plain", value: " " }]) : content(null),
     categories: [n.category],
     custom_args: { nfx_id: n.id },
+    // One-click unsubscribe of commercial mail: the same for every recipient, so once per request (SendGrid merges the
+    // mail's headers into each personalization's); each recipient's own List-Unsubscribe is in their personalization.
+    ...(consent?.commercial(n.category) ? { headers: { "List-Unsubscribe-Post": "List-Unsubscribe=One-Click" } } : {}),
     personalizations: sends.map((s, i) => {
       const subs = same ? sharedSubs(i) : null;
       return {

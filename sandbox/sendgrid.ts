@@ -181,14 +181,17 @@ export async function startSendgridSandbox(o: SendgridSandboxOptions): Promise<S
         const blocks: unknown[] = Array.isArray(top.content) ? top.content : [];
         const text = blocks.find((c) => isObj(c) && c.type === "text/plain") ?? blocks.find((c) => isObj(c) && c.type === "text/html");
         let n = 0;
+        // The mail's own headers apply to every personalization, which may override them (as SendGrid merges them).
+        const topHeaders = isObj(top.headers) ? top.headers : null;
         ps.forEach((p, i) => {
           if (!isObj(p)) return;
+          const data = topHeaders ? Object.assign({}, p, { headers: Object.assign({}, topHeaders, isObj(p.headers) ? p.headers : {}) }) : p;
           for (const r of recipientsOf(p, i)) {
             n++;
             o.recorder.record({
               provider: "sendgrid", token: r.email, account: apiKey, nid: (nfxIdOf(p) ?? nfxIdOf(top)) as string | undefined,
               title: substitute((p.subject ?? top.subject) as string | undefined, p.substitutions), body: substitute(isObj(text) && typeof text.value === "string" ? text.value : undefined, p.substitutions),
-              data: p, headers, status, reason, at: Date.now(),
+              data, headers, status, reason, at: Date.now(),
             });
           }
         });
