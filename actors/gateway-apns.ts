@@ -100,6 +100,7 @@ export function createApnsApp(a: ApnsAppConfig, field: string): ProviderApp {
   // The SDK's client writes one token's stream; `provider.send(note, tokens)` is this per token, answering only once
   // every token has (docs/providers.md, "APNs — `@parse/node-apn` 8.x"). Called directly, each token answers as it comes.
   const client = (provider as unknown as { client: SdkWriter }).client;
+  if (typeof client?.write !== "function") throw new Error("@parse/node-apn has no provider.client.write: the APNs gateway needs the version package.json pins (docs/providers.md)");
   /** One token's call with a notification built for the SDK: its result, never throws. */
   const sendOne = async (built: BuiltNote, token: string): Promise<SendResult> => {
     let failed: apn.ResponseFailure;
