@@ -1,5 +1,6 @@
 // bench:gateways — per channel, the send rate through an nfx gateway against the rate of the bare SDK on the same sandbox in the same run.
 import { type ChildProcess, spawn } from "node:child_process";
+import { createHmac } from "node:crypto";
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import http from "node:http";
 import https from "node:https";
@@ -169,12 +170,22 @@ async function rawSdk(cfg: Config, ch: Exclude<Channel, "inapp">, n: number): Pr
     const mail = new MailService();
     mail.setClient(client);
     // The same request as the gateway's: a category, and per recipient the custom_args SendGrid's event webhook
-    // returns (which notification, user and device), without which opens, bounces and deliveries could not be tracked.
+    // returns (which notification, user and device), without which opens, bounces and deliveries could not be tracked;
+    // and, the category being commercial, one-click unsubscribe: each recipient's own signed link in List-Unsubscribe
+    // (what Gmail's and Yahoo's bulk-sender rules require), signed here the plain way (HMAC-SHA256 of the claims).
+    const secret = cfg.engagement.secret;
+    const exp = Math.floor(Date.now() / 1000) + 60 * 86400;
+    const unsubscribe = (user: string): string => {
+      const claims = Buffer.from(JSON.stringify(["u", user, "marketing", exp])).toString("base64url");
+      return `<${cfg.engagement.baseUrl}/v1/consent/u/${claims}.${createHmac("sha256", secret).update(claims).digest().subarray(0, 16).toString("base64url")}>`;
+    };
     await pool(Math.ceil(n / BATCH), a.concurrency, (r) =>
       mail.send({
         from: a.from, subject: "Bench", content: [{ type: "text/plain", value: "Gateway throughput" }], categories: ["marketing"], custom_args: { nfx_id: "n_benchraw" },
+        headers: { "List-Unsubscribe-Post": "List-Unsubscribe=One-Click" },
         personalizations: Array.from({ length: Math.min(BATCH, n - r * BATCH) }, (_, j) => ({
           to: [{ email: tokenFor(ch, prefix, r * BATCH + j) }], custom_args: { nfx_id: "n_benchraw", nfx_user: `u${r * BATCH + j}`, nfx_device: "d" },
+          headers: { "List-Unsubscribe": unsubscribe(`u${r * BATCH + j}`) },
         })),
       } as never),
     );
