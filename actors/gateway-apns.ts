@@ -9,7 +9,7 @@ import { apnsNotification } from "../lib/core/apns-payload.js";
 import type { Config } from "../lib/core/config.js";
 import { ConfigInvalid, ProviderError } from "../lib/core/errors.js";
 import type { NotificationBrief, Send } from "../lib/core/types.js";
-import { pushContent } from "../lib/gateway/channel-content.js";
+import { noContent, pushContent } from "../lib/gateway/channel-content.js";
 import { parseRetryAfter } from "../lib/gateway/retry-policy.js";
 import { type ChannelClient, type GatewayDeps, type ProviderApp, runGateway, type SendResult } from "../lib/gateway/runner.js";
 
@@ -115,7 +115,6 @@ export function createApnsApp(a: ApnsAppConfig, field: string): ProviderApp {
     hints.delete(token);
     return { ok: false, error: apnsError(failed, ra) };
   };
-  const noContent = (): SendResult => ({ ok: false, error: new ProviderError("no push content", { reason: "no_content", retryable: false }) });
   return {
     name: apnsAppName(a),
     perRequest: a.groupSize,
@@ -140,7 +139,7 @@ export function createApnsApp(a: ApnsAppConfig, field: string): ProviderApp {
           }
           built = common;
         }
-        const r = built ? await sendOne(built, s.token) : noContent();
+        const r = built ? await sendOne(built, s.token) : noContent("push");
         out[j] = r;
         answered?.(j, r);
       });

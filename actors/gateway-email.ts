@@ -10,7 +10,7 @@ import type { Config } from "../lib/core/config.js";
 import { ProviderError } from "../lib/core/errors.js";
 import { ownValue } from "../lib/core/own-keys.js";
 import type { EmailContent, NotificationBrief, Send } from "../lib/core/types.js";
-import { emailContent } from "../lib/gateway/channel-content.js";
+import { emailContent, noContent } from "../lib/gateway/channel-content.js";
 import { fillTracking, type LinkSigner, linkSignerFor, trackableHtml } from "../lib/gateway/links.js";
 import { parseRetryAfter } from "../lib/gateway/retry-policy.js";
 import { type ChannelClient, type GatewayDeps, primaryWithFailovers, type ProviderApp, runGateway, type SendResult } from "../lib/gateway/runner.js";
@@ -208,7 +208,7 @@ export function createSendgridApp(a: SendgridAccountConfig, o: EmailAppOptions =
     const gone = o.bounced ? await o.bounced(sends.map((s) => s.token)) : [];
     contents.forEach((c, i) => {
       if (gone[i]) out[i] = { ok: false, error: new ProviderError("address hard-bounced before", { reason: "bounced_address", retryable: false }) };
-      else if (!c) out[i] = { ok: false, error: new ProviderError("no email content", { reason: "no_content", retryable: false }) };
+      else if (!c) out[i] = noContent("email");
       else idx.push(i);
     });
     if (idx.length === 0) return out;

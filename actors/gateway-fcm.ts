@@ -12,7 +12,7 @@ import type { FcmAppConfig } from "../config/schema.js";
 import type { Config } from "../lib/core/config.js";
 import { ProviderError } from "../lib/core/errors.js";
 import type { NotificationBrief, PushContent, Send } from "../lib/core/types.js";
-import { pushContent } from "../lib/gateway/channel-content.js";
+import { noContent, pushContent } from "../lib/gateway/channel-content.js";
 import { RetryAfterHint } from "../lib/gateway/retry-policy.js";
 import { type ChannelClient, type GatewayDeps, type ProviderApp, runGateway, type SendResult } from "../lib/gateway/runner.js";
 
@@ -104,18 +104,18 @@ export function createFcmApp(f: FcmAppConfig, now: () => number = Date.now): Pro
      * arrives; a send without push content fails without a call.
      */
     async request(n: NotificationBrief, sends: readonly Send[], answered?: (j: number, r: SendResult) => void): Promise<SendResult[]> {
-      const one = async (s: Send): Promise<SendResult> => {
-        const push = pushContent(n, s);
-        if (!push) return { ok: false, error: new ProviderError("no push content", { reason: "no_content", retryable: false }) };
-        try {
-          return { ok: true, providerId: await messaging.send(fcmMessage(n, push, s.token, now())) };
-        } catch (err) {
-          return { ok: false, error: fcmError(err, agent.hint.get()) };
-        }
-      };
       return Promise.all(
-        sends.map(async (s, j) => {
-          const r = await one(s);
+        sends.map(async (s, j): Promise<SendResult> => {
+          const push = pushContent(n, s);
+          let r: SendResult;
+          if (!push) r = noContent("push");
+          else {
+            try {
+              r = { ok: true, providerId: await messaging.send(fcmMessage(n, push, s.token, now())) };
+            } catch (err) {
+              r = { ok: false, error: fcmError(err, agent.hint.get()) };
+            }
+          }
           answered?.(j, r);
           return r;
         }),

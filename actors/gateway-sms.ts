@@ -8,7 +8,7 @@ import { smsStops } from "../lib/consent/sms-keywords.js";
 import type { Config } from "../lib/core/config.js";
 import { ProviderError } from "../lib/core/errors.js";
 import type { NotificationBrief, Send } from "../lib/core/types.js";
-import { smsContent } from "../lib/gateway/channel-content.js";
+import { noContent, smsContent } from "../lib/gateway/channel-content.js";
 import { RetryAfterHint } from "../lib/gateway/retry-policy.js";
 import { type ChannelClient, type GatewayDeps, primaryWithFailovers, type ProviderApp, runGateway, type SendResult } from "../lib/gateway/runner.js";
 import type { Redis } from "../lib/infra/redis.js";
@@ -76,7 +76,7 @@ export function createTwilioApp(a: TwilioAccountConfig, callbackBase?: string, s
     async request(n: NotificationBrief, sends: readonly Send[]): Promise<SendResult[]> {
       const s = sends[0];
       const c = smsContent(n, s);
-      if (!c) return [{ ok: false, error: new ProviderError("no sms content", { reason: "no_content", retryable: false }) }];
+      if (!c) return [noContent("sms")];
       // A number that replied STOP after this send was decided: never sent to again.
       if (stopped && (await stopped(s.token))) return [{ ok: false, error: new ProviderError("the number replied STOP", { reason: "sms_opted_out", retryable: false }) }];
       try {

@@ -1,5 +1,7 @@
 // The content each provider channel sends for one send: rendered for the recipient, else the notification's inline content, else derived from its push content.
+import { ProviderError } from "../core/errors.js";
 import type { EmailContent, NotificationBrief, PushContent, Send, SmsContent } from "../core/types.js";
+import type { SendResult } from "../flow/bulkhead.js";
 
 const pushOf = (n: NotificationBrief, s: Send): PushContent | undefined => s.push ?? n.content?.push;
 
@@ -21,3 +23,6 @@ export function smsContent(n: NotificationBrief, s: Send): SmsContent | null {
   const p = pushOf(n, s);
   return p ? { text: p.title ? `${p.title}: ${p.body}` : p.body } : null;
 }
+
+/** The result of a send that has no content for its channel (`what`): failed without a provider call, never retried. */
+export const noContent = (what: "push" | "email" | "sms"): SendResult => ({ ok: false, error: new ProviderError(`no ${what} content`, { reason: "no_content", retryable: false }) });

@@ -50,8 +50,7 @@ export interface RunningGateway {
 
 /** Send batches of `channel` a gateway process handles at once per lane: the channel's own setting, else `gateways.batchConcurrency`. */
 export function batchConcurrencyOf(cfg: Config, channel: Channel): number {
-  const own = channel === "apns" || channel === "fcm" || channel === "email" || channel === "sms" ? cfg.gateways[channel].batchConcurrency : undefined;
-  return own ?? cfg.gateways.batchConcurrency;
+  return (cfg.gateways as Partial<Record<Channel, { batchConcurrency?: number }>>)[channel]?.batchConcurrency ?? cfg.gateways.batchConcurrency;
 }
 
 /**
@@ -248,14 +247,18 @@ async function runGatewayLanes(d: GatewayDeps, client: ChannelClient, cls: LaneC
         };
         /** Sends whose token the provider reported gone: settled after the directory lets go of the token. */
         const gone: number[] = [];
-        /** Writes started by answers of single sends, as each arrived (apps that answer send by send); `early[j]` once send `j` is settled. */
-        const early: boolean[] = [];
-        const earlyWrites: Promise<void>[] = [];
-        const answered = (j: number, r: SendResult): void => {
-          if (tokenGone(r)) return;
-          early[j] = true;
-          const w = settle(r, j);
-          if (w) earlyWrites.push(w);
+        /** `taken[j]` once send `j`'s answer was taken (as it arrived, from an app that answers send by send, or with the request's). */
+        const taken: boolean[] = [];
+        /** The record writes the request's answers started. */
+        const writes: Promise<void>[] = [];
+        /** Takes send `j`'s answer: settled now (its record write started), or, its token gone, after the directory lets go of it. */
+        const take = (j: number, r: SendResult): void => {
+          taken[j] = true;
+          if (tokenGone(r)) gone.push(j);
+          else {
+            const w = settle(r, j);
+            if (w) writes.push(w);
+          }
         };
         // Called inside the bulkhead slot the moment the provider answers: outcomes recorded in this turn's pipeline, awaited before the slot is freed
         // (a failed write still fails the batch below, through `keys.written()`).
@@ -263,26 +266,20 @@ async function runGatewayLanes(d: GatewayDeps, client: ChannelClient, cls: LaneC
           // Columnar: every send of the request accepted under one provider id (an email request's recipients) is one
           // record, serialised and queued once for all their keys, and one latency observation per request.
           const r0 = results[0];
-          if (early.length === 0 && results.length > 1 && r0.ok && results.every((r) => r.ok && r.providerId === r0.providerId)) {
+          if (taken.length === 0 && results.length > 1 && r0.ok && results.every((r) => r.ok && r.providerId === r0.providerId)) {
             const at = now();
             const rec: Recorded = r0.providerId === undefined ? { outcome: "sent", at } : { outcome: "sent", providerId: r0.providerId, at };
             latency.observe(prio, n.createdAt, at, results.length);
             for (const s of sends) add(s, rec);
             return keys.recordAll(idx, rec).then(() => undefined, () => undefined);
           }
-          const recorded: Promise<void>[] = earlyWrites;
           results.forEach((r, j) => {
-            if (early[j]) return;
-            if (tokenGone(r)) gone.push(j);
-            else {
-              const w = settle(r, j);
-              if (w) recorded.push(w);
-            }
+            if (!taken[j]) take(j, r);
           });
-          return Promise.all(recorded).then(() => undefined, () => undefined);
+          return Promise.all(writes).then(() => undefined, () => undefined);
         };
         requests.push(
-          apps.dispatch(grp.app, n, sends, recordAnswer, answered).then(async (results) => {
+          apps.dispatch(grp.app, n, sends, recordAnswer, take).then(async (results) => {
             if (isRefusal(results)) return pushBack(idx, results.retryInMs, results.refused);
             if (gone.length === 0) return;
             // A gone token leaves the directory before its failure is recorded, so a replay after a crash still removes it.
