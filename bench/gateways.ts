@@ -22,6 +22,7 @@ import { createEmailClient } from "../actors/gateway-email.js";
 import { createFcmClient } from "../actors/gateway-fcm.js";
 import { createSmsClient, statusCallbackUrl } from "../actors/gateway-sms.js";
 import { mergeDeep } from "../cmd/local-cluster.js";
+import { nodeArgsOf } from "../cmd/role-process.js";
 import { encode } from "../lib/core/codec.js";
 import { type Config, loadConfig } from "../lib/core/config.js";
 import { createLogger } from "../lib/core/log.js";
@@ -30,9 +31,12 @@ import type { NotificationBrief, SendBatch } from "../lib/core/types.js";
 import { type ChannelClient, runGateway } from "../lib/gateway/runner.js";
 import { ensureTopology } from "../lib/infra/topology.js";
 import { ensureApnsKey, sandboxOverrides, type SandboxPorts } from "../sandbox/index.js";
-import { adopt, startBenchCluster, waitUntil } from "./harness.js";
+import { adopt, startBenchCluster, underNodeFlags, waitUntil } from "./harness.js";
 import { cpuSecs } from "./proc-stats.js";
 import { report } from "./report.js";
+
+// The gateways run in this process beside the bare SDK loops: both run under the gateway roles' node flags (cmd/role-process.ts).
+await underNodeFlags([...new Set((["gateway-apns", "gateway-fcm", "gateway-email", "gateway-sms"] as const).flatMap((r) => nodeArgsOf(r)))]);
 
 const N: Record<Exclude<Channel, "inapp" | "webhook">, number> = { apns: 40_000, fcm: 30_000, email: 40_000, sms: 8_000 };
 const BATCH = 500;

@@ -1,7 +1,7 @@
 // What the benchmarks share: a throw-away local cluster with clients, and a count of recipients decided as receipts are published.
-import type { ChildProcess } from "node:child_process";
+import { type ChildProcess, spawn } from "node:child_process";
 import { appendFileSync, mkdirSync, mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { constants, tmpdir } from "node:os";
 import { join } from "node:path";
 
 import { openClients } from "../cmd/cli-context.js";
@@ -39,6 +39,20 @@ export function adopt<P extends ChildProcess>(p: P): P {
 }
 
 /** The number after `--<name>` on the command line, else `dflt`. */
+/**
+ * Makes sure this benchmark runs under node `flags`: a benchmark that hosts a role in its own process (bench:gateways
+ * runs each gateway beside the bare SDK loop) takes that role's flags, so both of its runs get them alike. With the
+ * flags already there, resolves at once. Otherwise runs this script again under them with the same arguments, passes
+ * SIGINT and SIGTERM on to it, and exits with its exit code (never resolves); the child keeps its own deadline.
+ */
+export async function underNodeFlags(flags: readonly string[]): Promise<void> {
+  if (flags.every((f) => process.execArgv.includes(f))) return;
+  const child = spawn(process.execPath, [...flags, ...process.execArgv, ...process.argv.slice(1)], { stdio: "inherit" });
+  for (const sig of ["SIGINT", "SIGTERM"] as const) process.on(sig, () => child.kill(sig));
+  const code = await new Promise<number>((r) => child.once("exit", (c, sig) => r(c ?? 128 + (sig ? constants.signals[sig] : 0))));
+  process.exit(code);
+}
+
 export const arg = (name: string, dflt: number): number => {
   const i = process.argv.indexOf(`--${name}`);
   return i > 0 ? Number(process.argv[i + 1]) : dflt;

@@ -18,12 +18,18 @@ const NFX_BIN = fileURLToPath(new URL("./nfx.js", import.meta.url));
  * requests' answers, and with fewer scavenges fewer of them are copied (docs/benchmarks.md, "bench:webhooks"). The
  * shard actor's young generation is capped at 4 MB too and its heap may grow to twice what a full collection left
  * (V8 lets it grow up to four times): a campaign's garbage no longer piles up to several times the state the actor
- * holds (peak RSS at 1M users 272 MB against 429–466; docs/benchmarks.md, "Shard memory per recipient").
- * `ROLE_NODE_ARGS` comes after these, so it can override them.
+ * holds (peak RSS at 1M users 272 MB against 429–466; docs/benchmarks.md, "Shard memory per recipient"). The provider
+ * gateways' is raised to 64 MB: a send's objects live until its provider answers, so with 16 MB many were copied and
+ * promoted before they died (GC per APNs send about a third lower; docs/benchmarks.md, "Young generation of the
+ * gateways"). `ROLE_NODE_ARGS` comes after these, so it can override them.
  */
 export const ROLE_NODE_FLAGS: Partial<Record<Role, readonly string[]>> = {
   "ws-gateway": ["--max-semi-space-size=4"],
   "gateway-webhook": ["--max-semi-space-size=32"],
+  "gateway-apns": ["--max-semi-space-size=64"],
+  "gateway-fcm": ["--max-semi-space-size=64"],
+  "gateway-email": ["--max-semi-space-size=64"],
+  "gateway-sms": ["--max-semi-space-size=64"],
   shard: ["--max-semi-space-size=4", "--heap-growing-percent=100"],
 };
 

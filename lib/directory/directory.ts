@@ -47,21 +47,24 @@ function toRouting(u: UserRecord): Routing {
 /** Rebuilds the API shape. Redis's Lua cmsgpack writes an empty table as an empty array: maps are normalized back. */
 function fromStored(id: string, raw: Buffer, profile: Buffer | null): UserRecord {
   const r = decode<Routing>(raw);
-  const devices: DeviceRecord[] = Array.isArray(r.d)
-    ? r.d.map((x) => (x[3] ? { id: x[0], platform: x[1] === 1 ? "ios" : "android", token: x[2], app: x[3] } : { id: x[0], platform: x[1] === 1 ? "ios" : "android", token: x[2] }))
-    : [];
+  const devices: DeviceRecord[] = [];
+  if (Array.isArray(r.d)) {
+    for (const x of r.d) {
+      const d: DeviceRecord = { id: x[0], platform: x[1] === 1 ? "ios" : "android", token: x[2] };
+      if (x[3]) d.app = x[3];
+      devices.push(d);
+    }
+  }
   const cats = r.p && !Array.isArray(r.p) ? r.p : undefined;
-  const u: UserRecord = {
-    id,
-    devices,
-    ...(r.la !== undefined ? { lastActive: r.la } : {}),
-    ...(r.l ? { locale: r.l } : {}),
-    ...(r.tz ? { timezone: r.tz } : {}),
-    ...(r.o ? { optedOut: true } : {}),
-    ...(r.m ? { marketingOptOut: true } : {}),
-    ...(Array.isArray(r.q) && r.q.length === 2 ? { quietHours: { start: r.q[0], end: r.q[1] } } : {}),
-    ...(cats ? { preferences: { categories: cats } } : {}),
-  };
+  // Built field by field (no spreads): decoded once per recipient per notification.
+  const u: UserRecord = { id, devices };
+  if (r.la !== undefined) u.lastActive = r.la;
+  if (r.l) u.locale = r.l;
+  if (r.tz) u.timezone = r.tz;
+  if (r.o) u.optedOut = true;
+  if (r.m) u.marketingOptOut = true;
+  if (Array.isArray(r.q) && r.q.length === 2) u.quietHours = { start: r.q[0], end: r.q[1] };
+  if (cats) u.preferences = { categories: cats };
   if (profile) {
     const p = decode<Profile>(profile);
     if (p.email) u.email = p.email;

@@ -91,7 +91,6 @@ export function decideChunk(chunk: FanChunk, inp: ChunkInputs): ChunkDecision {
   const plan = planFor(inp.policy, n);
   // Sends of a shedding category carry their deadline, so a gateway that takes them late sheds them (lib/flow/shedding.ts).
   const shedBy = shedDeadline(plan.cat.overload, n, chunk.release ?? n.createdAt);
-  const shedAfter = shedBy !== null ? { shedAfter: shedBy } : {};
   let decided = 0;
   let queued = 0;
   let deferredCount = 0;
@@ -134,19 +133,25 @@ export function decideChunk(chunk: FanChunk, inp: ChunkInputs): ChunkDecision {
       return;
     }
     const push = render(u);
-    // Email, SMS and in-app get their own template rendering when the template has one; else the gateway derives them from push.
-    const contentFor = (ch: Channel): Partial<Send> =>
-      ch === "email" && use?.template.channels.email ? { email: renderEmail(use, u)! } : ch === "sms" && use?.template.channels.sms ? { sms: renderSms(use, u)! } : push ? { push } : {};
+    // Email, SMS and in-app get their own template rendering when the template has one; else the gateway derives them from push (null: the notification's own content).
+    const contentFor = (ch: Channel): Partial<Send> | null =>
+      ch === "email" && use?.template.channels.email ? { email: renderEmail(use, u)! } : ch === "sms" && use?.template.channels.sms ? { sms: renderSms(use, u)! } : push ? { push } : null;
     for (const t of v.targets) {
-      const own = contentFor(t.channel);
+      let own = contentFor(t.channel);
       if (t.channel === "inapp") {
+        own ??= {};
         if (use?.template.channels.inapp) own.inapp = renderInApp(use, u)!;
         if (v.fallback) {
-          own.fallback = v.fallback.map((f) => ({ channel: f.channel, device: f.device, token: f.token, ...(f.app ? { app: f.app } : {}) }));
+          own.fallback = v.fallback.map((f) => (f.app ? { channel: f.channel, device: f.device, token: f.token, app: f.app } : { channel: f.channel, device: f.device, token: f.token }));
           for (const f of v.fallback) Object.assign(own, contentFor(f.channel));
         }
       }
-      sends[t.channel].push({ nid, user: userId, device: t.device, token: t.token, ...(t.app ? { app: t.app } : {}), ...own, ...shedAfter });
+      // Built field by field (no spreads): a campaign makes one per device, the fan stage's most numerous object.
+      const send: Send = { nid, user: userId, device: t.device, token: t.token };
+      if (t.app) send.app = t.app;
+      if (own) Object.assign(send, own);
+      if (shedBy !== null) send.shedAfter = shedBy;
+      sends[t.channel].push(send);
       if (listed) receipts.push({ user: userId, outcome: "queued", channel: t.channel, device: t.device, at: now });
       else queued++;
     }

@@ -107,10 +107,10 @@ export function targetsOn(ch: ContentChannel, r: Recipient): Target[] {
     case "push": {
       const out: Target[] = [];
       for (const d of u.devices ?? []) {
-        if (!d.token) continue;
-        const app = d.app ? { app: d.app } : {};
-        if (d.platform === "ios") out.push({ channel: "apns", device: d.id, token: d.token, ...app });
-        else if (d.platform === "android") out.push({ channel: "fcm", device: d.id, token: d.token, ...app });
+        if (!d.token || (d.platform !== "ios" && d.platform !== "android")) continue;
+        const t: Target = { channel: d.platform === "ios" ? "apns" : "fcm", device: d.id, token: d.token };
+        if (d.app) t.app = d.app;
+        out.push(t);
       }
       return out;
     }
