@@ -7,10 +7,20 @@
  * n²/2^54 likely (1.5M keys: 1 in 8,000).
  */
 export function hash53(s: string): number {
+  return hash53Of2(s, "");
+}
+
+/** {@link hash53} of `x + y`, without building the string (the shard actor hashes two keys per recipient). */
+export function hash53Of2(x: string, y: string): number {
   let a = 0x811c9dc5;
   let b = 0x01000193 ^ 0x9e3779b9;
-  for (let i = 0; i < s.length; i++) {
-    const c = s.charCodeAt(i);
+  for (let i = 0; i < x.length; i++) {
+    const c = x.charCodeAt(i);
+    a = Math.imul(a ^ c, 0x01000193);
+    b = Math.imul(b ^ c, 0x5bd1e995);
+  }
+  for (let i = 0; i < y.length; i++) {
+    const c = y.charCodeAt(i);
     a = Math.imul(a ^ c, 0x01000193);
     b = Math.imul(b ^ c, 0x5bd1e995);
   }

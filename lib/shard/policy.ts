@@ -1,6 +1,6 @@
 // Per-recipient policy: the ordered rules that decide whether, when and where one user is notified, each leaving a step in the decision trail.
 import type { Config } from "../core/config.js";
-import { hash53 } from "../core/hash53.js";
+import { hash53Of2 } from "../core/hash53.js";
 import { ownValue } from "../core/own-keys.js";
 import type { Channel, Priority } from "../core/subjects.js";
 import type { ContentChannel, DigestSpec, NotificationBrief, UserRecord } from "../core/types.js";
@@ -136,6 +136,8 @@ export interface NotificationPlan {
   inappRoutable: boolean;
   /** Push is the in-app fallback of last resort: available, not already a candidate, and the notification has push content. */
   pushFallback: boolean;
+  /** What the recipient's id follows in the notification's dedup key (`n|<nid>|<user>`), and in its cap bucket's key after the id. */
+  keys: { dedup: string; cap: string };
   /** Trail lines that are the same for every recipient. */
   lines: { expiry: string; prefs: string; quietSkip: string | null; capSkip: string | null; dedup: string };
 }
@@ -152,6 +154,7 @@ export function planFor(cfg: PolicyConfig, n: NotificationBrief): NotificationPl
     own: candidates.filter((ch) => n.channels.includes(ch)),
     inappRoutable: n.channels.includes("inapp") || cfg.fallback[n.priority].includes("inapp"),
     pushFallback: cfg.available.has("push") && !candidates.includes("push") && (n.content?.push !== undefined || n.template?.template.channels.push !== undefined),
+    keys: { dedup: `n|${n.id}|`, cap: RateBuckets.suffix(n.category) },
     lines: {
       expiry: `expiry|pass|${n.expiresAt}\n`,
       prefs: `preferences|pass|${candidates.join(",")}\n`,
@@ -256,7 +259,7 @@ export function decideUser(cfg: PolicyConfig, st: PolicyState, ctx: DecideContex
 
   // Digest: held with the (user, key)'s other notifications; the digest is decided (cap, dedup, route) when it is sent, as one send. Critical never waits.
   if (n.digest && !p.critical && st.digests) {
-    const hn = hash53(`n|${n.id}|${u.id}`);
+    const hn = hash53Of2(p.keys.dedup, u.id);
     if (st.dedup.hasHash(hn)) return suppress("dedup", "duplicate", `n|${n.id}|${u.id}`);
     st.dedup.addHash(hn);
     return { kind: "hold", spec: n.digest };
@@ -267,13 +270,13 @@ export function decideUser(cfg: PolicyConfig, st: PolicyState, ctx: DecideContex
     if (trail) trail.s += lines.capSkip;
   } else {
     const cap = cat.cap!;
-    bucket = RateBuckets.key(u.id, n.category);
+    bucket = hash53Of2(u.id, p.keys.cap);
     const b = st.buckets.takeHash(bucket, cap, false);
     if (!b.ok) return suppress("frequency_cap", "frequency_cap", cap.count, cap.periodSec, b.retryInMs);
     if (trail) trail.s += `frequency_cap|pass|${cap.count}|${cap.periodSec}|${b.left}\n`;
   }
 
-  const hn = hash53(`n|${n.id}|${u.id}`);
+  const hn = hash53Of2(p.keys.dedup, u.id);
   if (st.dedup.hasHash(hn)) return suppress("dedup", "duplicate", `n|${n.id}|${u.id}`);
   if (n.collapseKey && r.collapsed) return suppress("dedup", "duplicate_collapse_key", n.collapseKey);
   if (trail) trail.s += lines.dedup;

@@ -1,5 +1,5 @@
 // Per-user frequency caps: token buckets kept as one number each (GCRA), on a monotonic clock, checkpointable.
-import { hash53 } from "../core/hash53.js";
+import { hash53Of2 } from "../core/hash53.js";
 import { NumberMap } from "../core/number-map.js";
 import { ChangeJournal, forEachPacked, packChanged, packEntries } from "../core/pair-pack.js";
 
@@ -63,7 +63,12 @@ export class RateBuckets {
 
   /** The bucket key of (user, category). */
   static key(user: string, category: string): number {
-    return hash53(`${user}\u0000${category}`);
+    return hash53Of2(user, RateBuckets.suffix(category));
+  }
+
+  /** What follows the user in the key of `category`'s buckets: `RateBuckets.key(u, c) === hash53Of2(u, RateBuckets.suffix(c))`, the suffix built once per notification. */
+  static suffix(category: string): string {
+    return `\u0000${category}`;
   }
 
   /** The clock now, with the base moved on first when it is too far behind (or ahead: a test's clock). */
