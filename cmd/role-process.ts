@@ -20,7 +20,7 @@ const NFX_BIN = fileURLToPath(new URL("./nfx.js", import.meta.url));
  * (V8 lets it grow up to four times): a campaign's garbage no longer piles up to several times the state the actor
  * holds (peak RSS at 1M users 272 MB against 429–466; docs/benchmarks.md, "Shard memory per recipient"). The provider
  * gateways' is raised to 64 MB: a send's objects live until its provider answers, so with 16 MB many were copied and
- * promoted before they died (GC per APNs send about a third lower; docs/benchmarks.md, "Young generation of the
+ * promoted before they died (GC per APNs send about a third lower; docs/benchmarks.md, "Young generation of the provider
  * gateways"). `ROLE_NODE_ARGS` comes after these, so it can override them.
  */
 export const ROLE_NODE_FLAGS: Partial<Record<Role, readonly string[]>> = {
