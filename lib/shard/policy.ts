@@ -139,7 +139,9 @@ export interface NotificationPlan {
   /** What the recipient's id follows in the notification's dedup key (`n|<nid>|<user>`), and in its cap bucket's key after the id. */
   keys: { dedup: string; cap: string };
   /** Trail lines that are the same for every recipient. */
-  lines: { expiry: string; prefs: string; quietSkip: string | null; capSkip: string | null; dedup: string };
+  lines: { expiry: string; prefs: string; quietSkip: string | null; capSkip: string | null; dedup: string; consent: string; capPass: readonly string[] };
+  /** Trail lines that repeat across the recipients of a chunk, each built once: quiet hours passed, per zone; the route taken, per channels tried and targets. */
+  memo: { quiet: Map<string, { local: number; start: number; end: number; line: string }>; route: Map<string, string[]>; own: Map<boolean, { mine: readonly ContentChannel[]; tried: string }> };
 }
 
 /** Builds the per-notification part of the rules. */
@@ -161,7 +163,11 @@ export function planFor(cfg: PolicyConfig, n: NotificationBrief): NotificationPl
       quietSkip: critical ? "quiet_hours|skip|critical\n" : !cat.quietHours ? `quiet_hours|skip|category ${n.category} ignores quiet hours\n` : null,
       capSkip: n.priority === "critical" || n.priority === "high" ? `frequency_cap|skip|${n.priority}\n` : !cat.cap ? "frequency_cap|skip|uncapped\n" : null,
       dedup: `dedup|pass|${n.collapseKey ? 2 : 1}\n`,
+      consent: `consent|pass|${n.category} is commercial; marketing not stopped\n`,
+      // Tokens left after a send, 0 to count - 1 (at most 64 lines; a larger cap builds the rest per recipient).
+      capPass: cat.cap ? Array.from({ length: Math.min(cat.cap.count, 64) }, (_, left) => `frequency_cap|pass|${cat.cap!.count}|${cat.cap!.periodSec}|${left}\n`) : [],
     },
+    memo: { quiet: new Map(), route: new Map(), own: new Map() },
   };
 }
 
@@ -205,7 +211,7 @@ export function decideUser(cfg: PolicyConfig, st: PolicyState, ctx: DecideContex
   if (trail) trail.s += "opt_out|pass|not opted out\n";
   if (cat.commercial) {
     if (u.marketingOptOut) return suppress("consent", "marketing_opt_out", `${n.category} is commercial; the user stopped all marketing`);
-    if (trail) trail.s += `consent|pass|${n.category} is commercial; marketing not stopped\n`;
+    if (trail) trail.s += lines.consent;
   }
 
   if (p.candidates.length === 0) return suppress("preferences", "no_wanted_channel", n.channels.join(","));
@@ -253,7 +259,7 @@ export function decideUser(cfg: PolicyConfig, st: PolicyState, ctx: DecideContex
         if (trail) trail.s += `quiet_hours|defer|${tz}|${q.local}|${w.start}|${w.end}|${q.until}\n`;
         return { kind: "defer", until: q.until };
       }
-      if (trail) trail.s += `quiet_hours|pass|${tz}|${q.local}|${w.start}|${w.end}\n`;
+      if (trail) trail.s += quietPassLine(p, tz, q.local, w);
     }
   }
 
@@ -273,7 +279,7 @@ export function decideUser(cfg: PolicyConfig, st: PolicyState, ctx: DecideContex
     bucket = hash53Of2(u.id, p.keys.cap);
     const b = st.buckets.takeHash(bucket, cap, false);
     if (!b.ok) return suppress("frequency_cap", "frequency_cap", cap.count, cap.periodSec, b.retryInMs);
-    if (trail) trail.s += `frequency_cap|pass|${cap.count}|${cap.periodSec}|${b.left}\n`;
+    if (trail) trail.s += b.left < lines.capPass.length ? lines.capPass[b.left] : `frequency_cap|pass|${cap.count}|${cap.periodSec}|${b.left}\n`;
   }
 
   const hn = hash53Of2(p.keys.dedup, u.id);
@@ -289,15 +295,15 @@ export function decideUser(cfg: PolicyConfig, st: PolicyState, ctx: DecideContex
 
   const own = allowed === p.candidates ? p.own : p.own.filter((ch) => allowed.includes(ch));
   if (targets.length === 0) {
-    const rt = route(own, allowed, r, !p.inappRoutable);
+    const rt = route(own, allowed, r, !p.inappRoutable, own === p.own ? p.memo.own : null);
     targets = rt.targets;
     // Nothing else reaches a user whose number replied STOP: the stop is why.
     if (targets.length === 0) return smsStop ? suppress("sms_stop", "sms_opted_out", smsStop.keyword, smsStop.at) : suppress("route", "no_devices", rt.tried);
-    if (trail) trail.s += `route|send|${rt.tried}|${targets.length}\n`;
+    if (trail) trail.s += routeLine(p, rt.tried, targets.length);
   }
   let fallback: Target[] | undefined;
   if (targets.every((t) => t.channel === "inapp")) {
-    const fb = route(own, allowed, r, true);
+    const fb = route(own, allowed, r, true, own === p.own ? p.memo.own : null);
     if (fb.targets.length === 0 && p.pushFallback && prefs?.push !== false) {
       fb.targets = targetsOn("push", r);
       fb.tried = fb.tried ? `${fb.tried} > push` : "push";
@@ -312,13 +318,20 @@ export function decideUser(cfg: PolicyConfig, st: PolicyState, ctx: DecideContex
 }
 
 /** The route: the notification's own channels together, then each other allowed channel alone, the first that reaches the user. `noInApp` leaves in-app out (the fallback route). */
-function route(own: readonly ContentChannel[], allowed: readonly ContentChannel[], r: Recipient, noInApp: boolean): { targets: Target[]; tried: string } {
+function route(own: readonly ContentChannel[], allowed: readonly ContentChannel[], r: Recipient, noInApp: boolean, memo: NotificationPlan["memo"]["own"] | null): { targets: Target[]; tried: string } {
   let targets: Target[] = [];
   let tried = "";
-  const mine = noInApp ? own.filter((ch) => ch !== "inapp") : own;
+  // The notification's own channels (without in-app for the fallback route) and their names, once per chunk when they are the plan's.
+  let o = memo?.get(noInApp);
+  if (!o) {
+    const mine = noInApp ? own.filter((ch) => ch !== "inapp") : own;
+    o = { mine, tried: mine.join("+") };
+    memo?.set(noInApp, o);
+  }
+  const mine = o.mine;
   if (mine.length > 0) {
     targets = mine.length === 1 ? targetsOn(mine[0], r) : mine.flatMap((ch) => targetsOn(ch, r));
-    tried = mine.join("+");
+    tried = o.tried;
   }
   for (let i = 0; targets.length === 0 && i < allowed.length; i++) {
     const ch = allowed[i];
@@ -327,6 +340,22 @@ function route(own: readonly ContentChannel[], allowed: readonly ContentChannel[
     tried = tried ? `${tried} > ${ch}` : ch;
   }
   return { targets, tried };
+}
+
+/** The trail line of quiet hours passed in zone `tz` at local minute `local`, built once per zone while the minute and window stay the same. */
+function quietPassLine(p: NotificationPlan, tz: string, local: number, w: QuietWindow): string {
+  const m = p.memo.quiet.get(tz);
+  if (m && m.local === local && m.start === w.start && m.end === w.end) return m.line;
+  const line = `quiet_hours|pass|${tz}|${local}|${w.start}|${w.end}\n`;
+  p.memo.quiet.set(tz, { local, start: w.start, end: w.end, line });
+  return line;
+}
+
+/** The trail line of a route sent to `count` targets after trying `tried`, built once per (tried, count). */
+function routeLine(p: NotificationPlan, tried: string, count: number): string {
+  let byCount = p.memo.route.get(tried);
+  if (!byCount) p.memo.route.set(tried, (byCount = []));
+  return (byCount[count] ??= `route|send|${tried}|${count}\n`);
 }
 
 /** The policy settings of a validated configuration. */

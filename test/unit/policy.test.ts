@@ -9,7 +9,7 @@ import { isBroadcast, readTimePolicy } from "../../lib/inapp/broadcasts.js";
 import { renderPush, variablesOf } from "../../lib/intake/templates.js";
 import { DedupWindow } from "../../lib/shard/dedup-window.js";
 import { DigestBook, digestIdOf, digestNotification } from "../../lib/shard/digests.js";
-import { decideUser, type PolicyConfig, policyFrom, type PolicyState, type Trail } from "../../lib/shard/policy.js";
+import { decideUser, planFor, type PolicyConfig, policyFrom, type PolicyState, type Trail } from "../../lib/shard/policy.js";
 import { RateBuckets } from "../../lib/shard/rate-buckets.js";
 import { preferredOwner } from "../../lib/shard/shard-ownership.js";
 import { parseTrail } from "../../lib/shard/trails.js";
@@ -233,6 +233,33 @@ t.test("decision trail: every rule's step with what it saw", async (t) => {
   decideUser(policy(), state(() => now), { n: base({ category: "marketing" }), now, released: false }, { user: user(), online: false }, sent);
   t.same(parseTrail(sent.s).map((s) => `${s.rule}:${s.verdict}`), ["expiry:pass", "opt_out:pass", "preferences:pass", "quiet_hours:pass", "frequency_cap:pass", "dedup:pass", "presence:pass", "route:send"]);
   t.match(parseTrail(sent.s)[4].saw, "cap 3 per 86400 s, 2 left after this send");
+});
+
+t.test("a plan shared by a chunk's recipients gives each the trail a plan of their own gives", async (t) => {
+  const now = at("2026-01-15T12:00:00Z");
+  const cfg = policy({ categories: { marketing: { cap: { count: 3, periodSec: 86_400 }, presenceRouting: false, quietHours: true, commercial: true } }, defaultQuietHours: { start: parseHhmm("22:00"), end: parseHhmm("07:00") } });
+  const zones = ["Europe/Berlin", "America/New_York", "Pacific/Auckland", "UTC"];
+  const n = base({ category: "marketing", channels: ["push", "email"] });
+  // Varied users: zones (one in its quiet hours), one, two or no devices, an email, a bucket already taken from once or twice.
+  const users = Array.from({ length: 48 }, (_, i) =>
+    user({ id: `u${i}`, timezone: zones[i % 4], devices: i % 5 === 0 ? [] : i % 3 === 0 ? [ios, { id: "a1", platform: "android", token: "tok-a1" }] : [ios], ...(i % 2 ? { email: `u${i}@example.com` } : {}) }),
+  );
+  const run = (shared: boolean): string[] => {
+    const st = state(() => now);
+    for (const u of users.slice(0, 20)) st.buckets.take(u.id, "marketing", { count: 3, periodSec: 86_400 });
+    for (const u of users.slice(0, 8)) st.buckets.take(u.id, "marketing", { count: 3, periodSec: 86_400 });
+    const plan = shared ? planFor(cfg, n) : undefined;
+    return users.map((u) => {
+      const tr: Trail = { s: "" };
+      decideUser(cfg, st, { n, now, released: false }, { user: u, online: false }, tr, plan);
+      return tr.s;
+    });
+  };
+  const own = run(false);
+  t.same(run(true), own);
+  t.ok(own.some((s) => s.includes("quiet_hours|defer|Pacific/Auckland")) && own.some((s) => s.includes("quiet_hours|pass|Europe/Berlin")), "some deferred by quiet hours, some passed");
+  t.ok(["|0\n", "|1\n", "|2\n"].every((x) => own.some((s) => s.includes(`frequency_cap|pass|3|86400${x}`))), "tokens left 0, 1 and 2 all seen");
+  t.ok(own.some((s) => s.includes("route|send|push+email|3")) && own.some((s) => s.includes("route|send|push+email|1")), "routes with different target counts");
 });
 
 t.test("policy settings come from config: marketing capped 3/day by default", async (t) => {
