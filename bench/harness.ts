@@ -38,7 +38,6 @@ export function adopt<P extends ChildProcess>(p: P): P {
   return p;
 }
 
-/** The number after `--<name>` on the command line, else `dflt`. */
 /**
  * Makes sure this benchmark runs under node `flags`: a benchmark that hosts a role in its own process (bench:gateways
  * runs each gateway beside the bare SDK loop) takes that role's flags, so both of its runs get them alike. With the
@@ -53,6 +52,7 @@ export async function underNodeFlags(flags: readonly string[]): Promise<void> {
   process.exit(code);
 }
 
+/** The number after `--<name>` on the command line, else `dflt`. */
 export const arg = (name: string, dflt: number): number => {
   const i = process.argv.indexOf(`--${name}`);
   return i > 0 ? Number(process.argv[i + 1]) : dflt;

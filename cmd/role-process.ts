@@ -23,13 +23,14 @@ const NFX_BIN = fileURLToPath(new URL("./nfx.js", import.meta.url));
  * promoted before they died (GC per APNs send about a third lower; docs/benchmarks.md, "Young generation of the provider
  * gateways"). `ROLE_NODE_ARGS` comes after these, so it can override them.
  */
+const PROVIDER_GATEWAY_FLAGS = ["--max-semi-space-size=64"] as const;
 export const ROLE_NODE_FLAGS: Partial<Record<Role, readonly string[]>> = {
   "ws-gateway": ["--max-semi-space-size=4"],
   "gateway-webhook": ["--max-semi-space-size=32"],
-  "gateway-apns": ["--max-semi-space-size=64"],
-  "gateway-fcm": ["--max-semi-space-size=64"],
-  "gateway-email": ["--max-semi-space-size=64"],
-  "gateway-sms": ["--max-semi-space-size=64"],
+  "gateway-apns": PROVIDER_GATEWAY_FLAGS,
+  "gateway-fcm": PROVIDER_GATEWAY_FLAGS,
+  "gateway-email": PROVIDER_GATEWAY_FLAGS,
+  "gateway-sms": PROVIDER_GATEWAY_FLAGS,
   shard: ["--max-semi-space-size=4", "--heap-growing-percent=100"],
 };
 

@@ -141,8 +141,25 @@ export interface NotificationPlan {
   /** Trail lines that are the same for every recipient. */
   lines: { expiry: string; prefs: string; quietSkip: string | null; capSkip: string | null; dedup: string; consent: string; capPass: readonly string[] };
   /** Trail lines that repeat across the recipients of a chunk, each built once: quiet hours passed, per zone; the route taken, per channels tried and targets. */
-  memo: { quiet: Map<string, { local: number; start: number; end: number; line: string }>; route: Map<string, string[]>; own: Map<boolean, { mine: readonly ContentChannel[]; tried: string }> };
+  memo: { quiet: Map<string, { local: number; start: number; end: number; line: string }>; route: Map<string, string[]> };
+  /** The notification's own channels as a route tries them, with and without in-app (the fallback route), and their names in trails. */
+  ownRoute: Record<"withInApp" | "noInApp", OwnRoute>;
 }
+
+/** Channels a route tries together, and how a trail names them. */
+interface OwnRoute {
+  mine: readonly ContentChannel[];
+  tried: string;
+}
+
+/** `own` as a route tries it: in-app left out when `noInApp`. */
+const ownRouteOf = (own: readonly ContentChannel[], noInApp: boolean): OwnRoute => {
+  const mine = noInApp ? own.filter((ch) => ch !== "inapp") : own;
+  return { mine, tried: mine.join("+") };
+};
+
+/** The trail line of a frequency cap passed with `left` tokens left after the send. */
+const capPassLine = (cap: Cap, left: number): string => `frequency_cap|pass|${cap.count}|${cap.periodSec}|${left}\n`;
 
 /** Builds the per-notification part of the rules. */
 export function planFor(cfg: PolicyConfig, n: NotificationBrief): NotificationPlan {
@@ -151,9 +168,10 @@ export function planFor(cfg: PolicyConfig, n: NotificationBrief): NotificationPl
   const extra = cat.presenceRouting ? [...cfg.fallback[n.priority], "inapp" as const] : cfg.fallback[n.priority];
   const candidates: ContentChannel[] = [];
   for (const ch of [...n.channels, ...extra]) if (cfg.available.has(ch) && !candidates.includes(ch)) candidates.push(ch);
+  const own = candidates.filter((ch) => n.channels.includes(ch));
   return {
     cat, critical, candidates,
-    own: candidates.filter((ch) => n.channels.includes(ch)),
+    own,
     inappRoutable: n.channels.includes("inapp") || cfg.fallback[n.priority].includes("inapp"),
     pushFallback: cfg.available.has("push") && !candidates.includes("push") && (n.content?.push !== undefined || n.template?.template.channels.push !== undefined),
     keys: { dedup: `n|${n.id}|`, cap: RateBuckets.suffix(n.category) },
@@ -165,9 +183,10 @@ export function planFor(cfg: PolicyConfig, n: NotificationBrief): NotificationPl
       dedup: `dedup|pass|${n.collapseKey ? 2 : 1}\n`,
       consent: `consent|pass|${n.category} is commercial; marketing not stopped\n`,
       // Tokens left after a send, 0 to count - 1 (at most 64 lines; a larger cap builds the rest per recipient).
-      capPass: cat.cap ? Array.from({ length: Math.min(cat.cap.count, 64) }, (_, left) => `frequency_cap|pass|${cat.cap!.count}|${cat.cap!.periodSec}|${left}\n`) : [],
+      capPass: cat.cap ? Array.from({ length: Math.min(cat.cap.count, 64) }, (_, left) => capPassLine(cat.cap!, left)) : [],
     },
-    memo: { quiet: new Map(), route: new Map(), own: new Map() },
+    memo: { quiet: new Map(), route: new Map() },
+    ownRoute: { withInApp: ownRouteOf(own, false), noInApp: ownRouteOf(own, true) },
   };
 }
 
@@ -279,7 +298,7 @@ export function decideUser(cfg: PolicyConfig, st: PolicyState, ctx: DecideContex
     bucket = hash53Of2(u.id, p.keys.cap);
     const b = st.buckets.takeHash(bucket, cap, false);
     if (!b.ok) return suppress("frequency_cap", "frequency_cap", cap.count, cap.periodSec, b.retryInMs);
-    if (trail) trail.s += b.left < lines.capPass.length ? lines.capPass[b.left] : `frequency_cap|pass|${cap.count}|${cap.periodSec}|${b.left}\n`;
+    if (trail) trail.s += b.left < lines.capPass.length ? lines.capPass[b.left] : capPassLine(cap, b.left);
   }
 
   const hn = hash53Of2(p.keys.dedup, u.id);
@@ -295,7 +314,7 @@ export function decideUser(cfg: PolicyConfig, st: PolicyState, ctx: DecideContex
 
   const own = allowed === p.candidates ? p.own : p.own.filter((ch) => allowed.includes(ch));
   if (targets.length === 0) {
-    const rt = route(own, allowed, r, !p.inappRoutable, own === p.own ? p.memo.own : null);
+    const rt = route(own, allowed, r, !p.inappRoutable, own === p.own ? p.ownRoute : null);
     targets = rt.targets;
     // Nothing else reaches a user whose number replied STOP: the stop is why.
     if (targets.length === 0) return smsStop ? suppress("sms_stop", "sms_opted_out", smsStop.keyword, smsStop.at) : suppress("route", "no_devices", rt.tried);
@@ -303,7 +322,7 @@ export function decideUser(cfg: PolicyConfig, st: PolicyState, ctx: DecideContex
   }
   let fallback: Target[] | undefined;
   if (targets.every((t) => t.channel === "inapp")) {
-    const fb = route(own, allowed, r, true, own === p.own ? p.memo.own : null);
+    const fb = route(own, allowed, r, true, own === p.own ? p.ownRoute : null);
     if (fb.targets.length === 0 && p.pushFallback && prefs?.push !== false) {
       fb.targets = targetsOn("push", r);
       fb.tried = fb.tried ? `${fb.tried} > push` : "push";
@@ -318,16 +337,11 @@ export function decideUser(cfg: PolicyConfig, st: PolicyState, ctx: DecideContex
 }
 
 /** The route: the notification's own channels together, then each other allowed channel alone, the first that reaches the user. `noInApp` leaves in-app out (the fallback route). */
-function route(own: readonly ContentChannel[], allowed: readonly ContentChannel[], r: Recipient, noInApp: boolean, memo: NotificationPlan["memo"]["own"] | null): { targets: Target[]; tried: string } {
+function route(own: readonly ContentChannel[], allowed: readonly ContentChannel[], r: Recipient, noInApp: boolean, planned: NotificationPlan["ownRoute"] | null): { targets: Target[]; tried: string } {
   let targets: Target[] = [];
   let tried = "";
-  // The notification's own channels (without in-app for the fallback route) and their names, once per chunk when they are the plan's.
-  let o = memo?.get(noInApp);
-  if (!o) {
-    const mine = noInApp ? own.filter((ch) => ch !== "inapp") : own;
-    o = { mine, tried: mine.join("+") };
-    memo?.set(noInApp, o);
-  }
+  // The plan's own channels are prepared once per notification; a recipient's narrower set (preferences) here.
+  const o = planned ? planned[noInApp ? "noInApp" : "withInApp"] : ownRouteOf(own, noInApp);
   const mine = o.mine;
   if (mine.length > 0) {
     targets = mine.length === 1 ? targetsOn(mine[0], r) : mine.flatMap((ch) => targetsOn(ch, r));
