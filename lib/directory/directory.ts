@@ -74,19 +74,72 @@ function fromStored(id: string, raw: Buffer, profile: Buffer | null): UserRecord
   return u;
 }
 
+/** Directory records by position: an array of them, or {@link StoredUsers} (decoded when asked for). */
+export interface UserSource {
+  /** The record at position `i`; null (or undefined) for a user with no record. */
+  at(i: number): UserRecord | null | undefined;
+}
+
 /**
- * Reads the users `userIds`, all of one shard: one MGET of routing records
- * (one round trip; one hash slot on Redis Cluster), and a second for profiles
- * when `profile` is set. Returns them in input order; a missing user is
- * `null`. Throws if Redis fails or a record is not valid msgpack.
+ * The records of a list of users as Redis returned them, each decoded only when
+ * asked for ({@link at}: decoded again on every call, nothing kept). The shard
+ * actor decides a chunk's users one by one, so each decoded record lives for
+ * one user's decision and dies young; decoded all at once on arrival, the
+ * chunk's records outlived the reads and waits before its decision and were
+ * promoted to V8's old generation, most of what the shard actor promoted
+ * (docs/benchmarks.md, "Directory records decoded when decided").
  */
-export async function readUsers(redis: Redis, shard: number, userIds: readonly string[], o: { profile?: boolean } = {}): Promise<(UserRecord | null)[]> {
-  if (userIds.length === 0) return [];
+export class StoredUsers implements UserSource {
+  constructor(
+    /** The users, in the order of the records. */
+    readonly ids: readonly string[],
+    private readonly raw: readonly (Buffer | null)[],
+    private readonly profiles: readonly (Buffer | null)[] | null,
+  ) {}
+
+  get length(): number {
+    return this.ids.length;
+  }
+
+  /** User `i`'s record, decoded now; null when the user has none. Throws if the record is not valid msgpack. */
+  at(i: number): UserRecord | null {
+    const r = this.raw[i];
+    return r === null || r === undefined ? null : fromStored(this.ids[i], r, this.profiles?.[i] ?? null);
+  }
+
+  /** User `i`'s phone number from the profile alone (read with `profile`), without decoding the routing record. */
+  phoneAt(i: number): string | undefined {
+    const p = this.raw[i] ? this.profiles?.[i] : null;
+    return p ? decode<Profile>(p).phone || undefined : undefined;
+  }
+
+  /** Every record, decoded. */
+  all(): (UserRecord | null)[] {
+    return this.ids.map((_, i) => this.at(i));
+  }
+}
+
+/**
+ * Reads the users `userIds`, all of one shard, undecoded ({@link StoredUsers}):
+ * one MGET of routing records (one round trip; one hash slot on Redis
+ * Cluster), and a second for profiles when `profile` is set. Throws if Redis fails.
+ */
+export async function readStoredUsers(redis: Redis, shard: number, userIds: readonly string[], o: { profile?: boolean } = {}): Promise<StoredUsers> {
+  if (userIds.length === 0) return new StoredUsers([], [], null);
   const [raw, profiles] = await Promise.all([
     redis.mgetBuffer(userIds.map((u) => userKey(shard, u))),
     o.profile ? redis.mgetBuffer(userIds.map((u) => profileKey(shard, u))) : null,
   ]);
-  return raw.map((r, i) => (r === null ? null : fromStored(userIds[i], r, profiles?.[i] ?? null)));
+  return new StoredUsers(userIds, raw, profiles);
+}
+
+/**
+ * Reads the users `userIds`, all of one shard ({@link readStoredUsers}), decoded.
+ * Returns them in input order; a missing user is `null`. Throws if Redis
+ * fails or a record is not valid msgpack.
+ */
+export async function readUsers(redis: Redis, shard: number, userIds: readonly string[], o: { profile?: boolean } = {}): Promise<(UserRecord | null)[]> {
+  return (await readStoredUsers(redis, shard, userIds, o)).all();
 }
 
 /**

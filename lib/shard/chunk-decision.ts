@@ -2,6 +2,7 @@
 import { type SmsStop, smsStops } from "../consent/sms-keywords.js";
 import { type Channel, CHANNELS } from "../core/subjects.js";
 import type { FanChunk, NotificationBrief, PushContent, ReceiptEntry, Send, UserRecord } from "../core/types.js";
+import type { UserSource } from "../directory/directory.js";
 import { shedDeadline } from "../flow/shedding.js";
 import type { Redis } from "../infra/redis.js";
 import { renderEmail, renderInApp, renderPush, renderSms } from "../intake/templates.js";
@@ -32,8 +33,8 @@ export const usesUserFields = (n: NotificationBrief): boolean => n.template !== 
 
 /** What deciding a chunk needs besides the chunk. */
 export interface ChunkInputs {
-  /** Directory records in the order of `chunk.users`; null for unknown users. */
-  users: readonly (UserRecord | null)[];
+  /** Directory records in the order of `chunk.users` (null for unknown users): an array, or records decoded as each user is decided. */
+  users: UserSource;
   /** Presence per user (same order), or null when not read (counts as offline). */
   online: readonly boolean[] | null;
   /** Per user (same order), whether another notification holds this one's collapse key (lib/shard/collapse-claims.ts); null without a collapse key. */
@@ -95,7 +96,7 @@ export function decideChunk(chunk: FanChunk, inp: ChunkInputs): ChunkDecision {
   let queued = 0;
   let deferredCount = 0;
   chunk.users.forEach((userId, i) => {
-    const u = inp.users[i];
+    const u = inp.users.at(i) ?? null;
     // Segment rule: a user who is not a member is not a recipient (no receipt).
     if (activeSince !== undefined && (!u || (u.lastActive ?? 0) < activeSince)) {
       book?.add(`segment|skip:not a member|${u?.lastActive ?? 0}|${activeSince}\n`);
@@ -167,12 +168,12 @@ export const needsProfile = (n: NotificationBrief, policy: PolicyConfig): boolea
 export const wantsSms = (n: NotificationBrief, policy: PolicyConfig): boolean =>
   policy.available.has("sms") && (n.channels.includes("sms") || policy.fallback[n.priority].includes("sms"));
 
-/** Per user (null: missing, or no phone), whether the user's number replied STOP: one HMGET for the chunk. */
-export async function stopsOf(redis: Redis, users: readonly (UserRecord | null)[]): Promise<(SmsStop | null)[]> {
+/** Per user (`phones`: each user's number, if any), whether the number replied STOP (null: no number, or no STOP): one HMGET for the chunk. */
+export async function stopsOf(redis: Redis, phones: readonly (string | undefined)[]): Promise<(SmsStop | null)[]> {
   const idx: number[] = [];
-  users.forEach((u, i) => u?.phone && idx.push(i));
-  const out: (SmsStop | null)[] = users.map(() => null);
-  const got = await smsStops(redis, idx.map((i) => users[i]!.phone!));
+  phones.forEach((p, i) => p && idx.push(i));
+  const out: (SmsStop | null)[] = phones.map(() => null);
+  const got = await smsStops(redis, idx.map((i) => phones[i]!));
   idx.forEach((i, k) => (out[i] = got[k]));
   return out;
 }

@@ -8,7 +8,7 @@ import t from "tap";
 import { decodeJson } from "../../lib/core/codec.js";
 import { shardOf } from "../../lib/core/shard-hash.js";
 import { API, dirChangedAll } from "../../lib/core/subjects.js";
-import { getUser } from "../../lib/directory/directory.js";
+import { getUser, readStoredUsers, readUsers, writeUsers } from "../../lib/directory/directory.js";
 import { callApi, notify, status } from "../../lib/intake/api-client.js";
 import { nfxRunner } from "../helpers/cli.js";
 import { clientsFor, eventually, startTestCluster } from "../helpers/cluster.js";
@@ -100,5 +100,25 @@ t.test("directory and segments", async (t) => {
     t.equal(await outcome(so.id, "imp2"), "suppressed:opted_out");
     t.equal(await outcome(m.id, "imp5"), "sent", "imp5 still gets marketing");
     t.equal(await outcome(so.id, "imp5"), "suppressed:preference_off", "but turned social push off");
+  });
+
+  await t.test("records read undecoded (what the shard actor decides from) decode to the same records, one at a time", async (t) => {
+    const shard = shardOf("lazy-a", cfg.cluster.shards);
+    // Three ids of one shard: two with records (one with a phone), one without.
+    const ids = ["lazy-a"];
+    for (let i = 0; ids.length < 3; i++) if (shardOf(`lazy-${i}`, cfg.cluster.shards) === shard) ids.push(`lazy-${i}`);
+    await writeUsers(redis, cfg.cluster.shards, [
+      { id: ids[0], locale: "fr-FR", timezone: "Europe/Paris", quietHours: { start: 1320, end: 420 }, phone: "+15550000101", devices: [{ id: "p1", platform: "ios", token: "tok-lazy-a-0123456789", app: "com.example.b" }] },
+      { id: ids[1], devices: [{ id: "a1", platform: "android", token: "tok-lazy-1-0123456789" }] },
+    ]);
+    const list = [ids[0], ids[2], ids[1]];
+    const stored = await readStoredUsers(redis, shard, list, { profile: true });
+    const decoded = await readUsers(redis, shard, list, { profile: true });
+    t.equal(stored.length, 3);
+    t.same([stored.at(0), stored.at(1), stored.at(2)], decoded, "each record as readUsers decodes it");
+    t.equal(stored.at(1), null, "a user without a record is null");
+    t.not(stored.at(0), stored.at(0), "decoded anew on each call: nothing kept");
+    t.same([stored.phoneAt(0), stored.phoneAt(1), stored.phoneAt(2)], ["+15550000101", undefined, undefined], "phones from the profiles alone");
+    t.same((await readStoredUsers(redis, shard, list)).phoneAt(0), undefined, "no phone without profiles read");
   });
 });
