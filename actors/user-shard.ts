@@ -13,8 +13,8 @@ import { Fenced } from "../lib/core/errors.js";
 import { fanDecidedKey, receiptFoldedKey } from "../lib/core/keys.js";
 import type { Logger } from "../lib/core/log.js";
 import { ownValue } from "../lib/core/own-keys.js";
-import { BUCKET, type Channel, CLASS_PRIORITIES, fanSubject, GATEWAY_CHANNELS, LANE_CLASSES, type LaneClass, MSGID, PRIORITIES, type Priority, STREAM } from "../lib/core/subjects.js";
-import type { FanChunk, Send } from "../lib/core/types.js";
+import { BUCKET, CLASS_PRIORITIES, fanSubject, GATEWAY_CHANNELS, LANE_CLASSES, type LaneClass, MSGID, PRIORITIES, type Priority, STREAM } from "../lib/core/subjects.js";
+import type { FanChunk } from "../lib/core/types.js";
 import { readStoredUsers, readUsers } from "../lib/directory/directory.js";
 import { Admission, LatencyReporter } from "../lib/flow/admission.js";
 import { chunksReconciled } from "../lib/flow/fan-publisher.js";
@@ -32,7 +32,7 @@ import { readerReopens, shedTotal, stageItems } from "../lib/infra/metrics.js";
 import { type Nats, retryTransient } from "../lib/infra/nats.js";
 import type { Redis } from "../lib/infra/redis.js";
 import { type ChunkDecision, decideChunk, needsProfile, stopsOf, wantsSms } from "../lib/shard/chunk-decision.js";
-import { type ChunkOutput, chunkOutputs, type OutputContext, sendBatchOutput } from "../lib/shard/chunk-outputs.js";
+import { chunkOutputs } from "../lib/shard/chunk-outputs.js";
 import { CollapseClaims, unsentUsers } from "../lib/shard/collapse-claims.js";
 import { DedupWindow } from "../lib/shard/dedup-window.js";
 import { DigestBook, digestNotification } from "../lib/shard/digests.js";
@@ -462,15 +462,10 @@ class ShardOwner {
     const smsStopped = wantsSms(n, policy) ? await this.retry("sms stops", () => stopsOf(cl.redis, chunk.users.map((_, i) => users.phoneAt(i)))) : null;
     if (cl.yields) await this.sh.urgency.clear();
     const decidedAt = this.sh.now();
-    const ctx = this.outputContext(decidedAt);
-    // Each full send batch is encoded as the decision goes, so its sends die young (a chunk is up to 10,000 users).
-    // Not with a collapse key: the users it was not sent to are read from the whole decision's sends.
-    const sealed: EncodedOutput[] = [];
-    const seal = ck ? undefined : { at: ctx.sendBatchSize, batch: (ch: Channel, part: number, sends: Send[]) => void sealed.push(this.encodeOne(sendBatchOutput(chunk, ch, part, sends, ctx))) };
-    const decision = decideChunk(chunk, { users, online, collapsed, now: decidedAt, cancelled: this.sh.cancellations.has(n.id), policy, state: this.state, trails: d.cfg.policy.trails, smsStopped, seal });
+    const decision = decideChunk(chunk, { users, online, collapsed, now: decidedAt, cancelled: this.sh.cancellations.has(n.id), policy, state: this.state, trails: d.cfg.policy.trails, smsStopped });
     const shed: string[] = [];
     for (const e of decision.receipts) if (e.outcome === "shed") shed.push(e.reason ?? "");
-    return { outs: [...sealed, ...this.encodeOutputs(chunk, decision, decidedAt)], unsent: ck && collapsed ? unsentUsers(chunk.users, collapsed, decision) : null, shed, decidedAt };
+    return { outs: this.encodeOutputs(chunk, decision, decidedAt), unsent: ck && collapsed ? unsentUsers(chunk.users, collapsed, decision) : null, shed, decidedAt };
   }
 
   /**
@@ -494,24 +489,15 @@ class ShardOwner {
    * send and receipt batches with the keys that tell their reconciler they were taken (checked end to end).
    */
   private encodeOutputs(chunk: FanChunk, dec: ChunkDecision, decidedAt: number): EncodedOutput[] {
-    return chunkOutputs(chunk, dec, this.outputContext(decidedAt)).map((o) => this.encodeOne(o));
-  }
-
-  /** What this owner writes on a chunk's outputs decided at `decidedAt`. */
-  private outputContext(decidedAt: number): OutputContext {
-    return { decidedAt, owner: this.sh.owner, epoch: this.lease.revision, sendBatchSize: this.sh.d.cfg.shard.sendBatchSize };
-  }
-
-  /** One output encoded, with the keys that tell its reconciler it was taken (checked end to end). */
-  private encodeOne(o: ChunkOutput): EncodedOutput {
+    const outs = chunkOutputs(chunk, dec, { decidedAt, owner: this.sh.owner, epoch: this.lease.revision, sendBatchSize: this.sh.d.cfg.shard.sendBatchSize });
     const checked = this.cl.reconciler !== null;
-    return {
+    return outs.map((o) => ({
       subject: o.subject,
       msgId: o.msgId,
       data: encode(o.body),
       // Send batches are done with once a gateway took them (their delivery keys), receipt batches once the tracker folded them.
       keys: !checked ? null : o.body.type === "send_batch" ? takenKeys(o.body) : o.body.type === "receipts" ? [receiptFoldedKey(o.msgId)] : null,
-    };
+    }));
   }
 
   /** Publishes encoded outputs; the fence first: nothing is published once the lease is gone (checked on the monotonic clock, right before the publishes leave). */

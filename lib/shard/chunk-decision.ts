@@ -47,14 +47,6 @@ export interface ChunkInputs {
   state: PolicyState;
   /** Write decision trails. */
   trails: boolean;
-  /**
-   * Seals each channel's sends `sealAt` at a time as the decision goes: each full batch is handed to `seal` and
-   * dropped from the decision, so its objects (and the records they point into) die young instead of living until the
-   * whole chunk (up to 10,000 users) is decided. The batches are the ones {@link chunkOutputs} would cut (in order,
-   * numbered from 0 per channel); `ChunkDecision.sealed` counts them. Not for chunks whose unsent users are needed
-   * afterwards (a collapse key: collapse-claims.ts reads every send).
-   */
-  seal?: { at: number; batch: (channel: Channel, part: number, sends: Send[]) => void };
 }
 
 /** The decision for one chunk. */
@@ -72,8 +64,6 @@ export interface ChunkDecision {
   deferredCount: number;
   /** Trails of every user of the chunk (null when trails are off). */
   trails: TrailBook | null;
-  /** Per channel, the full batches handed to `ChunkInputs.seal` (their sends are not in `sends`); absent without sealing. */
-  sealed?: Record<Channel, number>;
 }
 
 /**
@@ -105,8 +95,6 @@ export function decideChunk(chunk: FanChunk, inp: ChunkInputs): ChunkDecision {
   let decided = 0;
   let queued = 0;
   let deferredCount = 0;
-  const seal = inp.seal;
-  const sealed = seal ? (Object.fromEntries(CHANNELS.map((c) => [c, 0])) as Record<Channel, number>) : undefined;
   chunk.users.forEach((userId, i) => {
     const u = inp.users.at(i) ?? null;
     // Segment rule: a user who is not a member is not a recipient (no receipt).
@@ -164,17 +152,12 @@ export function decideChunk(chunk: FanChunk, inp: ChunkInputs): ChunkDecision {
       if (t.app) send.app = t.app;
       if (own) Object.assign(send, own);
       if (shedBy !== null) send.shedAfter = shedBy;
-      const list = sends[t.channel];
-      list.push(send);
-      if (seal && list.length === seal.at) {
-        seal.batch(t.channel, sealed![t.channel]++, list);
-        sends[t.channel] = [];
-      }
+      sends[t.channel].push(send);
       if (listed) receipts.push({ user: userId, outcome: "queued", channel: t.channel, device: t.device, at: now });
       else queued++;
     }
   });
-  return { sends, receipts, decided: chunk.release !== undefined ? 0 : decided, queued, deferred, deferredCount, trails: book, ...(sealed ? { sealed } : {}) };
+  return { sends, receipts, decided: chunk.release !== undefined ? 0 : decided, queued, deferred, deferredCount, trails: book };
 }
 
 /** Whether deciding `n` reads recipients' profiles: its template uses their fields, or email or SMS can be a route (they need the address). */

@@ -1,6 +1,6 @@
 // A decided chunk's outputs: send batches per channel, deferrals, receipts and trail records, each with its subject and deterministic message id.
-import { type Channel, CHANNELS, deferSubject, MSGID, receiptSubject, sendSubject, trailSubject } from "../core/subjects.js";
-import type { DeferredChunk, FanChunk, ReceiptBatch, Send, SendBatch } from "../core/types.js";
+import { CHANNELS, deferSubject, MSGID, receiptSubject, sendSubject, trailSubject } from "../core/subjects.js";
+import type { DeferredChunk, FanChunk, ReceiptBatch, SendBatch } from "../core/types.js";
 import type { ChunkDecision } from "./chunk-decision.js";
 import type { ChunkTrails } from "./trails.js";
 
@@ -27,13 +27,6 @@ export interface OutputContext {
 export const fanIdOf = (c: FanChunk): string =>
   c.release !== undefined ? MSGID.released(c.notification.id, c.shard, c.chunk, c.release) : MSGID.fan(c.notification.id, c.shard, c.chunk);
 
-/** Part `part` of `chunk`'s sends on channel `ch` (`snd:<fan id>:<channel>:<part>`): what {@link chunkOutputs} cuts, and what a decision sealing its batches as it goes hands over (ChunkInputs.seal). */
-export function sendBatchOutput(chunk: FanChunk, ch: Channel, part: number, sends: Send[], o: OutputContext): ChunkOutput {
-  const n = chunk.notification;
-  const batch: SendBatch = { type: "send_batch", channel: ch, shard: chunk.shard, notifications: { [n.id]: n }, sends, decidedAt: o.decidedAt, owner: o.owner, epoch: o.epoch };
-  return { subject: sendSubject(ch, n.priority), msgId: MSGID.send(fanIdOf(chunk), ch, part), body: batch };
-}
-
 /**
  * Everything a decided chunk publishes, in publishing order: for each channel
  * (in `CHANNELS` order) its sends cut into batches of `sendBatchSize`
@@ -50,8 +43,13 @@ export function chunkOutputs(chunk: FanChunk, dec: ChunkDecision, o: OutputConte
   const out: ChunkOutput[] = [];
   for (const ch of CHANNELS) {
     const all = dec.sends[ch];
-    // Batches sealed during the decision came first (ChunkInputs.seal): the rest are numbered after them.
-    for (let i = 0, part = dec.sealed?.[ch] ?? 0; i < all.length; i += o.sendBatchSize, part++) out.push(sendBatchOutput(chunk, ch, part, all.slice(i, i + o.sendBatchSize), o));
+    for (let i = 0, part = 0; i < all.length; i += o.sendBatchSize, part++) {
+      const batch: SendBatch = {
+        type: "send_batch", channel: ch, shard: chunk.shard, notifications: { [n.id]: n }, sends: all.slice(i, i + o.sendBatchSize),
+        decidedAt: o.decidedAt, owner: o.owner, epoch: o.epoch,
+      };
+      out.push({ subject: sendSubject(ch, n.priority), msgId: MSGID.send(fanId, ch, part), body: batch });
+    }
   }
   for (const [until, users] of dec.deferred) {
     const held: DeferredChunk = { type: "deferred_chunk", until, chunk: { type: "fan_chunk", shard: chunk.shard, chunk: chunk.chunk, notification: n, users } };

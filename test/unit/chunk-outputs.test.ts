@@ -1,10 +1,9 @@
 // A decided chunk's outputs (lib/shard/chunk-outputs.ts): subjects, deterministic message ids, batch cutting and bodies, without servers.
 import t from "tap";
 
-import { type Channel, CHANNELS } from "../../lib/core/subjects.js";
 import type { FanChunk, NotificationBrief, ReceiptBatch, Send, SendBatch } from "../../lib/core/types.js";
 import { type ChunkDecision, decideChunk } from "../../lib/shard/chunk-decision.js";
-import { type ChunkOutput, chunkOutputs, fanIdOf, sendBatchOutput } from "../../lib/shard/chunk-outputs.js";
+import { chunkOutputs, fanIdOf } from "../../lib/shard/chunk-outputs.js";
 import { DedupWindow } from "../../lib/shard/dedup-window.js";
 import type { PolicyConfig } from "../../lib/shard/policy.js";
 import { RateBuckets } from "../../lib/shard/rate-buckets.js";
@@ -80,24 +79,4 @@ t.test("from a real decision: one send per device, one receipt batch, trails", a
   t.same(out.map((o) => o.msgId), ["snd:fan:n_1:3:7:apns:0", "snd:fan:n_1:3:7:fcm:0", "dec:fan:n_1:3:7", "trl:fan:n_1:3:7"]);
   t.same((out[0].body as SendBatch).sends.map((s) => `${s.user}/${s.device}`), ["b/i", "d/j"]);
   t.equal((out[2].body as ReceiptBatch).decided, 4);
-});
-
-t.test("a decision that seals its send batches as it goes publishes exactly what one cut at the end publishes", async (t) => {
-  const policy: PolicyConfig = { categories: {}, defaultQuietHours: null, fallback: { critical: [], high: [], normal: [], bulk: [] }, available: new Set(["push"]) };
-  const big: FanChunk = { ...chunk, users: Array.from({ length: 50 }, (_, i) => `u${i}`) };
-  // Users with one to three devices on both platforms, one unknown user: the channels fill unevenly.
-  const users = big.users.map((id, i) => (i === 7 ? null : { id, devices: Array.from({ length: 1 + (i % 3) }, (_, k) => ({ id: `${id}d${k}`, platform: (i + k) % 2 ? ("ios" as const) : ("android" as const), token: `tok-${id}-${k}` })) }));
-  const decide = (seal?: { at: number; batch: (ch: Channel, part: number, sends: Send[]) => void }) =>
-    decideChunk(big, { users, online: null, now: 5000, cancelled: false, policy, state: { buckets: new RateBuckets(), dedup: new DedupWindow(60_000, () => 5000) }, trails: true, seal });
-  const o = { ...ctx, sendBatchSize: 7 };
-  const whole = chunkOutputs(big, decide(), o);
-  const sealed: ChunkOutput[] = [];
-  const dec = decide({ at: o.sendBatchSize, batch: (ch, part, sends) => sealed.push(sendBatchOutput(big, ch, part, sends, o)) });
-  t.ok(sealed.length >= 4, `${sealed.length} batches sealed during the decision`);
-  t.ok(dec.sealed!.apns > 0 && dec.sealed!.fcm > 0, "on both channels");
-  t.ok(CHANNELS.every((c) => dec.sends[c].length < o.sendBatchSize), "only partial batches stay in the decision");
-  const all = [...sealed, ...chunkOutputs(big, dec, o)];
-  const byId = (l: ChunkOutput[]) => [...l].sort((a, b) => a.msgId.localeCompare(b.msgId));
-  t.same(byId(all), byId(whole), "the same messages: ids, subjects and bodies");
-  for (const c of CHANNELS) t.same(all.filter((x) => x.subject.startsWith(`nfx.send.${c}.`)).map((x) => x.msgId), whole.filter((x) => x.subject.startsWith(`nfx.send.${c}.`)).map((x) => x.msgId), `${c} batches in the same order`);
 });
