@@ -14,7 +14,7 @@ import { listProcesses } from "../lib/infra/processes.js";
 import { notify } from "../lib/intake/api-client.js";
 import { scrapeProcesses } from "../lib/tracking/delivery-log.js";
 import { campaignCreatedAt, countDecided, membersAsOf, seedSyntheticUsers, startBenchCluster, waitUntil } from "./harness.js";
-import { cpuSecs, hwm, rssBytes } from "./proc-stats.js";
+import { cpuSecs, hwm, hwmBytes, rssBytes } from "./proc-stats.js";
 import { report } from "./report.js";
 
 const { values } = parseArgs({ options: { users: { type: "string", default: "1000000" }, shards: { type: "string", default: "1" }, campaigns: { type: "string", default: "2" } } });
@@ -140,7 +140,7 @@ try {
   for (const [role, p] of cluster.procs) mem[role] = hwm(p.pid);
   extra.forEach((p, i) => (mem[`shard#${i + 2}`] = hwm(p.pid)));
   // Peak RSS over the RSS before the first campaign, per member of the campaign (each holds a dedup entry per campaign and a cap bucket).
-  const shardGrowth = shardPids.reduce((a: number, pid) => a + hwm(pid) * 1048576, 0) - shardRssBefore;
+  const shardGrowth = shardPids.reduce((a: number, pid) => a + hwmBytes(pid), 0) - shardRssBefore;
   result = {
     bench: "fan",
     users: N,
@@ -154,6 +154,9 @@ try {
     peak_rss_mb: mem,
     shard_rss_before_mb: Math.round(shardRssBefore / 1048576),
     shard_bytes_per_recipient: Math.round(shardGrowth / runs[0].members.length),
+    // What bench:fan-slope compares between two sizes: the first campaign's recipients and the shard's growth.
+    recipients: runs[0].members.length,
+    shard_growth_bytes: shardGrowth,
     cpu_seconds_during_campaign: runs[0].cpu,
     campaigns: perCampaign,
     seed_seconds: Number(seedSecs.toFixed(1)),

@@ -11,14 +11,17 @@ export const cpuSecs = (pid: number | undefined): number => {
   }
 };
 
-/** Peak resident memory of a process in MB (VmHWM); 0 if it is gone. */
-export const hwm = (pid: number | undefined): number => {
+/** Peak resident memory of a process in bytes (VmHWM); 0 if it is gone. */
+export const hwmBytes = (pid: number | undefined): number => {
   try {
-    return Math.round(Number(/VmHWM:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, "utf8"))?.[1] ?? 0) / 1024);
+    return Number(/VmHWM:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, "utf8"))?.[1] ?? 0) * 1024;
   } catch {
     return 0;
   }
 };
+
+/** Peak resident memory of a process in MB (VmHWM); 0 if it is gone. */
+export const hwm = (pid: number | undefined): number => Math.round(hwmBytes(pid) / 1048576);
 
 /** Resident memory of a process now, in bytes (VmRSS); 0 if it is gone. */
 export const rssBytes = (pid: number | undefined): number => {

@@ -1,4 +1,4 @@
-// Benchmarks leave nothing behind: bench:fan interrupted with SIGINT mid-run, and stopped by its deadline, exits with its code and every process it started is gone.
+// Benchmarks leave nothing behind: bench:fan interrupted with SIGINT mid-run, and stopped by its deadline, and bench:fan-slope (bench:fan runs of its own) interrupted, exit with their code and every process they started is gone.
 import "../helpers/child-env.js";
 
 import { spawn } from "node:child_process";
@@ -8,6 +8,7 @@ import { fileURLToPath } from "node:url";
 import t from "tap";
 
 const FAN = fileURLToPath(new URL("../../bench/fan.js", import.meta.url));
+const FAN_SLOPE = fileURLToPath(new URL("../../bench/fan-slope.js", import.meta.url));
 
 /** pid -> [parent pid, command name] of every live (not zombie) process, read from /proc. */
 function processTable(): Map<number, [number, string]> {
@@ -44,11 +45,12 @@ function descendants(root: number): Map<number, string> {
 }
 
 /**
- * Runs bench:fan with `users` and `env`; once nats-server, redis-server and its roles are up (and it is seeding), calls
- * `interrupt` (if any). Resolves with its exit code, its stderr, and which of the processes seen then are still alive.
+ * Runs bench:fan (or `args`: another script) with `users` and `env`; once nats-server, redis-server and the roles are up
+ * (and it is seeding), calls `interrupt` (if any). Resolves with its exit code, its stderr, and which of the processes
+ * seen then are still alive.
  */
-async function runBench(users: number, env: Record<string, string>, interrupt?: (pid: number) => void): Promise<{ code: number | null; stderr: string; seen: Map<number, string>; left: string[] }> {
-  const p = spawn(process.execPath, [FAN, "--users", String(users)], { env: { ...process.env, ...env }, stdio: ["ignore", "ignore", "pipe"] });
+async function runBench(users: number, env: Record<string, string>, interrupt?: (pid: number) => void, args = [FAN, "--users", String(users)]): Promise<{ code: number | null; stderr: string; seen: Map<number, string>; left: string[] }> {
+  const p = spawn(process.execPath, args, { env: { ...process.env, ...env }, stdio: ["ignore", "ignore", "pipe"] });
   let stderr = "";
   p.stderr.on("data", (b: Buffer) => (stderr += b.toString()));
   const exited = new Promise<number | null>((r) => p.once("exit", (c) => r(c)));
@@ -95,4 +97,13 @@ t.test("bench:fan at its deadline: exits 2 naming the deadline, every process it
   t.equal(r.code, 2, `exit code 2 (stderr: ${r.stderr.slice(-400)})`);
   t.match(r.stderr, /deadline of 0\.25 min reached/, "names the deadline");
   t.same(r.left, [], "none of its processes is left");
+});
+
+t.test("bench:fan-slope interrupted with SIGINT during its first bench:fan run: exits 130, every process started under it is gone", async (t) => {
+  const r = await runBench(0, {}, (pid) => process.kill(pid, "SIGINT"), [FAN_SLOPE, "--small", "400000", "--large", "800000"]);
+  const names = [...r.seen.values()];
+  t.ok(names.includes("nats-server") && names.includes("redis-server"), `its bench:fan run had started nats-server and redis-server (${names.join(", ")})`);
+  t.equal(r.code, 130, `exit code 130 (stderr: ${r.stderr.slice(-400)})`);
+  t.match(r.stderr, /SIGINT; stopping every process it started/, "the run it passed SIGINT on to says why it stopped");
+  t.same(r.left, [], "none of the processes is left");
 });
