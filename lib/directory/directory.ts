@@ -87,7 +87,7 @@ export interface UserSource {
  * one user's decision and dies young; decoded all at once on arrival, the
  * chunk's records outlived the reads and waits before its decision and were
  * promoted to V8's old generation, most of what the shard actor promoted
- * (docs/benchmarks.md, "Directory records decoded when decided").
+ * (docs/benchmarks.md, "The RSS slope per recipient, and what the shard promotes").
  */
 export class StoredUsers implements UserSource {
   constructor(
