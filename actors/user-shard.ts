@@ -15,7 +15,7 @@ import type { Logger } from "../lib/core/log.js";
 import { ownValue } from "../lib/core/own-keys.js";
 import { BUCKET, CLASS_PRIORITIES, fanSubject, GATEWAY_CHANNELS, LANE_CLASSES, type LaneClass, MSGID, PRIORITIES, type Priority, STREAM } from "../lib/core/subjects.js";
 import type { FanChunk } from "../lib/core/types.js";
-import { readStoredUsers, readUsers } from "../lib/directory/directory.js";
+import { readStoredUsers } from "../lib/directory/directory.js";
 import { Admission, LatencyReporter } from "../lib/flow/admission.js";
 import { chunksReconciled } from "../lib/flow/fan-publisher.js";
 import { JsPublisher } from "../lib/flow/js-publisher.js";
@@ -246,8 +246,8 @@ class ShardOwner {
         const n = digestNotification(h);
         const chunk: FanChunk = { type: "fan_chunk", shard: this.shard, chunk: 0, notification: n, users: [h.user] };
         const profile = needsProfile(n, policy);
-        const users = await this.retry("directory read", () => readUsers(cl.redis, this.shard, [h.user], { profile }));
-        const smsStopped = wantsSms(n, policy) ? await this.retry("sms stops", () => stopsOf(cl.redis, users.map((u) => u?.phone))) : null;
+        const users = await this.retry("directory read", () => readStoredUsers(cl.redis, this.shard, [h.user], { profile }));
+        const smsStopped = wantsSms(n, policy) ? await this.retry("sms stops", () => stopsOf(cl.redis, users.phones())) : null;
         const decidedAt = this.sh.now();
         const decision = decideChunk(chunk, { users, online: null, collapsed: null, now: decidedAt, cancelled: this.sh.cancellations.has(h.brief.id), policy, state: this.state, trails: d.cfg.policy.trails, smsStopped });
         const outs = this.encodeOutputs(chunk, decision, decidedAt);
@@ -459,7 +459,7 @@ class ShardOwner {
       ]),
     );
     // SMS in play: which recipients' numbers replied STOP (one HMGET per chunk).
-    const smsStopped = wantsSms(n, policy) ? await this.retry("sms stops", () => stopsOf(cl.redis, chunk.users.map((_, i) => users.phoneAt(i)))) : null;
+    const smsStopped = wantsSms(n, policy) ? await this.retry("sms stops", () => stopsOf(cl.redis, users.phones())) : null;
     if (cl.yields) await this.sh.urgency.clear();
     const decidedAt = this.sh.now();
     const decision = decideChunk(chunk, { users, online, collapsed, now: decidedAt, cancelled: this.sh.cancellations.has(n.id), policy, state: this.state, trails: d.cfg.policy.trails, smsStopped });

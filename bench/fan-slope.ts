@@ -2,7 +2,7 @@
 import { spawn } from "node:child_process";
 import { constants } from "node:os";
 
-import { arg } from "./harness.js";
+import { arg, passSignals } from "./harness.js";
 import { report } from "./report.js";
 
 /** What this bench reads from each bench:fan run's JSON line. */
@@ -22,14 +22,7 @@ const FAN = new URL("./fan.js", import.meta.url).pathname;
 
 /** The bench:fan run now going: SIGINT and SIGTERM are passed on to it, so it stops every process it started itself. */
 let current: ReturnType<typeof spawn> | null = null;
-let stopping: NodeJS.Signals | null = null;
-for (const sig of ["SIGINT", "SIGTERM"] as const) {
-  process.on(sig, () => {
-    stopping = sig;
-    if (current) current.kill(sig);
-    else process.exit(128 + constants.signals[sig]);
-  });
-}
+const signals = passSignals(() => current);
 
 /**
  * Runs bench:fan with one campaign over `users` users in a process of its own (its own deadline, BENCH_DEADLINE_MIN);
@@ -43,7 +36,8 @@ function fanRun(users: number): Promise<FanRun> {
   return new Promise((resolve, reject) =>
     child.once("exit", (code, sig) => {
       current = null;
-      if (stopping) process.exit(128 + constants.signals[stopping]);
+      const sigIn = signals.received();
+      if (sigIn) process.exit(128 + constants.signals[sigIn]);
       const last = out.trim().split("\n").pop() ?? "";
       if (code !== 0) return reject(new Error(`bench:fan --users ${users} --campaigns 1 ended with ${code ?? sig}`));
       try {

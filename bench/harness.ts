@@ -47,9 +47,27 @@ export function adopt<P extends ChildProcess>(p: P): P {
 export async function underNodeFlags(flags: readonly string[]): Promise<void> {
   if (flags.every((f) => process.execArgv.includes(f))) return;
   const child = spawn(process.execPath, [...flags, ...process.execArgv, ...process.argv.slice(1)], { stdio: "inherit" });
-  for (const sig of ["SIGINT", "SIGTERM"] as const) process.on(sig, () => child.kill(sig));
+  passSignals(() => child);
   const code = await new Promise<number>((r) => child.once("exit", (c, sig) => r(c ?? 128 + (sig ? constants.signals[sig] : 0))));
   process.exit(code);
+}
+
+/**
+ * For a benchmark that runs another in a child process: passes SIGINT and SIGTERM on to the child `current()` returns
+ * (it then stops every process it started itself); with none running, exits at once with 128 + the signal's number.
+ * `received()` names the signal that came, if any.
+ */
+export function passSignals(current: () => ChildProcess | null): { received(): NodeJS.Signals | null } {
+  let got: NodeJS.Signals | null = null;
+  for (const sig of ["SIGINT", "SIGTERM"] as const) {
+    process.on(sig, () => {
+      got = sig;
+      const c = current();
+      if (c) c.kill(sig);
+      else process.exit(128 + constants.signals[sig]);
+    });
+  }
+  return { received: () => got };
 }
 
 /** The number after `--<name>` on the command line, else `dflt`. */

@@ -113,6 +113,11 @@ export class StoredUsers implements UserSource {
     return p ? decode<Profile>(p).phone || undefined : undefined;
   }
 
+  /** Every user's phone number ({@link phoneAt}), in order. */
+  phones(): (string | undefined)[] {
+    return this.ids.map((_, i) => this.phoneAt(i));
+  }
+
   /** Every record, decoded. */
   all(): (UserRecord | null)[] {
     return this.ids.map((_, i) => this.at(i));

@@ -313,8 +313,10 @@ export function decideUser(cfg: PolicyConfig, st: PolicyState, ctx: DecideContex
   } else if (trail) trail.s += r.online ? "presence|pass|online\n" : "presence|pass|offline\n";
 
   const own = allowed === p.candidates ? p.own : p.own.filter((ch) => allowed.includes(ch));
+  // The plan's own channels are prepared once per notification; a recipient's narrower set (preferences) is prepared by the route.
+  const planned = own === p.own ? p.ownRoute : null;
   if (targets.length === 0) {
-    const rt = route(own, allowed, r, !p.inappRoutable, own === p.own ? p.ownRoute : null);
+    const rt = route(own, allowed, r, !p.inappRoutable, planned);
     targets = rt.targets;
     // Nothing else reaches a user whose number replied STOP: the stop is why.
     if (targets.length === 0) return smsStop ? suppress("sms_stop", "sms_opted_out", smsStop.keyword, smsStop.at) : suppress("route", "no_devices", rt.tried);
@@ -322,7 +324,7 @@ export function decideUser(cfg: PolicyConfig, st: PolicyState, ctx: DecideContex
   }
   let fallback: Target[] | undefined;
   if (targets.every((t) => t.channel === "inapp")) {
-    const fb = route(own, allowed, r, true, own === p.own ? p.ownRoute : null);
+    const fb = route(own, allowed, r, true, planned);
     if (fb.targets.length === 0 && p.pushFallback && prefs?.push !== false) {
       fb.targets = targetsOn("push", r);
       fb.tried = fb.tried ? `${fb.tried} > push` : "push";
@@ -340,7 +342,6 @@ export function decideUser(cfg: PolicyConfig, st: PolicyState, ctx: DecideContex
 function route(own: readonly ContentChannel[], allowed: readonly ContentChannel[], r: Recipient, noInApp: boolean, planned: NotificationPlan["ownRoute"] | null): { targets: Target[]; tried: string } {
   let targets: Target[] = [];
   let tried = "";
-  // The plan's own channels are prepared once per notification; a recipient's narrower set (preferences) here.
   const o = planned ? planned[noInApp ? "noInApp" : "withInApp"] : ownRouteOf(own, noInApp);
   const mine = o.mine;
   if (mine.length > 0) {
