@@ -510,8 +510,9 @@ class ShardOwner {
   /** Writes the state as of the current positions (call only with nothing in flight). */
   private async writeCheckpoint(whole = false): Promise<void> {
     this.lease.fence(this.holder);
-    // Only what changed since the last write, unless the store wants the full state again (or the last write failed: its changes are not stored).
-    const full = whole || this.lastWriteFailed || CheckpointStore.wantsFull(this.head);
+    // Only what changed since the last write, unless the store wants the full state again, the changes outgrew what the
+    // last whole write held (their journals dropped them), or the last write failed (its changes are not stored).
+    const full = whole || this.lastWriteFailed || CheckpointStore.wantsFull(this.head) || this.state.dedup.changesOverflowed || this.state.buckets.changesOverflowed;
     const st = this.state;
     const cp = { owner: this.sh.owner, epoch: this.lease.revision, at: Date.now(), pos: { ...this.pos }, posAt: { ...this.posAt }, full, dedup: full ? st.dedup.pack() : st.dedup.packChanges(), buckets: full ? st.buckets.pack() : st.buckets.packChanges(), digests: st.digests.pack() };
     this.lastWriteFailed = true;

@@ -43,33 +43,63 @@ export function forEachPacked(b: Buffer, at: number, visit: (k: number, v: numbe
   return o;
 }
 
+/** A journal's smallest array, and the fewest notes it keeps before it may overflow. */
+const JOURNAL_MIN = 1024;
+
 /**
  * The keys of a {@link NumberMap} written since it was last packed, in a growable Float64Array (a key written twice is
  * noted twice; {@link packChanged} writes it once). Lets a checkpoint write only what changed since the last one.
+ *
+ * Bounded: once the notes outnumber the entries of the last whole pack ({@link ChangeJournal.reset}; at least 1,024),
+ * the changes would be as large as the whole state, so the journal drops its notes, keeps none until the next
+ * `reset`, and reports {@link overflowed}: the next write must be whole. A map filling up from nothing (a shard's
+ * first campaign) then holds no journal as large as itself.
  */
 export class ChangeJournal {
-  private keys = new Float64Array(1024);
+  private keys = new Float64Array(JOURNAL_MIN);
   private n = 0;
+  /** Notes kept at most before the journal overflows. */
+  private limit = JOURNAL_MIN;
+  private over = false;
 
   /** Number of notes (with repeats). */
   get size(): number {
     return this.n;
   }
 
+  /** Whether notes were dropped since the last {@link reset}: only a whole pack is correct then. */
+  get overflowed(): boolean {
+    return this.over;
+  }
+
   /** Notes that `k` was written. */
   note(k: number): void {
+    if (this.over) return;
+    if (this.n >= this.limit) {
+      this.over = true;
+      this.n = 0;
+      this.keys = new Float64Array(JOURNAL_MIN);
+      return;
+    }
     if (this.n === this.keys.length) {
-      const bigger = new Float64Array(this.keys.length * 2);
+      const bigger = new Float64Array(Math.min(this.keys.length * 2, Math.max(this.limit, JOURNAL_MIN)));
       bigger.set(this.keys);
       this.keys = bigger;
     }
     this.keys[this.n++] = k;
   }
 
-  /** Forgets every note (after a pack of everything, or one of the changes). */
+  /** Forgets every note (after a pack of the changes); an overflowed journal stays overflowed. */
   clear(): void {
     this.n = 0;
-    if (this.keys.length > 65_536) this.keys = new Float64Array(1024);
+    if (this.keys.length > 65_536) this.keys = new Float64Array(JOURNAL_MIN);
+  }
+
+  /** Forgets every note after a whole pack of `entries` entries: notes are kept again, up to `max(entries, 1024)`. */
+  reset(entries: number): void {
+    this.clear();
+    this.over = false;
+    this.limit = Math.max(JOURNAL_MIN, entries);
   }
 
   /** Visits each noted key once, in the order first noted. */

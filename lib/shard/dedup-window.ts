@@ -97,15 +97,21 @@ export class DedupWindow {
    */
   pack(): Buffer {
     const t = this.now();
-    this.changed.clear();
     this.gens = this.gens.filter((g) => g.dropAt > t);
+    this.changed.reset(this.size);
     return packPairs(this.size, (put) => {
       for (const g of this.gens) g.keys.forEach((_v, k) => put(k, g.dropAt));
     });
   }
 
-  /** The entries added since the last {@link pack} or {@link packChanges}, packed the same way (an incremental checkpoint: restored after the full one, in order). */
+  /** Whether more keys were added since the last {@link pack} than it packed: the next checkpoint must be whole ({@link packChanges} would throw). */
+  get changesOverflowed(): boolean {
+    return this.changed.overflowed;
+  }
+
+  /** The entries added since the last {@link pack} or {@link packChanges}, packed the same way (an incremental checkpoint: restored after the full one, in order). Throws when {@link changesOverflowed}. */
   packChanges(): Buffer {
+    if (this.changed.overflowed) throw new Error("dedup window: too many changes since the last whole pack to pack them alone (pack whole)");
     const t = this.now();
     const b = packPairs(this.changed.size, (put) =>
       this.changed.forEachOnce((k) => {

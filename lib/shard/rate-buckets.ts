@@ -121,12 +121,19 @@ export class RateBuckets {
    */
   pack(): Buffer {
     const now = this.clock();
-    this.changed.clear();
-    return packEntries(this.tat, this.ahead(now));
+    const b = packEntries(this.tat, this.ahead(now));
+    this.changed.reset(this.tat.size);
+    return b;
   }
 
-  /** The buckets taken from since the last {@link pack} or {@link packChanges}, packed the same way (restored after the full pack, in order, each with its own elapsed time). */
+  /** Whether more buckets were taken from since the last {@link pack} than it packed: the next checkpoint must be whole ({@link packChanges} would throw). */
+  get changesOverflowed(): boolean {
+    return this.changed.overflowed;
+  }
+
+  /** The buckets taken from since the last {@link pack} or {@link packChanges}, packed the same way (restored after the full pack, in order, each with its own elapsed time). Throws when {@link changesOverflowed}. */
   packChanges(): Buffer {
+    if (this.changed.overflowed) throw new Error("rate buckets: too many changes since the last whole pack to pack them alone (pack whole)");
     return packChanged(this.tat, this.changed, this.ahead(this.clock()));
   }
 

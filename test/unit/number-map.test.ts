@@ -1,9 +1,11 @@
-// NumberMap (lib/core/number-map.ts) agrees with a Map under random sets, deletes and prunes, and refuses keys it cannot hold; packChanged packs only what changed.
+// NumberMap (lib/core/number-map.ts) agrees with a Map under random sets, deletes and prunes, and refuses keys it cannot hold; packChanged packs only what changed; a change journal is bounded by the last whole pack.
 import t from "tap";
 
 import { hash53 } from "../../lib/core/hash53.js";
 import { NumberMap } from "../../lib/core/number-map.js";
 import { ChangeJournal, forEachPacked, packChanged, packEntries } from "../../lib/core/pair-pack.js";
+import { DedupWindow } from "../../lib/shard/dedup-window.js";
+import { RateBuckets } from "../../lib/shard/rate-buckets.js";
 
 t.test("random sets, deletes and retains give the same entries as a Map", (t) => {
   let seed = 7;
@@ -55,6 +57,7 @@ t.test("packChanged: each key written since the last pack once, with its current
   const m = new NumberMap();
   const changed = new ChangeJournal();
   for (let k = 0; k < 5000; k++) m.set(k, 100);
+  changed.reset(m.size); // as after a whole pack of the map
   const write = (k: number, v: number): void => {
     m.set(k, v);
     changed.note(k);
@@ -72,5 +75,50 @@ t.test("packChanged: each key written since the last pack once, with its current
   t.same([got.get(1), got.get(2), got.get(12_999)], [250, 300, 3999], "each with its current value");
   t.equal(changed.size, 0, "the journal is cleared");
   t.equal(forEachPacked(packChanged(m, changed, (v) => v), 0, () => t.fail("nothing changed since")), 4, "a pack with no changes is empty");
+  t.end();
+});
+
+t.test("ChangeJournal: bounded by the last whole pack; past it the notes are dropped and the next pack must be whole", (t) => {
+  const j = new ChangeJournal();
+  j.reset(3000);
+  for (let k = 0; k < 3000; k++) j.note(k);
+  t.notOk(j.overflowed, "as many notes as the whole pack held: kept");
+  t.equal(j.size, 3000);
+  j.note(3000);
+  t.ok(j.overflowed, "one more: overflowed");
+  t.equal(j.size, 0, "its notes are dropped");
+  j.note(3001);
+  t.equal(j.size, 0, "and none kept until the next whole pack");
+  j.clear();
+  t.ok(j.overflowed, "a clear (after a pack of changes) leaves it overflowed");
+  j.reset(10);
+  t.notOk(j.overflowed, "a whole pack resets it");
+  for (let k = 0; k < 1024; k++) j.note(k);
+  t.notOk(j.overflowed, "at least 1,024 notes are kept whatever the whole pack held");
+
+  // The shard's state: a window filling up from nothing overflows, its changes refuse to pack, and a whole pack resets it.
+  let clock = 1_000_000;
+  const w = new DedupWindow(60_000, () => clock);
+  const b = new RateBuckets(() => clock);
+  const cap = { count: 5, periodSec: 60 };
+  w.pack();
+  b.pack();
+  for (let i = 0; i < 2000; i++) {
+    w.add(`n|u${i}`);
+    b.take(`u${i}`, "promo", cap);
+  }
+  t.ok(w.changesOverflowed && b.changesOverflowed, "2,000 new entries on an empty whole pack: both overflowed");
+  t.throws(() => w.packChanges(), /pack whole/, "the window's changes refuse to pack");
+  t.throws(() => b.packChanges(), /pack whole/, "and the buckets'");
+  const back = new DedupWindow(60_000, () => clock);
+  back.restore(w.pack());
+  t.ok(back.size === 2000 && back.has("n|u1999"), "the whole pack holds every entry");
+  b.pack();
+  t.notOk(w.changesOverflowed || b.changesOverflowed, "a whole pack resets both");
+  clock += 1000;
+  w.add("n|late");
+  const d = new DedupWindow(60_000, () => clock);
+  d.restore(w.packChanges());
+  t.ok(d.size === 1 && d.has("n|late"), "changes pack again after it");
   t.end();
 });
