@@ -107,6 +107,8 @@ interface ClassShared {
   collapse: CollapseClaims;
   /** Chunks in flight across this class's shards (bulk: `shard.concurrency`); null: no process-wide bound (urgent: each shard's `chunksInFlight`). */
   gate: Semaphore | null;
+  /** Users of the chunks in flight across this class's shards (bulk: `shard.usersInFlight`, each chunk weighing its users); null when `gate` is. */
+  usersGate: Semaphore | null;
   /** Bulk chunks of a process that also runs the urgent class wait for urgent work between heavy steps. */
   yields: boolean;
   /** Latency from acceptance to decision; the urgent class reports it to admission control. */
@@ -420,6 +422,13 @@ class ShardOwner {
       if (err instanceof PoisonMessage) return this.markDecided(m);
       throw err;
     }
+    // A bulk chunk also weighs its users against the process's `usersInFlight` (taken inside its `concurrency` slot, so at most that many decoded chunks wait).
+    const users = this.cl.usersGate;
+    return users ? users.run(() => this.decideAndPublish(m, chunk, t0), 0, chunk.users.length) : this.decideAndPublish(m, chunk, t0);
+  }
+
+  /** {@link handle} of a decoded chunk, `t0` when it started. */
+  private async decideAndPublish(m: JsMsg, chunk: FanChunk, t0: number): Promise<void> {
     const cl = this.cl;
     const n = chunk.notification;
     const ck = n.collapseKey;
@@ -626,6 +635,7 @@ export async function startUserShard(d: ShardDeps): Promise<{ stop(): Promise<vo
       readPresence: presenceReader(redis),
       collapse: new CollapseClaims(redis, d.cfg.shard.dedupWindowSec * 1000),
       gate: cls === "bulk" ? new Semaphore(d.cfg.shard.concurrency) : null,
+      usersGate: cls === "bulk" ? new Semaphore(d.cfg.shard.usersInFlight) : null,
       yields: cls === "bulk" && both,
       latency: new LatencyReporter(nats, d.cfg, "decided", `shard-${cls}`, cls === "urgent", () => {
         const t = Date.now();

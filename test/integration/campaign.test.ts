@@ -11,7 +11,7 @@ import { clientsFor, eventually, startTestCluster } from "../helpers/cluster.js"
 
 
 t.test("pause, resume and cancel; a cancel drops sends already queued downstream", async (t) => {
-  const cluster = await startTestCluster(t, { own: ["gateway-apns", "shard"], overrides: { campaign: { chunkSize: 200 } } });
+  const cluster = await startTestCluster(t, { own: ["gateway-apns", "shard"], overrides: { campaign: { chunkSize: 200 }, shard: { usersInFlight: 150 } } });
   const cfg = cluster.cfg;
   const { nats, redis } = await clientsFor(t, cfg);
   const now = Date.now();
