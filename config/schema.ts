@@ -356,7 +356,7 @@ export const configSchema = z.strictObject({
     .strictObject({
       concurrency: z.number().int().min(1).max(256).default(8).describe("Bulk-class fan chunks (normal, bulk) processed at once per process (across its shards); urgent chunks have `chunksInFlight` per shard of their own."),
       chunksInFlight: z.number().int().min(1).max(64).default(4).describe("Fan chunks of one shard in flight at once (read, decide, publish)."),
-      usersInFlight: z.number().int().min(1).max(1_000_000).default(25_000).describe("Users of the bulk-class fan chunks in flight at once per process (across its shards), besides `concurrency`: each chunk weighs its users (a larger one runs alone). Bounds the memory a process holds for chunks being read, decided and published (about 1 KB per user) whatever the chunk size."),
+      usersInFlight: z.number().int().min(1).max(1_000_000).default(25_000).describe("Users of the bulk-class fan chunks in flight at once per process (across its shards), besides `concurrency`: each chunk weighs its users (a larger one runs alone). Bounds the memory a process holds for chunks being read, decided and published, whatever the chunk size (docs/architecture.md, \"Memory per recipient\")."),
       sendBatchSize: z.number().int().min(1).max(1000).default(500).describe("Sends per channel batch message."),
       leaseMs: z.number().int().min(500).max(60_000).default(3000).describe("Shard lease: an owner that dies is replaced within about this long plus one tick (a sixth of it)."),
       checkpointMs: z.number().int().min(100).max(600_000).default(2000).describe("How often an owner checkpoints each shard's position, dedup window and buckets."),
