@@ -31,7 +31,7 @@ import type { NotificationBrief, SendBatch } from "../lib/core/types.js";
 import { type ChannelClient, runGateway } from "../lib/gateway/runner.js";
 import { ensureTopology } from "../lib/infra/topology.js";
 import { ensureApnsKey, sandboxOverrides, type SandboxPorts } from "../sandbox/index.js";
-import { adopt, startBenchCluster, underNodeFlags, waitUntil } from "./harness.js";
+import { adopt, callsPer, redisBytesIn, redisCalls, startBenchCluster, underNodeFlags, waitUntil } from "./harness.js";
 import { cpuSecs } from "./proc-stats.js";
 import { report } from "./report.js";
 
@@ -249,6 +249,8 @@ async function main(): Promise<void> {
       }
       const stats = async (): Promise<number> => ((await (await fetch(`http://127.0.0.1:${sb.ports.control}/accepted`)).json()) as Record<string, number>)[PROVIDER[ch]];
       const before = await stats();
+      const calls0 = await redisCalls(bc.redis);
+      const bytesIn0 = await redisBytesIn(bc.redis);
       const c2 = cpu();
       const prof = profDir ? join(profDir, `gateway-${ch}.cpuprofile`) : undefined;
       const { gc: pipeGc } = await observed(async () => {
@@ -258,11 +260,13 @@ async function main(): Promise<void> {
         await gw.stop();
       }, prof);
       const c3 = cpu();
+      // What the gateway asked of redis-server per send (script calls as evalsha, and each command they ran under its own name).
+      const redisPerSend = { calls: callsPer(calls0, await redisCalls(bc.redis), n), bytes_in: Math.round(((await redisBytesIn(bc.redis)) - bytesIn0) / n) };
       // CPU µs per send of each process: [this process (SDK or gateway), sandbox, nats-server, redis-server].
       const perSend = (a: number[], b: number[]): number[] => b.map((v, i) => Math.round(((v - a[i]) * 1e6) / n));
       const { byToken: got, perSec: pipe } = await accepted(sb.ports.control, PROVIDER[ch], tokenPrefix(ch, prefix));
       const dup = [...got.values()].reduce((s, c) => s + c - 1, 0);
-      result[ch] = { sends: n, pipeline_per_s: Math.round(pipe), raw_sdk_per_s: Math.round(raw), ratio: Number((pipe / raw).toFixed(2)), lost: n - got.size, duplicates: dup, cpu_us_per_send: { raw: perSend(c0, c1), pipeline: perSend(c2, c3), order: "client,sandbox,nats,redis" }, gc: { raw: rawGc, pipeline: pipeGc } };
+      result[ch] = { sends: n, pipeline_per_s: Math.round(pipe), raw_sdk_per_s: Math.round(raw), ratio: Number((pipe / raw).toFixed(2)), lost: n - got.size, duplicates: dup, cpu_us_per_send: { raw: perSend(c0, c1), pipeline: perSend(c2, c3), order: "client,sandbox,nats,redis" }, gc: { raw: rawGc, pipeline: pipeGc }, redis_per_send: redisPerSend };
       console.log(`${ch}: ${JSON.stringify(result[ch])}`);
     }
   } finally {

@@ -233,3 +233,14 @@ export function countDecided(n: Nats): { readonly decided: number; stop(): void 
     stop: () => sub.unsubscribe(),
   };
 }
+
+/** Calls per command redis-server has run so far (INFO commandstats: a script call counts as evalsha, and each command it ran as its own). */
+export const redisCalls = async (r: Redis): Promise<Map<string, number>> =>
+  new Map([...(await r.info("commandstats")).matchAll(/cmdstat_([^:]+):calls=(\d+)/g)].map((m) => [m[1], Number(m[2])]));
+
+/** Bytes redis-server has read from its clients so far (INFO stats `total_net_input_bytes`). */
+export const redisBytesIn = async (r: Redis): Promise<number> => Number(/total_net_input_bytes:(\d+)/.exec(await r.info("stats"))![1]);
+
+/** Calls per item (`n` items: deliveries, sends) of each command run at least once per 100 items between `a` and `b`, most called first. */
+export const callsPer = (a: Map<string, number>, b: Map<string, number>, n: number): Record<string, number> =>
+  Object.fromEntries([...b].map(([k, v]) => [k, Number(((v - (a.get(k) ?? 0)) / n).toFixed(2))] as const).filter(([, v]) => v >= 0.01).sort((x, y) => y[1] - x[1]));

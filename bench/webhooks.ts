@@ -9,7 +9,7 @@ import type { Endpoint } from "../lib/directory/endpoints.js";
 import type { EndpointState } from "../lib/flow/endpoint-queues.js";
 import { secretKey, signatureHeaders } from "../lib/gateway/webhook-sign.js";
 import { callApi, notify } from "../lib/intake/api-client.js";
-import { adopt, arg, type BenchCluster, startBenchCluster, waitUntil } from "./harness.js";
+import { adopt, arg, callsPer, redisBytesIn, redisCalls, startBenchCluster, waitUntil } from "./harness.js";
 import { cpuSecs } from "./proc-stats.js";
 import { report } from "./report.js";
 
@@ -24,15 +24,6 @@ const healthySecs = (s: Summary, p: string): number => {
   const spans = Object.entries(s.span).filter(([n]) => n !== `${p}0` && n !== `${p}1`).map(([, v]) => v);
   return (Math.max(...spans.map((v) => v[1])) - Math.min(...spans.map((v) => v[0]))) / 1000;
 };
-
-/** Calls per command redis-server has run so far (INFO commandstats: a script call counts as evalsha, and each command it ran as its own). */
-const redisCalls = async (r: BenchCluster["redis"]): Promise<Map<string, number>> =>
-  new Map([...(await r.info("commandstats")).matchAll(/cmdstat_([^:]+):calls=(\d+)/g)].map((m) => [m[1], Number(m[2])]));
-/** Bytes redis-server has read from its clients so far (INFO stats `total_net_input_bytes`). */
-const redisBytesIn = async (r: BenchCluster["redis"]): Promise<number> => Number(/total_net_input_bytes:(\d+)/.exec(await r.info("stats"))![1]);
-/** Calls per delivery of each command run at least once per 100 deliveries between `a` and `b`. */
-const callsPer = (a: Map<string, number>, b: Map<string, number>, n: number): Record<string, number> =>
-  Object.fromEntries([...b].map(([k, v]) => [k, Number(((v - (a.get(k) ?? 0)) / n).toFixed(2))] as const).filter(([, v]) => v >= 0.01).sort((x, y) => y[1] - x[1]));
 
 async function main(): Promise<void> {
   // The receiver is its own process (as endpoints are other machines), started first so the cluster's guard stops it too.
