@@ -58,7 +58,7 @@ const JOURNAL_MIN = 1024;
 export class ChangeJournal {
   private keys = new Float64Array(JOURNAL_MIN);
   private n = 0;
-  /** Notes kept at most before the journal overflows. */
+  /** Notes kept at most before the journal overflows (at least {@link JOURNAL_MIN}). */
   private limit = JOURNAL_MIN;
   private over = false;
 
@@ -82,7 +82,7 @@ export class ChangeJournal {
       return;
     }
     if (this.n === this.keys.length) {
-      const bigger = new Float64Array(Math.min(this.keys.length * 2, Math.max(this.limit, JOURNAL_MIN)));
+      const bigger = new Float64Array(Math.min(this.keys.length * 2, this.limit));
       bigger.set(this.keys);
       this.keys = bigger;
     }
@@ -102,8 +102,9 @@ export class ChangeJournal {
     this.limit = Math.max(JOURNAL_MIN, entries);
   }
 
-  /** Visits each noted key once, in the order first noted. */
+  /** Visits each noted key once, in the order first noted. Throws when {@link overflowed}: its notes are gone, only a whole pack is correct. */
   forEachOnce(visit: (k: number) => void): void {
+    if (this.over) throw new Error("change journal overflowed since the last whole pack: the changes cannot be packed alone (pack whole)");
     const seen = new NumberMap(this.n);
     for (let i = 0; i < this.n; i++) {
       const k = this.keys[i];

@@ -111,7 +111,6 @@ export class DedupWindow {
 
   /** The entries added since the last {@link pack} or {@link packChanges}, packed the same way (an incremental checkpoint: restored after the full one, in order). Throws when {@link changesOverflowed}. */
   packChanges(): Buffer {
-    if (this.changed.overflowed) throw new Error("dedup window: too many changes since the last whole pack to pack them alone (pack whole)");
     const t = this.now();
     const b = packPairs(this.changed.size, (put) =>
       this.changed.forEachOnce((k) => {

@@ -133,7 +133,6 @@ export class RateBuckets {
 
   /** The buckets taken from since the last {@link pack} or {@link packChanges}, packed the same way (restored after the full pack, in order, each with its own elapsed time). Throws when {@link changesOverflowed}. */
   packChanges(): Buffer {
-    if (this.changed.overflowed) throw new Error("rate buckets: too many changes since the last whole pack to pack them alone (pack whole)");
     return packChanged(this.tat, this.changed, this.ahead(this.clock()));
   }
 

@@ -8,6 +8,8 @@ import { fileURLToPath } from "node:url";
 import t from "tap";
 
 const FAN = fileURLToPath(new URL("../../bench/fan.js", import.meta.url));
+/** bench:fan over `users` users, as {@link runBench} takes it. */
+const fanOf = (users: number): string[] => [FAN, "--users", String(users)];
 const FAN_SLOPE = fileURLToPath(new URL("../../bench/fan-slope.js", import.meta.url));
 
 /** pid -> [parent pid, command name] of every live (not zombie) process, read from /proc. */
@@ -45,11 +47,11 @@ function descendants(root: number): Map<number, string> {
 }
 
 /**
- * Runs bench:fan (or `args`: another script) with `users` and `env`; once nats-server, redis-server and the roles are up
+ * Runs the bench script and arguments `args` (e.g. {@link fanOf}) with `env`; once nats-server, redis-server and the roles are up
  * (and it is seeding), calls `interrupt` (if any). Resolves with its exit code, its stderr, and which of the processes
  * seen then are still alive.
  */
-async function runBench(users: number, env: Record<string, string>, interrupt?: (pid: number) => void, args = [FAN, "--users", String(users)]): Promise<{ code: number | null; stderr: string; seen: Map<number, string>; left: string[] }> {
+async function runBench(args: readonly string[], env: Record<string, string>, interrupt?: (pid: number) => void): Promise<{ code: number | null; stderr: string; seen: Map<number, string>; left: string[] }> {
   const p = spawn(process.execPath, args, { env: { ...process.env, ...env }, stdio: ["ignore", "ignore", "pipe"] });
   let stderr = "";
   p.stderr.on("data", (b: Buffer) => (stderr += b.toString()));
@@ -83,7 +85,7 @@ async function runBench(users: number, env: Record<string, string>, interrupt?: 
 }
 
 t.test("bench:fan interrupted with SIGINT while seeding: exits 130, every process it started is gone", async (t) => {
-  const r = await runBench(400_000, {}, (pid) => process.kill(pid, "SIGINT"));
+  const r = await runBench(fanOf(400_000), {}, (pid) => process.kill(pid, "SIGINT"));
   const names = [...r.seen.values()];
   t.ok(names.includes("nats-server") && names.includes("redis-server"), `it had started nats-server and redis-server (${names.join(", ")})`);
   t.equal(r.code, 130, `exit code 130 (stderr: ${r.stderr.slice(-400)})`);
@@ -93,14 +95,14 @@ t.test("bench:fan interrupted with SIGINT while seeding: exits 130, every proces
 
 t.test("bench:fan at its deadline: exits 2 naming the deadline, every process it started is gone", async (t) => {
   // 0.25 min: the cluster is up and a 2M-user seeding is under way when it ends.
-  const r = await runBench(2_000_000, { BENCH_DEADLINE_MIN: "0.25" });
+  const r = await runBench(fanOf(2_000_000), { BENCH_DEADLINE_MIN: "0.25" });
   t.equal(r.code, 2, `exit code 2 (stderr: ${r.stderr.slice(-400)})`);
   t.match(r.stderr, /deadline of 0\.25 min reached/, "names the deadline");
   t.same(r.left, [], "none of its processes is left");
 });
 
 t.test("bench:fan-slope interrupted with SIGINT during its first bench:fan run: exits 130, every process started under it is gone", async (t) => {
-  const r = await runBench(0, {}, (pid) => process.kill(pid, "SIGINT"), [FAN_SLOPE, "--small", "400000", "--large", "800000"]);
+  const r = await runBench([FAN_SLOPE, "--small", "400000", "--large", "800000"], {}, (pid) => process.kill(pid, "SIGINT"));
   const names = [...r.seen.values()];
   t.ok(names.includes("nats-server") && names.includes("redis-server"), `its bench:fan run had started nats-server and redis-server (${names.join(", ")})`);
   t.equal(r.code, 130, `exit code 130 (stderr: ${r.stderr.slice(-400)})`);
