@@ -60,8 +60,9 @@ const command = z.discriminatedUnion("t", [
 ]);
 type Command = z.infer<typeof command>;
 
-/** Close codes: 1008 policy (rate limit, bad frames), 4401 token expired. */
+/** Close codes: 1008 policy (rate limit, bad frames), 1011 cannot serve it now (the inbox read for `hello` failed), 4401 token expired. */
 const CLOSE_POLICY = 1008;
+const CLOSE_UNAVAILABLE = 1011;
 const CLOSE_EXPIRED = 4401;
 
 const ARCHIVED_BIT = INBOX_STATE_BITS.ARCHIVED;
@@ -97,8 +98,10 @@ export async function startWsGateway(d: WsGatewayDeps): Promise<{ port: number; 
   let nextId = 1;
   let open = 0;
 
+  /** Sends one message, corked: most sends run outside uWS's own callbacks (after a Redis or NATS answer), where uWS wants each write corked. */
   const sendTo = (ws: WebSocket<Conn>, msg: unknown): void => {
-    ws.send(typeof msg === "string" ? msg : JSON.stringify(msg), false);
+    const text = typeof msg === "string" ? msg : JSON.stringify(msg);
+    ws.cork(() => ws.send(text, false));
   };
 
   /**
@@ -120,7 +123,7 @@ export async function startWsGateway(d: WsGatewayDeps): Promise<{ port: number; 
       (h.pending ??= new Map()).set(id, m);
       setTimeout(() => h.pending?.delete(id), w.ackTimeoutMs + 1000).unref();
     }
-    for (const ws of h.conns) ws.send(text, false);
+    for (const ws of h.conns) sendTo(ws, text);
   };
   const liveSub = d.nats.nc.subscribe(liveSubject(gateway), { callback: (err, m) => void (err ? undefined : onLive(m)) });
 
@@ -139,7 +142,7 @@ export async function startWsGateway(d: WsGatewayDeps): Promise<{ port: number; 
       const hits = await Promise.all(part.map((u) => broadcasts.reaching(u, Date.now(), [b]).then((r) => r.length > 0 && (r[0].state & ARCHIVED_BIT) === 0)));
       part.forEach((u, k) => {
         if (!hits[k]) return;
-        for (const ws of held.get(u)?.conns ?? []) ws.send(text, false);
+        for (const ws of held.get(u)?.conns ?? []) sendTo(ws, text);
         shown++;
       });
     }
@@ -254,7 +257,11 @@ export async function startWsGateway(d: WsGatewayDeps): Promise<{ port: number; 
         (r) => {
           if (held.get(u.user)?.conns.includes(ws)) sendTo(ws, { t: "hello", user: u.user, unread: r.unread, items: r.items, heartbeatMs: Math.floor((w.idleTimeoutSec * 1000) / 2) });
         },
-        (err) => log.warn({ err, user: u.user }, "inbox read failed"),
+        (err) => {
+          // No hello without the inbox: close (1011) so the client reconnects rather than wait on a connection that says nothing.
+          log.warn({ err, user: u.user }, "inbox read failed");
+          if (held.get(u.user)?.conns.includes(ws)) ws.end(CLOSE_UNAVAILABLE, "inbox unavailable");
+        },
       );
     },
     message: (ws, data) => {

@@ -36,7 +36,8 @@ export function connectWs(url: string, o: { ack?: boolean; origin?: string; head
     const ws = new WebSocket(url, { ...(o.origin ? { origin: o.origin } : {}), headers: o.headers ?? {} });
     const got: WsMessage[] = [];
     const waiters: { pred: (m: WsMessage) => boolean; res: (m: WsMessage) => void }[] = [];
-    const closed = new Promise<number>((r) => ws.on("close", (code) => r(code)));
+    let closeCode: number | null = null;
+    const closed = new Promise<number>((r) => ws.on("close", (code) => r((closeCode = code))));
     ws.on("message", (data) => {
       const m = JSON.parse((data as Buffer).toString()) as WsMessage;
       got.push(m);
@@ -67,7 +68,8 @@ export function connectWs(url: string, o: { ack?: boolean; origin?: string; head
               const i = waiters.indexOf(w);
               if (i < 0) return;
               waiters.splice(i, 1);
-              rej(new Error("no matching message in time"));
+              const state = closeCode === null ? ["connecting", "open", "closing", "closed"][ws.readyState] : `closed with ${closeCode}`;
+              rej(new Error(`no message matching ${pred.toString()} within ${ms} ms (socket ${state}; got ${JSON.stringify(got.map((m) => m.t))})`));
             }, ms).unref();
           }),
         send: (m) => ws.send(JSON.stringify(m)),
@@ -75,4 +77,21 @@ export function connectWs(url: string, o: { ack?: boolean; origin?: string; head
       }),
     );
   });
+}
+
+/**
+ * Connects as a client does: waits for `hello`, and when the connection closes before it (any code but 4401 and 1008,
+ * which a client does not retry) connects again, up to `retries` times. Resolves the socket with its `hello` and how
+ * many connections were closed before one said hello; rejects when none did, or when `ms` pass without `hello`.
+ */
+export async function connectReady(url: string, o: { ms?: number; retries?: number } = {}): Promise<{ socket: TestSocket; reconnects: number }> {
+  const retries = o.retries ?? 2;
+  for (let attempt = 0; ; attempt++) {
+    const socket = await connectWs(url);
+    const hello = socket.next((m) => m.t === "hello", o.ms ?? 30_000).then(() => "hello" as const);
+    hello.catch(() => {}); // when the close wins the race, the wait's own timeout must not surface as an unhandled rejection
+    const outcome = await Promise.race([hello, socket.closed]);
+    if (outcome === "hello") return { socket, reconnects: attempt };
+    if (outcome === 4401 || outcome === 1008 || attempt >= retries) throw new Error(`closed with ${outcome} before hello (${attempt + 1} connections)`);
+  }
 }

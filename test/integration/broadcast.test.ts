@@ -13,7 +13,7 @@ import type { Redis } from "../../lib/infra/redis.js";
 import { callApi, notify, status } from "../../lib/intake/api-client.js";
 import { nfxRunner } from "../helpers/cli.js";
 import { clientsFor, eventually, startTestCluster } from "../helpers/cluster.js";
-import { connectWs, type TestSocket } from "../helpers/ws-client.js";
+import { connectReady, type TestSocket } from "../helpers/ws-client.js";
 
 const USERS = 50_000;
 const ONLINE = 200;
@@ -59,13 +59,16 @@ t.test(`a broadcast to ${USERS.toLocaleString("en")} users: stored once, live to
   // 200 of them online: users 0-199 (m1 and m101 opted out, m2 and m102 with the category off).
   const sockets: TestSocket[] = [];
   const base = cluster.wsUrl.replace(/^http/, "ws");
+  let reconnects = 0;
   for (let i = 0; i < ONLINE; i++) {
-    const s = await connectWs(`${base}/v1/ws?token=${await tokens.mint(id(i), 600)}`);
-    t.teardown(() => s.close());
-    // A readiness wait, not a measure: the first test files start together with the rest of the suite on two cores.
-    await s.next((m) => m.t === "hello", 30_000);
-    sockets.push(s);
+    // Connected as a client connects: on a close before hello it connects again (seen about once in 40,000 connections
+    // with the suite's load beside it: a 1006 before hello, which web/nfx-client.js also answers by reconnecting).
+    const { socket, reconnects: r } = await connectReady(`${base}/v1/ws?token=${await tokens.mint(id(i), 600)}`);
+    t.teardown(() => socket.close());
+    reconnects += r;
+    sockets.push(socket);
   }
+  if (reconnects > 0) t.comment(`${reconnects} connection(s) closed before hello and connected again`);
   const before = await inboxKeys(redis);
 
   const n = await notify(nats.nc, { topic: "news", category: "social", channels: ["inapp"], content: { inapp: { payload: { headline: "Polls open" } } } });
