@@ -23,13 +23,26 @@ const killLive = (): void => {
   for (const p of live) p.kill("SIGKILL");
 };
 process.once("exit", killLive);
+/** How long another handler of a signal may take to stop things gracefully before this process ends anyway (15 s). */
+let signalGraceMs = 15_000;
+/** Sets that grace (a test shortens it). */
+export const setSignalGraceMs = (ms: number): void => {
+  signalGraceMs = ms;
+};
+
 // A signal ends a process without its "exit" event: when nothing else handles SIGINT, SIGTERM or SIGHUP (a test runner's
 // deadline, Ctrl-C on a benchmark), the servers started here are killed before this process goes, never left behind.
+// When another handler is there (a graceful stop), it goes first; but a handler that leaves the exit to others (as
+// signal-exit does when it is not alone, in a test runner's child) would leave both waiting for ever, so the process
+// ends anyway after the grace (the timer does not keep it alive if it ends sooner).
 for (const [sig, n] of [["SIGINT", 2], ["SIGTERM", 15], ["SIGHUP", 1]] as const) {
   process.on(sig, () => {
-    if (process.listenerCount(sig) > 1) return;
-    killLive();
-    process.exit(128 + n);
+    const end = (): void => {
+      killLive();
+      process.exit(128 + n);
+    };
+    if (process.listenerCount(sig) > 1) setTimeout(end, signalGraceMs).unref();
+    else end();
   });
 }
 

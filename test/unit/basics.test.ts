@@ -1,6 +1,9 @@
-// Shard hash, error registry, codec, ids, subjects, log redaction and free ports for the harness.
-import { readFileSync } from "node:fs";
+// Shard hash, error registry, codec, ids, subjects, log redaction, and the harness's free ports and signal handling.
+import { spawn } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import net from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { Writable } from "node:stream";
 
 import t from "tap";
@@ -96,3 +99,51 @@ t.test("free ports: distinct, bindable, and below the range the OS gives outgoin
   t.equal((srv.address() as { port: number }).port, ports[0], "a chosen port can be bound at once");
   await new Promise<void>((r) => srv.close(() => r()));
 });
+
+t.test("a signal with another handler that leaves the exit to others: the process still ends, its servers with it", async (t) => {
+  // A child that starts a long-lived process through the harness, shortens the grace, and adds a SIGTERM handler that
+  // does nothing (as signal-exit does when it is not alone, in a test runner's child); a timer keeps it alive.
+  const dir = mkdtempSync(join(tmpdir(), "nfx-signal-"));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const script = join(dir, "child.mjs");
+  writeFileSync(script, [
+    `import { spawn } from "node:child_process";`,
+    `import { setSignalGraceMs, track } from ${JSON.stringify(new URL("../../lib/infra/launch.js", import.meta.url).href)};`,
+    `setSignalGraceMs(300);`,
+    `const p = spawn("sleep", ["600"], { stdio: "ignore" });`,
+    `track(p);`,
+    `process.on("SIGTERM", () => {});`,
+    `setInterval(() => {}, 1000);`,
+    `console.log(p.pid);`,
+  ].join("\n"));
+  const child = spawn(process.execPath, [script], { stdio: ["ignore", "pipe", "inherit"] });
+  t.teardown(() => child.kill("SIGKILL"));
+  const grandchild = Number(await new Promise<string>((r) => child.stdout.once("data", (b: Buffer) => r(b.toString().trim()))));
+  const alive = (pid: number): boolean => {
+    try {
+      process.kill(pid, 0);
+      return true;
+    } catch {
+      return false;
+    }
+  };
+  t.teardown(() => {
+    if (alive(grandchild)) process.kill(grandchild, "SIGKILL");
+  });
+  t.ok(alive(grandchild), "the started process runs");
+  const exited = new Promise<number | null>((r) => child.once("exit", (code) => r(code)));
+  child.kill("SIGTERM");
+  // A deadline for the wait only, far above the 300 ms grace: without the fallback the child never exits.
+  const code = await Promise.race([exited, new Promise<"still running">((r) => setTimeout(() => r("still running"), 20_000).unref())]);
+  t.equal(code, 143, "the child ended after the grace, as SIGTERM's 128 + 15");
+  t.ok(await eventuallyGone(() => !alive(grandchild)), "and the process it started is gone");
+});
+
+/** Polls `done` every 50 ms for up to 5 s. */
+async function eventuallyGone(done: () => boolean): Promise<boolean> {
+  for (let i = 0; i < 100; i++) {
+    if (done()) return true;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return done();
+}
