@@ -1,6 +1,8 @@
 // In-app end to end: WebSocket delivery with presence routing, ack-or-fallback to push exactly once, several tabs, handshake refusals, the inbox across reconnects and over HTTP.
 import t from "tap";
 
+import { inboxKey } from "../../lib/core/keys.js";
+import { shardOf } from "../../lib/core/shard-hash.js";
 import { writeUsers } from "../../lib/directory/directory.js";
 import { UserTokens } from "../../lib/inapp/ws-token.js";
 import { notify, status } from "../../lib/intake/api-client.js";
@@ -114,6 +116,11 @@ t.test("in-app delivery, fallback, tabs, handshake and inbox", async (t) => {
     const big = await open("fay");
     big.ws.send("x".repeat(cluster.cfg.ws.maxMessageBytes + 1));
     t.ok([1006, 1009].includes(await big.closed), "a message over ws.maxMessageBytes closes the connection (uWS drops the socket: 1006 at the client)");
+    // An inbox that cannot be read (here a key of the wrong type, so Redis answers an error): no hello, closed with 1011.
+    await redis.set(inboxKey(shardOf("gus", cluster.cfg.cluster.shards), "gus"), "not a sorted set");
+    const gus = await connectWs(`${base}/v1/ws?token=${await tokens.mint("gus", 600)}`);
+    t.equal(await Promise.race([gus.closed, sleep(10_000).then(() => "still open")]), 1011, "an inbox read that fails closes the connection with 1011, so the client reconnects");
+    t.same(gus.got, [], "and sends nothing before");
   });
 
   t.test("inbox state survives a reconnect; read receipts are recorded", async (t) => {
