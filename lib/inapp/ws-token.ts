@@ -27,7 +27,7 @@ export class UserTokens {
    * Returns the user a token names. Throws {@link Unauthenticated} saying
    * why when the signature, algorithm, expiry, issuer or subject is wrong.
    */
-  async verify(token: string | undefined | null): Promise<{ user: string; exp: number }> {
+  verify(token: string | undefined | null): Promise<{ user: string; exp: number }> {
     return Promise.resolve().then(() => this.verifyNow(token));
   }
 
@@ -39,7 +39,7 @@ export class UserTokens {
    * constant time); a JSON object payload; `exp` a number in the future, `nbf` (if any) not in the future, `iat` (if
    * any) a number; `iss` equal to the issuer when one is set; `sub` a valid user id.
    */
-  verifyNow(token: string | undefined | null, now = Date.now()): { user: string; exp: number } {
+  verifyNow(token: string | undefined | null): { user: string; exp: number } {
     if (!token) throw new Unauthenticated("token: missing (pass ?token=<jwt> or Authorization: Bearer <jwt>)", { field: "token" });
     const invalid = (): Unauthenticated => new Unauthenticated("token: invalid signature or format", { field: "token" });
     const claim = (name: string, reason: string): Unauthenticated => new Unauthenticated(`token: claim ${name} ${reason}`, { field: "token" });
@@ -54,7 +54,7 @@ export class UserTokens {
     if (got.length !== mac.length || got.toString("base64url") !== sig || !timingSafeEqual(got, mac)) throw invalid();
     const payload = jsonObject(p);
     if (!payload) throw invalid();
-    const sec = Math.floor(now / 1000);
+    const sec = Math.floor(Date.now() / 1000);
     if (payload.iat !== undefined && typeof payload.iat !== "number") throw claim("iat", "must be a number");
     if (payload.exp === undefined) throw claim("exp", "missing");
     if (typeof payload.exp !== "number") throw claim("exp", "must be a number");

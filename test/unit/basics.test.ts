@@ -15,6 +15,7 @@ import { createLogger } from "../../lib/core/log.js";
 import { shardOf } from "../../lib/core/shard-hash.js";
 import { API, API_OPS, CHANNELS, extApiAll, extApiSubject, fanLane, fanSubject, ID_PATTERN, intakeLane, intakeSubject, PRIORITIES, sendAll, sendSubject } from "../../lib/core/subjects.js";
 import { freePorts } from "../../lib/infra/launch.js";
+import { eventually } from "../helpers/cluster.js";
 import { subjectMatches } from "../helpers/subjects.js";
 
 /** Reference FNV-1a over the UTF-8 bytes, written the obvious way. */
@@ -136,14 +137,5 @@ t.test("a signal with another handler that leaves the exit to others: the proces
   // A deadline for the wait only, far above the 300 ms grace: without the fallback the child never exits.
   const code = await Promise.race([exited, new Promise<"still running">((r) => setTimeout(() => r("still running"), 20_000).unref())]);
   t.equal(code, 143, "the child ended after the grace, as SIGTERM's 128 + 15");
-  t.ok(await eventuallyGone(() => !alive(grandchild)), "and the process it started is gone");
+  t.ok(await eventually(() => !alive(grandchild), 5000), "and the process it started is gone");
 });
-
-/** Polls `done` every 50 ms for up to 5 s. */
-async function eventuallyGone(done: () => boolean): Promise<boolean> {
-  for (let i = 0; i < 100; i++) {
-    if (done()) return true;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  return done();
-}
