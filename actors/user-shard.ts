@@ -25,7 +25,7 @@ import { PriorityBuffer } from "../lib/flow/priority-buffer.js";
 import { isoToUs, PULL_EXPIRES_MS, startTimeOf, storedAtUs, watchOrdered } from "../lib/flow/pull.js";
 import { Semaphore } from "../lib/flow/semaphore.js";
 import { reconcileWanted, StreamReconciler } from "../lib/flow/stream-reconciler.js";
-import { publishChecked } from "../lib/flow/stream-reconciler.js";
+import { publishChecked, type TakenMark } from "../lib/flow/stream-reconciler.js";
 import { presenceReader, PresenceView } from "../lib/inapp/presence.js";
 import { perLaneClass } from "../lib/infra/lane-connections.js";
 import { readerReopens, shedTotal, stageItems } from "../lib/infra/metrics.js";
@@ -60,7 +60,7 @@ interface EncodedOutput {
   subject: string;
   msgId: string;
   data: Uint8Array;
-  keys: string[] | null;
+  keys: TakenMark[] | null;
 }
 /** Shared by every shard a process owns, of either lane class. */
 interface Shared {

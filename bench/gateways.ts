@@ -31,7 +31,7 @@ import type { NotificationBrief, SendBatch } from "../lib/core/types.js";
 import { type ChannelClient, runGateway } from "../lib/gateway/runner.js";
 import { ensureTopology } from "../lib/infra/topology.js";
 import { ensureApnsKey, sandboxOverrides, type SandboxPorts } from "../sandbox/index.js";
-import { adopt, callsPer, redisBytesIn, redisCalls, startBenchCluster, underNodeFlags, waitUntil } from "./harness.js";
+import { adopt, arg, callsPer, redisBytesIn, redisCalls, startBenchCluster, underNodeFlags, waitUntil } from "./harness.js";
 import { cpuSecs } from "./proc-stats.js";
 import { report } from "./report.js";
 
@@ -40,6 +40,12 @@ await underNodeFlags([...new Set((["gateway-apns", "gateway-fcm", "gateway-email
 
 const N: Record<Exclude<Channel, "inapp" | "webhook">, number> = { apns: 40_000, fcm: 30_000, email: 40_000, sms: 8_000 };
 const BATCH = 500;
+/**
+ * Rounds per channel (`--rounds`, default 3): each a bare run then an nfx run of `N` sends, alternating, so a machine
+ * that slows down or speeds up during the bench weighs on both sides alike. Rates and the ratio are over all rounds
+ * (sends over the time the sandbox took to accept them); `by_round` has each round's.
+ */
+const ROUNDS = Math.max(1, Math.min(9, arg("rounds", 3)));
 const NFX_BIN = new URL("../cmd/nfx.js", import.meta.url).pathname;
 
 /** Starts `nfx sandbox` as its own process on free ports (as a provider is another machine) and reads its ports from its first line. */
@@ -58,7 +64,7 @@ async function startSandboxProcess(): Promise<{ ports: SandboxPorts; proc: Child
  * token, and the rate between the first and the last acceptance on the
  * sandbox's clock (start-up of either side is left out alike).
  */
-async function accepted(control: number, provider: string, prefix: string): Promise<{ byToken: Map<string, number>; perSec: number }> {
+async function accepted(control: number, provider: string, prefix: string): Promise<{ byToken: Map<string, number>; perSec: number; n: number; secs: number }> {
   const all = (await (await fetch(`http://127.0.0.1:${control}/deliveries?provider=${provider}`)).json()) as { token: string; status: number; at: number }[];
   const byToken = new Map<string, number>();
   let first = Infinity;
@@ -71,14 +77,17 @@ async function accepted(control: number, provider: string, prefix: string): Prom
     last = Math.max(last, d.at);
     n++;
   }
-  return { byToken, perSec: n > 1 ? (n - 1) / Math.max(0.001, (last - first) / 1000) : 0 };
+  const secs = Math.max(0.001, (last - first) / 1000);
+  return { byToken, perSec: n > 1 ? (n - 1) / secs : 0, n, secs };
 }
 
 const PROVIDER: Record<Exclude<Channel, "inapp" | "webhook">, string> = { apns: "apns", fcm: "fcm", email: "sendgrid", sms: "twilio" };
-/** Distinct tokens per run: `r` for the bare SDK, `p` for nfx (digits for phone numbers). */
-const tokenFor = (ch: Channel, run: "r" | "p", i: number): string =>
-  ch === "email" ? `${run}${i}@example.com` : ch === "sms" ? `+1${run === "r" ? 3 : 4}${String(i).padStart(9, "0")}` : `${run}${i.toString(16).padStart(8, "0")}`;
-const tokenPrefix = (ch: Channel, run: "r" | "p"): string => (ch === "sms" ? `+1${run === "r" ? 3 : 4}` : run);
+/** One side of one round: `r` for the bare SDK, `p` for nfx, and the round (0–9). */
+type Run = `${"r" | "p"}${number}`;
+/** Distinct tokens per run: `r<round>` for the bare SDK, `p<round>` for nfx (digits for phone numbers). */
+const tokenFor = (ch: Channel, run: Run, i: number): string =>
+  ch === "email" ? `${run}${i}@example.com` : ch === "sms" ? `${tokenPrefix(ch, run)}${String(i).padStart(8, "0")}` : `${run}${i.toString(16).padStart(8, "0")}`;
+const tokenPrefix = (ch: Channel, run: Run): string => (ch === "sms" ? `+1${run[0] === "r" ? 3 : 4}${run.slice(1)}` : run);
 const CONTENT: NotificationBrief["content"] = { push: { title: "Bench", body: "Gateway throughput" }, email: { subject: "Bench", text: "Gateway throughput" }, sms: { text: "Gateway throughput" } };
 
 /**
@@ -122,8 +131,7 @@ async function pool(n: number, c: number, task: (i: number) => Promise<unknown>)
 }
 
 /** The bare SDK, configured like the gateway's app (same pool and concurrency), sending `n` messages. */
-async function rawSdk(cfg: Config, ch: Exclude<Channel, "inapp">, n: number): Promise<void> {
-  const prefix = "r" as const;
+async function rawSdk(cfg: Config, ch: Exclude<Channel, "inapp">, n: number, prefix: Run): Promise<void> {
   if (ch === "apns") {
     const a = cfg.gateways.apns.apps[0];
     const opts = { token: { key: readFileSync(a.keyFile!), keyId: a.keyId, teamId: a.teamId }, production: false, address: a.address, port: a.port, ca: [readFileSync(a.caFile!)], connectionRetryLimit: 0, clientCount: a.clientCount, peerMaxConcurrentStreams: 500 };
@@ -231,42 +239,71 @@ async function main(): Promise<void> {
     for (const ch of (["apns", "fcm", "email", "sms"] as const).filter((c) => !only || only.includes(c))) {
       const n = N[ch];
       const cpu = (): number[] => [cpuSecs(process.pid), cpuSecs(sb.proc.pid), cpuSecs(bc.cluster.nats.proc.pid), cpuSecs(bc.cluster.redis.proc.pid)];
-      const c0 = cpu();
-      // BENCH_CPU_PROF=<dir>: a CPU profile of each channel's bare run and gateway run, <dir>/{raw,gateway}-<channel>.cpuprofile.
+      // BENCH_CPU_PROF=<dir>: a CPU profile of each channel's bare run and gateway run (round 0), <dir>/{raw,gateway}-<channel>.cpuprofile.
       const profDir = process.env.BENCH_CPU_PROF;
       if (profDir) mkdirSync(profDir, { recursive: true });
-      const { gc: rawGc } = await observed(() => rawSdk(cfg, ch, n), profDir ? join(profDir, `raw-${ch}.cpuprofile`) : undefined);
-      const c1 = cpu();
-      const raw = (await accepted(sb.ports.control, PROVIDER[ch], tokenPrefix(ch, "r"))).perSec;
+      const cpuRaw = [0, 0, 0, 0];
+      const cpuPipe = [0, 0, 0, 0];
+      const add = (into: number[], a: number[], b: number[]): void => b.forEach((v, i) => (into[i] += v - a[i]));
+      const rawGc = { pauses: 0, ms: 0 };
+      const pipeGc = { pauses: 0, ms: 0 };
+      const addGc = (into: { pauses: number; ms: number }, g: { pauses: number; ms: number }): void => void ((into.pauses += g.pauses), (into.ms += g.ms));
+      const rounds: { raw_sdk_per_s: number; pipeline_per_s: number; ratio: number }[] = [];
+      let rawSends = 0, rawSecs = 0, pipeSends = 0, pipeSecs = 0, lost = 0, dup = 0;
+      const callsIn = new Map<string, number>();
+      let bytesIn = 0;
+      for (let round = 0; round < ROUNDS; round++) {
+        const prof = (side: string): string | undefined => (profDir && round === 0 ? join(profDir, `${side}-${ch}.cpuprofile`) : undefined);
+        const c0 = cpu();
+        const { gc: rg } = await observed(() => rawSdk(cfg, ch, n, `r${round}`), prof("raw"));
+        add(cpuRaw, c0, cpu());
+        addGc(rawGc, rg);
+        const raw = await accepted(sb.ports.control, PROVIDER[ch], tokenPrefix(ch, `r${round}`));
+        rawSends += raw.n - 1;
+        rawSecs += raw.secs;
 
-      // nfx: the sends queued on the channel's stream first, then one gateway started; timed until the sandbox accepted them all.
-      const prefix = "p" as const;
-      const brief: NotificationBrief = { id: `n_bench${ch}${"0".repeat(21 - ch.length)}`, createdAt: Date.now(), expiresAt: Date.now() + 3_600_000, priority: "normal", category: "marketing", channels: ["push"], content: CONTENT };
-      for (let b = 0; b * BATCH < n; b++) {
-        const sends = Array.from({ length: Math.min(BATCH, n - b * BATCH) }, (_, j) => ({ nid: brief.id, user: `u${b * BATCH + j}`, device: "d", token: tokenFor(ch, prefix, b * BATCH + j) }));
-        const batch: SendBatch = { type: "send_batch", channel: ch, shard: b % cfg.cluster.shards, notifications: { [brief.id]: brief }, sends };
-        await bc.nats.js.publish(sendSubject(ch, "normal"), encode(batch), { msgID: `bench:${ch}:${b}` });
+        // nfx: the sends queued on the channel's stream first (a notification of its own per round), then one gateway started; timed until the sandbox accepted them all.
+        const prefix: Run = `p${round}`;
+        const brief: NotificationBrief = { id: `n_bench${ch}${"0".repeat(20 - ch.length)}${round}`, createdAt: Date.now(), expiresAt: Date.now() + 3_600_000, priority: "normal", category: "marketing", channels: ["push"], content: CONTENT };
+        for (let b = 0; b * BATCH < n; b++) {
+          const sends = Array.from({ length: Math.min(BATCH, n - b * BATCH) }, (_, j) => ({ nid: brief.id, user: `u${b * BATCH + j}`, device: "d", token: tokenFor(ch, prefix, b * BATCH + j) }));
+          const batch: SendBatch = { type: "send_batch", channel: ch, shard: b % cfg.cluster.shards, notifications: { [brief.id]: brief }, sends };
+          await bc.nats.js.publish(sendSubject(ch, "normal"), encode(batch), { msgID: `bench:${ch}:${round}:${b}` });
+        }
+        const stats = async (): Promise<number> => ((await (await fetch(`http://127.0.0.1:${sb.ports.control}/accepted`)).json()) as Record<string, number>)[PROVIDER[ch]];
+        const before = await stats();
+        const k0 = await redisCalls(bc.redis);
+        const b0 = await redisBytesIn(bc.redis);
+        const c2 = cpu();
+        const { gc: pg } = await observed(async () => {
+          const gw = await runGateway({ cfg, nats: bc.nats, redis: bc.redis, log, lanes: ["bulk"] }, clients[ch]);
+          let now = before;
+          await waitUntil(() => `the sandbox to accept ${n} ${ch} sends through the gateway in round ${round + 1} (accepted ${now - before})`, async () => (now = await stats()) >= before + n, 300_000, 200);
+          await gw.stop();
+        }, prof("gateway"));
+        add(cpuPipe, c2, cpu());
+        addGc(pipeGc, pg);
+        // Only the gateway runs' Redis commands count (the bare runs use none; publishing the batches uses none).
+        const k1 = await redisCalls(bc.redis);
+        for (const [c, v] of k1) callsIn.set(c, (callsIn.get(c) ?? 0) + v - (k0.get(c) ?? 0));
+        bytesIn += (await redisBytesIn(bc.redis)) - b0;
+        const pipe = await accepted(sb.ports.control, PROVIDER[ch], tokenPrefix(ch, prefix));
+        pipeSends += pipe.n - 1;
+        pipeSecs += pipe.secs;
+        lost += n - pipe.byToken.size;
+        dup += [...pipe.byToken.values()].reduce((a, c) => a + c - 1, 0);
+        rounds.push({ raw_sdk_per_s: Math.round(raw.perSec), pipeline_per_s: Math.round(pipe.perSec), ratio: Number((pipe.perSec / raw.perSec).toFixed(2)) });
       }
-      const stats = async (): Promise<number> => ((await (await fetch(`http://127.0.0.1:${sb.ports.control}/accepted`)).json()) as Record<string, number>)[PROVIDER[ch]];
-      const before = await stats();
-      const calls0 = await redisCalls(bc.redis);
-      const bytesIn0 = await redisBytesIn(bc.redis);
-      const c2 = cpu();
-      const prof = profDir ? join(profDir, `gateway-${ch}.cpuprofile`) : undefined;
-      const { gc: pipeGc } = await observed(async () => {
-        const gw = await runGateway({ cfg, nats: bc.nats, redis: bc.redis, log, lanes: ["bulk"] }, clients[ch]);
-        let now = before;
-        await waitUntil(() => `the sandbox to accept ${n} ${ch} sends through the gateway (accepted ${now - before})`, async () => (now = await stats()) >= before + n, 300_000, 200);
-        await gw.stop();
-      }, prof);
-      const c3 = cpu();
       // What the gateway asked of redis-server per send (script calls as evalsha, and each command they ran under its own name).
-      const redisPerSend = { calls: callsPer(calls0, await redisCalls(bc.redis), n), bytes_in: Math.round(((await redisBytesIn(bc.redis)) - bytesIn0) / n) };
-      // CPU µs per send of each process: [this process (SDK or gateway), sandbox, nats-server, redis-server].
-      const perSend = (a: number[], b: number[]): number[] => b.map((v, i) => Math.round(((v - a[i]) * 1e6) / n));
-      const { byToken: got, perSec: pipe } = await accepted(sb.ports.control, PROVIDER[ch], tokenPrefix(ch, prefix));
-      const dup = [...got.values()].reduce((s, c) => s + c - 1, 0);
-      result[ch] = { sends: n, pipeline_per_s: Math.round(pipe), raw_sdk_per_s: Math.round(raw), ratio: Number((pipe / raw).toFixed(2)), lost: n - got.size, duplicates: dup, cpu_us_per_send: { raw: perSend(c0, c1), pipeline: perSend(c2, c3), order: "client,sandbox,nats,redis" }, gc: { raw: rawGc, pipeline: pipeGc }, redis_per_send: redisPerSend };
+      const redisPerSend = { calls: callsPer(new Map(), callsIn, n * ROUNDS), bytes_in: Math.round(bytesIn / (n * ROUNDS)) };
+      // CPU µs per send of each process over all rounds: [this process (SDK or gateway), sandbox, nats-server, redis-server].
+      const perSend = (c: number[]): number[] => c.map((v) => Math.round((v * 1e6) / (n * ROUNDS)));
+      const raw = rawSends / rawSecs;
+      const pipe = pipeSends / pipeSecs;
+      result[ch] = {
+        sends: n, rounds: ROUNDS, pipeline_per_s: Math.round(pipe), raw_sdk_per_s: Math.round(raw), ratio: Number((pipe / raw).toFixed(2)), lost, duplicates: dup,
+        cpu_us_per_send: { raw: perSend(cpuRaw), pipeline: perSend(cpuPipe), order: "client,sandbox,nats,redis" }, gc: { raw: rawGc, pipeline: pipeGc }, redis_per_send: redisPerSend, by_round: rounds,
+      };
       console.log(`${ch}: ${JSON.stringify(result[ch])}`);
     }
   } finally {

@@ -15,8 +15,16 @@ export const collapseKey = (shard: number, keyHash: string, userId: string): str
 /** A user's profile (msgpack): email, phone, attributes. */
 export const profileKey = (shard: number, userId: string): string => `nfx:${tag(shard)}:p:${userId}`;
 
-/** Marker that a delivery key was handed to its provider, kept for the delivered TTL. */
-export const deliveredKey = (shard: number, deliveryKey: string): string => `nfx:${tag(shard)}:dlv:${deliveryKey}`;
+/**
+ * The delivery keys of one notification on one channel in one user shard (a hash: field {@link deliveredField} per
+ * user and device; value a claim, a held marker or the recorded outcome), kept at least for the delivered TTL after its
+ * last write. One hash per notification and channel instead of a key per send: a batch is claimed and recorded with one
+ * command per hash (docs/architecture.md, "Guarantees").
+ */
+export const deliveredKey = (shard: number, nid: string, channel: string): string => `nfx:${tag(shard)}:dlv:${nid}|${channel}`;
+
+/** A user's device's field in its notification's {@link deliveredKey} hash. */
+export const deliveredField = (userId: string, deviceId: string): string => `${userId}|${deviceId}`;
 
 /** Every user id of a shard, as a sorted set with score 0 (iterated in id order with ZRANGEBYLEX). */
 export const userIndexKey = (shard: number): string => `nfx:${tag(shard)}:users`;

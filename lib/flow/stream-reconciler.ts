@@ -22,11 +22,17 @@ export const jsPublisher = (nats: Nats): Publisher => ({ publish: (subject, data
  * {@link StreamReconciler.observe}). Resolves with the ack; rejects as the
  * publish does, and then nothing is observed.
  */
-export async function publishChecked(pub: Publisher, rec: StreamReconciler | null | undefined, subject: string, msgId: string, data: Uint8Array, keys: readonly string[] | null = null): Promise<PubAck> {
+export async function publishChecked(pub: Publisher, rec: StreamReconciler | null | undefined, subject: string, msgId: string, data: Uint8Array, keys: readonly TakenMark[] | null = null): Promise<PubAck> {
   const a = await pub.publish(subject, data, msgId);
   rec?.observe(subject, msgId, data, a, keys);
   return a;
 }
+
+/** What a consumer sets in Redis once it took a message: a key, or a field of a hash (a send's delivery key). */
+export type TakenMark = string | { hash: string; field: string };
+
+/** Resolves whether `m` is set in `redis`. */
+const isSet = (redis: Redis, m: TakenMark): Promise<boolean> => (typeof m === "string" ? redis.exists(m) : redis.hexists(m.hash, m.field)).then((n) => n > 0);
 
 /** Whether a reconciler runs for setting `setting` (`auto`: on replicated streams, `replicas` > 1). */
 export const reconcileWanted = (setting: "auto" | "on" | "off", replicas: number): boolean => (setting === "auto" ? replicas > 1 : setting === "on");
@@ -53,8 +59,8 @@ interface Entry {
   seq: number;
   /** When it is checked next (ms). */
   due: number;
-  /** Redis keys a consumer sets once it took the message (a work queue's), or none: then it is checked `keepChecks` times in its stream. */
-  keys: readonly string[] | null;
+  /** Redis keys (or hash fields) a consumer sets once it took the message (a work queue's), or none: then it is checked `keepChecks` times in its stream. */
+  keys: readonly TakenMark[] | null;
   /** How often it was published again. */
   tries: number;
   /** How often it was found in its stream. */
@@ -106,7 +112,7 @@ export class StreamReconciler {
    * stored original); `keys` are set in Redis by whoever takes it, if anything does. Ignored for streams not checked.
    * Cheap: a push.
    */
-  observe(subject: string, msgId: string, data: Uint8Array, a: PubAck, keys: readonly string[] | null = null): void {
+  observe(subject: string, msgId: string, data: Uint8Array, a: PubAck, keys: readonly TakenMark[] | null = null): void {
     if (!this.o.streams.includes(a.stream)) return;
     this.hold({ stream: a.stream, subject, msgId, data, seq: a.seq, due: Date.now() + this.t.verifyAfterMs, keys, tries: 0, found: 0 });
   }
@@ -148,7 +154,7 @@ export class StreamReconciler {
     this.checking = due.length;
     const retry = (e: Entry): Entry => Object.assign({}, e, { due: now + this.t.tickMs });
     /** Whether a consumer took `e` (one of its keys set): undefined when Redis could not answer; false without keys. */
-    const taken = (e: Entry): Promise<boolean | undefined> => (e.keys?.length ? this.o.redis.mget(...e.keys).then((v) => v.some((x) => x !== null), () => undefined) : Promise.resolve(false));
+    const taken = (e: Entry): Promise<boolean | undefined> => (e.keys?.length ? Promise.all(e.keys.map((m) => isSet(this.o.redis, m))).then((v) => v.some(Boolean), () => undefined) : Promise.resolve(false));
     try {
       const before = await Promise.all(due.map(taken));
       const open = due.filter((e, i) => (before[i] === undefined ? (this.settle(retry(e)), false) : before[i] ? (this.settle(), false) : true));

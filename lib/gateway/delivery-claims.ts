@@ -1,5 +1,5 @@
 // Delivery-key claims and outcome records in Redis for the gateways: the claim and renewal scripts, and a writer that records outcomes as answers arrive.
-import { hashTagOf, type Redis } from "../infra/redis.js";
+import type { Redis } from "../infra/redis.js";
 import { type ScriptRedis, withScripts } from "../infra/scripts.js";
 
 /** A claim marker in a delivery key starts with `~`; anything else in the key is a recorded outcome (JSON). */
@@ -11,10 +11,22 @@ export const heldMarker = (batchId: string): string => CLAIM + batchId;
 /** The marker of one attempt at `batchId` (one delivery of the message, in one process): only this attempt calls providers for keys holding it. */
 export const attemptMarker = (batchId: string, attempt: string): string => `${CLAIM}${batchId}#${attempt}`;
 
-/** True when a delivery key's value is a claim (by some attempt, live or dead), not a recorded outcome. */
+/** True when a delivery key's value is a claim or held marker (stored as `<marker>@<deadline ms>`), not a recorded outcome. */
 export const isClaim = (v: string): boolean => v.startsWith(CLAIM);
 
-/** Claims and renewals of delivery keys on one Redis client (lib/infra/scripts/claimDeliveryKeys-n.lua, renewDeliveryKeys-n.lua). */
+/** Delivery keys grouped by hash: the hashes, and each one's fields (as the claim and renewal scripts take them). */
+export interface FieldsByHash {
+  hashes: readonly string[];
+  fields: readonly (readonly string[])[];
+}
+
+const argsOf = (k: FieldsByHash): (string | number)[] => [...k.fields.map((f) => f.length), ...k.fields.flat()];
+
+/**
+ * Claims and renewals of delivery keys on one Redis client
+ * (lib/infra/scripts/claimDeliveryFields-n.lua, renewDeliveryFields-n.lua):
+ * one script call per batch, two commands per hash inside it.
+ */
 export class Claims {
   private readonly r: ScriptRedis;
   constructor(redis: Redis) {
@@ -22,72 +34,78 @@ export class Claims {
   }
 
   /**
-   * Claims `keys` for the attempt `mine` for `ttlSec`, taking over keys that
-   * hold `held`. Resolves each key's prior value (null when it was free).
+   * Claims the fields of `keys` (one user shard's hashes) for the attempt `mine` for `ttlSec`, taking over fields held
+   * for `held` and lapsed claims. Resolves each field's prior value, hash by hash: null when the attempt now holds it.
    */
-  claim(keys: readonly string[], mine: string, ttlSec: number, held: string): Promise<(string | null)[]> {
-    return keys.length ? this.r.nfxClaimDeliveryKeys(keys.length, ...keys, mine, ttlSec, held) : Promise.resolve([]);
+  claim(keys: FieldsByHash, mine: string, ttlSec: number, held: string): Promise<(string | null)[]> {
+    return keys.hashes.length ? this.r.nfxClaimDeliveryFields(keys.hashes.length, ...keys.hashes, mine, ttlSec, held, ...argsOf(keys)) : Promise.resolve([]);
   }
 
-  /** Extends to `ttlSec` the keys of `keys` that still hold `mine`; resolves how many did. */
-  renew(keys: readonly string[], mine: string, ttlSec: number): Promise<number> {
-    return keys.length ? this.r.nfxRenewDeliveryKeys(keys.length, ...keys, mine, ttlSec) : Promise.resolve(0);
+  /** Extends to `ttlSec` from now the fields of `keys` that still hold `mine`; resolves how many did. */
+  renew(keys: FieldsByHash, mine: string, ttlSec: number): Promise<number> {
+    return keys.hashes.length ? this.r.nfxRenewDeliveryFields(keys.hashes.length, ...keys.hashes, mine, ttlSec, ...argsOf(keys)) : Promise.resolve(0);
   }
 }
 
-/** The writes of one event-loop turn to one shard's keys: keys, values ("" deletes), TTLs; and runs of keys set to one value (sent once). */
-type Group = { keys: string[]; values: string[]; ttls: number[]; same: { keys: readonly string[]; value: string; ttl: number }[] };
+/** The writes of one event-loop turn to one delivery hash: fields and values set, fields deleted, the longest TTL asked; runs of fields set to one value (sent once). */
+type Group = { sets: string[]; ttl: number; dels: string[]; same: { fields: readonly string[]; value: string; ttl: number }[] };
 
 /**
  * Writes delivery-key values as soon as they are known: every write queued in
  * one event-loop turn (e.g. the answers to the provider requests read in one
- * I/O phase) goes in one script call per user shard (setDeliveryKeys-n.lua:
- * its keys share a hash slot), sent right after that turn, so a request of 500
- * recipients costs one Redis command, not 500. One per gateway process, shared
- * by its batches. The promise a write returns settles when its turn's calls
- * ran, and rejects if any failed (the caller's batch then fails and is redelivered).
+ * I/O phase) goes in one `HSET` per delivery hash (plus `EXPIRE NX` and `GT`,
+ * so the hash lives at least the longest TTL asked), sent right after that
+ * turn, so a request of 500 recipients costs one Redis command, not 500. One
+ * per gateway process, shared by its batches. The promise a write returns
+ * settles when its turn's commands ran, and rejects if any failed (the
+ * caller's batch then fails and is redelivered).
  */
 export class OutcomeWriter {
   private groups = new Map<string, Group>();
   private turn: Promise<void> | null = null;
+  private readonly redis: Redis;
   private readonly r: ScriptRedis;
   constructor(redis: Redis) {
+    this.redis = redis;
     this.r = withScripts(redis);
   }
 
-  /** Sets `key` to `value` with TTL `ttlSec` (an outcome, or a held marker). */
-  set(key: string, value: string, ttlSec: number): Promise<void> {
-    this.add(key, value, ttlSec);
+  /** Sets `field` of delivery hash `hash` to `value` (an outcome), the hash kept at least `ttlSec`. */
+  set(hash: string, field: string, value: string, ttlSec: number): Promise<void> {
+    const g = this.groupOf(hash);
+    g.sets.push(field, value);
+    if (ttlSec > g.ttl) g.ttl = ttlSec;
     return this.flushed();
   }
 
   /**
-   * Sets every key of `keys` (one user shard's) to the same `value` with TTL `ttlSec` (the recipients of one email
-   * request): one promise for all, the value sent once.
+   * Sets every field of `fields` of `hash` to the same `value` (the recipients of one email request), the hash kept at
+   * least `ttlSec`: one promise for all, the value sent once (setDeliveryFields-1.lua).
    */
-  setAll(keys: readonly string[], value: string, ttlSec: number): Promise<void> {
-    if (keys.length === 1) this.add(keys[0], value, ttlSec);
-    else if (keys.length > 1) this.groupOf(keys[0]).same.push({ keys, value, ttl: ttlSec });
+  setAll(hash: string, fields: readonly string[], value: string, ttlSec: number): Promise<void> {
+    if (fields.length === 1) return this.set(hash, fields[0], value, ttlSec);
+    if (fields.length > 1) this.groupOf(hash).same.push({ fields, value, ttl: ttlSec });
     return this.flushed();
   }
 
-  /** Deletes `key` (a dead-lettered send's claim, so a replay can send it). */
-  del(key: string): Promise<void> {
-    return this.set(key, "", 0);
+  /**
+   * Sets `fields` of `hash` to held marker `marker` until `ttlSec` from now (Redis's clock), the hash kept at least as
+   * long. Resolves when written.
+   */
+  hold(hash: string, fields: readonly string[], marker: string, ttlSec: number): Promise<void> {
+    return fields.length ? this.r.nfxSetDeliveryFields(hash, marker, ttlSec, "1", ...fields).then(() => undefined) : Promise.resolve();
   }
 
-  private groupOf(key: string): Group {
-    const tag = hashTagOf(key);
-    let g = this.groups.get(tag);
-    if (!g) this.groups.set(tag, (g = { keys: [], values: [], ttls: [], same: [] }));
+  /** Deletes `field` of `hash` (a dead-lettered send's claim, so a replay can send it). */
+  del(hash: string, field: string): Promise<void> {
+    this.groupOf(hash).dels.push(field);
+    return this.flushed();
+  }
+
+  private groupOf(hash: string): Group {
+    let g = this.groups.get(hash);
+    if (!g) this.groups.set(hash, (g = { sets: [], ttl: 0, dels: [], same: [] }));
     return g;
-  }
-
-  private add(key: string, value: string, ttlSec: number): void {
-    const g = this.groupOf(key);
-    g.keys.push(key);
-    g.values.push(value);
-    g.ttls.push(ttlSec);
   }
 
   /** The promise of this turn's writes, sent right after the turn. */
@@ -97,10 +115,12 @@ export class OutcomeWriter {
         const groups = this.groups;
         this.groups = new Map();
         this.turn = null;
-        const calls: Promise<number>[] = [];
-        for (const x of groups.values()) {
-          if (x.keys.length) calls.push(this.r.nfxSetDeliveryKeys(x.keys.length, ...x.keys, ...x.values, ...x.ttls));
-          for (const r of x.same) calls.push(this.r.nfxSetDeliveryKeys(r.keys.length, ...r.keys, r.value, r.ttl));
+        const calls: Promise<unknown>[] = [];
+        const { redis } = this;
+        for (const [hash, x] of groups) {
+          if (x.sets.length) calls.push(redis.hset(hash, ...x.sets), redis.expire(hash, x.ttl, "NX"), redis.expire(hash, x.ttl, "GT"));
+          if (x.dels.length) calls.push(redis.hdel(hash, ...x.dels));
+          for (const r of x.same) calls.push(this.r.nfxSetDeliveryFields(hash, r.value, r.ttl, "0", ...r.fields));
         }
         Promise.all(calls).then(() => res(), rej);
       }),

@@ -1,13 +1,12 @@
 // The delivery ledger a gateway batch keeps in Redis: claim its keys, renew them, record outcomes, hold pushed-back keys for their release, drop dead-lettered claims.
 import { createHash } from "node:crypto";
 
-import { deliveryKey } from "../core/ids.js";
-import { deliveredKey } from "../core/keys.js";
+import { deliveredField, deliveredKey } from "../core/keys.js";
 import type { Logger } from "../core/log.js";
 import type { Channel } from "../core/subjects.js";
 import type { SendBatch } from "../core/types.js";
 import type { Redis } from "../infra/redis.js";
-import { attemptMarker, Claims, heldMarker, isClaim, OutcomeWriter } from "./delivery-claims.js";
+import { attemptMarker, Claims, type FieldsByHash, heldMarker, isClaim, OutcomeWriter } from "./delivery-claims.js";
 import type { Recorded } from "./outcomes.js";
 
 /** What a send's delivery key held when its batch claimed it. */
@@ -31,6 +30,18 @@ const MINE: KeyState = { kind: "mine" };
 const CLAIMED: KeyState = { kind: "claimed", sibling: false };
 const SIBLING: KeyState = { kind: "claimed", sibling: true };
 
+/** The fields of sends `idx` (default: all) that pass `keep`, grouped by their hash (`at[i]` indexes `hashes`). */
+function byHash(hashes: readonly string[], at: Uint32Array, fields: readonly string[], keep: (i: number) => boolean, idx?: readonly number[]): FieldsByHash {
+  const out: string[][] = hashes.map(() => []);
+  const visit = (i: number): void => {
+    if (keep(i)) out[at[i]].push(fields[i]);
+  };
+  if (idx) idx.forEach(visit);
+  else for (let i = 0; i < fields.length; i++) visit(i);
+  const used = out.flatMap((f, h) => (f.length ? [h] : []));
+  return { hashes: used.map((h) => hashes[h]), fields: used.map((h) => out[h]) };
+}
+
 /** TTLs of the ledger's keys, from `gateways` configuration. */
 export interface LedgerTtls {
   /** Lifetime of a claim, renewed every third of it while the batch runs. */
@@ -41,7 +52,7 @@ export interface LedgerTtls {
 
 /**
  * The delivery keys of one send batch, claimed for one attempt: one key per
- * send, indexed like `batch.sends`. Only this attempt calls providers for keys
+ * send (a field of its notification's hash), indexed like `batch.sends`. Only this attempt calls providers for keys
  * in state `mine`, and their claims are renewed until {@link close}. Writes
  * go through the process's {@link OutcomeWriter} (one pipeline per event-loop
  * turn). Ordering rules: docs/architecture.md, "Acks, ordering and ownership" (3).
@@ -90,7 +101,26 @@ export class DeliveryLedger {
    * thrown). Rejects when the claim call fails; nothing is then renewed.
    */
   async claim(batch: SendBatch, channel: Channel, batchId: string, attempt: string): Promise<BatchLedger> {
-    const keys = batch.sends.map((s) => deliveredKey(batch.shard, deliveryKey(s.nid, s.user, channel, s.device)));
+    const n = batch.sends.length;
+    // The batch's delivery keys: one hash per notification (most batches hold one), a field per send.
+    const hashes: string[] = [];
+    const fieldsOf: string[][] = [];
+    const slotOf = new Map<string, number>();
+    /** Send `i`'s hash, as an index into `hashes`. */
+    const at = new Uint32Array(n);
+    const fields = new Array<string>(n);
+    for (let i = 0; i < n; i++) {
+      const s = batch.sends[i];
+      let h = slotOf.get(s.nid);
+      if (h === undefined) {
+        slotOf.set(s.nid, (h = hashes.length));
+        hashes.push(deliveredKey(batch.shard, s.nid, channel));
+        fieldsOf.push([]);
+      }
+      at[i] = h;
+      fields[i] = deliveredField(s.user, s.device);
+      fieldsOf[h].push(fields[i]);
+    }
     const mine = attemptMarker(batchId, attempt);
     const held = heldMarker(batchId);
     /** What every attempt's claim at this batch id starts with. */
@@ -98,10 +128,19 @@ export class DeliveryLedger {
     // Which batch wrote a record: 8 base64url characters of its id's hash (48 bits), not the id itself, since every delivered key carries it.
     const tag = createHash("sha1").update(batchId).digest("base64url").slice(0, 8);
     const { claims, writer, ttl } = this;
-    const prior = await claims.claim(keys, mine, ttl.claimTtlSec, held);
-    const owned = (i: number): boolean => prior[i] === null || prior[i] === undefined || prior[i] === held;
-    const ownedKeys = keys.filter((_, i) => owned(i));
-    // The live batch keeps its claims: renewed every third of the TTL until it ends (keys already recorded are left alone by the script).
+    const answer = await claims.claim({ hashes, fields: fieldsOf }, mine, ttl.claimTtlSec, held);
+    // The script answers hash by hash: back to the sends' order.
+    const prior = new Array<string | null>(n);
+    if (hashes.length === 1) for (let i = 0; i < n; i++) prior[i] = answer[i] ?? null;
+    else {
+      const next = new Array<number>(hashes.length).fill(0);
+      let off = 0;
+      const start = fieldsOf.map((f) => ((off += f.length), off - f.length));
+      for (let i = 0; i < n; i++) prior[i] = answer[start[at[i]] + next[at[i]]++] ?? null;
+    }
+    const owned = (i: number): boolean => prior[i] === null;
+    const ownedKeys = byHash(hashes, at, fields, (i) => owned(i));
+    // The live batch keeps its claims: renewed every third of the TTL until it ends (fields already recorded are left alone by the script).
     const renewal = setInterval(() => {
       claims.renew(ownedKeys, mine, ttl.claimTtlSec).catch((err) => this.log.warn({ err }, "claim renewal failed"));
     }, Math.max(1000, (ttl.claimTtlSec * 1000) / 3));
@@ -109,6 +148,11 @@ export class DeliveryLedger {
     const tagged = (rec: Recorded): string => `${JSON.stringify(rec).slice(0, -1)},"b":"${tag}"}`;
     const writes: Promise<void>[] = [];
     const queue = (p: Promise<void>): Promise<void> => (writes.push(p), p);
+    /** The fields of sends `idx` that pass `keep`, grouped by hash: one write per hash. */
+    const each = (idx: readonly number[], keep: (i: number) => boolean, write: (hash: string, fs: string[]) => Promise<void>): Promise<void> => {
+      const g = byHash(hashes, at, fields, (i) => keep(i), idx);
+      return Promise.all(g.hashes.map((h, k) => queue(write(h, g.fields[k] as string[])))).then(() => undefined);
+    };
     return {
       state: (i) => {
         if (owned(i)) return MINE;
@@ -117,14 +161,17 @@ export class DeliveryLedger {
         const { b, ...record } = JSON.parse(prior[i]!) as Recorded & { b?: string };
         return { kind: "recorded", record, echo: b !== undefined && b !== tag };
       },
-      record: (i, rec) => queue(writer.set(keys[i], tagged(rec), ttl.deliveredTtlSec)),
-      recordAll: (idx, rec) => queue(writer.setAll(idx.map((i) => keys[i]), tagged(rec), ttl.deliveredTtlSec)),
+      record: (i, rec) => queue(writer.set(hashes[at[i]], fields[i], tagged(rec), ttl.deliveredTtlSec)),
+      recordAll: (idx, rec) => {
+        const v = tagged(rec);
+        return each(idx, () => true, (h, fs) => writer.setAll(h, fs, v, ttl.deliveredTtlSec));
+      },
       hold: (idx, releaseId, due, now) => {
         const marker = heldMarker(releaseId);
         const ttlSec = Math.ceil((due - now) / 1000) + ttl.claimTtlSec;
-        for (const i of idx) if (owned(i)) void queue(writer.set(keys[i], marker, ttlSec));
+        void each(idx, owned, (h, fs) => writer.hold(h, fs, marker, ttlSec));
       },
-      release: (i) => writer.del(keys[i]),
+      release: (i) => writer.del(hashes[at[i]], fields[i]),
       written: () => Promise.all(writes).then(() => undefined),
       close: () => clearInterval(renewal),
     };

@@ -15,16 +15,16 @@ import type { Redis } from "./redis.js";
  * returns is in its file's header.
  */
 export interface ScriptCommands {
-  /** claimDeliveryKeys-n.lua */
-  nfxClaimDeliveryKeys(numKeys: number, ...keysThenArgv: (string | number)[]): Promise<(string | null)[]>;
+  /** claimDeliveryFields-n.lua */
+  nfxClaimDeliveryFields(numKeys: number, ...keysThenArgv: (string | number)[]): Promise<(string | null)[]>;
   /** claimCollapseKeys-n.lua */
   nfxClaimCollapseKeys(numKeys: number, ...keysThenArgv: (string | number)[]): Promise<number[]>;
   /** releaseCollapseKeys-n.lua */
   nfxReleaseCollapseKeys(numKeys: number, ...keysThenArgv: (string | number)[]): Promise<number>;
-  /** setDeliveryKeys-n.lua */
-  nfxSetDeliveryKeys(numKeys: number, ...keysThenArgv: (string | number)[]): Promise<number>;
-  /** renewDeliveryKeys-n.lua */
-  nfxRenewDeliveryKeys(numKeys: number, ...keysThenArgv: (string | number)[]): Promise<number>;
+  /** setDeliveryFields-1.lua */
+  nfxSetDeliveryFields(hash: string, value: string, ttlSec: number, marker: "1" | "0", ...fields: string[]): Promise<number>;
+  /** renewDeliveryFields-n.lua */
+  nfxRenewDeliveryFields(numKeys: number, ...keysThenArgv: (string | number)[]): Promise<number>;
   /** inboxAdd-2.lua */
   nfxInboxAdd(order: string, items: string, nid: string, at: number, json: string, cap: number, ttlMs: number): Promise<string>;
   /** inboxSettle-1.lua */

@@ -6,8 +6,7 @@ import t from "tap";
 
 import type { CampaignStatus } from "../../lib/campaign/campaigns.js";
 import { decode } from "../../lib/core/codec.js";
-import { deliveryKey } from "../../lib/core/ids.js";
-import { deliveredKey } from "../../lib/core/keys.js";
+import { deliveredField, deliveredKey } from "../../lib/core/keys.js";
 import { shardOf } from "../../lib/core/shard-hash.js";
 import { API, BUCKET, checkpointKey, CONSUMER, fanSubject, LEASE_KEY, PRIORITIES, receiptSubject, STREAM } from "../../lib/core/subjects.js";
 import type { ReceiptBatch, UserRecord } from "../../lib/core/types.js";
@@ -311,8 +310,9 @@ t.test(`${USERS.toLocaleString("en")} users; JetStream leaders SIGKILLed ${NATS_
     const byToken = new Map(users.flatMap((u) => u.devices.map((d) => [d.token, { u, d }] as const)));
     for (const tok of [...expected].filter((tk) => !got.has(tk)).slice(0, 8)) {
       const { u, d } = byToken.get(tok)!;
-      const key = deliveredKey(shardOf(u.id, P), deliveryKey(id, u.id, d.platform === "ios" ? "apns" : "fcm", d.id));
-      console.error(`lost ${tok} (user ${u.id}, shard ${shardOf(u.id, P)}): ${key} = ${JSON.stringify(await redis.get(key).catch((err: Error) => err.message))}`);
+      const key = deliveredKey(shardOf(u.id, P), id, d.platform === "ios" ? "apns" : "fcm");
+      const field = deliveredField(u.id, d.id);
+      console.error(`lost ${tok} (user ${u.id}, shard ${shardOf(u.id, P)}): ${key} ${field} = ${JSON.stringify(await redis.hget(key, field).catch((err: Error) => err.message))}`);
     }
   }
   // Duplicates whose earlier acceptance reached no client: the gateway had given up on the request (its timeout), so it was sent again.

@@ -4,8 +4,7 @@ import { Writable } from "node:stream";
 import t from "tap";
 
 import { StoreUnavailable } from "../../lib/core/errors.js";
-import { deliveryKey } from "../../lib/core/ids.js";
-import { deliveredKey, engagedKey, lastActiveKey, presenceKey, segmentBuildingKey, segmentKey, userIndexKey, userKey, userLogKey } from "../../lib/core/keys.js";
+import { deliveredField, deliveredKey, engagedKey, lastActiveKey, presenceKey, segmentBuildingKey, segmentKey, userIndexKey, userKey, userLogKey } from "../../lib/core/keys.js";
 import { createLogger } from "../../lib/core/log.js";
 import { shardOf } from "../../lib/core/shard-hash.js";
 import type { ReceiptEntry, SendBatch, UserRecord } from "../../lib/core/types.js";
@@ -198,18 +197,18 @@ t.test("nfx on a real Redis Cluster", async (t) => {
     t.ok(rival.every((l, j) => batches[j].sends.every((_, i) => l.state(i).kind === "claimed")), "another batch finds them claimed");
     rival.forEach((l) => l.close());
     const claims = new Claims(redis);
-    const keysOf = (b: SendBatch): string[] => b.sends.map((s) => deliveredKey(b.shard, deliveryKey(s.nid, s.user, "apns", s.device)));
+    const keysOf = (b: SendBatch): { hashes: string[]; fields: string[][] } => ({ hashes: [deliveredKey(b.shard, "n_dl", "apns")], fields: [b.sends.map((s) => deliveredField(s.user, s.device))] });
     t.same(await Promise.all(batches.map((b) => claims.renew(keysOf(b), `~b-${b.shard}#1`, 30))), batches.map((b) => b.sends.length), "renewed: every key still held");
     first.forEach((l, j) => batches[j].sends.forEach((_, i) => void l.record(i, { outcome: "sent", at: now })));
     await Promise.all(first.map((l) => l.written()));
     first.forEach((l) => l.close());
     const again = await Promise.all(batches.map((b) => ledger.claim(b, "apns", `b-${b.shard}`, "2")));
     t.ok(again.every((l, j) => batches[j].sends.every((_, i) => { const st = l.state(i); return st.kind === "recorded" && st.record.outcome === "sent"; })), "outcomes recorded in one turn's writes over every node");
-    const ttl = await redis.ttl(keysOf(batches[1])[0]);
+    const ttl = await redis.ttl(keysOf(batches[1]).hashes[0]);
     t.ok(ttl > 30 && ttl <= 60, `recorded with deliveredTtlSec (${ttl} s left)`);
     await Promise.all(again.map((l) => l.release(0)));
     again.forEach((l) => l.close());
-    t.equal(await redis.exists(keysOf(batches[0])[0]), 0, "a released key is gone");
+    t.equal(await redis.hexists(keysOf(batches[0]).hashes[0], keysOf(batches[0]).fields[0][0]), 0, "a released key is gone");
 
     const cc = new CollapseClaims(redis, 60_000);
     const held = await Promise.all(someShards.map((s) => cc.claim(s, "order-7", "n_c1", byShard.get(s)!)));

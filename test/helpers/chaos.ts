@@ -3,8 +3,7 @@ import type { ChildProcess } from "node:child_process";
 
 import type { Test } from "tap";
 
-import { deliveryKey } from "../../lib/core/ids.js";
-import { deliveredKey } from "../../lib/core/keys.js";
+import { deliveredField, deliveredKey } from "../../lib/core/keys.js";
 import { shardOf } from "../../lib/core/shard-hash.js";
 import type { UserRecord } from "../../lib/core/types.js";
 import type { Redis } from "../../lib/infra/redis.js";
@@ -41,9 +40,9 @@ export interface DeliveryAudit {
 /** Builds the {@link DeliveryAudit} of `nid`; `shards` is `cluster.shards`. */
 export function deliveryAudit(o: { recorder: Recorder; redis: Redis; nid: string; users: readonly UserRecord[]; shards: number }): DeliveryAudit {
   // Each device's delivered key in Redis, by its token: what the gateway records once the provider answered.
-  const keyOf = new Map<string, string>();
+  const keyOf = new Map<string, { hash: string; field: string }>();
   for (const u of o.users) {
-    for (const d of u.devices) keyOf.set(d.token, deliveredKey(shardOf(u.id, o.shards), deliveryKey(o.nid, u.id, d.platform === "ios" ? "apns" : "fcm", d.id)));
+    for (const d of u.devices) keyOf.set(d.token, { hash: deliveredKey(shardOf(u.id, o.shards), o.nid, d.platform === "ios" ? "apns" : "fcm"), field: deliveredField(u.id, d.id) });
   }
   const acceptedNow = (provider?: SandboxProvider): Map<string, number> => {
     const m = new Map<string, number>();
@@ -60,10 +59,10 @@ export function deliveryAudit(o: { recorder: Recorder; redis: Redis; nid: string
         const part = acc.slice(i, i + 2000);
         // One GET per key (auto-pipelined): on Redis Cluster the keys live in many slots, which one MGET may not span.
         // Retried while a Redis Cluster fails over (MOVED, CLUSTERDOWN, a lost connection: lib/infra/redis.ts).
-        const get = async (key: string): Promise<string | null> => {
+        const get = async (key: { hash: string; field: string }): Promise<string | null> => {
           for (let attempt = 0; ; attempt++) {
             try {
-              return await o.redis.get(key);
+              return await o.redis.hget(key.hash, key.field);
             } catch (err) {
               if (attempt >= 100) throw err;
               await sleep(200);

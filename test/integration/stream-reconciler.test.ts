@@ -6,8 +6,7 @@ import { startTracker } from "../../actors/tracker.js";
 import { readCounters, readTotals } from "../../lib/campaign/counters.js";
 import { decode, encode } from "../../lib/core/codec.js";
 import type { Config } from "../../lib/core/config.js";
-import { deliveryKey } from "../../lib/core/ids.js";
-import { deliveredKey } from "../../lib/core/keys.js";
+import { deliveredField, deliveredKey } from "../../lib/core/keys.js";
 import { createLogger, type Logger } from "../../lib/core/log.js";
 import { BUCKET, CONSUMER, receiptSubject, sendSubject, STREAM } from "../../lib/core/subjects.js";
 import type { SendBatch } from "../../lib/core/types.js";
@@ -27,7 +26,8 @@ const batchOf = (name: string): SendBatch => ({
   type: "send_batch", channel: "apns", shard: 3, notifications: {},
   sends: [0, 1, 2].map((i) => ({ nid: "n1", user: `${name}-${i}`, device: "d", token: `tok-${name}-${i}` })),
 });
-const keyOf = (b: SendBatch, i: number): string => deliveredKey(b.shard, deliveryKey(b.sends[i].nid, b.sends[i].user, "apns", b.sends[i].device));
+/** Sets send `i`'s delivery key (a field of its notification's hash) to `v`, as a gateway does. */
+const setKey = (redis: Redis, b: SendBatch, i: number, v: string): Promise<number> => redis.hset(deliveredKey(b.shard, b.sends[i].nid, "apns"), deliveredField(b.sends[i].user, b.sends[i].device), v);
 const total = async (c: typeof messagesRepublished): Promise<number> => (await c.get()).values.reduce((a, v) => a + v.value, 0);
 
 /** A nats-server and Redis with nfx's streams, an admin client of each, a silent logger. */
@@ -83,8 +83,8 @@ t.test("every send batch is checked: one its stream lost is published again; one
   // a: a gateway took it (claimed its keys) and acked it; b: lost by the stream, untouched; c: still queued;
   // d: taken, its first send dead-lettered (key released) but its last recorded. All of it set before the reconciler
   // hears of the acks, so its first check (verifyAfterMs later) sees it, however slowly the machine runs.
-  await redis.set(keyOf(a.b, 0), "~claimed");
-  await redis.set(keyOf(d.b, 2), '{"outcome":"sent"}');
+  await setKey(redis, a.b, 0, "~claimed");
+  await setKey(redis, d.b, 2, '{"outcome":"sent"}');
   for (const x of [a, b, d]) await admin.jsm.streams.deleteMessage(stream, x.seq);
   for (const x of [a, b, c, d]) x.observe(rec);
 
@@ -102,8 +102,8 @@ t.test("every send batch is checked: one its stream lost is published again; one
   t.same(await ids(), ["snd:b~r2", "snd:c"], "lost again: published as ~r2");
 
   // A gateway takes both: they are let go at their next check (ten times verifyAfterMs after the last).
-  await redis.set(keyOf(b.b, 0), "~claimed");
-  await redis.set(keyOf(c.b, 0), "~claimed");
+  await setKey(redis, b.b, 0, "~claimed");
+  await setKey(redis, c.b, 0, "~claimed");
   for (let i = 0; i < 60 && rec.pending > 0; i++) await sleep(100);
   t.equal(rec.pending, 0, "nothing held once gateways took everything");
   t.same(await ids(), ["snd:b~r2", "snd:c"], "nothing published twice");

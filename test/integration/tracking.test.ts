@@ -66,7 +66,9 @@ t.test("email and SMS outcomes from signed provider webhooks, engagement once pe
   const bad = await fetch(forged, { redirect: "manual" });
   t.equal(bad.status, 400, "a tampered click link is refused");
   t.equal(bad.headers.get("location"), null, "and redirects nowhere");
-  t.equal((await fetch(`${click.slice(0, -2)}xx`, { redirect: "manual" })).status, 400, "an altered signature is refused");
+  // The signature's first character changed (the last ones may carry padding bits that decode alike: "xx" once matched).
+  const altered = `${click.slice(0, -mac.length)}${mac[0] === "A" ? "B" : "A"}${mac.slice(1)}`;
+  t.equal((await fetch(altered, { redirect: "manual" })).status, 400, "an altered signature is refused");
   t.ok(await eventually(async () => (await status(nats.nc, mail.id)).counts.clicked === 1, 10_000), "one click counted");
   s = await status(nats.nc, mail.id);
   t.equal(s.counts.opened, 1, "two pixel loads and a click count as one open");
