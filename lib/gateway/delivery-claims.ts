@@ -24,7 +24,7 @@ const argsOf = (k: FieldsByHash): (string | number)[] => [...k.fields.map((f) =>
 
 /**
  * Claims and renewals of delivery keys on one Redis client
- * (lib/infra/scripts/claimDeliveryFields-n.lua, renewDeliveryFields-n.lua):
+ * (lib/infra/scripts/claimDeliveryFields-n.lua, in its two modes):
  * one script call per batch, two commands per hash inside it.
  */
 export class Claims {
@@ -38,12 +38,12 @@ export class Claims {
    * for `held` and lapsed claims. Resolves each field's prior value, hash by hash: null when the attempt now holds it.
    */
   claim(keys: FieldsByHash, mine: string, ttlSec: number, held: string): Promise<(string | null)[]> {
-    return keys.hashes.length ? this.r.nfxClaimDeliveryFields(keys.hashes.length, ...keys.hashes, mine, ttlSec, held, ...argsOf(keys)) : Promise.resolve([]);
+    return keys.hashes.length ? this.r.nfxClaimDeliveryFields(keys.hashes.length, ...keys.hashes, mine, ttlSec, "claim", held, ...argsOf(keys)) as Promise<(string | null)[]> : Promise.resolve([]);
   }
 
   /** Extends to `ttlSec` from now the fields of `keys` that still hold `mine`; resolves how many did. */
   renew(keys: FieldsByHash, mine: string, ttlSec: number): Promise<number> {
-    return keys.hashes.length ? this.r.nfxRenewDeliveryFields(keys.hashes.length, ...keys.hashes, mine, ttlSec, ...argsOf(keys)) : Promise.resolve(0);
+    return keys.hashes.length ? this.r.nfxClaimDeliveryFields(keys.hashes.length, ...keys.hashes, mine, ttlSec, "renew", "", ...argsOf(keys)) as Promise<number> : Promise.resolve(0);
   }
 }
 

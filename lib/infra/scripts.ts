@@ -16,15 +16,13 @@ import type { Redis } from "./redis.js";
  */
 export interface ScriptCommands {
   /** claimDeliveryFields-n.lua */
-  nfxClaimDeliveryFields(numKeys: number, ...keysThenArgv: (string | number)[]): Promise<(string | null)[]>;
+  nfxClaimDeliveryFields(numKeys: number, ...keysThenArgv: (string | number)[]): Promise<(string | null)[] | number>;
   /** claimCollapseKeys-n.lua */
   nfxClaimCollapseKeys(numKeys: number, ...keysThenArgv: (string | number)[]): Promise<number[]>;
   /** releaseCollapseKeys-n.lua */
   nfxReleaseCollapseKeys(numKeys: number, ...keysThenArgv: (string | number)[]): Promise<number>;
   /** setDeliveryFields-1.lua */
   nfxSetDeliveryFields(hash: string, value: string, ttlSec: number, marker: "1" | "0", ...fields: string[]): Promise<number>;
-  /** renewDeliveryFields-n.lua */
-  nfxRenewDeliveryFields(numKeys: number, ...keysThenArgv: (string | number)[]): Promise<number>;
   /** inboxAdd-2.lua */
   nfxInboxAdd(order: string, items: string, nid: string, at: number, json: string, cap: number, ttlMs: number): Promise<string>;
   /** inboxSettle-1.lua */

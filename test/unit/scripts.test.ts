@@ -14,7 +14,7 @@ const DIR = join(ROOT, "lib/infra/scripts");
 
 /** The commands the registry's type promises; the files must give exactly these (the Buffer variant stands for its command). */
 const TYPED: Record<keyof ScriptCommands, true> = {
-  nfxClaimDeliveryFields: true, nfxRenewDeliveryFields: true, nfxSetDeliveryFields: true, nfxClaimCollapseKeys: true, nfxReleaseCollapseKeys: true,
+  nfxClaimDeliveryFields: true, nfxSetDeliveryFields: true, nfxClaimCollapseKeys: true, nfxReleaseCollapseKeys: true,
   nfxInboxAdd: true, nfxInboxSettle: true, nfxInboxMark: true, nfxInboxList: true, nfxInboxBroadcasts: true, nfxInboxMarkBroadcasts: true, nfxBroadcastStore: true,
   nfxExistsAll: true, nfxPresenceSet: true, nfxUserLogAppend: true, nfxMarkFirst: true,
   nfxScanActive: true, nfxUpdatePreferencesBuffer: true, nfxRemoveDevice: true,
