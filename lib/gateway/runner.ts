@@ -20,7 +20,7 @@ import { perLaneClass } from "../infra/lane-connections.js";
 import { gatewayRetries, gatewaySends, shedTotal, stageItems, watchBreakers } from "../infra/metrics.js";
 import type { Nats } from "../infra/nats.js";
 import type { NatsIdentity } from "../infra/nats-auth.js";
-import type { Redis } from "../infra/redis.js";
+import { type Redis, warnRedisSettings } from "../infra/redis.js";
 import { consumerConfigsOf } from "../infra/topology.js";
 import { type BatchLedger, DeliveryLedger } from "./delivery-ledger.js";
 import { storeDeadLetter } from "./dlq.js";
@@ -63,6 +63,8 @@ export function batchConcurrencyOf(cfg: Config, channel: Channel): number {
 export async function runGateway(d: GatewayDeps, makeClient: () => ChannelClient): Promise<RunningGateway> {
   let first: ChannelClient | null = makeClient();
   const channel = first.channel;
+  // A notification's delivery keys in a user shard are one hash that expires whole: Redis should free it in the background.
+  void warnRedisSettings(d.redis, d.log.child({ actor: `gateway-${channel}` }));
   const client = (): ChannelClient => {
     const c = first ?? makeClient();
     first = null;

@@ -6,6 +6,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 
 import { RuntimeMissing } from "../core/errors.js";
+import { REDIS_SERVER_FLAGS } from "./redis.js";
 
 
 export interface ServerProcess {
@@ -200,7 +201,7 @@ export async function startRedisServer(o: { dir: string; port?: number; persist?
   mkdirSync(o.dir, { recursive: true });
   for (let attempt = 0; ; attempt++) {
     const port = o.port || (await freePort());
-    const args = ["--port", String(port), "--bind", "127.0.0.1", "--dir", o.dir, "--save", "", "--appendonly", o.persist ? "yes" : "no", "--protected-mode", "yes"];
+    const args = ["--port", String(port), "--bind", "127.0.0.1", "--dir", o.dir, "--save", "", "--appendonly", o.persist ? "yes" : "no", "--protected-mode", "yes", ...REDIS_SERVER_FLAGS];
     const proc = spawn("redis-server", args, { stdio: ["ignore", "pipe", "pipe"] });
     const t = track(proc);
     try {

@@ -6,6 +6,7 @@ import { join } from "node:path";
 import { Redis as RedisClient } from "ioredis";
 
 import { freePorts, requireBinary, track, waitForPort } from "./launch.js";
+import { REDIS_SERVER_FLAGS } from "./redis.js";
 
 /** One redis-server of a {@link RedisCluster}. Its process changes when it is restarted; read `proc` each time. */
 export interface RedisClusterNode {
@@ -135,6 +136,7 @@ export async function startRedisCluster(o: RedisClusterOptions): Promise<RedisCl
     const args = [
       "--port", String(port), "--bind", "127.0.0.1", "--protected-mode", "yes", "--dir", dir, "--save", "", "--appendonly", o.persist ? "yes" : "no",
       "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-port", String(busPort), "--cluster-node-timeout", String(nodeTimeoutMs),
+      ...REDIS_SERVER_FLAGS,
     ];
     const proc = spawn("redis-server", args, { cwd: dir, stdio: ["ignore", "pipe", "pipe"] });
     const t = track(proc);

@@ -34,6 +34,32 @@ export function masterClients(r: Redis): Single[] {
 }
 
 /**
+ * Settings nfx wants of every redis-server it uses (the servers nfx starts itself get them as flags):
+ * `lazyfree-lazy-expire yes` frees an expiring key in the background. A notification's delivery keys in one user shard
+ * are one hash, which expires whole: freeing one of 1.5 million fields held every client for 660 ms without it, 5 ms
+ * with it (docs/operations.md, "Redis settings").
+ */
+export const REDIS_SETTINGS: Readonly<Record<string, string>> = { "lazyfree-lazy-expire": "yes" };
+
+/** {@link REDIS_SETTINGS} as `redis-server` command-line flags. */
+export const REDIS_SERVER_FLAGS: readonly string[] = Object.entries(REDIS_SETTINGS).flatMap(([k, v]) => [`--${k}`, v]);
+
+/**
+ * Logs a warning for each setting of each master of `redis` that differs from {@link REDIS_SETTINGS}, naming the
+ * server, the setting and the value wanted. A server that refuses `CONFIG GET` (some managed services) is left
+ * unchecked. Never throws.
+ */
+export async function warnRedisSettings(redis: Redis, log: Logger): Promise<void> {
+  await Promise.all(masterClients(redis).flatMap((c) => Object.entries(REDIS_SETTINGS).map(async ([setting, want]) => {
+    const got = await c.config("GET", setting).catch(() => null);
+    const value = Array.isArray(got) ? got[1] : undefined;
+    if (value !== undefined && value !== want) {
+      log.warn({ server: `${c.options.host}:${c.options.port}`, setting, value, want }, "redis-server setting differs from what nfx needs (docs/operations.md, \"Redis settings\")");
+    }
+  })));
+}
+
+/**
  * A pipeline that runs on both kinds of client. On one redis-server it is
  * `redis.pipeline()`. On a cluster, where a pipeline must keep to one node,
  * it records the commands and `exec()` sends each on its own in one tick,

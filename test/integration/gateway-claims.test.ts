@@ -17,7 +17,7 @@ import { Claims, OutcomeWriter } from "../../lib/gateway/delivery-claims.js";
 import { DeliveryLedger } from "../../lib/gateway/delivery-ledger.js";
 import { runGateway } from "../../lib/gateway/runner.js";
 import { connectNats } from "../../lib/infra/nats.js";
-import { connectRedis } from "../../lib/infra/redis.js";
+import { connectRedis, masterClients, warnRedisSettings } from "../../lib/infra/redis.js";
 import { ensureTopology } from "../../lib/infra/topology.js";
 import { readReceipts } from "../../lib/tracking/status.js";
 import { ensureApnsKey, sandboxOverrides, startSandbox } from "../../sandbox/index.js";
@@ -97,6 +97,20 @@ t.test("gateway claims", async (t) => {
     const held = await redis.hmget(h3, "x|d", "y|d");
     const deadline = Number(/^~rel@(\d+)$/.exec(held[0] ?? "")?.[1]);
     t.ok(held[1] === held[0] && deadline >= before + 29_000 && deadline <= Date.now() + 30_000, `a hold carries its deadline on Redis's clock (${held[0]})`);
+  });
+
+  t.test("Redis settings: the servers nfx starts free expiring keys in the background; a server that does not is named in a warning", async (t) => {
+    const lines: string[] = [];
+    const capture = createLogger({ level: "warn", redact: true }, { write: (l: string) => void lines.push(l) });
+    const server = masterClients(redis)[0];
+    t.same(await server.config("GET", "lazyfree-lazy-expire"), ["lazyfree-lazy-expire", "yes"], "started with lazyfree-lazy-expire yes");
+    await warnRedisSettings(redis, capture);
+    t.equal(lines.length, 0, "nothing to warn about");
+    await server.config("SET", "lazyfree-lazy-expire", "no");
+    t.teardown(() => server.config("SET", "lazyfree-lazy-expire", "yes"));
+    await warnRedisSettings(redis, capture);
+    t.equal(lines.length, 1, "one warning");
+    t.match(JSON.parse(lines[0] ?? "{}"), { setting: "lazyfree-lazy-expire", value: "no", want: "yes" }, "naming the setting, its value and the one wanted");
   });
 
   t.test("a batch of two notifications, interleaved: each send's state read back in its own place", async (t) => {
