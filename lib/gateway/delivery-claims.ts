@@ -93,7 +93,11 @@ export class OutcomeWriter {
    * long. Resolves when written.
    */
   hold(hash: string, fields: readonly string[], marker: string, ttlSec: number): Promise<void> {
-    return fields.length ? this.r.nfxSetDeliveryFields(hash, marker, ttlSec, "1", ...fields).then(() => undefined) : Promise.resolve();
+    if (!fields.length) return Promise.resolve();
+    const p = this.r.nfxSetDeliveryFields(hash, marker, ttlSec, "1", ...fields).then(() => undefined);
+    // Marked handled, as a turn's writes are: the caller's batch learns of a failure when it awaits its writes.
+    p.catch(() => undefined);
+    return p;
   }
 
   /** Deletes `field` of `hash` (a dead-lettered send's claim, so a replay can send it). */

@@ -151,7 +151,10 @@ export class DeliveryLedger {
     /** The fields of sends `idx` that pass `keep`, grouped by hash: one write per hash. */
     const each = (idx: readonly number[], keep: (i: number) => boolean, write: (hash: string, fs: string[]) => Promise<void>): Promise<void> => {
       const g = byHash(hashes, at, fields, (i) => keep(i), idx);
-      return Promise.all(g.hashes.map((h, k) => queue(write(h, g.fields[k] as string[])))).then(() => undefined);
+      const all = Promise.all(g.hashes.map((h, k) => queue(write(h, g.fields[k] as string[])))).then(() => undefined);
+      // Marked handled: a failure surfaces through `written()`; an unawaited hold must not crash the process.
+      all.catch(() => undefined);
+      return all;
     };
     return {
       state: (i) => {
