@@ -63,10 +63,8 @@ type Group = { sets: string[]; ttl: number; dels: string[]; same: { fields: read
 export class OutcomeWriter {
   private groups = new Map<string, Group>();
   private turn: Promise<void> | null = null;
-  private readonly redis: Redis;
   private readonly r: ScriptRedis;
   constructor(redis: Redis) {
-    this.redis = redis;
     this.r = withScripts(redis);
   }
 
@@ -120,7 +118,7 @@ export class OutcomeWriter {
         this.groups = new Map();
         this.turn = null;
         const calls: Promise<unknown>[] = [];
-        const { redis } = this;
+        const redis = this.r;
         for (const [hash, x] of groups) {
           if (x.sets.length) calls.push(redis.hset(hash, ...x.sets), redis.expire(hash, x.ttl, "NX"), redis.expire(hash, x.ttl, "GT"));
           if (x.dels.length) calls.push(redis.hdel(hash, ...x.dels));

@@ -130,16 +130,12 @@ export class DeliveryLedger {
     const { claims, writer, ttl } = this;
     const answer = await claims.claim({ hashes, fields: fieldsOf }, mine, ttl.claimTtlSec, held);
     // The script answers hash by hash: back to the sends' order.
-    const prior = new Array<string | null>(n);
-    if (hashes.length === 1) for (let i = 0; i < n; i++) prior[i] = answer[i] ?? null;
-    else {
-      const next = new Array<number>(hashes.length).fill(0);
-      let off = 0;
-      const start = fieldsOf.map((f) => ((off += f.length), off - f.length));
-      for (let i = 0; i < n; i++) prior[i] = answer[start[at[i]] + next[at[i]]++] ?? null;
-    }
+    // `next[h]`: where hash h's next answer is (its fields' answers start where the previous hashes' end).
+    let off = 0;
+    const next = fieldsOf.map((f) => ((off += f.length), off - f.length));
+    const prior = Array.from({ length: n }, (_, i) => answer[next[at[i]]++] ?? null);
     const owned = (i: number): boolean => prior[i] === null;
-    const ownedKeys = byHash(hashes, at, fields, (i) => owned(i));
+    const ownedKeys = byHash(hashes, at, fields, owned);
     // The live batch keeps its claims: renewed every third of the TTL until it ends (fields already recorded are left alone by the script).
     const renewal = setInterval(() => {
       claims.renew(ownedKeys, mine, ttl.claimTtlSec).catch((err) => this.log.warn({ err }, "claim renewal failed"));
@@ -150,7 +146,7 @@ export class DeliveryLedger {
     const queue = (p: Promise<void>): Promise<void> => (writes.push(p), p);
     /** The fields of sends `idx` that pass `keep`, grouped by hash: one write per hash. */
     const each = (idx: readonly number[], keep: (i: number) => boolean, write: (hash: string, fs: string[]) => Promise<void>): Promise<void> => {
-      const g = byHash(hashes, at, fields, (i) => keep(i), idx);
+      const g = byHash(hashes, at, fields, keep, idx);
       const all = Promise.all(g.hashes.map((h, k) => queue(write(h, g.fields[k] as string[])))).then(() => undefined);
       // Marked handled: a failure surfaces through `written()`; an unawaited hold must not crash the process.
       all.catch(() => undefined);
