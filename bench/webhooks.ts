@@ -16,6 +16,12 @@ import { report } from "./report.js";
 const ENDPOINTS = arg("endpoints", 1000);
 const MESSAGES = arg("messages", 20);
 const SOCKETS = arg("sockets", 64);
+/**
+ * Rounds (`--rounds`, default 3, at most 8), after a warm-up round: each a bare run then an nfx run of `--messages`
+ * per endpoint, alternating, so a machine that slows down or speeds up during the bench weighs on both sides alike.
+ * Rates and the ratio are over all rounds (deliveries over the receiver's span for them); `by_round` has each round's.
+ */
+const ROUNDS = Math.max(1, Math.min(8, arg("rounds", 3)));
 const RECEIVER = fileURLToPath(new URL("../sandbox/webhook-receiver.js", import.meta.url));
 
 type Summary = { accepted: Record<string, number>; span: Record<string, [number, number]>; dup: number; invalid: number; first: number; last: number };
@@ -55,71 +61,129 @@ async function main(): Promise<void> {
   }
   const healthy = ENDPOINTS - 2;
   const want = healthy * MESSAGES;
+  const healthyDone = (s: Summary, p: string): number => Object.entries(s.accepted).filter(([n]) => n !== `${p}0` && n !== `${p}1`).reduce((a, [, c]) => a + c, 0);
+  /** Deliveries short of `per` each on the healthy endpoints of a summary (an endpoint that got nothing counts whole). */
+  const lostOf = (s: Summary, p: string, per: number): number =>
+    Object.entries(s.accepted).filter(([n]) => n !== `${p}0` && n !== `${p}1`).reduce((a, [, c]) => a + Math.max(0, per - c), 0) + (healthy - Object.keys(s.accepted).filter((n) => n !== `${p}0` && n !== `${p}1`).length) * per;
+  const reset = async (prefix: string): Promise<void> => void (await fetch(`${rx}/_reset/${prefix}`, { method: "POST" })).body?.cancel();
 
-  // nfx: MESSAGES publishes to the topic, each one delivery per endpoint.
-  const gw = bc.cluster.procs.get("gateway-webhook")!;
-  // Every process's CPU over the nfx run (the gateway, the roles feeding it, the servers, the receiver): where the machine's time went.
+  // Every process's CPU over the nfx runs (the gateway, the roles feeding it, the servers, the receiver): where the machine's time went.
   const procs: Record<string, number | undefined> = { "nats-server": bc.cluster.nats.proc.pid, "redis-server": bc.cluster.redis.proc.pid, receiver: rxProc.pid };
   for (const [role, p] of bc.cluster.procs) procs[role] = p.pid;
-  const cpuAll0 = Object.fromEntries(Object.entries(procs).map(([k, pid]) => [k, cpuSecs(pid)]));
-  const cpu0 = cpuSecs(gw.pid);
-  const calls0 = await redisCalls(bc.redis);
-  const bytesIn0 = await redisBytesIn(bc.redis);
-  const t0 = Date.now();
-  for (let m = 0; m < MESSAGES; m++) await notify(nc, { topic: "bench", category: "transactional", content: { webhook: { type: "bench.event", data: { m, pad: "x".repeat(200) } } } });
-  const healthyDone = (s: Summary, p: string): number => Object.entries(s.accepted).filter(([n]) => n !== `${p}0` && n !== `${p}1`).reduce((a, [, c]) => a + c, 0);
-  // Polled on the receiver's progress counts (a summary walks every delivery it holds: CPU the bare run, not polled,
-  // would not spend), then summarized once; the rate comes from the receiver's own clock.
+  const cpuNfx: Record<string, number> = Object.fromEntries(Object.keys(procs).map((k) => [k, 0]));
+  const calls = new Map<string, number>();
+  let bytesIn = 0;
+  let rxBare = 0;
+  let bareCpuUs = 0;
+  const total = { nfxDone: 0, nfxSecs: 0, bareDone: 0, bareSecs: 0, lost: 0, dup: 0, invalid: 0 };
+  const rounds: { nfx_per_s: number; bare_per_s: number; ratio: number; gateway_cpu_us_per_delivery: number }[] = [];
   const progress = async (): Promise<Record<string, number>> => (await (await fetch(`${rx}/_progress/n`)).json()) as Record<string, number>;
   const healthyOk = (p: Record<string, number>): number => Object.entries(p).filter(([n]) => n !== "n0" && n !== "n1").reduce((a, [, c]) => a + c, 0);
-  let ok = 0;
-  await waitUntil(() => `nfx deliveries to the ${healthy} healthy endpoints: ${ok} of ${want}`, async () => (ok = healthyOk(await progress())) >= want, 600_000, 250);
-  const nfx = await summary("n");
-  const nfxSecs = healthySecs(nfx, "n");
-  const nfxCpu = cpuSecs(gw.pid) - cpu0;
-  const calls1 = await redisCalls(bc.redis);
-  const bytesIn1 = await redisBytesIn(bc.redis);
-  const cpuUsPerDelivery = Object.fromEntries(Object.entries(procs).map(([k, pid]) => [k, Math.round(((cpuSecs(pid) - cpuAll0[k]) * 1e6) / want)]));
+  const agent = new Agent({ connections: SOCKETS, pipelining: 1, keepAliveTimeout: 30_000 });
+  const slowBare: Promise<void>[] = [];
+  let bareStopped = false;
+
+  /** nfx: `m` publishes to the topic (round `round`), each one delivery per endpoint; returns when the healthy endpoints have them all. */
+  const nfxRun = async (round: number, m: number, what: string): Promise<Summary> => {
+    for (let k = 0; k < m; k++) await notify(nc, { topic: "bench", category: "transactional", content: { webhook: { type: "bench.event", data: { round, m: k, pad: "x".repeat(200) } } } });
+    // Polled on the receiver's progress counts (a summary walks every delivery it holds: CPU the bare run, not polled,
+    // would not spend), then summarized once; the rate comes from the receiver's own clock.
+    let ok = 0;
+    await waitUntil(() => `nfx deliveries to the ${healthy} healthy endpoints in ${what}: ${ok} of ${healthy * m}`, async () => (ok = healthyOk(await progress())) >= healthy * m, 600_000, 250);
+    return summary("n");
+  };
+  /** Bare: the same bodies, signed the same way, each endpoint's in order, one request at a time per endpoint, all endpoints at once, on the same undici pool settings. */
+  const bareRun = async (round: number, m: number): Promise<Summary> => {
+    const bodies = Array.from({ length: m }, (_, k) => JSON.stringify({ type: "bench.event", timestamp: new Date().toISOString(), data: { round, m: k, pad: "x".repeat(200) } }));
+    const deadline = Date.now() + 600_000;
+    const loops: Promise<void>[] = [];
+    for (const [i, ep] of eps.entries()) {
+      if (i === 1) continue; // the failing endpoint: a bare loop would retry it forever; nfx pauses it
+      // The slow endpoint (2 s an answer) is left out of the rates: its loop goes on in the background, as nfx's worker for it does.
+      if (i === 0) slowBare.push(sendAll(ep, i).catch(() => undefined));
+      else loops.push(sendAll(ep, i));
+    }
+    await Promise.all(loops);
+    return summary("b");
+
+    async function sendAll(ep: Endpoint, i: number): Promise<void> {
+      const keys = ep.secrets.map((s) => secretKey(s.secret));
+      for (let k = 0; k < m && Date.now() < deadline && !bareStopped; k++) {
+        const id = `bare${round}.${k}.${ep.id}`;
+        const res = await agent.request({ origin: rx, path: `/hooks/b${i}`, method: "POST", headers: { "content-type": "application/json", ...signatureHeaders(id, Math.floor(Date.now() / 1000), bodies[k], keys) }, body: bodies[k] });
+        await res.body.dump();
+        if (res.statusCode >= 300) k--;
+      }
+    }
+  };
+
+  // A warm-up round (a quarter of the messages on each side, not counted): the first requests through a fresh process
+  // pay for compiling its code (the receiver's, the gateway's, the bare loop's) and would weigh on whichever side ran first.
+  // Then ROUNDS rounds, each a bare run and an nfx run, alternating. Every round's deliveries, the warm-up's too, must each arrive once.
+  for (let r = -1; r < ROUNDS; r++) {
+    const warm = r < 0;
+    const m = warm ? Math.max(1, Math.ceil(MESSAGES / 4)) : MESSAGES;
+    const what = warm ? "the warm-up round" : `round ${r + 1}`;
+    const round = warm ? 9 : r;
+
+    const cpuB0 = process.cpuUsage();
+    const rxB0 = cpuSecs(rxProc.pid);
+    const bare = await bareRun(round, m);
+    const bareCpu = process.cpuUsage(cpuB0);
+    const rxB1 = cpuSecs(rxProc.pid);
+    await reset("b");
+
+    const cpu0 = Object.fromEntries(Object.entries(procs).map(([k, pid]) => [k, cpuSecs(pid)]));
+    const calls0 = await redisCalls(bc.redis);
+    const bytes0 = await redisBytesIn(bc.redis);
+    const nfx = await nfxRun(round, m, what);
+    const cpu1 = Object.fromEntries(Object.entries(procs).map(([k, pid]) => [k, cpuSecs(pid)]));
+    const calls1 = await redisCalls(bc.redis);
+    const bytes1 = await redisBytesIn(bc.redis);
+    await reset("n");
+
+    total.lost += lostOf(nfx, "n", m) + lostOf(bare, "b", m);
+    total.dup += nfx.dup;
+    total.invalid += nfx.invalid;
+    if (warm) continue;
+    const nfxSecs = healthySecs(nfx, "n");
+    const bareSecs = healthySecs(bare, "b");
+    const nfxDone = healthyDone(nfx, "n");
+    const bareDone = healthyDone(bare, "b");
+    total.nfxDone += nfxDone;
+    total.nfxSecs += nfxSecs;
+    total.bareDone += bareDone;
+    total.bareSecs += bareSecs;
+    for (const k of Object.keys(procs)) cpuNfx[k] += cpu1[k] - cpu0[k];
+    for (const [k, v] of calls1) calls.set(k, (calls.get(k) ?? 0) + v - (calls0.get(k) ?? 0));
+    bytesIn += bytes1 - bytes0;
+    rxBare += rxB1 - rxB0;
+    bareCpuUs += bareCpu.user + bareCpu.system;
+    const nfxRate = nfxDone / Math.max(0.001, nfxSecs);
+    const bareRate = bareDone / Math.max(0.001, bareSecs);
+    rounds.push({ nfx_per_s: Math.round(nfxRate), bare_per_s: Math.round(bareRate), ratio: Number((nfxRate / bareRate).toFixed(2)), gateway_cpu_us_per_delivery: Math.round(((cpu1["gateway-webhook"] - cpu0["gateway-webhook"]) * 1e6) / want) });
+    console.error(`round ${r + 1}: ${JSON.stringify(rounds.at(-1))}`);
+  }
+  bareStopped = true;
+  await agent.destroy();
+  await Promise.all(slowBare);
   const brief = ({ pending, delivered, failed, attempts, paused }: EndpointState): Partial<EndpointState> => ({ pending, delivered, failed, attempts, paused });
   const slowState = brief(await callApi<EndpointState>(nc, API.endpoints, { action: "state", id: eps[0].id }));
   const failState = brief(await callApi<EndpointState>(nc, API.endpoints, { action: "state", id: eps[1].id }));
-  const nfxWall = (Date.now() - t0) / 1000;
 
-  // Bare: the same bodies, signed the same way, each endpoint's in order, one request at a time per endpoint, all endpoints at once, on the same undici pool settings.
-  const agent = new Agent({ connections: SOCKETS, pipelining: 1, keepAliveTimeout: 30_000 });
-  const bodies = Array.from({ length: MESSAGES }, (_, m) => JSON.stringify({ type: "bench.event", timestamp: new Date().toISOString(), data: { m, pad: "x".repeat(200) } }));
-  const cpuB0 = process.cpuUsage();
-  const rxBare0 = cpuSecs(rxProc.pid);
-  const deadline = Date.now() + 600_000;
-  await Promise.all(eps.map(async (ep, i) => {
-    if (i === 1) return; // the failing endpoint: a bare loop would retry it forever; nfx pauses it
-    const keys = ep.secrets.map((s) => secretKey(s.secret));
-    for (let m = 0; m < MESSAGES && Date.now() < deadline; m++) {
-      const id = `bare${m}.${ep.id}`;
-      const res = await agent.request({ origin: rx, path: `/hooks/b${i}`, method: "POST", headers: { "content-type": "application/json", ...signatureHeaders(id, Math.floor(Date.now() / 1000), bodies[m], keys) }, body: bodies[m] });
-      await res.body.dump();
-      if (res.statusCode >= 300) m--;
-    }
-  }));
-  const bareCpu = process.cpuUsage(cpuB0);
-  await agent.close();
-  const bare = await summary("b");
-  const bareSecs = healthySecs(bare, "b");
-  const bareDone = healthyDone(bare, "b");
-
-  const lost = Object.entries(nfx.accepted).filter(([n]) => n !== "n0" && n !== "n1").reduce((a, [, c]) => a + Math.max(0, MESSAGES - c), 0) + (healthy - Object.keys(nfx.accepted).filter((n) => n !== "n0" && n !== "n1").length) * MESSAGES;
-  const nfxRate = healthyDone(nfx, "n") / Math.max(0.001, nfxSecs);
-  const bareRate = bareDone / Math.max(0.001, bareSecs);
+  const n = want * ROUNDS;
+  const nfxRate = total.nfxDone / Math.max(0.001, total.nfxSecs);
+  const bareRate = total.bareDone / Math.max(0.001, total.bareSecs);
   const result = {
-    bench: "webhooks", endpoints: ENDPOINTS, messages: MESSAGES, deliveries: want, sockets: SOCKETS,
+    bench: "webhooks", endpoints: ENDPOINTS, messages: MESSAGES, rounds: ROUNDS, deliveries: want, sockets: SOCKETS,
     nfx_per_s: Math.round(nfxRate), bare_per_s: Math.round(bareRate), ratio: Number((nfxRate / bareRate).toFixed(2)),
-    nfx_secs: Number(nfxSecs.toFixed(1)), nfx_wall_secs: Number(nfxWall.toFixed(1)), bare_secs: Number(bareSecs.toFixed(1)),
-    gateway_cpu_us_per_delivery: Math.round((nfxCpu * 1e6) / want), bare_cpu_us_per_delivery: Math.round((bareCpu.user + bareCpu.system) / bareDone),
-    nfx_cpu_us_per_delivery_by_process: cpuUsPerDelivery,
-    redis_calls_per_delivery: callsPer(calls0, calls1, want),
-    redis_bytes_in_per_delivery: Math.round((bytesIn1 - bytesIn0) / want), receiver_cpu_us_per_bare_delivery: Math.round(((cpuSecs(rxProc.pid) - rxBare0) * 1e6) / bareDone),
-    lost, dup: nfx.dup, invalid_signatures: nfx.invalid,
-    slow_endpoint: slowState, failing_endpoint: failState,
+    nfx_secs: Number(total.nfxSecs.toFixed(1)), bare_secs: Number(total.bareSecs.toFixed(1)),
+    gateway_cpu_us_per_delivery: Math.round((cpuNfx["gateway-webhook"] * 1e6) / n), bare_cpu_us_per_delivery: Math.round(bareCpuUs / total.bareDone),
+    nfx_cpu_us_per_delivery_by_process: Object.fromEntries(Object.entries(cpuNfx).map(([k, v]) => [k, Math.round((v * 1e6) / n)])),
+    redis_calls_per_delivery: callsPer(new Map(), calls, n),
+    redis_bytes_in_per_delivery: Math.round(bytesIn / n), receiver_cpu_us_per_bare_delivery: Math.round((rxBare * 1e6) / total.bareDone),
+    lost: total.lost, dup: total.dup, invalid_signatures: total.invalid,
+    slow_endpoint: slowState, failing_endpoint: failState, by_round: rounds,
   };
   await bc.close();
   rxProc.kill("SIGKILL");

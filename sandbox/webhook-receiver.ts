@@ -30,6 +30,8 @@ interface EndpointBox {
   received: ReceivedDelivery[];
   /** Deliveries answered 2xx (copies included): a progress count that costs nothing to read. */
   ok: number;
+  /** The webhook-ids accepted before the record was last emptied (`POST /_reset`): a copy arriving later still counts as a duplicate. */
+  before: Set<string>;
   fault?: EndpointFault;
 }
 
@@ -56,13 +58,15 @@ export interface WebhookReceiver {
  * `PUT /_faults/<name>` (JSON fault or null), `GET /_received/<name>`, `GET /_counts` (`{name: accepted}`),
  * `GET /_summary/<prefix>` (accepted per endpoint, duplicates, invalid signatures, first and last acceptance).
  * `GET /_progress/<prefix>`: 2xx answers per endpoint so far (copies included), without walking the deliveries: for polling.
+ * `POST /_reset/<prefix>`: empties those endpoints' records (secrets and faults stay; the ids accepted so far are kept
+ * only to count a later copy as a duplicate), so a benchmark's rounds are each summarized alone.
  * Run as its own process: `node dist/sandbox/webhook-receiver.js [port]` prints `webhooks http://127.0.0.1:<port>`.
  */
 export async function startWebhookReceiver(port = 0): Promise<WebhookReceiver> {
   const boxes = new Map<string, EndpointBox>();
   const box = (name: string): EndpointBox => {
     let b = boxes.get(name);
-    if (!b) boxes.set(name, (b = { secrets: [], received: [], ok: 0 }));
+    if (!b) boxes.set(name, (b = { secrets: [], received: [], ok: 0, before: new Set() }));
     return b;
   };
   const read = (req: http.IncomingMessage): Promise<string> =>
@@ -94,7 +98,7 @@ export async function startWebhookReceiver(port = 0): Promise<WebhookReceiver> {
       for (const d of b.received) {
         if (!d.valid) invalid++;
         if (d.status >= 300) continue;
-        if (seen.has(d.id)) dup++;
+        if (seen.has(d.id) || b.before.has(d.id)) dup++;
         seen.add(d.id);
         first = Math.min(first, d.at);
         last = Math.max(last, d.at);
@@ -104,16 +108,29 @@ export async function startWebhookReceiver(port = 0): Promise<WebhookReceiver> {
     }
     return { accepted, span, dup, invalid, first, last };
   };
+  /** Empties the records of endpoints whose name starts with `prefix`, remembering the ids they accepted. */
+  const reset = (prefix: string): { endpoints: number } => {
+    let endpoints = 0;
+    for (const [n, b] of boxes) {
+      if (!n.startsWith(prefix)) continue;
+      for (const d of b.received) if (d.status < 300) b.before.add(d.id);
+      b.received = [];
+      b.ok = 0;
+      endpoints++;
+    }
+    return { endpoints };
+  };
   const server = http.createServer((req, res) => {
     void (async () => {
       const body = await read(req);
-      const [, kind, name] = /^\/(hooks|_secrets|_faults|_received|_counts|_progress|_summary)\/?([^/?]*)/.exec(req.url ?? "") ?? [];
+      const [, kind, name] = /^\/(hooks|_secrets|_faults|_received|_counts|_progress|_summary|_reset)\/?([^/?]*)/.exec(req.url ?? "") ?? [];
       const json = (status: number, v: unknown): void => void res.writeHead(status, { "content-type": "application/json" }).end(JSON.stringify(v));
       if (kind === "_secrets" && req.method === "PUT") return json(200, api.setSecrets(name, JSON.parse(body) as string[]) ?? {});
       if (kind === "_faults" && req.method === "PUT") return json(200, api.setFault(name, JSON.parse(body) as EndpointFault | null) ?? {});
       if (kind === "_received") return json(200, api.received(name));
       if (kind === "_counts") return json(200, Object.fromEntries([...boxes].map(([n, b]) => [n, b.received.filter((d) => d.status < 300).length])));
       if (kind === "_summary") return json(200, summary(name));
+      if (kind === "_reset" && req.method === "POST") return json(200, reset(name));
       if (kind === "_progress") return json(200, Object.fromEntries([...boxes].filter(([n]) => n.startsWith(name)).map(([n, b]) => [n, b.ok])));
       if (kind !== "hooks" || req.method !== "POST" || !name) return json(404, { error: "no such route" });
       const b = box(name);
