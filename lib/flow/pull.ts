@@ -1,5 +1,5 @@
 // How long a JetStream pull request waits (it also sets how soon a reader notices that its nats-server is gone), and a durable reader that is never left unread.
-import type { ConsumerMessages, JetStreamClient, JsMsg } from "@nats-io/jetstream";
+import type { Consumer, ConsumerMessages, JetStreamClient, JsMsg } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/nats-core";
 
 import { backoffMs } from "../core/backoff.js";
@@ -15,6 +15,13 @@ export const PULL_EXPIRES_MS = 5000;
 
 /** Heartbeats missed in a row (nats.js counts them every `PULL_EXPIRES_MS / 2`) after which {@link readDurable} opens its reader again. */
 export const MISSED_HEARTBEATS_REOPEN = 6;
+
+/**
+ * How often a {@link readDurable} reader that has received nothing for that long asks its consumer's state; twice in a
+ * row with messages waiting for it and no pull request of any reader waiting at the server, it is opened again. The
+ * cost is one consumer look-up per idle reader every 15 s.
+ */
+export const STALL_CHECK_MS = 15_000;
 
 /** When the stream stored message `m`, in µs since the epoch (the server's clock). */
 export const storedAtUs = (m: JsMsg): number => Math.floor(Number(m.info.timestampNanos) / 1000);
@@ -131,7 +138,8 @@ export function watchOrdered(it: ConsumerMessages, nc: NatsConnection, onStuck: 
  * Reads durable consumer `consumer` of `stream` until stopped, handing each message to `onMsg` in order (awaited:
  * `onMsg` may hold the reader back). Status events that mean trouble are logged; a reader that ends or fails (its
  * consumer gone a while, a nats-server lost for longer than the client retries) is opened again after a growing
- * delay, so the consumer is never left unread while the process runs. `opened` resolves when the first reader is
+ * delay, so the consumer is never left unread while the process runs; so is a reader found idle with messages
+ * pending for it and no pull request waiting ({@link STALL_CHECK_MS}). `opened` resolves when the first reader is
  * open; with `firstOpenFails`, a first open that fails rejects it and ends the loop (a role then fails to start
  * rather than wait). `done` resolves once stopped; `stop` closes the reader it holds.
  */
@@ -141,6 +149,8 @@ export function readDurable(o: {
   firstOpenFails?: boolean;
   /** Each pull's `expires` ({@link PULL_EXPIRES_MS}); heartbeats are expected every half of it. */
   expiresMs?: number;
+  /** {@link STALL_CHECK_MS}. */
+  stallCheckMs?: number;
 }): { opened: Promise<void>; done: Promise<void>; stop(): Promise<void> } {
   let stopping = false;
   let current: ConsumerMessages | null = null;
@@ -156,6 +166,7 @@ export function readDurable(o: {
         const it = (current = await c.consume({ max_messages: o.maxMessages, expires: o.expiresMs ?? PULL_EXPIRES_MS }));
         first = false;
         markOpened();
+        const watch = watchStall(c, it, o.stallCheckMs ?? STALL_CHECK_MS, () => o.log.warn({ consumer: o.consumer }, "messages waiting and no pull request at the server; opening the reader again"));
         void (async () => {
           for await (const s of it.status()) {
             if (s.type === "heartbeats_missed" || s.type === "consumer_not_found" || s.type === "consumer_deleted" || s.type === "stream_not_found") o.log.warn({ consumer: o.consumer, status: s.type }, "consumer status");
@@ -172,9 +183,16 @@ export function readDurable(o: {
             }
           }
         })().catch(() => undefined);
-        for await (const m of it) {
-          attempt = 0;
-          await o.onMsg(m);
+        try {
+          for await (const m of it) {
+            attempt = 0;
+            watch.busy = true;
+            await o.onMsg(m);
+            watch.busy = false;
+            watch.lastAt = Date.now();
+          }
+        } finally {
+          watch.stop();
         }
         if (stopping) return;
         o.log.warn({ consumer: o.consumer }, "reader ended; opening it again");
@@ -198,4 +216,39 @@ export function readDurable(o: {
       await done;
     },
   };
+}
+
+/**
+ * Watches durable reader `it` of consumer `c`: every `everyMs`, when the reader is not busy with a message and has
+ * had none for `everyMs`, the consumer's state is looked up; messages pending for it with no pull request waiting at
+ * the server, twice in a row, mean the reader stopped asking (nats.js's own heartbeat watch was seen not to notice
+ * this after a JetStream leader kill, leaving a critical lane unread for minutes): `onStall` is called and `it` is
+ * stopped, so {@link readDurable} opens it again. A look-up that fails counts as nothing.
+ */
+function watchStall(c: Consumer, it: ConsumerMessages, everyMs: number, onStall: () => void): { busy: boolean; lastAt: number; stop(): void } {
+  let strikes = 0;
+  let looking = false;
+  const w = {
+    busy: false,
+    lastAt: Date.now(),
+    stop: () => clearInterval(timer),
+  };
+  const timer = setInterval(() => {
+    if (w.busy || looking || Date.now() - w.lastAt < everyMs) return;
+    looking = true;
+    void c
+      .info(false)
+      .then((info) => {
+        if (w.busy || Date.now() - w.lastAt < everyMs) return void (strikes = 0);
+        strikes = info.num_pending > 0 && info.num_waiting === 0 ? strikes + 1 : 0;
+        if (strikes < 2) return;
+        strikes = 0;
+        onStall();
+        it.stop();
+      })
+      .catch(() => undefined)
+      .finally(() => (looking = false));
+  }, everyMs);
+  timer.unref();
+  return w;
 }

@@ -1,5 +1,11 @@
-// Leases on a real JetStream KV with a fake clock: one holder, takeover after expiry, a stale holder is fenced; shard checkpoints stored in parts, whole or as changes on top; the process registry lists each process once; work-queue consumers recreated under their readers.
-import { AckPolicy, DeliverPolicy, RetentionPolicy, StorageType } from "@nats-io/jetstream";
+// Leases on a real JetStream KV with a fake clock: one holder, takeover after expiry, a stale holder is fenced; shard checkpoints stored in parts, whole or as changes on top; the process registry lists each process once; work-queue consumers recreated under their readers; a reader left without a pull request opened again.
+import { type ChildProcess, spawn } from "node:child_process";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+
+import { AckPolicy, DeliverPolicy, jetstream, jetstreamManager, RetentionPolicy, StorageType } from "@nats-io/jetstream";
+import { connect } from "@nats-io/transport-node";
 import t, { type Test } from "tap";
 
 import { encodeJson } from "../../lib/core/codec.js";
@@ -9,6 +15,7 @@ import { BUCKET, checkpointKey, checkpointPartKey, PROCESS_KEY } from "../../lib
 import { Lease } from "../../lib/flow/lease.js";
 import { readDurable } from "../../lib/flow/pull.js";
 import { consumerFault, watchWorkQueue } from "../../lib/flow/stranded.js";
+import { freePort, track, waitForPort } from "../../lib/infra/launch.js";
 import type { Nats } from "../../lib/infra/nats.js";
 import { listProcesses } from "../../lib/infra/processes.js";
 import { ensureTopology } from "../../lib/infra/topology.js";
@@ -228,4 +235,70 @@ t.test("a reader that hears no heartbeats for a while is opened again, and reads
   for (let i = 1; i <= 3; i++) await nats.js.publish("rh.a", encodeJson({ i }));
   await until(4);
   t.same(got, [0, 1, 2, 3], "what was published after the pause is read, once, in order");
+});
+
+t.test("a reader left without a pull request while messages wait for it is opened again", async (t) => {
+  // A nats-server of its own, started here with its config file alone (a reload refuses a store directory given on
+  // the command line), whose config this test rewrites: pulls refused, then allowed again (SIGHUP reloads it).
+  const dir = mkdtempSync(join(tmpdir(), "nfx-stall-"));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const conf = (pulls: boolean): string =>
+    [
+      `jetstream { store_dir: "${join(dir, "js")}" }`,
+      "authorization { users: [ { user: r, password: p, permissions: {",
+      `  publish: { allow: [">"]${pulls ? "" : ', deny: ["$JS.API.CONSUMER.MSG.NEXT.>"]'} }`,
+      '  subscribe: { allow: [">"] } } } ] }',
+    ].join("\n");
+  const confFile = join(dir, "nats.conf");
+  writeFileSync(confFile, conf(true));
+  const port = await freePort();
+  let server: { proc: ChildProcess; stop: () => Promise<void> } | null = null;
+  const start = async (): Promise<void> => {
+    const proc = spawn("nats-server", ["-c", confFile, "-a", "127.0.0.1", "-p", String(port)], { stdio: ["ignore", "pipe", "pipe"] });
+    server = { proc, stop: track(proc).stop };
+    await waitForPort(port);
+  };
+  t.teardown(() => server?.stop());
+  await start();
+  const reload = (pulls: boolean): void => {
+    writeFileSync(confFile, conf(pulls));
+    server!.proc.kill("SIGHUP");
+  };
+  const nc = await connect({ servers: `nats://127.0.0.1:${port}`, user: "r", pass: "p", reconnectTimeWait: 100, maxReconnectAttempts: -1 });
+  t.teardown(() => nc.close());
+  const jsm = await jetstreamManager(nc);
+  const js = jetstream(nc);
+  await jsm.streams.add({ name: "RDS", subjects: ["rs.>"], retention: RetentionPolicy.Workqueue, storage: StorageType.File });
+  await jsm.consumers.add("RDS", { durable_name: "r", ack_policy: AckPolicy.Explicit, deliver_policy: DeliverPolicy.All });
+  const warned: string[] = [];
+  const log = createLogger({ level: "warn", redact: true }, { write: (line: string) => void warned.push((JSON.parse(line) as { msg: string }).msg) });
+  const got: number[] = [];
+  // Pulls expire after 60 s: nats.js's heartbeat watch would not notice a lost pull for a minute. The stall check runs every second.
+  const reader = readDurable({ js, stream: "RDS", consumer: "r", maxMessages: 16, log, expiresMs: 60_000, stallCheckMs: 1000, onMsg: (m) => (got.push(m.json<{ i: number }>().i), m.ack()) });
+  t.teardown(() => reader.stop());
+  await reader.opened;
+  const until = async (n: number, ms: number): Promise<void> => {
+    for (const end = Date.now() + ms; got.length < n && Date.now() < end; ) await new Promise((r) => setTimeout(r, 50));
+  };
+  await js.publish("rs.a", encodeJson({ i: 0 }));
+  await until(1, 10_000);
+  t.same(got, [0], "read while pulls are allowed");
+
+  // The server restarted with pulls refused: it forgot the reader's pull request, and the one the client makes once
+  // reconnected is refused. nats.js then waits for heartbeats that no pull request will bring.
+  writeFileSync(confFile, conf(false));
+  await server!.stop();
+  await start();
+  for (const end = Date.now() + 10_000; !(await nc.flush().then(() => true, () => false)) && Date.now() < end; ) await new Promise((r) => setTimeout(r, 100));
+  await new Promise((r) => setTimeout(r, 1000));
+  await js.publish("rs.a", encodeJson({ i: 1 }));
+  await new Promise((r) => setTimeout(r, 3000));
+  const stuck = await jsm.consumers.info("RDS", "r");
+  t.same([got, stuck.num_pending, stuck.num_waiting], [[0], 1, 0], "one message waits, and no pull request does");
+
+  // Pulls allowed again: nats.js alone would pull again only after two missed heartbeats (a minute); the stall check opens the reader again.
+  reload(true);
+  await until(2, 15_000);
+  t.same(got, [0, 1], "the waiting message is read within seconds");
+  t.ok(warned.includes("messages waiting and no pull request at the server; opening the reader again"), "the stall was noticed and logged");
 });
