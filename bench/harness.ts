@@ -238,6 +238,10 @@ export function countDecided(n: Nats): { readonly decided: number; stop(): void 
 export const redisCalls = async (r: Redis): Promise<Map<string, number>> =>
   new Map([...(await r.info("commandstats")).matchAll(/cmdstat_([^:]+):calls=(\d+)/g)].map((m) => [m[1], Number(m[2])]));
 
+/** Microseconds redis-server has spent so far in each command (INFO commandstats `usec`; a script's commands are counted under their own names and in its evalsha). */
+export const redisUsec = async (r: Redis): Promise<Map<string, number>> =>
+  new Map([...(await r.info("commandstats")).matchAll(/cmdstat_([^:]+):calls=\d+,usec=(\d+)/g)].map((m) => [m[1], Number(m[2])]));
+
 /** Bytes redis-server has read from its clients so far (INFO stats `total_net_input_bytes`). */
 export const redisBytesIn = async (r: Redis): Promise<number> => Number(/total_net_input_bytes:(\d+)/.exec(await r.info("stats"))![1]);
 
