@@ -23,8 +23,8 @@ for e = 1, #KEYS, 3 do
   a = a + 1
   for _ = 1, n do
     local id = ARGV[a]
-    if redis.call('HEXISTS', items, id) == 0 and (ARGV[1] == '1' or not redis.call('ZSCORE', done, id)) then
-      redis.call('HSET', items, id, ARGV[2 + tonumber(ARGV[a + 1])])
+    -- HSETNX both checks that it is not queued already and stores its item: one command, not two.
+    if (ARGV[1] == '1' or not redis.call('ZSCORE', done, id)) and redis.call('HSETNX', items, id, ARGV[2 + tonumber(ARGV[a + 1])]) == 1 then
       redis.call('RPUSH', queue, id)
       added = added + 1
     end
