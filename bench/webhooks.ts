@@ -9,7 +9,7 @@ import type { Endpoint } from "../lib/directory/endpoints.js";
 import type { EndpointState } from "../lib/flow/endpoint-queues.js";
 import { secretKey, signatureHeaders } from "../lib/gateway/webhook-sign.js";
 import { callApi, notify } from "../lib/intake/api-client.js";
-import { adopt, arg, callsPer, redisBytesIn, redisCalls, startBenchCluster, waitUntil } from "./harness.js";
+import { adopt, arg, callsPer, redisBytesIn, redisCalls, redisUsec, startBenchCluster, waitUntil } from "./harness.js";
 import { cpuSecs } from "./proc-stats.js";
 import { report } from "./report.js";
 
@@ -72,6 +72,7 @@ async function main(): Promise<void> {
   for (const [role, p] of bc.cluster.procs) procs[role] = p.pid;
   const cpuNfx: Record<string, number> = Object.fromEntries(Object.keys(procs).map((k) => [k, 0]));
   const calls = new Map<string, number>();
+  const usec = new Map<string, number>();
   let bytesIn = 0;
   let rxBare = 0;
   let bareCpuUs = 0;
@@ -135,10 +136,12 @@ async function main(): Promise<void> {
 
     const cpu0 = Object.fromEntries(Object.entries(procs).map(([k, pid]) => [k, cpuSecs(pid)]));
     const calls0 = await redisCalls(bc.redis);
+    const usec0 = await redisUsec(bc.redis);
     const bytes0 = await redisBytesIn(bc.redis);
     const nfx = await nfxRun(round, m, what);
     const cpu1 = Object.fromEntries(Object.entries(procs).map(([k, pid]) => [k, cpuSecs(pid)]));
     const calls1 = await redisCalls(bc.redis);
+    const usec1 = await redisUsec(bc.redis);
     const bytes1 = await redisBytesIn(bc.redis);
     await reset("n");
 
@@ -156,6 +159,7 @@ async function main(): Promise<void> {
     total.bareSecs += bareSecs;
     for (const k of Object.keys(procs)) cpuNfx[k] += cpu1[k] - cpu0[k];
     for (const [k, v] of calls1) calls.set(k, (calls.get(k) ?? 0) + v - (calls0.get(k) ?? 0));
+    for (const [k, v] of usec1) usec.set(k, (usec.get(k) ?? 0) + v - (usec0.get(k) ?? 0));
     bytesIn += bytes1 - bytes0;
     rxBare += rxB1 - rxB0;
     bareCpuUs += bareCpu.user + bareCpu.system;
@@ -181,6 +185,7 @@ async function main(): Promise<void> {
     gateway_cpu_us_per_delivery: Math.round((cpuNfx["gateway-webhook"] * 1e6) / n), bare_cpu_us_per_delivery: Math.round(bareCpuUs / total.bareDone),
     nfx_cpu_us_per_delivery_by_process: Object.fromEntries(Object.entries(cpuNfx).map(([k, v]) => [k, Math.round((v * 1e6) / n)])),
     redis_calls_per_delivery: callsPer(new Map(), calls, n),
+    redis_us_per_delivery_by_command: callsPer(new Map(), usec, n),
     redis_bytes_in_per_delivery: Math.round(bytesIn / n), receiver_cpu_us_per_bare_delivery: Math.round((rxBare * 1e6) / total.bareDone),
     lost: total.lost, dup: total.dup, invalid_signatures: total.invalid,
     slow_endpoint: slowState, failing_endpoint: failState, by_round: rounds,
