@@ -13,7 +13,7 @@ import type { Nats } from "../lib/infra/nats.js";
 import { listProcesses } from "../lib/infra/processes.js";
 import { notify } from "../lib/intake/api-client.js";
 import { scrapeProcesses } from "../lib/tracking/delivery-log.js";
-import { callsPer, campaignCreatedAt, countDecided, membersAsOf, redisCalls, redisUsec, seedSyntheticUsers, startBenchCluster, waitUntil } from "./harness.js";
+import { campaignCreatedAt, countDecided, membersAsOf, perItem, type RedisCommandStats, redisCommandStats, seedSyntheticUsers, startBenchCluster, statsGrowth, waitUntil } from "./harness.js";
 import { cpuSecs, hwm, hwmBytes, rssBytes } from "./proc-stats.js";
 import { report } from "./report.js";
 
@@ -80,15 +80,14 @@ try {
 
   // Each campaign: from the API call until every chunk is decided and its send batches are acked by JetStream. The second
   // one finds the first one's dedup window and buckets in the shard owners' state, as a running system does.
-  const runs: { id: string; seconds: number; cpu: Record<string, number>; checkpointKb: Record<string, number>; members: number[]; redisCalls: Map<string, number>; redisUsec: Map<string, number> }[] = [];
+  const runs: { id: string; seconds: number; cpu: Record<string, number>; checkpointKb: Record<string, number>; members: number[]; redis: RedisCommandStats }[] = [];
   // The shard processes' memory before any campaign: what the campaigns add is held per recipient (dedup window, cap buckets) or passing.
   const shardPids = [cluster.procs.get("shard")?.pid, ...extra.map((p) => p.pid)];
   const shardRssBefore = shardPids.reduce((a: number, pid) => a + rssBytes(pid), 0);
   for (let c = 0; c < CAMPAIGNS; c++) {
     const cpu0 = Object.fromEntries(Object.entries(procs).map(([k, pid]) => [k, cpuSecs(pid)]));
     const ck0 = await checkpointBytes();
-    const calls0 = await redisCalls(redis);
-    const usec0 = await redisUsec(redis);
+    const redis0 = await redisCommandStats(redis);
     const counted = countDecided(nats);
     const start = performance.now();
     const { id } = await notify(nats.nc, { segment: "active_30d", category: "marketing", content: { push: { title: `Sale ${c + 1} starts`, body: "Everything 20% off until midnight" } } });
@@ -98,15 +97,12 @@ try {
     const seconds = (performance.now() - start) / 1000;
     counted.stop();
     const cpu = Object.fromEntries(Object.entries(procs).map(([k, pid]) => [k, Number((cpuSecs(pid) - cpu0[k]).toFixed(2))]));
-    const calls1 = await redisCalls(redis);
-    const callsIn = new Map([...calls1].map(([k, v]) => [k, v - (calls0.get(k) ?? 0)]));
-    const usec1 = await redisUsec(redis);
-    const usecIn = new Map([...usec1].map(([k, v]) => [k, v - (usec0.get(k) ?? 0)]));
+    const redisIn = statsGrowth(redis0, await redisCommandStats(redis));
     // Give the owners one more checkpoint interval: the state a campaign leaves is written by then.
     await new Promise((r) => setTimeout(r, cfg.shard.checkpointMs + 500));
     const ck1 = await checkpointBytes();
     const checkpointKb = Object.fromEntries(Object.keys(ck1).map((k) => [k, Math.round((ck1[k] - (ck0[k] ?? 0)) / 1024)]));
-    runs.push({ id, seconds, cpu, checkpointKb, members, redisCalls: callsIn, redisUsec: usecIn });
+    runs.push({ id, seconds, cpu, checkpointKb, members, redis: redisIn });
   }
 
   // The devices that should have a send, per campaign: members' devices whose owner takes marketing push.
@@ -135,7 +131,7 @@ try {
     }
     let lost = 0;
     for (const k of expected) if (!keys.has(k)) lost++;
-    return { sends, expected: expected.size, lost, seconds: Number(r.seconds.toFixed(3)), sends_per_s: Math.round(sends / r.seconds), cpu_seconds: r.cpu, checkpoint_kb_written: r.checkpointKb, redis_calls_per_1000_sends: callsPer(new Map(), r.redisCalls, sends / 1000), redis_us_per_send_by_command: callsPer(new Map(), r.redisUsec, sends) };
+    return { sends, expected: expected.size, lost, seconds: Number(r.seconds.toFixed(3)), sends_per_s: Math.round(sends / r.seconds), cpu_seconds: r.cpu, checkpoint_kb_written: r.checkpointKb, redis_calls_per_1000_sends: perItem(r.redis.calls, sends / 1000), redis_us_per_send_by_command: perItem(r.redis.usec, sends) };
   });
   const first = perCampaign[0];
   const sends = first.sends;

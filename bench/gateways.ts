@@ -31,7 +31,7 @@ import type { NotificationBrief, SendBatch } from "../lib/core/types.js";
 import { type ChannelClient, runGateway } from "../lib/gateway/runner.js";
 import { ensureTopology } from "../lib/infra/topology.js";
 import { ensureApnsKey, sandboxOverrides, type SandboxPorts } from "../sandbox/index.js";
-import { adopt, arg, callsPer, redisBytesIn, redisCalls, startBenchCluster, underNodeFlags, waitUntil } from "./harness.js";
+import { adopt, arg, perItem, redisBytesIn, type RedisCommandStats, redisCommandStats, startBenchCluster, statsGrowth, underNodeFlags, waitUntil } from "./harness.js";
 import { cpuSecs } from "./proc-stats.js";
 import { report } from "./report.js";
 
@@ -260,7 +260,7 @@ async function main(): Promise<void> {
       const addGc = (into: { pauses: number; ms: number }, g: { pauses: number; ms: number }): void => void ((into.pauses += g.pauses), (into.ms += g.ms));
       const rounds: { raw_sdk_per_s: number; pipeline_per_s: number; ratio: number }[] = [];
       let rawSends = 0, rawSecs = 0, pipeSends = 0, pipeSecs = 0, lost = 0, dup = 0;
-      const callsIn = new Map<string, number>();
+      const redisIn: RedisCommandStats = { calls: new Map(), usec: new Map() };
       let bytesIn = 0;
       // First a warm-up round (a quarter of the sends on each side, numbered 9, not counted in the rates or CPU): the
       // side run first would otherwise pay for compiling the SDK's and Node's HTTP code alone.
@@ -286,7 +286,7 @@ async function main(): Promise<void> {
         }
         const stats = async (): Promise<number> => ((await (await fetch(`http://127.0.0.1:${sb.ports.control}/accepted`)).json()) as Record<string, number>)[PROVIDER[ch]];
         const before = await stats();
-        const k0 = await redisCalls(bc.redis);
+        const k0 = await redisCommandStats(bc.redis);
         const b0 = await redisBytesIn(bc.redis);
         const c2 = cpu();
         const { gc: pg } = await observed(async () => {
@@ -307,15 +307,14 @@ async function main(): Promise<void> {
         rawSends += raw.n - 1;
         rawSecs += raw.secs;
         // Only the gateway runs' Redis commands count (the bare runs use none; publishing the batches uses none).
-        const k1 = await redisCalls(bc.redis);
-        for (const [c, v] of k1) callsIn.set(c, (callsIn.get(c) ?? 0) + v - (k0.get(c) ?? 0));
+        statsGrowth(k0, await redisCommandStats(bc.redis), redisIn);
         bytesIn += (await redisBytesIn(bc.redis)) - b0;
         pipeSends += pipe.n - 1;
         pipeSecs += pipe.secs;
         rounds.push({ raw_sdk_per_s: Math.round(raw.perSec), pipeline_per_s: Math.round(pipe.perSec), ratio: Number((pipe.perSec / raw.perSec).toFixed(2)) });
       }
       // What the gateway asked of redis-server per send (script calls as evalsha, and each command they ran under its own name).
-      const redisPerSend = { calls: callsPer(new Map(), callsIn, n * ROUNDS), bytes_in: Math.round(bytesIn / (n * ROUNDS)) };
+      const redisPerSend = { calls: perItem(redisIn.calls, n * ROUNDS), bytes_in: Math.round(bytesIn / (n * ROUNDS)) };
       // CPU µs per send of each process over all rounds: [this process (SDK or gateway), sandbox, nats-server, redis-server].
       const perSend = (c: number[]): number[] => c.map((v) => Math.round((v * 1e6) / (n * ROUNDS)));
       const raw = rawSends / rawSecs;

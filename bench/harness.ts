@@ -234,17 +234,33 @@ export function countDecided(n: Nats): { readonly decided: number; stop(): void 
   };
 }
 
-/** Calls per command redis-server has run so far (INFO commandstats: a script call counts as evalsha, and each command it ran as its own). */
-export const redisCalls = async (r: Redis): Promise<Map<string, number>> =>
-  new Map([...(await r.info("commandstats")).matchAll(/cmdstat_([^:]+):calls=(\d+)/g)].map((m) => [m[1], Number(m[2])]));
+/**
+ * redis-server's command statistics so far, from one `INFO commandstats`: calls and microseconds per command (a script
+ * call counts as evalsha, and each command it ran under its own name too).
+ */
+export interface RedisCommandStats {
+  calls: Map<string, number>;
+  usec: Map<string, number>;
+}
 
-/** Microseconds redis-server has spent so far in each command (INFO commandstats `usec`; a script's commands are counted under their own names and in its evalsha). */
-export const redisUsec = async (r: Redis): Promise<Map<string, number>> =>
-  new Map([...(await r.info("commandstats")).matchAll(/cmdstat_([^:]+):calls=\d+,usec=(\d+)/g)].map((m) => [m[1], Number(m[2])]));
+export async function redisCommandStats(r: Redis): Promise<RedisCommandStats> {
+  const out: RedisCommandStats = { calls: new Map(), usec: new Map() };
+  for (const m of (await r.info("commandstats")).matchAll(/cmdstat_([^:]+):calls=(\d+),usec=(\d+)/g)) {
+    out.calls.set(m[1], Number(m[2]));
+    out.usec.set(m[1], Number(m[3]));
+  }
+  return out;
+}
+
+/** Adds to `into` (by default empty) how much each command's counts grew from `a` to `b`; returns `into`. */
+export function statsGrowth(a: RedisCommandStats, b: RedisCommandStats, into: RedisCommandStats = { calls: new Map(), usec: new Map() }): RedisCommandStats {
+  for (const k of ["calls", "usec"] as const) for (const [c, v] of b[k]) into[k].set(c, (into[k].get(c) ?? 0) + v - (a[k].get(c) ?? 0));
+  return into;
+}
 
 /** Bytes redis-server has read from its clients so far (INFO stats `total_net_input_bytes`). */
 export const redisBytesIn = async (r: Redis): Promise<number> => Number(/total_net_input_bytes:(\d+)/.exec(await r.info("stats"))![1]);
 
-/** Calls per item (`n` items: deliveries, sends) of each command run at least once per 100 items between `a` and `b`, most called first. */
-export const callsPer = (a: Map<string, number>, b: Map<string, number>, n: number): Record<string, number> =>
-  Object.fromEntries([...b].map(([k, v]) => [k, Number(((v - (a.get(k) ?? 0)) / n).toFixed(2))] as const).filter(([, v]) => v >= 0.01).sort((x, y) => y[1] - x[1]));
+/** Per item (`n` items: deliveries, sends) of each command's count in `m` (calls or µs) that is at least 0.01 per item, largest first. */
+export const perItem = (m: Map<string, number>, n: number): Record<string, number> =>
+  Object.fromEntries([...m].map(([k, v]) => [k, Number((v / n).toFixed(2))] as const).filter(([, v]) => v >= 0.01).sort((x, y) => y[1] - x[1]));

@@ -9,7 +9,7 @@ import type { Endpoint } from "../lib/directory/endpoints.js";
 import type { EndpointState } from "../lib/flow/endpoint-queues.js";
 import { secretKey, signatureHeaders } from "../lib/gateway/webhook-sign.js";
 import { callApi, notify } from "../lib/intake/api-client.js";
-import { adopt, arg, callsPer, redisBytesIn, redisCalls, redisUsec, startBenchCluster, waitUntil } from "./harness.js";
+import { adopt, arg, perItem, redisBytesIn, type RedisCommandStats, redisCommandStats, startBenchCluster, statsGrowth, waitUntil } from "./harness.js";
 import { cpuSecs } from "./proc-stats.js";
 import { report } from "./report.js";
 
@@ -25,9 +25,11 @@ const ROUNDS = Math.max(1, Math.min(8, arg("rounds", 3)));
 const RECEIVER = fileURLToPath(new URL("../sandbox/webhook-receiver.js", import.meta.url));
 
 type Summary = { accepted: Record<string, number>; span: Record<string, [number, number]>; dup: number; invalid: number; first: number; last: number };
+/** The values of the healthy endpoints (prefix `p`) of a per-endpoint record: endpoints 0 (slow) and 1 (failing) are left out of both sides alike. */
+const healthyOf = <T>(rec: Record<string, T>, p: string): T[] => Object.entries(rec).filter(([n]) => n !== `${p}0` && n !== `${p}1`).map(([, v]) => v);
 /** The healthy endpoints' span on the receiver's clock (first to last acceptance), seconds: the slow and the failing endpoint are left out of both rates alike. */
 const healthySecs = (s: Summary, p: string): number => {
-  const spans = Object.entries(s.span).filter(([n]) => n !== `${p}0` && n !== `${p}1`).map(([, v]) => v);
+  const spans = healthyOf(s.span, p);
   return (Math.max(...spans.map((v) => v[1])) - Math.min(...spans.map((v) => v[0]))) / 1000;
 };
 
@@ -61,25 +63,27 @@ async function main(): Promise<void> {
   }
   const healthy = ENDPOINTS - 2;
   const want = healthy * MESSAGES;
-  const healthyDone = (s: Summary, p: string): number => Object.entries(s.accepted).filter(([n]) => n !== `${p}0` && n !== `${p}1`).reduce((a, [, c]) => a + c, 0);
+  const sum = (l: number[]): number => l.reduce((a, c) => a + c, 0);
+  const healthyDone = (s: Summary, p: string): number => sum(healthyOf(s.accepted, p));
   /** Deliveries short of `per` each on the healthy endpoints of a summary (an endpoint that got nothing counts whole). */
-  const lostOf = (s: Summary, p: string, per: number): number =>
-    Object.entries(s.accepted).filter(([n]) => n !== `${p}0` && n !== `${p}1`).reduce((a, [, c]) => a + Math.max(0, per - c), 0) + (healthy - Object.keys(s.accepted).filter((n) => n !== `${p}0` && n !== `${p}1`).length) * per;
+  const lostOf = (s: Summary, p: string, per: number): number => {
+    const got = healthyOf(s.accepted, p);
+    return sum(got.map((c) => Math.max(0, per - c))) + (healthy - got.length) * per;
+  };
   const reset = async (prefix: string): Promise<void> => void (await fetch(`${rx}/_reset/${prefix}`, { method: "POST" })).body?.cancel();
 
   // Every process's CPU over the nfx runs (the gateway, the roles feeding it, the servers, the receiver): where the machine's time went.
   const procs: Record<string, number | undefined> = { "nats-server": bc.cluster.nats.proc.pid, "redis-server": bc.cluster.redis.proc.pid, receiver: rxProc.pid };
   for (const [role, p] of bc.cluster.procs) procs[role] = p.pid;
   const cpuNfx: Record<string, number> = Object.fromEntries(Object.keys(procs).map((k) => [k, 0]));
-  const calls = new Map<string, number>();
-  const usec = new Map<string, number>();
+  const redisIn: RedisCommandStats = { calls: new Map(), usec: new Map() };
   let bytesIn = 0;
   let rxBare = 0;
   let bareCpuUs = 0;
   const total = { nfxDone: 0, nfxSecs: 0, bareDone: 0, bareSecs: 0, lost: 0, dup: 0, invalid: 0 };
   const rounds: { nfx_per_s: number; bare_per_s: number; ratio: number; gateway_cpu_us_per_delivery: number }[] = [];
   const progress = async (): Promise<Record<string, number>> => (await (await fetch(`${rx}/_progress/n`)).json()) as Record<string, number>;
-  const healthyOk = (p: Record<string, number>): number => Object.entries(p).filter(([n]) => n !== "n0" && n !== "n1").reduce((a, [, c]) => a + c, 0);
+  const healthyOk = (p: Record<string, number>): number => sum(healthyOf(p, "n"));
   const agent = new Agent({ connections: SOCKETS, pipelining: 1, keepAliveTimeout: 30_000 });
   const slowBare: Promise<void>[] = [];
   let bareStopped = false;
@@ -135,13 +139,11 @@ async function main(): Promise<void> {
     await reset("b");
 
     const cpu0 = Object.fromEntries(Object.entries(procs).map(([k, pid]) => [k, cpuSecs(pid)]));
-    const calls0 = await redisCalls(bc.redis);
-    const usec0 = await redisUsec(bc.redis);
+    const redis0 = await redisCommandStats(bc.redis);
     const bytes0 = await redisBytesIn(bc.redis);
     const nfx = await nfxRun(round, m, what);
     const cpu1 = Object.fromEntries(Object.entries(procs).map(([k, pid]) => [k, cpuSecs(pid)]));
-    const calls1 = await redisCalls(bc.redis);
-    const usec1 = await redisUsec(bc.redis);
+    const redis1 = await redisCommandStats(bc.redis);
     const bytes1 = await redisBytesIn(bc.redis);
     await reset("n");
 
@@ -158,8 +160,7 @@ async function main(): Promise<void> {
     total.bareDone += bareDone;
     total.bareSecs += bareSecs;
     for (const k of Object.keys(procs)) cpuNfx[k] += cpu1[k] - cpu0[k];
-    for (const [k, v] of calls1) calls.set(k, (calls.get(k) ?? 0) + v - (calls0.get(k) ?? 0));
-    for (const [k, v] of usec1) usec.set(k, (usec.get(k) ?? 0) + v - (usec0.get(k) ?? 0));
+    statsGrowth(redis0, redis1, redisIn);
     bytesIn += bytes1 - bytes0;
     rxBare += rxB1 - rxB0;
     bareCpuUs += bareCpu.user + bareCpu.system;
@@ -184,8 +185,8 @@ async function main(): Promise<void> {
     nfx_secs: Number(total.nfxSecs.toFixed(1)), bare_secs: Number(total.bareSecs.toFixed(1)),
     gateway_cpu_us_per_delivery: Math.round((cpuNfx["gateway-webhook"] * 1e6) / n), bare_cpu_us_per_delivery: Math.round(bareCpuUs / total.bareDone),
     nfx_cpu_us_per_delivery_by_process: Object.fromEntries(Object.entries(cpuNfx).map(([k, v]) => [k, Math.round((v * 1e6) / n)])),
-    redis_calls_per_delivery: callsPer(new Map(), calls, n),
-    redis_us_per_delivery_by_command: callsPer(new Map(), usec, n),
+    redis_calls_per_delivery: perItem(redisIn.calls, n),
+    redis_us_per_delivery_by_command: perItem(redisIn.usec, n),
     redis_bytes_in_per_delivery: Math.round(bytesIn / n), receiver_cpu_us_per_bare_delivery: Math.round((rxBare * 1e6) / total.bareDone),
     lost: total.lost, dup: total.dup, invalid_signatures: total.invalid,
     slow_endpoint: slowState, failing_endpoint: failState, by_round: rounds,

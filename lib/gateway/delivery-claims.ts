@@ -122,7 +122,7 @@ export class OutcomeWriter {
         for (const [hash, x] of groups) {
           if (x.sets.length) calls.push(redis.hset(hash, ...x.sets), redis.expire(hash, x.ttl, "NX"), redis.expire(hash, x.ttl, "GT"));
           if (x.dels.length) calls.push(redis.hdel(hash, ...x.dels));
-          for (const r of x.same) calls.push(this.r.nfxSetDeliveryFields(hash, r.value, r.ttl, "0", ...r.fields));
+          for (const r of x.same) calls.push(redis.nfxSetDeliveryFields(hash, r.value, r.ttl, "0", ...r.fields));
         }
         Promise.all(calls).then(() => res(), rej);
       }),

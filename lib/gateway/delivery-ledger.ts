@@ -104,7 +104,6 @@ export class DeliveryLedger {
     const n = batch.sends.length;
     // The batch's delivery keys: one hash per notification (most batches hold one), a field per send.
     const hashes: string[] = [];
-    const fieldsOf: string[][] = [];
     const slotOf = new Map<string, number>();
     /** Send `i`'s hash, as an index into `hashes`. */
     const at = new Uint32Array(n);
@@ -115,12 +114,12 @@ export class DeliveryLedger {
       if (h === undefined) {
         slotOf.set(s.nid, (h = hashes.length));
         hashes.push(deliveredKey(batch.shard, s.nid, channel));
-        fieldsOf.push([]);
       }
       at[i] = h;
       fields[i] = deliveredField(s.user, s.device);
-      fieldsOf[h].push(fields[i]);
     }
+    // Every hash has a field: `all.hashes` is `hashes`, in order.
+    const all = byHash(hashes, at, fields, () => true);
     const mine = attemptMarker(batchId, attempt);
     const held = heldMarker(batchId);
     /** What every attempt's claim at this batch id starts with. */
@@ -128,11 +127,11 @@ export class DeliveryLedger {
     // Which batch wrote a record: 8 base64url characters of its id's hash (48 bits), not the id itself, since every delivered key carries it.
     const tag = createHash("sha1").update(batchId).digest("base64url").slice(0, 8);
     const { claims, writer, ttl } = this;
-    const answer = await claims.claim({ hashes, fields: fieldsOf }, mine, ttl.claimTtlSec, held);
+    const answer = await claims.claim(all, mine, ttl.claimTtlSec, held);
     // The script answers hash by hash: back to the sends' order.
     // `next[h]`: where hash h's next answer is (its fields' answers start where the previous hashes' end).
     let off = 0;
-    const next = fieldsOf.map((f) => ((off += f.length), off - f.length));
+    const next = all.fields.map((f) => ((off += f.length), off - f.length));
     const prior = Array.from({ length: n }, (_, i) => answer[next[at[i]]++] ?? null);
     const owned = (i: number): boolean => prior[i] === null;
     const ownedKeys = byHash(hashes, at, fields, owned);
