@@ -38,9 +38,7 @@ export interface ReceiptOutboxOptions {
 /**
  * The receipt outbox of one gateway-webhook process. {@link add} records outcomes in Redis (every add of one event-loop
  * turn in one script call) and resolves once they are stored: a delivery is finished in its queue only after that,
- * so a crash in between redoes the delivery and records the same receipt id again, which the outbox drops. On one
- * redis-server a queue step records receipts itself as it finishes their deliveries ({@link outboxRecord},
- * lib/flow/endpoint-queues.ts), then calls {@link recorded}. A
+ * so a crash in between redoes the delivery and records the same receipt id again, which the outbox drops. A
  * publisher loop takes batches of up to `maxBatch` entries (each batch stored in Redis under a random id until
  * published, so a batch whose publisher crashed is published again by any process after `staleMs`, under the same
  * message ids) and publishes each notification's entries as one receipt batch (`MSGID.webhookReceipts`). A receipt
