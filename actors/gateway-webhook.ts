@@ -11,13 +11,13 @@ import { CONSUMER, MSGID, PRIORITIES, STREAM, webhookDeliveryId } from "../lib/c
 import type { Notification, NotificationBrief, ReceiptBatch, ReceiptEntry, SendBatch } from "../lib/core/types.js";
 import { activeSecrets, type Endpoint, findEndpoint, LIFECYCLE_EVENTS, type LifecycleEvent, listEndpoints } from "../lib/directory/endpoints.js";
 import { changeEndpointSubscriptions } from "../lib/directory/topics.js";
-import { EndpointQueues, type HistoryEntry, type OutboxRecord, type QueuedDelivery, type WebhookPayload } from "../lib/flow/endpoint-queues.js";
+import { EndpointQueues, type HistoryEntry, type QueuedDelivery, type WebhookPayload } from "../lib/flow/endpoint-queues.js";
 import { JsPublisher } from "../lib/flow/js-publisher.js";
 import { decodeAs, runLanes } from "../lib/flow/lanes.js";
 import { readDurable } from "../lib/flow/pull.js";
 import { watchWorkQueue } from "../lib/flow/stranded.js";
 import { storeDeadLetter } from "../lib/gateway/dlq.js";
-import { type OutboxItem, outboxRecord, ReceiptOutbox } from "../lib/gateway/receipt-outbox.js";
+import { type OutboxItem, ReceiptOutbox } from "../lib/gateway/receipt-outbox.js";
 import { receiptReconciler } from "../lib/gateway/receipts.js";
 import { type PostAnswer, WebhookPoster } from "../lib/gateway/webhook-post.js";
 import { secretKey, signatureHeaders } from "../lib/gateway/webhook-sign.js";
@@ -332,30 +332,14 @@ export async function startGatewayWebhook(d: GatewayWebhookDeps): Promise<{ stop
     let lastStart = 0;
     /** The lease was released with the endpoint's deactivation (one redis-server): nothing to release at the end. */
     let released = false;
-    /**
-     * Delivered, not yet finished in the queue: the next step finishes them (or the end of the work). Their receipts
-     * are in `receipts` (same index), recorded by the call that finishes them; or, where that is undefined, stored in
-     * the outbox already.
-     */
+    /** Delivered, receipts stored, not yet finished in the queue: the next step finishes them (or the end of the work). */
     let settled: HistoryEntry[] = [];
-    let receipts: (OutboxRecord | undefined)[] = [];
     const countSent = (n: number): void => void (n && gatewaySends.inc({ channel: "webhook", app: "webhook", outcome: "sent" }, n));
-    /** `settled` and their receipts, handed to a step (which finishes them), and emptied. */
-    const takeSettled = (): [HistoryEntry[], (OutboxRecord | undefined)[]] => {
-      const out: [HistoryEntry[], (OutboxRecord | undefined)[]] = [settled, receipts];
-      settled = [];
-      receipts = [];
-      return out;
-    };
-    /** After a step that finished deliveries with their receipts: the outbox publishes them. */
-    const finished = (n: number, rcs: readonly (OutboxRecord | undefined)[]): void => {
-      countSent(n);
-      if (n > 0 && rcs.some(Boolean)) outbox.recorded();
-    };
     const finish = async (): Promise<void> => {
       if (settled.length === 0) return;
-      const [list, rcs] = takeSettled();
-      finished(await queues.settleMany(endpointId, list, Date.now(), rcs), rcs);
+      const list = settled;
+      settled = [];
+      countSent(await queues.settleMany(endpointId, list, Date.now()));
     };
     /** Settles the head delivery `id` as failed for good, after its receipt (none for an event-stream delivery: not a send of its notification). */
     const settleFailed = async (id: string, q: QueuedDelivery, reason: string, status: number, attempts: number): Promise<void> => {
@@ -372,9 +356,9 @@ export async function startGatewayWebhook(d: GatewayWebhookDeps): Promise<{ stop
           await queues.drop(endpointId);
           return;
         }
-        const [list, rcs] = takeSettled();
-        const step = await queues.next(endpointId, list, HEAD_READ, Date.now(), rcs);
-        finished(step.finished, rcs);
+        const step = await queues.next(endpointId, settled, HEAD_READ, Date.now());
+        countSent(step.finished);
+        settled = [];
         if (step.paused) return;
         const now = Date.now();
         if (step.nextAt > now) {
@@ -390,22 +374,14 @@ export async function startGatewayWebhook(d: GatewayWebhookDeps): Promise<{ stop
         }
         const ready = await withPayloads(step.items);
         let attempts = step.attempts;
-        // Delivered items, finished head first by the next step (or before anything else is settled). On one
-        // redis-server each one's receipt is recorded by the step that finishes it, so exactly once. On a Redis Cluster
-        // (the outbox is in another slot), and for a replayed dead letter (queued again even if delivered before: the
-        // outbox's memory of receipt ids keeps a second delivery from counting twice), receipts are stored first.
+        // Delivered items: their receipts are stored together, then they are finished head first (by the next step, or before anything else is settled).
         let delivered: { id: string; q: Ready; status: number; made: number; at: number }[] = [];
         const storeDelivered = async (): Promise<void> => {
           if (delivered.length === 0) return;
           const list = delivered;
           delivered = [];
-          const receiptOfSent = (x: (typeof list)[number]): OutboxItem => receiptOf(x.q.nid, x.id, entryOf(endpointId, "sent", x.at, undefined, x.q.replayOf));
-          const withStep = (x: (typeof list)[number]): boolean => queues.recordsReceipts && x.q.replayOf === undefined;
-          await outbox.add(list.filter((x) => !x.q.event && !withStep(x)).map(receiptOfSent));
-          for (const x of list) {
-            settled.push({ id: x.id, nid: x.q.nid, type: x.q.type, outcome: "delivered", status: x.status, attempts: x.made, at: x.at });
-            receipts.push(!x.q.event && withStep(x) ? outboxRecord(receiptOfSent(x)) : undefined);
-          }
+          await outbox.add(list.filter((x) => !x.q.event).map((x) => receiptOf(x.q.nid, x.id, entryOf(endpointId, "sent", x.at, undefined, x.q.replayOf))));
+          for (const x of list) settled.push({ id: x.id, nid: x.q.nid, type: x.q.type, outcome: "delivered", status: x.status, attempts: x.made, at: x.at });
         };
         for (const { id, q: ready1, raw } of ready) {
           if (stopping) return void (await storeDelivered());

@@ -1,7 +1,7 @@
 // Per-endpoint webhook delivery queues in Redis: deliveries of one endpoint in publish order, its state (pending, attempts, next attempt, paused), its recent history, and the lease of the process delivering to it.
 import type { Config } from "../core/config.js";
 import {
-endpointDoneKey, endpointHistoryKey, endpointItemsKey, endpointLeaseKey, endpointQueueKey,   ENDPOINTS_ACTIVE_KEY, endpointStateKey, WEBHOOK_RECEIPT_OUTBOX, webhookPayloadKey,
+endpointDoneKey, endpointHistoryKey, endpointItemsKey, endpointLeaseKey, endpointQueueKey,   ENDPOINTS_ACTIVE_KEY, endpointStateKey, webhookPayloadKey,
 } from "../core/keys.js";
 import type { NotificationBrief } from "../core/types.js";
 import { isCluster, type Redis } from "../infra/redis.js";
@@ -68,12 +68,6 @@ export interface HistoryEntry {
   attempts: number;
   reason?: string;
   at: number;
-}
-
-/** A receipt recorded in the receipt outbox as its delivery is finished (id and JSON in the outbox's format: lib/gateway/receipt-outbox.ts). */
-export interface OutboxRecord {
-  id: string;
-  json: string;
 }
 
 /** The Redis side of webhook delivery: one per gateway process (and per API surface that shows state). */
@@ -147,29 +141,15 @@ export class EndpointQueues {
   }
 
   /**
-   * Whether {@link next} can record receipts in the receipt outbox in the call that finishes their deliveries: on one
-   * redis-server. On a Redis Cluster the outbox is in another hash slot: record them first (lib/gateway/receipt-outbox.ts).
-   */
-  get recordsReceipts(): boolean {
-    return !isCluster(this.redis);
-  }
-
-  /**
    * One step of delivery in one call: finishes `settled` (the queue's head first and in order; it stops at one that
    * is not the head), then, when `max` > 0, reads the endpoint's gate (paused, next attempt due, attempts made of the
-   * head) and the first `max` deliveries of its queue. `receipts[i]` (only where {@link recordsReceipts}) is recorded
-   * in the receipt outbox if and only if `settled[i]` is finished by this call: once, however often the call is made.
+   * head) and the first `max` deliveries of its queue.
    */
-  async next(endpoint: string, settled: readonly HistoryEntry[], max: number, now: number, receipts?: readonly (OutboxRecord | undefined)[]): Promise<{ finished: number; paused: boolean; nextAt: number; attempts: number; items: { id: string; d: QueuedDelivery }[] }> {
-    if (receipts?.some(Boolean) && !this.recordsReceipts) throw new Error("receipts are recorded with their deliveries' finishing on one redis-server only");
-    const keys = [endpointQueueKey(endpoint), endpointItemsKey(endpoint), endpointDoneKey(endpoint), endpointStateKey(endpoint), endpointHistoryKey(endpoint)];
-    if (this.recordsReceipts) keys.push(WEBHOOK_RECEIPT_OUTBOX.entries, WEBHOOK_RECEIPT_OUTBOX.order);
-    const args: (string | number)[] = [now, this.cfg.doneTtlSec * 1000, this.cfg.historyPerEndpoint, max];
-    for (const [i, e] of settled.entries()) {
-      const rc = receipts?.[i];
-      args.push(e.id, e.outcome, e.status, JSON.stringify(e), rc?.id ?? "", rc?.json ?? "");
-    }
-    const r = await this.r.nfxEndpointNext(keys.length as 5 | 7, ...keys, ...args);
+  async next(endpoint: string, settled: readonly HistoryEntry[], max: number, now: number): Promise<{ finished: number; paused: boolean; nextAt: number; attempts: number; items: { id: string; d: QueuedDelivery }[] }> {
+    const r = await this.r.nfxEndpointNext(
+      endpointQueueKey(endpoint), endpointItemsKey(endpoint), endpointDoneKey(endpoint), endpointStateKey(endpoint), endpointHistoryKey(endpoint),
+      now, this.cfg.doneTtlSec * 1000, this.cfg.historyPerEndpoint, max, ...settled.flatMap((e) => [e.id, e.outcome, e.status, JSON.stringify(e)]),
+    );
     const items: { id: string; d: QueuedDelivery }[] = [];
     for (let i = 4; i < r.length; i += 2) items.push({ id: String(r[i]), d: JSON.parse(String(r[i + 1])) as QueuedDelivery });
     return { finished: Number(r[0]), paused: r[1] === 1, nextAt: Number(r[2]), attempts: Number(r[3]), items };
@@ -197,9 +177,9 @@ export class EndpointQueues {
     return (await this.settleMany(endpoint, [e], now)) === 1;
   }
 
-  /** Finishes the deliveries `list`, the queue's head first and in order, in one call (with their `receipts`, as {@link next}). Returns how many were settled (it stops at one that is not the head). */
-  async settleMany(endpoint: string, list: readonly HistoryEntry[], now: number, receipts?: readonly (OutboxRecord | undefined)[]): Promise<number> {
-    return list.length === 0 ? 0 : (await this.next(endpoint, list, 0, now, receipts)).finished;
+  /** Finishes the deliveries `list`, the queue's head first and in order, in one call. Returns how many were settled (it stops at one that is not the head). */
+  async settleMany(endpoint: string, list: readonly HistoryEntry[], now: number): Promise<number> {
+    return list.length === 0 ? 0 : (await this.next(endpoint, list, 0, now)).finished;
   }
 
   /** Records a failed attempt of the head delivery, retried at `nextAt`. Returns the endpoint's failure streak. */

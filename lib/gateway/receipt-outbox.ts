@@ -5,7 +5,6 @@ import { WEBHOOK_RECEIPT_OUTBOX as K } from "../core/keys.js";
 import type { Logger } from "../core/log.js";
 import { MSGID } from "../core/subjects.js";
 import type { ReceiptEntry } from "../core/types.js";
-import type { OutboxRecord } from "../flow/endpoint-queues.js";
 import type { Publisher, StreamReconciler } from "../flow/stream-reconciler.js";
 import type { Redis } from "../infra/redis.js";
 import { type ScriptRedis, withScripts } from "../infra/scripts.js";
@@ -16,11 +15,6 @@ export interface OutboxItem {
   id: string;
   nid: string;
   entry: ReceiptEntry;
-}
-
-/** `item` as the outbox stores it: its receipt id and JSON (also what a queue step records with its finishing: lib/flow/endpoint-queues.ts). */
-export function outboxRecord(item: OutboxItem): OutboxRecord {
-  return { id: item.id, json: JSON.stringify({ nid: item.nid, e: item.entry }) };
 }
 
 /** Timings and sizes of a {@link ReceiptOutbox} (defaults in parentheses). */
@@ -79,17 +73,8 @@ export class ReceiptOutbox {
     const list = this.queued;
     this.queued = [];
     const args: string[] = [];
-    for (const i of list) {
-      const r = outboxRecord(i);
-      args.push(r.id, r.json);
-    }
+    for (const i of list) args.push(i.id, JSON.stringify({ nid: i.nid, e: i.entry }));
     await this.r.nfxReceiptOutboxAdd(K.entries, K.order, K.taken, ...args);
-    this.dirty = true;
-    this.wake();
-  }
-
-  /** Entries were recorded in the outbox by another call (a queue step's, lib/flow/endpoint-queues.ts): publish them soon. */
-  recorded(): void {
     this.dirty = true;
     this.wake();
   }

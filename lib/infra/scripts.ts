@@ -53,8 +53,8 @@ export interface ScriptCommands {
   nfxRemoveDevice(user: string, deviceId: string, token: string): Promise<number>;
   /** endpointEnqueue-n.lua */
   nfxEndpointEnqueue(numKeys: number, ...keysThenArgv: (string | number)[]): Promise<number>;
-  /** endpointNext-n.lua (5 keys, or 7 with the receipt outbox's on one redis-server) */
-  nfxEndpointNext(numKeys: 5 | 7, ...keysThenArgv: (string | number)[]): Promise<(string | number)[]>;
+  /** endpointNext-5.lua */
+  nfxEndpointNext(queue: string, items: string, done: string, state: string, history: string, now: number, doneTtlMs: number, historyCap: number, max: number, ...idOutcomeStatusEntry: (string | number)[]): Promise<(string | number)[]>;
   /** endpointFail-1.lua */
   nfxEndpointFail(state: string, now: number, nextAt: number, status: number, error: string, attempts: number): Promise<[number, number]>;
   /** receiptOutboxAdd-3.lua */

@@ -1,16 +1,14 @@
-// The webhook gateways' receipt outbox on a real nats-server and Redis: outcomes recorded twice are published once, many to a receipt batch per notification; a batch whose publisher crashed is published by another process, once; receipts recorded by the queue step that finishes their deliveries are published once.
+// The webhook gateways' receipt outbox on a real nats-server and Redis: outcomes recorded twice are published once, many to a receipt batch per notification; a batch whose publisher crashed is published by another process, once.
 import t, { type Test } from "tap";
 
 import { decode } from "../../lib/core/codec.js";
-import type { Config } from "../../lib/core/config.js";
 import { WEBHOOK_RECEIPT_OUTBOX as K } from "../../lib/core/keys.js";
 import { createLogger, type Logger } from "../../lib/core/log.js";
 import { MSGID, STREAM } from "../../lib/core/subjects.js";
 import type { ReceiptBatch, ReceiptEntry } from "../../lib/core/types.js";
-import { EndpointQueues, type HistoryEntry } from "../../lib/flow/endpoint-queues.js";
 import type { StreamReconciler } from "../../lib/flow/stream-reconciler.js";
 import { jsPublisher } from "../../lib/flow/stream-reconciler.js";
-import { type OutboxItem, outboxRecord, ReceiptOutbox } from "../../lib/gateway/receipt-outbox.js";
+import { type OutboxItem, ReceiptOutbox } from "../../lib/gateway/receipt-outbox.js";
 import { publishReceipts } from "../../lib/gateway/receipts.js";
 import type { Nats } from "../../lib/infra/nats.js";
 import type { Redis } from "../../lib/infra/redis.js";
@@ -25,12 +23,12 @@ const item = (nid: string, endpoint: string): OutboxItem => {
   return { id: MSGID.webhookOutcome(`${nid}.${endpoint}`, "sent"), nid, entry };
 };
 
-async function setUp(t: Test): Promise<{ nats: Nats; redis: Redis; cfg: Config }> {
+async function setUp(t: Test): Promise<{ nats: Nats; redis: Redis }> {
   const servers = await startServers(t);
   const cfg = servers.config();
   const { nats, redis } = await clientsFor(t, cfg);
   await ensureTopology(nats, cfg);
-  return { nats, redis, cfg };
+  return { nats, redis };
 }
 
 /** Every receipt batch stored on NFX_RECEIPTS: its message id and batch. */
@@ -94,29 +92,4 @@ t.test("a batch whose publisher crashed is published by another process, under t
   t.same(usersOf(all), ["C.e1", "C.e2", "D.e1", "D.e2"], "every outcome stored once");
   t.same(all.map((g) => g.id).sort(), [MSGID.webhookReceipts("batch-1", "C"), MSGID.webhookReceipts("batch-2", "D")], "batch 1 published again under its ids (dropped as a copy), batch 2 published");
   t.equal(await redis.hlen(K.batches), 0, "both batches finished");
-});
-
-t.test("receipts recorded by the queue step that finishes their deliveries: each published once, only when finished", async (t) => {
-  const { nats, redis, cfg } = await setUp(t);
-  const q = new EndpointQueues(redis, cfg.endpoints);
-  t.ok(q.recordsReceipts, "one redis-server: the step records them");
-  const ep = "e_step";
-  await q.enqueue(ep, [0, 1, 2].map((i) => ({ id: `E${i}.${ep}`, d: { nid: `E${i}`, type: "t", shard: 0, at: i } })));
-  const done = (i: number): HistoryEntry => ({ id: `E${i}.${ep}`, nid: `E${i}`, type: "t", outcome: "delivered", status: 200, attempts: 1, at: 5 });
-  const rec = (i: number) => outboxRecord(item(`E${i}`, ep));
-  // E0 and E1 finished with their receipts; the same call again (a retried call, or a redone step) finishes nothing and records nothing.
-  t.equal(await q.settleMany(ep, [done(0), done(1)], 10, [rec(0), rec(1)]), 2, "two finished");
-  t.equal(await q.settleMany(ep, [done(0), done(1)], 11, [rec(0), rec(1)]), 0, "finished again: nothing");
-  // A delivery that is not the head: neither finished nor recorded. One without a receipt (an event-stream delivery) is finished alone.
-  t.equal(await q.settleMany(ep, [done(3)], 12, [rec(3)]), 0, "E3 is not the head: nothing");
-  t.equal(await q.settleMany(ep, [done(2)], 12, [undefined]), 1, "E2 finished without a receipt");
-  t.equal(await redis.llen(K.order), 2, "two receipts waiting in the outbox");
-  const outbox = new ReceiptOutbox(redis, jsPublisher(nats), null, log, { idleMs: 100 });
-  t.teardown(() => outbox.stop());
-  outbox.recorded();
-  const got = await entriesUntil(nats, 2);
-  await new Promise((res) => setTimeout(res, 300));
-  t.same(usersOf(await stored(nats)), ["E0.e_step", "E1.e_step"], "each finished delivery's receipt published once");
-  t.same(got.map((g) => g.rb.nid).sort(), ["E0", "E1"], "a receipt batch per notification");
-  t.equal(await redis.hlen(K.entries), 0, "nothing left in the outbox");
 });

@@ -34,13 +34,11 @@ if #ids == 0 then return {} end
 redis.call('LTRIM', KEYS[2], #ids, -1)
 local vals = redis.call('HMGET', KEYS[1], unpack(ids))
 redis.call('HDEL', KEYS[1], unpack(ids))
-local parts, scored = {}, {}
+local parts = {}
 for i = 1, #ids do
-  scored[#scored + 1] = now
-  scored[#scored + 1] = ids[i]
+  redis.call('ZADD', KEYS[3], now, ids[i])
   if vals[i] then parts[#parts + 1] = vals[i] end
 end
-redis.call('ZADD', KEYS[3], unpack(scored))
 if #parts == 0 then return {} end
 local body = '[' .. table.concat(parts, ',') .. ']'
 redis.call('HSET', KEYS[4], ARGV[3], body)

@@ -5,24 +5,19 @@
 
   Finishing: each is removed, remembered as finished, counted, resets or keeps the failure streak, and is appended to
   the endpoint's recent history. Only the head is finished, so a delivery finished twice (a retried call) counts
-  once; finishing stops at the first id that is not the head. On one redis-server the receipts of the deliveries
-  finished are recorded in the receipt outbox in the same call (a delivery finished is then reported exactly once,
-  with no check of the outbox's ids); on a Redis Cluster the outbox is another slot, and the caller records them first.
+  once; finishing stops at the first id that is not the head.
 
   Input:
-    KEYS[1..n]  five, or seven on one redis-server:
-      KEYS[1]  the endpoint's queue (list of delivery ids)
-      KEYS[2]  its queued items (hash id -> JSON)
-      KEYS[3]  its finished ids (sorted set id -> time)
-      KEYS[4]  its state (hash)
-      KEYS[5]  its recent history (list of JSON)
-      KEYS[6], KEYS[7]  (optional) the receipt outbox's entries (hash receipt id -> JSON) and order (list of receipt ids)
+    KEYS[1]  the endpoint's queue (list of delivery ids)
+    KEYS[2]  its queued items (hash id -> JSON)
+    KEYS[3]  its finished ids (sorted set id -> time)
+    KEYS[4]  its state (hash)
+    KEYS[5]  its recent history (list of JSON)
     ARGV[1]  now (ms)
     ARGV[2]  how long finished ids are remembered (ms)
     ARGV[3]  history entries kept (0: none)
     ARGV[4]  how many queued deliveries to read (0: none, and no state either)
-    ARGV[5..] groups of six, head first: delivery id, "delivered" or "failed", HTTP status of its last attempt (0: none),
-             history entry (JSON), receipt id and receipt JSON for the outbox (both "": none; ignored without KEYS[6])
+    ARGV[5..] groups of four, head first: delivery id, "delivered" or "failed", HTTP status of its last attempt (0: none), history entry (JSON)
 
   Returns:
     {finished, paused (1/0), next attempt due (ms, 0: now), attempts made of the head, id, item JSON, id, item JSON, ...}
@@ -31,38 +26,29 @@
 local now = tonumber(ARGV[1])
 local cap = tonumber(ARGV[3])
 -- The queue's head compared with the ids given, in order: each command below then runs once for all of them.
-local given = (#ARGV - 4) / 6
+local given = (#ARGV - 4) / 4
 local n = 0
 if given > 0 then
   local head = redis.call('LRANGE', KEYS[1], 0, given - 1)
-  while n < #head and head[n + 1] == ARGV[5 + n * 6] do n = n + 1 end
+  while n < #head and head[n + 1] == ARGV[5 + n * 4] do n = n + 1 end
 end
 if n > 0 then
-  local ids, scored, history, receipts, order = {}, {}, {}, {}, {}
+  local ids, scored, history = {}, {}, {}
   local delivered, failed = 0, 0
   for k = 0, n - 1 do
-    local i = 5 + k * 6
+    local i = 5 + k * 4
     ids[#ids + 1] = ARGV[i]
     scored[#scored + 1] = now
     scored[#scored + 1] = ARGV[i]
     history[#history + 1] = ARGV[i + 3]
-    if ARGV[i + 4] ~= '' then
-      receipts[#receipts + 1] = ARGV[i + 4]
-      receipts[#receipts + 1] = ARGV[i + 5]
-      order[#order + 1] = ARGV[i + 4]
-    end
     if ARGV[i + 1] == 'delivered' then delivered = delivered + 1 else failed = failed + 1 end
-  end
-  if KEYS[6] and #order > 0 then
-    redis.call('HSET', KEYS[6], unpack(receipts))
-    redis.call('RPUSH', KEYS[7], unpack(order))
   end
   redis.call('LTRIM', KEYS[1], n, -1)
   redis.call('HDEL', KEYS[2], unpack(ids))
   redis.call('ZADD', KEYS[3], unpack(scored))
   if delivered > 0 then redis.call('HINCRBY', KEYS[4], 'delivered', delivered) end
   if failed > 0 then redis.call('HINCRBY', KEYS[4], 'failed', failed) end
-  redis.call('HSET', KEYS[4], 'lastStatus', ARGV[5 + (n - 1) * 6 + 2], 'lastAt', ARGV[1])
+  redis.call('HSET', KEYS[4], 'lastStatus', ARGV[5 + (n - 1) * 4 + 2], 'lastAt', ARGV[1])
   -- A delivery that went through ends the failure streak (a failed one leaves it as it was).
   if delivered > 0 then
     redis.call('HSET', KEYS[4], 'consecutive', 0)
