@@ -19,7 +19,9 @@ const SOCKETS = arg("sockets", 64);
 /**
  * Rounds (`--rounds`, default 3, at most 8), after a warm-up round: each a bare run then an nfx run of `--messages`
  * per endpoint, alternating, so a machine that slows down or speeds up during the bench weighs on both sides alike.
- * Rates and the ratio are over all rounds (deliveries over the receiver's span for them); `by_round` has each round's.
+ * Rates and the ratio are over all rounds (deliveries over the receiver's span for them); `by_round` has each round's,
+ * with how long nfx's publishes took (`publish_ms`) and when its first delivery arrived after the first publish
+ * (`first_delivery_ms`): the rate's span starts at that delivery.
  */
 const ROUNDS = Math.max(1, Math.min(8, arg("rounds", 3)));
 const RECEIVER = fileURLToPath(new URL("../sandbox/webhook-receiver.js", import.meta.url));
@@ -81,7 +83,7 @@ async function main(): Promise<void> {
   let rxBare = 0;
   let bareCpuUs = 0;
   const total = { nfxDone: 0, nfxSecs: 0, bareDone: 0, bareSecs: 0, lost: 0, dup: 0, invalid: 0 };
-  const rounds: { nfx_per_s: number; bare_per_s: number; ratio: number; gateway_cpu_us_per_delivery: number }[] = [];
+  const rounds: { nfx_per_s: number; bare_per_s: number; ratio: number; gateway_cpu_us_per_delivery: number; publish_ms: number; first_delivery_ms: number }[] = [];
   const progress = async (): Promise<Record<string, number>> => (await (await fetch(`${rx}/_progress/n`)).json()) as Record<string, number>;
   const healthyOk = (p: Record<string, number>): number => sum(healthyOf(p, "n"));
   const agent = new Agent({ connections: SOCKETS, pipelining: 1, keepAliveTimeout: 30_000 });
@@ -89,13 +91,15 @@ async function main(): Promise<void> {
   let bareStopped = false;
 
   /** nfx: `m` publishes to the topic (round `round`), each one delivery per endpoint; returns when the healthy endpoints have them all. */
-  const nfxRun = async (round: number, m: number, what: string): Promise<Summary> => {
+  const nfxRun = async (round: number, m: number, what: string): Promise<Summary & { publishStart: number; publishEnd: number }> => {
+    const publishStart = Date.now();
     for (let k = 0; k < m; k++) await notify(nc, { topic: "bench", category: "transactional", content: { webhook: { type: "bench.event", data: { round, m: k, pad: "x".repeat(200) } } } });
+    const publishEnd = Date.now();
     // Polled on the receiver's progress counts (a summary walks every delivery it holds: CPU the bare run, not polled,
     // would not spend), then summarized once; the rate comes from the receiver's own clock.
     let ok = 0;
     await waitUntil(() => `nfx deliveries to the ${healthy} healthy endpoints in ${what}: ${ok} of ${healthy * m}`, async () => (ok = healthyOk(await progress())) >= healthy * m, 600_000, 250);
-    return summary("n");
+    return { ...(await summary("n")), publishStart, publishEnd };
   };
   /** Bare: the same bodies, signed the same way, each endpoint's in order, one request at a time per endpoint, all endpoints at once, on the same undici pool settings. */
   const bareRun = async (round: number, m: number): Promise<Summary> => {
@@ -166,7 +170,7 @@ async function main(): Promise<void> {
     bareCpuUs += bareCpu.user + bareCpu.system;
     const nfxRate = nfxDone / Math.max(0.001, nfxSecs);
     const bareRate = bareDone / Math.max(0.001, bareSecs);
-    rounds.push({ nfx_per_s: Math.round(nfxRate), bare_per_s: Math.round(bareRate), ratio: Number((nfxRate / bareRate).toFixed(2)), gateway_cpu_us_per_delivery: Math.round(((cpu1["gateway-webhook"] - cpu0["gateway-webhook"]) * 1e6) / want) });
+    rounds.push({ nfx_per_s: Math.round(nfxRate), bare_per_s: Math.round(bareRate), ratio: Number((nfxRate / bareRate).toFixed(2)), gateway_cpu_us_per_delivery: Math.round(((cpu1["gateway-webhook"] - cpu0["gateway-webhook"]) * 1e6) / want), publish_ms: nfx.publishEnd - nfx.publishStart, first_delivery_ms: Math.min(...healthyOf(nfx.span, "n").map((v) => v[0])) - nfx.publishStart });
     console.error(`round ${r + 1}: ${JSON.stringify(rounds.at(-1))}`);
   }
   bareStopped = true;
