@@ -34,8 +34,6 @@ export interface GatewayWebhookDeps {
   log: Logger;
 }
 
-/** Deliveries read from the head of a queue at a time (each still sent and settled one after the other). */
-const HEAD_READ = 16;
 /** How often the set of active endpoints is read (endpoints queued by this process are taken at once, without it). */
 const SCAN_MS = 250;
 /** How long a worker whose queue ran empty keeps its endpoint, waiting for this process to queue more, before it lets go. */
@@ -325,7 +323,8 @@ export async function startGatewayWebhook(d: GatewayWebhookDeps): Promise<{ stop
    * Delivers `endpointId`'s queue from the head while this process holds its lease; returns when it is empty (after
    * waiting LINGER_MS for more), paused, backing off or lost. Each step is one Redis call (lib/flow/endpoint-queues.ts
    * `next`): it finishes the deliveries made since the last (their receipts already stored) and reads the gate and
-   * the next deliveries.
+   * the next `endpoints.headRead` deliveries. Delivered ones are recorded and finished when the read is through, or
+   * every `endpoints.recordEveryMs` while it is not.
    */
   const work = async (endpointId: string): Promise<void> => {
     const renew = setInterval(() => void queues.lease(endpointId, owner, "renew").catch(() => undefined), Math.max(500, c.leaseMs / 3));
@@ -356,7 +355,7 @@ export async function startGatewayWebhook(d: GatewayWebhookDeps): Promise<{ stop
           await queues.drop(endpointId);
           return;
         }
-        const step = await queues.next(endpointId, settled, HEAD_READ, Date.now());
+        const step = await queues.next(endpointId, settled, c.headRead, Date.now());
         countSent(step.finished);
         settled = [];
         if (step.paused) return;
@@ -374,6 +373,7 @@ export async function startGatewayWebhook(d: GatewayWebhookDeps): Promise<{ stop
         }
         const ready = await withPayloads(step.items);
         let attempts = step.attempts;
+        let recordedAt = Date.now();
         // Delivered items: their receipts are stored together, then they are finished head first (by the next step, or before anything else is settled).
         let delivered: { id: string; q: Ready; status: number; made: number; at: number }[] = [];
         const storeDelivered = async (): Promise<void> => {
@@ -406,6 +406,11 @@ export async function startGatewayWebhook(d: GatewayWebhookDeps): Promise<{ stop
           const failed = (reason: string): Promise<void> => settleFailed(id, q, reason, r.status, made);
           if (kind === "delivered") {
             delivered.push({ id, q, status: r.status, made, at: Date.now() });
+            if (Date.now() - recordedAt >= c.recordEveryMs) {
+              await storeDelivered();
+              await finish();
+              recordedAt = Date.now();
+            }
             continue;
           }
           await storeDelivered();

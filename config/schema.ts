@@ -535,6 +535,8 @@ export const configSchema = z.strictObject({
       pauseAfterMs: z.number().int().min(0).max(30 * 86_400_000).default(600_000).describe("How long an endpoint must have been failing, since its last success, before it is paused (together with `pauseAfterFailures`)."),
       socketsPerHost: z.number().int().min(1).max(1024).default(8).describe("Keep-alive connections per endpoint host (undici pool)."),
       maxEndpointsPerProcess: z.number().int().min(1).max(100_000).default(5000).describe("Endpoints one gateway process delivers to at once (each in order, one request at a time)."),
+      headRead: z.number().int().min(1).max(1000).default(64).describe("Deliveries a gateway process reads from the head of an endpoint's queue at a time (then sends one after the other, in order): fewer Redis calls per delivery, and as many sent again at most after the process dies mid-read (same `webhook-id`)."),
+      recordEveryMs: z.number().int().min(100).max(60_000).default(5000).describe("Longest a delivered outcome waits to be recorded (receipt, counters, the endpoint's state) while the rest of its head read is sent: a slow endpoint's counts lag by at most this."),
       leaseMs: z.number().int().min(1000).max(300_000).default(15_000).describe("Hold a gateway process keeps on an endpoint it delivers to; a dead process's endpoints go to another after it."),
       secretOverlapSec: z.number().int().min(0).max(30 * 86400).default(86_400).describe("After a secret rotation, how long deliveries are also signed with the old secret."),
       batchSize: z.number().int().min(1).max(10_000).default(500).describe("Endpoint deliveries per send batch on NFX_SEND_WEBHOOK."),

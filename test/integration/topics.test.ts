@@ -17,7 +17,7 @@ const ENDPOINTS = 20;
 t.test(`a topic with ${USERS.toLocaleString("en")} users and ${ENDPOINTS} endpoints: one publish, each device and endpoint once; a dead endpoint paused, resumed in order`, async (t) => {
   const cluster = await startTestCluster(t, {
     // Quick retries and pausing, so a dead endpoint is paused within seconds.
-    overrides: { endpoints: { backoffBaseMs: 200, backoffMaxMs: 2000, pauseAfterFailures: 4, pauseAfterMs: 0, timeoutMs: 3000 } },
+    overrides: { endpoints: { backoffBaseMs: 200, backoffMaxMs: 2000, pauseAfterFailures: 4, pauseAfterMs: 0, timeoutMs: 3000, recordEveryMs: 1000 } },
   });
   const cfg = cluster.cfg;
   const { nats, redis } = await clientsFor(t, cfg);
@@ -130,4 +130,22 @@ t.test(`a topic with ${USERS.toLocaleString("en")} users and ${ENDPOINTS} endpoi
   await notify(nats.nc, { topic: "orders", category: "social", content: { webhook: { type: "order.shipped", data: { order: 6 } } } });
   t.ok(await eventually(async () => !(await endpoints<{ topics: string[] }>({ action: "get", id: eps[1].id })).topics.includes("orders"), 30_000), "a 410 unsubscribes the endpoint from the topic");
   t.equal((await topics<{ endpoints: number }>({ action: "get", name: "orders" })).endpoints, ENDPOINTS - 1, "the topic has one endpoint fewer");
+
+  // A slow endpoint: its deliveries are read many at a time (`endpoints.headRead`), but what it took is recorded at
+  // least every `endpoints.recordEveryMs` (1 s here), not only once the whole read is through.
+  await topics({ action: "put", name: "slow" });
+  const slowEp = await endpoints<Endpoint>({ action: "create", url: rx.url("slow"), topics: ["slow"] });
+  rx.setSecrets("slow", slowEp.secrets.map((s) => s.secret));
+  rx.setFault("slow", { delayMs: 400 });
+  // Paused while the eight are queued, so that the first read after the resume takes all of them.
+  await endpoints({ action: "pause", id: slowEp.id });
+  for (let k = 0; k < 8; k++) await notify(nats.nc, { topic: "slow", category: "social", content: { webhook: { type: "order.shipped", data: { order: 100 + k } } } });
+  const slowState = (): Promise<EndpointState> => endpoints<EndpointState>({ action: "state", id: slowEp.id });
+  t.ok(await eventually(async () => (await slowState()).pending === 8, 10_000), "eight queued while paused");
+  await endpoints({ action: "resume", id: slowEp.id });
+  let mid: EndpointState | undefined;
+  t.ok(await eventually(async () => (mid = await slowState()).delivered > 0, 10_000), "the slow endpoint's first deliveries are recorded");
+  t.ok(rx.accepted("slow").length < 8 && mid!.pending > 0, `before its last (${rx.accepted("slow").length} of 8 taken, ${mid!.delivered} recorded, ${mid!.pending} pending)`);
+  t.ok(await eventually(async () => (await slowState()).delivered === 8, 15_000), "then all eight");
+  t.same(rx.accepted("slow").map((d) => (d.data as { order: number }).order), [100, 101, 102, 103, 104, 105, 106, 107], "in publish order, each once");
 });
