@@ -4,14 +4,19 @@ import { fileURLToPath } from "node:url";
 
 import { Agent } from "undici";
 
+import { nodeArgsOf } from "../cmd/role-process.js";
 import { API } from "../lib/core/subjects.js";
 import type { Endpoint } from "../lib/directory/endpoints.js";
 import type { EndpointState } from "../lib/flow/endpoint-queues.js";
 import { secretKey, signatureHeaders } from "../lib/gateway/webhook-sign.js";
 import { callApi, notify } from "../lib/intake/api-client.js";
-import { adopt, arg, perItem, redisBytesIn, type RedisCommandStats, redisCommandStats, startBenchCluster, statsGrowth, waitUntil } from "./harness.js";
+import { adopt, arg, perItem, redisBytesIn, type RedisCommandStats, redisCommandStats, startBenchCluster, statsGrowth, underNodeFlags, waitUntil } from "./harness.js";
 import { cpuSecs } from "./proc-stats.js";
 import { report } from "./report.js";
+
+// The bare loop runs in this process: under the webhook gateway's node flags (its young generation), as bench:gateways'
+// bare SDK loops run under the provider gateways', so a flag that helps the gateway helps the bare loop alike.
+await underNodeFlags(nodeArgsOf("gateway-webhook"));
 
 const ENDPOINTS = arg("endpoints", 1000);
 const MESSAGES = arg("messages", 20);
