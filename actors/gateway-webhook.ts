@@ -374,7 +374,7 @@ export async function startGatewayWebhook(d: GatewayWebhookDeps): Promise<{ stop
         const ready = await withPayloads(step.items);
         let attempts = step.attempts;
         let recordedAt = Date.now();
-        // Delivered items: their receipts are stored together, then they are finished head first (by the next step, or before anything else is settled).
+        // Delivered items: their receipts are stored together, then they are finished head first (by the next step, before anything else is settled, or every `endpoints.recordEveryMs` during a long read).
         let delivered: { id: string; q: Ready; status: number; made: number; at: number }[] = [];
         const storeDelivered = async (): Promise<void> => {
           if (delivered.length === 0) return;
