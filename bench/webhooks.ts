@@ -34,10 +34,15 @@ const RECEIVER = fileURLToPath(new URL("../sandbox/webhook-receiver.js", import.
 type Summary = { accepted: Record<string, number>; span: Record<string, [number, number]>; dup: number; invalid: number; first: number; last: number };
 /** The values of the healthy endpoints (prefix `p`) of a per-endpoint record: endpoints 0 (slow) and 1 (failing) are left out of both sides alike. */
 const healthyOf = <T>(rec: Record<string, T>, p: string): T[] => Object.entries(rec).filter(([n]) => n !== `${p}0` && n !== `${p}1`).map(([, v]) => v);
-/** The healthy endpoints' span on the receiver's clock (first to last acceptance), seconds: the slow and the failing endpoint are left out of both rates alike. */
-const healthySecs = (s: Summary, p: string): number => {
+/** The healthy endpoints' span on the receiver's clock, [first, last] acceptance (ms): the slow and the failing endpoint are left out of both rates alike. */
+const healthySpan = (s: Summary, p: string): [number, number] => {
   const spans = healthyOf(s.span, p);
-  return (Math.max(...spans.map((v) => v[1])) - Math.min(...spans.map((v) => v[0]))) / 1000;
+  return [Math.min(...spans.map((v) => v[0])), Math.max(...spans.map((v) => v[1]))];
+};
+/** {@link healthySpan} as a length, seconds. */
+const healthySecs = (s: Summary, p: string): number => {
+  const [first, last] = healthySpan(s, p);
+  return (last - first) / 1000;
 };
 
 async function main(): Promise<void> {
@@ -175,7 +180,7 @@ async function main(): Promise<void> {
     bareCpuUs += bareCpu.user + bareCpu.system;
     const nfxRate = nfxDone / Math.max(0.001, nfxSecs);
     const bareRate = bareDone / Math.max(0.001, bareSecs);
-    rounds.push({ nfx_per_s: Math.round(nfxRate), bare_per_s: Math.round(bareRate), ratio: Number((nfxRate / bareRate).toFixed(2)), gateway_cpu_us_per_delivery: Math.round(((cpu1["gateway-webhook"] - cpu0["gateway-webhook"]) * 1e6) / want), publish_ms: nfx.publishEnd - nfx.publishStart, first_delivery_ms: Math.min(...healthyOf(nfx.span, "n").map((v) => v[0])) - nfx.publishStart });
+    rounds.push({ nfx_per_s: Math.round(nfxRate), bare_per_s: Math.round(bareRate), ratio: Number((nfxRate / bareRate).toFixed(2)), gateway_cpu_us_per_delivery: Math.round(((cpu1["gateway-webhook"] - cpu0["gateway-webhook"]) * 1e6) / want), publish_ms: nfx.publishEnd - nfx.publishStart, first_delivery_ms: healthySpan(nfx, "n")[0] - nfx.publishStart });
     console.error(`round ${r + 1}: ${JSON.stringify(rounds.at(-1))}`);
   }
   bareStopped = true;
