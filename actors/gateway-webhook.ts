@@ -405,8 +405,9 @@ export async function startGatewayWebhook(d: GatewayWebhookDeps): Promise<{ stop
           /** This delivery failed for good (delivered ones are finished together: storeDelivered, finish). */
           const failed = (reason: string): Promise<void> => settleFailed(id, q, reason, r.status, made);
           if (kind === "delivered") {
-            delivered.push({ id, q, status: r.status, made, at: Date.now() });
-            if (Date.now() - recordedAt >= c.recordEveryMs) {
+            const at = Date.now();
+            delivered.push({ id, q, status: r.status, made, at });
+            if (at - recordedAt >= c.recordEveryMs) {
               await storeDelivered();
               await finish();
               recordedAt = Date.now();
