@@ -4,12 +4,12 @@ import type { Send, SendBatch } from "./types.js";
 /** Joins a string column's values; never inside an id, token or address (checked per batch: docs/architecture.md, "Send batches on the wire"). */
 const SEP = "\u001f";
 
-/** The string fields every send has, and the one that may be absent, each a column. */
-const CORE = ["nid", "user", "device", "token"] as const;
+/** The string fields every send has, each a column (as is `app`, which a send may lack). */
+type Core = "nid" | "user" | "device" | "token";
 /** Every other field a send may carry: sent once for the batch when all its sends share a number or string, else per send. */
-const REST = ["push", "email", "sms", "inapp", "fallback", "attempt", "waits", "shedAfter"] as const;
+export const REST = ["push", "email", "sms", "inapp", "fallback", "attempt", "waits", "shedAfter"] as const;
 // A field added to Send must be listed here, or it would be dropped on the wire: this fails to compile until it is.
-type Unlisted = Exclude<keyof Send, (typeof CORE)[number] | "app" | (typeof REST)[number]>;
+type Unlisted = Exclude<keyof Send, Core | "app" | (typeof REST)[number]>;
 const listed: [Unlisted] extends [never] ? true : never = true;
 void listed;
 
@@ -21,21 +21,21 @@ export interface SendColumns extends Omit<SendBatch, "sends"> {
   /** How many sends. */
   n: number;
   /** The string columns; `app` absent when no send has one, "" for a send without one. */
-  c: Record<(typeof CORE)[number], Col> & { app?: Col };
+  c: Record<Core, Col> & { app?: Col };
   /** Fields every send has with the same number or string value (a campaign's shed deadline). */
   u?: Partial<Send>;
   /** Per send, its other fields (0: none); absent when no send has any. */
   x?: (Partial<Send> | 0)[];
 }
 
-/** `vals` as a column, or null when one is not a string or holds the separator (the batch then goes as it is). */
+/** `vals` as a column, or null when one is not a string or holds the separator (the batch then goes as records). */
 function column(vals: readonly unknown[]): Col | null {
   const first = vals[0];
   let same = true;
   for (let i = 0; i < vals.length; i++) {
     const v = vals[i];
     if (typeof v !== "string") return null;
-    if (v !== first) same = false;
+    if (same && v !== first) same = false;
   }
   if (same && (first as string).indexOf(SEP) === -1) return [first as string];
   const joined = vals.join(SEP);
@@ -48,31 +48,13 @@ function column(vals: readonly unknown[]): Col | null {
 /** The values of column `c` for `n` sends. */
 const valuesOf = (c: Col, n: number): string[] => (typeof c === "string" ? c.split(SEP) : new Array<string>(n).fill(c[0]));
 
-/**
- * The columnar wire form of `b` (what {@link encode} stores for a send
- * batch), or `b` itself when a column cannot be joined (an empty batch, a
- * value that is not a string, a separator inside one, an empty app). Pure;
- * never throws. {@link sendsOf} gives back the same batch.
- */
-export function columnsOf(b: SendBatch): SendColumns | SendBatch {
-  const s = b.sends;
+/** Whether `x` has a field of {@link REST} (written out: a loop over the names costs a keyed look-up per field and send). */
+const hasRest = (x: Send): boolean =>
+  x.push !== undefined || x.email !== undefined || x.sms !== undefined || x.inapp !== undefined || x.fallback !== undefined || x.attempt !== undefined || x.waits !== undefined || x.shedAfter !== undefined;
+
+/** The fields of {@link REST} that `s` carry: once in `u` where every send has the same number or string, else per send in `x`. */
+function restOf(s: readonly Send[]): { u?: Partial<Send>; x?: (Partial<Send> | 0)[] } {
   const n = s.length;
-  if (n === 0) return b;
-  const cols = CORE.map((f) => s.map((x) => x[f]));
-  const apps = s.map((x) => x.app);
-  const withApp = apps.some((a) => a !== undefined);
-  if (withApp && apps.some((a) => a === "")) return b;
-  const c = {} as SendColumns["c"];
-  for (let k = 0; k < CORE.length; k++) {
-    const col = column(cols[k]);
-    if (col === null) return b;
-    c[CORE[k]] = col;
-  }
-  if (withApp) {
-    const col = column(apps.map((a) => a ?? ""));
-    if (col === null) return b;
-    c.app = col;
-  }
   let u: Partial<Send> | undefined;
   let x: (Partial<Send> | 0)[] | undefined;
   for (const f of REST) {
@@ -96,10 +78,53 @@ export function columnsOf(b: SendBatch): SendColumns | SendBatch {
       }
     }
   }
+  return { u, x };
+}
+
+/**
+ * The columnar wire form of `b` (what {@link encode} stores for a send
+ * batch), or `b` itself when a column cannot be joined (an empty batch, a
+ * value that is not a string, a separator inside one, an empty app). Pure;
+ * never throws. {@link sendsOf} gives back the same batch.
+ */
+export function columnsOf(b: SendBatch): SendColumns | SendBatch {
+  const s = b.sends;
+  const n = s.length;
+  if (n === 0) return b;
+  const nid = new Array<string>(n), user = new Array<string>(n), device = new Array<string>(n), token = new Array<string>(n);
+  const app = new Array<string | undefined>(n);
+  let withApp = false;
+  let rest = false;
+  for (let i = 0; i < n; i++) {
+    const x = s[i];
+    nid[i] = x.nid;
+    user[i] = x.user;
+    device[i] = x.device;
+    token[i] = x.token;
+    const a = x.app;
+    app[i] = a;
+    if (a !== undefined) {
+      if (a === "") return b;
+      withApp = true;
+    }
+    if (!rest && hasRest(x)) rest = true;
+  }
+  const cn = column(nid), cu = column(user), cd = column(device), ct = column(token);
+  if (cn === null || cu === null || cd === null || ct === null) return b;
+  const c: SendColumns["c"] = { nid: cn, user: cu, device: cd, token: ct };
+  if (withApp) {
+    for (let i = 0; i < n; i++) if (app[i] === undefined) app[i] = "";
+    const ca = column(app);
+    if (ca === null) return b;
+    c.app = ca;
+  }
   const { sends: _, ...head } = b;
   const out: SendColumns = { ...head, n, c };
-  if (u) out.u = u;
-  if (x) out.x = x;
+  if (rest) {
+    const { u, x } = restOf(s);
+    if (u) out.u = u;
+    if (x) out.x = x;
+  }
   return out;
 }
 

@@ -13,6 +13,7 @@ import { decode, encode } from "../../lib/core/codec.js";
 import { ERROR_CLASSES, NfxError, ProviderError, RequestInvalid, toErrorReply } from "../../lib/core/errors.js";
 import { deliveryKey, newNotificationId } from "../../lib/core/ids.js";
 import { createLogger } from "../../lib/core/log.js";
+import { REST } from "../../lib/core/send-columns.js";
 import { shardOf } from "../../lib/core/shard-hash.js";
 import { API, API_OPS, CHANNELS, extApiAll, extApiSubject, fanLane, fanSubject, ID_PATTERN, intakeLane, intakeSubject, PRIORITIES, sendAll, sendSubject } from "../../lib/core/subjects.js";
 import type { Send, SendBatch } from "../../lib/core/types.js";
@@ -74,6 +75,16 @@ t.test("codec: a send batch goes as columns and comes back the same", async (t) 
   };
   t.ok(wire(mixed).x, "fields that differ go per send");
   t.same(decode(encode(mixed)), mixed, "the mixed batch round-trips");
+
+  // Each of the other fields, alone on one send of two, is kept.
+  const sample: Required<Pick<Send, (typeof REST)[number]>> = {
+    push: { title: "p", body: "b" }, email: { subject: "s", text: "t" }, sms: { text: "s" }, inapp: { title: "i" } as never,
+    fallback: [{ channel: "sms", device: "d", token: "+1" }], attempt: 1, waits: 2, shedAfter: 5,
+  };
+  for (const f of REST) {
+    const b: SendBatch = { ...head, sends: [{ nid: "n", user: "a", device: "d", token: "t" }, { nid: "n", user: "b", device: "d", token: "t", [f]: sample[f] }] };
+    t.same(decode(encode(b)), b, `${f} on one send round-trips`);
+  }
 
   // What cannot be a column goes as it is, and still round-trips.
   for (const [why, sends] of [
