@@ -6,8 +6,8 @@ import type { UserSource } from "../directory/directory.js";
 import { shedDeadline } from "../flow/shedding.js";
 import type { Redis } from "../infra/redis.js";
 import { renderEmail, renderInApp, renderPush, renderSms } from "../intake/templates.js";
-import { decideUser, planFor, type PolicyConfig, type PolicyState, type Trail } from "./policy.js";
-import { TrailBook } from "./trails.js";
+import { decideUser, planFor, type PolicyConfig, type PolicyState } from "./policy.js";
+import { Trail, TrailBook } from "./trails.js";
 
 /**
  * Returns the per-recipient push renderer of a notification: null content
@@ -88,6 +88,15 @@ export function decideChunk(chunk: FanChunk, inp: ChunkInputs): ChunkDecision {
   const use = n.template;
   const activeSince = chunk.filter?.activeSince;
   const book = inp.trails ? new TrailBook() : null;
+  // One trail reused for every user of the chunk (the book reads it as it is added).
+  const trail = book ? new Trail() : undefined;
+  /** Adds a one-line trail. */
+  const note = (line: string): void => {
+    if (!book) return;
+    trail!.clear();
+    trail!.add(line);
+    book.add(trail!);
+  };
   const ctx = { n, now, released: chunk.release !== undefined, ...(chunk.release !== undefined ? { releasedAt: chunk.release } : {}) };
   const plan = planFor(inp.policy, n);
   // Sends of a shedding category carry their deadline, so a gateway that takes them late sheds them (lib/flow/shedding.ts).
@@ -99,29 +108,32 @@ export function decideChunk(chunk: FanChunk, inp: ChunkInputs): ChunkDecision {
     const u = inp.users.at(i) ?? null;
     // Segment rule: a user who is not a member is not a recipient (no receipt).
     if (activeSince !== undefined && (!u || (u.lastActive ?? 0) < activeSince)) {
-      book?.add(`segment|skip:not a member|${u?.lastActive ?? 0}|${activeSince}\n`);
+      note(`segment|skip:not a member|${u?.lastActive ?? 0}|${activeSince}\n`);
       return;
     }
     decided++;
     if (inp.cancelled) {
-      book?.add("campaign|cancelled\n");
+      note("campaign|cancelled\n");
       return void receipts.push({ user: userId, outcome: "cancelled", at: now });
     }
     if (!u) {
-      book?.add("directory|suppress:unknown_user|no record\n");
+      note("directory|suppress:unknown_user|no record\n");
       return void receipts.push({ user: userId, outcome: "suppressed", reason: "unknown_user", at: now });
     }
-    const trail: Trail | undefined = book ? { s: "" } : undefined;
+    trail?.clear();
     const v = decideUser(inp.policy, inp.state, ctx, { user: u, online: inp.online?.[i] ?? false, collapsed: inp.collapsed?.[i] ?? false, smsStopped: inp.smsStopped?.[i] ?? null }, trail, plan);
     if (v.kind === "hold") {
       // Held for a digest, listed by what the user would have seen.
       const p = render(u) ?? n.content?.push;
       const item = { nid, at: n.createdAt, ...(p?.title ?? n.content?.email?.subject ? { title: p?.title ?? n.content?.email?.subject } : {}), ...(p?.body ?? n.content?.sms?.text ? { body: p?.body ?? n.content?.sms?.text } : {}) };
       const h = inp.state.digests!.hold(userId, n, v.spec, item);
-      if (trail) book!.add(`${trail.s}digest|hold|${v.spec.key}|${h.until}|${h.id}|${h.count}\n`);
+      if (trail) {
+        trail.add(`digest|hold|${v.spec.key}|${h.until}|${h.id}|${h.count}\n`);
+        book!.add(trail);
+      }
       return void receipts.push({ user: userId, outcome: "digested", reason: h.id, until: h.until, at: now });
     }
-    if (trail) book!.add(trail.s);
+    if (trail) book!.add(trail);
     if (v.kind === "suppress") return void receipts.push({ user: userId, outcome: "suppressed", reason: v.reason, at: now });
     // Listed for campaigns too (like suppressed): the entry is the recipient's one count.
     if (v.kind === "shed") return void receipts.push({ user: userId, outcome: "shed", reason: v.reason, at: now });

@@ -9,6 +9,9 @@ import { type OverloadRule, shedDeadline, type ShedReason, shedReason } from "..
 import type { DedupWindow } from "./dedup-window.js";
 import type { DigestBook } from "./digests.js";
 import { type Cap, RateBuckets } from "./rate-buckets.js";
+import type { Trail } from "./trails.js";
+
+export { Trail } from "./trails.js";
 
 /** Policy settings of one category. */
 export interface CategoryPolicy {
@@ -63,16 +66,6 @@ export type Verdict =
   | { kind: "shed"; reason: ShedReason; deadline: number }
   /** `fallback`: when every target is in-app, where the send goes instead if no client acknowledges it in time (the route without in-app). */
   | { kind: "send"; targets: Target[]; fallback?: Target[] };
-
-/**
- * A decision trail being written: one line per rule, `rule|verdict|values it
- * saw...`. A string (not arrays) because a campaign writes one per recipient:
- * concatenation is the cheapest form, and identical trails in a chunk are
- * stored once (lib/shard/trails.ts).
- */
-export interface Trail {
-  s: string;
-}
 
 /** What the rules know about one recipient. */
 export interface Recipient {
@@ -212,7 +205,7 @@ export function decideUser(cfg: PolicyConfig, st: PolicyState, ctx: DecideContex
   const u = r.user;
   const { cat, lines } = p;
   const suppress = (rule: string, reason: string, ...seen: (string | number)[]): Verdict => {
-    if (trail) trail.s += `${rule}|suppress:${reason}${seen.length ? `|${seen.join("|")}` : ""}\n`;
+    if (trail) trail.add(`${rule}|suppress:${reason}${seen.length ? `|${seen.join("|")}` : ""}\n`);
     return { kind: "suppress", reason };
   };
 
@@ -220,65 +213,65 @@ export function decideUser(cfg: PolicyConfig, st: PolicyState, ctx: DecideContex
   const shedBy = shedDeadline(cat.overload, n, ctx.releasedAt ?? n.createdAt);
   if (shedBy !== null) {
     const why = shedReason(shedBy, n.expiresAt, now);
-    if (trail) trail.s += `overload|${why ? `shed|${why}` : "pass"}|${shedBy}\n`;
+    if (trail) trail.add(`overload|${why ? `shed|${why}` : "pass"}|${shedBy}\n`);
     if (why) return { kind: "shed", reason: why, deadline: shedBy };
   }
   if (n.expiresAt <= now) return suppress("expiry", "expired", n.expiresAt);
-  if (trail) trail.s += lines.expiry;
+  if (trail) trail.add(lines.expiry);
 
   if (u.optedOut) return suppress("opt_out", "opted_out", "opted out of everything");
-  if (trail) trail.s += "opt_out|pass|not opted out\n";
+  if (trail) trail.add("opt_out|pass|not opted out\n");
   if (cat.commercial) {
     if (u.marketingOptOut) return suppress("consent", "marketing_opt_out", `${n.category} is commercial; the user stopped all marketing`);
-    if (trail) trail.s += lines.consent;
+    if (trail) trail.add(lines.consent);
   }
 
   if (p.candidates.length === 0) return suppress("preferences", "no_wanted_channel", n.channels.join(","));
   const prefs = ownValue(u.preferences?.categories, n.category);
   let allowed = prefs ? p.candidates.filter((ch) => prefs[ch] !== false) : p.candidates;
   if (allowed.length === 0) return suppress("preferences", "preference_off", `${n.category}: ${p.candidates.map((c) => `${c}=off`).join(",")}`);
-  if (trail) trail.s += allowed === p.candidates ? lines.prefs : `preferences|pass|${allowed.join(",")}\n`;
+  if (trail) trail.add(allowed === p.candidates ? lines.prefs : `preferences|pass|${allowed.join(",")}\n`);
   // A number that replied STOP gets no SMS, whatever the category.
   const smsStop = r.smsStopped && allowed.includes("sms") ? r.smsStopped : null;
   if (smsStop) {
     allowed = allowed.filter((ch) => ch !== "sms");
     if (allowed.length === 0) return suppress("sms_stop", "sms_opted_out", smsStop.keyword, smsStop.at);
-    if (trail) trail.s += `sms_stop|off|${smsStop.keyword}|${smsStop.at}\n`;
+    if (trail) trail.add(`sms_stop|off|${smsStop.keyword}|${smsStop.at}\n`);
   }
 
   // Local-time delivery: held until the recipient's wall-clock time (a released chunk already waited for it).
   if (n.deliverAt) {
     const tz = u.timezone ?? cfg.defaultTimezone ?? "UTC";
     if (ctx.released) {
-      if (trail) trail.s += "local_time|skip|released at the local time\n";
+      if (trail) trail.add("local_time|skip|released at the local time\n");
     } else {
       const lt = localTimeRelease(tz, n.deliverAt.localTime, n.deliverAt.windowMin, now);
       if (lt.until !== null) {
         if (n.expiresAt <= lt.until) return suppress("local_time", "expires_before_local_time", tz, lt.local, n.deliverAt.localTime, lt.until);
-        if (trail) trail.s += `local_time|defer|${tz}|${lt.local}|${n.deliverAt.localTime}|${lt.until}\n`;
+        if (trail) trail.add(`local_time|defer|${tz}|${lt.local}|${n.deliverAt.localTime}|${lt.until}\n`);
         return { kind: "defer", until: lt.until };
       }
-      if (trail) trail.s += `local_time|pass|${tz}|${lt.local}|${n.deliverAt.localTime}|${n.deliverAt.windowMin}\n`;
+      if (trail) trail.add(`local_time|pass|${tz}|${lt.local}|${n.deliverAt.localTime}|${n.deliverAt.windowMin}\n`);
     }
   }
 
   if (lines.quietSkip !== null) {
-    if (trail) trail.s += lines.quietSkip;
+    if (trail) trail.add(lines.quietSkip);
   } else if (ctx.released) {
-    if (trail) trail.s += "quiet_hours|skip|released after quiet hours\n";
+    if (trail) trail.add("quiet_hours|skip|released after quiet hours\n");
   } else {
     const w = u.quietHours ?? cfg.defaultQuietHours;
     if (!w) {
-      if (trail) trail.s += "quiet_hours|pass|none set\n";
+      if (trail) trail.add("quiet_hours|pass|none set\n");
     } else {
       const tz = u.timezone ?? cfg.defaultTimezone ?? "UTC";
       const q = quietUntil(tz, w, now);
       if (q.until !== null) {
         if (n.expiresAt <= q.until) return suppress("quiet_hours", "expires_in_quiet_hours", tz, q.local, w.start, w.end, q.until);
-        if (trail) trail.s += `quiet_hours|defer|${tz}|${q.local}|${w.start}|${w.end}|${q.until}\n`;
+        if (trail) trail.add(`quiet_hours|defer|${tz}|${q.local}|${w.start}|${w.end}|${q.until}\n`);
         return { kind: "defer", until: q.until };
       }
-      if (trail) trail.s += quietPassLine(p, tz, q.local, w);
+      if (trail) trail.add(quietPassLine(p, tz, q.local, w));
     }
   }
 
@@ -292,25 +285,25 @@ export function decideUser(cfg: PolicyConfig, st: PolicyState, ctx: DecideContex
 
   let bucket = 0;
   if (lines.capSkip !== null) {
-    if (trail) trail.s += lines.capSkip;
+    if (trail) trail.add(lines.capSkip);
   } else {
     const cap = cat.cap!;
     bucket = hash53Of2(u.id, p.keys.cap);
     const b = st.buckets.takeHash(bucket, cap, false);
     if (!b.ok) return suppress("frequency_cap", "frequency_cap", cap.count, cap.periodSec, b.retryInMs);
-    if (trail) trail.s += b.left < lines.capPass.length ? lines.capPass[b.left] : capPassLine(cap, b.left);
+    if (trail) trail.add(b.left < lines.capPass.length ? lines.capPass[b.left] : capPassLine(cap, b.left));
   }
 
   const hn = hash53Of2(p.keys.dedup, u.id);
   if (st.dedup.hasHash(hn)) return suppress("dedup", "duplicate", `n|${n.id}|${u.id}`);
   if (n.collapseKey && r.collapsed) return suppress("dedup", "duplicate_collapse_key", n.collapseKey);
-  if (trail) trail.s += lines.dedup;
+  if (trail) trail.add(lines.dedup);
 
   let targets: Target[] = [];
   if (cat.presenceRouting && r.online && allowed.includes("inapp")) {
     targets = targetsOn("inapp", r);
-    if (trail) trail.s += "presence|inapp|online: in-app instead of push\n";
-  } else if (trail) trail.s += r.online ? "presence|pass|online\n" : "presence|pass|offline\n";
+    if (trail) trail.add("presence|inapp|online: in-app instead of push\n");
+  } else if (trail) trail.add(r.online ? "presence|pass|online\n" : "presence|pass|offline\n");
 
   const own = allowed === p.candidates ? p.own : p.own.filter((ch) => allowed.includes(ch));
   // The plan's own channels are prepared once per notification; a recipient's narrower set (preferences) is prepared by the route.
@@ -320,7 +313,7 @@ export function decideUser(cfg: PolicyConfig, st: PolicyState, ctx: DecideContex
     targets = rt.targets;
     // Nothing else reaches a user whose number replied STOP: the stop is why.
     if (targets.length === 0) return smsStop ? suppress("sms_stop", "sms_opted_out", smsStop.keyword, smsStop.at) : suppress("route", "no_devices", rt.tried);
-    if (trail) trail.s += routeLine(p, rt.tried, targets.length);
+    if (trail) trail.add(routeLine(p, rt.tried, targets.length));
   }
   let fallback: Target[] | undefined;
   if (targets.every((t) => t.channel === "inapp")) {
@@ -330,7 +323,7 @@ export function decideUser(cfg: PolicyConfig, st: PolicyState, ctx: DecideContex
       fb.tried = fb.tried ? `${fb.tried} > push` : "push";
     }
     if (fb.targets.length > 0) fallback = fb.targets;
-    if (trail) trail.s += `inapp_fallback|${fb.targets.length > 0 ? `plan|${fb.tried}|${fb.targets.length}` : `none|${fb.tried || "-"}`}\n`;
+    if (trail) trail.add(`inapp_fallback|${fb.targets.length > 0 ? `plan|${fb.tried}|${fb.targets.length}` : `none|${fb.tried || "-"}`}\n`);
   }
 
   if (bucket !== 0) st.buckets.takeHash(bucket, cat.cap!, true);

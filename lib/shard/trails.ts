@@ -1,4 +1,4 @@
-// Decision trails: written by the shard actor per chunk (identical trails stored once), read back by `nfx explain`.
+// Decision trails: written line by line by the policy, stored by the shard actor per chunk (identical trails once), read back by `nfx explain`.
 import { decode } from "../core/codec.js";
 import { RequestInvalid } from "../core/errors.js";
 import { shardOf } from "../core/shard-hash.js";
@@ -20,21 +20,71 @@ export interface ChunkTrails {
   trails: string[];
 }
 
-/** Collects per-user trails of one chunk, storing each distinct trail once. */
+/**
+ * A decision trail being written: one line per rule, `rule|verdict|values it
+ * saw...` (each ending in a newline), kept as its list of lines. A campaign
+ * writes one per recipient, and most lines are the same string objects from
+ * one recipient to the next (built once per chunk: lib/shard/policy.ts), so
+ * {@link TrailBook} finds a chunk's identical trails line by line, without
+ * building and hashing each trail's text. One object can be reused for every
+ * recipient of a chunk ({@link clear}).
+ */
+export class Trail {
+  private readonly parts: string[] = [];
+  private n = 0;
+
+  /** Appends a line. */
+  add(line: string): void {
+    this.parts[this.n++] = line;
+  }
+
+  /** Empties it, for the next recipient. */
+  clear(): void {
+    this.n = 0;
+  }
+
+  /** How many lines. */
+  get count(): number {
+    return this.n;
+  }
+
+  /** Line `i` (0 ≤ i < count). */
+  line(i: number): string {
+    return this.parts[i];
+  }
+
+  /** The trail's text: its lines in order. */
+  get s(): string {
+    let s = "";
+    for (let i = 0; i < this.n; i++) s += this.parts[i];
+    return s;
+  }
+}
+
+/** A node of {@link TrailBook}'s tree: the trail whose lines lead here (-1: none yet), and the next lines. */
+type Node = { id: number; next: Map<string, Node> | null };
+
+/** Collects per-user trails of one chunk, storing each distinct trail once (found line by line in a tree of lines). */
 export class TrailBook {
-  private readonly ids = new Map<string, number>();
+  private readonly root: Node = { id: -1, next: null };
   readonly trails: string[] = [];
   readonly idx: number[] = [];
 
-  /** Appends the trail of the next user of the chunk. */
-  add(trail: string): void {
-    let i = this.ids.get(trail);
-    if (i === undefined) {
-      i = this.trails.length;
-      this.trails.push(trail);
-      this.ids.set(trail, i);
+  /** Appends the trail of the next user of the chunk (read now; `t` may be reused after). */
+  add(t: Trail): void {
+    let node = this.root;
+    for (let i = 0; i < t.count; i++) {
+      const line = t.line(i);
+      const next = (node.next ??= new Map<string, Node>());
+      let child = next.get(line);
+      if (child === undefined) next.set(line, (child = { id: -1, next: null }));
+      node = child;
     }
-    this.idx.push(i);
+    if (node.id < 0) {
+      node.id = this.trails.length;
+      this.trails.push(t.s);
+    }
+    this.idx.push(node.id);
   }
 }
 

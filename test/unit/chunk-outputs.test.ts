@@ -7,7 +7,7 @@ import { chunkOutputs, fanIdOf } from "../../lib/shard/chunk-outputs.js";
 import { DedupWindow } from "../../lib/shard/dedup-window.js";
 import type { PolicyConfig } from "../../lib/shard/policy.js";
 import { RateBuckets } from "../../lib/shard/rate-buckets.js";
-import { TrailBook } from "../../lib/shard/trails.js";
+import { Trail, TrailBook } from "../../lib/shard/trails.js";
 
 const brief: NotificationBrief = { id: "n_1", createdAt: 0, expiresAt: 10_000, priority: "high", category: "c", channels: ["push"], content: { push: { title: "T", body: "B" } } };
 const chunk: FanChunk = { type: "fan_chunk", shard: 3, chunk: 7, notification: brief, users: ["a", "b", "c", "d"] };
@@ -22,6 +22,25 @@ function decision(over: Partial<ChunkDecision> = {}): ChunkDecision {
   };
 }
 
+t.test("trail book: each distinct trail once, found line by line; a reused trail keeps no old lines", async (t) => {
+  const book = new TrailBook();
+  const tr = new Trail();
+  const write = (...lines: string[]): void => {
+    tr.clear();
+    // Each line a new string object, as lines built per recipient are.
+    for (const l of lines) tr.add(`${l}|${String(1)}\n`);
+    book.add(tr);
+  };
+  write("a", "b", "c");
+  write("a", "b");
+  write("a", "b", "c");
+  write("x");
+  write("a", "b");
+  write();
+  t.same(book.trails, ["a|1\nb|1\nc|1\n", "a|1\nb|1\n", "x|1\n", ""], "texts as written, each once");
+  t.same(book.idx, [0, 1, 0, 2, 1, 3], "each user points at their trail");
+});
+
 t.test("fan id: the chunk's own, or the release's after quiet hours", async (t) => {
   t.equal(fanIdOf(chunk), "fan:n_1:3:7");
   t.equal(fanIdOf({ ...chunk, release: 5000 }), "rel:n_1:3:7:5000");
@@ -29,7 +48,12 @@ t.test("fan id: the chunk's own, or the release's after quiet hours", async (t) 
 
 t.test("every output, in order, with its subject and message id", async (t) => {
   const trails = new TrailBook();
-  for (const u of chunk.users) trails.add(u === "d" ? "quiet" : "sent");
+  const tr = new Trail();
+  for (const u of chunk.users) {
+    tr.clear();
+    tr.add(u === "d" ? "quiet" : "sent");
+    trails.add(tr);
+  }
   const dec = decision({
     sends: { apns: [send("a", "i1"), send("a", "i2"), send("b", "i3")], fcm: [send("c", "f1")], email: [], sms: [], inapp: [], webhook: [] },
     receipts: [{ user: "a", outcome: "queued", channel: "apns", device: "i1", at: 1234 }],

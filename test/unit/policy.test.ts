@@ -9,7 +9,7 @@ import { isBroadcast, readTimePolicy } from "../../lib/inapp/broadcasts.js";
 import { renderPush, variablesOf } from "../../lib/intake/templates.js";
 import { DedupWindow } from "../../lib/shard/dedup-window.js";
 import { DigestBook, digestIdOf, digestNotification } from "../../lib/shard/digests.js";
-import { decideUser, planFor, type PolicyConfig, policyFrom, type PolicyState, type Trail } from "../../lib/shard/policy.js";
+import { decideUser, planFor, type PolicyConfig, policyFrom, type PolicyState, Trail } from "../../lib/shard/policy.js";
 import { RateBuckets } from "../../lib/shard/rate-buckets.js";
 import { preferredOwner } from "../../lib/shard/shard-ownership.js";
 import { parseTrail } from "../../lib/shard/trails.js";
@@ -223,13 +223,13 @@ t.test("fallback: the notification's own channels first, then the priority's pla
 
 t.test("decision trail: every rule's step with what it saw", async (t) => {
   const now = at("2026-01-15T12:00:00Z");
-  const trail: Trail = { s: "" };
+  const trail = new Trail();
   const tokyo = user({ timezone: "Asia/Tokyo", quietHours: { start: parseHhmm("20:00"), end: parseHhmm("08:00") } });
   decideUser(policy(), state(() => now), { n: base(), now, released: false }, { user: tokyo, online: false }, trail);
   const steps = parseTrail(trail.s);
   t.same(steps.map((s) => `${s.rule}:${s.verdict}`), ["expiry:pass", "opt_out:pass", "preferences:pass", "quiet_hours:defer"]);
   t.match(steps[3].saw, /zone Asia\/Tokyo, local time 21:00, quiet 20:00-08:00, quiet until 2026-01-15T23:00:00.000Z/);
-  const sent: Trail = { s: "" };
+  const sent = new Trail();
   decideUser(policy(), state(() => now), { n: base({ category: "marketing" }), now, released: false }, { user: user(), online: false }, sent);
   t.same(parseTrail(sent.s).map((s) => `${s.rule}:${s.verdict}`), ["expiry:pass", "opt_out:pass", "preferences:pass", "quiet_hours:pass", "frequency_cap:pass", "dedup:pass", "presence:pass", "route:send"]);
   t.match(parseTrail(sent.s)[4].saw, "cap 3 per 86400 s, 2 left after this send");
@@ -250,7 +250,7 @@ t.test("a plan shared by a chunk's recipients gives each the trail a plan of the
     for (const u of users.slice(0, 8)) st.buckets.take(u.id, "marketing", { count: 3, periodSec: 86_400 });
     const plan = shared ? planFor(cfg, n) : undefined;
     return users.map((u) => {
-      const tr: Trail = { s: "" };
+      const tr = new Trail();
       decideUser(cfg, st, { n, now, released: false }, { user: u, online: false }, tr, plan);
       return tr.s;
     });
@@ -346,7 +346,7 @@ t.test("local-time delivery in the policy: held until the local time with the tr
   const n: NotificationBrief = { id: "n_lt", createdAt: now, expiresAt: now + 48 * H, priority: "normal", category: "social", channels: ["push"], content: { push: { title: "a", body: "b" } }, deliverAt: { localTime: parseHhmm("09:00"), windowMin: 60 } };
   const st = (): PolicyState => ({ buckets: new RateBuckets(), dedup: new DedupWindow(3_600_000, () => now) });
   const u: UserRecord = { id: "u", timezone: "America/New_York", devices: [{ id: "d", platform: "ios", token: "t" }] };
-  const trail: Trail = { s: "" };
+  const trail = new Trail();
   t.same(decideUser(cfg, st(), { n, now, released: false }, { user: u, online: false }, trail), { kind: "defer", until: Date.parse("2026-01-15T14:00:00Z") }, "held until 09:00 in the user's zone");
   t.match(parseTrail(trail.s).find((x) => x.rule === "local_time"), { verdict: "defer", saw: "zone America/New_York, local time 01:00: held until 09:00 local, 2026-01-15T14:00:00.000Z" });
   t.same(decideUser(cfg, st(), { n, now, released: false }, { user: { ...u, timezone: undefined }, online: false }), { kind: "defer", until: Date.parse("2026-01-15T08:00:00Z") }, "a user without a zone: the configured default (Berlin)");

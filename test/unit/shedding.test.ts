@@ -10,7 +10,7 @@ import { shedDeadline, shedReason, sheds } from "../../lib/flow/shedding.js";
 import { beforeSend, pushBackOutcome } from "../../lib/gateway/outcomes.js";
 import { decideChunk } from "../../lib/shard/chunk-decision.js";
 import { DedupWindow } from "../../lib/shard/dedup-window.js";
-import { decideUser, type PolicyConfig, policyFrom, type Trail } from "../../lib/shard/policy.js";
+import { decideUser, type PolicyConfig, policyFrom, Trail } from "../../lib/shard/policy.js";
 import { RateBuckets } from "../../lib/shard/rate-buckets.js";
 import { parseTrail } from "../../lib/shard/trails.js";
 
@@ -66,16 +66,16 @@ t.test("policy: normal and bulk past their deadline are shed, first rule, with a
   t.same(decide(brief({ category: "slow" }), T0 + 24 * H), { kind: "suppress", reason: "expired" }, "and suppresses at expiry, as before");
   t.equal(decide(brief(), T0 + 2 * H, undefined, T0 + 2 * H - 10 * S).kind, "send", "released after quiet hours: the delay counts from the release");
 
-  const shed: Trail = { s: "" };
+  const shed = new Trail();
   decide(brief(), T0 + 61 * S, shed);
   const steps = parseTrail(shed.s);
   t.same(steps.map((s) => `${s.rule}:${s.verdict}`), ["overload:shed"], "the shed step decides, before expiry");
   t.equal(shed.s, `overload|shed|max_delay|${T0 + 60 * S}\n`);
   t.match(steps[0].saw, "shed (max_delay): not sent by its deadline 2026-01-15T12:01:00.000Z");
-  const pass: Trail = { s: "" };
+  const pass = new Trail();
   decide(brief(), T0 + S, pass);
   t.same(parseTrail(pass.s).slice(0, 2).map((s) => `${s.rule}:${s.verdict}`), ["overload:pass", "expiry:pass"]);
-  const none: Trail = { s: "" };
+  const none = new Trail();
   decide(brief({ category: "slow" }), T0 + S, none);
   t.equal(parseTrail(none.s)[0].rule, "expiry", "a delaying category has no overload step");
 });
