@@ -12,6 +12,17 @@ export function hash53(s: string): number {
 
 /** {@link hash53} of `x + y`, without building the string (the shard actor hashes two keys per recipient). */
 export function hash53Of2(x: string, y: string): number {
+  return hash53After(hash53Prefix(x), y);
+}
+
+/** Where hashing stands after a prefix: {@link hash53After}`(hash53Prefix(x), y)` is {@link hash53Of2}`(x, y)`. */
+export interface Hash53Prefix {
+  readonly a: number;
+  readonly b: number;
+}
+
+/** The state after hashing `x`, for a prefix many keys share (a notification's dedup keys: hashed once per chunk). */
+export function hash53Prefix(x: string): Hash53Prefix {
   let a = 0x811c9dc5;
   let b = 0x01000193 ^ 0x9e3779b9;
   for (let i = 0; i < x.length; i++) {
@@ -19,6 +30,13 @@ export function hash53Of2(x: string, y: string): number {
     a = Math.imul(a ^ c, 0x01000193);
     b = Math.imul(b ^ c, 0x5bd1e995);
   }
+  return { a, b };
+}
+
+/** {@link hash53} of the prefix `p` was made from followed by `y`. */
+export function hash53After(p: Hash53Prefix, y: string): number {
+  let a = p.a;
+  let b = p.b;
   for (let i = 0; i < y.length; i++) {
     const c = y.charCodeAt(i);
     a = Math.imul(a ^ c, 0x01000193);

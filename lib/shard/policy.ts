@@ -1,6 +1,6 @@
 // Per-recipient policy: the ordered rules that decide whether, when and where one user is notified, each leaving a step in the decision trail.
 import type { Config } from "../core/config.js";
-import { hash53Of2 } from "../core/hash53.js";
+import { hash53After, hash53Of2, type Hash53Prefix, hash53Prefix } from "../core/hash53.js";
 import { ownValue } from "../core/own-keys.js";
 import type { Channel, Priority } from "../core/subjects.js";
 import type { ContentChannel, DigestSpec, NotificationBrief, UserRecord } from "../core/types.js";
@@ -131,6 +131,8 @@ export interface NotificationPlan {
   pushFallback: boolean;
   /** What the recipient's id follows in the notification's dedup key (`n|<nid>|<user>`), and in its cap bucket's key after the id. */
   keys: { dedup: string; cap: string };
+  /** The dedup keys' shared prefix, hashed once (`hash53After(dedupHash, user)` is `hash53Of2(keys.dedup, user)`). */
+  dedupHash: Hash53Prefix;
   /** Trail lines that are the same for every recipient. */
   lines: { expiry: string; prefs: string; quietSkip: string | null; capSkip: string | null; dedup: string; consent: string; capPass: readonly string[] };
   /** Trail lines that repeat across the recipients of a chunk, each built once: quiet hours passed, per zone; the route taken, per channels tried and targets. */
@@ -168,6 +170,7 @@ export function planFor(cfg: PolicyConfig, n: NotificationBrief): NotificationPl
     inappRoutable: n.channels.includes("inapp") || cfg.fallback[n.priority].includes("inapp"),
     pushFallback: cfg.available.has("push") && !candidates.includes("push") && (n.content?.push !== undefined || n.template?.template.channels.push !== undefined),
     keys: { dedup: `n|${n.id}|`, cap: RateBuckets.suffix(n.category) },
+    dedupHash: hash53Prefix(`n|${n.id}|`),
     lines: {
       expiry: `expiry|pass|${n.expiresAt}\n`,
       prefs: `preferences|pass|${candidates.join(",")}\n`,
@@ -277,7 +280,7 @@ export function decideUser(cfg: PolicyConfig, st: PolicyState, ctx: DecideContex
 
   // Digest: held with the (user, key)'s other notifications; the digest is decided (cap, dedup, route) when it is sent, as one send. Critical never waits.
   if (n.digest && !p.critical && st.digests) {
-    const hn = hash53Of2(p.keys.dedup, u.id);
+    const hn = hash53After(p.dedupHash, u.id);
     if (st.dedup.hasHash(hn)) return suppress("dedup", "duplicate", `n|${n.id}|${u.id}`);
     st.dedup.addHash(hn);
     return { kind: "hold", spec: n.digest };
@@ -294,7 +297,7 @@ export function decideUser(cfg: PolicyConfig, st: PolicyState, ctx: DecideContex
     if (trail) trail.add(b.left < lines.capPass.length ? lines.capPass[b.left] : capPassLine(cap, b.left));
   }
 
-  const hn = hash53Of2(p.keys.dedup, u.id);
+  const hn = hash53After(p.dedupHash, u.id);
   if (st.dedup.hasHash(hn)) return suppress("dedup", "duplicate", `n|${n.id}|${u.id}`);
   if (n.collapseKey && r.collapsed) return suppress("dedup", "duplicate_collapse_key", n.collapseKey);
   if (trail) trail.add(lines.dedup);
