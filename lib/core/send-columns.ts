@@ -1,7 +1,7 @@
 // The wire form of a send batch: its sends' fields as columns (one joined string per field), which msgpack packs and reads in a few native calls instead of one record per send.
 import type { Send, SendBatch } from "./types.js";
 
-/** Joins a string column's values; never inside an id, token or address (checked per batch: docs/architecture.md, "Send batches on the wire"). */
+/** Joins a string column's values; a value holding it makes the batch go as records (docs/architecture.md, "Send batches on the wire"). */
 const SEP = "\u001f";
 
 /** The string fields every send has, each a column (as is `app`, which a send may lack). */
