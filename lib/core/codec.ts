@@ -4,7 +4,7 @@ import { Packr } from "msgpackr";
 import { columnsOf, isSendColumns, sendsOf } from "./send-columns.js";
 import type { SendBatch } from "./types.js";
 
-// Stream messages use msgpackr records: an object shape repeated in a batch (sends, receipt entries) has its keys written once.
+// Stream messages use msgpackr records: an object shape repeated in a batch (receipt entries; send batches go as columns) has its keys written once.
 const packr = new Packr({ useRecords: true, mapsAsObjects: true, int64AsType: "number" });
 // Directory records in Redis are plain msgpack, so Redis's Lua (cmsgpack) can read and write them too.
 const plain = new Packr({ useRecords: false, mapsAsObjects: true, int64AsType: "number", variableMapSize: true });
