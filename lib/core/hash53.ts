@@ -10,9 +10,34 @@ export function hash53(s: string): number {
   return hash53Of2(s, "");
 }
 
+/** The two lanes after the last {@link lanes} call (module state: hashing is synchronous, and no object is made per hash). */
+let laneA = 0;
+let laneB = 0;
+const A0 = 0x811c9dc5;
+const B0 = 0x01000193 ^ 0x9e3779b9;
+
+/** Runs both FNV-1a lanes from (`a`, `b`) over `s`, leaving them in laneA and laneB. */
+function lanes(s: string, a: number, b: number): void {
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    a = Math.imul(a ^ c, 0x01000193);
+    b = Math.imul(b ^ c, 0x5bd1e995);
+  }
+  laneA = a;
+  laneB = b;
+}
+
+/** The 53-bit value of the two lanes. */
+const finish = (a: number, b: number): number => {
+  b ^= b >>> 15;
+  return (b & 0x1fffff) * 0x100000000 + (a >>> 0);
+};
+
 /** {@link hash53} of `x + y`, without building the string (the shard actor hashes two keys per recipient). */
 export function hash53Of2(x: string, y: string): number {
-  return hash53After(hash53Prefix(x), y);
+  lanes(x, A0, B0);
+  lanes(y, laneA, laneB);
+  return finish(laneA, laneB);
 }
 
 /** Where hashing stands after a prefix: {@link hash53After}`(hash53Prefix(x), y)` is {@link hash53Of2}`(x, y)`. */
@@ -23,25 +48,12 @@ export interface Hash53Prefix {
 
 /** The state after hashing `x`, for a prefix many keys share (a notification's dedup keys: hashed once per chunk). */
 export function hash53Prefix(x: string): Hash53Prefix {
-  let a = 0x811c9dc5;
-  let b = 0x01000193 ^ 0x9e3779b9;
-  for (let i = 0; i < x.length; i++) {
-    const c = x.charCodeAt(i);
-    a = Math.imul(a ^ c, 0x01000193);
-    b = Math.imul(b ^ c, 0x5bd1e995);
-  }
-  return { a, b };
+  lanes(x, A0, B0);
+  return { a: laneA, b: laneB };
 }
 
 /** {@link hash53} of the prefix `p` was made from followed by `y`. */
 export function hash53After(p: Hash53Prefix, y: string): number {
-  let a = p.a;
-  let b = p.b;
-  for (let i = 0; i < y.length; i++) {
-    const c = y.charCodeAt(i);
-    a = Math.imul(a ^ c, 0x01000193);
-    b = Math.imul(b ^ c, 0x5bd1e995);
-  }
-  b ^= b >>> 15;
-  return (b & 0x1fffff) * 0x100000000 + (a >>> 0);
+  lanes(y, p.a, p.b);
+  return finish(laneA, laneB);
 }

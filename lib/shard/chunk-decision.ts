@@ -92,10 +92,10 @@ export function decideChunk(chunk: FanChunk, inp: ChunkInputs): ChunkDecision {
   const trail = book ? new Trail() : undefined;
   /** Adds a one-line trail. */
   const note = (line: string): void => {
-    if (!book) return;
-    trail!.clear();
-    trail!.add(line);
-    book.add(trail!);
+    if (!book || !trail) return;
+    trail.clear();
+    trail.add(line);
+    book.add(trail);
   };
   const ctx = { n, now, released: chunk.release !== undefined, ...(chunk.release !== undefined ? { releasedAt: chunk.release } : {}) };
   const plan = planFor(inp.policy, n);
@@ -129,11 +129,11 @@ export function decideChunk(chunk: FanChunk, inp: ChunkInputs): ChunkDecision {
       const h = inp.state.digests!.hold(userId, n, v.spec, item);
       if (trail) {
         trail.add(`digest|hold|${v.spec.key}|${h.until}|${h.id}|${h.count}\n`);
-        book!.add(trail);
+        book?.add(trail);
       }
       return void receipts.push({ user: userId, outcome: "digested", reason: h.id, until: h.until, at: now });
     }
-    if (trail) book!.add(trail);
+    if (trail) book?.add(trail);
     if (v.kind === "suppress") return void receipts.push({ user: userId, outcome: "suppressed", reason: v.reason, at: now });
     // Listed for campaigns too (like suppressed): the entry is the recipient's one count.
     if (v.kind === "shed") return void receipts.push({ user: userId, outcome: "shed", reason: v.reason, at: now });

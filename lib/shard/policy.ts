@@ -11,8 +11,6 @@ import type { DigestBook } from "./digests.js";
 import { type Cap, RateBuckets } from "./rate-buckets.js";
 import type { Trail } from "./trails.js";
 
-export { Trail } from "./trails.js";
-
 /** Policy settings of one category. */
 export interface CategoryPolicy {
   /** Frequency cap per user; none means uncapped. */
@@ -129,9 +127,9 @@ export interface NotificationPlan {
   inappRoutable: boolean;
   /** Push is the in-app fallback of last resort: available, not already a candidate, and the notification has push content. */
   pushFallback: boolean;
-  /** What the recipient's id follows in the notification's dedup key (`n|<nid>|<user>`), and in its cap bucket's key after the id. */
-  keys: { dedup: string; cap: string };
-  /** The dedup keys' shared prefix, hashed once (`hash53After(dedupHash, user)` is `hash53Of2(keys.dedup, user)`). */
+  /** What follows the recipient's id in its cap bucket's key. */
+  capKey: string;
+  /** The notification's dedup keys' shared prefix `n|<nid>|`, hashed once (a recipient's key is `hash53After(dedupHash, user)`). */
   dedupHash: Hash53Prefix;
   /** Trail lines that are the same for every recipient. */
   lines: { expiry: string; prefs: string; quietSkip: string | null; capSkip: string | null; dedup: string; consent: string; capPass: readonly string[] };
@@ -169,7 +167,7 @@ export function planFor(cfg: PolicyConfig, n: NotificationBrief): NotificationPl
     own,
     inappRoutable: n.channels.includes("inapp") || cfg.fallback[n.priority].includes("inapp"),
     pushFallback: cfg.available.has("push") && !candidates.includes("push") && (n.content?.push !== undefined || n.template?.template.channels.push !== undefined),
-    keys: { dedup: `n|${n.id}|`, cap: RateBuckets.suffix(n.category) },
+    capKey: RateBuckets.suffix(n.category),
     dedupHash: hash53Prefix(`n|${n.id}|`),
     lines: {
       expiry: `expiry|pass|${n.expiresAt}\n`,
@@ -291,7 +289,7 @@ export function decideUser(cfg: PolicyConfig, st: PolicyState, ctx: DecideContex
     if (trail) trail.add(lines.capSkip);
   } else {
     const cap = cat.cap!;
-    bucket = hash53Of2(u.id, p.keys.cap);
+    bucket = hash53Of2(u.id, p.capKey);
     const b = st.buckets.takeHash(bucket, cap, false);
     if (!b.ok) return suppress("frequency_cap", "frequency_cap", cap.count, cap.periodSec, b.retryInMs);
     if (trail) trail.add(b.left < lines.capPass.length ? lines.capPass[b.left] : capPassLine(cap, b.left));

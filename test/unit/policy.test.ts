@@ -9,10 +9,10 @@ import { isBroadcast, readTimePolicy } from "../../lib/inapp/broadcasts.js";
 import { renderPush, variablesOf } from "../../lib/intake/templates.js";
 import { DedupWindow } from "../../lib/shard/dedup-window.js";
 import { DigestBook, digestIdOf, digestNotification } from "../../lib/shard/digests.js";
-import { decideUser, planFor, type PolicyConfig, policyFrom, type PolicyState, Trail } from "../../lib/shard/policy.js";
+import { decideUser, planFor, type PolicyConfig, policyFrom, type PolicyState } from "../../lib/shard/policy.js";
 import { RateBuckets } from "../../lib/shard/rate-buckets.js";
 import { preferredOwner } from "../../lib/shard/shard-ownership.js";
-import { parseTrail } from "../../lib/shard/trails.js";
+import { parseTrail, Trail } from "../../lib/shard/trails.js";
 
 const H = 3_600_000;
 const at = (iso: string): number => Date.parse(iso);

@@ -10,9 +10,9 @@ import { shedDeadline, shedReason, sheds } from "../../lib/flow/shedding.js";
 import { beforeSend, pushBackOutcome } from "../../lib/gateway/outcomes.js";
 import { decideChunk } from "../../lib/shard/chunk-decision.js";
 import { DedupWindow } from "../../lib/shard/dedup-window.js";
-import { decideUser, type PolicyConfig, policyFrom, Trail } from "../../lib/shard/policy.js";
+import { decideUser, type PolicyConfig, policyFrom } from "../../lib/shard/policy.js";
 import { RateBuckets } from "../../lib/shard/rate-buckets.js";
-import { parseTrail } from "../../lib/shard/trails.js";
+import { parseTrail, Trail } from "../../lib/shard/trails.js";
 
 const T0 = Date.parse("2026-01-15T12:00:00Z");
 const S = 1000;
