@@ -13,7 +13,7 @@ import { shedReason } from "../lib/flow/shedding.js";
 import { watchWorkQueue } from "../lib/flow/stranded.js";
 import { publishChecked } from "../lib/flow/stream-reconciler.js";
 import { jsPublisher } from "../lib/flow/stream-reconciler.js";
-import { ReceiptCollector, receiptReconciler } from "../lib/gateway/receipts.js";
+import { markSendBatchDone, ReceiptCollector, receiptReconciler, sendBatchesChecked } from "../lib/gateway/receipts.js";
 import { Inbox, type InboxItem, inboxItemOf, itemWithState, type StoredItem } from "../lib/inapp/inbox.js";
 import { gatewaysOfAll } from "../lib/inapp/presence.js";
 import { perLaneClass } from "../lib/infra/lane-connections.js";
@@ -106,6 +106,7 @@ async function dispatchLanes(d: InAppDispatchDeps, cls: LaneClass): Promise<{ st
   const log = d.log.child({ actor: "inapp-dispatch", lanes: cls });
   // Its receipts, and the push (or other) fallbacks it publishes, are checked on replicated streams.
   const rec = receiptReconciler({ ...d, log }, GATEWAY_CHANNELS.map((c) => STREAM.send(c)));
+  const markDone = sendBatchesChecked(d.cfg);
   const pub = jsPublisher(d.nats);
   const now = d.now ?? Date.now;
   const w = d.cfg.ws;
@@ -152,7 +153,8 @@ async function dispatchLanes(d: InAppDispatchDeps, cls: LaneClass): Promise<{ st
   const handleBatch = async (m: JsMsg, prio: Priority): Promise<void> => {
     const batch = decodeAs<SendBatch>(m.data, "send_batch");
     if (batch.channel !== "inapp") throw new PoisonMessage(`a ${batch.channel} batch on the inapp stream`);
-    const batchId = m.headers?.get("Nats-Msg-Id") || `seq:${m.seq}`;
+    // A copy published again (its stream lost the first) reports under the first id, as the first would have.
+    const batchId = MSGID.original(m.headers?.get("Nats-Msg-Id") || `seq:${m.seq}`);
     const receipts = new ReceiptCollector();
     const note = (nid: string, e: ReceiptEntry): void => receipts.add(nid, e);
     const fallbacks: Promise<unknown>[] = [];
@@ -160,7 +162,8 @@ async function dispatchLanes(d: InAppDispatchDeps, cls: LaneClass): Promise<{ st
       // With no fallback route the item stays in the inbox only.
       note(s.nid, { user: s.user, outcome: "fallback", channel: "inapp", device: "inapp", reason: s.fallback?.length ? reason : `${reason}:inbox_only`, at: now() });
       for (const b of fallbackBatches(batch, s, n)) {
-        fallbacks.push(publishChecked(pub, rec, sendSubject(b.channel, prio), MSGID.inappFallback(s.nid, s.user, b.channel), encode(b), takenKeys(b)));
+        const id = MSGID.inappFallback(s.nid, s.user, b.channel);
+        fallbacks.push(publishChecked(pub, rec, sendSubject(b.channel, prio), id, encode(b), takenKeys(id)));
         for (const f of b.sends) note(s.nid, { user: s.user, outcome: "queued", channel: b.channel, device: f.device, at: now() });
       }
     };
@@ -196,6 +199,7 @@ async function dispatchLanes(d: InAppDispatchDeps, cls: LaneClass): Promise<{ st
     );
     await Promise.all(fallbacks);
     await receipts.publish(d.nats, batchId, rec);
+    if (markDone) await markSendBatchDone(d.redis, batchId);
     stageItems.inc({ stage: "inapp" }, batch.sends.length);
   };
 

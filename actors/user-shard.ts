@@ -504,8 +504,8 @@ class ShardOwner {
       subject: o.subject,
       msgId: o.msgId,
       data: encode(o.body),
-      // Send batches are done with once a gateway took them (their delivery keys), receipt batches once the tracker folded them.
-      keys: !checked ? null : o.body.type === "send_batch" ? takenKeys(o.body) : o.body.type === "receipts" ? [receiptFoldedKey(o.msgId)] : null,
+      // Send batches are done with once a gateway finished them (their done key), receipt batches once the tracker folded them.
+      keys: !checked ? null : o.body.type === "send_batch" ? takenKeys(o.msgId) : o.body.type === "receipts" ? [receiptFoldedKey(o.msgId)] : null,
     }));
   }
 

@@ -85,6 +85,13 @@ export const receiptFoldedKey = (originalId: string): string => `nfx:rf:${origin
  */
 export const fanDecidedKey = (shard: number, originalId: string): string => `nfx:${tag(shard)}:fd:${originalId}`;
 
+/**
+ * Set (for an hour) by the gateway or in-app dispatcher that finished the send batch first published under message id
+ * `originalId` (its outcomes recorded and its receipts published, right before its ack): what the stream reconciler of
+ * the batch's publisher looks for before it looks in the batch's stream. Pass the original id (`MSGID.original`).
+ */
+export const sendBatchDoneKey = (originalId: string): string => `nfx:sd:${originalId}`;
+
 /** A provider webhook event already applied (SendGrid sg_event_id, Twilio sid + status): redelivered webhooks count once. */
 export const webhookSeenKey = (provider: string, eventId: string): string => `nfx:wh:${provider}:${eventId}`;
 

@@ -1,7 +1,7 @@
 // Receipt entries of one handled send batch, collected per notification and published as one receipt batch each under the batch's message ids.
 import { encode } from "../core/codec.js";
 import type { Config } from "../core/config.js";
-import { receiptFoldedKey } from "../core/keys.js";
+import { receiptFoldedKey, sendBatchDoneKey } from "../core/keys.js";
 import type { Logger } from "../core/log.js";
 import { MSGID, receiptSubject, STREAM } from "../core/subjects.js";
 import type { ReceiptBatch, ReceiptEntry } from "../core/types.js";
@@ -21,6 +21,23 @@ export function receiptReconciler(d: { cfg: Config; nats: Nats; redis: Redis; lo
   const g = d.cfg.gateways;
   if (!reconcileWanted(g.reconcileReceipts, d.cfg.streams.replicas)) return null;
   return new StreamReconciler({ jsm: d.nats.jsm, redis: d.redis, pub: jsPublisher(d.nats), log: d.log, streams: [STREAM.receipts, ...sendStreams], maxBytes: g.reconcileMaxMb * 1024 * 1024 });
+}
+
+/**
+ * Whether the stages that take send batches mark each one done ({@link markSendBatchDone}): when a reconciler checks
+ * send batches (the shard actor's, `shard.reconcileSends`, or the in-app dispatcher's fallbacks, `gateways.reconcileReceipts`).
+ */
+export const sendBatchesChecked = (cfg: Config): boolean =>
+  reconcileWanted(cfg.shard.reconcileSends, cfg.streams.replicas) || reconcileWanted(cfg.gateways.reconcileReceipts, cfg.streams.replicas);
+
+/**
+ * Marks the send batch delivered as message `batchId` (the original or a copy published again) done, for an hour: its
+ * outcomes are recorded and its receipts published, and it is about to be acked. Until then its publisher's stream
+ * reconciler keeps checking it, and publishes it again if its stream loses it (lib/shard/taken-keys.ts). Rejects as
+ * Redis does (the batch then fails and is redelivered).
+ */
+export async function markSendBatchDone(redis: Redis, batchId: string): Promise<void> {
+  await redis.set(sendBatchDoneKey(MSGID.original(batchId)), "1", "EX", 3600);
 }
 
 /**

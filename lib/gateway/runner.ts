@@ -26,7 +26,7 @@ import { type BatchLedger, DeliveryLedger } from "./delivery-ledger.js";
 import { storeDeadLetter } from "./dlq.js";
 import { answerOutcome, beforeSend, type Later, pushBackOutcome, type Recorded, releaseOf, tokenGone } from "./outcomes.js";
 import { type ChannelClient, ProviderApps } from "./provider-apps.js";
-import { ReceiptCollector, receiptReconciler } from "./receipts.js";
+import { markSendBatchDone, ReceiptCollector, receiptReconciler, sendBatchesChecked } from "./receipts.js";
 import { changedSince } from "./send-recheck.js";
 
 export { type ChannelClient, primaryWithFailovers, type ProviderApp, type SendResult } from "./provider-apps.js";
@@ -120,6 +120,7 @@ async function runGatewayLanes(d: GatewayDeps, client: ChannelClient, cls: LaneC
   let lanesRef: Lanes | null = null;
   const latency = new LatencyReporter(d.nats, d.cfg, "delivered", `gateway-${channel}`, cls === "urgent", () => lanesRef?.oldestWaitingMs() ?? 0);
   const admission = cls === "bulk" ? new Admission(d.nats, d.cfg, `gateway-${channel}`, log) : null;
+  const markDone = sendBatchesChecked(d.cfg);
 
   const handle = async (m: JsMsg): Promise<void> => {
     const t0 = performance.now();
@@ -130,11 +131,14 @@ async function runGatewayLanes(d: GatewayDeps, client: ChannelClient, cls: LaneC
   const handleBatch = async (m: JsMsg): Promise<void> => {
     const batch = decodeAs<SendBatch>(m.data, "send_batch");
     if (batch.channel !== channel) throw new PoisonMessage(`a ${batch.channel} batch on the ${channel} stream`);
-    const batchId = m.headers?.get("Nats-Msg-Id") || `seq:${m.seq}`;
+    // A copy its publisher published again (its stream lost the first) is the same batch: its first id keys its claims,
+    // records, releases and receipts, so what the first delivery recorded is its own and is reported, not an echo.
+    const batchId = MSGID.original(m.headers?.get("Nats-Msg-Id") || `seq:${m.seq}`);
     const prio = (m.subject.split(".")[3] ?? "normal") as Priority;
     const keys = await ledger.claim(batch, channel, batchId, `${m.info.deliveryCount}.${proc}`);
     try {
       await settleBatch(batch, batchId, prio, keys);
+      if (markDone) await markSendBatchDone(d.redis, batchId);
     } finally {
       keys.close();
     }

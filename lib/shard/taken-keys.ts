@@ -1,19 +1,16 @@
-// The Redis keys that show a send batch was taken by a gateway: what the stream reconciler looks for before it looks in the stream.
-import { deliveredField, deliveredKey } from "../core/keys.js";
-import type { SendBatch } from "../core/types.js";
+// The Redis key that shows a send batch was finished by a gateway: what the stream reconciler looks for before it looks in the stream.
+import { sendBatchDoneKey } from "../core/keys.js";
+import { MSGID } from "../core/subjects.js";
 import type { TakenMark } from "../flow/stream-reconciler.js";
 
 /**
- * The delivery keys of the first and last sends of `batch` (fields of
- * lib/core/keys.ts {@link deliveredKey}): a gateway that takes a batch claims
- * every one of its keys before any provider call, and a send dead-lettered
- * releases only its own, so one of the two set means a gateway took the batch.
- * Empty for a batch without sends.
+ * What shows that the send batch published under message id `msgId` (or a copy of it published again) was finished:
+ * its done key ({@link sendBatchDoneKey} of its original id), which a gateway or the in-app dispatcher sets once the
+ * batch's outcomes are recorded and its receipts published, right before it acks the batch. Not its delivery keys: a
+ * gateway claims those before any provider call, so a batch its stream lost after that (its receipts not yet
+ * published, or its process dead) would have been taken for done and never delivered again
+ * (docs/architecture.md, "Guarantees").
  */
-export function takenKeys(batch: SendBatch): TakenMark[] {
-  const first = batch.sends[0];
-  const last = batch.sends[batch.sends.length - 1];
-  if (!first || !last) return [];
-  const mark = (s: typeof first): TakenMark => ({ hash: deliveredKey(batch.shard, s.nid, batch.channel), field: deliveredField(s.user, s.device) });
-  return [mark(first), mark(last)];
+export function takenKeys(msgId: string): TakenMark[] {
+  return [sendBatchDoneKey(MSGID.original(msgId))];
 }

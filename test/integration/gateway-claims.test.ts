@@ -9,9 +9,9 @@ import t from "tap";
 
 import { createFcmClient } from "../../actors/gateway-fcm.js";
 import { encode } from "../../lib/core/codec.js";
-import { deliveredField, deliveredKey } from "../../lib/core/keys.js";
+import { deliveredField, deliveredKey, sendBatchDoneKey } from "../../lib/core/keys.js";
 import { createLogger } from "../../lib/core/log.js";
-import { sendSubject } from "../../lib/core/subjects.js";
+import { MSGID, sendSubject } from "../../lib/core/subjects.js";
 import type { NotificationBrief, ReceiptEntry, Send, SendBatch } from "../../lib/core/types.js";
 import { Claims, OutcomeWriter } from "../../lib/gateway/delivery-claims.js";
 import { DeliveryLedger } from "../../lib/gateway/delivery-ledger.js";
@@ -33,7 +33,8 @@ t.test("gateway claims", async (t) => {
   const rec = sandbox.recorder;
   const key = ensureApnsKey(join(mkdtempSync(join(tmpdir(), "nfx-key-")), "k.p8"));
   const sb = sandboxOverrides(sandbox.ports, key);
-  const cfg = servers.config({ ...sb, gateways: { ...(sb.gateways as object), claimTtlSec: TTL } });
+  // Send batches checked by their publishers (shard.reconcileSends on, as on replicated streams): the gateway marks each one done.
+  const cfg = servers.config({ ...sb, gateways: { ...(sb.gateways as object), claimTtlSec: TTL }, shard: { reconcileSends: "on" } });
   const log = createLogger({ level: "warn", redact: true }, pino.destination(2));
   const nats = await connectNats(cfg, log, "test");
   const redis = await connectRedis(cfg, log);
@@ -181,5 +182,21 @@ t.test("gateway claims", async (t) => {
     t.equal(got.length, 1, "one sent receipt");
     t.notOk(got[0].echo, "not an echo: this message's receipts are the only ones that report it, so it is counted");
     t.equal(calls("sibling-1"), 0, "not sent again");
+  });
+
+  t.test("a copy published again after its stream lost the first, which a gateway had sent and recorded without publishing its receipts: reported under the first id, counted, nothing sent twice; marked done", async (t) => {
+    const n = brief();
+    const first = "lost-batch";
+    // The first delivery sent and recorded y1's send, then its receipts failed to publish and the stream lost the batch.
+    const tag = createHash("sha1").update(first).digest("base64url").slice(0, 8);
+    await redis.hset(...keyOf(n.id, "z1", "d1"), JSON.stringify({ outcome: "sent", at: Date.now(), b: tag }));
+    t.equal(await redis.exists(sendBatchDoneKey(first)), 0, "the first was not marked done");
+    await publish(n, [{ user: "z1", device: "d1", token: "copy-1" }, { user: "z2", device: "d1", token: "copy-2" }], MSGID.republished(first, 1));
+    const got = await sent(n.id, 2);
+    t.same(got.map((r) => r.user).sort(), ["z1", "z2"], "both sends reported");
+    t.notOk(got.some((r) => r.echo), "neither an echo: the first's record is the copy's own, so it is counted");
+    t.equal(calls("copy-1"), 0, "the recorded send not sent again");
+    t.equal(calls("copy-2"), 1, "the other sent once");
+    t.ok(await eventually(async () => (await redis.exists(sendBatchDoneKey(first))) === 1), "done, under the first id");
   });
 });

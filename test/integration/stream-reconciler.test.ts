@@ -6,7 +6,7 @@ import { startTracker } from "../../actors/tracker.js";
 import { readCounters, readTotals } from "../../lib/campaign/counters.js";
 import { decode, encode } from "../../lib/core/codec.js";
 import type { Config } from "../../lib/core/config.js";
-import { deliveredField, deliveredKey } from "../../lib/core/keys.js";
+import { deliveredField, deliveredKey, sendBatchDoneKey } from "../../lib/core/keys.js";
 import { createLogger, type Logger } from "../../lib/core/log.js";
 import { BUCKET, CONSUMER, receiptSubject, sendSubject, STREAM } from "../../lib/core/subjects.js";
 import type { SendBatch } from "../../lib/core/types.js";
@@ -39,6 +39,16 @@ async function setUp(t: Test): Promise<{ cfg: Config; admin: Nats; redis: Redis;
   return { cfg, admin, redis, log: createLogger({ level: "silent", redact: true }) };
 }
 
+/** The sequence of the message stored in `stream` under message id `id` (0: none). */
+async function seqOf(admin: Nats, stream: string, id: string): Promise<number> {
+  const si = await admin.jsm.streams.info(stream);
+  for (let s = si.state.first_seq; si.state.messages > 0 && s <= si.state.last_seq; s++) {
+    const m = await admin.jsm.streams.getMessage(stream, { seq: s }).catch(() => null);
+    if (m?.header.get("Nats-Msg-Id") === id) return s;
+  }
+  return 0;
+}
+
 /** The message ids stored in `stream`, in stream order. */
 async function idsIn(admin: Nats, stream: string): Promise<string[]> {
   const out: string[] = [];
@@ -50,7 +60,7 @@ async function idsIn(admin: Nats, stream: string): Promise<string[]> {
   return out;
 }
 
-t.test("every send batch is checked: one its stream lost is published again; one a gateway took, or still queued, is not", async (t) => {
+t.test("every send batch is checked: one its stream lost is published again, even after a gateway claimed it; one a gateway finished, or still queued, is not", async (t) => {
   const { cfg, admin, redis, log } = await setUp(t);
   // As the shard role: its NATS user may read its send streams' messages (lib/infra/nats-auth.ts).
   const nats = await connectNats(cfg, log, "test-shard", "shard");
@@ -64,7 +74,7 @@ t.test("every send batch is checked: one its stream lost is published again; one
     const b = batchOf(name);
     const data = encode(b);
     const a = await pub.publish(subject, data, `snd:${name}`);
-    return { b, seq: a.seq, observe: (rec) => rec.observe(subject, `snd:${name}`, data, a, takenKeys(b)) };
+    return { b, seq: a.seq, observe: (rec) => rec.observe(subject, `snd:${name}`, data, a, takenKeys(`snd:${name}`)) };
   };
   const publishVia = (rec: StreamReconciler) => async (name: string): Promise<{ b: SendBatch; seq: number }> => {
     const p = await publishBatch(name);
@@ -80,33 +90,34 @@ t.test("every send batch is checked: one its stream lost is published again; one
   const b = await publishBatch("b");
   const c = await publishBatch("c");
   const d = await publishBatch("d");
-  // a: a gateway took it (claimed its keys) and acked it; b: lost by the stream, untouched; c: still queued;
-  // d: taken, its first send dead-lettered (key released) but its last recorded. All of it set before the reconciler
-  // hears of the acks, so its first check (verifyAfterMs later) sees it, however slowly the machine runs.
-  await setKey(redis, a.b, 0, "~claimed");
+  // a: a gateway finished it (its done key) and acked it; b: lost by the stream, untouched; c: still queued; d: a
+  // gateway claimed its keys and recorded a send, then the stream lost it before the gateway finished it (its receipts
+  // not yet published): it must come again. All of it set before the reconciler hears of the acks, so its first check
+  // (verifyAfterMs later) sees it, however slowly the machine runs.
+  await redis.set(sendBatchDoneKey("snd:a"), "1");
+  await setKey(redis, d.b, 0, "~claimed");
   await setKey(redis, d.b, 2, '{"outcome":"sent"}');
   for (const x of [a, b, d]) await admin.jsm.streams.deleteMessage(stream, x.seq);
   for (const x of [a, b, c, d]) x.observe(rec);
 
-  const want = ["snd:b~r1", "snd:c"];
+  const want = ["snd:b~r1", "snd:c", "snd:d~r1"];
   for (let i = 0; i < 50 && JSON.stringify(await ids()) !== JSON.stringify(want); i++) await sleep(100);
-  t.same(await ids(), want, "b published again under a new id; a and d (taken) not; c (queued) not twice");
-  t.equal((await total(messagesRepublished)) - reconciled0, 1, "one counted in nfx_messages_republished_total");
+  t.same(await ids(), want, "b and d (claimed, not finished) published again under a new id; a (finished) not; c (queued) not twice");
+  t.equal((await total(messagesRepublished)) - reconciled0, 2, "two counted in nfx_messages_republished_total");
   const again = await admin.jsm.streams.getMessage(stream, { last_by_subj: subject });
-  t.same(decode<SendBatch>(again!.data).sends.map((s) => s.user), ["b-0", "b-1", "b-2"], "the same batch");
-  t.equal(rec.pending, 2, "c and b~r1 are held until a gateway takes them");
+  t.same(decode<SendBatch>(again!.data).sends.map((s) => s.user), ["d-0", "d-1", "d-2"], "the same batch");
+  t.equal(rec.pending, 3, "c, b~r1 and d~r1 are held until a gateway finishes them");
 
   // Lost again: published again once more, under the next id.
-  await admin.jsm.streams.deleteMessage(stream, again!.seq);
+  await admin.jsm.streams.deleteMessage(stream, await seqOf(admin, stream, "snd:b~r1"));
   for (let i = 0; i < 50 && !(await ids()).includes("snd:b~r2"); i++) await sleep(100);
-  t.same(await ids(), ["snd:b~r2", "snd:c"], "lost again: published as ~r2");
+  t.same(await ids(), ["snd:b~r2", "snd:c", "snd:d~r1"], "lost again: published as ~r2");
 
-  // A gateway takes both: they are let go at their next check (ten times verifyAfterMs after the last).
-  await setKey(redis, b.b, 0, "~claimed");
-  await setKey(redis, c.b, 0, "~claimed");
+  // Gateways finish them (under each batch's first id, whatever copy they took): let go at their next check (ten times verifyAfterMs after the last).
+  for (const n of ["b", "c", "d"]) await redis.set(sendBatchDoneKey(`snd:${n}`), "1");
   for (let i = 0; i < 60 && rec.pending > 0; i++) await sleep(100);
-  t.equal(rec.pending, 0, "nothing held once gateways took everything");
-  t.same(await ids(), ["snd:b~r2", "snd:c"], "nothing published twice");
+  t.equal(rec.pending, 0, "nothing held once gateways finished everything");
+  t.same(await ids(), ["snd:b~r2", "snd:c", "snd:d~r1"], "nothing published twice");
 
   // The memory bound: past it the oldest batches go unchecked, counted.
   const small = new StreamReconciler({ jsm: nats.jsm, redis, pub, log, streams: [stream], tickMs: 100, verifyAfterMs: 60_000, maxBytes: encode(batchOf("x")).length + 1 });
