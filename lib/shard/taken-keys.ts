@@ -9,7 +9,7 @@ import type { TakenMark } from "../flow/stream-reconciler.js";
  * batch's outcomes are recorded and its receipts published, right before it acks the batch. Not its delivery keys: a
  * gateway claims those before any provider call, so a batch its stream lost after that (its receipts not yet
  * published, or its process dead) would have been taken for done and never delivered again
- * (docs/architecture.md, "Guarantees").
+ * (docs/operations.md, "nats-server version").
  */
 export function takenKeys(msgId: string): TakenMark[] {
   return [sendBatchDoneKey(MSGID.original(msgId))];
