@@ -8,7 +8,7 @@ import type { Logger } from "../lib/core/log.js";
 import { type Channel, CLASS_PRIORITIES, CONSUMER, GATEWAY_CHANNELS, LANE_CLASSES, type LaneClass, LIVE_USER_HEADER, liveSubject, MSGID, type Priority, sendSubject, STREAM } from "../lib/core/subjects.js";
 import type { NotificationBrief, ReceiptEntry, Send, SendBatch } from "../lib/core/types.js";
 import { Admission, LatencyReporter } from "../lib/flow/admission.js";
-import { decodeAs, type Lanes, PoisonMessage, runLanes } from "../lib/flow/lanes.js";
+import { decodeAs, firstIdOf, type Lanes, PoisonMessage, runLanes } from "../lib/flow/lanes.js";
 import { shedReason } from "../lib/flow/shedding.js";
 import { watchWorkQueue } from "../lib/flow/stranded.js";
 import { publishChecked } from "../lib/flow/stream-reconciler.js";
@@ -153,8 +153,8 @@ async function dispatchLanes(d: InAppDispatchDeps, cls: LaneClass): Promise<{ st
   const handleBatch = async (m: JsMsg, prio: Priority): Promise<void> => {
     const batch = decodeAs<SendBatch>(m.data, "send_batch");
     if (batch.channel !== "inapp") throw new PoisonMessage(`a ${batch.channel} batch on the inapp stream`);
-    // A copy published again (its stream lost the first) reports under the first id, as the first would have.
-    const batchId = MSGID.original(m.headers?.get("Nats-Msg-Id") || `seq:${m.seq}`);
+    // A copy published again reports under the first id, as the first would have.
+    const batchId = firstIdOf(m);
     const receipts = new ReceiptCollector();
     const note = (nid: string, e: ReceiptEntry): void => receipts.add(nid, e);
     const fallbacks: Promise<unknown>[] = [];

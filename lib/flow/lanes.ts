@@ -4,12 +4,19 @@ import type { JetStreamClient, JsMsg } from "@nats-io/jetstream";
 import { backoffMs } from "../core/backoff.js";
 import { decode } from "../core/codec.js";
 import type { Logger } from "../core/log.js";
-import { PRIORITIES, type Priority } from "../core/subjects.js";
+import { MSGID, PRIORITIES, type Priority } from "../core/subjects.js";
 import { PriorityBuffer } from "./priority-buffer.js";
 import { readDurable } from "./pull.js";
 
 /** Thrown by a handler for a message that can never be processed (undecodable, wrong type): it is terminated, not redelivered. */
 export class PoisonMessage extends Error {}
+
+/**
+ * The id a batch message is handled under: the message id it was first published under (a copy its publisher published
+ * again because its stream lost the first is the same batch: {@link MSGID.original}), or `seq:<stream sequence>`
+ * without a message id.
+ */
+export const firstIdOf = (m: JsMsg): string => MSGID.original(m.headers?.get("Nats-Msg-Id") || `seq:${m.seq}`);
 
 /** Decodes a msgpack message body that must be of `type`. Throws {@link PoisonMessage} otherwise. */
 export function decodeAs<T extends { type: string }>(data: Uint8Array, type: T["type"]): T {

@@ -31,13 +31,13 @@ export const sendBatchesChecked = (cfg: Config): boolean =>
   reconcileWanted(cfg.shard.reconcileSends, cfg.streams.replicas) || reconcileWanted(cfg.gateways.reconcileReceipts, cfg.streams.replicas);
 
 /**
- * Marks the send batch delivered as message `batchId` (the original or a copy published again) done, for an hour: its
+ * Marks the send batch first published as message `firstId` (`firstIdOf` in lib/flow/lanes.ts) done, for an hour: its
  * outcomes are recorded and its receipts published, and it is about to be acked. Until then its publisher's stream
  * reconciler keeps checking it, and publishes it again if its stream loses it (lib/shard/taken-keys.ts). Rejects as
  * Redis does (the batch then fails and is redelivered).
  */
-export async function markSendBatchDone(redis: Redis, batchId: string): Promise<void> {
-  await redis.set(sendBatchDoneKey(MSGID.original(batchId)), "1", "EX", 3600);
+export async function markSendBatchDone(redis: Redis, firstId: string): Promise<void> {
+  await redis.set(sendBatchDoneKey(firstId), "1", "EX", 3600);
 }
 
 /**

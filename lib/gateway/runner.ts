@@ -14,7 +14,7 @@ import { removeDeadToken } from "../directory/directory.js";
 import { Admission, LatencyReporter } from "../flow/admission.js";
 import { type BulkheadState, isRefusal, type SendResult } from "../flow/bulkhead.js";
 import { holdUntilDue } from "../flow/hold-until-due.js";
-import { decodeAs, type Lanes, PoisonMessage, runLanes } from "../flow/lanes.js";
+import { decodeAs, firstIdOf, type Lanes, PoisonMessage, runLanes } from "../flow/lanes.js";
 import { watchWorkQueue } from "../flow/stranded.js";
 import { perLaneClass } from "../infra/lane-connections.js";
 import { gatewayRetries, gatewaySends, shedTotal, stageItems, watchBreakers } from "../infra/metrics.js";
@@ -131,9 +131,9 @@ async function runGatewayLanes(d: GatewayDeps, client: ChannelClient, cls: LaneC
   const handleBatch = async (m: JsMsg): Promise<void> => {
     const batch = decodeAs<SendBatch>(m.data, "send_batch");
     if (batch.channel !== channel) throw new PoisonMessage(`a ${batch.channel} batch on the ${channel} stream`);
-    // A copy its publisher published again (its stream lost the first) is the same batch: its first id keys its claims,
-    // records, releases and receipts, so what the first delivery recorded is its own and is reported, not an echo.
-    const batchId = MSGID.original(m.headers?.get("Nats-Msg-Id") || `seq:${m.seq}`);
+    // A copy published again is the same batch: its first id keys its claims, records, releases and receipts, so what
+    // the first delivery recorded is its own and is reported, not an echo.
+    const batchId = firstIdOf(m);
     const prio = (m.subject.split(".")[3] ?? "normal") as Priority;
     const keys = await ledger.claim(batch, channel, batchId, `${m.info.deliveryCount}.${proc}`);
     try {

@@ -187,7 +187,7 @@ t.test("gateway claims", async (t) => {
   t.test("a copy published again after its stream lost the first, which a gateway had sent and recorded without publishing its receipts: reported under the first id, counted, nothing sent twice; marked done", async (t) => {
     const n = brief();
     const first = "lost-batch";
-    // The first delivery sent and recorded y1's send, then its receipts failed to publish and the stream lost the batch.
+    // The first delivery sent and recorded z1's send, then its receipts failed to publish and the stream lost the batch.
     const tag = createHash("sha1").update(first).digest("base64url").slice(0, 8);
     await redis.hset(...keyOf(n.id, "z1", "d1"), JSON.stringify({ outcome: "sent", at: Date.now(), b: tag }));
     t.equal(await redis.exists(sendBatchDoneKey(first)), 0, "the first was not marked done");

@@ -39,26 +39,22 @@ async function setUp(t: Test): Promise<{ cfg: Config; admin: Nats; redis: Redis;
   return { cfg, admin, redis, log: createLogger({ level: "silent", redact: true }) };
 }
 
-/** The sequence of the message stored in `stream` under message id `id` (0: none). */
-async function seqOf(admin: Nats, stream: string, id: string): Promise<number> {
+/** The messages stored in `stream`, in stream order: each one's sequence and message id. */
+async function stored(admin: Nats, stream: string): Promise<{ seq: number; id: string }[]> {
+  const out: { seq: number; id: string }[] = [];
   const si = await admin.jsm.streams.info(stream);
   for (let s = si.state.first_seq; si.state.messages > 0 && s <= si.state.last_seq; s++) {
     const m = await admin.jsm.streams.getMessage(stream, { seq: s }).catch(() => null);
-    if (m?.header.get("Nats-Msg-Id") === id) return s;
-  }
-  return 0;
-}
-
-/** The message ids stored in `stream`, in stream order. */
-async function idsIn(admin: Nats, stream: string): Promise<string[]> {
-  const out: string[] = [];
-  const si = await admin.jsm.streams.info(stream);
-  for (let s = si.state.first_seq; si.state.messages > 0 && s <= si.state.last_seq; s++) {
-    const m = await admin.jsm.streams.getMessage(stream, { seq: s }).catch(() => null);
-    if (m) out.push(m.header.get("Nats-Msg-Id"));
+    if (m) out.push({ seq: s, id: m.header.get("Nats-Msg-Id") });
   }
   return out;
 }
+
+/** The message ids stored in `stream`, in stream order. */
+const idsIn = async (admin: Nats, stream: string): Promise<string[]> => (await stored(admin, stream)).map((x) => x.id);
+
+/** The sequence of the message stored in `stream` under message id `id` (0: none). */
+const seqOf = async (admin: Nats, stream: string, id: string): Promise<number> => (await stored(admin, stream)).find((x) => x.id === id)?.seq ?? 0;
 
 t.test("every send batch is checked: one its stream lost is published again, even after a gateway claimed it; one a gateway finished, or still queued, is not", async (t) => {
   const { cfg, admin, redis, log } = await setUp(t);
