@@ -6,19 +6,21 @@ import { Agent } from "undici";
 
 import { decode } from "../lib/core/codec.js";
 import type { Config } from "../lib/core/config.js";
+import { sendBatchDoneKey } from "../lib/core/keys.js";
 import type { Logger } from "../lib/core/log.js";
-import { CONSUMER, MSGID, PRIORITIES, STREAM, webhookDeliveryId } from "../lib/core/subjects.js";
+import { CONSUMER, MSGID, PRIORITIES, type Priority, STREAM, webhookDeliveryId } from "../lib/core/subjects.js";
 import type { Notification, NotificationBrief, ReceiptBatch, ReceiptEntry, SendBatch } from "../lib/core/types.js";
 import { activeSecrets, type Endpoint, findEndpoint, LIFECYCLE_EVENTS, type LifecycleEvent, listEndpoints } from "../lib/directory/endpoints.js";
 import { changeEndpointSubscriptions } from "../lib/directory/topics.js";
 import { EndpointQueues, type HistoryEntry, type QueuedDelivery, type WebhookPayload } from "../lib/flow/endpoint-queues.js";
 import { JsPublisher } from "../lib/flow/js-publisher.js";
-import { decodeAs, runLanes } from "../lib/flow/lanes.js";
+import { decodeAs, firstIdOf, type Later, runLanes } from "../lib/flow/lanes.js";
 import { readDurable } from "../lib/flow/pull.js";
+import { Semaphore } from "../lib/flow/semaphore.js";
 import { watchWorkQueue } from "../lib/flow/stranded.js";
 import { storeDeadLetter } from "../lib/gateway/dlq.js";
 import { type OutboxItem, ReceiptOutbox } from "../lib/gateway/receipt-outbox.js";
-import { receiptReconciler } from "../lib/gateway/receipts.js";
+import { markSendBatchDone, publishReceipts, receiptReconciler, sendBatchesChecked } from "../lib/gateway/receipts.js";
 import { type PostAnswer, WebhookPoster } from "../lib/gateway/webhook-post.js";
 import { secretKey, signatureHeaders } from "../lib/gateway/webhook-sign.js";
 import { addressPolicy, guardedLookup } from "../lib/infra/address-policy.js";
@@ -148,12 +150,16 @@ export async function startGatewayWebhook(d: GatewayWebhookDeps): Promise<{ stop
   // NFX_RECEIPTS lost them (lib/flow/stream-reconciler.ts).
   const rec = receiptReconciler({ ...d, log });
   const outbox = new ReceiptOutbox(d.redis, pub, rec, log);
+  const markDone = sendBatchesChecked(d.cfg);
   const receiptOf = (nid: string, id: string, e: ReceiptEntry): OutboxItem => ({ id: MSGID.webhookOutcome(id, e.outcome), nid, entry: e });
   const recordReceipt = (nid: string, id: string, e: ReceiptEntry): Promise<unknown> => outbox.add([receiptOf(nid, id, e)]);
 
-  // 1. Intake: a send batch's deliveries into their endpoints' queues.
-  const handle = async (m: JsMsg): Promise<void> => {
-    const batch = decodeAs<SendBatch>(m.data, "send_batch");
+  // 1. Intake. A send batch's deliveries go out directly (posted from memory, in order per endpoint) to endpoints this
+  // process holds for it: nothing of theirs queued, not paused, not backing off. The others', and those that fail or
+  // wait behind too many, go into their endpoints' Redis queues (2, below).
+  /** A send batch's deliveries grouped by endpoint, with what each notification sends. */
+  type Planned = { byEndpoint: Map<string, { id: string; d: QueuedDelivery }[]>; payloads: Map<string, WebhookPayload>; skipped: Promise<unknown>[] };
+  const plan = async (batch: SendBatch): Promise<Planned> => {
     const byEndpoint = new Map<string, { id: string; d: QueuedDelivery }[]>();
     const now = Date.now();
     const skipped: Promise<unknown>[] = [];
@@ -185,11 +191,262 @@ export async function startGatewayWebhook(d: GatewayWebhookDeps): Promise<{ stop
       if (l) l.push({ id, d: q });
       else byEndpoint.set(s.user, [{ id, d: q }]);
     }
-    // The payloads first: a deliverer never reads an item whose payload is not stored yet.
-    await queues.putPayloads(payloads, payloadTtlSec);
-    await Promise.all([...skipped, queues.enqueueMany(byEndpoint, batch.replayOf !== undefined)]);
-    stageItems.inc({ stage: "gateway-webhook" }, batch.sends.length);
+    return { byEndpoint, payloads, skipped };
+  };
+  /** Queues `byEndpoint`'s deliveries (`front`: ahead of what their queues hold). The payloads first: a deliverer never reads an item whose payload is not stored yet. */
+  const enqueue = async (byEndpoint: ReadonlyMap<string, readonly { id: string; d: QueuedDelivery }[]>, payloads: ReadonlyMap<string, WebhookPayload>, force: boolean, front = false): Promise<void> => {
+    if (byEndpoint.size === 0) return;
+    const nids = new Set([...byEndpoint.values()].flatMap((l) => l.map((x) => x.d.nid)));
+    await queues.putPayloads(new Map([...payloads].filter(([nid]) => nids.has(nid))), payloadTtlSec);
+    await queues.enqueueMany(byEndpoint, force, front);
     queued(byEndpoint.keys());
+  };
+
+  /**
+   * An endpoint this process delivers to directly, holding its lease. Its groups (its deliveries of one send batch
+   * each) post one after the other, in the order their batches came (`busy`: one is posting; `pending`: the rest, to
+   * start in order), one request at a time. Once it is `spilled` (an attempt failed, one has taken longer than
+   * `endpoints.directSlowMs` since `postingSince`, too many groups wait, its hold was lost, or the process is stopping),
+   * what has not been posted goes into its Redis queue instead, in order (`qtail`), without waiting for the request in
+   * flight; what that request's group had left goes to the front. When no group is left, a spilled endpoint goes to a
+   * queue worker (the queue is delivered after everything posted directly); another is let go after LINGER_MS without
+   * deliveries.
+   */
+  type Direct = { busy: boolean; pending: (() => void)[]; waiting: number; spilled: boolean; postingSince: number; qtail: Promise<void>; lastStart: number; idle: NodeJS.Timeout | null };
+  const newDirect = (): Direct => ({ busy: false, pending: [], waiting: 0, spilled: false, postingSince: 0, qtail: Promise.resolve(), lastStart: 0, idle: null });
+  /** Spills `st`: the groups waiting start now, in order, and queue what they hold. */
+  const spillAll = (st: Direct): void => {
+    st.spilled = true;
+    const waiting = st.pending;
+    st.pending = [];
+    for (const start of waiting) start();
+  };
+  const direct = new Map<string, Direct>();
+  /** Endpoints being let go of (their lease released): not taken again before that is through. */
+  const releasing = new Map<string, Promise<void>>();
+  /** What one endpoint's group of a send batch came to: delivered and failed-for-good deliveries (the rest was queued). */
+  type GroupResult = { endpoint: string; delivered: HistoryEntry[]; failed: (HistoryEntry & { reason: string; replayOf?: string })[]; lastStatus: number };
+  const letGo = (id: string, st: Direct): void => {
+    if (direct.get(id) !== st) return;
+    direct.delete(id);
+    if (st.spilled) {
+      // What it queued (and what other processes queued meanwhile) is delivered by a worker, in order, after what was posted.
+      fresh.add(id);
+      wake();
+      return;
+    }
+    const p = (async () => {
+      const idleNow = await queues.deactivateIfEmpty(id, owner);
+      if (idleNow.active) {
+        fresh.add(id);
+        wake();
+      } else if (!idleNow.released) await queues.lease(id, owner, "release");
+    })()
+      .catch((err) => log.warn({ err, endpoint: id }, "letting go of a direct endpoint failed; its lease lapses"))
+      .finally(() => releasing.delete(id));
+    releasing.set(id, p);
+  };
+  /** Queues `items` of endpoint `id` on its queue's turn (`front`: ahead of what it holds). */
+  const spill = (st: Direct, id: string, items: readonly { id: string; d: QueuedDelivery }[], payloads: ReadonlyMap<string, WebhookPayload>, front = false): Promise<void> => {
+    const p = st.qtail.then(() => enqueue(new Map([[id, items]]), payloads, false, front));
+    st.qtail = p.catch(() => undefined);
+    return p;
+  };
+  /** Posts endpoint `id`'s deliveries `items` of one batch in order; from the first it cannot post (spilled) or that fails to be answered, queues the rest. */
+  const deliverGroup = async (id: string, st: Direct, items: readonly { id: string; d: QueuedDelivery }[], payloads: ReadonlyMap<string, WebhookPayload>): Promise<GroupResult> => {
+    const res: GroupResult = { endpoint: id, delivered: [], failed: [], lastStatus: 0 };
+    let posted = false;
+    for (let k = 0; k < items.length; k++) {
+      // Checked before anything is awaited, so groups set off by the same spill queue in their order.
+      const cep = st.spilled || stopping ? null : (freshHit(id) ?? (await cachedOf(id)));
+      if (!cep?.ep) {
+        // Once this group has posted some, the groups behind it were queued meanwhile: its rest goes ahead of them.
+        spillAll(st);
+        await spill(st, id, items.slice(k), payloads, posted);
+        break;
+      }
+      const { id: did, d: q } = items[k];
+      const p = payloads.get(q.nid)!;
+      if (cep.ep.rateLimit) {
+        const wait = st.lastStart + 1000 / cep.ep.rateLimit - Date.now();
+        if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+      }
+      st.lastStart = Date.now();
+      posted = true;
+      st.postingSince = st.lastStart;
+      const r = await attempt(cep, did, p.body);
+      st.postingSince = 0;
+      const kind = r.status ? classifyAnswer(r.status) : "retry";
+      const at = Date.now();
+      if (r.status) res.lastStatus = r.status;
+      if (kind === "delivered") {
+        res.delivered.push({ id: did, nid: q.nid, type: q.type, outcome: "delivered", status: r.status, attempts: 1, at });
+        continue;
+      }
+      if (kind === "retry") {
+        // The endpoint failed to answer: this delivery and what follows go through its queue (ahead of what was queued meanwhile), this attempt counted.
+        spillAll(st);
+        await spill(st, id, items.slice(k), payloads, true);
+        const reason = r.status ? `http_${r.status}` : "no_answer";
+        const delay = backoffMs(1, c.backoffBaseMs, c.backoffMaxMs, r.retryAfter);
+        await queues.fail(id, at, at + delay, r.status, r.error ?? reason, 1);
+        notBefore.set(id, at + delay);
+        gatewayRetries.inc({ channel: "webhook" });
+        break;
+      }
+      const reason = kind === "gone" ? "gone" : `http_${r.status}`;
+      if (kind === "gone") {
+        // 410 Gone: the receiver ends this subscription.
+        if (p.brief.topic) await changeEndpointSubscriptions(d.redis, p.brief.topic, [id], true).catch(() => 0);
+        log.info({ endpoint: id, topic: p.brief.topic }, "endpoint answered 410: unsubscribed from the topic");
+      } else {
+        await storeDeadLetter(d.nats, { type: "dead_letter", channel: "webhook", shard: q.shard, notification: p.brief, send: { nid: q.nid, user: id, device: id, token: "" }, reason, attempts: 1, at }, did);
+      }
+      res.failed.push({ id: did, nid: q.nid, type: q.type, outcome: "failed", status: r.status, attempts: 1, reason, at, ...(q.replayOf ? { replayOf: q.replayOf } : {}) });
+    }
+    return res;
+  };
+  /**
+   * Puts endpoint `id`'s group of a batch on its chain (synchronously, so groups keep their batches' order): it posts
+   * when the groups before it are through, or queues at once when the endpoint is (or becomes) spilled. Resolves what it came to.
+   */
+  const chain = (id: string, st: Direct, items: readonly { id: string; d: QueuedDelivery }[], payloads: ReadonlyMap<string, WebhookPayload>): Promise<GroupResult> => {
+    if (st.idle) clearTimeout(st.idle);
+    st.idle = null;
+    if (st.waiting >= c.directBacklog) spillAll(st);
+    st.waiting++;
+    return new Promise<GroupResult>((resolve, reject) => {
+      const start = (): void => {
+        const head = !st.spilled;
+        deliverGroup(id, st, items, payloads)
+          .then(resolve, (err: unknown) => (spillAll(st), reject(err as Error)))
+          .finally(() => {
+            if (head) {
+              // The next group posts (none when the endpoint spilled meanwhile: they started then).
+              const next = st.pending.shift();
+              if (next) next();
+              else st.busy = false;
+            }
+            if (--st.waiting > 0 || direct.get(id) !== st) return;
+            if (st.spilled || stopping) letGo(id, st);
+            else st.idle = setTimeout(() => st.waiting === 0 && letGo(id, st), LINGER_MS);
+          });
+      };
+      if (st.spilled) start();
+      else if (st.busy) st.pending.push(start);
+      else {
+        st.busy = true;
+        start();
+      }
+    });
+  };
+  // An endpoint whose answer is slower than `endpoints.directSlowMs` is spilled: its later groups queue instead of holding their batches.
+  const slowSweep = setInterval(() => {
+    const now = Date.now();
+    for (const st of direct.values()) if (st.postingSince && !st.spilled && now - st.postingSince > c.directSlowMs) spillAll(st);
+  }, Math.max(10, c.directSlowMs / 4));
+  // The holds of direct endpoints are renewed together; one lost (or paused by an operator) sends its deliveries to its queue.
+  const directRenewal = setInterval(() => {
+    const ids = [...direct].filter(([, st]) => !st.spilled).map(([id]) => id);
+    void queues.direct(ids, owner, "renew", Date.now()).then(
+      (held) => ids.forEach((id, k) => {
+        const st = direct.get(id);
+        if (!held[k] && st) spillAll(st);
+      }),
+      (err) => log.warn({ err }, "renewing direct endpoints failed"),
+    );
+  }, Math.max(500, c.leaseMs / 3));
+
+  /** Send batches being delivered directly, at most `endpoints.directBatches` (the most urgent lane first). */
+  const slots = new Semaphore(c.directBatches);
+  const inflight = new Set<Promise<void>>();
+  /** Batches' intake one after another, so the groups of an endpoint join its chain in the order their batches came. */
+  let intakeTurn: Promise<unknown> = Promise.resolve();
+
+  const handle = async (m: JsMsg, prio: Priority): Promise<void | Later> => {
+    const batch = decodeAs<SendBatch>(m.data, "send_batch");
+    const firstId = firstIdOf(m);
+    if (c.directBacklog === 0 || batch.replayOf !== undefined) {
+      // Every delivery through the queues (replayed dead letters too: queued again although delivered before).
+      const { byEndpoint, payloads, skipped } = await plan(batch);
+      await Promise.all([...skipped, enqueue(byEndpoint, payloads, batch.replayOf !== undefined)]);
+      stageItems.inc({ stage: "gateway-webhook" }, batch.sends.length);
+      if (markDone) await markSendBatchDone(d.redis, firstId);
+      return;
+    }
+    // A batch handled before (redelivered, or published again) and finished then (its receipts published, its direct deliveries recorded): nothing more to do.
+    if ((m.info.deliveryCount > 1 || m.headers?.get("Nats-Msg-Id") !== firstId) && (await d.redis.exists(sendBatchDoneKey(firstId))) === 1) return;
+    let freeSlot!: () => void;
+    const held = new Promise<void>((r) => (freeSlot = r));
+    await new Promise<void>((go) => void slots.run(() => (go(), held), PRIORITIES.indexOf(prio)));
+    let groups: Promise<GroupResult>[];
+    try {
+      const turn = intakeTurn.then(async () => {
+        const { byEndpoint, payloads, skipped } = await plan(batch);
+        const mine: [string, Direct, { id: string; d: QueuedDelivery }[]][] = [];
+        const toQueue = new Map<string, { id: string; d: QueuedDelivery }[]>();
+        const candidates: string[] = [];
+        for (const [id, items] of byEndpoint) {
+          const st = direct.get(id);
+          if (st) mine.push([id, st, items]);
+          else if (running.has(id)) toQueue.set(id, items);
+          else candidates.push(id);
+        }
+        if (candidates.length) {
+          await Promise.all(candidates.map((id) => releasing.get(id) ?? Promise.resolve()));
+          const held = await queues.direct(candidates, owner, "take", Date.now());
+          for (const [k, id] of candidates.entries()) {
+            const items = byEndpoint.get(id)!;
+            if (!held[k] || direct.has(id) || running.has(id)) {
+              toQueue.set(id, items);
+              continue;
+            }
+            const st = newDirect();
+            direct.set(id, st);
+            mine.push([id, st, items]);
+          }
+        }
+        const chained = mine.map(([id, st, items]) => chain(id, st, items, payloads));
+        await Promise.all([...skipped, enqueue(toQueue, payloads, false)]);
+        return chained;
+      });
+      intakeTurn = turn.catch(() => undefined);
+      groups = await turn;
+    } catch (err) {
+      freeSlot();
+      throw err;
+    }
+    stageItems.inc({ stage: "gateway-webhook" }, batch.sends.length);
+    const later = Promise.all(groups).then((results) => finishDirect(firstId, results)).finally(freeSlot);
+    inflight.add(later);
+    void later.catch(() => undefined).finally(() => inflight.delete(later));
+    return { later };
+  };
+  /**
+   * Ends a batch's direct deliveries: publishes their receipts (one receipt batch per notification, under the batch's
+   * id: a redelivery publishing them again is dropped), then records them per endpoint (counts, last answer, history)
+   * and marks the batch done (a redelivery then sends nothing).
+   */
+  const finishDirect = async (firstId: string, results: readonly GroupResult[]): Promise<void> => {
+    const now = Date.now();
+    const byNid: Record<string, ReceiptEntry[]> = {};
+    const add = (nid: string, e: ReceiptEntry): number => (byNid[nid] ??= []).push(e);
+    const record = new Map<string, { delivered: number; failed: number; lastStatus: number; history: HistoryEntry[] }>();
+    let sent = 0;
+    let failed = 0;
+    for (const g of results) {
+      for (const h of g.delivered) add(h.nid, entryOf(g.endpoint, "sent", h.at));
+      for (const { replayOf, ...h } of g.failed) add(h.nid, entryOf(g.endpoint, "failed", h.at, h.reason, replayOf));
+      if (g.delivered.length + g.failed.length === 0) continue;
+      sent += g.delivered.length;
+      failed += g.failed.length;
+      const history = g.failed.length ? [...g.delivered, ...g.failed].sort((a, b) => a.at - b.at) : g.delivered;
+      record.set(g.endpoint, { delivered: g.delivered.length, failed: g.failed.length, lastStatus: g.lastStatus, history });
+    }
+    await Promise.all(Object.entries(byNid).map(([nid, entries]) => publishReceipts(pub, rec, nid, MSGID.delivered(firstId, nid), entries)));
+    await Promise.all([queues.recordDirect(record, now), markSendBatchDone(d.redis, firstId)]);
+    if (sent) gatewaySends.inc({ channel: "webhook", app: "webhook", outcome: "sent" }, sent);
+    if (failed) gatewaySends.inc({ channel: "webhook", app: "webhook", outcome: "failed" }, failed);
   };
   const lanes = runLanes({
     js: d.nats.js, stream: STREAM.send("webhook"), consumer: (p) => CONSUMER.gateway("webhook", p), concurrency: d.cfg.gateways.batchConcurrency, prefetch: 8,
@@ -316,8 +573,8 @@ export async function startGatewayWebhook(d: GatewayWebhookDeps): Promise<{ stop
   };
 
   const poster = new WebhookPoster(agent, c.timeoutMs);
-  const attempt = (cep: Cached, id: string, q: Ready): Promise<PostAnswer> =>
-    poster.post(cep.origin, cep.path, { "content-type": "application/json", "user-agent": "nfx-webhooks/1", ...signatureHeaders(id, Math.floor(Date.now() / 1000), q.body, cep.keys) }, q.body);
+  const attempt = (cep: Cached, id: string, body: string): Promise<PostAnswer> =>
+    poster.post(cep.origin, cep.path, { "content-type": "application/json", "user-agent": "nfx-webhooks/1", ...signatureHeaders(id, Math.floor(Date.now() / 1000), body, cep.keys) }, body);
 
   /**
    * Delivers `endpointId`'s queue from the head while this process holds its lease; returns when it is empty (after
@@ -398,7 +655,7 @@ export async function startGatewayWebhook(d: GatewayWebhookDeps): Promise<{ stop
             if (wait > 0) await new Promise((r) => setTimeout(r, wait));
           }
           lastStart = Date.now();
-          const r = await attempt(cep, id, q);
+          const r = await attempt(cep, id, q.body);
           const made = attempts + 1;
           attempts = 0;
           const kind = r.status ? classifyAnswer(r.status) : "retry";
@@ -475,7 +732,7 @@ export async function startGatewayWebhook(d: GatewayWebhookDeps): Promise<{ stop
     const wanted: string[] = [];
     for (const id of ids) {
       if (wanted.length + running.size >= c.maxEndpointsPerProcess) break;
-      if (!running.has(id) && (notBefore.get(id) ?? 0) <= now) wanted.push(id);
+      if (!running.has(id) && !direct.has(id) && (notBefore.get(id) ?? 0) <= now) wanted.push(id);
     }
     const held = await Promise.all(wanted.map((id) => queues.lease(id, owner, "take").catch((err) => (log.warn({ err, endpoint: id }, "endpoint lease not taken"), false))));
     for (const [k, id] of wanted.entries()) {
@@ -521,6 +778,11 @@ export async function startGatewayWebhook(d: GatewayWebhookDeps): Promise<{ stop
       idle.clear();
       wake();
       await lanes.stop();
+      // Direct deliveries in progress end (what is left of them queued), their batches acked; their endpoints let go.
+      await Promise.allSettled([...inflight]);
+      clearInterval(directRenewal);
+      clearInterval(slowSweep);
+      await Promise.allSettled([...direct.keys()].map((id) => queues.lease(id, owner, "release")));
       await Promise.all(eventReaders.map((r) => r.stop()));
       await loop;
       await Promise.allSettled(running.values());

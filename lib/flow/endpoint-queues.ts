@@ -87,8 +87,12 @@ export class EndpointQueues {
     return this.enqueueMany(new Map([[endpoint, items]]), force);
   }
 
-  /** {@link enqueue} for several endpoints at once: their queues in parallel, then one update of the active set. */
-  async enqueueMany(byEndpoint: ReadonlyMap<string, readonly { id: string; d: QueuedDelivery }[]>, force = false): Promise<number> {
+  /**
+   * {@link enqueue} for several endpoints at once: their queues in parallel, then one update of the active set.
+   * `front`: each endpoint's items go ahead of what its queue holds, in the order given (deliveries handed back by a
+   * process that was posting them directly, ahead of the later ones it queued meanwhile).
+   */
+  async enqueueMany(byEndpoint: ReadonlyMap<string, readonly { id: string; d: QueuedDelivery }[]>, force = false, front = false): Promise<number> {
     const eps = [...byEndpoint].filter(([, items]) => items.length > 0);
     if (eps.length === 0) return 0;
     // One script call for all of them on one redis-server; one per endpoint on a Redis Cluster (each its own hash slot).
@@ -113,7 +117,7 @@ export class EndpointQueues {
           refs.push(i.id, k);
         }
       }
-      return this.r.nfxEndpointEnqueue(keys.length, ...keys, force ? "1" : "0", json.length, ...json, ...refs);
+      return this.r.nfxEndpointEnqueue(keys.length, ...keys, `${force ? "r" : ""}${front ? "f" : ""}-`, json.length, ...json, ...refs);
     }));
     await this.r.sadd(ENDPOINTS_ACTIVE_KEY, ...eps.map(([ep]) => ep));
     return added.reduce((a, n) => a + n, 0);
@@ -224,9 +228,12 @@ export class EndpointQueues {
     };
   }
 
-  /** The last `limit` finished deliveries of `endpoint`, newest first. */
+  /**
+   * The last `limit` finished deliveries of `endpoint`, newest first (by when each finished: deliveries posted directly
+   * are recorded per send batch, and batches may finish in another order than their deliveries did).
+   */
   async history(endpoint: string, limit: number): Promise<HistoryEntry[]> {
-    return (await this.r.lrange(endpointHistoryKey(endpoint), -limit, -1)).map((s) => JSON.parse(s) as HistoryEntry).reverse();
+    return (await this.r.lrange(endpointHistoryKey(endpoint), -limit, -1)).map((s) => JSON.parse(s) as HistoryEntry).reverse().sort((a, b) => b.at - a.at);
   }
 
   /** The queued deliveries of `endpoint` (ids and notification ids), head first, at most `limit`. */
@@ -237,6 +244,43 @@ export class EndpointQueues {
   /** Takes, renews or releases `owner`'s lease on `endpoint`. Resolves whether it holds (held) it. */
   async lease(endpoint: string, owner: string, mode: "take" | "renew" | "release"): Promise<boolean> {
     return (await this.r.nfxEndpointLease(endpointLeaseKey(endpoint), owner, this.cfg.leaseMs, mode)) === 1;
+  }
+
+  /**
+   * Takes (`take`) or renews (`renew`) `owner`'s hold on `endpoints` for direct delivery (endpointDirect-n.lua): taken
+   * only with nothing queued, not paused, no retry due later and the lease free or `owner`'s; renewed only while the
+   * lease is `owner`'s and the endpoint is not paused. Resolves, per endpoint in order, whether `owner` holds it.
+   * One call on one redis-server; one per endpoint on a Redis Cluster.
+   */
+  async direct(endpoints: readonly string[], owner: string, mode: "take" | "renew", now: number): Promise<boolean[]> {
+    if (endpoints.length === 0) return [];
+    const call = (eps: readonly string[]): Promise<number[]> =>
+      this.r.nfxEndpointDirect(eps.length * 3, ...eps.flatMap((e) => [endpointLeaseKey(e), endpointQueueKey(e), endpointStateKey(e)]), owner, this.cfg.leaseMs, now, mode);
+    const got = isCluster(this.redis) ? (await Promise.all(endpoints.map((e) => call([e])))).flat() : await call(endpoints);
+    return got.map((v) => v === 1);
+  }
+
+  /**
+   * Records what was posted directly to endpoints (endpointDirectDone-n.lua): per endpoint, how many were delivered and
+   * failed for good, the last answer's status and their history entries, oldest first. One call on one redis-server;
+   * one per endpoint on a Redis Cluster.
+   */
+  async recordDirect(done: ReadonlyMap<string, { delivered: number; failed: number; lastStatus: number; history: readonly HistoryEntry[] }>, now: number): Promise<void> {
+    const call = (eps: readonly string[]): Promise<number> => {
+      const keys: string[] = [];
+      const args: (string | number)[] = [now, this.cfg.historyPerEndpoint];
+      for (const e of eps) {
+        const x = done.get(e)!;
+        keys.push(endpointStateKey(e), endpointHistoryKey(e));
+        const hist = this.cfg.historyPerEndpoint > 0 ? x.history.slice(-this.cfg.historyPerEndpoint) : [];
+        args.push(x.delivered, x.failed, x.lastStatus, hist.length, ...hist.map((h) => JSON.stringify(h)));
+      }
+      return this.r.nfxEndpointDirectDone(keys.length, ...keys, ...args);
+    };
+    const eps = [...done.keys()];
+    if (eps.length === 0) return;
+    if (isCluster(this.redis)) await Promise.all(eps.map((e) => call([e])));
+    else await call(eps);
   }
 
   /** Deletes everything kept for `endpoint` (it was deleted). */

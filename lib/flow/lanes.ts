@@ -30,6 +30,11 @@ export function decodeAs<T extends { type: string }>(data: Uint8Array, type: T["
   return v;
 }
 
+/** A message whose handling goes on after its handler resolved: acked when `later` resolves, redelivered (or terminated, for a {@link PoisonMessage}) when it rejects. */
+export interface Later {
+  later: Promise<void>;
+}
+
 export interface LaneOptions {
   js: JetStreamClient;
   stream: string;
@@ -47,9 +52,12 @@ export interface LaneOptions {
   /**
    * Processes one message. Must resolve only after everything it produces is
    * durably published; the runner then acks. A throw naks the message for
-   * redelivery after a delay; a {@link PoisonMessage} terminates it.
+   * redelivery after a delay; a {@link PoisonMessage} terminates it. Resolving
+   * a {@link Later} frees the worker at once: the message is settled as above
+   * when `later` settles, its progress signalled until then (the handler
+   * bounds how many it leaves open).
    */
-  handle: (msg: JsMsg, prio: Priority) => Promise<void>;
+  handle: (msg: JsMsg, prio: Priority) => Promise<void | Later>;
 }
 
 export interface Lanes {
@@ -117,10 +125,7 @@ export function runLanes(o: LaneOptions): Lanes {
       }
       const [m, prio] = next;
       const keepAlive = setInterval(() => m.working(), Math.max(1000, (o.ackWaitSec * 1000) / 3));
-      try {
-        await o.handle(m, prio);
-        m.ack();
-      } catch (err) {
+      const failed = (err: unknown): void => {
         if (err instanceof PoisonMessage) {
           o.log.error({ err, lane: prio, subject: m.subject, seq: m.seq }, "poison message terminated");
           m.term(err.message);
@@ -128,9 +133,19 @@ export function runLanes(o: LaneOptions): Lanes {
           o.log.warn({ err, lane: prio, subject: m.subject, seq: m.seq, redelivery: m.info.deliveryCount }, "handler failed; will redeliver");
           m.nak(backoffMs(m.info.deliveryCount, { baseMs: 500, maxMs: 30_000 }));
         }
-      } finally {
-        clearInterval(keepAlive);
+      };
+      try {
+        const r = await o.handle(m, prio);
+        if (r) {
+          // Finished later: this worker goes on; the message's progress is signalled until then.
+          void r.later.then(() => m.ack(), failed).finally(() => clearInterval(keepAlive));
+          continue;
+        }
+        m.ack();
+      } catch (err) {
+        failed(err);
       }
+      clearInterval(keepAlive);
     }
   };
 

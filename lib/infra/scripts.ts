@@ -57,6 +57,10 @@ export interface ScriptCommands {
   nfxEndpointNext(queue: string, items: string, done: string, state: string, history: string, now: number, doneTtlMs: number, historyCap: number, max: number, ...idOutcomeStatusEntry: (string | number)[]): Promise<(string | number)[]>;
   /** endpointFail-1.lua */
   nfxEndpointFail(state: string, now: number, nextAt: number, status: number, error: string, attempts: number): Promise<[number, number]>;
+  /** endpointDirect-n.lua */
+  nfxEndpointDirect(numKeys: number, ...keysThenArgv: (string | number)[]): Promise<number[]>;
+  /** endpointDirectDone-n.lua */
+  nfxEndpointDirectDone(numKeys: number, ...keysThenArgv: (string | number)[]): Promise<number>;
   /** receiptOutboxAdd-3.lua */
   nfxReceiptOutboxAdd(entries: string, order: string, taken: string, ...idJsonPairs: string[]): Promise<number>;
   /** receiptOutboxTake-5.lua */

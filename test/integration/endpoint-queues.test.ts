@@ -1,4 +1,4 @@
-// A webhook endpoint's queue in Redis (one redis-server, and a Redis Cluster): finishing stops at the first delivery that is not the head and counts each once; letting go of an empty endpoint clears it and its lease.
+// A webhook endpoint's queue in Redis (one redis-server, and a Redis Cluster): finishing stops at the first delivery that is not the head and counts each once; letting go of an empty endpoint clears it and its lease; holds for direct delivery, what it records, deliveries handed back to the front.
 import t, { type Test } from "tap";
 
 import type { Config } from "../../lib/core/config.js";
@@ -57,6 +57,28 @@ async function check(t: Test, mode: "single" | "cluster"): Promise<void> {
   t.ok(await q.lease(ep, "other", "take"), "another process leases it");
   t.same(await q.deactivateIfEmpty(ep, "me"), { active: false, released: mode === "single" }, "empty again");
   t.equal(await redis.get(endpointLeaseKey(ep)), "other", "another owner's lease is not released");
+
+  // Direct delivery: an endpoint is held for it only with nothing queued, not paused, no retry due later, its lease free or the caller's.
+  const [free, queued, paused, backing, leased] = ["dx_free", "dx_queued", "dx_paused", "dx_backing", "dx_leased"];
+  await q.enqueue(queued, [item(20)]);
+  await q.pause(paused, "by a test", 1000);
+  await q.fail(backing, 1000, Date.now() + 60_000, 503, "down", 1);
+  await q.lease(leased, "other", "take");
+  t.same(await q.direct([free, queued, paused, backing, leased], "me", "take", Date.now()), [true, false, false, false, false], "only the free endpoint is taken");
+  t.equal(await redis.get(endpointLeaseKey(free)), "me", "taking it leases it to the caller");
+  t.same(await q.direct([free, leased], "me", "renew", Date.now()), [true, false], "renewed only where the lease is the caller's");
+  await q.pause(free, "by an operator", 2000);
+  t.same(await q.direct([free], "me", "renew", Date.now()), [false], "an operator's pause ends the hold");
+  await q.resume(free);
+  // What was posted directly is recorded: counts, last answer, the streak ended by a delivery, history.
+  await q.fail(free, 3000, 3000, 500, "once", 1);
+  await q.recordDirect(new Map([[free, { delivered: 2, failed: 1, lastStatus: 200, history: [entry("d30", "delivered", 200), entry("d31", "failed", 400), entry("d32", "delivered", 200)] }], [queued, { delivered: 1, failed: 0, lastStatus: 204, history: [entry("d33", "delivered", 204)] }]]), 4000);
+  t.match(await q.state(free), { pending: 0, delivered: 2, failed: 1, last_status: 200, last_at: 4000, consecutive_failures: 0 }, "counted, the streak ended");
+  t.same((await q.history(free, 10)).map((h) => h.id), ["d32", "d31", "d30"], "its history, newest first");
+  t.match(await q.state(queued), { pending: 1, delivered: 1, last_status: 204 }, "two endpoints recorded in one call");
+  // Deliveries handed back go ahead of what the queue holds, in their order.
+  t.equal(await q.enqueueMany(new Map([[queued, [item(21), item(22)]]]), false, true), 2, "two handed back");
+  t.same((await q.head(queued, 5)).map((x) => x.id), ["d21", "d22", "d20"], "at the front, in order");
 }
 
 t.test("on one redis-server", (t) => check(t, "single"));

@@ -18,7 +18,7 @@ const TYPED: Record<keyof ScriptCommands, true> = {
   nfxInboxAdd: true, nfxInboxSettle: true, nfxInboxMark: true, nfxInboxList: true, nfxInboxBroadcasts: true, nfxInboxMarkBroadcasts: true, nfxBroadcastStore: true,
   nfxExistsAll: true, nfxPresenceSet: true, nfxUserLogAppend: true, nfxMarkFirst: true,
   nfxScanActive: true, nfxUpdatePreferencesBuffer: true, nfxRemoveDevice: true,
-  nfxEndpointEnqueue: true, nfxEndpointNext: true, nfxEndpointFail: true, nfxEndpointLease: true, nfxEndpointIdle: true,
+  nfxEndpointEnqueue: true, nfxEndpointNext: true, nfxEndpointFail: true, nfxEndpointLease: true, nfxEndpointIdle: true, nfxEndpointDirect: true, nfxEndpointDirectDone: true,
   nfxReceiptOutboxAdd: true, nfxReceiptOutboxTake: true,
 };
 

@@ -1,0 +1,74 @@
+// Direct webhook delivery on real NATS and Redis: healthy endpoints get every delivery once and in order without a queue in Redis; a slow endpoint's and a failing one's go through their queues, in order, without holding the others; a batch handled before is not sent again.
+import t from "tap";
+
+import { encode } from "../../lib/core/codec.js";
+import { endpointDoneKey, endpointItemsKey, endpointQueueKey } from "../../lib/core/keys.js";
+import { API, sendSubject } from "../../lib/core/subjects.js";
+import type { SendBatch } from "../../lib/core/types.js";
+import type { Endpoint } from "../../lib/directory/endpoints.js";
+import type { EndpointState } from "../../lib/flow/endpoint-queues.js";
+import { callApi, notify, status } from "../../lib/intake/api-client.js";
+import { startWebhookReceiver } from "../../sandbox/webhook-receiver.js";
+import { clientsFor, eventually, startTestCluster } from "../helpers/cluster.js";
+
+const N = 12;
+
+t.test("direct delivery: in order, each once, slow and failing endpoints queued without holding the others, a batch handled before not sent again", async (t) => {
+  const cluster = await startTestCluster(t, {
+    roles: ["ingest", "router", "gateway-webhook", "tracker"],
+    overrides: { endpoints: { directSlowMs: 150, backoffBaseMs: 100, backoffMaxMs: 400, pauseAfterFailures: 1000 } },
+  });
+  const { nats, redis } = await clientsFor(t, cluster.cfg);
+  const rx = await startWebhookReceiver();
+  t.teardown(() => rx.close());
+  const api = <T>(subject: string, body: unknown): Promise<T> => callApi<T>(nats.nc, subject, body);
+
+  await api(API.topics, { action: "put", name: "direct" });
+  const names = ["fast1", "fast2", "slow", "flaky"];
+  const eps = new Map<string, Endpoint>();
+  for (const n of names) {
+    const ep = await api<Endpoint>(API.endpoints, { action: "create", url: rx.url(n), topics: ["direct"] });
+    rx.setSecrets(n, ep.secrets.map((s) => s.secret));
+    eps.set(n, ep);
+  }
+  rx.setFault("slow", { delayMs: 400 });
+
+  const ids: string[] = [];
+  for (let k = 0; k < N; k++) {
+    // The flaky endpoint answers 503 to its fourth delivery's first attempt.
+    if (k === 3) await eventually(() => rx.received("flaky").length === 3, 10_000);
+    if (k === 3) rx.setFault("flaky", { status: 503, times: 1 });
+    ids.push((await notify(nats.nc, { topic: "direct", category: "transactional", content: { webhook: { type: "t.direct", data: { k } } } })).id);
+  }
+  const order = (n: string): number[] => rx.accepted(n).map((d) => (d.data as { k: number }).k);
+  const all = Array.from({ length: N }, (_, k) => k);
+  t.ok(await eventually(() => names.every((n) => rx.accepted(n).length >= N), 30_000), "every endpoint got every delivery");
+  await new Promise((r) => setTimeout(r, 500));
+  for (const n of names) t.same(order(n), all, `${n}: in publish order, each once`);
+  t.ok(rx.received("fast1").every((d) => d.valid) && rx.received("slow").every((d) => d.valid), "signed");
+  const fastDone = Math.max(...["fast1", "fast2"].flatMap((n) => rx.accepted(n).map((d) => d.at)));
+  const slowDone = Math.max(...rx.accepted("slow").map((d) => d.at));
+  t.ok(slowDone - fastDone > 2000, `the healthy endpoints were not held by the slow one (done ${slowDone - fastDone} ms before it)`);
+  const tries = rx.received("flaky").filter((d) => (d.data as { k: number }).k === 3);
+  t.same(tries.map((d) => d.status), [503, 204], "the flaky endpoint's failed delivery was tried again");
+
+  // Each endpoint's state counts its deliveries; healthy endpoints used no queue in Redis.
+  const stateOf = (n: string): Promise<EndpointState> => api<EndpointState>(API.endpoints, { action: "state", id: eps.get(n)!.id });
+  for (const n of names) t.ok(await eventually(async () => (await stateOf(n)).delivered === N, 10_000), `${n}: ${N} delivered in its state`);
+  t.match(await stateOf("fast1"), { pending: 0, failed: 0, consecutive_failures: 0, last_status: 204 }, "a healthy endpoint's state");
+  const f1 = eps.get("fast1")!.id;
+  t.equal(await redis.exists(endpointQueueKey(f1), endpointItemsKey(f1), endpointDoneKey(f1)), 0, "nothing of a healthy endpoint went through a queue");
+  const history = await api<{ deliveries: { nid: string; outcome: string }[] }>(API.endpoints, { action: "deliveries", id: eps.get("fast2")!.id });
+  t.same(history.deliveries.map((h) => h.nid), [...ids].reverse(), "its history, newest first");
+  t.ok(await eventually(async () => (await status(nats.nc, ids[N - 1])).counts.sent === names.length, 15_000), "each notification's receipts count every endpoint once");
+
+  // A send batch handled before (redelivered, or published again after a stream lost it) is not sent again.
+  const fast1 = eps.get("fast1")!.id;
+  const batch: SendBatch = { type: "send_batch", channel: "webhook", shard: 0, notifications: { nb: { id: "nb", category: "transactional", priority: "normal", expiresAt: Date.now() + 3_600_000, channels: ["webhook"], createdAt: Date.now(), topic: "direct", content: { webhook: { type: "t.copy", data: { k: 99 } } } } as unknown as SendBatch["notifications"][string] }, sends: [{ nid: "nb", user: fast1, device: fast1, token: "" }] };
+  const publish = (msgID: string): Promise<unknown> => nats.js.publish(sendSubject("webhook", "normal"), encode(batch), { msgID });
+  await publish("test-direct-copy");
+  t.ok(await eventually(() => rx.accepted("fast1").some((d) => d.id === `nb.${fast1}`), 10_000), "the batch was delivered");
+  await publish("test-direct-copy~r1");
+  await new Promise((r) => setTimeout(r, 1500));
+  t.equal(rx.received("fast1").filter((d) => d.id === `nb.${fast1}`).length, 1, "its copy sent nothing");
+});
