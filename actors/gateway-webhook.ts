@@ -407,6 +407,7 @@ export async function startGatewayWebhook(d: GatewayWebhookDeps): Promise<{ stop
           }
         }
         const chained = mine.map(([id, st, items]) => chain(id, st, items, payloads));
+        log.debug({ batch: firstId, direct: mine.length, queued: toQueue.size, redelivery: m.info.deliveryCount }, "send batch taken");
         await Promise.all([...skipped, enqueue(toQueue, payloads, false)]);
         return chained;
       });
@@ -445,6 +446,7 @@ export async function startGatewayWebhook(d: GatewayWebhookDeps): Promise<{ stop
     }
     await Promise.all(Object.entries(byNid).map(([nid, entries]) => publishReceipts(pub, rec, nid, MSGID.delivered(firstId, nid), entries)));
     await Promise.all([queues.recordDirect(record, now), markSendBatchDone(d.redis, firstId)]);
+    log.debug({ batch: firstId, sent, failed }, "send batch done");
     if (sent) gatewaySends.inc({ channel: "webhook", app: "webhook", outcome: "sent" }, sent);
     if (failed) gatewaySends.inc({ channel: "webhook", app: "webhook", outcome: "failed" }, failed);
   };

@@ -60,8 +60,8 @@ export function consumerConfigs(cfg: Config): { stream: string; config: Partial<
       out.push({ stream: STREAM.send(c), config: { ...common, ack_wait: nanos(cfg.gateways.ackWaitSec * 1000), durable_name: CONSUMER.gateway(c, p), filter_subject: sendSubject(c, p) } });
     }
     out.push({ stream: STREAM.send("inapp"), config: { ...common, durable_name: CONSUMER.gateway("inapp", p), filter_subject: sendSubject("inapp", p) } });
-    // Webhook batches are only queued per endpoint in Redis by the webhook gateway, then acked.
-    out.push({ stream: STREAM.send("webhook"), config: { ...common, durable_name: CONSUMER.gateway("webhook", p), filter_subject: sendSubject("webhook", p) } });
+    // The webhook gateway holds a batch while it posts its deliveries directly (signalling progress), as a provider gateway does: a dead one's batches go to another after `gateways.ackWaitSec`.
+    out.push({ stream: STREAM.send("webhook"), config: { ...common, ack_wait: nanos(cfg.gateways.ackWaitSec * 1000), durable_name: CONSUMER.gateway("webhook", p), filter_subject: sendSubject("webhook", p) } });
   }
   return out;
 }
