@@ -1,4 +1,7 @@
 // Chaos (npm run test:chaos): topic publishes to 300 webhook endpoints while the webhook gateway is SIGKILLed twice mid-delivery and restarted: every endpoint gets every delivery (again only with its webhook-id: at least once), and every notification counts each endpoint once.
+import { writeFileSync } from "node:fs";
+import { join } from "node:path";
+
 import t from "tap";
 
 import { API } from "../../lib/core/subjects.js";
@@ -58,5 +61,7 @@ t.test(`${PUBLISHES} publishes to ${ENDPOINTS} endpoints, the webhook gateway SI
   t.ok(rx.received("k0").every((d) => d.valid), "signed");
   const counted = await Promise.all(ids.map(async (id) => (await eventually(async () => (await status(nats.nc, id)).counts.sent === ENDPOINTS, 60_000)) && (await status(nats.nc, id)).counts.sent));
   t.same(counted.filter((c) => c !== ENDPOINTS), [], `each notification counts each of its ${ENDPOINTS} endpoints once`);
-  t.comment(JSON.stringify({ test: "webhook-kills", endpoints: ENDPOINTS, publishes: PUBLISHES, lost: missing(), dup }));
+  const result = { test: "webhook-kills", endpoints: ENDPOINTS, publishes: PUBLISHES, kills: 2, lost: missing(), dup };
+  t.comment(JSON.stringify(result));
+  if (process.env.CHAOS_RESULTS_DIR) writeFileSync(join(process.env.CHAOS_RESULTS_DIR, "webhook-kills.json"), JSON.stringify(result) + "\n");
 });
