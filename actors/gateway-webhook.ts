@@ -345,9 +345,9 @@ export async function startGatewayWebhook(d: GatewayWebhookDeps): Promise<{ stop
     const now = Date.now();
     for (const st of direct.values()) if (st.postingSince && !st.spilled && now - st.postingSince > c.directSlowMs) spillAll(st);
   }, Math.max(10, c.directSlowMs / 4));
-  // The holds of direct endpoints are renewed together; one lost (or paused by an operator) sends its deliveries to its queue.
+  // The holds of direct endpoints are renewed together; one lost, paused by an operator or with deliveries queued sends its deliveries to its queue.
   const directRenewal = setInterval(() => {
-    const ids = [...direct].filter(([, st]) => !st.spilled).map(([id]) => id);
+    const ids = [...direct.keys()];
     void queues.direct(ids, owner, "renew", Date.now()).then(
       (held) => ids.forEach((id, k) => {
         const st = direct.get(id);
@@ -521,9 +521,14 @@ export async function startGatewayWebhook(d: GatewayWebhookDeps): Promise<{ stop
     wakeUp = null;
     w?.();
   }
-  /** This process queued deliveries for `ids`: a worker waiting on one goes on at once; the others are taken by the scheduler. */
+  /**
+   * This process queued deliveries for `ids`: a worker waiting on one goes on at once; the others are taken by the
+   * scheduler. One delivered directly here is spilled: its queue is delivered after what it posted, in order.
+   */
   function queued(ids: Iterable<string>): void {
     for (const id of ids) {
+      const st = direct.get(id);
+      if (st && !st.spilled) spillAll(st);
       const w = idle.get(id);
       if (w) {
         idle.delete(id);

@@ -248,8 +248,9 @@ export class EndpointQueues {
 
   /**
    * Takes (`take`) or renews (`renew`) `owner`'s hold on `endpoints` for direct delivery (endpointDirect-n.lua): taken
-   * only with nothing queued, not paused, no retry due later and the lease free or `owner`'s; renewed only while the
-   * lease is `owner`'s and the endpoint is not paused. Resolves, per endpoint in order, whether `owner` holds it.
+   * only with nothing queued, not paused, no retry due later and the lease free or `owner`'s; a renewal extends the
+   * lease while it is `owner`'s and says whether direct delivery may go on (not paused, nothing queued). Resolves, per
+   * endpoint in order, whether `owner` holds it (and may go on).
    * One call on one redis-server; one per endpoint on a Redis Cluster.
    */
   async direct(endpoints: readonly string[], owner: string, mode: "take" | "renew", now: number): Promise<boolean[]> {

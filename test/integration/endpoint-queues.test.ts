@@ -70,11 +70,16 @@ async function check(t: Test, mode: "single" | "cluster"): Promise<void> {
   await q.pause(free, "by an operator", 2000);
   t.same(await q.direct([free], "me", "renew", Date.now()), [false], "an operator's pause ends the hold");
   await q.resume(free);
+  await q.enqueue(free, [item(40)]);
+  await redis.pexpire(endpointLeaseKey(free), 1000);
+  t.same(await q.direct([free], "me", "renew", Date.now()), [false], "a delivery queued for it (another process's) ends direct delivery");
+  t.ok((await redis.pttl(endpointLeaseKey(free))) > 1000, "but the lease is still extended, for the caller to hand the queue on in order");
+  await q.settleMany(free, [entry("d40", "delivered", 200)], 2500);
   // What was posted directly is recorded: counts, last answer, the streak ended by a delivery, history.
   await q.fail(free, 3000, 3000, 500, "once", 1);
   await q.recordDirect(new Map([[free, { delivered: 2, failed: 1, lastStatus: 200, history: [entry("d30", "delivered", 200), entry("d31", "failed", 400), entry("d32", "delivered", 200)] }], [queued, { delivered: 1, failed: 0, lastStatus: 204, history: [entry("d33", "delivered", 204)] }]]), 4000);
-  t.match(await q.state(free), { pending: 0, delivered: 2, failed: 1, last_status: 200, last_at: 4000, consecutive_failures: 0 }, "counted, the streak ended");
-  t.same((await q.history(free, 10)).map((h) => h.id), ["d32", "d31", "d30"], "its history, newest first");
+  t.match(await q.state(free), { pending: 0, delivered: 3, failed: 1, last_status: 200, last_at: 4000, consecutive_failures: 0 }, "counted, the streak ended");
+  t.same((await q.history(free, 3)).map((h) => h.id), ["d32", "d31", "d30"], "its history, newest first");
   t.match(await q.state(queued), { pending: 1, delivered: 1, last_status: 204 }, "two endpoints recorded in one call");
   // Deliveries handed back go ahead of what the queue holds, in their order.
   t.equal(await q.enqueueMany(new Map([[queued, [item(21), item(22)]]]), false, true), 2, "two handed back");
