@@ -16,7 +16,7 @@ const N = 12;
 t.test("direct delivery: in order, each once, slow and failing endpoints queued without holding the others, a batch handled before not sent again", async (t) => {
   const cluster = await startTestCluster(t, {
     roles: ["ingest", "router", "gateway-webhook", "tracker"],
-    overrides: { endpoints: { directSlowMs: 150, backoffBaseMs: 100, backoffMaxMs: 400, pauseAfterFailures: 1000 } },
+    overrides: { endpoints: { directSlowMs: 100, backoffBaseMs: 100, backoffMaxMs: 400, pauseAfterFailures: 1000 } },
   });
   const { nats, redis } = await clientsFor(t, cluster.cfg);
   const rx = await startWebhookReceiver();
@@ -31,7 +31,7 @@ t.test("direct delivery: in order, each once, slow and failing endpoints queued 
     rx.setSecrets(n, ep.secrets.map((s) => s.secret));
     eps.set(n, ep);
   }
-  rx.setFault("slow", { delayMs: 400 });
+  rx.setFault("slow", { delayMs: 250 });
 
   const ids: string[] = [];
   for (let k = 0; k < N; k++) {
@@ -48,7 +48,7 @@ t.test("direct delivery: in order, each once, slow and failing endpoints queued 
   t.ok(rx.received("fast1").every((d) => d.valid) && rx.received("slow").every((d) => d.valid), "signed");
   const fastDone = Math.max(...["fast1", "fast2"].flatMap((n) => rx.accepted(n).map((d) => d.at)));
   const slowDone = Math.max(...rx.accepted("slow").map((d) => d.at));
-  t.ok(slowDone - fastDone > 2000, `the healthy endpoints were not held by the slow one (done ${slowDone - fastDone} ms before it)`);
+  t.ok(slowDone - fastDone > 1000, `the healthy endpoints were not held by the slow one (done ${slowDone - fastDone} ms before it)`);
   const tries = rx.received("flaky").filter((d) => (d.data as { k: number }).k === 3);
   t.same(tries.map((d) => d.status), [503, 204], "the flaky endpoint's failed delivery was tried again");
 
@@ -69,6 +69,6 @@ t.test("direct delivery: in order, each once, slow and failing endpoints queued 
   await publish("test-direct-copy");
   t.ok(await eventually(() => rx.accepted("fast1").some((d) => d.id === `nb.${fast1}`), 10_000), "the batch was delivered");
   await publish("test-direct-copy~r1");
-  await new Promise((r) => setTimeout(r, 1500));
+  await new Promise((r) => setTimeout(r, 1000));
   t.equal(rx.received("fast1").filter((d) => d.id === `nb.${fast1}`).length, 1, "its copy sent nothing");
 });
