@@ -1,4 +1,4 @@
-// Webhook gateway: takes topic deliveries off NFX_SEND_WEBHOOK into per-endpoint queues, and delivers each endpoint's queue in order, signed, with retries, pausing and dead letters.
+// Webhook gateway: takes topic deliveries off NFX_SEND_WEBHOOK and delivers each endpoint's in order, signed, directly while it is healthy and through its Redis queue otherwise, with retries, pausing and dead letters.
 import { randomUUID } from "node:crypto";
 
 import type { JsMsg } from "@nats-io/jetstream";
@@ -95,16 +95,19 @@ export function backoffMs(attempts: number, baseMs: number, maxMs: number, retry
 }
 
 /**
- * Starts the webhook gateway. Intake: every priority lane of NFX_SEND_WEBHOOK; each batch's deliveries are queued
- * per endpoint in Redis (an endpoint's deliveries in publish order; queuing is idempotent per delivery id) and the
- * batch is acked only then. Delivery: each endpoint with deliveries waiting is taken by one gateway process at a
- * time (a lease in Redis), which sends its queue head first, one request at a time, signed per Standard Webhooks;
- * a slow or failing endpoint holds only its own queue. 2xx: delivered. 410: the endpoint is unsubscribed from the
+ * Starts the webhook gateway. Intake: every priority lane of NFX_SEND_WEBHOOK. An endpoint is delivered to by one
+ * gateway process at a time (a lease in Redis), in publish order, one request at a time, signed per Standard
+ * Webhooks. While it is healthy (nothing queued, not paused, not backing off) the process that takes a send batch
+ * posts its deliveries directly, and acks the batch once each is delivered, failed for good or queued: receipts
+ * published under the batch's id, then the endpoints' records and the batch's done mark (a redelivered batch marked
+ * done sends nothing). Otherwise, and from a failed attempt, an answer slower than `endpoints.directSlowMs` or a
+ * backlog on, its deliveries are queued in Redis (idempotently per delivery id) and sent from the queue's head; a
+ * slow or failing endpoint holds only its own deliveries. 2xx: delivered. 410: the endpoint is unsubscribed from the
  * delivery's topic. Other 4xx (but 408, 425, 429): failed, dead-lettered, not retried. Anything else: retried with
  * exponential backoff and jitter, honouring `Retry-After`; after `endpoints.maxAttempts`, dead-lettered. An endpoint
  * failing `endpoints.pauseAfterFailures` times in a row for at least `endpoints.pauseAfterMs` is paused until
- * resumed (`nfx endpoints resume`). Every outcome is a receipt on NFX_RECEIPTS (channel `webhook`), published
- * before the queue forgets the delivery, under a message id of the delivery and outcome (counted once).
+ * resumed (`nfx endpoints resume`). Every outcome is a receipt on NFX_RECEIPTS (channel `webhook`), counted once:
+ * a queued delivery's is published before the queue forgets it, under a message id of the delivery and outcome.
  */
 export async function startGatewayWebhook(d: GatewayWebhookDeps): Promise<{ stop(): Promise<void> }> {
   const log = d.log.child({ actor: "gateway-webhook" });
