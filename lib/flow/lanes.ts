@@ -61,7 +61,7 @@ export interface LaneOptions {
 }
 
 export interface Lanes {
-  /** Stops pulling, waits for handlers in progress, naks what was buffered but not started. */
+  /** Stops pulling, waits for handlers in progress (not for messages they finish {@link Later}: their owner waits for those), naks what was buffered but not started. */
   stop(): Promise<void>;
   /** Resolves when every lane's consumer is bound and pulling. */
   ready: Promise<void>;
