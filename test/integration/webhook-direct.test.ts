@@ -16,7 +16,8 @@ const N = 12;
 t.test("direct delivery: in order, each once, slow and failing endpoints queued without holding the others, a batch handled before not sent again", async (t) => {
   const cluster = await startTestCluster(t, {
     roles: ["ingest", "router", "gateway-webhook", "tracker"],
-    overrides: { endpoints: { directSlowMs: 100, backoffBaseMs: 100, backoffMaxMs: 400, pauseAfterFailures: 1000 } },
+    // A short lease: direct holds are renewed every half second, so an operator's pause ends direct delivery within it.
+    overrides: { endpoints: { directSlowMs: 100, backoffBaseMs: 100, backoffMaxMs: 400, pauseAfterFailures: 1000, leaseMs: 1500 } },
   });
   const { nats, redis } = await clientsFor(t, cluster.cfg);
   const rx = await startWebhookReceiver();
@@ -24,10 +25,10 @@ t.test("direct delivery: in order, each once, slow and failing endpoints queued 
   const api = <T>(subject: string, body: unknown): Promise<T> => callApi<T>(nats.nc, subject, body);
 
   await api(API.topics, { action: "put", name: "direct" });
-  const names = ["fast1", "fast2", "slow", "flaky"];
+  const names = ["fast1", "fast2", "slow", "flaky", "limited"];
   const eps = new Map<string, Endpoint>();
   for (const n of names) {
-    const ep = await api<Endpoint>(API.endpoints, { action: "create", url: rx.url(n), topics: ["direct"] });
+    const ep = await api<Endpoint>(API.endpoints, { action: "create", url: rx.url(n), topics: ["direct"], ...(n === "limited" ? { rateLimit: 20 } : {}) });
     rx.setSecrets(n, ep.secrets.map((s) => s.secret));
     eps.set(n, ep);
   }
@@ -49,6 +50,8 @@ t.test("direct delivery: in order, each once, slow and failing endpoints queued 
   const fastDone = Math.max(...["fast1", "fast2"].flatMap((n) => rx.accepted(n).map((d) => d.at)));
   const slowDone = Math.max(...rx.accepted("slow").map((d) => d.at));
   t.ok(slowDone - fastDone > 1000, `the healthy endpoints were not held by the slow one (done ${slowDone - fastDone} ms before it)`);
+  const lim = rx.accepted("limited").map((d) => d.at);
+  t.ok(lim[N - 1] - lim[0] >= (N - 1) * 50 * 0.9, `the rate-limited endpoint (20/s) was not sent faster (${lim[N - 1] - lim[0]} ms for ${N})`);
   const tries = rx.received("flaky").filter((d) => (d.data as { k: number }).k === 3);
   t.same(tries.map((d) => d.status), [503, 204], "the flaky endpoint's failed delivery was tried again");
 
@@ -61,6 +64,27 @@ t.test("direct delivery: in order, each once, slow and failing endpoints queued 
   const history = await api<{ deliveries: { nid: string; outcome: string }[] }>(API.endpoints, { action: "deliveries", id: eps.get("fast2")!.id });
   t.same(history.deliveries.map((h) => h.nid), [...ids].reverse(), "its history, newest first");
   t.ok(await eventually(async () => (await status(nats.nc, ids[N - 1])).counts.sent === names.length, 15_000), "each notification's receipts count every endpoint once");
+
+  // An operator's pause while the endpoint is delivered to directly: nothing more is sent to it after the next
+  // renewal, what follows queues up, and the resume delivers it, in order.
+  const f2 = eps.get("fast2")!.id;
+  const more: Promise<unknown>[] = [];
+  let k2 = N;
+  const stream = setInterval(() => more.push(notify(nats.nc, { topic: "direct", category: "transactional", content: { webhook: { type: "t.direct", data: { k: k2++ } } } })), 100);
+  await new Promise((r) => setTimeout(r, 600));
+  await api(API.endpoints, { action: "pause", id: f2 });
+  const pausedAt = Date.now();
+  await new Promise((r) => setTimeout(r, 1500));
+  clearInterval(stream);
+  await Promise.all(more);
+  const sentN = k2;
+  t.ok(await eventually(() => rx.accepted("fast1").length === sentN, 10_000), "the others got every one of the stream");
+  const late = rx.received("fast2").filter((d) => d.at > pausedAt + 1000).length;
+  t.equal(late, 0, "nothing reached the paused endpoint a second after the pause");
+  t.ok((await stateOf("fast2")).pending > 0, `what followed queued up (${(await stateOf("fast2")).pending})`);
+  await api(API.endpoints, { action: "resume", id: f2 });
+  t.ok(await eventually(() => rx.accepted("fast2").length === sentN, 10_000), "the resume delivered the rest");
+  t.same(order("fast2"), Array.from({ length: sentN }, (_, k) => k), "in publish order, each once");
 
   // A send batch handled before (redelivered, or published again after a stream lost it) is not sent again.
   const fast1 = eps.get("fast1")!.id;
