@@ -736,7 +736,12 @@ export async function startGatewayWebhook(d: GatewayWebhookDeps): Promise<{ stop
     if (scanNow || now - lastScan >= SCAN_MS) {
       scanNow = false;
       lastScan = now;
-      for (const id of await queues.active()) ids.add(id);
+      for (const id of await queues.active()) {
+        // Deliveries queued by another process for an endpoint delivered directly here: it goes to its queue now, not at the next renewal.
+        const st = direct.get(id);
+        if (st && !st.spilled) spillAll(st);
+        ids.add(id);
+      }
     }
     // The leases of every endpoint there is room for, taken at once (one round trip on one redis-server).
     const wanted: string[] = [];
