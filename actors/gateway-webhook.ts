@@ -20,7 +20,7 @@ import { Semaphore } from "../lib/flow/semaphore.js";
 import { watchWorkQueue } from "../lib/flow/stranded.js";
 import { storeDeadLetter } from "../lib/gateway/dlq.js";
 import { type OutboxItem, ReceiptOutbox } from "../lib/gateway/receipt-outbox.js";
-import { markSendBatchDone, publishReceipts, receiptReconciler, sendBatchesChecked } from "../lib/gateway/receipts.js";
+import { markSendBatchDone, ReceiptCollector, receiptReconciler, sendBatchesChecked } from "../lib/gateway/receipts.js";
 import { type PostAnswer, WebhookPoster } from "../lib/gateway/webhook-post.js";
 import { secretKey, signatureHeaders } from "../lib/gateway/webhook-sign.js";
 import { addressPolicy, guardedLookup } from "../lib/infra/address-policy.js";
@@ -433,21 +433,20 @@ export async function startGatewayWebhook(d: GatewayWebhookDeps): Promise<{ stop
    */
   const finishDirect = async (firstId: string, results: readonly GroupResult[]): Promise<void> => {
     const now = Date.now();
-    const byNid: Record<string, ReceiptEntry[]> = {};
-    const add = (nid: string, e: ReceiptEntry): number => (byNid[nid] ??= []).push(e);
+    const receipts = new ReceiptCollector();
     const record = new Map<string, { delivered: number; failed: number; lastStatus: number; history: HistoryEntry[] }>();
     let sent = 0;
     let failed = 0;
     for (const g of results) {
-      for (const h of g.delivered) add(h.nid, entryOf(g.endpoint, "sent", h.at));
-      for (const { replayOf, ...h } of g.failed) add(h.nid, entryOf(g.endpoint, "failed", h.at, h.reason, replayOf));
+      for (const h of g.delivered) receipts.add(h.nid, entryOf(g.endpoint, "sent", h.at));
+      for (const { replayOf, ...h } of g.failed) receipts.add(h.nid, entryOf(g.endpoint, "failed", h.at, h.reason, replayOf));
       if (g.delivered.length + g.failed.length === 0) continue;
       sent += g.delivered.length;
       failed += g.failed.length;
       const history = g.failed.length ? [...g.delivered, ...g.failed].sort((a, b) => a.at - b.at) : g.delivered;
       record.set(g.endpoint, { delivered: g.delivered.length, failed: g.failed.length, lastStatus: g.lastStatus, history });
     }
-    await Promise.all(Object.entries(byNid).map(([nid, entries]) => publishReceipts(pub, rec, nid, MSGID.delivered(firstId, nid), entries)));
+    await receipts.publish(d.nats, firstId, rec, pub);
     await Promise.all([queues.recordDirect(record, now), markSendBatchDone(d.redis, firstId)]);
     log.debug({ batch: firstId, sent, failed }, "send batch done");
     if (sent) gatewaySends.inc({ channel: "webhook", app: "webhook", outcome: "sent" }, sent);

@@ -96,7 +96,7 @@ export class EndpointQueues {
     const eps = [...byEndpoint].filter(([, items]) => items.length > 0);
     if (eps.length === 0) return 0;
     // One script call for all of them on one redis-server; one per endpoint on a Redis Cluster (each its own hash slot).
-    const groups = isCluster(this.redis) ? eps.map((e) => [e]) : [eps];
+    const groups = this.perCall(eps);
     // An item shared by several endpoints (one notification's delivery) is serialized once, and sent once per call, named by its number.
     const serialized = new Map<QueuedDelivery, string>();
     const added = await Promise.all(groups.map((g) => {
@@ -257,8 +257,7 @@ export class EndpointQueues {
     if (endpoints.length === 0) return [];
     const call = (eps: readonly string[]): Promise<number[]> =>
       this.r.nfxEndpointDirect(eps.length * 3, ...eps.flatMap((e) => [endpointLeaseKey(e), endpointQueueKey(e), endpointStateKey(e)]), owner, this.cfg.leaseMs, now, mode);
-    const got = isCluster(this.redis) ? (await Promise.all(endpoints.map((e) => call([e])))).flat() : await call(endpoints);
-    return got.map((v) => v === 1);
+    return (await Promise.all(this.perCall(endpoints).map(call))).flat().map((v) => v === 1);
   }
 
   /**
@@ -278,10 +277,12 @@ export class EndpointQueues {
       }
       return this.r.nfxEndpointDirectDone(keys.length, ...keys, ...args);
     };
-    const eps = [...done.keys()];
-    if (eps.length === 0) return;
-    if (isCluster(this.redis)) await Promise.all(eps.map((e) => call([e])));
-    else await call(eps);
+    if (done.size) await Promise.all(this.perCall([...done.keys()]).map(call));
+  }
+
+  /** `items` (endpoints, or entries led by one) as the script calls take them: all in one on one redis-server, one each on a Redis Cluster (an endpoint's keys share a hash slot, different endpoints' do not). */
+  private perCall<T>(items: readonly T[]): (readonly T[])[] {
+    return isCluster(this.redis) ? items.map((i) => [i]) : [items];
   }
 
   /** Deletes everything kept for `endpoint` (it was deleted). */

@@ -80,10 +80,10 @@ export class ReceiptCollector {
    * JetStream acknowledged all of them; rejects if any publish failed (the
    * caller's batch then fails and is redelivered). Publishes nothing when
    * nothing was collected. Each ack is handed to `rec`, when given
-   * ({@link receiptReconciler}).
+   * ({@link receiptReconciler}). `pub`: the publisher to use (default: one
+   * request per publish on `nats`).
    */
-  publish(nats: Nats, batchId: string, rec?: StreamReconciler | null): Promise<unknown> {
-    const pub = jsPublisher(nats);
+  publish(nats: Nats, batchId: string, rec?: StreamReconciler | null, pub: Publisher = jsPublisher(nats)): Promise<unknown> {
     return Promise.all([...this.byNid].map(([nid, list]) => publishReceipts(pub, rec, nid, MSGID.delivered(batchId, nid), list)));
   }
 }
