@@ -20,14 +20,17 @@ const DEAD_TOKEN = new Set(["Unregistered", "BadDeviceToken", "ExpiredToken"]);
 
 /**
  * Maps an SDK failure to a {@link ProviderError}: 429, 5xx and transport
- * errors are retryable (after `retryAfterMs` when APNs sent Retry-After);
+ * errors are retryable (after `retryAfterMs` when APNs sent Retry-After), and
+ * so is 403 ExpiredProviderToken (the SDK has minted a new token by then);
  * every other 4xx is not; 410 Unregistered, BadDeviceToken and ExpiredToken
  * mark the token dead.
  */
 export function apnsError(f: apn.ResponseFailure, retryAfterMs?: number): ProviderError {
-  const reason = f.response?.reason ?? (f.error ? `transport:${f.error.message}` : `status:${f.status ?? "none"}`);
   const status = Number(f.status) || 0;
-  const retryable = status === 0 || status === 429 || status >= 500;
+  // The SDK words an expired provider token as an error whose message is APNs' reason, without the answer's body.
+  const expired = status === 403 && f.error?.message === "ExpiredProviderToken";
+  const reason = f.response?.reason ?? (expired ? "ExpiredProviderToken" : f.error ? `transport:${f.error.message}` : `status:${f.status ?? "none"}`);
+  const retryable = status === 0 || status === 429 || status >= 500 || expired;
   return new ProviderError(`APNs rejected the send: ${reason}`, {
     reason, retryable, tokenInvalid: DEAD_TOKEN.has(reason), cause: f.error, ...(retryable && retryAfterMs !== undefined ? { retryAfterMs } : {}),
   });

@@ -16,16 +16,19 @@ const APNS_FAULT: Record<Exclude<FaultCode, "reset">, [number, string]> = {
 /** What the sandbox reads from a push body (read as sent: values are not checked). */
 type ApnsPayload = { nfx?: { id?: string }; aps?: { alert?: { title?: string; body?: string } } } & Record<string, unknown>;
 
+/** How old a provider token APNs accepts (its `iat`), in seconds. */
+const TOKEN_MAX_AGE_SEC = 3600;
+
 /** Apple's payload limit for regular pushes. */
 const MAX_PAYLOAD = 4096;
 
-function jwtParts(auth: string | undefined): { kid?: string; iss?: string; alg?: string } | null {
+function jwtParts(auth: string | undefined): { kid?: string; iss?: string; alg?: string; iat?: number } | null {
   const m = /^bearer ([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)$/i.exec(auth ?? "");
   if (!m) return null;
   try {
     const h = JSON.parse(Buffer.from(m[1], "base64url").toString()) as { kid?: string; alg?: string };
-    const c = JSON.parse(Buffer.from(m[2], "base64url").toString()) as { iss?: string };
-    return { kid: h.kid, alg: h.alg, iss: c.iss };
+    const c = JSON.parse(Buffer.from(m[2], "base64url").toString()) as { iss?: string; iat?: number };
+    return { kid: h.kid, alg: h.alg, iss: c.iss, iat: c.iat };
   } catch {
     return null;
   }
@@ -34,7 +37,8 @@ function jwtParts(auth: string | undefined): { kid?: string; iss?: string; alg?:
 /**
  * Starts the APNs sandbox on `port` (0 = any free port). Answers
  * `POST /3/device/<token>`: 200 with `apns-id`, or Apple's JSON `{reason}`
- * errors (403 MissingProviderToken/InvalidProviderToken, 400 MissingTopic,
+ * errors (403 MissingProviderToken/InvalidProviderToken, ExpiredProviderToken
+ * for a token issued over an hour ago, 400 MissingTopic,
  * 413 PayloadTooLarge, 400 BadDeviceToken, 410 Unregistered), and the
  * injected faults of the recorder (429 TooManyRequests, 500, 503
  * ServiceUnavailable with `retry-after`, stream resets, added latency).
@@ -42,6 +46,8 @@ function jwtParts(auth: string | undefined): { kid?: string; iss?: string; alg?:
 export async function startApnsSandbox(o: { port: number; key: Buffer; cert: Buffer; recorder: Recorder }): Promise<{ port: number; close: () => Promise<void> }> {
   const server = http2.createSecureServer({ key: o.key, cert: o.cert, allowHTTP1: false, settings: { maxConcurrentStreams: 1000 } });
   server.on("stream", (stream, h) => {
+    // A stream this sandbox resets ends with an error of its own (and a client may reset one): neither is the server's failure.
+    stream.on("error", () => undefined);
     const chunks: Buffer[] = [];
     stream.on("data", (c: Buffer) => chunks.push(c));
     stream.on("end", () => {
@@ -77,6 +83,8 @@ export async function startApnsSandbox(o: { port: number; key: Buffer; cert: Buf
       if (!headers.authorization) return answer(403, "MissingProviderToken");
       const jwt = jwtParts(headers.authorization);
       if (!jwt || jwt.alg !== "ES256" || !jwt.kid || !jwt.iss) return answer(403, "InvalidProviderToken");
+      // Apple refuses a provider token issued more than an hour ago.
+      if (typeof jwt.iat === "number" && Date.now() / 1000 - jwt.iat > TOKEN_MAX_AGE_SEC) return answer(403, "ExpiredProviderToken");
       if (!headers["apns-topic"]) return answer(400, "MissingTopic");
       if (raw.length > MAX_PAYLOAD) return answer(413, "PayloadTooLarge");
       if (raw.length === 0) return answer(400, "PayloadEmpty");

@@ -125,6 +125,10 @@ t.test("APNs payload and error mapping", async (t) => {
   t.equal(apnsError({ device: "x", status: 503, response: { reason: "ServiceUnavailable" } }).retryable, true);
   t.equal(apnsError({ device: "x", error: new Error("socket hang up") }).retryable, true, "transport errors are retryable");
   t.equal(apnsError({ device: "x", status: 413, response: { reason: "PayloadTooLarge" } }).retryable, false);
+  // As the SDK rejects an ExpiredProviderToken answer (after minting a new token): the reason as its error's message.
+  const expired = apnsError({ device: "x", status: 403, error: new Error("ExpiredProviderToken") });
+  t.same([expired.retryable, expired.reason, expired.tokenInvalid], [true, "ExpiredProviderToken", false], "an expired provider token is retried with the new one");
+  t.equal(apnsError({ device: "x", status: 403, response: { reason: "InvalidProviderToken" } }).retryable, false);
 });
 
 t.test("FCM message and error mapping", async (t) => {

@@ -1,4 +1,4 @@
-// SendGrid and Twilio sandboxes driven by the real SDKs, and what the APNs sandbox records of a request its client gave up on (@sendgrid/mail 8.1.6, twilio 6.2.0): what arrived, what the SDK got back, injected faults.
+// SendGrid and Twilio sandboxes driven by the real SDKs, what the APNs sandbox records of a request its client gave up on, and the provider tokens it refuses (@sendgrid/mail 8.1.6, twilio 6.2.0): what arrived, what the SDK got back, injected faults.
 //
 // Redirects: SendGrid gets its own `new Client()` (setApiKey first, it resets the base URL; then
 // setDefaultRequest("baseUrl", …)) set on a fresh `new MailService()`, never the module singletons.
@@ -178,4 +178,27 @@ t.test("apns: a request its client gave up on before the answer is recorded as u
   const got = recorder.accepted("apns");
   t.equal(got.length, 2, "both requests are recorded as accepted (the provider acted on both)");
   t.equal(got.filter((d) => d.unanswered).length, 1, "the one its client cancelled is marked unanswered");
+});
+
+t.test("apns: a provider token issued over an hour ago is refused as ExpiredProviderToken, as Apple does", async (t) => {
+  const recorder = new Recorder();
+  const sandbox = await startApnsSandbox({ port: 0, key: readFileSync(SANDBOX_KEY), cert: readFileSync(SANDBOX_CERT), recorder });
+  t.teardown(sandbox.close);
+  const b64 = (v: unknown): string => Buffer.from(JSON.stringify(v)).toString("base64url");
+  const session = http2.connect(`https://127.0.0.1:${sandbox.port}`, { rejectUnauthorized: false });
+  t.teardown(() => session.close());
+  const push = (iat: number): Promise<{ status: number; body: string }> =>
+    new Promise((resolve) => {
+      const req = session.request({ ":method": "POST", ":path": "/3/device/abc123", authorization: `bearer ${b64({ alg: "ES256", kid: "K" })}.${b64({ iss: "T", iat })}.sig`, "apns-topic": "com.example" });
+      let status = 0;
+      let body = "";
+      req.on("response", (h) => (status = Number(h[":status"])));
+      req.on("data", (c: Buffer) => (body += c.toString()));
+      req.on("close", () => resolve({ status, body }));
+      req.end(JSON.stringify({ aps: { alert: { title: "t", body: "b" } } }));
+    });
+  const now = Math.floor(Date.now() / 1000);
+  t.same(await push(now - 2 * 3600), { status: 403, body: JSON.stringify({ reason: "ExpiredProviderToken" }) });
+  t.equal((await push(now - 50 * 60)).status, 200, "a 50-minute-old token is still good");
+  t.same(recorder.accepted("apns").map((d) => d.status), [200], "only the accepted one counts as delivered");
 });
