@@ -13,8 +13,9 @@ const NFX_BIN = fileURLToPath(new URL("./nfx.js", import.meta.url));
 /**
  * Node flags of a role's own process (not of several roles sharing one). The WebSocket gateway's young generation is
  * capped at 4 MB per semi-space (V8's default is 16 MB): its heap then gives the garbage of a connection burst back
- * within seconds, and an idle connection holds about 1.0–1.5 KB of the process's memory instead of 4–7 KB
- * (docs/benchmarks.md, "bench:ws"). The webhook gateway's is raised to 64 MB: a delivery's objects live across many
+ * within seconds, and an idle connection holds about 1.0–1.5 KB of the process's memory instead of 4–7 KB; and its
+ * heap may grow to twice what a full collection left, so a burst's garbage is collected during the burst rather than
+ * piling up until it ends (docs/benchmarks.md, "bench:ws"). The webhook gateway's is raised to 64 MB: a delivery's objects live across many
  * requests' answers, and with fewer scavenges fewer of them are copied (docs/benchmarks.md, "bench:webhooks"). The
  * shard actor's young generation is capped at 4 MB too and its heap may grow to twice what a full collection left
  * (V8 lets it grow up to four times): a campaign's garbage no longer piles up to several times the state the actor
@@ -25,7 +26,7 @@ const NFX_BIN = fileURLToPath(new URL("./nfx.js", import.meta.url));
  */
 const PROVIDER_GATEWAY_FLAGS = ["--max-semi-space-size=64"] as const;
 export const ROLE_NODE_FLAGS: Partial<Record<Role, readonly string[]>> = {
-  "ws-gateway": ["--max-semi-space-size=4"],
+  "ws-gateway": ["--max-semi-space-size=4", "--heap-growing-percent=100"],
   "gateway-webhook": ["--max-semi-space-size=64"],
   "gateway-apns": PROVIDER_GATEWAY_FLAGS,
   "gateway-fcm": PROVIDER_GATEWAY_FLAGS,

@@ -25,14 +25,14 @@ t.test("nfx up splits the shard actor and gives each process its nice value", as
 });
 
 t.test("the WebSocket gateway's and the shard actor's own processes bound their heaps; ROLE_NODE_ARGS comes after", async (t) => {
-  t.same(nodeArgsOf("ws-gateway", {}), ["--max-semi-space-size=4"]);
+  t.same(nodeArgsOf("ws-gateway", {}), ["--max-semi-space-size=4", "--heap-growing-percent=100"]);
   t.same(nodeArgsOf("shard@urgent", {}), ["--max-semi-space-size=4", "--heap-growing-percent=100"], "a shard process, of any lane class");
   t.same(nodeArgsOf("gateway-apns@bulk", {}), ["--max-semi-space-size=64"], "a provider gateway's young generation is raised");
   t.same(nodeArgsOf("gateway-email", {}), ["--max-semi-space-size=64"]);
   t.same(nodeArgsOf("gateway-webhook", {}), ["--max-semi-space-size=64"], "so is the webhook gateway's");
   t.same(nodeArgsOf("router", {}), [], "other roles get node's defaults");
   t.same(nodeArgsOf(["ingest", "ws-gateway"], {}), [], "roles sharing a process keep node's defaults");
-  t.same(nodeArgsOf("ws-gateway", { ROLE_NODE_ARGS: " --cpu-prof  --max-semi-space-size=16" }), ["--max-semi-space-size=4", "--cpu-prof", "--max-semi-space-size=16"]);
+  t.same(nodeArgsOf("ws-gateway", { ROLE_NODE_ARGS: " --cpu-prof  --max-semi-space-size=16" }), ["--max-semi-space-size=4", "--heap-growing-percent=100", "--cpu-prof", "--max-semi-space-size=16"]);
 });
 
 t.test("lane classes cover every priority once", async (t) => {
