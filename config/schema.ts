@@ -544,7 +544,7 @@ export const configSchema = z.strictObject({
       secretOverlapSec: z.number().int().min(0).max(30 * 86400).default(86_400).describe("After a secret rotation, how long deliveries are also signed with the old secret."),
       batchSize: z.number().int().min(1).max(10_000).default(500).describe("Endpoint deliveries per send batch on NFX_SEND_WEBHOOK."),
       doneTtlSec: z.number().int().min(60).max(30 * 86400).default(86_400).describe("How long a delivered id is remembered so a redelivered batch does not deliver it again."),
-      historyPerEndpoint: z.number().int().min(0).max(10_000).default(100).describe("Recent deliveries kept per endpoint for `nfx endpoints deliveries`."),
+      historyPerEndpoint: z.number().int().min(0).max(10_000).default(100).describe("Recent deliveries kept per endpoint for `nfx endpoints deliveries` (Redis holds up to a quarter more, at least 16, between trims)."),
     })
     .prefault({})
     .describe("Webhook endpoints (systems subscribed to topics): delivery, retries, pausing, SSRF protection."),

@@ -229,11 +229,15 @@ export class EndpointQueues {
   }
 
   /**
-   * The last `limit` finished deliveries of `endpoint`, newest first (by when each finished: deliveries posted directly
-   * are recorded per send batch, and batches may finish in another order than their deliveries did).
+   * The last `limit` finished deliveries of `endpoint` (at most `historyPerEndpoint`), newest first (by when each
+   * finished: deliveries posted directly are recorded per send batch, and batches may finish in another order than
+   * their deliveries did).
    */
   async history(endpoint: string, limit: number): Promise<HistoryEntry[]> {
-    return (await this.r.lrange(endpointHistoryKey(endpoint), -limit, -1)).map((s) => JSON.parse(s) as HistoryEntry).reverse().sort((a, b) => b.at - a.at);
+    // Redis may hold a few more than the setting between trims (the scripts trim once a quarter over it).
+    const n = Math.min(limit, this.cfg.historyPerEndpoint);
+    if (n <= 0) return [];
+    return (await this.r.lrange(endpointHistoryKey(endpoint), -n, -1)).map((s) => JSON.parse(s) as HistoryEntry).reverse().sort((a, b) => b.at - a.at);
   }
 
   /** The queued deliveries of `endpoint` (ids and notification ids), head first, at most `limit`. */

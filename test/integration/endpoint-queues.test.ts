@@ -1,8 +1,8 @@
-// A webhook endpoint's queue in Redis (one redis-server, and a Redis Cluster): finishing stops at the first delivery that is not the head and counts each once; letting go of an empty endpoint clears it and its lease; holds for direct delivery, what it records, deliveries handed back to the front.
+// A webhook endpoint's queue in Redis (one redis-server, and a Redis Cluster): finishing stops at the first delivery that is not the head and counts each once; letting go of an empty endpoint clears it and its lease; holds for direct delivery, what it records, history trimmed once over its size, deliveries handed back to the front.
 import t, { type Test } from "tap";
 
 import type { Config } from "../../lib/core/config.js";
-import { endpointLeaseKey,ENDPOINTS_ACTIVE_KEY } from "../../lib/core/keys.js";
+import { endpointHistoryKey, endpointLeaseKey, ENDPOINTS_ACTIVE_KEY } from "../../lib/core/keys.js";
 import { EndpointQueues, type HistoryEntry, type QueuedDelivery } from "../../lib/flow/endpoint-queues.js";
 import { clientsFor } from "../helpers/cluster.js";
 import { startServers } from "../helpers/servers.js";
@@ -81,6 +81,21 @@ async function check(t: Test, mode: "single" | "cluster"): Promise<void> {
   t.match(await q.state(free), { pending: 0, delivered: 3, failed: 1, last_status: 200, last_at: 4000, consecutive_failures: 0 }, "counted, the streak ended");
   t.same((await q.history(free, 3)).map((h) => h.id), ["d32", "d31", "d30"], "its history, newest first");
   t.match(await q.state(queued), { pending: 1, delivered: 1, last_status: 204 }, "two endpoints recorded in one call");
+  // History: read back up to `historyPerEndpoint`; Redis holds a quarter more (at least 16) before a trim, by either path.
+  const small = new EndpointQueues(redis, { ...cfg.endpoints, historyPerEndpoint: 20 });
+  const hep = "ep_history_test";
+  const lens: number[] = [];
+  for (let i = 0; i < 40; i++) {
+    await small.recordDirect(new Map([[hep, { delivered: 1, failed: 0, lastStatus: 200, history: [entry(`d${100 + i}`, "delivered", 200)] }]]), 5000 + i);
+    lens.push(await redis.llen(endpointHistoryKey(hep)));
+  }
+  t.same(lens.slice(34), [35, 36, 20, 21, 22, 23], "trimmed back to 20 once over 36");
+  t.same((await small.history(hep, 1000)).map((h) => h.id), Array.from({ length: 20 }, (_, k) => `d${139 - k}`), "the newest 20, however many are asked for");
+  const hq = "ep_history_queue_test";
+  await small.enqueue(hq, Array.from({ length: 40 }, (_, i) => item(200 + i)));
+  for (let i = 0; i < 40; i++) await small.settleMany(hq, [entry(`d${200 + i}`, "delivered", 200)], 6000 + i);
+  t.equal(await redis.llen(endpointHistoryKey(hq)), 23, "the queue's path trims alike");
+  t.same((await small.history(hq, 5)).map((h) => h.id), ["d239", "d238", "d237", "d236", "d235"]);
   // Deliveries handed back go ahead of what the queue holds, in their order.
   t.equal(await q.enqueueMany(new Map([[queued, [item(21), item(22)]]]), false, true), 2, "two handed back");
   t.same((await q.head(queued, 5)).map((x) => x.id), ["d21", "d22", "d20"], "at the front, in order");

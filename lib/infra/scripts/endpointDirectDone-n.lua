@@ -5,7 +5,7 @@
   Input:
     KEYS[1..n]  pairs per endpoint: its state (hash), its recent history (list of JSON)
     ARGV[1]  now (ms)
-    ARGV[2]  history entries kept (0: none)
+    ARGV[2]  history entries kept (0: none; up to a quarter more, at least 16, between trims)
     ARGV[3..] per endpoint, in KEYS order: delivered, failed, HTTP status of the last answer, number of history
              entries, then those entries (JSON, oldest first)
 
@@ -24,8 +24,8 @@ for i = 1, #KEYS, 2 do
   end
   if failed > 0 then redis.call('HINCRBY', state, 'failed', failed) end
   redis.call('HSET', state, 'lastStatus', ARGV[a + 2], 'lastAt', now)
-  if cap > 0 and n > 0 then
-    redis.call('RPUSH', hist, unpack(ARGV, a + 4, a + 3 + n))
+  -- Trimmed back to `cap` only once a quarter over it: trimming the head moves the whole list, each call.
+  if cap > 0 and n > 0 and redis.call('RPUSH', hist, unpack(ARGV, a + 4, a + 3 + n)) > cap + math.max(16, math.floor(cap / 4)) then
     redis.call('LTRIM', hist, -cap, -1)
   end
   a = a + 4 + n

@@ -15,7 +15,7 @@
     KEYS[5]  its recent history (list of JSON)
     ARGV[1]  now (ms)
     ARGV[2]  how long finished ids are remembered (ms)
-    ARGV[3]  history entries kept (0: none)
+    ARGV[3]  history entries kept (0: none; up to a quarter more, at least 16, between trims)
     ARGV[4]  how many queued deliveries to read (0: none, and no state either)
     ARGV[5..] groups of four, head first: delivery id, "delivered" or "failed", HTTP status of its last attempt (0: none), history entry (JSON)
 
@@ -57,8 +57,8 @@ if n > 0 then
     redis.call('HDEL', KEYS[4], 'attempts', 'nextAt')
   end
   redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - tonumber(ARGV[2]))
-  if cap > 0 then
-    redis.call('RPUSH', KEYS[5], unpack(history))
+  -- Trimmed back to `cap` only once a quarter over it: trimming the head moves the whole list, each call.
+  if cap > 0 and redis.call('RPUSH', KEYS[5], unpack(history)) > cap + math.max(16, math.floor(cap / 4)) then
     redis.call('LTRIM', KEYS[5], -cap, -1)
   end
 end
