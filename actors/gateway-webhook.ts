@@ -6,7 +6,6 @@ import { Agent } from "undici";
 
 import { decode } from "../lib/core/codec.js";
 import type { Config } from "../lib/core/config.js";
-import { sendBatchDoneKey } from "../lib/core/keys.js";
 import type { Logger } from "../lib/core/log.js";
 import { CONSUMER, MSGID, PRIORITIES, type Priority, STREAM, webhookDeliveryId } from "../lib/core/subjects.js";
 import type { Notification, NotificationBrief, ReceiptBatch, ReceiptEntry, SendBatch } from "../lib/core/types.js";
@@ -20,7 +19,7 @@ import { Semaphore } from "../lib/flow/semaphore.js";
 import { watchWorkQueue } from "../lib/flow/stranded.js";
 import { storeDeadLetter } from "../lib/gateway/dlq.js";
 import { type OutboxItem, ReceiptOutbox } from "../lib/gateway/receipt-outbox.js";
-import { markSendBatchDone, ReceiptCollector, receiptReconciler, sendBatchesChecked } from "../lib/gateway/receipts.js";
+import { markSendBatchDone, ReceiptCollector, receiptReconciler, sendBatchDone, sendBatchesChecked } from "../lib/gateway/receipts.js";
 import { type PostAnswer, WebhookPoster } from "../lib/gateway/webhook-post.js";
 import { secretKey, signatureHeaders } from "../lib/gateway/webhook-sign.js";
 import { addressPolicy, guardedLookup } from "../lib/infra/address-policy.js";
@@ -255,6 +254,21 @@ export async function startGatewayWebhook(d: GatewayWebhookDeps): Promise<{ stop
     st.qtail = p.catch(() => undefined);
     return p;
   };
+  /** Waits until a request to an endpoint allowed `rateLimit` requests a second may start, its last one having started at `lastStart`. */
+  const paced = async (rateLimit: number | null | undefined, lastStart: number): Promise<void> => {
+    const wait = rateLimit ? lastStart + 1000 / rateLimit - Date.now() : 0;
+    if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+  };
+  /** Why an attempt to be retried failed: its HTTP status, or no answer. */
+  const retryReason = (r: PostAnswer): string => (r.status ? `http_${r.status}` : "no_answer");
+  /** 410 Gone from endpoint `id`: the receiver ends its subscription to the delivery's topic. */
+  const unsubscribeGone = async (id: string, brief: NotificationBrief): Promise<void> => {
+    if (brief.topic) await changeEndpointSubscriptions(d.redis, brief.topic, [id], true).catch(() => 0);
+    log.info({ endpoint: id, topic: brief.topic }, "endpoint answered 410: unsubscribed from the topic");
+  };
+  /** Stores endpoint `id`'s delivery `did` (of `q`, notification `brief`) on the dead-letter stream. */
+  const deadLetter = (id: string, did: string, q: QueuedDelivery, brief: NotificationBrief, reason: string, attempts: number, at: number): Promise<unknown> =>
+    storeDeadLetter(d.nats, { type: "dead_letter", channel: "webhook", shard: q.shard, notification: brief, send: { nid: q.nid, user: id, device: id, token: "" }, reason, attempts, at }, did);
   /** Posts endpoint `id`'s deliveries `items` of one batch in order; from the first it cannot post (spilled) or that fails to be answered, queues the rest. */
   const deliverGroup = async (id: string, st: Direct, items: readonly { id: string; d: QueuedDelivery }[], payloads: ReadonlyMap<string, WebhookPayload>): Promise<GroupResult> => {
     const res: GroupResult = { endpoint: id, delivered: [], failed: [], lastStatus: 0 };
@@ -270,10 +284,7 @@ export async function startGatewayWebhook(d: GatewayWebhookDeps): Promise<{ stop
       }
       const { id: did, d: q } = items[k];
       const p = payloads.get(q.nid)!;
-      if (cep.ep.rateLimit) {
-        const wait = st.lastStart + 1000 / cep.ep.rateLimit - Date.now();
-        if (wait > 0) await new Promise((r) => setTimeout(r, wait));
-      }
+      await paced(cep.ep.rateLimit, st.lastStart);
       st.lastStart = Date.now();
       posted = true;
       st.postingSince = st.lastStart;
@@ -290,21 +301,15 @@ export async function startGatewayWebhook(d: GatewayWebhookDeps): Promise<{ stop
         // The endpoint failed to answer: this delivery and what follows go through its queue (ahead of what was queued meanwhile), this attempt counted.
         spillAll(st);
         await spill(st, id, items.slice(k), payloads, true);
-        const reason = r.status ? `http_${r.status}` : "no_answer";
         const delay = backoffMs(1, c.backoffBaseMs, c.backoffMaxMs, r.retryAfter);
-        await queues.fail(id, at, at + delay, r.status, r.error ?? reason, 1);
+        await queues.fail(id, at, at + delay, r.status, r.error ?? retryReason(r), 1);
         notBefore.set(id, at + delay);
         gatewayRetries.inc({ channel: "webhook" });
         break;
       }
       const reason = kind === "gone" ? "gone" : `http_${r.status}`;
-      if (kind === "gone") {
-        // 410 Gone: the receiver ends this subscription.
-        if (p.brief.topic) await changeEndpointSubscriptions(d.redis, p.brief.topic, [id], true).catch(() => 0);
-        log.info({ endpoint: id, topic: p.brief.topic }, "endpoint answered 410: unsubscribed from the topic");
-      } else {
-        await storeDeadLetter(d.nats, { type: "dead_letter", channel: "webhook", shard: q.shard, notification: p.brief, send: { nid: q.nid, user: id, device: id, token: "" }, reason, attempts: 1, at }, did);
-      }
+      if (kind === "gone") await unsubscribeGone(id, p.brief);
+      else await deadLetter(id, did, q, p.brief, reason, 1, at);
       res.failed.push({ id: did, nid: q.nid, type: q.type, outcome: "failed", status: r.status, attempts: 1, reason, at, ...(q.replayOf ? { replayOf: q.replayOf } : {}) });
     }
     return res;
@@ -378,7 +383,7 @@ export async function startGatewayWebhook(d: GatewayWebhookDeps): Promise<{ stop
       return;
     }
     // A batch handled before (redelivered, or published again) and finished then (its receipts published, its direct deliveries recorded): nothing more to do.
-    if ((m.info.deliveryCount > 1 || m.headers?.get("Nats-Msg-Id") !== firstId) && (await d.redis.exists(sendBatchDoneKey(firstId))) === 1) return;
+    if ((m.info.deliveryCount > 1 || m.headers?.get("Nats-Msg-Id") !== firstId) && (await sendBatchDone(d.redis, firstId))) return;
     let freeSlot!: () => void;
     const held = new Promise<void>((r) => (freeSlot = r));
     await new Promise<void>((go) => void slots.run(() => (go(), held), PRIORITIES.indexOf(prio)));
@@ -659,10 +664,7 @@ export async function startGatewayWebhook(d: GatewayWebhookDeps): Promise<{ stop
             continue;
           }
           const q = ready1;
-          if (ep.rateLimit) {
-            const wait = lastStart + 1000 / ep.rateLimit - Date.now();
-            if (wait > 0) await new Promise((r) => setTimeout(r, wait));
-          }
+          await paced(ep.rateLimit, lastStart);
           lastStart = Date.now();
           const r = await attempt(cep, id, q.body);
           const made = attempts + 1;
@@ -683,19 +685,18 @@ export async function startGatewayWebhook(d: GatewayWebhookDeps): Promise<{ stop
           await storeDelivered();
           await finish();
           if (kind === "gone") {
-            // 410 Gone: the receiver ends this subscription.
-            if (q.brief.topic) await changeEndpointSubscriptions(d.redis, q.brief.topic, [endpointId], true).catch(() => 0);
-            log.info({ endpoint: endpointId, topic: q.brief.topic }, "endpoint answered 410: unsubscribed from the topic");
+            await unsubscribeGone(endpointId, q.brief);
             await failed("gone");
             continue;
           }
-          const reason = r.status ? `http_${r.status}` : "no_answer";
-          const deadLetter = async (): Promise<void> => {
-            if (!q.event) await storeDeadLetter(d.nats, { type: "dead_letter", channel: "webhook", shard: q.shard, notification: q.brief, send: { nid: q.nid, user: endpointId, device: endpointId, token: "" }, reason, attempts: made, at: Date.now() }, id);
+          const reason = retryReason(r);
+          /** Dead-letters this delivery (an event-stream delivery is not a send: only failed) and settles it failed. */
+          const failedForGood = async (): Promise<void> => {
+            if (!q.event) await deadLetter(endpointId, id, q, q.brief, reason, made, Date.now());
             await failed(reason);
           };
           if (kind === "refused") {
-            await deadLetter();
+            await failedForGood();
             continue;
           }
           // Retryable: the head waits (later deliveries stay behind it: order), or it has had its attempts.
@@ -710,7 +711,7 @@ export async function startGatewayWebhook(d: GatewayWebhookDeps): Promise<{ stop
             return;
           }
           if (made >= c.maxAttempts) {
-            await deadLetter();
+            await failedForGood();
             break;
           }
           notBefore.set(endpointId, now2 + delay);

@@ -40,6 +40,11 @@ export async function markSendBatchDone(redis: Redis, firstId: string): Promise<
   await redis.set(sendBatchDoneKey(firstId), "1", "EX", 3600);
 }
 
+/** Whether the send batch first published as message `firstId` was marked done ({@link markSendBatchDone}) within the hour. */
+export async function sendBatchDone(redis: Redis, firstId: string): Promise<boolean> {
+  return (await redis.exists(sendBatchDoneKey(firstId))) === 1;
+}
+
 /**
  * Publishes the receipt batch of notification `nid` from stage `gateway`
  * (`entries`, in order) on `receiptSubject(nid)` under `msgId`, through `pub`,

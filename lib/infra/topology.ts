@@ -54,14 +54,13 @@ export function consumerConfigs(cfg: Config): { stream: string; config: Partial<
   for (const p of PRIORITIES) {
     out.push({ stream: STREAM.intake, config: { ...common, durable_name: CONSUMER.router(p), filter_subject: intakeLane(p) } });
     out.push({ stream: STREAM.intake, config: { ...common, durable_name: CONSUMER.campaign(p), filter_subject: intakeLane(p) } });
-    // In-app sends are taken by the in-app dispatcher (ws-gateway role) like a gateway's.
-    // Provider gateways' lanes redeliver a dead gateway's batch after `gateways.ackWaitSec` (short: the runner signals progress while it works).
-    for (const c of GATEWAY_CHANNELS) {
+    // Provider gateways' lanes, and the webhook gateway's (it holds a batch while it posts its deliveries directly),
+    // redeliver a dead gateway's batch after `gateways.ackWaitSec` (short: both signal progress while they work).
+    for (const c of [...GATEWAY_CHANNELS, "webhook"] as const) {
       out.push({ stream: STREAM.send(c), config: { ...common, ack_wait: nanos(cfg.gateways.ackWaitSec * 1000), durable_name: CONSUMER.gateway(c, p), filter_subject: sendSubject(c, p) } });
     }
+    // In-app sends are taken by the in-app dispatcher (ws-gateway role) like a gateway's.
     out.push({ stream: STREAM.send("inapp"), config: { ...common, durable_name: CONSUMER.gateway("inapp", p), filter_subject: sendSubject("inapp", p) } });
-    // The webhook gateway holds a batch while it posts its deliveries directly (signalling progress), as a provider gateway does: a dead one's batches go to another after `gateways.ackWaitSec`.
-    out.push({ stream: STREAM.send("webhook"), config: { ...common, ack_wait: nanos(cfg.gateways.ackWaitSec * 1000), durable_name: CONSUMER.gateway("webhook", p), filter_subject: sendSubject("webhook", p) } });
   }
   return out;
 }
