@@ -7,15 +7,16 @@ import { Agent } from "undici";
 import { decode } from "../lib/core/codec.js";
 import type { Config } from "../lib/core/config.js";
 import type { Logger } from "../lib/core/log.js";
-import { CONSUMER, MSGID, PRIORITIES, type Priority, STREAM, webhookDeliveryId } from "../lib/core/subjects.js";
+import { BUCKET, CONSUMER, MSGID, PRIORITIES, type Priority, STREAM, webhookDeliveryId } from "../lib/core/subjects.js";
 import type { Notification, NotificationBrief, ReceiptBatch, ReceiptEntry, SendBatch } from "../lib/core/types.js";
 import { activeSecrets, type Endpoint, findEndpoint, LIFECYCLE_EVENTS, type LifecycleEvent, listEndpoints } from "../lib/directory/endpoints.js";
 import { changeEndpointSubscriptions } from "../lib/directory/topics.js";
 import { EndpointQueues, type HistoryEntry, type QueuedDelivery, type WebhookPayload } from "../lib/flow/endpoint-queues.js";
 import { JsPublisher } from "../lib/flow/js-publisher.js";
-import { decodeAs, firstIdOf, type Later, runLanes } from "../lib/flow/lanes.js";
+import { decodeAs, firstIdOf, type Lanes, type Later, runLanes } from "../lib/flow/lanes.js";
 import { readDurable } from "../lib/flow/pull.js";
 import { Semaphore } from "../lib/flow/semaphore.js";
+import { ShardOwnership } from "../lib/flow/shard-ownership.js";
 import { watchWorkQueue } from "../lib/flow/stranded.js";
 import { storeDeadLetter } from "../lib/gateway/dlq.js";
 import { type OutboxItem, ReceiptOutbox } from "../lib/gateway/receipt-outbox.js";
@@ -277,9 +278,11 @@ export async function startGatewayWebhook(d: GatewayWebhookDeps): Promise<{ stop
       // Checked before anything is awaited, so groups set off by the same spill queue in their order.
       const cep = st.spilled || stopping ? null : (freshHit(id) ?? (await cachedOf(id)));
       if (!cep?.ep) {
-        // Once this group has posted some, the groups behind it were queued meanwhile: its rest goes ahead of them.
+        // Its rest is put on the queue's turn before the groups behind it start (spillAll): they queue after it. Once this
+        // group has posted some, it was spilled meanwhile and the groups behind it queued then: its rest goes ahead of them.
+        const queuing = spill(st, id, items.slice(k), payloads, posted);
         spillAll(st);
-        await spill(st, id, items.slice(k), payloads, posted);
+        await queuing;
         break;
       }
       const { id: did, d: q } = items[k];
@@ -367,11 +370,12 @@ export async function startGatewayWebhook(d: GatewayWebhookDeps): Promise<{ stop
 
   /** Send batches being delivered directly, at most `endpoints.directBatches` (the most urgent lane first). */
   const slots = new Semaphore(c.directBatches);
+  /** Direct deliveries in flight, each batch's in its partition's set too (a partition handed over waits for its own). */
   const inflight = new Set<Promise<void>>();
   /** Batches' intake one after another, so the groups of an endpoint join its chain in the order their batches came. */
   let intakeTurn: Promise<unknown> = Promise.resolve();
 
-  const handle = async (m: JsMsg, prio: Priority): Promise<void | Later> => {
+  const handle = async (m: JsMsg, prio: Priority, mine: Set<Promise<void>>): Promise<void | Later> => {
     const batch = decodeAs<SendBatch>(m.data, "send_batch");
     const firstId = firstIdOf(m);
     if (c.directBacklog === 0 || batch.replayOf !== undefined) {
@@ -428,7 +432,8 @@ export async function startGatewayWebhook(d: GatewayWebhookDeps): Promise<{ stop
     stageItems.inc({ stage: "gateway-webhook" }, batch.sends.length);
     const later = Promise.all(groups).then((results) => finishDirect(firstId, results)).finally(freeSlot);
     inflight.add(later);
-    void later.catch(() => undefined).finally(() => inflight.delete(later));
+    mine.add(later);
+    void later.catch(() => undefined).finally(() => (inflight.delete(later), mine.delete(later)));
     return { later };
   };
   /**
@@ -457,9 +462,43 @@ export async function startGatewayWebhook(d: GatewayWebhookDeps): Promise<{ stop
     if (sent) gatewaySends.inc({ channel: "webhook", app: "webhook", outcome: "sent" }, sent);
     if (failed) gatewaySends.inc({ channel: "webhook", app: "webhook", outcome: "failed" }, failed);
   };
-  const lanes = runLanes({
-    js: d.nats.js, stream: STREAM.send("webhook"), consumer: (p) => CONSUMER.gateway("webhook", p), concurrency: d.cfg.gateways.batchConcurrency, prefetch: 8,
-    ackWaitSec: d.cfg.gateways.ackWaitSec, log, handle,
+  // Endpoint partitions: each held by one process at a time (a lease; the live processes share them out), so every
+  // delivery of an endpoint comes to one process, in publish order. A partition's lanes run while it is held; handed
+  // over, its lanes stop and the direct deliveries of its batches finish (or queue) before the lease goes.
+  const held = new Map<number, { lanes: Lanes; mine: Set<Promise<void>> }>();
+  /**
+   * Waits, before a partition taken over is read, until no batch of its lanes is out with another reader unacked (a
+   * previous holder's, or one its reader had taken off the wire when it stopped), or until `gateways.ackWaitSec` has
+   * passed and they are due again: JetStream hands a lane's redeliveries out before newer batches, so the batches come
+   * to this process in publish order.
+   */
+  const unackedSettled = async (part: number): Promise<void> => {
+    const until = Date.now() + d.cfg.gateways.ackWaitSec * 1000 + 500;
+    for (;;) {
+      const pending = await Promise.all(PRIORITIES.map((p) => d.nats.jsm.consumers.info(STREAM.send("webhook"), CONSUMER.webhook(p, part)).then((ci) => ci.num_ack_pending, () => 0)));
+      if (pending.every((n) => n === 0) || Date.now() >= until || stopping) return;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  };
+  const ownership = new ShardOwnership({
+    kv: await d.nats.kvm.open(BUCKET.leases), jsm: d.nats.jsm, cls: "webhook", shards: c.partitions, owner, leaseMs: c.leaseMs, log,
+    acquired: async (part) => {
+      await unackedSettled(part);
+      const mine = new Set<Promise<void>>();
+      const lanes = runLanes({
+        js: d.nats.js, stream: STREAM.send("webhook"), consumer: (p) => CONSUMER.webhook(p, part), concurrency: d.cfg.gateways.batchConcurrency, prefetch: 4,
+        ackWaitSec: d.cfg.gateways.ackWaitSec, log, handle: (m, prio) => handle(m, prio, mine),
+      });
+      held.set(part, { lanes, mine });
+      await lanes.ready;
+    },
+    released: async (part, graceful) => {
+      const h = held.get(part);
+      held.delete(part);
+      if (!h) return;
+      await h.lanes.stop();
+      if (graceful) await Promise.allSettled([...h.mine]);
+    },
   });
 
   // 1b. Event streams: nfx's own lifecycle events, from receipts and accepted requests, to the endpoints that subscribe to them.
@@ -781,9 +820,10 @@ export async function startGatewayWebhook(d: GatewayWebhookDeps): Promise<{ stop
     }
   })();
 
-  const wq = watchWorkQueue({ jsm: d.nats.jsm, stream: STREAM.send("webhook"), configs: consumerConfigsOf(d.cfg, STREAM.send("webhook"), PRIORITIES.map((p) => CONSUMER.gateway("webhook", p))), log });
-  await lanes.ready;
-  log.info({ owner }, "webhook gateway ready");
+  const laneNames = PRIORITIES.flatMap((p) => Array.from({ length: c.partitions }, (_, part) => CONSUMER.webhook(p, part)));
+  const wq = watchWorkQueue({ jsm: d.nats.jsm, stream: STREAM.send("webhook"), configs: consumerConfigsOf(d.cfg, STREAM.send("webhook"), laneNames), log });
+  await ownership.start();
+  log.info({ owner, partitions: ownership.owned() }, "webhook gateway ready");
   return {
     async stop() {
       stopping = true;
@@ -792,8 +832,9 @@ export async function startGatewayWebhook(d: GatewayWebhookDeps): Promise<{ stop
       for (const w of idle.values()) w(false);
       idle.clear();
       wake();
-      await lanes.stop();
-      // Direct deliveries in progress end (what is left of them queued), their batches acked; their endpoints let go.
+      // Partitions handed over: their lanes stopped, direct deliveries in progress ended (what is left of them queued),
+      // their batches acked; their endpoints let go.
+      await ownership.stop();
       await Promise.allSettled([...inflight]);
       clearInterval(directRenewal);
       clearInterval(slowSweep);

@@ -5,7 +5,7 @@ import { encode } from "../lib/core/codec.js";
 import type { Config } from "../lib/core/config.js";
 import type { Logger } from "../lib/core/log.js";
 import { groupByShard } from "../lib/core/shard-hash.js";
-import { CONSUMER, MSGID, sendSubject, STREAM } from "../lib/core/subjects.js";
+import { CONSUMER, MSGID, STREAM, webhookSendSubject } from "../lib/core/subjects.js";
 import { briefOf, type FanChunk, type Notification, type NotificationBrief, type SendBatch } from "../lib/core/types.js";
 import { topicEndpoints } from "../lib/directory/topics.js";
 import { FanPublisher } from "../lib/flow/fan-publisher.js";
@@ -37,17 +37,21 @@ export function planChunks(recipients: readonly string[], shards: number, chunkS
 }
 
 /**
- * Publishes notification `brief`'s deliveries to the endpoints `endpoints` (sorted) as send batches of `batchSize`
- * on NFX_SEND_WEBHOOK (message ids `wh:<nid>:<part>`). Resolves when JetStream stored every batch.
+ * Publishes notification `brief`'s deliveries to the endpoints `endpoints` (sorted) as send batches of at most
+ * `batchSize` per endpoint partition (`shardOf(endpoint, partitions)`), on that partition's lane of
+ * NFX_SEND_WEBHOOK (message ids `wh:<nid>:<partition>:<part>`). Resolves with the number of batches once JetStream
+ * stored every one.
  */
-export async function publishWebhookBatches(nats: Nats, brief: NotificationBrief, endpoints: readonly string[], batchSize: number): Promise<number> {
+export async function publishWebhookBatches(nats: Nats, brief: NotificationBrief, endpoints: readonly string[], batchSize: number, partitions: number): Promise<number> {
   const parts: Promise<unknown>[] = [];
-  for (let i = 0, part = 0; i < endpoints.length; i += batchSize, part++) {
-    const batch: SendBatch = {
-      type: "send_batch", channel: "webhook", shard: 0, notifications: { [brief.id]: brief },
-      sends: endpoints.slice(i, i + batchSize).map((ep) => ({ nid: brief.id, user: ep, device: ep, token: "" })),
-    };
-    parts.push(nats.js.publish(sendSubject("webhook", brief.priority), encode(batch), { msgID: MSGID.webhooks(brief.id, part) }));
+  for (const [partition, eps] of [...groupByShard(endpoints, partitions)].sort(([a], [b]) => a - b)) {
+    for (let i = 0, part = 0; i < eps.length; i += batchSize, part++) {
+      const batch: SendBatch = {
+        type: "send_batch", channel: "webhook", shard: 0, notifications: { [brief.id]: brief },
+        sends: eps.slice(i, i + batchSize).map((ep) => ({ nid: brief.id, user: ep, device: ep, token: "" })),
+      };
+      parts.push(nats.js.publish(webhookSendSubject(brief.priority, partition), encode(batch), { msgID: MSGID.webhooks(brief.id, partition, part) }));
+    }
   }
   await Promise.all(parts);
   return parts.length;
@@ -69,7 +73,7 @@ export async function startRouter(d: RouterDeps): Promise<{ stop(): Promise<void
     const brief = briefOf(n);
     if (n.topic) {
       const eps = await topicEndpoints(d.redis, n.topic);
-      const batches = await publishWebhookBatches(d.nats, brief, eps, d.cfg.endpoints.batchSize);
+      const batches = await publishWebhookBatches(d.nats, brief, eps, d.cfg.endpoints.batchSize, d.cfg.endpoints.partitions);
       if (batches) log.debug({ nid: n.id, topic: n.topic, endpoints: eps.length, batches }, "topic endpoints routed");
     }
     if (n.segment) return; // segment targets (a topic's users too) are the campaign actor's

@@ -24,6 +24,7 @@ import type { Lease } from "../lib/flow/lease.js";
 import { PriorityBuffer } from "../lib/flow/priority-buffer.js";
 import { isoToUs, PULL_EXPIRES_MS, startTimeOf, storedAtUs, watchOrdered } from "../lib/flow/pull.js";
 import { Semaphore } from "../lib/flow/semaphore.js";
+import { ShardOwnership } from "../lib/flow/shard-ownership.js";
 import { reconcileWanted, StreamReconciler } from "../lib/flow/stream-reconciler.js";
 import { publishChecked, type TakenMark } from "../lib/flow/stream-reconciler.js";
 import { presenceReader, PresenceView } from "../lib/inapp/presence.js";
@@ -39,7 +40,6 @@ import { DigestBook, digestNotification } from "../lib/shard/digests.js";
 import { type PolicyConfig, policyFrom } from "../lib/shard/policy.js";
 import { RateBuckets } from "../lib/shard/rate-buckets.js";
 import { CheckpointStore, emptyHead, startPositions } from "../lib/shard/shard-checkpoint.js";
-import { ShardOwnership } from "../lib/shard/shard-ownership.js";
 import { takenKeys } from "../lib/shard/taken-keys.js";
 
 export interface ShardDeps {
@@ -602,7 +602,7 @@ class ShardOwner {
 
 /**
  * Starts the shard actor: for each lane class in `d.lanes` (default both),
- * joins that class's shard ownership (lib/shard/shard-ownership.ts) and runs
+ * joins that class's shard ownership (lib/flow/shard-ownership.ts) and runs
  * a {@link ShardOwner} for every shard of the class this process holds. A
  * process running both classes opens a second NATS and Redis connection for
  * the urgent class. `owned()`: shards held, per class.

@@ -38,7 +38,7 @@ export function registerDlqCommands(program: Command): void {
       await nats(async (n) => {
         const todo = o.all ? (await listDeadLetters(n)).map((d) => d.seq) : list.reduce<number[]>((a, v) => seqs(v, a), []);
         for (const seq of todo) {
-          const d = await replayDeadLetter(n, seq);
+          const d = await replayDeadLetter(n, seq, cliConfig(program).endpoints.partitions);
           console.log(`replayed ${seq}: ${d.channel} ${d.notification.id} ${d.send.user}/${d.send.device}`);
         }
       });

@@ -543,6 +543,9 @@ export const configSchema = z.strictObject({
       leaseMs: z.number().int().min(1000).max(300_000).default(15_000).describe("Hold a gateway process keeps on an endpoint it delivers to; a dead process's endpoints go to another after it."),
       secretOverlapSec: z.number().int().min(0).max(30 * 86400).default(86_400).describe("After a secret rotation, how long deliveries are also signed with the old secret."),
       batchSize: z.number().int().min(1).max(10_000).default(500).describe("Endpoint deliveries per send batch on NFX_SEND_WEBHOOK."),
+      partitions: z.number().int().min(1).max(256).default(4).describe(
+        "Endpoint partitions (`partition = FNV-1a(endpoint id) mod N`): each partition's send batches are taken by one gateway-webhook process at a time, which holds it by lease (`leaseMs`) and shares the partitions out with the other live processes, so an endpoint's deliveries are posted in publish order however many processes run. At least the number of gateway-webhook processes, for all of them to take a share. Fixed when a cluster is created; never change it under a running cluster.",
+      ),
       doneTtlSec: z.number().int().min(60).max(30 * 86400).default(86_400).describe("How long a delivered id is remembered so a redelivered batch does not deliver it again."),
       historyPerEndpoint: z.number().int().min(0).max(10_000).default(100).describe("Recent deliveries kept per endpoint for `nfx endpoints deliveries` (Redis holds up to a quarter more, at least 16, between trims)."),
     })

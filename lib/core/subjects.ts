@@ -94,9 +94,16 @@ export const deferAll = "nfx.defer.>";
 export const trailSubject = (nid: string, shard: number): string => `nfx.trail.${nid}.${shard}`;
 export const trailAll = "nfx.trail.>";
 
-/** Per-channel send batches: `nfx.send.<channel>.<prio>`. */
+/** Per-channel send batches: `nfx.send.<channel>.<prio>` (webhook batches: {@link webhookSendSubject}). */
 export const sendSubject = (channel: Channel, prio: Priority): string => `nfx.send.${channel}.${prio}`;
-export const sendAll = (channel: Channel): string => `nfx.send.${channel}.*`;
+/** Every send batch of `channel` (webhook batches have one token more: their endpoint partition). */
+export const sendAll = (channel: Channel): string => `nfx.send.${channel}.>`;
+/**
+ * Webhook send batches of endpoint partition `part` (`shardOf(endpoint id, endpoints.partitions)`, lib/core/shard-hash.ts):
+ * `nfx.send.webhook.<prio>.<part>`. One gateway-webhook process at a time takes a partition's batches, so each
+ * endpoint's deliveries reach one process in publish order.
+ */
+export const webhookSendSubject = (prio: Priority, part: number): string => `nfx.send.webhook.${prio}.${part}`;
 
 /** Receipts of one notification: `nfx.rcpt.<notificationId>`. */
 export const receiptSubject = (nid: string): string => `nfx.rcpt.${nid}`;
@@ -165,6 +172,8 @@ export const CONSUMER = {
   /** Releases quiet-hours deferrals when due (scheduler role). */
   deferred: "deferred-release",
   gateway: (channel: Channel, prio: Priority): string => `gw-${channel}-${prio}`,
+  /** The webhook gateway's lane `prio` of endpoint partition `part` ({@link webhookSendSubject}). */
+  webhook: (prio: Priority, part: number): string => `gw-webhook-${prio}-p${part}`,
   /** Releases a channel's pushed-back sends when due (its gateway role). */
   retry: (channel: Channel): string => `retry-${channel}`,
 } as const;
@@ -239,8 +248,8 @@ export const MSGID = {
   receipts: (stage: string, nid: string, entriesHash: string): string => `${stage}:${nid}:${entriesHash}`,
   /** A pushed-back part of a send batch, held on NFX_RETRY until due (`releaseId`: its {@link MSGID.retry} id). */
   held: (releaseId: string): string => `q:${releaseId}`,
-  /** A topic notification's endpoint deliveries, batch `part` (the router). */
-  webhooks: (nid: string, part: number): string => `wh:${nid}:${part}`,
+  /** A topic notification's endpoint deliveries in endpoint partition `partition`, batch `part` of it (the router). */
+  webhooks: (nid: string, partition: number, part: number): string => `wh:${nid}:${partition}:${part}`,
   /** The receipt of one endpoint delivery's outcome (`deliveryId`: {@link webhookDeliveryId}). */
   webhookOutcome: (deliveryId: string, outcome: string): string => `whr:${deliveryId}:${outcome}`,
   /** One notification's entries of a batch taken from the webhook gateways' receipt outbox (`batch`: a random id given when it was taken). */
@@ -251,15 +260,21 @@ export const MSGID = {
   original: (msgId: string): string => msgId.replace(/~r\d+$/, ""),
 } as const;
 
-/** Keys in the leases bucket: one lease per user shard, one liveness record per shard-actor process. */
+/**
+ * Who shares out a set of partitions by lease (lib/flow/shard-ownership.ts): the shard actors of one lane class (user
+ * shards), or the webhook gateways (endpoint partitions, `endpoints.partitions`).
+ */
+export type OwnershipGroup = LaneClass | "webhook";
+
+/** Keys in the leases bucket: one lease per partition of a group (a user shard's lanes of one class, an endpoint partition), one liveness record per member process. */
 export const LEASE_KEY = {
-  /** The lease of one shard's lanes of class `cls`: `shard.<class>.<shard>`. */
-  shard: (cls: LaneClass, shard: number): string => `shard.${cls}.${shard}`,
-  /** Every shard lease of class `cls`. */
-  shards: (cls: LaneClass): string => `shard.${cls}.*`,
-  /** The liveness record of a shard-actor process that owns lanes of class `cls`. */
-  member: (cls: LaneClass, owner: string): string => `member.${cls}.${owner}`,
-  members: (cls: LaneClass): string => `member.${cls}.*`,
+  /** The lease of partition `shard` of `group`: `shard.<group>.<shard>`. */
+  shard: (group: OwnershipGroup, shard: number): string => `shard.${group}.${shard}`,
+  /** Every partition lease of `group`. */
+  shards: (group: OwnershipGroup): string => `shard.${group}.*`,
+  /** The liveness record of a process that takes partitions of `group`. */
+  member: (group: OwnershipGroup, owner: string): string => `member.${group}.${owner}`,
+  members: (group: OwnershipGroup): string => `member.${group}.*`,
   /** The lease of a segment campaign's expansion: one campaign actor walks its shards at a time. */
   campaign: (id: string): string => `campaign.${id}`,
 } as const;

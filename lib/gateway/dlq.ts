@@ -2,7 +2,8 @@
 import { decode, encode } from "../core/codec.js";
 import { NotFound } from "../core/errors.js";
 import { deliveryKey } from "../core/ids.js";
-import { type Channel, dlqAll, dlqSubject, MSGID, sendSubject, STREAM } from "../core/subjects.js";
+import { shardOf } from "../core/shard-hash.js";
+import { type Channel, dlqAll, dlqSubject, MSGID, sendSubject, STREAM, webhookSendSubject } from "../core/subjects.js";
 import type { DeadLetter, SendBatch } from "../core/types.js";
 import { readStored } from "../flow/stream-read.js";
 import type { Nats } from "../infra/nats.js";
@@ -40,9 +41,11 @@ export async function getDeadLetter(n: Nats, seq: number): Promise<DeadLetterEnt
  * Sends a dead letter again: republishes it as a one-send batch on its
  * channel's send stream (message id `rpl:<seq>`, so replaying twice sends
  * once), then removes it from the dead-letter stream. The new outcome's
- * receipt replaces the dead letter's failure in the counters.
+ * receipt replaces the dead letter's failure in the counters. A webhook
+ * delivery goes to its endpoint's partition lane (`webhookPartitions`:
+ * `endpoints.partitions`).
  */
-export async function replayDeadLetter(n: Nats, seq: number): Promise<DeadLetterEntry> {
+export async function replayDeadLetter(n: Nats, seq: number, webhookPartitions: number): Promise<DeadLetterEntry> {
   const dl = await getDeadLetter(n, seq);
   // A replay starts with fresh attempts.
   const { attempt: _a, waits: _w, ...send } = dl.send;
@@ -50,7 +53,9 @@ export async function replayDeadLetter(n: Nats, seq: number): Promise<DeadLetter
     type: "send_batch", channel: dl.channel, shard: dl.shard, notifications: { [dl.notification.id]: dl.notification },
     sends: [send], replayOf: `dead_letter:${dl.reason}`,
   };
-  await n.js.publish(sendSubject(dl.channel, dl.notification.priority), encode(batch), { msgID: MSGID.replay(seq) });
+  const prio = dl.notification.priority;
+  const subject = dl.channel === "webhook" ? webhookSendSubject(prio, shardOf(send.user, webhookPartitions)) : sendSubject(dl.channel, prio);
+  await n.js.publish(subject, encode(batch), { msgID: MSGID.replay(seq) });
   await n.jsm.streams.deleteMessage(STREAM.dlq, seq);
   return dl;
 }

@@ -52,6 +52,8 @@ const js = {
   ],
   /** Delete and re-create the durable consumer `name` of `s` (the tracker rewinds its own). */
   durable: (s: string, name: string) => [`$JS.API.CONSUMER.DURABLE.CREATE.${s}.${name}`, `$JS.API.CONSUMER.CREATE.${s}.${name}`, `$JS.API.CONSUMER.CREATE.${s}.${name}.>`, `$JS.API.CONSUMER.DELETE.${s}.${name}`],
+  /** Delete and re-create any durable consumer of `s`: for a stream whose every consumer is the role's own (the webhook gateway's lanes, one per priority and endpoint partition, as many as `endpoints.partitions` makes). */
+  durableAny: (s: string) => [`$JS.API.CONSUMER.DURABLE.CREATE.${s}.*`, `$JS.API.CONSUMER.CREATE.${s}.*`, `$JS.API.CONSUMER.CREATE.${s}.*.>`, `$JS.API.CONSUMER.DELETE.${s}.*`],
   /** Read single messages of `s` by sequence or subject. */
   get: (s: string) => [`$JS.API.STREAM.MSG.GET.${s}`, `$JS.API.DIRECT.GET.${s}`, `$JS.API.DIRECT.GET.${s}.>`],
 };
@@ -121,7 +123,8 @@ export const ROLE_PERMISSIONS: Readonly<Record<NatsRoleUser, Perm>> = {
   "gateway-email": gateway("email"),
   "gateway-sms": gateway("sms"),
   // Webhook endpoints: its send stream in, receipts and dead letters out (its retries wait in Redis, not NFX_RETRY).
-  "gateway-webhook": { pub: [...js.consume(STREAM.send("webhook")), ...ownLanes("webhook"), ...js.consumeOne(STREAM.receipts, CONSUMER.events), ...js.consumeOne(STREAM.intake, CONSUMER.eventsIntake), receiptAll, dlqSubject("webhook"), ...js.get(STREAM.receipts)], sub: [] },
+  // Its endpoint partitions are shared out by lease among the live webhook gateways (lib/flow/shard-ownership.ts).
+  "gateway-webhook": { pub: [...js.consume(STREAM.send("webhook")), ...js.durableAny(STREAM.send("webhook")), ...kv.write(BUCKET.leases), ...js.consumeOne(STREAM.receipts, CONSUMER.events), ...js.consumeOne(STREAM.intake, CONSUMER.eventsIntake), receiptAll, dlqSubject("webhook"), ...js.get(STREAM.receipts)], sub: [] },
   "ws-gateway": {
     pub: [
       ...js.consume(STREAM.send("inapp")), ...ownLanes("inapp"), "nfx.live.>", presenceAll, receiptAll, send("*"), ...kv.read(BUCKET.campaigns), ADMISSION.all,

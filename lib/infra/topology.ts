@@ -8,7 +8,7 @@ import type { Logger } from "../core/log.js";
 import {
   BUCKET, CHANNELS, CONSUMER,   deferAll, dlqAll, fanAll, GATEWAY_CHANNELS, intakeAll, intakeLane, KV_STORE, PRIORITIES, receiptAll, retryAll, retryOf, scheduledAll, sendAll, sendSubject,
 STREAM,
-trailAll, } from "../core/subjects.js";
+trailAll, webhookSendSubject, } from "../core/subjects.js";
 import { type Nats, retryTransient } from "./nats.js";
 import { PROCESS_TTL_MS } from "./processes.js";
 
@@ -54,10 +54,12 @@ export function consumerConfigs(cfg: Config): { stream: string; config: Partial<
   for (const p of PRIORITIES) {
     out.push({ stream: STREAM.intake, config: { ...common, durable_name: CONSUMER.router(p), filter_subject: intakeLane(p) } });
     out.push({ stream: STREAM.intake, config: { ...common, durable_name: CONSUMER.campaign(p), filter_subject: intakeLane(p) } });
-    // Provider gateways' lanes, and the webhook gateway's (it holds a batch while it posts its deliveries directly),
-    // redeliver a dead gateway's batch after `gateways.ackWaitSec` (short: both signal progress while they work).
-    for (const c of [...GATEWAY_CHANNELS, "webhook"] as const) {
-      out.push({ stream: STREAM.send(c), config: { ...common, ack_wait: nanos(cfg.gateways.ackWaitSec * 1000), durable_name: CONSUMER.gateway(c, p), filter_subject: sendSubject(c, p) } });
+    // Provider gateways' lanes, and the webhook gateway's per endpoint partition (it holds a batch while it posts its
+    // deliveries directly), redeliver a dead gateway's batch after `gateways.ackWaitSec` (short: both signal progress while they work).
+    const lane = { ...common, ack_wait: nanos(cfg.gateways.ackWaitSec * 1000) };
+    for (const c of GATEWAY_CHANNELS) out.push({ stream: STREAM.send(c), config: { ...lane, durable_name: CONSUMER.gateway(c, p), filter_subject: sendSubject(c, p) } });
+    for (let part = 0; part < cfg.endpoints.partitions; part++) {
+      out.push({ stream: STREAM.send("webhook"), config: { ...lane, durable_name: CONSUMER.webhook(p, part), filter_subject: webhookSendSubject(p, part) } });
     }
     // In-app sends are taken by the in-app dispatcher (ws-gateway role) like a gateway's.
     out.push({ stream: STREAM.send("inapp"), config: { ...common, durable_name: CONSUMER.gateway("inapp", p), filter_subject: sendSubject("inapp", p) } });

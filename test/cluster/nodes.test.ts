@@ -14,8 +14,8 @@ import { loadConfig } from "../../lib/core/config.js";
 import { LANE_CLASSES, type LaneClass } from "../../lib/core/subjects.js";
 import type { UserRecord } from "../../lib/core/types.js";
 import { writeUsers } from "../../lib/directory/directory.js";
+import { preferredOwner } from "../../lib/flow/shard-ownership.js";
 import { notify, status } from "../../lib/intake/api-client.js";
-import { preferredOwner } from "../../lib/shard/shard-ownership.js";
 import { eventually } from "../helpers/cluster.js";
 import { shardHolders } from "../helpers/shards.js";
 

@@ -2,12 +2,12 @@
 import type { ChildProcess } from "node:child_process";
 
 import { decode, decodeJson } from "../../lib/core/codec.js";
-import { BUCKET, type LaneClass, LEASE_KEY } from "../../lib/core/subjects.js";
+import { BUCKET, LEASE_KEY, type OwnershipGroup } from "../../lib/core/subjects.js";
 import type { SendBatch } from "../../lib/core/types.js";
 import type { Nats } from "../../lib/infra/nats.js";
 
-/** Current holders of unexpired shard leases of lane class `cls` (bulk by default): shard -> {owner, epoch}. */
-export async function shardHolders(n: Nats, cls: LaneClass = "bulk"): Promise<Map<number, { owner: string; epoch: number }>> {
+/** Current holders of unexpired partition leases of `cls` (a lane class's user shards, bulk by default, or the webhook gateways' endpoint partitions): partition -> {owner, epoch}. */
+export async function shardHolders(n: Nats, cls: OwnershipGroup = "bulk"): Promise<Map<number, { owner: string; epoch: number }>> {
   const kv = await n.kvm.open(BUCKET.leases);
   const out = new Map<number, { owner: string; epoch: number }>();
   for await (const k of await kv.keys(LEASE_KEY.shards(cls))) {

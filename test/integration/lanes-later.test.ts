@@ -4,7 +4,7 @@ import t from "tap";
 
 import { encode } from "../../lib/core/codec.js";
 import { createLogger } from "../../lib/core/log.js";
-import { CONSUMER, sendSubject, STREAM } from "../../lib/core/subjects.js";
+import { CONSUMER, STREAM, webhookSendSubject } from "../../lib/core/subjects.js";
 import { decodeAs, type Later, runLanes } from "../../lib/flow/lanes.js";
 import { connectNats } from "../../lib/infra/nats.js";
 import { ensureTopology } from "../../lib/infra/topology.js";
@@ -24,7 +24,7 @@ t.test("a message finished later: the worker goes on, the message is acked when 
   const first = new Promise<void>((r) => (releaseFirst = r));
   let failedOnce = false;
   const lanes = runLanes({
-    js: nats.js, stream: STREAM.send("webhook"), consumer: (p) => CONSUMER.gateway("webhook", p), concurrency: 1, prefetch: 4, ackWaitSec: 3, log,
+    js: nats.js, stream: STREAM.send("webhook"), consumer: (p) => CONSUMER.webhook(p, 0), concurrency: 1, prefetch: 4, ackWaitSec: 3, log,
     handle: async (m): Promise<void | Later> => {
       const { name } = decodeAs<{ type: "t"; name: string }>(m.data, "t");
       seen.push(`${name}#${m.info.deliveryCount}`);
@@ -39,7 +39,7 @@ t.test("a message finished later: the worker goes on, the message is acked when 
   });
   t.teardown(() => lanes.stop());
   await lanes.ready;
-  for (const name of ["a", "b", "c"]) await nats.js.publish(sendSubject("webhook", "normal"), encode({ type: "t", name }), { msgID: `later-${name}` });
+  for (const name of ["a", "b", "c"]) await nats.js.publish(webhookSendSubject("normal", 0), encode({ type: "t", name }), { msgID: `later-${name}` });
 
   t.ok(await eventually(() => seen.includes("c#2"), 20_000), "the failed one came back");
   t.same(seen.slice(0, 3), ["a#1", "b#1", "c#1"], "with one worker, b was handled while a was still unfinished");

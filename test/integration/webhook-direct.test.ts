@@ -3,7 +3,8 @@ import t from "tap";
 
 import { encode } from "../../lib/core/codec.js";
 import { endpointDoneKey, endpointItemsKey, endpointQueueKey } from "../../lib/core/keys.js";
-import { API, sendSubject } from "../../lib/core/subjects.js";
+import { shardOf } from "../../lib/core/shard-hash.js";
+import { API, webhookSendSubject } from "../../lib/core/subjects.js";
 import type { SendBatch } from "../../lib/core/types.js";
 import type { Endpoint } from "../../lib/directory/endpoints.js";
 import type { EndpointState } from "../../lib/flow/endpoint-queues.js";
@@ -89,7 +90,7 @@ t.test("direct delivery: in order, each once, slow and failing endpoints queued 
   // A send batch handled before (redelivered, or published again after a stream lost it) is not sent again.
   const fast1 = eps.get("fast1")!.id;
   const batch: SendBatch = { type: "send_batch", channel: "webhook", shard: 0, notifications: { nb: { id: "nb", category: "transactional", priority: "normal", expiresAt: Date.now() + 3_600_000, channels: ["webhook"], createdAt: Date.now(), topic: "direct", content: { webhook: { type: "t.copy", data: { k: 99 } } } } as unknown as SendBatch["notifications"][string] }, sends: [{ nid: "nb", user: fast1, device: fast1, token: "" }] };
-  const publish = (msgID: string): Promise<unknown> => nats.js.publish(sendSubject("webhook", "normal"), encode(batch), { msgID });
+  const publish = (msgID: string): Promise<unknown> => nats.js.publish(webhookSendSubject("normal", shardOf(fast1, cluster.cfg.endpoints.partitions)), encode(batch), { msgID });
   await publish("test-direct-copy");
   t.ok(await eventually(() => rx.accepted("fast1").some((d) => d.id === `nb.${fast1}`), 10_000), "the batch was delivered");
   await publish("test-direct-copy~r1");

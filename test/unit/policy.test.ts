@@ -5,13 +5,13 @@ import { loadConfig } from "../../lib/core/config.js";
 import type { NotificationBrief, UserRecord } from "../../lib/core/types.js";
 import { localMinute, localTimeRelease, parseHhmm, quietUntil, utcOffsetMin } from "../../lib/directory/quiet-hours.js";
 import { ReleasePacer } from "../../lib/flow/hold-until-due.js";
+import { preferredOwner } from "../../lib/flow/shard-ownership.js";
 import { isBroadcast, readTimePolicy } from "../../lib/inapp/broadcasts.js";
 import { renderPush, variablesOf } from "../../lib/intake/templates.js";
 import { DedupWindow } from "../../lib/shard/dedup-window.js";
 import { DigestBook, digestIdOf, digestNotification } from "../../lib/shard/digests.js";
 import { decideUser, planFor, type PolicyConfig, policyFrom, type PolicyState } from "../../lib/shard/policy.js";
 import { RateBuckets } from "../../lib/shard/rate-buckets.js";
-import { preferredOwner } from "../../lib/shard/shard-ownership.js";
 import { parseTrail, Trail } from "../../lib/shard/trails.js";
 
 const H = 3_600_000;

@@ -1,11 +1,11 @@
-// Shard ownership: live shard-actor processes announce themselves in KV, each takes its rendezvous-hash share of the shards by lease, and hands shards over when membership changes.
+// Partition ownership: live processes of a group (shard actors of a lane class, webhook gateways) announce themselves in KV, each takes its rendezvous-hash share of the partitions by lease, and hands partitions over when membership changes.
 import type { JetStreamManager } from "@nats-io/jetstream";
 import type { KV } from "@nats-io/kv";
 
 import { decodeJson, encodeJson } from "../core/codec.js";
 import { hash53 } from "../core/hash53.js";
 import type { Logger } from "../core/log.js";
-import { BUCKET, type LaneClass, LEASE_KEY } from "../core/subjects.js";
+import { BUCKET, LEASE_KEY, type OwnershipGroup } from "../core/subjects.js";
 import { Lease } from "../flow/lease.js";
 import { kvKeys } from "../infra/nats.js";
 
@@ -14,8 +14,8 @@ export interface OwnershipOptions {
   kv: KV;
   /** Lists the members' keys (stream info; creates no consumer). */
   jsm: JetStreamManager;
-  /** The lane class owned: each class of a shard has its own lease, and processes join the membership of the classes they run. */
-  cls: LaneClass;
+  /** The group sharing the partitions out: a lane class of user shards (each class of a shard has its own lease, and processes join the membership of the classes they run), or the webhook gateways' endpoint partitions. */
+  cls: OwnershipGroup;
   shards: number;
   /** This process's owner id (unique per process run). */
   owner: string;
