@@ -232,13 +232,15 @@ export async function startGatewayWebhook(d: GatewayWebhookDeps): Promise<{ stop
   const letGo = (id: string, st: Direct): void => {
     if (direct.get(id) !== st) return;
     direct.delete(id);
-    if (st.spilled) {
+    if (st.spilled && !stopping) {
       // What it queued (and what other processes queued meanwhile) is delivered by a worker, in order, after what was posted.
       fresh.add(id);
       wake();
       return;
     }
     const p = (async () => {
+      // Stopping: its queue is another process's to deliver, at once rather than when this hold lapses.
+      if (st.spilled) return void (await queues.lease(id, owner, "release"));
       const idleNow = await queues.deactivateIfEmpty(id, owner);
       if (idleNow.active) {
         fresh.add(id);
@@ -375,7 +377,7 @@ export async function startGatewayWebhook(d: GatewayWebhookDeps): Promise<{ stop
   /** Batches' intake one after another, so the groups of an endpoint join its chain in the order their batches came. */
   let intakeTurn: Promise<unknown> = Promise.resolve();
 
-  const handle = async (m: JsMsg, prio: Priority, mine: Set<Promise<void>>): Promise<void | Later> => {
+  const handle = async (m: JsMsg, prio: Priority, ofPartition: Set<Promise<void>>): Promise<void | Later> => {
     const batch = decodeAs<SendBatch>(m.data, "send_batch");
     const firstId = firstIdOf(m);
     if (c.directBacklog === 0 || batch.replayOf !== undefined) {
@@ -386,14 +388,17 @@ export async function startGatewayWebhook(d: GatewayWebhookDeps): Promise<{ stop
       if (markDone) await markSendBatchDone(d.redis, firstId);
       return;
     }
-    // A batch handled before (redelivered, or published again) and finished then (its receipts published, its direct deliveries recorded): nothing more to do.
-    if ((m.info.deliveryCount > 1 || m.headers?.get("Nats-Msg-Id") !== firstId) && (await sendBatchDone(d.redis, firstId))) return;
+    const again = m.info.deliveryCount > 1 || m.headers?.get("Nats-Msg-Id") !== firstId;
     let freeSlot!: () => void;
     const held = new Promise<void>((r) => (freeSlot = r));
     await new Promise<void>((go) => void slots.run(() => (go(), held), PRIORITIES.indexOf(prio)));
-    let groups: Promise<GroupResult>[];
+    let groups: Promise<GroupResult>[] | null;
     try {
       const turn = intakeTurn.then(async () => {
+        // A batch handled before (redelivered, or published again) and finished then (its receipts published, its direct
+        // deliveries recorded): nothing more to do. Looked up in its turn, so a redelivered batch is not overtaken by
+        // newer ones meanwhile (a partition handed over gets its previous holder's unfinished batches again first).
+        if (again && (await sendBatchDone(d.redis, firstId))) return null;
         const { byEndpoint, payloads, skipped } = await plan(batch);
         const mine: [string, Direct, { id: string; d: QueuedDelivery }[]][] = [];
         const toQueue = new Map<string, { id: string; d: QueuedDelivery }[]>();
@@ -429,11 +434,12 @@ export async function startGatewayWebhook(d: GatewayWebhookDeps): Promise<{ stop
       freeSlot();
       throw err;
     }
+    if (!groups) return freeSlot();
     stageItems.inc({ stage: "gateway-webhook" }, batch.sends.length);
     const later = Promise.all(groups).then((results) => finishDirect(firstId, results)).finally(freeSlot);
     inflight.add(later);
-    mine.add(later);
-    void later.catch(() => undefined).finally(() => (inflight.delete(later), mine.delete(later)));
+    ofPartition.add(later);
+    void later.catch(() => undefined).finally(() => (inflight.delete(later), ofPartition.delete(later)));
     return { later };
   };
   /**
@@ -481,7 +487,7 @@ export async function startGatewayWebhook(d: GatewayWebhookDeps): Promise<{ stop
     }
   };
   const ownership = new ShardOwnership({
-    kv: await d.nats.kvm.open(BUCKET.leases), jsm: d.nats.jsm, cls: "webhook", shards: c.partitions, owner, leaseMs: c.leaseMs, log,
+    kv: await d.nats.kvm.open(BUCKET.leases), jsm: d.nats.jsm, cls: "webhook", shards: c.partitions, balanced: true, owner, leaseMs: c.leaseMs, log,
     acquired: async (part) => {
       await unackedSettled(part);
       const mine = new Set<Promise<void>>();
@@ -836,6 +842,7 @@ export async function startGatewayWebhook(d: GatewayWebhookDeps): Promise<{ stop
       // their batches acked; their endpoints let go.
       await ownership.stop();
       await Promise.allSettled([...inflight]);
+      await Promise.allSettled([...releasing.values()]);
       clearInterval(directRenewal);
       clearInterval(slowSweep);
       await Promise.allSettled([...direct.keys()].map((id) => queues.lease(id, owner, "release")));

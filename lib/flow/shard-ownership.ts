@@ -19,6 +19,8 @@ export interface OwnershipOptions {
   shards: number;
   /** This process's owner id (unique per process run). */
   owner: string;
+  /** Share the partitions out evenly ({@link balancedOwners}) rather than by plain rendezvous hashing ({@link preferredOwner}), which moves fewer partitions when members come and go. */
+  balanced?: boolean;
   /** Lease and membership TTL. Ticks run every sixth of it. */
   leaseMs: number;
   log: Logger;
@@ -43,6 +45,26 @@ export function preferredOwner(shard: number, members: readonly string[]): strin
     }
   }
   return best;
+}
+
+/**
+ * Owners of partitions `0..shards-1` among `members`, each member taking at most `ceil(shards / members)`: partition by
+ * partition, the highest rendezvous hash among the members with room. For a few partitions over a few processes (the
+ * webhook gateways' endpoint partitions), where plain rendezvous hashing often gives one member all of them (two
+ * members, four partitions: one time in eight). Deterministic: every member computes the same owners.
+ */
+export function balancedOwners(shards: number, members: readonly string[]): string[] {
+  const cap = Math.ceil(shards / Math.max(1, members.length));
+  const load = new Map<string, number>(members.map((m) => [m, 0]));
+  const out: string[] = [];
+  for (let s = 0; s < shards; s++) {
+    const ranked = members.filter((m) => load.get(m)! < cap).map((m) => [hash53(`${s}|${m}`), m] as const);
+    ranked.sort((a, b) => b[0] - a[0] || (b[1] > a[1] ? 1 : b[1] < a[1] ? -1 : 0));
+    const m = ranked[0][1];
+    load.set(m, load.get(m)! + 1);
+    out.push(m);
+  }
+  return out;
 }
 
 /**
@@ -117,9 +139,10 @@ export class ShardOwnership {
       this.lastBeat = now;
       const members = await this.members(now < this.graceUntil ? this.graceFrom : now);
       if (!members.includes(this.o.owner)) members.push(this.o.owner);
+      const owners = this.o.balanced ? balancedOwners(this.o.shards, members) : null;
       for (let s = 0; s < this.o.shards; s++) {
         if (this.busy.has(s) || this.stopped) continue;
-        const want = preferredOwner(s, members) === this.o.owner;
+        const want = (owners ? owners[s] : preferredOwner(s, members)) === this.o.owner;
         const lease = this.held.get(s);
         if (lease && !want) this.track(this.handOver(s, lease));
         else if (!lease && want) this.track(this.take(s));

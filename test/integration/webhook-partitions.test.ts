@@ -12,7 +12,7 @@ import { shardHolders } from "../helpers/shards.js";
 const ENDPOINTS = 40;
 const PUBLISHES = 30;
 
-t.test("two webhook gateways: partitions shared, each endpoint in publish order across them, nothing lost across a hand-over", async (t) => {
+t.test("two webhook gateways: partitions shared, each endpoint in publish order across them, nothing lost across a hand-over", { timeout: 120_000 }, async (t) => {
   const cluster = await startTestCluster(t, {
     roles: ["ingest", "router", "gateway-webhook"],
     // A short lease: the second process gets its share within a tick or two (a sixth of it each).

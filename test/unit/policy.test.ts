@@ -5,7 +5,7 @@ import { loadConfig } from "../../lib/core/config.js";
 import type { NotificationBrief, UserRecord } from "../../lib/core/types.js";
 import { localMinute, localTimeRelease, parseHhmm, quietUntil, utcOffsetMin } from "../../lib/directory/quiet-hours.js";
 import { ReleasePacer } from "../../lib/flow/hold-until-due.js";
-import { preferredOwner } from "../../lib/flow/shard-ownership.js";
+import { balancedOwners, preferredOwner } from "../../lib/flow/shard-ownership.js";
 import { isBroadcast, readTimePolicy } from "../../lib/inapp/broadcasts.js";
 import { renderPush, variablesOf } from "../../lib/intake/templates.js";
 import { DedupWindow } from "../../lib/shard/dedup-window.js";
@@ -279,6 +279,20 @@ t.test("shard ownership: rendezvous hashing spreads shards fairly and moves few 
   for (const m of three) t.ok(o3.filter((x) => x === m).length >= 10, `member ${m} gets a fair share of 64 (${o3.filter((x) => x === m).length})`);
   const moved = o2.filter((x, s) => x !== o3[s]).length;
   t.equal(moved, o3.filter((x) => x === "c").length, "only shards that go to the new member move");
+
+  // Balanced: a few partitions over a few members, each member at most its even share, whatever the ids.
+  for (let seed = 0; seed < 200; seed++) {
+    for (const n of [1, 2, 3, 5]) {
+      const ms = Array.from({ length: n }, (_, k) => `p${seed}-${k}`);
+      for (const parts of [1, 4, 7, 16]) {
+        const owners = balancedOwners(parts, ms);
+        const most = Math.max(...ms.map((m) => owners.filter((o) => o === m).length));
+        if (owners.length !== parts || most > Math.ceil(parts / n) || owners.some((o) => !ms.includes(o))) t.fail(`seed ${seed}, ${n} members, ${parts} partitions: ${owners.join()}`);
+        if (owners.join() !== balancedOwners(parts, [...ms].reverse()).join()) t.fail(`seed ${seed}: the owners depend on the members' order`);
+      }
+    }
+  }
+  t.pass("balanced owners: every partition owned, none over its even share, the same from any member's list");
 });
 
 t.test("broadcasts: which notifications take the read path, and the read-time policy rule by rule", async (t) => {
