@@ -488,8 +488,10 @@ export async function startGatewayWebhook(d: GatewayWebhookDeps): Promise<{ stop
   };
   const ownership = new ShardOwnership({
     kv: await d.nats.kvm.open(BUCKET.leases), jsm: d.nats.jsm, cls: "webhook", shards: c.partitions, balanced: true, owner, leaseMs: c.leaseMs, log,
-    acquired: async (part) => {
+    acquired: async (part, lease) => {
       await unackedSettled(part);
+      // Lost while waiting (a renewal the bucket did not answer): not read; taken again on a later tick.
+      if (lease.lost) throw new Error(`endpoint partition ${part}: lease lost while taking it over`);
       const mine = new Set<Promise<void>>();
       const lanes = runLanes({
         js: d.nats.js, stream: STREAM.send("webhook"), consumer: (p) => CONSUMER.webhook(p, part), concurrency: d.cfg.gateways.batchConcurrency, prefetch: 4,
