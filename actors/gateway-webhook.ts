@@ -487,7 +487,7 @@ export async function startGatewayWebhook(d: GatewayWebhookDeps): Promise<{ stop
     }
   };
   const ownership = new ShardOwnership({
-    kv: await d.nats.kvm.open(BUCKET.leases), jsm: d.nats.jsm, cls: "webhook", shards: c.partitions, balanced: true, owner, leaseMs: c.leaseMs, log,
+    kv: await d.nats.kvm.open(BUCKET.leases), jsm: d.nats.jsm, cls: "webhook", shards: c.partitions, balanced: true, owner, leaseMs: c.partitionLeaseMs, log,
     acquired: async (part, lease) => {
       await unackedSettled(part);
       // Lost while waiting (a renewal the bucket did not answer): not read; taken again on a later tick.

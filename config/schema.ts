@@ -544,7 +544,10 @@ export const configSchema = z.strictObject({
       secretOverlapSec: z.number().int().min(0).max(30 * 86400).default(86_400).describe("After a secret rotation, how long deliveries are also signed with the old secret."),
       batchSize: z.number().int().min(1).max(10_000).default(500).describe("Endpoint deliveries per send batch on NFX_SEND_WEBHOOK."),
       partitions: z.number().int().min(1).max(256).default(4).describe(
-        "Endpoint partitions (`partition = FNV-1a(endpoint id) mod N`): each partition's send batches are taken by one gateway-webhook process at a time, which holds it by lease (`leaseMs`) and shares the partitions out with the other live processes, so an endpoint's deliveries are posted in publish order however many processes run. At least the number of gateway-webhook processes, for all of them to take a share. Fixed when a cluster is created; never change it under a running cluster.",
+        "Endpoint partitions (`partition = FNV-1a(endpoint id) mod N`): each partition's send batches are taken by one gateway-webhook process at a time, which holds it by lease (`partitionLeaseMs`) and shares the partitions out with the other live processes, so an endpoint's deliveries are posted in publish order however many processes run. At least the number of gateway-webhook processes, for all of them to take a share. Fixed when a cluster is created; never change it under a running cluster.",
+      ),
+      partitionLeaseMs: z.number().int().min(500).max(60_000).default(3000).describe(
+        "Lease of an endpoint partition (`partitions`): a gateway-webhook process that dies has its partitions taken by the others within about this long plus a tick (a sixth of it), then its unfinished send batches within `gateways.ackWaitSec`. The endpoints it was posting to wait for their own hold (`leaseMs`); their deliveries queue meanwhile.",
       ),
       doneTtlSec: z.number().int().min(60).max(30 * 86400).default(86_400).describe("How long a delivered id is remembered so a redelivered batch does not deliver it again."),
       historyPerEndpoint: z.number().int().min(0).max(10_000).default(100).describe("Recent deliveries kept per endpoint for `nfx endpoints deliveries` (Redis holds up to a quarter more, at least 16, between trims)."),

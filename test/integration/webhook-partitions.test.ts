@@ -16,7 +16,7 @@ t.test("two webhook gateways: partitions shared, each endpoint in publish order 
   const cluster = await startTestCluster(t, {
     roles: ["ingest", "router", "gateway-webhook"],
     // A short lease: the second process gets its share within a tick or two (a sixth of it each).
-    overrides: { endpoints: { partitions: 4, leaseMs: 1500 } },
+    overrides: { endpoints: { partitions: 4, partitionLeaseMs: 1500 } },
   });
   const first = cluster.procs.get("gateway-webhook")!;
   const second = await cluster.startExtra("gateway-webhook");
