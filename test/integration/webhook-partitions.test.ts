@@ -9,8 +9,8 @@ import { startWebhookReceiver } from "../../sandbox/webhook-receiver.js";
 import { clientsFor, eventually, startTestCluster } from "../helpers/cluster.js";
 import { shardHolders } from "../helpers/shards.js";
 
-const ENDPOINTS = 40;
-const PUBLISHES = 30;
+const ENDPOINTS = 24;
+const PUBLISHES = 20;
 
 t.test("two webhook gateways: partitions shared, each endpoint in publish order across them, nothing lost across a hand-over", { timeout: 120_000 }, async (t) => {
   const cluster = await startTestCluster(t, {
