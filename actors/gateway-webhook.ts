@@ -828,8 +828,8 @@ export async function startGatewayWebhook(d: GatewayWebhookDeps): Promise<{ stop
     }
   })();
 
-  const laneNames = PRIORITIES.flatMap((p) => Array.from({ length: c.partitions }, (_, part) => CONSUMER.webhook(p, part)));
-  const wq = watchWorkQueue({ jsm: d.nats.jsm, stream: STREAM.send("webhook"), configs: consumerConfigsOf(d.cfg, STREAM.send("webhook"), laneNames), log });
+  // Every consumer of the webhook send stream is a lane of this role's (one per priority and partition).
+  const wq = watchWorkQueue({ jsm: d.nats.jsm, stream: STREAM.send("webhook"), configs: consumerConfigsOf(d.cfg, STREAM.send("webhook")), log });
   await ownership.start();
   log.info({ owner, partitions: ownership.owned() }, "webhook gateway ready");
   return {

@@ -165,7 +165,7 @@ export async function awaitTopology(n: Nats, cfg: Config, log: Logger): Promise<
   }
 }
 
-/** The configurations of the durable consumers `names` of `stream`, as {@link consumerConfigs} makes them (for recreating one). */
-export function consumerConfigsOf(cfg: Config, stream: string, names: readonly string[]): Partial<ConsumerConfig>[] {
-  return consumerConfigs(cfg).filter((c) => c.stream === stream && names.includes(c.config.durable_name!)).map((c) => c.config);
+/** The configurations of the durable consumers of `stream` named `names` (every one of `stream` without it), as {@link consumerConfigs} makes them. */
+export function consumerConfigsOf(cfg: Config, stream: string, names?: readonly string[]): Partial<ConsumerConfig>[] {
+  return consumerConfigs(cfg).filter((c) => c.stream === stream && (!names || names.includes(c.config.durable_name!))).map((c) => c.config);
 }

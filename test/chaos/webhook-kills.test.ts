@@ -4,12 +4,11 @@ import { join } from "node:path";
 
 import t from "tap";
 
-import { API } from "../../lib/core/subjects.js";
-import type { Endpoint } from "../../lib/directory/endpoints.js";
-import { callApi, notify, status } from "../../lib/intake/api-client.js";
+import { notify, status } from "../../lib/intake/api-client.js";
 import { startWebhookReceiver } from "../../sandbox/webhook-receiver.js";
 import { sleep } from "../helpers/chaos.js";
 import { clientsFor, eventually, startTestCluster } from "../helpers/cluster.js";
+import { receiverEndpoints } from "../helpers/webhooks.js";
 
 const ENDPOINTS = 300;
 const PUBLISHES = 40;
@@ -19,13 +18,7 @@ t.test(`${PUBLISHES} publishes to ${ENDPOINTS} endpoints, the webhook gateway SI
   const { nats } = await clientsFor(t, cluster.cfg);
   const rx = await startWebhookReceiver();
   t.teardown(() => rx.close());
-  await callApi(nats.nc, API.topics, { action: "put", name: "kills" });
-  const eps: Endpoint[] = [];
-  for (let i = 0; i < ENDPOINTS; i++) {
-    const ep = await callApi<Endpoint>(nats.nc, API.endpoints, { action: "create", url: rx.url(`k${i}`), topics: ["kills"] });
-    rx.setSecrets(`k${i}`, ep.secrets.map((s) => s.secret));
-    eps.push(ep);
-  }
+  const eps = await receiverEndpoints(nats.nc, rx, "kills", Array.from({ length: ENDPOINTS }, (_, i) => `k${i}`));
   // Every endpoint answers after 20 ms, so the kills land while deliveries are in flight.
   for (let i = 0; i < ENDPOINTS; i++) rx.setFault(`k${i}`, { delayMs: 20 });
 

@@ -1,13 +1,12 @@
 // Endpoint partitions: two webhook gateways share them out by lease, every endpoint's deliveries arrive in publish order, each once; a gateway stopped mid-stream hands its partitions over, nothing lost, in order again after it; a replayed dead letter goes to its endpoint's partition.
 import t from "tap";
 
-import { API } from "../../lib/core/subjects.js";
-import type { Endpoint } from "../../lib/directory/endpoints.js";
 import { type DeadLetterEntry, listDeadLetters, replayDeadLetter } from "../../lib/gateway/dlq.js";
-import { callApi, notify } from "../../lib/intake/api-client.js";
+import { notify } from "../../lib/intake/api-client.js";
 import { startWebhookReceiver } from "../../sandbox/webhook-receiver.js";
 import { clientsFor, eventually, startTestCluster } from "../helpers/cluster.js";
 import { shardHolders } from "../helpers/shards.js";
+import { receiverEndpoints } from "../helpers/webhooks.js";
 
 const ENDPOINTS = 24;
 const PUBLISHES = 20;
@@ -28,15 +27,9 @@ t.test("two webhook gateways: partitions shared, each endpoint in publish order 
 
   const rx = await startWebhookReceiver();
   t.teardown(() => rx.close());
-  await callApi(nats.nc, API.topics, { action: "put", name: "parts" });
-  const eps: string[] = [];
-  for (let i = 0; i < ENDPOINTS; i++) {
-    const ep = await callApi<Endpoint>(nats.nc, API.endpoints, { action: "create", url: rx.url(`p${i}`), topics: ["parts"] });
-    rx.setSecrets(`p${i}`, ep.secrets.map((s) => s.secret));
-    eps.push(ep.id);
-    // A few milliseconds an answer: each endpoint has deliveries waiting while later publishes arrive.
-    rx.setFault(`p${i}`, { delayMs: 5 + (i % 4) * 5 });
-  }
+  const eps = (await receiverEndpoints(nats.nc, rx, "parts", Array.from({ length: ENDPOINTS }, (_, i) => `p${i}`))).map((ep) => ep.id);
+  // A few milliseconds an answer: each endpoint has deliveries waiting while later publishes arrive.
+  for (let i = 0; i < ENDPOINTS; i++) rx.setFault(`p${i}`, { delayMs: 5 + (i % 4) * 5 });
   const order = (i: number): string => rx.accepted(`p${i}`).map((d) => (d.data as { k: number }).k).join(",");
   const outOfOrder = (n: number): string[] => {
     const want = Array.from({ length: n }, (_, k) => k).join(",");
