@@ -250,9 +250,10 @@ class ShardOwner {
         const profile = needsProfile(n, policy);
         const users = await this.retry("directory read", () => readStoredUsers(cl.redis, this.shard, [h.user], { profile }));
         const smsStopped = wantsSms(n, policy) ? await this.retry("sms stops", () => stopsOf(cl.redis, users.phones())) : null;
+        const stampedAt = Date.now();
         const decidedAt = this.sh.now();
         const decision = decideChunk(chunk, { users, online: null, collapsed: null, now: decidedAt, cancelled: this.sh.cancellations.has(h.brief.id), policy, state: this.state, trails: d.cfg.policy.trails, smsStopped });
-        const outs = this.encodeOutputs(chunk, decision, decidedAt);
+        const outs = this.encodeOutputs(chunk, decision, decidedAt, stampedAt);
         await this.retry("publish", () => this.publish(outs, cl.pub));
         digests.remove(h.id);
         this.dirty = true;
@@ -444,7 +445,7 @@ class ShardOwner {
     await this.markDecided(m);
     stageItems.inc({ stage: "shard" }, chunk.users.length);
     for (const reason of done.shed) shedTotal.inc({ stage: "shard", priority: n.priority, reason });
-    cl.latency.observe(n.priority, n.createdAt, done.decidedAt);
+    cl.latency.observe(n.priority, n.createdAt, done.stampedAt);
     if (cl.admission) await cl.admission.pace(performance.now() - t0);
   }
 
@@ -453,7 +454,7 @@ class ShardOwner {
    * decision changed the dedup window and buckets, so a failed publish is retried with the same outputs) and encodes
    * its outputs. Resolves them with the users a collapse key was claimed for but not sent to, and the shed reasons.
    */
-  private async decide(chunk: FanChunk): Promise<{ outs: EncodedOutput[]; unsent: string[] | null; shed: string[]; decidedAt: number }> {
+  private async decide(chunk: FanChunk): Promise<{ outs: EncodedOutput[]; unsent: string[] | null; shed: string[]; stampedAt: number }> {
     const { d, policy } = this.sh;
     const cl = this.cl;
     const n = chunk.notification;
@@ -470,11 +471,12 @@ class ShardOwner {
     // SMS in play: which recipients' numbers replied STOP (one HMGET per chunk).
     const smsStopped = wantsSms(n, policy) ? await this.retry("sms stops", () => stopsOf(cl.redis, users.phones())) : null;
     if (cl.yields) await this.sh.urgency.clear();
+    const stampedAt = Date.now();
     const decidedAt = this.sh.now();
     const decision = decideChunk(chunk, { users, online, collapsed, now: decidedAt, cancelled: this.sh.cancellations.has(n.id), policy, state: this.state, trails: d.cfg.policy.trails, smsStopped });
     const shed: string[] = [];
     for (const e of decision.receipts) if (e.outcome === "shed") shed.push(e.reason ?? "");
-    return { outs: this.encodeOutputs(chunk, decision, decidedAt), unsent: ck && collapsed ? unsentUsers(chunk.users, collapsed, decision) : null, shed, decidedAt };
+    return { outs: this.encodeOutputs(chunk, decision, decidedAt, stampedAt), unsent: ck && collapsed ? unsentUsers(chunk.users, collapsed, decision) : null, shed, stampedAt };
   }
 
   /**
@@ -497,8 +499,8 @@ class ShardOwner {
    * A decided chunk's outputs (lib/shard/chunk-outputs.ts), all with message ids derived from the chunk's, encoded once;
    * send and receipt batches with the keys that tell their reconciler they were taken (checked end to end).
    */
-  private encodeOutputs(chunk: FanChunk, dec: ChunkDecision, decidedAt: number): EncodedOutput[] {
-    const outs = chunkOutputs(chunk, dec, { decidedAt, owner: this.sh.owner, epoch: this.lease.revision, sendBatchSize: this.sh.d.cfg.shard.sendBatchSize });
+  private encodeOutputs(chunk: FanChunk, dec: ChunkDecision, decidedAt: number, stampedAt: number): EncodedOutput[] {
+    const outs = chunkOutputs(chunk, dec, { decidedAt, stampedAt, owner: this.sh.owner, epoch: this.lease.revision, sendBatchSize: this.sh.d.cfg.shard.sendBatchSize });
     const checked = this.cl.reconciler !== null;
     return outs.map((o) => ({
       subject: o.subject,

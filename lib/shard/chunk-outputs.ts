@@ -14,8 +14,13 @@ export interface ChunkOutput {
 
 /** What the outputs carry besides the chunk and its decision. */
 export interface OutputContext {
-  /** When the chunk was decided (gateways re-check users whose preferences changed after it; trails show it). */
+  /** When the chunk was decided on the policy clock (lib/core/clock.ts): what its trails show. */
   decidedAt: number;
+  /**
+   * The same moment on the wall clock, written on every send batch: gateways re-check the users whose preferences
+   * changed at or after it (their changes are stamped with wall time). Equal to `decidedAt` unless a test clock runs.
+   */
+  stampedAt: number;
   /** The shard owner and its lease revision, written on every send batch. */
   owner: string;
   epoch: number;
@@ -46,7 +51,7 @@ export function chunkOutputs(chunk: FanChunk, dec: ChunkDecision, o: OutputConte
     for (let i = 0, part = 0; i < all.length; i += o.sendBatchSize, part++) {
       const batch: SendBatch = {
         type: "send_batch", channel: ch, shard: chunk.shard, notifications: { [n.id]: n }, sends: all.slice(i, i + o.sendBatchSize),
-        decidedAt: o.decidedAt, owner: o.owner, epoch: o.epoch,
+        decidedAt: o.stampedAt, owner: o.owner, epoch: o.epoch,
       };
       out.push({ subject: sendSubject(ch, n.priority), msgId: MSGID.send(fanId, ch, part), body: batch });
     }

@@ -15,15 +15,24 @@ const dev = (u: string, p: "ios" | "android" = "ios") => ({ id: `${u}-d`, platfo
 const user = (id: string, o: Partial<UserRecord> = {}): UserRecord => ({ id, lastActive: Date.now(), devices: [dev(id)], ...o });
 const push = (title: string) => ({ push: { title, body: "b" } });
 
+/** Real ms from the cluster's start until the quiet hours below end. */
+const QUIET_FOR_MS = 20_000;
+
 t.test("policy end to end", async (t) => {
-  const cluster = await startTestCluster(t, { own: ["gateway-apns"], overrides: { ingest: { channels: ["push", "inapp"] }, shard: { checkpointMs: 500 } } });
+  // Quiet hours for two users: one policy minute, ending QUIET_FOR_MS after the cluster starts, on a policy clock
+  // (NFX_TEST_CLOCK, lib/core/clock.ts) that runs at wall speed, `ahead` ms ahead of the wall (0–60 s), so the release
+  // is seen without waiting for a wall-clock minute to pass.
+  const t0 = Date.now();
+  const windowEndPolicy = Math.ceil((t0 + QUIET_FOR_MS) / 60_000) * 60_000;
+  const ahead = windowEndPolicy - QUIET_FOR_MS - t0;
+  process.env.NFX_TEST_CLOCK = `${t0 + ahead},1,${t0}`;
+  const windowEnd = t0 + QUIET_FOR_MS;
+  const cluster = await startTestCluster(t, { own: ["gateway-apns"], overrides: { ingest: { channels: ["push", "inapp"] }, shard: { checkpointMs: 500 } } }).finally(() => delete process.env.NFX_TEST_CLOCK);
   const cfg = cluster.cfg;
   const { nats, redis } = await clientsFor(t, cfg);
   const rec = cluster.sandbox!.recorder;
   const nfx = nfxRunner({ NFX_CONFIG: cluster.configFile });
-  // Quiet hours for one user: from the current UTC minute until the next one (released within a minute).
-  if (Date.now() % 60_000 > 50_000) await new Promise((r) => setTimeout(r, 60_000 - (Date.now() % 60_000) + 200));
-  const startMin = localMinute("UTC", Date.now());
+  const startMin = localMinute("UTC", windowEndPolicy - 60_000);
   const quiet = { start: startMin, end: (startMin + 1) % 1440 };
   await writeUsers(redis, cfg.cluster.shards, [
     user("cap"), user("ck"), user("quiet", { timezone: "UTC", quietHours: quiet }), user("online"), user("late"), user("quiet-bulk", { timezone: "UTC", quietHours: quiet }),
@@ -39,9 +48,10 @@ t.test("policy end to end", async (t) => {
   const c1 = await notify(nats.nc, { recipients: ["ck"], category: "transactional", collapseKey: "order-7", content: push("shipped") });
   const c2 = await notify(nats.nc, { recipients: ["ck"], category: "transactional", collapseKey: "order-7", content: push("shipped again") });
   const q = await notify(nats.nc, { recipients: ["quiet"], category: "social", content: push("good morning") });
-  const qb = await notify(nats.nc, { recipients: ["quiet-bulk"], category: "social", priority: "bulk", ttlSec: 5, content: push("expires first") });
+  // Its expiry (wall clock) comes 5 s after the policy clock's now, well before the quiet hours end.
+  const qb = await notify(nats.nc, { recipients: ["quiet-bulk"], category: "social", priority: "bulk", ttlSec: Math.ceil(ahead / 1000) + 5, content: push("expires first") });
   const on = await notify(nats.nc, { recipients: ["online"], category: "social", content: push("you are online") });
-  const sentAt = Date.now();
+  t.ok(Date.now() < windowEnd - 5_000, `notified well inside the quiet hours (${Math.round((windowEnd - Date.now()) / 1000)} s to spare)`);
 
   const outcome = async (id: string, u: string) => {
     const s = await status(nats.nc, id);
@@ -94,7 +104,6 @@ t.test("policy end to end", async (t) => {
   t.ok(await eventually(async () => (await outcome(q.id, "quiet")) === "sent", 90_000), "released and sent after the quiet hours");
   const got = rec.accepted().filter((d) => d.token === dev("quiet").token);
   t.equal(got.length, 1, "once");
-  const windowEnd = Math.ceil((sentAt + 1) / 60_000) * 60_000;
   t.ok(got[0].at >= windowEnd, `not before the window ended (${new Date(got[0].at).toISOString()} >= ${new Date(windowEnd).toISOString()})`);
   t.ok(got[0].at < windowEnd + 15_000, "and soon after it");
   const exr = (await nfx("explain", q.id, "quiet")).stdout;

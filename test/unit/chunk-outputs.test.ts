@@ -11,7 +11,7 @@ import { Trail, TrailBook } from "../../lib/shard/trails.js";
 
 const brief: NotificationBrief = { id: "n_1", createdAt: 0, expiresAt: 10_000, priority: "high", category: "c", channels: ["push"], content: { push: { title: "T", body: "B" } } };
 const chunk: FanChunk = { type: "fan_chunk", shard: 3, chunk: 7, notification: brief, users: ["a", "b", "c", "d"] };
-const ctx = { decidedAt: 1234, owner: "host-1-abc", epoch: 42, sendBatchSize: 2 };
+const ctx = { decidedAt: 1234, stampedAt: 1200, owner: "host-1-abc", epoch: 42, sendBatchSize: 2 };
 const send = (user: string, device: string): Send => ({ nid: "n_1", user, device, token: `t-${device}` });
 
 function decision(over: Partial<ChunkDecision> = {}): ChunkDecision {
@@ -73,8 +73,8 @@ t.test("every output, in order, with its subject and message id", async (t) => {
   const [b0, b1] = out.map((o) => o.body) as SendBatch[];
   t.same(b0, {
     type: "send_batch", channel: "apns", shard: 3, notifications: { n_1: brief }, sends: [send("a", "i1"), send("a", "i2")],
-    decidedAt: 1234, owner: "host-1-abc", epoch: 42,
-  }, "a send batch carries the decision time, owner and epoch");
+    decidedAt: 1200, owner: "host-1-abc", epoch: 42,
+  }, "a send batch carries the decision's wall-clock time (what re-checks compare change stamps with), owner and epoch");
   t.same(b1.sends, [send("b", "i3")], "sends are cut into batches of sendBatchSize");
   t.same(out[3].body, { type: "deferred_chunk", until: 9000, chunk: { type: "fan_chunk", shard: 3, chunk: 7, notification: brief, users: ["d"] } });
   t.same(out[4].body, { type: "receipts", nid: "n_1", stage: "shard", entries: dec.receipts, decided: 4, waves: { 9000: 1 } }, "no zero counters on the wire; the deferred user counted in its wave");
