@@ -4,23 +4,22 @@ import { randomUUID } from "node:crypto";
 import type { JsMsg } from "@nats-io/jetstream";
 import { Agent } from "undici";
 
-import { decode } from "../lib/core/codec.js";
 import type { Config } from "../lib/core/config.js";
 import type { Logger } from "../lib/core/log.js";
-import { BUCKET, CONSUMER, MSGID, PRIORITIES, type Priority, STREAM, webhookDeliveryId } from "../lib/core/subjects.js";
-import type { Notification, NotificationBrief, ReceiptBatch, ReceiptEntry, SendBatch } from "../lib/core/types.js";
-import { activeSecrets, type Endpoint, findEndpoint, LIFECYCLE_EVENTS, type LifecycleEvent, listEndpoints } from "../lib/directory/endpoints.js";
+import { MSGID, PRIORITIES, type Priority, STREAM, webhookDeliveryId } from "../lib/core/subjects.js";
+import type { NotificationBrief, ReceiptEntry, SendBatch } from "../lib/core/types.js";
+import { activeSecrets, type Endpoint, findEndpoint } from "../lib/directory/endpoints.js";
 import { changeEndpointSubscriptions } from "../lib/directory/topics.js";
 import { EndpointQueues, type HistoryEntry, type QueuedDelivery, type WebhookPayload } from "../lib/flow/endpoint-queues.js";
 import { JsPublisher } from "../lib/flow/js-publisher.js";
-import { decodeAs, firstIdOf, type Lanes, type Later, runLanes } from "../lib/flow/lanes.js";
-import { readDurable } from "../lib/flow/pull.js";
+import { decodeAs, firstIdOf, type Later } from "../lib/flow/lanes.js";
 import { Semaphore } from "../lib/flow/semaphore.js";
-import { ShardOwnership } from "../lib/flow/shard-ownership.js";
 import { watchWorkQueue } from "../lib/flow/stranded.js";
 import { storeDeadLetter } from "../lib/gateway/dlq.js";
 import { type OutboxItem, ReceiptOutbox } from "../lib/gateway/receipt-outbox.js";
 import { markSendBatchDone, ReceiptCollector, receiptReconciler, sendBatchDone, sendBatchesChecked } from "../lib/gateway/receipts.js";
+import { startEventStreams } from "../lib/gateway/webhook-events.js";
+import { endpointPartitions } from "../lib/gateway/webhook-partitions.js";
 import { type PostAnswer, WebhookPoster } from "../lib/gateway/webhook-post.js";
 import { secretKey, signatureHeaders } from "../lib/gateway/webhook-sign.js";
 import { addressPolicy, guardedLookup } from "../lib/infra/address-policy.js";
@@ -52,31 +51,6 @@ export function webhookBody(n: NotificationBrief): { type: string; body: string 
   const { webhook: _w, ...people } = n.content ?? {};
   const data = w?.data ?? { notification: n.id, topic: n.topic, category: n.category, content: people };
   return { type, body: JSON.stringify({ type, timestamp: new Date(n.createdAt).toISOString(), data }) };
-}
-
-/** One lifecycle event as an endpoint's event stream carries it (`type` becomes `notification.<event>`). */
-export interface LifecycleEventItem {
-  event: LifecycleEvent;
-  notification: string;
-  at: number;
-  [k: string]: unknown;
-}
-
-/**
- * The lifecycle events in one receipt batch: each entry whose outcome is an event (sent, delivered, failed, opened,
- * clicked, shed), with its user, channel, device and reason. Echoes (repeats of an outcome another batch reported)
- * and entries of the webhook channel (deliveries to endpoints themselves: no event loops) are left out. Pure.
- */
-export function eventsOfReceipts(rb: ReceiptBatch): LifecycleEventItem[] {
-  const out: LifecycleEventItem[] = [];
-  for (const e of rb.entries) {
-    if (e.echo || e.channel === "webhook" || !(LIFECYCLE_EVENTS as readonly string[]).includes(e.outcome)) continue; // "accepted" comes from NFX_INTAKE
-    out.push({
-      event: e.outcome as LifecycleEvent, notification: rb.nid, user: e.user, at: e.at,
-      ...(e.channel ? { channel: e.channel } : {}), ...(e.device ? { device: e.device } : {}), ...(e.reason ? { reason: e.reason } : {}),
-    });
-  }
-  return out;
 }
 
 /** How an answer (or its absence) settles an attempt: delivered, gone (410: unsubscribe), refused for good (other 4xx), or retried. */
@@ -381,9 +355,14 @@ export async function startGatewayWebhook(d: GatewayWebhookDeps): Promise<{ stop
     const batch = decodeAs<SendBatch>(m.data, "send_batch");
     const firstId = firstIdOf(m);
     if (c.directBacklog === 0 || batch.replayOf !== undefined) {
-      // Every delivery through the queues (replayed dead letters too: queued again although delivered before).
-      const { byEndpoint, payloads, skipped } = await plan(batch);
-      await Promise.all([...skipped, enqueue(byEndpoint, payloads, batch.replayOf !== undefined)]);
+      // Every delivery through the queues (replayed dead letters too: queued again although delivered before), in the
+      // intake turn: a batch's deliveries join their endpoints' queues after those of the batches that came before it.
+      const turn = intakeTurn.then(async () => {
+        const { byEndpoint, payloads, skipped } = await plan(batch);
+        await Promise.all([...skipped, enqueue(byEndpoint, payloads, batch.replayOf !== undefined)]);
+      });
+      intakeTurn = turn.catch(() => undefined);
+      await turn;
       stageItems.inc({ stage: "gateway-webhook" }, batch.sends.length);
       if (markDone) await markSendBatchDone(d.redis, firstId);
       return;
@@ -468,97 +447,13 @@ export async function startGatewayWebhook(d: GatewayWebhookDeps): Promise<{ stop
     if (sent) gatewaySends.inc({ channel: "webhook", app: "webhook", outcome: "sent" }, sent);
     if (failed) gatewaySends.inc({ channel: "webhook", app: "webhook", outcome: "failed" }, failed);
   };
-  // Endpoint partitions: each held by one process at a time (a lease; the live processes share them out), so every
-  // delivery of an endpoint comes to one process, in publish order. A partition's lanes run while it is held; handed
-  // over, its lanes stop and the direct deliveries of its batches finish (or queue) before the lease goes.
-  const held = new Map<number, { lanes: Lanes; mine: Set<Promise<void>> }>();
-  /**
-   * Waits, before a partition taken over is read, until no batch of its lanes is out with another reader unacked (a
-   * previous holder's, or one its reader had taken off the wire when it stopped), or until `gateways.ackWaitSec` has
-   * passed and they are due again: JetStream hands a lane's redeliveries out before newer batches, so the batches come
-   * to this process in publish order.
-   */
-  const unackedSettled = async (part: number): Promise<void> => {
-    const until = Date.now() + d.cfg.gateways.ackWaitSec * 1000 + 500;
-    for (;;) {
-      const pending = await Promise.all(PRIORITIES.map((p) => d.nats.jsm.consumers.info(STREAM.send("webhook"), CONSUMER.webhook(p, part)).then((ci) => ci.num_ack_pending, () => 0)));
-      if (pending.every((n) => n === 0) || Date.now() >= until || stopping) return;
-      await new Promise((r) => setTimeout(r, 100));
-    }
-  };
-  const ownership = new ShardOwnership({
-    kv: await d.nats.kvm.open(BUCKET.leases), jsm: d.nats.jsm, cls: "webhook", shards: c.partitions, balanced: true, owner, leaseMs: c.partitionLeaseMs, log,
-    acquired: async (part, lease) => {
-      await unackedSettled(part);
-      // Lost while waiting (a renewal the bucket did not answer): not read; taken again on a later tick.
-      if (lease.lost) throw new Error(`endpoint partition ${part}: lease lost while taking it over`);
-      const mine = new Set<Promise<void>>();
-      const lanes = runLanes({
-        js: d.nats.js, stream: STREAM.send("webhook"), consumer: (p) => CONSUMER.webhook(p, part), concurrency: d.cfg.gateways.batchConcurrency, prefetch: 4,
-        ackWaitSec: d.cfg.gateways.ackWaitSec, log, handle: (m, prio) => handle(m, prio, mine),
-      });
-      held.set(part, { lanes, mine });
-      await lanes.ready;
-    },
-    released: async (part, graceful) => {
-      const h = held.get(part);
-      held.delete(part);
-      if (!h) return;
-      await h.lanes.stop();
-      if (graceful) await Promise.allSettled([...h.mine]);
-    },
-  });
+  // Endpoint partitions: each held by one process at a time, so every delivery of an endpoint comes to one process,
+  // in publish order. Handed over, a partition's lanes stop and the direct deliveries of its batches finish (or queue)
+  // before the lease goes.
+  const ownership = await endpointPartitions({ cfg: d.cfg, nats: d.nats, log, owner, stopping: () => stopping, handle });
 
   // 1b. Event streams: nfx's own lifecycle events, from receipts and accepted requests, to the endpoints that subscribe to them.
-  let subscribers: { at: number; eps: Endpoint[] } = { at: 0, eps: [] };
-  const eventSubscribers = async (): Promise<Endpoint[]> => {
-    if (Date.now() - subscribers.at > 5000) subscribers = { at: Date.now(), eps: (await listEndpoints(d.redis)).filter((e) => e.events?.length) };
-    return subscribers.eps;
-  };
-  /** Queues one delivery per subscribing endpoint for the events of one stored message (`seq` of `stream`): id `evt.<stream>.<seq>.<endpoint>`, so a redelivered message queues nothing twice. */
-  const queueEvents = async (stream: string, seq: number, nid: string, brief: NotificationBrief, events: LifecycleEventItem[]): Promise<void> => {
-    if (events.length === 0) return;
-    const now = Date.now();
-    const targets: string[] = [];
-    await Promise.all((await eventSubscribers()).map((ep) => {
-      const mine = events.filter((e) => ep.events!.includes(e.event) && e.at >= ep.createdAt);
-      if (mine.length === 0) return Promise.resolve(0);
-      targets.push(ep.id);
-      const body = JSON.stringify({ type: "nfx.events", timestamp: new Date(now).toISOString(), data: { events: mine.map(({ event, ...rest }) => ({ type: `notification.${event}`, ...rest })) } });
-      const q: QueuedDelivery = { nid, type: "nfx.events", body, shard: 0, brief, at: now, event: true };
-      return queues.enqueue(ep.id, [{ id: `evt.${stream}.${seq}.${ep.id}`, d: q }]);
-    }));
-    queued(targets);
-  };
-  /** Reads `consumer` of `stream` for event streams: each message's events (`eventsOf`: its notification and events) queued, then acked; a failure naks it. */
-  const readEvents = (tag: string, stream: string, consumer: string, eventsOf: (m: JsMsg) => { nid: string; events: LifecycleEventItem[] } | null) =>
-    readDurable({
-      js: d.nats.js, stream, consumer, maxMessages: 64, log,
-      onMsg: async (m) => {
-        try {
-          if ((await eventSubscribers()).length) {
-            const e = eventsOf(m);
-            if (e) await queueEvents(tag, m.seq, e.nid, { id: e.nid } as NotificationBrief, e.events);
-          }
-          m.ack();
-        } catch (err) {
-          log.warn({ err, stream, seq: m.seq }, "lifecycle events not queued; redelivered");
-          m.nak(1000);
-        }
-      },
-    });
-  const eventReaders = [
-    readEvents("r", STREAM.receipts, CONSUMER.events, (m) => {
-      const rb = decode<ReceiptBatch>(m.data);
-      return { nid: rb.nid, events: eventsOfReceipts(rb) };
-    }),
-    readEvents("i", STREAM.intake, CONSUMER.eventsIntake, (m) => {
-      if (m.subject.startsWith("nfx.intake.scheduled.")) return null; // due requests come back on their lane
-      const n = decode<Notification>(m.data);
-      const accepted: LifecycleEventItem = { event: "accepted", notification: n.id, category: n.category, priority: n.priority, ...(n.topic ? { topic: n.topic } : {}), ...(n.segment ? { segment: n.segment } : { recipients: n.recipients.length }), at: n.createdAt };
-      return { nid: n.id, events: [accepted] };
-    }),
-  ];
+  const eventStreams = startEventStreams({ nats: d.nats, redis: d.redis, queues, log, queued });
 
   // 2. Delivery: one worker per endpoint this process holds.
   const running = new Map<string, Promise<void>>();
@@ -848,7 +743,7 @@ export async function startGatewayWebhook(d: GatewayWebhookDeps): Promise<{ stop
       clearInterval(directRenewal);
       clearInterval(slowSweep);
       await Promise.allSettled([...direct.keys()].map((id) => queues.lease(id, owner, "release")));
-      await Promise.all(eventReaders.map((r) => r.stop()));
+      await eventStreams.stop();
       await loop;
       await Promise.allSettled(running.values());
       poster.close();

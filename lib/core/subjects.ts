@@ -1,6 +1,8 @@
 // Every NATS subject, stream, consumer and KV bucket name, KV key and message id nfx uses, each family as a wildcard beside its builder; and the priorities and channels they are built from.
 import { createHash } from "node:crypto";
 
+import { shardOf } from "./shard-hash.js";
+
 /** Priority lanes, most urgent first. Every stage drains them in this order. */
 export const PRIORITIES = ["critical", "high", "normal", "bulk"] as const;
 export type Priority = (typeof PRIORITIES)[number];
@@ -104,6 +106,13 @@ export const sendAll = (channel: Channel): string => `nfx.send.${channel}.>`;
  * endpoint's deliveries reach one process in publish order.
  */
 export const webhookSendSubject = (prio: Priority, part: number): string => `nfx.send.webhook.${prio}.${part}`;
+/**
+ * The send-stream subject of one send of `channel` at `prio`: {@link sendSubject}, or for a webhook delivery (`user`:
+ * its endpoint) the lane of its endpoint's partition out of `partitions` (`endpoints.partitions`), as the router
+ * publishes it.
+ */
+export const sendSubjectOf = (channel: Channel, prio: Priority, user: string, partitions: number): string =>
+  channel === "webhook" ? webhookSendSubject(prio, shardOf(user, partitions)) : sendSubject(channel, prio);
 
 /** Receipts of one notification: `nfx.rcpt.<notificationId>`. */
 export const receiptSubject = (nid: string): string => `nfx.rcpt.${nid}`;

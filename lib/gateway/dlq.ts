@@ -2,8 +2,7 @@
 import { decode, encode } from "../core/codec.js";
 import { NotFound } from "../core/errors.js";
 import { deliveryKey } from "../core/ids.js";
-import { shardOf } from "../core/shard-hash.js";
-import { type Channel, dlqAll, dlqSubject, MSGID, sendSubject, STREAM, webhookSendSubject } from "../core/subjects.js";
+import { type Channel, dlqAll, dlqSubject, MSGID, sendSubjectOf, STREAM } from "../core/subjects.js";
 import type { DeadLetter, SendBatch } from "../core/types.js";
 import { readStored } from "../flow/stream-read.js";
 import type { Nats } from "../infra/nats.js";
@@ -53,9 +52,7 @@ export async function replayDeadLetter(n: Nats, seq: number, webhookPartitions: 
     type: "send_batch", channel: dl.channel, shard: dl.shard, notifications: { [dl.notification.id]: dl.notification },
     sends: [send], replayOf: `dead_letter:${dl.reason}`,
   };
-  const prio = dl.notification.priority;
-  const subject = dl.channel === "webhook" ? webhookSendSubject(prio, shardOf(send.user, webhookPartitions)) : sendSubject(dl.channel, prio);
-  await n.js.publish(subject, encode(batch), { msgID: MSGID.replay(seq) });
+  await n.js.publish(sendSubjectOf(dl.channel, dl.notification.priority, send.user, webhookPartitions), encode(batch), { msgID: MSGID.replay(seq) });
   await n.jsm.streams.deleteMessage(STREAM.dlq, seq);
   return dl;
 }

@@ -57,10 +57,9 @@ t.test("two webhook gateways: partitions shared, each endpoint in publish order 
   t.ok(await eventually(async () => (now = await holders()).length === 4 && now.every((h) => h === "first"), 15_000), `the first process holds every partition (${now.join(", ")})`);
   const got = (i: number): Set<number> => new Set(rx.accepted(`p${i}`).map((d) => (d.data as { k: number }).k));
   t.ok(await eventually(() => Array.from({ length: ENDPOINTS }, (_, i) => got(i).size).every((n) => n === 2 * PUBLISHES), 30_000), "every endpoint got every publish after the hand-over");
-  // Across a hand-over, order is not kept for a few deliveries around the stop (docs/topics.md): measured, not asserted.
+  // A graceful hand-over keeps each endpoint's order and posts nothing twice (docs/topics.md, "Across a hand-over").
   await new Promise((r) => setTimeout(r, 500));
-  t.comment(`endpoints with deliveries out of publish order (or posted twice) around the hand-over: ${outOfOrder(2 * PUBLISHES).length} of ${ENDPOINTS}`);
-  t.same(Array.from({ length: ENDPOINTS }, (_, i) => order(i).split(",").slice(-10).join()), Array.from({ length: ENDPOINTS }, () => Array.from({ length: 10 }, (_, k) => 2 * PUBLISHES - 10 + k).join()), "after it, in publish order again");
+  t.same(outOfOrder(2 * PUBLISHES), [], "each endpoint, across the hand-over: in publish order, each once");
 
   // A delivery refused for good (400) is dead-lettered; replayed, it goes to its endpoint's partition lane and arrives.
   rx.setFault("p0", { status: 400, times: 1 });

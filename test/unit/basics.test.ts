@@ -15,7 +15,7 @@ import { deliveryKey, newNotificationId } from "../../lib/core/ids.js";
 import { createLogger } from "../../lib/core/log.js";
 import { REST } from "../../lib/core/send-columns.js";
 import { shardOf } from "../../lib/core/shard-hash.js";
-import { API, API_OPS, CHANNELS, extApiAll, extApiSubject, fanLane, fanSubject, ID_PATTERN, intakeLane, intakeSubject, PRIORITIES, sendAll, sendSubject } from "../../lib/core/subjects.js";
+import { API, API_OPS, CHANNELS, extApiAll, extApiSubject, fanLane, fanSubject, ID_PATTERN, intakeLane, intakeSubject, PRIORITIES, sendAll, sendSubject, sendSubjectOf, webhookSendSubject } from "../../lib/core/subjects.js";
 import type { Send, SendBatch } from "../../lib/core/types.js";
 import { freePorts } from "../../lib/infra/launch.js";
 import { eventually } from "../helpers/cluster.js";
@@ -118,7 +118,9 @@ t.test("every subject a builder makes is matched by its family's wildcard", asyn
     t.ok(matches(intakeLane(p), intakeSubject(p, "n_abc")));
     t.ok(matches(fanLane(p), fanSubject(p, 63)));
     for (const other of PRIORITIES) if (other !== p) t.notOk(matches(fanLane(p), fanSubject(other, 1)), `lane ${p} never takes ${other}`);
-    for (const c of CHANNELS) t.ok(matches(sendAll(c), sendSubject(c, p)));
+    for (const c of CHANNELS) t.ok(matches(sendAll(c), sendSubjectOf(c, p, "ep_1", 4)), `${c} at ${p}: its family's wildcard takes a send's subject`);
+    for (const c of CHANNELS.filter((c) => c !== "webhook")) t.equal(sendSubjectOf(c, p, "u1", 4), sendSubject(c, p), `${c}: one lane a priority`);
+    t.equal(sendSubjectOf("webhook", p, "ep_1", 4), webhookSendSubject(p, shardOf("ep_1", 4)), "a webhook delivery: its endpoint's partition lane");
   }
   for (const op of API_OPS) {
     t.ok(matches(extApiAll, extApiSubject(op)), `${op}: the external family's wildcard takes it`);
