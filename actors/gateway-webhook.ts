@@ -5,6 +5,7 @@ import type { JsMsg } from "@nats-io/jetstream";
 import { Agent } from "undici";
 
 import type { Config } from "../lib/core/config.js";
+import { endpointAnsweredKey, webhookAnsweredKey } from "../lib/core/keys.js";
 import type { Logger } from "../lib/core/log.js";
 import { MSGID, PRIORITIES, type Priority, STREAM, webhookDeliveryId } from "../lib/core/subjects.js";
 import type { NotificationBrief, ReceiptEntry, SendBatch } from "../lib/core/types.js";
@@ -18,6 +19,7 @@ import { watchWorkQueue } from "../lib/flow/stranded.js";
 import { storeDeadLetter } from "../lib/gateway/dlq.js";
 import { type OutboxItem, ReceiptOutbox } from "../lib/gateway/receipt-outbox.js";
 import { markSendBatchDone, ReceiptCollector, receiptReconciler, sendBatchDone, sendBatchesChecked } from "../lib/gateway/receipts.js";
+import { AnsweredDeliveries, type AnsweredNote } from "../lib/gateway/webhook-answered.js";
 import { startEventStreams } from "../lib/gateway/webhook-events.js";
 import { endpointPartitions } from "../lib/gateway/webhook-partitions.js";
 import { type PostAnswer, WebhookPoster } from "../lib/gateway/webhook-post.js";
@@ -203,6 +205,36 @@ export async function startGatewayWebhook(d: GatewayWebhookDeps): Promise<{ stop
   const releasing = new Map<string, Promise<void>>();
   /** What one endpoint's group of a send batch came to: delivered and failed-for-good deliveries (the rest was queued). */
   type GroupResult = { endpoint: string; delivered: HistoryEntry[]; failed: (HistoryEntry & { reason: string; replayOf?: string })[]; lastStatus: number };
+  /** Direct deliveries answered for good, noted per batch as they are (lib/gateway/webhook-answered.ts). */
+  const answered = new AnsweredDeliveries(d.redis, log);
+  /**
+   * Takes the deliveries an earlier attempt at a batch answered (`notes`) out of `byEndpoint`, and returns them as one
+   * group per endpoint, as if answered now (an endpoint left with nothing is dropped from `byEndpoint`).
+   */
+  const answeredGroups = (byEndpoint: Map<string, { id: string; d: QueuedDelivery }[]>, notes: ReadonlyMap<string, AnsweredNote>): GroupResult[] => {
+    if (notes.size === 0) return [];
+    const out: GroupResult[] = [];
+    for (const [id, items] of byEndpoint) {
+      const rest: { id: string; d: QueuedDelivery }[] = [];
+      const g: GroupResult = { endpoint: id, delivered: [], failed: [], lastStatus: 0 };
+      for (const it of items) {
+        const n = notes.get(it.id);
+        if (!n) {
+          rest.push(it);
+          continue;
+        }
+        const h: HistoryEntry = { id: it.id, nid: it.d.nid, type: it.d.type, outcome: n.outcome, status: n.status, attempts: 1, at: n.at };
+        if (n.outcome === "delivered") g.delivered.push(h);
+        else g.failed.push({ ...h, reason: n.reason ?? `http_${n.status}`, ...(it.d.replayOf ? { replayOf: it.d.replayOf } : {}) });
+        g.lastStatus = n.status;
+      }
+      if (rest.length === items.length) continue;
+      out.push(g);
+      if (rest.length) byEndpoint.set(id, rest);
+      else byEndpoint.delete(id);
+    }
+    return out;
+  };
   const letGo = (id: string, st: Direct): void => {
     if (direct.get(id) !== st) return;
     direct.delete(id);
@@ -247,7 +279,7 @@ export async function startGatewayWebhook(d: GatewayWebhookDeps): Promise<{ stop
   const deadLetter = (id: string, did: string, q: QueuedDelivery, brief: NotificationBrief, reason: string, attempts: number, at: number): Promise<unknown> =>
     storeDeadLetter(d.nats, { type: "dead_letter", channel: "webhook", shard: q.shard, notification: brief, send: { nid: q.nid, user: id, device: id, token: "" }, reason, attempts, at }, did);
   /** Posts endpoint `id`'s deliveries `items` of one batch in order; from the first it cannot post (spilled) or that fails to be answered, queues the rest. */
-  const deliverGroup = async (id: string, st: Direct, items: readonly { id: string; d: QueuedDelivery }[], payloads: ReadonlyMap<string, WebhookPayload>): Promise<GroupResult> => {
+  const deliverGroup = async (id: string, st: Direct, items: readonly { id: string; d: QueuedDelivery }[], payloads: ReadonlyMap<string, WebhookPayload>, batchId: string): Promise<GroupResult> => {
     const res: GroupResult = { endpoint: id, delivered: [], failed: [], lastStatus: 0 };
     let posted = false;
     for (let k = 0; k < items.length; k++) {
@@ -274,6 +306,7 @@ export async function startGatewayWebhook(d: GatewayWebhookDeps): Promise<{ stop
       if (r.status) res.lastStatus = r.status;
       if (kind === "delivered") {
         res.delivered.push({ id: did, nid: q.nid, type: q.type, outcome: "delivered", status: r.status, attempts: 1, at });
+        answered.note(webhookAnsweredKey(batchId), did, { outcome: "delivered", status: r.status, at });
         continue;
       }
       if (kind === "retry") {
@@ -290,6 +323,7 @@ export async function startGatewayWebhook(d: GatewayWebhookDeps): Promise<{ stop
       if (kind === "gone") await unsubscribeGone(id, p.brief);
       else await deadLetter(id, did, q, p.brief, reason, 1, at);
       res.failed.push({ id: did, nid: q.nid, type: q.type, outcome: "failed", status: r.status, attempts: 1, reason, at, ...(q.replayOf ? { replayOf: q.replayOf } : {}) });
+      answered.note(webhookAnsweredKey(batchId), did, { outcome: "failed", status: r.status, at, reason });
     }
     return res;
   };
@@ -297,7 +331,7 @@ export async function startGatewayWebhook(d: GatewayWebhookDeps): Promise<{ stop
    * Puts endpoint `id`'s group of a batch on its chain (synchronously, so groups keep their batches' order): it posts
    * when the groups before it are through, or queues at once when the endpoint is (or becomes) spilled. Resolves what it came to.
    */
-  const chain = (id: string, st: Direct, items: readonly { id: string; d: QueuedDelivery }[], payloads: ReadonlyMap<string, WebhookPayload>): Promise<GroupResult> => {
+  const chain = (id: string, st: Direct, items: readonly { id: string; d: QueuedDelivery }[], payloads: ReadonlyMap<string, WebhookPayload>, batchId: string): Promise<GroupResult> => {
     if (st.idle) clearTimeout(st.idle);
     st.idle = null;
     if (st.waiting >= c.directBacklog) spillAll(st);
@@ -305,7 +339,7 @@ export async function startGatewayWebhook(d: GatewayWebhookDeps): Promise<{ stop
     return new Promise<GroupResult>((resolve, reject) => {
       const start = (): void => {
         const head = !st.spilled;
-        deliverGroup(id, st, items, payloads)
+        deliverGroup(id, st, items, payloads, batchId)
           .then(resolve, (err: unknown) => (spillAll(st), reject(err as Error)))
           .finally(() => {
             if (head) {
@@ -379,6 +413,9 @@ export async function startGatewayWebhook(d: GatewayWebhookDeps): Promise<{ stop
         // newer ones meanwhile (a partition handed over gets its previous holder's unfinished batches again first).
         if (again && (await sendBatchDone(d.redis, firstId))) return null;
         const { byEndpoint, payloads, skipped } = await plan(batch);
+        // Redelivered unfinished (its gateway died, or it was published again): what an earlier attempt had answered is
+        // not posted again, only reported and recorded with the rest.
+        const answeredBefore = again ? answeredGroups(byEndpoint, await answered.of(webhookAnsweredKey(firstId))) : [];
         const mine: [string, Direct, { id: string; d: QueuedDelivery }[]][] = [];
         const toQueue = new Map<string, { id: string; d: QueuedDelivery }[]>();
         const candidates: string[] = [];
@@ -402,7 +439,8 @@ export async function startGatewayWebhook(d: GatewayWebhookDeps): Promise<{ stop
             mine.push([id, st, items]);
           }
         }
-        const chained = mine.map(([id, st, items]) => chain(id, st, items, payloads));
+        // The earlier attempt's groups first: an endpoint's last answer is then its newest.
+        const chained = [...answeredBefore.map((g) => Promise.resolve(g)), ...mine.map(([id, st, items]) => chain(id, st, items, payloads, firstId))];
         log.debug({ batch: firstId, direct: mine.length, queued: toQueue.size, redelivery: m.info.deliveryCount }, "send batch taken");
         await Promise.all([...skipped, enqueue(toQueue, payloads, false)]);
         return chained;
@@ -438,11 +476,15 @@ export async function startGatewayWebhook(d: GatewayWebhookDeps): Promise<{ stop
       if (g.delivered.length + g.failed.length === 0) continue;
       sent += g.delivered.length;
       failed += g.failed.length;
-      const history = g.failed.length ? [...g.delivered, ...g.failed].sort((a, b) => a.at - b.at) : g.delivered;
-      record.set(g.endpoint, { delivered: g.delivered.length, failed: g.failed.length, lastStatus: g.lastStatus, history });
+      const prev = record.get(g.endpoint);
+      // An endpoint's deliveries answered by an earlier attempt come as a group of their own: merged, in time order.
+      const history = g.failed.length || prev ? [...(prev?.history ?? []), ...g.delivered, ...g.failed].sort((a, b) => a.at - b.at) : g.delivered;
+      const lastStatus = g.lastStatus || (prev?.lastStatus ?? 0);
+      record.set(g.endpoint, { delivered: g.delivered.length + (prev?.delivered ?? 0), failed: g.failed.length + (prev?.failed ?? 0), lastStatus, history });
     }
     await receipts.publish(d.nats, firstId, rec, pub);
     await Promise.all([queues.recordDirect(record, now), markSendBatchDone(d.redis, firstId)]);
+    await answered.forget(webhookAnsweredKey(firstId));
     log.debug({ batch: firstId, sent, failed }, "send batch done");
     if (sent) gatewaySends.inc({ channel: "webhook", app: "webhook", outcome: "sent" }, sent);
     if (failed) gatewaySends.inc({ channel: "webhook", app: "webhook", outcome: "failed" }, failed);
@@ -546,12 +588,18 @@ export async function startGatewayWebhook(d: GatewayWebhookDeps): Promise<{ stop
     let released = false;
     /** Delivered, receipts stored, not yet finished in the queue: the next step finishes them (or the end of the work). */
     let settled: HistoryEntry[] = [];
+    // Delivered but not yet finished: noted as they are answered, dropped once finished. What a previous holder noted
+    // (it died before finishing them) is read once: those at the head are finished as delivered, not posted again.
+    const notesKey = endpointAnsweredKey(endpointId);
+    let prior: Map<string, AnsweredNote> | null = null;
+    const finished = (list: readonly HistoryEntry[]): void => answered.drop(notesKey, list.filter((e) => e.outcome === "delivered").map((e) => e.id));
     const countSent = (n: number): void => void (n && gatewaySends.inc({ channel: "webhook", app: "webhook", outcome: "sent" }, n));
     const finish = async (): Promise<void> => {
       if (settled.length === 0) return;
       const list = settled;
       settled = [];
       countSent(await queues.settleMany(endpointId, list, Date.now()));
+      finished(list);
     };
     /** Settles the head delivery `id` as failed for good, after its receipt (none for an event-stream delivery: not a send of its notification). */
     const settleFailed = async (id: string, q: QueuedDelivery, reason: string, status: number, attempts: number): Promise<void> => {
@@ -560,6 +608,7 @@ export async function startGatewayWebhook(d: GatewayWebhookDeps): Promise<{ stop
       gatewaySends.inc({ channel: "webhook", app: "webhook", outcome: "failed" });
     };
     try {
+      prior = await answered.of(notesKey);
       for (;;) {
         if (stopping) return;
         const cep = await cachedOf(endpointId);
@@ -570,6 +619,7 @@ export async function startGatewayWebhook(d: GatewayWebhookDeps): Promise<{ stop
         }
         const step = await queues.next(endpointId, settled, c.headRead, Date.now());
         countSent(step.finished);
+        finished(settled);
         settled = [];
         if (step.paused) return;
         const now = Date.now();
@@ -585,6 +635,9 @@ export async function startGatewayWebhook(d: GatewayWebhookDeps): Promise<{ stop
           continue;
         }
         const ready = await withPayloads(step.items);
+        // The previous holder's unfinished deliveries are at the head, within one read.
+        const noted = prior;
+        prior = null;
         let attempts = step.attempts;
         let recordedAt = Date.now();
         // Delivered items: their receipts are stored together, then they are finished head first (by the next step, before anything else is settled, or every `endpoints.recordEveryMs` during a long read).
@@ -606,6 +659,12 @@ export async function startGatewayWebhook(d: GatewayWebhookDeps): Promise<{ stop
             continue;
           }
           const q = ready1;
+          const before = noted?.get(id);
+          if (before?.outcome === "delivered") {
+            delivered.push({ id, q, status: before.status, made: attempts + 1, at: before.at });
+            attempts = 0;
+            continue;
+          }
           await paced(ep.rateLimit, lastStart);
           lastStart = Date.now();
           const r = await attempt(cep, id, q.body);
@@ -617,6 +676,7 @@ export async function startGatewayWebhook(d: GatewayWebhookDeps): Promise<{ stop
           if (kind === "delivered") {
             const at = Date.now();
             delivered.push({ id, q, status: r.status, made, at });
+            answered.note(notesKey, id, { outcome: "delivered", status: r.status, at });
             if (at - recordedAt >= c.recordEveryMs) {
               await storeDelivered();
               await finish();
@@ -749,6 +809,7 @@ export async function startGatewayWebhook(d: GatewayWebhookDeps): Promise<{ stop
       poster.close();
       await agent.close();
       await outbox.stop();
+      await answered.flush();
       pub.close();
     },
   };

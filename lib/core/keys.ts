@@ -92,6 +92,15 @@ export const fanDecidedKey = (shard: number, originalId: string): string => `nfx
  */
 export const sendBatchDoneKey = (originalId: string): string => `nfx:sd:${originalId}`;
 
+/**
+ * The direct webhook deliveries of the send batch first published as `originalId` that were answered for good (hash
+ * delivery id -> outcome), noted while the batch runs and deleted when it is done: a redelivery after a crash posts none
+ * of them again. Pass the original id (`MSGID.original`).
+ */
+export const webhookAnsweredKey = (originalId: string): string => `nfx:wa:${originalId}`;
+/** The deliveries at the head of webhook endpoint `endpoint`'s queue answered but not yet finished in it (hash delivery id -> outcome): its next deliverer after a crash posts none of them again. */
+export const endpointAnsweredKey = (endpoint: string): string => `nfx:wae:${endpoint}`;
+
 /** A provider webhook event already applied (SendGrid sg_event_id, Twilio sid + status): redelivered webhooks count once. */
 export const webhookSeenKey = (provider: string, eventId: string): string => `nfx:wh:${provider}:${eventId}`;
 

@@ -2,9 +2,9 @@
 import t from "tap";
 
 import { encode } from "../../lib/core/codec.js";
-import { endpointDoneKey, endpointItemsKey, endpointQueueKey } from "../../lib/core/keys.js";
+import { endpointAnsweredKey, endpointDoneKey, endpointItemsKey, endpointQueueKey, sendBatchDoneKey, webhookAnsweredKey } from "../../lib/core/keys.js";
 import { shardOf } from "../../lib/core/shard-hash.js";
-import { API, webhookSendSubject } from "../../lib/core/subjects.js";
+import { API, webhookDeliveryId, webhookSendSubject } from "../../lib/core/subjects.js";
 import type { SendBatch } from "../../lib/core/types.js";
 import type { Endpoint } from "../../lib/directory/endpoints.js";
 import type { EndpointState } from "../../lib/flow/endpoint-queues.js";
@@ -97,6 +97,38 @@ t.test("direct delivery: in order, each once, slow and failing endpoints queued 
   await publish("test-direct-copy~r1");
   await new Promise((r) => setTimeout(r, 1000));
   t.equal(rx.received("fast1").filter((d) => d.id === `nb.${fast1}`).length, 1, "its copy sent nothing");
+
+  // A batch an earlier attempt left unfinished (its gateway died after fast1 had answered): taken again, it posts only
+  // what had no answer, and counts both.
+  const f2id = eps.get("fast2")!.id;
+  const unfinished: SendBatch = { ...batch, notifications: { nc: { ...batch.notifications.nb, id: "nc" } }, sends: [fast1, f2id].map((ep) => ({ nid: "nc", user: ep, device: ep, token: "" })) };
+  await redis.hset(webhookAnsweredKey("test-unfinished"), webhookDeliveryId("nc", fast1), `d|204|${Date.now()}|`);
+  const [s1, s2] = await Promise.all([stateOf("fast1"), stateOf("fast2")]);
+  await nats.js.publish(webhookSendSubject("normal", shardOf(fast1, cluster.cfg.endpoints.partitions)), encode(unfinished), { msgID: "test-unfinished~r1" });
+  t.ok(await eventually(() => rx.accepted("fast2").some((d) => d.id === `nc.${f2id}`), 10_000), "the delivery without an answer was posted");
+  t.ok(await eventually(async () => (await redis.exists(sendBatchDoneKey("test-unfinished"))) === 1, 10_000), "and the batch finished");
+  t.equal(rx.received("fast1").filter((d) => d.id === `nc.${fast1}`).length, 0, "the one answered before was not posted again");
+  const [e1, e2] = await Promise.all([stateOf("fast1"), stateOf("fast2")]);
+  t.same([e1.delivered - s1.delivered, e2.delivered - s2.delivered], [1, 1], "both counted delivered once");
+  t.equal(await redis.exists(webhookAnsweredKey("test-unfinished")), 0, "its notes were deleted with it done");
+
+  // The same for an endpoint's queue: a head delivery its previous deliverer had noted as answered (then died) is
+  // finished as delivered, not posted again.
+  await api(API.endpoints, { action: "pause", id: f2id });
+  // Direct delivery ends with the next renewal of its hold (a third of the 1.5 s lease).
+  await new Promise((r) => setTimeout(r, 1200));
+  const queuedIds: string[] = [];
+  for (let k = 0; k < 3; k++) queuedIds.push((await notify(nats.nc, { topic: "direct", category: "transactional", content: { webhook: { type: "t.noted", data: { k } } } })).id);
+  t.ok(await eventually(async () => (await redis.llen(endpointQueueKey(f2id))) === 3, 10_000), "three deliveries queued while paused");
+  const [head] = await redis.lrange(endpointQueueKey(f2id), 0, 0);
+  t.equal(head, webhookDeliveryId(queuedIds[0], f2id), "the first at the head");
+  await redis.hset(endpointAnsweredKey(f2id), head, `d|200|${Date.now()}|`);
+  const s3 = await stateOf("fast2");
+  await api(API.endpoints, { action: "resume", id: f2id });
+  t.ok(await eventually(async () => (await redis.llen(endpointQueueKey(f2id))) === 0, 10_000), "the queue was delivered");
+  t.same(rx.received("fast2").filter((d) => queuedIds.some((id) => d.id === `${id}.${f2id}`)).map((d) => d.id), queuedIds.slice(1).map((id) => `${id}.${f2id}`), "all but the noted one posted, in order");
+  t.equal((await stateOf("fast2")).delivered - s3.delivered, 3, "all three counted delivered");
+  t.ok(await eventually(async () => (await redis.hlen(endpointAnsweredKey(f2id))) === 0, 5_000), "the notes were dropped once finished");
 });
 
 t.test("queue-only (endpoints.directBacklog 0): every delivery through the endpoints' queues, in publish order, each once", async (t) => {
