@@ -205,7 +205,7 @@ export async function startGatewayWebhook(d: GatewayWebhookDeps): Promise<{ stop
   const releasing = new Map<string, Promise<void>>();
   /** What one endpoint's group of a send batch came to: delivered and failed-for-good deliveries (the rest was queued). */
   type GroupResult = { endpoint: string; delivered: HistoryEntry[]; failed: (HistoryEntry & { reason: string; replayOf?: string })[]; lastStatus: number };
-  /** Direct deliveries answered for good, noted per batch as they are (lib/gateway/webhook-answered.ts). */
+  /** Deliveries answered for good, noted as they are: a send batch's direct ones, an endpoint queue's (lib/gateway/webhook-answered.ts). */
   const answered = new AnsweredDeliveries(d.redis, log);
   /**
    * Takes the deliveries an earlier attempt at a batch answered (`notes`) out of `byEndpoint`, and returns them as one
