@@ -58,9 +58,7 @@ export function balancedOwners(shards: number, members: readonly string[]): stri
   const load = new Map<string, number>(members.map((m) => [m, 0]));
   const out: string[] = [];
   for (let s = 0; s < shards; s++) {
-    const ranked = members.filter((m) => load.get(m)! < cap).map((m) => [hash53(`${s}|${m}`), m] as const);
-    ranked.sort((a, b) => b[0] - a[0] || (b[1] > a[1] ? 1 : b[1] < a[1] ? -1 : 0));
-    const m = ranked[0][1];
+    const m = preferredOwner(s, members.filter((x) => load.get(x)! < cap))!;
     load.set(m, load.get(m)! + 1);
     out.push(m);
   }

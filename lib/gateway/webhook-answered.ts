@@ -4,7 +4,7 @@ import type { HistoryEntry } from "../flow/endpoint-queues.js";
 import type { Redis } from "../infra/redis.js";
 
 /** How often noted answers are written: the most a crash can lose of them (they are posted again, same `webhook-id`). */
-export const ANSWERED_FLUSH_MS = 50;
+const ANSWERED_FLUSH_MS = 50;
 /** How long notes outlive their last write when the batch is never finished here (a crash): past any redelivery of it. */
 const ANSWERED_TTL_SEC = 3600;
 

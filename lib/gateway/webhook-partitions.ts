@@ -34,7 +34,7 @@ export interface EndpointPartitionDeps {
  * graceful, waits for its batches' work before the lease goes. Call `start()` on the result; `stop()` hands every
  * partition over.
  */
-export function endpointPartitions(d: EndpointPartitionDeps): Promise<ShardOwnership> {
+export async function endpointPartitions(d: EndpointPartitionDeps): Promise<ShardOwnership> {
   const c = d.cfg;
   const held = new Map<number, { lanes: Lanes; mine: Set<Promise<void>> }>();
   /** Until no batch of `part`'s lanes is out unacked with another reader, or `gateways.ackWaitSec` (and half a second) passed. */
@@ -46,8 +46,8 @@ export function endpointPartitions(d: EndpointPartitionDeps): Promise<ShardOwner
       await new Promise((r) => setTimeout(r, 100));
     }
   };
-  return d.nats.kvm.open(BUCKET.leases).then((kv) => new ShardOwnership({
-    kv, jsm: d.nats.jsm, cls: "webhook", shards: c.endpoints.partitions, balanced: true, owner: d.owner, leaseMs: c.endpoints.partitionLeaseMs, log: d.log,
+  return new ShardOwnership({
+    kv: await d.nats.kvm.open(BUCKET.leases), jsm: d.nats.jsm, cls: "webhook", shards: c.endpoints.partitions, balanced: true, owner: d.owner, leaseMs: c.endpoints.partitionLeaseMs, log: d.log,
     acquired: async (part, lease) => {
       await unackedSettled(part);
       // Lost while waiting (a renewal the bucket did not answer): not read; taken again on a later tick.
@@ -67,5 +67,5 @@ export function endpointPartitions(d: EndpointPartitionDeps): Promise<ShardOwner
       await h.lanes.stop();
       if (graceful) await Promise.allSettled([...h.mine]);
     },
-  }));
+  });
 }
