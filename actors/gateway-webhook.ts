@@ -384,6 +384,12 @@ export async function startGatewayWebhook(d: GatewayWebhookDeps): Promise<{ stop
   const inflight = new Set<Promise<void>>();
   /** Batches' intake one after another, so the groups of an endpoint join its chain in the order their batches came. */
   let intakeTurn: Promise<unknown> = Promise.resolve();
+  /** Runs `fn` in the intake turn: once every batch taken before has taken its place (or failed). */
+  const inTurn = <T>(fn: () => Promise<T>): Promise<T> => {
+    const turn = intakeTurn.then(fn);
+    intakeTurn = turn.catch(() => undefined);
+    return turn;
+  };
 
   const handle = async (m: JsMsg, prio: Priority, ofPartition: Set<Promise<void>>): Promise<void | Later> => {
     const batch = decodeAs<SendBatch>(m.data, "send_batch");
@@ -391,12 +397,10 @@ export async function startGatewayWebhook(d: GatewayWebhookDeps): Promise<{ stop
     if (c.directBacklog === 0 || batch.replayOf !== undefined) {
       // Every delivery through the queues (replayed dead letters too: queued again although delivered before), in the
       // intake turn: a batch's deliveries join their endpoints' queues after those of the batches that came before it.
-      const turn = intakeTurn.then(async () => {
+      await inTurn(async () => {
         const { byEndpoint, payloads, skipped } = await plan(batch);
         await Promise.all([...skipped, enqueue(byEndpoint, payloads, batch.replayOf !== undefined)]);
       });
-      intakeTurn = turn.catch(() => undefined);
-      await turn;
       stageItems.inc({ stage: "gateway-webhook" }, batch.sends.length);
       if (markDone) await markSendBatchDone(d.redis, firstId);
       return;
@@ -407,7 +411,7 @@ export async function startGatewayWebhook(d: GatewayWebhookDeps): Promise<{ stop
     await new Promise<void>((go) => void slots.run(() => (go(), held), PRIORITIES.indexOf(prio)));
     let groups: Promise<GroupResult>[] | null;
     try {
-      const turn = intakeTurn.then(async () => {
+      groups = await inTurn(async () => {
         // A batch handled before (redelivered, or published again) and finished then (its receipts published, its direct
         // deliveries recorded): nothing more to do. Looked up in its turn, so a redelivered batch is not overtaken by
         // newer ones meanwhile (a partition handed over gets its previous holder's unfinished batches again first).
@@ -445,8 +449,6 @@ export async function startGatewayWebhook(d: GatewayWebhookDeps): Promise<{ stop
         await Promise.all([...skipped, enqueue(toQueue, payloads, false)]);
         return chained;
       });
-      intakeTurn = turn.catch(() => undefined);
-      groups = await turn;
     } catch (err) {
       freeSlot();
       throw err;
