@@ -6,7 +6,7 @@ import { AckPolicy, DeliverPolicy } from "@nats-io/jetstream";
 import { nanos } from "@nats-io/transport-node";
 
 import { decode } from "../lib/core/codec.js";
-import { CHANNELS, CONSUMER, PRIORITIES, receiptAll, STREAM } from "../lib/core/subjects.js";
+import { CHANNELS, receiptAll, STREAM } from "../lib/core/subjects.js";
 import type { SendBatch } from "../lib/core/types.js";
 import { syntheticUser } from "../lib/directory/users.js";
 import type { Nats } from "../lib/infra/nats.js";
@@ -27,8 +27,9 @@ if (!Number.isInteger(CAMPAIGNS) || CAMPAIGNS < 1 || CAMPAIGNS > 5) throw new Er
 /** Reads every send batch of a channel stream once; returns delivery keys seen and duplicates. */
 async function readSends(n: Nats, channel: (typeof CHANNELS)[number], seen: Set<string>): Promise<{ sends: number; dup: number }> {
   const stream = STREAM.send(channel);
-  // A work-queue stream allows no overlapping consumers: the (idle) gateway consumers go first; nothing is acked, so nothing is removed.
-  for (const p of PRIORITIES) await n.jsm.consumers.delete(stream, CONSUMER.gateway(channel, p)).catch(() => undefined);
+  // A work-queue stream allows no overlapping consumers: the (idle) gateway consumers go first, whatever their names
+  // (the webhook stream's are per endpoint partition); nothing is acked, so nothing is removed.
+  for await (const ci of n.jsm.consumers.list(stream)) await n.jsm.consumers.delete(stream, ci.name);
   const ci = await n.jsm.consumers.add(stream, { ack_policy: AckPolicy.Explicit, ack_wait: nanos(600_000), max_ack_pending: 1_000_000, deliver_policy: DeliverPolicy.All, inactive_threshold: nanos(60_000), mem_storage: true });
   const c = await n.js.consumers.get(stream, ci.name);
   let pending = ci.num_pending;

@@ -1,8 +1,10 @@
-// Benchmarks leave nothing behind: bench:fan interrupted with SIGINT mid-run, and stopped by its deadline, and bench:fan-slope (bench:fan runs of its own) interrupted, exit with their code and every process they started is gone.
+// Benchmarks run to their end and leave nothing behind: bench:fan run whole (small), interrupted with SIGINT mid-run, and stopped by its deadline, and bench:fan-slope (bench:fan runs of its own) interrupted, exit with their code and every process they started is gone.
 import "../helpers/child-env.js";
 
 import { spawn } from "node:child_process";
-import { readdirSync, readFileSync } from "node:fs";
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 
 import t from "tap";
@@ -51,9 +53,11 @@ function descendants(root: number): Map<number, string> {
  * (and it is seeding), calls `interrupt` (if any). Resolves with its exit code, its stderr, and which of the processes
  * seen then are still alive.
  */
-async function runBench(args: readonly string[], env: Record<string, string>, interrupt?: (pid: number) => void): Promise<{ code: number | null; stderr: string; seen: Map<number, string>; left: string[] }> {
-  const p = spawn(process.execPath, args, { env: { ...process.env, ...env }, stdio: ["ignore", "ignore", "pipe"] });
+async function runBench(args: readonly string[], env: Record<string, string>, interrupt?: (pid: number) => void): Promise<{ code: number | null; stdout: string; stderr: string; seen: Map<number, string>; left: string[] }> {
+  const p = spawn(process.execPath, args, { env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
+  let stdout = "";
   let stderr = "";
+  p.stdout.on("data", (b: Buffer) => (stdout += b.toString()));
   p.stderr.on("data", (b: Buffer) => (stderr += b.toString()));
   const exited = new Promise<number | null>((r) => p.once("exit", (c) => r(c)));
   let seen = new Map<number, string>();
@@ -81,8 +85,24 @@ async function runBench(args: readonly string[], env: Record<string, string>, in
   }
   // What is still there is the failure; it is stopped so the suite leaves nothing behind.
   for (const [pid] of alive) process.kill(pid, "SIGKILL");
-  return { code, stderr, seen, left: alive.map(([pid, name]) => `${name} (${pid})`) };
+  return { code, stdout, stderr, seen, left: alive.map(([pid, name]) => `${name} (${pid})`) };
 }
+
+t.test("bench:fan run to its end (small): exits 0, its JSON line last with every send once, every process it started is gone", async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), "nfx-bench-"));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const r = await runBench([...fanOf(3_000), "--campaigns", "1"], { BENCH_RESULTS_DIR: dir });
+  t.equal(r.code, 0, `exit code 0 (stderr: ${r.stderr.slice(-600)})`);
+  const last = r.stdout.trim().split("\n").at(-1) ?? "";
+  const out = JSON.parse(last) as { bench: string; sends: number; expected_sends: number; lost: number; dup: number };
+  t.equal(out.bench, "fan", "the last line is bench:fan's JSON");
+  t.ok(out.expected_sends > 1_000, `the campaign expected sends (${out.expected_sends})`);
+  t.equal(out.sends, out.expected_sends, "every expected send reached its channel stream");
+  t.equal(out.lost, 0, "lost 0");
+  t.equal(out.dup, 0, "dup 0");
+  t.same(JSON.parse(readFileSync(join(dir, "fan.json"), "utf8")), out, "the same JSON written under BENCH_RESULTS_DIR");
+  t.same(r.left, [], "none of its processes is left");
+});
 
 t.test("bench:fan interrupted with SIGINT while seeding: exits 130, every process it started is gone", async (t) => {
   const r = await runBench(fanOf(400_000), {}, (pid) => process.kill(pid, "SIGINT"));
