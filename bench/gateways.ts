@@ -38,7 +38,9 @@ import { report } from "./report.js";
 // The gateways run in this process beside the bare SDK loops: both run under the gateway roles' node flags (cmd/role-process.ts).
 await underNodeFlags([...new Set((["gateway-apns", "gateway-fcm", "gateway-email", "gateway-sms"] as const).flatMap((r) => nodeArgsOf(r)))]);
 
-const N: Record<Exclude<Channel, "inapp" | "webhook">, number> = { apns: 40_000, fcm: 30_000, email: 40_000, sms: 8_000 };
+/** Sends per run and channel; `--sends <n>` sets every channel's (a quick trial run). */
+const SENDS = arg("sends", 0);
+const N: Record<Exclude<Channel, "inapp" | "webhook">, number> = SENDS > 0 ? { apns: SENDS, fcm: SENDS, email: SENDS, sms: SENDS } : { apns: 40_000, fcm: 30_000, email: 40_000, sms: 8_000 };
 const BATCH = 500;
 /**
  * Rounds per channel (`--rounds`, default 3, at most 8), after a warm-up round: each a bare run then an nfx run of `N`

@@ -1,0 +1,55 @@
+// Every benchmark runs to its end at a small size: exit 0, its JSON line last (and the same JSON in its results file), nothing lost or sent twice, no process left.
+import "../helpers/child-env.js";
+
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+
+import t from "tap";
+
+import { benchScript, lastJson, runBench } from "../helpers/bench-run.js";
+
+/**
+ * Each benchmark with arguments that make it small, and whether its JSON counts losses and duplicates (a run of each once failed at its end unnoticed: bench:fan, after
+ * the webhook stream's consumers changed). bench:fan's own run to its end is in bench-stop.test.ts.
+ */
+const SMALL: readonly { name: string; args: string[]; reportsLosses?: true }[] = [
+  { name: "pipeline", reportsLosses: true, args: ["--users", "2000"] },
+  { name: "ingest", reportsLosses: true, args: ["--seconds", "2", "--rate", "2000"] },
+  { name: "shard", args: ["--users", "5000"] },
+  { name: "tracker", args: ["--entries", "20000", "--notifications", "10"] },
+  { name: "priority", reportsLosses: true, args: ["--users", "20000", "--idle-secs", "3", "--window-secs", "2", "--campaign-secs", "20", "--critical-rate", "5", "--high-rate", "5"] },
+  { name: "inbox", args: ["--users", "1000", "--notifications", "3", "--reads", "1000"] },
+  { name: "ws", args: ["--gateways", "1", "--connections", "500", "--users", "5000", "--probes", "50"] },
+  { name: "webhooks", reportsLosses: true, args: ["--endpoints", "50", "--messages", "3", "--rounds", "1"] },
+  { name: "gateways", reportsLosses: true, args: ["--rounds", "1", "--sends", "2000"] },
+];
+
+/** Every value under a `lost`, `dup` or `duplicates` key anywhere in `v`, with its path. */
+function losses(v: unknown, path = ""): [string, unknown][] {
+  if (!v || typeof v !== "object") return [];
+  const out: [string, unknown][] = [];
+  for (const [k, x] of Object.entries(v)) {
+    const p = path ? `${path}.${k}` : k;
+    if (k === "lost" || k === "dup" || k === "duplicates") out.push([p, x]);
+    else out.push(...losses(x, p));
+  }
+  return out;
+}
+
+for (const { name, args, reportsLosses } of SMALL) {
+  t.test(`bench:${name} ${args.join(" ")}: exits 0 with its JSON last, nothing lost or twice, nothing left`, async (t) => {
+    const dir = mkdtempSync(join(tmpdir(), "nfx-bench-"));
+    t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+    const r = await runBench(["--expose-gc", benchScript(name), ...args], { BENCH_RESULTS_DIR: dir, BENCH_DEADLINE_MIN: "4" }, { capMs: 300_000 });
+    t.equal(r.code, 0, r.code === 0 ? "exit code 0" : `exit code 0 (stderr: ${r.stderr.slice(-600)})`);
+    if (r.code !== 0) return;
+    const out = lastJson(r.stdout);
+    t.equal(out.bench, name, "the last line is its JSON");
+    t.same(JSON.parse(readFileSync(join(dir, `${name}.json`), "utf8")), out, "the same JSON written under BENCH_RESULTS_DIR");
+    const l = losses(out);
+    if (reportsLosses) t.ok(l.length > 0, `it reports lost and duplicates (${l.map(([p]) => p).join(", ")})`);
+    for (const [p, x] of l) t.equal(x, 0, `${p} is 0`);
+    t.same(r.left, [], "none of its processes is left");
+  });
+}
