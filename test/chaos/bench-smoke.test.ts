@@ -10,19 +10,19 @@ import t from "tap";
 import { benchScript, lastJson, runBench } from "../helpers/bench-run.js";
 
 /**
- * Each benchmark with arguments that make it small, and whether its JSON counts losses and duplicates (a run of each once failed at its end unnoticed: bench:fan, after
+ * Each benchmark with arguments that make it small, whether its JSON counts losses and duplicates, and figures it must report (a run of each once failed at its end unnoticed: bench:fan, after
  * the webhook stream's consumers changed). bench:fan's own run to its end is in bench-stop.test.ts.
  */
-const SMALL: readonly { name: string; args: string[]; reportsLosses?: true }[] = [
+const SMALL: readonly { name: string; args: string[]; reportsLosses?: true; figures?: string[] }[] = [
   { name: "pipeline", reportsLosses: true, args: ["--users", "2000"] },
   { name: "ingest", reportsLosses: true, args: ["--seconds", "2", "--rate", "2000"] },
   { name: "shard", args: ["--users", "5000"] },
   { name: "tracker", args: ["--entries", "20000", "--notifications", "10"] },
   { name: "priority", reportsLosses: true, args: ["--users", "20000", "--idle-secs", "3", "--window-secs", "2", "--campaign-secs", "20", "--critical-rate", "5", "--high-rate", "5"] },
   { name: "inbox", args: ["--users", "1000", "--notifications", "3", "--reads", "1000"] },
-  { name: "ws", args: ["--gateways", "1", "--connections", "500", "--users", "5000", "--probes", "50"] },
-  { name: "webhooks", reportsLosses: true, args: ["--endpoints", "50", "--messages", "3", "--rounds", "1"] },
-  { name: "gateways", reportsLosses: true, args: ["--rounds", "1", "--sends", "2000"] },
+  { name: "ws", args: ["--gateways", "1", "--connections", "500", "--users", "5000", "--probes", "50"], figures: ["bytes_per_conn", "p99_ms", "p99_ms_loaded"] },
+  { name: "webhooks", reportsLosses: true, args: ["--endpoints", "50", "--messages", "3", "--rounds", "1"], figures: ["ratio", "nfx_per_s", "bare_per_s", "gateway_cpu_us_per_delivery"] },
+  { name: "gateways", reportsLosses: true, args: ["--rounds", "1", "--sends", "2000"], figures: ["apns.ratio", "fcm.ratio", "email.ratio", "sms.ratio"] },
 ];
 
 /** Every value under a `lost`, `dup` or `duplicates` key anywhere in `v`, with its path. */
@@ -37,7 +37,10 @@ function losses(v: unknown, path = ""): [string, unknown][] {
   return out;
 }
 
-for (const { name, args, reportsLosses } of SMALL) {
+/** The value at dotted `path` of `v`. */
+const at = (v: unknown, path: string): unknown => path.split(".").reduce<unknown>((x, k) => (x && typeof x === "object" ? (x as Record<string, unknown>)[k] : undefined), v);
+
+for (const { name, args, reportsLosses, figures } of SMALL) {
   t.test(`bench:${name} ${args.join(" ")}: exits 0 with its JSON last, nothing lost or twice, nothing left`, async (t) => {
     const dir = mkdtempSync(join(tmpdir(), "nfx-bench-"));
     t.teardown(() => rmSync(dir, { recursive: true, force: true }));
@@ -50,6 +53,7 @@ for (const { name, args, reportsLosses } of SMALL) {
     const l = losses(out);
     if (reportsLosses) t.ok(l.length > 0, `it reports lost and duplicates (${l.map(([p]) => p).join(", ")})`);
     for (const [p, x] of l) t.equal(x, 0, `${p} is 0`);
+    for (const f of figures ?? []) t.ok(typeof at(out, f) === "number" && (at(out, f) as number) > 0, `${f} is a positive number (${String(at(out, f))})`);
     t.same(r.left, [], "none of its processes is left");
   });
 }
