@@ -5,7 +5,7 @@ import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 
 import type { Config } from "../lib/core/config.js";
-import { stopProcess } from "../lib/infra/launch.js";
+import { killedWithThisProcess, stopProcess } from "../lib/infra/launch.js";
 import { parseProcessSpec, type ProcessSpec, type Role } from "./roles.js";
 
 const NFX_BIN = fileURLToPath(new URL("./nfx.js", import.meta.url));
@@ -76,6 +76,9 @@ export function spawnRoleProcess(
       env: { ...process.env, NFX_CONFIG: o.configFile },
       stdio: ["ignore", "pipe", "pipe", "ipc"],
     });
+    // Interrupted (Ctrl-C on `nfx demo` or a benchmark), this process kills its servers at once: its roles go with them,
+    // rather than outlive it by their graceful stop against servers that are gone.
+    killedWithThisProcess(p);
     setNice(p, o.nice, (msg) => o.onLine?.(msg));
     o.started?.(p);
     let ready = false;

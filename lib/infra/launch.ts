@@ -65,6 +65,16 @@ export function stopProcess(p: ChildProcess, graceMs: number): Promise<void> {
 }
 
 /**
+ * Registers `proc` (a child of this process) to be SIGKILLed if this process exits, or ends on SIGINT, SIGTERM or
+ * SIGHUP (after a graceful handler's grace, when one is there), while it still runs: a server, or a role process that
+ * would otherwise stop on its own only once it noticed its parent gone (up to its 10 s graceful stop).
+ */
+export function killedWithThisProcess(proc: ChildProcess): void {
+  live.add(proc);
+  proc.once("exit", () => live.delete(proc));
+}
+
+/**
  * Keeps the last 64 KB a started server wrote and registers it to be
  * SIGKILLed if this process exits first; `stop` sends SIGTERM, then SIGKILL
  * after 5 s, and resolves when it has exited.
@@ -76,8 +86,7 @@ export function track(proc: ChildProcess): { output: () => string; stop: () => P
   };
   proc.stdout?.on("data", keep);
   proc.stderr?.on("data", keep);
-  live.add(proc);
-  proc.once("exit", () => live.delete(proc));
+  killedWithThisProcess(proc);
   return {
     output: () => out,
     stop: () => stopProcess(proc, 5000),

@@ -48,16 +48,21 @@ export interface BenchRun {
   stderr: string;
   /** Every process seen among its descendants while it ran: pid -> command name. */
   seen: Map<number, string>;
-  /** Those of `seen` still alive 10 s after it exited (then SIGKILLed, so nothing is left either way): "name (pid)". */
+  /** Those of `seen` still alive `goneWithinMs` after it exited (then SIGKILLed, so nothing is left either way): "name (pid)". */
   left: string[];
 }
 
+/** Up, as {@link runBench} waits for it before an interrupt: the names of the processes seen so far, and the output so far. */
+type UpTest = (names: readonly string[], stdout: string, stderr: string) => boolean;
+/** A benchmark is up once nats-server, redis-server and three node roles run and it printed "seeding" (to stderr). */
+const benchUp: UpTest = (names, _out, err) => names.includes("nats-server") && names.includes("redis-server") && names.filter((n) => n === "node").length >= 3 && err.includes("seeding");
+
 /**
- * Runs node with `args` (a bench script and its arguments) and `env`, watching its descendants every 200 ms. With
- * `interrupt`, calls it once nats-server, redis-server and three node roles are up and it printed "seeding" (or after
- * 60 s). Resolves once it exits, or at `capMs` (default 60 s after the interrupt, else 300 s).
+ * Runs node with `args` (a bench script, or the CLI, and its arguments) and `env`, watching its descendants every
+ * 200 ms. With `interrupt`, calls it once `upWhen` holds (default: a benchmark's servers and roles are up and it is
+ * seeding), or after 60 s. Resolves once it exits, or at `capMs` (default 60 s after the interrupt, else 300 s).
  */
-export async function runBench(args: readonly string[], env: Record<string, string>, o: { interrupt?: (pid: number) => void; capMs?: number } = {}): Promise<BenchRun> {
+export async function runBench(args: readonly string[], env: Record<string, string>, o: { interrupt?: (pid: number) => void; upWhen?: UpTest; capMs?: number; goneWithinMs?: number } = {}): Promise<BenchRun> {
   const p = spawn(process.execPath, args, { env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
   let stdout = "";
   let stderr = "";
@@ -73,7 +78,7 @@ export async function runBench(args: readonly string[], env: Record<string, stri
     const until = Date.now() + 60_000;
     for (;;) {
       const names = look();
-      if (names.includes("nats-server") && names.includes("redis-server") && names.filter((n) => n === "node").length >= 3 && stderr.includes("seeding")) break;
+      if ((o.upWhen ?? benchUp)(names, stdout, stderr)) break;
       if (p.exitCode !== null || Date.now() > until) break;
       await new Promise((r) => setTimeout(r, 200));
     }
@@ -94,9 +99,9 @@ export async function runBench(args: readonly string[], env: Record<string, stri
     if (Date.now() > cap) break;
   }
   if (p.exitCode === null) p.kill("SIGKILL");
-  // Gone within 10 s of its exit (a process may take a moment to be reaped).
+  // Gone within `goneWithinMs` (default 10 s) of its exit (a process may take a moment to be reaped).
   let alive: [number, string][] = [];
-  for (const until2 = Date.now() + 10_000; Date.now() < until2; await new Promise((r) => setTimeout(r, 250))) {
+  for (const until2 = Date.now() + (o.goneWithinMs ?? 10_000); Date.now() < until2; await new Promise((r) => setTimeout(r, 250))) {
     const live = processTable();
     alive = [...seen].filter(([pid, name]) => live.get(pid)?.[1] === name);
     if (alive.length === 0) break;
