@@ -16,6 +16,7 @@ import { benchScript, lastJson, runBench } from "../helpers/bench-run.js";
 const SMALL: readonly { name: string; args: string[]; reportsLosses?: true; figures?: string[] }[] = [
   { name: "pipeline", reportsLosses: true, args: ["--users", "2000"] },
   { name: "ingest", reportsLosses: true, args: ["--seconds", "2", "--rate", "2000"] },
+  { name: "fan-slope", reportsLosses: true, args: ["--small", "2000", "--large", "4000"], figures: ["slope_bytes_per_recipient"] },
   { name: "shard", args: ["--users", "5000"] },
   { name: "tracker", args: ["--entries", "20000", "--notifications", "10"] },
   { name: "priority", reportsLosses: true, args: ["--users", "20000", "--idle-secs", "3", "--window-secs", "2", "--campaign-secs", "20", "--critical-rate", "5", "--high-rate", "5"] },
