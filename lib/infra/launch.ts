@@ -1,4 +1,4 @@
-// Starts and stops local nats-server and redis-server processes: used by `nfx up` and by the test harness.
+// Starts and stops local nats-server and redis-server processes (used by `nfx up` and by the test harness), and kills whatever children it was given (servers, role processes) with this process.
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
 import { appendFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import net from "node:net";
