@@ -281,6 +281,7 @@ export async function startGatewayWebhook(d: GatewayWebhookDeps): Promise<{ stop
   /** Posts endpoint `id`'s deliveries `items` of one batch in order; from the first it cannot post (spilled) or that fails to be answered, queues the rest. */
   const deliverGroup = async (id: string, st: Direct, items: readonly { id: string; d: QueuedDelivery }[], payloads: ReadonlyMap<string, WebhookPayload>, batchId: string): Promise<GroupResult> => {
     const res: GroupResult = { endpoint: id, delivered: [], failed: [], lastStatus: 0 };
+    const notesKey = webhookAnsweredKey(batchId);
     let posted = false;
     for (let k = 0; k < items.length; k++) {
       // Checked before anything is awaited, so groups set off by the same spill queue in their order.
@@ -306,7 +307,7 @@ export async function startGatewayWebhook(d: GatewayWebhookDeps): Promise<{ stop
       if (r.status) res.lastStatus = r.status;
       if (kind === "delivered") {
         res.delivered.push({ id: did, nid: q.nid, type: q.type, outcome: "delivered", status: r.status, attempts: 1, at });
-        answered.note(webhookAnsweredKey(batchId), did, { outcome: "delivered", status: r.status, at });
+        answered.note(notesKey, did, { outcome: "delivered", status: r.status, at });
         continue;
       }
       if (kind === "retry") {
@@ -323,7 +324,7 @@ export async function startGatewayWebhook(d: GatewayWebhookDeps): Promise<{ stop
       if (kind === "gone") await unsubscribeGone(id, p.brief);
       else await deadLetter(id, did, q, p.brief, reason, 1, at);
       res.failed.push({ id: did, nid: q.nid, type: q.type, outcome: "failed", status: r.status, attempts: 1, reason, at, ...(q.replayOf ? { replayOf: q.replayOf } : {}) });
-      answered.note(webhookAnsweredKey(batchId), did, { outcome: "failed", status: r.status, at, reason });
+      answered.note(notesKey, did, { outcome: "failed", status: r.status, at, reason });
     }
     return res;
   };

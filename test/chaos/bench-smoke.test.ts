@@ -7,7 +7,7 @@ import { join } from "node:path";
 
 import t from "tap";
 
-import { benchScript, lastJson, runBench } from "../helpers/bench-run.js";
+import { benchScript, lastJson, runWatched } from "../helpers/watched-run.js";
 
 /**
  * Each benchmark with arguments that make it small, whether its JSON counts losses and duplicates, the figures it
@@ -47,7 +47,7 @@ for (const { name, args, reportsLosses, figures, numbers } of SMALL) {
   t.test(`bench:${name} ${args.join(" ")}: exits 0 with its JSON last, nothing lost or twice, nothing left`, async (t) => {
     const dir = mkdtempSync(join(tmpdir(), "nfx-bench-"));
     t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-    const r = await runBench(["--expose-gc", benchScript(name), ...args], { BENCH_RESULTS_DIR: dir, BENCH_DEADLINE_MIN: "4" }, { capMs: 300_000 });
+    const r = await runWatched(["--expose-gc", benchScript(name), ...args], { BENCH_RESULTS_DIR: dir, BENCH_DEADLINE_MIN: "4" }, { capMs: 300_000 });
     t.equal(r.code, 0, r.code === 0 ? "exit code 0" : `exit code 0 (stderr: ${r.stderr.slice(-600)})`);
     if (r.code !== 0) return;
     const out = lastJson(r.stdout);

@@ -5,12 +5,12 @@ import { fileURLToPath } from "node:url";
 
 import t from "tap";
 
-import { runBench } from "../helpers/bench-run.js";
+import { runWatched } from "../helpers/watched-run.js";
 
 const NFX = fileURLToPath(new URL("../../cmd/nfx.js", import.meta.url));
 
 t.test("nfx demo: the transactional send and the campaign each arrive at the sandboxes exactly once, exit 0, nothing left", async (t) => {
-  const r = await runBench([NFX, "demo"], {}, { capMs: 240_000 });
+  const r = await runWatched([NFX, "demo"], {}, { capMs: 240_000 });
   t.equal(r.code, 0, r.code === 0 ? "exit code 0" : `exit code 0 (stdout: ${r.stdout.slice(-1500)} stderr: ${r.stderr.slice(-600)})`);
   t.match(r.stdout, /seeded 5000 users with \d+ devices/, "5,000 demo users seeded");
   t.match(r.stdout, /2000 recipients, finished in [\d.]+ s/, "the transactional notification finished for its 2,000 recipients");
@@ -25,7 +25,7 @@ t.test("nfx demo: the transactional send and the campaign each arrive at the san
 });
 
 t.test("nfx demo interrupted with SIGINT once its cluster is up: exits 130, its processes go with it", async (t) => {
-  const r = await runBench([NFX, "demo"], {}, {
+  const r = await runWatched([NFX, "demo"], {}, {
     upWhen: (names, out) => names.includes("nats-server") && names.includes("redis-server") && out.includes("up in"),
     interrupt: (pid) => process.kill(pid, "SIGINT"),
     // Gone with it, not after a graceful stop of their own against servers that are gone (a role's lasts up to 10 s).

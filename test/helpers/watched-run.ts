@@ -1,4 +1,4 @@
-// Runs a benchmark script as a user would (its own process), watches every process it starts, and reports which of them outlived it.
+// Runs a benchmark or a CLI command as a user would (its own process), watches every process it starts, and reports which of them outlived it.
 import { spawn } from "node:child_process";
 import { readdirSync, readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
@@ -40,7 +40,7 @@ function descendants(root: number): Map<number, string> {
   return out;
 }
 
-/** What {@link runBench} saw. */
+/** What {@link runWatched} saw. */
 export interface BenchRun {
   /** Exit code; null if it was still running at `capMs` (it is then SIGKILLed). */
   code: number | null;
@@ -52,7 +52,7 @@ export interface BenchRun {
   left: string[];
 }
 
-/** Up, as {@link runBench} waits for it before an interrupt: the names of the processes seen so far, and the output so far. */
+/** Up, as {@link runWatched} waits for it before an interrupt: the names of the processes seen so far, and the output so far. */
 type UpTest = (names: readonly string[], stdout: string, stderr: string) => boolean;
 /** A benchmark is up once nats-server, redis-server and three node roles run and it printed "seeding" (to stderr). */
 const benchUp: UpTest = (names, _out, err) => names.includes("nats-server") && names.includes("redis-server") && names.filter((n) => n === "node").length >= 3 && err.includes("seeding");
@@ -62,7 +62,7 @@ const benchUp: UpTest = (names, _out, err) => names.includes("nats-server") && n
  * 200 ms. With `interrupt`, calls it once `upWhen` holds (default: a benchmark's servers and roles are up and it is
  * seeding), or after 60 s. Resolves once it exits, or at `capMs` (default 60 s after the interrupt, else 300 s).
  */
-export async function runBench(args: readonly string[], env: Record<string, string>, o: { interrupt?: (pid: number) => void; upWhen?: UpTest; capMs?: number; goneWithinMs?: number } = {}): Promise<BenchRun> {
+export async function runWatched(args: readonly string[], env: Record<string, string>, o: { interrupt?: (pid: number) => void; upWhen?: UpTest; capMs?: number; goneWithinMs?: number } = {}): Promise<BenchRun> {
   const p = spawn(process.execPath, args, { env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
   let stdout = "";
   let stderr = "";
