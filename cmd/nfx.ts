@@ -123,7 +123,7 @@ program
     let stopping = false;
     const start = (spec: ProcessSpec): Promise<unknown> =>
       spawnRoleProcess(spec, {
-        configFile, nice: niceOf(cfg, spec), onLine: (line) => process.stdout.write(`[${spec}] ${line}\n`),
+        configFile, nice: niceOf(cfg, spec), readyTimeoutMs: cfg.up.readyTimeoutMs, onLine: (line) => process.stdout.write(`[${spec}] ${line}\n`),
         started: (p) => {
           procs.set(spec, p);
           // As a machine's service manager does: a role that dies is started again.
@@ -144,6 +144,7 @@ program
     // The launcher went away (even by SIGKILL): stop this node's roles rather than leave them running.
     process.once("disconnect", () => void stop());
     await Promise.all(specs.map(start)).catch(async (err) => {
+      stopping = true;
       await stopProcesses([...procs.values()]);
       throw err;
     });

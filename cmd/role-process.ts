@@ -5,6 +5,7 @@ import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 
 import type { Config } from "../lib/core/config.js";
+import { RoleNotReady } from "../lib/core/errors.js";
 import { killedWithThisProcess, stopProcess } from "../lib/infra/launch.js";
 import { parseProcessSpec, type ProcessSpec, type Role } from "./roles.js";
 
@@ -59,18 +60,24 @@ export function setNice(p: ChildProcess, nice: number, report: (msg: string) => 
   }
 }
 
+/** Lines of a role's output kept to explain why it did not get ready. */
+const LAST_LINES = 5;
+
 /**
  * Starts `nfx run <role> [--lanes <class>]` for `spec` (or, for a list of roles, `nfx run <role>...`: every lane class,
  * all in one process) with `NFX_CONFIG=configFile` at nice `nice`; every line it prints goes to `onLine`. `started`
- * receives the process at once (before it is ready); the promise resolves when the roles report ready over IPC, and
- * rejects if it exits first. Its node gets the role's {@link ROLE_NODE_FLAGS}, then `ROLE_NODE_ARGS` (e.g. --cpu-prof).
+ * receives the process at once (before it is ready); the promise resolves when the roles report ready over IPC. It
+ * rejects with {@link RoleNotReady} (the role, the deadline and its last lines of output) if the process exits first,
+ * or if `readyTimeoutMs` pass first (`up.readyTimeoutMs`): the process is then SIGKILLed, and has exited when it
+ * rejects. Its node gets the role's {@link ROLE_NODE_FLAGS}, then `ROLE_NODE_ARGS` (e.g. --cpu-prof).
  */
 export function spawnRoleProcess(
   spec: ProcessSpec | readonly Role[],
-  o: { configFile: string; nice: number; onLine?: (line: string) => void; started?: (p: ChildProcess) => void },
+  o: { configFile: string; nice: number; readyTimeoutMs: number; onLine?: (line: string) => void; started?: (p: ChildProcess) => void },
 ): Promise<ChildProcess> {
   return new Promise((res, rej) => {
     const args = typeof spec === "string" ? runArgs(spec) : ["run", ...spec];
+    const name = typeof spec === "string" ? spec : spec.join("+");
     const nodeArgs = nodeArgsOf(spec);
     const p = spawn(process.execPath, [...nodeArgs, NFX_BIN, ...args], {
       env: { ...process.env, NFX_CONFIG: o.configFile },
@@ -82,18 +89,39 @@ export function spawnRoleProcess(
     setNice(p, o.nice, (msg) => o.onLine?.(msg));
     o.started?.(p);
     let ready = false;
-    const onLine = (line: string): void => o.onLine?.(line);
+    let timedOut = false;
+    const last: string[] = [];
+    const onLine = (line: string): void => {
+      if (!ready) {
+        last.push(line);
+        if (last.length > LAST_LINES) last.shift();
+      }
+      o.onLine?.(line);
+    };
+    const lastLines = (): string => (last.length ? `; its last lines:\n${last.map((l) => `  ${l}`).join("\n")}` : "; it printed nothing");
+    // A role on its own waits for its servers for ever (as under a service manager); a launcher waits only so long.
+    const deadline = setTimeout(() => {
+      timedOut = true;
+      p.kill("SIGKILL");
+    }, o.readyTimeoutMs);
     p.on("message", (m: { type?: string }) => {
-      if (m?.type === "ready" && !ready) {
+      if (m?.type === "ready" && !ready && !timedOut) {
         ready = true;
+        clearTimeout(deadline);
         p.channel?.unref();
         res(p);
       }
     });
     createInterface({ input: p.stdout! }).on("line", onLine);
     createInterface({ input: p.stderr! }).on("line", onLine);
-    p.once("exit", (code, sig) => {
-      if (!ready) rej(new Error(`role ${String(spec)} exited (${code ?? sig}) before it was ready`));
+    p.once("exit", () => clearTimeout(deadline));
+    // "close": exited, and its output read to the end (its last lines are the reason).
+    p.once("close", (code, sig) => {
+      if (ready) return;
+      const why = timedOut
+        ? `role ${name} was not ready within ${o.readyTimeoutMs} ms (up.readyTimeoutMs) and was killed`
+        : `role ${name} exited (${code ?? sig}) before it was ready`;
+      rej(new RoleNotReady(why + lastLines()));
     });
   });
 }

@@ -577,6 +577,8 @@ export const configSchema = z.strictObject({
       dataDir: z.string().min(1).default(".nfx").describe("Where `nfx up` keeps nats-server and redis-server data and the cluster's config."),
       natsPort: port.default(4222).describe("nats-server port of `nfx up`."),
       redisPort: port.default(6379).describe("redis-server port of `nfx up`."),
+      readyTimeoutMs: z.number().int().min(1000).max(3_600_000).default(60_000)
+        .describe("How long `nfx up`, `nfx demo`, `nfx node` and the benchmarks wait for a role process they start to report ready; past it the role is killed and start-up fails with NFX_ERR_ROLE_NOT_READY, naming the role and its last lines (a role on its own waits for its servers for ever)."),
     })
     .prefault({})
     .describe("The local cluster of `nfx up`."),

@@ -91,6 +91,8 @@ export class StoreUnavailable extends errorClass("NFX_ERR_STORE_UNAVAILABLE", 50
 export class ServiceUnavailable extends errorClass("NFX_ERR_NOT_CONFIGURED", 503) {}
 /** A role was started with a published default secret or an open setting (`ws.secret`, `engagement.secret`, `ws.origins` "*"); `field` names the key to set. */
 export class InsecureDefault extends errorClass("NFX_ERR_INSECURE_DEFAULT", 500) {}
+/** A role process started by `nfx up`, `nfx demo`, `nfx node` or a benchmark did not report ready within `up.readyTimeoutMs`, or exited first; the message names the role, the deadline and its last lines of output. It was killed, and what was started with it stopped. */
+export class RoleNotReady extends errorClass("NFX_ERR_ROLE_NOT_READY", 500) {}
 /** A required local binary (nats-server, redis-server) or native module is missing or unusable. */
 export class RuntimeMissing extends errorClass("NFX_ERR_RUNTIME_MISSING", 500) {}
 
@@ -129,7 +131,7 @@ export class Fenced extends errorClass("NFX_ERR_FENCED", 409) {}
 export const ERROR_CLASSES = [
   ConfigInvalid, RequestInvalid, RequestUndecodable, BodyTooLarge, UnsupportedMediaType, Unauthenticated, Forbidden, ScopeMissing,
   IdempotencyConflict, CategoryUnknown, SegmentUnknown, TopicUnknown, EndpointRefused, TemplateNotFound, TemplateMismatch, TemplateInvalid, PayloadTooLarge,
-  ScheduleInvalid, ChannelUnavailable, CampaignStateConflict, NotFound, StoreUnavailable, ServiceUnavailable, InsecureDefault, RuntimeMissing, ProviderError, Fenced,
+  ScheduleInvalid, ChannelUnavailable, CampaignStateConflict, NotFound, StoreUnavailable, ServiceUnavailable, InsecureDefault, RuntimeMissing, RoleNotReady, ProviderError, Fenced,
 ] as const;
 
 /** The code {@link toErrorReply} answers for anything that is not an NfxError (its detail is logged, never sent). */

@@ -1,5 +1,5 @@
-// Role start-up: published default secrets are refused with the key to set; NATS and Redis that come up late are waited for.
-import { type ChildProcess, spawn } from "node:child_process";
+// Role start-up: published default secrets are refused with the key to set; NATS and Redis that come up late are waited for; a launcher waits for a role only so long.
+import { type ChildProcess, spawn, spawnSync } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -7,6 +7,8 @@ import { join } from "node:path";
 import { pino } from "pino";
 import t, { type Test } from "tap";
 
+import { startLocalCluster } from "../../cmd/local-cluster.js";
+import { spawnRoleProcess } from "../../cmd/role-process.js";
 import { loadConfig } from "../../lib/core/config.js";
 import { createLogger } from "../../lib/core/log.js";
 import { freePort, startNatsServer, startRedisServer } from "../../lib/infra/launch.js";
@@ -103,4 +105,38 @@ t.test("a role waits for NATS and Redis that start after it, then becomes ready 
   const until3 = Date.now() + 10_000;
   while (!logged.test(r.out()) && Date.now() < until3) await new Promise((res) => setTimeout(res, 100));
   t.match(r.out(), logged, "and logs that it is ready");
+});
+
+/** The pids of this test process's children. */
+const children = (): Set<number> => new Set(spawnSync("pgrep", ["-P", String(process.pid)], { encoding: "utf8" }).stdout.split("\n").filter(Boolean).map(Number));
+
+t.test("a launcher waits up.readyTimeoutMs for a role, then kills it and stops what it started, naming the role and why", async (t) => {
+  const before = children();
+  const deadRedis = `redis://127.0.0.1:${await freePort()}`;
+  const started = Date.now();
+  const err = await within(
+    startLocalCluster({
+      dataDir: join(dir, "stuck"), natsPort: 0, redisPort: 0, httpPort: 0, persist: false, sandbox: null, roles: ["router"],
+      overrides: { redis: { url: deadRedis }, up: { readyTimeoutMs: 3000 } },
+    }).then(async (c) => (await c.stop(), null), (e: Error & { code?: string }) => e),
+    30_000, "the launcher's failure",
+  );
+  t.ok(err, "start-up fails");
+  t.equal(err?.code, "NFX_ERR_ROLE_NOT_READY", "with the coded error");
+  t.match(err?.message, "role router was not ready within 3000 ms (up.readyTimeoutMs) and was killed", "naming the role and the deadline");
+  t.match(err?.message, /its last lines:[^]*redis not reachable yet/, "and what it was waiting for, from its last lines");
+  t.ok(Date.now() - started >= 3000, "after the deadline, not before");
+  const left = [...children()].filter((pid) => !before.has(pid));
+  t.same(left, [], "the role, nats-server and redis-server are gone");
+});
+
+t.test("a role that exits before it is ready fails its launcher with its last lines", async (t) => {
+  const file = join(dir, "exits.json");
+  const cfg: RoleConfig = safe();
+  delete cfg.nats.secret;
+  writeFileSync(file, JSON.stringify({ ...cfg, nats: { servers: [`nats://127.0.0.1:${await freePort()}`] } }));
+  const err = await within(spawnRoleProcess("router", { configFile: file, nice: 0, readyTimeoutMs: 20_000 }).then(() => null, (e: Error & { code?: string }) => e), 30_000, "the failure");
+  t.equal(err?.code, "NFX_ERR_ROLE_NOT_READY", "with the coded error");
+  t.match(err?.message, "role router exited (1) before it was ready", "naming the role and its exit status");
+  t.match(err?.message, /its last lines:[^]*NFX_ERR_INSECURE_DEFAULT/, "and why, from its last lines");
 });
