@@ -112,7 +112,8 @@ export async function runDemo(o: { users: number }): Promise<number> {
     const sb2 = cluster.sandbox!.recorder.stats();
     const campAccepted = sb2.apns.accepted - before.apns + sb2.fcm.accepted - before.fcm;
     console.log("");
-    console.log(formatCampaign(cs!));
+    // No status answered within the two minutes (the campaign actor never came up): said so, and the check fails.
+    console.log(cs ? formatCampaign(cs) : `  campaign ${camp.id}: no status answered within 120 s`);
     const ok2 = Boolean(cs?.complete) && campAccepted === cs!.counters.sent && sb2.apns.duplicates + sb2.fcm.duplicates === 0;
     console.log(`  check: the sandboxes accepted ${campAccepted} campaign sends, nfx counted ${cs?.counters.sent} sent, duplicates ${sb2.apns.duplicates + sb2.fcm.duplicates}: ${ok2 ? "OK" : "MISMATCH"}`);
     console.log("\nWatch a cluster live: `nfx up`, then open the status page it prints, or run `nfx top`.");
