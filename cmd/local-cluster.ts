@@ -204,7 +204,7 @@ export async function startLocalCluster(o: LocalClusterOptions): Promise<LocalCl
 
     const spawnRole = (spec: ProcessSpec, extra: boolean): Promise<ChildProcess> =>
       spawnRoleProcess(spec, {
-        configFile, nice: niceOf(base, spec), readyTimeoutMs: base.up.readyTimeoutMs, onLine: (line) => o.onLine?.(spec, line),
+        configFile, nice: niceOf(base, spec), readyTimeoutMs: cfg.up.readyTimeoutMs, onLine: (line) => o.onLine?.(spec, line),
         started: (p) => void (extra ? extras.push(p) : procs.set(spec, p)),
       });
 
@@ -213,7 +213,7 @@ export async function startLocalCluster(o: LocalClusterOptions): Promise<LocalCl
     const together = o.roles.filter((r): r is Role => (o.together ?? []).includes(r as Role));
     const shared = together.length > 1
       ? spawnRoleProcess(together, {
-        configFile, nice: 0, readyTimeoutMs: base.up.readyTimeoutMs, onLine: (line) => o.onLine?.(together.join("+"), line),
+        configFile, nice: 0, readyTimeoutMs: cfg.up.readyTimeoutMs, onLine: (line) => o.onLine?.(together.join("+"), line),
         started: (p) => together.forEach((r) => procs.set(r, p)),
       })
       : null;

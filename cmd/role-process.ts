@@ -60,14 +60,29 @@ export function setNice(p: ChildProcess, nice: number, report: (msg: string) => 
   }
 }
 
-/** Lines of a role's output kept to explain why it did not get ready. */
+/** Lines of a role's output kept to explain why it did not get ready, and the characters kept of each. */
 const LAST_LINES = 5;
+const LINE_CHARS = 400;
+
+/** A line of a role's output as it explains a failed start: a log line's message (and its error's), anything else as printed; at most LINE_CHARS. */
+function brief(line: string): string {
+  let out = line;
+  if (line.startsWith("{")) {
+    try {
+      const j = JSON.parse(line) as { msg?: unknown; err?: { message?: unknown } };
+      if (typeof j.msg === "string") out = typeof j.err?.message === "string" ? `${j.msg} (${j.err.message})` : j.msg;
+    } catch {
+      // not a log line: as printed
+    }
+  }
+  return out.length > LINE_CHARS ? `${out.slice(0, LINE_CHARS)}…` : out;
+}
 
 /**
  * Starts `nfx run <role> [--lanes <class>]` for `spec` (or, for a list of roles, `nfx run <role>...`: every lane class,
  * all in one process) with `NFX_CONFIG=configFile` at nice `nice`; every line it prints goes to `onLine`. `started`
  * receives the process at once (before it is ready); the promise resolves when the roles report ready over IPC. It
- * rejects with {@link RoleNotReady} (the role, the deadline and its last lines of output) if the process exits first,
+ * rejects with {@link RoleNotReady} (the role, the deadline and its last lines of output, a log line as its message) if the process exits first,
  * or if `readyTimeoutMs` pass first (`up.readyTimeoutMs`): the process is then SIGKILLed, and has exited when it
  * rejects. Its node gets the role's {@link ROLE_NODE_FLAGS}, then `ROLE_NODE_ARGS` (e.g. --cpu-prof).
  */
@@ -93,7 +108,7 @@ export function spawnRoleProcess(
     const last: string[] = [];
     const onLine = (line: string): void => {
       if (!ready) {
-        last.push(line);
+        last.push(brief(line));
         if (last.length > LAST_LINES) last.shift();
       }
       o.onLine?.(line);
