@@ -6,7 +6,7 @@ import { join, resolve } from "node:path";
 import { pino } from "pino";
 
 import { DEV_NATS_SECRET } from "../config/schema.js";
-import { type Config, loadConfig } from "../lib/core/config.js";
+import { type Config, envWithout, loadConfig } from "../lib/core/config.js";
 import { createLogger } from "../lib/core/log.js";
 import { freePorts, type ServerProcess, startNatsServer, startRedisServer } from "../lib/infra/launch.js";
 import { connectNats } from "../lib/infra/nats.js";
@@ -75,6 +75,8 @@ export interface LocalCluster {
   apiKey: string;
   /** The config file every role process was started with. */
   configFile: string;
+  /** The environment role processes are started with: this process's, without the `NFX_*` variables that would override what the cluster set (`envWithout`, lib/core/config.ts). */
+  roleEnv: NodeJS.ProcessEnv;
   cfg: Config;
   /** The processes by spec (`shard`, `shard@urgent`, ...); roles started `together` share one. */
   procs: Map<ProcessSpec, ChildProcess>;
@@ -194,6 +196,10 @@ export async function startLocalCluster(o: LocalClusterOptions): Promise<LocalCl
     const base = loadConfig({ file: o.configFile, overrides, env: {} });
     const cfg = loadConfig({ file: o.configFile, overrides });
     writeFileSync(configFile, JSON.stringify(base, null, 2), { mode: 0o600 });
+    // What this cluster set (its servers, ports, sandbox apps, secrets, the caller's overrides) is not the shell's to
+    // override: a role started here never follows, say, an NFX_REDIS__URL left over from another setup.
+    const { env: roleEnv, dropped } = envWithout(process.env, overrides);
+    for (const d of dropped.filter((x) => x.differs)) console.error(`nfx: ${d.name} ignored: this local cluster sets ${d.key} itself`);
     // Roles may not create streams (least privilege): the topology is made once here, as nfx-admin.
     const admin = await connectNats(base, createLogger({ level: "warn", redact: true }, pino.destination(2)), "nfx-up-init");
     try {
@@ -204,7 +210,7 @@ export async function startLocalCluster(o: LocalClusterOptions): Promise<LocalCl
 
     const spawnRole = (spec: ProcessSpec, extra: boolean): Promise<ChildProcess> =>
       spawnRoleProcess(spec, {
-        configFile, nice: niceOf(base, spec), readyTimeoutMs: cfg.up.readyTimeoutMs, onLine: (line) => o.onLine?.(spec, line),
+        configFile, nice: niceOf(base, spec), readyTimeoutMs: cfg.up.readyTimeoutMs, env: roleEnv, onLine: (line) => o.onLine?.(spec, line),
         started: (p) => void (extra ? extras.push(p) : procs.set(spec, p)),
       });
 
@@ -213,13 +219,13 @@ export async function startLocalCluster(o: LocalClusterOptions): Promise<LocalCl
     const together = o.roles.filter((r): r is Role => (o.together ?? []).includes(r as Role));
     const shared = together.length > 1
       ? spawnRoleProcess(together, {
-        configFile, nice: 0, readyTimeoutMs: cfg.up.readyTimeoutMs, onLine: (line) => o.onLine?.(together.join("+"), line),
+        configFile, nice: 0, readyTimeoutMs: cfg.up.readyTimeoutMs, env: roleEnv, onLine: (line) => o.onLine?.(together.join("+"), line),
         started: (p) => together.forEach((r) => procs.set(r, p)),
       })
       : null;
     await Promise.all([shared, ...o.roles.filter((r) => !(shared && together.includes(r as Role))).map(startRole)]);
     const apiKey = cfg.apiKeys.find((k) => k.scopes.includes("admin"))?.key ?? cfg.apiKeys[0].key;
-    const cluster: LocalCluster = { nats, natsCluster, natsConf, redis, redisCluster, sandbox, httpUrl: `http://${cfg.http.host}:${cfg.http.port}`, wsUrl: `http://${cfg.ws.host}:${cfg.ws.port}`, apiKey, configFile, cfg, procs, startRole, startExtra, stop, restartNats };
+    const cluster: LocalCluster = { nats, natsCluster, natsConf, redis, redisCluster, sandbox, httpUrl: `http://${cfg.http.host}:${cfg.http.port}`, wsUrl: `http://${cfg.ws.host}:${cfg.ws.port}`, apiKey, configFile, roleEnv, cfg, procs, startRole, startExtra, stop, restartNats };
     async function restartNats(): Promise<ServerProcess> {
       const old = natsNow.proc;
       if (old.exitCode === null && old.signalCode === null) await new Promise<void>((r) => (old.once("exit", () => r()), old.kill("SIGKILL")));

@@ -39,10 +39,10 @@ export interface LocalNode {
 
 /**
  * Writes each node's config from the cluster's `configFile` and starts the nodes, each as `nfx node --roles ...` in a
- * process group of its own; resolves when every node's roles are ready. `stop()` stops every node (SIGTERM: a node
+ * process group of its own, with `env` (the cluster's `roleEnv`; this process's by default); resolves when every node's roles are ready. `stop()` stops every node (SIGTERM: a node
  * stops its roles and exits). Lines printed by a node's roles go to `onLine` labelled `<node>/<role>`.
  */
-export async function startNodes(o: { n: number; dataDir: string; configFile: string; natsUrls: readonly string[]; onLine?: (who: string, line: string) => void }): Promise<{ nodes: LocalNode[]; stop(): Promise<void> }> {
+export async function startNodes(o: { n: number; dataDir: string; configFile: string; natsUrls: readonly string[]; env?: NodeJS.ProcessEnv; onLine?: (who: string, line: string) => void }): Promise<{ nodes: LocalNode[]; stop(): Promise<void> }> {
   const base = JSON.parse(readFileSync(o.configFile, "utf8")) as { http: { host: string; port: number }; ws: { port: number }; nats: { servers: string[] } };
   const nodes: LocalNode[] = [];
   // The other nodes' HTTP and WebSocket ports, taken together so none is handed out twice.
@@ -72,7 +72,7 @@ export async function startNodes(o: { n: number; dataDir: string; configFile: st
   const launch = (node: LocalNode): Promise<void> =>
     new Promise((res, rej) => {
       const p = spawn(process.execPath, [NFX_BIN, "node", "--name", node.name, "--roles", node.roles.join(",")], {
-        env: { ...process.env, NFX_CONFIG: node.configFile },
+        env: { ...(o.env ?? process.env), NFX_CONFIG: node.configFile },
         stdio: ["ignore", "pipe", "pipe", "ipc"],
         // A process group of its own: a node is killed, and stopped, as a whole.
         detached: true,

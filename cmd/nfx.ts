@@ -206,7 +206,7 @@ async function upNodes(n: number, sandbox: boolean): Promise<void> {
     await cluster.stop();
   };
   try {
-    nodes = await startNodes({ n, dataDir: cluster.cfg.up.dataDir, configFile: cluster.configFile, natsUrls: cluster.natsCluster!.urls, onLine: (node, line) => process.stdout.write(`[${node}]${line.startsWith("[") ? "" : " "}${line}\n`) });
+    nodes = await startNodes({ n, dataDir: cluster.cfg.up.dataDir, configFile: cluster.configFile, natsUrls: cluster.natsCluster!.urls, env: cluster.roleEnv, onLine: (node, line) => process.stdout.write(`[${node}]${line.startsWith("[") ? "" : " "}${line}\n`) });
   } catch (err) {
     await stopAll();
     throw err;

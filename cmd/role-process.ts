@@ -80,7 +80,7 @@ function brief(line: string): string {
 
 /**
  * Starts `nfx run <role> [--lanes <class>]` for `spec` (or, for a list of roles, `nfx run <role>...`: every lane class,
- * all in one process) with `NFX_CONFIG=configFile` at nice `nice`; every line it prints goes to `onLine`. `started`
+ * all in one process) with `NFX_CONFIG=configFile` and `env` (this process's by default) at nice `nice`; every line it prints goes to `onLine`. `started`
  * receives the process at once (before it is ready); the promise resolves when the roles report ready over IPC. It
  * rejects with {@link RoleNotReady} (the role, the deadline and its last lines of output, a log line as its message) if the process exits first,
  * or if `readyTimeoutMs` pass first (`up.readyTimeoutMs`): the process is then SIGKILLed, and has exited when it
@@ -88,14 +88,14 @@ function brief(line: string): string {
  */
 export function spawnRoleProcess(
   spec: ProcessSpec | readonly Role[],
-  o: { configFile: string; nice: number; readyTimeoutMs: number; onLine?: (line: string) => void; started?: (p: ChildProcess) => void },
+  o: { configFile: string; nice: number; readyTimeoutMs: number; env?: NodeJS.ProcessEnv; onLine?: (line: string) => void; started?: (p: ChildProcess) => void },
 ): Promise<ChildProcess> {
   return new Promise((res, rej) => {
     const args = typeof spec === "string" ? runArgs(spec) : ["run", ...spec];
     const name = typeof spec === "string" ? spec : spec.join("+");
     const nodeArgs = nodeArgsOf(spec);
     const p = spawn(process.execPath, [...nodeArgs, NFX_BIN, ...args], {
-      env: { ...process.env, NFX_CONFIG: o.configFile },
+      env: { ...(o.env ?? process.env), NFX_CONFIG: o.configFile },
       stdio: ["ignore", "pipe", "pipe", "ipc"],
     });
     // Interrupted (Ctrl-C on `nfx demo` or a benchmark), this process kills its servers at once: its roles go with them,

@@ -53,22 +53,12 @@ export function envToConfig(env: NodeJS.ProcessEnv): { value: Plain; problems: s
   const value: Plain = {};
   const problems: string[] = [];
   for (const [name, raw] of Object.entries(env)) {
-    if (!name.startsWith("NFX_") || name === "NFX_CONFIG" || name.startsWith("NFX_TEST_") || raw === undefined) continue;
-    const segs = name.slice(4).split("__");
-    let shape: Record<string, z.ZodType> | undefined = configSchema.shape;
-    const path: string[] = [];
-    for (const seg of segs) {
-      const want = seg.replace(/_/g, "").toLowerCase();
-      const key: string | undefined = shape && Object.keys(shape).find((k) => k.toLowerCase() === want);
-      if (!key || !shape) {
-        problems.push(`${name}: unknown key ${[...path, seg.toLowerCase()].join(".")}`);
-        path.length = 0;
-        break;
-      }
-      path.push(key);
-      shape = shapeOf(shape[key]);
+    if (!isConfigVar(name) || raw === undefined) continue;
+    const path = envPathOf(name);
+    if (typeof path === "string") {
+      problems.push(path);
+      continue;
     }
-    if (path.length !== segs.length) continue;
     let parsed: unknown = raw;
     try {
       parsed = JSON.parse(raw);
@@ -80,6 +70,55 @@ export function envToConfig(env: NodeJS.ProcessEnv): { value: Plain; problems: s
     node[path[path.length - 1]] = parsed;
   }
   return { value, problems };
+}
+
+/** Whether variable `name` is configuration ({@link envToConfig}): `NFX_*`, but `NFX_CONFIG` and the test harness's `NFX_TEST_*`. */
+const isConfigVar = (name: string): boolean => name.startsWith("NFX_") && name !== "NFX_CONFIG" && !name.startsWith("NFX_TEST_");
+
+/** The key path variable `name` sets ({@link envToConfig}), or the problem when it names no key. */
+function envPathOf(name: string): string[] | string {
+  const segs = name.slice(4).split("__");
+  let shape: Record<string, z.ZodType> | undefined = configSchema.shape;
+  const path: string[] = [];
+  for (const seg of segs) {
+    const want = seg.replace(/_/g, "").toLowerCase();
+    const key: string | undefined = shape && Object.keys(shape).find((k) => k.toLowerCase() === want);
+    if (!key || !shape) return `${name}: unknown key ${[...path, seg.toLowerCase()].join(".")}`;
+    path.push(key);
+    shape = shapeOf(shape[key]);
+  }
+  return path;
+}
+
+/**
+ * `env` without the configuration variables that set a key `set` (nested, as config overrides) sets, a key inside one,
+ * or one that holds one (`NFX_REDIS` as well as `NFX_REDIS__URL` for `redis.url`); and those variables, with the key
+ * each sets and whether its value differs from `set`'s. A local cluster starts its roles with it: the servers and
+ * settings it chose are not overridden by the shell's environment.
+ */
+export function envWithout(env: NodeJS.ProcessEnv, set: Record<string, unknown>): { env: NodeJS.ProcessEnv; dropped: { name: string; key: string; differs: boolean }[] } {
+  const leaves: string[] = [];
+  const walk = (o: Plain, pre: string): void => {
+    for (const [k, v] of Object.entries(o)) {
+      if (isPlain(v)) walk(v, `${pre}${k}.`);
+      else leaves.push(`${pre}${k}`);
+    }
+  };
+  walk(set, "");
+  const at = (o: unknown, path: readonly string[]): unknown => path.reduce<unknown>((n, k) => (n && typeof n === "object" ? (n as Plain)[k] : undefined), o);
+  const out: NodeJS.ProcessEnv = {};
+  const dropped: { name: string; key: string; differs: boolean }[] = [];
+  for (const [name, v] of Object.entries(env)) {
+    const path = isConfigVar(name) ? envPathOf(name) : null;
+    const key = Array.isArray(path) ? path.join(".") : null;
+    if (key === null || !leaves.some((p) => p === key || p.startsWith(`${key}.`) || key.startsWith(`${p}.`))) {
+      out[name] = v;
+      continue;
+    }
+    const theirs = at(envToConfig({ [name]: v }).value, path as string[]);
+    dropped.push({ name, key, differs: JSON.stringify(theirs) !== JSON.stringify(at(set, path as string[])) });
+  }
+  return { env: out, dropped };
 }
 
 function deepFreeze<T>(o: T): T {

@@ -1,39 +1,89 @@
-// `nfx up` whose roles never get ready: it waits `up.readyTimeoutMs`, then fails naming a role and what it waited for, and leaves nothing running.
+// `nfx up` and its roles: a role that hangs at start-up fails it after `up.readyTimeoutMs`, named, with nothing left; server settings left in the shell do not reach its roles.
 import "../helpers/child-env.js";
 
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 
-import t from "tap";
+import t, { type Test } from "tap";
 
 import { freePorts } from "../../lib/infra/launch.js";
 import { runWatched } from "../helpers/watched-run.js";
 
 const NFX = fileURLToPath(new URL("../../cmd/nfx.js", import.meta.url));
 
-t.test("nfx up with every role pointed at a Redis that is not there: exit 1 after up.readyTimeoutMs, the role and its wait named, nothing left", async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), "nfx-up-stuck-"));
+/** The environment of an `nfx up` in its own data dir, on free ports; `extra` ports are free ones left for the caller. */
+async function upEnv(t: Test, extra = 0): Promise<{ env: Record<string, string>; dir: string; spare: number[] }> {
+  const dir = mkdtempSync(join(tmpdir(), "nfx-up-ready-"));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-  const ports = await freePorts(10);
+  const p = await freePorts(9 + extra);
   const env: Record<string, string> = {
-    NFX_UP__DATA_DIR: dir, NFX_UP__NATS_PORT: String(ports[0]), NFX_UP__REDIS_PORT: String(ports[1]), NFX_HTTP__PORT: String(ports[2]), NFX_WS__PORT: String(ports[3]),
-    NFX_SANDBOX__APNS_PORT: String(ports[4]), NFX_SANDBOX__FCM_PORT: String(ports[5]), NFX_SANDBOX__CONTROL_PORT: String(ports[6]),
-    NFX_SANDBOX__SENDGRID_PORT: String(ports[7]), NFX_SANDBOX__TWILIO_PORT: String(ports[8]),
-    // The roles read the environment over the cluster's config file: a Redis URL left in the shell sends them where nothing listens.
-    NFX_REDIS__URL: `redis://127.0.0.1:${ports[9]}`,
-    // Long enough for every role of a cold start on two cores to be up and waiting for Redis (and to say so).
-    NFX_UP__READY_TIMEOUT_MS: "20000",
+    NFX_UP__DATA_DIR: dir, NFX_UP__NATS_PORT: String(p[0]), NFX_UP__REDIS_PORT: String(p[1]), NFX_HTTP__PORT: String(p[2]), NFX_WS__PORT: String(p[3]),
+    NFX_SANDBOX__APNS_PORT: String(p[4]), NFX_SANDBOX__FCM_PORT: String(p[5]), NFX_SANDBOX__CONTROL_PORT: String(p[6]),
+    NFX_SANDBOX__SENDGRID_PORT: String(p[7]), NFX_SANDBOX__TWILIO_PORT: String(p[8]),
   };
-  const started = Date.now();
-  const r = await runWatched([NFX, "up"], env, { capMs: 120_000 });
-  const secs = (Date.now() - started) / 1000;
-  t.equal(r.code, 1, `exit code 1 (stderr: ${r.stderr.slice(-800)})`);
-  t.ok(secs >= 20, `not before the deadline (${secs.toFixed(1)} s)`);
-  t.match(r.stderr, /nfx: NFX_ERR_ROLE_NOT_READY: role \S+ was not ready within 20000 ms \(up\.readyTimeoutMs\) and was killed/, "the coded error, naming a role and the deadline");
-  t.match(r.stderr, /its last lines:[^]*redis not reachable yet/, "with what the role was waiting for");
+  return { env, dir, spare: p.slice(9) };
+}
+
+/** The `nfx run` arguments of the live role processes started for cluster config `configFile`, by pid (from /proc). */
+function roleArgs(configFile: string): Map<number, string[]> {
+  const out = new Map<number, string[]>();
+  for (const d of readdirSync("/proc")) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      if (!readFileSync(`/proc/${d}/environ`, "utf8").split("\0").includes(`NFX_CONFIG=${configFile}`)) continue;
+      const argv = readFileSync(`/proc/${d}/cmdline`, "utf8").split("\0").filter(Boolean);
+      const run = argv.indexOf("run");
+      if (run >= 0) out.set(Number(d), argv.slice(run + 1));
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return out;
+}
+
+t.test("nfx up with a role hung at start-up: exit 1 after up.readyTimeoutMs naming that role, nothing left", async (t) => {
+  const { env, dir } = await upEnv(t);
+  env.NFX_UP__READY_TIMEOUT_MS = "15000";
+  const configFile = join(dir, "cluster-config.json");
+  const hung: { pid: number; spec: string }[] = [];
+  const r = await runWatched([NFX, "up"], env, {
+    // The first role process seen is stopped (SIGSTOP) before it can report ready: hung, as a role stuck in its start-up would be.
+    upWhen: () => {
+      const [first] = roleArgs(configFile);
+      if (!first) return false;
+      const [pid, args] = first;
+      process.kill(pid, "SIGSTOP");
+      hung.push({ pid, spec: args.includes("--lanes") ? `${args[0]}@${args[args.indexOf("--lanes") + 1]}` : args[0] });
+      return true;
+    },
+    interrupt: () => undefined,
+    capMs: 120_000,
+  });
+  t.equal(hung.length, 1, "a role process was stopped at start-up");
+  const spec = hung[0]?.spec ?? "(none)";
+  t.equal(r.code, 1, `exit code 1 (stderr: ${r.stderr.slice(-600)})`);
+  t.match(r.stderr, `nfx: NFX_ERR_ROLE_NOT_READY: role ${spec} was not ready within 15000 ms (up.readyTimeoutMs) and was killed`, `the coded error, naming the hung role (${spec}) and the deadline`);
   t.ok([...r.seen.values()].includes("nats-server") && [...r.seen.values()].includes("redis-server"), "it had started nats-server and redis-server");
-  t.ok([...r.seen.values()].filter((n) => n === "node").length >= 10, "and its role processes");
+  t.same(r.left, [], "none of its processes is left, the hung one included");
+});
+
+t.test("nfx up with NFX_REDIS__URL and NFX_NATS__SERVERS left in the shell: its roles use its own servers, and it says the variables were ignored", async (t) => {
+  const { env, spare } = await upEnv(t, 2);
+  // Where nothing listens: followed, every role would wait for them until the deadline.
+  env.NFX_REDIS__URL = `redis://127.0.0.1:${spare[0]}`;
+  env.NFX_NATS__SERVERS = JSON.stringify([`nats://127.0.0.1:${spare[1]}`]);
+  env.NFX_UP__READY_TIMEOUT_MS = "60000";
+  const r = await runWatched([NFX, "up"], env, {
+    upWhen: (_names, out) => out.includes("nfx is up"),
+    interrupt: (pid) => process.kill(pid, "SIGINT"),
+    capMs: 120_000,
+  });
+  t.match(r.stdout, "nfx is up", `it came up (stderr: ${r.stderr.slice(-600)})`);
+  t.match(r.stderr, "nfx: NFX_REDIS__URL ignored: this local cluster sets redis.url itself", "NFX_REDIS__URL named as ignored");
+  t.match(r.stderr, "nfx: NFX_NATS__SERVERS ignored: this local cluster sets nats.servers itself", "NFX_NATS__SERVERS named as ignored");
+  t.notMatch(r.stderr + r.stdout, /not reachable yet/, "no role waited for the shell's servers");
+  t.equal(r.code, 0, "Ctrl-C: exit code 0");
   t.same(r.left, [], "none of its processes is left");
 });

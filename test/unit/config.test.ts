@@ -5,7 +5,7 @@ import { join } from "node:path";
 
 import t from "tap";
 
-import { loadConfig } from "../../lib/core/config.js";
+import { envWithout, loadConfig } from "../../lib/core/config.js";
 import { ConfigInvalid } from "../../lib/core/errors.js";
 
 const dir = mkdtempSync(join(tmpdir(), "nfx-cfg-"));
@@ -108,4 +108,20 @@ t.test("prototype names cannot be categories, refused with the path", async (t) 
   t.match(problems(() => loadConfig({ file: file("p2.json", '{"categories":{"__proto__":{"defaultPriority":"high"},"ok":{}}}'), env: {} })), "categories.__proto__: must not be a reserved name");
   t.match(problems(() => loadConfig({ env: { NFX_CATEGORIES: '{"constructor":{}}' } })), "categories.constructor: must not be a reserved name", "from the environment too");
   t.same(Object.keys(loadConfig({ file: file("p3.json", { categories: { orders: {} } }), env: {} }).categories), ["orders"], "an ordinary name is fine");
+});
+
+t.test("envWithout: the variables that would override what a local cluster set are dropped, the rest kept", async (t) => {
+  const set = { redis: { url: "redis://127.0.0.1:7001", cluster: [] }, http: { port: 8080 }, nats: { servers: ["nats://127.0.0.1:4001"] } };
+  const env = {
+    NFX_REDIS__URL: "redis://prod:6379", NFX_HTTP__PORT: "8080", NFX_NATS: '{"servers":["nats://prod:4222"]}',
+    NFX_LOG__LEVEL: "debug", NFX_TEST_REDIS: "cluster", NFX_CONFIG: "/x.json", PATH: "/bin", NFX_NO_SUCH__KEY: "1",
+  };
+  const { env: kept, dropped } = envWithout(env, set);
+  t.same(Object.keys(kept).sort(), ["NFX_CONFIG", "NFX_LOG__LEVEL", "NFX_NO_SUCH__KEY", "NFX_TEST_REDIS", "PATH"], "log level, harness, config file, unknown keys (reported by the role) and the rest stay");
+  t.same(dropped.sort((a, b) => a.name.localeCompare(b.name)), [
+    { name: "NFX_HTTP__PORT", key: "http.port", differs: false },
+    { name: "NFX_NATS", key: "nats", differs: true },
+    { name: "NFX_REDIS__URL", key: "redis.url", differs: true },
+  ], "a key set, one holding a key set; whether each value differs from the cluster's");
+  t.same(envWithout(env, {}).env, env, "nothing set: nothing dropped");
 });
