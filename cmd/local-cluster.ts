@@ -193,13 +193,14 @@ export async function startLocalCluster(o: LocalClusterOptions): Promise<LocalCl
     const configFile = join(dataDir, "cluster-config.json");
     const fresh = localSecrets(loadConfig({ file: o.configFile, overrides }), wsPort);
     overrides = mergeDeep(overrides, mergeDeep(fresh, previousSecrets(configFile, fresh)));
-    const base = loadConfig({ file: o.configFile, overrides, env: {} });
-    const cfg = loadConfig({ file: o.configFile, overrides });
-    writeFileSync(configFile, JSON.stringify(base, null, 2), { mode: 0o600 });
     // What this cluster set (its servers, ports, sandbox apps, secrets, the caller's overrides) is not the shell's to
-    // override: a role started here never follows, say, an NFX_REDIS__URL left over from another setup.
+    // override: a role started here never follows, say, an NFX_REDIS__URL left over from another setup. `cfg`, what the
+    // roles run with, is read with the same environment.
     const { env: roleEnv, dropped } = envWithout(process.env, overrides);
     for (const d of dropped.filter((x) => x.differs)) console.error(`nfx: ${d.name} ignored: this local cluster sets ${d.key} itself`);
+    const base = loadConfig({ file: o.configFile, overrides, env: {} });
+    const cfg = loadConfig({ file: o.configFile, overrides, env: roleEnv });
+    writeFileSync(configFile, JSON.stringify(base, null, 2), { mode: 0o600 });
     // Roles may not create streams (least privilege): the topology is made once here, as nfx-admin.
     const admin = await connectNats(base, createLogger({ level: "warn", redact: true }, pino.destination(2)), "nfx-up-init");
     try {

@@ -39,8 +39,9 @@ export interface LocalNode {
 
 /**
  * Writes each node's config from the cluster's `configFile` and starts the nodes, each as `nfx node --roles ...` in a
- * process group of its own, with `env` (the cluster's `roleEnv`; this process's by default); resolves when every node's roles are ready. `stop()` stops every node (SIGTERM: a node
- * stops its roles and exits). Lines printed by a node's roles go to `onLine` labelled `<node>/<role>`.
+ * process group of its own, with `env` (the cluster's `roleEnv`; this process's by default); resolves when every
+ * node's roles are ready. `stop()` stops every node (SIGTERM: a node stops its roles and exits). Lines printed by a
+ * node's roles go to `onLine` labelled `<node>/<role>`.
  */
 export async function startNodes(o: { n: number; dataDir: string; configFile: string; natsUrls: readonly string[]; env?: NodeJS.ProcessEnv; onLine?: (who: string, line: string) => void }): Promise<{ nodes: LocalNode[]; stop(): Promise<void> }> {
   const base = JSON.parse(readFileSync(o.configFile, "utf8")) as { http: { host: string; port: number }; ws: { port: number }; nats: { servers: string[] } };
