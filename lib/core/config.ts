@@ -6,7 +6,7 @@ import { z } from "zod";
 import { type Config, configSchema } from "../../config/schema.js";
 import { ConfigInvalid } from "./errors.js";
 import { protoKeyPath } from "./json-guard.js";
-import { PROTOTYPE_NAME_RULE } from "./own-keys.js";
+import { ownValueAt, PROTOTYPE_NAME_RULE } from "./own-keys.js";
 import { formatIssues } from "./zod-issues.js";
 
 export type { Config };
@@ -105,7 +105,6 @@ export function envWithout(env: NodeJS.ProcessEnv, set: Record<string, unknown>)
     }
   };
   walk(set, "");
-  const at = (o: unknown, path: readonly string[]): unknown => path.reduce<unknown>((n, k) => (n && typeof n === "object" ? (n as Plain)[k] : undefined), o);
   const out: NodeJS.ProcessEnv = {};
   const dropped: { name: string; key: string; differs: boolean }[] = [];
   for (const [name, v] of Object.entries(env)) {
@@ -115,8 +114,8 @@ export function envWithout(env: NodeJS.ProcessEnv, set: Record<string, unknown>)
       out[name] = v;
       continue;
     }
-    const theirs = at(envToConfig({ [name]: v }).value, path as string[]);
-    dropped.push({ name, key, differs: JSON.stringify(theirs) !== JSON.stringify(at(set, path as string[])) });
+    const theirs = ownValueAt(envToConfig({ [name]: v }).value, path as string[]);
+    dropped.push({ name, key, differs: JSON.stringify(theirs) !== JSON.stringify(ownValueAt(set, path as string[])) });
   }
   return { env: out, dropped };
 }

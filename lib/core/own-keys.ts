@@ -21,3 +21,8 @@ export const PROTOTYPE_NAME_RULE = "must not be a reserved name (constructor, __
 export function ownValue<T>(rec: Readonly<Record<string, T>> | null | undefined, key: string): T | undefined {
   return rec != null && Object.hasOwn(rec, key) ? rec[key] : undefined;
 }
+
+/** The value at `path` inside `v`, own properties only at every step ({@link ownValue}); undefined where the path leaves the objects. */
+export function ownValueAt(v: unknown, path: readonly string[]): unknown {
+  return path.reduce<unknown>((x, k) => (x !== null && typeof x === "object" ? ownValue(x as Record<string, unknown>, k) : undefined), v);
+}

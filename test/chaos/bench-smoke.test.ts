@@ -7,6 +7,7 @@ import { join } from "node:path";
 
 import t from "tap";
 
+import { ownValueAt } from "../../lib/core/own-keys.js";
 import { benchScript, lastJson, runWatched } from "../helpers/watched-run.js";
 
 /**
@@ -41,7 +42,7 @@ function losses(v: unknown, path = ""): [string, unknown][] {
 }
 
 /** The value at dotted `path` of `v`. */
-const at = (v: unknown, path: string): unknown => path.split(".").reduce<unknown>((x, k) => (x && typeof x === "object" ? (x as Record<string, unknown>)[k] : undefined), v);
+const at = (v: unknown, path: string): unknown => ownValueAt(v, path.split("."));
 
 for (const { name, args, reportsLosses, figures, numbers } of SMALL) {
   t.test(`bench:${name} ${args.join(" ")}: exits 0 with its JSON last, nothing lost or twice, nothing left`, async (t) => {

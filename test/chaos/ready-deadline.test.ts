@@ -1,7 +1,7 @@
 // `nfx up` and its roles: a role that hangs at start-up fails it after `up.readyTimeoutMs`, named, with nothing left; server settings left in the shell do not reach its roles.
 import "../helpers/child-env.js";
 
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -9,7 +9,7 @@ import { fileURLToPath } from "node:url";
 import t, { type Test } from "tap";
 
 import { freePorts } from "../../lib/infra/launch.js";
-import { runWatched } from "../helpers/watched-run.js";
+import { runWatched, withConfigFile } from "../helpers/watched-run.js";
 
 const NFX = fileURLToPath(new URL("../../cmd/nfx.js", import.meta.url));
 
@@ -26,22 +26,9 @@ async function upEnv(t: Test, extra = 0): Promise<{ env: Record<string, string>;
   return { env, dir, spare: p.slice(9) };
 }
 
-/** The `nfx run` arguments of the live role processes started for cluster config `configFile`, by pid (from /proc). */
-function roleArgs(configFile: string): Map<number, string[]> {
-  const out = new Map<number, string[]>();
-  for (const d of readdirSync("/proc")) {
-    if (!/^\d+$/.test(d)) continue;
-    try {
-      if (!readFileSync(`/proc/${d}/environ`, "utf8").split("\0").includes(`NFX_CONFIG=${configFile}`)) continue;
-      const argv = readFileSync(`/proc/${d}/cmdline`, "utf8").split("\0").filter(Boolean);
-      const run = argv.indexOf("run");
-      if (run >= 0) out.set(Number(d), argv.slice(run + 1));
-    } catch {
-      // gone meanwhile
-    }
-  }
-  return out;
-}
+/** The `nfx run` arguments of the live role processes started for cluster config `configFile`, by pid. */
+const roleArgs = (configFile: string): Map<number, string[]> =>
+  new Map([...withConfigFile(configFile)].filter(([, argv]) => argv.includes("run")).map(([pid, argv]) => [pid, argv.slice(argv.indexOf("run") + 1)]));
 
 t.test("nfx up with a role hung at start-up: exit 1 after up.readyTimeoutMs naming that role, nothing left", async (t) => {
   const { env, dir } = await upEnv(t);

@@ -24,7 +24,7 @@ function processTable(): Map<number, [number, string]> {
 }
 
 /** Every live descendant of `root`: pid -> command name. */
-function descendants(root: number): Map<number, string> {
+export function descendants(root: number): Map<number, string> {
   const table = processTable();
   const out = new Map<number, string>();
   let frontier = [root];
@@ -36,6 +36,20 @@ function descendants(root: number): Map<number, string> {
       next.push(pid);
     }
     frontier = next;
+  }
+  return out;
+}
+
+/** The live processes started with `NFX_CONFIG=configFile` (the role processes of one local cluster): pid -> argv. */
+export function withConfigFile(configFile: string): Map<number, string[]> {
+  const out = new Map<number, string[]>();
+  for (const d of readdirSync("/proc")) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      if (readFileSync(`/proc/${d}/environ`, "utf8").split("\0").includes(`NFX_CONFIG=${configFile}`)) out.set(Number(d), readFileSync(`/proc/${d}/cmdline`, "utf8").split("\0").filter(Boolean));
+    } catch {
+      /* gone meanwhile */
+    }
   }
   return out;
 }

@@ -1,5 +1,5 @@
 // Role start-up: published default secrets are refused with the key to set; NATS and Redis that come up late are waited for; a launcher waits for a role only so long.
-import { type ChildProcess, spawn, spawnSync } from "node:child_process";
+import { type ChildProcess, spawn } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -17,6 +17,7 @@ import { renderNatsServerConf } from "../../lib/infra/nats-auth.js";
 import { freshSecret } from "../../lib/infra/secrets.js";
 import { ensureTopology } from "../../lib/infra/topology.js";
 import { NFX } from "../helpers/cli.js";
+import { descendants } from "../helpers/watched-run.js";
 
 const dir = mkdtempSync(join(tmpdir(), "nfx-startup-"));
 t.teardown(() => rmSync(dir, { recursive: true, force: true }));
@@ -107,8 +108,8 @@ t.test("a role waits for NATS and Redis that start after it, then becomes ready 
   t.match(r.out(), logged, "and logs that it is ready");
 });
 
-/** The pids of this test process's children. */
-const children = (): Set<number> => new Set(spawnSync("pgrep", ["-P", String(process.pid)], { encoding: "utf8" }).stdout.split("\n").filter(Boolean).map(Number));
+/** The pids of this test process's descendants. */
+const children = (): Set<number> => new Set(descendants(process.pid).keys());
 
 t.test("a launcher waits up.readyTimeoutMs for a role, then kills it and stops what it started, naming the role and why", async (t) => {
   const before = children();

@@ -1,6 +1,6 @@
 // `nfx up` as a user runs it: one command brings the cluster up, the CLI works against it, Ctrl-C (SIGINT) stops every process.
 import { spawn } from "node:child_process";
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -10,6 +10,7 @@ import t from "tap";
 import { UP_PROCESSES } from "../../cmd/roles.js";
 import { freePort } from "../../lib/infra/launch.js";
 import { NFX, nfxRunner } from "../helpers/cli.js";
+import { withConfigFile } from "../helpers/watched-run.js";
 
 const listening = (port: number): Promise<boolean> =>
   new Promise((r) => {
@@ -17,18 +18,8 @@ const listening = (port: number): Promise<boolean> =>
     s.once("connect", () => (s.destroy(), r(true)));
     s.once("error", () => r(false));
   });
-/** Pids of processes started with NFX_CONFIG=<file> (the role processes of one `nfx up`), read from /proc. */
-const rolePids = (configFile: string): number[] =>
-  readdirSync("/proc")
-    .filter((d) => /^\d+$/.test(d))
-    .filter((d) => {
-      try {
-        return readFileSync(`/proc/${d}/environ`, "utf8").split("\0").includes(`NFX_CONFIG=${configFile}`);
-      } catch {
-        return false;
-      }
-    })
-    .map(Number);
+/** Pids of processes started with NFX_CONFIG=<file> (the role processes of one `nfx up`). */
+const rolePids = (configFile: string): number[] => [...withConfigFile(configFile).keys()];
 
 t.test("nfx up: up, usable, and stopped cleanly by Ctrl-C", async (t) => {
   const dir = mkdtempSync(join(tmpdir(), "nfx-up-"));
