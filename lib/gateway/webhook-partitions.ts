@@ -1,5 +1,5 @@
 // Endpoint partitions of the webhook gateways: each read by one process at a time (a lease; the live processes share them out evenly), taken over only once the previous reader's batches are settled.
-import type { JsMsg } from "@nats-io/jetstream";
+import { JetStreamApiCodes, JetStreamApiError, type JsMsg } from "@nats-io/jetstream";
 
 import type { Config } from "../core/config.js";
 import type { Logger } from "../core/log.js";
@@ -41,7 +41,12 @@ export async function endpointPartitions(d: EndpointPartitionDeps): Promise<Shar
   const unackedSettled = async (part: number): Promise<void> => {
     const until = Date.now() + c.gateways.ackWaitSec * 1000 + 500;
     for (;;) {
-      const pending = await Promise.all(PRIORITIES.map((p) => d.nats.jsm.consumers.info(STREAM.send("webhook"), CONSUMER.webhook(p, part)).then((ci) => ci.num_ack_pending, () => 0)));
+      // A look-up that fails (the server slow to answer) says nothing: asked again, not taken for "none out" (a consumer
+      // that is not there has nothing out).
+      const pending = await Promise.all(PRIORITIES.map((p) => d.nats.jsm.consumers.info(STREAM.send("webhook"), CONSUMER.webhook(p, part)).then(
+        (ci) => ci.num_ack_pending,
+        (err: unknown) => (err instanceof JetStreamApiError && err.code === JetStreamApiCodes.ConsumerNotFound ? 0 : -1),
+      )));
       if (pending.every((n) => n === 0) || Date.now() >= until || d.stopping()) return;
       await new Promise((r) => setTimeout(r, 100));
     }
