@@ -46,3 +46,48 @@ t.test("a message finished later: the worker goes on, the message is acked when 
   t.same(seen.slice(3), ["c#2"], "only the failed one was redelivered");
   t.ok(await eventually(async () => (await nats.jsm.streams.info(STREAM.send("webhook"))).state.messages === 0, 10_000), "every message acked in the end");
 });
+
+t.test("lanes stopped with messages buffered and more on the way: the next reader gets them back in the order they came", async (t) => {
+  const servers = await startServers(t);
+  const cfg = servers.config({ gateways: { ackWaitSec: 3 } });
+  const log = createLogger({ level: "warn", redact: true }, pino.destination(2));
+  const nats = await connectNats(cfg, log, "test");
+  t.teardown(() => nats.nc.drain());
+  await ensureTopology(nats, cfg);
+  const N = 12;
+  for (let i = 0; i < N; i++) await nats.js.publish(webhookSendSubject("normal", 1), encode({ type: "t", i }), { msgID: `stop-order-${i}` });
+
+  // One worker held on the first message: the next ones wait in the buffer (prefetch 2) and with the reader.
+  let taken!: () => void;
+  const tookFirst = new Promise<void>((r) => (taken = r));
+  let release!: () => void;
+  const held = new Promise<void>((r) => (release = r));
+  const lanes = runLanes({
+    js: nats.js, stream: STREAM.send("webhook"), consumer: (p) => CONSUMER.webhook(p, 1), concurrency: 1, prefetch: 2, ackWaitSec: 3, log,
+    handle: async (): Promise<void> => {
+      taken();
+      await held;
+    },
+  });
+  await lanes.ready;
+  await tookFirst;
+  // Out with this reader: the one being handled, two buffered, and at least one more still with the reader.
+  const out = async (): Promise<number> => (await nats.jsm.consumers.info(STREAM.send("webhook"), CONSUMER.webhook("normal", 1))).num_ack_pending;
+  t.ok(await eventually(async () => (await out()) >= 4, 10_000), "messages buffered and with the reader");
+  const stopped = lanes.stop();
+  release();
+  await stopped;
+
+  // A new reader of the same lane, as a webhook partition's next holder starts (lib/gateway/webhook-partitions.ts): once
+  // nothing is out unacked, or the ack wait (and half a second) has passed, so that a message the server had on its way
+  // to the stopped reader is due again: everything not finished comes back, oldest first.
+  for (const until = Date.now() + 3500; Date.now() < until && (await out()) > 0; ) await new Promise((r) => setTimeout(r, 100));
+  const order: number[] = [];
+  const next = runLanes({
+    js: nats.js, stream: STREAM.send("webhook"), consumer: (p) => CONSUMER.webhook(p, 1), concurrency: 1, prefetch: 2, ackWaitSec: 3, log,
+    handle: async (m): Promise<void> => void order.push(decodeAs<{ type: "t"; i: number }>(m.data, "t").i),
+  });
+  t.teardown(() => next.stop());
+  t.ok(await eventually(() => order.length >= N - 1, 15_000), `the rest handled by the next reader (${order.length} of ${N - 1})`);
+  t.same(order, Array.from({ length: N - 1 }, (_, k) => k + 1), `in the order they were published (${order.join(",")})`);
+});
