@@ -61,11 +61,7 @@ export interface LaneOptions {
 }
 
 export interface Lanes {
-  /**
-   * Stops pulling, waits for handlers in progress (not for messages they finish {@link Later}: their owner waits for
-   * those), and naks what was pulled but not started, once the readers are closed, oldest first (so the lane's next
-   * reader gets them in the order they came).
-   */
+  /** Stops pulling, waits for handlers in progress (not for messages they finish {@link Later}: their owner waits for those), naks what was buffered but not started. */
   stop(): Promise<void>;
   /** Resolves when every lane's consumer is bound and pulling. */
   ready: Promise<void>;
@@ -94,8 +90,6 @@ export function runLanes(o: LaneOptions): Lanes {
   const buf = new PriorityBuffer<JsMsg>(o.prefetch);
   const startedAt = Date.now();
   let stopping = false;
-  /** Messages the readers took once stopping, in the order they came: handed back by stop(), after the buffered ones. */
-  const late: JsMsg[] = [];
   let wake: (() => void) | null = null;
   const notify = (): void => {
     const w = wake;
@@ -108,8 +102,7 @@ export function runLanes(o: LaneOptions): Lanes {
     readDurable({
       js: o.js, stream: o.stream, consumer: o.consumer(prio), maxMessages: o.prefetch, log: o.log.child({ lane: prio }), firstOpenFails: true,
       onMsg: async (m) => {
-        // Stopping: kept to be handed back after the buffered ones (stop()).
-        if (stopping) return void late.push(m);
+        if (stopping) return void m.nak();
         buf.push(prio, m);
         notify();
         await buf.waitForRoom(prio, () => stopping);
@@ -175,11 +168,7 @@ export function runLanes(o: LaneOptions): Lanes {
       await ready.catch(() => undefined);
       buf.wakeAll();
       await Promise.all(readers.map((r) => r.stop()));
-      // Handed back only once the readers are closed (a message handed back while its reader still pulls comes straight
-      // back to it), and oldest first: the buffered ones, then those the readers took after `stopping`. JetStream
-      // redelivers a consumer's handed-back messages in the order they were handed back (nats-server 2.9), so the
-      // lane's next reader gets them in the order they came (a webhook partition's next holder posts them in publish order).
-      for (const m of [...buf.drain(), ...late.splice(0)]) m.nak();
+      for (const m of buf.drain()) m.nak();
       notify();
       // Wake every idle worker so it sees `stopping`.
       for (let i = 0; i < o.concurrency; i++) notify();
