@@ -392,7 +392,7 @@ export async function startGatewayWebhook(d: GatewayWebhookDeps): Promise<{ stop
     return turn;
   };
 
-  const handle = async (m: JsMsg, prio: Priority, ofPartition: Set<Promise<void>>): Promise<void | Later> => {
+  const handle = async (m: JsMsg, prio: Priority, ofPartition: Set<Promise<void>>, seenBefore: boolean): Promise<void | Later> => {
     const batch = decodeAs<SendBatch>(m.data, "send_batch");
     const firstId = firstIdOf(m);
     if (c.directBacklog === 0 || batch.replayOf !== undefined) {
@@ -406,7 +406,7 @@ export async function startGatewayWebhook(d: GatewayWebhookDeps): Promise<{ stop
       if (markDone) await markSendBatchDone(d.redis, firstId);
       return;
     }
-    const again = m.info.deliveryCount > 1 || m.headers?.get("Nats-Msg-Id") !== firstId;
+    const again = seenBefore || m.info.deliveryCount > 1 || m.headers?.get("Nats-Msg-Id") !== firstId;
     let freeSlot!: () => void;
     const held = new Promise<void>((r) => (freeSlot = r));
     await new Promise<void>((go) => void slots.run(() => (go(), held), PRIORITIES.indexOf(prio)));

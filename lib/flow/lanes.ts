@@ -58,10 +58,24 @@ export interface LaneOptions {
    * bounds how many it leaves open).
    */
   handle: (msg: JsMsg, prio: Priority) => Promise<void | Later>;
+  /**
+   * Messages of each lane out unacked with a previous reader as this one starts (a webhook partition's next holder,
+   * once they are all due again): the lane's first that many redeliveries are gathered and handed on oldest first (by
+   * stream sequence), since nats-server redelivers in the order messages were handed back or fell due, not in the order
+   * they came. Gathering ends early at the lane's first message delivered for the first time (the server sends
+   * redeliveries first) or {@link CATCH_UP_IDLE_MS} after the last one.
+   */
+  catchUp?: Partial<Record<Priority, number>>;
 }
 
+/** How long a lane gathering a previous reader's redeliveries ({@link LaneOptions.catchUp}) waits for the next one before it hands on what it has. */
+export const CATCH_UP_IDLE_MS = 1000;
+
 export interface Lanes {
-  /** Stops pulling, waits for handlers in progress (not for messages they finish {@link Later}: their owner waits for those), naks what was buffered but not started. */
+  /**
+   * Stops pulling, waits for handlers in progress (not for messages they finish {@link Later}: their owner waits for
+   * those), and naks what was pulled but not started once the readers are closed, oldest first.
+   */
   stop(): Promise<void>;
   /** Resolves when every lane's consumer is bound and pulling. */
   ready: Promise<void>;
@@ -90,6 +104,8 @@ export function runLanes(o: LaneOptions): Lanes {
   const buf = new PriorityBuffer<JsMsg>(o.prefetch);
   const startedAt = Date.now();
   let stopping = false;
+  /** Messages the readers took once stopping, in the order they came: handed back by stop(), after the buffered ones. */
+  const late: JsMsg[] = [];
   let wake: (() => void) | null = null;
   const notify = (): void => {
     const w = wake;
@@ -97,12 +113,39 @@ export function runLanes(o: LaneOptions): Lanes {
     w?.();
   };
 
+  /** Lanes gathering a previous reader's redeliveries (catchUp): how many are still expected, those held so far. */
+  const gathering = new Map<Priority, { want: number; held: JsMsg[]; idle: NodeJS.Timeout }>();
+  /** Ends lane `prio`'s gathering: what it held goes into the buffer oldest first (beyond its bound, once). */
+  const handOn = (prio: Priority): void => {
+    const g = gathering.get(prio);
+    if (!g) return;
+    gathering.delete(prio);
+    clearTimeout(g.idle);
+    for (const m of g.held.sort((a, b) => a.seq - b.seq)) buf.push(prio, m);
+    notify();
+  };
+  const lanes = o.priorities ?? PRIORITIES;
+  for (const prio of lanes) {
+    const want = o.catchUp?.[prio] ?? 0;
+    if (want > 0) gathering.set(prio, { want, held: [], idle: setTimeout(() => handOn(prio), CATCH_UP_IDLE_MS) });
+  }
+
   // Each lane is read for as long as the process runs (readDurable: trouble logged, an ended reader opened again).
-  const readers = (o.priorities ?? PRIORITIES).map((prio) =>
+  const readers = lanes.map((prio) =>
     readDurable({
       js: o.js, stream: o.stream, consumer: o.consumer(prio), maxMessages: o.prefetch, log: o.log.child({ lane: prio }), firstOpenFails: true,
       onMsg: async (m) => {
-        if (stopping) return void m.nak();
+        // Stopping: handed back once the readers are closed (stop()).
+        if (stopping) return void late.push(m);
+        const g = gathering.get(prio);
+        if (g && m.info.deliveryCount > 1) {
+          g.held.push(m);
+          if (g.held.length >= g.want) handOn(prio);
+          else g.idle.refresh();
+          return;
+        }
+        // The lane's first new message: the server has no more redeliveries for it.
+        if (g) handOn(prio);
         buf.push(prio, m);
         notify();
         await buf.waitForRoom(prio, () => stopping);
@@ -152,6 +195,7 @@ export function runLanes(o: LaneOptions): Lanes {
   // Buffered messages wait for a worker with their ack timers running: signal progress for them too, so a short ack wait redelivers only a dead process's messages.
   const bufferedAlive = setInterval(() => {
     for (const m of buf.items()) m.working();
+    for (const g of gathering.values()) for (const m of g.held) m.working();
   }, Math.max(1000, (o.ackWaitSec * 1000) / 3));
   bufferedAlive.unref();
 
@@ -168,7 +212,11 @@ export function runLanes(o: LaneOptions): Lanes {
       await ready.catch(() => undefined);
       buf.wakeAll();
       await Promise.all(readers.map((r) => r.stop()));
-      for (const m of buf.drain()) m.nak();
+      for (const prio of [...gathering.keys()]) handOn(prio);
+      // Handed back only once the readers are closed (one handed back while its reader still pulls comes straight back
+      // to it, and nats-server 2.9 was seen to deliver a message again as new after that), oldest first: the buffered
+      // ones, then those the readers took once stopping.
+      for (const m of [...buf.drain(), ...late.splice(0)]) m.nak();
       notify();
       // Wake every idle worker so it sees `stopping`.
       for (let i = 0; i < o.concurrency; i++) notify();

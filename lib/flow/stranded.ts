@@ -1,8 +1,9 @@
 // Repairs a work-queue consumer that nats-server left past its stream's last sequence (its stream's sequence went back after a leader loss), or without a leader: the messages it would skip are delivered again.
-import { type ConsumerConfig, type ConsumerInfo, JetStreamApiCodes, JetStreamApiError, type JetStreamManager } from "@nats-io/jetstream";
+import { type ConsumerConfig, type ConsumerInfo, JetStreamApiError, type JetStreamManager } from "@nats-io/jetstream";
 
 import type { Logger } from "../core/log.js";
 import { consumerRepairs } from "../infra/metrics.js";
+import { isConsumerNotFound } from "../infra/nats.js";
 
 /** A consumer is not judged again this soon after it was (re)created. */
 const SETTLE_MS = 30_000;
@@ -62,7 +63,7 @@ export function watchWorkQueue(o: { jsm: JetStreamManager; stream: string; confi
     for (const c of o.configs) {
       const name = c.durable_name!;
       const ci = await o.jsm.consumers.info(o.stream, name).catch((err: unknown) => err as Error);
-      if (ci instanceof JetStreamApiError && ci.code === JetStreamApiCodes.ConsumerNotFound) {
+      if (isConsumerNotFound(ci)) {
         await recreate(c, "missing", {}, "work-queue consumer missing; creating it");
         continue;
       }

@@ -1,12 +1,12 @@
 // Endpoint partitions of the webhook gateways: each read by one process at a time (a lease; the live processes share them out evenly), taken over only once the previous reader's batches are settled.
-import { JetStreamApiCodes, JetStreamApiError, type JsMsg } from "@nats-io/jetstream";
+import type { JsMsg } from "@nats-io/jetstream";
 
 import type { Config } from "../core/config.js";
 import type { Logger } from "../core/log.js";
 import { BUCKET, CONSUMER, PRIORITIES, type Priority, STREAM } from "../core/subjects.js";
 import { type Lanes, type Later, runLanes } from "../flow/lanes.js";
 import { ShardOwnership } from "../flow/shard-ownership.js";
-import type { Nats } from "../infra/nats.js";
+import { isConsumerNotFound, type Nats } from "../infra/nats.js";
 
 /** What a webhook gateway's partitions run on. */
 export interface EndpointPartitionDeps {
@@ -19,9 +19,11 @@ export interface EndpointPartitionDeps {
   stopping(): boolean;
   /**
    * Handles one send batch of a partition's lane `prio`; work it leaves running ({@link Later}) is also added by the
-   * handler to `mine`, the partition's set, which a graceful hand-over waits for.
+   * handler to `mine`, the partition's set, which a graceful hand-over waits for. `seenBefore`: the batch had been
+   * delivered to the partition's previous reader (it may have been handled then, whatever its delivery count says:
+   * nats-server 2.9 was seen to deliver a handed-back message again as new).
    */
-  handle(m: JsMsg, prio: Priority, mine: Set<Promise<void>>): Promise<void | Later>;
+  handle(m: JsMsg, prio: Priority, mine: Set<Promise<void>>, seenBefore: boolean): Promise<void | Later>;
 }
 
 /**
@@ -37,30 +39,39 @@ export interface EndpointPartitionDeps {
 export async function endpointPartitions(d: EndpointPartitionDeps): Promise<ShardOwnership> {
   const c = d.cfg;
   const held = new Map<number, { lanes: Lanes; mine: Set<Promise<void>> }>();
-  /** Until no batch of `part`'s lanes is out unacked with another reader, or `gateways.ackWaitSec` (and half a second) passed. */
-  const unackedSettled = async (part: number): Promise<void> => {
+  /**
+   * Until no batch of `part`'s lanes is out unacked with another reader, or `gateways.ackWaitSec` (and half a second)
+   * passed and they are due again. Then, per lane, how many are still out (the next reader gathers them and takes them
+   * oldest first) and the last stream sequence delivered to a reader (a batch up to it may have been handled before).
+   */
+  const unackedSettled = async (part: number): Promise<{ out: Record<Priority, number>; seen: Record<Priority, number> }> => {
     const until = Date.now() + c.gateways.ackWaitSec * 1000 + 500;
+    const zeros = (): Record<Priority, number> => Object.fromEntries(PRIORITIES.map((p) => [p, 0])) as Record<Priority, number>;
+    const out = zeros();
+    const seen = zeros();
     for (;;) {
       // A look-up that fails (the server slow to answer) says nothing: asked again, not taken for "none out" (a consumer
       // that is not there has nothing out).
-      const pending = await Promise.all(PRIORITIES.map((p) => d.nats.jsm.consumers.info(STREAM.send("webhook"), CONSUMER.webhook(p, part)).then(
-        (ci) => ci.num_ack_pending,
-        (err: unknown) => (err instanceof JetStreamApiError && err.code === JetStreamApiCodes.ConsumerNotFound ? 0 : -1),
+      const infos = await Promise.all(PRIORITIES.map((p) => d.nats.jsm.consumers.info(STREAM.send("webhook"), CONSUMER.webhook(p, part)).then(
+        (ci) => ({ out: ci.num_ack_pending, seen: ci.delivered.stream_seq }),
+        (err: unknown) => (isConsumerNotFound(err) ? { out: 0, seen: 0 } : null),
       )));
-      if (pending.every((n) => n === 0) || Date.now() >= until || d.stopping()) return;
+      for (const [i, p] of PRIORITIES.entries()) if (infos[i]) ({ out: out[p], seen: seen[p] } = infos[i]!);
+      if (infos.every((x) => x?.out === 0) || Date.now() >= until || d.stopping()) return { out, seen };
       await new Promise((r) => setTimeout(r, 100));
     }
   };
   return new ShardOwnership({
     kv: await d.nats.kvm.open(BUCKET.leases), jsm: d.nats.jsm, cls: "webhook", shards: c.endpoints.partitions, balanced: true, owner: d.owner, leaseMs: c.endpoints.partitionLeaseMs, log: d.log,
     acquired: async (part, lease) => {
-      await unackedSettled(part);
+      const { out, seen } = await unackedSettled(part);
       // Lost while waiting (a renewal the bucket did not answer): not read; taken again on a later tick.
       if (lease.lost) throw new Error(`endpoint partition ${part}: lease lost while taking it over`);
       const mine = new Set<Promise<void>>();
       const lanes = runLanes({
         js: d.nats.js, stream: STREAM.send("webhook"), consumer: (p) => CONSUMER.webhook(p, part), concurrency: c.gateways.batchConcurrency, prefetch: 4,
-        ackWaitSec: c.gateways.ackWaitSec, log: d.log, handle: (m, prio) => d.handle(m, prio, mine),
+        ackWaitSec: c.gateways.ackWaitSec, log: d.log, catchUp: out,
+        handle: (m, prio) => d.handle(m, prio, mine, m.seq <= seen[prio]),
       });
       held.set(part, { lanes, mine });
       await lanes.ready;

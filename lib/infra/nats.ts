@@ -1,5 +1,5 @@
 // NATS connection handling: connect with endless reconnects, log every status change, never exit on a disconnect.
-import { jetstream, type JetStreamClient, type JetStreamManager, jetstreamManager } from "@nats-io/jetstream";
+import { jetstream, JetStreamApiCodes, JetStreamApiError, type JetStreamClient, type JetStreamManager, jetstreamManager } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 
@@ -29,6 +29,9 @@ export async function kvKeys(jsm: JetStreamManager, bucket: string, filter: stri
   const si = await jsm.streams.info(KV_STORE.stream(bucket), { subjects_filter: KV_STORE.subject(bucket, filter) });
   return Object.keys(si.state.subjects ?? {}).map((s) => s.slice(prefix.length));
 }
+
+/** Whether `err` is JetStream's answer that the consumer asked about does not exist. */
+export const isConsumerNotFound = (err: unknown): boolean => err instanceof JetStreamApiError && err.code === JetStreamApiCodes.ConsumerNotFound;
 
 /**
  * Whether a JetStream API error means "busy, or electing a leader: ask again" — a request timeout, no responders, or the

@@ -4,13 +4,15 @@ import type { ChildProcess } from "node:child_process";
 import { decode, decodeJson } from "../../lib/core/codec.js";
 import { BUCKET, LEASE_KEY, type OwnershipGroup } from "../../lib/core/subjects.js";
 import type { SendBatch } from "../../lib/core/types.js";
-import type { Nats } from "../../lib/infra/nats.js";
+import { kvKeys, type Nats } from "../../lib/infra/nats.js";
 
 /** Current holders of unexpired partition leases of `cls` (a lane class's user shards, bulk by default, or the webhook gateways' endpoint partitions): partition -> {owner, epoch}. */
 export async function shardHolders(n: Nats, cls: OwnershipGroup = "bulk"): Promise<Map<number, { owner: string; epoch: number }>> {
   const kv = await n.kvm.open(BUCKET.leases);
   const out = new Map<number, { owner: string; epoch: number }>();
-  for await (const k of await kv.keys(LEASE_KEY.shards(cls))) {
+  // kvKeys, not kv.keys(), which reads a consumer until its pending count is 0 (lib/infra/nats.ts): with leases renewed
+  // several times a second, webhook-partitions.test sat 108 s before its first check (which waits on this listing), twice in 35 runs.
+  for (const k of await kvKeys(n.jsm, BUCKET.leases, LEASE_KEY.shards(cls))) {
     const e = await kv.get(k);
     if (!e || e.operation !== "PUT") continue;
     const r = decodeJson<{ owner: string; expiresAt: number }>(e.value);

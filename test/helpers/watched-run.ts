@@ -6,19 +6,27 @@ import { fileURLToPath } from "node:url";
 /** The compiled benchmark script `name` (e.g. "fan" for bench/fan.ts). */
 export const benchScript = (name: string): string => fileURLToPath(new URL(`../../bench/${name}.js`, import.meta.url));
 
+/** Each live process's pid with what `read(pid)` returns for it (processes that end meanwhile are skipped). */
+function* eachProcess<T>(read: (pid: string) => T): Generator<[number, T]> {
+  for (const d of readdirSync("/proc")) {
+    if (!/^\d+$/.test(d)) continue;
+    let v: T;
+    try {
+      v = read(d);
+    } catch {
+      continue; // gone meanwhile
+    }
+    yield [Number(d), v];
+  }
+}
+
 /** pid -> [parent pid, command name] of every live (not zombie) process, read from /proc. */
 function processTable(): Map<number, [number, string]> {
   const out = new Map<number, [number, string]>();
-  for (const d of readdirSync("/proc")) {
-    if (!/^\d+$/.test(d)) continue;
-    try {
-      const stat = readFileSync(`/proc/${d}/stat`, "utf8");
-      const close = stat.lastIndexOf(")");
-      const [state, ppid] = stat.slice(close + 2).split(" ");
-      if (state !== "Z") out.set(Number(d), [Number(ppid), stat.slice(stat.indexOf("(") + 1, close)]);
-    } catch {
-      /* gone meanwhile */
-    }
+  for (const [pid, stat] of eachProcess((d) => readFileSync(`/proc/${d}/stat`, "utf8"))) {
+    const close = stat.lastIndexOf(")");
+    const [state, ppid] = stat.slice(close + 2).split(" ");
+    if (state !== "Z") out.set(pid, [Number(ppid), stat.slice(stat.indexOf("(") + 1, close)]);
   }
   return out;
 }
@@ -43,14 +51,10 @@ export function descendants(root: number): Map<number, string> {
 /** The live processes started with `NFX_CONFIG=configFile` (the role processes of one local cluster): pid -> argv. */
 export function withConfigFile(configFile: string): Map<number, string[]> {
   const out = new Map<number, string[]>();
-  for (const d of readdirSync("/proc")) {
-    if (!/^\d+$/.test(d)) continue;
-    try {
-      if (readFileSync(`/proc/${d}/environ`, "utf8").split("\0").includes(`NFX_CONFIG=${configFile}`)) out.set(Number(d), readFileSync(`/proc/${d}/cmdline`, "utf8").split("\0").filter(Boolean));
-    } catch {
-      /* gone meanwhile */
-    }
-  }
+  const env = `NFX_CONFIG=${configFile}`;
+  const read = (d: string): string[] | null =>
+    readFileSync(`/proc/${d}/environ`, "utf8").split("\0").includes(env) ? readFileSync(`/proc/${d}/cmdline`, "utf8").split("\0").filter(Boolean) : null;
+  for (const [pid, argv] of eachProcess(read)) if (argv) out.set(pid, argv);
   return out;
 }
 

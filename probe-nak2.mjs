@@ -1,0 +1,21 @@
+import { connect } from "@nats-io/transport-node";
+import { jetstream, jetstreamManager, AckPolicy } from "@nats-io/jetstream";
+const nc = await connect({ servers: "127.0.0.1:" + process.argv[2] });
+const jsm = await jetstreamManager(nc);
+await jsm.streams.add({ name: "S2", subjects: ["s2.>"] });
+await jsm.consumers.add("S2", { durable_name: "C", ack_policy: AckPolicy.Explicit, ack_wait: 5e9 });
+const js = jetstream(nc);
+for (let i = 1; i <= 3; i++) await js.publish("s2.x", String(i));
+const c = await js.consumers.get("S2", "C");
+const fetch = async (n) => { const out = []; for await (const m of await c.fetch({ max_messages: n, expires: 1000 })) out.push(m); return out; };
+const a = await fetch(3);
+console.log("first", a.map((m) => `${m.seq}/${m.info.deliveryCount}`));
+a[1].nak(); await nc.flush();
+const b = await fetch(1);
+console.log("redelivered", b.map((m) => `${m.seq}/${m.info.deliveryCount}`));
+b[0].ack(); await nc.flush();
+a[1].nak(); await nc.flush(); // stale nak of the first delivery
+a[0].ack(); a[2].ack(); await nc.flush();
+const d = await fetch(3);
+console.log("after stale nak", d.map((m) => `${m.seq}/${m.info.deliveryCount}`));
+await nc.close();
