@@ -41,6 +41,8 @@ export interface GatewayWebhookDeps {
 const SCAN_MS = 250;
 /** How long a worker whose queue ran empty keeps its endpoint, waiting for this process to queue more, before it lets go. */
 const LINGER_MS = 1000;
+/** How long a send batch delivered directly is remembered after it finished, so that a copy of it is only acked. */
+const SEEN_MS = 60_000;
 
 /**
  * The body every endpoint receives for a delivery of notification `n` (Standard Webhooks layout):
@@ -392,7 +394,17 @@ export async function startGatewayWebhook(d: GatewayWebhookDeps): Promise<{ stop
     return turn;
   };
 
-  const handle = async (m: JsMsg, prio: Priority, ofPartition: Set<Promise<void>>, seenBefore: boolean): Promise<void | Later> => {
+  /**
+   * Send batches delivered directly here, by first id, while in hand and for {@link SEEN_MS} after they finished: a
+   * copy of one that comes meanwhile is settled with it (acked when it is; one that failed is forgotten at once).
+   */
+  const inHand = new Map<string, { later: Promise<void>; doneAt: number }>();
+  const inHandSweep = setInterval(() => {
+    const old = Date.now() - SEEN_MS;
+    for (const [id, h] of inHand) if (h.doneAt && h.doneAt < old) inHand.delete(id);
+  }, SEEN_MS / 6);
+  inHandSweep.unref();
+  const handle = async (m: JsMsg, prio: Priority, ofPartition: Set<Promise<void>>): Promise<void | Later> => {
     const batch = decodeAs<SendBatch>(m.data, "send_batch");
     const firstId = firstIdOf(m);
     if (c.directBacklog === 0 || batch.replayOf !== undefined) {
@@ -406,17 +418,26 @@ export async function startGatewayWebhook(d: GatewayWebhookDeps): Promise<{ stop
       if (markDone) await markSendBatchDone(d.redis, firstId);
       return;
     }
-    const again = seenBefore || m.info.deliveryCount > 1 || m.headers?.get("Nats-Msg-Id") !== firstId;
+    // A batch this process is delivering now, come again (nats-server 2.9.10 can deliver a handed-back batch a second
+    // time, as new: docs/topics.md, "Several gateway-webhook processes"): acked or redelivered with the first copy.
+    const first = inHand.get(firstId);
+    if (first) return { later: first.later };
+    const again = m.info.deliveryCount > 1 || m.headers?.get("Nats-Msg-Id") !== firstId;
+    // Every batch is checked against the finished-batch marks, not only those delivered before by their count (for the
+    // same reason); asked now, read in its turn.
+    const doneBefore = sendBatchDone(d.redis, firstId);
+    doneBefore.catch(() => undefined);
     let freeSlot!: () => void;
     const held = new Promise<void>((r) => (freeSlot = r));
     await new Promise<void>((go) => void slots.run(() => (go(), held), PRIORITIES.indexOf(prio)));
-    let groups: Promise<GroupResult>[] | null;
+    let groups: Promise<GroupResult>[] | null | "copy";
     try {
       groups = await inTurn(async () => {
-        // A batch handled before (redelivered, or published again) and finished then (its receipts published, its direct
-        // deliveries recorded): nothing more to do. Looked up in its turn, so a redelivered batch is not overtaken by
-        // newer ones meanwhile (a partition handed over gets its previous holder's unfinished batches again first).
-        if (again && (await sendBatchDone(d.redis, firstId))) return null;
+        // A batch handled before (redelivered, published again, or delivered again as new) and finished then (its receipts
+        // published, its direct deliveries recorded): nothing more to do. Read in its turn, so a redelivered batch is not
+        // overtaken by newer ones meanwhile (a partition handed over gets its previous holder's unfinished batches first).
+        if (inHand.has(firstId)) return "copy";
+        if (await doneBefore) return null;
         const { byEndpoint, payloads, skipped } = await plan(batch);
         // Redelivered unfinished (its gateway died, or it was published again): what an earlier attempt had answered is
         // not posted again, only reported and recorded with the rest.
@@ -455,11 +476,23 @@ export async function startGatewayWebhook(d: GatewayWebhookDeps): Promise<{ stop
       throw err;
     }
     if (!groups) return freeSlot();
+    if (groups === "copy") {
+      freeSlot();
+      // Settled with the copy in hand; one that failed meanwhile is redelivered, and so is this one.
+      const first = inHand.get(firstId);
+      if (!first) throw new Error(`send batch ${firstId}: its other copy failed`);
+      return { later: first.later };
+    }
     stageItems.inc({ stage: "gateway-webhook" }, batch.sends.length);
     const later = Promise.all(groups).then((results) => finishDirect(firstId, results)).finally(freeSlot);
+    const mine = { later, doneAt: 0 };
+    inHand.set(firstId, mine);
     inflight.add(later);
     ofPartition.add(later);
-    void later.catch(() => undefined).finally(() => (inflight.delete(later), ofPartition.delete(later)));
+    void later.then(
+      () => void (mine.doneAt = Date.now()),
+      () => void (inHand.get(firstId) === mine && inHand.delete(firstId)),
+    ).finally(() => (inflight.delete(later), ofPartition.delete(later)));
     return { later };
   };
   /**
@@ -805,6 +838,7 @@ export async function startGatewayWebhook(d: GatewayWebhookDeps): Promise<{ stop
       await Promise.allSettled([...releasing.values()]);
       clearInterval(directRenewal);
       clearInterval(slowSweep);
+      clearInterval(inHandSweep);
       await Promise.allSettled([...direct.keys()].map((id) => queues.lease(id, owner, "release")));
       await eventStreams.stop();
       await loop;

@@ -19,11 +19,9 @@ export interface EndpointPartitionDeps {
   stopping(): boolean;
   /**
    * Handles one send batch of a partition's lane `prio`; work it leaves running ({@link Later}) is also added by the
-   * handler to `mine`, the partition's set, which a graceful hand-over waits for. `seenBefore`: the batch had been
-   * delivered to the partition's previous reader (it may have been handled then, whatever its delivery count says:
-   * nats-server 2.9 was seen to deliver a handed-back message again as new).
+   * handler to `mine`, the partition's set, which a graceful hand-over waits for.
    */
-  handle(m: JsMsg, prio: Priority, mine: Set<Promise<void>>, seenBefore: boolean): Promise<void | Later>;
+  handle(m: JsMsg, prio: Priority, mine: Set<Promise<void>>): Promise<void | Later>;
 }
 
 /**
@@ -41,37 +39,35 @@ export async function endpointPartitions(d: EndpointPartitionDeps): Promise<Shar
   const held = new Map<number, { lanes: Lanes; mine: Set<Promise<void>> }>();
   /**
    * Until no batch of `part`'s lanes is out unacked with another reader, or `gateways.ackWaitSec` (and half a second)
-   * passed and they are due again. Then, per lane, how many are still out (the next reader gathers them and takes them
-   * oldest first) and the last stream sequence delivered to a reader (a batch up to it may have been handled before).
+   * passed and they are due again; then how many each lane still has out (the next reader gathers them and takes them
+   * oldest first).
    */
-  const unackedSettled = async (part: number): Promise<{ out: Record<Priority, number>; seen: Record<Priority, number> }> => {
+  const unackedSettled = async (part: number): Promise<Record<Priority, number>> => {
     const until = Date.now() + c.gateways.ackWaitSec * 1000 + 500;
-    const zeros = (): Record<Priority, number> => Object.fromEntries(PRIORITIES.map((p) => [p, 0])) as Record<Priority, number>;
-    const out = zeros();
-    const seen = zeros();
+    const out = Object.fromEntries(PRIORITIES.map((p) => [p, 0])) as Record<Priority, number>;
     for (;;) {
       // A look-up that fails (the server slow to answer) says nothing: asked again, not taken for "none out" (a consumer
       // that is not there has nothing out).
-      const infos = await Promise.all(PRIORITIES.map((p) => d.nats.jsm.consumers.info(STREAM.send("webhook"), CONSUMER.webhook(p, part)).then(
-        (ci) => ({ out: ci.num_ack_pending, seen: ci.delivered.stream_seq }),
-        (err: unknown) => (isConsumerNotFound(err) ? { out: 0, seen: 0 } : null),
+      const pending = await Promise.all(PRIORITIES.map((p) => d.nats.jsm.consumers.info(STREAM.send("webhook"), CONSUMER.webhook(p, part)).then(
+        (ci) => ci.num_ack_pending,
+        (err: unknown) => (isConsumerNotFound(err) ? 0 : -1),
       )));
-      for (const [i, p] of PRIORITIES.entries()) if (infos[i]) ({ out: out[p], seen: seen[p] } = infos[i]!);
-      if (infos.every((x) => x?.out === 0) || Date.now() >= until || d.stopping()) return { out, seen };
+      for (const [i, p] of PRIORITIES.entries()) if (pending[i] >= 0) out[p] = pending[i];
+      if (pending.every((n) => n === 0) || Date.now() >= until || d.stopping()) return out;
       await new Promise((r) => setTimeout(r, 100));
     }
   };
   return new ShardOwnership({
     kv: await d.nats.kvm.open(BUCKET.leases), jsm: d.nats.jsm, cls: "webhook", shards: c.endpoints.partitions, balanced: true, owner: d.owner, leaseMs: c.endpoints.partitionLeaseMs, log: d.log,
     acquired: async (part, lease) => {
-      const { out, seen } = await unackedSettled(part);
+      const catchUp = await unackedSettled(part);
       // Lost while waiting (a renewal the bucket did not answer): not read; taken again on a later tick.
       if (lease.lost) throw new Error(`endpoint partition ${part}: lease lost while taking it over`);
       const mine = new Set<Promise<void>>();
       const lanes = runLanes({
         js: d.nats.js, stream: STREAM.send("webhook"), consumer: (p) => CONSUMER.webhook(p, part), concurrency: c.gateways.batchConcurrency, prefetch: 4,
-        ackWaitSec: c.gateways.ackWaitSec, log: d.log, catchUp: out,
-        handle: (m, prio) => d.handle(m, prio, mine, m.seq <= seen[prio]),
+        ackWaitSec: c.gateways.ackWaitSec, log: d.log, catchUp,
+        handle: (m, prio) => d.handle(m, prio, mine),
       });
       held.set(part, { lanes, mine });
       await lanes.ready;

@@ -97,6 +97,17 @@ t.test("direct delivery: in order, each once, slow and failing endpoints queued 
   await publish("test-direct-copy~r1");
   await new Promise((r) => setTimeout(r, 1000));
   t.equal(rx.received("fast1").filter((d) => d.id === `nb.${fast1}`).length, 1, "its copy sent nothing");
+  // A copy that comes while the first is still being delivered (nats-server 2.9.10 can deliver a handed-back batch a
+  // second time, as new) is settled with it: posted once.
+  const inHand: SendBatch = { ...batch, notifications: { nh: { ...batch.notifications.nb, id: "nh" } }, sends: [{ nid: "nh", user: fast1, device: fast1, token: "" }] };
+  rx.setFault("fast1", { delayMs: 800 });
+  const partOf1 = webhookSendSubject("normal", shardOf(fast1, cluster.cfg.endpoints.partitions));
+  await nats.js.publish(partOf1, encode(inHand), { msgID: "test-in-hand" });
+  await nats.js.publish(partOf1, encode(inHand), { msgID: "test-in-hand~r1" });
+  t.ok(await eventually(async () => (await redis.exists(sendBatchDoneKey("test-in-hand"))) === 1, 10_000), "the batch in hand finished");
+  rx.setFault("fast1", null);
+  await new Promise((r) => setTimeout(r, 1000));
+  t.equal(rx.received("fast1").filter((d) => d.id === `nh.${fast1}`).length, 1, "its copy, come while it was in hand, sent nothing");
 
   // A batch an earlier attempt left unfinished (its gateway died after fast1 had answered): taken again, it posts only
   // what had no answer, and counts both.
