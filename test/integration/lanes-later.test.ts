@@ -1,24 +1,30 @@
 // Priority lanes on a real nats-server: a handler that finishes a message later (Later) frees its worker at once, the message acked when it finishes and redelivered when it fails; a next reader told what a stopped one left out takes it oldest first.
 import type { JsMsg } from "@nats-io/jetstream";
 import { pino } from "pino";
-import t from "tap";
+import t, { type Test } from "tap";
 
 import { encode } from "../../lib/core/codec.js";
-import { createLogger } from "../../lib/core/log.js";
+import { createLogger, type Logger } from "../../lib/core/log.js";
 import { CONSUMER, STREAM, webhookSendSubject } from "../../lib/core/subjects.js";
 import { decodeAs, type Later, runLanes } from "../../lib/flow/lanes.js";
-import { connectNats } from "../../lib/infra/nats.js";
+import { connectNats, type Nats } from "../../lib/infra/nats.js";
 import { ensureTopology } from "../../lib/infra/topology.js";
 import { eventually } from "../helpers/cluster.js";
 import { startServers } from "../helpers/servers.js";
 
-t.test("a message finished later: the worker goes on, the message is acked when it finishes, redelivered when it fails", async (t) => {
+/** A nats-server with nfx's streams (send lanes with a 3 s ack wait), and a client, closed when `t` ends. */
+async function laneServers(t: Test): Promise<{ nats: Nats; log: Logger }> {
   const servers = await startServers(t);
   const cfg = servers.config({ gateways: { ackWaitSec: 3 } });
   const log = createLogger({ level: "warn", redact: true }, pino.destination(2));
   const nats = await connectNats(cfg, log, "test");
   t.teardown(() => nats.nc.drain());
   await ensureTopology(nats, cfg);
+  return { nats, log };
+}
+
+t.test("a message finished later: the worker goes on, the message is acked when it finishes, redelivered when it fails", async (t) => {
+  const { nats, log } = await laneServers(t);
 
   const seen: string[] = [];
   let releaseFirst!: () => void;
@@ -49,12 +55,7 @@ t.test("a message finished later: the worker goes on, the message is acked when 
 });
 
 t.test("lanes stopped with messages buffered and more on the way: a next reader told how many are out gets them in the order they came", async (t) => {
-  const servers = await startServers(t);
-  const cfg = servers.config({ gateways: { ackWaitSec: 3 } });
-  const log = createLogger({ level: "warn", redact: true }, pino.destination(2));
-  const nats = await connectNats(cfg, log, "test");
-  t.teardown(() => nats.nc.drain());
-  await ensureTopology(nats, cfg);
+  const { nats, log } = await laneServers(t);
   const N = 12;
   for (let i = 0; i < N; i++) await nats.js.publish(webhookSendSubject("normal", 1), encode({ type: "t", i }), { msgID: `stop-order-${i}` });
 
