@@ -91,7 +91,8 @@ t.test("direct delivery: in order, each once, slow and failing endpoints queued 
   // A send batch handled before (redelivered, or published again after a stream lost it) is not sent again.
   const fast1 = eps.get("fast1")!.id;
   const batch: SendBatch = { type: "send_batch", channel: "webhook", shard: 0, notifications: { nb: { id: "nb", category: "transactional", priority: "normal", expiresAt: Date.now() + 3_600_000, channels: ["webhook"], createdAt: Date.now(), topic: "direct", content: { webhook: { type: "t.copy", data: { k: 99 } } } } as unknown as SendBatch["notifications"][string] }, sends: [{ nid: "nb", user: fast1, device: fast1, token: "" }] };
-  const publish = (msgID: string): Promise<unknown> => nats.js.publish(webhookSendSubject("normal", shardOf(fast1, cluster.cfg.endpoints.partitions)), encode(batch), { msgID });
+  const partOf1 = webhookSendSubject("normal", shardOf(fast1, cluster.cfg.endpoints.partitions));
+  const publish = (msgID: string, b: SendBatch = batch): Promise<unknown> => nats.js.publish(partOf1, encode(b), { msgID });
   await publish("test-direct-copy");
   t.ok(await eventually(() => rx.accepted("fast1").some((d) => d.id === `nb.${fast1}`), 10_000), "the batch was delivered");
   await publish("test-direct-copy~r1");
@@ -101,9 +102,8 @@ t.test("direct delivery: in order, each once, slow and failing endpoints queued 
   // second time, as new) is settled with it: posted once.
   const inHand: SendBatch = { ...batch, notifications: { nh: { ...batch.notifications.nb, id: "nh" } }, sends: [{ nid: "nh", user: fast1, device: fast1, token: "" }] };
   rx.setFault("fast1", { delayMs: 800 });
-  const partOf1 = webhookSendSubject("normal", shardOf(fast1, cluster.cfg.endpoints.partitions));
-  await nats.js.publish(partOf1, encode(inHand), { msgID: "test-in-hand" });
-  await nats.js.publish(partOf1, encode(inHand), { msgID: "test-in-hand~r1" });
+  await publish("test-in-hand", inHand);
+  await publish("test-in-hand~r1", inHand);
   t.ok(await eventually(async () => (await redis.exists(sendBatchDoneKey("test-in-hand"))) === 1, 10_000), "the batch in hand finished");
   rx.setFault("fast1", null);
   await new Promise((r) => setTimeout(r, 1000));
@@ -115,7 +115,7 @@ t.test("direct delivery: in order, each once, slow and failing endpoints queued 
   const unfinished: SendBatch = { ...batch, notifications: { nc: { ...batch.notifications.nb, id: "nc" } }, sends: [fast1, f2id].map((ep) => ({ nid: "nc", user: ep, device: ep, token: "" })) };
   await redis.hset(webhookAnsweredKey("test-unfinished"), webhookDeliveryId("nc", fast1), `d|204|${Date.now()}|`);
   const [s1, s2] = await Promise.all([stateOf("fast1"), stateOf("fast2")]);
-  await nats.js.publish(webhookSendSubject("normal", shardOf(fast1, cluster.cfg.endpoints.partitions)), encode(unfinished), { msgID: "test-unfinished~r1" });
+  await publish("test-unfinished~r1", unfinished);
   t.ok(await eventually(() => rx.accepted("fast2").some((d) => d.id === `nc.${f2id}`), 10_000), "the delivery without an answer was posted");
   t.ok(await eventually(async () => (await redis.exists(sendBatchDoneKey("test-unfinished"))) === 1, 10_000), "and the batch finished");
   t.equal(rx.received("fast1").filter((d) => d.id === `nc.${fast1}`).length, 0, "the one answered before was not posted again");
