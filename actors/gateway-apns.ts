@@ -12,6 +12,7 @@ import type { NotificationBrief, Send } from "../lib/core/types.js";
 import { noContent, pushContent } from "../lib/gateway/channel-content.js";
 import { parseRetryAfter } from "../lib/gateway/retry-policy.js";
 import { type ChannelClient, type GatewayDeps, type ProviderApp, runGateway, type SendResult } from "../lib/gateway/runner.js";
+import { withPlainAsyncBind } from "../lib/infra/plain-async-bind.js";
 
 export { apnsNotification };
 
@@ -39,12 +40,16 @@ export function apnsError(f: apn.ResponseFailure, retryAfterMs?: number): Provid
 type SdkClient = { request: (this: SdkClient, session: ClientHttp2Session, ...rest: unknown[]) => Promise<unknown>; clients?: SdkClient[] };
 
 /**
- * Keeps the Retry-After of APNs answers per device token. The SDK reads
- * `Retry-After` with a capital letter (HTTP/2 lower-cases header names) and
- * then deletes it before returning, so the gateway listens on each HTTP/2
- * stream the SDK opens instead (docs/providers.md, "APNs — `@parse/node-apn` 8.x").
+ * Hooks every HTTP/2 stream the SDK opens. Keeps the Retry-After of APNs
+ * answers per device token: the SDK reads `Retry-After` with a capital letter
+ * (HTTP/2 lower-cases header names) and then deletes it before returning, so
+ * the gateway listens on each stream instead (docs/providers.md, "APNs —
+ * `@parse/node-apn` 8.x"). And opens each stream with {@link withPlainAsyncBind}:
+ * Node 20's `session.request` binds a callback with `AsyncResource#bind`, whose
+ * deprecation wrappers cost more than the rest of the request (docs/benchmarks.md,
+ * "Node 20's HTTP/2 requests and a deprecation wrapper").
  */
-function captureRetryAfter(provider: apn.Provider | apn.MultiProvider, hints: Map<string, number>): void {
+function hookStreams(provider: apn.Provider | apn.MultiProvider, hints: Map<string, number>): void {
   const root = (provider as unknown as { client: SdkClient }).client;
   for (const c of root.clients ?? [root]) {
     const request = c.request;
@@ -53,7 +58,7 @@ function captureRetryAfter(provider: apn.Provider | apn.MultiProvider, hints: Ma
       if (!s.nfxHooked) {
         const open = s.request.bind(s);
         s.request = ((headers: OutgoingHttpHeaders, opts?: object) => {
-          const stream = open(headers, opts);
+          const stream = withPlainAsyncBind(() => open(headers, opts));
           stream.on("response", (h: IncomingHttpHeaders) => {
             const ms = parseRetryAfter(h["retry-after"]);
             if (ms !== undefined) hints.set(String(headers[":path"] ?? "").slice("/3/device/".length), ms);
@@ -97,7 +102,7 @@ export function createApnsApp(a: ApnsAppConfig, field: string): ProviderApp {
   };
   const provider = a.clientCount > 1 ? new apn.MultiProvider(opts) : new apn.Provider(opts);
   const hints = new Map<string, number>();
-  captureRetryAfter(provider, hints);
+  hookStreams(provider, hints);
   // One compiled notification per batch's notification for inline content; one per recipient when a template rendered it.
   const shared = new WeakMap<NotificationBrief, apn.Notification>();
   // The SDK's client writes one token's stream; `provider.send(note, tokens)` is this per token, answering only once
