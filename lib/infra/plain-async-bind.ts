@@ -34,15 +34,17 @@ function boundTo(res: AsyncResource, fn: (...args: unknown[]) => unknown, thisAr
 
 /**
  * Runs `call` (synchronous) with `AsyncResource#bind` as {@link plainBind}, and
- * puts Node's back before returning or throwing: only what `call` binds meanwhile
- * is bound the cheaper way; the rest of the process keeps Node's. Returns what
- * `call` returns; throws what it throws.
+ * puts back whatever was there before (Node's, or a tool's that wrapped it since)
+ * before returning or throwing: only what `call` binds meanwhile is bound the
+ * cheaper way; the rest of the process keeps its own. Nested calls are fine.
+ * Returns what `call` returns; throws what it throws.
  */
 export function withPlainAsyncBind<T>(call: () => T): T {
+  const before = proto.bind;
   proto.bind = plainBind;
   try {
     return call();
   } finally {
-    proto.bind = nodeBind;
+    proto.bind = before;
   }
 }

@@ -46,6 +46,20 @@ t.test("puts Node's bind back whether the call returns or throws", async (t) => 
     throw new Error("boom");
   }), { message: "boom" });
   t.equal(currentBind(), nodeBind, "restored after a throw");
+  const inner = withPlainAsyncBind(() => {
+    withPlainAsyncBind(() => undefined);
+    return Object.getOwnPropertyDescriptor(new AsyncResource("nfx-test").bind(() => 1), "asyncResource");
+  });
+  t.ok(inner && "value" in inner, "a nested call leaves the outer one's bind in place");
+  // A tool that wrapped bind after this module loaded keeps its wrapper.
+  const proto = AsyncResource.prototype as unknown as { bind: unknown };
+  const wrapped = function (this: AsyncResource, ...a: unknown[]): unknown {
+    return (nodeBind as (...x: unknown[]) => unknown).apply(this, a);
+  };
+  proto.bind = wrapped;
+  t.teardown(() => void (proto.bind = nodeBind));
+  withPlainAsyncBind(() => undefined);
+  t.equal(currentBind(), wrapped, "what was there before is put back, not Node's");
 });
 
 t.test("an HTTP/2 request opened through it before the session connected is answered", async (t) => {
