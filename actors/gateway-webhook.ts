@@ -418,10 +418,15 @@ export async function startGatewayWebhook(d: GatewayWebhookDeps): Promise<{ stop
       if (markDone) await markSendBatchDone(d.redis, firstId);
       return;
     }
+    /** This copy settled with the one in hand: acked when it is; redelivered when it fails, or failed already (forgotten). */
+    const withFirst = (): Later => {
+      const first = inHand.get(firstId);
+      if (!first) throw new Error(`send batch ${firstId}: its other copy failed`);
+      return { later: first.later };
+    };
     // A batch this process is delivering now, come again (nats-server 2.9.10 can deliver a handed-back batch a second
     // time, as new: docs/topics.md, "Several gateway-webhook processes"): acked or redelivered with the first copy.
-    const first = inHand.get(firstId);
-    if (first) return { later: first.later };
+    if (inHand.has(firstId)) return withFirst();
     const again = m.info.deliveryCount > 1 || m.headers?.get("Nats-Msg-Id") !== firstId;
     // Every batch is checked against the finished-batch marks, not only those delivered before by their count (for the
     // same reason); asked now, read in its turn.
@@ -478,10 +483,7 @@ export async function startGatewayWebhook(d: GatewayWebhookDeps): Promise<{ stop
     if (!groups) return freeSlot();
     if (groups === "copy") {
       freeSlot();
-      // Settled with the copy in hand; one that failed meanwhile is redelivered, and so is this one.
-      const first = inHand.get(firstId);
-      if (!first) throw new Error(`send batch ${firstId}: its other copy failed`);
-      return { later: first.later };
+      return withFirst();
     }
     stageItems.inc({ stage: "gateway-webhook" }, batch.sends.length);
     const later = Promise.all(groups).then((results) => finishDirect(firstId, results)).finally(freeSlot);

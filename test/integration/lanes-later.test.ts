@@ -59,17 +59,23 @@ t.test("lanes stopped with messages buffered and more on the way: a next reader 
   const N = 12;
   for (let i = 0; i < N; i++) await nats.js.publish(webhookSendSubject("normal", 1), encode({ type: "t", i }), { msgID: `stop-order-${i}` });
 
+  /** A reader of lane normal of partition 1: one worker, two buffered; `catchUp` as a partition's next holder passes it. */
+  const reader = (handle: (m: JsMsg) => Promise<void>, catchUp?: number): ReturnType<typeof runLanes> =>
+    runLanes({
+      js: nats.js, stream: STREAM.send("webhook"), consumer: (p) => CONSUMER.webhook(p, 1), concurrency: 1, prefetch: 2, ackWaitSec: 3, log,
+      handle, ...(catchUp !== undefined ? { catchUp: { normal: catchUp } } : {}),
+    });
+  /** A handler noting each message's number in `into`. */
+  const noting = (into: number[]) => async (m: JsMsg): Promise<void> => void into.push(decodeAs<{ type: "t"; i: number }>(m.data, "t").i);
+
   // One worker held on the first message: the next ones wait in the buffer (prefetch 2) and with the reader.
   let taken!: () => void;
   const tookFirst = new Promise<void>((r) => (taken = r));
   let release!: () => void;
   const held = new Promise<void>((r) => (release = r));
-  const lanes = runLanes({
-    js: nats.js, stream: STREAM.send("webhook"), consumer: (p) => CONSUMER.webhook(p, 1), concurrency: 1, prefetch: 2, ackWaitSec: 3, log,
-    handle: async (): Promise<void> => {
-      taken();
-      await held;
-    },
+  const lanes = reader(async () => {
+    taken();
+    await held;
   });
   await lanes.ready;
   await tookFirst;
@@ -89,10 +95,7 @@ t.test("lanes stopped with messages buffered and more on the way: a next reader 
   const pending = await out();
   t.ok(pending >= 3, `the stopped reader's unfinished messages are out (${pending})`);
   const order: number[] = [];
-  const next = runLanes({
-    js: nats.js, stream: STREAM.send("webhook"), consumer: (p) => CONSUMER.webhook(p, 1), concurrency: 1, prefetch: 2, ackWaitSec: 3, log, catchUp: { normal: pending },
-    handle: async (m): Promise<void> => void order.push(decodeAs<{ type: "t"; i: number }>(m.data, "t").i),
-  });
+  const next = reader(noting(order), pending);
   t.teardown(() => next.stop());
   t.ok(await eventually(() => order.length >= N - 1, 15_000), `the rest handled by the next reader (${order.length} of ${N - 1})`);
   t.same(order, Array.from({ length: N - 1 }, (_, k) => k + 1), `in the order they were published (${order.join(",")})`);
@@ -108,10 +111,7 @@ t.test("lanes stopped with messages buffered and more on the way: a next reader 
   for (const k of [3, 4, 0, 1, 2]) taken5[k].nak();
   await nats.nc.flush();
   const again: number[] = [];
-  const third = runLanes({
-    js: nats.js, stream: STREAM.send("webhook"), consumer: (p) => CONSUMER.webhook(p, 1), concurrency: 1, prefetch: 2, ackWaitSec: 3, log, catchUp: { normal: await out() },
-    handle: async (m): Promise<void> => void again.push(decodeAs<{ type: "t"; i: number }>(m.data, "t").i),
-  });
+  const third = reader(noting(again), await out());
   t.teardown(() => third.stop());
   t.ok(await eventually(() => again.length >= 5, 10_000), `handed back, all came again (${again.length} of 5)`);
   t.same(again, [0, 1, 2, 3, 4].map((k) => base + k), `oldest first (${again.join(",")})`);
